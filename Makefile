@@ -1,0 +1,42 @@
+# The two commands: `make demo` and `make test`. Both install what they
+# need (Debian packages, Go modules, Gitea built into $(CACHE)).
+
+GO      ?= go
+CACHE   ?= $(HOME)/.cache/fireactions
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/nixos-fireactions/nixos-fireactions/cli.Version=$(VERSION)
+
+export FIREACTIONS_CACHE := $(CACHE)
+
+.PHONY: all build deps peers unit e2e test demo lint clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/fireactions ./cmd/fireactions
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/fireactions-agent ./cmd/fireactions-agent
+
+deps:
+	scripts/install-deps.sh
+
+peers: deps
+	scripts/build-peers.sh $(CACHE)
+
+unit:
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e
+	$(GO) test -count=1 ./...
+
+lint: deps
+	shellcheck scripts/*.sh .ci/run
+
+e2e: peers
+	$(GO) test -tags e2e -count=1 -v -timeout 30m ./e2e
+
+test: deps peers lint unit e2e
+
+demo: peers build
+	scripts/demo.sh
+
+clean:
+	rm -rf bin

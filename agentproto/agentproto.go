@@ -1,0 +1,95 @@
+// Package agentproto is the contract between the host and the guest agent:
+// the per-VM configuration the host places in the VM's initramfs, and the
+// state reports the agent sends back to the host over the VM's network.
+//
+// It is the only package the host and the guest share, so it carries no
+// behaviour beyond encoding, and it must stay free of host-only imports.
+package agentproto
+
+import "time"
+
+// ConfigPath is where the agent reads its configuration inside the guest.
+// The file lives only in the VM's own initramfs and is readable by root only.
+const ConfigPath = "/etc/fireactions/agent.json"
+
+// ReportPath is the HTTP path, on the host's agent listener, that takes
+// reports (POST, JSON body Report, header "Authorization: Bearer <token>").
+const ReportPath = "/agent/v1/report"
+
+// Config is everything the guest agent needs to run one job.
+type Config struct {
+	VMID     string `json:"vm_id"`
+	Hostname string `json:"hostname"`
+	// Modules are kernel module files inside the initramfs, loaded in order
+	// (dependencies first). Empty for kernels with the drivers built in.
+	Modules []string `json:"modules,omitempty"`
+	Network Network  `json:"network"`
+	Report  Reporter `json:"report"`
+	Runner  Runner   `json:"runner"`
+}
+
+// Network is the guest's single interface. The kernel ignores ip=, so the
+// agent configures it over netlink.
+type Network struct {
+	Interface string   `json:"interface"` // e.g. "eth0"
+	Address   string   `json:"address"`   // CIDR, e.g. "10.200.0.2/24"
+	Gateway   string   `json:"gateway"`   // e.g. "10.200.0.1"
+	DNS       []string `json:"dns,omitempty"`
+	MTU       int      `json:"mtu,omitempty"`
+}
+
+// Reporter says where the agent reports state. The token authenticates this
+// VM only; it grants nothing at the forge.
+type Reporter struct {
+	URL   string `json:"url"`
+	Token string `json:"token"`
+}
+
+// Runner is the forge's runner agent, prepared by the host's forge driver:
+// the files it needs (its own single-runner credential among them), the
+// command, and the unprivileged user it runs as.
+type Runner struct {
+	Forge   string   `json:"forge"` // "gitea", "github", "gitlab"
+	User    string   `json:"user"`
+	UID     int      `json:"uid"`
+	GID     int      `json:"gid"`
+	Home    string   `json:"home"`
+	WorkDir string   `json:"work_dir"`
+	Command []string `json:"command"`
+	Env     []string `json:"env,omitempty"`
+	Files   []File   `json:"files,omitempty"`
+	// ReadyLine is a substring of the runner's output that means it is
+	// registered with the forge and waiting for its job.
+	ReadyLine string `json:"ready_line,omitempty"`
+}
+
+// File is written by the agent before the runner starts, owned by the
+// runner's user. Content is base64 in JSON.
+type File struct {
+	Path    string `json:"path"`
+	Mode    uint32 `json:"mode"`
+	Content []byte `json:"content"`
+}
+
+// Event is a step in the guest's life, in the order they happen.
+type Event string
+
+const (
+	EventBooted        Event = "booted"         // agent is running as /init
+	EventNetworkUp     Event = "network-up"     // eth0 configured
+	EventRunnerStarted Event = "runner-started" // runner process started
+	EventRunnerReady   Event = "runner-ready"   // runner printed ReadyLine
+	EventRunnerExited  Event = "runner-exited"  // runner ended; power-off follows
+	EventFailed        Event = "failed"         // the agent could not go on
+)
+
+// Report is one state report from the agent.
+type Report struct {
+	VMID  string `json:"vm_id"`
+	Event Event  `json:"event"`
+	// Uptime is the guest's CLOCK_BOOTTIME at the event: time since the
+	// guest kernel started, measured inside the guest.
+	Uptime   time.Duration `json:"uptime_ns"`
+	ExitCode int           `json:"exit_code,omitempty"`
+	Message  string        `json:"message,omitempty"`
+}

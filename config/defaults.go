@@ -1,0 +1,47 @@
+package config
+
+import "time"
+
+// Defaults is the one place default values live. Load fills every field the
+// file leaves empty from it; docs print it.
+func Defaults() Config {
+	nat := true
+	return Config{
+		StateDir: "/var/lib/fireactions",
+		Log:      Log{Level: "info", Format: "text"},
+		Network: Network{
+			Bridge:    "fireactions0",
+			CIDR:      "10.200.0.0/24",
+			MTU:       1500,
+			NAT:       &nat,
+			AgentPort: 8089,
+		},
+		VMM: VMM{
+			Driver: "qemu",
+			QEMU:   QEMU{Binary: "qemu-system-x86_64", Accel: "auto"},
+		},
+	}
+}
+
+// PoolDefaults are the defaults of every pool.
+func PoolDefaults() Pool {
+	return Pool{
+		Scope:   "instance",
+		MinIdle: 0,
+		Max:     1,
+		VM: VMShape{
+			VCPUs:     1,
+			MemoryMiB: 512,
+		},
+		Runner: RunnerOptions{
+			User:          "runner",
+			UID:           1000,
+			FetchInterval: time.Second,
+		},
+		Timeouts: Timeouts{
+			Boot: 2 * time.Minute,
+			Idle: 10 * time.Minute,
+			Job:  3 * time.Hour,
+		},
+	}
+}

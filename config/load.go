@@ -1,0 +1,42 @@
+package config
+
+import (
+	"errors"
+	"os"
+)
+
+// Load reads, completes and validates the configuration file at path,
+// taking token_env secrets from the process environment. See Parse.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &FieldError{File: path, Err: errorOnly(err)}
+	}
+	return Parse(path, data, os.LookupEnv)
+}
+
+// Parse decodes the YAML configuration in data, fills what it leaves out
+// from Defaults, PoolDefaults and the derived defaults (host_id, gateway,
+// dns, guest_url, modules_dir, runner.path), reads each forge's token into
+// Forge.Token (token_env through env) and validates the result.
+//
+// name is the file name errors start with. Parse reports every problem it
+// finds, one line each, as FieldErrors joined with errors.Join. Problems
+// with the YAML itself (syntax, unknown keys, wrong types) stop it before
+// defaults and validation. No message contains a token.
+func Parse(name string, data []byte, env func(string) (string, bool)) (*Config, error) {
+	cfg := Defaults()
+	pos, err := decodeFile(name, data, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	hostname, _ := os.Hostname()
+	deriveDefaults(&cfg, hostname)
+	v := &validator{file: name, pos: pos, env: env}
+	v.config(&cfg)
+	if len(v.errs) > 0 {
+		redact(v.errs, cfg.Forges)
+		return nil, errors.Join(v.errs...)
+	}
+	return &cfg, nil
+}

@@ -1,0 +1,216 @@
+//go:build e2e
+
+// Package e2e runs the orchestrator for real: a Gitea built from source in
+// a private network namespace, QEMU microVM guests (TCG where KVM cannot
+// run them), the real runner agent in the guests. Run with -tags e2e as
+// root; `make test` provides everything it needs.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
+)
+
+// cacheDir is where scripts/build-peers.sh put Gitea and its runner.
+func cacheDir() string {
+	if d := os.Getenv("FIREACTIONS_CACHE"); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "fireactions")
+}
+
+// hostKernel finds the Debian cloud kernel and its module tree.
+func hostKernel(t *testing.T) (kernel, modules string) {
+	t.Helper()
+	ks, _ := filepath.Glob("/boot/vmlinuz-*-cloud-amd64")
+	if len(ks) == 0 {
+		t.Fatal("no /boot/vmlinuz-*-cloud-amd64 (make test installs linux-image-cloud-amd64)")
+	}
+	kernel = ks[len(ks)-1]
+	modules = "/lib/modules/" + strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
+	requireFile(t, modules+"/modules.dep", "kernel modules")
+	return kernel, modules
+}
+
+// buildBinaries builds the orchestrator and the static guest agent.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, c := range []struct{ pkg, out string }{
+		{"../cmd/fireactions", "fireactions"},
+		{"../cmd/fireactions-agent", "fireactions-agent"},
+	} {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, c.out), c.pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", c.pkg, err, out)
+		}
+	}
+	return dir
+}
+
+// orchestrator is a running `fireactions serve`.
+type orchestrator struct {
+	cmd     *exec.Cmd
+	log     string
+	state   string
+	exited  chan struct{}
+	exitErr error
+}
+
+func startOrchestrator(t *testing.T, ns *testNetns, bin, config, state string) *orchestrator {
+	t.Helper()
+	logPath := filepath.Join(filepath.Dir(config), "fireactions.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := ns.command(context.Background(), filepath.Join(bin, "fireactions"), "serve", config, "--drain-grace", "3m")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start fireactions: %v", err)
+	}
+	o := &orchestrator{cmd: cmd, log: logPath, state: state, exited: make(chan struct{})}
+	go func() { o.exitErr = cmd.Wait(); logf.Close(); close(o.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-o.exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-o.exited
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("fireactions log:\n%s", b)
+			dumpConsoles(t, state)
+		}
+	})
+	return o
+}
+
+func dumpConsoles(t *testing.T, state string) {
+	logs, _ := filepath.Glob(filepath.Join(state, "logs", "*.log"))
+	logs2, _ := filepath.Glob(filepath.Join(state, "vms", "*", "console.log"))
+	for _, l := range append(logs, logs2...) {
+		b, _ := os.ReadFile(l)
+		if len(b) > 6000 {
+			b = b[len(b)-6000:]
+		}
+		t.Logf("console %s:\n%s", l, b)
+	}
+}
+
+// vmDirs lists per-VM directories with the phase in their record.
+func vmDirs(state string) map[string]string {
+	out := map[string]string{}
+	dirs, _ := filepath.Glob(filepath.Join(state, "vms", "*"))
+	for _, d := range dirs {
+		b, _ := os.ReadFile(filepath.Join(d, "state.json"))
+		m := regexp.MustCompile(`"phase": "(\w+)"`).FindSubmatch(b)
+		phase := ""
+		if m != nil {
+			phase = string(m[1])
+		}
+		out[filepath.Base(d)] = phase
+	}
+	return out
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// guestVisible returns every byte a guest can see in an initramfs file:
+// the raw file and each gzip member decompressed.
+func guestVisible(t *testing.T, path string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := append([]byte(nil), raw...)
+	for off := 0; ; {
+		i := bytes.Index(raw[off:], []byte{0x1f, 0x8b, 0x08})
+		if i < 0 {
+			break
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(raw[off+i:]))
+		if err == nil {
+			zr.Multistream(false)
+			if b, err := io.ReadAll(zr); err == nil || len(b) > 0 {
+				all = append(all, b...)
+			}
+		}
+		off += i + 3
+	}
+	return all
+}
+
+// qemuProcesses lists running QEMU processes started for fireactions VMs.
+func qemuProcesses() []string {
+	var out []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err == nil && bytes.Contains(b, []byte("fireactions-")) && bytes.Contains(b, []byte("qemu")) {
+			out = append(out, strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	return out
+}
+
+// logLines returns the orchestrator log lines matching re.
+func logLines(path string, re *regexp.Regexp) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if re.MatchString(s.Text()) {
+			out = append(out, s.Text())
+		}
+	}
+	return out
+}
+
+func buildGuestRoot(t *testing.T, cache, dst string) {
+	t.Helper()
+	runner := filepath.Join(cache, "runner-v1.0.8", "act_runner")
+	requireFile(t, runner, "Gitea runner build (scripts/build-peers.sh)")
+	if err := guestroot.Build(context.Background(), guestroot.DefaultSpec(runner, "/bin/act_runner"), dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the end-to-end tests need root (network namespaces, TAPs, nftables)")
+	}
+}
+
+var _ = fmt.Sprintf

@@ -1,0 +1,239 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// giteaServer is a real Gitea (built by scripts/build-peers.sh) running in
+// the test's namespace, with one admin user "ci" and its API token.
+type giteaServer struct {
+	t     *testing.T
+	ns    *testNetns
+	url   string // as seen from inside the namespace
+	token string
+	http  *http.Client
+	dir   string
+}
+
+const giteaPort = "3000"
+
+func startGitea(t *testing.T, ns *testNetns, cache string) *giteaServer {
+	t.Helper()
+	bin := filepath.Join(cache, "gitea-v1.26.0", "gitea")
+	static := filepath.Join(cache, "gitea-v1.26.0", "static")
+	requireFile(t, bin, "Gitea build (scripts/build-peers.sh)")
+	dir := t.TempDir()
+	ini := filepath.Join(dir, "app.ini")
+	writeFile(t, ini, 0o600, fmt.Sprintf(`RUN_MODE = prod
+RUN_USER = root
+WORK_PATH = %[1]s
+I_AM_BEING_UNSAFE_RUNNING_AS_ROOT = true
+[server]
+HTTP_ADDR = 0.0.0.0
+HTTP_PORT = %[3]s
+ROOT_URL = http://127.0.0.1:%[3]s/
+DISABLE_SSH = true
+OFFLINE_MODE = true
+STATIC_ROOT_PATH = %[2]s
+[database]
+DB_TYPE = sqlite3
+PATH = %[1]s/data/gitea.db
+[security]
+INSTALL_LOCK = true
+SECRET_KEY = e2e-not-secret
+[repository]
+ROOT = %[1]s/repos
+DEFAULT_BRANCH = main
+[actions]
+ENABLED = true
+[log]
+MODE = console
+LEVEL = warn
+[cron.update_checker]
+ENABLED = false
+`, dir, static, giteaPort))
+	g := func(args ...string) string {
+		return run(t, bin, append([]string{"--config", ini, "--work-path", dir}, args...)...)
+	}
+	g("migrate")
+	g("admin", "user", "create", "--username", "ci", "--password", "ci-Passw0rd!", "--email", "ci@example.invalid", "--admin", "--must-change-password=false")
+	out := strings.TrimSpace(g("admin", "user", "generate-access-token", "--username", "ci", "--token-name", "e2e", "--scopes", "all", "--raw"))
+	lines := strings.Split(out, "\n")
+	token := strings.TrimSpace(lines[len(lines)-1])
+
+	logf, err := os.Create(filepath.Join(dir, "web.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := ns.command(ctx, bin, "--config", ini, "--work-path", dir, "web")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start gitea: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+		logf.Close()
+	})
+	s := &giteaServer{t: t, ns: ns, url: "http://127.0.0.1:" + giteaPort, token: token, http: ns.httpClient(), dir: dir}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if resp, err := s.http.Get(s.url + "/api/v1/version"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(dir, "web.log"))
+			t.Fatalf("gitea did not answer within 60s; log:\n%s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return s
+}
+
+// api calls Gitea's REST API as the admin user and decodes into out.
+func (s *giteaServer) api(method, path string, body any, out any) int {
+	s.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, s.url+path, rd)
+	req.Header.Set("Authorization", "token "+s.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.http.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		s.t.Fatalf("%s %s: %s: %s", method, path, resp.Status, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			s.t.Fatalf("%s %s: decode: %v: %s", method, path, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+// raw fetches a text resource (job logs).
+func (s *giteaServer) raw(path string) string {
+	s.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, s.url+path, nil)
+	req.Header.Set("Authorization", "token "+s.token)
+	resp, err := s.http.Do(req)
+	if err != nil {
+		s.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+type run_ struct {
+	ID         int64  `json:"id"`
+	Status     string `json:"status"`
+	Conclusion string `json:"conclusion"`
+	Event      string `json:"event"`
+	Path       string `json:"path"`
+}
+
+type job struct {
+	ID         int64     `json:"id"`
+	RunID      int64     `json:"run_id"`
+	Status     string    `json:"status"`
+	Conclusion string    `json:"conclusion"`
+	RunnerName string    `json:"runner_name"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at"`
+}
+
+func (s *giteaServer) runs(repo string) []run_ {
+	var r struct {
+		Runs []run_ `json:"workflow_runs"`
+	}
+	s.api(http.MethodGet, "/api/v1/repos/"+repo+"/actions/runs?limit=50", nil, &r)
+	return r.Runs
+}
+
+func (s *giteaServer) jobs(repo string) []job {
+	var r struct {
+		Jobs []job `json:"jobs"`
+	}
+	s.api(http.MethodGet, "/api/v1/repos/"+repo+"/actions/jobs?limit=50", nil, &r)
+	return r.Jobs
+}
+
+func (s *giteaServer) runnerCount() int {
+	var r struct {
+		Total int `json:"total_count"`
+	}
+	s.api(http.MethodGet, "/api/v1/admin/actions/runners", nil, &r)
+	return r.Total
+}
+
+func (s *giteaServer) registrationToken() string {
+	var r struct {
+		Token string `json:"token"`
+	}
+	s.api(http.MethodPost, "/api/v1/admin/actions/runners/registration-token", nil, &r)
+	return r.Token
+}
+
+// push commits the files in worktree and pushes them to repo from inside
+// the namespace.
+func (s *giteaServer) push(worktree, repo, msg string) {
+	s.t.Helper()
+	git := func(args ...string) {
+		cmd := exec.Command("git", append([]string{"-C", worktree, "-c", "user.name=ci", "-c", "user.email=ci@example.invalid"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			s.t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(worktree, ".git")); err != nil {
+		git("init", "-q", "-b", "main")
+	}
+	git("add", "-A")
+	git("commit", "-q", "--allow-empty", "-m", msg)
+	remote := fmt.Sprintf("http://ci:%s@127.0.0.1:%s/%s.git", s.token, giteaPort, repo)
+	cmd := s.ns.command(context.Background(), "git", "-C", worktree, "push", "-q", remote, "main")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		s.t.Fatalf("git push: %v\n%s", err, out)
+	}
+}
+
+func requireFile(t *testing.T, path, what string) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("%s missing at %s (make test installs it): %v", what, path, err)
+	}
+}
+
+func writeFile(t *testing.T, path string, mode os.FileMode, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,98 @@
+// Package forge is the seam between the pool manager and a CI forge
+// (Gitea, GitHub, GitLab). A driver registers one runner per VM on the host
+// side, hands the guest only that runner's own credential, reports the jobs
+// waiting for a runner, and makes sure runners are gone when their VMs are.
+package forge
+
+import (
+	"context"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+)
+
+// Forge is one forge scope (an instance, an org, a repo) a pool serves.
+type Forge interface {
+	// Kind is the driver's name: "gitea", "github", "gitlab".
+	Kind() string
+	// QueuedJobs lists the jobs in the scope that wait for a runner.
+	QueuedJobs(ctx context.Context) ([]Job, error)
+	// Register creates a runner that takes at most one job, and returns
+	// what the guest needs to run it. The scope-wide credential used to
+	// create it stays on the host.
+	Register(ctx context.Context, spec RunnerSpec) (*Runner, error)
+	// Runners lists the scope's runners whose names start with prefix.
+	Runners(ctx context.Context, prefix string) ([]RunnerState, error)
+	// Remove makes sure the runner is gone. A runner that is already gone
+	// is not an error.
+	Remove(ctx context.Context, r RunnerRef) error
+}
+
+// Job is a job waiting for a runner.
+type Job struct {
+	ID       string
+	Labels   []string
+	Repo     string
+	QueuedAt time.Time
+}
+
+// RunnerSpec says what runner to create for a VM.
+type RunnerSpec struct {
+	Name   string
+	Labels []string
+	// Guest describes the unprivileged user and paths in the guest, which
+	// the driver completes with the runner's files and command.
+	Guest GuestOptions
+}
+
+// GuestOptions are the pool's runner settings the driver needs to build
+// the guest side.
+type GuestOptions struct {
+	AgentPath     string // runner agent binary inside the guest
+	User          string
+	UID, GID      int
+	FetchInterval time.Duration
+}
+
+// RunnerRef identifies a runner at the forge.
+type RunnerRef struct {
+	ID   string
+	Name string
+}
+
+// Runner is a freshly registered runner.
+type Runner struct {
+	RunnerRef
+	// Guest is what the VM gets: this runner's own credential and how to
+	// run the runner agent. Never log it.
+	Guest agentproto.Runner
+}
+
+// RunnerState is a runner as the forge sees it.
+type RunnerState struct {
+	RunnerRef
+	Online bool
+	Busy   bool
+}
+
+// MatchLabels reports whether a job with the given labels may run on a
+// runner offering offered: every label the job asks for must be offered.
+// A job that asks for no label matches nothing: it would run anywhere.
+func MatchLabels(job, offered []string) bool {
+	if len(job) == 0 {
+		return false
+	}
+	for _, want := range job {
+		found := false
+		for _, have := range offered {
+			if want == have {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}

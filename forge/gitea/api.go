@@ -1,0 +1,163 @@
+package gitea
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+)
+
+// errNotFound is a 404 from the API.
+var errNotFound = errors.New("not found")
+
+// do sends one REST call with the scope token and decodes a JSON answer
+// into out (when out is not nil).
+func (f *Forge) do(ctx context.Context, method, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, f.base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "token "+f.token)
+	req.Header.Set("Accept", "application/json")
+	resp, err := f.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read body: %w", method, path, err)
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%s %s: %w", method, path, errNotFound)
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("%s %s: decode: %w", method, path, err)
+	}
+	return nil
+}
+
+// pageSize is the page length asked of list endpoints.
+const pageSize = 50
+
+// maxPages bounds list walks, so a misbehaving server cannot loop us.
+const maxPages = 40
+
+type apiJob struct {
+	ID        int64     `json:"id"`
+	Labels    []string  `json:"labels"`
+	Status    string    `json:"status"`
+	RunURL    string    `json:"run_url"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// QueuedJobs implements forge.Forge.
+func (f *Forge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
+	var jobs []forge.Job
+	for page := 1; page <= maxPages; page++ {
+		var resp struct {
+			Jobs  []apiJob `json:"jobs"`
+			Total int64    `json:"total_count"`
+		}
+		path := fmt.Sprintf("%s/actions/jobs?status=queued&limit=%d&page=%d", f.prefix, pageSize, page)
+		if err := f.do(ctx, http.MethodGet, path, &resp); err != nil {
+			return nil, fmt.Errorf("gitea: list queued jobs: %w", err)
+		}
+		for _, j := range resp.Jobs {
+			jobs = append(jobs, forge.Job{
+				ID:       strconv.FormatInt(j.ID, 10),
+				Labels:   j.Labels,
+				Repo:     j.RunURL,
+				QueuedAt: j.CreatedAt,
+			})
+		}
+		if len(resp.Jobs) < pageSize || int64(len(jobs)) >= resp.Total {
+			break
+		}
+	}
+	return jobs, nil
+}
+
+type apiRunner struct {
+	ID     int64  `json:"id"`
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Busy   bool   `json:"busy"`
+}
+
+// Runners implements forge.Forge.
+func (f *Forge) Runners(ctx context.Context, prefix string) ([]forge.RunnerState, error) {
+	var out []forge.RunnerState
+	seen := 0
+	for page := 1; page <= maxPages; page++ {
+		var resp struct {
+			Runners []apiRunner `json:"runners"`
+			Total   int64       `json:"total_count"`
+		}
+		path := fmt.Sprintf("%s/actions/runners?limit=%d&page=%d", f.prefix, pageSize, page)
+		if err := f.do(ctx, http.MethodGet, path, &resp); err != nil {
+			return nil, fmt.Errorf("gitea: list runners: %w", err)
+		}
+		for _, r := range resp.Runners {
+			if !strings.HasPrefix(r.Name, prefix) {
+				continue
+			}
+			out = append(out, forge.RunnerState{
+				RunnerRef: forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name},
+				Online:    r.Status != "offline",
+				Busy:      r.Busy,
+			})
+		}
+		seen += len(resp.Runners)
+		if len(resp.Runners) < pageSize || int64(seen) >= resp.Total {
+			break
+		}
+	}
+	return out, nil
+}
+
+// Remove implements forge.Forge.
+func (f *Forge) Remove(ctx context.Context, r forge.RunnerRef) error {
+	if r.ID == "" {
+		return fmt.Errorf("gitea: remove runner %q: no id", r.Name)
+	}
+	err := f.do(ctx, http.MethodDelete, f.prefix+"/actions/runners/"+r.ID, nil)
+	if err != nil && !errors.Is(err, errNotFound) {
+		return fmt.Errorf("gitea: remove runner %s (%s): %w", r.ID, r.Name, err)
+	}
+	return nil
+}
+
+// registrationToken returns the scope's registration token, fetched at most
+// every few minutes. It is scope-wide and reusable: it stays on the host.
+func (f *Forge) registrationToken(ctx context.Context, fresh bool) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !fresh && f.regToken != "" && time.Since(f.regAt) < 5*time.Minute {
+		return f.regToken, nil
+	}
+	var resp struct {
+		Token string `json:"token"`
+	}
+	if err := f.do(ctx, http.MethodPost, f.prefix+"/actions/runners/registration-token", &resp); err != nil {
+		return "", fmt.Errorf("gitea: get registration token: %w", err)
+	}
+	if resp.Token == "" {
+		return "", errors.New("gitea: get registration token: empty token")
+	}
+	f.regToken, f.regAt = resp.Token, time.Now()
+	return resp.Token, nil
+}

@@ -1,0 +1,110 @@
+// Package gitea is the forge driver for Gitea (and Forgejo) Actions.
+//
+// The orchestrator registers each ephemeral runner itself, on the host,
+// through Gitea's runner protocol with the scope's registration token, and
+// hands the VM only the new runner's own uuid and token. The scope-wide API
+// token and registration token never leave the host.
+package gitea
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+)
+
+// Scope is where runners are registered: the whole instance, an org or a repo.
+type Scope struct {
+	Kind  string // "instance", "org" or "repo"
+	Org   string // for "org"
+	Owner string // for "repo"
+	Repo  string // for "repo"
+}
+
+// apiPrefix is the REST path under which the scope's actions endpoints live.
+func (s Scope) apiPrefix() (string, error) {
+	switch s.Kind {
+	case "instance":
+		return "/api/v1/admin", nil
+	case "org":
+		return "/api/v1/orgs/" + url.PathEscape(s.Org), nil
+	case "repo":
+		return "/api/v1/repos/" + url.PathEscape(s.Owner) + "/" + url.PathEscape(s.Repo), nil
+	}
+	return "", fmt.Errorf("gitea: unknown scope kind %q", s.Kind)
+}
+
+// Options configure one Gitea scope.
+type Options struct {
+	URL      string // as the host reaches Gitea
+	GuestURL string // as guests reach Gitea; default URL
+	Token    string // scope-wide API token; stays on the host
+	CAFile   string // extra PEM roots for Gitea's TLS certificate
+	Scope    Scope
+	Version  string // reported as the runner's version
+}
+
+// Forge is a Gitea scope.
+type Forge struct {
+	base     string
+	guestURL string
+	token    string
+	prefix   string
+	version  string
+	http     *http.Client
+
+	mu       sync.Mutex
+	regToken string
+	regAt    time.Time
+}
+
+var _ forge.Forge = (*Forge)(nil)
+
+// New checks the options and returns the driver.
+func New(o Options) (*Forge, error) {
+	u, err := url.Parse(o.URL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("gitea: url %q is not an absolute http(s) URL", o.URL)
+	}
+	prefix, err := o.Scope.apiPrefix()
+	if err != nil {
+		return nil, err
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("gitea: read ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("gitea: ca_file %s holds no PEM certificate", o.CAFile)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	guest := o.GuestURL
+	if guest == "" {
+		guest = o.URL
+	}
+	return &Forge{
+		base:     strings.TrimRight(o.URL, "/"),
+		guestURL: strings.TrimRight(guest, "/"),
+		token:    o.Token,
+		prefix:   prefix,
+		version:  o.Version,
+		http:     client,
+	}, nil
+}
+
+// Kind implements forge.Forge.
+func (f *Forge) Kind() string { return "gitea" }

@@ -1,0 +1,124 @@
+package gitea
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	"connectrpc.com/connect"
+	runnerv1 "code.gitea.io/actions-proto-go/runner/v1"
+	"code.gitea.io/actions-proto-go/runner/v1/runnerv1connect"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+)
+
+// readyLine is what the Gitea runner prints once it has declared itself to
+// Gitea and starts asking for its job.
+const readyLine = "declare successfully"
+
+// hostLabels turns job labels into the runner's "name:host" labels: the job
+// runs directly in the microVM, which is its isolation boundary.
+func hostLabels(labels []string) []string {
+	out := make([]string, len(labels))
+	for i, l := range labels {
+		out[i] = l + ":host"
+	}
+	return out
+}
+
+// Register implements forge.Forge: it registers an ephemeral runner with
+// the scope's registration token and returns the guest plan holding only
+// that runner's own credential.
+func (f *Forge) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Runner, error) {
+	labels := hostLabels(spec.Labels)
+	client := runnerv1connect.NewRunnerServiceClient(f.http, f.base+"/api/actions")
+	var reg *runnerv1.Runner
+	for attempt := 0; attempt < 2; attempt++ {
+		tok, err := f.registrationToken(ctx, attempt > 0)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := client.Register(ctx, connect.NewRequest(&runnerv1.RegisterRequest{
+			Name:      spec.Name,
+			Token:     tok,
+			Version:   f.version,
+			Labels:    labels,
+			Ephemeral: true,
+		}))
+		if err == nil {
+			reg = resp.Msg.GetRunner()
+			break
+		}
+		// A reset registration token answers "unauthenticated": fetch a
+		// fresh one once.
+		if connect.CodeOf(err) != connect.CodeUnauthenticated || attempt > 0 {
+			return nil, fmt.Errorf("gitea: register runner %s: %w", spec.Name, err)
+		}
+	}
+	if reg == nil || reg.GetUuid() == "" || reg.GetToken() == "" {
+		return nil, fmt.Errorf("gitea: register runner %s: answer has no uuid or token", spec.Name)
+	}
+	ref := forge.RunnerRef{ID: strconv.FormatInt(reg.GetId(), 10), Name: reg.GetName()}
+	guest, err := f.guestPlan(spec, reg, labels)
+	if err != nil {
+		// Do not leave a registered runner behind for a VM that never runs.
+		_ = f.Remove(context.WithoutCancel(ctx), ref)
+		return nil, err
+	}
+	return &forge.Runner{RunnerRef: ref, Guest: guest}, nil
+}
+
+// registration is the Gitea runner's .runner file.
+type registration struct {
+	ID        int64    `json:"id"`
+	UUID      string   `json:"uuid"`
+	Name      string   `json:"name"`
+	Token     string   `json:"token"`
+	Address   string   `json:"address"`
+	Labels    []string `json:"labels"`
+	Ephemeral bool     `json:"ephemeral"`
+}
+
+// guestPlan is how the guest runs the Gitea runner daemon for one job.
+func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []string) (agentproto.Runner, error) {
+	g := spec.Guest
+	home := path.Join("/home", g.User)
+	regFile, err := json.MarshalIndent(registration{
+		ID: reg.GetId(), UUID: reg.GetUuid(), Name: reg.GetName(), Token: reg.GetToken(),
+		Address: f.guestURL, Labels: labels, Ephemeral: true,
+	}, "", "  ")
+	if err != nil {
+		return agentproto.Runner{}, fmt.Errorf("gitea: encode runner file: %w", err)
+	}
+	return agentproto.Runner{
+		Forge:     "gitea",
+		User:      g.User,
+		UID:       g.UID,
+		GID:       g.GID,
+		Home:      home,
+		WorkDir:   home,
+		Command:   []string{g.AgentPath, "daemon", "--config", path.Join(home, "config.yaml")},
+		ReadyLine: readyLine,
+		Files: []agentproto.File{
+			{Path: path.Join(home, ".runner"), Mode: 0o600, Content: regFile},
+			{Path: path.Join(home, "config.yaml"), Mode: 0o600, Content: []byte(runnerConfig(home, g))},
+		},
+	}, nil
+}
+
+// runnerConfig is the Gitea runner's config file: one job at a time, in
+// host mode, no cache server, labels from the .runner file.
+func runnerConfig(home string, g forge.GuestOptions) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "log:\n  level: info\n")
+	fmt.Fprintf(&b, "runner:\n  file: %s\n  capacity: 1\n", path.Join(home, ".runner"))
+	fmt.Fprintf(&b, "  fetch_interval: %s\n  fetch_interval_max: %s\n", g.FetchInterval, 2*g.FetchInterval)
+	fmt.Fprintf(&b, "  fetch_timeout: 5s\n  shutdown_timeout: 0s\n  env_file: %s\n", path.Join(home, ".env"))
+	fmt.Fprintf(&b, "cache:\n  enabled: false\n")
+	fmt.Fprintf(&b, "host:\n  workdir_parent: %s\n", path.Join(home, "work"))
+	return b.String()
+}

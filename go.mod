@@ -1,0 +1,16 @@
+module github.com/nixos-fireactions/nixos-fireactions
+
+go 1.26.8
+
+require (
+	code.gitea.io/actions-proto-go v0.4.1 // indirect
+	connectrpc.com/connect v1.19.1 // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/cobra v1.10.2 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	github.com/vishvananda/netlink v1.3.1 // indirect
+	github.com/vishvananda/netns v0.0.5 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	google.golang.org/protobuf v1.36.9 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
+)

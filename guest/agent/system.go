@@ -1,0 +1,38 @@
+package agent
+
+import (
+	"context"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+)
+
+// System is every effect the agent has on the kernel, so that tests on the
+// host can run the boot sequence with a fake. Paths are host paths (already
+// joined with Agent.Root).
+type System interface {
+	// Mount is mount(2).
+	Mount(source, target, fstype string, flags uintptr, data string) error
+	// LoadModule loads the kernel module file at path; a module already
+	// loaded is not an error.
+	LoadModule(path string) error
+	// SetHostname is sethostname(2).
+	SetHostname(name string) error
+	// ConfigureNetwork brings up lo and the guest's interface (waiting for
+	// it to appear) with its address, MTU and default route.
+	ConfigureNetwork(ctx context.Context, n agentproto.Network) error
+	// Chown is lchown(2).
+	Chown(path string, uid, gid int) error
+	// StartProcess starts cmd, which is fully prepared (credentials and
+	// session in cmd.SysProcAttr).
+	StartProcess(cmd *exec.Cmd) error
+	// WaitProcess waits for cmd's process to end and returns its status.
+	// As PID 1 it also reaps the orphans that the kernel hands to init.
+	WaitProcess(cmd *exec.Cmd) (syscall.WaitStatus, error)
+	// Uptime is CLOCK_BOOTTIME: the time since the kernel started.
+	Uptime() time.Duration
+	// PowerOff syncs and ends the VM. In a guest it does not return.
+	PowerOff()
+}

@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"golang.org/x/sys/unix"
+)
+
+// Linux returns the System of a real guest, where the agent is PID 1.
+func Linux() System { return linuxSystem{} }
+
+type linuxSystem struct{}
+
+func (linuxSystem) Mount(source, target, fstype string, flags uintptr, data string) error {
+	return unix.Mount(source, target, fstype, flags, data)
+}
+
+func (linuxSystem) LoadModule(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("finit_module: %w", err)
+	}
+	return nil
+}
+
+func (linuxSystem) SetHostname(name string) error { return unix.Sethostname([]byte(name)) }
+
+func (linuxSystem) ConfigureNetwork(ctx context.Context, n agentproto.Network) error {
+	return configureNetwork(ctx, n, LinkWait)
+}
+
+func (linuxSystem) Chown(path string, uid, gid int) error { return os.Lchown(path, uid, gid) }
+
+func (linuxSystem) StartProcess(cmd *exec.Cmd) error { return cmd.Start() }
+
+// WaitProcess reaps every child until the runner's own status arrives: as
+// PID 1 the agent inherits the job's orphans, which would otherwise stay
+// zombies.
+func (linuxSystem) WaitProcess(cmd *exec.Cmd) (syscall.WaitStatus, error) {
+	defer cmd.Process.Release()
+	return reapUntil(cmd.Process.Pid)
+}
+
+func reapUntil(pid int) (syscall.WaitStatus, error) {
+	for {
+		var ws syscall.WaitStatus
+		got, err := syscall.Wait4(-1, &ws, 0, nil)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case err != nil:
+			return 0, fmt.Errorf("wait4 for pid %d: %w", pid, err)
+		case got == pid:
+			return ws, nil
+		}
+	}
+}
+
+func (linuxSystem) Uptime() time.Duration { return Uptime() }
+
+// Uptime is CLOCK_BOOTTIME: in a guest, the time since its kernel started.
+func Uptime() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
+// PowerOff syncs and powers the VM off; if the kernel refuses, it restarts
+// it, which the VMM (run with no-reboot) also takes as the end. It never
+// returns: PID 1 returning panics the kernel.
+func (linuxSystem) PowerOff() {
+	unix.Sync()
+	err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	fmt.Fprintf(os.Stdout, "power off failed (%v); restarting\n", err)
+	err = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	fmt.Fprintf(os.Stdout, "restart failed (%v); halting here\n", err)
+	for {
+		time.Sleep(time.Hour)
+	}
+}

@@ -1,0 +1,89 @@
+package netplan
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestAllocatorSkipsReservedAndExhausts(t *testing.T) {
+	tests := []struct {
+		prefix, gateway string
+		free            int
+	}{
+		{"10.0.0.0/28", "10.0.0.1", 13},
+		{"10.0.0.0/30", "10.0.0.1", 1},
+		{"192.168.8.0/24", "192.168.8.254", 253},
+	}
+	for _, tc := range tests {
+		t.Run(tc.prefix, func(t *testing.T) {
+			p, gw := netip.MustParsePrefix(tc.prefix), netip.MustParseAddr(tc.gateway)
+			a := NewAllocator(p, gw)
+			seen := map[netip.Addr]bool{}
+			for i := 0; i < tc.free; i++ {
+				ip, err := a.Allocate("vm")
+				if err != nil {
+					t.Fatalf("allocation %d: %v", i, err)
+				}
+				if seen[ip] || ip == gw || ip == p.Masked().Addr() || ip == lastAddr(p) || !p.Contains(ip) {
+					t.Fatalf("allocation %d gave %s", i, ip)
+				}
+				seen[ip] = true
+			}
+			if _, err := a.Allocate("vm"); err == nil || !strings.Contains(err.Error(), "no free address") {
+				t.Fatalf("exhausted allocator: err = %v", err)
+			}
+		})
+	}
+}
+
+func TestAllocatorReserveAndRelease(t *testing.T) {
+	a := NewAllocator(netip.MustParsePrefix("10.0.0.0/29"), netip.MustParseAddr("10.0.0.1"))
+	if err := a.Reserve(netip.MustParseAddr("10.0.0.2"), "old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Reserve(netip.MustParseAddr("10.0.0.2"), "other"); err == nil {
+		t.Fatal("reserving a held address twice succeeded")
+	}
+	if err := a.Reserve(netip.MustParseAddr("10.9.0.2"), "x"); err == nil {
+		t.Fatal("reserving an address outside the prefix succeeded")
+	}
+	ip, _ := a.Allocate("new")
+	if ip.String() != "10.0.0.3" {
+		t.Fatalf("first free = %s, want 10.0.0.3", ip)
+	}
+	a.Release(netip.MustParseAddr("10.0.0.2"), "someone-else")
+	if ip, _ := a.Allocate("n2"); ip.String() != "10.0.0.4" {
+		t.Fatalf("release by a non-owner freed the address: got %s", ip)
+	}
+	a.Release(netip.MustParseAddr("10.0.0.2"), "old")
+	if ip, _ := a.Allocate("n3"); ip.String() != "10.0.0.2" {
+		t.Fatalf("released address not reused: got %s", ip)
+	}
+}
+
+func TestTAPName(t *testing.T) {
+	if n, err := TAPName("0123456789ab"); err != nil || n != "fa0123456789ab" {
+		t.Fatalf("TAPName = %q, %v", n, err)
+	}
+	if _, err := TAPName("0123456789abcd"); err == nil {
+		t.Fatal("a 16-byte tap name was accepted")
+	}
+}
+
+func TestRulesScriptReplacesAtomically(t *testing.T) {
+	r := Rules{Bridge: "fa-br0", Prefix: netip.MustParsePrefix("10.200.0.0/24"), NAT: true}
+	s := r.Script()
+	for _, want := range []string{
+		"table ip fireactions_fa_br0 {}\ndelete table ip fireactions_fa_br0\n",
+		`ip saddr 10.200.0.0/24 oifname != "fa-br0" masquerade`,
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("script lacks %q:\n%s", want, s)
+		}
+	}
+	r.NAT = false
+	if strings.Contains(r.Script(), "masquerade") {
+		t.Error("NAT off still masquerades")
+	}
+}

@@ -1,0 +1,264 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+// fakeForge is an in-memory forge: a queue of jobs, runners that take at
+// most one job each and disappear after it (ephemeral), as Gitea does.
+type fakeForge struct {
+	mu       sync.Mutex
+	queue    []forge.Job
+	runners  map[string]*fakeRunner // by id
+	nextID   int
+	secret   string // the scope-wide credential; must never reach a guest
+	removed  []string
+	failReg  bool
+	hold     bool // runners find no job (jobs stay queued)
+	finished map[string]string // job id -> runner name that ran it
+}
+
+type fakeRunner struct {
+	ref  forge.RunnerRef
+	busy bool
+	job  string
+}
+
+func newFakeForge() *fakeForge {
+	return &fakeForge{runners: map[string]*fakeRunner{}, secret: "SCOPE-WIDE-SECRET", finished: map[string]string{}}
+}
+
+func (f *fakeForge) Kind() string { return "fake" }
+
+func (f *fakeForge) enqueue(ids ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, id := range ids {
+		f.queue = append(f.queue, forge.Job{ID: id, Labels: []string{"linux"}})
+	}
+}
+
+func (f *fakeForge) QueuedJobs(context.Context) ([]forge.Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]forge.Job(nil), f.queue...), nil
+}
+
+func (f *fakeForge) Register(_ context.Context, spec forge.RunnerSpec) (*forge.Runner, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failReg {
+		return nil, errors.New("forge down")
+	}
+	f.nextID++
+	ref := forge.RunnerRef{ID: fmt.Sprint(f.nextID), Name: spec.Name}
+	f.runners[ref.ID] = &fakeRunner{ref: ref}
+	return &forge.Runner{RunnerRef: ref, Guest: agentproto.Runner{
+		Forge: "fake", User: spec.Guest.User, Command: []string{"runner"},
+		Files: []agentproto.File{{Path: "/home/runner/cred", Content: []byte("own-credential-" + ref.ID)}},
+	}}, nil
+}
+
+func (f *fakeForge) Runners(_ context.Context, prefix string) ([]forge.RunnerState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []forge.RunnerState
+	for _, r := range f.runners {
+		if strings.HasPrefix(r.ref.Name, prefix) {
+			out = append(out, forge.RunnerState{RunnerRef: r.ref, Online: true, Busy: r.busy})
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeForge) Remove(_ context.Context, r forge.RunnerRef) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.runners, r.ID)
+	f.removed = append(f.removed, r.ID)
+	return nil
+}
+
+// take gives the runner the first queued job, as a runner polling does.
+func (f *fakeForge) take(runnerName string) (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.queue) == 0 || f.hold {
+		return "", false
+	}
+	for _, r := range f.runners {
+		if r.ref.Name == runnerName {
+			j := f.queue[0]
+			f.queue = f.queue[1:]
+			r.busy, r.job = true, j.ID
+			return j.ID, true
+		}
+	}
+	return "", false
+}
+
+// finish ends a job; the ephemeral runner is removed by the forge.
+func (f *fakeForge) finish(runnerName, jobID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.finished[jobID] = runnerName
+	for id, r := range f.runners {
+		if r.ref.Name == runnerName {
+			delete(f.runners, id)
+		}
+	}
+}
+
+func (f *fakeForge) runnerCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.runners)
+}
+
+// fakeBoot records each VM's agent config instead of writing an initramfs.
+type fakeBoot struct {
+	mu   sync.Mutex
+	cfgs map[string]agentproto.Config
+}
+
+func (b *fakeBoot) WriteVM(_, _ string, cfg agentproto.Config) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cfgs[cfg.VMID] = cfg
+	return nil
+}
+
+func (b *fakeBoot) config(id string) agentproto.Config {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cfgs[id]
+}
+
+// fakeNet tracks TAPs.
+type fakeNet struct {
+	mu   sync.Mutex
+	taps map[string]bool
+}
+
+func (n *fakeNet) AddTAP(name string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.taps[name] = true
+	return nil
+}
+
+func (n *fakeNet) DeleteTAP(name string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.taps, name)
+	return nil
+}
+
+func (n *fakeNet) count() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.taps)
+}
+
+// guestBehaviour is what a fake guest does once started.
+type guestBehaviour int
+
+const (
+	guestRunsOneJob guestBehaviour = iota // ready, takes one job, exits 0
+	guestCrashes                          // monitor exits at once
+	guestHangs                            // never reports
+)
+
+// fakeHV starts fake guests that talk to the manager like the real agent.
+type fakeHV struct {
+	m        *Manager
+	boot     *fakeBoot
+	forge    *fakeForge
+	behave   guestBehaviour
+	jobTime  time.Duration
+	mu       sync.Mutex
+	started  int
+	running  int
+	maxAlive int
+}
+
+func (h *fakeHV) Name() string { return "fake" }
+
+func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
+	h.mu.Lock()
+	h.started++
+	h.running++
+	h.maxAlive = max(h.maxAlive, h.running)
+	h.mu.Unlock()
+	fm := &fakeMachine{done: make(chan struct{}), kill: make(chan struct{})}
+	cfg := h.boot.config(spec.ID)
+	go func() {
+		defer func() {
+			h.mu.Lock()
+			h.running--
+			h.mu.Unlock()
+			close(fm.done)
+		}()
+		report := func(ev agentproto.Event, code int) {
+			_ = h.m.Report(cfg.Report.Token, agentproto.Report{VMID: cfg.VMID, Event: ev, ExitCode: code})
+		}
+		switch h.behave {
+		case guestCrashes:
+			fm.err = errors.New("monitor crashed")
+			return
+		case guestHangs:
+			<-fm.kill
+			fm.err = vmm.ErrKilled
+			return
+		}
+		report(agentproto.EventBooted, 0)
+		report(agentproto.EventRunnerReady, 0)
+		for {
+			if id, ok := h.forge.take(runnerNameOf(h, cfg)); ok {
+				select {
+				case <-time.After(h.jobTime):
+				case <-fm.kill:
+					fm.err = vmm.ErrKilled
+					return
+				}
+				h.forge.finish(runnerNameOf(h, cfg), id)
+				report(agentproto.EventRunnerExited, 0)
+				return
+			}
+			select {
+			case <-fm.kill:
+				fm.err = vmm.ErrKilled
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return fm, nil
+}
+
+func runnerNameOf(h *fakeHV, cfg agentproto.Config) string { return h.m.RunnerPrefix() + cfg.VMID }
+
+type fakeMachine struct {
+	done     chan struct{}
+	kill     chan struct{}
+	killOnce sync.Once
+	err      error
+}
+
+func (m *fakeMachine) PID() int              { return 1 }
+func (m *fakeMachine) Done() <-chan struct{} { return m.done }
+func (m *fakeMachine) Err() error            { <-m.done; return m.err }
+func (m *fakeMachine) Kill(context.Context) error {
+	m.killOnce.Do(func() { close(m.kill) })
+	<-m.done
+	return nil
+}

@@ -1,0 +1,354 @@
+// Package pool runs the orchestrator's pools: a reconcile loop that turns
+// forge demand into VMs, one goroutine per VM that walks it through
+// Creating → Booting → Idle → Busy → Done/Failed with its state on disk,
+// and a drain that stops everything without leaving a VM, TAP, address,
+// file or forge runner behind.
+package pool
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/netplan"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
+)
+
+// Network is the host network the manager needs per VM.
+type Network interface {
+	AddTAP(name string) error
+	DeleteTAP(name string) error
+}
+
+// BootFiles writes a VM's initramfs: the pool's boot archive plus the VM's
+// own agent configuration.
+type BootFiles interface {
+	WriteVM(pool, dst string, cfg agentproto.Config) error
+}
+
+// Deps are the manager's collaborators; tests pass fakes.
+type Deps struct {
+	Config     *config.Config
+	Forges     map[string]forge.Forge // by pool name: each pool's forge scope
+	Hypervisor vmm.Hypervisor
+	Network    Network
+	Alloc      *netplan.Allocator
+	Store      *vmstate.Store
+	Boot       BootFiles
+	Log        *slog.Logger
+	// ReportURL is where guest agents report (the agent listener).
+	ReportURL string
+	// ConsoleDir keeps the serial console logs of failed VMs.
+	ConsoleDir string
+	// Interval is the reconcile period.
+	Interval time.Duration
+}
+
+// Manager owns the pools.
+type Manager struct {
+	d     Deps
+	log   *slog.Logger
+	pools []*pool
+	kick  chan struct{}
+
+	mu       sync.Mutex
+	vms      map[string]*vm // by id, all pools
+	draining bool
+	wg       sync.WaitGroup
+	unserved map[string]bool // job ids already logged as unservable
+}
+
+// pool is one configured pool's live state.
+type pool struct {
+	cfg   config.Pool
+	forge forge.Forge
+	key   string // forge and scope: pools with one key share demand
+	log   *slog.Logger
+
+	// failures since the last VM that became ready; drives backoff.
+	failures  int
+	notBefore time.Time
+}
+
+// New builds a manager for the pools in d.Config.
+func New(d Deps) (*Manager, error) {
+	if d.Interval <= 0 {
+		d.Interval = 2 * time.Second
+	}
+	m := &Manager{d: d, log: d.Log, kick: make(chan struct{}, 1), vms: map[string]*vm{}, unserved: map[string]bool{}}
+	for _, pc := range d.Config.Pools {
+		f, ok := d.Forges[pc.Name]
+		if !ok {
+			return nil, fmt.Errorf("pool %q: forge %q not connected", pc.Name, pc.Forge)
+		}
+		m.pools = append(m.pools, &pool{cfg: pc, forge: f, key: pc.Forge + "|" + pc.Scope, log: d.Log.With("pool", pc.Name)})
+	}
+	return m, nil
+}
+
+// RunnerPrefix starts the name of every runner this host registers.
+func (m *Manager) RunnerPrefix() string { return "fa-" + m.d.Config.HostID + "-" }
+
+// Kick asks for a reconcile now (webhooks call it).
+func (m *Manager) Kick() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run reconciles until ctx ends. It does not stop VMs; Drain does.
+func (m *Manager) Run(ctx context.Context) {
+	t := time.NewTicker(m.d.Interval)
+	defer t.Stop()
+	for {
+		m.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-m.kick:
+		}
+	}
+}
+
+// reconcile is one pass: read demand and runner states, mark busy VMs,
+// start what is missing, remove surplus idle VMs.
+func (m *Manager) reconcile(ctx context.Context) {
+	m.mu.Lock()
+	draining := m.draining
+	m.mu.Unlock()
+	if draining {
+		return
+	}
+	jobs := map[string][]forge.Job{}
+	states := map[string]map[string]forge.RunnerState{}
+	failed := map[string]bool{}
+	for _, p := range m.pools {
+		name := p.key
+		if _, seen := jobs[name]; seen || failed[name] {
+			continue
+		}
+		js, err := p.forge.QueuedJobs(ctx)
+		if err != nil {
+			p.log.Warn("read queued jobs", "err", err)
+			failed[name] = true
+			continue
+		}
+		rs, err := p.forge.Runners(ctx, m.RunnerPrefix())
+		if err != nil {
+			p.log.Warn("read runners", "err", err)
+			failed[name] = true
+			continue
+		}
+		jobs[name] = js
+		states[name] = map[string]forge.RunnerState{}
+		for _, r := range rs {
+			states[name][r.Name] = r
+		}
+	}
+	views := make([]poolView, len(m.pools))
+	for i, p := range m.pools {
+		views[i] = poolView{name: p.cfg.Name, forge: p.key, labels: p.cfg.Labels}
+	}
+	perPool, unserved := assign(views, jobs)
+	m.logUnserved(unserved)
+
+	for _, p := range m.pools {
+		if failed[p.key] {
+			continue // without demand we neither start nor remove
+		}
+		m.reconcilePool(ctx, p, perPool[p.cfg.Name], states[p.key])
+	}
+}
+
+func (m *Manager) logUnserved(jobs []forge.Job) {
+	if len(m.unserved) > 10000 {
+		m.unserved = map[string]bool{}
+	}
+	for _, j := range jobs {
+		if !m.unserved[j.ID] {
+			m.unserved[j.ID] = true
+			m.log.Warn("no pool serves this job's labels", "job", j.ID, "labels", j.Labels)
+		}
+	}
+}
+
+func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runners map[string]forge.RunnerState) {
+	var c counts
+	var idle []*vm
+	for _, v := range m.poolVMs(p.cfg.Name) {
+		ph := v.phase()
+		if ph == vmstate.Idle {
+			if st, ok := runners[v.runnerName()]; ok && st.Busy {
+				v.setPhase(m.d.Store, vmstate.Busy)
+				ph = vmstate.Busy
+				v.log.Info("vm busy")
+			}
+		}
+		switch ph {
+		case vmstate.Busy:
+			c.busy++
+		case vmstate.Creating, vmstate.Booting, vmstate.Idle:
+			c.unbusy++
+			if ph == vmstate.Idle {
+				idle = append(idle, v)
+			}
+		}
+	}
+	n := toStart(c, p.cfg.MinIdle, p.cfg.Max, queued)
+	if n > 0 && time.Now().Before(p.notBefore) {
+		n = 0
+	}
+	for i := 0; i < n; i++ {
+		if err := m.startVM(ctx, p); err != nil {
+			p.log.Error("start vm", "err", err)
+			m.failed(p)
+			break
+		}
+	}
+	// Surplus idle VMs go after the idle timeout, oldest first; busy ones never.
+	extra := surplus(c, p.cfg.MinIdle, queued)
+	for _, v := range idle {
+		if extra == 0 || p.cfg.Timeouts.Idle <= 0 {
+			break
+		}
+		if time.Since(v.readyAt()) >= p.cfg.Timeouts.Idle {
+			v.stop(errIdleTimeout)
+			extra--
+		}
+	}
+}
+
+var (
+	errIdleTimeout = errors.New("surplus idle vm reached the idle timeout")
+	errDrain       = errors.New("drain")
+	errForced      = errors.New("drain grace period ended")
+)
+
+// failed records a VM that never became ready and backs the pool off
+// exponentially, from 1 s to at most 1 min.
+func (m *Manager) failed(p *pool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p.failures++
+	d := time.Second << min(p.failures-1, 6)
+	p.notBefore = time.Now().Add(min(d, time.Minute))
+	p.log.Warn("pool backing off", "failures", p.failures, "for", min(d, time.Minute))
+}
+
+func (m *Manager) succeeded(p *pool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p.failures, p.notBefore = 0, time.Time{}
+}
+
+func (m *Manager) poolVMs(name string) []*vm {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*vm
+	for _, v := range m.vms {
+		if v.pool.cfg.Name == name {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// VMs returns a snapshot of every VM's record.
+func (m *Manager) VMs() []vmstate.Record {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]vmstate.Record, 0, len(m.vms))
+	for _, v := range m.vms {
+		out = append(out, v.snapshot())
+	}
+	return out
+}
+
+// startVM creates a VM's record and launches its lifecycle goroutine.
+func (m *Manager) startVM(ctx context.Context, p *pool) error {
+	id := newID()
+	v := newVM(m, p, id)
+	m.mu.Lock()
+	if m.draining {
+		m.mu.Unlock()
+		return errors.New("draining")
+	}
+	m.vms[id] = v
+	m.wg.Add(1)
+	m.mu.Unlock()
+	go func() {
+		defer m.wg.Done()
+		v.run(context.WithoutCancel(ctx))
+		m.mu.Lock()
+		delete(m.vms, id)
+		m.mu.Unlock()
+		m.Kick()
+	}()
+	return nil
+}
+
+// Drain stops creating VMs, ends every VM that is not running a job at
+// once, waits for busy ones until ctx ends, then ends those too. It
+// returns errForced-wrapped error when it had to end busy VMs.
+func (m *Manager) Drain(ctx context.Context) error {
+	m.mu.Lock()
+	m.draining = true
+	for _, v := range m.vms {
+		if v.phase() != vmstate.Busy {
+			v.stop(errDrain)
+		}
+	}
+	m.mu.Unlock()
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	m.mu.Lock()
+	n := len(m.vms)
+	for _, v := range m.vms {
+		v.stop(errForced)
+	}
+	m.mu.Unlock()
+	<-done
+	return fmt.Errorf("%w: ended %d busy vm(s)", errForced, n)
+}
+
+// Report routes an agent report to its VM, checking the VM's token.
+func (m *Manager) Report(token string, r agentproto.Report) error {
+	m.mu.Lock()
+	v := m.vms[r.VMID]
+	m.mu.Unlock()
+	if v == nil || !v.tokenOK(token) {
+		return errUnknownVM
+	}
+	v.deliver(r)
+	return nil
+}
+
+var errUnknownVM = errors.New("unknown vm or wrong token")
+
+func newID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func parseAddr(s string) netip.Addr {
+	a, _ := netip.ParseAddr(s)
+	return a
+}

@@ -1,0 +1,281 @@
+package pool
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/netplan"
+	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
+)
+
+type harness struct {
+	m     *Manager
+	forge *fakeForge
+	hv    *fakeHV
+	net   *fakeNet
+	boot  *fakeBoot
+	store *vmstate.Store
+	alloc *netplan.Allocator
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+func newHarness(t *testing.T, minIdle, max int, behave guestBehaviour, tune func(*config.Pool)) *harness {
+	t.Helper()
+	pc := config.PoolDefaults()
+	pc.Name, pc.Forge, pc.Labels, pc.MinIdle, pc.Max = "p", "f", []string{"linux"}, minIdle, max
+	pc.Timeouts.Boot = 2 * time.Second
+	if tune != nil {
+		tune(&pc)
+	}
+	cfg := config.Defaults()
+	cfg.HostID = "test"
+	cfg.Network.Gateway = "10.200.0.1"
+	cfg.Pools = []config.Pool{pc}
+	store, err := vmstate.Open(filepath.Join(t.TempDir(), "vms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{
+		forge: newFakeForge(), net: &fakeNet{taps: map[string]bool{}},
+		boot: &fakeBoot{cfgs: map[string]agentproto.Config{}}, store: store,
+		alloc: netplan.NewAllocator(netip.MustParsePrefix("10.200.0.0/24"), netip.MustParseAddr("10.200.0.1")),
+	}
+	m, err := New(Deps{
+		Config: &cfg, Forges: map[string]forge.Forge{"p": h.forge}, Network: h.net, Alloc: h.alloc,
+		Store: store, Boot: h.boot, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ReportURL: "http://10.200.0.1:8089/agent/v1/report", Interval: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.hv = &fakeHV{m: m, boot: h.boot, forge: h.forge, behave: behave, jobTime: 30 * time.Millisecond}
+	m.d.Hypervisor = h.hv
+	h.m = m
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stop, h.done = cancel, make(chan struct{})
+	go func() { m.Run(ctx); close(h.done) }()
+	t.Cleanup(func() { h.drain(t, time.Second) })
+	return h
+}
+
+func (h *harness) drain(t *testing.T, grace time.Duration) error {
+	h.stop()
+	<-h.done
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	return h.m.Drain(ctx)
+}
+
+// assertNothingLeft checks the end state every test must reach: no VM
+// directory, TAP, address or runner.
+func (h *harness) assertNothingLeft(t *testing.T) {
+	t.Helper()
+	if n := h.forge.runnerCount(); n != 0 {
+		t.Errorf("%d runner(s) left at the forge", n)
+	}
+	if n := h.net.count(); n != 0 {
+		t.Errorf("%d TAP(s) left", n)
+	}
+	recs, _ := h.store.List()
+	if len(recs) != 0 {
+		t.Errorf("%d VM directories left", len(recs))
+	}
+	if _, err := h.alloc.Allocate("probe"); err != nil {
+		t.Errorf("allocator: %v", err)
+	} else if ip, _ := h.alloc.Allocate("probe2"); ip.String() != "10.200.0.3" {
+		t.Errorf("addresses still held: second free address is %s", ip)
+	}
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestEveryJobGetsItsOwnVMAndNothingLeaks(t *testing.T) {
+	h := newHarness(t, 1, 2, guestRunsOneJob, nil)
+	eventually(t, 2*time.Second, "min_idle VM ready", func() bool { return h.m.Phases()[vmstate.Idle] == 1 })
+	h.forge.enqueue("j1", "j2", "j3", "j4")
+	eventually(t, 5*time.Second, "4 jobs finished", func() bool {
+		h.forge.mu.Lock()
+		defer h.forge.mu.Unlock()
+		return len(h.forge.finished) == 4
+	})
+	runners := map[string]bool{}
+	for _, r := range h.forge.finished {
+		runners[r] = true
+	}
+	if len(runners) != 4 {
+		t.Fatalf("4 jobs ran on %d runners: %v", len(runners), h.forge.finished)
+	}
+	h.hv.mu.Lock()
+	maxAlive := h.hv.maxAlive
+	h.hv.mu.Unlock()
+	if maxAlive > 2 {
+		t.Fatalf("%d VMs alive at once with max 2", h.hv.maxAlive)
+	}
+	if err := h.drain(t, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	h.assertNothingLeft(t)
+}
+
+func TestGuestConfigHoldsNoScopeWideSecret(t *testing.T) {
+	h := newHarness(t, 1, 1, guestRunsOneJob, nil)
+	eventually(t, 2*time.Second, "VM ready", func() bool { return h.m.Phases()[vmstate.Idle] == 1 })
+	h.boot.mu.Lock()
+	defer h.boot.mu.Unlock()
+	for id, cfg := range h.boot.cfgs {
+		b, _ := json.Marshal(cfg)
+		if strings.Contains(string(b), h.forge.secret) || strings.Contains(string(cfg.Runner.Files[0].Content), h.forge.secret) {
+			t.Fatalf("vm %s config holds the scope-wide secret", id)
+		}
+		if len(cfg.Runner.Files) != 1 || !strings.HasPrefix(string(cfg.Runner.Files[0].Content), "own-credential-") {
+			t.Fatalf("vm %s config lacks its own runner credential", id)
+		}
+	}
+}
+
+func TestBootFailureRemovesRunnerAndBacksOff(t *testing.T) {
+	h := newHarness(t, 1, 1, guestCrashes, nil)
+	eventually(t, 3*time.Second, "two failed boots", func() bool {
+		h.forge.mu.Lock()
+		defer h.forge.mu.Unlock()
+		return len(h.forge.removed) >= 2
+	})
+	// Backoff: 1 s after the first failure, 2 s after the second, so three
+	// seconds hold at most three attempts, not hundreds.
+	time.Sleep(500 * time.Millisecond)
+	h.hv.mu.Lock()
+	started := h.hv.started
+	h.hv.mu.Unlock()
+	if started > 3 {
+		t.Fatalf("%d boots in ~3s: no backoff", started)
+	}
+	h.drain(t, time.Second)
+	h.assertNothingLeft(t)
+}
+
+func TestBootTimeoutKillsVMAndRemovesRunner(t *testing.T) {
+	h := newHarness(t, 1, 1, guestHangs, func(p *config.Pool) { p.Timeouts.Boot = 50 * time.Millisecond })
+	eventually(t, 2*time.Second, "a hung VM removed", func() bool {
+		h.forge.mu.Lock()
+		defer h.forge.mu.Unlock()
+		return len(h.forge.removed) >= 1
+	})
+	h.drain(t, time.Second)
+	h.assertNothingLeft(t)
+}
+
+func TestScaleDownNeverPicksABusyVM(t *testing.T) {
+	h := newHarness(t, 0, 3, guestRunsOneJob, func(p *config.Pool) { p.Timeouts.Idle = 10 * time.Millisecond })
+	h.hv.jobTime = 2 * time.Second
+	h.forge.enqueue("long")
+	eventually(t, 2*time.Second, "the job's VM busy", func() bool { return h.m.Phases()[vmstate.Busy] == 1 })
+	// No demand left and min_idle 0: the busy VM is surplus by count but
+	// must be left alone until its job ends.
+	time.Sleep(300 * time.Millisecond)
+	if got := h.m.Phases()[vmstate.Busy]; got != 1 {
+		t.Fatalf("busy VMs = %d after the idle timeout passed, want 1", got)
+	}
+	h.forge.mu.Lock()
+	finished := len(h.forge.finished)
+	h.forge.mu.Unlock()
+	if finished != 0 {
+		t.Fatal("job ended early")
+	}
+}
+
+func TestSurplusIdleVMRemovedAfterIdleTimeout(t *testing.T) {
+	h := newHarness(t, 0, 3, guestRunsOneJob, func(p *config.Pool) { p.Timeouts.Idle = 20 * time.Millisecond })
+	h.forge.mu.Lock()
+	h.forge.hold = true
+	h.forge.mu.Unlock()
+	h.forge.enqueue("x", "y")
+	eventually(t, 2*time.Second, "2 idle", func() bool { return h.m.Phases()[vmstate.Idle] == 2 })
+	// The jobs are cancelled: both VMs are now surplus.
+	h.forge.mu.Lock()
+	h.forge.queue = nil
+	h.forge.mu.Unlock()
+	eventually(t, 2*time.Second, "surplus idle VMs removed", func() bool { return len(h.m.VMs()) == 0 })
+	h.assertNothingLeft(t)
+}
+
+func TestDrainWaitsForBusyThenForces(t *testing.T) {
+	h := newHarness(t, 1, 2, guestRunsOneJob, nil)
+	h.hv.jobTime = 150 * time.Millisecond
+	h.forge.enqueue("a")
+	eventually(t, 2*time.Second, "busy VM", func() bool { return h.m.Phases()[vmstate.Busy] == 1 })
+	if err := h.drain(t, 2*time.Second); err != nil {
+		t.Fatalf("drain with a short job: %v", err)
+	}
+	if _, ok := h.forge.finished["a"]; !ok {
+		t.Fatal("drain did not let the busy job finish")
+	}
+	h.assertNothingLeft(t)
+
+	h2 := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	h2.hv.jobTime = time.Hour
+	h2.forge.enqueue("b")
+	eventually(t, 2*time.Second, "busy VM", func() bool { return h2.m.Phases()[vmstate.Busy] == 1 })
+	if err := h2.drain(t, 50*time.Millisecond); err == nil {
+		t.Fatal("drain past its grace period did not say it forced")
+	}
+	h2.assertNothingLeft(t)
+}
+
+func TestRecoverRemovesLeftovers(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	h.stop()
+	<-h.done
+	// A previous run's VM: a record, a TAP and a runner at the forge.
+	old := &vmstate.Record{ID: "0ld", Pool: "p", Phase: vmstate.Busy, PID: 4242, TAP: "fa0ld", RunnerID: "99", RunnerName: "fa-test-0ld"}
+	if err := h.store.Create(old); err != nil {
+		t.Fatal(err)
+	}
+	h.net.taps["fa0ld"] = true
+	h.net.taps["fastray"] = true
+	h.forge.runners["99"] = &fakeRunner{ref: forgeRef("99", "fa-test-0ld")}
+	h.forge.runners["100"] = &fakeRunner{ref: forgeRef("100", "fa-test-unrecorded")}
+	h.forge.runners["101"] = &fakeRunner{ref: forgeRef("101", "fa-otherhost-x")}
+	killed := map[int]string{}
+	err := h.m.Recover(context.Background(), Leftovers{
+		KillVM: func(_ context.Context, id string, pid int) error { killed[pid] = id; return nil },
+		TAPs:   func() ([]string, error) { return []string{"fastray"}, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if killed[4242] != "0ld" {
+		t.Fatalf("leftover monitor not killed: %v", killed)
+	}
+	if h.net.count() != 0 {
+		t.Fatalf("taps left: %v", h.net.taps)
+	}
+	if _, ok := h.forge.runners["101"]; !ok || h.forge.runnerCount() != 1 {
+		t.Fatalf("runners after recovery: %v (another host's must stay, ours must go)", h.forge.runners)
+	}
+	if _, err := os.Stat(h.store.Dir("0ld")); !os.IsNotExist(err) {
+		t.Fatal("leftover VM directory kept")
+	}
+}
+
+func forgeRef(id, name string) forge.RunnerRef { return forge.RunnerRef{ID: id, Name: name} }

@@ -1,0 +1,103 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
+)
+
+// Leftovers is what start-up cleanup needs from the host beyond Deps.
+type Leftovers struct {
+	// KillVM ends a monitor process a previous run left, if pid is still
+	// that VM's monitor.
+	KillVM func(ctx context.Context, id string, pid int) error
+	// TAPs lists the TAP devices the orchestrator owns on this host.
+	TAPs func() ([]string, error)
+}
+
+// Recover removes everything a previous run left behind: VM processes,
+// TAPs, directories, addresses and the forge runners of this host. It runs
+// before the first reconcile, when the manager has no VM of its own yet.
+func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
+	recs, err := m.d.Store.List()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range recs {
+		log := m.log.With("vm", r.ID, "pool", r.Pool)
+		log.Info("removing vm left by a previous run", "phase", r.Phase, "pid", r.PID)
+		if r.PID > 0 && l.KillVM != nil {
+			if err := l.KillVM(ctx, r.ID, r.PID); err != nil {
+				errs = append(errs, fmt.Errorf("vm %s: %w", r.ID, err))
+			}
+		}
+		if r.TAP != "" {
+			if err := m.d.Network.DeleteTAP(r.TAP); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if p := m.poolNamed(r.Pool); p != nil && r.RunnerID != "" {
+			if err := p.forge.Remove(ctx, forge.RunnerRef{ID: r.RunnerID, Name: r.RunnerName}); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := m.d.Store.Remove(r.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if l.TAPs != nil {
+		taps, err := l.TAPs()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, t := range taps {
+			m.log.Info("removing tap left by a previous run", "tap", t)
+			if err := m.d.Network.DeleteTAP(t); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	// Runners of this host that no VM holds: a crash between registering
+	// and recording, or a record lost with its disk.
+	seen := map[string]bool{}
+	for _, p := range m.pools {
+		if seen[p.key] {
+			continue
+		}
+		seen[p.key] = true
+		rs, err := p.forge.Runners(ctx, m.RunnerPrefix())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("forge %q: list runners: %w", p.cfg.Forge, err))
+			continue
+		}
+		for _, r := range rs {
+			m.log.Info("removing runner left by a previous run", "forge", p.cfg.Forge, "runner", r.Name)
+			if err := p.forge.Remove(ctx, r.RunnerRef); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) poolNamed(name string) *pool {
+	for _, p := range m.pools {
+		if p.cfg.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Phases counts VMs by phase, for logs and tests.
+func (m *Manager) Phases() map[vmstate.Phase]int {
+	out := map[vmstate.Phase]int{}
+	for _, r := range m.VMs() {
+		out[r.Phase]++
+	}
+	return out
+}

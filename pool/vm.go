@@ -1,0 +1,359 @@
+package pool
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/netplan"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
+)
+
+// vm is one VM's live state; its goroutine is the only writer of rec
+// besides the reconcile loop's Idle → Busy step.
+type vm struct {
+	m     *Manager
+	pool  *pool
+	log   *slog.Logger
+	token string
+
+	events chan agentproto.Report
+	stopCh chan struct{}
+
+	mu       sync.Mutex
+	rec      vmstate.Record
+	ready    time.Time
+	stopErr  error
+	stopOnce sync.Once
+}
+
+func newVM(m *Manager, p *pool, id string) *vm {
+	var tok [24]byte
+	_, _ = rand.Read(tok[:])
+	now := time.Now().UTC()
+	return &vm{
+		m: m, pool: p,
+		log:    p.log.With("vm", id),
+		token:  hex.EncodeToString(tok[:]),
+		events: make(chan agentproto.Report, 16),
+		stopCh: make(chan struct{}),
+		rec: vmstate.Record{
+			ID: id, Pool: p.cfg.Name, Phase: vmstate.Creating,
+			RunnerName: m.RunnerPrefix() + id, Created: now,
+		},
+	}
+}
+
+func (v *vm) phase() vmstate.Phase {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rec.Phase
+}
+
+func (v *vm) runnerName() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rec.RunnerName
+}
+
+func (v *vm) readyAt() time.Time {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.ready
+}
+
+func (v *vm) snapshot() vmstate.Record {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rec
+}
+
+// update changes the record under the lock and saves it.
+func (v *vm) update(store *vmstate.Store, f func(r *vmstate.Record)) {
+	v.mu.Lock()
+	f(&v.rec)
+	r := v.rec
+	v.mu.Unlock()
+	if err := store.Save(&r); err != nil {
+		v.log.Error("save vm state", "err", err)
+	}
+}
+
+func (v *vm) setPhase(store *vmstate.Store, p vmstate.Phase) {
+	v.update(store, func(r *vmstate.Record) { r.Phase = p })
+}
+
+func (v *vm) tokenOK(tok string) bool {
+	return subtle.ConstantTimeCompare([]byte(tok), []byte(v.token)) == 1
+}
+
+// deliver hands a report to the VM's goroutine without blocking the
+// listener; a flood of reports from one guest drops the excess.
+func (v *vm) deliver(r agentproto.Report) {
+	select {
+	case v.events <- r:
+	default:
+		v.log.Warn("dropped agent report", "event", r.Event)
+	}
+}
+
+// stop asks the VM to end, with the reason.
+func (v *vm) stop(reason error) {
+	v.stopOnce.Do(func() {
+		v.mu.Lock()
+		v.stopErr = reason
+		v.mu.Unlock()
+		close(v.stopCh)
+	})
+}
+
+// run is the VM's whole life. Whatever happens, teardown removes what the
+// VM had: process, runner, TAP, address, files.
+func (v *vm) run(ctx context.Context) {
+	created := time.Now()
+	machine, err := v.create(ctx)
+	ok := false
+	if err == nil {
+		ok, err = v.serve(ctx, machine)
+	}
+	v.teardown(machine, ok, err)
+	if err != nil && v.readyAt().IsZero() {
+		if !errors.Is(err, errDrain) && !errors.Is(err, errForced) {
+			v.m.failed(v.pool)
+		}
+	}
+	v.log.Info("vm gone", "ok", ok, "err", err, "lifetime", time.Since(created).Round(time.Millisecond))
+}
+
+// create makes everything the VM needs and starts its monitor.
+func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
+	m, p := v.m, v.pool
+	first := v.snapshot()
+	id := first.ID
+	if err := m.d.Store.Create(&first); err != nil {
+		return nil, err
+	}
+	addr, err := m.d.Alloc.Allocate(id)
+	if err != nil {
+		return nil, fmt.Errorf("allocate address: %w", err)
+	}
+	tap, err := netplan.TAPName(id)
+	if err != nil {
+		return nil, err
+	}
+	v.update(m.d.Store, func(r *vmstate.Record) {
+		r.Address, r.TAP, r.MAC = addr.String(), tap, netplan.NewMAC()
+	})
+
+	start := time.Now()
+	runner, err := p.forge.Register(ctx, forge.RunnerSpec{
+		Name:   v.runnerName(),
+		Labels: p.cfg.Labels,
+		Guest: forge.GuestOptions{
+			AgentPath: p.cfg.Runner.Path, User: p.cfg.Runner.User,
+			UID: p.cfg.Runner.UID, GID: p.cfg.Runner.UID, FetchInterval: p.cfg.Runner.FetchInterval,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("register runner: %w", err)
+	}
+	v.update(m.d.Store, func(r *vmstate.Record) { r.RunnerID = runner.ID })
+	v.log.Info("runner registered", "runner", runner.Name, "runner_id", runner.ID, "took", time.Since(start).Round(time.Millisecond))
+
+	if err := m.d.Network.AddTAP(tap); err != nil {
+		return nil, err
+	}
+	rec := v.snapshot()
+	netCfg := m.d.Config.Network
+	prefix := netip.MustParsePrefix(netCfg.CIDR)
+	cfg := agentproto.Config{
+		VMID:     id,
+		Hostname: id,
+		Network: agentproto.Network{
+			Interface: "eth0",
+			Address:   netip.PrefixFrom(addr, prefix.Bits()).String(),
+			Gateway:   netCfg.Gateway,
+			DNS:       netCfg.DNS,
+			MTU:       netCfg.MTU,
+		},
+		Report: agentproto.Reporter{URL: m.d.ReportURL, Token: v.token},
+		Runner: runner.Guest,
+	}
+	dir := m.d.Store.Dir(id)
+	initrd := filepath.Join(dir, "initramfs.cpio")
+	if err := m.d.Boot.WriteVM(p.cfg.Name, initrd, cfg); err != nil {
+		return nil, fmt.Errorf("write initramfs: %w", err)
+	}
+	machine, err := m.d.Hypervisor.Start(ctx, vmm.Spec{
+		ID: id, Dir: dir, Kernel: p.cfg.VM.Kernel, Initramfs: initrd, Cmdline: p.cfg.VM.Cmdline,
+		VCPUs: p.cfg.VM.VCPUs, MemoryMiB: p.cfg.VM.MemoryMiB,
+		TAP: rec.TAP, MAC: rec.MAC, ConsoleLog: filepath.Join(dir, "console.log"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	v.update(m.d.Store, func(r *vmstate.Record) { r.PID, r.Phase = machine.PID(), vmstate.Booting })
+	v.log.Info("vm booting", "pid", machine.PID(), "address", addr, "tap", tap)
+	return machine, nil
+}
+
+// serve follows the VM until its monitor exits, a timeout fires or it is
+// stopped. ok means the runner ran and exited cleanly.
+func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error) {
+	t := v.pool.cfg.Timeouts
+	boot := time.NewTimer(t.Boot)
+	defer boot.Stop()
+	var job <-chan time.Time
+	exitCode := -1
+	for {
+		select {
+		case r := <-v.events:
+			v.log.Info("agent", "event", r.Event, "guest_uptime", r.Uptime.Round(time.Millisecond), "msg", r.Message)
+			switch r.Event {
+			case agentproto.EventRunnerReady:
+				boot.Stop()
+				now := time.Now()
+				v.mu.Lock()
+				v.ready = now
+				v.mu.Unlock()
+				v.update(v.m.d.Store, func(rec *vmstate.Record) {
+					rec.Ready, rec.ReadyUptime = now.UTC(), r.Uptime.String()
+					if rec.Phase == vmstate.Booting {
+						rec.Phase = vmstate.Idle
+					}
+				})
+				v.m.succeeded(v.pool)
+				jt := time.NewTimer(t.Job)
+				defer jt.Stop()
+				job = jt.C
+			case agentproto.EventRunnerExited:
+				exitCode = r.ExitCode
+				code := r.ExitCode
+				v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.ExitCode = &code })
+			case agentproto.EventFailed:
+				v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.Reason = r.Message })
+			}
+		case <-machine.Done():
+			if err := machine.Err(); err != nil {
+				return false, err
+			}
+			if exitCode != 0 {
+				return false, fmt.Errorf("guest powered off; runner exit code %d", exitCode)
+			}
+			return true, nil
+		case <-boot.C:
+			return false, fmt.Errorf("runner not ready within the boot timeout %s", t.Boot)
+		case <-job:
+			return false, fmt.Errorf("job timeout %s reached", t.Job)
+		case <-v.stopCh:
+			v.mu.Lock()
+			err := v.stopErr
+			v.mu.Unlock()
+			return false, err
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+}
+
+// teardown removes everything the VM had. It runs with its own deadline so
+// a drain's cancelled context never leaves a runner behind.
+func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
+	m := v.m
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if machine != nil {
+		if err := machine.Kill(ctx); err != nil {
+			v.log.Error("kill vm", "err", err)
+		}
+	}
+	rec := v.snapshot()
+	final := vmstate.Done
+	if !ok {
+		final = vmstate.Failed
+	}
+	v.update(m.d.Store, func(r *vmstate.Record) {
+		r.Phase = final
+		if cause != nil && r.Reason == "" {
+			r.Reason = cause.Error()
+		}
+	})
+	if rec.RunnerID != "" {
+		if err := removeRunner(ctx, v.pool.forge, forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName}); err != nil {
+			v.log.Error("remove runner", "runner", rec.RunnerName, "err", err)
+		}
+	}
+	if rec.TAP != "" {
+		if err := m.d.Network.DeleteTAP(rec.TAP); err != nil {
+			v.log.Error("delete tap", "err", err)
+		}
+	}
+	if rec.Address != "" {
+		m.d.Alloc.Release(parseAddr(rec.Address), rec.ID)
+	}
+	if !ok {
+		v.keepConsole()
+	}
+	if err := m.d.Store.Remove(rec.ID); err != nil {
+		v.log.Error("remove vm directory", "err", err)
+	}
+}
+
+// removeRunner retries removal a few times: a runner left at the forge is
+// a leak the user sees.
+func removeRunner(ctx context.Context, f forge.Forge, ref forge.RunnerRef) error {
+	var err error
+	for i := 0; i < 5; i++ {
+		if err = f.Remove(ctx, ref); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(i+1) * 500 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// keepConsole copies a failed VM's serial console to the console
+// directory, where it outlives the VM's own directory.
+func (v *vm) keepConsole() {
+	if v.m.d.ConsoleDir == "" {
+		return
+	}
+	src, err := os.Open(filepath.Join(v.m.d.Store.Dir(v.rec.ID), "console.log"))
+	if err != nil {
+		return
+	}
+	defer src.Close()
+	if err := os.MkdirAll(v.m.d.ConsoleDir, 0o700); err != nil {
+		v.log.Error("keep console log", "err", err)
+		return
+	}
+	path := filepath.Join(v.m.d.ConsoleDir, v.rec.ID+".log")
+	dst, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		v.log.Error("keep console log", "err", err)
+		return
+	}
+	defer dst.Close()
+	if _, err := io.Copy(dst, src); err != nil {
+		v.log.Error("keep console log", "err", err)
+		return
+	}
+	v.log.Info("console log kept", "path", path)
+}

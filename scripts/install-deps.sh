@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the demo and the tests need, when missing:
+# QEMU (the microVM monitor), Debian's cloud kernel (the guest kernel),
+# static busybox and bash (the guest's tools), nftables and iproute2 (host
+# network), git, jq and shellcheck. Runs apt only when something is absent.
+set -euo pipefail
+
+pkgs=(qemu-system-x86 linux-image-cloud-amd64 busybox-static bash-static
+      nftables iproute2 git jq curl ca-certificates shellcheck gcc)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi

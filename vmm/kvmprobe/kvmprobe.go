@@ -1,0 +1,180 @@
+// Package kvmprobe tells whether /dev/kvm can really run a guest. Opening
+// the device is not enough: a host with a paravirtual-only KVM (PVM) or a
+// broken nested setup opens it fine and then hangs stock guests. The probe
+// creates a VM with one vCPU, runs a few real-mode instructions in it, and
+// checks they executed: an OUT to a port with a known value, then HLT.
+package kvmprobe
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// ioctl numbers from linux/kvm.h.
+const (
+	kvmGetAPIVersion       = 0xAE00
+	kvmCreateVM            = 0xAE01
+	kvmGetVCPUMmapSize     = 0xAE04
+	kvmCreateVCPU          = 0xAE41
+	kvmSetUserMemoryRegion = 0x4020AE46
+	kvmRun                 = 0xAE80
+	kvmGetRegs             = 0x8090AE81
+	kvmSetRegs             = 0x4090AE82
+	kvmGetSregs            = 0x8138AE83
+	kvmSetSregs            = 0x4138AE84
+
+	exitIO  = 2
+	exitHLT = 5
+)
+
+// guestCode is: mov al, 0x42; out 0x10, al; hlt.
+var guestCode = []byte{0xB0, 0x42, 0xE6, 0x10, 0xF4}
+
+const guestAddr = 0x1000
+
+// Result says whether KVM runs guests, and if not, why.
+type Result struct {
+	Usable bool
+	Reason string
+}
+
+func (r Result) String() string {
+	if r.Usable {
+		return "usable: a test vCPU ran guest code"
+	}
+	return "not usable: " + r.Reason
+}
+
+// Probe runs the check on device (normally /dev/kvm), giving up when ctx
+// ends (a vCPU that never returns is the PVM symptom).
+func Probe(ctx context.Context, device string) Result {
+	type out struct {
+		err error
+	}
+	done := make(chan out, 1)
+	tid := make(chan int, 1)
+	go func() {
+		runtime.LockOSThread() // the thread stays locked: it may be interrupted
+		tid <- unix.Gettid()
+		done <- out{run(device)}
+	}()
+	t := <-tid
+	select {
+	case o := <-done:
+		if o.err != nil {
+			return Result{Reason: o.err.Error()}
+		}
+		return Result{Usable: true}
+	case <-ctx.Done():
+		// Kick the vCPU thread out of KVM_RUN; it returns EINTR.
+		_ = unix.Tgkill(os.Getpid(), t, unix.SIGURG)
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+		}
+		return Result{Reason: "the test vCPU did not finish (paravirtual-only or broken KVM)"}
+	}
+}
+
+func ioctl(fd int, req uintptr, arg uintptr) (uintptr, error) {
+	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
+	if e != 0 {
+		return r, e
+	}
+	return r, nil
+}
+
+func run(device string) error {
+	kvm, err := unix.Open(device, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", device, err)
+	}
+	defer unix.Close(kvm)
+	if v, err := ioctl(kvm, kvmGetAPIVersion, 0); err != nil || v != 12 {
+		return fmt.Errorf("KVM API version %d (%v), want 12", v, err)
+	}
+	vmfd, err := ioctl(kvm, kvmCreateVM, 0)
+	if err != nil {
+		return fmt.Errorf("create VM: %w", err)
+	}
+	defer unix.Close(int(vmfd))
+
+	mem, err := unix.Mmap(-1, 0, 0x1000, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return fmt.Errorf("guest memory: %w", err)
+	}
+	defer unix.Munmap(mem)
+	copy(mem, guestCode)
+	region := struct {
+		slot, flags           uint32
+		guestPhys, size, user uint64
+	}{0, 0, guestAddr, 0x1000, uint64(uintptr(unsafe.Pointer(&mem[0])))}
+	if _, err := ioctl(int(vmfd), kvmSetUserMemoryRegion, uintptr(unsafe.Pointer(&region))); err != nil {
+		return fmt.Errorf("set memory region: %w", err)
+	}
+	vcpu, err := ioctl(int(vmfd), kvmCreateVCPU, 0)
+	if err != nil {
+		return fmt.Errorf("create vCPU: %w", err)
+	}
+	defer unix.Close(int(vcpu))
+	size, err := ioctl(kvm, kvmGetVCPUMmapSize, 0)
+	if err != nil {
+		return fmt.Errorf("vCPU mmap size: %w", err)
+	}
+	runMem, err := unix.Mmap(int(vcpu), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map vCPU run area: %w", err)
+	}
+	defer unix.Munmap(runMem)
+
+	var sregs [312]byte // struct kvm_sregs; cs is first: base u64, limit u32, selector u16
+	if _, err := ioctl(int(vcpu), kvmGetSregs, uintptr(unsafe.Pointer(&sregs[0]))); err != nil {
+		return fmt.Errorf("get sregs: %w", err)
+	}
+	binary.LittleEndian.PutUint64(sregs[0:], 0)
+	binary.LittleEndian.PutUint16(sregs[12:], 0)
+	if _, err := ioctl(int(vcpu), kvmSetSregs, uintptr(unsafe.Pointer(&sregs[0]))); err != nil {
+		return fmt.Errorf("set sregs: %w", err)
+	}
+	var regs [144]byte // struct kvm_regs: 16 GPRs, rip, rflags
+	binary.LittleEndian.PutUint64(regs[128:], guestAddr)
+	binary.LittleEndian.PutUint64(regs[136:], 0x2)
+	if _, err := ioctl(int(vcpu), kvmSetRegs, uintptr(unsafe.Pointer(&regs[0]))); err != nil {
+		return fmt.Errorf("set regs: %w", err)
+	}
+
+	sawOut := false
+	for i := 0; i < 4; i++ {
+		if _, err := ioctl(int(vcpu), kvmRun, 0); err != nil {
+			if errors.Is(err, unix.EINTR) {
+				return errors.New("the test vCPU did not finish (paravirtual-only or broken KVM)")
+			}
+			return fmt.Errorf("run vCPU: %w", err)
+		}
+		switch reason := binary.LittleEndian.Uint32(runMem[8:]); reason {
+		case exitIO:
+			port := binary.LittleEndian.Uint16(runMem[34:])
+			off := binary.LittleEndian.Uint64(runMem[40:])
+			if runMem[32] != 1 || port != 0x10 || off >= uint64(len(runMem)) || runMem[off] != 0x42 {
+				return fmt.Errorf("test vCPU wrote the wrong I/O (port %#x)", port)
+			}
+			sawOut = true
+		case exitHLT:
+			if !sawOut {
+				return errors.New("test vCPU halted without running its code")
+			}
+			return nil
+		default:
+			return fmt.Errorf("test vCPU exited with reason %d", reason)
+		}
+	}
+	return errors.New("test vCPU did not halt")
+}

@@ -1,0 +1,180 @@
+// Package qemu is the QEMU `-M microvm` driver of the vmm seam: the VMM
+// that runs on hosts without Firecracker, and under TCG on hosts without a
+// usable KVM. Acceleration is detected (a real vCPU test), not configured,
+// unless the configuration insists.
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/kvmprobe"
+)
+
+// Accel is how QEMU runs guest code.
+type Accel string
+
+const (
+	AccelKVM Accel = "kvm"
+	AccelTCG Accel = "tcg"
+)
+
+// DetectAccel returns KVM when device really runs a guest, TCG otherwise,
+// with the probe's reason.
+func DetectAccel(ctx context.Context, device string) (Accel, string) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	r := kvmprobe.Probe(ctx, device)
+	if r.Usable {
+		return AccelKVM, r.String()
+	}
+	return AccelTCG, r.String()
+}
+
+// Driver starts QEMU microvm guests.
+type Driver struct {
+	Binary string
+	Accel  Accel
+}
+
+var _ vmm.Hypervisor = (*Driver)(nil)
+
+// Name implements vmm.Hypervisor.
+func (d *Driver) Name() string { return "qemu" }
+
+// ProcessName is the -name QEMU is given; recovery finds VMs by it.
+func ProcessName(vmID string) string { return "fireactions-" + vmID }
+
+// tcgCmdline avoids a boot hang seen in ~4% of TCG boots ("tsc: Unable to
+// calibrate against PIT"): tell the kernel the TSC rate instead of letting
+// it calibrate against an emulated timer.
+const tcgCmdline = "tsc_early_khz=2600000 lpj=10400000"
+
+// Args is the QEMU command line for spec.
+func (d *Driver) Args(spec vmm.Spec) []string {
+	cmdline := "console=ttyS0 reboot=k panic=-1 quiet"
+	cpu := "max"
+	if d.Accel == AccelTCG {
+		cmdline += " " + tcgCmdline
+	} else {
+		cpu = "host"
+	}
+	if spec.Cmdline != "" {
+		cmdline += " " + spec.Cmdline
+	}
+	return []string{
+		"-name", ProcessName(spec.ID),
+		"-M", "microvm,acpi=on",
+		"-accel", string(d.Accel),
+		"-cpu", cpu,
+		"-smp", strconv.Itoa(spec.VCPUs),
+		"-m", strconv.Itoa(spec.MemoryMiB),
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-serial", "stdio",
+		"-kernel", spec.Kernel,
+		"-initrd", spec.Initramfs,
+		"-append", cmdline,
+		"-netdev", "tap,id=n0,ifname=" + spec.TAP + ",script=no,downscript=no",
+		"-device", "virtio-net-device,netdev=n0,mac=" + spec.MAC,
+	}
+}
+
+// Start implements vmm.Hypervisor.
+func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
+	if spec.VCPUs < 1 || spec.MemoryMiB < 64 || spec.Kernel == "" || spec.Initramfs == "" || spec.TAP == "" {
+		return nil, fmt.Errorf("qemu: vm %s: incomplete spec", spec.ID)
+	}
+	console, err := os.OpenFile(spec.ConsoleLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: vm %s: open console log: %w", spec.ID, err)
+	}
+	defer console.Close()
+	cmd := exec.Command(d.Binary, d.Args(spec)...)
+	cmd.Dir = spec.Dir
+	cmd.Stdin = nil
+	cmd.Stdout = console
+	cmd.Stderr = console
+	// Its own process group: a signal to the orchestrator's group does not
+	// reach the VMs, so a restart can adopt them.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("qemu: vm %s: start %s: %w", spec.ID, d.Binary, err)
+	}
+	m := &machine{cmd: cmd, done: make(chan struct{})}
+	go m.wait()
+	return m, nil
+}
+
+type machine struct {
+	cmd    *exec.Cmd
+	done   chan struct{}
+	mu     sync.Mutex
+	err    error
+	killed bool
+}
+
+func (m *machine) wait() {
+	err := m.cmd.Wait()
+	m.mu.Lock()
+	if m.killed {
+		err = vmm.ErrKilled
+	} else if err != nil {
+		err = fmt.Errorf("qemu exited: %w", err)
+	}
+	m.err = err
+	m.mu.Unlock()
+	close(m.done)
+}
+
+func (m *machine) PID() int              { return m.cmd.Process.Pid }
+func (m *machine) Done() <-chan struct{} { return m.done }
+
+func (m *machine) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+func (m *machine) Kill(ctx context.Context) error {
+	m.mu.Lock()
+	select {
+	case <-m.done:
+		m.mu.Unlock()
+		return nil
+	default:
+	}
+	m.killed = true
+	m.mu.Unlock()
+	_ = m.cmd.Process.Kill()
+	select {
+	case <-m.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("qemu: pid %d did not exit: %w", m.PID(), ctx.Err())
+	}
+}
+
+// IsOurs reports whether pid is a QEMU this driver started for vmID, by its
+// command line, so recovery never signals an unrelated process that reused
+// the pid.
+func IsOurs(pid int, vmID string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	args := strings.Split(string(b), "\x00")
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-name" && args[i+1] == ProcessName(vmID) {
+			return true
+		}
+	}
+	return false
+}

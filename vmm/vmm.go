@@ -1,0 +1,48 @@
+// Package vmm is the seam between the pool manager and a virtual machine
+// monitor. A driver (QEMU microvm here, Firecracker in production) starts a
+// VM from a Spec and hands back a Machine to wait on or stop; nothing else
+// in the orchestrator knows which monitor runs the guest.
+package vmm
+
+import (
+	"context"
+	"errors"
+)
+
+// Spec is one VM, whatever the monitor.
+type Spec struct {
+	ID         string // VM id; also names the process for recovery
+	Dir        string // per-VM directory for sockets and scratch files
+	Kernel     string
+	Initramfs  string
+	Cmdline    string // extra kernel arguments, appended
+	VCPUs      int
+	MemoryMiB  int
+	TAP        string // host TAP device the guest's eth0 is attached to
+	MAC        string
+	ConsoleLog string // file the serial console is written to
+}
+
+// Hypervisor starts VMs.
+type Hypervisor interface {
+	// Name is the driver's name, e.g. "qemu".
+	Name() string
+	// Start boots spec and returns once the monitor process runs.
+	Start(ctx context.Context, spec Spec) (Machine, error)
+}
+
+// Machine is a running VM.
+type Machine interface {
+	// PID is the monitor's process id, recorded for crash recovery.
+	PID() int
+	// Done is closed when the monitor has exited.
+	Done() <-chan struct{}
+	// Err is why the monitor exited, once Done is closed: nil for a guest
+	// that powered off.
+	Err() error
+	// Kill stops the VM at once and waits for the monitor to exit.
+	Kill(ctx context.Context) error
+}
+
+// ErrKilled is the exit error of a VM stopped with Kill.
+var ErrKilled = errors.New("vm killed")

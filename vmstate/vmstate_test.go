@@ -1,0 +1,57 @@
+package vmstate
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestStoreRoundTripAndLeftovers(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "vms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Record{ID: "a1", Pool: "p", Phase: Booting, PID: 42, TAP: "faa1", Address: "10.0.0.2", RunnerID: "7"}
+	if err := s.Create(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(r); err == nil {
+		t.Fatal("creating an existing VM directory twice succeeded")
+	}
+	r.Phase = Idle
+	if err := s.Save(r); err != nil {
+		t.Fatal(err)
+	}
+	// A directory a crash left without a record is still listed.
+	if err := os.Mkdir(s.Dir("b2"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*Record{}
+	for _, x := range list {
+		got[x.ID] = x
+	}
+	if a := got["a1"]; a == nil || a.Phase != Idle || a.PID != 42 || a.RunnerID != "7" {
+		t.Fatalf("a1 = %+v", a)
+	}
+	if got["b2"] == nil {
+		t.Fatal("directory without a record not listed")
+	}
+	if err := s.Remove("a1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.Dir("a1")); !os.IsNotExist(err) {
+		t.Fatal("directory left after Remove")
+	}
+}
+
+func TestPhaseTerminal(t *testing.T) {
+	for p, want := range map[Phase]bool{Creating: false, Booting: false, Idle: false, Busy: false, Done: true, Failed: true} {
+		if p.Terminal() != want {
+			t.Errorf("%s.Terminal() = %v", p, !want)
+		}
+	}
+}
