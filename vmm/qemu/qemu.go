@@ -153,7 +153,9 @@ func (m *machine) Kill(ctx context.Context) error {
 	}
 	m.killed = true
 	m.mu.Unlock()
-	_ = m.cmd.Process.Kill()
+	// The monitor leads its own process group: end the group, so nothing
+	// it started outlives it.
+	_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
 	select {
 	case <-m.done:
 		return nil
