@@ -10,19 +10,53 @@ import "time"
 type Config struct {
 	// HostID names this host in forge runner names, so several hosts can
 	// share one forge scope without touching each other's runners.
-	HostID   string  `yaml:"host_id" doc:"Names this host in runner names (fa-<host_id>-<vm>); 1-20 characters of a-z, 0-9 and '-'. Default: the machine's hostname, lower-cased, other characters turned into '-', cut to 20."`
-	StateDir string  `yaml:"state_dir" doc:"Absolute directory for per-VM state, logs and boot files."`
-	Log      Log     `yaml:"log" doc:"The orchestrator's own logging."`
-	Network  Network `yaml:"network" doc:"The host side of the VMs' network: one bridge, one TAP per VM."`
-	VMM      VMM     `yaml:"vmm" doc:"The hypervisor driver."`
-	Forges   []Forge `yaml:"forges" doc:"Forge connections; pools refer to them by name."`
-	Pools    []Pool  `yaml:"pools" doc:"Pools of identical VMs, each serving the jobs whose labels it offers. At least one."`
+	HostID   string `yaml:"host_id" doc:"Names this host in runner names (fa-<host_id>-<vm>); 1-20 characters of a-z, 0-9 and '-'. Default: the machine's hostname, lower-cased, other characters turned into '-', cut to 20."`
+	StateDir string `yaml:"state_dir" doc:"Absolute directory for per-VM state, logs and boot files."`
+	// AgentPath is the guest agent binary put into every VM as /init; ""
+	// means fireactions-agent in the directory of the running binary.
+	AgentPath string `yaml:"agent_path" doc:"Absolute path of an existing guest agent binary (fireactions-agent). Empty: fireactions-agent beside the fireactions binary."`
+	// DrainGrace is how long SIGTERM waits for busy VMs, shared by all
+	// pools, before they are killed.
+	DrainGrace time.Duration `yaml:"drain_grace" doc:"On SIGTERM, how long busy VMs may finish their jobs before they are killed; one period shared by all pools (positive)."`
+	// ReconcileInterval is the period of the reconcile loop.
+	ReconcileInterval time.Duration `yaml:"reconcile_interval" doc:"How often pools are reconciled with the forges (at least 200ms)."`
+	Log               Log           `yaml:"log" doc:"The orchestrator's own logging."`
+	API               API           `yaml:"api" doc:"The control API (fireactions status, drain and the like)."`
+	Metrics           Metrics       `yaml:"metrics" doc:"The Prometheus metrics endpoint."`
+	ConsoleLogs       ConsoleLogs   `yaml:"console_logs" doc:"Serial console logs of VMs that failed."`
+	Network           Network       `yaml:"network" doc:"The host side of the VMs' network: one bridge, one TAP per VM."`
+	VMM               VMM           `yaml:"vmm" doc:"The hypervisor driver."`
+	Forges            []Forge       `yaml:"forges" doc:"Forge connections; pools refer to them by name."`
+	Pools             []Pool        `yaml:"pools" doc:"Pools of identical VMs, each serving the jobs whose labels it offers. At least one."`
 }
 
 // Log is the orchestrator's own logging.
 type Log struct {
 	Level  string `yaml:"level" doc:"debug, info, warn or error."`
 	Format string `yaml:"format" doc:"text or json."`
+}
+
+// API is the control API: always on a Unix socket, optionally on TCP.
+type API struct {
+	Socket string `yaml:"socket" doc:"Absolute path of the API's Unix socket (at most 107 bytes); only root and the service may use it."`
+	// Listen is a TCP host:port for the API; "" serves it on the socket only.
+	Listen string `yaml:"listen" doc:"TCP host:port to serve the API on as well, for remote clients with a bearer token; empty: off."`
+	// TokensFile holds the bearer tokens TCP clients must present.
+	TokensFile  string `yaml:"tokens_file" doc:"File of bearer tokens accepted on listen, one a line (blank lines and lines starting with '#' ignored); mode 600. Required when listen is set."`
+	TLSCertFile string `yaml:"tls_cert_file" doc:"PEM certificate (chain) to serve listen with TLS; set with tls_key_file. Neither: plain HTTP."`
+	TLSKeyFile  string `yaml:"tls_key_file" doc:"PEM private key of tls_cert_file."`
+	// Tokens are the bearer tokens read from TokensFile by Load.
+	Tokens []string `yaml:"-"`
+}
+
+// Metrics is the Prometheus metrics endpoint.
+type Metrics struct {
+	Listen string `yaml:"listen" doc:"TCP host:port serving /metrics; empty: off."`
+}
+
+// ConsoleLogs keeps the serial console logs of VMs that failed.
+type ConsoleLogs struct {
+	Keep time.Duration `yaml:"keep" doc:"How long failed VMs' serial console logs are kept under state_dir (0: deleted with the VM)."`
 }
 
 // Network is the host side of the VMs' network: one bridge, one TAP per VM.
@@ -54,24 +88,44 @@ type QEMU struct {
 type Forge struct {
 	Name string `yaml:"name" doc:"Required, unique. How pools refer to this forge."`
 	Type string `yaml:"type" doc:"Required: gitea, github or gitlab."`
-	URL  string `yaml:"url" doc:"Required. Base http(s) URL of the forge, as the host reaches it."`
+	// URL is the forge's API base: for GitHub https://api.github.com or a
+	// GHES https://HOST/api/v3.
+	URL string `yaml:"url" doc:"Base http(s) URL of the forge, as the host reaches it; required for gitea and gitlab. For github the REST API base. Default (github): https://api.github.com; for GitHub Enterprise Server https://HOST/api/v3."`
 	// GuestURL is the forge's URL as guests reach it, when it differs.
 	GuestURL  string `yaml:"guest_url" doc:"Base URL as guests reach it. Default: url."`
-	TokenFile string `yaml:"token_file" doc:"File holding the scope-wide API token (never given to a VM); mode 600, surrounding whitespace ignored. Exactly one of token_file and token_env is required."`
+	TokenFile string `yaml:"token_file" doc:"File holding the scope-wide API token (never given to a VM); mode 600, surrounding whitespace ignored. gitea and gitlab: exactly one of token_file and token_env is required; github: either a personal access token this way or app_id and app_private_key_file."`
 	TokenEnv  string `yaml:"token_env" doc:"Environment variable holding the API token, instead of token_file."`
 	CAFile    string `yaml:"ca_file" doc:"PEM bundle to trust for the forge's TLS certificate."`
-	// Token is the secret read from TokenFile or TokenEnv by Load.
+	// AppID, AppPrivateKeyFile and InstallationID authenticate as a
+	// GitHub App instead of with a token.
+	AppID             int64  `yaml:"app_id" doc:"github only: the GitHub App's ID, to authenticate as the App instead of with a token; set with app_private_key_file."`
+	AppPrivateKeyFile string `yaml:"app_private_key_file" doc:"github only: the GitHub App's private key (PEM, RSA PRIVATE KEY or PRIVATE KEY); mode 600."`
+	// InstallationID is 0 when the App's installation is to be looked up
+	// from the pool's scope.
+	InstallationID int64 `yaml:"installation_id" doc:"github only, with app_id: the App installation to act as. Empty: looked up from each pool's scope."`
+	// WebhookSecretFile holds the secret webhooks are checked with.
+	WebhookSecretFile string `yaml:"webhook_secret_file" doc:"File holding the webhook secret (github: the HMAC secret; gitlab: the X-Gitlab-Token; gitea: the webhook secret); mode 600, surrounding whitespace ignored. Empty: no webhooks."`
+	// Token is the secret read from TokenFile or TokenEnv by Load; empty
+	// for a GitHub App.
 	Token string `yaml:"-"`
+	// AppPrivateKey is the PEM file read from AppPrivateKeyFile by Load.
+	AppPrivateKey []byte `yaml:"-"`
+	// WebhookSecret is the secret read from WebhookSecretFile by Load.
+	WebhookSecret string `yaml:"-"`
 }
 
 // Pool is a set of identical VMs serving jobs with matching labels.
 type Pool struct {
 	Name  string `yaml:"name" doc:"Required, unique pool name: 1-31 characters of a-z, 0-9 and '-', starting with a letter or digit."`
 	Forge string `yaml:"forge" doc:"Required. Name of an entry in forges."`
-	// Scope is where runners are registered: "instance", "org:NAME" or
-	// "repo:OWNER/NAME".
-	Scope    string        `yaml:"scope" doc:"Where runners register: instance, org:NAME or repo:OWNER/NAME."`
-	Labels   []string      `yaml:"labels" doc:"Required. Labels the runners offer (no spaces, commas or duplicates); a job runs here when all its labels are offered."`
+	// Scope is where runners are registered: "instance", "org:NAME",
+	// "repo:OWNER/NAME", "enterprise:NAME", "group:PATH" or
+	// "project:PATH"; see ParseScope.
+	Scope  string   `yaml:"scope" doc:"Where runners register. gitea: instance, org:NAME or repo:OWNER/NAME; github: org:NAME, repo:OWNER/NAME or enterprise:NAME; gitlab: instance, group:PATH or project:PATH (PATH may be nested: group/sub)."`
+	Labels []string `yaml:"labels" doc:"Required. Labels the runners offer (no spaces, commas or duplicates); a job runs here when all its labels are offered."`
+	// Repos are the repositories whose queued runs a GitHub org or
+	// enterprise pool polls for.
+	Repos    []string      `yaml:"repos" doc:"github only, with an org or enterprise scope: the repositories (OWNER/NAME) whose queued workflow runs are polled for jobs."`
 	MinIdle  int           `yaml:"min_idle" doc:"Idle VMs kept ready (0 or more)."`
 	Max      int           `yaml:"max" doc:"Most VMs at once, busy or not (at least 1 and at least min_idle)."`
 	VM       VMShape       `yaml:"vm" doc:"Size and boot files of the pool's VMs."`
@@ -97,10 +151,21 @@ type VMShape struct {
 
 // RunnerOptions tunes the forge's runner agent inside the guest.
 type RunnerOptions struct {
-	Path          string        `yaml:"path" doc:"The runner agent's absolute path inside the guest. Default per forge (gitea: /bin/act_runner)."`
+	Path          string        `yaml:"path" doc:"The runner agent's absolute path inside the guest. Default per forge (gitea: /bin/act_runner; github: /home/runner/run.sh, the actions-runner image's layout; gitlab: /usr/bin/gitlab-runner)."`
 	User          string        `yaml:"user" doc:"Unprivileged user the runner runs as."`
 	UID           int           `yaml:"uid" doc:"The runner user's UID (1-65534; never root)."`
+	GID           int           `yaml:"gid" doc:"The runner user's primary GID (1-65534). Default: uid."`
 	FetchInterval time.Duration `yaml:"fetch_interval" doc:"How often the runner asks the forge for its job (at least 100ms)."`
+	// Group is the GitHub runner group; "" is the default group.
+	Group string `yaml:"group" doc:"github only: the runner group the runners join. Empty: the default group."`
+	// RunUntagged, Locked, AccessLevel, MaximumTimeout and Executor are
+	// the GitLab runner's registration settings.
+	RunUntagged bool `yaml:"run_untagged" doc:"gitlab only: also take jobs without tags."`
+	// Locked is nil for pools of other forge types.
+	Locked         *bool         `yaml:"locked" doc:"gitlab only: lock the runners to the project they register on. Default: true (gitlab)."`
+	AccessLevel    string        `yaml:"access_level" doc:"gitlab only: not_protected or ref_protected (jobs of protected branches and tags only). Default: not_protected (gitlab)."`
+	MaximumTimeout time.Duration `yaml:"maximum_timeout" doc:"gitlab only: longest job the runners accept, overriding the project's timeout (0: none; else at least 10m, GitLab's minimum)."`
+	Executor       string        `yaml:"executor" doc:"gitlab only: shell or docker. Default: shell (gitlab)."`
 }
 
 // Timeouts bound every stage of a VM's life.

@@ -130,13 +130,13 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, f field) {
 			return
 		}
 		v.SetString(n.Value)
-	case reflect.Int:
-		var i int
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&i) != nil {
+	case reflect.Int, reflect.Int64:
+		var i int64
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&i) != nil || v.OverflowInt(i) {
 			d.errorf(n, f, "cannot parse %s as an integer", describe(n))
 			return
 		}
-		v.SetInt(int64(i))
+		v.SetInt(i)
 	case reflect.Bool:
 		var b bool
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {

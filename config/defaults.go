@@ -7,8 +7,13 @@ import "time"
 func Defaults() Config {
 	nat := true
 	return Config{
-		StateDir: "/var/lib/fireactions",
-		Log:      Log{Level: "info", Format: "text"},
+		StateDir:          "/var/lib/fireactions",
+		DrainGrace:        10 * time.Minute,
+		ReconcileInterval: 2 * time.Second,
+		Log:               Log{Level: "info", Format: "text"},
+		API:               API{Socket: "/run/fireactions/api.sock"},
+		Metrics:           Metrics{Listen: "127.0.0.1:9464"},
+		ConsoleLogs:       ConsoleLogs{Keep: 24 * time.Hour},
 		Network: Network{
 			Bridge:    "fireactions0",
 			CIDR:      "10.200.0.0/24",

@@ -112,7 +112,7 @@ func yamlType(t reflect.Type) (string, error) {
 	switch t.Kind() {
 	case reflect.String:
 		return "string", nil
-	case reflect.Int:
+	case reflect.Int, reflect.Int64:
 		return "integer", nil
 	case reflect.Bool:
 		return "boolean", nil

@@ -6,6 +6,7 @@ package forge
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
@@ -95,4 +96,14 @@ func MatchLabels(job, offered []string) bool {
 		}
 	}
 	return true
+}
+
+// WebhookReceiver is implemented by drivers that also take demand from
+// the forge's webhooks (polling stays on: deliveries get lost).
+type WebhookReceiver interface {
+	// ServeWebhook handles one delivery: it verifies the signature or
+	// token in constant time, answers 401 when it does not match, ignores
+	// duplicates, updates the driver's view of queued jobs and calls kick
+	// when demand changed.
+	ServeWebhook(w http.ResponseWriter, r *http.Request, kick func())
 }

@@ -63,8 +63,9 @@ type Manager struct {
 
 	mu       sync.Mutex
 	vms      map[string]*vm // by id, all pools
-	draining bool
-	wg       sync.WaitGroup
+	draining   bool
+	reconciled bool // a full reconcile has run
+	wg         sync.WaitGroup
 	unserved map[string]bool // job ids already logged as unservable
 }
 
@@ -74,6 +75,12 @@ type pool struct {
 	forge forge.Forge
 	key   string // forge and scope: pools with one key share demand
 	log   *slog.Logger
+
+	// Run-time settings, guarded by Manager.mu: they start from the
+	// configuration and change through Scale and SetPaused.
+	minIdle, max int
+	paused       bool
+	queued       int // jobs assigned at the last reconcile
 
 	// failures since the last VM that became ready; drives backoff.
 	failures  int
@@ -91,7 +98,10 @@ func New(d Deps) (*Manager, error) {
 		if !ok {
 			return nil, fmt.Errorf("pool %q: forge %q not connected", pc.Name, pc.Forge)
 		}
-		m.pools = append(m.pools, &pool{cfg: pc, forge: f, key: pc.Forge + "|" + pc.Scope, log: d.Log.With("pool", pc.Name)})
+		m.pools = append(m.pools, &pool{
+			cfg: pc, forge: f, key: pc.Forge + "|" + pc.Scope, log: d.Log.With("pool", pc.Name),
+			minIdle: pc.MinIdle, max: pc.Max,
+		})
 	}
 	return m, nil
 }
@@ -170,6 +180,11 @@ func (m *Manager) reconcile(ctx context.Context) {
 		}
 		m.reconcilePool(ctx, p, perPool[p.cfg.Name], states[p.key])
 	}
+	if len(failed) == 0 {
+		m.mu.Lock()
+		m.reconciled = true
+		m.mu.Unlock()
+	}
 }
 
 func (m *Manager) logUnserved(jobs []forge.Job) {
@@ -206,8 +221,12 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runner
 			}
 		}
 	}
-	n := toStart(c, p.cfg.MinIdle, p.cfg.Max, queued)
-	if n > 0 && time.Now().Before(p.notBefore) {
+	m.mu.Lock()
+	minIdle, maxVMs, paused, notBefore := p.minIdle, p.max, p.paused, p.notBefore
+	p.queued = queued
+	m.mu.Unlock()
+	n := toStart(c, minIdle, maxVMs, queued)
+	if paused || time.Now().Before(notBefore) {
 		n = 0
 	}
 	for i := 0; i < n; i++ {
@@ -218,7 +237,7 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runner
 		}
 	}
 	// Surplus idle VMs go after the idle timeout, oldest first; busy ones never.
-	extra := surplus(c, p.cfg.MinIdle, queued)
+	extra := surplus(c, minIdle, queued)
 	for _, v := range idle {
 		if extra == 0 || p.cfg.Timeouts.Idle <= 0 {
 			break

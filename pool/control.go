@@ -1,0 +1,155 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
+)
+
+// PoolStatus is a pool as operators see it.
+type PoolStatus struct {
+	Name    string                `json:"name"`
+	Forge   string                `json:"forge"`
+	Scope   string                `json:"scope"`
+	Labels  []string              `json:"labels"`
+	MinIdle int                   `json:"min_idle"`
+	Max     int                   `json:"max"`
+	Paused  bool                  `json:"paused"`
+	VMs     map[vmstate.Phase]int `json:"vms"`
+	// Queued is the number of waiting jobs assigned to this pool at the
+	// last reconcile.
+	Queued int `json:"queued"`
+}
+
+// ErrNotFound is returned for an unknown pool or VM.
+var ErrNotFound = errors.New("not found")
+
+// Pools returns every pool's status, in configuration order.
+func (m *Manager) Pools() []PoolStatus {
+	out := make([]PoolStatus, 0, len(m.pools))
+	for _, p := range m.pools {
+		out = append(out, m.status(p))
+	}
+	return out
+}
+
+// Pool returns one pool's status.
+func (m *Manager) Pool(name string) (PoolStatus, error) {
+	p := m.poolNamed(name)
+	if p == nil {
+		return PoolStatus{}, fmt.Errorf("pool %q: %w", name, ErrNotFound)
+	}
+	return m.status(p), nil
+}
+
+func (m *Manager) status(p *pool) PoolStatus {
+	vms := map[vmstate.Phase]int{}
+	for _, v := range m.poolVMs(p.cfg.Name) {
+		vms[v.phase()]++
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return PoolStatus{
+		Name: p.cfg.Name, Forge: p.cfg.Forge, Scope: p.cfg.Scope, Labels: p.cfg.Labels,
+		MinIdle: p.minIdle, Max: p.max, Paused: p.paused, VMs: vms, Queued: p.queued,
+	}
+}
+
+// Scale changes a pool's min_idle and/or max at run time (nil leaves a
+// value as it is). Lowering them never stops a busy VM: surplus idle VMs
+// go after the idle timeout, busy ones when their job ends.
+func (m *Manager) Scale(name string, minIdle, max *int) (PoolStatus, error) {
+	p := m.poolNamed(name)
+	if p == nil {
+		return PoolStatus{}, fmt.Errorf("pool %q: %w", name, ErrNotFound)
+	}
+	m.mu.Lock()
+	newMin, newMax := p.minIdle, p.max
+	if minIdle != nil {
+		newMin = *minIdle
+	}
+	if max != nil {
+		newMax = *max
+	}
+	if newMin < 0 || newMax < 1 || newMax < newMin {
+		m.mu.Unlock()
+		return PoolStatus{}, fmt.Errorf("pool %q: min_idle %d and max %d: want 0 <= min_idle <= max and max >= 1", name, newMin, newMax)
+	}
+	p.minIdle, p.max = newMin, newMax
+	m.mu.Unlock()
+	p.log.Info("pool scaled", "min_idle", newMin, "max", newMax)
+	m.Kick()
+	return m.status(p), nil
+}
+
+// SetPaused pauses (no new VMs; running ones finish) or resumes a pool.
+func (m *Manager) SetPaused(name string, paused bool) (PoolStatus, error) {
+	p := m.poolNamed(name)
+	if p == nil {
+		return PoolStatus{}, fmt.Errorf("pool %q: %w", name, ErrNotFound)
+	}
+	m.mu.Lock()
+	p.paused = paused
+	m.mu.Unlock()
+	p.log.Info("pool paused", "paused", paused)
+	m.Kick()
+	return m.status(p), nil
+}
+
+// VM returns one VM's record.
+func (m *Manager) VM(id string) (vmstate.Record, error) {
+	m.mu.Lock()
+	v := m.vms[id]
+	m.mu.Unlock()
+	if v == nil {
+		return vmstate.Record{}, fmt.Errorf("vm %q: %w", id, ErrNotFound)
+	}
+	return v.snapshot(), nil
+}
+
+// SortedVMs returns every VM's record, oldest first.
+func (m *Manager) SortedVMs() []vmstate.Record {
+	recs := m.VMs()
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Created.Before(recs[j].Created) })
+	return recs
+}
+
+// Kill ends a VM now, whatever it is doing; its runner is removed.
+func (m *Manager) Kill(id string) error {
+	m.mu.Lock()
+	v := m.vms[id]
+	m.mu.Unlock()
+	if v == nil {
+		return fmt.Errorf("vm %q: %w", id, ErrNotFound)
+	}
+	v.stop(errKilledByOperator)
+	return nil
+}
+
+var errKilledByOperator = errors.New("killed by an operator")
+
+// ConsoleLog returns the path of a VM's serial console log: the live VM's,
+// or the one kept after a failure.
+func (m *Manager) ConsoleLog(id string) (string, error) {
+	if _, err := m.VM(id); err == nil {
+		return filepath.Join(m.d.Store.Dir(id), "console.log"), nil
+	}
+	if m.d.ConsoleDir != "" && filepath.Base(id) == id {
+		path := filepath.Join(m.d.ConsoleDir, id+".log")
+		if _, err := os.Stat(path); err == nil {
+			return path, nil
+		}
+	}
+	return "", fmt.Errorf("vm %q: %w", id, ErrNotFound)
+}
+
+// Ready reports whether every pool has been reconciled at least once.
+func (m *Manager) Ready() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reconciled
+}
