@@ -6,15 +6,15 @@ import (
 
 // assign gives each queued job to the first pool, in configuration order,
 // that uses the job's forge and offers all of the job's labels. It returns
-// the number of jobs per pool and the jobs no pool can serve.
-func assign(pools []poolView, jobs map[string][]forge.Job) (perPool map[string]int, unserved []forge.Job) {
-	perPool = map[string]int{}
+// the jobs per pool and the jobs no pool can serve.
+func assign(pools []poolView, jobs map[string][]forge.Job) (perPool map[string][]forge.Job, unserved []forge.Job) {
+	perPool = map[string][]forge.Job{}
 	for forgeName, js := range jobs {
 	job:
 		for _, j := range js {
 			for _, p := range pools {
 				if p.forge == forgeName && forge.MatchLabels(j.Labels, p.labels) {
-					perPool[p.name]++
+					perPool[p.name] = append(perPool[p.name], j)
 					continue job
 				}
 			}

@@ -56,7 +56,7 @@ func TestAssignFirstMatchingPoolInOrder(t *testing.T) {
 		"h": {{ID: "5", Labels: []string{"linux"}}},
 	}
 	per, unserved := assign(pools, jobs)
-	if per["small"] != 1 || per["any"] != 1 || per["other-forge"] != 1 {
+	if len(per["small"]) != 1 || len(per["any"]) != 1 || len(per["other-forge"]) != 1 || per["any"][0].ID != "2" {
 		t.Fatalf("per pool = %v", per)
 	}
 	if len(unserved) != 2 || unserved[0].ID != "3" || unserved[1].ID != "4" {

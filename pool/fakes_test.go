@@ -23,7 +23,7 @@ type fakeForge struct {
 	secret   string // the scope-wide credential; must never reach a guest
 	removed  []string
 	failReg  bool
-	hold     bool // runners find no job (jobs stay queued)
+	hold     bool              // runners find no job (jobs stay queued)
 	finished map[string]string // job id -> runner name that ran it
 }
 

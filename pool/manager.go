@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,6 +53,8 @@ type Deps struct {
 	ConsoleDir string
 	// Interval is the reconcile period.
 	Interval time.Duration
+	// Observer is told of events for metrics; nil: none.
+	Observer Observer
 }
 
 // Manager owns the pools.
@@ -61,12 +64,20 @@ type Manager struct {
 	pools []*pool
 	kick  chan struct{}
 
-	mu       sync.Mutex
-	vms      map[string]*vm // by id, all pools
+	mu         sync.Mutex
+	vms        map[string]*vm // by id, all pools
 	draining   bool
 	reconciled bool // a full reconcile has run
 	wg         sync.WaitGroup
-	unserved map[string]bool // job ids already logged as unservable
+	unserved   map[string]bool      // job ids already logged as unservable
+	waiting    map[string]queuedJob // jobs seen queued, by forge key and id
+	obs        Observer
+}
+
+// queuedJob is a job seen waiting, for the queue-wait metric.
+type queuedJob struct {
+	pool  string
+	since time.Time
 }
 
 // pool is one configured pool's live state.
@@ -92,7 +103,13 @@ func New(d Deps) (*Manager, error) {
 	if d.Interval <= 0 {
 		d.Interval = 2 * time.Second
 	}
-	m := &Manager{d: d, log: d.Log, kick: make(chan struct{}, 1), vms: map[string]*vm{}, unserved: map[string]bool{}}
+	if d.Observer == nil {
+		d.Observer = nopObserver{}
+	}
+	m := &Manager{
+		d: d, log: d.Log, kick: make(chan struct{}, 1), vms: map[string]*vm{},
+		unserved: map[string]bool{}, waiting: map[string]queuedJob{}, obs: d.Observer,
+	}
 	for _, pc := range d.Config.Pools {
 		f, ok := d.Forges[pc.Name]
 		if !ok {
@@ -173,12 +190,13 @@ func (m *Manager) reconcile(ctx context.Context) {
 	}
 	perPool, unserved := assign(views, jobs)
 	m.logUnserved(unserved)
+	m.trackQueueWait(perPool, failed)
 
 	for _, p := range m.pools {
 		if failed[p.key] {
 			continue // without demand we neither start nor remove
 		}
-		m.reconcilePool(ctx, p, perPool[p.cfg.Name], states[p.key])
+		m.reconcilePool(ctx, p, len(perPool[p.cfg.Name]), states[p.key])
 	}
 	if len(failed) == 0 {
 		m.mu.Lock()
@@ -194,8 +212,38 @@ func (m *Manager) logUnserved(jobs []forge.Job) {
 	for _, j := range jobs {
 		if !m.unserved[j.ID] {
 			m.unserved[j.ID] = true
+			m.obs.UnservedJob()
 			m.log.Warn("no pool serves this job's labels", "job", j.ID, "labels", j.Labels)
 		}
+	}
+}
+
+// trackQueueWait remembers when each assigned job was queued and, when it
+// leaves the queue, reports how long it waited. Forges whose read failed
+// this round keep their jobs for the next.
+func (m *Manager) trackQueueWait(perPool map[string][]forge.Job, failed map[string]bool) {
+	now := time.Now()
+	seen := map[string]bool{}
+	for _, p := range m.pools {
+		for _, j := range perPool[p.cfg.Name] {
+			k := p.key + "|" + j.ID
+			seen[k] = true
+			if _, ok := m.waiting[k]; !ok {
+				since := j.QueuedAt
+				if since.IsZero() || since.After(now) {
+					since = now
+				}
+				m.waiting[k] = queuedJob{pool: p.cfg.Name, since: since}
+			}
+		}
+	}
+	for k, q := range m.waiting {
+		fk := k[:strings.LastIndex(k, "|")]
+		if seen[k] || failed[fk] {
+			continue
+		}
+		m.obs.QueueWait(q.pool, now.Sub(q.since))
+		delete(m.waiting, k)
 	}
 }
 
@@ -307,15 +355,17 @@ func (m *Manager) startVM(ctx context.Context, p *pool) error {
 	m.vms[id] = v
 	m.wg.Add(1)
 	m.mu.Unlock()
-	go func() {
-		defer m.wg.Done()
-		v.run(context.WithoutCancel(ctx))
-		m.mu.Lock()
-		delete(m.vms, id)
-		m.mu.Unlock()
-		m.Kick()
-	}()
+	go m.runVM(context.WithoutCancel(ctx), v, nil)
 	return nil
+}
+
+func (m *Manager) runVM(ctx context.Context, v *vm, adopted vmm.Machine) {
+	defer m.wg.Done()
+	v.run(ctx, adopted)
+	m.mu.Lock()
+	delete(m.vms, v.rec.ID)
+	m.mu.Unlock()
+	m.Kick()
 }
 
 // Drain stops creating VMs, ends every VM that is not running a job at

@@ -16,6 +16,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
@@ -279,3 +280,46 @@ func TestRecoverRemovesLeftovers(t *testing.T) {
 }
 
 func forgeRef(id, name string) forge.RunnerRef { return forge.RunnerRef{ID: id, Name: name} }
+
+func TestRecoverAdoptsARunningVMWhichThenFinishesItsJob(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	h.stop()
+	<-h.done
+	rec := &vmstate.Record{ID: "a1", Pool: "p", Phase: vmstate.Busy, PID: 4242, TAP: "faa1", Address: "10.200.0.9",
+		RunnerID: "5", RunnerName: "fa-test-a1", AgentToken: "tok", Ready: time.Now().Add(-time.Minute)}
+	if err := h.store.Create(rec); err != nil {
+		t.Fatal(err)
+	}
+	h.net.taps["faa1"] = true
+	h.forge.runners["5"] = &fakeRunner{ref: forgeRef("5", "fa-test-a1"), busy: true}
+	machine := &fakeMachine{done: make(chan struct{}), kill: make(chan struct{})}
+	err := h.m.Recover(context.Background(), Leftovers{
+		Adopt: func(id string, pid int) (vmm.Machine, error) {
+			if id != "a1" || pid != 4242 {
+				t.Errorf("adopt %s/%d", id, pid)
+			}
+			return machine, nil
+		},
+		TAPs: func() ([]string, error) { return []string{"faa1"}, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.net.count() != 1 || h.forge.runnerCount() != 1 {
+		t.Fatal("recovery removed the adopted VM's TAP or runner")
+	}
+	if got, err := h.m.VM("a1"); err != nil || got.Phase != vmstate.Busy {
+		t.Fatalf("adopted vm = %+v, %v", got, err)
+	}
+	if err := h.m.Report("wrong", agentproto.Report{VMID: "a1", Event: agentproto.EventRunnerExited}); err == nil {
+		t.Fatal("a report with the wrong token was accepted")
+	}
+	// The job ends: the agent reports, the guest powers off.
+	if err := h.m.Report("tok", agentproto.Report{VMID: "a1", Event: agentproto.EventRunnerExited}); err != nil {
+		t.Fatal(err)
+	}
+	h.forge.finish("fa-test-a1", "j")
+	close(machine.done)
+	eventually(t, 2*time.Second, "the adopted VM to be gone", func() bool { return len(h.m.VMs()) == 0 })
+	h.assertNothingLeft(t)
+}

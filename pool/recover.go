@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
@@ -16,19 +17,28 @@ type Leftovers struct {
 	KillVM func(ctx context.Context, id string, pid int) error
 	// TAPs lists the TAP devices the orchestrator owns on this host.
 	TAPs func() ([]string, error)
+	// Adopt re-attaches to a VM's running monitor; nil: never adopt.
+	Adopt func(id string, pid int) (vmm.Machine, error)
 }
 
-// Recover removes everything a previous run left behind: VM processes,
-// TAPs, directories, addresses and the forge runners of this host. It runs
-// before the first reconcile, when the manager has no VM of its own yet.
+// Recover deals with everything a previous run left behind. A VM whose
+// runner was ready (idle or busy) and whose monitor still runs is adopted:
+// it goes on as if nothing happened. Everything else is removed: VM
+// processes, TAPs, directories, addresses and the forge runners of this
+// host. It runs before the first reconcile.
 func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 	recs, err := m.d.Store.List()
 	if err != nil {
 		return err
 	}
 	var errs []error
+	keepTAP, keepRunner := map[string]bool{}, map[string]bool{}
 	for _, r := range recs {
 		log := m.log.With("vm", r.ID, "pool", r.Pool)
+		if m.adopt(ctx, l, r) {
+			keepTAP[r.TAP], keepRunner[r.RunnerName] = true, true
+			continue
+		}
 		log.Info("removing vm left by a previous run", "phase", r.Phase, "pid", r.PID)
 		if r.PID > 0 && l.KillVM != nil {
 			if err := l.KillVM(ctx, r.ID, r.PID); err != nil {
@@ -55,6 +65,9 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 			errs = append(errs, err)
 		}
 		for _, t := range taps {
+			if keepTAP[t] {
+				continue
+			}
 			m.log.Info("removing tap left by a previous run", "tap", t)
 			if err := m.d.Network.DeleteTAP(t); err != nil {
 				errs = append(errs, err)
@@ -75,6 +88,9 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 			continue
 		}
 		for _, r := range rs {
+			if keepRunner[r.Name] {
+				continue
+			}
 			m.log.Info("removing runner left by a previous run", "forge", p.cfg.Forge, "runner", r.Name)
 			if err := p.forge.Remove(ctx, r.RunnerRef); err != nil {
 				errs = append(errs, err)
@@ -82,6 +98,34 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// adopt takes over a VM a previous run left, when its runner was ready
+// and its monitor still runs.
+func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) bool {
+	p := m.poolNamed(r.Pool)
+	if l.Adopt == nil || p == nil || r.PID <= 0 || r.AgentToken == "" ||
+		(r.Phase != vmstate.Idle && r.Phase != vmstate.Busy) {
+		return false
+	}
+	machine, err := l.Adopt(r.ID, r.PID)
+	if err != nil {
+		m.log.Info("not adopting vm", "vm", r.ID, "err", err)
+		return false
+	}
+	if err := m.d.Alloc.Reserve(parseAddr(r.Address), r.ID); err != nil {
+		m.log.Warn("not adopting vm", "vm", r.ID, "err", err)
+		_ = machine.Kill(ctx)
+		return false
+	}
+	v := adoptedVM(m, p, *r)
+	m.mu.Lock()
+	m.vms[r.ID] = v
+	m.wg.Add(1)
+	m.mu.Unlock()
+	v.log.Info("adopted vm left running by a previous run", "phase", r.Phase, "pid", r.PID)
+	go m.runVM(context.WithoutCancel(ctx), v, machine)
+	return true
 }
 
 func (m *Manager) poolNamed(name string) *pool {

@@ -38,13 +38,14 @@ type vm struct {
 	ready    time.Time
 	stopErr  error
 	stopOnce sync.Once
+	started  time.Time // the monitor started
 }
 
 func newVM(m *Manager, p *pool, id string) *vm {
 	var tok [24]byte
 	_, _ = rand.Read(tok[:])
 	now := time.Now().UTC()
-	return &vm{
+	v := &vm{
 		m: m, pool: p,
 		log:    p.log.With("vm", id),
 		token:  hex.EncodeToString(tok[:]),
@@ -54,6 +55,21 @@ func newVM(m *Manager, p *pool, id string) *vm {
 			ID: id, Pool: p.cfg.Name, Phase: vmstate.Creating,
 			RunnerName: m.RunnerPrefix() + id, Created: now,
 		},
+	}
+	v.rec.AgentToken = v.token
+	return v
+}
+
+// adoptedVM rebuilds a VM a previous run left running and healthy.
+func adoptedVM(m *Manager, p *pool, rec vmstate.Record) *vm {
+	return &vm{
+		m: m, pool: p,
+		log:    p.log.With("vm", rec.ID),
+		token:  rec.AgentToken,
+		events: make(chan agentproto.Report, 16),
+		stopCh: make(chan struct{}),
+		rec:    rec,
+		ready:  rec.Ready,
 	}
 }
 
@@ -93,7 +109,18 @@ func (v *vm) update(store *vmstate.Store, f func(r *vmstate.Record)) {
 }
 
 func (v *vm) setPhase(store *vmstate.Store, p vmstate.Phase) {
-	v.update(store, func(r *vmstate.Record) { r.Phase = p })
+	v.update(store, func(r *vmstate.Record) {
+		r.Phase = p
+		if p == vmstate.Busy && r.Busy.IsZero() {
+			r.Busy = time.Now().UTC()
+		}
+	})
+}
+
+func (v *vm) busySince() time.Time {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rec.Busy
 }
 
 func (v *vm) tokenOK(tok string) bool {
@@ -121,17 +148,27 @@ func (v *vm) stop(reason error) {
 }
 
 // run is the VM's whole life. Whatever happens, teardown removes what the
-// VM had: process, runner, TAP, address, files.
-func (v *vm) run(ctx context.Context) {
+// VM had: process, runner, TAP, address, files. An adopted VM comes with
+// its machine and skips creation.
+func (v *vm) run(ctx context.Context, adopted vmm.Machine) {
 	created := time.Now()
-	machine, err := v.create(ctx)
+	machine, err := adopted, error(nil)
+	if machine == nil {
+		machine, err = v.create(ctx)
+	}
 	ok := false
 	if err == nil {
 		ok, err = v.serve(ctx, machine)
 	}
+	v.finish(machine, ok, err, created)
+}
+
+func (v *vm) finish(machine vmm.Machine, ok bool, err error, created time.Time) {
 	v.teardown(machine, ok, err)
-	if err != nil && v.readyAt().IsZero() {
-		if !errors.Is(err, errDrain) && !errors.Is(err, errForced) {
+	if !ok {
+		reason := reasonOf(err)
+		v.m.obs.VMFailed(v.pool.cfg.Name, reason)
+		if reason != ReasonStopped && v.readyAt().IsZero() {
 			v.m.failed(v.pool)
 		}
 	}
@@ -144,15 +181,15 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	first := v.snapshot()
 	id := first.ID
 	if err := m.d.Store.Create(&first); err != nil {
-		return nil, err
+		return nil, fail(ReasonSetup, err)
 	}
 	addr, err := m.d.Alloc.Allocate(id)
 	if err != nil {
-		return nil, fmt.Errorf("allocate address: %w", err)
+		return nil, fail(ReasonSetup, fmt.Errorf("allocate address: %w", err))
 	}
 	tap, err := netplan.TAPName(id)
 	if err != nil {
-		return nil, err
+		return nil, fail(ReasonSetup, err)
 	}
 	v.update(m.d.Store, func(r *vmstate.Record) {
 		r.Address, r.TAP, r.MAC = addr.String(), tap, netplan.NewMAC()
@@ -168,13 +205,14 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("register runner: %w", err)
+		return nil, fail(ReasonRegister, fmt.Errorf("register runner: %w", err))
 	}
 	v.update(m.d.Store, func(r *vmstate.Record) { r.RunnerID = runner.ID })
 	v.log.Info("runner registered", "runner", runner.Name, "runner_id", runner.ID, "took", time.Since(start).Round(time.Millisecond))
+	m.obs.Provisioned(p.cfg.Name, time.Since(first.Created))
 
 	if err := m.d.Network.AddTAP(tap); err != nil {
-		return nil, err
+		return nil, fail(ReasonSetup, err)
 	}
 	rec := v.snapshot()
 	netCfg := m.d.Config.Network
@@ -195,7 +233,7 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	dir := m.d.Store.Dir(id)
 	initrd := filepath.Join(dir, "initramfs.cpio")
 	if err := m.d.Boot.WriteVM(p.cfg.Name, initrd, cfg); err != nil {
-		return nil, fmt.Errorf("write initramfs: %w", err)
+		return nil, fail(ReasonSetup, fmt.Errorf("write initramfs: %w", err))
 	}
 	machine, err := m.d.Hypervisor.Start(ctx, vmm.Spec{
 		ID: id, Dir: dir, Kernel: p.cfg.VM.Kernel, Initramfs: initrd, Cmdline: p.cfg.VM.Cmdline,
@@ -203,8 +241,10 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		TAP: rec.TAP, MAC: rec.MAC, ConsoleLog: filepath.Join(dir, "console.log"),
 	})
 	if err != nil {
-		return nil, err
+		return nil, fail(ReasonStart, err)
 	}
+	v.started = time.Now()
+	m.obs.VMStarted(p.cfg.Name)
 	v.update(m.d.Store, func(r *vmstate.Record) { r.PID, r.Phase = machine.PID(), vmstate.Booting })
 	v.log.Info("vm booting", "pid", machine.PID(), "address", addr, "tap", tap)
 	return machine, nil
@@ -217,6 +257,12 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 	boot := time.NewTimer(t.Boot)
 	defer boot.Stop()
 	var job <-chan time.Time
+	if ready := v.readyAt(); !ready.IsZero() { // adopted after a restart
+		boot.Stop()
+		jt := time.NewTimer(max(t.Job-time.Since(ready), time.Millisecond))
+		defer jt.Stop()
+		job = jt.C
+	}
 	exitCode := -1
 	for {
 		select {
@@ -236,11 +282,15 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 					}
 				})
 				v.m.succeeded(v.pool)
+				v.m.obs.Booted(v.pool.cfg.Name, now.Sub(v.started))
 				jt := time.NewTimer(t.Job)
 				defer jt.Stop()
 				job = jt.C
 			case agentproto.EventRunnerExited:
 				exitCode = r.ExitCode
+				if busy := v.busySince(); !busy.IsZero() {
+					v.m.obs.JobDone(v.pool.cfg.Name, time.Since(busy))
+				}
 				code := r.ExitCode
 				v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.ExitCode = &code })
 			case agentproto.EventFailed:
@@ -248,16 +298,20 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 			}
 		case <-machine.Done():
 			if err := machine.Err(); err != nil {
-				return false, err
+				return false, fail(ReasonCrashed, err)
 			}
-			if exitCode != 0 {
-				return false, fmt.Errorf("guest powered off; runner exit code %d", exitCode)
+			switch exitCode {
+			case 0:
+				return true, nil
+			case -1:
+				return false, fail(ReasonCrashed, errors.New("guest powered off before its runner exited"))
+			default:
+				return false, fail(ReasonRunner, fmt.Errorf("guest powered off; runner exit code %d", exitCode))
 			}
-			return true, nil
 		case <-boot.C:
-			return false, fmt.Errorf("runner not ready within the boot timeout %s", t.Boot)
+			return false, fail(ReasonBootTimeout, fmt.Errorf("runner not ready within the boot timeout %s", t.Boot))
 		case <-job:
-			return false, fmt.Errorf("job timeout %s reached", t.Job)
+			return false, fail(ReasonJobTimeout, fmt.Errorf("job timeout %s reached", t.Job))
 		case <-v.stopCh:
 			v.mu.Lock()
 			err := v.stopErr
@@ -310,6 +364,26 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 	if err := m.d.Store.Remove(rec.ID); err != nil {
 		v.log.Error("remove vm directory", "err", err)
 	}
+}
+
+// failure is an error with the bounded reason the failure metric uses.
+type failure struct {
+	reason string
+	err    error
+}
+
+func (f *failure) Error() string { return f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+func fail(reason string, err error) error { return &failure{reason: reason, err: err} }
+
+// reasonOf classifies an error that ended a VM.
+func reasonOf(err error) string {
+	var f *failure
+	if errors.As(err, &f) {
+		return f.reason
+	}
+	return ReasonStopped
 }
 
 // removeRunner retries removal a few times: a runner left at the forge is

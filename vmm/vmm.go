@@ -46,3 +46,11 @@ type Machine interface {
 
 // ErrKilled is the exit error of a VM stopped with Kill.
 var ErrKilled = errors.New("vm killed")
+
+// Adopter is implemented by drivers that can take over a monitor process
+// a previous run of the orchestrator started (crash recovery).
+type Adopter interface {
+	// Adopt returns the running VM id whose monitor is pid, or an error
+	// when pid is not that VM's monitor any more.
+	Adopt(id string, pid int) (Machine, error)
+}

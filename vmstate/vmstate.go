@@ -43,9 +43,13 @@ type Record struct {
 	Created     time.Time `json:"created"`
 	Updated     time.Time `json:"updated"`
 	Ready       time.Time `json:"ready,omitzero"`
+	Busy        time.Time `json:"busy,omitzero"`
 	Reason      string    `json:"reason,omitempty"`
 	ExitCode    *int      `json:"exit_code,omitempty"`
 	ReadyUptime string    `json:"ready_uptime,omitempty"` // guest time from kernel start to runner ready
+	// AgentToken authenticates the guest agent's reports; kept so a
+	// restarted orchestrator can adopt the VM. It grants nothing else.
+	AgentToken string `json:"agent_token,omitempty"`
 }
 
 // Store is the directory of VM records.

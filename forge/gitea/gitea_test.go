@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
 	runnerv1 "code.gitea.io/actions-proto-go/runner/v1"
 	"code.gitea.io/actions-proto-go/runner/v1/runnerv1connect"
+	"connectrpc.com/connect"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 )

@@ -8,9 +8,9 @@ import (
 	"strconv"
 	"strings"
 
-	"connectrpc.com/connect"
 	runnerv1 "code.gitea.io/actions-proto-go/runner/v1"
 	"code.gitea.io/actions-proto-go/runner/v1/runnerv1connect"
+	"connectrpc.com/connect"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"

@@ -1,0 +1,72 @@
+package metrics
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+)
+
+// RateLimited is implemented by drivers that know their API budget.
+type RateLimited interface {
+	RateLimitRemaining() int
+}
+
+// Forge wraps a driver so each call is counted under the forge's name.
+func (m *Metrics) Forge(name string, f forge.Forge) forge.Forge {
+	inst := &instrumented{Forge: f, m: m, name: name}
+	if w, ok := f.(forge.WebhookReceiver); ok {
+		return &instrumentedWebhooks{instrumented: inst, WebhookReceiver: w}
+	}
+	return inst
+}
+
+type instrumented struct {
+	forge.Forge
+	m    *Metrics
+	name string
+}
+
+func (i *instrumented) count(op string, err error) {
+	i.m.forgeRequests.WithLabelValues(i.name, op).Inc()
+	if err != nil {
+		i.m.forgeErrors.WithLabelValues(i.name, op).Inc()
+	}
+	if r, ok := i.Forge.(RateLimited); ok {
+		i.m.forgeRateLimit.WithLabelValues(i.name).Set(float64(r.RateLimitRemaining()))
+	}
+}
+
+func (i *instrumented) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
+	j, err := i.Forge.QueuedJobs(ctx)
+	i.count("queued_jobs", err)
+	return j, err
+}
+
+func (i *instrumented) Register(ctx context.Context, s forge.RunnerSpec) (*forge.Runner, error) {
+	r, err := i.Forge.Register(ctx, s)
+	i.count("register", err)
+	return r, err
+}
+
+func (i *instrumented) Runners(ctx context.Context, prefix string) ([]forge.RunnerState, error) {
+	r, err := i.Forge.Runners(ctx, prefix)
+	i.count("runners", err)
+	return r, err
+}
+
+func (i *instrumented) Remove(ctx context.Context, r forge.RunnerRef) error {
+	err := i.Forge.Remove(ctx, r)
+	i.count("remove", err)
+	return err
+}
+
+type instrumentedWebhooks struct {
+	*instrumented
+	forge.WebhookReceiver
+}
+
+func (i *instrumentedWebhooks) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
+	i.m.forgeRequests.WithLabelValues(i.name, "webhook").Inc()
+	i.WebhookReceiver.ServeWebhook(w, r, kick)
+}
