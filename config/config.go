@@ -21,7 +21,7 @@ type Config struct {
 	// ReconcileInterval is the period of the reconcile loop.
 	ReconcileInterval time.Duration `yaml:"reconcile_interval" doc:"How often pools are reconciled with the forges (at least 200ms)."`
 	Log               Log           `yaml:"log" doc:"The orchestrator's own logging."`
-	API               API           `yaml:"api" doc:"The control API (fireactions status, drain and the like)."`
+	API               API           `yaml:"api" doc:"The control API: pools' status, scaling, pausing and draining."`
 	Metrics           Metrics       `yaml:"metrics" doc:"The Prometheus metrics endpoint."`
 	ConsoleLogs       ConsoleLogs   `yaml:"console_logs" doc:"Serial console logs of VMs that failed."`
 	Network           Network       `yaml:"network" doc:"The host side of the VMs' network: one bridge, one TAP per VM."`
@@ -38,7 +38,7 @@ type Log struct {
 
 // API is the control API: always on a Unix socket, optionally on TCP.
 type API struct {
-	Socket string `yaml:"socket" doc:"Absolute path of the API's Unix socket (at most 107 bytes); only root and the service may use it."`
+	Socket string `yaml:"socket" doc:"Absolute path of the API's Unix socket (at most 107 bytes)."`
 	// Listen is a TCP host:port for the API; "" serves it on the socket only.
 	Listen string `yaml:"listen" doc:"TCP host:port to serve the API on as well, for remote clients with a bearer token; empty: off."`
 	// TokensFile holds the bearer tokens TCP clients must present.
@@ -90,7 +90,7 @@ type Forge struct {
 	Type string `yaml:"type" doc:"Required: gitea, github or gitlab."`
 	// URL is the forge's API base: for GitHub https://api.github.com or a
 	// GHES https://HOST/api/v3.
-	URL string `yaml:"url" doc:"Base http(s) URL of the forge, as the host reaches it; required for gitea and gitlab. For github the REST API base. Default (github): https://api.github.com; for GitHub Enterprise Server https://HOST/api/v3."`
+	URL string `yaml:"url" doc:"Base http(s) URL of the forge, as the host reaches it; for github the REST API base (GitHub Enterprise Server: https://HOST/api/v3). Required for gitea and gitlab. Default: https://api.github.com for github."`
 	// GuestURL is the forge's URL as guests reach it, when it differs.
 	GuestURL  string `yaml:"guest_url" doc:"Base URL as guests reach it. Default: url."`
 	TokenFile string `yaml:"token_file" doc:"File holding the scope-wide API token (never given to a VM); mode 600, surrounding whitespace ignored. gitea and gitlab: exactly one of token_file and token_env is required; github: either a personal access token this way or app_id and app_private_key_file."`
@@ -102,7 +102,7 @@ type Forge struct {
 	AppPrivateKeyFile string `yaml:"app_private_key_file" doc:"github only: the GitHub App's private key (PEM, RSA PRIVATE KEY or PRIVATE KEY); mode 600."`
 	// InstallationID is 0 when the App's installation is to be looked up
 	// from the pool's scope.
-	InstallationID int64 `yaml:"installation_id" doc:"github only, with app_id: the App installation to act as. Empty: looked up from each pool's scope."`
+	InstallationID int64 `yaml:"installation_id" doc:"github only, with app_id: the App installation to act as. 0 or left out: looked up from each pool's scope."`
 	// WebhookSecretFile holds the secret webhooks are checked with.
 	WebhookSecretFile string `yaml:"webhook_secret_file" doc:"File holding the webhook secret (github: the HMAC secret; gitlab: the X-Gitlab-Token; gitea: the webhook secret); mode 600, surrounding whitespace ignored. Empty: no webhooks."`
 	// Token is the secret read from TokenFile or TokenEnv by Load; empty
@@ -121,7 +121,7 @@ type Pool struct {
 	// Scope is where runners are registered: "instance", "org:NAME",
 	// "repo:OWNER/NAME", "enterprise:NAME", "group:PATH" or
 	// "project:PATH"; see ParseScope.
-	Scope  string   `yaml:"scope" doc:"Where runners register. gitea: instance, org:NAME or repo:OWNER/NAME; github: org:NAME, repo:OWNER/NAME or enterprise:NAME; gitlab: instance, group:PATH or project:PATH (PATH may be nested: group/sub)."`
+	Scope  string   `yaml:"scope" doc:"Where runners register. gitea: instance, org:NAME or repo:OWNER/NAME; github: org:NAME, repo:OWNER/NAME or enterprise:NAME; gitlab: instance, group:PATH or project:PATH (PATH may be nested: group/sub). github pools must set it."`
 	Labels []string `yaml:"labels" doc:"Required. Labels the runners offer (no spaces, commas or duplicates); a job runs here when all its labels are offered."`
 	// Repos are the repositories whose queued runs a GitHub org or
 	// enterprise pool polls for.
@@ -164,7 +164,7 @@ type RunnerOptions struct {
 	// Locked is nil for pools of other forge types.
 	Locked         *bool         `yaml:"locked" doc:"gitlab only: lock the runners to the project they register on. Default: true (gitlab)."`
 	AccessLevel    string        `yaml:"access_level" doc:"gitlab only: not_protected or ref_protected (jobs of protected branches and tags only). Default: not_protected (gitlab)."`
-	MaximumTimeout time.Duration `yaml:"maximum_timeout" doc:"gitlab only: longest job the runners accept, overriding the project's timeout (0: none; else at least 10m, GitLab's minimum)."`
+	MaximumTimeout time.Duration `yaml:"maximum_timeout" doc:"gitlab only: the longest a job may run on these runners, capping the projects' job timeouts (0: no cap; else at least 10m, GitLab's minimum)."`
 	Executor       string        `yaml:"executor" doc:"gitlab only: shell or docker. Default: shell (gitlab)."`
 }
 

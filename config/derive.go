@@ -13,9 +13,25 @@ func defaultRunnerPath(forgeType string) string {
 	switch forgeType {
 	case "gitea":
 		return "/bin/act_runner"
+	case "github":
+		return "/home/runner/run.sh" // the actions-runner image's layout
+	case "gitlab":
+		return "/usr/bin/gitlab-runner"
 	}
 	return ""
 }
+
+// Defaults that depend on a forge's type.
+const (
+	// defaultGitHubURL is a github forge's url: GitHub.com's REST API.
+	defaultGitHubURL = "https://api.github.com"
+	// defaultGitLabLocked, defaultGitLabAccessLevel and
+	// defaultGitLabExecutor are a gitlab pool's runner.locked,
+	// runner.access_level and runner.executor.
+	defaultGitLabLocked      = true
+	defaultGitLabAccessLevel = "not_protected"
+	defaultGitLabExecutor    = "shell"
+)
 
 // deriveDefaults fills the defaults that depend on other fields, where the
 // file leaves them empty. It never fails: what cannot be derived stays
@@ -34,6 +50,9 @@ func deriveDefaults(c *Config, hostname string) {
 	forgeTypes := map[string]string{}
 	for i := range c.Forges {
 		f := &c.Forges[i]
+		if f.URL == "" && f.Type == "github" {
+			f.URL = defaultGitHubURL
+		}
 		if f.GuestURL == "" {
 			f.GuestURL = f.URL
 		}
@@ -46,8 +65,25 @@ func deriveDefaults(c *Config, hostname string) {
 				p.VM.ModulesDir = "/lib/modules/" + v
 			}
 		}
-		if p.Runner.Path == "" {
-			p.Runner.Path = defaultRunnerPath(forgeTypes[p.Forge])
+		r := &p.Runner
+		typ := forgeTypes[p.Forge]
+		if r.Path == "" {
+			r.Path = defaultRunnerPath(typ)
+		}
+		if r.GID == 0 {
+			r.GID = r.UID
+		}
+		if typ == "gitlab" {
+			if r.Locked == nil {
+				locked := defaultGitLabLocked
+				r.Locked = &locked
+			}
+			if r.AccessLevel == "" {
+				r.AccessLevel = defaultGitLabAccessLevel
+			}
+			if r.Executor == "" {
+				r.Executor = defaultGitLabExecutor
+			}
 		}
 	}
 }

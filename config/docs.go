@@ -19,9 +19,14 @@ keys are errors, and so is every value the tables below rule out; all
 problems are reported at once, one line each, as ` + "`FILE:LINE: FIELD: problem`" + `.
 A key left out (or set to null) takes the default shown; "derived" means the
 default is computed from other fields, as the description says. Durations are
-Go durations such as ` + "`90s`" + `, ` + "`2m`" + ` or ` + "`1h30m`" + `. API tokens are never in this
-file: each forge names a ` + "`token_file`" + ` (mode 600) or a ` + "`token_env`" + ` variable.
-A complete example is in [config/testdata/example.yaml](../config/testdata/example.yaml).
+Go durations such as ` + "`90s`" + `, ` + "`2m`" + ` or ` + "`1h30m`" + `. Secrets are never in this
+file: each forge names a ` + "`token_file`" + ` or a ` + "`token_env`" + ` variable (or, for a GitHub
+App, an ` + "`app_private_key_file`" + `), and webhook secrets and API tokens are files too,
+each readable by its owner only (mode 600). Keys marked "github only" or
+"gitlab only" are errors on pools or forges of another type. Complete
+examples: [Gitea](../config/testdata/example.yaml),
+[GitHub](../config/testdata/github.yaml) and
+[GitLab](../config/testdata/gitlab.yaml).
 `
 
 // WriteReference writes the Markdown reference of the configuration file,
@@ -143,10 +148,13 @@ func defaultText(v reflect.Value, doc string) string {
 	if v.Kind() == reflect.Pointer && !v.IsNil() {
 		v = v.Elem()
 	}
+	derived := strings.Contains(doc, "Default:") || strings.Contains(doc, "Default per")
 	switch {
 	case v.Type() == durationType:
 		return "`" + shortDuration(time.Duration(v.Int())) + "`"
-	case v.Kind() == reflect.Int || v.Kind() == reflect.Bool:
+	case v.Kind() == reflect.Int && v.IsZero() && derived:
+		return "derived" // 0 stands for "derive it"
+	case v.Kind() == reflect.Int || v.Kind() == reflect.Int64 || v.Kind() == reflect.Bool:
 		return fmt.Sprintf("`%v`", v.Interface())
 	case !v.IsZero() && v.Kind() == reflect.String:
 		return "`" + v.String() + "`"
@@ -156,7 +164,7 @@ func defaultText(v reflect.Value, doc string) string {
 			items[i] = fmt.Sprint(v.Index(i).Interface())
 		}
 		return "`[" + strings.Join(items, ", ") + "]`"
-	case strings.Contains(doc, "Default:") || strings.Contains(doc, "Default per"):
+	case derived:
 		return "derived"
 	}
 	return "—"

@@ -55,6 +55,19 @@ func TestReferenceContents(t *testing.T) {
 		"| `labels` | list of strings | — |",
 		"| `gateway` | string | derived |",
 		"| `pools` | list of mappings |",
+		"## `api`",
+		"| `socket` | string | `/run/fireactions/api.sock` |",
+		"| `drain_grace` | duration | `10m` |",
+		"| `reconcile_interval` | duration | `2s` |",
+		"| `keep` | duration | `24h` |",
+		"| `listen` | string | `127.0.0.1:9464` |",
+		"| `app_id` | integer | `0` |",
+		"| `url` | string | derived |",
+		"| `repos` | list of strings | — |",
+		"| `gid` | integer | derived |",
+		"| `locked` | boolean | derived |",
+		"| `executor` | string | derived |",
+		"| `maximum_timeout` | duration | `0s` |",
 	} {
 		if !strings.Contains(ref, want) {
 			t.Errorf("reference lacks %q", want)

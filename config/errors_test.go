@@ -1,6 +1,10 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -18,13 +22,32 @@ const secondPool = `  - name: small
       root_initramfs: $DIR/root.cpio
 `
 
+// pemBlock is one PEM block of type typ holding data.
+func pemBlock(typ string, data []byte) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: data}))
+}
+
+// ed25519KeyPEM is a valid private key that GitHub Apps cannot use.
+func ed25519KeyPEM(t *testing.T) string {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pemBlock("PRIVATE KEY", der)
+}
+
 // Each malformed file has exactly one problem, reported on one line that
 // starts with the file name (and the line, where the test says so) and
 // names the field.
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name     string
-		old, new string           // edit of minimalYAML; empty old appends
+		base     string           // the configuration to edit; minimalYAML when empty
+		old, new string           // edit of base; empty old appends
 		setup    func(f *fixture) // changes to the fixture's files and environment
 		field    string           // the field path the message names
 		want     string           // more of the message
@@ -100,6 +123,52 @@ func TestParseErrors(t *testing.T) {
 			field: "network.dns[1]", want: `"dns.google" is not an IP address`},
 		{name: "mtu too small", old: "forges:", new: "network: {mtu: 500}\nforges:",
 			field: "network.mtu", want: "500 is not between 576 and 9000"},
+		{name: "bad drain_grace", old: "forges:", new: "drain_grace: 0s\nforges:",
+			field: "drain_grace", want: "0s is not positive", at: "drain_grace:"},
+		{name: "drain_grace not a duration", old: "forges:", new: "drain_grace: 10\nforges:",
+			field: "drain_grace", want: `cannot parse "10" as a duration`},
+		{name: "reconcile_interval too small", old: "forges:", new: "reconcile_interval: 100ms\nforges:",
+			field: "reconcile_interval", want: "100ms is less than 200ms", at: "reconcile_interval:"},
+		{name: "relative agent_path", old: "forges:", new: "agent_path: bin/fireactions-agent\nforges:",
+			field: "agent_path", want: `"bin/fireactions-agent" is not an absolute path`},
+		{name: "missing agent_path", old: "forges:", new: "agent_path: $DIR/fireactions-agent\nforges:",
+			field: "agent_path", want: "fireactions-agent: no such file", is: fs.ErrNotExist},
+		{name: "negative console_logs.keep", old: "forges:", new: "console_logs: {keep: -1h}\nforges:",
+			field: "console_logs.keep", want: "-1h is negative"},
+		{name: "relative api.socket", old: "forges:", new: "api: {socket: api.sock}\nforges:",
+			field: "api.socket", want: `"api.sock" is not an absolute path`},
+		{name: "api.socket too long", old: "forges:", new: "api: {socket: /run/" + strings.Repeat("x", 110) + "}\nforges:",
+			field: "api.socket", want: "longer than 107 bytes"},
+		{name: "api.listen without tokens_file", old: "forges:", new: "api:\n  listen: 0.0.0.0:8443\nforges:",
+			field: "api.tokens_file", want: "must be set when listen is", at: "api:"},
+		{name: "api.listen without a port", old: "forges:", new: "api: {listen: localhost, tokens_file: $DIR/token}\nforges:",
+			field: "api.listen", want: `"localhost" is not a host:port`},
+		{name: "world-readable api.tokens_file", old: "forges:", new: "api: {tokens_file: $DIR/api-tokens}\nforges:",
+			setup: func(f *fixture) { f.write("api-tokens", "t1\n", 0o644) },
+			field: "api.tokens_file", want: "is readable by group/other (chmod 600)"},
+		{name: "api.tokens_file without tokens", old: "forges:", new: "api: {tokens_file: $DIR/api-tokens}\nforges:",
+			setup: func(f *fixture) { f.write("api-tokens", "# none yet\n\n", 0o600) },
+			field: "api.tokens_file", want: "holds no token"},
+		{name: "api.tokens_file line with a space", old: "forges:", new: "api: {tokens_file: $DIR/api-tokens}\nforges:",
+			setup: func(f *fixture) { f.write("api-tokens", "t1\nt2 t3\n", 0o600) },
+			field: "api.tokens_file", want: "line 2 of " /* the path follows */},
+		{name: "tls cert without key", old: "forges:", new: "api:\n  tls_cert_file: $DIR/cert.pem\nforges:",
+			setup: func(f *fixture) { f.write("cert.pem", "", 0o644) },
+			field: "api.tls_key_file", want: "must be set with tls_cert_file", at: "api:"},
+		{name: "tls key without cert", old: "forges:", new: "api: {tls_key_file: $DIR/key.pem}\nforges:",
+			setup: func(f *fixture) { f.write("key.pem", "", 0o600) },
+			field: "api.tls_cert_file", want: "must be set with tls_key_file"},
+		{name: "missing tls cert", old: "forges:", new: "api: {tls_cert_file: $DIR/cert.pem, tls_key_file: $DIR/key.pem}\nforges:",
+			setup: func(f *fixture) { f.write("key.pem", "", 0o600) },
+			field: "api.tls_cert_file", want: "cert.pem: no such file", is: fs.ErrNotExist},
+		{name: "metrics.listen port out of range", old: "forges:", new: "metrics: {listen: \"127.0.0.1:99999\"}\nforges:",
+			field: "metrics.listen", want: `port "99999" in "127.0.0.1:99999" is not a number between 1 and 65535`},
+		{name: "metrics.listen only a port", old: "forges:", new: "metrics: {listen: 9464}\nforges:",
+			field: "metrics.listen", want: `"9464" is not a host:port`},
+		{name: "metrics.listen is api.listen", old: "forges:", new: "api: {listen: \"127.0.0.1:9464\", tokens_file: $DIR/token}\nforges:",
+			field: "metrics.listen", want: "127.0.0.1:9464 is also api.listen"},
+		{name: "metrics.listen bad host", old: "forges:", new: "metrics: {listen: \"my host:9464\"}\nforges:",
+			field: "metrics.listen", want: `"my host" in "my host:9464" is not an IP address or host name`},
 		{name: "bad vmm driver", old: "forges:", new: "vmm: {driver: kvmtool}\nforges:",
 			field: "vmm.driver", want: `"kvmtool" is not one of qemu, firecracker`},
 
@@ -112,6 +181,55 @@ func TestParseErrors(t *testing.T) {
 			field: `forges[0] ("gitea").ca_file`, want: "no such file"},
 		{name: "duplicate forge name", old: "pools:", new: "  - name: gitea\n    type: gitea\n    url: https://x.example\n    token_file: $DIR/token\npools:",
 			field: `forges[1] ("gitea").name`, want: `duplicate forge name "gitea" (also forges[0])`},
+
+		{name: "gitea without url", old: "    url: https://gitea.example.com\n", new: "",
+			field: `forges[0] ("gitea").url`, want: "must be set"},
+		{name: "world-readable webhook secret", old: "token_file: $DIR/token", new: "token_file: $DIR/token\n    webhook_secret_file: $DIR/hook",
+			setup: func(f *fixture) { f.write("hook", "hooksecret", 0o644) },
+			field: `forges[0] ("gitea").webhook_secret_file`, want: "is readable by group/other (chmod 600)"},
+		{name: "missing webhook secret", old: "token_file: $DIR/token", new: "token_file: $DIR/token\n    webhook_secret_file: $DIR/hook",
+			field: `forges[0] ("gitea").webhook_secret_file`, want: "hook: no such file", is: fs.ErrNotExist},
+		{name: "gitea with app_id", old: "token_file: $DIR/token", new: "token_file: $DIR/token\n    app_id: 1",
+			field: `forges[0] ("gitea").app_id`, want: "is only for github forges (GitHub App authentication), not gitea", at: "app_id:"},
+		{name: "gitea with installation_id", old: "token_file: $DIR/token", new: "token_file: $DIR/token\n    installation_id: 7",
+			field: `forges[0] ("gitea").installation_id`, want: "is only for github forges"},
+		{name: "gitlab with app_private_key_file", base: gitlabYAML, old: "token_file: $DIR/token", new: "token_file: $DIR/token\n    app_private_key_file: $DIR/app.pem",
+			field: `forges[0] ("gl").app_private_key_file`, want: "is only for github forges (GitHub App authentication), not gitlab"},
+		{name: "gitlab without a token", base: gitlabYAML, old: "    token_file: $DIR/token\n", new: "",
+			field: `forges[0] ("gl")`, want: "set one of token_file and token_env"},
+		{name: "github with both app and token", base: githubYAML, old: "    app_id:", new: "    token_file: $DIR/token\n    app_id:",
+			field: `forges[0] ("gh")`, want: "set either app_id and app_private_key_file (a GitHub App) or one of token_file and token_env (a personal access token), not both"},
+		{name: "github with neither app nor token", base: githubYAML, old: "    app_id: 12345\n    app_private_key_file: $DIR/app.pem\n", new: "",
+			field: `forges[0] ("gh")`, want: "set app_id and app_private_key_file (a GitHub App) or one of token_file and token_env"},
+		{name: "app_id without key", base: githubYAML, old: "    app_private_key_file: $DIR/app.pem\n", new: "",
+			field: `forges[0] ("gh").app_private_key_file`, want: "must be set with app_id"},
+		{name: "key without app_id", base: githubYAML, old: "    app_id: 12345\n", new: "",
+			field: `forges[0] ("gh").app_id`, want: "must be set with app_private_key_file"},
+		{name: "negative app_id", base: githubYAML, old: "app_id: 12345", new: "app_id: -5",
+			field: `forges[0] ("gh").app_id`, want: "-5 is negative", at: "app_id:"},
+		{name: "app_id not an integer", base: githubYAML, old: "app_id: 12345", new: "app_id: my-app",
+			field: `forges[0].app_id`, want: `cannot parse "my-app" as an integer`, at: "app_id:"},
+		{name: "app_id too large", base: githubYAML, old: "app_id: 12345", new: "app_id: 99999999999999999999",
+			field: `forges[0].app_id`, want: "as an integer"},
+		{name: "installation_id without app", base: githubYAML,
+			old: "    app_id: 12345\n    app_private_key_file: $DIR/app.pem\n", new: "    token_file: $DIR/token\n    installation_id: 42\n",
+			field: `forges[0] ("gh").installation_id`, want: "only with app_id (a GitHub App)", at: "installation_id:"},
+		{name: "negative installation_id", base: githubYAML, old: "app_id: 12345", new: "app_id: 12345\n    installation_id: -1",
+			field: `forges[0] ("gh").installation_id`, want: "-1 is negative"},
+		{name: "private key not PEM", base: githubYAML, setup: func(f *fixture) { f.write("app.pem", "not a key\n", 0o600) },
+			field: `forges[0] ("gh").app_private_key_file`, want: "is not PEM", at: "app_private_key_file:"},
+		{name: "private key is a certificate", base: githubYAML,
+			setup: func(f *fixture) { f.write("app.pem", pemBlock("CERTIFICATE", []byte{1, 2, 3}), 0o600) },
+			field: `forges[0] ("gh").app_private_key_file`, want: `holds a PEM "CERTIFICATE" block, not RSA PRIVATE KEY or PRIVATE KEY`},
+		{name: "private key block corrupt", base: githubYAML,
+			setup: func(f *fixture) { f.write("app.pem", pemBlock("RSA PRIVATE KEY", []byte{1, 2, 3}), 0o600) },
+			field: `forges[0] ("gh").app_private_key_file`, want: "does not parse as a PKCS #1 key"},
+		{name: "private key not RSA", base: githubYAML, setup: func(f *fixture) { f.write("app.pem", ed25519KeyPEM(f.t), 0o600) },
+			field: `forges[0] ("gh").app_private_key_file`, want: "does not hold an RSA key"},
+		{name: "group-readable private key", base: githubYAML, setup: func(f *fixture) { f.write("app.pem", string(testKeyPEM()), 0o640) },
+			field: `forges[0] ("gh").app_private_key_file`, want: "is readable by group/other (chmod 600)"},
+		{name: "github url not http", base: githubYAML, old: "type: github", new: "type: github\n    url: ghe.example.com/api/v3",
+			field: `forges[0] ("gh").url`, want: "not an absolute http(s) URL"},
 
 		// Pools.
 		{name: "no pools", old: minimalYAML[strings.Index(minimalYAML, "pools:"):], new: "",
@@ -128,6 +246,33 @@ func TestParseErrors(t *testing.T) {
 			field: `pools[0] ("default").scope`, want: `"team:core" is not a scope`},
 		{name: "repo scope without owner", old: "max: 2", new: "max: 2\n    scope: repo:widgets",
 			field: `pools[0] ("default").scope`, want: "does not name a repository"},
+		{name: "scope kind wrong for github", base: githubYAML, old: "scope: org:acme", new: "scope: instance",
+			field: `pools[0] ("default").scope`, at: "scope:",
+			want: `"instance" is not a scope of a github forge (org:NAME, repo:OWNER/NAME or enterprise:NAME)`},
+		{name: "github scope left out", base: githubYAML, old: "    scope: org:acme\n", new: "",
+			field: `pools[0] ("default").scope`, want: `"instance" is not a scope of a github forge`},
+		{name: "scope kind wrong for gitea", old: "max: 2", new: "max: 2\n    scope: group:acme",
+			field: `pools[0] ("default").scope`, want: `"group:acme" is not a scope of a gitea forge (instance, org:NAME or repo:OWNER/NAME)`},
+		{name: "scope kind wrong for gitlab", base: gitlabYAML, old: "scope: project:acme/tools/widgets", new: "scope: repo:acme/widgets",
+			field: `pools[0] ("default").scope`, want: `"repo:acme/widgets" is not a scope of a gitlab forge (instance, group:PATH or project:PATH)`},
+		{name: "project scope without a namespace", base: gitlabYAML, old: "scope: project:acme/tools/widgets", new: "scope: project:widgets",
+			field: `pools[0] ("default").scope`, want: "does not name a project"},
+		{name: "enterprise scope with a path", base: githubYAML, old: "scope: org:acme", new: "scope: enterprise:acme/x",
+			field: `pools[0] ("default").scope`, want: "does not name an enterprise"},
+		{name: "repos on a gitea pool", old: "labels: [linux]", new: "labels: [linux]\n    repos: [acme/widgets]",
+			field: `pools[0] ("default").repos`, want: "is only for github pools, not gitea", at: "repos:"},
+		{name: "repos on a gitlab pool", base: gitlabYAML, old: "labels: [linux]", new: "labels: [linux]\n    repos: [acme/widgets]",
+			field: `pools[0] ("default").repos`, want: "is only for github pools, not gitlab"},
+		{name: "repos on a repo pool", base: githubYAML, old: "scope: org:acme", new: "scope: repo:acme/widgets\n    repos: [acme/gadgets]",
+			field: `pools[0] ("default").repos`, want: "only with an org or enterprise scope (scope repo:acme/widgets polls its own repository)"},
+		{name: "bad repo name", base: githubYAML, old: "labels: [linux]", new: "labels: [linux]\n    repos: [acme/widgets, widgets]",
+			field: `pools[0] ("default").repos[1]`, want: `"widgets" is not a repository (OWNER/NAME)`},
+		{name: "nested repo name", base: githubYAML, old: "labels: [linux]", new: "labels: [linux]\n    repos: [acme/tools/widgets]",
+			field: `pools[0] ("default").repos[0]`, want: `"acme/tools/widgets" is not a repository (OWNER/NAME)`},
+		{name: "empty repo name", base: githubYAML, old: "labels: [linux]", new: "labels: [linux]\n    repos: [\"\"]",
+			field: `pools[0] ("default").repos[0]`, want: "is empty"},
+		{name: "duplicate repo", base: githubYAML, old: "labels: [linux]", new: "labels: [linux]\n    repos: [acme/widgets, acme/widgets]",
+			field: `pools[0] ("default").repos[1]`, want: `duplicate repository "acme/widgets" (also pools[0] ("default").repos[0])`},
 		{name: "no labels", old: "    labels: [linux]\n", new: "",
 			field: `pools[0] ("default").labels`, want: "at least one label is required"},
 		{name: "label with a space", old: "labels: [linux]", new: "labels: [linux, ubuntu latest]",
@@ -160,8 +305,30 @@ func TestParseErrors(t *testing.T) {
 			field: `pools[0] ("default").runner.user`, want: `"Runner" is not a user name`},
 		{name: "relative runner path", old: "max: 2", new: "max: 2\n    runner: {path: act_runner}",
 			field: `pools[0] ("default").runner.path`, want: `"act_runner" is not an absolute path`},
-		{name: "no runner path default for github", old: "type: gitea", new: "type: github",
-			field: `pools[0] ("default").runner.path`, want: `must be set: forge type "github" has no default`},
+		{name: "runner gid out of range", old: "max: 2", new: "max: 2\n    runner: {gid: 70000}",
+			field: `pools[0] ("default").runner.gid`, want: "70000 is not between 1 and 65534"},
+		{name: "runner.group on a gitlab pool", base: gitlabYAML, old: "max: 2", new: "max: 2\n    runner:\n      group: ci",
+			field: `pools[0] ("default").runner.group`, want: "is only for github pools, not gitlab", at: "group: ci"},
+		{name: "runner.group on a gitea pool", old: "max: 2", new: "max: 2\n    runner: {group: ci}",
+			field: `pools[0] ("default").runner.group`, want: "is only for github pools, not gitea"},
+		{name: "runner.group with a newline", base: githubYAML, old: "max: 2", new: "max: 2\n    runner: {group: \"ci\\nx\"}",
+			field: `pools[0] ("default").runner.group`, want: "is not a runner group name"},
+		{name: "runner.executor on a github pool", base: githubYAML, old: "max: 2", new: "max: 2\n    runner: {executor: shell}",
+			field: `pools[0] ("default").runner.executor`, want: "is only for gitlab pools, not github"},
+		{name: "runner.run_untagged on a gitea pool", old: "max: 2", new: "max: 2\n    runner: {run_untagged: true}",
+			field: `pools[0] ("default").runner.run_untagged`, want: "is only for gitlab pools, not gitea"},
+		{name: "runner.locked on a github pool", base: githubYAML, old: "max: 2", new: "max: 2\n    runner: {locked: false}",
+			field: `pools[0] ("default").runner.locked`, want: "is only for gitlab pools, not github"},
+		{name: "runner.access_level on a gitea pool", old: "max: 2", new: "max: 2\n    runner: {access_level: ref_protected}",
+			field: `pools[0] ("default").runner.access_level`, want: "is only for gitlab pools, not gitea"},
+		{name: "runner.maximum_timeout on a github pool", base: githubYAML, old: "max: 2", new: "max: 2\n    runner: {maximum_timeout: 1h}",
+			field: `pools[0] ("default").runner.maximum_timeout`, want: "is only for gitlab pools, not github"},
+		{name: "maximum_timeout 5m", base: gitlabYAML, old: "max: 2", new: "max: 2\n    runner:\n      maximum_timeout: 5m",
+			field: `pools[0] ("default").runner.maximum_timeout`, want: "5m is less than 10m, GitLab's minimum (0: none)", at: "maximum_timeout:"},
+		{name: "bad executor", base: gitlabYAML, old: "max: 2", new: "max: 2\n    runner: {executor: kubernetes}",
+			field: `pools[0] ("default").runner.executor`, want: `"kubernetes" is not one of shell, docker`},
+		{name: "bad access_level", base: gitlabYAML, old: "max: 2", new: "max: 2\n    runner: {access_level: protected}",
+			field: `pools[0] ("default").runner.access_level`, want: `"protected" is not one of not_protected, ref_protected`},
 		{name: "fetch_interval too short", old: "max: 2", new: "max: 2\n    runner: {fetch_interval: 10ms}",
 			field: `pools[0] ("default").runner.fetch_interval`, want: "10ms is less than 100ms"},
 		{name: "zero boot timeout", old: "max: 2", new: "max: 2\n    timeouts: {boot: 0s}",
@@ -176,6 +343,9 @@ func TestParseErrors(t *testing.T) {
 				tt.setup(f)
 			}
 			text := minimalYAML
+			if tt.base != "" {
+				text = tt.base
+			}
 			if tt.old != "" || tt.new != "" {
 				text = replace(t, text, tt.old, tt.new)
 			}

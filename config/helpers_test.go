@@ -1,9 +1,14 @@
 package config
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -32,8 +37,57 @@ pools:
       root_initramfs: $DIR/root.cpio
 `
 
+// githubYAML is a small valid configuration with a GitHub App forge and
+// an org pool. $DIR is the fixture directory.
+const githubYAML = `host_id: test-host
+forges:
+  - name: gh
+    type: github
+    app_id: 12345
+    app_private_key_file: $DIR/app.pem
+pools:
+  - name: default
+    forge: gh
+    scope: org:acme
+    labels: [linux]
+    max: 2
+    vm:
+      kernel: $DIR/vmlinuz-6.6.30
+      root_initramfs: $DIR/root.cpio
+`
+
+// gitlabYAML is a small valid configuration with a GitLab forge and a
+// project pool. $DIR is the fixture directory.
+const gitlabYAML = `host_id: test-host
+forges:
+  - name: gl
+    type: gitlab
+    url: https://gitlab.example.com
+    token_file: $DIR/token
+pools:
+  - name: default
+    forge: gl
+    scope: project:acme/tools/widgets
+    labels: [linux]
+    max: 2
+    vm:
+      kernel: $DIR/vmlinuz-6.6.30
+      root_initramfs: $DIR/root.cpio
+`
+
+// testKeyPEM is a throwaway RSA key as GitHub hands App keys out: a PKCS
+// #1 "RSA PRIVATE KEY" PEM block. It is made once per test run.
+var testKeyPEM = sync.OnceValue(func() []byte {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+})
+
 // fixture is a directory holding the files a configuration points at: a
-// kernel, a root initramfs, a module tree and a mode 600 token file.
+// kernel, a root initramfs, a module tree, a mode 600 token file and a
+// mode 600 GitHub App key (app.pem).
 type fixture struct {
 	t   *testing.T
 	dir string
@@ -46,6 +100,7 @@ func newFixture(t *testing.T) *fixture {
 	f.write("vmlinuz-6.6.30", "", 0o644)
 	f.write("root.cpio", "", 0o644)
 	f.write("token", "  "+testToken+"\n", 0o600)
+	f.write("app.pem", string(testKeyPEM()), 0o600)
 	if err := os.MkdirAll(f.path("modules/6.6.30"), 0o755); err != nil {
 		t.Fatal(err)
 	}

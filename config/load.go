@@ -17,13 +17,17 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes the YAML configuration in data, fills what it leaves out
 // from Defaults, PoolDefaults and the derived defaults (host_id, gateway,
-// dns, guest_url, modules_dir, runner.path), reads each forge's token into
-// Forge.Token (token_env through env) and validates the result.
+// dns, a github forge's url, guest_url, modules_dir, runner.path,
+// runner.gid and a gitlab pool's runner.locked, access_level and
+// executor), reads the secrets (each forge's token into Forge.Token,
+// token_env through env; a GitHub App's key into Forge.AppPrivateKey; the
+// webhook secret into Forge.WebhookSecret; the API's bearer tokens into
+// API.Tokens) and validates the result.
 //
 // name is the file name errors start with. Parse reports every problem it
 // finds, one line each, as FieldErrors joined with errors.Join. Problems
 // with the YAML itself (syntax, unknown keys, wrong types) stop it before
-// defaults and validation. No message contains a token.
+// defaults and validation. No message contains a secret.
 func Parse(name string, data []byte, env func(string) (string, bool)) (*Config, error) {
 	cfg := Defaults()
 	pos, err := decodeFile(name, data, &cfg)
@@ -35,7 +39,7 @@ func Parse(name string, data []byte, env func(string) (string, bool)) (*Config, 
 	v := &validator{file: name, pos: pos, env: env}
 	v.config(&cfg)
 	if len(v.errs) > 0 {
-		redact(v.errs, cfg.Forges)
+		redact(v.errs, &cfg)
 		return nil, errors.Join(v.errs...)
 	}
 	return &cfg, nil

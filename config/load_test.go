@@ -1,6 +1,9 @@
 package config
 
 import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,9 +20,14 @@ func TestParseFillsDefaults(t *testing.T) {
 
 	nat := true
 	want := &Config{
-		HostID:   "test-host",
-		StateDir: "/var/lib/fireactions",
-		Log:      Log{Level: "info", Format: "text"},
+		HostID:            "test-host",
+		StateDir:          "/var/lib/fireactions",
+		DrainGrace:        10 * time.Minute,
+		ReconcileInterval: 2 * time.Second,
+		Log:               Log{Level: "info", Format: "text"},
+		API:               API{Socket: "/run/fireactions/api.sock"},
+		Metrics:           Metrics{Listen: "127.0.0.1:9464"},
+		ConsoleLogs:       ConsoleLogs{Keep: 24 * time.Hour},
 		Network: Network{
 			Bridge:    "fireactions0",
 			CIDR:      "10.200.0.0/24",
@@ -56,6 +64,7 @@ func TestParseFillsDefaults(t *testing.T) {
 				Path:          "/bin/act_runner", // gitea's default
 				User:          "runner",
 				UID:           1000,
+				GID:           1000, // uid
 				FetchInterval: time.Second,
 			},
 			Timeouts: Timeouts{Boot: 2 * time.Minute, Idle: 10 * time.Minute, Job: 3 * time.Hour},
@@ -71,10 +80,26 @@ func TestParseFillsDefaults(t *testing.T) {
 func TestParseKeepsEveryExplicitValue(t *testing.T) {
 	f := newFixture(t)
 	f.write("ca.pem", "", 0o644)
+	f.write("fireactions-agent", "", 0o755)
+	f.write("api-tokens", "# ops\n  tok-1  \n\ntok-2\n", 0o600)
+	f.write("api.crt", "", 0o644)
+	f.write("api.key", "", 0o600)
+	f.write("hook", " hook-secret\n", 0o600)
 	f.env["GITHUB_TOKEN"] = " gh-" + testToken + " "
 	got := f.mustParse(`host_id: ci-7
 state_dir: /srv/fa
+agent_path: $DIR/fireactions-agent
+drain_grace: 30s
+reconcile_interval: 200ms
 log: {level: debug, format: json}
+api:
+  socket: /run/fa/api.sock
+  listen: "[::]:8443"
+  tokens_file: $DIR/api-tokens
+  tls_cert_file: $DIR/api.crt
+  tls_key_file: $DIR/api.key
+metrics: {listen: ""}
+console_logs: {keep: 0s}
 network:
   bridge: br-ci
   cidr: 192.168.50.0/24
@@ -93,10 +118,21 @@ forges:
     guest_url: https://git.example.org
     token_file: $DIR/token
     ca_file: $DIR/ca.pem
+    webhook_secret_file: $DIR/hook
   - name: gh
     type: github
     url: https://api.github.com
     token_env: GITHUB_TOKEN
+  - name: ghe
+    type: github
+    url: https://ghe.example.com/api/v3
+    app_id: 42
+    app_private_key_file: $DIR/app.pem
+    installation_id: 4242
+  - name: gl
+    type: gitlab
+    url: https://gitlab.example.com
+    token_file: $DIR/token
 pools:
   - name: big-1
     forge: gh
@@ -116,15 +152,44 @@ pools:
       path: /opt/runner/run.sh
       user: _ci
       uid: 65534
+      gid: 100
       fetch_interval: 100ms
+      group: big
     timeouts: {boot: 90s, idle: 0s, job: 1h30m}
+  - name: ent
+    forge: ghe
+    scope: enterprise:acme-corp
+    labels: [linux]
+    repos: [acme/widgets, tools/gadgets]
+    vm: {kernel: $DIR/vmlinuz-6.6.30, root_initramfs: $DIR/root.cpio}
+  - name: gl-group
+    forge: gl
+    scope: group:acme/tools
+    labels: [linux]
+    vm: {kernel: $DIR/vmlinuz-6.6.30, root_initramfs: $DIR/root.cpio}
+    runner:
+      run_untagged: true
+      locked: false
+      access_level: ref_protected
+      maximum_timeout: 10m
+      executor: docker
 `)
 
-	nat := false
+	nat, unlocked := false, false
+	poolDefaults := PoolDefaults()
 	want := &Config{
-		HostID:   "ci-7",
-		StateDir: "/srv/fa",
-		Log:      Log{Level: "debug", Format: "json"},
+		HostID:            "ci-7",
+		StateDir:          "/srv/fa",
+		AgentPath:         f.path("fireactions-agent"),
+		DrainGrace:        30 * time.Second,
+		ReconcileInterval: 200 * time.Millisecond,
+		Log:               Log{Level: "debug", Format: "json"},
+		API: API{
+			Socket: "/run/fa/api.sock", Listen: "[::]:8443", TokensFile: f.path("api-tokens"),
+			TLSCertFile: f.path("api.crt"), TLSKeyFile: f.path("api.key"), Tokens: []string{"tok-1", "tok-2"},
+		},
+		Metrics:     Metrics{Listen: ""},
+		ConsoleLogs: ConsoleLogs{Keep: 0},
 		Network: Network{
 			Bridge: "br-ci", CIDR: "192.168.50.0/24", Gateway: "192.168.50.254",
 			DNS: []string{"1.1.1.1", "2606:4700:4700::1111"}, MTU: 9000, NAT: &nat, AgentPort: 9000,
@@ -134,10 +199,19 @@ pools:
 			{
 				Name: "gitea", Type: "gitea", URL: "http://10.0.0.5:3000", GuestURL: "https://git.example.org",
 				TokenFile: f.path("token"), CAFile: f.path("ca.pem"), Token: testToken,
+				WebhookSecretFile: f.path("hook"), WebhookSecret: "hook-secret",
 			},
 			{
 				Name: "gh", Type: "github", URL: "https://api.github.com", GuestURL: "https://api.github.com",
 				TokenEnv: "GITHUB_TOKEN", Token: "gh-" + testToken,
+			},
+			{
+				Name: "ghe", Type: "github", URL: "https://ghe.example.com/api/v3", GuestURL: "https://ghe.example.com/api/v3",
+				AppID: 42, AppPrivateKeyFile: f.path("app.pem"), InstallationID: 4242, AppPrivateKey: testKeyPEM(),
+			},
+			{
+				Name: "gl", Type: "gitlab", URL: "https://gitlab.example.com", GuestURL: "https://gitlab.example.com",
+				TokenFile: f.path("token"), Token: testToken,
 			},
 		},
 		Pools: []Pool{{
@@ -148,8 +222,34 @@ pools:
 				KernelModules: []string{"overlay", "vsock"}, ModulesDir: f.path("modules/6.6.30"),
 				RootInitramfs: f.path("root.cpio"), Cmdline: "quiet loglevel=3",
 			},
-			Runner:   RunnerOptions{Path: "/opt/runner/run.sh", User: "_ci", UID: 65534, FetchInterval: 100 * time.Millisecond},
+			Runner: RunnerOptions{
+				Path: "/opt/runner/run.sh", User: "_ci", UID: 65534, GID: 100, FetchInterval: 100 * time.Millisecond,
+				Group: "big",
+			},
 			Timeouts: Timeouts{Boot: 90 * time.Second, Idle: 0, Job: 90 * time.Minute},
+		}, {
+			Name: "ent", Forge: "ghe", Scope: "enterprise:acme-corp", Labels: []string{"linux"},
+			Repos: []string{"acme/widgets", "tools/gadgets"}, MinIdle: 0, Max: 1,
+			VM: VMShape{
+				VCPUs: 1, MemoryMiB: 512, Kernel: f.path("vmlinuz-6.6.30"), ModulesDir: "/lib/modules/6.6.30",
+				RootInitramfs: f.path("root.cpio"),
+			},
+			Runner: RunnerOptions{
+				Path: "/home/runner/run.sh", User: "runner", UID: 1000, GID: 1000, FetchInterval: time.Second,
+			},
+			Timeouts: poolDefaults.Timeouts,
+		}, {
+			Name: "gl-group", Forge: "gl", Scope: "group:acme/tools", Labels: []string{"linux"}, MinIdle: 0, Max: 1,
+			VM: VMShape{
+				VCPUs: 1, MemoryMiB: 512, Kernel: f.path("vmlinuz-6.6.30"), ModulesDir: "/lib/modules/6.6.30",
+				RootInitramfs: f.path("root.cpio"),
+			},
+			Runner: RunnerOptions{
+				Path: "/usr/bin/gitlab-runner", User: "runner", UID: 1000, GID: 1000, FetchInterval: time.Second,
+				RunUntagged: true, Locked: &unlocked, AccessLevel: "ref_protected", MaximumTimeout: 10 * time.Minute,
+				Executor: "docker",
+			},
+			Timeouts: poolDefaults.Timeouts,
 		}},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -188,6 +288,25 @@ func TestParseValues(t *testing.T) {
 			func(c *Config) any { return []string{c.StateDir, c.Log.Level} }, []string{"/var/lib/fireactions", "info"}},
 		{"org scope", "max: 2", "max: 2\n    scope: org:acme", "",
 			func(c *Config) any { return c.Pools[0].Scope }, "org:acme"},
+		{"gid defaults to uid", "max: 2", "max: 2\n    runner: {uid: 1234}", "",
+			func(c *Config) any { return c.Pools[0].Runner.GID }, 1234},
+		{"gid 0 is uid", "max: 2", "max: 2\n    runner: {uid: 1234, gid: 0}", "",
+			func(c *Config) any { return c.Pools[0].Runner.GID }, 1234},
+		{"explicit gid is kept", "max: 2", "max: 2\n    runner: {gid: 100}", "",
+			func(c *Config) any { return c.Pools[0].Runner.GID }, 100},
+		{"a gitea pool gets no gitlab runner defaults", "", "", "",
+			func(c *Config) any {
+				r := c.Pools[0].Runner
+				return []any{r.Locked, r.AccessLevel, r.Executor, r.Group}
+			}, []any{(*bool)(nil), "", "", ""}},
+		{"a gitea forge with a webhook secret", "token_file: $DIR/token", "token_file: $DIR/token\n    webhook_secret_file: $DIR/token", "",
+			func(c *Config) any { return c.Forges[0].WebhookSecret }, testToken},
+		{"api tokens are read without listen", "host_id:", "api: {tokens_file: $DIR/token}\nhost_id:", "",
+			func(c *Config) any { return c.API.Tokens }, []string{testToken}},
+		{"metrics on all addresses", "host_id:", "metrics: {listen: \":9464\"}\nhost_id:", "",
+			func(c *Config) any { return c.Metrics.Listen }, ":9464"},
+		{"metrics on a host name", "host_id:", "metrics: {listen: \"localhost:9464\"}\nhost_id:", "",
+			func(c *Config) any { return c.Metrics.Listen }, "localhost:9464"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -200,6 +319,88 @@ func TestParseValues(t *testing.T) {
 				t.Errorf("got %#v, want %#v", got, tt.want)
 			}
 		})
+	}
+}
+
+// A GitHub App forge and its org pool get GitHub's defaults: the API URL,
+// the actions-runner image's runner path, no GitLab options.
+func TestGitHubAppPool(t *testing.T) {
+	f := newFixture(t)
+	c := f.mustParse(githubYAML)
+	wantForge := Forge{
+		Name: "gh", Type: "github",
+		URL: "https://api.github.com", GuestURL: "https://api.github.com", // GitHub.com
+		AppID: 12345, AppPrivateKeyFile: f.path("app.pem"), AppPrivateKey: testKeyPEM(),
+	}
+	if !reflect.DeepEqual(c.Forges[0], wantForge) {
+		t.Errorf("forge:\n got %+v\nwant %+v", c.Forges[0], wantForge)
+	}
+	p := c.Pools[0]
+	wantRunner := RunnerOptions{Path: "/home/runner/run.sh", User: "runner", UID: 1000, GID: 1000, FetchInterval: time.Second}
+	if !reflect.DeepEqual(p.Runner, wantRunner) {
+		t.Errorf("runner:\n got %+v\nwant %+v", p.Runner, wantRunner)
+	}
+	if s, err := ParseScope(p.Scope); err != nil || s != (Scope{Kind: ScopeOrg, Org: "acme"}) {
+		t.Errorf("scope %q parses as %+v, %v", p.Scope, s, err)
+	}
+	if p.Repos != nil {
+		t.Errorf("repos = %q, want none", p.Repos)
+	}
+
+	// A personal access token instead, on GitHub Enterprise Server.
+	text := replace(t, githubYAML, "    app_id: 12345\n    app_private_key_file: $DIR/app.pem\n",
+		"    url: https://ghe.example.com/api/v3\n    token_file: $DIR/token\n")
+	fo := f.mustParse(text).Forges[0]
+	if fo.URL != "https://ghe.example.com/api/v3" || fo.Token != testToken || fo.AppPrivateKey != nil {
+		t.Errorf("PAT forge = %+v", fo)
+	}
+
+	// A PKCS #8 key does as well as GitHub's PKCS #1.
+	block, _ := pem.Decode(testKeyPEM())
+	key, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8 := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	f.write("app.pem", string(pkcs8), 0o600)
+	if got := f.mustParse(githubYAML).Forges[0].AppPrivateKey; !bytes.Equal(got, pkcs8) {
+		t.Errorf("AppPrivateKey is not the PKCS #8 file")
+	}
+}
+
+// A GitLab project pool gets GitLab's runner defaults and nothing of
+// GitHub's.
+func TestGitLabProjectPool(t *testing.T) {
+	f := newFixture(t)
+	c := f.mustParse(gitlabYAML)
+	if fo := c.Forges[0]; fo.Token != testToken || fo.GuestURL != "https://gitlab.example.com" {
+		t.Errorf("forge = %+v", fo)
+	}
+	p := c.Pools[0]
+	locked := true
+	wantRunner := RunnerOptions{
+		Path: "/usr/bin/gitlab-runner", User: "runner", UID: 1000, GID: 1000, FetchInterval: time.Second,
+		RunUntagged: false, Locked: &locked, AccessLevel: "not_protected", MaximumTimeout: 0, Executor: "shell",
+	}
+	if !reflect.DeepEqual(p.Runner, wantRunner) {
+		t.Errorf("runner:\n got %+v\nwant %+v", p.Runner, wantRunner)
+	}
+	if s, err := ParseScope(p.Scope); err != nil || s != (Scope{Kind: ScopeProject, Project: "acme/tools/widgets"}) {
+		t.Errorf("scope %q parses as %+v, %v", p.Scope, s, err)
+	}
+
+	// The instance and group scopes work too; so does an explicit runner.
+	for _, scope := range []string{"instance", "group:acme", "group:acme/tools"} {
+		text := replace(t, gitlabYAML, "scope: project:acme/tools/widgets", "scope: "+scope)
+		text = replace(t, text, "max: 2", "max: 2\n    runner: {run_untagged: true, maximum_timeout: 2h, path: /opt/gitlab-runner}")
+		r := f.mustParse(text).Pools[0].Runner
+		if !r.RunUntagged || r.MaximumTimeout != 2*time.Hour || r.Path != "/opt/gitlab-runner" || r.Executor != "shell" {
+			t.Errorf("scope %s: runner = %+v", scope, r)
+		}
 	}
 }
 

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -101,6 +103,24 @@ func positive(d time.Duration) error {
 func ipAddr(s string) error {
 	if _, err := netip.ParseAddr(s); err != nil {
 		return errorf("%q is not an IP address", s)
+	}
+	return nil
+}
+
+var hostnamePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
+
+// hostPort accepts a TCP listen address, HOST:PORT: HOST an IP address,
+// a host name or empty (every address), PORT 1-65535.
+func hostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errorf("%q is not a host:port (such as 127.0.0.1:9464 or [::1]:9464)", s)
+	}
+	if _, err := netip.ParseAddr(host); err != nil && host != "" && !hostnamePattern.MatchString(host) {
+		return errorf("%q in %q is not an IP address or host name", host, s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return errorf("port %q in %q is not a number between 1 and 65535", port, s)
 	}
 	return nil
 }

@@ -1,10 +1,14 @@
 package config
 
 import (
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"os"
 	"regexp"
 	"strings"
+	"unicode"
 )
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -30,21 +34,86 @@ func readToken(fo *Forge, env func(string) (string, bool)) (token, key string, e
 
 // readTokenFile reads a token from a file only its owner may read.
 func readTokenFile(path string) (string, error) {
+	data, err := readSecretFile(path)
+	if err != nil {
+		return "", err
+	}
+	return checkToken(string(data), path)
+}
+
+// readSecretFile reads a regular file only its owner may read.
+func readSecretFile(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return "", pathError(path, err)
+		return nil, pathError(path, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return "", errorf("%s is not a regular file", path)
+		return nil, errorf("%s is not a regular file", path)
 	}
 	if fi.Mode().Perm()&0o044 != 0 {
-		return "", errorf("%s is readable by group/other (chmod 600)", path)
+		return nil, errorf("%s is readable by group/other (chmod 600)", path)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return "", pathError(path, err)
+		return nil, pathError(path, err)
 	}
-	return checkToken(string(data), path)
+	return data, nil
+}
+
+// readPrivateKeyFile reads a GitHub App's private key: a file only its
+// owner may read, whose first PEM block is an RSA private key, PKCS #1
+// ("RSA PRIVATE KEY", as GitHub hands them out) or PKCS #8 ("PRIVATE
+// KEY"). It returns the whole file.
+func readPrivateKeyFile(path string) ([]byte, error) {
+	data, err := readSecretFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, errorf("%s is not PEM (want an RSA PRIVATE KEY or PRIVATE KEY block)", path)
+	}
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		if _, err := x509.ParsePKCS1PrivateKey(block.Bytes); err != nil {
+			return nil, errorf("%s: the RSA PRIVATE KEY block does not parse as a PKCS #1 key", path)
+		}
+	case "PRIVATE KEY":
+		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, errorf("%s: the PRIVATE KEY block does not parse as a PKCS #8 key", path)
+		}
+		if _, ok := k.(*rsa.PrivateKey); !ok {
+			return nil, errorf("%s does not hold an RSA key but a %T (GitHub Apps sign with RS256)", path, k)
+		}
+	default:
+		return nil, errorf("%s holds a PEM %q block, not RSA PRIVATE KEY or PRIVATE KEY", path, block.Type)
+	}
+	return data, nil
+}
+
+// readTokensFile reads bearer tokens, one a line, from a file only its
+// owner may read. Blank lines and lines starting with '#' are skipped.
+func readTokensFile(path string) ([]string, error) {
+	data, err := readSecretFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var tokens []string
+	for i, line := range strings.Split(string(data), "\n") {
+		t := strings.TrimSpace(line)
+		switch {
+		case t == "" || strings.HasPrefix(t, "#"):
+			continue
+		case strings.ContainsFunc(t, unicode.IsSpace):
+			return nil, errorf("line %d of %s holds a space: want one token a line", i+1, path)
+		}
+		tokens = append(tokens, t)
+	}
+	if len(tokens) == 0 {
+		return nil, errorf("%s holds no token", path)
+	}
+	return tokens, nil
 }
 
 // readTokenEnv reads a token from an environment variable.
@@ -72,14 +141,20 @@ func checkToken(raw, from string) (string, error) {
 	return t, nil
 }
 
-// redact replaces any token a message happens to contain (say, a token
-// also pasted into another key) with "[redacted]". Such a problem loses
-// its wrapped error, which would still hold the token.
-func redact(errs []error, forges []Forge) {
+// redact replaces any secret a message happens to contain (say, a token
+// also pasted into another key) with "[redacted]": the forges' tokens and
+// webhook secrets and the API's tokens. Such a problem loses its wrapped
+// error, which would still hold the secret.
+func redact(errs []error, c *Config) {
+	var secrets []string
+	for _, fo := range c.Forges {
+		secrets = append(secrets, fo.Token, fo.WebhookSecret)
+	}
+	secrets = append(secrets, c.API.Tokens...)
 	hide := func(s string) string {
-		for _, fo := range forges {
-			if fo.Token != "" {
-				s = strings.ReplaceAll(s, fo.Token, "[redacted]")
+		for _, secret := range secrets {
+			if secret != "" {
+				s = strings.ReplaceAll(s, secret, "[redacted]")
 			}
 		}
 		return s

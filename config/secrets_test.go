@@ -29,6 +29,22 @@ func TestErrorsNeverContainTheToken(t *testing.T) {
 			func(f *fixture) { f.env["GITEA_TOKEN"] = testToken + "\n" + testToken }},
 		{"token pasted into a pool name", replace(t, minimalYAML, "name: default", "name: "+testToken), nil},
 		{"token pasted into token_env", replace(t, minimalYAML, "token_file: $DIR/token", "token_env: "+testToken), nil},
+		{"webhook secret pasted into a pool name",
+			replace(t, replace(t, minimalYAML, "token_file: $DIR/token", "token_env: GITEA_TOKEN\n    webhook_secret_file: $DIR/token"), "name: default", "name: "+testToken),
+			func(f *fixture) { f.env["GITEA_TOKEN"] = "other-token" }},
+		{"api token pasted into a label",
+			replace(t, replace(t, minimalYAML, "token_file: $DIR/token", "token_env: GITEA_TOKEN"), "forges:", "api: {tokens_file: $DIR/api-tokens}\nforges:") +
+				"    repos: [" + testToken + "]\n",
+			func(f *fixture) {
+				f.env["GITEA_TOKEN"] = "other-token"
+				f.write("api-tokens", "first\n"+testToken+"\n", 0o600)
+			}},
+		{"multi-line webhook secret", replace(t, minimalYAML, "token_file: $DIR/token", "token_file: $DIR/token\n    webhook_secret_file: $DIR/hook"),
+			func(f *fixture) { f.write("hook", testToken+"\n"+testToken, 0o600) }},
+		{"world-readable app key", githubYAML,
+			func(f *fixture) { f.write("app.pem", testToken, 0o644) }},
+		{"app key not PEM", githubYAML,
+			func(f *fixture) { f.write("app.pem", testToken, 0o600) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

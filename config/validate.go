@@ -45,15 +45,39 @@ func (v *validator) config(c *Config) {
 	v.check(
 		rule{root.child("host_id"), hostID(c.HostID)},
 		rule{root.child("state_dir"), absolute(c.StateDir)},
+		rule{root.child("agent_path"), optional(c.AgentPath, absoluteFile)},
+		rule{root.child("drain_grace"), positive(c.DrainGrace)},
+		rule{root.child("reconcile_interval"), durationAtLeast(c.ReconcileInterval, 200*time.Millisecond)},
 		rule{log.child("level"), oneOf(c.Log.Level, "debug", "info", "warn", "error")},
 		rule{log.child("format"), oneOf(c.Log.Format, "text", "json")},
+		rule{root.child("metrics").child("listen"), errors.Join(optional(c.Metrics.Listen, hostPort), notSame(c.Metrics.Listen, c.API.Listen, "api.listen"))},
+		rule{root.child("console_logs").child("keep"), notNegativeDuration(c.ConsoleLogs.Keep)},
 		rule{root.child("vmm").child("driver"), oneOf(c.VMM.Driver, "qemu", "firecracker")},
 		rule{qemu.child("binary"), required(c.VMM.QEMU.Binary)},
 		rule{qemu.child("accel"), oneOf(c.VMM.QEMU.Accel, "auto", "kvm", "tcg")},
 	)
+	v.api(root.child("api"), &c.API)
 	v.network(root.child("network"), &c.Network)
 	types := v.forges(root.child("forges"), c.Forges)
 	v.pools(root.child("pools"), c.Pools, types)
+}
+
+// api checks the API section and reads its bearer tokens.
+func (v *validator) api(f field, a *API) {
+	v.check(
+		rule{f.child("socket"), socketPath(a.Socket)},
+		rule{f.child("listen"), optional(a.Listen, hostPort)},
+		rule{f.child("tls_cert_file"), pairedFile(a.TLSCertFile, a.TLSKeyFile, "tls_key_file")},
+		rule{f.child("tls_key_file"), pairedFile(a.TLSKeyFile, a.TLSCertFile, "tls_cert_file")},
+	)
+	var err error
+	switch {
+	case a.TokensFile != "":
+		a.Tokens, err = readTokensFile(a.TokensFile)
+	case a.Listen != "":
+		err = errors.New("must be set when listen is: TCP clients need bearer tokens")
+	}
+	v.check(rule{f.child("tokens_file"), err})
 }
 
 func (v *validator) network(f field, n *Network) {
@@ -85,18 +109,71 @@ func (v *validator) forges(f field, forges []Forge) map[string]string {
 			rule{ff.child("guest_url"), guestURL(fo.GuestURL, fo.URL)},
 			rule{ff.child("ca_file"), optional(fo.CAFile, existingFile)},
 		)
-		token, key, err := readToken(fo, v.env)
-		fo.Token = token
-		if key != "" {
-			v.check(rule{ff.child(key), err})
-		} else {
-			v.check(rule{ff, err})
+		switch {
+		case fo.Type == "github":
+			v.githubAuth(ff, fo)
+		case forgeType(fo.Type) == nil:
+			const what = "forges (GitHub App authentication)"
+			v.check(
+				rule{ff.child("app_id"), onlyFor(fo.AppID != 0, "github", fo.Type, what)},
+				rule{ff.child("app_private_key_file"), onlyFor(fo.AppPrivateKeyFile != "", "github", fo.Type, what)},
+				rule{ff.child("installation_id"), onlyFor(fo.InstallationID != 0, "github", fo.Type, what)},
+			)
+			v.token(ff, fo)
+		default: // the type is the problem; the token is read all the same
+			v.token(ff, fo)
+		}
+		if fo.WebhookSecretFile != "" {
+			var err error
+			fo.WebhookSecret, err = readTokenFile(fo.WebhookSecretFile)
+			v.check(rule{ff.child("webhook_secret_file"), err})
 		}
 		if _, ok := types[fo.Name]; !ok && fo.Name != "" {
 			types[fo.Name] = fo.Type
 		}
 	}
 	return types
+}
+
+// token reads a forge's API token from token_file or token_env.
+func (v *validator) token(ff field, fo *Forge) {
+	token, key, err := readToken(fo, v.env)
+	fo.Token = token
+	if key != "" {
+		v.check(rule{ff.child(key), err})
+	} else {
+		v.check(rule{ff, err})
+	}
+}
+
+// githubAuth checks a github forge's credentials, a GitHub App or a
+// personal access token, and reads them.
+func (v *validator) githubAuth(ff field, fo *Forge) {
+	app := fo.AppID != 0 || fo.AppPrivateKeyFile != ""
+	hasToken := fo.TokenFile != "" || fo.TokenEnv != ""
+	switch {
+	case app && hasToken:
+		v.check(rule{ff, errors.New("set either app_id and app_private_key_file (a GitHub App) or one of token_file and token_env (a personal access token), not both")})
+	case !app && !hasToken:
+		v.check(rule{ff, errors.New("set app_id and app_private_key_file (a GitHub App) or one of token_file and token_env (a personal access token)")})
+	case !app:
+		v.check(rule{ff.child("installation_id"), onlyWith(fo.InstallationID != 0, "app_id (a GitHub App)")})
+		v.token(ff, fo)
+	}
+	if !app {
+		return
+	}
+	var keyErr error
+	if fo.AppPrivateKeyFile == "" {
+		keyErr = errors.New("must be set with app_id")
+	} else {
+		fo.AppPrivateKey, keyErr = readPrivateKeyFile(fo.AppPrivateKeyFile)
+	}
+	v.check(
+		rule{ff.child("app_id"), githubID(fo.AppID, "must be set with app_private_key_file")},
+		rule{ff.child("app_private_key_file"), keyErr},
+		rule{ff.child("installation_id"), githubID(fo.InstallationID, "")},
+	)
 }
 
 func (v *validator) pools(f field, pools []Pool, types map[string]string) {
@@ -113,11 +190,12 @@ func (v *validator) pools(f field, pools []Pool, types map[string]string) {
 			rule{pf.child("name"), errors.Join(matches(p.Name, poolNamePattern,
 				"a pool name (1-31 characters of a-z, 0-9 and '-', starting with a letter or digit)"), dup(p.Name, pf))},
 			rule{pf.child("forge"), forgeRef(p.Forge, known)},
-			rule{pf.child("scope"), scope(p.Scope)},
+			rule{pf.child("scope"), poolScope(p.Scope, typ, known)},
 			rule{pf.child("min_idle"), notNegative(p.MinIdle)},
 			rule{pf.child("max"), poolMax(p.Max, p.MinIdle)},
 		)
 		v.labels(pf.child("labels"), p.Labels)
+		v.repos(pf.child("repos"), p.Repos, p.Scope, typ, known)
 		v.vm(pf.child("vm"), &p.VM)
 		v.runner(pf.child("runner"), &p.Runner, typ, known)
 		v.timeouts(pf.child("timeouts"), &p.Timeouts)
@@ -142,6 +220,35 @@ func (v *validator) labels(f field, labels []string) {
 			err = errorf("duplicate label %q (also %s)", l, f.index(prev).label)
 		default:
 			first[l] = i
+		}
+		v.check(rule{f.index(i), err})
+	}
+}
+
+// repos checks a pool's repos: OWNER/NAME names, only for GitHub pools
+// that have no single repository of their own.
+func (v *validator) repos(f field, repos []string, scope, typ string, forgeKnown bool) {
+	if len(repos) == 0 {
+		return
+	}
+	if !forgeKnown || forgeType(typ) != nil {
+		return // the forge reference or its type is the problem
+	}
+	if typ != "github" {
+		v.check(rule{f, onlyFor(true, "github", typ, "pools")})
+		return
+	}
+	if sc, err := ParseScope(scope); err == nil && sc.Kind == ScopeRepo {
+		v.check(rule{f, errorf("only with an org or enterprise scope (scope %s polls its own repository)", sc)})
+		return
+	}
+	first := map[string]int{}
+	for i, r := range repos {
+		err := repoName(r)
+		if prev, seen := first[r]; seen && err == nil {
+			err = errorf("duplicate repository %q (also %s)", r, f.index(prev).label)
+		} else if err == nil {
+			first[r] = i
 		}
 		v.check(rule{f.index(i), err})
 	}
@@ -176,8 +283,31 @@ func (v *validator) runner(f field, r *RunnerOptions, typ string, forgeKnown boo
 		rule{f.child("path"), runnerPath(r.Path, typ, forgeKnown)},
 		rule{f.child("user"), matches(r.User, userPattern, "a user name (a-z, 0-9, '_' and '-', starting with a letter or '_')")},
 		rule{f.child("uid"), runnerUID(r.UID)},
+		rule{f.child("gid"), runnerGID(r.GID)},
 		rule{f.child("fetch_interval"), durationAtLeast(r.FetchInterval, 100*time.Millisecond)},
 	)
+	if !forgeKnown || forgeType(typ) != nil {
+		return // the forge reference or its type is the problem
+	}
+	// Options of one forge type: checked on its pools, refused elsewhere.
+	for _, o := range []struct {
+		key, owner string
+		set        bool
+		check      func() error
+	}{
+		{"group", "github", r.Group != "", func() error { return runnerGroup(r.Group) }},
+		{"run_untagged", "gitlab", r.RunUntagged, nil},
+		{"locked", "gitlab", r.Locked != nil, nil},
+		{"access_level", "gitlab", r.AccessLevel != "", func() error { return oneOf(r.AccessLevel, "not_protected", "ref_protected") }},
+		{"maximum_timeout", "gitlab", r.MaximumTimeout != 0, func() error { return maximumTimeout(r.MaximumTimeout) }},
+		{"executor", "gitlab", r.Executor != "", func() error { return oneOf(r.Executor, "shell", "docker") }},
+	} {
+		err := onlyFor(o.set, o.owner, typ, "pools")
+		if err == nil && typ == o.owner && o.check != nil {
+			err = o.check()
+		}
+		v.check(rule{f.child(o.key), err})
+	}
 }
 
 func (v *validator) timeouts(f field, t *Timeouts) {
@@ -266,9 +396,114 @@ func forgeRef(name string, known bool) error {
 	return nil
 }
 
-func scope(s string) error {
-	_, err := ParseScope(s)
+// poolScope checks a pool's scope, against its forge's type when the
+// forge is known.
+func poolScope(s, typ string, forgeKnown bool) error {
+	if !forgeKnown {
+		typ = "" // any kind: the forge reference is the problem
+	}
+	_, err := CheckScope(s, typ)
 	return err
+}
+
+// repoName accepts a GitHub repository's OWNER/NAME.
+func repoName(s string) error {
+	owner, name, ok := strings.Cut(s, "/")
+	if s == "" {
+		return errors.New("is empty")
+	}
+	if !ok || !scopeName.MatchString(owner) || !scopeName.MatchString(name) {
+		return errorf("%q is not a repository (OWNER/NAME)", s)
+	}
+	return nil
+}
+
+// onlyFor refuses an option set on a forge or pool of another type than
+// the one it belongs to: what says which ("forges", "pools", ...).
+func onlyFor(set bool, owner, typ, what string) error {
+	if set && typ != owner {
+		return errorf("is only for %s %s, not %s", owner, what, typ)
+	}
+	return nil
+}
+
+// onlyWith refuses an option set without the one it depends on.
+func onlyWith(set bool, other string) error {
+	if set {
+		return errorf("only with %s", other)
+	}
+	return nil
+}
+
+// githubID checks a GitHub App or installation ID; 0 is unset, an error
+// when missing says so.
+func githubID(id int64, missing string) error {
+	switch {
+	case id == 0 && missing != "":
+		return errors.New(missing)
+	case id < 0:
+		return errorf("%d is negative", id)
+	}
+	return nil
+}
+
+// runnerGroup checks a GitHub runner group name.
+func runnerGroup(g string) error {
+	if strings.TrimSpace(g) != g || strings.ContainsFunc(g, unicode.IsControl) {
+		return errorf("%q is not a runner group name (no surrounding spaces or control characters)", g)
+	}
+	return nil
+}
+
+// maximumTimeout checks a GitLab runner's maximum_timeout: none, or at
+// least GitLab's minimum of 600 seconds.
+func maximumTimeout(d time.Duration) error {
+	if d == 0 {
+		return nil
+	}
+	if d < 10*time.Minute {
+		return errorf("%s is less than 10m, GitLab's minimum (0: none)", shortDuration(d))
+	}
+	return nil
+}
+
+// socketPath checks the path of a Unix socket to create.
+func socketPath(p string) error {
+	if err := absolute(p); err != nil {
+		return err
+	}
+	if len(p) > 107 {
+		return errorf("%s is longer than 107 bytes, the limit of a Unix socket path", p)
+	}
+	return nil
+}
+
+// notSame refuses a listen address another listener has.
+func notSame(addr, other, otherKey string) error {
+	if addr != "" && addr == other {
+		return errorf("%s is also %s", addr, otherKey)
+	}
+	return nil
+}
+
+// absoluteFile accepts the absolute path of a regular file.
+func absoluteFile(p string) error {
+	if err := absolute(p); err != nil {
+		return err
+	}
+	return existingFile(p)
+}
+
+// pairedFile checks a file that is set together with another: both or
+// neither.
+func pairedFile(p, other, otherKey string) error {
+	switch {
+	case p == "" && other != "":
+		return errorf("must be set with %s", otherKey)
+	case p == "":
+		return nil
+	}
+	return existingFile(p)
 }
 
 func notNegative(n int) error {
@@ -303,6 +538,15 @@ func runnerUID(uid int) error {
 		return errors.New("0 is root; runners are unprivileged (1-65534)")
 	}
 	return between(uid, 1, 65534)
+}
+
+// runnerGID checks runner.gid, which is uid when left out or 0; it is 0
+// only when uid is, and uid's check says so.
+func runnerGID(gid int) error {
+	if gid == 0 {
+		return nil
+	}
+	return between(gid, 1, 65534)
 }
 
 // runnerPath checks runner.path, which is derived from the forge's type
