@@ -61,6 +61,9 @@ type Runner struct {
 	// ReadyLine is a substring of the runner's output that means it is
 	// registered with the forge and waiting for its job.
 	ReadyLine string `json:"ready_line,omitempty"`
+	// BusyLine is a substring of the runner's output that means it took
+	// its job.
+	BusyLine string `json:"busy_line,omitempty"`
 }
 
 // File is written by the agent before the runner starts, owned by the
@@ -79,6 +82,7 @@ const (
 	EventNetworkUp     Event = "network-up"     // eth0 configured
 	EventRunnerStarted Event = "runner-started" // runner process started
 	EventRunnerReady   Event = "runner-ready"   // runner printed ReadyLine
+	EventJobStarted    Event = "job-started"    // runner printed BusyLine
 	EventRunnerExited  Event = "runner-exited"  // runner ended; power-off follows
 	EventFailed        Event = "failed"         // the agent could not go on
 )

@@ -24,7 +24,7 @@ func Root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), validateCmd(), versionCmd(), guestRootCmd())
+	root.AddCommand(serveCmd(), validateCmd(), versionCmd(), guestRootCmd(), poolsCmd(), psCmd(), logsCmd(), killCmd())
 	return root
 }
 
@@ -78,4 +78,3 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
-

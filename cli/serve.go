@@ -12,24 +12,26 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
+	"github.com/nixos-fireactions/nixos-fireactions/api"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
-	"github.com/nixos-fireactions/nixos-fireactions/forge/gitea"
+	"github.com/nixos-fireactions/nixos-fireactions/metrics"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/qemu"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
 func serveCmd() *cobra.Command {
-	var grace time.Duration
-	var agent string
-	cmd := &cobra.Command{
+	return &cobra.Command{
 		Use:   "serve CONFIG",
 		Short: "Run the pools until SIGTERM or SIGINT, then drain",
 		Args:  cobra.ExactArgs(1),
@@ -38,26 +40,28 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if agent == "" {
-				exe, err := os.Executable()
-				if err != nil {
-					return fmt.Errorf("find the guest agent: %w", err)
-				}
-				agent = filepath.Join(filepath.Dir(exe), "fireactions-agent")
-			}
 			log := newLogger(cfg.Log, cmd.ErrOrStderr())
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return serve(ctx, cfg, agent, grace, log)
+			return serve(ctx, cfg, log)
 		},
 	}
-	cmd.Flags().DurationVar(&grace, "drain-grace", 10*time.Minute, "how long a drain waits for busy VMs")
-	cmd.Flags().StringVar(&agent, "agent", "", "guest agent binary (default: fireactions-agent beside this binary)")
-	return cmd
+}
+
+// agentBinary is the guest agent: configured, or beside this binary.
+func agentBinary(cfg *config.Config) (string, error) {
+	if cfg.AgentPath != "" {
+		return cfg.AgentPath, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find the guest agent: %w", err)
+	}
+	return filepath.Join(filepath.Dir(exe), "fireactions-agent"), nil
 }
 
 // serve wires the host together, runs the pools until ctx ends and drains.
-func serve(ctx context.Context, cfg *config.Config, agent string, grace time.Duration, log *slog.Logger) error {
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	prefix, err := netip.ParsePrefix(cfg.Network.CIDR)
 	if err != nil {
 		return fmt.Errorf("network.cidr: %w", err)
@@ -89,6 +93,10 @@ func serve(ctx context.Context, cfg *config.Config, agent string, grace time.Dur
 	if err != nil {
 		return err
 	}
+	agent, err := agentBinary(cfg)
+	if err != nil {
+		return err
+	}
 	boot, err := newBootFiles(cfg, agent, filepath.Join(cfg.StateDir, "pools"))
 	if err != nil {
 		return err
@@ -101,7 +109,18 @@ func serve(ctx context.Context, cfg *config.Config, agent string, grace time.Dur
 	if err != nil {
 		return err
 	}
+	mx := metrics.New(cfg.StateDir)
+	webhooks := map[string]forge.WebhookReceiver{}
+	for _, p := range cfg.Pools {
+		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
+		if w, ok := forges[p.Name].(forge.WebhookReceiver); ok {
+			if _, seen := webhooks[p.Forge]; !seen {
+				webhooks[p.Forge] = w
+			}
+		}
+	}
 	agentAddr := net.JoinHostPort(gw.String(), strconv.Itoa(cfg.Network.AgentPort))
+	consoleDir := filepath.Join(cfg.StateDir, "logs")
 	m, err := pool.New(pool.Deps{
 		Config:     cfg,
 		Forges:     forges,
@@ -112,84 +131,132 @@ func serve(ctx context.Context, cfg *config.Config, agent string, grace time.Dur
 		Boot:       boot,
 		Log:        log,
 		ReportURL:  "http://" + agentAddr + "/agent/v1/report",
-		ConsoleDir: filepath.Join(cfg.StateDir, "logs"),
+		ConsoleDir: consoleDir,
+		Interval:   cfg.ReconcileInterval,
+		Observer:   mx,
 	})
 	if err != nil {
 		return err
 	}
-	if err := m.Recover(ctx, pool.Leftovers{KillVM: killQEMU, TAPs: netplan.TAPs}); err != nil {
+	mx.WatchPools(m)
+	leftovers := pool.Leftovers{KillVM: killQEMU, TAPs: netplan.TAPs}
+	if a, ok := hv.(vmm.Adopter); ok {
+		leftovers.Adopt = a.Adopt
+	}
+	if err := m.Recover(ctx, leftovers); err != nil {
 		log.Error("clean up after a previous run", "err", err)
 	}
 
+	// Listeners stop when the drain is over, not when the signal comes:
+	// agents of busy VMs still report, operators still watch.
+	lctx, stopListeners := context.WithCancel(context.Background())
+	var listeners sync.WaitGroup
+	defer func() { stopListeners(); listeners.Wait() }()
+	listen := func(name string, f func(context.Context) error) {
+		listeners.Add(1)
+		go func() {
+			defer listeners.Done()
+			if err := f(lctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("listener failed", "listener", name, "err", err)
+			}
+		}()
+	}
 	ln, err := net.Listen("tcp", agentAddr)
 	if err != nil {
 		return fmt.Errorf("agent listener: %w", err)
 	}
-	srv := &http.Server{Handler: m.AgentHandler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("agent listener", "err", err)
+	listen("agent", func(ctx context.Context) error { return serveHTTP(ctx, ln, m.AgentHandler()) })
+	if cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return fmt.Errorf("metrics.listen: %w", err)
 		}
-	}()
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", mx.Handler())
+		listen("metrics", func(ctx context.Context) error { return serveHTTP(ctx, mln, mux) })
+	}
+	apiOpts := api.Options{Backend: m, Webhooks: webhooks, Tokens: cfg.API.Tokens, Log: log}
+	if cfg.API.Socket != "" {
+		h := api.NewHandler(apiOpts, false)
+		listen("api-socket", func(ctx context.Context) error { return api.ServeUnix(ctx, cfg.API.Socket, h) })
+	}
+	if cfg.API.Listen != "" {
+		h := api.NewHandler(apiOpts, true)
+		listen("api-tcp", func(ctx context.Context) error {
+			return api.ServeTCP(ctx, cfg.API.Listen, h, cfg.API.TLSCertFile, cfg.API.TLSKeyFile)
+		})
+	}
+	go pruneConsoleLogs(ctx, consoleDir, cfg.ConsoleLogs.Keep, log)
+	go watchdog(ctx, log)
 	log.Info("serving", "pools", len(cfg.Pools), "bridge", bridge.Name, "agent_listener", agentAddr, "vmm", hv.Name())
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 
 	m.Run(ctx)
 
-	log.Info("draining", "grace", grace)
-	dctx, cancel := context.WithTimeout(context.Background(), grace)
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	log.Info("draining", "grace", cfg.DrainGrace)
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainGrace)
 	defer cancel()
-	derr := m.Drain(dctx)
-	_ = srv.Shutdown(context.Background())
-	if derr != nil {
-		log.Warn("drain forced", "err", derr)
-		return derr
+	if err := m.Drain(dctx); err != nil {
+		log.Warn("drain forced: busy VMs were ended", "err", err)
+		return err
 	}
 	log.Info("drained")
 	return nil
 }
 
-// connectForges builds one forge driver per pool (a pool's forge and scope).
-func connectForges(cfg *config.Config) (map[string]forge.Forge, error) {
-	byName := map[string]config.Forge{}
-	for _, f := range cfg.Forges {
-		byName[f.Name] = f
-	}
-	out := map[string]forge.Forge{}
-	for _, p := range cfg.Pools {
-		fc := byName[p.Forge]
-		scope, err := config.ParseScope(p.Scope)
-		if err != nil {
-			return nil, fmt.Errorf("pool %q: %w", p.Name, err)
-		}
-		switch fc.Type {
-		case "gitea":
-			f, err := gitea.New(gitea.Options{
-				URL: fc.URL, GuestURL: fc.GuestURL, Token: fc.Token, CAFile: fc.CAFile,
-				Scope:   gitea.Scope{Kind: scope.Kind, Org: scope.Org, Owner: scope.Owner, Repo: scope.Repo},
-				Version: "fireactions-" + Version,
-			})
-			if err != nil {
-				return nil, fmt.Errorf("pool %q: %w", p.Name, err)
-			}
-			out[p.Name] = f
-		default:
-			return nil, fmt.Errorf("pool %q: forge type %q has no driver in this build", p.Name, fc.Type)
-		}
-	}
-	return out, nil
+// serveHTTP serves h on ln until ctx ends.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	return srv.Serve(ln)
 }
 
-func newHypervisor(ctx context.Context, cfg *config.Config, log *slog.Logger) (*qemu.Driver, error) {
-	if cfg.VMM.Driver != "qemu" {
-		return nil, fmt.Errorf("vmm.driver %q has no driver in this build", cfg.VMM.Driver)
+// watchdog pings systemd's watchdog at half its interval, when enabled.
+func watchdog(ctx context.Context, log *slog.Logger) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval <= 0 {
+		return
 	}
-	accel := qemu.Accel(cfg.VMM.QEMU.Accel)
-	if accel == "auto" {
-		var why string
-		accel, why = qemu.DetectAccel(ctx, "/dev/kvm")
-		log.Info("qemu acceleration detected", "accel", accel, "kvm", why)
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := daemon.SdNotify(false, daemon.SdNotifyWatchdog); err != nil {
+				log.Warn("systemd watchdog", "err", err)
+			}
+		}
 	}
-	return &qemu.Driver{Binary: cfg.VMM.QEMU.Binary, Accel: accel}, nil
+}
+
+// pruneConsoleLogs deletes kept console logs of failed VMs older than keep.
+func pruneConsoleLogs(ctx context.Context, dir string, keep time.Duration, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			info, err := e.Info()
+			if err == nil && !e.IsDir() && time.Since(info.ModTime()) > keep {
+				if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+					log.Debug("console log pruned", "file", e.Name())
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // tapNetwork adapts the bridge to the manager's Network.

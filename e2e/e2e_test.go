@@ -79,7 +79,7 @@ func startOrchestrator(t *testing.T, ns *testNetns, bin, config, state string) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := ns.command(context.Background(), filepath.Join(bin, "fireactions"), "serve", config, "--drain-grace", "3m")
+	cmd := ns.command(context.Background(), filepath.Join(bin, "fireactions"), "serve", config)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start fireactions: %v", err)
@@ -100,6 +100,20 @@ func startOrchestrator(t *testing.T, ns *testNetns, bin, config, state string) *
 		}
 	})
 	return o
+}
+
+// waitFor waits like the package's waitFor, but fails at once when the
+// orchestrator has exited.
+func (o *orchestrator) waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	waitFor(t, within, what, func() bool {
+		select {
+		case <-o.exited:
+			t.Fatalf("fireactions exited (%v) while waiting for %s", o.exitErr, what)
+		default:
+		}
+		return cond()
+	})
 }
 
 func dumpConsoles(t *testing.T, state string) {
@@ -214,3 +228,28 @@ func requireRoot(t *testing.T) {
 }
 
 var _ = fmt.Sprintf
+
+func regexpMust(s string) *regexp.Regexp { return regexp.MustCompile(s) }
+
+// assertNothingLeft checks the end state after a drain: no runner at the
+// forge, no QEMU, no TAP, no VM directory, no nftables table.
+func assertNothingLeft(t *testing.T, ns *testNetns, gitea *giteaServer, state, bridge string) {
+	t.Helper()
+	if n := gitea.runnerCount(); n != 0 {
+		t.Errorf("Gitea lists %d runners after the drain", n)
+	}
+	if ps := qemuProcesses(); len(ps) != 0 {
+		t.Errorf("QEMU processes left: %v", ps)
+	}
+	for _, l := range ns.links(t) {
+		if strings.HasPrefix(l, "fa") && l != bridge {
+			t.Errorf("TAP left: %s", l)
+		}
+	}
+	if left := vmDirs(state); len(left) != 0 {
+		t.Errorf("VM directories left: %v", left)
+	}
+	if out := run(t, "ip", "netns", "exec", ns.name, "nft", "list", "tables"); strings.Contains(out, "fireactions_") {
+		t.Errorf("nftables table left after a clean shutdown: %s", out)
+	}
+}

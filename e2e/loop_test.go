@@ -54,9 +54,13 @@ func TestGiteaJobsRunInTheirOwnMicroVMs(t *testing.T) {
 	writeFile(t, tokenFile, 0o600, gitea.token+"\n")
 	state := filepath.Join(work, "state")
 	cfgPath := filepath.Join(work, "fireactions.yaml")
+	sock := filepath.Join(work, "api.sock")
 	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: e2e
 state_dir: %s
 log: {level: debug}
+drain_grace: 3m
+api: {socket: %s}
+metrics: {listen: "127.0.0.1:9464"}
 network:
   bridge: fae2e0
   cidr: 10.201.0.0/24
@@ -83,10 +87,10 @@ pools:
     timeouts:
       boot: 2m
       job: 10m
-`, state, giteaPort, giteaPort, tokenFile, kernel, modules, root))
+`, state, sock, giteaPort, giteaPort, tokenFile, kernel, modules, root))
 
 	orch := startOrchestrator(t, ns, bin, cfgPath, state)
-	waitFor(t, 3*time.Minute, "the min_idle VM to be idle", func() bool {
+	orch.waitFor(t, 3*time.Minute, "the min_idle VM to be idle", func() bool {
 		for _, phase := range vmDirs(state) {
 			if phase == "idle" {
 				return true
@@ -135,7 +139,7 @@ pools:
 	pushed := time.Now()
 	gitea.push(tree, "ci/x", "first")
 	var pushToStart time.Duration
-	waitFor(t, 3*time.Minute, "the first job to start", func() bool {
+	orch.waitFor(t, 3*time.Minute, "the first job to start", func() bool {
 		for _, j := range gitea.jobs("ci/x") {
 			if j.Status != "queued" && j.Status != "waiting" {
 				pushToStart = time.Since(pushed)
@@ -159,7 +163,7 @@ pools:
 	gitea.push(tree, "ci/x", "second")
 	gitea.api(http.MethodPost, "/api/v1/repos/ci/x/actions/workflows/fail.yml/dispatches", map[string]any{"ref": "main"}, nil)
 
-	waitFor(t, 10*time.Minute, "5 runs to complete", func() bool {
+	orch.waitFor(t, 10*time.Minute, "5 runs to complete", func() bool {
 		runs := gitea.runs("ci/x")
 		done := 0
 		for _, r := range runs {
@@ -208,6 +212,21 @@ pools:
 		return !ok
 	})
 
+	orch.waitFor(t, time.Minute, "every job's VM to be gone", func() bool { return countPhase(state, "busy") == 0 })
+	t.Run("metrics after the runs", func(t *testing.T) {
+		checkMetrics(t, ns.httpClient(), "http://127.0.0.1:9464/metrics", "e2e", 5)
+	})
+	t.Run("operator CLI over the API socket", func(t *testing.T) {
+		out := run(t, filepath.Join(bin, "fireactions"), "ps", "--socket", sock)
+		if !strings.Contains(out, "ID") || !strings.Contains(out, "e2e") {
+			t.Fatalf("fireactions ps:\n%s", out)
+		}
+		out = run(t, filepath.Join(bin, "fireactions"), "pools", "ls", "--socket", sock, "-o", "json")
+		if !strings.Contains(out, `"min_idle": 1`) {
+			t.Fatalf("fireactions pools ls -o json:\n%s", out)
+		}
+	})
+
 	// Drain: SIGTERM, the idle VM goes, the process exits 0.
 	if err := orch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -220,23 +239,7 @@ pools:
 	if orch.exitErr != nil {
 		t.Fatalf("fireactions exited with %v after drain", orch.exitErr)
 	}
-	if n := gitea.runnerCount(); n != 0 {
-		t.Errorf("Gitea lists %d runners after the drain", n)
-	}
-	if ps := qemuProcesses(); len(ps) != 0 {
-		t.Errorf("QEMU processes left: %v", ps)
-	}
-	for _, l := range ns.links(t) {
-		if strings.HasPrefix(l, "fa") && l != "fae2e0" {
-			t.Errorf("TAP left: %s", l)
-		}
-	}
-	if left := vmDirs(state); len(left) != 0 {
-		t.Errorf("VM directories left: %v", left)
-	}
-	if out := run(t, "ip", "netns", "exec", ns.name, "nft", "list", "tables"); strings.Contains(out, "fireactions_") {
-		t.Errorf("nftables table left after a clean shutdown: %s", out)
-	}
+	assertNothingLeft(t, ns, gitea, state, "fae2e0")
 
 	// Figures for the closing note: guest-side time from kernel start to
 	// the runner being registered and polling, and push to job start.

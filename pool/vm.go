@@ -286,6 +286,10 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 				jt := time.NewTimer(t.Job)
 				defer jt.Stop()
 				job = jt.C
+			case agentproto.EventJobStarted:
+				if v.phase() == vmstate.Idle {
+					v.setPhase(v.m.d.Store, vmstate.Busy)
+				}
 			case agentproto.EventRunnerExited:
 				exitCode = r.ExitCode
 				if busy := v.busySince(); !busy.IsZero() {

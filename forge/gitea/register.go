@@ -20,6 +20,9 @@ import (
 // Gitea and starts asking for its job.
 const readyLine = "declare successfully"
 
+// busyLine is how the Gitea runner's log says it took a task.
+const busyLine = `msg="task `
+
 // hostLabels turns job labels into the runner's "name:host" labels: the job
 // runs directly in the microVM, which is its isolation boundary.
 func hostLabels(labels []string) []string {
@@ -103,6 +106,7 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []
 		WorkDir:   home,
 		Command:   []string{g.AgentPath, "daemon", "--config", path.Join(home, "config.yaml")},
 		ReadyLine: readyLine,
+		BusyLine:  busyLine,
 		Files: []agentproto.File{
 			{Path: path.Join(home, ".runner"), Mode: 0o600, Content: regFile},
 			{Path: path.Join(home, "config.yaml"), Mode: 0o600, Content: []byte(runnerConfig(home, g))},

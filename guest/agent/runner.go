@@ -55,9 +55,10 @@ func (a *Agent) runRunner(ctx context.Context, r agentproto.Runner, q *reportQue
 	var progress atomic.Int64
 	go func() {
 		defer close(copied)
-		copyLines(out, a.con, &progress, r.ReadyLine, func() {
-			q.add(agentproto.Report{Event: agentproto.EventRunnerReady})
-		})
+		copyLines(out, a.con, &progress,
+			marker{line: r.ReadyLine, fire: func() { q.add(agentproto.Report{Event: agentproto.EventRunnerReady}) }},
+			marker{line: r.BusyLine, fire: func() { q.add(agentproto.Report{Event: agentproto.EventJobStarted}) }},
+		)
 	}()
 
 	kill := context.AfterFunc(ctx, func() {
@@ -172,25 +173,33 @@ func lookPath(name, pathEnv string) (string, error) {
 // and calls ready once, on the first line that contains readyLine. Very
 // long lines are cut into pieces rather than held. It counts each read and
 // each line written in progress.
-func copyLines(r io.Reader, con *console, progress *atomic.Int64, readyLine string, ready func()) {
+func copyLines(r io.Reader, con *console, progress *atomic.Int64, markers ...marker) {
 	br := bufio.NewReaderSize(progressReader{r, progress}, 64<<10)
-	needle := []byte(readyLine)
-	seen := readyLine == ""
+	seen := make([]bool, len(markers))
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
 			text := bytes.TrimSuffix(line, []byte("\n"))
 			con.line(runnerPrefix, text)
 			progress.Add(1)
-			if !seen && bytes.Contains(text, needle) {
-				seen = true
-				ready()
+			for i, m := range markers {
+				if !seen[i] && m.line != "" && bytes.Contains(text, []byte(m.line)) {
+					seen[i] = true
+					m.fire()
+				}
 			}
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return
 		}
 	}
+}
+
+// marker is a line of the runner's output that means something: the first
+// line containing it fires once.
+type marker struct {
+	line string
+	fire func()
 }
 
 // progressReader counts reads.

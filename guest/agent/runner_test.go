@@ -43,30 +43,31 @@ func TestLookPathUsesTheRunnersPath(t *testing.T) {
 	}
 }
 
-func TestCopyLinesPrefixesAndSpotsTheReadyLineOnce(t *testing.T) {
+func TestCopyLinesPrefixesAndSpotsEachMarkerOnce(t *testing.T) {
 	long := strings.Repeat("x", 100<<10)
-	in := "one\r\ntwo READY here\n" + long + "\nREADY again\nlast without newline"
+	in := "one\r\ntwo READY here\n" + long + "\nREADY again\nBUSY now\nlast without newline BUSY"
 	con := &syncBuffer{}
-	readies := 0
-	copyLines(strings.NewReader(in), newConsole(con, func() time.Duration { return 0 }), new(atomic.Int64), "READY", func() { readies++ })
-	if readies != 1 {
-		t.Errorf("ready called %d times", readies)
+	readies, busies := 0, 0
+	copyLines(strings.NewReader(in), newConsole(con, func() time.Duration { return 0 }), new(atomic.Int64),
+		marker{line: "READY", fire: func() { readies++ }}, marker{line: "BUSY", fire: func() { busies++ }})
+	if readies != 1 || busies != 1 {
+		t.Errorf("ready called %d times, busy %d times", readies, busies)
 	}
 	out := con.String()
-	for _, want := range []string{"[runner] one\r\n", "[runner] two READY here\n", "[runner] READY again\n", "[runner] last without newline\n"} {
+	for _, want := range []string{"[runner] one\r\n", "[runner] two READY here\n", "[runner] READY again\n", "[runner] last without newline BUSY\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
 	// The long line comes out whole, in pieces that each carry the prefix.
-	if strings.Count(out, "x") != len(long) || strings.Count(out, "[runner] ") != 4+2 {
+	if strings.Count(out, "x") != len(long) || strings.Count(out, "[runner] ") != 5+2 {
 		t.Errorf("long line: %d x's, %d prefixes", strings.Count(out, "x"), strings.Count(out, "[runner] "))
 	}
 }
 
 func TestCopyLinesWithoutReadyLine(t *testing.T) {
 	called := false
-	copyLines(strings.NewReader("a\nb\n"), newConsole(nil, func() time.Duration { return 0 }), new(atomic.Int64), "", func() { called = true })
+	copyLines(strings.NewReader("a\nb\n"), newConsole(nil, func() time.Duration { return 0 }), new(atomic.Int64), marker{line: "", fire: func() { called = true }})
 	if called {
 		t.Error("ready reported with no ReadyLine configured")
 	}
@@ -121,7 +122,7 @@ func TestWaitQuietStopsWhenLeftoverOutputGoesQuiet(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		copyLines(r, newConsole(con, func() time.Duration { return 0 }), &progress, "", nil)
+		copyLines(r, newConsole(con, func() time.Duration { return 0 }), &progress)
 	}()
 	start := time.Now()
 	if waitQuiet(done, &progress, 150*time.Millisecond, 5*time.Second) {

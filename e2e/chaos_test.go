@@ -1,0 +1,154 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const slowWorkflow = `on: [push]
+jobs:
+  slow:
+    runs-on: fireactions-chaos
+    steps:
+      - run: |
+          echo "fireactions-vm=$(hostname) start"
+          sleep 25
+          echo "fireactions-vm=$(hostname) done"
+`
+
+// TestCrashRecoveryAndDrain kills the orchestrator with SIGKILL while VMs
+// are booting, idle and busy, starts it again, and checks the busy job
+// still completes in its adopted VM; then SIGTERM with one busy and idle
+// VMs: the idle ones go at once, the busy job completes, exit 0, and
+// nothing is left anywhere.
+func TestCrashRecoveryAndDrain(t *testing.T) {
+	requireRoot(t)
+	cache := cacheDir()
+	kernel, modules := hostKernel(t)
+	bin := buildBinaries(t)
+	work := t.TempDir()
+	root := filepath.Join(work, "root.cpio.gz")
+	buildGuestRoot(t, cache, root)
+	ns := newNetns(t, fmt.Sprintf("facha%d", os.Getpid()%100000))
+	gitea := startGitea(t, ns, cache)
+	tokenFile := filepath.Join(work, "gitea-token")
+	writeFile(t, tokenFile, 0o600, gitea.token+"\n")
+	state := filepath.Join(work, "state")
+	cfgPath := filepath.Join(work, "fireactions.yaml")
+	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: chaos
+state_dir: %s
+log: {level: debug}
+drain_grace: 3m
+api: {socket: %s/api.sock}
+metrics: {listen: ""}
+network:
+  bridge: facha0
+  cidr: 10.203.0.0/24
+forges:
+  - name: gitea
+    type: gitea
+    url: http://127.0.0.1:%s
+    guest_url: http://10.203.0.1:%s
+    token_file: %s
+pools:
+  - name: chaos
+    forge: gitea
+    scope: instance
+    labels: [fireactions-chaos]
+    min_idle: 2
+    max: 3
+    vm:
+      kernel: %s
+      modules_dir: %s
+      kernel_modules: [virtio_mmio, virtio_net]
+      root_initramfs: %s
+`, state, work, giteaPort, giteaPort, tokenFile, kernel, modules, root))
+
+	first := startOrchestrator(t, ns, bin, cfgPath, state)
+	first.waitFor(t, 3*time.Minute, "2 idle VMs", func() bool { return countPhase(state, "idle") == 2 })
+
+	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "slow", "default_branch": "main"}, nil)
+	tree := filepath.Join(work, "repo")
+	writeFile(t, filepath.Join(tree, ".gitea/workflows/slow.yml"), 0o644, slowWorkflow)
+	gitea.push(tree, "ci/slow", "slow job")
+	first.waitFor(t, 2*time.Minute, "a busy VM and a booting replacement", func() bool {
+		return countPhase(state, "busy") == 1 && countPhase(state, "booting")+countPhase(state, "creating") >= 1
+	})
+	before := vmDirs(state)
+	t.Logf("killing the orchestrator with SIGKILL; VMs: %v", before)
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-first.exited
+
+	second := startOrchestrator(t, ns, bin, cfgPath, state)
+	var busyID string
+	for id, phase := range before {
+		if phase == "busy" {
+			busyID = id
+		}
+	}
+	second.waitFor(t, 3*time.Minute, "the slow run to complete", func() bool {
+		runs := gitea.runs("ci/slow")
+		return len(runs) == 1 && runs[0].Status == "completed"
+	})
+	runs := gitea.runs("ci/slow")
+	if runs[0].Conclusion != "success" {
+		t.Fatalf("the busy job across the crash ended %q", runs[0].Conclusion)
+	}
+	logs := gitea.raw(fmt.Sprintf("/api/v1/repos/ci/slow/actions/jobs/%d/logs", gitea.jobs("ci/slow")[0].ID))
+	if !strings.Contains(logs, "fireactions-vm="+busyID+" done") {
+		t.Fatalf("the job did not finish in the adopted VM %s:\n%s", busyID, logs)
+	}
+	adopted := logLines(second.log, regexpMust(`adopted vm`))
+	if len(adopted) == 0 {
+		t.Fatal("the restarted orchestrator adopted no VM")
+	}
+	t.Logf("adopted after the crash: %d VM(s)", len(adopted))
+
+	// Drain with one busy and idle VMs.
+	gitea.push(tree, "ci/slow", "slow job again")
+	second.waitFor(t, 3*time.Minute, "one busy and two idle VMs", func() bool {
+		return countPhase(state, "busy") == 1 && countPhase(state, "idle") == 2
+	})
+	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "the idle VMs to go at once", func() bool { return countPhase(state, "idle") == 0 })
+	if countPhase(state, "busy") != 1 {
+		t.Fatal("the busy VM did not survive the start of the drain")
+	}
+	select {
+	case <-second.exited:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("no exit within 3m of SIGTERM")
+	}
+	if second.exitErr != nil {
+		t.Fatalf("exit after drain: %v", second.exitErr)
+	}
+	runs = gitea.runs("ci/slow")
+	for _, r := range runs {
+		if r.Status != "completed" || r.Conclusion != "success" {
+			t.Errorf("run %d: %s %s", r.ID, r.Status, r.Conclusion)
+		}
+	}
+	assertNothingLeft(t, ns, gitea, state, "facha0")
+}
+
+func countPhase(state, phase string) int {
+	n := 0
+	for _, p := range vmDirs(state) {
+		if p == phase {
+			n++
+		}
+	}
+	return n
+}
