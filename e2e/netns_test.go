@@ -79,6 +79,37 @@ func (n *testNetns) dial(ctx context.Context, network, addr string) (net.Conn, e
 	return r.c, r.err
 }
 
+// listen opens a listening socket inside the namespace (created on a
+// thread switched into it): a server in the test process then serves
+// clients in the namespace, such as the orchestrator and the guests.
+func (n *testNetns) listen(network, addr string) (net.Listener, error) {
+	type result struct {
+		l   net.Listener
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(n.ns); err != nil {
+			ch <- result{nil, fmt.Errorf("enter netns: %w", err)}
+			return
+		}
+		l, err := net.Listen(network, addr)
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- result{l, err}
+	}()
+	r := <-ch
+	return r.l, r.err
+}
+
 // httpClient talks to servers inside the namespace.
 func (n *testNetns) httpClient() *http.Client {
 	return &http.Client{
