@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/nixos-fireactions/nixos-fireactions/cli.Version=$
 
 export FIREACTIONS_CACHE := $(CACHE)
 
-.PHONY: all build deps peers unit e2e test demo lint clean
+.PHONY: all build deps peers unit nix-check e2e test demo lint clean
 
 all: build
 
@@ -28,12 +28,19 @@ unit:
 	$(GO) test -count=1 ./...
 
 lint: deps
-	shellcheck scripts/*.sh .ci/run
+	shellcheck scripts/*.sh .ci/run deploy/*.sh
+
+# The NixOS layer without nixpkgs: parse every .nix file, evaluate the
+# plain-Nix presets, fleet and examples, validate what they render, keep
+# docs/nixos.md current, run deploy/deploy.sh against stubs.
+nix-check: deps
+	$(GO) vet -tags nixcheck ./nix/nixcheck
+	$(GO) test -tags nixcheck -count=1 ./nix/nixcheck
 
 e2e: peers
 	$(GO) test -tags e2e -count=1 -v -timeout 30m ./e2e
 
-test: deps peers lint unit e2e
+test: deps peers lint unit nix-check e2e
 
 demo: peers build
 	scripts/demo.sh

@@ -26,6 +26,30 @@ type Config struct {
 	Network Network  `json:"network"`
 	Report  Reporter `json:"report"`
 	Runner  Runner   `json:"runner"`
+	// Root, when set, is the guest's root file system on disks: the agent
+	// mounts it and switches to it before the runner starts. Nil: the
+	// initramfs is the root.
+	Root *Root `json:"root,omitempty"`
+}
+
+// Root is an OCI image as the guest's root: the image's file system,
+// shared read-only by every VM of the pool, under an overlay whose upper
+// layer is the VM's own writable disk. Nothing a job writes outlives its
+// VM.
+type Root struct {
+	Image Disk `json:"image"`
+	// FSType is the image's file system: "erofs" or "ext4".
+	FSType string `json:"fs_type"`
+	// Writable is the VM's own ext4 disk, formatted by the host.
+	Writable Disk `json:"writable"`
+}
+
+// Disk names a virtio block device. Serial is how the host tells them
+// apart (the monitor sets it); Device is the node to use when the
+// monitor cannot set serials, by attachment order.
+type Disk struct {
+	Serial string `json:"serial,omitempty"`
+	Device string `json:"device,omitempty"`
 }
 
 // Network is the guest's single interface. The kernel ignores ip=, so the

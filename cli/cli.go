@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -24,8 +25,8 @@ func Root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), validateCmd(), versionCmd(), guestRootCmd(), poolsCmd(), psCmd(), logsCmd(), killCmd())
-	return root
+	root.AddCommand(serveCmd(), validateCmd(), versionCmd(), guestRootCmd(), poolsCmd(), psCmd(), logsCmd(), killCmd(), doctorCmd(), imageCmd())
+	return applyFace(root, faceOf(os.Args[0]))
 }
 
 // Main runs the command line and returns the process exit code.
@@ -53,12 +54,17 @@ func versionCmd() *cobra.Command {
 }
 
 func validateCmd() *cobra.Command {
-	return &cobra.Command{
+	var offline bool
+	cmd := &cobra.Command{
 		Use:   "validate CONFIG",
 		Short: "Check a configuration file; exit non-zero with one line per problem",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := config.Load(args[0]); err != nil {
+			load := config.Load
+			if offline {
+				load = config.LoadOffline
+			}
+			if _, err := load(args[0]); err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), err)
 				return fmt.Errorf("%s: invalid", args[0])
 			}
@@ -66,6 +72,9 @@ func validateCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&offline, "offline", false,
+		"check a file meant for another machine: files and secrets it names are not opened, token_env not looked up")
+	return cmd
 }
 
 // newLogger builds the orchestrator's logger from the config.

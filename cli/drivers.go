@@ -18,7 +18,9 @@ type forgeFactory func(fc config.Forge, p config.Pool, s config.Scope) (forge.Fo
 // forgeDrivers are the forge drivers in this build: one line each.
 func forgeDrivers() map[string]forgeFactory {
 	return map[string]forgeFactory{
-		"gitea": giteaDriver,
+		"gitea":  giteaDriver,
+		"github": githubDriver(),
+		"gitlab": gitlabDriver,
 	}
 }
 
@@ -28,7 +30,8 @@ type vmmFactory func(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 // vmmDrivers are the VMM drivers in this build: one line each.
 func vmmDrivers() map[string]vmmFactory {
 	return map[string]vmmFactory{
-		"qemu": qemuDriver,
+		"qemu":        qemuDriver,
+		"firecracker": firecrackerDriver,
 	}
 }
 

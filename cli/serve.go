@@ -41,6 +41,7 @@ func serveCmd() *cobra.Command {
 				return err
 			}
 			log := newLogger(cfg.Log, cmd.ErrOrStderr())
+			slog.SetDefault(log) // for the forge drivers' own logs
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			return serve(ctx, cfg, log)
@@ -74,7 +75,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err := bridge.Ensure(); err != nil {
 		return err
 	}
-	rules := netplan.Rules{Bridge: bridge.Name, Prefix: prefix.Masked(), NAT: *cfg.Network.NAT}
+	rules := hostRules(cfg, bridge)
 	if err := rules.Apply(ctx); err != nil {
 		return err
 	}
@@ -101,6 +102,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	roots, err := startImageRoots(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer roots.Close()
 	forges, err := connectForges(cfg)
 	if err != nil {
 		return err
@@ -125,10 +131,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Config:     cfg,
 		Forges:     forges,
 		Hypervisor: hv,
-		Network:    tapNetwork{bridge},
+		Network:    tapNetwork{bridge, rules},
 		Alloc:      netplan.NewAllocator(prefix, gw),
 		Store:      store,
 		Boot:       boot,
+		Roots:      roots,
 		Log:        log,
 		ReportURL:  "http://" + agentAddr + "/agent/v1/report",
 		ConsoleDir: consoleDir,
@@ -139,9 +146,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	mx.WatchPools(m)
-	leftovers := pool.Leftovers{KillVM: killQEMU, TAPs: netplan.TAPs}
+	leftovers := pool.Leftovers{KillVM: killQEMU, TAPs: bridge.TAPs}
 	if a, ok := hv.(vmm.Adopter); ok {
 		leftovers.Adopt = a.Adopt
+	}
+	if r, ok := hv.(vmm.Reaper); ok {
+		leftovers.KillVM = r.Reap
 	}
 	if err := m.Recover(ctx, leftovers); err != nil {
 		log.Error("clean up after a previous run", "err", err)
@@ -186,6 +196,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return api.ServeTCP(ctx, cfg.API.Listen, h, cfg.API.TLSCertFile, cfg.API.TLSKeyFile)
 		})
 	}
+	listen("tap-reaper", func(ctx context.Context) error {
+		netplan.Reap(ctx, time.Second, func(err error) { log.Error("reap retired taps", "err", err) })
+		return nil
+	})
 	go pruneConsoleLogs(ctx, consoleDir, cfg.ConsoleLogs.Keep, log)
 	go watchdog(ctx, log)
 	log.Info("serving", "pools", len(cfg.Pools), "bridge", bridge.Name, "agent_listener", agentAddr, "vmm", hv.Name())
@@ -259,11 +273,42 @@ func pruneConsoleLogs(ctx context.Context, dir string, keep time.Duration, log *
 	}
 }
 
-// tapNetwork adapts the bridge to the manager's Network.
-type tapNetwork struct{ b netplan.Bridge }
+// hostRules is the nftables policy for the bridge: what guests may reach
+// on the host (the agent port, DNS on the gateway, configured ports) and
+// the isolation settings.
+func hostRules(cfg *config.Config, b netplan.Bridge) netplan.Rules {
+	n := cfg.Network
+	tcp := append([]int{n.AgentPort}, n.AllowTCPPorts...)
+	udp := append([]int(nil), n.AllowUDPPorts...)
+	for _, d := range n.DNS {
+		if d == b.Gateway.String() {
+			tcp, udp = append(tcp, 53), append(udp, 53)
+			break
+		}
+	}
+	return netplan.Rules{
+		Bridge: b.Name, Prefix: b.Prefix.Masked(), Gateway: b.Gateway, NAT: *n.NAT,
+		HostTCP: tcp, HostUDP: udp, BlockPrivate: n.BlockPrivate,
+		NewConnPerSecond: n.NewConnPerSecond, KBytesPerSecond: n.KBytesPerSecond,
+	}
+}
+
+// tapNetwork adapts the bridge and its rules to the manager's Network.
+type tapNetwork struct {
+	b     netplan.Bridge
+	rules netplan.Rules
+}
 
 func (t tapNetwork) AddTAP(name string) error    { return t.b.AddTAP(name) }
-func (t tapNetwork) DeleteTAP(name string) error { return netplan.DeleteTAP(name) }
+func (t tapNetwork) DeleteTAP(name string) error { return netplan.Retire(name) }
+
+func (t tapNetwork) Admit(tap, mac string, ip netip.Addr) error {
+	return t.rules.AddVM(netplan.VM{TAP: tap, MAC: mac, IP: ip})
+}
+
+func (t tapNetwork) Expel(tap, mac string, ip netip.Addr) error {
+	return t.rules.RemoveVM(netplan.VM{TAP: tap, MAC: mac, IP: ip})
+}
 
 // killQEMU ends a monitor a previous run left, if pid is still that VM's.
 func killQEMU(ctx context.Context, id string, pid int) error {

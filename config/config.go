@@ -27,6 +27,7 @@ type Config struct {
 	Network           Network       `yaml:"network" doc:"The host side of the VMs' network: one bridge, one TAP per VM."`
 	VMM               VMM           `yaml:"vmm" doc:"The hypervisor driver."`
 	Forges            []Forge       `yaml:"forges" doc:"Forge connections; pools refer to them by name."`
+	Images            Images        `yaml:"images" doc:"The store of OCI images that pools with vm.image boot from."`
 	Pools             []Pool        `yaml:"pools" doc:"Pools of identical VMs, each serving the jobs whose labels it offers. At least one."`
 }
 
@@ -70,12 +71,19 @@ type Network struct {
 	// AgentPort is where the orchestrator listens, on the gateway address,
 	// for the guest agents' state reports.
 	AgentPort int `yaml:"agent_port" doc:"TCP port on the gateway address for guest agent reports."`
+	// Isolation: what guests may reach besides the internet.
+	AllowTCPPorts    []int `yaml:"allow_tcp_ports" doc:"Gateway TCP ports guests may reach besides agent_port (e.g. a forge or cache on the host)."`
+	AllowUDPPorts    []int `yaml:"allow_udp_ports" doc:"Gateway UDP ports guests may reach (53 is added when dns lists the gateway)."`
+	BlockPrivate     bool  `yaml:"block_private" doc:"Drop guest egress to RFC 1918 and 100.64/10 ranges (169.254/16 is always dropped)."`
+	NewConnPerSecond int   `yaml:"new_conn_per_second" doc:"Per-VM limit of new outgoing connections per second (0: none)."`
+	KBytesPerSecond  int   `yaml:"kbytes_per_second" doc:"Per-VM limit of traffic sent, in KiB per second (0: none)."`
 }
 
 // VMM chooses and tunes the hypervisor driver.
 type VMM struct {
-	Driver string `yaml:"driver" doc:"qemu (or firecracker, when built in)."`
-	QEMU   QEMU   `yaml:"qemu" doc:"Settings of the QEMU microvm driver."`
+	Driver      string      `yaml:"driver" doc:"qemu or firecracker."`
+	QEMU        QEMU        `yaml:"qemu" doc:"Settings of the QEMU microvm driver."`
+	Firecracker Firecracker `yaml:"firecracker" doc:"Settings of the Firecracker driver and its jailer."`
 }
 
 // QEMU tunes the QEMU microvm driver.
@@ -103,6 +111,9 @@ type Forge struct {
 	// InstallationID is 0 when the App's installation is to be looked up
 	// from the pool's scope.
 	InstallationID int64 `yaml:"installation_id" doc:"github only, with app_id: the App installation to act as. 0 or left out: looked up from each pool's scope."`
+	// PollInterval is how often a GitHub forge polls its pools'
+	// repositories for queued jobs.
+	PollInterval time.Duration `yaml:"poll_interval" doc:"github only: how often the pools' repositories are polled for queued jobs (polling heals missed or out-of-order webhook deliveries; at least 1s). Default: 30s, or 2m when webhook_secret_file is set."`
 	// WebhookSecretFile holds the secret webhooks are checked with.
 	WebhookSecretFile string `yaml:"webhook_secret_file" doc:"File holding the webhook secret (github: the HMAC secret; gitlab: the X-Gitlab-Token; gitea: the webhook secret); mode 600, surrounding whitespace ignored. Empty: no webhooks."`
 	// Token is the secret read from TokenFile or TokenEnv by Load; empty
@@ -145,8 +156,12 @@ type VMShape struct {
 	// RootInitramfs is the guest's root file system as a cpio archive
 	// (gzip or not): the runner agent and what jobs need. The host adds
 	// its agent as /init, the modules and the VM's config on top.
-	RootInitramfs string `yaml:"root_initramfs" doc:"Required. cpio archive with the guest root (runner agent, shell, tools)."`
-	Cmdline       string `yaml:"cmdline" doc:"Extra kernel command line arguments."`
+	RootInitramfs string `yaml:"root_initramfs" doc:"cpio archive with the guest root (runner agent, shell, tools). Exactly one of root_initramfs and image is required."`
+	// Image is the guest root as an OCI image instead; see config/image.go.
+	Image      string `yaml:"image" doc:"OCI image reference of the guest root, instead of root_initramfs (for example ghcr.io/org/runner:latest, or @sha256:…): pulled into the image store, flattened once per digest and attached read-only to every VM, each with its own writable disk. The guest kernel needs virtio_blk, overlay and erofs (or ext4): list them in kernel_modules unless built in."`
+	PullPolicy string `yaml:"pull_policy" doc:"With image: Always (resolve the tag at start and every images.refresh, pulling a new digest), IfNotPresent (pull only when the store has nothing for the reference) or Never (the store only; see fireactions image pull)."`
+	DiskMiB    int    `yaml:"disk_mib" doc:"With image: each VM's writable disk in MiB (sparse: only what a job writes takes host disk; at least 64)."`
+	Cmdline    string `yaml:"cmdline" doc:"Extra kernel command line arguments."`
 }
 
 // RunnerOptions tunes the forge's runner agent inside the guest.

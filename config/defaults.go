@@ -21,9 +21,11 @@ func Defaults() Config {
 			NAT:       &nat,
 			AgentPort: 8089,
 		},
+		Images: imagesDefaults(),
 		VMM: VMM{
-			Driver: "qemu",
-			QEMU:   QEMU{Binary: "qemu-system-x86_64", Accel: "auto"},
+			Driver:      "qemu",
+			QEMU:        QEMU{Binary: "qemu-system-x86_64", Accel: "auto"},
+			Firecracker: firecrackerDefaults(),
 		},
 	}
 }
@@ -35,8 +37,10 @@ func PoolDefaults() Pool {
 		MinIdle: 0,
 		Max:     1,
 		VM: VMShape{
-			VCPUs:     1,
-			MemoryMiB: 512,
+			VCPUs:      1,
+			MemoryMiB:  512,
+			PullPolicy: defaultPullPolicy,
+			DiskMiB:    defaultDiskMiB,
 		},
 		Runner: RunnerOptions{
 			User:          "runner",

@@ -40,6 +40,7 @@ func deriveDefaults(c *Config, hostname string) {
 	if c.HostID == "" {
 		c.HostID = sanitizeHostID(hostname)
 	}
+	deriveImages(c)
 	n := &c.Network
 	if p, err := parseCIDR(n.CIDR); err == nil && n.Gateway == "" {
 		n.Gateway = p.Addr().Next().String()
@@ -47,6 +48,7 @@ func deriveDefaults(c *Config, hostname string) {
 	if len(n.DNS) == 0 && n.Gateway != "" {
 		n.DNS = []string{n.Gateway}
 	}
+	deriveGitHub(c)
 	forgeTypes := map[string]string{}
 	for i := range c.Forges {
 		f := &c.Forges[i]

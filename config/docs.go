@@ -150,6 +150,8 @@ func defaultText(v reflect.Value, doc string) string {
 	}
 	derived := strings.Contains(doc, "Default:") || strings.Contains(doc, "Default per")
 	switch {
+	case v.Type() == durationType && v.Int() == 0 && derived:
+		return "derived" // 0 stands for "derive it"
 	case v.Type() == durationType:
 		return "`" + shortDuration(time.Duration(v.Int())) + "`"
 	case v.Kind() == reflect.Int && v.IsZero() && derived:

@@ -29,6 +29,12 @@ func Load(path string) (*Config, error) {
 // with the YAML itself (syntax, unknown keys, wrong types) stop it before
 // defaults and validation. No message contains a secret.
 func Parse(name string, data []byte, env func(string) (string, bool)) (*Config, error) {
+	return parse(name, data, env, false)
+}
+
+// parse is Parse; offline, it touches neither files nor the environment
+// (see ParseOffline).
+func parse(name string, data []byte, env func(string) (string, bool), offline bool) (*Config, error) {
 	cfg := Defaults()
 	pos, err := decodeFile(name, data, &cfg)
 	if err != nil {
@@ -36,7 +42,7 @@ func Parse(name string, data []byte, env func(string) (string, bool)) (*Config, 
 	}
 	hostname, _ := os.Hostname()
 	deriveDefaults(&cfg, hostname)
-	v := &validator{file: name, pos: pos, env: env}
+	v := &validator{file: name, pos: pos, env: env, offline: offline}
 	v.config(&cfg)
 	if len(v.errs) > 0 {
 		redact(v.errs, &cfg)

@@ -18,7 +18,7 @@ func TestParseFillsDefaults(t *testing.T) {
 	f := newFixture(t)
 	got := f.mustParse(minimalYAML)
 
-	nat := true
+	nat, jailer := true, true
 	want := &Config{
 		HostID:            "test-host",
 		StateDir:          "/var/lib/fireactions",
@@ -37,7 +37,8 @@ func TestParseFillsDefaults(t *testing.T) {
 			NAT:       &nat,
 			AgentPort: 8089,
 		},
-		VMM: VMM{Driver: "qemu", QEMU: QEMU{Binary: "qemu-system-x86_64", Accel: "auto"}},
+		VMM: VMM{Driver: "qemu", QEMU: QEMU{Binary: "qemu-system-x86_64", Accel: "auto"},
+			Firecracker: Firecracker{Binary: "firecracker", JailerBinary: "jailer", Jailer: &jailer, ParentCgroup: "fireactions", MemoryOverheadMiB: 64}},
 		Forges: []Forge{{
 			Name:      "gitea",
 			Type:      "gitea",
@@ -46,6 +47,7 @@ func TestParseFillsDefaults(t *testing.T) {
 			TokenFile: f.path("token"),
 			Token:     testToken, // trimmed
 		}},
+		Images: Images{Dir: "/var/lib/fireactions/images", FSType: "erofs", Refresh: 5 * time.Minute},
 		Pools: []Pool{{
 			Name:    "default",
 			Forge:   "gitea",
@@ -59,6 +61,8 @@ func TestParseFillsDefaults(t *testing.T) {
 				Kernel:        f.path("vmlinuz-6.6.30"),
 				ModulesDir:    "/lib/modules/6.6.30", // from the kernel's name
 				RootInitramfs: f.path("root.cpio"),
+				PullPolicy:    "IfNotPresent",
+				DiskMiB:       8192,
 			},
 			Runner: RunnerOptions{
 				Path:          "/bin/act_runner", // gitea's default
@@ -86,6 +90,8 @@ func TestParseKeepsEveryExplicitValue(t *testing.T) {
 	f.write("api.key", "", 0o600)
 	f.write("hook", " hook-secret\n", 0o600)
 	f.env["GITHUB_TOKEN"] = " gh-" + testToken + " "
+	f.write("docker.json", "{}", 0o600)
+	f.write("ghcr-token", " ghp-xyz\n", 0o600)
 	got := f.mustParse(`host_id: ci-7
 state_dir: /srv/fa
 agent_path: $DIR/fireactions-agent
@@ -111,6 +117,15 @@ network:
 vmm:
   driver: firecracker
   qemu: {binary: /run/current-system/sw/bin/qemu-kvm, accel: tcg}
+  firecracker:
+    binary: /opt/fc/firecracker
+    jailer_binary: /opt/fc/jailer
+    jailer: false
+    chroot_base_dir: /srv/jails
+    uid: 900
+    gid: 901
+    parent_cgroup: ci/vms
+    memory_overhead_mib: 0
 forges:
   - name: gitea
     type: gitea
@@ -123,6 +138,7 @@ forges:
     type: github
     url: https://api.github.com
     token_env: GITHUB_TOKEN
+    poll_interval: 45s
   - name: ghe
     type: github
     url: https://ghe.example.com/api/v3
@@ -133,6 +149,16 @@ forges:
     type: gitlab
     url: https://gitlab.example.com
     token_file: $DIR/token
+images:
+  dir: /srv/fa-images
+  max_bytes: 107374182400
+  fs_type: ext4
+  refresh: 1m
+  docker_config: $DIR/docker.json
+  credentials:
+    - {registry: ghcr.io, username: bot, password_file: $DIR/ghcr-token}
+  mirrors:
+    - {registry: docker.io, urls: ["http://10.0.0.9:5000", "https://mirror.example.com"]}
 pools:
   - name: big-1
     forge: gh
@@ -147,6 +173,8 @@ pools:
       kernel_modules: [overlay, vsock]
       modules_dir: $DIR/modules/6.6.30
       root_initramfs: $DIR/root.cpio
+      pull_policy: Always
+      disk_mib: 100
       cmdline: quiet loglevel=3
     runner:
       path: /opt/runner/run.sh
@@ -161,7 +189,7 @@ pools:
     scope: enterprise:acme-corp
     labels: [linux]
     repos: [acme/widgets, tools/gadgets]
-    vm: {kernel: $DIR/vmlinuz-6.6.30, root_initramfs: $DIR/root.cpio}
+    vm: {kernel: $DIR/vmlinuz-6.6.30, image: "registry.example.com/ci/runner:v2"}
   - name: gl-group
     forge: gl
     scope: group:acme/tools
@@ -175,7 +203,7 @@ pools:
       executor: docker
 `)
 
-	nat, unlocked := false, false
+	nat, unlocked, jailer := false, false, false
 	poolDefaults := PoolDefaults()
 	want := &Config{
 		HostID:            "ci-7",
@@ -194,7 +222,9 @@ pools:
 			Bridge: "br-ci", CIDR: "192.168.50.0/24", Gateway: "192.168.50.254",
 			DNS: []string{"1.1.1.1", "2606:4700:4700::1111"}, MTU: 9000, NAT: &nat, AgentPort: 9000,
 		},
-		VMM: VMM{Driver: "firecracker", QEMU: QEMU{Binary: "/run/current-system/sw/bin/qemu-kvm", Accel: "tcg"}},
+		VMM: VMM{Driver: "firecracker", QEMU: QEMU{Binary: "/run/current-system/sw/bin/qemu-kvm", Accel: "tcg"},
+			Firecracker: Firecracker{Binary: "/opt/fc/firecracker", JailerBinary: "/opt/fc/jailer", Jailer: &jailer, ChrootBaseDir: "/srv/jails",
+				UID: 900, GID: 901, ParentCgroup: "ci/vms", MemoryOverheadMiB: 0}},
 		Forges: []Forge{
 			{
 				Name: "gitea", Type: "gitea", URL: "http://10.0.0.5:3000", GuestURL: "https://git.example.org",
@@ -203,16 +233,25 @@ pools:
 			},
 			{
 				Name: "gh", Type: "github", URL: "https://api.github.com", GuestURL: "https://api.github.com",
-				TokenEnv: "GITHUB_TOKEN", Token: "gh-" + testToken,
+				TokenEnv: "GITHUB_TOKEN", Token: "gh-" + testToken, PollInterval: 45 * time.Second,
 			},
 			{
 				Name: "ghe", Type: "github", URL: "https://ghe.example.com/api/v3", GuestURL: "https://ghe.example.com/api/v3",
 				AppID: 42, AppPrivateKeyFile: f.path("app.pem"), InstallationID: 4242, AppPrivateKey: testKeyPEM(),
+				PollInterval: 30 * time.Second, // derived: no webhooks
 			},
 			{
 				Name: "gl", Type: "gitlab", URL: "https://gitlab.example.com", GuestURL: "https://gitlab.example.com",
 				TokenFile: f.path("token"), Token: testToken,
 			},
+		},
+		Images: Images{
+			Dir: "/srv/fa-images", MaxBytes: 107374182400, FSType: "ext4", Refresh: time.Minute,
+			DockerConfig: f.path("docker.json"),
+			Credentials: []RegistryCredential{{
+				Registry: "ghcr.io", Username: "bot", PasswordFile: f.path("ghcr-token"), Password: "ghp-xyz",
+			}},
+			Mirrors: []RegistryMirror{{Registry: "docker.io", URLs: []string{"http://10.0.0.9:5000", "https://mirror.example.com"}}},
 		},
 		Pools: []Pool{{
 			Name: "big-1", Forge: "gh", Scope: "repo:acme/widgets",
@@ -220,7 +259,7 @@ pools:
 			VM: VMShape{
 				VCPUs: 32, MemoryMiB: 128, Kernel: f.path("vmlinuz-6.6.30"),
 				KernelModules: []string{"overlay", "vsock"}, ModulesDir: f.path("modules/6.6.30"),
-				RootInitramfs: f.path("root.cpio"), Cmdline: "quiet loglevel=3",
+				RootInitramfs: f.path("root.cpio"), Cmdline: "quiet loglevel=3", PullPolicy: "Always", DiskMiB: 100,
 			},
 			Runner: RunnerOptions{
 				Path: "/opt/runner/run.sh", User: "_ci", UID: 65534, GID: 100, FetchInterval: 100 * time.Millisecond,
@@ -228,11 +267,12 @@ pools:
 			},
 			Timeouts: Timeouts{Boot: 90 * time.Second, Idle: 0, Job: 90 * time.Minute},
 		}, {
-			Name: "ent", Forge: "ghe", Scope: "enterprise:acme-corp", Labels: []string{"linux"},
+			// self-hosted is added: every GitHub runner offers it.
+			Name: "ent", Forge: "ghe", Scope: "enterprise:acme-corp", Labels: []string{"linux", "self-hosted"},
 			Repos: []string{"acme/widgets", "tools/gadgets"}, MinIdle: 0, Max: 1,
 			VM: VMShape{
 				VCPUs: 1, MemoryMiB: 512, Kernel: f.path("vmlinuz-6.6.30"), ModulesDir: "/lib/modules/6.6.30",
-				RootInitramfs: f.path("root.cpio"),
+				Image: "registry.example.com/ci/runner:v2", PullPolicy: "IfNotPresent", DiskMiB: 8192,
 			},
 			Runner: RunnerOptions{
 				Path: "/home/runner/run.sh", User: "runner", UID: 1000, GID: 1000, FetchInterval: time.Second,
@@ -242,7 +282,7 @@ pools:
 			Name: "gl-group", Forge: "gl", Scope: "group:acme/tools", Labels: []string{"linux"}, MinIdle: 0, Max: 1,
 			VM: VMShape{
 				VCPUs: 1, MemoryMiB: 512, Kernel: f.path("vmlinuz-6.6.30"), ModulesDir: "/lib/modules/6.6.30",
-				RootInitramfs: f.path("root.cpio"),
+				RootInitramfs: f.path("root.cpio"), PullPolicy: "IfNotPresent", DiskMiB: 8192,
 			},
 			Runner: RunnerOptions{
 				Path: "/usr/bin/gitlab-runner", User: "runner", UID: 1000, GID: 1000, FetchInterval: time.Second,
@@ -331,6 +371,7 @@ func TestGitHubAppPool(t *testing.T) {
 		Name: "gh", Type: "github",
 		URL: "https://api.github.com", GuestURL: "https://api.github.com", // GitHub.com
 		AppID: 12345, AppPrivateKeyFile: f.path("app.pem"), AppPrivateKey: testKeyPEM(),
+		PollInterval: 30 * time.Second, // without webhooks
 	}
 	if !reflect.DeepEqual(c.Forges[0], wantForge) {
 		t.Errorf("forge:\n got %+v\nwant %+v", c.Forges[0], wantForge)

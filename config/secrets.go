@@ -18,15 +18,18 @@ var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // readToken reads a forge's API token from exactly one of token_file and
 // token_env. On failure it names the key at fault ("" for the forge as a
 // whole).
-func readToken(fo *Forge, env func(string) (string, bool)) (token, key string, err error) {
+//
+// readFile and readEnv read a token from a file and from an environment
+// variable (readTokenFile and readTokenEnv, or their offline stand-ins).
+func readToken(fo *Forge, readFile, readEnv func(string) (string, error)) (token, key string, err error) {
 	switch {
 	case fo.TokenFile != "" && fo.TokenEnv != "":
 		return "", "", errors.New("set only one of token_file and token_env")
 	case fo.TokenFile != "":
-		token, err = readTokenFile(fo.TokenFile)
+		token, err = readFile(fo.TokenFile)
 		return token, "token_file", err
 	case fo.TokenEnv != "":
-		token, err = readTokenEnv(fo.TokenEnv, env)
+		token, err = readEnv(fo.TokenEnv)
 		return token, "token_env", err
 	}
 	return "", "", errors.New("set one of token_file and token_env")
@@ -151,6 +154,9 @@ func redact(errs []error, c *Config) {
 		secrets = append(secrets, fo.Token, fo.WebhookSecret)
 	}
 	secrets = append(secrets, c.API.Tokens...)
+	for _, rc := range c.Images.Credentials {
+		secrets = append(secrets, rc.Password)
+	}
 	hide := func(s string) string {
 		for _, secret := range secrets {
 			if secret != "" {

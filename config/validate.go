@@ -28,6 +28,8 @@ type validator struct {
 	pos  positions
 	env  func(string) (string, bool)
 	errs []error
+	// offline: check without this host's files and environment.
+	offline bool
 }
 
 // check records the rules that failed.
@@ -45,7 +47,7 @@ func (v *validator) config(c *Config) {
 	v.check(
 		rule{root.child("host_id"), hostID(c.HostID)},
 		rule{root.child("state_dir"), absolute(c.StateDir)},
-		rule{root.child("agent_path"), optional(c.AgentPath, absoluteFile)},
+		rule{root.child("agent_path"), optional(c.AgentPath, v.absoluteFile)},
 		rule{root.child("drain_grace"), positive(c.DrainGrace)},
 		rule{root.child("reconcile_interval"), durationAtLeast(c.ReconcileInterval, 200*time.Millisecond)},
 		rule{log.child("level"), oneOf(c.Log.Level, "debug", "info", "warn", "error")},
@@ -56,9 +58,11 @@ func (v *validator) config(c *Config) {
 		rule{qemu.child("binary"), required(c.VMM.QEMU.Binary)},
 		rule{qemu.child("accel"), oneOf(c.VMM.QEMU.Accel, "auto", "kvm", "tcg")},
 	)
+	v.firecracker(root.child("vmm").child("firecracker"), &c.VMM.Firecracker, c.VMM.Driver, c.StateDir)
 	v.api(root.child("api"), &c.API)
 	v.network(root.child("network"), &c.Network)
 	types := v.forges(root.child("forges"), c.Forges)
+	v.images(root.child("images"), &c.Images)
 	v.pools(root.child("pools"), c.Pools, types)
 }
 
@@ -67,13 +71,13 @@ func (v *validator) api(f field, a *API) {
 	v.check(
 		rule{f.child("socket"), socketPath(a.Socket)},
 		rule{f.child("listen"), optional(a.Listen, hostPort)},
-		rule{f.child("tls_cert_file"), pairedFile(a.TLSCertFile, a.TLSKeyFile, "tls_key_file")},
-		rule{f.child("tls_key_file"), pairedFile(a.TLSKeyFile, a.TLSCertFile, "tls_cert_file")},
+		rule{f.child("tls_cert_file"), v.pairedFile(a.TLSCertFile, a.TLSKeyFile, "tls_key_file")},
+		rule{f.child("tls_key_file"), v.pairedFile(a.TLSKeyFile, a.TLSCertFile, "tls_cert_file")},
 	)
 	var err error
 	switch {
 	case a.TokensFile != "":
-		a.Tokens, err = readTokensFile(a.TokensFile)
+		a.Tokens, err = v.readTokensFile(a.TokensFile)
 	case a.Listen != "":
 		err = errors.New("must be set when listen is: TCP clients need bearer tokens")
 	}
@@ -92,6 +96,7 @@ func (v *validator) network(f field, n *Network) {
 	for i, s := range n.DNS {
 		v.check(rule{f.child("dns").index(i), ipAddr(s)})
 	}
+	v.networkPolicy(f, n)
 }
 
 // forges checks the forges, reads their tokens and returns their types by
@@ -107,7 +112,7 @@ func (v *validator) forges(f field, forges []Forge) map[string]string {
 			rule{ff.child("type"), forgeType(fo.Type)},
 			rule{ff.child("url"), httpURL(fo.URL)},
 			rule{ff.child("guest_url"), guestURL(fo.GuestURL, fo.URL)},
-			rule{ff.child("ca_file"), optional(fo.CAFile, existingFile)},
+			rule{ff.child("ca_file"), optional(fo.CAFile, v.existingFile)},
 		)
 		switch {
 		case fo.Type == "github":
@@ -123,9 +128,10 @@ func (v *validator) forges(f field, forges []Forge) map[string]string {
 		default: // the type is the problem; the token is read all the same
 			v.token(ff, fo)
 		}
+		v.pollInterval(ff, fo)
 		if fo.WebhookSecretFile != "" {
 			var err error
-			fo.WebhookSecret, err = readTokenFile(fo.WebhookSecretFile)
+			fo.WebhookSecret, err = v.readTokenFile(fo.WebhookSecretFile)
 			v.check(rule{ff.child("webhook_secret_file"), err})
 		}
 		if _, ok := types[fo.Name]; !ok && fo.Name != "" {
@@ -137,7 +143,7 @@ func (v *validator) forges(f field, forges []Forge) map[string]string {
 
 // token reads a forge's API token from token_file or token_env.
 func (v *validator) token(ff field, fo *Forge) {
-	token, key, err := readToken(fo, v.env)
+	token, key, err := readToken(fo, v.readTokenFile, v.readTokenEnv)
 	fo.Token = token
 	if key != "" {
 		v.check(rule{ff.child(key), err})
@@ -167,7 +173,7 @@ func (v *validator) githubAuth(ff field, fo *Forge) {
 	if fo.AppPrivateKeyFile == "" {
 		keyErr = errors.New("must be set with app_id")
 	} else {
-		fo.AppPrivateKey, keyErr = readPrivateKeyFile(fo.AppPrivateKeyFile)
+		fo.AppPrivateKey, keyErr = v.readPrivateKeyFile(fo.AppPrivateKeyFile)
 	}
 	v.check(
 		rule{ff.child("app_id"), githubID(fo.AppID, "must be set with app_private_key_file")},
@@ -258,9 +264,9 @@ func (v *validator) vm(f field, vm *VMShape) {
 	v.check(
 		rule{f.child("vcpus"), between(vm.VCPUs, 1, 32)},
 		rule{f.child("memory_mib"), atLeast(vm.MemoryMiB, 128)},
-		rule{f.child("kernel"), existingFile(vm.Kernel)},
-		rule{f.child("root_initramfs"), existingFile(vm.RootInitramfs)},
+		rule{f.child("kernel"), v.existingFile(vm.Kernel)},
 	)
+	v.vmRoot(f, vm)
 	if len(vm.KernelModules) == 0 {
 		return
 	}
@@ -270,7 +276,7 @@ func (v *validator) vm(f field, vm *VMShape) {
 	var err error
 	switch {
 	case vm.ModulesDir != "":
-		err = existingDir(vm.ModulesDir)
+		err = v.existingDir(vm.ModulesDir)
 	case vm.Kernel != "": // else the missing kernel is the problem
 		err = errorf("must be set: kernel file name %q does not say the version (vmlinuz-VERSION or vmlinux-VERSION)",
 			filepath.Base(vm.Kernel))
@@ -496,14 +502,14 @@ func absoluteFile(p string) error {
 
 // pairedFile checks a file that is set together with another: both or
 // neither.
-func pairedFile(p, other, otherKey string) error {
+func (v *validator) pairedFile(p, other, otherKey string) error {
 	switch {
 	case p == "" && other != "":
 		return errorf("must be set with %s", otherKey)
 	case p == "":
 		return nil
 	}
-	return existingFile(p)
+	return v.existingFile(p)
 }
 
 func notNegative(n int) error {

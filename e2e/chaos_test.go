@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -52,6 +54,7 @@ metrics: {listen: ""}
 network:
   bridge: facha0
   cidr: 10.203.0.0/24
+  allow_tcp_ports: [3000]
 forges:
   - name: gitea
     type: gitea
@@ -108,6 +111,26 @@ pools:
 	if !strings.Contains(logs, "fireactions-vm="+busyID+" done") {
 		t.Fatalf("the job did not finish in the adopted VM %s:\n%s", busyID, logs)
 	}
+	// The rules after the restart admit exactly the live VMs: as a fresh
+	// start would, with no element of a VM the crash left behind.
+	second.waitFor(t, time.Minute, "rule elements equal to the live VMs", func() bool {
+		out, err := exec.Command("ip", "netns", "exec", ns.name, "nft", "list", "set", "bridge", "fireactions_facha0", "allowed").CombinedOutput()
+		if err != nil {
+			return false
+		}
+		var inRules, live []string
+		for _, m := range regexpMust(`"fa([0-9a-f]{12})"`).FindAllStringSubmatch(string(out), -1) {
+			inRules = append(inRules, m[1])
+		}
+		for id, phase := range vmDirs(state) {
+			if phase != "creating" {
+				live = append(live, id)
+			}
+		}
+		sort.Strings(inRules)
+		sort.Strings(live)
+		return strings.Join(inRules, ",") == strings.Join(live, ",")
+	})
 	adopted := logLines(second.log, regexpMust(`adopted vm`))
 	if len(adopted) == 0 {
 		t.Fatal("the restarted orchestrator adopted no VM")

@@ -64,6 +64,7 @@ metrics: {listen: "127.0.0.1:9464"}
 network:
   bridge: fae2e0
   cidr: 10.201.0.0/24
+  allow_tcp_ports: [3000]   # Gitea runs on the gateway in this test
 forges:
   - name: gitea
     type: gitea

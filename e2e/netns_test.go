@@ -144,3 +144,31 @@ func run(t *testing.T, name string, args ...string) string {
 }
 
 var _ = os.Getenv
+
+// inNetns runs f on a thread switched into ns (netlink, nftables and
+// processes started from it live there).
+func inNetns(t *testing.T, ns *testNetns, f func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns.ns); err != nil {
+			errc <- err
+			return
+		}
+		err = f()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -138,16 +138,26 @@ func DeleteTAP(name string) error {
 	return nil
 }
 
-// TAPs lists the TAP devices whose names start with TAPPrefix.
-func TAPs() ([]string, error) {
+// TAPs lists this bridge's TAP devices: those on it, and retired ones
+// (off every bridge, in DeadGroup) whatever bridge they were on. Another
+// orchestrator's TAPs on another bridge are never listed.
+func (b Bridge) TAPs() ([]string, error) {
+	br, err := netlink.LinkByName(b.Name)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", b.Name, err)
+	}
 	links, err := netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	var out []string
 	for _, l := range links {
-		if _, ok := l.(*netlink.Tuntap); ok && strings.HasPrefix(l.Attrs().Name, TAPPrefix) {
-			out = append(out, l.Attrs().Name)
+		a := l.Attrs()
+		if _, ok := l.(*netlink.Tuntap); !ok || !strings.HasPrefix(a.Name, TAPPrefix) {
+			continue
+		}
+		if a.MasterIndex == br.Attrs().Index || (a.MasterIndex == 0 && a.Group == DeadGroup) {
+			out = append(out, a.Name)
 		}
 	}
 	return out, nil
@@ -161,8 +171,12 @@ func NewMAC() string {
 	return net.HardwareAddr(b[:]).String()
 }
 
-// EnableForwarding turns on IPv4 forwarding in this network namespace.
+// EnableForwarding turns on IPv4 forwarding in this network namespace,
+// writing only when it is off (so a host that enables it needs no write).
 func EnableForwarding() error {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {
 		return fmt.Errorf("enable ip forwarding: %w", err)
 	}

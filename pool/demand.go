@@ -5,15 +5,17 @@ import (
 )
 
 // assign gives each queued job to the first pool, in configuration order,
-// that uses the job's forge and offers all of the job's labels. It returns
-// the jobs per pool and the jobs no pool can serve.
+// that uses the job's forge and offers all of the job's labels; a job with
+// no labels goes to the first pool that takes untagged jobs (GitLab's
+// run_untagged). It returns the jobs per pool and the jobs no pool can
+// serve.
 func assign(pools []poolView, jobs map[string][]forge.Job) (perPool map[string][]forge.Job, unserved []forge.Job) {
 	perPool = map[string][]forge.Job{}
 	for forgeName, js := range jobs {
 	job:
 		for _, j := range js {
 			for _, p := range pools {
-				if p.forge == forgeName && forge.MatchLabels(j.Labels, p.labels) {
+				if p.forge == forgeName && (forge.MatchLabels(j.Labels, p.labels) || len(j.Labels) == 0 && p.untagged) {
 					perPool[p.name] = append(perPool[p.name], j)
 					continue job
 				}
@@ -28,6 +30,7 @@ func assign(pools []poolView, jobs map[string][]forge.Job) (perPool map[string][
 type poolView struct {
 	name, forge string
 	labels      []string
+	untagged    bool // also takes jobs without labels
 }
 
 // counts are a pool's VMs by what they can do.

@@ -63,3 +63,33 @@ func TestAssignFirstMatchingPoolInOrder(t *testing.T) {
 		t.Fatalf("unserved = %+v, want jobs 3 and 4", unserved)
 	}
 }
+
+// TestAssignUntaggedJobsOnlyToRunUntaggedPools: as GitLab matches runners,
+// a job without tags goes only to a pool that takes untagged jobs, and a
+// tagged job still needs all its tags offered there.
+func TestAssignUntaggedJobsOnlyToRunUntaggedPools(t *testing.T) {
+	pools := []poolView{
+		{name: "tagged-only", forge: "gl", labels: []string{"linux"}},
+		{name: "untagged-too", forge: "gl", labels: []string{"linux", "big"}, untagged: true},
+	}
+	jobs := map[string][]forge.Job{"gl": {
+		{ID: "untagged"}, {ID: "linux", Labels: []string{"linux"}},
+		{ID: "big", Labels: []string{"big"}}, {ID: "gpu", Labels: []string{"gpu"}},
+	}}
+	per, unserved := assign(pools, jobs)
+	ids := func(js []forge.Job) (out []string) {
+		for _, j := range js {
+			out = append(out, j.ID)
+		}
+		return out
+	}
+	if got := ids(per["tagged-only"]); len(got) != 1 || got[0] != "linux" {
+		t.Errorf("tagged-only pool got %v, want [linux]", got)
+	}
+	if got := ids(per["untagged-too"]); len(got) != 2 || got[0] != "untagged" || got[1] != "big" {
+		t.Errorf("run_untagged pool got %v, want [untagged big]", got)
+	}
+	if got := ids(unserved); len(got) != 1 || got[0] != "gpu" {
+		t.Errorf("unserved = %v, want [gpu]", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -145,8 +146,9 @@ func (b *fakeBoot) config(id string) agentproto.Config {
 
 // fakeNet tracks TAPs.
 type fakeNet struct {
-	mu   sync.Mutex
-	taps map[string]bool
+	mu       sync.Mutex
+	taps     map[string]bool
+	admitted map[string]string // tap -> mac|ip
 }
 
 func (n *fakeNet) AddTAP(name string) error {
@@ -160,6 +162,23 @@ func (n *fakeNet) DeleteTAP(name string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.taps, name)
+	return nil
+}
+
+func (n *fakeNet) Admit(tap, mac string, ip netip.Addr) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.admitted == nil {
+		n.admitted = map[string]string{}
+	}
+	n.admitted[tap] = mac + "|" + ip.String()
+	return nil
+}
+
+func (n *fakeNet) Expel(tap, _ string, _ netip.Addr) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.admitted, tap)
 	return nil
 }
 

@@ -29,6 +29,10 @@ import (
 type Network interface {
 	AddTAP(name string) error
 	DeleteTAP(name string) error
+	// Admit lets the VM on tap send from its own MAC and address (and
+	// nothing else); Expel forgets it.
+	Admit(tap, mac string, ip netip.Addr) error
+	Expel(tap, mac string, ip netip.Addr) error
 }
 
 // BootFiles writes a VM's initramfs: the pool's boot archive plus the VM's
@@ -55,6 +59,9 @@ type Deps struct {
 	Interval time.Duration
 	// Observer is told of events for metrics; nil: none.
 	Observer Observer
+	// Roots makes the disks of VMs whose pool boots an OCI image; nil:
+	// every pool boots its initramfs.
+	Roots Roots
 }
 
 // Manager owns the pools.
@@ -186,7 +193,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 	}
 	views := make([]poolView, len(m.pools))
 	for i, p := range m.pools {
-		views[i] = poolView{name: p.cfg.Name, forge: p.key, labels: p.cfg.Labels}
+		views[i] = poolView{name: p.cfg.Name, forge: p.key, labels: p.cfg.Labels, untagged: p.cfg.Runner.RunUntagged}
 	}
 	perPool, unserved := assign(views, jobs)
 	m.logUnserved(unserved)

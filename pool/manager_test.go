@@ -89,6 +89,11 @@ func (h *harness) assertNothingLeft(t *testing.T) {
 	if n := h.net.count(); n != 0 {
 		t.Errorf("%d TAP(s) left", n)
 	}
+	h.net.mu.Lock()
+	if len(h.net.admitted) != 0 {
+		t.Errorf("network rules still admit %v", h.net.admitted)
+	}
+	h.net.mu.Unlock()
 	recs, _ := h.store.List()
 	if len(recs) != 0 {
 		t.Errorf("%d VM directories left", len(recs))
@@ -286,7 +291,7 @@ func TestRecoverAdoptsARunningVMWhichThenFinishesItsJob(t *testing.T) {
 	h.stop()
 	<-h.done
 	rec := &vmstate.Record{ID: "a1", Pool: "p", Phase: vmstate.Busy, PID: 4242, TAP: "faa1", Address: "10.200.0.9",
-		RunnerID: "5", RunnerName: "fa-test-a1", AgentToken: "tok", Ready: time.Now().Add(-time.Minute)}
+		MAC: "02:00:00:00:00:09", RunnerID: "5", RunnerName: "fa-test-a1", AgentToken: "tok", Ready: time.Now().Add(-time.Minute)}
 	if err := h.store.Create(rec); err != nil {
 		t.Fatal(err)
 	}
@@ -307,6 +312,9 @@ func TestRecoverAdoptsARunningVMWhichThenFinishesItsJob(t *testing.T) {
 	}
 	if h.net.count() != 1 || h.forge.runnerCount() != 1 {
 		t.Fatal("recovery removed the adopted VM's TAP or runner")
+	}
+	if h.net.admitted["faa1"] != "02:00:00:00:00:09|10.200.0.9" {
+		t.Fatal("the adopted VM was not admitted by the new rules")
 	}
 	if got, err := h.m.VM("a1"); err != nil || got.Phase != vmstate.Busy {
 		t.Fatalf("adopted vm = %+v, %v", got, err)

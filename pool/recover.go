@@ -118,6 +118,13 @@ func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) boo
 		_ = machine.Kill(ctx)
 		return false
 	}
+	// The rules were replaced at start: admit the VM again.
+	if err := m.d.Network.Admit(r.TAP, r.MAC, parseAddr(r.Address)); err != nil {
+		m.log.Warn("not adopting vm", "vm", r.ID, "err", err)
+		m.d.Alloc.Release(parseAddr(r.Address), r.ID)
+		_ = machine.Kill(ctx)
+		return false
+	}
 	v := adoptedVM(m, p, *r)
 	m.mu.Lock()
 	m.vms[r.ID] = v

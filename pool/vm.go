@@ -39,6 +39,7 @@ type vm struct {
 	stopErr  error
 	stopOnce sync.Once
 	started  time.Time // the monitor started
+	root     VMRoot    // an image pool's root disks; nil for an initramfs root
 }
 
 func newVM(m *Manager, p *pool, id string) *vm {
@@ -195,14 +196,26 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		r.Address, r.TAP, r.MAC = addr.String(), tap, netplan.NewMAC()
 	})
 
+	guest := forge.GuestOptions{
+		AgentPath: p.cfg.Runner.Path, User: p.cfg.Runner.User,
+		UID: p.cfg.Runner.UID, GID: p.cfg.Runner.GID, FetchInterval: p.cfg.Runner.FetchInterval,
+	}
+	if m.d.Roots != nil {
+		// Before registering: the image decides the runner's user.
+		root, ok, err := m.d.Roots.PrepareVM(ctx, p.cfg.Name, m.d.Store.Dir(id))
+		if err != nil {
+			return nil, fail(ReasonSetup, fmt.Errorf("prepare root disks: %w", err))
+		}
+		if ok {
+			v.root = root
+			root.Guest(&guest)
+		}
+	}
 	start := time.Now()
 	runner, err := p.forge.Register(ctx, forge.RunnerSpec{
 		Name:   v.runnerName(),
 		Labels: p.cfg.Labels,
-		Guest: forge.GuestOptions{
-			AgentPath: p.cfg.Runner.Path, User: p.cfg.Runner.User,
-			UID: p.cfg.Runner.UID, GID: p.cfg.Runner.UID, FetchInterval: p.cfg.Runner.FetchInterval,
-		},
+		Guest:  guest,
 	})
 	if err != nil {
 		return nil, fail(ReasonRegister, fmt.Errorf("register runner: %w", err))
@@ -215,6 +228,9 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		return nil, fail(ReasonSetup, err)
 	}
 	rec := v.snapshot()
+	if err := m.d.Network.Admit(tap, rec.MAC, addr); err != nil {
+		return nil, fail(ReasonSetup, err)
+	}
 	netCfg := m.d.Config.Network
 	prefix := netip.MustParsePrefix(netCfg.CIDR)
 	cfg := agentproto.Config{
@@ -232,14 +248,18 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	}
 	dir := m.d.Store.Dir(id)
 	initrd := filepath.Join(dir, "initramfs.cpio")
-	if err := m.d.Boot.WriteVM(p.cfg.Name, initrd, cfg); err != nil {
-		return nil, fail(ReasonSetup, fmt.Errorf("write initramfs: %w", err))
-	}
-	machine, err := m.d.Hypervisor.Start(ctx, vmm.Spec{
+	spec := vmm.Spec{
 		ID: id, Dir: dir, Kernel: p.cfg.VM.Kernel, Initramfs: initrd, Cmdline: p.cfg.VM.Cmdline,
 		VCPUs: p.cfg.VM.VCPUs, MemoryMiB: p.cfg.VM.MemoryMiB,
 		TAP: rec.TAP, MAC: rec.MAC, ConsoleLog: filepath.Join(dir, "console.log"),
-	})
+	}
+	if v.root != nil {
+		v.root.Apply(&spec, &cfg)
+	}
+	if err := m.d.Boot.WriteVM(p.cfg.Name, initrd, cfg); err != nil {
+		return nil, fail(ReasonSetup, fmt.Errorf("write initramfs: %w", err))
+	}
+	machine, err := m.d.Hypervisor.Start(ctx, spec)
 	if err != nil {
 		return nil, fail(ReasonStart, err)
 	}
@@ -338,6 +358,9 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 			v.log.Error("kill vm", "err", err)
 		}
 	}
+	if v.root != nil {
+		v.root.Release()
+	}
 	rec := v.snapshot()
 	final := vmstate.Done
 	if !ok {
@@ -355,6 +378,11 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 		}
 	}
 	if rec.TAP != "" {
+		if rec.MAC != "" && rec.Address != "" {
+			if err := m.d.Network.Expel(rec.TAP, rec.MAC, parseAddr(rec.Address)); err != nil {
+				v.log.Error("remove vm network rules", "err", err)
+			}
+		}
 		if err := m.d.Network.DeleteTAP(rec.TAP); err != nil {
 			v.log.Error("delete tap", "err", err)
 		}

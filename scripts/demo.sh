@@ -89,6 +89,7 @@ state_dir: $W/state
 network:
   bridge: fademo0
   cidr: $CIDR
+  allow_tcp_ports: [$PORT]   # Gitea runs on the gateway in the demo
 forges:
   - name: gitea
     type: gitea

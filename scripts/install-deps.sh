@@ -2,11 +2,12 @@
 # Installs the Debian packages the demo and the tests need, when missing:
 # QEMU (the microVM monitor), Debian's cloud kernel (the guest kernel),
 # static busybox and bash (the guest's tools), nftables and iproute2 (host
-# network), git, jq and shellcheck. Runs apt only when something is absent.
+# network), git, jq and shellcheck, and Nix (nix-bin: parses and evaluates
+# the NixOS layer's plain Nix). Runs apt only when something is absent.
 set -euo pipefail
 
 pkgs=(qemu-system-x86 linux-image-cloud-amd64 busybox-static bash-static
-      nftables iproute2 git jq curl ca-certificates shellcheck gcc)
+      nftables iproute2 git jq curl ca-certificates shellcheck gcc nix-bin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -20,7 +20,8 @@ type Spec struct {
 	MemoryMiB  int
 	TAP        string // host TAP device the guest's eth0 is attached to
 	MAC        string
-	ConsoleLog string // file the serial console is written to
+	ConsoleLog string  // file the serial console is written to
+	Drives     []Drive // virtio block devices, in attachment order
 }
 
 // Hypervisor starts VMs.
@@ -53,4 +54,13 @@ type Adopter interface {
 	// Adopt returns the running VM id whose monitor is pid, or an error
 	// when pid is not that VM's monitor any more.
 	Adopt(id string, pid int) (Machine, error)
+}
+
+// Reaper is implemented by drivers that leave more on the host than the
+// monitor process (the Firecracker jailer's chroot and cgroup): start-up
+// cleanup calls Reap for each VM a previous run left and does not adopt.
+type Reaper interface {
+	// Reap ends the monitor if pid is still VM id's, then removes what the
+	// driver made on the host for that VM.
+	Reap(ctx context.Context, id string, pid int) error
 }

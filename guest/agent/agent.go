@@ -38,6 +38,9 @@ type Agent struct {
 	// FlushTimeout bounds the wait for queued reports before Run returns;
 	// zero means DefaultFlushTimeout.
 	FlushTimeout time.Duration
+	// DiskWait bounds the wait for an image root's disks to appear; zero
+	// means DefaultDiskWait.
+	DiskWait time.Duration
 
 	con *console
 }
@@ -59,7 +62,8 @@ func (a *Agent) Boot(ctx context.Context) {
 }
 
 // Run boots the guest and runs the runner to its end: mounts, config, kernel
-// modules, hostname, network, the runner's user and files, then the runner.
+// modules, hostname, network, the image root when there is one, the
+// name files in /etc, the runner's user and files, then the runner.
 // It reports each event to the host, and before returning waits (at most
 // FlushTimeout) for the reports to be sent. Cancelling ctx kills the
 // runner's session. A runner that exits, whatever
@@ -94,8 +98,10 @@ func (a *Agent) Run(ctx context.Context) error {
 // reported to the host (once the network is up).
 func (a *Agent) run(ctx context.Context, cfg agentproto.Config, q *reportQueue) error {
 	a.loadModules(cfg.Modules)
-	if err := a.setHostname(cfg.Hostname, cfg.Network.DNS); err != nil {
-		return err
+	if cfg.Hostname != "" {
+		if err := a.Sys.SetHostname(cfg.Hostname); err != nil {
+			return fmt.Errorf("setting hostname %q: %w", cfg.Hostname, err)
+		}
 	}
 	start := a.Sys.Uptime()
 	if err := a.Sys.ConfigureNetwork(ctx, cfg.Network); err != nil {
@@ -104,6 +110,16 @@ func (a *Agent) run(ctx context.Context, cfg agentproto.Config, q *reportQueue) 
 	a.logf("network %s up with %s in %.3fs", ifaceName(cfg.Network), cfg.Network.Address, (a.Sys.Uptime() - start).Seconds())
 	q.add(agentproto.Report{Event: agentproto.EventNetworkUp})
 	q.start(ctx)
+	// The root switches once the network is up, so that a broken image is
+	// reported to the host, not only printed on the console.
+	if cfg.Root != nil {
+		if err := a.switchRoot(ctx, *cfg.Root); err != nil {
+			return err
+		}
+	}
+	if err := a.writeNameFiles(cfg.Hostname, cfg.Network.DNS); err != nil {
+		return err
+	}
 	if err := a.ensureUser(cfg.Runner); err != nil {
 		return err
 	}

@@ -7,13 +7,11 @@ import (
 	"strings"
 )
 
-// setHostname sets the kernel's hostname and writes /etc/hostname,
-// /etc/hosts and, when there are name servers, /etc/resolv.conf.
-func (a *Agent) setHostname(hostname string, dns []string) error {
+// writeNameFiles writes /etc/hostname, /etc/hosts and, when there are
+// name servers, /etc/resolv.conf (into the root the guest runs on: with an
+// image root, after the switch).
+func (a *Agent) writeNameFiles(hostname string, dns []string) error {
 	if hostname != "" {
-		if err := a.Sys.SetHostname(hostname); err != nil {
-			return fmt.Errorf("setting hostname %q: %w", hostname, err)
-		}
 		if err := a.writeEtc("hostname", hostname+"\n"); err != nil {
 			return err
 		}

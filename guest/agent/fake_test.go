@@ -25,9 +25,11 @@ type fakeSys struct {
 	mountErr  map[string]error // by guest target
 	moduleErr error
 	netErr    error
+	switchErr error
 
 	mu        sync.Mutex
 	calls     []string
+	mounts    []string          // "source -> target" for sources under root
 	owners    map[string][2]int // guest path -> uid, gid
 	cmd       *exec.Cmd
 	cred      syscall.Credential // as the agent asked for it
@@ -55,6 +57,11 @@ func (f *fakeSys) record(format string, args ...any) {
 func (f *fakeSys) Mount(source, target, fstype string, flags uintptr, data string) error {
 	g := f.guest(target)
 	f.record("mount %s %s", fstype, g)
+	if strings.HasPrefix(source, f.root) {
+		f.mu.Lock()
+		f.mounts = append(f.mounts, f.guest(source)+" -> "+g)
+		f.mu.Unlock()
+	}
 	return f.mountErr[g]
 }
 
@@ -100,6 +107,13 @@ func (f *fakeSys) WaitProcess(cmd *exec.Cmd) (syscall.WaitStatus, error) {
 		return 0, err
 	}
 	return cmd.ProcessState.Sys().(syscall.WaitStatus), nil
+}
+
+// SwitchRoot records the switch; the agent then sees the guest's files
+// under newRoot.
+func (f *fakeSys) SwitchRoot(newRoot string) (string, error) {
+	f.record("switch_root %s", f.guest(newRoot))
+	return newRoot, f.switchErr
 }
 
 func (f *fakeSys) Uptime() time.Duration { return time.Since(f.t0) }

@@ -31,6 +31,10 @@ type System interface {
 	// WaitProcess waits for cmd's process to end and returns its status.
 	// As PID 1 it also reaps the orphans that the kernel hands to init.
 	WaitProcess(cmd *exec.Cmd) (syscall.WaitStatus, error)
+	// SwitchRoot makes the mounted newRoot the root (switch_root: move it
+	// onto / and chroot into it) and returns where the agent now sees the
+	// guest's files: "/" in a guest.
+	SwitchRoot(newRoot string) (string, error)
 	// Uptime is CLOCK_BOOTTIME: the time since the kernel started.
 	Uptime() time.Duration
 	// PowerOff syncs and ends the VM. In a guest it does not return.

@@ -67,6 +67,25 @@ func reapUntil(pid int) (syscall.WaitStatus, error) {
 	}
 }
 
+// SwitchRoot is switch_root's sequence: the initramfs cannot be
+// unmounted, so the new root is moved over it and the agent chroots in.
+// Go's threads share one root, so the whole agent moves.
+func (linuxSystem) SwitchRoot(newRoot string) (string, error) {
+	if err := unix.Chdir(newRoot); err != nil {
+		return "", fmt.Errorf("chdir %s: %w", newRoot, err)
+	}
+	if err := unix.Mount(newRoot, "/", "", unix.MS_MOVE, ""); err != nil {
+		return "", fmt.Errorf("move %s to /: %w", newRoot, err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return "", fmt.Errorf("chroot: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return "", fmt.Errorf("chdir /: %w", err)
+	}
+	return "/", nil
+}
+
 func (linuxSystem) Uptime() time.Duration { return Uptime() }
 
 // Uptime is CLOCK_BOOTTIME: in a guest, the time since its kernel started.
@@ -78,15 +97,18 @@ func Uptime() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
-// PowerOff syncs and powers the VM off; if the kernel refuses, it restarts
-// it, which the VMM (run with no-reboot) also takes as the end. It never
-// returns: PID 1 returning panics the kernel.
+// PowerOff syncs and ends the VM by restarting it: both VMMs take a
+// reset as the end (reboot=k through the i8042; QEMU runs with
+// -no-reboot), while a power-off would only halt a Firecracker guest,
+// which has no ACPI power-off, and leave its VMM running. If the kernel
+// refuses the restart, it powers off. It never returns: PID 1 returning
+// panics the kernel.
 func (linuxSystem) PowerOff() {
 	unix.Sync()
-	err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-	fmt.Fprintf(os.Stdout, "power off failed (%v); restarting\n", err)
-	err = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
-	fmt.Fprintf(os.Stdout, "restart failed (%v); halting here\n", err)
+	err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	fmt.Fprintf(os.Stdout, "restart failed (%v); powering off\n", err)
+	err = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	fmt.Fprintf(os.Stdout, "power off failed (%v); halting here\n", err)
 	for {
 		time.Sleep(time.Hour)
 	}

@@ -58,19 +58,39 @@ func ProcessName(vmID string) string { return "fireactions-" + vmID }
 // it calibrate against an emulated timer.
 const tcgCmdline = "tsc_early_khz=2600000 lpj=10400000"
 
+// AccelCmdline is what the kernel command line needs for the driver's
+// acceleration: the TSC hint under TCG, nothing under KVM.
+func (d *Driver) AccelCmdline() string {
+	if d.Accel == AccelTCG {
+		return tcgCmdline
+	}
+	return ""
+}
+
 // Args is the QEMU command line for spec.
 func (d *Driver) Args(spec vmm.Spec) []string {
 	cmdline := "console=ttyS0 reboot=k panic=-1 quiet"
-	cpu := "max"
-	if d.Accel == AccelTCG {
-		cmdline += " " + tcgCmdline
-	} else {
-		cpu = "host"
+	if hint := d.AccelCmdline(); hint != "" {
+		cmdline += " " + hint
 	}
 	if spec.Cmdline != "" {
 		cmdline += " " + spec.Cmdline
 	}
-	return []string{
+	return d.CommandLine(spec, cmdline)
+}
+
+// CommandLine is the QEMU command line booting spec with the kernel
+// command line given whole. The board is a microvm with ACPI (devices and
+// power-off) and an i8042 keyboard controller, whose reset line, with
+// reboot=k and -no-reboot, ends QEMU as soon as the guest restarts. A spec
+// without an initramfs or a TAP gets neither. Args uses it; so does the
+// Firecracker test double, which boots what Firecracker was asked to.
+func (d *Driver) CommandLine(spec vmm.Spec, kernelCmdline string) []string {
+	cpu := "max"
+	if d.Accel != AccelTCG {
+		cpu = "host"
+	}
+	args := []string{
 		"-name", ProcessName(spec.ID),
 		"-M", "microvm,acpi=on",
 		"-accel", string(d.Accel),
@@ -79,12 +99,23 @@ func (d *Driver) Args(spec vmm.Spec) []string {
 		"-m", strconv.Itoa(spec.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-serial", "stdio",
+		"-device", "i8042",
 		"-kernel", spec.Kernel,
-		"-initrd", spec.Initramfs,
-		"-append", cmdline,
-		"-netdev", "tap,id=n0,ifname=" + spec.TAP + ",script=no,downscript=no",
-		"-device", "virtio-net-device,netdev=n0,mac=" + spec.MAC,
+		"-append", kernelCmdline,
 	}
+	if spec.Initramfs != "" {
+		args = append(args, "-initrd", spec.Initramfs)
+	}
+	if spec.TAP != "" {
+		nic := "virtio-net-device,netdev=n0"
+		if spec.MAC != "" {
+			nic += ",mac=" + spec.MAC
+		}
+		args = append(args,
+			"-netdev", "tap,id=n0,ifname="+spec.TAP+",script=no,downscript=no",
+			"-device", nic)
+	}
+	return append(args, driveArgs(spec.Drives)...)
 }
 
 // Start implements vmm.Hypervisor.

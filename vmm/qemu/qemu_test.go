@@ -14,12 +14,20 @@ import (
 var spec = vmm.Spec{ID: "abc", Kernel: "/k", Initramfs: "/i", VCPUs: 2, MemoryMiB: 512, TAP: "faabc", MAC: "02:00:00:00:00:01", Cmdline: "extra=1"}
 
 func argValue(args []string, flag string) string {
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == flag {
-			return args[i+1]
-		}
+	if v := argValues(args, flag); len(v) > 0 {
+		return v[0]
 	}
 	return ""
+}
+
+func argValues(args []string, flag string) []string {
+	var out []string
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag {
+			out = append(out, args[i+1])
+		}
+	}
+	return out
 }
 
 func TestArgs(t *testing.T) {
@@ -38,12 +46,17 @@ func TestArgs(t *testing.T) {
 				"-name": "fireactions-abc", "-accel": string(tc.accel), "-cpu": tc.cpu, "-smp": "2", "-m": "512",
 				"-kernel": "/k", "-initrd": "/i",
 				"-netdev": "tap,id=n0,ifname=faabc,script=no,downscript=no",
-				"-device": "virtio-net-device,netdev=n0,mac=02:00:00:00:00:01",
 			}
 			for flag, want := range checks {
 				if got := argValue(args, flag); got != want {
 					t.Errorf("%s = %q, want %q", flag, got, want)
 				}
+			}
+			// The NIC, and the i8042 whose reset line ends QEMU when the
+			// guest restarts (reboot=k with -no-reboot).
+			devices := strings.Join(argValues(args, "-device"), " ")
+			if devices != "i8042 virtio-net-device,netdev=n0,mac=02:00:00:00:00:01" {
+				t.Errorf("-device values %q", devices)
 			}
 			cmdline := argValue(args, "-append")
 			if strings.Contains(cmdline, "tsc_early_khz") != tc.tscHint {
@@ -109,5 +122,57 @@ func TestMachineLifecycle(t *testing.T) {
 	}
 	if m2.Err() != nil {
 		t.Fatalf("clean exit reported as %v", m2.Err())
+	}
+}
+
+// TestCommandLineWithoutOptionalDevices: a spec without an initramfs or a
+// TAP boots without them, with the kernel command line exactly as given.
+func TestCommandLineWithoutOptionalDevices(t *testing.T) {
+	args := (&Driver{Binary: "qemu", Accel: AccelTCG}).CommandLine(vmm.Spec{ID: "x", Kernel: "/k", VCPUs: 1, MemoryMiB: 128}, "console=ttyS0 only")
+	if got := argValue(args, "-append"); got != "console=ttyS0 only" {
+		t.Errorf("-append = %q", got)
+	}
+	for _, flag := range []string{"-initrd", "-netdev"} {
+		if v := argValues(args, flag); len(v) != 0 {
+			t.Errorf("%s %v without it in the spec", flag, v)
+		}
+	}
+	if got := (&Driver{Accel: AccelKVM}).AccelCmdline(); got != "" {
+		t.Errorf("KVM accel command line %q, want none", got)
+	}
+}
+
+// TestAdopt takes over a running stand-in monitor as a restarted
+// orchestrator would, refuses a pid that is another VM's, and kills it.
+func TestAdopt(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "fake-qemu")
+	// "exit 0" keeps the shell from exec-ing sleep, which would replace
+	// the command line recovery recognises the monitor by.
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\nsleep 30\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := spec
+	s.Dir, s.ConsoleLog = dir, filepath.Join(dir, "console.log")
+	d := &Driver{Binary: fake, Accel: AccelTCG}
+	started, err := d.Start(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Adopt("other", started.PID()); err == nil {
+		t.Fatal("vm abc's monitor adopted as vm other's")
+	}
+	m, err := d.Adopt("abc", started.PID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-started.Done()
+	if m.Err() != vmm.ErrKilled {
+		t.Fatalf("Err = %v, want ErrKilled", m.Err())
 	}
 }

@@ -1,0 +1,64 @@
+package config
+
+import (
+	"strings"
+	"time"
+)
+
+// GitHub settings that need more than a field: polling defaults and the
+// self-hosted label every GitHub runner offers.
+
+// Polling periods of a github forge when poll_interval is left out: often
+// without webhooks (polling is the only demand), rarely with them
+// (polling only heals missed deliveries).
+const (
+	defaultGitHubPoll        = 30 * time.Second
+	defaultGitHubPollWebhook = 2 * time.Minute
+	minGitHubPoll            = time.Second
+)
+
+// selfHosted is the label GitHub gives every self-hosted runner; a job's
+// runs-on may ask for it.
+const selfHosted = "self-hosted"
+
+// deriveGitHub fills a github forge's poll_interval and adds self-hosted
+// to its pools' labels, where the file leaves them out: every runner the
+// pool registers offers it (GitHub's rule), so jobs asking for it match.
+func deriveGitHub(c *Config) {
+	github := map[string]bool{}
+	for i := range c.Forges {
+		f := &c.Forges[i]
+		if f.Type != "github" {
+			continue
+		}
+		github[f.Name] = true
+		if f.PollInterval == 0 {
+			f.PollInterval = defaultGitHubPoll
+			if f.WebhookSecretFile != "" {
+				f.PollInterval = defaultGitHubPollWebhook
+			}
+		}
+	}
+	for i := range c.Pools {
+		p := &c.Pools[i]
+		if !github[p.Forge] || len(p.Labels) == 0 {
+			continue // no labels is an error validation reports
+		}
+		has := false
+		for _, l := range p.Labels {
+			has = has || strings.EqualFold(l, selfHosted)
+		}
+		if !has {
+			p.Labels = append(p.Labels, selfHosted)
+		}
+	}
+}
+
+// pollInterval checks poll_interval: github only, at least a second.
+func (v *validator) pollInterval(ff field, fo *Forge) {
+	err := onlyFor(fo.PollInterval != 0, "github", fo.Type, "forges")
+	if err == nil && fo.Type == "github" {
+		err = durationAtLeast(fo.PollInterval, minGitHubPoll)
+	}
+	v.check(rule{ff.child("poll_interval"), err})
+}

@@ -1,0 +1,57 @@
+package config
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// GitHub pools offer self-hosted whether the file lists it or not, once;
+// other forges' pools are left alone.
+func TestGitHubPoolsOfferSelfHosted(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct{ labels, want string }{
+		{"[linux]", "linux self-hosted"},
+		{"[Self-Hosted, linux]", "Self-Hosted linux"},
+		{"[linux, self-hosted, x64]", "linux self-hosted x64"},
+	} {
+		c := f.mustParse(replace(t, githubYAML, "labels: [linux]", "labels: "+tc.labels))
+		if got := strings.Join(c.Pools[0].Labels, " "); got != tc.want {
+			t.Errorf("labels %s: got %q, want %q", tc.labels, got, tc.want)
+		}
+	}
+	c := f.mustParse(gitlabYAML)
+	if !reflect.DeepEqual(c.Pools[0].Labels, []string{"linux"}) {
+		t.Errorf("gitlab pool labels = %q", c.Pools[0].Labels)
+	}
+}
+
+// poll_interval defaults by whether webhooks bring demand, and is refused
+// below a second or on another forge type.
+func TestGitHubPollInterval(t *testing.T) {
+	f := newFixture(t)
+	f.write("hook", "hook-secret\n", 0o600)
+	if got := f.mustParse(githubYAML).Forges[0].PollInterval; got != 30*time.Second {
+		t.Errorf("without webhooks: %s, want 30s", got)
+	}
+	withHook := replace(t, githubYAML, "    app_id: 12345\n", "    app_id: 12345\n    webhook_secret_file: $DIR/hook\n")
+	if got := f.mustParse(withHook).Forges[0].PollInterval; got != 2*time.Minute {
+		t.Errorf("with webhooks: %s, want 2m", got)
+	}
+	set := replace(t, githubYAML, "    app_id: 12345\n", "    app_id: 12345\n    poll_interval: 5s\n")
+	if got := f.mustParse(set).Forges[0].PollInterval; got != 5*time.Second {
+		t.Errorf("explicit: %s, want 5s", got)
+	}
+	for _, tc := range []struct{ name, text, want string }{
+		{"too short", replace(t, githubYAML, "    app_id: 12345\n", "    app_id: 12345\n    poll_interval: 500ms\n"),
+			`forges[0] ("gh").poll_interval: 500ms is less than 1s`},
+		{"not github", replace(t, gitlabYAML, "    token_file: $DIR/token\n", "    token_file: $DIR/token\n    poll_interval: 5s\n"),
+			`forges[0] ("gl").poll_interval: is only for github forges, not gitlab`},
+	} {
+		_, err := f.parse(tc.text)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,374 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge/gitlab/gitlabtest"
+	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
+)
+
+const (
+	glPort    = "8929" // the GitLab double, on every address of the namespace
+	glAPIPort = "8931" // the orchestrator's API (webhooks), on 127.0.0.1
+	glTag     = "fa-gl-e2e"
+)
+
+// glJobScript prints where and as whom the job ran, for the checks.
+const glJobScript = `echo "fireactions-vm=$(hostname) user=$(id -un) dir=$(pwd)"`
+
+// TestGitLabJobsRunInTheirOwnMicroVMs runs GitLab jobs for real in QEMU
+// guests against the GitLab double (GitLab itself cannot run here): the
+// orchestrator creates one runner per VM through the API, the guest's
+// stand-in gitlab-runner takes exactly one job with the runner's own token
+// and exits, and the VM powers off. A job with a tag no pool offers starts
+// no VM. Then faults (lost and timed-out runner creations, 429s, 5xx on
+// listings and removals) leave no runner behind, and SIGTERM during a
+// running job lets it finish.
+func TestGitLabJobsRunInTheirOwnMicroVMs(t *testing.T) {
+	requireRoot(t)
+	kernel, modules := hostKernel(t)
+	bin := buildBinaries(t)
+	work := t.TempDir()
+	standin := buildStandinRunner(t, work)
+	root := filepath.Join(work, "root.cpio.gz")
+	if err := guestroot.Build(context.Background(), guestroot.DefaultSpec(standin, "/usr/bin/gitlab-runner"), root); err != nil {
+		t.Fatal(err)
+	}
+	ns := newNetns(t, fmt.Sprintf("fagl%d", os.Getpid()%100000))
+
+	accessToken, hookSecret, apiToken := "glpat-"+randHex(t), "hook-"+randHex(t), "api-"+randHex(t)
+	gl := gitlabtest.New(accessToken)
+	t.Cleanup(gl.Close)
+	gl.AddProject("acme/app")
+	ln, err := ns.listen("tcp", "0.0.0.0:"+glPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: gl.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	// Phase A's jobs wait before the orchestrator starts.
+	served := []int64{
+		gl.AddJob("acme/app", "tagged", []string{glTag}, glJobScript),
+		gl.AddJob("acme/app", "two-tags", []string{glTag, "linux"}, glJobScript),
+		gl.AddJob("acme/app", "untagged", nil, glJobScript),
+	}
+	gpu := gl.AddJob("acme/app", "gpu", []string{"gpu"}, glJobScript)
+
+	writeFile(t, filepath.Join(work, "gitlab-token"), 0o600, accessToken+"\n")
+	writeFile(t, filepath.Join(work, "gitlab-hook"), 0o600, hookSecret+"\n")
+	writeFile(t, filepath.Join(work, "api-tokens"), 0o600, apiToken+"\n")
+	// A short state directory: socket paths under it must fit in 107 bytes.
+	state, err := os.MkdirTemp("", "fagl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	cfgPath := filepath.Join(work, "fireactions.yaml")
+	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: gle2e
+state_dir: %[1]s
+log: {level: debug}
+drain_grace: 3m
+api: {socket: %[2]s/api.sock, listen: "127.0.0.1:%[3]s", tokens_file: %[2]s/api-tokens}
+metrics: {listen: ""}
+network:
+  bridge: fagl0
+  cidr: 10.204.0.0/24
+  allow_tcp_ports: [%[4]s]   # the GitLab double on the gateway
+forges:
+  - name: gitlab
+    type: gitlab
+    url: http://127.0.0.1:%[4]s
+    guest_url: http://10.204.0.1:%[4]s
+    token_file: %[2]s/gitlab-token
+    webhook_secret_file: %[2]s/gitlab-hook
+pools:
+  - name: gl
+    forge: gitlab
+    scope: project:acme/app
+    labels: [%[5]s, linux]
+    min_idle: 0
+    max: 2
+    vm:
+      vcpus: 1
+      memory_mib: 512
+      kernel: %[6]s
+      modules_dir: %[7]s
+      kernel_modules: [virtio_mmio, virtio_net]
+      root_initramfs: %[8]s
+    runner:
+      run_untagged: true
+    timeouts:
+      boot: 2m
+      job: 10m
+`, state, work, glAPIPort, glPort, glTag, kernel, modules, root))
+
+	started := time.Now()
+	orch := startOrchestrator(t, ns, bin, cfgPath, state)
+	hc := ns.httpClient()
+	orch.waitFor(t, time.Minute, "the API", func() bool {
+		resp, err := hc.Get("http://127.0.0.1:" + glAPIPort + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	})
+	gl.SetHook("http://127.0.0.1:"+glAPIPort+"/webhooks/gitlab", hookSecret, hc)
+
+	// Phase A: three jobs, each in its own VM; the gpu job starts none.
+	orch.waitFor(t, 8*time.Minute, "the 3 served jobs to succeed", func() bool { return allStatus(gl, served, "success") })
+	t.Logf("FIGURE 3 GitLab jobs (max 2 VMs at once) done %s after the orchestrator started", time.Since(started).Round(time.Second))
+	orch.waitFor(t, 2*time.Minute, "their VMs and runners to be gone", func() bool {
+		return len(vmDirs(state)) == 0 && len(gl.Runners()) == 0
+	})
+	checkJobsRanAlone(t, gl, served)
+	if st := gl.Jobs()[gpu].Status; st != "pending" {
+		t.Fatalf("the gpu job is %s", st)
+	}
+	if n := len(logLines(orch.log, regexp.MustCompile(`msg="vm booting"`))); n != len(served) {
+		t.Fatalf("%d VMs started for %d servable jobs (the gpu job must start none)", n, len(served))
+	}
+	if len(logLines(orch.log, regexp.MustCompile(fmt.Sprintf(`no pool serves this job's labels.*job=%d\b`, gpu)))) != 1 {
+		t.Fatal("the unservable gpu job was not reported once")
+	}
+	if code := postHook(t, hc, "wrong-"+hookSecret, gl.JobHook(gpu)); code != http.StatusUnauthorized {
+		t.Fatalf("a webhook with a wrong X-Gitlab-Token got %d", code)
+	}
+
+	// Phase B: faults on every kind of call; jobs still run, and no
+	// runner is left at GitLab.
+	gl.Inject(gitlabtest.Fault{Method: "POST", Path: "/user/runners", Status: 502, After: true, Times: 1})
+	gl.Inject(gitlabtest.Fault{Method: "POST", Path: "/user/runners", Delay: 35 * time.Second, After: true, Times: 1})
+	gl.Inject(gitlabtest.Fault{Method: "POST", Path: "/user/runners", Status: 429, Times: 2})
+	gl.Inject(gitlabtest.Fault{Method: "GET", Path: "/projects/2/jobs", Status: 503, Times: 3})
+	gl.Inject(gitlabtest.Fault{Method: "GET", Path: "/projects/2/runners", Status: 500, Times: 2})
+	gl.Inject(gitlabtest.Fault{Method: "DELETE", Path: "/runners/", Status: 500, Times: 3})
+	faulted := []int64{
+		gl.AddJob("acme/app", "after-faults-1", []string{glTag}, glJobScript),
+		gl.AddJob("acme/app", "after-faults-2", []string{"linux"}, glJobScript),
+	}
+	orch.waitFor(t, 8*time.Minute, "the jobs to succeed through the faults", func() bool { return allStatus(gl, faulted, "success") })
+	orch.waitFor(t, 2*time.Minute, "no VM and no runner left after the faults", func() bool {
+		return len(vmDirs(state)) == 0 && len(gl.Runners()) == 0
+	})
+	checkJobsRanAlone(t, gl, faulted)
+	created := 0
+	for _, c := range gl.Calls() {
+		if c == "POST /api/v4/user/runners" {
+			created++
+		}
+	}
+	t.Logf("runner creations attempted in all: %d (2 lost to faults, 2 refused with 429)", created)
+	if len(logLines(orch.log, regexp.MustCompile(`removed runner left by a failed creation`))) == 0 {
+		t.Error("the runner created after a timed-out request was not removed by the driver")
+	}
+
+	// Phase C: SIGTERM while a job runs: the busy VM is waited for.
+	slow := gl.AddJob("acme/app", "slow", []string{glTag}, glJobScript, "sleep 15", `echo "slow job done"`)
+	orch.waitFor(t, 4*time.Minute, "the slow job's VM to be busy", func() bool { return countPhase(state, "busy") == 1 })
+	checkSecretsOutOfReach(t, state, accessToken, gl)
+	if err := orch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-orch.exited:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("no exit within 3m of SIGTERM")
+	}
+	if orch.exitErr != nil {
+		t.Fatalf("exit after the drain: %v", orch.exitErr)
+	}
+	if j := gl.Jobs()[slow]; j.Status != "success" || !strings.Contains(string(j.Trace), "slow job done") {
+		t.Fatalf("the job running at SIGTERM ended %s:\n%s", j.Status, j.Trace)
+	}
+
+	// Nothing left: no runner at GitLab, no QEMU, TAP or VM directory,
+	// and no token in the orchestrator's log.
+	if rs := gl.Runners(); len(rs) != 0 {
+		t.Errorf("GitLab lists %d runners after the drain: %+v", len(rs), rs)
+	}
+	for _, p := range qemuProcesses() {
+		if strings.Contains(p, state) { // other tests may run VMs on this machine
+			t.Errorf("QEMU process left: %s", p)
+		}
+	}
+	for _, l := range ns.links(t) {
+		if strings.HasPrefix(l, "fa") && l != "fagl0" {
+			t.Errorf("TAP left: %s", l)
+		}
+	}
+	if left := vmDirs(state); len(left) != 0 {
+		t.Errorf("VM directories left: %v", left)
+	}
+	logText, _ := os.ReadFile(orch.log)
+	consoles, _ := filepath.Glob(filepath.Join(state, "logs", "*.log"))
+	for _, tok := range append(gl.IssuedTokens(), accessToken) {
+		if bytes.Contains(logText, []byte(tok)) {
+			t.Errorf("the orchestrator log holds a token (%.10s…)", tok)
+		}
+		for _, c := range consoles {
+			if b, _ := os.ReadFile(c); bytes.Contains(b, []byte(tok)) {
+				t.Errorf("kept console log %s holds a token (%.10s…)", c, tok)
+			}
+		}
+	}
+	accepted, pending := 0, 0
+	for _, d := range gl.Deliveries() {
+		if d.Code == http.StatusNoContent {
+			accepted++
+		}
+		if d.Status == "pending" {
+			pending++
+		}
+	}
+	hookLines := logLines(orch.log, regexp.MustCompile(`gitlab webhook: pending job`))
+	t.Logf("webhooks: %d delivered, %d accepted, %d pending-job deliveries, %d logged by the driver", len(gl.Deliveries()), accepted, pending, len(hookLines))
+	if pending < 3 || len(hookLines) < 3 || accepted == 0 {
+		t.Errorf("the Job Hook webhooks did not reach the driver")
+	}
+	var ready []string
+	for _, l := range logLines(orch.log, regexp.MustCompile(`event=runner-ready`)) {
+		if m := regexp.MustCompile(`guest_uptime=(\S+)`).FindStringSubmatch(l); m != nil {
+			ready = append(ready, m[1])
+		}
+	}
+	t.Logf("FIGURE guest kernel start -> gitlab-runner started (guest CLOCK_BOOTTIME), %d VMs: %v", len(ready), ready)
+}
+
+// buildStandinRunner builds the stand-in gitlab-runner, static.
+func buildStandinRunner(t *testing.T, dir string) string {
+	t.Helper()
+	out := filepath.Join(dir, "gitlab-runner")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "../forge/gitlab/gitlabtest/gitlab-runner")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the stand-in gitlab-runner: %v\n%s", err, b)
+	}
+	return out
+}
+
+func randHex(t *testing.T) string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func allStatus(gl *gitlabtest.Server, ids []int64, status string) bool {
+	jobs := gl.Jobs()
+	for _, id := range ids {
+		if jobs[id].Status != status {
+			return false
+		}
+	}
+	return true
+}
+
+// checkJobsRanAlone checks each job ran in a VM of its own, as the
+// unprivileged runner user, under the runner's home, on a runner that
+// took exactly that one job.
+func checkJobsRanAlone(t *testing.T, gl *gitlabtest.Server, ids []int64) {
+	t.Helper()
+	vmOf := regexp.MustCompile(`fireactions-vm=([0-9a-f]+) user=(\S+) dir=(\S+)`)
+	jobs := gl.Jobs()
+	seenVM, seenRunner := map[string]int64{}, map[int64]int64{}
+	for _, id := range ids {
+		j := jobs[id]
+		m := vmOf.FindStringSubmatch(string(j.Trace))
+		if m == nil {
+			t.Fatalf("job %d log has no VM id:\n%s", id, j.Trace)
+		}
+		if prev, dup := seenVM[m[1]]; dup {
+			t.Errorf("jobs %d and %d both ran in VM %s", prev, id, m[1])
+		}
+		if prev, dup := seenRunner[j.RunnerID]; dup {
+			t.Errorf("jobs %d and %d both ran on runner %d", prev, id, j.RunnerID)
+		}
+		seenVM[m[1]], seenRunner[j.RunnerID] = id, id
+		if m[2] != "runner" || !strings.HasPrefix(m[3], "/home/runner/builds/") {
+			t.Errorf("job %d ran as %s in %s; want user runner under /home/runner/builds", id, m[2], m[3])
+		}
+	}
+}
+
+// checkSecretsOutOfReach checks the scope-wide token is in no VM's
+// initramfs, as text or base64 (the agent config carries runner files
+// base64-encoded), while each VM's own runner token is (the positive
+// control), and no token is on a QEMU command line.
+func checkSecretsOutOfReach(t *testing.T, state, accessToken string, gl *gitlabtest.Server) {
+	t.Helper()
+	var own []string
+	for _, r := range gl.Runners() {
+		own = append(own, r.Token)
+	}
+	for id := range vmDirs(state) {
+		visible := guestVisible(t, filepath.Join(state, "vms", id, "initramfs.cpio"))
+		if !bytes.Contains(visible, []byte(`"vm_id"`)) {
+			t.Fatalf("vm %s: its own config is not visible in its initramfs: the search is broken", id)
+		}
+		found := false
+		for _, tok := range own {
+			found = found || holdsSecret(visible, tok)
+		}
+		if !found {
+			t.Fatalf("vm %s: its runner's own token is not found in its initramfs: the search is broken", id)
+		}
+		if holdsSecret(visible, accessToken) {
+			t.Errorf("vm %s: the scope-wide access token is in its initramfs", id)
+		}
+	}
+	for _, p := range qemuProcesses() {
+		if strings.Contains(p, accessToken) || strings.Contains(p, "glrt-") {
+			t.Errorf("a token is on a QEMU command line: %s", p)
+		}
+	}
+}
+
+// holdsSecret reports whether b holds secret as text or inside base64 at
+// any alignment (the stable middle of its encoding).
+func holdsSecret(b []byte, secret string) bool {
+	if bytes.Contains(b, []byte(secret)) {
+		return true
+	}
+	for pad := 0; pad < 3; pad++ {
+		enc := base64.StdEncoding.EncodeToString(append(make([]byte, pad), secret...))
+		// Skip the characters the padding touches and the last group,
+		// which depends on what follows.
+		core := enc[(pad*4+2)/3+1 : len(enc)-4]
+		if len(core) >= 16 && bytes.Contains(b, []byte(core)) {
+			return true
+		}
+	}
+	return false
+}
+
+func postHook(t *testing.T, hc *http.Client, token string, body []byte) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:"+glAPIPort+"/webhooks/gitlab", bytes.NewReader(body))
+	req.Header.Set("X-Gitlab-Event", "Job Hook")
+	req.Header.Set("X-Gitlab-Token", token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("post webhook: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}

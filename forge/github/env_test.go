@@ -1,0 +1,156 @@
+package github_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble/openapi"
+)
+
+const (
+	appID     = 4242
+	specPath  = "testdata/github-actions-runners.openapi.json"
+	hooksPath = "testdata/github-workflow_job.examples.json"
+)
+
+// testKey is the test App's key, made once: RSA key generation is slow.
+var testKey = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
+
+func testKeyPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(testKey())})
+}
+
+var testSpec = sync.OnceValues(func() (*openapi.Description, error) { return githubdouble.LoadSpec(specPath) })
+
+// env is a GitHub double on a local server, every exchange held to the
+// description: a test fails on any violation.
+type env struct {
+	t   *testing.T
+	d   *githubdouble.Double
+	srv *httptest.Server
+	url string // the API base the driver is given
+	log *syncBuffer
+}
+
+type envOptions struct {
+	tls      bool   // serve HTTPS with httptest's own CA
+	prefix   string // "/api/v3" for GitHub Enterprise Server
+	tokenTTL time.Duration
+	pats     []string
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	spec, err := testSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d *githubdouble.Double
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { d.ServeHTTP(w, r) })
+	srv := httptest.NewUnstartedServer(h)
+	if o.tls {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	d = githubdouble.New(githubdouble.Options{
+		Spec: spec, Prefix: o.prefix, AppID: appID, AppKey: &testKey().PublicKey, PATs: o.pats,
+		RunnerURL: srv.URL + o.prefix, TokenTTL: o.tokenTTL, Seed: 7,
+	})
+	t.Cleanup(func() {
+		srv.Close()
+		d.Close()
+		for _, v := range d.Violations() {
+			t.Errorf("GitHub's description violated: %s", v)
+		}
+	})
+	return &env{t: t, d: d, srv: srv, url: srv.URL + o.prefix, log: &syncBuffer{}}
+}
+
+// fastRetry keeps tests quick: short attempts and backoffs.
+var fastRetry = github.RetryOptions{AttemptTimeout: 300 * time.Millisecond, Backoff: 20 * time.Millisecond, Attempts: 6, MaxWait: 5 * time.Second}
+
+// app is a client authenticated as the test App.
+func (e *env) app(mod ...func(*github.Options)) *github.Client {
+	e.t.Helper()
+	o := github.Options{
+		Name: "gh", URL: e.url, AppID: appID, AppPrivateKey: testKeyPEM(), Retry: fastRetry,
+		PollInterval: time.Hour, Log: slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, m := range mod {
+		m(&o)
+	}
+	c, err := github.New(o)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+func (e *env) pool(c *github.Client, o github.PoolOptions) *github.Pool {
+	e.t.Helper()
+	p, err := c.Pool(o)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// noSecretsLogged fails when the driver's log holds any token, JIT
+// configuration or key the double handed out.
+func (e *env) noSecretsLogged() {
+	e.t.Helper()
+	logs := e.log.String()
+	for _, tok := range e.d.Tokens() {
+		if strings.Contains(logs, tok) {
+			e.t.Errorf("an installation token is in the driver's log")
+		}
+	}
+	for name, jit := range e.d.IssuedJITs() {
+		if strings.Contains(logs, jit) {
+			e.t.Errorf("runner %s's JIT configuration is in the driver's log", name)
+		}
+	}
+}
+
+var guest = forge.GuestOptions{AgentPath: "/home/runner/run.sh", User: "runner", UID: 1001, GID: 1001, FetchInterval: time.Second}
+
+// syncBuffer is a log sink tests can read while the driver writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -1,0 +1,192 @@
+// Package github is the forge driver for GitHub Actions (github.com and
+// GitHub Enterprise Server). It exists to give every job its own
+// just-in-time runner: the orchestrator, authenticated as a GitHub App
+// installation (or with a personal access token), asks GitHub for a JIT
+// runner configuration per VM at org, repo or enterprise scope and hands
+// the VM only that configuration; the App key and installation tokens stay
+// on the host. Demand comes from workflow_job webhooks, merged with a
+// polling reconciler that heals missed and out-of-order deliveries. Calls
+// respect GitHub's rate limits and retry transient failures.
+//
+// One Client serves a forge entry of the configuration; each pool gets a
+// Pool of it, so pools naming the same forge share the rate-limit budget,
+// the webhook endpoint and the demand it feeds.
+package github
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bradleyfalzon/ghinstallation/v2"
+	gh "github.com/google/go-github/v93/github"
+)
+
+// Options configure the connection to one GitHub.
+type Options struct {
+	// Name is the forge's name in the configuration, for logs.
+	Name string
+	// URL is the REST API base: https://api.github.com, or
+	// https://HOST/api/v3 for GitHub Enterprise Server.
+	URL string
+	// CAFile holds extra PEM roots for the server's certificate.
+	CAFile string
+	// Token is a personal access token; or set AppID and AppPrivateKey.
+	Token string
+	// AppID, AppPrivateKey and InstallationID authenticate as a GitHub
+	// App; InstallationID 0 looks the installation up from each pool's
+	// scope.
+	AppID          int64
+	AppPrivateKey  []byte
+	InstallationID int64
+	// WebhookSecret checks webhook deliveries; empty turns webhooks off.
+	WebhookSecret string
+	// PollInterval is how often queued jobs are polled; default 30s.
+	PollInterval time.Duration
+	// Retry tunes retries and rate-limit waits; zero values take the
+	// defaults.
+	Retry RetryOptions
+	Log   *slog.Logger
+}
+
+// Client is one GitHub connection: transport, credentials, demand.
+type Client struct {
+	name     string
+	base     *url.URL // API base, with a trailing slash
+	token    string
+	appID    int64
+	key      []byte
+	instID   int64
+	retry    *retryTransport
+	apps     *gh.Client // authenticated as the App (JWT); nil with a token
+	log      *slog.Logger
+	interval time.Duration
+	secret   string
+	demand   *demand
+
+	mu     sync.Mutex
+	pools  []*Pool
+	labels map[string]string // lower case -> the configuration's spelling
+}
+
+// New checks the options and connects nothing yet: the first call does.
+func New(o Options) (*Client, error) {
+	u, err := url.Parse(o.URL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("github: url %q is not an absolute http(s) URL", o.URL)
+	}
+	if !strings.HasSuffix(u.Path, "/") {
+		u.Path += "/"
+	}
+	app := o.AppID != 0 || len(o.AppPrivateKey) > 0
+	switch {
+	case app && o.Token != "":
+		return nil, errors.New("github: give a GitHub App or a token, not both")
+	case !app && o.Token == "":
+		return nil, errors.New("github: give a GitHub App (app id and private key) or a token")
+	case app && (o.AppID == 0 || len(o.AppPrivateKey) == 0):
+		return nil, errors.New("github: a GitHub App needs both its id and its private key")
+	}
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("github: read ca_file: %w", err)
+		}
+		roots, err := x509.SystemCertPool()
+		if err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("github: ca_file %s holds no PEM certificate", o.CAFile)
+		}
+		base.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = 30 * time.Second
+	}
+	log := o.Log.With("forge", o.Name)
+	c := &Client{
+		name: o.Name, base: u, token: o.Token, appID: o.AppID, key: o.AppPrivateKey, instID: o.InstallationID,
+		retry: newRetryTransport(base, o.Retry, log), log: log, interval: o.PollInterval,
+		secret: o.WebhookSecret, demand: newDemand(), labels: map[string]string{},
+	}
+	if app {
+		atr, err := ghinstallation.NewAppsTransport(c.retry, o.AppID, o.AppPrivateKey)
+		if err != nil {
+			return nil, fmt.Errorf("github: app private key: %w", err)
+		}
+		atr.BaseURL = strings.TrimSuffix(u.String(), "/")
+		if c.apps, err = c.newGitHub(atr, ""); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// newGitHub is a go-github client on the API base over tr; a non-empty
+// token authenticates it.
+func (c *Client) newGitHub(tr http.RoundTripper, token string) (*gh.Client, error) {
+	base := c.base.String()
+	// The retry transport waits for rate limits (within bounds); go-github
+	// would refuse calls on its own instead.
+	opts := []gh.ClientOptionsFunc{gh.WithTransport(tr), gh.WithURLs(&base, &base), gh.WithUserAgent("nixos-fireactions"),
+		gh.WithDisableRateLimitCheck()}
+	if token != "" {
+		opts = append(opts, gh.WithAuthToken(token))
+	}
+	cl, err := gh.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("github: client: %w", err)
+	}
+	return cl, nil
+}
+
+// RateLimitRemaining is the API budget left in the current window, as
+// GitHub last said; -1 before any answer.
+func (c *Client) RateLimitRemaining() int { return c.retry.remaining() }
+
+// Scope is where a pool's runners register.
+type Scope struct {
+	Kind       string // "org", "repo" or "enterprise"
+	Org        string
+	Owner      string
+	Repo       string
+	Enterprise string
+}
+
+func (s Scope) String() string {
+	switch s.Kind {
+	case "org":
+		return "org:" + s.Org
+	case "repo":
+		return "repo:" + s.Owner + "/" + s.Repo
+	case "enterprise":
+		return "enterprise:" + s.Enterprise
+	}
+	return s.Kind
+}
+
+// PoolOptions are one pool's settings.
+type PoolOptions struct {
+	Scope Scope
+	// Repos are the repositories (OWNER/NAME) an org or enterprise pool
+	// polls; a repo pool polls its own.
+	Repos []string
+	// Labels are the labels the pool's runners offer.
+	Labels []string
+	// Group is the runner group: a name (org scope) or a numeric id; ""
+	// is the default group.
+	Group string
+}

@@ -1,0 +1,126 @@
+package github
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	gh "github.com/google/go-github/v93/github"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+)
+
+// Pool is one pool's view of GitHub: its scope, its repositories, its
+// runners. It implements forge.Forge and forge.WebhookReceiver.
+type Pool struct {
+	c      *Client
+	scope  Scope
+	repos  []string
+	labels []string
+	group  string
+	gh     *gh.Client
+	log    *slog.Logger
+
+	groupMu sync.Mutex
+	groupID int64 // resolved runner group; 0: not yet
+
+	round     sync.Mutex // held by the reconciler round in flight
+	stateMu   sync.Mutex
+	nextRound time.Time
+	polled    bool // a round has completed
+	cache     runnerCache
+}
+
+var (
+	_ forge.Forge           = (*Pool)(nil)
+	_ forge.WebhookReceiver = (*Pool)(nil)
+)
+
+// Pool adds a pool of this forge.
+func (c *Client) Pool(o PoolOptions) (*Pool, error) {
+	s := o.Scope
+	p := &Pool{c: c, scope: s, labels: o.Labels, group: strings.TrimSpace(o.Group), log: c.log.With("scope", s.String())}
+	numericGroup := false
+	if id, err := strconv.ParseInt(p.group, 10, 64); err == nil && id > 0 {
+		p.groupID, numericGroup = id, true
+	}
+	switch s.Kind {
+	case "org":
+		if s.Org == "" {
+			return nil, fmt.Errorf("github: org scope without an org")
+		}
+		p.repos = o.Repos
+	case "repo":
+		if s.Owner == "" || s.Repo == "" {
+			return nil, fmt.Errorf("github: repo scope without owner/name")
+		}
+		if p.group != "" {
+			return nil, fmt.Errorf("github: scope %s: runner groups exist at org and enterprise scope only", s)
+		}
+		p.repos = []string{s.Owner + "/" + s.Repo}
+	case "enterprise":
+		if s.Enterprise == "" {
+			return nil, fmt.Errorf("github: enterprise scope without an enterprise")
+		}
+		if p.group != "" && !numericGroup {
+			return nil, fmt.Errorf("github: scope %s: give the enterprise runner group's numeric id, not %q", s, p.group)
+		}
+		p.repos = o.Repos
+	default:
+		return nil, fmt.Errorf("github: scope kind %q: want org, repo or enterprise", s.Kind)
+	}
+	if p.group == "" {
+		p.groupID = defaultGroupID
+	}
+	var err error
+	if c.token != "" {
+		p.gh, err = c.newGitHub(c.retry, c.token)
+	} else {
+		p.gh, err = c.newGitHub(&installation{c: c, scope: s, fixed: c.instID, log: p.log}, "")
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pools = append(c.pools, p)
+	for _, l := range o.Labels {
+		if _, ok := c.labels[strings.ToLower(l)]; !ok {
+			c.labels[strings.ToLower(l)] = l
+		}
+	}
+	return p, nil
+}
+
+// defaultGroupID is the id of GitHub's "Default" runner group.
+const defaultGroupID = 1
+
+// Kind implements forge.Forge.
+func (p *Pool) Kind() string { return "github" }
+
+// RateLimitRemaining is the forge's API budget left (metrics read it).
+func (p *Pool) RateLimitRemaining() int { return p.c.RateLimitRemaining() }
+
+// covers reports whether a job of repo (OWNER/NAME) belongs to this pool:
+// its repository, its org's repositories, or (enterprise) the listed
+// repositories and deliveries naming the enterprise.
+func (p *Pool) covers(repo, enterprise string) bool {
+	owner, _, _ := strings.Cut(repo, "/")
+	switch p.scope.Kind {
+	case "org":
+		return strings.EqualFold(owner, p.scope.Org)
+	case "enterprise":
+		if enterprise != "" && strings.EqualFold(enterprise, p.scope.Enterprise) {
+			return true
+		}
+	}
+	for _, r := range p.repos {
+		if strings.EqualFold(r, repo) {
+			return true
+		}
+	}
+	return false
+}

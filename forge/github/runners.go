@@ -1,0 +1,330 @@
+package github
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	gh "github.com/google/go-github/v93/github"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+)
+
+// Register implements forge.Forge: it asks GitHub for a just-in-time
+// runner in the pool's scope, group and labels, and returns the guest
+// plan that hands the VM only that runner's configuration. A runner left
+// behind by a failed attempt (its answer lost) is removed, so no offline
+// runner is leaked.
+func (p *Pool) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Runner, error) {
+	gid, err := p.runnerGroup(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req := gh.CreateJITConfigRequest{Name: spec.Name, RunnerGroupID: gid, Labels: spec.Labels, WorkFolder: gh.Ptr("_work")}
+	jit, err := p.generateJIT(ctx, req)
+	if isStatus(err, http.StatusConflict) {
+		// The name is taken: by our own earlier attempt whose answer was
+		// lost (names are unique per VM). Remove it and ask once more.
+		p.log.Info("runner name taken, by a lost earlier attempt; replacing it", "runner", spec.Name)
+		if err = p.removeNamed(ctx, spec.Name); err == nil {
+			jit, err = p.generateJIT(ctx, req)
+		}
+	}
+	if err == nil && (jit.GetRunner().GetID() == 0 || jit.GetEncodedJITConfig() == "") {
+		err = errors.New("answer has no runner id or configuration")
+	}
+	if err != nil {
+		p.abandon(ctx, spec.Name)
+		return nil, fmt.Errorf("github: register runner %s in %s: %w", spec.Name, p.scope, err)
+	}
+	ref := forge.RunnerRef{ID: strconv.FormatInt(jit.GetRunner().GetID(), 10), Name: spec.Name}
+	return &forge.Runner{RunnerRef: ref, Guest: guestPlan(spec.Guest, jit.GetEncodedJITConfig())}, nil
+}
+
+// abandon removes a runner whose registration failed, if GitHub created
+// it after all; when that fails too, the next runner listing retries.
+func (p *Pool) abandon(ctx context.Context, name string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := p.removeNamed(ctx, name); err != nil {
+		p.log.Warn("could not check for a half-registered runner; will retry", "runner", name, "err", err)
+		p.cache.addPendingName(name)
+	}
+}
+
+// removeNamed removes every runner of the scope with that name.
+func (p *Pool) removeNamed(ctx context.Context, name string) error {
+	list, err := p.listRunners(ctx, name)
+	if err != nil {
+		return err
+	}
+	for _, r := range list {
+		id, _ := strconv.ParseInt(r.ID, 10, 64)
+		if _, err := p.deleteRunner(ctx, id); err != nil && !isStatus(err, http.StatusNotFound) {
+			return fmt.Errorf("github: remove runner %d (%s): %w", id, name, err)
+		}
+	}
+	return nil
+}
+
+// Runners implements forge.Forge. The scope's runner list is read at
+// most once a poll period (it costs API budget; the guests report their
+// own state); runners a delivery said took a job count as busy.
+func (p *Pool) Runners(ctx context.Context, prefix string) ([]forge.RunnerState, error) {
+	list, fresh := p.cache.get(p.c.interval)
+	if !fresh {
+		var err error
+		if list, err = p.listRunners(ctx, ""); err != nil {
+			return nil, err
+		}
+		p.cache.put(list)
+		p.retryPending(ctx, list)
+	}
+	busy := p.c.demand.busyRunners()
+	var out []forge.RunnerState
+	for _, r := range list {
+		if strings.HasPrefix(r.Name, prefix) {
+			r.Busy = r.Busy || busy[r.Name]
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// Remove implements forge.Forge. A runner already gone is not an error; a
+// removal that fails is retried with the next runner listing as well.
+func (p *Pool) Remove(ctx context.Context, r forge.RunnerRef) error {
+	id, err := strconv.ParseInt(r.ID, 10, 64)
+	if err != nil {
+		return fmt.Errorf("github: remove runner %q: id %q is not a number", r.Name, r.ID)
+	}
+	_, err = p.deleteRunner(ctx, id)
+	if err == nil || isStatus(err, http.StatusNotFound) {
+		p.cache.drop(id)
+		return nil
+	}
+	p.cache.addPendingID(id, r.Name)
+	return fmt.Errorf("github: remove runner %d (%s) from %s: %w", id, r.Name, p.scope, err)
+}
+
+// retryPending retries failed removals against a fresh list.
+func (p *Pool) retryPending(ctx context.Context, list []forge.RunnerState) {
+	ids, names := p.cache.pending()
+	for _, r := range list {
+		id, _ := strconv.ParseInt(r.ID, 10, 64)
+		_, byID := ids[id]
+		if !byID && !names[r.Name] {
+			continue
+		}
+		if _, err := p.deleteRunner(ctx, id); err != nil && !isStatus(err, http.StatusNotFound) {
+			p.log.Warn("remove runner (retry)", "runner", r.Name, "err", err)
+			continue
+		}
+		p.log.Info("removed runner on retry", "runner", r.Name)
+		p.cache.drop(id)
+		p.cache.settleName(r.Name)
+	}
+	// Pending removals GitHub no longer lists are done.
+	listed := map[int64]bool{}
+	for _, r := range list {
+		id, _ := strconv.ParseInt(r.ID, 10, 64)
+		listed[id] = true
+	}
+	p.cache.settleAbsent(listed)
+}
+
+// listRunners lists the scope's runners, all or those named name.
+func (p *Pool) listRunners(ctx context.Context, name string) ([]forge.RunnerState, error) {
+	opts := &gh.ListRunnersOptions{ListOptions: gh.ListOptions{PerPage: 100}}
+	if name != "" {
+		opts.Name = gh.Ptr(name)
+	}
+	var out []forge.RunnerState
+	for page := 0; page < maxPages; page++ {
+		var (
+			rs   *gh.Runners
+			resp *gh.Response
+			err  error
+		)
+		switch p.scope.Kind {
+		case "org":
+			rs, resp, err = p.gh.Actions.ListOrganizationRunners(ctx, p.scope.Org, opts)
+		case "repo":
+			rs, resp, err = p.gh.Actions.ListRunners(ctx, p.scope.Owner, p.scope.Repo, opts)
+		case "enterprise":
+			rs, resp, err = p.gh.Enterprise.ListRunners(ctx, p.scope.Enterprise, opts)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("github: list runners of %s: %w", p.scope, err)
+		}
+		for _, r := range rs.Runners {
+			out = append(out, forge.RunnerState{
+				RunnerRef: forge.RunnerRef{ID: strconv.FormatInt(r.GetID(), 10), Name: r.GetName()},
+				Online:    r.GetStatus() == "online",
+				Busy:      r.GetBusy(),
+			})
+		}
+		if resp.NextPage == 0 {
+			break
+		}
+		opts.Page = resp.NextPage
+	}
+	return out, nil
+}
+
+func (p *Pool) generateJIT(ctx context.Context, req gh.CreateJITConfigRequest) (*gh.JITRunnerConfig, error) {
+	var (
+		jit *gh.JITRunnerConfig
+		err error
+	)
+	switch p.scope.Kind {
+	case "org":
+		jit, _, err = p.gh.Actions.CreateOrgJITConfig(ctx, p.scope.Org, req)
+	case "repo":
+		jit, _, err = p.gh.Actions.CreateRepoJITConfig(ctx, p.scope.Owner, p.scope.Repo, req)
+	case "enterprise":
+		jit, _, err = p.gh.Enterprise.CreateJITConfig(ctx, p.scope.Enterprise, req)
+	}
+	return jit, err
+}
+
+func (p *Pool) deleteRunner(ctx context.Context, id int64) (*gh.Response, error) {
+	switch p.scope.Kind {
+	case "org":
+		return p.gh.Actions.RemoveOrganizationRunner(ctx, p.scope.Org, id)
+	case "repo":
+		return p.gh.Actions.RemoveRunner(ctx, p.scope.Owner, p.scope.Repo, id)
+	}
+	return p.gh.Enterprise.RemoveRunner(ctx, p.scope.Enterprise, id)
+}
+
+// runnerGroup is the runner group's id: given as a number, the default
+// group, or looked up by name in the org once.
+func (p *Pool) runnerGroup(ctx context.Context) (int64, error) {
+	p.groupMu.Lock()
+	defer p.groupMu.Unlock()
+	if p.groupID != 0 {
+		return p.groupID, nil
+	}
+	opts := &gh.ListOrgRunnerGroupOptions{ListOptions: gh.ListOptions{PerPage: 100}}
+	for page := 0; page < maxPages; page++ {
+		groups, resp, err := p.gh.Actions.ListOrganizationRunnerGroups(ctx, p.scope.Org, opts)
+		if err != nil {
+			return 0, fmt.Errorf("github: list runner groups of org %s: %w", p.scope.Org, err)
+		}
+		for _, g := range groups.RunnerGroups {
+			if strings.EqualFold(g.GetName(), p.group) {
+				p.groupID = g.GetID()
+				return p.groupID, nil
+			}
+		}
+		if resp.NextPage == 0 {
+			break
+		}
+		opts.Page = resp.NextPage
+	}
+	return 0, fmt.Errorf("github: org %s has no runner group %q", p.scope.Org, p.group)
+}
+
+// runnerCache is the scope's runner list, read at most once a period,
+// and the removals still to retry.
+type runnerCache struct {
+	mu           sync.Mutex
+	at           time.Time
+	list         []forge.RunnerState
+	pendingIDs   map[int64]string
+	pendingNames map[string]bool
+}
+
+func (c *runnerCache) get(ttl time.Duration) ([]forge.RunnerState, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() || time.Since(c.at) >= ttl {
+		return nil, false
+	}
+	return append([]forge.RunnerState(nil), c.list...), true
+}
+
+func (c *runnerCache) put(list []forge.RunnerState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.list, c.at = list, time.Now()
+}
+
+// drop forgets a removed runner.
+func (c *runnerCache) drop(id int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pendingIDs, id)
+	ref := strconv.FormatInt(id, 10)
+	for i, r := range c.list {
+		if r.ID == ref {
+			c.list = append(c.list[:i:i], c.list[i+1:]...)
+			break
+		}
+	}
+}
+
+func (c *runnerCache) addPendingID(id int64, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pendingIDs == nil {
+		c.pendingIDs = map[int64]string{}
+	}
+	c.pendingIDs[id] = name
+	c.at = time.Time{} // list again soon, to retry
+}
+
+func (c *runnerCache) addPendingName(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pendingNames == nil {
+		c.pendingNames = map[string]bool{}
+	}
+	c.pendingNames[name] = true
+	c.at = time.Time{}
+}
+
+func (c *runnerCache) pending() (map[int64]string, map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids, names := map[int64]string{}, map[string]bool{}
+	for k, v := range c.pendingIDs {
+		ids[k] = v
+	}
+	for k := range c.pendingNames {
+		names[k] = true
+	}
+	return ids, names
+}
+
+func (c *runnerCache) settleName(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pendingNames, name)
+}
+
+// settleAbsent ends the pending removals of runners no longer listed.
+func (c *runnerCache) settleAbsent(listed map[int64]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id := range c.pendingIDs {
+		if !listed[id] {
+			delete(c.pendingIDs, id)
+		}
+	}
+	for name := range c.pendingNames {
+		found := false
+		for _, r := range c.list {
+			found = found || r.Name == name
+		}
+		if !found {
+			delete(c.pendingNames, name)
+		}
+	}
+}

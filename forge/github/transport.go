@@ -1,0 +1,249 @@
+package github
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// RetryOptions tune how calls are retried and how long rate limits are
+// waited for; zero values take the defaults.
+type RetryOptions struct {
+	// AttemptTimeout bounds one attempt; default 15s.
+	AttemptTimeout time.Duration
+	// Attempts is the most tries of one call; default 5.
+	Attempts int
+	// Backoff is the first wait after a failure; it doubles up to 16
+	// times as long, with jitter. Default 500ms.
+	Backoff time.Duration
+	// MaxWait is the longest a call waits for a rate limit to lift; a
+	// longer limit fails the call at once. Default 1m.
+	MaxWait time.Duration
+}
+
+func (o RetryOptions) withDefaults() RetryOptions {
+	if o.AttemptTimeout <= 0 {
+		o.AttemptTimeout = 15 * time.Second
+	}
+	if o.Attempts <= 0 {
+		o.Attempts = 5
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = 500 * time.Millisecond
+	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = time.Minute
+	}
+	return o
+}
+
+// retryTransport sends GitHub calls: it tracks the rate limit GitHub
+// reports (X-RateLimit-Remaining/Reset), waits out an exhausted budget
+// and secondary limits (Retry-After) before sending, and retries
+// timeouts, connection failures, 5xx and rate-limit answers with backoff.
+type retryTransport struct {
+	next http.RoundTripper
+	o    RetryOptions
+	log  *slog.Logger
+
+	mu        sync.Mutex
+	left      int       // X-RateLimit-Remaining; -1 unknown
+	reset     time.Time // X-RateLimit-Reset
+	holdUntil time.Time // a secondary limit's Retry-After
+}
+
+func newRetryTransport(next http.RoundTripper, o RetryOptions, log *slog.Logger) *retryTransport {
+	return &retryTransport{next: next, o: o.withDefaults(), log: log, left: -1}
+}
+
+func (t *retryTransport) remaining() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.left
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	for attempt := 1; ; attempt++ {
+		if err := t.waitLimits(ctx, req); err != nil {
+			return nil, err
+		}
+		r := req
+		if attempt > 1 {
+			var err error
+			if r, err = rewound(req); err != nil {
+				return nil, err
+			}
+		}
+		actx, cancel := context.WithTimeout(ctx, t.o.AttemptTimeout)
+		resp, err := t.next.RoundTrip(r.WithContext(actx))
+		if err == nil {
+			t.record(resp)
+		}
+		wait, why := t.classify(ctx, resp, err, attempt)
+		last := attempt >= t.o.Attempts || (req.Body != nil && req.GetBody == nil)
+		if why == "" || last || wait > t.o.MaxWait {
+			if err != nil {
+				cancel()
+				return nil, err
+			}
+			resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+			return resp, nil
+		}
+		if resp != nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+		}
+		cancel()
+		t.log.Debug("github call failed; retrying", "method", req.Method, "path", req.URL.Path,
+			"attempt", attempt, "reason", why, "wait", wait.Round(time.Millisecond))
+		if err := sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// classify says whether an attempt's outcome is worth another, why, and
+// how long to wait first.
+func (t *retryTransport) classify(ctx context.Context, resp *http.Response, err error, attempt int) (time.Duration, string) {
+	backoff := t.backoff(attempt)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, "" // the caller gave up
+		}
+		return backoff, "transport: " + err.Error()
+	}
+	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"))
+	switch code := resp.StatusCode; {
+	case code == http.StatusTooManyRequests || (code == http.StatusForbidden && retryAfter > 0):
+		if retryAfter == 0 { // GitHub's advice: a minute, or until the reset
+			retryAfter = time.Minute
+			if resp.Header.Get("X-RateLimit-Remaining") == "0" {
+				retryAfter = t.untilReset()
+			}
+		}
+		t.hold(retryAfter)
+		return retryAfter, fmt.Sprintf("secondary rate limit (%d)", code)
+	case code == http.StatusForbidden && resp.Header.Get("X-RateLimit-Remaining") == "0":
+		return t.untilReset(), "rate limit exhausted"
+	case code >= 500:
+		return backoff, resp.Status
+	}
+	return 0, ""
+}
+
+// backoff is the wait after a failed attempt: doubling from Backoff, at
+// most 16 times it, with jitter in its upper half.
+func (t *retryTransport) backoff(attempt int) time.Duration {
+	d := t.o.Backoff << min(attempt-1, 4)
+	return d/2 + rand.N(d/2+1)
+}
+
+// record keeps the rate limit GitHub reports.
+func (t *retryTransport) record(resp *http.Response) {
+	left, err := strconv.Atoi(resp.Header.Get("X-RateLimit-Remaining"))
+	if err != nil {
+		return
+	}
+	reset, _ := strconv.ParseInt(resp.Header.Get("X-RateLimit-Reset"), 10, 64)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.left = left
+	if reset > 0 {
+		t.reset = time.Unix(reset, 0)
+	}
+}
+
+func (t *retryTransport) untilReset() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return max(time.Until(t.reset)+time.Second, time.Second)
+}
+
+func (t *retryTransport) hold(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if until := time.Now().Add(d); until.After(t.holdUntil) {
+		t.holdUntil = until
+	}
+}
+
+// waitLimits waits, before sending, while the budget is spent or a
+// secondary limit holds; a wait longer than MaxWait fails the call.
+func (t *retryTransport) waitLimits(ctx context.Context, req *http.Request) error {
+	t.mu.Lock()
+	var until time.Time
+	why := ""
+	if t.left == 0 && time.Now().Before(t.reset) {
+		until, why = t.reset.Add(time.Second), "rate limit exhausted"
+	}
+	if t.holdUntil.After(until) {
+		until, why = t.holdUntil, "secondary rate limit"
+	}
+	t.mu.Unlock()
+	wait := time.Until(until)
+	if wait <= 0 {
+		return nil
+	}
+	if wait > t.o.MaxWait {
+		return fmt.Errorf("github: %s %s: %s until %s", req.Method, req.URL.Path, why, until.UTC().Format(time.RFC3339))
+	}
+	t.log.Info("waiting for the github rate limit", "reason", why, "wait", wait.Round(time.Millisecond))
+	return sleep(ctx, wait)
+}
+
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if at, err := http.ParseTime(v); err == nil {
+		return max(time.Until(at), 0)
+	}
+	return 0
+}
+
+// rewound is req again with a fresh body, for another attempt.
+func rewound(req *http.Request) (*http.Request, error) {
+	r := req.Clone(req.Context())
+	if req.Body != nil && req.GetBody != nil {
+		b, err := req.GetBody()
+		if err != nil {
+			return nil, fmt.Errorf("github: rewind request body: %w", err)
+		}
+		r.Body = b
+	}
+	return r, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// cancelBody ends an attempt's context once its body is closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}

@@ -1,0 +1,137 @@
+package github
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	gh "github.com/google/go-github/v93/github"
+)
+
+// ServeWebhook implements forge.WebhookReceiver for GitHub's webhooks:
+// the X-Hub-Signature-256 HMAC is checked in constant time (401 when it
+// does not match), a delivery id seen before is acknowledged and ignored,
+// and workflow_job deliveries for the forge's pools update the queue;
+// kick is called when it changed. Every pool of a forge serves the same
+// endpoint and feeds the same queue.
+func (p *Pool) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
+	p.c.serveWebhook(w, r, kick)
+}
+
+func (c *Client) serveWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
+	if c.secret == "" {
+		hookAnswer(w, http.StatusNotFound, "webhooks are off for this forge: set webhook_secret_file")
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			hookAnswer(w, http.StatusRequestEntityTooLarge, "body too large")
+			return
+		}
+		hookAnswer(w, http.StatusBadRequest, "read body")
+		return
+	}
+	delivery := r.Header.Get("X-GitHub-Delivery")
+	if !signed(c.secret, r.Header.Get("X-Hub-Signature-256"), body) {
+		c.log.Warn("github webhook refused: bad signature", "delivery", delivery, "remote", r.RemoteAddr)
+		hookAnswer(w, http.StatusUnauthorized, "signature does not match")
+		return
+	}
+	event := r.Header.Get("X-GitHub-Event")
+	var ev gh.WorkflowJobEvent
+	var extra struct { // what go-github's event type leaves out
+		Enterprise struct {
+			Slug string `json:"slug"`
+		} `json:"enterprise"`
+	}
+	if event == "workflow_job" {
+		err1, err2 := json.Unmarshal(body, &ev), json.Unmarshal(body, &extra)
+		if err1 != nil || err2 != nil || ev.WorkflowJob == nil || ev.Repo == nil {
+			hookAnswer(w, http.StatusBadRequest, "not a workflow_job payload")
+			return
+		}
+	}
+	if delivery != "" && !c.demand.fresh(delivery) {
+		hookAnswer(w, http.StatusOK, "duplicate delivery ignored")
+		return
+	}
+	switch event {
+	case "ping":
+		hookAnswer(w, http.StatusOK, "pong")
+	case "workflow_job":
+		changed, why := c.observeDelivery(&ev, extra.Enterprise.Slug)
+		c.log.Debug("github webhook", "delivery", delivery, "action", ev.GetAction(),
+			"job", ev.WorkflowJob.GetID(), "repo", ev.Repo.GetFullName(), "result", why)
+		if changed {
+			kick()
+		}
+		hookAnswer(w, http.StatusOK, why)
+	default:
+		hookAnswer(w, http.StatusAccepted, "event ignored")
+	}
+}
+
+// observeDelivery records a workflow_job delivery: the action is the
+// job's new state ("queued" even when the payload's status still says
+// "waiting").
+func (c *Client) observeDelivery(ev *gh.WorkflowJobEvent, enterprise string) (changed bool, why string) {
+	repo := ev.Repo.GetFullName()
+	if !c.inScope(repo, enterprise) {
+		return false, "not a repository of this forge's pools"
+	}
+	st := parseStatus(ev.GetAction())
+	if st == 0 {
+		return false, "action ignored"
+	}
+	j := ev.WorkflowJob
+	changed = c.demand.observe(jobState{
+		id: j.GetID(), repo: repo, enterprise: enterprise, labels: j.Labels, status: st,
+		queuedAt: j.GetCreatedAt().Time, runner: j.GetRunnerName(),
+	}, time.Now())
+	if changed {
+		return true, "queue changed"
+	}
+	return false, "queue unchanged"
+}
+
+// inScope reports whether any pool of the forge covers the repository.
+func (c *Client) inScope(repo, enterprise string) bool {
+	c.mu.Lock()
+	pools := c.pools
+	c.mu.Unlock()
+	for _, p := range pools {
+		if p.covers(repo, enterprise) {
+			return true
+		}
+	}
+	return false
+}
+
+// signed checks GitHub's "sha256=HEX" HMAC of the body in constant time.
+func signed(secret, header string, body []byte) bool {
+	hexSum, ok := strings.CutPrefix(header, "sha256=")
+	if !ok {
+		return false
+	}
+	got, err := hex.DecodeString(hexSum)
+	if err != nil {
+		return false
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return hmac.Equal(got, m.Sum(nil))
+}
+
+func hookAnswer(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, msg+"\n")
+}

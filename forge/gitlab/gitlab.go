@@ -1,0 +1,188 @@
+// Package gitlab is the forge driver for GitLab CI.
+//
+// For each VM the orchestrator creates a GitLab runner of the pool's scope
+// (instance, group or project) on the host, with POST /user/runners and
+// the scope-wide access token, and hands the VM only that runner's own
+// authentication token (glrt-…), inside a gitlab-runner config.toml the
+// guest agent writes. The guest runs `gitlab-runner run-single
+// --max-builds 1`: one job, then the VM powers off and the runner is
+// deleted. Demand comes from polling the scope's pending jobs and from Job
+// Hook webhooks. The driver talks to GitLab through GitLab's official Go
+// client.
+package gitlab
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	gl "gitlab.com/gitlab-org/api/client-go/v2"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+)
+
+// Scope kinds: where runners are created and whose jobs they take.
+const (
+	ScopeInstance = "instance"
+	ScopeGroup    = "group"
+	ScopeProject  = "project"
+)
+
+// Scope is a GitLab instance, group or project.
+type Scope struct {
+	Kind string // ScopeInstance, ScopeGroup or ScopeProject
+	Path string // full path of the group or project ("group/sub/project")
+}
+
+// RunnerSettings are the pool's GitLab runner settings.
+type RunnerSettings struct {
+	RunUntagged    bool          // also take jobs without tags
+	Locked         bool          // a project runner stays with its project
+	AccessLevel    string        // "not_protected" or "ref_protected"
+	MaximumTimeout time.Duration // 0: none
+	Executor       string        // "shell" or "docker"
+}
+
+// Options configure one pool's GitLab scope.
+type Options struct {
+	URL           string // GitLab's base URL as the host reaches it
+	GuestURL      string // as guests reach it; default URL
+	Token         string // scope-wide access token; stays on the host
+	CAFile        string // extra PEM roots for a self-managed GitLab's certificate
+	WebhookSecret string // the X-Gitlab-Token webhooks must carry; "" refuses them
+	Scope         Scope
+	Pool          string // the pool's name, for runner descriptions
+	Runner        RunnerSettings
+	// BootTimeout is the pool's boot timeout: a runner token that
+	// expires sooner than it (plus a minute) is useless.
+	BootTimeout time.Duration
+	// MaxPolledProjects bounds how many projects (the most recently
+	// active) a group or instance scope polls; default 20.
+	MaxPolledProjects int
+	// RequestTimeout bounds each API request; default 30s.
+	RequestTimeout time.Duration
+	Log            *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Forge is one GitLab scope.
+type Forge struct {
+	o        Options
+	api      *gl.Client
+	guestURL string
+	caPEM    []byte
+	secret   [32]byte // sha256 of the webhook secret
+	log      *slog.Logger
+
+	mu       sync.Mutex
+	scopeID  int64                // the group's or project's numeric ID, once known
+	tokens   map[int64]string     // runner id -> its own token, for removal by token
+	suspects map[string]time.Time // runner names a failed create may have left
+	polled   pollState
+	hooked   map[int64]hookedJob // pending jobs learnt from webhooks
+	seen     recent              // webhook deliveries already handled
+}
+
+var (
+	_ forge.Forge           = (*Forge)(nil)
+	_ forge.WebhookReceiver = (*Forge)(nil)
+)
+
+// New checks the options and returns the driver. It makes no request.
+func New(o Options) (*Forge, error) {
+	u, err := url.Parse(o.URL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("gitlab: url %q is not an absolute http(s) URL", o.URL)
+	}
+	switch o.Scope.Kind {
+	case ScopeInstance:
+	case ScopeGroup, ScopeProject:
+		if o.Scope.Path == "" {
+			return nil, fmt.Errorf("gitlab: %s scope without a path", o.Scope.Kind)
+		}
+	default:
+		return nil, fmt.Errorf("gitlab: unknown scope kind %q", o.Scope.Kind)
+	}
+	if o.Token == "" {
+		return nil, fmt.Errorf("gitlab: no access token")
+	}
+	if o.Runner.Executor == "" {
+		o.Runner.Executor = "shell"
+	}
+	if o.Runner.Executor != "shell" && o.Runner.Executor != "docker" {
+		return nil, fmt.Errorf("gitlab: executor %q: want shell or docker", o.Runner.Executor)
+	}
+	if o.Runner.AccessLevel == "" {
+		o.Runner.AccessLevel = "not_protected"
+	}
+	if o.BootTimeout <= 0 {
+		o.BootTimeout = 2 * time.Minute
+	}
+	if o.MaxPolledProjects <= 0 {
+		o.MaxPolledProjects = 20
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 30 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	base := strings.TrimRight(o.URL, "/")
+	guest := strings.TrimRight(o.GuestURL, "/")
+	if guest == "" {
+		guest = base
+	}
+	hc := &http.Client{Timeout: o.RequestTimeout}
+	var caPEM []byte
+	if o.CAFile != "" {
+		caPEM, err = os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("gitlab: read ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return nil, fmt.Errorf("gitlab: ca_file %s holds no PEM certificate", o.CAFile)
+		}
+		hc.Transport = &http.Transport{
+			Proxy:           http.ProxyFromEnvironment,
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		}
+	}
+	api, err := gl.NewClient(o.Token,
+		gl.WithBaseURL(base),
+		gl.WithHTTPClient(hc),
+		// A POST that may have reached GitLab is never repeated: a
+		// repeated runner creation would leave a runner no VM holds.
+		gl.WithOnlyIdempotentRetries(),
+		gl.WithCustomRetryMax(3),
+		gl.WithCustomRetryWaitMinMax(200*time.Millisecond, 2*time.Second),
+		gl.WithURLWarningLogger(o.Log),
+		gl.WithUserAgent("fireactions"),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("gitlab: %w", err)
+	}
+	return &Forge{
+		o: o, api: api, guestURL: guest, caPEM: caPEM, log: o.Log,
+		secret: sha256.Sum256([]byte(o.WebhookSecret)),
+		tokens: map[int64]string{}, suspects: map[string]time.Time{}, hooked: map[int64]hookedJob{},
+	}, nil
+}
+
+// Kind implements forge.Forge.
+func (f *Forge) Kind() string { return "gitlab" }

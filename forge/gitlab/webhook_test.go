@@ -1,0 +1,185 @@
+package gitlab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"sort"
+	"testing"
+
+	gl "gitlab.com/gitlab-org/api/client-go/v2"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+)
+
+// delivery posts a webhook to the driver and returns the status and
+// whether it kicked the pools.
+func delivery(f *Forge, event, token, uuid string, body []byte) (int, bool) {
+	req := httptest.NewRequest(http.MethodPost, "/webhooks/gitlab", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if event != "" {
+		req.Header.Set("X-Gitlab-Event", event)
+	}
+	if token != "" {
+		req.Header.Set("X-Gitlab-Token", token)
+	}
+	if uuid != "" {
+		req.Header.Set("X-Gitlab-Event-UUID", uuid)
+	}
+	w := httptest.NewRecorder()
+	kicked := false
+	f.ServeWebhook(w, req, func() { kicked = true })
+	return w.Code, kicked
+}
+
+func readTestdata(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestDocumentedJobHookPayloadsParse: Job Hook payloads shaped as GitLab
+// documents job events parse with client-go's webhook parser.
+func TestDocumentedJobHookPayloadsParse(t *testing.T) {
+	for _, tc := range []struct {
+		file, status string
+		runnerTags   []string
+		finished     string
+	}{
+		{"job-hook-pending.json", "pending", nil, ""},
+		{"job-hook-running.json", "running", []string{"linux", "x86_64"}, ""},
+		{"job-hook-success.json", "success", []string{"linux", "x86_64"}, "2026-03-02 09:15:02 UTC"},
+	} {
+		t.Run(tc.status, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/", nil)
+			req.Header.Set("X-Gitlab-Event", "Job Hook")
+			if gl.HookEventType(req) != gl.EventTypeJob {
+				t.Fatalf("event type %q", gl.HookEventType(req))
+			}
+			ev, err := gl.ParseWebhook(gl.HookEventType(req), readTestdata(t, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			j, ok := ev.(*gl.JobEvent)
+			if !ok {
+				t.Fatalf("parsed to %T", ev)
+			}
+			if j.ObjectKind != "build" || j.BuildID != 7 || j.BuildStatus != tc.status || j.ProjectID != 2 ||
+				j.Project.PathWithNamespace != "acme/app" || !slices.Equal(j.Runner.Tags, tc.runnerTags) ||
+				j.BuildFinishedAt != tc.finished || j.BuildCreatedAt != "2026-03-02 09:14:05 UTC" {
+				t.Fatalf("event = %+v", j)
+			}
+		})
+	}
+}
+
+// TestDoublesJobHookHasTheDocumentedShape holds the double's payloads to
+// the documented ones: the same keys, in the payload and its objects.
+func TestDoublesJobHookHasTheDocumentedShape(t *testing.T) {
+	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
+	id := e.gl.AddJob("acme/app", "unit-tests", []string{"linux"}, "true")
+	keys := func(b []byte) map[string][]string {
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][]string{}
+		for k, v := range m {
+			out[""] = append(out[""], k)
+			if sub, ok := v.(map[string]any); ok {
+				for sk := range sub {
+					out[k] = append(out[k], sk)
+				}
+			}
+		}
+		for _, v := range out {
+			sort.Strings(v)
+		}
+		return out
+	}
+	got, want := keys(e.gl.JobHook(id)), keys(readTestdata(t, "job-hook-pending.json"))
+	for k, w := range want {
+		if !slices.Equal(got[k], w) {
+			t.Errorf("keys of %q: double %v, documented %v", k, got[k], w)
+		}
+	}
+}
+
+// TestWebhookTokenIsChecked: a delivery without the secret is refused.
+func TestWebhookTokenIsChecked(t *testing.T) {
+	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
+	body := readTestdata(t, "job-hook-pending.json")
+	for _, tok := range []string{"", "wrong", "hook-secre", "hook-secret2"} {
+		if code, kicked := delivery(e.f, "Job Hook", tok, "", body); code != http.StatusUnauthorized || kicked {
+			t.Errorf("token %q: %d, kicked %v", tok, code, kicked)
+		}
+	}
+	noSecret := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"}, func(o *Options) { o.WebhookSecret = "" })
+	if code, _ := delivery(noSecret.f, "Job Hook", "", "", body); code != http.StatusUnauthorized {
+		t.Errorf("with no secret configured: %d", code)
+	}
+	if code, kicked := delivery(e.f, "Push Hook", "hook-secret", "", []byte(`{"object_kind":"push"}`)); code != http.StatusNoContent || kicked {
+		t.Errorf("push event: %d, kicked %v", code, kicked)
+	}
+	if code, _ := delivery(e.f, "Job Hook", "hook-secret", "", []byte(`{"object_kind":`)); code != http.StatusBadRequest {
+		t.Errorf("broken payload: %d", code)
+	}
+}
+
+// TestPendingJobHookIsDemandUntilItRuns: the documented pending payload
+// makes the job queued demand (its tags looked up), a duplicate delivery
+// is ignored, and the running payload ends the demand.
+func TestPendingJobHookIsDemandUntilItRuns(t *testing.T) {
+	// A group scope that polls only one project: acme/app (ID 2) is
+	// known from the webhook alone.
+	e := newEnv(t, Scope{Kind: ScopeGroup, Path: "acme"}, func(o *Options) { o.MaxPolledProjects = 1 })
+	if id := e.gl.AddJob("acme/app", "unit-tests", []string{"linux", "x86_64"}, "true"); id != 7 {
+		t.Fatalf("job id %d: the testdata payload names job 7 of project 2", id)
+	}
+	e.gl.AddJob("acme/sub/lib", "newer", []string{"other"}, "true") // the polled project
+	ctx := context.Background()
+	before, _ := e.f.QueuedJobs(ctx)
+	if slices.Contains(jobIDs(before), "7") {
+		t.Fatalf("job 7 polled although its project is beyond MaxPolledProjects: %v", jobIDs(before))
+	}
+	code, kicked := delivery(e.f, "Job Hook", "hook-secret", "uuid-1", readTestdata(t, "job-hook-pending.json"))
+	if code != http.StatusNoContent || !kicked {
+		t.Fatalf("pending hook: %d, kicked %v", code, kicked)
+	}
+	if _, kicked := delivery(e.f, "Job Hook", "hook-secret", "uuid-1", readTestdata(t, "job-hook-pending.json")); kicked {
+		t.Fatal("a redelivery kicked again")
+	}
+	js, err := e.f.QueuedJobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(js, func(j forge.Job) bool { return j.ID == "7" })
+	if i < 0 || !slices.Equal(js[i].Labels, []string{"linux", "x86_64"}) || js[i].Repo != "acme/app" {
+		t.Fatalf("queued after the hook = %+v", js)
+	}
+	if _, kicked := delivery(e.f, "Job Hook", "hook-secret", "uuid-2", readTestdata(t, "job-hook-running.json")); !kicked {
+		t.Fatal("the running hook did not kick")
+	}
+	js, _ = e.f.QueuedJobs(ctx)
+	if slices.Contains(jobIDs(js), "7") {
+		t.Fatalf("job 7 still queued after its running hook: %v", jobIDs(js))
+	}
+}
+
+func TestJobHookOutsideTheScopeIsIgnored(t *testing.T) {
+	e := newEnv(t, Scope{Kind: ScopeGroup, Path: "other"})
+	e.gl.AddJob("acme/app", "unit-tests", []string{"linux"}, "true")
+	if code, kicked := delivery(e.f, "Job Hook", "hook-secret", "", readTestdata(t, "job-hook-pending.json")); code != http.StatusNoContent || kicked {
+		t.Fatalf("hook of another group's project: %d, kicked %v", code, kicked)
+	}
+	if slices.Contains(e.gl.Calls(), "GET /api/v4/projects/2/jobs/7") {
+		t.Fatal("looked up a job outside the scope")
+	}
+}

@@ -1,0 +1,164 @@
+# What `make nix-check` evaluates (nix-instantiate --eval --strict --json)
+# and feeds to `fireactions validate --offline`: plain Nix only, so it runs
+# without nixpkgs. Store paths are stand-ins; the NixOS modules pass real
+# ones to the same functions.
+{ registry ? builtins.fromJSON (builtins.readFile ../hosts/registry.json) }:
+let
+  l = import ./lib;
+  inherit (l) spec options settings presets faces hive;
+  inherit (builtins) attrNames listToAttrs concatMap mapAttrs;
+
+  paths = face: {
+    agent = "/nix/store/00000000000000000000000000000000-${face}/bin/fireactions-agent";
+    qemu = "/nix/store/00000000000000000000000000000000-qemu/bin/qemu-system-x86_64";
+    kernel = "/nix/store/00000000000000000000000000000000-linux/bzImage";
+    modulesDir = "/nix/store/00000000000000000000000000000000-linux/lib/modules/6.12.8";
+  };
+
+  # microvm-base as the modules leave it: the registry cache adds its port
+  # to guestPorts.tcp (nix/modules/registry-cache.nix does the same).
+  baseOf = services:
+    let
+      b = spec.withDefaults options.microvm-base (services.microvm-base or { });
+      cache = spec.withDefaults options.registry-cache (services.registry-cache or { });
+    in
+    b // { guestPorts = b.guestPorts // { tcp = b.guestPorts.tcp ++ l.util.optional cache.enable cache.port; }; };
+
+  renderFace = { face, services, hostName }:
+    settings.render {
+      inherit face hostName;
+      opts = spec.withDefaults (options.orchestrator face) services.${face};
+      paths = paths face;
+      base = baseOf services;
+    };
+
+  # The preset of one size and forge as a whole host: one forge with
+  # placeholder credentials, one pool.
+  presetServices = { face, size }:
+    let forgeType = faces.${face}.forge; in {
+      ${face} = {
+        enable = true;
+        forges.${forgeType} = presets.exampleForges.${forgeType};
+        pools.default = { inherit size; scope = presets.exampleScopes.${forgeType}; };
+      };
+    };
+  presetConfig = face: size: renderFace { inherit face; services = presetServices { inherit face size; }; hostName = "preset-check"; };
+
+  # Every module's options, as the services.* they are set under.
+  allOptions = { inherit (options) microvm-base registry-cache; }
+    // listToAttrs (map (f: { name = f; value = options.orchestrator f; }) (attrNames faces));
+
+  plans = hive.plans registry;
+  enabledFaces = services: builtins.filter (f: (services.${f}.enable or false)) (attrNames faces);
+in
+{
+  # The 9 presets, by <face>-<size>, as configuration files.
+  presets = listToAttrs (concatMap
+    (face: map (size: { name = "${face}-${size}"; value = presetConfig face size; }) (attrNames l.sizes))
+    (attrNames faces));
+
+  # A deliberately wrong preset: a size no VM can have, put through the
+  # same mkPool. The binary must reject the configuration.
+  broken = presetConfig "fireteact" "small" // {
+    pools = [
+      (presets.mkPool {
+        face = "fireteact";
+        name = "default";
+        forge = "gitea";
+        forgeType = "gitea";
+        size = "broken";
+        sizes' = { broken = { vcpus = 0; memory_mib = 64; max = 0; min_idle = 1; }; };
+        kernel = (paths "fireteact").kernel;
+      })
+    ];
+  };
+
+  # The example fleet: registry problems, option type errors, and one
+  # configuration file per host and enabled face ("host/face").
+  hosts = {
+    errors = hive.errors registry;
+    optionErrors = concatMap
+      (p: map (e: "host ${p.name}: ${e}") (spec.check allOptions "services" p.services))
+      (builtins.attrValues plans);
+    configs = listToAttrs (concatMap
+      (p: map
+        (face: {
+          name = "${p.name}/${face}";
+          value = renderFace { inherit face; services = p.services; hostName = p.name; };
+        })
+        (enabledFaces p.services))
+      (builtins.attrValues plans));
+    profiles = mapAttrs (_: p: p.profiles) plans;
+    secrets = mapAttrs (_: p: hive.sopsSecrets p.services) plans;
+    modules = mapAttrs (_: p: p.modules) plans;
+  };
+
+  # The documentation's examples (nix/examples/*.nix, modules that use no
+  # module arguments): option errors and configuration files by
+  # "example/face".
+  examples =
+    let
+      files = builtins.filter (n: builtins.match ".*\\.nix" n != null) (attrNames (builtins.readDir ./examples));
+      load = n: { name = builtins.replaceStrings [ ".nix" ] [ "" ] n; services = ((import (./examples + "/${n}")) { }).services; };
+      all = map load files;
+      ours = services: builtins.intersectAttrs allOptions services;
+    in
+    {
+      names = map (e: e.name) all;
+      optionErrors = concatMap (e: map (x: "example ${e.name}: ${x}") (spec.check allOptions "services" (ours e.services))) all;
+      configs = listToAttrs (concatMap
+        (e: map
+          (face: { name = "${e.name}/${face}"; value = renderFace { inherit face; services = e.services; hostName = "ci"; }; })
+          (enabledFaces e.services))
+        all);
+    };
+
+  # The modules' bodies, evaluated with stand-ins for nixpkgs (stubs.nix)
+  # on the "all three forges" example: what each declares and defines.
+  modules =
+    let
+      st = import ./stubs.nix;
+      example = ((import ./examples/multi.nix) { }).services;
+      base = spec.withDefaults options.microvm-base (example.microvm-base or { });
+      config = {
+        networking.hostName = "ci";
+        services = {
+          microvm-base = base // {
+            qemu.package = st.pkgs.qemu_kvm;
+            enable = true; # as the orchestrator modules set it
+            guestPorts = base.guestPorts // { tcp = [ 5000 ]; }; # as registry-cache adds it
+            kernel = base.kernel // { image = "${st.pkgs.linuxPackages.kernel}/bzImage"; modulesDir = null; };
+            # as the three orchestrator modules register them
+            bridges = listToAttrs (map (f: { name = faces.${f}.bridge; value = { cidr = faces.${f}.cidr; owner = f; tcpPorts = [ 8089 ]; }; }) (attrNames faces));
+          };
+          registry-cache = spec.withDefaults options.registry-cache example.registry-cache // { package = st.pkgs.zot; };
+        } // listToAttrs (map (f: { name = f; value = spec.withDefaults (options.orchestrator f) example.${f} // { package = st.package f; }; }) (attrNames faces));
+      };
+      args = { inherit config; inherit (st) lib pkgs; };
+      eval = m: let r = m args; in { options = st.optionNames r.options; config = st.resolve r.config; };
+    in
+    {
+      microvm-base = eval (import ./modules/microvm-base.nix);
+      registry-cache = eval (import ./modules/registry-cache.nix);
+    } // listToAttrs (map (f: { name = f; value = eval (import (./modules + "/${f}.nix") { defaultPackage = _: st.package f; }); }) (attrNames faces))
+    // {
+      profiles = builtins.mapAttrs (_: m: let r = m { inherit (st) lib; }; in { imports = map toString r.imports; config = st.resolve r.config; }) (import ./profiles);
+    };
+
+  # The registry cache's Zot configuration with its defaults.
+  zot = let c = spec.withDefaults options.registry-cache { enable = true; }; in rec {
+    config = l.zot.config {
+      address = "0.0.0.0";
+      inherit (c) port mirrors gcInterval;
+      rootDirectory = c.stateDir;
+      credentialsFile = "/run/credentials/registry-cache.service/upstream-credentials";
+    };
+    pushAllowed = l.zot.pushAllowed config;
+  };
+
+  # The options of every module as documentation rows.
+  optionRows = {
+    microvm-base = spec.rows "services.microvm-base" options.microvm-base;
+    registry-cache = spec.rows "services.registry-cache" options.registry-cache;
+  } // listToAttrs (map (f: { name = f; value = spec.rows "services.${f}" (options.orchestrator f); }) (attrNames faces));
+}

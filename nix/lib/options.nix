@@ -1,0 +1,383 @@
+# The options of the five NixOS modules, as data (see spec.nix). The
+# modules declare exactly these; docs/nixos.md is generated from them.
+{ faces, sizes, spec }:
+let
+  inherit (spec) option;
+  sizeNames = builtins.attrNames sizes;
+in
+{
+  microvm-base = {
+    enable = option {
+      type = "bool";
+      default = false;
+      description = "The host side every orchestrator needs: KVM, the guest kernel, the bridges' registry, DNS for guests, sysctls. The orchestrator modules turn it on.";
+    };
+    stateDir = option {
+      type = "path";
+      default = "/var/lib/microvm-base";
+      description = "Shared state: the selected guest kernel is linked here as kernel (and its modules as modules).";
+    };
+    bridges = option {
+      type.attrsOf.submodule = {
+        cidr = option { type = "str"; description = "The guests' IPv4 prefix on this bridge; the gateway (the host) is its first address."; };
+        owner = option { type = "str"; description = "The orchestrator (face) that creates the bridge and its TAPs."; };
+        tcpPorts = option { type.listOf = "port"; default = [ ]; description = "Host TCP ports the owner serves its guests on this bridge (its agent port); opened in the host firewall on this interface only."; };
+      };
+      default = { };
+      description = "The registry of VM bridges, by interface name. Each orchestrator module registers its own; prefixes must not overlap and names must be unique. The orchestrator creates the bridge itself at start; this module serves DNS on it and keeps other network managers away from it.";
+    };
+    guestPorts = {
+      tcp = option {
+        type.listOf = "port";
+        default = [ ];
+        description = "Host TCP ports guests may reach on their gateway besides the orchestrator's agent port (for example the registry cache); added to every orchestrator's network.allow_tcp_ports.";
+      };
+      udp = option {
+        type.listOf = "port";
+        default = [ ];
+        description = "Host UDP ports guests may reach on their gateway; DNS (53) is added by the orchestrator when guests use the gateway as resolver.";
+      };
+    };
+    kernel = {
+      source = option {
+        type.enum = [ "upstream" "custom" "nixpkgs" ];
+        default = "nixpkgs";
+        description = "Where the guest kernel comes from: nixpkgs (a NixOS kernel package, bzImage, for the QEMU driver), upstream (Firecracker's CI kernel) or custom (a kernel built with the Docker networking config fragment); upstream and custom need kernel.package.";
+      };
+      package = option {
+        type.nullOr = "package";
+        default = null;
+        defaultText = "null (source nixpkgs: pkgs.linuxPackages.kernel)";
+        description = "The guest kernel derivation; its kernel.file is the image and lib/modules/<version> its module tree when it has one.";
+      };
+      file = option {
+        type.nullOr = "str";
+        default = null;
+        defaultText = "\"bzImage\" for nixpkgs, \"vmlinux\" otherwise";
+        description = "The image's file name inside kernel.package.";
+      };
+      image = option {
+        type = "path";
+        readOnly = true;
+        defaultText = "kernel.package + \"/\" + kernel.file";
+        description = "The guest kernel image; the orchestrators' pools use it unless they name another.";
+      };
+      modulesDir = option {
+        type.nullOr = "path";
+        readOnly = true;
+        defaultText = "kernel.package/lib/modules/<modDirVersion>, or null";
+        description = "The guest kernel's module tree, for pools that load kernel_modules.";
+      };
+    };
+    qemu.package = option {
+      type = "package";
+      defaultText = "pkgs.qemu_kvm";
+      description = "The QEMU whose qemu-system-x86_64 the orchestrators run (vmm.qemu.binary).";
+    };
+    dns = {
+      enable = option {
+        type = "bool";
+        default = true;
+        description = "Serve DNS to guests on every registered bridge's gateway (dnsmasq, bound to the bridges only, no DHCP); the orchestrators' default network.dns is the gateway.";
+      };
+      upstreams = option {
+        type.listOf = "str";
+        default = [ ];
+        description = "Resolvers the guests' DNS forwards to; empty: the host's own (/etc/resolv.conf).";
+      };
+    };
+    kvm = {
+      enable = option {
+        type = "bool";
+        default = true;
+        description = "Load kvm-intel or kvm-amd, tun, vhost_net and bridge at boot (so the hardened services need not load modules).";
+      };
+      nested = option {
+        type = "bool";
+        default = false;
+        description = "Allow nested virtualisation (a guest running KVM itself).";
+      };
+    };
+    security = {
+      hardenSysctls = option {
+        type = "bool";
+        default = true;
+        description = "Kernel sysctls for a host that runs untrusted code in guests: kptr_restrict, dmesg_restrict, no unprivileged BPF, BPF JIT hardening, ptrace scope, no ICMP redirects, reverse-path filtering; IPv4 forwarding on.";
+      };
+      blockPrivateNetworks = option {
+        type = "bool";
+        default = false;
+        description = "Guests may not reach RFC 1918 and 100.64/10 addresses (network.block_private of every orchestrator); link-local (cloud metadata) is always blocked.";
+      };
+      newConnectionsPerSecond = option {
+        type = "int";
+        default = 0;
+        description = "Per-VM limit of new outgoing connections per second (network.new_conn_per_second); 0: none.";
+      };
+      kbytesPerSecond = option {
+        type = "int";
+        default = 0;
+        description = "Per-VM limit of traffic sent, in KiB per second (network.kbytes_per_second); 0: none.";
+      };
+      disableSMT = option {
+        type = "bool";
+        default = false;
+        description = "Turn simultaneous multithreading off (security.allowSimultaneousMultithreading = false), against cross-VM side channels on shared cores.";
+      };
+      lockKernelModules = option {
+        type = "bool";
+        default = false;
+        description = "Forbid loading kernel modules after boot (security.lockKernelModules); kvm.enable loads what the orchestrators need first.";
+      };
+    };
+  };
+
+  # The options of one orchestrator face; fireactions, fireteact and
+  # fireglab differ only in their defaults.
+  orchestrator = face:
+    let f = faces.${face}; in {
+      enable = option {
+        type = "bool";
+        default = false;
+        description = "Run ${f.name}: ${f.description} jobs, each in its own microVM (systemd unit ${f.unit}).";
+      };
+      package = option {
+        type = "package";
+        defaultText = "self.packages.<system>.${face}";
+        description = "The ${face} package (the fireactions program under this face's name, with fireactions-agent beside it).";
+      };
+      hostId = option {
+        type.nullOr = "str";
+        default = null;
+        defaultText = "networking.hostName, lower-cased, other characters than a-z, 0-9 and - turned into -, cut to 20";
+        description = "host_id: names this host in runner names (fa-<host_id>-<vm>).";
+      };
+      checkConfig = option {
+        type = "bool";
+        default = true;
+        description = "Check the generated configuration at build time with `${face} validate --offline` (everything but the files and secrets, which are on the target host).";
+      };
+      metricsListen = option {
+        type = "str";
+        default = "127.0.0.1:${toString f.metricsPort}";
+        description = "metrics.listen: host:port of the Prometheus endpoint; \"\" turns it off. Each face has its own default port.";
+      };
+      network = {
+        bridge = option {
+          type = "str";
+          default = f.bridge;
+          description = "network.bridge: the bridge this orchestrator creates; registered in services.microvm-base.bridges.";
+        };
+        cidr = option {
+          type = "str";
+          default = f.cidr;
+          description = "network.cidr: the guests' IPv4 prefix; must not overlap another bridge's.";
+        };
+        agentPort = option {
+          type = "port";
+          default = 8089;
+          description = "network.agent_port: TCP port on the gateway for the guest agents' reports.";
+        };
+      };
+      api = {
+        listen = option {
+          type.nullOr = "str";
+          default = null;
+          description = "api.listen: also serve the API on TCP (host:port) for remote clients; null: the Unix socket ${f.socket} only.";
+        };
+        tokensFile = option {
+          type.nullOr = "path";
+          default = null;
+          description = "Host file of bearer tokens for api.listen (one a line); passed as a systemd credential, never copied to the Nix store.";
+        };
+        tlsCertFile = option {
+          type.nullOr = "path";
+          default = null;
+          description = "Host file: PEM certificate for api.listen; a systemd credential.";
+        };
+        tlsKeyFile = option {
+          type.nullOr = "path";
+          default = null;
+          description = "Host file: PEM key of tlsCertFile; a systemd credential.";
+        };
+      };
+      forges = option {
+        type.attrsOf.submodule = {
+          type = option {
+            type.enum = [ "github" "gitea" "gitlab" ];
+            default = f.forge;
+            description = "The forge's type.";
+          };
+          url = option {
+            type.nullOr = "str";
+            default = null;
+            description = "url: the forge's base URL (github: the REST API base; null there means https://api.github.com). Required for gitea and gitlab.";
+          };
+          guestUrl = option {
+            type.nullOr = "str";
+            default = null;
+            description = "guest_url: the forge's URL as guests reach it, when it differs.";
+          };
+          tokenFile = option {
+            type.nullOr = "path";
+            default = null;
+            description = "Host file holding the scope-wide API token (for example a sops-nix secret's path); loaded with LoadCredential and named in token_file as /run/credentials/${f.unit}/forge-<name>-token.";
+          };
+          appId = option {
+            type.nullOr = "int";
+            default = null;
+            description = "github: the GitHub App's ID (with appPrivateKeyFile), instead of a token.";
+          };
+          appPrivateKeyFile = option {
+            type.nullOr = "path";
+            default = null;
+            description = "github: host file of the App's private key; a systemd credential.";
+          };
+          installationId = option {
+            type.nullOr = "int";
+            default = null;
+            description = "github: the App installation; null: looked up from each pool's scope.";
+          };
+          webhookSecretFile = option {
+            type.nullOr = "path";
+            default = null;
+            description = "Host file holding the webhook secret; a systemd credential. null: no webhooks.";
+          };
+          caFile = option {
+            type.nullOr = "path";
+            default = null;
+            description = "ca_file: PEM bundle to trust for the forge's TLS certificate (not a secret; used in place).";
+          };
+        };
+        default = { };
+        description = "Forge connections by name; pools refer to them. Secrets are host files handed to the unit as systemd credentials.";
+      };
+      pools = option {
+        type.attrsOf.submodule = {
+          forge = option {
+            type.nullOr = "str";
+            default = null;
+            description = "The forge (a name in forges); null: the only one.";
+          };
+          size = option {
+            type.enum = sizeNames;
+            default = "medium";
+            description = "Preset size: small (1 GiB, 1 vCPU, at most 2 VMs), medium (2 GiB, 2 vCPUs, 5) or large (4 GiB, 4 vCPUs, 10).";
+          };
+          scope = option {
+            type.nullOr = "str";
+            default = null;
+            description = "scope: where runners register (instance, org:NAME, repo:OWNER/NAME, enterprise:NAME, group:PATH, project:PATH); null: instance (github pools must set one).";
+          };
+          labels = option {
+            type.nullOr.listOf = "str";
+            default = null;
+            defaultText = "the forge's usual labels and \"${face}-<size>\"";
+            description = "labels the runners offer.";
+          };
+          repos = option {
+            type.listOf = "str";
+            default = [ ];
+            description = "github org or enterprise pools: the repositories (OWNER/NAME) whose queued runs are polled.";
+          };
+          minIdle = option {
+            type.nullOr = "int";
+            default = null;
+            defaultText = "the size's (small 0, medium and large 1)";
+            description = "min_idle: idle VMs kept booted.";
+          };
+          max = option {
+            type.nullOr = "int";
+            default = null;
+            defaultText = "the size's (2, 5, 10)";
+            description = "max: most VMs at once.";
+          };
+          kernel = option {
+            type.nullOr = "path";
+            default = null;
+            defaultText = "services.microvm-base.kernel.image";
+            description = "vm.kernel: the guest kernel image.";
+          };
+          kernelModules = option {
+            type.listOf = "str";
+            default = [ ];
+            description = "vm.kernel_modules: guest kernel modules the agent loads (needs a module tree: microvm-base's, or modulesDir).";
+          };
+          modulesDir = option {
+            type.nullOr = "path";
+            default = null;
+            defaultText = "services.microvm-base.kernel.modulesDir when kernelModules is set";
+            description = "vm.modules_dir: the module tree for kernelModules.";
+          };
+          rootInitramfs = option {
+            type.nullOr = "path";
+            default = null;
+            defaultText = "${f.stateDir}/boot/<runner>-root.cpio.gz";
+            description = "vm.root_initramfs: the guest root archive (runner agent, shell, tools), for example built with `fireactions guest-root`.";
+          };
+          settings = option {
+            type = "json";
+            default = { };
+            description = "Further keys of this pools[] entry (runner, timeouts, ...; docs/config.md), merged over the preset.";
+          };
+        };
+        default = { };
+        description = "Pools by name, each from a size preset for its forge's type.";
+      };
+      settings = option {
+        type = "json";
+        default = { };
+        description = "The binary's configuration (docs/config.md), merged over what the options above generate: attribute sets merge, other values (lists too) replace. Written as JSON, checked at build time, never holding a secret (secrets are *_file paths under /run/credentials/${f.unit}).";
+      };
+    };
+
+  registry-cache = {
+    enable = option {
+      type = "bool";
+      default = false;
+      description = "An OCI pull-through cache (Zot) for the guests, on every bridge's gateway; read-only to guests (no pushes).";
+    };
+    package = option {
+      type = "package";
+      defaultText = "pkgs.zot";
+      description = "The Zot package.";
+    };
+    port = option {
+      type = "port";
+      default = 5000;
+      description = "TCP port Zot listens on; opened to guests on every bridge (services.microvm-base.guestPorts.tcp).";
+    };
+    stateDir = option {
+      type = "path";
+      default = "/var/lib/registry-cache";
+      description = "Zot's storage root.";
+    };
+    mirrors = option {
+      type.attrsOf.submodule = {
+        url = option { type = "str"; description = "The upstream registry's URL."; };
+      };
+      default = {
+        "docker.io".url = "https://registry-1.docker.io";
+        "ghcr.io".url = "https://ghcr.io";
+        "quay.io".url = "https://quay.io";
+        "gcr.io".url = "https://gcr.io";
+      };
+      description = "Upstream registries mirrored on demand, by name; images of docker.io appear under /docker.io/... in the cache.";
+    };
+    credentialsFile = option {
+      type.nullOr = "path";
+      default = null;
+      description = "Host file of upstream credentials in Zot's sync format; a systemd credential, never in the store.";
+    };
+    gcInterval = option {
+      type = "str";
+      default = "24h";
+      description = "How often Zot collects garbage (unreferenced blobs).";
+    };
+    settings = option {
+      type = "json";
+      default = { };
+      description = "Zot's configuration, merged over the generated one.";
+    };
+  };
+}

@@ -1,0 +1,133 @@
+# Rendering an orchestrator's typed options into the binary's configuration
+# (docs/config.md is its schema). The NixOS module and the checks call the
+# same function; only the store paths differ (real packages there, stand-in
+# paths here).
+{ faces, presets, util }:
+let
+  inherit (util) filterNulls recursiveMerge optional concatMap;
+  inherit (builtins) attrNames length head mapAttrs;
+in
+rec {
+  # secrets: the systemd credentials of a face: [{ name; source; }], source
+  # a host file, name the file's name under /run/credentials/<unit>/.
+  secrets = face: opts:
+    let
+      fo = opts.forges;
+      one = name: source: optional (source != null) { inherit name source; };
+    in
+    one "api-tokens" opts.api.tokensFile
+    ++ one "api-tls-cert" opts.api.tlsCertFile
+    ++ one "api-tls-key" opts.api.tlsKeyFile
+    ++ concatMap
+      (n:
+        one "forge-${n}-token" fo.${n}.tokenFile
+        ++ one "forge-${n}-app-key" fo.${n}.appPrivateKeyFile
+        ++ one "forge-${n}-webhook-secret" fo.${n}.webhookSecretFile)
+      (attrNames fo);
+
+  # credential: where a secret is inside the unit, or null when not set.
+  credential = face: name: source: if source == null then null else "${faces.${face}.credentialsDir}/${name}";
+
+  # poolForge: the forge a pool uses: its own, or the only one.
+  poolForge = face: opts: poolName: pool:
+    if pool.forge != null then pool.forge
+    else if length (attrNames opts.forges) == 1 then head (attrNames opts.forges)
+    else throw "services.${face}.pools.${poolName}.forge: must be set when there is not exactly one forge (there are: ${toString (attrNames opts.forges)})";
+
+  # render: the configuration file's content, as an attribute set.
+  #   face      fireactions, fireteact or fireglab
+  #   opts      the face's options, defaults filled (spec.withDefaults)
+  #   hostName  networking.hostName (host_id's default)
+  #   paths     { agent; qemu; kernel; modulesDir; } store paths
+  #   base      services.microvm-base: { guestPorts; security; }
+  render = { face, opts, hostName, paths, base }:
+    let
+      f = faces.${face};
+      cred = credential face;
+      sec = base.security;
+      nonEmpty = l: if l == [ ] then null else l;
+      positive = n: if n > 0 then n else null;
+      forge = name: fo: filterNulls {
+        inherit name;
+        inherit (fo) type url;
+        guest_url = fo.guestUrl;
+        token_file = cred "forge-${name}-token" fo.tokenFile;
+        app_id = fo.appId;
+        app_private_key_file = cred "forge-${name}-app-key" fo.appPrivateKeyFile;
+        installation_id = fo.installationId;
+        webhook_secret_file = cred "forge-${name}-webhook-secret" fo.webhookSecretFile;
+        ca_file = fo.caFile;
+      };
+      pool = name: p:
+        let forgeName = poolForge face opts name p; in
+        presets.mkPool {
+          inherit face name;
+          forge = forgeName;
+          forgeType = (opts.forges.${forgeName} or (throw "services.${face}.pools.${name}.forge: no forge named ${forgeName}")).type;
+          inherit (p) size scope labels repos minIdle max kernelModules rootInitramfs settings;
+          kernel = if p.kernel != null then p.kernel else paths.kernel;
+          modulesDir =
+            if p.modulesDir != null then p.modulesDir
+            else if p.kernelModules != [ ] then paths.modulesDir
+            else null;
+        };
+      generated = {
+        host_id = if opts.hostId != null then opts.hostId else util.sanitizeHostID hostName;
+        state_dir = f.stateDir;
+        agent_path = paths.agent;
+        log = { level = "info"; format = "json"; }; # journald keeps the fields
+        api = filterNulls {
+          socket = f.socket;
+          listen = opts.api.listen;
+          tokens_file = cred "api-tokens" opts.api.tokensFile;
+          tls_cert_file = cred "api-tls-cert" opts.api.tlsCertFile;
+          tls_key_file = cred "api-tls-key" opts.api.tlsKeyFile;
+        };
+        metrics.listen = opts.metricsListen;
+        network = filterNulls {
+          inherit (opts.network) bridge cidr;
+          agent_port = opts.network.agentPort;
+          allow_tcp_ports = nonEmpty base.guestPorts.tcp;
+          allow_udp_ports = nonEmpty base.guestPorts.udp;
+          block_private = if sec.blockPrivateNetworks then true else null;
+          new_conn_per_second = positive sec.newConnectionsPerSecond;
+          kbytes_per_second = positive sec.kbytesPerSecond;
+        };
+        vmm = { driver = "qemu"; qemu.binary = paths.qemu; };
+        forges = map (n: forge n opts.forges.${n}) (attrNames opts.forges);
+        pools = map (n: pool n opts.pools.${n}) (attrNames opts.pools);
+      };
+    in
+    recursiveMerge generated opts.settings;
+
+  # assertions: what the module checks before building, as NixOS
+  # assertions ({ assertion; message; }).
+  assertions = { face, opts, dnsEnabled }:
+    let
+      forgeNames = attrNames opts.forges;
+      pools = attrNames opts.pools;
+    in
+    [
+      {
+        assertion = pools != [ ] || (opts.settings.pools or [ ]) != [ ];
+        message = "services.${face}: no pools (set services.${face}.pools.<name>, or settings.pools)";
+      }
+      {
+        assertion = dnsEnabled || (opts.settings.network or { }) ? dns;
+        message = "services.${face}: guests resolve names through their gateway by default, but services.microvm-base.dns.enable is false: set services.${face}.settings.network.dns";
+      }
+    ]
+    ++ map
+      (n: {
+        assertion = opts.pools.${n}.forge != null || length forgeNames == 1;
+        message = "services.${face}.pools.${n}.forge: must be set when there is not exactly one forge (there are: ${toString forgeNames})";
+      })
+      pools
+    ++ map
+      (n:
+        let fo = opts.forges.${n}; in {
+          assertion = fo.tokenFile != null || (fo.appId != null && fo.appPrivateKeyFile != null);
+          message = "services.${face}.forges.${n}: set tokenFile, or (github) appId and appPrivateKeyFile";
+        })
+      forgeNames;
+}

@@ -1,0 +1,28 @@
+package pool
+
+import (
+	"context"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+// Roots prepares the root file systems of VMs whose pool boots an OCI
+// image instead of its initramfs (see package vmroot).
+type Roots interface {
+	// PrepareVM makes the VM's root disks in its directory dir; ok is
+	// false for a pool whose root is its initramfs.
+	PrepareVM(ctx context.Context, pool, dir string) (root VMRoot, ok bool, err error)
+}
+
+// VMRoot is one VM's root, prepared before its runner is registered.
+type VMRoot interface {
+	// Guest sets the runner's user to the image's, before registration.
+	Guest(g *forge.GuestOptions)
+	// Apply attaches the disks to the VM and describes them, and the
+	// image's environment, to the agent.
+	Apply(spec *vmm.Spec, cfg *agentproto.Config)
+	// Release gives the image back when the VM is gone.
+	Release()
+}

@@ -1,0 +1,122 @@
+// Package adopted is a vmm.Machine for a monitor process this program did
+// not start: one a previous run of the orchestrator left running, taken
+// over on restart (crash recovery). Such a process is not our child, so
+// its exit is watched, and it is signalled, through a pidfd: the pidfd
+// names the process itself, never a pid reused by another process.
+package adopted
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+// Machine is a watched monitor process.
+type Machine struct {
+	pid    int
+	onExit func()
+	done   chan struct{}
+
+	mu     sync.Mutex
+	fd     int
+	killed bool
+}
+
+var _ vmm.Machine = (*Machine)(nil)
+
+// Watch takes over pid. ours tells whether pid is still the expected
+// monitor; it is asked before and after the pidfd is opened, so a pid
+// reused in between is refused. onExit (may be nil) runs once the process
+// has exited, before Done is closed: a driver removes there what the VM
+// held on the host.
+func Watch(pid int, ours func() bool, onExit func()) (*Machine, error) {
+	if !ours() {
+		return nil, fmt.Errorf("pid %d is not the expected monitor", pid)
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open pidfd of %d: %w", pid, err)
+	}
+	if !ours() {
+		unix.Close(fd)
+		return nil, fmt.Errorf("pid %d is not the expected monitor", pid)
+	}
+	m := &Machine{pid: pid, fd: fd, onExit: onExit, done: make(chan struct{})}
+	go m.wait()
+	return m, nil
+}
+
+func (m *Machine) wait() {
+	defer close(m.done)
+	defer func() {
+		if m.onExit != nil {
+			m.onExit()
+		}
+	}()
+	defer func() {
+		m.mu.Lock()
+		unix.Close(m.fd)
+		m.fd = -1
+		m.mu.Unlock()
+	}()
+	for {
+		fds := []unix.PollFd{{Fd: int32(m.fd), Events: unix.POLLIN}}
+		_, err := unix.Poll(fds, -1)
+		if err == nil && fds[0].Revents != 0 {
+			return
+		}
+		if err != nil && !errors.Is(err, syscall.EINTR) {
+			// Fall back to polling the process table.
+			for unix.Kill(m.pid, 0) == nil {
+				time.Sleep(200 * time.Millisecond)
+			}
+			return
+		}
+	}
+}
+
+// PID implements vmm.Machine.
+func (m *Machine) PID() int { return m.pid }
+
+// Done implements vmm.Machine.
+func (m *Machine) Done() <-chan struct{} { return m.done }
+
+// Err implements vmm.Machine: nil after a guest power-off. The exit
+// status of a process that is not our child is not ours to read, so
+// runner reports decide success.
+func (m *Machine) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.killed {
+		return vmm.ErrKilled
+	}
+	return nil
+}
+
+// Kill implements vmm.Machine: SIGKILL through the pidfd, then wait.
+func (m *Machine) Kill(ctx context.Context) error {
+	select {
+	case <-m.done:
+		return nil
+	default:
+	}
+	m.mu.Lock()
+	m.killed = true
+	if m.fd >= 0 {
+		_ = unix.PidfdSendSignal(m.fd, unix.SIGKILL, nil, 0)
+	}
+	m.mu.Unlock()
+	select {
+	case <-m.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("adopted monitor pid %d did not exit: %w", m.pid, ctx.Err())
+	}
+}

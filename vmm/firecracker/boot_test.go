@@ -1,0 +1,103 @@
+package firecracker
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+// bootSpec is a real guest for the double to boot: the host's kernel and
+// an initramfs whose init says it is up and ends the VM.
+func bootSpec(t *testing.T, id, mode string) vmm.Spec {
+	t.Helper()
+	dir := t.TempDir()
+	s := vmm.Spec{
+		ID: id, Dir: dir, Kernel: hostKernel(t), Initramfs: filepath.Join(dir, "initramfs.cpio"),
+		VCPUs: 1, MemoryMiB: 256, TAP: testTAP(t), MAC: "02:00:00:00:00:02",
+		ConsoleLog: filepath.Join(dir, "console.log"), Cmdline: "guestinit=" + mode,
+	}
+	guestInitramfs(t, s.Initramfs)
+	return s
+}
+
+// TestGuestResetEndsTheVMM boots a guest through the driver and the
+// double: the guest's serial console reaches the console log (Firecracker
+// writes it to its stdout), the guest's reset (what the agent does at the
+// end of a job) ends the VMM with no error, and every request of a real
+// boot was valid.
+func TestGuestResetEndsTheVMM(t *testing.T) {
+	requireRoot(t, "the guest's TAP")
+	b := buildDouble(t)
+	spec := bootSpec(t, "boot1", "reset")
+	record := filepath.Join(spec.Dir, "record.jsonl")
+	t.Setenv("FCDOUBLE_RECORD", record)
+
+	m, err := (&Driver{Binary: b.Firecracker}).Start(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, m, 90*time.Second)
+	if m.Err() != nil {
+		t.Fatalf("the VMM ended with %v after the guest's reset", m.Err())
+	}
+	console, _ := os.ReadFile(spec.ConsoleLog)
+	if !strings.Contains(string(console), `guestinit: up, mode="reset"`) {
+		t.Fatalf("the guest's console is not in the console log:\n%s", console)
+	}
+	if !strings.Contains(string(console), "Linux version") {
+		t.Errorf("no kernel messages in the console log (console=ttyS0 lost?)")
+	}
+	assertAllAccepted(t, readRecord(t, record))
+	if !processGone(spec.ID) {
+		t.Error("a process of the VM is still running")
+	}
+}
+
+// TestGuestPowerOffDoesNotEndTheVMM: like Firecracker, which has no ACPI
+// power-off, the double keeps running when the guest powers off instead
+// of resetting; only Kill ends it. The guest agent resets for this reason.
+func TestGuestPowerOffDoesNotEndTheVMM(t *testing.T) {
+	requireRoot(t, "the guest's TAP")
+	b := buildDouble(t)
+	spec := bootSpec(t, "boot2", "poweroff")
+	m, err := (&Driver{Binary: b.Firecracker}).Start(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 90*time.Second, "the guest to power off", func() bool {
+		console, _ := os.ReadFile(spec.ConsoleLog)
+		return strings.Contains(string(console), "reboot: Power down")
+	})
+	select {
+	case <-m.Done():
+		t.Fatalf("the VMM ended (%v) when the guest powered off; Firecracker runs on", m.Err())
+	case <-time.After(2 * time.Second):
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m.Err() != vmm.ErrKilled {
+		t.Errorf("Err = %v, want ErrKilled", m.Err())
+	}
+	waitFor(t, 5*time.Second, "QEMU to be gone", func() bool { return len(qemuOf(spec.ID)) == 0 })
+}
+
+// qemuOf lists the pids of QEMUs booted for VM id.
+func qemuOf(id string) []string {
+	var out []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err == nil && strings.Contains(string(b), "qemu") && strings.Contains(string(b), "fireactions-"+id+"\x00") {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,163 @@
+package firecracker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Client speaks Firecracker's API over its unix socket. It has a method
+// for each request the driver sends and nothing else, so every body the
+// driver can produce is visible here and checked against Firecracker's
+// API description by the tests.
+type Client struct {
+	http *http.Client
+}
+
+// NewClient returns a client of the API socket at path.
+func NewClient(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConns: 1,
+	}
+	return &Client{http: &http.Client{Transport: tr}}
+}
+
+// Close drops the client's idle connection.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// BootSource is the body of PUT /boot-source. Paths are as the VMM sees
+// them: inside its chroot when jailed.
+type BootSource struct {
+	KernelImagePath string `json:"kernel_image_path"`
+	InitrdPath      string `json:"initrd_path,omitempty"`
+	BootArgs        string `json:"boot_args,omitempty"`
+}
+
+// MachineConfig is the body of PUT /machine-config. SMT is always sent:
+// off unless asked for.
+type MachineConfig struct {
+	VCPUCount  int  `json:"vcpu_count"`
+	MemSizeMiB int  `json:"mem_size_mib"`
+	SMT        bool `json:"smt"`
+}
+
+// NetworkInterface is the body of PUT /network-interfaces/{iface_id}.
+type NetworkInterface struct {
+	IfaceID     string `json:"iface_id"`
+	HostDevName string `json:"host_dev_name"`
+	GuestMAC    string `json:"guest_mac,omitempty"`
+}
+
+// Drive is the body of PUT /drives/{drive_id}: a virtio block device
+// backed by a file. The image work adds a read-only shared root and a
+// writable per-VM disk with it.
+type Drive struct {
+	DriveID      string `json:"drive_id"`
+	PathOnHost   string `json:"path_on_host"`
+	IsRootDevice bool   `json:"is_root_device"`
+	IsReadOnly   bool   `json:"is_read_only"`
+}
+
+// action is the body of PUT /actions.
+type action struct {
+	ActionType string `json:"action_type"`
+}
+
+// PutBootSource sets the kernel, initrd and kernel command line.
+func (c *Client) PutBootSource(ctx context.Context, b BootSource) error {
+	return c.put(ctx, "/boot-source", b)
+}
+
+// PutMachineConfig sets vCPUs, memory and SMT.
+func (c *Client) PutMachineConfig(ctx context.Context, m MachineConfig) error {
+	return c.put(ctx, "/machine-config", m)
+}
+
+// PutNetworkInterface attaches a TAP as a guest network interface.
+func (c *Client) PutNetworkInterface(ctx context.Context, n NetworkInterface) error {
+	return c.put(ctx, "/network-interfaces/"+n.IfaceID, n)
+}
+
+// PutDrive adds a block device.
+func (c *Client) PutDrive(ctx context.Context, d Drive) error {
+	return c.put(ctx, "/drives/"+d.DriveID, d)
+}
+
+// InstanceStart boots the configured microVM.
+func (c *Client) InstanceStart(ctx context.Context) error {
+	return c.put(ctx, "/actions", action{ActionType: "InstanceStart"})
+}
+
+// APIError is a request Firecracker refused.
+type APIError struct {
+	Method, Path string
+	Status       int
+	Fault        string // the response's fault_message
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("%s %s: %d: %s", e.Method, e.Path, e.Status, e.Fault)
+}
+
+func (c *Client) put(ctx context.Context, path string, body any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("PUT %s: encode body: %w", path, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://localhost"+path, bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("PUT %s: %w", path, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("PUT %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 == 2 {
+		return nil
+	}
+	var fault struct {
+		FaultMessage string `json:"fault_message"`
+	}
+	if json.Unmarshal(data, &fault) != nil || fault.FaultMessage == "" {
+		fault.FaultMessage = strings.TrimSpace(string(data))
+	}
+	return &APIError{Method: http.MethodPut, Path: path, Status: resp.StatusCode, Fault: fault.FaultMessage}
+}
+
+// waitForSocket waits until the API socket accepts connections, the
+// process exits (exited is closed) or ctx ends.
+func waitForSocket(ctx context.Context, socket string, exited <-chan struct{}) error {
+	delay := 2 * time.Millisecond
+	for {
+		conn, err := net.Dial("unix", socket)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		select {
+		case <-exited:
+			return errors.New("the VMM exited before its API socket accepted connections")
+		case <-ctx.Done():
+			return fmt.Errorf("API socket %s: %w (last: %v)", socket, ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		if delay < 50*time.Millisecond {
+			delay *= 2
+		}
+	}
+}

@@ -1,0 +1,222 @@
+// Package firecracker is the Firecracker driver of the vmm seam: the
+// production VMM, normally run through Firecracker's jailer (a chroot, an
+// unprivileged uid/gid and a cgroup per VM).
+//
+// It talks to Firecracker with a small client of its own over the API
+// socket rather than with firecracker-go-sdk. The SDK's generated client
+// and models carry the whole API of its day and a process manager with its
+// own opinions (jailer layout, CNI, logging); the driver needs five PUTs.
+// A client that sends only those keeps every request body in plain sight,
+// which is what lets the tests hold each one to Firecracker's own API
+// description (see apispec and the fcdouble test double), and it adds no
+// dependency.
+package firecracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+// BaseCmdline starts every guest's kernel command line: the serial
+// console, exit on reboot (Firecracker ends when the guest resets the CPU
+// through the i8042), reboot one second after a panic, no PCI scan.
+const BaseCmdline = "console=ttyS0 reboot=k panic=1 pci=off"
+
+// apiSocket is the API socket's path inside a jail; outside one it is
+// fc.sock in the VM's directory.
+const apiSocket = "/run/fc.sock"
+
+// maxSocketPath is the longest unix socket path Linux accepts.
+const maxSocketPath = 107
+
+// vmIDPattern is what Firecracker and its jailer accept as an id.
+var vmIDPattern = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+
+// Driver starts Firecracker microVMs.
+type Driver struct {
+	// Binary is the firecracker executable (a path, or a name looked up in
+	// PATH).
+	Binary string
+	// Jailer runs each VM through the jailer; nil runs firecracker
+	// directly (development only).
+	Jailer *Jailer
+	// APITimeout bounds the wait for the API socket; 0 means 10s.
+	APITimeout time.Duration
+	Log        *slog.Logger
+}
+
+var (
+	_ vmm.Hypervisor = (*Driver)(nil)
+	_ vmm.Adopter    = (*Driver)(nil)
+	_ vmm.Reaper     = (*Driver)(nil)
+)
+
+// Name implements vmm.Hypervisor.
+func (d *Driver) Name() string { return "firecracker" }
+
+func (d *Driver) log() *slog.Logger {
+	if d.Log != nil {
+		return d.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Cmdline is the kernel command line of spec.
+func Cmdline(spec vmm.Spec) string {
+	if spec.Cmdline == "" {
+		return BaseCmdline
+	}
+	return BaseCmdline + " " + spec.Cmdline
+}
+
+// Start implements vmm.Hypervisor: it starts firecracker (through the
+// jailer unless Jailer is nil), configures the VM over the API and returns
+// once InstanceStart succeeded. On any error nothing is left running.
+func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
+	if err := checkSpec(spec); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	l, err := d.launch(spec)
+	if err != nil {
+		return nil, fmt.Errorf("firecracker: vm %s: %w", spec.ID, err)
+	}
+	m := newMachine(l.cmd, l.cleanup, d.log().With("vm", spec.ID))
+	if err := d.configure(ctx, l, spec, m.exited); err != nil {
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = m.Kill(kctx)
+		return nil, fmt.Errorf("firecracker: vm %s: %w%s", spec.ID, err, consoleTail(spec.ConsoleLog))
+	}
+	d.log().Debug("firecracker started", "vm", spec.ID, "pid", m.PID(), "jailed", d.Jailer != nil, "took", time.Since(start))
+	return m, nil
+}
+
+func checkSpec(spec vmm.Spec) error {
+	switch {
+	case !vmIDPattern.MatchString(spec.ID):
+		return fmt.Errorf("firecracker: vm id %q: 1-64 letters, digits and '-' only", spec.ID)
+	case spec.VCPUs < 1 || spec.VCPUs > 32 || spec.MemoryMiB < 64:
+		return fmt.Errorf("firecracker: vm %s: %d vCPUs and %d MiB: want 1-32 vCPUs and at least 64 MiB", spec.ID, spec.VCPUs, spec.MemoryMiB)
+	case spec.Kernel == "" || spec.Initramfs == "" || spec.TAP == "" || spec.ConsoleLog == "" || spec.Dir == "":
+		return fmt.Errorf("firecracker: vm %s: incomplete spec", spec.ID)
+	}
+	return nil
+}
+
+// launched is a started VMM process, before its configuration.
+type launched struct {
+	cmd     *exec.Cmd
+	socket  string // on the host
+	kernel  string // as the VMM sees it
+	initrd  string
+	cleanup func() error // removes what launch made; runs once the process is gone
+}
+
+func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
+	console, err := os.OpenFile(spec.ConsoleLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open console log: %w", err)
+	}
+	defer console.Close()
+
+	l := &launched{cleanup: func() error { return nil }}
+	if d.Jailer != nil {
+		j, err := d.Jailer.prepare(d.Binary, spec)
+		if err != nil {
+			return nil, err
+		}
+		l.cmd = exec.Command(d.Jailer.Binary, j.args(spec, apiSocket)...)
+		l.socket, l.kernel, l.initrd, l.cleanup = j.hostPath(apiSocket), "/"+kernelName, "/"+initrdName, j.remove
+	} else {
+		l.socket = filepath.Join(spec.Dir, "fc.sock")
+		if err := os.Remove(l.socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale API socket: %w", err)
+		}
+		l.cmd = exec.Command(d.Binary, "--api-sock", l.socket, "--id", spec.ID)
+		l.kernel, l.initrd = spec.Kernel, spec.Initramfs
+	}
+	if len(l.socket) > maxSocketPath {
+		_ = l.cleanup()
+		return nil, fmt.Errorf("API socket path %s is longer than %d bytes", l.socket, maxSocketPath)
+	}
+	// Firecracker writes the guest's serial console to its stdout.
+	l.cmd.Stdout, l.cmd.Stderr = console, console
+	l.cmd.Dir = spec.Dir
+	// Its own process group: a signal to the orchestrator's group does not
+	// reach the VMs, so a restart can adopt them.
+	l.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := l.cmd.Start(); err != nil {
+		_ = l.cleanup()
+		return nil, fmt.Errorf("start %s: %w", l.cmd.Path, err)
+	}
+	return l, nil
+}
+
+// configure waits for the API and sends the boot requests in order.
+func (d *Driver) configure(ctx context.Context, l *launched, spec vmm.Spec, exited <-chan struct{}) error {
+	timeout := d.APITimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := waitForSocket(wctx, l.socket, exited); err != nil {
+		return err
+	}
+	c := NewClient(l.socket)
+	defer c.Close()
+	for _, r := range BootRequests(spec, l.kernel, l.initrd) {
+		if err := r.Send(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Request is one API call of a VM's start, in the order they are sent.
+type Request struct {
+	Path string // PUT path
+	Body any
+	Send func(ctx context.Context, c *Client) error
+}
+
+// BootRequests are the API calls that start spec, with the kernel and
+// initrd paths as the VMM sees them. Start sends exactly these; the tests
+// check each against Firecracker's API description.
+func BootRequests(spec vmm.Spec, kernel, initrd string) []Request {
+	boot := BootSource{KernelImagePath: kernel, InitrdPath: initrd, BootArgs: Cmdline(spec)}
+	machine := MachineConfig{VCPUCount: spec.VCPUs, MemSizeMiB: spec.MemoryMiB, SMT: false}
+	nic := NetworkInterface{IfaceID: "eth0", HostDevName: spec.TAP, GuestMAC: spec.MAC}
+	start := action{ActionType: "InstanceStart"}
+	return []Request{
+		{"/boot-source", boot, func(ctx context.Context, c *Client) error { return c.PutBootSource(ctx, boot) }},
+		{"/machine-config", machine, func(ctx context.Context, c *Client) error { return c.PutMachineConfig(ctx, machine) }},
+		{"/network-interfaces/eth0", nic, func(ctx context.Context, c *Client) error { return c.PutNetworkInterface(ctx, nic) }},
+		{"/actions", start, func(ctx context.Context, c *Client) error { return c.InstanceStart(ctx) }},
+	}
+}
+
+// consoleTail is the end of the console log, for errors: it holds the
+// jailer's and Firecracker's own complaints.
+func consoleTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	if len(b) > 600 {
+		b = b[len(b)-600:]
+	}
+	return "; console log ends: " + strings.TrimSpace(string(b))
+}

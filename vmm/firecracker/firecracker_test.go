@@ -1,0 +1,170 @@
+package firecracker
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/apispec"
+)
+
+var testSpec = vmm.Spec{
+	ID: "0a1b2c3d4e5f", VCPUs: 2, MemoryMiB: 512, TAP: "fa0a1b2c3d4e5f",
+	MAC: "02:00:00:00:00:01", Cmdline: "quiet extra=1",
+}
+
+// TestBootRequestsMatchTheAPIDescription: every request the driver can
+// send to start a VM is valid for Firecracker's own API description, for
+// the shapes the configuration allows, jailed or not.
+func TestBootRequestsMatchTheAPIDescription(t *testing.T) {
+	s := loadAPISpec(t)
+	specs := []vmm.Spec{testSpec, {ID: "a", VCPUs: 1, MemoryMiB: 128, TAP: "faa"}, {ID: "b", VCPUs: 32, MemoryMiB: 65536, TAP: "fab", Cmdline: "x"}}
+	for _, spec := range specs {
+		for _, paths := range [][2]string{{"/kernel", "/initramfs"}, {"/var/lib/k", "/var/lib/i"}} {
+			for _, r := range BootRequests(spec, paths[0], paths[1]) {
+				op, params, ok := s.Match("PUT", r.Path)
+				if !ok {
+					t.Fatalf("PUT %s is not in the API description", r.Path)
+				}
+				for _, v := range params {
+					if strings.ContainsFunc(v, func(c rune) bool {
+						return !(c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z')
+					}) {
+						t.Errorf("PUT %s: path id %q has characters Firecracker refuses", r.Path, v)
+					}
+				}
+				body, _ := json.Marshal(r.Body)
+				if err := s.ValidateBody(op, body); err != nil {
+					t.Errorf("PUT %s %s: %v", r.Path, body, err)
+				}
+				if op.Phase == apispec.PostBoot {
+					t.Errorf("PUT %s is post-boot only", r.Path)
+				}
+			}
+		}
+	}
+}
+
+// TestBootRequestsCarryTheSpec: the requests say what the spec says.
+func TestBootRequestsCarryTheSpec(t *testing.T) {
+	rs := BootRequests(testSpec, "/kernel", "/initramfs")
+	boot := rs[0].Body.(BootSource)
+	if boot.BootArgs != "console=ttyS0 reboot=k panic=1 pci=off quiet extra=1" {
+		t.Errorf("boot_args %q", boot.BootArgs)
+	}
+	if boot.KernelImagePath != "/kernel" || boot.InitrdPath != "/initramfs" {
+		t.Errorf("boot source %+v", boot)
+	}
+	if m := rs[1].Body.(MachineConfig); m != (MachineConfig{VCPUCount: 2, MemSizeMiB: 512, SMT: false}) {
+		t.Errorf("machine config %+v", m)
+	}
+	b, _ := json.Marshal(rs[1].Body)
+	if !strings.Contains(string(b), `"smt":false`) {
+		t.Errorf("SMT off is not said explicitly: %s", b)
+	}
+	if n := rs[2].Body.(NetworkInterface); n != (NetworkInterface{IfaceID: "eth0", HostDevName: "fa0a1b2c3d4e5f", GuestMAC: "02:00:00:00:00:01"}) {
+		t.Errorf("network interface %+v", n)
+	}
+	if rs[3].Body.(action).ActionType != "InstanceStart" {
+		t.Errorf("last request %+v", rs[3])
+	}
+}
+
+func TestCgroupLimitsFollowTheVMShape(t *testing.T) {
+	got := CgroupLimits(vmm.Spec{VCPUs: 2, MemoryMiB: 512}, 64)
+	want := []string{"cpu.max=200000 100000", "memory.max=603979776"}
+	if strings.Join(got, " | ") != strings.Join(want, " | ") {
+		t.Fatalf("limits %q, want %q", got, want)
+	}
+}
+
+func TestStartRefusesBadSpecs(t *testing.T) {
+	d := &Driver{Binary: "firecracker"}
+	for _, s := range []vmm.Spec{
+		{ID: "has space", VCPUs: 1, MemoryMiB: 128},
+		{ID: "a", VCPUs: 0, MemoryMiB: 128},
+		{ID: "a", VCPUs: 33, MemoryMiB: 128},
+		{ID: "a", VCPUs: 1, MemoryMiB: 128}, // no kernel, initramfs, TAP
+	} {
+		if _, err := d.Start(context.Background(), s); err == nil {
+			t.Errorf("spec %+v started", s)
+		}
+	}
+}
+
+// TestStartThroughTheDouble runs the driver against the firecracker
+// double without booting a guest: the process starts, every request is
+// accepted, Kill is a hard stop and nothing is left.
+func TestStartThroughTheDouble(t *testing.T) {
+	requireRoot(t, "the double checks the TAP exists; creating one needs root")
+	b := buildDouble(t)
+	dir := t.TempDir()
+	record := filepath.Join(dir, "record.jsonl")
+	t.Setenv("FCDOUBLE_BOOT", "none")
+	t.Setenv("FCDOUBLE_RECORD", record)
+	spec := testSpec
+	spec.Dir, spec.ConsoleLog, spec.TAP = dir, filepath.Join(dir, "console.log"), testTAP(t)
+	spec.Kernel, spec.Initramfs = filepath.Join(dir, "kernel"), filepath.Join(dir, "initramfs")
+	os.WriteFile(spec.Kernel, []byte("k"), 0o644)
+	os.WriteFile(spec.Initramfs, []byte("i"), 0o600)
+
+	d := &Driver{Binary: b.Firecracker}
+	m, err := d.Start(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !IsOurs(m.PID(), spec.ID) || IsOurs(m.PID(), "other") || IsOurs(os.Getpid(), spec.ID) {
+		t.Error("IsOurs does not tell the VM's monitor from other processes")
+	}
+	assertAllAccepted(t, readRecord(t, record))
+	select {
+	case <-m.Done():
+		t.Fatalf("the VMM exited after InstanceStart: %v", m.Err())
+	case <-time.After(300 * time.Millisecond):
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m.Err() != vmm.ErrKilled {
+		t.Errorf("Err = %v, want ErrKilled", m.Err())
+	}
+	if !processGone(spec.ID) {
+		t.Error("the VMM still runs after Kill")
+	}
+}
+
+// TestStartFailsCleanly: a request Firecracker refuses fails Start with
+// its fault message, and the VMM is gone.
+func TestStartFailsCleanly(t *testing.T) {
+	requireRoot(t, "creating a TAP needs root")
+	b := buildDouble(t)
+	dir := t.TempDir()
+	t.Setenv("FCDOUBLE_BOOT", "none")
+	spec := testSpec
+	spec.Dir, spec.ConsoleLog, spec.TAP = dir, filepath.Join(dir, "console.log"), testTAP(t)
+	spec.Kernel, spec.Initramfs = filepath.Join(dir, "no-such-kernel"), filepath.Join(dir, "initramfs")
+	os.WriteFile(spec.Initramfs, []byte("i"), 0o600)
+	_, err := (&Driver{Binary: b.Firecracker}).Start(context.Background(), spec)
+	if err == nil || !strings.Contains(err.Error(), "The kernel file cannot be opened") {
+		t.Fatalf("Start = %v, want the double's fault about the kernel", err)
+	}
+	waitFor(t, 5*time.Second, "the VMM to be gone", func() bool { return processGone(spec.ID) })
+}
+
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,176 @@
+package firecracker
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/apispec"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/fcdouble"
+)
+
+// The double, built once for the package's tests.
+var (
+	doubleOnce sync.Once
+	double     fcdouble.Binaries
+	doubleErr  error
+	doubleDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if doubleDir != "" {
+		os.RemoveAll(doubleDir)
+	}
+	os.Exit(code)
+}
+
+// buildDouble builds the firecracker and jailer doubles, once.
+func buildDouble(t testing.TB) fcdouble.Binaries {
+	t.Helper()
+	doubleOnce.Do(func() {
+		doubleDir, doubleErr = os.MkdirTemp("", "fcdouble")
+		if doubleErr == nil {
+			// The jailed double runs as an unprivileged user: let it in.
+			doubleErr = os.Chmod(doubleDir, 0o755)
+		}
+		if doubleErr == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			double, doubleErr = fcdouble.Build(ctx, doubleDir)
+		}
+	})
+	if doubleErr != nil {
+		t.Fatal(doubleErr)
+	}
+	return double
+}
+
+func loadAPISpec(t testing.TB) *apispec.Spec {
+	t.Helper()
+	data, err := os.ReadFile("testdata/firecracker-api-1.17.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := apispec.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func requireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("needs root: %s", why)
+	}
+}
+
+// hostKernel is the Debian cloud kernel, which QEMU boots for the double.
+func hostKernel(t testing.TB) string {
+	t.Helper()
+	ks, _ := filepath.Glob("/boot/vmlinuz-*-cloud-amd64")
+	if len(ks) == 0 {
+		t.Skip("no /boot/vmlinuz-*-cloud-amd64 to boot (make test installs linux-image-cloud-amd64)")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("no qemu-system-x86_64 for the double to boot with")
+	}
+	return ks[len(ks)-1]
+}
+
+// guestInitramfs writes an initramfs whose /init is testdata/guestinit.
+func guestInitramfs(t testing.TB, dst string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "init")
+	cmd := exec.Command("go", "build", "-o", bin, "./testdata/guestinit")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the guest init: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	w := initramfs.NewWriter(&buf)
+	if err := w.File("init", 0o755, 0, 0, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testTAP creates a TAP for the test and removes it after.
+func testTAP(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("fct%d", os.Getpid()%1000000)
+	if out, err := exec.Command("ip", "tuntap", "add", "dev", name, "mode", "tap").CombinedOutput(); err != nil {
+		t.Fatalf("create tap: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", name).Run() })
+	return name
+}
+
+// readRecord reads the double's request record.
+func readRecord(t testing.TB, path string) []fcdouble.Record {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []fcdouble.Record
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		var r fcdouble.Record
+		if err := json.Unmarshal(s.Bytes(), &r); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// assertAllAccepted checks the driver's recorded requests were all
+// accepted by the double, in the order Start sends them.
+func assertAllAccepted(t testing.TB, recs []fcdouble.Record) {
+	t.Helper()
+	var got []string
+	for _, r := range recs {
+		got = append(got, r.Method+" "+r.Path)
+		if r.Status/100 != 2 {
+			t.Errorf("the double refused the driver's %s %s (%d): %s\nbody: %s", r.Method, r.Path, r.Status, r.Fault, r.Body)
+		}
+	}
+	want := "PUT /boot-source, PUT /machine-config, PUT /network-interfaces/eth0, PUT /actions"
+	if strings.Join(got, ", ") != want {
+		t.Errorf("requests %v, want %s", got, want)
+	}
+}
+
+func waitDone(t testing.TB, m vmm.Machine, within time.Duration) {
+	t.Helper()
+	select {
+	case <-m.Done():
+	case <-time.After(within):
+		t.Fatalf("the VM did not end within %s", within)
+	}
+}
+
+func processGone(id string) bool { return !runningIDs()[id] }

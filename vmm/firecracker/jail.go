@@ -1,0 +1,243 @@
+package firecracker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+// Names of the boot files inside a jail.
+const (
+	kernelName = "kernel"
+	initrdName = "initramfs"
+)
+
+// cpuPeriod is the cgroup v2 cpu.max period: a VM gets vcpus × this of
+// CPU time per period.
+const cpuPeriod = 100000
+
+// Jailer runs each VM's firecracker through Firecracker's jailer, using
+// the jailer's command-line contract: the jailer makes
+// <ChrootBaseDir>/<exec file name>/<id>/root, copies firecracker into it,
+// creates /dev/kvm and /dev/net/tun there, puts itself in the cgroup
+// <cgroup2 mount>/<ParentCgroup>/<id> with the given limits, pivots into
+// the chroot, drops to UID/GID and execs firecracker with --id. The driver
+// links the boot files into the chroot first and removes the whole tree,
+// and the cgroup, when the VM ends: the jailer leaves that to its caller.
+type Jailer struct {
+	Binary        string
+	ChrootBaseDir string // must exist or be creatable; the jailer requires it
+	UID, GID      int
+	// ParentCgroup is the cgroup v2 directory, relative to the hierarchy's
+	// root, the VMs' cgroups are made in.
+	ParentCgroup string
+	// MemoryOverheadMiB is added to the guest's memory for memory.max:
+	// the VMM's own memory.
+	MemoryOverheadMiB int
+	// MountTable is where the cgroup v2 mount is looked up to remove a
+	// VM's cgroup; "" means /proc/mounts (tests use a fake one).
+	MountTable string
+}
+
+// jail is one VM's jail.
+type jail struct {
+	j        *Jailer
+	id       string
+	execFile string // canonical firecracker path, as the jailer resolves it
+	dir      string // <base>/<exec name>/<id>
+}
+
+func (j *Jailer) jailOf(binary, id string) (*jail, error) {
+	execFile, jails, err := j.jails(binary)
+	if err != nil {
+		return nil, err
+	}
+	return &jail{j: j, id: id, execFile: execFile, dir: filepath.Join(jails, id)}, nil
+}
+
+// jails is where the jailer makes the jails of binary's VMs
+// (<base>/<exec file name>), with binary's canonical path: the jailer
+// canonicalizes --exec-file and names the directory after it.
+func (j *Jailer) jails(binary string) (execFile, dir string, err error) {
+	path, err := exec.LookPath(binary)
+	if err != nil {
+		return "", "", fmt.Errorf("find firecracker: %w", err)
+	}
+	canon, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", "", fmt.Errorf("resolve %s: %w", path, err)
+	}
+	if canon, err = filepath.Abs(canon); err != nil {
+		return "", "", err
+	}
+	return canon, filepath.Join(j.ChrootBaseDir, filepath.Base(canon)), nil
+}
+
+func (jl *jail) root() string { return filepath.Join(jl.dir, "root") }
+
+// hostPath is where a path inside the jail is on the host.
+func (jl *jail) hostPath(inJail string) string { return filepath.Join(jl.root(), inJail) }
+
+// prepare makes the VM's chroot and links its boot files in. The kernel
+// is shared by every VM: it is hard-linked when anyone may read it, else
+// copied and given to the jail's user. The initramfs is the VM's own (it
+// holds the runner's credential): hard-linked and given to the jail's
+// user. A copy replaces a hard link across file systems.
+func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
+	jl, err := j.jailOf(binary, spec.ID)
+	if err != nil {
+		return nil, err
+	}
+	// Traverse-only parents; the root itself is the jail user's, 0700,
+	// once the jailer has run.
+	if err := os.MkdirAll(filepath.Dir(jl.dir), 0o711); err != nil {
+		return nil, fmt.Errorf("make chroot base: %w", err)
+	}
+	if err := os.Mkdir(jl.dir, 0o711); err != nil {
+		return nil, fmt.Errorf("make jail (is vm %s's still there?): %w", spec.ID, err)
+	}
+	if err := os.Mkdir(jl.root(), 0o700); err != nil {
+		_ = jl.remove()
+		return nil, fmt.Errorf("make jail root: %w", err)
+	}
+	if err := j.linkIn(spec.Kernel, jl.hostPath(kernelName), false); err != nil {
+		_ = jl.remove()
+		return nil, fmt.Errorf("kernel into the jail: %w", err)
+	}
+	if err := j.linkIn(spec.Initramfs, jl.hostPath(initrdName), true); err != nil {
+		_ = jl.remove()
+		return nil, fmt.Errorf("initramfs into the jail: %w", err)
+	}
+	return jl, nil
+}
+
+func (j *Jailer) linkIn(src, dst string, own bool) error {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	worldReadable := fi.Mode().Perm()&0o004 != 0
+	if own || worldReadable {
+		err = os.Link(src, dst)
+		if err == nil {
+			if own {
+				return os.Chown(dst, j.UID, j.GID)
+			}
+			return nil
+		}
+		if !errors.Is(err, syscall.EXDEV) && !errors.Is(err, fs.ErrPermission) {
+			return err
+		}
+	}
+	if err := copyFile(src, dst, 0o400); err != nil {
+		return err
+	}
+	return os.Chown(dst, j.UID, j.GID)
+}
+
+func copyFile(src, dst string, perm fs.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// args is the jailer's command line for spec; firecracker gets the API
+// socket path after "--" (the jailer itself passes --id).
+func (jl *jail) args(spec vmm.Spec, socket string) []string {
+	j := jl.j
+	args := []string{
+		"--id", spec.ID,
+		"--exec-file", jl.execFile,
+		"--uid", strconv.Itoa(j.UID),
+		"--gid", strconv.Itoa(j.GID),
+		"--chroot-base-dir", j.ChrootBaseDir,
+		"--cgroup-version", "2",
+	}
+	if j.ParentCgroup != "" {
+		args = append(args, "--parent-cgroup", j.ParentCgroup)
+	}
+	for _, c := range CgroupLimits(spec, j.MemoryOverheadMiB) {
+		args = append(args, "--cgroup", c)
+	}
+	return append(args, "--", "--api-sock", socket)
+}
+
+// CgroupLimits are the VM's cgroup v2 settings, from its shape: vCPUs
+// worth of CPU time per period, and the guest's memory plus overhead.
+func CgroupLimits(spec vmm.Spec, overheadMiB int) []string {
+	return []string{
+		fmt.Sprintf("cpu.max=%d %d", spec.VCPUs*cpuPeriod, cpuPeriod),
+		fmt.Sprintf("memory.max=%d", int64(spec.MemoryMiB+overheadMiB)<<20),
+	}
+}
+
+// remove deletes the jail tree and the VM's cgroup; both may be gone.
+func (jl *jail) remove() error {
+	err := os.RemoveAll(jl.dir)
+	if cg := jl.j.cgroupDir(jl.execFile, jl.id); cg != "" {
+		err = errors.Join(err, removeCgroup(cg))
+	}
+	if err != nil {
+		return fmt.Errorf("remove jail of vm %s: %w", jl.id, err)
+	}
+	return nil
+}
+
+// cgroupDir is the VM's cgroup, or "" without a cgroup v2 mount.
+func (j *Jailer) cgroupDir(execFile, id string) string {
+	mount := cgroup2Mount(j.MountTable)
+	if mount == "" {
+		return ""
+	}
+	parent := j.ParentCgroup
+	if parent == "" {
+		parent = filepath.Base(execFile) // the jailer's default
+	}
+	return filepath.Join(mount, parent, id)
+}
+
+// cgroup2Magic is the cgroup v2 file system's statfs type.
+const cgroup2Magic = 0x63677270
+
+// removeCgroup removes an empty cgroup, waiting briefly for the exited
+// process to leave it. A cgroup's interface files go with its directory;
+// a stand-in hierarchy that is a plain directory tree (tests) has real
+// files, removed with it.
+func removeCgroup(dir string) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		err = syscall.Rmdir(dir)
+		if err == nil || errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		var st syscall.Statfs_t
+		if errors.Is(err, syscall.ENOTEMPTY) && syscall.Statfs(dir, &st) == nil && st.Type != cgroup2Magic {
+			return os.RemoveAll(dir)
+		}
+		if !errors.Is(err, syscall.EBUSY) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("remove cgroup %s: %w", dir, err)
+}

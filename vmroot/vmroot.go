@@ -1,0 +1,224 @@
+// Package vmroot gives each VM of an image pool its root file system: the
+// pool's flattened OCI image, shared read-only by all its VMs, plus a
+// writable disk of its own that the guest agent puts under an overlay.
+// A VM's share costs the same whatever the image's size: a lease on the
+// image and a clone of a formatted sparse disk.
+//
+// It also keeps each pool's image current: pulled at start under the
+// pool's pull policy, checked for the runner agent before any VM boots,
+// and, for pull policy Always, resolved again periodically so a moved tag
+// reaches the VMs that start after it.
+package vmroot
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/imagestore"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+// Drive IDs, given to the guest as the disks' serials.
+const (
+	imageDrive    = "fa-image"
+	writableDrive = "fa-writable"
+	writableFile  = "writable.img"
+)
+
+// Pools are the image roots of a host's pools.
+type Pools struct {
+	store *imagestore.Store
+	disks *Disks
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	pools map[string]*poolRoot
+}
+
+// poolRoot is one pool's current image.
+type poolRoot struct {
+	cfg    config.Pool
+	policy imagestore.PullPolicy
+	// Guarded by Pools.mu: the pool holds a lease on its current image,
+	// so it is never evicted while VMs may still start from it.
+	lease *imagestore.Lease
+	user  runnerUser
+}
+
+// New pulls the image of every pool that has one, under its pull policy,
+// and checks it can run the pool's runner. It fails when an image cannot
+// be had or lacks the runner agent: better at start than at every boot.
+func New(ctx context.Context, store *imagestore.Store, disks *Disks, pools []config.Pool, log *slog.Logger) (*Pools, error) {
+	ps := &Pools{store: store, disks: disks, log: log, pools: map[string]*poolRoot{}}
+	for _, p := range pools {
+		if p.VM.Image == "" {
+			continue
+		}
+		policy, err := imagestore.ParsePullPolicy(p.VM.PullPolicy)
+		if err != nil {
+			ps.Close()
+			return nil, fmt.Errorf("pool %q: %w", p.Name, err)
+		}
+		pr := &poolRoot{cfg: p, policy: policy}
+		if err := ps.load(ctx, pr, policy); err != nil {
+			ps.Close()
+			return nil, err
+		}
+		if _, err := disks.Template(ctx, p.VM.DiskMiB); err != nil {
+			ps.Close()
+			return nil, fmt.Errorf("pool %q: %w", p.Name, err)
+		}
+		ps.pools[p.Name] = pr
+	}
+	return ps, nil
+}
+
+// load pulls the pool's image and makes it the pool's current one.
+func (ps *Pools) load(ctx context.Context, pr *poolRoot, policy imagestore.PullPolicy) error {
+	p := pr.cfg
+	start := time.Now()
+	im, err := ps.store.Pull(ctx, p.VM.Image, policy, nil)
+	if err != nil {
+		return fmt.Errorf("pool %q: %w", p.Name, err)
+	}
+	if err := CheckRunner(im, p.Runner.Path); err != nil {
+		return fmt.Errorf("pool %q: %w", p.Name, err)
+	}
+	user, err := resolveUser(im, p.Runner)
+	if err != nil {
+		return fmt.Errorf("pool %q: image %s: %w", p.Name, p.VM.Image, err)
+	}
+	lease, err := ps.store.Acquire(ctx, im.Digest)
+	if err != nil {
+		return fmt.Errorf("pool %q: %w", p.Name, err)
+	}
+	ps.mu.Lock()
+	old := pr.lease
+	if old != nil && old.Digest == im.Digest {
+		ps.mu.Unlock()
+		lease.Release()
+		return nil
+	}
+	pr.lease, pr.user = lease, user
+	ps.mu.Unlock()
+	old.Release()
+	ps.log.Info("pool image ready", "pool", p.Name, "image", p.VM.Image, "digest", im.Digest,
+		"fs", im.FSType, "runner_user", user.name, "uid", user.uid, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// CheckRunner looks into the flattened image, through its symlinks, for
+// the runner agent at path: a clear error before any VM boots, rather
+// than a guest that powers off.
+func CheckRunner(im *imagestore.Image, path string) error {
+	ix, err := im.ReadIndex()
+	if err != nil {
+		return err
+	}
+	if err := ix.Executable(path); err != nil {
+		return fmt.Errorf("image %s (%s) cannot run the runner agent: %w; build it into the image or set runner.path", im.Ref, im.Digest, err)
+	}
+	return nil
+}
+
+// Refresh resolves the tags of pools with pull policy Always again every
+// interval until ctx ends. A pool whose image cannot be refreshed keeps
+// the one it has.
+func (ps *Pools) Refresh(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, pr := range ps.pools {
+			if pr.policy != imagestore.PullAlways {
+				continue
+			}
+			if err := ps.load(ctx, pr, imagestore.PullAlways); err != nil && ctx.Err() == nil {
+				ps.log.Warn("pool image not refreshed; keeping the current one", "pool", pr.cfg.Name, "err", err)
+			}
+		}
+	}
+}
+
+// Close releases the pools' images.
+func (ps *Pools) Close() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, pr := range ps.pools {
+		pr.lease.Release()
+	}
+}
+
+// PrepareVM makes the root of a VM of pool in its directory dir: a lease
+// on the pool's current image and a fresh writable disk. ok is false for
+// a pool without an image.
+func (ps *Pools) PrepareVM(ctx context.Context, pool, dir string) (vm *VM, ok bool, err error) {
+	pr, ok := ps.pools[pool]
+	if !ok {
+		return nil, false, nil
+	}
+	ps.mu.Lock()
+	digest, user := pr.lease.Digest, pr.user
+	ps.mu.Unlock()
+	lease, err := ps.store.Acquire(ctx, digest)
+	if err != nil {
+		return nil, true, fmt.Errorf("pool %q: image %s: %w", pool, digest, err)
+	}
+	disk := filepath.Join(dir, writableFile)
+	if err := ps.disks.Create(ctx, pr.cfg.VM.DiskMiB, disk); err != nil {
+		lease.Release()
+		return nil, true, fmt.Errorf("pool %q: %w", pool, err)
+	}
+	return &VM{lease: lease, user: user, disk: disk}, true, nil
+}
+
+// VM is one VM's root: its lease on the image and its writable disk (in
+// the VM's directory, removed with it).
+type VM struct {
+	lease *imagestore.Lease
+	user  runnerUser
+	disk  string
+}
+
+// Guest sets the runner's user to the image's (see resolveUser).
+func (v *VM) Guest(g *forge.GuestOptions) {
+	g.User, g.UID, g.GID = v.user.name, v.user.uid, v.user.gid
+}
+
+// Apply attaches the disks to the VM and tells the agent about them, and
+// gives the runner the image's environment and working directory (the
+// forge's own variables win over the image's).
+func (v *VM) Apply(spec *vmm.Spec, cfg *agentproto.Config) {
+	im := v.lease.Image
+	spec.Drives = append(spec.Drives,
+		vmm.Drive{ID: imageDrive, Path: im.Path(), ReadOnly: true},
+		vmm.Drive{ID: writableDrive, Path: v.disk},
+	)
+	cfg.Root = &agentproto.Root{
+		FSType:   im.FSType,
+		Image:    agentproto.Disk{Serial: imageDrive, Device: "/dev/vda"},
+		Writable: agentproto.Disk{Serial: writableDrive, Device: "/dev/vdb"},
+	}
+	cfg.Runner.Env = append(append([]string(nil), im.Config.Env...), cfg.Runner.Env...)
+	if wd := im.Config.WorkingDir; wd != "" && wd != "/" {
+		cfg.Runner.WorkDir = wd
+	}
+}
+
+// Digest is the image the VM boots.
+func (v *VM) Digest() string { return v.lease.Digest }
+
+// Release gives the image back; the writable disk goes with the VM's
+// directory.
+func (v *VM) Release() { v.lease.Release() }

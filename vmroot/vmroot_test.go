@@ -1,0 +1,177 @@
+package vmroot
+
+import (
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/imagestore"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: flattening an image sets owners")
+	}
+}
+
+func TestWritableDisksAreSparseClonesOfAnEmptyExt4(t *testing.T) {
+	d, err := NewDisks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	dir := t.TempDir()
+	for _, n := range []string{"a.img", "b.img"} {
+		p := filepath.Join(dir, n)
+		if err := d.Create(ctx, 4096, p); err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Size != 4096<<20 {
+			t.Errorf("%s: %d bytes, want 4 GiB", n, st.Size)
+		}
+		if alloc := st.Blocks * 512; alloc > 16<<20 {
+			t.Errorf("%s: %d bytes allocated for a fresh 4 GiB disk: the clone is not sparse", n, alloc)
+		}
+		if out, err := exec.Command("e2fsck", "-fn", p).CombinedOutput(); err != nil {
+			t.Errorf("%s is not a clean ext4: %v\n%s", n, err, out)
+		}
+	}
+	if err := d.Create(ctx, 4096, filepath.Join(dir, "a.img")); err == nil {
+		t.Error("a disk was created over an existing file")
+	}
+	if err := d.Create(ctx, 16, filepath.Join(dir, "c.img")); err == nil {
+		t.Error("a 16 MiB disk was made")
+	}
+}
+
+func TestRunnerUserComesFromTheImage(t *testing.T) {
+	passwd := "root:x:0:0::/root:/bin/sh\nrunner:x:1001:121::/home/runner:/bin/bash\nbuild:x:2000:2000::/b:/bin/sh\nevil:x:0:0::/:/bin/sh\n"
+	group := "root:x:0:\ndocker:x:999:runner\n"
+	pool := config.RunnerOptions{User: "runner", UID: 1000, GID: 1000}
+	tests := []struct {
+		imageUser string
+		pool      config.RunnerOptions
+		want      runnerUser
+		err       string
+	}{
+		{"", pool, runnerUser{"runner", 1001, 121}, ""},
+		{"root", pool, runnerUser{"runner", 1001, 121}, ""},
+		{"", config.RunnerOptions{User: "ci", UID: 1500, GID: 1500}, runnerUser{"ci", 1500, 1500}, ""},
+		{"build", pool, runnerUser{"build", 2000, 2000}, ""},
+		{"build:docker", pool, runnerUser{"build", 2000, 999}, ""},
+		{"2000:50", pool, runnerUser{"build", 2000, 50}, ""},
+		{"4242", pool, runnerUser{"runner", 4242, 4242}, ""},
+		{"nobody-here", pool, runnerUser{}, "not in its /etc/passwd"},
+		{"evil", pool, runnerUser{}, "run as root"},
+		{"build:nogroup", pool, runnerUser{}, "not in its /etc/group"},
+	}
+	for _, tt := range tests {
+		im := &imagestore.Image{Passwd: passwd, Group: group, Config: imagestore.RunConfig{User: tt.imageUser}}
+		got, err := resolveUser(im, tt.pool)
+		switch {
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("user %q: %v, want an error with %q", tt.imageUser, err, tt.err)
+		case tt.err == "" && (err != nil || got != tt.want):
+			t.Errorf("user %q (pool %s): %+v, %v; want %+v", tt.imageUser, tt.pool.User, got, err, tt.want)
+		}
+	}
+}
+
+// imagePool is a pool booting image from the test registry.
+func imagePool(image string) config.Pool {
+	p := config.PoolDefaults()
+	p.Name = "img"
+	p.VM.Image = image
+	p.VM.DiskMiB = 256
+	p.Runner.Path = "/bin/act_runner"
+	p.Runner.GID = p.Runner.UID
+	return p
+}
+
+func TestPoolVMsShareTheImageAndGetTheirOwnDisk(t *testing.T) {
+	requireRoot(t)
+	host := startRegistry(t)
+	push(t, host, "ci/runner:v1", v1.Config{Env: []string{"PATH=/opt/bin:/bin", "LANG=C.UTF-8"}, WorkingDir: "/work"},
+		gzLayer(t, tarOf(t,
+			tarFile{"etc/passwd", 0o644, "root:x:0:0::/root:/bin/sh\nrunner:x:1001:1001::/home/runner:/bin/sh\n"},
+			tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"})))
+	push(t, host, "ci/empty:v1", v1.Config{}, gzLayer(t, tarOf(t, tarFile{"etc/os-release", 0o644, "x"})))
+	store, err := imagestore.Open(imagestore.Options{Dir: filepath.Join(t.TempDir(), "images")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	disks, err := NewDisks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+
+	_, err = New(t.Context(), store, disks, []config.Pool{imagePool(host + "/ci/empty:v1")}, log)
+	if err == nil || !strings.Contains(err.Error(), "/bin/act_runner") || !strings.Contains(err.Error(), "runner.path") {
+		t.Fatalf("an image without the runner agent: %v, want an error naming it and runner.path", err)
+	}
+
+	ps, err := New(t.Context(), store, disks, []config.Pool{imagePool(host + "/ci/runner:v1")}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	if _, ok, err := ps.PrepareVM(t.Context(), "other-pool", t.TempDir()); ok || err != nil {
+		t.Fatalf("a pool without an image: ok %v, err %v", ok, err)
+	}
+	var vms []*VM
+	for i := 0; i < 2; i++ {
+		dir := t.TempDir()
+		vm, ok, err := ps.PrepareVM(t.Context(), "img", dir)
+		if err != nil || !ok {
+			t.Fatalf("PrepareVM: %v %v", ok, err)
+		}
+		vms = append(vms, vm)
+		g := forge.GuestOptions{User: "runner", UID: 1000, GID: 1000}
+		vm.Guest(&g)
+		if g.UID != 1001 || g.GID != 1001 {
+			t.Errorf("runner user %+v, want the image's runner 1001:1001", g)
+		}
+		spec := vmm.Spec{}
+		cfg := agentproto.Config{Runner: agentproto.Runner{Env: []string{"PATH=/forge/bin"}, WorkDir: "/home/runner"}}
+		vm.Apply(&spec, &cfg)
+		if len(spec.Drives) != 2 || !spec.Drives[0].ReadOnly || spec.Drives[1].ReadOnly ||
+			spec.Drives[1].Path != filepath.Join(dir, "writable.img") || spec.Drives[0].ID != cfg.Root.Image.Serial ||
+			spec.Drives[1].ID != cfg.Root.Writable.Serial || cfg.Root.FSType != "erofs" {
+			t.Fatalf("drives %+v, root %+v", spec.Drives, cfg.Root)
+		}
+		if want := []string{"PATH=/opt/bin:/bin", "LANG=C.UTF-8", "PATH=/forge/bin"}; !slices.Equal(cfg.Runner.Env, want) || cfg.Runner.WorkDir != "/work" {
+			t.Errorf("runner env %v workdir %s; want %v and /work", cfg.Runner.Env, cfg.Runner.WorkDir, want)
+		}
+	}
+	if vms[0].Digest() != vms[1].Digest() {
+		t.Fatal("two VMs of one pool got different images")
+	}
+	// Leased: neither the pool's image nor the VMs' can be removed.
+	if _, err := store.Remove(vms[0].Digest()); err == nil {
+		t.Fatal("an image in use was removed")
+	}
+	for _, vm := range vms {
+		vm.Release()
+	}
+	ps.Close()
+	if _, err := store.Remove(vms[0].Digest()); err != nil {
+		t.Fatalf("removing the released image: %v", err)
+	}
+}
