@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,7 +46,7 @@ func serveCmd() *cobra.Command {
 			slog.SetDefault(log) // for the forge drivers' own logs
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return serve(ctx, cfg, log)
+			return serve(ctx, args[0], cfg, log)
 		},
 	}
 }
@@ -62,7 +64,7 @@ func agentBinary(cfg *config.Config) (string, error) {
 }
 
 // serve wires the host together, runs the pools until ctx ends and drains.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logger) error {
 	prefix, err := netip.ParsePrefix(cfg.Network.CIDR)
 	if err != nil {
 		return fmt.Errorf("network.cidr: %w", err)
@@ -201,6 +203,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return nil
 	})
 	go pruneConsoleLogs(ctx, consoleDir, cfg.ConsoleLogs.Keep, log)
+	go reloadOnHUP(ctx, path, cfg, m, boot, mx, log)
 	go watchdog(ctx, log)
 	log.Info("serving", "pools", len(cfg.Pools), "bridge", bridge.Name, "agent_listener", agentAddr, "vmm", hv.Name())
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
@@ -217,6 +220,53 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	log.Info("drained")
 	return nil
+}
+
+// reloadOnHUP re-reads the configuration on SIGHUP and applies its pools:
+// added, changed and removed without touching unaffected VMs. A bad file
+// changes nothing. Settings outside the pools need a restart.
+func reloadOnHUP(ctx context.Context, path string, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
+		if err := reload(path, running, m, boot, mx, log); err != nil {
+			log.Error("reload refused; the running configuration stays", "err", err)
+		}
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	}
+}
+
+func reload(path string, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, log *slog.Logger) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	a, b := *running, *cfg
+	a.Pools, b.Pools, a.Forges, b.Forges = nil, nil, nil, nil
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if !bytes.Equal(ja, jb) {
+		log.Warn("reload applies pools and forges only; restart for the other changed settings")
+	}
+	forges, err := connectForges(cfg)
+	if err != nil {
+		return err
+	}
+	for _, p := range cfg.Pools {
+		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
+	}
+	if err := boot.update(cfg); err != nil {
+		return err
+	}
+	_, err = m.Reload(cfg.Pools, forges)
+	return err
 }
 
 // serveHTTP serves h on ln until ctx ends.

@@ -63,7 +63,7 @@ func (v *validator) firecracker(f field, fc *Firecracker, driver, stateDir strin
 	v.check(
 		rule{f.child("binary"), required(fc.Binary)},
 		rule{f.child("jailer_binary"), requiredIf(fc.JailerOn(), fc.JailerBinary)},
-		rule{f.child("chroot_base_dir"), chrootBase(fc, stateDir)},
+		rule{f.child("chroot_base_dir"), chrootBase(fc, stateDir, jailed)},
 		rule{f.child("uid"), jailID(fc.UID, jailed, "uid")},
 		rule{f.child("gid"), jailID(fc.GID, jailed, "gid")},
 		rule{f.child("parent_cgroup"), parentCgroup(fc.ParentCgroup)},
@@ -80,14 +80,14 @@ func requiredIf(cond bool, s string) error {
 
 // chrootBase checks chroot_base_dir, and that the API socket paths under
 // it stay within a unix socket's limit.
-func chrootBase(fc *Firecracker, stateDir string) error {
+func chrootBase(fc *Firecracker, stateDir string, jailed bool) error {
 	if fc.ChrootBaseDir != "" {
 		if err := absolute(fc.ChrootBaseDir); err != nil {
 			return err
 		}
 	}
 	base := fc.ChrootBase(stateDir)
-	if n := len(base) + longestJailSocket(fc.Binary); fc.JailerOn() && n > 107 {
+	if n := len(base) + longestJailSocket(fc.Binary); jailed && n > 107 {
 		return errorf("%s is too long: the VMs' API sockets under it would be %d bytes, more than a unix socket's 107", base, n)
 	}
 	return nil

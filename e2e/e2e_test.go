@@ -163,6 +163,11 @@ func guestVisible(t *testing.T, path string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return visibleBytes(raw)
+}
+
+// visibleBytes is guestVisible of an initramfs already read.
+func visibleBytes(raw []byte) []byte {
 	all := append([]byte(nil), raw...)
 	for off := 0; ; {
 		i := bytes.Index(raw[off:], []byte{0x1f, 0x8b, 0x08})
@@ -182,12 +187,17 @@ func guestVisible(t *testing.T, path string) []byte {
 }
 
 // qemuProcesses lists running QEMU processes started for fireactions VMs.
-func qemuProcesses() []string {
+func qemuProcesses() []string { return qemuProcessesUnder("") }
+
+// qemuProcessesUnder lists the fireactions QEMU processes whose VM files
+// are under state (other tests on the machine have their own).
+func qemuProcessesUnder(state string) []string {
 	var out []string
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
-		if err == nil && bytes.Contains(b, []byte("fireactions-")) && bytes.Contains(b, []byte("qemu")) {
+		if err == nil && bytes.Contains(b, []byte("fireactions-")) && bytes.Contains(b, []byte("qemu")) &&
+			bytes.Contains(b, []byte(state)) {
 			out = append(out, strings.ReplaceAll(string(b), "\x00", " "))
 		}
 	}
@@ -238,7 +248,7 @@ func assertNothingLeft(t *testing.T, ns *testNetns, gitea *giteaServer, state, b
 	if n := gitea.runnerCount(); n != 0 {
 		t.Errorf("Gitea lists %d runners after the drain", n)
 	}
-	if ps := qemuProcesses(); len(ps) != 0 {
+	if ps := qemuProcessesUnder(state + "/"); len(ps) != 0 {
 		t.Errorf("QEMU processes left: %v", ps)
 	}
 	for _, l := range ns.links(t) {

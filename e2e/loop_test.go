@@ -121,7 +121,7 @@ pools:
 					t.Errorf("vm %s: the %s is in its initramfs", id, what)
 				}
 			}
-			for _, p := range qemuProcesses() {
+			for _, p := range qemuProcessesUnder(state + "/") {
 				for what, s := range secrets {
 					if strings.Contains(p, s) {
 						t.Errorf("the %s is on a QEMU command line (kernel command line): %s", what, p)
@@ -228,7 +228,25 @@ pools:
 		}
 	})
 
-	// Drain: SIGTERM, the idle VM goes, the process exits 0.
+	t.Run("SIGHUP reload scales the pool without touching its VMs", func(t *testing.T) {
+		before := vmDirs(state)
+		b, _ := os.ReadFile(cfgPath)
+		writeFile(t, cfgPath, 0o600, strings.Replace(string(b), "min_idle: 1", "min_idle: 2", 1))
+		if err := orch.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		orch.waitFor(t, 3*time.Minute, "2 idle VMs after the reload", func() bool { return countPhase(state, "idle") == 2 })
+		for id := range before {
+			if _, ok := vmDirs(state)[id]; !ok {
+				t.Errorf("vm %s ended by a reload that only scaled", id)
+			}
+		}
+		if lines := logLines(orch.log, regexp.MustCompile(`configuration reloaded.*scaled=\[e2e\]`)); len(lines) != 1 {
+			t.Errorf("reload log lines: %v", lines)
+		}
+	})
+
+	// Drain: SIGTERM, the idle VMs go, the process exits 0.
 	if err := orch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

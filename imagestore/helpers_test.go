@@ -35,10 +35,12 @@ type testRegistry struct {
 	blobGets, manifestGets, heads, bodyBytes atomic.Int64
 }
 
-func startRegistry(t testing.TB) *testRegistry {
+func startRegistry(t testing.TB) *testRegistry { return startRegistryWith(t) }
+
+func startRegistryWith(t testing.TB, opts ...registry.Option) *testRegistry {
 	t.Helper()
 	tr := &testRegistry{}
-	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	h := registry.New(append([]registry.Option{registry.Logger(log.New(io.Discard, "", 0))}, opts...)...)
 	srv := httptest.NewServer(tr.count(h))
 	t.Cleanup(srv.Close)
 	tr.host = strings.TrimPrefix(srv.URL, "http://")

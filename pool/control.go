@@ -30,8 +30,9 @@ var ErrNotFound = errors.New("not found")
 
 // Pools returns every pool's status, in configuration order.
 func (m *Manager) Pools() []PoolStatus {
-	out := make([]PoolStatus, 0, len(m.pools))
-	for _, p := range m.pools {
+	pools := m.poolList()
+	out := make([]PoolStatus, 0, len(pools))
+	for _, p := range pools {
 		out = append(out, m.status(p))
 	}
 	return out
@@ -48,7 +49,7 @@ func (m *Manager) Pool(name string) (PoolStatus, error) {
 
 func (m *Manager) status(p *pool) PoolStatus {
 	vms := map[vmstate.Phase]int{}
-	for _, v := range m.poolVMs(p.cfg.Name) {
+	for _, v := range m.poolVMs(p) {
 		vms[v.phase()]++
 	}
 	m.mu.Lock()

@@ -165,10 +165,11 @@ func (m *Manager) reconcile(ctx context.Context) {
 	if draining {
 		return
 	}
+	pools := m.poolList()
 	jobs := map[string][]forge.Job{}
 	states := map[string]map[string]forge.RunnerState{}
 	failed := map[string]bool{}
-	for _, p := range m.pools {
+	for _, p := range pools {
 		name := p.key
 		if _, seen := jobs[name]; seen || failed[name] {
 			continue
@@ -191,15 +192,15 @@ func (m *Manager) reconcile(ctx context.Context) {
 			states[name][r.Name] = r
 		}
 	}
-	views := make([]poolView, len(m.pools))
-	for i, p := range m.pools {
+	views := make([]poolView, len(pools))
+	for i, p := range pools {
 		views[i] = poolView{name: p.cfg.Name, forge: p.key, labels: p.cfg.Labels, untagged: p.cfg.Runner.RunUntagged}
 	}
 	perPool, unserved := assign(views, jobs)
 	m.logUnserved(unserved)
-	m.trackQueueWait(perPool, failed)
+	m.trackQueueWait(pools, perPool, failed)
 
-	for _, p := range m.pools {
+	for _, p := range pools {
 		if failed[p.key] {
 			continue // without demand we neither start nor remove
 		}
@@ -228,10 +229,10 @@ func (m *Manager) logUnserved(jobs []forge.Job) {
 // trackQueueWait remembers when each assigned job was queued and, when it
 // leaves the queue, reports how long it waited. Forges whose read failed
 // this round keep their jobs for the next.
-func (m *Manager) trackQueueWait(perPool map[string][]forge.Job, failed map[string]bool) {
+func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, failed map[string]bool) {
 	now := time.Now()
 	seen := map[string]bool{}
-	for _, p := range m.pools {
+	for _, p := range pools {
 		for _, j := range perPool[p.cfg.Name] {
 			k := p.key + "|" + j.ID
 			seen[k] = true
@@ -257,7 +258,7 @@ func (m *Manager) trackQueueWait(perPool map[string][]forge.Job, failed map[stri
 func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runners map[string]forge.RunnerState) {
 	var c counts
 	var idle []*vm
-	for _, v := range m.poolVMs(p.cfg.Name) {
+	for _, v := range m.poolVMs(p) {
 		ph := v.phase()
 		if ph == vmstate.Idle {
 			if st, ok := runners[v.runnerName()]; ok && st.Busy {
@@ -327,12 +328,14 @@ func (m *Manager) succeeded(p *pool) {
 	p.failures, p.notBefore = 0, time.Time{}
 }
 
-func (m *Manager) poolVMs(name string) []*vm {
+// poolVMs are the VMs of p (not of an earlier pool of the same name that
+// a reload replaced).
+func (m *Manager) poolVMs(p *pool) []*vm {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []*vm
 	for _, v := range m.vms {
-		if v.pool.cfg.Name == name {
+		if v.pool == p {
 			out = append(out, v)
 		}
 	}

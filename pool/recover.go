@@ -77,7 +77,7 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 	// Runners of this host that no VM holds: a crash between registering
 	// and recording, or a record lost with its disk.
 	seen := map[string]bool{}
-	for _, p := range m.pools {
+	for _, p := range m.poolList() {
 		if seen[p.key] {
 			continue
 		}
@@ -136,7 +136,7 @@ func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) boo
 }
 
 func (m *Manager) poolNamed(name string) *pool {
-	for _, p := range m.pools {
+	for _, p := range m.poolList() {
 		if p.cfg.Name == name {
 			return p
 		}

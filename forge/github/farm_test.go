@@ -2,9 +2,11 @@ package github_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,7 +47,7 @@ func newFarm(t testing.TB, forges map[string]forge.Forge, pools ...config.Pool) 
 		Network: config.Network{Bridge: "fa0", CIDR: "10.99.0.0/20", Gateway: "10.99.0.1", MTU: 1500, AgentPort: 8089},
 		Pools:   pools,
 	}
-	store, err := vmstate.Open(shmDir(t))
+	store, err := vmstate.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,11 +83,15 @@ type fakeVMM struct {
 	m       *pool.Manager
 	boot    *fakeBoot
 	started chan *fakeMachine
+	fail    atomic.Bool // Start fails
 }
 
 func (h *fakeVMM) Name() string { return "fake" }
 
 func (h *fakeVMM) Start(_ context.Context, s vmm.Spec) (vmm.Machine, error) {
+	if h.fail.Load() {
+		return nil, errors.New("fake VMM: start failed")
+	}
 	m := &fakeMachine{id: s.ID, at: time.Now(), cfg: h.boot.get(s.ID), mgr: h.m, done: make(chan struct{})}
 	h.started <- m
 	return m, nil
@@ -107,6 +113,9 @@ func (m *fakeMachine) Kill(ctx context.Context) error {
 	m.once.Do(func() { close(m.done) })
 	return nil
 }
+
+// crash ends the guest before its runner is ready.
+func (m *fakeMachine) crash() { m.once.Do(func() { close(m.done) }) }
 
 // runJob is the guest's life after boot: runner ready, runner done,
 // power off.

@@ -260,3 +260,32 @@ func TestWebhooksOffWithoutSecret(t *testing.T) {
 		t.Fatalf("%d, kicked %v", w.Code, kicked)
 	}
 }
+
+// A VM that fails to start, or dies before its runner is ready, leaves no
+// runner at GitHub: the JIT runner registered for it is deleted.
+func TestRunnerRemovedWhenTheVMFails(t *testing.T) {
+	e := newEnv(t, envOptions{pats: []string{"p"}})
+	c, _ := github.New(github.Options{Name: "github", URL: e.url, Token: "p", PollInterval: time.Hour, Retry: fastRetry})
+	p := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "repo", Owner: "acme", Repo: "w"}, Labels: []string{"linux"}})
+	e.d.QueueJob("acme/w", "linux")
+	f := newFarm(t, map[string]forge.Forge{"w": p}, poolConfig("w", "repo:acme/w", "linux"))
+	m := <-f.hv.started
+	if n := len(e.d.Runners()); n != 1 {
+		t.Fatalf("%d runners while the VM boots", n)
+	}
+	f.hv.fail.Store(true) // the next start fails
+	m.crash()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if len(e.d.Runners()) == 0 && e.d.Calls()["actions/delete-self-hosted-runner-from-repo"] >= 2 {
+			break // the crashed VM's runner, then the failed start's
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("runners %+v, calls %v", e.d.Runners(), e.d.Calls())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := e.d.Calls()["actions/generate-runner-jitconfig-for-repo"]; n < 2 {
+		t.Fatalf("%d registrations: the failed start was not tried", n)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -85,6 +86,18 @@ func BenchmarkStartJailed(b *testing.B) {
 		ParentCgroup: "fireactions", MemoryOverheadMiB: 64, MountTable: mounts,
 	}}
 	benchStart(b, d, spec)
+}
+
+// BenchmarkProcessStart is the floor under BenchmarkStart on this host:
+// starting and reaping the double's binary when it exits at once (an
+// unknown argument, before it reads the API description).
+func BenchmarkProcessStart(b *testing.B) {
+	bin := buildDouble(b)
+	for b.Loop() {
+		if err := exec.Command(bin.Firecracker, "--no-such-argument").Run(); err == nil {
+			b.Fatal("an unknown argument was accepted")
+		}
+	}
 }
 
 // BenchmarkAPICalls is the API part alone: the four PUTs over a unix

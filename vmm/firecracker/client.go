@@ -142,7 +142,7 @@ func (c *Client) put(ctx context.Context, path string, body any) error {
 // waitForSocket waits until the API socket accepts connections, the
 // process exits (exited is closed) or ctx ends.
 func waitForSocket(ctx context.Context, socket string, exited <-chan struct{}) error {
-	delay := 2 * time.Millisecond
+	delay := time.Millisecond
 	for {
 		conn, err := net.Dial("unix", socket)
 		if err == nil {
@@ -156,8 +156,6 @@ func waitForSocket(ctx context.Context, socket string, exited <-chan struct{}) e
 			return fmt.Errorf("API socket %s: %w (last: %v)", socket, ctx.Err(), err)
 		case <-time.After(delay):
 		}
-		if delay < 50*time.Millisecond {
-			delay *= 2
-		}
+		delay = min(2*delay, 10*time.Millisecond)
 	}
 }

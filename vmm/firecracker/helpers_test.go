@@ -116,11 +116,13 @@ func guestInitramfs(t testing.TB, dst string) {
 	}
 }
 
-// testTAP creates a TAP for the test and removes it after.
+// testTAP creates a TAP for the test and removes it after. Like the
+// orchestrator's, it is root's: an unprivileged VMM may not attach it
+// unless the driver gives it away.
 func testTAP(t testing.TB) string {
 	t.Helper()
 	name := fmt.Sprintf("fct%d", os.Getpid()%1000000)
-	if out, err := exec.Command("ip", "tuntap", "add", "dev", name, "mode", "tap").CombinedOutput(); err != nil {
+	if out, err := exec.Command("ip", "tuntap", "add", "dev", name, "mode", "tap", "user", "0", "group", "0").CombinedOutput(); err != nil {
 		t.Fatalf("create tap: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", name).Run() })

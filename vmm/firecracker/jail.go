@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
@@ -117,7 +119,39 @@ func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 		_ = jl.remove()
 		return nil, fmt.Errorf("initramfs into the jail: %w", err)
 	}
+	if err := giveTAP(spec.TAP, j.UID, j.GID); err != nil {
+		_ = jl.remove()
+		return nil, err
+	}
 	return jl, nil
+}
+
+// giveTAP makes the VM's persistent TAP the jailed user's: a TAP with an
+// owner (the orchestrator creates them root's) may only be attached by
+// that owner or with CAP_NET_ADMIN, which the jailed firecracker lacks.
+// It attaches to the TAP with the flags Firecracker uses and sets owner
+// and group.
+func giveTAP(name string, uid, gid int) error {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("tap %s to the jail's user: %w", name, err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return fmt.Errorf("tap %s: %w", name, err)
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		return fmt.Errorf("tap %s: attach: %w", name, err)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOWNER, uid); err != nil {
+		return fmt.Errorf("tap %s: set owner %d: %w", name, uid, err)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETGROUP, gid); err != nil {
+		return fmt.Errorf("tap %s: set group %d: %w", name, gid, err)
+	}
+	return nil
 }
 
 func (j *Jailer) linkIn(src, dst string, own bool) error {

@@ -1,0 +1,324 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/fcdouble"
+)
+
+// The jailed firecracker's user in this test.
+const fcUID = 64200
+
+// TestFirecrackerGiteaJobs is the core loop with the Firecracker driver,
+// jailed as in production, through the Firecracker test double (this host
+// has no KVM that runs stock guests; the double checks every API request
+// against Firecracker's published description and boots with QEMU). Two
+// runs, one of them failing, each in its own jailed microVM; every API
+// request valid; the VMM unprivileged and in a cgroup sized from the VM;
+// a drain leaves no runner, process, TAP, jail or file behind.
+func TestFirecrackerGiteaJobs(t *testing.T) {
+	requireRoot(t)
+	cache := cacheDir()
+	kernel, modules := hostKernel(t)
+	bin := buildBinaries(t)
+	work := t.TempDir()
+	root := filepath.Join(work, "root.cpio.gz")
+	buildGuestRoot(t, cache, root)
+
+	// The double and a chroot base the jailed user can traverse (the
+	// double is not really chrooted: QEMU opens the jail's files by host
+	// path), with a stand-in cgroup v2 hierarchy: this host's cgroup v2
+	// offers no cpu or memory controller.
+	fcDir := t.TempDir()
+	os.Chmod(fcDir, 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	fc, err := fcdouble.Build(ctx, fcDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jails, err := os.MkdirTemp("", "fajail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(jails) })
+	os.Chmod(jails, 0o711)
+	cgroups := filepath.Join(jails, "cgroup")
+	writeFile(t, filepath.Join(cgroups, "cgroup.controllers"), 0o644, "cpuset cpu io memory pids\n")
+	writeFile(t, filepath.Join(jails, "mounts"), 0o644, "cgroup2 "+cgroups+" cgroup2 rw,nosuid 0 0\n")
+	record := filepath.Join(work, "api-record.jsonl")
+	// The orchestrator inherits these and passes them to the doubles.
+	t.Setenv("FCDOUBLE_PROC_MOUNTS", filepath.Join(jails, "mounts"))
+	t.Setenv("FCDOUBLE_RECORD", record)
+
+	ns := newNetns(t, fmt.Sprintf("fafc%d", os.Getpid()%100000))
+	gitea := startGitea(t, ns, cache)
+	tokenFile := filepath.Join(work, "gitea-token")
+	writeFile(t, tokenFile, 0o600, gitea.token+"\n")
+	state := filepath.Join(work, "state")
+	cfgPath := filepath.Join(work, "fireactions.yaml")
+	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: fc
+state_dir: %s
+log: {level: debug}
+drain_grace: 3m
+api: {socket: %s/api.sock}
+metrics: {listen: "127.0.0.1:9464"}
+network:
+  bridge: fafc0
+  cidr: 10.204.0.0/24
+  allow_tcp_ports: [3000]   # Gitea runs on the gateway in this test
+vmm:
+  driver: firecracker
+  firecracker:
+    binary: %s
+    jailer_binary: %s
+    chroot_base_dir: %s
+    uid: %d
+    gid: %d
+forges:
+  - name: gitea
+    type: gitea
+    url: http://127.0.0.1:%s
+    guest_url: http://10.204.0.1:%s
+    token_file: %s
+pools:
+  - name: fc
+    forge: gitea
+    scope: instance
+    labels: [fireactions-e2e]
+    min_idle: 1
+    max: 2
+    vm:
+      vcpus: 1
+      memory_mib: 512
+      kernel: %s
+      modules_dir: %s
+      kernel_modules: [virtio_mmio, virtio_net]
+      root_initramfs: %s
+    timeouts:
+      boot: 2m
+      job: 10m
+`, state, work, fc.Firecracker, fc.Jailer, jails, fcUID, fcUID, giteaPort, giteaPort, tokenFile, kernel, modules, root))
+
+	t.Run("doctor: no KVM for Firecracker here, and the QEMU fallback named", func(t *testing.T) {
+		out, err := exec.Command(filepath.Join(bin, "fireactions"), "doctor", cfgPath).CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("doctor exited %v, want status 1:\n%s", err, out)
+		}
+		for _, want := range []string{"FAIL  kvm          /dev/kvm is unusable for stock guests", "vmm.driver: qemu", "TCG",
+			"Firecracker v1.17.0-dev", "is a bzImage", "pools that cannot run: fc"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("doctor output lacks %q:\n%s", want, out)
+			}
+		}
+	})
+
+	orch := startOrchestrator(t, ns, bin, cfgPath, state)
+	var idleID string
+	orch.waitFor(t, 3*time.Minute, "the min_idle VM to be idle", func() bool {
+		for id, phase := range vmDirs(state) {
+			if phase == "idle" {
+				idleID = id
+				return true
+			}
+		}
+		return false
+	})
+
+	t.Run("the idle VM is jailed", func(t *testing.T) {
+		pid := vmPID(t, state, idleID)
+		if uid := procUID(t, pid); uid != fcUID {
+			t.Errorf("vm %s's VMM (pid %d) runs as uid %d, want %d", idleID, pid, uid, fcUID)
+		}
+		jail := filepath.Join(jails, "firecracker", idleID, "root")
+		for _, f := range []string{"firecracker", "kernel", "initramfs", "dev/kvm", "dev/net/tun", "run/fc.sock"} {
+			if _, err := os.Lstat(filepath.Join(jail, f)); err != nil {
+				t.Errorf("jail: %v", err)
+			}
+		}
+		cg := filepath.Join(cgroups, "fireactions", idleID)
+		for file, want := range map[string]string{"cpu.max": "100000 100000", "memory.max": strconv.Itoa((512 + 64) << 20), "cgroup.procs": strconv.Itoa(pid)} {
+			if b, err := os.ReadFile(filepath.Join(cg, file)); err != nil || strings.TrimSpace(string(b)) != want {
+				t.Errorf("cgroup %s = %q (%v), want %q", file, b, err, want)
+			}
+		}
+		secrets := []string{gitea.token, gitea.registrationToken()}
+		for _, p := range qemuProcesses() {
+			for _, s := range secrets {
+				if strings.Contains(p, s) {
+					t.Errorf("a forge secret is on a QEMU (kernel) command line: %s", p)
+				}
+			}
+		}
+	})
+
+	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "x", "default_branch": "main"}, nil)
+	tree := filepath.Join(work, "repo")
+	writeFile(t, filepath.Join(tree, ".gitea/workflows/hello.yml"), 0o644, helloWorkflow)
+	writeFile(t, filepath.Join(tree, ".gitea/workflows/fail.yml"), 0o644, failWorkflow)
+	gitea.push(tree, "ci/x", "first")
+	gitea.api(http.MethodPost, "/api/v1/repos/ci/x/actions/workflows/fail.yml/dispatches", map[string]any{"ref": "main"}, nil)
+	orch.waitFor(t, 6*time.Minute, "2 runs to complete", func() bool {
+		runs := gitea.runs("ci/x")
+		return len(runs) == 2 && runs[0].Status == "completed" && runs[1].Status == "completed"
+	})
+
+	vmOf := regexp.MustCompile(`fireactions-vm=([0-9a-f]+) user=(\S+)`)
+	seen := map[string]string{}
+	for _, j := range gitea.jobs("ci/x") {
+		logText := gitea.raw(fmt.Sprintf("/api/v1/repos/ci/x/actions/jobs/%d/logs", j.ID))
+		m := vmOf.FindStringSubmatch(logText)
+		if m == nil {
+			t.Fatalf("job %d (%s) log has no VM id:\n%s", j.ID, j.Conclusion, logText)
+		}
+		if m[2] == "root" {
+			t.Errorf("job %d ran as root", j.ID)
+		}
+		if _, dup := seen[m[1]]; dup {
+			t.Errorf("two jobs ran in VM %s", m[1])
+		}
+		seen[m[1]] = j.Conclusion
+	}
+	conclusions := map[string]int{}
+	for _, c := range seen {
+		conclusions[c]++
+	}
+	if len(seen) != 2 || conclusions["success"] != 1 || conclusions["failure"] != 1 {
+		t.Fatalf("jobs by VM %v: want one success and one failure in two VMs", seen)
+	}
+	orch.waitFor(t, time.Minute, "the jobs' VMs to be gone", func() bool {
+		for id := range seen {
+			if _, ok := vmDirs(state)[id]; ok {
+				return false
+			}
+		}
+		return true
+	})
+	t.Run("metrics after the runs", func(t *testing.T) {
+		checkMetrics(t, ns.httpClient(), "http://127.0.0.1:9464/metrics", "fc", 2)
+	})
+
+	if err := orch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-orch.exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("fireactions did not exit within 2m of SIGTERM")
+	}
+	if orch.exitErr != nil {
+		t.Fatalf("fireactions exited with %v after drain", orch.exitErr)
+	}
+	assertNothingLeft(t, ns, gitea, state, "fafc0")
+	if left, _ := filepath.Glob(filepath.Join(jails, "firecracker", "*")); len(left) != 0 {
+		t.Errorf("jails left: %v", left)
+	}
+	if ps := fcProcesses(); len(ps) != 0 {
+		t.Errorf("firecracker or jailer processes left: %v", ps)
+	}
+
+	t.Run("every API request was valid", func(t *testing.T) {
+		started, total := 0, 0
+		for _, r := range readAPIRecord(t, record) {
+			total++
+			if r.Status/100 != 2 {
+				t.Errorf("refused: %s %s (%d %s): %s", r.Method, r.Path, r.Status, r.Fault, r.Body)
+			}
+			if r.Path == "/actions" {
+				started++
+			}
+		}
+		// The idle VM, the two jobs' VMs, and their replacements.
+		if started < 3 || total != 4*started {
+			t.Errorf("%d requests for %d InstanceStarts, want 4 per VM and at least 3 VMs", total, started)
+		}
+		t.Logf("FIGURE %d VMs started through the double, %d API requests, all accepted", started, total)
+	})
+}
+
+// vmPID is the monitor pid in a VM's record.
+func vmPID(t *testing.T, state, id string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(state, "vms", id, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil || rec.PID == 0 {
+		t.Fatalf("vm %s's record has no pid (%v): %s", id, err, b)
+	}
+	return rec.PID
+}
+
+func procUID(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" {
+			uid, _ := strconv.Atoi(f[1])
+			return uid
+		}
+	}
+	t.Fatalf("no Uid in /proc/%d/status", pid)
+	return -1
+}
+
+// fcProcesses lists running firecracker and jailer doubles started with
+// an --id.
+func fcProcesses() []string {
+	var out []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		args := strings.Split(string(b), "\x00")
+		if err != nil || len(args) < 2 {
+			continue
+		}
+		name := filepath.Base(args[0])
+		if (name == "firecracker" || name == "jailer") && strings.Contains(string(b), "\x00--id\x00") {
+			out = append(out, strings.Join(args, " "))
+		}
+	}
+	return out
+}
+
+func readAPIRecord(t *testing.T, path string) []fcdouble.Record {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []fcdouble.Record
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		var r fcdouble.Record
+		if err := json.Unmarshal(s.Bytes(), &r); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}

@@ -1,0 +1,115 @@
+package github_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/api"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
+)
+
+// BenchmarkWebhookToVMStart measures, per workflow_job delivery, the time
+// from the delivery reaching the orchestrator's webhook endpoint (HTTP,
+// signature check, queue update) to the pool manager asking the VMM to
+// start the job's VM (including the JIT registration at the GitHub
+// double over local HTTP). The VMM is a fake. Each iteration is one job:
+// queued delivery, VM start, then the job's in_progress and completed
+// deliveries, the guest's runner ready and done, the runner removed.
+// Run: go test -run '^$' -bench WebhookToVMStart -benchtime 1000x ./forge/github
+// It reports p50 and p99 latency and the GitHub API calls per job.
+func BenchmarkWebhookToVMStart(b *testing.B) {
+	spec, err := testSpec()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var d *githubdouble.Double
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { d.ServeHTTP(w, r) }))
+	defer srv.Close()
+	d = githubdouble.New(githubdouble.Options{Spec: spec, AppID: appID, AppKey: &testKey().PublicKey, RunnerURL: srv.URL})
+	d.AddInstallation("Organization", "acme")
+	c, err := github.New(github.Options{Name: "github", URL: srv.URL, AppID: appID, AppPrivateKey: testKeyPEM(),
+		WebhookSecret: hookSecret, PollInterval: 2 * time.Minute}) // the default with webhooks
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := c.Pool(github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Repos: []string{"acme/widgets"},
+		Labels: []string{"linux", "self-hosted"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := newFarm(b, map[string]forge.Forge{"bench": p}, poolConfig("bench", "org:acme", "linux", "self-hosted"))
+	hooks := httptest.NewServer(api.NewHandler(api.Options{Backend: f.m, Webhooks: map[string]forge.WebhookReceiver{"github": p}}, false))
+	defer hooks.Close()
+	template := examplePayloads(b)[helloQueued]
+	post := func(i int, action, status string) {
+		body := bytes.Replace(template, []byte(`"action": "queued"`), []byte(`"action": "`+action+`"`), 1)
+		body = bytes.Replace(body, []byte(`"id": 289782451`), []byte(fmt.Sprintf(`"id": %d`, 1_000_000+i)), 1)
+		body = bytes.Replace(body, []byte(`"status": "queued"`), []byte(`"status": "`+status+`"`), 1)
+		body = bytes.Replace(body, []byte(`"ubuntu-latest"`), []byte(`"linux"`), 1)
+		body = bytes.ReplaceAll(body, []byte("Codertocat/Hello-World"), []byte("acme/widgets"))
+		req, _ := http.NewRequest(http.MethodPost, hooks.URL+"/webhooks/github", bytes.NewReader(body))
+		req.Header.Set("X-GitHub-Event", "workflow_job")
+		req.Header.Set("X-GitHub-Delivery", fmt.Sprintf("bench-%d-%s", i, action))
+		req.Header.Set("X-Hub-Signature-256", githubdouble.SignPayload(hookSecret, body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("delivery %d %s: %v %v", i, action, err, resp)
+		}
+		resp.Body.Close()
+	}
+	if !strings.Contains(string(template), `"id": 289782451`) {
+		b.Fatal("the example payload changed")
+	}
+	waitIdle := func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for len(f.m.VMs()) > 0 || len(d.Runners()) > 0 {
+			if time.Now().After(deadline) {
+				b.Fatalf("VMs %d, runners %d left", len(f.m.VMs()), len(d.Runners()))
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// Warm up: the first reconciler round, the App's installation token.
+	post(-1, "queued", "queued")
+	m := <-f.hv.started
+	post(-1, "completed", "completed")
+	m.runJob()
+	waitIdle()
+
+	calls0 := d.TotalCalls()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		sent := time.Now()
+		post(i, "queued", "queued")
+		var m *fakeMachine
+		select {
+		case m = <-f.hv.started:
+		case <-time.After(10 * time.Second):
+			b.Fatalf("delivery %d: no VM started", i)
+		}
+		lat = append(lat, m.at.Sub(sent))
+		post(i, "in_progress", "in_progress")
+		post(i, "completed", "completed")
+		m.runJob()
+		waitIdle()
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	b.ReportMetric(float64(q(0.50).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(q(0.99).Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(d.TotalCalls()-calls0)/float64(b.N), "api-calls/job")
+	if extra := len(f.hv.started); extra != 0 {
+		b.Fatalf("%d VMs started beyond one per job", extra)
+	}
+	b.Logf("%d deliveries: p50 %s, p99 %s, max %s; API calls %v", b.N, q(0.5), q(0.99), lat[len(lat)-1], d.Calls())
+}

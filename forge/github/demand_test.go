@@ -1,0 +1,92 @@
+package github
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// Delivery ids are remembered up to a bound: memory stays flat, and the
+// latest ids are the ones recognised.
+func TestDeliveryDedupIsBounded(t *testing.T) {
+	d := newDemand()
+	if !d.fresh("a") || d.fresh("a") {
+		t.Fatal("a replay was not recognised")
+	}
+	for i := range maxDeliveries {
+		d.fresh(fmt.Sprint("id-", i))
+	}
+	if len(d.deliveries) != maxDeliveries || len(d.order) != maxDeliveries {
+		t.Fatalf("%d ids held, bound %d", len(d.deliveries), maxDeliveries)
+	}
+	if !d.fresh("a") {
+		t.Fatal("the oldest id was not forgotten")
+	}
+	if d.fresh(fmt.Sprint("id-", maxDeliveries-1)) {
+		t.Fatal("a recent id was forgotten")
+	}
+}
+
+// Jobs only move forward, whatever order the news comes in; only joining
+// or leaving the queue is a change.
+func TestJobsOnlyMoveForward(t *testing.T) {
+	d := newDemand()
+	now := time.Now()
+	step := func(s status, wantChanged bool) {
+		t.Helper()
+		if got := d.observe(jobState{id: 1, repo: "o/r", status: s}, now); got != wantChanged {
+			t.Fatalf("status %d: changed %v, want %v", s, got, wantChanged)
+		}
+	}
+	step(statusWaiting, false)
+	step(statusQueued, true)
+	step(statusQueued, false)
+	step(statusWaiting, false)
+	step(statusInProgress, true)
+	step(statusQueued, false)
+	step(statusCompleted, false)
+	step(statusInProgress, false)
+	if q := d.queued(func(*jobState) bool { return true }); len(q) != 0 {
+		t.Fatalf("queued %+v", q)
+	}
+	if d.observe(jobState{id: 2, repo: "o/r"}, now) {
+		t.Fatal("an unknown status counted")
+	}
+}
+
+// Settled jobs are forgotten after a while, queued ones later, and the
+// view never holds more than maxJobs.
+func TestDemandIsPruned(t *testing.T) {
+	d := newDemand()
+	old := time.Now().Add(-2 * keepSettled)
+	for i := range 1022 { // the 1024th entry triggers pruning
+		d.observe(jobState{id: int64(i), repo: "o/r", status: statusCompleted}, old)
+	}
+	d.observe(jobState{id: 5000, repo: "o/r", status: statusQueued}, old)
+	d.observe(jobState{id: 5001, repo: "o/r", status: statusQueued}, time.Now())
+	if len(d.jobs) != 2 {
+		t.Fatalf("%d jobs held after pruning, want the 2 queued", len(d.jobs))
+	}
+}
+
+func TestSignature(t *testing.T) {
+	body := []byte(`{"action":"queued"}`)
+	// HMAC-SHA256 of body with key "s", from openssl dgst -sha256 -hmac s.
+	const sig = "sha256=5b2366f87b963ffe0b9749ee9c69263ba85bcd4ca0c94ab5e67686b14e7d337d"
+	for _, tc := range []struct {
+		header string
+		ok     bool
+	}{
+		{sig, true},
+		{sig[:len(sig)-1] + "e", false},
+		{"", false},
+		{"sha1=00", false},
+		{"sha256=", false},
+		{"sha256=zz", false},
+		{"sha256=" + fmt.Sprintf("%064x", 0), false},
+	} {
+		if signed("s", tc.header, body) != tc.ok {
+			t.Errorf("header %q: got %v", tc.header, !tc.ok)
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package imagestore
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// BenchmarkPullFormats pulls one image made of a real directory tree
+// (FA_BENCH_TREE, default /usr/share: many small files, like a distro
+// image) into an erofs and an ext4 store: time of the whole first pull
+// (download, flatten, pack) and the size of the packed image. The layer is
+// uncompressed so the figures compare the file systems, not gzip.
+//
+//	go test -run '^$' -bench BenchmarkPullFormats -benchtime 1x ./imagestore
+func BenchmarkPullFormats(b *testing.B) {
+	requireRoot(b)
+	tree := os.Getenv("FA_BENCH_TREE")
+	if tree == "" {
+		tree = "/usr/share"
+	}
+	dir := b.TempDir()
+	tarPath := filepath.Join(dir, "layer.tar")
+	content := tarTree(b, tree, tarPath)
+	reg := startRegistryOn(b, registry.NewDiskBlobHandler(filepath.Join(dir, "registry")))
+	pushImage(b, reg.host, "bench/tree:v1", emptyConfig(), fileLayerOf(b, tarPath))
+	for _, fsType := range []string{FSErofs, FSExt4} {
+		b.Run(fsType, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				s := openStore(b, filepath.Join(b.TempDir(), "store"), fsType)
+				start := time.Now()
+				im, err := s.Pull(b.Context(), reg.host+"/bench/tree:v1", PullIfNotPresent, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				took := time.Since(start)
+				b.ReportMetric(took.Seconds(), "s/pull")
+				b.ReportMetric(float64(content)/1e6/took.Seconds(), "MB/s")
+				b.ReportMetric(float64(im.Bytes)/1e6, "image-MB")
+				b.ReportMetric(float64(im.Files), "files")
+			}
+		})
+	}
+}
+
+// startRegistryOn is startRegistry keeping blobs in h.
+func startRegistryOn(b *testing.B, h registry.BlobHandler) *testRegistry {
+	return startRegistryWith(b, registry.WithBlobHandler(h))
+}
+
+// tarTree writes the tree at root as a tar file and returns its content
+// bytes. Sockets and unreadable files are left out.
+func tarTree(b *testing.B, root, dst string) int64 {
+	f, err := os.Create(dst)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	var content int64
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil || fi.Mode()&(fs.ModeSocket|fs.ModeNamedPipe|fs.ModeDevice) != 0 {
+			return nil
+		}
+		link := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			link, _ = os.Readlink(p)
+		}
+		h, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		h.Name = filepath.ToSlash(rel)
+		if fi.IsDir() {
+			h.Name += "/"
+		}
+		var src *os.File
+		if fi.Mode().IsRegular() {
+			if src, err = os.Open(p); err != nil {
+				return nil
+			}
+			defer src.Close()
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if src != nil {
+			n, err := io.Copy(tw, src)
+			content += n
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return content
+}
+
+// benchLayer is an uncompressed layer read from a tar file.
+type benchLayer struct {
+	path   string
+	digest v1.Hash
+	size   int64
+}
+
+func fileLayerOf(b *testing.B, p string) v1.Layer {
+	f, err := os.Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &benchLayer{path: p, size: n, digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}}
+}
+
+func (l *benchLayer) Digest() (v1.Hash, error)             { return l.digest, nil }
+func (l *benchLayer) DiffID() (v1.Hash, error)             { return l.digest, nil }
+func (l *benchLayer) Compressed() (io.ReadCloser, error)   { return os.Open(l.path) }
+func (l *benchLayer) Uncompressed() (io.ReadCloser, error) { return os.Open(l.path) }
+func (l *benchLayer) Size() (int64, error)                 { return l.size, nil }
+func (l *benchLayer) MediaType() (types.MediaType, error)  { return types.OCIUncompressedLayer, nil }
