@@ -38,7 +38,7 @@ nix-check: deps
 	$(GO) test -tags nixcheck -count=1 ./nix/nixcheck
 
 e2e: peers
-	$(GO) test -tags e2e -count=1 -v -timeout 30m ./e2e
+	$(GO) test -tags e2e -count=1 -v -timeout 75m ./e2e
 
 test: deps peers lint unit nix-check e2e
 

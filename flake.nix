@@ -29,6 +29,9 @@
         fireteact = pkgs.callPackage ./nix/packages/face.nix { inherit fireactions; face = "fireteact"; };
         fireglab = pkgs.callPackage ./nix/packages/face.nix { inherit fireactions; face = "fireglab"; };
         default = fireactions;
+        # Guest kernels (nix/packages, nix/kernel/docker.config).
+        firecracker-kernel = pkgs.callPackage ./nix/packages/firecracker-kernel.nix { };
+        firecracker-kernel-custom = pkgs.callPackage ./nix/packages/firecracker-kernel-custom.nix { };
         # Host images (images/): a qcow2 for any KVM cloud, a VHD for Azure.
         image-qcow2 = (nixpkgs.lib.nixosSystem {
           inherit (pkgs.stdenv.hostPlatform) system;

@@ -30,6 +30,37 @@ type Config struct {
 	// mounts it and switches to it before the runner starts. Nil: the
 	// initramfs is the root.
 	Root *Root `json:"root,omitempty"`
+	// Registry is how the guest's container tools reach registries and
+	// the web: the host's registry mirrors, proxy and interception CA, and
+	// whether dockerd runs. Nil: none of it.
+	Registry *Registry `json:"registry,omitempty"`
+}
+
+// Registry configures the guest's container tools and proxy before the
+// runner starts. Values are used verbatim: nothing in them is expanded.
+type Registry struct {
+	// Mirrors are pull-through caches by registry host ("docker.io",
+	// "ghcr.io", "host:port"), tried in order before the registry. A
+	// mirror is a base URL; its path, if any, is the repository prefix
+	// under which the mirror serves that registry's images
+	// (http://10.200.0.1:5000/ghcr.io serves ghcr.io/org/app as
+	// ghcr.io/org/app under /v2/ghcr.io/).
+	Mirrors map[string][]string `json:"mirrors,omitempty"`
+	// HTTPProxy, HTTPSProxy and NoProxy go into the runner's environment
+	// (upper and lower case) and dockerd's.
+	HTTPProxy  string `json:"http_proxy,omitempty"`
+	HTTPSProxy string `json:"https_proxy,omitempty"`
+	NoProxy    string `json:"no_proxy,omitempty"` // comma-separated
+	// CA is the PEM certificate the proxy signs intercepted TLS with (SSL
+	// bump), added to the guest's trust store; empty when the proxy
+	// intercepts nothing.
+	CA []byte `json:"ca,omitempty"`
+	// Docker starts dockerd, when the guest has it, before the runner,
+	// with its socket open to the runner's group.
+	Docker bool `json:"docker,omitempty"`
+	// DockerWait bounds the wait for dockerd's socket; 0: the agent's
+	// default.
+	DockerWait time.Duration `json:"docker_wait_ns,omitempty"`
 }
 
 // Root is an OCI image as the guest's root: the image's file system,

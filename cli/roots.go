@@ -23,7 +23,7 @@ func openImageStore(cfg *config.Config, log *slog.Logger) (*imagestore.Store, er
 		return nil, err
 	}
 	mirrors := map[string][]string{}
-	for _, m := range cfg.Images.Mirrors {
+	for _, m := range cfg.PullMirrors() { // images.mirrors, then registry_cache.mirrors
 		k := imagestore.RegistryKey(m.Registry)
 		mirrors[k] = append(mirrors[k], m.URLs...)
 	}
@@ -40,11 +40,11 @@ type imageRoots struct{ pools *vmroot.Pools }
 // startImageRoots pulls the image pools' images and starts refreshing the
 // Always ones until ctx ends; nil when no pool boots an image.
 func startImageRoots(ctx context.Context, cfg *config.Config, log *slog.Logger) (*imageRoots, error) {
-	var any bool
+	var images bool
 	for _, p := range cfg.Pools {
-		any = any || p.VM.Image != ""
+		images = images || p.VM.Image != ""
 	}
-	if !any {
+	if !images {
 		return nil, nil
 	}
 	store, err := openImageStore(cfg, log)

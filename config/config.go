@@ -28,6 +28,7 @@ type Config struct {
 	VMM               VMM           `yaml:"vmm" doc:"The hypervisor driver."`
 	Forges            []Forge       `yaml:"forges" doc:"Forge connections; pools refer to them by name."`
 	Images            Images        `yaml:"images" doc:"The store of OCI images that pools with vm.image boot from."`
+	RegistryCache     RegistryCache `yaml:"registry_cache" doc:"The host's registry cache and web proxy, given to the guests of every pool that does not set cache.bypass (and used by the image store's pulls); see config/cache.go. Ports of its URLs on the gateway are added to network.allow_tcp_ports."`
 	Pools             []Pool        `yaml:"pools" doc:"Pools of identical VMs, each serving the jobs whose labels it offers. At least one."`
 }
 
@@ -141,6 +142,7 @@ type Pool struct {
 	Max      int           `yaml:"max" doc:"Most VMs at once, busy or not (at least 1 and at least min_idle)."`
 	VM       VMShape       `yaml:"vm" doc:"Size and boot files of the pool's VMs."`
 	Runner   RunnerOptions `yaml:"runner" doc:"The forge's runner agent inside the guest."`
+	Cache    PoolCache     `yaml:"cache" doc:"What the guests take of registry_cache, and Docker."`
 	Timeouts Timeouts      `yaml:"timeouts" doc:"Time limits for every stage of a VM's life."`
 }
 
@@ -172,7 +174,7 @@ type RunnerOptions struct {
 	GID           int           `yaml:"gid" doc:"The runner user's primary GID (1-65534). Default: uid."`
 	FetchInterval time.Duration `yaml:"fetch_interval" doc:"How often the runner asks the forge for its job (at least 100ms)."`
 	// Group is the GitHub runner group; "" is the default group.
-	Group string `yaml:"group" doc:"github only: the runner group the runners join. Empty: the default group."`
+	Group string `yaml:"group" doc:"github only: the runner group the runners join: its name or numeric id at org scope, its id at enterprise scope; repositories have none. Empty: the default group."`
 	// RunUntagged, Locked, AccessLevel, MaximumTimeout and Executor are
 	// the GitLab runner's registration settings.
 	RunUntagged bool `yaml:"run_untagged" doc:"gitlab only: also take jobs without tags."`

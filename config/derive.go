@@ -49,6 +49,7 @@ func deriveDefaults(c *Config, hostname string) {
 		n.DNS = []string{n.Gateway}
 	}
 	deriveGitHub(c)
+	deriveRegistryCache(c) // after the gateway
 	forgeTypes := map[string]string{}
 	for i := range c.Forges {
 		f := &c.Forges[i]

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strconv"
 	"strings"
 	"time"
 )
@@ -61,4 +62,25 @@ func (v *validator) pollInterval(ff field, fo *Forge) {
 		err = durationAtLeast(fo.PollInterval, minGitHubPoll)
 	}
 	v.check(rule{ff.child("poll_interval"), err})
+}
+
+// runnerGroupScope checks a github pool's runner.group against its scope:
+// repositories have no runner groups, and an enterprise's groups can only
+// be given by id (GitHub's API description has no way to look them up).
+func (v *validator) runnerGroupScope(f field, p *Pool, typ string) {
+	if typ != "github" || p.Runner.Group == "" {
+		return
+	}
+	sc, err := ParseScope(p.Scope)
+	if err != nil {
+		return // the scope is the problem
+	}
+	id, numErr := strconv.ParseInt(p.Runner.Group, 10, 64)
+	switch {
+	case sc.Kind == ScopeRepo:
+		err = errorf("only with an org or enterprise scope: repositories have no runner groups")
+	case sc.Kind == ScopeEnterprise && (numErr != nil || id <= 0):
+		err = errorf("%q: an enterprise scope needs the runner group's numeric id", p.Runner.Group)
+	}
+	v.check(rule{f, err})
 }

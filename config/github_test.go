@@ -55,3 +55,25 @@ func TestGitHubPollInterval(t *testing.T) {
 		}
 	}
 }
+
+// runner.group fits the scope: a name or id at org scope, an id at
+// enterprise scope, none on a repository.
+func TestGitHubRunnerGroupByScope(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct{ scope, group, want string }{
+		{"org:acme", "ci", ""},
+		{"org:acme", "12", ""},
+		{"enterprise:bigco", "12", ""},
+		{"enterprise:bigco", "ci", `"ci": an enterprise scope needs the runner group's numeric id`},
+		{"repo:acme/widgets", "ci", "only with an org or enterprise scope"},
+	} {
+		text := replace(t, githubYAML, "scope: org:acme", "scope: "+tc.scope+"\n    runner: {group: "+tc.group+"}")
+		_, err := f.parse(text)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s group %s: %v", tc.scope, tc.group, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), `pools[0] ("default").runner.group: `+tc.want)):
+			t.Errorf("%s group %s: err = %v, want %q", tc.scope, tc.group, err, tc.want)
+		}
+	}
+}

@@ -162,7 +162,7 @@ images:
 pools:
   - name: big-1
     forge: gh
-    scope: repo:acme/widgets
+    scope: org:acme           # runner groups are org or enterprise ones
     labels: [self-hosted, "x86_64:host"]
     min_idle: 0
     max: 8
@@ -254,7 +254,7 @@ pools:
 			Mirrors: []RegistryMirror{{Registry: "docker.io", URLs: []string{"http://10.0.0.9:5000", "https://mirror.example.com"}}},
 		},
 		Pools: []Pool{{
-			Name: "big-1", Forge: "gh", Scope: "repo:acme/widgets",
+			Name: "big-1", Forge: "gh", Scope: "org:acme",
 			Labels: []string{"self-hosted", "x86_64:host"}, MinIdle: 0, Max: 8,
 			VM: VMShape{
 				VCPUs: 32, MemoryMiB: 128, Kernel: f.path("vmlinuz-6.6.30"),

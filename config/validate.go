@@ -63,6 +63,7 @@ func (v *validator) config(c *Config) {
 	v.network(root.child("network"), &c.Network)
 	types := v.forges(root.child("forges"), c.Forges)
 	v.images(root.child("images"), &c.Images)
+	v.registryCache(root.child("registry_cache"), &c.RegistryCache)
 	v.pools(root.child("pools"), c.Pools, types)
 }
 
@@ -204,6 +205,7 @@ func (v *validator) pools(f field, pools []Pool, types map[string]string) {
 		v.repos(pf.child("repos"), p.Repos, p.Scope, typ, known)
 		v.vm(pf.child("vm"), &p.VM)
 		v.runner(pf.child("runner"), &p.Runner, typ, known)
+		v.runnerGroupScope(pf.child("runner").child("group"), p, typ)
 		v.timeouts(pf.child("timeouts"), &p.Timeouts)
 	}
 }

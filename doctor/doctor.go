@@ -107,9 +107,9 @@ func (r Report) Write(w io.Writer) {
 	}
 	switch {
 	case fails > 0:
-		fmt.Fprintf(w, "result: %d failed, %d warnings; pools that cannot run: %s\n", fails, warns, listOrNone(r.Blocked()))
+		fmt.Fprintf(w, "result: %s failed, %s; pools that cannot run: %s\n", count(fails, "check"), count(warns, "warning"), listOrNone(r.Blocked()))
 	case warns > 0:
-		fmt.Fprintf(w, "result: every pool can run, with %d warnings\n", warns)
+		fmt.Fprintf(w, "result: every pool can run, with %s\n", count(warns, "warning"))
 	default:
 		fmt.Fprintln(w, "result: every pool can run")
 	}
@@ -120,6 +120,14 @@ func listOrNone(l []string) string {
 		return "none"
 	}
 	return strings.Join(l, ", ")
+}
+
+// count is "1 warning", "2 warnings".
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // mib formats bytes in MiB.

@@ -231,7 +231,7 @@ func TestTCGFallbackIsAWarning(t *testing.T) {
 	}
 	var b bytes.Buffer
 	r.Write(&b)
-	if !strings.Contains(b.String(), "WARN  kvm") || !strings.Contains(b.String(), "result: every pool can run, with 1 warnings") {
+	if !strings.Contains(b.String(), "WARN  kvm") || !strings.Contains(b.String(), "result: every pool can run, with 1 warning\n") {
 		t.Errorf("report:\n%s", b.String())
 	}
 }

@@ -57,7 +57,15 @@ func TestFirecrackerGiteaJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(jails) })
+	t.Cleanup(func() {
+		// After a failure the VMs outlive the killed orchestrator (their
+		// monitors have their own process group, for adoption): end the
+		// ones working in this test's jails.
+		for _, pid := range pidsWorkingIn(jails) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		os.RemoveAll(jails)
+	})
 	os.Chmod(jails, 0o711)
 	cgroups := filepath.Join(jails, "cgroup")
 	writeFile(t, filepath.Join(cgroups, "cgroup.controllers"), 0o644, "cpuset cpu io memory pids\n")
@@ -174,6 +182,8 @@ pools:
 	writeFile(t, filepath.Join(tree, ".gitea/workflows/hello.yml"), 0o644, helloWorkflow)
 	writeFile(t, filepath.Join(tree, ".gitea/workflows/fail.yml"), 0o644, failWorkflow)
 	gitea.push(tree, "ci/x", "first")
+	// Gitea must have read the pushed workflows before one is dispatched.
+	orch.waitFor(t, time.Minute, "the pushed run", func() bool { return len(gitea.runs("ci/x")) == 1 })
 	gitea.api(http.MethodPost, "/api/v1/repos/ci/x/actions/workflows/fail.yml/dispatches", map[string]any{"ref": "main"}, nil)
 	orch.waitFor(t, 6*time.Minute, "2 runs to complete", func() bool {
 		runs := gitea.runs("ci/x")
@@ -230,9 +240,23 @@ pools:
 	if left, _ := filepath.Glob(filepath.Join(jails, "firecracker", "*")); len(left) != 0 {
 		t.Errorf("jails left: %v", left)
 	}
-	if ps := fcProcesses(); len(ps) != 0 {
-		t.Errorf("firecracker or jailer processes left: %v", ps)
+	if ps := pidsWorkingIn(jails); len(ps) != 0 {
+		t.Errorf("processes left working in the jails: %v", ps)
 	}
+
+	var ready, setup []string
+	for _, l := range logLines(orch.log, regexp.MustCompile(`event=runner-ready`)) {
+		if m := regexp.MustCompile(`guest_uptime=(\S+)`).FindStringSubmatch(l); m != nil {
+			ready = append(ready, m[1])
+		}
+	}
+	for _, l := range logLines(orch.log, regexp.MustCompile(`msg="firecracker started"`)) {
+		if m := regexp.MustCompile(`took=(\S+)`).FindStringSubmatch(l); m != nil {
+			setup = append(setup, m[1])
+		}
+	}
+	t.Logf("FIGURE Start per VM: jail, jailer, firecracker double, API calls, and QEMU's start inside InstanceStart: %v", setup)
+	t.Logf("FIGURE guest kernel start -> runner ready (guest CLOCK_BOOTTIME, QEMU TCG under the double): %v", ready)
 
 	t.Run("every API request was valid", func(t *testing.T) {
 		started, total := 0, 0
@@ -285,20 +309,16 @@ func procUID(t *testing.T, pid int) int {
 	return -1
 }
 
-// fcProcesses lists running firecracker and jailer doubles started with
-// an --id.
-func fcProcesses() []string {
-	var out []string
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		args := strings.Split(string(b), "\x00")
-		if err != nil || len(args) < 2 {
-			continue
-		}
-		name := filepath.Base(args[0])
-		if (name == "firecracker" || name == "jailer") && strings.Contains(string(b), "\x00--id\x00") {
-			out = append(out, strings.Join(args, " "))
+// pidsWorkingIn lists the processes whose working directory is under
+// dir (the doubles and their QEMUs work in their jails).
+func pidsWorkingIn(dir string) []int {
+	var out []int
+	cwds, _ := filepath.Glob("/proc/[0-9]*/cwd")
+	for _, c := range cwds {
+		if wd, err := os.Readlink(c); err == nil && strings.HasPrefix(wd, dir+"/") {
+			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(c))); err == nil {
+				out = append(out, pid)
+			}
 		}
 	}
 	return out

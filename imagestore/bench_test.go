@@ -32,6 +32,7 @@ func BenchmarkPullFormats(b *testing.B) {
 	dir := b.TempDir()
 	tarPath := filepath.Join(dir, "layer.tar")
 	content := tarTree(b, tree, tarPath)
+	must(b, os.Mkdir(filepath.Join(dir, "registry"), 0o700))
 	reg := startRegistryOn(b, registry.NewDiskBlobHandler(filepath.Join(dir, "registry")))
 	pushImage(b, reg.host, "bench/tree:v1", emptyConfig(), fileLayerOf(b, tarPath))
 	for _, fsType := range []string{FSErofs, FSExt4} {

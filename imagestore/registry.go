@@ -41,14 +41,17 @@ func RegistryKey(host string) string {
 	return h
 }
 
-// CheckMirrorURL accepts a mirror's base URL: http or https, a host, no
-// path (a pull-through cache serves the upstream's repositories at its
-// root).
+// CheckMirrorURL accepts a mirror's base URL: http or https, a host, and
+// optionally a path: the repository prefix under which the cache serves
+// the upstream's repositories (none: at its root; Zot's sync, say, keeps
+// ghcr.io's under /ghcr.io).
 func CheckMirrorURL(s string) error {
 	_, _, err := parseMirror(s)
 	return err
 }
 
+// parseMirror returns a mirror's host[:port] and prefix, as a reference
+// names them.
 func parseMirror(s string) (host string, insecure bool, err error) {
 	u, err := url.Parse(s)
 	switch {
@@ -58,10 +61,10 @@ func parseMirror(s string) (host string, insecure bool, err error) {
 		return "", false, fmt.Errorf("mirror %q: scheme must be http or https", s)
 	case u.Host == "":
 		return "", false, fmt.Errorf("mirror %q: no host", s)
-	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.User != nil:
-		return "", false, fmt.Errorf("mirror %q: only scheme and host (and port) are allowed", s)
+	case u.RawQuery != "", u.Fragment != "", u.User != nil:
+		return "", false, fmt.Errorf("mirror %q: only scheme, host (and port) and a path are allowed", s)
 	}
-	return u.Host, u.Scheme == "http", nil
+	return u.Host + strings.TrimRight(u.Path, "/"), u.Scheme == "http", nil
 }
 
 // source is one place to fetch a reference from: a mirror or the

@@ -205,4 +205,3 @@ func BenchmarkVMNetwork(b *testing.B) {
 		})
 	}
 }
-

@@ -15,14 +15,17 @@ let
     modulesDir = "/nix/store/00000000000000000000000000000000-linux/lib/modules/6.12.8";
   };
 
-  # microvm-base as the modules leave it: the registry cache adds its port
-  # to guestPorts.tcp (nix/modules/registry-cache.nix does the same).
+  # microvm-base as the modules leave it: the registry cache adds its
+  # ports to guestPorts.tcp and its endpoints as cache
+  # (nix/modules/registry-cache.nix uses the same function).
   baseOf = services:
     let
       b = spec.withDefaults options.microvm-base (services.microvm-base or { });
       cache = spec.withDefaults options.registry-cache (services.registry-cache or { });
+      add = l.registrycache.forBase cache;
     in
-    b // { guestPorts = b.guestPorts // { tcp = b.guestPorts.tcp ++ l.util.optional cache.enable cache.port; }; };
+    if !cache.enable then b
+    else b // { guestPorts = b.guestPorts // { tcp = b.guestPorts.tcp ++ add.tcp; }; inherit (add) cache; };
 
   renderFace = { face, services, hostName }:
     settings.render {
@@ -120,18 +123,21 @@ in
       st = import ./stubs.nix;
       example = ((import ./examples/multi.nix) { }).services;
       base = spec.withDefaults options.microvm-base (example.microvm-base or { });
+      cacheOpts = spec.withDefaults options.registry-cache example.registry-cache;
       config = {
         networking.hostName = "ci";
         services = {
           microvm-base = base // {
             qemu.package = st.pkgs.qemu_kvm;
             enable = true; # as the orchestrator modules set it
-            guestPorts = base.guestPorts // { tcp = [ 5000 ]; }; # as registry-cache adds it
+            # as registry-cache adds them
+            guestPorts = base.guestPorts // { tcp = (l.registrycache.forBase cacheOpts).tcp; };
+            inherit (l.registrycache.forBase cacheOpts) cache;
             kernel = base.kernel // { image = "${st.pkgs.linuxPackages.kernel}/bzImage"; modulesDir = null; };
             # as the three orchestrator modules register them
             bridges = listToAttrs (map (f: { name = faces.${f}.bridge; value = { cidr = faces.${f}.cidr; owner = f; tcpPorts = [ 8089 ]; }; }) (attrNames faces));
           };
-          registry-cache = spec.withDefaults options.registry-cache example.registry-cache // { package = st.pkgs.zot; };
+          registry-cache = cacheOpts // { package = st.pkgs.zot; proxy = cacheOpts.proxy // { package = st.pkgs.squid; }; };
         } // listToAttrs (map (f: { name = f; value = spec.withDefaults (options.orchestrator f) example.${f} // { package = st.package f; }; }) (attrNames faces));
       };
       args = { inherit config; inherit (st) lib pkgs; };
@@ -149,11 +155,57 @@ in
   zot = let c = spec.withDefaults options.registry-cache { enable = true; }; in rec {
     config = l.zot.config {
       address = "0.0.0.0";
-      inherit (c) port mirrors gcInterval;
+      inherit (c) port mirrors rootRegistry gcInterval keepPulledWithin;
       rootDirectory = c.stateDir;
       credentialsFile = "/run/credentials/registry-cache.service/upstream-credentials";
     };
     pushAllowed = l.zot.pushAllowed config;
+  };
+
+  # The guests' proxy: squid.conf for each SSL bump setting, on the three
+  # faces' default bridges; and whether each intercepts.
+  squid =
+    let
+      bumps = {
+        off = { mode = "off"; domains = [ ]; };
+        selective-none = { mode = "selective"; domains = [ ]; };
+        selective = { mode = "selective"; domains = [ ".npmjs.org" "files.pythonhosted.org" ".npmjs.org" ]; };
+        all = { mode = "all"; domains = [ ]; };
+      };
+      bridges = builtins.listToAttrs (map (f: { name = faces.${f}.bridge; value = { cidr = faces.${f}.cidr; }; }) (attrNames faces));
+      render = sslBump: l.squid.config {
+        port = 3128;
+        guestNetworks = map (b: bridges.${b}.cidr) (attrNames bridges);
+        gateways = l.microvm.gateways bridges;
+        cacheDir = "/var/cache/registry-cache-proxy";
+        cacheSizeMiB = 10240;
+        maxObjectSizeMiB = 1024;
+        inherit sslBump;
+        inherit (l.registrycache) caCert caKey;
+        certgen = "/nix/store/00000000000000000000000000000000-squid/libexec/security_file_certgen";
+        certDB = "/var/lib/registry-cache-proxy/ssl_db";
+        logDir = "/var/log/registry-cache-proxy";
+        runDir = "/run/registry-cache-proxy";
+      };
+    in
+    {
+      configs = mapAttrs (_: render) bumps;
+      intercepts = mapAttrs (_: l.squid.intercepts) bumps;
+    };
+
+  # The CA's oneshot script, and the cache's section of a fireteact
+  # configuration with and without interception.
+  registryCache = {
+    caScript = l.registrycache.caScript { owner = "registry-cache-proxy"; group = "registry-cache-proxy"; };
+    settings = mapAttrs
+      (_: mode: (renderFace {
+        face = "fireteact";
+        hostName = "cache-check";
+        services = presetServices { face = "fireteact"; size = "small"; } // {
+          registry-cache = { enable = true; proxy.sslBump = { inherit mode; domains = [ ".npmjs.org" ]; }; };
+        };
+      }))
+      { off = "off"; selective = "selective"; };
   };
 
   # The options of every module as documentation rows.

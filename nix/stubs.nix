@@ -62,6 +62,9 @@ rec {
     iproute2 = drv "iproute2";
     qemu_kvm = drv "qemu";
     zot = drv "zot";
+    squid = drv "squid";
+    openssl = drv "openssl";
+    coreutils = drv "coreutils";
     linuxPackages.kernel = drv "linux" // { modDirVersion = "6.12.8"; };
   };
 

@@ -246,6 +246,7 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		Report: agentproto.Reporter{URL: m.d.ReportURL, Token: v.token},
 		Runner: runner.Guest,
 	}
+	cfg.Registry = GuestRegistry(m.d.Config, &p.cfg)
 	dir := m.d.Store.Dir(id)
 	initrd := filepath.Join(dir, "initramfs.cpio")
 	spec := vmm.Spec{

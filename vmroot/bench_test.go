@@ -46,11 +46,10 @@ func BenchmarkPrepareVM(b *testing.B) {
 		{"20MB", 20 << 20, true},
 		{"2GB", 2 << 30, false},
 	} {
-		var env *benchEnv
+		// Set up here, not in the sub-benchmark, which runs several times
+		// and cleans up after each.
+		env := setupBench(b, size.bytes, size.gzip)
 		b.Run(size.name, func(b *testing.B) {
-			if env == nil {
-				env = setupBench(b, size.bytes, size.gzip)
-			}
 			times := make([]time.Duration, 0, b.N)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -102,6 +101,9 @@ type benchEnv struct {
 func setupBench(b *testing.B, size int64, gzip bool) *benchEnv {
 	b.Helper()
 	dir := b.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "registry"), 0o700); err != nil {
+		b.Fatal(err)
+	}
 	host := startRegistry(b, registry.WithBlobHandler(registry.NewDiskBlobHandler(filepath.Join(dir, "registry"))))
 	var layers []v1.Layer
 	const perLayer = 512 << 20

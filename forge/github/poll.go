@@ -18,23 +18,21 @@ const roundTimeout = 2 * time.Minute
 
 // QueuedJobs implements forge.Forge: the queued jobs of the pool's scope
 // as webhooks and polls report them. When a reconciler round is due it
-// starts one: the first in line, so that start-up sees the queue; later
-// ones in the background, so a slow GitHub never holds up a webhook's
-// job. The first round's failure is an error only without webhooks (the
-// queue is then unknown).
+// starts one: the very first in line, so that start-up sees the queue;
+// later ones in the background, so a slow GitHub never holds up a
+// webhook's job. Until a round has succeeded the queue is unknown without
+// webhooks: that is an error.
 func (p *Pool) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
 	now := time.Now()
 	p.stateMu.Lock()
-	due, first := !now.Before(p.nextRound), !p.polled
+	due, first := !now.Before(p.nextRound), !p.begun
 	if due {
-		p.nextRound = now.Add(p.c.interval)
+		p.nextRound, p.begun = now.Add(p.c.interval), true
 	}
 	p.stateMu.Unlock()
 	switch {
 	case due && first:
-		if err := p.Reconcile(ctx); err != nil && p.c.secret == "" {
-			return nil, err
-		}
+		_ = p.Reconcile(ctx)
 	case due:
 		go func() {
 			if !p.round.TryLock() {
@@ -45,6 +43,12 @@ func (p *Pool) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
 			defer cancel()
 			_ = p.Reconcile(rctx)
 		}()
+	}
+	p.stateMu.Lock()
+	polled, lastErr := p.polled, p.lastErr
+	p.stateMu.Unlock()
+	if !polled && p.c.secret == "" {
+		return nil, fmt.Errorf("github: queue of %s unknown: no poll has succeeded yet: %w", p.scope, lastErr)
 	}
 	jobs := p.c.demand.queued(func(j *jobState) bool { return p.covers(j.repo, j.enterprise) })
 	out := make([]forge.Job, len(jobs))
@@ -94,6 +98,7 @@ func (p *Pool) Reconcile(ctx context.Context) error {
 	}
 	err := errors.Join(errs...)
 	p.stateMu.Lock()
+	p.lastErr = err
 	if err == nil {
 		p.polled = true
 	}

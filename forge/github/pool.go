@@ -30,7 +30,9 @@ type Pool struct {
 	round     sync.Mutex // held by the reconciler round in flight
 	stateMu   sync.Mutex
 	nextRound time.Time
-	polled    bool // a round has completed
+	begun     bool  // the first round has started
+	polled    bool  // a round has succeeded
+	lastErr   error // the last round's failure
 	cache     runnerCache
 }
 

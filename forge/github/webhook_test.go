@@ -240,6 +240,11 @@ func TestUnservableJobCountedOnce(t *testing.T) {
 			t.Fatalf("delivery %s: %d", id, code)
 		}
 	}
+	// The count comes with a reconcile: wait for it, then for several more.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, unserved := f.obs.counts(); unserved == 0 && time.Now().Before(deadline); _, unserved = f.obs.counts() {
+		time.Sleep(20 * time.Millisecond)
+	}
 	f.expect(map[string]int{})
 	if _, unserved := f.obs.counts(); unserved != 1 {
 		t.Fatalf("unservable job counted %d times, want once", unserved)

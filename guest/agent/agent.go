@@ -126,7 +126,7 @@ func (a *Agent) run(ctx context.Context, cfg agentproto.Config, q *reportQueue) 
 	if err := a.writeRunnerFiles(cfg.Runner); err != nil {
 		return err
 	}
-	return a.runRunner(ctx, cfg.Runner, q)
+	return a.runAfterRegistry(ctx, &cfg, q) // mirrors, CA, proxy and dockerd first
 }
 
 // logf writes one agent line on the console.

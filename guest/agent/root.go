@@ -65,6 +65,11 @@ func (a *Agent) switchRoot(ctx context.Context, r agentproto.Root) error {
 			return fmt.Errorf("switching root: %w", err)
 		}
 	}
+	// The overlay's root directory takes its owner and mode from the upper
+	// directory: make them the image's, so / is what the image says.
+	if err := a.copyOwnerAndMode(a.path(imageMount), upper); err != nil {
+		return fmt.Errorf("switching root: %w", err)
+	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", a.path(imageMount), upper, work)
 	newRoot := a.path(newRootMount)
 	if err := a.Sys.Mount("overlay", newRoot, "overlay", 0, opts); err != nil {
@@ -89,6 +94,18 @@ func (a *Agent) switchRoot(ctx context.Context, r agentproto.Root) error {
 	a.Root = root
 	a.logf("root switched to the image (%s %s, writable %s) in %.3fs", r.FSType, image, writable, (a.Sys.Uptime() - start).Seconds())
 	return nil
+}
+
+// copyOwnerAndMode gives dst the owner and permission bits of src.
+func (a *Agent) copyOwnerAndMode(src, dst string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(src, &st); err != nil {
+		return err
+	}
+	if err := a.Sys.Chown(dst, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	return unix.Chmod(dst, st.Mode&0o7777)
 }
 
 // path is guest path p in the agent's view of the file system.

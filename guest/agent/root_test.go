@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"golang.org/x/sys/unix"
 )
 
 // addDisk makes a virtio disk visible to the agent: its sysfs serial and
@@ -39,6 +40,9 @@ func TestImageRootIsMountedAndSwitchedToBeforeTheRunner(t *testing.T) {
 	// The disks come in the other order than attached: serials decide.
 	addDisk(t, root, "vda", "fa-writable")
 	addDisk(t, root, "vdb", "fa-image")
+	// The image's root directory (mounted here in a guest) is 1777.
+	must(t, os.MkdirAll(filepath.Join(root, "mnt/image"), 0o755))
+	must(t, unix.Chmod(filepath.Join(root, "mnt/image"), 0o1777))
 	sys := newFakeSys(t, root)
 	con := &syncBuffer{}
 	a := &Agent{Root: root, Sys: sys, Console: con}
@@ -73,6 +77,9 @@ func TestImageRootIsMountedAndSwitchedToBeforeTheRunner(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(newRoot, "tmp")); err != nil || fi.Mode().Perm()|fi.Mode()&os.ModeSticky != 0o777|os.ModeSticky {
 		t.Errorf("/tmp in the new root: %v %v", fi, err)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "mnt/writable/upper")); err != nil || fi.Mode()&os.ModeSticky == 0 || fi.Mode().Perm() != 0o777 {
+		t.Errorf("the overlay's upper root does not have the image root's mode 1777: %v %v", fi.Mode(), err)
 	}
 	for _, d := range []string{"upper", "work"} {
 		if _, err := os.Stat(filepath.Join(root, "mnt/writable", d)); err != nil {

@@ -8,12 +8,14 @@ let
   spec = import ./spec.nix { inherit util; };
   options = import ./options.nix { inherit faces sizes spec; };
   presets = import ./presets.nix { inherit faces sizes util; };
-  settings = import ./settings.nix { inherit faces presets util; };
+  settings = import ./settings.nix { inherit faces presets util registrycache; };
   profiles = import ./profiles.nix { inherit faces sizes util; };
   hive = import ./hive.nix { inherit profiles util; };
   zot = import ./zot.nix { inherit util; };
+  squid = import ./squid.nix { inherit util; };
+  registrycache = import ./registrycache.nix { inherit util zot squid; };
   microvm = import ./microvm.nix { inherit util; };
 in
 {
-  inherit util faces sizes spec options presets settings profiles hive zot microvm;
+  inherit util faces sizes spec options presets settings profiles hive zot squid registrycache microvm;
 }

@@ -38,6 +38,11 @@ in
         description = "Host UDP ports guests may reach on their gateway; DNS (53) is added by the orchestrator when guests use the gateway as resolver.";
       };
     };
+    cache = option {
+      type.nullOr = "json";
+      default = null;
+      description = "Set by services.registry-cache: its endpoints (Zot's port and registries, the proxy's port, the interception CA's certificate), which every orchestrator turns into the registry_cache section of its configuration on its own bridge's gateway. null: no cache.";
+    };
     kernel = {
       source = option {
         type.enum = [ "upstream" "custom" "nixpkgs" ];
@@ -369,10 +374,59 @@ in
       default = null;
       description = "Host file of upstream credentials in Zot's sync format; a systemd credential, never in the store.";
     };
+    rootRegistry = option {
+      type.nullOr = "str";
+      default = "docker.io";
+      description = "The mirror served at the cache's root rather than under /<name>: Docker's registry-mirrors can only mirror Docker Hub, and only from a mirror's root. null: every mirror under /<name>.";
+    };
     gcInterval = option {
       type = "str";
       default = "24h";
       description = "How often Zot collects garbage (unreferenced blobs).";
+    };
+    keepPulledWithin = option {
+      type = "str";
+      default = "336h";
+      description = "The storage cap: images not pulled for this long are removed (Zot retention), and their blobs collected at the next garbage collection. Zot has no byte quota; for a hard one, put stateDir on a file system of its own.";
+    };
+    proxy = {
+      enable = option {
+        type = "bool";
+        default = true;
+        description = "A caching web proxy (Squid) for the guests on every bridge's gateway; the orchestrators give it to their guests as HTTP(S)_PROXY.";
+      };
+      package = option {
+        type = "package";
+        defaultText = "pkgs.squid";
+        description = "The Squid package (built with OpenSSL and security_file_certgen, as nixpkgs' is).";
+      };
+      port = option {
+        type = "port";
+        default = 3128;
+        description = "TCP port Squid listens on; opened to guests on every bridge.";
+      };
+      cacheSizeMiB = option {
+        type = "int";
+        default = 10240;
+        description = "Disk the proxy's cache may take, in MiB.";
+      };
+      maxObjectSizeMiB = option {
+        type = "int";
+        default = 1024;
+        description = "The largest response the proxy caches, in MiB.";
+      };
+      sslBump = {
+        mode = option {
+          type.enum = [ "off" "selective" "all" ];
+          default = "off";
+          description = "TLS interception: off (HTTPS is tunnelled untouched), selective (only sslBump.domains are intercepted, so their downloads are cached; with no domains, nothing is) or all. Whenever something is intercepted, a CA is made on the host (its key never in the Nix store) and the guests trust it.";
+        };
+        domains = option {
+          type.listOf = "str";
+          default = [ ];
+          description = "selective: the server names to intercept; a leading dot takes subdomains (.example.com).";
+        };
+      };
     };
     settings = option {
       type = "json";

@@ -2,7 +2,7 @@
 # (docs/config.md is its schema). The NixOS module and the checks call the
 # same function; only the store paths differ (real packages there, stand-in
 # paths here).
-{ faces, presets, util }:
+{ faces, presets, util, registrycache }:
 let
   inherit (util) filterNulls recursiveMerge optional concatMap;
   inherit (builtins) attrNames length head mapAttrs;
@@ -39,7 +39,8 @@ rec {
   #   opts      the face's options, defaults filled (spec.withDefaults)
   #   hostName  networking.hostName (host_id's default)
   #   paths     { agent; qemu; kernel; modulesDir; } store paths
-  #   base      services.microvm-base: { guestPorts; security; }
+  #   base      services.microvm-base: { guestPorts; security; cache; }
+  #             (cache: the registry cache's endpoints, or null)
   render = { face, opts, hostName, paths, base }:
     let
       f = faces.${face};
@@ -96,6 +97,8 @@ rec {
         vmm = { driver = "qemu"; qemu.binary = paths.qemu; };
         forges = map (n: forge n opts.forges.${n}) (attrNames opts.forges);
         pools = map (n: pool n opts.pools.${n}) (attrNames opts.pools);
+      } // util.optionalAttrs ((base.cache or null) != null) {
+        registry_cache = registrycache.settingsFor { inherit (opts.network) cidr; inherit (base) cache; };
       };
     in
     recursiveMerge generated opts.settings;

@@ -37,6 +37,7 @@ let
     else configJSON;
 
   drainSeconds = l.util.durationSeconds (rendered.drain_grace or "10m");
+  caUnit = lib.optional (base.cache != null && base.cache.caFile != null) "registry-cache-ca.service";
 in
 {
   options.services.${face} = mkOptions (l.options.orchestrator face) (
@@ -60,8 +61,10 @@ in
     systemd.services.${face} = {
       description = "${face}: ${f.description} jobs, each in its own microVM";
       wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" ];
+      # The registry cache's CA, when guests are to trust one, is made
+      # before the configuration naming it is read.
+      wants = [ "network-online.target" ] ++ caUnit;
+      after = [ "network-online.target" ] ++ caUnit;
       path = [ pkgs.nftables pkgs.iproute2 ];
       restartTriggers = [ configFile ];
 

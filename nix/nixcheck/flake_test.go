@@ -30,7 +30,7 @@ func TestFlakeOutputs(t *testing.T) {
 	want := map[string][]string{
 		"outputs":  {"checks", "colmena", "colmenaHive", "devShells", "lib", "nixosConfigurations", "nixosModules", "packages", "profiles"},
 		"modules":  {"default", "fireactions", "fireglab", "fireteact", "microvm-base", "registry-cache"},
-		"packages": {"default", "fireactions", "fireglab", "fireteact", "image-azure", "image-qcow2"},
+		"packages": {"default", "fireactions", "fireglab", "fireteact", "firecracker-kernel", "firecracker-kernel-custom", "image-azure", "image-qcow2"},
 		"hosts":    {"gh-runner-1", "gitea-ci-1", "gl-runner-1", "multi-1"},
 		"colmena":  {"gh-runner-1", "gitea-ci-1", "gl-runner-1", "meta", "multi-1"},
 		"checks":   {"host-gh-runner-1", "host-gitea-ci-1", "host-gl-runner-1", "host-multi-1", "presets"},

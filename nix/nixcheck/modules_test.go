@@ -112,8 +112,8 @@ func TestModulesWiring(t *testing.T) {
 	base := get("microvm-base")
 	for _, br := range []string{"fireactions0", "fireteact0", "fireglab0"} {
 		fw := base.Config.Networking.Firewall.Interfaces[br]
-		if len(fw.AllowedTCPPorts) != 2 || fw.AllowedTCPPorts[0] != 8089 || fw.AllowedTCPPorts[1] != 5000 || len(fw.AllowedUDPPorts) != 1 || fw.AllowedUDPPorts[0] != 53 {
-			t.Errorf("firewall on %s: %+v, want TCP 8089 (agent) and 5000 (cache), UDP 53", br, fw)
+		if b, _ := json.Marshal(fw.AllowedTCPPorts); string(b) != "[8089,5000,3128]" || len(fw.AllowedUDPPorts) != 1 || fw.AllowedUDPPorts[0] != 53 {
+			t.Errorf("firewall on %s: %+v, want TCP 8089 (agent), 5000 (registry cache) and 3128 (proxy), UDP 53", br, fw)
 		}
 	}
 	if base.Config.Boot.Kernel.Sysctl["net.ipv4.ip_forward"] != 1 || !contains(base.Config.Boot.KernelModules, "kvm-intel") {
@@ -131,9 +131,25 @@ func TestModulesWiring(t *testing.T) {
 	if s, _ := cache.Config.Systemd.Services["registry-cache"].ServiceConfig["ExecStart"].(string); !strings.Contains(s, "/bin/zot serve ") {
 		t.Errorf("registry-cache ExecStart %q", s)
 	}
-	var cacheBase struct{ GuestPorts struct{ TCP []int } }
-	if err := json.Unmarshal(cache.Config.Services["microvm-base"], &cacheBase); err != nil || len(cacheBase.GuestPorts.TCP) != 1 || cacheBase.GuestPorts.TCP[0] != 5000 {
-		t.Errorf("registry-cache does not open its port to guests: %s (%v)", cache.Config.Services["microvm-base"], err)
+	var cacheBase struct {
+		GuestPorts struct{ TCP []int }
+		Cache      struct {
+			RegistryPort, ProxyPort int
+			CAFile                  *string
+		}
+	}
+	if err := json.Unmarshal(cache.Config.Services["microvm-base"], &cacheBase); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(cacheBase.GuestPorts.TCP); string(b) != "[5000,3128]" || cacheBase.Cache.RegistryPort != 5000 || cacheBase.Cache.ProxyPort != 3128 || cacheBase.Cache.CAFile != nil {
+		t.Errorf("registry-cache does not give guests its ports and endpoints (without a CA: nothing is intercepted): %s", cache.Config.Services["microvm-base"])
+	}
+	proxyUnit, ok := cache.Config.Systemd.Services["registry-cache-proxy"]
+	if s, _ := proxyUnit.ServiceConfig["ExecStart"].(string); !ok || !strings.Contains(s, "/bin/squid --foreground") || proxyUnit.ServiceConfig["User"] != "registry-cache-proxy" {
+		t.Errorf("registry-cache-proxy unit: %+v", proxyUnit.ServiceConfig)
+	}
+	if _, ok := cache.Config.Systemd.Services["registry-cache-ca"]; ok {
+		t.Error("a CA is made although the proxy intercepts nothing")
 	}
 
 	// Profiles: every file a profile imports exists.

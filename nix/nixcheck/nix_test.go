@@ -297,8 +297,8 @@ func TestExampleHosts(t *testing.T) {
 	if err := json.Unmarshal(h.Configs["gitea-ci-1/fireteact"], &cache); err != nil {
 		t.Fatal(err)
 	}
-	if len(cache.Network.AllowTCPPorts) != 1 || cache.Network.AllowTCPPorts[0] != 5000 {
-		t.Errorf("gitea-ci-1 (registry-cache): guests may reach TCP %v on the host, want [5000]", cache.Network.AllowTCPPorts)
+	if len(cache.Network.AllowTCPPorts) != 2 || cache.Network.AllowTCPPorts[0] != 5000 || cache.Network.AllowTCPPorts[1] != 3128 {
+		t.Errorf("gitea-ci-1 (registry-cache): guests may reach TCP %v on the host, want [5000 3128] (registry cache, proxy)", cache.Network.AllowTCPPorts)
 	}
 }
 

@@ -120,9 +120,9 @@ func BenchmarkAPICalls(b *testing.B) {
 	defer hs.Close()
 	ctx := context.Background()
 	for b.Loop() {
-		srv = fcdouble.NewServer(fcdouble.Options{Spec: s, ID: "bench", TAPExists: func(string) bool { return true }})
+		srv = fcdouble.NewServer(fcdouble.Options{Spec: s, ID: "bench", OpenTAP: func(string) error { return nil }})
 		c := NewClient(sock)
-		for _, r := range BootRequests(testSpec, kernel, initrd) {
+		for _, r := range BootRequests(testSpec, Paths{Kernel: kernel, Initrd: initrd}) {
 			if err := r.Send(ctx, c); err != nil {
 				b.Fatal(err)
 			}

@@ -52,7 +52,7 @@ func TestGuestResetEndsTheVMM(t *testing.T) {
 	if !strings.Contains(string(console), "Linux version") {
 		t.Errorf("no kernel messages in the console log (console=ttyS0 lost?)")
 	}
-	assertAllAccepted(t, readRecord(t, record))
+	assertAllAccepted(t, readRecord(t, record), spec)
 	if !processGone(spec.ID) {
 		t.Error("a process of the VM is still running")
 	}
@@ -60,7 +60,8 @@ func TestGuestResetEndsTheVMM(t *testing.T) {
 
 // TestGuestPowerOffDoesNotEndTheVMM: like Firecracker, which has no ACPI
 // power-off, the double keeps running when the guest powers off instead
-// of resetting; only Kill ends it. The guest agent resets for this reason.
+// of resetting; only a kill ends it. The guest agent resets for this
+// reason.
 func TestGuestPowerOffDoesNotEndTheVMM(t *testing.T) {
 	requireRoot(t, "the guest's TAP")
 	b := buildDouble(t)
@@ -78,14 +79,21 @@ func TestGuestPowerOffDoesNotEndTheVMM(t *testing.T) {
 		t.Fatalf("the VMM ended (%v) when the guest powered off; Firecracker runs on", m.Err())
 	case <-time.After(2 * time.Second):
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := m.Kill(ctx); err != nil {
+	// A restarted orchestrator adopts it and kills it: the signal reaches
+	// the VMM's process alone, and its QEMU must not outlive it.
+	a, err := (&Driver{Binary: b.Firecracker}).Adopt(spec.ID, m.PID())
+	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Err() != vmm.ErrKilled {
-		t.Errorf("Err = %v, want ErrKilled", m.Err())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Kill(ctx); err != nil {
+		t.Fatal(err)
 	}
+	if a.Err() != vmm.ErrKilled {
+		t.Errorf("Err = %v, want ErrKilled", a.Err())
+	}
+	<-m.Done()
 	waitFor(t, 5*time.Second, "QEMU to be gone", func() bool { return len(qemuOf(spec.ID)) == 0 })
 }
 

@@ -5,7 +5,8 @@
 // It talks to Firecracker with a small client of its own over the API
 // socket rather than with firecracker-go-sdk. The SDK's generated client
 // and models carry the whole API of its day and a process manager with its
-// own opinions (jailer layout, CNI, logging); the driver needs five PUTs.
+// own opinions (jailer layout, CNI, logging); the driver needs four PUTs
+// (one more per drive).
 // A client that sends only those keeps every request body in plain sight,
 // which is what lets the tests hold each one to Firecracker's own API
 // description (see apispec and the fcdouble test double), and it adds no
@@ -112,15 +113,22 @@ func checkSpec(spec vmm.Spec) error {
 	case spec.Kernel == "" || spec.Initramfs == "" || spec.TAP == "" || spec.ConsoleLog == "" || spec.Dir == "":
 		return fmt.Errorf("firecracker: vm %s: incomplete spec", spec.ID)
 	}
+	ids := map[string]bool{}
+	for _, d := range spec.Drives {
+		id := DriveID(d.ID)
+		if d.ID == "" || d.Path == "" || ids[id] {
+			return fmt.Errorf("firecracker: vm %s: drive %q: empty, without a file, or its id %q taken", spec.ID, d.ID, id)
+		}
+		ids[id] = true
+	}
 	return nil
 }
 
 // launched is a started VMM process, before its configuration.
 type launched struct {
 	cmd     *exec.Cmd
-	socket  string // on the host
-	kernel  string // as the VMM sees it
-	initrd  string
+	socket  string       // on the host
+	paths   Paths        // as the VMM sees them
 	cleanup func() error // removes what launch made; runs once the process is gone
 }
 
@@ -138,14 +146,14 @@ func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
 			return nil, err
 		}
 		l.cmd = exec.Command(d.Jailer.Binary, j.args(spec, apiSocket)...)
-		l.socket, l.kernel, l.initrd, l.cleanup = j.hostPath(apiSocket), "/"+kernelName, "/"+initrdName, j.remove
+		l.socket, l.paths, l.cleanup = j.hostPath(apiSocket), j.paths(spec), j.remove
 	} else {
 		l.socket = filepath.Join(spec.Dir, "fc.sock")
 		if err := os.Remove(l.socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove stale API socket: %w", err)
 		}
 		l.cmd = exec.Command(d.Binary, "--api-sock", l.socket, "--id", spec.ID)
-		l.kernel, l.initrd = spec.Kernel, spec.Initramfs
+		l.paths = HostPaths(spec)
 	}
 	if len(l.socket) > maxSocketPath {
 		_ = l.cleanup()
@@ -177,7 +185,7 @@ func (d *Driver) configure(ctx context.Context, l *launched, spec vmm.Spec, exit
 	}
 	c := NewClient(l.socket)
 	defer c.Close()
-	for _, r := range BootRequests(spec, l.kernel, l.initrd) {
+	for _, r := range BootRequests(spec, l.paths) {
 		if err := r.Send(ctx, c); err != nil {
 			return err
 		}
@@ -192,20 +200,53 @@ type Request struct {
 	Send func(ctx context.Context, c *Client) error
 }
 
-// BootRequests are the API calls that start spec, with the kernel and
-// initrd paths as the VMM sees them. Start sends exactly these; the tests
-// check each against Firecracker's API description.
-func BootRequests(spec vmm.Spec, kernel, initrd string) []Request {
-	boot := BootSource{KernelImagePath: kernel, InitrdPath: initrd, BootArgs: Cmdline(spec)}
+// Paths are a VM's files as the VMM opens them: inside its chroot when
+// jailed.
+type Paths struct {
+	Kernel, Initrd string
+	Drives         []string // one per spec.Drives
+}
+
+// HostPaths are spec's files where they are, for an unjailed VMM.
+func HostPaths(spec vmm.Spec) Paths {
+	p := Paths{Kernel: spec.Kernel, Initrd: spec.Initramfs}
+	for _, d := range spec.Drives {
+		p.Drives = append(p.Drives, d.Path)
+	}
+	return p
+}
+
+// DriveID is a drive's id as Firecracker accepts it in a path: letters,
+// digits and '_' (others become '_'). Firecracker gives the guest no
+// serial: the guest sees the drives as vda, vdb, ... in spec order.
+func DriveID(id string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '_'
+	}, id)
+}
+
+// BootRequests are the API calls that start spec, with its files as the
+// VMM sees them, in the order they are sent: boot source, machine, NIC,
+// drives, InstanceStart. Start sends exactly these; the tests check each
+// against Firecracker's API description.
+func BootRequests(spec vmm.Spec, p Paths) []Request {
+	boot := BootSource{KernelImagePath: p.Kernel, InitrdPath: p.Initrd, BootArgs: Cmdline(spec)}
 	machine := MachineConfig{VCPUCount: spec.VCPUs, MemSizeMiB: spec.MemoryMiB, SMT: false}
 	nic := NetworkInterface{IfaceID: "eth0", HostDevName: spec.TAP, GuestMAC: spec.MAC}
-	start := action{ActionType: "InstanceStart"}
-	return []Request{
+	rs := []Request{
 		{"/boot-source", boot, func(ctx context.Context, c *Client) error { return c.PutBootSource(ctx, boot) }},
 		{"/machine-config", machine, func(ctx context.Context, c *Client) error { return c.PutMachineConfig(ctx, machine) }},
 		{"/network-interfaces/eth0", nic, func(ctx context.Context, c *Client) error { return c.PutNetworkInterface(ctx, nic) }},
-		{"/actions", start, func(ctx context.Context, c *Client) error { return c.InstanceStart(ctx) }},
 	}
+	for i, d := range spec.Drives {
+		drive := Drive{DriveID: DriveID(d.ID), PathOnHost: p.Drives[i], IsRootDevice: false, IsReadOnly: d.ReadOnly}
+		rs = append(rs, Request{"/drives/" + drive.DriveID, drive, func(ctx context.Context, c *Client) error { return c.PutDrive(ctx, drive) }})
+	}
+	start := action{ActionType: "InstanceStart"}
+	return append(rs, Request{"/actions", start, func(ctx context.Context, c *Client) error { return c.InstanceStart(ctx) }})
 }
 
 // consoleTail is the end of the console log, for errors: it holds the

@@ -23,10 +23,16 @@ var testSpec = vmm.Spec{
 // the shapes the configuration allows, jailed or not.
 func TestBootRequestsMatchTheAPIDescription(t *testing.T) {
 	s := loadAPISpec(t)
-	specs := []vmm.Spec{testSpec, {ID: "a", VCPUs: 1, MemoryMiB: 128, TAP: "faa"}, {ID: "b", VCPUs: 32, MemoryMiB: 65536, TAP: "fab", Cmdline: "x"}}
+	withDrives := testSpec
+	withDrives.Drives = []vmm.Drive{{ID: "fa-image", Path: "/img/root.erofs", ReadOnly: true}, {ID: "fa-disk", Path: "/vm/disk.ext4"}}
+	specs := []vmm.Spec{testSpec, withDrives, {ID: "a", VCPUs: 1, MemoryMiB: 128, TAP: "faa"}, {ID: "b", VCPUs: 32, MemoryMiB: 65536, TAP: "fab", Cmdline: "x"}}
 	for _, spec := range specs {
-		for _, paths := range [][2]string{{"/kernel", "/initramfs"}, {"/var/lib/k", "/var/lib/i"}} {
-			for _, r := range BootRequests(spec, paths[0], paths[1]) {
+		jailed := Paths{Kernel: "/kernel", Initrd: "/initramfs"}
+		for _, d := range spec.Drives {
+			jailed.Drives = append(jailed.Drives, "/"+driveName(d))
+		}
+		for _, paths := range []Paths{jailed, HostPaths(spec)} {
+			for _, r := range BootRequests(spec, paths) {
 				op, params, ok := s.Match("PUT", r.Path)
 				if !ok {
 					t.Fatalf("PUT %s is not in the API description", r.Path)
@@ -52,7 +58,12 @@ func TestBootRequestsMatchTheAPIDescription(t *testing.T) {
 
 // TestBootRequestsCarryTheSpec: the requests say what the spec says.
 func TestBootRequestsCarryTheSpec(t *testing.T) {
-	rs := BootRequests(testSpec, "/kernel", "/initramfs")
+	spec := testSpec
+	spec.Drives = []vmm.Drive{{ID: "fa-image", Path: "/img/root.erofs", ReadOnly: true}, {ID: "fa-disk", Path: "/vm/disk.ext4"}}
+	rs := BootRequests(spec, Paths{Kernel: "/kernel", Initrd: "/initramfs", Drives: []string{"/drive-fa_image", "/drive-fa_disk"}})
+	if len(rs) != 6 {
+		t.Fatalf("%d requests, want 6", len(rs))
+	}
 	boot := rs[0].Body.(BootSource)
 	if boot.BootArgs != "console=ttyS0 reboot=k panic=1 pci=off quiet extra=1" {
 		t.Errorf("boot_args %q", boot.BootArgs)
@@ -70,8 +81,14 @@ func TestBootRequestsCarryTheSpec(t *testing.T) {
 	if n := rs[2].Body.(NetworkInterface); n != (NetworkInterface{IfaceID: "eth0", HostDevName: "fa0a1b2c3d4e5f", GuestMAC: "02:00:00:00:00:01"}) {
 		t.Errorf("network interface %+v", n)
 	}
-	if rs[3].Body.(action).ActionType != "InstanceStart" {
-		t.Errorf("last request %+v", rs[3])
+	if d := rs[3].Body.(Drive); d != (Drive{DriveID: "fa_image", PathOnHost: "/drive-fa_image", IsReadOnly: true}) || rs[3].Path != "/drives/fa_image" {
+		t.Errorf("image drive %s %+v", rs[3].Path, d)
+	}
+	if d := rs[4].Body.(Drive); d != (Drive{DriveID: "fa_disk", PathOnHost: "/drive-fa_disk"}) {
+		t.Errorf("writable drive %+v", d)
+	}
+	if rs[5].Body.(action).ActionType != "InstanceStart" {
+		t.Errorf("last request %+v", rs[5])
 	}
 }
 
@@ -90,6 +107,8 @@ func TestStartRefusesBadSpecs(t *testing.T) {
 		{ID: "a", VCPUs: 0, MemoryMiB: 128},
 		{ID: "a", VCPUs: 33, MemoryMiB: 128},
 		{ID: "a", VCPUs: 1, MemoryMiB: 128}, // no kernel, initramfs, TAP
+		{ID: "a", VCPUs: 1, MemoryMiB: 128, Kernel: "/k", Initramfs: "/i", TAP: "t", ConsoleLog: "/c", Dir: "/d",
+			Drives: []vmm.Drive{{ID: "a-b", Path: "/1"}, {ID: "a_b", Path: "/2"}}}, // one Firecracker id
 	} {
 		if _, err := d.Start(context.Background(), s); err == nil {
 			t.Errorf("spec %+v started", s)
@@ -121,7 +140,7 @@ func TestStartThroughTheDouble(t *testing.T) {
 	if !IsOurs(m.PID(), spec.ID) || IsOurs(m.PID(), "other") || IsOurs(os.Getpid(), spec.ID) {
 		t.Error("IsOurs does not tell the VM's monitor from other processes")
 	}
-	assertAllAccepted(t, readRecord(t, record))
+	assertAllAccepted(t, readRecord(t, record), spec)
 	select {
 	case <-m.Done():
 		t.Fatalf("the VMM exited after InstanceStart: %v", m.Err())

@@ -149,20 +149,22 @@ func readRecord(t testing.TB, path string) []fcdouble.Record {
 	return out
 }
 
-// assertAllAccepted checks the driver's recorded requests were all
-// accepted by the double, in the order Start sends them.
-func assertAllAccepted(t testing.TB, recs []fcdouble.Record) {
+// assertAllAccepted checks the driver's recorded requests for spec were
+// all accepted by the double, in the order Start sends them.
+func assertAllAccepted(t testing.TB, recs []fcdouble.Record, spec vmm.Spec) {
 	t.Helper()
-	var got []string
+	var got, want []string
 	for _, r := range recs {
 		got = append(got, r.Method+" "+r.Path)
 		if r.Status/100 != 2 {
 			t.Errorf("the double refused the driver's %s %s (%d): %s\nbody: %s", r.Method, r.Path, r.Status, r.Fault, r.Body)
 		}
 	}
-	want := "PUT /boot-source, PUT /machine-config, PUT /network-interfaces/eth0, PUT /actions"
-	if strings.Join(got, ", ") != want {
-		t.Errorf("requests %v, want %s", got, want)
+	for _, r := range BootRequests(spec, HostPaths(spec)) {
+		want = append(want, "PUT "+r.Path)
+	}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("requests %v, want %v", got, want)
 	}
 }
 

@@ -86,14 +86,28 @@ func (j *Jailer) jails(binary string) (execFile, dir string, err error) {
 
 func (jl *jail) root() string { return filepath.Join(jl.dir, "root") }
 
+// driveName is a drive's file in the jail.
+func driveName(d vmm.Drive) string { return "drive-" + DriveID(d.ID) }
+
+// paths are spec's files as the jailed VMM sees them.
+func (jl *jail) paths(spec vmm.Spec) Paths {
+	p := Paths{Kernel: "/" + kernelName, Initrd: "/" + initrdName}
+	for _, d := range spec.Drives {
+		p.Drives = append(p.Drives, "/"+driveName(d))
+	}
+	return p
+}
+
 // hostPath is where a path inside the jail is on the host.
 func (jl *jail) hostPath(inJail string) string { return filepath.Join(jl.root(), inJail) }
 
-// prepare makes the VM's chroot and links its boot files in. The kernel
-// is shared by every VM: it is hard-linked when anyone may read it, else
-// copied and given to the jail's user. The initramfs is the VM's own (it
-// holds the runner's credential): hard-linked and given to the jail's
-// user. A copy replaces a hard link across file systems.
+// prepare makes the VM's chroot, links its boot files and drives in, and
+// gives its TAP to the jail's user. The kernel and a read-only drive are
+// shared by VMs: hard-linked when anyone may read them, else copied and
+// given to the jail's user. The initramfs (it holds the runner's
+// credential) and a writable drive are the VM's own: hard-linked and
+// given to the jail's user. A copy replaces a hard link across file
+// systems.
 func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 	jl, err := j.jailOf(binary, spec.ID)
 	if err != nil {
@@ -118,6 +132,14 @@ func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 	if err := j.linkIn(spec.Initramfs, jl.hostPath(initrdName), true); err != nil {
 		_ = jl.remove()
 		return nil, fmt.Errorf("initramfs into the jail: %w", err)
+	}
+	for _, d := range spec.Drives {
+		// The shared read-only image is linked like the kernel; a
+		// writable disk is the VM's own, like the initramfs.
+		if err := j.linkIn(d.Path, jl.hostPath(driveName(d)), !d.ReadOnly); err != nil {
+			_ = jl.remove()
+			return nil, fmt.Errorf("drive %s into the jail: %w", d.ID, err)
+		}
 	}
 	if err := giveTAP(spec.TAP, j.UID, j.GID); err != nil {
 		_ = jl.remove()
@@ -172,7 +194,7 @@ func (j *Jailer) linkIn(src, dst string, own bool) error {
 			return err
 		}
 	}
-	if err := copyFile(src, dst, 0o400); err != nil {
+	if err := copyFile(src, dst, 0o600); err != nil {
 		return err
 	}
 	return os.Chown(dst, j.UID, j.GID)

@@ -86,6 +86,12 @@ func TestJailedBoot(t *testing.T) {
 	// The guest waits 3s before its reset: time to look at the jail.
 	spec := bootSpec(t, "jail1", "reset")
 	spec.Cmdline += " guestsleep=3"
+	// An image shared by VMs (world-readable, read-only) and the VM's own
+	// writable disk.
+	image, disk := filepath.Join(spec.Dir, "image.erofs"), filepath.Join(spec.Dir, "disk.ext4")
+	os.WriteFile(image, make([]byte, 1<<20), 0o644)
+	os.WriteFile(disk, make([]byte, 1<<20), 0o600)
+	spec.Drives = []vmm.Drive{{ID: "fa-image", Path: image, ReadOnly: true}, {ID: "fa-disk", Path: disk}}
 	base := jailBase(t)
 	cgRoot, mounts := fakeCgroups(t, base)
 	t.Setenv("FCDOUBLE_PROC_MOUNTS", mounts)
@@ -116,6 +122,8 @@ func TestJailedBoot(t *testing.T) {
 			{"run", os.ModeDir | 0o700, jailUID},
 			{"run/fc.sock", os.ModeSocket, jailUID}, // made by the VMM
 			{"initramfs", 0o600, jailUID},
+			{"drive-fa_disk", 0o600, jailUID},
+			{"drive-fa_image", 0o644, 0}, // shared: linked, left to root
 		} {
 			p := filepath.Join(root, c.path)
 			fi, err := os.Lstat(p)
@@ -149,8 +157,10 @@ func TestJailedBoot(t *testing.T) {
 		if k.Ino != src.Ino || k.Uid != 0 {
 			t.Errorf("the kernel is not a hard link of the shared kernel left to root (inode %d vs %d, uid %d)", k.Ino, src.Ino, k.Uid)
 		}
-		if i, src := statOf(t, filepath.Join(root, "initramfs")), statOf(t, spec.Initramfs); i.Ino != src.Ino {
-			t.Error("the initramfs was copied, not hard-linked")
+		for jailed, host := range map[string]string{"initramfs": spec.Initramfs, "drive-fa_image": image, "drive-fa_disk": disk} {
+			if statOf(t, filepath.Join(root, jailed)).Ino != statOf(t, host).Ino {
+				t.Errorf("%s was copied, not hard-linked", jailed)
+			}
 		}
 	})
 	t.Run("the VMM's user and cgroup", func(t *testing.T) {
@@ -177,7 +187,7 @@ func TestJailedBoot(t *testing.T) {
 	if c := readFile(spec.ConsoleLog); !strings.Contains(c, `guestinit: up`) {
 		t.Fatalf("the guest did not run in the jail; console:\n%s", c)
 	}
-	assertAllAccepted(t, readRecord(t, record))
+	assertAllAccepted(t, readRecord(t, record), spec)
 	for _, left := range []string{jail, filepath.Join(cgRoot, "fireactions", spec.ID)} {
 		if _, err := os.Stat(left); !os.IsNotExist(err) {
 			t.Errorf("%s left after the VM ended (%v)", left, err)

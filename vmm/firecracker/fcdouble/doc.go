@@ -12,7 +12,8 @@
 // 400 with a fault_message, as Firecracker answers them. On top of the
 // description it applies the checks Firecracker makes when it accepts a
 // resource: boot files and drive files must open (as the jailed user,
-// inside the chroot), the TAP must exist, path and body ids must agree,
+// inside the chroot), the TAP must attach (as that user), path and body
+// ids must agree,
 // InstanceStart needs a boot source. Every request and its answer can be
 // recorded (FCDOUBLE_RECORD), so tests can show the driver's requests
 // were all valid.

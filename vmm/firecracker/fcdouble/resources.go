@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // BootConfig is what InstanceStart boots, with host paths.
@@ -138,8 +140,8 @@ func (s *Server) putNetworkInterface(pathID string, body []byte) error {
 			return fmt.Errorf("An error occurred when deserializing the json body of a request: invalid MAC address %q.", n.GuestMAC)
 		}
 	}
-	if !s.opt.TAPExists(n.HostDevName) {
-		return fmt.Errorf("Could not create the network device: Open tap device failed: no device %q on the host", n.HostDevName)
+	if err := s.opt.OpenTAP(n.HostDevName); err != nil {
+		return fmt.Errorf("Could not create the network device: Open tap device failed: %w", err)
 	}
 	nics := make([]NIC, 0, len(s.vm.NICs)+1)
 	for _, old := range s.vm.NICs {
@@ -190,7 +192,21 @@ func (s *Server) putDrive(pathID string, body []byte) error {
 	return nil
 }
 
-func hostDeviceExists(name string) bool {
-	_, err := os.Stat(filepath.Join("/sys/class/net", filepath.Base(name)))
-	return err == nil
+// openTAP attaches to a TAP as Firecracker does when a network interface
+// is configured, with its flags, as the VMM's user, and lets go of it.
+func openTAP(name string) error {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
 }

@@ -54,9 +54,9 @@ type Options struct {
 	Boot func(BootConfig) error
 	// Record, when set, gets one JSON line per request (see Record).
 	Record io.Writer
-	// TAPExists tells whether a host network device exists; nil: look in
-	// /sys/class/net.
-	TAPExists func(name string) bool
+	// OpenTAP attaches to a TAP and lets go, or says why it cannot; nil:
+	// the real thing.
+	OpenTAP func(name string) error
 }
 
 // Record is one request and the double's answer.
@@ -82,8 +82,8 @@ type Server struct {
 
 // NewServer returns the API handler of a firecracker double.
 func NewServer(opt Options) *Server {
-	if opt.TAPExists == nil {
-		opt.TAPExists = hostDeviceExists
+	if opt.OpenTAP == nil {
+		opt.OpenTAP = openTAP
 	}
 	return &Server{opt: opt, started: make(chan struct{}), vm: BootConfig{ID: opt.ID, VCPUs: 1, MemoryMiB: 128}}
 }

@@ -3,6 +3,7 @@ package fcdouble
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -45,7 +46,12 @@ func newFixture(t *testing.T) *fixture {
 	os.WriteFile(f.initrd, []byte("initrd"), 0o644)
 	f.srv = NewServer(Options{
 		Spec: testSpec(t), ID: "vm1", Record: &f.record,
-		TAPExists: func(name string) bool { return name == "fatap0" },
+		OpenTAP: func(name string) error {
+			if name != "fatap0" {
+				return errors.New("no such device")
+			}
+			return nil
+		},
 	})
 	return f
 }
@@ -183,8 +189,10 @@ func startedFixture(f *fixture) {
 // as it builds them, pass the same checks, in order, and start the VM.
 func TestTheDoubleAcceptsTheDriversRequests(t *testing.T) {
 	f := newFixture(t)
-	spec := vmm.Spec{ID: "vm1", VCPUs: 2, MemoryMiB: 512, TAP: "fatap0", MAC: "02:00:00:00:00:01", Cmdline: "quiet"}
-	for _, r := range firecracker.BootRequests(spec, f.kernel, f.initrd) {
+	spec := vmm.Spec{ID: "vm1", VCPUs: 2, MemoryMiB: 512, TAP: "fatap0", MAC: "02:00:00:00:00:01", Cmdline: "quiet",
+		Kernel: f.kernel, Initramfs: f.initrd,
+		Drives: []vmm.Drive{{ID: "fa-image", Path: f.kernel, ReadOnly: true}, {ID: "fa-disk", Path: f.initrd}}}
+	for _, r := range firecracker.BootRequests(spec, firecracker.HostPaths(spec)) {
 		body, _ := json.Marshal(r.Body)
 		if code, fault := f.do("PUT", r.Path, string(body)); code != http.StatusNoContent {
 			t.Fatalf("the driver's PUT %s %s refused: %d %s", r.Path, body, code, fault)
@@ -219,7 +227,7 @@ func TestBootConfigFromRequests(t *testing.T) {
 		os.WriteFile(filepath.Join(root, p), []byte(p), 0o644)
 	}
 	var booted BootConfig
-	srv := NewServer(Options{Spec: testSpec(t), ID: "vm1", Root: root, TAPExists: func(string) bool { return true },
+	srv := NewServer(Options{Spec: testSpec(t), ID: "vm1", Root: root, OpenTAP: func(string) error { return nil },
 		Boot: func(c BootConfig) error { booted = c; return nil }})
 	f := &fixture{t: t, srv: srv}
 	f.mustAccept("PUT", "/boot-source", `{"kernel_image_path":"/vmlinux","initrd_path":"initrd","boot_args":"console=ttyS0"}`)

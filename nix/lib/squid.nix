@@ -1,0 +1,105 @@
+# Squid's configuration for the guests' web proxy: a cache for what jobs
+# download over HTTP, CONNECT tunnels for HTTPS, and TLS interception
+# (SSL bump) only where asked:
+#   off        no interception: HTTPS is tunnelled as it is
+#   selective  only the listed domains are intercepted (cached), the rest
+#              tunnelled; with no domains it is exactly "off"
+#   all        every HTTPS connection is intercepted
+# The proxy serves the guests' networks only, and never reaches the host
+# itself (its loopback and bridge addresses) or link-local addresses.
+{ util }:
+let
+  inherit (builtins) concatStringsSep;
+  lines = l: concatStringsSep "\n" l + "\n";
+in
+rec {
+  # intercepts: whether a bump setting intercepts any TLS at all (only
+  # then is a CA made and handed to guests).
+  intercepts = { mode, domains }:
+    mode == "all" || (mode == "selective" && domains != [ ]);
+
+  # config: squid.conf's text.
+  #   port              where it listens (every address; the firewall
+  #                     opens it on the VM bridges only)
+  #   guestNetworks     the VM bridges' CIDRs: the only clients
+  #   gateways          the bridges' host addresses: never proxied to
+  #   cacheDir, cacheSizeMiB, maxObjectSizeMiB, memoryMiB
+  #   sslBump           { mode; domains; }
+  #   caCert, caKey     the interception CA (files made on the host)
+  #   certgen, certDB   security_file_certgen and its database
+  #   trustBundle       the CAs Squid checks upstream servers against
+  #   logDir, runDir
+  config =
+    { port
+    , guestNetworks
+    , gateways
+    , cacheDir
+    , cacheSizeMiB
+    , maxObjectSizeMiB
+    , memoryMiB ? 256
+    , sslBump
+    , caCert
+    , caKey
+    , certgen
+    , certDB
+    , trustBundle ? "/etc/ssl/certs/ca-certificates.crt"
+    , logDir
+    , runDir
+    }:
+    let
+      bump = intercepts sslBump;
+      domains = util.unique sslBump.domains;
+    in
+    lines ([
+      "# Rendered by nix/lib/squid.nix; SSL bump: ${if bump then sslBump.mode else "off"}."
+      (if bump
+      then "http_port ${toString port} ssl-bump tls-cert=${caCert} tls-key=${caKey} generate-host-certificates=on dynamic_cert_mem_cache_size=16MB"
+      else "http_port ${toString port}")
+      ""
+      "acl guests src ${concatStringsSep " " guestNetworks}"
+      "acl SSL_ports port 443"
+      "acl Safe_ports port 80 443 1025-65535"
+      "acl CONNECT method CONNECT"
+      "acl to_host dst 127.0.0.0/8 ::1 ${concatStringsSep " " gateways}"
+      "acl to_link_local dst 169.254.0.0/16 fe80::/10"
+      "http_access deny !Safe_ports"
+      "http_access deny CONNECT !SSL_ports"
+      "http_access deny to_host"
+      "http_access deny to_link_local"
+      "http_access allow guests"
+      "http_access deny all"
+    ]
+    ++ util.optional bump ""
+    ++ (if !bump then [ ]
+    else [
+      "sslcrtd_program ${certgen} -s ${certDB} -M 16MB"
+      "sslcrtd_children 5 startup=1 idle=1"
+      "tls_outgoing_options cafile=${trustBundle}"
+      "acl step1 at_step SslBump1"
+      "ssl_bump peek step1"
+    ]
+    ++ (if sslBump.mode == "all" then [ "ssl_bump bump all" ]
+    else [
+      "acl bump_domains ssl::server_name ${concatStringsSep " " domains}"
+      "ssl_bump bump bump_domains"
+      "ssl_bump splice all"
+    ]))
+    ++ [
+      ""
+      "cache_dir ufs ${cacheDir} ${toString cacheSizeMiB} 16 256"
+      "maximum_object_size ${toString maxObjectSizeMiB} MB"
+      "cache_mem ${toString memoryMiB} MB"
+      "coredump_dir ${cacheDir}"
+      # Packages and archives change rarely under one name; everything
+      # else follows the origin's headers.
+      "refresh_pattern -i \\.(deb|udeb|rpm|apk|whl|gem|jar|tgz|tar\\.(gz|xz|zst|bz2)|zip)$ 10080 90% 43200"
+      "refresh_pattern . 0 20% 4320"
+      ""
+      "pid_filename ${runDir}/squid.pid"
+      "access_log stdio:${logDir}/access.log"
+      "cache_log ${logDir}/cache.log"
+      "logfile_rotate 0"
+      "via off"
+      "forwarded_for delete"
+    ]);
+}
