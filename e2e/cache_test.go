@@ -265,6 +265,9 @@ pools:
 	t.Logf("FIGURE guest booted and probed in %s", time.Since(started).Round(time.Millisecond))
 	b, _ := os.ReadFile(console)
 	text := string(b)
+	for _, l := range regexp.MustCompile(`CACHE-(ENV|FILE|CA|MIRROR) .*`).FindAllString(text, -1) {
+		t.Logf("guest: %s", strings.TrimSpace(l))
+	}
 	for _, want := range []string{
 		"CACHE-ENV HTTP_PROXY=" + proxy, "CACHE-ENV http_proxy=" + proxy,
 		"CACHE-ENV HTTPS_PROXY=http://10.215.0.1:3128", "CACHE-ENV https_proxy=http://10.215.0.1:3128",

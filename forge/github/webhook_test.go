@@ -79,6 +79,15 @@ func newHookFarm(t *testing.T, helloLabels ...string) *hookFarm {
 		pools[pc.Name], forges[pc.Name] = p, p
 	}
 	f := newFarm(t, forges, cfgs...)
+	// Deliveries come after the first reconcile, whose poll round would
+	// otherwise ask the double about jobs only the webhooks know.
+	deadline := time.Now().Add(10 * time.Second)
+	for !f.m.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("the pool manager never finished a reconcile")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	h := api.NewHandler(api.Options{Backend: f.m, Webhooks: map[string]forge.WebhookReceiver{"github": pools["hello"]}}, false)
 	return &hookFarm{farm: f, t: t, h: h, pools: pools, payload: examplePayloads(t)}
 }

@@ -66,10 +66,16 @@ in
 
   config = lib.mkIf cfg.enable (lib.mkMerge [
     {
-      assertions = [{
-        assertion = !(l.zot.pushAllowed zotConfig);
-        message = "services.registry-cache.settings: an access policy lets clients push; the cache must stay read-only to guests";
-      }];
+      assertions = [
+        {
+          assertion = !(l.zot.pushAllowed zotConfig);
+          message = "services.registry-cache.settings: an access policy lets clients push; the cache must stay read-only to guests";
+        }
+        {
+          assertion = !proxy.enable || base.bridges != { };
+          message = "services.registry-cache.proxy: no VM bridge to serve (enable an orchestrator, or set proxy.enable = false)";
+        }
+      ];
 
       services.microvm-base.guestPorts.tcp = (l.registrycache.forBase cfg).tcp;
       services.microvm-base.cache = (l.registrycache.forBase cfg).cache;
