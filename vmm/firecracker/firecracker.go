@@ -94,7 +94,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		return nil, fmt.Errorf("firecracker: vm %s: %w", spec.ID, err)
 	}
 	m := newMachine(l.cmd, l.cleanup, d.log().With("vm", spec.ID))
-	if err := d.configure(ctx, l, spec, m.exited); err != nil {
+	if err := d.configure(ctx, l, spec, m.Exited()); err != nil {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		_ = m.Kill(kctx)

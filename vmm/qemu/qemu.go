@@ -11,12 +11,12 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/kvmprobe"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/monitor"
 )
 
 // Accel is how QEMU runs guest code.
@@ -139,60 +139,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("qemu: vm %s: start %s: %w", spec.ID, d.Binary, err)
 	}
-	m := &machine{cmd: cmd, done: make(chan struct{})}
-	go m.wait()
-	return m, nil
-}
-
-type machine struct {
-	cmd    *exec.Cmd
-	done   chan struct{}
-	mu     sync.Mutex
-	err    error
-	killed bool
-}
-
-func (m *machine) wait() {
-	err := m.cmd.Wait()
-	m.mu.Lock()
-	if m.killed {
-		err = vmm.ErrKilled
-	} else if err != nil {
-		err = fmt.Errorf("qemu exited: %w", err)
-	}
-	m.err = err
-	m.mu.Unlock()
-	close(m.done)
-}
-
-func (m *machine) PID() int              { return m.cmd.Process.Pid }
-func (m *machine) Done() <-chan struct{} { return m.done }
-
-func (m *machine) Err() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.err
-}
-
-func (m *machine) Kill(ctx context.Context) error {
-	m.mu.Lock()
-	select {
-	case <-m.done:
-		m.mu.Unlock()
-		return nil
-	default:
-	}
-	m.killed = true
-	m.mu.Unlock()
-	// The monitor leads its own process group: end the group, so nothing
-	// it started outlives it.
-	_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
-	select {
-	case <-m.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("qemu: pid %d did not exit: %w", m.PID(), ctx.Err())
-	}
+	return monitor.Watch(cmd, "qemu", nil), nil
 }
 
 // IsOurs reports whether pid is a QEMU this driver started for vmID, by its
