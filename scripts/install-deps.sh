@@ -9,7 +9,7 @@ set -euo pipefail
 
 pkgs=(qemu-system-x86 linux-image-cloud-amd64 busybox-static bash-static
       nftables iproute2 git jq curl ca-certificates shellcheck gcc nix-bin
-      e2fsprogs erofs-utils)
+      e2fsprogs erofs-utils cpio)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
