@@ -148,16 +148,6 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 		return err
 	}
 	mx.WatchPools(m)
-	leftovers := pool.Leftovers{KillVM: killQEMU, TAPs: bridge.TAPs}
-	if a, ok := hv.(vmm.Adopter); ok {
-		leftovers.Adopt = a.Adopt
-	}
-	if r, ok := hv.(vmm.Reaper); ok {
-		leftovers.KillVM = r.Reap
-	}
-	if err := m.Recover(ctx, leftovers); err != nil {
-		log.Error("clean up after a previous run", "err", err)
-	}
 
 	// Listeners stop when the drain is over, not when the signal comes:
 	// agents of busy VMs still report, operators still watch.
@@ -197,6 +187,18 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 		listen("api-tcp", func(ctx context.Context) error {
 			return api.ServeTCP(ctx, cfg.API.Listen, h, cfg.API.TLSCertFile, cfg.API.TLSKeyFile)
 		})
+	}
+	// Recovery after the listeners: a failed listen must not leave
+	// adopted VMs without their rules.
+	leftovers := pool.Leftovers{KillVM: killQEMU, TAPs: bridge.TAPs}
+	if a, ok := hv.(vmm.Adopter); ok {
+		leftovers.Adopt = a.Adopt
+	}
+	if r, ok := hv.(vmm.Reaper); ok {
+		leftovers.KillVM = r.Reap
+	}
+	if err := m.Recover(ctx, leftovers); err != nil {
+		log.Error("clean up after a previous run", "err", err)
 	}
 	listen("tap-reaper", func(ctx context.Context) error {
 		netplan.Reap(ctx, time.Second, func(err error) { log.Error("reap retired taps", "err", err) })

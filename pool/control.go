@@ -109,12 +109,21 @@ func (m *Manager) VM(id string) (vmstate.Record, error) {
 	if v == nil {
 		return vmstate.Record{}, fmt.Errorf("vm %q: %w", id, ErrNotFound)
 	}
-	return v.snapshot(), nil
+	return public(v.snapshot()), nil
+}
+
+// public is a record as operators see it: without the agent's token.
+func public(r vmstate.Record) vmstate.Record {
+	r.AgentToken = ""
+	return r
 }
 
 // SortedVMs returns every VM's record, oldest first.
 func (m *Manager) SortedVMs() []vmstate.Record {
 	recs := m.VMs()
+	for i := range recs {
+		recs[i] = public(recs[i])
+	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Created.Before(recs[j].Created) })
 	return recs
 }

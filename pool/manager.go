@@ -298,8 +298,7 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runner
 		if extra == 0 || p.cfg.Timeouts.Idle <= 0 {
 			break
 		}
-		if time.Since(v.readyAt()) >= p.cfg.Timeouts.Idle {
-			v.stop(errIdleTimeout)
+		if time.Since(v.readyAt()) >= p.cfg.Timeouts.Idle && v.stopUnlessBusy(errIdleTimeout) {
 			extra--
 		}
 	}
@@ -385,9 +384,7 @@ func (m *Manager) Drain(ctx context.Context) error {
 	m.mu.Lock()
 	m.draining = true
 	for _, v := range m.vms {
-		if v.phase() != vmstate.Busy {
-			v.stop(errDrain)
-		}
+		v.stopUnlessBusy(errDrain)
 	}
 	m.mu.Unlock()
 	done := make(chan struct{})

@@ -89,6 +89,11 @@ func (h *harness) assertNothingLeft(t *testing.T) {
 	if n := h.net.count(); n != 0 {
 		t.Errorf("%d TAP(s) left", n)
 	}
+	h.hv.mu.Lock()
+	if h.hv.running != 0 {
+		t.Errorf("%d VM(s) still running", h.hv.running)
+	}
+	h.hv.mu.Unlock()
 	h.net.mu.Lock()
 	if len(h.net.admitted) != 0 {
 		t.Errorf("network rules still admit %v", h.net.admitted)
@@ -144,18 +149,37 @@ func TestEveryJobGetsItsOwnVMAndNothingLeaks(t *testing.T) {
 	h.assertNothingLeft(t)
 }
 
-func TestGuestConfigHoldsNoScopeWideSecret(t *testing.T) {
-	h := newHarness(t, 1, 1, guestRunsOneJob, nil)
-	eventually(t, 2*time.Second, "VM ready", func() bool { return h.m.Phases()[vmstate.Idle] == 1 })
+// TestGuestGetsExactlyItsRunnersPlan: the manager passes a VM the plan its
+// forge made for that VM's runner — that runner's own credential file —
+// and nothing else of the forge's.
+func TestGuestGetsExactlyItsRunnersPlan(t *testing.T) {
+	h := newHarness(t, 2, 2, guestRunsOneJob, nil)
+	eventually(t, 2*time.Second, "VMs ready", func() bool { return h.m.Phases()[vmstate.Idle] == 2 })
 	h.boot.mu.Lock()
 	defer h.boot.mu.Unlock()
+	if len(h.boot.cfgs) != 2 {
+		t.Fatalf("%d guest configs written, want 2", len(h.boot.cfgs))
+	}
+	seen := map[string]bool{}
 	for id, cfg := range h.boot.cfgs {
-		b, _ := json.Marshal(cfg)
-		if strings.Contains(string(b), h.forge.secret) || strings.Contains(string(cfg.Runner.Files[0].Content), h.forge.secret) {
-			t.Fatalf("vm %s config holds the scope-wide secret", id)
+		rec, err := h.m.VM(id)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if len(cfg.Runner.Files) != 1 || !strings.HasPrefix(string(cfg.Runner.Files[0].Content), "own-credential-") {
-			t.Fatalf("vm %s config lacks its own runner credential", id)
+		files := cfg.Runner.Files
+		if len(files) != 1 || string(files[0].Content) != "own-credential-"+rec.RunnerID {
+			t.Fatalf("vm %s (runner %s) got files %+v", id, rec.RunnerID, files)
+		}
+		if seen[rec.RunnerID] {
+			t.Fatalf("two VMs got runner %s", rec.RunnerID)
+		}
+		seen[rec.RunnerID] = true
+		if rec.AgentToken != "" {
+			t.Fatal("the operator view of a VM shows its agent token")
+		}
+		b, _ := json.Marshal(cfg)
+		if strings.Contains(string(b), h.forge.secret) {
+			t.Fatalf("vm %s config holds the forge's secret", id)
 		}
 	}
 }
@@ -176,7 +200,9 @@ func TestBootFailureRemovesRunnerAndBacksOff(t *testing.T) {
 	if started > 3 {
 		t.Fatalf("%d boots in ~3s: no backoff", started)
 	}
-	h.drain(t, time.Second)
+	if err := h.drain(t, time.Second); err != nil {
+		t.Fatal(err)
+	}
 	h.assertNothingLeft(t)
 }
 
@@ -187,7 +213,9 @@ func TestBootTimeoutKillsVMAndRemovesRunner(t *testing.T) {
 		defer h.forge.mu.Unlock()
 		return len(h.forge.removed) >= 1
 	})
-	h.drain(t, time.Second)
+	if err := h.drain(t, time.Second); err != nil {
+		t.Fatal(err)
+	}
 	h.assertNothingLeft(t)
 }
 

@@ -42,7 +42,10 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 		log.Info("removing vm left by a previous run", "phase", r.Phase, "pid", r.PID)
 		if r.PID > 0 && l.KillVM != nil {
 			if err := l.KillVM(ctx, r.ID, r.PID); err != nil {
+				// Keep its record and TAP: the next start tries again.
 				errs = append(errs, fmt.Errorf("vm %s: %w", r.ID, err))
+				keepTAP[r.TAP], keepRunner[r.RunnerName] = true, true
+				continue
 			}
 		}
 		if r.TAP != "" {
@@ -54,6 +57,9 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 			if err := p.forge.Remove(ctx, forge.RunnerRef{ID: r.RunnerID, Name: r.RunnerName}); err != nil {
 				errs = append(errs, err)
 			}
+		} else if r.RunnerID != "" {
+			log.Warn("runner of a pool no longer configured left at its forge; remove it there",
+				"runner", r.RunnerName, "runner_id", r.RunnerID)
 		}
 		if err := m.d.Store.Remove(r.ID); err != nil {
 			errs = append(errs, err)

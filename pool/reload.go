@@ -7,7 +7,6 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
-	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
 // ReloadResult says what a reload did to each pool, by name.
@@ -70,8 +69,8 @@ func (m *Manager) Reload(pools []config.Pool, forges map[string]forge.Forge) (Re
 	m.pools = next
 	for _, v := range m.vms {
 		for _, op := range retired {
-			if v.pool == op && v.phase() != vmstate.Busy {
-				v.stop(errPoolRetired)
+			if v.pool == op {
+				v.stopUnlessBusy(errPoolRetired)
 			}
 		}
 	}

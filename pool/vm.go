@@ -138,6 +138,20 @@ func (v *vm) deliver(r agentproto.Report) {
 	}
 }
 
+// stopUnlessBusy ends the VM unless it is running a job, deciding under
+// the same lock that marks it busy, so a VM whose job just started is
+// never taken for idle.
+func (v *vm) stopUnlessBusy(reason error) bool {
+	v.mu.Lock()
+	if v.rec.Phase == vmstate.Busy {
+		v.mu.Unlock()
+		return false
+	}
+	v.mu.Unlock()
+	v.stop(reason)
+	return true
+}
+
 // stop asks the VM to end, with the reason.
 func (v *vm) stop(reason error) {
 	v.stopOnce.Do(func() {
@@ -291,6 +305,9 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 			v.log.Info("agent", "event", r.Event, "guest_uptime", r.Uptime.Round(time.Millisecond), "msg", r.Message)
 			switch r.Event {
 			case agentproto.EventRunnerReady:
+				if !v.readyAt().IsZero() {
+					continue // a repeat (or a guest replaying reports) changes nothing
+				}
 				boot.Stop()
 				now := time.Now()
 				v.mu.Lock()
