@@ -251,11 +251,11 @@ func reload(path string, running *config.Config, m *pool.Manager, boot *bootFile
 		return err
 	}
 	a, b := *running, *cfg
-	a.Pools, b.Pools, a.Forges, b.Forges = nil, nil, nil, nil
+	a.Pools, b.Pools = nil, nil
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	if !bytes.Equal(ja, jb) {
-		log.Warn("reload applies pools and forges only; restart for the other changed settings")
+		log.Warn("reload applies pool changes only; restart for the other changed settings (network, vmm, forges and their tokens, api, …)")
 	}
 	forges, err := connectForges(cfg)
 	if err != nil {
