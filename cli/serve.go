@@ -23,7 +23,6 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/api"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
-	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/metrics"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
@@ -118,15 +117,11 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 		return err
 	}
 	mx := metrics.New(cfg.StateDir)
-	webhooks := map[string]forge.WebhookReceiver{}
 	for _, p := range cfg.Pools {
 		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
-		if w, ok := forges[p.Name].(forge.WebhookReceiver); ok {
-			if _, seen := webhooks[p.Forge]; !seen {
-				webhooks[p.Forge] = w
-			}
-		}
 	}
+	routes := &webhookRoutes{}
+	routes.set(forges, forgeNames(cfg))
 	agentAddr := net.JoinHostPort(gw.String(), strconv.Itoa(cfg.Network.AgentPort))
 	consoleDir := filepath.Join(cfg.StateDir, "logs")
 	m, err := pool.New(pool.Deps{
@@ -177,7 +172,11 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 		mux.Handle("/metrics", mx.Handler())
 		listen("metrics", func(ctx context.Context) error { return serveHTTP(ctx, mln, mux) })
 	}
-	apiOpts := api.Options{Backend: m, Webhooks: webhooks, Tokens: cfg.API.Tokens, Log: log}
+	var names []string
+	for _, f := range cfg.Forges {
+		names = append(names, f.Name)
+	}
+	apiOpts := api.Options{Backend: m, Webhooks: routes.receivers(names), Tokens: cfg.API.Tokens, Log: log}
 	if cfg.API.Socket != "" {
 		h := api.NewHandler(apiOpts, false)
 		listen("api-socket", func(ctx context.Context) error { return api.ServeUnix(ctx, cfg.API.Socket, h) })
@@ -205,7 +204,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 		return nil
 	})
 	go pruneConsoleLogs(ctx, consoleDir, cfg.ConsoleLogs.Keep, log)
-	go reloadOnHUP(ctx, path, cfg, m, boot, mx, log)
+	go reloadOnHUP(ctx, path, cfg, m, boot, mx, routes, log)
 	go watchdog(ctx, log)
 	log.Info("serving", "pools", len(cfg.Pools), "bridge", bridge.Name, "agent_listener", agentAddr, "vmm", hv.Name())
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
@@ -227,7 +226,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 // reloadOnHUP re-reads the configuration on SIGHUP and applies its pools:
 // added, changed and removed without touching unaffected VMs. A bad file
 // changes nothing. Settings outside the pools need a restart.
-func reloadOnHUP(ctx context.Context, path string, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, log *slog.Logger) {
+func reloadOnHUP(ctx context.Context, path string, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, routes *webhookRoutes, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -238,14 +237,14 @@ func reloadOnHUP(ctx context.Context, path string, running *config.Config, m *po
 		case <-hup:
 		}
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
-		if err := reload(path, running, m, boot, mx, log); err != nil {
+		if err := reload(path, running, m, boot, mx, routes, log); err != nil {
 			log.Error("reload refused; the running configuration stays", "err", err)
 		}
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 	}
 }
 
-func reload(path string, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, log *slog.Logger) error {
+func reload(path string, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, routes *webhookRoutes, log *slog.Logger) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
@@ -267,8 +266,21 @@ func reload(path string, running *config.Config, m *pool.Manager, boot *bootFile
 	if err := boot.update(cfg); err != nil {
 		return err
 	}
-	_, err = m.Reload(cfg.Pools, forges)
-	return err
+	if _, err := m.Reload(cfg.Pools, forges); err != nil {
+		return err
+	}
+	// Webhooks go to the drivers the pools now use.
+	routes.set(m.Forges(), forgeNames(cfg))
+	return nil
+}
+
+// forgeNames maps each pool to its forge's name.
+func forgeNames(cfg *config.Config) map[string]string {
+	out := map[string]string{}
+	for _, p := range cfg.Pools {
+		out[p.Name] = p.Forge
+	}
+	return out
 }
 
 // serveHTTP serves h on ln until ctx ends.

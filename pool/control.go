@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
@@ -155,6 +156,15 @@ func (m *Manager) ConsoleLog(id string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("vm %q: %w", id, ErrNotFound)
+}
+
+// Forges returns the driver each current pool uses, by pool name.
+func (m *Manager) Forges() map[string]forge.Forge {
+	out := map[string]forge.Forge{}
+	for _, p := range m.poolList() {
+		out[p.cfg.Name] = p.forge
+	}
+	return out
 }
 
 // Ready reports whether every pool has been reconciled at least once.

@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"sort"
+	"sync"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+)
+
+// webhookRoutes hands each forge's webhook deliveries to every current
+// pool driver of that forge (GitLab keeps one driver per pool; GitHub's
+// pools share one connection, which drops the repeats by delivery id).
+// A reload swaps the drivers without touching the API server.
+type webhookRoutes struct {
+	mu     sync.RWMutex
+	byName map[string][]forge.WebhookReceiver
+}
+
+// set replaces the routes with the receivers among forges (by pool name),
+// grouped by forge name through forgeOf.
+func (r *webhookRoutes) set(forges map[string]forge.Forge, forgeOf map[string]string) {
+	byName := map[string][]forge.WebhookReceiver{}
+	pools := make([]string, 0, len(forges))
+	for pool := range forges {
+		pools = append(pools, pool)
+	}
+	sort.Strings(pools) // the first pool by name answers the forge
+	for _, pool := range pools {
+		f := forges[pool]
+		if w, ok := f.(forge.WebhookReceiver); ok {
+			byName[forgeOf[pool]] = append(byName[forgeOf[pool]], w)
+		}
+	}
+	r.mu.Lock()
+	r.byName = byName
+	r.mu.Unlock()
+}
+
+// receivers is the API's view: one receiver per forge name that fans out.
+func (r *webhookRoutes) receivers(names []string) map[string]forge.WebhookReceiver {
+	out := map[string]forge.WebhookReceiver{}
+	for _, n := range names {
+		out[n] = fanout{routes: r, name: n}
+	}
+	return out
+}
+
+type fanout struct {
+	routes *webhookRoutes
+	name   string
+}
+
+// maxWebhookBody bounds a delivery read into memory (GitHub caps payloads
+// at 25 MB).
+const maxWebhookBody = 25 << 20
+
+func (f fanout) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
+	f.routes.mu.RLock()
+	rs := f.routes.byName[f.name]
+	f.routes.mu.RUnlock()
+	if len(rs) == 0 {
+		http.Error(w, "no pool takes this forge's webhooks", http.StatusNotFound)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxWebhookBody))
+	if err != nil {
+		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	// The first receiver answers the forge; the others' answers only
+	// matter to themselves.
+	for i, rc := range rs {
+		req := r.Clone(r.Context())
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		if i == 0 {
+			rc.ServeWebhook(w, req, kick)
+			continue
+		}
+		rc.ServeWebhook(discard{h: http.Header{}}, req, kick)
+	}
+}
+
+// discard is a ResponseWriter whose answer nobody reads.
+type discard struct{ h http.Header }
+
+func (d discard) Header() http.Header         { return d.h }
+func (d discard) Write(b []byte) (int, error) { return len(b), nil }
+func (d discard) WriteHeader(int)             {}
