@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -445,14 +446,19 @@ func TestGitLabProjectPool(t *testing.T) {
 	}
 }
 
-// Without host_id, the machine's hostname, sanitised, names the host.
+// Without host_id, the machine's hostname, sanitised, names the host;
+// a hostname that gives no usable id makes host_id required.
 func TestHostIDDefaultsToHostname(t *testing.T) {
-	h, err := os.Hostname()
-	if err != nil || sanitizeHostID(h) == "" {
-		t.Skipf("no usable hostname (%q, %v)", h, err)
-	}
+	h, _ := os.Hostname()
 	f := newFixture(t)
-	c := f.mustParse(replace(t, minimalYAML, "host_id: test-host\n", ""))
+	yaml := replace(t, minimalYAML, "host_id: test-host\n", "")
+	if sanitizeHostID(h) == "" {
+		if _, err := f.parse(yaml); err == nil || !strings.Contains(err.Error(), "host_id") {
+			t.Fatalf("unusable hostname %q: err = %v, want one naming host_id", h, err)
+		}
+		return
+	}
+	c := f.mustParse(yaml)
 	if want := sanitizeHostID(h); c.HostID != want {
 		t.Errorf("HostID = %q, want %q", c.HostID, want)
 	}

@@ -40,11 +40,7 @@ func TestCrashRecoveryAndDrain(t *testing.T) {
 	root := filepath.Join(work, "root.cpio.gz")
 	buildGuestRoot(t, cache, root)
 	ns := newNetns(t, fmt.Sprintf("facha%d", os.Getpid()%100000))
-	gitea := startGitea(t, ns, cache)
-	tokenFile := filepath.Join(work, "gitea-token")
-	writeFile(t, tokenFile, 0o600, gitea.token+"\n")
-	state := filepath.Join(work, "state")
-	cfgPath := filepath.Join(work, "fireactions.yaml")
+	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
 	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: chaos
 state_dir: %s
 log: {level: debug}
@@ -142,21 +138,12 @@ pools:
 	second.waitFor(t, 3*time.Minute, "one busy and two idle VMs", func() bool {
 		return countPhase(state, "busy") == 1 && countPhase(state, "idle") == 2
 	})
-	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	second.terminate(t)
 	waitFor(t, 15*time.Second, "the idle VMs to go at once", func() bool { return countPhase(state, "idle") == 0 })
 	if countPhase(state, "busy") != 1 {
 		t.Fatal("the busy VM did not survive the start of the drain")
 	}
-	select {
-	case <-second.exited:
-	case <-time.After(3 * time.Minute):
-		t.Fatal("no exit within 3m of SIGTERM")
-	}
-	if second.exitErr != nil {
-		t.Fatalf("exit after drain: %v", second.exitErr)
-	}
+	second.waitExit(t, 3*time.Minute)
 	runs = gitea.runs("ci/slow")
 	for _, r := range runs {
 		if r.Status != "completed" || r.Conclusion != "success" {

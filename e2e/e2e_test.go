@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -261,5 +262,27 @@ func assertNothingLeft(t *testing.T, ns *testNetns, gitea *giteaServer, state, b
 	}
 	if out := run(t, "ip", "netns", "exec", ns.name, "nft", "list", "tables"); strings.Contains(out, "fireactions_") {
 		t.Errorf("nftables table left after a clean shutdown: %s", out)
+	}
+}
+
+// terminate sends SIGTERM: the drain starts.
+func (o *orchestrator) terminate(t *testing.T) {
+	t.Helper()
+	if err := o.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitExit waits for the orchestrator to exit, which must be with status 0
+// (a drain that did not have to force).
+func (o *orchestrator) waitExit(t *testing.T, within time.Duration) {
+	t.Helper()
+	select {
+	case <-o.exited:
+	case <-time.After(within):
+		t.Fatalf("fireactions did not exit within %s of SIGTERM", within)
+	}
+	if o.exitErr != nil {
+		t.Fatalf("fireactions exited with %v after the drain", o.exitErr)
 	}
 }

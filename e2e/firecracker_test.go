@@ -76,11 +76,7 @@ func TestFirecrackerGiteaJobs(t *testing.T) {
 	t.Setenv("FCDOUBLE_RECORD", record)
 
 	ns := newNetns(t, fmt.Sprintf("fafc%d", os.Getpid()%100000))
-	gitea := startGitea(t, ns, cache)
-	tokenFile := filepath.Join(work, "gitea-token")
-	writeFile(t, tokenFile, 0o600, gitea.token+"\n")
-	state := filepath.Join(work, "state")
-	cfgPath := filepath.Join(work, "fireactions.yaml")
+	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
 	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: fc
 state_dir: %s
 log: {level: debug}
@@ -225,17 +221,8 @@ pools:
 		checkMetrics(t, ns.httpClient(), "http://127.0.0.1:9464/metrics", "fc", 2)
 	})
 
-	if err := orch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-orch.exited:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("fireactions did not exit within 2m of SIGTERM")
-	}
-	if orch.exitErr != nil {
-		t.Fatalf("fireactions exited with %v after drain", orch.exitErr)
-	}
+	orch.terminate(t)
+	orch.waitExit(t, 2*time.Minute)
 	assertNothingLeft(t, ns, gitea, state, "fafc0")
 	if left, _ := filepath.Glob(filepath.Join(jails, "firecracker", "*")); len(left) != 0 {
 		t.Errorf("jails left: %v", left)

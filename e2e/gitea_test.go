@@ -237,3 +237,14 @@ func writeFile(t *testing.T, path string, mode os.FileMode, content string) {
 		t.Fatal(err)
 	}
 }
+
+// startGiteaFor starts Gitea in ns for an orchestrator test working in
+// work: it returns the server, the file holding its API token (mode 600),
+// and where the orchestrator's state directory and config file go.
+func startGiteaFor(t *testing.T, ns *testNetns, cache, work string) (g *giteaServer, tokenFile, state, cfgPath string) {
+	t.Helper()
+	g = startGitea(t, ns, cache)
+	tokenFile = filepath.Join(work, "gitea-token")
+	writeFile(t, tokenFile, 0o600, g.token+"\n")
+	return g, tokenFile, filepath.Join(work, "state"), filepath.Join(work, "fireactions.yaml")
+}

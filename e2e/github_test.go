@@ -17,7 +17,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -193,17 +192,8 @@ pools:
 	d.SetFaults(githubdouble.Faults{})
 
 	// Drain: SIGTERM, exit 0, nothing left anywhere.
-	if err := orch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-orch.exited:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("no exit within 2m of SIGTERM")
-	}
-	if orch.exitErr != nil {
-		t.Fatalf("exit after the drain: %v", orch.exitErr)
-	}
+	orch.terminate(t)
+	orch.waitExit(t, 2*time.Minute)
 	if rs := d.Runners(); len(rs) != 0 {
 		t.Errorf("the double lists %d runners after the drain: %+v", len(rs), rs)
 	}

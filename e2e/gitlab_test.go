@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -184,17 +183,8 @@ pools:
 	slow := gl.AddJob("acme/app", "slow", []string{glTag}, glJobScript, "sleep 15", `echo "slow job done"`)
 	orch.waitFor(t, 4*time.Minute, "the slow job's VM to be busy", func() bool { return countPhase(state, "busy") == 1 })
 	checkSecretsOutOfReach(t, state, accessToken, gl)
-	if err := orch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-orch.exited:
-	case <-time.After(3 * time.Minute):
-		t.Fatal("no exit within 3m of SIGTERM")
-	}
-	if orch.exitErr != nil {
-		t.Fatalf("exit after the drain: %v", orch.exitErr)
-	}
+	orch.terminate(t)
+	orch.waitExit(t, 3*time.Minute)
 	if j := gl.Jobs()[slow]; j.Status != "success" || !strings.Contains(string(j.Trace), "slow job done") {
 		t.Fatalf("the job running at SIGTERM ended %s:\n%s", j.Status, j.Trace)
 	}

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -74,11 +73,7 @@ func TestImageRootedVMsSeeNoneOfEachOthersWrites(t *testing.T) {
 	pushImage(t, ns, imageRef, runnerImage(t, runner))
 	t.Logf("FIGURE image built and pushed in %s", time.Since(start).Round(time.Millisecond))
 
-	gitea := startGitea(t, ns, cache)
-	tokenFile := filepath.Join(work, "gitea-token")
-	writeFile(t, tokenFile, 0o600, gitea.token+"\n")
-	state := filepath.Join(work, "state")
-	cfgPath := filepath.Join(work, "fireactions.yaml")
+	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
 	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: e2eimg
 state_dir: %s
 log: {level: debug}
@@ -159,17 +154,8 @@ pools:
 		t.Fatalf("2 jobs ran in %d VMs", len(vms))
 	}
 
-	if err := orch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-orch.exited:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("fireactions did not exit within 2m of SIGTERM")
-	}
-	if orch.exitErr != nil {
-		t.Fatalf("fireactions exited with %v after the drain", orch.exitErr)
-	}
+	orch.terminate(t)
+	orch.waitExit(t, 2*time.Minute)
 	assertNothingLeft(t, ns, gitea, state, "faimg0")
 	for _, l := range logLines(orch.log, regexp.MustCompile(`event=runner-ready`)) {
 		if m := regexp.MustCompile(`guest_uptime=(\S+)`).FindStringSubmatch(l); m != nil {

@@ -48,12 +48,7 @@ func TestGiteaJobsRunInTheirOwnMicroVMs(t *testing.T) {
 	buildGuestRoot(t, cache, root)
 
 	ns := newNetns(t, fmt.Sprintf("fae2e%d", os.Getpid()%100000))
-	gitea := startGitea(t, ns, cache)
-
-	tokenFile := filepath.Join(work, "gitea-token")
-	writeFile(t, tokenFile, 0o600, gitea.token+"\n")
-	state := filepath.Join(work, "state")
-	cfgPath := filepath.Join(work, "fireactions.yaml")
+	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
 	sock := filepath.Join(work, "api.sock")
 	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: e2e
 state_dir: %s
@@ -247,17 +242,8 @@ pools:
 	})
 
 	// Drain: SIGTERM, the idle VMs go, the process exits 0.
-	if err := orch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-orch.exited:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("fireactions did not exit within 2m of SIGTERM")
-	}
-	if orch.exitErr != nil {
-		t.Fatalf("fireactions exited with %v after drain", orch.exitErr)
-	}
+	orch.terminate(t)
+	orch.waitExit(t, 2*time.Minute)
 	assertNothingLeft(t, ns, gitea, state, "fae2e0")
 
 	// Figures for the closing note: guest-side time from kernel start to

@@ -195,7 +195,7 @@ func openStore(t testing.TB, dir, fsType string) *Store {
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: flattening sets owners and device nodes, and the check mounts the image")
+		t.Fatal("needs root: flattening sets owners and device nodes, and the check mounts the image (make test runs as root)")
 	}
 }
 

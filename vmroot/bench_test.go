@@ -36,7 +36,7 @@ import (
 //	go test -run '^$' -bench BenchmarkPrepareVM -benchtime 200x ./vmroot
 func BenchmarkPrepareVM(b *testing.B) {
 	if os.Geteuid() != 0 {
-		b.Skip("needs root: flattening an image sets owners")
+		b.Fatal("needs root: flattening an image sets owners (make test runs as root)")
 	}
 	for _, size := range []struct {
 		name  string

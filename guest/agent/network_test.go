@@ -42,7 +42,7 @@ func TestPlanNetwork(t *testing.T) {
 // virtio-net device does while its driver probes.
 func TestConfigureNetworkInANetns(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root for a network namespace")
+		t.Fatal("needs root for a network namespace (make test runs as root)")
 	}
 	runtime.LockOSThread()
 	orig, err := netns.Get()
@@ -52,7 +52,7 @@ func TestConfigureNetworkInANetns(t *testing.T) {
 	ns, err := netns.New()
 	if err != nil {
 		runtime.UnlockOSThread()
-		t.Skipf("cannot create a network namespace: %v", err)
+		t.Fatalf("cannot create a network namespace: %v", err)
 	}
 	defer func() {
 		if netns.Set(orig) == nil {

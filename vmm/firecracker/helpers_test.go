@@ -73,7 +73,7 @@ func loadAPISpec(t testing.TB) *apispec.Spec {
 func requireRoot(t testing.TB, why string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skipf("needs root: %s", why)
+		t.Fatalf("needs root: %s (make test runs as root)", why)
 	}
 }
 
@@ -82,10 +82,10 @@ func hostKernel(t testing.TB) string {
 	t.Helper()
 	ks, _ := filepath.Glob("/boot/vmlinuz-*-cloud-amd64")
 	if len(ks) == 0 {
-		t.Skip("no /boot/vmlinuz-*-cloud-amd64 to boot (make test installs linux-image-cloud-amd64)")
+		t.Fatal("no /boot/vmlinuz-*-cloud-amd64 to boot (make test installs linux-image-cloud-amd64)")
 	}
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("no qemu-system-x86_64 for the double to boot with")
+		t.Fatal("no qemu-system-x86_64 for the double to boot with (make deps installs it)")
 	}
 	return ks[len(ks)-1]
 }
