@@ -9,19 +9,30 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // checkMetrics scrapes /metrics and checks each metric the operations
 // issue names is there with sane values after `jobs` jobs of pool ran.
 func checkMetrics(t *testing.T, c *http.Client, url, pool string, jobs int) {
 	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatal(err)
+	// A job's queue wait is observed at the first reconcile that no longer
+	// sees it queued: scrape until that has happened (or give up after a
+	// while, and the check below says what is missing).
+	var text string
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		text = string(b)
+		if strings.Contains(text, `fireactions_job_queue_wait_seconds_count{pool="`+pool+`"}`) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	text := string(b)
 	value := func(series string) float64 {
 		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
 		m := re.FindStringSubmatch(text)
