@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 )
 
 const slowWorkflow = `on: [push]
@@ -81,6 +83,13 @@ pools:
 	first.waitFor(t, 2*time.Minute, "a busy VM and a booting replacement", func() bool {
 		return countPhase(state, "busy") == 1 && countPhase(state, "booting")+countPhase(state, "creating") >= 1
 	})
+	// The gateway's MAC is pinned: the replacement VM's TAP joining the
+	// bridge, and being removed after the crash, must not change it under
+	// the running guests.
+	pinned := netplan.BridgeMAC("facha0").String()
+	if got := linkMAC(t, ns, "facha0"); got != pinned {
+		t.Fatalf("bridge mac %s with a booting replacement, want %s", got, pinned)
+	}
 	before := vmDirs(state)
 	t.Logf("killing the orchestrator with SIGKILL; VMs: %v", before)
 	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -99,6 +108,9 @@ pools:
 		runs := gitea.runs("ci/slow")
 		return len(runs) == 1 && runs[0].Status == "completed"
 	})
+	if got := linkMAC(t, ns, "facha0"); got != pinned {
+		t.Fatalf("bridge mac %s after the restart, want %s", got, pinned)
+	}
 	runs := gitea.runs("ci/slow")
 	if runs[0].Conclusion != "success" {
 		t.Fatalf("the busy job across the crash ended %q", runs[0].Conclusion)
@@ -161,4 +173,14 @@ func countPhase(state, phase string) int {
 		}
 	}
 	return n
+}
+
+// linkMAC is the MAC of a link in the test's namespace.
+func linkMAC(t *testing.T, ns *testNetns, name string) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns.name, "cat", "/sys/class/net/"+name+"/address").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mac of %s: %v: %s", name, err, out)
+	}
+	return strings.TrimSpace(string(out))
 }

@@ -61,7 +61,7 @@ DEFAULT_BRANCH = main
 ENABLED = true
 [log]
 MODE = console
-LEVEL = warn
+LEVEL = info
 [cron.update_checker]
 ENABLED = false
 `, dir, static, giteaPort))
@@ -88,6 +88,10 @@ ENABLED = false
 		cancel()
 		_ = cmd.Wait()
 		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("gitea log, without the REST API's GETs (last 8 KiB):\n%s", tail(withoutRESTGets(b), 8<<10))
+		}
 	})
 	s := &giteaServer{t: t, ns: ns, url: "http://127.0.0.1:" + giteaPort, token: token, http: ns.httpClient(), dir: dir}
 	deadline := time.Now().Add(60 * time.Second)
@@ -247,4 +251,29 @@ func startGiteaFor(t *testing.T, ns *testNetns, cache, work string) (g *giteaSer
 	tokenFile = filepath.Join(work, "gitea-token")
 	writeFile(t, tokenFile, 0o600, g.token+"\n")
 	return g, tokenFile, filepath.Join(work, "state"), filepath.Join(work, "fireactions.yaml")
+}
+
+// tail is the last n bytes of b, from a line start.
+func tail(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	b = b[len(b)-n:]
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		b = b[i+1:]
+	}
+	return b
+}
+
+// withoutRESTGets drops the log lines of GET requests to the REST API: the
+// tests' and the orchestrator's polling, which would bury the runners'
+// calls.
+func withoutRESTGets(log []byte) []byte {
+	var out []byte
+	for _, l := range bytes.SplitAfter(log, []byte("\n")) {
+		if !bytes.Contains(l, []byte("completed GET /api/v1/")) {
+			out = append(out, l...)
+		}
+	}
+	return out
 }

@@ -2,6 +2,8 @@ package netplan
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -203,5 +206,86 @@ func BenchmarkVMNetwork(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestBridgeMACStaysPutAsTAPsComeAndGo: the gateway's MAC is the bridge's
+// own, pinned, whatever MACs the TAPs joining and leaving it have, and the
+// same after Ensure runs again (a restart adopting VMs).
+func TestBridgeMACStaysPutAsTAPsComeAndGo(t *testing.T) {
+	inNewNetns(t, func() {
+		b, _ := testRules()
+		macOf := func() string {
+			l, err := netlink.LinkByName(b.Name)
+			if err != nil {
+				t.Error(err)
+				return ""
+			}
+			return l.Attrs().HardwareAddr.String()
+		}
+		if err := b.Ensure(); err != nil {
+			t.Error(err)
+			return
+		}
+		want := BridgeMAC(b.Name).String()
+		if got := macOf(); got != want {
+			t.Errorf("after Ensure: bridge mac %s, want %s", got, want)
+		}
+		// TAP MACs below and above the bridge's: a bridge that follows its
+		// ports would take the lowest.
+		for i, mac := range []string{"02:00:00:00:00:01", "fe:ff:ff:ff:ff:fe"} {
+			name := fmt.Sprintf("famactest%d", i)
+			if err := b.AddTAP(name); err != nil {
+				t.Error(err)
+				return
+			}
+			l, _ := netlink.LinkByName(name)
+			hw, _ := net.ParseMAC(mac)
+			if err := netlink.LinkSetHardwareAddr(l, hw); err != nil {
+				t.Error(err)
+				return
+			}
+			if got := macOf(); got != want {
+				t.Errorf("after adding a tap with mac %s: bridge mac %s, want %s", mac, got, want)
+			}
+		}
+		if err := DeleteTAP("famactest0"); err != nil {
+			t.Error(err)
+		}
+		if err := b.Ensure(); err != nil {
+			t.Error(err)
+		}
+		if got := macOf(); got != want {
+			t.Errorf("after removing a tap and Ensure again: bridge mac %s, want %s", got, want)
+		}
+		// A bridge left with another address (an older version, or made by
+		// hand) is pinned on the next start.
+		l, _ := netlink.LinkByName(b.Name)
+		other, _ := net.ParseMAC("02:12:34:56:78:9a")
+		if err := netlink.LinkSetHardwareAddr(l, other); err != nil {
+			t.Error(err)
+			return
+		}
+		if err := b.Ensure(); err != nil {
+			t.Error(err)
+		}
+		if got := macOf(); got != want {
+			t.Errorf("Ensure on a bridge with mac %s left %s, want %s", other, got, want)
+		}
+	})
+}
+
+func TestBridgeMACIsLocalUnicastAndPerName(t *testing.T) {
+	a, b := BridgeMAC("fabr0"), BridgeMAC("fabr1")
+	if a.String() == b.String() {
+		t.Errorf("two bridges share mac %s", a)
+	}
+	for _, m := range []net.HardwareAddr{a, b} {
+		if m[0]&0x02 == 0 || m[0]&0x01 != 0 {
+			t.Errorf("mac %s is not locally administered unicast", m)
+		}
+	}
+	if BridgeMAC("fabr0").String() != a.String() {
+		t.Error("BridgeMAC is not stable")
 	}
 }

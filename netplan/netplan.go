@@ -6,6 +6,7 @@ package netplan
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -37,8 +38,15 @@ type Bridge struct {
 	MTU     int
 }
 
-// Ensure creates the bridge if needed, gives it the gateway address and
-// brings it up. It is idempotent.
+// Ensure creates the bridge if needed, pins its MAC, gives it the gateway
+// address and brings it up. It is idempotent.
+//
+// The pinned MAC matters: a Linux bridge whose address was never set takes
+// the lowest MAC among its ports, so adding or removing a VM's TAP would
+// change the gateway's MAC under every running guest. A guest that learned
+// the address of a TAP since deleted sends to nobody until its ARP entry
+// expires: minutes of silence for an established job (seen in the crash
+// recovery test as a runner's report hanging for two minutes).
 func (b Bridge) Ensure() error {
 	link, err := netlink.LinkByName(b.Name)
 	if err != nil {
@@ -61,6 +69,11 @@ func (b Bridge) Ensure() error {
 	if _, ok := link.(*netlink.Bridge); !ok {
 		return fmt.Errorf("bridge %s: exists but is a %s, not a bridge", b.Name, link.Type())
 	}
+	if mac := BridgeMAC(b.Name); link.Attrs().HardwareAddr.String() != mac.String() {
+		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("bridge %s: set mac %s: %w", b.Name, mac, err)
+		}
+	}
 	want := &netlink.Addr{IPNet: &net.IPNet{IP: b.Gateway.AsSlice(), Mask: net.CIDRMask(b.Prefix.Bits(), 32)}}
 	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
@@ -81,6 +94,16 @@ func (b Bridge) Ensure() error {
 		return fmt.Errorf("bridge %s: up: %w", b.Name, err)
 	}
 	return nil
+}
+
+// BridgeMAC is the MAC a bridge is pinned to: locally administered,
+// unicast, and the same for the same name on every start, so guests
+// adopted across a restart keep a valid gateway entry.
+func BridgeMAC(name string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("fireactions bridge " + name))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = (mac[0] | 0x02) &^ 0x01
+	return mac
 }
 
 // AddTAP creates a persistent TAP named name on the bridge, up.
