@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
+	"strconv"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
@@ -16,9 +18,9 @@ import (
 // VM running in them.
 func firecrackerDriver(_ context.Context, cfg *config.Config, log *slog.Logger) (vmm.Hypervisor, error) {
 	fc := cfg.VMM.Firecracker
-	d := &firecracker.Driver{Binary: fc.Binary, Log: log}
+	d := &firecracker.Driver{Binary: fc.Binary, MMDS: fc.MMDS, Log: log}
 	if !fc.JailerOn() {
-		log.Warn("firecracker runs without the jailer: no chroot, uid/gid or cgroup per VM")
+		log.Warn("firecracker runs without the jailer: no chroot, uid/gid or cgroup per VM", "mmds", fc.MMDS)
 		return d, nil
 	}
 	base := fc.ChrootBase(cfg.StateDir)
@@ -32,6 +34,17 @@ func firecrackerDriver(_ context.Context, cfg *config.Config, log *slog.Logger) 
 	if err := d.RemoveStaleJails(); err != nil {
 		log.Error("remove jails left by a previous run", "err", err)
 	}
-	log.Info("firecracker driver", "jailer", fc.JailerBinary, "chroot_base_dir", base, "uid", fc.UID, "gid", fc.GID)
+	log.Info("firecracker driver", "jailer", fc.JailerBinary, "chroot_base_dir", base,
+		"uids", idRange(fc.UID, cfg.Network.CIDR), "gids", idRange(fc.GID, cfg.Network.CIDR), "mmds", fc.MMDS)
 	return d, nil
+}
+
+// idRange is the jailed VMs' uids or gids from first, one per address of
+// the VMs' network (the VM at offset n runs as first+n), for the log.
+func idRange(first int, cidr string) string {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return strconv.Itoa(first) + "+"
+	}
+	return fmt.Sprintf("%d-%d", first, first+1<<(32-p.Bits())-1)
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -35,6 +36,12 @@ func TestFirecrackerValidation(t *testing.T) {
 		{"parent cgroup climbing out", "vmm:\n  driver: firecracker\n  firecracker: {uid: 5, gid: 5, parent_cgroup: ../system.slice}\n", "vmm.firecracker.parent_cgroup"},
 		{"no jailer binary", "vmm:\n  driver: firecracker\n  firecracker: {uid: 5, gid: 5, jailer_binary: \"\"}\n", "vmm.firecracker.jailer_binary: must be set"},
 		{"negative overhead", "vmm:\n  driver: firecracker\n  firecracker: {uid: 5, gid: 5, memory_overhead_mib: -1}\n", "vmm.firecracker.memory_overhead_mib"},
+		{"uid range past the limit (/24: 256 ids)", "vmm:\n  driver: firecracker\n  firecracker: {uid: 2147483391, gid: 5}\n",
+			"vmm.firecracker.uid: 2147483391 + 256 (one per address of network.cidr 10.200.0.0/24) is more than 2147483646"},
+		{"gid range past the limit (/24: 256 ids)", "vmm:\n  driver: firecracker\n  firecracker: {uid: 5, gid: 2147483391}\n",
+			"vmm.firecracker.gid: 2147483391 + 256"},
+		{"uid range past the limit with a larger network", "network: {cidr: 10.0.0.0/16}\nvmm:\n  driver: firecracker\n  firecracker: {uid: 2147418111, gid: 5}\n",
+			"vmm.firecracker.uid: 2147418111 + 65536 (one per address of network.cidr 10.0.0.0/16) is more than 2147483646: the VM at offset n runs as uid 2147418111+n; use 2147418110 or lower"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFixture(t)
@@ -43,6 +50,49 @@ func TestFirecrackerValidation(t *testing.T) {
 				t.Fatalf("Parse = %v, want an error containing %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestFirecrackerIDRangeBoundary: uid and gid plus the addresses of
+// network.cidr may reach 2147483646 and no further.
+func TestFirecrackerIDRangeBoundary(t *testing.T) {
+	for _, c := range []struct {
+		name, cidr string
+		uid, gid   int
+		bad        string // the field refused; "" accepted
+	}{
+		{"/24 at the limit", "10.200.0.0/24", 2147483390, 2147483390, ""},
+		{"/24 uid one past", "10.200.0.0/24", 2147483391, 2147483390, "vmm.firecracker.uid"},
+		{"/24 gid one past", "10.200.0.0/24", 2147483390, 2147483391, "vmm.firecracker.gid"},
+		{"/30 at the limit", "10.200.0.0/30", 2147483642, 2147483642, ""},
+		{"/30 one past", "10.200.0.0/30", 2147483643, 64000, "vmm.firecracker.uid"},
+		{"/16 at the limit", "10.0.0.0/16", 2147418110, 64000, ""},
+		{"/16 one past", "10.0.0.0/16", 64000, 2147418111, "vmm.firecracker.gid"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			yaml := fmt.Sprintf("network: {cidr: %s}\nvmm:\n  driver: firecracker\n  firecracker: {uid: %d, gid: %d}\n", c.cidr, c.uid, c.gid)
+			_, err := f.parse(minimalYAML + yaml)
+			switch {
+			case c.bad == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case c.bad != "" && (err == nil || !strings.Contains(err.Error(), c.bad+": ")):
+				t.Fatalf("Parse = %v, want %s refused", err, c.bad)
+			}
+		})
+	}
+	// Without the jailer the ids are unused, and their range too.
+	newFixture(t).mustParse(minimalYAML + "vmm:\n  driver: firecracker\n  firecracker: {jailer: false, uid: 2147483600, gid: 2147483600}\n")
+}
+
+// TestFirecrackerMMDSOffByDefault: the MMDS is off unless asked for.
+func TestFirecrackerMMDSOffByDefault(t *testing.T) {
+	f := newFixture(t)
+	if c := f.mustParse(minimalYAML + "vmm:\n  driver: firecracker\n  firecracker: {uid: 64000, gid: 64000}\n"); c.VMM.Firecracker.MMDS {
+		t.Error("the MMDS is on by default")
+	}
+	if c := f.mustParse(minimalYAML + "vmm:\n  driver: firecracker\n  firecracker: {uid: 64000, gid: 64000, mmds: true}\n"); !c.VMM.Firecracker.MMDS {
+		t.Error("mmds: true left the MMDS off")
 	}
 }
 

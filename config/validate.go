@@ -58,7 +58,7 @@ func (v *validator) config(c *Config) {
 		rule{qemu.child("binary"), required(c.VMM.QEMU.Binary)},
 		rule{qemu.child("accel"), oneOf(c.VMM.QEMU.Accel, "auto", "kvm", "tcg")},
 	)
-	v.firecracker(root.child("vmm").child("firecracker"), &c.VMM.Firecracker, c.VMM.Driver, c.StateDir)
+	v.firecracker(root.child("vmm").child("firecracker"), &c.VMM.Firecracker, c.VMM.Driver, c.StateDir, c.Network.CIDR)
 	v.api(root.child("api"), &c.API)
 	v.network(root.child("network"), &c.Network)
 	types := v.forges(root.child("forges"), c.Forges)

@@ -5,10 +5,12 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/fcdouble"
 )
 
@@ -30,8 +33,10 @@ const fcUID = 64200
 // has no KVM that runs stock guests; the double checks every API request
 // against Firecracker's published description and boots with QEMU). Two
 // runs, one of them failing, each in its own jailed microVM; every API
-// request valid; the VMM unprivileged and in a cgroup sized from the VM;
-// a drain leaves no runner, process, TAP, jail or file behind.
+// request valid, the MMDS's among them, its data store naming the VM and
+// holding no secret; each VMM unprivileged as its own user (fcUID plus
+// the VM's slot) and in a cgroup sized from the VM; a drain leaves no
+// runner, process, TAP, jail or file behind.
 func TestFirecrackerGiteaJobs(t *testing.T) {
 	requireRoot(t)
 	cache := cacheDir()
@@ -95,6 +100,7 @@ vmm:
     chroot_base_dir: %s
     uid: %d
     gid: %d
+    mmds: true
 forges:
   - name: gitea
     type: gitea
@@ -135,8 +141,11 @@ pools:
 	})
 
 	orch := startOrchestrator(t, ns, bin, cfgPath, state)
+	prefix := netip.MustParsePrefix("10.204.0.0/24")
+	vmms := newVMMWatch(state, prefix)
 	var idleID string
 	orch.waitFor(t, 3*time.Minute, "the min_idle VM to be idle", func() bool {
+		vmms.look()
 		for id, phase := range vmDirs(state) {
 			if phase == "idle" {
 				idleID = id
@@ -146,10 +155,12 @@ pools:
 		return false
 	})
 
+	secrets := []string{gitea.token, gitea.registrationToken()}
 	t.Run("the idle VM is jailed", func(t *testing.T) {
 		pid := vmPID(t, state, idleID)
-		if uid := procUID(t, pid); uid != fcUID {
-			t.Errorf("vm %s's VMM (pid %d) runs as uid %d, want %d", idleID, pid, uid, fcUID)
+		slot := vmSlot(t, state, idleID, prefix)
+		if uid := procUID(t, pid); uid != fcUID+slot {
+			t.Errorf("vm %s's VMM (pid %d) runs as uid %d, want %d (%d plus its slot %d)", idleID, pid, uid, fcUID+slot, fcUID, slot)
 		}
 		jail := filepath.Join(jails, "firecracker", idleID, "root")
 		for _, f := range []string{"firecracker", "kernel", "initramfs", "dev/kvm", "dev/net/tun", "run/fc.sock"} {
@@ -163,7 +174,6 @@ pools:
 				t.Errorf("cgroup %s = %q (%v), want %q", file, b, err, want)
 			}
 		}
-		secrets := []string{gitea.token, gitea.registrationToken()}
 		for _, p := range qemuProcesses() {
 			for _, s := range secrets {
 				if strings.Contains(p, s) {
@@ -179,9 +189,10 @@ pools:
 	writeFile(t, filepath.Join(tree, ".gitea/workflows/fail.yml"), 0o644, failWorkflow)
 	gitea.push(tree, "ci/x", "first")
 	// Gitea must have read the pushed workflows before one is dispatched.
-	orch.waitFor(t, time.Minute, "the pushed run", func() bool { return len(gitea.runs("ci/x")) == 1 })
+	orch.waitFor(t, time.Minute, "the pushed run", func() bool { vmms.look(); return len(gitea.runs("ci/x")) == 1 })
 	gitea.api(http.MethodPost, "/api/v1/repos/ci/x/actions/workflows/fail.yml/dispatches", map[string]any{"ref": "main"}, nil)
 	orch.waitFor(t, 6*time.Minute, "2 runs to complete", func() bool {
+		vmms.look()
 		runs := gitea.runs("ci/x")
 		return len(runs) == 2 && runs[0].Status == "completed" && runs[1].Status == "completed"
 	})
@@ -209,6 +220,22 @@ pools:
 	if len(seen) != 2 || conclusions["success"] != 1 || conclusions["failure"] != 1 {
 		t.Fatalf("jobs by VM %v: want one success and one failure in two VMs", seen)
 	}
+	t.Run("each VM's VMM runs as its own user", func(t *testing.T) {
+		for id := range seen {
+			if _, ok := vmms.uids[id]; !ok {
+				t.Errorf("job vm %s's VMM was never seen running", id)
+			}
+		}
+		for id, uid := range vmms.uids {
+			if want := fcUID + vmms.slots[id]; uid != want {
+				t.Errorf("vm %s's VMM runs as uid %d, want %d (%d plus its slot %d)", id, uid, want, fcUID, vmms.slots[id])
+			}
+		}
+		for _, c := range vmms.clashes {
+			t.Errorf("two VMs' VMMs ran as one user: %s", c)
+		}
+		t.Logf("FIGURE %d VMs' VMMs seen, as uids %v; two or more at once in %d looks, never sharing a uid", len(vmms.uids), vmms.uids, vmms.together)
+	})
 	orch.waitFor(t, time.Minute, "the jobs' VMs to be gone", func() bool {
 		for id := range seen {
 			if _, ok := vmDirs(state)[id]; ok {
@@ -246,54 +273,192 @@ pools:
 	t.Logf("FIGURE guest kernel start -> runner ready (guest CLOCK_BOOTTIME, QEMU TCG under the double): %v", ready)
 
 	t.Run("every API request was valid", func(t *testing.T) {
-		started, total := 0, 0
+		started, total, mmdsConfigs := 0, 0, 0
+		mmdsVMs := map[string]bool{}
 		for _, r := range readAPIRecord(t, record) {
 			total++
 			if r.Status/100 != 2 {
 				t.Errorf("refused: %s %s (%d %s): %s", r.Method, r.Path, r.Status, r.Fault, r.Body)
 			}
-			if r.Path == "/actions" {
+			for _, s := range append(vmms.agentTokens(), secrets...) {
+				if s != "" && strings.Contains(r.Body, s) {
+					t.Errorf("%s %s carries a secret: %s", r.Method, r.Path, r.Body)
+				}
+			}
+			switch r.Path {
+			case "/actions":
 				started++
+			case "/mmds/config":
+				mmdsConfigs++
+				if want := `{"version":"V2","network_interfaces":["eth0"]}`; r.Body != want {
+					t.Errorf("MMDS config %s, want %s", r.Body, want)
+				}
+			case "/mmds":
+				var doc struct {
+					Fireactions map[string]string `json:"fireactions"`
+				}
+				if err := json.Unmarshal([]byte(r.Body), &doc); err != nil {
+					t.Errorf("MMDS data store %q: %v", r.Body, err)
+					continue
+				}
+				md := doc.Fireactions
+				if len(md) != 3 || md["vm_id"] == "" || md["pool"] != "fc" || md["host_id"] != "fc" {
+					t.Errorf("MMDS data store %s: want vm_id, pool fc and host_id fc, and nothing else", r.Body)
+				}
+				if mmdsVMs[md["vm_id"]] {
+					t.Errorf("two MMDS data stores for vm %s", md["vm_id"])
+				}
+				mmdsVMs[md["vm_id"]] = true
 			}
 		}
-		// The idle VM, the two jobs' VMs, and their replacements.
-		if started < 3 || total != 4*started {
-			t.Errorf("%d requests for %d InstanceStarts, want 4 per VM and at least 3 VMs", total, started)
+		// The idle VM, the two jobs' VMs, and their replacements; each
+		// VM's four boot requests and the MMDS's two.
+		if started < 3 || total != 6*started {
+			t.Errorf("%d requests for %d InstanceStarts, want 6 per VM and at least 3 VMs", total, started)
 		}
-		t.Logf("FIGURE %d VMs started through the double, %d API requests, all accepted", started, total)
+		if mmdsConfigs != started || len(mmdsVMs) != started {
+			t.Errorf("%d MMDS configs and data stores for %d VMs, for %d InstanceStarts", mmdsConfigs, len(mmdsVMs), started)
+		}
+		for id := range seen {
+			if !mmdsVMs[id] {
+				t.Errorf("no MMDS data store names job vm %s (have %v)", id, mmdsVMs)
+			}
+		}
+		if !mmdsVMs[idleID] {
+			t.Errorf("no MMDS data store names the first idle vm %s", idleID)
+		}
+		t.Logf("FIGURE %d VMs started through the double, %d API requests, all accepted, %d MMDS data stores", started, total, len(mmdsVMs))
 	})
+}
+
+// vmRecord is the part of a VM's state record these tests read.
+type vmRecord struct {
+	PID        int    `json:"pid"`
+	Address    string `json:"address"`
+	AgentToken string `json:"agent_token"`
+}
+
+func readVMRecord(state, id string) (vmRecord, []byte, error) {
+	var rec vmRecord
+	b, err := os.ReadFile(filepath.Join(state, "vms", id, "state.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &rec)
+	}
+	return rec, b, err
 }
 
 // vmPID is the monitor pid in a VM's record.
 func vmPID(t *testing.T, state, id string) int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(state, "vms", id, "state.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rec struct {
-		PID int `json:"pid"`
-	}
-	if err := json.Unmarshal(b, &rec); err != nil || rec.PID == 0 {
+	rec, b, err := readVMRecord(state, id)
+	if err != nil || rec.PID == 0 {
 		t.Fatalf("vm %s's record has no pid (%v): %s", id, err, b)
 	}
 	return rec.PID
 }
 
+// vmSlot is a VM's slot: its address's offset in the VMs' network, from
+// its record.
+func vmSlot(t *testing.T, state, id string, prefix netip.Prefix) int {
+	t.Helper()
+	rec, b, err := readVMRecord(state, id)
+	if err != nil {
+		t.Fatalf("vm %s's record: %v", id, err)
+	}
+	slot, err := slotOf(rec.Address, prefix)
+	if err != nil {
+		t.Fatalf("vm %s's record: %v: %s", id, err, b)
+	}
+	return slot
+}
+
+// slotOf is addr's offset in prefix.
+func slotOf(addr string, prefix netip.Prefix) (int, error) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil || !a.Is4() || !prefix.Contains(a) {
+		return 0, fmt.Errorf("address %q is not in %s", addr, prefix)
+	}
+	ab, pb := a.As4(), prefix.Masked().Addr().As4()
+	return int(binary.BigEndian.Uint32(ab[:]) - binary.BigEndian.Uint32(pb[:])), nil
+}
+
 func procUID(t *testing.T, pid int) int {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	uid, err := uidOf(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return uid
+}
+
+// uidOf is the real uid of pid.
+func uidOf(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1, err
+	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" {
-			uid, _ := strconv.Atoi(f[1])
-			return uid
+			return strconv.Atoi(f[1])
 		}
 	}
-	t.Fatalf("no Uid in /proc/%d/status", pid)
-	return -1
+	return -1, fmt.Errorf("no Uid in /proc/%d/status", pid)
+}
+
+// vmmWatch follows the live VMs' VMMs while the test waits: the uid each
+// ran as, its slot, whether two ran at once as one user, and the VMs'
+// agent tokens (secrets no API request may carry).
+type vmmWatch struct {
+	state    string
+	prefix   netip.Prefix
+	uids     map[string]int // vm id -> its VMM's uid
+	slots    map[string]int // vm id -> its slot
+	tokens   map[string]string
+	together int      // looks that found two or more VMMs running
+	clashes  []string // VMs seen at once with one uid
+}
+
+func newVMMWatch(state string, prefix netip.Prefix) *vmmWatch {
+	return &vmmWatch{state: state, prefix: prefix, uids: map[string]int{}, slots: map[string]int{}, tokens: map[string]string{}}
+}
+
+// look records the VMMs running now: those whose record has a pid that
+// is still that VM's monitor.
+func (w *vmmWatch) look() {
+	now := map[int]string{} // uid -> vm id
+	for id := range vmDirs(w.state) {
+		rec, _, err := readVMRecord(w.state, id)
+		if err != nil {
+			continue
+		}
+		if rec.AgentToken != "" {
+			w.tokens[id] = rec.AgentToken
+		}
+		if rec.PID == 0 || !firecracker.IsOurs(rec.PID, id) {
+			continue
+		}
+		uid, err := uidOf(rec.PID)
+		slot, serr := slotOf(rec.Address, w.prefix)
+		if err != nil || serr != nil {
+			continue
+		}
+		w.uids[id], w.slots[id] = uid, slot
+		if other, ok := now[uid]; ok {
+			w.clashes = append(w.clashes, fmt.Sprintf("vms %s and %s as uid %d", other, id, uid))
+		}
+		now[uid] = id
+	}
+	if len(now) >= 2 {
+		w.together++
+	}
+}
+
+func (w *vmmWatch) agentTokens() []string {
+	var out []string
+	for _, t := range w.tokens {
+		out = append(out, t)
+	}
+	return out
 }
 
 // pidsWorkingIn lists the processes whose working directory is under

@@ -73,3 +73,19 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	}
 	return netip.AddrFrom4(b)
 }
+
+// Offset is addr's offset from prefix's network address: a VM's slot
+// number on the host, unique among live VMs (addresses are) and the same
+// after a restart (the address is in the VM's record).
+func Offset(prefix netip.Prefix, addr netip.Addr) (int, error) {
+	base := prefix.Masked()
+	if !addr.Is4() || !base.Addr().Is4() || !base.Contains(addr) {
+		return 0, fmt.Errorf("address %s is not in %s", addr, base)
+	}
+	a, b := addr.As4(), base.Addr().As4()
+	return int(be32(a) - be32(b)), nil
+}
+
+func be32(b [4]byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}

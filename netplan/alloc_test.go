@@ -87,3 +87,26 @@ func TestRulesScriptReplacesAtomically(t *testing.T) {
 		t.Error("NAT off still masquerades")
 	}
 }
+
+func TestOffset(t *testing.T) {
+	for _, c := range []struct {
+		prefix, addr string
+		want         int
+		ok           bool
+	}{
+		{"10.200.0.0/24", "10.200.0.0", 0, true},
+		{"10.200.0.0/24", "10.200.0.2", 2, true},
+		{"10.200.0.0/24", "10.200.0.255", 255, true},
+		{"172.16.8.0/21", "172.16.9.3", 259, true},
+		{"10.0.0.0/8", "10.255.255.254", 1<<24 - 2, true},
+		{"10.200.0.0/24", "10.200.1.2", 0, false},
+		{"10.200.0.0/24", "::1", 0, false},
+	} {
+		t.Run(c.prefix+" "+c.addr, func(t *testing.T) {
+			got, err := Offset(netip.MustParsePrefix(c.prefix), netip.MustParseAddr(c.addr))
+			if (err == nil) != c.ok || got != c.want {
+				t.Fatalf("Offset = %d, %v; want %d, ok %v", got, err, c.want, c.ok)
+			}
+		})
+	}
+}

@@ -208,12 +208,14 @@ type fakeHV struct {
 	started  int
 	running  int
 	maxAlive int
+	specs    []vmm.Spec // every spec started, in order
 }
 
 func (h *fakeHV) Name() string { return "fake" }
 
 func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	h.mu.Lock()
+	h.specs = append(h.specs, spec)
 	h.started++
 	h.running++
 	h.maxAlive = max(h.maxAlive, h.running)

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -180,6 +181,50 @@ func TestGuestGetsExactlyItsRunnersPlan(t *testing.T) {
 		b, _ := json.Marshal(cfg)
 		if strings.Contains(string(b), h.forge.secret) {
 			t.Fatalf("vm %s config holds the forge's secret", id)
+		}
+	}
+}
+
+// TestSpecCarriesSlotAndMetadata: each VM's spec has its slot (its
+// address's offset in network.cidr, so live VMs' slots differ) and
+// metadata naming it, its pool and the host, with no secret in it.
+func TestSpecCarriesSlotAndMetadata(t *testing.T) {
+	h := newHarness(t, 2, 2, guestRunsOneJob, nil)
+	eventually(t, 2*time.Second, "VMs ready", func() bool { return h.m.Phases()[vmstate.Idle] == 2 })
+	h.hv.mu.Lock()
+	specs := append([]vmm.Spec(nil), h.hv.specs...)
+	h.hv.mu.Unlock()
+	if len(specs) != 2 {
+		t.Fatalf("%d VMs started, want 2", len(specs))
+	}
+	slots := map[int]string{}
+	for _, spec := range specs {
+		rec, err := h.m.VM(spec.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := netip.MustParseAddr(rec.Address)
+		if want := int(addr.As4()[3]); spec.Slot != want {
+			t.Errorf("vm %s at %s has slot %d, want %d", spec.ID, addr, spec.Slot, want)
+		}
+		if other, dup := slots[spec.Slot]; dup {
+			t.Errorf("vms %s and %s share slot %d", other, spec.ID, spec.Slot)
+		}
+		slots[spec.Slot] = spec.ID
+		want := map[string]string{"vm_id": spec.ID, "pool": "p", "host_id": "test"}
+		if fmt.Sprint(spec.Metadata) != fmt.Sprint(want) {
+			t.Errorf("vm %s metadata %v, want %v", spec.ID, spec.Metadata, want)
+		}
+		cfg := h.boot.config(spec.ID)
+		if cfg.Report.Token == "" {
+			t.Fatalf("vm %s has no agent token to look for", spec.ID)
+		}
+		for _, secret := range []string{h.forge.secret, cfg.Report.Token, "own-credential-" + rec.RunnerID} {
+			for k, v := range spec.Metadata {
+				if strings.Contains(v, secret) {
+					t.Errorf("vm %s metadata %s holds a secret", spec.ID, k)
+				}
+			}
 		}
 	}
 }

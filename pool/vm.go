@@ -247,6 +247,10 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	}
 	netCfg := m.d.Config.Network
 	prefix := netip.MustParsePrefix(netCfg.CIDR)
+	slot, err := netplan.Offset(prefix, addr)
+	if err != nil {
+		return nil, fail(ReasonSetup, fmt.Errorf("vm %s: slot: %w", id, err))
+	}
 	cfg := agentproto.Config{
 		VMID:     id,
 		Hostname: id,
@@ -267,6 +271,7 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		ID: id, Dir: dir, Kernel: p.cfg.VM.Kernel, Initramfs: initrd, Cmdline: p.cfg.VM.Cmdline,
 		VCPUs: p.cfg.VM.VCPUs, MemoryMiB: p.cfg.VM.MemoryMiB,
 		TAP: rec.TAP, MAC: rec.MAC, ConsoleLog: filepath.Join(dir, "console.log"),
+		Slot: slot, Metadata: vmMetadata(id, p.cfg.Name, m.d.Config.HostID),
 	}
 	if v.root != nil {
 		v.root.Apply(&spec, &cfg)
@@ -281,8 +286,15 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	v.started = time.Now()
 	m.obs.VMStarted(p.cfg.Name)
 	v.update(m.d.Store, func(r *vmstate.Record) { r.PID, r.Phase = machine.PID(), vmstate.Booting })
-	v.log.Info("vm booting", "pid", machine.PID(), "address", addr, "tap", tap)
+	v.log.Info("vm booting", "pid", machine.PID(), "address", addr, "slot", spec.Slot, "tap", tap)
 	return machine, nil
+}
+
+// vmMetadata is what a driver may tell the guest about itself (through
+// Firecracker's MMDS): names only, never the agent token or the runner's
+// credential.
+func vmMetadata(id, pool, hostID string) map[string]string {
+	return map[string]string{"vm_id": id, "pool": pool, "host_id": hostID}
 }
 
 // serve follows the VM until its monitor exits, a timeout fires or it is

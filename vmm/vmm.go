@@ -22,6 +22,14 @@ type Spec struct {
 	MAC        string
 	ConsoleLog string  // file the serial console is written to
 	Drives     []Drive // virtio block devices, in attachment order
+	// Slot is the VM's number on this host, unique among its live VMs and
+	// stable across an orchestrator restart: its address's offset in the
+	// VMs' network. The Firecracker jailer runs VM n as uid/gid base+n.
+	Slot int
+	// Metadata is non-secret facts about the VM (vm_id, pool, host_id) a
+	// driver may offer the guest, e.g. through Firecracker's MMDS. Never a
+	// token or credential: those reach the guest in its initramfs only.
+	Metadata map[string]string
 }
 
 // Hypervisor starts VMs.

@@ -122,7 +122,7 @@ func BenchmarkAPICalls(b *testing.B) {
 	for b.Loop() {
 		srv = fcdouble.NewServer(fcdouble.Options{Spec: s, ID: "bench", OpenTAP: func(string) error { return nil }})
 		c := NewClient(sock)
-		for _, r := range BootRequests(testSpec, Paths{Kernel: kernel, Initrd: initrd}) {
+		for _, r := range BootRequests(testSpec, Paths{Kernel: kernel, Initrd: initrd}, false) {
 			if err := r.Send(ctx, c); err != nil {
 				b.Fatal(err)
 			}

@@ -69,6 +69,20 @@ type Drive struct {
 	IsReadOnly   bool   `json:"is_read_only"`
 }
 
+// MMDSConfig is the body of PUT /mmds/config: the MMDS version and the
+// guest network interfaces it answers on. The address is Firecracker's
+// default, 169.254.169.254.
+type MMDSConfig struct {
+	Version           string   `json:"version"`
+	NetworkInterfaces []string `json:"network_interfaces"`
+}
+
+// MMDSDocument is the body of PUT /mmds: the whole MMDS data store, the
+// VM's non-secret metadata under "fireactions".
+type MMDSDocument struct {
+	Fireactions map[string]string `json:"fireactions"`
+}
+
 // action is the body of PUT /actions.
 type action struct {
 	ActionType string `json:"action_type"`
@@ -92,6 +106,16 @@ func (c *Client) PutNetworkInterface(ctx context.Context, n NetworkInterface) er
 // PutDrive adds a block device.
 func (c *Client) PutDrive(ctx context.Context, d Drive) error {
 	return c.put(ctx, "/drives/"+d.DriveID, d)
+}
+
+// PutMMDSConfig enables the MMDS on the given interfaces.
+func (c *Client) PutMMDSConfig(ctx context.Context, m MMDSConfig) error {
+	return c.put(ctx, "/mmds/config", m)
+}
+
+// PutMMDS replaces the MMDS data store.
+func (c *Client) PutMMDS(ctx context.Context, d MMDSDocument) error {
+	return c.put(ctx, "/mmds", d)
 }
 
 // InstanceStart boots the configured microVM.

@@ -6,7 +6,7 @@
 // socket rather than with firecracker-go-sdk. The SDK's generated client
 // and models carry the whole API of its day and a process manager with its
 // own opinions (jailer layout, CNI, logging); the driver needs four PUTs
-// (one more per drive).
+// (one more per drive, two more with the MMDS).
 // A client that sends only those keeps every request body in plain sight,
 // which is what lets the tests hold each one to Firecracker's own API
 // description (see apispec and the fcdouble test double), and it adds no
@@ -41,6 +41,15 @@ const apiSocket = "/run/fc.sock"
 // maxSocketPath is the longest unix socket path Linux accepts.
 const maxSocketPath = 107
 
+// ifaceID is the guest network interface's id in the API: the driver
+// attaches one, the guest's eth0.
+const ifaceID = "eth0"
+
+// MMDSVersion is the MMDS version the driver configures: V2, which
+// answers only requests carrying a session token got with a PUT, so a
+// guest process that merely forwards requests (SSRF) cannot read it.
+const MMDSVersion = "V2"
+
 // vmIDPattern is what Firecracker and its jailer accept as an id.
 var vmIDPattern = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 
@@ -52,6 +61,10 @@ type Driver struct {
 	// Jailer runs each VM through the jailer; nil runs firecracker
 	// directly (development only).
 	Jailer *Jailer
+	// MMDS gives each guest Firecracker's metadata service on its
+	// interface (version V2), holding MMDSDoc of its spec: the VM's
+	// non-secret metadata, never a credential. Off by default.
+	MMDS bool
 	// APITimeout bounds the wait for the API socket; 0 means 10s.
 	APITimeout time.Duration
 	Log        *slog.Logger
@@ -100,7 +113,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		_ = m.Kill(kctx)
 		return nil, fmt.Errorf("firecracker: vm %s: %w%s", spec.ID, err, consoleTail(spec.ConsoleLog))
 	}
-	d.log().Debug("firecracker started", "vm", spec.ID, "pid", m.PID(), "jailed", d.Jailer != nil, "took", time.Since(start))
+	d.log().Debug("firecracker started", "vm", spec.ID, "pid", m.PID(), "jailed", d.Jailer != nil, "slot", spec.Slot, "mmds", d.MMDS, "took", time.Since(start))
 	return m, nil
 }
 
@@ -112,6 +125,8 @@ func checkSpec(spec vmm.Spec) error {
 		return fmt.Errorf("firecracker: vm %s: %d vCPUs and %d MiB: want 1-32 vCPUs and at least 64 MiB", spec.ID, spec.VCPUs, spec.MemoryMiB)
 	case spec.Kernel == "" || spec.Initramfs == "" || spec.TAP == "" || spec.ConsoleLog == "" || spec.Dir == "":
 		return fmt.Errorf("firecracker: vm %s: incomplete spec", spec.ID)
+	case spec.Slot < 0:
+		return fmt.Errorf("firecracker: vm %s: slot %d: want 0 or more", spec.ID, spec.Slot)
 	}
 	ids := map[string]bool{}
 	for _, d := range spec.Drives {
@@ -185,7 +200,7 @@ func (d *Driver) configure(ctx context.Context, l *launched, spec vmm.Spec, exit
 	}
 	c := NewClient(l.socket)
 	defer c.Close()
-	for _, r := range BootRequests(spec, l.paths) {
+	for _, r := range BootRequests(spec, l.paths, d.MMDS) {
 		if err := r.Send(ctx, c); err != nil {
 			return err
 		}
@@ -228,22 +243,44 @@ func DriveID(id string) string {
 	}, id)
 }
 
+// MMDSDoc is the MMDS data store of spec: its Metadata under
+// "fireactions", with vm_id always the spec's id. It holds what the
+// orchestrator put in Metadata and nothing else, so no token or runner
+// credential (those are in the initramfs only).
+func MMDSDoc(spec vmm.Spec) MMDSDocument {
+	md := make(map[string]string, len(spec.Metadata)+1)
+	for k, v := range spec.Metadata {
+		md[k] = v
+	}
+	md["vm_id"] = spec.ID
+	return MMDSDocument{Fireactions: md}
+}
+
 // BootRequests are the API calls that start spec, with its files as the
 // VMM sees them, in the order they are sent: boot source, machine, NIC,
-// drives, InstanceStart. Start sends exactly these; the tests check each
-// against Firecracker's API description.
-func BootRequests(spec vmm.Spec, p Paths) []Request {
+// drives, with mmds the MMDS configuration (after the NIC it names) and
+// data store, then InstanceStart. Start sends exactly these; the tests
+// check each against Firecracker's API description.
+func BootRequests(spec vmm.Spec, p Paths, mmds bool) []Request {
 	boot := BootSource{KernelImagePath: p.Kernel, InitrdPath: p.Initrd, BootArgs: Cmdline(spec)}
 	machine := MachineConfig{VCPUCount: spec.VCPUs, MemSizeMiB: spec.MemoryMiB, SMT: false}
-	nic := NetworkInterface{IfaceID: "eth0", HostDevName: spec.TAP, GuestMAC: spec.MAC}
+	nic := NetworkInterface{IfaceID: ifaceID, HostDevName: spec.TAP, GuestMAC: spec.MAC}
 	rs := []Request{
 		{"/boot-source", boot, func(ctx context.Context, c *Client) error { return c.PutBootSource(ctx, boot) }},
 		{"/machine-config", machine, func(ctx context.Context, c *Client) error { return c.PutMachineConfig(ctx, machine) }},
-		{"/network-interfaces/eth0", nic, func(ctx context.Context, c *Client) error { return c.PutNetworkInterface(ctx, nic) }},
+		{"/network-interfaces/" + ifaceID, nic, func(ctx context.Context, c *Client) error { return c.PutNetworkInterface(ctx, nic) }},
 	}
 	for i, d := range spec.Drives {
 		drive := Drive{DriveID: DriveID(d.ID), PathOnHost: p.Drives[i], IsRootDevice: false, IsReadOnly: d.ReadOnly}
 		rs = append(rs, Request{"/drives/" + drive.DriveID, drive, func(ctx context.Context, c *Client) error { return c.PutDrive(ctx, drive) }})
+	}
+	if mmds {
+		cfg := MMDSConfig{Version: MMDSVersion, NetworkInterfaces: []string{ifaceID}}
+		doc := MMDSDoc(spec)
+		rs = append(rs,
+			Request{"/mmds/config", cfg, func(ctx context.Context, c *Client) error { return c.PutMMDSConfig(ctx, cfg) }},
+			Request{"/mmds", doc, func(ctx context.Context, c *Client) error { return c.PutMMDS(ctx, doc) }},
+		)
 	}
 	start := action{ActionType: "InstanceStart"}
 	return append(rs, Request{"/actions", start, func(ctx context.Context, c *Client) error { return c.InstanceStart(ctx) }})

@@ -3,6 +3,7 @@ package firecracker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +21,8 @@ var testSpec = vmm.Spec{
 
 // TestBootRequestsMatchTheAPIDescription: every request the driver can
 // send to start a VM is valid for Firecracker's own API description, for
-// the shapes the configuration allows, jailed or not.
+// the shapes the configuration allows, jailed or not, with the MMDS or
+// without.
 func TestBootRequestsMatchTheAPIDescription(t *testing.T) {
 	s := loadAPISpec(t)
 	withDrives := testSpec
@@ -32,7 +34,7 @@ func TestBootRequestsMatchTheAPIDescription(t *testing.T) {
 			jailed.Drives = append(jailed.Drives, "/"+driveName(d))
 		}
 		for _, paths := range []Paths{jailed, HostPaths(spec)} {
-			for _, r := range BootRequests(spec, paths) {
+			for _, r := range append(BootRequests(spec, paths, false), BootRequests(spec, paths, true)...) {
 				op, params, ok := s.Match("PUT", r.Path)
 				if !ok {
 					t.Fatalf("PUT %s is not in the API description", r.Path)
@@ -60,7 +62,7 @@ func TestBootRequestsMatchTheAPIDescription(t *testing.T) {
 func TestBootRequestsCarryTheSpec(t *testing.T) {
 	spec := testSpec
 	spec.Drives = []vmm.Drive{{ID: "fa-image", Path: "/img/root.erofs", ReadOnly: true}, {ID: "fa-disk", Path: "/vm/disk.ext4"}}
-	rs := BootRequests(spec, Paths{Kernel: "/kernel", Initrd: "/initramfs", Drives: []string{"/drive-fa_image", "/drive-fa_disk"}})
+	rs := BootRequests(spec, Paths{Kernel: "/kernel", Initrd: "/initramfs", Drives: []string{"/drive-fa_image", "/drive-fa_disk"}}, false)
 	if len(rs) != 6 {
 		t.Fatalf("%d requests, want 6", len(rs))
 	}
@@ -92,6 +94,45 @@ func TestBootRequestsCarryTheSpec(t *testing.T) {
 	}
 }
 
+// TestMMDSRequests: with the MMDS on, the configuration (V2, on the
+// VM's one interface, after the interface is attached) and the data store
+// come before InstanceStart; off, neither is sent. The data store is the
+// spec's metadata under "fireactions", vm_id the spec's own id.
+func TestMMDSRequests(t *testing.T) {
+	spec := testSpec
+	spec.Drives = []vmm.Drive{{ID: "fa-disk", Path: "/vm/disk.ext4"}}
+	spec.Metadata = map[string]string{"vm_id": "forged", "pool": "p1", "host_id": "h1"}
+	for _, c := range []struct {
+		mmds  bool
+		paths string
+	}{
+		{false, "/boot-source /machine-config /network-interfaces/eth0 /drives/fa_disk /actions"},
+		{true, "/boot-source /machine-config /network-interfaces/eth0 /drives/fa_disk /mmds/config /mmds /actions"},
+	} {
+		t.Run(fmt.Sprintf("mmds %v", c.mmds), func(t *testing.T) {
+			var paths []string
+			bodies := map[string]string{}
+			for _, r := range BootRequests(spec, HostPaths(spec), c.mmds) {
+				paths = append(paths, r.Path)
+				b, _ := json.Marshal(r.Body)
+				bodies[r.Path] = string(b)
+			}
+			if got := strings.Join(paths, " "); got != c.paths {
+				t.Fatalf("requests %s, want %s", got, c.paths)
+			}
+			if !c.mmds {
+				return
+			}
+			if got, want := bodies["/mmds/config"], `{"version":"V2","network_interfaces":["eth0"]}`; got != want {
+				t.Errorf("MMDS config %s, want %s", got, want)
+			}
+			if got, want := bodies["/mmds"], `{"fireactions":{"host_id":"h1","pool":"p1","vm_id":"0a1b2c3d4e5f"}}`; got != want {
+				t.Errorf("MMDS data store %s, want %s", got, want)
+			}
+		})
+	}
+}
+
 func TestCgroupLimitsFollowTheVMShape(t *testing.T) {
 	got := CgroupLimits(vmm.Spec{VCPUs: 2, MemoryMiB: 512}, 64)
 	want := []string{"cpu.max=200000 100000", "memory.max=603979776"}
@@ -109,6 +150,7 @@ func TestStartRefusesBadSpecs(t *testing.T) {
 		{ID: "a", VCPUs: 1, MemoryMiB: 128}, // no kernel, initramfs, TAP
 		{ID: "a", VCPUs: 1, MemoryMiB: 128, Kernel: "/k", Initramfs: "/i", TAP: "t", ConsoleLog: "/c", Dir: "/d",
 			Drives: []vmm.Drive{{ID: "a-b", Path: "/1"}, {ID: "a_b", Path: "/2"}}}, // one Firecracker id
+		{ID: "a", VCPUs: 1, MemoryMiB: 128, Kernel: "/k", Initramfs: "/i", TAP: "t", ConsoleLog: "/c", Dir: "/d", Slot: -1},
 	} {
 		if _, err := d.Start(context.Background(), s); err == nil {
 			t.Errorf("spec %+v started", s)
@@ -140,7 +182,7 @@ func TestStartThroughTheDouble(t *testing.T) {
 	if !IsOurs(m.PID(), spec.ID) || IsOurs(m.PID(), "other") || IsOurs(os.Getpid(), spec.ID) {
 		t.Error("IsOurs does not tell the VM's monitor from other processes")
 	}
-	assertAllAccepted(t, readRecord(t, record), spec)
+	assertAllAccepted(t, readRecord(t, record), spec, false)
 	select {
 	case <-m.Done():
 		t.Fatalf("the VMM exited after InstanceStart: %v", m.Err())
@@ -156,6 +198,70 @@ func TestStartThroughTheDouble(t *testing.T) {
 	}
 	if !processGone(spec.ID) {
 		t.Error("the VMM still runs after Kill")
+	}
+}
+
+// TestMMDSThroughTheDouble runs the driver with the MMDS off and on
+// against the double, which checks each request against the API
+// description and Firecracker's rules: with it on, the MMDS requests are
+// accepted in order and the double holds the VM's metadata; off, none is
+// sent. No request carries the runner's credential, which is in the
+// initramfs only.
+func TestMMDSThroughTheDouble(t *testing.T) {
+	requireRoot(t, "the double checks the TAP exists; creating one needs root")
+	b := buildDouble(t)
+	const secret = "RUNNER-CREDENTIAL-5f2b9c"
+	for _, mmds := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mmds %v", mmds), func(t *testing.T) {
+			dir := t.TempDir()
+			record := filepath.Join(dir, "record.jsonl")
+			t.Setenv("FCDOUBLE_BOOT", "none")
+			t.Setenv("FCDOUBLE_RECORD", record)
+			spec := testSpec
+			spec.Dir, spec.ConsoleLog, spec.TAP = dir, filepath.Join(dir, "console.log"), testTAP(t)
+			spec.Kernel, spec.Initramfs = filepath.Join(dir, "kernel"), filepath.Join(dir, "initramfs")
+			spec.Metadata = map[string]string{"vm_id": spec.ID, "pool": "p1", "host_id": "h1"}
+			os.WriteFile(spec.Kernel, []byte("k"), 0o644)
+			os.WriteFile(spec.Initramfs, []byte("token="+secret), 0o600)
+
+			m, err := (&Driver{Binary: b.Firecracker, MMDS: mmds}).Start(context.Background(), spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if err := m.Kill(ctx); err != nil {
+					t.Error(err)
+				}
+			}()
+			recs := readRecord(t, record)
+			assertAllAccepted(t, recs, spec, mmds)
+			var doc *MMDSDocument
+			for _, r := range recs {
+				if strings.Contains(r.Body, secret) {
+					t.Errorf("PUT %s carries the runner's credential: %s", r.Path, r.Body)
+				}
+				switch {
+				case r.Path == "/mmds":
+					doc = new(MMDSDocument)
+					if err := json.Unmarshal([]byte(r.Body), doc); err != nil {
+						t.Fatalf("MMDS data store %q: %v", r.Body, err)
+					}
+				case strings.HasPrefix(r.Path, "/mmds") && !mmds:
+					t.Errorf("PUT %s with the MMDS off", r.Path)
+				}
+			}
+			if !mmds {
+				return
+			}
+			if doc == nil {
+				t.Fatal("no MMDS data store was PUT")
+			}
+			if want := fmt.Sprint(spec.Metadata); fmt.Sprint(doc.Fireactions) != want {
+				t.Errorf("MMDS metadata %v, want %v", doc.Fireactions, want)
+			}
+		})
 	}
 }
 

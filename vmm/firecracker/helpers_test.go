@@ -150,8 +150,9 @@ func readRecord(t testing.TB, path string) []fcdouble.Record {
 }
 
 // assertAllAccepted checks the driver's recorded requests for spec were
-// all accepted by the double, in the order Start sends them.
-func assertAllAccepted(t testing.TB, recs []fcdouble.Record, spec vmm.Spec) {
+// all accepted by the double, in the order Start sends them (with the
+// MMDS's or without).
+func assertAllAccepted(t testing.TB, recs []fcdouble.Record, spec vmm.Spec, mmds bool) {
 	t.Helper()
 	var got, want []string
 	for _, r := range recs {
@@ -160,7 +161,7 @@ func assertAllAccepted(t testing.TB, recs []fcdouble.Record, spec vmm.Spec) {
 			t.Errorf("the double refused the driver's %s %s (%d): %s\nbody: %s", r.Method, r.Path, r.Status, r.Fault, r.Body)
 		}
 	}
-	for _, r := range BootRequests(spec, HostPaths(spec)) {
+	for _, r := range BootRequests(spec, HostPaths(spec), mmds) {
 		want = append(want, "PUT "+r.Path)
 	}
 	if strings.Join(got, ", ") != strings.Join(want, ", ") {

@@ -32,13 +32,17 @@ const cpuPeriod = 100000
 // <ChrootBaseDir>/<exec file name>/<id>/root, copies firecracker into it,
 // creates /dev/kvm and /dev/net/tun there, puts itself in the cgroup
 // <cgroup2 mount>/<ParentCgroup>/<id> with the given limits, pivots into
-// the chroot, drops to UID/GID and execs firecracker with --id. The driver
-// links the boot files into the chroot first and removes the whole tree,
-// and the cgroup, when the VM ends: the jailer leaves that to its caller.
+// the chroot, drops to the VM's own uid/gid (UID and GID plus its slot)
+// and execs firecracker with --id. The driver links the boot files into
+// the chroot first and removes the whole tree, and the cgroup, when the
+// VM ends: the jailer leaves that to its caller.
 type Jailer struct {
 	Binary        string
 	ChrootBaseDir string // must exist or be creatable; the jailer requires it
-	UID, GID      int
+	// UID and GID start the jailed VMMs' ranges: the VM in slot n
+	// (vmm.Spec.Slot) runs as UID+n:GID+n, so no two live VMs share a
+	// user, and its files and TAP are that user's.
+	UID, GID int
 	// ParentCgroup is the cgroup v2 directory, relative to the hierarchy's
 	// root, the VMs' cgroups are made in.
 	ParentCgroup string
@@ -56,6 +60,7 @@ type jail struct {
 	id       string
 	execFile string // canonical firecracker path, as the jailer resolves it
 	dir      string // <base>/<exec name>/<id>
+	uid, gid int    // the VM's own user (set by prepare, from its slot)
 }
 
 func (j *Jailer) jailOf(binary, id string) (*jail, error) {
@@ -64,6 +69,12 @@ func (j *Jailer) jailOf(binary, id string) (*jail, error) {
 		return nil, err
 	}
 	return &jail{j: j, id: id, execFile: execFile, dir: filepath.Join(jails, id)}, nil
+}
+
+// IDs are the uid and gid VM spec's firecracker runs as: the ranges'
+// starts plus the VM's slot.
+func (j *Jailer) IDs(spec vmm.Spec) (uid, gid int) {
+	return j.UID + spec.Slot, j.GID + spec.Slot
 }
 
 // jails is where the jailer makes the jails of binary's VMs
@@ -102,7 +113,7 @@ func (jl *jail) paths(spec vmm.Spec) Paths {
 func (jl *jail) hostPath(inJail string) string { return filepath.Join(jl.root(), inJail) }
 
 // prepare makes the VM's chroot, links its boot files and drives in, and
-// gives its TAP to the jail's user. The kernel and a read-only drive are
+// gives its TAP to the jail's user (the VM's own: see IDs). The kernel and a read-only drive are
 // shared by VMs: hard-linked when anyone may read them, else copied and
 // given to the jail's user. The initramfs (it holds the runner's
 // credential) and a writable drive are the VM's own: hard-linked and
@@ -113,6 +124,7 @@ func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 	if err != nil {
 		return nil, err
 	}
+	jl.uid, jl.gid = j.IDs(spec)
 	// Traverse-only parents; the root itself is the jail user's, 0700,
 	// once the jailer has run.
 	if err := os.MkdirAll(filepath.Dir(jl.dir), 0o711); err != nil {
@@ -125,23 +137,23 @@ func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 		_ = jl.remove()
 		return nil, fmt.Errorf("make jail root: %w", err)
 	}
-	if err := j.linkIn(spec.Kernel, jl.hostPath(kernelName), false); err != nil {
+	if err := jl.linkIn(spec.Kernel, jl.hostPath(kernelName), false); err != nil {
 		_ = jl.remove()
 		return nil, fmt.Errorf("kernel into the jail: %w", err)
 	}
-	if err := j.linkIn(spec.Initramfs, jl.hostPath(initrdName), true); err != nil {
+	if err := jl.linkIn(spec.Initramfs, jl.hostPath(initrdName), true); err != nil {
 		_ = jl.remove()
 		return nil, fmt.Errorf("initramfs into the jail: %w", err)
 	}
 	for _, d := range spec.Drives {
 		// The shared read-only image is linked like the kernel; a
 		// writable disk is the VM's own, like the initramfs.
-		if err := j.linkIn(d.Path, jl.hostPath(driveName(d)), !d.ReadOnly); err != nil {
+		if err := jl.linkIn(d.Path, jl.hostPath(driveName(d)), !d.ReadOnly); err != nil {
 			_ = jl.remove()
 			return nil, fmt.Errorf("drive %s into the jail: %w", d.ID, err)
 		}
 	}
-	if err := giveTAP(spec.TAP, j.UID, j.GID); err != nil {
+	if err := giveTAP(spec.TAP, jl.uid, jl.gid); err != nil {
 		_ = jl.remove()
 		return nil, err
 	}
@@ -176,7 +188,8 @@ func giveTAP(name string, uid, gid int) error {
 	return nil
 }
 
-func (j *Jailer) linkIn(src, dst string, own bool) error {
+// linkIn puts src into the jail at dst; own gives it to the VM's user.
+func (jl *jail) linkIn(src, dst string, own bool) error {
 	fi, err := os.Stat(src)
 	if err != nil {
 		return err
@@ -186,7 +199,7 @@ func (j *Jailer) linkIn(src, dst string, own bool) error {
 		err = os.Link(src, dst)
 		if err == nil {
 			if own {
-				return os.Chown(dst, j.UID, j.GID)
+				return os.Chown(dst, jl.uid, jl.gid)
 			}
 			return nil
 		}
@@ -197,7 +210,7 @@ func (j *Jailer) linkIn(src, dst string, own bool) error {
 	if err := copyFile(src, dst, 0o600); err != nil {
 		return err
 	}
-	return os.Chown(dst, j.UID, j.GID)
+	return os.Chown(dst, jl.uid, jl.gid)
 }
 
 func copyFile(src, dst string, perm fs.FileMode) error {
@@ -217,15 +230,16 @@ func copyFile(src, dst string, perm fs.FileMode) error {
 	return out.Close()
 }
 
-// args is the jailer's command line for spec; firecracker gets the API
-// socket path after "--" (the jailer itself passes --id).
+// args is the jailer's command line for spec, with the VM's own uid and
+// gid; firecracker gets the API socket path after "--" (the jailer itself
+// passes --id).
 func (jl *jail) args(spec vmm.Spec, socket string) []string {
 	j := jl.j
 	args := []string{
 		"--id", spec.ID,
 		"--exec-file", jl.execFile,
-		"--uid", strconv.Itoa(j.UID),
-		"--gid", strconv.Itoa(j.GID),
+		"--uid", strconv.Itoa(jl.uid),
+		"--gid", strconv.Itoa(jl.gid),
 		"--chroot-base-dir", j.ChrootBaseDir,
 		"--cgroup-version", "2",
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -74,18 +75,22 @@ func processIDs(t *testing.T, pid int) (uid, gid int) {
 	return uid, gid
 }
 
-// TestJailedBoot runs the driver with the jailer double and a real guest:
-// while the VM runs, its chroot holds firecracker, /dev/kvm, /dev/net/tun,
-// the API socket and the boot files (the kernel hard-linked, the
-// initramfs the jailed user's), all of it the jailed user's; the VMM runs
-// as that user, in its cgroup with limits from the VM's shape. When the
-// guest ends, nothing is left: no process, chroot or cgroup.
+// TestJailedBoot runs the driver with the jailer double, the MMDS on and
+// a real guest: while the VM runs, its chroot holds firecracker,
+// /dev/kvm, /dev/net/tun, the API socket and the boot files (the kernel
+// hard-linked, the initramfs the jailed user's), all of it the jailed
+// user's, which is the VM's own (the ranges' starts plus its slot); the
+// VMM runs as that user, in its cgroup with limits from the VM's shape.
+// When the guest ends, nothing is left: no process, chroot or cgroup.
 func TestJailedBoot(t *testing.T) {
 	requireRoot(t, "the jailer chowns, mknods and drops privileges")
 	b := buildDouble(t)
 	// The guest waits 3s before its reset: time to look at the jail.
 	spec := bootSpec(t, "jail1", "reset")
 	spec.Cmdline += " guestsleep=3"
+	spec.Slot = 3
+	spec.Metadata = map[string]string{"vm_id": spec.ID, "pool": "p1", "host_id": "h1"}
+	vmUID, vmGID := jailUID+spec.Slot, jailGID+spec.Slot
 	// An image shared by VMs (world-readable, read-only) and the VM's own
 	// writable disk.
 	image, disk := filepath.Join(spec.Dir, "image.erofs"), filepath.Join(spec.Dir, "disk.ext4")
@@ -97,7 +102,7 @@ func TestJailedBoot(t *testing.T) {
 	t.Setenv("FCDOUBLE_PROC_MOUNTS", mounts)
 	record := filepath.Join(spec.Dir, "record.jsonl")
 	t.Setenv("FCDOUBLE_RECORD", record)
-	d := &Driver{Binary: b.Firecracker, Jailer: &Jailer{
+	d := &Driver{Binary: b.Firecracker, MMDS: true, Jailer: &Jailer{
 		Binary: b.Jailer, ChrootBaseDir: base, UID: jailUID, GID: jailGID,
 		ParentCgroup: "fireactions", MemoryOverheadMiB: 64, MountTable: mounts,
 	}}
@@ -113,16 +118,16 @@ func TestJailedBoot(t *testing.T) {
 			mode  os.FileMode // type and permission bits
 			owner int         // uid; the gid goes with it
 		}{
-			{"", os.ModeDir | 0o700, jailUID},
+			{"", os.ModeDir | 0o700, vmUID},
 			{"firecracker", 0o755, 0}, // copied in by the jailer, not given away
-			{"dev", os.ModeDir | 0o700, jailUID},
-			{"dev/net", os.ModeDir | 0o700, jailUID},
-			{"dev/net/tun", os.ModeDevice | os.ModeCharDevice | 0o600, jailUID},
-			{"dev/kvm", os.ModeDevice | os.ModeCharDevice | 0o600, jailUID},
-			{"run", os.ModeDir | 0o700, jailUID},
-			{"run/fc.sock", os.ModeSocket, jailUID}, // made by the VMM
-			{"initramfs", 0o600, jailUID},
-			{"drive-fa_disk", 0o600, jailUID},
+			{"dev", os.ModeDir | 0o700, vmUID},
+			{"dev/net", os.ModeDir | 0o700, vmUID},
+			{"dev/net/tun", os.ModeDevice | os.ModeCharDevice | 0o600, vmUID},
+			{"dev/kvm", os.ModeDevice | os.ModeCharDevice | 0o600, vmUID},
+			{"run", os.ModeDir | 0o700, vmUID},
+			{"run/fc.sock", os.ModeSocket, vmUID}, // made by the VMM
+			{"initramfs", 0o600, vmUID},
+			{"drive-fa_disk", 0o600, vmUID},
 			{"drive-fa_image", 0o644, 0}, // shared: linked, left to root
 		} {
 			p := filepath.Join(root, c.path)
@@ -140,8 +145,8 @@ func TestJailedBoot(t *testing.T) {
 			}
 			st := fi.Sys().(*syscall.Stat_t)
 			wantGID := 0
-			if c.owner == jailUID {
-				wantGID = jailGID
+			if c.owner == vmUID {
+				wantGID = vmGID
 			}
 			if int(st.Uid) != c.owner || int(st.Gid) != wantGID {
 				t.Errorf("%s: owner %d:%d, want %d:%d", c.path, st.Uid, st.Gid, c.owner, wantGID)
@@ -164,8 +169,8 @@ func TestJailedBoot(t *testing.T) {
 		}
 	})
 	t.Run("the VMM's user and cgroup", func(t *testing.T) {
-		if uid, gid := processIDs(t, m.PID()); uid != jailUID || gid != jailGID {
-			t.Errorf("the VMM runs as %d:%d, want %d:%d", uid, gid, jailUID, jailGID)
+		if uid, gid := processIDs(t, m.PID()); uid != vmUID || gid != vmGID {
+			t.Errorf("the VMM runs as %d:%d, want %d:%d", uid, gid, vmUID, vmGID)
 		}
 		cg := filepath.Join(cgRoot, "fireactions", spec.ID)
 		for file, want := range map[string]string{
@@ -187,7 +192,7 @@ func TestJailedBoot(t *testing.T) {
 	if c := readFile(spec.ConsoleLog); !strings.Contains(c, `guestinit: up`) {
 		t.Fatalf("the guest did not run in the jail; console:\n%s", c)
 	}
-	assertAllAccepted(t, readRecord(t, record), spec)
+	assertAllAccepted(t, readRecord(t, record), spec, true)
 	for _, left := range []string{jail, filepath.Join(cgRoot, "fireactions", spec.ID)} {
 		if _, err := os.Stat(left); !os.IsNotExist(err) {
 			t.Errorf("%s left after the VM ended (%v)", left, err)
@@ -298,4 +303,100 @@ func TestRecovery(t *testing.T) {
 	}
 	<-adoptee.Done()
 	<-reapee.Done()
+}
+
+// TestJailArgsPerSlot: the jailer is told each VM's own uid and gid, the
+// ranges' starts plus its slot, so VMs in different slots never share a
+// user.
+func TestJailArgsPerSlot(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &Jailer{Binary: "jailer", ChrootBaseDir: t.TempDir(), UID: jailUID, GID: jailGID}
+	seen := map[string]string{}
+	for _, c := range []struct {
+		id       string
+		slot     int
+		uid, gid string
+	}{
+		{"vm-a", 0, "64123", "64124"},
+		{"vm-b", 2, "64125", "64126"},
+		{"vm-c", 254, "64377", "64378"},
+	} {
+		t.Run(c.id, func(t *testing.T) {
+			spec := testSpec
+			spec.ID, spec.Slot = c.id, c.slot
+			jl, err := j.jailOf(exe, spec.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			jl.uid, jl.gid = j.IDs(spec)
+			args := strings.Join(jl.args(spec, apiSocket), " ")
+			if want := "--uid " + c.uid + " --gid " + c.gid + " "; !strings.Contains(args, want) {
+				t.Errorf("jailer args %q lack %q", args, want)
+			}
+			if other, ok := seen[c.uid]; ok {
+				t.Errorf("vms %s and %s both run as uid %s", other, c.id, c.uid)
+			}
+			seen[c.uid] = c.id
+		})
+	}
+}
+
+// TestJailOwnershipPerSlot: two VMs in different slots get their own
+// files and TAPs as their own users: the initramfs and the writable disk
+// are uid+slot's, the TAP's owner and group too; the shared kernel stays
+// root's.
+func TestJailOwnershipPerSlot(t *testing.T) {
+	requireRoot(t, "chown and TAPs")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := jailBase(t)
+	j := &Jailer{Binary: "jailer", ChrootBaseDir: base, UID: jailUID, GID: jailGID, MountTable: filepath.Join(base, "no-mounts")}
+	for i, slot := range []int{2, 7} {
+		t.Run(fmt.Sprintf("slot %d", slot), func(t *testing.T) {
+			dir := t.TempDir()
+			spec := testSpec
+			spec.ID, spec.Slot, spec.Dir = fmt.Sprintf("own%d", i), slot, dir
+			spec.TAP = fmt.Sprintf("fco%d%d", os.Getpid()%100000, i)
+			if out, err := exec.Command("ip", "tuntap", "add", "dev", spec.TAP, "mode", "tap", "user", "0", "group", "0").CombinedOutput(); err != nil {
+				t.Fatalf("create tap: %v: %s", err, out)
+			}
+			t.Cleanup(func() { _ = exec.Command("ip", "link", "del", spec.TAP).Run() })
+			spec.Kernel, spec.Initramfs = filepath.Join(dir, "kernel"), filepath.Join(dir, "initramfs")
+			disk := filepath.Join(dir, "disk.ext4")
+			os.WriteFile(spec.Kernel, []byte("k"), 0o644)
+			os.WriteFile(spec.Initramfs, []byte("i"), 0o600)
+			os.WriteFile(disk, []byte("d"), 0o600)
+			spec.Drives = []vmm.Drive{{ID: "fa-disk", Path: disk}}
+			jl, err := j.prepare(exe, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer jl.remove()
+			uid, gid := jailUID+slot, jailGID+slot
+			for _, c := range []struct {
+				file     string
+				uid, gid int
+			}{
+				{kernelName, 0, 0},
+				{initrdName, uid, gid},
+				{"drive-fa_disk", uid, gid},
+			} {
+				st := statOf(t, jl.hostPath(c.file))
+				if int(st.Uid) != c.uid || int(st.Gid) != c.gid {
+					t.Errorf("%s: owner %d:%d, want %d:%d", c.file, st.Uid, st.Gid, c.uid, c.gid)
+				}
+			}
+			for file, want := range map[string]int{"owner": uid, "group": gid} {
+				got, err := os.ReadFile(filepath.Join("/sys/class/net", spec.TAP, file))
+				if err != nil || strings.TrimSpace(string(got)) != strconv.Itoa(want) {
+					t.Errorf("tap %s %s = %q (%v), want %d", spec.TAP, file, got, err, want)
+				}
+			}
+		})
+	}
 }

@@ -18,6 +18,15 @@
 // recorded (FCDOUBLE_RECORD), so tests can show the driver's requests
 // were all valid.
 //
+// The MMDS's set-up is modelled: PUT /mmds/config (pre-boot only, as the
+// description says; at least one interface, each already configured, a
+// link-local address, as Firecracker checks) and PUT /mmds (the data
+// store, before or after InstanceStart). The double cannot serve the MMDS
+// to the guest, since QEMU boots it: it keeps what was PUT, for tests to
+// inspect through Server.MMDS in process or, like every request, in the
+// request record (the bodies of the accepted PUTs). PATCH and GET /mmds
+// are not modelled.
+//
 // On InstanceStart it boots the configured kernel, initrd, drives and TAP
 // with QEMU -M microvm (TCG without a usable KVM), with the QEMU driver's
 // own argument building. The board behaves like Firecracker's where the
@@ -28,10 +37,11 @@
 //   - the kernel must be what QEMU boots (a bzImage such as Debian's
 //     vmlinuz), where Firecracker wants an uncompressed ELF vmlinux;
 //   - the TSC hint QEMU's TCG needs is added to the kernel command line;
+//   - no MMDS answers on 169.254.169.254 in the guest (see above);
 //   - a root drive gets root=/dev/vda as Firecracker gives it, but drive
-//     rate limiters, vsock, balloon, MMDS, snapshots, logger and metrics
-//     are not modelled: their (valid) requests are refused with a fault
-//     that says so, so a test never passes by ignoring them.
+//     rate limiters, vsock, balloon, snapshots, logger and metrics are
+//     not modelled: their (valid) requests are refused with a fault that
+//     says so, so a test never passes by ignoring them.
 //
 // The jailer double follows the jailer's command-line contract and its
 // steps (validate, make the chroot, copy the exec file in, create

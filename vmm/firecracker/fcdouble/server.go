@@ -77,6 +77,7 @@ type Server struct {
 	isStarted bool
 	vm        BootConfig
 	hasKernel bool
+	mmds      MMDS
 	recMu     sync.Mutex
 }
 
@@ -191,6 +192,16 @@ func (s *Server) apply(key string, params map[string]string, body []byte, act st
 		return ok, nil, ""
 	case "PUT /drives/{drive_id}":
 		if err := s.putDrive(params["drive_id"], body); err != nil {
+			return bad(err)
+		}
+		return ok, nil, ""
+	case "PUT /mmds/config":
+		if err := s.putMMDSConfig(body); err != nil {
+			return bad(err)
+		}
+		return ok, nil, ""
+	case "PUT /mmds":
+		if err := s.putMMDS(body); err != nil {
 			return bad(err)
 		}
 		return ok, nil, ""

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -154,6 +155,32 @@ func TestTheDoubleRefusesInvalidRequests(t *testing.T) {
 			func(*fixture) string { return `{"action_type":"SendCtrlAltDel"}` }, faultBeforeStart},
 		{"not JSON", nil, "PUT", "/machine-config",
 			func(*fixture) string { return `vcpu_count=2` }, "malformed JSON"},
+		{"MMDS config: unknown field", configuredFixture, "PUT", "/mmds/config",
+			func(*fixture) string {
+				return `{"version":"V2","network_interfaces":["eth0"],"ipv6_address":"fe80::1"}`
+			},
+			`unknown field "ipv6_address"`},
+		{"MMDS config: interfaces as a string", configuredFixture, "PUT", "/mmds/config",
+			func(*fixture) string { return `{"version":"V2","network_interfaces":"eth0"}` },
+			`network_interfaces: invalid type: string "eth0", expected an array`},
+		{"MMDS config: unknown version", configuredFixture, "PUT", "/mmds/config",
+			func(*fixture) string { return `{"version":"V3","network_interfaces":["eth0"]}` }, `unknown variant "V3"`},
+		{"MMDS config: no interfaces field", configuredFixture, "PUT", "/mmds/config",
+			func(*fixture) string { return `{"version":"V2"}` }, `missing field "network_interfaces"`},
+		{"MMDS config: no body", configuredFixture, "PUT", "/mmds/config",
+			func(*fixture) string { return `` }, "a body is required"},
+		{"MMDS config: empty interface list", configuredFixture, "PUT", "/mmds/config",
+			func(*fixture) string { return `{"version":"V2","network_interfaces":[]}` }, faultMMDSNoIfaces},
+		{"MMDS config: interface not attached", nil, "PUT", "/mmds/config",
+			func(*fixture) string { return `{"version":"V2","network_interfaces":["eth0"]}` }, faultMMDSBadIface},
+		{"MMDS config: address not link-local", configuredFixture, "PUT", "/mmds/config",
+			func(*fixture) string {
+				return `{"version":"V2","network_interfaces":["eth0"],"ipv4_address":"10.0.0.1"}`
+			}, faultMMDSNotLinkLoc},
+		{"MMDS config after InstanceStart", startedFixture, "PUT", "/mmds/config",
+			func(*fixture) string { return `{"version":"V2","network_interfaces":["eth0"]}` }, faultAfterStart},
+		{"MMDS data store not an object", nil, "PUT", "/mmds",
+			func(*fixture) string { return `["vm1"]` }, "expected an object"},
 	}
 	if len(cases) < 8 {
 		t.Fatal("the issue asks for at least 8")
@@ -180,19 +207,22 @@ func TestTheDoubleRefusesInvalidRequests(t *testing.T) {
 	}
 }
 
+func configuredFixture(f *fixture) { f.configure() }
+
 func startedFixture(f *fixture) {
 	f.configure()
 	f.mustAccept("PUT", "/actions", instanceStart)
 }
 
 // TestTheDoubleAcceptsTheDriversRequests: the requests the driver sends,
-// as it builds them, pass the same checks, in order, and start the VM.
+// as it builds them (with the MMDS), pass the same checks, in order, and
+// start the VM.
 func TestTheDoubleAcceptsTheDriversRequests(t *testing.T) {
 	f := newFixture(t)
 	spec := vmm.Spec{ID: "vm1", VCPUs: 2, MemoryMiB: 512, TAP: "fatap0", MAC: "02:00:00:00:00:01", Cmdline: "quiet",
-		Kernel: f.kernel, Initramfs: f.initrd,
+		Kernel: f.kernel, Initramfs: f.initrd, Metadata: map[string]string{"pool": "p1"},
 		Drives: []vmm.Drive{{ID: "fa-image", Path: f.kernel, ReadOnly: true}, {ID: "fa-disk", Path: f.initrd}}}
-	for _, r := range firecracker.BootRequests(spec, firecracker.HostPaths(spec)) {
+	for _, r := range firecracker.BootRequests(spec, firecracker.HostPaths(spec), true) {
 		body, _ := json.Marshal(r.Body)
 		if code, fault := f.do("PUT", r.Path, string(body)); code != http.StatusNoContent {
 			t.Fatalf("the driver's PUT %s %s refused: %d %s", r.Path, body, code, fault)
@@ -205,6 +235,46 @@ func TestTheDoubleAcceptsTheDriversRequests(t *testing.T) {
 	}
 	if code, _ := f.do("GET", "/", ""); code != http.StatusOK {
 		t.Errorf("GET / answered %d", code)
+	}
+	if got := f.srv.MMDS(); got.Config == nil || string(got.Data) != `{"fireactions":{"pool":"p1","vm_id":"vm1"}}` {
+		t.Errorf("the double holds MMDS %+v, data %s", got.Config, got.Data)
+	}
+}
+
+// TestTheDoubleKeepsTheMMDS: the MMDS configuration gets Firecracker's
+// defaults for what it leaves out, the data store is what was last PUT
+// (before or after InstanceStart), and both are inspectable, in process
+// and in the request record.
+func TestTheDoubleKeepsTheMMDS(t *testing.T) {
+	f := newFixture(t)
+	if got := f.srv.MMDS(); got.Config != nil || got.Data != nil {
+		t.Fatalf("a new double holds MMDS %+v", got)
+	}
+	f.configure()
+	f.mustAccept("PUT", "/mmds/config", `{"version":"V2","network_interfaces":["eth0"]}`)
+	f.mustAccept("PUT", "/mmds", `{"fireactions":{"vm_id":"vm1"}}`)
+	f.mustAccept("PUT", "/actions", instanceStart)
+	f.mustAccept("PUT", "/mmds", `{"fireactions":{"vm_id":"vm1","pool":"p"}}`)
+	got := f.srv.MMDS()
+	want := MMDSConfig{Version: "V2", NetworkInterfaces: []string{"eth0"}, IPv4Address: "169.254.169.254"}
+	if got.Config == nil || fmt.Sprint(*got.Config) != fmt.Sprint(want) {
+		t.Errorf("MMDS config %+v, want %+v", got.Config, want)
+	}
+	if string(got.Data) != `{"fireactions":{"vm_id":"vm1","pool":"p"}}` {
+		t.Errorf("MMDS data store %s, want the last PUT", got.Data)
+	}
+	var last Record
+	for _, l := range strings.Split(strings.TrimSpace(f.record.String()), "\n") {
+		var r Record
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Path == "/mmds" {
+			last = r
+		}
+	}
+	if last.Status != http.StatusNoContent || last.Body != string(got.Data) {
+		t.Errorf("the record's last PUT /mmds is %+v", last)
 	}
 }
 
