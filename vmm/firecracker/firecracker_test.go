@@ -158,12 +158,11 @@ func TestStartRefusesBadSpecs(t *testing.T) {
 	}
 }
 
-// TestStartThroughTheDouble runs the driver against the firecracker
-// double without booting a guest: the process starts, every request is
-// accepted, Kill is a hard stop and nothing is left.
-func TestStartThroughTheDouble(t *testing.T) {
-	requireRoot(t, "the double checks the TAP exists; creating one needs root")
-	b := buildDouble(t)
+// doubleSpec is a spec for a run against the double that boots nothing,
+// with its files in a fresh directory, and the file the double records
+// its requests in.
+func doubleSpec(t *testing.T, initramfs []byte) (vmm.Spec, string) {
+	t.Helper()
 	dir := t.TempDir()
 	record := filepath.Join(dir, "record.jsonl")
 	t.Setenv("FCDOUBLE_BOOT", "none")
@@ -171,8 +170,22 @@ func TestStartThroughTheDouble(t *testing.T) {
 	spec := testSpec
 	spec.Dir, spec.ConsoleLog, spec.TAP = dir, filepath.Join(dir, "console.log"), testTAP(t)
 	spec.Kernel, spec.Initramfs = filepath.Join(dir, "kernel"), filepath.Join(dir, "initramfs")
-	os.WriteFile(spec.Kernel, []byte("k"), 0o644)
-	os.WriteFile(spec.Initramfs, []byte("i"), 0o600)
+	if err := os.WriteFile(spec.Kernel, []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(spec.Initramfs, initramfs, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return spec, record
+}
+
+// TestStartThroughTheDouble runs the driver against the firecracker
+// double without booting a guest: the process starts, every request is
+// accepted, Kill is a hard stop and nothing is left.
+func TestStartThroughTheDouble(t *testing.T) {
+	requireRoot(t, "the double checks the TAP exists; creating one needs root")
+	b := buildDouble(t)
+	spec, record := doubleSpec(t, []byte("i"))
 
 	d := &Driver{Binary: b.Firecracker}
 	m, err := d.Start(context.Background(), spec)
@@ -213,16 +226,8 @@ func TestMMDSThroughTheDouble(t *testing.T) {
 	const secret = "RUNNER-CREDENTIAL-5f2b9c"
 	for _, mmds := range []bool{false, true} {
 		t.Run(fmt.Sprintf("mmds %v", mmds), func(t *testing.T) {
-			dir := t.TempDir()
-			record := filepath.Join(dir, "record.jsonl")
-			t.Setenv("FCDOUBLE_BOOT", "none")
-			t.Setenv("FCDOUBLE_RECORD", record)
-			spec := testSpec
-			spec.Dir, spec.ConsoleLog, spec.TAP = dir, filepath.Join(dir, "console.log"), testTAP(t)
-			spec.Kernel, spec.Initramfs = filepath.Join(dir, "kernel"), filepath.Join(dir, "initramfs")
+			spec, record := doubleSpec(t, []byte("token="+secret))
 			spec.Metadata = map[string]string{"vm_id": spec.ID, "pool": "p1", "host_id": "h1"}
-			os.WriteFile(spec.Kernel, []byte("k"), 0o644)
-			os.WriteFile(spec.Initramfs, []byte("token="+secret), 0o600)
 
 			m, err := (&Driver{Binary: b.Firecracker, MMDS: mmds}).Start(context.Background(), spec)
 			if err != nil {
