@@ -13,8 +13,10 @@ import (
 type Images struct {
 	Dir string `yaml:"dir" doc:"Absolute directory of the image store: flattened images, one per digest, shared by all pools. Default: state_dir/images."`
 	// MaxBytes caps the store; 0 is no cap.
-	MaxBytes int64  `yaml:"max_bytes" doc:"Disk the store may take, in bytes; past it, the least recently used images no VM or pool uses are evicted (0: no cap)."`
-	FSType   string `yaml:"fs_type" doc:"What images are flattened into: erofs (smaller, and several times faster to build than ext4; the guest kernel needs erofs) or ext4."`
+	MaxBytes int64 `yaml:"max_bytes" doc:"Disk the store may take, in bytes; past it, the least recently used images no VM or pool uses are evicted (0: no cap)."`
+	// MaxConcurrentDownloads bounds the layers of one image fetched at once.
+	MaxConcurrentDownloads int    `yaml:"max_concurrent_downloads" doc:"Layers of one image downloaded at once (1-16); they are applied in order as they arrive, so a pull takes about its slowest downloads plus the flattening, not every layer's round trips one after another."`
+	FSType                 string `yaml:"fs_type" doc:"What images are flattened into: erofs (smaller, and several times faster to build than ext4; the guest kernel needs erofs) or ext4."`
 	// Refresh is how often pools with pull_policy Always resolve their
 	// tag again.
 	Refresh      time.Duration        `yaml:"refresh" doc:"How often pools with pull_policy Always resolve their image's tag again; a new digest is pulled and used by the VMs that start after it (at least 10s)."`
@@ -40,7 +42,7 @@ type RegistryMirror struct {
 
 // imagesDefaults are the image store's defaults.
 func imagesDefaults() Images {
-	return Images{FSType: "erofs", Refresh: 5 * time.Minute}
+	return Images{FSType: "erofs", Refresh: 5 * time.Minute, MaxConcurrentDownloads: 3}
 }
 
 // Defaults of an image pool's VMs.
@@ -61,6 +63,7 @@ func (v *validator) images(f field, im *Images) {
 	v.check(
 		rule{f.child("dir"), optional(im.Dir, absolute)}, // empty only when state_dir is wrong
 		rule{f.child("max_bytes"), notNegative64(im.MaxBytes)},
+		rule{f.child("max_concurrent_downloads"), between(im.MaxConcurrentDownloads, 1, 16)},
 		rule{f.child("fs_type"), oneOf(im.FSType, "erofs", "ext4")},
 		rule{f.child("refresh"), durationAtLeast(im.Refresh, 10*time.Second)},
 		rule{f.child("docker_config"), optional(im.DockerConfig, v.existingFile)},

@@ -30,6 +30,10 @@ func TestImageSettingsAreChecked(t *testing.T) {
 			"images.credentials[0].password_file", "must be set"},
 		{"unknown file system", "host_id:", "images: {fs_type: squashfs}\nhost_id:",
 			"images.fs_type", "squashfs"},
+		{"no downloads at all", "host_id:", "images: {max_concurrent_downloads: 0}\nhost_id:",
+			"images.max_concurrent_downloads", "0"},
+		{"too many downloads", "host_id:", "images: {max_concurrent_downloads: 64}\nhost_id:",
+			"images.max_concurrent_downloads", "64"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -48,7 +48,7 @@ func TestParseFillsDefaults(t *testing.T) {
 			TokenFile: f.path("token"),
 			Token:     testToken, // trimmed
 		}},
-		Images: Images{Dir: "/var/lib/fireactions/images", FSType: "erofs", Refresh: 5 * time.Minute},
+		Images: Images{Dir: "/var/lib/fireactions/images", FSType: "erofs", Refresh: 5 * time.Minute, MaxConcurrentDownloads: 3},
 		Pools: []Pool{{
 			Name:    "default",
 			Forge:   "gitea",
@@ -153,6 +153,7 @@ forges:
 images:
   dir: /srv/fa-images
   max_bytes: 107374182400
+  max_concurrent_downloads: 6
   fs_type: ext4
   refresh: 1m
   docker_config: $DIR/docker.json
@@ -247,7 +248,7 @@ pools:
 			},
 		},
 		Images: Images{
-			Dir: "/srv/fa-images", MaxBytes: 107374182400, FSType: "ext4", Refresh: time.Minute,
+			Dir: "/srv/fa-images", MaxBytes: 107374182400, MaxConcurrentDownloads: 6, FSType: "ext4", Refresh: time.Minute,
 			DockerConfig: f.path("docker.json"),
 			Credentials: []RegistryCredential{{
 				Registry: "ghcr.io", Username: "bot", PasswordFile: f.path("ghcr-token"), Password: "ghp-xyz",

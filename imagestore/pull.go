@@ -277,6 +277,8 @@ func (s *Store) build(ctx context.Context, ref string, img v1.Image, digest stri
 }
 
 // flatten applies the layers into a new tree at rootfs and indexes it.
+// The layers download in parallel (see prefetcher) into a directory
+// beside rootfs, gone when flatten returns.
 func (s *Store) flatten(ctx context.Context, layers []v1.Layer, rootfs, index string) (treeStats, error) {
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
 		return treeStats{}, err
@@ -286,8 +288,21 @@ func (s *Store) flatten(ctx context.Context, layers []v1.Layer, rootfs, index st
 		return treeStats{}, err
 	}
 	defer ap.close()
-	for i, l := range layers {
-		if err := applyOne(ctx, ap, l); err != nil {
+	downloads := filepath.Join(filepath.Dir(rootfs), "layers")
+	if err := os.Mkdir(downloads, 0o700); err != nil {
+		return treeStats{}, err
+	}
+	defer os.RemoveAll(downloads)
+	pf := startPrefetch(ctx, layers, downloads, s.downloads())
+	defer pf.stop()
+	for i := range layers {
+		path, err := pf.next(i)
+		if err != nil {
+			return treeStats{}, fmt.Errorf("layer %d: download: %w", i+1, err)
+		}
+		err = applyFile(ctx, ap, path)
+		os.Remove(path)
+		if err != nil {
 			return treeStats{}, fmt.Errorf("layer %d: %w", i+1, err)
 		}
 		if s.afterLayer != nil {
@@ -309,10 +324,10 @@ func (s *Store) flatten(ctx context.Context, layers []v1.Layer, rootfs, index st
 	return st, f.Close()
 }
 
-// applyOne streams one layer from the registry into the tree. Reading it
-// to its end makes the registry client check the blob's digest.
-func applyOne(ctx context.Context, ap *applier, l v1.Layer) error {
-	rc, err := l.Uncompressed()
+// applyFile applies one downloaded layer to the tree. Reading it to its
+// end makes the decompressor check its trailer.
+func applyFile(ctx context.Context, ap *applier, path string) error {
+	rc, err := uncompressed(path)
 	if err != nil {
 		return err
 	}

@@ -136,6 +136,9 @@ func (s *Store) remoteOptions(ctx context.Context, c *counter) []remote.Option {
 		remote.WithPlatform(s.opt.Platform),
 		remote.WithTransport(c.transport(remote.DefaultTransport)),
 		remote.WithUserAgent("fireactions"),
+		// The client's own limit on parallel blob fetches (4 unless set)
+		// would otherwise cap the prefetcher's.
+		remote.WithJobs(s.downloads()),
 	}
 }
 

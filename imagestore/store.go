@@ -60,6 +60,9 @@ type Options struct {
 	Mirrors map[string][]string
 	// Keychain authenticates to registries and mirrors; nil: anonymous.
 	Keychain authn.Keychain
+	// Downloads is how many layers of an image download at once; 0:
+	// DefaultDownloads.
+	Downloads int
 	// Platform is the image platform chosen from multi-platform images;
 	// zero: linux/amd64.
 	Platform v1.Platform
