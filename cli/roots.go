@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/imagestore"
@@ -38,9 +40,10 @@ func openImageStore(cfg *config.Config, log *slog.Logger) (*imagestore.Store, er
 // *imageRoots (no pool boots an image) prepares nothing.
 type imageRoots struct{ pools *vmroot.Pools }
 
-// startImageRoots pulls the image pools' images and starts refreshing the
-// Always ones until ctx ends; nil when no pool boots an image.
-func startImageRoots(ctx context.Context, cfg *config.Config, log *slog.Logger) (*imageRoots, error) {
+// openImageRoots opens the image store and sets up the image pools'
+// roots, pulling nothing yet (see start); nil when no pool boots an
+// image.
+func openImageRoots(cfg *config.Config, log *slog.Logger) (*imageRoots, error) {
 	var images bool
 	for _, p := range cfg.Pools {
 		images = images || p.VM.Image != ""
@@ -56,12 +59,26 @@ func startImageRoots(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	ps, err := vmroot.New(ctx, store, disks, cfg.Pools, log)
+	ps, err := vmroot.New(store, disks, cfg.Pools, log)
 	if err != nil {
 		return nil, err
 	}
-	go ps.Refresh(ctx, cfg.Images.Refresh)
 	return &imageRoots{pools: ps}, nil
+}
+
+// start pulls the image pools' images and refreshes the Always ones every
+// refresh until ctx ends. A pull may evict unleased images past
+// images.max_bytes: start after adopting the VMs a previous run left, so
+// their images are leased again by then.
+func (r *imageRoots) start(ctx context.Context, refresh time.Duration) error {
+	if r == nil {
+		return nil
+	}
+	if err := r.pools.Load(ctx); err != nil {
+		return err
+	}
+	go r.pools.Refresh(ctx, refresh)
+	return nil
 }
 
 // PrepareVM implements pool.Roots.
@@ -74,6 +91,19 @@ func (r *imageRoots) PrepareVM(ctx context.Context, poolName, dir string) (pool.
 		return nil, ok, err
 	}
 	return vm, ok, err
+}
+
+// AdoptVM implements pool.Roots. Without image pools no store is open, so
+// nothing can be leased.
+func (r *imageRoots) AdoptVM(ctx context.Context, poolName, dir, digest string) (pool.VMRoot, error) {
+	if r == nil {
+		return nil, fmt.Errorf("image %s: no pool boots an image: the image store is not open", digest)
+	}
+	vm, err := r.pools.AdoptVM(ctx, poolName, dir, digest)
+	if err != nil {
+		return nil, err // not a nil *vmroot.VM in a non-nil VMRoot
+	}
+	return vm, nil
 }
 
 // Close releases the pools' images.

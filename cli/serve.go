@@ -103,7 +103,8 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 	if err != nil {
 		return err
 	}
-	roots, err := startImageRoots(ctx, cfg, log)
+	// Opened now, pulled only after Recover (see below).
+	roots, err := openImageRoots(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -198,6 +199,15 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 	}
 	if err := m.Recover(ctx, leftovers); err != nil {
 		log.Error("clean up after a previous run", "err", err)
+	}
+	// The pools' images are pulled only now, after Recover: a pull evicts
+	// the least recently used images no one leases past images.max_bytes
+	// (and the refresh pulls again), and until Recover has adopted the VMs
+	// a previous run left, nothing leases their images: an older digest
+	// after a tag moved would go. A failure here leaves the adopted VMs'
+	// monitors running for the next start to adopt again.
+	if err := roots.start(ctx, cfg.Images.Refresh); err != nil {
+		return err
 	}
 	listen("tap-reaper", func(ctx context.Context) error {
 		netplan.Reap(ctx, time.Second, func(err error) { log.Error("reap retired taps", "err", err) })

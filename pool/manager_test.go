@@ -359,18 +359,51 @@ func TestRecoverRemovesLeftovers(t *testing.T) {
 
 func forgeRef(id, name string) forge.RunnerRef { return forge.RunnerRef{ID: id, Name: name} }
 
-func TestRecoverAdoptsARunningVMWhichThenFinishesItsJob(t *testing.T) {
-	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+// leaveRunningVM stops the harness's manager and leaves what a previous
+// run leaves of busy VM a1 of pool p, booting image ("": its initramfs):
+// its record (agent token "tok"), TAP and forge runner. The machine is its
+// monitor, for Leftovers.Adopt to return; finishAdoptedJob ends it.
+func leaveRunningVM(t *testing.T, h *harness, image string) *fakeMachine {
+	t.Helper()
 	h.stop()
 	<-h.done
 	rec := &vmstate.Record{ID: "a1", Pool: "p", Phase: vmstate.Busy, PID: 4242, TAP: "faa1", Address: "10.200.0.9",
-		MAC: "02:00:00:00:00:09", RunnerID: "5", RunnerName: "fa-test-a1", AgentToken: "tok", Ready: time.Now().Add(-time.Minute)}
+		MAC: "02:00:00:00:00:09", RunnerID: "5", RunnerName: "fa-test-a1", AgentToken: "tok",
+		Ready: time.Now().Add(-time.Minute), Image: image}
 	if err := h.store.Create(rec); err != nil {
 		t.Fatal(err)
 	}
 	h.net.taps["faa1"] = true
 	h.forge.runners["5"] = &fakeRunner{ref: forgeRef("5", "fa-test-a1"), busy: true}
 	machine := &fakeMachine{done: make(chan struct{}), kill: make(chan struct{})}
+	// A test that fails before finishAdoptedJob: the monitor exits before
+	// the harness's drain (cleanups run last first), which would wait
+	// for it until the test times out.
+	t.Cleanup(func() {
+		select {
+		case <-machine.done:
+		default:
+			close(machine.done)
+		}
+	})
+	return machine
+}
+
+// finishAdoptedJob ends the job of VM a1 left by leaveRunningVM: the agent
+// reports, the guest powers off, the VM goes.
+func finishAdoptedJob(t *testing.T, h *harness, machine *fakeMachine) {
+	t.Helper()
+	if err := h.m.Report("tok", agentproto.Report{VMID: "a1", Event: agentproto.EventRunnerExited}); err != nil {
+		t.Fatal(err)
+	}
+	h.forge.finish("fa-test-a1", "j")
+	close(machine.done)
+	eventually(t, 2*time.Second, "the adopted VM to be gone", func() bool { return len(h.m.VMs()) == 0 })
+}
+
+func TestRecoverAdoptsARunningVMWhichThenFinishesItsJob(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	machine := leaveRunningVM(t, h, "")
 	err := h.m.Recover(context.Background(), Leftovers{
 		Adopt: func(id string, pid int) (vmm.Machine, error) {
 			if id != "a1" || pid != 4242 {
@@ -395,12 +428,6 @@ func TestRecoverAdoptsARunningVMWhichThenFinishesItsJob(t *testing.T) {
 	if err := h.m.Report("wrong", agentproto.Report{VMID: "a1", Event: agentproto.EventRunnerExited}); err == nil {
 		t.Fatal("a report with the wrong token was accepted")
 	}
-	// The job ends: the agent reports, the guest powers off.
-	if err := h.m.Report("tok", agentproto.Report{VMID: "a1", Event: agentproto.EventRunnerExited}); err != nil {
-		t.Fatal(err)
-	}
-	h.forge.finish("fa-test-a1", "j")
-	close(machine.done)
-	eventually(t, 2*time.Second, "the adopted VM to be gone", func() bool { return len(h.m.VMs()) == 0 })
+	finishAdoptedJob(t, h, machine)
 	h.assertNothingLeft(t)
 }

@@ -131,7 +131,7 @@ func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) boo
 		_ = machine.Kill(ctx)
 		return false
 	}
-	v := adoptedVM(m, p, *r)
+	v := adoptedVM(m, p, *r, m.adoptRoot(ctx, r))
 	m.mu.Lock()
 	m.vms[r.ID] = v
 	m.wg.Add(1)
@@ -139,6 +139,27 @@ func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) boo
 	v.log.Info("adopted vm left running by a previous run", "phase", r.Phase, "pid", r.PID)
 	go m.runVM(context.WithoutCancel(ctx), v, machine)
 	return true
+}
+
+// adoptRoot leases the image an adopted VM boots again, before the VM
+// counts as adopted, so that a pull evicting images past the store's cap
+// or a prune never removes it while the VM runs. nil: the VM boots its
+// initramfs, its record predates image digests in records, or the lease
+// failed. A VM whose image is gone from the store is adopted all the
+// same: its running monitor keeps the image file open, so the guest goes
+// on undisturbed; it just holds no lease.
+func (m *Manager) adoptRoot(ctx context.Context, r *vmstate.Record) VMRoot {
+	if m.d.Roots == nil || r.Image == "" {
+		return nil
+	}
+	root, err := m.d.Roots.AdoptVM(ctx, r.Pool, m.d.Store.Dir(r.ID), r.Image)
+	if err != nil {
+		m.log.Warn("adopting vm without a lease on its image",
+			"vm", r.ID, "pool", r.Pool, "digest", r.Image,
+			"err", fmt.Errorf("pool %q: adopt vm %s: %w", r.Pool, r.ID, err))
+		return nil
+	}
+	return root
 }
 
 func (m *Manager) poolNamed(name string) *pool {

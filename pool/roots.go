@@ -14,6 +14,12 @@ type Roots interface {
 	// PrepareVM makes the VM's root disks in its directory dir; ok is
 	// false for a pool whose root is its initramfs.
 	PrepareVM(ctx context.Context, pool, dir string) (root VMRoot, ok bool, err error)
+	// AdoptVM takes back the root of a VM a previous run left running in
+	// dir, booting the image with manifest digest: a lease on that image
+	// (whatever the pool's image is now), so that no eviction removes it
+	// while the VM lives. It creates nothing; an error says the VM goes on
+	// without a lease (its image is no longer in the store, say).
+	AdoptVM(ctx context.Context, pool, dir, digest string) (VMRoot, error)
 }
 
 // VMRoot is one VM's root, prepared before its runner is registered.
@@ -23,6 +29,9 @@ type VMRoot interface {
 	// Apply attaches the disks to the VM and describes them, and the
 	// image's environment, to the agent.
 	Apply(spec *vmm.Spec, cfg *agentproto.Config)
+	// Digest is the manifest digest of the image the VM boots, kept in
+	// its record for AdoptVM.
+	Digest() string
 	// Release gives the image back when the VM is gone.
 	Release()
 }

@@ -61,8 +61,10 @@ func newVM(m *Manager, p *pool, id string) *vm {
 	return v
 }
 
-// adoptedVM rebuilds a VM a previous run left running and healthy.
-func adoptedVM(m *Manager, p *pool, rec vmstate.Record) *vm {
+// adoptedVM rebuilds a VM a previous run left running and healthy; root,
+// when not nil, is its image root taken back (see Roots.AdoptVM), which
+// its teardown releases like a created VM's.
+func adoptedVM(m *Manager, p *pool, rec vmstate.Record, root VMRoot) *vm {
 	return &vm{
 		m: m, pool: p,
 		log:    p.log.With("vm", rec.ID),
@@ -71,6 +73,7 @@ func adoptedVM(m *Manager, p *pool, rec vmstate.Record) *vm {
 		stopCh: make(chan struct{}),
 		rec:    rec,
 		ready:  rec.Ready,
+		root:   root,
 	}
 }
 
@@ -223,6 +226,9 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		if ok {
 			v.root = root
 			root.Guest(&guest)
+			// Recorded before the monitor starts: a restart that adopts
+			// the VM leases this image again (see Manager.adoptRoot).
+			v.update(m.d.Store, func(r *vmstate.Record) { r.Image = root.Digest() })
 		}
 	}
 	start := time.Now()

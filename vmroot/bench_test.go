@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -134,7 +133,7 @@ func setupBench(b *testing.B, size int64, gzip bool) *benchEnv {
 		b.Fatal(err)
 	}
 	start := time.Now()
-	ps, err := New(b.Context(), store, disks, []config.Pool{imagePool(host + "/bench/image:v1")}, slog.New(slog.DiscardHandler))
+	ps, err := loadPools(b.Context(), store, disks, []config.Pool{imagePool(host + "/bench/image:v1")})
 	if err != nil {
 		b.Fatal(err)
 	}

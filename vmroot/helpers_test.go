@@ -3,8 +3,10 @@ package vmroot
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"io"
 	"log"
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -17,7 +19,24 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/imagestore"
 )
+
+// loadPools sets up the pools' roots and loads their images, as serve
+// does once it has adopted what a previous run left.
+func loadPools(ctx context.Context, store *imagestore.Store, disks *Disks, pools []config.Pool) (*Pools, error) {
+	ps, err := New(store, disks, pools, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	if err := ps.Load(ctx); err != nil {
+		ps.Close()
+		return nil, err
+	}
+	return ps, nil
+}
 
 // startRegistry runs go-containerregistry's registry on loopback.
 func startRegistry(t testing.TB, opts ...registry.Option) string {

@@ -40,6 +40,7 @@ type Pools struct {
 
 	mu    sync.Mutex
 	pools map[string]*poolRoot
+	order []*poolRoot // the pools in configuration order, for Load
 }
 
 // poolRoot is one pool's current image.
@@ -52,10 +53,11 @@ type poolRoot struct {
 	user  runnerUser
 }
 
-// New pulls the image of every pool that has one, under its pull policy,
-// and checks it can run the pool's runner. It fails when an image cannot
-// be had or lacks the runner agent: better at start than at every boot.
-func New(ctx context.Context, store *imagestore.Store, disks *Disks, pools []config.Pool, log *slog.Logger) (*Pools, error) {
+// New sets up the image roots of the pools that boot an image, checking
+// their pull policies; it pulls nothing (see Load). Until Load, PrepareVM
+// fails, while AdoptVM already works: a restart takes back the images of
+// the VMs it adopts before a pull can evict them.
+func New(store *imagestore.Store, disks *Disks, pools []config.Pool, log *slog.Logger) (*Pools, error) {
 	ps := &Pools{store: store, disks: disks, log: log, pools: map[string]*poolRoot{}}
 	for _, p := range pools {
 		if p.VM.Image == "" {
@@ -63,21 +65,31 @@ func New(ctx context.Context, store *imagestore.Store, disks *Disks, pools []con
 		}
 		policy, err := imagestore.ParsePullPolicy(p.VM.PullPolicy)
 		if err != nil {
-			ps.Close()
 			return nil, fmt.Errorf("pool %q: %w", p.Name, err)
 		}
 		pr := &poolRoot{cfg: p, policy: policy}
-		if err := ps.load(ctx, pr, policy); err != nil {
-			ps.Close()
-			return nil, err
-		}
-		if _, err := disks.Template(ctx, p.VM.DiskMiB); err != nil {
-			ps.Close()
-			return nil, fmt.Errorf("pool %q: %w", p.Name, err)
-		}
 		ps.pools[p.Name] = pr
+		ps.order = append(ps.order, pr)
 	}
 	return ps, nil
+}
+
+// Load pulls the image of every pool that has one, under its pull policy,
+// checks it can run the pool's runner and makes the pool's writable disk
+// template. It fails when an image cannot be had or lacks the runner
+// agent: better at start than at every boot; Close still releases what
+// it leased. A pull may evict least recently used images no one leases
+// past the store's size cap.
+func (ps *Pools) Load(ctx context.Context) error {
+	for _, pr := range ps.order {
+		if err := ps.load(ctx, pr, pr.policy); err != nil {
+			return err
+		}
+		if _, err := ps.disks.Template(ctx, pr.cfg.VM.DiskMiB); err != nil {
+			return fmt.Errorf("pool %q: %w", pr.cfg.Name, err)
+		}
+	}
+	return nil
 }
 
 // load pulls the pool's image and makes it the pool's current one.
@@ -169,8 +181,12 @@ func (ps *Pools) PrepareVM(ctx context.Context, pool, dir string) (vm *VM, ok bo
 		return nil, false, nil
 	}
 	ps.mu.Lock()
-	digest, user := pr.lease.Digest, pr.user
+	current, user := pr.lease, pr.user
 	ps.mu.Unlock()
+	if current == nil {
+		return nil, true, fmt.Errorf("pool %q: image not loaded yet", pool)
+	}
+	digest := current.Digest
 	lease, err := ps.store.Acquire(ctx, digest)
 	if err != nil {
 		return nil, true, fmt.Errorf("pool %q: image %s: %w", pool, digest, err)
@@ -214,6 +230,22 @@ func (v *VM) Apply(spec *vmm.Spec, cfg *agentproto.Config) {
 	if wd := im.Config.WorkingDir; wd != "" && wd != "/" {
 		cfg.Runner.WorkDir = wd
 	}
+}
+
+// AdoptVM takes back the root of a VM a previous run of pool left running
+// in its directory dir, booting the image with the manifest digest: a
+// lease on that image, whatever the pool's image is now, and the writable
+// disk the VM already has in dir. It creates nothing. An image no longer
+// in the store is an error wrapping imagestore.ErrNotPresent.
+//
+// The runner's user is not resolved: an adopted VM's runner is registered
+// already, so its root's Guest is never called.
+func (ps *Pools) AdoptVM(ctx context.Context, pool, dir, digest string) (*VM, error) {
+	lease, err := ps.store.Acquire(ctx, digest)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", digest, err)
+	}
+	return &VM{lease: lease, disk: filepath.Join(dir, writableFile)}, nil
 }
 
 // Digest is the image the VM boots.

@@ -1,6 +1,7 @@
 package vmroot
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -120,14 +121,12 @@ func TestPoolVMsShareTheImageAndGetTheirOwnDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
-
-	_, err = New(t.Context(), store, disks, []config.Pool{imagePool(host + "/ci/empty:v1")}, log)
+	_, err = loadPools(t.Context(), store, disks, []config.Pool{imagePool(host + "/ci/empty:v1")})
 	if err == nil || !strings.Contains(err.Error(), "/bin/act_runner") || !strings.Contains(err.Error(), "runner.path") {
 		t.Fatalf("an image without the runner agent: %v, want an error naming it and runner.path", err)
 	}
 
-	ps, err := New(t.Context(), store, disks, []config.Pool{imagePool(host + "/ci/runner:v1")}, log)
+	ps, err := loadPools(t.Context(), store, disks, []config.Pool{imagePool(host + "/ci/runner:v1")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,5 +172,107 @@ func TestPoolVMsShareTheImageAndGetTheirOwnDisk(t *testing.T) {
 	ps.Close()
 	if _, err := store.Remove(vms[0].Digest()); err != nil {
 		t.Fatalf("removing the released image: %v", err)
+	}
+}
+
+// A VM a restart adopts leases the image it boots again, even one no pool
+// uses any more (the older digest after its tag moved), before the pools'
+// images are loaded: neither the size cap's eviction at the pull nor a
+// prune removes it until the VM is gone. An image already gone from the
+// store is an error naming it.
+func TestAdoptedVMLeasesItsImageUntilReleased(t *testing.T) {
+	requireRoot(t)
+	host := startRegistry(t)
+	runner := tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"}
+	push(t, host, "ci/runner:v1", v1.Config{}, gzLayer(t, tarOf(t, runner)))
+	// Every pull evicts what no one holds: the cap is one byte.
+	store, err := imagestore.Open(imagestore.Options{Dir: filepath.Join(t.TempDir(), "images"), MaxBytes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	old, err := store.Pull(ctx, host+"/ci/runner:v1", imagestore.PullAlways, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, host, "ci/runner:v1", v1.Config{Env: []string{"MOVED=1"}}, gzLayer(t, tarOf(t, runner)))
+	disks, err := NewDisks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := imagePool(host + "/ci/runner:v1")
+	pc.VM.PullPolicy = string(imagestore.PullAlways)
+	ps, err := New(store, disks, []config.Pool{pc}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	if _, _, err := ps.PrepareVM(ctx, "img", t.TempDir()); err == nil {
+		t.Fatal("PrepareVM before Load succeeded")
+	}
+
+	missing := "sha256:" + strings.Repeat("0", 64)
+	tests := []struct {
+		name, digest string
+		wantErr      bool
+	}{
+		{"image in the store", old.Digest, false},
+		{"image gone from the store", missing, true},
+	}
+	var adopted *VM
+	for _, tt := range tests {
+		dir := t.TempDir()
+		vm, err := ps.AdoptVM(ctx, "img", dir, tt.digest)
+		if tt.wantErr {
+			if err == nil || !errors.Is(err, imagestore.ErrNotPresent) || !strings.Contains(err.Error(), tt.digest) {
+				t.Errorf("%s: AdoptVM: %v, want ErrNotPresent naming %s", tt.name, err, tt.digest)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: AdoptVM: %v", tt.name, err)
+		}
+		if vm.Digest() != tt.digest {
+			t.Errorf("%s: adopted root boots %s, want %s", tt.name, vm.Digest(), tt.digest)
+		}
+		spec := vmm.Spec{}
+		vm.Apply(&spec, &agentproto.Config{})
+		if len(spec.Drives) != 2 || spec.Drives[1].Path != filepath.Join(dir, "writable.img") {
+			t.Errorf("%s: drives %+v, want the writable disk in the VM's directory", tt.name, spec.Drives)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("%s: adoption created %v in the VM's directory", tt.name, entries)
+		}
+		adopted = vm
+	}
+	if adopted == nil {
+		t.Fatal("no VM adopted")
+	}
+
+	// The pools load after adoption: the pull of the moved tag enforces
+	// the cap, and a prune follows; the adopted VM's image stays.
+	if err := ps.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	current := ps.pools["img"].lease.Digest
+	if current == old.Digest {
+		t.Fatal("the moved tag pulled the old digest")
+	}
+	if _, err := store.Prune(0, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Get(old.Digest); err != nil {
+		t.Fatalf("the adopted VM's image was evicted: %v", err)
+	}
+	adopted.Release()
+	evicted, err := store.Prune(0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evicted) != 1 || evicted[0].Digest != old.Digest {
+		t.Fatalf("prune after release evicted %v, want only %s", evicted, old.Digest)
+	}
+	if _, err := store.Get(current); err != nil {
+		t.Fatalf("the pool's current image was evicted: %v", err)
 	}
 }

@@ -50,6 +50,10 @@ type Record struct {
 	// AgentToken authenticates the guest agent's reports; kept so a
 	// restarted orchestrator can adopt the VM. It grants nothing else.
 	AgentToken string `json:"agent_token,omitempty"`
+	// Image is the manifest digest of the OCI image the VM boots (empty
+	// for an initramfs root), so a restarted orchestrator that adopts the
+	// VM leases that image again and no eviction removes it meanwhile.
+	Image string `json:"image,omitempty"`
 }
 
 // Store is the directory of VM records.

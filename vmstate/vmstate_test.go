@@ -3,6 +3,7 @@ package vmstate
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -53,5 +54,42 @@ func TestPhaseTerminal(t *testing.T) {
 		if p.Terminal() != want {
 			t.Errorf("%s.Terminal() = %v", p, !want)
 		}
+	}
+}
+
+// The image a VM boots survives a save and a list (an adopting restart
+// reads it back to lease the image again); an initramfs VM's record has
+// no image key at all.
+func TestRecordImageRoundTrips(t *testing.T) {
+	tests := []struct {
+		name, image string
+	}{
+		{"image root", "sha256:4f1c2b9e0d7a"},
+		{"initramfs root", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := Open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Create(&Record{ID: "v1", Pool: "p", Phase: Idle, Image: tt.image}); err != nil {
+				t.Fatal(err)
+			}
+			list, err := s.List()
+			if err != nil || len(list) != 1 {
+				t.Fatalf("list: %v, %v", list, err)
+			}
+			if list[0].Image != tt.image {
+				t.Errorf("image %q after a round trip, want %q", list[0].Image, tt.image)
+			}
+			b, err := os.ReadFile(filepath.Join(s.Dir("v1"), "state.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if has := strings.Contains(string(b), `"image"`); has != (tt.image != "") {
+				t.Errorf("state.json has an image key: %v, want %v:\n%s", has, tt.image != "", b)
+			}
+		})
 	}
 }
