@@ -15,10 +15,12 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -365,12 +367,16 @@ func (d *Double) JIT(id int64) (name, jit string) {
 	return ir.name, ir.jit
 }
 
-// IssuedJITs are every JIT configuration handed out, by runner name.
+// IssuedJITs are the JIT configurations handed out, by runner name. A
+// name issued more than once (the driver registering again after an
+// answer was lost) maps to the latest, the one its VM got.
 func (d *Double) IssuedJITs() map[string]string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	ids := slices.Sorted(maps.Keys(d.issued))
 	out := map[string]string{}
-	for _, ir := range d.issued {
+	for _, id := range ids {
+		ir := d.issued[id]
 		out[ir.name] = ir.jit
 	}
 	return out

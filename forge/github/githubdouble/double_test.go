@@ -148,25 +148,12 @@ func fill(tmpl string, runner, inst int64, job githubdouble.Job) string {
 // The stand-in runner, given its JIT configuration, takes a queued job
 // its labels fit, runs it and reports; the ephemeral runner is then gone.
 func TestStandInRunsOneJob(t *testing.T) {
-	d, srv, spec, _ := newDouble(t)
-	op, _ := spec.Find("POST", "/repos/acme/widgets/actions/runners/generate-jitconfig")
-	body, _ := json.Marshal(map[string]any{"name": "fa-1", "runner_group_id": 1, "labels": []string{"self-hosted", "Linux"}})
-	req, _ := http.NewRequest(op.Method, srv.URL+"/repos/acme/widgets/actions/runners/generate-jitconfig", bytes.NewReader(body))
-	req.Header.Set("Authorization", "token "+pat)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var jit struct {
-		Config string `json:"encoded_jit_config"`
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&jit)
-	resp.Body.Close()
+	d, srv, _, _ := newDouble(t)
+	jit, _ := generateJIT(t, srv, "fa-1")
 	other := d.QueueJob("acme/widgets", "gpu") // labels do not fit
 	job := d.QueueJob("acme/widgets", "linux")
 	var out bytes.Buffer
-	if err := githubdouble.RunStandIn(context.Background(), githubdouble.StandIn{JIT: jit.Config, Argv: []string{"run.sh"}, Out: &out}); err != nil {
+	if err := githubdouble.RunStandIn(context.Background(), githubdouble.StandIn{JIT: jit, Argv: []string{"run.sh"}, Out: &out}); err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range []string{"Listening for Jobs", "Running job: build"} {
@@ -188,5 +175,58 @@ func TestStandInRunsOneJob(t *testing.T) {
 	}
 	if _, _, err := githubdouble.DecodeJIT("bm90IGEgbWFw"); err == nil {
 		t.Fatal("a JIT configuration that is no JSON map decoded")
+	}
+}
+
+// generateJIT asks the double for a JIT runner named name in
+// acme/widgets, as the driver does, and returns its configuration and id.
+func generateJIT(t *testing.T, srv *httptest.Server, name string) (string, int64) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"name": name, "runner_group_id": 1, "labels": []string{"self-hosted", "Linux"}})
+	resp := call(t, srv, http.MethodPost, "/repos/acme/widgets/actions/runners/generate-jitconfig", body)
+	defer resp.Body.Close()
+	var out struct {
+		Runner struct {
+			ID int64 `json:"id"`
+		} `json:"runner"`
+		Config string `json:"encoded_jit_config"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Config == "" {
+		t.Fatalf("generate-jitconfig %s: %s: %v", name, resp.Status, err)
+	}
+	return out.Config, out.Runner.ID
+}
+
+func call(t *testing.T, srv *httptest.Server, method, path string, body []byte) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(method, srv.URL+path, bytes.NewReader(body))
+	req.Header.Set("Authorization", "token "+pat)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// A name registered again (the driver's retry after a lost answer: the
+// runner removed, then generated anew) maps to its latest JIT
+// configuration, whatever the order the double's records come in.
+func TestIssuedJITsMapANameToItsLatest(t *testing.T) {
+	d, srv, _, _ := newDouble(t)
+	first, id := generateJIT(t, srv, "fa-again")
+	resp := call(t, srv, http.MethodDelete, fmt.Sprintf("/repos/acme/widgets/actions/runners/%d", id), nil)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete runner %d: %s", id, resp.Status)
+	}
+	latest, _ := generateJIT(t, srv, "fa-again")
+	if latest == first {
+		t.Fatal("the double issued the same JIT configuration twice")
+	}
+	for range 50 { // map iteration order varies from call to call
+		if got := d.IssuedJITs()["fa-again"]; got != latest {
+			t.Fatalf("IssuedJITs maps fa-again to the first JIT configuration, want the latest")
+		}
 	}
 }
