@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -98,6 +99,11 @@ func startOrchestrator(t *testing.T, ns *testNetns, bin, config, state string) *
 			b, _ := os.ReadFile(logPath)
 			t.Logf("fireactions log:\n%s", b)
 			dumpConsoles(t, state)
+		}
+		// A test that failed before its drain leaves VMs running; they
+		// would load the machine for the tests after it.
+		for pid := range qemuUnder(state) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
 	return o
@@ -194,12 +200,23 @@ func qemuProcesses() []string { return qemuProcessesUnder("") }
 // are under state (other tests on the machine have their own).
 func qemuProcessesUnder(state string) []string {
 	var out []string
+	for _, cmdline := range qemuUnder(state) {
+		out = append(out, cmdline)
+	}
+	return out
+}
+
+// qemuUnder is the command line of every QEMU process of the VMs under
+// state, by pid.
+func qemuUnder(state string) map[int]string {
+	out := map[int]string{}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
 		if err == nil && bytes.Contains(b, []byte("fireactions-")) && bytes.Contains(b, []byte("qemu")) &&
 			bytes.Contains(b, []byte(state)) {
-			out = append(out, strings.ReplaceAll(string(b), "\x00", " "))
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			out[pid] = strings.ReplaceAll(string(b), "\x00", " ")
 		}
 	}
 	return out
