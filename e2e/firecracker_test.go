@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -478,19 +477,9 @@ func pidsWorkingIn(dir string) []int {
 
 func readAPIRecord(t *testing.T, path string) []fcdouble.Record {
 	t.Helper()
-	f, err := os.Open(path)
+	recs, err := fcdouble.ReadRecord(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var out []fcdouble.Record
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		var r fcdouble.Record
-		if err := json.Unmarshal(s.Bytes(), &r); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, r)
-	}
-	return out
+	return recs
 }

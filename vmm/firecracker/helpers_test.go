@@ -1,10 +1,8 @@
 package firecracker
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -132,21 +130,11 @@ func testTAP(t testing.TB) string {
 // readRecord reads the double's request record.
 func readRecord(t testing.TB, path string) []fcdouble.Record {
 	t.Helper()
-	f, err := os.Open(path)
+	recs, err := fcdouble.ReadRecord(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var out []fcdouble.Record
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		var r fcdouble.Record
-		if err := json.Unmarshal(s.Bytes(), &r); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, r)
-	}
-	return out
+	return recs
 }
 
 // assertAllAccepted checks the driver's recorded requests for spec were

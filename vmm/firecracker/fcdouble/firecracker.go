@@ -1,7 +1,9 @@
 package fcdouble
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -165,6 +167,30 @@ func openRecord(env Env) (*os.File, error) {
 		return nil, fmt.Errorf("open the request record: %w", err)
 	}
 	return f, nil
+}
+
+// ReadRecord reads a request record (FCDOUBLE_RECORD): one Record per
+// line, in the order the requests came.
+func ReadRecord(path string) ([]Record, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the request record: %w", err)
+	}
+	defer f.Close()
+	var out []Record
+	s := bufio.NewScanner(f)
+	s.Buffer(nil, 1<<20)
+	for s.Scan() {
+		var r Record
+		if err := json.Unmarshal(s.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("request record %s: line %d: %w", path, len(out)+1, err)
+		}
+		out = append(out, r)
+	}
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("request record %s: %w", path, err)
+	}
+	return out, nil
 }
 
 func newQEMU(ctx context.Context, env Env) (*QEMU, error) {
