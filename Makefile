@@ -30,9 +30,12 @@ unit:
 lint: deps
 	shellcheck scripts/*.sh .ci/run deploy/*.sh
 
-# The NixOS layer without nixpkgs: parse every .nix file, evaluate the
-# plain-Nix presets, fleet and examples, validate what they render, keep
-# docs/nixos.md current, run deploy/deploy.sh against stubs.
+# The NixOS layer: every module, scenario, profile and fleet host through
+# nixpkgs' lib.evalModules (lib from $NIXPKGS_LIB, ../shared/nixpkgs-lib/lib
+# or <nixpkgs/lib>: nix/eval/lib.nix), each rendered unit asserted and its
+# configuration validated; the vendorHash recomputed, no placeholder hash;
+# the guest kernel fragment through Linux's olddefconfig; docs/nixos.md
+# kept current; deploy/deploy.sh run against stub nix and ssh.
 nix-check: deps
 	$(GO) vet -tags nixcheck ./nix/nixcheck
 	$(GO) test -tags nixcheck -count=1 ./nix/nixcheck

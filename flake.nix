@@ -2,7 +2,10 @@
   description = "nixos-fireactions: CI jobs of GitHub, Gitea/Forgejo and GitLab, each in an ephemeral microVM, on NixOS hosts";
 
   inputs = {
-    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+    # nixos-unstable: the first channel with Go 1.26.8 (go.mod's go line;
+    # the package builds with buildGo126Module) and Zot with its sync
+    # extension (pkgs.zot). nixos-25.05 has neither.
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
     disko.url = "github:nix-community/disko";
     disko.inputs.nixpkgs.follows = "nixpkgs";
     sops-nix.url = "github:Mic92/sops-nix";
@@ -29,9 +32,15 @@
         fireteact = pkgs.callPackage ./nix/packages/face.nix { inherit fireactions; face = "fireteact"; };
         fireglab = pkgs.callPackage ./nix/packages/face.nix { inherit fireactions; face = "fireglab"; };
         default = fireactions;
-        # Guest kernels (nix/packages, nix/kernel/docker.config).
-        firecracker-kernel = pkgs.callPackage ./nix/packages/firecracker-kernel.nix { };
-        firecracker-kernel-custom = pkgs.callPackage ./nix/packages/firecracker-kernel-custom.nix { };
+        # The guest kernel: nixpkgs' Linux 6.1 source, nix/kernel/*.config,
+        # modules off ($out/vmlinux and $out/bzImage; $out/Image on aarch64).
+        guest-kernel = pkgs.callPackage ./nix/packages/guest-kernel.nix { };
+        # Each forge's default guest root ($out/root.cpio.gz): busybox, bash
+        # and the runner's closure (nix/packages/guest-roots.nix, which the
+        # orchestrator module uses too).
+      } // nixpkgs.lib.mapAttrs' (forge: r: { name = "guest-root-${forge}"; value = r.package; })
+        (import ./nix/packages/guest-roots.nix { inherit pkgs; fireactions = self.packages.${pkgs.stdenv.hostPlatform.system}.fireactions; })
+      // {
         # Host images (images/): a qcow2 for any KVM cloud, a VHD for Azure.
         image-qcow2 = (nixpkgs.lib.nixosSystem {
           inherit (pkgs.stdenv.hostPlatform) system;

@@ -32,7 +32,7 @@ func openImageStore(cfg *config.Config, log *slog.Logger) (*imagestore.Store, er
 	return imagestore.Open(imagestore.Options{
 		Dir: cfg.Images.Dir, MaxBytes: cfg.Images.MaxBytes, FSType: cfg.Images.FSType,
 		Downloads: cfg.Images.MaxConcurrentDownloads,
-		Mirrors: mirrors, Keychain: kc, Log: log,
+		Mirrors:   mirrors, Keychain: kc, Log: log,
 	})
 }
 

@@ -49,6 +49,42 @@ run_to() {
   fi
 }
 
+# check_registry FILE: nix/lib/hive.nix's errors for a candidate
+# registry (the checks the flake makes when it evaluates hosts/hive.nix);
+# any error stops the install, naming the file and each host's field.
+check_registry() {
+  local file=$1 quoted out
+  local expr='{ lib, file }: (import lib).hive.errors (builtins.fromJSON (builtins.readFile file))'
+  local cmd=(nix-instantiate --eval --strict --json --argstr lib "$repo/nix/lib" --argstr file "$file" -E "$expr")
+  printf -v quoted '%q ' "${cmd[@]}"
+  echo "+ ${quoted% }"
+  $dry_run && return 0
+  out=$("${cmd[@]}") || die "cannot evaluate nix/lib/hive.nix errors on the new hosts/registry.json (see above); hosts/registry.json is unchanged"
+  if [ "$out" != "[]" ]; then
+    echo "deploy.sh: hosts/registry.json would be invalid, left unchanged:" >&2
+    jq -r '.[] | "  " + .' <<<"$out" >&2
+    exit 2
+  fi
+}
+
+# track_hardware HOST: a flake in a git work tree sees only the files git
+# knows, so hosts/HOST/hardware.nix, which nixos-anywhere writes during
+# the install and the flake's evaluation right after needs, is known to
+# git (intent to add, nothing staged) before nixos-anywhere runs. Until
+# nixos-anywhere overwrites it, it holds an empty module.
+track_hardware() {
+  local file=$repo/hosts/$1/hardware.nix
+  if ! git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    echo "# $repo is not a git work tree: the flake sees every file, hardware.nix included"
+    return 0
+  fi
+  if [ ! -e "$file" ]; then
+    run_to "$file" echo "{ } # replaced by nixos-anywhere --generate-hardware-config (deploy/deploy.sh)"
+  fi
+  run git -C "$repo" add --intent-to-add -- "hosts/$1/hardware.nix"
+  echo "# hosts/$1/hardware.nix is known to git (git add --intent-to-add), so the flake sees what nixos-anywhere writes there"
+}
+
 install_host() {
   local host="" address="" provider="" tags="" system=x86_64-linux admin_key="" identity=""
   [ $# -gt 0 ] || usage
@@ -82,8 +118,19 @@ install_host() {
   local ssh_opts=()
   [ -z "$identity" ] || ssh_opts=(-i "$identity")
 
-  echo "# 1. register $host in hosts/registry.json"
-  local tmp=$registry.tmp
+  # The new registry is written beside the old one (same file system, so
+  # the final mv is atomic), checked there, and only then moved over it:
+  # a refused registration leaves hosts/registry.json as it was.
+  echo "# 1. the new registry, with $host, beside hosts/registry.json"
+  local tmp
+  if $dry_run; then
+    tmp=$repo/hosts/.registry.json.XXXXXX
+  else
+    tmp=$(mktemp "$repo/hosts/.registry.json.XXXXXX")
+    # shellcheck disable=SC2064 # expand $tmp now: it is local
+    trap "rm -f $(printf %q "$tmp")" EXIT
+  fi
+  run cp -p "$registry" "$tmp" # its mode and owner; jq then writes the content
   # shellcheck disable=SC2016 # $h, $e and $k are jq's variables
   if [ -n "$admin_key" ]; then
     run_to "$tmp" jq --arg h "$host" --argjson e "$entry" --arg k "$(tr -d '\n' <"$admin_key")" \
@@ -91,17 +138,17 @@ install_host() {
   else
     run_to "$tmp" jq --arg h "$host" --argjson e "$entry" '.hosts[$h] = $e' "$registry"
   fi
-  run mv "$tmp" "$registry"
 
-  echo "# 2. check the fleet: tags known, profiles compatible"
-  run nix-instantiate --eval --strict --json -E \
-    "let e = (import $repo/nix/lib).hive.errors (builtins.fromJSON (builtins.readFile $registry)); in if e == [ ] then true else throw (builtins.concatStringsSep \"\\n\" e)"
+  echo "# 2. check it as the flake will (nix/lib/hive.nix errors: tags known, profiles compatible), then keep it"
+  check_registry "$tmp"
+  run mv "$tmp" "$registry"
 
   echo "# 3. reach the machine"
   run ssh "${ssh_opts[@]}" -o BatchMode=yes "root@$address" true
 
   echo "# 4. install NixOS (disko layout deploy/disko/$provider.nix), keep its hardware configuration"
   run mkdir -p "$repo/hosts/$host"
+  track_hardware "$host"
   run nix --extra-experimental-features 'nix-command flakes' run "$nixos_anywhere" -- \
     --flake "$repo#$host" \
     --generate-hardware-config nixos-generate-config "$repo/hosts/$host/hardware.nix" \

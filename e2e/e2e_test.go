@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,6 +66,9 @@ func buildBinaries(t *testing.T) string {
 	return dir
 }
 
+// umaskMu serialises the tests' changes of the process's umask.
+var umaskMu sync.Mutex
+
 // orchestrator is a running `fireactions serve`.
 type orchestrator struct {
 	cmd     *exec.Cmd
@@ -82,8 +86,29 @@ func startOrchestrator(t *testing.T, ns *testNetns, bin, config, state string) *
 		t.Fatal(err)
 	}
 	cmd := ns.command(context.Background(), filepath.Join(bin, "fireactions"), "serve", config)
+	return launchOrchestrator(t, cmd, logf, state, -1)
+}
+
+// launchOrchestrator starts cmd, a `serve` however wrapped, logging to
+// logf, with the file mode creation mask umask (-1: the test's own), and
+// ends it and the VMs under state when the test ends.
+func launchOrchestrator(t *testing.T, cmd *exec.Cmd, logf *os.File, state string, umask int) *orchestrator {
+	t.Helper()
+	logPath := logf.Name()
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	// The mask is the process's: set around the fork only, which the
+	// child inherits (os/exec has no per-command umask).
+	var err error
+	if umask >= 0 {
+		umaskMu.Lock()
+		old := syscall.Umask(umask)
+		err = cmd.Start()
+		syscall.Umask(old)
+		umaskMu.Unlock()
+	} else {
+		err = cmd.Start()
+	}
+	if err != nil {
 		t.Fatalf("start fireactions: %v", err)
 	}
 	o := &orchestrator{cmd: cmd, log: logPath, state: state, exited: make(chan struct{})}

@@ -61,14 +61,7 @@ func TestImageRootedVMsSeeNoneOfEachOthersWrites(t *testing.T) {
 	requireFile(t, runner, "Gitea runner build (scripts/build-peers.sh)")
 
 	ns := newNetns(t, fmt.Sprintf("faimg%d", os.Getpid()%100000))
-	ln, err := ns.listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	imageRef := ln.Addr().String() + "/e2e/runner:v1"
+	imageRef := serveRegistry(t, ns) + "/e2e/runner:v1"
 	start := time.Now()
 	pushImage(t, ns, imageRef, runnerImage(t, runner))
 	t.Logf("FIGURE image built and pushed in %s", time.Since(start).Round(time.Millisecond))
@@ -179,6 +172,20 @@ func completedRuns(g *giteaServer, repo string) int {
 	return n
 }
 
+// serveRegistry serves an empty OCI registry (distribution's in-memory
+// one) inside ns until the test ends, and returns its host:port.
+func serveRegistry(t *testing.T, ns *testNetns) string {
+	t.Helper()
+	ln, err := ns.listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
 // runnerImage is a three-layer image: busybox with its applets and a
 // passwd naming the runner's user, bash, then the Gitea runner (and a
 // whiteout of a file the first layer has).
@@ -230,11 +237,15 @@ func runnerImage(t *testing.T, runner string) v1.Image {
 }
 
 // tarEntry is a directory, a symlink (link), a host file copied in
-// (file) or a file with content.
+// (file), a character device (char: its major and minor) or a file with
+// content; owned by uid and gid, with extended attributes (xattrs).
 type tarEntry struct {
 	name, link, file, content string
 	mode                      int64
 	dir                       bool
+	char                      *[2]int64
+	uid, gid                  int
+	xattrs                    map[string]string
 }
 
 func layerFrom(t *testing.T, entries []tarEntry) v1.Layer {
@@ -243,11 +254,19 @@ func layerFrom(t *testing.T, entries []tarEntry) v1.Layer {
 	tw := tar.NewWriter(&buf)
 	mtime := time.Now()
 	for _, e := range entries {
-		h := &tar.Header{Name: e.name, Mode: e.mode, ModTime: mtime, Typeflag: tar.TypeReg}
+		h := &tar.Header{Name: e.name, Mode: e.mode, ModTime: mtime, Typeflag: tar.TypeReg, Uid: e.uid, Gid: e.gid}
+		for k, v := range e.xattrs {
+			if h.PAXRecords == nil {
+				h.PAXRecords = map[string]string{}
+			}
+			h.PAXRecords["SCHILY.xattr."+k] = v
+		}
 		data := []byte(e.content)
 		switch {
 		case e.dir:
 			h.Typeflag = tar.TypeDir
+		case e.char != nil:
+			h.Typeflag, h.Devmajor, h.Devminor = tar.TypeChar, e.char[0], e.char[1]
 		case e.link != "":
 			h.Typeflag, h.Linkname, h.Mode = tar.TypeSymlink, e.link, 0o777
 		case e.file != "":

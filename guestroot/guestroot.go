@@ -1,7 +1,8 @@
 // Package guestroot builds a minimal guest root file system as a cpio
-// archive: busybox, a static bash and a forge's runner agent. It is the
-// root for hosts without an OCI image store, and what the demo and the
-// end-to-end tests boot; OCI images replace it in production pools.
+// archive: busybox, a static bash and a forge's runner agent, with the
+// store paths (a Nix closure) a dynamically linked runner needs. It is the
+// root for hosts without an OCI image store (nix/packages/guest-root.nix
+// builds one per forge), and what the demo and the end-to-end tests boot.
 package guestroot
 
 import (
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"sort"
 	"strings"
 
 	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
@@ -24,6 +26,12 @@ type Spec struct {
 	Bash    string // a static bash (Debian: /bin/bash-static); empty: none
 	// Files are extra host files placed in the guest: guest path -> host path.
 	Files map[string]string
+	// Closure are host paths (Nix store paths) copied whole into the guest
+	// under the same paths, symlinks kept as they are.
+	Closure []string
+	// Links are symlinks placed in the guest: guest path -> absolute
+	// target, which must lie in one of the Closure paths.
+	Links map[string]string
 }
 
 // DefaultSpec is the Debian packages' layout with the runner at
@@ -38,6 +46,19 @@ func DefaultSpec(runnerHostPath, runnerGuestPath string) Spec {
 
 // Build writes the root archive, gzip-compressed, to dst.
 func Build(ctx context.Context, s Spec, dst string) error {
+	roots, err := closureRoots(s.Closure)
+	if err != nil {
+		return fmt.Errorf("guest root: %w", err)
+	}
+	for guest, target := range s.Links {
+		if !path.IsAbs(guest) || !inClosure(target, roots) {
+			return fmt.Errorf("guest root: link %s -> %s: the target is not in the closure (%s)", guest, target, strings.Join(roots, " "))
+		}
+		if _, err := os.Stat(target); err != nil {
+			return fmt.Errorf("guest root: link %s -> %s: %w", guest, target, err)
+		}
+	}
+	s.Closure = roots
 	applets, err := busyboxApplets(ctx, s.Busybox)
 	if err != nil {
 		return err
@@ -108,7 +129,8 @@ func write(w *initramfs.Writer, s Spec, applets []string) error {
 	if err := w.File("/etc/group", 0o644, 0, 0, []byte("root:x:0:\n")); err != nil {
 		return err
 	}
-	for guest, host := range s.Files {
+	for _, guest := range sortedKeys(s.Files) {
+		host := s.Files[guest]
 		if err := w.MkdirAll(path.Dir(guest), 0o755, 0, 0); err != nil {
 			return err
 		}
@@ -116,7 +138,28 @@ func write(w *initramfs.Writer, s Spec, applets []string) error {
 			return err
 		}
 	}
+	if err := writeClosure(w, s.Closure); err != nil {
+		return err
+	}
+	for _, guest := range sortedKeys(s.Links) {
+		if err := w.MkdirAll(path.Dir(guest), 0o755, 0, 0); err != nil {
+			return err
+		}
+		if err := w.Symlink(guest, s.Links[guest], 0, 0); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// sortedKeys are m's keys in order: equal specs give equal archives.
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // busyboxApplets asks busybox which applets it has.

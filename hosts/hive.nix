@@ -8,6 +8,7 @@ let
   registry = builtins.fromJSON (builtins.readFile ./registry.json);
   plans = self.lib.hive.plans registry;
   errors = self.lib.hive.errors registry;
+  secrets = import ./secrets.nix { inherit (self.lib) hive; };
   checked = if errors == [ ] then plans else throw "hosts/registry.json:\n${lib.concatStringsSep "\n" errors}";
 
   # nodeModule: a host's NixOS configuration.
@@ -26,18 +27,11 @@ let
     nixpkgs.hostPlatform = p.system;
     # Defaults: a host's own modules may override any of them.
     services = lib.mapAttrsRecursive (_: lib.mkDefault) p.services;
-  } // (
-    # sops-nix: secrets/<host>.yaml (encrypted for the host's key, see
-    # .sops.yaml) holds every /run/secrets/NAME its services name. The
-    # example hosts have none, so they build without secrets.
-    let file = ../secrets/${p.name}.yaml; in
-    if builtins.pathExists file then {
-      sops.defaultSopsFile = file;
-      sops.secrets = lib.genAttrs (self.lib.hive.sopsSecrets p.services) (_: { });
-    } else {
-      warnings = [ "secrets/${p.name}.yaml does not exist: the services' /run/secrets files will be missing" ];
-    }
-  );
+  }
+  # sops-nix: secrets/<host>.yaml (encrypted for the host's key, see
+  # .sops.yaml) holds every /run/secrets/NAME its services name; each
+  # restarts the units that read it (hosts/secrets.nix).
+  // secrets.module { inherit (p) name services; file = ../secrets/${p.name}.yaml; };
 in
 {
   nixosConfigurations = lib.mapAttrs (_: p: nixpkgs.lib.nixosSystem { modules = [ (nodeModule p) ]; }) checked;

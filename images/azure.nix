@@ -1,24 +1,22 @@
 # An Azure host image (fixed-size VHD): NixOS with the fireactions modules
 # and Azure's agent settings; nested virtualisation needs a VM size that
 # offers it (Dv3, Ev3 and later).
-{ config, lib, pkgs, modulesPath, ... }:
+#
+# The image is nixpkgs' own (nixos/modules/virtualisation/azure-image.nix),
+# so its partition table and boot loader always agree: Generation 2 (UEFI)
+# gives a GPT with an ESP ("efi") and GRUB with efiSupport installed as
+# the removable EFI loader; Generation 1 would give an MBR ("legacy") and
+# GRUB on /dev/sda. Gen 2 is what Azure creates by default, and newer VM
+# sizes take only Gen 2 images. Create the VM with the "Standard" security
+# type: secure boot must be off (nixpkgs' vmGeneration description).
+{ config, lib, modulesPath, ... }:
 {
-  imports = [ "${modulesPath}/virtualisation/azure-common.nix" ];
+  imports = [ "${modulesPath}/virtualisation/azure-image.nix" ];
+  virtualisation.azureImage.vmGeneration = lib.mkDefault "v2";
   services.microvm-base.enable = true;
   services.openssh.enable = true;
-  system.stateVersion = "25.05";
+  system.stateVersion = "25.05"; # a released NixOS, whatever the channel
 
-  system.build.fireactionsImage = import "${modulesPath}/../lib/make-disk-image.nix" {
-    inherit config lib pkgs;
-    name = "fireactions-host-azure";
-    format = "raw";
-    partitionTableType = "efi";
-    diskSize = "auto";
-    additionalSpace = "2G";
-    # Azure takes fixed VHDs whose size is a whole number of MiB.
-    postVM = ''
-      ${pkgs.vmTools.qemu}/bin/qemu-img convert -f raw -o subformat=fixed,force_size -O vpc $diskImage $out/disk.vhd
-      rm $diskImage
-    '';
-  };
+  # The VHD (…/*.vhd, fixed size, whole MiB) of nixpkgs' module.
+  system.build.fireactionsImage = config.system.build.azureImage;
 }

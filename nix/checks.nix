@@ -116,41 +116,6 @@ in
         all);
     };
 
-  # The modules' bodies, evaluated with stand-ins for nixpkgs (stubs.nix)
-  # on the "all three forges" example: what each declares and defines.
-  modules =
-    let
-      st = import ./stubs.nix;
-      example = ((import ./examples/multi.nix) { }).services;
-      base = spec.withDefaults options.microvm-base (example.microvm-base or { });
-      cacheOpts = spec.withDefaults options.registry-cache example.registry-cache;
-      config = {
-        networking.hostName = "ci";
-        services = {
-          microvm-base = base // {
-            qemu.package = st.pkgs.qemu_kvm;
-            enable = true; # as the orchestrator modules set it
-            # as registry-cache adds them
-            guestPorts = base.guestPorts // { tcp = (l.registrycache.forBase cacheOpts).tcp; };
-            inherit (l.registrycache.forBase cacheOpts) cache;
-            kernel = base.kernel // { image = "${st.pkgs.linuxPackages.kernel}/bzImage"; modulesDir = null; };
-            # as the three orchestrator modules register them
-            bridges = listToAttrs (map (f: { name = faces.${f}.bridge; value = { cidr = faces.${f}.cidr; owner = f; tcpPorts = [ 8089 ]; }; }) (attrNames faces));
-          };
-          registry-cache = cacheOpts // { package = st.pkgs.zot; proxy = cacheOpts.proxy // { package = st.pkgs.squid; }; };
-        } // listToAttrs (map (f: { name = f; value = spec.withDefaults (options.orchestrator f) example.${f} // { package = st.package f; }; }) (attrNames faces));
-      };
-      args = { inherit config; inherit (st) lib pkgs; };
-      eval = m: let r = m args; in { options = st.optionNames r.options; config = st.resolve r.config; };
-    in
-    {
-      microvm-base = eval (import ./modules/microvm-base.nix);
-      registry-cache = eval (import ./modules/registry-cache.nix);
-    } // listToAttrs (map (f: { name = f; value = eval (import (./modules + "/${f}.nix") { defaultPackage = _: st.package f; }); }) (attrNames faces))
-    // {
-      profiles = builtins.mapAttrs (_: m: let r = m { inherit (st) lib; }; in { imports = map toString r.imports; config = st.resolve r.config; }) (import ./profiles);
-    };
-
   # The registry cache's Zot configuration with its defaults.
   zot = let c = spec.withDefaults options.registry-cache { enable = true; }; in rec {
     config = l.zot.config {

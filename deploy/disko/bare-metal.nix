@@ -1,6 +1,8 @@
 # Disk layout for bare metal: two NVMe disks in RAID 1 (mdadm), EFI boot
 # from the first; the orchestrators' state (VM disks, logs) on the array.
-{ lib, ... }:
+# (disko's option names: nix-community/disko lib/types/{disk,gpt,mdadm,
+# mdraid,filesystem}.nix.)
+{ pkgs, ... }:
 let
   disk = device: {
     type = "disk";
@@ -29,5 +31,11 @@ in
   };
   boot.loader.systemd-boot.enable = true;
   boot.loader.efi.canTouchEfiVariables = true;
-  boot.swraid.enable = true;
+  boot.swraid.enable = true; # disko's mdadm type sets it too
+  # mdadm's monitor needs a MAILADDR or PROGRAM line, or mdmon crashes
+  # (nixpkgs tasks/swraid.nix warns so): each event (Fail, DegradedArray,
+  # ...) goes to the journal, tagged mdadm.
+  boot.swraid.mdadmConf = "PROGRAM ${pkgs.writeShellScript "mdadm-event" ''
+    exec ${pkgs.util-linux}/bin/logger -t mdadm -p daemon.warning -- "$@"
+  ''}";
 }

@@ -15,7 +15,8 @@ let
   squid = import ./squid.nix { inherit util; };
   registrycache = import ./registrycache.nix { inherit util zot squid; };
   microvm = import ./microvm.nix { inherit util; };
+  sandbox = import ./sandbox.nix;
 in
 {
-  inherit util faces sizes spec options presets settings profiles hive zot squid registrycache microvm;
+  inherit util faces sizes spec options presets settings profiles hive zot squid registrycache microvm sandbox;
 }

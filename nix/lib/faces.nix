@@ -12,6 +12,9 @@ let
     bridge = "${name}0";
     cidr = "10.${toString (200 + index)}.0.0/24";
     metricsPort = 9464 + index;
+    # The jailed Firecracker VMMs' uids and gids: a range of its own per
+    # face, far above login and system users.
+    jailerIds = 800000 + 10000 * index;
   };
 in
 {

@@ -1,4 +1,4 @@
-# microvm-base's logic: the bridges' registry, kernel selection, sysctls
+# microvm-base's logic: the bridges' registry, sysctls
 # and the guests' DNS.
 { util }:
 let
@@ -29,16 +29,6 @@ rec {
 
   # gateways: each bridge's host address.
   gateways = bridges: map (n: util.gateway bridges.${n}.cidr) (attrNames bridges);
-
-  # kernelFile: the image's file name inside the kernel package.
-  kernelFile = { source, file }:
-    if file != null then file else if source == "nixpkgs" then "bzImage" else "vmlinux";
-
-  # kernelErrors: what is wrong with a kernel selection.
-  kernelErrors = { source, hasPackage }:
-    if source != "nixpkgs" && !hasPackage
-    then [ "services.microvm-base.kernel.source = \"${source}\" needs kernel.package (a derivation with the image at its root)" ]
-    else [ ];
 
   # sysctls: boot.kernel.sysctl of a host running untrusted guests.
   sysctls = { harden, nested ? false }:

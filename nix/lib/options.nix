@@ -44,40 +44,34 @@ in
       description = "Set by services.registry-cache: its endpoints (Zot's port and registries, the proxy's port, the interception CA's certificate), which every orchestrator turns into the registry_cache section of its configuration on its own bridge's gateway. null: no cache.";
     };
     kernel = {
-      source = option {
-        type.enum = [ "upstream" "custom" "nixpkgs" ];
-        default = "nixpkgs";
-        description = "Where the guest kernel comes from: nixpkgs (a NixOS kernel package, bzImage, for the QEMU driver), upstream (Firecracker's CI kernel) or custom (a kernel built with the Docker networking config fragment); upstream and custom need kernel.package.";
-      };
       package = option {
-        type.nullOr = "package";
-        default = null;
-        defaultText = "null (source nixpkgs: pkgs.linuxPackages.kernel)";
-        description = "The guest kernel derivation; its kernel.file is the image and lib/modules/<version> its module tree when it has one.";
-      };
-      file = option {
-        type.nullOr = "str";
-        default = null;
-        defaultText = "\"bzImage\" for nixpkgs, \"vmlinux\" otherwise";
-        description = "The image's file name inside kernel.package.";
+        type = "package";
+        defaultText = "the guest kernel of nix/packages/guest-kernel.nix (Linux from nixpkgs' sources, virtio, block, net, overlay and erofs built in, no modules)";
+        description = "The guest kernel derivation: bzImage (QEMU) and vmlinux (Firecracker) at its root, lib/modules/<modDirVersion> its module tree when it has one.";
       };
       image = option {
         type = "path";
         readOnly = true;
-        defaultText = "kernel.package + \"/\" + kernel.file";
-        description = "The guest kernel image; the orchestrators' pools use it unless they name another.";
+        defaultText = "kernel.package + \"/bzImage\"";
+        description = "The compressed guest kernel the QEMU driver boots; pools use it unless they name another.";
+      };
+      vmlinux = option {
+        type = "path";
+        readOnly = true;
+        defaultText = "kernel.package + \"/vmlinux\"";
+        description = "The uncompressed guest kernel the Firecracker driver boots.";
       };
       modulesDir = option {
         type.nullOr = "path";
         readOnly = true;
         defaultText = "kernel.package/lib/modules/<modDirVersion>, or null";
-        description = "The guest kernel's module tree, for pools that load kernel_modules.";
+        description = "The guest kernel's module tree, for pools that load kernel_modules (null for the default kernel, which has none).";
       };
     };
     qemu.package = option {
       type = "package";
       defaultText = "pkgs.qemu_kvm";
-      description = "The QEMU whose qemu-system-x86_64 the orchestrators run (vmm.qemu.binary).";
+      description = "The QEMU whose qemu-system-<arch> (the host's architecture) the orchestrators run (vmm.qemu.binary).";
     };
     dns = {
       enable = option {
@@ -95,7 +89,12 @@ in
       enable = option {
         type = "bool";
         default = true;
-        description = "Load kvm-intel or kvm-amd, tun, vhost_net and bridge at boot (so the hardened services need not load modules).";
+        description = "Load tun, vhost_net and bridge at boot, and the KVM module of kvm.cpuVendor (so the hardened services need not load modules).";
+      };
+      cpuVendor = option {
+        type.nullOr.enum = [ "intel" "amd" ];
+        default = null;
+        description = "Which KVM module to load: kvm-intel or kvm-amd (loading both always fails one, and the system shows degraded). null: the one hardware-configuration.nix loads (nixos-generate-config writes it), or none on aarch64, where KVM is built in.";
       };
       nested = option {
         type = "bool";
@@ -166,6 +165,35 @@ in
         type = "str";
         default = "127.0.0.1:${toString f.metricsPort}";
         description = "metrics.listen: host:port of the Prometheus endpoint; \"\" turns it off. Each face has its own default port.";
+      };
+      vmm = {
+        driver = option {
+          type.enum = [ "qemu" "firecracker" ];
+          default = "qemu";
+          description = "The microVM monitor (vmm.driver): qemu (QEMU's microvm machine; KVM when usable, else TCG) or firecracker (KVM only, each VM jailed: its own chroot, uid/gid and cgroup). The unit's sandbox follows: the jailer's capabilities are granted only with firecracker.";
+        };
+        firecracker = {
+          package = option {
+            type = "package";
+            defaultText = "pkgs.firecracker";
+            description = "The Firecracker release whose firecracker and jailer binaries run the VMs (vmm.firecracker.binary, jailer_binary).";
+          };
+          uid = option {
+            type = "int";
+            default = f.jailerIds;
+            description = "vmm.firecracker.uid: the first uid of the jailed VMMs; the VM at offset n of network.cidr runs as uid+n. Nothing else on the host may use uid .. uid + the size of network.cidr.";
+          };
+          gid = option {
+            type = "int";
+            default = f.jailerIds;
+            description = "vmm.firecracker.gid: the first gid of the jailed VMMs, like uid.";
+          };
+          mmds = option {
+            type = "bool";
+            default = false;
+            description = "vmm.firecracker.mmds: give each guest Firecracker's MMDS with its VM's non-secret metadata.";
+          };
+        };
       };
       network = {
         bridge = option {

@@ -64,6 +64,7 @@ rec {
     , kernelModules ? [ ]
     , modulesDir ? null
     , rootInitramfs ? null
+    , guestRoot ? null # the forge's guest root the host builds: { archive; runnerPath; }
     , settings ? { }
     , sizes' ? sizes # a test may pass a broken size table
     }:
@@ -71,6 +72,7 @@ rec {
       s = sizes'.${size} or (sizeOf size);
       ft = forgeOf forgeType;
       scope' = if scope != null then scope else ft.scope;
+      useGuestRoot = !((settings.vm or { }) ? image) && rootInitramfs == null;
     in
     recursiveMerge
       (filterNulls {
@@ -84,9 +86,15 @@ rec {
           inherit kernel;
           kernel_modules = if kernelModules == [ ] then null else kernelModules;
           modules_dir = modulesDir;
-          root_initramfs = if rootInitramfs != null then rootInitramfs else defaultRootInitramfs { inherit face forgeType; };
+          # An OCI image (settings.vm.image) is the root instead.
+          root_initramfs =
+            if (settings.vm or { }) ? image then null
+            else if rootInitramfs != null then rootInitramfs
+            else if guestRoot != null then guestRoot.archive
+            else defaultRootInitramfs { inherit face forgeType; };
         };
-        runner = ft.runner;
+        # The runner where the host's guest root puts it.
+        runner = ft.runner // optionalAttrs (useGuestRoot && guestRoot != null) { path = guestRoot.runnerPath; };
         timeouts = ft.timeouts;
       } // optionalAttrs (repos != [ ]) { inherit repos; })
       settings;

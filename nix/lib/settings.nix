@@ -38,7 +38,8 @@ rec {
   #   face      fireactions, fireteact or fireglab
   #   opts      the face's options, defaults filled (spec.withDefaults)
   #   hostName  networking.hostName (host_id's default)
-  #   paths     { agent; qemu; kernel; modulesDir; } store paths
+  #   paths     { agent; qemu; kernel; vmlinux; modulesDir; firecracker;
+  #             jailer; guestRoots.<forge type>; } store paths
   #   base      services.microvm-base: { guestPorts; security; cache; }
   #             (cache: the registry cache's endpoints, or null)
   render = { face, opts, hostName, paths, base }:
@@ -60,13 +61,16 @@ rec {
         ca_file = fo.caFile;
       };
       pool = name: p:
-        let forgeName = poolForge face opts name p; in
-        presets.mkPool {
-          inherit face name;
-          forge = forgeName;
+        let
+          forgeName = poolForge face opts name p;
           forgeType = (opts.forges.${forgeName} or (throw "services.${face}.pools.${name}.forge: no forge named ${forgeName}")).type;
+        in
+        presets.mkPool {
+          inherit face name forgeType;
+          forge = forgeName;
           inherit (p) size scope labels repos minIdle max kernelModules rootInitramfs settings;
-          kernel = if p.kernel != null then p.kernel else paths.kernel;
+          kernel = if p.kernel != null then p.kernel else if opts.vmm.driver == "firecracker" then paths.vmlinux else paths.kernel;
+          guestRoot = (paths.guestRoots or { }).${forgeType} or null;
           modulesDir =
             if p.modulesDir != null then p.modulesDir
             else if p.kernelModules != [ ] then paths.modulesDir
@@ -94,7 +98,16 @@ rec {
           new_conn_per_second = positive sec.newConnectionsPerSecond;
           kbytes_per_second = positive sec.kbytesPerSecond;
         };
-        vmm = { driver = "qemu"; qemu.binary = paths.qemu; };
+        vmm =
+          if opts.vmm.driver == "firecracker" then {
+            driver = "firecracker";
+            firecracker = {
+              binary = paths.firecracker;
+              jailer_binary = paths.jailer;
+              inherit (opts.vmm.firecracker) uid gid mmds;
+            };
+          }
+          else { driver = "qemu"; qemu.binary = paths.qemu; };
         forges = map (n: forge n opts.forges.${n}) (attrNames opts.forges);
         pools = map (n: pool n opts.pools.${n}) (attrNames opts.pools);
       } // util.optionalAttrs ((base.cache or null) != null) {

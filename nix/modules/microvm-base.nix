@@ -1,36 +1,38 @@
 # services.microvm-base: what every orchestrator face needs from the host.
-# The logic is in nix/lib/microvm.nix (plain Nix, checked without nixpkgs).
+# The logic is in nix/lib/microvm.nix (plain Nix, checked by make nix-check).
 { config, lib, pkgs, ... }:
 let
   l = import ../lib;
   cfg = config.services.microvm-base;
   mkOptions = import ./options.nix { inherit lib pkgs; };
-  kernelPackage = if cfg.kernel.package != null then cfg.kernel.package else pkgs.linuxPackages.kernel;
-  kernelFile = l.microvm.kernelFile { inherit (cfg.kernel) source file; };
+  kernel = cfg.kernel.package;
   bridgeNames = builtins.attrNames cfg.bridges;
-  problems = l.microvm.bridgeErrors cfg.bridges
-    ++ l.microvm.kernelErrors { inherit (cfg.kernel) source; hasPackage = cfg.kernel.package != null; };
+  problems = l.microvm.bridgeErrors cfg.bridges;
+  kvmModule = lib.optional (cfg.kvm.cpuVendor != null) "kvm-${cfg.kvm.cpuVendor}";
 in
 {
   options.services.microvm-base = mkOptions l.options.microvm-base {
     qemu.package = pkgs.qemu_kvm;
+    kernel.package = pkgs.callPackage ../packages/guest-kernel.nix { };
   };
 
   config = lib.mkMerge [
     {
-      services.microvm-base.kernel.image = "${kernelPackage}/${kernelFile}";
+      # nix/packages/guest-kernel.nix names its images per architecture
+      # (aarch64: Image for both); another kernel has them at its root.
+      services.microvm-base.kernel.image = kernel.qemuImage or "${kernel}/bzImage";
+      services.microvm-base.kernel.vmlinux = kernel.firecrackerImage or "${kernel}/vmlinux";
       services.microvm-base.kernel.modulesDir =
-        if kernelPackage ? modDirVersion
-        then "${kernelPackage}/lib/modules/${kernelPackage.modDirVersion}"
+        if kernel ? modDirVersion
+        then "${kernel}/lib/modules/${kernel.modDirVersion}"
         else null;
     }
     (lib.mkIf cfg.enable {
       assertions = map (message: { assertion = false; inherit message; }) problems;
 
-      boot.kernelModules = lib.optionals cfg.kvm.enable [ "kvm-intel" "kvm-amd" "tun" "vhost_net" "bridge" ];
-      boot.extraModprobeConfig = lib.optionalString cfg.kvm.nested ''
-        options kvm-intel nested=1
-        options kvm-amd nested=1
+      boot.kernelModules = lib.optionals cfg.kvm.enable (kvmModule ++ [ "tun" "vhost_net" "bridge" ]);
+      boot.extraModprobeConfig = lib.optionalString (cfg.kvm.nested && cfg.kvm.cpuVendor != null) ''
+        options kvm-${cfg.kvm.cpuVendor} nested=1
       '';
       boot.kernel.sysctl = l.microvm.sysctls { harden = cfg.security.hardenSysctls; };
       security.allowSimultaneousMultithreading = lib.mkIf cfg.security.disableSMT false;
@@ -43,9 +45,11 @@ in
         settings = l.microvm.dnsmasq { inherit (cfg) bridges; inherit (cfg.dns) upstreams; };
       };
 
-      # The host firewall: on each bridge, only what its guests may reach.
+      # The host firewall: on each bridge, only what its guests may reach
+      # (DNS on TCP too: answers over 512 bytes and resolvers that retry
+      # truncated ones use it).
       networking.firewall.interfaces = lib.genAttrs bridgeNames (b: {
-        allowedTCPPorts = cfg.bridges.${b}.tcpPorts ++ cfg.guestPorts.tcp;
+        allowedTCPPorts = cfg.bridges.${b}.tcpPorts ++ cfg.guestPorts.tcp ++ lib.optional cfg.dns.enable 53;
         allowedUDPPorts = lib.optional cfg.dns.enable 53 ++ cfg.guestPorts.udp;
       });
       # The orchestrators own these interfaces.
@@ -54,6 +58,7 @@ in
       systemd.tmpfiles.rules = [
         "d ${cfg.stateDir} 0755 root root -"
         "L+ ${cfg.stateDir}/kernel - - - - ${cfg.kernel.image}"
+        "L+ ${cfg.stateDir}/vmlinux - - - - ${cfg.kernel.vmlinux}"
       ] ++ lib.optional (cfg.kernel.modulesDir != null) "L+ ${cfg.stateDir}/modules - - - - ${cfg.kernel.modulesDir}";
     })
   ];

@@ -10,6 +10,11 @@ let
   cfg = config.services.${face};
   base = config.services.microvm-base;
   mkOptions = import ./options.nix { inherit lib pkgs; };
+  firecracker = cfg.vmm.driver == "firecracker";
+
+  # The default guest root of each forge type: busybox, bash and the
+  # forge's runner from nixpkgs (built only for the forges in use).
+  guestRoots = import ../packages/guest-roots.nix { inherit pkgs; fireactions = cfg.package; };
 
   rendered = l.settings.render {
     inherit face;
@@ -17,22 +22,30 @@ let
     hostName = config.networking.hostName;
     paths = {
       agent = "${cfg.package}/bin/fireactions-agent";
-      qemu = "${base.qemu.package}/bin/qemu-system-x86_64";
+      qemu = "${base.qemu.package}/bin/qemu-system-${pkgs.stdenv.hostPlatform.qemuArch}";
       kernel = base.kernel.image;
-      inherit (base.kernel) modulesDir;
+      inherit (base.kernel) vmlinux modulesDir;
+      firecracker = "${cfg.vmm.firecracker.package}/bin/firecracker";
+      jailer = "${cfg.vmm.firecracker.package}/bin/jailer";
+      guestRoots = builtins.mapAttrs (_: r: { inherit (r) archive runnerPath; }) guestRoots;
     };
     inherit base;
   };
   secrets = l.settings.secrets face cfg;
+
+  # Pools whose root is an OCI image: the unit flattens images, so it
+  # needs the capabilities and tools of l.sandbox.
+  imagePools = lib.any (p: (p.vm or { }) ? image) (rendered.pools or [ ]);
+  sandbox = l.sandbox.unit { inherit imagePools firecracker; };
 
   configJSON = pkgs.writeText "${face}.json" (builtins.toJSON rendered);
   # Checked at build time by the binary itself; --offline because the
   # kernel, guest root and secrets are the target host's files.
   configFile =
     if cfg.checkConfig then
-      pkgs.runCommand "${face}-checked.json" { } ''
-        ${cfg.package}/bin/${face} validate --offline ${configJSON}
-        cp ${configJSON} $out
+      pkgs.runCommand "${face}-checked.json" { config = configJSON; } ''
+        ${cfg.package}/bin/${face} validate --offline "$config"
+        cp "$config" $out
       ''
     else configJSON;
 
@@ -40,8 +53,14 @@ let
   caUnit = lib.optional (base.cache != null && base.cache.caFile != null) "registry-cache-ca.service";
 in
 {
+  # One module per face however often it is imported (the default module
+  # and a host's own imports may both bring it).
+  key = "nixos-fireactions/modules/${face}";
+  imports = [ ./microvm-base.nix ];
+
   options.services.${face} = mkOptions (l.options.orchestrator face) (
     lib.optionalAttrs (defaultPackage != null) { package = defaultPackage pkgs; }
+    // { vmm.firecracker.package = pkgs.firecracker; }
   );
 
   config = lib.mkIf cfg.enable {
@@ -65,7 +84,11 @@ in
       # before the configuration naming it is read.
       wants = [ "network-online.target" ] ++ caUnit;
       after = [ "network-online.target" ] ++ caUnit;
-      path = [ pkgs.nftables pkgs.iproute2 ];
+      # Exactly these tools (e2e TestUnitSandboxRunsAJob runs a job with
+      # only them): not NixOS's default coreutils, grep, sed and systemd.
+      path = map (name: pkgs.${name}) sandbox.path
+        ++ lib.optional firecracker cfg.vmm.firecracker.package;
+      enableDefaultPath = false;
       restartTriggers = [ configFile ];
 
       serviceConfig = {
@@ -78,7 +101,13 @@ in
         # SIGTERM drains: busy VMs get drain_grace, then the binary ends
         # them itself; a minute more for the clean-up.
         TimeoutStopSec = toString (drainSeconds + 60);
-        KillMode = "mixed"; # SIGTERM to the binary only; it ends its VMs
+        # SIGTERM to the binary only: it drains and ends its VMs itself.
+        # "process", not "mixed" or "control-group": when the binary
+        # crashes, systemd stops the unit before restarting it, and those
+        # would kill every VM then; the next start adopts them instead (a
+        # busy job finishes in its VM).
+        KillMode = "process";
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID"; # pools are re-read
 
         # Secrets: host files handed over as credentials
         # (/run/credentials/${f.unit}/NAME, readable by this unit only).
@@ -90,47 +119,13 @@ in
         RuntimeDirectoryMode = "0700";
         UMask = "0077";
 
-        # Root, but with one capability: CAP_NET_ADMIN for the bridge, the
-        # TAPs and the nftables tables. Root rather than a user with that
-        # ambient capability because serve writes
-        # /proc/sys/net/ipv4/ip_forward (owned by root) when nat is on.
+        # Root with a bounding set of only what it uses (l.sandbox says
+        # why each capability is there); the filters below follow it.
         User = "root";
-        CapabilityBoundingSet = [ "CAP_NET_ADMIN" ];
+        CapabilityBoundingSet = sandbox.capabilities;
         AmbientCapabilities = [ ];
         NoNewPrivileges = true;
-
-        ProtectSystem = "strict";
-        ProtectHome = true;
-        PrivateTmp = true;
-        ProtectKernelModules = true; # microvm-base loads kvm, tun, bridge at boot
-        ProtectKernelLogs = true;
-        ProtectControlGroups = true;
-        ProtectClock = true;
-        ProtectHostname = true;
-        ProtectProc = "invisible";
-        RestrictNamespaces = true;
-        RestrictRealtime = true;
-        RestrictSUIDSGID = true;
-        LockPersonality = true;
-        SystemCallArchitectures = "native";
-        RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
-
-        # Relaxed: serve writes net.ipv4.ip_forward (see above).
-        ProtectKernelTunables = false;
-        # Relaxed: the VMM needs /dev/kvm, /dev/net/tun and vhost-net, so
-        # no PrivateDevices; only these devices are allowed instead.
-        PrivateDevices = false;
-        DevicePolicy = "closed";
-        DeviceAllow = [ "/dev/kvm rw" "/dev/net/tun rw" "/dev/vhost-net rw" ];
-        # Relaxed: QEMU runs as a child under this unit's filters, and its
-        # TCG fallback (accel auto without working KVM) generates code.
-        MemoryDenyWriteExecute = false;
-        # Relaxed: QEMU pins and prioritises its threads (@resources).
-        SystemCallFilter = [ "@system-service" "@resources" ];
-        SystemCallErrorNumber = "EPERM";
-        # Not set: PrivateNetwork (the bridge and TAPs live in the host's
-        # network namespace) and ProcSubset=pid (/proc/sys is needed).
-      };
+      } // sandbox.serviceConfig;
     };
   };
 }

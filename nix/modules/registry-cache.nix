@@ -59,6 +59,9 @@ let
   };
 in
 {
+  # The endpoints go to services.microvm-base.cache.
+  imports = [ ./microvm-base.nix ];
+
   options.services.registry-cache = mkOptions l.options.registry-cache {
     package = pkgs.zot;
     proxy.package = pkgs.squid;
@@ -70,6 +73,13 @@ in
         {
           assertion = !(l.zot.pushAllowed zotConfig);
           message = "services.registry-cache.settings: an access policy lets clients push; the cache must stay read-only to guests";
+        }
+        {
+          # nixos-25.05's squid 6 is marked insecure; the pinned channel's
+          # squid 7 is not. A package that is would fail the build later,
+          # with a message about nixpkgs.config instead of this one.
+          assertion = !proxy.enable || (proxy.package.meta.knownVulnerabilities or [ ]) == [ ];
+          message = "services.registry-cache.proxy.package: ${proxy.package.name or "squid"} is marked insecure by nixpkgs (meta.knownVulnerabilities); use a nixpkgs with Squid 7 or later (nixos-unstable), or set proxy.enable = false";
         }
         {
           assertion = !proxy.enable || base.bridges != { };

@@ -62,7 +62,7 @@ func Flake(module string) string {
 	var b strings.Builder
 	b.WriteString(`{
   inputs = {
-    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
     fireactions.url = "github:nixos-fireactions/nixos-fireactions";
     fireactions.inputs.nixpkgs.follows = "nixpkgs";
     sops-nix.url = "github:Mic92/sops-nix";

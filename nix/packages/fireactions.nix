@@ -1,12 +1,20 @@
 # The orchestrator and the guest agent, built from this repository.
-{ lib, buildGoModule, version ? "dev", src }:
+#
+# buildGo126Module, not buildGoModule: go.mod says `go 1.26.8`, and
+# buildGoModule sets GOTOOLCHAIN=local, so only nixpkgs' go_1_26 (1.26.8)
+# builds it; the default Go of a channel may be older. The flake passes
+# pkgs.buildGo126Module under this name.
+{ lib, buildGo126Module, version ? "dev", src }:
+let
+  buildGoModule = buildGo126Module;
+in
 buildGoModule {
   pname = "fireactions";
   inherit version src;
-  # Not computable on a machine without nixpkgs: the first `nix build
-  # .#fireactions` fails and prints the real hash ("got: sha256-..."); put
-  # it here.
-  vendorHash = lib.fakeHash;
+  # The NAR hash of `go mod vendor` for go.mod/go.sum, computed by
+  # scripts/vendor-hash.sh; nix/nixcheck/hash_test.go fails when go.sum
+  # changes without it (`scripts/vendor-hash.sh` prints the new one).
+  vendorHash = "sha256-YnYxG1xy1n8h7lfibB68P5uDSgylcurK8fpmrrdguPk=";
   subPackages = [ "cmd/fireactions" "cmd/fireactions-agent" ];
   env.CGO_ENABLED = 0;
   ldflags = [ "-s" "-w" "-X github.com/nixos-fireactions/nixos-fireactions/cli.Version=${version}" ];

@@ -1,0 +1,116 @@
+# What `make nix-check` evaluates with nixpkgs' module system (see
+# default.nix): every module alone and with the default one, the
+# documentation's scenarios, the profiles, the flake's outputs and its
+# fleet hosts. Each configuration gives its failed assertions, warnings
+# and each enabled face's unit and configuration file.
+{ }:
+let
+  e = import ./. { };
+  inherit (e) lib;
+  l = import ../lib;
+  faces = builtins.attrNames l.faces;
+
+  # force: v evaluated all through, but a package only to its store path
+  # (its build inputs are the builder's business).
+  force = v:
+    if builtins.isAttrs v then
+      (if v ? outPath then builtins.isString (toString v) else builtins.all force (builtins.attrValues v))
+    else if builtins.isList v then builtins.all force v
+    else if builtins.isFunction v then true
+    else builtins.seq v true;
+
+  # report: what a check reads of an evaluated configuration.
+  report = config: {
+    # Every definition of every NixOS option we set, type-checked.
+    # (sops.defaultSopsFile has no default, as in sops-nix: read only when
+    # a secret names no file of its own.)
+    checked = force {
+      inherit (config) services systemd networking boot users environment security nix system disko;
+      sops = removeAttrs config.sops [ "defaultSopsFile" ];
+    };
+    assertions = e.failedAssertions config;
+    inherit (config) warnings;
+    units = lib.genAttrs (builtins.filter (f: config.services.${f}.enable) faces) (e.unit config);
+    firewall = config.networking.firewall.interfaces;
+    kernelModules = config.boot.kernelModules;
+    tmpfiles = config.systemd.tmpfiles.rules;
+    services = builtins.attrNames config.systemd.services;
+  };
+  evalReport = modules: report (e.nixos modules).config;
+
+  # Every face's forge and its default pool's scope, as the fleet
+  # registry's forge data would set them.
+  forgesOfAHost = {
+    services = lib.genAttrs faces (f: {
+      forges.${l.faces.${f}.forge} = l.presets.exampleForges.${l.faces.${f}.forge};
+      pools.default.scope = l.presets.exampleScopes.${l.faces.${f}.forge};
+    });
+  };
+
+  examples = builtins.filter (n: builtins.match ".*\\.nix" n != null) (builtins.attrNames (builtins.readDir ../examples));
+
+  # The flake, its inputs being nixpkgs' lib with this evaluator as
+  # nixosSystem, the stand-in packages, and disko's and sops-nix's options.
+  flake =
+    let
+      nixpkgs = {
+        outPath = ./nixpkgs.nix;
+        lib = lib // { nixosSystem = { modules, ... }: e.nixos modules // { pkgs = e.pkgs; }; };
+        legacyPackages = { x86_64-linux = e.pkgs; aarch64-linux = import ./pkgs.nix { system = "aarch64-linux"; }; };
+      };
+      self = (import ../../flake.nix).outputs {
+        inherit self nixpkgs;
+        disko.nixosModules.disko = { };
+        sops-nix.nixosModules.sops = { };
+        colmena = { lib.makeHive = hive: hive; packages = builtins.mapAttrs (_: _: { colmena = e.pkgs.jq; }) nixpkgs.legacyPackages; };
+      } // { outPath = toString ../..; };
+    in
+    self;
+in
+{
+  # Each of nixosModules alone, and with default: whether it evaluates
+  # (forcing every option's definition) with nothing enabled.
+  modules = builtins.mapAttrs
+    (name: m: {
+      alone = (e.nixos [ m ]).config.services.microvm-base.enable;
+      withDefault = (e.nixos [ e.modules.default m ]).config.services.microvm-base.enable;
+    })
+    e.modules;
+
+  # The documentation's scenarios (nix/examples), each a whole host with
+  # the default module.
+  scenarios = lib.listToAttrs (map
+    (n: { name = lib.removeSuffix ".nix" n; value = evalReport [ e.modules.default (../examples + "/${n}") { networking.hostName = "ci"; } ]; })
+    examples);
+
+  # Every profile as a host's only module besides default and the forge
+  # data a host (or the fleet registry) gives.
+  profiles = builtins.mapAttrs (_: p: evalReport [ e.modules.default p forgesOfAHost ]) (import ../profiles);
+
+  # The flake's outputs and its fleet hosts.
+  flake = {
+    outputs = builtins.attrNames flake;
+    modules = builtins.attrNames flake.nixosModules;
+    packages = builtins.attrNames flake.packages.x86_64-linux;
+    hosts = builtins.mapAttrs (_: c: report c.config) flake.nixosConfigurations;
+    colmena = builtins.attrNames flake.colmena;
+    checks = builtins.attrNames flake.checks.x86_64-linux;
+    profiles = builtins.attrNames flake.profiles;
+  };
+
+  # One module with every face enabled on an image pool and on
+  # Firecracker: the sandboxes that follow.
+  sandboxes =
+    let
+      gitea = { url = "https://gitea.example.invalid"; tokenFile = "/run/secrets/gitea-token"; };
+      host = pools: driver: evalReport [
+        e.modules.default
+        { services.fireteact = { enable = true; forges.gitea = gitea; inherit pools; vmm.driver = driver; }; }
+      ];
+    in
+    {
+      initramfs = host { default = { }; } "qemu";
+      image = host { default.settings.vm.image = "registry.example.invalid/runner:1"; } "qemu";
+      firecracker = host { default = { }; } "firecracker";
+    };
+}
