@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/httpguard"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
@@ -51,6 +52,10 @@ type Options struct {
 	Tokens []string
 	// Log receives request and error logs; nil discards them.
 	Log *slog.Logger
+	// WebhookMaxBody bounds one delivery's body (413 past it), and
+	// WebhookBuffer all bodies being read at once (503 past it); 0 takes
+	// 1 MiB and 32 MiB.
+	WebhookMaxBody, WebhookBuffer int64
 }
 
 // VMSummary is one line of GET /api/v1/vms.
@@ -98,7 +103,14 @@ var now = time.Now
 // /healthz, /readyz and /webhooks/* needs "Authorization: Bearer <token>"
 // with one of o.Tokens; on the unix socket pass false.
 func NewHandler(o Options, requireToken bool) http.Handler {
-	s := &server{b: o.Backend, hooks: o.Webhooks, log: o.Log}
+	s := &server{b: o.Backend, hooks: o.Webhooks, log: o.Log, refusals: httpguard.NewEvery(time.Second),
+		hookMax: o.WebhookMaxBody, hookBudget: &hookBudget{max: o.WebhookBuffer}}
+	if s.hookMax <= 0 {
+		s.hookMax = defaultWebhookMaxBody
+	}
+	if s.hookBudget.max <= 0 {
+		s.hookBudget.max = max(defaultWebhookBuffer, s.hookMax)
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -132,13 +144,13 @@ func NewHandler(o Options, requireToken bool) http.Handler {
 		// the raw path, so "/webhooks/../api/v1/vms" cannot slip past.
 		_, pattern := mux.Handler(r)
 		if requireToken && !openPatterns[pattern] && !s.authorized(r) {
-			s.log.Warn("api request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", "missing or invalid bearer token")
+			s.refused(r, "missing or invalid bearer token")
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			writeError(w, http.StatusUnauthorized, "unauthorized: missing or invalid bearer token")
 			return
 		}
 		mux.ServeHTTP(rec, r)
-		s.log.Debug("api request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start), "remote", r.RemoteAddr)
+		s.log.Debug("api request", "method", httpguard.Clip(r.Method, 16), "path", httpguard.Clip(r.URL.Path, 128), "status", rec.status, "duration", time.Since(start), "remote", r.RemoteAddr)
 	})
 }
 
@@ -148,6 +160,11 @@ type server struct {
 	hooks  map[string]forge.WebhookReceiver
 	tokens [][sha256.Size]byte
 	log    *slog.Logger
+	// refusals rate-limits the logs of refused requests: anyone can
+	// send them.
+	refusals   *httpguard.Every
+	hookMax    int64
+	hookBudget *hookBudget
 }
 
 // authorized checks the bearer token against every accepted token in

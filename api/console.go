@@ -89,6 +89,7 @@ func (s *server) console(w http.ResponseWriter, r *http.Request) {
 
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives any server write timeout
+	_ = rc.SetReadDeadline(time.Time{})  // nor any read timeout
 	if err := rc.Flush(); err != nil {
 		return
 	}

@@ -8,12 +8,12 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
 )
 
 const (
-	maxScaleBody   = 64 << 10
-	maxWebhookBody = 25 << 20 // GitHub's largest delivery
+	maxScaleBody = 64 << 10
 )
 
 func (s *server) listPools(w http.ResponseWriter, r *http.Request) {
@@ -53,6 +53,17 @@ func (s *server) scalePool(w http.ResponseWriter, r *http.Request) {
 	if req.MinIdle == nil && req.Max == nil {
 		writeError(w, http.StatusBadRequest, "nothing to change: give min_idle and/or max")
 		return
+	}
+	// The configuration's bound on a pool's max (config.MaxPoolVMs), so a
+	// client cannot ask for more VMs than a pool may have in the file.
+	for _, v := range []struct {
+		key string
+		n   *int
+	}{{"min_idle", req.MinIdle}, {"max", req.Max}} {
+		if v.n != nil && *v.n > config.MaxPoolVMs {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("%s: %d is more than %d, the most one pool may have", v.key, *v.n, config.MaxPoolVMs))
+			return
+		}
 	}
 	st, err := s.b.Scale(name, req.MinIdle, req.Max)
 	if err != nil {
@@ -126,17 +137,6 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeText(w, http.StatusOK, "ok\n")
-}
-
-func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("forge")
-	recv, ok := s.hooks[name]
-	if !ok || recv == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no webhook receiver for forge %q", name))
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxWebhookBody)
-	recv.ServeWebhook(w, r, s.b.Kick)
 }
 
 // backendError maps a Backend error: not found is 404, anything else 500.

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/httpguard"
 )
 
 // shutdownTimeout is how long a stopping server waits for requests in
@@ -64,7 +66,9 @@ func ServeUnix(ctx context.Context, path string, h http.Handler) error {
 		}
 	}()
 	log.Info("api listening")
-	return serve(ctx, ln, h, nil, log)
+	// Operators only (the socket's mode): the default timeouts, no cap
+	// per source (a unix peer has no address).
+	return serve(ctx, ln, h, nil, httpguard.Default, log)
 }
 
 // removeStale deletes a socket nobody listens on. A live socket or any
@@ -91,8 +95,9 @@ func removeStale(path string) error {
 }
 
 // ServeTCP serves h on addr until ctx ends, with TLS when certFile and
-// keyFile are both given. Serve h with tokens required.
-func ServeTCP(ctx context.Context, addr string, h http.Handler, certFile, keyFile string) error {
+// keyFile are both given, within lim (timeouts; connections in all and
+// per source address). Serve h with tokens required.
+func ServeTCP(ctx context.Context, addr string, h http.Handler, certFile, keyFile string, lim httpguard.Limits) error {
 	if (certFile == "") != (keyFile == "") {
 		return errors.New("api: TLS needs both a certificate and a key file")
 	}
@@ -110,24 +115,20 @@ func ServeTCP(ctx context.Context, addr string, h http.Handler, certFile, keyFil
 	}
 	log := slog.Default().With("listener", "tcp", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
 	log.Info("api listening")
-	return serve(ctx, ln, h, tlsCfg, log)
+	return serve(ctx, ln, h, tlsCfg, lim, log)
 }
 
 // serve runs one server on ln until ctx ends, then shuts it down: new
 // connections stop, streams are told to end, requests in flight get
 // shutdownTimeout to finish.
-func serve(ctx context.Context, ln net.Listener, h http.Handler, tlsCfg *tls.Config, log *slog.Logger) error {
+func serve(ctx context.Context, ln net.Listener, h http.Handler, tlsCfg *tls.Config, lim httpguard.Limits, log *slog.Logger) error {
 	base, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
-	srv := &http.Server{
-		Handler:           h,
-		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return base },
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := httpguard.Server(h, lim, log)
+	srv.TLSConfig = tlsCfg
+	srv.BaseContext = func(net.Listener) context.Context { return base }
 	srv.RegisterOnShutdown(cancelBase)
+	ln = httpguard.Listen(ln, lim, log)
 
 	errc := make(chan error, 1)
 	go func() {

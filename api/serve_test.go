@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/httpguard"
 )
 
 // unixClient talks HTTP over the socket at path.
@@ -170,7 +172,7 @@ func TestServeUnixStale(t *testing.T) {
 
 func TestServeTCP(t *testing.T) {
 	h, _, _ := newTestHandler(t, true)
-	if err := ServeTCP(context.Background(), "127.0.0.1:0", h, "cert.pem", ""); err == nil {
+	if err := ServeTCP(context.Background(), "127.0.0.1:0", h, "cert.pem", "", httpguard.Limits{}); err == nil {
 		t.Fatal("a certificate without a key was accepted")
 	}
 	// Find a free port, then serve on it.
@@ -183,7 +185,7 @@ func TestServeTCP(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- ServeTCP(ctx, addr, h, "", "") }()
+	go func() { errc <- ServeTCP(ctx, addr, h, "", "", httpguard.Limits{}) }()
 	var resp *http.Response
 	deadline := time.Now().Add(5 * time.Second)
 	for {

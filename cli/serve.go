@@ -23,6 +23,7 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/api"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/httpguard"
 	"github.com/nixos-fireactions/nixos-fireactions/metrics"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
@@ -163,7 +164,12 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 	if err != nil {
 		return fmt.Errorf("agent listener: %w", err)
 	}
-	listen("agent", func(ctx context.Context) error { return serveHTTP(ctx, ln, m.AgentHandler()) })
+	// Every guest reaches the agent listener: timeouts, and a cap per
+	// guest (source address) as well as in all.
+	agentLim := serverLimits(cfg.Limits, cfg.Limits.AgentConnsPerSource)
+	listen("agent", func(ctx context.Context) error {
+		return serveHTTP(ctx, ln, m.AgentHandler(), agentLim, log.With("listener", "agent"))
+	})
 	if cfg.Metrics.Listen != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
@@ -171,13 +177,17 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", mx.Handler())
-		listen("metrics", func(ctx context.Context) error { return serveHTTP(ctx, mln, mux) })
+		metricsLim := serverLimits(cfg.Limits, cfg.Limits.APIConnsPerSource)
+		listen("metrics", func(ctx context.Context) error {
+			return serveHTTP(ctx, mln, mux, metricsLim, log.With("listener", "metrics"))
+		})
 	}
 	var names []string
 	for _, f := range cfg.Forges {
 		names = append(names, f.Name)
 	}
-	apiOpts := api.Options{Backend: m, Webhooks: routes.receivers(names), Tokens: cfg.API.Tokens, Log: log}
+	apiOpts := api.Options{Backend: m, Webhooks: routes.receivers(names), Tokens: cfg.API.Tokens, Log: log,
+		WebhookMaxBody: cfg.Limits.WebhookMaxBody, WebhookBuffer: cfg.Limits.WebhookBuffer}
 	if cfg.API.Socket != "" {
 		h := api.NewHandler(apiOpts, false)
 		listen("api-socket", func(ctx context.Context) error { return api.ServeUnix(ctx, cfg.API.Socket, h) })
@@ -185,7 +195,8 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 	if cfg.API.Listen != "" {
 		h := api.NewHandler(apiOpts, true)
 		listen("api-tcp", func(ctx context.Context) error {
-			return api.ServeTCP(ctx, cfg.API.Listen, h, cfg.API.TLSCertFile, cfg.API.TLSKeyFile)
+			return api.ServeTCP(ctx, cfg.API.Listen, h, cfg.API.TLSCertFile, cfg.API.TLSKeyFile,
+				serverLimits(cfg.Limits, cfg.Limits.APIConnsPerSource))
 		})
 	}
 	// Recovery after the listeners: a failed listen must not leave
@@ -293,16 +304,19 @@ func forgeNames(cfg *config.Config) map[string]string {
 	return out
 }
 
-// serveHTTP serves h on ln until ctx ends.
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	return srv.Serve(ln)
+// serveHTTP serves h on ln within lim until ctx ends.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, lim httpguard.Limits, log *slog.Logger) error {
+	return httpguard.Serve(ctx, ln, h, lim, 5*time.Second, log)
+}
+
+// serverLimits are the configured limits of one listener, with its cap of
+// connections per source address.
+func serverLimits(l config.Limits, perSource int) httpguard.Limits {
+	return httpguard.Limits{
+		ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout,
+		WriteTimeout: l.WriteTimeout, IdleTimeout: l.IdleTimeout,
+		MaxConns: l.MaxConns, MaxConnsPerSource: perSource,
+	}
 }
 
 // watchdog pings systemd's watchdog at half its interval, when enabled.

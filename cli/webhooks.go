@@ -1,8 +1,7 @@
 package cli
 
 import (
-	"bytes"
-	"io"
+	"errors"
 	"net/http"
 	"sort"
 	"sync"
@@ -53,8 +52,8 @@ type fanout struct {
 	name   string
 }
 
-// maxWebhookBody bounds a delivery read into memory (GitHub caps payloads
-// at 25 MB).
+// maxWebhookBody bounds a delivery read here when the API has not read it
+// already (the API reads it once, to limits.webhook_max_body).
 const maxWebhookBody = 25 << 20
 
 func (f fanout) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
@@ -65,21 +64,25 @@ func (f fanout) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()
 		http.Error(w, "no pool takes this forge's webhooks", http.StatusNotFound)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxWebhookBody))
+	// One body for every receiver: the API's (no copy), or read here once.
+	body, err := forge.Body(r, maxWebhookBody)
 	if err != nil {
-		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "read body", http.StatusBadRequest)
 		return
 	}
 	// The first receiver answers the forge; the others' answers only
-	// matter to themselves.
+	// matter to themselves, and they count as the same delivery.
 	for i, rc := range rs {
-		req := r.Clone(r.Context())
-		req.Body = io.NopCloser(bytes.NewReader(body))
 		if i == 0 {
-			rc.ServeWebhook(w, req, kick)
+			rc.ServeWebhook(w, forge.WithBody(r, body), kick)
 			continue
 		}
-		rc.ServeWebhook(discard{h: http.Header{}}, req, kick)
+		rc.ServeWebhook(discard{h: http.Header{}}, forge.AsRepeat(forge.WithBody(r, body)), kick)
 	}
 }
 

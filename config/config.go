@@ -30,6 +30,7 @@ type Config struct {
 	Images            Images        `yaml:"images" doc:"The store of OCI images that pools with vm.image boot from."`
 	RegistryCache     RegistryCache `yaml:"registry_cache" doc:"The host's registry cache and web proxy, given to the guests of every pool that does not set cache.bypass (and used by the image store's pulls); see config/cache.go. Ports of its URLs on the gateway are added to network.allow_tcp_ports."`
 	Pools             []Pool        `yaml:"pools" doc:"Pools of identical VMs, each serving the jobs whose labels it offers. At least one."`
+	Limits            Limits        `yaml:"limits" doc:"Bounds on what guests and anonymous clients can make the host hold: HTTP timeouts, connection caps, webhook body sizes (see config/limits.go)."`
 }
 
 // Log is the orchestrator's own logging.
@@ -44,9 +45,11 @@ type API struct {
 	// Listen is a TCP host:port for the API; "" serves it on the socket only.
 	Listen string `yaml:"listen" doc:"TCP host:port to serve the API on as well, for remote clients with a bearer token; empty: off."`
 	// TokensFile holds the bearer tokens TCP clients must present.
-	TokensFile  string `yaml:"tokens_file" doc:"File of bearer tokens accepted on listen, one a line (blank lines and lines starting with '#' ignored); mode 600. Required when listen is set."`
+	TokensFile  string `yaml:"tokens_file" doc:"File of bearer tokens accepted on listen, one a line (blank lines and lines starting with '#' ignored); mode 600 (or 400), owned by root or the user running fireactions. Required when listen is set."`
 	TLSCertFile string `yaml:"tls_cert_file" doc:"PEM certificate (chain) to serve listen with TLS; set with tls_key_file. Neither: plain HTTP."`
-	TLSKeyFile  string `yaml:"tls_key_file" doc:"PEM private key of tls_cert_file."`
+	TLSKeyFile  string `yaml:"tls_key_file" doc:"PEM private key of tls_cert_file; mode 600."`
+	// AllowPlaintext lets Listen be a non-loopback address without TLS.
+	AllowPlaintext bool `yaml:"allow_plaintext" doc:"Serve listen without TLS on an address other hosts can reach (bearer tokens and pool data cross the network in clear). Off: such a listen is refused; loopback addresses (127.0.0.0/8, ::1, localhost) may always go without TLS."`
 	// Tokens are the bearer tokens read from TokensFile by Load.
 	Tokens []string `yaml:"-"`
 }
@@ -59,12 +62,15 @@ type Metrics struct {
 // ConsoleLogs keeps the serial console logs of VMs that failed.
 type ConsoleLogs struct {
 	Keep time.Duration `yaml:"keep" doc:"How long failed VMs' serial console logs are kept under state_dir (0: deleted with the VM)."`
+	// MaxKiB caps each VM's console log, live and kept: a guest writing
+	// its serial port without end cannot fill the host's disk.
+	MaxKiB int `yaml:"max_kib" doc:"Cap of each VM's serial console log in KiB, live and the copy kept of a failed VM; past it the log keeps its first eighth and its most recent bytes, with a line counting what was dropped between (4-1048576)."`
 }
 
 // Network is the host side of the VMs' network: one bridge, one TAP per VM.
 type Network struct {
-	Bridge  string   `yaml:"bridge" doc:"Bridge the VMs' TAPs join (at most 15 bytes)."`
-	CIDR    string   `yaml:"cidr" doc:"IPv4 prefix the VMs' addresses come from (prefix length at most 30)."`
+	Bridge  string   `yaml:"bridge" doc:"Bridge the VMs' TAPs join (at most 15 bytes; not lo, all or default)."`
+	CIDR    string   `yaml:"cidr" doc:"IPv4 prefix the VMs' addresses come from: prefix length /16 to /30, outside 0.0.0.0/8, loopback (127/8), link-local (169.254/16), multicast (224/4) and reserved (240/4) space. Its guest addresses (all but the network, gateway and broadcast addresses: 2^(32-length) - 3) must be at least the sum of the pools' max."`
 	Gateway string   `yaml:"gateway" doc:"The bridge's address; must be a host address of cidr. Default: the first host address of cidr."`
 	DNS     []string `yaml:"dns" doc:"DNS servers given to guests. Default: the gateway."`
 	MTU     int      `yaml:"mtu" doc:"MTU of the guest interface (576-9000)."`
@@ -89,7 +95,7 @@ type VMM struct {
 
 // QEMU tunes the QEMU microvm driver.
 type QEMU struct {
-	Binary string `yaml:"binary" doc:"The qemu-system-x86_64 binary."`
+	Binary string `yaml:"binary" doc:"The qemu-system-x86_64 binary: an absolute path, or a name looked up in PATH."`
 	Accel  string `yaml:"accel" doc:"auto (KVM when /dev/kvm really runs a guest, else TCG), kvm or tcg."`
 }
 
@@ -102,7 +108,7 @@ type Forge struct {
 	URL string `yaml:"url" doc:"Base http(s) URL of the forge, as the host reaches it; for github the REST API base (GitHub Enterprise Server: https://HOST/api/v3). Required for gitea and gitlab. Default: https://api.github.com for github."`
 	// GuestURL is the forge's URL as guests reach it, when it differs.
 	GuestURL  string `yaml:"guest_url" doc:"Base URL as guests reach it. Default: url."`
-	TokenFile string `yaml:"token_file" doc:"File holding the scope-wide API token (never given to a VM); mode 600, surrounding whitespace ignored. gitea and gitlab: exactly one of token_file and token_env is required; github: either a personal access token this way or app_id and app_private_key_file."`
+	TokenFile string `yaml:"token_file" doc:"File holding the scope-wide API token (never given to a VM); mode 600 (or 400; never group/other readable or writable), owned by root or the user running fireactions, surrounding whitespace ignored. gitea and gitlab: exactly one of token_file and token_env is required; github: either a personal access token this way or app_id and app_private_key_file."`
 	TokenEnv  string `yaml:"token_env" doc:"Environment variable holding the API token, instead of token_file."`
 	CAFile    string `yaml:"ca_file" doc:"PEM bundle to trust for the forge's TLS certificate."`
 	// AppID, AppPrivateKeyFile and InstallationID authenticate as a
@@ -116,7 +122,7 @@ type Forge struct {
 	// repositories for queued jobs.
 	PollInterval time.Duration `yaml:"poll_interval" doc:"github only: how often the pools' repositories are polled for queued jobs (polling heals missed or out-of-order webhook deliveries; at least 1s). Default: 30s, or 2m when webhook_secret_file is set."`
 	// WebhookSecretFile holds the secret webhooks are checked with.
-	WebhookSecretFile string `yaml:"webhook_secret_file" doc:"File holding the webhook secret (github: the HMAC secret; gitlab: the X-Gitlab-Token; gitea: the webhook secret); mode 600, surrounding whitespace ignored. Empty: no webhooks."`
+	WebhookSecretFile string `yaml:"webhook_secret_file" doc:"github and gitlab only: file holding the webhook secret (github: the HMAC secret; gitlab: the X-Gitlab-Token); mode 600, owned by root or the user running fireactions, surrounding whitespace ignored. Empty: no webhooks. gitea forges receive no webhooks (their pools poll), so it is refused there."`
 	// Token is the secret read from TokenFile or TokenEnv by Load; empty
 	// for a GitHub App.
 	Token string `yaml:"-"`
@@ -134,12 +140,12 @@ type Pool struct {
 	// "repo:OWNER/NAME", "enterprise:NAME", "group:PATH" or
 	// "project:PATH"; see ParseScope.
 	Scope  string   `yaml:"scope" doc:"Where runners register. gitea: instance, org:NAME or repo:OWNER/NAME; github: org:NAME, repo:OWNER/NAME or enterprise:NAME; gitlab: instance, group:PATH or project:PATH (PATH may be nested: group/sub). github pools must set it."`
-	Labels []string `yaml:"labels" doc:"Required. Labels the runners offer (no spaces, commas or duplicates); a job runs here when all its labels are offered."`
+	Labels []string `yaml:"labels" doc:"Required. Labels the runners offer (no spaces, commas, control characters or duplicates; gitea: no ':', which act_runner reads as label:schema); a job runs here when all its labels are offered."`
 	// Repos are the repositories whose queued runs a GitHub org or
 	// enterprise pool polls for.
 	Repos    []string      `yaml:"repos" doc:"github only, with an org or enterprise scope: the repositories (OWNER/NAME) whose queued workflow runs are polled for jobs."`
 	MinIdle  int           `yaml:"min_idle" doc:"Idle VMs kept ready (0 or more)."`
-	Max      int           `yaml:"max" doc:"Most VMs at once, busy or not (at least 1 and at least min_idle)."`
+	Max      int           `yaml:"max" doc:"Most VMs at once, busy or not (1-4096 and at least min_idle; the pools' max together at most network.cidr's guest addresses). The API's scale obeys the same bound."`
 	VM       VMShape       `yaml:"vm" doc:"Size and boot files of the pool's VMs."`
 	Runner   RunnerOptions `yaml:"runner" doc:"The forge's runner agent inside the guest."`
 	Cache    PoolCache     `yaml:"cache" doc:"What the guests take of registry_cache, and Docker."`
@@ -149,7 +155,7 @@ type Pool struct {
 // VMShape is the size and boot files of a pool's VMs.
 type VMShape struct {
 	VCPUs     int    `yaml:"vcpus" doc:"Virtual CPUs per VM (1-32)."`
-	MemoryMiB int    `yaml:"memory_mib" doc:"Memory per VM in MiB (at least 128)."`
+	MemoryMiB int    `yaml:"memory_mib" doc:"Memory per VM in MiB (128 to 1048576, 1 TiB)."`
 	Kernel    string `yaml:"kernel" doc:"Required. Guest kernel image (bzImage for QEMU, vmlinux for Firecracker)."`
 	// KernelModules are loaded by the agent, dependencies first; names are
 	// resolved through modules.dep in ModulesDir.
@@ -162,7 +168,7 @@ type VMShape struct {
 	// Image is the guest root as an OCI image instead; see config/image.go.
 	Image      string `yaml:"image" doc:"OCI image reference of the guest root, instead of root_initramfs (for example ghcr.io/org/runner:latest, or @sha256:…): pulled into the image store, flattened once per digest and attached read-only to every VM, each with its own writable disk. The guest kernel needs virtio_blk, overlay and erofs (or ext4): list them in kernel_modules unless built in."`
 	PullPolicy string `yaml:"pull_policy" doc:"With image: Always (resolve the tag at start and every images.refresh, pulling a new digest), IfNotPresent (pull only when the store has nothing for the reference) or Never (the store only; see fireactions image pull)."`
-	DiskMiB    int    `yaml:"disk_mib" doc:"With image: each VM's writable disk in MiB (sparse: only what a job writes takes host disk; at least 64)."`
+	DiskMiB    int    `yaml:"disk_mib" doc:"With image: each VM's writable disk in MiB (sparse: only what a job writes takes host disk; 64 to 16777216, 16 TiB)."`
 	Cmdline    string `yaml:"cmdline" doc:"Extra kernel command line arguments."`
 }
 
@@ -187,7 +193,7 @@ type RunnerOptions struct {
 
 // Timeouts bound every stage of a VM's life.
 type Timeouts struct {
-	Boot time.Duration `yaml:"boot" doc:"VMM start until the runner is ready; then the VM is killed and its runner removed."`
+	Boot time.Duration `yaml:"boot" doc:"VMM start until the runner is ready; then the VM is killed and its runner removed (at least 10s)."`
 	Idle time.Duration `yaml:"idle" doc:"How long a surplus idle VM may wait for a job (0: kept while within min_idle)."`
-	Job  time.Duration `yaml:"job" doc:"Longest life of a VM once its runner is ready."`
+	Job  time.Duration `yaml:"job" doc:"Longest life of a VM once its runner is ready (at least 1m)."`
 }

@@ -25,14 +25,23 @@ type decoder struct {
 	nodes int // decoded so far, aliases expanded
 }
 
-// maxNodes bounds the work aliases can make: the schema needs far fewer.
+// maxNodes bounds the values of a document, aliases expanded: the schema
+// needs far fewer. A document past it is refused before it is decoded
+// (expandedSize), so an alias bomb costs one walk of its own nodes.
 const maxNodes = 100_000
+
+// maxFileBytes bounds a configuration file: a large deployment's is a few
+// tens of KiB.
+const maxFileBytes = 4 << 20
 
 // decodeFile decodes the one YAML document in data onto cfg, which holds
 // the defaults: fields the file sets replace them, fields it leaves out or
 // sets to null keep them.
 func decodeFile(file string, data []byte, cfg *Config) (positions, error) {
 	d := &decoder{file: file, pos: positions{}}
+	if len(data) > maxFileBytes {
+		return nil, d.fail(0, fmt.Sprintf("%d bytes is larger than %d (4 MiB): not a configuration file", len(data), maxFileBytes))
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	switch err := dec.Decode(&doc); {
@@ -51,8 +60,34 @@ func decodeFile(file string, data []byte, cfg *Config) (positions, error) {
 	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		return nil, d.fail(0, "empty file")
 	}
+	if n := expandedSize(&doc, map[*yaml.Node]int{}); n > maxNodes {
+		return nil, d.fail(0, fmt.Sprintf("aliases expand the document to more than %d values; write the values out or use fewer aliases", maxNodes))
+	}
 	d.value(doc.Content[0], reflect.ValueOf(cfg).Elem(), field{})
 	return d.pos, errors.Join(d.errs...)
+}
+
+// expandedSize is the number of nodes under n with every alias replaced
+// by what it refers to, counting stopped past maxNodes. Each node's size
+// is computed once (memo), so the walk is linear in the document's own
+// nodes however the aliases nest.
+func expandedSize(n *yaml.Node, memo map[*yaml.Node]int) int {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if s, ok := memo[n]; ok {
+		return s
+	}
+	memo[n] = maxNodes + 1 // an alias to an enclosing node: refused, not looped on
+	size := 1
+	for _, c := range n.Content {
+		if size += expandedSize(c, memo); size > maxNodes {
+			size = maxNodes + 1
+			break
+		}
+	}
+	memo[n] = size
+	return size
 }
 
 // fail is a problem with the file as a whole.

@@ -66,7 +66,7 @@ func (v *validator) images(f field, im *Images) {
 		rule{f.child("max_concurrent_downloads"), between(im.MaxConcurrentDownloads, 1, 16)},
 		rule{f.child("fs_type"), oneOf(im.FSType, "erofs", "ext4")},
 		rule{f.child("refresh"), durationAtLeast(im.Refresh, 10*time.Second)},
-		rule{f.child("docker_config"), optional(im.DockerConfig, v.existingFile)},
+		rule{f.child("docker_config"), optional(im.DockerConfig, v.secretFile)},
 	)
 	for i := range im.Credentials {
 		c := &im.Credentials[i]
@@ -113,7 +113,7 @@ func (v *validator) vmRoot(f field, vm *VMShape) {
 		rule{f.child("root_initramfs"), initramfsErr},
 		rule{f.child("image"), imageErr},
 		rule{f.child("pull_policy"), oneOf(vm.PullPolicy, "Always", "IfNotPresent", "Never")},
-		rule{f.child("disk_mib"), atLeast(vm.DiskMiB, 64)},
+		rule{f.child("disk_mib"), inRange(vm.DiskMiB, 64, maxDiskMiB, "16 TiB")},
 	)
 }
 

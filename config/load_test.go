@@ -28,7 +28,7 @@ func TestParseFillsDefaults(t *testing.T) {
 		Log:               Log{Level: "info", Format: "text"},
 		API:               API{Socket: "/run/fireactions/api.sock"},
 		Metrics:           Metrics{Listen: "127.0.0.1:9464"},
-		ConsoleLogs:       ConsoleLogs{Keep: 24 * time.Hour},
+		ConsoleLogs:       ConsoleLogs{Keep: 24 * time.Hour, MaxKiB: 1024},
 		Network: Network{
 			Bridge:    "fireactions0",
 			CIDR:      "10.200.0.0/24",
@@ -49,6 +49,7 @@ func TestParseFillsDefaults(t *testing.T) {
 			Token:     testToken, // trimmed
 		}},
 		Images: Images{Dir: "/var/lib/fireactions/images", FSType: "erofs", Refresh: 5 * time.Minute, MaxConcurrentDownloads: 3},
+		Limits: limitsDefaults(),
 		Pools: []Pool{{
 			Name:    "default",
 			Forge:   "gitea",
@@ -105,8 +106,9 @@ api:
   tokens_file: $DIR/api-tokens
   tls_cert_file: $DIR/api.crt
   tls_key_file: $DIR/api.key
+  allow_plaintext: true
 metrics: {listen: ""}
-console_logs: {keep: 0s}
+console_logs: {keep: 0s, max_kib: 2048}
 network:
   bridge: br-ci
   cidr: 192.168.50.0/24
@@ -134,11 +136,11 @@ forges:
     guest_url: https://git.example.org
     token_file: $DIR/token
     ca_file: $DIR/ca.pem
-    webhook_secret_file: $DIR/hook
   - name: gh
     type: github
     url: https://api.github.com
     token_env: GITHUB_TOKEN
+    webhook_secret_file: $DIR/hook
     poll_interval: 45s
   - name: ghe
     type: github
@@ -216,10 +218,10 @@ pools:
 		Log:               Log{Level: "debug", Format: "json"},
 		API: API{
 			Socket: "/run/fa/api.sock", Listen: "[::]:8443", TokensFile: f.path("api-tokens"),
-			TLSCertFile: f.path("api.crt"), TLSKeyFile: f.path("api.key"), Tokens: []string{"tok-1", "tok-2"},
+			TLSCertFile: f.path("api.crt"), TLSKeyFile: f.path("api.key"), AllowPlaintext: true, Tokens: []string{"tok-1", "tok-2"},
 		},
 		Metrics:     Metrics{Listen: ""},
-		ConsoleLogs: ConsoleLogs{Keep: 0},
+		ConsoleLogs: ConsoleLogs{Keep: 0, MaxKiB: 2048},
 		Network: Network{
 			Bridge: "br-ci", CIDR: "192.168.50.0/24", Gateway: "192.168.50.254",
 			DNS: []string{"1.1.1.1", "2606:4700:4700::1111"}, MTU: 9000, NAT: &nat, AgentPort: 9000,
@@ -231,11 +233,11 @@ pools:
 			{
 				Name: "gitea", Type: "gitea", URL: "http://10.0.0.5:3000", GuestURL: "https://git.example.org",
 				TokenFile: f.path("token"), CAFile: f.path("ca.pem"), Token: testToken,
-				WebhookSecretFile: f.path("hook"), WebhookSecret: "hook-secret",
 			},
 			{
 				Name: "gh", Type: "github", URL: "https://api.github.com", GuestURL: "https://api.github.com",
 				TokenEnv: "GITHUB_TOKEN", Token: "gh-" + testToken, PollInterval: 45 * time.Second,
+				WebhookSecretFile: f.path("hook"), WebhookSecret: "hook-secret",
 			},
 			{
 				Name: "ghe", Type: "github", URL: "https://ghe.example.com/api/v3", GuestURL: "https://ghe.example.com/api/v3",
@@ -255,6 +257,7 @@ pools:
 			}},
 			Mirrors: []RegistryMirror{{Registry: "docker.io", URLs: []string{"http://10.0.0.9:5000", "https://mirror.example.com"}}},
 		},
+		Limits: limitsDefaults(),
 		Pools: []Pool{{
 			Name: "big-1", Forge: "gh", Scope: "org:acme",
 			Labels: []string{"self-hosted", "x86_64:host"}, MinIdle: 0, Max: 8,
@@ -341,7 +344,7 @@ func TestParseValues(t *testing.T) {
 				r := c.Pools[0].Runner
 				return []any{r.Locked, r.AccessLevel, r.Executor, r.Group}
 			}, []any{(*bool)(nil), "", "", ""}},
-		{"a gitea forge with a webhook secret", "token_file: $DIR/token", "token_file: $DIR/token\n    webhook_secret_file: $DIR/token", "",
+		{"a gitlab forge with a webhook secret", "type: gitea", "type: gitlab\n    webhook_secret_file: $DIR/token", "",
 			func(c *Config) any { return c.Forges[0].WebhookSecret }, testToken},
 		{"api tokens are read without listen", "host_id:", "api: {tokens_file: $DIR/token}\nhost_id:", "",
 			func(c *Config) any { return c.API.Tokens }, []string{testToken}},

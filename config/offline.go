@@ -32,16 +32,23 @@ func ParseOffline(name string, data []byte) (*Config, error) {
 
 func (v *validator) existingFile(p string) error {
 	if v.offline {
-		return required(p)
+		return absolute(p)
 	}
 	return existingFile(p)
 }
 
 func (v *validator) existingDir(p string) error {
 	if v.offline {
-		return required(p)
+		return absolute(p)
 	}
 	return existingDir(p)
+}
+
+func (v *validator) secretFile(p string) error {
+	if v.offline {
+		return absolute(p)
+	}
+	return secretFile(p)
 }
 
 func (v *validator) absoluteFile(p string) error {
@@ -53,21 +60,21 @@ func (v *validator) absoluteFile(p string) error {
 
 func (v *validator) readTokenFile(p string) (string, error) {
 	if v.offline {
-		return "", required(p)
+		return "", absolute(p)
 	}
 	return readTokenFile(p)
 }
 
 func (v *validator) readTokensFile(p string) ([]string, error) {
 	if v.offline {
-		return nil, required(p)
+		return nil, absolute(p)
 	}
 	return readTokensFile(p)
 }
 
 func (v *validator) readPrivateKeyFile(p string) ([]byte, error) {
 	if v.offline {
-		return nil, required(p)
+		return nil, absolute(p)
 	}
 	return readPrivateKeyFile(p)
 }

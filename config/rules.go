@@ -137,10 +137,12 @@ func httpURL(s string) error {
 	return nil
 }
 
-// existingFile accepts the path of a regular file (or a link to one).
+// existingFile accepts the absolute path of a regular file (or a link to
+// one). Relative paths are refused: they would be resolved against
+// whatever directory the daemon happens to run in.
 func existingFile(p string) error {
-	if p == "" {
-		return errMissing
+	if err := absolute(p); err != nil {
+		return err
 	}
 	fi, err := os.Stat(p)
 	if err != nil {
@@ -152,10 +154,10 @@ func existingFile(p string) error {
 	return nil
 }
 
-// existingDir accepts the path of a directory (or a link to one).
+// existingDir accepts the absolute path of a directory (or a link to one).
 func existingDir(p string) error {
-	if p == "" {
-		return errMissing
+	if err := absolute(p); err != nil {
+		return err
 	}
 	fi, err := os.Stat(p)
 	if err != nil {

@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
+	"syscall"
 	"unicode"
 )
 
@@ -44,23 +46,48 @@ func readTokenFile(path string) (string, error) {
 	return checkToken(string(data), path)
 }
 
-// readSecretFile reads a regular file only its owner may read.
+// readSecretFile reads a secret file (see secretFile).
 func readSecretFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, pathError(path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, errorf("%s is not a regular file", path)
-	}
-	if fi.Mode().Perm()&0o044 != 0 {
-		return nil, errorf("%s is readable by group/other (chmod 600)", path)
+	if err := secretFile(path); err != nil {
+		return nil, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, pathError(path, err)
 	}
 	return data, nil
+}
+
+// secretFile accepts the absolute path of a regular file (or a link to
+// one) that only its owner may read or write, owned by root or by the user
+// running fireactions: a secret anyone else may read leaks, and one
+// anyone else may write (a tokens_file at 0622, or a file another user
+// owns and can chmod) lets them add credentials.
+func secretFile(path string) error {
+	if err := absolute(path); err != nil {
+		return err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return pathError(path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return errorf("%s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return errorf("%s has mode %04o: group/other may read or write it (chmod 600)", path, perm)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		uid, me := int(st.Uid), os.Geteuid()
+		if uid != 0 && uid != me {
+			running := "root, the user running fireactions"
+			if me != 0 {
+				running = fmt.Sprintf("root or uid %d, the user running fireactions", me)
+			}
+			return errorf("%s is owned by uid %d, not %s (chown)", path, uid, running)
+		}
+	}
+	return nil
 }
 
 // readPrivateKeyFile reads a GitHub App's private key: a file only its

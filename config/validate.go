@@ -54,8 +54,9 @@ func (v *validator) config(c *Config) {
 		rule{log.child("format"), oneOf(c.Log.Format, "text", "json")},
 		rule{root.child("metrics").child("listen"), errors.Join(optional(c.Metrics.Listen, hostPort), notSame(c.Metrics.Listen, c.API.Listen, "api.listen"))},
 		rule{root.child("console_logs").child("keep"), notNegativeDuration(c.ConsoleLogs.Keep)},
+		rule{root.child("console_logs").child("max_kib"), between(c.ConsoleLogs.MaxKiB, 4, 1<<20)},
 		rule{root.child("vmm").child("driver"), oneOf(c.VMM.Driver, "qemu", "firecracker")},
-		rule{qemu.child("binary"), required(c.VMM.QEMU.Binary)},
+		rule{qemu.child("binary"), binaryPath(c.VMM.QEMU.Binary)},
 		rule{qemu.child("accel"), oneOf(c.VMM.QEMU.Accel, "auto", "kvm", "tcg")},
 	)
 	v.firecracker(root.child("vmm").child("firecracker"), &c.VMM.Firecracker, c.VMM.Driver, c.StateDir, c.Network.CIDR)
@@ -63,17 +64,20 @@ func (v *validator) config(c *Config) {
 	v.network(root.child("network"), &c.Network)
 	types := v.forges(root.child("forges"), c.Forges)
 	v.images(root.child("images"), &c.Images)
+	v.limits(root.child("limits"), &c.Limits)
 	v.registryCache(root.child("registry_cache"), &c.RegistryCache)
 	v.pools(root.child("pools"), c.Pools, types)
+	v.check(rule{root.child("network").child("cidr"), poolsFit(c.Network.CIDR, c.Pools)})
 }
 
 // api checks the API section and reads its bearer tokens.
 func (v *validator) api(f field, a *API) {
 	v.check(
 		rule{f.child("socket"), socketPath(a.Socket)},
-		rule{f.child("listen"), optional(a.Listen, hostPort)},
-		rule{f.child("tls_cert_file"), v.pairedFile(a.TLSCertFile, a.TLSKeyFile, "tls_key_file")},
-		rule{f.child("tls_key_file"), v.pairedFile(a.TLSKeyFile, a.TLSCertFile, "tls_cert_file")},
+		rule{f.child("listen"), errors.Join(optional(a.Listen, hostPort), plaintextListen(a))},
+		rule{f.child("allow_plaintext"), onlyWith(a.AllowPlaintext && a.Listen == "", "listen")},
+		rule{f.child("tls_cert_file"), v.pairedFile(a.TLSCertFile, a.TLSKeyFile, "tls_key_file", v.existingFile)},
+		rule{f.child("tls_key_file"), v.pairedFile(a.TLSKeyFile, a.TLSCertFile, "tls_cert_file", v.secretFile)},
 	)
 	var err error
 	switch {
@@ -87,6 +91,9 @@ func (v *validator) api(f field, a *API) {
 
 func (v *validator) network(f field, n *Network) {
 	prefix, cidrErr := parseCIDR(n.CIDR)
+	if cidrErr == nil {
+		cidrErr = cidrUsable(prefix)
+	}
 	v.check(
 		rule{f.child("bridge"), bridgeName(n.Bridge)},
 		rule{f.child("cidr"), cidrErr},
@@ -132,7 +139,11 @@ func (v *validator) forges(f field, forges []Forge) map[string]string {
 		v.pollInterval(ff, fo)
 		if fo.WebhookSecretFile != "" {
 			var err error
+			// Read even where it is refused, so no message shows it.
 			fo.WebhookSecret, err = v.readTokenFile(fo.WebhookSecretFile)
+			if fo.Type == "gitea" {
+				err = errors.New("gitea forges receive no webhooks (their pools poll the forge; deliveries would get 404): remove it")
+			}
 			v.check(rule{ff.child("webhook_secret_file"), err})
 		}
 		if _, ok := types[fo.Name]; !ok && fo.Name != "" {
@@ -201,7 +212,7 @@ func (v *validator) pools(f field, pools []Pool, types map[string]string) {
 			rule{pf.child("min_idle"), notNegative(p.MinIdle)},
 			rule{pf.child("max"), poolMax(p.Max, p.MinIdle)},
 		)
-		v.labels(pf.child("labels"), p.Labels)
+		v.labels(pf.child("labels"), p.Labels, typ)
 		v.repos(pf.child("repos"), p.Repos, p.Scope, typ, known)
 		v.vm(pf.child("vm"), &p.VM)
 		v.runner(pf.child("runner"), &p.Runner, typ, known)
@@ -210,20 +221,17 @@ func (v *validator) pools(f field, pools []Pool, types map[string]string) {
 	}
 }
 
-func (v *validator) labels(f field, labels []string) {
+func (v *validator) labels(f field, labels []string, typ string) {
 	if len(labels) == 0 {
 		v.check(rule{f, errors.New("at least one label is required")})
 		return
 	}
 	first := map[string]int{}
 	for i, l := range labels {
-		var err error
 		prev, seen := first[l]
+		err := label(l, typ)
 		switch {
-		case l == "":
-			err = errors.New("is empty")
-		case strings.ContainsFunc(l, func(r rune) bool { return unicode.IsSpace(r) || r == ',' }):
-			err = errorf("%q contains a space or a comma", l)
+		case err != nil:
 		case seen:
 			err = errorf("duplicate label %q (also %s)", l, f.index(prev).label)
 		default:
@@ -265,7 +273,7 @@ func (v *validator) repos(f field, repos []string, scope, typ string, forgeKnown
 func (v *validator) vm(f field, vm *VMShape) {
 	v.check(
 		rule{f.child("vcpus"), between(vm.VCPUs, 1, 32)},
-		rule{f.child("memory_mib"), atLeast(vm.MemoryMiB, 128)},
+		rule{f.child("memory_mib"), inRange(vm.MemoryMiB, 128, maxMemoryMiB, "1 TiB")},
 		rule{f.child("kernel"), v.existingFile(vm.Kernel)},
 	)
 	v.vmRoot(f, vm)
@@ -320,9 +328,9 @@ func (v *validator) runner(f field, r *RunnerOptions, typ string, forgeKnown boo
 
 func (v *validator) timeouts(f field, t *Timeouts) {
 	v.check(
-		rule{f.child("boot"), positive(t.Boot)},
+		rule{f.child("boot"), durationAtLeast(t.Boot, minBootTimeout)},
 		rule{f.child("idle"), notNegativeDuration(t.Idle)},
-		rule{f.child("job"), positive(t.Job)},
+		rule{f.child("job"), durationAtLeast(t.Job, minJobTimeout)},
 	)
 }
 
@@ -341,6 +349,8 @@ func bridgeName(s string) error {
 		return errMissing
 	case len(s) > 15:
 		return errorf("%q is longer than 15 bytes", s)
+	case reservedBridges[s] != "":
+		return errors.New(reservedBridges[s])
 	case !bridgePattern.MatchString(s):
 		return errorf("%q may only hold letters, digits, '_', '.' and '-'", s)
 	}
@@ -504,14 +514,14 @@ func absoluteFile(p string) error {
 
 // pairedFile checks a file that is set together with another: both or
 // neither.
-func (v *validator) pairedFile(p, other, otherKey string) error {
+func (v *validator) pairedFile(p, other, otherKey string, check func(string) error) error {
 	switch {
 	case p == "" && other != "":
 		return errorf("must be set with %s", otherKey)
 	case p == "":
 		return nil
 	}
-	return v.existingFile(p)
+	return check(p)
 }
 
 func notNegative(n int) error {
@@ -524,6 +534,9 @@ func notNegative(n int) error {
 func poolMax(maxVMs, minIdle int) error {
 	if err := atLeast(maxVMs, 1); err != nil {
 		return err
+	}
+	if maxVMs > MaxPoolVMs {
+		return errorf("%d is more than %d, the most one pool may have", maxVMs, MaxPoolVMs)
 	}
 	if maxVMs < minIdle {
 		return errorf("%d is less than min_idle %d", maxVMs, minIdle)

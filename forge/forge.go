@@ -5,7 +5,9 @@
 package forge
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"time"
 
@@ -107,3 +109,48 @@ type WebhookReceiver interface {
 	// when demand changed.
 	ServeWebhook(w http.ResponseWriter, r *http.Request, kick func())
 }
+
+// The body of a webhook delivery is read once, by the API (bounded, 413
+// past the limit), and handed to every receiver of the forge with the
+// request: receivers take it with Body instead of reading r.Body, so a
+// delivery is held in memory once however many pools share the forge.
+type bodyKey struct{}
+
+// repeatKey marks a delivery's second and later receivers.
+type repeatKey struct{}
+
+// WithBody returns r carrying its already read body (also as r.Body).
+func WithBody(r *http.Request, body []byte) *http.Request {
+	r = r.WithContext(context.WithValue(r.Context(), bodyKey{}, body))
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return r
+}
+
+// Body is the delivery's body: the one WithBody stored, or else r.Body
+// read whole up to limit bytes (an error past it).
+func Body(r *http.Request, limit int64) ([]byte, error) {
+	if b, ok := r.Context().Value(bodyKey{}).([]byte); ok {
+		return b, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	return b, err
+}
+
+// AsRepeat marks r as a delivery another receiver of the same forge has
+// already been handed (metrics count a delivery once).
+func AsRepeat(r *http.Request) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), repeatKey{}, true))
+}
+
+// IsRepeat reports whether r was marked by AsRepeat.
+func IsRepeat(r *http.Request) bool {
+	v, _ := r.Context().Value(repeatKey{}).(bool)
+	return v
+}
+
+// MaxDeliveryID bounds a delivery id a receiver keeps for de-duplication
+// (GitHub's and GitLab's are UUIDs, 36 bytes); a longer one is refused.
+const MaxDeliveryID = 128

@@ -67,6 +67,8 @@ type instrumentedWebhooks struct {
 }
 
 func (i *instrumentedWebhooks) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
-	i.m.forgeRequests.WithLabelValues(i.name, "webhook").Inc()
+	if !forge.IsRepeat(r) { // a delivery fanned out to several pools counts once
+		i.m.forgeRequests.WithLabelValues(i.name, "webhook").Inc()
+	}
 	i.WebhookReceiver.ServeWebhook(w, r, kick)
 }

@@ -163,6 +163,11 @@ func BenchmarkVMNetwork(b *testing.B) {
 				alloc := NewAllocator(br.Prefix, br.Gateway)
 				for i := 0; i < present; i++ {
 					ip, _ := alloc.Allocate("other")
+					// AddVM pins the VM's MAC to its TAP: the TAP must exist.
+					if err := br.AddTAP("faother" + strconv.Itoa(i)); err != nil {
+						b.Error(err)
+						return
+					}
 					if err := r.AddVM(VM{TAP: "faother" + strconv.Itoa(i), MAC: NewMAC(), IP: ip}); err != nil {
 						b.Error(err)
 						return

@@ -106,7 +106,8 @@ func BridgeMAC(name string) net.HardwareAddr {
 	return mac
 }
 
-// AddTAP creates a persistent TAP named name on the bridge, up.
+// AddTAP creates a persistent TAP named name on the bridge, up, its
+// bridge port locked (no learning, no unicast or multicast flooding).
 func (b Bridge) AddTAP(name string) error {
 	br, err := netlink.LinkByName(b.Name)
 	if err != nil {
@@ -137,6 +138,12 @@ func (b Bridge) AddTAP(name string) error {
 	if err := netlink.LinkSetMaster(link, br); err != nil {
 		_ = netlink.LinkDel(link)
 		return fmt.Errorf("tap %s: join %s: %w", name, b.Name, err)
+	}
+	// Locked before it is up: the port never learns or floods, even
+	// before Rules.AddVM pins the VM's MAC to it.
+	if err := lockPort(link); err != nil {
+		_ = netlink.LinkDel(link)
+		return err
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		_ = netlink.LinkDel(link)

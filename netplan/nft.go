@@ -117,13 +117,20 @@ func (r Rules) Script() string {
 	w("    type filter hook prerouting priority filter; policy accept;")
 	w("    iifname @taps jump guard")
 	w("  }")
-	// A VM sends only from its own MAC and IP, IPv4 and ARP only.
+	// A VM sends only from its own MAC and IP, IPv4 and ARP only. The
+	// Ethernet source is checked for ARP too, not only the ARP sender
+	// fields: the bridge learns from (and the host answers to) the frame's
+	// source, so an ARP from another VM's MAC would take that VM's traffic.
+	// Both lookups hit the TAP's one element only when the Ethernet source
+	// and the ARP sender are both the VM's MAC, with its IP.
 	w("  chain guard {")
 	if r.KBytesPerSecond > 0 {
 		w("    update @bandwidth { iifname limit rate over %d kbytes/second } drop", r.KBytesPerSecond)
 	}
 	w("    ether type ip iifname . ether saddr . ip saddr @allowed return")
-	w("    ether type arp iifname . arp saddr ether . arp saddr ip @allowed return")
+	w("    ether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 " +
+		"iifname . ether saddr . arp saddr ip @allowed " +
+		"iifname . arp saddr ether . arp saddr ip @allowed return")
 	w("    drop")
 	w("  }")
 	w("}")
@@ -148,13 +155,23 @@ type VM struct {
 	IP  netip.Addr
 }
 
-// AddVM lets the VM's TAP send from its own MAC and IP.
+// AddVM lets the VM's TAP send from its own MAC and IP, and pins the
+// VM's MAC to its TAP on the bridge: the port learns nothing and floods
+// no unknown unicast (see lockPort), and a static forwarding entry sends
+// the VM's MAC there and nowhere else. The TAP must exist.
 func (r Rules) AddVM(v VM) error {
-	return r.elements(v, true)
+	if err := r.elements(v, true); err != nil {
+		return err
+	}
+	return r.pin(v, true)
 }
 
-// RemoveVM forgets the VM; elements already gone are not an error.
+// RemoveVM forgets the VM, its forwarding entry first; elements already
+// gone (or a TAP already gone) are not an error.
 func (r Rules) RemoveVM(v VM) error {
+	if err := r.pin(v, false); err != nil {
+		return err
+	}
 	return r.elements(v, false)
 }
 

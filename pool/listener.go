@@ -1,16 +1,27 @@
 package pool
 
 import (
+	"context"
 	"encoding/json"
-	"io"
+	"errors"
+
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/httpguard"
 )
 
+// maxReportBytes bounds one report's body.
+const maxReportBytes = 64 << 10
+
 // AgentHandler serves the guest agents' reports. Each report must carry the
-// bearer token of the VM it names; anything else is refused.
+// bearer token of the VM it names; anything else is refused. Answers never
+// echo what the guest sent. The server around it (timeouts, connection
+// caps per guest) is the caller's: see httpguard.
 func (m *Manager) AgentHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+agentproto.ReportPath, func(w http.ResponseWriter, r *http.Request) {
@@ -20,8 +31,13 @@ func (m *Manager) AgentHandler() http.Handler {
 			return
 		}
 		var rep agentproto.Report
-		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&rep); err != nil {
-			http.Error(w, "bad report: "+err.Error(), http.StatusBadRequest)
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxReportBytes)).Decode(&rep); err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				http.Error(w, "report too large", http.StatusRequestEntityTooLarge)
+				return
+			}
+			http.Error(w, "bad report", http.StatusBadRequest)
 			return
 		}
 		if err := m.Report(tok, rep); err != nil {
@@ -32,3 +48,77 @@ func (m *Manager) AgentHandler() http.Handler {
 	})
 	return mux
 }
+
+// What of a guest's reports reaches the host log: a guest is untrusted
+// (a job may have root in it), so its text is clipped, each VM's reports
+// are logged at INFO only the first time each known event comes (repeats
+// and unknown events at DEBUG), and after maxLoggedReports lines nothing
+// more of that VM's reports is logged at all, whatever the level.
+const (
+	maxLoggedReports = 64
+	maxReportText    = 256  // bytes of a report's event or message in a log line
+	maxReasonBytes   = 1024 // bytes of a failure message kept in the VM's record
+)
+
+// reportLog is one VM's report-logging budget.
+type reportLog struct {
+	mu     sync.Mutex
+	n      int
+	seen   map[agentproto.Event]bool
+	drops  int
+	dropAt time.Time
+}
+
+func (l *reportLog) log(log *slog.Logger, r agentproto.Report) {
+	l.mu.Lock()
+	l.n++
+	n := l.n
+	first := false
+	if known(r.Event) && !l.seen[r.Event] {
+		if l.seen == nil {
+			l.seen = map[agentproto.Event]bool{}
+		}
+		l.seen[r.Event], first = true, true
+	}
+	l.mu.Unlock()
+	if n > maxLoggedReports && !first {
+		if n == maxLoggedReports+1 {
+			log.Warn("agent: too many reports from this guest; no more of them are logged")
+		}
+		return
+	}
+	level := slog.LevelDebug
+	if first {
+		level = slog.LevelInfo
+	}
+	log.Log(context.Background(), level, "agent", "event", clipGuest(string(r.Event), maxReportText),
+		"guest_uptime", r.Uptime.Round(time.Millisecond), "msg", clipGuest(r.Message, maxReportText))
+}
+
+// dropped logs a report the VM's queue had no room for: the first, then
+// at most one a minute with the count.
+func (l *reportLog) dropped(log *slog.Logger, r agentproto.Report) {
+	l.mu.Lock()
+	l.drops++
+	now := time.Now()
+	if !l.dropAt.IsZero() && now.Sub(l.dropAt) < time.Minute {
+		l.mu.Unlock()
+		return
+	}
+	drops := l.drops
+	l.drops, l.dropAt = 0, now
+	l.mu.Unlock()
+	log.Warn("dropped agent reports: the guest sends faster than they are handled", "event", clipGuest(string(r.Event), maxReportText), "dropped", drops)
+}
+
+func known(e agentproto.Event) bool {
+	switch e {
+	case agentproto.EventBooted, agentproto.EventNetworkUp, agentproto.EventRunnerStarted,
+		agentproto.EventRunnerReady, agentproto.EventJobStarted, agentproto.EventRunnerExited, agentproto.EventFailed:
+		return true
+	}
+	return false
+}
+
+// clipGuest bounds guest text.
+func clipGuest(s string, n int) string { return httpguard.Clip(s, n) }

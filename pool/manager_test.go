@@ -35,6 +35,12 @@ type harness struct {
 
 func newHarness(t *testing.T, minIdle, max int, behave guestBehaviour, tune func(*config.Pool)) *harness {
 	t.Helper()
+	return newHarnessLogging(t, minIdle, max, behave, tune, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// newHarnessLogging is newHarness with the manager logging to log.
+func newHarnessLogging(t *testing.T, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger) *harness {
+	t.Helper()
 	pc := config.PoolDefaults()
 	pc.Name, pc.Forge, pc.Labels, pc.MinIdle, pc.Max = "p", "f", []string{"linux"}, minIdle, max
 	pc.Timeouts.Boot = 2 * time.Second
@@ -56,7 +62,7 @@ func newHarness(t *testing.T, minIdle, max int, behave guestBehaviour, tune func
 	}
 	m, err := New(Deps{
 		Config: &cfg, Forges: map[string]forge.Forge{"p": h.forge}, Network: h.net, Alloc: h.alloc,
-		Store: store, Boot: h.boot, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store: store, Boot: h.boot, Log: log,
 		ReportURL: "http://10.200.0.1:8089/agent/v1/report", Interval: 10 * time.Millisecond,
 	})
 	if err != nil {

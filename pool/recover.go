@@ -25,16 +25,37 @@ type Leftovers struct {
 // runner was ready (idle or busy) and whose monitor still runs is adopted:
 // it goes on as if nothing happened. Everything else is removed: VM
 // processes, TAPs, directories, addresses and the forge runners of this
-// host. It runs before the first reconcile.
+// host. A record without a PID (a crash after the monitor started, before
+// the record said so) has its monitor found by the VM's identity, when the
+// hypervisor can (vmm.Finder). Only the directories the store made are
+// removed (see vmstate.Store.List). It runs before the first reconcile.
 func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
+	var errs []error
+	if err := m.d.Store.RemoveUnfinished(); err != nil {
+		errs = append(errs, err)
+	}
 	recs, err := m.d.Store.List()
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
-	var errs []error
 	keepTAP, keepRunner := map[string]bool{}, map[string]bool{}
+	finder, _ := m.d.Hypervisor.(vmm.Finder)
 	for _, r := range recs {
 		log := m.log.With("vm", r.ID, "pool", r.Pool)
+		if r.PID <= 0 && finder != nil {
+			pid, err := finder.FindMonitor(r.ID)
+			if err != nil {
+				// Its monitor may run: keep its record and TAP for the
+				// next start.
+				errs = append(errs, fmt.Errorf("vm %s: %w", r.ID, err))
+				keepTAP[r.TAP], keepRunner[r.RunnerName] = true, true
+				continue
+			}
+			if pid > 0 {
+				log.Info("found the monitor of a vm recorded without one", "phase", r.Phase, "pid", pid)
+				r.PID = pid
+			}
+		}
 		if m.adopt(ctx, l, r) {
 			keepTAP[r.TAP], keepRunner[r.RunnerName] = true, true
 			continue
@@ -130,6 +151,13 @@ func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) boo
 		m.d.Alloc.Release(parseAddr(r.Address), r.ID)
 		_ = machine.Kill(ctx)
 		return false
+	}
+	// The PID may have been found by identity: record it. A failed save
+	// leaves the old record, whose monitor the next start finds by
+	// identity again: the error is logged and the VM adopted all the same.
+	r.Seq++
+	if err := m.d.Store.Save(r); err != nil {
+		m.log.Error("adopting vm whose record cannot be saved", "vm", r.ID, "err", err)
 	}
 	v := adoptedVM(m, p, *r, m.adoptRoot(ctx, r))
 	m.mu.Lock()

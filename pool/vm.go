@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -30,8 +29,9 @@ type vm struct {
 	log   *slog.Logger
 	token string
 
-	events chan agentproto.Report
-	stopCh chan struct{}
+	events  chan agentproto.Report
+	stopCh  chan struct{}
+	reports reportLog // what of the guest's reports reaches the host log
 
 	mu       sync.Mutex
 	rec      vmstate.Record
@@ -101,15 +101,23 @@ func (v *vm) snapshot() vmstate.Record {
 	return v.rec
 }
 
-// update changes the record under the lock and saves it.
-func (v *vm) update(store *vmstate.Store, f func(r *vmstate.Record)) {
+// update changes the record under the lock and saves it. The sequence
+// number taken under the lock keeps a slower save of an older snapshot
+// from replacing a newer record. A failed save is logged and returned:
+// until the monitor runs and its runner is ready, the VM is ended (create,
+// serve); once it may hold a job it goes on, since recovery finds its
+// monitor by its identity and the record is only lagging.
+func (v *vm) update(store *vmstate.Store, f func(r *vmstate.Record)) error {
 	v.mu.Lock()
 	f(&v.rec)
+	v.rec.Seq++
 	r := v.rec
 	v.mu.Unlock()
 	if err := store.Save(&r); err != nil {
 		v.log.Error("save vm state", "err", err)
+		return err
 	}
+	return nil
 }
 
 func (v *vm) setPhase(store *vmstate.Store, p vmstate.Phase) {
@@ -137,7 +145,7 @@ func (v *vm) deliver(r agentproto.Report) {
 	select {
 	case v.events <- r:
 	default:
-		v.log.Warn("dropped agent report", "event", r.Event)
+		v.reports.dropped(v.log, r)
 	}
 }
 
@@ -209,9 +217,11 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	if err != nil {
 		return nil, fail(ReasonSetup, err)
 	}
-	v.update(m.d.Store, func(r *vmstate.Record) {
+	if err := v.update(m.d.Store, func(r *vmstate.Record) {
 		r.Address, r.TAP, r.MAC = addr.String(), tap, netplan.NewMAC()
-	})
+	}); err != nil {
+		return nil, fail(ReasonSetup, err)
+	}
 
 	guest := forge.GuestOptions{
 		AgentPath: p.cfg.Runner.Path, User: p.cfg.Runner.User,
@@ -228,7 +238,9 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 			root.Guest(&guest)
 			// Recorded before the monitor starts: a restart that adopts
 			// the VM leases this image again (see Manager.adoptRoot).
-			v.update(m.d.Store, func(r *vmstate.Record) { r.Image = root.Digest() })
+			if err := v.update(m.d.Store, func(r *vmstate.Record) { r.Image = root.Digest() }); err != nil {
+				return nil, fail(ReasonSetup, err)
+			}
 		}
 	}
 	start := time.Now()
@@ -240,7 +252,9 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	if err != nil {
 		return nil, fail(ReasonRegister, fmt.Errorf("register runner: %w", err))
 	}
-	v.update(m.d.Store, func(r *vmstate.Record) { r.RunnerID = runner.ID })
+	if err := v.update(m.d.Store, func(r *vmstate.Record) { r.RunnerID = runner.ID }); err != nil {
+		return nil, fail(ReasonSetup, err)
+	}
 	v.log.Info("runner registered", "runner", runner.Name, "runner_id", runner.ID, "took", time.Since(start).Round(time.Millisecond))
 	m.obs.Provisioned(p.cfg.Name, time.Since(first.Created))
 
@@ -276,7 +290,7 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	spec := vmm.Spec{
 		ID: id, Dir: dir, Kernel: p.cfg.VM.Kernel, Initramfs: initrd, Cmdline: p.cfg.VM.Cmdline,
 		VCPUs: p.cfg.VM.VCPUs, MemoryMiB: p.cfg.VM.MemoryMiB,
-		TAP: rec.TAP, MAC: rec.MAC, ConsoleLog: filepath.Join(dir, "console.log"),
+		TAP: rec.TAP, MAC: rec.MAC, ConsoleLog: filepath.Join(dir, "console.log"), ConsoleMaxBytes: m.consoleMaxBytes(),
 		Slot: slot, Metadata: vmMetadata(id, p.cfg.Name, m.d.Config.HostID),
 	}
 	if v.root != nil {
@@ -291,7 +305,11 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	}
 	v.started = time.Now()
 	m.obs.VMStarted(p.cfg.Name)
-	v.update(m.d.Store, func(r *vmstate.Record) { r.PID, r.Phase = machine.PID(), vmstate.Booting })
+	if err := v.update(m.d.Store, func(r *vmstate.Record) { r.PID, r.Phase = machine.PID(), vmstate.Booting }); err != nil {
+		// Returned with the machine, which teardown kills: no monitor
+		// runs that its record does not know of.
+		return machine, fail(ReasonSetup, err)
+	}
 	v.log.Info("vm booting", "pid", machine.PID(), "address", addr, "slot", spec.Slot, "tap", tap)
 	return machine, nil
 }
@@ -320,7 +338,7 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 	for {
 		select {
 		case r := <-v.events:
-			v.log.Info("agent", "event", r.Event, "guest_uptime", r.Uptime.Round(time.Millisecond), "msg", r.Message)
+			v.reports.log(v.log, r)
 			switch r.Event {
 			case agentproto.EventRunnerReady:
 				if !v.readyAt().IsZero() {
@@ -331,12 +349,16 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 				v.mu.Lock()
 				v.ready = now
 				v.mu.Unlock()
-				v.update(v.m.d.Store, func(rec *vmstate.Record) {
+				if err := v.update(v.m.d.Store, func(rec *vmstate.Record) {
 					rec.Ready, rec.ReadyUptime = now.UTC(), r.Uptime.String()
 					if rec.Phase == vmstate.Booting {
 						rec.Phase = vmstate.Idle
 					}
-				})
+				}); err != nil {
+					// Ended before it takes a job: a restart would take
+					// its record for a VM still booting.
+					return false, fail(ReasonSetup, err)
+				}
 				v.m.succeeded(v.pool)
 				v.m.obs.Booted(v.pool.cfg.Name, now.Sub(v.started))
 				jt := time.NewTimer(t.Job)
@@ -354,7 +376,7 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 				code := r.ExitCode
 				v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.ExitCode = &code })
 			case agentproto.EventFailed:
-				v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.Reason = r.Message })
+				v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.Reason = clipGuest(r.Message, maxReasonBytes) })
 			}
 		case <-machine.Done():
 			if err := machine.Err(); err != nil {
@@ -487,15 +509,16 @@ func (v *vm) keepConsole() {
 		return
 	}
 	path := filepath.Join(v.m.d.ConsoleDir, v.rec.ID+".log")
-	dst, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		v.log.Error("keep console log", "err", err)
-		return
-	}
-	defer dst.Close()
-	if _, err := io.Copy(dst, src); err != nil {
+	// Bounded like the live log, whatever the VM's directory holds.
+	if err := vmm.CopyConsole(path, src.Name(), v.m.consoleMaxBytes()); err != nil {
 		v.log.Error("keep console log", "err", err)
 		return
 	}
 	v.log.Info("console log kept", "path", path)
+}
+
+// consoleMaxBytes is the cap of each VM's console log, live and kept
+// (console_logs.max_kib; 0: the driver's default).
+func (m *Manager) consoleMaxBytes() int64 {
+	return int64(m.d.Config.ConsoleLogs.MaxKiB) << 10
 }

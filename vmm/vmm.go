@@ -20,8 +20,11 @@ type Spec struct {
 	MemoryMiB  int
 	TAP        string // host TAP device the guest's eth0 is attached to
 	MAC        string
-	ConsoleLog string  // file the serial console is written to
-	Drives     []Drive // virtio block devices, in attachment order
+	ConsoleLog string // file the serial console is written to
+	// ConsoleMaxBytes caps ConsoleLog (0: DefaultConsoleMaxBytes); see
+	// OpenConsole.
+	ConsoleMaxBytes int64
+	Drives          []Drive // virtio block devices, in attachment order
 	// Slot is the VM's number on this host, unique among its live VMs and
 	// stable across an orchestrator restart: its address's offset in the
 	// VMs' network. The Firecracker jailer runs VM n as uid/gid base+n.
@@ -71,4 +74,13 @@ type Reaper interface {
 	// Reap ends the monitor if pid is still VM id's, then removes what the
 	// driver made on the host for that VM.
 	Reap(ctx context.Context, id string, pid int) error
+}
+
+// Finder is implemented by drivers that can find a VM's running monitor
+// by its identity (the VM id it was started with), not by a recorded PID:
+// crash recovery uses it for a VM whose record holds no PID yet (the
+// monitor started, the record was not written).
+type Finder interface {
+	// FindMonitor returns the pid of VM id's running monitor, 0 if none.
+	FindMonitor(id string) (int, error)
 }

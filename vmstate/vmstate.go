@@ -1,5 +1,6 @@
 // Package vmstate keeps each VM's record on disk, one directory per VM
-// under the state directory, written atomically on every change. After a
+// under the state directory, written atomically and durably (fsync of the
+// file and of its directory) on every change. After a
 // crash the records say what a previous run left behind: processes, TAPs,
 // addresses, files and forge runners.
 package vmstate
@@ -10,7 +11,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -54,11 +58,47 @@ type Record struct {
 	// for an initramfs root), so a restarted orchestrator that adopts the
 	// VM leases that image again and no eviction removes it meanwhile.
 	Image string `json:"image,omitempty"`
+	// Seq orders a VM's records: the writer numbers each snapshot it
+	// takes (under its own lock), and Save never writes a record over one
+	// with the same or a higher Seq. Saved with 0, a record is numbered
+	// by Save (one past the last saved), in the order of the calls.
+	Seq uint64 `json:"seq,omitempty"`
 }
+
+// recordFile is the record's name in its VM's directory; a directory
+// without it, or whose record names another VM, is not the store's.
+const recordFile = "state.json"
+
+// idPattern is what a VM id looks like (the orchestrator makes 12 hex
+// digits); only directories named so are the store's.
+var idPattern = regexp.MustCompile(`^[0-9a-z][0-9a-z-]{0,63}$`)
+
+// ValidID reports whether id can name a VM directory of the store.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+// newDirPrefix names a VM directory being made: Create fills it and
+// renames it into place, so every VM directory holds a record.
+const newDirPrefix = ".new-"
+
+// syncFile flushes f to disk; tests count the calls.
+var syncFile = func(f *os.File) error { return f.Sync() }
 
 // Store is the directory of VM records.
 type Store struct {
 	dir string
+
+	mu   sync.Mutex
+	recs map[string]*recordLock // by VM id
+}
+
+// recordLock serialises the writes of one VM's record and remembers the
+// highest Seq written.
+type recordLock struct {
+	mu  sync.Mutex
+	seq uint64
+	// read: seq was read back from disk (a record written by an earlier
+	// store, e.g. a previous run).
+	read bool
 }
 
 // Open uses dir (created if needed) for VM directories.
@@ -66,47 +106,157 @@ func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("vm state: create %s: %w", dir, err)
 	}
-	return &Store{dir: dir}, nil
+	return &Store{dir: dir, recs: map[string]*recordLock{}}, nil
 }
 
 // Dir is the VM's own directory.
 func (s *Store) Dir(id string) string { return filepath.Join(s.dir, id) }
 
-// Create makes the VM's directory and writes its first record.
-func (s *Store) Create(r *Record) error {
-	if err := os.Mkdir(s.Dir(r.ID), 0o700); err != nil {
-		return fmt.Errorf("vm %s: create directory: %w", r.ID, err)
+func (s *Store) lockOf(id string) *recordLock {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.recs[id]
+	if l == nil {
+		l = &recordLock{}
+		s.recs[id] = l
 	}
-	return s.Save(r)
+	return l
 }
 
-// Save writes r atomically.
+// Create makes the VM's directory with its first record in it: the
+// directory is filled under a temporary name and renamed into place, so
+// no crash leaves a VM directory without a record.
+func (s *Store) Create(r *Record) error {
+	if !ValidID(r.ID) {
+		return fmt.Errorf("vm %q: invalid id", r.ID)
+	}
+	if _, err := os.Lstat(s.Dir(r.ID)); err == nil {
+		return fmt.Errorf("vm %s: create directory: %w", r.ID, os.ErrExist)
+	}
+	tmp, err := os.MkdirTemp(s.dir, newDirPrefix+r.ID+"-")
+	if err != nil {
+		return fmt.Errorf("vm %s: create directory: %w", r.ID, err)
+	}
+	l := s.lockOf(r.ID)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := writeRecord(tmp, r); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	// Rename does not replace a directory that holds anything: a VM
+	// directory made meanwhile stays.
+	if err := os.Rename(tmp, s.Dir(r.ID)); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("vm %s: create directory: %w", r.ID, err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("vm %s: create directory: %w", r.ID, err)
+	}
+	l.seq, l.read = r.Seq, true
+	return nil
+}
+
+// Save writes r atomically and durably. A record older than the one
+// already saved (a lower Seq) is not written: the newer stays.
 func (s *Store) Save(r *Record) error {
+	if !ValidID(r.ID) {
+		return fmt.Errorf("vm %q: invalid id", r.ID)
+	}
+	l := s.lockOf(r.ID)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.read {
+		// The first save of a record this store did not create: go on
+		// from the sequence on disk.
+		if b, err := os.ReadFile(filepath.Join(s.Dir(r.ID), recordFile)); err == nil {
+			var old Record
+			if json.Unmarshal(b, &old) == nil {
+				l.seq = max(l.seq, old.Seq)
+			}
+		}
+		l.read = true
+	}
+	if r.Seq == 0 {
+		r.Seq = l.seq + 1
+	} else if r.Seq <= l.seq {
+		return nil // a newer record is saved already
+	}
+	if err := writeRecord(s.Dir(r.ID), r); err != nil {
+		return err
+	}
+	l.seq = r.Seq
+	return nil
+}
+
+// writeRecord writes r as dir's record: a temporary file of its own,
+// synced, renamed over the record, and the directory synced.
+func writeRecord(dir string, r *Record) error {
 	r.Updated = time.Now().UTC()
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("vm %s: encode state: %w", r.ID, err)
 	}
-	tmp := filepath.Join(s.Dir(r.ID), ".state.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.CreateTemp(dir, "."+recordFile+".*.tmp")
+	if err != nil {
 		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
 	}
-	if err := os.Rename(tmp, filepath.Join(s.Dir(r.ID), "state.json")); err != nil {
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = syncFile(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, recordFile))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
+	}
+	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
 	}
 	return nil
 }
 
+// syncDir makes the names in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return syncFile(d)
+}
+
 // Remove deletes the VM's directory and everything in it.
 func (s *Store) Remove(id string) error {
+	if !ValidID(id) {
+		return fmt.Errorf("vm %q: remove directory: invalid id", id)
+	}
+	l := s.lockOf(id)
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if err := os.RemoveAll(s.Dir(id)); err != nil {
+		return fmt.Errorf("vm %s: remove directory: %w", id, err)
+	}
+	s.mu.Lock()
+	delete(s.recs, id)
+	s.mu.Unlock()
+	if err := syncDir(s.dir); err != nil {
 		return fmt.Errorf("vm %s: remove directory: %w", id, err)
 	}
 	return nil
 }
 
-// List reads every record, oldest first. A directory without a readable
-// record is returned with only its ID set, so it can still be cleaned up.
+// List reads every record the store made, oldest first: directories named
+// as a VM id holding a record of that VM. A record that cannot be decoded
+// is returned with only its ID and the reason set, so it can still be
+// cleaned up. Anything else under the directory is not the store's and is
+// neither listed nor touched.
 func (s *Store) List() ([]*Record, error) {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -114,20 +264,46 @@ func (s *Store) List() ([]*Record, error) {
 	}
 	var out []*Record
 	for _, e := range entries {
-		if !e.IsDir() {
+		name := e.Name()
+		if !e.IsDir() || !ValidID(name) {
 			continue
 		}
-		r := &Record{ID: e.Name()}
-		b, err := os.ReadFile(filepath.Join(s.dir, e.Name(), "state.json"))
-		if err == nil {
-			if err := json.Unmarshal(b, r); err != nil {
-				r = &Record{ID: e.Name(), Reason: "unreadable state: " + err.Error()}
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
+		b, err := os.ReadFile(filepath.Join(s.dir, name, recordFile))
+		if errors.Is(err, os.ErrNotExist) {
+			continue // not made by the store
+		}
+		r := &Record{ID: name}
+		if err != nil {
 			r.Reason = "unreadable state: " + err.Error()
+		} else if err := json.Unmarshal(b, r); err != nil {
+			r = &Record{ID: name, Reason: "unreadable state: " + err.Error()}
+		} else if r.ID != name {
+			continue // another VM's record: not this directory's
 		}
 		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	return out, nil
+}
+
+// RemoveUnfinished removes the temporary directories of Creates a crash
+// cut short (no monitor ever ran from one: a VM starts after its Create).
+// Recovery calls it before any VM is created; it would break a Create
+// running meanwhile.
+func (s *Store) RemoveUnfinished() error {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("vm state: list %s: %w", s.dir, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), newDirPrefix)
+		if i := strings.LastIndexByte(rest, '-'); !ok || !e.IsDir() || i <= 0 || !ValidID(rest[:i]) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(s.dir, e.Name())); err != nil {
+			errs = append(errs, fmt.Errorf("vm state: remove unfinished %s: %w", e.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -28,6 +28,8 @@ import (
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
 	gh "github.com/google/go-github/v93/github"
+
+	"github.com/nixos-fireactions/nixos-fireactions/httpguard"
 )
 
 // Options configure the connection to one GitHub.
@@ -71,6 +73,7 @@ type Client struct {
 	interval time.Duration
 	secret   string
 	demand   *demand
+	refusals *httpguard.Every // logs of refused deliveries
 
 	mu     sync.Mutex
 	pools  []*Pool
@@ -120,7 +123,7 @@ func New(o Options) (*Client, error) {
 	c := &Client{
 		name: o.Name, base: u, token: o.Token, appID: o.AppID, key: o.AppPrivateKey, instID: o.InstallationID,
 		retry: newRetryTransport(base, o.Retry, log), log: log, interval: o.PollInterval,
-		secret: o.WebhookSecret, demand: newDemand(), labels: map[string]string{},
+		secret: o.WebhookSecret, demand: newDemand(), refusals: httpguard.NewEvery(time.Second), labels: map[string]string{},
 	}
 	if app {
 		atr, err := ghinstallation.NewAppsTransport(c.retry, o.AppID, o.AppPrivateKey)

@@ -12,7 +12,14 @@ import (
 	"time"
 
 	gh "github.com/google/go-github/v93/github"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/httpguard"
 )
+
+// maxWebhookBody bounds a delivery the API has not read already (GitHub
+// caps payloads at 25 MB); the API's own limit is limits.webhook_max_body.
+const maxWebhookBody = 25 << 20
 
 // ServeWebhook implements forge.WebhookReceiver for GitHub's webhooks:
 // the X-Hub-Signature-256 HMAC is checked in constant time (401 when it
@@ -29,7 +36,13 @@ func (c *Client) serveWebhook(w http.ResponseWriter, r *http.Request, kick func(
 		hookAnswer(w, http.StatusNotFound, "webhooks are off for this forge: set webhook_secret_file")
 		return
 	}
-	body, err := io.ReadAll(r.Body)
+	delivery := r.Header.Get("X-GitHub-Delivery")
+	if len(delivery) > forge.MaxDeliveryID {
+		// Never kept nor logged whole: GitHub's ids are UUIDs.
+		hookAnswer(w, http.StatusBadRequest, "delivery id too long")
+		return
+	}
+	body, err := forge.Body(r, maxWebhookBody)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -39,9 +52,11 @@ func (c *Client) serveWebhook(w http.ResponseWriter, r *http.Request, kick func(
 		hookAnswer(w, http.StatusBadRequest, "read body")
 		return
 	}
-	delivery := r.Header.Get("X-GitHub-Delivery")
 	if !signed(c.secret, r.Header.Get("X-Hub-Signature-256"), body) {
-		c.log.Warn("github webhook refused: bad signature", "delivery", delivery, "remote", r.RemoteAddr)
+		if n, ok := c.refusals.Allow(); ok { // anyone can send these: clipped, at most one a second
+			c.log.Warn("github webhook refused: bad signature", "delivery", httpguard.Clip(delivery, 64),
+				"remote", r.RemoteAddr, "refused_since_last_log", n)
+		}
 		hookAnswer(w, http.StatusUnauthorized, "signature does not match")
 		return
 	}

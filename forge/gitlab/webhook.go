@@ -4,13 +4,19 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"io"
+	"errors"
 	"net/http"
 	"strings"
 	"time"
 
 	gl "gitlab.com/gitlab-org/api/client-go/v2"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
 )
+
+// maxWebhookBody bounds a delivery the API has not read already; the
+// API's own limit is limits.webhook_max_body.
+const maxWebhookBody = 25 << 20
 
 // ServeWebhook implements forge.WebhookReceiver for GitLab project and
 // group webhooks with job events. The X-Gitlab-Token header must equal the
@@ -29,9 +35,20 @@ func (f *Forge) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()
 		w.WriteHeader(http.StatusNoContent) // not an event the pools care about
 		return
 	}
-	body, err := io.ReadAll(r.Body)
+	id := deliveryID(r)
+	if len(id) > forge.MaxDeliveryID {
+		// Never kept: GitLab's keys are UUIDs.
+		http.Error(w, "delivery id too long", http.StatusBadRequest)
+		return
+	}
+	body, err := forge.Body(r, maxWebhookBody)
 	if err != nil {
-		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "read body", http.StatusBadRequest)
 		return
 	}
 	ev, err := gl.ParseWebhook(gl.EventTypeJob, body)
@@ -40,7 +57,7 @@ func (f *Forge) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()
 		http.Error(w, "not a job event", http.StatusBadRequest)
 		return
 	}
-	if id := deliveryID(r); id != "" && !f.firstDelivery(id) {
+	if id != "" && !f.firstDelivery(id) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}

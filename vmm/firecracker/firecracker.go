@@ -148,9 +148,11 @@ type launched struct {
 }
 
 func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
-	console, err := os.OpenFile(spec.ConsoleLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	// Firecracker's stdout (the serial console) goes to a keeper that
+	// holds the log within its cap.
+	console, err := vmm.OpenConsole(spec.ConsoleLog, spec.ConsoleMaxBytes)
 	if err != nil {
-		return nil, fmt.Errorf("open console log: %w", err)
+		return nil, err
 	}
 	defer console.Close()
 

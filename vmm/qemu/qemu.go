@@ -123,9 +123,11 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	if spec.VCPUs < 1 || spec.MemoryMiB < 64 || spec.Kernel == "" || spec.Initramfs == "" || spec.TAP == "" {
 		return nil, fmt.Errorf("qemu: vm %s: incomplete spec", spec.ID)
 	}
-	console, err := os.OpenFile(spec.ConsoleLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	// The serial console (-serial stdio) goes to a keeper that holds the
+	// log within its cap.
+	console, err := vmm.OpenConsole(spec.ConsoleLog, spec.ConsoleMaxBytes)
 	if err != nil {
-		return nil, fmt.Errorf("qemu: vm %s: open console log: %w", spec.ID, err)
+		return nil, fmt.Errorf("qemu: vm %s: %w", spec.ID, err)
 	}
 	defer console.Close()
 	cmd := exec.Command(d.Binary, d.Args(spec)...)

@@ -79,20 +79,47 @@ func TestStartRejectsIncompleteSpec(t *testing.T) {
 	}
 }
 
-// TestMachineLifecycle runs a stand-in monitor (a shell) to check exit
-// detection, Kill, and that IsOurs tells our process from others.
-func TestMachineLifecycle(t *testing.T) {
-	dir := t.TempDir()
+// startFake starts a stand-in monitor (a shell script; "exit 0" keeps the
+// shell from exec-ing sleep, which would replace the command line recovery
+// recognises the monitor by) for spec's VM in dir, and returns once it
+// runs: right after Start the process may still be in exec, its
+// /proc/PID/cmdline still empty, so the script says it has started by
+// creating a file, and the test waits for that, not for a time.
+func startFake(t *testing.T, dir string) (*Driver, vmm.Spec, vmm.Machine) {
+	t.Helper()
 	fake := filepath.Join(dir, "fake-qemu")
-	if err := os.WriteFile(fake, []byte("#!/bin/sh\nsleep 30\n"), 0o755); err != nil {
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\n: > started\nsleep 30\nexit 0\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	s := spec
 	s.Dir, s.ConsoleLog = dir, filepath.Join(dir, "console.log")
-	m, err := (&Driver{Binary: fake, Accel: AccelTCG}).Start(context.Background(), s)
+	d := &Driver{Binary: fake, Accel: AccelTCG}
+	m, err := d.Start(context.Background(), s)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = m.Kill(context.Background()) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
+			return d, s, m
+		}
+		select {
+		case <-m.Done():
+			t.Fatalf("stand-in monitor exited before it started: %v", m.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("stand-in monitor did not start")
+		}
+	}
+}
+
+// TestMachineLifecycle runs a stand-in monitor (a shell) to check exit
+// detection, Kill, and that IsOurs tells our process from others.
+func TestMachineLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	_, s, m := startFake(t, dir)
 	if !IsOurs(m.PID(), "abc") {
 		t.Error("the monitor started for vm abc is not recognised")
 	}
@@ -145,20 +172,7 @@ func TestCommandLineWithoutOptionalDevices(t *testing.T) {
 // TestAdopt takes over a running stand-in monitor as a restarted
 // orchestrator would, refuses a pid that is another VM's, and kills it.
 func TestAdopt(t *testing.T) {
-	dir := t.TempDir()
-	fake := filepath.Join(dir, "fake-qemu")
-	// "exit 0" keeps the shell from exec-ing sleep, which would replace
-	// the command line recovery recognises the monitor by.
-	if err := os.WriteFile(fake, []byte("#!/bin/sh\nsleep 30\nexit 0\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s := spec
-	s.Dir, s.ConsoleLog = dir, filepath.Join(dir, "console.log")
-	d := &Driver{Binary: fake, Accel: AccelTCG}
-	started, err := d.Start(context.Background(), s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, _, started := startFake(t, t.TempDir())
 	if _, err := d.Adopt("other", started.PID()); err == nil {
 		t.Fatal("vm abc's monitor adopted as vm other's")
 	}
@@ -174,5 +188,25 @@ func TestAdopt(t *testing.T) {
 	<-started.Done()
 	if m.Err() != vmm.ErrKilled {
 		t.Fatalf("Err = %v, want ErrKilled", m.Err())
+	}
+}
+
+// TestFindMonitor finds a running monitor by its VM's id alone, as
+// recovery does for a VM whose record holds no PID.
+func TestFindMonitor(t *testing.T) {
+	d, _, m := startFake(t, t.TempDir())
+	if pid, err := d.FindMonitor("abc"); err != nil || pid != m.PID() {
+		t.Fatalf("FindMonitor(abc) = %d, %v; want %d", pid, err, m.PID())
+	}
+	if pid, err := d.FindMonitor("other"); err != nil || pid != 0 {
+		t.Fatalf("FindMonitor(other) = %d, %v; want none", pid, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if pid, err := d.FindMonitor("abc"); err != nil || pid != 0 {
+		t.Fatalf("FindMonitor(abc) after its exit = %d, %v; want none", pid, err)
 	}
 }

@@ -1,0 +1,166 @@
+package pool
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
+)
+
+// finderHV is a hypervisor that finds running monitors by VM id, as the
+// QEMU driver does by the -name in their command line.
+type finderHV struct {
+	vmm.Hypervisor
+	pids map[string]int
+}
+
+func (f *finderHV) FindMonitor(id string) (int, error) { return f.pids[id], nil }
+
+// A crash after the monitor started and before its PID was recorded: the
+// record has no PID, and recovery finds the monitor by the VM's id and
+// kills it before removing its TAP, runner and directory.
+func TestRecoverKillsAMonitorWhoseRecordHasNoPID(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	h.stop()
+	<-h.done
+	rec := &vmstate.Record{ID: "n0pid", Pool: "p", Phase: vmstate.Creating, TAP: "fan0pid",
+		RunnerID: "7", RunnerName: "fa-test-n0pid"}
+	if err := h.store.Create(rec); err != nil {
+		t.Fatal(err)
+	}
+	h.net.taps["fan0pid"] = true
+	h.forge.runners["7"] = &fakeRunner{ref: forgeRef("7", "fa-test-n0pid")}
+	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{"n0pid": 5151}}
+	killed := map[int]string{}
+	err := h.m.Recover(context.Background(), Leftovers{
+		KillVM: func(_ context.Context, id string, pid int) error { killed[pid] = id; return nil },
+		TAPs:   func() ([]string, error) { return []string{"fan0pid"}, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if killed[5151] != "n0pid" {
+		t.Fatalf("monitor found by its id not killed: killed %v", killed)
+	}
+	if h.net.count() != 0 || h.forge.runnerCount() != 0 {
+		t.Fatalf("taps %v, runners %v left", h.net.taps, h.forge.runners)
+	}
+	if _, err := os.Stat(h.store.Dir("n0pid")); !os.IsNotExist(err) {
+		t.Fatal("the VM's directory kept")
+	}
+}
+
+// A busy VM whose record lost its PID is adopted all the same: recovery
+// finds its monitor by the VM's id.
+func TestRecoverAdoptsAMonitorWhoseRecordHasNoPID(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	machine := leaveRunningVM(t, h, "")
+	list, err := h.store.List()
+	if err != nil || len(list) != 1 {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	rec := list[0]
+	rec.PID = 0
+	if err := h.store.Save(rec); err != nil {
+		t.Fatal(err)
+	}
+	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{"a1": 6161}}
+	err = h.m.Recover(context.Background(), Leftovers{
+		Adopt: func(id string, pid int) (vmm.Machine, error) {
+			if id != "a1" || pid != 6161 {
+				t.Errorf("adopt %s/%d, want a1/6161", id, pid)
+			}
+			return machine, nil
+		},
+		KillVM: func(_ context.Context, id string, pid int) error {
+			t.Errorf("killed %s/%d instead of adopting it", id, pid)
+			return nil
+		},
+		TAPs: func() ([]string, error) { return []string{"faa1"}, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := h.m.VM("a1"); err != nil || got.Phase != vmstate.Busy || got.PID != 6161 {
+		t.Fatalf("adopted vm = %+v, %v", got, err)
+	}
+	finishAdoptedJob(t, h, machine)
+	h.assertNothingLeft(t)
+}
+
+// Recovery removes the VM directories it made and nothing else under the
+// state directory.
+func TestRecoverRemovesOnlyDirectoriesItOwns(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	h.stop()
+	<-h.done
+	if err := h.store.Create(&vmstate.Record{ID: "0ld", Pool: "p", Phase: vmstate.Failed}); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Dir(h.store.Dir("0ld"))
+	foreign := []string{"lost+found", "n0rec0rd", "Backup_2024"}
+	for _, d := range foreign {
+		if err := os.MkdirAll(filepath.Join(base, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(base, d, "precious"), []byte("keep"), 0o600)
+	}
+	if err := h.m.Recover(context.Background(), Leftovers{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(h.store.Dir("0ld")); !os.IsNotExist(err) {
+		t.Fatal("the leftover VM's directory kept")
+	}
+	for _, d := range foreign {
+		if _, err := os.Stat(filepath.Join(base, d, "precious")); err != nil {
+			t.Errorf("recovery removed %s, which it did not make: %v", d, err)
+		}
+	}
+}
+
+// dirLosingHV loses each VM's directory as its monitor starts, so the
+// record with the monitor's PID cannot be saved.
+type dirLosingHV struct {
+	vmm.Hypervisor
+	mu       sync.Mutex
+	machines []vmm.Machine
+}
+
+func (d *dirLosingHV) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
+	m, err := d.Hypervisor.Start(ctx, spec)
+	if err == nil {
+		d.mu.Lock()
+		d.machines = append(d.machines, m)
+		d.mu.Unlock()
+	}
+	os.RemoveAll(spec.Dir)
+	return m, err
+}
+
+// A VM whose record cannot be saved once its monitor runs is not left
+// booting unrecorded (a crash would orphan it): it is stopped at once.
+func TestVMWhoseRecordCannotBeSavedIsStopped(t *testing.T) {
+	h := newHarness(t, 0, 1, guestHangs, func(p *config.Pool) { p.Timeouts.Boot = time.Minute })
+	hv := &dirLosingHV{Hypervisor: h.hv}
+	h.m.d.Hypervisor = hv
+	h.forge.enqueue("j")
+	eventually(t, 3*time.Second, "the unrecorded VM's monitor killed", func() bool {
+		hv.mu.Lock()
+		defer hv.mu.Unlock()
+		if len(hv.machines) == 0 {
+			return false
+		}
+		select {
+		case <-hv.machines[0].Done():
+			return true
+		default:
+			return false
+		}
+	})
+}

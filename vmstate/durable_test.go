@@ -1,0 +1,148 @@
+package vmstate
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Many goroutines saving one VM's record never trip over each other's
+// temporary files, and the record on disk is always whole.
+func TestConcurrentSavesOfOneRecord(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(&Record{ID: "c0ncur", Pool: "p", Phase: Booting}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16*50)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				r := &Record{ID: "c0ncur", Pool: "p", Phase: Busy, Reason: strings.Repeat("x", 2000)}
+				if err := s.Save(r); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	n := 0
+	for err := range errs {
+		if n < 3 {
+			t.Error(err)
+		}
+		n++
+	}
+	if n > 0 {
+		t.Fatalf("%d of %d concurrent saves failed", n, 16*50)
+	}
+	b, err := os.ReadFile(filepath.Join(s.Dir("c0ncur"), "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("record on disk is not whole: %v", err)
+	}
+	left, _ := filepath.Glob(filepath.Join(s.Dir("c0ncur"), "*.tmp"))
+	if len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+// Only directories the store made are listed, so recovery never removes
+// anything else under the state directory: a name that is no VM id, a
+// directory without a record, a record naming another VM.
+func TestListIgnoresDirectoriesItDoesNotOwn(t *testing.T) {
+	base := t.TempDir()
+	s, err := Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(&Record{ID: "0wned", Pool: "p", Phase: Idle}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"lost+found", "Not_A_VM", "n0rec0rd", "0ther"} {
+		if err := os.Mkdir(filepath.Join(base, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(base, d, "precious"), []byte("keep"), 0o600)
+	}
+	// A record in a directory that is not its own VM's.
+	os.WriteFile(filepath.Join(base, "0ther", "state.json"), []byte(`{"id":"elsewhere","pool":"p"}`), 0o600)
+	list, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range list {
+		ids = append(ids, r.ID)
+	}
+	if fmt.Sprint(ids) != "[0wned]" {
+		t.Fatalf("listed %v, want only [0wned]", ids)
+	}
+}
+
+// A Create a crash cut short leaves only a temporary directory: not
+// listed, and removed by RemoveUnfinished (recovery), which leaves the
+// rest alone.
+func TestRemoveUnfinishedCreates(t *testing.T) {
+	base := t.TempDir()
+	s, err := Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(base, newDirPrefix+"cut0ff-123456")
+	if err := os.Mkdir(cut, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(base, ".new-Not_Ours")
+	os.Mkdir(other, 0o700)
+	if err := s.Create(&Record{ID: "d0ne", Pool: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.List()
+	if err != nil || len(list) != 1 || list[0].ID != "d0ne" {
+		t.Fatalf("list %v, %v", list, err)
+	}
+	if err := s.RemoveUnfinished(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cut); !os.IsNotExist(err) {
+		t.Fatal("unfinished Create left")
+	}
+	for _, keep := range []string{other, s.Dir("d0ne")} {
+		if _, err := os.Stat(keep); err != nil {
+			t.Errorf("%s removed", keep)
+		}
+	}
+}
+
+// Remove never takes the state directory itself, or anything outside it,
+// for a VM's directory.
+func TestRemoveRefusesAnInvalidID(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "vms")
+	s, err := Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(base, "keep"), nil, 0o600)
+	for _, id := range []string{"", ".", "..", "../vms", "a/b"} {
+		if err := s.Remove(id); err == nil {
+			t.Errorf("Remove(%q) succeeded", id)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(base, "keep")); err != nil {
+		t.Fatalf("state directory damaged: %v", err)
+	}
+}
