@@ -24,8 +24,10 @@ type Forge interface {
 	// what the guest needs to run it. The scope-wide credential used to
 	// create it stays on the host.
 	Register(ctx context.Context, spec RunnerSpec) (*Runner, error)
-	// Runners lists the scope's runners whose names start with prefix.
-	Runners(ctx context.Context, prefix string) ([]RunnerState, error)
+	// Runners lists the scope's runners that owner owns (Owner.Owns: an
+	// exact parse of the name, never a prefix match): never another
+	// host's, so sweeping what it returns touches no other host's runner.
+	Runners(ctx context.Context, owner Owner) ([]RunnerState, error)
 	// Remove makes sure the runner is gone. A runner that is already gone
 	// is not an error.
 	Remove(ctx context.Context, r RunnerRef) error

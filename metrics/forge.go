@@ -49,8 +49,8 @@ func (i *instrumented) Register(ctx context.Context, s forge.RunnerSpec) (*forge
 	return r, err
 }
 
-func (i *instrumented) Runners(ctx context.Context, prefix string) ([]forge.RunnerState, error) {
-	r, err := i.Forge.Runners(ctx, prefix)
+func (i *instrumented) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
+	r, err := i.Forge.Runners(ctx, owner)
 	i.count("runners", err)
 	return r, err
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -69,12 +68,12 @@ func (f *fakeForge) Register(_ context.Context, spec forge.RunnerSpec) (*forge.R
 	}}, nil
 }
 
-func (f *fakeForge) Runners(_ context.Context, prefix string) ([]forge.RunnerState, error) {
+func (f *fakeForge) Runners(_ context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []forge.RunnerState
 	for _, r := range f.runners {
-		if strings.HasPrefix(r.ref.Name, prefix) {
+		if owner.Owns(r.ref.Name) {
 			out = append(out, forge.RunnerState{RunnerRef: r.ref, Online: true, Busy: r.busy})
 		}
 	}
@@ -266,7 +265,7 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	return fm, nil
 }
 
-func runnerNameOf(h *fakeHV, cfg agentproto.Config) string { return h.m.RunnerPrefix() + cfg.VMID }
+func runnerNameOf(h *fakeHV, cfg agentproto.Config) string { return h.m.Owner().RunnerName(cfg.VMID) }
 
 type fakeMachine struct {
 	done     chan struct{}

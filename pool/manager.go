@@ -7,8 +7,6 @@ package pool
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +66,7 @@ type Deps struct {
 type Manager struct {
 	d     Deps
 	log   *slog.Logger
+	owner forge.Owner // names this host's runners and knows them
 	pools []*pool
 	kick  chan struct{}
 
@@ -113,8 +112,12 @@ func New(d Deps) (*Manager, error) {
 	if d.Observer == nil {
 		d.Observer = nopObserver{}
 	}
+	owner, err := forge.NewOwner(d.Config.HostID)
+	if err != nil {
+		return nil, err
+	}
 	m := &Manager{
-		d: d, log: d.Log, kick: make(chan struct{}, 1), vms: map[string]*vm{},
+		d: d, log: d.Log, owner: owner, kick: make(chan struct{}, 1), vms: map[string]*vm{},
 		unserved: map[string]bool{}, waiting: map[string]queuedJob{}, obs: d.Observer,
 	}
 	for _, pc := range d.Config.Pools {
@@ -130,8 +133,8 @@ func New(d Deps) (*Manager, error) {
 	return m, nil
 }
 
-// RunnerPrefix starts the name of every runner this host registers.
-func (m *Manager) RunnerPrefix() string { return "fa-" + m.d.Config.HostID + "-" }
+// Owner names this host's runners and tells them from other hosts'.
+func (m *Manager) Owner() forge.Owner { return m.owner }
 
 // Kick asks for a reconcile now (webhooks call it).
 func (m *Manager) Kick() {
@@ -180,7 +183,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 			failed[name] = true
 			continue
 		}
-		rs, err := p.forge.Runners(ctx, m.RunnerPrefix())
+		rs, err := p.forge.Runners(ctx, m.owner)
 		if err != nil {
 			p.log.Warn("read runners", "err", err)
 			failed[name] = true
@@ -418,11 +421,9 @@ func (m *Manager) Report(token string, r agentproto.Report) error {
 
 var errUnknownVM = errors.New("unknown vm or wrong token")
 
-func newID() string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+// newID is a fresh VM id; its runner's name is the owner's for it, which
+// recovery knows again by that id's fixed format.
+func newID() string { return forge.NewVMID() }
 
 func parseAddr(s string) netip.Addr {
 	a, _ := netip.ParseAddr(s)

@@ -339,7 +339,7 @@ func TestRecoverRemovesLeftovers(t *testing.T) {
 	h.net.taps["fa0ld"] = true
 	h.net.taps["fastray"] = true
 	h.forge.runners["99"] = &fakeRunner{ref: forgeRef("99", "fa-test-0ld")}
-	h.forge.runners["100"] = &fakeRunner{ref: forgeRef("100", "fa-test-unrecorded")}
+	h.forge.runners["100"] = &fakeRunner{ref: forgeRef("100", "fa-test-0000000000aa")} // unrecorded
 	h.forge.runners["101"] = &fakeRunner{ref: forgeRef("101", "fa-otherhost-x")}
 	killed := map[int]string{}
 	err := h.m.Recover(context.Background(), Leftovers{
@@ -364,6 +364,51 @@ func TestRecoverRemovesLeftovers(t *testing.T) {
 }
 
 func forgeRef(id, name string) forge.RunnerRef { return forge.RunnerRef{ID: id, Name: name} }
+
+// Issue 23: host "test" restarted after a crash sweeps the runners a
+// previous run of it left, and never the runners of host "test-b" (whose
+// names start with "fa-test-"), busy or idle, nor a runner someone named
+// after it by hand; the reconcile loop does not take them for its own
+// either.
+func TestRecoverAndReconcileLeaveTheRunnersOfAnotherHostWhoseIDStartsWithOurs(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	h.stop()
+	<-h.done
+	other, err := forge.NewOwner("test-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := h.m.Owner().RunnerName("00000000a11e")
+	theirs := map[string]string{ // id -> name
+		"1": other.RunnerName("0000000000b1"),
+		"2": other.RunnerName("0000000000b2"),
+		"3": h.m.Owner().RunnerName("handmade"),
+	}
+	h.forge.runners["9"] = &fakeRunner{ref: forgeRef("9", mine)}
+	for id, name := range theirs {
+		h.forge.runners[id] = &fakeRunner{ref: forgeRef(id, name), busy: id == "1", job: "their-job"}
+		if !strings.HasPrefix(name, "fa-test-") {
+			t.Fatalf("control: %q does not start with host test's old prefix", name)
+		}
+	}
+	if err := h.m.Recover(context.Background(), Leftovers{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.forge.runners["9"]; ok {
+		t.Fatalf("recovery left this host's own runner %s", mine)
+	}
+	for id, name := range theirs {
+		if _, ok := h.forge.runners[id]; !ok {
+			t.Errorf("recovery removed %s, not this host's runner", name)
+		}
+	}
+	// The reconcile loop sees only its own runners: with none, it starts
+	// nothing for another host's busy one and removes nothing.
+	h.m.reconcile(context.Background())
+	if n := h.forge.runnerCount(); n != len(theirs) {
+		t.Fatalf("%d runners after a reconcile, want the other %d untouched", n, len(theirs))
+	}
+}
 
 // leaveRunningVM stops the harness's manager and leaves what a previous
 // run leaves of busy VM a1 of pool p, booting image ("": its initramfs):

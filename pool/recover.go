@@ -109,7 +109,7 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 			continue
 		}
 		seen[p.key] = true
-		rs, err := p.forge.Runners(ctx, m.RunnerPrefix())
+		rs, err := p.forge.Runners(ctx, m.owner)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("forge %q: list runners: %w", p.cfg.Forge, err))
 			continue

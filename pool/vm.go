@@ -54,7 +54,7 @@ func newVM(m *Manager, p *pool, id string) *vm {
 		stopCh: make(chan struct{}),
 		rec: vmstate.Record{
 			ID: id, Pool: p.cfg.Name, Phase: vmstate.Creating,
-			RunnerName: m.RunnerPrefix() + id, Created: now,
+			RunnerName: m.owner.RunnerName(id), Created: now,
 		},
 	}
 	v.rec.AgentToken = v.token

@@ -99,7 +99,7 @@ type apiRunner struct {
 }
 
 // Runners implements forge.Forge.
-func (f *Forge) Runners(ctx context.Context, prefix string) ([]forge.RunnerState, error) {
+func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
 	var out []forge.RunnerState
 	seen := 0
 	for page := 1; page <= maxPages; page++ {
@@ -112,7 +112,7 @@ func (f *Forge) Runners(ctx context.Context, prefix string) ([]forge.RunnerState
 			return nil, fmt.Errorf("gitea: list runners: %w", err)
 		}
 		for _, r := range resp.Runners {
-			if !strings.HasPrefix(r.Name, prefix) {
+			if !owner.Owns(r.Name) {
 				continue
 			}
 			out = append(out, forge.RunnerState{

@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/forgetest"
 )
 
 // fakeGitea serves the REST paths and the runner Register call the driver
@@ -193,25 +194,50 @@ func TestRegistrationTokenCachedAndRefreshedWhenReset(t *testing.T) {
 	}
 }
 
-func TestRemoveIsIdempotentAndRunnersFiltersByPrefix(t *testing.T) {
+func TestRemoveIsIdempotentAndRunnersListsOnlyTheOwners(t *testing.T) {
 	fg, srv := newFakeGitea(t)
 	d := newDriver(t, srv.URL, Scope{Kind: "instance"})
 	ctx := context.Background()
-	fg.runners[7] = "fa-h-a"
+	owner, _ := forge.NewOwner("h")
+	mine := owner.RunnerName("0123456789ab")
+	fg.runners[7] = mine
 	fg.runners[8] = "someone-else"
-	rs, err := d.Runners(ctx, "fa-h-")
-	if err != nil || len(rs) != 1 || rs[0].Name != "fa-h-a" || rs[0].ID != "7" || !rs[0].Online {
+	rs, err := d.Runners(ctx, owner)
+	if err != nil || len(rs) != 1 || rs[0].Name != mine || rs[0].ID != "7" || !rs[0].Online {
 		t.Fatalf("Runners = %+v, %v", rs, err)
 	}
-	if err := d.Remove(ctx, forge.RunnerRef{ID: "7", Name: "fa-h-a"}); err != nil {
+	if err := d.Remove(ctx, forge.RunnerRef{ID: "7", Name: mine}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Remove(ctx, forge.RunnerRef{ID: "7", Name: "fa-h-a"}); err != nil {
+	if err := d.Remove(ctx, forge.RunnerRef{ID: "7", Name: mine}); err != nil {
 		t.Fatalf("removing a gone runner: %v", err)
 	}
 	if _, ok := fg.runners[8]; !ok {
 		t.Fatal("another runner was removed")
 	}
+}
+
+// Hosts a, a-b and a-b-c share one Gitea: each sweeps exactly its own
+// runners (issue 23: "fa-a-" starts every runner name of host a-b).
+func TestSweepTakesExactlyTheHostsOwnRunners(t *testing.T) {
+	forgetest.SweepsExactlyItsOwn(t, func(t *testing.T) forgetest.SweepCase {
+		fg, srv := newFakeGitea(t)
+		return forgetest.SweepCase{
+			Forge: newDriver(t, srv.URL, Scope{Kind: "org", Owner: "acme"}),
+			Spec: func(name string) forge.RunnerSpec {
+				return forge.RunnerSpec{Name: name, Labels: []string{"linux"}, Guest: guestOpts}
+			},
+			Left: func() []string {
+				fg.mu.Lock()
+				defer fg.mu.Unlock()
+				var out []string
+				for _, n := range fg.runners {
+					out = append(out, n)
+				}
+				return out
+			},
+		}
+	})
 }
 
 func TestQueuedJobs(t *testing.T) {

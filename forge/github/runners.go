@@ -74,7 +74,7 @@ func (p *Pool) removeNamed(ctx context.Context, name string) error {
 // Runners implements forge.Forge. The scope's runner list is read at
 // most once a poll period (it costs API budget; the guests report their
 // own state); runners a delivery said took a job count as busy.
-func (p *Pool) Runners(ctx context.Context, prefix string) ([]forge.RunnerState, error) {
+func (p *Pool) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
 	list, fresh := p.cache.get(p.c.interval)
 	if !fresh {
 		var err error
@@ -87,7 +87,7 @@ func (p *Pool) Runners(ctx context.Context, prefix string) ([]forge.RunnerState,
 	busy := p.c.demand.busyRunners()
 	var out []forge.RunnerState
 	for _, r := range list {
-		if strings.HasPrefix(r.Name, prefix) {
+		if owner.Owns(r.Name) {
 			r.Busy = r.Busy || busy[r.Name]
 			out = append(out, r)
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/forgetest"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
 )
@@ -42,16 +43,18 @@ func TestJITRunnersAtEveryScope(t *testing.T) {
 			tc.install(e.d)
 			p := e.pool(e.app(), github.PoolOptions{Scope: tc.scope, Labels: []string{"linux", "self-hosted"}})
 			ctx := context.Background()
-			r, err := p.Register(ctx, forge.RunnerSpec{Name: "fa-h-1", Labels: []string{"linux", "self-hosted"}, Guest: guest})
+			owner, _ := forge.NewOwner("h")
+			name := owner.RunnerName("0123456789ab")
+			r, err := p.Register(ctx, forge.RunnerSpec{Name: name, Labels: []string{"linux", "self-hosted"}, Guest: guest})
 			if err != nil {
 				t.Fatal(err)
 			}
 			rs := e.d.Runners()
-			if len(rs) != 1 || rs[0].Scope != tc.wantScope || rs[0].Name != "fa-h-1" ||
+			if len(rs) != 1 || rs[0].Scope != tc.wantScope || rs[0].Name != name ||
 				strings.Join(rs[0].Labels, ",") != "linux,self-hosted" || rs[0].Group != 1 {
 				t.Fatalf("double holds %+v", rs)
 			}
-			if r.ID != strconv.FormatInt(rs[0].ID, 10) || r.Name != "fa-h-1" {
+			if r.ID != strconv.FormatInt(rs[0].ID, 10) || r.Name != name {
 				t.Fatalf("runner ref %+v", r.RunnerRef)
 			}
 			_, jit := e.d.JIT(rs[0].ID)
@@ -66,12 +69,13 @@ func TestJITRunnersAtEveryScope(t *testing.T) {
 				g.ReadyLine != "Listening for Jobs" || g.BusyLine != "Running job:" || g.Forge != "github" {
 				t.Fatalf("guest plan %+v", g)
 			}
-			listed, err := p.Runners(ctx, "fa-h-")
+			listed, err := p.Runners(ctx, owner)
 			if err != nil || len(listed) != 1 || listed[0].ID != r.ID || listed[0].Busy {
 				t.Fatalf("Runners = %+v, %v", listed, err)
 			}
-			if other, _ := p.Runners(ctx, "fa-other-"); len(other) != 0 {
-				t.Fatalf("prefix filter let through %+v", other)
+			other, _ := forge.NewOwner("other")
+			if rs, _ := p.Runners(ctx, other); len(rs) != 0 {
+				t.Fatalf("another host's owner was handed %+v", rs)
 			}
 			if err := p.Remove(ctx, r.RunnerRef); err != nil {
 				t.Fatal(err)
@@ -85,6 +89,29 @@ func TestJITRunnersAtEveryScope(t *testing.T) {
 			e.noSecretsLogged()
 		})
 	}
+}
+
+// Hosts a, a-b and a-b-c share one GitHub org: each sweeps exactly its
+// own runners (issue 23: "fa-a-" starts every runner name of host a-b).
+func TestSweepTakesExactlyTheHostsOwnRunners(t *testing.T) {
+	forgetest.SweepsExactlyItsOwn(t, func(t *testing.T) forgetest.SweepCase {
+		e := newEnv(t, envOptions{})
+		e.d.AddInstallation("Organization", "acme")
+		p := e.pool(e.app(), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"linux"}})
+		return forgetest.SweepCase{
+			Forge: p,
+			Spec: func(name string) forge.RunnerSpec {
+				return forge.RunnerSpec{Name: name, Labels: []string{"linux"}, Guest: guest}
+			},
+			Left: func() []string {
+				var out []string
+				for _, r := range e.d.Runners() {
+					out = append(out, r.Name)
+				}
+				return out
+			},
+		}
+	})
 }
 
 // A runner group named in an org is looked up once; a numeric one is
@@ -153,7 +180,7 @@ func TestPersonalAccessToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad, _ := github.New(github.Options{Name: "gh", URL: e.url, Token: "ghp_wrongtoken", Retry: fastRetry})
-	_, err = e.pool(bad, github.PoolOptions{Scope: github.Scope{Kind: "repo", Owner: "octo", Repo: "app"}, Labels: []string{"l"}}).Runners(ctx, "fa-")
+	_, err = e.pool(bad, github.PoolOptions{Scope: github.Scope{Kind: "repo", Owner: "octo", Repo: "app"}, Labels: []string{"l"}}).Runners(ctx, forge.Owner{})
 	if err == nil || !strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "ghp_wrongtoken") {
 		t.Fatalf("wrong token: %v", err)
 	}
@@ -171,7 +198,7 @@ func TestEnterpriseServerWithCustomCA(t *testing.T) {
 	ctx := context.Background()
 
 	untrusted := e.pool(e.app(), scope)
-	if _, err := untrusted.Runners(ctx, "fa-"); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if _, err := untrusted.Runners(ctx, forge.Owner{}); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("without the CA: %v", err)
 	}
 	ca := filepath.Join(t.TempDir(), "ca.pem")

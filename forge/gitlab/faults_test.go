@@ -50,7 +50,8 @@ func TestTimedOutCreateLeavesNoRunner(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	rs, err := e.f.Runners(context.Background(), "fa-h-")
+	owner, _ := forge.NewOwner("h")
+	rs, err := e.f.Runners(context.Background(), owner)
 	if err != nil || len(rs) != 0 {
 		t.Fatalf("Runners = %+v, %v; want the stray runner removed, not reported", rs, err)
 	}

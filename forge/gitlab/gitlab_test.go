@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/forgetest"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/gitlab/gitlabtest"
 )
 
@@ -204,17 +205,43 @@ func TestShortLivedTokenIsRefusedAndItsRunnerRemoved(t *testing.T) {
 	}
 }
 
-func TestRunnersListsTheScopesRunnersByPrefix(t *testing.T) {
+func TestRunnersListsTheScopesRunnersOfTheOwner(t *testing.T) {
 	e := newEnv(t, Scope{Kind: ScopeGroup, Path: "acme"})
-	e.register(t, "fa-h-a", "linux")
-	e.register(t, "fa-h-b", "linux")
-	rs, err := e.f.Runners(context.Background(), "fa-h-")
-	if err != nil || len(rs) != 2 || rs[0].Name != "fa-h-a" || rs[1].Name != "fa-h-b" {
+	owner, _ := forge.NewOwner("h")
+	a, b := owner.RunnerName("00000000000a"), owner.RunnerName("00000000000b")
+	e.register(t, a, "linux")
+	e.register(t, b, "linux")
+	rs, err := e.f.Runners(context.Background(), owner)
+	if err != nil || len(rs) != 2 || rs[0].Name != a || rs[1].Name != b {
 		t.Fatalf("Runners = %+v, %v", rs, err)
 	}
-	if rs, _ := e.f.Runners(context.Background(), "fa-other-"); len(rs) != 0 {
-		t.Fatalf("prefix not honoured: %+v", rs)
+	other, _ := forge.NewOwner("other")
+	if rs, _ := e.f.Runners(context.Background(), other); len(rs) != 0 {
+		t.Fatalf("another host's owner was handed %+v", rs)
 	}
+}
+
+// Hosts a, a-b and a-b-c share one GitLab group: each sweeps exactly its
+// own runners (issue 23: "fa-a-" starts every runner name of host a-b).
+// GitLab holds the name as the first word of the runner's description.
+func TestSweepTakesExactlyTheHostsOwnRunners(t *testing.T) {
+	forgetest.SweepsExactlyItsOwn(t, func(t *testing.T) forgetest.SweepCase {
+		e := newEnv(t, Scope{Kind: ScopeGroup, Path: "acme"})
+		return forgetest.SweepCase{
+			Forge: e.f,
+			Spec: func(name string) forge.RunnerSpec {
+				return forge.RunnerSpec{Name: name, Labels: []string{"linux"}, Guest: guestOpts}
+			},
+			Left: func() []string {
+				var out []string
+				for _, r := range e.gl.Runners() {
+					name, _, _ := strings.Cut(r.Description, " ")
+					out = append(out, name)
+				}
+				return out
+			},
+		}
+	})
 }
 
 // TestRemoveIsIdempotentAndFallsBackToTheRunnersToken: a token that may

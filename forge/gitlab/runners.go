@@ -103,7 +103,7 @@ func runnerName(description string) string {
 // Runners implements forge.Forge. GitLab's runner listing says nothing of
 // a runner being busy: the guest's log tells the pool that instead. Runners
 // a failed creation may have left are removed here, not reported.
-func (f *Forge) Runners(ctx context.Context, prefix string) ([]forge.RunnerState, error) {
+func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
 	rs, err := f.listRunners(ctx)
 	if err != nil {
 		return nil, err
@@ -120,7 +120,7 @@ func (f *Forge) Runners(ctx context.Context, prefix string) ([]forge.RunnerState
 			}
 			continue
 		}
-		if !strings.HasPrefix(name, prefix) {
+		if !owner.Owns(name) {
 			continue
 		}
 		out = append(out, forge.RunnerState{RunnerRef: ref, Online: r.Online || r.Status == "online"})
