@@ -162,6 +162,7 @@ func (m *Manager) Run(ctx context.Context) {
 // reconcile is one pass: read demand and runner states, mark busy VMs,
 // start what is missing, remove surplus idle VMs.
 func (m *Manager) reconcile(ctx context.Context) {
+	m.resaveRecords()
 	m.mu.Lock()
 	draining := m.draining
 	m.mu.Unlock()
@@ -213,6 +214,19 @@ func (m *Manager) reconcile(ctx context.Context) {
 		m.mu.Lock()
 		m.reconciled = true
 		m.mu.Unlock()
+	}
+}
+
+// resaveRecords saves again the records whose last save failed.
+func (m *Manager) resaveRecords() {
+	m.mu.Lock()
+	vms := make([]*vm, 0, len(m.vms))
+	for _, v := range m.vms {
+		vms = append(vms, v)
+	}
+	m.mu.Unlock()
+	for _, v := range vms {
+		v.resave(m.d.Store)
 	}
 }
 

@@ -41,6 +41,12 @@ func newHarness(t *testing.T, minIdle, max int, behave guestBehaviour, tune func
 // newHarnessLogging is newHarness with the manager logging to log.
 func newHarnessLogging(t *testing.T, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger) *harness {
 	t.Helper()
+	return newHarnessAt(t, filepath.Join(t.TempDir(), "vms"), minIdle, max, behave, tune, log)
+}
+
+// newHarnessAt is newHarnessLogging with the VM records under stateDir.
+func newHarnessAt(t *testing.T, stateDir string, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger) *harness {
+	t.Helper()
 	pc := config.PoolDefaults()
 	pc.Name, pc.Forge, pc.Labels, pc.MinIdle, pc.Max = "p", "f", []string{"linux"}, minIdle, max
 	pc.Timeouts.Boot = 2 * time.Second
@@ -51,7 +57,7 @@ func newHarnessLogging(t *testing.T, minIdle, max int, behave guestBehaviour, tu
 	cfg.HostID = "test"
 	cfg.Network.Gateway = "10.200.0.1"
 	cfg.Pools = []config.Pool{pc}
-	store, err := vmstate.Open(filepath.Join(t.TempDir(), "vms"))
+	store, err := vmstate.Open(stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -154,12 +154,15 @@ func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) boo
 	}
 	// The PID may have been found by identity: record it. A failed save
 	// leaves the old record, whose monitor the next start finds by
-	// identity again: the error is logged and the VM adopted all the same.
+	// identity again: the error is logged, the VM adopted all the same and
+	// its record saved again by the reconcile loop.
 	r.Seq++
-	if err := m.d.Store.Save(r); err != nil {
-		m.log.Error("adopting vm whose record cannot be saved", "vm", r.ID, "err", err)
+	saveErr := m.d.Store.Save(r)
+	if saveErr != nil {
+		m.log.Error("adopting vm whose record cannot be saved", "vm", r.ID, "err", saveErr)
 	}
 	v := adoptedVM(m, p, *r, m.adoptRoot(ctx, r))
+	v.unsaved = saveErr != nil
 	m.mu.Lock()
 	m.vms[r.ID] = v
 	m.wg.Add(1)

@@ -40,6 +40,10 @@ type vm struct {
 	stopOnce sync.Once
 	started  time.Time // the monitor started
 	root     VMRoot    // an image pool's root disks; nil for an initramfs root
+	// unsaved: the last save of rec failed (a full or failing state
+	// disk), so the record on disk lags; each reconcile saves it again
+	// until a save works (see resave).
+	unsaved bool
 }
 
 func newVM(m *Manager, p *pool, id string) *vm {
@@ -106,18 +110,54 @@ func (v *vm) snapshot() vmstate.Record {
 // from replacing a newer record. A failed save is logged and returned:
 // until the monitor runs and its runner is ready, the VM is ended (create,
 // serve); once it may hold a job it goes on, since recovery finds its
-// monitor by its identity and the record is only lagging.
+// monitor by its identity and the record is only lagging, and the
+// reconcile loop saves it again once the disk allows (resave).
 func (v *vm) update(store *vmstate.Store, f func(r *vmstate.Record)) error {
 	v.mu.Lock()
 	f(&v.rec)
 	v.rec.Seq++
 	r := v.rec
 	v.mu.Unlock()
-	if err := store.Save(&r); err != nil {
-		v.log.Error("save vm state", "err", err)
-		return err
+	err := store.Save(&r)
+	v.saved(r.Seq, err)
+	return err
+}
+
+// resave saves the record again if its last save failed; the reconcile
+// loop calls it for every VM, so the disk catches up with the
+// orchestrator's view within one period of space coming back.
+func (v *vm) resave(store *vmstate.Store) {
+	v.mu.Lock()
+	if !v.unsaved {
+		v.mu.Unlock()
+		return
 	}
-	return nil
+	r := v.rec
+	v.mu.Unlock()
+	v.saved(r.Seq, store.Save(&r))
+}
+
+// saved notes how saving the record numbered seq went. The first failure
+// is logged at ERROR, the repeats of the same outage at DEBUG, and the
+// save that brings the disk level with the record again at INFO.
+func (v *vm) saved(seq uint64, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err != nil {
+		if !v.unsaved {
+			v.log.Error("save vm state; saving it again each reconcile", "phase", v.rec.Phase, "err", err)
+		} else {
+			v.log.Debug("save vm state again", "phase", v.rec.Phase, "err", err)
+		}
+		v.unsaved = true
+		return
+	}
+	// Save wrote seq or found a newer record saved: the disk holds the
+	// record as of seq. A newer change not saved yet keeps it unsaved.
+	if v.unsaved && seq >= v.rec.Seq {
+		v.unsaved = false
+		v.log.Info("vm state saved again", "phase", v.rec.Phase)
+	}
 }
 
 func (v *vm) setPhase(store *vmstate.Store, p vmstate.Phase) {
