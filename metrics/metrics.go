@@ -30,6 +30,7 @@ type Metrics struct {
 	started     *prometheus.CounterVec
 	failed      *prometheus.CounterVec
 	unserved    prometheus.Counter
+	unsaved     *prometheus.CounterVec
 	provision   *prometheus.HistogramVec
 	boot        *prometheus.HistogramVec
 	jobDuration *prometheus.HistogramVec
@@ -59,6 +60,10 @@ func New(stateDir string) *Metrics {
 		unserved: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fireactions_jobs_unserved_total", Help: "Queued jobs whose labels no pool offers (each counted once).",
 		}),
+		unsaved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fireactions_vm_record_save_failures_total",
+			Help: "VM records that could not be saved (a full or failing state disk), once per VM and outage; the reconcile loop saves them again.",
+		}, []string{"pool"}),
 		provision: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "fireactions_vm_provision_seconds", Help: "VM requested until its runner is registered at the forge.", Buckets: seconds,
 		}, []string{"pool"}),
@@ -81,7 +86,7 @@ func New(stateDir string) *Metrics {
 			Name: "fireactions_forge_rate_limit_remaining", Help: "API requests left in the forge's rate-limit window (-1: unknown).",
 		}, []string{"forge"}),
 	}
-	m.reg.MustRegister(m.started, m.failed, m.unserved, m.provision, m.boot, m.jobDuration, m.queueWait,
+	m.reg.MustRegister(m.started, m.failed, m.unserved, m.unsaved, m.provision, m.boot, m.jobDuration, m.queueWait,
 		m.forgeRequests, m.forgeErrors, m.forgeRateLimit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		diskCollector{dir: stateDir})
@@ -102,6 +107,7 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 func (m *Metrics) VMStarted(p string)        { m.started.WithLabelValues(p).Inc() }
 func (m *Metrics) VMFailed(p, reason string) { m.failed.WithLabelValues(p, reason).Inc() }
 func (m *Metrics) UnservedJob()              { m.unserved.Inc() }
+func (m *Metrics) RecordUnsaved(p string)    { m.unsaved.WithLabelValues(p).Inc() }
 func (m *Metrics) Provisioned(p string, d time.Duration) {
 	m.provision.WithLabelValues(p).Observe(d.Seconds())
 }

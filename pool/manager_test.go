@@ -41,11 +41,12 @@ func newHarness(t *testing.T, minIdle, max int, behave guestBehaviour, tune func
 // newHarnessLogging is newHarness with the manager logging to log.
 func newHarnessLogging(t *testing.T, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger) *harness {
 	t.Helper()
-	return newHarnessAt(t, filepath.Join(t.TempDir(), "vms"), minIdle, max, behave, tune, log)
+	return newHarnessAt(t, filepath.Join(t.TempDir(), "vms"), minIdle, max, behave, tune, log, nil)
 }
 
-// newHarnessAt is newHarnessLogging with the VM records under stateDir.
-func newHarnessAt(t *testing.T, stateDir string, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger) *harness {
+// newHarnessAt is newHarnessLogging with the VM records under stateDir
+// and the manager telling obs (nil: no one) of its events.
+func newHarnessAt(t *testing.T, stateDir string, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger, obs Observer) *harness {
 	t.Helper()
 	pc := config.PoolDefaults()
 	pc.Name, pc.Forge, pc.Labels, pc.MinIdle, pc.Max = "p", "f", []string{"linux"}, minIdle, max
@@ -69,7 +70,7 @@ func newHarnessAt(t *testing.T, stateDir string, minIdle, max int, behave guestB
 	m, err := New(Deps{
 		Config: &cfg, Forges: map[string]forge.Forge{"p": h.forge}, Network: h.net, Alloc: h.alloc,
 		Store: store, Boot: h.boot, Log: log,
-		ReportURL: "http://10.200.0.1:8089/agent/v1/report", Interval: 10 * time.Millisecond,
+		ReportURL: "http://10.200.0.1:8089/agent/v1/report", Interval: 10 * time.Millisecond, Observer: obs,
 	})
 	if err != nil {
 		t.Fatal(err)

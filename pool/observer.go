@@ -21,6 +21,10 @@ type Observer interface {
 	QueueWait(pool string, d time.Duration)
 	// UnservedJob: a queued job no pool can serve (counted once per job).
 	UnservedJob()
+	// RecordUnsaved: a VM's record could not be saved, so the disk lags
+	// the manager's view until the reconcile loop saves it again (told
+	// once per VM and outage, not per failed attempt).
+	RecordUnsaved(pool string)
 }
 
 // Reasons a VM fails, the bounded label set of the failure metric.
@@ -44,3 +48,4 @@ func (nopObserver) Booted(string, time.Duration)      {}
 func (nopObserver) JobDone(string, time.Duration)     {}
 func (nopObserver) QueueWait(string, time.Duration)   {}
 func (nopObserver) UnservedJob()                      {}
+func (nopObserver) RecordUnsaved(string)              {}

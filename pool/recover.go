@@ -162,7 +162,10 @@ func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) boo
 		m.log.Error("adopting vm whose record cannot be saved", "vm", r.ID, "err", saveErr)
 	}
 	v := adoptedVM(m, p, *r, m.adoptRoot(ctx, r))
-	v.unsaved = saveErr != nil
+	if saveErr != nil {
+		v.unsaved = true
+		m.obs.RecordUnsaved(p.cfg.Name)
+	}
 	m.mu.Lock()
 	m.vms[r.ID] = v
 	m.wg.Add(1)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -85,8 +86,9 @@ func TestRecordsThatFailedToSaveAreSavedAgainWithinOneReconcile(t *testing.T) {
 	root := mountTmpfs(t, "256k")
 	logs := &lockedBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	obs := &unsavedObserver{}
 	h := newHarnessAt(t, filepath.Join(root, "vms"), 0, 6, guestRunsOneJob,
-		func(p *config.Pool) { p.Timeouts.Boot, p.Timeouts.Job = time.Minute, time.Hour }, log)
+		func(p *config.Pool) { p.Timeouts.Boot, p.Timeouts.Job = time.Minute, time.Hour }, log, obs)
 	h.hv.jobTime = time.Hour // busy until the drain ends them
 	h.forge.mu.Lock()
 	h.forge.hold = true // runners wait idle until told
@@ -151,6 +153,13 @@ func TestRecordsThatFailedToSaveAreSavedAgainWithinOneReconcile(t *testing.T) {
 		}
 	}
 
+	// The three lagging VMs, and each burst VM whose creation failed on
+	// the full disk, were told once each: no more than one per VM.
+	failedToCreate := len(logLines(logs.String(), `msg="vm gone"`))
+	if n := obs.count(); n < 3 || n > 3+failedToCreate {
+		t.Errorf("observer told of %d unsaved records, want 3 (the busy VMs) to %d (also each VM that failed on the full disk)", n, 3+failedToCreate)
+	}
+
 	out := logs.String()
 	for _, id := range first {
 		if n := countLines(out, "level=ERROR", `msg="save vm state; saving it again each reconcile"`, "vm="+id); n != 1 {
@@ -160,6 +169,35 @@ func TestRecordsThatFailedToSaveAreSavedAgainWithinOneReconcile(t *testing.T) {
 			t.Errorf("vm %s: the save once space was back logged at INFO %d times, want once", id, n)
 		}
 	}
+}
+
+// unsavedObserver counts RecordUnsaved events.
+type unsavedObserver struct {
+	nopObserver
+	mu sync.Mutex
+	n  int
+}
+
+func (o *unsavedObserver) RecordUnsaved(string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.n++
+}
+
+func (o *unsavedObserver) count() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n
+}
+
+func logLines(log, part string) []string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, part) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // countLines counts the log lines holding every one of parts.

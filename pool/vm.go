@@ -146,6 +146,7 @@ func (v *vm) saved(seq uint64, err error) {
 	if err != nil {
 		if !v.unsaved {
 			v.log.Error("save vm state; saving it again each reconcile", "phase", v.rec.Phase, "err", err)
+			v.m.obs.RecordUnsaved(v.pool.cfg.Name)
 		} else {
 			v.log.Debug("save vm state again", "phase", v.rec.Phase, "err", err)
 		}
