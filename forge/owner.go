@@ -71,6 +71,3 @@ func (o Owner) Owns(name string) bool {
 	rest, ok := strings.CutPrefix(name, o.prefix)
 	return ok && IsVMID(rest)
 }
-
-// String names the owner for logs.
-func (o Owner) String() string { return strings.TrimSuffix(o.prefix, "-") }
