@@ -128,6 +128,9 @@ var (
 	pausedDesc  = prometheus.NewDesc("fireactions_pool_paused", "1 when the pool is paused.", []string{"pool"}, nil)
 )
 
+var removalsPendingDesc = prometheus.NewDesc("fireactions_runner_removals_pending",
+	"Runners of ended VMs whose removal at the forge failed and is being retried.", []string{"pool"}, nil)
+
 type poolCollector struct{ p Pools }
 
 func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -135,6 +138,7 @@ func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- queuedDesc
 	ch <- limitDesc
 	ch <- pausedDesc
+	ch <- removalsPendingDesc
 }
 
 func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
@@ -149,6 +153,7 @@ func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
 			paused = 1
 		}
 		ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, paused, s.Name)
+		ch <- prometheus.MustNewConstMetric(removalsPendingDesc, prometheus.GaugeValue, float64(s.RemovalsPending), s.Name)
 	}
 }
 

@@ -24,6 +24,9 @@ type PoolStatus struct {
 	// Queued is the number of waiting jobs assigned to this pool at the
 	// last reconcile.
 	Queued int `json:"queued"`
+	// RemovalsPending counts the runners of the pool's ended VMs whose
+	// removal at the forge failed and is being retried.
+	RemovalsPending int `json:"removals_pending"`
 }
 
 // ErrNotFound is returned for an unknown pool or VM.
@@ -55,9 +58,16 @@ func (m *Manager) status(p *pool) PoolStatus {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	pending := 0
+	for _, r := range m.removals {
+		if r.rec.Pool == p.cfg.Name {
+			pending++
+		}
+	}
 	return PoolStatus{
 		Name: p.cfg.Name, Forge: p.cfg.Forge, Scope: p.cfg.Scope, Labels: p.cfg.Labels,
 		MinIdle: p.minIdle, Max: p.max, Paused: p.paused, VMs: vms, Queued: p.queued,
+		RemovalsPending: pending,
 	}
 }
 

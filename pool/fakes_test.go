@@ -25,6 +25,12 @@ type fakeForge struct {
 	failReg  bool
 	hold     bool              // runners find no job (jobs stay queued)
 	finished map[string]string // job id -> runner name that ran it
+
+	// removeErr, when set, is every Remove's answer (the forge is
+	// unreachable): the runner stays.
+	removeErr error
+	// onRemove, when set, is called as each Remove starts.
+	onRemove func(forge.RunnerRef)
 }
 
 type fakeRunner struct {
@@ -83,6 +89,12 @@ func (f *fakeForge) Runners(_ context.Context, owner forge.Owner) ([]forge.Runne
 func (f *fakeForge) Remove(_ context.Context, r forge.RunnerRef) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.onRemove != nil {
+		f.onRemove(r)
+	}
+	if f.removeErr != nil {
+		return f.removeErr
+	}
 	delete(f.runners, r.ID)
 	f.removed = append(f.removed, r.ID)
 	return nil

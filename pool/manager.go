@@ -1,8 +1,10 @@
 // Package pool runs the orchestrator's pools: a reconcile loop that turns
 // forge demand into VMs, one goroutine per VM that walks it through
-// Creating → Booting → Idle → Busy → Done/Failed with its state on disk,
-// and a drain that stops everything without leaving a VM, TAP, address,
-// file or forge runner behind.
+// Creating → Booting → Idle → Busy → Done/Failed with its state on disk
+// (then Deregistering while a failed runner removal is retried), crash
+// recovery that adopts every VM whose monitor still runs, and a drain
+// that stops everything without leaving a VM, TAP, address, file or forge
+// runner behind.
 package pool
 
 import (
@@ -78,6 +80,8 @@ type Manager struct {
 	unserved   map[string]bool      // job ids already logged as unservable
 	waiting    map[string]queuedJob // jobs seen queued, by forge key and id
 	obs        Observer
+	removals   map[string]*removal // runner removals still to be confirmed, by vm id
+	retrying   bool                // a pass over removals runs
 }
 
 // queuedJob is a job seen waiting, for the queue-wait metric.
@@ -119,6 +123,7 @@ func New(d Deps) (*Manager, error) {
 	m := &Manager{
 		d: d, log: d.Log, owner: owner, kick: make(chan struct{}, 1), vms: map[string]*vm{},
 		unserved: map[string]bool{}, waiting: map[string]queuedJob{}, obs: d.Observer,
+		removals: map[string]*removal{},
 	}
 	for _, pc := range d.Config.Pools {
 		f, ok := d.Forges[pc.Name]
@@ -149,6 +154,7 @@ func (m *Manager) Run(ctx context.Context) {
 	t := time.NewTicker(m.d.Interval)
 	defer t.Stop()
 	for {
+		m.retryRemovals(ctx)
 		m.reconcile(ctx)
 		select {
 		case <-ctx.Done():
@@ -277,6 +283,15 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runner
 	var idle []*vm
 	for _, v := range m.poolVMs(p) {
 		ph := v.phase()
+		if st, ok := runners[v.runnerName()]; ok && ph == vmstate.Booting && v.adopted && (st.Online || st.Busy) {
+			// Adopted while booting: what its agent reported while no
+			// one listened is lost, but the forge knows its runner is up
+			// (and maybe took a job). Its goroutine takes it from here.
+			v.deliver(agentproto.Report{VMID: v.rec.ID, Event: agentproto.EventRunnerReady})
+			if st.Busy {
+				v.deliver(agentproto.Report{VMID: v.rec.ID, Event: agentproto.EventJobStarted})
+			}
+		}
 		if ph == vmstate.Idle {
 			if st, ok := runners[v.runnerName()]; ok && st.Busy {
 				v.setPhase(m.d.Store, vmstate.Busy)
@@ -315,10 +330,34 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runner
 		if extra == 0 || p.cfg.Timeouts.Idle <= 0 {
 			break
 		}
-		if time.Since(v.readyAt()) >= p.cfg.Timeouts.Idle && v.stopUnlessBusy(errIdleTimeout) {
+		if time.Since(v.readyAt()) >= p.cfg.Timeouts.Idle && m.retire(ctx, p, v) {
 			extra--
 		}
 	}
+}
+
+// retire ends a surplus idle VM, its runner first: once the forge has
+// removed the runner, no job can be handed to it, and only then is the VM
+// ended. A forge that refuses (a runner that just took a job is busy) or
+// fails leaves the VM as it is: busy, or retired at a later pass.
+func (m *Manager) retire(ctx context.Context, p *pool, v *vm) bool {
+	if v.phase() != vmstate.Idle {
+		return false
+	}
+	rec := v.snapshot()
+	cctx, cancel := context.WithTimeout(ctx, removalCallTimeout)
+	err := p.forge.Remove(cctx, forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName})
+	cancel()
+	if err != nil {
+		v.log.Warn("surplus idle vm kept: its runner could not be removed first", "runner", rec.RunnerName, "err", err)
+		return false
+	}
+	if !v.stopUnlessBusy(errIdleTimeout) {
+		// Its agent reported a job between the forge's answer and now.
+		v.log.Error("runner removed from a vm that took a job meanwhile", "runner", rec.RunnerName)
+		return false
+	}
+	return true
 }
 
 var (
@@ -395,8 +434,10 @@ func (m *Manager) runVM(ctx context.Context, v *vm, adopted vmm.Machine) {
 }
 
 // Drain stops creating VMs, ends every VM that is not running a job at
-// once, waits for busy ones until ctx ends, then ends those too. It
-// returns errForced-wrapped error when it had to end busy VMs.
+// once, waits for busy ones until ctx ends, then ends those too. Runner
+// removals still pending are tried once more; those that fail again are
+// logged and left, on disk, for the next start. It returns
+// errForced-wrapped error when it had to end busy VMs.
 func (m *Manager) Drain(ctx context.Context) error {
 	m.mu.Lock()
 	m.draining = true
@@ -408,6 +449,7 @@ func (m *Manager) Drain(ctx context.Context) error {
 	go func() { m.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		m.finishRemovals()
 		return nil
 	case <-ctx.Done():
 	}
@@ -418,6 +460,7 @@ func (m *Manager) Drain(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 	<-done
+	m.finishRemovals()
 	return fmt.Errorf("%w: ended %d busy vm(s)", errForced, n)
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
@@ -22,11 +24,16 @@ type Leftovers struct {
 }
 
 // Recover deals with everything a previous run left behind. A VM whose
-// runner was ready (idle or busy) and whose monitor still runs is adopted:
-// it goes on as if nothing happened. Everything else is removed: VM
-// processes, TAPs, directories, addresses and the forge runners of this
-// host. A record without a PID (a crash after the monitor started, before
-// the record said so) has its monitor found by the VM's identity, when the
+// monitor still runs is adopted, whatever its record says (idle, busy,
+// or still booting: its runner may have taken a job while no one
+// watched): it goes on as if nothing happened, a booting one with its
+// boot timeout running from its record's time and its readiness learnt
+// from its agent or its forge (see reconcilePool). Everything else is
+// removed: VM processes, TAPs, directories, addresses and the forge
+// runners of this host. A runner whose removal fails stays recorded and
+// is retried until its forge confirms (see deregisterLater). A record
+// without a PID (a crash after the monitor started, before the record
+// said so) has its monitor found by the VM's identity, when the
 // hypervisor can (vmm.Finder). Only the directories the store made are
 // removed (see vmstate.Store.List). It runs before the first reconcile.
 func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
@@ -42,6 +49,11 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 	finder, _ := m.d.Hypervisor.(vmm.Finder)
 	for _, r := range recs {
 		log := m.log.With("vm", r.ID, "pool", r.Pool)
+		if r.Phase == vmstate.Deregistering {
+			m.recoverRemoval(ctx, r)
+			keepRunner[r.RunnerName] = true
+			continue
+		}
 		if r.PID <= 0 && finder != nil {
 			pid, err := finder.FindMonitor(r.ID)
 			if err != nil {
@@ -76,7 +88,9 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 		}
 		if p := m.poolNamed(r.Pool); p != nil && r.RunnerID != "" {
 			if err := p.forge.Remove(ctx, forge.RunnerRef{ID: r.RunnerID, Name: r.RunnerName}); err != nil {
-				errs = append(errs, err)
+				m.deregisterLater(p.forge, *r, err)
+				keepRunner[r.RunnerName] = true
+				continue
 			}
 		} else if r.RunnerID != "" {
 			log.Warn("runner of a pool no longer configured left at its forge; remove it there",
@@ -120,20 +134,26 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 			}
 			m.log.Info("removing runner left by a previous run", "forge", p.cfg.Forge, "runner", r.Name)
 			if err := p.forge.Remove(ctx, r.RunnerRef); err != nil {
-				errs = append(errs, err)
+				m.deregisterUnrecorded(p, r.RunnerRef, err)
 			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// adopt takes over a VM a previous run left, when its runner was ready
-// and its monitor still runs.
+// adopt takes over a VM a previous run left, when its monitor still runs.
+// A VM recorded creating whose monitor was found by its identity had
+// started booting: it is adopted as booting.
 func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) bool {
 	p := m.poolNamed(r.Pool)
-	if l.Adopt == nil || p == nil || r.PID <= 0 || r.AgentToken == "" ||
-		(r.Phase != vmstate.Idle && r.Phase != vmstate.Busy) {
+	if l.Adopt == nil || p == nil || r.PID <= 0 || r.AgentToken == "" || r.RunnerID == "" || r.TAP == "" ||
+		(r.Phase != vmstate.Idle && r.Phase != vmstate.Busy && r.Phase != vmstate.Booting && r.Phase != vmstate.Creating) {
 		return false
+	}
+	var bootFrom time.Time
+	if r.Phase == vmstate.Creating || r.Phase == vmstate.Booting {
+		bootFrom = r.Updated // the monitor started before this record was saved
+		r.Phase = vmstate.Booting
 	}
 	machine, err := l.Adopt(r.ID, r.PID)
 	if err != nil {
@@ -161,7 +181,7 @@ func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) boo
 	if saveErr != nil {
 		m.log.Error("adopting vm whose record cannot be saved", "vm", r.ID, "err", saveErr)
 	}
-	v := adoptedVM(m, p, *r, m.adoptRoot(ctx, r))
+	v := adoptedVM(m, p, *r, m.adoptRoot(ctx, r), bootFrom)
 	if saveErr != nil {
 		v.unsaved = true
 		m.obs.RecordUnsaved(p.cfg.Name)
@@ -173,6 +193,42 @@ func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) boo
 	v.log.Info("adopted vm left running by a previous run", "phase", r.Phase, "pid", r.PID)
 	go m.runVM(context.WithoutCancel(ctx), v, machine)
 	return true
+}
+
+// recoverRemoval goes on with the removal of a runner a previous run could
+// not remove: at once, and later again until its forge confirms.
+func (m *Manager) recoverRemoval(ctx context.Context, r *vmstate.Record) {
+	f, err := m.removalForge(r.Pool)
+	if err != nil {
+		m.log.Warn("runner of a pool no longer configured left at its forge; remove it there",
+			"vm", r.ID, "runner", r.RunnerName, "runner_id", r.RunnerID, "err", err)
+		if err := m.d.Store.Remove(r.ID); err != nil {
+			m.log.Error("remove vm directory", "vm", r.ID, "err", err)
+		}
+		return
+	}
+	rem := &removal{rec: *r, forge: f}
+	m.mu.Lock()
+	m.removals[r.ID] = rem
+	m.mu.Unlock()
+	m.log.Warn("runner removal left by a previous run still pending; retrying", "vm", r.ID, "pool", r.Pool,
+		"runner", r.RunnerName, "runner_id", r.RunnerID)
+	m.tryRemoval(ctx, rem)
+}
+
+// deregisterUnrecorded keeps the removal of a runner of this host no
+// record holds (found at the forge on start-up) for later, under a record
+// of its own, when the runner is named after a VM id.
+func (m *Manager) deregisterUnrecorded(p *pool, ref forge.RunnerRef, cause error) {
+	id := strings.TrimPrefix(ref.Name, m.owner.RunnerName(""))
+	rec := &vmstate.Record{ID: id, Pool: p.cfg.Name, Phase: vmstate.Deregistering,
+		RunnerID: ref.ID, RunnerName: ref.Name, Created: time.Now().UTC()}
+	if ref.ID == "" || !vmstate.ValidID(id) || m.d.Store.Create(rec) != nil {
+		m.log.Warn("runner left by a previous run could not be removed; the next start tries again",
+			"pool", p.cfg.Name, "runner", ref.Name, "err", cause)
+		return
+	}
+	m.deregisterLater(p.forge, *rec, cause)
 }
 
 // adoptRoot leases the image an adopted VM boots again, before the VM

@@ -38,8 +38,13 @@ type vm struct {
 	ready    time.Time
 	stopErr  error
 	stopOnce sync.Once
-	started  time.Time // the monitor started
-	root     VMRoot    // an image pool's root disks; nil for an initramfs root
+	started  time.Time     // the monitor started (zero for an adopted VM)
+	root     VMRoot        // an image pool's root disks; nil for an initramfs root
+	busyCh   chan struct{} // closed when the VM turns busy: its job timeout starts
+	// adopted: taken over from a previous run; bootFrom is when the
+	// previous run recorded it booting, which its boot timeout counts from.
+	adopted  bool
+	bootFrom time.Time
 	// unsaved: the last save of rec failed (a full or failing state
 	// disk), so the record on disk lags; each reconcile saves it again
 	// until a save works (see resave).
@@ -56,6 +61,7 @@ func newVM(m *Manager, p *pool, id string) *vm {
 		token:  hex.EncodeToString(tok[:]),
 		events: make(chan agentproto.Report, 16),
 		stopCh: make(chan struct{}),
+		busyCh: make(chan struct{}),
 		rec: vmstate.Record{
 			ID: id, Pool: p.cfg.Name, Phase: vmstate.Creating,
 			RunnerName: m.owner.RunnerName(id), Created: now,
@@ -65,20 +71,32 @@ func newVM(m *Manager, p *pool, id string) *vm {
 	return v
 }
 
-// adoptedVM rebuilds a VM a previous run left running and healthy; root,
-// when not nil, is its image root taken back (see Roots.AdoptVM), which
-// its teardown releases like a created VM's.
-func adoptedVM(m *Manager, p *pool, rec vmstate.Record, root VMRoot) *vm {
-	return &vm{
+// adoptedVM rebuilds a VM a previous run left running; root, when not
+// nil, is its image root taken back (see Roots.AdoptVM), which its
+// teardown releases like a created VM's. A VM still booting then (whose
+// runner may have taken a job since) goes on booting, its boot timeout
+// running from bootFrom.
+func adoptedVM(m *Manager, p *pool, rec vmstate.Record, root VMRoot, bootFrom time.Time) *vm {
+	v := &vm{
 		m: m, pool: p,
-		log:    p.log.With("vm", rec.ID),
-		token:  rec.AgentToken,
-		events: make(chan agentproto.Report, 16),
-		stopCh: make(chan struct{}),
-		rec:    rec,
-		ready:  rec.Ready,
-		root:   root,
+		log:      p.log.With("vm", rec.ID),
+		token:    rec.AgentToken,
+		events:   make(chan agentproto.Report, 16),
+		stopCh:   make(chan struct{}),
+		busyCh:   make(chan struct{}),
+		rec:      rec,
+		ready:    rec.Ready,
+		root:     root,
+		adopted:  true,
+		bootFrom: bootFrom,
 	}
+	if rec.Phase == vmstate.Busy {
+		if v.rec.Busy.IsZero() {
+			v.rec.Busy = time.Now().UTC()
+		}
+		close(v.busyCh)
+	}
+	return v
 }
 
 func (v *vm) phase() vmstate.Phase {
@@ -166,6 +184,7 @@ func (v *vm) setPhase(store *vmstate.Store, p vmstate.Phase) {
 		r.Phase = p
 		if p == vmstate.Busy && r.Busy.IsZero() {
 			r.Busy = time.Now().UTC()
+			close(v.busyCh) // once: Busy is set once
 		}
 	})
 }
@@ -366,46 +385,41 @@ func vmMetadata(id, pool, hostID string) map[string]string {
 // stopped. ok means the runner ran and exited cleanly.
 func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error) {
 	t := v.pool.cfg.Timeouts
-	boot := time.NewTimer(t.Boot)
-	defer boot.Stop()
-	var job <-chan time.Time
-	if ready := v.readyAt(); !ready.IsZero() { // adopted after a restart
-		boot.Stop()
-		jt := time.NewTimer(max(t.Job-time.Since(ready), time.Millisecond))
-		defer jt.Stop()
-		job = jt.C
+	bootLeft := t.Boot
+	if !v.bootFrom.IsZero() { // adopted while booting: the timeout goes on
+		bootLeft = max(t.Boot-time.Since(v.bootFrom), time.Millisecond)
 	}
+	boot := time.NewTimer(bootLeft)
+	defer boot.Stop()
+	if !v.readyAt().IsZero() { // adopted after a restart
+		boot.Stop()
+	}
+	// The job timeout runs from the moment the runner took its job: an
+	// idle VM is governed by the idle rule (reconcilePool), not by it.
+	var job <-chan time.Time
+	busy := v.busyCh
 	exitCode := -1
 	for {
 		select {
+		case <-busy:
+			busy = nil
+			jt := time.NewTimer(max(t.Job-time.Since(v.busySince()), time.Millisecond))
+			defer jt.Stop()
+			job = jt.C
 		case r := <-v.events:
 			v.reports.log(v.log, r)
 			switch r.Event {
 			case agentproto.EventRunnerReady:
-				if !v.readyAt().IsZero() {
-					continue // a repeat (or a guest replaying reports) changes nothing
+				if err := v.becomeReady(boot, r); err != nil {
+					return false, err
 				}
-				boot.Stop()
-				now := time.Now()
-				v.mu.Lock()
-				v.ready = now
-				v.mu.Unlock()
-				if err := v.update(v.m.d.Store, func(rec *vmstate.Record) {
-					rec.Ready, rec.ReadyUptime = now.UTC(), r.Uptime.String()
-					if rec.Phase == vmstate.Booting {
-						rec.Phase = vmstate.Idle
-					}
-				}); err != nil {
-					// Ended before it takes a job: a restart would take
-					// its record for a VM still booting.
-					return false, fail(ReasonSetup, err)
-				}
-				v.m.succeeded(v.pool)
-				v.m.obs.Booted(v.pool.cfg.Name, now.Sub(v.started))
-				jt := time.NewTimer(t.Job)
-				defer jt.Stop()
-				job = jt.C
 			case agentproto.EventJobStarted:
+				if v.phase() == vmstate.Booting {
+					// Its ready report was lost (the host restarted).
+					if err := v.becomeReady(boot, r); err != nil {
+						return false, err
+					}
+				}
 				if v.phase() == vmstate.Idle {
 					v.setPhase(v.m.d.Store, vmstate.Busy)
 				}
@@ -446,6 +460,37 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 	}
 }
 
+// becomeReady marks the VM's runner ready, once: a repeat (or a guest
+// replaying reports) changes nothing.
+func (v *vm) becomeReady(boot *time.Timer, r agentproto.Report) error {
+	if !v.readyAt().IsZero() {
+		return nil
+	}
+	boot.Stop()
+	now := time.Now()
+	v.mu.Lock()
+	v.ready = now
+	v.mu.Unlock()
+	if err := v.update(v.m.d.Store, func(rec *vmstate.Record) {
+		rec.Ready = now.UTC()
+		if r.Uptime > 0 {
+			rec.ReadyUptime = r.Uptime.String()
+		}
+		if rec.Phase == vmstate.Booting {
+			rec.Phase = vmstate.Idle
+		}
+	}); err != nil {
+		// Ended before it takes a job: a restart would take its record
+		// for a VM still booting.
+		return fail(ReasonSetup, err)
+	}
+	v.m.succeeded(v.pool)
+	if !v.started.IsZero() {
+		v.m.obs.Booted(v.pool.cfg.Name, now.Sub(v.started))
+	}
+	return nil
+}
+
 // teardown removes everything the VM had. It runs with its own deadline so
 // a drain's cancelled context never leaves a runner behind.
 func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
@@ -471,10 +516,9 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 			r.Reason = cause.Error()
 		}
 	})
+	var removeErr error
 	if rec.RunnerID != "" {
-		if err := removeRunner(ctx, v.pool.forge, forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName}); err != nil {
-			v.log.Error("remove runner", "runner", rec.RunnerName, "err", err)
-		}
+		removeErr = removeRunner(ctx, v.pool.forge, forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName})
 	}
 	if rec.TAP != "" {
 		if rec.MAC != "" && rec.Address != "" {
@@ -491,6 +535,11 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 	}
 	if !ok {
 		v.keepConsole()
+	}
+	if removeErr != nil {
+		// Not dropped: its record stays until the forge confirms.
+		m.deregisterLater(v.pool.forge, v.snapshot(), removeErr)
+		return
 	}
 	if err := m.d.Store.Remove(rec.ID); err != nil {
 		v.log.Error("remove vm directory", "err", err)
@@ -518,12 +567,13 @@ func reasonOf(err error) string {
 }
 
 // removeRunner retries removal a few times: a runner left at the forge is
-// a leak the user sees.
+// a leak the user sees. When it still fails, the caller keeps the removal
+// for later (Manager.deregisterLater).
 func removeRunner(ctx context.Context, f forge.Forge, ref forge.RunnerRef) error {
 	var err error
 	for i := 0; i < 5; i++ {
-		if err = f.Remove(ctx, ref); err == nil {
-			return nil
+		if err = f.Remove(ctx, ref); err == nil || i == 4 {
+			return err
 		}
 		select {
 		case <-ctx.Done():

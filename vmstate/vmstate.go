@@ -28,10 +28,14 @@ const (
 	Busy     Phase = "busy"     // running its job
 	Done     Phase = "done"     // ended after its job
 	Failed   Phase = "failed"   // ended without a job done
+	// Deregistering: the VM is gone and all it held on the host freed
+	// but its runner, whose removal at the forge failed: the record stays
+	// (and survives a restart) until the forge confirms the runner gone.
+	Deregistering Phase = "deregistering"
 )
 
 // Terminal reports whether a VM in phase p is over.
-func (p Phase) Terminal() bool { return p == Done || p == Failed }
+func (p Phase) Terminal() bool { return p == Done || p == Failed || p == Deregistering }
 
 // Record is one VM's state.
 type Record struct {
@@ -250,6 +254,32 @@ func (s *Store) Remove(id string) error {
 		return fmt.Errorf("vm %s: remove directory: %w", id, err)
 	}
 	return nil
+}
+
+// Empty removes everything in the VM's directory but its record: what a
+// VM whose record must outlive it (see Deregistering) no longer needs,
+// its runner's credential in its boot files first.
+func (s *Store) Empty(id string) error {
+	if !ValidID(id) {
+		return fmt.Errorf("vm %q: empty directory: invalid id", id)
+	}
+	l := s.lockOf(id)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	entries, err := os.ReadDir(s.Dir(id))
+	if err != nil {
+		return fmt.Errorf("vm %s: empty directory: %w", id, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.Name() == recordFile {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(s.Dir(id), e.Name())); err != nil {
+			errs = append(errs, fmt.Errorf("vm %s: empty directory: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // List reads every record the store made, oldest first: directories named

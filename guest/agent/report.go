@@ -25,10 +25,17 @@ type Reporter struct {
 	Client *http.Client
 	// Attempts is how many times a report is tried; AttemptTimeout bounds
 	// each try, and Backoff is the pause after the first failure, doubled
-	// after each following one.
+	// after each following one up to MaxBackoff.
 	Attempts       int
 	AttemptTimeout time.Duration
 	Backoff        time.Duration
+	MaxBackoff     time.Duration
+	// Patience: a report the host did not answer (it is restarting: the
+	// orchestrator was killed and its unit starts it again after 5 s) is
+	// tried past Attempts until Patience has passed since its first try,
+	// so that what the VM did meanwhile (runner ready, job taken) reaches
+	// the host that adopts it. 0: Attempts only.
+	Patience time.Duration
 }
 
 // NewReporter returns a Reporter for the config's report endpoint. A URL
@@ -51,19 +58,23 @@ func NewReporter(r agentproto.Reporter) *Reporter {
 		Attempts:       5,
 		AttemptTimeout: time.Second,
 		Backoff:        100 * time.Millisecond,
+		MaxBackoff:     2 * time.Second,
+		Patience:       time.Minute,
 	}
 }
 
 // Send posts one report, retrying on network errors and on 5xx, 408 and
-// 429 answers. Other answers are final.
+// 429 answers (Attempts times, then on until Patience has passed). Other
+// answers are final.
 func (r *Reporter) Send(ctx context.Context, rep agentproto.Report) error {
 	body, err := json.Marshal(rep)
 	if err != nil {
 		return fmt.Errorf("encoding %s report: %w", rep.Event, err)
 	}
 	backoff := r.Backoff
+	first := time.Now()
 	var last error
-	for i := 0; i < max(r.Attempts, 1); i++ {
+	for i := 0; i < max(r.Attempts, 1) || time.Since(first)+backoff < r.Patience; i++ {
 		if i > 0 {
 			select {
 			case <-ctx.Done():
@@ -71,6 +82,9 @@ func (r *Reporter) Send(ctx context.Context, rep agentproto.Report) error {
 			case <-time.After(backoff):
 			}
 			backoff *= 2
+			if r.MaxBackoff > 0 {
+				backoff = min(backoff, r.MaxBackoff)
+			}
 		}
 		var retry bool
 		retry, last = r.post(ctx, body)

@@ -46,6 +46,33 @@ func TestReporterRetriesAfterAFailure(t *testing.T) {
 	}
 }
 
+// A host that does not answer for longer than Attempts cover (the
+// orchestrator restarting) still gets the report, within Patience; past
+// it, the report is given up.
+func TestReporterWaitsForARestartingHostWithinPatience(t *testing.T) {
+	host := newHostServer(t, "tok")
+	host.fail = 20
+	r := NewReporter(agentproto.Reporter{URL: host.URL + agentproto.ReportPath, Token: "tok"})
+	r.Attempts, r.Backoff, r.MaxBackoff, r.Patience = 2, time.Millisecond, 5*time.Millisecond, 10*time.Second
+	if err := r.Send(context.Background(), agentproto.Report{VMID: "v", Event: agentproto.EventRunnerReady}); err != nil {
+		t.Fatal(err)
+	}
+	if host.hits != 21 || len(host.got()) != 1 {
+		t.Errorf("hits %d, reports %d; want the report delivered at the 21st attempt", host.hits, len(host.got()))
+	}
+
+	gone := newHostServer(t, "tok")
+	gone.fail = 1 << 30
+	r = NewReporter(agentproto.Reporter{URL: gone.URL + agentproto.ReportPath, Token: "tok"})
+	r.Attempts, r.Backoff, r.MaxBackoff, r.Patience = 2, time.Millisecond, 5*time.Millisecond, 100*time.Millisecond
+	if err := r.Send(context.Background(), agentproto.Report{VMID: "v", Event: agentproto.EventRunnerReady}); err == nil {
+		t.Fatal("a report to a host that never answers was taken for delivered")
+	}
+	if gone.hits < 3 {
+		t.Errorf("%d attempts within patience, want more than Attempts", gone.hits)
+	}
+}
+
 func TestReporterDoesNotRetryARefusal(t *testing.T) {
 	host := newHostServer(t, "tok")
 	r := NewReporter(agentproto.Reporter{URL: host.URL, Token: "wrong"})
@@ -78,7 +105,7 @@ func TestReporterRetriesAnUnansweredConnection(t *testing.T) {
 		}
 	}()
 	r := NewReporter(agentproto.Reporter{URL: "http://" + l.Addr().String(), Token: "t"})
-	r.Attempts, r.AttemptTimeout, r.Backoff = 3, 50*time.Millisecond, time.Millisecond
+	r.Attempts, r.AttemptTimeout, r.Backoff, r.Patience = 3, 50*time.Millisecond, time.Millisecond, 0
 	start := time.Now()
 	err = r.Send(context.Background(), agentproto.Report{Event: agentproto.EventBooted})
 	if err == nil || len(accepted) != 3 {
