@@ -67,7 +67,11 @@ type Driver struct {
 	MMDS bool
 	// APITimeout bounds the wait for the API socket; 0 means 10s.
 	APITimeout time.Duration
-	Log        *slog.Logger
+	// CallTimeout bounds each API call (0: DefaultCallTimeout): a VMM
+	// that does not answer in time fails Start and is killed, so a hung
+	// VMM never holds its VM in Creating, nor a drain waiting for it.
+	CallTimeout time.Duration
+	Log         *slog.Logger
 }
 
 var (
@@ -200,7 +204,7 @@ func (d *Driver) configure(ctx context.Context, l *launched, spec vmm.Spec, exit
 	if err := waitForSocket(wctx, l.socket, exited); err != nil {
 		return err
 	}
-	c := NewClient(l.socket)
+	c := NewClient(l.socket, d.CallTimeout)
 	defer c.Close()
 	for _, r := range BootRequests(spec, l.paths, d.MMDS) {
 		if err := r.Send(ctx, c); err != nil {

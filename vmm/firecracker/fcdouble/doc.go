@@ -59,5 +59,7 @@
 // FCDOUBLE_ACCEL (kvm or tcg; default: detected), FCDOUBLE_BOOT=none
 // (accept InstanceStart without booting, for set-up benchmarks),
 // FCDOUBLE_RECORD (append one JSON line per request), FCDOUBLE_PROC_MOUNTS
-// (the jailer's mount table, for a stand-in cgroup hierarchy).
+// (the jailer's mount table, for a stand-in cgroup hierarchy), and one
+// fault for tests: FCDOUBLE_HANG="PUT /actions" (a method and path) is a
+// hung VMM that never answers that request.
 package fcdouble
