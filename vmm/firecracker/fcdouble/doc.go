@@ -33,7 +33,9 @@
 // guest can tell: an i8042 whose reset line ends the VMM (reboot=k), ACPI
 // device discovery but no ACPI power-off (a guest that powers off halts
 // and the VMM runs on, as Firecracker does), the serial console on
-// stdout. Differences, all because QEMU boots the guest:
+// stdout, and each drive's virtio block serial (/sys/block/vdX/serial) the
+// id Firecracker makes from its backing file's device and inode numbers
+// (see BlockID), not its drive_id. Differences, all because QEMU boots the guest:
 //   - the kernel must be what QEMU boots (a bzImage such as Debian's
 //     vmlinuz), where Firecracker wants an uncompressed ELF vmlinux;
 //   - the TSC hint QEMU's TCG needs is added to the kernel command line;
