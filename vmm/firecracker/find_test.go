@@ -38,6 +38,7 @@ func TestFindMonitor(t *testing.T) {
 	}{{"found-jailed", jailer}, {"found-unjailed", nil}} {
 		t.Run(c.id, func(t *testing.T) {
 			d := &Driver{Binary: b.Firecracker, Jailer: c.jailer}
+			killLeftVMMs(t, c.id)
 			dir := t.TempDir()
 			spec := testSpec
 			spec.ID, spec.Dir, spec.ConsoleLog, spec.TAP = c.id, dir, filepath.Join(dir, "console.log"), tap

@@ -21,6 +21,7 @@ func TestHungVMMFailsStart(t *testing.T) {
 		t.Run(hung, func(t *testing.T) {
 			spec, record := doubleSpec(t, []byte("i"))
 			t.Setenv("FCDOUBLE_HANG", hung)
+			killLeftVMMs(t, spec.ID)
 			d := &Driver{Binary: b.Firecracker, CallTimeout: 300 * time.Millisecond}
 
 			type result struct {
