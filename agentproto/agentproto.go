@@ -76,12 +76,22 @@ type Root struct {
 }
 
 // Disk names a virtio block device. Serial is how the host tells them
-// apart (the monitor sets it); Device is the node to use when the
-// monitor cannot set serials, by attachment order.
+// apart: the drive's id, which QEMU gives the guest as the disk's serial.
+// A monitor that makes serials of its own (Firecracker: from the backing
+// file's device and inode numbers) has its driver name each drive's on
+// the kernel command line, SerialParam+<Serial>=<the monitor's serial>,
+// and the agent takes either. Device is the node to use when no disk
+// reports a serial, by attachment order.
 type Disk struct {
 	Serial string `json:"serial,omitempty"`
 	Device string `json:"device,omitempty"`
 }
+
+// SerialParam starts the kernel command line parameters that name the
+// serial a monitor gives a drive: fireactions.serial.<drive id>=<serial>.
+// A dotted name: the kernel takes it for a module's parameter and hands
+// it to no process's environment; the agent reads /proc/cmdline.
+const SerialParam = "fireactions.serial."
 
 // Network is the guest's single interface. The kernel ignores ip=, so the
 // agent configures it over netlink.

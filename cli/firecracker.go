@@ -18,7 +18,7 @@ import (
 // VM running in them.
 func firecrackerDriver(_ context.Context, cfg *config.Config, log *slog.Logger) (vmm.Hypervisor, error) {
 	fc := cfg.VMM.Firecracker
-	d := &firecracker.Driver{Binary: fc.Binary, MMDS: fc.MMDS, Log: log}
+	d := &firecracker.Driver{Binary: fc.Binary, MMDS: fc.MMDS, CallTimeout: fc.APICallTimeout, Log: log}
 	if !fc.JailerOn() {
 		log.Warn("firecracker runs without the jailer: no chroot, uid/gid or cgroup per VM", "mmds", fc.MMDS)
 		return d, nil
@@ -35,7 +35,7 @@ func firecrackerDriver(_ context.Context, cfg *config.Config, log *slog.Logger) 
 		log.Error("remove jails left by a previous run", "err", err)
 	}
 	log.Info("firecracker driver", "jailer", fc.JailerBinary, "chroot_base_dir", base,
-		"uids", idRange(fc.UID, cfg.Network.CIDR), "gids", idRange(fc.GID, cfg.Network.CIDR), "mmds", fc.MMDS)
+		"uids", idRange(fc.UID, cfg.Network.CIDR), "gids", idRange(fc.GID, cfg.Network.CIDR), "mmds", fc.MMDS, "api_call_timeout", fc.APICallTimeout)
 	return d, nil
 }
 

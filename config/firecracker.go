@@ -4,6 +4,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Firecracker tunes the Firecracker driver and its jailer. The jailer is
@@ -27,6 +28,8 @@ type Firecracker struct {
 	MemoryOverheadMiB int `yaml:"memory_overhead_mib" doc:"Added to a VM's memory_mib for its cgroup's memory.max: the VMM's own memory."`
 	// MMDS turns on Firecracker's metadata service for every VM.
 	MMDS bool `yaml:"mmds" doc:"Give each guest Firecracker's MMDS (version V2, at 169.254.169.254 on its eth0) holding non-secret metadata about its VM: {\"fireactions\": {\"vm_id\", \"pool\", \"host_id\"}}. Never a token or runner credential. Off by default."`
+	// APICallTimeout bounds each call to a VM's Firecracker API.
+	APICallTimeout time.Duration `yaml:"api_call_timeout" doc:"How long each call to a VM's Firecracker API may take to be answered (1s-5m). A VMM that does not answer in time is killed and its VM fails to start (counted as a failure with reason start), so a hung VMM holds neither its VM nor a drain."`
 }
 
 // firecrackerDefaults are the Firecracker driver's defaults.
@@ -38,6 +41,7 @@ func firecrackerDefaults() Firecracker {
 		Jailer:            &jailer,
 		ParentCgroup:      "fireactions",
 		MemoryOverheadMiB: 64,
+		APICallTimeout:    5 * time.Second,
 	}
 }
 
@@ -78,6 +82,7 @@ func (v *validator) firecracker(f field, fc *Firecracker, driver, stateDir, cidr
 		rule{f.child("gid"), jailIDs(fc.GID, jailed, "gid", cidr)},
 		rule{f.child("parent_cgroup"), parentCgroup(fc.ParentCgroup)},
 		rule{f.child("memory_overhead_mib"), notNegative(fc.MemoryOverheadMiB)},
+		rule{f.child("api_call_timeout"), durationBetween(fc.APICallTimeout, time.Second, 5*time.Minute)},
 	)
 }
 
@@ -144,6 +149,17 @@ func parentCgroup(p string) error {
 		if c == "" || c == "." || c == ".." {
 			return errors.New("must be a relative path without empty, '.' or '..' parts")
 		}
+	}
+	return nil
+}
+
+// durationBetween checks lo <= d <= hi.
+func durationBetween(d, lo, hi time.Duration) error {
+	if err := durationAtLeast(d, lo); err != nil {
+		return err
+	}
+	if d > hi {
+		return errorf("%s is more than %s", shortDuration(d), shortDuration(hi))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestFirecrackerDefaults: the jailer is on unless switched off, and
@@ -12,7 +13,7 @@ func TestFirecrackerDefaults(t *testing.T) {
 	f := newFixture(t)
 	c := f.mustParse(minimalYAML + "vmm:\n  driver: firecracker\n  firecracker: {uid: 64000, gid: 64000}\n")
 	fc := c.VMM.Firecracker
-	if !fc.JailerOn() || fc.Binary != "firecracker" || fc.JailerBinary != "jailer" || fc.ParentCgroup != "fireactions" || fc.MemoryOverheadMiB != 64 {
+	if !fc.JailerOn() || fc.Binary != "firecracker" || fc.JailerBinary != "jailer" || fc.ParentCgroup != "fireactions" || fc.MemoryOverheadMiB != 64 || fc.APICallTimeout != 5*time.Second {
 		t.Errorf("defaults %+v", fc)
 	}
 	if got := fc.ChrootBase(c.StateDir); got != "/var/lib/fireactions/jailer" {
@@ -36,6 +37,8 @@ func TestFirecrackerValidation(t *testing.T) {
 		{"parent cgroup climbing out", "vmm:\n  driver: firecracker\n  firecracker: {uid: 5, gid: 5, parent_cgroup: ../system.slice}\n", "vmm.firecracker.parent_cgroup"},
 		{"no jailer binary", "vmm:\n  driver: firecracker\n  firecracker: {uid: 5, gid: 5, jailer_binary: \"\"}\n", "vmm.firecracker.jailer_binary: must be set"},
 		{"negative overhead", "vmm:\n  driver: firecracker\n  firecracker: {uid: 5, gid: 5, memory_overhead_mib: -1}\n", "vmm.firecracker.memory_overhead_mib"},
+		{"no API call bound", "vmm:\n  driver: firecracker\n  firecracker: {uid: 5, gid: 5, api_call_timeout: 0s}\n", "vmm.firecracker.api_call_timeout"},
+		{"API call bound of an hour", "vmm:\n  driver: firecracker\n  firecracker: {uid: 5, gid: 5, api_call_timeout: 1h}\n", "vmm.firecracker.api_call_timeout"},
 		{"uid range past the limit (/24: 256 ids)", "vmm:\n  driver: firecracker\n  firecracker: {uid: 2147483391, gid: 5}\n",
 			"vmm.firecracker.uid: 2147483391 + 256 (one per address of network.cidr 10.200.0.0/24) is more than 2147483646"},
 		{"gid range past the limit (/24: 256 ids)", "vmm:\n  driver: firecracker\n  firecracker: {uid: 5, gid: 2147483391}\n",

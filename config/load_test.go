@@ -39,7 +39,7 @@ func TestParseFillsDefaults(t *testing.T) {
 			AgentPort: 8089,
 		},
 		VMM: VMM{Driver: "qemu", QEMU: QEMU{Binary: "qemu-system-x86_64", Accel: "auto"},
-			Firecracker: Firecracker{Binary: "firecracker", JailerBinary: "jailer", Jailer: &jailer, ParentCgroup: "fireactions", MemoryOverheadMiB: 64}},
+			Firecracker: Firecracker{Binary: "firecracker", JailerBinary: "jailer", Jailer: &jailer, ParentCgroup: "fireactions", MemoryOverheadMiB: 64, APICallTimeout: 5 * time.Second}},
 		Forges: []Forge{{
 			Name:      "gitea",
 			Type:      "gitea",
@@ -129,6 +129,7 @@ vmm:
     gid: 901
     parent_cgroup: ci/vms
     memory_overhead_mib: 0
+    api_call_timeout: 20s
 forges:
   - name: gitea
     type: gitea
@@ -228,7 +229,7 @@ pools:
 		},
 		VMM: VMM{Driver: "firecracker", QEMU: QEMU{Binary: "/run/current-system/sw/bin/qemu-kvm", Accel: "tcg"},
 			Firecracker: Firecracker{Binary: "/opt/fc/firecracker", JailerBinary: "/opt/fc/jailer", Jailer: &jailer, ChrootBaseDir: "/srv/jails",
-				UID: 900, GID: 901, ParentCgroup: "ci/vms", MemoryOverheadMiB: 0}},
+				UID: 900, GID: 901, ParentCgroup: "ci/vms", MemoryOverheadMiB: 0, APICallTimeout: 20 * time.Second}},
 		Forges: []Forge{
 			{
 				Name: "gitea", Type: "gitea", URL: "http://10.0.0.5:3000", GuestURL: "https://git.example.org",

@@ -45,39 +45,7 @@ func TestFirecrackerGiteaJobs(t *testing.T) {
 	root := filepath.Join(work, "root.cpio.gz")
 	buildGuestRoot(t, cache, root)
 
-	// The double and a chroot base the jailed user can traverse (the
-	// double is not really chrooted: QEMU opens the jail's files by host
-	// path), with a stand-in cgroup v2 hierarchy: this host's cgroup v2
-	// offers no cpu or memory controller.
-	fcDir := t.TempDir()
-	os.Chmod(fcDir, 0o755)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	fc, err := fcdouble.Build(ctx, fcDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jails, err := os.MkdirTemp("", "fajail")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// After a failure the VMs outlive the killed orchestrator (their
-		// monitors have their own process group, for adoption): end the
-		// ones working in this test's jails.
-		for _, pid := range pidsWorkingIn(jails) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		os.RemoveAll(jails)
-	})
-	os.Chmod(jails, 0o711)
-	cgroups := filepath.Join(jails, "cgroup")
-	writeFile(t, filepath.Join(cgroups, "cgroup.controllers"), 0o644, "cpuset cpu io memory pids\n")
-	writeFile(t, filepath.Join(jails, "mounts"), 0o644, "cgroup2 "+cgroups+" cgroup2 rw,nosuid 0 0\n")
-	record := filepath.Join(work, "api-record.jsonl")
-	// The orchestrator inherits these and passes them to the doubles.
-	t.Setenv("FCDOUBLE_PROC_MOUNTS", filepath.Join(jails, "mounts"))
-	t.Setenv("FCDOUBLE_RECORD", record)
+	fc, jails, cgroups, record := firecrackerDouble(t, work)
 
 	ns := newNetns(t, fmt.Sprintf("fafc%d", os.Getpid()%100000))
 	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
@@ -328,6 +296,45 @@ pools:
 		}
 		t.Logf("FIGURE %d VMs started through the double, %d API requests, all accepted, %d MMDS data stores", started, total, len(mmdsVMs))
 	})
+}
+
+// firecrackerDouble builds the double and makes a chroot base the jailed
+// user can traverse (the double is not really chrooted: QEMU opens the
+// jail's files by host path), with a stand-in cgroup v2 hierarchy (this
+// host's cgroup v2 offers no cpu or memory controller) and the file the
+// double records every API request in. The orchestrator inherits the
+// settings and passes them to the doubles.
+func firecrackerDouble(t *testing.T, work string) (fc fcdouble.Binaries, jails, cgroups, record string) {
+	t.Helper()
+	fcDir := t.TempDir()
+	os.Chmod(fcDir, 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	fc, err := fcdouble.Build(ctx, fcDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jails, err = os.MkdirTemp("", "fajail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// After a failure the VMs outlive the killed orchestrator (their
+		// monitors have their own process group, for adoption): end the
+		// ones working in this test's jails.
+		for _, pid := range pidsWorkingIn(jails) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		os.RemoveAll(jails)
+	})
+	os.Chmod(jails, 0o711)
+	cgroups = filepath.Join(jails, "cgroup")
+	writeFile(t, filepath.Join(cgroups, "cgroup.controllers"), 0o644, "cpuset cpu io memory pids\n")
+	writeFile(t, filepath.Join(jails, "mounts"), 0o644, "cgroup2 "+cgroups+" cgroup2 rw,nosuid 0 0\n")
+	record = filepath.Join(work, "api-record.jsonl")
+	t.Setenv("FCDOUBLE_PROC_MOUNTS", filepath.Join(jails, "mounts"))
+	t.Setenv("FCDOUBLE_RECORD", record)
+	return fc, jails, cgroups, record
 }
 
 // vmRecord is the part of a VM's state record these tests read.

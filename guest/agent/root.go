@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -127,17 +128,28 @@ func ensureTmp(p string) error {
 }
 
 // findDisk waits for the block device d names and returns its node: the
-// virtio disk whose serial is d.Serial, or d.Device when no disk reports a
-// serial (a monitor without serials).
+// virtio disk whose serial is d.Serial or the one the kernel command line
+// names for it (agentproto.SerialParam: Firecracker's serials), or
+// d.Device when no disk reports a serial (a monitor without serials).
+// Serials come from the monitor and the command line from the host: what
+// the disks hold never decides.
 func (a *Agent) findDisk(ctx context.Context, d agentproto.Disk) (string, error) {
 	wait := a.DiskWait
 	if wait == 0 {
 		wait = DefaultDiskWait
 	}
+	wanted := []string{d.Serial}
+	named := ""
+	if s := a.cmdlineSerials()[d.Serial]; s != "" && d.Serial != "" {
+		named = fmt.Sprintf(" or %q", s)
+		wanted = append(wanted, s)
+	}
 	deadline := time.Now().Add(wait)
 	for {
-		dev, serials := a.scanDisks(d.Serial)
+		dev, serials, err := a.scanDisks(wanted)
 		switch {
+		case err != nil:
+			return "", err
 		case dev != "":
 			return dev, nil
 		case d.Device != "" && serials == 0:
@@ -146,7 +158,7 @@ func (a *Agent) findDisk(ctx context.Context, d agentproto.Disk) (string, error)
 			}
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no block device with serial %q (or %q) after %s: is virtio_blk in kernel_modules?", d.Serial, d.Device, wait)
+			return "", fmt.Errorf("no block device with serial %q%s (or %q) after %s: is virtio_blk in kernel_modules?", d.Serial, named, d.Device, wait)
 		}
 		select {
 		case <-ctx.Done():
@@ -156,10 +168,26 @@ func (a *Agent) findDisk(ctx context.Context, d agentproto.Disk) (string, error)
 	}
 }
 
-// scanDisks finds the block device whose serial is serial, and counts the
-// devices that report one.
-func (a *Agent) scanDisks(serial string) (dev string, serials int) {
+// cmdlineSerials are the serials the kernel command line names for drive
+// ids: fireactions.serial.<id>=<serial>.
+func (a *Agent) cmdlineSerials() map[string]string {
+	b, _ := os.ReadFile(a.path("/proc/cmdline"))
+	out := map[string]string{}
+	for _, f := range strings.Fields(string(b)) {
+		k, v, ok := strings.Cut(f, "=")
+		if id, isSerial := strings.CutPrefix(k, agentproto.SerialParam); ok && isSerial && id != "" && v != "" {
+			out[id] = v
+		}
+	}
+	return out
+}
+
+// scanDisks finds the block device whose serial is one of wanted (empty
+// ones never match), and counts the devices that report a serial. Two
+// devices that match are an error: the agent does not guess.
+func (a *Agent) scanDisks(wanted []string) (dev string, serials int, err error) {
 	entries, _ := os.ReadDir(a.path("/sys/block"))
+	found := ""
 	for _, e := range entries {
 		b, err := os.ReadFile(a.path("/sys/block/" + e.Name() + "/serial"))
 		s := strings.TrimSpace(string(b))
@@ -167,12 +195,17 @@ func (a *Agent) scanDisks(serial string) (dev string, serials int) {
 			continue
 		}
 		serials++
+		if !slices.Contains(wanted, s) {
+			continue
+		}
+		if found != "" {
+			return "", serials, fmt.Errorf("block devices %s and %s both report serial %q", found, e.Name(), s)
+		}
+		found = e.Name()
 		node := a.path("/dev/" + e.Name())
-		if s == serial && serial != "" {
-			if _, err := os.Stat(node); err == nil {
-				dev = node
-			}
+		if _, err := os.Stat(node); err == nil {
+			dev = node
 		}
 	}
-	return dev, serials
+	return dev, serials, nil
 }

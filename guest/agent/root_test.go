@@ -108,3 +108,72 @@ func TestMissingImageDiskIsReportedToTheHost(t *testing.T) {
 		t.Fatal("the runner started without its root")
 	}
 }
+
+// firecrackerCmdline is a kernel command line as the Firecracker driver
+// writes it for an image root: the serial Firecracker gives each drive
+// (made from its backing file, not its id) named by the drive's id.
+const firecrackerCmdline = "console=ttyS0 reboot=k panic=1 pci=off fireactions.serial.fa-image=2049013107564 fireactions.serial.fa-writable=20490131075671\n"
+
+// TestImageRootOnFirecracker: Firecracker gives each disk a serial made
+// from its backing file's device and inode numbers, never the drive id,
+// so the agent finds its disks by the serials the kernel command line
+// names for the drive ids; the disks' order does not matter.
+func TestImageRootOnFirecracker(t *testing.T) {
+	host := newHostServer(t, "vm-token")
+	cfg := imageRootConfig(host.URL)
+	root := newTestRoot(t, cfg)
+	must(t, os.MkdirAll(filepath.Join(root, "proc"), 0o755))
+	must(t, os.WriteFile(filepath.Join(root, "proc/cmdline"), []byte(firecrackerCmdline), 0o444))
+	addDisk(t, root, "vda", "20490131075671")
+	addDisk(t, root, "vdb", "2049013107564")
+	sys := newFakeSys(t, root)
+	con := &syncBuffer{}
+	a := &Agent{Root: root, Sys: sys, Console: con, DiskWait: time.Second}
+
+	a.Boot(context.Background())
+
+	if !slices.Contains(sys.mounts, "/dev/vdb -> /mnt/image") || !slices.Contains(sys.mounts, "/dev/vda -> /mnt/writable") {
+		t.Fatalf("devices mounted: %v, want vdb as the image and vda as the writable disk\nconsole:\n%s", sys.mounts, con)
+	}
+	if !slices.ContainsFunc(sys.callList(), func(c string) bool { return strings.HasPrefix(c, "start ") }) {
+		t.Fatalf("the runner did not start: %v\nconsole:\n%s", sys.callList(), con)
+	}
+}
+
+// TestDiskSerialsAreExact: a disk is taken only for a serial named
+// exactly, never for another disk's serial that merely starts alike or
+// for the disk's place; a serial two disks report is refused rather than
+// guessed between.
+func TestDiskSerialsAreExact(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		disks   [][2]string // name, serial
+		cmdline string
+		want    string // the image disk's node, or the error's text
+	}{
+		{"a prefix is not the serial", [][2]string{{"vda", "20490131075640"}, {"vdb", "2049013107564"}}, firecrackerCmdline, "/dev/vdb"},
+		{"no disk with the named serial", [][2]string{{"vda", "111"}, {"vdb", "222"}}, firecrackerCmdline, `no block device with serial "fa-image"`},
+		{"the serial twice", [][2]string{{"vda", "2049013107564"}, {"vdb", "2049013107564"}}, firecrackerCmdline, "both report serial"},
+		{"a parameter for another drive id", [][2]string{{"vda", "2049013107564"}}, "fireactions.serial.fa-imagex=2049013107564", `no block device with serial "fa-image"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			must(t, os.MkdirAll(filepath.Join(root, "proc"), 0o755))
+			must(t, os.WriteFile(filepath.Join(root, "proc/cmdline"), []byte(c.cmdline), 0o444))
+			for _, d := range c.disks {
+				addDisk(t, root, d[0], d[1])
+			}
+			a := &Agent{Root: root, DiskWait: 100 * time.Millisecond}
+			dev, err := a.findDisk(context.Background(), agentproto.Disk{Serial: "fa-image", Device: "/dev/vda"})
+			got := dev
+			if err != nil {
+				got = err.Error()
+			} else {
+				got = "/" + filepath.ToSlash(strings.TrimPrefix(dev, root+"/"))
+			}
+			if !strings.Contains(got, c.want) {
+				t.Errorf("findDisk = %q, want %q", got, c.want)
+			}
+		})
+	}
+}

@@ -121,7 +121,7 @@ func BenchmarkAPICalls(b *testing.B) {
 	ctx := context.Background()
 	for b.Loop() {
 		srv = fcdouble.NewServer(fcdouble.Options{Spec: s, ID: "bench", OpenTAP: func(string) error { return nil }})
-		c := NewClient(sock)
+		c := NewClient(sock, 0)
 		for _, r := range BootRequests(testSpec, Paths{Kernel: kernel, Initrd: initrd}, false) {
 			if err := r.Send(ctx, c); err != nil {
 				b.Fatal(err)

@@ -18,11 +18,22 @@ import (
 // driver can produce is visible here and checked against Firecracker's
 // API description by the tests.
 type Client struct {
-	http *http.Client
+	http    *http.Client
+	timeout time.Duration
 }
 
-// NewClient returns a client of the API socket at path.
-func NewClient(socket string) *Client {
+// DefaultCallTimeout bounds one API call when the driver is given no
+// bound: connect, request and answer. Firecracker answers its pre-boot
+// calls in milliseconds, InstanceStart in well under a second.
+const DefaultCallTimeout = 5 * time.Second
+
+// NewClient returns a client of the API socket at path whose every call
+// must be answered within timeout (0: DefaultCallTimeout), so a VMM that
+// hangs fails the call instead of blocking its caller.
+func NewClient(socket string, timeout time.Duration) *Client {
+	if timeout <= 0 {
+		timeout = DefaultCallTimeout
+	}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -30,7 +41,7 @@ func NewClient(socket string) *Client {
 		},
 		MaxIdleConns: 1,
 	}
-	return &Client{http: &http.Client{Transport: tr}}
+	return &Client{http: &http.Client{Transport: tr}, timeout: timeout}
 }
 
 // Close drops the client's idle connection.
@@ -139,7 +150,9 @@ func (c *Client) put(ctx context.Context, path string, body any) error {
 	if err != nil {
 		return fmt.Errorf("PUT %s: encode body: %w", path, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://localhost"+path, bytes.NewReader(b))
+	cctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(cctx, http.MethodPut, "http://localhost"+path, bytes.NewReader(b))
 	if err != nil {
 		return fmt.Errorf("PUT %s: %w", path, err)
 	}
@@ -147,10 +160,13 @@ func (c *Client) put(ctx context.Context, path string, body any) error {
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("PUT %s: %w", path, err)
+		return c.callError(ctx, path, err)
 	}
 	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return c.callError(ctx, path, err)
+	}
 	if resp.StatusCode/100 == 2 {
 		return nil
 	}
@@ -162,6 +178,20 @@ func (c *Client) put(ctx context.Context, path string, body any) error {
 	}
 	return &APIError{Method: http.MethodPut, Path: path, Status: resp.StatusCode, Fault: fault.FaultMessage}
 }
+
+// callError is why a call got no answer: the VMM did not answer within
+// the call's bound (ErrNoAnswer), or the caller gave up, or the connection
+// failed.
+func (c *Client) callError(ctx context.Context, path string, err error) error {
+	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("PUT %s: %w within %s", path, ErrNoAnswer, c.timeout)
+	}
+	return fmt.Errorf("PUT %s: %w", path, err)
+}
+
+// ErrNoAnswer is a call the VMM did not answer within its bound: the VMM
+// hangs.
+var ErrNoAnswer = errors.New("the VMM did not answer")
 
 // waitForSocket waits until the API socket accepts connections, the
 // process exits (exited is closed) or ctx ends.

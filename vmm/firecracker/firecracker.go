@@ -22,10 +22,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
@@ -53,6 +57,10 @@ const MMDSVersion = "V2"
 // vmIDPattern is what Firecracker and its jailer accept as an id.
 var vmIDPattern = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 
+// resourceIDPattern is a drive id the driver takes: it names the drive on
+// the kernel command line (see DriveSerial), so no space or '='.
+var resourceIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
 // Driver starts Firecracker microVMs.
 type Driver struct {
 	// Binary is the firecracker executable (a path, or a name looked up in
@@ -67,7 +75,11 @@ type Driver struct {
 	MMDS bool
 	// APITimeout bounds the wait for the API socket; 0 means 10s.
 	APITimeout time.Duration
-	Log        *slog.Logger
+	// CallTimeout bounds each API call (0: DefaultCallTimeout): a VMM
+	// that does not answer in time fails Start and is killed, so a hung
+	// VMM never holds its VM in Creating, nor a drain waiting for it.
+	CallTimeout time.Duration
+	Log         *slog.Logger
 }
 
 var (
@@ -131,8 +143,8 @@ func checkSpec(spec vmm.Spec) error {
 	ids := map[string]bool{}
 	for _, d := range spec.Drives {
 		id := DriveID(d.ID)
-		if d.ID == "" || d.Path == "" || ids[id] {
-			return fmt.Errorf("firecracker: vm %s: drive %q: empty, without a file, or its id %q taken", spec.ID, d.ID, id)
+		if !resourceIDPattern.MatchString(d.ID) || d.Path == "" || ids[id] {
+			return fmt.Errorf("firecracker: vm %s: drive %q: not 1-64 letters, digits, '-' and '_', without a file, or its id %q taken", spec.ID, d.ID, id)
 		}
 		ids[id] = true
 	}
@@ -157,6 +169,7 @@ func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
 	defer console.Close()
 
 	l := &launched{cleanup: func() error { return nil }}
+	var hostFiles []string // the drives' files the VMM opens, on the host
 	if d.Jailer != nil {
 		j, err := d.Jailer.prepare(d.Binary, spec)
 		if err != nil {
@@ -164,6 +177,9 @@ func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
 		}
 		l.cmd = exec.Command(d.Jailer.Binary, j.args(spec, apiSocket)...)
 		l.socket, l.paths, l.cleanup = j.hostPath(apiSocket), j.paths(spec), j.remove
+		for _, p := range l.paths.Drives {
+			hostFiles = append(hostFiles, j.hostPath(p))
+		}
 	} else {
 		l.socket = filepath.Join(spec.Dir, "fc.sock")
 		if err := os.Remove(l.socket); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -171,10 +187,15 @@ func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
 		}
 		l.cmd = exec.Command(d.Binary, "--api-sock", l.socket, "--id", spec.ID)
 		l.paths = HostPaths(spec)
+		hostFiles = l.paths.Drives
 	}
 	if len(l.socket) > maxSocketPath {
 		_ = l.cleanup()
 		return nil, fmt.Errorf("API socket path %s is longer than %d bytes", l.socket, maxSocketPath)
+	}
+	if l.paths.Serials, err = driveSerials(spec, hostFiles); err != nil {
+		_ = l.cleanup()
+		return nil, err
 	}
 	// Firecracker writes the guest's serial console to its stdout.
 	l.cmd.Stdout, l.cmd.Stderr = console, console
@@ -200,7 +221,7 @@ func (d *Driver) configure(ctx context.Context, l *launched, spec vmm.Spec, exit
 	if err := waitForSocket(wctx, l.socket, exited); err != nil {
 		return err
 	}
-	c := NewClient(l.socket)
+	c := NewClient(l.socket, d.CallTimeout)
 	defer c.Close()
 	for _, r := range BootRequests(spec, l.paths, d.MMDS) {
 		if err := r.Send(ctx, c); err != nil {
@@ -222,6 +243,10 @@ type Request struct {
 type Paths struct {
 	Kernel, Initrd string
 	Drives         []string // one per spec.Drives
+	// Serials are the serials the guest reads from the drives (see
+	// DriveSerial), one per spec.Drives, named to the guest on the kernel
+	// command line; none: not known, nothing named.
+	Serials []string
 }
 
 // HostPaths are spec's files where they are, for an unjailed VMM.
@@ -234,8 +259,8 @@ func HostPaths(spec vmm.Spec) Paths {
 }
 
 // DriveID is a drive's id as Firecracker accepts it in a path: letters,
-// digits and '_' (others become '_'). Firecracker gives the guest no
-// serial: the guest sees the drives as vda, vdb, ... in spec order.
+// digits and '_' (others become '_'). It is not what the guest sees as
+// the disk's serial: see DriveSerial.
 func DriveID(id string) string {
 	return strings.Map(func(r rune) rune {
 		if r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
@@ -243,6 +268,55 @@ func DriveID(id string) string {
 		}
 		return '_'
 	}, id)
+}
+
+// virtioBlkIDBytes is VIRTIO_BLK_ID_BYTES: the longest virtio block id.
+const virtioBlkIDBytes = 20
+
+// DriveSerial is the serial the guest reads from a drive Firecracker
+// backs with the file at path (virtio-blk VIRTIO_BLK_T_GET_ID,
+// /sys/block/vdX/serial): the file's st_dev, st_rdev and st_ino in
+// decimal, run together and cut to 20 bytes, as Firecracker's block
+// device makes its id when the drive is configured. Firecracker offers no
+// way to set it, and the drive_id is not it.
+func DriveSerial(path string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return "", fmt.Errorf("drive serial: %w", err)
+	}
+	id := fmt.Sprintf("%d%d%d", st.Dev, st.Rdev, st.Ino)
+	return id[:min(len(id), virtioBlkIDBytes)], nil
+}
+
+// driveSerials are the serials of spec's drives, backed by files (the
+// files the VMM opens, on the host). Two drives the guest could not tell
+// apart fail the start: the guest must never take one disk for another.
+func driveSerials(spec vmm.Spec, files []string) ([]string, error) {
+	var out []string
+	for i, f := range files {
+		s, err := DriveSerial(f)
+		if err != nil {
+			return nil, fmt.Errorf("drive %s: %w", spec.Drives[i].ID, err)
+		}
+		if j := slices.Index(out, s); j >= 0 {
+			return nil, fmt.Errorf("drives %s and %s would show the guest one serial %q", spec.Drives[j].ID, spec.Drives[i].ID, s)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// serialArgs name each drive's serial to the guest, by the drive's id, on
+// the kernel command line (agentproto.SerialParam), where the agent finds
+// its disks by them.
+func serialArgs(spec vmm.Spec, p Paths) string {
+	var b strings.Builder
+	for i, d := range spec.Drives {
+		if i < len(p.Serials) && p.Serials[i] != "" {
+			b.WriteString(" " + agentproto.SerialParam + d.ID + "=" + p.Serials[i])
+		}
+	}
+	return b.String()
 }
 
 // MMDSDoc is the MMDS data store of spec: its Metadata under
@@ -259,12 +333,13 @@ func MMDSDoc(spec vmm.Spec) MMDSDocument {
 }
 
 // BootRequests are the API calls that start spec, with its files as the
-// VMM sees them, in the order they are sent: boot source, machine, NIC,
+// VMM sees them (and the drives' serials named on the kernel command
+// line), in the order they are sent: boot source, machine, NIC,
 // drives, with mmds the MMDS configuration (after the NIC it names) and
 // data store, then InstanceStart. Start sends exactly these; the tests
 // check each against Firecracker's API description.
 func BootRequests(spec vmm.Spec, p Paths, mmds bool) []Request {
-	boot := BootSource{KernelImagePath: p.Kernel, InitrdPath: p.Initrd, BootArgs: Cmdline(spec)}
+	boot := BootSource{KernelImagePath: p.Kernel, InitrdPath: p.Initrd, BootArgs: Cmdline(spec) + serialArgs(spec, p)}
 	machine := MachineConfig{VCPUCount: spec.VCPUs, MemSizeMiB: spec.MemoryMiB, SMT: false}
 	nic := NetworkInterface{IfaceID: ifaceID, HostDevName: spec.TAP, GuestMAC: spec.MAC}
 	rs := []Request{

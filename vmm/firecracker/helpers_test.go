@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -167,3 +169,18 @@ func waitDone(t testing.TB, m vmm.Machine, within time.Duration) {
 }
 
 func processGone(id string) bool { return !runningIDs()[id] }
+
+// killLeftVMMs ends, when the test ends, every VMM of VM id still running:
+// a test that fails before its own Kill leaves none behind for the tests
+// after it.
+func killLeftVMMs(t testing.TB, id string) {
+	t.Cleanup(func() {
+		procs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, p := range procs {
+			pid, err := strconv.Atoi(strings.TrimPrefix(p, "/proc/"))
+			if err == nil && pid != os.Getpid() && IsOurs(pid, id) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+}

@@ -38,6 +38,59 @@ func IsOurs(pid int, id string) bool {
 	return false
 }
 
+var _ vmm.Finder = (*Driver)(nil)
+
+// FindMonitor implements vmm.Finder: the jailer or firecracker started
+// with --id id (the jailer execs firecracker in the same process, so the
+// pid is the VMM's either way), found in the process table; 0 if none. Of
+// several processes that claim the VM (a child forked before it execs),
+// the one whose parent does not is it.
+func (d *Driver) FindMonitor(id string) (int, error) {
+	procs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		return 0, fmt.Errorf("firecracker: find vm %s: %w", id, err)
+	}
+	claim := map[int]bool{}
+	for _, p := range procs {
+		pid, err := strconv.Atoi(strings.TrimPrefix(p, "/proc/"))
+		if err == nil && pid != os.Getpid() && IsOurs(pid, id) {
+			claim[pid] = true
+		}
+	}
+	var roots []int
+	for pid := range claim {
+		if !claim[parentOf(pid)] {
+			roots = append(roots, pid)
+		}
+	}
+	switch len(roots) {
+	case 0:
+		return 0, nil
+	case 1:
+		return roots[0], nil
+	}
+	return 0, fmt.Errorf("firecracker: find vm %s: processes %v all claim it", id, roots)
+}
+
+// parentOf is pid's parent pid, 0 if unknown.
+func parentOf(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	rest := string(b)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	f := strings.Fields(rest)
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
 // Adopt implements vmm.Adopter. When the adopted VM ends, its jail goes.
 func (d *Driver) Adopt(id string, pid int) (vmm.Machine, error) {
 	cleanup, err := d.cleanupFor(id)

@@ -40,7 +40,8 @@ func (g *Guest) Err() error { return g.err }
 
 // Args is the QEMU command line for cfg: the QEMU driver's board, the
 // kernel command line Firecracker was given (plus the TCG hint), the first
-// NIC and initrd through the driver, further NICs and the drives after it.
+// NIC and initrd through the driver, further NICs and the drives after it,
+// each with the serial Firecracker would give it.
 // A reset ends QEMU (-no-reboot); a power-off pauses it (-action
 // shutdown=pause), as a halted Firecracker guest. QMP on fd 3, paused
 // until the double is listening (-S).
@@ -73,9 +74,13 @@ func (q *QEMU) Args(cfg BootConfig) []string {
 	}
 	for i, d := range cfg.Drives {
 		id := "d" + strconv.Itoa(i)
+		dev := "virtio-blk-device,drive=" + id
+		if d.Serial != "" {
+			dev += ",serial=" + d.Serial // digits only: nothing to escape
+		}
 		args = append(args,
 			"-drive", fmt.Sprintf("id=%s,file=%s,format=raw,if=none,readonly=%s", id, d.Path, onOff(d.ReadOnly)),
-			"-device", "virtio-blk-device,drive="+id)
+			"-device", dev)
 	}
 	return append(args, "-action", "shutdown=pause", "-S", "-chardev", "socket,id=qmp,fd=3", "-mon", "chardev=qmp,mode=control")
 }

@@ -33,7 +33,9 @@
 // guest can tell: an i8042 whose reset line ends the VMM (reboot=k), ACPI
 // device discovery but no ACPI power-off (a guest that powers off halts
 // and the VMM runs on, as Firecracker does), the serial console on
-// stdout. Differences, all because QEMU boots the guest:
+// stdout, and each drive's virtio block serial (/sys/block/vdX/serial) the
+// id Firecracker makes from its backing file's device and inode numbers
+// (see BlockID), not its drive_id. Differences, all because QEMU boots the guest:
 //   - the kernel must be what QEMU boots (a bzImage such as Debian's
 //     vmlinuz), where Firecracker wants an uncompressed ELF vmlinux;
 //   - the TSC hint QEMU's TCG needs is added to the kernel command line;
@@ -59,5 +61,7 @@
 // FCDOUBLE_ACCEL (kvm or tcg; default: detected), FCDOUBLE_BOOT=none
 // (accept InstanceStart without booting, for set-up benchmarks),
 // FCDOUBLE_RECORD (append one JSON line per request), FCDOUBLE_PROC_MOUNTS
-// (the jailer's mount table, for a stand-in cgroup hierarchy).
+// (the jailer's mount table, for a stand-in cgroup hierarchy), and one
+// fault for tests: FCDOUBLE_HANG="PUT /actions" (a method and path) is a
+// hung VMM that never answers that request.
 package fcdouble

@@ -35,6 +35,23 @@ type Drive struct {
 	Path     string
 	ReadOnly bool
 	Root     bool
+	// Serial is the id the guest reads from the device (virtio-blk
+	// VIRTIO_BLK_T_GET_ID, /sys/block/vdX/serial): Firecracker's, made
+	// from the backing file (see BlockID), never the drive_id.
+	Serial string
+}
+
+// virtioBlkIDBytes is VIRTIO_BLK_ID_BYTES: the longest block device id.
+const virtioBlkIDBytes = 20
+
+// BlockID is the virtio block device id Firecracker gives a drive backed
+// by a file with stat st: its st_dev, st_rdev and st_ino in decimal, run
+// together, cut to 20 bytes (Firecracker's build_device_id and
+// build_disk_image_id in src/vmm/src/devices/virtio/block/virtio/device.rs,
+// "how kvmtool does it"), computed when the drive is configured.
+func BlockID(st *unix.Stat_t) string {
+	id := fmt.Sprintf("%d%d%d", st.Dev, st.Rdev, st.Ino)
+	return id[:min(len(id), virtioBlkIDBytes)]
 }
 
 // hostPath is where a path the VMM was given is on the host: inside the
@@ -50,15 +67,26 @@ func (s *Server) hostPath(p string) string {
 // openable checks a file opens for reading (and writing), as the VMM's
 // user, the way Firecracker opens it when the resource is configured.
 func (s *Server) openable(p string, write bool) error {
+	_, err := s.open(p, write)
+	return err
+}
+
+// open opens a file as openable does and returns the open file's stat.
+func (s *Server) open(p string, write bool) (*unix.Stat_t, error) {
 	flag := os.O_RDONLY
 	if write {
 		flag = os.O_RDWR
 	}
 	f, err := os.OpenFile(s.hostPath(p), flag, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return f.Close()
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
 }
 
 func (s *Server) putBootSource(body []byte) error {
@@ -169,7 +197,8 @@ func (s *Server) putDrive(pathID string, body []byte) error {
 	if d.PathOnHost == nil || d.IsReadOnly == nil {
 		return errors.New("fcdouble: only virtio-block drives (path_on_host and is_read_only set) are modelled")
 	}
-	if err := s.openable(*d.PathOnHost, !*d.IsReadOnly); err != nil {
+	st, err := s.open(*d.PathOnHost, !*d.IsReadOnly)
+	if err != nil {
 		return fmt.Errorf("Unable to create the block device: %w", err)
 	}
 	var drives []Drive
@@ -182,7 +211,7 @@ func (s *Server) putDrive(pathID string, body []byte) error {
 		}
 		drives = append(drives, old)
 	}
-	nd := Drive{ID: d.DriveID, Path: s.hostPath(*d.PathOnHost), ReadOnly: *d.IsReadOnly, Root: d.IsRootDevice}
+	nd := Drive{ID: d.DriveID, Path: s.hostPath(*d.PathOnHost), ReadOnly: *d.IsReadOnly, Root: d.IsRootDevice, Serial: BlockID(st)}
 	if nd.Root {
 		drives = append([]Drive{nd}, drives...)
 	} else {

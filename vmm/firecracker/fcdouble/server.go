@@ -57,6 +57,10 @@ type Options struct {
 	// OpenTAP attaches to a TAP and lets go, or says why it cannot; nil:
 	// the real thing.
 	OpenTAP func(name string) error
+	// Hang is a fault for tests: the request ("PUT /actions") the double
+	// never answers, as a hung VMM (it is recorded with status 0). "":
+	// every request is answered.
+	Hang string
 }
 
 // Record is one request and the double's answer.
@@ -95,6 +99,11 @@ func (s *Server) Started() <-chan struct{} { return s.started }
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, maxPayload+1))
+	if s.opt.Hang != "" && s.opt.Hang == r.Method+" "+r.URL.Path {
+		s.record(Record{Method: r.Method, Path: r.URL.Path, Body: string(body), Fault: "fcdouble: hung (FCDOUBLE_HANG)"})
+		<-r.Context().Done() // until the client gives up: no answer
+		return
+	}
 	status, out, fault := s.handle(r.Method, r.URL.Path, body)
 	s.record(Record{Method: r.Method, Path: r.URL.Path, Body: string(body), Status: status, Fault: fault})
 	w.Header().Set("Content-Type", "application/json")

@@ -10,7 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker"
@@ -324,5 +327,45 @@ func TestBootConfigFromRequests(t *testing.T) {
 		if !strings.Contains(args, want) {
 			t.Errorf("QEMU arguments lack %q: %s", want, args)
 		}
+	}
+}
+
+// TestDrivesShowFirecrackersSerial: the guest reads each drive's serial
+// as Firecracker makes it, from the backing file the VMM opened (st_dev,
+// st_rdev and st_ino in decimal, run together, at most 20 bytes), never
+// the drive_id, so a guest that looks its disks up by drive_id fails here
+// as on Firecracker.
+func TestDrivesShowFirecrackersSerial(t *testing.T) {
+	root := t.TempDir()
+	for _, p := range []string{"vmlinux", "image.erofs", "disk.ext4"} {
+		os.WriteFile(filepath.Join(root, p), []byte(p), 0o644)
+	}
+	var booted BootConfig
+	srv := NewServer(Options{Spec: testSpec(t), ID: "vm1", Root: root, OpenTAP: func(string) error { return nil },
+		Boot: func(c BootConfig) error { booted = c; return nil }})
+	f := &fixture{t: t, srv: srv}
+	f.mustAccept("PUT", "/boot-source", `{"kernel_image_path":"/vmlinux"}`)
+	f.mustAccept("PUT", "/drives/fa_image", `{"drive_id":"fa_image","path_on_host":"/image.erofs","is_root_device":false,"is_read_only":true}`)
+	f.mustAccept("PUT", "/drives/fa_writable", `{"drive_id":"fa_writable","path_on_host":"/disk.ext4","is_root_device":false,"is_read_only":false}`)
+	f.mustAccept("PUT", "/actions", instanceStart)
+
+	args := strings.Join((&QEMU{}).Args(booted), " ")
+	for _, file := range []string{"image.erofs", "disk.ext4"} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(root, file), &st); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("%d%d%d", st.Dev, st.Rdev, st.Ino)
+		want = want[:min(len(want), 20)]
+		if !strings.Contains(args, ",serial="+want) {
+			t.Errorf("%s's drive does not show the guest serial %q: %s", file, want, args)
+		}
+	}
+	if strings.Contains(args, "serial=fa_") {
+		t.Errorf("a drive_id is given to the guest as a serial: %s", args)
+	}
+	long := &unix.Stat_t{Dev: 66305, Rdev: 0, Ino: 123456789012345678}
+	if got := BlockID(long); got != "66305012345678901234" {
+		t.Errorf("BlockID(dev 66305, ino 123456789012345678) = %q, want its first 20 bytes 66305012345678901234", got)
 	}
 }
