@@ -22,6 +22,9 @@ func bootSpec(t *testing.T, id, mode string) vmm.Spec {
 		ConsoleLog: filepath.Join(dir, "console.log"), Cmdline: "guestinit=" + mode,
 	}
 	guestInitramfs(t, s.Initramfs)
+	// A test that fails before its VM ends (a slow boot under load)
+	// leaves no VMM behind for the tests after it.
+	killLeftVMMs(t, id)
 	return s
 }
 
