@@ -25,7 +25,7 @@ func guestNeeds(cfg *config.Config, p config.Pool) []need {
 	}
 	needs := []need{
 		{kconfig.Driver{Symbol: "CONFIG_VIRTIO_MMIO", Module: "virtio_mmio"}, "the virtio-mmio transport every " + vmm + " device sits on"},
-		{kconfig.Driver{Symbol: "CONFIG_VIRTIO_NET", Module: "virtio_net"}, "the network (eth0)"},
+		{kconfig.Driver{Symbol: "CONFIG_VIRTIO_NET", Module: "virtio_net"}, "the guest's network device, eth0"},
 	}
 	if p.VM.Image == "" {
 		return needs
