@@ -426,6 +426,11 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 				v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.Reason = clipGuest(r.Message, maxReasonBytes) })
 			}
 		case <-machine.Done():
+			if len(v.events) > 0 {
+				// Reports the guest sent before it powered off (its
+				// failure, its runner's exit) are taken first.
+				continue
+			}
 			if err := machine.Err(); err != nil {
 				return false, fail(ReasonCrashed, err)
 			}
