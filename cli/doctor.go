@@ -17,7 +17,12 @@ func doctorCmd() *cobra.Command {
 KVM (a real test vCPU, since a paravirtual-only or broken KVM opens fine
 and then hangs stock guests), the VMM binaries and their versions, the
 kernel format each pool boots (an ELF vmlinux for Firecracker, a bzImage
-for QEMU), nftables, netlink and the bridge, cgroup v2 controllers for
+for QEMU), the drivers each pool's kernel must have for its guests
+(virtio_mmio, virtio_net; for image pools virtio_blk, ext4, overlay and
+erofs), built in or in the pool's kernel_modules, as the kernel's embedded
+configuration, a config-<version> beside it or in /boot, or its module
+tree's modules.builtin says (nothing is booted; a kernel none of these
+describe is a warning), nftables, netlink and the bridge, cgroup v2 controllers for
 the jailer, the state directory, and disk and memory for every pool at
 its max. Problems come with what to do. Warnings (such as QEMU falling
 back to TCG) leave the exit status 0; a failure, when a pool cannot run,

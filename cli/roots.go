@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
@@ -36,59 +37,121 @@ func openImageStore(cfg *config.Config, log *slog.Logger) (*imagestore.Store, er
 	})
 }
 
-// imageRoots adapts vmroot's pools to the pool manager's Roots. A nil
-// *imageRoots (no pool boots an image) prepares nothing.
-type imageRoots struct{ pools *vmroot.Pools }
+// imageRoots adapts vmroot's pools to the pool manager's Roots. Until a
+// pool boots an image (at start or after a reload) no image store is open
+// and it prepares nothing.
+type imageRoots struct {
+	cfg *config.Config // the running configuration: images.*, state_dir
+	log *slog.Logger
 
-// openImageRoots opens the image store and sets up the image pools'
-// roots, pulling nothing yet (see start); nil when no pool boots an
-// image.
+	mu      sync.Mutex
+	pools   *vmroot.Pools // nil until a pool boots an image
+	refresh func(*vmroot.Pools)
+}
+
+// openImageRoots sets up the image pools' roots, pulling nothing yet (see
+// start). The image store is opened only when a pool boots an image.
 func openImageRoots(cfg *config.Config, log *slog.Logger) (*imageRoots, error) {
-	var images bool
-	for _, p := range cfg.Pools {
-		images = images || p.VM.Image != ""
+	r := &imageRoots{cfg: cfg, log: log}
+	if !bootsImage(cfg.Pools) {
+		return r, nil
 	}
-	if !images {
-		return nil, nil
-	}
-	store, err := openImageStore(cfg, log)
+	ps, err := r.open(cfg.Pools)
 	if err != nil {
 		return nil, err
 	}
-	disks, err := vmroot.NewDisks(filepath.Join(cfg.StateDir, "disks"))
+	r.pools = ps
+	return r, nil
+}
+
+// bootsImage reports whether a pool boots an image.
+func bootsImage(pools []config.Pool) bool {
+	for _, p := range pools {
+		if p.VM.Image != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// open opens the image store and its disks with the running
+// configuration's images settings, for pools.
+func (r *imageRoots) open(pools []config.Pool) (*vmroot.Pools, error) {
+	store, err := openImageStore(r.cfg, r.log)
 	if err != nil {
 		return nil, err
 	}
-	ps, err := vmroot.New(store, disks, cfg.Pools, log)
+	disks, err := vmroot.NewDisks(filepath.Join(r.cfg.StateDir, "disks"))
 	if err != nil {
 		return nil, err
 	}
-	return &imageRoots{pools: ps}, nil
+	return vmroot.New(store, disks, pools, r.log)
+}
+
+// current is the image pools' roots, nil before a pool boots an image.
+func (r *imageRoots) current() *vmroot.Pools {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pools
 }
 
 // start pulls the image pools' images and refreshes the Always ones every
-// refresh until ctx ends. A pull may evict unleased images past
-// images.max_bytes: start after adopting the VMs a previous run left, so
-// their images are leased again by then.
+// refresh until ctx ends (also those a reload adds). A pull may evict
+// unleased images past images.max_bytes: start after adopting the VMs a
+// previous run left, so their images are leased again by then.
 func (r *imageRoots) start(ctx context.Context, refresh time.Duration) error {
-	if r == nil {
+	r.mu.Lock()
+	ps := r.pools
+	r.refresh = func(ps *vmroot.Pools) { go ps.Refresh(ctx, refresh) }
+	r.mu.Unlock()
+	if ps == nil {
 		return nil
 	}
-	if err := r.pools.Load(ctx); err != nil {
+	if err := ps.Load(ctx); err != nil {
 		return err
 	}
-	go r.pools.Refresh(ctx, refresh)
+	r.refresh(ps)
+	return nil
+}
+
+// Reload implements pool.Roots: the first image pool a reload brings
+// opens the image store (with the images settings the daemon started
+// with), then vmroot pulls what is new or changed.
+func (r *imageRoots) Reload(ctx context.Context, pools []config.Pool) error {
+	ps := r.current()
+	if ps == nil {
+		if !bootsImage(pools) {
+			return nil
+		}
+		opened, err := r.open(nil)
+		if err != nil {
+			return err
+		}
+		ps = opened
+	}
+	if err := ps.Reload(ctx, pools); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	first := r.pools == nil
+	r.pools = ps
+	refresh := r.refresh
+	r.mu.Unlock()
+	if first && refresh != nil {
+		refresh(ps)
+	}
 	return nil
 }
 
 // PrepareVM implements pool.Roots.
 func (r *imageRoots) PrepareVM(ctx context.Context, poolName, dir string) (pool.VMRoot, bool, error) {
-	if r == nil {
+	ps := r.current()
+	if ps == nil {
 		return nil, false, nil
 	}
-	vm, ok, err := r.pools.PrepareVM(ctx, poolName, dir)
+	vm, ok, err := ps.PrepareVM(ctx, poolName, dir)
 	if vm == nil {
-		return nil, ok, err
+		return nil, ok, err // not a nil *vmroot.VM in a non-nil VMRoot
 	}
 	return vm, ok, err
 }
@@ -96,10 +159,11 @@ func (r *imageRoots) PrepareVM(ctx context.Context, poolName, dir string) (pool.
 // AdoptVM implements pool.Roots. Without image pools no store is open, so
 // nothing can be leased.
 func (r *imageRoots) AdoptVM(ctx context.Context, poolName, dir, digest string) (pool.VMRoot, error) {
-	if r == nil {
+	ps := r.current()
+	if ps == nil {
 		return nil, fmt.Errorf("image %s: no pool boots an image: the image store is not open", digest)
 	}
-	vm, err := r.pools.AdoptVM(ctx, poolName, dir, digest)
+	vm, err := ps.AdoptVM(ctx, poolName, dir, digest)
 	if err != nil {
 		return nil, err // not a nil *vmroot.VM in a non-nil VMRoot
 	}
@@ -108,7 +172,7 @@ func (r *imageRoots) AdoptVM(ctx context.Context, poolName, dir, digest string) 
 
 // Close releases the pools' images.
 func (r *imageRoots) Close() {
-	if r != nil {
-		r.pools.Close()
+	if ps := r.current(); ps != nil {
+		ps.Close()
 	}
 }

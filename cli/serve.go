@@ -245,8 +245,10 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 }
 
 // reloadOnHUP re-reads the configuration on SIGHUP and applies its pools:
-// added, changed and removed without touching unaffected VMs. A bad file
-// changes nothing. Settings outside the pools need a restart.
+// added, changed and removed without touching unaffected VMs; the images
+// of new or changed image pools are pulled before their VMs start. A bad
+// file, or an image that cannot be pulled, changes nothing. Settings
+// outside the pools need a restart.
 func reloadOnHUP(ctx context.Context, path string, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, routes *webhookRoutes, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -258,14 +260,14 @@ func reloadOnHUP(ctx context.Context, path string, running *config.Config, m *po
 		case <-hup:
 		}
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
-		if err := reload(path, running, m, boot, mx, routes, log); err != nil {
+		if err := reload(ctx, path, running, m, boot, mx, routes, log); err != nil {
 			log.Error("reload refused; the running configuration stays", "err", err)
 		}
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 	}
 }
 
-func reload(path string, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, routes *webhookRoutes, log *slog.Logger) error {
+func reload(ctx context.Context, path string, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, routes *webhookRoutes, log *slog.Logger) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
@@ -287,7 +289,7 @@ func reload(path string, running *config.Config, m *pool.Manager, boot *bootFile
 	if err := boot.update(cfg); err != nil {
 		return err
 	}
-	if _, err := m.Reload(cfg.Pools, forges); err != nil {
+	if _, err := m.Reload(ctx, cfg.Pools, forges); err != nil {
 		return err
 	}
 	// Webhooks go to the drivers the pools now use.

@@ -159,7 +159,7 @@ type VMShape struct {
 	Kernel    string `yaml:"kernel" doc:"Required. Guest kernel image (bzImage for QEMU, vmlinux for Firecracker)."`
 	// KernelModules are loaded by the agent, dependencies first; names are
 	// resolved through modules.dep in ModulesDir.
-	KernelModules []string `yaml:"kernel_modules" doc:"Guest kernel modules to load (names; dependencies are added)."`
+	KernelModules []string `yaml:"kernel_modules" doc:"Guest kernel modules to load (names; dependencies are added). The guests need virtio_mmio and virtio_net (and for vm.image virtio_blk, ext4, overlay and erofs) built in or listed here; fireactions doctor checks."`
 	ModulesDir    string   `yaml:"modules_dir" doc:"Module tree for kernel_modules. Default: /lib/modules/<version from the kernel file name>."`
 	// RootInitramfs is the guest's root file system as a cpio archive
 	// (gzip or not): the runner agent and what jobs need. The host adds

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/kconfig"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/kvmprobe"
 )
 
@@ -39,6 +40,13 @@ type Host interface {
 	Exists(path string) bool
 	// Cgroup2 is the cgroup v2 mount and the controllers it offers.
 	Cgroup2() (mount string, controllers []string, err error)
+	// KernelConfig reads what the kernel image at path was built with
+	// (see package kconfig); modulesDir is its module tree, "" for the
+	// default one of its version.
+	KernelConfig(path, modulesDir string) (*kconfig.Kernel, error)
+	// KernelModules names the modules of a pool's kernel_modules with
+	// their dependencies, as its boot archive packs them.
+	KernelModules(modulesDir string, names []string) ([]string, error)
 }
 
 // Per-VM estimates the disk and memory checks use.
@@ -56,6 +64,7 @@ func Run(ctx context.Context, cfg *config.Config, h Host) Report {
 	checkKVM(ctx, &r, cfg, h)
 	checkBinaries(ctx, &r, cfg, h)
 	checkKernels(&r, cfg, h)
+	checkDrivers(&r, cfg, h)
 	checkNetwork(ctx, &r, cfg, h)
 	if cfg.VMM.Driver == "firecracker" && cfg.VMM.Firecracker.JailerOn() {
 		checkCgroups(&r, h)

@@ -1,7 +1,9 @@
 // Package doctor is the host preflight behind `fireactions doctor`: can
 // this machine run the configured pools? It checks what a VM needs from
 // the host (a KVM that really runs guests, the VMM binaries, a kernel in
-// the format the VMM boots, the network tools, cgroups for the jailer, a
+// the format the VMM boots with the drivers its guests use, built in or
+// loaded through the pool's kernel_modules (see package kconfig), the
+// network tools, cgroups for the jailer, a
 // writable state directory, disk and memory for every pool at its max)
 // and says, for each problem, what to do. Every check goes through Host,
 // so the unhealthy cases are tested with fakes.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/kconfig"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/kvmprobe"
 )
 
@@ -28,7 +29,12 @@ type fakeHost struct {
 	cgMount   string
 	cgCtrls   []string
 	cgroupErr error
+	kernels   map[string]*kconfig.Kernel // by image path; missing: unreadable
+	modules   map[string][]string        // kernel_modules resolved, by first name
 }
+
+// allBuiltIn is a guest kernel configuration with every driver built in.
+const allBuiltIn = "CONFIG_VIRTIO_MMIO=y\nCONFIG_VIRTIO_NET=y\nCONFIG_VIRTIO_BLK=y\nCONFIG_EXT4_FS=y\nCONFIG_OVERLAY_FS=y\nCONFIG_EROFS_FS=y\n"
 
 var (
 	elfKernel = append([]byte("\x7fELF"), make([]byte, 0x20c)...)
@@ -53,6 +59,10 @@ func healthy() *fakeHost {
 		mem:     32 << 30,
 		links:   map[string]string{"lo": "device"},
 		cgMount: "/sys/fs/cgroup", cgCtrls: []string{"cpuset", "cpu", "io", "memory", "pids"},
+		kernels: map[string]*kconfig.Kernel{
+			"/boot/vmlinux": kconfig.Parse("/boot/vmlinux", "test", []byte(allBuiltIn)),
+			"/boot/vmlinuz": kconfig.Parse("/boot/vmlinuz", "test", []byte(allBuiltIn)),
+		},
 	}
 }
 
@@ -83,6 +93,18 @@ func (h *fakeHost) MemAvailable() (uint64, error)       { return h.mem, nil }
 func (h *fakeHost) Links() (map[string]string, error)   { return h.links, h.linksErr }
 func (h *fakeHost) Exists(path string) bool             { return !(h.noTun && path == "/dev/net/tun") }
 func (h *fakeHost) Cgroup2() (string, []string, error)  { return h.cgMount, h.cgCtrls, h.cgroupErr }
+func (h *fakeHost) KernelConfig(path, _ string) (*kconfig.Kernel, error) {
+	if k, ok := h.kernels[path]; ok {
+		return k, nil
+	}
+	return nil, errors.New("open " + path + ": no such file or directory")
+}
+func (h *fakeHost) KernelModules(_ string, names []string) ([]string, error) {
+	if m, ok := h.modules[names[0]]; ok {
+		return m, nil
+	}
+	return nil, errors.New("unknown kernel module " + names[0])
+}
 
 // testConfig is a two-pool configuration for a driver; Firecracker pools
 // boot /boot/vmlinux, QEMU ones /boot/vmlinuz.

@@ -17,6 +17,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
+	"github.com/nixos-fireactions/nixos-fireactions/kconfig"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/kvmprobe"
 )
 
@@ -169,4 +171,23 @@ func (System) Cgroup2() (string, []string, error) {
 		}
 	}
 	return "", nil, errors.New("no cgroup2 mount in /proc/mounts")
+}
+
+// KernelConfig implements Host with package kconfig; config-<version>
+// files are looked for beside the image and in /boot.
+func (System) KernelConfig(path, modulesDir string) (*kconfig.Kernel, error) {
+	return kconfig.Read(path, modulesDir, "/boot")
+}
+
+// KernelModules implements Host as the boot archive resolves modules.
+func (System) KernelModules(modulesDir string, names []string) ([]string, error) {
+	mods, err := initramfs.ResolveModules(modulesDir, names)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(mods))
+	for _, m := range mods {
+		out = append(out, m.Name)
+	}
+	return out, nil
 }

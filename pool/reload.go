@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -22,11 +23,20 @@ var errPoolRetired = errors.New("pool removed or changed by a reload")
 // and new VMs come from the new settings. Removed pools are retired the
 // same way. Pools that did not change are not touched at all. forges holds
 // the drivers of the new configuration, by pool name.
-func (m *Manager) Reload(pools []config.Pool, forges map[string]forge.Forge) (ReloadResult, error) {
+//
+// The image roots (Deps.Roots) are reloaded first, pulling what a new or
+// changed image pool boots, so its first VM starts from its new image; a
+// pull that fails refuses the whole reload and the running pools stay.
+func (m *Manager) Reload(ctx context.Context, pools []config.Pool, forges map[string]forge.Forge) (ReloadResult, error) {
 	var res ReloadResult
 	for _, pc := range pools {
 		if forges[pc.Name] == nil {
 			return res, fmt.Errorf("reload: pool %q: forge %q not connected", pc.Name, pc.Forge)
+		}
+	}
+	if m.d.Roots != nil {
+		if err := m.d.Roots.Reload(ctx, pools); err != nil {
+			return res, fmt.Errorf("reload: image roots: %w", err)
 		}
 	}
 	m.mu.Lock()

@@ -1,6 +1,8 @@
 package pool
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,13 +43,13 @@ func TestReloadTouchesOnlyWhatChanged(t *testing.T) {
 	forges := map[string]forge.Forge{"p": h.forge}
 	same := h.poolConfig()
 
-	res, err := h.m.Reload([]config.Pool{same}, forges)
+	res, err := h.m.Reload(t.Context(), []config.Pool{same}, forges)
 	if err != nil || len(res.Unchanged) != 1 {
 		t.Fatalf("same settings: %+v, %v", res, err)
 	}
 	bigger := same
 	bigger.Max = 4
-	if res, _ = h.m.Reload([]config.Pool{bigger}, forges); len(res.Scaled) != 1 {
+	if res, _ = h.m.Reload(t.Context(), []config.Pool{bigger}, forges); len(res.Scaled) != 1 {
 		t.Fatalf("new max: %+v", res)
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -62,7 +64,7 @@ func TestReloadTouchesOnlyWhatChanged(t *testing.T) {
 
 	relabelled := bigger
 	relabelled.Labels = []string{"linux", "new"}
-	if res, _ = h.m.Reload([]config.Pool{relabelled}, forges); len(res.Changed) != 1 {
+	if res, _ = h.m.Reload(t.Context(), []config.Pool{relabelled}, forges); len(res.Changed) != 1 {
 		t.Fatalf("new labels: %+v", res)
 	}
 	eventually(t, 2*time.Second, "the old idle VM to end", func() bool {
@@ -89,7 +91,7 @@ func TestReloadTouchesOnlyWhatChanged(t *testing.T) {
 	other := relabelled
 	other.Name = "q"
 	forges["q"] = h.forge
-	if res, _ = h.m.Reload([]config.Pool{other}, forges); len(res.Removed) != 1 || len(res.Added) != 1 {
+	if res, _ = h.m.Reload(t.Context(), []config.Pool{other}, forges); len(res.Removed) != 1 || len(res.Added) != 1 {
 		t.Fatalf("rename: %+v", res)
 	}
 	eventually(t, 2*time.Second, "pool p's VMs gone and q's idle", func() bool {
@@ -100,7 +102,60 @@ func TestReloadTouchesOnlyWhatChanged(t *testing.T) {
 		}
 		return h.m.Phases()[vmstate.Idle] == 1
 	})
-	if _, err := h.m.Reload([]config.Pool{other}, map[string]forge.Forge{}); err == nil {
+	if _, err := h.m.Reload(t.Context(), []config.Pool{other}, map[string]forge.Forge{}); err == nil {
 		t.Fatal("a reload with an unconnected forge was accepted")
+	}
+}
+
+// A reload that changes a pool's image gives the VMs started after it the
+// new image, while a VM busy with a job keeps the root it booted (its
+// lease is not given back before it is gone). A reload whose image roots
+// cannot be had is refused: the running pool stays as it was.
+func TestReloadGivesNewVMsTheNewImage(t *testing.T) {
+	h := newHarness(t, 0, 3, guestRunsOneJob, nil)
+	roots := &fakeRoots{}
+	h.m.d.Roots = roots // before any job: no VM has read it yet
+	h.hv.jobTime = 600 * time.Millisecond
+	h.forge.enqueue("long")
+	eventually(t, 2*time.Second, "one busy VM", func() bool { return h.m.Phases()[vmstate.Busy] == 1 })
+	busy := idsIn(h, vmstate.Busy)
+	forges := map[string]forge.Forge{"p": h.forge}
+
+	moved := h.poolConfig()
+	moved.VM.Image = "registry.example/ci/runner:v2"
+	if res, err := h.m.Reload(t.Context(), []config.Pool{moved}, forges); err != nil || len(res.Changed) != 1 {
+		t.Fatalf("new image: %+v, %v", res, err)
+	}
+	for id := range busy {
+		r, err := h.m.VM(id)
+		if err != nil || r.Phase != vmstate.Busy || r.Image != fakeDigest {
+			t.Fatalf("the busy VM after the reload: %+v %v; want it busy on %s", r, err, fakeDigest)
+		}
+	}
+	if _, released := roots.counts(); released != 0 {
+		t.Fatalf("%d roots released while their VMs still run", released)
+	}
+	h.forge.enqueue("next")
+	want := fakeDigestOf(moved.VM.Image)
+	eventually(t, 3*time.Second, "a VM booting the new image", func() bool {
+		for _, r := range h.m.VMs() {
+			if r.Image == want {
+				return true
+			}
+		}
+		return false
+	})
+
+	pinned := moved
+	pinned.VM.Image = "registry.example/ci/runner@sha256:unreachable"
+	roots.mu.Lock()
+	roots.reloadErr = errors.New("pull registry.example/ci/runner: connection refused")
+	roots.mu.Unlock()
+	_, err := h.m.Reload(t.Context(), []config.Pool{pinned}, forges)
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("a reload whose image cannot be pulled: %v, want it refused with the pull's error", err)
+	}
+	if got := h.poolConfig().VM.Image; got != moved.VM.Image {
+		t.Fatalf("the refused reload changed the pool's image to %q", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
@@ -20,6 +21,12 @@ type Roots interface {
 	// while the VM lives. It creates nothing; an error says the VM goes on
 	// without a lease (its image is no longer in the store, say).
 	AdoptVM(ctx context.Context, pool, dir, digest string) (VMRoot, error)
+	// Reload applies the pools of a new configuration before any VM of
+	// theirs starts: a pool that is new or whose image changed gets its
+	// image (pulled if need be), a pool removed or without an image any
+	// more lets go of its own; VMs keep the roots they have. An error
+	// changes nothing.
+	Reload(ctx context.Context, pools []config.Pool) error
 }
 
 // VMRoot is one VM's root, prepared before its runner is registered.

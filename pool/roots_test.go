@@ -11,19 +11,25 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
-// fakeRoots gives every VM of pool "p" an image root and counts leases.
+// fakeRoots gives every VM of pool "p" an image root and counts leases;
+// after a Reload, the VMs of every pool with vm.image get a root, with the
+// image's fakeDigestOf.
 type fakeRoots struct {
-	mu       sync.Mutex
-	prepared int
-	released int
-	dirs     []string
-	adopts   []adoptCall // AdoptVM's calls, in order
-	adoptErr error       // what AdoptVM fails with; nil: it leases
+	mu        sync.Mutex
+	prepared  int
+	released  int
+	dirs      []string
+	adopts    []adoptCall       // AdoptVM's calls, in order
+	adoptErr  error             // what AdoptVM fails with; nil: it leases
+	images    map[string]string // digest by pool once reloaded; nil: "p" boots fakeDigest
+	reloadErr error             // what Reload fails with
+	reloads   int
 }
 
 // adoptCall is one call of AdoptVM.
@@ -32,15 +38,38 @@ type adoptCall struct{ pool, dir, digest string }
 // fakeDigest is the image the fake prepares VMs of pool "p" with.
 const fakeDigest = "sha256:current"
 
+// fakeDigestOf is the digest the fake gives an image reference.
+func fakeDigestOf(image string) string { return "sha256:of-" + image }
+
 func (r *fakeRoots) PrepareVM(_ context.Context, pool, dir string) (VMRoot, bool, error) {
-	if pool != "p" {
-		return nil, false, nil
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	digest, ok := fakeDigest, pool == "p"
+	if r.images != nil {
+		digest, ok = r.images[pool]
+	}
+	if !ok {
+		return nil, false, nil
+	}
 	r.prepared++
 	r.dirs = append(r.dirs, dir)
-	return &fakeVMRoot{r: r, digest: fakeDigest}, true, nil
+	return &fakeVMRoot{r: r, digest: digest}, true, nil
+}
+
+func (r *fakeRoots) Reload(_ context.Context, pools []config.Pool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reloads++
+	if r.reloadErr != nil {
+		return r.reloadErr
+	}
+	r.images = map[string]string{}
+	for _, p := range pools {
+		if p.VM.Image != "" {
+			r.images[p.Name] = fakeDigestOf(p.VM.Image)
+		}
+	}
+	return nil
 }
 
 func (r *fakeRoots) AdoptVM(_ context.Context, pool, dir, digest string) (VMRoot, error) {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -258,7 +259,53 @@ func (v *vm) finish(machine vmm.Machine, ok bool, err error, created time.Time) 
 			v.m.failed(v.pool)
 		}
 	}
-	v.log.Info("vm gone", "ok", ok, "err", err, "lifetime", time.Since(created).Round(time.Millisecond))
+	level := slog.LevelInfo
+	if !ok && reasonOf(err) != ReasonStopped {
+		level = slog.LevelWarn // a VM that failed: its error says why
+	}
+	v.log.Log(context.Background(), level, "vm gone", "ok", ok, "err", err, "lifetime", time.Since(created).Round(time.Millisecond))
+}
+
+// poweredOffEarly says why a guest powered off before its runner exited,
+// as far as the guest told: the failure its agent reported, else the
+// agent's last "fatal:" line on the serial console (its report never
+// reaches the host when the guest's network did not come up, as with a
+// kernel that lacks virtio_net). Both are the guest's words, clipped.
+func (v *vm) poweredOffEarly() error {
+	const early = "guest powered off before its runner exited"
+	if reason := v.snapshot().Reason; reason != "" {
+		return fmt.Errorf("%s; its agent reported: %s", early, reason)
+	}
+	if line := lastFatal(filepath.Join(v.m.d.Store.Dir(v.rec.ID), "console.log")); line != "" {
+		return fmt.Errorf("%s; its console says: %s", early, line)
+	}
+	return errors.New(early + " (nothing on its console says why)")
+}
+
+// consoleTail is how much of the end of a console log lastFatal reads.
+const consoleTail = 16 << 10
+
+// lastFatal is the message of the last "[agent +1.234s] fatal: …" line in
+// the end of a console log, clipped; "" when there is none.
+func lastFatal(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	buf := make([]byte, consoleTail)
+	off := int64(0)
+	if fi, err := f.Stat(); err == nil && fi.Size() > consoleTail {
+		off = fi.Size() - consoleTail
+	}
+	n, _ := f.ReadAt(buf, off)
+	lines := strings.Split(string(buf[:n]), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if _, msg, ok := strings.Cut(lines[i], "] fatal: "); ok && strings.HasPrefix(lines[i], "[agent +") {
+			return clipGuest(strings.TrimSpace(msg), maxReasonBytes)
+		}
+	}
+	return ""
 }
 
 // create makes everything the VM needs and starts its monitor.
@@ -434,6 +481,11 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 				v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.Reason = clipGuest(r.Message, maxReasonBytes) })
 			}
 		case <-machine.Done():
+			if len(v.events) > 0 {
+				// Reports the guest sent before it powered off (its
+				// failure, its runner's exit) are taken first.
+				continue
+			}
 			if err := machine.Err(); err != nil {
 				return false, fail(ReasonCrashed, err)
 			}
@@ -441,7 +493,7 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 			case 0:
 				return true, nil
 			case -1:
-				return false, fail(ReasonCrashed, errors.New("guest powered off before its runner exited"))
+				return false, fail(ReasonCrashed, v.poweredOffEarly())
 			default:
 				return false, fail(ReasonRunner, fmt.Errorf("guest powered off; runner exit code %d", exitCode))
 			}

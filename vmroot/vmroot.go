@@ -7,7 +7,9 @@
 // It also keeps each pool's image current: pulled at start under the
 // pool's pull policy, checked for the runner agent before any VM boots,
 // and, for pull policy Always, resolved again periodically so a moved tag
-// reaches the VMs that start after it.
+// reaches the VMs that start after it. A reload (Reload) pulls the image
+// of a pool that is new or whose image changed before its VMs start, and
+// lets go of the images no pool uses any more; running VMs keep theirs.
 package vmroot
 
 import (
@@ -15,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"time"
 
@@ -51,6 +54,9 @@ type poolRoot struct {
 	// so it is never evicted while VMs may still start from it.
 	lease *imagestore.Lease
 	user  runnerUser
+	// retired (guarded by Pools.mu) is set when a reload replaced or
+	// removed the pool: a refresh still under way gives its pull back.
+	retired bool
 }
 
 // New sets up the image roots of the pools that boot an image, checking
@@ -112,6 +118,11 @@ func (ps *Pools) load(ctx context.Context, pr *poolRoot, policy imagestore.PullP
 		return fmt.Errorf("pool %q: %w", p.Name, err)
 	}
 	ps.mu.Lock()
+	if pr.retired {
+		ps.mu.Unlock()
+		lease.Release()
+		return nil
+	}
 	old := pr.lease
 	if old != nil && old.Digest == im.Digest {
 		ps.mu.Unlock()
@@ -152,7 +163,7 @@ func (ps *Pools) Refresh(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		for _, pr := range ps.pools {
+		for _, pr := range ps.current() {
 			if pr.policy != imagestore.PullAlways {
 				continue
 			}
@@ -161,6 +172,89 @@ func (ps *Pools) Refresh(ctx context.Context, interval time.Duration) {
 			}
 		}
 	}
+}
+
+// current is a snapshot of the pools' roots.
+func (ps *Pools) current() []*poolRoot {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return append([]*poolRoot(nil), ps.order...)
+}
+
+// Reload applies the pools of a new configuration. A pool that is new, or
+// whose image, pull policy, disk size or runner changed, gets a new root:
+// its image pulled under its pull policy, checked for the runner agent,
+// and its writable disk template made, all before Reload returns, so the
+// VMs that start after it boot the new image. A pool whose root did not
+// change keeps it as it is, without a pull. The roots of pools that were
+// removed, replaced or no longer boot an image are released; VMs running
+// from them keep their own leases (see PrepareVM) until they are gone.
+// An error changes nothing: the running roots stay and what was pulled
+// for the reload is released.
+func (ps *Pools) Reload(ctx context.Context, pools []config.Pool) error {
+	ps.mu.Lock()
+	old := ps.pools
+	ps.mu.Unlock()
+	next := map[string]*poolRoot{}
+	var order, fresh []*poolRoot
+	abandon := func() {
+		for _, pr := range fresh {
+			pr.lease.Release()
+		}
+	}
+	for _, p := range pools {
+		if p.VM.Image == "" {
+			continue
+		}
+		if op := old[p.Name]; op != nil && sameRoot(op.cfg, p) {
+			next[p.Name] = op
+			order = append(order, op)
+			continue
+		}
+		policy, err := imagestore.ParsePullPolicy(p.VM.PullPolicy)
+		if err != nil {
+			abandon()
+			return fmt.Errorf("pool %q: %w", p.Name, err)
+		}
+		pr := &poolRoot{cfg: p, policy: policy}
+		if err := ps.load(ctx, pr, policy); err != nil {
+			pr.lease.Release()
+			abandon()
+			return err
+		}
+		fresh = append(fresh, pr)
+		if _, err := ps.disks.Template(ctx, p.VM.DiskMiB); err != nil {
+			abandon()
+			return fmt.Errorf("pool %q: %w", p.Name, err)
+		}
+		next[p.Name] = pr
+		order = append(order, pr)
+	}
+	ps.mu.Lock()
+	var released []*imagestore.Lease
+	for name, op := range old {
+		if next[name] != op {
+			op.retired = true
+			released = append(released, op.lease)
+			op.lease = nil
+		}
+	}
+	ps.pools, ps.order = next, order
+	ps.mu.Unlock()
+	for _, l := range released {
+		l.Release()
+	}
+	for _, pr := range fresh {
+		ps.log.Info("pool image root replaced by a reload", "pool", pr.cfg.Name, "image", pr.cfg.VM.Image, "digest", pr.lease.Digest)
+	}
+	return nil
+}
+
+// sameRoot reports whether two settings of one pool give its VMs the same
+// root: the same image under the same pull policy, disk size and runner.
+func sameRoot(a, b config.Pool) bool {
+	return a.VM.Image == b.VM.Image && a.VM.PullPolicy == b.VM.PullPolicy &&
+		a.VM.DiskMiB == b.VM.DiskMiB && reflect.DeepEqual(a.Runner, b.Runner)
 }
 
 // Close releases the pools' images.
@@ -176,13 +270,17 @@ func (ps *Pools) Close() {
 // on the pool's current image and a fresh writable disk. ok is false for
 // a pool without an image.
 func (ps *Pools) PrepareVM(ctx context.Context, pool, dir string) (vm *VM, ok bool, err error) {
+	ps.mu.Lock()
 	pr, ok := ps.pools[pool]
+	var current *imagestore.Lease
+	var user runnerUser
+	if ok {
+		current, user = pr.lease, pr.user
+	}
+	ps.mu.Unlock()
 	if !ok {
 		return nil, false, nil
 	}
-	ps.mu.Lock()
-	current, user := pr.lease, pr.user
-	ps.mu.Unlock()
 	if current == nil {
 		return nil, true, fmt.Errorf("pool %q: image not loaded yet", pool)
 	}

@@ -276,3 +276,100 @@ func TestAdoptedVMLeasesItsImageUntilReleased(t *testing.T) {
 		t.Fatalf("the pool's current image was evicted: %v", err)
 	}
 }
+
+// A reload gives a pool whose image changed, and a new image pool, their
+// image before it returns; a VM started before it keeps its image until
+// it is gone, a removed pool's image is let go, a pool whose root did not
+// change keeps it without a pull, and a reload that fails changes nothing.
+func TestReloadSwitchesImagesAndReleasesRemovedOnes(t *testing.T) {
+	requireRoot(t)
+	host := startRegistry(t)
+	runner := tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"}
+	for _, tag := range []string{"v1", "v2", "v3", "v4"} {
+		push(t, host, "ci/runner:"+tag, v1.Config{Env: []string{"TAG=" + tag}}, gzLayer(t, tarOf(t, runner)))
+	}
+	push(t, host, "ci/empty:v1", v1.Config{}, gzLayer(t, tarOf(t, tarFile{"etc/os-release", 0o644, "x"})))
+	store, err := imagestore.Open(imagestore.Options{Dir: filepath.Join(t.TempDir(), "images")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	disks, err := NewDisks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := func(name, tag string) config.Pool {
+		p := imagePool(host + "/ci/runner:" + tag)
+		p.Name = name
+		return p
+	}
+	ctx := t.Context()
+	ps, err := loadPools(ctx, store, disks, []config.Pool{named("img", "v1"), named("gone", "v3")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	digestOf := func(pool string) string {
+		t.Helper()
+		vm, ok, err := ps.PrepareVM(ctx, pool, t.TempDir())
+		if err != nil || !ok {
+			t.Fatalf("PrepareVM(%s): %v %v", pool, ok, err)
+		}
+		defer vm.Release()
+		return vm.Digest()
+	}
+	running, _, err := ps.PrepareVM(ctx, "img", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1Digest, v3Digest := running.Digest(), digestOf("gone")
+
+	if err := ps.Reload(ctx, []config.Pool{named("img", "v2"), named("added", "v4")}); err != nil {
+		t.Fatal(err)
+	}
+	v2Digest := digestOf("img")
+	if v2Digest == v1Digest {
+		t.Fatal("after a reload to v2, the pool's new VMs still boot v1")
+	}
+	if d := digestOf("added"); d == "" || d == v1Digest || d == v2Digest || d == v3Digest {
+		t.Fatalf("the added pool's VMs boot %q, want v4's own digest", d)
+	}
+	if _, ok, err := ps.PrepareVM(ctx, "gone", t.TempDir()); ok || err != nil {
+		t.Fatalf("the removed pool still has a root: ok %v, err %v", ok, err)
+	}
+	if _, err := store.Remove(v3Digest); err != nil {
+		t.Fatalf("the removed pool's image is still leased: %v", err)
+	}
+	if _, err := store.Remove(v1Digest); err == nil {
+		t.Fatal("the image of a VM started before the reload was removed while it runs")
+	}
+	running.Release()
+	if _, err := store.Remove(v1Digest); err != nil {
+		t.Fatalf("v1 after its last VM is gone: %v", err)
+	}
+
+	ps.mu.Lock()
+	kept := ps.pools["img"]
+	ps.mu.Unlock()
+	relabelled := named("img", "v2")
+	relabelled.Labels = []string{"other"}
+	if err := ps.Reload(ctx, []config.Pool{relabelled, named("added", "v4")}); err != nil {
+		t.Fatal(err)
+	}
+	ps.mu.Lock()
+	same := ps.pools["img"] == kept
+	ps.mu.Unlock()
+	if !same {
+		t.Error("a reload that changed only the labels replaced the pool's root")
+	}
+
+	broken := imagePool(host + "/ci/empty:v1")
+	if err := ps.Reload(ctx, []config.Pool{broken}); err == nil || !strings.Contains(err.Error(), "runner.path") {
+		t.Fatalf("a reload to an image without the runner agent: %v, want an error", err)
+	}
+	if d := digestOf("img"); d != v2Digest {
+		t.Fatalf("a failed reload changed the pool's image to %s", d)
+	}
+	if d := digestOf("added"); d == "" {
+		t.Fatal("a failed reload removed a pool's root")
+	}
+}
