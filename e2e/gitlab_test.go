@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -179,6 +180,21 @@ pools:
 		t.Error("the runner created after a timed-out request was not removed by the driver")
 	}
 
+	// Phase H: a hostile job. It runs as the runner's user, so it reads
+	// the runner's glrt- token from config.toml (the positive control: it
+	// must find the very token GitLab issued) and asks GitLab for another
+	// job with it while a decoy job is pending. The orchestrator deletes
+	// the runner at GitLab as soon as the guest reports the job started,
+	// so the token is refused (403) and the decoy goes to a VM of its own.
+	hostile := gl.AddJob("acme/app", "hostile", []string{glTag}, glHostileScript)
+	decoy := gl.AddJob("acme/app", "decoy", []string{glTag}, glJobScript)
+	orch.waitFor(t, 8*time.Minute, "the hostile and the decoy job to succeed", func() bool { return allStatus(gl, []int64{hostile, decoy}, "success") })
+	checkHostileJob(t, gl, hostile, decoy)
+	checkJobsRanAlone(t, gl, []int64{hostile, decoy})
+	orch.waitFor(t, 2*time.Minute, "no VM and no runner left after the hostile job", func() bool {
+		return len(vmDirs(state)) == 0 && len(gl.Runners()) == 0
+	})
+
 	// Phase C: SIGTERM while a job runs: the busy VM is waited for.
 	slow := gl.AddJob("acme/app", "slow", []string{glTag}, glJobScript, "sleep 15", `echo "slow job done"`)
 	orch.waitFor(t, 4*time.Minute, "the slow job's VM to be busy", func() bool { return countPhase(state, "busy") == 1 })
@@ -240,6 +256,74 @@ pools:
 		}
 	}
 	t.Logf("FIGURE guest kernel start -> gitlab-runner started (guest CLOCK_BOOTTIME), %d VMs: %v", len(ready), ready)
+}
+
+// glHostileScript is a job that tries to take another job with its
+// runner's token: it reads config.toml (as a job with the runner's uid
+// can; gitlab-runner's masking does not stop sed), prints a digest of the
+// token it found, asks GitLab for a job with it, and prints the answer.
+// It also looks for the token's value in every process's environment and
+// command line, with the job token's value (in its own environment) as
+// the positive control.
+const glHostileScript = `echo "fireactions-vm=$(hostname) user=$(id -un) dir=$(pwd)"
+cfg=$HOME/.gitlab-runner/config.toml
+tok=$(sed -n 's/^ *token = "\(glrt-[^"]*\)".*/\1/p' "$cfg")
+url=$(sed -n 's/^ *url = "\([^"]*\)".*/\1/p' "$cfg")
+echo "hostile: token-sha256=$(printf %s "$tok" | sha256sum | cut -c1-16) url=$url"
+procs=0; jobtok=0
+for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do
+  [ -n "$tok" ] && cat "$f" 2>/dev/null | tr '\0' '\n' | grep -qF "$tok" && procs=$((procs+1))
+  cat "$f" 2>/dev/null | tr '\0' '\n' | grep -qF "$CI_JOB_TOKEN" && jobtok=$((jobtok+1))
+done
+echo "hostile: runner token in $procs /proc files, job token in $jobtok"
+out=$(wget -S -q -O /tmp/stolen --header 'Content-Type: application/json' --post-data "{\"token\":\"$tok\",\"info\":{}}" "$url/api/v4/jobs/request" 2>&1)
+echo "hostile: jobs/request answered: $(echo "$out" | grep -o 'HTTP/1.1 [0-9][0-9][0-9]' | head -1)"
+echo "hostile: stolen job: $(grep -o '"id":[0-9]*' /tmp/stolen 2>/dev/null | head -1)"`
+
+// checkHostileJob checks the hostile job did find its runner's token and
+// GitLab refused it, and the decoy ran on a runner of its own.
+func checkHostileJob(t *testing.T, gl *gitlabtest.Server, hostile, decoy int64) {
+	t.Helper()
+	jobs := gl.Jobs()
+	h := jobs[hostile]
+	trace := string(h.Trace)
+	t.Logf("hostile job's log:\n%s", trace)
+	m := regexp.MustCompile(`hostile: token-sha256=([0-9a-f]{16}) url=http://`).FindStringSubmatch(trace)
+	if m == nil {
+		t.Fatalf("the hostile job printed no token digest and URL:\n%s", trace)
+	}
+	found := false
+	for _, tok := range gl.IssuedTokens() {
+		sum := sha256.Sum256([]byte(tok))
+		found = found || (strings.HasPrefix(tok, "glrt-") && hex.EncodeToString(sum[:8]) == m[1])
+	}
+	if !found {
+		t.Fatalf("positive control: the hostile job did not read a runner token GitLab issued (digest %s): the probe is broken", m[1])
+	}
+	pm := regexp.MustCompile(`hostile: runner token in (\d+) /proc files, job token in (\d+)`).FindStringSubmatch(trace)
+	switch {
+	case pm == nil:
+		t.Fatalf("the hostile job did not scan /proc:\n%s", trace)
+	case pm[2] == "0":
+		t.Fatalf("positive control: the /proc scan did not even see the job's own token: the probe is broken")
+	case pm[1] != "0":
+		t.Errorf("the runner token is in %s process environments or command lines", pm[1])
+	}
+	if !strings.Contains(trace, "hostile: jobs/request answered: HTTP/1.1 403") {
+		t.Errorf("GitLab did not refuse the runner token the job read (want 403):\n%s", trace)
+	}
+	if strings.Contains(trace, `hostile: stolen job: "id"`) {
+		t.Errorf("the hostile job took another job with its runner's token")
+	}
+	d := jobs[decoy]
+	if d.RunnerID == h.RunnerID {
+		t.Errorf("the decoy job ran on the hostile job's runner %d", h.RunnerID)
+	}
+	if at, ok := gl.Deleted()[h.RunnerID]; ok {
+		t.Logf("FIGURE the hostile job's runner token stayed valid %s after GitLab handed it the job (deleted at GitLab on the guest's job-started report)", at.Sub(h.StartedAt).Round(time.Millisecond))
+	} else {
+		t.Errorf("the hostile job's runner %d was never deleted at GitLab", h.RunnerID)
+	}
 }
 
 // buildStandinRunner builds the stand-in gitlab-runner, static.
@@ -305,9 +389,13 @@ func checkJobsRanAlone(t *testing.T, gl *gitlabtest.Server, ids []int64) {
 // control), and no token is on a QEMU command line.
 func checkSecretsOutOfReach(t *testing.T, state, accessToken string, gl *gitlabtest.Server) {
 	t.Helper()
+	// A busy VM's runner is deleted at GitLab once its job started: its
+	// token is among those issued, no longer among the runners.
 	var own []string
-	for _, r := range gl.Runners() {
-		own = append(own, r.Token)
+	for _, tok := range gl.IssuedTokens() {
+		if strings.HasPrefix(tok, "glrt-") {
+			own = append(own, tok)
+		}
 	}
 	for id, phase := range vmDirs(state) {
 		if phase != "booting" && phase != "idle" && phase != "busy" {

@@ -41,6 +41,13 @@ func newHarness(t *testing.T, minIdle, max int, behave guestBehaviour, tune func
 // newHarnessLogging is newHarness with the manager logging to log.
 func newHarnessLogging(t *testing.T, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger) *harness {
 	t.Helper()
+	return newHarnessForge(t, minIdle, max, behave, tune, log, nil)
+}
+
+// newHarnessForge is newHarnessLogging with the pool's forge being
+// wrap(the fake forge), when wrap is set.
+func newHarnessForge(t *testing.T, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger, wrap func(*fakeForge) forge.Forge) *harness {
+	t.Helper()
 	pc := config.PoolDefaults()
 	pc.Name, pc.Forge, pc.Labels, pc.MinIdle, pc.Max = "p", "f", []string{"linux"}, minIdle, max
 	pc.Timeouts.Boot = 2 * time.Second
@@ -60,8 +67,12 @@ func newHarnessLogging(t *testing.T, minIdle, max int, behave guestBehaviour, tu
 		boot: &fakeBoot{cfgs: map[string]agentproto.Config{}}, store: store,
 		alloc: netplan.NewAllocator(netip.MustParsePrefix("10.200.0.0/24"), netip.MustParseAddr("10.200.0.1")),
 	}
+	var f forge.Forge = h.forge
+	if wrap != nil {
+		f = wrap(h.forge)
+	}
 	m, err := New(Deps{
-		Config: &cfg, Forges: map[string]forge.Forge{"p": h.forge}, Network: h.net, Alloc: h.alloc,
+		Config: &cfg, Forges: map[string]forge.Forge{"p": f}, Network: h.net, Alloc: h.alloc,
 		Store: store, Boot: h.boot, Log: log,
 		ReportURL: "http://10.200.0.1:8089/agent/v1/report", Interval: 10 * time.Millisecond,
 	})
