@@ -1,12 +1,14 @@
 package pool
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
@@ -36,4 +38,25 @@ func TestRunnerRetiredAtTheForgeOnceItsJobStarts(t *testing.T) {
 		t.Fatalf("%d retirements for one job, want 1", n)
 	}
 	h.assertNothingLeft(t)
+}
+
+// A busy VM adopted after a restart has its runner retired: the previous
+// run may have ended between the job-started report and the retirement.
+func TestAdoptedBusyVMsRunnerIsRetired(t *testing.T) {
+	var rf *retiringForge
+	h := newHarnessForge(t, 0, 1, guestRunsOneJob, nil, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		func(f *fakeForge) forge.Forge { rf = &retiringForge{fakeForge: f}; return rf })
+	machine := leaveRunningVM(t, h, "")
+	err := h.m.Recover(context.Background(), Leftovers{
+		Adopt: func(string, int) (vmm.Machine, error) { return machine, nil },
+		TAPs:  func() ([]string, error) { return []string{"faa1"}, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "the adopted VM's runner retired", func() bool { return len(rf.retirements()) == 1 })
+	if r := rf.retirements()[0]; r.ref.ID != "5" || !r.runnerPresent || !r.jobRunning {
+		t.Fatalf("retired %+v: want runner 5, still at the forge with its job running", r)
+	}
+	finishAdoptedJob(t, h, machine)
 }

@@ -335,7 +335,12 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 		job = jt.C
 	}
 	exitCode := -1
-	retiring := false
+	// An adopted busy VM's job-started report went to the previous run,
+	// which may have ended before it retired the runner.
+	retiring := v.phase() == vmstate.Busy && !v.readyAt().IsZero()
+	if retiring {
+		v.retireRunner()
+	}
 	for {
 		select {
 		case r := <-v.events:
