@@ -137,6 +137,11 @@ type File struct {
 	Path    string `json:"path"`
 	Mode    uint32 `json:"mode"`
 	Content []byte `json:"content"`
+	// RemoveWhenReady removes the file once the runner has printed its
+	// ReadyLine: a runner that reads its credential when it starts no
+	// longer needs the file, and the job, which comes later and runs as
+	// the same user, finds it gone.
+	RemoveWhenReady bool `json:"remove_when_ready,omitempty"`
 }
 
 // Event is a step in the guest's life, in the order they happen.

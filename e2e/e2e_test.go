@@ -9,10 +9,8 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -185,37 +183,6 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-// guestVisible returns every byte a guest can see in an initramfs file:
-// the raw file and each gzip member decompressed.
-func guestVisible(t *testing.T, path string) []byte {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return visibleBytes(raw)
-}
-
-// visibleBytes is guestVisible of an initramfs already read.
-func visibleBytes(raw []byte) []byte {
-	all := append([]byte(nil), raw...)
-	for off := 0; ; {
-		i := bytes.Index(raw[off:], []byte{0x1f, 0x8b, 0x08})
-		if i < 0 {
-			break
-		}
-		zr, err := gzip.NewReader(bytes.NewReader(raw[off+i:]))
-		if err == nil {
-			zr.Multistream(false)
-			if b, err := io.ReadAll(zr); err == nil || len(b) > 0 {
-				all = append(all, b...)
-			}
-		}
-		off += i + 3
-	}
-	return all
 }
 
 // qemuProcesses lists running QEMU processes started for fireactions VMs.

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -179,6 +180,21 @@ pools:
 		t.Error("the runner created after a timed-out request was not removed by the driver")
 	}
 
+	// Phase H: a hostile job. It runs as the runner's user, so it reads
+	// the runner's glrt- token from config.toml (the positive control: it
+	// must find the very token GitLab issued) and asks GitLab for another
+	// job with it while a decoy job is pending. The orchestrator deletes
+	// the runner at GitLab as soon as the guest reports the job started,
+	// so the token is refused (403) and the decoy goes to a VM of its own.
+	hostile := gl.AddJob("acme/app", "hostile", []string{glTag}, glHostileScript)
+	decoy := gl.AddJob("acme/app", "decoy", []string{glTag}, glJobScript)
+	orch.waitFor(t, 8*time.Minute, "the hostile and the decoy job to succeed", func() bool { return allStatus(gl, []int64{hostile, decoy}, "success") })
+	checkHostileJob(t, gl, hostile, decoy)
+	checkJobsRanAlone(t, gl, []int64{hostile, decoy})
+	orch.waitFor(t, 2*time.Minute, "no VM and no runner left after the hostile job", func() bool {
+		return len(vmDirs(state)) == 0 && len(gl.Runners()) == 0
+	})
+
 	// Phase C: SIGTERM while a job runs: the busy VM is waited for.
 	slow := gl.AddJob("acme/app", "slow", []string{glTag}, glJobScript, "sleep 15", `echo "slow job done"`)
 	orch.waitFor(t, 4*time.Minute, "the slow job's VM to be busy", func() bool { return countPhase(state, "busy") == 1 })
@@ -240,6 +256,92 @@ pools:
 		}
 	}
 	t.Logf("FIGURE guest kernel start -> gitlab-runner started (guest CLOCK_BOOTTIME), %d VMs: %v", len(ready), ready)
+}
+
+// glHostileScript is a job that tries to take another job with its
+// runner's token, as a job with the runner's uid could: it looks for the
+// token in config.toml (gitlab-runner's masking does not stop sed), in
+// every process's environment and command line, and asks GitLab for a
+// job with whatever it found. Positive controls: the config directory the
+// agent wrote is there, and the /proc scan finds the job's own token in
+// its environment. (The pattern is written gl[r]t- so that the script's
+// own command line does not match it.)
+const glHostileScript = `echo "fireactions-vm=$(hostname) user=$(id -un) dir=$(pwd)"
+cfg=$HOME/.gitlab-runner/config.toml
+[ -d "$HOME/.gitlab-runner" ] && echo "hostile: config dir present"
+[ -e "$cfg" ] && echo "hostile: config.toml present" || echo "hostile: config.toml absent"
+tok=$(sed -n 's/^ *token = "\(gl[r]t-[^"]*\)".*/\1/p' "$cfg" 2>/dev/null)
+procs=0; jobtok=0
+for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do
+  v=$(cat "$f" 2>/dev/null | tr '\0' '\n')
+  if [ -z "$tok" ]; then
+    t=$(echo "$v" | grep -o 'gl[r]t-[A-Za-z0-9_-]*' | head -1)
+    [ -n "$t" ] && tok=$t && echo "hostile: token found in $f"
+  fi
+  echo "$v" | grep -q 'gl[r]t-' && procs=$((procs+1))
+  echo "$v" | grep -qF "$CI_JOB_TOKEN" && jobtok=$((jobtok+1))
+done
+echo "hostile: runner token in $procs /proc files, job token in $jobtok"
+[ -n "$tok" ] && echo "hostile: runner token found: yes sha256=$(printf %s "$tok" | sha256sum | cut -c1-16)" || echo "hostile: runner token found: no"
+url=http://$(ip route | sed -n 's/^default via \([0-9.]*\).*/\1/p'):` + glPort + `
+out=$(wget -S -q -O /tmp/stolen --header 'Content-Type: application/json' --post-data "{\"token\":\"$tok\",\"info\":{}}" "$url/api/v4/jobs/request" 2>&1)
+echo "hostile: jobs/request answered: $(echo "$out" | grep -o 'HTTP/1.1 [0-9][0-9][0-9]' | head -1)"
+echo "hostile: stolen job: $(grep -o '"id":[0-9]*' /tmp/stolen 2>/dev/null | head -1)"`
+
+// checkHostileJob checks the hostile job found no runner token anywhere
+// it looked (with its positive controls), GitLab gave it no job, the
+// decoy ran on a runner of its own, and the hostile job's runner was
+// deleted at GitLab while the job ran (the job still finished).
+func checkHostileJob(t *testing.T, gl *gitlabtest.Server, hostile, decoy int64) {
+	t.Helper()
+	jobs := gl.Jobs()
+	h := jobs[hostile]
+	trace := string(h.Trace)
+	t.Logf("hostile job's log:\n%s", trace)
+	if !strings.Contains(trace, "hostile: config dir present") {
+		t.Fatalf("positive control: the job does not see ~/.gitlab-runner, where the agent wrote config.toml: the probe looks in the wrong place")
+	}
+	if !strings.Contains(trace, "hostile: config.toml absent") {
+		t.Errorf("config.toml is still there when the job runs")
+	}
+	pm := regexp.MustCompile(`hostile: runner token in (\d+) /proc files, job token in (\d+)`).FindStringSubmatch(trace)
+	switch {
+	case pm == nil:
+		t.Fatalf("the hostile job did not scan /proc:\n%s", trace)
+	case pm[2] == "0":
+		t.Fatalf("positive control: the /proc scan did not even see the job's own token: the probe is broken")
+	case pm[1] != "0":
+		t.Errorf("a runner token is in %s process environments or command lines", pm[1])
+	}
+	if m := regexp.MustCompile(`hostile: runner token found: yes sha256=([0-9a-f]{16})`).FindStringSubmatch(trace); m != nil {
+		for _, tok := range gl.IssuedTokens() {
+			if sum := sha256.Sum256([]byte(tok)); hex.EncodeToString(sum[:8]) == m[1] {
+				t.Errorf("the hostile job read an issued runner token")
+			}
+		}
+	} else if !strings.Contains(trace, "hostile: runner token found: no") {
+		t.Fatalf("the hostile job did not say whether it found a token:\n%s", trace)
+	}
+	if !strings.Contains(trace, "hostile: jobs/request answered: HTTP/1.1 403") {
+		t.Errorf("GitLab did not refuse the hostile job's request for a job (want 403)")
+	}
+	if strings.Contains(trace, `hostile: stolen job: "id"`) {
+		t.Errorf("the hostile job took another job")
+	}
+	d := jobs[decoy]
+	if d.RunnerID == h.RunnerID {
+		t.Errorf("the decoy job ran on the hostile job's runner %d", h.RunnerID)
+	}
+	at, ok := gl.Deleted()[h.RunnerID]
+	switch {
+	case !ok:
+		t.Errorf("the hostile job's runner %d was never deleted at GitLab", h.RunnerID)
+	case !at.Before(h.EndedAt):
+		t.Errorf("the hostile job's runner was deleted at GitLab only after its job ended")
+	default:
+		t.Logf("FIGURE the hostile job's runner token stayed valid %s after GitLab handed it the job (deleted at GitLab on the guest's job-started report; the job ended %s later, with its job token)",
+			at.Sub(h.StartedAt).Round(time.Millisecond), h.EndedAt.Sub(at).Round(time.Millisecond))
+	}
 }
 
 // buildStandinRunner builds the stand-in gitlab-runner, static.
@@ -305,9 +407,13 @@ func checkJobsRanAlone(t *testing.T, gl *gitlabtest.Server, ids []int64) {
 // control), and no token is on a QEMU command line.
 func checkSecretsOutOfReach(t *testing.T, state, accessToken string, gl *gitlabtest.Server) {
 	t.Helper()
+	// A busy VM's runner is deleted at GitLab once its job started: its
+	// token is among those issued, no longer among the runners.
 	var own []string
-	for _, r := range gl.Runners() {
-		own = append(own, r.Token)
+	for _, tok := range gl.IssuedTokens() {
+		if strings.HasPrefix(tok, "glrt-") {
+			own = append(own, tok)
+		}
 	}
 	for id, phase := range vmDirs(state) {
 		if phase != "booting" && phase != "idle" && phase != "busy" {

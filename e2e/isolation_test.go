@@ -41,7 +41,11 @@ type probeGuest struct {
 // proves from inside the guests: the internet side works; other guests
 // (same bridge and across, TCP and ICMP), closed host ports and the
 // metadata range do not; a guest that forges its IP or MAC gets nothing
-// through.
+// through. Each guest must get the host's start signal (no check runs
+// before every guest listens), and a check the probe could not set up
+// reads "error", never "blocked". The forged frames are seen leaving the
+// guest on its TAP and never reach the host side of the bridge (the
+// positive control of the spoof checks).
 func TestGuestIsolation(t *testing.T) {
 	requireRoot(t)
 	cache := cacheDir()
@@ -91,6 +95,7 @@ func TestGuestIsolation(t *testing.T) {
 	brB, rulesB := mkBridge("faisob0", "10.213.0.0/24")
 	run(t, "ip", "netns", "exec", host.name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
+	forgedIP, forgedMAC := netip.MustParseAddr("10.212.0.50"), "02:de:ad:be:ef:01"
 	a1 := &probeGuest{name: "a1", bridge: brA, rules: rulesA, ip: netip.MustParseAddr("10.212.0.2")}
 	a2 := &probeGuest{name: "a2", bridge: brA, rules: rulesA, ip: netip.MustParseAddr("10.212.0.3")}
 	b1 := &probeGuest{name: "b1", bridge: brB, rules: rulesB, ip: netip.MustParseAddr("10.213.0.2")}
@@ -110,8 +115,8 @@ func TestGuestIsolation(t *testing.T) {
 	check(a1, "cross-bridge-ping", "ping", "10.213.0.2", "", "blocked")
 	check(a1, "host-allowed", "tcp", "10.212.0.1:8089", "", "ok")
 	check(a1, "host-closed", "tcp", "10.212.0.1:9999", "", "blocked")
-	check(a1, "forged-ip", "spoof-ip", internet, "10.212.0.50/24", "blocked")
-	check(a1, "forged-mac", "spoof-mac", "10.212.0.1:8089", "02:de:ad:be:ef:01", "blocked")
+	check(a1, "forged-ip", "spoof-ip", internet, forgedIP.String()+"/24", "blocked")
+	check(a1, "forged-mac", "spoof-mac", "10.212.0.1:8089", forgedMAC, "blocked")
 	check(a1, "internet-again", "tcp", internet, "", "ok")
 	check(a2, "internet", "tcp", internet, "", "ok")
 	check(a2, "same-bridge-tcp", "tcp", "10.212.0.2:7000", "", "blocked")
@@ -141,6 +146,7 @@ func TestGuestIsolation(t *testing.T) {
 			t.Logf("console of %s:\n%s", g.name, b)
 		}
 	})
+	var a1TAP, brACap *frameCapture
 	accel, _ := qemu.DetectAccel(context.Background(), "/dev/kvm")
 	driver := &qemu.Driver{Binary: "qemu-system-x86_64", Accel: accel}
 	for _, g := range guests {
@@ -150,7 +156,7 @@ func TestGuestIsolation(t *testing.T) {
 		dir := filepath.Join(work, g.name)
 		os.MkdirAll(dir, 0o700)
 		plan, _ := json.Marshal(map[string]any{
-			"listen": ":7000", "go": "http://" + g.bridge.Gateway.String() + ":8089/go",
+			"listen": ":7000", "go": "http://" + g.bridge.Gateway.String() + ":8089/go", "go_wait_s": 300,
 			"gateway": g.bridge.Gateway.String(), "checks": g.checks,
 		})
 		cfg := agentproto.Config{
@@ -173,6 +179,11 @@ func TestGuestIsolation(t *testing.T) {
 			}
 			return g.rules.AddVM(netplan.VM{TAP: tap, MAC: mac, IP: g.ip})
 		})
+		if g == a1 {
+			// What leaves a1, before the bridge judges it, and what of
+			// it reaches the host side of the bridge.
+			a1TAP, brACap = captureFrames(t, host, tap), captureFrames(t, host, brA.Name)
+		}
 		var m vmm.Machine
 		inNetns(t, host, func() error {
 			var err error
@@ -203,15 +214,24 @@ func TestGuestIsolation(t *testing.T) {
 		})
 	}
 	goSignal.Store(true)
+	signalled := time.Now()
 
-	line := regexp.MustCompile(`NETPROBE (\S+) (ok|blocked) ?(.*)`)
+	line := regexp.MustCompile(`NETPROBE (\S+) (ok|blocked|error) ?(.*)`)
 	for _, g := range guests {
 		console := filepath.Join(work, g.name, "console.log")
 		waitFor(t, 4*time.Minute, g.name+" done", func() bool {
 			b, _ := os.ReadFile(console)
-			return strings.Contains(string(b), "NETPROBE done ok")
+			return strings.Contains(string(b), "NETPROBE done ")
 		})
 		b, _ := os.ReadFile(console)
+		if m := regexp.MustCompile(`NETPROBE go ok after (\S+)`).FindStringSubmatch(string(b)); m == nil {
+			t.Fatalf("%s: no start signal reached the probe; no check ran on it", g.name)
+		} else {
+			t.Logf("%s: start signal after %s of waiting; done %s after the host gave it", g.name, m[1], time.Since(signalled).Round(time.Second))
+		}
+		if !strings.Contains(string(b), "NETPROBE done ok") {
+			t.Fatalf("%s: the probe did not finish its checks", g.name)
+		}
 		got := map[string]string{}
 		for _, m := range line.FindAllStringSubmatch(string(b), -1) {
 			got[m[1]] = m[2]
@@ -225,6 +245,27 @@ func TestGuestIsolation(t *testing.T) {
 			}
 		}
 	}
+	// Positive control of the spoof checks: the forged frames did leave
+	// a1 (seen on its TAP), so "blocked" means the bridge dropped them:
+	// none reached the host side of the bridge, where a1's own frames do.
+	mac, _ := net.ParseMAC(forgedMAC)
+	for _, c := range []struct {
+		what  string
+		match func([]byte) bool
+	}{{"forged MAC " + forgedMAC, fromMAC(mac)}, {"forged IP " + forgedIP.String(), fromIPv4(forgedIP)}} {
+		left, arrived := a1TAP.count(c.match), brACap.count(c.match)
+		t.Logf("a1 frames from the %s: %d on its TAP, %d on the bridge's host side", c.what, left, arrived)
+		if left == 0 {
+			t.Errorf("positive control: no frame from the %s left a1: its spoof check proves nothing", c.what)
+		}
+		if arrived != 0 {
+			t.Errorf("%d frames from the %s reached the host side of the bridge", arrived, c.what)
+		}
+	}
+	if n := brACap.count(fromIPv4(a1.ip)); n == 0 {
+		t.Errorf("positive control: none of a1's own frames seen on the bridge's host side: the capture there is blind")
+	}
+
 	for name, m := range machines {
 		select {
 		case <-m.Done():

@@ -101,6 +101,15 @@ pools:
 			t.Fatal("no registration token")
 		}
 		secrets := map[string]string{"registration token": regToken, "API token": gitea.token}
+		// Positive control: each secret planted in a runner file, encoded
+		// as runner files travel (base64 in the agent's JSON config), is
+		// found by the same scan.
+		for what, s := range secrets {
+			planted := guestVisible(t, plantedInitramfs(t, t.TempDir(), s))
+			if !strings.Contains(string(planted), s) {
+				t.Fatalf("positive control: the %s planted in a runner file is not found: the scan is blind to how runner files travel", what)
+			}
+		}
 		for id := range vmDirs(state) {
 			visible := guestVisible(t, filepath.Join(state, "vms", id, "initramfs.cpio"))
 			// Positive controls: the search sees the VM's config (raw

@@ -33,6 +33,18 @@ type Forge interface {
 	Remove(ctx context.Context, r RunnerRef) error
 }
 
+// Retirer is implemented by drivers whose runner credential would take
+// more jobs if a job could read it (GitLab: the job runs as the user that
+// owns the runner's token, and the runner's token asks GitLab for jobs).
+// The pool retires the runner as soon as the guest reports that its one
+// job started; the job carries on with its own job credential.
+type Retirer interface {
+	// Retire makes the runner's own credential useless for taking
+	// another job, without disturbing the job it took. A runner that is
+	// already gone is not an error.
+	Retire(ctx context.Context, r RunnerRef) error
+}
+
 // Job is a job waiting for a runner.
 type Job struct {
 	ID       string

@@ -13,10 +13,19 @@ type RateLimited interface {
 }
 
 // Forge wraps a driver so each call is counted under the forge's name.
+// The wrapper is a forge.WebhookReceiver and a forge.Retirer exactly when
+// the driver is.
 func (m *Metrics) Forge(name string, f forge.Forge) forge.Forge {
 	inst := &instrumented{Forge: f, m: m, name: name}
-	if w, ok := f.(forge.WebhookReceiver); ok {
+	w, hooks := f.(forge.WebhookReceiver)
+	_, retires := f.(forge.Retirer)
+	switch {
+	case hooks && retires:
+		return &instrumentedRetiringWebhooks{&instrumentedWebhooks{instrumented: inst, WebhookReceiver: w}}
+	case hooks:
 		return &instrumentedWebhooks{instrumented: inst, WebhookReceiver: w}
+	case retires:
+		return &instrumentedRetirer{inst}
 	}
 	return inst
 }
@@ -71,4 +80,24 @@ func (i *instrumentedWebhooks) ServeWebhook(w http.ResponseWriter, r *http.Reque
 		i.m.forgeRequests.WithLabelValues(i.name, "webhook").Inc()
 	}
 	i.WebhookReceiver.ServeWebhook(w, r, kick)
+}
+
+// retire counts a forge.Retirer's Retire; only the wrappers of drivers
+// that are one have it as a method.
+func (i *instrumented) retire(ctx context.Context, r forge.RunnerRef) error {
+	err := i.Forge.(forge.Retirer).Retire(ctx, r)
+	i.count("retire", err)
+	return err
+}
+
+type instrumentedRetirer struct{ *instrumented }
+
+func (i *instrumentedRetirer) Retire(ctx context.Context, r forge.RunnerRef) error {
+	return i.retire(ctx, r)
+}
+
+type instrumentedRetiringWebhooks struct{ *instrumentedWebhooks }
+
+func (i *instrumentedRetiringWebhooks) Retire(ctx context.Context, r forge.RunnerRef) error {
+	return i.retire(ctx, r)
 }

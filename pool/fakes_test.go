@@ -136,6 +136,38 @@ func (f *fakeForge) runnerCount() int {
 	return len(f.runners)
 }
 
+// retiringForge is the fake forge as a forge.Retirer: it records each
+// retirement with what the forge looked like at that moment.
+type retiringForge struct {
+	*fakeForge
+	rmu     sync.Mutex
+	retired []retirement
+}
+
+type retirement struct {
+	ref           forge.RunnerRef
+	runnerPresent bool // the runner was still at the forge
+	jobRunning    bool // its job had been taken and not finished
+}
+
+func (f *retiringForge) Retire(_ context.Context, r forge.RunnerRef) error {
+	f.mu.Lock()
+	x, present := f.runners[r.ID]
+	running := present && x.busy
+	delete(f.runners, r.ID)
+	f.mu.Unlock()
+	f.rmu.Lock()
+	defer f.rmu.Unlock()
+	f.retired = append(f.retired, retirement{ref: r, runnerPresent: present, jobRunning: running})
+	return nil
+}
+
+func (f *retiringForge) retirements() []retirement {
+	f.rmu.Lock()
+	defer f.rmu.Unlock()
+	return append([]retirement(nil), f.retired...)
+}
+
 // fakeBoot records each VM's agent config instead of writing an initramfs.
 type fakeBoot struct {
 	mu   sync.Mutex
@@ -256,6 +288,7 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 		report(agentproto.EventRunnerReady, 0)
 		for {
 			if id, ok := h.forge.take(runnerNameOf(h, cfg)); ok {
+				report(agentproto.EventJobStarted, 0)
 				select {
 				case <-time.After(h.jobTime):
 				case <-fm.kill:

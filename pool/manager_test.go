@@ -41,12 +41,20 @@ func newHarness(t *testing.T, minIdle, max int, behave guestBehaviour, tune func
 // newHarnessLogging is newHarness with the manager logging to log.
 func newHarnessLogging(t *testing.T, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger) *harness {
 	t.Helper()
-	return newHarnessAt(t, filepath.Join(t.TempDir(), "vms"), minIdle, max, behave, tune, log, nil)
+	return newHarnessAt(t, filepath.Join(t.TempDir(), "vms"), minIdle, max, behave, tune, log, nil, nil)
 }
 
-// newHarnessAt is newHarnessLogging with the VM records under stateDir
-// and the manager telling obs (nil: no one) of its events.
-func newHarnessAt(t *testing.T, stateDir string, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger, obs Observer) *harness {
+// newHarnessForge is newHarnessLogging with the pool's forge being
+// wrap(the fake forge), when wrap is set.
+func newHarnessForge(t *testing.T, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger, wrap func(*fakeForge) forge.Forge) *harness {
+	t.Helper()
+	return newHarnessAt(t, filepath.Join(t.TempDir(), "vms"), minIdle, max, behave, tune, log, nil, wrap)
+}
+
+// newHarnessAt is newHarnessLogging with the VM records under stateDir,
+// the manager telling obs (nil: no one) of its events and the pool's
+// forge being wrap(the fake forge), when wrap is set.
+func newHarnessAt(t *testing.T, stateDir string, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger, obs Observer, wrap func(*fakeForge) forge.Forge) *harness {
 	t.Helper()
 	pc := config.PoolDefaults()
 	pc.Name, pc.Forge, pc.Labels, pc.MinIdle, pc.Max = "p", "f", []string{"linux"}, minIdle, max
@@ -67,8 +75,12 @@ func newHarnessAt(t *testing.T, stateDir string, minIdle, max int, behave guestB
 		boot: &fakeBoot{cfgs: map[string]agentproto.Config{}}, store: store,
 		alloc: netplan.NewAllocator(netip.MustParsePrefix("10.200.0.0/24"), netip.MustParseAddr("10.200.0.1")),
 	}
+	var f forge.Forge = h.forge
+	if wrap != nil {
+		f = wrap(h.forge)
+	}
 	m, err := New(Deps{
-		Config: &cfg, Forges: map[string]forge.Forge{"p": h.forge}, Network: h.net, Alloc: h.alloc,
+		Config: &cfg, Forges: map[string]forge.Forge{"p": f}, Network: h.net, Alloc: h.alloc,
 		Store: store, Boot: h.boot, Log: log,
 		ReportURL: "http://10.200.0.1:8089/agent/v1/report", Interval: 10 * time.Millisecond, Observer: obs,
 	})

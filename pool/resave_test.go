@@ -88,7 +88,7 @@ func TestRecordsThatFailedToSaveAreSavedAgainWithinOneReconcile(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	obs := &unsavedObserver{}
 	h := newHarnessAt(t, filepath.Join(root, "vms"), 0, 6, guestRunsOneJob,
-		func(p *config.Pool) { p.Timeouts.Boot, p.Timeouts.Job = time.Minute, time.Hour }, log, obs)
+		func(p *config.Pool) { p.Timeouts.Boot, p.Timeouts.Job = time.Minute, time.Hour }, log, obs, nil)
 	h.hv.jobTime = time.Hour // busy until the drain ends them
 	h.forge.mu.Lock()
 	h.forge.hold = true // runners wait idle until told

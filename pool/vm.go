@@ -446,6 +446,12 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 	var job <-chan time.Time
 	busy := v.busyCh
 	exitCode := -1
+	// An adopted busy VM's job-started report went to the previous run,
+	// which may have ended before it retired the runner.
+	retiring := v.phase() == vmstate.Busy && !v.readyAt().IsZero()
+	if retiring {
+		v.retireRunner()
+	}
 	for {
 		select {
 		case <-busy:
@@ -469,6 +475,10 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 				}
 				if v.phase() == vmstate.Idle {
 					v.setPhase(v.m.d.Store, vmstate.Busy)
+				}
+				if !retiring {
+					retiring = true
+					v.retireRunner()
 				}
 			case agentproto.EventRunnerExited:
 				exitCode = r.ExitCode
@@ -616,6 +626,44 @@ func reasonOf(err error) string {
 		return f.reason
 	}
 	return ReasonStopped
+}
+
+// retireRunner, for forges whose runner credential a job could read and
+// use (forge.Retirer), makes that credential useless at the forge now
+// that the VM's one job has started. It runs on its own goroutine: the
+// job goes on meanwhile, and teardown removes the runner in any case.
+func (v *vm) retireRunner() {
+	ret, ok := v.pool.forge.(forge.Retirer)
+	if !ok {
+		return
+	}
+	rec := v.snapshot()
+	if rec.RunnerID == "" {
+		return
+	}
+	ref := forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		start := time.Now()
+		var err error
+	retry:
+		for i := 1; ; i++ {
+			if err = ret.Retire(ctx, ref); err == nil {
+				v.log.Info("runner retired at the forge: its credential takes no more jobs", "runner", ref.Name, "took", time.Since(start).Round(time.Millisecond))
+				return
+			}
+			if i == 5 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				break retry
+			case <-time.After(time.Duration(i) * 500 * time.Millisecond):
+			}
+		}
+		v.log.Error("retire runner: its credential may take more jobs until the VM ends", "runner", ref.Name, "err", err)
+	}()
 }
 
 // removeRunner retries removal a few times: a runner left at the forge is

@@ -6,7 +6,10 @@
 // authentication token (glrt-…), inside a gitlab-runner config.toml the
 // guest agent writes. The guest runs `gitlab-runner run-single
 // --max-builds 1`: one job, then the VM powers off and the runner is
-// deleted. Demand comes from polling the scope's pending jobs and from Job
+// deleted. The job runs as the runner's user and can read its token, so
+// the runner is already deleted once its job has started (Retire): GitLab
+// then refuses the token for more jobs while the job goes on with its job
+// token. Demand comes from polling the scope's pending jobs and from Job
 // Hook webhooks. The driver talks to GitLab through GitLab's official Go
 // client.
 package gitlab

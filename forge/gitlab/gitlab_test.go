@@ -111,7 +111,8 @@ func TestRegisterCreatesARunnerOfTheScope(t *testing.T) {
 }
 
 // TestGuestPlanHoldsOnlyTheRunnersOwnToken: the glrt- token is in
-// config.toml (mode 600) and nowhere else; the scope-wide token nowhere.
+// config.toml (mode 600, removed once the runner has read it) and nowhere
+// else; the scope-wide token nowhere.
 func TestGuestPlanHoldsOnlyTheRunnersOwnToken(t *testing.T) {
 	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
 	r := e.register(t, "fa-h-1", "linux")
@@ -131,6 +132,9 @@ func TestGuestPlanHoldsOnlyTheRunnersOwnToken(t *testing.T) {
 	}
 	if len(g.Files) != 1 || g.Files[0].Mode != 0o600 || !strings.Contains(string(g.Files[0].Content), tok) {
 		t.Fatalf("files = %+v", g.Files)
+	}
+	if !g.Files[0].RemoveWhenReady {
+		t.Fatal("config.toml stays in the guest after the runner read it: the job, running as the same user, can read the token")
 	}
 	if g.ReadyLine != ReadyLine || g.BusyLine != BusyLine || g.UID != 1000 || g.GID != 1000 || g.Forge != "gitlab" || g.Home != "/home/runner" {
 		t.Fatalf("plan = %+v", g)

@@ -21,9 +21,9 @@ const ReadyLine = "Starting runner for"
 const BusyLine = "Checking for jobs... received"
 
 // guestPlan is how the guest runs gitlab-runner for exactly one job. The
-// runner's token is only in config.toml (mode 600, the runner user's):
-// not in the command line, and not in the environment, which the shell
-// executor passes on to every job.
+// runner's token is only in config.toml (mode 600, the runner user's,
+// removed once the runner has read it): not in the command line, and not
+// in the environment, which the shell executor passes on to every job.
 func (f *Forge) guestPlan(spec forge.RunnerSpec, run *gl.UserRunner, wait time.Duration) (agentproto.Runner, error) {
 	g := spec.Guest
 	if g.User == "" || g.AgentPath == "" {
@@ -43,7 +43,9 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, run *gl.UserRunner, wait time.D
 		Obtained: f.o.Now(), Expires: run.TokenExpiresAt, CAFile: caPath,
 		Executor: f.o.Runner.Executor, Home: home, CheckInterval: g.FetchInterval,
 	}
-	files = append(files, agentproto.File{Path: cfgPath, Mode: 0o600, Content: []byte(cfg.toml())})
+	// run-single reads config.toml once, before it prints ReadyLine; the
+	// agent then removes it, so the job (same user) does not find it.
+	files = append(files, agentproto.File{Path: cfgPath, Mode: 0o600, Content: []byte(cfg.toml()), RemoveWhenReady: true})
 	cmd := []string{g.AgentPath, "run-single", "--config", cfgPath, "--runner", spec.Name, "--max-builds", "1"}
 	if wait > 0 {
 		cmd = append(cmd, "--wait-timeout", strconv.FormatInt(int64(wait/time.Second), 10))

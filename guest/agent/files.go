@@ -111,3 +111,22 @@ func replaceFile(p string, content []byte, perm uint32) error {
 	}
 	return err
 }
+
+// removeReadFiles removes the runner's files marked RemoveWhenReady: the
+// runner has read them by the time it prints its ready line.
+func (a *Agent) removeReadFiles(r agentproto.Runner) {
+	n := 0
+	for _, f := range r.Files {
+		if !f.RemoveWhenReady {
+			continue
+		}
+		if err := os.Remove(filepath.Join(a.Root, f.Path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			a.logf("removing %s once the runner read it: %v", f.Path, err)
+			continue
+		}
+		n++
+	}
+	if n > 0 {
+		a.logf("removed %d runner files the runner has read", n)
+	}
+}

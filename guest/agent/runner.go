@@ -56,7 +56,10 @@ func (a *Agent) runRunner(ctx context.Context, r agentproto.Runner, q *reportQue
 	go func() {
 		defer close(copied)
 		copyLines(out, a.con, &progress,
-			marker{line: r.ReadyLine, fire: func() { q.add(agentproto.Report{Event: agentproto.EventRunnerReady}) }},
+			marker{line: r.ReadyLine, fire: func() {
+				a.removeReadFiles(r)
+				q.add(agentproto.Report{Event: agentproto.EventRunnerReady})
+			}},
 			marker{line: r.BusyLine, fire: func() { q.add(agentproto.Report{Event: agentproto.EventJobStarted}) }},
 		)
 	}()

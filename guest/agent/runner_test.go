@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -156,5 +157,34 @@ func TestWaitQuietStopsWhenLeftoverOutputGoesQuiet(t *testing.T) {
 	}
 	if d := time.Since(start); d < 300*time.Millisecond || d > time.Second {
 		t.Errorf("endless output stopped after %s, want the 300 ms limit", d)
+	}
+}
+
+// A runner file marked RemoveWhenReady (GitLab's config.toml, which
+// run-single reads once when it starts) is gone once the runner has
+// printed its ready line, before any job could run; the other files stay.
+func TestFilesTheRunnerHasReadAreRemovedOnceItIsReady(t *testing.T) {
+	host := newHostServer(t, "vm-token")
+	cfg := testConfig(host.URL)
+	cfg.Runner.Files = []agentproto.File{
+		{Path: "/home/runner/.gitlab-runner/config.toml", Mode: 0o600, Content: []byte(`token = "glrt-secret"`), RemoveWhenReady: true},
+		{Path: "/home/runner/keep.txt", Mode: 0o644, Content: []byte("kept")},
+	}
+	// The runner reads its credential, says it is ready, then looks for
+	// the file as a job would, for up to 5 s.
+	cfg.Runner.Command = []string{"/bin/sh", "-c", `cat ../.gitlab-runner/config.toml; echo; echo "Runner: listening for jobs"
+for i in $(seq 50); do [ -e ../.gitlab-runner/config.toml ] || break; sleep 0.1; done
+[ -e ../.gitlab-runner/config.toml ] && echo "credential still there" || echo "credential gone"
+[ -e ../keep.txt ] && echo "other file kept"`}
+	root := newTestRoot(t, cfg)
+	con := &syncBuffer{}
+	if err := (&Agent{Root: root, Sys: newFakeSys(t, root), Console: con}).Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	out := con.String()
+	for _, want := range []string{`[runner] token = "glrt-secret"`, "[runner] credential gone", "[runner] other file kept"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("console lacks %q:\n%s", want, out)
+		}
 	}
 }

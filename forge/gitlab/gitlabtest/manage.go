@@ -153,6 +153,7 @@ func (s *Server) deleteRunner(w http.ResponseWriter, id string) {
 		return
 	}
 	delete(s.runners, n)
+	s.deleted[n] = s.Now()
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -173,6 +174,7 @@ func (s *Server) deleteRunnerByToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	delete(s.runners, run.ID)
+	s.deleted[run.ID] = s.Now()
 	w.WriteHeader(http.StatusNoContent)
 }
 

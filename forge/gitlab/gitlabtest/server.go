@@ -34,7 +34,8 @@ type Server struct {
 	nextID   int64
 	faults   []*Fault
 	calls    []string
-	issued   []string // every runner and job token ever issued
+	issued   []string            // every runner and job token ever issued
+	deleted  map[int64]time.Time // runner id -> when it was deleted
 	hook     *hookTarget
 
 	// TokenLifetime is how long runner tokens live (zero: no expiry).
@@ -100,7 +101,7 @@ type Job struct {
 func New(token string) *Server {
 	return &Server{
 		token: token, groups: map[int64]*Group{}, projects: map[int64]*Project{},
-		runners: map[int64]*Runner{}, jobs: map[int64]*Job{}, Now: time.Now,
+		runners: map[int64]*Runner{}, jobs: map[int64]*Job{}, deleted: map[int64]time.Time{}, Now: time.Now,
 	}
 }
 
@@ -187,6 +188,17 @@ func (s *Server) Runners() map[int64]Runner {
 	out := map[int64]Runner{}
 	for id, r := range s.runners {
 		out[id] = *r
+	}
+	return out
+}
+
+// Deleted returns when each deleted runner was deleted, by ID.
+func (s *Server) Deleted() map[int64]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[int64]time.Time{}
+	for id, at := range s.deleted {
+		out[id] = at
 	}
 	return out
 }

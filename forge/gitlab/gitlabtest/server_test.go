@@ -309,3 +309,44 @@ func mustRead(r *http.Request) []byte {
 	b, _ := io.ReadAll(r.Body)
 	return b
 }
+
+// TestDeletedRunnersTokenTakesNoJobButItsJobFinishes holds the double to
+// GitLab: POST /jobs/request finds the runner by its token, so a deleted
+// runner's token is refused (403); job updates and trace appends are
+// authenticated by the job's token alone and go on (GitLab's
+// authenticate_job! does not look at the runner).
+func TestDeletedRunnersTokenTakesNoJobButItsJobFinishes(t *testing.T) {
+	s, srv, c := newDouble(t)
+	pid := s.AddProject("acme/app")
+	first := s.AddJob("acme/app", "first", []string{"a"}, "true")
+	second := s.AddJob("acme/app", "second", []string{"a"}, "true")
+	r, _, err := c.Users.CreateUserRunner(&gl.CreateUserRunnerOptions{RunnerType: gl.Ptr("project_type"), ProjectID: &pid, TagList: &[]string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rc := &RunnerClient{URL: srv.URL, Token: r.Token, SystemID: "s_1"}
+	job, err := rc.RequestJob(ctx, nil)
+	if err != nil || job == nil || job.ID != first {
+		t.Fatalf("the runner's job: %+v, %v", job, err)
+	}
+	if _, err := c.Runners.RemoveRunner(r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := rc.RequestJob(ctx, nil); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("a deleted runner's token asking for a job: %+v, %v; want 403", got, err)
+	}
+	if _, ok := s.Deleted()[r.ID]; !ok {
+		t.Error("the deletion is not recorded")
+	}
+	if n, err := rc.PatchTrace(ctx, job.ID, job.Token, 0, []byte("ok\n")); err != nil || n != 3 {
+		t.Fatalf("trace after the deletion: %d, %v", n, err)
+	}
+	if code, err := rc.UpdateJob(ctx, job.ID, job.Token, "success", 0, []byte("ok\n")); err != nil || code != 200 {
+		t.Fatalf("final update after the deletion: %d, %v", code, err)
+	}
+	jobs := s.Jobs()
+	if jobs[first].Status != "success" || jobs[second].Status != "pending" {
+		t.Fatalf("jobs: first %s, second %s; want success, pending", jobs[first].Status, jobs[second].Status)
+	}
+}

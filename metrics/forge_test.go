@@ -1,0 +1,100 @@
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+)
+
+type plainForge struct{}
+
+func (plainForge) Kind() string                                    { return "plain" }
+func (plainForge) QueuedJobs(context.Context) ([]forge.Job, error) { return nil, nil }
+func (plainForge) Register(context.Context, forge.RunnerSpec) (*forge.Runner, error) {
+	return nil, nil
+}
+func (plainForge) Runners(context.Context, forge.Owner) ([]forge.RunnerState, error) { return nil, nil }
+func (plainForge) Remove(context.Context, forge.RunnerRef) error                { return nil }
+
+type retiring struct {
+	plainForge
+	retired *[]string
+}
+
+func (r retiring) Retire(_ context.Context, ref forge.RunnerRef) error {
+	*r.retired = append(*r.retired, ref.ID)
+	return nil
+}
+
+type hooked struct{ plainForge }
+
+func (hooked) ServeWebhook(http.ResponseWriter, *http.Request, func()) {}
+
+type retiringHooked struct{ retiring }
+
+func (retiringHooked) ServeWebhook(http.ResponseWriter, *http.Request, func()) {}
+
+// TestForgeWrapperKeepsWhatTheDriverIs: the counting wrapper is a
+// forge.Retirer and a forge.WebhookReceiver exactly when the driver is
+// one (the pool asks the wrapper, not the driver), and counts retirements.
+func TestForgeWrapperKeepsWhatTheDriverIs(t *testing.T) {
+	var retired []string
+	r := retiring{retired: &retired}
+	tests := []struct {
+		name           string
+		driver         forge.Forge
+		retires, hooks bool
+	}{
+		{"plain", plainForge{}, false, false},
+		{"retirer", r, true, false},
+		{"webhooks", hooked{}, false, true},
+		{"both", retiringHooked{retiring: r}, true, true},
+	}
+	m := New(t.TempDir())
+	for _, tt := range tests {
+		w := m.Forge(tt.name, tt.driver)
+		ret, retires := w.(forge.Retirer)
+		_, hooks := w.(forge.WebhookReceiver)
+		if retires != tt.retires || hooks != tt.hooks {
+			t.Errorf("%s: wrapper is a Retirer %v, a WebhookReceiver %v; want %v, %v", tt.name, retires, hooks, tt.retires, tt.hooks)
+		}
+		if retires {
+			if err := ret.Retire(context.Background(), forge.RunnerRef{ID: tt.name}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if strings.Join(retired, ",") != "retirer,both" {
+		t.Errorf("retirements reaching the drivers: %v", retired)
+	}
+	if n := requestsCounted(t, m, "both", "retire"); n != 1 {
+		t.Errorf("retire requests counted for forge both: %v, want 1", n)
+	}
+}
+
+// requestsCounted is fireactions_forge_requests_total{forge, op}.
+func requestsCounted(t *testing.T, m *Metrics, forgeName, op string) float64 {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "fireactions_forge_requests_total" {
+			continue
+		}
+		for _, x := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range x.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["forge"] == forgeName && labels["op"] == op {
+				return x.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
