@@ -30,6 +30,7 @@ type Metrics struct {
 	started     *prometheus.CounterVec
 	failed      *prometheus.CounterVec
 	unserved    prometheus.Counter
+	shortages   *prometheus.CounterVec
 	provision   *prometheus.HistogramVec
 	boot        *prometheus.HistogramVec
 	jobDuration *prometheus.HistogramVec
@@ -59,6 +60,9 @@ func New(stateDir string) *Metrics {
 		unserved: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fireactions_jobs_unserved_total", Help: "Queued jobs whose labels no pool offers (each counted once).",
 		}),
+		shortages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fireactions_host_shortages_total", Help: "VMs that could not be made for lack of a host resource, by cause (disk, memory, addresses).",
+		}, []string{"pool", "cause"}),
 		provision: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "fireactions_vm_provision_seconds", Help: "VM requested until its runner is registered at the forge.", Buckets: seconds,
 		}, []string{"pool"}),
@@ -81,7 +85,7 @@ func New(stateDir string) *Metrics {
 			Name: "fireactions_forge_rate_limit_remaining", Help: "API requests left in the forge's rate-limit window (-1: unknown).",
 		}, []string{"forge"}),
 	}
-	m.reg.MustRegister(m.started, m.failed, m.unserved, m.provision, m.boot, m.jobDuration, m.queueWait,
+	m.reg.MustRegister(m.started, m.failed, m.unserved, m.shortages, m.provision, m.boot, m.jobDuration, m.queueWait,
 		m.forgeRequests, m.forgeErrors, m.forgeRateLimit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		diskCollector{dir: stateDir})
@@ -102,6 +106,9 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 func (m *Metrics) VMStarted(p string)        { m.started.WithLabelValues(p).Inc() }
 func (m *Metrics) VMFailed(p, reason string) { m.failed.WithLabelValues(p, reason).Inc() }
 func (m *Metrics) UnservedJob()              { m.unserved.Inc() }
+
+// HostShortage implements pool.Observer.
+func (m *Metrics) HostShortage(p, cause string) { m.shortages.WithLabelValues(p, cause).Inc() }
 func (m *Metrics) Provisioned(p string, d time.Duration) {
 	m.provision.WithLabelValues(p).Observe(d.Seconds())
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
@@ -26,6 +29,7 @@ type fakeForge struct {
 	failReg  bool
 	hold     bool              // runners find no job (jobs stay queued)
 	finished map[string]string // job id -> runner name that ran it
+	failed   map[string]string // job id -> reason, by FailJob
 }
 
 type fakeRunner struct {
@@ -35,7 +39,7 @@ type fakeRunner struct {
 }
 
 func newFakeForge() *fakeForge {
-	return &fakeForge{runners: map[string]*fakeRunner{}, secret: "SCOPE-WIDE-SECRET", finished: map[string]string{}}
+	return &fakeForge{runners: map[string]*fakeRunner{}, secret: "SCOPE-WIDE-SECRET", finished: map[string]string{}, failed: map[string]string{}}
 }
 
 func (f *fakeForge) Kind() string { return "fake" }
@@ -89,6 +93,28 @@ func (f *fakeForge) Remove(_ context.Context, r forge.RunnerRef) error {
 	return nil
 }
 
+// FailJob fails the job, as Gitea does: only while the runner exists
+// (its credential dies with it), and only the runner's own job.
+func (f *fakeForge) FailJob(_ context.Context, r forge.RunnerRef, job, reason string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fr, ok := f.runners[r.ID]
+	if !ok {
+		return fmt.Errorf("runner %s is gone: no credential to fail job %q with", r.Name, job)
+	}
+	if fr.job != job {
+		return fmt.Errorf("job %q is not runner %s's", job, r.Name)
+	}
+	f.failed[job] = reason
+	return nil
+}
+
+func (f *fakeForge) failedJobs() map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.failed)
+}
+
 // take gives the runner the first queued job, as a runner polling does.
 func (f *fakeForge) take(runnerName string) (string, bool) {
 	f.mu.Lock()
@@ -129,9 +155,15 @@ func (f *fakeForge) runnerCount() int {
 type fakeBoot struct {
 	mu   sync.Mutex
 	cfgs map[string]agentproto.Config
+	// full, when set, says the state directory has no room left: writes
+	// fail as a full file system fails them.
+	full func(dst string) bool
 }
 
-func (b *fakeBoot) WriteVM(_, _ string, cfg agentproto.Config) error {
+func (b *fakeBoot) WriteVM(_, dst string, cfg agentproto.Config) error {
+	if b.full != nil && b.full(dst) {
+		return &os.PathError{Op: "write", Path: dst, Err: syscall.ENOSPC}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cfgs[cfg.VMID] = cfg
@@ -245,6 +277,11 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 		report(agentproto.EventRunnerReady, 0)
 		for {
 			if id, ok := h.forge.take(runnerNameOf(h, cfg)); ok {
+				if strings.HasPrefix(id, dyingJob) {
+					_ = h.m.Report(cfg.Report.Token, agentproto.Report{VMID: cfg.VMID, Event: agentproto.EventJobStarted, Job: id})
+					report(agentproto.EventRunnerExited, 2)
+					return
+				}
 				select {
 				case <-time.After(h.jobTime):
 				case <-fm.kill:
@@ -265,6 +302,10 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	}()
 	return fm, nil
 }
+
+// dyingJob starts the id of a job that kills its runner: the runner
+// reports the job started, then exits 2 before the job ends.
+const dyingJob = "dies-"
 
 func runnerNameOf(h *fakeHV, cfg agentproto.Config) string { return h.m.RunnerPrefix() + cfg.VMID }
 

@@ -437,3 +437,28 @@ func TestRecoverAdoptsARunningVMWhichThenFinishesItsJob(t *testing.T) {
 	finishAdoptedJob(t, h, machine)
 	h.assertNothingLeft(t)
 }
+
+// TestRunnerDyingMidJobFailsItsJobAtTheForge: a runner that exits before
+// its job ended has the forge fail that job (with the reason) before the
+// runner is removed, and the jobs after it still run.
+func TestRunnerDyingMidJobFailsItsJobAtTheForge(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	h.forge.enqueue(dyingJob + "j1")
+	eventually(t, 3*time.Second, "j1 failed at the forge", func() bool { return h.forge.failedJobs()[dyingJob+"j1"] != "" })
+	if reason := h.forge.failedJobs()[dyingJob+"j1"]; !strings.Contains(reason, "runner exit code 2") {
+		t.Errorf("j1 failed with reason %q, want the runner's exit", reason)
+	}
+	h.forge.enqueue("j2")
+	eventually(t, 3*time.Second, "j2 finished", func() bool {
+		h.forge.mu.Lock()
+		defer h.forge.mu.Unlock()
+		return h.forge.finished["j2"] != ""
+	})
+	if failed := h.forge.failedJobs(); len(failed) != 1 {
+		t.Errorf("jobs failed at the forge: %v; want j1 only", failed)
+	}
+	if err := h.drain(t, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	h.assertNothingLeft(t)
+}

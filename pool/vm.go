@@ -191,10 +191,20 @@ func (v *vm) run(ctx context.Context, adopted vmm.Machine) {
 
 func (v *vm) finish(machine vmm.Machine, ok bool, err error, created time.Time) {
 	v.teardown(machine, ok, err)
+	if !v.readyAt().IsZero() || ok {
+		v.m.freed(v.pool) // it held host resources, which are back
+	}
 	if !ok {
 		reason := reasonOf(err)
+		cause := shortageOf(err)
+		if cause != "" {
+			reason = ReasonHostResource
+		}
 		v.m.obs.VMFailed(v.pool.cfg.Name, reason)
-		if reason != ReasonStopped && v.readyAt().IsZero() {
+		switch {
+		case cause != "" && v.readyAt().IsZero():
+			v.m.short(v.pool, cause, err)
+		case reason != ReasonStopped && v.readyAt().IsZero():
 			v.m.failed(v.pool)
 		}
 	}
@@ -364,21 +374,21 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 				jt := time.NewTimer(t.Job)
 				defer jt.Stop()
 				job = jt.C
-			case agentproto.EventJobStarted:
-				if v.phase() == vmstate.Idle {
-					v.setPhase(v.m.d.Store, vmstate.Busy)
-				}
-			case agentproto.EventRunnerExited:
-				exitCode = r.ExitCode
-				if busy := v.busySince(); !busy.IsZero() {
-					v.m.obs.JobDone(v.pool.cfg.Name, time.Since(busy))
-				}
-				code := r.ExitCode
-				v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.ExitCode = &code })
-			case agentproto.EventFailed:
-				v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.Reason = clipGuest(r.Message, maxReasonBytes) })
+			case agentproto.EventJobStarted, agentproto.EventRunnerExited, agentproto.EventFailed:
+				exitCode = v.jobReport(r, exitCode)
 			}
 		case <-machine.Done():
+			// What the guest reported just before it powered off may still
+			// wait in the channel: it decides how the VM ended.
+			for pending := true; pending; {
+				select {
+				case r := <-v.events:
+					v.reports.log(v.log, r)
+					exitCode = v.jobReport(r, exitCode)
+				default:
+					pending = false
+				}
+			}
 			if err := machine.Err(); err != nil {
 				return false, fail(ReasonCrashed, err)
 			}
@@ -403,6 +413,34 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 			return false, ctx.Err()
 		}
 	}
+}
+
+// jobReport takes a report about the VM's job (started, runner exited,
+// agent failed) and returns the runner's exit code so far (-1: running).
+func (v *vm) jobReport(r agentproto.Report, exitCode int) int {
+	switch r.Event {
+	case agentproto.EventJobStarted:
+		if r.Job != "" && jobIDPattern.MatchString(r.Job) {
+			v.update(v.m.d.Store, func(rec *vmstate.Record) {
+				if rec.Job == "" {
+					rec.Job = r.Job
+				}
+			})
+		}
+		if v.phase() == vmstate.Idle {
+			v.setPhase(v.m.d.Store, vmstate.Busy)
+		}
+	case agentproto.EventRunnerExited:
+		exitCode = r.ExitCode
+		if busy := v.busySince(); !busy.IsZero() {
+			v.m.obs.JobDone(v.pool.cfg.Name, time.Since(busy))
+		}
+		code := r.ExitCode
+		v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.ExitCode = &code })
+	case agentproto.EventFailed:
+		v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.Reason = clipGuest(r.Message, maxReasonBytes) })
+	}
+	return exitCode
 }
 
 // teardown removes everything the VM had. It runs with its own deadline so
@@ -430,6 +468,9 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 			r.Reason = cause.Error()
 		}
 	})
+	if rec.RunnerID != "" && !ok {
+		v.failJob(ctx, rec, cause)
+	}
 	if rec.RunnerID != "" {
 		if err := removeRunner(ctx, v.pool.forge, forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName}); err != nil {
 			v.log.Error("remove runner", "runner", rec.RunnerName, "err", err)

@@ -191,3 +191,4 @@ func (o *countingObserver) Provisioned(string, time.Duration) {}
 func (o *countingObserver) Booted(string, time.Duration)      {}
 func (o *countingObserver) JobDone(string, time.Duration)     {}
 func (o *countingObserver) QueueWait(string, time.Duration)   {}
+func (o *countingObserver) HostShortage(string, string)       {}
