@@ -144,6 +144,8 @@ pools:
 			t.Errorf("job %d concluded %q", j.ID, j.Conclusion)
 		}
 	}
+	noRoom := logLines(orch.log, regexp.MustCompile(`msg="vm gone".*no space left on device`))
+	t.Logf("FIGURE VMs that found no room on the state disk during the burst: %d", len(noRoom))
 	if lines := logLines(orch.log, regexp.MustCompile(`pool backing off`)); len(lines) != 0 {
 		t.Errorf("the pool backed off for a full disk:\n%s", strings.Join(lines, "\n"))
 	}

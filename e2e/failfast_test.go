@@ -73,7 +73,7 @@ pools:
     max: 2
     vm:
       vcpus: 1
-      memory_mib: 512
+      memory_mib: 256
       kernel: %s
       modules_dir: %s
       kernel_modules: [virtio_mmio, virtio_net]
@@ -105,14 +105,22 @@ pools:
 		}
 		return false
 	})
+	// The host knows the runner is gone when the agent reports its exit,
+	// or else when the VM ends: whichever comes first.
 	var died time.Time
-	orch.waitFor(t, 15*time.Minute, "the bomb's VM to end", func() bool {
+	var how string
+	exited := regexp.MustCompile(`vm=` + bombVM + ` event=runner-exited`)
+	orch.waitFor(t, 15*time.Minute, "the bomb's runner to die", func() bool {
+		if len(logLines(orch.log, exited)) > 0 {
+			died, how = time.Now(), "runner exit reported"
+			return true
+		}
 		for _, cmdline := range qemuUnder(state) {
 			if strings.Contains(cmdline, bombVM) {
 				return false
 			}
 		}
-		died = time.Now()
+		died, how = time.Now(), "VM ended"
 		return true
 	})
 	var bomb job
@@ -126,10 +134,7 @@ pools:
 		return false
 	})
 	took := time.Since(died)
-	t.Logf("FIGURE bomb VM's monitor gone -> job completed at Gitea: %s", took.Round(100*time.Millisecond))
-	for _, l := range logLines(filepath.Join(state, "logs", bombVM+".log"), regexp.MustCompile(`event runner-exited|powering off`)) {
-		t.Logf("FIGURE guest console of the bomb's VM: %s", l)
-	}
+	t.Logf("FIGURE bomb's runner dead (%s) -> job completed at Gitea: %s", how, took.Round(100*time.Millisecond))
 	if bomb.Conclusion != "failure" {
 		t.Fatalf("the bomb's job concluded %q, want failure", bomb.Conclusion)
 	}
@@ -143,9 +148,14 @@ pools:
 	if lines := logLines(orch.log, regexp.MustCompile(`level=WARN msg="job failed at the forge" pool=fail vm=`+bombVM)); len(lines) != 1 {
 		t.Errorf("log lines saying the job was failed: %q", lines)
 	}
-	kept, _ := filepath.Glob(filepath.Join(state, "logs", "*.log"))
-	if len(kept) == 0 {
-		t.Error("no console log kept for the bomb's VM")
+	// The console is kept as the VM's teardown ends, after the job failed.
+	kept := filepath.Join(state, "logs", bombVM+".log")
+	orch.waitFor(t, time.Minute, "the bomb VM's console log kept", func() bool {
+		_, err := os.Stat(kept)
+		return err == nil
+	})
+	for _, l := range logLines(kept, regexp.MustCompile(`event runner-exited|powering off`)) {
+		t.Logf("FIGURE guest console of the bomb's VM: %s", l)
 	}
 
 	// The next job runs, in a fresh VM.

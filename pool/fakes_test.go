@@ -241,6 +241,9 @@ type fakeHV struct {
 	running  int
 	maxAlive int
 	specs    []vmm.Spec // every spec started, in order
+	// failedBeforeOff are the jobs the host failed while their guest was
+	// still up after the runner died.
+	failedBeforeOff []string
 }
 
 func (h *fakeHV) Name() string { return "fake" }
@@ -280,6 +283,17 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 				if strings.HasPrefix(id, dyingJob) {
 					_ = h.m.Report(cfg.Report.Token, agentproto.Report{VMID: cfg.VMID, Event: agentproto.EventJobStarted, Job: id})
 					report(agentproto.EventRunnerExited, 2)
+					// The guest takes its time to power off (a job's
+					// leftovers slow it): up to a second, or until the
+					// host failed the job.
+					for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+						if _, ok := h.forge.failedJobs()[id]; ok {
+							h.mu.Lock()
+							h.failedBeforeOff = append(h.failedBeforeOff, id)
+							h.mu.Unlock()
+							break
+						}
+					}
 					return
 				}
 				select {

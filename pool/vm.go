@@ -38,8 +38,10 @@ type vm struct {
 	ready    time.Time
 	stopErr  error
 	stopOnce sync.Once
-	started  time.Time // the monitor started
-	root     VMRoot    // an image pool's root disks; nil for an initramfs root
+	// jobFailed: the job was failed at the forge already (see failJob).
+	jobFailed bool
+	started   time.Time // the monitor started
+	root      VMRoot    // an image pool's root disks; nil for an initramfs root
 }
 
 func newVM(m *Manager, p *pool, id string) *vm {
@@ -437,6 +439,13 @@ func (v *vm) jobReport(r agentproto.Report, exitCode int) int {
 		}
 		code := r.ExitCode
 		v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.ExitCode = &code })
+		if code != 0 {
+			// The runner died before its job ended: fail the job now, not
+			// once the guest has powered off (its leftovers may slow that).
+			ctx, cancel := context.WithTimeout(context.Background(), failJobTimeout)
+			v.failJob(ctx, v.snapshot(), fmt.Errorf("runner exit code %d", code))
+			cancel()
+		}
 	case agentproto.EventFailed:
 		v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.Reason = clipGuest(r.Message, maxReasonBytes) })
 	}
@@ -468,7 +477,7 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 			r.Reason = cause.Error()
 		}
 	})
-	if rec.RunnerID != "" && !ok {
+	if !ok {
 		v.failJob(ctx, rec, cause)
 	}
 	if rec.RunnerID != "" {
