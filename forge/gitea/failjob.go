@@ -47,6 +47,18 @@ func (f *Forge) FailJob(ctx context.Context, r forge.RunnerRef, job, reason stri
 		return fmt.Errorf("gitea: fail task %d of runner %s: its credential is not held (registered by an earlier run)", task, r.Name)
 	}
 	client := runnerv1connect.NewRunnerServiceClient(f.http, f.base+"/api/actions")
+	// A state without a result changes nothing but the task's heartbeat,
+	// and the answer says whether the task has ended already (a runner
+	// may exit non-zero after it reported its job's result).
+	probe := connect.NewRequest(&runnerv1.UpdateTaskRequest{State: &runnerv1.TaskState{Id: task}})
+	authorize(probe.Header(), cred)
+	now, err := client.UpdateTask(ctx, probe)
+	if err != nil {
+		return fmt.Errorf("gitea: read task %d of runner %s: %w", task, r.Name, err)
+	}
+	if now.Msg.GetState().GetResult() != runnerv1.Result_RESULT_UNSPECIFIED {
+		return nil // ended already: left as it is
+	}
 	logErr := f.appendLog(ctx, client, cred, task, "fireactions: the runner died before its job ended: "+reason)
 	req := connect.NewRequest(&runnerv1.UpdateTaskRequest{State: &runnerv1.TaskState{
 		Id: task, Result: runnerv1.Result_RESULT_FAILURE, StoppedAt: timestamppb.Now(),

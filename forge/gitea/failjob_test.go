@@ -107,6 +107,21 @@ func TestFailJobFailsTheRunnersTaskWithItsOwnCredentialAndSaysWhy(t *testing.T) 
 	}
 }
 
+func TestFailJobLeavesAnEndedTaskAsItIs(t *testing.T) {
+	ft, d := newFakeTasks(t)
+	ctx := context.Background()
+	r, _ := d.Register(ctx, forge.RunnerSpec{Name: "fa-h-1", Labels: []string{"l"}, Guest: guestOpts})
+	ft.owner[9] = 1
+	ft.results[9] = runnerv1.Result_RESULT_SUCCESS
+	ft.logs[9] = []string{"done"}
+	if err := d.FailJob(ctx, r.RunnerRef, "9", "runner exit code 1"); err != nil {
+		t.Fatal(err)
+	}
+	if ft.results[9] != runnerv1.Result_RESULT_SUCCESS || len(ft.logs[9]) != 1 {
+		t.Fatalf("an ended task was changed: result %v, log %q", ft.results[9], ft.logs[9])
+	}
+}
+
 func TestFailJobRefusesWhatItCannotDo(t *testing.T) {
 	ft, d := newFakeTasks(t)
 	ctx := context.Background()

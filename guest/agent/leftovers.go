@@ -17,14 +17,16 @@ import (
 const (
 	leftoverRounds = 200                  // a fork bomb refills between scans
 	leftoverPause  = 5 * time.Millisecond // between scans
+	leftoverMax    = 10 * time.Second     // then power-off ends the rest
 )
 
 // killUser SIGKILLs every process under procDir (a /proc) whose real uid is
-// uid, scanning again until a scan finds none or rounds run out. It
-// returns how many it killed.
+// uid, scanning again until a scan finds none, or rounds or time run out.
+// It returns how many it killed.
 func killUser(procDir string, uid int, kill func(pid int) error) int {
 	killed := 0
-	for round := 0; round < leftoverRounds; round++ {
+	deadline := time.Now().Add(leftoverMax)
+	for round := 0; round < leftoverRounds && time.Now().Before(deadline); round++ {
 		pids := userProcesses(procDir, uid)
 		if len(pids) == 0 {
 			break

@@ -78,9 +78,13 @@ func (a *Agent) runRunner(ctx context.Context, r agentproto.Runner, q *reportQue
 	ws, err := a.Sys.WaitProcess(cmd)
 	kill()
 	exited := a.Sys.Uptime()
-	if n := a.Sys.KillUser(filepath.Join(a.Root, "proc"), r.UID); n > 0 {
-		a.logf("killed %d leftover processes of user %s", n, r.User)
-	}
+	// Once the exit is reported (queued: sent concurrently), the job's
+	// leftovers go, so that the VM powers off soon even after a fork bomb.
+	defer func() {
+		if n := a.Sys.KillUser(filepath.Join(a.Root, "proc"), r.UID); n > 0 {
+			a.logf("killed %d leftover processes of user %s", n, r.User)
+		}
+	}()
 	if !waitQuiet(copied, &progress, outputQuiet, outputMax) {
 		a.logf("the runner's leftover processes still hold its output; no longer copying it")
 	}
