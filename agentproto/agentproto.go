@@ -129,6 +129,12 @@ type Runner struct {
 	// BusyLine is a substring of the runner's output that means it took
 	// its job.
 	BusyLine string `json:"busy_line,omitempty"`
+	// JobPattern is a regular expression whose first group, on the
+	// BusyLine line, is the forge's id of the job the runner took (Gitea:
+	// the task id). The agent reports it with EventJobStarted, so the host
+	// can fail that job should the runner die before it ends. Empty: the
+	// forge's runner does not print it.
+	JobPattern string `json:"job_pattern,omitempty"`
 }
 
 // File is written by the agent before the runner starts, owned by the
@@ -166,4 +172,8 @@ type Report struct {
 	Uptime   time.Duration `json:"uptime_ns"`
 	ExitCode int           `json:"exit_code,omitempty"`
 	Message  string        `json:"message,omitempty"`
+	// Job is the forge's id of the runner's job (EventJobStarted, when
+	// Runner.JobPattern found it). The host treats it as the guest's
+	// word: a driver only acts on it with the runner's own credential.
+	Job string `json:"job,omitempty"`
 }

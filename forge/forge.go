@@ -45,6 +45,22 @@ type Retirer interface {
 	Retire(ctx context.Context, r RunnerRef) error
 }
 
+// JobFailer is implemented by drivers that can end, as failed, the job a
+// runner took when the runner is gone before the job ended (the job broke
+// its runner, the VM crashed, a timeout or a forced drain ended it).
+// Without it the forge waits for the dead runner until its own clean-up,
+// minutes later.
+type JobFailer interface {
+	// FailJob marks job failed, with reason, using runner r's own
+	// credential where the forge allows. job is the forge's id of the job
+	// as the guest reported it (agentproto.Runner.JobPattern); the driver
+	// checks with the forge that it is r's. A job that already ended is
+	// left as it is, which is not an error. It must be called before
+	// Remove: the runner's credential dies with the runner. A wrapper of
+	// a driver that cannot answers errors.ErrUnsupported.
+	FailJob(ctx context.Context, r RunnerRef, job, reason string) error
+}
+
 // Job is a job waiting for a runner.
 type Job struct {
 	ID       string

@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
@@ -67,6 +69,18 @@ func (i *instrumented) Runners(ctx context.Context, owner forge.Owner) ([]forge.
 func (i *instrumented) Remove(ctx context.Context, r forge.RunnerRef) error {
 	err := i.Forge.Remove(ctx, r)
 	i.count("remove", err)
+	return err
+}
+
+// FailJob implements forge.JobFailer for every wrapped driver: a driver
+// that cannot fail jobs answers errors.ErrUnsupported.
+func (i *instrumented) FailJob(ctx context.Context, r forge.RunnerRef, job, reason string) error {
+	f, ok := i.Forge.(forge.JobFailer)
+	if !ok {
+		return fmt.Errorf("%s driver: fail a job: %w", i.Forge.Kind(), errors.ErrUnsupported)
+	}
+	err := f.FailJob(ctx, r, job, reason)
+	i.count("fail_job", err)
 	return err
 }
 

@@ -31,6 +31,7 @@ type Metrics struct {
 	failed      *prometheus.CounterVec
 	unserved    prometheus.Counter
 	unsaved     *prometheus.CounterVec
+	shortages   *prometheus.CounterVec
 	provision   *prometheus.HistogramVec
 	boot        *prometheus.HistogramVec
 	jobDuration *prometheus.HistogramVec
@@ -64,6 +65,9 @@ func New(stateDir string) *Metrics {
 			Name: "fireactions_vm_record_save_failures_total",
 			Help: "VM records that could not be saved (a full or failing state disk), once per VM and outage; the reconcile loop saves them again.",
 		}, []string{"pool"}),
+		shortages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fireactions_host_shortages_total", Help: "VMs that could not be made for lack of a host resource, by cause (disk, memory, addresses).",
+		}, []string{"pool", "cause"}),
 		provision: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "fireactions_vm_provision_seconds", Help: "VM requested until its runner is registered at the forge.", Buckets: seconds,
 		}, []string{"pool"}),
@@ -86,7 +90,7 @@ func New(stateDir string) *Metrics {
 			Name: "fireactions_forge_rate_limit_remaining", Help: "API requests left in the forge's rate-limit window (-1: unknown).",
 		}, []string{"forge"}),
 	}
-	m.reg.MustRegister(m.started, m.failed, m.unserved, m.unsaved, m.provision, m.boot, m.jobDuration, m.queueWait,
+	m.reg.MustRegister(m.started, m.failed, m.unserved, m.unsaved, m.shortages, m.provision, m.boot, m.jobDuration, m.queueWait,
 		m.forgeRequests, m.forgeErrors, m.forgeRateLimit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		diskCollector{dir: stateDir})
@@ -108,6 +112,9 @@ func (m *Metrics) VMStarted(p string)        { m.started.WithLabelValues(p).Inc(
 func (m *Metrics) VMFailed(p, reason string) { m.failed.WithLabelValues(p, reason).Inc() }
 func (m *Metrics) UnservedJob()              { m.unserved.Inc() }
 func (m *Metrics) RecordUnsaved(p string)    { m.unsaved.WithLabelValues(p).Inc() }
+
+// HostShortage implements pool.Observer.
+func (m *Metrics) HostShortage(p, cause string) { m.shortages.WithLabelValues(p, cause).Inc() }
 func (m *Metrics) Provisioned(p string, d time.Duration) {
 	m.provision.WithLabelValues(p).Observe(d.Seconds())
 }

@@ -1,6 +1,7 @@
 package netplan
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -50,8 +51,11 @@ func (a *Allocator) Allocate(vmID string) (netip.Addr, error) {
 			return ip, nil
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("no free address in %s: all %d in use", a.prefix, len(a.used))
+	return netip.Addr{}, fmt.Errorf("%w in %s: all %d in use", ErrNoAddress, a.prefix, len(a.used))
 }
+
+// ErrNoAddress: every address of the network is in use.
+var ErrNoAddress = errors.New("no free address")
 
 // Release frees addr if vmID holds it.
 func (a *Allocator) Release(addr netip.Addr, vmID string) {

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
@@ -31,6 +35,7 @@ type fakeForge struct {
 	removeErr error
 	// onRemove, when set, is called as each Remove starts.
 	onRemove func(forge.RunnerRef)
+	failed   map[string]string // job id -> reason, by FailJob
 }
 
 type fakeRunner struct {
@@ -40,7 +45,7 @@ type fakeRunner struct {
 }
 
 func newFakeForge() *fakeForge {
-	return &fakeForge{runners: map[string]*fakeRunner{}, secret: "SCOPE-WIDE-SECRET", finished: map[string]string{}}
+	return &fakeForge{runners: map[string]*fakeRunner{}, secret: "SCOPE-WIDE-SECRET", finished: map[string]string{}, failed: map[string]string{}}
 }
 
 func (f *fakeForge) Kind() string { return "fake" }
@@ -98,6 +103,28 @@ func (f *fakeForge) Remove(_ context.Context, r forge.RunnerRef) error {
 	delete(f.runners, r.ID)
 	f.removed = append(f.removed, r.ID)
 	return nil
+}
+
+// FailJob fails the job, as Gitea does: only while the runner exists
+// (its credential dies with it), and only the runner's own job.
+func (f *fakeForge) FailJob(_ context.Context, r forge.RunnerRef, job, reason string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fr, ok := f.runners[r.ID]
+	if !ok {
+		return fmt.Errorf("runner %s is gone: no credential to fail job %q with", r.Name, job)
+	}
+	if fr.job != job {
+		return fmt.Errorf("job %q is not runner %s's", job, r.Name)
+	}
+	f.failed[job] = reason
+	return nil
+}
+
+func (f *fakeForge) failedJobs() map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.failed)
 }
 
 // take gives the runner the first queued job, as a runner polling does.
@@ -172,9 +199,15 @@ func (f *retiringForge) retirements() []retirement {
 type fakeBoot struct {
 	mu   sync.Mutex
 	cfgs map[string]agentproto.Config
+	// full, when set, says the state directory has no room left: writes
+	// fail as a full file system fails them.
+	full func(dst string) bool
 }
 
-func (b *fakeBoot) WriteVM(_, _ string, cfg agentproto.Config) error {
+func (b *fakeBoot) WriteVM(_, dst string, cfg agentproto.Config) error {
+	if b.full != nil && b.full(dst) {
+		return &os.PathError{Op: "write", Path: dst, Err: syscall.ENOSPC}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cfgs[cfg.VMID] = cfg
@@ -252,6 +285,9 @@ type fakeHV struct {
 	running  int
 	maxAlive int
 	specs    []vmm.Spec // every spec started, in order
+	// failedBeforeOff are the jobs the host failed while their guest was
+	// still up after the runner died.
+	failedBeforeOff []string
 }
 
 func (h *fakeHV) Name() string { return "fake" }
@@ -288,6 +324,22 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 		report(agentproto.EventRunnerReady, 0)
 		for {
 			if id, ok := h.forge.take(runnerNameOf(h, cfg)); ok {
+				if strings.HasPrefix(id, dyingJob) {
+					_ = h.m.Report(cfg.Report.Token, agentproto.Report{VMID: cfg.VMID, Event: agentproto.EventJobStarted, Job: id})
+					report(agentproto.EventRunnerExited, 2)
+					// The guest takes its time to power off (a job's
+					// leftovers slow it): up to a second, or until the
+					// host failed the job.
+					for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+						if _, ok := h.forge.failedJobs()[id]; ok {
+							h.mu.Lock()
+							h.failedBeforeOff = append(h.failedBeforeOff, id)
+							h.mu.Unlock()
+							break
+						}
+					}
+					return
+				}
 				report(agentproto.EventJobStarted, 0)
 				select {
 				case <-time.After(h.jobTime):
@@ -309,6 +361,10 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	}()
 	return fm, nil
 }
+
+// dyingJob starts the id of a job that kills its runner: the runner
+// reports the job started, then exits 2 before the job ends.
+const dyingJob = "dies-"
 
 func runnerNameOf(h *fakeHV, cfg agentproto.Config) string { return h.m.Owner().RunnerName(cfg.VMID) }
 

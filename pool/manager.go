@@ -106,6 +106,9 @@ type pool struct {
 	// failures since the last VM that became ready; drives backoff.
 	failures  int
 	notBefore time.Time
+	// shortOf is the host resource the last VM lacked ("" when none):
+	// the pool starts one VM at a time until one becomes ready.
+	shortOf string
 }
 
 // New builds a manager for the pools in d.Config.
@@ -281,6 +284,7 @@ func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, 
 func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runners map[string]forge.RunnerState) {
 	var c counts
 	var idle []*vm
+	starting := 0 // VMs not yet ready
 	for _, v := range m.poolVMs(p) {
 		ph := v.phase()
 		if st, ok := runners[v.runnerName()]; ok && ph == vmstate.Booting && v.adopted && (st.Online || st.Busy) {
@@ -304,16 +308,23 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runner
 			c.busy++
 		case vmstate.Creating, vmstate.Booting, vmstate.Idle:
 			c.unbusy++
+			if ph != vmstate.Idle {
+				starting++
+			}
 			if ph == vmstate.Idle {
 				idle = append(idle, v)
 			}
 		}
 	}
 	m.mu.Lock()
-	minIdle, maxVMs, paused, notBefore := p.minIdle, p.max, p.paused, p.notBefore
+	minIdle, maxVMs, paused, notBefore, shortOf := p.minIdle, p.max, p.paused, p.notBefore, p.shortOf
 	p.queued = queued
 	m.mu.Unlock()
 	n := toStart(c, minIdle, maxVMs, queued)
+	if shortOf != "" {
+		// Short of a host resource: one at a time, as far as it fits.
+		n = min(n, max(0, 1-starting))
+	}
 	if paused || time.Now().Before(notBefore) {
 		n = 0
 	}
@@ -380,7 +391,10 @@ func (m *Manager) failed(p *pool) {
 func (m *Manager) succeeded(p *pool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p.failures, p.notBefore = 0, time.Time{}
+	if p.shortOf != "" {
+		p.log.Info("a vm booted: no longer one at a time", "cause", p.shortOf)
+	}
+	p.failures, p.notBefore, p.shortOf = 0, time.Time{}, ""
 }
 
 // poolVMs are the VMs of p (not of an earlier pool of the same name that

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -499,5 +500,37 @@ func TestRecoverAdoptsARunningVMWhichThenFinishesItsJob(t *testing.T) {
 		t.Fatal("a report with the wrong token was accepted")
 	}
 	finishAdoptedJob(t, h, machine)
+	h.assertNothingLeft(t)
+}
+
+// TestRunnerDyingMidJobFailsItsJobAtTheForge: a runner that exits before
+// its job ended has the forge fail that job (with the reason) as soon as
+// its exit is reported, before the guest powers off and the runner is
+// removed, and the jobs after it still run.
+func TestRunnerDyingMidJobFailsItsJobAtTheForge(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	h.forge.enqueue(dyingJob + "j1")
+	eventually(t, 3*time.Second, "j1 failed at the forge", func() bool { return h.forge.failedJobs()[dyingJob+"j1"] != "" })
+	if reason := h.forge.failedJobs()[dyingJob+"j1"]; !strings.Contains(reason, "runner exit code 2") {
+		t.Errorf("j1 failed with reason %q, want the runner's exit", reason)
+	}
+	h.hv.mu.Lock()
+	early := slices.Clone(h.hv.failedBeforeOff)
+	h.hv.mu.Unlock()
+	if len(early) != 1 {
+		t.Errorf("the job was failed only once its guest powered off, not when its runner's exit was reported")
+	}
+	h.forge.enqueue("j2")
+	eventually(t, 3*time.Second, "j2 finished", func() bool {
+		h.forge.mu.Lock()
+		defer h.forge.mu.Unlock()
+		return h.forge.finished["j2"] != ""
+	})
+	if failed := h.forge.failedJobs(); len(failed) != 1 {
+		t.Errorf("jobs failed at the forge: %v; want j1 only", failed)
+	}
+	if err := h.drain(t, time.Second); err != nil {
+		t.Fatal(err)
+	}
 	h.assertNothingLeft(t)
 }

@@ -25,18 +25,22 @@ type Observer interface {
 	// the manager's view until the reconcile loop saves it again (told
 	// once per VM and outage, not per failed attempt).
 	RecordUnsaved(pool string)
+	// HostShortage: a VM could not be made for lack of a host resource;
+	// cause is one of the Short* constants.
+	HostShortage(pool, cause string)
 }
 
 // Reasons a VM fails, the bounded label set of the failure metric.
 const (
-	ReasonSetup       = "setup"        // address, TAP, boot files
-	ReasonRegister    = "register"     // the forge refused or failed
-	ReasonStart       = "start"        // the monitor did not start
-	ReasonBootTimeout = "boot_timeout" // runner not ready in time
-	ReasonJobTimeout  = "job_timeout"  // job ran past the limit
-	ReasonCrashed     = "crashed"      // the monitor or guest died
-	ReasonRunner      = "runner_exit"  // runner exited non-zero
-	ReasonStopped     = "stopped"      // drain, scale-down or an operator
+	ReasonSetup        = "setup"         // address, TAP, boot files
+	ReasonRegister     = "register"      // the forge refused or failed
+	ReasonStart        = "start"         // the monitor did not start
+	ReasonBootTimeout  = "boot_timeout"  // runner not ready in time
+	ReasonJobTimeout   = "job_timeout"   // job ran past the limit
+	ReasonCrashed      = "crashed"       // the monitor or guest died
+	ReasonRunner       = "runner_exit"   // runner exited non-zero
+	ReasonStopped      = "stopped"       // drain, scale-down or an operator
+	ReasonHostResource = "host_resource" // the host lacked disk, memory or addresses
 )
 
 type nopObserver struct{}
@@ -49,3 +53,4 @@ func (nopObserver) JobDone(string, time.Duration)     {}
 func (nopObserver) QueueWait(string, time.Duration)   {}
 func (nopObserver) UnservedJob()                      {}
 func (nopObserver) RecordUnsaved(string)              {}
+func (nopObserver) HostShortage(string, string)       {}

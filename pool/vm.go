@@ -50,6 +50,8 @@ type vm struct {
 	// disk), so the record on disk lags; each reconcile saves it again
 	// until a save works (see resave).
 	unsaved bool
+	// jobFailed: the job was failed at the forge already (see failJob).
+	jobFailed bool
 }
 
 func newVM(m *Manager, p *pool, id string) *vm {
@@ -252,10 +254,20 @@ func (v *vm) run(ctx context.Context, adopted vmm.Machine) {
 
 func (v *vm) finish(machine vmm.Machine, ok bool, err error, created time.Time) {
 	v.teardown(machine, ok, err)
+	if !v.readyAt().IsZero() || ok {
+		v.m.freed(v.pool) // it held host resources, which are back
+	}
 	if !ok {
 		reason := reasonOf(err)
+		cause := shortageOf(err)
+		if cause != "" {
+			reason = ReasonHostResource
+		}
 		v.m.obs.VMFailed(v.pool.cfg.Name, reason)
-		if reason != ReasonStopped && v.readyAt().IsZero() {
+		switch {
+		case cause != "" && v.readyAt().IsZero():
+			v.m.short(v.pool, cause, err)
+		case reason != ReasonStopped && v.readyAt().IsZero():
 			v.m.failed(v.pool)
 		}
 	}
@@ -473,22 +485,13 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 						return false, err
 					}
 				}
-				if v.phase() == vmstate.Idle {
-					v.setPhase(v.m.d.Store, vmstate.Busy)
-				}
+				exitCode = v.jobReport(r, exitCode)
 				if !retiring {
 					retiring = true
 					v.retireRunner()
 				}
-			case agentproto.EventRunnerExited:
-				exitCode = r.ExitCode
-				if busy := v.busySince(); !busy.IsZero() {
-					v.m.obs.JobDone(v.pool.cfg.Name, time.Since(busy))
-				}
-				code := r.ExitCode
-				v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.ExitCode = &code })
-			case agentproto.EventFailed:
-				v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.Reason = clipGuest(r.Message, maxReasonBytes) })
+			case agentproto.EventRunnerExited, agentproto.EventFailed:
+				exitCode = v.jobReport(r, exitCode)
 			}
 		case <-machine.Done():
 			if len(v.events) > 0 {
@@ -553,6 +556,41 @@ func (v *vm) becomeReady(boot *time.Timer, r agentproto.Report) error {
 	return nil
 }
 
+// jobReport takes a report about the VM's job (started, runner exited,
+// agent failed) and returns the runner's exit code so far (-1: running).
+func (v *vm) jobReport(r agentproto.Report, exitCode int) int {
+	switch r.Event {
+	case agentproto.EventJobStarted:
+		if r.Job != "" && jobIDPattern.MatchString(r.Job) {
+			v.update(v.m.d.Store, func(rec *vmstate.Record) {
+				if rec.Job == "" {
+					rec.Job = r.Job
+				}
+			})
+		}
+		if v.phase() == vmstate.Idle {
+			v.setPhase(v.m.d.Store, vmstate.Busy)
+		}
+	case agentproto.EventRunnerExited:
+		exitCode = r.ExitCode
+		if busy := v.busySince(); !busy.IsZero() {
+			v.m.obs.JobDone(v.pool.cfg.Name, time.Since(busy))
+		}
+		code := r.ExitCode
+		v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.ExitCode = &code })
+		if code != 0 {
+			// The runner died before its job ended: fail the job now, not
+			// once the guest has powered off (its leftovers may slow that).
+			ctx, cancel := context.WithTimeout(context.Background(), failJobTimeout)
+			v.failJob(ctx, v.snapshot(), fmt.Errorf("runner exit code %d", code))
+			cancel()
+		}
+	case agentproto.EventFailed:
+		v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.Reason = clipGuest(r.Message, maxReasonBytes) })
+	}
+	return exitCode
+}
+
 // teardown removes everything the VM had. It runs with its own deadline so
 // a drain's cancelled context never leaves a runner behind.
 func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
@@ -579,6 +617,9 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 		}
 	})
 	var removeErr error
+	if !ok {
+		v.failJob(ctx, rec, cause)
+	}
 	if rec.RunnerID != "" {
 		removeErr = removeRunner(ctx, v.pool.forge, forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName})
 	}

@@ -55,6 +55,9 @@ type Record struct {
 	Reason      string    `json:"reason,omitempty"`
 	ExitCode    *int      `json:"exit_code,omitempty"`
 	ReadyUptime string    `json:"ready_uptime,omitempty"` // guest time from kernel start to runner ready
+	// Job is the forge's id of the job the runner took, as the guest
+	// reported it: the job to fail at the forge if the VM ends before it.
+	Job string `json:"job,omitempty"`
 	// AgentToken authenticates the guest agent's reports; kept so a
 	// restarted orchestrator can adopt the VM. It grants nothing else.
 	AgentToken string `json:"agent_token,omitempty"`

@@ -36,13 +36,21 @@ type fakeGitea struct {
 
 func newFakeGitea(t *testing.T) (*fakeGitea, *httptest.Server) {
 	f := &fakeGitea{apiToken: "API-TOKEN", regToken: "REG-TOKEN-1", runners: map[int64]string{}}
+	return f, serveFake(t, f)
+}
+
+// serveFake serves a fake's REST paths and runner service.
+func serveFake(t *testing.T, f interface {
+	runnerv1connect.RunnerServiceHandler
+	rest(http.ResponseWriter, *http.Request)
+}) *httptest.Server {
 	mux := http.NewServeMux()
 	path, h := runnerv1connect.NewRunnerServiceHandler(f)
 	mux.Handle("/api/actions"+path, http.StripPrefix("/api/actions", h))
 	mux.HandleFunc("/api/v1/", f.rest)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return f, srv
+	return srv
 }
 
 func (f *fakeGitea) rest(w http.ResponseWriter, r *http.Request) {

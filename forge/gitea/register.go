@@ -72,6 +72,9 @@ func (f *Forge) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Run
 		_ = f.Remove(context.WithoutCancel(ctx), ref)
 		return nil, err
 	}
+	f.mu.Lock()
+	f.creds[ref.ID] = runnerCred{uuid: reg.GetUuid(), token: reg.GetToken()}
+	f.mu.Unlock()
 	return &forge.Runner{RunnerRef: ref, Guest: guest}, nil
 }
 
@@ -98,15 +101,16 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []
 		return agentproto.Runner{}, fmt.Errorf("gitea: encode runner file: %w", err)
 	}
 	return agentproto.Runner{
-		Forge:     "gitea",
-		User:      g.User,
-		UID:       g.UID,
-		GID:       g.GID,
-		Home:      home,
-		WorkDir:   home,
-		Command:   []string{g.AgentPath, "daemon", "--config", path.Join(home, "config.yaml")},
-		ReadyLine: readyLine,
-		BusyLine:  busyLine,
+		Forge:      "gitea",
+		User:       g.User,
+		UID:        g.UID,
+		GID:        g.GID,
+		Home:       home,
+		WorkDir:    home,
+		Command:    []string{g.AgentPath, "daemon", "--config", path.Join(home, "config.yaml")},
+		ReadyLine:  readyLine,
+		BusyLine:   busyLine,
+		JobPattern: jobPattern,
 		Files: []agentproto.File{
 			{Path: path.Join(home, ".runner"), Mode: 0o600, Content: regFile},
 			{Path: path.Join(home, "config.yaml"), Mode: 0o600, Content: []byte(runnerConfig(home, g))},

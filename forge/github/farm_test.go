@@ -192,3 +192,4 @@ func (o *countingObserver) Booted(string, time.Duration)      {}
 func (o *countingObserver) JobDone(string, time.Duration)     {}
 func (o *countingObserver) QueueWait(string, time.Duration)   {}
 func (o *countingObserver) RecordUnsaved(string)              {}
+func (o *countingObserver) HostShortage(string, string)       {}

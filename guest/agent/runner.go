@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -51,16 +52,25 @@ func (a *Agent) runRunner(ctx context.Context, r agentproto.Runner, q *reportQue
 		return fmt.Errorf("starting runner %s: %w", cmd.Path, err)
 	}
 	q.add(agentproto.Report{Event: agentproto.EventRunnerStarted})
+	var jobRE *regexp.Regexp
+	if r.JobPattern != "" {
+		if jobRE, err = regexp.Compile(r.JobPattern); err != nil || jobRE.NumSubexp() < 1 {
+			a.logf("job pattern %q unusable (%v): the job's id is not reported", r.JobPattern, err)
+			jobRE = nil
+		}
+	}
 	copied := make(chan struct{})
 	var progress atomic.Int64
 	go func() {
 		defer close(copied)
 		copyLines(out, a.con, &progress,
-			marker{line: r.ReadyLine, fire: func() {
+			marker{line: r.ReadyLine, fire: func([]byte) {
 				a.removeReadFiles(r)
 				q.add(agentproto.Report{Event: agentproto.EventRunnerReady})
 			}},
-			marker{line: r.BusyLine, fire: func() { q.add(agentproto.Report{Event: agentproto.EventJobStarted}) }},
+			marker{line: r.BusyLine, fire: func(line []byte) {
+				q.add(agentproto.Report{Event: agentproto.EventJobStarted, Job: jobID(jobRE, line)})
+			}},
 		)
 	}()
 
@@ -71,6 +81,13 @@ func (a *Agent) runRunner(ctx context.Context, r agentproto.Runner, q *reportQue
 	ws, err := a.Sys.WaitProcess(cmd)
 	kill()
 	exited := a.Sys.Uptime()
+	// Once the exit is reported (queued: sent concurrently), the job's
+	// leftovers go, so that the VM powers off soon even after a fork bomb.
+	defer func() {
+		if n := a.Sys.KillUser(filepath.Join(a.Root, "proc"), r.UID); n > 0 {
+			a.logf("killed %d leftover processes of user %s", n, r.User)
+		}
+	}()
 	if !waitQuiet(copied, &progress, outputQuiet, outputMax) {
 		a.logf("the runner's leftover processes still hold its output; no longer copying it")
 	}
@@ -188,7 +205,7 @@ func copyLines(r io.Reader, con *console, progress *atomic.Int64, markers ...mar
 			for i, m := range markers {
 				if !seen[i] && m.line != "" && bytes.Contains(text, []byte(m.line)) {
 					seen[i] = true
-					m.fire()
+					m.fire(text)
 				}
 			}
 		}
@@ -199,10 +216,26 @@ func copyLines(r io.Reader, con *console, progress *atomic.Int64, markers ...mar
 }
 
 // marker is a line of the runner's output that means something: the first
-// line containing it fires once.
+// line containing it fires once, with that line.
 type marker struct {
 	line string
-	fire func()
+	fire func(line []byte)
+}
+
+// maxJobID bounds the job id a report carries.
+const maxJobID = 64
+
+// jobID is re's first group in line: the forge's id of the runner's job,
+// or "" when re is nil, does not match, or the id is implausibly long.
+func jobID(re *regexp.Regexp, line []byte) string {
+	if re == nil {
+		return ""
+	}
+	m := re.FindSubmatch(line)
+	if m == nil || len(m[1]) > maxJobID {
+		return ""
+	}
+	return string(m[1])
 }
 
 // progressReader counts reads.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -50,7 +51,7 @@ func TestCopyLinesPrefixesAndSpotsEachMarkerOnce(t *testing.T) {
 	con := &syncBuffer{}
 	readies, busies := 0, 0
 	copyLines(strings.NewReader(in), newConsole(con, func() time.Duration { return 0 }), new(atomic.Int64),
-		marker{line: "READY", fire: func() { readies++ }}, marker{line: "BUSY", fire: func() { busies++ }})
+		marker{line: "READY", fire: func([]byte) { readies++ }}, marker{line: "BUSY", fire: func([]byte) { busies++ }})
 	if readies != 1 || busies != 1 {
 		t.Errorf("ready called %d times, busy %d times", readies, busies)
 	}
@@ -68,9 +69,42 @@ func TestCopyLinesPrefixesAndSpotsEachMarkerOnce(t *testing.T) {
 
 func TestCopyLinesWithoutReadyLine(t *testing.T) {
 	called := false
-	copyLines(strings.NewReader("a\nb\n"), newConsole(nil, func() time.Duration { return 0 }), new(atomic.Int64), marker{line: "", fire: func() { called = true }})
+	copyLines(strings.NewReader("a\nb\n"), newConsole(nil, func() time.Duration { return 0 }), new(atomic.Int64), marker{line: "", fire: func([]byte) { called = true }})
 	if called {
 		t.Error("ready reported with no ReadyLine configured")
+	}
+}
+
+func TestJobStartedReportCarriesTheJobIDFromTheBusyLine(t *testing.T) {
+	host := newHostServer(t, "vm-token")
+	cfg := testConfig(host.URL)
+	cfg.Runner.Command = []string{"sh", "-c", `echo "listening for jobs"; echo 'level=info msg="task 4711 repo is ci/x"'; exit 2`}
+	cfg.Runner.BusyLine = `msg="task `
+	cfg.Runner.JobPattern = `msg="task (\d+) `
+	root := newTestRoot(t, cfg)
+	a := &Agent{Root: root, Sys: newFakeSys(t, root), Console: &syncBuffer{}}
+	a.Boot(context.Background())
+	for _, r := range host.got() {
+		if r.Event == agentproto.EventJobStarted {
+			if r.Job != "4711" {
+				t.Fatalf("job-started report carries job %q, want 4711", r.Job)
+			}
+			return
+		}
+	}
+	t.Fatalf("no job-started report in %v", host.events())
+}
+
+func TestJobIDIsBoundedAndOptional(t *testing.T) {
+	re := regexp.MustCompile(`task (\d+)`)
+	if got := jobID(re, []byte("task "+strings.Repeat("9", maxJobID+1))); got != "" {
+		t.Errorf("an overlong id was reported: %q", got)
+	}
+	if got := jobID(nil, []byte("task 5")); got != "" {
+		t.Errorf("no pattern, yet id %q", got)
+	}
+	if got := jobID(re, []byte("task 5 repo")); got != "5" {
+		t.Errorf("id %q, want 5", got)
 	}
 }
 

@@ -31,6 +31,10 @@ type System interface {
 	// WaitProcess waits for cmd's process to end and returns its status.
 	// As PID 1 it also reaps the orphans that the kernel hands to init.
 	WaitProcess(cmd *exec.Cmd) (syscall.WaitStatus, error)
+	// KillUser SIGKILLs every process of the user uid, as listed under
+	// procDir (the guest's /proc), until none is left (see killUser), and
+	// returns how many it killed.
+	KillUser(procDir string, uid int) int
 	// SwitchRoot makes the mounted newRoot the root (switch_root: move it
 	// onto / and chroot into it) and returns where the agent now sees the
 	// guest's files: "/" in a guest.

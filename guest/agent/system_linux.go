@@ -67,6 +67,10 @@ func reapUntil(pid int) (syscall.WaitStatus, error) {
 	}
 }
 
+func (linuxSystem) KillUser(procDir string, uid int) int {
+	return killUser(procDir, uid, func(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) })
+}
+
 // SwitchRoot is switch_root's sequence: the initramfs cannot be
 // unmounted, so the new root is moved over it and the agent chroots in.
 // Go's threads share one root, so the whole agent moves.

@@ -1,0 +1,183 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// burstWorkflow is a burst of 4 jobs on one push.
+const burstWorkflow = `on: [push]
+jobs:
+  burst:
+    strategy:
+      matrix:
+        n: [1, 2, 3, 4]
+    runs-on: fireactions-disk
+    steps:
+      - run: echo "fireactions-vm=$(hostname) burst ${{ matrix.n }}"
+`
+
+// TestFullStateDiskRunsEveryJobOneAtATime: on a state disk with room for
+// one VM, a burst of jobs runs one job after another: a VM that finds no
+// room does not back the pool off, the next starts as soon as the one
+// before is gone, and the log says why only one runs at a time.
+func TestFullStateDiskRunsEveryJobOneAtATime(t *testing.T) {
+	requireRoot(t)
+	cache := cacheDir()
+	kernel, modules := hostKernel(t)
+	bin := buildBinaries(t)
+	work := t.TempDir()
+	root := filepath.Join(work, "root.cpio.gz")
+	buildGuestRoot(t, cache, root)
+	ns := newNetns(t, "fa-disk")
+	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
+	// The state directory is a small file system of its own; cleanups run
+	// last first, so it is unmounted after the orchestrator ended.
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m,mode=0700", "fa-disk-state", state).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", state).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", state, err, out)
+		}
+	})
+	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: diskfull
+state_dir: %s
+log: {level: debug}
+drain_grace: 1m
+api: {socket: %s}
+network:
+  bridge: fadisk0
+  cidr: 10.227.0.0/24
+  allow_tcp_ports: [3000]
+forges:
+  - name: gitea
+    type: gitea
+    url: http://127.0.0.1:%s
+    guest_url: http://10.227.0.1:%s
+    token_file: %s
+pools:
+  - name: disk
+    forge: gitea
+    scope: instance
+    labels: [fireactions-disk]
+    min_idle: 1
+    max: 2
+    vm:
+      vcpus: 1
+      memory_mib: 384
+      kernel: %s
+      modules_dir: %s
+      kernel_modules: [virtio_mmio, virtio_net]
+      root_initramfs: %s
+    timeouts:
+      boot: 3m
+      job: 10m
+`, state, filepath.Join(work, "api.sock"), giteaPort, giteaPort, tokenFile, kernel, modules, root))
+	orch := startOrchestrator(t, ns, bin, cfgPath, state)
+	var first string
+	orch.waitFor(t, 4*time.Minute, "the min_idle VM to be idle", func() bool {
+		for id, phase := range vmDirs(state) {
+			if phase == "idle" {
+				first = id
+				return true
+			}
+		}
+		return false
+	})
+
+	// Leave room for the idle VM's files and half a VM more: one VM at a
+	// time fits, two do not.
+	footprint := dirBytes(t, filepath.Join(state, "vms", first))
+	t.Logf("FIGURE state disk per VM (idle, %s): %d bytes", first, footprint)
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(state, &st); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	filler := free - footprint/2
+	if filler <= 0 {
+		t.Fatalf("the state disk has %d bytes free, less than half a VM (%d)", free, footprint)
+	}
+	fill, err := os.Create(filepath.Join(state, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Fallocate(int(fill.Fd()), 0, 0, filler); err != nil {
+		t.Fatalf("fill the state disk: %v", err)
+	}
+	fill.Close()
+
+	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "burst", "default_branch": "main"}, nil)
+	tree := filepath.Join(work, "repo")
+	writeFile(t, filepath.Join(tree, ".gitea/workflows/burst.yml"), 0o644, burstWorkflow)
+	burst := time.Now()
+	gitea.push(tree, "ci/burst", "burst")
+	orch.waitFor(t, 12*time.Minute, "4 jobs to complete", func() bool {
+		done := 0
+		for _, j := range gitea.jobs("ci/burst") {
+			if j.Status == "completed" {
+				done++
+			}
+		}
+		return done == 4
+	})
+	t.Logf("FIGURE burst of 4 jobs on a state disk with room for one VM: all done in %s", time.Since(burst).Round(time.Second))
+	jobs := gitea.jobs("ci/burst")
+	sort.Slice(jobs, func(i, j int) bool { return jobs[i].StartedAt.Before(jobs[j].StartedAt) })
+	for _, j := range jobs {
+		if j.Conclusion != "success" {
+			t.Errorf("job %d concluded %q", j.ID, j.Conclusion)
+		}
+	}
+	noRoom := logLines(orch.log, regexp.MustCompile(`msg="vm gone".*no space left on device`))
+	t.Logf("FIGURE VMs that found no room on the state disk during the burst: %d", len(noRoom))
+	if lines := logLines(orch.log, regexp.MustCompile(`pool backing off`)); len(lines) != 0 {
+		t.Errorf("the pool backed off for a full disk:\n%s", strings.Join(lines, "\n"))
+	}
+	why := logLines(orch.log, regexp.MustCompile(`level=WARN msg="host resource exhausted: starting one vm at a time until one boots" pool=disk cause=disk`))
+	if len(why) == 0 {
+		t.Error("the log does not say why only one VM runs at a time")
+	} else if !strings.Contains(why[0], "no space left on device") {
+		t.Errorf("the shortage line lacks the error: %s", why[0])
+	}
+	orch.terminate(t)
+	orch.waitExit(t, 2*time.Minute)
+	if err := os.Remove(filepath.Join(state, "filler")); err != nil {
+		t.Error(err)
+	}
+	assertNothingLeft(t, ns, gitea, state, "fadisk0")
+}
+
+// dirBytes is the space the files under dir take (allocated blocks).
+func dirBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && !fi.IsDir() {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -1,0 +1,185 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// forkBombWorkflow's job exhausts the processes its user may have: the
+// runner, which runs as the same user, cannot make a thread and dies.
+const forkBombWorkflow = `on: [push]
+jobs:
+  bomb:
+    runs-on: fireactions-fail
+    steps:
+      - run: |
+          echo "fireactions-vm=$(hostname) user=$(id -un)"
+          bomb() { bomb | bomb & }
+          bomb
+          sleep 600
+`
+
+const afterBombWorkflow = `on: [workflow_dispatch]
+jobs:
+  after:
+    runs-on: fireactions-fail
+    steps:
+      - run: echo "fireactions-vm=$(hostname) after the bomb"
+`
+
+// TestForkBombFailsItsJobAtOnce: a job that breaks its runner is failed at
+// the forge as soon as the runner is gone (not when Gitea's own clean-up
+// gets to it minutes later), with the reason in the job's log, the VM's
+// console is kept, and the next job runs.
+func TestForkBombFailsItsJobAtOnce(t *testing.T) {
+	requireRoot(t)
+	cache := cacheDir()
+	kernel, modules := hostKernel(t)
+	bin := buildBinaries(t)
+	work := t.TempDir()
+	root := filepath.Join(work, "root.cpio.gz")
+	buildGuestRoot(t, cache, root)
+	ns := newNetns(t, "fa-fail")
+	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
+	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: failfast
+state_dir: %s
+log: {level: debug}
+drain_grace: 1m
+api: {socket: %s}
+network:
+  bridge: fafail0
+  cidr: 10.226.0.0/24
+  allow_tcp_ports: [3000]
+forges:
+  - name: gitea
+    type: gitea
+    url: http://127.0.0.1:%s
+    guest_url: http://10.226.0.1:%s
+    token_file: %s
+pools:
+  - name: fail
+    forge: gitea
+    scope: instance
+    labels: [fireactions-fail]
+    min_idle: 1
+    max: 2
+    vm:
+      vcpus: 1
+      memory_mib: 256
+      kernel: %s
+      modules_dir: %s
+      kernel_modules: [virtio_mmio, virtio_net]
+      root_initramfs: %s
+    timeouts:
+      boot: 3m
+      job: 20m
+`, state, filepath.Join(work, "api.sock"), giteaPort, giteaPort, tokenFile, kernel, modules, root))
+	orch := startOrchestrator(t, ns, bin, cfgPath, state)
+	orch.waitFor(t, 4*time.Minute, "the min_idle VM to be idle", func() bool { return countPhase(state, "idle") >= 1 })
+
+	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "bomb", "default_branch": "main"}, nil)
+	tree := filepath.Join(work, "repo")
+	writeFile(t, filepath.Join(tree, ".gitea/workflows/bomb.yml"), 0o644, forkBombWorkflow)
+	writeFile(t, filepath.Join(tree, ".gitea/workflows/after.yml"), 0o644, afterBombWorkflow)
+	gitea.push(tree, "ci/bomb", "bomb")
+
+	// The runner dies when the bomb has taken every process (or the
+	// memory) it may have; the agent then powers the VM off, which is
+	// when the host knows for sure. (Its runner-exited report may never
+	// arrive: the bomb's leftovers starve the guest.)
+	var bombVM string
+	orch.waitFor(t, 5*time.Minute, "the bomb's job to start", func() bool {
+		for id, phase := range vmDirs(state) {
+			if phase == "busy" {
+				bombVM = id
+				return true
+			}
+		}
+		return false
+	})
+	// The host knows the runner is gone when the agent reports its exit,
+	// or else when the VM ends: whichever comes first.
+	var died time.Time
+	var how string
+	exited := regexp.MustCompile(`vm=` + bombVM + ` event=runner-exited`)
+	orch.waitFor(t, 15*time.Minute, "the bomb's runner to die", func() bool {
+		if len(logLines(orch.log, exited)) > 0 {
+			died, how = time.Now(), "runner exit reported"
+			return true
+		}
+		for _, cmdline := range qemuUnder(state) {
+			if strings.Contains(cmdline, bombVM) {
+				return false
+			}
+		}
+		died, how = time.Now(), "VM ended"
+		return true
+	})
+	var bomb job
+	orch.waitFor(t, 2*time.Minute, "the bomb's job to fail at Gitea", func() bool {
+		for _, j := range gitea.jobs("ci/bomb") {
+			if j.Status == "completed" {
+				bomb = j
+				return true
+			}
+		}
+		return false
+	})
+	took := time.Since(died)
+	t.Logf("FIGURE bomb's runner dead (%s) -> job completed at Gitea: %s", how, took.Round(100*time.Millisecond))
+	if bomb.Conclusion != "failure" {
+		t.Fatalf("the bomb's job concluded %q, want failure", bomb.Conclusion)
+	}
+	if took > 30*time.Second {
+		t.Errorf("the job was failed %s after its runner died; want seconds", took)
+	}
+	logText := gitea.raw(fmt.Sprintf("/api/v1/repos/ci/bomb/actions/jobs/%d/logs", bomb.ID))
+	if !strings.Contains(logText, "fireactions: the runner died before its job ended") {
+		t.Errorf("the job's log does not say why it failed:\n%s", tail([]byte(logText), 4<<10))
+	}
+	// The line is written once the forge answered, which may be just
+	// after Gitea shows the job failed.
+	failedLine := regexp.MustCompile(`level=WARN msg="job failed at the forge" pool=fail vm=` + bombVM)
+	orch.waitFor(t, 30*time.Second, "the log line saying the job was failed", func() bool { return len(logLines(orch.log, failedLine)) > 0 })
+	// The console is kept as the VM's teardown ends, after the job failed.
+	kept := filepath.Join(state, "logs", bombVM+".log")
+	orch.waitFor(t, time.Minute, "the bomb VM's console log kept", func() bool {
+		_, err := os.Stat(kept)
+		return err == nil
+	})
+	for _, l := range logLines(kept, regexp.MustCompile(`event runner-exited|powering off`)) {
+		t.Logf("FIGURE guest console of the bomb's VM: %s", l)
+	}
+
+	// The next job runs, in a fresh VM.
+	gitea.api(http.MethodPost, "/api/v1/repos/ci/bomb/actions/workflows/after.yml/dispatches", map[string]any{"ref": "main"}, nil)
+	orch.waitFor(t, 6*time.Minute, "the next job to complete", func() bool {
+		done := 0
+		for _, j := range gitea.jobs("ci/bomb") {
+			if j.Status == "completed" {
+				done++
+			}
+		}
+		return done == 2
+	})
+	for _, j := range gitea.jobs("ci/bomb") {
+		if j.ID != bomb.ID && j.Conclusion != "success" {
+			t.Fatalf("the job after the bomb concluded %q", j.Conclusion)
+		}
+	}
+	if lines := logLines(orch.log, failedLine); len(lines) != 1 {
+		t.Errorf("the job was failed %d times: %q", len(lines), lines)
+	}
+	orch.terminate(t)
+	orch.waitExit(t, 2*time.Minute)
+	assertNothingLeft(t, ns, gitea, state, "fafail0")
+	_ = os.Remove(cfgPath)
+}
