@@ -19,7 +19,9 @@ import (
 const maxReportBytes = 64 << 10
 
 // AgentHandler serves the guest agents' reports. Each report must carry the
-// bearer token of the VM it names; anything else is refused. Answers never
+// bearer token of the VM it names; anything else is refused (403), but
+// for a VM not known while Recover still runs (503: the agent retries,
+// and the VM may be adopted meanwhile). Answers never
 // echo what the guest sent. The server around it (timeouts, connection
 // caps per guest) is the caller's: see httpguard.
 func (m *Manager) AgentHandler() http.Handler {
@@ -41,6 +43,12 @@ func (m *Manager) AgentHandler() http.Handler {
 			return
 		}
 		if err := m.Report(tok, rep); err != nil {
+			if errors.Is(err, ErrNotRecovered) {
+				// The agent retries 5xx answers: its VM may be adopted yet.
+				w.Header().Set("Retry-After", "1")
+				http.Error(w, "recovery still runs; retry", http.StatusServiceUnavailable)
+				return
+			}
 			http.Error(w, err.Error(), http.StatusForbidden)
 			return
 		}

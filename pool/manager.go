@@ -82,6 +82,13 @@ type Manager struct {
 	obs        Observer
 	removals   map[string]*removal // runner removals still to be confirmed, by vm id
 	retrying   bool                // a pass over removals runs
+	// removing is held by a pass over removals and by a drain's last
+	// try: one runner is never removed twice at once.
+	removing sync.Mutex
+	// recovered: Recover has returned. Until then a report for a VM not
+	// known yet may be one Recover is about to adopt: it is refused as
+	// retryable (ErrNotRecovered), not for good.
+	recovered bool
 }
 
 // queuedJob is a job seen waiting, for the queue-wait metric.
@@ -478,11 +485,17 @@ func (m *Manager) Drain(ctx context.Context) error {
 	return fmt.Errorf("%w: ended %d busy vm(s)", errForced, n)
 }
 
-// Report routes an agent report to its VM, checking the VM's token.
+// Report routes an agent report to its VM, checking the VM's token. A
+// report for an unknown VM is refused: for good once Recover has returned
+// (errUnknownVM), as retryable before (ErrNotRecovered).
 func (m *Manager) Report(token string, r agentproto.Report) error {
 	m.mu.Lock()
 	v := m.vms[r.VMID]
+	recovered := m.recovered
 	m.mu.Unlock()
+	if v == nil && !recovered {
+		return ErrNotRecovered
+	}
 	if v == nil || !v.tokenOK(token) {
 		return errUnknownVM
 	}
@@ -491,6 +504,11 @@ func (m *Manager) Report(token string, r agentproto.Report) error {
 }
 
 var errUnknownVM = errors.New("unknown vm or wrong token")
+
+// ErrNotRecovered refuses a report for a VM not known yet while Recover
+// runs: the VM may be one a previous run left, about to be adopted, so
+// the agent is to send it again.
+var ErrNotRecovered = errors.New("vm not known yet: recovery still runs; retry")
 
 // newID is a fresh VM id; its runner's name is the owner's for it, which
 // recovery knows again by that id's fixed format.

@@ -31,13 +31,27 @@ type Leftovers struct {
 // from its agent or its forge (see reconcilePool). Everything else is
 // removed: VM processes, TAPs, directories, addresses and the forge
 // runners of this host. A runner whose removal fails stays recorded and
-// is retried until its forge confirms (see deregisterLater). A record
+// is retried until its forge confirms (see deregisterLater); so is one a
+// previous run left pending, once Run starts. Each forge call is bounded
+// (removalCallTimeout), and a forge that let one time out is not called
+// again here: an unanswering forge delays start-up (and systemd's READY) by one
+// call timeout at most. A record
 // without a PID (a crash after the monitor started, before the record
 // said so) has its monitor found by the VM's identity, when the
 // hypervisor can (vmm.Finder). Only the directories the store made are
 // removed (see vmstate.Store.List). It runs before the first reconcile.
 func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
+	defer func() {
+		m.mu.Lock()
+		m.recovered = true
+		m.mu.Unlock()
+	}()
 	var errs []error
+	// A forge that let a call time out during recovery is not called
+	// again before Run: what it still owes is left for the removal
+	// retries, so that an unanswering forge costs start-up one call
+	// timeout at most.
+	down := map[string]error{}
 	if err := m.d.Store.RemoveUnfinished(); err != nil {
 		errs = append(errs, err)
 	}
@@ -50,7 +64,7 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 	for _, r := range recs {
 		log := m.log.With("vm", r.ID, "pool", r.Pool)
 		if r.Phase == vmstate.Deregistering {
-			m.recoverRemoval(ctx, r)
+			m.recoverRemoval(r)
 			keepRunner[r.RunnerName] = true
 			continue
 		}
@@ -87,7 +101,9 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 			}
 		}
 		if p := m.poolNamed(r.Pool); p != nil && r.RunnerID != "" {
-			if err := p.forge.Remove(ctx, forge.RunnerRef{ID: r.RunnerID, Name: r.RunnerName}); err != nil {
+			if err := m.recoverCall(ctx, p, down, func(ctx context.Context) error {
+				return p.forge.Remove(ctx, forge.RunnerRef{ID: r.RunnerID, Name: r.RunnerName})
+			}); err != nil {
 				m.deregisterLater(p.forge, *r, err)
 				keepRunner[r.RunnerName] = true
 				continue
@@ -123,7 +139,12 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 			continue
 		}
 		seen[p.key] = true
-		rs, err := p.forge.Runners(ctx, m.owner)
+		var rs []forge.RunnerState
+		err := m.recoverCall(ctx, p, down, func(ctx context.Context) error {
+			var err error
+			rs, err = p.forge.Runners(ctx, m.owner)
+			return err
+		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("forge %q: list runners: %w", p.cfg.Forge, err))
 			continue
@@ -133,7 +154,9 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 				continue
 			}
 			m.log.Info("removing runner left by a previous run", "forge", p.cfg.Forge, "runner", r.Name)
-			if err := p.forge.Remove(ctx, r.RunnerRef); err != nil {
+			if err := m.recoverCall(ctx, p, down, func(ctx context.Context) error {
+				return p.forge.Remove(ctx, r.RunnerRef)
+			}); err != nil {
 				m.deregisterUnrecorded(p, r.RunnerRef, err)
 			}
 		}
@@ -195,9 +218,29 @@ func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) boo
 	return true
 }
 
+// recoverCall makes one call to p's forge for Recover, bounded by
+// removalCallTimeout, unless that forge already let one time out (down,
+// by forge name): then it fails at once with that failure.
+func (m *Manager) recoverCall(ctx context.Context, p *pool, down map[string]error, call func(context.Context) error) error {
+	if err := down[p.cfg.Forge]; err != nil {
+		return fmt.Errorf("not tried: forge %q did not answer earlier during recovery: %w", p.cfg.Forge, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, removalCallTimeout)
+	defer cancel()
+	err := call(cctx)
+	if err != nil && (errors.Is(err, context.DeadlineExceeded) || cctx.Err() != nil) && ctx.Err() == nil {
+		// Timed out: the forge does not answer. (A forge that answers
+		// an error, such as a runner it will not remove, is asked again.)
+		down[p.cfg.Forge] = err
+	}
+	return err
+}
+
 // recoverRemoval goes on with the removal of a runner a previous run could
-// not remove: at once, and later again until its forge confirms.
-func (m *Manager) recoverRemoval(ctx context.Context, r *vmstate.Record) {
+// not remove: queued, due at once, for the removal retries once Run
+// starts (see retryRemovals), and again until its forge confirms. No
+// forge call here: start-up must not wait for an unanswering forge.
+func (m *Manager) recoverRemoval(r *vmstate.Record) {
 	f, err := m.removalForge(r.Pool)
 	if err != nil {
 		m.log.Warn("runner of a pool no longer configured left at its forge; remove it there",
@@ -207,13 +250,11 @@ func (m *Manager) recoverRemoval(ctx context.Context, r *vmstate.Record) {
 		}
 		return
 	}
-	rem := &removal{rec: *r, forge: f}
 	m.mu.Lock()
-	m.removals[r.ID] = rem
+	m.removals[r.ID] = &removal{rec: *r, forge: f} // next zero: due at once
 	m.mu.Unlock()
-	m.log.Warn("runner removal left by a previous run still pending; retrying", "vm", r.ID, "pool", r.Pool,
+	m.log.Warn("runner removal left by a previous run still pending; retrying once running", "vm", r.ID, "pool", r.Pool,
 		"runner", r.RunnerName, "runner_id", r.RunnerID)
-	m.tryRemoval(ctx, rem)
 }
 
 // deregisterUnrecorded keeps the removal of a runner of this host no
@@ -223,9 +264,15 @@ func (m *Manager) deregisterUnrecorded(p *pool, ref forge.RunnerRef, cause error
 	id := strings.TrimPrefix(ref.Name, m.owner.RunnerName(""))
 	rec := &vmstate.Record{ID: id, Pool: p.cfg.Name, Phase: vmstate.Deregistering,
 		RunnerID: ref.ID, RunnerName: ref.Name, Created: time.Now().UTC()}
-	if ref.ID == "" || !vmstate.ValidID(id) || m.d.Store.Create(rec) != nil {
+	if ref.ID == "" || !vmstate.ValidID(id) {
 		m.log.Warn("runner left by a previous run could not be removed; the next start tries again",
 			"pool", p.cfg.Name, "runner", ref.Name, "err", cause)
+		return
+	}
+	if err := m.d.Store.Create(rec); err != nil {
+		m.log.Warn("runner left by a previous run could not be removed, nor its removal recorded; the next start tries again",
+			"vm", id, "pool", p.cfg.Name, "runner", ref.Name, "err", cause,
+			"record_err", fmt.Errorf("record runner removal of vm %s: %w", id, err))
 		return
 	}
 	m.deregisterLater(p.forge, *rec, cause)

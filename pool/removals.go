@@ -80,6 +80,8 @@ func (m *Manager) retryRemovals(ctx context.Context) {
 	m.retrying = true
 	m.mu.Unlock()
 	go func() {
+		m.removing.Lock()
+		defer m.removing.Unlock()
 		m.removeDue(ctx, time.Now())
 		m.mu.Lock()
 		m.retrying = false
@@ -112,15 +114,17 @@ func (m *Manager) tryRemoval(ctx context.Context, r *removal) bool {
 	m.mu.Lock()
 	if err != nil {
 		r.attempts++
-		wait := min(removalFirstRetry<<min(r.attempts-1, 8), removalMaxRetry)
+		attempts := r.attempts
+		wait := min(removalFirstRetry<<min(attempts-1, 8), removalMaxRetry)
 		r.next = time.Now().Add(wait)
 		m.mu.Unlock()
-		log.Warn("runner removal still pending", "attempts", r.attempts, "retry_in", wait, "err", err)
+		log.Warn("runner removal still pending", "attempts", attempts, "retry_in", wait, "err", err)
 		return false
 	}
 	delete(m.removals, r.rec.ID)
+	attempts := r.attempts + 1
 	m.mu.Unlock()
-	log.Info("runner removed", "attempts", r.attempts+1)
+	log.Info("runner removed", "attempts", attempts)
 	if err := m.d.Store.Remove(r.rec.ID); err != nil {
 		log.Error("remove vm directory", "err", err)
 	}
@@ -128,8 +132,12 @@ func (m *Manager) tryRemoval(ctx context.Context, r *removal) bool {
 }
 
 // finishRemovals tries every pending removal once more, at the end of a
-// drain, and says which are left for the next start.
+// drain, and says which are left for the next start. It waits for a pass
+// of retryRemovals still running (whose calls end with Run's context or
+// removalCallTimeout), so that no runner is removed twice at once.
 func (m *Manager) finishRemovals() {
+	m.removing.Lock()
+	defer m.removing.Unlock()
 	m.mu.Lock()
 	all := make([]*removal, 0, len(m.removals))
 	for _, r := range m.removals {
