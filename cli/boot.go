@@ -17,6 +17,7 @@ type bootFiles struct {
 	agent, dir string
 
 	mu       sync.Mutex
+	gen      int                 // generation of the archives in use
 	archives map[string]string   // pool -> boot archive
 	modules  map[string][]string // pool -> module paths in the guest
 }
@@ -26,41 +27,90 @@ func newBootFiles(cfg *config.Config, agent string, dir string) (*bootFiles, err
 		return nil, fmt.Errorf("guest agent: %w", err)
 	}
 	b := &bootFiles{agent: agent, dir: dir}
-	if err := b.update(cfg); err != nil {
+	st, err := b.stage(cfg)
+	if err != nil {
 		return nil, err
 	}
+	st.commit()
 	return b, nil
 }
 
-// update builds the boot archives of cfg's pools; archives are replaced
-// atomically, so VMs being created meanwhile read a whole one.
-func (b *bootFiles) update(cfg *config.Config) error {
-	agent, dir := b.agent, b.dir
-	archives, modules := map[string]string{}, map[string][]string{}
+// stagedBoot is a generation of boot archives written but not in use yet:
+// commit puts it in use, abort removes its files.
+type stagedBoot struct {
+	b        *bootFiles
+	gen      int
+	archives map[string]string
+	modules  map[string][]string
+}
+
+// stage builds the boot archives of cfg's pools as a new generation, in
+// files of their own beside the ones in use, which stay in use, unchanged,
+// until commit: a reload that fails later (an image that cannot be
+// pulled) aborts, and the running pools go on building their VMs from
+// the archives they had.
+func (b *bootFiles) stage(cfg *config.Config) (*stagedBoot, error) {
+	b.mu.Lock()
+	gen := b.gen + 1
+	b.mu.Unlock()
+	st := &stagedBoot{b: b, gen: gen, archives: map[string]string{}, modules: map[string][]string{}}
 	for _, p := range cfg.Pools {
 		var mods []initramfs.Module
 		if len(p.VM.KernelModules) > 0 {
 			var err error
 			if mods, err = initramfs.ResolveModules(p.VM.ModulesDir, p.VM.KernelModules); err != nil {
-				return fmt.Errorf("pool %q: kernel modules: %w", p.Name, err)
+				st.abort()
+				return nil, fmt.Errorf("pool %q: kernel modules: %w", p.Name, err)
 			}
 		}
-		pdir := filepath.Join(dir, p.Name)
+		pdir := filepath.Join(b.dir, p.Name)
 		if err := os.MkdirAll(pdir, 0o700); err != nil {
-			return fmt.Errorf("pool %q: %w", p.Name, err)
+			st.abort()
+			return nil, fmt.Errorf("pool %q: %w", p.Name, err)
 		}
-		archive := filepath.Join(pdir, "boot.cpio")
-		boot := initramfs.Boot{RootArchive: p.VM.RootInitramfs, Agent: agent, Modules: mods}
+		archive := filepath.Join(pdir, fmt.Sprintf("boot-%d.cpio", gen))
+		boot := initramfs.Boot{RootArchive: p.VM.RootInitramfs, Agent: b.agent, Modules: mods}
 		if err := boot.WritePool(archive); err != nil {
-			return fmt.Errorf("pool %q: write boot archive: %w", p.Name, err)
+			st.abort()
+			return nil, fmt.Errorf("pool %q: write boot archive: %w", p.Name, err)
 		}
-		archives[p.Name] = archive
-		modules[p.Name] = initramfs.GuestPaths(mods)
+		st.archives[p.Name] = archive
+		st.modules[p.Name] = initramfs.GuestPaths(mods)
 	}
+	return st, nil
+}
+
+// commit puts the staged archives in use. The files of the generation
+// before the one just replaced go: a VM being created may still read the
+// one just replaced.
+func (st *stagedBoot) commit() {
+	b := st.b
 	b.mu.Lock()
-	b.archives, b.modules = archives, modules
+	prev := b.archives
+	b.gen, b.archives, b.modules = st.gen, st.archives, st.modules
 	b.mu.Unlock()
-	return nil
+	keep := map[string]bool{}
+	for _, a := range prev {
+		keep[a] = true
+	}
+	for _, a := range st.archives {
+		keep[a] = true
+	}
+	for _, a := range st.archives {
+		old, _ := filepath.Glob(filepath.Join(filepath.Dir(a), "boot*.cpio"))
+		for _, f := range old {
+			if !keep[f] {
+				_ = os.Remove(f)
+			}
+		}
+	}
+}
+
+// abort removes the staged files; the archives in use stay.
+func (st *stagedBoot) abort() {
+	for _, a := range st.archives {
+		_ = os.Remove(a)
+	}
 }
 
 // WriteVM implements pool.BootFiles.

@@ -286,12 +286,18 @@ func reload(ctx context.Context, path string, running *config.Config, m *pool.Ma
 	for _, p := range cfg.Pools {
 		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
 	}
-	if err := boot.update(cfg); err != nil {
+	// The new boot archives are written first but put in use only once
+	// the manager took the new pools (their images pulled): a refused
+	// reload leaves the running pools their archives.
+	staged, err := boot.stage(cfg)
+	if err != nil {
 		return err
 	}
 	if _, err := m.Reload(ctx, cfg.Pools, forges); err != nil {
+		staged.abort()
 		return err
 	}
+	staged.commit()
 	// Webhooks go to the drivers the pools now use.
 	routes.set(m.Forges(), forgeNames(cfg))
 	return nil
