@@ -11,9 +11,10 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 )
 
-// SweepHosts are host ids each of which starts another's runner names
-// followed by '-': what a prefix match confuses.
-var SweepHosts = []string{"a", "a-b", "a-b-c"}
+// SweepHosts returns host ids each of which starts another's runner names
+// followed by '-': what a prefix match confuses. A fresh slice each call:
+// no caller changes what the next one checks.
+func SweepHosts() []string { return []string{"a", "a-b", "a-b-c"} }
 
 // SweepCase is one fresh driver on an empty double.
 type SweepCase struct {
@@ -24,19 +25,20 @@ type SweepCase struct {
 	Left func() []string
 }
 
-// SweepsExactlyItsOwn checks, for each host of SweepHosts in turn on a
+// SweepsExactlyItsOwn checks, for each host of SweepHosts() in turn on a
 // fresh case, that a sweep of that host (list its runners with Runners,
 // remove each) lists and removes exactly its own runners, while every
 // other host's runner and a runner not of this program stay at the forge.
 func SweepsExactlyItsOwn(t *testing.T, fresh func(t *testing.T) SweepCase) {
-	for _, host := range SweepHosts {
+	hosts := SweepHosts()
+	for _, host := range hosts {
 		t.Run("host="+host, func(t *testing.T) {
 			ctx := context.Background()
 			c := fresh(t)
 			owners := map[string]forge.Owner{}
 			names := map[string][]string{} // by host
 			var all []string
-			for _, h := range SweepHosts {
+			for _, h := range hosts {
 				o, err := forge.NewOwner(h)
 				if err != nil {
 					t.Fatal(err)
@@ -61,7 +63,7 @@ func SweepsExactlyItsOwn(t *testing.T, fresh func(t *testing.T) SweepCase) {
 			// Positive control: the old prefix of this host starts
 			// runner names of another host (all but the longest id),
 			// so a prefix match would have listed them.
-			if host != SweepHosts[len(SweepHosts)-1] {
+			if host != hosts[len(hosts)-1] {
 				prefix := owners[host].RunnerName("")
 				caught := 0
 				for h, ns := range names {
