@@ -275,3 +275,32 @@ func TestDrainWaitsForARemovalRetryInFlight(t *testing.T) {
 		t.Fatalf("after the drain: records %v, %d runner(s), pending %v", recs, h.forge.runnerCount(), h.m.PendingRemovals())
 	}
 }
+
+// A forge that answers, with errors (GitHub refusing to remove a runner
+// it thinks busy), is not an outage: Recover goes on asking it, lists its
+// runners and keeps each removal it refused for the retries, under a
+// record, the unrecorded runner's too.
+func TestRecoverKeepsAskingAForgeThatAnswersErrors(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	h.stop()
+	<-h.done
+	for i, id := range []string{"0000000000e1", "0000000000e2"} {
+		rid := fmt.Sprint(400 + i)
+		if err := h.store.Create(&vmstate.Record{ID: id, Pool: "p", Phase: vmstate.Idle,
+			RunnerID: rid, RunnerName: "fa-test-" + id}); err != nil {
+			t.Fatal(err)
+		}
+		h.forge.runners[rid] = &fakeRunner{ref: forgeRef(rid, "fa-test-"+id)}
+	}
+	h.forge.runners["402"] = &fakeRunner{ref: forgeRef("402", "fa-test-0000000000e3")} // unrecorded
+	var asked []string
+	h.forge.onRemove = func(r forge.RunnerRef) { asked = append(asked, r.Name) }
+	h.forge.setRemoveErr(errForgeDown)
+	_ = h.m.Recover(context.Background(), Leftovers{})
+	if len(asked) != 3 {
+		t.Fatalf("recovery asked the forge to remove %v, want all 3 runners", asked)
+	}
+	if got := h.m.PendingRemovals(); len(got) != 3 {
+		t.Fatalf("pending removals %v, want the 3 the forge refused", got)
+	}
+}
