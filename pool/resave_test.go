@@ -117,6 +117,17 @@ func TestRecordsThatFailedToSaveAreSavedAgainWithinOneReconcile(t *testing.T) {
 		}
 		return n == 3
 	})
+	// A VM turns busy in the view before its save is tried: wait until
+	// each busy VM's save has failed (and been marked for saving again).
+	eventually(t, 20*time.Second, "the busy VMs' saves failed", func() bool {
+		out := logs.String()
+		for _, id := range first {
+			if countLines(out, "level=ERROR", `msg="save vm state; saving it again each reconcile"`, "vm="+id) == 0 {
+				return false
+			}
+		}
+		return true
+	})
 
 	// Hold the loop still, with only the three busy VMs left (the
 	// burst's VMs failed to be created and are gone).
