@@ -34,11 +34,16 @@ import (
 // mover moves every process of runnerCgroup but the runner into jobCgroup,
 // polling runnerCgroup's cgroup.procs every moverPoll. The race: a child
 // lives in the runner's cgroup, unbounded, until the next sweep, and what
-// it forks meanwhile too. It is bounded because a sweep repeats at once as
-// long as it moved anything, and moving a process (one write) is cheaper
-// than forking one, so a sweep outpaces any bomb; and once moved, a
-// process's children are born in jobCgroup. What escapes for a moment is
-// at most what one moverPoll of forking makes.
+// it forks meanwhile too. What bounds it: a sweep repeats at once as long
+// as it moved anything, so it ends only when the runner is alone; once
+// moved, a process's children are born in jobCgroup; and a runner's child
+// is a shell or a program the runner just exec'd, which has rarely forked
+// within one moverPoll (end to end, a fork-bombing step was the only
+// process ever moved: the bomb forked entirely inside jobCgroup). It is
+// not a hard bound: a child that forks faster than the sweeps can keep
+// some processes outside the budget for a while. The proc connector
+// would narrow the window, not close it; only a runner that starts its
+// job into the cgroup itself (clone3 CLONE_INTO_CGROUP) would.
 const (
 	runnerCgroup = "runner"
 	jobCgroup    = "job"
