@@ -13,8 +13,9 @@ import (
 	"time"
 )
 
-// forkBombWorkflow's job exhausts the processes its user may have: the
-// runner, which runs as the same user, cannot make a thread and dies.
+// forkBombWorkflow's job breaks its runner: it kills it, as the runner's
+// own user may. (A fork bomb no longer does: the job's budget keeps it
+// from the runner, see TestJobBudgetKeepsTheRunnerAlive.)
 const forkBombWorkflow = `on: [push]
 jobs:
   bomb:
@@ -22,8 +23,9 @@ jobs:
     steps:
       - run: |
           echo "fireactions-vm=$(hostname) user=$(id -un)"
-          bomb() { bomb | bomb & }
-          bomb
+          for p in /proc/[0-9]*; do
+            if [ "$(cat $p/comm 2>/dev/null)" = act_runner ]; then kill -9 "${p#/proc/}"; fi
+          done
           sleep 600
 `
 
@@ -91,10 +93,8 @@ pools:
 	writeFile(t, filepath.Join(tree, ".gitea/workflows/after.yml"), 0o644, afterBombWorkflow)
 	gitea.push(tree, "ci/bomb", "bomb")
 
-	// The runner dies when the bomb has taken every process (or the
-	// memory) it may have; the agent then powers the VM off, which is
-	// when the host knows for sure. (Its runner-exited report may never
-	// arrive: the bomb's leftovers starve the guest.)
+	// The runner dies when the job kills it; the agent then reports its
+	// exit and powers the VM off.
 	var bombVM string
 	orch.waitFor(t, 5*time.Minute, "the bomb's job to start", func() bool {
 		for id, phase := range vmDirs(state) {
@@ -155,7 +155,7 @@ pools:
 		_, err := os.Stat(kept)
 		return err == nil
 	})
-	for _, l := range logLines(kept, regexp.MustCompile(`event runner-exited|powering off`)) {
+	for _, l := range logLines(kept, regexp.MustCompile(`event runner-exited|budget:|leftover|powering off`)) {
 		t.Logf("FIGURE guest console of the bomb's VM: %s", l)
 	}
 

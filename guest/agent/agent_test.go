@@ -133,7 +133,7 @@ func TestBootRunsTheJobAndReportsInOrder(t *testing.T) {
 		"mount tmpfs /dev/shm", "mount tmpfs /tmp", "mount tmpfs /run",
 		"module /etc/fireactions/modules/01-virtio.ko", "module /etc/fireactions/modules/02-virtio_net.ko",
 		"hostname runner-vm-42", "network eth0 10.200.0.2/24",
-		"start sh -c " + runnerScript, "kill-user 1001", "poweroff",
+		"mount cgroup2 /sys/fs/cgroup", "start sh -c " + runnerScript, "kill-user 1001", "poweroff",
 	}
 	if got := sys.callList(); !slices.Equal(got, wantCalls) {
 		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantCalls, "\n"))

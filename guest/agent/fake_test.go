@@ -118,6 +118,11 @@ func (f *fakeSys) SwitchRoot(newRoot string) (string, error) {
 
 func (f *fakeSys) Uptime() time.Duration { return time.Since(f.t0) }
 
+func (f *fakeSys) LiftProcessLimit(pid int) error {
+	f.record("lift-nproc runner")
+	return nil
+}
+
 func (f *fakeSys) KillUser(procDir string, uid int) int {
 	f.record("kill-user %d", uid)
 	return 0

@@ -41,7 +41,10 @@ func killUser(procDir string, uid int, kill func(pid int) error) int {
 	return killed
 }
 
-// userProcesses lists the processes under procDir whose real uid is uid.
+// userProcesses lists the live processes under procDir whose real uid is
+// uid. Zombies are left out: they are dead already, and a kill "succeeds"
+// on them, so a scan that counted them went on for leftoverMax after
+// every job whose orphans the agent no longer reaps.
 func userProcesses(procDir string, uid int) []int {
 	entries, err := os.ReadDir(procDir)
 	if err != nil {
@@ -53,33 +56,34 @@ func userProcesses(procDir string, uid int) []int {
 		if err != nil || pid <= 1 {
 			continue
 		}
-		if realUID(filepath.Join(procDir, e.Name(), "status")) == uid {
+		if u, zombie := statusOf(filepath.Join(procDir, e.Name(), "status")); u == uid && !zombie {
 			out = append(out, pid)
 		}
 	}
 	return out
 }
 
-// realUID is the first value of the Uid: line of a /proc/<pid>/status
-// file, or -1.
-func realUID(status string) int {
+// statusOf reads a /proc/<pid>/status file: the first value of its Uid:
+// line (-1 when unreadable), and whether its State: is Z (zombie).
+func statusOf(status string) (uid int, zombie bool) {
 	b, err := os.ReadFile(status)
 	if err != nil {
-		return -1
+		return -1, false
 	}
+	uid = -1
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
+		if rest, ok := bytes.CutPrefix(sc.Bytes(), []byte("State:")); ok {
+			zombie = bytes.HasPrefix(bytes.TrimSpace(rest), []byte("Z"))
+		}
 		if rest, ok := bytes.CutPrefix(sc.Bytes(), []byte("Uid:")); ok {
-			f := bytes.Fields(rest)
-			if len(f) == 0 {
-				return -1
+			if f := bytes.Fields(rest); len(f) > 0 {
+				if n, err := strconv.Atoi(string(f[0])); err == nil {
+					uid = n
+				}
 			}
-			n, err := strconv.Atoi(string(f[0]))
-			if err != nil {
-				return -1
-			}
-			return n
+			return uid, zombie // State: comes before Uid:
 		}
 	}
-	return -1
+	return uid, zombie
 }

@@ -50,3 +50,24 @@ func TestKillUserKillsEveryProcessOfTheUserAndNoOther(t *testing.T) {
 		t.Fatalf("another user's process was killed: %v", others)
 	}
 }
+
+// A zombie of the user (dead, not reaped: the agent stops reaping when
+// the runner has exited) is no leftover: a kill succeeds on it forever,
+// so counting it kept the scan going until its time ran out.
+func TestKillUserLeavesZombiesAlone(t *testing.T) {
+	proc := fakeProc(t, map[int]int{41: 1000})
+	must(t, os.MkdirAll(filepath.Join(proc, "44"), 0o755))
+	must(t, os.WriteFile(filepath.Join(proc, "44", "status"),
+		[]byte("Name:\tsleep\nState:\tZ (zombie)\nUid:\t1000\t1000\t1000\t1000\n"), 0o444))
+	var killed []int
+	n := killUser(proc, 1000, func(pid int) error {
+		killed = append(killed, pid)
+		if pid != 44 {
+			must(t, os.RemoveAll(filepath.Join(proc, fmt.Sprint(pid))))
+		}
+		return nil // as the kernel answers for a zombie too
+	})
+	if n != 1 || !slices.Equal(killed, []int{41}) {
+		t.Fatalf("killed %d: %v; want only the live process 41", n, killed)
+	}
+}

@@ -45,12 +45,14 @@ func (a *Agent) runRunner(ctx context.Context, r agentproto.Runner, q *reportQue
 		return fmt.Errorf("starting runner: %w", err)
 	}
 	cmd.Stdout, cmd.Stderr = w, w
+	b := a.budget()
 	err = a.Sys.StartProcess(cmd)
 	w.Close()
 	if err != nil {
 		out.Close()
 		return fmt.Errorf("starting runner %s: %w", cmd.Path, err)
 	}
+	stopMover := a.budgetRunner(ctx, b, cmd.Process.Pid)
 	q.add(agentproto.Report{Event: agentproto.EventRunnerStarted})
 	var jobRE *regexp.Regexp
 	if r.JobPattern != "" {
@@ -81,9 +83,12 @@ func (a *Agent) runRunner(ctx context.Context, r agentproto.Runner, q *reportQue
 	ws, err := a.Sys.WaitProcess(cmd)
 	kill()
 	exited := a.Sys.Uptime()
+	stopMover()
 	// Once the exit is reported (queued: sent concurrently), the job's
-	// leftovers go, so that the VM powers off soon even after a fork bomb.
+	// leftovers go, so that the VM powers off soon even after a fork bomb:
+	// its cgroup at once, then whatever of the user's is left outside it.
 	defer func() {
+		a.killBudget(b)
 		if n := a.Sys.KillUser(filepath.Join(a.Root, "proc"), r.UID); n > 0 {
 			a.logf("killed %d leftover processes of user %s", n, r.User)
 		}

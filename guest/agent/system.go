@@ -31,6 +31,9 @@ type System interface {
 	// WaitProcess waits for cmd's process to end and returns its status.
 	// As PID 1 it also reaps the orphans that the kernel hands to init.
 	WaitProcess(cmd *exec.Cmd) (syscall.WaitStatus, error)
+	// LiftProcessLimit sets RLIMIT_NPROC of process pid to unlimited:
+	// the runner's, whose job is bounded by its cgroup instead.
+	LiftProcessLimit(pid int) error
 	// KillUser SIGKILLs every process of the user uid, as listed under
 	// procDir (the guest's /proc), until none is left (see killUser), and
 	// returns how many it killed.

@@ -67,6 +67,11 @@ func reapUntil(pid int) (syscall.WaitStatus, error) {
 	}
 }
 
+func (linuxSystem) LiftProcessLimit(pid int) error {
+	inf := unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}
+	return unix.Prlimit(pid, unix.RLIMIT_NPROC, &inf, nil)
+}
+
 func (linuxSystem) KillUser(procDir string, uid int) int {
 	return killUser(procDir, uid, func(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) })
 }
