@@ -130,9 +130,16 @@ pools:
 			t.Errorf("vm %s's VMM (pid %d) runs as uid %d, want %d (%d plus its slot %d)", idleID, pid, uid, fcUID+slot, fcUID, slot)
 		}
 		jail := filepath.Join(jails, "firecracker", idleID, "root")
-		for _, f := range []string{"firecracker", "kernel", "initramfs", "dev/kvm", "dev/net/tun", "run/fc.sock"} {
+		for _, f := range []string{"firecracker", "kernel", "dev/kvm", "dev/net/tun", "run/fc.sock"} {
 			if _, err := os.Lstat(filepath.Join(jail, f)); err != nil {
 				t.Errorf("jail: %v", err)
+			}
+		}
+		// The initramfs (the runner's credential) left the jail and the
+		// VM's directory once Firecracker had read it at InstanceStart.
+		for _, f := range []string{filepath.Join(jail, "initramfs"), filepath.Join(state, "vms", idleID, "initramfs.cpio")} {
+			if _, err := os.Lstat(f); !os.IsNotExist(err) {
+				t.Errorf("the idle VM's initramfs %s is still there (%v)", f, err)
 			}
 		}
 		cg := filepath.Join(cgroups, "fireactions", idleID)

@@ -90,9 +90,11 @@ func TestGitHubJobsRunInTheirOwnMicroVMs(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(state) })
 	cfgPath := filepath.Join(work, "fireactions.yaml")
+	qemuBin, booted := capturingQEMU(t)
 	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: ghe2e
 state_dir: %[1]s
 log: {level: debug}
+vmm: {qemu: {binary: %[10]s}}
 drain_grace: 3m
 api: {socket: %[2]s/api.sock, listen: "127.0.0.1:%[3]s", tokens_file: %[2]s/api-tokens}
 metrics: {listen: ""}
@@ -129,7 +131,7 @@ pools:
       boot: 2m
       idle: 20s
       job: 10m
-`, state, work, ghAPIPort, ghPort, ghAppID, ghLabel, kernel, modules, root))
+`, state, work, ghAPIPort, ghPort, ghAppID, ghLabel, kernel, modules, root, qemuBin))
 
 	started := time.Now()
 	orch := startOrchestrator(t, ns, bin, cfgPath, state)
@@ -146,7 +148,7 @@ pools:
 	}); err != nil {
 		t.Fatal(err)
 	}
-	scan := scanInitramfs(t, d, state, keyPEM, hookSecret)
+	scan := scanInitramfs(t, d, state, booted, keyPEM, hookSecret)
 
 	// Phase A: three jobs (labels in any case, self-hosted or not), each
 	// in its own VM; a gpu job starts none.
@@ -327,7 +329,7 @@ type initramfsScan struct {
 	seen   map[string]bool
 }
 
-func scanInitramfs(t *testing.T, d *githubdouble.Double, state string, keyPEM []byte, hookSecret string) *initramfsScan {
+func scanInitramfs(t *testing.T, d *githubdouble.Double, state, booted string, keyPEM []byte, hookSecret string) *initramfsScan {
 	s := &initramfsScan{stopCh: make(chan struct{}), done: make(chan struct{}), seen: map[string]bool{}}
 	go func() {
 		defer close(s.done)
@@ -341,7 +343,7 @@ func scanInitramfs(t *testing.T, d *githubdouble.Double, state string, keyPEM []
 				if s.checked(id) {
 					continue
 				}
-				raw, err := os.ReadFile(filepath.Join(state, "vms", id, "initramfs.cpio"))
+				raw, err := os.ReadFile(capturedInitramfs(booted, id))
 				if err != nil {
 					continue // not written yet, or gone
 				}

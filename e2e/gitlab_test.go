@@ -82,9 +82,11 @@ func TestGitLabJobsRunInTheirOwnMicroVMs(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(state) })
 	cfgPath := filepath.Join(work, "fireactions.yaml")
+	qemuBin, booted := capturingQEMU(t)
 	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: gle2e
 state_dir: %[1]s
 log: {level: debug}
+vmm: {qemu: {binary: %[9]s}}
 drain_grace: 3m
 api: {socket: %[2]s/api.sock, listen: "127.0.0.1:%[3]s", tokens_file: %[2]s/api-tokens}
 metrics: {listen: ""}
@@ -118,7 +120,7 @@ pools:
     timeouts:
       boot: 2m
       job: 10m
-`, state, work, glAPIPort, glPort, glTag, kernel, modules, root))
+`, state, work, glAPIPort, glPort, glTag, kernel, modules, root, qemuBin))
 
 	started := time.Now()
 	orch := startOrchestrator(t, ns, bin, cfgPath, state)
@@ -198,7 +200,7 @@ pools:
 	// Phase C: SIGTERM while a job runs: the busy VM is waited for.
 	slow := gl.AddJob("acme/app", "slow", []string{glTag}, glJobScript, "sleep 15", `echo "slow job done"`)
 	orch.waitFor(t, 4*time.Minute, "the slow job's VM to be busy", func() bool { return countPhase(state, "busy") == 1 })
-	checkSecretsOutOfReach(t, state, accessToken, gl)
+	checkSecretsOutOfReach(t, state, booted, accessToken, gl)
 	orch.terminate(t)
 	orch.waitExit(t, 3*time.Minute)
 	if j := gl.Jobs()[slow]; j.Status != "success" || !strings.Contains(string(j.Trace), "slow job done") {
@@ -405,7 +407,7 @@ func checkJobsRanAlone(t *testing.T, gl *gitlabtest.Server, ids []int64) {
 // initramfs, as text or base64 (the agent config carries runner files
 // base64-encoded), while each VM's own runner token is (the positive
 // control), and no token is on a QEMU command line.
-func checkSecretsOutOfReach(t *testing.T, state, accessToken string, gl *gitlabtest.Server) {
+func checkSecretsOutOfReach(t *testing.T, state, booted, accessToken string, gl *gitlabtest.Server) {
 	t.Helper()
 	// A busy VM's runner is deleted at GitLab once its job started: its
 	// token is among those issued, no longer among the runners.
@@ -419,7 +421,7 @@ func checkSecretsOutOfReach(t *testing.T, state, accessToken string, gl *gitlabt
 		if phase != "booting" && phase != "idle" && phase != "busy" {
 			continue // being created (no initramfs yet) or torn down (no runner)
 		}
-		visible := guestVisible(t, filepath.Join(state, "vms", id, "initramfs.cpio"))
+		visible := guestVisible(t, capturedInitramfs(booted, id))
 		if !bytes.Contains(visible, []byte(`"vm_id"`)) {
 			t.Fatalf("vm %s: its own config is not visible in its initramfs: the search is broken", id)
 		}

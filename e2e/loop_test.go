@@ -50,9 +50,11 @@ func TestGiteaJobsRunInTheirOwnMicroVMs(t *testing.T) {
 	ns := newNetns(t, fmt.Sprintf("fae2e%d", os.Getpid()%100000))
 	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
 	sock := filepath.Join(work, "api.sock")
+	qemuBin, booted := capturingQEMU(t)
 	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: e2e
 state_dir: %s
 log: {level: debug}
+vmm: {qemu: {binary: %s}}
 drain_grace: 3m
 api: {socket: %s}
 metrics: {listen: "127.0.0.1:9464"}
@@ -83,7 +85,7 @@ pools:
     timeouts:
       boot: 2m
       job: 10m
-`, state, sock, giteaPort, giteaPort, tokenFile, kernel, modules, root))
+`, state, qemuBin, sock, giteaPort, giteaPort, tokenFile, kernel, modules, root))
 
 	orch := startOrchestrator(t, ns, bin, cfgPath, state)
 	orch.waitFor(t, 3*time.Minute, "the min_idle VM to be idle", func() bool {
@@ -111,7 +113,7 @@ pools:
 			}
 		}
 		for id := range vmDirs(state) {
-			visible := guestVisible(t, filepath.Join(state, "vms", id, "initramfs.cpio"))
+			visible := guestVisible(t, capturedInitramfs(booted, id))
 			// Positive controls: the search sees the VM's config (raw
 			// archive) and the agent's archive (a gzip member).
 			if !strings.Contains(string(visible), `"vm_id": "`+id+`"`) && !strings.Contains(string(visible), `"vm_id":"`+id+`"`) {

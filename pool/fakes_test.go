@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -202,6 +204,9 @@ type fakeBoot struct {
 	// full, when set, says the state directory has no room left: writes
 	// fail as a full file system fails them.
 	full func(dst string) bool
+	// files, when set, writes each VM's config to its initramfs file, as
+	// the VM's own cpio holds it (the runner's credential with it).
+	files bool
 }
 
 func (b *fakeBoot) WriteVM(_, dst string, cfg agentproto.Config) error {
@@ -211,6 +216,16 @@ func (b *fakeBoot) WriteVM(_, dst string, cfg agentproto.Config) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cfgs[cfg.VMID] = cfg
+	if b.files {
+		j, err := json.Marshal(cfg)
+		if err != nil {
+			return err
+		}
+		for _, f := range cfg.Runner.Files { // as the cpio holds them
+			j = append(append(j, '\n'), f.Content...)
+		}
+		return os.WriteFile(dst, j, 0o600)
+	}
 	return nil
 }
 
@@ -271,6 +286,7 @@ const (
 	guestRunsOneJob guestBehaviour = iota // ready, takes one job, exits 0
 	guestCrashes                          // monitor exits at once
 	guestHangs                            // never reports
+	guestNoStart                          // Start fails
 )
 
 // fakeHV starts fake guests that talk to the manager like the real agent.
@@ -285,6 +301,10 @@ type fakeHV struct {
 	running  int
 	maxAlive int
 	specs    []vmm.Spec // every spec started, in order
+	// initrds is each VM's initramfs as Start found it, by VM id (nil:
+	// no such file).
+	initrds  map[string][]byte
+	machines []*fakeMachine // every machine started, in order
 	// failedBeforeOff are the jobs the host failed while their guest was
 	// still up after the runner died.
 	failedBeforeOff []string
@@ -295,11 +315,22 @@ func (h *fakeHV) Name() string { return "fake" }
 func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	h.mu.Lock()
 	h.specs = append(h.specs, spec)
+	if h.initrds == nil {
+		h.initrds = map[string][]byte{}
+	}
+	h.initrds[spec.ID], _ = os.ReadFile(spec.Initramfs)
+	if h.behave == guestNoStart {
+		h.mu.Unlock()
+		return nil, errors.New("monitor would not start")
+	}
 	h.started++
 	h.running++
 	h.maxAlive = max(h.maxAlive, h.running)
 	h.mu.Unlock()
 	fm := &fakeMachine{done: make(chan struct{}), kill: make(chan struct{})}
+	h.mu.Lock()
+	h.machines = append(h.machines, fm)
+	h.mu.Unlock()
 	cfg := h.boot.config(spec.ID)
 	go func() {
 		defer func() {
@@ -373,6 +404,13 @@ type fakeMachine struct {
 	kill     chan struct{}
 	killOnce sync.Once
 	err      error
+	released atomic.Int32 // ReleaseBoot calls
+}
+
+// ReleaseBoot implements vmm.BootReleaser, as QEMU's machine does.
+func (m *fakeMachine) ReleaseBoot() error {
+	m.released.Add(1)
+	return nil
 }
 
 func (m *fakeMachine) PID() int              { return 1 }

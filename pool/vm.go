@@ -419,6 +419,10 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		return nil, fail(ReasonSetup, fmt.Errorf("write initramfs: %w", err))
 	}
 	machine, err := m.d.Hypervisor.Start(ctx, spec)
+	// Started or not, the monitor never opens the initramfs again (see
+	// vmm.Hypervisor): it leaves the host's disk, and the runner's
+	// credential with it, for the VM's whole life.
+	v.dropInitramfs(initrd)
 	if err != nil {
 		return nil, fail(ReasonStart, err)
 	}
@@ -431,6 +435,26 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	}
 	v.log.Info("vm booting", "pid", machine.PID(), "address", addr, "slot", spec.Slot, "tap", tap)
 	return machine, nil
+}
+
+// dropInitramfs removes the VM's initramfs. A failure is logged, not
+// fatal: the VM runs as well, and teardown removes its directory.
+func (v *vm) dropInitramfs(path string) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		v.log.Error("remove the started vm's initramfs; it stays until the vm ends", "path", path, "err", err)
+	}
+}
+
+// releaseBoot lets a monitor whose guest reads its initramfs after Start
+// free the file's disk, now that the guest runs (it reported).
+func (v *vm) releaseBoot(machine vmm.Machine) {
+	r, ok := machine.(vmm.BootReleaser)
+	if !ok {
+		return
+	}
+	if err := r.ReleaseBoot(); err != nil {
+		v.log.Error("release the booted initramfs; its disk stays taken until the vm ends", "err", err)
+	}
 }
 
 // vmMetadata is what a driver may tell the guest about itself (through
@@ -464,6 +488,7 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 	if retiring {
 		v.retireRunner()
 	}
+	released := false // the guest's initramfs (see vmm.BootReleaser)
 	for {
 		select {
 		case <-busy:
@@ -473,6 +498,10 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 			job = jt.C
 		case r := <-v.events:
 			v.reports.log(v.log, r)
+			if !released {
+				released = true
+				v.releaseBoot(machine)
+			}
 			switch r.Event {
 			case agentproto.EventRunnerReady:
 				if err := v.becomeReady(boot, r); err != nil {

@@ -39,7 +39,14 @@ type Spec struct {
 type Hypervisor interface {
 	// Name is the driver's name, e.g. "qemu".
 	Name() string
-	// Start boots spec and returns once the monitor process runs.
+	// Start boots spec and returns once the monitor process runs. When
+	// it returns, the monitor holds spec.Initramfs (read into guest
+	// memory, or open) and never opens it by its path again, so the
+	// caller removes the file then: it holds the runner's credential.
+	// Whatever a driver made of it (a jail's link) the driver removes.
+	// A monitor that keeps the file open frees its disk at once
+	// (Firecracker) or, if its guest reads it after Start, once asked
+	// to (a Machine that is a BootReleaser: QEMU).
 	Start(ctx context.Context, spec Spec) (Machine, error)
 }
 
@@ -54,6 +61,16 @@ type Machine interface {
 	Err() error
 	// Kill stops the VM at once and waits for the monitor to exit.
 	Kill(ctx context.Context) error
+}
+
+// BootReleaser is a Machine whose guest reads its initramfs from the
+// monitor after Start (QEMU maps the file; the guest's firmware copies
+// it into guest memory as the guest starts): ReleaseBoot, called once
+// the guest runs its own userspace (its agent reported), empties the
+// file, freeing its disk. The guest must not read it again: a guest
+// reset ends the monitor.
+type BootReleaser interface {
+	ReleaseBoot() error
 }
 
 // ErrKilled is the exit error of a VM stopped with Kill.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,6 +61,69 @@ func TestGuestResetEndsTheVMM(t *testing.T) {
 	if !processGone(spec.ID) {
 		t.Error("a process of the VM is still running")
 	}
+}
+
+// TestInitramfsIsEmptiedOnceTheVMMHasReadIt: Firecracker reads the
+// initramfs whole into guest memory at InstanceStart and never again, but
+// keeps it open: once Start returns, the driver has emptied it (its disk
+// is free although the VMM holds it open), the caller removes its name,
+// and the guest still boots its init from it. Real Firecracker and the
+// double read it at the same moment: after InstanceStart no process of
+// the VM maps the file (the double's QEMU boots a copy the double read at
+// InstanceStart, as Firecracker reads it into guest memory), so neither
+// boots an emptied file.
+func TestInitramfsIsEmptiedOnceTheVMMHasReadIt(t *testing.T) {
+	requireRoot(t, "the guest's TAP")
+	b := buildDouble(t)
+	spec := bootSpec(t, "boot3", "reset")
+	spec.Cmdline += " guestsleep=2"
+	before := diskOf(t, spec.Initramfs)
+	if before == 0 {
+		t.Fatal("positive control: the initramfs takes no disk before Start")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(spec.Initramfs, &st); err != nil {
+		t.Fatal(err)
+	}
+	m, err := (&Driver{Binary: b.Firecracker}).Start(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qemus := qemuOf(spec.ID)
+	if len(qemus) == 0 {
+		t.Fatal("positive control: no QEMU of the VM to look at")
+	}
+	for _, p := range qemus {
+		maps, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "maps"))
+		for _, l := range strings.Split(string(maps), "\n") {
+			if f := strings.Fields(l); len(f) >= 6 && f[4] == strconv.FormatUint(st.Ino, 10) && strings.HasPrefix(f[5], spec.Dir) {
+				t.Errorf("after InstanceStart the VM's QEMU maps the initramfs, to read it later: %s", l)
+			}
+		}
+	}
+	after := diskOf(t, spec.Initramfs)
+	if err := os.Remove(spec.Initramfs); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE initramfs disk while the VM runs: %d bytes before Start, %d after (du of the file, st_blocks)", before, after)
+	if after != 0 {
+		t.Errorf("the initramfs takes %d bytes of disk after Start, want 0", after)
+	}
+	waitDone(t, m, 90*time.Second)
+	console, _ := os.ReadFile(spec.ConsoleLog)
+	if m.Err() != nil || !strings.Contains(string(console), `guestinit: up, mode="reset"`) {
+		t.Fatalf("the guest did not boot its emptied, removed initramfs (exit %v); console:\n%s", m.Err(), console)
+	}
+}
+
+// diskOf is the disk the file at path takes, in bytes (its st_blocks).
+func diskOf(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
 }
 
 // TestGuestPowerOffDoesNotEndTheVMM: like Firecracker, which has no ACPI

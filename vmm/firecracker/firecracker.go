@@ -108,7 +108,8 @@ func Cmdline(spec vmm.Spec) string {
 
 // Start implements vmm.Hypervisor: it starts firecracker (through the
 // jailer unless Jailer is nil), configures the VM over the API and returns
-// once InstanceStart succeeded. On any error nothing is left running.
+// once InstanceStart succeeded, the initramfs emptied (see dropInitrd).
+// On any error nothing is left running.
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	if err := checkSpec(spec); err != nil {
 		return nil, err
@@ -125,6 +126,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		_ = m.Kill(kctx)
 		return nil, fmt.Errorf("firecracker: vm %s: %w%s", spec.ID, err, consoleTail(spec.ConsoleLog))
 	}
+	d.dropInitrd(spec, l)
 	d.log().Debug("firecracker started", "vm", spec.ID, "pid", m.PID(), "jailed", d.Jailer != nil, "slot", spec.Slot, "mmds", d.MMDS, "took", time.Since(start))
 	return m, nil
 }
@@ -151,11 +153,30 @@ func checkSpec(spec vmm.Spec) error {
 	return nil
 }
 
+// dropInitrd empties the initramfs Firecracker booted, and removes the
+// jail's link or copy of it. Firecracker opens the file at PUT
+// /boot-source, reads it whole into guest memory at InstanceStart and
+// never again (a guest reset ends it), but keeps it open for its life:
+// removing the name alone would free no disk while the VM runs, so the
+// file is truncated first. The caller removes its own name for it.
+func (d *Driver) dropInitrd(spec vmm.Spec, l *launched) {
+	if err := os.Truncate(l.initrd, 0); err != nil {
+		d.log().Error("empty the booted initramfs", "vm", spec.ID, "path", l.initrd, "err", err)
+	}
+	if l.initrd == spec.Initramfs {
+		return
+	}
+	if err := os.Remove(l.initrd); err != nil {
+		d.log().Error("remove the jail's initramfs", "vm", spec.ID, "path", l.initrd, "err", err)
+	}
+}
+
 // launched is a started VMM process, before its configuration.
 type launched struct {
 	cmd     *exec.Cmd
 	socket  string       // on the host
 	paths   Paths        // as the VMM sees them
+	initrd  string       // the initramfs the VMM opens, on the host
 	cleanup func() error // removes what launch made; runs once the process is gone
 }
 
@@ -177,6 +198,7 @@ func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
 		}
 		l.cmd = exec.Command(d.Jailer.Binary, j.args(spec, apiSocket)...)
 		l.socket, l.paths, l.cleanup = j.hostPath(apiSocket), j.paths(spec), j.remove
+		l.initrd = j.hostPath(l.paths.Initrd)
 		for _, p := range l.paths.Drives {
 			hostFiles = append(hostFiles, j.hostPath(p))
 		}
@@ -187,6 +209,7 @@ func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
 		}
 		l.cmd = exec.Command(d.Binary, "--api-sock", l.socket, "--id", spec.ID)
 		l.paths = HostPaths(spec)
+		l.initrd = spec.Initramfs
 		hostFiles = l.paths.Drives
 	}
 	if len(l.socket) > maxSocketPath {

@@ -77,8 +77,9 @@ func processIDs(t *testing.T, pid int) (uid, gid int) {
 
 // TestJailedBoot runs the driver with the jailer double, the MMDS on and
 // a real guest: while the VM runs, its chroot holds firecracker,
-// /dev/kvm, /dev/net/tun, the API socket and the boot files (the kernel
-// hard-linked, the initramfs the jailed user's), all of it the jailed
+// /dev/kvm, /dev/net/tun, the API socket and the kernel (hard-linked) but
+// no initramfs (the VMM read it at InstanceStart: Start removed the
+// jail's link and emptied the file), all of it the jailed
 // user's, which is the VM's own (the ranges' starts plus its slot); the
 // VMM runs as that user, in its cgroup with limits from the VM's shape.
 // When the guest ends, nothing is left: no process, chroot or cgroup.
@@ -126,7 +127,6 @@ func TestJailedBoot(t *testing.T) {
 			{"dev/kvm", os.ModeDevice | os.ModeCharDevice | 0o600, vmUID},
 			{"run", os.ModeDir | 0o700, vmUID},
 			{"run/fc.sock", os.ModeSocket, vmUID}, // made by the VMM
-			{"initramfs", 0o600, vmUID},
 			{"drive-fa_disk", 0o600, vmUID},
 			{"drive-fa_image", 0o644, 0}, // shared: linked, left to root
 		} {
@@ -162,7 +162,15 @@ func TestJailedBoot(t *testing.T) {
 		if k.Ino != src.Ino || k.Uid != 0 {
 			t.Errorf("the kernel is not a hard link of the shared kernel left to root (inode %d vs %d, uid %d)", k.Ino, src.Ino, k.Uid)
 		}
-		for jailed, host := range map[string]string{"initramfs": spec.Initramfs, "drive-fa_image": image, "drive-fa_disk": disk} {
+		if _, err := os.Lstat(filepath.Join(root, "initramfs")); !os.IsNotExist(err) {
+			t.Errorf("the jail's initramfs is there after Start (%v)", err)
+		}
+		if fi, err := os.Stat(spec.Initramfs); err != nil {
+			t.Error(err)
+		} else if fi.Size() != 0 {
+			t.Errorf("the booted initramfs holds %d bytes after Start, want none", fi.Size())
+		}
+		for jailed, host := range map[string]string{"drive-fa_image": image, "drive-fa_disk": disk} {
 			if statOf(t, filepath.Join(root, jailed)).Ino != statOf(t, host).Ino {
 				t.Errorf("%s was copied, not hard-linked", jailed)
 			}

@@ -24,7 +24,10 @@ func TestConsoleLogIsCapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := spec
-	s.ID, s.Dir, s.ConsoleLog = "capped", dir, filepath.Join(dir, "console.log")
+	s.ID, s.Dir, s.ConsoleLog, s.Initramfs = "capped", dir, filepath.Join(dir, "console.log"), filepath.Join(dir, "initramfs.cpio")
+	if err := os.WriteFile(s.Initramfs, []byte("initramfs"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	m, err := (&Driver{Binary: fake, Accel: AccelTCG}).Start(context.Background(), s)
 	if err != nil {
 		t.Fatal(err)

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -118,6 +120,10 @@ func (d *Driver) CommandLine(spec vmm.Spec, kernelCmdline string) []string {
 	return append(args, driveArgs(spec.Drives)...)
 }
 
+// initrdFD is the initramfs as QEMU opens it: the file Start passes it
+// open as its fd 3.
+const initrdFD = "/dev/fd/3"
+
 // Start implements vmm.Hypervisor.
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	if spec.VCPUs < 1 || spec.MemoryMiB < 64 || spec.Kernel == "" || spec.Initramfs == "" || spec.TAP == "" {
@@ -130,7 +136,21 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		return nil, fmt.Errorf("qemu: vm %s: %w", spec.ID, err)
 	}
 	defer console.Close()
-	cmd := exec.Command(d.Binary, d.Args(spec)...)
+	// QEMU maps the initramfs while it sets the machine up, after Start
+	// has returned: it gets the file open, as its fd 3, so the caller may
+	// remove the file's name at once (see vmm.Hypervisor). The machine
+	// keeps it open too, to empty it once the guest has read it.
+	initrd, err := os.OpenFile(spec.Initramfs, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: vm %s: open initramfs: %w", spec.ID, err)
+	}
+	held := spec
+	held.Initramfs = initrdFD
+	// The pid file keeps the VM's directory on QEMU's command line, where
+	// the initramfs's path was: ps shows which VM files a QEMU is of.
+	args := append(d.Args(held), "-pidfile", filepath.Join(spec.Dir, "qemu.pid"))
+	cmd := exec.Command(d.Binary, args...)
+	cmd.ExtraFiles = []*os.File{initrd}
 	cmd.Dir = spec.Dir
 	cmd.Stdin = nil
 	cmd.Stdout = console
@@ -139,9 +159,50 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	// reach the VMs, so a restart can adopt them.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
+		initrd.Close()
 		return nil, fmt.Errorf("qemu: vm %s: start %s: %w", spec.ID, d.Binary, err)
 	}
-	return monitor.Watch(cmd, "qemu", nil), nil
+	m := &machine{initrd: initrd}
+	m.Process = monitor.Watch(cmd, "qemu", m.closeInitrd)
+	return m, nil
+}
+
+// machine is a QEMU the driver started, with its initramfs held open
+// until the guest has read it.
+type machine struct {
+	*monitor.Process
+	mu     sync.Mutex
+	initrd *os.File // nil once released or QEMU has exited
+}
+
+var _ vmm.BootReleaser = (*machine)(nil)
+
+// ReleaseBoot implements vmm.BootReleaser: QEMU maps the initramfs and
+// serves it to the guest's firmware (fw_cfg), which copies it into guest
+// memory as the guest starts; once the guest runs, emptying the file
+// frees its disk although QEMU still maps it.
+func (m *machine) ReleaseBoot() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.initrd == nil {
+		return nil
+	}
+	err := m.initrd.Truncate(0)
+	m.initrd.Close()
+	m.initrd = nil
+	if err != nil {
+		return fmt.Errorf("qemu: empty the booted initramfs: %w", err)
+	}
+	return nil
+}
+
+func (m *machine) closeInitrd() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.initrd != nil {
+		m.initrd.Close()
+		m.initrd = nil
+	}
 }
 
 // IsOurs reports whether pid is a QEMU this driver started for vmID, by its

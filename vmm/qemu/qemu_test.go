@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,7 +93,10 @@ func startFake(t *testing.T, dir string) (*Driver, vmm.Spec, vmm.Machine) {
 		t.Fatal(err)
 	}
 	s := spec
-	s.Dir, s.ConsoleLog = dir, filepath.Join(dir, "console.log")
+	s.Dir, s.ConsoleLog, s.Initramfs = dir, filepath.Join(dir, "console.log"), filepath.Join(dir, "initramfs.cpio")
+	if err := os.WriteFile(s.Initramfs, []byte("initramfs"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	d := &Driver{Binary: fake, Accel: AccelTCG}
 	m, err := d.Start(context.Background(), s)
 	if err != nil {
@@ -149,6 +153,26 @@ func TestMachineLifecycle(t *testing.T) {
 	}
 	if m2.Err() != nil {
 		t.Fatalf("clean exit reported as %v", m2.Err())
+	}
+}
+
+// TestStartedCommandLineNamesTheVMDirectory: QEMU gets its initramfs as
+// an open file, not by path, yet its command line still shows the VM's
+// directory (its pid file there), by which ps and the e2e tests tell
+// whose files a QEMU has.
+func TestStartedCommandLineNamesTheVMDirectory(t *testing.T) {
+	dir := t.TempDir()
+	_, s, m := startFake(t, dir)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", m.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(string(b), "\x00")
+	if got := argValue(args, "-initrd"); got != initrdFD {
+		t.Errorf("-initrd %q, want the open file %s", got, initrdFD)
+	}
+	if got := argValue(args, "-pidfile"); got != filepath.Join(s.Dir, "qemu.pid") {
+		t.Errorf("-pidfile %q, want the VM directory's qemu.pid", got)
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/qemu"
 )
@@ -107,9 +109,21 @@ func (q *QEMU) Boot(cfg BootConfig) (*Guest, error) {
 		theirs.Close()
 		return nil, fmt.Errorf("QMP connection: %w", err)
 	}
+	extra := []*os.File{theirs}
+	if cfg.Initrd != "" {
+		mem, err := loadInitrd(cfg.Initrd)
+		if err != nil {
+			conn.Close()
+			theirs.Close()
+			return nil, err
+		}
+		defer mem.Close()
+		cfg.Initrd = "/dev/fd/4"
+		extra = append(extra, mem)
+	}
 	cmd := exec.Command(q.Driver.Binary, q.Args(cfg)...)
 	cmd.Stdout, cmd.Stderr = q.Stdout, q.Stderr
-	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 
 	g := &Guest{exited: make(chan struct{})}
@@ -184,6 +198,28 @@ func (q *QEMU) watch(conn net.Conn) error {
 		}
 	}()
 	return nil
+}
+
+// loadInitrd reads the initrd whole, as Firecracker does at
+// InstanceStart into guest memory, here into a memory file QEMU gets as
+// its fd 4 (QEMU itself would map the file and read it only when the
+// guest's firmware asks): from then on the double, like Firecracker,
+// never reads the file again, whatever becomes of it.
+func loadInitrd(path string) (*os.File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load initrd: %w", err)
+	}
+	fd, err := unix.MemfdCreate("initrd", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("load initrd: %w", err)
+	}
+	mem := os.NewFile(uintptr(fd), "initrd")
+	if _, err := mem.Write(b); err != nil {
+		mem.Close()
+		return nil, fmt.Errorf("load initrd: %w", err)
+	}
+	return mem, nil
 }
 
 // qmpReply reads up to the reply of a command, skipping events.

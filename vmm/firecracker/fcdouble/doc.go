@@ -29,7 +29,11 @@
 //
 // On InstanceStart it boots the configured kernel, initrd, drives and TAP
 // with QEMU -M microvm (TCG without a usable KVM), with the QEMU driver's
-// own argument building. The board behaves like Firecracker's where the
+// own argument building. Like Firecracker, it reads the initrd whole at
+// InstanceStart and never again (QEMU gets that copy, not the file, which
+// it would read only when the guest's firmware asks), so a caller may
+// empty or remove the file once InstanceStart has answered. The board
+// behaves like Firecracker's where the
 // guest can tell: an i8042 whose reset line ends the VMM (reboot=k), ACPI
 // device discovery but no ACPI power-off (a guest that powers off halts
 // and the VMM runs on, as Firecracker does), the serial console on
