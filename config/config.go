@@ -194,6 +194,6 @@ type RunnerOptions struct {
 // Timeouts bound every stage of a VM's life.
 type Timeouts struct {
 	Boot time.Duration `yaml:"boot" doc:"VMM start until the runner is ready; then the VM is killed and its runner removed (at least 10s)."`
-	Idle time.Duration `yaml:"idle" doc:"How long a surplus idle VM may wait for a job; then its runner is removed at the forge and, once the forge confirms, the VM ended (0: kept while within min_idle)."`
-	Job  time.Duration `yaml:"job" doc:"Longest run of a job: from the moment the VM's runner took it (busy) until the VM is ended; an idle VM is governed by min_idle and idle (at least 1m)."`
+	Idle time.Duration `yaml:"idle" doc:"How long a surplus idle VM may wait for a job; then its runner is removed at the forge and, once the forge confirms, the VM ended (0: no scale-down; a VM not known busy is still recycled at ready + job)."`
+	Job  time.Duration `yaml:"job" doc:"Longest run of a job: from the moment the VM's runner took it (busy) until the VM is ended; a VM never known busy (idle, or its job's start unreported where the forge has no busy flag) is recycled at ready + job (at least 1m)."`
 }

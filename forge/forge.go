@@ -7,6 +7,7 @@ package forge
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"time"
@@ -55,11 +56,23 @@ type JobFailer interface {
 	// credential where the forge allows. job is the forge's id of the job
 	// as the guest reported it (agentproto.Runner.JobPattern); the driver
 	// checks with the forge that it is r's. A job that already ended is
-	// left as it is, which is not an error. It must be called before
-	// Remove: the runner's credential dies with the runner. A wrapper of
-	// a driver that cannot answers errors.ErrUnsupported.
+	// left as it is and answered with ErrJobEnded. It must be called
+	// before Remove: the runner's credential dies with the runner; a
+	// driver that does not hold it (a runner an earlier run registered)
+	// answers ErrNoCredential. A wrapper of a driver that cannot answers
+	// errors.ErrUnsupported.
 	FailJob(ctx context.Context, r RunnerRef, job, reason string) error
 }
+
+var (
+	// ErrJobEnded is FailJob's answer for a job that had ended already
+	// (the runner reported its result before it died): left as it is.
+	ErrJobEnded = errors.New("the job had ended already")
+	// ErrNoCredential is FailJob's answer when the driver does not hold
+	// the runner's own credential (it lives in memory only: a runner an
+	// earlier run registered, before a restart).
+	ErrNoCredential = errors.New("the runner's credential is not held (registered by an earlier run)")
+)
 
 // Job is a job waiting for a runner.
 type Job struct {

@@ -38,6 +38,9 @@ type fakeForge struct {
 	// onRemove, when set, is called as each Remove starts.
 	onRemove func(forge.RunnerRef)
 	failed   map[string]string // job id -> reason, by FailJob
+	// noBusyFlag: the runner list says nothing of a runner's job, as
+	// GitLab's does not.
+	noBusyFlag bool
 }
 
 type fakeRunner struct {
@@ -87,7 +90,7 @@ func (f *fakeForge) Runners(_ context.Context, owner forge.Owner) ([]forge.Runne
 	var out []forge.RunnerState
 	for _, r := range f.runners {
 		if owner.Owns(r.ref.Name) {
-			out = append(out, forge.RunnerState{RunnerRef: r.ref, Online: true, Busy: r.busy})
+			out = append(out, forge.RunnerState{RunnerRef: r.ref, Online: true, Busy: r.busy && !f.noBusyFlag})
 		}
 	}
 	return out, nil
@@ -371,7 +374,9 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 					}
 					return
 				}
-				report(agentproto.EventJobStarted, 0)
+				if !strings.HasPrefix(id, silentJob) {
+					_ = h.m.Report(cfg.Report.Token, agentproto.Report{VMID: cfg.VMID, Event: agentproto.EventJobStarted, Job: id})
+				}
 				select {
 				case <-time.After(h.jobTime):
 				case <-fm.kill:
@@ -396,6 +401,10 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 // dyingJob starts the id of a job that kills its runner: the runner
 // reports the job started, then exits 2 before the job ends.
 const dyingJob = "dies-"
+
+// silentJob starts the id of a job whose job-started report is lost: the
+// runner runs it, the host hears nothing of it.
+const silentJob = "silent-"
 
 func runnerNameOf(h *fakeHV, cfg agentproto.Config) string { return h.m.Owner().RunnerName(cfg.VMID) }
 

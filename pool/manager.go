@@ -116,6 +116,12 @@ type pool struct {
 	// shortOf is the host resource the last VM lacked ("" when none):
 	// the pool starts one VM at a time until one becomes ready.
 	shortOf string
+	// ramp, after a shortage, is how many VMs may be starting at once
+	// (0: no limit). A shortage sets it to 1, each VM that becomes ready
+	// raises it by one, up to the pool's max, where the limit ends: the
+	// host's room is found again step by step, not by a burst of VMs that
+	// all fail (each one a runner registered and removed at the forge).
+	ramp int
 }
 
 // New builds a manager for the pools in d.Config.
@@ -324,13 +330,13 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runner
 		}
 	}
 	m.mu.Lock()
-	minIdle, maxVMs, paused, notBefore, shortOf := p.minIdle, p.max, p.paused, p.notBefore, p.shortOf
+	minIdle, maxVMs, paused, notBefore, ramp := p.minIdle, p.max, p.paused, p.notBefore, p.ramp
 	p.queued = queued
 	m.mu.Unlock()
 	n := toStart(c, minIdle, maxVMs, queued)
-	if shortOf != "" {
-		// Short of a host resource: one at a time, as far as it fits.
-		n = min(n, max(0, 1-starting))
+	if ramp > 0 {
+		// After a host shortage: ramp at a time, as far as it fits.
+		n = min(n, max(0, ramp-starting))
 	}
 	if paused || time.Now().Before(notBefore) {
 		n = 0
@@ -398,10 +404,17 @@ func (m *Manager) failed(p *pool) {
 func (m *Manager) succeeded(p *pool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if p.shortOf != "" {
-		p.log.Info("a vm booted: no longer one at a time", "cause", p.shortOf)
+	p.failures, p.notBefore = 0, time.Time{}
+	if p.ramp == 0 {
+		return
 	}
-	p.failures, p.notBefore, p.shortOf = 0, time.Time{}, ""
+	p.ramp++
+	if p.ramp >= p.max {
+		p.log.Info("a vm booted: vms start without a limit again", "cause", p.shortOf)
+		p.ramp, p.shortOf = 0, ""
+		return
+	}
+	p.log.Info("a vm booted: more vms may start at once", "cause", p.shortOf, "starting_at_once", p.ramp)
 }
 
 // poolVMs are the VMs of p (not of an earlier pool of the same name that

@@ -344,6 +344,9 @@ func TestDrainWaitsForBusyThenForces(t *testing.T) {
 	if err := h2.drain(t, 50*time.Millisecond); err == nil {
 		t.Fatal("drain past its grace period did not say it forced")
 	}
+	if got, want := h2.forge.failedJobs(), "drained (the host's drain grace period ended)"; got["b"] != want {
+		t.Errorf("jobs failed at the forge: %q, want b with reason %q", got, want)
+	}
 	h2.assertNothingLeft(t)
 }
 
@@ -511,9 +514,11 @@ func TestRunnerDyingMidJobFailsItsJobAtTheForge(t *testing.T) {
 	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
 	h.forge.enqueue(dyingJob + "j1")
 	eventually(t, 3*time.Second, "j1 failed at the forge", func() bool { return h.forge.failedJobs()[dyingJob+"j1"] != "" })
-	if reason := h.forge.failedJobs()[dyingJob+"j1"]; !strings.Contains(reason, "runner exit code 2") {
+	if reason := h.forge.failedJobs()[dyingJob+"j1"]; reason != "runner exit code 2" {
 		t.Errorf("j1 failed with reason %q, want the runner's exit", reason)
 	}
+	// The guest notes what it saw before it powers off.
+	eventually(t, 3*time.Second, "j1's VM gone", func() bool { return len(h.m.VMs()) == 0 })
 	h.hv.mu.Lock()
 	early := slices.Clone(h.hv.failedBeforeOff)
 	h.hv.mu.Unlock()

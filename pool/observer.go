@@ -41,6 +41,7 @@ const (
 	ReasonRunner       = "runner_exit"   // runner exited non-zero
 	ReasonStopped      = "stopped"       // drain, scale-down or an operator
 	ReasonHostResource = "host_resource" // the host lacked disk, memory or addresses
+	ReasonRecycled     = "recycled"      // ready for timeouts.job, never known busy
 )
 
 type nopObserver struct{}

@@ -109,7 +109,15 @@ func TestDrainDuringAnOutageLeavesTheRemovalForTheNextStart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { next.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		<-done
+		// The VM the next start made for min_idle ends before the test's
+		// directories are removed.
+		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer dcancel()
+		_ = next.Drain(dctx)
+	}()
 	h.forge.setRemoveErr(nil)
 	eventually(t, 20*time.Second, "the runner removed by the next start", func() bool {
 		recs, _ := h.store.List()

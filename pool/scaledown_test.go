@@ -2,6 +2,10 @@ package pool
 
 import (
 	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -77,29 +81,56 @@ func TestSurplusVMWhoseRunnerTheForgeKeepsIsNotEnded(t *testing.T) {
 }
 
 // The job timeout runs from the moment the runner took its job: a VM
-// waiting idle (kept by min_idle) is not ended by it.
-func TestIdleVMIsNotEndedByTheJobTimeout(t *testing.T) {
-	h := newHarness(t, 1, 1, guestRunsOneJob, func(p *config.Pool) { p.Timeouts.Job = 50 * time.Millisecond })
+// waiting idle (kept by min_idle) is not timed out by it. Never known
+// busy, it is recycled at ready + timeouts.job instead (see
+// TestJobWhoseStartReportIsLostEndsAtReadyPlusTheJobTimeout), which is
+// not counted as a job timeout, and a fresh VM takes its place.
+func TestIdleVMIsRecycledNotTimedOutAtTheJobTimeout(t *testing.T) {
+	obs := &reasonObserver{}
+	h := newHarnessAt(t, filepath.Join(t.TempDir(), "vms"), 1, 1, guestRunsOneJob,
+		func(p *config.Pool) { p.Timeouts.Job = 100 * time.Millisecond }, slog.New(slog.NewTextHandler(io.Discard, nil)), obs, nil)
 	eventually(t, 2*time.Second, "an idle VM", func() bool { return h.m.Phases()[vmstate.Idle] == 1 })
-	id := h.m.VMs()[0].ID
-	time.Sleep(300 * time.Millisecond) // six job timeouts
-	if r, err := h.m.VM(id); err != nil || r.Phase != vmstate.Idle {
-		t.Fatalf("idle vm after six job timeouts: %+v, %v", r, err)
-	}
-	h.hv.mu.Lock()
-	defer h.hv.mu.Unlock()
-	if h.hv.started != 1 {
-		t.Fatalf("%d VMs started: the idle one was ended", h.hv.started)
+	first := h.m.VMs()[0].ID
+	eventually(t, 3*time.Second, "the idle VM recycled and replaced", func() bool {
+		vms := h.m.VMs()
+		return len(vms) == 1 && vms[0].ID != first && vms[0].Phase == vmstate.Idle
+	})
+	if got := obs.reasons(); len(got) == 0 || slices.Contains(got, ReasonJobTimeout) || got[0] != ReasonRecycled {
+		t.Fatalf("failure reasons %v: want %q, never %q", got, ReasonRecycled, ReasonJobTimeout)
 	}
 }
 
-// A busy VM whose job runs past the job timeout is ended.
+// reasonObserver records the reason of every VM that failed.
+type reasonObserver struct {
+	nopObserver
+	mu  sync.Mutex
+	got []string
+}
+
+func (o *reasonObserver) VMFailed(_, reason string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.got = append(o.got, reason)
+}
+
+func (o *reasonObserver) reasons() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.got)
+}
+
+// A busy VM whose job runs past the job timeout is ended, and its job
+// failed at the forge with the timeout as the reason, in words of the
+// host's making (no host error text).
 func TestBusyVMEndsAtTheJobTimeout(t *testing.T) {
 	h := newHarness(t, 0, 1, guestRunsOneJob, func(p *config.Pool) { p.Timeouts.Job = 200 * time.Millisecond })
 	h.hv.jobTime = time.Hour
 	h.forge.enqueue("endless")
 	eventually(t, 2*time.Second, "the VM busy", func() bool { return h.m.Phases()[vmstate.Busy] == 1 })
 	eventually(t, 3*time.Second, "the busy VM ended at its job timeout", func() bool { return len(h.m.VMs()) == 0 })
+	if got := h.forge.failedJobs(); got["endless"] != "job timeout (200ms)" {
+		t.Errorf("jobs failed at the forge: %q, want endless with reason %q", got, "job timeout (200ms)")
+	}
 	h.forge.mu.Lock()
 	defer h.forge.mu.Unlock()
 	if len(h.forge.finished) != 0 {

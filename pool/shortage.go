@@ -36,7 +36,8 @@ func shortageOf(err error) string {
 }
 
 // short records that a VM of p could not be made for lack of cause: until
-// a VM of p becomes ready, p starts one VM at a time, and the next once
+// a VM of p becomes ready, p starts one VM at a time (then one more at
+// once with each VM ready, see pool.ramp), and the next once
 // the one before ended or one reconcile period passed, so the host is
 // used as far as it has room, without a back-off and without a spin.
 func (m *Manager) short(p *pool, cause string, err error) {
@@ -44,6 +45,7 @@ func (m *Manager) short(p *pool, cause string, err error) {
 	m.mu.Lock()
 	first := p.shortOf == ""
 	p.shortOf = cause
+	p.ramp = 1
 	p.failures = 0
 	p.notBefore = time.Now().Add(m.d.Interval)
 	m.mu.Unlock()

@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
+	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
 func TestShortagesAreToldApartFromOtherFailures(t *testing.T) {
@@ -91,4 +93,79 @@ func grepLines(text, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// bootObserver counts the VMs that booted.
+type bootObserver struct {
+	nopObserver
+	mu sync.Mutex
+	n  int
+}
+
+func (o *bootObserver) Booted(string, time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.n++
+}
+
+func (o *bootObserver) booted() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n
+}
+
+// TestAfterAShortageVMsStartOneMoreAtATimeWithEachThatBoots: with room
+// for one VM and a burst of six jobs, a VM that boots after a shortage
+// does not lift the limit at once: one more VM may start with each that
+// boots, so while the host has room for one, no more than two VMs are
+// ever starting together, not the five the burst asks for (each VM that
+// fails registers and removes a runner at the forge).
+func TestAfterAShortageVMsStartOneMoreAtATimeWithEachThatBoots(t *testing.T) {
+	obs := &bootObserver{}
+	h := newHarnessAt(t, filepath.Join(t.TempDir(), "vms"), 0, 6, guestRunsOneJob,
+		func(pc *config.Pool) { pc.Timeouts.Boot = time.Minute }, slog.New(slog.NewTextHandler(io.Discard, nil)), obs, nil)
+	h.hv.jobTime = 100 * time.Millisecond
+	var mu sync.Mutex
+	var written []string
+	// Most VMs starting at a refusal once a second VM booted: the first
+	// pass's burst (no shortage known yet) is long over by then.
+	together := 0
+	refusals := 0
+	h.boot.mu.Lock()
+	h.boot.full = func(dst string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		var held []string
+		for _, w := range written {
+			if _, err := os.Stat(filepath.Dir(w)); err == nil {
+				held = append(held, w)
+			}
+		}
+		written = held
+		if len(held) >= 1 {
+			if obs.booted() >= 2 {
+				ph := h.m.Phases()
+				together = max(together, ph[vmstate.Creating]+ph[vmstate.Booting])
+				refusals++
+			}
+			return true
+		}
+		written = append(written, dst)
+		return false
+	}
+	h.boot.mu.Unlock()
+	h.forge.enqueue("j1", "j2", "j3", "j4", "j5", "j6")
+	eventually(t, 30*time.Second, "6 jobs finished", func() bool {
+		h.forge.mu.Lock()
+		defer h.forge.mu.Unlock()
+		return len(h.forge.finished) == 6
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if refusals == 0 {
+		t.Fatal("control: no VM was refused room after the second booted")
+	}
+	if together > 2 {
+		t.Errorf("%d VMs were starting together while the host had room for one, want at most 2", together)
+	}
 }

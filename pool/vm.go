@@ -129,8 +129,8 @@ func (v *vm) snapshot() vmstate.Record {
 // update changes the record under the lock and saves it. The sequence
 // number taken under the lock keeps a slower save of an older snapshot
 // from replacing a newer record. A failed save is logged and returned:
-// until the monitor runs and its runner is ready, the VM is ended (create,
-// serve); once it may hold a job it goes on, since recovery finds its
+// until the monitor runs, the VM is ended (create); once it runs it goes
+// on, since recovery finds its
 // monitor by its identity and the record is only lagging, and the
 // reconcile loop saves it again once the disk allows (resave).
 func (v *vm) update(store *vmstate.Store, f func(r *vmstate.Record)) error {
@@ -481,6 +481,24 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 	// idle VM is governed by the idle rule (reconcilePool), not by it.
 	var job <-chan time.Time
 	busy := v.busyCh
+	// A VM not known busy is recycled at ready + timeouts.job: where the
+	// forge has no busy flag (GitLab) a lost job-started report would
+	// otherwise leave a VM running its job with no timeout, unbounded.
+	var noJob <-chan time.Time
+	var noJobTimer *time.Timer
+	defer func() {
+		if noJobTimer != nil {
+			noJobTimer.Stop()
+		}
+	}()
+	armNoJob := func() {
+		if noJobTimer != nil || v.readyAt().IsZero() || !v.busySince().IsZero() {
+			return
+		}
+		noJobTimer = time.NewTimer(max(t.Job-time.Since(v.readyAt()), time.Millisecond))
+		noJob = noJobTimer.C
+	}
+	armNoJob()
 	exitCode := -1
 	// An adopted busy VM's job-started report went to the previous run,
 	// which may have ended before it retired the runner.
@@ -489,13 +507,22 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 		v.retireRunner()
 	}
 	released := false // the guest's initramfs (see vmm.BootReleaser)
+	// Every way the VM turns busy (its agent's report, the forge's busy
+	// flag) retires its runner, once.
+	retire := func() {
+		if !retiring {
+			retiring = true
+			v.retireRunner()
+		}
+	}
 	for {
 		select {
 		case <-busy:
-			busy = nil
+			busy, noJob = nil, nil
 			jt := time.NewTimer(max(t.Job-time.Since(v.busySince()), time.Millisecond))
 			defer jt.Stop()
 			job = jt.C
+			retire()
 		case r := <-v.events:
 			v.reports.log(v.log, r)
 			if !released {
@@ -504,21 +531,15 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 			}
 			switch r.Event {
 			case agentproto.EventRunnerReady:
-				if err := v.becomeReady(boot, r); err != nil {
-					return false, err
-				}
+				v.becomeReady(boot, r)
+				armNoJob()
 			case agentproto.EventJobStarted:
 				if v.phase() == vmstate.Booting {
 					// Its ready report was lost (the host restarted).
-					if err := v.becomeReady(boot, r); err != nil {
-						return false, err
-					}
+					v.becomeReady(boot, r)
 				}
 				exitCode = v.jobReport(r, exitCode)
-				if !retiring {
-					retiring = true
-					v.retireRunner()
-				}
+				retire()
 			case agentproto.EventRunnerExited, agentproto.EventFailed:
 				exitCode = v.jobReport(r, exitCode)
 			}
@@ -543,6 +564,13 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 			return false, fail(ReasonBootTimeout, fmt.Errorf("runner not ready within the boot timeout %s", t.Boot))
 		case <-job:
 			return false, fail(ReasonJobTimeout, fmt.Errorf("job timeout %s reached", t.Job))
+		case <-noJob:
+			if !v.busySince().IsZero() {
+				noJob = nil // turned busy meanwhile: the job timeout governs it
+				continue
+			}
+			v.log.Warn("recycled: no job seen within timeouts.job", "job_timeout", t.Job, "ready", v.readyAt().UTC().Format(time.RFC3339))
+			return false, fail(ReasonRecycled, fmt.Errorf("%w (%s)", errNoJobSeen, t.Job))
 		case <-v.stopCh:
 			v.mu.Lock()
 			err := v.stopErr
@@ -554,18 +582,25 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 	}
 }
 
+// errNoJobSeen ends a VM that was ready for timeouts.job without being
+// known busy (see serve).
+var errNoJobSeen = errors.New("recycled: no job seen within timeouts.job")
+
 // becomeReady marks the VM's runner ready, once: a repeat (or a guest
-// replaying reports) changes nothing.
-func (v *vm) becomeReady(boot *time.Timer, r agentproto.Report) error {
+// replaying reports) changes nothing. A failed save of the record leaves
+// it unsaved, which the reconcile loop saves again (resave): the VM goes
+// on, since its job may have started already (a job-started report while
+// booting), and a restart adopts a VM its record says is booting too.
+func (v *vm) becomeReady(boot *time.Timer, r agentproto.Report) {
 	if !v.readyAt().IsZero() {
-		return nil
+		return
 	}
 	boot.Stop()
 	now := time.Now()
 	v.mu.Lock()
 	v.ready = now
 	v.mu.Unlock()
-	if err := v.update(v.m.d.Store, func(rec *vmstate.Record) {
+	v.update(v.m.d.Store, func(rec *vmstate.Record) {
 		rec.Ready = now.UTC()
 		if r.Uptime > 0 {
 			rec.ReadyUptime = r.Uptime.String()
@@ -573,16 +608,11 @@ func (v *vm) becomeReady(boot *time.Timer, r agentproto.Report) error {
 		if rec.Phase == vmstate.Booting {
 			rec.Phase = vmstate.Idle
 		}
-	}); err != nil {
-		// Ended before it takes a job: a restart would take its record
-		// for a VM still booting.
-		return fail(ReasonSetup, err)
-	}
+	})
 	v.m.succeeded(v.pool)
 	if !v.started.IsZero() {
 		v.m.obs.Booted(v.pool.cfg.Name, now.Sub(v.started))
 	}
-	return nil
 }
 
 // jobReport takes a report about the VM's job (started, runner exited,
@@ -611,7 +641,7 @@ func (v *vm) jobReport(r agentproto.Report, exitCode int) int {
 			// The runner died before its job ended: fail the job now, not
 			// once the guest has powered off (its leftovers may slow that).
 			ctx, cancel := context.WithTimeout(context.Background(), failJobTimeout)
-			v.failJob(ctx, v.snapshot(), fmt.Errorf("runner exit code %d", code))
+			v.failJob(ctx, v.snapshot(), fmt.Sprintf("runner exit code %d", code))
 			cancel()
 		}
 	case agentproto.EventFailed:
@@ -645,13 +675,9 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 			r.Reason = cause.Error()
 		}
 	})
-	var removeErr error
-	if !ok {
-		v.failJob(ctx, rec, cause)
-	}
-	if rec.RunnerID != "" {
-		removeErr = removeRunner(ctx, v.pool.forge, forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName})
-	}
+	// The network goes first: the forge calls below are the host's, not
+	// the guest's, and a hanging forge must not hold the VM's TAP,
+	// address and rules.
 	if rec.TAP != "" {
 		if rec.MAC != "" && rec.Address != "" {
 			if err := m.d.Network.Expel(rec.TAP, rec.MAC, parseAddr(rec.Address)); err != nil {
@@ -664,6 +690,15 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 	}
 	if rec.Address != "" {
 		m.d.Alloc.Release(parseAddr(rec.Address), rec.ID)
+	}
+	if !ok {
+		fctx, fcancel := context.WithTimeout(ctx, failJobTimeout)
+		v.failJob(fctx, rec, forgeReason(cause, rec, v.pool.cfg.Timeouts.Job))
+		fcancel()
+	}
+	var removeErr error
+	if rec.RunnerID != "" {
+		removeErr = removeRunner(ctx, v.pool.forge, forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName})
 	}
 	if !ok {
 		v.keepConsole()

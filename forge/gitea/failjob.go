@@ -44,7 +44,7 @@ func (f *Forge) FailJob(ctx context.Context, r forge.RunnerRef, job, reason stri
 	cred, ok := f.creds[r.ID]
 	f.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("gitea: fail task %d of runner %s: its credential is not held (registered by an earlier run)", task, r.Name)
+		return fmt.Errorf("gitea: fail task %d of runner %s: %w", task, r.Name, forge.ErrNoCredential)
 	}
 	client := runnerv1connect.NewRunnerServiceClient(f.http, f.base+"/api/actions")
 	// A state without a result changes nothing but the task's heartbeat,
@@ -57,7 +57,7 @@ func (f *Forge) FailJob(ctx context.Context, r forge.RunnerRef, job, reason stri
 		return fmt.Errorf("gitea: read task %d of runner %s: %w", task, r.Name, err)
 	}
 	if now.Msg.GetState().GetResult() != runnerv1.Result_RESULT_UNSPECIFIED {
-		return nil // ended already: left as it is
+		return fmt.Errorf("gitea: task %d of runner %s: %w", task, r.Name, forge.ErrJobEnded) // left as it is
 	}
 	logErr := f.appendLog(ctx, client, cred, task, "fireactions: the runner died before its job ended: "+reason)
 	req := connect.NewRequest(&runnerv1.UpdateTaskRequest{State: &runnerv1.TaskState{

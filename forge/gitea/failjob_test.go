@@ -2,6 +2,7 @@ package gitea
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -114,8 +115,8 @@ func TestFailJobLeavesAnEndedTaskAsItIs(t *testing.T) {
 	ft.owner[9] = 1
 	ft.results[9] = runnerv1.Result_RESULT_SUCCESS
 	ft.logs[9] = []string{"done"}
-	if err := d.FailJob(ctx, r.RunnerRef, "9", "runner exit code 1"); err != nil {
-		t.Fatal(err)
+	if err := d.FailJob(ctx, r.RunnerRef, "9", "runner exit code 1"); !errors.Is(err, forge.ErrJobEnded) {
+		t.Fatalf("failing an ended task: %v, want forge.ErrJobEnded", err)
 	}
 	if ft.results[9] != runnerv1.Result_RESULT_SUCCESS || len(ft.logs[9]) != 1 {
 		t.Fatalf("an ended task was changed: result %v, log %q", ft.results[9], ft.logs[9])
@@ -137,7 +138,7 @@ func TestFailJobRefusesWhatItCannotDo(t *testing.T) {
 	if err := d.Remove(ctx, r2.RunnerRef); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.FailJob(ctx, r2.RunnerRef, "7", "x"); err == nil || !strings.Contains(err.Error(), "credential") {
+	if err := d.FailJob(ctx, r2.RunnerRef, "7", "x"); !errors.Is(err, forge.ErrNoCredential) {
 		t.Errorf("a removed runner's credential was still used: %v", err)
 	}
 }
