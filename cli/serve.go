@@ -28,7 +28,6 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
-	"github.com/nixos-fireactions/nixos-fireactions/vmm/qemu"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
@@ -201,7 +200,8 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 	}
 	// Recovery after the listeners: a failed listen must not leave
 	// adopted VMs without their rules.
-	leftovers := pool.Leftovers{KillVM: killQEMU, TAPs: bridge.TAPs}
+	// Each VMM driver reaps its own monitors (vmm.Reaper).
+	leftovers := pool.Leftovers{TAPs: bridge.TAPs}
 	if a, ok := hv.(vmm.Adopter); ok {
 		leftovers.Adopt = a.Adopt
 	}
@@ -404,22 +404,4 @@ func (t tapNetwork) Admit(tap, mac string, ip netip.Addr) error {
 
 func (t tapNetwork) Expel(tap, mac string, ip netip.Addr) error {
 	return t.rules.RemoveVM(netplan.VM{TAP: tap, MAC: mac, IP: ip})
-}
-
-// killQEMU ends a monitor a previous run left, if pid is still that VM's.
-func killQEMU(ctx context.Context, id string, pid int) error {
-	if !qemu.IsOurs(pid, id) {
-		return nil
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("kill pid %d: %w", pid, err)
-	}
-	for i := 0; i < 100 && qemu.IsOurs(pid, id); i++ {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return nil
 }

@@ -84,9 +84,12 @@ type Adopter interface {
 	Adopt(id string, pid int) (Machine, error)
 }
 
-// Reaper is implemented by drivers that leave more on the host than the
-// monitor process (the Firecracker jailer's chroot and cgroup): start-up
-// cleanup calls Reap for each VM a previous run left and does not adopt.
+// Reaper is implemented by drivers that can end a monitor a previous run
+// left, with whatever else the driver made on the host for its VM (the
+// Firecracker jailer's chroot and cgroup): start-up cleanup calls Reap for
+// each VM a previous run left and does not adopt. Each driver reaps its
+// own (see package vmm/process); nothing outside the drivers signals a
+// monitor.
 type Reaper interface {
 	// Reap ends the monitor if pid is still VM id's, then removes what the
 	// driver made on the host for that VM.

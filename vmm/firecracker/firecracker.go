@@ -24,13 +24,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/process"
 )
 
 // BaseCmdline starts every guest's kernel command line: the serial
@@ -119,7 +119,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	if err != nil {
 		return nil, fmt.Errorf("firecracker: vm %s: %w", spec.ID, err)
 	}
-	m := newMachine(l.cmd, l.cleanup, d.log().With("vm", spec.ID))
+	m := l.proc
 	if err := d.configure(ctx, l, spec, m.Exited()); err != nil {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -174,10 +174,11 @@ func (d *Driver) dropInitrd(spec vmm.Spec, l *launched) {
 // launched is a started VMM process, before its configuration.
 type launched struct {
 	cmd     *exec.Cmd
-	socket  string       // on the host
-	paths   Paths        // as the VMM sees them
-	initrd  string       // the initramfs the VMM opens, on the host
-	cleanup func() error // removes what launch made; runs once the process is gone
+	proc    *process.Started // cmd, started
+	socket  string           // on the host
+	paths   Paths            // as the VMM sees them
+	initrd  string           // the initramfs the VMM opens, on the host
+	cleanup func() error     // removes what launch made; runs once the process is gone
 }
 
 func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
@@ -223,10 +224,15 @@ func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
 	// Firecracker writes the guest's serial console to its stdout.
 	l.cmd.Stdout, l.cmd.Stderr = console, console
 	l.cmd.Dir = spec.Dir
-	// Its own process group: a signal to the orchestrator's group does not
-	// reach the VMs, so a restart can adopt them.
-	l.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := l.cmd.Start(); err != nil {
+	// The jail and what else the VM held on the host go once the process
+	// is gone.
+	log := d.log().With("vm", spec.ID)
+	l.proc, err = process.Start(l.cmd, "firecracker", func() {
+		if err := l.cleanup(); err != nil {
+			log.Error("remove the vm's jail", "err", err)
+		}
+	})
+	if err != nil {
 		_ = l.cleanup()
 		return nil, fmt.Errorf("start %s: %w", l.cmd.Path, err)
 	}

@@ -7,27 +7,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
-	"github.com/nixos-fireactions/nixos-fireactions/vmm/adopted"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/process"
 )
 
-// IsOurs reports whether pid runs VM id's monitor: a jailer or firecracker
-// started with --id id (the jailer execs firecracker in the same process,
-// passing the id on), so recovery never signals an unrelated process that
-// reused the pid.
-func IsOurs(pid int, id string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil {
-		return false
-	}
-	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	name := filepath.Base(args[0])
-	if !strings.Contains(name, "firecracker") && !strings.Contains(name, "jailer") {
+// identity tells a jailer or firecracker started with --id id (the
+// jailer execs firecracker in the same process, passing the id on).
+var identity = process.Identity(func(args []string, id string) bool {
+	if !isVMM(args) {
 		return false
 	}
 	for i, a := range args {
@@ -36,59 +25,30 @@ func IsOurs(pid int, id string) bool {
 		}
 	}
 	return false
+})
+
+// isVMM reports whether a command line is a jailer's or firecracker's.
+func isVMM(args []string) bool {
+	name := filepath.Base(args[0])
+	return strings.Contains(name, "firecracker") || strings.Contains(name, "jailer")
 }
+
+// IsOurs reports whether pid runs VM id's monitor: a jailer or firecracker
+// started with --id id, so recovery never signals an unrelated process
+// that reused the pid.
+func IsOurs(pid int, id string) bool { return identity.IsOurs(pid, id) }
 
 var _ vmm.Finder = (*Driver)(nil)
 
 // FindMonitor implements vmm.Finder: the jailer or firecracker started
 // with --id id (the jailer execs firecracker in the same process, so the
-// pid is the VMM's either way), found in the process table; 0 if none. Of
-// several processes that claim the VM (a child forked before it execs),
-// the one whose parent does not is it.
+// pid is the VMM's either way), found in the process table; 0 if none.
 func (d *Driver) FindMonitor(id string) (int, error) {
-	procs, err := filepath.Glob("/proc/[0-9]*")
+	pid, err := identity.Find(id)
 	if err != nil {
-		return 0, fmt.Errorf("firecracker: find vm %s: %w", id, err)
+		return 0, fmt.Errorf("firecracker: %w", err)
 	}
-	claim := map[int]bool{}
-	for _, p := range procs {
-		pid, err := strconv.Atoi(strings.TrimPrefix(p, "/proc/"))
-		if err == nil && pid != os.Getpid() && IsOurs(pid, id) {
-			claim[pid] = true
-		}
-	}
-	var roots []int
-	for pid := range claim {
-		if !claim[parentOf(pid)] {
-			roots = append(roots, pid)
-		}
-	}
-	switch len(roots) {
-	case 0:
-		return 0, nil
-	case 1:
-		return roots[0], nil
-	}
-	return 0, fmt.Errorf("firecracker: find vm %s: processes %v all claim it", id, roots)
-}
-
-// parentOf is pid's parent pid, 0 if unknown.
-func parentOf(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-	rest := string(b)
-	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
-		rest = rest[i+1:]
-	}
-	f := strings.Fields(rest)
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
+	return pid, nil
 }
 
 // Adopt implements vmm.Adopter. When the adopted VM ends, its jail goes.
@@ -97,7 +57,7 @@ func (d *Driver) Adopt(id string, pid int) (vmm.Machine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("firecracker: adopt vm %s: %w", id, err)
 	}
-	m, err := adopted.Watch(pid, func() bool { return IsOurs(pid, id) }, func() {
+	m, err := identity.Adopt(id, pid, func() {
 		if err := cleanup(); err != nil {
 			d.log().Error("remove the vm's jail", "vm", id, "err", err)
 		}
@@ -111,17 +71,8 @@ func (d *Driver) Adopt(id string, pid int) (vmm.Machine, error) {
 // Reap implements vmm.Reaper: kill VM id's monitor if pid still is it,
 // then remove its jail and cgroup.
 func (d *Driver) Reap(ctx context.Context, id string, pid int) error {
-	if pid > 0 && IsOurs(pid, id) {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("firecracker: kill pid %d: %w", pid, err)
-		}
-		for IsOurs(pid, id) {
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("firecracker: pid %d did not exit: %w", pid, ctx.Err())
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
+	if err := identity.KillStale(ctx, id, pid); err != nil {
+		return fmt.Errorf("firecracker: %w", err)
 	}
 	cleanup, err := d.cleanupFor(id)
 	if err != nil {
@@ -184,8 +135,7 @@ func runningIDs() map[string]bool {
 			continue
 		}
 		args := strings.Split(string(b), "\x00")
-		name := filepath.Base(args[0])
-		if !strings.Contains(name, "firecracker") && !strings.Contains(name, "jailer") {
+		if !isVMM(args) {
 			continue
 		}
 		for i, a := range args {

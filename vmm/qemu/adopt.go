@@ -1,25 +1,40 @@
 package qemu
 
 import (
+	"context"
+	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
+	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
-	"github.com/nixos-fireactions/nixos-fireactions/vmm/adopted"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/process"
 )
 
 var (
 	_ vmm.Adopter = (*Driver)(nil)
 	_ vmm.Finder  = (*Driver)(nil)
+	_ vmm.Reaper  = (*Driver)(nil)
 )
+
+// identity tells a QEMU this driver started for a VM by its -name.
+var identity = process.Identity(func(args []string, vmID string) bool {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-name" && args[i+1] == ProcessName(vmID) {
+			return true
+		}
+	}
+	return false
+})
+
+// IsOurs reports whether pid is a QEMU this driver started for vmID, by its
+// command line, so recovery never signals an unrelated process that reused
+// the pid.
+func IsOurs(pid int, vmID string) bool { return identity.IsOurs(pid, vmID) }
 
 // Adopt implements vmm.Adopter: the monitor is not our child, so its exit
 // is watched through a pidfd, which also makes signals race-free.
 func (d *Driver) Adopt(id string, pid int) (vmm.Machine, error) {
-	m, err := adopted.Watch(pid, func() bool { return IsOurs(pid, id) }, nil)
+	m, err := identity.Adopt(id, pid, nil)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: adopt vm %s: %w", id, err)
 	}
@@ -27,51 +42,31 @@ func (d *Driver) Adopt(id string, pid int) (vmm.Machine, error) {
 }
 
 // FindMonitor implements vmm.Finder: the QEMU whose command line names VM
-// id (-name fireactions-<id>), found in the process table; 0 if none. A
-// child the monitor forks has its command line until it execs: of several
-// processes that claim the VM, the one whose parent does not is it.
+// id (-name fireactions-<id>), found in the process table; 0 if none.
 func (d *Driver) FindMonitor(id string) (int, error) {
-	procs, err := filepath.Glob("/proc/[0-9]*")
+	pid, err := identity.Find(id)
 	if err != nil {
-		return 0, fmt.Errorf("qemu: find vm %s: %w", id, err)
+		return 0, fmt.Errorf("qemu: %w", err)
 	}
-	claim := map[int]bool{}
-	for _, p := range procs {
-		pid, err := strconv.Atoi(strings.TrimPrefix(p, "/proc/"))
-		if err == nil && pid != os.Getpid() && IsOurs(pid, id) {
-			claim[pid] = true
-		}
-	}
-	var roots []int
-	for pid := range claim {
-		if !claim[parentOf(pid)] {
-			roots = append(roots, pid)
-		}
-	}
-	switch len(roots) {
-	case 0:
-		return 0, nil
-	case 1:
-		return roots[0], nil
-	}
-	return 0, fmt.Errorf("qemu: find vm %s: processes %v all claim it", id, roots)
+	return pid, nil
 }
 
-// parentOf is pid's parent pid, 0 if unknown.
-func parentOf(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+// reapWait is how long Reap waits for a killed QEMU to go. One that
+// outlives SIGKILL longer (stuck in the kernel) is left behind and its VM
+// cleaned up all the same, rather than holding start-up back.
+const reapWait = 2 * time.Second
+
+// Reap implements vmm.Reaper: kill VM id's QEMU if pid still is it. A
+// QEMU leaves nothing else on the host that the pool does not remove.
+func (d *Driver) Reap(ctx context.Context, id string, pid int) error {
+	wctx, cancel := context.WithTimeout(ctx, reapWait)
+	defer cancel()
+	err := identity.KillStale(wctx, id, pid)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
 	if err != nil {
-		return 0
+		return fmt.Errorf("qemu: %w", err)
 	}
-	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-	rest := string(b)
-	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
-		rest = rest[i+1:]
-	}
-	f := strings.Fields(rest)
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
+	return nil
 }

@@ -11,14 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/kvmprobe"
-	"github.com/nixos-fireactions/nixos-fireactions/vmm/monitor"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/process"
 )
 
 // Accel is how QEMU runs guest code.
@@ -155,22 +153,20 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	cmd.Stdin = nil
 	cmd.Stdout = console
 	cmd.Stderr = console
-	// Its own process group: a signal to the orchestrator's group does not
-	// reach the VMs, so a restart can adopt them.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	m := &machine{initrd: initrd}
+	p, err := process.Start(cmd, "qemu", m.closeInitrd)
+	if err != nil {
 		initrd.Close()
 		return nil, fmt.Errorf("qemu: vm %s: start %s: %w", spec.ID, d.Binary, err)
 	}
-	m := &machine{initrd: initrd}
-	m.Process = monitor.Watch(cmd, "qemu", m.closeInitrd)
+	m.Started = p
 	return m, nil
 }
 
 // machine is a QEMU the driver started, with its initramfs held open
 // until the guest has read it.
 type machine struct {
-	*monitor.Process
+	*process.Started
 	mu     sync.Mutex
 	initrd *os.File // nil once released or QEMU has exited
 }
@@ -203,21 +199,4 @@ func (m *machine) closeInitrd() {
 		m.initrd.Close()
 		m.initrd = nil
 	}
-}
-
-// IsOurs reports whether pid is a QEMU this driver started for vmID, by its
-// command line, so recovery never signals an unrelated process that reused
-// the pid.
-func IsOurs(pid int, vmID string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil {
-		return false
-	}
-	args := strings.Split(string(b), "\x00")
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == "-name" && args[i+1] == ProcessName(vmID) {
-			return true
-		}
-	}
-	return false
 }

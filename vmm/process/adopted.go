@@ -1,9 +1,4 @@
-// Package adopted is a vmm.Machine for a monitor process this program did
-// not start: one a previous run of the orchestrator left running, taken
-// over on restart (crash recovery). Such a process is not our child, so
-// its exit is watched, and it is signalled, through a pidfd: the pidfd
-// names the process itself, never a pid reused by another process.
-package adopted
+package process
 
 import (
 	"context"
@@ -18,8 +13,12 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
-// Machine is a watched monitor process.
-type Machine struct {
+// Adopted is a monitor process this program did not start: one a previous
+// run of the orchestrator left running, taken over on restart (crash
+// recovery). Such a process is not our child, so its exit is watched, and
+// it is signalled, through a pidfd: the pidfd names the process itself,
+// never a pid reused by another process.
+type Adopted struct {
 	pid    int
 	onExit func()
 	done   chan struct{}
@@ -29,14 +28,15 @@ type Machine struct {
 	killed bool
 }
 
-var _ vmm.Machine = (*Machine)(nil)
+var _ vmm.Machine = (*Adopted)(nil)
 
-// Watch takes over pid. ours tells whether pid is still the expected
-// monitor; it is asked before and after the pidfd is opened, so a pid
-// reused in between is refused. onExit (may be nil) runs once the process
-// has exited, before Done is closed: a driver removes there what the VM
-// held on the host.
-func Watch(pid int, ours func() bool, onExit func()) (*Machine, error) {
+// Adopt takes over pid, VM vmID's monitor. Whether pid still is that
+// monitor is asked before and after the pidfd is opened, so a pid reused
+// in between is refused. onExit (may be nil) runs once the process has
+// exited, before Done is closed: a driver removes there what the VM held
+// on the host.
+func (is Identity) Adopt(vmID string, pid int, onExit func()) (*Adopted, error) {
+	ours := func() bool { return is.IsOurs(pid, vmID) }
 	if !ours() {
 		return nil, fmt.Errorf("pid %d is not the expected monitor", pid)
 	}
@@ -48,12 +48,12 @@ func Watch(pid int, ours func() bool, onExit func()) (*Machine, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("pid %d is not the expected monitor", pid)
 	}
-	m := &Machine{pid: pid, fd: fd, onExit: onExit, done: make(chan struct{})}
+	m := &Adopted{pid: pid, fd: fd, onExit: onExit, done: make(chan struct{})}
 	go m.wait()
 	return m, nil
 }
 
-func (m *Machine) wait() {
+func (m *Adopted) wait() {
 	defer close(m.done)
 	defer func() {
 		if m.onExit != nil {
@@ -83,15 +83,15 @@ func (m *Machine) wait() {
 }
 
 // PID implements vmm.Machine.
-func (m *Machine) PID() int { return m.pid }
+func (m *Adopted) PID() int { return m.pid }
 
 // Done implements vmm.Machine.
-func (m *Machine) Done() <-chan struct{} { return m.done }
+func (m *Adopted) Done() <-chan struct{} { return m.done }
 
 // Err implements vmm.Machine: nil after a guest power-off. The exit
 // status of a process that is not our child is not ours to read, so
 // runner reports decide success.
-func (m *Machine) Err() error {
+func (m *Adopted) Err() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.killed {
@@ -101,7 +101,7 @@ func (m *Machine) Err() error {
 }
 
 // Kill implements vmm.Machine: SIGKILL through the pidfd, then wait.
-func (m *Machine) Kill(ctx context.Context) error {
+func (m *Adopted) Kill(ctx context.Context) error {
 	select {
 	case <-m.done:
 		return nil

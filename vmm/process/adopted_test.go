@@ -1,4 +1,4 @@
-package adopted
+package process
 
 import (
 	"context"
@@ -8,6 +8,12 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+// anyone and never are identities that claim every process and none.
+var (
+	anyone = Identity(func([]string, string) bool { return true })
+	never  = Identity(func([]string, string) bool { return false })
 )
 
 func start(t *testing.T, args ...string) *exec.Cmd {
@@ -22,10 +28,10 @@ func start(t *testing.T, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func TestWatchRefusesAProcessThatIsNotTheMonitor(t *testing.T) {
+func TestAdoptRefusesAProcessThatIsNotTheMonitor(t *testing.T) {
 	cmd := start(t, "sleep", "30")
 	defer cmd.Process.Kill()
-	if _, err := Watch(cmd.Process.Pid, func() bool { return false }, nil); err == nil {
+	if _, err := never.Adopt("vm", cmd.Process.Pid, nil); err == nil {
 		t.Fatal("a process that is not the monitor was adopted")
 	}
 }
@@ -33,7 +39,7 @@ func TestWatchRefusesAProcessThatIsNotTheMonitor(t *testing.T) {
 func TestKillEndsTheProcessThenRunsOnExit(t *testing.T) {
 	cmd := start(t, "sleep", "30")
 	var exited atomic.Bool
-	m, err := Watch(cmd.Process.Pid, func() bool { return true }, func() { exited.Store(true) })
+	m, err := anyone.Adopt("vm", cmd.Process.Pid, func() { exited.Store(true) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +62,7 @@ func TestKillEndsTheProcessThenRunsOnExit(t *testing.T) {
 
 func TestAnExitOfItsOwnIsNoError(t *testing.T) {
 	cmd := start(t, "sleep", "0.3")
-	m, err := Watch(cmd.Process.Pid, func() bool { return true }, nil)
+	m, err := anyone.Adopt("vm", cmd.Process.Pid, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

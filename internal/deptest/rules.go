@@ -1,0 +1,116 @@
+package deptest
+
+import "strings"
+
+// guestThirdParty is what the guest may use beyond the standard library
+// (guest/agent's doc): x/sys/unix and netlink, with netlink's own
+// packages (nl, and netns, which it imports).
+var guestThirdParty = []string{
+	"golang.org/x/sys/unix",
+	"github.com/vishvananda/netlink",
+	"github.com/vishvananda/netlink/nl",
+	"github.com/vishvananda/netns",
+}
+
+// vmmDrivers and forgeDrivers are the driver trees behind the two seams,
+// inside the module.
+var (
+	vmmDrivers   = []string{"vmm/qemu", "vmm/firecracker"}
+	forgeDrivers = []string{"forge/gitea", "forge/github", "forge/gitlab"}
+)
+
+// wiring are the packages that choose the drivers the daemon runs: the
+// only ones that may import a driver. (A daemon package split from cli
+// joins them.)
+var wiring = []string{"cli", "cmd/fireactions"}
+
+// Rules are the import rules the package docs promise.
+func Rules() []Rule {
+	return []Rule{
+		{
+			Name:  "guest/agent: the guest agent imports only the standard library, x/sys/unix, netlink and agentproto",
+			Binds: is("guest/agent", "cmd/fireactions-agent"),
+			Allows: func(d Dep) bool {
+				return d.Standard || d.Rel == "agentproto" || d.Rel == "guest/agent" || oneOf(d.Path, guestThirdParty)
+			},
+		},
+		{
+			Name:  "agentproto: the one package host and guest share stays free of host-only imports",
+			Binds: is("agentproto"),
+			Allows: func(d Dep) bool {
+				return d.Standard || oneOf(d.Path, guestThirdParty)
+			},
+		},
+		{
+			Name:  "fcdouble and the other doubles: nothing in the product imports a test double or the testing package",
+			Binds: func(rel string) bool { return !TestCode(rel) },
+			Allows: func(d Dep) bool {
+				return d.Path != "testing" && (d.Rel == "" || !TestCode(d.Rel))
+			},
+		},
+		{
+			Name:  "vmm: nothing in the orchestrator but its driver (and the wiring that picks it) knows which monitor runs the guest",
+			Binds: func(rel string) bool { return !TestCode(rel) && !under(rel, vmmDrivers) && !oneOf(rel, wiring) },
+			Allows: func(d Dep) bool {
+				return d.Rel == "" || !under(d.Rel, vmmDrivers)
+			},
+		},
+		{
+			Name:  "forge: the pool manager and the rest of the orchestrator reach a forge through the seam; only the wiring picks a driver",
+			Binds: func(rel string) bool { return !TestCode(rel) && !under(rel, forgeDrivers) && !oneOf(rel, wiring) },
+			Allows: func(d Dep) bool {
+				return d.Rel == "" || !under(d.Rel, forgeDrivers)
+			},
+		},
+		{
+			Name:  "vmm/firecracker: the driver talks to Firecracker with a small client of its own and adds no dependency",
+			Binds: is("vmm/firecracker"),
+			Allows: func(d Dep) bool {
+				return d.Standard || d.Rel != "" || d.Path == "golang.org/x/sys/unix"
+			},
+		},
+	}
+}
+
+// TestCode reports whether the module's package rel is test code, never
+// part of the product: a test double or test helper (a path element
+// ending in "double", "doubles", "test" or "tests", or starting with
+// "fake": githubdouble, gitlabtest, fcdouble, forgetest, deptest) and
+// everything below it, and the end-to-end tests' tree (e2e).
+func TestCode(rel string) bool {
+	for _, e := range strings.Split(rel, "/") {
+		if e == "e2e" || strings.HasPrefix(e, "fake") {
+			return true
+		}
+		for _, suffix := range []string{"double", "doubles", "test", "tests"} {
+			if strings.HasSuffix(e, suffix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// is binds exactly the packages named.
+func is(rels ...string) func(string) bool {
+	return func(rel string) bool { return oneOf(rel, rels) }
+}
+
+func oneOf(s string, set []string) bool {
+	for _, x := range set {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
+// under reports whether rel is one of roots or below one.
+func under(rel string, roots []string) bool {
+	for _, r := range roots {
+		if rel == r || strings.HasPrefix(rel, r+"/") {
+			return true
+		}
+	}
+	return false
+}
