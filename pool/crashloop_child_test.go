@@ -95,6 +95,14 @@ func runCrashOrchestrator() error {
 		return fmt.Errorf("run number: %w", err)
 	}
 	final := os.Getenv(envFinal) == "1"
+	// Never outlive the test: a test process killed (a timeout) leaves
+	// no orchestrator starting VMs.
+	go func(parent int) {
+		for os.Getppid() == parent {
+			time.Sleep(100 * time.Millisecond)
+		}
+		os.Exit(4)
+	}(os.Getppid())
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	store, err := vmstate.Open(stateDirOf(dir))
 	if err != nil {
@@ -116,7 +124,7 @@ func runCrashOrchestrator() error {
 	hv := &procHV{self: self, dir: dir}
 	alloc := netplan.NewAllocator(netip.MustParsePrefix(cfg.Network.CIDR), netip.MustParseAddr(cfg.Network.Gateway))
 	m, err := pool.New(pool.Deps{
-		Config: &cfg, Forges: map[string]forge.Forge{crashPool: &httpForge{base: os.Getenv(envForge)}},
+		Config: &cfg, Forges: map[string]forge.Forge{crashPool: &httpForge{base: os.Getenv(envForge), hc: &http.Client{Timeout: 10 * time.Second}}},
 		Hypervisor: hv, Network: nopNet{}, Alloc: alloc, Store: store, Boot: jsonBoot{}, Log: log,
 		ReportURL: reportHost + agentproto.ReportPath, Interval: 50 * time.Millisecond,
 	})
@@ -142,11 +150,13 @@ func runCrashOrchestrator() error {
 		return err
 	}
 	// The test checks what Recover left, then lets the run go on.
-	for {
+	for end := time.Now().Add(5 * time.Minute); ; time.Sleep(5 * time.Millisecond) {
 		if _, err := os.Stat(goOf(dir, run)); err == nil {
 			break
 		}
-		time.Sleep(5 * time.Millisecond)
+		if time.Now().After(end) {
+			return errors.New("the test never let this run go on")
+		}
 	}
 	go watchAddresses(m, violationsOf(dir))
 	if final {
@@ -448,7 +458,8 @@ func runCrashGuest() int {
 		}
 		job := string(b)
 		report(agentproto.Report{Event: agentproto.EventJobStarted, Job: job})
-		time.Sleep(time.Duration(50+len(job)%7*40) * time.Millisecond)
+		n, _ := strconv.Atoi(strings.TrimPrefix(job, "job-"))
+		time.Sleep(time.Duration(50+n%8*50) * time.Millisecond) // 50–400 ms
 		if resp, err := fc.PostForm(base+"/finish", url.Values{"name": {name}, "job": {job}}); err == nil {
 			resp.Body.Close()
 		}
@@ -460,9 +471,10 @@ func runCrashGuest() int {
 
 // httpForge is the forge the test serves, over HTTP: its runners live in
 // the test's process, where a crash of the orchestrator cannot hide them.
-type httpForge struct{ base string }
-
-var hc = &http.Client{Timeout: 10 * time.Second}
+type httpForge struct {
+	base string
+	hc   *http.Client
+}
 
 func (f *httpForge) Kind() string { return "crashloop" }
 
@@ -478,7 +490,7 @@ func (f *httpForge) do(ctx context.Context, method, path string, form url.Values
 	if form != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
-	resp, err := hc.Do(req)
+	resp, err := f.hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("forge %s %s: %w", method, path, err)
 	}
