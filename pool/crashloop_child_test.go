@@ -71,7 +71,8 @@ func goOf(dir string, n int) string   { return filepath.Join(dir, fmt.Sprintf("g
 func drainedOf(dir string, n int) string {
 	return filepath.Join(dir, fmt.Sprintf("drained-%d", n))
 }
-func violationsOf(dir string) string { return filepath.Join(dir, "violations") }
+func drainOf(dir string, n int) string { return filepath.Join(dir, fmt.Sprintf("drain-%d", n)) }
+func violationsOf(dir string) string   { return filepath.Join(dir, "violations") }
 
 // crashChildMain runs the role the environment names and exits; it
 // returns only in the test's own process.
@@ -167,8 +168,23 @@ func runCrashOrchestrator() error {
 		}
 		return os.WriteFile(drainedOf(dir, run), nil, 0o600)
 	}
-	m.Run(ctx) // until the test kills this process
-	return nil
+	// Until the test kills this process, or asks for a drain (SIGTERM's
+	// path) to kill it in.
+	rctx, stop := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() { m.Run(rctx); close(ran) }()
+	for {
+		if _, err := os.Stat(drainOf(dir, run)); err == nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	<-ran
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_ = m.Drain(dctx)
+	select {} // the test kills it
 }
 
 // watchAddresses records, in the violations file, any moment at which

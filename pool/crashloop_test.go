@@ -68,6 +68,7 @@ func TestCrashLoop(t *testing.T) {
 	for ; run < iterations && (run < 10 || time.Since(start) < budget); run++ {
 		outage := run > 0 && rng.Intn(4) == 0 // the forge refuses removals this run
 		duringRecover := run > 0 && rng.Intn(6) == 0
+		duringDrain := rng.Intn(5) == 0 // killed while it drains (SIGTERM's path)
 		fs.setOutage(outage)
 		child := startOrchestrator(t, self, dir, srv.URL, run, false)
 		if duringRecover {
@@ -82,6 +83,11 @@ func TestCrashLoop(t *testing.T) {
 			signalGuests(dir, syscall.SIGCONT)
 			touch(t, goOf(dir, run))
 			time.Sleep(time.Duration(50+rng.Intn(900)) * time.Millisecond)
+			if duringDrain {
+				touch(t, drainOf(dir, run))
+				time.Sleep(time.Duration(rng.Intn(400)) * time.Millisecond)
+				stats["killed while draining"]++
+			}
 		}
 		child.kill(t)
 		// VMs go on without their orchestrator; held still, they let the
