@@ -146,3 +146,45 @@ func TestRemoveRefusesAnInvalidID(t *testing.T) {
 		t.Fatalf("state directory damaged: %v", err)
 	}
 }
+
+// A Remove a crash cuts short never leaves a VM directory without its
+// record (found by the crash loop, pool's TestCrashLoop: a kill inside
+// the deletion left an empty VM directory that no List saw and nothing
+// removed): the directory leaves the VM's name first, and what is left
+// under its new name is neither listed nor kept past RemoveUnfinished.
+func TestRemoveCutShortLeavesNoRecordlessVMDirectory(t *testing.T) {
+	base := t.TempDir()
+	s, err := Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(&Record{ID: "g0ne", Pool: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(s.Dir("g0ne"), "console.log"), []byte("x"), 0o600)
+	if err := s.Remove("g0ne"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove("g0ne"); err != nil {
+		t.Fatalf("removing a removed vm: %v", err)
+	}
+	if entries, _ := os.ReadDir(base); len(entries) != 0 {
+		t.Fatalf("left after Remove: %v", entries)
+	}
+	// Cut short after the rename, with the record and a file still in it.
+	cut := filepath.Join(base, goneDirPrefix+"g0ne-0123456789abcdef")
+	if err := os.Mkdir(cut, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(cut, recordFile), []byte(`{"id":"g0ne","pool":"p","phase":"done"}`), 0o600)
+	os.WriteFile(filepath.Join(cut, "console.log"), []byte("x"), 0o600)
+	if list, err := s.List(); err != nil || len(list) != 0 {
+		t.Fatalf("a removal cut short is listed: %v, %v", list, err)
+	}
+	if err := s.RemoveUnfinished(); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(base); len(entries) != 0 {
+		t.Fatalf("left after RemoveUnfinished: %v", entries)
+	}
+}

@@ -6,6 +6,8 @@
 package vmstate
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -239,7 +241,17 @@ func syncDir(dir string) error {
 	return syncFile(d)
 }
 
-// Remove deletes the VM's directory and everything in it.
+// goneDirPrefix names a VM directory being removed: Remove renames it
+// out of the VM ids' names before it deletes what it holds, so a crash
+// midway never leaves a VM directory without its record (which no List
+// would see, and so nothing would ever remove); RemoveUnfinished ends
+// such a removal at the next start.
+const goneDirPrefix = ".gone-"
+
+// Remove deletes the VM's directory and everything in it. The directory
+// leaves the VM's name in one step (a rename, made durable) before its
+// contents go: after a crash the VM's directory is either whole, record
+// and all, or no longer the VM's.
 func (s *Store) Remove(id string) error {
 	if !ValidID(id) {
 		return fmt.Errorf("vm %q: remove directory: invalid id", id)
@@ -247,13 +259,25 @@ func (s *Store) Remove(id string) error {
 	l := s.lockOf(id)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := os.RemoveAll(s.Dir(id)); err != nil {
+	var suffix [8]byte
+	if _, err := rand.Read(suffix[:]); err != nil {
+		return fmt.Errorf("vm %s: remove directory: %w", id, err)
+	}
+	gone := filepath.Join(s.dir, goneDirPrefix+id+"-"+hex.EncodeToString(suffix[:]))
+	err := os.Rename(s.Dir(id), gone)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("vm %s: remove directory: %w", id, err)
 	}
 	s.mu.Lock()
 	delete(s.recs, id)
 	s.mu.Unlock()
+	if err != nil {
+		return nil // removed already
+	}
 	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("vm %s: remove directory: %w", id, err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
 		return fmt.Errorf("vm %s: remove directory: %w", id, err)
 	}
 	return nil
@@ -320,9 +344,9 @@ func (s *Store) List() ([]*Record, error) {
 }
 
 // RemoveUnfinished removes the temporary directories of Creates a crash
-// cut short (no monitor ever ran from one: a VM starts after its Create).
-// Recovery calls it before any VM is created; it would break a Create
-// running meanwhile.
+// cut short (no monitor ever ran from one: a VM starts after its Create)
+// and finishes the Removes a crash cut short. Recovery calls it before
+// any VM is created; it would break a Create or Remove running meanwhile.
 func (s *Store) RemoveUnfinished() error {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -331,6 +355,9 @@ func (s *Store) RemoveUnfinished() error {
 	var errs []error
 	for _, e := range entries {
 		rest, ok := strings.CutPrefix(e.Name(), newDirPrefix)
+		if !ok {
+			rest, ok = strings.CutPrefix(e.Name(), goneDirPrefix)
+		}
 		if i := strings.LastIndexByte(rest, '-'); !ok || !e.IsDir() || i <= 0 || !ValidID(rest[:i]) {
 			continue
 		}
