@@ -36,7 +36,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
-	"github.com/nixos-fireactions/nixos-fireactions/vmm/adopted"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/process"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
@@ -303,11 +303,18 @@ func (h *procHV) FindMonitor(id string) (int, error) {
 }
 
 func (h *procHV) Adopt(id string, pid int) (vmm.Machine, error) {
-	m, err := adopted.Watch(pid, func() bool { return isGuest(pid, h.dir, id) }, nil)
+	m, err := h.identity().Adopt(id, pid, nil)
 	if err != nil {
 		return nil, fmt.Errorf("adopt vm %s: %w", id, err)
 	}
 	return m, nil
+}
+
+// identity tells the test's VM processes by their command line's tail.
+func (h *procHV) identity() process.Identity {
+	return func(args []string, id string) bool {
+		return strings.HasSuffix(strings.Join(args, "\x00")+"\x00", guestArgs(h.dir, id))
+	}
 }
 
 // kill is Leftovers.KillVM: it ends pid if it is still VM id's process.
