@@ -248,3 +248,30 @@ func TestJobPatternFindsTheJobInGitLabRunnersLine(t *testing.T) {
 		t.Fatalf("guest plan's job pattern %q", r.Guest.JobPattern)
 	}
 }
+
+// TestRemoveForgetsTheJobsLearntAtRetirement: what Retire learnt is kept
+// only until the pool removes the runner at the VM's end, so a host
+// running jobs for months holds nothing of its past runners.
+func TestRemoveForgetsTheJobsLearntAtRetirement(t *testing.T) {
+	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
+	ctx := context.Background()
+	e.gl.AddJob("acme/app", "build", []string{"linux"}, "true")
+	a := e.take(t, "fa-h-1", nil)
+	if err := e.f.Retire(ctx, a.ref); err != nil {
+		t.Fatal(err)
+	}
+	e.f.mu.Lock()
+	learnt := len(e.f.taken)
+	e.f.mu.Unlock()
+	if learnt != 1 {
+		t.Fatalf("%d runners' jobs learnt at the retirement, want 1", learnt)
+	}
+	if err := e.f.Remove(ctx, a.ref); err != nil {
+		t.Fatal(err)
+	}
+	e.f.mu.Lock()
+	defer e.f.mu.Unlock()
+	if len(e.f.taken) != 0 {
+		t.Fatalf("jobs of %d removed runners still held", len(e.f.taken))
+	}
+}
