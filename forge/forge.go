@@ -50,17 +50,20 @@ type Retirer interface {
 // runner took when the runner is gone before the job ended (the job broke
 // its runner, the VM crashed, a timeout or a forced drain ended it).
 // Without it the forge waits for the dead runner until its own clean-up,
-// minutes later.
+// minutes later. Where the forge's API has no failed end for a job from
+// outside, the driver ends it the one way it can (GitLab: cancelled).
 type JobFailer interface {
 	// FailJob marks job failed, with reason, using runner r's own
 	// credential where the forge allows. job is the forge's id of the job
-	// as the guest reported it (agentproto.Runner.JobPattern); the driver
-	// checks with the forge that it is r's. A job that already ended is
-	// left as it is and answered with ErrJobEnded. It must be called
-	// before Remove: the runner's credential dies with the runner; a
-	// driver that does not hold it (a runner an earlier run registered)
-	// answers ErrNoCredential. A wrapper of a driver that cannot answers
-	// errors.ErrUnsupported.
+	// as the guest reported it (agentproto.Runner.JobPattern), the
+	// guest's word only: the driver acts on the job the forge says is
+	// r's, never on a job only the guest named. A job that already ended
+	// is left as it is and answered with ErrJobEnded. It must be called
+	// before Remove: the runner's credential (or, GitLab, what the driver
+	// learnt of its job before retiring it) dies with the runner; a
+	// driver that does not hold it (a runner an earlier run registered
+	// or retired) answers ErrNoCredential. A wrapper of a driver that
+	// cannot answers errors.ErrUnsupported.
 	FailJob(ctx context.Context, r RunnerRef, job, reason string) error
 }
 

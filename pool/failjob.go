@@ -50,9 +50,10 @@ func (v *vm) failJob(ctx context.Context, rec vmstate.Record, reason string) {
 	case errors.Is(err, forge.ErrJobEnded):
 		log.Info("job had ended at the forge already: left as it is", "reason", reason)
 	case errors.Is(err, forge.ErrNoCredential):
-		// Its runner was registered before a restart: the credential
-		// lived in the previous run's memory only.
-		log.Warn("job not failed at the forge: its runner's credential did not outlive the restart; the forge fails it when its own clean-up finds the runner gone", "reason", reason, "err", err)
+		// Its runner was registered (Gitea: its credential) or retired
+		// (GitLab: the job it took) before a restart: what the driver
+		// needs lived in the previous run's memory only.
+		log.Warn("job not failed at the forge: what the driver held of its runner (its credential, or the job it took) did not outlive the restart; the forge ends the job when its own clean-up finds the runner gone", "reason", reason, "err", err)
 	case err != nil:
 		log.Error("fail the job at the forge", "reason", reason, "err", err)
 		return

@@ -87,9 +87,10 @@ type Forge struct {
 	log      *slog.Logger
 
 	mu       sync.Mutex
-	scopeID  int64                // the group's or project's numeric ID, once known
-	tokens   map[int64]string     // runner id -> its own token, for removal by token
-	suspects map[string]time.Time // runner names a failed create may have left
+	scopeID  int64                 // the group's or project's numeric ID, once known
+	tokens   map[int64]string      // runner id -> its own token, for removal by token
+	taken    map[int64][]runnerJob // runner id -> its jobs, learnt before its retirement
+	suspects map[string]time.Time  // runner names a failed create may have left
 	polled   pollState
 	hooked   map[int64]hookedJob // pending jobs learnt from webhooks
 	seen     recent              // webhook deliveries already handled
@@ -183,7 +184,7 @@ func New(o Options) (*Forge, error) {
 	return &Forge{
 		o: o, api: api, guestURL: guest, caPEM: caPEM, log: o.Log,
 		secret: sha256.Sum256([]byte(o.WebhookSecret)),
-		tokens: map[int64]string{}, suspects: map[string]time.Time{}, hooked: map[int64]hookedJob{},
+		tokens: map[int64]string{}, taken: map[int64][]runnerJob{}, suspects: map[string]time.Time{}, hooked: map[int64]hookedJob{},
 	}, nil
 }
 

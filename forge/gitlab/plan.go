@@ -52,7 +52,7 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, run *gl.UserRunner, wait time.D
 	}
 	return agentproto.Runner{
 		Forge: "gitlab", User: g.User, UID: g.UID, GID: g.GID, Home: home, WorkDir: home,
-		Command: cmd, ReadyLine: ReadyLine, BusyLine: BusyLine, Files: files,
+		Command: cmd, ReadyLine: ReadyLine, BusyLine: BusyLine, JobPattern: jobPattern, Files: files,
 	}, nil
 }
 

@@ -169,8 +169,20 @@ func (f *Forge) sweep(ctx context.Context, name string) bool {
 
 // Remove implements forge.Forge: DELETE /runners/:id with the scope's
 // token, or, when that token may not, DELETE /runners with the runner's
-// own token.
+// own token. What Retire learnt of the runner's jobs is dropped: the pool
+// removes a runner once its job was failed, or did not need to be.
 func (f *Forge) Remove(ctx context.Context, r forge.RunnerRef) error {
+	if err := f.remove(ctx, r); err != nil {
+		return err
+	}
+	if id, err := strconv.ParseInt(r.ID, 10, 64); err == nil {
+		f.forgetJobs(id)
+	}
+	return nil
+}
+
+// remove deletes the runner at GitLab (see Remove).
+func (f *Forge) remove(ctx context.Context, r forge.RunnerRef) error {
 	id, err := strconv.ParseInt(r.ID, 10, 64)
 	if err != nil {
 		return fmt.Errorf("gitlab: remove runner %q: bad id %q", r.Name, r.ID)

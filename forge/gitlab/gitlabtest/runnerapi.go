@@ -76,6 +76,9 @@ func (s *Server) canRun(x *Runner, j *Job) bool {
 func (s *Server) requestJob(w http.ResponseWriter, r *http.Request) {
 	var in struct {
 		Token string `json:"token"`
+		Info  struct {
+			Features map[string]bool `json:"features"`
+		} `json:"info"`
 	}
 	if err := decodeParams(r, &in); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
@@ -103,6 +106,7 @@ func (s *Server) requestJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	job.Status, job.RunnerID, job.StartedAt = "running", run.ID, s.Now()
+	job.Graceful = in.Info.Features["cancel_gracefully"]
 	job.Token = s.newToken("glcbt-")
 	run.JobsTaken++
 	resp := s.jobPayloadLocked(job, run)

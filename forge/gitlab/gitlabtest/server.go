@@ -11,8 +11,6 @@ package gitlabtest
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
@@ -26,7 +24,7 @@ import (
 // concurrent use.
 type Server struct {
 	mu       sync.Mutex
-	token    string // the access token management calls must carry
+	grants   map[string]Grant // access tokens management calls may carry
 	groups   map[int64]*Group
 	projects map[int64]*Project
 	runners  map[int64]*Runner
@@ -87,9 +85,12 @@ type Job struct {
 	Tags      []string
 	Script    []string
 	Protected bool
-	Status    string // created, pending, running, success, failed, canceled
+	Status    string // created, pending, running, canceling, success, failed, canceled
 	Token     string // the job token, while the job runs
 	RunnerID  int64
+	// Graceful: the runner that took it announced the cancel_gracefully
+	// feature, so a cancel leaves it canceling for the runner to end.
+	Graceful  bool
 	Trace     []byte
 	ExitCode  int
 	CreatedAt time.Time
@@ -97,10 +98,11 @@ type Job struct {
 	EndedAt   time.Time
 }
 
-// New returns a double that accepts token on its management endpoints.
+// New returns a double that accepts token on its management endpoints,
+// as an administrator's token with every scope (see AddToken for others).
 func New(token string) *Server {
 	return &Server{
-		token: token, groups: map[int64]*Group{}, projects: map[int64]*Project{},
+		grants: map[string]Grant{token: fullGrant}, groups: map[int64]*Group{}, projects: map[int64]*Project{},
 		runners: map[int64]*Runner{}, jobs: map[int64]*Job{}, deleted: map[int64]time.Time{}, Now: time.Now,
 	}
 }
@@ -360,8 +362,32 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, p []string) {
 		s.patchTrace(w, r, p[1])
 	case m == http.MethodDelete && match(p, "runners"):
 		s.deleteRunnerByToken(w, r)
-	case !s.authorized(r):
+	default:
+		s.routeManagement(w, r, p)
+	}
+}
+
+// routeManagement dispatches the calls made with an access token.
+func (s *Server) routeManagement(w http.ResponseWriter, r *http.Request, p []string) {
+	m := r.Method
+	g, ok := s.grant(r)
+	switch {
+	case !ok:
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"message": "401 Unauthorized"})
+	// Every call needs a scope that allows it: reads read_api or api,
+	// runner creation create_runner, runner deletion manage_runner (or
+	// api for both), anything else api.
+	case m == http.MethodGet && !g.can("api", "read_api"),
+		m == http.MethodPost && match(p, "user", "runners") && !g.can("api", "create_runner"),
+		m == http.MethodDelete && match(p, "runners", "*") && !g.can("api", "manage_runner"),
+		m != http.MethodGet && !match(p, "user", "runners") && !match(p, "runners", "*") && !g.can("api"):
+		insufficientScope(w)
+
+	// Endpoints held to their documented scopes and roles.
+	case m == http.MethodGet && match(p, "runners", "*", "jobs"):
+		s.listRunnerJobs(w, r, g, p[1])
+	case m == http.MethodPost && match(p, "projects", "*", "jobs", "*", "cancel"):
+		s.cancelJob(w, r, g, p[1], p[3])
 
 	case m == http.MethodPost && match(p, "user", "runners"):
 		s.createRunner(w, r)
@@ -402,17 +428,6 @@ func match(p []string, pattern ...string) bool {
 		}
 	}
 	return true
-}
-
-// authorized checks the access token, sent as PRIVATE-TOKEN or as a
-// bearer token, in constant time.
-func (s *Server) authorized(r *http.Request) bool {
-	got := r.Header.Get("Private-Token")
-	if got == "" {
-		got = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	}
-	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(s.token))
-	return s.token != "" && subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
 // newToken issues a random token with GitLab's prefix for its kind.

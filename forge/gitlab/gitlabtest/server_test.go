@@ -28,12 +28,12 @@ func newDouble(t *testing.T) (*Server, *httptest.Server, *gl.Client) {
 }
 
 func statusOf(err error) int {
-	var er *gl.ErrorResponse
-	if errors.As(err, &er) {
-		return er.Response.StatusCode
-	}
 	if errors.Is(err, gl.ErrNotFound) {
 		return 404
+	}
+	var er *gl.ErrorResponse
+	if errors.As(err, &er) && er.Response != nil {
+		return er.Response.StatusCode
 	}
 	return 0
 }
