@@ -39,8 +39,11 @@ type Options struct {
 	// AppID and AppKey are the GitHub App whose JWTs are accepted.
 	AppID  int64
 	AppKey *rsa.PublicKey
-	// PATs are accepted personal access tokens.
+	// PATs are accepted personal access tokens (classic).
 	PATs []string
+	// PATScopes are the scopes of each PAT; a PAT not listed has
+	// defaultPATScopes, what the driver's documentation asks for.
+	PATScopes map[string][]string
 	// RunnerURL is where stand-in runners reach the double; it goes into
 	// each JIT configuration. Default: set by Serve/ServeTLS.
 	RunnerURL string
@@ -83,6 +86,7 @@ type Double struct {
 	faultCount    map[FaultKind]int
 	rate          rateLimit
 	changed       chan struct{} // closed and replaced on every state change
+	onAcquire     func(Job)     // told of each job a runner takes (OnAcquire)
 	hooks         *hookSender
 }
 
@@ -91,6 +95,7 @@ type installation struct {
 	account    string // login or enterprise slug
 	targetType string // Organization, User or Enterprise
 	repos      []string
+	perms      map[string]string // permission -> "read" or "write"
 	gone       bool
 }
 
@@ -98,6 +103,7 @@ type token struct {
 	value   string
 	inst    int64
 	expires time.Time
+	perms   map[string]string // what the token may do: the installation's, or fewer
 }
 
 type runner struct {
@@ -134,6 +140,9 @@ type run struct {
 	conclusion string
 	created    time.Time
 	jobs       []int64
+	// cancelling: a cancel was asked for; jobs still running end, as
+	// cancelled, when their runners say so (or a force-cancel ends them).
+	cancelling bool
 }
 
 type job struct {
@@ -149,6 +158,8 @@ type job struct {
 	completed  time.Time
 	runnerID   int64
 	runnerName string
+	// killsRunner: the stand-in runner that takes it dies (JobSpec).
+	killsRunner bool
 }
 
 // New returns a double with no installations, repositories or jobs.
@@ -292,6 +303,8 @@ type call struct {
 	body   map[string]any
 	header http.Header
 	inst   *installation // the installation a token belongs to; nil for a PAT
+	tok    *token        // the installation token; nil for a PAT
+	pat    string        // the PAT; "" for an installation token
 }
 
 // handle authenticates, applies the rate limit and runs the operation.
