@@ -1,0 +1,234 @@
+package github_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
+)
+
+// actionsWrite is what an App installation needs to cancel runs.
+var actionsWrite = map[string]string{"organization_self_hosted_runners": "write", "administration": "write", "actions": "write"}
+
+// deliveries hands the double's webhooks to the pool, and tells the test
+// of each "action job" handled.
+func deliveries(t *testing.T, e *env, p *github.Pool) <-chan string {
+	t.Helper()
+	seen := make(chan string, 64)
+	hooks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+		p.ServeWebhook(w, r, func() {})
+		var ev struct {
+			Action string `json:"action"`
+			Job    struct {
+				ID int64 `json:"id"`
+			} `json:"workflow_job"`
+		}
+		if json.Unmarshal(body, &ev) == nil {
+			seen <- ev.Action + " " + itoa(ev.Job.ID)
+		}
+	}))
+	t.Cleanup(hooks.Close)
+	examples, err := os.ReadFile(hooksPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.d.SetWebhook(githubdouble.WebhookTarget{URL: hooks.URL, Secret: hookSecret, Examples: examples}); err != nil {
+		t.Fatal(err)
+	}
+	return seen
+}
+
+// await waits for the delivery want ("in_progress 123").
+func await(t *testing.T, seen <-chan string, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		select {
+		case got := <-seen:
+			if got == want {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("no delivery %q", want)
+		}
+	}
+}
+
+// dyingRunner registers a runner of the pool and runs it as the guest
+// would: it takes a job (one queued with KillsRunner) and dies.
+func dyingRunner(t *testing.T, p *github.Pool, name string) forge.RunnerRef {
+	t.Helper()
+	r, err := p.Register(context.Background(), forge.RunnerSpec{Name: name, Labels: []string{"linux"}, Guest: guest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jit := strings.TrimPrefix(r.Guest.Env[0], github.JITConfigEnv+"=")
+	err = githubdouble.RunStandIn(context.Background(), githubdouble.StandIn{JIT: jit, Out: io.Discard})
+	if !errors.Is(err, githubdouble.ErrKilledByJob) {
+		t.Fatalf("the runner did not die of its job: %v", err)
+	}
+	return r.RunnerRef
+}
+
+func jobState(t *testing.T, d *githubdouble.Double, id int64) string {
+	t.Helper()
+	for _, j := range d.Jobs() {
+		if j.ID == id {
+			return j.Status + "/" + j.Conclusion
+		}
+	}
+	t.Fatalf("no job %d", id)
+	return ""
+}
+
+// A runner that died in its job, learnt of from webhooks: FailJob
+// cancels the job's workflow run, with the App's installation token,
+// and since the dead runner cannot stop its job, force-cancels it: the
+// job, and the run's other jobs, end as cancelled at once, and the
+// runner, no longer busy, can be removed. Asked again, the job has ended.
+func TestFailJobCancelsTheRunOfTheDeadRunnersJob(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	inst := e.d.AddInstallation("Organization", "acme")
+	e.d.SetPermissions(inst, actionsWrite)
+	c := e.app(func(o *github.Options) { o.WebhookSecret = hookSecret })
+	// Webhooks only: the pool polls no repository.
+	p := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"linux"}})
+	seen := deliveries(t, e, p)
+	jobs := e.d.QueueRun("acme/widgets",
+		githubdouble.JobSpec{Name: "fork-bomb", Labels: []string{"linux"}, KillsRunner: true},
+		githubdouble.JobSpec{Name: "deploy", Labels: []string{"gpu"}})
+	ref := dyingRunner(t, p, "fa-t-dies")
+	await(t, seen, "in_progress "+itoa(jobs[0].ID))
+
+	ctx := context.Background()
+	if err := p.FailJob(ctx, ref, "", "runner exit code 2"); err != nil {
+		t.Fatalf("FailJob: %v", err)
+	}
+	for _, j := range jobs {
+		if got := jobState(t, e.d, j.ID); got != "completed/cancelled" {
+			t.Errorf("job %s is %s, want completed/cancelled", j.Repo, got)
+		}
+	}
+	if r, _ := e.d.RunByID(jobs[0].RunID); r.Status != "completed" || r.Conclusion != "cancelled" {
+		t.Errorf("run %+v, want completed and cancelled", r)
+	}
+	if calls := e.d.Calls(); calls["actions/cancel-workflow-run"] != 1 || calls["actions/force-cancel-workflow-run"] != 1 {
+		t.Errorf("cancel calls %d, force-cancel calls %d; want 1 and 1",
+			calls["actions/cancel-workflow-run"], calls["actions/force-cancel-workflow-run"])
+	}
+	if err := p.Remove(ctx, ref); err != nil {
+		t.Fatalf("remove the dead runner after its job ended: %v", err)
+	}
+	if err := p.FailJob(ctx, ref, "", "runner exit code 2"); !errors.Is(err, forge.ErrJobEnded) {
+		t.Fatalf("FailJob of a job that ended: %v, want ErrJobEnded", err)
+	}
+	e.noSecretsLogged()
+}
+
+// Without a delivery naming the runner's job (deliveries lost, or
+// webhooks off), FailJob finds it among the in-progress runs of the
+// pool's repositories; a PAT (classic) with the repo scope may cancel.
+func TestFailJobFindsTheJobByListingRuns(t *testing.T) {
+	e := newEnv(t, envOptions{pats: []string{"ghp_fail"}})
+	c, err := github.New(github.Options{Name: "gh", URL: e.url, Token: "ghp_fail", PollInterval: time.Hour, Retry: fastRetry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "repo", Owner: "acme", Repo: "widgets"}, Labels: []string{"linux"}})
+	e.d.QueueRun("acme/widgets", githubdouble.JobSpec{Labels: []string{"gpu"}}) // another run, left alone
+	job := e.d.QueueRun("acme/widgets", githubdouble.JobSpec{Labels: []string{"linux"}, KillsRunner: true})[0]
+	ref := dyingRunner(t, p, "fa-t-polled")
+	if err := p.FailJob(context.Background(), ref, "", "the VM crashed"); err != nil {
+		t.Fatalf("FailJob: %v", err)
+	}
+	if got := jobState(t, e.d, job.ID); got != "completed/cancelled" {
+		t.Fatalf("the dead runner's job is %s, want completed/cancelled", got)
+	}
+	for _, j := range e.d.Jobs() {
+		if j.RunID != job.RunID && j.Status != "queued" {
+			t.Errorf("job %d of another run is %s", j.ID, j.Status)
+		}
+	}
+}
+
+// A job that ended before FailJob (its runner reported the result, then
+// died; or someone cancelled it) is left as it is: ErrJobEnded, and no
+// run is cancelled.
+func TestFailJobLeavesAJobThatEnded(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	inst := e.d.AddInstallation("Organization", "acme")
+	e.d.SetPermissions(inst, actionsWrite)
+	p := e.pool(e.app(), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Repos: []string{"acme/widgets"}, Labels: []string{"linux"}})
+	job := e.d.QueueRun("acme/widgets", githubdouble.JobSpec{Labels: []string{"linux"}, KillsRunner: true})[0]
+	ref := dyingRunner(t, p, "fa-t-ended")
+	if err := p.Reconcile(context.Background()); err != nil { // the driver sees the job in progress
+		t.Fatal(err)
+	}
+	e.d.SetJobStatus(job.ID, "completed", "failure")
+	if err := p.FailJob(context.Background(), ref, "", "runner exit code 1"); !errors.Is(err, forge.ErrJobEnded) {
+		t.Fatalf("FailJob of an ended job: %v, want ErrJobEnded", err)
+	}
+	if got := jobState(t, e.d, job.ID); got != "completed/failure" {
+		t.Fatalf("the ended job became %s", got)
+	}
+	if n := e.d.Calls()["actions/cancel-workflow-run"] + e.d.Calls()["actions/force-cancel-workflow-run"]; n != 0 {
+		t.Fatalf("%d cancel calls for a job that had ended", n)
+	}
+}
+
+// The job is the one GitHub says the runner took, never the one the
+// guest names: a runner that took no job fails nothing, whatever job id
+// its guest reports, and another runner's run is not cancelled.
+func TestFailJobNeverCancelsARunTheRunnerDidNotRun(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	inst := e.d.AddInstallation("Organization", "acme")
+	e.d.SetPermissions(inst, actionsWrite)
+	p := e.pool(e.app(), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Repos: []string{"acme/widgets"}, Labels: []string{"linux"}})
+	victim := e.d.QueueRun("acme/widgets", githubdouble.JobSpec{Labels: []string{"linux"}, KillsRunner: true})[0]
+	dyingRunner(t, p, "fa-t-other") // another runner took it
+	r, err := p.Register(context.Background(), forge.RunnerSpec{Name: "fa-t-idle", Labels: []string{"linux"}, Guest: guest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.FailJob(context.Background(), r.RunnerRef, itoa(victim.ID), "runner exit code 1")
+	if err == nil || errors.Is(err, forge.ErrJobEnded) {
+		t.Fatalf("FailJob of a runner that took no job: %v, want an error", err)
+	}
+	if got := jobState(t, e.d, victim.ID); got != "in_progress/" {
+		t.Fatalf("another runner's job became %s", got)
+	}
+	if n := e.d.Calls()["actions/cancel-workflow-run"]; n != 0 {
+		t.Fatalf("%d cancel calls", n)
+	}
+}
+
+// An App installation without actions:write cannot cancel runs, as on
+// GitHub: FailJob says so (an error, not an answer the pool takes for
+// done), and the job is left running.
+func TestFailJobRefusedWithoutActionsWrite(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.d.AddInstallation("Organization", "acme") // actions: read
+	p := e.pool(e.app(), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Repos: []string{"acme/widgets"}, Labels: []string{"linux"}})
+	job := e.d.QueueRun("acme/widgets", githubdouble.JobSpec{Labels: []string{"linux"}, KillsRunner: true})[0]
+	ref := dyingRunner(t, p, "fa-t-refused")
+	err := p.FailJob(context.Background(), ref, "", "runner exit code 1")
+	if err == nil || errors.Is(err, forge.ErrJobEnded) || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("FailJob without actions:write: %v, want GitHub's 403", err)
+	}
+	if got := jobState(t, e.d, job.ID); got != "in_progress/" {
+		t.Fatalf("the job became %s", got)
+	}
+}
