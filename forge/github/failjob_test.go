@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
@@ -231,4 +232,60 @@ func TestFailJobRefusedWithoutActionsWrite(t *testing.T) {
 	if got := jobState(t, e.d, job.ID); got != "in_progress/" {
 		t.Fatalf("the job became %s", got)
 	}
+}
+
+// The pool manager and the driver together: a VM whose runner dies in
+// its job (exit code 1 after "Running job:") has the job's workflow run
+// cancelled at GitHub before its runner is removed, without waiting for
+// GitHub's own clean-up; the run's other jobs are cancelled with it.
+func TestPoolCancelsTheRunWhenItsRunnerDies(t *testing.T) {
+	e := newEnv(t, envOptions{pats: []string{"p"}})
+	c, _ := github.New(github.Options{Name: "github", URL: e.url, Token: "p", PollInterval: time.Hour, Retry: fastRetry})
+	p := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "repo", Owner: "acme", Repo: "w"}, Labels: []string{"linux"}})
+	jobs := e.d.QueueRun("acme/w",
+		githubdouble.JobSpec{Name: "fork-bomb", Labels: []string{"linux"}, KillsRunner: true},
+		githubdouble.JobSpec{Name: "deploy", Labels: []string{"gpu"}})
+	f := newFarm(t, map[string]forge.Forge{"w": p}, poolConfig("w", "repo:acme/w", "linux"))
+	m := <-f.hv.started
+	m.dieInJob(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, _ := e.d.RunByID(jobs[0].RunID)
+		if r.Status == "completed" && len(e.d.Runners()) == 0 {
+			if r.Conclusion != "cancelled" || jobState(t, e.d, jobs[0].ID) != "completed/cancelled" {
+				t.Fatalf("run %+v, job %s", r, jobState(t, e.d, jobs[0].ID))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %+v, runners %+v, calls %v", r, e.d.Runners(), e.d.Calls())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// dieInJob is the guest's life when its job kills the runner: runner
+// ready, job started, runner exited with code 1, power off.
+func (m *fakeMachine) dieInJob(t *testing.T) {
+	t.Helper()
+	tok := m.cfg.Report.Token
+	_ = m.mgr.Report(tok, agentproto.Report{VMID: m.id, Event: agentproto.EventRunnerReady})
+	jit := ""
+	for _, kv := range m.cfg.Runner.Env {
+		if v, ok := strings.CutPrefix(kv, github.JITConfigEnv+"="); ok {
+			jit = v
+		}
+	}
+	err := githubdouble.RunStandIn(context.Background(), githubdouble.StandIn{JIT: jit, Out: io.Discard})
+	if !errors.Is(err, githubdouble.ErrKilledByJob) {
+		t.Fatalf("the runner did not die of its job: %v", err)
+	}
+	_ = m.mgr.Report(tok, agentproto.Report{VMID: m.id, Event: agentproto.EventJobStarted})
+	_ = m.mgr.Report(tok, agentproto.Report{VMID: m.id, Event: agentproto.EventRunnerExited, ExitCode: 1})
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if rec, err := m.mgr.VM(m.id); err != nil || rec.ExitCode != nil {
+			break
+		}
+	}
+	m.once.Do(func() { close(m.done) })
 }
