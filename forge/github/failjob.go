@@ -21,6 +21,13 @@ var _ forge.JobFailer = (*Pool)(nil)
 // included.
 const failJobTimeout = 30 * time.Second
 
+// What Options.CancelRuns may say.
+const (
+	cancelForce = "force"  // cancel, then force-cancel while the job runs on
+	cancelOnly  = "cancel" // cancel; GitHub ends the job after its cancellation timeout
+	cancelOff   = "off"    // fail nothing: GitHub's own clean-up fails the job
+)
+
 // FailJob implements forge.JobFailer. GitHub has no call that fails one
 // job, and a just-in-time runner's own credential speaks only the runner
 // protocol, so the driver ends the job the way a person with write access
@@ -41,13 +48,18 @@ const failJobTimeout = 30 * time.Second
 // any run: jobs and steps with if: always() or cancelled() still run),
 // and the run's conclusion is "cancelled", not "failure". The dead
 // runner cannot acknowledge the cancel, so GitHub would leave its job
-// running until its 5-minute cancellation timeout: when the job has not
-// completed after the cancel, the run is force-cancelled, which ends
-// every job of the run still running at once, if: always() ones included.
-// Without any of this GitHub fails the job only when it notices the
-// runner lost, minutes later, and the run fails then. The reason stays
-// in the host's log: GitHub has no place for it in the job's log.
+// running until its 5-minute cancellation timeout: with CancelRuns
+// "force" (the default), when the job has not completed after the
+// cancel, the run is force-cancelled, which ends every job of the run
+// still running at once, if: always() ones included; with "cancel" the
+// run is only cancelled. With "off" FailJob answers errors.ErrUnsupported
+// and GitHub fails the job only when it notices the runner lost, minutes
+// later (the run's other jobs go on). The reason stays in the host's
+// log: GitHub has no place for it in the job's log.
 func (p *Pool) FailJob(ctx context.Context, r forge.RunnerRef, _, reason string) error {
+	if p.c.cancel == cancelOff {
+		return fmt.Errorf("github: fail the job of runner %s: cancel_runs is off: %w", r.Name, errors.ErrUnsupported)
+	}
 	runnerID, err := strconv.ParseInt(r.ID, 10, 64)
 	if err != nil || runnerID <= 0 {
 		return fmt.Errorf("github: fail the job of runner %s: runner id %q is not a number", r.Name, r.ID)
@@ -89,6 +101,11 @@ func (p *Pool) FailJob(ctx context.Context, r forge.RunnerRef, _, reason string)
 			return fmt.Errorf("github: job %d of runner %s (%s): %w", j.id, r.Name, now.GetConclusion(), forge.ErrJobEnded)
 		}
 		log.Warn("job's workflow run cancelled: its runner died", "reason", reason)
+		return nil
+	}
+	if p.c.cancel == cancelOnly {
+		log.Warn("job's workflow run cancelled: its runner died; GitHub ends the job when its cancellation timeout does (cancel_runs: cancel)",
+			"reason", reason)
 		return nil
 	}
 	// The runner is dead and cannot acknowledge the cancel.

@@ -289,3 +289,41 @@ func (m *fakeMachine) dieInJob(t *testing.T) {
 	}
 	m.once.Do(func() { close(m.done) })
 }
+
+// cancel_runs chooses what FailJob does: "cancel" only cancels the run
+// (the dead runner's job is left to GitHub's cancellation timeout, the
+// run's always() jobs to their course); "off" leaves the run alone and
+// says the driver does not fail jobs; anything else is refused.
+func TestFailJobCancelRunsSetting(t *testing.T) {
+	for _, mode := range []string{"cancel", "off"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, envOptions{})
+			inst := e.d.AddInstallation("Organization", "acme")
+			e.d.SetPermissions(inst, actionsWrite)
+			c := e.app(func(o *github.Options) { o.CancelRuns = mode })
+			p := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Repos: []string{"acme/widgets"}, Labels: []string{"linux"}})
+			job := e.d.QueueRun("acme/widgets", githubdouble.JobSpec{Labels: []string{"linux"}, KillsRunner: true})[0]
+			ref := dyingRunner(t, p, "fa-t-"+mode)
+			err := p.FailJob(context.Background(), ref, "", "runner exit code 1")
+			calls := e.d.Calls()
+			run, _ := e.d.RunByID(job.RunID)
+			switch mode {
+			case "cancel":
+				if err != nil || calls["actions/cancel-workflow-run"] != 1 || calls["actions/force-cancel-workflow-run"] != 0 {
+					t.Fatalf("FailJob %v; cancel calls %d, force-cancel calls %d; want nil, 1, 0", err,
+						calls["actions/cancel-workflow-run"], calls["actions/force-cancel-workflow-run"])
+				}
+				if !run.Cancelling || jobState(t, e.d, job.ID) != "in_progress/" {
+					t.Fatalf("run %+v, job %s: want a cancelling run, its job left to GitHub's timeout", run, jobState(t, e.d, job.ID))
+				}
+			case "off":
+				if !errors.Is(err, errors.ErrUnsupported) || run.Cancelling || calls["actions/get-job-for-workflow-run"] != 0 {
+					t.Fatalf("FailJob %v, run %+v, calls %v: want ErrUnsupported and no call", err, run, calls)
+				}
+			}
+		})
+	}
+	if _, err := github.New(github.Options{URL: "https://api.github.com", Token: "x", CancelRuns: "sometimes"}); err == nil {
+		t.Fatal("cancel_runs \"sometimes\" accepted")
+	}
+}
