@@ -60,7 +60,9 @@ type JobFailer interface {
 	// before Remove: the runner's credential dies with the runner; a
 	// driver that does not hold it (a runner an earlier run registered)
 	// answers ErrNoCredential. A wrapper of a driver that cannot answers
-	// errors.ErrUnsupported.
+	// errors.ErrUnsupported. Where the runner's credential cannot end a
+	// job (GitHub), the driver may use the scope's credential on the job
+	// it finds the forge gave r, never on one the guest names.
 	FailJob(ctx context.Context, r RunnerRef, job, reason string) error
 }
 
