@@ -66,19 +66,10 @@ func post(t *testing.T, srv *httptest.Server, cred, path string) int {
 // installation has holds only those, and a token cannot be asked for
 // more than the installation was granted.
 func TestCancellingARunNeedsActionsWrite(t *testing.T) {
-	spec, err := githubdouble.LoadSpec("../testdata/github-actions-runners.openapi.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, srv, _, key := newDouble(t)
-	srv.Close()
-	var d *githubdouble.Double
-	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { d.ServeHTTP(w, r) }))
-	defer srv.Close()
-	d = githubdouble.New(githubdouble.Options{Spec: spec, AppID: 9, AppKey: &key.PublicKey, RunnerURL: srv.URL,
-		PATs:      []string{"ghp_runners_only", "ghp_repo"},
-		PATScopes: map[string][]string{"ghp_runners_only": {"admin:org"}, "ghp_repo": {"repo"}}})
-	defer d.Close()
+	d, srv, _, key := newDouble(t, func(o *githubdouble.Options) {
+		o.PATs = []string{"ghp_runners_only", "ghp_repo"}
+		o.PATScopes = map[string][]string{"ghp_runners_only": {"admin:org"}, "ghp_repo": {"repo"}}
+	})
 	inst := d.AddInstallation("Organization", "acme")
 	cancel := func(cred string, op string) int {
 		run := d.QueueJob("acme/widgets", "linux").RunID

@@ -1,9 +1,14 @@
 // Package githubdouble is a stand-in for GitHub's REST API (api.github.com
 // or a GitHub Enterprise Server under /api/v3) in tests, because GitHub
 // cannot run here. It serves the operations of GitHub's published
-// description of self-hosted runners, App installations and workflow runs,
-// and holds every request it gets and every response it gives to that
-// description (violations are recorded, never silently accepted). On top
+// description of self-hosted runners, App installations and workflow runs
+// (cancel and force-cancel included), and holds every request it gets and
+// every response it gives to that description (violations are recorded,
+// never silently accepted). It refuses what GitHub refuses: an
+// installation token acts within its installation's account and
+// permissions (cancelling a run needs actions: write), a PAT within its
+// scopes, and a run's state rules hold (a completed run cannot be
+// cancelled; a running job ends only when its runner stops it). On top
 // it can fail a share of calls as GitHub does (5xx, timeouts before or
 // after acting, 429 with Retry-After, an exhausted rate limit), sends
 // signed workflow_job webhooks, and speaks a small private protocol with a

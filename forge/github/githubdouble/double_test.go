@@ -24,7 +24,7 @@ import (
 
 const pat = "ghp_double_test"
 
-func newDouble(t *testing.T) (*githubdouble.Double, *httptest.Server, *openapi.Description, *rsa.PrivateKey) {
+func newDouble(t *testing.T, mod ...func(*githubdouble.Options)) (*githubdouble.Double, *httptest.Server, *openapi.Description, *rsa.PrivateKey) {
 	t.Helper()
 	spec, err := githubdouble.LoadSpec("../testdata/github-actions-runners.openapi.json")
 	if err != nil {
@@ -36,7 +36,11 @@ func newDouble(t *testing.T) (*githubdouble.Double, *httptest.Server, *openapi.D
 	}
 	var d *githubdouble.Double
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { d.ServeHTTP(w, r) }))
-	d = githubdouble.New(githubdouble.Options{Spec: spec, AppID: 9, AppKey: &key.PublicKey, PATs: []string{pat}, RunnerURL: srv.URL})
+	o := githubdouble.Options{Spec: spec, AppID: 9, AppKey: &key.PublicKey, PATs: []string{pat}, RunnerURL: srv.URL}
+	for _, m := range mod {
+		m(&o)
+	}
+	d = githubdouble.New(o)
 	t.Cleanup(func() { srv.Close(); d.Close() })
 	return d, srv, spec, key
 }
