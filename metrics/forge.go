@@ -73,8 +73,9 @@ func (i *instrumented) Remove(ctx context.Context, r forge.RunnerRef) error {
 }
 
 // FailJob implements forge.JobFailer for every wrapped driver: a driver
-// that cannot fail jobs answers errors.ErrUnsupported. forge.ErrJobEnded
-// and forge.ErrNoCredential are counted as requests, not as errors.
+// that cannot fail jobs answers errors.ErrUnsupported. forge.ErrJobEnded,
+// forge.ErrNoCredential and errors.ErrUnsupported from the driver are
+// counted as requests, not as errors.
 func (i *instrumented) FailJob(ctx context.Context, r forge.RunnerRef, job, reason string) error {
 	f, ok := i.Forge.(forge.JobFailer)
 	if !ok {
@@ -82,9 +83,10 @@ func (i *instrumented) FailJob(ctx context.Context, r forge.RunnerRef, job, reas
 	}
 	err := f.FailJob(ctx, r, job, reason)
 	counted := err
-	if errors.Is(err, forge.ErrJobEnded) || errors.Is(err, forge.ErrNoCredential) {
-		// Answers, not failures: the job had ended, or the runner's
-		// credential did not outlive a restart. The pool logs them.
+	if errors.Is(err, forge.ErrJobEnded) || errors.Is(err, forge.ErrNoCredential) || errors.Is(err, errors.ErrUnsupported) {
+		// Answers, not failures: the job had ended, the runner's
+		// credential did not outlive a restart, or the driver was set
+		// not to fail jobs (github's cancel_runs: off). The pool logs them.
 		counted = nil
 	}
 	i.count("fail_job", counted)

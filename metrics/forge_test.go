@@ -147,9 +147,9 @@ type answeringForge struct {
 
 func (f answeringForge) FailJob(context.Context, forge.RunnerRef, string, string) error { return f.err }
 
-// TestFailJobAnswersAreNotErrors: a job that had ended, or a runner
-// whose credential did not outlive a restart, is the driver's answer, not
-// a failed call: fail_job counts the request and no error; a real failure
+// TestFailJobAnswersAreNotErrors: a job that had ended, a runner whose
+// credential did not outlive a restart, or a driver set not to fail jobs
+// is the driver's answer, not a failed call: fail_job counts the request and no error; a real failure
 // counts both. The wrapper hands every answer on unchanged.
 func TestFailJobAnswersAreNotErrors(t *testing.T) {
 	m := New(t.TempDir())
@@ -160,6 +160,7 @@ func TestFailJobAnswersAreNotErrors(t *testing.T) {
 	}{
 		{"ended", fmt.Errorf("github: run 7: %w", forge.ErrJobEnded), 0},
 		{"nocred", fmt.Errorf("gitea: task 7: %w", forge.ErrNoCredential), 0},
+		{"off", fmt.Errorf("github: cancel_runs is off: %w", errors.ErrUnsupported), 0},
 		{"broken", errors.New("github: cancel run 7: 500"), 1},
 		{"ok", nil, 0},
 	} {
