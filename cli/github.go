@@ -21,7 +21,8 @@ func githubDriver() forgeFactory {
 			c, err = github.New(github.Options{
 				Name: fc.Name, URL: fc.URL, CAFile: fc.CAFile, Token: fc.Token,
 				AppID: fc.AppID, AppPrivateKey: fc.AppPrivateKey, InstallationID: fc.InstallationID,
-				WebhookSecret: fc.WebhookSecret, PollInterval: fc.PollInterval, Log: slog.Default(),
+				WebhookSecret: fc.WebhookSecret, PollInterval: fc.PollInterval, CancelRuns: fc.CancelRuns,
+				Log: slog.Default(),
 			})
 			if err != nil {
 				return nil, err

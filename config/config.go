@@ -121,6 +121,10 @@ type Forge struct {
 	// PollInterval is how often a GitHub forge polls its pools'
 	// repositories for queued jobs.
 	PollInterval time.Duration `yaml:"poll_interval" doc:"github only: how often the pools' repositories are polled for queued jobs (polling heals missed or out-of-order webhook deliveries; at least 1s). Default: 30s, or 2m when webhook_secret_file is set."`
+	// CancelRuns is what a runner that died before its job ended does
+	// to the job's workflow run at GitHub: CancelRunsForce, CancelRunsCancel
+	// or CancelRunsOff.
+	CancelRuns string `yaml:"cancel_runs" doc:"github only: what the host does when a VM's runner dies before its job ends (the job broke it, the VM crashed, a timeout or drain ended it). GitHub has no call that fails one job, so the job's whole workflow run is cancelled. force: cancel the run, then, as the dead runner cannot stop its job, force-cancel it: the job and the run's other unfinished jobs end at once as cancelled, jobs kept running by if: always() included. cancel: only cancel the run: its other jobs are cancelled as GitHub cancels any run (if: always() jobs and steps still run), and the dead runner's job ends after GitHub's 5-minute cancellation timeout. off: leave the run alone; GitHub fails the job once it finds the runner lost. force and cancel need the App installation's actions: write permission, or a personal access token (classic) with the repo scope. Default: force."`
 	// WebhookSecretFile holds the secret webhooks are checked with.
 	WebhookSecretFile string `yaml:"webhook_secret_file" doc:"github and gitlab only: file holding the webhook secret (github: the HMAC secret; gitlab: the X-Gitlab-Token); mode 600, owned by root or the user running fireactions, surrounding whitespace ignored. Empty: no webhooks. gitea forges receive no webhooks (their pools poll), so it is refused there."`
 	// Token is the secret read from TokenFile or TokenEnv by Load; empty

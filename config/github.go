@@ -13,16 +13,24 @@ import (
 // without webhooks (polling is the only demand), rarely with them
 // (polling only heals missed deliveries).
 const (
+	defaultGitHubCancelRuns  = CancelRunsForce
 	defaultGitHubPoll        = 30 * time.Second
 	defaultGitHubPollWebhook = 2 * time.Minute
 	minGitHubPoll            = time.Second
+)
+
+// What a github forge's cancel_runs may say.
+const (
+	CancelRunsForce  = "force"
+	CancelRunsCancel = "cancel"
+	CancelRunsOff    = "off"
 )
 
 // selfHosted is the label GitHub gives every self-hosted runner; a job's
 // runs-on may ask for it.
 const selfHosted = "self-hosted"
 
-// deriveGitHub fills a github forge's poll_interval and adds self-hosted
+// deriveGitHub fills a github forge's poll_interval and cancel_runs, and adds self-hosted
 // to its pools' labels, where the file leaves them out: every runner the
 // pool registers offers it (GitHub's rule), so jobs asking for it match.
 func deriveGitHub(c *Config) {
@@ -33,6 +41,9 @@ func deriveGitHub(c *Config) {
 			continue
 		}
 		github[f.Name] = true
+		if f.CancelRuns == "" {
+			f.CancelRuns = defaultGitHubCancelRuns
+		}
 		if f.PollInterval == 0 {
 			f.PollInterval = defaultGitHubPoll
 			if f.WebhookSecretFile != "" {
@@ -62,6 +73,15 @@ func (v *validator) pollInterval(ff field, fo *Forge) {
 		err = durationAtLeast(fo.PollInterval, minGitHubPoll)
 	}
 	v.check(rule{ff.child("poll_interval"), err})
+}
+
+// cancelRuns checks cancel_runs: github only, one of its three words.
+func (v *validator) cancelRuns(ff field, fo *Forge) {
+	err := onlyFor(fo.CancelRuns != "", "github", fo.Type, "forges")
+	if err == nil && fo.Type == "github" {
+		err = oneOf(fo.CancelRuns, CancelRunsForce, CancelRunsCancel, CancelRunsOff)
+	}
+	v.check(rule{ff.child("cancel_runs"), err})
 }
 
 // runnerGroupScope checks a github pool's runner.group against its scope:

@@ -56,6 +56,32 @@ func TestGitHubPollInterval(t *testing.T) {
 	}
 }
 
+// cancel_runs is force unless the file says cancel or off, and is
+// refused with another word or on another forge type.
+func TestGitHubCancelRuns(t *testing.T) {
+	f := newFixture(t)
+	if got := f.mustParse(githubYAML).Forges[0].CancelRuns; got != "force" {
+		t.Errorf("left out: %q, want force", got)
+	}
+	for _, word := range []string{"force", "cancel", "off"} {
+		set := replace(t, githubYAML, "    app_id: 12345\n", "    app_id: 12345\n    cancel_runs: "+word+"\n")
+		if got := f.mustParse(set).Forges[0].CancelRuns; got != word {
+			t.Errorf("cancel_runs: %s read as %q", word, got)
+		}
+	}
+	for _, tc := range []struct{ name, text, want string }{
+		{"unknown word", replace(t, githubYAML, "    app_id: 12345\n", "    app_id: 12345\n    cancel_runs: fail\n"),
+			`forges[0] ("gh").cancel_runs: "fail" is not one of force, cancel, off`},
+		{"not github", replace(t, gitlabYAML, "    token_file: $DIR/token\n", "    token_file: $DIR/token\n    cancel_runs: off\n"),
+			`forges[0] ("gl").cancel_runs: is only for github forges, not gitlab`},
+	} {
+		_, err := f.parse(tc.text)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
 // runner.group fits the scope: a name or id at org scope, an id at
 // enterprise scope, none on a repository.
 func TestGitHubRunnerGroupByScope(t *testing.T) {

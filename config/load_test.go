@@ -143,6 +143,7 @@ forges:
     token_env: GITHUB_TOKEN
     webhook_secret_file: $DIR/hook
     poll_interval: 45s
+    cancel_runs: cancel
   - name: ghe
     type: github
     url: https://ghe.example.com/api/v3
@@ -237,13 +238,14 @@ pools:
 			},
 			{
 				Name: "gh", Type: "github", URL: "https://api.github.com", GuestURL: "https://api.github.com",
-				TokenEnv: "GITHUB_TOKEN", Token: "gh-" + testToken, PollInterval: 45 * time.Second,
+				TokenEnv: "GITHUB_TOKEN", Token: "gh-" + testToken, PollInterval: 45 * time.Second, CancelRuns: "cancel",
 				WebhookSecretFile: f.path("hook"), WebhookSecret: "hook-secret",
 			},
 			{
 				Name: "ghe", Type: "github", URL: "https://ghe.example.com/api/v3", GuestURL: "https://ghe.example.com/api/v3",
 				AppID: 42, AppPrivateKeyFile: f.path("app.pem"), InstallationID: 4242, AppPrivateKey: testKeyPEM(),
 				PollInterval: 30 * time.Second, // derived: no webhooks
+				CancelRuns:   "force",          // the default
 			},
 			{
 				Name: "gl", Type: "gitlab", URL: "https://gitlab.example.com", GuestURL: "https://gitlab.example.com",
@@ -378,6 +380,7 @@ func TestGitHubAppPool(t *testing.T) {
 		URL: "https://api.github.com", GuestURL: "https://api.github.com", // GitHub.com
 		AppID: 12345, AppPrivateKeyFile: f.path("app.pem"), AppPrivateKey: testKeyPEM(),
 		PollInterval: 30 * time.Second, // without webhooks
+		CancelRuns:   "force",
 	}
 	if !reflect.DeepEqual(c.Forges[0], wantForge) {
 		t.Errorf("forge:\n got %+v\nwant %+v", c.Forges[0], wantForge)

@@ -137,6 +137,7 @@ func (v *validator) forges(f field, forges []Forge) map[string]string {
 			v.token(ff, fo)
 		}
 		v.pollInterval(ff, fo)
+		v.cancelRuns(ff, fo)
 		if fo.WebhookSecretFile != "" {
 			var err error
 			// Read even where it is refused, so no message shows it.

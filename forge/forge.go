@@ -63,7 +63,9 @@ type JobFailer interface {
 	// learnt of its job before retiring it) dies with the runner; a
 	// driver that does not hold it (a runner an earlier run registered
 	// or retired) answers ErrNoCredential. A wrapper of a driver that
-	// cannot answers errors.ErrUnsupported.
+	// cannot answers errors.ErrUnsupported. Where the runner's credential
+	// cannot end a job (GitHub, GitLab), the driver uses the scope's
+	// credential on the job it finds the forge gave r.
 	FailJob(ctx context.Context, r RunnerRef, job, reason string) error
 }
 

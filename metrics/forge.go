@@ -73,14 +73,23 @@ func (i *instrumented) Remove(ctx context.Context, r forge.RunnerRef) error {
 }
 
 // FailJob implements forge.JobFailer for every wrapped driver: a driver
-// that cannot fail jobs answers errors.ErrUnsupported.
+// that cannot fail jobs answers errors.ErrUnsupported. forge.ErrJobEnded,
+// forge.ErrNoCredential and errors.ErrUnsupported from the driver are
+// counted as requests, not as errors.
 func (i *instrumented) FailJob(ctx context.Context, r forge.RunnerRef, job, reason string) error {
 	f, ok := i.Forge.(forge.JobFailer)
 	if !ok {
 		return fmt.Errorf("%s driver: fail a job: %w", i.Forge.Kind(), errors.ErrUnsupported)
 	}
 	err := f.FailJob(ctx, r, job, reason)
-	i.count("fail_job", err)
+	counted := err
+	if errors.Is(err, forge.ErrJobEnded) || errors.Is(err, forge.ErrNoCredential) || errors.Is(err, errors.ErrUnsupported) {
+		// Answers, not failures: the job had ended, the runner's
+		// credential did not outlive a restart, or the driver was set
+		// not to fail jobs (github's cancel_runs: off). The pool logs them.
+		counted = nil
+	}
+	i.count("fail_job", counted)
 	return err
 }
 

@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -79,12 +80,18 @@ func TestForgeWrapperKeepsWhatTheDriverIs(t *testing.T) {
 // requestsCounted is fireactions_forge_requests_total{forge, op}.
 func requestsCounted(t *testing.T, m *Metrics, forgeName, op string) float64 {
 	t.Helper()
+	return counted(t, m, "fireactions_forge_requests_total", forgeName, op)
+}
+
+// counted is the counter name{forge, op}.
+func counted(t *testing.T, m *Metrics, name, forgeName, op string) float64 {
+	t.Helper()
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "fireactions_forge_requests_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, x := range mf.GetMetric() {
@@ -129,5 +136,43 @@ func TestWrappedForgeKeepsItsWayToFailJobs(t *testing.T) {
 	plain := m.Forge("other", plainForge{}).(forge.JobFailer)
 	if err := plain.FailJob(context.Background(), forge.RunnerRef{ID: "1"}, "42", "x"); !errors.Is(err, errors.ErrUnsupported) {
 		t.Fatalf("a driver without FailJob: err %v, want ErrUnsupported", err)
+	}
+}
+
+// answeringForge fails jobs with a fixed answer.
+type answeringForge struct {
+	plainForge
+	err error
+}
+
+func (f answeringForge) FailJob(context.Context, forge.RunnerRef, string, string) error { return f.err }
+
+// TestFailJobAnswersAreNotErrors: a job that had ended, a runner whose
+// credential did not outlive a restart, or a driver set not to fail jobs
+// is the driver's answer, not a failed call: fail_job counts the request and no error; a real failure
+// counts both. The wrapper hands every answer on unchanged.
+func TestFailJobAnswersAreNotErrors(t *testing.T) {
+	m := New(t.TempDir())
+	for _, tc := range []struct {
+		forge string
+		err   error
+		errs  float64
+	}{
+		{"ended", fmt.Errorf("github: run 7: %w", forge.ErrJobEnded), 0},
+		{"nocred", fmt.Errorf("gitea: task 7: %w", forge.ErrNoCredential), 0},
+		{"off", fmt.Errorf("github: cancel_runs is off: %w", errors.ErrUnsupported), 0},
+		{"broken", errors.New("github: cancel run 7: 500"), 1},
+		{"ok", nil, 0},
+	} {
+		f := m.Forge(tc.forge, answeringForge{err: tc.err}).(forge.JobFailer)
+		if err := f.FailJob(context.Background(), forge.RunnerRef{ID: "1", Name: "r"}, "", "runner died"); err != tc.err {
+			t.Errorf("%s: the wrapper answered %v, want the driver's %v", tc.forge, err, tc.err)
+		}
+		if n := requestsCounted(t, m, tc.forge, "fail_job"); n != 1 {
+			t.Errorf("%s: fail_job requests counted %v, want 1", tc.forge, n)
+		}
+		if n := counted(t, m, "fireactions_forge_errors_total", tc.forge, "fail_job"); n != tc.errs {
+			t.Errorf("%s: fail_job errors counted %v, want %v", tc.forge, n, tc.errs)
+		}
 	}
 }

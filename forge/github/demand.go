@@ -198,6 +198,23 @@ func (d *demand) busyRunners() map[string]bool {
 	return out
 }
 
+// jobOfRunner is the newest job a source said the named runner took,
+// among the jobs covers accepts (repo, enterprise).
+func (d *demand) jobOfRunner(runner string, covers func(repo, enterprise string) bool) (jobState, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var best *jobState
+	for _, j := range d.jobs {
+		if j.runner == runner && covers(j.repo, j.enterprise) && (best == nil || j.id > best.id) {
+			best = j
+		}
+	}
+	if best == nil {
+		return jobState{}, false
+	}
+	return *best, true
+}
+
 // forgeJob is a queued job for the pool manager, its labels spelled as
 // the configuration spells them (GitHub's labels are case-insensitive).
 func forgeJob(j jobState, spelling func(string) string) forge.Job {

@@ -53,6 +53,9 @@ type Options struct {
 	WebhookSecret string
 	// PollInterval is how often queued jobs are polled; default 30s.
 	PollInterval time.Duration
+	// CancelRuns is what FailJob does to the workflow run of a dead
+	// runner's job: "force" (also ""), "cancel" or "off" (see FailJob).
+	CancelRuns string
 	// Retry tunes retries and rate-limit waits; zero values take the
 	// defaults.
 	Retry RetryOptions
@@ -71,6 +74,7 @@ type Client struct {
 	apps     *gh.Client // authenticated as the App (JWT); nil with a token
 	log      *slog.Logger
 	interval time.Duration
+	cancel   string // Options.CancelRuns, "" made "force"
 	secret   string
 	demand   *demand
 	refusals *httpguard.Every // logs of refused deliveries
@@ -119,10 +123,17 @@ func New(o Options) (*Client, error) {
 	if o.PollInterval <= 0 {
 		o.PollInterval = 30 * time.Second
 	}
+	switch o.CancelRuns {
+	case "":
+		o.CancelRuns = cancelForce
+	case cancelForce, cancelOnly, cancelOff:
+	default:
+		return nil, fmt.Errorf("github: cancel_runs %q: want force, cancel or off", o.CancelRuns)
+	}
 	log := o.Log.With("forge", o.Name)
 	c := &Client{
 		name: o.Name, base: u, token: o.Token, appID: o.AppID, key: o.AppPrivateKey, instID: o.InstallationID,
-		retry: newRetryTransport(base, o.Retry, log), log: log, interval: o.PollInterval,
+		retry: newRetryTransport(base, o.Retry, log), log: log, interval: o.PollInterval, cancel: o.CancelRuns,
 		secret: o.WebhookSecret, demand: newDemand(), refusals: httpguard.NewEvery(time.Second), labels: map[string]string{},
 	}
 	if app {

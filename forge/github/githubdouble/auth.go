@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -44,6 +45,7 @@ func (d *Double) authenticate(c *call) (int, any) {
 	}
 	for _, p := range d.o.PATs {
 		if cred == p {
+			c.pat = p
 			return 0, nil
 		}
 	}
@@ -55,7 +57,7 @@ func (d *Double) authenticate(c *call) (int, any) {
 	if inst == nil || inst.gone {
 		return http.StatusUnauthorized, basicError("Bad credentials")
 	}
-	c.inst = inst
+	c.inst, c.tok = inst, t
 	return 0, nil
 }
 
@@ -185,7 +187,7 @@ func (d *Double) SetRateLimit(limit int, window time.Duration) {
 func (d *Double) AddInstallation(targetType, account string, repos ...string) int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	in := &installation{id: d.id(), account: account, targetType: targetType, repos: repos}
+	in := &installation{id: d.id(), account: account, targetType: targetType, repos: repos, perms: maps.Clone(defaultPermissions)}
 	d.installations[in.id] = in
 	return in.id
 }

@@ -1,9 +1,14 @@
 // Package githubdouble is a stand-in for GitHub's REST API (api.github.com
 // or a GitHub Enterprise Server under /api/v3) in tests, because GitHub
 // cannot run here. It serves the operations of GitHub's published
-// description of self-hosted runners, App installations and workflow runs,
-// and holds every request it gets and every response it gives to that
-// description (violations are recorded, never silently accepted). On top
+// description of self-hosted runners, App installations and workflow runs
+// (cancel and force-cancel included), and holds every request it gets and
+// every response it gives to that description (violations are recorded,
+// never silently accepted). It refuses what GitHub refuses: an
+// installation token acts within its installation's account and
+// permissions (cancelling a run needs actions: write), a PAT within its
+// scopes, and a run's state rules hold (a completed run cannot be
+// cancelled; a running job ends only when its runner stops it). On top
 // it can fail a share of calls as GitHub does (5xx, timeouts before or
 // after acting, 429 with Retry-After, an exhausted rate limit), sends
 // signed workflow_job webhooks, and speaks a small private protocol with a
@@ -39,8 +44,11 @@ type Options struct {
 	// AppID and AppKey are the GitHub App whose JWTs are accepted.
 	AppID  int64
 	AppKey *rsa.PublicKey
-	// PATs are accepted personal access tokens.
+	// PATs are accepted personal access tokens (classic).
 	PATs []string
+	// PATScopes are the scopes of each PAT; a PAT not listed has
+	// defaultPATScopes, what the driver's documentation asks for.
+	PATScopes map[string][]string
 	// RunnerURL is where stand-in runners reach the double; it goes into
 	// each JIT configuration. Default: set by Serve/ServeTLS.
 	RunnerURL string
@@ -83,6 +91,7 @@ type Double struct {
 	faultCount    map[FaultKind]int
 	rate          rateLimit
 	changed       chan struct{} // closed and replaced on every state change
+	onAcquire     func(Job)     // told of each job a runner takes (OnAcquire)
 	hooks         *hookSender
 }
 
@@ -91,6 +100,7 @@ type installation struct {
 	account    string // login or enterprise slug
 	targetType string // Organization, User or Enterprise
 	repos      []string
+	perms      map[string]string // permission -> "read" or "write"
 	gone       bool
 }
 
@@ -98,6 +108,7 @@ type token struct {
 	value   string
 	inst    int64
 	expires time.Time
+	perms   map[string]string // what the token may do: the installation's, or fewer
 }
 
 type runner struct {
@@ -134,6 +145,9 @@ type run struct {
 	conclusion string
 	created    time.Time
 	jobs       []int64
+	// cancelling: a cancel was asked for; jobs still running end, as
+	// cancelled, when their runners say so (or a force-cancel ends them).
+	cancelling bool
 }
 
 type job struct {
@@ -149,6 +163,8 @@ type job struct {
 	completed  time.Time
 	runnerID   int64
 	runnerName string
+	// killsRunner: the stand-in runner that takes it dies (JobSpec).
+	killsRunner bool
 }
 
 // New returns a double with no installations, repositories or jobs.
@@ -292,6 +308,8 @@ type call struct {
 	body   map[string]any
 	header http.Header
 	inst   *installation // the installation a token belongs to; nil for a PAT
+	tok    *token        // the installation token; nil for a PAT
+	pat    string        // the PAT; "" for an installation token
 }
 
 // handle authenticates, applies the rate limit and runs the operation.

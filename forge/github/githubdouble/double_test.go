@@ -24,7 +24,7 @@ import (
 
 const pat = "ghp_double_test"
 
-func newDouble(t *testing.T) (*githubdouble.Double, *httptest.Server, *openapi.Description, *rsa.PrivateKey) {
+func newDouble(t *testing.T, mod ...func(*githubdouble.Options)) (*githubdouble.Double, *httptest.Server, *openapi.Description, *rsa.PrivateKey) {
 	t.Helper()
 	spec, err := githubdouble.LoadSpec("../testdata/github-actions-runners.openapi.json")
 	if err != nil {
@@ -36,7 +36,11 @@ func newDouble(t *testing.T) (*githubdouble.Double, *httptest.Server, *openapi.D
 	}
 	var d *githubdouble.Double
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { d.ServeHTTP(w, r) }))
-	d = githubdouble.New(githubdouble.Options{Spec: spec, AppID: 9, AppKey: &key.PublicKey, PATs: []string{pat}, RunnerURL: srv.URL})
+	o := githubdouble.Options{Spec: spec, AppID: 9, AppKey: &key.PublicKey, PATs: []string{pat}, RunnerURL: srv.URL}
+	for _, m := range mod {
+		m(&o)
+	}
+	d = githubdouble.New(o)
 	t.Cleanup(func() { srv.Close(); d.Close() })
 	return d, srv, spec, key
 }
@@ -49,6 +53,8 @@ func TestEveryOperationIsServed(t *testing.T) {
 	d.AddInstallation("Organization", "acme")
 	d.AddInstallation("Enterprise", "bigco")
 	inst := d.AddInstallation("User", "octocat")
+	// The description's example token asks for these: granted.
+	d.SetPermissions(inst, map[string]string{"issues": "write", "contents": "read"})
 	job := d.QueueJob("acme/widgets", "linux")
 
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
@@ -103,7 +109,11 @@ func TestEveryOperationIsServed(t *testing.T) {
 			t.Errorf("%s %s (%s) is not served", op.Method, op.Template, op.ID)
 			continue
 		}
-		path := fill(op.Template, runnerIDs[strings.SplitN(op.Template, "/", 3)[1]], inst, job)
+		target := job
+		if strings.HasSuffix(op.Template, "cancel") { // a run is cancelled once: each its own
+			target = d.QueueJob("acme/widgets", "linux")
+		}
+		path := fill(op.Template, runnerIDs[strings.SplitN(op.Template, "/", 3)[1]], inst, target)
 		code, b := call(op, path, op.RequestExample())
 		if code/100 != 2 {
 			t.Errorf("%s %s: %d %s", op.Method, path, code, b)

@@ -23,16 +23,42 @@ type Job struct {
 // QueueJob starts a workflow run of one job in repo (OWNER/NAME) asking
 // for labels, and delivers its queued webhook.
 func (d *Double) QueueJob(repo string, labels ...string) Job {
+	return d.QueueRun(repo, JobSpec{Labels: labels})[0]
+}
+
+// JobSpec is one job of a run QueueRun starts.
+type JobSpec struct {
+	Name   string // default "build"
+	Labels []string
+	// KillsRunner: the job breaks the runner that takes it, as a fork
+	// bomb does: the stand-in runner says it runs the job, then exits
+	// at once without reporting anything.
+	KillsRunner bool
+}
+
+// QueueRun starts a workflow run of the jobs in repo (OWNER/NAME), all
+// queued at once, and delivers their queued webhooks.
+func (d *Double) QueueRun(repo string, jobs ...JobSpec) []Job {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
 	r := &run{id: d.id(), repo: repo, status: "queued", created: now}
-	j := &job{id: d.id(), runID: r.id, repo: repo, name: "build", labels: labels, status: "queued", created: now}
-	r.jobs = []int64{j.id}
-	d.runs[r.id], d.jobs[j.id] = r, j
-	d.emit("queued", j)
+	d.runs[r.id] = r
+	out := make([]Job, 0, len(jobs))
+	for _, spec := range jobs {
+		name := spec.Name
+		if name == "" {
+			name = "build"
+		}
+		j := &job{id: d.id(), runID: r.id, repo: repo, name: name, labels: spec.Labels, status: "queued", created: now,
+			killsRunner: spec.KillsRunner}
+		r.jobs = append(r.jobs, j.id)
+		d.jobs[j.id] = j
+		d.emit("queued", j)
+		out = append(out, j.public())
+	}
 	d.notify()
-	return j.public()
+	return out
 }
 
 func (j *job) public() Job {
@@ -85,7 +111,10 @@ func (d *Double) moveJob(j *job, status, conclusion string) {
 	switch {
 	case all:
 		r.status, r.conclusion = "completed", "success"
-		if failed {
+		switch {
+		case r.cancelling:
+			r.conclusion = "cancelled"
+		case failed:
 			r.conclusion = "failure"
 		}
 	case status == "in_progress":
@@ -142,6 +171,14 @@ type RunnerReport struct {
 	Issued bool
 }
 
+// OnAcquire sets a function told of each job a stand-in runner takes,
+// before the runner hears of it (to act while the job runs).
+func (d *Double) OnAcquire(f func(Job)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.onAcquire = f
+}
+
 // Reports lists the stand-in runners' reports.
 func (d *Double) Reports() []RunnerReport {
 	d.mu.Lock()
@@ -155,10 +192,11 @@ type acquireRequest struct {
 }
 
 type acquired struct {
-	JobID int64  `json:"job_id"`
-	RunID int64  `json:"run_id"`
-	Name  string `json:"name"`
-	Repo  string `json:"repository"`
+	JobID       int64  `json:"job_id"`
+	RunID       int64  `json:"run_id"`
+	Name        string `json:"name"`
+	Repo        string `json:"repository"`
+	KillsRunner bool   `json:"kills_runner,omitempty"`
 }
 
 type completeRequest struct {
@@ -221,8 +259,12 @@ func (d *Double) acquire(w http.ResponseWriter, r *http.Request, secret string, 
 			j.runnerID, j.runnerName = rn.id, rn.name
 			rn.busy, rn.job = true, j.id
 			d.moveJob(j, "in_progress", "")
-			a := acquired{JobID: j.id, RunID: j.runID, Name: j.name, Repo: j.repo}
+			a := acquired{JobID: j.id, RunID: j.runID, Name: j.name, Repo: j.repo, KillsRunner: j.killsRunner}
+			taken, hook := j.public(), d.onAcquire
 			d.mu.Unlock()
+			if hook != nil {
+				hook(taken)
+			}
 			w.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(w).Encode(a)
 			return
@@ -272,6 +314,9 @@ func (d *Double) complete(w http.ResponseWriter, secret string, req completeRequ
 	conclusion := req.Conclusion
 	if conclusion == "" {
 		conclusion = "success"
+	}
+	if d.runs[d.jobs[req.JobID].runID].cancelling {
+		conclusion = "cancelled" // the runner stopped it when told to
 	}
 	d.moveJob(d.jobs[req.JobID], "completed", conclusion)
 	delete(d.runners, rn.id)

@@ -24,6 +24,9 @@ var handlers = map[string]handler{
 	"apps/get-repo-installation":                 findRepoInstallation,
 	"apps/list-repos-accessible-to-installation": listInstallationRepos,
 
+	"actions/cancel-workflow-run":       cancelRun,
+	"actions/force-cancel-workflow-run": forceCancelRun,
+
 	"actions/list-self-hosted-runner-groups-for-org":  listGroups,
 	"actions/create-self-hosted-runner-group-for-org": createGroup,
 
@@ -162,11 +165,18 @@ func createToken(d *Double, c *call) (int, any) {
 	if in == nil || in.gone {
 		return http.StatusNotFound, notFound
 	}
-	t := &token{value: "ghs_" + randomHex(18), inst: in.id, expires: time.Now().Add(d.o.TokenTTL)}
+	perms, ok := tokenPermissions(in.perms, c.body["permissions"])
+	if !ok {
+		return http.StatusUnprocessableEntity, basicError("The permissions requested are not granted to this installation.")
+	}
+	t := &token{value: "ghs_" + randomHex(18), inst: in.id, expires: time.Now().Add(d.o.TokenTTL), perms: perms}
 	d.tokens[t.value] = t
+	granted := map[string]any{}
+	for k, v := range perms {
+		granted[k] = v
+	}
 	return http.StatusCreated, map[string]any{
-		"token": t.value, "expires_at": stamp(t.expires),
-		"permissions":          map[string]any{"organization_self_hosted_runners": "write", "actions": "read", "administration": "write"},
+		"token": t.value, "expires_at": stamp(t.expires), "permissions": granted,
 		"repository_selection": "all",
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -56,6 +57,11 @@ func DecodeJIT(jit string) (RunnerFile, Credentials, error) {
 	return rf, cr, nil
 }
 
+// ErrKilledByJob is RunStandIn's answer when its job broke it (a job
+// queued with JobSpec.KillsRunner): the runner ends without a word to
+// GitHub, which goes on seeing the job in progress.
+var ErrKilledByJob = errors.New("the job killed its runner")
+
 // StandIn is a stand-in runner's situation: its JIT configuration, and
 // its process's arguments and environment, which it reports.
 type StandIn struct {
@@ -103,6 +109,9 @@ func RunStandIn(ctx context.Context, s StandIn) error {
 		break
 	}
 	fmt.Fprintf(s.Out, "%s: Running job: %s\n", ts(), job.Name)
+	if job.KillsRunner {
+		return fmt.Errorf("job %d (%s): %w", job.JobID, job.Name, ErrKilledByJob)
+	}
 	req := completeRequest{JobID: job.JobID, Conclusion: "success", JIT: s.JIT, Argv: s.Argv, Env: s.Env}
 	for attempt := 0; ; attempt++ {
 		status, body, err := s.post(ctx, rf.ServerURL+"/_runner/complete", cr.Data["token"], req)
