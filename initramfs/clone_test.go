@@ -45,7 +45,6 @@ func freeBytes(t *testing.T, dir string) int64 {
 	return int64(st.Bfree) * st.Bsize
 }
 
-
 // TestVMInitramfsSharesThePoolArchiveWhereTheFileSystemCan: on a file
 // system with reflinks (XFS here, made on a loop device: root and
 // xfsprogs, which make test installs) a VM's initramfs takes about the
