@@ -1,0 +1,143 @@
+package pool
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
+)
+
+// writeCounter counts the records the store writes, by VM id and phase.
+type writeCounter struct {
+	mu     sync.Mutex
+	byVM   map[string]int
+	phases map[string][]vmstate.Phase
+}
+
+func countWrites(s *vmstate.Store) *writeCounter {
+	c := &writeCounter{byVM: map[string]int{}, phases: map[string][]vmstate.Phase{}}
+	s.OnWrite(func(r *vmstate.Record) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.byVM[r.ID]++
+		c.phases[r.ID] = append(c.phases[r.ID], r.Phase)
+	})
+	return c
+}
+
+// Issue 22: a VM's whole life — created, booted, ready, one job, gone —
+// writes its record (each write durable) at most 4 times: once before its
+// monitor starts, once when it runs, at ready and at busy. It was 9
+// (create, address, runner id, booting, ready, job id, busy, exit code,
+// done). Both ways a VM turns busy count: its agent's job-started report
+// (the forge without a busy flag, so the report is the only way) and the
+// forge's busy flag alone (the report lost).
+func TestAVMLifeWritesItsRecordAtMostFourTimes(t *testing.T) {
+	t.Run("agent reports the job", func(t *testing.T) {
+		h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+		h.forge.mu.Lock()
+		h.forge.noBusyFlag = true // the report is the only way to busy
+		h.forge.mu.Unlock()
+		c := countWrites(h.store)
+		h.forge.enqueue("j1", "j2", "j3")
+		eventually(t, 20*time.Second, "3 jobs finished", func() bool {
+			h.forge.mu.Lock()
+			defer h.forge.mu.Unlock()
+			return len(h.forge.finished) == 3
+		})
+		eventually(t, 20*time.Second, "the VMs gone", func() bool { return len(h.m.VMs()) == 0 })
+		c.check(t, 3)
+		h.assertNothingLeft(t)
+	})
+	t.Run("forge's busy flag alone", func(t *testing.T) {
+		h := newHarness(t, 0, 3, guestRunsOneJob, func(p *config.Pool) { p.Timeouts.Job = time.Hour })
+		h.hv.jobTime = time.Hour // busy until the drain ends them
+		c := countWrites(h.store)
+		h.forge.enqueue(silentJob+"1", silentJob+"2", silentJob+"3")
+		eventually(t, 20*time.Second, "3 busy records on disk", func() bool {
+			n := 0
+			for _, r := range diskRecords(t, h.store) {
+				if r.Phase == vmstate.Busy {
+					n++
+				}
+			}
+			return n == 3
+		})
+		h.drain(t, 0) // ends the busy VMs: their whole lives are counted
+		c.check(t, 3)
+		h.assertNothingLeft(t)
+	})
+}
+
+// check fails t unless vms VMs had their records written, each at most
+// 4 times, the last one busy.
+func (c *writeCounter) check(t *testing.T, vms int) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.byVM) != vms {
+		t.Fatalf("records of %d VMs written, want %d: %v", len(c.byVM), vms, c.phases)
+	}
+	for id, n := range c.byVM {
+		if n > 4 {
+			t.Errorf("vm %s: its record written %d times (%v), want at most 4", id, n, c.phases[id])
+		}
+		if ph := c.phases[id]; ph[len(ph)-1] != vmstate.Busy {
+			t.Errorf("vm %s: last record written %q, want busy: %v", id, ph[len(ph)-1], ph)
+		}
+	}
+}
+
+// Issue 22: the reconcile pass in which VMs turn busy (their forge says
+// so) writes no file: it marks them busy in memory and their own
+// goroutines save their records. With every write held, the pass still
+// ends; once writes go on, every record on disk says busy.
+func TestReconcilePassTurningVMsBusyWaitsForNoWrite(t *testing.T) {
+	h := newHarness(t, 0, 3, guestRunsOneJob, func(p *config.Pool) { p.Timeouts.Job = time.Hour })
+	h.hv.jobTime = time.Hour
+	h.forge.mu.Lock()
+	h.forge.hold = true // runners stay idle until told
+	h.forge.mu.Unlock()
+	h.forge.enqueue("j1", "j2", "j3")
+	eventually(t, 20*time.Second, "3 VMs idle", func() bool { return h.m.Phases()[vmstate.Idle] == 3 })
+	h.stop() // the test runs the passes
+	<-h.done
+
+	release := make(chan struct{})
+	var once sync.Once
+	defer once.Do(func() { close(release) })
+	h.store.OnWrite(func(*vmstate.Record) { <-release })
+	h.forge.mu.Lock()
+	for _, r := range h.forge.runners {
+		r.busy = true
+	}
+	h.forge.queue = nil
+	h.forge.mu.Unlock()
+
+	passed := make(chan struct{})
+	go func() {
+		h.m.reconcile(context.Background())
+		close(passed)
+	}()
+	select {
+	case <-passed:
+	case <-time.After(10 * time.Second): // a guard: the pass waits for a held write
+		t.Fatal("the reconcile pass did not end while state writes were held: it writes records itself")
+	}
+	if n := h.m.Phases()[vmstate.Busy]; n != 3 {
+		t.Fatalf("%d VMs busy after the pass, want 3", n)
+	}
+	once.Do(func() { close(release) })
+	eventually(t, 20*time.Second, "3 busy records on disk", func() bool {
+		n := 0
+		for _, r := range diskRecords(t, h.store) {
+			if r.Phase == vmstate.Busy {
+				n++
+			}
+		}
+		return n == 3
+	})
+}
