@@ -311,11 +311,10 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runner
 			}
 		}
 		if ph == vmstate.Idle {
-			// In memory only: the VM's goroutine saves it (no file I/O
-			// on this loop).
+			// In memory only: the VM's goroutine saves it and logs it
+			// (no file I/O on this loop).
 			if st, ok := runners[v.runnerName()]; ok && st.Busy && v.markBusy() {
 				ph = vmstate.Busy
-				v.log.Info("vm busy")
 			}
 		}
 		switch ph {

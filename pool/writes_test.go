@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
@@ -140,4 +141,73 @@ func TestReconcilePassTurningVMsBusyWaitsForNoWrite(t *testing.T) {
 		}
 		return n == 3
 	})
+}
+
+// startWatcher is the fake hypervisor, noting at each Start how many
+// records of the VM were written so far and the record on disk.
+type startWatcher struct {
+	*fakeHV
+	c     *writeCounter
+	store *vmstate.Store
+	mu    sync.Mutex
+	seen  map[string]startSeen // by VM id
+}
+
+type startSeen struct {
+	writes int
+	rec    *vmstate.Record
+}
+
+func (w *startWatcher) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
+	w.c.mu.Lock()
+	n := w.c.byVM[spec.ID]
+	w.c.mu.Unlock()
+	var rec *vmstate.Record
+	recs, _ := w.store.List()
+	for _, r := range recs {
+		if r.ID == spec.ID {
+			rec = r
+		}
+	}
+	w.mu.Lock()
+	w.seen[spec.ID] = startSeen{writes: n, rec: rec}
+	w.mu.Unlock()
+	return w.fakeHV.Start(ctx, spec)
+}
+
+// Issue 22: one durable write before a VM's monitor starts (it was 3:
+// create, address, runner id). That one record, on disk before the
+// runner is registered and before the monitor starts, names everything
+// recovery needs to clean up after a crash at any point up to the next
+// write: the address, TAP, MAC, agent token and runner name.
+func TestOneRecordWriteBeforeTheMonitorStarts(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	w := &startWatcher{fakeHV: h.hv, c: countWrites(h.store), store: h.store, seen: map[string]startSeen{}}
+	h.m.d.Hypervisor = w
+	h.forge.enqueue("j1", "j2")
+	eventually(t, 20*time.Second, "2 jobs finished", func() bool {
+		h.forge.mu.Lock()
+		defer h.forge.mu.Unlock()
+		return len(h.forge.finished) == 2
+	})
+	eventually(t, 20*time.Second, "the VMs gone", func() bool { return len(h.m.VMs()) == 0 })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.seen) != 2 {
+		t.Fatalf("%d monitors started, want 2", len(w.seen))
+	}
+	for id, s := range w.seen {
+		if s.writes != 1 {
+			t.Errorf("vm %s: %d record writes before its monitor started, want 1", id, s.writes)
+		}
+		r := s.rec
+		if r == nil {
+			t.Errorf("vm %s: no record on disk when its monitor started", id)
+			continue
+		}
+		if r.Phase != vmstate.Creating || r.Address == "" || r.TAP == "" || r.MAC == "" || r.AgentToken == "" || r.RunnerName == "" {
+			t.Errorf("vm %s: record on disk at its monitor's start %+v, want creating with address, TAP, MAC, token and runner name", id, *r)
+		}
+	}
+	h.assertNothingLeft(t)
 }
