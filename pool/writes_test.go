@@ -211,3 +211,63 @@ func TestOneRecordWriteBeforeTheMonitorStarts(t *testing.T) {
 	}
 	h.assertNothingLeft(t)
 }
+
+// Issue 22: a crash right after a VM's monitor started, before its second
+// write, leaves the record written before the monitor started (no PID,
+// no runner id). Recovery, from that very record, finds the monitor by
+// the VM's identity and ends it (not adopting a VM whose runner it does
+// not know), removes its TAP and directory, and its runner at the forge
+// by its name.
+func TestRecoverCleansUpAfterACrashBeforeTheSecondWrite(t *testing.T) {
+	// The record on disk as the monitor starts, from a real VM's life.
+	first := newHarness(t, 0, 1, guestHangs, func(p *config.Pool) { p.Timeouts.Boot = time.Minute })
+	w := &startWatcher{fakeHV: first.hv, c: countWrites(first.store), store: first.store, seen: map[string]startSeen{}}
+	first.m.d.Hypervisor = w
+	first.forge.enqueue("j1")
+	var rec *vmstate.Record
+	eventually(t, 20*time.Second, "a monitor started", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, s := range w.seen {
+			rec = s.rec
+		}
+		return rec != nil
+	})
+	if rec.PID != 0 || rec.RunnerID != "" {
+		t.Fatalf("control: the record at the monitor's start has PID %d, runner id %q; want neither", rec.PID, rec.RunnerID)
+	}
+
+	// The next start, on a host where that VM's monitor, TAP and runner
+	// are left.
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	h.stop()
+	<-h.done
+	left := *rec
+	if err := h.store.Create(&left); err != nil {
+		t.Fatal(err)
+	}
+	h.net.taps[rec.TAP] = true
+	h.forge.runners["7"] = &fakeRunner{ref: forgeRef("7", h.m.Owner().RunnerName(rec.ID))}
+	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{rec.ID: 5151}}
+	killed := map[int]string{}
+	err := h.m.Recover(context.Background(), Leftovers{
+		Adopt: func(id string, pid int) (vmm.Machine, error) {
+			t.Errorf("adopted %s/%d, whose runner its record does not know", id, pid)
+			return nil, context.Canceled
+		},
+		KillVM: func(_ context.Context, id string, pid int) error { killed[pid] = id; return nil },
+		TAPs:   func() ([]string, error) { return []string{rec.TAP}, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if killed[5151] != rec.ID {
+		t.Errorf("the monitor found by its id not killed: killed %v", killed)
+	}
+	if h.net.count() != 0 || h.forge.runnerCount() != 0 {
+		t.Errorf("taps %v, runners %d left", h.net.taps, h.forge.runnerCount())
+	}
+	if recs, _ := h.store.List(); len(recs) != 0 {
+		t.Errorf("records left: %+v", recs)
+	}
+}
