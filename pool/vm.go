@@ -618,7 +618,7 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 			// Turned busy, by its agent's report or by the reconcile
 			// loop (markBusy), which leaves the save to this goroutine:
 			// write 4.
-			v.log.Info("vm busy")
+			v.log.Info("vm busy", "job", v.snapshot().Job)
 			v.persist(v.m.d.Store)
 			busy, noJob = nil, nil
 			jt := time.NewTimer(max(t.Job-time.Since(v.busySince()), time.Millisecond))
