@@ -135,7 +135,7 @@ func BenchmarkThousandVMs(b *testing.B) {
 	const passes = 200 // timed passes per state and round
 	var idle, busyPass, afterBusy []time.Duration
 	var durable []time.Duration
-	var rss, heap []float64
+	var rss, heap, threads []float64
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	for i := 0; i < b.N; i++ {
@@ -158,7 +158,7 @@ func BenchmarkThousandVMs(b *testing.B) {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		heap = append(heap, float64(ms.HeapInuse)/(1<<20))
-		rss = append(rss, float64(vmRSS(b))/(1<<20))
+		rss = append(rss, float64(procStatus(b, "VmRSS"))/(1<<20))
 		b.StartTimer()
 
 		for range passes {
@@ -189,6 +189,9 @@ func BenchmarkThousandVMs(b *testing.B) {
 			afterBusy = append(afterBusy, r.pass(ctx))
 		}
 		b.StopTimer()
+		// The runtime keeps the threads it made: their number is the
+		// most blocked in system calls (fsync) at once so far.
+		threads = append(threads, float64(procStatus(b, "Threads")))
 		dctx, dcancel := context.WithTimeout(ctx, time.Millisecond)
 		_ = r.m.Drain(dctx) // forced: the busy VMs end at once
 		dcancel()
@@ -205,6 +208,7 @@ func BenchmarkThousandVMs(b *testing.B) {
 	b.ReportMetric(ms(quantile(durable, 0.5)), "busy-durable-p50-ms")
 	b.ReportMetric(slices.Max(rss), "rss-MiB")
 	b.ReportMetric(slices.Max(heap), "heap-MiB")
+	b.ReportMetric(slices.Max(threads), "threads")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -219,8 +223,8 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	return s[min(max(i-1, 0), len(s)-1)]
 }
 
-// vmRSS is the process's resident set size in bytes (VmRSS).
-func vmRSS(b *testing.B) int64 {
+// procStatus is a figure of /proc/self/status: VmRSS in bytes, Threads.
+func procStatus(b *testing.B, field string) int64 {
 	b.Helper()
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
@@ -229,14 +233,19 @@ func vmRSS(b *testing.B) int64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			rest = strings.TrimSpace(rest)
+			kb, unit := strings.CutSuffix(rest, " kB")
+			n, err := strconv.ParseInt(kb, 10, 64)
 			if err != nil {
 				b.Fatal(err)
 			}
-			return kb << 10
+			if unit {
+				n <<= 10
+			}
+			return n
 		}
 	}
-	b.Fatal("no VmRSS in /proc/self/status")
+	b.Fatalf("no %s in /proc/self/status", field)
 	return 0
 }
