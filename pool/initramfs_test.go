@@ -115,9 +115,14 @@ func TestVMWhoseMonitorFailedToStartKeepsNoInitramfs(t *testing.T) {
 	atStart := h.hv.initrds[spec.ID]
 	h.hv.mu.Unlock()
 	var rec *vmstate.Record
+	// Failed in the view (the record on disk keeps its last saved phase
+	// until deregisterLater saves it as Deregistering: see vm), its
+	// record and directory still there while its runner's removal is
+	// retried.
 	eventually(t, 5*time.Second, "the failed VM's record kept", func() bool {
+		v, err := h.m.VM(spec.ID)
 		rec = h.record(spec.ID)
-		return rec != nil && rec.Phase == vmstate.Failed
+		return err == nil && v.Phase == vmstate.Failed && rec != nil
 	})
 	cred := []byte("own-credential-" + rec.RunnerID)
 	if !bytes.Contains(atStart, cred) {

@@ -239,7 +239,8 @@ func (m *Manager) reconcile(ctx context.Context) {
 	}
 }
 
-// resaveRecords saves again the records whose last save failed.
+// resaveRecords asks each VM whose last save failed to save its record
+// again, on its own goroutine.
 func (m *Manager) resaveRecords() {
 	m.mu.Lock()
 	vms := make([]*vm, 0, len(m.vms))
@@ -248,7 +249,7 @@ func (m *Manager) resaveRecords() {
 	}
 	m.mu.Unlock()
 	for _, v := range vms {
-		v.resave(m.d.Store)
+		v.resave()
 	}
 }
 
@@ -310,10 +311,10 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runner
 			}
 		}
 		if ph == vmstate.Idle {
-			if st, ok := runners[v.runnerName()]; ok && st.Busy {
-				v.setPhase(m.d.Store, vmstate.Busy)
+			// In memory only: the VM's goroutine saves it and logs it
+			// (no file I/O on this loop).
+			if st, ok := runners[v.runnerName()]; ok && st.Busy && v.markBusy() {
 				ph = vmstate.Busy
-				v.log.Info("vm busy")
 			}
 		}
 		switch ph {

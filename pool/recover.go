@@ -206,7 +206,7 @@ func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) boo
 	}
 	v := adoptedVM(m, p, *r, m.adoptRoot(ctx, r), bootFrom)
 	if saveErr != nil {
-		v.unsaved = true
+		v.unsaved, v.savedSeq = true, 0
 		m.obs.RecordUnsaved(p.cfg.Name)
 	}
 	m.mu.Lock()

@@ -148,7 +148,19 @@ func TestRecordsThatFailedToSaveAreSavedAgainWithinOneReconcile(t *testing.T) {
 	if err := os.Remove(filepath.Join(root, "fill")); err != nil {
 		t.Fatal(err)
 	}
+	// The pass asks each lagging VM's goroutine to save its record (the
+	// pass itself writes no file); nothing else asks meanwhile, the loop
+	// being held still.
 	h.m.reconcile(context.Background())
+	eventually(t, 20*time.Second, "the lagging records saved", func() bool {
+		out := logs.String()
+		for _, id := range first {
+			if countLines(out, "level=INFO", `msg="vm state saved again"`, "vm="+id) == 0 {
+				return false
+			}
+		}
+		return true
+	})
 
 	view := h.m.VMs()
 	onDisk = diskRecords(t, h.store)

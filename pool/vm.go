@@ -22,8 +22,37 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
-// vm is one VM's live state; its goroutine is the only writer of rec
-// besides the reconcile loop's Idle → Busy step.
+// vm is one VM's live state. Its goroutine is the only writer of its
+// record on disk: others (the reconcile loop's Idle → Busy step, a
+// reconcile asking for a failed save to be tried again) change the record
+// in memory and ask the goroutine to save it (requestSave), so no pass of
+// the reconcile loop waits for a VM's file, and one file never has two
+// writers. Changes made before a save is done coalesce into it: only the
+// latest record is written.
+//
+// The writes of a VM's life, each durable (vmstate: file and directory
+// synced), at most 4 when all goes well:
+//
+//  1. Create, before anything outside the orchestrator holds the VM (its
+//     runner at the forge, its root disks, TAP, initramfs, monitor): a
+//     barrier. A crash after any of those finds this record, which names
+//     the address, TAP and MAC, and recovery removes them; the runner by
+//     its name (Recover removes this host's runners no adopted VM holds).
+//  2. Booting, once the monitor runs: its PID, runner id and image. Not a
+//     barrier (nothing waits for it); it makes the VM adoptable. A crash
+//     before it leaves the record of write 1, whose monitor recovery finds
+//     by the VM's identity (vmm.Finder) and ends.
+//  3. Idle, the runner ready: an adopted VM is not held to its boot
+//     timeout.
+//  4. Busy, with the job's id: an adopted VM keeps its job timeout and its
+//     job is failed at the forge if it ends early.
+//
+// Then the VM's directory is removed (Store.Remove). The runner's exit
+// code, the agent's failure and the final phase stay in memory: nothing
+// after a restart reads them (a VM found dead is cleaned up whatever its
+// phase), and a record that must outlive the VM says Deregistering, saved
+// by deregisterLater. A fifth write happens when the forge's busy flag
+// turns the VM busy before its agent reports the job's id.
 type vm struct {
 	m     *Manager
 	pool  *pool
@@ -47,9 +76,14 @@ type vm struct {
 	adopted  bool
 	bootFrom time.Time
 	// unsaved: the last save of rec failed (a full or failing state
-	// disk), so the record on disk lags; each reconcile saves it again
-	// until a save works (see resave).
+	// disk), so the record on disk lags; each reconcile asks the VM's
+	// goroutine to save it again until a save works (see resave).
 	unsaved bool
+	// savedSeq is the Seq of the last record saved: rec needs saving
+	// while its Seq is higher.
+	savedSeq uint64
+	// saveCh asks the VM's goroutine to save rec (see requestSave).
+	saveCh chan struct{}
 	// jobFailed: the job was failed at the forge already (see failJob).
 	jobFailed bool
 }
@@ -65,6 +99,7 @@ func newVM(m *Manager, p *pool, id string) *vm {
 		events: make(chan agentproto.Report, 16),
 		stopCh: make(chan struct{}),
 		busyCh: make(chan struct{}),
+		saveCh: make(chan struct{}, 1),
 		rec: vmstate.Record{
 			ID: id, Pool: p.cfg.Name, Phase: vmstate.Creating,
 			RunnerName: m.owner.RunnerName(id), Created: now,
@@ -87,6 +122,8 @@ func adoptedVM(m *Manager, p *pool, rec vmstate.Record, root VMRoot, bootFrom ti
 		events:   make(chan agentproto.Report, 16),
 		stopCh:   make(chan struct{}),
 		busyCh:   make(chan struct{}),
+		saveCh:   make(chan struct{}, 1),
+		savedSeq: rec.Seq, // saved by adopt; see there for a failed save
 		rec:      rec,
 		ready:    rec.Ready,
 		root:     root,
@@ -126,17 +163,47 @@ func (v *vm) snapshot() vmstate.Record {
 	return v.rec
 }
 
-// update changes the record under the lock and saves it. The sequence
-// number taken under the lock keeps a slower save of an older snapshot
-// from replacing a newer record. A failed save is logged and returned:
-// until the monitor runs, the VM is ended (create); once it runs it goes
-// on, since recovery finds its
-// monitor by its identity and the record is only lagging, and the
-// reconcile loop saves it again once the disk allows (resave).
-func (v *vm) update(store *vmstate.Store, f func(r *vmstate.Record)) error {
+// change changes the record in memory, under the lock, and numbers it:
+// the VM's goroutine saves it with its next save (persist), which the
+// caller makes or asks for (requestSave). Nothing is written here.
+func (v *vm) change(f func(r *vmstate.Record)) {
 	v.mu.Lock()
+	defer v.mu.Unlock()
 	f(&v.rec)
 	v.rec.Seq++
+}
+
+// remember changes the record in memory without numbering it: what
+// nothing needs on disk (see vm) reaches it only with a later save, if
+// any.
+func (v *vm) remember(f func(r *vmstate.Record)) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	f(&v.rec)
+}
+
+// update changes the record and saves it: only on the VM's own goroutine
+// (or before it runs), the one writer of the VM's file.
+func (v *vm) update(store *vmstate.Store, f func(r *vmstate.Record)) error {
+	v.change(f)
+	return v.persist(store)
+}
+
+// persist saves the record if it changed since the last save (or that
+// save failed), on the VM's own goroutine: the one writer of its file, so
+// the VM's records reach the disk in the order they were made; changes
+// made meanwhile coalesce into one save of the latest record. The
+// sequence number taken under the lock keeps a save from ever replacing a
+// newer record. A failed save is logged and returned: until the monitor
+// runs, the VM is ended (create); once it runs it goes on, since recovery
+// finds its monitor by its identity and the record is only lagging, and
+// it is saved again when the reconcile loop asks (resave).
+func (v *vm) persist(store *vmstate.Store) error {
+	v.mu.Lock()
+	if v.rec.Seq <= v.savedSeq {
+		v.mu.Unlock()
+		return nil
+	}
 	r := v.rec
 	v.mu.Unlock()
 	err := store.Save(&r)
@@ -144,18 +211,27 @@ func (v *vm) update(store *vmstate.Store, f func(r *vmstate.Record)) error {
 	return err
 }
 
-// resave saves the record again if its last save failed; the reconcile
-// loop calls it for every VM, so the disk catches up with the
-// orchestrator's view within one period of space coming back.
-func (v *vm) resave(store *vmstate.Store) {
-	v.mu.Lock()
-	if !v.unsaved {
-		v.mu.Unlock()
-		return
+// requestSave asks the VM's goroutine to save the record, without
+// waiting: one request pending covers every change made until it is
+// served.
+func (v *vm) requestSave() {
+	select {
+	case v.saveCh <- struct{}{}:
+	default:
 	}
-	r := v.rec
+}
+
+// resave asks the VM's goroutine to save the record again if its last
+// save failed; the reconcile loop calls it for every VM, so the disk
+// catches up with the orchestrator's view within one period of space
+// coming back. It does no file I/O itself.
+func (v *vm) resave() {
+	v.mu.Lock()
+	unsaved := v.unsaved
 	v.mu.Unlock()
-	v.saved(r.Seq, store.Save(&r))
+	if unsaved {
+		v.requestSave()
+	}
 }
 
 // saved notes how saving the record numbered seq went. The first failure
@@ -176,20 +252,37 @@ func (v *vm) saved(seq uint64, err error) {
 	}
 	// Save wrote seq or found a newer record saved: the disk holds the
 	// record as of seq. A newer change not saved yet keeps it unsaved.
+	v.savedSeq = max(v.savedSeq, seq)
 	if v.unsaved && seq >= v.rec.Seq {
 		v.unsaved = false
 		v.log.Info("vm state saved again", "phase", v.rec.Phase)
 	}
 }
 
-func (v *vm) setPhase(store *vmstate.Store, p vmstate.Phase) {
-	v.update(store, func(r *vmstate.Record) {
-		r.Phase = p
-		if p == vmstate.Busy && r.Busy.IsZero() {
-			r.Busy = time.Now().UTC()
-			close(v.busyCh) // once: Busy is set once
-		}
-	})
+// turnBusy marks r, the VM's record under its lock, busy: once, since
+// Busy is set once.
+func (v *vm) turnBusy(r *vmstate.Record) {
+	r.Phase = vmstate.Busy
+	if r.Busy.IsZero() {
+		r.Busy = time.Now().UTC()
+		close(v.busyCh)
+	}
+}
+
+// markBusy turns an idle VM busy, as its forge reported, for the
+// reconcile loop: in memory at once (under the lock stopUnlessBusy
+// decides under, so the VM is never taken for idle again), on disk by
+// the VM's goroutine, which closing busyCh wakes (serve). It reports
+// whether the VM was idle.
+func (v *vm) markBusy() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.rec.Phase != vmstate.Idle {
+		return false
+	}
+	v.turnBusy(&v.rec)
+	v.rec.Seq++
+	return true
 }
 
 func (v *vm) busySince() time.Time {
@@ -323,24 +416,26 @@ func lastFatal(path string) string {
 // create makes everything the VM needs and starts its monitor.
 func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	m, p := v.m, v.pool
-	first := v.snapshot()
-	id := first.ID
-	if err := m.d.Store.Create(&first); err != nil {
+	id := v.rec.ID
+	tap, err := netplan.TAPName(id)
+	if err != nil {
 		return nil, fail(ReasonSetup, err)
 	}
 	addr, err := m.d.Alloc.Allocate(id)
 	if err != nil {
 		return nil, fail(ReasonSetup, fmt.Errorf("allocate address: %w", err))
 	}
-	tap, err := netplan.TAPName(id)
-	if err != nil {
+	// The address is the allocator's (in memory) until the record says
+	// so; teardown releases it whatever happens next.
+	v.change(func(r *vmstate.Record) { r.Address, r.TAP, r.MAC = addr.String(), tap, netplan.NewMAC() })
+	first := v.snapshot()
+	// Write 1, a barrier: the record, with the address, TAP and MAC, is on
+	// disk before the runner is registered, the root disks made, the TAP
+	// added or the monitor started (see vm).
+	if err := m.d.Store.Create(&first); err != nil {
 		return nil, fail(ReasonSetup, err)
 	}
-	if err := v.update(m.d.Store, func(r *vmstate.Record) {
-		r.Address, r.TAP, r.MAC = addr.String(), tap, netplan.NewMAC()
-	}); err != nil {
-		return nil, fail(ReasonSetup, err)
-	}
+	v.saved(first.Seq, nil)
 
 	guest := forge.GuestOptions{
 		AgentPath: p.cfg.Runner.Path, User: p.cfg.Runner.User,
@@ -355,11 +450,11 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		if ok {
 			v.root = root
 			root.Guest(&guest)
-			// Recorded before the monitor starts: a restart that adopts
-			// the VM leases this image again (see Manager.adoptRoot).
-			if err := v.update(m.d.Store, func(r *vmstate.Record) { r.Image = root.Digest() }); err != nil {
-				return nil, fail(ReasonSetup, err)
-			}
+			// Saved with the monitor's PID (write 2): a restart that
+			// adopts the VM leases this image again (see
+			// Manager.adoptRoot); one that finds no PID recorded does not
+			// adopt the VM, so needs no lease.
+			v.change(func(r *vmstate.Record) { r.Image = root.Digest() })
 		}
 	}
 	start := time.Now()
@@ -371,9 +466,10 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	if err != nil {
 		return nil, fail(ReasonRegister, fmt.Errorf("register runner: %w", err))
 	}
-	if err := v.update(m.d.Store, func(r *vmstate.Record) { r.RunnerID = runner.ID }); err != nil {
-		return nil, fail(ReasonSetup, err)
-	}
+	// Saved with the monitor's PID (write 2): until then a crash leaves a
+	// record without a runner id, whose runner Recover removes by its
+	// name, as one no adopted VM holds.
+	v.change(func(r *vmstate.Record) { r.RunnerID = runner.ID })
 	v.log.Info("runner registered", "runner", runner.Name, "runner_id", runner.ID, "took", time.Since(start).Round(time.Millisecond))
 	m.obs.Provisioned(p.cfg.Name, time.Since(first.Created))
 
@@ -428,6 +524,7 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	}
 	v.started = time.Now()
 	m.obs.VMStarted(p.cfg.Name)
+	// Write 2: the VM adoptable (see vm).
 	if err := v.update(m.d.Store, func(r *vmstate.Record) { r.PID, r.Phase = machine.PID(), vmstate.Booting }); err != nil {
 		// Returned with the machine, which teardown kills: no monitor
 		// runs that its record does not know of.
@@ -518,11 +615,18 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 	for {
 		select {
 		case <-busy:
+			// Turned busy, by its agent's report or by the reconcile
+			// loop (markBusy), which leaves the save to this goroutine:
+			// write 4.
+			v.log.Info("vm busy", "job", v.snapshot().Job)
+			v.persist(v.m.d.Store)
 			busy, noJob = nil, nil
 			jt := time.NewTimer(max(t.Job-time.Since(v.busySince()), time.Millisecond))
 			defer jt.Stop()
 			job = jt.C
 			retire()
+		case <-v.saveCh:
+			v.persist(v.m.d.Store)
 		case r := <-v.events:
 			v.reports.log(v.log, r)
 			if !released {
@@ -620,23 +724,31 @@ func (v *vm) becomeReady(boot *time.Timer, r agentproto.Report) {
 func (v *vm) jobReport(r agentproto.Report, exitCode int) int {
 	switch r.Event {
 	case agentproto.EventJobStarted:
-		if r.Job != "" && jobIDPattern.MatchString(r.Job) {
-			v.update(v.m.d.Store, func(rec *vmstate.Record) {
-				if rec.Job == "" {
-					rec.Job = r.Job
-				}
-			})
+		// One save (write 4) for the job's id and the busy phase; a
+		// second only when the reconcile loop had turned the VM busy
+		// already, from its forge's busy flag.
+		job := r.Job != "" && jobIDPattern.MatchString(r.Job)
+		v.mu.Lock()
+		changed := false
+		if job && v.rec.Job == "" {
+			v.rec.Job, changed = r.Job, true
 		}
-		if v.phase() == vmstate.Idle {
-			v.setPhase(v.m.d.Store, vmstate.Busy)
+		if v.rec.Phase == vmstate.Idle {
+			v.turnBusy(&v.rec)
+			changed = true
 		}
+		if changed {
+			v.rec.Seq++
+		}
+		v.mu.Unlock()
+		v.persist(v.m.d.Store)
 	case agentproto.EventRunnerExited:
 		exitCode = r.ExitCode
 		if busy := v.busySince(); !busy.IsZero() {
 			v.m.obs.JobDone(v.pool.cfg.Name, time.Since(busy))
 		}
 		code := r.ExitCode
-		v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.ExitCode = &code })
+		v.remember(func(rec *vmstate.Record) { rec.ExitCode = &code }) // not saved: see vm
 		if code != 0 {
 			// The runner died before its job ended: fail the job now, not
 			// once the guest has powered off (its leftovers may slow that).
@@ -645,7 +757,7 @@ func (v *vm) jobReport(r agentproto.Report, exitCode int) int {
 			cancel()
 		}
 	case agentproto.EventFailed:
-		v.update(v.m.d.Store, func(rec *vmstate.Record) { rec.Reason = clipGuest(r.Message, maxReasonBytes) })
+		v.remember(func(rec *vmstate.Record) { rec.Reason = clipGuest(r.Message, maxReasonBytes) }) // not saved: see vm
 	}
 	return exitCode
 }
@@ -669,7 +781,11 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 	if !ok {
 		final = vmstate.Failed
 	}
-	v.update(m.d.Store, func(r *vmstate.Record) {
+	// Not saved: the directory goes below, or deregisterLater saves the
+	// record as Deregistering. A crash meanwhile leaves the record as the
+	// VM last saved it, whose monitor recovery finds gone (or kills) and
+	// whose TAP, address and runner it removes, as it would a Done one.
+	v.remember(func(r *vmstate.Record) {
 		r.Phase = final
 		if cause != nil && r.Reason == "" {
 			r.Reason = cause.Error()

@@ -96,8 +96,30 @@ var syncFile = func(f *os.File) error { return f.Sync() }
 type Store struct {
 	dir string
 
-	mu   sync.Mutex
-	recs map[string]*recordLock // by VM id
+	mu      sync.Mutex
+	recs    map[string]*recordLock // by VM id
+	onWrite func(r *Record)
+}
+
+// OnWrite has fn called before each record the store writes (by Create
+// or Save; not one Save skips as older than the saved), on the writer's
+// goroutine, with the writer holding that VM's record: to count writes
+// (each one durable: see writeRecord), or to hold them in tests. fn must
+// not call the store for the same VM.
+func (s *Store) OnWrite(fn func(r *Record)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onWrite = fn
+}
+
+// wrote tells the OnWrite function, if any, of a write of r.
+func (s *Store) wrote(r *Record) {
+	s.mu.Lock()
+	fn := s.onWrite
+	s.mu.Unlock()
+	if fn != nil {
+		fn(r)
+	}
 }
 
 // recordLock serialises the writes of one VM's record and remembers the
@@ -149,6 +171,7 @@ func (s *Store) Create(r *Record) error {
 	l := s.lockOf(r.ID)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	s.wrote(r)
 	if err := writeRecord(tmp, r); err != nil {
 		os.RemoveAll(tmp)
 		return err
@@ -191,6 +214,7 @@ func (s *Store) Save(r *Record) error {
 	} else if r.Seq <= l.seq {
 		return nil // a newer record is saved already
 	}
+	s.wrote(r)
 	if err := writeRecord(s.Dir(r.ID), r); err != nil {
 		return err
 	}
