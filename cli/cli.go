@@ -1,13 +1,13 @@
 // Package cli is the fireactions command line: one cobra tree shared by
-// the binary's faces (fireactions, fireteact, fireglab).
+// the binary's faces (fireactions, fireteact, fireglab), its flags and
+// the API client. The orchestrator that `serve` runs is the daemon
+// package; cli picks no driver itself.
 package cli
 
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -75,15 +75,4 @@ func validateCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&offline, "offline", false,
 		"check a file meant for another machine: files and secrets it names are not opened, token_env not looked up")
 	return cmd
-}
-
-// newLogger builds the orchestrator's logger from the config.
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(strings.ToUpper(c.Level)))
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

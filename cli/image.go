@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/daemon"
 	"github.com/nixos-fireactions/nixos-fireactions/imagestore"
 )
 
@@ -42,7 +43,7 @@ func imageCmd() *cobra.Command {
 			return nil, nil, err
 		}
 		log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-		s, err := openImageStore(cfg, log)
+		s, err := daemon.OpenImageStore(cfg, log)
 		return s, cfg, err
 	}
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/nixos-fireactions/nixos-fireactions/catalog"
 )
 
 var (
@@ -18,7 +20,7 @@ var (
 )
 
 // forgeType checks a forge type: the drivers a configuration may name.
-func forgeType(t string) error { return oneOf(t, "gitea", "github", "gitlab") }
+func forgeType(t string) error { return oneOf(t, catalog.Forges()...) }
 
 // validator checks a decoded, completed configuration, collecting every
 // problem. It also reads the forges' tokens, which can fail like any
@@ -55,7 +57,7 @@ func (v *validator) config(c *Config) {
 		rule{root.child("metrics").child("listen"), errors.Join(optional(c.Metrics.Listen, hostPort), notSame(c.Metrics.Listen, c.API.Listen, "api.listen"))},
 		rule{root.child("console_logs").child("keep"), notNegativeDuration(c.ConsoleLogs.Keep)},
 		rule{root.child("console_logs").child("max_kib"), between(c.ConsoleLogs.MaxKiB, 4, 1<<20)},
-		rule{root.child("vmm").child("driver"), oneOf(c.VMM.Driver, "qemu", "firecracker")},
+		rule{root.child("vmm").child("driver"), oneOf(c.VMM.Driver, catalog.VMMs()...)},
 		rule{qemu.child("binary"), binaryPath(c.VMM.QEMU.Binary)},
 		rule{qemu.child("accel"), oneOf(c.VMM.QEMU.Accel, "auto", "kvm", "tcg")},
 	)

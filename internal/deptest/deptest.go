@@ -1,8 +1,10 @@
 // Package deptest holds the import rules that package docs promise (the
 // guest agent imports only the standard library, x/sys/unix, netlink and
 // agentproto; agentproto stays free of host-only imports; no product
-// package imports a test double; only the wiring picks a VMM or forge
-// driver; the Firecracker driver adds no dependency) and checks them
+// package imports a test double; only the wiring, the daemon, picks a VMM
+// or forge driver; only cmd/ imports the command line; the driver
+// catalog depends on the standard library only; the Firecracker driver
+// adds no dependency) and checks them
 // against the import graph of the real build, as `go list -deps -json`
 // reports it, the way tailscale's tstest/deptest does.
 //
@@ -93,8 +95,11 @@ type Rule struct {
 	// (its path inside the module).
 	Binds func(rel string) bool
 	// Allows tells whether a bound package may depend on dep, directly or
-	// through other packages.
+	// through other packages (only directly, when Direct).
 	Allows func(dep Dep) bool
+	// Direct holds a bound package to its own imports only: what they
+	// bring in is theirs to answer for.
+	Direct bool
 }
 
 // Violation is a bound package depending on what its rule forbids.
@@ -121,7 +126,11 @@ func Check(g *Graph, rules []Rule) []Violation {
 			if !r.Binds(rel) {
 				continue
 			}
-			for _, d := range p.Deps {
+			deps := p.Deps
+			if r.Direct {
+				deps = p.Imports
+			}
+			for _, d := range deps {
 				dep := g.dep(d)
 				if r.Allows(dep) {
 					continue

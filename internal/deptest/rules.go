@@ -19,10 +19,13 @@ var (
 	forgeDrivers = []string{"forge/gitea", "forge/github", "forge/gitlab"}
 )
 
-// wiring are the packages that choose the drivers the daemon runs: the
-// only ones that may import a driver. (A daemon package split from cli
-// joins them.)
-var wiring = []string{"cli", "cmd/fireactions"}
+// wiring is the package that chooses the drivers the daemon runs: the
+// only one that may import a driver. The command line (cli, and
+// cmd/fireactions above it) depends on the drivers only through it.
+var (
+	wiring      = []string{"daemon"}
+	commandLine = []string{"cli", "cmd/fireactions"}
+)
 
 // Rules are the import rules the package docs promise.
 func Rules() []Rule {
@@ -49,17 +52,43 @@ func Rules() []Rule {
 			},
 		},
 		{
-			Name:  "vmm: nothing in the orchestrator but its driver (and the wiring that picks it) knows which monitor runs the guest",
-			Binds: func(rel string) bool { return !TestCode(rel) && !under(rel, vmmDrivers) && !oneOf(rel, wiring) },
+			Name: "vmm: nothing in the orchestrator but its driver (and the wiring that picks it) knows which monitor runs the guest",
+			Binds: func(rel string) bool {
+				return !TestCode(rel) && !under(rel, vmmDrivers) && !oneOf(rel, wiring) && !oneOf(rel, commandLine)
+			},
 			Allows: func(d Dep) bool {
 				return d.Rel == "" || !under(d.Rel, vmmDrivers)
 			},
 		},
 		{
-			Name:  "forge: the pool manager and the rest of the orchestrator reach a forge through the seam; only the wiring picks a driver",
-			Binds: func(rel string) bool { return !TestCode(rel) && !under(rel, forgeDrivers) && !oneOf(rel, wiring) },
+			Name: "forge: the pool manager and the rest of the orchestrator reach a forge through the seam; only the wiring picks a driver",
+			Binds: func(rel string) bool {
+				return !TestCode(rel) && !under(rel, forgeDrivers) && !oneOf(rel, wiring) && !oneOf(rel, commandLine)
+			},
 			Allows: func(d Dep) bool {
 				return d.Rel == "" || !under(d.Rel, forgeDrivers)
+			},
+		},
+		{
+			Name:   "daemon: only the daemon picks a driver; the command line imports none itself and reaches them through the daemon",
+			Binds:  is(commandLine...),
+			Direct: true,
+			Allows: func(d Dep) bool {
+				return d.Rel == "" || (!under(d.Rel, vmmDrivers) && !under(d.Rel, forgeDrivers))
+			},
+		},
+		{
+			Name:  "cli: only cmd/ imports the command line; the daemon and the rest of the product never do",
+			Binds: func(rel string) bool { return !TestCode(rel) && rel != "cli" && !strings.HasPrefix(rel, "cmd/") },
+			Allows: func(d Dep) bool {
+				return d.Rel != "cli"
+			},
+		},
+		{
+			Name:  "catalog: the driver names depend on the standard library only, so config takes them without the drivers",
+			Binds: is("catalog"),
+			Allows: func(d Dep) bool {
+				return d.Standard
 			},
 		},
 		{

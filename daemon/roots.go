@@ -1,4 +1,4 @@
-package cli
+package daemon
 
 import (
 	"context"
@@ -14,9 +14,10 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/vmroot"
 )
 
-// openImageStore opens the image store the configuration describes, with
-// its registry credentials and mirrors.
-func openImageStore(cfg *config.Config, log *slog.Logger) (*imagestore.Store, error) {
+// OpenImageStore opens the image store the configuration describes, with
+// its registry credentials and mirrors: the daemon's, and the one the
+// image commands fill before it runs.
+func OpenImageStore(cfg *config.Config, log *slog.Logger) (*imagestore.Store, error) {
 	var creds []imagestore.Credential
 	for _, c := range cfg.Images.Credentials {
 		creds = append(creds, imagestore.Credential{Registry: c.Registry, Username: c.Username, Password: c.Password})
@@ -77,7 +78,7 @@ func bootsImage(pools []config.Pool) bool {
 // open opens the image store and its disks with the running
 // configuration's images settings, for pools.
 func (r *imageRoots) open(pools []config.Pool) (*vmroot.Pools, error) {
-	store, err := openImageStore(r.cfg, r.log)
+	store, err := OpenImageStore(r.cfg, r.log)
 	if err != nil {
 		return nil, err
 	}

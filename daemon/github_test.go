@@ -1,4 +1,4 @@
-package cli
+package daemon
 
 import (
 	"net/http"
@@ -27,7 +27,7 @@ func TestGitHubPoolsShareTheirForge(t *testing.T) {
 		return config.Pool{Name: name, Forge: "gh", Scope: scope, Labels: []string{"linux", "self-hosted"}}
 	}
 	cfg := &config.Config{Forges: []config.Forge{fc}, Pools: []config.Pool{pool("a", "repo:acme/one"), pool("b", "org:acme")}}
-	forges, err := connectForges(cfg)
+	forges, err := connectForges(cfg, "dev")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package cli
+package daemon
 
 import (
 	"bytes"
@@ -18,8 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
-	"github.com/spf13/cobra"
+	sd "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/nixos-fireactions/nixos-fireactions/api"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
@@ -30,25 +29,6 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
-
-func serveCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "serve CONFIG",
-		Short: "Run the pools until SIGTERM or SIGINT, then drain",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(args[0])
-			if err != nil {
-				return err
-			}
-			log := newLogger(cfg.Log, cmd.ErrOrStderr())
-			slog.SetDefault(log) // for the forge drivers' own logs
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-			defer stop()
-			return serve(ctx, args[0], cfg, log)
-		},
-	}
-}
 
 // agentBinary is the guest agent: configured, or beside this binary.
 func agentBinary(cfg *config.Config) (string, error) {
@@ -63,7 +43,7 @@ func agentBinary(cfg *config.Config) (string, error) {
 }
 
 // serve wires the host together, runs the pools until ctx ends and drains.
-func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logger) error {
+func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logger) error {
 	prefix, err := netip.ParsePrefix(cfg.Network.CIDR)
 	if err != nil {
 		return fmt.Errorf("network.cidr: %w", err)
@@ -109,7 +89,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 		return err
 	}
 	defer roots.Close()
-	forges, err := connectForges(cfg)
+	forges, err := connectForges(cfg, opts.Version)
 	if err != nil {
 		return err
 	}
@@ -225,14 +205,14 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 		return nil
 	})
 	go pruneConsoleLogs(ctx, consoleDir, cfg.ConsoleLogs.Keep, log)
-	go reloadOnHUP(ctx, path, cfg, m, boot, mx, routes, log)
+	go reloadOnHUP(ctx, opts, cfg, m, boot, mx, routes, log)
 	go watchdog(ctx, log)
 	log.Info("serving", "pools", len(cfg.Pools), "bridge", bridge.Name, "agent_listener", agentAddr, "vmm", hv.Name())
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	_, _ = sd.SdNotify(false, sd.SdNotifyReady)
 
 	m.Run(ctx)
 
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	_, _ = sd.SdNotify(false, sd.SdNotifyStopping)
 	log.Info("draining", "grace", cfg.DrainGrace)
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainGrace)
 	defer cancel()
@@ -249,7 +229,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 // of new or changed image pools are pulled before their VMs start. A bad
 // file, or an image that cannot be pulled, changes nothing. Settings
 // outside the pools need a restart.
-func reloadOnHUP(ctx context.Context, path string, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, routes *webhookRoutes, log *slog.Logger) {
+func reloadOnHUP(ctx context.Context, opts Options, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, routes *webhookRoutes, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -259,16 +239,16 @@ func reloadOnHUP(ctx context.Context, path string, running *config.Config, m *po
 			return
 		case <-hup:
 		}
-		_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
-		if err := reload(ctx, path, running, m, boot, mx, routes, log); err != nil {
+		_, _ = sd.SdNotify(false, sd.SdNotifyReloading)
+		if err := reload(ctx, opts, running, m, boot, mx, routes, log); err != nil {
 			log.Error("reload refused; the running configuration stays", "err", err)
 		}
-		_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+		_, _ = sd.SdNotify(false, sd.SdNotifyReady)
 	}
 }
 
-func reload(ctx context.Context, path string, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, routes *webhookRoutes, log *slog.Logger) error {
-	cfg, err := config.Load(path)
+func reload(ctx context.Context, opts Options, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, routes *webhookRoutes, log *slog.Logger) error {
+	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
 		return err
 	}
@@ -279,7 +259,7 @@ func reload(ctx context.Context, path string, running *config.Config, m *pool.Ma
 	if !bytes.Equal(ja, jb) {
 		log.Warn("reload applies pool changes only; restart for the other changed settings (network, vmm, forges and their tokens, api, …)")
 	}
-	forges, err := connectForges(cfg)
+	forges, err := connectForges(cfg, opts.Version)
 	if err != nil {
 		return err
 	}
@@ -329,7 +309,7 @@ func serverLimits(l config.Limits, perSource int) httpguard.Limits {
 
 // watchdog pings systemd's watchdog at half its interval, when enabled.
 func watchdog(ctx context.Context, log *slog.Logger) {
-	interval, err := daemon.SdWatchdogEnabled(false)
+	interval, err := sd.SdWatchdogEnabled(false)
 	if err != nil || interval <= 0 {
 		return
 	}
@@ -340,7 +320,7 @@ func watchdog(ctx context.Context, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := daemon.SdNotify(false, daemon.SdNotifyWatchdog); err != nil {
+			if _, err := sd.SdNotify(false, sd.SdNotifyWatchdog); err != nil {
 				log.Warn("systemd watchdog", "err", err)
 			}
 		}

@@ -1,10 +1,11 @@
-package cli
+package daemon
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
 
+	"github.com/nixos-fireactions/nixos-fireactions/catalog"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/gitea"
@@ -15,32 +16,38 @@ import (
 // forgeFactory builds the driver for one pool's forge and scope.
 type forgeFactory func(fc config.Forge, p config.Pool, s config.Scope) (forge.Forge, error)
 
-// forgeDrivers are the forge drivers in this build: one line each.
-func forgeDrivers() map[string]forgeFactory {
+// forgeDrivers are the forge drivers in this build, one line each, keyed
+// by the catalog's names; version goes in the clients' user agent.
+func forgeDrivers(version string) map[string]forgeFactory {
 	return map[string]forgeFactory{
-		"gitea":  giteaDriver,
-		"github": githubDriver(),
-		"gitlab": gitlabDriver,
+		catalog.Gitea:  giteaDriver(version),
+		catalog.GitHub: githubDriver(),
+		catalog.GitLab: gitlabDriver,
 	}
 }
 
 // vmmFactory builds the hypervisor driver.
 type vmmFactory func(ctx context.Context, cfg *config.Config, log *slog.Logger) (vmm.Hypervisor, error)
 
-// vmmDrivers are the VMM drivers in this build: one line each.
+// vmmDrivers are the VMM drivers in this build, one line each, keyed by
+// the catalog's names.
 func vmmDrivers() map[string]vmmFactory {
 	return map[string]vmmFactory{
-		"qemu":        qemuDriver,
-		"firecracker": firecrackerDriver,
+		catalog.QEMU:        qemuDriver,
+		catalog.Firecracker: firecrackerDriver,
 	}
 }
 
-func giteaDriver(fc config.Forge, _ config.Pool, s config.Scope) (forge.Forge, error) {
-	return gitea.New(gitea.Options{
-		URL: fc.URL, GuestURL: fc.GuestURL, Token: fc.Token, CAFile: fc.CAFile,
-		Scope:   gitea.Scope{Kind: s.Kind, Org: s.Org, Owner: s.Owner, Repo: s.Repo},
-		Version: "fireactions-" + Version,
-	})
+// giteaDriver returns the factory of gitea pools, whose clients say
+// they are this version.
+func giteaDriver(version string) forgeFactory {
+	return func(fc config.Forge, _ config.Pool, s config.Scope) (forge.Forge, error) {
+		return gitea.New(gitea.Options{
+			URL: fc.URL, GuestURL: fc.GuestURL, Token: fc.Token, CAFile: fc.CAFile,
+			Scope:   gitea.Scope{Kind: s.Kind, Org: s.Org, Owner: s.Owner, Repo: s.Repo},
+			Version: "fireactions-" + version,
+		})
+	}
 }
 
 func qemuDriver(ctx context.Context, cfg *config.Config, log *slog.Logger) (vmm.Hypervisor, error) {
@@ -53,13 +60,14 @@ func qemuDriver(ctx context.Context, cfg *config.Config, log *slog.Logger) (vmm.
 	return &qemu.Driver{Binary: cfg.VMM.QEMU.Binary, Accel: accel}, nil
 }
 
-// connectForges builds one forge driver per pool (a pool's forge and scope).
-func connectForges(cfg *config.Config) (map[string]forge.Forge, error) {
+// connectForges builds one forge driver per pool (a pool's forge and
+// scope); version goes in the clients' user agent.
+func connectForges(cfg *config.Config, version string) (map[string]forge.Forge, error) {
 	byName := map[string]config.Forge{}
 	for _, f := range cfg.Forges {
 		byName[f.Name] = f
 	}
-	drivers := forgeDrivers()
+	drivers := forgeDrivers(version)
 	out := map[string]forge.Forge{}
 	for _, p := range cfg.Pools {
 		fc := byName[p.Forge]

@@ -1,4 +1,4 @@
-package cli
+package daemon
 
 import (
 	"bytes"
@@ -29,7 +29,7 @@ import (
 // heap in use seen while the flood ran, heap-live-max-MiB the largest live
 // heap; the benchmark fails past its bounds (below).
 //
-//	go test ./cli -run '^$' -bench HostileFlood -benchtime 200x
+//	go test ./daemon -run '^$' -bench HostileFlood -benchtime 200x
 func BenchmarkHostileFlood(b *testing.B) {
 	l := config_defaultsForBench()
 	quiet := slog.New(slog.DiscardHandler)
