@@ -135,10 +135,12 @@ func (v *vm) snapshot() vmstate.Record {
 // reconcile loop saves it again once the disk allows (resave).
 func (v *vm) update(store *vmstate.Store, f func(r *vmstate.Record)) error {
 	v.mu.Lock()
+	was := v.rec.Phase
 	f(&v.rec)
 	v.rec.Seq++
 	r := v.rec
 	v.mu.Unlock()
+	v.pool.moved(was, r.Phase)
 	err := store.Save(&r)
 	v.saved(r.Seq, err)
 	return err

@@ -34,7 +34,7 @@ func TestJobsOnlyMoveForward(t *testing.T) {
 	now := time.Now()
 	step := func(s status, wantChanged bool) {
 		t.Helper()
-		if got := d.observe(jobState{id: 1, repo: "o/r", status: s}, now); got != wantChanged {
+		if got, _ := d.observe(jobState{id: 1, repo: "o/r", status: s}, now); got != wantChanged {
 			t.Fatalf("status %d: changed %v, want %v", s, got, wantChanged)
 		}
 	}
@@ -49,7 +49,7 @@ func TestJobsOnlyMoveForward(t *testing.T) {
 	if q := d.queued(func(*jobState) bool { return true }); len(q) != 0 {
 		t.Fatalf("queued %+v", q)
 	}
-	if d.observe(jobState{id: 2, repo: "o/r"}, now) {
+	if changed, _ := d.observe(jobState{id: 2, repo: "o/r"}, now); changed {
 		t.Fatal("an unknown status counted")
 	}
 }
