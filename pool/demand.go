@@ -88,6 +88,10 @@ type demandInbox struct {
 	wake    chan struct{}
 }
 
+func newDemandInbox() *demandInbox {
+	return &demandInbox{wake: make(chan struct{}, 1)}
+}
+
 func (in *demandInbox) tell(e demandEvent) {
 	in.mu.Lock()
 	in.pending = append(in.pending, e)

@@ -77,10 +77,10 @@ type Manager struct {
 	draining   bool
 	reconciled bool // a full reconcile has run
 	wg         sync.WaitGroup
-	unserved   map[string]bool           // job ids already logged as unservable
-	waiting    map[waitKey]*queuedJob     // jobs seen queued, by forge key and id; the Run goroutine's
-	pass       uint64                     // full reconcile passes, to mark the jobs a pass saw
-	demand     demandInbox                // queue changes and freed VMs told since the Run goroutine last looked
+	unserved   map[string]bool              // job ids already logged as unservable
+	waiting    map[waitKey]*queuedJob       // jobs seen queued, by forge key and id; the Run goroutine's
+	pass       uint64                       // full reconcile passes, to mark the jobs a pass saw
+	demand     *demandInbox                 // queue changes and freed VMs told since the Run goroutine last looked
 	notifiers  map[forge.QueueNotifier]bool // drivers told where to send their queue changes; guarded by mu
 	obs        Observer
 	removals   map[string]*removal // runner removals still to be confirmed, by vm id
@@ -184,7 +184,7 @@ func New(d Deps) (*Manager, error) {
 	m := &Manager{
 		d: d, log: d.Log, owner: owner, kick: make(chan struct{}, 1), vms: map[string]*vm{},
 		unserved: map[string]bool{}, waiting: map[waitKey]*queuedJob{}, obs: d.Observer,
-		removals: map[string]*removal{}, demand: demandInbox{wake: make(chan struct{}, 1)},
+		removals: map[string]*removal{}, demand: newDemandInbox(),
 		notifiers: map[forge.QueueNotifier]bool{},
 	}
 	for _, pc := range d.Config.Pools {

@@ -70,8 +70,8 @@ const (
 // racing deliveries cannot bring a job back into the queue, and a job is
 // one entry however many sources report it: it is never started twice.
 type demand struct {
-	mu         sync.Mutex
-	jobs       map[int64]*jobState
+	mu   sync.Mutex
+	jobs map[int64]*jobState
 	// queue holds the queued jobs (*jobState) in the order they joined
 	// it: joining and leaving are O(1), and a read of the queue walks
 	// it, neither copying nor sorting the jobs it does not return.
