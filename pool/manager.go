@@ -72,19 +72,20 @@ type Manager struct {
 	pools []*pool
 	kick  chan struct{}
 
-	mu         sync.Mutex
-	vms        map[string]*vm // by id, all pools
-	draining   bool
-	reconciled bool // a full reconcile has run
-	wg         sync.WaitGroup
-	unserved   map[string]bool              // job ids already logged as unservable
-	waiting    map[waitKey]*queuedJob       // jobs seen queued, by forge key and id; the Run goroutine's
-	pass       uint64                       // full reconcile passes, to mark the jobs a pass saw
-	demand     *demandInbox                 // queue changes and freed VMs told since the Run goroutine last looked
-	notifiers  map[forge.QueueNotifier]bool // drivers told where to send their queue changes; guarded by mu
-	obs        Observer
-	removals   map[string]*removal // runner removals still to be confirmed, by vm id
-	retrying   bool                // a pass over removals runs
+	mu           sync.Mutex
+	vms          map[string]*vm // by id, all pools
+	draining     bool
+	reconciled   bool // a full reconcile has run
+	wg           sync.WaitGroup
+	unserved     map[string]bool                         // job ids already logged as unservable
+	waiting      map[waitKey]*queuedJob                  // jobs seen queued, by forge key and id; the Run goroutine's
+	runnerStates map[string]map[string]forge.RunnerState // the last full pass's, by forge key and runner name; the Run goroutine's
+	pass         uint64                                  // full reconcile passes, to mark the jobs a pass saw
+	demand       *demandInbox                            // queue changes and freed VMs told since the Run goroutine last looked
+	notifiers    map[forge.QueueNotifier]bool            // drivers told where to send their queue changes; guarded by mu
+	obs          Observer
+	removals     map[string]*removal // runner removals still to be confirmed, by vm id
+	retrying     bool                // a pass over removals runs
 	// removing is held by a pass over removals and by a drain's last
 	// try: one runner is never removed twice at once.
 	removing sync.Mutex
@@ -185,7 +186,7 @@ func New(d Deps) (*Manager, error) {
 		d: d, log: d.Log, owner: owner, kick: make(chan struct{}, 1), vms: map[string]*vm{},
 		unserved: map[string]bool{}, waiting: map[waitKey]*queuedJob{}, obs: d.Observer,
 		removals: map[string]*removal{}, demand: newDemandInbox(),
-		notifiers: map[forge.QueueNotifier]bool{},
+		notifiers: map[forge.QueueNotifier]bool{}, runnerStates: map[string]map[string]forge.RunnerState{},
 	}
 	for _, pc := range d.Config.Pools {
 		f, ok := d.Forges[pc.Name]
@@ -257,7 +258,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 	}
 	pools := m.poolList()
 	jobs := map[string][]forge.Job{}
-	states := map[string]map[string]forge.RunnerState{}
+	states := m.runnerStates // by forge key; each map kept from pass to pass, emptied
 	failed := map[string]bool{}
 	for _, p := range pools {
 		name := p.key
@@ -277,7 +278,10 @@ func (m *Manager) reconcile(ctx context.Context) {
 			continue
 		}
 		jobs[name] = js
-		states[name] = map[string]forge.RunnerState{}
+		if states[name] == nil {
+			states[name] = map[string]forge.RunnerState{}
+		}
+		clear(states[name])
 		for _, r := range rs {
 			states[name][r.Name] = r
 		}

@@ -59,6 +59,7 @@ type jobState struct {
 // Memory bounds of the demand view.
 const (
 	maxJobs          = 50000
+	pruneTo          = maxJobs - maxJobs/8 // what a view past maxJobs is cut to
 	maxDeliveries    = 10000
 	keepSettled      = time.Hour      // in-progress and completed jobs, for ordering
 	keepQueued       = 48 * time.Hour // GitHub gives up on a queued job after a day
@@ -80,13 +81,16 @@ type demand struct {
 	// under mu, so in the order it happens; it reports whether every
 	// pool the job concerns was told. nil: nobody listens.
 	notify     func(j *jobState, queued bool) bool
+	// busy counts, by runner name, the jobs in progress a source said
+	// the runner took: kept as jobs move, read per runner in O(1).
+	busy map[string]int
 	deliveries map[string]struct{}
 	order      []string // delivery ids, oldest first, a ring of maxDeliveries
 	next       int
 }
 
 func newDemand() *demand {
-	return &demand{jobs: map[int64]*jobState{}, deliveries: map[string]struct{}{}, order: make([]string, 0, maxDeliveries), queue: list.New()}
+	return &demand{jobs: map[int64]*jobState{}, deliveries: map[string]struct{}{}, order: make([]string, 0, maxDeliveries), queue: list.New(), busy: map[string]int{}}
 }
 
 // fresh records a delivery id and reports whether it is new. It
@@ -124,6 +128,7 @@ func (d *demand) observe(j jobState, now time.Time) (changed, told bool) {
 		j.inQueue, j.job, j.jobGen = nil, forge.Job{}, 0
 		cur = &j
 		d.jobs[j.id] = cur
+		d.countBusy(cur, 1)
 		told = d.requeue(cur)
 		d.prune(now)
 		return j.status == statusQueued, told
@@ -131,6 +136,8 @@ func (d *demand) observe(j jobState, now time.Time) (changed, told bool) {
 	if j.status < cur.status || j.status == 0 {
 		return false, false // older news
 	}
+	d.countBusy(cur, -1)
+	defer d.countBusy(cur, 1)
 	if len(cur.labels) == 0 {
 		cur.labels = j.labels
 	}
@@ -168,10 +175,12 @@ func (d *demand) requeue(j *jobState) (told bool) {
 	return d.notify != nil && d.notify(j, queued)
 }
 
-// prune drops what no longer matters, and the oldest entries beyond
-// maxJobs. Callers hold d.mu.
+// prune drops what no longer matters and, past maxJobs, the oldest
+// entries down to pruneTo, so that a full view is sorted once per
+// maxJobs-pruneTo new jobs, not at each: O(log N) per job amortized.
+// Callers hold d.mu.
 func (d *demand) prune(now time.Time) {
-	if len(d.jobs) < maxJobs && len(d.jobs)%1024 != 0 {
+	if len(d.jobs) <= maxJobs && len(d.jobs)%1024 != 0 {
 		return
 	}
 	for _, j := range d.jobs {
@@ -191,13 +200,25 @@ func (d *demand) prune(now time.Time) {
 		all = append(all, j)
 	}
 	sort.Slice(all, func(a, b int) bool { return all[a].seen.Before(all[b].seen) })
-	for _, j := range all[:len(all)-maxJobs] {
+	for _, j := range all[:len(all)-pruneTo] {
 		d.forget(j)
+	}
+}
+
+// countBusy adds n for j's runner to busy if j is in progress on a known
+// runner. Callers hold d.mu.
+func (d *demand) countBusy(j *jobState, n int) {
+	if j.status != statusInProgress || j.runner == "" {
+		return
+	}
+	if d.busy[j.runner] += n; d.busy[j.runner] <= 0 {
+		delete(d.busy, j.runner)
 	}
 }
 
 // forget drops j: a queued job leaves the queue. Callers hold d.mu.
 func (d *demand) forget(j *jobState) {
+	d.countBusy(j, -1)
 	delete(d.jobs, j.id)
 	if j.inQueue != nil {
 		d.queue.Remove(j.inQueue)
@@ -252,17 +273,12 @@ func (d *demand) unconfirmed(match func(*jobState) bool, before time.Time, n int
 	return out[:min(n, len(out))]
 }
 
-// busyRunners are the runners a source said took a job still running.
-func (d *demand) busyRunners() map[string]bool {
+// runnerBusy reports whether a source said the runner took a job still
+// running: O(1).
+func (d *demand) runnerBusy(name string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := map[string]bool{}
-	for _, j := range d.jobs {
-		if j.status == statusInProgress && j.runner != "" {
-			out[j.runner] = true
-		}
-	}
-	return out
+	return d.busy[name] > 0
 }
 
 // forgeJob is a queued job for the pool manager, its labels spelled as
