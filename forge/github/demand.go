@@ -80,10 +80,10 @@ type demand struct {
 	// notify is told each job that joined (queued) or left the queue,
 	// under mu, so in the order it happens; it reports whether every
 	// pool the job concerns was told. nil: nobody listens.
-	notify     func(j *jobState, queued bool) bool
+	notify func(j *jobState, queued bool) bool
 	// busy counts, by runner name, the jobs in progress a source said
 	// the runner took: kept as jobs move, read per runner in O(1).
-	busy map[string]int
+	busy       map[string]int
 	deliveries map[string]struct{}
 	order      []string // delivery ids, oldest first, a ring of maxDeliveries
 	next       int
