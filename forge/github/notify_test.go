@@ -80,3 +80,36 @@ func TestDeliveryTellsTheQueueChangeInsteadOfKicking(t *testing.T) {
 		t.Fatalf("%d kicks for a change nobody was told of, want 1", kicks)
 	}
 }
+
+// An enterprise pool takes the deliveries that name its enterprise,
+// whichever repository they come from, and no others.
+func TestEnterpriseDeliveryReachesTheEnterprisePool(t *testing.T) {
+	payload := string(examplePayloads(t)[helloQueued])
+	c, err := github.New(github.Options{Name: "github", URL: "http://127.0.0.1:1", Token: "ghp_x", WebhookSecret: hookSecret,
+		PollInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.Pool(github.PoolOptions{Scope: github.Scope{Kind: "enterprise", Enterprise: "acme-corp"}, Labels: []string{"ubuntu-latest"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var told []forge.QueueChange
+	p.NotifyQueue(func(ch forge.QueueChange) { told = append(told, ch) })
+	deliver := func(body, id string) string {
+		r := httptest.NewRequest(http.MethodPost, "/webhooks/github", strings.NewReader(body))
+		r.Header.Set("X-GitHub-Event", "workflow_job")
+		r.Header.Set("X-GitHub-Delivery", id)
+		r.Header.Set("X-Hub-Signature-256", githubdouble.SignPayload(hookSecret, []byte(body)))
+		w := httptest.NewRecorder()
+		p.ServeWebhook(w, r, func() {})
+		return w.Body.String()
+	}
+	if got := deliver(payload, "e-1"); !strings.Contains(got, "not a repository") || len(told) != 0 {
+		t.Fatalf("a delivery naming no enterprise: %q, told %v", got, told)
+	}
+	named := strings.Replace(payload, "{", `{"enterprise": {"slug": "acme-corp", "id": 7},`, 1)
+	if got := deliver(named, "e-2"); !strings.Contains(got, "queue changed") || len(told) != 1 || told[0].Job.ID != "289782451" {
+		t.Fatalf("a delivery naming the enterprise: %q, told %v", got, told)
+	}
+}

@@ -61,15 +61,15 @@ func (c *Client) serveWebhook(w http.ResponseWriter, r *http.Request, kick func(
 		return
 	}
 	event := r.Header.Get("X-GitHub-Event")
-	var ev gh.WorkflowJobEvent
-	var extra struct { // what go-github's event type leaves out
+	// One decoding: go-github's event type plus what it leaves out.
+	var ev struct {
+		gh.WorkflowJobEvent
 		Enterprise struct {
 			Slug string `json:"slug"`
 		} `json:"enterprise"`
 	}
 	if event == "workflow_job" {
-		err1, err2 := json.Unmarshal(body, &ev), json.Unmarshal(body, &extra)
-		if err1 != nil || err2 != nil || ev.WorkflowJob == nil || ev.Repo == nil {
+		if err := json.Unmarshal(body, &ev); err != nil || ev.WorkflowJob == nil || ev.Repo == nil {
 			hookAnswer(w, http.StatusBadRequest, "not a workflow_job payload")
 			return
 		}
@@ -82,7 +82,7 @@ func (c *Client) serveWebhook(w http.ResponseWriter, r *http.Request, kick func(
 	case "ping":
 		hookAnswer(w, http.StatusOK, "pong")
 	case "workflow_job":
-		changed, told, why := c.observeDelivery(&ev, extra.Enterprise.Slug)
+		changed, told, why := c.observeDelivery(&ev.WorkflowJobEvent, ev.Enterprise.Slug)
 		c.log.Debug("github webhook", "delivery", delivery, "action", ev.GetAction(),
 			"job", ev.WorkflowJob.GetID(), "repo", ev.Repo.GetFullName(), "result", why)
 		if changed && !told {
