@@ -144,3 +144,44 @@ func TestPoolCountsFollowTheVMs(t *testing.T) {
 		t.Fatalf("after the drain: counted busy %d idle %d starting %d", b, i, s)
 	}
 }
+
+// A VM that ends has its pool looked at again at once, without a full
+// pass: the VM min_idle keeps is replaced, and the queue is not read.
+func TestAVMThatEndsIsReplacedWithoutAFullPass(t *testing.T) {
+	var nf *notifyingForge
+	h := newHarnessEvery(t, time.Hour, filepath.Join(t.TempDir(), "vms"), 1, 2, guestRunsOneJob, nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil,
+		func(f *fakeForge) forge.Forge { nf = &notifyingForge{fakeForge: f}; return nf })
+	started := func() int {
+		h.hv.mu.Lock()
+		defer h.hv.mu.Unlock()
+		return h.hv.started
+	}
+	p := h.m.pools[0]
+	eventually(t, 5*time.Second, "the min_idle VM ready", func() bool { return p.nIdle.Load() == 1 })
+	if n := nf.reads.Load(); n != 1 {
+		t.Fatalf("the queue was read %d times before the job", n)
+	}
+	h.forge.enqueue("j1") // taken by the idle VM's runner; the forge tells nothing
+	eventually(t, 5*time.Second, "a second VM, replacing the first", func() bool { return started() == 2 })
+	if n := nf.reads.Load(); n != 1 {
+		t.Fatalf("the queue was read %d times: a full pass ran", n)
+	}
+}
+
+// A VM that turns busy has its pool looked at again at once, without a
+// full pass: min_idle gets its idle VM back while the job runs.
+func TestAVMThatTurnsBusyIsBackedByAnIdleOneWithoutAFullPass(t *testing.T) {
+	var nf *notifyingForge
+	h := newHarnessEvery(t, time.Hour, filepath.Join(t.TempDir(), "vms"), 1, 2, guestRunsOneJob, nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil,
+		func(f *fakeForge) forge.Forge { nf = &notifyingForge{fakeForge: f}; return nf })
+	h.hv.jobTime = time.Hour
+	p := h.m.pools[0]
+	eventually(t, 5*time.Second, "the min_idle VM ready", func() bool { return p.nIdle.Load() == 1 })
+	h.forge.enqueue("j1")
+	eventually(t, 5*time.Second, "one VM busy and one idle", func() bool { return p.nBusy.Load() == 1 && p.nIdle.Load() == 1 })
+	if n := nf.reads.Load(); n != 1 {
+		t.Fatalf("the queue was read %d times: a full pass ran", n)
+	}
+}

@@ -141,6 +141,10 @@ func (v *vm) update(store *vmstate.Store, f func(r *vmstate.Record)) error {
 	r := v.rec
 	v.mu.Unlock()
 	v.pool.moved(was, r.Phase)
+	if r.Phase == vmstate.Busy && was != vmstate.Busy {
+		// One VM fewer for min_idle: its pool is looked at now.
+		v.m.demand.tell(demandEvent{pool: v.pool})
+	}
 	err := store.Save(&r)
 	v.saved(r.Seq, err)
 	return err
