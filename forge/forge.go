@@ -202,3 +202,44 @@ func IsRepeat(r *http.Request) bool {
 // MaxDeliveryID bounds a delivery id a receiver keeps for de-duplication
 // (GitHub's and GitLab's are UUIDs, 36 bytes); a longer one is refused.
 const MaxDeliveryID = 128
+
+// QueueChange is one job joining or leaving a forge scope's queue.
+type QueueChange struct {
+	Job Job
+	// Queued: the job joined the queue (waits for a runner); false: it
+	// left it (taken, done, cancelled or gone).
+	Queued bool
+}
+
+// QueueNotifier is implemented by drivers that tell each change of their
+// queue as it happens (a webhook delivery, a poll), so the pool manager
+// reacts to that one job instead of reading the whole queue. QueuedJobs
+// stays the authority: the manager reads it at each full reconcile.
+type QueueNotifier interface {
+	// NotifyQueue makes the driver call notify for every change of the
+	// scope's queue from now on, in the order the changes happen, and no
+	// longer call an earlier notify; nil stops. notify must not block and
+	// must not call the driver. A driver that notifies does not also call
+	// a webhook delivery's kick for the change.
+	NotifyQueue(notify func(QueueChange))
+}
+
+// Unwrapper is implemented by wrappers of a driver (metrics).
+type Unwrapper interface {
+	Unwrap() Forge
+}
+
+// NotifierOf is f's QueueNotifier, looking through wrappers.
+func NotifierOf(f Forge) (QueueNotifier, bool) {
+	for f != nil {
+		if n, ok := f.(QueueNotifier); ok {
+			return n, true
+		}
+		u, ok := f.(Unwrapper)
+		if !ok {
+			break
+		}
+		f = u.Unwrap()
+	}
+	return nil, false
+}

@@ -38,6 +38,9 @@ type instrumented struct {
 	name string
 }
 
+// Unwrap is the wrapped driver (forge.NotifierOf looks through it).
+func (i *instrumented) Unwrap() forge.Forge { return i.Forge }
+
 func (i *instrumented) count(op string, err error) {
 	i.m.forgeRequests.WithLabelValues(i.name, op).Inc()
 	if err != nil {

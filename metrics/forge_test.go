@@ -176,3 +176,29 @@ func TestFailJobAnswersAreNotErrors(t *testing.T) {
 		}
 	}
 }
+
+type notifying struct {
+	hooked
+	told *int
+}
+
+func (n notifying) NotifyQueue(func(forge.QueueChange)) { *n.told++ }
+
+// The pool manager finds a driver that tells its queue changes
+// (forge.QueueNotifier) through the counting wrapper, and only such a
+// driver: without it, every delivery would cost a full reconcile again.
+func TestWrappedDriverStillTellsItsQueueChanges(t *testing.T) {
+	m := New(t.TempDir())
+	told := 0
+	n, ok := forge.NotifierOf(m.Forge("github", notifying{told: &told}))
+	if !ok {
+		t.Fatal("the wrapped driver's QueueNotifier is not found")
+	}
+	n.NotifyQueue(nil)
+	if told != 1 {
+		t.Fatalf("NotifyQueue reached the driver %d times", told)
+	}
+	if _, ok := forge.NotifierOf(m.Forge("plain", plainForge{})); ok {
+		t.Fatal("a driver that tells nothing found as a QueueNotifier")
+	}
+}

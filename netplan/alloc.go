@@ -1,6 +1,7 @@
 package netplan
 
 import (
+	"container/heap"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -10,17 +11,27 @@ import (
 // Allocator hands out VM addresses from a prefix, never one in use. The
 // orchestrator seeds it from the VMs it finds on disk at start, so the
 // addresses of live VMs are never handed out twice.
+//
+// Allocate and Release are O(log N) in the addresses in use (amortized):
+// every address below next was handed out or reserved once and is either
+// in use or in free, a heap of the released ones; Allocate takes the
+// lowest of free, else next.
 type Allocator struct {
 	prefix  netip.Prefix
 	gateway netip.Addr
 	mu      sync.Mutex
 	used    map[netip.Addr]string // address -> VM id
+	next    netip.Addr            // the lowest address never looked at
+	free    addrHeap              // released addresses below next (some reserved again since: skipped)
+	inFree  map[netip.Addr]bool   // what free holds
 }
 
 // NewAllocator allocates from prefix, skipping its network and broadcast
 // addresses and the gateway.
 func NewAllocator(prefix netip.Prefix, gateway netip.Addr) *Allocator {
-	return &Allocator{prefix: prefix.Masked(), gateway: gateway, used: map[netip.Addr]string{}}
+	prefix = prefix.Masked()
+	return &Allocator{prefix: prefix, gateway: gateway, used: map[netip.Addr]string{},
+		next: prefix.Addr().Next(), inFree: map[netip.Addr]bool{}}
 }
 
 // Reserve marks addr as held by vmID (used when adopting state from disk).
@@ -41,13 +52,23 @@ func (a *Allocator) Reserve(addr netip.Addr, vmID string) error {
 func (a *Allocator) Allocate(vmID string) (netip.Addr, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for a.free.Len() > 0 {
+		ip := heap.Pop(&a.free).(netip.Addr)
+		delete(a.inFree, ip)
+		if _, ok := a.used[ip]; !ok {
+			a.used[ip] = vmID
+			return ip, nil
+		}
+	}
 	last := lastAddr(a.prefix)
-	for ip := a.prefix.Addr().Next(); ip.IsValid() && ip.Less(last); ip = ip.Next() {
+	for ; a.next.IsValid() && a.next.Less(last); a.next = a.next.Next() {
+		ip := a.next
 		if ip == a.gateway {
 			continue
 		}
 		if _, ok := a.used[ip]; !ok {
 			a.used[ip] = vmID
+			a.next = ip.Next()
 			return ip, nil
 		}
 	}
@@ -61,9 +82,27 @@ var ErrNoAddress = errors.New("no free address")
 func (a *Allocator) Release(addr netip.Addr, vmID string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.used[addr] == vmID {
+	if owner, ok := a.used[addr]; ok && owner == vmID {
 		delete(a.used, addr)
+		if addr.Less(a.next) && !a.inFree[addr] {
+			a.inFree[addr] = true
+			heap.Push(&a.free, addr)
+		}
 	}
+}
+
+// addrHeap is a min-heap of addresses (container/heap).
+type addrHeap []netip.Addr
+
+func (h addrHeap) Len() int           { return len(h) }
+func (h addrHeap) Less(i, j int) bool { return h[i].Less(h[j]) }
+func (h addrHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *addrHeap) Push(x any)        { *h = append(*h, x.(netip.Addr)) }
+func (h *addrHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // lastAddr is the broadcast address of an IPv4 prefix.

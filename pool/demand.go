@@ -1,6 +1,11 @@
 package pool
 
 import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 )
 
@@ -15,7 +20,7 @@ func assign(pools []poolView, jobs map[string][]forge.Job) (perPool map[string][
 	job:
 		for _, j := range js {
 			for _, p := range pools {
-				if p.forge == forgeName && (forge.MatchLabels(j.Labels, p.labels) || len(j.Labels) == 0 && p.untagged) {
+				if p.serves(forgeName, j) {
 					perPool[p.name] = append(perPool[p.name], j)
 					continue job
 				}
@@ -58,4 +63,150 @@ func clamp(n int) int {
 		return 0
 	}
 	return n
+}
+
+// serves reports whether pool p takes job j of forge key fk.
+func (p poolView) serves(fk string, j forge.Job) bool {
+	return p.forge == fk && (forge.MatchLabels(j.Labels, p.labels) || len(j.Labels) == 0 && p.untagged)
+}
+
+// demandEvent is a queue change a driver told (change, for the pools of
+// forge key), or a pool to look at again (pool: one of its VMs is gone).
+type demandEvent struct {
+	key    string
+	change forge.QueueChange
+	pool   *pool
+}
+
+// demandInbox holds the events told since the Run goroutine last took
+// them, in order; tell never blocks and wakes it once however many
+// arrive meanwhile.
+type demandInbox struct {
+	mu      sync.Mutex
+	pending []demandEvent
+	spare   []demandEvent // the previous batch's array, reused
+	wake    chan struct{}
+}
+
+func newDemandInbox() *demandInbox {
+	return &demandInbox{wake: make(chan struct{}, 1)}
+}
+
+func (in *demandInbox) tell(e demandEvent) {
+	in.mu.Lock()
+	in.pending = append(in.pending, e)
+	in.mu.Unlock()
+	select {
+	case in.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the pending events; the slice is valid until the next
+// take.
+func (in *demandInbox) take() []demandEvent {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	out := in.pending
+	in.pending, in.spare = in.spare[:0], out
+	return out
+}
+
+// listenLocked has every pool's driver that tells its queue changes tell
+// them to the manager, by the pool's forge key, and the drivers of pools
+// gone stop. Callers hold m.mu.
+func (m *Manager) listenLocked() {
+	now := map[forge.QueueNotifier]bool{}
+	for _, p := range m.pools {
+		n, ok := forge.NotifierOf(p.forge)
+		if !ok || now[n] {
+			continue
+		}
+		now[n] = true
+		key := p.key
+		n.NotifyQueue(func(c forge.QueueChange) { m.demand.tell(demandEvent{key: key, change: c}) })
+	}
+	for n := range m.notifiers {
+		if !now[n] {
+			n.NotifyQueue(nil)
+		}
+	}
+	m.notifiers = now
+}
+
+// applyDemand applies the events told so far to the queued jobs and
+// returns the pools whose demand grew or that lost a VM, each once.
+// O(pools) per event; it runs on the Run goroutine only.
+func (m *Manager) applyDemand(now time.Time) []*pool {
+	evs := m.demand.take()
+	if len(evs) == 0 {
+		return nil
+	}
+	var touched []*pool
+	touch := func(p *pool) {
+		if p != nil && !slices.Contains(touched, p) {
+			touched = append(touched, p)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range evs {
+		if e.pool != nil {
+			touch(e.pool)
+			continue
+		}
+		k := waitKey{e.key, e.change.Job.ID}
+		q := m.waiting[k]
+		if !e.change.Queued {
+			if q != nil {
+				m.obs.QueueWait(q.pool.cfg.Name, now.Sub(q.since))
+				q.pool.queued--
+				delete(m.waiting, k)
+			}
+			continue
+		}
+		if q != nil {
+			continue // known: a repeat
+		}
+		p := m.assignLocked(e.key, e.change.Job)
+		if p == nil {
+			m.logUnservedLocked(e.change.Job)
+			continue
+		}
+		m.waiting[k] = &queuedJob{pool: p, since: queuedSince(e.change.Job, now), pass: m.pass}
+		p.queued++
+		touch(p)
+	}
+	return touched
+}
+
+// assignLocked is the pool that takes job j of forge key fk (as assign
+// decides), or nil. Callers hold m.mu.
+func (m *Manager) assignLocked(fk string, j forge.Job) *pool {
+	for _, p := range m.pools {
+		if (poolView{forge: p.key, labels: p.cfg.Labels, untagged: p.cfg.Runner.RunUntagged}).serves(fk, j) {
+			return p
+		}
+	}
+	return nil
+}
+
+// react applies the events told since the last look and starts what the
+// pools they concern lack, from the counts kept as VMs move: no pass
+// over every VM or job. The periodic full pass stays the safety net.
+func (m *Manager) react(ctx context.Context) {
+	touched := m.applyDemand(time.Now())
+	m.mu.Lock()
+	draining, current := m.draining, m.pools
+	m.mu.Unlock()
+	if draining {
+		return
+	}
+	for _, p := range touched {
+		if !slices.Contains(current, p) {
+			continue // retired by a reload
+		}
+		c, starting := p.counted()
+		m.startMissing(ctx, p, c, starting)
+	}
 }

@@ -13,8 +13,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
@@ -72,16 +72,20 @@ type Manager struct {
 	pools []*pool
 	kick  chan struct{}
 
-	mu         sync.Mutex
-	vms        map[string]*vm // by id, all pools
-	draining   bool
-	reconciled bool // a full reconcile has run
-	wg         sync.WaitGroup
-	unserved   map[string]bool      // job ids already logged as unservable
-	waiting    map[string]queuedJob // jobs seen queued, by forge key and id
-	obs        Observer
-	removals   map[string]*removal // runner removals still to be confirmed, by vm id
-	retrying   bool                // a pass over removals runs
+	mu           sync.Mutex
+	vms          map[string]*vm // by id, all pools
+	draining     bool
+	reconciled   bool // a full reconcile has run
+	wg           sync.WaitGroup
+	unserved     map[string]bool                         // job ids already logged as unservable
+	waiting      map[waitKey]*queuedJob                  // jobs seen queued, by forge key and id; the Run goroutine's
+	runnerStates map[string]map[string]forge.RunnerState // the last full pass's, by forge key and runner name; the Run goroutine's
+	pass         uint64                                  // full reconcile passes, to mark the jobs a pass saw
+	demand       *demandInbox                            // queue changes and freed VMs told since the Run goroutine last looked
+	notifiers    map[forge.QueueNotifier]bool            // drivers told where to send their queue changes; guarded by mu
+	obs          Observer
+	removals     map[string]*removal // runner removals still to be confirmed, by vm id
+	retrying     bool                // a pass over removals runs
 	// removing is held by a pass over removals and by a drain's last
 	// try: one runner is never removed twice at once.
 	removing sync.Mutex
@@ -91,11 +95,16 @@ type Manager struct {
 	recovered bool
 }
 
-// queuedJob is a job seen waiting, for the queue-wait metric.
+// queuedJob is a job seen waiting: the pool it counts for (pool.queued)
+// and, for the queue-wait metric, since when.
 type queuedJob struct {
-	pool  string
+	pool  *pool
 	since time.Time
+	pass  uint64 // the last full pass that saw it queued
 }
+
+// waitKey names a queued job: its forge and scope (pool.key) and its id.
+type waitKey struct{ forge, id string }
 
 // pool is one configured pool's live state.
 type pool struct {
@@ -108,7 +117,7 @@ type pool struct {
 	// configuration and change through Scale and SetPaused.
 	minIdle, max int
 	paused       bool
-	queued       int // jobs assigned at the last reconcile
+	queued       int // queued jobs assigned to it (Manager.waiting)
 
 	// failures since the last VM that became ready; drives backoff.
 	failures  int
@@ -122,6 +131,43 @@ type pool struct {
 	// host's room is found again step by step, not by a burst of VMs that
 	// all fail (each one a runner registered and removed at the forge).
 	ramp int
+
+	// VMs by phase, kept as they move (vm.update, pool.moved): what a
+	// queue change needs to decide without a pass over every VM.
+	nStarting, nIdle, nBusy atomic.Int64
+}
+
+// moved counts a VM of p moving from one phase to another ("" when it
+// joins or leaves the manager).
+func (p *pool) moved(from, to vmstate.Phase) {
+	if from == to {
+		return
+	}
+	if c := p.phaseCount(from); c != nil {
+		c.Add(-1)
+	}
+	if c := p.phaseCount(to); c != nil {
+		c.Add(1)
+	}
+}
+
+func (p *pool) phaseCount(ph vmstate.Phase) *atomic.Int64 {
+	switch ph {
+	case vmstate.Creating, vmstate.Booting:
+		return &p.nStarting
+	case vmstate.Idle:
+		return &p.nIdle
+	case vmstate.Busy:
+		return &p.nBusy
+	}
+	return nil
+}
+
+// counted is p's VMs by what they can do, from the counts kept as they
+// move: O(1).
+func (p *pool) counted() (c counts, starting int) {
+	st := int(p.nStarting.Load())
+	return counts{busy: int(p.nBusy.Load()), unbusy: st + int(p.nIdle.Load())}, st
 }
 
 // New builds a manager for the pools in d.Config.
@@ -138,8 +184,9 @@ func New(d Deps) (*Manager, error) {
 	}
 	m := &Manager{
 		d: d, log: d.Log, owner: owner, kick: make(chan struct{}, 1), vms: map[string]*vm{},
-		unserved: map[string]bool{}, waiting: map[string]queuedJob{}, obs: d.Observer,
-		removals: map[string]*removal{},
+		unserved: map[string]bool{}, waiting: map[waitKey]*queuedJob{}, obs: d.Observer,
+		removals: map[string]*removal{}, demand: newDemandInbox(),
+		notifiers: map[forge.QueueNotifier]bool{}, runnerStates: map[string]map[string]forge.RunnerState{},
 	}
 	for _, pc := range d.Config.Pools {
 		f, ok := d.Forges[pc.Name]
@@ -151,6 +198,9 @@ func New(d Deps) (*Manager, error) {
 			minIdle: pc.MinIdle, max: pc.Max,
 		})
 	}
+	m.mu.Lock()
+	m.listenLocked()
+	m.mu.Unlock()
 	return m, nil
 }
 
@@ -165,18 +215,30 @@ func (m *Manager) Kick() {
 	}
 }
 
-// Run reconciles until ctx ends. It does not stop VMs; Drain does.
+// Run reconciles until ctx ends. It does not stop VMs; Drain does. A
+// full pass runs each period and on Kick; between them, queue changes the
+// drivers tell (forge.QueueNotifier) and freed VMs are reacted to one by
+// one (react), however many arrived since the last wake-up.
 func (m *Manager) Run(ctx context.Context) {
 	t := time.NewTicker(m.d.Interval)
 	defer t.Stop()
+	full := true
 	for {
-		m.retryRemovals(ctx)
-		m.reconcile(ctx)
+		if full {
+			m.retryRemovals(ctx)
+			m.reconcile(ctx)
+		} else {
+			m.react(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			full = true
 		case <-m.kick:
+			full = true
+		case <-m.demand.wake:
+			full = false
 		}
 	}
 }
@@ -184,6 +246,9 @@ func (m *Manager) Run(ctx context.Context) {
 // reconcile is one pass: read demand and runner states, mark busy VMs,
 // start what is missing, remove surplus idle VMs.
 func (m *Manager) reconcile(ctx context.Context) {
+	// Changes told before the queues are read below are in what they
+	// say; those told meanwhile are applied by the next react, in order.
+	m.applyDemand(time.Now())
 	m.resaveRecords()
 	m.mu.Lock()
 	draining := m.draining
@@ -193,7 +258,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 	}
 	pools := m.poolList()
 	jobs := map[string][]forge.Job{}
-	states := map[string]map[string]forge.RunnerState{}
+	states := m.runnerStates // by forge key; each map kept from pass to pass, emptied
 	failed := map[string]bool{}
 	for _, p := range pools {
 		name := p.key
@@ -213,7 +278,10 @@ func (m *Manager) reconcile(ctx context.Context) {
 			continue
 		}
 		jobs[name] = js
-		states[name] = map[string]forge.RunnerState{}
+		if states[name] == nil {
+			states[name] = map[string]forge.RunnerState{}
+		}
+		clear(states[name])
 		for _, r := range rs {
 			states[name][r.Name] = r
 		}
@@ -230,7 +298,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 		if failed[p.key] {
 			continue // without demand we neither start nor remove
 		}
-		m.reconcilePool(ctx, p, len(perPool[p.cfg.Name]), states[p.key])
+		m.reconcilePool(ctx, p, states[p.key])
 	}
 	if len(failed) == 0 {
 		m.mu.Lock()
@@ -254,48 +322,72 @@ func (m *Manager) resaveRecords() {
 }
 
 func (m *Manager) logUnserved(jobs []forge.Job) {
-	if len(m.unserved) > 10000 {
-		m.unserved = map[string]bool{}
-	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, j := range jobs {
-		if !m.unserved[j.ID] {
-			m.unserved[j.ID] = true
-			m.obs.UnservedJob()
-			m.log.Warn("no pool serves this job's labels", "job", j.ID, "labels", j.Labels)
-		}
+		m.logUnservedLocked(j)
 	}
 }
 
-// trackQueueWait remembers when each assigned job was queued and, when it
-// leaves the queue, reports how long it waited. Forges whose read failed
-// this round keep their jobs for the next.
+// logUnservedLocked counts and logs a job no pool serves, once. Callers
+// hold m.mu.
+func (m *Manager) logUnservedLocked(j forge.Job) {
+	if len(m.unserved) > 10000 {
+		m.unserved = map[string]bool{}
+	}
+	if !m.unserved[j.ID] {
+		m.unserved[j.ID] = true
+		m.obs.UnservedJob()
+		m.log.Warn("no pool serves this job's labels", "job", j.ID, "labels", j.Labels)
+	}
+}
+
+// trackQueueWait brings the queued jobs (Manager.waiting, pool.queued)
+// level with a full pass's read: jobs new to it are added, those it no
+// longer lists have left the queue and report how long they waited.
+// Forges whose read failed this round keep their jobs for the next.
 func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, failed map[string]bool) {
 	now := time.Now()
-	seen := map[string]bool{}
+	m.pass++
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, p := range pools {
 		for _, j := range perPool[p.cfg.Name] {
-			k := p.key + "|" + j.ID
-			seen[k] = true
-			if _, ok := m.waiting[k]; !ok {
-				since := j.QueuedAt
-				if since.IsZero() || since.After(now) {
-					since = now
-				}
-				m.waiting[k] = queuedJob{pool: p.cfg.Name, since: since}
+			k := waitKey{p.key, j.ID}
+			q := m.waiting[k]
+			if q == nil {
+				m.waiting[k] = &queuedJob{pool: p, since: queuedSince(j, now), pass: m.pass}
+				p.queued++
+				continue
+			}
+			q.pass = m.pass
+			if q.pool != p { // a reload changed the pools
+				q.pool.queued--
+				p.queued++
+				q.pool = p
 			}
 		}
 	}
 	for k, q := range m.waiting {
-		fk := k[:strings.LastIndex(k, "|")]
-		if seen[k] || failed[fk] {
+		if q.pass == m.pass || failed[k.forge] {
 			continue
 		}
-		m.obs.QueueWait(q.pool, now.Sub(q.since))
+		m.obs.QueueWait(q.pool.cfg.Name, now.Sub(q.since))
+		q.pool.queued--
 		delete(m.waiting, k)
 	}
 }
 
-func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runners map[string]forge.RunnerState) {
+// queuedSince is when j was queued, as far as the forge says and never
+// in the future.
+func queuedSince(j forge.Job, now time.Time) time.Time {
+	if j.QueuedAt.IsZero() || j.QueuedAt.After(now) {
+		return now
+	}
+	return j.QueuedAt
+}
+
+func (m *Manager) reconcilePool(ctx context.Context, p *pool, runners map[string]forge.RunnerState) {
 	var c counts
 	var idle []*vm
 	starting := 0 // VMs not yet ready
@@ -330,9 +422,29 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runner
 			}
 		}
 	}
+	m.startMissing(ctx, p, c, starting)
 	m.mu.Lock()
-	minIdle, maxVMs, paused, notBefore, ramp := p.minIdle, p.max, p.paused, p.notBefore, p.ramp
-	p.queued = queued
+	minIdle, queued := p.minIdle, p.queued
+	m.mu.Unlock()
+	// Surplus idle VMs go after the idle timeout, oldest first; busy ones never.
+	extra := surplus(c, minIdle, queued)
+	for _, v := range idle {
+		if extra == 0 || p.cfg.Timeouts.Idle <= 0 {
+			break
+		}
+		if time.Since(v.readyAt()) >= p.cfg.Timeouts.Idle && m.retire(ctx, p, v) {
+			extra--
+		}
+	}
+}
+
+// startMissing starts the VMs p lacks, given its VMs' counts c, of which
+// starting are not ready yet: enough that the VMs not busy cover min_idle
+// plus its queued jobs, within max, its ramp after a shortage, its
+// back-off and pause. Each start is O(1).
+func (m *Manager) startMissing(ctx context.Context, p *pool, c counts, starting int) {
+	m.mu.Lock()
+	minIdle, maxVMs, paused, notBefore, ramp, queued := p.minIdle, p.max, p.paused, p.notBefore, p.ramp, p.queued
 	m.mu.Unlock()
 	n := toStart(c, minIdle, maxVMs, queued)
 	if ramp > 0 {
@@ -347,16 +459,6 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, queued int, runner
 			p.log.Error("start vm", "err", err)
 			m.failed(p)
 			break
-		}
-	}
-	// Surplus idle VMs go after the idle timeout, oldest first; busy ones never.
-	extra := surplus(c, minIdle, queued)
-	for _, v := range idle {
-		if extra == 0 || p.cfg.Timeouts.Idle <= 0 {
-			break
-		}
-		if time.Since(v.readyAt()) >= p.cfg.Timeouts.Idle && m.retire(ctx, p, v) {
-			extra--
 		}
 	}
 }
@@ -455,17 +557,21 @@ func (m *Manager) startVM(ctx context.Context, p *pool) error {
 	m.vms[id] = v
 	m.wg.Add(1)
 	m.mu.Unlock()
+	p.moved("", vmstate.Creating)
 	go m.runVM(context.WithoutCancel(ctx), v, nil)
 	return nil
 }
 
+// runVM runs v's life; once it is gone, its pool is looked at again (a
+// replacement for min_idle or a queued job), without a full pass.
 func (m *Manager) runVM(ctx context.Context, v *vm, adopted vmm.Machine) {
 	defer m.wg.Done()
 	v.run(ctx, adopted)
 	m.mu.Lock()
 	delete(m.vms, v.rec.ID)
 	m.mu.Unlock()
-	m.Kick()
+	v.pool.moved(v.phase(), "")
+	m.demand.tell(demandEvent{pool: v.pool})
 }
 
 // Drain stops creating VMs, ends every VM that is not running a job at

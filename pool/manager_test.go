@@ -57,6 +57,13 @@ func newHarnessForge(t *testing.T, minIdle, max int, behave guestBehaviour, tune
 // forge being wrap(the fake forge), when wrap is set.
 func newHarnessAt(t *testing.T, stateDir string, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger, obs Observer, wrap func(*fakeForge) forge.Forge) *harness {
 	t.Helper()
+	return newHarnessEvery(t, 10*time.Millisecond, stateDir, minIdle, max, behave, tune, log, obs, wrap)
+}
+
+// newHarnessEvery is newHarnessAt with a full reconcile pass each
+// interval.
+func newHarnessEvery(t *testing.T, interval time.Duration, stateDir string, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger, obs Observer, wrap func(*fakeForge) forge.Forge) *harness {
+	t.Helper()
 	pc := config.PoolDefaults()
 	pc.Name, pc.Forge, pc.Labels, pc.MinIdle, pc.Max = "p", "f", []string{"linux"}, minIdle, max
 	pc.Timeouts.Boot = 2 * time.Second
@@ -83,7 +90,7 @@ func newHarnessAt(t *testing.T, stateDir string, minIdle, max int, behave guestB
 	m, err := New(Deps{
 		Config: &cfg, Forges: map[string]forge.Forge{"p": f}, Network: h.net, Alloc: h.alloc,
 		Store: store, Boot: h.boot, Log: log,
-		ReportURL: "http://10.200.0.1:8089/agent/v1/report", Interval: 10 * time.Millisecond, Observer: obs,
+		ReportURL: "http://10.200.0.1:8089/agent/v1/report", Interval: interval, Observer: obs,
 	})
 	if err != nil {
 		t.Fatal(err)

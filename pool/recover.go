@@ -213,6 +213,7 @@ func (m *Manager) adopt(ctx context.Context, l Leftovers, r *vmstate.Record) boo
 	m.vms[r.ID] = v
 	m.wg.Add(1)
 	m.mu.Unlock()
+	p.moved("", v.phase())
 	v.log.Info("adopted vm left running by a previous run", "phase", r.Phase, "pid", r.PID)
 	go m.runVM(context.WithoutCancel(ctx), v, machine)
 	return true

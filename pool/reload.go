@@ -77,6 +77,7 @@ func (m *Manager) Reload(ctx context.Context, pools []config.Pool, forges map[st
 		res.Removed = append(res.Removed, name)
 	}
 	m.pools = next
+	m.listenLocked()
 	for _, v := range m.vms {
 		for _, op := range retired {
 			if v.pool == op {

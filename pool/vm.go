@@ -168,9 +168,12 @@ func (v *vm) snapshot() vmstate.Record {
 // caller makes or asks for (requestSave). Nothing is written here.
 func (v *vm) change(f func(r *vmstate.Record)) {
 	v.mu.Lock()
-	defer v.mu.Unlock()
+	was := v.rec.Phase
 	f(&v.rec)
 	v.rec.Seq++
+	now := v.rec.Phase
+	v.mu.Unlock()
+	v.phaseMoved(was, now)
 }
 
 // remember changes the record in memory without numbering it: what
@@ -178,8 +181,25 @@ func (v *vm) change(f func(r *vmstate.Record)) {
 // any.
 func (v *vm) remember(f func(r *vmstate.Record)) {
 	v.mu.Lock()
-	defer v.mu.Unlock()
+	was := v.rec.Phase
 	f(&v.rec)
+	now := v.rec.Phase
+	v.mu.Unlock()
+	v.phaseMoved(was, now)
+}
+
+// phaseMoved keeps the pool's counts of VMs by phase as a VM's phase
+// changes in memory (the counts the manager reacts to per event), and has
+// the pool looked at when the VM turns busy: one VM fewer for min_idle.
+// It takes no lock but the pool's counters and the demand inbox's.
+func (v *vm) phaseMoved(was, now vmstate.Phase) {
+	if was == now {
+		return
+	}
+	v.pool.moved(was, now)
+	if now == vmstate.Busy {
+		v.m.demand.tell(demandEvent{pool: v.pool})
+	}
 }
 
 // update changes the record and saves it: only on the VM's own goroutine
@@ -276,12 +296,14 @@ func (v *vm) turnBusy(r *vmstate.Record) {
 // whether the VM was idle.
 func (v *vm) markBusy() bool {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	if v.rec.Phase != vmstate.Idle {
+		v.mu.Unlock()
 		return false
 	}
 	v.turnBusy(&v.rec)
 	v.rec.Seq++
+	v.mu.Unlock()
+	v.phaseMoved(vmstate.Idle, vmstate.Busy)
 	return true
 }
 
@@ -733,7 +755,8 @@ func (v *vm) jobReport(r agentproto.Report, exitCode int) int {
 		if job && v.rec.Job == "" {
 			v.rec.Job, changed = r.Job, true
 		}
-		if v.rec.Phase == vmstate.Idle {
+		turned := v.rec.Phase == vmstate.Idle
+		if turned {
 			v.turnBusy(&v.rec)
 			changed = true
 		}
@@ -741,6 +764,9 @@ func (v *vm) jobReport(r agentproto.Report, exitCode int) int {
 			v.rec.Seq++
 		}
 		v.mu.Unlock()
+		if turned {
+			v.phaseMoved(vmstate.Idle, vmstate.Busy)
+		}
 		v.persist(v.m.d.Store)
 	case agentproto.EventRunnerExited:
 		exitCode = r.ExitCode

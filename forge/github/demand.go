@@ -1,6 +1,7 @@
 package github
 
 import (
+	"container/list"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,11 +47,19 @@ type jobState struct {
 	queuedAt   time.Time // GitHub's created_at
 	seen       time.Time // when a source last said this status
 	runner     string    // the runner that took it
+
+	// inQueue is its place in demand.queue while it is queued.
+	inQueue *list.Element
+	// job is the job as the pool manager gets it, built once per
+	// spelling of the labels (jobGen: Client.labelGen when built).
+	job    forge.Job
+	jobGen uint64
 }
 
 // Memory bounds of the demand view.
 const (
 	maxJobs          = 50000
+	pruneTo          = maxJobs - maxJobs/8 // what a view past maxJobs is cut to
 	maxDeliveries    = 10000
 	keepSettled      = time.Hour      // in-progress and completed jobs, for ordering
 	keepQueued       = 48 * time.Hour // GitHub gives up on a queued job after a day
@@ -62,15 +71,26 @@ const (
 // racing deliveries cannot bring a job back into the queue, and a job is
 // one entry however many sources report it: it is never started twice.
 type demand struct {
-	mu         sync.Mutex
-	jobs       map[int64]*jobState
+	mu   sync.Mutex
+	jobs map[int64]*jobState
+	// queue holds the queued jobs (*jobState) in the order they joined
+	// it: joining and leaving are O(1), and a read of the queue walks
+	// it, neither copying nor sorting the jobs it does not return.
+	queue *list.List
+	// notify is told each job that joined (queued) or left the queue,
+	// under mu, so in the order it happens; it reports whether every
+	// pool the job concerns was told. nil: nobody listens.
+	notify func(j *jobState, queued bool) bool
+	// busy counts, by runner name, the jobs in progress a source said
+	// the runner took: kept as jobs move, read per runner in O(1).
+	busy       map[string]int
 	deliveries map[string]struct{}
 	order      []string // delivery ids, oldest first, a ring of maxDeliveries
 	next       int
 }
 
 func newDemand() *demand {
-	return &demand{jobs: map[int64]*jobState{}, deliveries: map[string]struct{}{}, order: make([]string, 0, maxDeliveries)}
+	return &demand{jobs: map[int64]*jobState{}, deliveries: map[string]struct{}{}, order: make([]string, 0, maxDeliveries), queue: list.New(), busy: map[string]int{}}
 }
 
 // fresh records a delivery id and reports whether it is new. It
@@ -93,23 +113,31 @@ func (d *demand) fresh(id string) bool {
 }
 
 // observe records what a source says of a job and reports whether the
-// queue changed (a job joined or left it).
-func (d *demand) observe(j jobState, now time.Time) bool {
+// queue changed (a job joined or left it) and, if it did, whether every
+// pool the job concerns has been told (demand.notify). O(1) but for the
+// occasional prune.
+func (d *demand) observe(j jobState, now time.Time) (changed, told bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	cur, ok := d.jobs[j.id]
 	if !ok {
 		if j.status == 0 {
-			return false
+			return false, false
 		}
 		j.seen = now
-		d.jobs[j.id] = &j
+		j.inQueue, j.job, j.jobGen = nil, forge.Job{}, 0
+		cur = &j
+		d.jobs[j.id] = cur
+		d.countBusy(cur, 1)
+		told = d.requeue(cur)
 		d.prune(now)
-		return j.status == statusQueued
+		return j.status == statusQueued, told
 	}
 	if j.status < cur.status || j.status == 0 {
-		return false // older news
+		return false, false // older news
 	}
+	d.countBusy(cur, -1)
+	defer d.countBusy(cur, 1)
 	if len(cur.labels) == 0 {
 		cur.labels = j.labels
 	}
@@ -121,26 +149,47 @@ func (d *demand) observe(j jobState, now time.Time) bool {
 	}
 	cur.seen = now
 	if j.status == cur.status {
-		return false
+		return false, false
 	}
 	was := cur.status
 	cur.status = j.status
-	return was == statusQueued || j.status == statusQueued
+	if was != statusQueued && j.status != statusQueued {
+		return false, false
+	}
+	return true, d.requeue(cur)
 }
 
-// prune drops what no longer matters, and the oldest entries beyond
-// maxJobs. Callers hold d.mu.
+// requeue puts j in the queue or takes it out, as its status says, and
+// tells whoever listens when that changed it. Callers hold d.mu.
+func (d *demand) requeue(j *jobState) (told bool) {
+	queued := j.status == statusQueued
+	if queued == (j.inQueue != nil) {
+		return false
+	}
+	if queued {
+		j.inQueue = d.queue.PushBack(j)
+	} else {
+		d.queue.Remove(j.inQueue)
+		j.inQueue = nil
+	}
+	return d.notify != nil && d.notify(j, queued)
+}
+
+// prune drops what no longer matters and, past maxJobs, the oldest
+// entries down to pruneTo, so that a full view is sorted once per
+// maxJobs-pruneTo new jobs, not at each: O(log N) per job amortized.
+// Callers hold d.mu.
 func (d *demand) prune(now time.Time) {
-	if len(d.jobs) < maxJobs && len(d.jobs)%1024 != 0 {
+	if len(d.jobs) <= maxJobs && len(d.jobs)%1024 != 0 {
 		return
 	}
-	for id, j := range d.jobs {
+	for _, j := range d.jobs {
 		keep := keepSettled
 		if j.status <= statusQueued {
 			keep = keepQueued
 		}
 		if now.Sub(j.seen) > keep {
-			delete(d.jobs, id)
+			d.forget(j)
 		}
 	}
 	if len(d.jobs) <= maxJobs {
@@ -151,22 +200,61 @@ func (d *demand) prune(now time.Time) {
 		all = append(all, j)
 	}
 	sort.Slice(all, func(a, b int) bool { return all[a].seen.Before(all[b].seen) })
-	for _, j := range all[:len(all)-maxJobs] {
-		delete(d.jobs, j.id)
+	for _, j := range all[:len(all)-pruneTo] {
+		d.forget(j)
 	}
 }
 
-// queued lists the queued jobs match accepts, oldest first.
+// countBusy adds n for j's runner to busy if j is in progress on a known
+// runner. Callers hold d.mu.
+func (d *demand) countBusy(j *jobState, n int) {
+	if j.status != statusInProgress || j.runner == "" {
+		return
+	}
+	if d.busy[j.runner] += n; d.busy[j.runner] <= 0 {
+		delete(d.busy, j.runner)
+	}
+}
+
+// forget drops j: a queued job leaves the queue. Callers hold d.mu.
+func (d *demand) forget(j *jobState) {
+	d.countBusy(j, -1)
+	delete(d.jobs, j.id)
+	if j.inQueue != nil {
+		d.queue.Remove(j.inQueue)
+		j.inQueue = nil
+		if d.notify != nil {
+			d.notify(j, false)
+		}
+	}
+}
+
+// queued lists the queued jobs match accepts, in the order they joined
+// the queue.
 func (d *demand) queued(match func(*jobState) bool) []jobState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []jobState
-	for _, j := range d.jobs {
-		if j.status == statusQueued && match(j) {
+	for e := d.queue.Front(); e != nil; e = e.Next() {
+		if j := e.Value.(*jobState); match(j) {
 			out = append(out, *j)
 		}
 	}
-	sort.Slice(out, func(a, b int) bool { return out[a].id < out[b].id })
+	return out
+}
+
+// queuedJobs is the queued jobs match accepts as the pool manager gets
+// them (job builds or reuses each one), in the order they joined the
+// queue: one walk of the queue, no copy of the jobs, no sort.
+func (d *demand) queuedJobs(match func(*jobState) bool, job func(*jobState) forge.Job) []forge.Job {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]forge.Job, 0, d.queue.Len())
+	for e := d.queue.Front(); e != nil; e = e.Next() {
+		if j := e.Value.(*jobState); match(j) {
+			out = append(out, job(j))
+		}
+	}
 	return out
 }
 
@@ -185,17 +273,12 @@ func (d *demand) unconfirmed(match func(*jobState) bool, before time.Time, n int
 	return out[:min(n, len(out))]
 }
 
-// busyRunners are the runners a source said took a job still running.
-func (d *demand) busyRunners() map[string]bool {
+// runnerBusy reports whether a source said the runner took a job still
+// running: O(1).
+func (d *demand) runnerBusy(name string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := map[string]bool{}
-	for _, j := range d.jobs {
-		if j.status == statusInProgress && j.runner != "" {
-			out[j.runner] = true
-		}
-	}
-	return out
+	return d.busy[name] > 0
 }
 
 // jobOfRunner is the newest job a source said the named runner took,
@@ -223,6 +306,41 @@ func forgeJob(j jobState, spelling func(string) string) forge.Job {
 		labels[i] = spelling(l)
 	}
 	return forge.Job{ID: strconv.FormatInt(j.id, 10), Labels: labels, Repo: j.repo, QueuedAt: j.queuedAt}
+}
+
+// jobOf is j as the pool manager gets it, built once per spelling of the
+// labels. Callers hold c.demand.mu.
+func (c *Client) jobOf(j *jobState) forge.Job {
+	gen := c.labelGen.Load()
+	if j.job.ID == "" || j.jobGen != gen {
+		j.job, j.jobGen = forgeJob(*j, c.spelling), gen
+	}
+	return j.job
+}
+
+// notifyQueue tells the pools of c that cover j and listen
+// (Pool.NotifyQueue) that j joined or left the queue, and reports
+// whether all that cover it listen. It runs under c.demand.mu.
+func (c *Client) notifyQueue(j *jobState, queued bool) bool {
+	c.mu.Lock()
+	pools := c.pools
+	c.mu.Unlock()
+	all, any := true, false
+	for _, p := range pools {
+		if !p.covers(j.repo, j.enterprise) {
+			continue
+		}
+		c.mu.Lock()
+		tell := p.notify
+		c.mu.Unlock()
+		if tell == nil {
+			all = false
+			continue
+		}
+		any = true
+		tell(forge.QueueChange{Job: c.jobOf(j), Queued: queued})
+	}
+	return all && any
 }
 
 // spelling is the configuration's spelling of a label, or the label.

@@ -34,7 +34,7 @@ func TestJobsOnlyMoveForward(t *testing.T) {
 	now := time.Now()
 	step := func(s status, wantChanged bool) {
 		t.Helper()
-		if got := d.observe(jobState{id: 1, repo: "o/r", status: s}, now); got != wantChanged {
+		if got, _ := d.observe(jobState{id: 1, repo: "o/r", status: s}, now); got != wantChanged {
 			t.Fatalf("status %d: changed %v, want %v", s, got, wantChanged)
 		}
 	}
@@ -49,7 +49,7 @@ func TestJobsOnlyMoveForward(t *testing.T) {
 	if q := d.queued(func(*jobState) bool { return true }); len(q) != 0 {
 		t.Fatalf("queued %+v", q)
 	}
-	if d.observe(jobState{id: 2, repo: "o/r"}, now) {
+	if changed, _ := d.observe(jobState{id: 2, repo: "o/r"}, now); changed {
 		t.Fatal("an unknown status counted")
 	}
 }
@@ -88,5 +88,54 @@ func TestSignature(t *testing.T) {
 		if signed("s", tc.header, body) != tc.ok {
 			t.Errorf("header %q: got %v", tc.header, !tc.ok)
 		}
+	}
+}
+
+// A runner counts as busy while a job a source said it took is in
+// progress, and no longer once the job is done or forgotten.
+func TestRunnerBusyFollowsItsJobs(t *testing.T) {
+	d := newDemand()
+	now := time.Now()
+	d.observe(jobState{id: 1, repo: "o/r", status: statusQueued}, now)
+	if d.runnerBusy("r1") {
+		t.Fatal("busy before any job started")
+	}
+	d.observe(jobState{id: 1, repo: "o/r", status: statusInProgress, runner: "r1"}, now)
+	d.observe(jobState{id: 2, repo: "o/r", status: statusInProgress, runner: "r1"}, now)
+	d.observe(jobState{id: 2, repo: "o/r", status: statusInProgress, runner: "r1"}, now) // a repeat
+	if !d.runnerBusy("r1") || d.runnerBusy("r2") {
+		t.Fatal("r1 not busy, or r2 busy")
+	}
+	d.observe(jobState{id: 1, repo: "o/r", status: statusCompleted}, now)
+	if !d.runnerBusy("r1") {
+		t.Fatal("r1 not busy with job 2 still running")
+	}
+	d.observe(jobState{id: 2, repo: "o/r", status: statusCompleted, runner: "r1"}, now)
+	if d.runnerBusy("r1") || len(d.busy) != 0 {
+		t.Fatalf("r1 busy after its jobs ended: %v", d.busy)
+	}
+	d.observe(jobState{id: 3, repo: "o/r", status: statusInProgress, runner: "r3"}, now)
+	d.mu.Lock()
+	d.forget(d.jobs[3])
+	d.mu.Unlock()
+	if d.runnerBusy("r3") {
+		t.Fatal("r3 busy after its job was forgotten")
+	}
+}
+
+// A view past maxJobs is cut to pruneTo, the oldest news first, so that
+// the jobs that follow do not each sort the whole view again.
+func TestFullDemandIsCutWellBelowItsBound(t *testing.T) {
+	d := newDemand()
+	start := time.Now()
+	for i := range maxJobs + 1 {
+		d.observe(jobState{id: int64(i), repo: "o/r", status: statusInProgress}, start.Add(time.Duration(i)))
+	}
+	if len(d.jobs) != pruneTo || d.jobs[maxJobs] == nil || d.jobs[0] != nil {
+		t.Fatalf("%d jobs held past the bound, want the newest %d", len(d.jobs), pruneTo)
+	}
+	d.observe(jobState{id: maxJobs + 1, repo: "o/r", status: statusInProgress}, start.Add(maxJobs+1))
+	if len(d.jobs) != pruneTo+1 {
+		t.Fatalf("%d jobs held after one more, want %d", len(d.jobs), pruneTo+1)
 	}
 }

@@ -28,6 +28,8 @@ type farm struct {
 	obs  *countingObserver
 	stop context.CancelFunc
 	done chan struct{}
+
+	closeOnce sync.Once
 }
 
 // poolConfig is a pool of the "github" forge.
@@ -42,12 +44,19 @@ func poolConfig(name, scope string, labels ...string) config.Pool {
 
 func newFarm(t testing.TB, forges map[string]forge.Forge, pools ...config.Pool) *farm {
 	t.Helper()
+	return newFarmWith(t, t.TempDir(), 50*time.Millisecond, forges, pools...)
+}
+
+// newFarmWith is newFarm with the VM state in dir and the given reconcile
+// period. close ends it (also at the test's end).
+func newFarmWith(t testing.TB, dir string, interval time.Duration, forges map[string]forge.Forge, pools ...config.Pool) *farm {
+	t.Helper()
 	cfg := &config.Config{
 		HostID:  "t",
 		Network: config.Network{Bridge: "fa0", CIDR: "10.99.0.0/20", Gateway: "10.99.0.1", MTU: 1500, AgentPort: 8089},
 		Pools:   pools,
 	}
-	store, err := vmstate.Open(t.TempDir())
+	store, err := vmstate.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +67,7 @@ func newFarm(t testing.TB, forges map[string]forge.Forge, pools ...config.Pool) 
 		Config: cfg, Forges: forges, Hypervisor: hv, Network: fakeNet{},
 		Alloc: netplan.NewAllocator(netip.MustParsePrefix(cfg.Network.CIDR), netip.MustParseAddr(cfg.Network.Gateway)),
 		Store: store, Boot: boot, Log: slog.New(slog.DiscardHandler), ReportURL: "http://10.99.0.1:8089",
-		Interval: 50 * time.Millisecond, Observer: obs,
+		Interval: interval, Observer: obs,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -67,14 +76,19 @@ func newFarm(t testing.TB, forges map[string]forge.Forge, pools ...config.Pool) 
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &farm{m: m, hv: hv, obs: obs, stop: cancel, done: make(chan struct{})}
 	go func() { m.Run(ctx); close(f.done) }()
-	t.Cleanup(func() {
-		cancel()
+	t.Cleanup(f.close)
+	return f
+}
+
+// close stops the manager and drains it, once.
+func (f *farm) close() {
+	f.closeOnce.Do(func() {
+		f.stop()
 		<-f.done
 		dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer dcancel()
-		_ = m.Drain(dctx)
+		_ = f.m.Drain(dctx)
 	})
-	return f
 }
 
 // fakeVMM starts machines that do nothing until released: then the guest

@@ -24,6 +24,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
@@ -82,6 +83,9 @@ type Client struct {
 	mu     sync.Mutex
 	pools  []*Pool
 	labels map[string]string // lower case -> the configuration's spelling
+	// labelGen counts the changes of labels: jobs built with an older
+	// spelling are built again (jobOf).
+	labelGen atomic.Uint64
 }
 
 // New checks the options and connects nothing yet: the first call does.
@@ -136,6 +140,7 @@ func New(o Options) (*Client, error) {
 		retry: newRetryTransport(base, o.Retry, log), log: log, interval: o.PollInterval, cancel: o.CancelRuns,
 		secret: o.WebhookSecret, demand: newDemand(), refusals: httpguard.NewEvery(time.Second), labels: map[string]string{},
 	}
+	c.demand.notify = c.notifyQueue
 	if app {
 		atr, err := ghinstallation.NewAppsTransport(c.retry, o.AppID, o.AppPrivateKey)
 		if err != nil {

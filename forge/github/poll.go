@@ -50,12 +50,7 @@ func (p *Pool) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
 	if !polled && p.c.secret == "" {
 		return nil, fmt.Errorf("github: queue of %s unknown: no poll has succeeded yet: %w", p.scope, lastErr)
 	}
-	jobs := p.c.demand.queued(func(j *jobState) bool { return p.covers(j.repo, j.enterprise) })
-	out := make([]forge.Job, len(jobs))
-	for i, j := range jobs {
-		out[i] = forgeJob(j, p.c.spelling)
-	}
-	return out, nil
+	return p.c.demand.queuedJobs(func(j *jobState) bool { return p.covers(j.repo, j.enterprise) }, p.c.jobOf), nil
 }
 
 // Reconcile is one reconciler round: it lists the queued and in-progress

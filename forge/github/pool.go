@@ -34,11 +34,14 @@ type Pool struct {
 	polled    bool  // a round has succeeded
 	lastErr   error // the last round's failure
 	cache     runnerCache
+
+	notify func(forge.QueueChange) // guarded by c.mu; see NotifyQueue
 }
 
 var (
 	_ forge.Forge           = (*Pool)(nil)
 	_ forge.WebhookReceiver = (*Pool)(nil)
+	_ forge.QueueNotifier   = (*Pool)(nil)
 )
 
 // Pool adds a pool of this forge.
@@ -92,9 +95,19 @@ func (c *Client) Pool(o PoolOptions) (*Pool, error) {
 	for _, l := range o.Labels {
 		if _, ok := c.labels[strings.ToLower(l)]; !ok {
 			c.labels[strings.ToLower(l)] = l
+			c.labelGen.Add(1)
 		}
 	}
 	return p, nil
+}
+
+// NotifyQueue implements forge.QueueNotifier: notify is told each job of
+// the pool's scope that joins or leaves the queue (a delivery, a poll),
+// as it happens; a delivery it was told of kicks nothing.
+func (p *Pool) NotifyQueue(notify func(forge.QueueChange)) {
+	p.c.mu.Lock()
+	defer p.c.mu.Unlock()
+	p.notify = notify
 }
 
 // defaultGroupID is the id of GitHub's "Default" runner group.

@@ -84,11 +84,10 @@ func (p *Pool) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerSt
 		p.cache.put(list)
 		p.retryPending(ctx, list)
 	}
-	busy := p.c.demand.busyRunners()
 	var out []forge.RunnerState
 	for _, r := range list {
 		if owner.Owns(r.Name) {
-			r.Busy = r.Busy || busy[r.Name]
+			r.Busy = r.Busy || p.c.demand.runnerBusy(r.Name)
 			out = append(out, r)
 		}
 	}

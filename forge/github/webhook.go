@@ -61,15 +61,15 @@ func (c *Client) serveWebhook(w http.ResponseWriter, r *http.Request, kick func(
 		return
 	}
 	event := r.Header.Get("X-GitHub-Event")
-	var ev gh.WorkflowJobEvent
-	var extra struct { // what go-github's event type leaves out
+	// One decoding: go-github's event type plus what it leaves out.
+	var ev struct {
+		gh.WorkflowJobEvent
 		Enterprise struct {
 			Slug string `json:"slug"`
 		} `json:"enterprise"`
 	}
 	if event == "workflow_job" {
-		err1, err2 := json.Unmarshal(body, &ev), json.Unmarshal(body, &extra)
-		if err1 != nil || err2 != nil || ev.WorkflowJob == nil || ev.Repo == nil {
+		if err := json.Unmarshal(body, &ev); err != nil || ev.WorkflowJob == nil || ev.Repo == nil {
 			hookAnswer(w, http.StatusBadRequest, "not a workflow_job payload")
 			return
 		}
@@ -82,11 +82,11 @@ func (c *Client) serveWebhook(w http.ResponseWriter, r *http.Request, kick func(
 	case "ping":
 		hookAnswer(w, http.StatusOK, "pong")
 	case "workflow_job":
-		changed, why := c.observeDelivery(&ev, extra.Enterprise.Slug)
+		changed, told, why := c.observeDelivery(&ev.WorkflowJobEvent, ev.Enterprise.Slug)
 		c.log.Debug("github webhook", "delivery", delivery, "action", ev.GetAction(),
 			"job", ev.WorkflowJob.GetID(), "repo", ev.Repo.GetFullName(), "result", why)
-		if changed {
-			kick()
+		if changed && !told {
+			kick() // a pool that does not listen reads the queue at a full pass
 		}
 		hookAnswer(w, http.StatusOK, why)
 	default:
@@ -96,25 +96,26 @@ func (c *Client) serveWebhook(w http.ResponseWriter, r *http.Request, kick func(
 
 // observeDelivery records a workflow_job delivery: the action is the
 // job's new state ("queued" even when the payload's status still says
-// "waiting").
-func (c *Client) observeDelivery(ev *gh.WorkflowJobEvent, enterprise string) (changed bool, why string) {
+// "waiting"). told: every pool the change concerns was told of it
+// (Pool.NotifyQueue).
+func (c *Client) observeDelivery(ev *gh.WorkflowJobEvent, enterprise string) (changed, told bool, why string) {
 	repo := ev.Repo.GetFullName()
 	if !c.inScope(repo, enterprise) {
-		return false, "not a repository of this forge's pools"
+		return false, false, "not a repository of this forge's pools"
 	}
 	st := parseStatus(ev.GetAction())
 	if st == 0 {
-		return false, "action ignored"
+		return false, false, "action ignored"
 	}
 	j := ev.WorkflowJob
-	changed = c.demand.observe(jobState{
+	changed, told = c.demand.observe(jobState{
 		id: j.GetID(), repo: repo, enterprise: enterprise, labels: j.Labels, status: st,
 		queuedAt: j.GetCreatedAt().Time, runner: j.GetRunnerName(),
 	}, time.Now())
 	if changed {
-		return true, "queue changed"
+		return true, told, "queue changed"
 	}
-	return false, "queue unchanged"
+	return false, false, "queue unchanged"
 }
 
 // inScope reports whether any pool of the forge covers the repository.
