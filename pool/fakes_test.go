@@ -31,6 +31,7 @@ type fakeForge struct {
 	failReg  bool
 	hold     bool              // runners find no job (jobs stay queued)
 	finished map[string]string // job id -> runner name that ran it
+	taken    map[string]string // job id -> runner name that took it
 
 	// removeErr, when set, is every Remove's answer (the forge is
 	// unreachable): the runner stays.
@@ -50,7 +51,7 @@ type fakeRunner struct {
 }
 
 func newFakeForge() *fakeForge {
-	return &fakeForge{runners: map[string]*fakeRunner{}, secret: "SCOPE-WIDE-SECRET", finished: map[string]string{}, failed: map[string]string{}}
+	return &fakeForge{runners: map[string]*fakeRunner{}, secret: "SCOPE-WIDE-SECRET", finished: map[string]string{}, taken: map[string]string{}, failed: map[string]string{}}
 }
 
 func (f *fakeForge) Kind() string { return "fake" }
@@ -132,6 +133,13 @@ func (f *fakeForge) failedJobs() map[string]string {
 	return maps.Clone(f.failed)
 }
 
+// runnerOf is the name of the runner that took job id ("" if none did).
+func (f *fakeForge) runnerOf(id string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.taken[id]
+}
+
 // take gives the runner the first queued job, as a runner polling does.
 func (f *fakeForge) take(runnerName string) (string, bool) {
 	f.mu.Lock()
@@ -144,6 +152,7 @@ func (f *fakeForge) take(runnerName string) (string, bool) {
 			j := f.queue[0]
 			f.queue = f.queue[1:]
 			r.busy, r.job = true, j.ID
+			f.taken[j.ID] = runnerName
 			return j.ID, true
 		}
 	}
