@@ -25,6 +25,7 @@ func start(t *testing.T, args ...string) *exec.Cmd {
 	// Reap it as soon as it exits, like the init process would for an
 	// orphan; the watcher must not depend on who reaps.
 	go cmd.Wait()
+	execed(t, cmd.Process.Pid, func(a []string) bool { return a[0] == args[0] })
 	return cmd
 }
 
