@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/api"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
@@ -363,31 +364,13 @@ func TestClientOverTCP(t *testing.T) {
 	})
 }
 
-// syncBuffer is a bytes.Buffer safe to read while a command writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestLogsFollow: `logs -f` prints what the VM writes and exits 0 when
 // the VM ends.
 func TestLogsFollow(t *testing.T) {
 	clearClientEnv(t)
 	b := newAPIBackend(t.TempDir())
 	sock := serveSocket(t, b)
-	var out, errb syncBuffer
+	var out, errb hosttest.SyncBuffer
 	done := make(chan int, 1)
 	go func() { done <- Main([]string{"logs", "vm1", "-f", "--tail", "1", "--socket", sock}, &out, &errb) }()
 

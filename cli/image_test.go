@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"log"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -13,11 +12,12 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // TestImageCommands pulls an image from a loopback registry into a store
@@ -26,7 +26,7 @@ func TestImageCommands(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root: flattening sets owners (make test runs as root)")
 	}
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	srv := httptest.NewServer(hosttest.Registry())
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
 	var layer bytes.Buffer

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/api"
-	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 )
 
 // BenchmarkHostileFlood floods the agent listener and the webhook endpoint

@@ -21,7 +21,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/api"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
-	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 	"github.com/nixos-fireactions/nixos-fireactions/metrics"
 )
 

@@ -11,8 +11,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"log"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -29,13 +27,13 @@ import (
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
@@ -102,7 +100,7 @@ func TestCacheReachesGuestsAndOrchestrator(t *testing.T) {
 
 	// The upstream registry, outside the namespace: only the mirror (whose
 	// client runs in this process) can reach it, not the orchestrator.
-	upstream := &byteCounter{h: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+	upstream := &byteCounter{h: hosttest.Registry()}
 	up := httptest.NewServer(upstream)
 	t.Cleanup(up.Close)
 	upHost := strings.TrimPrefix(up.URL, "http://")

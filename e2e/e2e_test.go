@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // cacheDir is where scripts/build-peers.sh put Gitea and its runner.
@@ -240,11 +241,10 @@ func buildGuestRoot(t *testing.T, cache, dst string) {
 	}
 }
 
+// requireRoot: every end-to-end test needs root, for one reason.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("the end-to-end tests need root (network namespaces, TAPs, nftables)")
-	}
+	hosttest.RequireRoot(t, "the end-to-end tests make network namespaces, TAPs and nftables rules")
 }
 
 var _ = fmt.Sprintf

@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/firecrackerdouble"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker"
-	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/fcdouble"
 )
 
 // The jailed firecracker's user in this test.
@@ -311,13 +311,13 @@ pools:
 // host's cgroup v2 offers no cpu or memory controller) and the file the
 // double records every API request in. The orchestrator inherits the
 // settings and passes them to the doubles.
-func firecrackerDouble(t *testing.T, work string) (fc fcdouble.Binaries, jails, cgroups, record string) {
+func firecrackerDouble(t *testing.T, work string) (fc firecrackerdouble.Binaries, jails, cgroups, record string) {
 	t.Helper()
 	fcDir := t.TempDir()
 	os.Chmod(fcDir, 0o755)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	fc, err := fcdouble.Build(ctx, fcDir)
+	fc, err := firecrackerdouble.Build(ctx, fcDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,9 +489,9 @@ func pidsWorkingIn(dir string) []int {
 	return out
 }
 
-func readAPIRecord(t *testing.T, path string) []fcdouble.Record {
+func readAPIRecord(t *testing.T, path string) []firecrackerdouble.Record {
 	t.Helper()
-	recs, err := fcdouble.ReadRecord(path)
+	recs, err := firecrackerdouble.ReadRecord(path)
 	if err != nil {
 		t.Fatal(err)
 	}

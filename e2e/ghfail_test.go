@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
 	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 )
 
 const (

@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
 	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 )
 
 const (
@@ -239,7 +239,7 @@ pools:
 func buildGitHubStandin(t *testing.T, dir string) string {
 	t.Helper()
 	out := filepath.Join(dir, "run.sh")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "../forge/github/githubdouble/standin-runner")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "../internal/double/githubdouble/cmd/actions-runner")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build the stand-in runner: %v\n%s", err, b)

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos-fireactions/nixos-fireactions/forge/gitlab/gitlabtest"
 	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/gitlabdouble"
 )
 
 // TestGitLabJobWhoseRunnerDiesIsCancelledAtOnce: a job that kills its
@@ -34,7 +34,7 @@ func TestGitLabJobWhoseRunnerDiesIsCancelledAtOnce(t *testing.T) {
 	ns := newNetns(t, fmt.Sprintf("glf%d", os.Getpid()%100000))
 
 	accessToken := "glpat-" + randHex(t)
-	gl := gitlabtest.New(accessToken)
+	gl := gitlabdouble.New(accessToken)
 	t.Cleanup(gl.Close)
 	gl.AddProject("acme/app")
 	ln, err := ns.listen("tcp", "0.0.0.0:"+glPort)

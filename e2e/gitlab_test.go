@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos-fireactions/nixos-fireactions/forge/gitlab/gitlabtest"
 	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/gitlabdouble"
 )
 
 const (
@@ -53,7 +53,7 @@ func TestGitLabJobsRunInTheirOwnMicroVMs(t *testing.T) {
 	ns := newNetns(t, fmt.Sprintf("fagl%d", os.Getpid()%100000))
 
 	accessToken, hookSecret, apiToken := "glpat-"+randHex(t), "hook-"+randHex(t), "api-"+randHex(t)
-	gl := gitlabtest.New(accessToken)
+	gl := gitlabdouble.New(accessToken)
 	t.Cleanup(gl.Close)
 	gl.AddProject("acme/app")
 	ln, err := ns.listen("tcp", "0.0.0.0:"+glPort)
@@ -156,12 +156,12 @@ pools:
 
 	// Phase B: faults on every kind of call; jobs still run, and no
 	// runner is left at GitLab.
-	gl.Inject(gitlabtest.Fault{Method: "POST", Path: "/user/runners", Status: 502, After: true, Times: 1})
-	gl.Inject(gitlabtest.Fault{Method: "POST", Path: "/user/runners", Delay: 35 * time.Second, After: true, Times: 1})
-	gl.Inject(gitlabtest.Fault{Method: "POST", Path: "/user/runners", Status: 429, Times: 2})
-	gl.Inject(gitlabtest.Fault{Method: "GET", Path: "/projects/2/jobs", Status: 503, Times: 3})
-	gl.Inject(gitlabtest.Fault{Method: "GET", Path: "/projects/2/runners", Status: 500, Times: 2})
-	gl.Inject(gitlabtest.Fault{Method: "DELETE", Path: "/runners/", Status: 500, Times: 3})
+	gl.Inject(gitlabdouble.Fault{Method: "POST", Path: "/user/runners", Status: 502, After: true, Times: 1})
+	gl.Inject(gitlabdouble.Fault{Method: "POST", Path: "/user/runners", Delay: 35 * time.Second, After: true, Times: 1})
+	gl.Inject(gitlabdouble.Fault{Method: "POST", Path: "/user/runners", Status: 429, Times: 2})
+	gl.Inject(gitlabdouble.Fault{Method: "GET", Path: "/projects/2/jobs", Status: 503, Times: 3})
+	gl.Inject(gitlabdouble.Fault{Method: "GET", Path: "/projects/2/runners", Status: 500, Times: 2})
+	gl.Inject(gitlabdouble.Fault{Method: "DELETE", Path: "/runners/", Status: 500, Times: 3})
 	faulted := []int64{
 		gl.AddJob("acme/app", "after-faults-1", []string{glTag}, glJobScript),
 		gl.AddJob("acme/app", "after-faults-2", []string{"linux"}, glJobScript),
@@ -294,7 +294,7 @@ echo "hostile: stolen job: $(grep -o '"id":[0-9]*' /tmp/stolen 2>/dev/null | hea
 // it looked (with its positive controls), GitLab gave it no job, the
 // decoy ran on a runner of its own, and the hostile job's runner was
 // deleted at GitLab while the job ran (the job still finished).
-func checkHostileJob(t *testing.T, gl *gitlabtest.Server, hostile, decoy int64) {
+func checkHostileJob(t *testing.T, gl *gitlabdouble.Server, hostile, decoy int64) {
 	t.Helper()
 	jobs := gl.Jobs()
 	h := jobs[hostile]
@@ -350,7 +350,7 @@ func checkHostileJob(t *testing.T, gl *gitlabtest.Server, hostile, decoy int64) 
 func buildStandinRunner(t *testing.T, dir string) string {
 	t.Helper()
 	out := filepath.Join(dir, "gitlab-runner")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "../forge/gitlab/gitlabtest/gitlab-runner")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "../internal/double/gitlabdouble/cmd/gitlab-runner")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build the stand-in gitlab-runner: %v\n%s", err, b)
@@ -366,7 +366,7 @@ func randHex(t *testing.T) string {
 	return hex.EncodeToString(b[:])
 }
 
-func allStatus(gl *gitlabtest.Server, ids []int64, status string) bool {
+func allStatus(gl *gitlabdouble.Server, ids []int64, status string) bool {
 	jobs := gl.Jobs()
 	for _, id := range ids {
 		if jobs[id].Status != status {
@@ -379,7 +379,7 @@ func allStatus(gl *gitlabtest.Server, ids []int64, status string) bool {
 // checkJobsRanAlone checks each job ran in a VM of its own, as the
 // unprivileged runner user, under the runner's home, on a runner that
 // took exactly that one job.
-func checkJobsRanAlone(t *testing.T, gl *gitlabtest.Server, ids []int64) {
+func checkJobsRanAlone(t *testing.T, gl *gitlabdouble.Server, ids []int64) {
 	t.Helper()
 	vmOf := regexp.MustCompile(`fireactions-vm=([0-9a-f]+) user=(\S+) dir=(\S+)`)
 	jobs := gl.Jobs()
@@ -407,7 +407,7 @@ func checkJobsRanAlone(t *testing.T, gl *gitlabtest.Server, ids []int64) {
 // initramfs, as text or base64 (the agent config carries runner files
 // base64-encoded), while each VM's own runner token is (the positive
 // control), and no token is on a QEMU command line.
-func checkSecretsOutOfReach(t *testing.T, state, booted, accessToken string, gl *gitlabtest.Server) {
+func checkSecretsOutOfReach(t *testing.T, state, booted, accessToken string, gl *gitlabdouble.Server) {
 	t.Helper()
 	// A busy VM's runner is deleted at GitLab once its job started: its
 	// token is among those issued, no longer among the runners.

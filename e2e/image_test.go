@@ -6,8 +6,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"fmt"
-	"io"
-	"log"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,12 +16,10 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // isolationWorkflow fails when it finds what an earlier job wrote, then
@@ -180,7 +176,7 @@ func serveRegistry(t *testing.T, ns *testNetns) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+	srv := &http.Server{Handler: hosttest.Registry()}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
@@ -216,24 +212,7 @@ func runnerImage(t *testing.T, runner string) v1.Image {
 		layerFrom(t, []tarEntry{{name: "bin/bash", mode: 0o755, file: "/bin/bash-static"}}),
 		layerFrom(t, []tarEntry{{name: "bin/act_runner", mode: 0o755, file: runner}, {name: "etc/.wh.motd", mode: 0o644}}),
 	}
-	img, err := mutate.AppendLayers(empty.Image, layers...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err = mutate.Config(img, v1.Config{Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "FA_IMAGE_ENV=from-image"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
-	return img
+	return hosttest.Image(t, v1.Config{Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "FA_IMAGE_ENV=from-image"}}, layers...)
 }
 
 // tarEntry is a directory, a symlink (link), a host file copied in
@@ -289,12 +268,7 @@ func layerFrom(t *testing.T, entries []tarEntry) v1.Layer {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	b := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
+	return hosttest.Layer(t, buf.Bytes())
 }
 
 // pushImage pushes img to the registry inside the namespace.

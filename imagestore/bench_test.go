@@ -2,8 +2,6 @@ package imagestore
 
 import (
 	"archive/tar"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"io/fs"
@@ -15,7 +13,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // BenchmarkPullFormats pulls one image made of a real directory tree
@@ -26,7 +25,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkPullFormats -benchtime 1x ./imagestore
 func BenchmarkPullFormats(b *testing.B) {
-	requireRoot(b)
+	hosttest.RequireRoot(b, flattenNeedsRoot)
 	tree := os.Getenv("FA_BENCH_TREE")
 	if tree == "" {
 		tree = "/usr/share"
@@ -36,7 +35,7 @@ func BenchmarkPullFormats(b *testing.B) {
 	content := tarTree(b, tree, tarPath)
 	must(b, os.Mkdir(filepath.Join(dir, "registry"), 0o700))
 	reg := startRegistryOn(b, registry.NewDiskBlobHandler(filepath.Join(dir, "registry")))
-	pushImage(b, reg.host, "bench/tree:v1", emptyConfig(), fileLayerOf(b, tarPath))
+	hosttest.PushImage(b, reg.host, "bench/tree:v1", emptyConfig(), hosttest.FileLayer(b, tarPath))
 	for _, fsType := range []string{FSErofs, FSExt4} {
 		b.Run(fsType, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
@@ -118,40 +117,12 @@ func tarTree(b *testing.B, root, dst string) int64 {
 	return content
 }
 
-// benchLayer is an uncompressed layer read from a tar file.
-type benchLayer struct {
-	path   string
-	digest v1.Hash
-	size   int64
-}
-
-func fileLayerOf(b *testing.B, p string) v1.Layer {
-	f, err := os.Open(p)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return &benchLayer{path: p, size: n, digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}}
-}
-
-func (l *benchLayer) Digest() (v1.Hash, error)             { return l.digest, nil }
-func (l *benchLayer) DiffID() (v1.Hash, error)             { return l.digest, nil }
-func (l *benchLayer) Compressed() (io.ReadCloser, error)   { return os.Open(l.path) }
-func (l *benchLayer) Uncompressed() (io.ReadCloser, error) { return os.Open(l.path) }
-func (l *benchLayer) Size() (int64, error)                 { return l.size, nil }
-func (l *benchLayer) MediaType() (types.MediaType, error)  { return types.OCIUncompressedLayer, nil }
-
 // BenchmarkPullOverASlowLink pulls a six-layer image from a registry that
 // answers each blob after 100 ms and sends it at 8 MB/s per connection
 // (a distant registry), with 1, 3 and 6 layer downloads at once. Compare
 // the s/pull of the sub-benchmarks of one run.
 func BenchmarkPullOverASlowLink(b *testing.B) {
-	requireRoot(b)
+	hosttest.RequireRoot(b, flattenNeedsRoot)
 	g := &blobGate{delay: 100 * time.Millisecond, bytesPerSecond: 8 << 20}
 	host := startGatedRegistry(b, g)
 	var layers []v1.Layer
@@ -159,9 +130,9 @@ func BenchmarkPullOverASlowLink(b *testing.B) {
 		// Random content: gzip cannot shrink it, so 2 MiB go on the wire.
 		content := make([]byte, 2<<20)
 		_, _ = rand.NewChaCha8([32]byte{byte(i)}).Read(content)
-		layers = append(layers, layerOf(b, tarBytes(b, []entry{file(fmt.Sprintf("blob%d", i), 0o644, 0, 0, string(content))})))
+		layers = append(layers, hosttest.Layer(b, tarBytes(b, []entry{file(fmt.Sprintf("blob%d", i), 0o644, 0, 0, string(content))})))
 	}
-	pushImage(b, host, "slow/img:v1", emptyConfig(), layers...)
+	hosttest.PushImage(b, host, "slow/img:v1", emptyConfig(), layers...)
 	for _, n := range []int{1, 3, 6} {
 		b.Run(fmt.Sprintf("downloads=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {

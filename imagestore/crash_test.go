@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // TestMain runs the test binary as the child process of
@@ -39,11 +41,11 @@ func crashChild(dir, ref string) {
 }
 
 func TestKilledPullLeavesNothingUsable(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
 	reg := startRegistry(t)
 	var layers = testLayers(t)
 	ref := reg.host + "/crash/img:v1"
-	digest := pushImage(t, reg.host, "crash/img:v1", emptyConfig(), layerOf(t, layers[0]), layerOf(t, layers[1]), layerOf(t, layers[2]))
+	digest := hosttest.PushImage(t, reg.host, "crash/img:v1", emptyConfig(), hosttest.Layer(t, layers[0]), hosttest.Layer(t, layers[1]), hosttest.Layer(t, layers[2]))
 	dir := tempStoreDir(t)
 
 	child := exec.Command(os.Args[0], "-test.run=^$")

@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // want is one file of the tree a flattened image must hold.
@@ -136,15 +138,15 @@ func wantTree() map[string]want {
 }
 
 func TestPulledImageIsTheUnionOfItsLayers(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
 	os.Remove("/tmp/" + escapeProbe)
 	reg := startRegistry(t)
 	var layers []v1.Layer
 	for _, b := range testLayers(t) {
-		layers = append(layers, layerOf(t, b))
+		layers = append(layers, hosttest.Layer(t, b))
 	}
 	cfg := v1.Config{User: "runner", Env: []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}, WorkingDir: "/home/runner"}
-	digest := pushImage(t, reg.host, "test/union:v1", cfg, layers...)
+	digest := hosttest.PushImage(t, reg.host, "test/union:v1", cfg, layers...)
 
 	for _, fsType := range []string{FSErofs, FSExt4} {
 		t.Run(fsType, func(t *testing.T) {

@@ -5,10 +5,8 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -17,13 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // testRegistry is go-containerregistry's registry on loopback, counting
@@ -40,7 +35,7 @@ func startRegistry(t testing.TB) *testRegistry { return startRegistryWith(t) }
 func startRegistryWith(t testing.TB, opts ...registry.Option) *testRegistry {
 	t.Helper()
 	tr := &testRegistry{}
-	h := registry.New(append([]registry.Option{registry.Logger(log.New(io.Discard, "", 0))}, opts...)...)
+	h := hosttest.Registry(opts...)
 	srv := httptest.NewServer(tr.count(h))
 	t.Cleanup(srv.Close)
 	tr.host = strings.TrimPrefix(srv.URL, "http://")
@@ -139,50 +134,6 @@ func tarBytes(t testing.TB, entries []entry) []byte {
 	return buf.Bytes()
 }
 
-// layerOf makes a gzip layer from a tar stream.
-func layerOf(t testing.TB, tarball_ []byte) v1.Layer {
-	t.Helper()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(tarball_)), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// pushImage pushes an image of the layers, with cfg, as host/repo:tag and
-// returns its manifest digest.
-func pushImage(t testing.TB, host, repoTag string, cfg v1.Config, layers ...v1.Layer) string {
-	t.Helper()
-	img, err := mutate.AppendLayers(empty.Image, layers...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.Config = cfg
-	cf.OS, cf.Architecture = "linux", "amd64"
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(host + "/" + repoTag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatalf("push %s: %v", ref, err)
-	}
-	d, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.String()
-}
-
 func openStore(t testing.TB, dir, fsType string) *Store {
 	t.Helper()
 	s, err := Open(Options{Dir: dir, FSType: fsType})
@@ -190,13 +141,6 @@ func openStore(t testing.TB, dir, fsType string) *Store {
 		t.Fatal(err)
 	}
 	return s
-}
-
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root: flattening sets owners and device nodes, and the check mounts the image (make test runs as root)")
-	}
 }
 
 // mountImage mounts a file system image read-only on a loop device and
@@ -237,3 +181,6 @@ func (c *serialCounter) add(k string) {
 func tempStoreDir(t testing.TB) string {
 	return filepath.Join(t.TempDir(), "store")
 }
+
+// flattenNeedsRoot is why most of the store's tests need root.
+const flattenNeedsRoot = "flattening sets owners and device nodes, and the check mounts the image"

@@ -2,6 +2,8 @@ package imagestore
 
 import (
 	"testing"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // A mirror URL's path is the repository prefix under which the cache
@@ -9,7 +11,7 @@ import (
 // /ghcr.io): the pull asks the mirror for prefix/repo and never asks the
 // registry.
 func TestMirrorWithARepositoryPrefix(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
 	upstream := startRegistry(t)
 	mirror := startRegistry(t)
 	// The cache holds the registry's team/app under cache-of/upstream/.

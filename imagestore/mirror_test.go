@@ -8,6 +8,8 @@ import (
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // startPullThroughCache starts distribution's registry in proxy mode in
@@ -28,10 +30,10 @@ func startPullThroughCache(t *testing.T, upstream string) string {
 // A second pull of an image through a pull-through cache, by a host with
 // an empty store, takes no bytes from the upstream registry.
 func TestMirroredPullsComeFromTheCache(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
 	upstream := startRegistry(t)
 	layers := testLayers(t)
-	digest := pushImage(t, upstream.host, "team/runner:v1", emptyConfig(), layerOf(t, layers[0]), layerOf(t, layers[1]))
+	digest := hosttest.PushImage(t, upstream.host, "team/runner:v1", emptyConfig(), hosttest.Layer(t, layers[0]), hosttest.Layer(t, layers[1]))
 	mirror := startPullThroughCache(t, upstream.host)
 	ref := upstream.host + "/team/runner:v1"
 	pull := func() *Image {
@@ -74,7 +76,7 @@ func TestMirroredPullsComeFromTheCache(t *testing.T) {
 
 // A mirror that is down is skipped for the registry itself.
 func TestDeadMirrorFallsBackToTheRegistry(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
 	upstream := startRegistry(t)
 	digest := oneFileImage(t, upstream.host, "x/y:z", "content")
 	s, err := Open(Options{Dir: tempStoreDir(t), Mirrors: map[string][]string{RegistryKey(upstream.host): {"http://127.0.0.1:1"}}})

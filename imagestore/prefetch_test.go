@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,11 +14,12 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/compression"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // blobGate sits in front of a registry: it holds every blob GET for
@@ -100,7 +100,7 @@ func (w *throttledWriter) Write(b []byte) (int, error) {
 
 func startGatedRegistry(t testing.TB, g *blobGate) string {
 	t.Helper()
-	srv := httptest.NewServer(g.wrap(registry.New(registry.Logger(log.New(io.Discard, "", 0)))))
+	srv := httptest.NewServer(g.wrap(hosttest.Registry()))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }
@@ -109,7 +109,7 @@ func startGatedRegistry(t testing.TB, g *blobGate) string {
 func fileLayers(t testing.TB, n int) []v1.Layer {
 	var ls []v1.Layer
 	for i := range n {
-		ls = append(ls, layerOf(t, tarBytes(t, []entry{file(fmt.Sprintf("f%d", i), 0o644, 0, 0, fmt.Sprint(i))})))
+		ls = append(ls, hosttest.Layer(t, tarBytes(t, []entry{file(fmt.Sprintf("f%d", i), 0o644, 0, 0, fmt.Sprint(i))})))
 	}
 	return ls
 }
@@ -118,7 +118,7 @@ func fileLayers(t testing.TB, n int) []v1.Layer {
 // blob, an image's layers are fetched up to Downloads at once, and the
 // tree is still every layer applied in order.
 func TestLayersDownloadInParallel(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
 	for _, tc := range []struct {
 		downloads, layers, wantMost int
 	}{
@@ -132,8 +132,8 @@ func TestLayersDownloadInParallel(t *testing.T) {
 			host := startGatedRegistry(t, g)
 			layers := fileLayers(t, tc.layers)
 			// The last layer overwrites the first one's file: order matters.
-			layers = append(layers, layerOf(t, tarBytes(t, []entry{file("f0", 0o644, 0, 0, "last")})))
-			pushImage(t, host, "par/img:v1", emptyConfig(), layers...)
+			layers = append(layers, hosttest.Layer(t, tarBytes(t, []entry{file("f0", 0o644, 0, 0, "last")})))
+			hosttest.PushImage(t, host, "par/img:v1", emptyConfig(), layers...)
 			g.mu.Lock()
 			g.most = 0
 			g.mu.Unlock()
@@ -162,9 +162,9 @@ func TestLayersDownloadInParallel(t *testing.T) {
 // TestLayerCompressions: gzip, zstd and uncompressed layers, told apart
 // by their first bytes, all flatten.
 func TestLayerCompressions(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
 	host := startRegistry(t).host
-	gz := layerOf(t, tarBytes(t, []entry{file("gz", 0o644, 0, 0, "gzip")}))
+	gz := hosttest.Layer(t, tarBytes(t, []entry{file("gz", 0o644, 0, 0, "gzip")}))
 	zb := tarBytes(t, []entry{file("zst", 0o644, 0, 0, "zstd")})
 	zst, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(zb)), nil
@@ -173,7 +173,7 @@ func TestLayerCompressions(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := static.NewLayer(tarBytes(t, []entry{file("raw", 0o644, 0, 0, "none")}), types.OCIUncompressedLayer)
-	pushImage(t, host, "comp/img:v1", emptyConfig(), gz, zst, raw)
+	hosttest.PushImage(t, host, "comp/img:v1", emptyConfig(), gz, zst, raw)
 
 	s := openStore(t, tempStoreDir(t), FSErofs)
 	im, err := s.Pull(ctxBackground(), host+"/comp/img:v1", PullIfNotPresent, nil)
@@ -190,7 +190,7 @@ func TestLayerCompressions(t *testing.T) {
 // match its digest fails the pull, naming the layer; the other
 // downloads stop, and no file of the attempt stays in the store.
 func TestACorruptLayerFailsThePullAndLeavesNothing(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
 	layers := fileLayers(t, 4)
 	d, err := layers[1].Digest()
 	if err != nil {
@@ -198,7 +198,7 @@ func TestACorruptLayerFailsThePullAndLeavesNothing(t *testing.T) {
 	}
 	g := &blobGate{delay: 50 * time.Millisecond, broken: d.String()}
 	host := startGatedRegistry(t, g)
-	pushImage(t, host, "bad/img:v1", emptyConfig(), layers...)
+	hosttest.PushImage(t, host, "bad/img:v1", emptyConfig(), layers...)
 
 	s := openStore(t, tempStoreDir(t), FSErofs)
 	_, err = s.Pull(ctxBackground(), host+"/bad/img:v1", PullIfNotPresent, nil)

@@ -8,16 +8,18 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // oneFileImage pushes an image of one file and returns its digest.
 func oneFileImage(t testing.TB, host, repoTag, content string) string {
 	t.Helper()
-	return pushImage(t, host, repoTag, v1.Config{}, layerOf(t, tarBytes(t, []entry{file("f", 0o644, 0, 0, content)})))
+	return hosttest.PushImage(t, host, repoTag, v1.Config{}, hosttest.Layer(t, tarBytes(t, []entry{file("f", 0o644, 0, 0, content)})))
 }
 
 func TestPullPolicies(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
 	reg := startRegistry(t)
 	s := openStore(t, tempStoreDir(t), "")
 	ref := reg.host + "/p/img:latest"
@@ -68,7 +70,7 @@ func TestPullPolicies(t *testing.T) {
 }
 
 func TestConcurrentPullsOfOneImagePullOnce(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
 	reg := startRegistry(t)
 	d := oneFileImage(t, reg.host, "c/img:v1", strings.Repeat("x", 1<<20))
 	s := openStore(t, tempStoreDir(t), "")
@@ -98,7 +100,7 @@ func TestConcurrentPullsOfOneImagePullOnce(t *testing.T) {
 }
 
 func TestSizeCapEvictsLeastRecentlyUsedUnleasedImages(t *testing.T) {
-	requireRoot(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
 	reg := startRegistry(t)
 	ctx := ctxBackground()
 	random := func() string {

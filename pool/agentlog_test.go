@@ -1,57 +1,32 @@
 package pool
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
-
-// lockedBuffer is a log sink goroutines may share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Len()
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestGuestReportFloodCannotFillTheHostLog: a guest that sends thousands
 // of reports with 16 KiB messages (its token is valid: it is a job with
 // root in its own VM) writes a bounded amount of host log, at any level,
 // and its VM still takes the reports that matter.
 func TestGuestReportFloodCannotFillTheHostLog(t *testing.T) {
-	var logs lockedBuffer
+	var logs hosttest.SyncBuffer
 	h := newHarnessLogging(t, 1, 1, guestHangs, func(pc *config.Pool) { pc.Timeouts.Boot = time.Minute },
 		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 
 	var vmCfg agentproto.Config
 	eventually(t, 10*time.Second, "a VM booting", func() bool {
-		h.boot.mu.Lock()
-		defer h.boot.mu.Unlock()
-		for _, c := range h.boot.cfgs {
+		h.boot.Lock()
+		defer h.boot.Unlock()
+		for _, c := range h.boot.Configs {
 			vmCfg = c
 			return true
 		}

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
@@ -62,9 +62,9 @@ func TestKeptConsoleOfAFailedVMIsCapped(t *testing.T) {
 	}
 	logs := filepath.Join(root, "logs")
 	m, err := New(Deps{
-		Config: &cfg, Forges: map[string]forge.Forge{"p": newFakeForge()}, Network: &fakeNet{taps: map[string]bool{}},
+		Config: &cfg, Forges: map[string]forge.Forge{"p": newFakeForge()}, Network: hosttest.NewNet(),
 		Alloc: netplan.NewAllocator(netip.MustParsePrefix("10.200.0.0/24"), netip.MustParseAddr("10.200.0.1")),
-		Store: store, Boot: &fakeBoot{cfgs: map[string]agentproto.Config{}}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store: store, Boot: hosttest.NewBoot(), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		ReportURL: "http://10.200.0.1:8089/agent/v1/report", Interval: 10 * time.Millisecond,
 		Hypervisor: floodingHV{size: 8 << 20}, ConsoleDir: logs,
 	})

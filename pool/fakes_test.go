@@ -2,20 +2,18 @@ package pool
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"net/netip"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
@@ -209,88 +207,6 @@ func (f *retiringForge) retirements() []retirement {
 	return append([]retirement(nil), f.retired...)
 }
 
-// fakeBoot records each VM's agent config instead of writing an initramfs.
-type fakeBoot struct {
-	mu   sync.Mutex
-	cfgs map[string]agentproto.Config
-	// full, when set, says the state directory has no room left: writes
-	// fail as a full file system fails them.
-	full func(dst string) bool
-	// files, when set, writes each VM's config to its initramfs file, as
-	// the VM's own cpio holds it (the runner's credential with it).
-	files bool
-}
-
-func (b *fakeBoot) WriteVM(_, dst string, cfg agentproto.Config) error {
-	if b.full != nil && b.full(dst) {
-		return &os.PathError{Op: "write", Path: dst, Err: syscall.ENOSPC}
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.cfgs[cfg.VMID] = cfg
-	if b.files {
-		j, err := json.Marshal(cfg)
-		if err != nil {
-			return err
-		}
-		for _, f := range cfg.Runner.Files { // as the cpio holds them
-			j = append(append(j, '\n'), f.Content...)
-		}
-		return os.WriteFile(dst, j, 0o600)
-	}
-	return nil
-}
-
-func (b *fakeBoot) config(id string) agentproto.Config {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.cfgs[id]
-}
-
-// fakeNet tracks TAPs.
-type fakeNet struct {
-	mu       sync.Mutex
-	taps     map[string]bool
-	admitted map[string]string // tap -> mac|ip
-}
-
-func (n *fakeNet) AddTAP(name string) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.taps[name] = true
-	return nil
-}
-
-func (n *fakeNet) DeleteTAP(name string) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	delete(n.taps, name)
-	return nil
-}
-
-func (n *fakeNet) Admit(tap, mac string, ip netip.Addr) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.admitted == nil {
-		n.admitted = map[string]string{}
-	}
-	n.admitted[tap] = mac + "|" + ip.String()
-	return nil
-}
-
-func (n *fakeNet) Expel(tap, _ string, _ netip.Addr) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	delete(n.admitted, tap)
-	return nil
-}
-
-func (n *fakeNet) count() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.taps)
-}
-
 // guestBehaviour is what a fake guest does once started.
 type guestBehaviour int
 
@@ -304,7 +220,7 @@ const (
 // fakeHV starts fake guests that talk to the manager like the real agent.
 type fakeHV struct {
 	m        *Manager
-	boot     *fakeBoot
+	boot     *hosttest.Boot
 	forge    *fakeForge
 	behave   guestBehaviour
 	jobTime  time.Duration
@@ -343,7 +259,7 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	h.mu.Lock()
 	h.machines = append(h.machines, fm)
 	h.mu.Unlock()
-	cfg := h.boot.config(spec.ID)
+	cfg := h.boot.Config(spec.ID)
 	go func() {
 		defer func() {
 			h.mu.Lock()

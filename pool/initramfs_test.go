@@ -42,9 +42,9 @@ func filesHolding(t *testing.T, dir string, secret []byte) []string {
 func TestStartedVMKeepsNoInitramfsOnTheHostDisk(t *testing.T) {
 	stateDir := filepath.Join(t.TempDir(), "vms")
 	h := newHarnessAt(t, stateDir, 0, 1, guestRunsOneJob, nil, slog.New(slog.DiscardHandler), nil, nil)
-	h.boot.mu.Lock()
-	h.boot.files = true
-	h.boot.mu.Unlock()
+	h.boot.Lock()
+	h.boot.Files = true
+	h.boot.Unlock()
 	h.hv.jobTime = 2 * time.Second
 	h.forge.enqueue("j1")
 	eventually(t, 5*time.Second, "the VM busy with its job", func() bool { return h.m.Phases()[vmstate.Busy] == 1 })
@@ -98,9 +98,9 @@ func (h *harness) record(id string) *vmstate.Record {
 func TestVMWhoseMonitorFailedToStartKeepsNoInitramfs(t *testing.T) {
 	stateDir := filepath.Join(t.TempDir(), "vms")
 	h := newHarnessAt(t, stateDir, 0, 1, guestNoStart, nil, slog.New(slog.DiscardHandler), nil, nil)
-	h.boot.mu.Lock()
-	h.boot.files = true
-	h.boot.mu.Unlock()
+	h.boot.Lock()
+	h.boot.Files = true
+	h.boot.Unlock()
 	h.forge.mu.Lock()
 	h.forge.removeErr = errors.New("forge unreachable")
 	h.forge.mu.Unlock()

@@ -17,6 +17,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
@@ -26,8 +27,8 @@ type harness struct {
 	m     *Manager
 	forge *fakeForge
 	hv    *fakeHV
-	net   *fakeNet
-	boot  *fakeBoot
+	net   *hosttest.Net
+	boot  *hosttest.Boot
 	store *vmstate.Store
 	alloc *netplan.Allocator
 	stop  context.CancelFunc
@@ -79,8 +80,8 @@ func newHarnessEvery(t *testing.T, interval time.Duration, stateDir string, minI
 		t.Fatal(err)
 	}
 	h := &harness{
-		forge: newFakeForge(), net: &fakeNet{taps: map[string]bool{}},
-		boot: &fakeBoot{cfgs: map[string]agentproto.Config{}}, store: store,
+		forge: newFakeForge(), net: hosttest.NewNet(),
+		boot: hosttest.NewBoot(), store: store,
 		alloc: netplan.NewAllocator(netip.MustParsePrefix("10.200.0.0/24"), netip.MustParseAddr("10.200.0.1")),
 	}
 	var f forge.Forge = h.forge
@@ -120,7 +121,7 @@ func (h *harness) assertNothingLeft(t *testing.T) {
 	if n := h.forge.runnerCount(); n != 0 {
 		t.Errorf("%d runner(s) left at the forge", n)
 	}
-	if n := h.net.count(); n != 0 {
+	if n := h.net.Count(); n != 0 {
 		t.Errorf("%d TAP(s) left", n)
 	}
 	h.hv.mu.Lock()
@@ -128,11 +129,11 @@ func (h *harness) assertNothingLeft(t *testing.T) {
 		t.Errorf("%d VM(s) still running", h.hv.running)
 	}
 	h.hv.mu.Unlock()
-	h.net.mu.Lock()
-	if len(h.net.admitted) != 0 {
-		t.Errorf("network rules still admit %v", h.net.admitted)
+	h.net.Lock()
+	if len(h.net.Admitted) != 0 {
+		t.Errorf("network rules still admit %v", h.net.Admitted)
 	}
-	h.net.mu.Unlock()
+	h.net.Unlock()
 	recs, _ := h.store.List()
 	if len(recs) != 0 {
 		t.Errorf("%d VM directories left", len(recs))
@@ -189,13 +190,13 @@ func TestEveryJobGetsItsOwnVMAndNothingLeaks(t *testing.T) {
 func TestGuestGetsExactlyItsRunnersPlan(t *testing.T) {
 	h := newHarness(t, 2, 2, guestRunsOneJob, nil)
 	eventually(t, 2*time.Second, "VMs ready", func() bool { return h.m.Phases()[vmstate.Idle] == 2 })
-	h.boot.mu.Lock()
-	defer h.boot.mu.Unlock()
-	if len(h.boot.cfgs) != 2 {
-		t.Fatalf("%d guest configs written, want 2", len(h.boot.cfgs))
+	h.boot.Lock()
+	defer h.boot.Unlock()
+	if len(h.boot.Configs) != 2 {
+		t.Fatalf("%d guest configs written, want 2", len(h.boot.Configs))
 	}
 	seen := map[string]bool{}
-	for id, cfg := range h.boot.cfgs {
+	for id, cfg := range h.boot.Configs {
 		rec, err := h.m.VM(id)
 		if err != nil {
 			t.Fatal(err)
@@ -248,7 +249,7 @@ func TestSpecCarriesSlotAndMetadata(t *testing.T) {
 		if fmt.Sprint(spec.Metadata) != fmt.Sprint(want) {
 			t.Errorf("vm %s metadata %v, want %v", spec.ID, spec.Metadata, want)
 		}
-		cfg := h.boot.config(spec.ID)
+		cfg := h.boot.Config(spec.ID)
 		if cfg.Report.Token == "" {
 			t.Fatalf("vm %s has no agent token to look for", spec.ID)
 		}
@@ -366,8 +367,8 @@ func TestRecoverRemovesLeftovers(t *testing.T) {
 	if err := h.store.Create(old); err != nil {
 		t.Fatal(err)
 	}
-	h.net.taps["fa0ld"] = true
-	h.net.taps["fastray"] = true
+	h.net.TAPs["fa0ld"] = true
+	h.net.TAPs["fastray"] = true
 	h.forge.runners["99"] = &fakeRunner{ref: forgeRef("99", "fa-test-0ld")}
 	h.forge.runners["100"] = &fakeRunner{ref: forgeRef("100", "fa-test-0000000000aa")} // unrecorded
 	h.forge.runners["101"] = &fakeRunner{ref: forgeRef("101", "fa-otherhost-x")}
@@ -382,8 +383,8 @@ func TestRecoverRemovesLeftovers(t *testing.T) {
 	if killed[4242] != "0ld" {
 		t.Fatalf("leftover monitor not killed: %v", killed)
 	}
-	if h.net.count() != 0 {
-		t.Fatalf("taps left: %v", h.net.taps)
+	if h.net.Count() != 0 {
+		t.Fatalf("taps left: %v", h.net.TAPs)
 	}
 	if _, ok := h.forge.runners["101"]; !ok || h.forge.runnerCount() != 1 {
 		t.Fatalf("runners after recovery: %v (another host's must stay, ours must go)", h.forge.runners)
@@ -454,7 +455,7 @@ func leaveRunningVM(t *testing.T, h *harness, image string) *fakeMachine {
 	if err := h.store.Create(rec); err != nil {
 		t.Fatal(err)
 	}
-	h.net.taps["faa1"] = true
+	h.net.TAPs["faa1"] = true
 	h.forge.runners["5"] = &fakeRunner{ref: forgeRef("5", "fa-test-a1"), busy: true}
 	machine := &fakeMachine{done: make(chan struct{}), kill: make(chan struct{})}
 	// A test that fails before finishAdoptedJob: the monitor exits before
@@ -497,10 +498,10 @@ func TestRecoverAdoptsARunningVMWhichThenFinishesItsJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.net.count() != 1 || h.forge.runnerCount() != 1 {
+	if h.net.Count() != 1 || h.forge.runnerCount() != 1 {
 		t.Fatal("recovery removed the adopted VM's TAP or runner")
 	}
-	if h.net.admitted["faa1"] != "02:00:00:00:00:09|10.200.0.9" {
+	if h.net.Admitted["faa1"] != "02:00:00:00:00:09|10.200.0.9" {
 		t.Fatal("the adopted VM was not admitted by the new rules")
 	}
 	if got, err := h.m.VM("a1"); err != nil || got.Phase != vmstate.Busy {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
@@ -17,7 +18,7 @@ import (
 // its job. It is ended at ready + timeouts.job all the same, logged as
 // recycled, not as a job timeout: nothing lives unbounded.
 func TestJobWhoseStartReportIsLostEndsAtReadyPlusTheJobTimeout(t *testing.T) {
-	var logs lockedBuffer
+	var logs hosttest.SyncBuffer
 	h := newHarnessLogging(t, 0, 1, guestRunsOneJob, func(p *config.Pool) { p.Timeouts.Job = 300 * time.Millisecond },
 		slog.New(slog.NewTextHandler(&logs, nil)))
 	h.forge.mu.Lock()

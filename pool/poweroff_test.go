@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
@@ -19,14 +20,14 @@ import (
 // host).
 type earlyHV struct {
 	m      *Manager
-	boot   *fakeBoot
+	boot   *hosttest.Boot
 	report bool
 }
 
 func (earlyHV) Name() string { return "early" }
 
 func (h earlyHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
-	cfg := h.boot.config(spec.ID)
+	cfg := h.boot.Config(spec.ID)
 	msg := "configuring network: interface eth0 did not appear within 10s: Link not found"
 	if h.report {
 		msg = "image root: disk fa-image did not appear"
@@ -55,7 +56,7 @@ func TestEarlyPowerOffLogsTheGuestsReason(t *testing.T) {
 		{"console only", false, "its console says: configuring network: interface eth0 did not appear within 10s"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs lockedBuffer
+			var logs hosttest.SyncBuffer
 			h := newHarnessLogging(t, 0, 1, guestHangs, nil, slog.New(slog.NewTextHandler(&logs, nil)))
 			h.m.d.Hypervisor = earlyHV{m: h.m, boot: h.boot, report: tt.report} // before any job: no VM has started
 			h.forge.enqueue("j1")

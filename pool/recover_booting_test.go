@@ -24,7 +24,7 @@ func leaveBootingVM(t *testing.T, h *harness, runnerBusy *bool) *fakeMachine {
 	if err := h.store.Create(rec); err != nil {
 		t.Fatal(err)
 	}
-	h.net.taps["fab1"] = true
+	h.net.TAPs["fab1"] = true
 	if runnerBusy != nil {
 		h.forge.runners["6"] = &fakeRunner{ref: forgeRef("6", "fa-test-0000000000b1"), busy: *runnerBusy}
 	}

@@ -34,7 +34,7 @@ func TestRecoverKillsAMonitorWhoseRecordHasNoPID(t *testing.T) {
 	if err := h.store.Create(rec); err != nil {
 		t.Fatal(err)
 	}
-	h.net.taps["fan0pid"] = true
+	h.net.TAPs["fan0pid"] = true
 	h.forge.runners["7"] = &fakeRunner{ref: forgeRef("7", "fa-test-n0pid")}
 	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{"n0pid": 5151}}
 	killed := map[int]string{}
@@ -48,8 +48,8 @@ func TestRecoverKillsAMonitorWhoseRecordHasNoPID(t *testing.T) {
 	if killed[5151] != "n0pid" {
 		t.Fatalf("monitor found by its id not killed: killed %v", killed)
 	}
-	if h.net.count() != 0 || h.forge.runnerCount() != 0 {
-		t.Fatalf("taps %v, runners %v left", h.net.taps, h.forge.runners)
+	if h.net.Count() != 0 || h.forge.runnerCount() != 0 {
+		t.Fatalf("taps %v, runners %v left", h.net.TAPs, h.forge.runners)
 	}
 	if _, err := os.Stat(h.store.Dir("n0pid")); !os.IsNotExist(err) {
 		t.Fatal("the VM's directory kept")

@@ -42,12 +42,12 @@ func TestGuestRegistry(t *testing.T) {
 func TestVMConfigCarriesTheRegistry(t *testing.T) {
 	h := newHarness(t, 1, 1, guestRunsOneJob, func(p *config.Pool) { p.Cache.Docker = true })
 	eventually(t, 2*time.Second, "VM ready", func() bool { return h.m.Phases()[vmstate.Idle] == 1 })
-	h.boot.mu.Lock()
-	defer h.boot.mu.Unlock()
-	if len(h.boot.cfgs) == 0 {
+	h.boot.Lock()
+	defer h.boot.Unlock()
+	if len(h.boot.Configs) == 0 {
 		t.Fatal("no VM config written")
 	}
-	for id, cfg := range h.boot.cfgs {
+	for id, cfg := range h.boot.Configs {
 		if cfg.Registry == nil || !cfg.Registry.Docker {
 			t.Fatalf("vm %s: registry %+v, want dockerd asked for", id, cfg.Registry)
 		}

@@ -66,8 +66,8 @@ func TestRunnerRemovalThatFailsIsRetriedUntilTheForgeConfirms(t *testing.T) {
 	if st := h.m.Pools(); len(st) != 1 || st[0].RemovalsPending != 1 {
 		t.Fatalf("pool status %+v, want 1 removal pending", st)
 	}
-	if h.net.count() != 0 {
-		t.Fatalf("taps left while the removal is pending: %v", h.net.taps)
+	if h.net.Count() != 0 {
+		t.Fatalf("taps left while the removal is pending: %v", h.net.TAPs)
 	}
 
 	h.forge.setRemoveErr(nil)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
@@ -84,7 +85,7 @@ func diskRecords(t *testing.T, s *vmstate.Store) map[string]vmstate.Record {
 // INFO once.
 func TestRecordsThatFailedToSaveAreSavedAgainWithinOneReconcile(t *testing.T) {
 	root := mountTmpfs(t, "256k")
-	logs := &lockedBuffer{}
+	logs := &hosttest.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	obs := &unsavedObserver{}
 	h := newHarnessAt(t, filepath.Join(root, "vms"), 0, 6, guestRunsOneJob,

@@ -127,9 +127,9 @@ func TestImageRootsArePreparedPerVMAndReleased(t *testing.T) {
 	if prepared < 3 || prepared != released {
 		t.Fatalf("roots prepared %d, released %d; want one per VM (at least 3), all released", prepared, released)
 	}
-	h.boot.mu.Lock()
-	defer h.boot.mu.Unlock()
-	for id, cfg := range h.boot.cfgs {
+	h.boot.Lock()
+	defer h.boot.Unlock()
+	for id, cfg := range h.boot.Configs {
 		if cfg.Root == nil || cfg.Root.Image.Serial != "fa-image" || cfg.Runner.User != "image-user" {
 			t.Errorf("vm %s: root %+v, runner user %q", id, cfg.Root, cfg.Runner.User)
 		}

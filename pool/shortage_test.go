@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
@@ -41,15 +42,15 @@ func TestShortagesAreToldApartFromOtherFailures(t *testing.T) {
 // one VM and a burst of jobs, the pool starts one VM at a time, the next
 // as soon as the one before is gone, and says why; it never backs off.
 func TestFullStateDiskRunsEveryJobOneAtATimeWithoutBackingOff(t *testing.T) {
-	var logs lockedBuffer
+	var logs hosttest.SyncBuffer
 	h := newHarnessLogging(t, 0, 2, guestRunsOneJob, func(pc *config.Pool) { pc.Timeouts.Boot = time.Minute },
 		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	// Room for one VM's boot files: they take the room until the VM's
 	// directory is removed.
 	var mu sync.Mutex
 	var written []string
-	h.boot.mu.Lock()
-	h.boot.full = func(dst string) bool {
+	h.boot.Lock()
+	h.boot.Full = func(dst string) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		var held []string
@@ -65,7 +66,7 @@ func TestFullStateDiskRunsEveryJobOneAtATimeWithoutBackingOff(t *testing.T) {
 		written = append(written, dst)
 		return false
 	}
-	h.boot.mu.Unlock()
+	h.boot.Unlock()
 	h.forge.enqueue("j1", "j2", "j3", "j4")
 	eventually(t, 20*time.Second, "4 jobs finished", func() bool {
 		h.forge.mu.Lock()
@@ -131,8 +132,8 @@ func TestAfterAShortageVMsStartOneMoreAtATimeWithEachThatBoots(t *testing.T) {
 	// pass's burst (no shortage known yet) is long over by then.
 	together := 0
 	refusals := 0
-	h.boot.mu.Lock()
-	h.boot.full = func(dst string) bool {
+	h.boot.Lock()
+	h.boot.Full = func(dst string) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		var held []string
@@ -153,7 +154,7 @@ func TestAfterAShortageVMsStartOneMoreAtATimeWithEachThatBoots(t *testing.T) {
 		written = append(written, dst)
 		return false
 	}
-	h.boot.mu.Unlock()
+	h.boot.Unlock()
 	h.forge.enqueue("j1", "j2", "j3", "j4", "j5", "j6")
 	eventually(t, 30*time.Second, "6 jobs finished", func() bool {
 		h.forge.mu.Lock()

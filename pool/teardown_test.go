@@ -12,13 +12,14 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // watchedFailForge is the fake forge, noting at each FailJob how long
 // the call may take and what of the VM's network was still there.
 type watchedFailForge struct {
 	*fakeForge
-	net *fakeNet
+	net *hosttest.Net
 
 	mu    sync.Mutex
 	calls []failJobCall
@@ -35,9 +36,9 @@ func (f *watchedFailForge) FailJob(ctx context.Context, r forge.RunnerRef, job, 
 	if d, ok := ctx.Deadline(); ok {
 		c.budget = time.Until(d)
 	}
-	f.net.mu.Lock()
-	c.taps, c.admitted = len(f.net.taps), len(f.net.admitted)
-	f.net.mu.Unlock()
+	f.net.Lock()
+	c.taps, c.admitted = len(f.net.TAPs), len(f.net.Admitted)
+	f.net.Unlock()
 	f.mu.Lock()
 	f.calls = append(f.calls, c)
 	f.mu.Unlock()
@@ -50,7 +51,7 @@ func (f *watchedFailForge) FailJob(ctx context.Context, r forge.RunnerRef, job, 
 // the whole teardown's minute.
 func TestTeardownFreesTheNetworkBeforeFailingTheJobWithinItsOwnTimeout(t *testing.T) {
 	var wf *watchedFailForge
-	var net *fakeNet
+	var net *hosttest.Net
 	h := newHarnessForge(t, 0, 1, guestRunsOneJob, func(p *config.Pool) { p.Timeouts.Job = 200 * time.Millisecond },
 		slog.New(slog.NewTextHandler(io.Discard, nil)),
 		func(f *fakeForge) forge.Forge { wf = &watchedFailForge{fakeForge: f}; return wf })
@@ -99,7 +100,7 @@ func TestFailJobAnswersOfTheForgeAreLoggedForWhatTheyAre(t *testing.T) {
 		{fmt.Errorf("gitea: task 9: %w", forge.ErrNoCredential), `level=WARN msg="job not failed at the forge: what the driver held of its runner (its credential, or the job it took) did not outlive the restart`},
 	} {
 		t.Run(c.err.Error(), func(t *testing.T) {
-			var logs lockedBuffer
+			var logs hosttest.SyncBuffer
 			h := newHarnessForge(t, 0, 1, guestRunsOneJob, nil, slog.New(slog.NewTextHandler(&logs, nil)),
 				func(f *fakeForge) forge.Forge { return &answeringFailForge{fakeForge: f, err: c.err} })
 			h.forge.enqueue(dyingJob + "j1")

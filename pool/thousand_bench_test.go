@@ -18,6 +18,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
@@ -30,14 +31,14 @@ const thousandVMs = 1000
 // doing nothing, until killed: 1,000 of them cost the benchmark no CPU.
 type idleHV struct {
 	m    *Manager
-	boot *fakeBoot
+	boot *hosttest.Boot
 }
 
 func (h *idleHV) Name() string { return "idle" }
 
 func (h *idleHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	fm := &fakeMachine{done: make(chan struct{}), kill: make(chan struct{})}
-	cfg := h.boot.config(spec.ID)
+	cfg := h.boot.Config(spec.ID)
 	go func() {
 		defer close(fm.done)
 		_ = h.m.Report(cfg.Report.Token, agentproto.Report{VMID: cfg.VMID, Event: agentproto.EventRunnerReady})
@@ -72,9 +73,9 @@ func newThousandRound(b *testing.B, dir string) *thousandRound {
 	}
 	f := newFakeForge()
 	f.hold = true // runners find no job: the VMs stay idle until told
-	boot := &fakeBoot{cfgs: map[string]agentproto.Config{}}
+	boot := hosttest.NewBoot()
 	m, err := New(Deps{
-		Config: &cfg, Forges: map[string]forge.Forge{"p": f}, Network: &fakeNet{taps: map[string]bool{}},
+		Config: &cfg, Forges: map[string]forge.Forge{"p": f}, Network: hosttest.NewNet(),
 		Alloc: netplan.NewAllocator(netip.MustParsePrefix(cfg.Network.CIDR), netip.MustParseAddr(cfg.Network.Gateway)),
 		Store: store, Boot: boot, Log: slog.New(slog.DiscardHandler),
 		ReportURL: "http://10.200.0.1:8089/agent/v1/report", Interval: time.Hour,

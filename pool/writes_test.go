@@ -246,7 +246,7 @@ func TestRecoverCleansUpAfterACrashBeforeTheSecondWrite(t *testing.T) {
 	if err := h.store.Create(&left); err != nil {
 		t.Fatal(err)
 	}
-	h.net.taps[rec.TAP] = true
+	h.net.TAPs[rec.TAP] = true
 	h.forge.runners["7"] = &fakeRunner{ref: forgeRef("7", h.m.Owner().RunnerName(rec.ID))}
 	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{rec.ID: 5151}}
 	killed := map[int]string{}
@@ -264,8 +264,8 @@ func TestRecoverCleansUpAfterACrashBeforeTheSecondWrite(t *testing.T) {
 	if killed[5151] != rec.ID {
 		t.Errorf("the monitor found by its id not killed: killed %v", killed)
 	}
-	if h.net.count() != 0 || h.forge.runnerCount() != 0 {
-		t.Errorf("taps %v, runners %d left", h.net.taps, h.forge.runnerCount())
+	if h.net.Count() != 0 || h.forge.runnerCount() != 0 {
+		t.Errorf("taps %v, runners %d left", h.net.TAPs, h.forge.runnerCount())
 	}
 	if recs, _ := h.store.List(); len(recs) != 0 {
 		t.Errorf("records left: %+v", recs)

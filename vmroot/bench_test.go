@@ -3,10 +3,7 @@ package vmroot
 import (
 	"archive/tar"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,12 +14,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/imagestore"
 	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
@@ -103,7 +100,7 @@ func setupBench(b *testing.B, size int64, gzip bool) *benchEnv {
 	if err := os.Mkdir(filepath.Join(dir, "registry"), 0o700); err != nil {
 		b.Fatal(err)
 	}
-	host := startRegistry(b, registry.WithBlobHandler(registry.NewDiskBlobHandler(filepath.Join(dir, "registry"))))
+	host := hosttest.StartRegistry(b, hosttest.Registry(registry.WithBlobHandler(registry.NewDiskBlobHandler(filepath.Join(dir, "registry")))))
 	var layers []v1.Layer
 	const perLayer = 512 << 20
 	for i, left := 0, size; left > 0; i++ {
@@ -116,13 +113,13 @@ func setupBench(b *testing.B, size int64, gzip bool) *benchEnv {
 			if err != nil {
 				b.Fatal(err)
 			}
-			layers = append(layers, gzLayer(b, tb))
+			layers = append(layers, hosttest.Layer(b, tb))
 		} else {
-			layers = append(layers, newFileLayer(b, p))
+			layers = append(layers, hosttest.FileLayer(b, p))
 		}
 	}
-	layers = append(layers, gzLayer(b, tarOf(b, tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"})))
-	push(b, host, "bench/image:v1", v1.Config{}, layers...)
+	layers = append(layers, hosttest.Layer(b, tarOf(b, tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"})))
+	hosttest.PushImage(b, host, "bench/image:v1", v1.Config{}, layers...)
 
 	store, err := imagestore.Open(imagestore.Options{Dir: filepath.Join(dir, "images")})
 	if err != nil {
@@ -209,31 +206,3 @@ func writeRandomTar(b *testing.B, p, prefix string, n int64) {
 		b.Fatal(err)
 	}
 }
-
-// fileLayer is an uncompressed layer read from a tar file.
-type fileLayer struct {
-	path   string
-	digest v1.Hash
-	size   int64
-}
-
-func newFileLayer(b *testing.B, p string) *fileLayer {
-	f, err := os.Open(p)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return &fileLayer{path: p, size: n, digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}}
-}
-
-func (l *fileLayer) Digest() (v1.Hash, error)             { return l.digest, nil }
-func (l *fileLayer) DiffID() (v1.Hash, error)             { return l.digest, nil }
-func (l *fileLayer) Compressed() (io.ReadCloser, error)   { return os.Open(l.path) }
-func (l *fileLayer) Uncompressed() (io.ReadCloser, error) { return os.Open(l.path) }
-func (l *fileLayer) Size() (int64, error)                 { return l.size, nil }
-func (l *fileLayer) MediaType() (types.MediaType, error)  { return types.OCIUncompressedLayer, nil }

@@ -5,20 +5,9 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log"
 	"log/slog"
-	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/imagestore"
@@ -36,14 +25,6 @@ func loadPools(ctx context.Context, store *imagestore.Store, disks *Disks, pools
 		return nil, err
 	}
 	return ps, nil
-}
-
-// startRegistry runs go-containerregistry's registry on loopback.
-func startRegistry(t testing.TB, opts ...registry.Option) string {
-	t.Helper()
-	srv := httptest.NewServer(registry.New(append([]registry.Option{registry.Logger(log.New(io.Discard, "", 0))}, opts...)...))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
 }
 
 // tarFile is a regular file of a test layer.
@@ -70,36 +51,5 @@ func tarOf(t testing.TB, files ...tarFile) []byte {
 	return buf.Bytes()
 }
 
-// push pushes an image of the layers with cfg as host/repoTag.
-func push(t testing.TB, host, repoTag string, cfg v1.Config, layers ...v1.Layer) {
-	t.Helper()
-	img, err := mutate.AppendLayers(empty.Image, layers...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.Config, cf.OS, cf.Architecture = cfg, "linux", "amd64"
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(host + "/" + repoTag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func gzLayer(t testing.TB, b []byte) v1.Layer {
-	t.Helper()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
+// flattenNeedsRoot is why the tests that pull an image need root.
+const flattenNeedsRoot = "flattening an image sets owners"

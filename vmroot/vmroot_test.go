@@ -17,15 +17,9 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/imagestore"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
-
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root: flattening an image sets owners (make test runs as root)")
-	}
-}
 
 func TestWritableDisksAreSparseClonesOfAnEmptyExt4(t *testing.T) {
 	d, err := NewDisks(t.TempDir())
@@ -106,13 +100,13 @@ func imagePool(image string) config.Pool {
 }
 
 func TestPoolVMsShareTheImageAndGetTheirOwnDisk(t *testing.T) {
-	requireRoot(t)
-	host := startRegistry(t)
-	push(t, host, "ci/runner:v1", v1.Config{Env: []string{"PATH=/opt/bin:/bin", "LANG=C.UTF-8"}, WorkingDir: "/work"},
-		gzLayer(t, tarOf(t,
+	hosttest.RequireRoot(t, flattenNeedsRoot)
+	host := hosttest.StartRegistry(t, hosttest.Registry())
+	hosttest.PushImage(t, host, "ci/runner:v1", v1.Config{Env: []string{"PATH=/opt/bin:/bin", "LANG=C.UTF-8"}, WorkingDir: "/work"},
+		hosttest.Layer(t, tarOf(t,
 			tarFile{"etc/passwd", 0o644, "root:x:0:0::/root:/bin/sh\nrunner:x:1001:1001::/home/runner:/bin/sh\n"},
 			tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"})))
-	push(t, host, "ci/empty:v1", v1.Config{}, gzLayer(t, tarOf(t, tarFile{"etc/os-release", 0o644, "x"})))
+	hosttest.PushImage(t, host, "ci/empty:v1", v1.Config{}, hosttest.Layer(t, tarOf(t, tarFile{"etc/os-release", 0o644, "x"})))
 	store, err := imagestore.Open(imagestore.Options{Dir: filepath.Join(t.TempDir(), "images")})
 	if err != nil {
 		t.Fatal(err)
@@ -181,10 +175,10 @@ func TestPoolVMsShareTheImageAndGetTheirOwnDisk(t *testing.T) {
 // prune removes it until the VM is gone. An image already gone from the
 // store is an error naming it.
 func TestAdoptedVMLeasesItsImageUntilReleased(t *testing.T) {
-	requireRoot(t)
-	host := startRegistry(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
+	host := hosttest.StartRegistry(t, hosttest.Registry())
 	runner := tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"}
-	push(t, host, "ci/runner:v1", v1.Config{}, gzLayer(t, tarOf(t, runner)))
+	hosttest.PushImage(t, host, "ci/runner:v1", v1.Config{}, hosttest.Layer(t, tarOf(t, runner)))
 	// Every pull evicts what no one holds: the cap is one byte.
 	store, err := imagestore.Open(imagestore.Options{Dir: filepath.Join(t.TempDir(), "images"), MaxBytes: 1})
 	if err != nil {
@@ -195,7 +189,7 @@ func TestAdoptedVMLeasesItsImageUntilReleased(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	push(t, host, "ci/runner:v1", v1.Config{Env: []string{"MOVED=1"}}, gzLayer(t, tarOf(t, runner)))
+	hosttest.PushImage(t, host, "ci/runner:v1", v1.Config{Env: []string{"MOVED=1"}}, hosttest.Layer(t, tarOf(t, runner)))
 	disks, err := NewDisks(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -282,13 +276,13 @@ func TestAdoptedVMLeasesItsImageUntilReleased(t *testing.T) {
 // it is gone, a removed pool's image is let go, a pool whose root did not
 // change keeps it without a pull, and a reload that fails changes nothing.
 func TestReloadSwitchesImagesAndReleasesRemovedOnes(t *testing.T) {
-	requireRoot(t)
-	host := startRegistry(t)
+	hosttest.RequireRoot(t, flattenNeedsRoot)
+	host := hosttest.StartRegistry(t, hosttest.Registry())
 	runner := tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"}
 	for _, tag := range []string{"v1", "v2", "v3", "v4"} {
-		push(t, host, "ci/runner:"+tag, v1.Config{Env: []string{"TAG=" + tag}}, gzLayer(t, tarOf(t, runner)))
+		hosttest.PushImage(t, host, "ci/runner:"+tag, v1.Config{Env: []string{"TAG=" + tag}}, hosttest.Layer(t, tarOf(t, runner)))
 	}
-	push(t, host, "ci/empty:v1", v1.Config{}, gzLayer(t, tarOf(t, tarFile{"etc/os-release", 0o644, "x"})))
+	hosttest.PushImage(t, host, "ci/empty:v1", v1.Config{}, hosttest.Layer(t, tarOf(t, tarFile{"etc/os-release", 0o644, "x"})))
 	store, err := imagestore.Open(imagestore.Options{Dir: filepath.Join(t.TempDir(), "images")})
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/api"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
-	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 )
 
 // BenchmarkWebhookToVMStart measures, per workflow_job delivery, the time

@@ -1,7 +1,6 @@
 package github_test
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -19,8 +18,9 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
-	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
-	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble/openapi"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble/openapi"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 const (
@@ -51,7 +51,7 @@ type env struct {
 	d   *githubdouble.Double
 	srv *httptest.Server
 	url string // the API base the driver is given
-	log *syncBuffer
+	log *hosttest.SyncBuffer
 }
 
 type envOptions struct {
@@ -87,7 +87,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 			t.Errorf("GitHub's description violated: %s", v)
 		}
 	})
-	return &env{t: t, d: d, srv: srv, url: srv.URL + o.prefix, log: &syncBuffer{}}
+	return &env{t: t, d: d, srv: srv, url: srv.URL + o.prefix, log: &hosttest.SyncBuffer{}}
 }
 
 // fastRetry keeps tests quick: short attempts and backoffs.
@@ -137,23 +137,5 @@ func (e *env) noSecretsLogged() {
 }
 
 var guest = forge.GuestOptions{AgentPath: "/home/runner/run.sh", User: "runner", UID: 1001, GID: 1001, FetchInterval: time.Second}
-
-// syncBuffer is a log sink tests can read while the driver writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

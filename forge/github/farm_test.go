@@ -13,6 +13,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
@@ -60,11 +61,11 @@ func newFarmWith(t testing.TB, dir string, interval time.Duration, forges map[st
 	if err != nil {
 		t.Fatal(err)
 	}
-	boot := &fakeBoot{cfgs: map[string]agentproto.Config{}}
+	boot := hosttest.NewBoot()
 	hv := &fakeVMM{boot: boot, started: make(chan *fakeMachine, 1024)}
 	obs := &countingObserver{started: map[string]int{}}
 	m, err := pool.New(pool.Deps{
-		Config: cfg, Forges: forges, Hypervisor: hv, Network: fakeNet{},
+		Config: cfg, Forges: forges, Hypervisor: hv, Network: hosttest.NewNet(),
 		Alloc: netplan.NewAllocator(netip.MustParsePrefix(cfg.Network.CIDR), netip.MustParseAddr(cfg.Network.Gateway)),
 		Store: store, Boot: boot, Log: slog.New(slog.DiscardHandler), ReportURL: "http://10.99.0.1:8089",
 		Interval: interval, Observer: obs,
@@ -95,7 +96,7 @@ func (f *farm) close() {
 // reports its runner ready and done, and powers off.
 type fakeVMM struct {
 	m       *pool.Manager
-	boot    *fakeBoot
+	boot    *hosttest.Boot
 	started chan *fakeMachine
 	fail    atomic.Bool // Start fails
 }
@@ -106,7 +107,7 @@ func (h *fakeVMM) Start(_ context.Context, s vmm.Spec) (vmm.Machine, error) {
 	if h.fail.Load() {
 		return nil, errors.New("fake VMM: start failed")
 	}
-	m := &fakeMachine{id: s.ID, at: time.Now(), cfg: h.boot.get(s.ID), mgr: h.m, done: make(chan struct{})}
+	m := &fakeMachine{id: s.ID, at: time.Now(), cfg: h.boot.Config(s.ID), mgr: h.m, done: make(chan struct{})}
 	h.started <- m
 	return m, nil
 }
@@ -146,31 +147,6 @@ func (m *fakeMachine) runJob() {
 	}
 	m.once.Do(func() { close(m.done) })
 }
-
-type fakeBoot struct {
-	mu   sync.Mutex
-	cfgs map[string]agentproto.Config
-}
-
-func (b *fakeBoot) WriteVM(_, _ string, cfg agentproto.Config) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.cfgs[cfg.VMID] = cfg
-	return nil
-}
-
-func (b *fakeBoot) get(id string) agentproto.Config {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.cfgs[id]
-}
-
-type fakeNet struct{}
-
-func (fakeNet) AddTAP(string) error                    { return nil }
-func (fakeNet) DeleteTAP(string) error                 { return nil }
-func (fakeNet) Admit(string, string, netip.Addr) error { return nil }
-func (fakeNet) Expel(string, string, netip.Addr) error { return nil }
 
 type countingObserver struct {
 	mu       sync.Mutex

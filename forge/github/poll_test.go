@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
-	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 )
 
 func jobIDs(t *testing.T, p *github.Pool) string {

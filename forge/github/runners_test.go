@@ -14,7 +14,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/forgetest"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
-	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 )
 
 // At each scope the App finds its installation, registers a JIT runner

@@ -9,15 +9,15 @@ import (
 	"testing"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
-	"github.com/nixos-fireactions/nixos-fireactions/forge/gitlab/gitlabtest"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/gitlabdouble"
 )
 
 // taker is a runner of the env that took one job, as the guest's
 // gitlab-runner does.
 type taker struct {
 	ref    forge.RunnerRef
-	client *gitlabtest.RunnerClient
-	job    *gitlabtest.JobPayload
+	client *gitlabdouble.RunnerClient
+	job    *gitlabdouble.JobPayload
 }
 
 // take registers a runner and lets it take the oldest job it may run;
@@ -26,7 +26,7 @@ func (e *env) take(t *testing.T, name string, info map[string]any) taker {
 	t.Helper()
 	r := e.register(t, name, "linux")
 	id, _ := strconv.ParseInt(r.ID, 10, 64)
-	c := &gitlabtest.RunnerClient{URL: e.srv.URL, Token: e.gl.Runners()[id].Token, SystemID: "s_" + name}
+	c := &gitlabdouble.RunnerClient{URL: e.srv.URL, Token: e.gl.Runners()[id].Token, SystemID: "s_" + name}
 	job, err := c.RequestJob(context.Background(), info)
 	if err != nil || job == nil {
 		t.Fatalf("runner %s takes a job: %+v, %v", name, job, err)
@@ -71,7 +71,7 @@ func TestFailJobCancelsTheJobOfARetiredRunner(t *testing.T) {
 			if st := e.status(other); st != "pending" {
 				t.Fatalf("the other job is %s, want pending", st)
 			}
-			if _, err := a.client.UpdateJob(ctx, a.job.ID, a.job.Token, "running", 0, nil); !errors.Is(err, gitlabtest.ErrForbidden) {
+			if _, err := a.client.UpdateJob(ctx, a.job.ID, a.job.Token, "running", 0, nil); !errors.Is(err, gitlabdouble.ErrForbidden) {
 				t.Fatalf("update of the cancelled job with its job token: %v, want 403", err)
 			}
 		})
@@ -199,9 +199,9 @@ func TestFailJobOfARunnerRetiredByAnEarlierRunIsNotGuessed(t *testing.T) {
 // Reporter token is refused, and FailJob says so instead of claiming the
 // job failed.
 func TestFailJobNeedsATokenThatMayCancel(t *testing.T) {
-	for name, g := range map[string]gitlabtest.Grant{
-		"read_api scope": {Scopes: []string{"read_api", "create_runner", "manage_runner"}, Role: gitlabtest.Maintainer},
-		"reporter":       {Scopes: []string{"api"}, Role: gitlabtest.Reporter},
+	for name, g := range map[string]gitlabdouble.Grant{
+		"read_api scope": {Scopes: []string{"read_api", "create_runner", "manage_runner"}, Role: gitlabdouble.Maintainer},
+		"reporter":       {Scopes: []string{"api"}, Role: gitlabdouble.Reporter},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
-	"github.com/nixos-fireactions/nixos-fireactions/forge/gitlab/gitlabtest"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/gitlabdouble"
 )
 
 func (e *env) tryRegister(name string) error {
@@ -20,7 +20,7 @@ func (e *env) tryRegister(name string) error {
 // answer was a 502: the driver finds and removes it at once.
 func TestLostCreateAnswerLeavesNoRunner(t *testing.T) {
 	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
-	e.gl.Inject(gitlabtest.Fault{Method: "POST", Path: "/user/runners", Status: 502, After: true, Times: 1})
+	e.gl.Inject(gitlabdouble.Fault{Method: "POST", Path: "/user/runners", Status: 502, After: true, Times: 1})
 	if err := e.tryRegister("fa-h-lost"); err == nil {
 		t.Fatal("register succeeded through a 502")
 	}
@@ -34,7 +34,7 @@ func TestLostCreateAnswerLeavesNoRunner(t *testing.T) {
 // removes it and does not report it.
 func TestTimedOutCreateLeavesNoRunner(t *testing.T) {
 	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"}, func(o *Options) { o.RequestTimeout = 500 * time.Millisecond })
-	e.gl.Inject(gitlabtest.Fault{Method: "POST", Path: "/user/runners", Delay: 1500 * time.Millisecond, After: true, Times: 1})
+	e.gl.Inject(gitlabdouble.Fault{Method: "POST", Path: "/user/runners", Delay: 1500 * time.Millisecond, After: true, Times: 1})
 	start := time.Now()
 	err := e.tryRegister("fa-h-slow")
 	if err == nil {
@@ -62,7 +62,7 @@ func TestTimedOutCreateLeavesNoRunner(t *testing.T) {
 
 func TestRateLimitedCreateIsRetriedOnce(t *testing.T) {
 	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
-	e.gl.Inject(gitlabtest.Fault{Method: "POST", Path: "/user/runners", Status: 429, Times: 1})
+	e.gl.Inject(gitlabdouble.Fault{Method: "POST", Path: "/user/runners", Status: 429, Times: 1})
 	if err := e.tryRegister("fa-h-429"); err != nil {
 		t.Fatalf("register after one 429: %v", err)
 	}
@@ -73,7 +73,7 @@ func TestRateLimitedCreateIsRetriedOnce(t *testing.T) {
 
 func TestPersistentRateLimitCreatesNothing(t *testing.T) {
 	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
-	e.gl.Inject(gitlabtest.Fault{Method: "POST", Path: "/user/runners", Status: 429})
+	e.gl.Inject(gitlabdouble.Fault{Method: "POST", Path: "/user/runners", Status: 429})
 	err := e.tryRegister("fa-h-429s")
 	if err == nil || !strings.Contains(err.Error(), "429") {
 		t.Fatalf("err = %v, want a 429", err)
@@ -89,11 +89,11 @@ func TestServerErrorsOnIdempotentCallsAreRetried(t *testing.T) {
 	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
 	e.gl.AddJob("acme/app", "build", []string{"linux"}, "true")
 	r := e.register(t, "fa-h-5xx", "linux")
-	e.gl.Inject(gitlabtest.Fault{Method: "GET", Path: "/projects/2/jobs", Status: 503, Times: 2})
+	e.gl.Inject(gitlabdouble.Fault{Method: "GET", Path: "/projects/2/jobs", Status: 503, Times: 2})
 	if js, err := e.f.QueuedJobs(context.Background()); err != nil || len(js) != 1 {
 		t.Fatalf("QueuedJobs through two 503s = %v, %v", js, err)
 	}
-	e.gl.Inject(gitlabtest.Fault{Method: "DELETE", Path: "/runners/" + r.ID, Status: 500, Times: 2})
+	e.gl.Inject(gitlabdouble.Fault{Method: "DELETE", Path: "/runners/" + r.ID, Status: 500, Times: 2})
 	if err := e.f.Remove(context.Background(), r.RunnerRef); err != nil {
 		t.Fatalf("Remove through two 500s: %v", err)
 	}
@@ -106,7 +106,7 @@ func TestPersistentErrorsNameTheCallNotTheToken(t *testing.T) {
 	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"}, func(o *Options) { o.RequestTimeout = 300 * time.Millisecond })
 	r := e.register(t, "fa-h-err", "linux")
 	tok := e.gl.Runners()[mustID(t, r.ID)].Token
-	e.gl.Inject(gitlabtest.Fault{Path: "/projects/2/jobs", Status: 500})
+	e.gl.Inject(gitlabdouble.Fault{Path: "/projects/2/jobs", Status: 500})
 	_, err := e.f.QueuedJobs(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "500") || !strings.Contains(err.Error(), "acme/app") {
 		t.Fatalf("err = %v", err)
@@ -114,8 +114,8 @@ func TestPersistentErrorsNameTheCallNotTheToken(t *testing.T) {
 	// DELETE /runners/:id is refused and the removal by the runner's own
 	// token (which travels in the query) times out: the error must not
 	// carry the URL's token.
-	e.gl.Inject(gitlabtest.Fault{Method: "DELETE", Path: "/runners/" + r.ID, Status: 403})
-	e.gl.Inject(gitlabtest.Fault{Method: "DELETE", Path: "/runners", Delay: time.Second})
+	e.gl.Inject(gitlabdouble.Fault{Method: "DELETE", Path: "/runners/" + r.ID, Status: 403})
+	e.gl.Inject(gitlabdouble.Fault{Method: "DELETE", Path: "/runners", Delay: time.Second})
 	err = e.f.Remove(context.Background(), r.RunnerRef)
 	if err == nil || !slices.Contains(e.gl.Calls(), "DELETE /api/v4/runners") {
 		t.Fatalf("Remove through a hanging removal by token: %v; calls %v", err, e.gl.Calls())

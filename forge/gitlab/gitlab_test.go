@@ -12,7 +12,7 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/forgetest"
-	"github.com/nixos-fireactions/nixos-fireactions/forge/gitlab/gitlabtest"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/gitlabdouble"
 )
 
 const accessToken = "glpat-SCOPE-WIDE-ACCESS-TOKEN"
@@ -22,14 +22,14 @@ var guestOpts = forge.GuestOptions{AgentPath: "/usr/bin/gitlab-runner", User: "r
 // env is the double with a group acme (subgroup acme/sub), projects
 // acme/app and acme/sub/lib, and a driver for scope.
 type env struct {
-	gl  *gitlabtest.Server
+	gl  *gitlabdouble.Server
 	srv *httptest.Server
 	f   *Forge
 }
 
 func newEnv(t *testing.T, scope Scope, mod ...func(*Options)) *env {
 	t.Helper()
-	d := gitlabtest.New(accessToken)
+	d := gitlabdouble.New(accessToken)
 	srv := httptest.NewServer(d.Handler())
 	t.Cleanup(srv.Close)
 	d.AddProject("acme/app")
@@ -59,7 +59,7 @@ func (e *env) register(t *testing.T, name string, labels ...string) *forge.Runne
 	return r
 }
 
-func onlyRunner(t *testing.T, d *gitlabtest.Server) gitlabtest.Runner {
+func onlyRunner(t *testing.T, d *gitlabdouble.Server) gitlabdouble.Runner {
 	t.Helper()
 	rs := d.Runners()
 	if len(rs) != 1 {
@@ -148,7 +148,7 @@ func TestConfigTOMLIsWhatGitLabRunnerReads(t *testing.T) {
 	e.gl.TokenLifetime = 24 * time.Hour
 	r := e.register(t, "fa-h-2", "linux")
 	run := onlyRunner(t, e.gl)
-	rc, err := gitlabtest.DecodeRunnerConfig(r.Guest.Files[0].Content, "fa-h-2")
+	rc, err := gitlabdouble.DecodeRunnerConfig(r.Guest.Files[0].Content, "fa-h-2")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, r.Guest.Files[0].Content)
 	}
@@ -186,7 +186,7 @@ func TestConfigTOMLDockerAndCustomCA(t *testing.T) {
 	if len(plan.Files) != 2 || plan.Files[0].Path != "/home/runner/.gitlab-runner/ca.pem" || string(plan.Files[0].Content) != pem {
 		t.Fatalf("files = %+v", plan.Files)
 	}
-	rc, err := gitlabtest.DecodeRunnerConfig(plan.Files[1].Content, `fa-"odd"\name`)
+	rc, err := gitlabdouble.DecodeRunnerConfig(plan.Files[1].Content, `fa-"odd"\name`)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, plan.Files[1].Content)
 	}
@@ -262,7 +262,7 @@ func TestRemoveIsIdempotentAndFallsBackToTheRunnersToken(t *testing.T) {
 		t.Fatalf("removing a gone runner: %v", err)
 	}
 	b := e.register(t, "fa-h-b", "linux")
-	e.gl.Inject(gitlabtest.Fault{Method: "DELETE", Path: "/runners/" + b.ID, Status: 403})
+	e.gl.Inject(gitlabdouble.Fault{Method: "DELETE", Path: "/runners/" + b.ID, Status: 403})
 	if err := e.f.Remove(ctx, b.RunnerRef); err != nil {
 		t.Fatalf("remove with a 403 on DELETE /runners/:id: %v", err)
 	}

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/nixos-fireactions/nixos-fireactions/forge/gitlab/gitlabtest"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/gitlabdouble"
 )
 
 // TestRetireStopsTheTokenTakingJobsButNotTheRunningJob: a job can read
@@ -20,7 +20,7 @@ func TestRetireStopsTheTokenTakingJobsButNotTheRunningJob(t *testing.T) {
 	second := e.gl.AddJob("acme/app", "second", []string{"linux"}, "true")
 	r := e.register(t, "fa-h-1", "linux")
 	tok := onlyRunner(t, e.gl).Token
-	runner := &gitlabtest.RunnerClient{URL: e.srv.URL, Token: tok, SystemID: "s_1"}
+	runner := &gitlabdouble.RunnerClient{URL: e.srv.URL, Token: tok, SystemID: "s_1"}
 	ctx := context.Background()
 	job, err := runner.RequestJob(ctx, nil)
 	if err != nil || job == nil || job.ID != first {
@@ -30,8 +30,8 @@ func TestRetireStopsTheTokenTakingJobsButNotTheRunningJob(t *testing.T) {
 	if err := e.f.Retire(ctx, r.RunnerRef); err != nil {
 		t.Fatal(err)
 	}
-	thief := &gitlabtest.RunnerClient{URL: e.srv.URL, Token: tok, SystemID: "s_job"}
-	if stolen, err := thief.RequestJob(ctx, nil); !errors.Is(err, gitlabtest.ErrForbidden) {
+	thief := &gitlabdouble.RunnerClient{URL: e.srv.URL, Token: tok, SystemID: "s_job"}
+	if stolen, err := thief.RequestJob(ctx, nil); !errors.Is(err, gitlabdouble.ErrForbidden) {
 		t.Fatalf("the retired runner's token asking for a job: %+v, %v; want 403", stolen, err)
 	}
 	if st := e.gl.Jobs()[second].Status; st != "pending" {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,32 +8,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"golang.org/x/sys/unix"
 )
-
-// syncBuffer is a console the test can read while the agent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 const runnerScript = `echo "HOME=$HOME USER=$USER PATH=$PATH CWD=$(pwd) X=$X"
 echo "registering"
@@ -100,7 +81,7 @@ func TestBootRunsTheJobAndReportsInOrder(t *testing.T) {
 	cfg := testConfig(host.URL)
 	root := newTestRoot(t, cfg)
 	sys := newFakeSys(t, root)
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	a := &Agent{Root: root, Sys: sys, Console: con}
 
 	a.Boot(context.Background())
@@ -245,7 +226,7 @@ func TestBootReportsAFailureAndPowersOff(t *testing.T) {
 	cfg.Runner.Files = []agentproto.File{{Path: "/etc/passwd/oops", Mode: 0o600, Content: []byte("x")}}
 	root := newTestRoot(t, cfg)
 	sys := newFakeSys(t, root)
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	(&Agent{Root: root, Sys: sys, Console: con}).Boot(context.Background())
 
 	got := host.got()
@@ -270,7 +251,7 @@ func TestBootWithoutNetworkStillPowersOff(t *testing.T) {
 	root := newTestRoot(t, cfg)
 	sys := newFakeSys(t, root)
 	sys.netErr = errors.New("interface eth0 did not appear")
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	start := time.Now()
 	(&Agent{Root: root, Sys: sys, Console: con}).Boot(context.Background())
 	if d := time.Since(start); d > 2*time.Second {
@@ -291,7 +272,7 @@ func TestBootWithoutNetworkStillPowersOff(t *testing.T) {
 func TestBootWithoutConfigPowersOff(t *testing.T) {
 	root := t.TempDir()
 	sys := newFakeSys(t, root)
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	(&Agent{Root: root, Sys: sys, Console: con}).Boot(context.Background())
 	if sys.poweroffs != 1 || !strings.Contains(con.String(), "fatal: reading config") {
 		t.Errorf("poweroffs %d, console:\n%s", sys.poweroffs, con)
@@ -319,7 +300,7 @@ func TestModuleFailureIsNotFatal(t *testing.T) {
 	root := newTestRoot(t, cfg)
 	sys := newFakeSys(t, root)
 	sys.moduleErr = syscall.ENOEXEC
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	if err := (&Agent{Root: root, Sys: sys, Console: con}).Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +318,7 @@ func TestRunnerExitIsNotHeldUpByLeftoverProcesses(t *testing.T) {
 	cfg.Runner.Command = []string{"/bin/sh", "-c", "(sleep 3; echo late) & echo bye; exit 4"}
 	root := newTestRoot(t, cfg)
 	sys := newFakeSys(t, root)
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	start := time.Now()
 	if err := (&Agent{Root: root, Sys: sys, Console: con}).Run(context.Background()); err != nil {
 		t.Fatal(err)

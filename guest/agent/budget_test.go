@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // fakeCgroupRoot lays out, under root, what a guest's kernel shows: a
@@ -251,7 +253,7 @@ func TestBootWithoutCgroupsRunsWithoutABudget(t *testing.T) {
 
 // bootAgent boots an agent on a test root, which prepare (when not nil)
 // adds to, and returns it with its fake system and console.
-func bootAgent(t *testing.T, prepare func(root string)) (*Agent, *fakeSys, *syncBuffer) {
+func bootAgent(t *testing.T, prepare func(root string)) (*Agent, *fakeSys, *hosttest.SyncBuffer) {
 	t.Helper()
 	host := newHostServer(t, "vm-token")
 	root := newTestRoot(t, testConfig(host.URL))
@@ -259,7 +261,7 @@ func bootAgent(t *testing.T, prepare func(root string)) (*Agent, *fakeSys, *sync
 		prepare(root)
 	}
 	sys := newFakeSys(t, root)
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	a := &Agent{Root: root, Sys: sys, Console: con}
 	a.Boot(context.Background())
 	return a, sys, con

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/golden from what the agent writes")
@@ -50,7 +51,7 @@ echo "Runner: listening for jobs"`}
 
 // bootRegistry boots a guest with cfg in a fresh root, after prepare
 // has added the image's files, and returns the root and the console.
-func bootRegistry(t *testing.T, cfg agentproto.Config, prepare func(root string)) (string, *fakeSys, *syncBuffer) {
+func bootRegistry(t *testing.T, cfg agentproto.Config, prepare func(root string)) (string, *fakeSys, *hosttest.SyncBuffer) {
 	t.Helper()
 	host := newHostServer(t, "vm-token")
 	cfg.Report.URL = host.URL
@@ -59,7 +60,7 @@ func bootRegistry(t *testing.T, cfg agentproto.Config, prepare func(root string)
 		prepare(root)
 	}
 	sys := newFakeSys(t, root)
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	a := &Agent{Root: root, Sys: sys, Console: con}
 	a.Boot(context.Background())
 	return root, sys, con

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,7 +45,7 @@ func TestImageRootIsMountedAndSwitchedToBeforeTheRunner(t *testing.T) {
 	must(t, os.MkdirAll(filepath.Join(root, "mnt/image"), 0o755))
 	must(t, unix.Chmod(filepath.Join(root, "mnt/image"), 0o1777))
 	sys := newFakeSys(t, root)
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	a := &Agent{Root: root, Sys: sys, Console: con}
 
 	a.Boot(context.Background())
@@ -94,7 +95,7 @@ func TestMissingImageDiskIsReportedToTheHost(t *testing.T) {
 	root := newTestRoot(t, cfg)
 	addDisk(t, root, "vda", "fa-writable")
 	sys := newFakeSys(t, root)
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	a := &Agent{Root: root, Sys: sys, Console: con, DiskWait: 100 * time.Millisecond}
 
 	a.Boot(context.Background())
@@ -127,7 +128,7 @@ func TestImageRootOnFirecracker(t *testing.T) {
 	addDisk(t, root, "vda", "20490131075671")
 	addDisk(t, root, "vdb", "2049013107564")
 	sys := newFakeSys(t, root)
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	a := &Agent{Root: root, Sys: sys, Console: con, DiskWait: time.Second}
 
 	a.Boot(context.Background())

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 func TestRunnerEnvAddsOnlyWhatIsMissing(t *testing.T) {
@@ -48,7 +49,7 @@ func TestLookPathUsesTheRunnersPath(t *testing.T) {
 func TestCopyLinesPrefixesAndSpotsEachMarkerOnce(t *testing.T) {
 	long := strings.Repeat("x", 100<<10)
 	in := "one\r\ntwo READY here\n" + long + "\nREADY again\nBUSY now\nlast without newline BUSY"
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	readies, busies := 0, 0
 	copyLines(strings.NewReader(in), newConsole(con, func() time.Duration { return 0 }), new(atomic.Int64),
 		marker{line: "READY", fire: func([]byte) { readies++ }}, marker{line: "BUSY", fire: func([]byte) { busies++ }})
@@ -82,7 +83,7 @@ func TestJobStartedReportCarriesTheJobIDFromTheBusyLine(t *testing.T) {
 	cfg.Runner.BusyLine = `msg="task `
 	cfg.Runner.JobPattern = `msg="task (\d+) `
 	root := newTestRoot(t, cfg)
-	a := &Agent{Root: root, Sys: newFakeSys(t, root), Console: &syncBuffer{}}
+	a := &Agent{Root: root, Sys: newFakeSys(t, root), Console: &hosttest.SyncBuffer{}}
 	a.Boot(context.Background())
 	for _, r := range host.got() {
 		if r.Event == agentproto.EventJobStarted {
@@ -152,7 +153,7 @@ func TestWaitQuietStopsWhenLeftoverOutputGoesQuiet(t *testing.T) {
 			time.Sleep(40 * time.Millisecond)
 		}
 	}()
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	var progress atomic.Int64
 	done := make(chan struct{})
 	go func() {
@@ -211,7 +212,7 @@ for i in $(seq 50); do [ -e ../.gitlab-runner/config.toml ] || break; sleep 0.1;
 [ -e ../.gitlab-runner/config.toml ] && echo "credential still there" || echo "credential gone"
 [ -e ../keep.txt ] && echo "other file kept"`}
 	root := newTestRoot(t, cfg)
-	con := &syncBuffer{}
+	con := &hosttest.SyncBuffer{}
 	if err := (&Agent{Root: root, Sys: newFakeSys(t, root), Console: con}).Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -32,16 +32,29 @@ func TestImportRules(t *testing.T) {
 			t.Errorf("package %s, named by a rule, is not in the build", rel)
 		}
 	}
-	// The doubles are found by their names: if a rename hid them all,
-	// the double rule would hold nothing to account.
-	var doubles []string
+	// The doubles and test helpers are found by their paths: if a move or
+	// rename hid one, the double rule would hold it to nothing.
+	var rels []string
 	for path := range g.Packages {
-		if rel, ok := g.rel(path); ok && TestCode(rel) {
-			doubles = append(doubles, rel)
+		if rel, ok := g.rel(path); ok {
+			rels = append(rels, rel)
 		}
 	}
-	if len(doubles) < 3 {
-		t.Errorf("only %v are test code by their names: the doubles are no longer recognised", doubles)
+	for _, rel := range []string{
+		DoublesTree + "/githubdouble", DoublesTree + "/githubdouble/openapi", DoublesTree + "/githubdouble/cmd/actions-runner",
+		DoublesTree + "/gitlabdouble", DoublesTree + "/gitlabdouble/cmd/gitlab-runner",
+		DoublesTree + "/firecrackerdouble", DoublesTree + "/firecrackerdouble/cmd/firecracker",
+		"internal/hosttest", "forge/forgetest",
+	} {
+		if _, ok := g.Packages[g.Module+"/"+rel]; !ok {
+			t.Errorf("package %s, test code the rules know, is not in the build", rel)
+		} else if !TestCode(rel) {
+			t.Errorf("%s is not test code by its path: the doubles are no longer recognised", rel)
+		}
+	}
+	// One tree, one naming: every double in DoublesTree, each <system>double.
+	for _, bad := range DoubleNaming(rels) {
+		t.Error(bad)
 	}
 }
 
@@ -61,8 +74,9 @@ func TestEveryRuleFailsWhenBroken(t *testing.T) {
 		"catalog: catalog ! example.com/sdk",
 		"cli: daemon ! cli",
 		"daemon: cli ! forge/github",
-		"fcdouble and the other doubles: pool ! forge/forgetest",
-		"fcdouble and the other doubles: pool ! testing",
+		"double: api ! internal/double/githubdouble",
+		"double: pool ! forge/forgetest",
+		"double: pool ! testing",
 		"forge: pool ! forge/github",
 		"guest/agent: cmd/fireactions-agent ! config",
 		"guest/agent: guest/agent ! config",
@@ -97,20 +111,50 @@ func TestEveryRuleFailsWhenBroken(t *testing.T) {
 
 func TestTestCode(t *testing.T) {
 	for rel, want := range map[string]bool{
-		"forge/github/githubdouble":             true,
-		"forge/github/githubdouble/openapi":     true,
-		"forge/gitlab/gitlabtest/gitlab-runner": true,
-		"vmm/firecracker/fcdouble/cmd/fcdouble": true,
-		"forge/forgetest":                       true,
-		"e2e/netprobe":                          true,
-		"fakes/scaleset":                        true,
-		"forge/github":                          false,
-		"vmm/firecracker":                       false,
-		"vmm/firecracker/apispec":               false,
-		"agentproto":                            false,
+		"internal/double/githubdouble":                      true,
+		"internal/double/githubdouble/openapi":              true,
+		"internal/double/gitlabdouble/cmd/gitlab-runner":    true,
+		"internal/double/firecrackerdouble/cmd/firecracker": true,
+		"internal/hosttest":                                 true,
+		"internal/deptest":                                  true,
+		"forge/forgetest":                                   true,
+		"e2e/netprobe":                                      true,
+		"vmm/firecracker/fcdouble":                          true, // a double put elsewhere is still test code
+		"fakes/scaleset":                                    true,
+		"internal/doublecheck":                              false,
+		"forge/github":                                      false,
+		"vmm/firecracker":                                   false,
+		"vmm/firecracker/apispec":                           false,
+		"agentproto":                                        false,
 	} {
 		if TestCode(rel) != want {
 			t.Errorf("TestCode(%s) = %v", rel, !want)
 		}
+	}
+}
+
+// TestDoubleNaming: a double outside the tree, or one in it not named
+// <system>double, is reported; the tree's own packages are not.
+func TestDoubleNaming(t *testing.T) {
+	got := DoubleNaming([]string{
+		"internal/double/githubdouble",
+		"internal/double/githubdouble/cmd/actions-runner",
+		"internal/double/scalesetdouble",
+		"internal/double/gitlabtest",
+		"internal/double",
+		"forge/github/githubdouble",
+		"fakes/scaleset",
+		"forge/forgetest",
+		"internal/hosttest",
+		"forge/github",
+	})
+	want := []string{
+		"fakes/scaleset: a double lives in internal/double",
+		"forge/github/githubdouble: a double lives in internal/double",
+		"internal/double/gitlabtest: a double is named <system>double (internal/double/githubdouble)",
+		"internal/double: the doubles' tree holds packages, not code of its own",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("DoubleNaming:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -1,6 +1,9 @@
 package deptest
 
-import "strings"
+import (
+	"sort"
+	"strings"
+)
 
 // guestThirdParty is what the guest may use beyond the standard library
 // (guest/agent's doc): x/sys/unix and netlink, with netlink's own
@@ -45,7 +48,7 @@ func Rules() []Rule {
 			},
 		},
 		{
-			Name:  "fcdouble and the other doubles: nothing in the product imports a test double or the testing package",
+			Name:  "double: nothing in the product imports a double of an external system (internal/double), a test helper or the testing package",
 			Binds: func(rel string) bool { return !TestCode(rel) },
 			Allows: func(d Dep) bool {
 				return d.Path != "testing" && (d.Rel == "" || !TestCode(d.Rel))
@@ -101,12 +104,26 @@ func Rules() []Rule {
 	}
 }
 
+// DoublesTree is the one tree the doubles of external systems live in:
+// the double of what the driver forge/X or vmm/X talks to is the package
+// DoublesTree/Xdouble (githubdouble, gitlabdouble, firecrackerdouble),
+// and a stand-in for one of that system's programs is its command
+// DoublesTree/Xdouble/cmd/<the program's name> (gitlab-runner,
+// actions-runner, firecracker).
+const DoublesTree = "internal/double"
+
 // TestCode reports whether the module's package rel is test code, never
-// part of the product: a test double or test helper (a path element
-// ending in "double", "doubles", "test" or "tests", or starting with
-// "fake": githubdouble, gitlabtest, fcdouble, forgetest, deptest) and
-// everything below it, and the end-to-end tests' tree (e2e).
+// part of the product: the doubles' tree (DoublesTree) and everything
+// below it; a test helper package, named as Go names them for what they
+// help test (a path element ending in "test": hosttest, forgetest,
+// deptest); the end-to-end tests' tree (e2e). So that a double put
+// anywhere else is still held to the rules, a path element ending in
+// "double", "doubles" or "tests", or starting with "fake", is test code
+// too (DoubleNaming reports such a package as misplaced).
 func TestCode(rel string) bool {
+	if under(rel, []string{DoublesTree}) {
+		return true
+	}
 	for _, e := range strings.Split(rel, "/") {
 		if e == "e2e" || strings.HasPrefix(e, "fake") {
 			return true
@@ -118,6 +135,36 @@ func TestCode(rel string) bool {
 		}
 	}
 	return false
+}
+
+// DoubleNaming returns what breaks the doubles' naming rule among the
+// module's packages rels: a package right below DoublesTree not named
+// <system>double, and a package outside DoublesTree that looks like a
+// double (a path element ending in "double" or "doubles", or starting
+// with "fake").
+func DoubleNaming(rels []string) []string {
+	var out []string
+	for _, rel := range rels {
+		if under(rel, []string{DoublesTree}) {
+			if rel == DoublesTree {
+				out = append(out, rel+": the doubles' tree holds packages, not code of its own")
+				continue
+			}
+			top := strings.SplitN(strings.TrimPrefix(rel, DoublesTree+"/"), "/", 2)[0]
+			if !strings.HasSuffix(top, "double") || top == "double" {
+				out = append(out, rel+": a double is named <system>double ("+DoublesTree+"/githubdouble)")
+			}
+			continue
+		}
+		for _, e := range strings.Split(rel, "/") {
+			if strings.HasSuffix(e, "double") || strings.HasSuffix(e, "doubles") || strings.HasPrefix(e, "fake") {
+				out = append(out, rel+": a double lives in "+DoublesTree)
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // is binds exactly the packages named.

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/firecrackerdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
-	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/fcdouble"
 )
 
 // Per-VM VMM set-up cost on the host: from nothing to InstanceStart
@@ -52,7 +53,7 @@ func benchStart(b *testing.B, d *Driver, spec vmm.Spec) {
 // BenchmarkStart: the firecracker process (the double: a Go binary where
 // Firecracker is a static Rust one), its API socket, four PUTs.
 func BenchmarkStart(b *testing.B) {
-	requireRoot(b, "a TAP")
+	hosttest.RequireRoot(b, "a TAP")
 	bin := buildDouble(b)
 	b.Setenv("FCDOUBLE_BOOT", "none")
 	spec := benchSpec(b, "bench1")
@@ -64,7 +65,7 @@ func BenchmarkStart(b *testing.B) {
 // jailer double's process (cgroup files, mknod, chown, exec), and the
 // jail's removal is outside the timer (it follows Kill).
 func BenchmarkStartJailed(b *testing.B) {
-	requireRoot(b, "the jailer chowns and mknods; a TAP")
+	hosttest.RequireRoot(b, "the jailer chowns and mknods; a TAP")
 	bin := buildDouble(b)
 	b.Setenv("FCDOUBLE_BOOT", "none")
 	base, err := os.MkdirTemp("", "fcjail")
@@ -104,12 +105,12 @@ func BenchmarkProcessStart(b *testing.B) {
 // socket to an in-process double, which validates each against the API
 // description (so this is an upper bound for the client's share).
 func BenchmarkAPICalls(b *testing.B) {
-	s := loadAPISpec(b)
+	s := firecrackerdouble.LoadSpec(b)
 	dir := b.TempDir()
 	kernel, initrd := filepath.Join(dir, "kernel"), filepath.Join(dir, "initramfs")
 	os.WriteFile(kernel, []byte("k"), 0o644)
 	os.WriteFile(initrd, []byte("i"), 0o644)
-	var srv *fcdouble.Server
+	var srv *firecrackerdouble.Server
 	sock := filepath.Join(dir, "api.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -120,7 +121,7 @@ func BenchmarkAPICalls(b *testing.B) {
 	defer hs.Close()
 	ctx := context.Background()
 	for b.Loop() {
-		srv = fcdouble.NewServer(fcdouble.Options{Spec: s, ID: "bench", OpenTAP: func(string) error { return nil }})
+		srv = firecrackerdouble.NewServer(firecrackerdouble.Options{Spec: s, ID: "bench", OpenTAP: func(string) error { return nil }})
 		c := NewClient(sock, 0)
 		for _, r := range BootRequests(testSpec, Paths{Kernel: kernel, Initrd: initrd}, false) {
 			if err := r.Send(ctx, c); err != nil {

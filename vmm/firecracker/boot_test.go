@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
@@ -36,7 +37,7 @@ func bootSpec(t *testing.T, id, mode string) vmm.Spec {
 // end of a job) ends the VMM with no error, and every request of a real
 // boot was valid.
 func TestGuestResetEndsTheVMM(t *testing.T) {
-	requireRoot(t, "the guest's TAP")
+	hosttest.RequireRoot(t, "the guest's TAP")
 	b := buildDouble(t)
 	spec := bootSpec(t, "boot1", "reset")
 	record := filepath.Join(spec.Dir, "record.jsonl")
@@ -73,7 +74,7 @@ func TestGuestResetEndsTheVMM(t *testing.T) {
 // InstanceStart, as Firecracker reads it into guest memory), so neither
 // boots an emptied file.
 func TestInitramfsIsEmptiedOnceTheVMMHasReadIt(t *testing.T) {
-	requireRoot(t, "the guest's TAP")
+	hosttest.RequireRoot(t, "the guest's TAP")
 	b := buildDouble(t)
 	spec := bootSpec(t, "boot3", "reset")
 	spec.Cmdline += " guestsleep=2"
@@ -131,7 +132,7 @@ func diskOf(t *testing.T, path string) int64 {
 // of resetting; only a kill ends it. The guest agent resets for this
 // reason.
 func TestGuestPowerOffDoesNotEndTheVMM(t *testing.T) {
-	requireRoot(t, "the guest's TAP")
+	hosttest.RequireRoot(t, "the guest's TAP")
 	b := buildDouble(t)
 	spec := bootSpec(t, "boot2", "poweroff")
 	m, err := (&Driver{Binary: b.Firecracker}).Start(context.Background(), spec)

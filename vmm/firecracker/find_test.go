@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
@@ -16,7 +17,7 @@ import (
 // for a VM whose record holds no PID; another VM's id, a process that
 // merely names the id, and a VMM that has exited are not found.
 func TestFindMonitor(t *testing.T) {
-	requireRoot(t, "the jailer chowns, mknods and drops privileges; TAPs")
+	hosttest.RequireRoot(t, "the jailer chowns, mknods and drops privileges; TAPs")
 	b := buildDouble(t)
 	base := jailBase(t)
 	_, mounts := fakeCgroups(t, base)

@@ -9,7 +9,7 @@
 // (one more per drive, two more with the MMDS).
 // A client that sends only those keeps every request body in plain sight,
 // which is what lets the tests hold each one to Firecracker's own API
-// description (see apispec and the fcdouble test double), and it adds no
+// description (see apispec and the firecrackerdouble test double), and it adds no
 // dependency.
 package firecracker
 

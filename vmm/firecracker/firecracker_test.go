@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/firecrackerdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/apispec"
 )
@@ -24,7 +26,7 @@ var testSpec = vmm.Spec{
 // the shapes the configuration allows, jailed or not, with the MMDS or
 // without.
 func TestBootRequestsMatchTheAPIDescription(t *testing.T) {
-	s := loadAPISpec(t)
+	s := firecrackerdouble.LoadSpec(t)
 	withDrives := testSpec
 	withDrives.Drives = []vmm.Drive{{ID: "fa-image", Path: "/img/root.erofs", ReadOnly: true}, {ID: "fa-disk", Path: "/vm/disk.ext4"}}
 	specs := []vmm.Spec{testSpec, withDrives, {ID: "a", VCPUs: 1, MemoryMiB: 128, TAP: "faa"}, {ID: "b", VCPUs: 32, MemoryMiB: 65536, TAP: "fab", Cmdline: "x"}}
@@ -183,7 +185,7 @@ func doubleSpec(t *testing.T, initramfs []byte) (vmm.Spec, string) {
 // double without booting a guest: the process starts, every request is
 // accepted, Kill is a hard stop and nothing is left.
 func TestStartThroughTheDouble(t *testing.T) {
-	requireRoot(t, "the double checks the TAP exists; creating one needs root")
+	hosttest.RequireRoot(t, "the double checks the TAP exists; creating one needs root")
 	b := buildDouble(t)
 	spec, record := doubleSpec(t, []byte("i"))
 
@@ -221,7 +223,7 @@ func TestStartThroughTheDouble(t *testing.T) {
 // sent. No request carries the runner's credential, which is in the
 // initramfs only.
 func TestMMDSThroughTheDouble(t *testing.T) {
-	requireRoot(t, "the double checks the TAP exists; creating one needs root")
+	hosttest.RequireRoot(t, "the double checks the TAP exists; creating one needs root")
 	b := buildDouble(t)
 	const secret = "RUNNER-CREDENTIAL-5f2b9c"
 	for _, mmds := range []bool{false, true} {
@@ -273,7 +275,7 @@ func TestMMDSThroughTheDouble(t *testing.T) {
 // TestStartFailsCleanly: a request Firecracker refuses fails Start with
 // its fault message, and the VMM is gone.
 func TestStartFailsCleanly(t *testing.T) {
-	requireRoot(t, "creating a TAP needs root")
+	hosttest.RequireRoot(t, "creating a TAP needs root")
 	b := buildDouble(t)
 	dir := t.TempDir()
 	t.Setenv("FCDOUBLE_BOOT", "none")

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
@@ -15,7 +16,7 @@ import (
 // Creating (and a drain behind it) for ever; the VMM is killed and
 // nothing of it is left. Each call of the start is hung in turn.
 func TestHungVMMFailsStart(t *testing.T) {
-	requireRoot(t, "the double checks the TAP exists; creating one needs root")
+	hosttest.RequireRoot(t, "the double checks the TAP exists; creating one needs root")
 	b := buildDouble(t)
 	for _, hung := range []string{"PUT /machine-config", "PUT /actions"} {
 		t.Run(hung, func(t *testing.T) {

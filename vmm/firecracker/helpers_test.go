@@ -15,15 +15,14 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/firecrackerdouble"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
-	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/apispec"
-	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/fcdouble"
 )
 
 // The double, built once for the package's tests.
 var (
 	doubleOnce sync.Once
-	double     fcdouble.Binaries
+	double     firecrackerdouble.Binaries
 	doubleErr  error
 	doubleDir  string
 )
@@ -37,10 +36,10 @@ func TestMain(m *testing.M) {
 }
 
 // buildDouble builds the firecracker and jailer doubles, once.
-func buildDouble(t testing.TB) fcdouble.Binaries {
+func buildDouble(t testing.TB) firecrackerdouble.Binaries {
 	t.Helper()
 	doubleOnce.Do(func() {
-		doubleDir, doubleErr = os.MkdirTemp("", "fcdouble")
+		doubleDir, doubleErr = os.MkdirTemp("", "firecrackerdouble")
 		if doubleErr == nil {
 			// The jailed double runs as an unprivileged user: let it in.
 			doubleErr = os.Chmod(doubleDir, 0o755)
@@ -48,33 +47,13 @@ func buildDouble(t testing.TB) fcdouble.Binaries {
 		if doubleErr == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			double, doubleErr = fcdouble.Build(ctx, doubleDir)
+			double, doubleErr = firecrackerdouble.Build(ctx, doubleDir)
 		}
 	})
 	if doubleErr != nil {
 		t.Fatal(doubleErr)
 	}
 	return double
-}
-
-func loadAPISpec(t testing.TB) *apispec.Spec {
-	t.Helper()
-	data, err := os.ReadFile("testdata/firecracker-api-1.17.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := apispec.Load(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func requireRoot(t testing.TB, why string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatalf("needs root: %s (make test runs as root)", why)
-	}
 }
 
 // hostKernel is the Debian cloud kernel, which QEMU boots for the double.
@@ -130,9 +109,9 @@ func testTAP(t testing.TB) string {
 }
 
 // readRecord reads the double's request record.
-func readRecord(t testing.TB, path string) []fcdouble.Record {
+func readRecord(t testing.TB, path string) []firecrackerdouble.Record {
 	t.Helper()
-	recs, err := fcdouble.ReadRecord(path)
+	recs, err := firecrackerdouble.ReadRecord(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +121,7 @@ func readRecord(t testing.TB, path string) []fcdouble.Record {
 // assertAllAccepted checks the driver's recorded requests for spec were
 // all accepted by the double, in the order Start sends them (with the
 // MMDS's or without).
-func assertAllAccepted(t testing.TB, recs []fcdouble.Record, spec vmm.Spec, mmds bool) {
+func assertAllAccepted(t testing.TB, recs []firecrackerdouble.Record, spec vmm.Spec, mmds bool) {
 	t.Helper()
 	var got, want []string
 	for _, r := range recs {

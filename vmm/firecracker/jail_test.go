@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
@@ -84,7 +85,7 @@ func processIDs(t *testing.T, pid int) (uid, gid int) {
 // VMM runs as that user, in its cgroup with limits from the VM's shape.
 // When the guest ends, nothing is left: no process, chroot or cgroup.
 func TestJailedBoot(t *testing.T) {
-	requireRoot(t, "the jailer chowns, mknods and drops privileges")
+	hosttest.RequireRoot(t, "the jailer chowns, mknods and drops privileges")
 	b := buildDouble(t)
 	// The guest waits 3s before its reset: time to look at the jail.
 	spec := bootSpec(t, "jail1", "reset")
@@ -221,7 +222,7 @@ func readFile(p string) string {
 // has no cpu controller) fails Start with the jailer's own words, and the
 // jail is removed.
 func TestJailerRefusalsReachTheCaller(t *testing.T) {
-	requireRoot(t, "the jailer chowns and mknods")
+	hosttest.RequireRoot(t, "the jailer chowns and mknods")
 	b := buildDouble(t)
 	dir := t.TempDir()
 	base := jailBase(t)
@@ -248,7 +249,7 @@ func TestJailerRefusalsReachTheCaller(t *testing.T) {
 // jail goes when it ends), reaps one it does not adopt, and removes jails
 // no monitor runs in.
 func TestRecovery(t *testing.T) {
-	requireRoot(t, "the jailer chowns, mknods and drops privileges; TAPs")
+	hosttest.RequireRoot(t, "the jailer chowns, mknods and drops privileges; TAPs")
 	b := buildDouble(t)
 	base := jailBase(t)
 	_, mounts := fakeCgroups(t, base)
@@ -357,7 +358,7 @@ func TestJailArgsPerSlot(t *testing.T) {
 // are uid+slot's, the TAP's owner and group too; the shared kernel stays
 // root's.
 func TestJailOwnershipPerSlot(t *testing.T) {
-	requireRoot(t, "chown and TAPs")
+	hosttest.RequireRoot(t, "chown and TAPs")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

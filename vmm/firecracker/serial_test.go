@@ -11,8 +11,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/firecrackerdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
-	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/fcdouble"
 )
 
 // TestDriveSerialsNamedToTheGuest: Firecracker gives each drive a serial
@@ -23,7 +24,7 @@ import (
 // file or had to copy it (a new inode), and it is what the double, which
 // holds Firecracker's rule, gives the guest.
 func TestDriveSerialsNamedToTheGuest(t *testing.T) {
-	requireRoot(t, "the jailer chowns, mknods and drops privileges; TAPs")
+	hosttest.RequireRoot(t, "the jailer chowns, mknods and drops privileges; TAPs")
 	b := buildDouble(t)
 	spec, record := doubleSpec(t, []byte("i"))
 	base := jailBase(t)
@@ -69,7 +70,7 @@ func TestDriveSerialsNamedToTheGuest(t *testing.T) {
 		if err := unix.Stat(filepath.Join(root, driveName(dr)), &st); err != nil {
 			t.Fatal(err)
 		}
-		serial := fcdouble.BlockID(&st) // what the guest reads, by Firecracker's rule
+		serial := firecrackerdouble.BlockID(&st) // what the guest reads, by Firecracker's rule
 		if want := " fireactions.serial." + dr.ID + "=" + serial; !strings.Contains(bootArgs+" ", want+" ") {
 			t.Errorf("boot_args %q do not name drive %s's serial %s", bootArgs, dr.ID, serial)
 		}
@@ -77,7 +78,7 @@ func TestDriveSerialsNamedToTheGuest(t *testing.T) {
 	var orig, jailed unix.Stat_t
 	unix.Stat(filepath.Join(spec.Dir, "private.erofs"), &orig)
 	unix.Stat(filepath.Join(root, "drive-fa_private"), &jailed)
-	if orig.Ino == jailed.Ino || strings.Contains(bootArgs, "="+fcdouble.BlockID(&orig)+" ") {
+	if orig.Ino == jailed.Ino || strings.Contains(bootArgs, "="+firecrackerdouble.BlockID(&orig)+" ") {
 		t.Errorf("the private image was not copied into the jail, or its serial is the original file's: %q", bootArgs)
 	}
 }

@@ -1,0 +1,87 @@
+package gitlabdouble
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// Role is a member's role in GitLab's projects and groups, in GitLab's
+// order: each role may do what the roles below it may.
+type Role int
+
+// GitLab's roles (access levels 10 to 50).
+const (
+	NoAccess Role = iota
+	Guest
+	Reporter
+	Developer
+	Maintainer
+	Owner
+)
+
+// Grant is what an access token may do: its scopes (api, read_api,
+// create_runner, manage_runner, …) and its user's role in every project
+// and group of the double (a project or group access token's bot user
+// has the role it was created with); Admin for an administrator's token.
+type Grant struct {
+	Scopes []string
+	Role   Role
+	Admin  bool
+}
+
+// fullGrant is the token New is given: an administrator's personal
+// access token with every scope the driver may use.
+var fullGrant = Grant{Scopes: []string{"api", "create_runner", "manage_runner"}, Role: Owner, Admin: true}
+
+// AddToken lets another access token in, with what it may do.
+func (s *Server) AddToken(token string, g Grant) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.grants[token] = g
+}
+
+// grant returns the grant of the access token a request carries, sent as
+// PRIVATE-TOKEN or as a bearer token, compared in constant time.
+func (s *Server) grant(r *http.Request) (Grant, bool) {
+	got := r.Header.Get("Private-Token")
+	if got == "" {
+		got = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	}
+	a := sha256.Sum256([]byte(got))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var found Grant
+	ok := false
+	for tok, g := range s.grants {
+		b := sha256.Sum256([]byte(tok))
+		if tok != "" && subtle.ConstantTimeCompare(a[:], b[:]) == 1 {
+			found, ok = g, true
+		}
+	}
+	return found, ok
+}
+
+// can reports whether the grant has one of the scopes.
+func (g Grant) can(scopes ...string) bool {
+	for _, sc := range scopes {
+		if slices.Contains(g.Scopes, sc) {
+			return true
+		}
+	}
+	return false
+}
+
+// atLeast reports whether the grant's user has role r (an administrator
+// has every role).
+func (g Grant) atLeast(r Role) bool { return g.Admin || g.Role >= r }
+
+// insufficientScope is GitLab's answer to a token without the scope an
+// endpoint needs.
+func insufficientScope(w http.ResponseWriter) {
+	writeJSON(w, http.StatusForbidden, map[string]string{
+		"error": "insufficient_scope", "error_description": "The request requires higher privileges than provided by the access token.",
+	})
+}

@@ -1,0 +1,53 @@
+// Package hosttest holds the test helpers more than one package's tests
+// need: a check that a test runs as root, a buffer safe to read while
+// another goroutine writes to it, an in-memory OCI registry with the
+// helpers that fill it, and in-memory stand-ins for the host pieces the
+// pool manager drives (boot files, network).
+//
+// It is test code: no product package imports it (internal/deptest holds
+// the module to that), and it imports no package of the module but
+// agentproto, so the internal tests of any other package may import it
+// without a cycle. Stand-ins for external systems (GitHub, GitLab,
+// Firecracker) are not here but in internal/double.
+package hosttest
+
+import (
+	"bytes"
+	"os"
+	"sync"
+	"testing"
+)
+
+// RequireRoot fails the test unless it runs as root; why says what needs
+// root.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("needs root: %s (make test runs as root)", why)
+	}
+}
+
+// SyncBuffer is a bytes.Buffer safe to read (String) while another
+// goroutine writes to it: a log sink or console a test watches.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Len()
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
