@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
@@ -28,9 +28,9 @@ func demandBench(b *testing.B, n int) (*Manager, *notifyingForge) {
 	}
 	nf := &notifyingForge{fakeForge: newFakeForge()}
 	m, err := New(Deps{
-		Config: &cfg, Forges: map[string]forge.Forge{"p": nf}, Network: &fakeNet{taps: map[string]bool{}},
+		Config: &cfg, Forges: map[string]forge.Forge{"p": nf}, Network: hosttest.NewNet(),
 		Alloc: netplan.NewAllocator(netip.MustParsePrefix("10.200.0.0/16"), netip.MustParseAddr("10.200.0.1")),
-		Store: store, Boot: &fakeBoot{cfgs: map[string]agentproto.Config{}}, Log: slog.New(slog.DiscardHandler),
+		Store: store, Boot: hosttest.NewBoot(), Log: slog.New(slog.DiscardHandler),
 		Interval: time.Hour, Hypervisor: &fakeHV{behave: guestHangs},
 	})
 	if err != nil {

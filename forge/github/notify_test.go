@@ -10,7 +10,7 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
-	"github.com/nixos-fireactions/nixos-fireactions/forge/github/githubdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 )
 
 // A delivery that changes the queue tells the pools that listen
