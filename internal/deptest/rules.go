@@ -112,23 +112,29 @@ func Rules() []Rule {
 // actions-runner, firecracker).
 const DoublesTree = "internal/double"
 
+// TestHelpers are the module's test helper packages: test code, never
+// part of the product. They are named here, not told by a name's ending:
+// a product package named "latest" or "attest" must stay held to every
+// rule. A new helper not listed is held to the rules too, and fails the
+// one against importing testing until it is added.
+var TestHelpers = []string{"internal/hosttest", "internal/deptest", "forge/forgetest"}
+
 // TestCode reports whether the module's package rel is test code, never
 // part of the product: the doubles' tree (DoublesTree) and everything
-// below it; a test helper package, named as Go names them for what they
-// help test (a path element ending in "test": hosttest, forgetest,
-// deptest); the end-to-end tests' tree (e2e). So that a double put
-// anywhere else is still held to the rules, a path element ending in
-// "double", "doubles" or "tests", or starting with "fake", is test code
-// too (DoubleNaming reports such a package as misplaced).
+// below it; a listed test helper (TestHelpers); the end-to-end tests'
+// tree (e2e). So that a double put anywhere else is still held to the
+// rules, a path element ending in "double" or "doubles", or starting with
+// "fake", is test code too (DoubleNaming reports such a package as
+// misplaced).
 func TestCode(rel string) bool {
-	if under(rel, []string{DoublesTree}) {
+	if under(rel, []string{DoublesTree}) || oneOf(rel, TestHelpers) {
 		return true
 	}
 	for _, e := range strings.Split(rel, "/") {
 		if e == "e2e" || strings.HasPrefix(e, "fake") {
 			return true
 		}
-		for _, suffix := range []string{"double", "doubles", "test", "tests"} {
+		for _, suffix := range []string{"double", "doubles"} {
 			if strings.HasSuffix(e, suffix) {
 				return true
 			}
