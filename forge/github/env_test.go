@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,6 +53,8 @@ type env struct {
 	srv *httptest.Server
 	url string // the API base the driver is given
 	log *hosttest.SyncBuffer
+	// delay holds every exchange this long first (slow).
+	delay *atomic.Int64
 }
 
 type envOptions struct {
@@ -68,7 +71,17 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	var d *githubdouble.Double
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { d.ServeHTTP(w, r) })
+	delay := new(atomic.Int64)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wait := time.Duration(delay.Load()); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		d.ServeHTTP(w, r)
+	})
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
 	if o.tls {
@@ -87,11 +100,22 @@ func newEnv(t *testing.T, o envOptions) *env {
 			t.Errorf("GitHub's description violated: %s", v)
 		}
 	})
-	return &env{t: t, d: d, srv: srv, url: srv.URL + o.prefix, log: &hosttest.SyncBuffer{}}
+	return &env{t: t, d: d, srv: srv, url: srv.URL + o.prefix, log: &hosttest.SyncBuffer{}, delay: delay}
 }
 
-// fastRetry keeps tests quick: short attempts and backoffs.
-var fastRetry = github.RetryOptions{AttemptTimeout: 300 * time.Millisecond, Backoff: 20 * time.Millisecond, Attempts: 6, MaxWait: 5 * time.Second}
+// slow makes every later answer of the double take at least wait, as
+// under -race on a loaded machine.
+func (e *env) slow(wait time.Duration) { e.delay.Store(int64(wait)) }
+
+// fastRetry keeps tests quick: short backoffs. An attempt may take long:
+// the double holds every exchange to the description, which is slow
+// under -race on a loaded machine.
+var fastRetry = github.RetryOptions{AttemptTimeout: 10 * time.Second, Backoff: 20 * time.Millisecond, Attempts: 6, MaxWait: 5 * time.Second}
+
+// faultRetry is fastRetry with short attempts, for tests whose double
+// holds calls unanswered (timeouts, lost answers): the client gives up
+// on each after 300ms.
+var faultRetry = func() github.RetryOptions { o := fastRetry; o.AttemptTimeout = 300 * time.Millisecond; return o }()
 
 // app is a client authenticated as the test App.
 func (e *env) app(mod ...func(*github.Options)) *github.Client {

@@ -23,7 +23,7 @@ const failJobTimeout = 30 * time.Second
 
 // What Options.CancelRuns may say.
 const (
-	cancelForce = "force"  // cancel, then force-cancel while the job runs on
+	cancelForce = "force"  // cancel, then force-cancel if the job is the run's only one left running
 	cancelOnly  = "cancel" // cancel; GitHub ends the job after its cancellation timeout
 	cancelOff   = "off"    // fail nothing: GitHub's own clean-up fails the job
 )
@@ -37,11 +37,13 @@ const (
 //
 // The job is never taken from the guest (job, what the guest reported,
 // is not used): it is the job GitHub says runner r took, from the
-// workflow_job deliveries and polls the driver has seen, else from
-// listing the in-progress runs of the pool's repositories; GitHub is then
-// asked for that job, and only a job whose runner is r, and which has not
-// completed, has its run cancelled. A job that completed is answered
-// with forge.ErrJobEnded.
+// workflow_job deliveries and polls the driver has seen, else, while
+// GitHub says the runner is busy, from listing the in-progress runs of
+// the pool's repositories; GitHub is then asked for that job, and only a
+// job whose runner is r, and which has not completed, has its run
+// cancelled. A job that completed is answered with forge.ErrJobEnded, as
+// is a runner GitHub says runs no job (not busy, or gone: GitHub frees a
+// runner, and deletes a just-in-time one, once its job completes).
 //
 // What users see: the run is cancelled, not just the job: its other jobs
 // are cancelled too (queued ones at once; running ones as GitHub cancels
@@ -49,11 +51,16 @@ const (
 // and the run's conclusion is "cancelled", not "failure". The dead
 // runner cannot acknowledge the cancel, so GitHub would leave its job
 // running until its 5-minute cancellation timeout: with CancelRuns
-// "force" (the default), when the job has not completed after the
-// cancel, the run is force-cancelled, which ends every job of the run
-// still running at once, if: always() ones included; with "cancel" the
-// run is only cancelled. With "off" FailJob answers errors.ErrUnsupported
-// and GitHub fails the job only when it notices the runner lost, minutes
+// "force" (the default), when after the cancel the dead runner's job is
+// the only job of the run that has not completed, the run is
+// force-cancelled, which ends that job at once; while any other job of
+// the run still runs (an if: always() clean-up on another runner) the
+// run is only cancelled, so that nothing the guest does can end other
+// runners' jobs. With "cancel" the run is only cancelled. Only
+// cancelled, the dead runner's job, and its runner's busy state, last
+// until GitHub's timeout: removing the runner meanwhile fails (422) and
+// is retried. With "off" FailJob answers errors.ErrUnsupported and
+// GitHub fails the job only when it notices the runner lost, minutes
 // later (the run's other jobs go on). The reason stays in the host's
 // log: GitHub has no place for it in the job's log.
 func (p *Pool) FailJob(ctx context.Context, r forge.RunnerRef, _, reason string) error {
@@ -66,7 +73,7 @@ func (p *Pool) FailJob(ctx context.Context, r forge.RunnerRef, _, reason string)
 	}
 	ctx, cancel := context.WithTimeout(ctx, failJobTimeout)
 	defer cancel()
-	j, err := p.jobOfRunner(ctx, r)
+	j, err := p.jobOfRunner(ctx, r, runnerID)
 	if err != nil {
 		return err
 	}
@@ -108,7 +115,20 @@ func (p *Pool) FailJob(ctx context.Context, r forge.RunnerRef, _, reason string)
 			"reason", reason)
 		return nil
 	}
-	// The runner is dead and cannot acknowledge the cancel.
+	// The runner is dead and cannot acknowledge the cancel. Force-cancel
+	// ends every job of the run still running, so only when no job but
+	// the dead runner's is: the guest alone must not end jobs of other
+	// runners (if: always() clean-ups).
+	others, err := p.unfinishedJobs(ctx, owner, repo, runID, j.id)
+	if err != nil {
+		return fmt.Errorf("github: run %d of %s cancelled (job %d of runner %s); list its jobs to decide on a force-cancel: %w",
+			runID, j.repo, j.id, r.Name, err)
+	}
+	if others > 0 {
+		log.Warn("job's workflow run cancelled: its runner died; not force-cancelled while other jobs of the run run on: GitHub ends the job, and frees its runner, when its cancellation timeout does",
+			"reason", reason, "unfinished_jobs", others)
+		return nil
+	}
 	if err := p.forceCancel(ctx, owner, repo, runID); err != nil {
 		if isStatus(err, http.StatusConflict) {
 			log.Warn("job's workflow run cancelled: its runner died", "reason", reason)
@@ -121,11 +141,25 @@ func (p *Pool) FailJob(ctx context.Context, r forge.RunnerRef, _, reason string)
 }
 
 // jobOfRunner is the job GitHub said runner r took: from what deliveries
-// and polls reported, else from the in-progress runs of the pool's
-// repositories.
-func (p *Pool) jobOfRunner(ctx context.Context, r forge.RunnerRef) (jobState, error) {
+// and polls reported, else, when GitHub says the runner is busy, from the
+// in-progress runs of the pool's repositories. A runner GitHub says runs
+// no job (not busy, or gone) is answered with forge.ErrJobEnded.
+func (p *Pool) jobOfRunner(ctx context.Context, r forge.RunnerRef, runnerID int64) (jobState, error) {
 	if j, ok := p.c.demand.jobOfRunner(r.Name, p.covers); ok {
 		return j, nil
+	}
+	// No delivery named it (polling only, deliveries lost, or a runner
+	// that took no job): GitHub's word on the runner settles whether a
+	// job of it still runs before any scan.
+	busy, err := p.runnerBusy(ctx, runnerID)
+	switch {
+	case isStatus(err, http.StatusNotFound):
+		return jobState{}, fmt.Errorf("github: runner %s is gone at GitHub (a just-in-time runner is deleted once its job completes): %w",
+			r.Name, forge.ErrJobEnded)
+	case err != nil:
+		return jobState{}, fmt.Errorf("github: find the job of runner %s: read the runner: %w", r.Name, err)
+	case !busy:
+		return jobState{}, fmt.Errorf("github: runner %s runs no job at GitHub (not busy): %w", r.Name, forge.ErrJobEnded)
 	}
 	for _, repo := range p.repos {
 		if err := p.pollInProgress(ctx, repo); err != nil {
@@ -135,8 +169,58 @@ func (p *Pool) jobOfRunner(ctx context.Context, r forge.RunnerRef) (jobState, er
 			return j, nil
 		}
 	}
-	return jobState{}, fmt.Errorf("github: find the job of runner %s: no delivery named it, and no in-progress run of %s has it",
+	if len(p.repos) == 0 {
+		return jobState{}, fmt.Errorf("github: find the job of runner %s: GitHub says it is busy, but no delivery named its job and the pool lists no repos to look in",
+			r.Name)
+	}
+	return jobState{}, fmt.Errorf("github: find the job of runner %s: GitHub says it is busy, but no delivery named its job and no in-progress run of %s has it",
 		r.Name, strings.Join(p.repos, ", "))
+}
+
+// runnerBusy reads the runner at GitHub: whether it runs a job. A runner
+// that is gone is GitHub's 404.
+func (p *Pool) runnerBusy(ctx context.Context, id int64) (bool, error) {
+	var (
+		rn  *gh.Runner
+		err error
+	)
+	switch p.scope.Kind {
+	case "org":
+		rn, _, err = p.gh.Actions.GetOrganizationRunner(ctx, p.scope.Org, id)
+	case "repo":
+		rn, _, err = p.gh.Actions.GetRunner(ctx, p.scope.Owner, p.scope.Repo, id)
+	case "enterprise":
+		rn, _, err = p.gh.Enterprise.GetRunner(ctx, p.scope.Enterprise, id)
+	default:
+		return false, fmt.Errorf("scope %s: unknown kind", p.scope)
+	}
+	if err != nil {
+		return false, err
+	}
+	return rn.GetBusy(), nil
+}
+
+// unfinishedJobs counts the jobs of the run's latest attempt, job aside,
+// that have not completed.
+func (p *Pool) unfinishedJobs(ctx context.Context, owner, repo string, runID, job int64) (int, error) {
+	n := 0
+	opts := &gh.ListWorkflowJobsOptions{Filter: "latest", ListOptions: gh.ListOptions{PerPage: 100}}
+	for page := 0; page < maxPages; page++ {
+		jobs, resp, err := p.gh.Actions.ListWorkflowJobs(ctx, owner, repo, runID, opts)
+		if err != nil {
+			return 0, err
+		}
+		for _, j := range jobs.Jobs {
+			if j.GetID() != job && j.GetStatus() != "completed" {
+				n++
+			}
+		}
+		if resp.NextPage == 0 {
+			break
+		}
+		opts.Page = resp.NextPage
+	}
+	return n, nil
 }
 
 // pollInProgress records the jobs of the repository's in-progress runs.

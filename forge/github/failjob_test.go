@@ -167,7 +167,9 @@ func TestFailJobFindsTheJobByListingRuns(t *testing.T) {
 
 // A job that ended before FailJob (its runner reported the result, then
 // died; or someone cancelled it) is left as it is: ErrJobEnded, and no
-// run is cancelled.
+// run is cancelled. GitHub answers slowly here (400ms a call, as the
+// double does under -race on a loaded machine): the tests' retry
+// options wait for slow answers.
 func TestFailJobLeavesAJobThatEnded(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	inst := e.d.AddInstallation("Organization", "acme")
@@ -175,6 +177,7 @@ func TestFailJobLeavesAJobThatEnded(t *testing.T) {
 	p := e.pool(e.app(), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Repos: []string{"acme/widgets"}, Labels: []string{"linux"}})
 	job := e.d.QueueRun("acme/widgets", githubdouble.JobSpec{Labels: []string{"linux"}, KillsRunner: true})[0]
 	ref := dyingRunner(t, p, "fa-t-ended")
+	e.slow(400 * time.Millisecond)
 	if err := p.Reconcile(context.Background()); err != nil { // the driver sees the job in progress
 		t.Fatal(err)
 	}
@@ -192,7 +195,8 @@ func TestFailJobLeavesAJobThatEnded(t *testing.T) {
 
 // The job is the one GitHub says the runner took, never the one the
 // guest names: a runner that took no job fails nothing, whatever job id
-// its guest reports, and another runner's run is not cancelled.
+// its guest reports (GitHub says it is not busy: no job of it runs), and
+// another runner's run is not cancelled.
 func TestFailJobNeverCancelsARunTheRunnerDidNotRun(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	inst := e.d.AddInstallation("Organization", "acme")
@@ -205,8 +209,8 @@ func TestFailJobNeverCancelsARunTheRunnerDidNotRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = p.FailJob(context.Background(), r.RunnerRef, itoa(victim.ID), "runner exit code 1")
-	if err == nil || errors.Is(err, forge.ErrJobEnded) {
-		t.Fatalf("FailJob of a runner that took no job: %v, want an error", err)
+	if !errors.Is(err, forge.ErrJobEnded) { // GitHub says the runner is not busy: no job of it runs
+		t.Fatalf("FailJob of a runner that took no job: %v, want ErrJobEnded", err)
 	}
 	if got := jobState(t, e.d, victim.ID); got != "in_progress/" {
 		t.Fatalf("another runner's job became %s", got)
@@ -336,5 +340,124 @@ func TestFailJobCancelRunsSetting(t *testing.T) {
 	}
 	if _, err := github.New(github.Options{URL: "https://api.github.com", Token: "x", CancelRuns: "sometimes"}); err == nil {
 		t.Fatal("cancel_runs \"sometimes\" accepted")
+	}
+}
+
+// Without a delivery naming the runner's job (polling only, an org pool
+// without repos, a delivery lost), a job that completed before FailJob
+// is found ended from GitHub's word on the runner, without scanning any
+// run: once its job completed (here a person force-cancelled the run)
+// the runner is not busy, and once removed it is gone; both are
+// ErrJobEnded, and no run is cancelled.
+func TestFailJobFindsAJobEndedWithoutADelivery(t *testing.T) {
+	e := newEnv(t, envOptions{pats: []string{"ghp_person"}})
+	inst := e.d.AddInstallation("Organization", "acme")
+	e.d.SetPermissions(inst, actionsWrite)
+	p := e.pool(e.app(), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"linux"}})
+	job := e.d.QueueRun("acme/widgets", githubdouble.JobSpec{Labels: []string{"linux"}, KillsRunner: true})[0]
+	ref := dyingRunner(t, p, "fa-t-unseen")
+	forceCancelAs(t, e, "ghp_person", "acme/widgets", job.RunID)
+	if got := jobState(t, e.d, job.ID); got != "completed/cancelled" {
+		t.Fatalf("the job is %s after the person's force-cancel", got)
+	}
+	ctx := context.Background()
+	if err := p.FailJob(ctx, ref, "", "runner exit code 1"); !errors.Is(err, forge.ErrJobEnded) {
+		t.Fatalf("FailJob of a job that completed, no delivery seen: %v, want ErrJobEnded", err)
+	}
+	if err := p.Remove(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.FailJob(ctx, ref, "", "runner exit code 1"); !errors.Is(err, forge.ErrJobEnded) {
+		t.Fatalf("FailJob of a runner that is gone: %v, want ErrJobEnded", err)
+	}
+	calls := e.d.Calls()
+	if calls["actions/cancel-workflow-run"] != 0 || calls["actions/force-cancel-workflow-run"] != 1 || calls["actions/list-workflow-runs-for-repo"] != 0 {
+		t.Fatalf("calls %v: want the person's force-cancel only, and no scan of runs", calls)
+	}
+}
+
+// forceCancelAs force-cancels a run as a person with the PAT would.
+func forceCancelAs(t *testing.T, e *env, pat, repo string, runID int64) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.url+"/repos/"+repo+"/actions/runs/"+itoa(runID)+"/force-cancel", nil)
+	req.Header.Set("Authorization", "token "+pat)
+	req.Header.Set("Accept", "application/vnd.github+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("force-cancel run %d: %s", runID, resp.Status)
+	}
+}
+
+// The guest alone must not end other runners' jobs: while another job of
+// the dead runner's run runs on (an if: always() clean-up on a live
+// runner), the run is only cancelled, never force-cancelled; GitHub ends
+// the dead runner's job after its cancellation timeout. (A run whose only
+// unfinished job is the dead runner's is force-cancelled at once:
+// TestFailJobCancelsTheRunOfTheDeadRunnersJob.)
+func TestFailJobDoesNotForceCancelOtherRunnersJobs(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	inst := e.d.AddInstallation("Organization", "acme")
+	e.d.SetPermissions(inst, actionsWrite)
+	p := e.pool(e.app(), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Repos: []string{"acme/widgets"}, Labels: []string{"linux"}})
+	jobs := e.d.QueueRun("acme/widgets",
+		githubdouble.JobSpec{Name: "fork-bomb", Labels: []string{"linux"}, KillsRunner: true},
+		githubdouble.JobSpec{Name: "clean-up", Labels: []string{"gpu"}})
+	ref := dyingRunner(t, p, "fa-t-dead")
+
+	// A live runner takes the clean-up job and runs it until released.
+	hold := make(chan struct{})
+	e.d.OnAcquire(func(j githubdouble.Job) {
+		if j.ID == jobs[1].ID {
+			<-hold
+		}
+	})
+	live, err := p.Register(context.Background(), forge.RunnerSpec{Name: "fa-t-live", Labels: []string{"gpu"}, Guest: guest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() {
+		jit := strings.TrimPrefix(live.Guest.Env[0], github.JITConfigEnv+"=")
+		ran <- githubdouble.RunStandIn(context.Background(), githubdouble.StandIn{JIT: jit, Out: io.Discard})
+	}()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(hold)
+			<-ran
+		}
+	}
+	defer release()
+	for deadline := time.Now().Add(10 * time.Second); jobState(t, e.d, jobs[1].ID) != "in_progress/"; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the live runner did not take the clean-up job")
+		}
+	}
+
+	if err := p.FailJob(context.Background(), ref, "", "runner exit code 2"); err != nil {
+		t.Fatalf("FailJob: %v", err)
+	}
+	calls := e.d.Calls()
+	if calls["actions/cancel-workflow-run"] != 1 || calls["actions/force-cancel-workflow-run"] != 0 {
+		t.Fatalf("cancel calls %d, force-cancel calls %d; want 1 and 0",
+			calls["actions/cancel-workflow-run"], calls["actions/force-cancel-workflow-run"])
+	}
+	if got := jobState(t, e.d, jobs[1].ID); got != "in_progress/" {
+		t.Fatalf("the live runner's clean-up job is %s: ended by the dead runner's guest", got)
+	}
+	if run, _ := e.d.RunByID(jobs[0].RunID); !run.Cancelling || jobState(t, e.d, jobs[0].ID) != "in_progress/" {
+		t.Fatalf("run %+v, dead runner's job %s: want a cancelling run, the job left to GitHub's timeout", run, jobState(t, e.d, jobs[0].ID))
+	}
+	if !strings.Contains(e.log.String(), "not force-cancelled") {
+		t.Errorf("no log line says the run was not force-cancelled:\n%s", e.log.String())
+	}
+	release()
+	if got := jobState(t, e.d, jobs[1].ID); !strings.HasPrefix(got, "completed/") {
+		t.Errorf("the clean-up job is %s once its runner finished it", got)
 	}
 }

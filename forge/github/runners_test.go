@@ -333,7 +333,7 @@ func TestFaultsAreRetriedAndLeakNoRunner(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.d.AddInstallation("Organization", "acme")
 	e.d.SetFaults(githubdouble.Faults{Rate: 0.3, Kinds: githubdouble.AllFaults, Hang: 2 * time.Second})
-	p := e.pool(e.app(), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"l"}})
+	p := e.pool(e.app(func(o *github.Options) { o.Retry = faultRetry }), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"l"}})
 	ctx := context.Background()
 	for i := range 20 {
 		r, err := p.Register(ctx, forge.RunnerSpec{Name: fmt.Sprint("fa-h-", i), Labels: []string{"l"}, Guest: guest})
@@ -364,7 +364,7 @@ func TestFailedRegistrationLeavesNoRunner(t *testing.T) {
 	e.d.AddInstallation("Organization", "acme")
 	e.d.SetFaults(githubdouble.Faults{Rate: 1, Kinds: []githubdouble.FaultKind{githubdouble.FaultLostAnswer},
 		Only: []string{"actions/generate-runner-jitconfig-for-org"}, Hang: 2 * time.Second})
-	p := e.pool(e.app(func(o *github.Options) { o.Retry.Attempts = 1 }), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"l"}})
+	p := e.pool(e.app(func(o *github.Options) { o.Retry = faultRetry; o.Retry.Attempts = 1 }), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"l"}})
 	_, err := p.Register(context.Background(), forge.RunnerSpec{Name: "fa-h-1", Labels: []string{"l"}, Guest: guest})
 	if err == nil {
 		t.Fatal("register succeeded without an answer")
