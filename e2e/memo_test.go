@@ -16,15 +16,16 @@ import (
 )
 
 // waitThenBreakWorkflow's job waits until the test pushes a file named
-// "go" (after it restarted the orchestrator), then kills its runner.
-const waitThenBreakWorkflow = `on: [workflow_dispatch]
+// "go" to another repository, ci/signal (after it restarted the
+// orchestrator), then kills its runner.
+const waitThenBreakWorkflow = `on: [push]
 jobs:
   wait:
     runs-on: fireactions-memo
     steps:
       - run: |
           echo "fireactions-vm=$(hostname) user=$(id -un)"
-          until wget -q -O /dev/null http://10.233.0.1:3000/ci/memo/raw/branch/main/go; do sleep 1; done
+          until wget -q -O /dev/null http://10.233.0.1:3000/ci/signal/raw/branch/main/go; do sleep 1; done
           for p in /proc/[0-9]*; do
             if [ "$(cat $p/comm 2>/dev/null)" = act_runner ]; then kill -9 "${p#/proc/}"; fi
           done
@@ -87,8 +88,8 @@ pools:
 	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "memo", "default_branch": "main"}, nil)
 	tree := filepath.Join(work, "repo")
 	writeFile(t, filepath.Join(tree, ".gitea/workflows/wait.yml"), 0o644, waitThenBreakWorkflow)
+	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "signal", "default_branch": "main"}, nil)
 	gitea.push(tree, "ci/memo", "wait")
-	gitea.api(http.MethodPost, "/api/v1/repos/ci/memo/actions/workflows/wait.yml/dispatches", map[string]any{"ref": "main"}, nil)
 	var vm string
 	first.waitFor(t, 5*time.Minute, "the job to start", func() bool {
 		for id, phase := range vmDirs(state) {
@@ -146,8 +147,9 @@ pools:
 	})
 
 	// Now the job kills its runner.
-	writeFile(t, filepath.Join(tree, "go"), 0o644, "go\n")
-	gitea.push(tree, "ci/memo", "go")
+	signal := filepath.Join(work, "signal")
+	writeFile(t, filepath.Join(signal, "go"), 0o644, "go\n")
+	gitea.push(signal, "ci/signal", "go")
 	var died time.Time
 	exited := regexp.MustCompile(`vm=` + vm + ` event=runner-exited`)
 	second.waitFor(t, 5*time.Minute, "the adopted VM's runner to die", func() bool {

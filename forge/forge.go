@@ -138,7 +138,7 @@ func (m RunnerMemo) Format(f fmt.State, _ rune) {
 	if m == "" {
 		return
 	}
-	io.WriteString(f, redacted)
+	_, _ = io.WriteString(f, redacted)
 }
 
 // MarshalJSON prints [redacted] too (slog's JSON handler encodes a
