@@ -8,7 +8,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -59,10 +61,13 @@ type JobFailer interface {
 	// guest's word only: the driver acts on the job the forge says is
 	// r's, never on a job only the guest named. A job that already ended
 	// is left as it is and answered with ErrJobEnded. It must be called
-	// before Remove: the runner's credential (or, GitLab, what the driver
-	// learnt of its job before retiring it) dies with the runner; a
-	// driver that does not hold it (a runner an earlier run registered
-	// or retired) answers ErrNoCredential. A wrapper of a driver that
+	// before Remove: the runner's credential dies with the runner. What
+	// the driver needs of the runner (Gitea: its own credential; GitLab:
+	// the jobs GitLab listed for it before its retirement) comes in
+	// r.Memo, which the pool keeps in the VM's record so that it outlives
+	// a restart; a runner whose memo does not hold it (a record written
+	// by an older version, or a job listing that failed) is answered
+	// ErrNoCredential. A wrapper of a driver that
 	// cannot answers errors.ErrUnsupported. Where the runner's credential
 	// cannot end a job (GitHub, GitLab), the driver uses the scope's
 	// credential on the job it finds the forge gave r.
@@ -73,10 +78,10 @@ var (
 	// ErrJobEnded is FailJob's answer for a job that had ended already
 	// (the runner reported its result before it died): left as it is.
 	ErrJobEnded = errors.New("the job had ended already")
-	// ErrNoCredential is FailJob's answer when the driver does not hold
-	// the runner's own credential (it lives in memory only: a runner an
-	// earlier run registered, before a restart).
-	ErrNoCredential = errors.New("the runner's credential is not held (registered by an earlier run)")
+	// ErrNoCredential is FailJob's answer when what the driver needs to
+	// act for the runner is not in its memo (RunnerRef.Memo): a record
+	// written before memos were kept, or a job listing that failed.
+	ErrNoCredential = errors.New("the runner's memo does not hold what failing its job needs")
 )
 
 // Job is a job waiting for a runner.
@@ -109,6 +114,60 @@ type GuestOptions struct {
 type RunnerRef struct {
 	ID   string
 	Name string
+	// Memo is what the driver must remember of the runner to act for it
+	// once it is gone, returned by Register (and updated by a
+	// JobLearner), handed back with the runner to FailJob, Retire and
+	// Remove. Empty in a runner listed by Runners.
+	Memo RunnerMemo
+}
+
+// RunnerMemo is a driver's own note of one runner: opaque to the pool,
+// which keeps it in the VM's durable record (vmstate: a file of mode
+// 0600 in a directory of mode 0700) so that it outlives a restart, and
+// never shows it (the API's records leave it out). It may hold the
+// runner's own credential (Gitea), never a scope-wide one. Printed,
+// logged or encoded as JSON it reads [redacted]; its text is string(m).
+type RunnerMemo string
+
+// redacted is what a RunnerMemo prints as.
+const redacted = "[redacted]"
+
+// Format implements fmt.Formatter: every verb prints [redacted], so a
+// RunnerRef printed whole never shows the memo.
+func (m RunnerMemo) Format(f fmt.State, _ rune) {
+	if m == "" {
+		return
+	}
+	_, _ = io.WriteString(f, redacted)
+}
+
+// MarshalJSON prints [redacted] too (slog's JSON handler encodes a
+// RunnerRef so): the memo's own text is string(m), which the pool stores.
+func (m RunnerMemo) MarshalJSON() ([]byte, error) {
+	if m == "" {
+		return []byte(`""`), nil
+	}
+	return []byte(`"` + redacted + `"`), nil
+}
+
+// LogValue implements slog.LogValuer: [redacted].
+func (m RunnerMemo) LogValue() slog.Value {
+	if m == "" {
+		return slog.StringValue("")
+	}
+	return slog.StringValue(redacted)
+}
+
+// JobLearner is implemented by drivers that must learn something of a
+// runner's job while the forge still ties the job to the runner, to fail
+// it later (GitLab: the jobs it lists for the runner, before Retire
+// deletes the runner and GitLab unties its jobs from it). The pool calls
+// it once the VM's job started and before it retires the runner, and
+// keeps the memo it returns with the VM's busy record (one write).
+type JobLearner interface {
+	// LearnJob returns r's memo updated with what the driver learnt. On
+	// an error the pool keeps r.Memo as it was.
+	LearnJob(ctx context.Context, r RunnerRef) (RunnerMemo, error)
 }
 
 // Runner is a freshly registered runner.

@@ -96,6 +96,19 @@ func (i *instrumented) FailJob(ctx context.Context, r forge.RunnerRef, job, reas
 	return err
 }
 
+// LearnJob implements forge.JobLearner for every wrapped driver: a
+// driver that has nothing to learn of a runner's job answers
+// errors.ErrUnsupported, with the memo as it was, uncounted.
+func (i *instrumented) LearnJob(ctx context.Context, r forge.RunnerRef) (forge.RunnerMemo, error) {
+	l, ok := i.Forge.(forge.JobLearner)
+	if !ok {
+		return r.Memo, fmt.Errorf("%s driver: learn a runner's job: %w", i.Forge.Kind(), errors.ErrUnsupported)
+	}
+	memo, err := l.LearnJob(ctx, r)
+	i.count("learn_job", err)
+	return memo, err
+}
+
 type instrumentedWebhooks struct {
 	*instrumented
 	forge.WebhookReceiver

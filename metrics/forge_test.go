@@ -202,3 +202,33 @@ func TestWrappedDriverStillTellsItsQueueChanges(t *testing.T) {
 		t.Fatal("a driver that tells nothing found as a QueueNotifier")
 	}
 }
+
+// learningForge learns a runner's job (forge.JobLearner); plainForge
+// does not.
+type learningForge struct{ plainForge }
+
+func (learningForge) LearnJob(_ context.Context, r forge.RunnerRef) (forge.RunnerMemo, error) {
+	return r.Memo + "+job", nil
+}
+
+// TestWrappedForgeKeepsItsWayToLearnJobs: the pool finds a driver's
+// LearnJob (GitLab's, which keeps the job of a runner it retires in the
+// runner's memo) through the metrics wrapper; a driver without one
+// answers ErrUnsupported with the memo unchanged.
+func TestWrappedForgeKeepsItsWayToLearnJobs(t *testing.T) {
+	m := New(t.TempDir())
+	l, ok := m.Forge("gitlab", learningForge{}).(forge.JobLearner)
+	if !ok {
+		t.Fatal("the wrapper hides the driver's LearnJob")
+	}
+	if memo, err := l.LearnJob(context.Background(), forge.RunnerRef{ID: "1", Memo: "m"}); err != nil || memo != "m+job" {
+		t.Fatalf("LearnJob through the wrapper: %q, %v", string(memo), err)
+	}
+	if n := requestsCounted(t, m, "gitlab", "learn_job"); n != 1 {
+		t.Errorf("learn_job requests counted %v, want 1", n)
+	}
+	plain := m.Forge("plain", plainForge{}).(forge.JobLearner)
+	if memo, err := plain.LearnJob(context.Background(), forge.RunnerRef{ID: "1", Memo: "m"}); !errors.Is(err, errors.ErrUnsupported) || memo != "m" {
+		t.Fatalf("a driver without LearnJob: %q, %v; want the memo unchanged and ErrUnsupported", string(memo), err)
+	}
+}

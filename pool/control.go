@@ -123,9 +123,10 @@ func (m *Manager) VM(id string) (vmstate.Record, error) {
 	return public(v.snapshot()), nil
 }
 
-// public is a record as operators see it: without the agent's token.
+// public is a record as operators see it: without the agent's token or
+// the runner's memo (which may hold the runner's own credential).
 func public(r vmstate.Record) vmstate.Record {
-	r.AgentToken = ""
+	r.AgentToken, r.RunnerMemo = "", ""
 	return r
 }
 

@@ -76,6 +76,10 @@ type demandEvent struct {
 	key    string
 	change forge.QueueChange
 	pool   *pool
+	// minIdleOnly: the pool's queued count may still hold the job of the
+	// VM this event is about (it turned busy, or ended, since the queue
+	// was last read); only min_idle is looked at for it.
+	minIdleOnly bool
 }
 
 // demandInbox holds the events told since the Run goroutine last took
@@ -135,24 +139,33 @@ func (m *Manager) listenLocked() {
 }
 
 // applyDemand applies the events told so far to the queued jobs and
-// returns the pools whose demand grew or that lost a VM, each once.
-// O(pools) per event; it runs on the Run goroutine only.
-func (m *Manager) applyDemand(now time.Time) []*pool {
+// returns the pools whose demand grew or that lost a VM, each once, with
+// whether their queued jobs are to be looked at (not when every event for
+// the pool was minIdleOnly). O(pools) per event; it runs on the Run
+// goroutine only.
+func (m *Manager) applyDemand(now time.Time) []touchedPool {
 	evs := m.demand.take()
 	if len(evs) == 0 {
 		return nil
 	}
-	var touched []*pool
-	touch := func(p *pool) {
-		if p != nil && !slices.Contains(touched, p) {
-			touched = append(touched, p)
+	var touched []touchedPool
+	touch := func(p *pool, queue bool) {
+		if p == nil {
+			return
 		}
+		for i := range touched {
+			if touched[i].p == p {
+				touched[i].queue = touched[i].queue || queue
+				return
+			}
+		}
+		touched = append(touched, touchedPool{p, queue})
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, e := range evs {
 		if e.pool != nil {
-			touch(e.pool)
+			touch(e.pool, !e.minIdleOnly)
 			continue
 		}
 		k := waitKey{e.key, e.change.Job.ID}
@@ -175,9 +188,15 @@ func (m *Manager) applyDemand(now time.Time) []*pool {
 		}
 		m.waiting[k] = &queuedJob{pool: p, since: queuedSince(e.change.Job, now), pass: m.pass}
 		p.queued++
-		touch(p)
+		touch(p, true)
 	}
 	return touched
+}
+
+// touchedPool is a pool an event concerns; queue: its queued jobs count.
+type touchedPool struct {
+	p     *pool
+	queue bool
 }
 
 // assignLocked is the pool that takes job j of forge key fk (as assign
@@ -202,11 +221,11 @@ func (m *Manager) react(ctx context.Context) {
 	if draining {
 		return
 	}
-	for _, p := range touched {
-		if !slices.Contains(current, p) {
+	for _, t := range touched {
+		if !slices.Contains(current, t.p) {
 			continue // retired by a reload
 		}
-		c, starting := p.counted()
-		m.startMissing(ctx, p, c, starting)
+		c, starting := t.p.counted()
+		m.startMissing(ctx, t.p, c, starting, !t.queue)
 	}
 }

@@ -185,3 +185,30 @@ func TestAVMThatTurnsBusyIsBackedByAnIdleOneWithoutAFullPass(t *testing.T) {
 		t.Fatalf("the queue was read %d times: a full pass ran", n)
 	}
 }
+
+// A VM that takes a job turns busy, and later ends, before the pool's
+// queue is read again: the pool's queued count still holds that job. The
+// pool is looked at again for min_idle only, so no VM is started for the
+// job that is gone (a spare VM that would idle until its idle timeout),
+// and the full pass a VM's end asks for finds the queue empty.
+func TestAVMThatTookItsJobSinceTheQueueWasReadStartsNoSpare(t *testing.T) {
+	for _, job := range []string{"j1", dyingJob + "j1"} {
+		t.Run(job, func(t *testing.T) {
+			// One full pass at the start, then none for an hour: only
+			// events and the kicks they ask for move the pool.
+			h := newHarnessEvery(t, time.Hour, filepath.Join(t.TempDir(), "vms"), 0, 3, guestRunsOneJob,
+				func(p *config.Pool) { p.Timeouts.Idle = time.Hour }, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil)
+			h.hv.jobTime = 200 * time.Millisecond
+			h.forge.enqueue(job)
+			h.m.Kick()
+			eventually(t, 5*time.Second, "the job taken", func() bool { return h.forge.runnerOf(job) != "" })
+			eventually(t, 10*time.Second, "every VM gone", func() bool { return len(h.m.VMs()) == 0 })
+			h.hv.mu.Lock()
+			started := len(h.hv.machines)
+			h.hv.mu.Unlock()
+			if started != 1 {
+				t.Fatalf("%d VMs started for one job", started)
+			}
+		})
+	}
+}

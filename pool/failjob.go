@@ -42,7 +42,7 @@ func (v *vm) failJob(ctx context.Context, rec vmstate.Record, reason string) {
 	f, ok := v.pool.forge.(forge.JobFailer)
 	var err error
 	if ok {
-		err = f.FailJob(ctx, forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName}, rec.Job, reason)
+		err = f.FailJob(ctx, runnerRef(rec), rec.Job, reason)
 	}
 	switch {
 	case !ok || errors.Is(err, errors.ErrUnsupported):
@@ -50,10 +50,10 @@ func (v *vm) failJob(ctx context.Context, rec vmstate.Record, reason string) {
 	case errors.Is(err, forge.ErrJobEnded):
 		log.Info("job had ended at the forge already: left as it is", "reason", reason)
 	case errors.Is(err, forge.ErrNoCredential):
-		// Its runner was registered (Gitea: its credential) or retired
-		// (GitLab: the job it took) before a restart: what the driver
-		// needs lived in the previous run's memory only.
-		log.Warn("job not failed at the forge: what the driver held of its runner (its credential, or the job it took) did not outlive the restart; the forge ends the job when its own clean-up finds the runner gone", "reason", reason, "err", err)
+		// The runner's memo lacks what the driver needs: GitLab's job
+		// listing failed before the runner's retirement, or the record
+		// was written by a version that kept no memo.
+		log.Warn("job not failed at the forge: the runner's memo lacks what its driver needs (its credential, or the job it took); the forge ends the job when its own clean-up finds the runner gone", "reason", reason, "err", err)
 	case err != nil:
 		log.Error("fail the job at the forge", "reason", reason, "err", err)
 		return
@@ -61,6 +61,49 @@ func (v *vm) failJob(ctx context.Context, rec vmstate.Record, reason string) {
 		log.Warn("job failed at the forge", "reason", reason)
 	}
 	v.setJobFailed()
+}
+
+// runnerRef is the VM's runner as its forge's driver knows it: with the
+// memo the driver returned (Register, LearnJob), kept in the record.
+func runnerRef(rec vmstate.Record) forge.RunnerRef {
+	return forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName, Memo: forge.RunnerMemo(rec.RunnerMemo)}
+}
+
+// learnJobTimeout bounds a forge.JobLearner's call: the VM's busy
+// record (write 4) waits for it.
+const learnJobTimeout = 10 * time.Second
+
+// learnJob asks a forge whose driver must learn of a runner's job while
+// the forge still ties the job to the runner (forge.JobLearner: GitLab,
+// before the runner's retirement) to do so, once the VM's job started,
+// and keeps the runner's memo it returns in the record in memory,
+// unnumbered: the busy save that follows (write 4) takes it to disk, so a
+// restart that adopts the VM can still fail the job. It runs on the VM's
+// goroutine, before the runner is retired, once.
+func (v *vm) learnJob() {
+	if v.jobLearnt {
+		return
+	}
+	l, ok := v.pool.forge.(forge.JobLearner)
+	if !ok {
+		return
+	}
+	rec := v.snapshot()
+	if rec.RunnerID == "" {
+		return
+	}
+	v.jobLearnt = true
+	ctx, cancel := context.WithTimeout(context.Background(), learnJobTimeout)
+	defer cancel()
+	memo, err := l.LearnJob(ctx, runnerRef(rec))
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+		return // nothing to learn (a wrapper of a driver that is no JobLearner)
+	case err != nil:
+		v.log.Warn("learn the runner's job at the forge: if the runner dies, its job is failed only while this run holds what the retirement learns", "runner", rec.RunnerName, "err", err)
+		return
+	}
+	v.remember(func(r *vmstate.Record) { r.RunnerMemo = string(memo) })
 }
 
 // maxForgeReasonBytes bounds the reason a job's log at the forge shows.

@@ -118,6 +118,9 @@ type pool struct {
 	minIdle, max int
 	paused       bool
 	queued       int // queued jobs assigned to it (Manager.waiting)
+	// queueReadAt is when the last full pass began reading the forge's
+	// queue: a job a VM took since then may still be counted in queued.
+	queueReadAt time.Time
 
 	// failures since the last VM that became ready; drives backoff.
 	failures  int
@@ -257,6 +260,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 		return
 	}
 	pools := m.poolList()
+	readAt := time.Now() // before the reads: a job taken after it may still be counted queued
 	jobs := map[string][]forge.Job{}
 	states := m.runnerStates // by forge key; each map kept from pass to pass, emptied
 	failed := map[string]bool{}
@@ -292,7 +296,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 	}
 	perPool, unserved := assign(views, jobs)
 	m.logUnserved(unserved)
-	m.trackQueueWait(pools, perPool, failed)
+	m.trackQueueWait(pools, perPool, failed, readAt)
 
 	for _, p := range pools {
 		if failed[p.key] {
@@ -346,12 +350,15 @@ func (m *Manager) logUnservedLocked(j forge.Job) {
 // level with a full pass's read: jobs new to it are added, those it no
 // longer lists have left the queue and report how long they waited.
 // Forges whose read failed this round keep their jobs for the next.
-func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, failed map[string]bool) {
+func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, failed map[string]bool, readAt time.Time) {
 	now := time.Now()
 	m.pass++
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, p := range pools {
+		if !failed[p.key] {
+			p.queueReadAt = readAt
+		}
 		for _, j := range perPool[p.cfg.Name] {
 			k := waitKey{p.key, j.ID}
 			q := m.waiting[k]
@@ -422,7 +429,7 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, runners map[string
 			}
 		}
 	}
-	m.startMissing(ctx, p, c, starting)
+	m.startMissing(ctx, p, c, starting, false)
 	m.mu.Lock()
 	minIdle, queued := p.minIdle, p.queued
 	m.mu.Unlock()
@@ -442,10 +449,13 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, runners map[string
 // starting are not ready yet: enough that the VMs not busy cover min_idle
 // plus its queued jobs, within max, its ramp after a shortage, its
 // back-off and pause. Each start is O(1).
-func (m *Manager) startMissing(ctx context.Context, p *pool, c counts, starting int) {
+func (m *Manager) startMissing(ctx context.Context, p *pool, c counts, starting int, minIdleOnly bool) {
 	m.mu.Lock()
 	minIdle, maxVMs, paused, notBefore, ramp, queued := p.minIdle, p.max, p.paused, p.notBefore, p.ramp, p.queued
 	m.mu.Unlock()
+	if minIdleOnly {
+		queued = 0
+	}
 	n := toStart(c, minIdle, maxVMs, queued)
 	if ramp > 0 {
 		// After a host shortage: ramp at a time, as far as it fits.
@@ -563,15 +573,24 @@ func (m *Manager) startVM(ctx context.Context, p *pool) error {
 }
 
 // runVM runs v's life; once it is gone, its pool is looked at again (a
-// replacement for min_idle or a queued job), without a full pass.
+// replacement for min_idle or a queued job), without a full pass. When
+// the VM took its job after the pool's queue was last read, that read may
+// still count the job queued: the pool is then looked at for min_idle
+// only, and a full pass reads the queue afresh, so no VM is started for a
+// job that is gone.
 func (m *Manager) runVM(ctx context.Context, v *vm, adopted vmm.Machine) {
 	defer m.wg.Done()
 	v.run(ctx, adopted)
+	busy := v.busySince()
 	m.mu.Lock()
 	delete(m.vms, v.rec.ID)
+	stale := !busy.IsZero() && !busy.Before(v.pool.queueReadAt)
 	m.mu.Unlock()
 	v.pool.moved(v.phase(), "")
-	m.demand.tell(demandEvent{pool: v.pool})
+	m.demand.tell(demandEvent{pool: v.pool, minIdleOnly: stale})
+	if stale {
+		m.Kick()
+	}
 }
 
 // Drain stops creating VMs, ends every VM that is not running a job at

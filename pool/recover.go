@@ -102,7 +102,7 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 		}
 		if p := m.poolNamed(r.Pool); p != nil && r.RunnerID != "" {
 			if err := m.recoverCall(ctx, p, down, func(ctx context.Context) error {
-				return p.forge.Remove(ctx, forge.RunnerRef{ID: r.RunnerID, Name: r.RunnerName})
+				return p.forge.Remove(ctx, runnerRef(*r))
 			}); err != nil {
 				m.deregisterLater(p.forge, *r, err)
 				keepRunner[r.RunnerName] = true

@@ -40,7 +40,8 @@ type removal struct {
 func (m *Manager) deregisterLater(f forge.Forge, rec vmstate.Record, cause error) {
 	rec.Phase = vmstate.Deregistering
 	rec.PID, rec.TAP, rec.MAC, rec.Address, rec.AgentToken, rec.Image = 0, "", "", "", "", ""
-	rec.Seq = 0 // numbered by Save, after whatever the VM saved last
+	rec.RunnerMemo = "" // its job was failed, or needed not be: nothing reads it again
+	rec.Seq = 0         // numbered by Save, after whatever the VM saved last
 	log := m.log.With("vm", rec.ID, "pool", rec.Pool, "runner", rec.RunnerName, "runner_id", rec.RunnerID)
 	if err := m.d.Store.Save(&rec); err != nil {
 		log.Error("runner removal pending but its record cannot be saved: a restart now would forget it", "err", err)

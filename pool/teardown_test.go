@@ -97,7 +97,7 @@ func TestFailJobAnswersOfTheForgeAreLoggedForWhatTheyAre(t *testing.T) {
 		want string
 	}{
 		{fmt.Errorf("gitea: task 9: %w", forge.ErrJobEnded), `level=INFO msg="job had ended at the forge already: left as it is"`},
-		{fmt.Errorf("gitea: task 9: %w", forge.ErrNoCredential), `level=WARN msg="job not failed at the forge: what the driver held of its runner (its credential, or the job it took) did not outlive the restart`},
+		{fmt.Errorf("gitea: task 9: %w", forge.ErrNoCredential), `level=WARN msg="job not failed at the forge: the runner's memo lacks what its driver needs (its credential, or the job it took)`},
 	} {
 		t.Run(c.err.Error(), func(t *testing.T) {
 			var logs hosttest.SyncBuffer

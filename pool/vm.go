@@ -38,14 +38,18 @@ import (
 //     barrier. A crash after any of those finds this record, which names
 //     the address, TAP and MAC, and recovery removes them; the runner by
 //     its name (Recover removes this host's runners no adopted VM holds).
-//  2. Booting, once the monitor runs: its PID, runner id and image. Not a
+//  2. Booting, once the monitor runs: its PID, runner id and memo (what
+//     the forge's driver needs to fail the runner's job, in this run or
+//     after a restart: forge.RunnerMemo) and image. Not a
 //     barrier (nothing waits for it); it makes the VM adoptable. A crash
 //     before it leaves the record of write 1, whose monitor recovery finds
 //     by the VM's identity (vmm.Finder) and ends.
 //  3. Idle, the runner ready: an adopted VM is not held to its boot
 //     timeout.
-//  4. Busy, with the job's id: an adopted VM keeps its job timeout and its
-//     job is failed at the forge if it ends early.
+//  4. Busy, with the job's id (and, for a forge.JobLearner, the runner's
+//     memo updated with what its driver learnt of the job): an adopted VM
+//     keeps its job timeout and its job is failed at the forge if it ends
+//     early.
 //
 // Then the VM's directory is removed (Store.Remove). The runner's exit
 // code, the agent's failure and the final phase stay in memory: nothing
@@ -86,6 +90,9 @@ type vm struct {
 	saveCh chan struct{}
 	// jobFailed: the job was failed at the forge already (see failJob).
 	jobFailed bool
+	// jobLearnt: the forge's driver was asked to learn of the job (see
+	// learnJob). The VM's goroutine's only.
+	jobLearnt bool
 }
 
 func newVM(m *Manager, p *pool, id string) *vm {
@@ -198,7 +205,9 @@ func (v *vm) phaseMoved(was, now vmstate.Phase) {
 	}
 	v.pool.moved(was, now)
 	if now == vmstate.Busy {
-		v.m.demand.tell(demandEvent{pool: v.pool})
+		// The job it took may still be counted queued until the queue
+		// is read again (or the forge tells it left): min_idle only.
+		v.m.demand.tell(demandEvent{pool: v.pool, minIdleOnly: true})
 	}
 }
 
@@ -490,8 +499,9 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	}
 	// Saved with the monitor's PID (write 2): until then a crash leaves a
 	// record without a runner id, whose runner Recover removes by its
-	// name, as one no adopted VM holds.
-	v.change(func(r *vmstate.Record) { r.RunnerID = runner.ID })
+	// name, as one no adopted VM holds. The runner's memo goes with it: a
+	// restart that adopts the VM fails its job with it (see failJob).
+	v.change(func(r *vmstate.Record) { r.RunnerID, r.RunnerMemo = runner.ID, string(runner.Memo) })
 	v.log.Info("runner registered", "runner", runner.Name, "runner_id", runner.ID, "took", time.Since(start).Round(time.Millisecond))
 	m.obs.Provisioned(p.cfg.Name, time.Since(first.Created))
 
@@ -639,7 +649,8 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 		case <-busy:
 			// Turned busy, by its agent's report or by the reconcile
 			// loop (markBusy), which leaves the save to this goroutine:
-			// write 4.
+			// write 4, with what the forge's driver learnt of the job.
+			v.learnJob()
 			v.log.Info("vm busy", "job", v.snapshot().Job)
 			v.persist(v.m.d.Store)
 			busy, noJob = nil, nil
@@ -748,7 +759,9 @@ func (v *vm) jobReport(r agentproto.Report, exitCode int) int {
 	case agentproto.EventJobStarted:
 		// One save (write 4) for the job's id and the busy phase; a
 		// second only when the reconcile loop had turned the VM busy
-		// already, from its forge's busy flag.
+		// already, from its forge's busy flag. What the forge's driver
+		// learns of the job goes with it (learnJob).
+		v.learnJob()
 		job := r.Job != "" && jobIDPattern.MatchString(r.Job)
 		v.mu.Lock()
 		changed := false
@@ -840,7 +853,7 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 	}
 	var removeErr error
 	if rec.RunnerID != "" {
-		removeErr = removeRunner(ctx, v.pool.forge, forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName})
+		removeErr = removeRunner(ctx, v.pool.forge, runnerRef(rec))
 	}
 	if !ok {
 		v.keepConsole()
@@ -888,7 +901,7 @@ func (v *vm) retireRunner() {
 	if rec.RunnerID == "" {
 		return
 	}
-	ref := forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName}
+	ref := runnerRef(rec)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()

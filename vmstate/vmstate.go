@@ -60,6 +60,14 @@ type Record struct {
 	// Job is the forge's id of the job the runner took, as the guest
 	// reported it: the job to fail at the forge if the VM ends before it.
 	Job string `json:"job,omitempty"`
+	// RunnerMemo is the forge driver's note of the VM's runner
+	// (forge.RunnerMemo): what it needs to fail the runner's job once the
+	// runner is gone, kept here so that it outlives a restart. It may
+	// hold the runner's own credential (Gitea): the record is a file of
+	// mode 0600 in a directory of mode 0700 (see writeRecord), the API's
+	// records leave it out, and nothing logs it. Never a scope-wide
+	// credential.
+	RunnerMemo string `json:"runner_memo,omitempty"`
 	// AgentToken authenticates the guest agent's reports; kept so a
 	// restarted orchestrator can adopt the VM. It grants nothing else.
 	AgentToken string `json:"agent_token,omitempty"`

@@ -138,9 +138,6 @@ func (f *Forge) Remove(ctx context.Context, r forge.RunnerRef) error {
 	if err != nil && !errors.Is(err, errNotFound) {
 		return fmt.Errorf("gitea: remove runner %s (%s): %w", r.ID, r.Name, err)
 	}
-	f.mu.Lock()
-	delete(f.creds, r.ID)
-	f.mu.Unlock()
 	return nil
 }
 

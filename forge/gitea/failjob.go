@@ -2,6 +2,7 @@ package gitea
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -20,9 +21,35 @@ var _ forge.JobFailer = (*Forge)(nil)
 // took a task: `msg="task 42 repo is ci/x ...`.
 const jobPattern = `msg="task (\d+) `
 
-// runnerCred is a runner's own credential, kept on the host from its
-// registration to its removal so the host can speak for a dead runner.
+// runnerCred is a runner's own credential, which the host keeps (in the
+// runner's memo, in the VM's record) so it can speak for a dead runner.
 type runnerCred struct{ uuid, token string }
+
+// memoV1 is the runner memo the driver returns from Register: the
+// runner's own uuid and token (see forge.RunnerMemo).
+type memoV1 struct {
+	UUID  string `json:"uuid"`
+	Token string `json:"token"`
+}
+
+// encodeMemo is the runner's memo holding its credential.
+func encodeMemo(c runnerCred) (forge.RunnerMemo, error) {
+	b, err := json.Marshal(memoV1{UUID: c.uuid, Token: c.token})
+	if err != nil {
+		return "", fmt.Errorf("gitea: encode runner memo: %w", err)
+	}
+	return forge.RunnerMemo(b), nil
+}
+
+// credOf is the runner's credential from its memo; false when the memo
+// holds none (empty: a record written before memos were kept).
+func credOf(m forge.RunnerMemo) (runnerCred, bool) {
+	var v memoV1
+	if m == "" || json.Unmarshal([]byte(m), &v) != nil || v.UUID == "" || v.Token == "" {
+		return runnerCred{}, false
+	}
+	return runnerCred{uuid: v.UUID, token: v.Token}, true
+}
 
 // The runner protocol authenticates a runner by these headers.
 const (
@@ -31,7 +58,9 @@ const (
 )
 
 // FailJob implements forge.JobFailer the way the runner itself ends a
-// task: with the runner's own credential (never the scope token), it
+// task: with the runner's own credential from its memo (never the scope
+// token; the same after a restart, the memo being kept in the VM's
+// record), it
 // appends the reason to the task's log (UpdateLog) and sets the task's
 // result to failure (UpdateTask). Gitea refuses a task that is not this
 // runner's, and leaves a task that already ended as it is.
@@ -40,9 +69,7 @@ func (f *Forge) FailJob(ctx context.Context, r forge.RunnerRef, job, reason stri
 	if err != nil || task <= 0 {
 		return fmt.Errorf("gitea: fail the job of runner %s: task id %q unknown", r.Name, job)
 	}
-	f.mu.Lock()
-	cred, ok := f.creds[r.ID]
-	f.mu.Unlock()
+	cred, ok := credOf(r.Memo)
 	if !ok {
 		return fmt.Errorf("gitea: fail task %d of runner %s: %w", task, r.Name, forge.ErrNoCredential)
 	}

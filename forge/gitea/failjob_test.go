@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"testing"
@@ -30,6 +31,9 @@ func (f *fakeTasks) runner(h interface{ Get(string) string }) (int64, error) {
 	f.headers = append(f.headers, h.Get("x-runner-uuid")+"|"+h.Get("x-runner-token"))
 	var id int64
 	if _, err := fmt.Sscanf(h.Get("x-runner-uuid"), "uuid-%d", &id); err != nil || h.Get("x-runner-token") != fmt.Sprintf("RUNNER-OWN-TOKEN-%d", id) {
+		return 0, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("unregistered runner"))
+	}
+	if _, ok := f.runners[id]; !ok { // deleted: Gitea refuses its token
 		return 0, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("unregistered runner"))
 	}
 	return id, nil
@@ -135,11 +139,96 @@ func TestFailJobRefusesWhatItCannotDo(t *testing.T) {
 	if err := d.FailJob(ctx, r2.RunnerRef, "", "x"); err == nil {
 		t.Error("no task id, no error")
 	}
+	// A runner whose memo holds no credential (a record written before
+	// memos were kept, or one damaged): nothing is sent.
+	calls := len(ft.headers)
+	for _, memo := range []forge.RunnerMemo{"", "{", `{"uuid":"uuid-2"}`} {
+		ref := forge.RunnerRef{ID: r2.ID, Name: r2.Name, Memo: memo}
+		if err := d.FailJob(ctx, ref, "7", "x"); !errors.Is(err, forge.ErrNoCredential) {
+			t.Errorf("memo %q: %v, want forge.ErrNoCredential", string(memo), err)
+		}
+	}
+	if len(ft.headers) != calls {
+		t.Errorf("%d calls without a credential", len(ft.headers)-calls)
+	}
+	// A removed runner's credential is Gitea's to refuse.
 	if err := d.Remove(ctx, r2.RunnerRef); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.FailJob(ctx, r2.RunnerRef, "7", "x"); !errors.Is(err, forge.ErrNoCredential) {
-		t.Errorf("a removed runner's credential was still used: %v", err)
+	if err := d.FailJob(ctx, r2.RunnerRef, "7", "x"); err == nil || ft.results[7] != runnerv1.Result_RESULT_UNSPECIFIED {
+		t.Errorf("a removed runner's task: err %v, result %v", err, ft.results[7])
+	}
+}
+
+// TestFailJobAfterARestartUsesTheRunnersMemo: the runner's credential
+// travels in its memo, which the pool keeps in the VM's record; a driver
+// made anew (the orchestrator restarted) fails the runner's task with
+// it, exactly as the driver that registered the runner would: its own
+// credential, the reason in the task's log, the task failed.
+func TestFailJobAfterARestartUsesTheRunnersMemo(t *testing.T) {
+	ft, before := newFakeTasks(t)
+	ctx := context.Background()
+	r, err := before.Register(ctx, forge.RunnerSpec{Name: "fa-h-1", Labels: []string{"l"}, Guest: guestOpts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Memo == "" {
+		t.Fatal("Register returned no memo")
+	}
+	// What the VM's record keeps, as strings; the first driver is gone.
+	id, name, memo := r.ID, r.Name, string(r.Memo)
+	after := newDriver(t, before.base, Scope{Kind: "instance"})
+	ft.owner[42] = 1
+	ft.logs[42] = []string{"step 1"}
+	ref := forge.RunnerRef{ID: id, Name: name, Memo: forge.RunnerMemo(memo)}
+	if err := after.FailJob(ctx, ref, "42", "runner exit code 2"); err != nil {
+		t.Fatalf("FailJob after a restart: %v", err)
+	}
+	if got := ft.results[42]; got != runnerv1.Result_RESULT_FAILURE {
+		t.Errorf("task 42 result %v, want failure", got)
+	}
+	if got := ft.logs[42]; len(got) != 2 || got[1] != "fireactions: the runner died before its job ended: runner exit code 2" {
+		t.Errorf("task 42 log %q", got)
+	}
+	for _, h := range ft.headers {
+		if h != "uuid-1|RUNNER-OWN-TOKEN-1" {
+			t.Errorf("a call spoke as %q, not as the runner", h)
+		}
+	}
+}
+
+// TestRunnerMemoHoldsOnlyTheRunnersOwnCredentialAndNeverPrints: the memo
+// (which goes to disk, in the VM's record) holds the runner's own token,
+// never the scope's API or registration token; printed or logged, a
+// runner with its memo shows [redacted].
+func TestRunnerMemoHoldsOnlyTheRunnersOwnCredentialAndNeverPrints(t *testing.T) {
+	fg, srv := newFakeGitea(t)
+	d := newDriver(t, srv.URL, Scope{Kind: "instance"})
+	r, err := d.Register(context.Background(), forge.RunnerSpec{Name: "fa-h-1", Labels: []string{"l"}, Guest: guestOpts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	memo := string(r.Memo)
+	if !strings.Contains(memo, "RUNNER-OWN-TOKEN-1") {
+		t.Fatalf("memo %q lacks the runner's own token", memo)
+	}
+	for _, scope := range []string{fg.apiToken, fg.regToken, "REG-TOKEN"} {
+		if strings.Contains(memo, scope) {
+			t.Errorf("memo holds the scope-wide %q", scope)
+		}
+	}
+	var buf strings.Builder
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	log.Info("x", "runner", r.RunnerRef, "memo", r.Memo)
+	log.Info("x", slog.Any("ref", r.RunnerRef))
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "runner", r.RunnerRef, "memo", r.Memo)
+	for _, s := range []string{fmt.Sprint(r.RunnerRef), fmt.Sprintf("%+v %#v %s %q %x", r.RunnerRef, r.RunnerRef, r.Memo, r.Memo, r.Memo), buf.String()} {
+		if strings.Contains(s, "RUNNER-OWN-TOKEN") || strings.Contains(s, "uuid-1") {
+			t.Errorf("the memo shows: %s", s)
+		}
+		if !strings.Contains(s, "[redacted]") {
+			t.Errorf("no [redacted] in %s", s)
+		}
 	}
 }
 

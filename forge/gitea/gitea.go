@@ -63,9 +63,6 @@ type Forge struct {
 	mu       sync.Mutex
 	regToken string
 	regAt    time.Time
-	// creds are the own credentials of the runners registered and not
-	// yet removed, by runner id (see FailJob).
-	creds map[string]runnerCred
 }
 
 var _ forge.Forge = (*Forge)(nil)
@@ -106,7 +103,6 @@ func New(o Options) (*Forge, error) {
 		prefix:   prefix,
 		version:  o.Version,
 		http:     client,
-		creds:    map[string]runnerCred{},
 	}, nil
 }
 

@@ -72,9 +72,14 @@ func (f *Forge) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Run
 		_ = f.Remove(context.WithoutCancel(ctx), ref)
 		return nil, err
 	}
-	f.mu.Lock()
-	f.creds[ref.ID] = runnerCred{uuid: reg.GetUuid(), token: reg.GetToken()}
-	f.mu.Unlock()
+	// The runner's credential goes into its memo, which the pool keeps
+	// with the VM's record: FailJob speaks for the runner with it, in this
+	// run or the next.
+	ref.Memo, err = encodeMemo(runnerCred{uuid: reg.GetUuid(), token: reg.GetToken()})
+	if err != nil {
+		_ = f.Remove(context.WithoutCancel(ctx), ref)
+		return nil, err
+	}
 	return &forge.Runner{RunnerRef: ref, Guest: guest}, nil
 }
 

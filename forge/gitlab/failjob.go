@@ -2,6 +2,7 @@ package gitlab
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -55,6 +56,73 @@ func (f *Forge) runnerJobs(ctx context.Context, runner int64) ([]runnerJob, erro
 	return out, nil
 }
 
+var _ forge.JobLearner = (*Forge)(nil)
+
+// jobsMemo is the runner memo LearnJob returns: the jobs GitLab listed
+// for the runner while it still did (see forge.RunnerMemo). Job and
+// project ids only: nothing in it is a secret.
+type jobsMemo struct {
+	Jobs []memoJob `json:"jobs"`
+}
+
+type memoJob struct {
+	ID      int64 `json:"id"`
+	Project int64 `json:"project"`
+}
+
+// encodeJobs is the memo of a runner whose jobs are js.
+func encodeJobs(js []runnerJob) (forge.RunnerMemo, error) {
+	m := jobsMemo{Jobs: make([]memoJob, 0, len(js))}
+	for _, j := range js {
+		m.Jobs = append(m.Jobs, memoJob{ID: j.id, Project: j.project})
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return "", fmt.Errorf("gitlab: encode runner memo: %w", err)
+	}
+	return forge.RunnerMemo(b), nil
+}
+
+// jobsIn is the jobs a runner's memo holds; false when it holds none
+// learnt (empty: its job not learnt, or a record of an older version).
+func jobsIn(m forge.RunnerMemo) ([]runnerJob, bool) {
+	var v jobsMemo
+	if m == "" || json.Unmarshal([]byte(m), &v) != nil || v.Jobs == nil {
+		return nil, false
+	}
+	out := make([]runnerJob, 0, min(len(v.Jobs), maxRunnerJobs))
+	for _, j := range v.Jobs {
+		if j.ID > 0 && j.Project > 0 && len(out) < maxRunnerJobs {
+			out = append(out, runnerJob{id: j.ID, project: j.Project})
+		}
+	}
+	return out, true
+}
+
+// LearnJob implements forge.JobLearner: the jobs GitLab lists for the
+// runner now (GET /runners/:id/jobs), which FailJob cancels if the runner
+// dies before they end, in the runner's memo. The pool calls it once the
+// runner's job started, before Retire deletes the runner (GitLab then
+// answers 404 for its jobs), and keeps the memo in the VM's record, so a
+// restarted orchestrator that adopts the VM can still cancel the job.
+func (f *Forge) LearnJob(ctx context.Context, r forge.RunnerRef) (forge.RunnerMemo, error) {
+	runner, err := strconv.ParseInt(r.ID, 10, 64)
+	if err != nil {
+		return r.Memo, fmt.Errorf("gitlab: learn the job of runner %s: bad runner id %q", r.Name, r.ID)
+	}
+	if _, ok := jobsIn(r.Memo); ok {
+		return r.Memo, nil // learnt already (an adopted VM's, by an earlier run)
+	}
+	js, err := f.runnerJobs(ctx, runner)
+	if err != nil {
+		return r.Memo, fmt.Errorf("gitlab: list the jobs of runner %s: %w", r.Name, err)
+	}
+	f.mu.Lock()
+	f.taken[runner] = js
+	f.mu.Unlock()
+	return encodeJobs(js)
+}
+
 // learnJobs asks GitLab for the runner's jobs and keeps them for
 // FailJob. It runs before the runner is deleted (Retire): afterwards
 // GitLab no longer says which runner ran a job.
@@ -83,19 +151,20 @@ func (f *Forge) learnJobs(ctx context.Context, runner int64, name string) {
 // GitLab 17.11 or later).
 //
 // The jobs cancelled are those GitLab lists for r (GET /runners/:id/jobs,
-// learnt at Retire, before the runner's deletion, or asked now if it was
-// not retired yet), never a job only the guest named: job, the guest's
-// report, is checked against that list, and a job GitLab does not list
-// for r is left alone (a hostile guest could name any job). A runner
-// retired before its jobs were learnt (by an earlier run, before a
-// restart) is answered ErrNoCredential; a job that had ended already is
-// left as it is and answered ErrJobEnded.
+// learnt before the runner's deletion: in r.Memo (LearnJob), which
+// outlives a restart, or at Retire; or asked now if it was not retired
+// yet), never a job only the guest named: job, the guest's report, is
+// checked against that list, and a job GitLab does not list for r is
+// left alone (a hostile guest could name any job). A runner retired
+// before its jobs were learnt (its listing failed, or a record written
+// before memos were kept) is answered ErrNoCredential; a job that had
+// ended already is left as it is and answered ErrJobEnded.
 func (f *Forge) FailJob(ctx context.Context, r forge.RunnerRef, job, reason string) error {
 	runner, err := strconv.ParseInt(r.ID, 10, 64)
 	if err != nil {
 		return fmt.Errorf("gitlab: fail the job of runner %s: bad runner id %q", r.Name, r.ID)
 	}
-	jobs, err := f.jobsOf(ctx, runner, r.Name)
+	jobs, err := f.jobsOf(ctx, runner, r)
 	if err != nil {
 		return err
 	}
@@ -126,9 +195,14 @@ func (f *Forge) FailJob(ctx context.Context, r forge.RunnerRef, job, reason stri
 	return nil
 }
 
-// jobsOf returns the jobs GitLab listed for the runner: those learnt at
-// its retirement, or, for a runner not retired yet, GitLab's answer now.
-func (f *Forge) jobsOf(ctx context.Context, runner int64, name string) ([]runnerJob, error) {
+// jobsOf returns the jobs GitLab listed for the runner: those in its
+// memo or learnt at its retirement, or, for a runner not retired yet,
+// GitLab's answer now.
+func (f *Forge) jobsOf(ctx context.Context, runner int64, r forge.RunnerRef) ([]runnerJob, error) {
+	name := r.Name
+	if jobs, ok := jobsIn(r.Memo); ok {
+		return jobs, nil
+	}
 	f.mu.Lock()
 	jobs, ok := f.taken[runner]
 	f.mu.Unlock()
@@ -144,7 +218,7 @@ func (f *Forge) jobsOf(ctx context.Context, runner int64, name string) ([]runner
 		if ok {
 			return jobs, nil
 		}
-		return nil, fmt.Errorf("gitlab: fail the job of runner %s: it was retired before its jobs were learnt (by an earlier run, or its job listing failed): %w", name, forge.ErrNoCredential)
+		return nil, fmt.Errorf("gitlab: fail the job of runner %s: it was retired before its jobs were learnt (its job listing failed, or its record predates runner memos): %w", name, forge.ErrNoCredential)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("gitlab: list the jobs of runner %s: %w", name, err)

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/gitlabdouble"
@@ -273,5 +274,78 @@ func TestRemoveForgetsTheJobsLearntAtRetirement(t *testing.T) {
 	defer e.f.mu.Unlock()
 	if len(e.f.taken) != 0 {
 		t.Fatalf("jobs of %d removed runners still held", len(e.f.taken))
+	}
+}
+
+// TestFailJobAfterARestartCancelsTheJobLearntBeforeRetirement: the pool
+// asks the driver to learn the runner's job once it started (LearnJob)
+// and keeps the memo in the VM's record; the runner is then retired
+// (deleted: GitLab no longer says which runner ran the job). A driver
+// made anew (the orchestrator restarted) cancels that job with the memo
+// alone, and leaves other jobs as they are; without the memo it could
+// not tell the job, and says so.
+func TestFailJobAfterARestartCancelsTheJobLearntBeforeRetirement(t *testing.T) {
+	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
+	ctx := context.Background()
+	first := e.gl.AddJob("acme/app", "first", []string{"linux"}, "true")
+	other := e.gl.AddJob("acme/app", "other", []string{"linux"}, "true")
+	a := e.take(t, "fa-h-1", nil)
+	memo, err := e.f.LearnJob(ctx, a.ref)
+	if err != nil {
+		t.Fatalf("LearnJob: %v", err)
+	}
+	a.ref.Memo = memo
+	if err := e.f.Retire(ctx, a.ref); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.gl.Runners()); n != 0 {
+		t.Fatalf("%d runners left after the retirement", n)
+	}
+	// What the VM's record keeps, as strings; the first driver is gone.
+	id, name, kept := a.ref.ID, a.ref.Name, string(memo)
+	after, err := New(Options{
+		URL: e.srv.URL, Token: accessToken, Scope: Scope{Kind: ScopeProject, Path: "acme/app"},
+		Pool: "linux", RequestTimeout: 2 * time.Second,
+		Runner: RunnerSettings{Locked: true, AccessLevel: "not_protected", Executor: "shell"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := after.FailJob(ctx, forge.RunnerRef{ID: id, Name: name}, "", "runner exit code 2"); !errors.Is(err, forge.ErrNoCredential) {
+		t.Fatalf("without its memo: %v, want forge.ErrNoCredential", err)
+	}
+	if err := after.FailJob(ctx, forge.RunnerRef{ID: id, Name: name, Memo: forge.RunnerMemo(kept)}, strconv.FormatInt(first, 10), "runner exit code 2"); err != nil {
+		t.Fatalf("FailJob after a restart: %v", err)
+	}
+	if st := e.status(first); st != "canceled" {
+		t.Fatalf("the dead runner's job is %s, want canceled", st)
+	}
+	if st := e.status(other); st != "pending" {
+		t.Fatalf("the other job is %s, want pending", st)
+	}
+}
+
+// TestLearnJobKeepsWhatWasLearnt: a memo that holds the runner's jobs
+// is returned as it is (an adopted VM's, learnt by an earlier run): the
+// runner may be deleted by now, and GitLab would answer 404.
+func TestLearnJobKeepsWhatWasLearnt(t *testing.T) {
+	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
+	ctx := context.Background()
+	e.gl.AddJob("acme/app", "build", []string{"linux"}, "true")
+	a := e.take(t, "fa-h-1", nil)
+	memo, err := e.f.LearnJob(ctx, a.ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if js, ok := jobsIn(memo); !ok || len(js) != 1 || js[0].id != a.job.ID {
+		t.Fatalf("memo %q holds %v, want job %d", string(memo), js, a.job.ID)
+	}
+	a.ref.Memo = memo
+	if err := e.f.Remove(ctx, a.ref); err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.f.LearnJob(ctx, a.ref)
+	if err != nil || again != memo {
+		t.Fatalf("LearnJob of a learnt runner: %q, %v; want its memo as it was", string(again), err)
 	}
 }

@@ -17,8 +17,10 @@ var _ forge.Retirer = (*Forge)(nil)
 // refuses a deleted runner's token on POST /jobs/request (403), while the
 // running job's updates and trace use the job's own token and go on.
 //
-// First it asks GitLab which job the runner took (GET /runners/:id/jobs)
-// and keeps the answer for FailJob: once the runner is deleted GitLab
+// First, unless the runner's memo holds them already (LearnJob, which
+// the pool calls before it retires a runner), it asks GitLab which job
+// the runner took (GET /runners/:id/jobs) and keeps the answer for
+// FailJob, in memory: once the runner is deleted GitLab
 // answers 404 for its jobs and nulls their runner, so a job could no
 // longer be tied to this VM's runner. A failed listing does not hold the
 // deletion up: a token that takes more jobs is worse than a job GitLab
@@ -28,7 +30,7 @@ func (f *Forge) Retire(ctx context.Context, r forge.RunnerRef) error {
 		f.mu.Lock()
 		_, known := f.taken[id]
 		f.mu.Unlock()
-		if !known {
+		if _, memo := jobsIn(r.Memo); !known && !memo {
 			f.learnJobs(ctx, id, r.Name)
 		}
 	}

@@ -1,0 +1,208 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// waitThenBreakWorkflow's job waits until the test pushes a file named
+// "go" to another repository, ci/signal (after it restarted the
+// orchestrator), then kills its runner.
+const waitThenBreakWorkflow = `on: [push]
+jobs:
+  wait:
+    runs-on: fireactions-memo
+    steps:
+      - run: |
+          echo "fireactions-vm=$(hostname) user=$(id -un)"
+          until wget -q -O /dev/null http://10.233.0.1:3000/ci/signal/raw/branch/main/go; do sleep 1; done
+          for p in /proc/[0-9]*; do
+            if [ "$(cat $p/comm 2>/dev/null)" = act_runner ]; then kill -9 "${p#/proc/}"; fi
+          done
+          sleep 600
+`
+
+// TestJobOfAVMAdoptedAfterARestartFailsAtGiteaAtOnce (issue 24): the
+// orchestrator is killed while a VM runs its job and started again,
+// adopting the VM; the job then kills its runner. The job is failed at
+// Gitea within seconds, with the reason in its log, by the restarted
+// orchestrator, with the runner's own credential it read from the VM's
+// record (0600, in a 0700 directory), which no log line of either run
+// holds.
+func TestJobOfAVMAdoptedAfterARestartFailsAtGiteaAtOnce(t *testing.T) {
+	requireRoot(t)
+	cache := cacheDir()
+	kernel, modules := hostKernel(t)
+	bin := buildBinaries(t)
+	work := t.TempDir()
+	root := filepath.Join(work, "root.cpio.gz")
+	buildGuestRoot(t, cache, root)
+	ns := newNetns(t, "memo")
+	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
+	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: memo
+state_dir: %s
+log: {level: debug}
+drain_grace: 1m
+api: {socket: %s}
+network:
+  bridge: famem0
+  cidr: 10.233.0.0/24
+  allow_tcp_ports: [3000]
+forges:
+  - name: gitea
+    type: gitea
+    url: http://127.0.0.1:%s
+    guest_url: http://10.233.0.1:%s
+    token_file: %s
+pools:
+  - name: memo
+    forge: gitea
+    scope: instance
+    labels: [fireactions-memo]
+    min_idle: 1
+    max: 2
+    vm:
+      vcpus: 1
+      memory_mib: 256
+      kernel: %s
+      modules_dir: %s
+      kernel_modules: [virtio_mmio, virtio_net]
+      root_initramfs: %s
+    timeouts:
+      boot: 3m
+      job: 20m
+`, state, filepath.Join(work, "api.sock"), giteaPort, giteaPort, tokenFile, kernel, modules, root))
+	first := startOrchestrator(t, ns, bin, cfgPath, state)
+	first.waitFor(t, 4*time.Minute, "the min_idle VM to be idle", func() bool { return countPhase(state, "idle") >= 1 })
+
+	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "memo", "default_branch": "main"}, nil)
+	tree := filepath.Join(work, "repo")
+	writeFile(t, filepath.Join(tree, ".gitea/workflows/wait.yml"), 0o644, waitThenBreakWorkflow)
+	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "signal", "default_branch": "main"}, nil)
+	gitea.push(tree, "ci/memo", "wait")
+	var vm string
+	first.waitFor(t, 5*time.Minute, "the job to start", func() bool {
+		for id, phase := range vmDirs(state) {
+			if phase == "busy" {
+				vm = id
+				return true
+			}
+		}
+		return false
+	})
+
+	// The record holds the runner's own credential, and only its owner
+	// may read it.
+	recPath := filepath.Join(state, "vms", vm, "state.json")
+	b, err := os.ReadFile(recPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		RunnerMemo string `json:"runner_memo"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	var memo struct{ UUID, Token string }
+	if err := json.Unmarshal([]byte(rec.RunnerMemo), &memo); err != nil || memo.Token == "" || memo.UUID == "" {
+		t.Fatalf("the busy record's runner memo %q holds no runner credential (%v)", rec.RunnerMemo, err)
+	}
+	if strings.Contains(string(b), gitea.token) {
+		t.Fatal("the VM's record holds the scope-wide API token")
+	}
+	for path, want := range map[string]os.FileMode{recPath: 0o600, filepath.Dir(recPath): 0o700 | os.ModeDir, filepath.Join(state, "vms"): 0o700 | os.ModeDir} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); fi.Mode() != want || st.Uid != 0 {
+			t.Errorf("%s: mode %v uid %d, want %v root's", path, fi.Mode(), st.Uid, want)
+		}
+		t.Logf("FIGURE %s: mode %v uid %d", path, fi.Mode(), fi.Sys().(*syscall.Stat_t).Uid)
+	}
+
+	t.Logf("killing the orchestrator with SIGKILL while vm %s runs its job", vm)
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-first.exited
+	firstLog, err := os.ReadFile(first.log) // the next run's log replaces it
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := startOrchestrator(t, ns, bin, cfgPath, state)
+	second.waitFor(t, 2*time.Minute, "the busy VM adopted", func() bool {
+		return len(logLines(second.log, regexp.MustCompile(`adopted vm.*vm=`+vm+`|vm=`+vm+`.*adopted vm`))) > 0
+	})
+
+	// Now the job kills its runner.
+	signal := filepath.Join(work, "signal")
+	writeFile(t, filepath.Join(signal, "go"), 0o644, "go\n")
+	gitea.push(signal, "ci/signal", "go")
+	var died time.Time
+	exited := regexp.MustCompile(`vm=` + vm + ` event=runner-exited`)
+	second.waitFor(t, 5*time.Minute, "the adopted VM's runner to die", func() bool {
+		if len(logLines(second.log, exited)) > 0 {
+			died = time.Now()
+			return true
+		}
+		return false
+	})
+	var failed job
+	second.waitFor(t, 2*time.Minute, "the job to fail at Gitea", func() bool {
+		for _, j := range gitea.jobs("ci/memo") {
+			if j.Status == "completed" {
+				failed = j
+				return true
+			}
+		}
+		return false
+	})
+	took := time.Since(died)
+	t.Logf("FIGURE adopted VM's runner dead -> job completed at Gitea: %s", took.Round(100*time.Millisecond))
+	if failed.Conclusion != "failure" {
+		t.Fatalf("the job concluded %q, want failure", failed.Conclusion)
+	}
+	if took > 30*time.Second {
+		t.Errorf("the job was failed %s after its runner died; want seconds (Gitea's own clean-up takes minutes)", took)
+	}
+	logText := gitea.raw(fmt.Sprintf("/api/v1/repos/ci/memo/actions/jobs/%d/logs", failed.ID))
+	if !strings.Contains(logText, "fireactions: the runner died before its job ended: runner exit code") {
+		t.Errorf("the job's log does not say why it failed:\n%s", tail([]byte(logText), 4<<10))
+	}
+	failedLine := regexp.MustCompile(`level=WARN msg="job failed at the forge" pool=memo vm=` + vm)
+	second.waitFor(t, 30*time.Second, "the log line saying the job was failed", func() bool { return len(logLines(second.log, failedLine)) > 0 })
+	if l := logLines(second.log, regexp.MustCompile(`job not failed at the forge`)); len(l) > 0 {
+		t.Errorf("the restarted orchestrator could not fail the job: %q", l)
+	}
+	second.terminate(t)
+	second.waitExit(t, 2*time.Minute)
+
+	// The runner's credential reached no log line of either run; the
+	// scan sees it where it is (the record's bytes).
+	secondLog, err := os.ReadFile(second.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), memo.Token) {
+		t.Fatal("control: the scan does not see the token in the record")
+	}
+	for name, l := range map[string][]byte{"first": firstLog, "second": secondLog} {
+		if strings.Contains(string(l), memo.Token) {
+			t.Errorf("the %s run's log holds the runner's token", name)
+		}
+	}
+	assertNothingLeft(t, ns, gitea, state, "famem0")
+	_ = os.Remove(cfgPath)
+}
