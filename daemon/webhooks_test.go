@@ -11,6 +11,7 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/api"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/metrics"
 )
 
@@ -31,52 +32,12 @@ func (k *kickCounter) Kick() { k.kicks.Add(1) }
 // driver (a GitLab driver per pool, the delivery fanned out to each) the
 // job was looked up 3 times and the pools kicked 3 times.
 func TestOneDeliveryToAForgeWithThreePoolsIsHandledOnce(t *testing.T) {
-	var lookups, other atomic.Int64
-	job := regexp.MustCompile(`^/api/v4/projects/2/jobs/7$`)
-	gitlab := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && job.MatchString(r.URL.Path) {
-			lookups.Add(1)
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write([]byte(`{"id":7,"status":"pending","tag_list":["linux"],"created_at":"2026-03-02T09:14:05Z"}`))
-			return
-		}
-		other.Add(1)
-		http.NotFound(w, r)
-	}))
-	t.Cleanup(gitlab.Close)
-	pool := func(name, scope string) config.Pool {
-		return config.Pool{Name: name, Forge: "gl", Scope: scope, Labels: []string{"linux"}}
+	e := newGitLabHookEnv(t)
+	if len(e.drivers.drivers) != 1 || len(e.forges) != 3 {
+		t.Fatalf("%d drivers for 1 forge, %d scopes for 3 pools", len(e.drivers.drivers), len(e.forges))
 	}
-	cfg := &config.Config{
-		Forges: []config.Forge{{Name: "gl", Type: "gitlab", URL: gitlab.URL, Token: "glpat-x", WebhookSecret: "hook-secret"}},
-		Pools:  []config.Pool{pool("project", "project:acme/app"), pool("group", "group:acme"), pool("instance", "instance")},
-	}
-	drivers, forges, err := connectForges(cfg, "dev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(drivers.drivers) != 1 || len(forges) != 3 {
-		t.Fatalf("%d drivers for 1 forge, %d scopes for 3 pools", len(drivers.drivers), len(forges))
-	}
-	mx := metrics.New(t.TempDir())
-	backend := &kickCounter{}
-	h := newTestAPIHandler(api.Options{Backend: backend, Webhooks: drivers.webhooks(mx), Tokens: []string{"tok"}})
-
-	body, err := os.ReadFile("../forge/gitlab/testdata/job-hook-pending.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deliver := func() (int, *countingReader) {
-		cr := &countingReader{r: bytes.NewReader(body), size: int64(len(body))}
-		r := httptest.NewRequest(http.MethodPost, "/webhooks/gl", cr)
-		r.ContentLength = cr.size
-		r.Header.Set("X-Gitlab-Event", "Job Hook")
-		r.Header.Set("X-Gitlab-Token", "hook-secret")
-		r.Header.Set("X-Gitlab-Event-UUID", "2b3e-1")
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		return w.Code, cr
-	}
+	lookups, other, backend, mx, body := &e.lookups, &e.other, e.backend, e.mx, e.body
+	deliver := func() (int, *countingReader) { return e.deliver("2b3e-1") }
 	code, cr := deliver()
 	if code != http.StatusNoContent {
 		t.Fatalf("delivery: %d", code)
@@ -106,6 +67,92 @@ func TestOneDeliveryToAForgeWithThreePoolsIsHandledOnce(t *testing.T) {
 	}
 	if n := webhooksCounted(t, mx, "gl"); n != 2 {
 		t.Errorf("2 deliveries counted %v times", n)
+	}
+}
+
+// gitLabHookEnv is serve's webhook path for a GitLab with three pools
+// covering project acme/app (project, group, instance scope), against a
+// GitLab that answers the look-up of its pending job 7 only.
+type gitLabHookEnv struct {
+	cfg            *config.Config
+	drivers        *forgeSet
+	forges         map[string]forge.Forge
+	mx             *metrics.Metrics
+	backend        *kickCounter
+	h              http.Handler
+	body           []byte
+	lookups, other atomic.Int64
+}
+
+func newGitLabHookEnv(t *testing.T) *gitLabHookEnv {
+	t.Helper()
+	e := &gitLabHookEnv{mx: metrics.New(t.TempDir()), backend: &kickCounter{}}
+	job := regexp.MustCompile(`^/api/v4/projects/2/jobs/7$`)
+	gitlab := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && job.MatchString(r.URL.Path) {
+			e.lookups.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"id":7,"status":"pending","tag_list":["linux"],"created_at":"2026-03-02T09:14:05Z"}`))
+			return
+		}
+		e.other.Add(1)
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(gitlab.Close)
+	pool := func(name, scope string) config.Pool {
+		return config.Pool{Name: name, Forge: "gl", Scope: scope, Labels: []string{"linux"}}
+	}
+	e.cfg = &config.Config{
+		Forges: []config.Forge{{Name: "gl", Type: "gitlab", URL: gitlab.URL, Token: "glpat-x", WebhookSecret: "hook-secret"}},
+		Pools:  []config.Pool{pool("project", "project:acme/app"), pool("group", "group:acme"), pool("instance", "instance")},
+	}
+	var err error
+	if e.drivers, e.forges, err = connectForges(e.cfg, "dev"); err != nil {
+		t.Fatal(err)
+	}
+	e.h = newTestAPIHandler(api.Options{Backend: e.backend, Webhooks: e.drivers.webhooks(e.mx), Tokens: []string{"tok"}})
+	if e.body, err = os.ReadFile("../forge/gitlab/testdata/job-hook-pending.json"); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// deliver posts the pending job's Job Hook with delivery id uuid.
+func (e *gitLabHookEnv) deliver(uuid string) (int, *countingReader) {
+	cr := &countingReader{r: bytes.NewReader(e.body), size: int64(len(e.body))}
+	r := httptest.NewRequest(http.MethodPost, "/webhooks/gl", cr)
+	r.ContentLength = cr.size
+	r.Header.Set("X-Gitlab-Event", "Job Hook")
+	r.Header.Set("X-Gitlab-Token", "hook-secret")
+	r.Header.Set("X-Gitlab-Event-UUID", uuid)
+	w := httptest.NewRecorder()
+	e.h.ServeHTTP(w, r)
+	return w.Code, cr
+}
+
+// TestReloadKeepsTheForgesDriver: a reload asks the running driver for
+// the new pools' scopes; the route the API got at start still reaches
+// the pools, unchanged and changed alike, once per delivery.
+func TestReloadKeepsTheForgesDriver(t *testing.T) {
+	e := newGitLabHookEnv(t)
+	before := e.drivers.drivers["gl"]
+	cfg := *e.cfg
+	cfg.Pools = append([]config.Pool(nil), e.cfg.Pools...)
+	cfg.Pools[1].Labels = []string{"linux", "big"} // pool "group" changed
+	reloaded, err := e.drivers.connect(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.drivers.drivers["gl"] != before || len(e.drivers.drivers) != 1 {
+		t.Fatal("the reload built another driver for the forge")
+	}
+	// The manager keeps the unchanged pools' scopes, takes the changed one's.
+	e.drivers.retain(map[string]forge.Forge{"project": e.forges["project"], "group": reloaded["group"], "instance": e.forges["instance"]})
+	if code, _ := e.deliver("after-reload"); code != http.StatusNoContent {
+		t.Fatalf("delivery after the reload: %d", code)
+	}
+	if e.lookups.Load() != 1 || e.backend.kicks.Load() != 1 {
+		t.Fatalf("after the reload one delivery: %d look-ups, %d kicks; want 1, 1", e.lookups.Load(), e.backend.kicks.Load())
 	}
 }
 

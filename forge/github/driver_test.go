@@ -19,7 +19,8 @@ func (u unwrapping) Unwrap() forge.Forge { return u.Forge }
 
 // TestRetainDropsThePoolsNotInUse: the Client is the forge's driver; the
 // pools a reload asked for and did not use (Retain, through wrappers)
-// take no more deliveries, and with none left its webhooks answer 404.
+// take no more deliveries nor spell the forge's labels, and with none
+// left its webhooks answer 404.
 func TestRetainDropsThePoolsNotInUse(t *testing.T) {
 	c, err := github.New(github.Options{Name: "gh", URL: "http://127.0.0.1:1", Token: "ghp_x", WebhookSecret: hookSecret,
 		PollInterval: time.Hour})
@@ -29,13 +30,17 @@ func TestRetainDropsThePoolsNotInUse(t *testing.T) {
 	if c.Name() != "gh" || c.Kind() != "github" {
 		t.Fatalf("driver %q of kind %q", c.Name(), c.Kind())
 	}
-	hello, err := c.Pool(github.PoolOptions{Scope: github.Scope{Kind: "repo", Owner: "Codertocat", Repo: "Hello-World"}, Labels: []string{"l"}})
+	hello := github.Scope{Kind: "repo", Owner: "Codertocat", Repo: "Hello-World"}
+	// The running pool, and the same pool as a reload respelled its label.
+	if _, err := c.Pool(github.PoolOptions{Scope: hello, Labels: []string{"UBUNTU-LATEST"}}); err != nil {
+		t.Fatal(err)
+	}
+	respelled, err := c.Pool(github.PoolOptions{Scope: hello, Labels: []string{"Ubuntu-Latest"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Pool(github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "octo-org"}, Labels: []string{"l"}}); err != nil {
-		t.Fatal(err)
-	}
+	var told []forge.QueueChange
+	respelled.NotifyQueue(func(ch forge.QueueChange) { told = append(told, ch) })
 	payload := string(examplePayloads(t)[helloQueued])
 	deliver := func(id string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(http.MethodPost, "/webhooks/gh", strings.NewReader(payload))
@@ -46,9 +51,12 @@ func TestRetainDropsThePoolsNotInUse(t *testing.T) {
 		c.ServeWebhook(w, r, func() {})
 		return w
 	}
-	c.Retain([]forge.Forge{unwrapping{hello}})
+	c.Retain([]forge.Forge{unwrapping{respelled}})
 	if w := deliver("d-1"); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "queue changed") {
 		t.Fatalf("a job of the pool kept: %d %s", w.Code, w.Body)
+	}
+	if len(told) != 1 || strings.Join(told[0].Job.Labels, ",") != "Ubuntu-Latest" {
+		t.Fatalf("the pool kept was told %+v, want the job with its labels spelled Ubuntu-Latest", told)
 	}
 	c.Retain(nil)
 	if w := deliver("d-2"); w.Code != http.StatusNotFound {

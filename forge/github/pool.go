@@ -3,6 +3,7 @@ package github
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,8 +104,9 @@ func (c *Client) Pool(o PoolOptions) (*Pool, error) {
 
 // Retain implements forge.Driver: of the pools added, only those in
 // inUse keep a share of the forge's demand (deliveries of their
-// repositories are kept, queue changes told to them); the others still
-// answer calls.
+// repositories are kept, queue changes told to them) and spell its labels
+// (a reload that respells a label takes effect); the others still answer
+// calls.
 func (c *Client) Retain(inUse []forge.Forge) {
 	keep := map[*Pool]bool{}
 	for _, f := range inUse {
@@ -115,12 +117,23 @@ func (c *Client) Retain(inUse []forge.Forge) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var pools []*Pool
+	labels := map[string]string{}
 	for _, p := range c.pools {
-		if keep[p] {
-			pools = append(pools, p)
+		if !keep[p] {
+			continue
+		}
+		pools = append(pools, p)
+		for _, l := range p.labels {
+			if _, ok := labels[strings.ToLower(l)]; !ok {
+				labels[strings.ToLower(l)] = l
+			}
 		}
 	}
 	c.pools = pools
+	if !maps.Equal(labels, c.labels) {
+		c.labels = labels
+		c.labelGen.Add(1)
+	}
 }
 
 // NotifyQueue implements forge.QueueNotifier: notify is told each job of
