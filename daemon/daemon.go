@@ -1,11 +1,13 @@
 // Package daemon is the orchestrator: the long-running side of
 // fireactions that `fireactions serve` starts. It wires the host together
 // from a loaded configuration (the bridge and its nftables rules, the VM
-// state store, the per-pool boot archives, the image roots, one forge
-// driver per pool and the VMM driver, picked from the driver catalog, the
-// metrics, the pool manager and its listeners: agent, metrics, API and
-// webhooks) and runs it until a signal: SIGTERM or SIGINT drains, SIGHUP
-// reloads the pools.
+// state store, the per-pool boot archives, the image roots, the VMM
+// driver and one forge.Driver per configured forge, picked from the
+// driver catalog, each pool's scope of its forge's driver, the metrics,
+// the pool manager and its listeners: agent, metrics, API and webhooks,
+// where /webhooks/<forge name> goes to that forge's driver once per
+// delivery) and runs it until a signal: SIGTERM or SIGINT drains, SIGHUP
+// reloads the pools (their scopes from the running drivers).
 //
 // It exists apart from cli as tailscaled does from tailscale: cli is the
 // command line (commands, flags, the API client) and calls Run; what the

@@ -13,15 +13,23 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/qemu"
 )
 
-// forgeFactory builds the driver for one pool's forge and scope.
-type forgeFactory func(fc config.Forge, p config.Pool, s config.Scope) (forge.Forge, error)
+// forgeDriver is one configured forge as the daemon holds it: its
+// forge.Driver (connection, credentials, rate budget, webhook endpoint),
+// and how a pool naming it gets its scope from the pool's configuration.
+type forgeDriver interface {
+	forge.Driver
+	scope(p config.Pool, s config.Scope) (forge.Forge, error)
+}
+
+// forgeFactory builds the driver of one configured forge.
+type forgeFactory func(fc config.Forge) (forgeDriver, error)
 
 // forgeDrivers are the forge drivers in this build, one line each, keyed
 // by the catalog's names; version goes in the clients' user agent.
 func forgeDrivers(version string) map[string]forgeFactory {
 	return map[string]forgeFactory{
 		catalog.Gitea:  giteaDriver(version),
-		catalog.GitHub: githubDriver(),
+		catalog.GitHub: githubDriver,
 		catalog.GitLab: gitlabDriver,
 	}
 }
@@ -38,16 +46,26 @@ func vmmDrivers() map[string]vmmFactory {
 	}
 }
 
-// giteaDriver returns the factory of gitea pools, whose clients say
+// giteaDriver returns the factory of gitea drivers, whose clients say
 // they are this version.
 func giteaDriver(version string) forgeFactory {
-	return func(fc config.Forge, _ config.Pool, s config.Scope) (forge.Forge, error) {
-		return gitea.New(gitea.Options{
+	return func(fc config.Forge) (forgeDriver, error) {
+		d, err := gitea.NewDriver(fc.Name, gitea.Options{
 			URL: fc.URL, GuestURL: fc.GuestURL, Token: fc.Token, CAFile: fc.CAFile,
-			Scope:   gitea.Scope{Kind: s.Kind, Org: s.Org, Owner: s.Owner, Repo: s.Repo},
 			Version: "fireactions-" + version,
 		})
+		if err != nil {
+			return nil, err
+		}
+		return giteaForge{d}, nil
 	}
+}
+
+// giteaForge gives a gitea pool its scope.
+type giteaForge struct{ *gitea.Driver }
+
+func (g giteaForge) scope(_ config.Pool, s config.Scope) (forge.Forge, error) {
+	return g.Scope(gitea.Scope{Kind: s.Kind, Org: s.Org, Owner: s.Owner, Repo: s.Repo})
 }
 
 func qemuDriver(ctx context.Context, cfg *config.Config, log *slog.Logger) (vmm.Hypervisor, error) {
@@ -60,32 +78,87 @@ func qemuDriver(ctx context.Context, cfg *config.Config, log *slog.Logger) (vmm.
 	return &qemu.Driver{Binary: cfg.VMM.QEMU.Binary, Accel: accel}, nil
 }
 
-// connectForges builds one forge driver per pool (a pool's forge and
-// scope); version goes in the clients' user agent.
-func connectForges(cfg *config.Config, version string) (map[string]forge.Forge, error) {
-	byName := map[string]config.Forge{}
-	for _, f := range cfg.Forges {
-		byName[f.Name] = f
+// forgeSet is the drivers of the configured forges, one per forge entry
+// (however many pools name it), by name. They live as long as the
+// daemon: a reload asks them for its pools' scopes, and a forge's
+// settings change with a restart only.
+type forgeSet struct {
+	version string // in the clients' user agent
+	drivers map[string]forgeDriver
+}
+
+func newForgeSet(version string) *forgeSet {
+	return &forgeSet{version: version, drivers: map[string]forgeDriver{}}
+}
+
+// connectForges builds one driver per configured forge and asks it for
+// the scope of each pool naming it; version goes in the clients' user
+// agent.
+func connectForges(cfg *config.Config, version string) (*forgeSet, map[string]forge.Forge, error) {
+	fs := newForgeSet(version)
+	scopes, err := fs.connect(cfg)
+	if err != nil {
+		return nil, nil, err
 	}
-	drivers := forgeDrivers(version)
+	return fs, scopes, nil
+}
+
+// connect builds the drivers of the forges of cfg the set does not hold
+// yet and returns one scope per pool, by pool name, from its forge's
+// driver.
+func (fs *forgeSet) connect(cfg *config.Config) (map[string]forge.Forge, error) {
+	factories := forgeDrivers(fs.version)
+	byName := map[string]config.Forge{}
+	for _, fc := range cfg.Forges {
+		byName[fc.Name] = fc
+		if _, ok := fs.drivers[fc.Name]; ok {
+			continue
+		}
+		newDriver, ok := factories[fc.Type]
+		if !ok {
+			return nil, fmt.Errorf("forge %q: type %q has no driver in this build", fc.Name, fc.Type)
+		}
+		d, err := newDriver(fc)
+		if err != nil {
+			return nil, fmt.Errorf("forge %q: %w", fc.Name, err)
+		}
+		fs.drivers[fc.Name] = d
+	}
 	out := map[string]forge.Forge{}
 	for _, p := range cfg.Pools {
 		fc := byName[p.Forge]
+		d, ok := fs.drivers[p.Forge]
+		if !ok {
+			return nil, fmt.Errorf("pool %q: forge %q is not configured", p.Name, p.Forge)
+		}
+		if d.Kind() != fc.Type {
+			return nil, fmt.Errorf("pool %q: forge %q is a %s forge now, %s when the daemon started: restart to change it",
+				p.Name, p.Forge, fc.Type, d.Kind())
+		}
 		scope, err := config.CheckScope(p.Scope, fc.Type)
 		if err != nil {
 			return nil, fmt.Errorf("pool %q: %w", p.Name, err)
 		}
-		newDriver, ok := drivers[fc.Type]
-		if !ok {
-			return nil, fmt.Errorf("pool %q: forge type %q has no driver in this build", p.Name, fc.Type)
-		}
-		f, err := newDriver(fc, p, scope)
+		f, err := d.scope(p, scope)
 		if err != nil {
 			return nil, fmt.Errorf("pool %q: forge %q: %w", p.Name, fc.Name, err)
 		}
 		out[p.Name] = f
 	}
 	return out, nil
+}
+
+// retain tells every driver which of its scopes the pools use (inUse, by
+// pool name): the others, asked for by a reload that was refused or
+// replaced since, take no more demand.
+func (fs *forgeSet) retain(inUse map[string]forge.Forge) {
+	scopes := make([]forge.Forge, 0, len(inUse))
+	for _, f := range inUse {
+		scopes = append(scopes, f)
+	}
+	for _, d := range fs.drivers {
+		d.Retain(scopes)
+	}
 }
 
 func newHypervisor(ctx context.Context, cfg *config.Config, log *slog.Logger) (vmm.Hypervisor, error) {

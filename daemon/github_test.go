@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
-	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/metrics"
 )
 
-// github pools are built by the registered driver, and pools naming the
-// same forge share its queue: a delivery to one is demand for the other.
+// github pools get their scopes from the one driver of their forge, and
+// share its queue: a delivery to the forge is demand for each pool whose
+// scope covers the job.
 func TestGitHubPoolsShareTheirForge(t *testing.T) {
 	spec, err := githubdouble.LoadSpec("../forge/github/testdata/github-actions-runners.openapi.json")
 	if err != nil {
@@ -27,14 +28,14 @@ func TestGitHubPoolsShareTheirForge(t *testing.T) {
 		return config.Pool{Name: name, Forge: "gh", Scope: scope, Labels: []string{"linux", "self-hosted"}}
 	}
 	cfg := &config.Config{Forges: []config.Forge{fc}, Pools: []config.Pool{pool("a", "repo:acme/one"), pool("b", "org:acme")}}
-	forges, err := connectForges(cfg, "dev")
+	drivers, forges, err := connectForges(cfg, "dev")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if forges["a"].Kind() != "github" || forges["b"].Kind() != "github" {
 		t.Fatalf("drivers: %s, %s", forges["a"].Kind(), forges["b"].Kind())
 	}
-	recv, ok := forges["a"].(forge.WebhookReceiver)
+	recv, ok := drivers.webhooks(metrics.New(t.TempDir()))["gh"]
 	if !ok {
 		t.Fatal("the github driver takes no webhooks")
 	}

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/api"
-	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 	"github.com/nixos-fireactions/nixos-fireactions/metrics"
@@ -122,8 +121,8 @@ func TestAgentListenerCapsConnectionsPerSource(t *testing.T) {
 }
 
 // hookEnv is the webhook path as serve builds it: the API handler on TCP
-// terms (tokens required elsewhere), routes fanning out to three GitHub
-// pools of one connection, each counted by the metrics.
+// terms (tokens required elsewhere), the route to the one driver of a
+// GitHub with three pools, counted by the metrics.
 type hookEnv struct {
 	h    http.Handler
 	mx   *metrics.Metrics
@@ -140,18 +139,13 @@ func newHookEnv(t *testing.T) *hookEnv {
 		t.Fatal(err)
 	}
 	mx := metrics.New(t.TempDir())
-	forges := map[string]forge.Forge{}
-	forgeOf := map[string]string{}
 	for _, name := range []string{"a", "b", "c"} {
-		p, err := c.Pool(github.PoolOptions{Scope: github.Scope{Kind: "repo", Owner: "o", Repo: name}, Labels: []string{name}})
-		if err != nil {
+		if _, err := c.Pool(github.PoolOptions{Scope: github.Scope{Kind: "repo", Owner: "o", Repo: name}, Labels: []string{name}}); err != nil {
 			t.Fatal(err)
 		}
-		forges[name], forgeOf[name] = mx.Forge("github", p), "github"
 	}
-	routes := &webhookRoutes{}
-	routes.set(forges, forgeOf)
-	h := newTestAPIHandler(api.Options{Backend: kickOnly{}, Webhooks: routes.receivers([]string{"github"}), Tokens: []string{"tok"}, Log: log})
+	drivers := &forgeSet{drivers: map[string]forgeDriver{"github": githubForge{c}}}
+	h := newTestAPIHandler(api.Options{Backend: kickOnly{}, Webhooks: drivers.webhooks(mx), Tokens: []string{"tok"}, Log: log})
 	return &hookEnv{h: h, mx: mx, logs: logs}
 }
 

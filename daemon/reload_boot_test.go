@@ -61,7 +61,7 @@ pools:
 		t.Fatal(err)
 	}
 	defer roots.Close()
-	forges, err := connectForges(running, "dev")
+	drivers, forges, err := connectForges(running, "dev")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ pools:
     runner: {path: /bin/act_runner}
     vm: {kernel: `+kernel+`, image: "127.0.0.1:1/ci/runner:v1"}
 `)
-	err = reload(t.Context(), Options{ConfigPath: path, Version: "dev"}, running, m, boot, metrics.New(t.TempDir()), &webhookRoutes{}, log)
+	err = reload(t.Context(), Options{ConfigPath: path, Version: "dev"}, running, m, boot, metrics.New(t.TempDir()), drivers, log)
 	if err == nil || !strings.Contains(err.Error(), `pool "q"`) {
 		t.Fatalf("reload adding an image pool whose registry is down: %v, want refused naming pool q", err)
 	}

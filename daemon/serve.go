@@ -89,7 +89,8 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 		return err
 	}
 	defer roots.Close()
-	forges, err := connectForges(cfg, opts.Version)
+	// One driver per configured forge, one scope of it per pool.
+	drivers, forges, err := connectForges(cfg, opts.Version)
 	if err != nil {
 		return err
 	}
@@ -101,8 +102,6 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 	for _, p := range cfg.Pools {
 		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
 	}
-	routes := &webhookRoutes{}
-	routes.set(forges, forgeNames(cfg))
 	agentAddr := net.JoinHostPort(gw.String(), strconv.Itoa(cfg.Network.AgentPort))
 	consoleDir := filepath.Join(cfg.StateDir, "logs")
 	m, err := pool.New(pool.Deps{
@@ -161,11 +160,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 			return serveHTTP(ctx, mln, mux, metricsLim, log.With("listener", "metrics"))
 		})
 	}
-	var names []string
-	for _, f := range cfg.Forges {
-		names = append(names, f.Name)
-	}
-	apiOpts := api.Options{Backend: m, Webhooks: routes.receivers(names), Tokens: cfg.API.Tokens, Log: log,
+	apiOpts := api.Options{Backend: m, Webhooks: drivers.webhooks(mx), Tokens: cfg.API.Tokens, Log: log,
 		WebhookMaxBody: cfg.Limits.WebhookMaxBody, WebhookBuffer: cfg.Limits.WebhookBuffer}
 	if cfg.API.Socket != "" {
 		h := api.NewHandler(apiOpts, false)
@@ -205,7 +200,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 		return nil
 	})
 	go pruneConsoleLogs(ctx, consoleDir, cfg.ConsoleLogs.Keep, log)
-	go reloadOnHUP(ctx, opts, cfg, m, boot, mx, routes, log)
+	go reloadOnHUP(ctx, opts, cfg, m, boot, mx, drivers, log)
 	go watchdog(ctx, log)
 	log.Info("serving", "pools", len(cfg.Pools), "bridge", bridge.Name, "agent_listener", agentAddr, "vmm", hv.Name())
 	_, _ = sd.SdNotify(false, sd.SdNotifyReady)
@@ -229,7 +224,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 // of new or changed image pools are pulled before their VMs start. A bad
 // file, or an image that cannot be pulled, changes nothing. Settings
 // outside the pools need a restart.
-func reloadOnHUP(ctx context.Context, opts Options, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, routes *webhookRoutes, log *slog.Logger) {
+func reloadOnHUP(ctx context.Context, opts Options, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, drivers *forgeSet, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -240,14 +235,14 @@ func reloadOnHUP(ctx context.Context, opts Options, running *config.Config, m *p
 		case <-hup:
 		}
 		_, _ = sd.SdNotify(false, sd.SdNotifyReloading)
-		if err := reload(ctx, opts, running, m, boot, mx, routes, log); err != nil {
+		if err := reload(ctx, opts, running, m, boot, mx, drivers, log); err != nil {
 			log.Error("reload refused; the running configuration stays", "err", err)
 		}
 		_, _ = sd.SdNotify(false, sd.SdNotifyReady)
 	}
 }
 
-func reload(ctx context.Context, opts Options, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, routes *webhookRoutes, log *slog.Logger) error {
+func reload(ctx context.Context, opts Options, running *config.Config, m *pool.Manager, boot *bootFiles, mx *metrics.Metrics, drivers *forgeSet, log *slog.Logger) error {
 	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
 		return err
@@ -259,7 +254,11 @@ func reload(ctx context.Context, opts Options, running *config.Config, m *pool.M
 	if !bytes.Equal(ja, jb) {
 		log.Warn("reload applies pool changes only; restart for the other changed settings (network, vmm, forges and their tokens, api, …)")
 	}
-	forges, err := connectForges(cfg, opts.Version)
+	// The running drivers hand out the new pools' scopes (a forge added
+	// gets its driver, but its webhooks wait for a restart); whatever the
+	// outcome, the scopes the pools do not use then take no more demand.
+	defer func() { drivers.retain(m.Forges()) }()
+	forges, err := drivers.connect(cfg)
 	if err != nil {
 		return err
 	}
@@ -278,18 +277,7 @@ func reload(ctx context.Context, opts Options, running *config.Config, m *pool.M
 		return err
 	}
 	staged.commit()
-	// Webhooks go to the drivers the pools now use.
-	routes.set(m.Forges(), forgeNames(cfg))
 	return nil
-}
-
-// forgeNames maps each pool to its forge's name.
-func forgeNames(cfg *config.Config) map[string]string {
-	out := map[string]string{}
-	for _, p := range cfg.Pools {
-		out[p.Name] = p.Forge
-	}
-	return out
 }
 
 // serveHTTP serves h on ln within lim until ctx ends.

@@ -1,7 +1,11 @@
 // Package forge is the seam between the pool manager and a CI forge
-// (Gitea, GitHub, GitLab). A driver registers one runner per VM on the host
-// side, hands the guest only that runner's own credential, reports the jobs
-// waiting for a runner, and makes sure runners are gone when their VMs are.
+// (Gitea, GitHub, GitLab). It has two levels. A Driver is one configured
+// forge: connection, credentials, rate budget and, where the forge sends
+// webhooks, the one endpoint that reads, verifies and de-duplicates each
+// delivery once. A Forge is one pool's scope of it, handed out by the
+// driver: it registers one runner per VM on the host side, hands the
+// guest only that runner's own credential, reports the jobs waiting for a
+// runner, and makes sure runners are gone when their VMs are.
 package forge
 
 import (
@@ -17,7 +21,8 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 )
 
-// Forge is one forge scope (an instance, an org, a repo) a pool serves.
+// Forge is one forge scope (an instance, an org, a repo) a pool serves,
+// handed out by the forge's Driver.
 type Forge interface {
 	// Kind is the driver's name: "gitea", "github", "gitlab".
 	Kind() string
@@ -207,6 +212,30 @@ func MatchLabels(job, offered []string) bool {
 	return true
 }
 
+// Driver is one configured forge: an entry of the configuration's
+// forges, however many pools name it. It holds what those pools share:
+// the connection, the credentials, the API's rate budget and, when it
+// takes webhooks (it is then also a WebhookReceiver), the forge's one
+// webhook endpoint, which reads, verifies and de-duplicates a delivery
+// once and updates the demand of every scope the delivery concerns.
+//
+// Each pool gets its scope from the driver's own Scope method, whose
+// options are the driver's (the daemon translates a pool's
+// configuration into them): a Forge that shares the driver's connection
+// and demand.
+type Driver interface {
+	// Name is the forge's name in the configuration; its webhooks come
+	// to /webhooks/<Name>.
+	Name() string
+	// Kind is the driver's name: "gitea", "github", "gitlab".
+	Kind() string
+	// Retain keeps, of the scopes the driver handed out, those in inUse
+	// (looking through wrappers, Unwrap): a reload replaced or removed
+	// the others. Those stay usable for calls (a retired pool's busy VMs
+	// still remove their runners) but take no more demand.
+	Retain(inUse []Forge)
+}
+
 // WebhookReceiver is implemented by drivers that also take demand from
 // the forge's webhooks (polling stays on: deliveries get lost).
 type WebhookReceiver interface {
@@ -218,13 +247,9 @@ type WebhookReceiver interface {
 }
 
 // The body of a webhook delivery is read once, by the API (bounded, 413
-// past the limit), and handed to every receiver of the forge with the
-// request: receivers take it with Body instead of reading r.Body, so a
-// delivery is held in memory once however many pools share the forge.
+// past the limit), and handed to the forge's driver with the request:
+// the driver takes it with Body instead of reading r.Body.
 type bodyKey struct{}
-
-// repeatKey marks a delivery's second and later receivers.
-type repeatKey struct{}
 
 // WithBody returns r carrying its already read body (also as r.Body).
 func WithBody(r *http.Request, body []byte) *http.Request {
@@ -244,18 +269,6 @@ func Body(r *http.Request, limit int64) ([]byte, error) {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
 	return b, err
-}
-
-// AsRepeat marks r as a delivery another receiver of the same forge has
-// already been handed (metrics count a delivery once).
-func AsRepeat(r *http.Request) *http.Request {
-	return r.WithContext(context.WithValue(r.Context(), repeatKey{}, true))
-}
-
-// IsRepeat reports whether r was marked by AsRepeat.
-func IsRepeat(r *http.Request) bool {
-	v, _ := r.Context().Value(repeatKey{}).(bool)
-	return v
 }
 
 // MaxDeliveryID bounds a delivery id a receiver keeps for de-duplication
@@ -286,6 +299,18 @@ type QueueNotifier interface {
 // Unwrapper is implemented by wrappers of a driver (metrics).
 type Unwrapper interface {
 	Unwrap() Forge
+}
+
+// Unwrap is the driver's own scope under f's wrappers (f itself when it
+// wraps nothing).
+func Unwrap(f Forge) Forge {
+	for {
+		u, ok := f.(Unwrapper)
+		if !ok {
+			return f
+		}
+		f = u.Unwrap()
+	}
 }
 
 // NotifierOf is f's QueueNotifier, looking through wrappers.

@@ -14,22 +14,32 @@ type RateLimited interface {
 	RateLimitRemaining() int
 }
 
-// Forge wraps a driver so each call is counted under the forge's name.
-// The wrapper is a forge.WebhookReceiver and a forge.Retirer exactly when
-// the driver is.
+// Forge wraps a pool's scope of a forge so each call is counted under the
+// forge's name. The wrapper is a forge.Retirer exactly when the scope is.
 func (m *Metrics) Forge(name string, f forge.Forge) forge.Forge {
 	inst := &instrumented{Forge: f, m: m, name: name}
-	w, hooks := f.(forge.WebhookReceiver)
-	_, retires := f.(forge.Retirer)
-	switch {
-	case hooks && retires:
-		return &instrumentedRetiringWebhooks{&instrumentedWebhooks{instrumented: inst, WebhookReceiver: w}}
-	case hooks:
-		return &instrumentedWebhooks{instrumented: inst, WebhookReceiver: w}
-	case retires:
+	if _, retires := f.(forge.Retirer); retires {
 		return &instrumentedRetirer{inst}
 	}
 	return inst
+}
+
+// Webhooks wraps the webhook endpoint of the forge named name (its
+// forge.Driver) so each delivery is counted once, under op "webhook",
+// however many pools the forge has.
+func (m *Metrics) Webhooks(name string, r forge.WebhookReceiver) forge.WebhookReceiver {
+	return &countedWebhooks{WebhookReceiver: r, m: m, name: name}
+}
+
+type countedWebhooks struct {
+	forge.WebhookReceiver
+	m    *Metrics
+	name string
+}
+
+func (c *countedWebhooks) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
+	c.m.forgeRequests.WithLabelValues(c.name, "webhook").Inc()
+	c.WebhookReceiver.ServeWebhook(w, r, kick)
 }
 
 type instrumented struct {
@@ -109,18 +119,6 @@ func (i *instrumented) LearnJob(ctx context.Context, r forge.RunnerRef) (forge.R
 	return memo, err
 }
 
-type instrumentedWebhooks struct {
-	*instrumented
-	forge.WebhookReceiver
-}
-
-func (i *instrumentedWebhooks) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
-	if !forge.IsRepeat(r) { // a delivery fanned out to several pools counts once
-		i.m.forgeRequests.WithLabelValues(i.name, "webhook").Inc()
-	}
-	i.WebhookReceiver.ServeWebhook(w, r, kick)
-}
-
 // retire counts a forge.Retirer's Retire; only the wrappers of drivers
 // that are one have it as a method.
 func (i *instrumented) retire(ctx context.Context, r forge.RunnerRef) error {
@@ -132,11 +130,5 @@ func (i *instrumented) retire(ctx context.Context, r forge.RunnerRef) error {
 type instrumentedRetirer struct{ *instrumented }
 
 func (i *instrumentedRetirer) Retire(ctx context.Context, r forge.RunnerRef) error {
-	return i.retire(ctx, r)
-}
-
-type instrumentedRetiringWebhooks struct{ *instrumentedWebhooks }
-
-func (i *instrumentedRetiringWebhooks) Retire(ctx context.Context, r forge.RunnerRef) error {
 	return i.retire(ctx, r)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -31,37 +32,29 @@ func (r retiring) Retire(_ context.Context, ref forge.RunnerRef) error {
 	return nil
 }
 
-type hooked struct{ plainForge }
-
-func (hooked) ServeWebhook(http.ResponseWriter, *http.Request, func()) {}
-
-type retiringHooked struct{ retiring }
-
-func (retiringHooked) ServeWebhook(http.ResponseWriter, *http.Request, func()) {}
-
 // TestForgeWrapperKeepsWhatTheDriverIs: the counting wrapper is a
-// forge.Retirer and a forge.WebhookReceiver exactly when the driver is
-// one (the pool asks the wrapper, not the driver), and counts retirements.
+// forge.Retirer exactly when the scope is one (the pool asks the
+// wrapper, not the scope), and counts retirements.
 func TestForgeWrapperKeepsWhatTheDriverIs(t *testing.T) {
 	var retired []string
 	r := retiring{retired: &retired}
 	tests := []struct {
-		name           string
-		driver         forge.Forge
-		retires, hooks bool
+		name    string
+		driver  forge.Forge
+		retires bool
 	}{
-		{"plain", plainForge{}, false, false},
-		{"retirer", r, true, false},
-		{"webhooks", hooked{}, false, true},
-		{"both", retiringHooked{retiring: r}, true, true},
+		{"plain", plainForge{}, false},
+		{"retirer", r, true},
 	}
 	m := New(t.TempDir())
 	for _, tt := range tests {
 		w := m.Forge(tt.name, tt.driver)
 		ret, retires := w.(forge.Retirer)
-		_, hooks := w.(forge.WebhookReceiver)
-		if retires != tt.retires || hooks != tt.hooks {
-			t.Errorf("%s: wrapper is a Retirer %v, a WebhookReceiver %v; want %v, %v", tt.name, retires, hooks, tt.retires, tt.hooks)
+		if retires != tt.retires {
+			t.Errorf("%s: wrapper is a Retirer %v; want %v", tt.name, retires, tt.retires)
+		}
+		if _, hooks := w.(forge.WebhookReceiver); hooks {
+			t.Errorf("%s: a scope's wrapper takes webhooks; the forge's driver does", tt.name)
 		}
 		if retires {
 			if err := ret.Retire(context.Background(), forge.RunnerRef{ID: tt.name}); err != nil {
@@ -69,11 +62,36 @@ func TestForgeWrapperKeepsWhatTheDriverIs(t *testing.T) {
 			}
 		}
 	}
-	if strings.Join(retired, ",") != "retirer,both" {
+	if strings.Join(retired, ",") != "retirer" {
 		t.Errorf("retirements reaching the drivers: %v", retired)
 	}
-	if n := requestsCounted(t, m, "both", "retire"); n != 1 {
-		t.Errorf("retire requests counted for forge both: %v, want 1", n)
+	if n := requestsCounted(t, m, "retirer", "retire"); n != 1 {
+		t.Errorf("retire requests counted for forge retirer: %v, want 1", n)
+	}
+}
+
+// hooks is a forge's webhook endpoint that counts what reaches it.
+type hooks struct{ served int }
+
+func (h *hooks) ServeWebhook(w http.ResponseWriter, _ *http.Request, _ func()) {
+	h.served++
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// TestWebhooksCountEachDeliveryOnce: the forge's endpoint wrapper counts a
+// delivery once under op "webhook" and hands it on.
+func TestWebhooksCountEachDeliveryOnce(t *testing.T) {
+	m := New(t.TempDir())
+	h := &hooks{}
+	w := m.Webhooks("gl", h)
+	for range 2 {
+		w.ServeWebhook(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/webhooks/gl", nil), func() {})
+	}
+	if h.served != 2 {
+		t.Fatalf("deliveries handed on: %d, want 2", h.served)
+	}
+	if n := requestsCounted(t, m, "gl", "webhook"); n != 2 {
+		t.Fatalf("webhook deliveries counted: %v, want 2", n)
 	}
 }
 
@@ -178,7 +196,7 @@ func TestFailJobAnswersAreNotErrors(t *testing.T) {
 }
 
 type notifying struct {
-	hooked
+	plainForge
 	told *int
 }
 

@@ -4,6 +4,10 @@
 // through Gitea's runner protocol with the scope's registration token, and
 // hands the VM only the new runner's own uuid and token. The scope-wide API
 // token and registration token never leave the host.
+//
+// A Driver is one Gitea of the configuration (forge.Driver: its URL,
+// token and HTTP client; Gitea sends no webhooks it takes); each pool
+// gets a Forge of it (Driver.Scope).
 package gitea
 
 import (
@@ -51,7 +55,7 @@ type Options struct {
 	Version  string // reported as the runner's version
 }
 
-// Forge is a Gitea scope.
+// Forge is a Gitea scope, handed out by a Driver.
 type Forge struct {
 	base     string
 	guestURL string
@@ -67,15 +71,33 @@ type Forge struct {
 
 var _ forge.Forge = (*Forge)(nil)
 
-// New checks the options and returns the driver.
+// New checks the options and returns the driver of a forge with that one
+// scope (NewDriver, then Driver.Scope).
 func New(o Options) (*Forge, error) {
+	d, err := NewDriver("", o)
+	if err != nil {
+		return nil, err
+	}
+	return d.Scope(o.Scope)
+}
+
+// Driver is one Gitea of the configuration (a forges entry): its URL,
+// token and HTTP client, shared by the scopes it hands out. Gitea sends
+// no webhooks the driver takes. It implements forge.Driver.
+type Driver struct {
+	name string
+	o    Options // all but Scope
+	http *http.Client
+}
+
+var _ forge.Driver = (*Driver)(nil)
+
+// NewDriver checks the connection options (o.Scope is Scope's) and
+// returns the driver of the forge named name.
+func NewDriver(name string, o Options) (*Driver, error) {
 	u, err := url.Parse(o.URL)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("gitea: url %q is not an absolute http(s) URL", o.URL)
-	}
-	prefix, err := o.Scope.apiPrefix()
-	if err != nil {
-		return nil, err
 	}
 	client := &http.Client{Timeout: 30 * time.Second}
 	if o.CAFile != "" {
@@ -92,17 +114,37 @@ func New(o Options) (*Forge, error) {
 		}
 		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	}
-	guest := o.GuestURL
-	if guest == "" {
-		guest = o.URL
+	if o.GuestURL == "" {
+		o.GuestURL = o.URL
+	}
+	o.Scope = Scope{}
+	return &Driver{name: name, o: o, http: client}, nil
+}
+
+// Name implements forge.Driver.
+func (d *Driver) Name() string { return d.name }
+
+// Kind implements forge.Driver.
+func (d *Driver) Kind() string { return "gitea" }
+
+// Retain implements forge.Driver: a Gitea scope holds no share of the
+// forge's demand, so there is nothing to drop.
+func (d *Driver) Retain([]forge.Forge) {}
+
+// Scope checks a pool's scope and hands it out, sharing the driver's
+// HTTP client.
+func (d *Driver) Scope(s Scope) (*Forge, error) {
+	prefix, err := s.apiPrefix()
+	if err != nil {
+		return nil, err
 	}
 	return &Forge{
-		base:     strings.TrimRight(o.URL, "/"),
-		guestURL: strings.TrimRight(guest, "/"),
-		token:    o.Token,
+		base:     strings.TrimRight(d.o.URL, "/"),
+		guestURL: strings.TrimRight(d.o.GuestURL, "/"),
+		token:    d.o.Token,
 		prefix:   prefix,
-		version:  o.Version,
-		http:     client,
+		version:  d.o.Version,
+		http:     d.http,
 	}, nil
 }
 

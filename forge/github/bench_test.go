@@ -48,7 +48,7 @@ func BenchmarkWebhookToVMStart(b *testing.B) {
 		b.Fatal(err)
 	}
 	f := newFarm(b, map[string]forge.Forge{"bench": p}, poolConfig("bench", "org:acme", "linux", "self-hosted"))
-	hooks := httptest.NewServer(api.NewHandler(api.Options{Backend: f.m, Webhooks: map[string]forge.WebhookReceiver{"github": p}}, false))
+	hooks := httptest.NewServer(api.NewHandler(api.Options{Backend: f.m, Webhooks: map[string]forge.WebhookReceiver{"github": c}}, false))
 	defer hooks.Close()
 	template := examplePayloads(b)[helloQueued]
 	post := func(i int, action, status string) {
@@ -157,7 +157,7 @@ func BenchmarkWebhookBurst(b *testing.B) {
 		pc := poolConfig("bench", "org:acme", "linux", "self-hosted")
 		pc.Max = jobs + 1
 		f := newFarmWith(b, b.TempDir(), 2*time.Second, map[string]forge.Forge{"bench": p}, pc)
-		hooks := httptest.NewServer(api.NewHandler(api.Options{Backend: f.m, Webhooks: map[string]forge.WebhookReceiver{"github": p}}, false))
+		hooks := httptest.NewServer(api.NewHandler(api.Options{Backend: f.m, Webhooks: map[string]forge.WebhookReceiver{"github": c}}, false))
 		post := func(i int) error {
 			body := bytes.Replace(template, []byte(`"id": 289782451`), []byte(fmt.Sprintf(`"id": %d`, 1_000_000+i)), 1)
 			body = bytes.Replace(body, []byte(`"ubuntu-latest"`), []byte(`"linux"`), 1)

@@ -21,15 +21,15 @@ import (
 // actionsWrite is what an App installation needs to cancel runs.
 var actionsWrite = map[string]string{"organization_self_hosted_runners": "write", "administration": "write", "actions": "write"}
 
-// deliveries hands the double's webhooks to the pool, and tells the test
+// deliveries hands the double's webhooks to the pool's forge, and tells the test
 // of each "action job" handled.
-func deliveries(t *testing.T, e *env, p *github.Pool) <-chan string {
+func deliveries(t *testing.T, e *env, c *github.Client) <-chan string {
 	t.Helper()
 	seen := make(chan string, 64)
 	hooks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(strings.NewReader(string(body)))
-		p.ServeWebhook(w, r, func() {})
+		c.ServeWebhook(w, r, func() {})
 		var ev struct {
 			Action string `json:"action"`
 			Job    struct {
@@ -107,7 +107,7 @@ func TestFailJobCancelsTheRunOfTheDeadRunnersJob(t *testing.T) {
 	c := e.app(func(o *github.Options) { o.WebhookSecret = hookSecret })
 	// Webhooks only: the pool polls no repository.
 	p := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"linux"}})
-	seen := deliveries(t, e, p)
+	seen := deliveries(t, e, c)
 	jobs := e.d.QueueRun("acme/widgets",
 		githubdouble.JobSpec{Name: "fork-bomb", Labels: []string{"linux"}, KillsRunner: true},
 		githubdouble.JobSpec{Name: "deploy", Labels: []string{"gpu"}})

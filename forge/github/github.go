@@ -8,9 +8,10 @@
 // polling reconciler that heals missed and out-of-order deliveries. Calls
 // respect GitHub's rate limits and retry transient failures.
 //
-// One Client serves a forge entry of the configuration; each pool gets a
-// Pool of it, so pools naming the same forge share the rate-limit budget,
-// the webhook endpoint and the demand it feeds.
+// One Client is the forge.Driver of a forge entry of the configuration:
+// its connection, credentials, rate-limit budget, its one webhook
+// endpoint (a delivery read, verified and de-duplicated once) and the
+// demand it feeds. Each pool gets a Pool of it (Client.Pool), its scope.
 package github
 
 import (
@@ -30,6 +31,7 @@ import (
 	"github.com/bradleyfalzon/ghinstallation/v2"
 	gh "github.com/google/go-github/v93/github"
 
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/httpguard"
 )
 
@@ -87,6 +89,17 @@ type Client struct {
 	// spelling are built again (jobOf).
 	labelGen atomic.Uint64
 }
+
+var (
+	_ forge.Driver          = (*Client)(nil)
+	_ forge.WebhookReceiver = (*Client)(nil)
+)
+
+// Name implements forge.Driver: the forge's name in the configuration.
+func (c *Client) Name() string { return c.name }
+
+// Kind implements forge.Driver.
+func (c *Client) Kind() string { return "github" }
 
 // New checks the options and connects nothing yet: the first call does.
 func New(o Options) (*Client, error) {

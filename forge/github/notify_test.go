@@ -40,7 +40,7 @@ func TestDeliveryTellsTheQueueChangeInsteadOfKicking(t *testing.T) {
 		r.Header.Set("X-GitHub-Delivery", id)
 		r.Header.Set("X-Hub-Signature-256", githubdouble.SignPayload(hookSecret, body))
 		w := httptest.NewRecorder()
-		p.ServeWebhook(w, r, func() { kicks++ })
+		c.ServeWebhook(w, r, func() { kicks++ })
 		if w.Code != http.StatusOK {
 			t.Fatalf("delivery %s: %d %s", id, w.Code, w.Body)
 		}
@@ -75,7 +75,7 @@ func TestDeliveryTellsTheQueueChangeInsteadOfKicking(t *testing.T) {
 	r.Header.Set("X-GitHub-Event", "workflow_job")
 	r.Header.Set("X-GitHub-Delivery", "d-6")
 	r.Header.Set("X-Hub-Signature-256", githubdouble.SignPayload(hookSecret, []byte(body)))
-	p.ServeWebhook(httptest.NewRecorder(), r, func() { kicks++ })
+	c.ServeWebhook(httptest.NewRecorder(), r, func() { kicks++ })
 	if kicks != 1 {
 		t.Fatalf("%d kicks for a change nobody was told of, want 1", kicks)
 	}
@@ -102,7 +102,7 @@ func TestEnterpriseDeliveryReachesTheEnterprisePool(t *testing.T) {
 		r.Header.Set("X-GitHub-Delivery", id)
 		r.Header.Set("X-Hub-Signature-256", githubdouble.SignPayload(hookSecret, []byte(body)))
 		w := httptest.NewRecorder()
-		p.ServeWebhook(w, r, func() {})
+		c.ServeWebhook(w, r, func() {})
 		return w.Body.String()
 	}
 	if got := deliver(payload, "e-1"); !strings.Contains(got, "not a repository") || len(told) != 0 {

@@ -56,7 +56,7 @@ func hookedEnv(t *testing.T, interval time.Duration, repos []string) (*env, *git
 	e.d.AddInstallation("Organization", "acme")
 	c := e.app(func(o *github.Options) { o.WebhookSecret = hookSecret; o.PollInterval = interval })
 	p := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Repos: repos, Labels: []string{"linux"}})
-	hooks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.ServeWebhook(w, r, func() {}) }))
+	hooks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { c.ServeWebhook(w, r, func() {}) }))
 	t.Cleanup(hooks.Close)
 	examples, err := os.ReadFile(hooksPath)
 	if err != nil {

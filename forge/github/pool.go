@@ -3,6 +3,7 @@ package github
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,7 +15,8 @@ import (
 )
 
 // Pool is one pool's view of GitHub: its scope, its repositories, its
-// runners. It implements forge.Forge and forge.WebhookReceiver.
+// runners, handed out by Client.Pool. It implements forge.Forge and
+// forge.QueueNotifier; the forge's webhooks come to its Client.
 type Pool struct {
 	c      *Client
 	scope  Scope
@@ -39,9 +41,8 @@ type Pool struct {
 }
 
 var (
-	_ forge.Forge           = (*Pool)(nil)
-	_ forge.WebhookReceiver = (*Pool)(nil)
-	_ forge.QueueNotifier   = (*Pool)(nil)
+	_ forge.Forge         = (*Pool)(nil)
+	_ forge.QueueNotifier = (*Pool)(nil)
 )
 
 // Pool adds a pool of this forge.
@@ -99,6 +100,40 @@ func (c *Client) Pool(o PoolOptions) (*Pool, error) {
 		}
 	}
 	return p, nil
+}
+
+// Retain implements forge.Driver: of the pools added, only those in
+// inUse keep a share of the forge's demand (deliveries of their
+// repositories are kept, queue changes told to them) and spell its labels
+// (a reload that respells a label takes effect); the others still answer
+// calls.
+func (c *Client) Retain(inUse []forge.Forge) {
+	keep := map[*Pool]bool{}
+	for _, f := range inUse {
+		if p, ok := forge.Unwrap(f).(*Pool); ok && p.c == c {
+			keep[p] = true
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var pools []*Pool
+	labels := map[string]string{}
+	for _, p := range c.pools {
+		if !keep[p] {
+			continue
+		}
+		pools = append(pools, p)
+		for _, l := range p.labels {
+			if _, ok := labels[strings.ToLower(l)]; !ok {
+				labels[strings.ToLower(l)] = l
+			}
+		}
+	}
+	c.pools = pools
+	if !maps.Equal(labels, c.labels) {
+		c.labels = labels
+		c.labelGen.Add(1)
+	}
 }
 
 // NotifyQueue implements forge.QueueNotifier: notify is told each job of

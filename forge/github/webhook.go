@@ -21,19 +21,23 @@ import (
 // caps payloads at 25 MB); the API's own limit is limits.webhook_max_body.
 const maxWebhookBody = 25 << 20
 
-// ServeWebhook implements forge.WebhookReceiver for GitHub's webhooks:
-// the X-Hub-Signature-256 HMAC is checked in constant time (401 when it
-// does not match), a delivery id seen before is acknowledged and ignored,
-// and workflow_job deliveries for the forge's pools update the queue;
-// kick is called when it changed. Every pool of a forge serves the same
-// endpoint and feeds the same queue.
-func (p *Pool) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
-	p.c.serveWebhook(w, r, kick)
-}
-
-func (c *Client) serveWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
+// ServeWebhook implements forge.WebhookReceiver for GitHub's webhooks,
+// once per forge: the X-Hub-Signature-256 HMAC is checked in constant
+// time (401 when it does not match), a delivery id seen before is
+// acknowledged and ignored, and a workflow_job delivery updates the one
+// queue of the forge, whose pools each see the jobs of their scope; kick
+// is called when it changed and a pool it concerns was not told
+// (Pool.NotifyQueue).
+func (c *Client) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
 	if c.secret == "" {
 		hookAnswer(w, http.StatusNotFound, "webhooks are off for this forge: set webhook_secret_file")
+		return
+	}
+	c.mu.Lock()
+	pools := len(c.pools)
+	c.mu.Unlock()
+	if pools == 0 {
+		hookAnswer(w, http.StatusNotFound, "no pool takes this forge's webhooks")
 		return
 	}
 	delivery := r.Header.Get("X-GitHub-Delivery")

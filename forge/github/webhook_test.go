@@ -88,7 +88,7 @@ func newHookFarm(t *testing.T, helloLabels ...string) *hookFarm {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	h := api.NewHandler(api.Options{Backend: f.m, Webhooks: map[string]forge.WebhookReceiver{"github": pools["hello"]}}, false)
+	h := api.NewHandler(api.Options{Backend: f.m, Webhooks: map[string]forge.WebhookReceiver{"github": c}}, false)
 	return &hookFarm{farm: f, t: t, h: h, pools: pools, payload: examplePayloads(t)}
 }
 
@@ -264,12 +264,12 @@ func TestUnservableJobCountedOnce(t *testing.T) {
 func TestWebhooksOffWithoutSecret(t *testing.T) {
 	e := newEnv(t, envOptions{pats: []string{"p"}})
 	c, _ := github.New(github.Options{Name: "github", URL: e.url, Token: "p"})
-	p := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "repo", Owner: "Codertocat", Repo: "Hello-World"}, Labels: []string{"l"}})
+	e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "repo", Owner: "Codertocat", Repo: "Hello-World"}, Labels: []string{"l"}})
 	r := httptest.NewRequest(http.MethodPost, "/webhooks/github", strings.NewReader(string(examplePayloads(t)[helloQueued])))
 	r.Header.Set("X-GitHub-Event", "workflow_job")
 	w := httptest.NewRecorder()
 	kicked := false
-	p.ServeWebhook(w, r, func() { kicked = true })
+	c.ServeWebhook(w, r, func() { kicked = true })
 	if w.Code != http.StatusNotFound || kicked {
 		t.Fatalf("%d, kicked %v", w.Code, kicked)
 	}

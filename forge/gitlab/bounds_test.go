@@ -21,11 +21,11 @@ func TestDeliveryIDsAreBounded(t *testing.T) {
 		}
 	}
 	held := 0
-	e.f.mu.Lock()
-	for _, k := range e.f.seen.keys {
+	e.f.d.mu.Lock()
+	for _, k := range e.f.d.seen.keys {
 		held += len(k)
 	}
-	e.f.mu.Unlock()
+	e.f.d.mu.Unlock()
 	if held > recentSize*128 {
 		t.Fatalf("the de-dup ring holds %d bytes of ids", held)
 	}

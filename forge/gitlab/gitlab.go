@@ -12,6 +12,11 @@
 // token. Demand comes from polling the scope's pending jobs and from Job
 // Hook webhooks. The driver talks to GitLab through GitLab's official Go
 // client.
+//
+// A Driver is one GitLab of the configuration (forge.Driver): the API
+// client and the forge's one webhook endpoint, which checks, de-duplicates
+// and reads each delivery once (a pending job's tags looked up once) for
+// every scope it concerns. Each pool gets a Forge of it (Driver.Scope).
 package gitlab
 
 import (
@@ -54,7 +59,11 @@ type RunnerSettings struct {
 	Executor       string        // "shell" or "docker"
 }
 
-// Options configure one pool's GitLab scope.
+// Options configure one pool's GitLab scope: the connection (URL,
+// GuestURL, Token, CAFile, WebhookSecret, MaxPolledProjects,
+// RequestTimeout, Log, Now), which NewDriver takes for every pool of the
+// forge, and the scope (Scope, Pool, Runner, BootTimeout), which
+// Driver.Scope takes per pool.
 type Options struct {
 	URL           string // GitLab's base URL as the host reaches it
 	GuestURL      string // as guests reach it; default URL
@@ -77,13 +86,23 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Forge is one GitLab scope.
+// ScopeOptions are one pool's scope of a GitLab driver.
+type ScopeOptions struct {
+	Scope       Scope
+	Pool        string // the pool's name, for runner descriptions
+	Runner      RunnerSettings
+	BootTimeout time.Duration // see Options.BootTimeout
+	// Log is the pool's logger; default the driver's.
+	Log *slog.Logger
+}
+
+// Forge is one GitLab scope, handed out by a Driver.
 type Forge struct {
 	o        Options
+	d        *Driver
 	api      *gl.Client
 	guestURL string
 	caPEM    []byte
-	secret   [32]byte // sha256 of the webhook secret
 	log      *slog.Logger
 
 	mu       sync.Mutex
@@ -93,43 +112,54 @@ type Forge struct {
 	suspects map[string]time.Time  // runner names a failed create may have left
 	polled   pollState
 	hooked   map[int64]hookedJob // pending jobs learnt from webhooks
-	seen     recent              // webhook deliveries already handled
+}
+
+var _ forge.Forge = (*Forge)(nil)
+
+// New checks the options and returns the driver of a forge with that one
+// scope (NewDriver, then Driver.Scope). It makes no request.
+func New(o Options) (*Forge, error) {
+	d, err := NewDriver("", o)
+	if err != nil {
+		return nil, err
+	}
+	return d.Scope(ScopeOptions{Scope: o.Scope, Pool: o.Pool, Runner: o.Runner, BootTimeout: o.BootTimeout, Log: o.Log})
+}
+
+// Driver is one GitLab of the configuration (a forges entry): the API
+// client and its token, and the forge's one webhook endpoint, which
+// checks, de-duplicates and reads each delivery once (a pending job's
+// tags looked up once) for every scope it concerns. It implements
+// forge.Driver and forge.WebhookReceiver.
+type Driver struct {
+	name     string
+	o        Options // the connection part
+	api      *gl.Client
+	guestURL string
+	caPEM    []byte
+	secret   [32]byte // sha256 of the webhook secret
+	log      *slog.Logger
+
+	mu     sync.Mutex
+	scopes []*Forge // those that take demand (Retain)
+	seen   recent   // webhook deliveries already handled
 }
 
 var (
-	_ forge.Forge           = (*Forge)(nil)
-	_ forge.WebhookReceiver = (*Forge)(nil)
+	_ forge.Driver          = (*Driver)(nil)
+	_ forge.WebhookReceiver = (*Driver)(nil)
 )
 
-// New checks the options and returns the driver. It makes no request.
-func New(o Options) (*Forge, error) {
+// NewDriver checks the connection options (the scope options are
+// Scope's) and returns the driver of the forge named name. It makes no
+// request.
+func NewDriver(name string, o Options) (*Driver, error) {
 	u, err := url.Parse(o.URL)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("gitlab: url %q is not an absolute http(s) URL", o.URL)
 	}
-	switch o.Scope.Kind {
-	case ScopeInstance:
-	case ScopeGroup, ScopeProject:
-		if o.Scope.Path == "" {
-			return nil, fmt.Errorf("gitlab: %s scope without a path", o.Scope.Kind)
-		}
-	default:
-		return nil, fmt.Errorf("gitlab: unknown scope kind %q", o.Scope.Kind)
-	}
 	if o.Token == "" {
 		return nil, fmt.Errorf("gitlab: no access token")
-	}
-	if o.Runner.Executor == "" {
-		o.Runner.Executor = "shell"
-	}
-	if o.Runner.Executor != "shell" && o.Runner.Executor != "docker" {
-		return nil, fmt.Errorf("gitlab: executor %q: want shell or docker", o.Runner.Executor)
-	}
-	if o.Runner.AccessLevel == "" {
-		o.Runner.AccessLevel = "not_protected"
-	}
-	if o.BootTimeout <= 0 {
-		o.BootTimeout = 2 * time.Minute
 	}
 	if o.MaxPolledProjects <= 0 {
 		o.MaxPolledProjects = 20
@@ -143,6 +173,7 @@ func New(o Options) (*Forge, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	o.Scope, o.Pool, o.Runner, o.BootTimeout = Scope{}, "", RunnerSettings{}, 0
 	base := strings.TrimRight(o.URL, "/")
 	guest := strings.TrimRight(o.GuestURL, "/")
 	if guest == "" {
@@ -181,11 +212,76 @@ func New(o Options) (*Forge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gitlab: %w", err)
 	}
-	return &Forge{
-		o: o, api: api, guestURL: guest, caPEM: caPEM, log: o.Log,
+	return &Driver{
+		name: name, o: o, api: api, guestURL: guest, caPEM: caPEM, log: o.Log,
 		secret: sha256.Sum256([]byte(o.WebhookSecret)),
-		tokens: map[int64]string{}, taken: map[int64][]runnerJob{}, suspects: map[string]time.Time{}, hooked: map[int64]hookedJob{},
 	}, nil
+}
+
+// Name implements forge.Driver.
+func (d *Driver) Name() string { return d.name }
+
+// Kind implements forge.Driver.
+func (d *Driver) Kind() string { return "gitlab" }
+
+// Scope checks one pool's scope options and hands out its scope, which
+// shares the driver's API client and takes the demand of its webhooks.
+// It makes no request.
+func (d *Driver) Scope(s ScopeOptions) (*Forge, error) {
+	switch s.Scope.Kind {
+	case ScopeInstance:
+	case ScopeGroup, ScopeProject:
+		if s.Scope.Path == "" {
+			return nil, fmt.Errorf("gitlab: %s scope without a path", s.Scope.Kind)
+		}
+	default:
+		return nil, fmt.Errorf("gitlab: unknown scope kind %q", s.Scope.Kind)
+	}
+	if s.Runner.Executor == "" {
+		s.Runner.Executor = "shell"
+	}
+	if s.Runner.Executor != "shell" && s.Runner.Executor != "docker" {
+		return nil, fmt.Errorf("gitlab: executor %q: want shell or docker", s.Runner.Executor)
+	}
+	if s.Runner.AccessLevel == "" {
+		s.Runner.AccessLevel = "not_protected"
+	}
+	if s.BootTimeout <= 0 {
+		s.BootTimeout = 2 * time.Minute
+	}
+	if s.Log == nil {
+		s.Log = d.log
+	}
+	o := d.o
+	o.Scope, o.Pool, o.Runner, o.BootTimeout, o.Log = s.Scope, s.Pool, s.Runner, s.BootTimeout, s.Log
+	f := &Forge{
+		o: o, d: d, api: d.api, guestURL: d.guestURL, caPEM: d.caPEM, log: s.Log,
+		tokens: map[int64]string{}, taken: map[int64][]runnerJob{}, suspects: map[string]time.Time{}, hooked: map[int64]hookedJob{},
+	}
+	d.mu.Lock()
+	d.scopes = append(d.scopes, f)
+	d.mu.Unlock()
+	return f, nil
+}
+
+// Retain implements forge.Driver: of the scopes handed out, only those in
+// inUse take the demand of webhooks; the others still answer calls.
+func (d *Driver) Retain(inUse []forge.Forge) {
+	keep := map[*Forge]bool{}
+	for _, f := range inUse {
+		if s, ok := forge.Unwrap(f).(*Forge); ok && s.d == d {
+			keep[s] = true
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var scopes []*Forge
+	for _, s := range d.scopes {
+		if keep[s] {
+			scopes = append(scopes, s)
+		}
+	}
+	d.scopes = scopes
 }
 
 // Kind implements forge.Forge.

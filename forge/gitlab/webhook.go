@@ -19,16 +19,24 @@ import (
 const maxWebhookBody = 25 << 20
 
 // ServeWebhook implements forge.WebhookReceiver for GitLab project and
-// group webhooks with job events. The X-Gitlab-Token header must equal the
-// configured secret (compared in constant time); other events are
-// acknowledged and ignored. A job becoming pending is demand: its tags,
-// which the payload lacks, come from GET /projects/:id/jobs/:job_id. A job
+// group webhooks with job events, once per forge: the X-Gitlab-Token
+// header must equal the configured secret (compared in constant time);
+// other events are acknowledged and ignored. A job becoming pending is
+// demand of every scope whose projects include the job's: its tags, which
+// the payload lacks, come from one GET /projects/:id/jobs/:job_id. A job
 // leaving pending is demand gone. Redelivered events (same
 // Idempotency-Key, or X-Gitlab-Event-UUID) are ignored.
-func (f *Forge) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
+func (d *Driver) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
 	got := sha256.Sum256([]byte(gl.HookEventToken(r)))
-	if f.o.WebhookSecret == "" || subtle.ConstantTimeCompare(got[:], f.secret[:]) != 1 {
+	if d.o.WebhookSecret == "" || subtle.ConstantTimeCompare(got[:], d.secret[:]) != 1 {
 		http.Error(w, "invalid X-Gitlab-Token", http.StatusUnauthorized)
+		return
+	}
+	d.mu.Lock()
+	scopes := d.scopes
+	d.mu.Unlock()
+	if len(scopes) == 0 {
+		http.Error(w, "no pool takes this forge's webhooks", http.StatusNotFound)
 		return
 	}
 	if typ := gl.HookEventType(r); typ != gl.EventTypeJob {
@@ -57,15 +65,17 @@ func (f *Forge) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()
 		http.Error(w, "not a job event", http.StatusBadRequest)
 		return
 	}
-	if id != "" && !f.firstDelivery(id) {
+	if id != "" && !d.firstDelivery(id) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	if !f.inScope(job) {
-		w.WriteHeader(http.StatusNoContent)
-		return
+	var concerned []*Forge
+	for _, f := range scopes {
+		if f.inScope(job) {
+			concerned = append(concerned, f)
+		}
 	}
-	if f.applyJobEvent(r.Context(), job) {
+	if len(concerned) > 0 && d.applyJobEvent(r.Context(), job, concerned) {
 		kick()
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -95,37 +105,44 @@ func (f *Forge) inScope(job *gl.JobEvent) bool {
 	return true
 }
 
-// applyJobEvent updates the webhook view of pending jobs and reports
-// whether demand changed.
-func (f *Forge) applyJobEvent(ctx context.Context, job *gl.JobEvent) bool {
+// applyJobEvent updates the webhook view of pending jobs of the scopes
+// the job concerns and reports whether demand changed.
+func (d *Driver) applyJobEvent(ctx context.Context, job *gl.JobEvent, scopes []*Forge) bool {
 	switch job.BuildStatus {
 	case string(gl.Pending):
-		lctx, cancel := context.WithTimeout(ctx, min(f.o.RequestTimeout, 10*time.Second))
+		lctx, cancel := context.WithTimeout(ctx, min(d.o.RequestTimeout, 10*time.Second))
 		defer cancel()
-		j, _, err := f.api.Jobs.GetJob(job.ProjectID, job.BuildID, gl.WithContext(lctx))
+		j, _, err := d.api.Jobs.GetJob(job.ProjectID, job.BuildID, gl.WithContext(lctx))
 		if err != nil {
 			// Without its tags the job cannot be routed; the next poll
 			// will see it if it covers the project.
-			f.log.Warn("gitlab webhook: look up pending job", "job", job.BuildID, "project", job.ProjectID, "err", err)
+			d.log.Warn("gitlab webhook: look up pending job", "job", job.BuildID, "project", job.ProjectID, "err", err)
 			return true
 		}
 		if j.Status != string(gl.Pending) {
 			return false
 		}
 		path := job.Project.PathWithNamespace
-		f.mu.Lock()
-		f.hooked[job.BuildID] = hookedJob{job: toJob(j.ID, j.TagList, path, j.CreatedAt), project: job.ProjectID, at: f.o.Now()}
-		f.mu.Unlock()
-		f.log.Info("gitlab webhook: pending job", "job", job.BuildID, "project", path, "tags", j.TagList)
+		for _, f := range scopes {
+			f.mu.Lock()
+			f.hooked[job.BuildID] = hookedJob{job: toJob(j.ID, j.TagList, path, j.CreatedAt), project: job.ProjectID, at: f.o.Now()}
+			f.mu.Unlock()
+		}
+		d.log.Info("gitlab webhook: pending job", "job", job.BuildID, "project", path, "tags", j.TagList,
+			"scopes", len(scopes))
 		return true
 	case string(gl.Created), string(gl.WaitingForResource), string(gl.Preparing):
 		return false // not yet waiting for a runner
 	}
-	f.mu.Lock()
-	_, had := f.hooked[job.BuildID]
-	delete(f.hooked, job.BuildID)
-	f.mu.Unlock()
-	return had
+	changed := false
+	for _, f := range scopes {
+		f.mu.Lock()
+		_, had := f.hooked[job.BuildID]
+		delete(f.hooked, job.BuildID)
+		f.mu.Unlock()
+		changed = changed || had
+	}
+	return changed
 }
 
 // recent remembers the last recentSize webhook deliveries.
@@ -137,10 +154,10 @@ type recent struct {
 const recentSize = 1024
 
 // firstDelivery records key and reports whether it is new.
-func (f *Forge) firstDelivery(key string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s := &f.seen
+func (d *Driver) firstDelivery(key string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := &d.seen
 	if s.set == nil {
 		s.set = map[string]bool{}
 	}

@@ -32,7 +32,7 @@ func delivery(f *Forge, event, token, uuid string, body []byte) (int, bool) {
 	}
 	w := httptest.NewRecorder()
 	kicked := false
-	f.ServeWebhook(w, req, func() { kicked = true })
+	f.d.ServeWebhook(w, req, func() { kicked = true })
 	return w.Code, kicked
 }
 
