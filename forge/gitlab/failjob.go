@@ -113,13 +113,10 @@ func (f *Forge) LearnJob(ctx context.Context, r forge.RunnerRef) (forge.RunnerMe
 	if _, ok := jobsIn(r.Memo); ok {
 		return r.Memo, nil // learnt already (an adopted VM's, by an earlier run)
 	}
-	js, err := f.runnerJobs(ctx, runner)
+	js, err := f.learnRunnerJobs(ctx, runner)
 	if err != nil {
 		return r.Memo, fmt.Errorf("gitlab: list the jobs of runner %s: %w", r.Name, err)
 	}
-	f.mu.Lock()
-	f.taken[runner] = js
-	f.mu.Unlock()
 	return encodeJobs(js)
 }
 
@@ -127,17 +124,48 @@ func (f *Forge) LearnJob(ctx context.Context, r forge.RunnerRef) (forge.RunnerMe
 // FailJob. It runs before the runner is deleted (Retire): afterwards
 // GitLab no longer says which runner ran a job.
 func (f *Forge) learnJobs(ctx context.Context, runner int64, name string) {
-	js, err := f.runnerJobs(ctx, runner)
+	_, err := f.learnRunnerJobs(ctx, runner)
 	switch {
 	case err == nil:
-		f.mu.Lock()
-		f.taken[runner] = js
-		f.mu.Unlock()
 	case statusOf(err) == http.StatusNotFound:
 		// Deleted already (an earlier run retired it): nothing to learn.
 	default:
 		f.log.Warn("gitlab: list the runner's jobs before retiring it: its job cannot be cancelled if its runner dies", "runner", name, "runner_id", runner, "err", err)
 	}
+}
+
+// learnRun is the job listings of one runner in flight, and whether the
+// runner was removed (Remove) while one was.
+type learnRun struct {
+	n       int
+	removed bool
+}
+
+// learnRunnerJobs asks GitLab for the runner's jobs and keeps them for
+// FailJob (taken), unless the runner was removed while GitLab answered:
+// Remove forgets what was learnt of a runner, and an answer stored after
+// it would be held for good. The mark Remove leaves lives only while a
+// listing of that runner is in flight, so neither taken nor learning
+// outgrows the runners the pool holds.
+func (f *Forge) learnRunnerJobs(ctx context.Context, runner int64) ([]runnerJob, error) {
+	f.mu.Lock()
+	l := f.learning[runner]
+	if l == nil {
+		l = &learnRun{}
+		f.learning[runner] = l
+	}
+	l.n++
+	f.mu.Unlock()
+	js, err := f.runnerJobs(ctx, runner)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil && !l.removed {
+		f.taken[runner] = js
+	}
+	if l.n--; l.n == 0 {
+		delete(f.learning, runner)
+	}
+	return js, err
 }
 
 // FailJob implements forge.JobFailer. Cancelled is the only end GitLab's
@@ -227,11 +255,18 @@ func (f *Forge) jobsOf(ctx context.Context, runner int64, r forge.RunnerRef) ([]
 }
 
 // cancel ends one job canceled, or answers ErrJobEnded for a job that
-// had ended. GitLab answers 422 to a cancel of a finished job (older
-// versions 201 with the job as it was), so the job's status decides.
+// had ended. GitLab answers 422 to a cancel of a job that is not
+// cancelable (finished, or canceling already), so the job read then
+// decides: a job canceled already was ended by someone else (a user, or
+// GitLab), not by this cancel, and is answered ErrJobEnded like a job
+// that succeeded or failed; one left canceling (its runner is dead) is
+// force-cancelled. Only a cancel of ours that ended the job counts as
+// done. (Older GitLab versions answer 201 with the job as it was: a job
+// canceled before then reads as one this cancel ended.)
 func (f *Forge) cancel(ctx context.Context, j runnerJob) error {
 	got, _, err := f.api.Jobs.CancelJob(j.project, j.id, gl.WithContext(ctx))
-	if statusOf(err) == http.StatusUnprocessableEntity {
+	refused := statusOf(err) == http.StatusUnprocessableEntity
+	if refused {
 		got, _, err = f.api.Jobs.GetJob(j.project, j.id, gl.WithContext(ctx))
 		if err != nil {
 			return fmt.Errorf("read it after a refused cancel: %w", err)
@@ -241,6 +276,9 @@ func (f *Forge) cancel(ctx context.Context, j runnerJob) error {
 	}
 	switch got.Status {
 	case "canceled":
+		if refused {
+			return forge.ErrJobEnded // cancelled before ours
+		}
 		return nil
 	case "canceling":
 		// Its runner would end it, and is dead.
@@ -260,9 +298,12 @@ func (f *Forge) cancel(ctx context.Context, j runnerJob) error {
 }
 
 // forgetJobs drops what was learnt of a runner's jobs, once it is removed
-// for good.
+// for good, and what a listing of them still in flight would learn.
 func (f *Forge) forgetJobs(runner int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.taken, runner)
+	if l := f.learning[runner]; l != nil {
+		l.removed = true
+	}
 }

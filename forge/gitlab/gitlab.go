@@ -109,6 +109,7 @@ type Forge struct {
 	scopeID  int64                 // the group's or project's numeric ID, once known
 	tokens   map[int64]string      // runner id -> its own token, for removal by token
 	taken    map[int64][]runnerJob // runner id -> its jobs, learnt before its retirement
+	learning map[int64]*learnRun   // runner id -> its job listings in flight (see learnRunnerJobs)
 	suspects map[string]time.Time  // runner names a failed create may have left
 	polled   pollState
 	hooked   map[int64]hookedJob // pending jobs learnt from webhooks
@@ -256,7 +257,7 @@ func (d *Driver) Scope(s ScopeOptions) (*Forge, error) {
 	o.Scope, o.Pool, o.Runner, o.BootTimeout, o.Log = s.Scope, s.Pool, s.Runner, s.BootTimeout, s.Log
 	f := &Forge{
 		o: o, d: d, api: d.api, guestURL: d.guestURL, caPEM: d.caPEM, log: s.Log,
-		tokens: map[int64]string{}, taken: map[int64][]runnerJob{}, suspects: map[string]time.Time{}, hooked: map[int64]hookedJob{},
+		tokens: map[int64]string{}, taken: map[int64][]runnerJob{}, learning: map[int64]*learnRun{}, suspects: map[string]time.Time{}, hooked: map[int64]hookedJob{},
 	}
 	d.mu.Lock()
 	d.scopes = append(d.scopes, f)
