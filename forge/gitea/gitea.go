@@ -11,17 +11,15 @@
 package gitea
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/forgehttp"
 )
 
 // Scope is where runners are registered: the whole instance, an org or a repo.
@@ -99,26 +97,15 @@ func NewDriver(name string, o Options) (*Driver, error) {
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("gitea: url %q is not an absolute http(s) URL", o.URL)
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("gitea: read ca_file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("gitea: ca_file %s holds no PEM certificate", o.CAFile)
-		}
-		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	conn, err := forgehttp.New(forgehttp.Options{CAFile: o.CAFile, Timeout: 30 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("gitea: %w", err)
 	}
 	if o.GuestURL == "" {
 		o.GuestURL = o.URL
 	}
 	o.Scope = Scope{}
-	return &Driver{name: name, o: o, http: client}, nil
+	return &Driver{name: name, o: o, http: conn.Client}, nil
 }
 
 // Name implements forge.Driver.

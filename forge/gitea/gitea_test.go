@@ -44,13 +44,21 @@ func serveFake(t *testing.T, f interface {
 	runnerv1connect.RunnerServiceHandler
 	rest(http.ResponseWriter, *http.Request)
 }) *httptest.Server {
+	srv := httptest.NewServer(fakeHandler(f))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// fakeHandler routes a fake's REST paths and runner service.
+func fakeHandler(f interface {
+	runnerv1connect.RunnerServiceHandler
+	rest(http.ResponseWriter, *http.Request)
+}) http.Handler {
 	mux := http.NewServeMux()
 	path, h := runnerv1connect.NewRunnerServiceHandler(f)
 	mux.Handle("/api/actions"+path, http.StripPrefix("/api/actions", h))
 	mux.HandleFunc("/api/v1/", f.rest)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv
+	return mux
 }
 
 func (f *fakeGitea) rest(w http.ResponseWriter, r *http.Request) {

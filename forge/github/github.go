@@ -15,14 +15,11 @@
 package github
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +29,7 @@ import (
 	gh "github.com/google/go-github/v93/github"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/forgehttp"
 	"github.com/nixos-fireactions/nixos-fireactions/httpguard"
 )
 
@@ -119,20 +117,11 @@ func New(o Options) (*Client, error) {
 	case app && (o.AppID == 0 || len(o.AppPrivateKey) == 0):
 		return nil, errors.New("github: a GitHub App needs both its id and its private key")
 	}
-	base := http.DefaultTransport.(*http.Transport).Clone()
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("github: read ca_file: %w", err)
-		}
-		roots, err := x509.SystemCertPool()
-		if err != nil {
-			roots = x509.NewCertPool()
-		}
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("github: ca_file %s holds no PEM certificate", o.CAFile)
-		}
-		base.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	// Each attempt is bounded by the retry transport (Retry.AttemptTimeout),
+	// so the connection's client sets no bound of its own.
+	conn, err := forgehttp.New(forgehttp.Options{CAFile: o.CAFile})
+	if err != nil {
+		return nil, fmt.Errorf("github: %w", err)
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -150,7 +139,7 @@ func New(o Options) (*Client, error) {
 	log := o.Log.With("forge", o.Name)
 	c := &Client{
 		name: o.Name, base: u, token: o.Token, appID: o.AppID, key: o.AppPrivateKey, instID: o.InstallationID,
-		retry: newRetryTransport(base, o.Retry, log), log: log, interval: o.PollInterval, cancel: o.CancelRuns,
+		retry: newRetryTransport(conn.Transport, o.Retry, log), log: log, interval: o.PollInterval, cancel: o.CancelRuns,
 		secret: o.WebhookSecret, demand: newDemand(), refusals: httpguard.NewEvery(time.Second), labels: map[string]string{},
 	}
 	c.demand.notify = c.notifyQueue

@@ -21,13 +21,9 @@ package gitlab
 
 import (
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +31,7 @@ import (
 	gl "gitlab.com/gitlab-org/api/client-go/v2"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/forgehttp"
 )
 
 // Scope kinds: where runners are created and whose jobs they take.
@@ -180,28 +177,13 @@ func NewDriver(name string, o Options) (*Driver, error) {
 	if guest == "" {
 		guest = base
 	}
-	hc := &http.Client{Timeout: o.RequestTimeout}
-	var caPEM []byte
-	if o.CAFile != "" {
-		caPEM, err = os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("gitlab: read ca_file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(caPEM) {
-			return nil, fmt.Errorf("gitlab: ca_file %s holds no PEM certificate", o.CAFile)
-		}
-		hc.Transport = &http.Transport{
-			Proxy:           http.ProxyFromEnvironment,
-			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		}
+	conn, err := forgehttp.New(forgehttp.Options{CAFile: o.CAFile, Timeout: o.RequestTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("gitlab: %w", err)
 	}
 	api, err := gl.NewClient(o.Token,
 		gl.WithBaseURL(base),
-		gl.WithHTTPClient(hc),
+		gl.WithHTTPClient(conn.Client),
 		// A POST that may have reached GitLab is never repeated: a
 		// repeated runner creation would leave a runner no VM holds.
 		gl.WithOnlyIdempotentRetries(),
@@ -214,7 +196,7 @@ func NewDriver(name string, o Options) (*Driver, error) {
 		return nil, fmt.Errorf("gitlab: %w", err)
 	}
 	return &Driver{
-		name: name, o: o, api: api, guestURL: guest, caPEM: caPEM, log: o.Log,
+		name: name, o: o, api: api, guestURL: guest, caPEM: conn.CA, log: o.Log,
 		secret: sha256.Sum256([]byte(o.WebhookSecret)),
 	}, nil
 }

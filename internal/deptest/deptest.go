@@ -3,8 +3,9 @@
 // agentproto; agentproto stays free of host-only imports; no product
 // package imports a test double; only the wiring, the daemon, picks a VMM
 // or forge driver; only cmd/ imports the command line; the driver
-// catalog depends on the standard library only; the Firecracker driver
-// adds no dependency) and checks them
+// catalog and the forges' shared HTTP connection (forge/forgehttp)
+// depend on the standard library only; the Firecracker driver adds no
+// dependency) and checks them
 // against the import graph of the real build, as `go list -deps -json`
 // reports it, the way tailscale's tstest/deptest does.
 //

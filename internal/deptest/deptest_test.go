@@ -77,6 +77,7 @@ func TestEveryRuleFailsWhenBroken(t *testing.T) {
 		"double: api ! internal/double/githubdouble",
 		"double: pool ! forge/forgetest",
 		"double: pool ! testing",
+		"forge/forgehttp: forge/forgehttp ! example.com/sdk",
 		"forge: pool ! forge/github",
 		"guest/agent: cmd/fireactions-agent ! config",
 		"guest/agent: guest/agent ! config",

@@ -95,6 +95,13 @@ func Rules() []Rule {
 			},
 		},
 		{
+			Name:  "forge/forgehttp: the forges' shared HTTP connection depends on the standard library only; the forge drivers import it, it imports none of them",
+			Binds: is("forge/forgehttp"),
+			Allows: func(d Dep) bool {
+				return d.Standard
+			},
+		},
+		{
 			Name:  "vmm/firecracker: the driver talks to Firecracker with a small client of its own and adds no dependency",
 			Binds: is("vmm/firecracker"),
 			Allows: func(d Dep) bool {
