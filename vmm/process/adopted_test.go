@@ -28,7 +28,20 @@ func start(t *testing.T, args ...string) *exec.Cmd {
 	// Reap it as soon as it exits, like the init process would for an
 	// orphan; the watcher must not depend on who reaps.
 	go cmd.Wait()
+	execed(t, cmd.Process.Pid)
 	return cmd
+}
+
+// execed waits until pid shows its command line: Start returns once the
+// kernel has let go of the parent in execve, which may be before the new
+// program's arguments are in place (under load the tests read none).
+func execed(t *testing.T, pid int) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); Args(pid) == nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("pid %d shows no command line", pid)
+		}
+	}
 }
 
 func TestAdoptRefusesAProcessThatIsNotTheMonitor(t *testing.T) {

@@ -36,6 +36,7 @@ func shell(t *testing.T, id, script string) *exec.Cmd {
 		cmd.Process.Kill()
 		<-done
 	})
+	execed(t, cmd.Process.Pid)
 	return cmd
 }
 

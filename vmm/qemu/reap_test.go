@@ -31,6 +31,7 @@ func TestReapKillsOnlyTheVMsQEMU(t *testing.T) {
 		}
 		go cmd.Wait() // reaped as init would an orphan
 		t.Cleanup(func() { in.Close(); cmd.Process.Kill() })
+		execed(t, cmd.Process.Pid, id)
 		return cmd
 	}
 	left, other := stand("reapee"), stand("bystander")
@@ -91,6 +92,7 @@ func TestReapOfAQEMUThatSurvivesTheKillFails(t *testing.T) {
 		os.Remove(cg)
 	})
 	pid := cmd.Process.Pid
+	execed(t, pid, "frozen")
 	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -125,5 +127,18 @@ func TestReapOfAQEMUThatSurvivesTheKillFails(t *testing.T) {
 	case <-waited:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the stand-in outlived its thaw")
+	}
+}
+
+// execed waits until pid shows VM id's QEMU command line: Start returns
+// once the kernel has let go of the parent in execve, which may be before
+// the new program's arguments are in place (under load the tests read
+// none, and the stand-in looks like no VM's).
+func execed(t *testing.T, pid int, id string) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !IsOurs(pid, id); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("pid %d never showed vm %s's command line", pid, id)
+		}
 	}
 }
