@@ -31,7 +31,8 @@ import (
 // latest record is written.
 //
 // The writes of a VM's life, each durable (vmstate: file and directory
-// synced), at most 4 when all goes well:
+// synced), at most 4 when all goes well (5 when the forge's busy flag
+// comes before the job-started report: see the end):
 //
 //  1. Create, before anything outside the orchestrator holds the VM (its
 //     runner at the forge, its root disks, TAP, initramfs, monitor): a
@@ -56,7 +57,9 @@ import (
 // after a restart reads them (a VM found dead is cleaned up whatever its
 // phase), and a record that must outlive the VM says Deregistering, saved
 // by deregisterLater. A fifth write happens when the forge's busy flag
-// turns the VM busy before its agent reports the job's id.
+// turns the VM busy (write 4, without the job's id) before its agent
+// reports the job's id (write 5); TestAVMLifeWritesItsRecordAtMostFourTimes
+// counts it.
 type vm struct {
 	m     *Manager
 	pool  *pool

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
@@ -16,15 +17,17 @@ type writeCounter struct {
 	mu     sync.Mutex
 	byVM   map[string]int
 	phases map[string][]vmstate.Phase
+	last   map[string]vmstate.Record // the last record written, by VM id
 }
 
 func countWrites(s *vmstate.Store) *writeCounter {
-	c := &writeCounter{byVM: map[string]int{}, phases: map[string][]vmstate.Phase{}}
+	c := &writeCounter{byVM: map[string]int{}, phases: map[string][]vmstate.Phase{}, last: map[string]vmstate.Record{}}
 	s.OnWrite(func(r *vmstate.Record) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.byVM[r.ID]++
 		c.phases[r.ID] = append(c.phases[r.ID], r.Phase)
+		c.last[r.ID] = *r
 	})
 	return c
 }
@@ -35,7 +38,9 @@ func countWrites(s *vmstate.Store) *writeCounter {
 // (create, address, runner id, booting, ready, job id, busy, exit code,
 // done). Both ways a VM turns busy count: its agent's job-started report
 // (the forge without a busy flag, so the report is the only way) and the
-// forge's busy flag alone (the report lost).
+// forge's busy flag alone (the report lost). Both ways in turn — the
+// forge's busy flag first, the report with the job's id after — take a
+// fifth write: the job's id, which the busy flag does not carry.
 func TestAVMLifeWritesItsRecordAtMostFourTimes(t *testing.T) {
 	t.Run("agent reports the job", func(t *testing.T) {
 		h := newHarness(t, 0, 1, guestRunsOneJob, nil)
@@ -71,11 +76,54 @@ func TestAVMLifeWritesItsRecordAtMostFourTimes(t *testing.T) {
 		c.check(t, 3)
 		h.assertNothingLeft(t)
 	})
+	t.Run("busy flag, then the agent's report", func(t *testing.T) {
+		h := newHarness(t, 0, 1, guestRunsOneJob, func(p *config.Pool) { p.Timeouts.Job = time.Hour })
+		h.hv.jobTime = time.Hour // busy until the drain ends it
+		c := countWrites(h.store)
+		job := silentJob + "late" // the guest reports nothing: the test does, late
+		h.forge.enqueue(job)
+		var rec vmstate.Record
+		eventually(t, 20*time.Second, "a busy record on disk, from the busy flag", func() bool {
+			for _, r := range diskRecords(t, h.store) {
+				if r.Phase == vmstate.Busy {
+					rec = r
+					return true
+				}
+			}
+			return false
+		})
+		if rec.Job != "" {
+			t.Fatalf("control: the busy flag alone wrote job id %q", rec.Job)
+		}
+		cfg := h.boot.config(rec.ID)
+		if err := h.m.Report(cfg.Report.Token, agentproto.Report{VMID: cfg.VMID, Event: agentproto.EventJobStarted, Job: job}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "the job's id on disk", func() bool {
+			return diskRecords(t, h.store)[rec.ID].Job == job
+		})
+		h.drain(t, 0)
+		c.checkAtMost(t, 1, 5)
+		c.mu.Lock()
+		last := c.last[rec.ID]
+		c.mu.Unlock()
+		if last.Phase != vmstate.Busy || last.Job != job {
+			t.Errorf("last record written: phase %q, job %q; want busy with job %q", last.Phase, last.Job, job)
+		}
+		h.assertNothingLeft(t)
+	})
 }
 
 // check fails t unless vms VMs had their records written, each at most
 // 4 times, the last one busy.
 func (c *writeCounter) check(t *testing.T, vms int) {
+	t.Helper()
+	c.checkAtMost(t, vms, 4)
+}
+
+// checkAtMost fails t unless vms VMs had their records written, each at
+// most most times, the last one busy.
+func (c *writeCounter) checkAtMost(t *testing.T, vms, most int) {
 	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -83,8 +131,8 @@ func (c *writeCounter) check(t *testing.T, vms int) {
 		t.Fatalf("records of %d VMs written, want %d: %v", len(c.byVM), vms, c.phases)
 	}
 	for id, n := range c.byVM {
-		if n > 4 {
-			t.Errorf("vm %s: its record written %d times (%v), want at most 4", id, n, c.phases[id])
+		if n > most {
+			t.Errorf("vm %s: its record written %d times (%v), want at most %d", id, n, c.phases[id], most)
 		}
 		if ph := c.phases[id]; ph[len(ph)-1] != vmstate.Busy {
 			t.Errorf("vm %s: last record written %q, want busy: %v", id, ph[len(ph)-1], ph)

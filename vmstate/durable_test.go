@@ -2,6 +2,7 @@ package vmstate
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -152,6 +153,7 @@ func TestRemoveRefusesAnInvalidID(t *testing.T) {
 // the deletion left an empty VM directory that no List saw and nothing
 // removed): the directory leaves the VM's name first, and what is left
 // under its new name is neither listed nor kept past RemoveUnfinished.
+// The crash is the store's deletion step stopped right after the rename.
 func TestRemoveCutShortLeavesNoRecordlessVMDirectory(t *testing.T) {
 	base := t.TempDir()
 	s, err := Open(base)
@@ -171,17 +173,48 @@ func TestRemoveCutShortLeavesNoRecordlessVMDirectory(t *testing.T) {
 	if entries, _ := os.ReadDir(base); len(entries) != 0 {
 		t.Fatalf("left after Remove: %v", entries)
 	}
-	// Cut short after the rename, with the record and a file still in it.
-	cut := filepath.Join(base, goneDirPrefix+"g0ne-0123456789abcdef")
-	if err := os.Mkdir(cut, 0o700); err != nil {
+	// Cut short right after the rename, as a crash would: the deletion
+	// starts (the record first) and stops, the rest still in place.
+	if err := s.Create(&Record{ID: "g0ne", Pool: "p"}); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(cut, recordFile), []byte(`{"id":"g0ne","pool":"p","phase":"done"}`), 0o600)
-	os.WriteFile(filepath.Join(cut, "console.log"), []byte("x"), 0o600)
+	os.WriteFile(filepath.Join(s.Dir("g0ne"), "console.log"), []byte("x"), 0o600)
+	var cut string
+	s.removeTree = func(path string) error {
+		cut = path
+		os.Remove(filepath.Join(path, recordFile))
+		return errors.New("killed")
+	}
+	if err := s.Remove("g0ne"); err == nil {
+		t.Fatal("a Remove cut short reported success")
+	}
+	if cut == "" {
+		t.Fatal("Remove deleted the directory without the store's deletion step")
+	}
+	if _, err := os.Stat(filepath.Join(cut, "console.log")); err != nil {
+		t.Fatalf("control: the deletion cut short took everything: %v", err)
+	}
+	entries, _ := os.ReadDir(base)
+	for _, e := range entries {
+		if e.Name() == "g0ne" {
+			t.Fatalf("a Remove cut short left a directory named as the VM: %v", entries)
+		}
+	}
+	if len(entries) != 1 {
+		t.Fatalf("after a Remove cut short: %v, want the one directory it renamed", entries)
+	}
 	if list, err := s.List(); err != nil || len(list) != 0 {
 		t.Fatalf("a removal cut short is listed: %v, %v", list, err)
 	}
-	if err := s.RemoveUnfinished(); err != nil {
+	// The next start finishes it.
+	s2, err := Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list, err := s2.List(); err != nil || len(list) != 0 {
+		t.Fatalf("a removal cut short is listed after a restart: %v, %v", list, err)
+	}
+	if err := s2.RemoveUnfinished(); err != nil {
 		t.Fatal(err)
 	}
 	if entries, _ := os.ReadDir(base); len(entries) != 0 {

@@ -107,6 +107,11 @@ type Store struct {
 	mu      sync.Mutex
 	recs    map[string]*recordLock // by VM id
 	onWrite func(r *Record)
+
+	// removeTree deletes a removed VM's directory, once Remove renamed
+	// it out of the VM's name (os.RemoveAll); tests stop it there, as a
+	// crash would.
+	removeTree func(path string) error
 }
 
 // OnWrite has fn called before each record the store writes (by Create
@@ -145,7 +150,7 @@ func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("vm state: create %s: %w", dir, err)
 	}
-	return &Store{dir: dir, recs: map[string]*recordLock{}}, nil
+	return &Store{dir: dir, recs: map[string]*recordLock{}, removeTree: os.RemoveAll}, nil
 }
 
 // Dir is the VM's own directory.
@@ -309,7 +314,7 @@ func (s *Store) Remove(id string) error {
 	if err := syncDir(s.dir); err != nil {
 		return fmt.Errorf("vm %s: remove directory: %w", id, err)
 	}
-	if err := os.RemoveAll(gone); err != nil {
+	if err := s.removeTree(gone); err != nil {
 		return fmt.Errorf("vm %s: remove directory: %w", id, err)
 	}
 	return nil

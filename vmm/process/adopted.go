@@ -20,6 +20,7 @@ import (
 // never a pid reused by another process.
 type Adopted struct {
 	pid    int
+	ours   func() bool // pid still is the monitor, by its identity
 	onExit func()
 	done   chan struct{}
 
@@ -48,7 +49,7 @@ func (is Identity) Adopt(vmID string, pid int, onExit func()) (*Adopted, error) 
 		unix.Close(fd)
 		return nil, fmt.Errorf("pid %d is not the expected monitor", pid)
 	}
-	m := &Adopted{pid: pid, fd: fd, onExit: onExit, done: make(chan struct{})}
+	m := &Adopted{pid: pid, ours: ours, fd: fd, onExit: onExit, done: make(chan struct{})}
 	go m.wait()
 	return m, nil
 }
@@ -100,7 +101,10 @@ func (m *Adopted) Err() error {
 	return nil
 }
 
-// Kill implements vmm.Machine: SIGKILL through the pidfd, then wait.
+// Kill implements vmm.Machine: SIGKILL to the monitor's process group,
+// as Started.Kill sends it (whatever the monitor started dies with it),
+// when the monitor leads its group (every monitor Start started does),
+// and to the monitor through the pidfd; then wait.
 func (m *Adopted) Kill(ctx context.Context) error {
 	select {
 	case <-m.done:
@@ -110,6 +114,7 @@ func (m *Adopted) Kill(ctx context.Context) error {
 	m.mu.Lock()
 	m.killed = true
 	if m.fd >= 0 {
+		killGroup(m.fd, m.pid, m.ours)
 		_ = unix.PidfdSendSignal(m.fd, unix.SIGKILL, nil, 0)
 	}
 	m.mu.Unlock()
@@ -119,4 +124,24 @@ func (m *Adopted) Kill(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("adopted monitor pid %d did not exit: %w", m.pid, ctx.Err())
 	}
+}
+
+// killGroup sends SIGKILL to the process group pid leads, if pid (the
+// process the pidfd fd names) still is the monitor (ours) and leads its
+// group. The group id is pid's own, so it names no one else's group
+// while pid lives: whether pid is alive is asked through the pidfd
+// before and after its group is read (a pid cannot be reused while the
+// process the pidfd names lives), and the signal goes while the monitor
+// still lives, unsignalled. A monitor in a group it does not lead (its
+// group is someone else's, the orchestrator's say) gets no group kill.
+func killGroup(fd, pid int, ours func() bool) {
+	alive := func() bool { return unix.PidfdSendSignal(fd, 0, nil, 0) == nil }
+	if !alive() || !ours() {
+		return
+	}
+	pgid, err := unix.Getpgid(pid)
+	if err != nil || pgid != pid || !alive() {
+		return
+	}
+	_ = unix.Kill(-pid, unix.SIGKILL)
 }

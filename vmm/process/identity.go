@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Identity tells, from a process's command line (args, never empty), whether
@@ -90,13 +92,30 @@ func parentOf(pid int) int {
 }
 
 // KillStale ends VM vmID's monitor that a previous run left, if pid (0:
-// none recorded) still is it: SIGKILL, then wait until pid is no longer
-// the monitor or ctx ends.
+// none recorded) still is it, as Adopted.Kill ends an adopted one: SIGKILL
+// to its process group when it leads it (whatever it started dies with
+// it), and to it through a pidfd (never to a process that took its pid
+// meanwhile). Then it waits until pid is no longer the monitor, or ctx
+// ends: an error then, the monitor maybe still running (a caller keeps
+// what it holds). A pid that is not the monitor, or none, is no error.
 func (is Identity) KillStale(ctx context.Context, vmID string, pid int) error {
 	if pid <= 0 || !is.IsOurs(pid, vmID) {
 		return nil
 	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+	ours := func() bool { return is.IsOurs(pid, vmID) }
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open pidfd of %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	if !ours() {
+		return nil // gone, or its pid reused, before the pidfd named it
+	}
+	killGroup(fd, pid, ours)
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("kill pid %d: %w", pid, err)
 	}
 	for is.IsOurs(pid, vmID) {

@@ -36,23 +36,8 @@ func shell(t *testing.T, id, script string) *exec.Cmd {
 		cmd.Process.Kill()
 		<-done
 	})
-	execed(t, cmd.Process.Pid, func(a []string) bool { return a[0] == "sh" && a[len(a)-1] == mark(id) })
+	execed(t, cmd.Process.Pid)
 	return cmd
-}
-
-// execed waits until pid runs its program (ok of its command line): right
-// after fork it still carries the test's own, or none while it execs. A
-// monitor is only ever looked for long after it started.
-func execed(t *testing.T, pid int, ok func(args []string) bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		if a := Args(pid); len(a) > 0 && ok(a) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d never ran its program: %q", pid, Args(pid))
-		}
-	}
 }
 
 // claims counts the processes that claim VM id, waiting up to 5 s for

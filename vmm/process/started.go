@@ -8,7 +8,10 @@
 // (Identity.KillStale).
 //
 // It exists so that exit, kill, adoption and clean-up semantics are the
-// same whatever the monitor: a driver states only what tells its own
+// same whatever the monitor: a kill ends the monitor's whole process
+// group (whatever it started dies with it), whether this run started it
+// (Started.Kill), adopted it (Adopted.Kill) or finds it stale
+// (Identity.KillStale). A driver states only what tells its own
 // monitor apart (an Identity) and what the VM holds on the host besides
 // the process. Each driver reaps its own leftovers through it (see
 // vmm.Reaper); nothing outside the drivers signals a monitor.

@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -52,8 +51,10 @@ func (d *Driver) FindMonitor(id string) (int, error) {
 }
 
 // reapWait is how long Reap waits for a killed QEMU to go. One that
-// outlives SIGKILL longer (stuck in the kernel) is left behind and its VM
-// cleaned up all the same, rather than holding start-up back.
+// outlives SIGKILL longer (stuck in the kernel, frozen) is an error, as
+// Firecracker's Reap has it: recovery keeps its record and TAP (and so
+// its address) for the next start rather than freeing what a live QEMU
+// may still use, and start-up goes on.
 const reapWait = 2 * time.Second
 
 // Reap implements vmm.Reaper: kill VM id's QEMU if pid still is it. A
@@ -61,12 +62,8 @@ const reapWait = 2 * time.Second
 func (d *Driver) Reap(ctx context.Context, id string, pid int) error {
 	wctx, cancel := context.WithTimeout(ctx, reapWait)
 	defer cancel()
-	err := identity.KillStale(wctx, id, pid)
-	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("qemu: %w", err)
+	if err := identity.KillStale(wctx, id, pid); err != nil {
+		return fmt.Errorf("qemu: reap vm %s: %w", id, err)
 	}
 	return nil
 }
