@@ -95,7 +95,7 @@ func TestAVMLifeWritesItsRecordAtMostFourTimes(t *testing.T) {
 		if rec.Job != "" {
 			t.Fatalf("control: the busy flag alone wrote job id %q", rec.Job)
 		}
-		cfg := h.boot.config(rec.ID)
+		cfg := h.boot.Config(rec.ID)
 		if err := h.m.Report(cfg.Report.Token, agentproto.Report{VMID: cfg.VMID, Event: agentproto.EventJobStarted, Job: job}); err != nil {
 			t.Fatal(err)
 		}
