@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -71,10 +72,11 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 		if r.PID <= 0 && finder != nil {
 			pid, err := finder.FindMonitor(r.ID)
 			if err != nil {
-				// Its monitor may run: keep its record and TAP for the
-				// next start.
+				// Its monitor may run: keep its record, TAP and
+				// address for the next start.
 				errs = append(errs, fmt.Errorf("vm %s: %w", r.ID, err))
 				keepTAP[r.TAP], keepRunner[r.RunnerName] = true, true
+				m.holdAddress(r, log)
 				continue
 			}
 			if pid > 0 {
@@ -89,9 +91,11 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 		log.Info("removing vm left by a previous run", "phase", r.Phase, "pid", r.PID)
 		if r.PID > 0 && l.KillVM != nil {
 			if err := l.KillVM(ctx, r.ID, r.PID); err != nil {
-				// Keep its record and TAP: the next start tries again.
+				// Keep its record, TAP and address: the next start
+				// tries again.
 				errs = append(errs, fmt.Errorf("vm %s: %w", r.ID, err))
 				keepTAP[r.TAP], keepRunner[r.RunnerName] = true, true
+				m.holdAddress(r, log)
 				continue
 			}
 		}
@@ -316,4 +320,16 @@ func (m *Manager) Phases() map[vmstate.Phase]int {
 		out[r.Phase]++
 	}
 	return out
+}
+
+// holdAddress keeps the address of a VM whose monitor may still run (it
+// could not be looked for, or outlived its kill) from every new VM: the
+// guest may still use it.
+func (m *Manager) holdAddress(r *vmstate.Record, log *slog.Logger) {
+	if r.Address == "" {
+		return
+	}
+	if err := m.d.Alloc.Reserve(parseAddr(r.Address), r.ID); err != nil {
+		log.Error("hold the address of a vm whose monitor may still run", "address", r.Address, "err", err)
+	}
 }

@@ -2,6 +2,8 @@ package pool
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -163,4 +165,54 @@ func TestVMWhoseRecordCannotBeSavedIsStopped(t *testing.T) {
 			return false
 		}
 	})
+}
+
+// A VM whose monitor survives recovery's kill (or whose monitor cannot be
+// looked for) keeps its record and TAP for the next start, and its
+// address too: while its monitor may still run, no new VM is handed it.
+func TestRecoveryKeepsTheAddressOfAMonitorItCouldNotEnd(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		pid    int
+		finder bool
+	}{{"kill failed", 4242, false}, {"monitor not looked for", 0, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+			h.stop()
+			<-h.done
+			if err := h.store.Create(&vmstate.Record{ID: "5urv", Pool: "p", Phase: vmstate.Idle, PID: c.pid,
+				TAP: "fa5urv", MAC: "02:00:00:00:00:02", Address: "10.200.0.2"}); err != nil {
+				t.Fatal(err)
+			}
+			if c.finder {
+				h.m.d.Hypervisor = &failingFinderHV{Hypervisor: h.hv}
+			}
+			err := h.m.Recover(context.Background(), Leftovers{
+				Adopt:  func(string, int) (vmm.Machine, error) { return nil, errors.New("not adoptable") },
+				KillVM: func(context.Context, string, int) error { return errors.New("still running after the kill") },
+			})
+			if err == nil {
+				t.Fatal("Recover hid a monitor it could not end")
+			}
+			if _, err := os.Stat(h.store.Dir("5urv")); err != nil {
+				t.Fatalf("record of a monitor that may run removed: %v", err)
+			}
+			for i := range 3 {
+				ip, err := h.alloc.Allocate(fmt.Sprintf("n3w%d", i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ip.String() == "10.200.0.2" {
+					t.Fatalf("a new VM got the address of the monitor that may still run")
+				}
+			}
+		})
+	}
+}
+
+// failingFinderHV cannot look for a VM's monitor.
+type failingFinderHV struct{ vmm.Hypervisor }
+
+func (failingFinderHV) FindMonitor(id string) (int, error) {
+	return 0, fmt.Errorf("look for vm %s's monitor: /proc unreadable", id)
 }
