@@ -123,6 +123,7 @@ func (m *Manager) listenLocked() {
 	now := map[forge.QueueNotifier]bool{}
 	for _, p := range m.pools {
 		n, ok := forge.NotifierOf(p.forge)
+		p.told = ok
 		if !ok || now[n] {
 			continue
 		}

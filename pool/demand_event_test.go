@@ -187,28 +187,47 @@ func TestAVMThatTurnsBusyIsBackedByAnIdleOneWithoutAFullPass(t *testing.T) {
 }
 
 // A VM that takes a job turns busy, and later ends, before the pool's
-// queue is read again: the pool's queued count still holds that job. The
-// pool is looked at again for min_idle only, so no VM is started for the
-// job that is gone (a spare VM that would idle until its idle timeout),
-// and the full pass a VM's end asks for finds the queue empty.
+// queue is read again: the queue read still counts that job. The pool
+// counts the jobs its VMs took since the read against it, so no VM is
+// started for the job that is gone (a spare VM would idle until its idle
+// timeout), and no extra full pass (a queue and runner read at the forge
+// per ended VM) is needed for it.
 func TestAVMThatTookItsJobSinceTheQueueWasReadStartsNoSpare(t *testing.T) {
 	for _, job := range []string{"j1", dyingJob + "j1"} {
 		t.Run(job, func(t *testing.T) {
 			// One full pass at the start, then none for an hour: only
-			// events and the kicks they ask for move the pool.
+			// events move the pool.
+			var reads *readCountingForge
 			h := newHarnessEvery(t, time.Hour, filepath.Join(t.TempDir(), "vms"), 0, 3, guestRunsOneJob,
-				func(p *config.Pool) { p.Timeouts.Idle = time.Hour }, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil)
+				func(p *config.Pool) { p.Timeouts.Idle = time.Hour }, slog.New(slog.NewTextHandler(io.Discard, nil)), nil,
+				func(f *fakeForge) forge.Forge { reads = &readCountingForge{fakeForge: f}; return reads })
 			h.hv.jobTime = 200 * time.Millisecond
+			eventually(t, 20*time.Second, "the first full pass", func() bool { return reads.reads.Load() == 1 })
 			h.forge.enqueue(job)
 			h.m.Kick()
-			eventually(t, 5*time.Second, "the job taken", func() bool { return h.forge.runnerOf(job) != "" })
-			eventually(t, 10*time.Second, "every VM gone", func() bool { return len(h.m.VMs()) == 0 })
+			eventually(t, 20*time.Second, "the job taken", func() bool { return h.forge.runnerOf(job) != "" })
+			eventually(t, 20*time.Second, "every VM gone", func() bool { return len(h.m.VMs()) == 0 })
 			h.hv.mu.Lock()
 			started := len(h.hv.machines)
 			h.hv.mu.Unlock()
 			if started != 1 {
 				t.Fatalf("%d VMs started for one job", started)
 			}
+			if n := reads.reads.Load(); n != 2 {
+				t.Fatalf("the queue was read %d times: want the first pass and the kick's only", n)
+			}
 		})
 	}
+}
+
+// readCountingForge counts full reads of the fake forge's queue; it does
+// not tell queue changes.
+type readCountingForge struct {
+	*fakeForge
+	reads atomic.Int64
+}
+
+func (f *readCountingForge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
+	f.reads.Add(1)
+	return f.fakeForge.QueuedJobs(ctx)
 }

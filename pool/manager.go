@@ -118,9 +118,16 @@ type pool struct {
 	minIdle, max int
 	paused       bool
 	queued       int // queued jobs assigned to it (Manager.waiting)
-	// queueReadAt is when the last full pass began reading the forge's
-	// queue: a job a VM took since then may still be counted in queued.
-	queueReadAt time.Time
+	// took counts the pool's VMs that ever turned busy; tookAtRead is
+	// took when the last full pass began reading the forge's queue. A job
+	// a VM took since then may still be counted in queued: for a forge
+	// that does not tell its queue changes, queued less (took -
+	// tookAtRead) is what still waits.
+	took       atomic.Int64
+	tookAtRead int64
+	// told: the pool's driver tells its queue changes (forge.QueueNotifier),
+	// so queued follows each job leaving the queue as it happens.
+	told bool
 
 	// failures since the last VM that became ready; drives backoff.
 	failures  int
@@ -260,7 +267,11 @@ func (m *Manager) reconcile(ctx context.Context) {
 		return
 	}
 	pools := m.poolList()
-	readAt := time.Now() // before the reads: a job taken after it may still be counted queued
+	// Before the reads: a job taken after them may still be counted queued.
+	tookAtRead := make([]int64, len(pools))
+	for i, p := range pools {
+		tookAtRead[i] = p.took.Load()
+	}
 	jobs := map[string][]forge.Job{}
 	states := m.runnerStates // by forge key; each map kept from pass to pass, emptied
 	failed := map[string]bool{}
@@ -296,7 +307,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 	}
 	perPool, unserved := assign(views, jobs)
 	m.logUnserved(unserved)
-	m.trackQueueWait(pools, perPool, failed, readAt)
+	m.trackQueueWait(pools, perPool, failed, tookAtRead)
 
 	for _, p := range pools {
 		if failed[p.key] {
@@ -350,14 +361,14 @@ func (m *Manager) logUnservedLocked(j forge.Job) {
 // level with a full pass's read: jobs new to it are added, those it no
 // longer lists have left the queue and report how long they waited.
 // Forges whose read failed this round keep their jobs for the next.
-func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, failed map[string]bool, readAt time.Time) {
+func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, failed map[string]bool, tookAtRead []int64) {
 	now := time.Now()
 	m.pass++
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, p := range pools {
+	for i, p := range pools {
 		if !failed[p.key] {
-			p.queueReadAt = readAt
+			p.tookAtRead = tookAtRead[i]
 		}
 		for _, j := range perPool[p.cfg.Name] {
 			k := waitKey{p.key, j.ID}
@@ -452,6 +463,10 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, runners map[string
 func (m *Manager) startMissing(ctx context.Context, p *pool, c counts, starting int, minIdleOnly bool) {
 	m.mu.Lock()
 	minIdle, maxVMs, paused, notBefore, ramp, queued := p.minIdle, p.max, p.paused, p.notBefore, p.ramp, p.queued
+	if !p.told {
+		// Jobs taken since the queue was read may still be counted.
+		queued = max(0, queued-int(p.took.Load()-p.tookAtRead))
+	}
 	m.mu.Unlock()
 	if minIdleOnly {
 		queued = 0
@@ -573,24 +588,15 @@ func (m *Manager) startVM(ctx context.Context, p *pool) error {
 }
 
 // runVM runs v's life; once it is gone, its pool is looked at again (a
-// replacement for min_idle or a queued job), without a full pass. When
-// the VM took its job after the pool's queue was last read, that read may
-// still count the job queued: the pool is then looked at for min_idle
-// only, and a full pass reads the queue afresh, so no VM is started for a
-// job that is gone.
+// replacement for min_idle or a queued job), without a full pass.
 func (m *Manager) runVM(ctx context.Context, v *vm, adopted vmm.Machine) {
 	defer m.wg.Done()
 	v.run(ctx, adopted)
-	busy := v.busySince()
 	m.mu.Lock()
 	delete(m.vms, v.rec.ID)
-	stale := !busy.IsZero() && !busy.Before(v.pool.queueReadAt)
 	m.mu.Unlock()
 	v.pool.moved(v.phase(), "")
-	m.demand.tell(demandEvent{pool: v.pool, minIdleOnly: stale})
-	if stale {
-		m.Kick()
-	}
+	m.demand.tell(demandEvent{pool: v.pool})
 }
 
 // Drain stops creating VMs, ends every VM that is not running a job at

@@ -521,7 +521,7 @@ func TestRecoverAdoptsARunningVMWhichThenFinishesItsJob(t *testing.T) {
 func TestRunnerDyingMidJobFailsItsJobAtTheForge(t *testing.T) {
 	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
 	h.forge.enqueue(dyingJob + "j1")
-	eventually(t, 3*time.Second, "j1 failed at the forge", func() bool { return h.forge.failedJobs()[dyingJob+"j1"] != "" })
+	eventually(t, 20*time.Second, "j1 failed at the forge", func() bool { return h.forge.failedJobs()[dyingJob+"j1"] != "" })
 	if reason := h.forge.failedJobs()[dyingJob+"j1"]; reason != "runner exit code 2" {
 		t.Errorf("j1 failed with reason %q, want the runner's exit", reason)
 	}
@@ -530,7 +530,7 @@ func TestRunnerDyingMidJobFailsItsJobAtTheForge(t *testing.T) {
 	// the runner took j1 still counts j1 queued, as a forge's lagging
 	// view would; it idles until j2 comes.)
 	runner := h.forge.runnerOf(dyingJob + "j1")
-	eventually(t, 3*time.Second, "j1's VM gone", func() bool {
+	eventually(t, 20*time.Second, "j1's VM gone", func() bool {
 		return !slices.ContainsFunc(h.m.VMs(), func(r vmstate.Record) bool { return r.RunnerName == runner })
 	})
 	h.hv.mu.Lock()
@@ -540,7 +540,7 @@ func TestRunnerDyingMidJobFailsItsJobAtTheForge(t *testing.T) {
 		t.Errorf("the job was failed only once its guest powered off, not when its runner's exit was reported")
 	}
 	h.forge.enqueue("j2")
-	eventually(t, 3*time.Second, "j2 finished", func() bool {
+	eventually(t, 20*time.Second, "j2 finished", func() bool {
 		h.forge.mu.Lock()
 		defer h.forge.mu.Unlock()
 		return h.forge.finished["j2"] != ""

@@ -21,8 +21,8 @@ func TestRunnerRetiredAtTheForgeOnceItsJobStarts(t *testing.T) {
 		func(f *fakeForge) forge.Forge { rf = &retiringForge{fakeForge: f}; return rf })
 	h.hv.jobTime = 500 * time.Millisecond
 	h.forge.enqueue("j1")
-	eventually(t, 2*time.Second, "the job's VM busy", func() bool { return h.m.Phases()[vmstate.Busy] == 1 })
-	eventually(t, 2*time.Second, "the runner retired", func() bool { return len(rf.retirements()) == 1 })
+	eventually(t, 20*time.Second, "the job's VM busy", func() bool { return h.m.Phases()[vmstate.Busy] == 1 })
+	eventually(t, 20*time.Second, "the runner retired", func() bool { return len(rf.retirements()) == 1 })
 	r := rf.retirements()[0]
 	if !r.runnerPresent || !r.jobRunning {
 		t.Fatalf("retired %+v: want the runner still at the forge with its job running", r)
@@ -33,7 +33,7 @@ func TestRunnerRetiredAtTheForgeOnceItsJobStarts(t *testing.T) {
 	if finished != 0 {
 		t.Fatal("the job ended before the retirement was checked; the test proves nothing")
 	}
-	eventually(t, 3*time.Second, "the VM gone", func() bool { return len(h.m.VMs()) == 0 })
+	eventually(t, 20*time.Second, "the VM gone", func() bool { return len(h.m.VMs()) == 0 })
 	if n := len(rf.retirements()); n != 1 {
 		t.Fatalf("%d retirements for one job, want 1", n)
 	}
