@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 
 	"github.com/nixos-fireactions/nixos-fireactions/catalog"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
@@ -85,10 +86,11 @@ func qemuDriver(ctx context.Context, cfg *config.Config, log *slog.Logger) (vmm.
 type forgeSet struct {
 	version string // in the clients' user agent
 	drivers map[string]forgeDriver
+	built   map[string]config.Forge // the settings each driver was built from
 }
 
 func newForgeSet(version string) *forgeSet {
-	return &forgeSet{version: version, drivers: map[string]forgeDriver{}}
+	return &forgeSet{version: version, drivers: map[string]forgeDriver{}, built: map[string]config.Forge{}}
 }
 
 // connectForges builds one driver per configured forge and asks it for
@@ -96,56 +98,84 @@ func newForgeSet(version string) *forgeSet {
 // agent.
 func connectForges(cfg *config.Config, version string) (*forgeSet, map[string]forge.Forge, error) {
 	fs := newForgeSet(version)
-	scopes, err := fs.connect(cfg)
+	scopes, fresh, err := fs.connect(cfg, nil)
 	if err != nil {
 		return nil, nil, err
 	}
+	fs.adopt(fresh)
 	return fs, scopes, nil
 }
 
-// connect builds the drivers of the forges of cfg the set does not hold
-// yet and returns one scope per pool, by pool name, from its forge's
-// driver.
-func (fs *forgeSet) connect(cfg *config.Config) (map[string]forge.Forge, error) {
+// builtDriver is a driver connect built, with the settings it was built
+// from.
+type builtDriver struct {
+	d  forgeDriver
+	fc config.Forge
+}
+
+// connect returns one scope per pool of cfg, by pool name, from its
+// forge's driver, and the drivers it built for the forges of cfg the set
+// does not hold yet. Those are not in the set: adopt adds them once the
+// pools that use them are taken, so a refused reload leaves no driver
+// built from its settings. A forge the set holds whose settings changed
+// keeps its running driver (settings change with a restart), and log
+// says so by name.
+func (fs *forgeSet) connect(cfg *config.Config, log *slog.Logger) (map[string]forge.Forge, map[string]builtDriver, error) {
 	factories := forgeDrivers(fs.version)
 	byName := map[string]config.Forge{}
+	fresh := map[string]builtDriver{}
 	for _, fc := range cfg.Forges {
 		byName[fc.Name] = fc
 		if _, ok := fs.drivers[fc.Name]; ok {
+			if was := fs.built[fc.Name]; !reflect.DeepEqual(was, fc) && log != nil {
+				log.Warn("a forge's settings changed: restart to apply them; its pools keep the running ones", "forge", fc.Name)
+			}
 			continue
 		}
 		newDriver, ok := factories[fc.Type]
 		if !ok {
-			return nil, fmt.Errorf("forge %q: type %q has no driver in this build", fc.Name, fc.Type)
+			return nil, nil, fmt.Errorf("forge %q: type %q has no driver in this build", fc.Name, fc.Type)
 		}
 		d, err := newDriver(fc)
 		if err != nil {
-			return nil, fmt.Errorf("forge %q: %w", fc.Name, err)
+			return nil, nil, fmt.Errorf("forge %q: %w", fc.Name, err)
 		}
-		fs.drivers[fc.Name] = d
+		fresh[fc.Name] = builtDriver{d: d, fc: fc}
 	}
 	out := map[string]forge.Forge{}
 	for _, p := range cfg.Pools {
 		fc := byName[p.Forge]
 		d, ok := fs.drivers[p.Forge]
 		if !ok {
-			return nil, fmt.Errorf("pool %q: forge %q is not configured", p.Name, p.Forge)
+			b, built := fresh[p.Forge]
+			if !built {
+				return nil, nil, fmt.Errorf("pool %q: forge %q is not configured", p.Name, p.Forge)
+			}
+			d = b.d
 		}
 		if d.Kind() != fc.Type {
-			return nil, fmt.Errorf("pool %q: forge %q is a %s forge now, %s when the daemon started: restart to change it",
+			return nil, nil, fmt.Errorf("pool %q: forge %q is a %s forge now, %s when the daemon started: restart to change it",
 				p.Name, p.Forge, fc.Type, d.Kind())
 		}
 		scope, err := config.CheckScope(p.Scope, fc.Type)
 		if err != nil {
-			return nil, fmt.Errorf("pool %q: %w", p.Name, err)
+			return nil, nil, fmt.Errorf("pool %q: %w", p.Name, err)
 		}
 		f, err := d.scope(p, scope)
 		if err != nil {
-			return nil, fmt.Errorf("pool %q: forge %q: %w", p.Name, fc.Name, err)
+			return nil, nil, fmt.Errorf("pool %q: forge %q: %w", p.Name, fc.Name, err)
 		}
 		out[p.Name] = f
 	}
-	return out, nil
+	return out, fresh, nil
+}
+
+// adopt adds the drivers connect built to the set.
+func (fs *forgeSet) adopt(fresh map[string]builtDriver) {
+	for name, b := range fresh {
+		fs.drivers[name] = b.d
+		fs.built[name] = b.fc
+	}
 }
 
 // retain tells every driver which of its scopes the pools use (inUse, by

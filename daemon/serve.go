@@ -258,7 +258,7 @@ func reload(ctx context.Context, opts Options, running *config.Config, m *pool.M
 	// gets its driver, but its webhooks wait for a restart); whatever the
 	// outcome, the scopes the pools do not use then take no more demand.
 	defer func() { drivers.retain(m.Forges()) }()
-	forges, err := drivers.connect(cfg)
+	forges, fresh, err := drivers.connect(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -276,6 +276,9 @@ func reload(ctx context.Context, opts Options, running *config.Config, m *pool.M
 		staged.abort()
 		return err
 	}
+	// The forges added now are the set's only once their pools are taken:
+	// a refused reload leaves no driver built from its settings.
+	drivers.adopt(fresh)
 	staged.commit()
 	return nil
 }

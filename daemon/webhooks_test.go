@@ -139,11 +139,11 @@ func TestReloadKeepsTheForgesDriver(t *testing.T) {
 	cfg := *e.cfg
 	cfg.Pools = append([]config.Pool(nil), e.cfg.Pools...)
 	cfg.Pools[1].Labels = []string{"linux", "big"} // pool "group" changed
-	reloaded, err := e.drivers.connect(&cfg)
+	reloaded, fresh, err := e.drivers.connect(&cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.drivers.drivers["gl"] != before || len(e.drivers.drivers) != 1 {
+	if e.drivers.drivers["gl"] != before || len(e.drivers.drivers) != 1 || len(fresh) != 0 {
 		t.Fatal("the reload built another driver for the forge")
 	}
 	// The manager keeps the unchanged pools' scopes, takes the changed one's.

@@ -69,17 +69,19 @@ func runnerRef(rec vmstate.Record) forge.RunnerRef {
 	return forge.RunnerRef{ID: rec.RunnerID, Name: rec.RunnerName, Memo: forge.RunnerMemo(rec.RunnerMemo)}
 }
 
-// learnJobTimeout bounds a forge.JobLearner's call: the VM's busy
-// record (write 4) waits for it.
+// learnJobTimeout bounds a forge.JobLearner's call: the VM's goroutine
+// waits for it (its busy record is on disk already).
 const learnJobTimeout = 10 * time.Second
 
 // learnJob asks a forge whose driver must learn of a runner's job while
 // the forge still ties the job to the runner (forge.JobLearner: GitLab,
-// before the runner's retirement) to do so, once the VM's job started,
-// and keeps the runner's memo it returns in the record in memory,
-// unnumbered: the busy save that follows (write 4) takes it to disk, so a
-// restart that adopts the VM can still fail the job. It runs on the VM's
-// goroutine, before the runner is retired, once.
+// before the runner's retirement) to do so, once the VM's job started
+// and its busy record was saved (write 4: GitLab has no busy flag, so a
+// crash during the call must find the record busy), and keeps the
+// runner's memo it returns in the record, numbered when it changed: the
+// caller's next save (a fifth write, JobLearner drivers only) takes it to
+// disk, so a restart that adopts the VM can still fail the job. It runs
+// on the VM's goroutine, before the runner is retired, once.
 func (v *vm) learnJob() {
 	if v.jobLearnt {
 		return
@@ -103,7 +105,9 @@ func (v *vm) learnJob() {
 		v.log.Warn("learn the runner's job at the forge: if the runner dies, its job is failed only while this run holds what the retirement learns", "runner", rec.RunnerName, "err", err)
 		return
 	}
-	v.remember(func(r *vmstate.Record) { r.RunnerMemo = string(memo) })
+	if string(memo) != rec.RunnerMemo {
+		v.change(func(r *vmstate.Record) { r.RunnerMemo = string(memo) })
+	}
 }
 
 // maxForgeReasonBytes bounds the reason a job's log at the forge shows.

@@ -73,10 +73,11 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 			pid, err := finder.FindMonitor(r.ID)
 			if err != nil {
 				// Its monitor may run: keep its record, TAP and
-				// address for the next start.
+				// address for the next start, but not its runner.
 				errs = append(errs, fmt.Errorf("vm %s: %w", r.ID, err))
 				keepTAP[r.TAP], keepRunner[r.RunnerName] = true, true
 				m.holdAddress(r, log)
+				m.removeUnsupervisedRunner(ctx, r, down, log)
 				continue
 			}
 			if pid > 0 {
@@ -92,10 +93,11 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 		if r.PID > 0 && l.KillVM != nil {
 			if err := l.KillVM(ctx, r.ID, r.PID); err != nil {
 				// Keep its record, TAP and address: the next start
-				// tries again.
+				// tries again. Its runner goes now.
 				errs = append(errs, fmt.Errorf("vm %s: %w", r.ID, err))
 				keepTAP[r.TAP], keepRunner[r.RunnerName] = true, true
 				m.holdAddress(r, log)
+				m.removeUnsupervisedRunner(ctx, r, down, log)
 				continue
 			}
 		}
@@ -239,6 +241,46 @@ func (m *Manager) recoverCall(ctx context.Context, p *pool, down map[string]erro
 		down[p.cfg.Forge] = err
 	}
 	return err
+}
+
+// removeUnsupervisedRunner removes the runner of a VM whose monitor may
+// still run but is not supervised by this run (it could not be looked
+// for, or survived the kill): its record, TAP and address are kept for
+// the next start, but a runner left registered would take jobs with no
+// timeout. Its job is failed first when the record says it took one.
+// Removal is idempotent (forge.Forge.Remove), so the next start asking
+// again is harmless; a removal that fails is queued like a deregistering
+// VM's, retried until the forge confirms, and leaves the record as it is.
+func (m *Manager) removeUnsupervisedRunner(ctx context.Context, r *vmstate.Record, down map[string]error, log *slog.Logger) {
+	p := m.poolNamed(r.Pool)
+	if p == nil || r.RunnerID == "" {
+		return
+	}
+	log = log.With("runner", r.RunnerName, "runner_id", r.RunnerID)
+	if f, ok := p.forge.(forge.JobFailer); ok && (r.Job != "" || !r.Busy.IsZero() || r.Phase == vmstate.Busy) {
+		reason := "the VM could not be supervised after a restart"
+		err := m.recoverCall(ctx, p, down, func(ctx context.Context) error {
+			return f.FailJob(ctx, runnerRef(*r), r.Job, reason)
+		})
+		switch {
+		case err == nil:
+			log.Warn("job failed at the forge", "job", r.Job, "reason", reason)
+		case errors.Is(err, forge.ErrJobEnded), errors.Is(err, errors.ErrUnsupported):
+		default:
+			log.Warn("fail the job of an unsupervised vm at the forge", "job", r.Job, "err", err)
+		}
+	}
+	err := m.recoverCall(ctx, p, down, func(ctx context.Context) error {
+		return p.forge.Remove(ctx, runnerRef(*r))
+	})
+	if err == nil {
+		log.Warn("runner of a vm whose monitor may still run removed at its forge: it takes no more jobs; its record stays for the next start")
+		return
+	}
+	m.mu.Lock()
+	m.removals[r.ID] = &removal{rec: *r, forge: p.forge, attempts: 1, next: time.Now().Add(removalFirstRetry), keepRecord: true}
+	m.mu.Unlock()
+	log.Warn("runner removal of a vm whose monitor may still run failed; retrying until the forge confirms", "err", err, "retry_in", removalFirstRetry)
 }
 
 // recoverRemoval goes on with the removal of a runner a previous run could

@@ -210,6 +210,81 @@ func TestRecoveryKeepsTheAddressOfAMonitorItCouldNotEnd(t *testing.T) {
 	}
 }
 
+// A VM whose monitor may still run (it survived the kill, or could not
+// be looked for) keeps its record, TAP and address, but not its runner:
+// unsupervised, it could take jobs with no timeout. Its job is failed
+// first, then the runner removed; a removal that fails is queued and,
+// once the forge confirms, leaves the record in place.
+func TestRecoveryRemovesTheRunnerOfAMonitorItCouldNotEnd(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		pid    int
+		finder bool
+	}{{"kill failed", 4242, false}, {"monitor not looked for", 0, true}} {
+		for _, down := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/forge down %v", c.name, down), func(t *testing.T) {
+				h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+				h.stop()
+				<-h.done
+				name := "fa-test-5urv"
+				if err := h.store.Create(&vmstate.Record{ID: "5urv", Pool: "p", Phase: vmstate.Busy, PID: c.pid,
+					TAP: "fa5urv", MAC: "02:00:00:00:00:02", Address: "10.200.0.2",
+					RunnerID: "7", RunnerName: name, Job: "j7", Busy: time.Now().UTC()}); err != nil {
+					t.Fatal(err)
+				}
+				h.forge.mu.Lock()
+				h.forge.runners["7"] = &fakeRunner{ref: forgeRef("7", name), busy: true, job: "j7"}
+				if down {
+					h.forge.removeErr = errors.New("forge unreachable")
+				}
+				h.forge.mu.Unlock()
+				if c.finder {
+					h.m.d.Hypervisor = &failingFinderHV{Hypervisor: h.hv}
+				}
+				err := h.m.Recover(context.Background(), Leftovers{
+					Adopt:  func(string, int) (vmm.Machine, error) { return nil, errors.New("not adoptable") },
+					KillVM: func(context.Context, string, int) error { return errors.New("still running after the kill") },
+				})
+				if err == nil {
+					t.Fatal("Recover hid a monitor it could not end")
+				}
+				if got := h.forge.failedJobs()["j7"]; got == "" {
+					t.Errorf("the unsupervised runner's job was not failed: %v", h.forge.failedJobs())
+				}
+				runnerLeft := func() bool {
+					h.forge.mu.Lock()
+					defer h.forge.mu.Unlock()
+					_, ok := h.forge.runners["7"]
+					return ok
+				}
+				if down {
+					if !runnerLeft() {
+						t.Fatal("control: the forge down removed the runner")
+					}
+					if got := h.m.PendingRemovals(); len(got) != 1 || got[0] != name {
+						t.Fatalf("pending removals %v, want %s", got, name)
+					}
+					h.forge.mu.Lock()
+					h.forge.removeErr = nil
+					h.forge.mu.Unlock()
+					h.m.removeDue(context.Background(), time.Now().Add(time.Hour))
+					if got := h.m.PendingRemovals(); len(got) != 0 {
+						t.Fatalf("pending removals %v after the forge confirmed", got)
+					}
+				}
+				if runnerLeft() {
+					t.Fatal("the runner of a vm whose monitor may still run is left registered at the forge")
+				}
+				recs := diskRecords(t, h.store)
+				r, ok := recs["5urv"]
+				if !ok || r.TAP != "fa5urv" || r.Address != "10.200.0.2" || r.Phase != vmstate.Busy {
+					t.Fatalf("record of a monitor that may run: %v, want kept as it was", recs)
+				}
+			})
+		}
+	}
+}
+
 // failingFinderHV cannot look for a VM's monitor.
 type failingFinderHV struct{ vmm.Hypervisor }
 

@@ -32,6 +32,9 @@ type removal struct {
 	forge    forge.Forge
 	attempts int
 	next     time.Time
+	// keepRecord: the VM's record stays once the runner is gone (its
+	// monitor may still run: see removeUnsupervisedRunner).
+	keepRecord bool
 }
 
 // deregisterLater keeps the runner of a VM that is gone for a later
@@ -126,6 +129,9 @@ func (m *Manager) tryRemoval(ctx context.Context, r *removal) bool {
 	attempts := r.attempts + 1
 	m.mu.Unlock()
 	log.Info("runner removed", "attempts", attempts)
+	if r.keepRecord {
+		return true
+	}
 	if err := m.d.Store.Remove(r.rec.ID); err != nil {
 		log.Error("remove vm directory", "err", err)
 	}

@@ -653,9 +653,12 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 		case <-busy:
 			// Turned busy, by its agent's report or by the reconcile
 			// loop (markBusy), which leaves the save to this goroutine:
-			// write 4, with what the forge's driver learnt of the job.
-			v.learnJob()
+			// write 4, before the forge's driver is asked of the job (a
+			// crash meanwhile must find the VM busy, not idle), and what
+			// it learnt in one more save (JobLearner drivers only).
 			v.log.Info("vm busy", "job", v.snapshot().Job)
+			v.persist(v.m.d.Store)
+			v.learnJob()
 			v.persist(v.m.d.Store)
 			busy, noJob = nil, nil
 			jt := time.NewTimer(max(t.Job-time.Since(v.busySince()), time.Millisecond))
@@ -764,8 +767,8 @@ func (v *vm) jobReport(r agentproto.Report, exitCode int) int {
 		// One save (write 4) for the job's id and the busy phase; a
 		// second only when the reconcile loop had turned the VM busy
 		// already, from its forge's busy flag. What the forge's driver
-		// learns of the job goes with it (learnJob).
-		v.learnJob()
+		// learns of the job (learnJob) is asked after it, so that the
+		// busy record is on disk meanwhile, and saved by one more write.
 		job := r.Job != "" && jobIDPattern.MatchString(r.Job)
 		v.mu.Lock()
 		changed := false
@@ -784,6 +787,8 @@ func (v *vm) jobReport(r agentproto.Report, exitCode int) int {
 		if turned {
 			v.phaseMoved(vmstate.Idle, vmstate.Busy)
 		}
+		v.persist(v.m.d.Store)
+		v.learnJob()
 		v.persist(v.m.d.Store)
 	case agentproto.EventRunnerExited:
 		exitCode = r.ExitCode

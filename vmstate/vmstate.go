@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -82,6 +83,28 @@ type Record struct {
 	Seq uint64 `json:"seq,omitempty"`
 }
 
+// plainRecord is a Record without its methods (LogValue, String).
+type plainRecord Record
+
+// redacted is r without its secrets: the runner memo (it may hold the
+// runner's own credential) and the agent token.
+func (r Record) redacted() plainRecord {
+	c := plainRecord(r)
+	c.RunnerMemo, c.AgentToken = "", ""
+	return c
+}
+
+// LogValue implements slog.LogValuer: a record logged shows neither its
+// runner memo nor its agent token.
+func (r Record) LogValue() slog.Value { return slog.AnyValue(r.redacted()) }
+
+// String is the record for fmt (%v, %+v), without its secrets as in
+// LogValue.
+func (r Record) String() string { return fmt.Sprintf("%+v", r.redacted()) }
+
+// GoString is the record for %#v, without its secrets as in LogValue.
+func (r Record) GoString() string { return fmt.Sprintf("%#v", r.redacted()) }
+
 // recordFile is the record's name in its VM's directory; a directory
 // without it, or whose record names another VM, is not the store's.
 const recordFile = "state.json"
@@ -149,6 +172,21 @@ type recordLock struct {
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("vm state: create %s: %w", dir, err)
+	}
+	// MkdirAll leaves an existing directory's mode as it is: one left
+	// open to group or others (records hold runners' credentials) is
+	// made the owner's only.
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("vm state: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("vm state: %s is not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("vm state: %s has mode %v (open to group or others) and cannot be made 0700: %w", dir, fi.Mode().Perm(), err)
+		}
 	}
 	return &Store{dir: dir, recs: map[string]*recordLock{}, removeTree: os.RemoveAll}, nil
 }

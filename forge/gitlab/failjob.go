@@ -85,9 +85,11 @@ func encodeJobs(js []runnerJob) (forge.RunnerMemo, error) {
 
 // jobsIn is the jobs a runner's memo holds; false when it holds none
 // learnt (empty: its job not learnt, or a record of an older version).
+// An empty listing is not learnt: GitLab may list the job a moment
+// later, and a memo of no job would answer FailJob "no job" for good.
 func jobsIn(m forge.RunnerMemo) ([]runnerJob, bool) {
 	var v jobsMemo
-	if m == "" || json.Unmarshal([]byte(m), &v) != nil || v.Jobs == nil {
+	if m == "" || json.Unmarshal([]byte(m), &v) != nil || len(v.Jobs) == 0 {
 		return nil, false
 	}
 	out := make([]runnerJob, 0, min(len(v.Jobs), maxRunnerJobs))
@@ -116,6 +118,9 @@ func (f *Forge) LearnJob(ctx context.Context, r forge.RunnerRef) (forge.RunnerMe
 	js, err := f.learnRunnerJobs(ctx, runner)
 	if err != nil {
 		return r.Memo, fmt.Errorf("gitlab: list the jobs of runner %s: %w", r.Name, err)
+	}
+	if len(js) == 0 {
+		return r.Memo, nil // nothing learnt: the next call asks again
 	}
 	return encodeJobs(js)
 }
@@ -159,7 +164,7 @@ func (f *Forge) learnRunnerJobs(ctx context.Context, runner int64) ([]runnerJob,
 	js, err := f.runnerJobs(ctx, runner)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err == nil && !l.removed {
+	if err == nil && !l.removed && len(js) > 0 {
 		f.taken[runner] = js
 	}
 	if l.n--; l.n == 0 {

@@ -349,3 +349,45 @@ func TestLearnJobKeepsWhatWasLearnt(t *testing.T) {
 		t.Fatalf("LearnJob of a learnt runner: %q, %v; want its memo as it was", string(again), err)
 	}
 }
+
+// TestLearnJobOfAnEmptyListingAsksAgain: GitLab lists no job for the
+// runner yet (`{"jobs":[]}`): that is not learnt, so no memo is kept,
+// the next LearnJob asks again and FailJob then cancels the job.
+func TestLearnJobOfAnEmptyListingAsksAgain(t *testing.T) {
+	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
+	ctx := context.Background()
+	r := e.register(t, "fa-h-1", "linux")
+	memo, err := e.f.LearnJob(ctx, r.RunnerRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if memo != "" {
+		t.Fatalf("memo of a runner GitLab lists no job for: %q, want none", string(memo))
+	}
+	if _, ok := jobsIn(`{"jobs":[]}`); ok {
+		t.Fatal(`jobsIn({"jobs":[]}) counts as learnt`)
+	}
+	// Its job starts now.
+	job := e.gl.AddJob("acme/app", "build", []string{"linux"}, "true")
+	id, _ := strconv.ParseInt(r.ID, 10, 64)
+	c := &gitlabdouble.RunnerClient{URL: e.srv.URL, Token: e.gl.Runners()[id].Token, SystemID: "s_fa-h-1"}
+	if j, err := c.RequestJob(ctx, nil); err != nil || j == nil || j.ID != job {
+		t.Fatalf("runner takes a job: %+v, %v", j, err)
+	}
+	ref := r.RunnerRef
+	ref.Memo = memo
+	memo, err = e.f.LearnJob(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if js, ok := jobsIn(memo); !ok || len(js) != 1 || js[0].id != job {
+		t.Fatalf("memo %q holds %v, want job %d", string(memo), js, job)
+	}
+	ref.Memo = memo
+	if err := e.f.FailJob(ctx, ref, "", "runner exit code 2"); err != nil {
+		t.Fatalf("FailJob: %v", err)
+	}
+	if st := e.status(job); st != "canceled" {
+		t.Fatalf("job is %s, want canceled", st)
+	}
+}
