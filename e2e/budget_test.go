@@ -46,50 +46,9 @@ jobs:
 // step's own output in the log, not the orchestrator's "runner died"),
 // exits 0 so the VM ends cleanly, and the next job runs.
 func TestJobBudgetKeepsTheRunnerAlive(t *testing.T) {
-	requireRoot(t)
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	root := filepath.Join(work, "root.cpio.gz")
-	buildGuestRoot(t, cache, root)
-	ns := newNetns(t, "fa-cg")
-	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
-	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: cgroup
-state_dir: %s
-log: {level: debug}
-drain_grace: 1m
-api: {socket: %s}
-network:
-  bridge: facg0
-  cidr: 10.229.0.0/24
-  allow_tcp_ports: [3000]
-forges:
-  - name: gitea
-    type: gitea
-    url: http://127.0.0.1:%s
-    guest_url: http://10.229.0.1:%s
-    token_file: %s
-pools:
-  - name: cg
-    forge: gitea
-    scope: instance
-    labels: [fireactions-cg]
-    min_idle: 1
-    max: 2
-    vm:
-      vcpus: 1
-      memory_mib: 256
-      kernel: %s
-      modules_dir: %s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %s
-    timeouts:
-      boot: 3m
-      job: 20m
-`, state, filepath.Join(work, "api.sock"), giteaPort, giteaPort, tokenFile, kernel, modules, root))
-	orch := startOrchestrator(t, ns, bin, cfgPath, state)
-	orch.waitFor(t, 4*time.Minute, "the min_idle VM to be idle", func() bool { return countPhase(state, "idle") >= 1 })
+	r := newGiteaRig(t, "fa-cg")
+	gitea, state, work, ns := r.gitea, r.state, r.work, r.ns
+	orch := r.startSmallPool("cgroup", "facg0", "10.229.0.0/24", "cg", "fireactions-cg")
 
 	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "cgbomb", "default_branch": "main"}, nil)
 	tree := filepath.Join(work, "repo")
@@ -97,26 +56,8 @@ pools:
 	writeFile(t, filepath.Join(tree, ".gitea/workflows/after.yml"), 0o644, budgetAfterWorkflow)
 	gitea.push(tree, "ci/cgbomb", "bomb")
 
-	var bombVM string
-	orch.waitFor(t, 5*time.Minute, "the bomb's job to start", func() bool {
-		for id, phase := range vmDirs(state) {
-			if phase == "busy" {
-				bombVM = id
-				return true
-			}
-		}
-		return false
-	})
-	var bomb job
-	orch.waitFor(t, 10*time.Minute, "the bomb's job to end at Gitea", func() bool {
-		for _, j := range gitea.jobs("ci/cgbomb") {
-			if j.Status == "completed" {
-				bomb = j
-				return true
-			}
-		}
-		return false
-	})
+	bombVM := orch.waitVM(t, 5*time.Minute, "the bomb's job to start", "busy")
+	bomb := orch.waitJobsDone(t, 10*time.Minute, "the bomb's job to end at Gitea", gitea, "ci/cgbomb", 1)[0]
 	if bomb.Conclusion != "failure" {
 		t.Fatalf("the bomb's job concluded %q, want failure", bomb.Conclusion)
 	}
@@ -155,15 +96,7 @@ pools:
 
 	// The next job runs, in a fresh VM.
 	gitea.api(http.MethodPost, "/api/v1/repos/ci/cgbomb/actions/workflows/after.yml/dispatches", map[string]any{"ref": "main"}, nil)
-	orch.waitFor(t, 6*time.Minute, "the next job to complete", func() bool {
-		done := 0
-		for _, j := range gitea.jobs("ci/cgbomb") {
-			if j.Status == "completed" {
-				done++
-			}
-		}
-		return done == 2
-	})
+	orch.waitJobsDone(t, 6*time.Minute, "the next job to complete", gitea, "ci/cgbomb", 2)
 	for _, j := range gitea.jobs("ci/cgbomb") {
 		if j.ID != bomb.ID && j.Conclusion != "success" {
 			t.Fatalf("the job after the bomb concluded %q", j.Conclusion)
@@ -172,5 +105,5 @@ pools:
 	orch.terminate(t)
 	orch.waitExit(t, 2*time.Minute)
 	assertNothingLeft(t, ns, gitea, state, "facg0")
-	_ = os.Remove(cfgPath)
+	_ = os.Remove(r.cfgPath)
 }

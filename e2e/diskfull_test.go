@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -36,15 +35,8 @@ jobs:
 // why. While a VM lives its directory holds no copy of the pool archive,
 // named or held open by its monitor.
 func TestFullStateDiskRunsEveryJobOneAtATime(t *testing.T) {
-	requireRoot(t)
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	root := filepath.Join(work, "root.cpio.gz")
-	buildGuestRoot(t, cache, root)
-	ns := newNetns(t, "fa-disk")
-	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
+	r := newGiteaRig(t, "fa-disk")
+	gitea, state, work, ns := r.gitea, r.state, r.work, r.ns
 	// The state directory is a small file system of its own; cleanups run
 	// last first, so it is unmounted after the orchestrator ended.
 	if err := os.MkdirAll(state, 0o700); err != nil {
@@ -58,50 +50,13 @@ func TestFullStateDiskRunsEveryJobOneAtATime(t *testing.T) {
 			t.Errorf("umount %s: %v: %s", state, err, out)
 		}
 	})
-	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: diskfull
-state_dir: %s
-log: {level: debug}
-drain_grace: 1m
-api: {socket: %s}
-network:
-  bridge: fadisk0
-  cidr: 10.227.0.0/24
-  allow_tcp_ports: [3000]
-forges:
-  - name: gitea
-    type: gitea
-    url: http://127.0.0.1:%s
-    guest_url: http://10.227.0.1:%s
-    token_file: %s
-pools:
-  - name: disk
-    forge: gitea
-    scope: instance
-    labels: [fireactions-disk]
-    min_idle: 1
-    max: 3
-    vm:
-      vcpus: 1
-      memory_mib: 384
-      kernel: %s
-      modules_dir: %s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %s
-    timeouts:
-      boot: 3m
-      job: 10m
-`, state, filepath.Join(work, "api.sock"), giteaPort, giteaPort, tokenFile, kernel, modules, root))
-	orch := startOrchestrator(t, ns, bin, cfgPath, state)
-	var first string
-	orch.waitFor(t, 4*time.Minute, "the min_idle VM to be idle", func() bool {
-		for id, phase := range vmDirs(state) {
-			if phase == "idle" {
-				first = id
-				return true
-			}
-		}
-		return false
-	})
+	cfg := r.config("diskfull", work, "fadisk0", "10.227.0.0/24")
+	pool := r.pool("disk", "fireactions-disk", 1, 3)
+	pool.VM.VCPUs, pool.VM.MemoryMiB = 1, 384
+	pool.Timeouts = &timeoutsConfig{Boot: "3m", Job: "10m"}
+	cfg.Pools = []poolConfig{pool}
+	orch := r.start(cfg)
+	first := orch.waitVM(t, 4*time.Minute, "the min_idle VM to be idle", "idle")
 
 	// A VM's start takes its initramfs, a copy of the pool archive; its
 	// life takes its directory's files, and whatever of the state disk
@@ -139,15 +94,7 @@ pools:
 	writeFile(t, filepath.Join(tree, ".gitea/workflows/burst.yml"), 0o644, burstWorkflow)
 	burst := time.Now()
 	gitea.push(tree, "ci/burst", "burst")
-	orch.waitFor(t, 12*time.Minute, "4 jobs to complete", func() bool {
-		done := 0
-		for _, j := range gitea.jobs("ci/burst") {
-			if j.Status == "completed" {
-				done++
-			}
-		}
-		return done == 4
-	})
+	orch.waitJobsDone(t, 12*time.Minute, "4 jobs to complete", gitea, "ci/burst", 4)
 	t.Logf("FIGURE burst of 4 jobs on a state disk with room for one VM start: all done in %s", time.Since(burst).Round(time.Second))
 	jobs := gitea.jobs("ci/burst")
 	sort.Slice(jobs, func(i, j int) bool { return jobs[i].StartedAt.Before(jobs[j].StartedAt) })

@@ -147,6 +147,22 @@ func (o *orchestrator) waitFor(t *testing.T, within time.Duration, what string, 
 	})
 }
 
+// waitVM waits for a VM of the orchestrator in phase, and returns its id.
+func (o *orchestrator) waitVM(t *testing.T, within time.Duration, what, phase string) string {
+	t.Helper()
+	var vm string
+	o.waitFor(t, within, what, func() bool {
+		for id, p := range vmDirs(o.state) {
+			if p == phase {
+				vm = id
+				return true
+			}
+		}
+		return false
+	})
+	return vm
+}
+
 func dumpConsoles(t *testing.T, state string) {
 	logs, _ := filepath.Glob(filepath.Join(state, "logs", "*.log"))
 	logs2, _ := filepath.Glob(filepath.Join(state, "vms", "*", "console.log"))

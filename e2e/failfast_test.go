@@ -42,50 +42,9 @@ jobs:
 // gets to it minutes later), with the reason in the job's log, the VM's
 // console is kept, and the next job runs.
 func TestForkBombFailsItsJobAtOnce(t *testing.T) {
-	requireRoot(t)
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	root := filepath.Join(work, "root.cpio.gz")
-	buildGuestRoot(t, cache, root)
-	ns := newNetns(t, "fa-fail")
-	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
-	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: failfast
-state_dir: %s
-log: {level: debug}
-drain_grace: 1m
-api: {socket: %s}
-network:
-  bridge: fafail0
-  cidr: 10.226.0.0/24
-  allow_tcp_ports: [3000]
-forges:
-  - name: gitea
-    type: gitea
-    url: http://127.0.0.1:%s
-    guest_url: http://10.226.0.1:%s
-    token_file: %s
-pools:
-  - name: fail
-    forge: gitea
-    scope: instance
-    labels: [fireactions-fail]
-    min_idle: 1
-    max: 2
-    vm:
-      vcpus: 1
-      memory_mib: 256
-      kernel: %s
-      modules_dir: %s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %s
-    timeouts:
-      boot: 3m
-      job: 20m
-`, state, filepath.Join(work, "api.sock"), giteaPort, giteaPort, tokenFile, kernel, modules, root))
-	orch := startOrchestrator(t, ns, bin, cfgPath, state)
-	orch.waitFor(t, 4*time.Minute, "the min_idle VM to be idle", func() bool { return countPhase(state, "idle") >= 1 })
+	r := newGiteaRig(t, "fa-fail")
+	gitea, state, work, ns := r.gitea, r.state, r.work, r.ns
+	orch := r.startSmallPool("failfast", "fafail0", "10.226.0.0/24", "fail", "fireactions-fail")
 
 	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "bomb", "default_branch": "main"}, nil)
 	tree := filepath.Join(work, "repo")
@@ -95,16 +54,7 @@ pools:
 
 	// The runner dies when the job kills it; the agent then reports its
 	// exit and powers the VM off.
-	var bombVM string
-	orch.waitFor(t, 5*time.Minute, "the bomb's job to start", func() bool {
-		for id, phase := range vmDirs(state) {
-			if phase == "busy" {
-				bombVM = id
-				return true
-			}
-		}
-		return false
-	})
+	bombVM := orch.waitVM(t, 5*time.Minute, "the bomb's job to start", "busy")
 	// The host knows the runner is gone when the agent reports its exit,
 	// or else when the VM ends: whichever comes first.
 	var died time.Time
@@ -123,16 +73,7 @@ pools:
 		died, how = time.Now(), "VM ended"
 		return true
 	})
-	var bomb job
-	orch.waitFor(t, 2*time.Minute, "the bomb's job to fail at Gitea", func() bool {
-		for _, j := range gitea.jobs("ci/bomb") {
-			if j.Status == "completed" {
-				bomb = j
-				return true
-			}
-		}
-		return false
-	})
+	bomb := orch.waitJobsDone(t, 2*time.Minute, "the bomb's job to fail at Gitea", gitea, "ci/bomb", 1)[0]
 	took := time.Since(died)
 	t.Logf("FIGURE bomb's runner dead (%s) -> job completed at Gitea: %s", how, took.Round(100*time.Millisecond))
 	if bomb.Conclusion != "failure" {
@@ -161,15 +102,7 @@ pools:
 
 	// The next job runs, in a fresh VM.
 	gitea.api(http.MethodPost, "/api/v1/repos/ci/bomb/actions/workflows/after.yml/dispatches", map[string]any{"ref": "main"}, nil)
-	orch.waitFor(t, 6*time.Minute, "the next job to complete", func() bool {
-		done := 0
-		for _, j := range gitea.jobs("ci/bomb") {
-			if j.Status == "completed" {
-				done++
-			}
-		}
-		return done == 2
-	})
+	orch.waitJobsDone(t, 6*time.Minute, "the next job to complete", gitea, "ci/bomb", 2)
 	for _, j := range gitea.jobs("ci/bomb") {
 		if j.ID != bomb.ID && j.Conclusion != "success" {
 			t.Fatalf("the job after the bomb concluded %q", j.Conclusion)
@@ -181,5 +114,5 @@ pools:
 	orch.terminate(t)
 	orch.waitExit(t, 2*time.Minute)
 	assertNothingLeft(t, ns, gitea, state, "fafail0")
-	_ = os.Remove(cfgPath)
+	_ = os.Remove(r.cfgPath)
 }

@@ -3,21 +3,11 @@
 package e2e
 
 import (
-	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
-	"fmt"
-	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 )
 
@@ -36,30 +26,9 @@ const (
 // dead runner cannot stop its job), the run's other queued job is
 // cancelled with it, the dead runner is removed, and the next job runs.
 func TestGitHubRunnerDeathCancelsItsRun(t *testing.T) {
-	requireRoot(t)
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	standin := buildGitHubStandin(t, work)
-	root := filepath.Join(work, "root.cpio.gz")
-	if err := guestroot.Build(context.Background(), guestroot.DefaultSpec(standin, "/home/runner/run.sh"), root); err != nil {
-		t.Fatal(err)
-	}
-	ns := newNetns(t, fmt.Sprintf("ghf%d", os.Getpid()%100000))
-
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-	spec, err := githubdouble.LoadSpec("../forge/github/testdata/github-actions-runners.openapi.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	examples, err := os.ReadFile("../forge/github/testdata/github-workflow_job.examples.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newGitHubRig(t, "ghf")
+	key, examples, state, ns := r.key, r.examples, r.state, r.ns
+	spec, hookSecret := r.spec, r.hookSecret
 	d := githubdouble.New(githubdouble.Options{
 		Spec: spec, AppID: ghfAppID, AppKey: &key.PublicKey, RunnerURL: "http://" + ghfGateway + ":" + ghfPort, Seed: 24,
 	})
@@ -73,65 +42,11 @@ func TestGitHubRunnerDeathCancelsItsRun(t *testing.T) {
 		defer mu.Unlock()
 		taken[j.ID] = time.Now()
 	})
-	ln, err := ns.listen("tcp", "0.0.0.0:"+ghfPort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: d, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	r.serve(d, ghfPort)
 
-	hookSecret, apiToken := "hook-"+randHex(t), "api-"+randHex(t)
-	writeFile(t, filepath.Join(work, "app.pem"), 0o600, string(keyPEM))
-	writeFile(t, filepath.Join(work, "hook"), 0o600, hookSecret+"\n")
-	writeFile(t, filepath.Join(work, "api-tokens"), 0o600, apiToken+"\n")
-	state, err := os.MkdirTemp("", "ghf") // short: socket paths must fit
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(state) })
-	cfgPath := filepath.Join(work, "fireactions.yaml")
-	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: ghfail
-state_dir: %[1]s
-log: {level: debug}
-drain_grace: 1m
-api: {socket: %[2]s/api.sock, listen: "127.0.0.1:%[3]s", tokens_file: %[2]s/api-tokens}
-metrics: {listen: ""}
-network:
-  bridge: faghf0
-  cidr: 10.231.0.0/24
-  allow_tcp_ports: [%[4]s]   # the GitHub double on the gateway
-forges:
-  - name: github
-    type: github
-    url: http://127.0.0.1:%[4]s
-    app_id: %[5]d
-    app_private_key_file: %[2]s/app.pem
-    webhook_secret_file: %[2]s/hook
-    poll_interval: 5s
-pools:
-  - name: ghf
-    forge: github
-    scope: org:acme
-    repos: [acme/widgets]
-    labels: [%[6]s]
-    max: 1
-    vm:
-      vcpus: 1
-      memory_mib: 512
-      kernel: %[7]s
-      modules_dir: %[8]s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %[9]s
-    runner:
-      uid: 1001
-    timeouts:
-      boot: 2m
-      idle: 20s
-      job: 10m
-`, state, work, ghfAPIPort, ghfPort, ghfAppID, ghfLabel, kernel, modules, root))
-
-	orch := startOrchestrator(t, ns, bin, cfgPath, state)
+	cfg := r.config("ghfail", "faghf0", "10.231.0.0/24", ghfPort, ghfAPIPort, ghfAppID, "5s")
+	cfg.Pools = []poolConfig{r.pool("ghf", []string{ghfLabel}, 1)}
+	orch := r.start(cfg)
 	hc := ns.httpClient()
 	orch.waitFor(t, time.Minute, "the API", func() bool {
 		resp, err := hc.Get("http://127.0.0.1:" + ghfAPIPort + "/healthz")

@@ -4,13 +4,7 @@ package e2e
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 )
 
@@ -43,98 +36,25 @@ const (
 // 429 with Retry-After) and 30 % of webhooks are lost: every job still
 // runs, and no runner is left at GitHub.
 func TestGitHubJobsRunInTheirOwnMicroVMs(t *testing.T) {
-	requireRoot(t)
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	standin := buildGitHubStandin(t, work)
-	root := filepath.Join(work, "root.cpio.gz")
-	if err := guestroot.Build(context.Background(), guestroot.DefaultSpec(standin, "/home/runner/run.sh"), root); err != nil {
-		t.Fatal(err)
-	}
-	ns := newNetns(t, fmt.Sprintf("fagh%d", os.Getpid()%100000))
-
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-	spec, err := githubdouble.LoadSpec("../forge/github/testdata/github-actions-runners.openapi.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	examples, err := os.ReadFile("../forge/github/testdata/github-workflow_job.examples.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newGitHubRig(t, "fagh")
+	key, keyPEM, examples, state, ns := r.key, r.keyPEM, r.examples, r.state, r.ns
+	spec, hookSecret := r.spec, r.hookSecret
 	d := githubdouble.New(githubdouble.Options{
 		Spec: spec, AppID: ghAppID, AppKey: &key.PublicKey, RunnerURL: "http://" + ghGateway + ":" + ghPort, Seed: 42,
 	})
 	t.Cleanup(d.Close)
 	d.AddInstallation("Organization", "acme")
-	ln, err := ns.listen("tcp", "0.0.0.0:"+ghPort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: d, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	r.serve(d, ghPort)
 
-	hookSecret, apiToken := "hook-"+randHex(t), "api-"+randHex(t)
-	writeFile(t, filepath.Join(work, "app.pem"), 0o600, string(keyPEM))
-	writeFile(t, filepath.Join(work, "hook"), 0o600, hookSecret+"\n")
-	writeFile(t, filepath.Join(work, "api-tokens"), 0o600, apiToken+"\n")
-	state, err := os.MkdirTemp("", "fagh") // short: socket paths must fit
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(state) })
-	cfgPath := filepath.Join(work, "fireactions.yaml")
 	qemuBin, booted := capturingQEMU(t)
-	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: ghe2e
-state_dir: %[1]s
-log: {level: debug}
-vmm: {qemu: {binary: %[10]s}}
-drain_grace: 3m
-api: {socket: %[2]s/api.sock, listen: "127.0.0.1:%[3]s", tokens_file: %[2]s/api-tokens}
-metrics: {listen: ""}
-network:
-  bridge: fagh0
-  cidr: 10.205.0.0/24
-  allow_tcp_ports: [%[4]s]   # the GitHub double on the gateway
-forges:
-  - name: github
-    type: github
-    url: http://127.0.0.1:%[4]s
-    app_id: %[5]d
-    app_private_key_file: %[2]s/app.pem
-    webhook_secret_file: %[2]s/hook
-    poll_interval: 2s
-pools:
-  - name: gh
-    forge: github
-    scope: org:acme
-    repos: [acme/widgets]
-    labels: [%[6]s, linux]   # self-hosted is implied
-    min_idle: 0
-    max: 2
-    vm:
-      vcpus: 1
-      memory_mib: 512
-      kernel: %[7]s
-      modules_dir: %[8]s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %[9]s
-    runner:
-      uid: 1001
-    timeouts:
-      boot: 2m
-      idle: 20s
-      job: 10m
-`, state, work, ghAPIPort, ghPort, ghAppID, ghLabel, kernel, modules, root, qemuBin))
+	cfg := r.config("ghe2e", "fagh0", "10.205.0.0/24", ghPort, ghAPIPort, ghAppID, "2s")
+	cfg.VMM = &vmmConfig{}
+	cfg.VMM.QEMU.Binary = qemuBin
+	cfg.DrainGrace = "3m"
+	cfg.Pools = []poolConfig{r.pool("gh", []string{ghLabel, "linux"}, 2)} // self-hosted is implied
 
 	started := time.Now()
-	orch := startOrchestrator(t, ns, bin, cfgPath, state)
+	orch := r.start(cfg)
 	hc := ns.httpClient()
 	orch.waitFor(t, time.Minute, "the API", func() bool {
 		resp, err := hc.Get("http://127.0.0.1:" + ghAPIPort + "/healthz")

@@ -3,17 +3,10 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
-
-	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
-	"github.com/nixos-fireactions/nixos-fireactions/internal/double/gitlabdouble"
 )
 
 // TestGitLabJobWhoseRunnerDiesIsCancelledAtOnce: a job that kills its
@@ -22,75 +15,15 @@ import (
 // clean-up would take an hour or more), by the job GitLab listed for the
 // VM's runner; the next job then runs in a VM of its own.
 func TestGitLabJobWhoseRunnerDiesIsCancelledAtOnce(t *testing.T) {
-	requireRoot(t)
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	standin := buildStandinRunner(t, work)
-	root := filepath.Join(work, "root.cpio.gz")
-	if err := guestroot.Build(context.Background(), guestroot.DefaultSpec(standin, "/usr/bin/gitlab-runner"), root); err != nil {
-		t.Fatal(err)
-	}
-	ns := newNetns(t, fmt.Sprintf("glf%d", os.Getpid()%100000))
-
-	accessToken := "glpat-" + randHex(t)
-	gl := gitlabdouble.New(accessToken)
-	t.Cleanup(gl.Close)
-	gl.AddProject("acme/app")
-	ln, err := ns.listen("tcp", "0.0.0.0:"+glPort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: gl.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	r := newGitLabRig(t, "glf")
+	gl, state := r.gl, r.state
 
 	// The job's shell is the stand-in's child: it kills its runner.
 	killer := gl.AddJob("acme/app", "kills-its-runner", []string{glTag}, `echo "about to kill my runner"`, `kill -9 $PPID`, `sleep 300`)
 
-	writeFile(t, filepath.Join(work, "gitlab-token"), 0o600, accessToken+"\n")
-	state, err := os.MkdirTemp("", "glf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(state) })
-	cfgPath := filepath.Join(work, "fireactions.yaml")
-	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: glfail
-state_dir: %[1]s
-log: {level: debug}
-drain_grace: 1m
-api: {socket: %[2]s/api.sock}
-metrics: {listen: ""}
-network:
-  bridge: faglf0
-  cidr: 10.232.0.0/24
-  allow_tcp_ports: [%[3]s]   # the GitLab double on the gateway
-forges:
-  - name: gitlab
-    type: gitlab
-    url: http://127.0.0.1:%[3]s
-    guest_url: http://10.232.0.1:%[3]s
-    token_file: %[2]s/gitlab-token
-pools:
-  - name: glf
-    forge: gitlab
-    scope: project:acme/app
-    labels: [%[4]s]
-    min_idle: 0
-    max: 1
-    vm:
-      vcpus: 1
-      memory_mib: 512
-      kernel: %[5]s
-      modules_dir: %[6]s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %[7]s
-    timeouts:
-      boot: 2m
-      job: 10m
-`, state, work, glPort, glTag, kernel, modules, root))
-
-	orch := startOrchestrator(t, ns, bin, cfgPath, state)
+	cfg := r.config("glfail", "faglf0", "10.232.0.0/24")
+	cfg.Pools = []poolConfig{r.pool("glf", []string{glTag}, 1)}
+	orch := r.start(cfg)
 	orch.waitFor(t, 5*time.Minute, "the killer job to end", func() bool {
 		st := gl.Jobs()[killer].Status
 		return st != "pending" && st != "running" && st != "canceling"

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -19,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/gitlabdouble"
 )
 
@@ -41,28 +39,9 @@ const glJobScript = `echo "fireactions-vm=$(hostname) user=$(id -un) dir=$(pwd)"
 // listings and removals) leave no runner behind, and SIGTERM during a
 // running job lets it finish.
 func TestGitLabJobsRunInTheirOwnMicroVMs(t *testing.T) {
-	requireRoot(t)
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	standin := buildStandinRunner(t, work)
-	root := filepath.Join(work, "root.cpio.gz")
-	if err := guestroot.Build(context.Background(), guestroot.DefaultSpec(standin, "/usr/bin/gitlab-runner"), root); err != nil {
-		t.Fatal(err)
-	}
-	ns := newNetns(t, fmt.Sprintf("fagl%d", os.Getpid()%100000))
-
-	accessToken, hookSecret, apiToken := "glpat-"+randHex(t), "hook-"+randHex(t), "api-"+randHex(t)
-	gl := gitlabdouble.New(accessToken)
-	t.Cleanup(gl.Close)
-	gl.AddProject("acme/app")
-	ln, err := ns.listen("tcp", "0.0.0.0:"+glPort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: gl.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	r := newGitLabRig(t, "fagl")
+	gl, state, work, ns := r.gl, r.state, r.work, r.ns
+	accessToken, hookSecret, apiToken := r.accessToken, "hook-"+randHex(t), "api-"+randHex(t)
 
 	// Phase A's jobs wait before the orchestrator starts.
 	served := []int64{
@@ -72,58 +51,21 @@ func TestGitLabJobsRunInTheirOwnMicroVMs(t *testing.T) {
 	}
 	gpu := gl.AddJob("acme/app", "gpu", []string{"gpu"}, glJobScript)
 
-	writeFile(t, filepath.Join(work, "gitlab-token"), 0o600, accessToken+"\n")
 	writeFile(t, filepath.Join(work, "gitlab-hook"), 0o600, hookSecret+"\n")
 	writeFile(t, filepath.Join(work, "api-tokens"), 0o600, apiToken+"\n")
-	// A short state directory: socket paths under it must fit in 107 bytes.
-	state, err := os.MkdirTemp("", "fagl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(state) })
-	cfgPath := filepath.Join(work, "fireactions.yaml")
 	qemuBin, booted := capturingQEMU(t)
-	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: gle2e
-state_dir: %[1]s
-log: {level: debug}
-vmm: {qemu: {binary: %[9]s}}
-drain_grace: 3m
-api: {socket: %[2]s/api.sock, listen: "127.0.0.1:%[3]s", tokens_file: %[2]s/api-tokens}
-metrics: {listen: ""}
-network:
-  bridge: fagl0
-  cidr: 10.204.0.0/24
-  allow_tcp_ports: [%[4]s]   # the GitLab double on the gateway
-forges:
-  - name: gitlab
-    type: gitlab
-    url: http://127.0.0.1:%[4]s
-    guest_url: http://10.204.0.1:%[4]s
-    token_file: %[2]s/gitlab-token
-    webhook_secret_file: %[2]s/gitlab-hook
-pools:
-  - name: gl
-    forge: gitlab
-    scope: project:acme/app
-    labels: [%[5]s, linux]
-    min_idle: 0
-    max: 2
-    vm:
-      vcpus: 1
-      memory_mib: 512
-      kernel: %[6]s
-      modules_dir: %[7]s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %[8]s
-    runner:
-      run_untagged: true
-    timeouts:
-      boot: 2m
-      job: 10m
-`, state, work, glAPIPort, glPort, glTag, kernel, modules, root, qemuBin))
+	cfg := r.config("gle2e", "fagl0", "10.204.0.0/24")
+	cfg.VMM = &vmmConfig{}
+	cfg.VMM.QEMU.Binary = qemuBin
+	cfg.DrainGrace = "3m"
+	cfg.API.Listen, cfg.API.TokensFile = "127.0.0.1:"+glAPIPort, filepath.Join(work, "api-tokens")
+	cfg.Forges[0].WebhookSecretFile = filepath.Join(work, "gitlab-hook")
+	pool := r.pool("gl", []string{glTag, "linux"}, 2)
+	pool.Runner = &runnerConfig{RunUntagged: true}
+	cfg.Pools = []poolConfig{pool}
 
 	started := time.Now()
-	orch := startOrchestrator(t, ns, bin, cfgPath, state)
+	orch := r.start(cfg)
 	hc := ns.httpClient()
 	orch.waitFor(t, time.Minute, "the API", func() bool {
 		resp, err := hc.Get("http://127.0.0.1:" + glAPIPort + "/healthz")

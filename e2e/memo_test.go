@@ -40,66 +40,16 @@ jobs:
 // record (0600, in a 0700 directory), which no log line of either run
 // holds.
 func TestJobOfAVMAdoptedAfterARestartFailsAtGiteaAtOnce(t *testing.T) {
-	requireRoot(t)
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	root := filepath.Join(work, "root.cpio.gz")
-	buildGuestRoot(t, cache, root)
-	ns := newNetns(t, "memo")
-	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
-	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: memo
-state_dir: %s
-log: {level: debug}
-drain_grace: 1m
-api: {socket: %s}
-network:
-  bridge: famem0
-  cidr: 10.233.0.0/24
-  allow_tcp_ports: [3000]
-forges:
-  - name: gitea
-    type: gitea
-    url: http://127.0.0.1:%s
-    guest_url: http://10.233.0.1:%s
-    token_file: %s
-pools:
-  - name: memo
-    forge: gitea
-    scope: instance
-    labels: [fireactions-memo]
-    min_idle: 1
-    max: 2
-    vm:
-      vcpus: 1
-      memory_mib: 256
-      kernel: %s
-      modules_dir: %s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %s
-    timeouts:
-      boot: 3m
-      job: 20m
-`, state, filepath.Join(work, "api.sock"), giteaPort, giteaPort, tokenFile, kernel, modules, root))
-	first := startOrchestrator(t, ns, bin, cfgPath, state)
-	first.waitFor(t, 4*time.Minute, "the min_idle VM to be idle", func() bool { return countPhase(state, "idle") >= 1 })
+	r := newGiteaRig(t, "memo")
+	gitea, state, work, ns := r.gitea, r.state, r.work, r.ns
+	first := r.startSmallPool("memo", "famem0", "10.233.0.0/24", "memo", "fireactions-memo")
 
 	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "memo", "default_branch": "main"}, nil)
 	tree := filepath.Join(work, "repo")
 	writeFile(t, filepath.Join(tree, ".gitea/workflows/wait.yml"), 0o644, waitThenBreakWorkflow)
 	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "signal", "default_branch": "main"}, nil)
 	gitea.push(tree, "ci/memo", "wait")
-	var vm string
-	first.waitFor(t, 5*time.Minute, "the job to start", func() bool {
-		for id, phase := range vmDirs(state) {
-			if phase == "busy" {
-				vm = id
-				return true
-			}
-		}
-		return false
-	})
+	vm := first.waitVM(t, 5*time.Minute, "the job to start", "busy")
 
 	// The record holds the runner's own credential, and only its owner
 	// may read it.
@@ -141,7 +91,7 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
-	second := startOrchestrator(t, ns, bin, cfgPath, state)
+	second := startOrchestrator(t, ns, r.bin, r.cfgPath, state)
 	second.waitFor(t, 2*time.Minute, "the busy VM adopted", func() bool {
 		return len(logLines(second.log, regexp.MustCompile(`adopted vm.*vm=`+vm+`|vm=`+vm+`.*adopted vm`))) > 0
 	})
@@ -159,16 +109,7 @@ pools:
 		}
 		return false
 	})
-	var failed job
-	second.waitFor(t, 2*time.Minute, "the job to fail at Gitea", func() bool {
-		for _, j := range gitea.jobs("ci/memo") {
-			if j.Status == "completed" {
-				failed = j
-				return true
-			}
-		}
-		return false
-	})
+	failed := second.waitJobsDone(t, 2*time.Minute, "the job to fail at Gitea", gitea, "ci/memo", 1)[0]
 	took := time.Since(died)
 	t.Logf("FIGURE adopted VM's runner dead -> job completed at Gitea: %s", took.Round(100*time.Millisecond))
 	if failed.Conclusion != "failure" {
@@ -204,5 +145,5 @@ pools:
 		}
 	}
 	assertNothingLeft(t, ns, gitea, state, "famem0")
-	_ = os.Remove(cfgPath)
+	_ = os.Remove(r.cfgPath)
 }

@@ -16,39 +16,13 @@ import (
 // Issue 14, items 18 and 19: no job or runner lost around crashes and
 // forge outages.
 
-// crashPoolConfig is a one-VM pool in its own bridge and CIDR, no VM kept
-// idle: the only VM is the one a job asks for.
-func crashPoolConfig(hostID, state, work, bridge, cidr, gateway, tokenFile, kernel, modules, root, label string, minIdle int) string {
-	return fmt.Sprintf(`host_id: %s
-state_dir: %s
-log: {level: debug}
-drain_grace: 3m
-reconcile_interval: 1s
-api: {socket: %s/api.sock}
-metrics: {listen: ""}
-network:
-  bridge: %s
-  cidr: %s
-  allow_tcp_ports: [3000]
-forges:
-  - name: gitea
-    type: gitea
-    url: http://127.0.0.1:%s
-    guest_url: http://%s:%s
-    token_file: %s
-pools:
-  - name: %s
-    forge: gitea
-    scope: instance
-    labels: [%s]
-    min_idle: %d
-    max: 1
-    vm:
-      kernel: %s
-      modules_dir: %s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %s
-`, hostID, state, work, bridge, cidr, giteaPort, gateway, giteaPort, tokenFile, hostID, label, minIdle, kernel, modules, root)
+// crashConfig is a one-VM pool in its own bridge and CIDR, reconciled
+// every second, no VM kept idle unless minIdle: the only VM is the one a
+// job asks for.
+func crashConfig(r *giteaRig, hostID, bridge, cidr, label string, minIdle int) *orchConfig {
+	c := r.oneVMConfig(hostID, r.work, bridge, cidr, hostID, label, minIdle)
+	c.ReconcileInterval = "1s"
+	return c
 }
 
 // TestCrashWhileBootingKeepsTheJobTakenMeanwhile (item 18): the
@@ -58,34 +32,17 @@ pools:
 // adopted, not killed, and the job completes in it. Then a drain leaves
 // nothing behind.
 func TestCrashWhileBootingKeepsTheJobTakenMeanwhile(t *testing.T) {
-	requireRoot(t)
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	root := filepath.Join(work, "root.cpio.gz")
-	buildGuestRoot(t, cache, root)
-	ns := newNetns(t, "fa-crash")
-	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
-	writeFile(t, cfgPath, 0o600, crashPoolConfig("crash", state, work, "facrash0", "10.223.0.0/24", "10.223.0.1",
-		tokenFile, kernel, modules, root, "fireactions-crash", 0))
+	r := newGiteaRig(t, "fa-crash")
+	gitea, state, work, ns, bin := r.gitea, r.state, r.work, r.ns, r.bin
+	cfg := crashConfig(r, "crash", "facrash0", "10.223.0.0/24", "fireactions-crash", 0)
 
-	first := startOrchestrator(t, ns, bin, cfgPath, state)
+	first := r.start(cfg)
 	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "taken", "default_branch": "main"}, nil)
 	tree := filepath.Join(work, "repo")
 	writeFile(t, filepath.Join(tree, ".gitea/workflows/taken.yml"), 0o644, strings.ReplaceAll(slowWorkflow, "fireactions-chaos", "fireactions-crash"))
 	gitea.push(tree, "ci/taken", "a job taken while the orchestrator is down")
 
-	var booting string
-	first.waitFor(t, 2*time.Minute, "the job's VM booting", func() bool {
-		for id, phase := range vmDirs(state) {
-			if phase == "booting" {
-				booting = id
-				return true
-			}
-		}
-		return false
-	})
+	booting := first.waitVM(t, 2*time.Minute, "the job's VM booting", "booting")
 	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +64,7 @@ func TestCrashWhileBootingKeepsTheJobTakenMeanwhile(t *testing.T) {
 	}
 	t.Logf("the job was taken by %s; restarting %s after the crash", gitea.jobs("ci/taken")[0].RunnerName, time.Since(killed).Round(time.Second))
 
-	second := startOrchestrator(t, ns, bin, cfgPath, state)
+	second := startOrchestrator(t, ns, bin, r.cfgPath, state)
 	second.waitFor(t, 3*time.Minute, "the job taken meanwhile to complete", func() bool {
 		runs := gitea.runs("ci/taken")
 		return len(runs) == 1 && runs[0].Status == "completed"
@@ -134,33 +91,16 @@ func TestCrashWhileBootingKeepsTheJobTakenMeanwhile(t *testing.T) {
 // back, the still running orchestrator removes it: no runner of this host
 // is left at Gitea, without a restart.
 func TestForgeOutageDuringTeardownLeavesNoRunner(t *testing.T) {
-	requireRoot(t)
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	root := filepath.Join(work, "root.cpio.gz")
-	buildGuestRoot(t, cache, root)
-	ns := newNetns(t, "fa-crash")
-	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
-	writeFile(t, cfgPath, 0o600, crashPoolConfig("outage", state, work, "faout0", "10.224.0.0/24", "10.224.0.1",
-		tokenFile, kernel, modules, root, "fireactions-outage", 1))
+	r := newGiteaRig(t, "fa-crash")
+	gitea, state, work, ns, bin := r.gitea, r.state, r.work, r.ns, r.bin
+	cfg := crashConfig(r, "outage", "faout0", "10.224.0.0/24", "fireactions-outage", 1)
 	sock := filepath.Join(work, "api.sock")
 	cli := func(args ...string) string {
 		return run(t, filepath.Join(bin, "fireactions"), append(args, "--socket", sock)...)
 	}
 
-	o := startOrchestrator(t, ns, bin, cfgPath, state)
-	var idle string
-	o.waitFor(t, 3*time.Minute, "an idle VM", func() bool {
-		for id, phase := range vmDirs(state) {
-			if phase == "idle" {
-				idle = id
-				return true
-			}
-		}
-		return false
-	})
+	o := r.start(cfg)
+	idle := o.waitVM(t, 3*time.Minute, "an idle VM", "idle")
 	runners := func() []string {
 		var r struct {
 			Runners []struct {

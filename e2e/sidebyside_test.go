@@ -24,38 +24,10 @@ jobs:
           echo "fireactions-vm=$(hostname) done"
 `
 
-// sideBySideConfig is one of the two orchestrators' configuration.
-func sideBySideConfig(hostID, state, work, bridge, cidr, gateway, label, tokenFile, kernel, modules, root string, minIdle int) string {
-	return fmt.Sprintf(`host_id: %s
-state_dir: %s
-log: {level: debug}
-drain_grace: 3m
-api: {socket: %s/api.sock}
-metrics: {listen: ""}
-network:
-  bridge: %s
-  cidr: %s
-  allow_tcp_ports: [3000]
-forges:
-  - name: gitea
-    type: gitea
-    url: http://127.0.0.1:%s
-    guest_url: http://%s:%s
-    token_file: %s
-pools:
-  - name: %s
-    forge: gitea
-    scope: instance
-    labels: [%s]
-    min_idle: %d
-    max: 1
-    vm:
-      kernel: %s
-      modules_dir: %s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %s
-`, hostID, state, work, bridge, cidr, giteaPort, gateway, giteaPort, tokenFile,
-		strings.ReplaceAll(hostID, "-", ""), label, minIdle, kernel, modules, root)
+// sideBySideConfig is one of the two orchestrators' configuration, its
+// files under dir; its pool is named for hostID without dashes.
+func sideBySideConfig(r *giteaRig, hostID, dir, bridge, cidr, label string, minIdle int) *orchConfig {
+	return r.oneVMConfig(hostID, dir, bridge, cidr, strings.ReplaceAll(hostID, "-", ""), label, minIdle)
 }
 
 // giteaRunnerNames lists the names of every runner Gitea has.
@@ -80,15 +52,8 @@ func giteaRunnerNames(g *giteaServer) []string {
 // its recovery removes what its own previous run left, and sbs-b's job
 // completes in the VM that took it, with its runner and VM untouched.
 func TestOrchestratorsSideBySideNeverTouchEachOthersRunners(t *testing.T) {
-	requireRoot(t)
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	root := filepath.Join(work, "root.cpio.gz")
-	buildGuestRoot(t, cache, root)
-	ns := newNetns(t, "fa-sbs")
-	gitea, tokenFile, _, _ := startGiteaFor(t, ns, cache, work)
+	r := newGiteaRig(t, "fa-sbs")
+	gitea, work, ns, bin := r.gitea, r.work, r.ns, r.bin
 
 	workA, workB := filepath.Join(work, "sbs"), filepath.Join(work, "sbs-b")
 	for _, d := range []string{workA, workB} {
@@ -98,10 +63,8 @@ func TestOrchestratorsSideBySideNeverTouchEachOthersRunners(t *testing.T) {
 	}
 	stateA, stateB := filepath.Join(workA, "state"), filepath.Join(workB, "state")
 	cfgA, cfgB := filepath.Join(workA, "fireactions.yaml"), filepath.Join(workB, "fireactions.yaml")
-	writeFile(t, cfgA, 0o600, sideBySideConfig("sbs", stateA, workA, "fasbs0", "10.221.0.0/24", "10.221.0.1",
-		"fireactions-sbs", tokenFile, kernel, modules, root, 1))
-	writeFile(t, cfgB, 0o600, sideBySideConfig("sbs-b", stateB, workB, "fasbs1", "10.222.0.0/24", "10.222.0.1",
-		"fireactions-sbs-b", tokenFile, kernel, modules, root, 1))
+	sideBySideConfig(r, "sbs", workA, "fasbs0", "10.221.0.0/24", "fireactions-sbs", 1).write(t, cfgA)
+	sideBySideConfig(r, "sbs-b", workB, "fasbs1", "10.222.0.0/24", "fireactions-sbs-b", 1).write(t, cfgB)
 
 	a := startOrchestrator(t, ns, bin, cfgA, stateA)
 	b := startOrchestrator(t, ns, bin, cfgB, stateB)
