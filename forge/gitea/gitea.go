@@ -32,13 +32,15 @@ type Scope struct {
 
 // apiPrefix is the REST path under which the scope's actions endpoints live.
 func (s Scope) apiPrefix() (string, error) {
-	switch s.Kind {
-	case "instance":
+	switch {
+	case s.Kind == "instance":
 		return "/api/v1/admin", nil
-	case "org":
+	case s.Kind == "org" && s.Org != "":
 		return "/api/v1/orgs/" + url.PathEscape(s.Org), nil
-	case "repo":
+	case s.Kind == "repo" && s.Owner != "" && s.Repo != "":
 		return "/api/v1/repos/" + url.PathEscape(s.Owner) + "/" + url.PathEscape(s.Repo), nil
+	case s.Kind == "org" || s.Kind == "repo":
+		return "", fmt.Errorf("gitea: %s scope without its name", s.Kind)
 	}
 	return "", fmt.Errorf("gitea: unknown scope kind %q", s.Kind)
 }

@@ -56,9 +56,8 @@ func (f *Forge) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Run
 			reg = resp.Msg.GetRunner()
 			break
 		}
-		// A reset registration token answers "unauthenticated": fetch a
-		// fresh one once.
-		if connect.CodeOf(err) != connect.CodeUnauthenticated || attempt > 0 {
+		// A reset registration token is refused: fetch a fresh one once.
+		if !tokenRefused(err) || attempt > 0 {
 			return nil, fmt.Errorf("gitea: register runner %s: %w", spec.Name, err)
 		}
 	}
@@ -81,6 +80,15 @@ func (f *Forge) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Run
 		return nil, err
 	}
 	return &forge.Runner{RunnerRef: ref, Guest: guest}, nil
+}
+
+// tokenRefused reports whether Register refused the registration token.
+// Gitea 1.26 refuses it with a plain error (connect's "unknown" code):
+// "runner registration token not found" or "… has been invalidated …"
+// (routers/api/actions/runner.Register).
+func tokenRefused(err error) bool {
+	return connect.CodeOf(err) == connect.CodeUnauthenticated ||
+		strings.Contains(err.Error(), "registration token")
 }
 
 // registration is the Gitea runner's .runner file.
