@@ -94,6 +94,28 @@ func TestRegisterHandsTheGuestOnlyItsOwnCredential(t *testing.T) {
 	}
 }
 
+// TestRegisterRefusesARunnerGiteaDidNotMakeEphemeral: the ephemeral flag
+// is Gitea's answer, not ours; a runner Gitea made reusable is removed
+// and the registration fails, saying why.
+func TestRegisterRefusesARunnerGiteaDidNotMakeEphemeral(t *testing.T) {
+	fg, srv := newFakeGitea(t)
+	d := newDriver(t, srv.URL, Scope{Kind: "instance"})
+	// Positive control: Gitea 1.26 keeps the flag, the runner is made.
+	if _, err := d.Register(context.Background(), forge.RunnerSpec{Name: "fa-h-1", Labels: []string{"l"}, Guest: guestOpts}); err != nil {
+		t.Fatal(err)
+	}
+	fg.Mu.Lock()
+	fg.WithoutEphemeral = true
+	fg.Mu.Unlock()
+	r, err := d.Register(context.Background(), forge.RunnerSpec{Name: "fa-h-2", Labels: []string{"l"}, Guest: guestOpts})
+	if err == nil || !strings.Contains(err.Error(), "ephemeral") {
+		t.Fatalf("Register of a non-ephemeral runner = %+v, %v; want an error naming ephemeral", r, err)
+	}
+	if names := fg.RunnerNames(); len(names) != 1 || names[0] != "fa-h-1" {
+		t.Fatalf("runners left %q, want only fa-h-1", names)
+	}
+}
+
 func TestRegistrationTokenCachedAndRefreshedWhenReset(t *testing.T) {
 	fg, srv := newFakeGitea(t)
 	d := newDriver(t, srv.URL, Scope{Kind: "instance"})

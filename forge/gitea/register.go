@@ -65,6 +65,13 @@ func (f *Forge) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Run
 		return nil, fmt.Errorf("gitea: register runner %s: answer has no uuid or token", spec.Name)
 	}
 	ref := forge.RunnerRef{ID: strconv.FormatInt(reg.GetId(), 10), Name: reg.GetName()}
+	if !reg.GetEphemeral() {
+		// A Gitea that knows no ephemeral runners drops the
+		// flag: its runner would stay registered after its job and take
+		// the next one in a VM that is no longer clean.
+		_ = f.Remove(context.WithoutCancel(ctx), ref)
+		return nil, fmt.Errorf("gitea: register runner %s: Gitea did not make the runner ephemeral (an older Gitea without ephemeral runners?); removed it", spec.Name)
+	}
 	guest, err := f.guestPlan(spec, reg, labels)
 	if err != nil {
 		// Do not leave a registered runner behind for a VM that never runs.
@@ -108,7 +115,7 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []
 	home := path.Join("/home", g.User)
 	regFile, err := json.MarshalIndent(registration{
 		ID: reg.GetId(), UUID: reg.GetUuid(), Name: reg.GetName(), Token: reg.GetToken(),
-		Address: f.guestURL, Labels: labels, Ephemeral: true,
+		Address: f.guestURL, Labels: labels, Ephemeral: reg.GetEphemeral(),
 	}, "", "  ")
 	if err != nil {
 		return agentproto.Runner{}, fmt.Errorf("gitea: encode runner file: %w", err)

@@ -57,7 +57,7 @@ type Gitea struct {
 	Headers   []string // "uuid|token" of every authenticated runner call
 
 	// WithoutEphemeral makes Register answer as a Gitea that knows no
-	// ephemeral runners (before 1.21): the answer's flag stays false.
+	// ephemeral runners: the answer's flag stays false.
 	WithoutEphemeral bool
 }
 
