@@ -65,7 +65,9 @@ type apiJob struct {
 }
 
 // QueuedJobs implements forge.Forge.
+// The jobs webhook deliveries reported since are merged in (mergeHooked).
 func (f *Forge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
+	readAt := time.Now()
 	var jobs []forge.Job
 	for page := 1; page <= maxPages; page++ {
 		var resp struct {
@@ -88,7 +90,7 @@ func (f *Forge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
 			break
 		}
 	}
-	return jobs, nil
+	return f.mergeHooked(jobs, readAt), nil
 }
 
 type apiRunner struct {
