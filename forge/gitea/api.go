@@ -100,7 +100,8 @@ type apiRunner struct {
 	Busy   bool   `json:"busy"`
 }
 
-// Runners implements forge.Forge.
+// Runners implements forge.Forge. A runner a failed registration may
+// have left (sweep.go) is removed here, not reported.
 func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
 	var out []forge.RunnerState
 	seen := 0
@@ -114,11 +115,16 @@ func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerS
 			return nil, fmt.Errorf("gitea: list runners: %w", err)
 		}
 		for _, r := range resp.Runners {
+			ref := forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name}
+			if f.isSuspect(r.Name) {
+				f.removeSuspect(ctx, ref) // no VM holds it (sweep.go)
+				continue
+			}
 			if !owner.Owns(r.Name) {
 				continue
 			}
 			out = append(out, forge.RunnerState{
-				RunnerRef: forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name},
+				RunnerRef: ref,
 				Online:    r.Status != "offline",
 				Busy:      r.Busy,
 			})

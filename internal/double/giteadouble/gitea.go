@@ -59,6 +59,10 @@ type Gitea struct {
 	// WithoutEphemeral makes Register answer as a Gitea that knows no
 	// ephemeral runners: the answer's flag stays false.
 	WithoutEphemeral bool
+	// RegisterDelay makes Register take that long before it creates the
+	// runner, finishing even if the caller gave up: a slow Gitea whose
+	// answer the caller never gets.
+	RegisterDelay time.Duration
 }
 
 // New returns a Gitea with API token "API-TOKEN" and registration token

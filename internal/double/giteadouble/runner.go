@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	runnerv1 "code.gitea.io/actions-proto-go/runner/v1"
 	"connectrpc.com/connect"
@@ -13,6 +14,10 @@ import (
 // refusals are plain errors (connect's "unknown" code), and the answer's
 // ephemeral flag is the request's.
 func (g *Gitea) Register(_ context.Context, req *connect.Request[runnerv1.RegisterRequest]) (*connect.Response[runnerv1.RegisterResponse], error) {
+	g.Mu.Lock()
+	delay := g.RegisterDelay
+	g.Mu.Unlock()
+	time.Sleep(delay) // the request's end does not stop Gitea's work
 	g.Mu.Lock()
 	defer g.Mu.Unlock()
 	if req.Msg.Token == "" || req.Msg.Name == "" {
