@@ -50,3 +50,31 @@ func TestARunnerWhoseRegistrationAnswerWasLostIsRemovedAtRunTime(t *testing.T) {
 		t.Fatalf("runners at Gitea %q, want only %s", names, kept)
 	}
 }
+
+// TestARunnerTheDriverFailedToRemoveAfterRegisteringIsSweptAtRunTime:
+// Register refuses the runner Gitea made (not ephemeral) and cannot
+// remove it (Gitea answers 500): the next listing removes it and does
+// not report it.
+func TestARunnerTheDriverFailedToRemoveAfterRegisteringIsSweptAtRunTime(t *testing.T) {
+	fg, srv := newFakeGitea(t)
+	d := newDriver(t, srv.URL, Scope{Kind: "instance"})
+	owner, _ := forge.NewOwner("h")
+	ctx := context.Background()
+	name := owner.RunnerName("0123456789ab")
+	fg.Mu.Lock()
+	fg.WithoutEphemeral, fg.FailDeletes = true, 1
+	fg.Mu.Unlock()
+	if _, err := d.Register(ctx, forge.RunnerSpec{Name: name, Labels: []string{"l"}, Guest: guestOpts}); err == nil {
+		t.Fatal("a runner Gitea did not make ephemeral was taken")
+	}
+	if names := fg.RunnerNames(); len(names) != 1 {
+		t.Fatalf("runners at Gitea %q: the failed removal should have left one (the test proves nothing)", names)
+	}
+	rs, err := d.Runners(ctx, owner)
+	if err != nil || len(rs) != 0 {
+		t.Fatalf("Runners = %+v, %v; want none", rs, err)
+	}
+	if names := fg.RunnerNames(); len(names) != 0 {
+		t.Fatalf("runners at Gitea %q, want none", names)
+	}
+}

@@ -63,6 +63,9 @@ type Gitea struct {
 	// runner, finishing even if the caller gave up: a slow Gitea whose
 	// answer the caller never gets.
 	RegisterDelay time.Duration
+	// FailDeletes makes the next that many runner deletions answer 500
+	// (a Gitea whose database is briefly away), deleting nothing.
+	FailDeletes int
 }
 
 // New returns a Gitea with API token "API-TOKEN" and registration token
@@ -171,6 +174,9 @@ func (g *Gitea) rest(w http.ResponseWriter, r *http.Request) {
 			out = append(out, apiRunner{ID: id, Name: rn.Name, Status: "idle", Ephemeral: rn.Ephemeral, Labels: []any{}})
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"runners": out, "total_count": len(out)})
+	case r.Method == http.MethodDelete && strings.HasPrefix(rest, "runners/") && g.FailDeletes > 0:
+		g.FailDeletes--
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"message": "internal server error"})
 	case r.Method == http.MethodDelete && strings.HasPrefix(rest, "runners/"):
 		id, err := strconv.ParseInt(strings.TrimPrefix(rest, "runners/"), 10, 64)
 		if _, ok := g.Runners[id]; err != nil || !ok {
