@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -186,10 +187,18 @@ func (g *Gitea) rest(w http.ResponseWriter, r *http.Request) {
 		delete(g.Runners, id)
 		w.WriteHeader(http.StatusNoContent)
 	case r.Method == http.MethodGet && rest == "jobs":
-		status := r.URL.Query().Get("status")
+		var want []string // the jobs' states the status filters name
+		for _, st := range r.URL.Query()["status"] {
+			s, ok := jobStatus(st)
+			if !ok {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"message": "Invalid status " + st})
+				return
+			}
+			want = append(want, s)
+		}
 		out := []Job{}
 		for _, j := range g.Jobs {
-			if status == "" || j.Status == status {
+			if len(want) == 0 || slices.Contains(want, j.Status) {
 				out = append(out, j)
 			}
 		}
@@ -197,6 +206,21 @@ func (g *Gitea) rest(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// jobStatus is the job state (as Job.Status holds it) a status filter of
+// the jobs listing names (routers/api/v1/shared/action.go
+// convertToInternal, seen through services/convert.ToActionsStatus).
+func jobStatus(filter string) (string, bool) {
+	switch filter {
+	case "pending", "waiting", "requested", "action_required":
+		return "waiting", true
+	case "queued", "in_progress":
+		return filter, true
+	case "completed", "failure", "success", "skipped", "neutral", "cancelled", "timed_out":
+		return "completed", true
+	}
+	return "", false
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
