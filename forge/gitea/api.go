@@ -66,6 +66,12 @@ type apiJob struct {
 
 // QueuedJobs implements forge.Forge.
 func (f *Forge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
+	if fj, err := f.forgejo(ctx); err != nil || fj {
+		if err != nil {
+			return nil, err
+		}
+		return f.forgejoQueuedJobs(ctx)
+	}
 	var jobs []forge.Job
 	for page := 1; page <= maxPages; page++ {
 		var resp struct {
@@ -100,6 +106,12 @@ type apiRunner struct {
 
 // Runners implements forge.Forge.
 func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
+	if fj, err := f.forgejo(ctx); err != nil || fj {
+		if err != nil {
+			return nil, err
+		}
+		return f.forgejoRunnerList(ctx, owner)
+	}
 	var out []forge.RunnerState
 	seen := 0
 	for page := 1; page <= maxPages; page++ {
@@ -152,7 +164,17 @@ func (f *Forge) registrationToken(ctx context.Context, fresh bool) (string, erro
 	var resp struct {
 		Token string `json:"token"`
 	}
-	if err := f.do(ctx, http.MethodPost, f.prefix+"/actions/runners/registration-token", &resp); err != nil {
+	fj, err := f.forgejo(ctx)
+	if err != nil {
+		return "", fmt.Errorf("gitea: get registration token: %w", err)
+	}
+	if fj {
+		// Forgejo hands the token out on a GET.
+		err = f.forgejoGet(ctx, "/registration-token", &resp)
+	} else {
+		err = f.do(ctx, http.MethodPost, f.prefix+"/actions/runners/registration-token", &resp)
+	}
+	if err != nil {
 		return "", fmt.Errorf("gitea: get registration token: %w", err)
 	}
 	if resp.Token == "" {

@@ -1,4 +1,8 @@
-// Package gitea is the forge driver for Gitea (and Forgejo) Actions.
+// Package gitea is the forge driver for Gitea and Forgejo Actions.
+//
+// Forgejo is a flavor of the driver (forgejo.go): the same runner
+// protocol, other REST paths for the registration token and for demand,
+// and its own runner's one-job mode in the guest.
 //
 // The orchestrator registers each ephemeral runner itself, on the host,
 // through Gitea's runner protocol with the scope's registration token, and
@@ -28,6 +32,9 @@ type Scope struct {
 	Org   string // for "org"
 	Owner string // for "repo"
 	Repo  string // for "repo"
+	// Labels are the pool's labels: Forgejo lists only the jobs whose
+	// labels are all among those asked.
+	Labels []string
 }
 
 // apiPrefix is the REST path under which the scope's actions endpoints live.
@@ -51,6 +58,7 @@ type Options struct {
 	CAFile   string // extra PEM roots for Gitea's TLS certificate
 	Scope    Scope
 	Version  string // reported as the runner's version
+	Flavor   string // FlavorGitea, FlavorForgejo or FlavorAuto ("": auto)
 }
 
 // Forge is a Gitea scope, handed out by a Driver.
@@ -61,6 +69,10 @@ type Forge struct {
 	prefix   string
 	version  string
 	http     *http.Client
+	probe    *flavorProbe
+	labels   []string
+	// runnersPaths are Forgejo's paths of the scope's runner calls.
+	runnersPaths []string
 
 	mu       sync.Mutex
 	regToken string
@@ -83,9 +95,10 @@ func New(o Options) (*Forge, error) {
 // token and HTTP client, shared by the scopes it hands out. Gitea sends
 // no webhooks the driver takes. It implements forge.Driver.
 type Driver struct {
-	name string
-	o    Options // all but Scope
-	http *http.Client
+	name  string
+	o     Options // all but Scope
+	http  *http.Client
+	probe *flavorProbe
 }
 
 var _ forge.Driver = (*Driver)(nil)
@@ -105,7 +118,11 @@ func NewDriver(name string, o Options) (*Driver, error) {
 		o.GuestURL = o.URL
 	}
 	o.Scope = Scope{}
-	return &Driver{name: name, o: o, http: conn.Client}, nil
+	probe, err := newFlavorProbe(strings.TrimRight(o.URL, "/"), o.Flavor, conn.Client)
+	if err != nil {
+		return nil, err
+	}
+	return &Driver{name: name, o: o, http: conn.Client, probe: probe}, nil
 }
 
 // Name implements forge.Driver.
@@ -132,6 +149,10 @@ func (d *Driver) Scope(s Scope) (*Forge, error) {
 		prefix:   prefix,
 		version:  d.o.Version,
 		http:     d.http,
+		probe:    d.probe,
+		labels:   append([]string(nil), s.Labels...),
+
+		runnersPaths: s.forgejoRunners(),
 	}, nil
 }
 

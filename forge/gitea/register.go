@@ -66,7 +66,12 @@ func (f *Forge) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Run
 		return nil, fmt.Errorf("gitea: register runner %s: answer has no uuid or token", spec.Name)
 	}
 	ref := forge.RunnerRef{ID: strconv.FormatInt(reg.GetId(), 10), Name: reg.GetName()}
-	guest, err := f.guestPlan(spec, reg, labels)
+	fj, err := f.forgejo(ctx)
+	if err != nil {
+		_ = f.Remove(context.WithoutCancel(ctx), ref)
+		return nil, err
+	}
+	guest, err := f.guestPlan(spec, reg, labels, fj)
 	if err != nil {
 		// Do not leave a registered runner behind for a VM that never runs.
 		_ = f.Remove(context.WithoutCancel(ctx), ref)
@@ -94,8 +99,11 @@ type registration struct {
 	Ephemeral bool     `json:"ephemeral"`
 }
 
-// guestPlan is how the guest runs the Gitea runner daemon for one job.
-func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []string) (agentproto.Runner, error) {
+// guestPlan is how the guest runs the runner for one job: act_runner's
+// daemon with an ephemeral registration, or on Forgejo forgejo-runner's
+// one-job mode (Forgejo keeps no ephemeral flag; one-job takes one task
+// and exits).
+func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []string, forgejo bool) (agentproto.Runner, error) {
 	g := spec.Guest
 	home := path.Join("/home", g.User)
 	regFile, err := json.MarshalIndent(registration{
@@ -105,6 +113,10 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []
 	if err != nil {
 		return agentproto.Runner{}, fmt.Errorf("gitea: encode runner file: %w", err)
 	}
+	mode, ready := "daemon", readyLine
+	if forgejo {
+		mode, ready = forgejoOneJob, forgejoReadyLine
+	}
 	return agentproto.Runner{
 		Forge:      "gitea",
 		User:       g.User,
@@ -112,8 +124,8 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []
 		GID:        g.GID,
 		Home:       home,
 		WorkDir:    home,
-		Command:    []string{g.AgentPath, "daemon", "--config", path.Join(home, "config.yaml")},
-		ReadyLine:  readyLine,
+		Command:    []string{g.AgentPath, mode, "--config", path.Join(home, "config.yaml")},
+		ReadyLine:  ready,
 		BusyLine:   busyLine,
 		JobPattern: jobPattern,
 		Files: []agentproto.File{
