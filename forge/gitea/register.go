@@ -108,7 +108,9 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []
 	home := path.Join("/home", g.User)
 	regFile, err := json.MarshalIndent(registration{
 		ID: reg.GetId(), UUID: reg.GetUuid(), Name: reg.GetName(), Token: reg.GetToken(),
-		Address: f.guestURL, Labels: labels, Ephemeral: true,
+		// act_runner's key; forgejo-runner's file has none (Forgejo keeps
+		// no ephemeral runners: one-job is what makes it take one job).
+		Address: f.guestURL, Labels: labels, Ephemeral: !forgejo,
 	}, "", "  ")
 	if err != nil {
 		return agentproto.Runner{}, fmt.Errorf("gitea: encode runner file: %w", err)

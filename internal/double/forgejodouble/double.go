@@ -6,8 +6,10 @@
 // admin, org owner or repo owner, a POST where Forgejo serves only GET.
 //
 // Forgejo forked Gitea and kept its runner protocol (the connect service
-// runner.v1.RunnerService under /api/actions), so the double serves
-// Register of that protocol; it serves no tasks.
+// runner.v1.RunnerService under /api/actions; Forgejo's server imports
+// Gitea's actions-proto-go), so the double serves Register of that
+// protocol. Alone it serves no tasks; NewFront stands it in front of a
+// real Gitea, whose runner protocol then runs real jobs.
 package forgejodouble
 
 import (
@@ -59,6 +61,7 @@ type Double struct {
 	nextID   int64
 	calls    []string
 	legacy   bool
+	up       *Upstream // nil: the double keeps its own jobs and runners
 }
 
 // runner is a registered runner and the scope whose token registered it.
@@ -119,7 +122,14 @@ func (d *Double) Calls() []string {
 func (d *Double) Handler() http.Handler {
 	mux := http.NewServeMux()
 	p, h := runnerv1connect.NewRunnerServiceHandler(d)
-	mux.Handle("/api/actions"+p, http.StripPrefix("/api/actions", h))
+	if d.up == nil {
+		mux.Handle("/api/actions"+p, http.StripPrefix("/api/actions", h))
+	} else {
+		// Registration is Forgejo's; the rest of the runner protocol
+		// is Gitea's own.
+		mux.Handle("/api/actions"+runnerv1connect.RunnerServiceRegisterProcedure, http.StripPrefix("/api/actions", h))
+		mux.Handle("/api/actions/", d.up.proxy())
+	}
 	mux.HandleFunc("/api/forgejo/v1/version", d.version)
 	mux.HandleFunc("/api/v1/version", d.version)
 	for _, r := range routes {
@@ -209,6 +219,12 @@ func (d *Double) serve(rt route) http.HandlerFunc {
 			http.Error(w, `{"message":"user should be an owner or a site admin"}`, http.StatusForbidden)
 			return
 		}
+		if d.up != nil && rt.op != "token" {
+			if err := d.sync(r.Context()); err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+		}
 		switch rt.op {
 		case "token":
 			if d.regToken[key] == "" {
@@ -229,6 +245,12 @@ func (d *Double) serve(rt route) http.HandlerFunc {
 			if run, ok := d.runners[id]; !ok || (key != "instance" && run.scope != key) {
 				http.Error(w, `{"message":"runner not found"}`, http.StatusNotFound)
 				return
+			}
+			if d.up != nil {
+				if err := d.deleteUpstream(r.Context(), id); err != nil {
+					http.Error(w, err.Error(), http.StatusBadGateway)
+					return
+				}
 			}
 			delete(d.runners, id)
 			w.WriteHeader(http.StatusNoContent)
@@ -334,7 +356,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 // Register is the runner protocol's Register: a registration token of
 // any scope creates a runner of that scope. Forgejo keeps no ephemeral
 // flag: the runner stays until deleted.
-func (d *Double) Register(_ context.Context, req *connect.Request[runnerv1.RegisterRequest]) (*connect.Response[runnerv1.RegisterResponse], error) {
+func (d *Double) Register(ctx context.Context, req *connect.Request[runnerv1.RegisterRequest]) (*connect.Response[runnerv1.RegisterResponse], error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	scope := ""
@@ -345,6 +367,14 @@ func (d *Double) Register(_ context.Context, req *connect.Request[runnerv1.Regis
 	}
 	if scope == "" {
 		return nil, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("runner registration token not found"))
+	}
+	if d.up != nil {
+		reg, err := d.registerUpstream(ctx, req.Msg)
+		if err != nil {
+			return nil, connect.NewError(connect.CodeUnavailable, err)
+		}
+		d.runners[reg.GetId()] = &runner{scope: scope, uuid: reg.GetUuid(), name: reg.GetName(), status: "offline", labels: req.Msg.Labels}
+		return connect.NewResponse(&runnerv1.RegisterResponse{Runner: reg}), nil
 	}
 	d.nextID++
 	d.runners[d.nextID] = &runner{scope: scope, uuid: fmt.Sprintf("uuid-%d", d.nextID), name: req.Msg.Name, status: "offline", labels: req.Msg.Labels}
