@@ -111,7 +111,7 @@ type Forge struct {
 	TokenFile string `yaml:"token_file" doc:"File holding the scope-wide API token (never given to a VM); mode 600 (or 400; never group/other readable or writable), owned by root or the user running fireactions, surrounding whitespace ignored. gitea and gitlab: exactly one of token_file and token_env is required; github: either a personal access token this way or app_id and app_private_key_file."`
 	TokenEnv  string `yaml:"token_env" doc:"Environment variable holding the API token, instead of token_file."`
 	// Flavor is which server a gitea forge is: Gitea or Forgejo.
-	Flavor string `yaml:"flavor" doc:"gitea only: gitea, forgejo or auto. Forgejo keeps Gitea's runner protocol but takes the registration token and lists demand at other paths, and its runner (forgejo-runner at runner.path) runs one job with one-job. auto: asked of the server (GET /api/forgejo/v1/version answers on Forgejo only) at first use and kept. Default: auto."`
+	Flavor string `yaml:"flavor" doc:"gitea only: gitea, forgejo or auto. Forgejo keeps Gitea's runner protocol but takes the registration token and lists demand at other paths, and its runner (forgejo-runner at runner.path, default /bin/forgejo-runner with flavor forgejo) runs one job with one-job. auto: asked of the server (GET /api/forgejo/v1/version answers on Forgejo only) at first use and kept; runner.path then defaults to act_runner's, so set it for a Forgejo. Default: auto."`
 	CAFile string `yaml:"ca_file" doc:"PEM bundle to trust for the forge's TLS certificate."`
 	// AppID, AppPrivateKeyFile and InstallationID authenticate as a
 	// GitHub App instead of with a token.
