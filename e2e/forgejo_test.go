@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-const fjWorkflow = `on: [push, workflow_dispatch]
+const fjWorkflow = `on: [push]
 jobs:
   hello:
     runs-on: fireactions-fj
@@ -41,7 +41,7 @@ func TestForgejoJobsRunInTheirOwnMicroVMs(t *testing.T) {
 	tree := filepath.Join(work, "repo")
 	writeFile(t, filepath.Join(tree, ".gitea/workflows/hello.yml"), 0o644, fjWorkflow)
 	gitea.push(tree, "ci/fj", "first")
-	gitea.api(http.MethodPost, "/api/v1/repos/ci/fj/actions/workflows/hello.yml/dispatches", map[string]any{"ref": "main"}, nil)
+	gitea.push(tree, "ci/fj", "second")
 
 	jobs := orch.waitJobsDone(t, 10*time.Minute, "the 2 jobs to complete", gitea, "ci/fj", 2)
 	vmOf := regexp.MustCompile(`fireactions-vm=([0-9a-f]+) user=(\S+)`)
