@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/forgetest"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/forgejodouble"
 )
 
@@ -217,4 +218,26 @@ func TestFlavorDetection(t *testing.T) {
 	if _, err := New(Options{URL: "http://x", Flavor: "gogs", Scope: Scope{Kind: "instance"}}); err == nil || !strings.Contains(err.Error(), "gogs") {
 		t.Fatalf("flavor gogs: %v", err)
 	}
+}
+
+// The sweep contract holds on Forgejo too: hosts a, a-b and a-b-c share
+// one Forgejo org, each sweeps exactly its own runners.
+func TestForgejoSweepTakesExactlyTheHostsOwnRunners(t *testing.T) {
+	forgetest.SweepsExactlyItsOwn(t, func(t *testing.T) forgetest.SweepCase {
+		d := forgejodouble.New(forgejoTokens)
+		srv, _ := serveForgejo(t, d)
+		return forgetest.SweepCase{
+			Forge: newForgejoDriver(t, srv.URL, "ORG-TOKEN", FlavorAuto, Scope{Kind: "org", Org: "acme"}),
+			Spec: func(name string) forge.RunnerSpec {
+				return forge.RunnerSpec{Name: name, Labels: []string{"linux"}, Guest: guestOpts}
+			},
+			Left: func() []string {
+				var out []string
+				for _, n := range d.Runners() {
+					out = append(out, n)
+				}
+				return out
+			},
+		}
+	})
 }
