@@ -49,8 +49,10 @@ func deriveDefaults(c *Config, hostname string) {
 		n.DNS = []string{n.Gateway}
 	}
 	deriveGitHub(c)
+	deriveGitea(c)
 	deriveRegistryCache(c) // after the gateway
 	forgeTypes := map[string]string{}
+	forgejo := map[string]bool{}
 	for i := range c.Forges {
 		f := &c.Forges[i]
 		if f.URL == "" && f.Type == "github" {
@@ -60,6 +62,9 @@ func deriveDefaults(c *Config, hostname string) {
 			f.GuestURL = f.URL
 		}
 		forgeTypes[f.Name] = f.Type
+		if f.Type == "gitea" && f.Flavor == FlavorForgejo {
+			forgejo[f.Name] = true
+		}
 	}
 	for i := range c.Pools {
 		p := &c.Pools[i]
@@ -72,6 +77,9 @@ func deriveDefaults(c *Config, hostname string) {
 		typ := forgeTypes[p.Forge]
 		if r.Path == "" {
 			r.Path = defaultRunnerPath(typ)
+			if forgejo[p.Forge] {
+				r.Path = defaultForgejoRunnerPath
+			}
 		}
 		if r.GID == 0 {
 			r.GID = r.UID

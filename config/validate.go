@@ -140,6 +140,7 @@ func (v *validator) forges(f field, forges []Forge) map[string]string {
 		}
 		v.pollInterval(ff, fo)
 		v.cancelRuns(ff, fo)
+		v.flavor(ff, fo)
 		if fo.WebhookSecretFile != "" {
 			var err error
 			fo.WebhookSecret, err = v.readTokenFile(fo.WebhookSecretFile)
