@@ -73,8 +73,9 @@ type Options struct {
 	// BootTimeout is the pool's boot timeout: a runner token that
 	// expires sooner than it (plus a minute) is useless.
 	BootTimeout time.Duration
-	// MaxPolledProjects bounds how many projects (the most recently
-	// active) a group or instance scope polls; default 20.
+	// MaxPolledProjects bounds how many projects' pending jobs one poll
+	// of a group or instance scope lists; a scope with more projects is
+	// polled round-robin, MaxPolledProjects per poll. Default 100.
 	MaxPolledProjects int
 	// RequestTimeout bounds each API request; default 30s.
 	RequestTimeout time.Duration
@@ -160,7 +161,7 @@ func NewDriver(name string, o Options) (*Driver, error) {
 		return nil, fmt.Errorf("gitlab: no access token")
 	}
 	if o.MaxPolledProjects <= 0 {
-		o.MaxPolledProjects = 20
+		o.MaxPolledProjects = 100
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 30 * time.Second

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"testing"
+	"time"
 
 	gl "gitlab.com/gitlab-org/api/client-go/v2"
 
@@ -137,17 +138,22 @@ func TestWebhookTokenIsChecked(t *testing.T) {
 // makes the job queued demand (its tags looked up), a duplicate delivery
 // is ignored, and the running payload ends the demand.
 func TestPendingJobHookIsDemandUntilItRuns(t *testing.T) {
-	// A group scope that polls only one project: acme/app (ID 2) is
-	// known from the webhook alone.
-	e := newEnv(t, Scope{Kind: ScopeGroup, Path: "acme"}, func(o *Options) { o.MaxPolledProjects = 1 })
+	// A group scope polled before the job came, and not again within
+	// widePollEvery: job 7 of acme/app (ID 2) is known from the webhook
+	// alone.
+	now := time.Now()
+	e := newEnv(t, Scope{Kind: ScopeGroup, Path: "acme"}, func(o *Options) { o.Now = func() time.Time { return now } })
+	ctx := context.Background()
+	if _, err := e.f.QueuedJobs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second)
 	if id := e.gl.AddJob("acme/app", "unit-tests", []string{"linux", "x86_64"}, "true"); id != 7 {
 		t.Fatalf("job id %d: the testdata payload names job 7 of project 2", id)
 	}
-	e.gl.AddJob("acme/sub/lib", "newer", []string{"other"}, "true") // the polled project
-	ctx := context.Background()
 	before, _ := e.f.QueuedJobs(ctx)
 	if slices.Contains(jobIDs(before), "7") {
-		t.Fatalf("job 7 polled although its project is beyond MaxPolledProjects: %v", jobIDs(before))
+		t.Fatalf("job 7 listed by a cached poll that predates it: %v", jobIDs(before))
 	}
 	code, kicked := delivery(e.f, "Job Hook", "hook-secret", "uuid-1", readTestdata(t, "job-hook-pending.json"))
 	if code != http.StatusNoContent || !kicked {

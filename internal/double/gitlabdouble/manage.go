@@ -271,15 +271,33 @@ func (s *Server) getGroup(w http.ResponseWriter, id string) {
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request, keep func(*Project) bool) {
 	s.mu.Lock()
 	var ps []*Project
-	for _, p := range s.projects {
-		if keep(p) {
+	for _, id := range sortedKeys(s.projects) {
+		if p := s.projects[id]; keep(p) {
 			ps = append(ps, p)
 		}
 	}
-	if r.URL.Query().Get("order_by") == "last_activity_at" && r.URL.Query().Get("sort") != "asc" {
-		sort.Slice(ps, func(i, j int) bool { return ps[i].LastActivity.After(ps[j].LastActivity) })
-	} else {
-		sort.Slice(ps, func(i, j int) bool { return ps[i].ID > ps[j].ID })
+	// GitLab orders by order_by (default created_at, which follows IDs
+	// here) and sort (default desc).
+	q := r.URL.Query()
+	less := func(a, b *Project) bool { return a.ID < b.ID }
+	switch q.Get("order_by") {
+	case "", "id", "created_at":
+	case "last_activity_at":
+		less = func(a, b *Project) bool { return a.LastActivity.Before(b.LastActivity) }
+	default:
+		s.mu.Unlock()
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "order_by does not have a valid value"})
+		return
+	}
+	switch q.Get("sort") {
+	case "", "desc":
+		sort.SliceStable(ps, func(i, j int) bool { return less(ps[j], ps[i]) })
+	case "asc":
+		sort.SliceStable(ps, func(i, j int) bool { return less(ps[i], ps[j]) })
+	default:
+		s.mu.Unlock()
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "sort does not have a valid value"})
+		return
 	}
 	out := make([]map[string]any, 0, len(ps))
 	for _, p := range ps {
