@@ -74,7 +74,7 @@ type Options struct {
 	// expires sooner than it (plus a minute) is useless.
 	BootTimeout time.Duration
 	// MaxPolledProjects bounds how many projects' pending jobs one poll
-	// of a group or instance scope lists; a scope with more projects is
+	// of a group scope lists; a group with more projects is
 	// polled round-robin, MaxPolledProjects per poll. Default 100.
 	MaxPolledProjects int
 	// RequestTimeout bounds each API request; default 30s.
@@ -105,6 +105,7 @@ type Forge struct {
 
 	mu       sync.Mutex
 	scopeID  int64                 // the group's or project's numeric ID, once known
+	admin    bool                  // an instance scope's token is an administrator's
 	tokens   map[int64]string      // runner id -> its own token, for removal by token
 	taken    map[int64][]runnerJob // runner id -> its jobs, learnt before its retirement
 	learning map[int64]*learnRun   // runner id -> its job listings in flight (see learnRunnerJobs)

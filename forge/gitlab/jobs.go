@@ -12,7 +12,9 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 )
 
-// GitLab's REST API has no listing of the pending jobs of a group: a
+// An instance scope lists its pending jobs with GitLab's admin GraphQL
+// query (instance.go), 100 a page. GitLab's APIs have no listing of the
+// pending jobs of a group: a
 // group scope lists all of the group's projects (subgroups included, every
 // page, cached for projectListTTL) and lists the pending jobs of up to
 // MaxPolledProjects of them per poll, round-robin, at most every
@@ -46,6 +48,10 @@ type projectJobs struct {
 	at   time.Time
 }
 
+// everyProject keys the poll of an instance scope, which speaks for
+// every project.
+const everyProject int64 = -1
+
 type projectRef struct {
 	id   int64
 	path string
@@ -69,8 +75,8 @@ func (f *Forge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
 	return f.mergeHooked(jobs, covered), nil
 }
 
-// poll lists pending jobs: the project's, or the polled projects' of a
-// group or instance (cached for widePollEvery). covered says when each
+// poll lists pending jobs: the project's, the instance's, or the polled
+// projects' of a group (cached for widePollEvery). covered says when each
 // project the answer speaks for was polled.
 func (f *Forge) poll(ctx context.Context) ([]forge.Job, map[int64]time.Time, error) {
 	start := f.o.Now()
@@ -89,6 +95,18 @@ func (f *Forge) poll(ctx context.Context) ([]forge.Job, map[int64]time.Time, err
 		return jobs, covered, nil
 	}
 	f.mu.Unlock()
+	if f.o.Scope.Kind == ScopeInstance {
+		jobs, err := f.instancePending(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.polled.byProject = map[int64]projectJobs{everyProject: {jobs: jobs, at: start}}
+		f.polled.at = start
+		jobs, covered := f.polled.view()
+		return jobs, covered, nil
+	}
 	projects, err := f.pollProjects(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -136,9 +154,8 @@ func (p *pollState) view() ([]forge.Job, map[int64]time.Time) {
 	return jobs, covered
 }
 
-// pollProjects returns all of the group's (subgroups included) or the
-// instance's unarchived projects, in ID order, refreshed every
-// projectListTTL.
+// pollProjects returns all of the group's unarchived projects,
+// subgroups included, in ID order, refreshed every projectListTTL.
 func (f *Forge) pollProjects(ctx context.Context) ([]projectRef, error) {
 	f.mu.Lock()
 	if p := f.polled; p.projects != nil && f.o.Now().Sub(p.projectsAt) < projectListTTL {
@@ -146,33 +163,19 @@ func (f *Forge) pollProjects(ctx context.Context) ([]projectRef, error) {
 		return p.projects, nil
 	}
 	f.mu.Unlock()
-	var gid int64
-	if f.o.Scope.Kind == ScopeGroup {
-		var err error
-		if gid, err = f.scopeRef(ctx); err != nil {
-			return nil, err
-		}
+	gid, err := f.scopeRef(ctx)
+	if err != nil {
+		return nil, err
 	}
 	out := []projectRef{}
 	for page := int64(1); page <= maxProjectPages; {
 		// Ordered by ID, so pages stay put while projects change.
-		lo := gl.ListOptions{Page: page, PerPage: 100}
-		var ps []*gl.Project
-		var resp *gl.Response
-		var err error
-		if f.o.Scope.Kind == ScopeGroup {
-			ps, resp, err = f.api.Groups.ListGroupProjects(gid, &gl.ListGroupProjectsOptions{
-				ListOptions: lo, IncludeSubGroups: gl.Ptr(true), Archived: gl.Ptr(false),
-				OrderBy: gl.Ptr("id"), Sort: gl.Ptr("asc"), Simple: gl.Ptr(true),
-			}, gl.WithContext(ctx))
-		} else {
-			ps, resp, err = f.api.Projects.ListProjects(&gl.ListProjectsOptions{
-				ListOptions: lo, Archived: gl.Ptr(false),
-				OrderBy: gl.Ptr("id"), Sort: gl.Ptr("asc"), Simple: gl.Ptr(true),
-			}, gl.WithContext(ctx))
-		}
+		ps, resp, err := f.api.Groups.ListGroupProjects(gid, &gl.ListGroupProjectsOptions{
+			ListOptions: gl.ListOptions{Page: page, PerPage: 100}, IncludeSubGroups: gl.Ptr(true),
+			Archived: gl.Ptr(false), OrderBy: gl.Ptr("id"), Sort: gl.Ptr("asc"), Simple: gl.Ptr(true),
+		}, gl.WithContext(ctx))
 		if err != nil {
-			return nil, fmt.Errorf("gitlab: list projects to poll (page %d): %w", page, err)
+			return nil, fmt.Errorf("gitlab: list the projects of %s to poll (page %d): %w", f.o.Scope.Path, page, err)
 		}
 		for _, p := range ps {
 			out = append(out, projectRef{id: p.ID, path: p.PathWithNamespace})
@@ -234,6 +237,9 @@ func (f *Forge) mergeHooked(jobs []forge.Job, covered map[int64]time.Time) []for
 	defer f.mu.Unlock()
 	for id, h := range f.hooked {
 		at, ok := covered[h.project]
+		if all, every := covered[everyProject]; every {
+			at, ok = all, true
+		}
 		switch {
 		case ok && h.at.Before(at), now.Sub(h.at) > hookTTL:
 			delete(f.hooked, id)

@@ -336,12 +336,7 @@ func (s *Server) jobJSON(j *Job) map[string]any {
 	if x := s.runners[j.RunnerID]; x != nil {
 		runner = runnerJSON(x)
 	}
-	ts := func(t time.Time) any {
-		if t.IsZero() {
-			return nil
-		}
-		return t.UTC().Format(time.RFC3339Nano)
-	}
+	ts := func(t time.Time) any { return timestamp(t, time.RFC3339Nano) }
 	p := s.projects[j.ProjectID]
 	return map[string]any{
 		"id": j.ID, "status": j.Status, "stage": j.Stage, "name": j.Name, "ref": j.Ref, "tag": false,
@@ -477,3 +472,11 @@ func nonNil(s []string) []string {
 
 // sha is a stable fake commit SHA for a job.
 func sha(j *Job) string { return fmt.Sprintf("%040x", j.ID) }
+
+// timestamp is t in layout, or null when unset.
+func timestamp(t time.Time, layout string) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(layout)
+}

@@ -285,7 +285,8 @@ func (s *Server) fault(method, path string) *Fault {
 	return nil
 }
 
-// Handler serves the double's API under /api/v4.
+// Handler serves the double's API under /api/v4, and its GraphQL API
+// at /api/graphql.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(s.serve)
 }
@@ -294,6 +295,10 @@ const apiPrefix = "/api/v4"
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	raw := r.URL.EscapedPath()
+	if raw == "/api/graphql" {
+		s.serveGraphQL(w, r)
+		return
+	}
 	if !strings.HasPrefix(raw, apiPrefix+"/") {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "404 Not Found"})
 		return
@@ -405,6 +410,8 @@ func (s *Server) routeManagement(w http.ResponseWriter, r *http.Request, p []str
 		s.listJobs(w, r, p[1])
 	case m == http.MethodGet && match(p, "projects", "*", "jobs", "*"):
 		s.getJob(w, p[1], p[3])
+	case m == http.MethodGet && match(p, "user"):
+		s.currentUser(w, g)
 	case m == http.MethodGet && match(p, "groups", "*"):
 		s.getGroup(w, p[1])
 	case m == http.MethodGet && match(p, "groups", "*", "projects"):
