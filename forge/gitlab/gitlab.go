@@ -111,7 +111,9 @@ type Forge struct {
 	learning map[int64]*learnRun   // runner id -> its job listings in flight (see learnRunnerJobs)
 	suspects map[string]time.Time  // runner names a failed create may have left
 	polled   pollState
-	hooked   map[int64]hookedJob // pending jobs learnt from webhooks
+	hooked   map[int64]hookedJob     // pending jobs learnt from webhooks
+	notify   func(forge.QueueChange) // see NotifyQueue
+	told     map[string]bool         // jobs told queued (NotifyQueue)
 }
 
 var _ forge.Forge = (*Forge)(nil)
@@ -140,9 +142,11 @@ type Driver struct {
 	secret   [32]byte // sha256 of the webhook secret
 	log      *slog.Logger
 
-	mu     sync.Mutex
-	scopes []*Forge // those that take demand (Retain)
-	seen   recent   // webhook deliveries already handled
+	mu       sync.Mutex
+	scopes   []*Forge       // those that take demand (Retain)
+	seen     recent         // webhook deliveries already handled
+	lookups  map[int64]bool // pending jobs being looked up after their delivery
+	inFlight sync.WaitGroup // those lookups, for tests
 }
 
 var (
@@ -199,7 +203,7 @@ func NewDriver(name string, o Options) (*Driver, error) {
 	}
 	return &Driver{
 		name: name, o: o, api: api, guestURL: guest, caPEM: conn.CA, log: o.Log,
-		secret: sha256.Sum256([]byte(o.WebhookSecret)),
+		secret: sha256.Sum256([]byte(o.WebhookSecret)), lookups: map[int64]bool{},
 	}, nil
 }
 

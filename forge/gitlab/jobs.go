@@ -72,7 +72,12 @@ func (f *Forge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	return f.mergeHooked(jobs, covered), nil
+	jobs = f.mergeHooked(jobs, covered)
+	f.mu.Lock()
+	changes := f.tellPollLocked(jobs)
+	f.mu.Unlock()
+	f.tell(changes)
+	return jobs, nil
 }
 
 // poll lists pending jobs: the project's, the instance's, or the polled

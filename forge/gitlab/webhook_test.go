@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,9 +33,10 @@ func delivery(f *Forge, event, token, uuid string, body []byte) (int, bool) {
 		req.Header.Set("X-Gitlab-Event-UUID", uuid)
 	}
 	w := httptest.NewRecorder()
-	kicked := false
-	f.d.ServeWebhook(w, req, func() { kicked = true })
-	return w.Code, kicked
+	var kicked atomic.Bool
+	f.d.ServeWebhook(w, req, func() { kicked.Store(true) })
+	f.d.inFlight.Wait() // the lookups that follow the answer
+	return w.Code, kicked.Load()
 }
 
 func readTestdata(t *testing.T, name string) []byte {
