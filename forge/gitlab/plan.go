@@ -20,6 +20,15 @@ const ReadyLine = "Starting runner for"
 // BusyLine is how gitlab-runner logs that GitLab gave it a job.
 const BusyLine = "Checking for jobs... received"
 
+// MinRunnerVersion is the oldest gitlab-runner whose run-single takes
+// --config and --runner (GitLab 17.1); the guest's agent checks it
+// before it starts the runner (`gitlab-runner --version` prints
+// "Version:      17.1.0").
+const MinRunnerVersion = "17.1"
+
+// versionPattern finds the version in `gitlab-runner --version`.
+const versionPattern = `(?m)^Version:\s+v?(\d+(?:\.\d+)*)`
+
 // guestPlan is how the guest runs gitlab-runner for exactly one job. The
 // runner's token is only in config.toml (mode 600, the runner user's,
 // removed once the runner has read it): not in the command line, and not
@@ -53,6 +62,10 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, run *gl.UserRunner, wait time.D
 	return agentproto.Runner{
 		Forge: "gitlab", User: g.User, UID: g.UID, GID: g.GID, Home: home, WorkDir: home,
 		Command: cmd, ReadyLine: ReadyLine, BusyLine: BusyLine, JobPattern: jobPattern, Files: files,
+		MinVersion: &agentproto.VersionCheck{
+			Command: []string{g.AgentPath, "--version"}, Pattern: versionPattern,
+			Min: MinRunnerVersion, Why: "run-single --config/--runner",
+		},
 	}, nil
 }
 

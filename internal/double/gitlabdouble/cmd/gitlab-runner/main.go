@@ -36,7 +36,15 @@ type options struct {
 	waitTimeout    int
 }
 
+// version is the gitlab-runner release the stand-in behaves as.
+const version = "17.1.0"
+
 func main() {
+	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-v") {
+		// As gitlab-runner prints it.
+		fmt.Printf("Version:      %s\nGit revision: stand-in\nGit branch:   stand-in\nGO version:   stand-in\nBuilt:        stand-in\nOS/Arch:      linux/amd64\n", version)
+		return
+	}
 	if len(os.Args) < 2 || os.Args[1] != "run-single" {
 		fmt.Fprintln(os.Stderr, "usage: gitlab-runner run-single --config FILE --runner NAME [--max-builds N] [--wait-timeout SECONDS]")
 		os.Exit(2)
