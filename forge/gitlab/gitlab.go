@@ -53,7 +53,12 @@ type RunnerSettings struct {
 	Locked         bool          // a project runner stays with its project
 	AccessLevel    string        // "not_protected" or "ref_protected"
 	MaximumTimeout time.Duration // 0: none
-	Executor       string        // "shell" or "docker"
+	// Executor is "shell", "docker", or "auto": docker in a guest that
+	// runs dockerd, else shell (the guest's agent picks the config.toml).
+	Executor string
+	// DefaultImage is the docker executor's image for jobs that name
+	// none; default alpine:latest.
+	DefaultImage string
 }
 
 // Options configure one pool's GitLab scope: the connection (URL,
@@ -227,10 +232,13 @@ func (d *Driver) Scope(s ScopeOptions) (*Forge, error) {
 		return nil, fmt.Errorf("gitlab: unknown scope kind %q", s.Scope.Kind)
 	}
 	if s.Runner.Executor == "" {
-		s.Runner.Executor = "shell"
+		s.Runner.Executor = "auto"
 	}
-	if s.Runner.Executor != "shell" && s.Runner.Executor != "docker" {
-		return nil, fmt.Errorf("gitlab: executor %q: want shell or docker", s.Runner.Executor)
+	if s.Runner.Executor != "shell" && s.Runner.Executor != "docker" && s.Runner.Executor != "auto" {
+		return nil, fmt.Errorf("gitlab: executor %q: want auto, shell or docker", s.Runner.Executor)
+	}
+	if s.Runner.DefaultImage == "" {
+		s.Runner.DefaultImage = "alpine:latest"
 	}
 	if s.Runner.AccessLevel == "" {
 		s.Runner.AccessLevel = "not_protected"
