@@ -182,7 +182,7 @@ type RunnerOptions struct {
 	User          string        `yaml:"user" doc:"Unprivileged user the runner runs as."`
 	UID           int           `yaml:"uid" doc:"The runner user's UID (1-65534; never root)."`
 	GID           int           `yaml:"gid" doc:"The runner user's primary GID (1-65534). Default: uid."`
-	FetchInterval time.Duration `yaml:"fetch_interval" doc:"How often the runner asks the forge for its job (at least 100ms)."`
+	FetchInterval time.Duration `yaml:"fetch_interval" doc:"How often the runner asks the forge for its job (at least 100ms). gitlab: written as check_interval, which gitlab-runner's run-single ignores: it asks every 3s."`
 	// Group is the GitHub runner group; "" is the default group.
 	Group string `yaml:"group" doc:"github only: the runner group the runners join: its name or numeric id at org scope, its id at enterprise scope; repositories have none. Empty: the default group."`
 	// RunUntagged, Locked, AccessLevel, MaximumTimeout, Executor and

@@ -6,7 +6,10 @@
 // runner's own token. It runs each job's script with /bin/sh in the builds
 // directory, sends the log, reports success or failure, and exits after
 // --max-builds jobs, printing the lines the real runner prints when it
-// starts and when it receives a job.
+// starts and when it receives a job. It keeps gitlab-runner 17.1's pace:
+// no POST /runners/verify, a job request every 3 s whatever
+// check_interval says, and a 300 s sleep (not an exit) after GitLab
+// refuses its token (403, its runner deleted).
 package main
 
 import (
@@ -29,12 +32,26 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/gitlabdouble"
 )
 
-// options are the run-single flags this stand-in understands.
+// options are the run-single flags this stand-in understands, and its
+// pace.
 type options struct {
 	config, runner string
 	maxBuilds      int
 	waitTimeout    int
+	// pollEvery is the wait between job requests: gitlab-runner 17.1's
+	// run-single waits 3 s, whatever check_interval says.
+	pollEvery time.Duration
+	// forbiddenWait is how long it sleeps after a 403 to a job request
+	// (its runner deleted): 17.1 sleeps 300 s and asks again; it does
+	// not exit.
+	forbiddenWait time.Duration
 }
+
+// gitlab-runner 17.1's pace in run-single.
+const (
+	runSinglePoll  = 3 * time.Second
+	forbiddenPause = 300 * time.Second
+)
 
 // version is the gitlab-runner release the stand-in behaves as.
 const version = "17.1.0"
@@ -61,7 +78,7 @@ func main() {
 }
 
 func parseFlags(args []string) (options, error) {
-	var o options
+	o := options{pollEvery: runSinglePoll, forbiddenWait: forbiddenPause}
 	for i := 0; i < len(args); i++ {
 		name, val, hasVal := strings.Cut(args[i], "=")
 		if !hasVal {
@@ -117,10 +134,9 @@ func run(ctx context.Context, o options) error {
 	_, _ = rand.Read(sid[:])
 	c := &gitlabdouble.RunnerClient{URL: rc.URL, Token: rc.Token, SystemID: "s_" + hex.EncodeToString(sid[:]), HTTP: client}
 	short := shortToken(rc.Token)
+	// run-single does not call POST /runners/verify: it goes straight
+	// to asking for jobs.
 	logf("Starting runner for %s with token %s ...", rc.URL, short)
-	if _, err := c.Verify(ctx); err != nil {
-		return fmt.Errorf("verifying runner: %w", err)
-	}
 	for _, d := range []string{rc.BuildsDir, rc.CacheDir} {
 		if d != "" {
 			if err := os.MkdirAll(d, 0o700); err != nil {
@@ -137,14 +153,19 @@ func run(ctx context.Context, o options) error {
 		}
 		job, err := c.RequestJob(ctx, info)
 		if errors.Is(err, gitlabdouble.ErrForbidden) {
-			logf("ERROR: Checking for jobs... forbidden")
-			return err
+			logf("ERROR: Checking for jobs... forbidden                 runner=%s", short)
+			if err := sleep(ctx, o.forbiddenWait); err != nil {
+				return err
+			}
+			continue
 		}
 		if err != nil || job == nil {
 			if err != nil {
 				logf("WARNING: Checking for jobs... failed  error=%v", err)
 			}
-			time.Sleep(time.Second)
+			if err := sleep(ctx, o.pollEvery); err != nil {
+				return err
+			}
 			continue
 		}
 		logf("Checking for jobs... received                        job=%d repo_url=%s runner=%s", job.ID, job.GitInfo.RepoURL, short)
@@ -156,6 +177,18 @@ func run(ctx context.Context, o options) error {
 	}
 	logf("This runner has processed its build limit, so now exiting")
 	return nil
+}
+
+// sleep waits d, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // runJob runs one job's script and reports it to GitLab.
