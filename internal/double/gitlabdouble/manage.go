@@ -470,8 +470,13 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// sha is a stable fake commit SHA for a job.
-func sha(j *Job) string { return fmt.Sprintf("%040x", j.ID) }
+// sha is the commit a job builds: its repository's, else a stable fake.
+func sha(j *Job) string {
+	if j.SHA != "" {
+		return j.SHA
+	}
+	return fmt.Sprintf("%040x", j.ID)
+}
 
 // timestamp is t in layout, or null when unset.
 func timestamp(t time.Time, layout string) any {

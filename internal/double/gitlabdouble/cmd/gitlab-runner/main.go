@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,7 +169,7 @@ func run(ctx context.Context, o options) error {
 			}
 			continue
 		}
-		logf("Checking for jobs... received                        job=%d repo_url=%s runner=%s", job.ID, job.GitInfo.RepoURL, short)
+		logf("Checking for jobs... received                        job=%d repo_url=%s runner=%s", job.ID, cleanURL(job.GitInfo.RepoURL), short)
 		if err := runJob(ctx, c, rc, job); err != nil {
 			logf("ERROR: Job failed: %v  job=%d", err, job.ID)
 		}
@@ -249,6 +250,17 @@ func runJob(ctx context.Context, c *gitlabdouble.RunnerClient, rc gitlabdouble.R
 	}
 	logf("Job %s  duration_s=%.3f job=%d project=%d", map[bool]string{true: "succeeded", false: "failed"}[exit == 0], time.Since(start).Seconds(), job.ID, job.JobInfo.ProjectID)
 	return nil
+}
+
+// cleanURL is a URL without its credentials, as gitlab-runner logs a
+// repo_url (GitLab puts the job token in it).
+func cleanURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	return u.String()
 }
 
 // shortToken is the part of a token the runner prints, as gitlab-runner
