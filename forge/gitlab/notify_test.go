@@ -143,3 +143,29 @@ func TestPollsTellTheQueue(t *testing.T) {
 		t.Fatalf("poll after the job started told %+v", got)
 	}
 }
+
+// TestATakenJobIsToldGone: once the pool learns which job its runner
+// took (LearnJob, at job start), the scope tells that job left the queue,
+// before any poll or webhook says so.
+func TestATakenJobIsToldGone(t *testing.T) {
+	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
+	var c changes
+	e.f.NotifyQueue(c.add)
+	id := e.gl.AddJob("acme/app", "build", []string{"linux"}, "true")
+	if _, err := e.f.QueuedJobs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.take(); len(got) != 1 || !got[0].Queued {
+		t.Fatalf("poll told %+v", got)
+	}
+	tk := e.take(t, "fa-1", nil)
+	if tk.job.ID != id {
+		t.Fatalf("took job %d, want %d", tk.job.ID, id)
+	}
+	if _, err := e.f.LearnJob(context.Background(), tk.ref); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.take(); len(got) != 1 || got[0].Queued || got[0].Job.ID != ids(id)[0] {
+		t.Fatalf("after LearnJob told %+v, want job %d gone", got, id)
+	}
+}
