@@ -77,13 +77,6 @@ func (f *Forge) tell(changes []forge.QueueChange) {
 	}
 }
 
-// listens reports whether the scope tells its queue changes.
-func (f *Forge) listens() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.notify != nil
-}
-
 // tookJobs tells that the jobs a runner of the scope took left the queue.
 func (f *Forge) tookJobs(js []runnerJob) {
 	var out []forge.QueueChange
