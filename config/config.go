@@ -184,17 +184,18 @@ type RunnerOptions struct {
 	User          string        `yaml:"user" doc:"Unprivileged user the runner runs as."`
 	UID           int           `yaml:"uid" doc:"The runner user's UID (1-65534; never root)."`
 	GID           int           `yaml:"gid" doc:"The runner user's primary GID (1-65534). Default: uid."`
-	FetchInterval time.Duration `yaml:"fetch_interval" doc:"How often the runner asks the forge for its job (at least 100ms)."`
+	FetchInterval time.Duration `yaml:"fetch_interval" doc:"How often the runner asks the forge for its job (at least 100ms). gitlab: written as check_interval, which gitlab-runner's run-single ignores: it asks every 3s."`
 	// Group is the GitHub runner group; "" is the default group.
 	Group string `yaml:"group" doc:"github only: the runner group the runners join: its name or numeric id at org scope, its id at enterprise scope; repositories have none. Empty: the default group."`
-	// RunUntagged, Locked, AccessLevel, MaximumTimeout and Executor are
-	// the GitLab runner's registration settings.
+	// RunUntagged, Locked, AccessLevel, MaximumTimeout, Executor and
+	// DefaultImage are the GitLab runner's settings.
 	RunUntagged bool `yaml:"run_untagged" doc:"gitlab only: also take jobs without tags."`
 	// Locked is nil for pools of other forge types.
 	Locked         *bool         `yaml:"locked" doc:"gitlab only: lock the runners to the project they register on. Default: true (gitlab)."`
 	AccessLevel    string        `yaml:"access_level" doc:"gitlab only: not_protected or ref_protected (jobs of protected branches and tags only). Default: not_protected (gitlab)."`
 	MaximumTimeout time.Duration `yaml:"maximum_timeout" doc:"gitlab only: the longest a job may run on these runners, capping the projects' job timeouts (0: no cap; else at least 10m, GitLab's minimum)."`
-	Executor       string        `yaml:"executor" doc:"gitlab only: shell or docker. Default: shell (gitlab)."`
+	Executor       string        `yaml:"executor" doc:"gitlab only: auto, shell or docker. auto: docker in a guest that runs dockerd (cache.docker and the image has dockerd), else shell. Default: auto (gitlab)."`
+	DefaultImage   string        `yaml:"default_image" doc:"gitlab only: the image of jobs that name none, under the docker executor (GitLab's runners.docker.image). Default: alpine:latest (gitlab)."`
 }
 
 // Timeouts bound every stage of a VM's life.

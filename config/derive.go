@@ -25,12 +25,14 @@ func defaultRunnerPath(forgeType string) string {
 const (
 	// defaultGitHubURL is a github forge's url: GitHub.com's REST API.
 	defaultGitHubURL = "https://api.github.com"
-	// defaultGitLabLocked, defaultGitLabAccessLevel and
-	// defaultGitLabExecutor are a gitlab pool's runner.locked,
-	// runner.access_level and runner.executor.
+	// defaultGitLabLocked, defaultGitLabAccessLevel,
+	// defaultGitLabExecutor and defaultGitLabImage are a gitlab pool's
+	// runner.locked, runner.access_level, runner.executor and
+	// runner.default_image.
 	defaultGitLabLocked      = true
 	defaultGitLabAccessLevel = "not_protected"
-	defaultGitLabExecutor    = "shell"
+	defaultGitLabExecutor    = "auto"
+	defaultGitLabImage       = "alpine:latest"
 )
 
 // deriveDefaults fills the defaults that depend on other fields, where the
@@ -94,6 +96,9 @@ func deriveDefaults(c *Config, hostname string) {
 			}
 			if r.Executor == "" {
 				r.Executor = defaultGitLabExecutor
+			}
+			if r.DefaultImage == "" {
+				r.DefaultImage = defaultGitLabImage
 			}
 		}
 	}

@@ -210,6 +210,7 @@ pools:
       access_level: ref_protected
       maximum_timeout: 10m
       executor: docker
+      default_image: ruby:3.3
 `)
 
 	nat, unlocked, jailer := false, false, false
@@ -299,7 +300,7 @@ pools:
 			Runner: RunnerOptions{
 				Path: "/usr/bin/gitlab-runner", User: "runner", UID: 1000, GID: 1000, FetchInterval: time.Second,
 				RunUntagged: true, Locked: &unlocked, AccessLevel: "ref_protected", MaximumTimeout: 10 * time.Minute,
-				Executor: "docker",
+				Executor: "docker", DefaultImage: "ruby:3.3",
 			},
 			Timeouts: poolDefaults.Timeouts,
 		}},
@@ -438,7 +439,8 @@ func TestGitLabProjectPool(t *testing.T) {
 	locked := true
 	wantRunner := RunnerOptions{
 		Path: "/usr/bin/gitlab-runner", User: "runner", UID: 1000, GID: 1000, FetchInterval: time.Second,
-		RunUntagged: false, Locked: &locked, AccessLevel: "not_protected", MaximumTimeout: 0, Executor: "shell",
+		RunUntagged: false, Locked: &locked, AccessLevel: "not_protected", MaximumTimeout: 0, Executor: "auto",
+		DefaultImage: "alpine:latest",
 	}
 	if !reflect.DeepEqual(p.Runner, wantRunner) {
 		t.Errorf("runner:\n got %+v\nwant %+v", p.Runner, wantRunner)
@@ -452,7 +454,7 @@ func TestGitLabProjectPool(t *testing.T) {
 		text := replace(t, gitlabYAML, "scope: project:acme/tools/widgets", "scope: "+scope)
 		text = replace(t, text, "max: 2", "max: 2\n    runner: {run_untagged: true, maximum_timeout: 2h, path: /opt/gitlab-runner}")
 		r := f.mustParse(text).Pools[0].Runner
-		if !r.RunUntagged || r.MaximumTimeout != 2*time.Hour || r.Path != "/opt/gitlab-runner" || r.Executor != "shell" {
+		if !r.RunUntagged || r.MaximumTimeout != 2*time.Hour || r.Path != "/opt/gitlab-runner" || r.Executor != "auto" {
 			t.Errorf("scope %s: runner = %+v", scope, r)
 		}
 	}
