@@ -206,8 +206,11 @@ func TestAdoptedVMsJobIsFailedAtTheForgeWithTheRunnersOwnCredential(t *testing.T
 		t.Fatalf("the busy record's runner memo %q, want the runner's credential %q", fx.rec.RunnerMemo, secret)
 	}
 	c.mu.Lock()
-	if n := c.byVM[fx.rec.ID]; n > 4 {
-		t.Errorf("the VM's record written %d times before its job ran (%v), want at most 4", n, c.phases[fx.rec.ID])
+	// At most 4 writes when the busy phase and the job's id come
+	// together, 5 when the job's id follows (docs/performance.md, the
+	// writes of a VM's life): the memo adds none.
+	if n := c.byVM[fx.rec.ID]; n > 5 {
+		t.Errorf("the VM's record written %d times before its job ran (%v), want at most 5", n, c.phases[fx.rec.ID])
 	}
 	c.mu.Unlock()
 
