@@ -102,7 +102,7 @@ rec {
   # Placeholder forge connections for checks and examples (example.invalid
   # never resolves).
   exampleForges = {
-    github = { type = "github"; appId = 1; appPrivateKeyFile = "/run/secrets/github-app-key"; };
+    github = { type = "github"; appId = 1; appPrivateKeyFile = "/run/secrets/github-app-key"; webhookSecretFile = "/run/secrets/github-webhook-secret"; };
     gitea = { type = "gitea"; url = "https://gitea.example.invalid"; tokenFile = "/run/secrets/gitea-token"; };
     gitlab = { type = "gitlab"; url = "https://gitlab.example.invalid"; tokenFile = "/run/secrets/gitlab-token"; };
   };
