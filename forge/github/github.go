@@ -33,6 +33,13 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/httpguard"
 )
 
+// ErrEnterpriseNeedsPAT refuses an enterprise pool of a GitHub App:
+// GitHub's description marks the enterprise runner operations
+// x-github.enabledForGitHubApps: false, and GitHub answers an
+// installation token there 403 "Resource not accessible by integration".
+var ErrEnterpriseNeedsPAT = errors.New("the enterprise runner API takes no GitHub App token: " +
+	"authenticate with a personal access token (classic) with the manage_runners:enterprise scope")
+
 // Options configure the connection to one GitHub.
 type Options struct {
 	// Name is the forge's name in the configuration, for logs.

@@ -74,6 +74,9 @@ func (c *Client) Pool(o PoolOptions) (*Pool, error) {
 		if p.group != "" && !numericGroup {
 			return nil, fmt.Errorf("github: scope %s: give the enterprise runner group's numeric id, not %q", s, p.group)
 		}
+		if c.token == "" {
+			return nil, fmt.Errorf("github: scope %s: %w", s, ErrEnterpriseNeedsPAT)
+		}
 		p.repos = o.Repos
 	default:
 		return nil, fmt.Errorf("github: scope kind %q: want org, repo or enterprise", s.Kind)

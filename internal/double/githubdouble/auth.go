@@ -27,8 +27,11 @@ var appOperations = map[string]bool{
 	"apps/list-repos-accessible-to-installation": false,
 }
 
-// authenticate checks the Authorization header for the operation. It
-// returns 0 when the caller may go on, else the answer. Callers hold d.mu.
+// authenticate checks the Authorization header for the operation: a JWT
+// for the App's own operations, else a PAT or an installation token, the
+// latter only where the description enables the operation for GitHub
+// Apps. It returns 0 when the caller may go on, else the answer. Callers
+// hold d.mu.
 func (d *Double) authenticate(c *call) (int, any) {
 	scheme, cred, _ := strings.Cut(c.r.Header.Get("Authorization"), " ")
 	if cred == "" {
@@ -56,6 +59,12 @@ func (d *Double) authenticate(c *call) (int, any) {
 	inst := d.installations[t.inst]
 	if inst == nil || inst.gone {
 		return http.StatusUnauthorized, basicError("Bad credentials")
+	}
+	if !c.op.EnabledForGitHubApps {
+		// x-github.enabledForGitHubApps: false (the enterprise runner
+		// API): GitHub refuses every installation token, whatever its
+		// permissions, as it refuses a permission the App lacks.
+		return http.StatusForbidden, basicError("Resource not accessible by integration")
 	}
 	c.inst, c.tok = inst, t
 	return 0, nil
