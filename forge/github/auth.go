@@ -123,18 +123,14 @@ func (in *installation) forget(tr *ghinstallation.Transport, why string) {
 
 // lookup finds the App's installation for the scope.
 func (in *installation) lookup(ctx context.Context) (int64, error) {
-	apps := in.c.apps.Apps
-	var (
-		inst *gh.Installation
-		err  error
-	)
-	switch in.scope.Kind {
-	case "org":
-		inst, _, err = apps.GetOrganizationInstallation(ctx, in.scope.Org)
-	case "repo":
-		inst, _, err = apps.GetRepositoryInstallation(ctx, in.scope.Owner, in.scope.Repo)
-	case "enterprise":
-		inst, err = in.enterpriseInstallation(ctx)
+	path := scopeKinds[in.scope.Kind].installation(in.scope)
+	if path == "" {
+		return 0, fmt.Errorf("github: scope %s: %w", in.scope, ErrEnterpriseNeedsPAT)
+	}
+	inst := new(gh.Installation)
+	req, err := in.c.apps.NewRequest(ctx, http.MethodGet, path, nil)
+	if err == nil {
+		_, err = in.c.apps.Do(req, inst)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("github: find the app installation for %s: %w", in.scope, err)
@@ -143,38 +139,6 @@ func (in *installation) lookup(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("github: find the app installation for %s: answer has no id", in.scope)
 	}
 	return inst.GetID(), nil
-}
-
-// enterpriseInstallation finds the installation on the enterprise among
-// the App's installations.
-func (in *installation) enterpriseInstallation(ctx context.Context) (*gh.Installation, error) {
-	opts := &gh.ListOptions{PerPage: 100}
-	for page := 0; page < maxPages; page++ {
-		list, resp, err := in.c.apps.Apps.ListInstallations(ctx, opts)
-		if err != nil {
-			return nil, err
-		}
-		for _, i := range list {
-			a := i.GetAccount()
-			if i.GetTargetType() == "Enterprise" && (strings.EqualFold(a.GetLogin(), in.scope.Enterprise) ||
-				strings.EqualFold(slugOf(a), in.scope.Enterprise)) {
-				return i, nil
-			}
-		}
-		if resp.NextPage == 0 {
-			break
-		}
-		opts.Page = resp.NextPage
-	}
-	return nil, fmt.Errorf("the app is not installed on enterprise %s", in.scope.Enterprise)
-}
-
-// slugOf is an enterprise account's slug, which go-github's User lacks;
-// GitHub puts it in the login too for enterprises on github.com, and the
-// html URL ends with it.
-func slugOf(u *gh.User) string {
-	h := strings.TrimSuffix(u.GetHTMLURL(), "/")
-	return h[strings.LastIndex(h, "/")+1:]
 }
 
 // maxPages bounds list walks, so a misbehaving server cannot loop us.

@@ -185,27 +185,6 @@ func (c *Client) newGitHub(tr http.RoundTripper, token string) (*gh.Client, erro
 // GitHub last said; -1 before any answer.
 func (c *Client) RateLimitRemaining() int { return c.retry.remaining() }
 
-// Scope is where a pool's runners register.
-type Scope struct {
-	Kind       string // "org", "repo" or "enterprise"
-	Org        string
-	Owner      string
-	Repo       string
-	Enterprise string
-}
-
-func (s Scope) String() string {
-	switch s.Kind {
-	case "org":
-		return "org:" + s.Org
-	case "repo":
-		return "repo:" + s.Owner + "/" + s.Repo
-	case "enterprise":
-		return "enterprise:" + s.Enterprise
-	}
-	return s.Kind
-}
-
 // PoolOptions are one pool's settings.
 type PoolOptions struct {
 	Scope Scope
