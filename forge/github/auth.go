@@ -28,9 +28,33 @@ type installation struct {
 	fixed int64 // installation_id from the configuration; 0: look it up
 	log   *slog.Logger
 
-	mu sync.Mutex
-	id int64
-	tr *ghinstallation.Transport
+	mu     sync.Mutex
+	id     int64
+	tr     *ghinstallation.Transport
+	budget *retryTransport // the installation's rate budget, once known
+}
+
+// remaining is the installation's budget left, as GitHub last said; -1
+// before any answer.
+func (in *installation) remaining() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.budget == nil {
+		return -1
+	}
+	return in.budget.remaining()
+}
+
+// byCredential sends each call on its credential's rate budget: the
+// App's JWT (creating installation tokens: "Bearer") on the App's, the
+// installation token's on the installation's.
+type byCredential struct{ app, installation http.RoundTripper }
+
+func (b byCredential) RoundTrip(req *http.Request) (*http.Response, error) {
+	if scheme, _, _ := strings.Cut(req.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+		return b.app.RoundTrip(req)
+	}
+	return b.installation.RoundTrip(req)
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -95,8 +119,10 @@ func (in *installation) transport(ctx context.Context) (*ghinstallation.Transpor
 		in.log.Info("github app installation found", "installation", id)
 	}
 	// Each installation has its own apps transport: ghinstallation writes
-	// to it while refreshing a token.
-	atr, err := ghinstallation.NewAppsTransport(in.c.retry, in.c.appID, in.c.key)
+	// to it while refreshing a token. Its calls spend its own budget;
+	// creating its tokens, the App's.
+	budget := in.c.installationBudget(id)
+	atr, err := ghinstallation.NewAppsTransport(byCredential{app: in.c.retry, installation: budget}, in.c.appID, in.c.key)
 	if err != nil {
 		return nil, fmt.Errorf("github: app private key: %w", err)
 	}
@@ -105,7 +131,7 @@ func (in *installation) transport(ctx context.Context) (*ghinstallation.Transpor
 	// An empty object: GitHub's description wants one, and without
 	// options ghinstallation sends null.
 	tr.InstallationTokenOptions = &ghinst.InstallationTokenOptions{}
-	in.id, in.tr = id, tr
+	in.id, in.tr, in.budget = id, tr, budget
 	return tr, nil
 }
 

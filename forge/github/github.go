@@ -52,7 +52,8 @@ type Options struct {
 	// Token is a personal access token; or set AppID and AppPrivateKey.
 	Token string
 	// AppID, AppPrivateKey and InstallationID authenticate as a GitHub
-	// App; InstallationID 0 looks the installation up from each pool's
+	// App; InstallationID is the pools' installation unless a pool names
+	// its own (PoolOptions.InstallationID); 0 looks it up from each pool's
 	// scope.
 	AppID          int64
 	AppPrivateKey  []byte
@@ -78,7 +79,9 @@ type Client struct {
 	appID    int64
 	key      []byte
 	instID   int64
-	retry    *retryTransport
+	retry    *retryTransport // the forge's credential: the App's JWT, or the token
+	conn     http.RoundTripper
+	retryOpt RetryOptions
 	apps     *gh.Client // authenticated as the App (JWT); nil with a token
 	log      *slog.Logger
 	interval time.Duration
@@ -87,9 +90,13 @@ type Client struct {
 	demand   *demand
 	refusals *httpguard.Every // logs of refused deliveries
 
-	mu     sync.Mutex
-	pools  []*Pool
-	labels map[string]string // lower case -> the configuration's spelling
+	mu    sync.Mutex
+	pools []*Pool
+	// budgets are the installations' rate budgets by installation id:
+	// GitHub counts each installation's calls apart, and apart from the
+	// App's own (its JWT).
+	budgets map[int64]*retryTransport
+	labels  map[string]string // lower case -> the configuration's spelling
 	// labelGen counts the changes of labels: jobs built with an older
 	// spelling are built again (jobOf).
 	labelGen atomic.Uint64
@@ -146,8 +153,9 @@ func New(o Options) (*Client, error) {
 	log := o.Log.With("forge", o.Name)
 	c := &Client{
 		name: o.Name, base: u, token: o.Token, appID: o.AppID, key: o.AppPrivateKey, instID: o.InstallationID,
-		retry: newRetryTransport(conn.Transport, o.Retry, log), log: log, interval: o.PollInterval, cancel: o.CancelRuns,
+		retry: newRetryTransport(conn.Transport, o.Retry, log), conn: conn.Transport, retryOpt: o.Retry, log: log, interval: o.PollInterval, cancel: o.CancelRuns,
 		secret: o.WebhookSecret, demand: newDemand(), refusals: httpguard.NewEvery(time.Second), labels: map[string]string{},
+		budgets: map[int64]*retryTransport{},
 	}
 	c.demand.notify = c.notifyQueue
 	if app {
@@ -181,9 +189,23 @@ func (c *Client) newGitHub(tr http.RoundTripper, token string) (*gh.Client, erro
 	return cl, nil
 }
 
-// RateLimitRemaining is the API budget left in the current window, as
-// GitHub last said; -1 before any answer.
+// RateLimitRemaining is the API budget of the forge's own credential (the
+// App's JWT, or the token) left in the current window, as GitHub last
+// said; -1 before any answer.
 func (c *Client) RateLimitRemaining() int { return c.retry.remaining() }
+
+// installationBudget is the rate budget of an App installation: its own
+// transport, tracking and waiting for its own limits.
+func (c *Client) installationBudget(id int64) *retryTransport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rt := c.budgets[id]
+	if rt == nil {
+		rt = newRetryTransport(c.conn, c.retryOpt, c.log.With("installation", id))
+		c.budgets[id] = rt
+	}
+	return rt
+}
 
 // PoolOptions are one pool's settings.
 type PoolOptions struct {
@@ -196,4 +218,7 @@ type PoolOptions struct {
 	// Group is the runner group: a name (org scope) or a numeric id; ""
 	// is the default group.
 	Group string
+	// InstallationID is the App installation the pool acts as; 0: the
+	// forge's (Options.InstallationID), else looked up from the scope.
+	InstallationID int64
 }

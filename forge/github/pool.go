@@ -20,7 +20,8 @@ import (
 type Pool struct {
 	c      *Client
 	scope  Scope
-	kind   scopeKind // what scope's kind means at GitHub
+	kind   scopeKind     // what scope's kind means at GitHub
+	inst   *installation // the App installation it acts as; nil with a token
 	repos  []string
 	labels []string
 	group  string
@@ -77,7 +78,12 @@ func (c *Client) Pool(o PoolOptions) (*Pool, error) {
 	if c.token != "" {
 		p.gh, err = c.newGitHub(c.retry, c.token)
 	} else {
-		p.gh, err = c.newGitHub(&installation{c: c, scope: s, fixed: c.instID, log: p.log}, "")
+		fixed := o.InstallationID
+		if fixed == 0 {
+			fixed = c.instID
+		}
+		p.inst = &installation{c: c, scope: s, fixed: fixed, log: p.log}
+		p.gh, err = c.newGitHub(p.inst, "")
 	}
 	if err != nil {
 		return nil, err
@@ -143,8 +149,15 @@ const defaultGroupID = 1
 // Kind implements forge.Forge.
 func (p *Pool) Kind() string { return "github" }
 
-// RateLimitRemaining is the forge's API budget left (metrics read it).
-func (p *Pool) RateLimitRemaining() int { return p.c.RateLimitRemaining() }
+// RateLimitRemaining is the API budget left of the credential the pool
+// acts with, its App installation's or the forge's token's (metrics read
+// it); -1 before any answer.
+func (p *Pool) RateLimitRemaining() int {
+	if p.inst != nil {
+		return p.inst.remaining()
+	}
+	return p.c.RateLimitRemaining()
+}
 
 // covers reports whether a job of repo (OWNER/NAME) belongs to this pool:
 // its repository, its org's repositories, or (enterprise) the listed

@@ -182,12 +182,34 @@ func (rl *rateLimit) take(now time.Time, h http.Header) (int, any) {
 	return status, body
 }
 
-// SetRateLimit replaces the primary rate limit: limit calls per window,
-// the window starting now.
+// SetRateLimit replaces the primary rate limit: limit calls per window
+// for each credential, every window starting now.
 func (d *Double) SetRateLimit(limit int, window time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.rate = newRateLimit(limit, window)
+	clear(d.rates)
+}
+
+// budget is the primary rate limit of the call's credential: as at
+// GitHub, the App (its JWT), each installation and each personal access
+// token have their own. Callers hold d.mu.
+func (d *Double) budget(c *call) *rateLimit {
+	key := "app"
+	switch {
+	case c.inst != nil:
+		key = "installation:" + strconv.FormatInt(c.inst.id, 10)
+	case c.pat != "":
+		key = "pat:" + c.pat
+	}
+	rl := d.rates[key]
+	if rl == nil {
+		fresh := newRateLimit(d.rate.limit, d.rate.window)
+		fresh.reset = d.rate.reset
+		rl = &fresh
+		d.rates[key] = rl
+	}
+	return rl
 }
 
 // AddInstallation installs the App on an account: targetType
