@@ -58,6 +58,7 @@ rec {
     , scope ? null
     , labels ? null
     , repos ? [ ]
+    , installationId ? null
     , minIdle ? null
     , max ? null
     , kernel
@@ -78,6 +79,7 @@ rec {
       (filterNulls {
         inherit name forge;
         scope = scope';
+        installation_id = installationId;
         labels = if labels != null then labels else defaultLabels { inherit face forgeType size; };
         min_idle = if minIdle != null then minIdle else s.min_idle;
         max = if max != null then max else s.max;
