@@ -267,14 +267,14 @@ func (d *demand) queuedJobs(match func(*jobState) bool, job func(*jobState) forg
 	return out
 }
 
-// unconfirmed lists queued jobs match accepts that no source has
-// confirmed since before, oldest news first, at most n.
-func (d *demand) unconfirmed(match func(*jobState) bool, before time.Time, n int) []jobState {
+// unconfirmed lists the jobs of status st match accepts that no source
+// has confirmed since before, oldest news first, at most n.
+func (d *demand) unconfirmed(st status, match func(*jobState) bool, before time.Time, n int) []jobState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []jobState
 	for _, j := range d.jobs {
-		if j.status == statusQueued && j.seen.Before(before) && match(j) {
+		if j.status == st && j.seen.Before(before) && match(j) {
 			out = append(out, *j)
 		}
 	}
