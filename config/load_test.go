@@ -137,6 +137,7 @@ forges:
     guest_url: https://git.example.org
     token_file: $DIR/token
     ca_file: $DIR/ca.pem
+    webhook_secret_file: $DIR/hook
   - name: gh
     type: github
     url: https://api.github.com
@@ -237,6 +238,7 @@ pools:
 			{
 				Name: "gitea", Type: "gitea", URL: "http://10.0.0.5:3000", GuestURL: "https://git.example.org",
 				TokenFile: f.path("token"), CAFile: f.path("ca.pem"), Token: testToken,
+				WebhookSecretFile: f.path("hook"), WebhookSecret: "hook-secret",
 			},
 			{
 				Name: "gh", Type: "github", URL: "https://api.github.com", GuestURL: "https://api.github.com",

@@ -143,11 +143,7 @@ func (v *validator) forges(f field, forges []Forge) map[string]string {
 		v.cancelRuns(ff, fo)
 		if fo.WebhookSecretFile != "" {
 			var err error
-			// Read even where it is refused, so no message shows it.
 			fo.WebhookSecret, err = v.readTokenFile(fo.WebhookSecretFile)
-			if fo.Type == "gitea" {
-				err = errors.New("gitea forges receive no webhooks (their pools poll the forge; deliveries would get 404): remove it")
-			}
 			v.check(rule{ff.child("webhook_secret_file"), err})
 		}
 		if _, ok := types[fo.Name]; !ok && fo.Name != "" {

@@ -53,7 +53,7 @@ func giteaDriver(version string) forgeFactory {
 	return func(fc config.Forge) (forgeDriver, error) {
 		d, err := gitea.NewDriver(fc.Name, gitea.Options{
 			URL: fc.URL, GuestURL: fc.GuestURL, Token: fc.Token, CAFile: fc.CAFile,
-			Version: "fireactions-" + version,
+			Version: "fireactions-" + version, WebhookSecret: fc.WebhookSecret, Log: slog.Default(),
 		})
 		if err != nil {
 			return nil, err

@@ -269,6 +269,19 @@ func (r *giteaRig) config(hostID, dir, bridge, cidr string) *orchConfig {
 	}
 }
 
+// withWebhooks turns the webhooks of c's Gitea forge on: the API takes
+// them on 127.0.0.1:apiPort (its bearer token, which webhooks do not
+// need, on file), checked with a fresh secret, which it returns.
+func (r *giteaRig) withWebhooks(c *orchConfig, apiPort string) (secret string) {
+	r.t.Helper()
+	secret = "hook-" + randHex(r.t)
+	writeFile(r.t, filepath.Join(r.work, "gitea-hook"), 0o600, secret+"\n")
+	writeFile(r.t, filepath.Join(r.work, "api-tokens"), 0o600, "api-"+randHex(r.t)+"\n")
+	c.API.Listen, c.API.TokensFile = "127.0.0.1:"+apiPort, filepath.Join(r.work, "api-tokens")
+	c.Forges[0].WebhookSecretFile = filepath.Join(r.work, "gitea-hook")
+	return secret
+}
+
 // pool is a pool of the rig's Gitea at instance scope for jobs labelled
 // label, at most max VMs of the default size, minIdle kept idle.
 func (r *giteaRig) pool(name, label string, minIdle, max int) poolConfig {

@@ -65,7 +65,9 @@ type apiJob struct {
 }
 
 // QueuedJobs implements forge.Forge.
+// The jobs webhook deliveries reported since are merged in (mergeHooked).
 func (f *Forge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
+	readAt := time.Now()
 	var jobs []forge.Job
 	for page := 1; page <= maxPages; page++ {
 		var resp struct {
@@ -88,7 +90,7 @@ func (f *Forge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
 			break
 		}
 	}
-	return jobs, nil
+	return f.mergeHooked(jobs, readAt), nil
 }
 
 type apiRunner struct {
@@ -98,7 +100,8 @@ type apiRunner struct {
 	Busy   bool   `json:"busy"`
 }
 
-// Runners implements forge.Forge.
+// Runners implements forge.Forge. A runner a failed registration may
+// have left (sweep.go) is removed here, not reported.
 func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
 	var out []forge.RunnerState
 	seen := 0
@@ -112,11 +115,16 @@ func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerS
 			return nil, fmt.Errorf("gitea: list runners: %w", err)
 		}
 		for _, r := range resp.Runners {
+			ref := forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name}
+			if f.isSuspect(r.Name) {
+				f.removeSuspect(ctx, ref) // no VM holds it (sweep.go)
+				continue
+			}
 			if !owner.Owns(r.Name) {
 				continue
 			}
 			out = append(out, forge.RunnerState{
-				RunnerRef: forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name},
+				RunnerRef: ref,
 				Online:    r.Status != "offline",
 				Busy:      r.Busy,
 			})

@@ -250,21 +250,9 @@ func (d *Driver) Scope(s ScopeOptions) (*Forge, error) {
 // Retain implements forge.Driver: of the scopes handed out, only those in
 // inUse take the demand of webhooks; the others still answer calls.
 func (d *Driver) Retain(inUse []forge.Forge) {
-	keep := map[*Forge]bool{}
-	for _, f := range inUse {
-		if s, ok := forge.Unwrap(f).(*Forge); ok && s.d == d {
-			keep[s] = true
-		}
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var scopes []*Forge
-	for _, s := range d.scopes {
-		if keep[s] {
-			scopes = append(scopes, s)
-		}
-	}
-	d.scopes = scopes
+	d.scopes = forge.Retained(d.scopes, inUse)
 }
 
 // Kind implements forge.Forge.
