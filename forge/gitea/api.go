@@ -68,6 +68,16 @@ type apiJob struct {
 // The jobs webhook deliveries reported since are merged in (mergeHooked).
 func (f *Forge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
 	readAt := time.Now()
+	if fj, err := f.forgejo(ctx); err != nil || fj {
+		if err != nil {
+			return nil, err
+		}
+		jobs, err := f.forgejoQueuedJobs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return f.mergeHooked(jobs, readAt), nil
+	}
 	var jobs []forge.Job
 	for page := 1; page <= maxPages; page++ {
 		var resp struct {
@@ -103,6 +113,12 @@ type apiRunner struct {
 // Runners implements forge.Forge. A runner a failed registration may
 // have left (sweep.go) is removed here, not reported.
 func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
+	if fj, err := f.forgejo(ctx); err != nil || fj {
+		if err != nil {
+			return nil, err
+		}
+		return f.forgejoRunnerList(ctx, owner)
+	}
 	var out []forge.RunnerState
 	seen := 0
 	for page := 1; page <= maxPages; page++ {
@@ -160,7 +176,17 @@ func (f *Forge) registrationToken(ctx context.Context, fresh bool) (string, erro
 	var resp struct {
 		Token string `json:"token"`
 	}
-	if err := f.do(ctx, http.MethodPost, f.prefix+"/actions/runners/registration-token", &resp); err != nil {
+	fj, err := f.forgejo(ctx)
+	if err != nil {
+		return "", fmt.Errorf("gitea: get registration token: %w", err)
+	}
+	if fj {
+		// Forgejo hands the token out on a GET.
+		err = f.forgejoGet(ctx, "/registration-token", &resp)
+	} else {
+		err = f.do(ctx, http.MethodPost, f.prefix+"/actions/runners/registration-token", &resp)
+	}
+	if err != nil {
 		return "", fmt.Errorf("gitea: get registration token: %w", err)
 	}
 	if resp.Token == "" {

@@ -1,4 +1,8 @@
-// Package gitea is the forge driver for Gitea (and Forgejo) Actions.
+// Package gitea is the forge driver for Gitea and Forgejo Actions.
+//
+// Forgejo is a flavor of the driver (forgejo.go): the same runner
+// protocol, other REST paths for the registration token and for demand,
+// and its own runner's one-job mode in the guest.
 //
 // The orchestrator registers each ephemeral runner itself, on the host,
 // through Gitea's runner protocol with the scope's registration token, and
@@ -31,6 +35,9 @@ type Scope struct {
 	Org   string // for "org"
 	Owner string // for "repo"
 	Repo  string // for "repo"
+	// Labels are the pool's labels: Forgejo lists only the jobs whose
+	// labels are all among those asked.
+	Labels []string
 }
 
 // apiPrefix is the REST path under which the scope's actions endpoints live.
@@ -60,6 +67,7 @@ type Options struct {
 	// empty: no webhooks (deliveries get 404).
 	WebhookSecret string
 	Log           *slog.Logger // default slog.Default()
+	Flavor        string       // FlavorGitea, FlavorForgejo or FlavorAuto ("": auto)
 }
 
 // Forge is a Gitea scope, handed out by a Driver.
@@ -71,6 +79,10 @@ type Forge struct {
 	prefix   string
 	version  string
 	http     *http.Client
+	probe    *flavorProbe
+	labels   []string
+	// runnersPaths are Forgejo's paths of the scope's runner calls.
+	runnersPaths []string
 
 	log    *slog.Logger
 	driver *Driver
@@ -114,6 +126,7 @@ type Driver struct {
 
 	mu     sync.Mutex
 	scopes []*Forge // handed out and in use (Retain)
+	probe  *flavorProbe
 }
 
 var (
@@ -142,7 +155,11 @@ func NewDriver(name string, o Options) (*Driver, error) {
 		log = slog.Default()
 	}
 	log = log.With("forge", name)
-	d := &Driver{name: name, o: o, http: conn.Client, log: log, deliveries: forge.NewDeliveries(maxDeliveries)}
+	probe, err := newFlavorProbe(strings.TrimRight(o.URL, "/"), o.Flavor, conn.Client)
+	if err != nil {
+		return nil, err
+	}
+	d := &Driver{name: name, o: o, http: conn.Client, log: log, deliveries: forge.NewDeliveries(maxDeliveries), probe: probe}
 	d.hooks = &forge.Verifier{Kind: "gitea", IDHeader: "X-Gitea-Delivery", Limit: maxWebhookBody, Log: log,
 		// X-Gitea-Signature: the hex HMAC-SHA256 of the body with the secret.
 		Signed: func(h http.Header, body []byte) bool {
@@ -184,6 +201,10 @@ func (d *Driver) Scope(s Scope) (*Forge, error) {
 		driver:   d,
 		hooked:   map[int64]hookedJob{},
 		suspects: map[string]time.Time{},
+		probe:    d.probe,
+		labels:   append([]string(nil), s.Labels...),
+
+		runnersPaths: s.forgejoRunners(),
 	}
 	d.mu.Lock()
 	d.scopes = append(d.scopes, f)

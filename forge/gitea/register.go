@@ -72,14 +72,21 @@ func (f *Forge) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Run
 		return nil, fmt.Errorf("gitea: register runner %s: answer has no id, uuid or token", spec.Name)
 	}
 	ref := forge.RunnerRef{ID: strconv.FormatInt(reg.GetId(), 10), Name: reg.GetName()}
-	if !reg.GetEphemeral() {
+	fj, err := f.forgejo(ctx)
+	if err != nil {
+		f.discard(ctx, ref)
+		return nil, err
+	}
+	if !fj && !reg.GetEphemeral() {
 		// A Gitea that knows no ephemeral runners drops the
 		// flag: its runner would stay registered after its job and take
-		// the next one in a VM that is no longer clean.
+		// the next one in a VM that is no longer clean. (Forgejo has no
+		// ephemeral runners: one-job makes its runner take one job, and
+		// the orchestrator deletes it after.)
 		f.discard(ctx, ref)
 		return nil, fmt.Errorf("gitea: register runner %s: Gitea did not make the runner ephemeral (an older Gitea without ephemeral runners?); removed it", spec.Name)
 	}
-	guest, err := f.guestPlan(spec, reg, labels)
+	guest, err := f.guestPlan(spec, reg, labels, fj)
 	if err != nil {
 		// Do not leave a registered runner behind for a VM that never runs.
 		f.discard(ctx, ref)
@@ -126,16 +133,26 @@ type registration struct {
 	Ephemeral bool     `json:"ephemeral"`
 }
 
-// guestPlan is how the guest runs the Gitea runner daemon for one job.
-func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []string) (agentproto.Runner, error) {
+// guestPlan is how the guest runs the runner for one job: act_runner's
+// daemon with an ephemeral registration, or on Forgejo forgejo-runner's
+// one-job mode (Forgejo keeps no ephemeral flag; one-job takes one task
+// and exits).
+func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []string, forgejo bool) (agentproto.Runner, error) {
 	g := spec.Guest
 	home := path.Join("/home", g.User)
 	regFile, err := json.MarshalIndent(registration{
 		ID: reg.GetId(), UUID: reg.GetUuid(), Name: reg.GetName(), Token: reg.GetToken(),
-		Address: f.guestURL, Labels: labels, Ephemeral: reg.GetEphemeral(),
+		// act_runner's key, as Gitea answered; forgejo-runner's file has
+		// none (Forgejo keeps no ephemeral runners: one-job is what makes
+		// it take one job).
+		Address: f.guestURL, Labels: labels, Ephemeral: reg.GetEphemeral() && !forgejo,
 	}, "", "  ")
 	if err != nil {
 		return agentproto.Runner{}, fmt.Errorf("gitea: encode runner file: %w", err)
+	}
+	mode, ready := "daemon", readyLine
+	if forgejo {
+		mode, ready = forgejoOneJob, forgejoReadyLine
 	}
 	return agentproto.Runner{
 		Forge:      "gitea",
@@ -144,8 +161,8 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []
 		GID:        g.GID,
 		Home:       home,
 		WorkDir:    home,
-		Command:    []string{g.AgentPath, "daemon", "--config", path.Join(home, "config.yaml")},
-		ReadyLine:  readyLine,
+		Command:    []string{g.AgentPath, mode, "--config", path.Join(home, "config.yaml")},
+		ReadyLine:  ready,
 		BusyLine:   busyLine,
 		JobPattern: jobPattern,
 		Files: []agentproto.File{
