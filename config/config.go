@@ -119,7 +119,7 @@ type Forge struct {
 	AppPrivateKeyFile string `yaml:"app_private_key_file" doc:"github only: the GitHub App's private key (PEM, RSA PRIVATE KEY or PRIVATE KEY); mode 600."`
 	// InstallationID is 0 when the App's installation is to be looked up
 	// from the pool's scope.
-	InstallationID int64 `yaml:"installation_id" doc:"github only, with app_id: the App installation to act as. 0 or left out: looked up from each pool's scope."`
+	InstallationID int64 `yaml:"installation_id" doc:"github only, with app_id: the App installation to act as, for the pools that set none of their own. 0 or left out: looked up from each pool's scope."`
 	// PollInterval is how often a GitHub forge polls its pools'
 	// repositories for queued jobs.
 	PollInterval time.Duration `yaml:"poll_interval" doc:"github only: how often the pools' repositories are polled for queued jobs (polling heals missed or out-of-order webhook deliveries; at least 1s). Default: 30s, or 2m when webhook_secret_file is set."`
@@ -145,17 +145,20 @@ type Pool struct {
 	// Scope is where runners are registered: "instance", "org:NAME",
 	// "repo:OWNER/NAME", "enterprise:NAME", "group:PATH" or
 	// "project:PATH"; see ParseScope.
-	Scope  string   `yaml:"scope" doc:"Where runners register. gitea: instance, org:NAME or repo:OWNER/NAME; github: org:NAME, repo:OWNER/NAME or enterprise:NAME; gitlab: instance, group:PATH or project:PATH (PATH may be nested: group/sub). github pools must set it."`
+	Scope  string   `yaml:"scope" doc:"Where runners register. gitea: instance, org:NAME or repo:OWNER/NAME; github: org:NAME, repo:OWNER/NAME or enterprise:NAME (enterprise: its forge needs a classic personal access token with manage_runners:enterprise; GitHub takes no App there); gitlab: instance, group:PATH or project:PATH (PATH may be nested: group/sub). github pools must set it."`
 	Labels []string `yaml:"labels" doc:"Required. Labels the runners offer (no spaces, commas, control characters or duplicates; gitea: no ':', which act_runner reads as label:schema); a job runs here when all its labels are offered."`
 	// Repos are the repositories whose queued runs a GitHub org or
 	// enterprise pool polls for.
-	Repos    []string      `yaml:"repos" doc:"github only, with an org or enterprise scope: the repositories (OWNER/NAME) whose queued workflow runs are polled for jobs."`
-	MinIdle  int           `yaml:"min_idle" doc:"Idle VMs kept ready (0 or more)."`
-	Max      int           `yaml:"max" doc:"Most VMs at once, busy or not (1-4096 and at least min_idle; the pools' max together at most network.cidr's guest addresses). The API's scale obeys the same bound."`
-	VM       VMShape       `yaml:"vm" doc:"Size and boot files of the pool's VMs."`
-	Runner   RunnerOptions `yaml:"runner" doc:"The forge's runner agent inside the guest."`
-	Cache    PoolCache     `yaml:"cache" doc:"What the guests take of registry_cache, and Docker."`
-	Timeouts Timeouts      `yaml:"timeouts" doc:"Time limits for every stage of a VM's life."`
+	Repos []string `yaml:"repos" doc:"github only, with an org or enterprise scope: the repositories (OWNER/NAME) whose queued workflow runs are polled for jobs. Such a pool needs these or its forge's webhook_secret_file (a source of demand)."`
+	// InstallationID is the GitHub App installation the pool acts as,
+	// when its forge's is not the one (two organisations under one App).
+	InstallationID int64         `yaml:"installation_id" doc:"github only, with the forge's app_id: the App installation this pool acts as (each installation has its own rate budget), for pools of one App in several organisations. 0 or left out: the forge's installation_id, else looked up from the pool's scope."`
+	MinIdle        int           `yaml:"min_idle" doc:"Idle VMs kept ready (0 or more)."`
+	Max            int           `yaml:"max" doc:"Most VMs at once, busy or not (1-4096 and at least min_idle; the pools' max together at most network.cidr's guest addresses). The API's scale obeys the same bound."`
+	VM             VMShape       `yaml:"vm" doc:"Size and boot files of the pool's VMs."`
+	Runner         RunnerOptions `yaml:"runner" doc:"The forge's runner agent inside the guest."`
+	Cache          PoolCache     `yaml:"cache" doc:"What the guests take of registry_cache, and Docker."`
+	Timeouts       Timeouts      `yaml:"timeouts" doc:"Time limits for every stage of a VM's life."`
 }
 
 // VMShape is the size and boot files of a pool's VMs.

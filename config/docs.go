@@ -26,7 +26,9 @@ each readable by its owner only (mode 600). Keys marked "github only" or
 "gitlab only" are errors on pools or forges of another type. Complete
 examples: [Gitea](../config/testdata/example.yaml),
 [GitHub](../config/testdata/github.yaml) and
-[GitLab](../config/testdata/gitlab.yaml).
+[GitLab](../config/testdata/gitlab.yaml). What to set up at GitHub for each
+pool scope (App permissions, token scopes, the webhook):
+[docs/github.md](github.md).
 `
 
 // WriteReference writes the Markdown reference of the configuration file,

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -103,4 +104,52 @@ func (v *validator) runnerGroupScope(f field, p *Pool, typ string) {
 		err = errorf("%q: an enterprise scope needs the runner group's numeric id", p.Runner.Group)
 	}
 	v.check(rule{f, err})
+}
+
+// githubPools checks what a github pool needs of its forge: a credential
+// GitHub takes at the pool's scope, an installation only with an App,
+// and a source of demand.
+func (v *validator) githubPools(f field, pools []Pool, forges []Forge) {
+	byName := map[string]*Forge{}
+	for i := range forges {
+		if _, dup := byName[forges[i].Name]; !dup {
+			byName[forges[i].Name] = &forges[i]
+		}
+	}
+	for i := range pools {
+		p := &pools[i]
+		pf := f.index(i).named(p.Name)
+		fo := byName[p.Forge]
+		if fo == nil {
+			continue // the forge reference is the problem
+		}
+		if fo.Type != "github" {
+			v.check(rule{pf.child("installation_id"), onlyFor(p.InstallationID != 0, "github", fo.Type, "pools")})
+			continue
+		}
+		app := fo.AppID != 0 || fo.AppPrivateKeyFile != ""
+		v.check(rule{pf.child("installation_id"), errors.Join(githubID(p.InstallationID, ""),
+			onlyWith(p.InstallationID != 0 && !app, "the forge's app_id (a GitHub App)"))})
+		sc, err := ParseScope(p.Scope)
+		if err != nil {
+			continue // the scope is the problem
+		}
+		if sc.Kind == ScopeEnterprise && app {
+			v.check(rule{pf.child("scope"), errorf("%s: GitHub refuses GitHub App tokens on the enterprise runner API "+
+				"(its operations are not enabled for GitHub Apps): give forge %q a personal access token (classic) "+
+				"with the manage_runners:enterprise scope in token_file or token_env instead of app_id", p.Scope, fo.Name)})
+		}
+		if !githubDemandSource(p, sc, fo) {
+			v.check(rule{pf, errorf("no source of demand: this %s pool would never learn of a job; set the forge's "+
+				"webhook_secret_file (workflow_job webhooks) or list the repositories to poll in repos", sc.Kind)})
+		}
+	}
+}
+
+// githubDemandSource reports whether anything tells a github pool of its
+// queued jobs: a repo pool polls its repository; an org or enterprise
+// pool needs its forge's webhooks or repositories to poll. Another
+// source of demand joins here.
+func githubDemandSource(p *Pool, sc Scope, fo *Forge) bool {
+	return sc.Kind == ScopeRepo || fo.WebhookSecretFile != "" || len(p.Repos) > 0
 }

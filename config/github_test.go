@@ -93,13 +93,87 @@ func TestGitHubRunnerGroupByScope(t *testing.T) {
 		{"enterprise:bigco", "ci", `"ci": an enterprise scope needs the runner group's numeric id`},
 		{"repo:acme/widgets", "ci", "only with an org or enterprise scope"},
 	} {
-		text := replace(t, githubYAML, "scope: org:acme", "scope: "+tc.scope+"\n    runner: {group: "+tc.group+"}")
+		// An enterprise scope takes a personal access token.
+		pat := replace(t, githubYAML, "    app_id: 12345\n    app_private_key_file: $DIR/app.pem\n", "    token_file: $DIR/token\n")
+		text := replace(t, pat, "scope: org:acme", "scope: "+tc.scope+"\n    runner: {group: "+tc.group+"}")
 		_, err := f.parse(text)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s group %s: %v", tc.scope, tc.group, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), `pools[0] ("default").runner.group: `+tc.want)):
 			t.Errorf("%s group %s: err = %v, want %q", tc.scope, tc.group, err, tc.want)
+		}
+	}
+}
+
+// An enterprise pool under a GitHub App is refused, naming why (GitHub
+// marks the enterprise runner operations enabledForGitHubApps: false);
+// under a personal access token it is taken.
+func TestGitHubEnterpriseNeedsAToken(t *testing.T) {
+	f := newFixture(t)
+	enterprise := replace(t, githubYAML, "scope: org:acme", "scope: enterprise:bigco")
+	_, err := f.parse(enterprise)
+	want := `pools[0] ("default").scope: enterprise:bigco: GitHub refuses GitHub App tokens on the enterprise runner API`
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "manage_runners:enterprise") {
+		t.Fatalf("App + enterprise: err = %v, want %q", err, want)
+	}
+	pat := replace(t, enterprise, "    app_id: 12345\n    app_private_key_file: $DIR/app.pem\n", "    token_file: $DIR/token\n")
+	if _, err := f.parse(pat); err != nil {
+		t.Fatalf("PAT + enterprise: %v", err)
+	}
+}
+
+// An org or enterprise pool with no source of demand (no webhooks, no
+// repositories to poll) is refused; either source, or a repo scope (it
+// polls its repository), is enough.
+func TestGitHubPoolNeedsADemandSource(t *testing.T) {
+	f := newFixture(t)
+	f.write("hook", "hook-secret\n", 0o600)
+	bare := replace(t, githubYAML, "    repos: [acme/widgets]\n", "")
+	pat := func(text string) string {
+		return replace(t, text, "    app_id: 12345\n    app_private_key_file: $DIR/app.pem\n", "    token_file: $DIR/token\n")
+	}
+	const want = `pools[0] ("default"): no source of demand`
+	for _, tc := range []struct {
+		name, text string
+		ok         bool
+	}{
+		{"org, nothing", bare, false},
+		{"enterprise, nothing", replace(t, pat(bare), "scope: org:acme", "scope: enterprise:bigco"), false},
+		{"org, repos", githubYAML, true},
+		{"org, webhooks", replace(t, bare, "    app_id: 12345\n", "    app_id: 12345\n    webhook_secret_file: $DIR/hook\n"), true},
+		{"enterprise, webhooks", replace(t, replace(t, pat(bare), "scope: org:acme", "scope: enterprise:bigco"),
+			"    token_file: $DIR/token\n", "    token_file: $DIR/token\n    webhook_secret_file: $DIR/hook\n"), true},
+		{"repo scope", replace(t, bare, "scope: org:acme", "scope: repo:acme/widgets"), true},
+	} {
+		_, err := f.parse(tc.text)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%s: err = %v, want %q", tc.name, err, want)
+		}
+	}
+}
+
+// installation_id on a github pool is taken with the forge's App and
+// refused without one, or on another forge type.
+func TestGitHubPoolInstallationID(t *testing.T) {
+	f := newFixture(t)
+	text := replace(t, githubYAML, "    max: 2\n", "    max: 2\n    installation_id: 777\n")
+	if got := f.mustParse(text).Pools[0].InstallationID; got != 777 {
+		t.Fatalf("installation_id read as %d", got)
+	}
+	for _, tc := range []struct{ name, text, want string }{
+		{"with a token", replace(t, text, "    app_id: 12345\n    app_private_key_file: $DIR/app.pem\n", "    token_file: $DIR/token\n"),
+			`pools[0] ("default").installation_id: only with the forge's app_id (a GitHub App)`},
+		{"negative", replace(t, text, "installation_id: 777", "installation_id: -2"),
+			`pools[0] ("default").installation_id: -2 is negative`},
+		{"gitlab", replace(t, gitlabYAML, "    max: 2\n", "    max: 2\n    installation_id: 777\n"),
+			`pools[0] ("default").installation_id: is only for github pools, not gitlab`},
+	} {
+		if _, err := f.parse(tc.text); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
 		}
 	}
 }

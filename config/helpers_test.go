@@ -54,6 +54,7 @@ pools:
     vm:
       kernel: $DIR/vmlinuz-6.6.30
       root_initramfs: $DIR/root.cpio
+    repos: [acme/widgets]
 `
 
 // gitlabYAML is a small valid configuration with a GitLab forge and a

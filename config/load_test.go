@@ -170,8 +170,10 @@ images:
     - {registry: docker.io, urls: ["http://10.0.0.9:5000", "https://mirror.example.com"]}
 pools:
   - name: big-1
-    forge: gh
+    forge: ghe
     scope: org:acme           # runner groups are org or enterprise ones
+    installation_id: 4343     # the App's installation in acme, not the forge's
+    repos: [acme/tools]
     labels: [self-hosted, "x86_64:host"]
     min_idle: 0
     max: 8
@@ -194,7 +196,7 @@ pools:
       group: big
     timeouts: {boot: 90s, idle: 0s, job: 1h30m}
   - name: ent
-    forge: ghe
+    forge: gh                 # enterprise scope takes a classic PAT, not an App
     scope: enterprise:acme-corp
     labels: [linux]
     repos: [acme/widgets, tools/gadgets]
@@ -267,7 +269,7 @@ pools:
 		},
 		Limits: limitsDefaults(),
 		Pools: []Pool{{
-			Name: "big-1", Forge: "gh", Scope: "org:acme",
+			Name: "big-1", Forge: "ghe", Scope: "org:acme", InstallationID: 4343, Repos: []string{"acme/tools"},
 			Labels: []string{"self-hosted", "x86_64:host"}, MinIdle: 0, Max: 8,
 			VM: VMShape{
 				VCPUs: 32, MemoryMiB: 128, Kernel: f.path("vmlinuz-6.6.30"),
@@ -281,7 +283,7 @@ pools:
 			Timeouts: Timeouts{Boot: 90 * time.Second, Idle: 0, Job: 90 * time.Minute},
 		}, {
 			// self-hosted is added: every GitHub runner offers it.
-			Name: "ent", Forge: "ghe", Scope: "enterprise:acme-corp", Labels: []string{"linux", "self-hosted"},
+			Name: "ent", Forge: "gh", Scope: "enterprise:acme-corp", Labels: []string{"linux", "self-hosted"},
 			Repos: []string{"acme/widgets", "tools/gadgets"}, MinIdle: 0, Max: 1,
 			VM: VMShape{
 				VCPUs: 1, MemoryMiB: 512, Kernel: f.path("vmlinuz-6.6.30"), ModulesDir: "/lib/modules/6.6.30",
@@ -398,8 +400,8 @@ func TestGitHubAppPool(t *testing.T) {
 	if s, err := ParseScope(p.Scope); err != nil || s != (Scope{Kind: ScopeOrg, Org: "acme"}) {
 		t.Errorf("scope %q parses as %+v, %v", p.Scope, s, err)
 	}
-	if p.Repos != nil {
-		t.Errorf("repos = %q, want none", p.Repos)
+	if !reflect.DeepEqual(p.Repos, []string{"acme/widgets"}) {
+		t.Errorf("repos = %q, want acme/widgets", p.Repos)
 	}
 
 	// A personal access token instead, on GitHub Enterprise Server.

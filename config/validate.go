@@ -69,6 +69,7 @@ func (v *validator) config(c *Config) {
 	v.limits(root.child("limits"), &c.Limits)
 	v.registryCache(root.child("registry_cache"), &c.RegistryCache)
 	v.pools(root.child("pools"), c.Pools, types)
+	v.githubPools(root.child("pools"), c.Pools, c.Forges)
 	v.check(rule{root.child("network").child("cidr"), poolsFit(c.Network.CIDR, c.Pools)})
 }
 

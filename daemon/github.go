@@ -33,5 +33,7 @@ func (g githubForge) scope(p config.Pool, s config.Scope) (forge.Forge, error) {
 		Repos:  p.Repos,
 		Labels: p.Labels,
 		Group:  p.Runner.Group,
+		// The pool's own installation, else the forge's (github.New).
+		InstallationID: p.InstallationID,
 	})
 }

@@ -28,9 +28,33 @@ type installation struct {
 	fixed int64 // installation_id from the configuration; 0: look it up
 	log   *slog.Logger
 
-	mu sync.Mutex
-	id int64
-	tr *ghinstallation.Transport
+	mu     sync.Mutex
+	id     int64
+	tr     *ghinstallation.Transport
+	budget *retryTransport // the installation's rate budget, once known
+}
+
+// remaining is the installation's budget left, as GitHub last said; -1
+// before any answer.
+func (in *installation) remaining() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.budget == nil {
+		return -1
+	}
+	return in.budget.remaining()
+}
+
+// byCredential sends each call on its credential's rate budget: the
+// App's JWT (creating installation tokens: "Bearer") on the App's, the
+// installation token's on the installation's.
+type byCredential struct{ app, installation http.RoundTripper }
+
+func (b byCredential) RoundTrip(req *http.Request) (*http.Response, error) {
+	if scheme, _, _ := strings.Cut(req.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+		return b.app.RoundTrip(req)
+	}
+	return b.installation.RoundTrip(req)
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -95,8 +119,10 @@ func (in *installation) transport(ctx context.Context) (*ghinstallation.Transpor
 		in.log.Info("github app installation found", "installation", id)
 	}
 	// Each installation has its own apps transport: ghinstallation writes
-	// to it while refreshing a token.
-	atr, err := ghinstallation.NewAppsTransport(in.c.retry, in.c.appID, in.c.key)
+	// to it while refreshing a token. Its calls spend its own budget;
+	// creating its tokens, the App's.
+	budget := in.c.installationBudget(id)
+	atr, err := ghinstallation.NewAppsTransport(byCredential{app: in.c.retry, installation: budget}, in.c.appID, in.c.key)
 	if err != nil {
 		return nil, fmt.Errorf("github: app private key: %w", err)
 	}
@@ -105,7 +131,7 @@ func (in *installation) transport(ctx context.Context) (*ghinstallation.Transpor
 	// An empty object: GitHub's description wants one, and without
 	// options ghinstallation sends null.
 	tr.InstallationTokenOptions = &ghinst.InstallationTokenOptions{}
-	in.id, in.tr = id, tr
+	in.id, in.tr, in.budget = id, tr, budget
 	return tr, nil
 }
 
@@ -123,18 +149,14 @@ func (in *installation) forget(tr *ghinstallation.Transport, why string) {
 
 // lookup finds the App's installation for the scope.
 func (in *installation) lookup(ctx context.Context) (int64, error) {
-	apps := in.c.apps.Apps
-	var (
-		inst *gh.Installation
-		err  error
-	)
-	switch in.scope.Kind {
-	case "org":
-		inst, _, err = apps.GetOrganizationInstallation(ctx, in.scope.Org)
-	case "repo":
-		inst, _, err = apps.GetRepositoryInstallation(ctx, in.scope.Owner, in.scope.Repo)
-	case "enterprise":
-		inst, err = in.enterpriseInstallation(ctx)
+	path := scopeKinds[in.scope.Kind].installation(in.scope)
+	if path == "" {
+		return 0, fmt.Errorf("github: scope %s: %w", in.scope, ErrEnterpriseNeedsPAT)
+	}
+	inst := new(gh.Installation)
+	req, err := in.c.apps.NewRequest(ctx, http.MethodGet, path, nil)
+	if err == nil {
+		_, err = in.c.apps.Do(req, inst)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("github: find the app installation for %s: %w", in.scope, err)
@@ -143,38 +165,6 @@ func (in *installation) lookup(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("github: find the app installation for %s: answer has no id", in.scope)
 	}
 	return inst.GetID(), nil
-}
-
-// enterpriseInstallation finds the installation on the enterprise among
-// the App's installations.
-func (in *installation) enterpriseInstallation(ctx context.Context) (*gh.Installation, error) {
-	opts := &gh.ListOptions{PerPage: 100}
-	for page := 0; page < maxPages; page++ {
-		list, resp, err := in.c.apps.Apps.ListInstallations(ctx, opts)
-		if err != nil {
-			return nil, err
-		}
-		for _, i := range list {
-			a := i.GetAccount()
-			if i.GetTargetType() == "Enterprise" && (strings.EqualFold(a.GetLogin(), in.scope.Enterprise) ||
-				strings.EqualFold(slugOf(a), in.scope.Enterprise)) {
-				return i, nil
-			}
-		}
-		if resp.NextPage == 0 {
-			break
-		}
-		opts.Page = resp.NextPage
-	}
-	return nil, fmt.Errorf("the app is not installed on enterprise %s", in.scope.Enterprise)
-}
-
-// slugOf is an enterprise account's slug, which go-github's User lacks;
-// GitHub puts it in the login too for enterprises on github.com, and the
-// html URL ends with it.
-func slugOf(u *gh.User) string {
-	h := strings.TrimSuffix(u.GetHTMLURL(), "/")
-	return h[strings.LastIndex(h, "/")+1:]
 }
 
 // maxPages bounds list walks, so a misbehaving server cannot loop us.

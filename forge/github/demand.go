@@ -12,7 +12,9 @@ import (
 )
 
 // status is a job's state as far as demand goes, in the order GitHub
-// moves jobs through them; a job never goes back.
+// moves jobs through them. A job never goes back, but for one step:
+// a queued job can fall back to waiting (an environment's protection
+// rule holds it for approval) and be queued again once approved.
 type status int
 
 const (
@@ -67,9 +69,10 @@ const (
 )
 
 // demand merges what webhooks and polls say about jobs. Every source only
-// ever moves a job forward, so deliveries out of order, replays and polls
-// racing deliveries cannot bring a job back into the queue, and a job is
-// one entry however many sources report it: it is never started twice.
+// ever moves a job forward (but for queued back to waiting, see status),
+// so deliveries out of order, replays and polls racing deliveries cannot
+// bring a started or finished job back into the queue, and a job is one
+// entry however many sources report it: it is never started twice.
 type demand struct {
 	mu   sync.Mutex
 	jobs map[int64]*jobState
@@ -133,7 +136,7 @@ func (d *demand) observe(j jobState, now time.Time) (changed, told bool) {
 		d.prune(now)
 		return j.status == statusQueued, told
 	}
-	if j.status < cur.status || j.status == 0 {
+	if j.status == 0 || (j.status < cur.status && !backToWaiting(cur.status, j.status)) {
 		return false, false // older news
 	}
 	d.countBusy(cur, -1)
@@ -157,6 +160,12 @@ func (d *demand) observe(j jobState, now time.Time) (changed, told bool) {
 		return false, false
 	}
 	return true, d.requeue(cur)
+}
+
+// backToWaiting reports whether news of status to is a queued job held
+// again for approval: the one step back the view takes.
+func backToWaiting(from, to status) bool {
+	return from == statusQueued && to == statusWaiting
 }
 
 // requeue puts j in the queue or takes it out, as its status says, and
@@ -258,14 +267,14 @@ func (d *demand) queuedJobs(match func(*jobState) bool, job func(*jobState) forg
 	return out
 }
 
-// unconfirmed lists queued jobs match accepts that no source has
-// confirmed since before, oldest news first, at most n.
-func (d *demand) unconfirmed(match func(*jobState) bool, before time.Time, n int) []jobState {
+// unconfirmed lists the jobs of status st match accepts that no source
+// has confirmed since before, oldest news first, at most n.
+func (d *demand) unconfirmed(st status, match func(*jobState) bool, before time.Time, n int) []jobState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []jobState
 	for _, j := range d.jobs {
-		if j.status == statusQueued && j.seen.Before(before) && match(j) {
+		if j.status == st && j.seen.Before(before) && match(j) {
 			out = append(out, *j)
 		}
 	}

@@ -41,9 +41,12 @@ func TestJobsOnlyMoveForward(t *testing.T) {
 	step(statusWaiting, false)
 	step(statusQueued, true)
 	step(statusQueued, false)
+	step(statusWaiting, true) // held for approval: out of the queue
 	step(statusWaiting, false)
+	step(statusQueued, true) // approved
 	step(statusInProgress, true)
 	step(statusQueued, false)
+	step(statusWaiting, false)
 	step(statusCompleted, false)
 	step(statusInProgress, false)
 	if q := d.queued(func(*jobState) bool { return true }); len(q) != 0 {

@@ -134,6 +134,20 @@ func (e *env) app(mod ...func(*github.Options)) *github.Client {
 	return c
 }
 
+// pat is a client authenticated with a personal access token the
+// double takes (envOptions.pats), as the enterprise scope needs.
+func (e *env) pat(token string) *github.Client {
+	e.t.Helper()
+	c, err := github.New(github.Options{
+		Name: "gh", URL: e.url, Token: token, Retry: fastRetry, PollInterval: time.Hour,
+		Log: slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
 func (e *env) pool(c *github.Client, o github.PoolOptions) *github.Pool {
 	e.t.Helper()
 	p, err := c.Pool(o)

@@ -180,21 +180,8 @@ func (p *Pool) jobOfRunner(ctx context.Context, r forge.RunnerRef, runnerID int6
 // runnerBusy reads the runner at GitHub: whether it runs a job. A runner
 // that is gone is GitHub's 404.
 func (p *Pool) runnerBusy(ctx context.Context, id int64) (bool, error) {
-	var (
-		rn  *gh.Runner
-		err error
-	)
-	switch p.scope.Kind {
-	case "org":
-		rn, _, err = p.gh.Actions.GetOrganizationRunner(ctx, p.scope.Org, id)
-	case "repo":
-		rn, _, err = p.gh.Actions.GetRunner(ctx, p.scope.Owner, p.scope.Repo, id)
-	case "enterprise":
-		rn, _, err = p.gh.Enterprise.GetRunner(ctx, p.scope.Enterprise, id)
-	default:
-		return false, fmt.Errorf("scope %s: unknown kind", p.scope)
-	}
-	if err != nil {
+	rn := new(gh.Runner)
+	if _, err := p.call(ctx, http.MethodGet, p.runnersPath(strconv.FormatInt(id, 10)), nil, rn); err != nil {
 		return false, err
 	}
 	return rn.GetBusy(), nil

@@ -32,6 +32,13 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/forge/forgehttp"
 )
 
+// ErrEnterpriseNeedsPAT refuses an enterprise pool of a GitHub App:
+// GitHub's description marks the enterprise runner operations
+// x-github.enabledForGitHubApps: false, and GitHub answers an
+// installation token there 403 "Resource not accessible by integration".
+var ErrEnterpriseNeedsPAT = errors.New("the enterprise runner API takes no GitHub App token: " +
+	"authenticate with a personal access token (classic) with the manage_runners:enterprise scope")
+
 // Options configure the connection to one GitHub.
 type Options struct {
 	// Name is the forge's name in the configuration, for logs.
@@ -44,7 +51,8 @@ type Options struct {
 	// Token is a personal access token; or set AppID and AppPrivateKey.
 	Token string
 	// AppID, AppPrivateKey and InstallationID authenticate as a GitHub
-	// App; InstallationID 0 looks the installation up from each pool's
+	// App; InstallationID is the pools' installation unless a pool names
+	// its own (PoolOptions.InstallationID); 0 looks it up from each pool's
 	// scope.
 	AppID          int64
 	AppPrivateKey  []byte
@@ -70,7 +78,9 @@ type Client struct {
 	appID    int64
 	key      []byte
 	instID   int64
-	retry    *retryTransport
+	retry    *retryTransport // the forge's credential: the App's JWT, or the token
+	conn     http.RoundTripper
+	retryOpt RetryOptions
 	apps     *gh.Client // authenticated as the App (JWT); nil with a token
 	log      *slog.Logger
 	interval time.Duration
@@ -79,9 +89,13 @@ type Client struct {
 	demand   *demand
 	hooks    *forge.Verifier // reads and verifies deliveries
 
-	mu     sync.Mutex
-	pools  []*Pool
-	labels map[string]string // lower case -> the configuration's spelling
+	mu    sync.Mutex
+	pools []*Pool
+	// budgets are the installations' rate budgets by installation id:
+	// GitHub counts each installation's calls apart, and apart from the
+	// App's own (its JWT).
+	budgets map[int64]*retryTransport
+	labels  map[string]string // lower case -> the configuration's spelling
 	// labelGen counts the changes of labels: jobs built with an older
 	// spelling are built again (jobOf).
 	labelGen atomic.Uint64
@@ -138,8 +152,8 @@ func New(o Options) (*Client, error) {
 	log := o.Log.With("forge", o.Name)
 	c := &Client{
 		name: o.Name, base: u, token: o.Token, appID: o.AppID, key: o.AppPrivateKey, instID: o.InstallationID,
-		retry: newRetryTransport(conn.Transport, o.Retry, log), log: log, interval: o.PollInterval, cancel: o.CancelRuns,
-		secret: o.WebhookSecret, demand: newDemand(), labels: map[string]string{},
+		retry: newRetryTransport(conn.Transport, o.Retry, log), conn: conn.Transport, retryOpt: o.Retry, log: log, interval: o.PollInterval, cancel: o.CancelRuns,
+		secret: o.WebhookSecret, demand: newDemand(), labels: map[string]string{}, budgets: map[int64]*retryTransport{},
 	}
 	c.demand.notify = c.notifyQueue
 	c.hooks = &forge.Verifier{Kind: "github", IDHeader: "X-GitHub-Delivery", Limit: maxWebhookBody, Log: log,
@@ -175,29 +189,22 @@ func (c *Client) newGitHub(tr http.RoundTripper, token string) (*gh.Client, erro
 	return cl, nil
 }
 
-// RateLimitRemaining is the API budget left in the current window, as
-// GitHub last said; -1 before any answer.
+// RateLimitRemaining is the API budget of the forge's own credential (the
+// App's JWT, or the token) left in the current window, as GitHub last
+// said; -1 before any answer.
 func (c *Client) RateLimitRemaining() int { return c.retry.remaining() }
 
-// Scope is where a pool's runners register.
-type Scope struct {
-	Kind       string // "org", "repo" or "enterprise"
-	Org        string
-	Owner      string
-	Repo       string
-	Enterprise string
-}
-
-func (s Scope) String() string {
-	switch s.Kind {
-	case "org":
-		return "org:" + s.Org
-	case "repo":
-		return "repo:" + s.Owner + "/" + s.Repo
-	case "enterprise":
-		return "enterprise:" + s.Enterprise
+// installationBudget is the rate budget of an App installation: its own
+// transport, tracking and waiting for its own limits.
+func (c *Client) installationBudget(id int64) *retryTransport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rt := c.budgets[id]
+	if rt == nil {
+		rt = newRetryTransport(c.conn, c.retryOpt, c.log.With("installation", id))
+		c.budgets[id] = rt
 	}
-	return s.Kind
+	return rt
 }
 
 // PoolOptions are one pool's settings.
@@ -211,4 +218,7 @@ type PoolOptions struct {
 	// Group is the runner group: a name (org scope) or a numeric id; ""
 	// is the default group.
 	Group string
+	// InstallationID is the App installation the pool acts as; 0: the
+	// forge's (Options.InstallationID), else looked up from the scope.
+	InstallationID int64
 }

@@ -56,8 +56,9 @@ func (p *Pool) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
 // Reconcile is one reconciler round: it lists the queued and in-progress
 // workflow runs of the pool's repositories and their jobs, then asks
 // GitHub about each queued job no source confirmed (a missed delivery of
-// its start or end), so the queue heals from lost and out-of-order
-// webhooks.
+// its start or end), and about each job of an unpolled repository waiting
+// for approval (a missed or overtaken approval), so the queue heals from
+// lost and out-of-order webhooks.
 func (p *Pool) Reconcile(ctx context.Context) error {
 	p.round.Lock()
 	defer p.round.Unlock()
@@ -80,12 +81,15 @@ func (p *Pool) Reconcile(ctx context.Context) error {
 	}
 	// Polled repositories: a queued job the poll did not see has moved
 	// on. Others (webhooks only): a queued job quiet for a period.
-	check := p.c.demand.unconfirmed(func(j *jobState) bool {
+	check := p.c.demand.unconfirmed(statusQueued, func(j *jobState) bool {
 		return p.covers(j.repo, j.enterprise) && polled(j.repo) && !failed[strings.ToLower(j.repo)]
 	}, start, verifyBatchLimit)
-	check = append(check, p.c.demand.unconfirmed(func(j *jobState) bool {
-		return p.covers(j.repo, j.enterprise) && !polled(j.repo)
-	}, start.Add(-p.c.interval), verifyBatchLimit)...)
+	unpolled := func(j *jobState) bool { return p.covers(j.repo, j.enterprise) && !polled(j.repo) }
+	check = append(check, p.c.demand.unconfirmed(statusQueued, unpolled, start.Add(-p.c.interval), verifyBatchLimit)...)
+	// A job held for approval whose approval (queued again) was lost or
+	// overtaken by a late "waiting": a poll of its repository finds it
+	// once its run is queued; without one, it is asked about.
+	check = append(check, p.c.demand.unconfirmed(statusWaiting, unpolled, start.Add(-p.c.interval), verifyBatchLimit)...)
 	for _, j := range check {
 		if err := p.verify(ctx, j); err != nil {
 			errs = append(errs, err)
@@ -154,7 +158,8 @@ func jobFromAPI(repo string, j *gh.WorkflowJob) jobState {
 	}
 }
 
-// verify asks GitHub about one queued job; a job that is gone is done.
+// verify asks GitHub about one queued or waiting job; a job that is gone
+// is done.
 func (p *Pool) verify(ctx context.Context, j jobState) error {
 	owner, name, _ := strings.Cut(j.repo, "/")
 	got, _, err := p.gh.Actions.GetWorkflowJobByID(ctx, owner, name, j.id)

@@ -119,11 +119,8 @@ func TestReconcilerHealsLostDeliveries(t *testing.T) {
 // only): a queued job whose end was never delivered is asked about once
 // it has been quiet for a poll period.
 func TestUnpolledJobIsVerified(t *testing.T) {
-	e, p := hookedEnv(t, time.Second, nil)
+	e, p, j := unpolledJob(t)
 	ctx := context.Background()
-	jobIDs(t, p)
-	j := e.d.QueueJob("acme/widgets", "linux")
-	waitQueue(t, p, itoa(j.ID)+"=linux")
 	e.d.SetWebhookFaults(1, 0)
 	e.d.SetJobStatus(j.ID, "completed", "success")
 	if err := p.Reconcile(ctx); err != nil {
@@ -143,6 +140,18 @@ func TestUnpolledJobIsVerified(t *testing.T) {
 	}
 }
 
+// unpolledJob is an org pool hearing of acme/widgets by webhook only (a
+// poll period of 1s), its first round done, and a job it was told is
+// queued.
+func unpolledJob(t *testing.T) (*env, *github.Pool, githubdouble.Job) {
+	t.Helper()
+	e, p := hookedEnv(t, time.Second, nil)
+	jobIDs(t, p)
+	j := e.d.QueueJob("acme/widgets", "linux")
+	waitQueue(t, p, itoa(j.ID)+"=linux")
+	return e, p, j
+}
+
 // Without webhooks a first round that fails leaves the queue unknown: an
 // error, so the manager neither starts nor removes anything. With
 // webhooks the deliveries still count.
@@ -158,5 +167,26 @@ func TestFirstRoundFailure(t *testing.T) {
 	c, _ = github.New(github.Options{Name: "gh", URL: e.url, Token: "p", Retry: retry, WebhookSecret: "s"})
 	if _, err := e.pool(c, scope).QueuedJobs(context.Background()); err != nil {
 		t.Fatalf("with webhooks: %v", err)
+	}
+}
+
+// A job held for approval leaves the queue; when its approval is lost
+// (or overtaken by a late "waiting"), a repository not polled is asked
+// about the job once it has been quiet for a poll period, and the
+// approved job is demand again.
+func TestApprovedJobHealsWithoutItsDelivery(t *testing.T) {
+	e, p, j := unpolledJob(t)
+	ctx := context.Background()
+	e.d.SetJobStatus(j.ID, "waiting", "") // delivered: held for approval
+	waitQueue(t, p, "")
+	e.d.SetWebhookFaults(1, 0)
+	e.d.SetJobStatus(j.ID, "queued", "") // approved; the delivery is lost
+	time.Sleep(1100 * time.Millisecond)
+	if err := p.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitQueue(t, p, itoa(j.ID)+"=linux")
+	if n := e.d.Calls()["actions/get-job-for-workflow-run"]; n != 1 {
+		t.Fatalf("%d job reads, want 1: calls %v", n, e.d.Calls())
 	}
 }

@@ -20,6 +20,8 @@ import (
 type Pool struct {
 	c      *Client
 	scope  Scope
+	kind   scopeKind     // what scope's kind means at GitHub
+	inst   *installation // the App installation it acts as; nil with a token
 	repos  []string
 	labels []string
 	group  string
@@ -49,43 +51,39 @@ var (
 func (c *Client) Pool(o PoolOptions) (*Pool, error) {
 	s := o.Scope
 	p := &Pool{c: c, scope: s, labels: o.Labels, group: strings.TrimSpace(o.Group), log: c.log.With("scope", s.String())}
+	k, err := kindOf(s)
+	if err != nil {
+		return nil, err
+	}
+	p.kind = k
 	numericGroup := false
 	if id, err := strconv.ParseInt(p.group, 10, 64); err == nil && id > 0 {
 		p.groupID, numericGroup = id, true
 	}
-	switch s.Kind {
-	case "org":
-		if s.Org == "" {
-			return nil, fmt.Errorf("github: org scope without an org")
-		}
-		p.repos = o.Repos
-	case "repo":
-		if s.Owner == "" || s.Repo == "" {
-			return nil, fmt.Errorf("github: repo scope without owner/name")
-		}
-		if p.group != "" {
-			return nil, fmt.Errorf("github: scope %s: runner groups exist at org and enterprise scope only", s)
-		}
-		p.repos = []string{s.Owner + "/" + s.Repo}
-	case "enterprise":
-		if s.Enterprise == "" {
-			return nil, fmt.Errorf("github: enterprise scope without an enterprise")
-		}
-		if p.group != "" && !numericGroup {
-			return nil, fmt.Errorf("github: scope %s: give the enterprise runner group's numeric id, not %q", s, p.group)
-		}
-		p.repos = o.Repos
-	default:
-		return nil, fmt.Errorf("github: scope kind %q: want org, repo or enterprise", s.Kind)
+	switch {
+	case p.group != "" && k.groups == groupsNone:
+		return nil, fmt.Errorf("github: scope %s: runner groups exist at org and enterprise scope only", s)
+	case p.group != "" && k.groups == groupsByID && !numericGroup:
+		return nil, fmt.Errorf("github: scope %s: give the runner group's numeric id, not %q", s, p.group)
+	case !k.appTokens && c.token == "":
+		return nil, fmt.Errorf("github: scope %s: %w", s, ErrEnterpriseNeedsPAT)
+	}
+	p.repos = o.Repos
+	if own := k.ownRepo(s); own != "" {
+		p.repos = []string{own}
 	}
 	if p.group == "" {
 		p.groupID = defaultGroupID
 	}
-	var err error
 	if c.token != "" {
 		p.gh, err = c.newGitHub(c.retry, c.token)
 	} else {
-		p.gh, err = c.newGitHub(&installation{c: c, scope: s, fixed: c.instID, log: p.log}, "")
+		fixed := o.InstallationID
+		if fixed == 0 {
+			fixed = c.instID
+		}
+		p.inst = &installation{c: c, scope: s, fixed: fixed, log: p.log}
+		p.gh, err = c.newGitHub(p.inst, "")
 	}
 	if err != nil {
 		return nil, err
@@ -151,21 +149,22 @@ const defaultGroupID = 1
 // Kind implements forge.Forge.
 func (p *Pool) Kind() string { return "github" }
 
-// RateLimitRemaining is the forge's API budget left (metrics read it).
-func (p *Pool) RateLimitRemaining() int { return p.c.RateLimitRemaining() }
+// RateLimitRemaining is the API budget left of the credential the pool
+// acts with, its App installation's or the forge's token's (metrics read
+// it); -1 before any answer.
+func (p *Pool) RateLimitRemaining() int {
+	if p.inst != nil {
+		return p.inst.remaining()
+	}
+	return p.c.RateLimitRemaining()
+}
 
 // covers reports whether a job of repo (OWNER/NAME) belongs to this pool:
 // its repository, its org's repositories, or (enterprise) the listed
 // repositories and deliveries naming the enterprise.
 func (p *Pool) covers(repo, enterprise string) bool {
-	owner, _, _ := strings.Cut(repo, "/")
-	switch p.scope.Kind {
-	case "org":
-		return strings.EqualFold(owner, p.scope.Org)
-	case "enterprise":
-		if enterprise != "" && strings.EqualFold(enterprise, p.scope.Enterprise) {
-			return true
-		}
+	if p.kind.owns(p.scope, repo, enterprise) {
+		return true
 	}
 	for _, r := range p.repos {
 		if strings.EqualFold(r, repo) {

@@ -138,25 +138,10 @@ func (p *Pool) retryPending(ctx context.Context, list []forge.RunnerState) {
 
 // listRunners lists the scope's runners, all or those named name.
 func (p *Pool) listRunners(ctx context.Context, name string) ([]forge.RunnerState, error) {
-	opts := &gh.ListRunnersOptions{ListOptions: gh.ListOptions{PerPage: 100}}
-	if name != "" {
-		opts.Name = gh.Ptr(name)
-	}
+	next := 0
 	var out []forge.RunnerState
 	for page := 0; page < maxPages; page++ {
-		var (
-			rs   *gh.Runners
-			resp *gh.Response
-			err  error
-		)
-		switch p.scope.Kind {
-		case "org":
-			rs, resp, err = p.gh.Actions.ListOrganizationRunners(ctx, p.scope.Org, opts)
-		case "repo":
-			rs, resp, err = p.gh.Actions.ListRunners(ctx, p.scope.Owner, p.scope.Repo, opts)
-		case "enterprise":
-			rs, resp, err = p.gh.Enterprise.ListRunners(ctx, p.scope.Enterprise, opts)
-		}
+		rs, resp, err := p.listPage(ctx, name, next)
 		if err != nil {
 			return nil, fmt.Errorf("github: list runners of %s: %w", p.scope, err)
 		}
@@ -170,35 +155,21 @@ func (p *Pool) listRunners(ctx context.Context, name string) ([]forge.RunnerStat
 		if resp.NextPage == 0 {
 			break
 		}
-		opts.Page = resp.NextPage
+		next = resp.NextPage
 	}
 	return out, nil
 }
 
 func (p *Pool) generateJIT(ctx context.Context, req gh.CreateJITConfigRequest) (*gh.JITRunnerConfig, error) {
-	var (
-		jit *gh.JITRunnerConfig
-		err error
-	)
-	switch p.scope.Kind {
-	case "org":
-		jit, _, err = p.gh.Actions.CreateOrgJITConfig(ctx, p.scope.Org, req)
-	case "repo":
-		jit, _, err = p.gh.Actions.CreateRepoJITConfig(ctx, p.scope.Owner, p.scope.Repo, req)
-	case "enterprise":
-		jit, _, err = p.gh.Enterprise.CreateJITConfig(ctx, p.scope.Enterprise, req)
+	jit := new(gh.JITRunnerConfig)
+	if _, err := p.call(ctx, http.MethodPost, p.runnersPath("generate-jitconfig"), &req, jit); err != nil {
+		return nil, err
 	}
-	return jit, err
+	return jit, nil
 }
 
 func (p *Pool) deleteRunner(ctx context.Context, id int64) (*gh.Response, error) {
-	switch p.scope.Kind {
-	case "org":
-		return p.gh.Actions.RemoveOrganizationRunner(ctx, p.scope.Org, id)
-	case "repo":
-		return p.gh.Actions.RemoveRunner(ctx, p.scope.Owner, p.scope.Repo, id)
-	}
-	return p.gh.Enterprise.RemoveRunner(ctx, p.scope.Enterprise, id)
+	return p.call(ctx, http.MethodDelete, p.runnersPath(strconv.FormatInt(id, 10)), nil, nil)
 }
 
 // runnerGroup is the runner group's id: given as a number, the default

@@ -3,6 +3,7 @@ package github_test
 import (
 	"context"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,7 +18,8 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 )
 
-// At each scope the App finds its installation, registers a JIT runner
+// At each scope the App finds its installation (at enterprise scope a
+// classic PAT acts: GitHub takes no App there), registers a JIT runner
 // with the pool's labels and group, hands the guest exactly that runner's
 // configuration (in the runner's environment, on no command line), lists
 // it, and removes it; removing it again is no error.
@@ -39,9 +41,13 @@ func TestJITRunnersAtEveryScope(t *testing.T) {
 			github.Scope{Kind: "enterprise", Enterprise: "bigco"}, "enterprise:bigco"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, envOptions{})
+			e := newEnv(t, envOptions{pats: []string{"ghp_enterprise"}})
 			tc.install(e.d)
-			p := e.pool(e.app(), github.PoolOptions{Scope: tc.scope, Labels: []string{"linux", "self-hosted"}})
+			c := e.app()
+			if tc.scope.Kind == "enterprise" {
+				c = e.pat("ghp_enterprise")
+			}
+			p := e.pool(c, github.PoolOptions{Scope: tc.scope, Labels: []string{"linux", "self-hosted"}})
 			ctx := context.Background()
 			owner, _ := forge.NewOwner("h")
 			name := owner.RunnerName("0123456789ab")
@@ -117,7 +123,7 @@ func TestSweepTakesExactlyTheHostsOwnRunners(t *testing.T) {
 // A runner group named in an org is looked up once; a numeric one is
 // used as given; other scopes refuse names they cannot look up.
 func TestRunnerGroups(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	e := newEnv(t, envOptions{pats: []string{"ghp_enterprise"}})
 	e.d.AddInstallation("Organization", "acme")
 	gid := e.d.AddRunnerGroup("acme", "ci")
 	c := e.app()
@@ -141,8 +147,7 @@ func TestRunnerGroups(t *testing.T) {
 		!strings.Contains(err.Error(), `no runner group "nope"`) {
 		t.Fatalf("unknown group: %v", err)
 	}
-	e.d.AddInstallation("Enterprise", "bigco")
-	ent := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "enterprise", Enterprise: "bigco"}, Labels: []string{"linux"}, Group: "77"})
+	ent := e.pool(e.pat("ghp_enterprise"), github.PoolOptions{Scope: github.Scope{Kind: "enterprise", Enterprise: "bigco"}, Labels: []string{"linux"}, Group: "77"})
 	if _, err := ent.Register(ctx, forge.RunnerSpec{Name: "fa-h-e", Labels: []string{"linux"}, Guest: guest}); err != nil {
 		t.Fatal(err)
 	}
@@ -151,8 +156,11 @@ func TestRunnerGroups(t *testing.T) {
 			t.Fatalf("enterprise runner in group %d, want 77", r.Group)
 		}
 	}
+	if _, err := e.pat("ghp_enterprise").Pool(github.PoolOptions{Scope: github.Scope{Kind: "enterprise", Enterprise: "bigco"},
+		Labels: []string{"l"}, Group: "ci"}); err == nil {
+		t.Error("an enterprise group by name accepted")
+	}
 	for _, bad := range []github.PoolOptions{
-		{Scope: github.Scope{Kind: "enterprise", Enterprise: "bigco"}, Labels: []string{"l"}, Group: "ci"},
 		{Scope: github.Scope{Kind: "repo", Owner: "acme", Repo: "x"}, Labels: []string{"l"}, Group: "ci"},
 		{Scope: github.Scope{Kind: "instance"}, Labels: []string{"l"}},
 	} {
@@ -379,4 +387,20 @@ func TestFailedRegistrationLeavesNoRunner(t *testing.T) {
 
 func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// GitHub takes no App installation token on the enterprise runner API
+// (x-github.enabledForGitHubApps: false): the App's enterprise pool is
+// refused up front, naming why; a PAT's is taken (positive control).
+func TestEnterprisePoolNeedsAPAT(t *testing.T) {
+	e := newEnv(t, envOptions{pats: []string{"ghp_enterprise"}})
+	e.d.AddInstallation("Enterprise", "bigco")
+	scope := github.PoolOptions{Scope: github.Scope{Kind: "enterprise", Enterprise: "bigco"}, Labels: []string{"linux"}}
+	if _, err := e.app().Pool(scope); !errors.Is(err, github.ErrEnterpriseNeedsPAT) || !strings.Contains(err.Error(), "manage_runners:enterprise") {
+		t.Fatalf("App + enterprise: %v", err)
+	}
+	p := e.pool(e.pat("ghp_enterprise"), scope)
+	if _, err := p.Register(context.Background(), forge.RunnerSpec{Name: "fa-h-1", Labels: []string{"linux"}, Guest: guest}); err != nil {
+		t.Fatalf("PAT + enterprise: %v", err)
+	}
 }

@@ -1,6 +1,7 @@
 package github
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -45,12 +47,14 @@ func (o RetryOptions) withDefaults() RetryOptions {
 
 // retryTransport sends GitHub calls: it tracks the rate limit GitHub
 // reports (X-RateLimit-Remaining/Reset), waits out an exhausted budget
-// and secondary limits (Retry-After) before sending, and retries
-// timeouts, connection failures, 5xx and rate-limit answers with backoff.
+// and secondary limits (Retry-After, else at least a minute) before
+// sending, and retries timeouts, connection failures, 5xx and rate-limit
+// answers with backoff.
 type retryTransport struct {
-	next http.RoundTripper
-	o    RetryOptions
-	log  *slog.Logger
+	next  http.RoundTripper
+	o     RetryOptions
+	log   *slog.Logger
+	clock clock
 
 	mu        sync.Mutex
 	left      int       // X-RateLimit-Remaining; -1 unknown
@@ -58,9 +62,22 @@ type retryTransport struct {
 	holdUntil time.Time // a secondary limit's Retry-After
 }
 
-func newRetryTransport(next http.RoundTripper, o RetryOptions, log *slog.Logger) *retryTransport {
-	return &retryTransport{next: next, o: o.withDefaults(), log: log, left: -1}
+// clock is the time the transport reads and waits by; tests fake it.
+type clock struct {
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
 }
+
+var wallClock = clock{now: time.Now, sleep: sleep}
+
+func newRetryTransport(next http.RoundTripper, o RetryOptions, log *slog.Logger) *retryTransport {
+	return &retryTransport{next: next, o: o.withDefaults(), log: log, clock: wallClock, left: -1}
+}
+
+// secondaryWait is how long a secondary rate limit that names no
+// Retry-After is waited out: GitHub's docs say "wait for at least one
+// minute before retrying".
+const secondaryWait = time.Minute
 
 func (t *retryTransport) remaining() int {
 	t.mu.Lock()
@@ -104,7 +121,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		cancel()
 		t.log.Debug("github call failed; retrying", "method", req.Method, "path", req.URL.Path,
 			"attempt", attempt, "reason", why, "wait", wait.Round(time.Millisecond))
-		if err := sleep(ctx, wait); err != nil {
+		if err := t.clock.sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
@@ -120,11 +137,11 @@ func (t *retryTransport) classify(ctx context.Context, resp *http.Response, err 
 		}
 		return backoff, "transport: " + err.Error()
 	}
-	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"))
+	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"), t.clock.now())
 	switch code := resp.StatusCode; {
-	case code == http.StatusTooManyRequests || (code == http.StatusForbidden && retryAfter > 0):
-		if retryAfter == 0 { // GitHub's advice: a minute, or until the reset
-			retryAfter = time.Minute
+	case code == http.StatusTooManyRequests || (code == http.StatusForbidden && (retryAfter > 0 || secondaryLimit(resp))):
+		if retryAfter == 0 { // GitHub's advice: until the reset, or at least a minute
+			retryAfter = secondaryWait
 			if resp.Header.Get("X-RateLimit-Remaining") == "0" {
 				retryAfter = t.untilReset()
 			}
@@ -137,6 +154,22 @@ func (t *retryTransport) classify(ctx context.Context, resp *http.Response, err 
 		return backoff, resp.Status
 	}
 	return 0, ""
+}
+
+// secondaryLimit reports whether a 403 is a secondary rate limit: its
+// headers may be those of a refusal (a budget left, no Retry-After), only
+// GitHub's message says "You have exceeded a secondary rate limit". The
+// body read is put back for the caller.
+func secondaryLimit(resp *http.Response) bool {
+	if resp.Header.Get("X-RateLimit-Remaining") == "0" {
+		return false // the primary budget: waited until its reset
+	}
+	head, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	return err == nil && strings.Contains(strings.ToLower(string(head)), "secondary rate limit")
 }
 
 // backoff is the wait after a failed attempt: doubling from Backoff, at
@@ -164,13 +197,13 @@ func (t *retryTransport) record(resp *http.Response) {
 func (t *retryTransport) untilReset() time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return max(time.Until(t.reset)+time.Second, time.Second)
+	return max(t.reset.Sub(t.clock.now())+time.Second, time.Second)
 }
 
 func (t *retryTransport) hold(d time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if until := time.Now().Add(d); until.After(t.holdUntil) {
+	if until := t.clock.now().Add(d); until.After(t.holdUntil) {
 		t.holdUntil = until
 	}
 }
@@ -181,14 +214,15 @@ func (t *retryTransport) waitLimits(ctx context.Context, req *http.Request) erro
 	t.mu.Lock()
 	var until time.Time
 	why := ""
-	if t.left == 0 && time.Now().Before(t.reset) {
+	now := t.clock.now()
+	if t.left == 0 && now.Before(t.reset) {
 		until, why = t.reset.Add(time.Second), "rate limit exhausted"
 	}
 	if t.holdUntil.After(until) {
 		until, why = t.holdUntil, "secondary rate limit"
 	}
 	t.mu.Unlock()
-	wait := time.Until(until)
+	wait := until.Sub(now)
 	if wait <= 0 {
 		return nil
 	}
@@ -196,10 +230,10 @@ func (t *retryTransport) waitLimits(ctx context.Context, req *http.Request) erro
 		return fmt.Errorf("github: %s %s: %s until %s", req.Method, req.URL.Path, why, until.UTC().Format(time.RFC3339))
 	}
 	t.log.Info("waiting for the github rate limit", "reason", why, "wait", wait.Round(time.Millisecond))
-	return sleep(ctx, wait)
+	return t.clock.sleep(ctx, wait)
 }
 
-func parseRetryAfter(v string) time.Duration {
+func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
@@ -207,7 +241,7 @@ func parseRetryAfter(v string) time.Duration {
 		return time.Duration(s) * time.Second
 	}
 	if at, err := http.ParseTime(v); err == nil {
-		return max(time.Until(at), 0)
+		return max(at.Sub(now), 0)
 	}
 	return 0
 }

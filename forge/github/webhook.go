@@ -73,15 +73,15 @@ func (c *Client) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func(
 }
 
 // observeDelivery records a workflow_job delivery: the action is the
-// job's new state ("queued" even when the payload's status still says
-// "waiting"). told: every pool the change concerns was told of it
+// job's new state, but for action "queued" with status "waiting": a job
+// held for an environment's approval, not demand (deliveryStatus). told: every pool the change concerns was told of it
 // (Pool.NotifyQueue).
 func (c *Client) observeDelivery(ev *gh.WorkflowJobEvent, enterprise string) (changed, told bool, why string) {
 	repo := ev.Repo.GetFullName()
 	if !c.inScope(repo, enterprise) {
 		return false, false, "not a repository of this forge's pools"
 	}
-	st := parseStatus(ev.GetAction())
+	st := deliveryStatus(ev.GetAction(), ev.WorkflowJob.GetStatus())
 	if st == 0 {
 		return false, false, "action ignored"
 	}
@@ -94,6 +94,18 @@ func (c *Client) observeDelivery(ev *gh.WorkflowJobEvent, enterprise string) (ch
 		return true, told, "queue changed"
 	}
 	return false, false, "queue unchanged"
+}
+
+// deliveryStatus is the state a workflow_job delivery gives its job:
+// its action's, except that a job queued behind an environment's
+// protection rule (action "queued", status "waiting") is waiting for an
+// approval, not for a runner.
+func deliveryStatus(action, jobStatus string) status {
+	st := parseStatus(action)
+	if st == statusQueued && parseStatus(jobStatus) == statusWaiting {
+		return statusWaiting
+	}
+	return st
 }
 
 // inScope reports whether any pool of the forge covers the repository.

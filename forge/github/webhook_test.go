@@ -156,9 +156,11 @@ func (f *hookFarm) queued(pool string) []forge.Job {
 // signature changes nothing; a queued job starts one VM in the pool
 // offering its labels (self-hosted implied); a replay starts none; a
 // delivery older than what is known (queued after in_progress or
-// completed) does not bring a job back; waiting is not yet demand;
-// action queued counts even when the payload's status still says
-// waiting; jobs outside every pool's scope are ignored.
+// completed) does not bring a job back; waiting is not yet demand, nor
+// is action queued while the payload's status says waiting (a job held
+// for an environment's approval); once approved (queued, status queued)
+// it is, and a later waiting takes it back out of the queue; jobs
+// outside every pool's scope are ignored.
 func TestWebhookPayloadsDriveScaling(t *testing.T) {
 	f := newHookFarm(t, "ubuntu-latest", "self-hosted")
 	none := map[string]int{}
@@ -212,14 +214,31 @@ func TestWebhookPayloadsDriveScaling(t *testing.T) {
 		t.Fatalf("a late queued delivery brought the job back: %+v", jobs)
 	}
 
-	// Waiting is not demand; queued is, though its status says waiting.
+	// Held for approval is not demand, whether the action says queued
+	// (its status says waiting) or waiting.
+	f.deliver(k8sQueued, "d-6", hookSecret)
+	if jobs := f.queued("k8s"); len(jobs) != 0 {
+		t.Fatalf("a job waiting for approval is demand: %+v", jobs)
+	}
 	f.deliver(k8sWaiting, "d-7", hookSecret)
 	f.expect(map[string]int{"hello": 1})
-	f.deliver(k8sQueued, "d-6", hookSecret)
+	// Approved: queued with status queued.
+	approved := []byte(strings.Replace(string(f.payload[k8sQueued]), `"status": "waiting"`, `"status": "queued"`, 1))
+	if string(approved) == string(f.payload[k8sQueued]) {
+		t.Fatal("no status to rewrite in the k8s payload")
+	}
+	f.post("workflow_job", "d-6-approved", hookSecret, approved)
 	if jobs := f.queued("k8s"); len(jobs) != 1 || strings.Join(jobs[0].Labels, ",") != "self-hosted,k8s" {
 		t.Fatalf("k8s queue = %+v", jobs)
 	}
 	f.expect(map[string]int{"hello": 1, "k8s": 1})
+	// Held again (a later rule): out of the queue.
+	if code, body := f.deliver(k8sWaiting, "d-7-again", hookSecret); code != http.StatusOK || !strings.Contains(body, "queue changed") {
+		t.Fatalf("waiting after queued: %d %q", code, body)
+	}
+	if jobs := f.queued("k8s"); len(jobs) != 0 {
+		t.Fatalf("a job held for approval stayed queued: %+v", jobs)
+	}
 
 	// In progress only (never seen queued), and out of scope.
 	f.deliver(octoInProgress, "d-0", hookSecret)

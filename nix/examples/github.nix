@@ -1,4 +1,4 @@
-# GitHub only: one organisation's jobs, as a GitHub App, on large VMs.
+# GitHub only: two organisations' jobs, as one GitHub App.
 { ... }:
 {
   services.fireactions = {
@@ -13,6 +13,13 @@
       size = "large";
       scope = "org:example";
       repos = [ "example/app" "example/infra" ];
+    };
+    # The same App installed in a second organisation: its own
+    # installation (and rate budget). Enterprise scope takes no App: give
+    # it a forge with a classic token (manage_runners:enterprise).
+    pools.labs = {
+      scope = "org:example-labs";
+      installationId = 7654321;
     };
   };
 }

@@ -318,6 +318,11 @@ in
             default = [ ];
             description = "github org or enterprise pools: the repositories (OWNER/NAME) whose queued runs are polled.";
           };
+          installationId = option {
+            type.nullOr = "int";
+            default = null;
+            description = "github pools of an App forge: installation_id, the App installation this pool acts as (one App in several organisations); null: the forge's installationId, else looked up from the scope.";
+          };
           minIdle = option {
             type.nullOr = "int";
             default = null;

@@ -58,6 +58,7 @@ rec {
     , scope ? null
     , labels ? null
     , repos ? [ ]
+    , installationId ? null
     , minIdle ? null
     , max ? null
     , kernel
@@ -78,6 +79,7 @@ rec {
       (filterNulls {
         inherit name forge;
         scope = scope';
+        installation_id = installationId;
         labels = if labels != null then labels else defaultLabels { inherit face forgeType size; };
         min_idle = if minIdle != null then minIdle else s.min_idle;
         max = if max != null then max else s.max;
@@ -102,7 +104,7 @@ rec {
   # Placeholder forge connections for checks and examples (example.invalid
   # never resolves).
   exampleForges = {
-    github = { type = "github"; appId = 1; appPrivateKeyFile = "/run/secrets/github-app-key"; };
+    github = { type = "github"; appId = 1; appPrivateKeyFile = "/run/secrets/github-app-key"; webhookSecretFile = "/run/secrets/github-webhook-secret"; };
     gitea = { type = "gitea"; url = "https://gitea.example.invalid"; tokenFile = "/run/secrets/gitea-token"; };
     gitlab = { type = "gitlab"; url = "https://gitlab.example.invalid"; tokenFile = "/run/secrets/gitlab-token"; };
   };

@@ -387,4 +387,22 @@ func TestDocExamples(t *testing.T) {
 		t.Fatalf("only %d example configurations", len(e.Configs))
 	}
 	checkConfigs(t, e.Configs)
+
+	// A pool's installationId reaches its configuration.
+	var gh struct {
+		Pools []struct {
+			Name           string
+			InstallationID int64 `json:"installation_id"`
+		}
+	}
+	if err := json.Unmarshal(e.Configs["github/fireactions"], &gh); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]int64{}
+	for _, p := range gh.Pools {
+		ids[p.Name] = p.InstallationID
+	}
+	if ids["labs"] != 7654321 || ids["default"] != 0 {
+		t.Errorf("github example: installation_id by pool %v, want labs 7654321 and default none", ids)
+	}
 }

@@ -27,8 +27,11 @@ var appOperations = map[string]bool{
 	"apps/list-repos-accessible-to-installation": false,
 }
 
-// authenticate checks the Authorization header for the operation. It
-// returns 0 when the caller may go on, else the answer. Callers hold d.mu.
+// authenticate checks the Authorization header for the operation: a JWT
+// for the App's own operations, else a PAT or an installation token, the
+// latter only where the description enables the operation for GitHub
+// Apps. It returns 0 when the caller may go on, else the answer. Callers
+// hold d.mu.
 func (d *Double) authenticate(c *call) (int, any) {
 	scheme, cred, _ := strings.Cut(c.r.Header.Get("Authorization"), " ")
 	if cred == "" {
@@ -56,6 +59,12 @@ func (d *Double) authenticate(c *call) (int, any) {
 	inst := d.installations[t.inst]
 	if inst == nil || inst.gone {
 		return http.StatusUnauthorized, basicError("Bad credentials")
+	}
+	if !c.op.EnabledForGitHubApps {
+		// x-github.enabledForGitHubApps: false (the enterprise runner
+		// API): GitHub refuses every installation token, whatever its
+		// permissions, as it refuses a permission the App lacks.
+		return http.StatusForbidden, basicError("Resource not accessible by integration")
 	}
 	c.inst, c.tok = inst, t
 	return 0, nil
@@ -173,12 +182,34 @@ func (rl *rateLimit) take(now time.Time, h http.Header) (int, any) {
 	return status, body
 }
 
-// SetRateLimit replaces the primary rate limit: limit calls per window,
-// the window starting now.
+// SetRateLimit replaces the primary rate limit: limit calls per window
+// for each credential, every window starting now.
 func (d *Double) SetRateLimit(limit int, window time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.rate = newRateLimit(limit, window)
+	clear(d.rates)
+}
+
+// budget is the primary rate limit of the call's credential: as at
+// GitHub, the App (its JWT), each installation and each personal access
+// token have their own. Callers hold d.mu.
+func (d *Double) budget(c *call) *rateLimit {
+	key := "app"
+	switch {
+	case c.inst != nil:
+		key = "installation:" + strconv.FormatInt(c.inst.id, 10)
+	case c.pat != "":
+		key = "pat:" + c.pat
+	}
+	rl := d.rates[key]
+	if rl == nil {
+		fresh := newRateLimit(d.rate.limit, d.rate.window)
+		fresh.reset = d.rate.reset
+		rl = &fresh
+		d.rates[key] = rl
+	}
+	return rl
 }
 
 // AddInstallation installs the App on an account: targetType

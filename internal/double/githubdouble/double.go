@@ -89,9 +89,10 @@ type Double struct {
 	calls         map[string]int // by operation id
 	faults        Faults
 	faultCount    map[FaultKind]int
-	rate          rateLimit
-	changed       chan struct{} // closed and replaced on every state change
-	onAcquire     func(Job)     // told of each job a runner takes (OnAcquire)
+	rate          rateLimit             // the budget each credential starts with
+	rates         map[string]*rateLimit // by credential (see budget)
+	changed       chan struct{}         // closed and replaced on every state change
+	onAcquire     func(Job)             // told of each job a runner takes (OnAcquire)
 	hooks         *hookSender
 }
 
@@ -178,7 +179,7 @@ func New(o Options) *Double {
 		runners: map[int64]*runner{}, groups: map[string][]*group{}, enterprises: map[string][]string{},
 		runs: map[int64]*run{}, jobs: map[int64]*job{}, issued: map[int64]issuedRunner{},
 		calls: map[string]int{}, faultCount: map[FaultKind]int{},
-		rate: newRateLimit(5000, time.Hour), changed: make(chan struct{}),
+		rate: newRateLimit(5000, time.Hour), rates: map[string]*rateLimit{}, changed: make(chan struct{}),
 	}
 }
 
@@ -318,7 +319,7 @@ func (d *Double) handle(c *call, w *httptest.ResponseRecorder) {
 	defer d.mu.Unlock()
 	status, body := d.authenticate(c)
 	if status == 0 {
-		status, body = d.rate.take(time.Now(), w.Header())
+		status, body = d.budget(c).take(time.Now(), w.Header())
 	}
 	if status == 0 {
 		h, ok := handlers[c.op.ID]

@@ -31,9 +31,13 @@ type Operation struct {
 	ID       string // operationId
 	Method   string // upper case
 	Template string // e.g. /orgs/{org}/actions/runners
-	segs     []string
-	params   []parameter
-	body     *requestBody
+	// EnabledForGitHubApps is GitHub's x-github.enabledForGitHubApps:
+	// false where GitHub refuses a GitHub App's installation token (the
+	// enterprise runner API); true where the description says nothing.
+	EnabledForGitHubApps bool
+	segs                 []string
+	params               []parameter
+	body                 *requestBody
 	// responses by status code ("201", "4XX", "default"): media type ->
 	// schema; an empty map is a response without a body.
 	responses map[string]map[string]media
@@ -90,13 +94,17 @@ func Parse(data []byte) (*Description, error) {
 				Parameters []parameter                `json:"parameters"`
 				Body       *requestBody               `json:"requestBody"`
 				Responses  map[string]json.RawMessage `json:"responses"`
+				XGitHub    struct {
+					EnabledForGitHubApps *bool `json:"enabledForGitHubApps"`
+				} `json:"x-github"`
 			}
 			if err := decode(raw, &op); err != nil {
 				return nil, fmt.Errorf("openapi: %s %s: %w", method, tmpl, err)
 			}
 			o := &Operation{
 				ID: op.ID, Method: strings.ToUpper(method), Template: tmpl,
-				segs: strings.Split(strings.Trim(tmpl, "/"), "/"), params: append(append([]parameter(nil), shared...), op.Parameters...),
+				EnabledForGitHubApps: op.XGitHub.EnabledForGitHubApps == nil || *op.XGitHub.EnabledForGitHubApps,
+				segs:                 strings.Split(strings.Trim(tmpl, "/"), "/"), params: append(append([]parameter(nil), shared...), op.Parameters...),
 				body: op.Body, responses: map[string]map[string]media{},
 			}
 			for code, rraw := range op.Responses {

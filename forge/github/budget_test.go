@@ -1,0 +1,75 @@
+package github_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
+)
+
+// Two organisations under one App and one forge entry, each pool with its
+// own installation_id (the forge's names the first): each registers in
+// its own org with its own installation's token, and each installation
+// has its own rate budget, apart from the App's: the first's spent budget
+// neither delays nor fails the second's calls.
+func TestTwoOrgsEachWithItsInstallationAndBudget(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	acme := e.d.AddInstallation("Organization", "acme")
+	globex := e.d.AddInstallation("Organization", "globex")
+	c := e.app(func(o *github.Options) { o.InstallationID = acme })
+	pa := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"l"}})
+	pg := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "globex"}, Labels: []string{"l"}, InstallationID: globex})
+	ctx := context.Background()
+	register := func(p *github.Pool, name string) error {
+		_, err := p.Register(ctx, forge.RunnerSpec{Name: name, Labels: []string{"l"}, Guest: guest})
+		return err
+	}
+	if err := register(pa, "fa-h-a0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := register(pg, "fa-h-g0"); err != nil {
+		t.Fatalf("globex with its own installation: %v", err)
+	}
+	scopes := map[string]string{}
+	for _, r := range e.d.Runners() {
+		scopes[r.Name] = r.Scope
+	}
+	if scopes["fa-h-a0"] != "org:acme" || scopes["fa-h-g0"] != "org:globex" {
+		t.Fatalf("runners %v", scopes)
+	}
+	if n := e.d.Calls()["apps/get-org-installation"]; n != 0 {
+		t.Fatalf("%d installation lookups: the configured ones were not used", n)
+	}
+
+	// A budget of 3 calls an hour per credential.
+	e.d.SetRateLimit(3, time.Hour)
+	for i := range 3 {
+		if err := register(pa, fmt.Sprint("fa-h-a", i+1)); err != nil && i < 2 {
+			t.Fatalf("acme call %d: %v", i, err)
+		}
+	}
+	if got := pa.RateLimitRemaining(); got != 0 {
+		t.Fatalf("acme's budget = %d, want spent", got)
+	}
+	before := e.d.TotalCalls()
+	if err := register(pa, "fa-h-a9"); err == nil || !strings.Contains(err.Error(), "rate limit") {
+		t.Fatalf("acme on a spent hour-long budget: %v", err)
+	}
+	if e.d.TotalCalls() != before {
+		t.Fatal("a call was sent on acme's spent budget")
+	}
+	start := time.Now()
+	if err := register(pg, "fa-h-g1"); err != nil {
+		t.Fatalf("globex after acme's budget was spent: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("globex waited %s for acme's budget", d)
+	}
+	if a, g := pa.RateLimitRemaining(), pg.RateLimitRemaining(); a != 0 || g != 2 {
+		t.Fatalf("budgets left: acme %d, globex %d; want 0 and 2", a, g)
+	}
+}
