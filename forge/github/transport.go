@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/sleep"
 )
 
 // RetryOptions tune how calls are retried and how long rate limits are
@@ -104,7 +106,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		cancel()
 		t.log.Debug("github call failed; retrying", "method", req.Method, "path", req.URL.Path,
 			"attempt", attempt, "reason", why, "wait", wait.Round(time.Millisecond))
-		if err := sleep(ctx, wait); err != nil {
+		if err := sleep.For(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
@@ -196,7 +198,7 @@ func (t *retryTransport) waitLimits(ctx context.Context, req *http.Request) erro
 		return fmt.Errorf("github: %s %s: %s until %s", req.Method, req.URL.Path, why, until.UTC().Format(time.RFC3339))
 	}
 	t.log.Info("waiting for the github rate limit", "reason", why, "wait", wait.Round(time.Millisecond))
-	return sleep(ctx, wait)
+	return sleep.For(ctx, wait)
 }
 
 func parseRetryAfter(v string) time.Duration {
@@ -223,17 +225,6 @@ func rewound(req *http.Request) (*http.Request, error) {
 		r.Body = b
 	}
 	return r, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // cancelBody ends an attempt's context once its body is closed.
