@@ -66,9 +66,7 @@ func TestREADMEMismatchesAreFound(t *testing.T) {
 		"README architecture table: package d/extra is not named (nor extra in d's row)",
 		"README architecture table: package e is not named",
 	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("mismatches:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	sameLines(t, "mismatches", got, want)
 	if m := readmeMismatches(readme, []string{"a", "a/b", "d", "d/cmd/tool", "gone"}); len(m) != 0 {
 		t.Fatalf("a matching table: %q", m)
 	}
