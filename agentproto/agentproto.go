@@ -135,6 +135,22 @@ type Runner struct {
 	// can fail that job should the runner die before it ends. Empty: the
 	// forge's runner does not print it.
 	JobPattern string `json:"job_pattern,omitempty"`
+	// MinVersion, when set, is checked before the runner starts: the
+	// agent runs its Command as the runner's user, and a version older
+	// than Min (or none found) fails the VM with a message saying so.
+	MinVersion *VersionCheck `json:"min_version,omitempty"`
+}
+
+// VersionCheck is how the agent learns the runner's version and the
+// oldest one the host's plan works with.
+type VersionCheck struct {
+	Command []string `json:"command"` // e.g. gitlab-runner --version
+	// Pattern is a regular expression whose first group, in Command's
+	// output, is the version: dot-separated numbers ("17.1.0").
+	Pattern string `json:"pattern"`
+	Min     string `json:"min"` // e.g. "17.1"
+	// Why is what needs Min, for the failure message.
+	Why string `json:"why,omitempty"`
 }
 
 // File is written by the agent before the runner starts, owned by the
@@ -148,6 +164,11 @@ type File struct {
 	// longer needs the file, and the job, which comes later and runs as
 	// the same user, finds it gone.
 	RemoveWhenReady bool `json:"remove_when_ready,omitempty"`
+	// IfDocker, when set, writes the file only in a guest that runs
+	// dockerd (true: Registry.Docker and the image has dockerd) or only
+	// in one that does not (false): a runner configuration that depends
+	// on the image.
+	IfDocker *bool `json:"if_docker,omitempty"`
 }
 
 // Event is a step in the guest's life, in the order they happen.

@@ -110,7 +110,9 @@ type Forge struct {
 	GuestURL  string `yaml:"guest_url" doc:"Base URL as guests reach it. Default: url."`
 	TokenFile string `yaml:"token_file" doc:"File holding the scope-wide API token (never given to a VM); mode 600 (or 400; never group/other readable or writable), owned by root or the user running fireactions, surrounding whitespace ignored. gitea and gitlab: exactly one of token_file and token_env is required; github: either a personal access token this way or app_id and app_private_key_file."`
 	TokenEnv  string `yaml:"token_env" doc:"Environment variable holding the API token, instead of token_file."`
-	CAFile    string `yaml:"ca_file" doc:"PEM bundle to trust for the forge's TLS certificate."`
+	// Flavor is which server a gitea forge is: Gitea or Forgejo.
+	Flavor string `yaml:"flavor" doc:"gitea only: gitea, forgejo or auto. Forgejo keeps Gitea's runner protocol but takes the registration token and lists demand at other paths, and its runner (forgejo-runner at runner.path, default /bin/forgejo-runner with flavor forgejo) runs one job with one-job. auto: asked of the server (GET /api/forgejo/v1/version answers on Forgejo only) at first use and kept; runner.path then defaults to act_runner's, so set it for a Forgejo. Default: auto."`
+	CAFile string `yaml:"ca_file" doc:"PEM bundle to trust for the forge's TLS certificate."`
 	// AppID, AppPrivateKeyFile and InstallationID authenticate as a
 	// GitHub App instead of with a token.
 	AppID             int64  `yaml:"app_id" doc:"github only: the GitHub App's ID, to authenticate as the App instead of with a token; set with app_private_key_file."`
@@ -126,7 +128,7 @@ type Forge struct {
 	// or CancelRunsOff.
 	CancelRuns string `yaml:"cancel_runs" doc:"github only: what the host does when a VM's runner dies before its job ends (the job broke it, the VM crashed, a timeout or drain ended it). GitHub has no call that fails one job, so the job's whole workflow run is cancelled. force: cancel the run, then, as the dead runner cannot stop its job, force-cancel the run when that job is the only one of it not completed, which ends the job at once; while another job of the run still runs (an if: always() clean-up on another runner) the run is only cancelled, as with cancel, so that a guest cannot end other runners' jobs. cancel: only cancel the run: its other jobs are cancelled as GitHub cancels any run (if: always() jobs and steps still run), and the dead runner's job ends after GitHub's 5-minute cancellation timeout; until then GitHub holds the dead runner busy, so removing it fails (422) and is retried with the VM deregistering, a WARN at each attempt (about a dozen per dead runner). off: leave the run alone; GitHub fails the job once it finds the runner lost. force and cancel need the App installation's actions: write permission, or a personal access token (classic) with the repo scope. Default: force."`
 	// WebhookSecretFile holds the secret webhooks are checked with.
-	WebhookSecretFile string `yaml:"webhook_secret_file" doc:"github and gitlab only: file holding the webhook secret (github: the HMAC secret; gitlab: the X-Gitlab-Token); mode 600, owned by root or the user running fireactions, surrounding whitespace ignored. Empty: no webhooks. gitea forges receive no webhooks (their pools poll), so it is refused there."`
+	WebhookSecretFile string `yaml:"webhook_secret_file" doc:"file holding the webhook secret (github: the HMAC secret; gitea: the webhook's secret, checked against X-Gitea-Signature, content type application/json, workflow_job events; gitlab: the X-Gitlab-Token); mode 600, owned by root or the user running fireactions, surrounding whitespace ignored. Empty: no webhooks (deliveries get 404). Polling stays on: it heals lost deliveries."`
 	// Token is the secret read from TokenFile or TokenEnv by Load; empty
 	// for a GitHub App.
 	Token string `yaml:"-"`
@@ -178,21 +180,22 @@ type VMShape struct {
 
 // RunnerOptions tunes the forge's runner agent inside the guest.
 type RunnerOptions struct {
-	Path          string        `yaml:"path" doc:"The runner agent's absolute path inside the guest. Default per forge (gitea: /bin/act_runner; github: /home/runner/run.sh, the actions-runner image's layout; gitlab: /usr/bin/gitlab-runner)."`
+	Path          string        `yaml:"path" doc:"The runner agent's absolute path inside the guest. Default per forge (gitea: /bin/act_runner, or /bin/forgejo-runner with flavor forgejo; github: /home/runner/run.sh, the actions-runner image's layout; gitlab: /usr/bin/gitlab-runner)."`
 	User          string        `yaml:"user" doc:"Unprivileged user the runner runs as."`
 	UID           int           `yaml:"uid" doc:"The runner user's UID (1-65534; never root)."`
 	GID           int           `yaml:"gid" doc:"The runner user's primary GID (1-65534). Default: uid."`
-	FetchInterval time.Duration `yaml:"fetch_interval" doc:"How often the runner asks the forge for its job (at least 100ms)."`
+	FetchInterval time.Duration `yaml:"fetch_interval" doc:"How often the runner asks the forge for its job (at least 100ms). gitlab: written as check_interval, which gitlab-runner's run-single ignores: it asks every 3s."`
 	// Group is the GitHub runner group; "" is the default group.
 	Group string `yaml:"group" doc:"github only: the runner group the runners join: its name or numeric id at org scope, its id at enterprise scope; repositories have none. Empty: the default group."`
-	// RunUntagged, Locked, AccessLevel, MaximumTimeout and Executor are
-	// the GitLab runner's registration settings.
+	// RunUntagged, Locked, AccessLevel, MaximumTimeout, Executor and
+	// DefaultImage are the GitLab runner's settings.
 	RunUntagged bool `yaml:"run_untagged" doc:"gitlab only: also take jobs without tags."`
 	// Locked is nil for pools of other forge types.
 	Locked         *bool         `yaml:"locked" doc:"gitlab only: lock the runners to the project they register on. Default: true (gitlab)."`
 	AccessLevel    string        `yaml:"access_level" doc:"gitlab only: not_protected or ref_protected (jobs of protected branches and tags only). Default: not_protected (gitlab)."`
 	MaximumTimeout time.Duration `yaml:"maximum_timeout" doc:"gitlab only: the longest a job may run on these runners, capping the projects' job timeouts (0: no cap; else at least 10m, GitLab's minimum)."`
-	Executor       string        `yaml:"executor" doc:"gitlab only: shell or docker. Default: shell (gitlab)."`
+	Executor       string        `yaml:"executor" doc:"gitlab only: auto, shell or docker. auto: docker in a guest that runs dockerd (cache.docker and the image has dockerd), else shell. Default: auto (gitlab)."`
+	DefaultImage   string        `yaml:"default_image" doc:"gitlab only: the image of jobs that name none, under the docker executor (GitLab's runners.docker.image). Default: alpine:latest (gitlab)."`
 }
 
 // Timeouts bound every stage of a VM's life.

@@ -25,12 +25,14 @@ func defaultRunnerPath(forgeType string) string {
 const (
 	// defaultGitHubURL is a github forge's url: GitHub.com's REST API.
 	defaultGitHubURL = "https://api.github.com"
-	// defaultGitLabLocked, defaultGitLabAccessLevel and
-	// defaultGitLabExecutor are a gitlab pool's runner.locked,
-	// runner.access_level and runner.executor.
+	// defaultGitLabLocked, defaultGitLabAccessLevel,
+	// defaultGitLabExecutor and defaultGitLabImage are a gitlab pool's
+	// runner.locked, runner.access_level, runner.executor and
+	// runner.default_image.
 	defaultGitLabLocked      = true
 	defaultGitLabAccessLevel = "not_protected"
-	defaultGitLabExecutor    = "shell"
+	defaultGitLabExecutor    = "auto"
+	defaultGitLabImage       = "alpine:latest"
 )
 
 // deriveDefaults fills the defaults that depend on other fields, where the
@@ -49,8 +51,10 @@ func deriveDefaults(c *Config, hostname string) {
 		n.DNS = []string{n.Gateway}
 	}
 	deriveGitHub(c)
+	deriveGitea(c)
 	deriveRegistryCache(c) // after the gateway
 	forgeTypes := map[string]string{}
+	forgejo := map[string]bool{}
 	for i := range c.Forges {
 		f := &c.Forges[i]
 		if f.URL == "" && f.Type == "github" {
@@ -60,6 +64,9 @@ func deriveDefaults(c *Config, hostname string) {
 			f.GuestURL = f.URL
 		}
 		forgeTypes[f.Name] = f.Type
+		if f.Type == "gitea" && f.Flavor == FlavorForgejo {
+			forgejo[f.Name] = true
+		}
 	}
 	for i := range c.Pools {
 		p := &c.Pools[i]
@@ -72,6 +79,9 @@ func deriveDefaults(c *Config, hostname string) {
 		typ := forgeTypes[p.Forge]
 		if r.Path == "" {
 			r.Path = defaultRunnerPath(typ)
+			if forgejo[p.Forge] {
+				r.Path = defaultForgejoRunnerPath
+			}
 		}
 		if r.GID == 0 {
 			r.GID = r.UID
@@ -86,6 +96,9 @@ func deriveDefaults(c *Config, hostname string) {
 			}
 			if r.Executor == "" {
 				r.Executor = defaultGitLabExecutor
+			}
+			if r.DefaultImage == "" {
+				r.DefaultImage = defaultGitLabImage
 			}
 		}
 	}

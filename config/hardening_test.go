@@ -221,9 +221,6 @@ func TestDangerousValuesRefused(t *testing.T) {
 			field: "api.listen", want: "TLS is off"},
 		{name: "allow_plaintext without listen", old: "forges:", new: "api: {allow_plaintext: true}\nforges:",
 			field: "api.allow_plaintext", want: "only with listen"},
-		{name: "webhook_secret_file for gitea", old: "token_file: $DIR/token", new: "token_file: $DIR/token\n    webhook_secret_file: $DIR/hook",
-			setup: func(f *fixture) { f.write("hook", "hooksecret", 0o600) },
-			field: `forges[0] ("gitea").webhook_secret_file`, want: "gitea forges receive no webhooks"},
 		{name: "gitea label with a colon", old: "labels: [linux]", new: "labels: [\"ubuntu:docker\"]",
 			field: pool + ".labels[0]", want: `"ubuntu:docker" contains ':'`},
 	}

@@ -45,6 +45,7 @@ func TestParseFillsDefaults(t *testing.T) {
 			Type:      "gitea",
 			URL:       "https://gitea.example.com",
 			GuestURL:  "https://gitea.example.com", // url
+			Flavor:    "auto",
 			TokenFile: f.path("token"),
 			Token:     testToken, // trimmed
 		}},
@@ -134,9 +135,11 @@ forges:
   - name: gitea
     type: gitea
     url: http://10.0.0.5:3000
+    flavor: forgejo
     guest_url: https://git.example.org
     token_file: $DIR/token
     ca_file: $DIR/ca.pem
+    webhook_secret_file: $DIR/hook
   - name: gh
     type: github
     url: https://api.github.com
@@ -207,6 +210,7 @@ pools:
       access_level: ref_protected
       maximum_timeout: 10m
       executor: docker
+      default_image: ruby:3.3
 `)
 
 	nat, unlocked, jailer := false, false, false
@@ -234,7 +238,8 @@ pools:
 		Forges: []Forge{
 			{
 				Name: "gitea", Type: "gitea", URL: "http://10.0.0.5:3000", GuestURL: "https://git.example.org",
-				TokenFile: f.path("token"), CAFile: f.path("ca.pem"), Token: testToken,
+				TokenFile: f.path("token"), CAFile: f.path("ca.pem"), Token: testToken, Flavor: "forgejo",
+				WebhookSecretFile: f.path("hook"), WebhookSecret: "hook-secret",
 			},
 			{
 				Name: "gh", Type: "github", URL: "https://api.github.com", GuestURL: "https://api.github.com",
@@ -295,7 +300,7 @@ pools:
 			Runner: RunnerOptions{
 				Path: "/usr/bin/gitlab-runner", User: "runner", UID: 1000, GID: 1000, FetchInterval: time.Second,
 				RunUntagged: true, Locked: &unlocked, AccessLevel: "ref_protected", MaximumTimeout: 10 * time.Minute,
-				Executor: "docker",
+				Executor: "docker", DefaultImage: "ruby:3.3",
 			},
 			Timeouts: poolDefaults.Timeouts,
 		}},
@@ -434,7 +439,8 @@ func TestGitLabProjectPool(t *testing.T) {
 	locked := true
 	wantRunner := RunnerOptions{
 		Path: "/usr/bin/gitlab-runner", User: "runner", UID: 1000, GID: 1000, FetchInterval: time.Second,
-		RunUntagged: false, Locked: &locked, AccessLevel: "not_protected", MaximumTimeout: 0, Executor: "shell",
+		RunUntagged: false, Locked: &locked, AccessLevel: "not_protected", MaximumTimeout: 0, Executor: "auto",
+		DefaultImage: "alpine:latest",
 	}
 	if !reflect.DeepEqual(p.Runner, wantRunner) {
 		t.Errorf("runner:\n got %+v\nwant %+v", p.Runner, wantRunner)
@@ -448,7 +454,7 @@ func TestGitLabProjectPool(t *testing.T) {
 		text := replace(t, gitlabYAML, "scope: project:acme/tools/widgets", "scope: "+scope)
 		text = replace(t, text, "max: 2", "max: 2\n    runner: {run_untagged: true, maximum_timeout: 2h, path: /opt/gitlab-runner}")
 		r := f.mustParse(text).Pools[0].Runner
-		if !r.RunUntagged || r.MaximumTimeout != 2*time.Hour || r.Path != "/opt/gitlab-runner" || r.Executor != "shell" {
+		if !r.RunUntagged || r.MaximumTimeout != 2*time.Hour || r.Path != "/opt/gitlab-runner" || r.Executor != "auto" {
 			t.Errorf("scope %s: runner = %+v", scope, r)
 		}
 	}
@@ -506,5 +512,41 @@ func TestLoadReadsTheFile(t *testing.T) {
 	_, err = Load(missing)
 	if want := missing + ": no such file or directory"; err == nil || err.Error() != want {
 		t.Errorf("Load(missing file) = %v, want %q", err, want)
+	}
+}
+
+// flavor is auto unless the file says gitea or forgejo; forgejo makes
+// forgejo-runner the default runner path; another word or another forge
+// type is refused, naming the field.
+func TestGiteaFlavor(t *testing.T) {
+	f := newFixture(t)
+	c := f.mustParse(minimalYAML)
+	if got := c.Forges[0].Flavor; got != "auto" {
+		t.Errorf("left out: %q, want auto", got)
+	}
+	if got := c.Pools[0].Runner.Path; got != "/bin/act_runner" {
+		t.Errorf("auto: runner.path %q, want /bin/act_runner", got)
+	}
+	withFlavor := func(word string) string {
+		return replace(t, minimalYAML, "    token_file: $DIR/token\n", "    token_file: $DIR/token\n    flavor: "+word+"\n")
+	}
+	for word, path := range map[string]string{"gitea": "/bin/act_runner", "forgejo": "/bin/forgejo-runner", "auto": "/bin/act_runner"} {
+		c := f.mustParse(withFlavor(word))
+		if got := c.Forges[0].Flavor; got != word {
+			t.Errorf("flavor: %s read as %q", word, got)
+		}
+		if got := c.Pools[0].Runner.Path; got != path {
+			t.Errorf("flavor %s: runner.path %q, want %s", word, got, path)
+		}
+	}
+	for _, tc := range []struct{ name, text, want string }{
+		{"unknown word", withFlavor("gogs"), `forges[0] ("gitea").flavor: "gogs" is not one of gitea, forgejo, auto`},
+		{"not gitea", replace(t, gitlabYAML, "    token_file: $DIR/token\n", "    token_file: $DIR/token\n    flavor: forgejo\n"),
+			`forges[0] ("gl").flavor: is only for gitea forges, not gitlab`},
+	} {
+		_, err := f.parse(tc.text)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }

@@ -140,13 +140,10 @@ func (v *validator) forges(f field, forges []Forge) map[string]string {
 		}
 		v.pollInterval(ff, fo)
 		v.cancelRuns(ff, fo)
+		v.flavor(ff, fo)
 		if fo.WebhookSecretFile != "" {
 			var err error
-			// Read even where it is refused, so no message shows it.
 			fo.WebhookSecret, err = v.readTokenFile(fo.WebhookSecretFile)
-			if fo.Type == "gitea" {
-				err = errors.New("gitea forges receive no webhooks (their pools poll the forge; deliveries would get 404): remove it")
-			}
 			v.check(rule{ff.child("webhook_secret_file"), err})
 		}
 		if _, ok := types[fo.Name]; !ok && fo.Name != "" {
@@ -319,7 +316,8 @@ func (v *validator) runner(f field, r *RunnerOptions, typ string, forgeKnown boo
 		{"locked", "gitlab", r.Locked != nil, nil},
 		{"access_level", "gitlab", r.AccessLevel != "", func() error { return oneOf(r.AccessLevel, "not_protected", "ref_protected") }},
 		{"maximum_timeout", "gitlab", r.MaximumTimeout != 0, func() error { return maximumTimeout(r.MaximumTimeout) }},
-		{"executor", "gitlab", r.Executor != "", func() error { return oneOf(r.Executor, "shell", "docker") }},
+		{"executor", "gitlab", r.Executor != "", func() error { return oneOf(r.Executor, "auto", "shell", "docker") }},
+		{"default_image", "gitlab", r.DefaultImage != "", func() error { return imageName(r.DefaultImage) }},
 	} {
 		err := onlyFor(o.set, o.owner, typ, "pools")
 		if err == nil && typ == o.owner && o.check != nil {
@@ -583,4 +581,16 @@ func runnerPath(p, typ string, forgeKnown bool) error {
 		return errorf("must be set: forge type %q has no default", typ)
 	}
 	return absolute(p)
+}
+
+// imageName checks a container image reference loosely: GitLab's runner
+// takes it verbatim, so it must at least be one word of printable
+// characters.
+func imageName(s string) error {
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f {
+			return errors.New("not an image name: it has spaces or control characters")
+		}
+	}
+	return nil
 }

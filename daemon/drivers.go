@@ -53,7 +53,8 @@ func giteaDriver(version string) forgeFactory {
 	return func(fc config.Forge) (forgeDriver, error) {
 		d, err := gitea.NewDriver(fc.Name, gitea.Options{
 			URL: fc.URL, GuestURL: fc.GuestURL, Token: fc.Token, CAFile: fc.CAFile,
-			Version: "fireactions-" + version,
+			Version: "fireactions-" + version, WebhookSecret: fc.WebhookSecret, Log: slog.Default(),
+			Flavor: fc.Flavor,
 		})
 		if err != nil {
 			return nil, err
@@ -65,8 +66,8 @@ func giteaDriver(version string) forgeFactory {
 // giteaForge gives a gitea pool its scope.
 type giteaForge struct{ *gitea.Driver }
 
-func (g giteaForge) scope(_ config.Pool, s config.Scope) (forge.Forge, error) {
-	return g.Scope(gitea.Scope{Kind: s.Kind, Org: s.Org, Owner: s.Owner, Repo: s.Repo})
+func (g giteaForge) scope(p config.Pool, s config.Scope) (forge.Forge, error) {
+	return g.Scope(gitea.Scope{Kind: s.Kind, Org: s.Org, Owner: s.Owner, Repo: s.Repo, Labels: p.Labels})
 }
 
 func qemuDriver(ctx context.Context, cfg *config.Config, log *slog.Logger) (vmm.Hypervisor, error) {

@@ -37,7 +37,7 @@ func (g gitlabForge) scope(p config.Pool, s config.Scope) (forge.Forge, error) {
 		Scope: scope, Pool: p.Name,
 		Runner: gitlab.RunnerSettings{
 			RunUntagged: r.RunUntagged, Locked: r.Locked == nil || *r.Locked, AccessLevel: r.AccessLevel,
-			MaximumTimeout: r.MaximumTimeout, Executor: r.Executor,
+			MaximumTimeout: r.MaximumTimeout, Executor: r.Executor, DefaultImage: r.DefaultImage,
 		},
 		BootTimeout: p.Timeouts.Boot,
 		Log:         slog.Default().With("forge", p.Forge, "pool", p.Name),

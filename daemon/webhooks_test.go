@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/api"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
@@ -45,6 +46,8 @@ func TestOneDeliveryToAForgeWithThreePoolsIsHandledOnce(t *testing.T) {
 	if n := cr.n.Load(); n != int64(len(body)) {
 		t.Errorf("%d bytes read for a %d-byte body", n, len(body))
 	}
+	// The look-up follows the answer (GitLab's webhook timeout).
+	e.settle(t)
 	if n := lookups.Load(); n != 1 {
 		t.Errorf("the pending job was looked up %d times for one delivery to 3 pools, want once", n)
 	}
@@ -62,6 +65,7 @@ func TestOneDeliveryToAForgeWithThreePoolsIsHandledOnce(t *testing.T) {
 	if code, _ := deliver(); code != http.StatusNoContent {
 		t.Fatalf("replay: %d", code)
 	}
+	time.Sleep(200 * time.Millisecond) // a look-up the replay started would be done
 	if lookups.Load() != 1 || backend.kicks.Load() != 1 {
 		t.Errorf("the replay looked the job up or kicked: %d look-ups, %d kicks", lookups.Load(), backend.kicks.Load())
 	}
@@ -117,6 +121,19 @@ func newGitLabHookEnv(t *testing.T) *gitLabHookEnv {
 	return e
 }
 
+// settle waits (up to 5 s) for the look-up and kick that follow a
+// delivery's answer, and a little more for any extra one.
+func (e *gitLabHookEnv) settle(t *testing.T) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); e.lookups.Load() == 0 || e.backend.kicks.Load() == 0; {
+		if time.Now().After(end) {
+			t.Fatalf("no look-up and kick within 5s: %d look-ups, %d kicks", e.lookups.Load(), e.backend.kicks.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+}
+
 // deliver posts the pending job's Job Hook with delivery id uuid.
 func (e *gitLabHookEnv) deliver(uuid string) (int, *countingReader) {
 	cr := &countingReader{r: bytes.NewReader(e.body), size: int64(len(e.body))}
@@ -151,6 +168,7 @@ func TestReloadKeepsTheForgesDriver(t *testing.T) {
 	if code, _ := e.deliver("after-reload"); code != http.StatusNoContent {
 		t.Fatalf("delivery after the reload: %d", code)
 	}
+	e.settle(t)
 	if e.lookups.Load() != 1 || e.backend.kicks.Load() != 1 {
 		t.Fatalf("after the reload one delivery: %d look-ups, %d kicks; want 1, 1", e.lookups.Load(), e.backend.kicks.Load())
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/forgejodouble"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble/openapi"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/gitlabdouble"
@@ -115,6 +117,7 @@ type forgeConfig struct {
 	AppPrivateKeyFile string `yaml:"app_private_key_file,omitempty"`
 	WebhookSecretFile string `yaml:"webhook_secret_file,omitempty"`
 	PollInterval      string `yaml:"poll_interval,omitempty"`
+	Flavor            string `yaml:"flavor,omitempty"`
 }
 
 type poolConfig struct {
@@ -143,8 +146,9 @@ type vmConfig struct {
 }
 
 type runnerConfig struct {
-	UID         int  `yaml:"uid,omitempty"`
-	RunUntagged bool `yaml:"run_untagged,omitempty"`
+	Path        string `yaml:"path,omitempty"`
+	UID         int    `yaml:"uid,omitempty"`
+	RunUntagged bool   `yaml:"run_untagged,omitempty"`
 }
 
 type timeoutsConfig struct {
@@ -339,6 +343,19 @@ func (r *giteaRig) config(hostID, dir, bridge, cidr string) *orchConfig {
 	}
 }
 
+// withWebhooks turns the webhooks of c's Gitea forge on: the API takes
+// them on 127.0.0.1:apiPort (its bearer token, which webhooks do not
+// need, on file), checked with a fresh secret, which it returns.
+func (r *giteaRig) withWebhooks(c *orchConfig, apiPort string) (secret string) {
+	r.t.Helper()
+	secret = "hook-" + randHex(r.t)
+	writeFile(r.t, filepath.Join(r.work, "gitea-hook"), 0o600, secret+"\n")
+	writeFile(r.t, filepath.Join(r.work, "api-tokens"), 0o600, "api-"+randHex(r.t)+"\n")
+	c.API.Listen, c.API.TokensFile = "127.0.0.1:"+apiPort, filepath.Join(r.work, "api-tokens")
+	c.Forges[0].WebhookSecretFile = filepath.Join(r.work, "gitea-hook")
+	return secret
+}
+
 // pool is a pool of the rig's Gitea at instance scope for jobs labelled
 // label, at most max VMs of the default size, minIdle kept idle.
 func (r *giteaRig) pool(name, label string, minIdle, max int) poolConfig {
@@ -417,6 +434,89 @@ func (o *orchestrator) waitJobsDone(t *testing.T, within time.Duration, what str
 		return len(done) >= n
 	})
 	return done
+}
+
+// forgejoRig is what a Forgejo test sets up before its orchestrator
+// (Forgejo itself cannot be built here): the host's, with the stand-in
+// forgejo-runner and Gitea's act_runner beside it in the guest root, a
+// real Gitea in the namespace, and the Forgejo double in front of it on
+// fjPort (Forgejo's REST calls answered from Gitea's jobs and runners,
+// the runner protocol passed through to Gitea), its site admin's token
+// on file. Guests reach only the double.
+type forgejoRig struct {
+	hostRig
+	gitea            *giteaServer
+	fj               *forgejodouble.Double
+	tokenFile, state string
+}
+
+const fjPort = "3300"
+
+// newForgejoRig sets a Forgejo test up in the network namespace nsName.
+func newForgejoRig(t *testing.T, nsName string) *forgejoRig {
+	t.Helper()
+	cache := cacheDir()
+	r := &forgejoRig{hostRig: newHostRig(t, nsName, func(work, root string) { buildForgejoGuestRoot(t, cache, work, root) })}
+	r.gitea, _, r.state, r.cfgPath = startGiteaFor(t, r.ns, cache, r.work)
+	token := "fjtok-" + randHex(t)
+	r.fj = forgejodouble.NewFront(map[string]forgejodouble.Token{token: {Scopes: []string{"write:admin"}, SiteAdmin: true}},
+		forgejodouble.Upstream{URL: r.gitea.url, Token: r.gitea.token, HTTP: r.ns.httpClient()})
+	r.serve(r.fj.Handler(), fjPort)
+	r.tokenFile = filepath.Join(r.work, "forgejo-token")
+	writeFile(t, r.tokenFile, 0o600, token+"\n")
+	return r
+}
+
+// config is the base configuration of an orchestrator host hostID
+// serving the rig's Forgejo (flavor left to detection), its VMs on bridge
+// in cidr, which reach the double on the gateway: debug log, a 1 minute
+// drain, no metrics endpoint, no pool yet.
+func (r *forgejoRig) config(hostID, bridge, cidr string) *orchConfig {
+	return &orchConfig{
+		HostID:     hostID,
+		StateDir:   r.state,
+		Log:        logConfig{Level: "debug"},
+		DrainGrace: "1m",
+		API:        apiConfig{Socket: filepath.Join(r.work, "api.sock")},
+		Metrics:    &metricsConfig{Listen: ""},
+		Network:    networkConfig{Bridge: bridge, CIDR: cidr, AllowTCPPorts: []int{r.tcpPort(fjPort)}},
+		Forges: []forgeConfig{{
+			Name: "forgejo", Type: "gitea",
+			URL:       "http://127.0.0.1:" + fjPort,
+			GuestURL:  "http://" + gateway(r.t, cidr) + ":" + fjPort,
+			TokenFile: r.tokenFile,
+		}},
+	}
+}
+
+// pool is an instance pool of the rig's Forgejo for jobs labelled label,
+// its runner forgejo-runner.
+func (r *forgejoRig) pool(name, label string, minIdle, max int) poolConfig {
+	return poolConfig{
+		Name: name, Forge: "forgejo", Scope: "instance", Labels: []string{label},
+		MinIdle: minIdle, Max: max, VM: guestVM(r.kernel, r.modules, r.root),
+		Runner: &runnerConfig{Path: "/bin/forgejo-runner"},
+	}
+}
+
+// buildForgejoGuestRoot builds a guest root with the stand-in
+// forgejo-runner at /bin/forgejo-runner and act_runner, which it runs,
+// beside it.
+func buildForgejoGuestRoot(t *testing.T, cache, work, root string) {
+	t.Helper()
+	act := filepath.Join(cache, "runner-v1.0.8", "act_runner")
+	requireFile(t, act, "Gitea runner build (scripts/build-peers.sh)")
+	standin := filepath.Join(work, "forgejo-runner")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", standin, "../internal/double/forgejodouble/cmd/forgejo-runner")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the stand-in forgejo-runner: %v\n%s", err, b)
+	}
+	spec := guestroot.DefaultSpec(standin, "/bin/forgejo-runner")
+	spec.Files["/bin/act_runner"] = act
+	if err := guestroot.Build(context.Background(), spec, root); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // gitlabRig is what every GitLab test sets up before its orchestrator:

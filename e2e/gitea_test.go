@@ -65,6 +65,8 @@ MODE = console
 LEVEL = info
 [cron.update_checker]
 ENABLED = false
+[webhook]
+ALLOWED_HOST_LIST = loopback
 `, dir, static, giteaPort))
 	g := func(args ...string) string {
 		return run(t, bin, append([]string{"--config", ini, "--work-path", dir}, args...)...)
@@ -202,6 +204,20 @@ func (s *giteaServer) registrationToken() string {
 	}
 	s.api(http.MethodPost, "/api/v1/admin/actions/runners/registration-token", nil, &r)
 	return r.Token
+}
+
+// addHook makes a webhook of repo sending workflow_job events as JSON to
+// url, signed with secret, and returns its id.
+func (s *giteaServer) addHook(repo, url, secret string) int64 {
+	s.t.Helper()
+	var h struct {
+		ID int64 `json:"id"`
+	}
+	s.api(http.MethodPost, "/api/v1/repos/"+repo+"/hooks", map[string]any{
+		"type": "gitea", "active": true, "events": []string{"workflow_job"},
+		"config": map[string]string{"url": url, "content_type": "json", "secret": secret},
+	}, &h)
+	return h.ID
 }
 
 // push commits the files in worktree and pushes them to repo from inside

@@ -20,3 +20,19 @@ func TestMatchLabels(t *testing.T) {
 		}
 	}
 }
+
+func TestDeliveriesTakesEachIdOnceAndForgetsTheOldest(t *testing.T) {
+	d := NewDeliveries(2)
+	if !d.First("a") || d.First("a") {
+		t.Fatal("a: want first once")
+	}
+	if !d.First("b") || !d.First("c") { // c pushes a out
+		t.Fatal("b, c: want first")
+	}
+	if d.First("b") || d.First("c") {
+		t.Fatal("b or c taken twice")
+	}
+	if !d.First("a") {
+		t.Fatal("a was not forgotten after 2 newer ids")
+	}
+}

@@ -65,7 +65,19 @@ type apiJob struct {
 }
 
 // QueuedJobs implements forge.Forge.
+// The jobs webhook deliveries reported since are merged in (mergeHooked).
 func (f *Forge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
+	readAt := time.Now()
+	if fj, err := f.forgejo(ctx); err != nil || fj {
+		if err != nil {
+			return nil, err
+		}
+		jobs, err := f.forgejoQueuedJobs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return f.mergeHooked(jobs, readAt), nil
+	}
 	var jobs []forge.Job
 	for page := 1; page <= maxPages; page++ {
 		var resp struct {
@@ -88,7 +100,7 @@ func (f *Forge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
 			break
 		}
 	}
-	return jobs, nil
+	return f.mergeHooked(jobs, readAt), nil
 }
 
 type apiRunner struct {
@@ -98,8 +110,15 @@ type apiRunner struct {
 	Busy   bool   `json:"busy"`
 }
 
-// Runners implements forge.Forge.
+// Runners implements forge.Forge. A runner a failed registration may
+// have left (sweep.go) is removed here, not reported.
 func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
+	if fj, err := f.forgejo(ctx); err != nil || fj {
+		if err != nil {
+			return nil, err
+		}
+		return f.forgejoRunnerList(ctx, owner)
+	}
 	var out []forge.RunnerState
 	seen := 0
 	for page := 1; page <= maxPages; page++ {
@@ -112,11 +131,16 @@ func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerS
 			return nil, fmt.Errorf("gitea: list runners: %w", err)
 		}
 		for _, r := range resp.Runners {
+			ref := forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name}
+			if f.isSuspect(r.Name) {
+				f.removeSuspect(ctx, ref) // no VM holds it (sweep.go)
+				continue
+			}
 			if !owner.Owns(r.Name) {
 				continue
 			}
 			out = append(out, forge.RunnerState{
-				RunnerRef: forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name},
+				RunnerRef: ref,
 				Online:    r.Status != "offline",
 				Busy:      r.Busy,
 			})
@@ -152,7 +176,17 @@ func (f *Forge) registrationToken(ctx context.Context, fresh bool) (string, erro
 	var resp struct {
 		Token string `json:"token"`
 	}
-	if err := f.do(ctx, http.MethodPost, f.prefix+"/actions/runners/registration-token", &resp); err != nil {
+	fj, err := f.forgejo(ctx)
+	if err != nil {
+		return "", fmt.Errorf("gitea: get registration token: %w", err)
+	}
+	if fj {
+		// Forgejo hands the token out on a GET.
+		err = f.forgejoGet(ctx, "/registration-token", &resp)
+	} else {
+		err = f.do(ctx, http.MethodPost, f.prefix+"/actions/runners/registration-token", &resp)
+	}
+	if err != nil {
 		return "", fmt.Errorf("gitea: get registration token: %w", err)
 	}
 	if resp.Token == "" {

@@ -10,78 +10,16 @@ import (
 	"testing"
 
 	runnerv1 "code.gitea.io/actions-proto-go/runner/v1"
-	"connectrpc.com/connect"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/giteadouble"
 )
 
-// fakeTasks is the part of Gitea's runner service FailJob uses: tasks
-// owned by runners, authenticated by the runner's uuid and token headers
-// and checked against the task's runner, as Gitea 1.26 does
-// (routers/api/actions/runner: UpdateTask, UpdateLog).
-type fakeTasks struct {
-	*fakeGitea
-	owner   map[int64]int64 // task -> runner id
-	results map[int64]runnerv1.Result
-	logs    map[int64][]string
-	headers []string // the uuid header of every call
-}
-
-func (f *fakeTasks) runner(h interface{ Get(string) string }) (int64, error) {
-	f.headers = append(f.headers, h.Get("x-runner-uuid")+"|"+h.Get("x-runner-token"))
-	var id int64
-	if _, err := fmt.Sscanf(h.Get("x-runner-uuid"), "uuid-%d", &id); err != nil || h.Get("x-runner-token") != fmt.Sprintf("RUNNER-OWN-TOKEN-%d", id) {
-		return 0, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("unregistered runner"))
-	}
-	if _, ok := f.runners[id]; !ok { // deleted: Gitea refuses its token
-		return 0, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("unregistered runner"))
-	}
-	return id, nil
-}
-
-func (f *fakeTasks) UpdateTask(_ context.Context, req *connect.Request[runnerv1.UpdateTaskRequest]) (*connect.Response[runnerv1.UpdateTaskResponse], error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	id, err := f.runner(req.Header())
-	if err != nil {
-		return nil, err
-	}
-	task := req.Msg.State.GetId()
-	if f.owner[task] != id {
-		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("update task: invalid runner for task"))
-	}
-	if f.results[task] == runnerv1.Result_RESULT_UNSPECIFIED { // a final state stays
-		f.results[task] = req.Msg.State.GetResult()
-	}
-	return connect.NewResponse(&runnerv1.UpdateTaskResponse{State: &runnerv1.TaskState{Id: task, Result: f.results[task]}}), nil
-}
-
-func (f *fakeTasks) UpdateLog(_ context.Context, req *connect.Request[runnerv1.UpdateLogRequest]) (*connect.Response[runnerv1.UpdateLogResponse], error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	id, err := f.runner(req.Header())
-	if err != nil {
-		return nil, err
-	}
-	task := req.Msg.GetTaskId()
-	if f.owner[task] != id {
-		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("invalid runner for task"))
-	}
-	ack := int64(len(f.logs[task]))
-	if len(req.Msg.Rows) == 0 || req.Msg.Index > ack || int64(len(req.Msg.Rows))+req.Msg.Index <= ack {
-		return connect.NewResponse(&runnerv1.UpdateLogResponse{AckIndex: ack}), nil
-	}
-	for _, r := range req.Msg.Rows[ack-req.Msg.Index:] {
-		f.logs[task] = append(f.logs[task], r.GetContent())
-	}
-	return connect.NewResponse(&runnerv1.UpdateLogResponse{AckIndex: int64(len(f.logs[task]))}), nil
-}
-
-func newFakeTasks(t *testing.T) (*fakeTasks, *Forge) {
-	fg := &fakeGitea{apiToken: "API-TOKEN", regToken: "REG-TOKEN-1", runners: map[int64]string{}}
-	ft := &fakeTasks{fakeGitea: fg, owner: map[int64]int64{}, results: map[int64]runnerv1.Result{}, logs: map[int64][]string{}}
-	srv := serveFake(t, ft)
-	return ft, newDriver(t, srv.URL, Scope{Kind: "instance"})
+// newFakeTasks is a Gitea double whose runner service holds tasks, and
+// a driver of it.
+func newFakeTasks(t *testing.T) (*giteadouble.Gitea, *Forge) {
+	g := giteadouble.New()
+	return g, newDriver(t, giteadouble.Serve(t, g).URL, Scope{Kind: "instance"})
 }
 
 func TestFailJobFailsTheRunnersTaskWithItsOwnCredentialAndSaysWhy(t *testing.T) {
@@ -91,23 +29,23 @@ func TestFailJobFailsTheRunnersTaskWithItsOwnCredentialAndSaysWhy(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ft.owner[42] = 1
-	ft.logs[42] = []string{"step 1", "step 2"}
+	ft.TaskOwner[42] = 1
+	ft.Logs[42] = []string{"step 1", "step 2"}
 	if err := d.FailJob(ctx, r.RunnerRef, "42", "guest powered off; runner exit code 2"); err != nil {
 		t.Fatal(err)
 	}
-	if got := ft.results[42]; got != runnerv1.Result_RESULT_FAILURE {
+	if got := ft.Results[42]; got != runnerv1.Result_RESULT_FAILURE {
 		t.Errorf("task 42 result %v, want failure", got)
 	}
-	if got := ft.logs[42]; len(got) != 3 || got[2] != "fireactions: the runner died before its job ended: guest powered off; runner exit code 2" {
+	if got := ft.Logs[42]; len(got) != 3 || got[2] != "fireactions: the runner died before its job ended: guest powered off; runner exit code 2" {
 		t.Errorf("task 42 log %q", got)
 	}
-	for _, h := range ft.headers {
+	for _, h := range ft.Headers {
 		if h != "uuid-1|RUNNER-OWN-TOKEN-1" {
 			t.Errorf("a call spoke as %q, not as the runner", h)
 		}
 	}
-	if strings.Contains(strings.Join(ft.headers, ","), ft.apiToken) {
+	if strings.Contains(strings.Join(ft.Headers, ","), ft.APIToken) {
 		t.Error("the scope token was sent to the runner protocol")
 	}
 }
@@ -116,14 +54,14 @@ func TestFailJobLeavesAnEndedTaskAsItIs(t *testing.T) {
 	ft, d := newFakeTasks(t)
 	ctx := context.Background()
 	r, _ := d.Register(ctx, forge.RunnerSpec{Name: "fa-h-1", Labels: []string{"l"}, Guest: guestOpts})
-	ft.owner[9] = 1
-	ft.results[9] = runnerv1.Result_RESULT_SUCCESS
-	ft.logs[9] = []string{"done"}
+	ft.TaskOwner[9] = 1
+	ft.Results[9] = runnerv1.Result_RESULT_SUCCESS
+	ft.Logs[9] = []string{"done"}
 	if err := d.FailJob(ctx, r.RunnerRef, "9", "runner exit code 1"); !errors.Is(err, forge.ErrJobEnded) {
 		t.Fatalf("failing an ended task: %v, want forge.ErrJobEnded", err)
 	}
-	if ft.results[9] != runnerv1.Result_RESULT_SUCCESS || len(ft.logs[9]) != 1 {
-		t.Fatalf("an ended task was changed: result %v, log %q", ft.results[9], ft.logs[9])
+	if ft.Results[9] != runnerv1.Result_RESULT_SUCCESS || len(ft.Logs[9]) != 1 {
+		t.Fatalf("an ended task was changed: result %v, log %q", ft.Results[9], ft.Logs[9])
 	}
 }
 
@@ -132,31 +70,31 @@ func TestFailJobRefusesWhatItCannotDo(t *testing.T) {
 	ctx := context.Background()
 	r1, _ := d.Register(ctx, forge.RunnerSpec{Name: "fa-h-1", Labels: []string{"l"}, Guest: guestOpts})
 	r2, _ := d.Register(ctx, forge.RunnerSpec{Name: "fa-h-2", Labels: []string{"l"}, Guest: guestOpts})
-	ft.owner[7] = 2
-	if err := d.FailJob(ctx, r1.RunnerRef, "7", "x"); err == nil || ft.results[7] != runnerv1.Result_RESULT_UNSPECIFIED {
-		t.Errorf("another runner's task: err %v, result %v", err, ft.results[7])
+	ft.TaskOwner[7] = 2
+	if err := d.FailJob(ctx, r1.RunnerRef, "7", "x"); err == nil || ft.Results[7] != runnerv1.Result_RESULT_UNSPECIFIED {
+		t.Errorf("another runner's task: err %v, result %v", err, ft.Results[7])
 	}
 	if err := d.FailJob(ctx, r2.RunnerRef, "", "x"); err == nil {
 		t.Error("no task id, no error")
 	}
 	// A runner whose memo holds no credential (a record written before
 	// memos were kept, or one damaged): nothing is sent.
-	calls := len(ft.headers)
+	calls := len(ft.Headers)
 	for _, memo := range []forge.RunnerMemo{"", "{", `{"uuid":"uuid-2"}`} {
 		ref := forge.RunnerRef{ID: r2.ID, Name: r2.Name, Memo: memo}
 		if err := d.FailJob(ctx, ref, "7", "x"); !errors.Is(err, forge.ErrNoCredential) {
 			t.Errorf("memo %q: %v, want forge.ErrNoCredential", string(memo), err)
 		}
 	}
-	if len(ft.headers) != calls {
-		t.Errorf("%d calls without a credential", len(ft.headers)-calls)
+	if len(ft.Headers) != calls {
+		t.Errorf("%d calls without a credential", len(ft.Headers)-calls)
 	}
 	// A removed runner's credential is Gitea's to refuse.
 	if err := d.Remove(ctx, r2.RunnerRef); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.FailJob(ctx, r2.RunnerRef, "7", "x"); err == nil || ft.results[7] != runnerv1.Result_RESULT_UNSPECIFIED {
-		t.Errorf("a removed runner's task: err %v, result %v", err, ft.results[7])
+	if err := d.FailJob(ctx, r2.RunnerRef, "7", "x"); err == nil || ft.Results[7] != runnerv1.Result_RESULT_UNSPECIFIED {
+		t.Errorf("a removed runner's task: err %v, result %v", err, ft.Results[7])
 	}
 }
 
@@ -178,19 +116,19 @@ func TestFailJobAfterARestartUsesTheRunnersMemo(t *testing.T) {
 	// What the VM's record keeps, as strings; the first driver is gone.
 	id, name, memo := r.ID, r.Name, string(r.Memo)
 	after := newDriver(t, before.base, Scope{Kind: "instance"})
-	ft.owner[42] = 1
-	ft.logs[42] = []string{"step 1"}
+	ft.TaskOwner[42] = 1
+	ft.Logs[42] = []string{"step 1"}
 	ref := forge.RunnerRef{ID: id, Name: name, Memo: forge.RunnerMemo(memo)}
 	if err := after.FailJob(ctx, ref, "42", "runner exit code 2"); err != nil {
 		t.Fatalf("FailJob after a restart: %v", err)
 	}
-	if got := ft.results[42]; got != runnerv1.Result_RESULT_FAILURE {
+	if got := ft.Results[42]; got != runnerv1.Result_RESULT_FAILURE {
 		t.Errorf("task 42 result %v, want failure", got)
 	}
-	if got := ft.logs[42]; len(got) != 2 || got[1] != "fireactions: the runner died before its job ended: runner exit code 2" {
+	if got := ft.Logs[42]; len(got) != 2 || got[1] != "fireactions: the runner died before its job ended: runner exit code 2" {
 		t.Errorf("task 42 log %q", got)
 	}
-	for _, h := range ft.headers {
+	for _, h := range ft.Headers {
 		if h != "uuid-1|RUNNER-OWN-TOKEN-1" {
 			t.Errorf("a call spoke as %q, not as the runner", h)
 		}
@@ -212,7 +150,7 @@ func TestRunnerMemoHoldsOnlyTheRunnersOwnCredentialAndNeverPrints(t *testing.T) 
 	if !strings.Contains(memo, "RUNNER-OWN-TOKEN-1") {
 		t.Fatalf("memo %q lacks the runner's own token", memo)
 	}
-	for _, scope := range []string{fg.apiToken, fg.regToken, "REG-TOKEN"} {
+	for _, scope := range []string{fg.APIToken, fg.RegToken, "REG-TOKEN"} {
 		if strings.Contains(memo, scope) {
 			t.Errorf("memo holds the scope-wide %q", scope)
 		}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/giteadouble"
 )
 
 // The child's settings: set, the test is the child that calls Gitea.
@@ -43,9 +45,9 @@ func TestClientHonoursTheProxyFromTheEnvironment(t *testing.T) {
 		return
 	}
 
-	fg := &fakeGitea{apiToken: "API-TOKEN", regToken: "REG-TOKEN-1", runners: map[int64]string{}}
-	fg.jobs = []apiJob{{ID: 11, Labels: []string{"linux"}, Status: "queued"}}
-	srv := httptest.NewTLSServer(fakeHandler(fg))
+	fg := giteadouble.New()
+	fg.Jobs = []giteadouble.Job{{ID: 11, Labels: []string{"linux"}, Status: "queued"}}
+	srv := httptest.NewTLSServer(fg.Handler())
 	t.Cleanup(srv.Close)
 	ca := filepath.Join(t.TempDir(), "gitea-ca.pem")
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {

@@ -56,20 +56,40 @@ func (f *Forge) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Run
 			reg = resp.Msg.GetRunner()
 			break
 		}
-		// A reset registration token answers "unauthenticated": fetch a
-		// fresh one once.
-		if connect.CodeOf(err) != connect.CodeUnauthenticated || attempt > 0 {
+		if !tokenRefused(err) {
+			// A timeout or a broken connection: Gitea may have made the
+			// runner all the same.
+			f.lost(ctx, spec.Name)
+			return nil, fmt.Errorf("gitea: register runner %s: %w", spec.Name, err)
+		}
+		// A reset registration token is refused: fetch a fresh one once.
+		if attempt > 0 {
 			return nil, fmt.Errorf("gitea: register runner %s: %w", spec.Name, err)
 		}
 	}
-	if reg == nil || reg.GetUuid() == "" || reg.GetToken() == "" {
-		return nil, fmt.Errorf("gitea: register runner %s: answer has no uuid or token", spec.Name)
+	if reg == nil || reg.GetUuid() == "" || reg.GetToken() == "" || reg.GetId() == 0 {
+		f.lost(ctx, spec.Name)
+		return nil, fmt.Errorf("gitea: register runner %s: answer has no id, uuid or token", spec.Name)
 	}
 	ref := forge.RunnerRef{ID: strconv.FormatInt(reg.GetId(), 10), Name: reg.GetName()}
-	guest, err := f.guestPlan(spec, reg, labels)
+	fj, err := f.forgejo(ctx)
+	if err != nil {
+		f.discard(ctx, ref)
+		return nil, err
+	}
+	if !fj && !reg.GetEphemeral() {
+		// A Gitea that knows no ephemeral runners drops the
+		// flag: its runner would stay registered after its job and take
+		// the next one in a VM that is no longer clean. (Forgejo has no
+		// ephemeral runners: one-job makes its runner take one job, and
+		// the orchestrator deletes it after.)
+		f.discard(ctx, ref)
+		return nil, fmt.Errorf("gitea: register runner %s: Gitea did not make the runner ephemeral (an older Gitea without ephemeral runners?); removed it", spec.Name)
+	}
+	guest, err := f.guestPlan(spec, reg, labels, fj)
 	if err != nil {
 		// Do not leave a registered runner behind for a VM that never runs.
-		_ = f.Remove(context.WithoutCancel(ctx), ref)
+		f.discard(ctx, ref)
 		return nil, err
 	}
 	// The runner's credential goes into its memo, which the pool keeps
@@ -77,10 +97,29 @@ func (f *Forge) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Run
 	// run or the next.
 	ref.Memo, err = encodeMemo(runnerCred{uuid: reg.GetUuid(), token: reg.GetToken()})
 	if err != nil {
-		_ = f.Remove(context.WithoutCancel(ctx), ref)
+		f.discard(ctx, ref)
 		return nil, err
 	}
 	return &forge.Runner{RunnerRef: ref, Guest: guest}, nil
+}
+
+// discard removes a runner just registered that no VM will hold; if
+// that fails, the next listings remove it (sweep.go).
+func (f *Forge) discard(ctx context.Context, ref forge.RunnerRef) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sweepTimeout)
+	defer cancel()
+	if err := f.Remove(rctx, ref); err != nil {
+		f.suspect(ref.Name)
+	}
+}
+
+// tokenRefused reports whether Register refused the registration token.
+// Gitea 1.26 refuses it with a plain error (connect's "unknown" code):
+// "runner registration token not found" or "… has been invalidated …"
+// (routers/api/actions/runner.Register).
+func tokenRefused(err error) bool {
+	return connect.CodeOf(err) == connect.CodeUnauthenticated ||
+		strings.Contains(err.Error(), "registration token")
 }
 
 // registration is the Gitea runner's .runner file.
@@ -94,16 +133,26 @@ type registration struct {
 	Ephemeral bool     `json:"ephemeral"`
 }
 
-// guestPlan is how the guest runs the Gitea runner daemon for one job.
-func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []string) (agentproto.Runner, error) {
+// guestPlan is how the guest runs the runner for one job: act_runner's
+// daemon with an ephemeral registration, or on Forgejo forgejo-runner's
+// one-job mode (Forgejo keeps no ephemeral flag; one-job takes one task
+// and exits).
+func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []string, forgejo bool) (agentproto.Runner, error) {
 	g := spec.Guest
 	home := path.Join("/home", g.User)
 	regFile, err := json.MarshalIndent(registration{
 		ID: reg.GetId(), UUID: reg.GetUuid(), Name: reg.GetName(), Token: reg.GetToken(),
-		Address: f.guestURL, Labels: labels, Ephemeral: true,
+		// act_runner's key, as Gitea answered; forgejo-runner's file has
+		// none (Forgejo keeps no ephemeral runners: one-job is what makes
+		// it take one job).
+		Address: f.guestURL, Labels: labels, Ephemeral: reg.GetEphemeral() && !forgejo,
 	}, "", "  ")
 	if err != nil {
 		return agentproto.Runner{}, fmt.Errorf("gitea: encode runner file: %w", err)
+	}
+	mode, ready := "daemon", readyLine
+	if forgejo {
+		mode, ready = forgejoOneJob, forgejoReadyLine
 	}
 	return agentproto.Runner{
 		Forge:      "gitea",
@@ -112,8 +161,8 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, reg *runnerv1.Runner, labels []
 		GID:        g.GID,
 		Home:       home,
 		WorkDir:    home,
-		Command:    []string{g.AgentPath, "daemon", "--config", path.Join(home, "config.yaml")},
-		ReadyLine:  readyLine,
+		Command:    []string{g.AgentPath, mode, "--config", path.Join(home, "config.yaml")},
+		ReadyLine:  ready,
 		BusyLine:   busyLine,
 		JobPattern: jobPattern,
 		Files: []agentproto.File{

@@ -30,7 +30,6 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/forgehttp"
-	"github.com/nixos-fireactions/nixos-fireactions/httpguard"
 )
 
 // Options configure the connection to one GitHub.
@@ -78,7 +77,7 @@ type Client struct {
 	cancel   string // Options.CancelRuns, "" made "force"
 	secret   string
 	demand   *demand
-	refusals *httpguard.Every // logs of refused deliveries
+	hooks    *forge.Verifier // reads and verifies deliveries
 
 	mu     sync.Mutex
 	pools  []*Pool
@@ -140,9 +139,11 @@ func New(o Options) (*Client, error) {
 	c := &Client{
 		name: o.Name, base: u, token: o.Token, appID: o.AppID, key: o.AppPrivateKey, instID: o.InstallationID,
 		retry: newRetryTransport(conn.Transport, o.Retry, log), log: log, interval: o.PollInterval, cancel: o.CancelRuns,
-		secret: o.WebhookSecret, demand: newDemand(), refusals: httpguard.NewEvery(time.Second), labels: map[string]string{},
+		secret: o.WebhookSecret, demand: newDemand(), labels: map[string]string{},
 	}
 	c.demand.notify = c.notifyQueue
+	c.hooks = &forge.Verifier{Kind: "github", IDHeader: "X-GitHub-Delivery", Limit: maxWebhookBody, Log: log,
+		Signed: func(h http.Header, body []byte) bool { return signed(c.secret, h.Get("X-Hub-Signature-256"), body) }}
 	if app {
 		atr, err := ghinstallation.NewAppsTransport(c.retry, o.AppID, o.AppPrivateKey)
 		if err != nil {

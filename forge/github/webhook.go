@@ -1,12 +1,7 @@
 package github
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -14,7 +9,6 @@ import (
 	gh "github.com/google/go-github/v93/github"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
-	"github.com/nixos-fireactions/nixos-fireactions/httpguard"
 )
 
 // maxWebhookBody bounds a delivery the API has not read already (GitHub
@@ -30,38 +24,18 @@ const maxWebhookBody = 25 << 20
 // (Pool.NotifyQueue).
 func (c *Client) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
 	if c.secret == "" {
-		hookAnswer(w, http.StatusNotFound, "webhooks are off for this forge: set webhook_secret_file")
+		forge.Answer(w, http.StatusNotFound, "webhooks are off for this forge: set webhook_secret_file")
 		return
 	}
 	c.mu.Lock()
 	pools := len(c.pools)
 	c.mu.Unlock()
 	if pools == 0 {
-		hookAnswer(w, http.StatusNotFound, "no pool takes this forge's webhooks")
+		forge.Answer(w, http.StatusNotFound, "no pool takes this forge's webhooks")
 		return
 	}
-	delivery := r.Header.Get("X-GitHub-Delivery")
-	if len(delivery) > forge.MaxDeliveryID {
-		// Never kept nor logged whole: GitHub's ids are UUIDs.
-		hookAnswer(w, http.StatusBadRequest, "delivery id too long")
-		return
-	}
-	body, err := forge.Body(r, maxWebhookBody)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			hookAnswer(w, http.StatusRequestEntityTooLarge, "body too large")
-			return
-		}
-		hookAnswer(w, http.StatusBadRequest, "read body")
-		return
-	}
-	if !signed(c.secret, r.Header.Get("X-Hub-Signature-256"), body) {
-		if n, ok := c.refusals.Allow(); ok { // anyone can send these: clipped, at most one a second
-			c.log.Warn("github webhook refused: bad signature", "delivery", httpguard.Clip(delivery, 64),
-				"remote", r.RemoteAddr, "refused_since_last_log", n)
-		}
-		hookAnswer(w, http.StatusUnauthorized, "signature does not match")
+	delivery, body, ok := c.hooks.Read(w, r)
+	if !ok {
 		return
 	}
 	event := r.Header.Get("X-GitHub-Event")
@@ -74,17 +48,17 @@ func (c *Client) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func(
 	}
 	if event == "workflow_job" {
 		if err := json.Unmarshal(body, &ev); err != nil || ev.WorkflowJob == nil || ev.Repo == nil {
-			hookAnswer(w, http.StatusBadRequest, "not a workflow_job payload")
+			forge.Answer(w, http.StatusBadRequest, "not a workflow_job payload")
 			return
 		}
 	}
 	if delivery != "" && !c.demand.fresh(delivery) {
-		hookAnswer(w, http.StatusOK, "duplicate delivery ignored")
+		forge.Answer(w, http.StatusOK, "duplicate delivery ignored")
 		return
 	}
 	switch event {
 	case "ping":
-		hookAnswer(w, http.StatusOK, "pong")
+		forge.Answer(w, http.StatusOK, "pong")
 	case "workflow_job":
 		changed, told, why := c.observeDelivery(&ev.WorkflowJobEvent, ev.Enterprise.Slug)
 		c.log.Debug("github webhook", "delivery", delivery, "action", ev.GetAction(),
@@ -92,9 +66,9 @@ func (c *Client) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func(
 		if changed && !told {
 			kick() // a pool that does not listen reads the queue at a full pass
 		}
-		hookAnswer(w, http.StatusOK, why)
+		forge.Answer(w, http.StatusOK, why)
 	default:
-		hookAnswer(w, http.StatusAccepted, "event ignored")
+		forge.Answer(w, http.StatusAccepted, "event ignored")
 	}
 }
 
@@ -138,20 +112,5 @@ func (c *Client) inScope(repo, enterprise string) bool {
 // signed checks GitHub's "sha256=HEX" HMAC of the body in constant time.
 func signed(secret, header string, body []byte) bool {
 	hexSum, ok := strings.CutPrefix(header, "sha256=")
-	if !ok {
-		return false
-	}
-	got, err := hex.DecodeString(hexSum)
-	if err != nil {
-		return false
-	}
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	return hmac.Equal(got, m.Sum(nil))
-}
-
-func hookAnswer(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, msg+"\n")
+	return ok && forge.SignedSHA256(secret, hexSum, body)
 }

@@ -163,12 +163,15 @@ func (f *Forge) learnRunnerJobs(ctx context.Context, runner int64) ([]runnerJob,
 	f.mu.Unlock()
 	js, err := f.runnerJobs(ctx, runner)
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if err == nil && !l.removed && len(js) > 0 {
 		f.taken[runner] = js
 	}
 	if l.n--; l.n == 0 {
 		delete(f.learning, runner)
+	}
+	f.mu.Unlock()
+	if err == nil {
+		f.tookJobs(js)
 	}
 	return js, err
 }

@@ -53,7 +53,12 @@ type RunnerSettings struct {
 	Locked         bool          // a project runner stays with its project
 	AccessLevel    string        // "not_protected" or "ref_protected"
 	MaximumTimeout time.Duration // 0: none
-	Executor       string        // "shell" or "docker"
+	// Executor is "shell", "docker", or "auto": docker in a guest that
+	// runs dockerd, else shell (the guest's agent picks the config.toml).
+	Executor string
+	// DefaultImage is the docker executor's image for jobs that name
+	// none; default alpine:latest.
+	DefaultImage string
 }
 
 // Options configure one pool's GitLab scope: the connection (URL,
@@ -73,8 +78,9 @@ type Options struct {
 	// BootTimeout is the pool's boot timeout: a runner token that
 	// expires sooner than it (plus a minute) is useless.
 	BootTimeout time.Duration
-	// MaxPolledProjects bounds how many projects (the most recently
-	// active) a group or instance scope polls; default 20.
+	// MaxPolledProjects bounds how many projects' pending jobs one poll
+	// of a group scope lists; a group with more projects is
+	// polled round-robin, MaxPolledProjects per poll. Default 100.
 	MaxPolledProjects int
 	// RequestTimeout bounds each API request; default 30s.
 	RequestTimeout time.Duration
@@ -104,12 +110,15 @@ type Forge struct {
 
 	mu       sync.Mutex
 	scopeID  int64                 // the group's or project's numeric ID, once known
+	admin    bool                  // an instance scope's token is an administrator's
 	tokens   map[int64]string      // runner id -> its own token, for removal by token
 	taken    map[int64][]runnerJob // runner id -> its jobs, learnt before its retirement
 	learning map[int64]*learnRun   // runner id -> its job listings in flight (see learnRunnerJobs)
 	suspects map[string]time.Time  // runner names a failed create may have left
 	polled   pollState
-	hooked   map[int64]hookedJob // pending jobs learnt from webhooks
+	hooked   map[int64]hookedJob     // pending jobs learnt from webhooks
+	notify   func(forge.QueueChange) // see NotifyQueue
+	told     map[string]bool         // jobs told queued (NotifyQueue)
 }
 
 var _ forge.Forge = (*Forge)(nil)
@@ -138,9 +147,11 @@ type Driver struct {
 	secret   [32]byte // sha256 of the webhook secret
 	log      *slog.Logger
 
-	mu     sync.Mutex
-	scopes []*Forge // those that take demand (Retain)
-	seen   recent   // webhook deliveries already handled
+	mu       sync.Mutex
+	scopes   []*Forge       // those that take demand (Retain)
+	seen     recent         // webhook deliveries already handled
+	lookups  map[int64]bool // pending jobs being looked up after their delivery
+	inFlight sync.WaitGroup // those lookups, for tests
 }
 
 var (
@@ -160,7 +171,7 @@ func NewDriver(name string, o Options) (*Driver, error) {
 		return nil, fmt.Errorf("gitlab: no access token")
 	}
 	if o.MaxPolledProjects <= 0 {
-		o.MaxPolledProjects = 20
+		o.MaxPolledProjects = 100
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 30 * time.Second
@@ -197,7 +208,7 @@ func NewDriver(name string, o Options) (*Driver, error) {
 	}
 	return &Driver{
 		name: name, o: o, api: api, guestURL: guest, caPEM: conn.CA, log: o.Log,
-		secret: sha256.Sum256([]byte(o.WebhookSecret)),
+		secret: sha256.Sum256([]byte(o.WebhookSecret)), lookups: map[int64]bool{},
 	}, nil
 }
 
@@ -221,10 +232,13 @@ func (d *Driver) Scope(s ScopeOptions) (*Forge, error) {
 		return nil, fmt.Errorf("gitlab: unknown scope kind %q", s.Scope.Kind)
 	}
 	if s.Runner.Executor == "" {
-		s.Runner.Executor = "shell"
+		s.Runner.Executor = "auto"
 	}
-	if s.Runner.Executor != "shell" && s.Runner.Executor != "docker" {
-		return nil, fmt.Errorf("gitlab: executor %q: want shell or docker", s.Runner.Executor)
+	if s.Runner.Executor != "shell" && s.Runner.Executor != "docker" && s.Runner.Executor != "auto" {
+		return nil, fmt.Errorf("gitlab: executor %q: want auto, shell or docker", s.Runner.Executor)
+	}
+	if s.Runner.DefaultImage == "" {
+		s.Runner.DefaultImage = "alpine:latest"
 	}
 	if s.Runner.AccessLevel == "" {
 		s.Runner.AccessLevel = "not_protected"
@@ -250,21 +264,9 @@ func (d *Driver) Scope(s ScopeOptions) (*Forge, error) {
 // Retain implements forge.Driver: of the scopes handed out, only those in
 // inUse take the demand of webhooks; the others still answer calls.
 func (d *Driver) Retain(inUse []forge.Forge) {
-	keep := map[*Forge]bool{}
-	for _, f := range inUse {
-		if s, ok := forge.Unwrap(f).(*Forge); ok && s.d == d {
-			keep[s] = true
-		}
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var scopes []*Forge
-	for _, s := range d.scopes {
-		if keep[s] {
-			scopes = append(scopes, s)
-		}
-	}
-	d.scopes = scopes
+	d.scopes = forge.Retained(d.scopes, inUse)
 }
 
 // Kind implements forge.Forge.

@@ -3,6 +3,7 @@ package gitlab
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -11,26 +12,45 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 )
 
-// GitLab has no API listing the pending jobs of a group or of the whole
-// instance: a group or instance scope polls its most recently active
-// projects one by one, at most every widePollEvery, and relies on Job
-// Hook webhooks for the others.
+// An instance scope lists its pending jobs with GitLab's admin GraphQL
+// query (instance.go), 100 a page. GitLab's APIs have no listing of the
+// pending jobs of a group: a
+// group scope lists all of the group's projects (subgroups included, every
+// page, cached for projectListTTL) and lists the pending jobs of up to
+// MaxPolledProjects of them per poll, round-robin, at most every
+// widePollEvery. The API calls of one poll are thus bounded by
+// MaxPolledProjects job listings (one page each unless a project has more
+// than 100 pending jobs), plus ceil(projects/100) project-list pages once
+// per projectListTTL; a group of up to MaxPolledProjects projects has
+// every project polled in every poll.
 const (
 	projectListTTL = 5 * time.Minute
 	widePollEvery  = 10 * time.Second
 	// hookTTL is how long a pending job known only from a webhook counts
 	// as demand when no poll covers its project.
 	hookTTL = 10 * time.Minute
+	// maxProjectPages bounds the project-list walk: 100 per page.
+	maxProjectPages = 200
 )
 
 // pollState is what polling a group or instance learnt.
 type pollState struct {
 	projects   []projectRef
 	projectsAt time.Time
-	jobs       []forge.Job
-	covered    map[int64]bool // projects the last poll listed
-	at         time.Time      // when the last poll started
+	next       int                   // round-robin cursor into projects
+	byProject  map[int64]projectJobs // pending jobs per polled project
+	at         time.Time             // when the last poll started
 }
+
+// projectJobs is one project's pending jobs as of a poll.
+type projectJobs struct {
+	jobs []forge.Job
+	at   time.Time
+}
+
+// everyProject keys the poll of an instance scope, which speaks for
+// every project.
+const everyProject int64 = -1
 
 type projectRef struct {
 	id   int64
@@ -48,53 +68,99 @@ type hookedJob struct {
 // API, plus pending jobs webhooks announced in projects the poll did not
 // cover (or announced after it).
 func (f *Forge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
-	jobs, covered, at, err := f.poll(ctx)
+	jobs, covered, err := f.poll(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return f.mergeHooked(jobs, covered, at), nil
+	jobs = f.mergeHooked(jobs, covered)
+	f.mu.Lock()
+	changes := f.tellPollLocked(jobs)
+	f.mu.Unlock()
+	f.tell(changes)
+	return jobs, nil
 }
 
-// poll lists pending jobs: the project's, or the polled projects' of a
-// group or instance (cached for widePollEvery).
-func (f *Forge) poll(ctx context.Context) ([]forge.Job, map[int64]bool, time.Time, error) {
+// poll lists pending jobs: the project's, the instance's, or the polled
+// projects' of a group (cached for widePollEvery). covered says when each
+// project the answer speaks for was polled.
+func (f *Forge) poll(ctx context.Context) ([]forge.Job, map[int64]time.Time, error) {
 	start := f.o.Now()
 	if f.o.Scope.Kind == ScopeProject {
 		id, err := f.scopeRef(ctx)
 		if err != nil {
-			return nil, nil, start, err
+			return nil, nil, err
 		}
 		js, err := f.projectPending(ctx, projectRef{id: id, path: f.o.Scope.Path})
-		return js, map[int64]bool{id: true}, start, err
+		return js, map[int64]time.Time{id: start}, err
 	}
 	f.mu.Lock()
 	if p := f.polled; !p.at.IsZero() && start.Sub(p.at) < widePollEvery {
+		jobs, covered := p.view()
 		f.mu.Unlock()
-		return append([]forge.Job(nil), p.jobs...), p.covered, p.at, nil
+		return jobs, covered, nil
 	}
 	f.mu.Unlock()
+	if f.o.Scope.Kind == ScopeInstance {
+		jobs, err := f.instancePending(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.polled.byProject = map[int64]projectJobs{everyProject: {jobs: jobs, at: start}}
+		f.polled.at = start
+		jobs, covered := f.polled.view()
+		return jobs, covered, nil
+	}
 	projects, err := f.pollProjects(ctx)
 	if err != nil {
-		return nil, nil, start, err
-	}
-	var all []forge.Job
-	covered := map[int64]bool{}
-	for _, p := range projects {
-		js, err := f.projectPending(ctx, p)
-		if err != nil {
-			return nil, nil, start, err
-		}
-		all = append(all, js...)
-		covered[p.id] = true
+		return nil, nil, err
 	}
 	f.mu.Lock()
-	f.polled.jobs, f.polled.covered, f.polled.at = all, covered, start
+	first := f.polled.next
 	f.mu.Unlock()
-	return append([]forge.Job(nil), all...), covered, start, nil
+	n := min(len(projects), f.o.MaxPolledProjects)
+	got := make(map[int64]projectJobs, n)
+	for i := range n {
+		p := projects[(first+i)%len(projects)]
+		js, err := f.projectPending(ctx, p)
+		if err != nil {
+			return nil, nil, err
+		}
+		got[p.id] = projectJobs{jobs: js, at: start}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keep := make(map[int64]projectJobs, len(projects))
+	for _, p := range projects { // forget projects gone from the scope
+		if pj, ok := got[p.id]; ok {
+			keep[p.id] = pj
+		} else if pj, ok := f.polled.byProject[p.id]; ok {
+			keep[p.id] = pj
+		}
+	}
+	f.polled.byProject, f.polled.at = keep, start
+	if len(projects) > 0 {
+		f.polled.next = (first + n) % len(projects)
+	}
+	jobs, covered := f.polled.view()
+	return jobs, covered, nil
 }
 
-// pollProjects returns the group's or instance's most recently active
-// projects, at most MaxPolledProjects, refreshed every projectListTTL.
+// view is every polled project's pending jobs and when each was polled.
+func (p *pollState) view() ([]forge.Job, map[int64]time.Time) {
+	var jobs []forge.Job
+	covered := make(map[int64]time.Time, len(p.byProject))
+	for id, pj := range p.byProject {
+		jobs = append(jobs, pj.jobs...)
+		covered[id] = pj.at
+	}
+	slices.SortFunc(jobs, func(a, b forge.Job) int { return a.QueuedAt.Compare(b.QueuedAt) })
+	return jobs, covered
+}
+
+// pollProjects returns all of the group's unarchived projects,
+// subgroups included, in ID order, refreshed every projectListTTL.
 func (f *Forge) pollProjects(ctx context.Context) ([]projectRef, error) {
 	f.mu.Lock()
 	if p := f.polled; p.projects != nil && f.o.Now().Sub(p.projectsAt) < projectListTTL {
@@ -102,33 +168,27 @@ func (f *Forge) pollProjects(ctx context.Context) ([]projectRef, error) {
 		return p.projects, nil
 	}
 	f.mu.Unlock()
-	lo := gl.ListOptions{Page: 1, PerPage: int64(min(f.o.MaxPolledProjects, 100))}
-	var ps []*gl.Project
-	var err error
-	if f.o.Scope.Kind == ScopeGroup {
-		var id int64
-		if id, err = f.scopeRef(ctx); err != nil {
-			return nil, err
-		}
-		ps, _, err = f.api.Groups.ListGroupProjects(id, &gl.ListGroupProjectsOptions{
-			ListOptions: lo, IncludeSubGroups: gl.Ptr(true), Archived: gl.Ptr(false),
-			OrderBy: gl.Ptr("last_activity_at"), Sort: gl.Ptr("desc"), Simple: gl.Ptr(true),
-		}, gl.WithContext(ctx))
-	} else {
-		ps, _, err = f.api.Projects.ListProjects(&gl.ListProjectsOptions{
-			ListOptions: lo, Archived: gl.Ptr(false),
-			OrderBy: gl.Ptr("last_activity_at"), Sort: gl.Ptr("desc"), Simple: gl.Ptr(true),
-		}, gl.WithContext(ctx))
-	}
+	gid, err := f.scopeRef(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("gitlab: list projects to poll: %w", err)
+		return nil, err
 	}
-	out := make([]projectRef, 0, len(ps))
-	for _, p := range ps {
-		if len(out) == f.o.MaxPolledProjects {
+	out := []projectRef{}
+	for page := int64(1); page <= maxProjectPages; {
+		// Ordered by ID, so pages stay put while projects change.
+		ps, resp, err := f.api.Groups.ListGroupProjects(gid, &gl.ListGroupProjectsOptions{
+			ListOptions: gl.ListOptions{Page: page, PerPage: 100}, IncludeSubGroups: gl.Ptr(true),
+			Archived: gl.Ptr(false), OrderBy: gl.Ptr("id"), Sort: gl.Ptr("asc"), Simple: gl.Ptr(true),
+		}, gl.WithContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("gitlab: list the projects of %s to poll (page %d): %w", f.o.Scope.Path, page, err)
+		}
+		for _, p := range ps {
+			out = append(out, projectRef{id: p.ID, path: p.PathWithNamespace})
+		}
+		if resp == nil || resp.NextPage == 0 {
 			break
 		}
-		out = append(out, projectRef{id: p.ID, path: p.PathWithNamespace})
+		page = resp.NextPage
 	}
 	f.mu.Lock()
 	f.polled.projects, f.polled.projectsAt = out, f.o.Now()
@@ -172,7 +232,7 @@ func toJob(id int64, tags []string, repo string, created *time.Time) forge.Job {
 // mergeHooked adds the webhook-announced pending jobs the poll does not
 // speak for, and forgets those it does: a poll that covered a job's
 // project after the webhook came knows better than the webhook.
-func (f *Forge) mergeHooked(jobs []forge.Job, covered map[int64]bool, at time.Time) []forge.Job {
+func (f *Forge) mergeHooked(jobs []forge.Job, covered map[int64]time.Time) []forge.Job {
 	listed := map[string]bool{}
 	for _, j := range jobs {
 		listed[j.ID] = true
@@ -181,8 +241,12 @@ func (f *Forge) mergeHooked(jobs []forge.Job, covered map[int64]bool, at time.Ti
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for id, h := range f.hooked {
+		at, ok := covered[h.project]
+		if all, every := covered[everyProject]; every {
+			at, ok = all, true
+		}
 		switch {
-		case covered[h.project] && h.at.Before(at), now.Sub(h.at) > hookTTL:
+		case ok && h.at.Before(at), now.Sub(h.at) > hookTTL:
 			delete(f.hooked, id)
 		case !listed[h.job.ID]:
 			jobs = append(jobs, h.job)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,27 +63,93 @@ func TestQueuedJobsPerScope(t *testing.T) {
 	}
 }
 
-// TestGroupPollingIsBoundedAndCached: at most MaxPolledProjects projects,
-// the most recently active, and not more often than widePollEvery.
+// TestGroupPollingIsBoundedAndCached: at most MaxPolledProjects projects
+// per poll, round-robin, and not more often than widePollEvery.
 func TestGroupPollingIsBoundedAndCached(t *testing.T) {
 	now := time.Now()
 	e := newEnv(t, Scope{Kind: ScopeGroup, Path: "acme"}, func(o *Options) {
 		o.MaxPolledProjects = 1
 		o.Now = func() time.Time { return now }
 	})
-	e.gl.AddJob("acme/app", "old", []string{"linux"}, "true")
-	time.Sleep(10 * time.Millisecond)
-	recent := e.gl.AddJob("acme/sub/lib", "new", []string{"linux"}, "true")
+	first := e.gl.AddJob("acme/app", "one", []string{"linux"}, "true")
+	second := e.gl.AddJob("acme/sub/lib", "two", []string{"linux"}, "true")
 	js, err := e.f.QueuedJobs(context.Background())
-	if err != nil || !slices.Equal(jobIDs(js), ids(recent)) {
-		t.Fatalf("queued = %v, %v; want only the most recently active project's job %d", jobIDs(js), err, recent)
+	if err != nil || !slices.Equal(jobIDs(js), ids(first)) {
+		t.Fatalf("queued = %v, %v; want only the first project's job %d", jobIDs(js), err, first)
 	}
 	calls := len(e.gl.Calls())
 	if _, err := e.f.QueuedJobs(context.Background()); err != nil || len(e.gl.Calls()) != calls {
 		t.Fatalf("a second poll within %s made %d calls", widePollEvery, len(e.gl.Calls())-calls)
 	}
 	now = now.Add(widePollEvery)
-	if _, err := e.f.QueuedJobs(context.Background()); err != nil || len(e.gl.Calls()) == calls {
-		t.Fatalf("no poll after %s: %v", widePollEvery, err)
+	js, err = e.f.QueuedJobs(context.Background())
+	if err != nil || !slices.Equal(jobIDs(js), ids(first, second)) {
+		t.Fatalf("after the next poll queued = %v, %v; want both jobs", jobIDs(js), err)
+	}
+}
+
+// TestGroupOfSixtyProjectsIsPolledWhole: a group of 60 projects (in
+// subgroups too) whose job waits in the least recently active one, no
+// webhooks: one poll sees the job, within the call budget (group lookup,
+// one project-list page, one pending-jobs listing per project).
+func TestGroupOfSixtyProjectsIsPolledWhole(t *testing.T) {
+	e := newEnv(t, Scope{Kind: ScopeGroup, Path: "big"})
+	long := time.Now().Add(-30 * 24 * time.Hour)
+	e.gl.Now = func() time.Time { return long }
+	e.gl.AddProject("big/sub/stale")
+	job := e.gl.AddJob("big/sub/stale", "nightly", []string{"linux"}, "true")
+	e.gl.Now = time.Now
+	for i := range 59 {
+		e.gl.AddProject(fmt.Sprintf("big/p%02d", i))
+	}
+	before := len(e.gl.Calls())
+	js, err := e.f.QueuedJobs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(jobIDs(js), fmt.Sprint(job)) {
+		t.Fatalf("queued = %v: the job of the least recently active project is missing", jobIDs(js))
+	}
+	if calls, budget := len(e.gl.Calls())-before, 1+1+60; calls > budget {
+		t.Fatalf("one poll made %d API calls, budget %d", calls, budget)
+	}
+}
+
+// TestLargeGroupIsPolledRoundRobin: with more projects than
+// MaxPolledProjects, each poll lists that many and successive polls cover
+// them all, every project-list page read.
+func TestLargeGroupIsPolledRoundRobin(t *testing.T) {
+	now := time.Now()
+	e := newEnv(t, Scope{Kind: ScopeGroup, Path: "big"}, func(o *Options) {
+		o.MaxPolledProjects = 50
+		o.Now = func() time.Time { return now }
+	})
+	var want []int64
+	for i := range 120 {
+		e.gl.AddProject(fmt.Sprintf("big/p%03d", i))
+		if i%40 == 0 {
+			want = append(want, e.gl.AddJob(fmt.Sprintf("big/p%03d", i), "j", nil, "true"))
+		}
+	}
+	var js []forge.Job
+	for poll := range 3 {
+		before := len(e.gl.Calls())
+		var err error
+		if js, err = e.f.QueuedJobs(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		listings := 0
+		for _, c := range e.gl.Calls()[before:] {
+			if strings.HasSuffix(c, "/jobs") {
+				listings++
+			}
+		}
+		if listings != 50 {
+			t.Fatalf("poll %d listed the jobs of %d projects, want 50", poll, listings)
+		}
+		now = now.Add(widePollEvery)
+	}
+	if !slices.Equal(jobIDs(js), ids(want...)) {
+		t.Fatalf("after 3 polls queued = %v, want %v", jobIDs(js), ids(want...))
 	}
 }

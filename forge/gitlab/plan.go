@@ -20,6 +20,15 @@ const ReadyLine = "Starting runner for"
 // BusyLine is how gitlab-runner logs that GitLab gave it a job.
 const BusyLine = "Checking for jobs... received"
 
+// MinRunnerVersion is the oldest gitlab-runner whose run-single takes
+// --config and --runner (GitLab 17.1); the guest's agent checks it
+// before it starts the runner (`gitlab-runner --version` prints
+// "Version:      17.1.0").
+const MinRunnerVersion = "17.1"
+
+// versionPattern finds the version in `gitlab-runner --version`.
+const versionPattern = `(?m)^Version:\s+v?(\d+(?:\.\d+)*)`
+
 // guestPlan is how the guest runs gitlab-runner for exactly one job. The
 // runner's token is only in config.toml (mode 600, the runner user's,
 // removed once the runner has read it): not in the command line, and not
@@ -41,11 +50,22 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, run *gl.UserRunner, wait time.D
 	cfg := runnerConfig{
 		Name: spec.Name, URL: f.guestURL, ID: run.ID, Token: run.Token,
 		Obtained: f.o.Now(), Expires: run.TokenExpiresAt, CAFile: caPath,
-		Executor: f.o.Runner.Executor, Home: home, CheckInterval: g.FetchInterval,
+		Executor: f.o.Runner.Executor, Image: f.o.Runner.DefaultImage, Home: home, CheckInterval: g.FetchInterval,
 	}
 	// run-single reads config.toml once, before it prints ReadyLine; the
 	// agent then removes it, so the job (same user) does not find it.
-	files = append(files, agentproto.File{Path: cfgPath, Mode: 0o600, Content: []byte(cfg.toml()), RemoveWhenReady: true})
+	// With the auto executor the guest's agent writes the docker one
+	// where dockerd runs and the shell one elsewhere.
+	if cfg.Executor == "auto" {
+		docker, shell := cfg, cfg
+		docker.Executor, shell.Executor = "docker", "shell"
+		yes, no := true, false
+		files = append(files,
+			agentproto.File{Path: cfgPath, Mode: 0o600, Content: []byte(docker.toml()), RemoveWhenReady: true, IfDocker: &yes},
+			agentproto.File{Path: cfgPath, Mode: 0o600, Content: []byte(shell.toml()), RemoveWhenReady: true, IfDocker: &no})
+	} else {
+		files = append(files, agentproto.File{Path: cfgPath, Mode: 0o600, Content: []byte(cfg.toml()), RemoveWhenReady: true})
+	}
 	cmd := []string{g.AgentPath, "run-single", "--config", cfgPath, "--runner", spec.Name, "--max-builds", "1"}
 	if wait > 0 {
 		cmd = append(cmd, "--wait-timeout", strconv.FormatInt(int64(wait/time.Second), 10))
@@ -53,6 +73,10 @@ func (f *Forge) guestPlan(spec forge.RunnerSpec, run *gl.UserRunner, wait time.D
 	return agentproto.Runner{
 		Forge: "gitlab", User: g.User, UID: g.UID, GID: g.GID, Home: home, WorkDir: home,
 		Command: cmd, ReadyLine: ReadyLine, BusyLine: BusyLine, JobPattern: jobPattern, Files: files,
+		MinVersion: &agentproto.VersionCheck{
+			Command: []string{g.AgentPath, "--version"}, Pattern: versionPattern,
+			Min: MinRunnerVersion, Why: "run-single --config/--runner",
+		},
 	}, nil
 }
 
@@ -64,6 +88,7 @@ type runnerConfig struct {
 	Expires          *time.Time
 	CAFile           string
 	Executor         string
+	Image            string // the docker executor's default image
 	Home             string
 	CheckInterval    time.Duration
 }
@@ -86,7 +111,7 @@ func (c runnerConfig) toml() string {
 	}
 	fmt.Fprintf(&b, "  executor = %s\n", tomlString(c.Executor))
 	if c.Executor == "docker" {
-		fmt.Fprintf(&b, "  [runners.docker]\n    privileged = false\n    volumes = [\"/cache\"]\n")
+		fmt.Fprintf(&b, "  [runners.docker]\n    image = %s\n    privileged = false\n    volumes = [\"/cache\"]\n", tomlString(c.Image))
 		return b.String()
 	}
 	fmt.Fprintf(&b, "  builds_dir = %s\n  cache_dir = %s\n", tomlString(path.Join(c.Home, "builds")), tomlString(path.Join(c.Home, "cache")))

@@ -6,8 +6,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
-	"time"
 
 	gl "gitlab.com/gitlab-org/api/client-go/v2"
 
@@ -23,9 +23,11 @@ const maxWebhookBody = 25 << 20
 // header must equal the configured secret (compared in constant time);
 // other events are acknowledged and ignored. A job becoming pending is
 // demand of every scope whose projects include the job's: its tags, which
-// the payload lacks, come from one GET /projects/:id/jobs/:job_id. A job
-// leaving pending is demand gone. Redelivered events (same
-// Idempotency-Key, or X-Gitlab-Event-UUID) are ignored.
+// the payload lacks, come from one GET /projects/:id/jobs/:job_id, made
+// after the delivery is answered (GitLab times a webhook out, and
+// disables one that keeps failing). A job leaving pending is demand gone.
+// Redelivered events (same Idempotency-Key, or X-Gitlab-Event-UUID) are
+// ignored.
 func (d *Driver) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func()) {
 	got := sha256.Sum256([]byte(gl.HookEventToken(r)))
 	if d.o.WebhookSecret == "" || subtle.ConstantTimeCompare(got[:], d.secret[:]) != 1 {
@@ -75,8 +77,8 @@ func (d *Driver) ServeWebhook(w http.ResponseWriter, r *http.Request, kick func(
 			concerned = append(concerned, f)
 		}
 	}
-	if len(concerned) > 0 && d.applyJobEvent(r.Context(), job, concerned) {
-		kick()
+	if len(concerned) > 0 {
+		d.applyJobEvent(job, concerned, kick)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -106,43 +108,99 @@ func (f *Forge) inScope(job *gl.JobEvent) bool {
 }
 
 // applyJobEvent updates the webhook view of pending jobs of the scopes
-// the job concerns and reports whether demand changed.
-func (d *Driver) applyJobEvent(ctx context.Context, job *gl.JobEvent, scopes []*Forge) bool {
+// the job concerns, and tells them (NotifyQueue) or kicks. It does not
+// wait for GitLab: a job turning pending is looked up (for its tags,
+// which the payload lacks) after the delivery is answered, once for every
+// scope, by lookUp.
+func (d *Driver) applyJobEvent(job *gl.JobEvent, scopes []*Forge, kick func()) {
 	switch job.BuildStatus {
 	case string(gl.Pending):
-		lctx, cancel := context.WithTimeout(ctx, min(d.o.RequestTimeout, 10*time.Second))
-		defer cancel()
-		j, _, err := d.api.Jobs.GetJob(job.ProjectID, job.BuildID, gl.WithContext(lctx))
-		if err != nil {
-			// Without its tags the job cannot be routed; the next poll
-			// will see it if it covers the project.
-			d.log.Warn("gitlab webhook: look up pending job", "job", job.BuildID, "project", job.ProjectID, "err", err)
-			return true
-		}
-		if j.Status != string(gl.Pending) {
-			return false
-		}
-		path := job.Project.PathWithNamespace
-		for _, f := range scopes {
-			f.mu.Lock()
-			f.hooked[job.BuildID] = hookedJob{job: toJob(j.ID, j.TagList, path, j.CreatedAt), project: job.ProjectID, at: f.o.Now()}
-			f.mu.Unlock()
-		}
-		d.log.Info("gitlab webhook: pending job", "job", job.BuildID, "project", path, "tags", j.TagList,
-			"scopes", len(scopes))
-		return true
+		d.lookUpLater(job, scopes, kick)
+		return
 	case string(gl.Created), string(gl.WaitingForResource), string(gl.Preparing):
-		return false // not yet waiting for a runner
+		return // not yet waiting for a runner
 	}
 	changed := false
 	for _, f := range scopes {
 		f.mu.Lock()
 		_, had := f.hooked[job.BuildID]
 		delete(f.hooked, job.BuildID)
+		told := f.tellLocked(forge.Job{ID: strconv.FormatInt(job.BuildID, 10)}, false)
+		listens := f.notify != nil
 		f.mu.Unlock()
-		changed = changed || had
+		f.tell(told)
+		changed = changed || (had && !listens)
 	}
-	return changed
+	if changed {
+		kick()
+	}
+}
+
+// maxLookups bounds the pending-job lookups in flight after their
+// deliveries; a delivery beyond it is left to the next poll, which covers
+// every project of every scope.
+const maxLookups = 16
+
+// lookUpLater starts the lookup of a pending job in the background,
+// unless one is in flight already (a redelivery under another key).
+func (d *Driver) lookUpLater(job *gl.JobEvent, scopes []*Forge, kick func()) {
+	d.mu.Lock()
+	if d.lookups[job.BuildID] || len(d.lookups) >= maxLookups {
+		busy := len(d.lookups) >= maxLookups
+		d.mu.Unlock()
+		if busy {
+			d.log.Warn("gitlab webhook: too many job lookups in flight; the next poll will see the job",
+				"job", job.BuildID, "project", job.ProjectID)
+		}
+		return
+	}
+	d.lookups[job.BuildID] = true
+	d.inFlight.Add(1)
+	d.mu.Unlock()
+	go func() {
+		defer d.inFlight.Done()
+		defer func() {
+			d.mu.Lock()
+			delete(d.lookups, job.BuildID)
+			d.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), d.o.RequestTimeout)
+		defer cancel()
+		d.lookUp(ctx, job, scopes, kick)
+	}()
+}
+
+// lookUp reads the pending job (GET /projects/:id/jobs/:job_id, with the
+// client's retries) and makes it demand of the scopes.
+func (d *Driver) lookUp(ctx context.Context, job *gl.JobEvent, scopes []*Forge, kick func()) {
+	j, _, err := d.api.Jobs.GetJob(job.ProjectID, job.BuildID, gl.WithContext(ctx))
+	if err != nil {
+		// Without its tags the job cannot be routed; the next poll
+		// will see it.
+		d.log.Warn("gitlab webhook: look up pending job", "job", job.BuildID, "project", job.ProjectID, "err", err)
+		kick()
+		return
+	}
+	if j.Status != string(gl.Pending) {
+		return
+	}
+	path := job.Project.PathWithNamespace
+	fj := toJob(j.ID, j.TagList, path, j.CreatedAt)
+	kicks := false
+	for _, f := range scopes {
+		f.mu.Lock()
+		f.hooked[job.BuildID] = hookedJob{job: fj, project: job.ProjectID, at: f.o.Now()}
+		told := f.tellLocked(fj, true)
+		listens := f.notify != nil
+		f.mu.Unlock()
+		f.tell(told)
+		kicks = kicks || !listens
+	}
+	d.log.Info("gitlab webhook: pending job", "job", job.BuildID, "project", path, "tags", j.TagList,
+		"scopes", len(scopes))
+	if kicks {
+		kick()
+	}
 }
 
 // recent remembers the last recentSize webhook deliveries.

@@ -9,7 +9,9 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	gl "gitlab.com/gitlab-org/api/client-go/v2"
 
@@ -31,9 +33,10 @@ func delivery(f *Forge, event, token, uuid string, body []byte) (int, bool) {
 		req.Header.Set("X-Gitlab-Event-UUID", uuid)
 	}
 	w := httptest.NewRecorder()
-	kicked := false
-	f.d.ServeWebhook(w, req, func() { kicked = true })
-	return w.Code, kicked
+	var kicked atomic.Bool
+	f.d.ServeWebhook(w, req, func() { kicked.Store(true) })
+	f.d.inFlight.Wait() // the lookups that follow the answer
+	return w.Code, kicked.Load()
 }
 
 func readTestdata(t *testing.T, name string) []byte {
@@ -137,17 +140,22 @@ func TestWebhookTokenIsChecked(t *testing.T) {
 // makes the job queued demand (its tags looked up), a duplicate delivery
 // is ignored, and the running payload ends the demand.
 func TestPendingJobHookIsDemandUntilItRuns(t *testing.T) {
-	// A group scope that polls only one project: acme/app (ID 2) is
-	// known from the webhook alone.
-	e := newEnv(t, Scope{Kind: ScopeGroup, Path: "acme"}, func(o *Options) { o.MaxPolledProjects = 1 })
+	// A group scope polled before the job came, and not again within
+	// widePollEvery: job 7 of acme/app (ID 2) is known from the webhook
+	// alone.
+	now := time.Now()
+	e := newEnv(t, Scope{Kind: ScopeGroup, Path: "acme"}, func(o *Options) { o.Now = func() time.Time { return now } })
+	ctx := context.Background()
+	if _, err := e.f.QueuedJobs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second)
 	if id := e.gl.AddJob("acme/app", "unit-tests", []string{"linux", "x86_64"}, "true"); id != 7 {
 		t.Fatalf("job id %d: the testdata payload names job 7 of project 2", id)
 	}
-	e.gl.AddJob("acme/sub/lib", "newer", []string{"other"}, "true") // the polled project
-	ctx := context.Background()
 	before, _ := e.f.QueuedJobs(ctx)
 	if slices.Contains(jobIDs(before), "7") {
-		t.Fatalf("job 7 polled although its project is beyond MaxPolledProjects: %v", jobIDs(before))
+		t.Fatalf("job 7 listed by a cached poll that predates it: %v", jobIDs(before))
 	}
 	code, kicked := delivery(e.f, "Job Hook", "hook-secret", "uuid-1", readTestdata(t, "job-hook-pending.json"))
 	if code != http.StatusNoContent || !kicked {

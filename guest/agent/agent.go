@@ -123,7 +123,10 @@ func (a *Agent) run(ctx context.Context, cfg agentproto.Config, q *reportQueue) 
 	if err := a.ensureUser(cfg.Runner); err != nil {
 		return err
 	}
-	if err := a.writeRunnerFiles(cfg.Runner); err != nil {
+	if err := a.writeRunnerFiles(cfg.Runner, a.runsDocker(cfg.Registry)); err != nil {
+		return err
+	}
+	if err := a.checkRunnerVersion(ctx, cfg.Runner); err != nil {
 		return err
 	}
 	return a.runAfterRegistry(ctx, &cfg, q) // mirrors, CA, proxy and dockerd first

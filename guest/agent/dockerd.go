@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 )
 
 // Where dockerd's files are in the guest.
@@ -28,6 +30,12 @@ const (
 // DefaultDockerWait bounds the wait for dockerd's socket: under TCG its
 // start takes seconds.
 const DefaultDockerWait = 90 * time.Second
+
+// runsDocker reports whether the guest will run dockerd: the pool asks
+// for it and the image has it.
+func (a *Agent) runsDocker(reg *agentproto.Registry) bool {
+	return reg != nil && reg.Docker && a.findExecutable("dockerd", DefaultPath) != ""
+}
 
 // startDocker starts the guest's dockerd, when it has one, in its own
 // session with env (the proxy), its output in /var/log/dockerd.log, and

@@ -18,8 +18,13 @@ const defaultFileMode = 0o600
 
 // writeRunnerFiles writes the runner's files, owned by its user, creating
 // missing parent directories owned by that user too.
-func (a *Agent) writeRunnerFiles(r agentproto.Runner) error {
+func (a *Agent) writeRunnerFiles(r agentproto.Runner, docker bool) error {
+	n := 0
 	for _, f := range r.Files {
+		if f.IfDocker != nil && *f.IfDocker != docker {
+			continue // the configuration for a guest with(out) dockerd
+		}
+		n++
 		guest := path.Clean(f.Path)
 		if err := a.mkdirOwned(path.Dir(guest), 0o755, r.UID, r.GID); err != nil {
 			return fmt.Errorf("writing runner file %s: %w", guest, err)
@@ -32,8 +37,8 @@ func (a *Agent) writeRunnerFiles(r agentproto.Runner) error {
 			return fmt.Errorf("writing runner file %s: %w", guest, err)
 		}
 	}
-	if len(r.Files) > 0 {
-		a.logf("wrote %d runner files", len(r.Files))
+	if n > 0 {
+		a.logf("wrote %d runner files", n)
 	}
 	return nil
 }

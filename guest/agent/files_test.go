@@ -25,7 +25,7 @@ func TestWriteRunnerFiles(t *testing.T) {
 		{Path: "/opt/link", Mode: 0o644, Content: []byte("new")},
 		{Path: "/opt/empty", Mode: 0o640},
 	}}
-	if err := a.writeRunnerFiles(r); err != nil {
+	if err := a.writeRunnerFiles(r, false); err != nil {
 		t.Fatal(err)
 	}
 	owner := [2]int{1001, 1002}

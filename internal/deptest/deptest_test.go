@@ -43,6 +43,7 @@ func TestImportRules(t *testing.T) {
 	for _, rel := range []string{
 		DoublesTree + "/githubdouble", DoublesTree + "/githubdouble/openapi", DoublesTree + "/githubdouble/cmd/actions-runner",
 		DoublesTree + "/gitlabdouble", DoublesTree + "/gitlabdouble/cmd/gitlab-runner",
+		DoublesTree + "/giteadouble",
 		DoublesTree + "/firecrackerdouble", DoublesTree + "/firecrackerdouble/cmd/firecracker",
 		"internal/hosttest", "forge/forgetest",
 	} {

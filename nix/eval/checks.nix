@@ -112,5 +112,9 @@ in
       initramfs = host { default = { }; } "qemu";
       image = host { default.settings.vm.image = "registry.example.invalid/runner:1"; } "qemu";
       firecracker = host { default = { }; } "firecracker";
+      forgejo = evalReport [
+        e.modules.default
+        { services.fireteact = { enable = true; forges.gitea = gitea // { flavor = "forgejo"; }; pools.default = { }; }; }
+      ];
     };
 }

@@ -281,6 +281,11 @@ in
             default = null;
             description = "ca_file: PEM bundle to trust for the forge's TLS certificate (not a secret; used in place).";
           };
+          flavor = option {
+            type.nullOr.enum = [ "gitea" "forgejo" "auto" ];
+            default = null;
+            description = "gitea: flavor, which server it is; forgejo also gives its pools the Forgejo runner's guest root (forgejo-runner at /bin/forgejo-runner). null: auto, detected at run time, with act_runner's guest root.";
+          };
         };
         default = { };
         description = "Forge connections by name; pools refer to them. Secrets are host files handed to the unit as systemd credentials.";

@@ -39,7 +39,7 @@ rec {
   #   opts      the face's options, defaults filled (spec.withDefaults)
   #   hostName  networking.hostName (host_id's default)
   #   paths     { agent; qemu; kernel; vmlinux; modulesDir; firecracker;
-  #             jailer; guestRoots.<forge type>; } store paths
+  #             jailer; guestRoots.<forge type, or forgejo>; } store paths
   #   base      services.microvm-base: { guestPorts; security; cache; }
   #             (cache: the registry cache's endpoints, or null)
   render = { face, opts, hostName, paths, base }:
@@ -59,18 +59,22 @@ rec {
         installation_id = fo.installationId;
         webhook_secret_file = cred "forge-${name}-webhook-secret" fo.webhookSecretFile;
         ca_file = fo.caFile;
+        flavor = fo.flavor;
       };
       pool = name: p:
         let
           forgeName = poolForge face opts name p;
-          forgeType = (opts.forges.${forgeName} or (throw "services.${face}.pools.${name}.forge: no forge named ${forgeName}")).type;
+          fo = opts.forges.${forgeName} or (throw "services.${face}.pools.${name}.forge: no forge named ${forgeName}");
+          forgeType = fo.type;
+          # A Forgejo's pools run the Forgejo runner's guest root.
+          rootOf = if forgeType == "gitea" && fo.flavor == "forgejo" then "forgejo" else forgeType;
         in
         presets.mkPool {
           inherit face name forgeType;
           forge = forgeName;
           inherit (p) size scope labels repos minIdle max kernelModules rootInitramfs settings;
           kernel = if p.kernel != null then p.kernel else if opts.vmm.driver == "firecracker" then paths.vmlinux else paths.kernel;
-          guestRoot = (paths.guestRoots or { }).${forgeType} or null;
+          guestRoot = (paths.guestRoots or { }).${rootOf} or null;
           modulesDir =
             if p.modulesDir != null then p.modulesDir
             else if p.kernelModules != [ ] then paths.modulesDir

@@ -229,6 +229,7 @@ func TestSandboxFollowsTheWork(t *testing.T) {
 				VM     map[string]any
 				Runner struct{ Path string }
 			}
+			Forges []struct{ Flavor *string }
 		}
 		if err := json.Unmarshal(u.Settings, &cfg); err != nil {
 			t.Fatal(err)
@@ -242,7 +243,20 @@ func TestSandboxFollowsTheWork(t *testing.T) {
 			return true
 		}
 		switch name {
+		case "forgejo":
+			if f := cfg.Forges[0].Flavor; f == nil || *f != "forgejo" {
+				t.Errorf("%s: forge flavor %v, want forgejo", name, f)
+			}
+			if r := cfg.Pools[0].VM["root_initramfs"]; !strings.HasSuffix(r.(string), "-guest-root.nix/root.cpio.gz") {
+				t.Errorf("%s: root_initramfs %v: want the forge's guest root derivation", name, r)
+			}
+			if p := cfg.Pools[0].Runner.Path; p != "/bin/forgejo-runner" {
+				t.Errorf("%s: runner.path %q: want where the Forgejo guest root puts forgejo-runner", name, p)
+			}
 		case "initramfs":
+			if f := cfg.Forges[0].Flavor; f != nil {
+				t.Errorf("%s: forge flavor %q set; want it left to the orchestrator's default", name, *f)
+			}
 			if !slices.Equal(caps, []string{"CAP_NET_ADMIN"}) || u.ServiceConfig["RestrictSUIDSGID"] != true {
 				t.Errorf("%s: capabilities %v, RestrictSUIDSGID %v", name, caps, u.ServiceConfig["RestrictSUIDSGID"])
 			}
@@ -276,7 +290,7 @@ func TestSandboxFollowsTheWork(t *testing.T) {
 			t.Errorf("unexpected %s", name)
 		}
 	}
-	if len(s) != 3 {
+	if len(s) != 4 {
 		t.Errorf("%d sandboxes", len(s))
 	}
 }

@@ -19,6 +19,12 @@ in
     runnerBin = pkgs.gitea-actions-runner.meta.mainProgram;
     runnerPath = "/bin/act_runner";
   };
+  # A Forgejo's pools (flavor forgejo): the guest runs its one-job.
+  forgejo = root {
+    runner = pkgs.forgejo-runner;
+    runnerBin = pkgs.forgejo-runner.meta.mainProgram or "forgejo-runner";
+    runnerPath = "/bin/forgejo-runner";
+  };
   # /usr/bin is a link to /bin in the guest root.
   gitlab = root {
     runner = pkgs.gitlab-runner;

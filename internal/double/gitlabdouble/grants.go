@@ -85,3 +85,13 @@ func insufficientScope(w http.ResponseWriter) {
 		"error": "insufficient_scope", "error_description": "The request requires higher privileges than provided by the access token.",
 	})
 }
+
+// currentUser is GET /user: GitLab shows is_admin (UserWithAdmin) only to
+// an administrator; others get the public entity, without it.
+func (s *Server) currentUser(w http.ResponseWriter, g Grant) {
+	u := map[string]any{"id": 1, "username": "token-user", "name": "Token User", "state": "active"}
+	if g.Admin {
+		u["is_admin"] = true
+	}
+	writeJSON(w, http.StatusOK, u)
+}

@@ -271,15 +271,33 @@ func (s *Server) getGroup(w http.ResponseWriter, id string) {
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request, keep func(*Project) bool) {
 	s.mu.Lock()
 	var ps []*Project
-	for _, p := range s.projects {
-		if keep(p) {
+	for _, id := range sortedKeys(s.projects) {
+		if p := s.projects[id]; keep(p) {
 			ps = append(ps, p)
 		}
 	}
-	if r.URL.Query().Get("order_by") == "last_activity_at" && r.URL.Query().Get("sort") != "asc" {
-		sort.Slice(ps, func(i, j int) bool { return ps[i].LastActivity.After(ps[j].LastActivity) })
-	} else {
-		sort.Slice(ps, func(i, j int) bool { return ps[i].ID > ps[j].ID })
+	// GitLab orders by order_by (default created_at, which follows IDs
+	// here) and sort (default desc).
+	q := r.URL.Query()
+	less := func(a, b *Project) bool { return a.ID < b.ID }
+	switch q.Get("order_by") {
+	case "", "id", "created_at":
+	case "last_activity_at":
+		less = func(a, b *Project) bool { return a.LastActivity.Before(b.LastActivity) }
+	default:
+		s.mu.Unlock()
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "order_by does not have a valid value"})
+		return
+	}
+	switch q.Get("sort") {
+	case "", "desc":
+		sort.SliceStable(ps, func(i, j int) bool { return less(ps[j], ps[i]) })
+	case "asc":
+		sort.SliceStable(ps, func(i, j int) bool { return less(ps[i], ps[j]) })
+	default:
+		s.mu.Unlock()
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "sort does not have a valid value"})
+		return
 	}
 	out := make([]map[string]any, 0, len(ps))
 	for _, p := range ps {
@@ -318,12 +336,7 @@ func (s *Server) jobJSON(j *Job) map[string]any {
 	if x := s.runners[j.RunnerID]; x != nil {
 		runner = runnerJSON(x)
 	}
-	ts := func(t time.Time) any {
-		if t.IsZero() {
-			return nil
-		}
-		return t.UTC().Format(time.RFC3339Nano)
-	}
+	ts := func(t time.Time) any { return timestamp(t, time.RFC3339Nano) }
 	p := s.projects[j.ProjectID]
 	return map[string]any{
 		"id": j.ID, "status": j.Status, "stage": j.Stage, "name": j.Name, "ref": j.Ref, "tag": false,
@@ -457,5 +470,18 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// sha is a stable fake commit SHA for a job.
-func sha(j *Job) string { return fmt.Sprintf("%040x", j.ID) }
+// sha is the commit a job builds: its repository's, else a stable fake.
+func sha(j *Job) string {
+	if j.SHA != "" {
+		return j.SHA
+	}
+	return fmt.Sprintf("%040x", j.ID)
+}
+
+// timestamp is t in layout, or null when unset.
+func timestamp(t time.Time, layout string) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(layout)
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -137,7 +138,7 @@ func (s *Server) jobPayloadLocked(j *Job, run *Runner) map[string]any {
 			"time_in_queue_seconds": int64(s.Now().Sub(j.CreatedAt).Seconds()),
 		},
 		"git_info": map[string]any{
-			"repo_url": "http://gitlab.invalid/" + p.FullPath + ".git", "ref": j.Ref, "sha": sha(j),
+			"repo_url": s.repoURLLocked(p, j), "ref": j.Ref, "sha": sha(j),
 			"before_sha": strings.Repeat("0", 40), "ref_type": "branch",
 			"refspecs": []string{"+refs/heads/" + j.Ref + ":refs/remotes/origin/" + j.Ref}, "depth": 20,
 		},
@@ -259,4 +260,19 @@ func (s *Server) patchTrace(w http.ResponseWriter, r *http.Request, id string) {
 	w.Header().Set("Job-Status", j.Status)
 	w.Header().Set("X-GitLab-Trace-Update-Interval", "3")
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// repoURLLocked is the job's git_info.repo_url as GitLab gives it: the
+// project's HTTP clone URL with gitlab-ci-token and the job token in it.
+func (s *Server) repoURLLocked(p *Project, j *Job) string {
+	base := s.ExternalURL
+	if base == "" {
+		base = "http://gitlab.invalid"
+	}
+	u, err := url.Parse(strings.TrimRight(base, "/") + "/" + p.FullPath + ".git")
+	if err != nil {
+		return ""
+	}
+	u.User = url.UserPassword("gitlab-ci-token", j.Token)
+	return u.String()
 }

@@ -2,8 +2,10 @@
 // fireactions GitLab driver uses (runner creation and removal, runner and
 // job listings, projects and groups) and the runner job protocol a
 // gitlab-runner speaks (verify, request a job, update it, append to its
-// log), shaped as GitLab documents them. It can also deliver Job Hook
-// webhooks and inject faults (error statuses, delays, rate limits).
+// log), shaped as GitLab documents them, the admin GraphQL jobs query,
+// and projects' Git repositories over smart HTTP (InitRepo; git
+// http-backend) for the job token. It can also deliver Job Hook webhooks
+// and inject faults (error statuses, delays, rate limits).
 //
 // GitLab itself cannot run on the machines this project is tested on; the
 // double holds the driver to GitLab's published API instead.
@@ -23,19 +25,24 @@ import (
 // Server is the GitLab double. Create it with New; it is safe for
 // concurrent use.
 type Server struct {
-	mu       sync.Mutex
-	grants   map[string]Grant // access tokens management calls may carry
-	groups   map[int64]*Group
-	projects map[int64]*Project
-	runners  map[int64]*Runner
-	jobs     map[int64]*Job
-	nextID   int64
-	faults   []*Fault
-	calls    []string
-	issued   []string            // every runner and job token ever issued
-	deleted  map[int64]time.Time // runner id -> when it was deleted
-	hook     *hookTarget
+	mu        sync.Mutex
+	grants    map[string]Grant // access tokens management calls may carry
+	groups    map[int64]*Group
+	projects  map[int64]*Project
+	runners   map[int64]*Runner
+	jobs      map[int64]*Job
+	nextID    int64
+	faults    []*Fault
+	calls     []string
+	issued    []string            // every runner and job token ever issued
+	deleted   map[int64]time.Time // runner id -> when it was deleted
+	hook      *hookTarget
+	reposDir  string           // where InitRepo put the repositories
+	repoHeads map[int64]string // project id -> its main's commit
 
+	// ExternalURL is the double's base URL as runners reach it, for the
+	// repo_url of their jobs; default http://gitlab.invalid.
+	ExternalURL string
 	// TokenLifetime is how long runner tokens live (zero: no expiry).
 	TokenLifetime time.Duration
 	// Now is the double's clock.
@@ -85,6 +92,7 @@ type Job struct {
 	Tags      []string
 	Script    []string
 	Protected bool
+	SHA       string // the commit it builds (its project's main when it has a repository)
 	Status    string // created, pending, running, canceling, success, failed, canceled
 	Token     string // the job token, while the job runs
 	RunnerID  int64
@@ -104,6 +112,7 @@ func New(token string) *Server {
 	return &Server{
 		grants: map[string]Grant{token: fullGrant}, groups: map[int64]*Group{}, projects: map[int64]*Project{},
 		runners: map[int64]*Runner{}, jobs: map[int64]*Job{}, deleted: map[int64]time.Time{}, Now: time.Now,
+		repoHeads: map[int64]string{},
 	}
 }
 
@@ -152,6 +161,7 @@ func (s *Server) AddJob(projectPath, name string, tags []string, script ...strin
 	j := &Job{
 		ID: s.nextID, ProjectID: p.ID, Name: name, Stage: "test", Ref: "main",
 		Tags: append([]string(nil), tags...), Script: script, Status: "pending", CreatedAt: s.Now(),
+		SHA: s.repoHeads[p.ID],
 	}
 	s.jobs[j.ID] = j
 	p.LastActivity = s.Now()
@@ -285,7 +295,8 @@ func (s *Server) fault(method, path string) *Fault {
 	return nil
 }
 
-// Handler serves the double's API under /api/v4.
+// Handler serves the double's API under /api/v4, and its GraphQL API
+// at /api/graphql.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(s.serve)
 }
@@ -294,6 +305,14 @@ const apiPrefix = "/api/v4"
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	raw := r.URL.EscapedPath()
+	if raw == "/api/graphql" {
+		s.serveGraphQL(w, r)
+		return
+	}
+	if project, rest, ok := gitPath(r.URL.Path); ok {
+		s.serveGit(w, r, project, rest)
+		return
+	}
 	if !strings.HasPrefix(raw, apiPrefix+"/") {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "404 Not Found"})
 		return
@@ -405,6 +424,8 @@ func (s *Server) routeManagement(w http.ResponseWriter, r *http.Request, p []str
 		s.listJobs(w, r, p[1])
 	case m == http.MethodGet && match(p, "projects", "*", "jobs", "*"):
 		s.getJob(w, p[1], p[3])
+	case m == http.MethodGet && match(p, "user"):
+		s.currentUser(w, g)
 	case m == http.MethodGet && match(p, "groups", "*"):
 		s.getGroup(w, p[1])
 	case m == http.MethodGet && match(p, "groups", "*", "projects"):

@@ -6,7 +6,10 @@
 // runner's own token. It runs each job's script with /bin/sh in the builds
 // directory, sends the log, reports success or failure, and exits after
 // --max-builds jobs, printing the lines the real runner prints when it
-// starts and when it receives a job.
+// starts and when it receives a job. It keeps gitlab-runner 17.1's pace:
+// no POST /runners/verify, a job request every 3 s whatever
+// check_interval says, and a 300 s sleep (not an exit) after GitLab
+// refuses its token (403, its runner deleted).
 package main
 
 import (
@@ -19,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,14 +33,36 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/gitlabdouble"
 )
 
-// options are the run-single flags this stand-in understands.
+// options are the run-single flags this stand-in understands, and its
+// pace.
 type options struct {
 	config, runner string
 	maxBuilds      int
 	waitTimeout    int
+	// pollEvery is the wait between job requests: gitlab-runner 17.1's
+	// run-single waits 3 s, whatever check_interval says.
+	pollEvery time.Duration
+	// forbiddenWait is how long it sleeps after a 403 to a job request
+	// (its runner deleted): 17.1 sleeps 300 s and asks again; it does
+	// not exit.
+	forbiddenWait time.Duration
 }
 
+// gitlab-runner 17.1's pace in run-single.
+const (
+	runSinglePoll  = 3 * time.Second
+	forbiddenPause = 300 * time.Second
+)
+
+// version is the gitlab-runner release the stand-in behaves as.
+const version = "17.1.0"
+
 func main() {
+	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-v") {
+		// As gitlab-runner prints it.
+		fmt.Printf("Version:      %s\nGit revision: stand-in\nGit branch:   stand-in\nGO version:   stand-in\nBuilt:        stand-in\nOS/Arch:      linux/amd64\n", version)
+		return
+	}
 	if len(os.Args) < 2 || os.Args[1] != "run-single" {
 		fmt.Fprintln(os.Stderr, "usage: gitlab-runner run-single --config FILE --runner NAME [--max-builds N] [--wait-timeout SECONDS]")
 		os.Exit(2)
@@ -53,7 +79,7 @@ func main() {
 }
 
 func parseFlags(args []string) (options, error) {
-	var o options
+	o := options{pollEvery: runSinglePoll, forbiddenWait: forbiddenPause}
 	for i := 0; i < len(args); i++ {
 		name, val, hasVal := strings.Cut(args[i], "=")
 		if !hasVal {
@@ -109,10 +135,9 @@ func run(ctx context.Context, o options) error {
 	_, _ = rand.Read(sid[:])
 	c := &gitlabdouble.RunnerClient{URL: rc.URL, Token: rc.Token, SystemID: "s_" + hex.EncodeToString(sid[:]), HTTP: client}
 	short := shortToken(rc.Token)
+	// run-single does not call POST /runners/verify: it goes straight
+	// to asking for jobs.
 	logf("Starting runner for %s with token %s ...", rc.URL, short)
-	if _, err := c.Verify(ctx); err != nil {
-		return fmt.Errorf("verifying runner: %w", err)
-	}
 	for _, d := range []string{rc.BuildsDir, rc.CacheDir} {
 		if d != "" {
 			if err := os.MkdirAll(d, 0o700); err != nil {
@@ -129,17 +154,22 @@ func run(ctx context.Context, o options) error {
 		}
 		job, err := c.RequestJob(ctx, info)
 		if errors.Is(err, gitlabdouble.ErrForbidden) {
-			logf("ERROR: Checking for jobs... forbidden")
-			return err
+			logf("ERROR: Checking for jobs... forbidden                 runner=%s", short)
+			if err := sleep(ctx, o.forbiddenWait); err != nil {
+				return err
+			}
+			continue
 		}
 		if err != nil || job == nil {
 			if err != nil {
 				logf("WARNING: Checking for jobs... failed  error=%v", err)
 			}
-			time.Sleep(time.Second)
+			if err := sleep(ctx, o.pollEvery); err != nil {
+				return err
+			}
 			continue
 		}
-		logf("Checking for jobs... received                        job=%d repo_url=%s runner=%s", job.ID, job.GitInfo.RepoURL, short)
+		logf("Checking for jobs... received                        job=%d repo_url=%s runner=%s", job.ID, cleanURL(job.GitInfo.RepoURL), short)
 		if err := runJob(ctx, c, rc, job); err != nil {
 			logf("ERROR: Job failed: %v  job=%d", err, job.ID)
 		}
@@ -148,6 +178,18 @@ func run(ctx context.Context, o options) error {
 	}
 	logf("This runner has processed its build limit, so now exiting")
 	return nil
+}
+
+// sleep waits d, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // runJob runs one job's script and reports it to GitLab.
@@ -208,6 +250,17 @@ func runJob(ctx context.Context, c *gitlabdouble.RunnerClient, rc gitlabdouble.R
 	}
 	logf("Job %s  duration_s=%.3f job=%d project=%d", map[bool]string{true: "succeeded", false: "failed"}[exit == 0], time.Since(start).Seconds(), job.ID, job.JobInfo.ProjectID)
 	return nil
+}
+
+// cleanURL is a URL without its credentials, as gitlab-runner logs a
+// repo_url (GitLab puts the job token in it).
+func cleanURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	return u.String()
 }
 
 // shortToken is the part of a token the runner prints, as gitlab-runner

@@ -1,0 +1,238 @@
+package gitea
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/giteadouble"
+)
+
+const hookSecret = "HOOK-SECRET"
+
+// hookRig is a driver of a Gitea double with webhooks on, its scopes,
+// and what each scope was told.
+type hookRig struct {
+	g      *giteadouble.Gitea
+	d      *Driver
+	scopes []*Forge
+	mu     sync.Mutex
+	told   map[*Forge][]forge.QueueChange
+	kicks  int
+}
+
+func newHookRig(t *testing.T, secret string, scopes ...Scope) *hookRig {
+	t.Helper()
+	g := giteadouble.New()
+	srv := giteadouble.Serve(t, g)
+	d, err := NewDriver("gitea", Options{URL: srv.URL, Token: "API-TOKEN", Version: "test", WebhookSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &hookRig{g: g, d: d, told: map[*Forge][]forge.QueueChange{}}
+	for _, s := range scopes {
+		f, err := d.Scope(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.scopes = append(r.scopes, f)
+	}
+	return r
+}
+
+// listen has every scope tell r what it is told.
+func (r *hookRig) listen() {
+	for _, f := range r.scopes {
+		f.NotifyQueue(func(c forge.QueueChange) {
+			r.mu.Lock()
+			r.told[f] = append(r.told[f], c)
+			r.mu.Unlock()
+		})
+	}
+}
+
+// send hands the delivery to the driver as the API does.
+func (r *hookRig) send(dl giteadouble.Delivery) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, "/webhooks/gitea", bytes.NewReader(dl.Body))
+	req.Header = dl.Header.Clone()
+	rec := httptest.NewRecorder()
+	r.d.ServeWebhook(rec, req, func() {
+		r.mu.Lock()
+		r.kicks++
+		r.mu.Unlock()
+	})
+	return rec
+}
+
+func (r *hookRig) toldOf(f *Forge) []forge.QueueChange {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]forge.QueueChange(nil), r.told[f]...)
+}
+
+var job11 = giteadouble.Job{ID: 11, Labels: []string{"linux", "big"}, Status: "queued", CreatedAt: time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)}
+
+func TestWebhookQueuedJobIsToldToTheScopesCoveringItsRepositoryOnce(t *testing.T) {
+	r := newHookRig(t, hookSecret, Scope{Kind: "instance"}, Scope{Kind: "org", Org: "acme"},
+		Scope{Kind: "repo", Owner: "other", Repo: "x"}, Scope{Kind: "repo", Owner: "Acme", Repo: "App"})
+	r.listen()
+	hook := giteadouble.Hook{Secret: hookSecret}
+	dl := hook.WorkflowJob("d-1", "queued", job11, "acme", "app")
+	if rec := r.send(dl); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "queue changed") {
+		t.Fatalf("delivery: %d %q", rec.Code, rec.Body)
+	}
+	for i, want := range []int{1, 1, 0, 1} {
+		got := r.toldOf(r.scopes[i])
+		if len(got) != want {
+			t.Errorf("scope %s told %d changes, want %d", r.scopes[i].scope, len(got), want)
+			continue
+		}
+		if want == 1 && (!got[0].Queued || got[0].Job.ID != "11" || strings.Join(got[0].Job.Labels, ",") != "linux,big" ||
+			!got[0].Job.QueuedAt.Equal(job11.CreatedAt)) {
+			t.Errorf("scope %s told %+v", r.scopes[i].scope, got[0])
+		}
+	}
+	// Gitea retries a delivery with the same id: taken once.
+	if rec := r.send(dl); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "duplicate") {
+		t.Fatalf("redelivery: %d %q", rec.Code, rec.Body)
+	}
+	if got := r.toldOf(r.scopes[0]); len(got) != 1 {
+		t.Fatalf("a redelivery was told again: %+v", got)
+	}
+	if r.kicks != 0 {
+		t.Fatalf("%d kicks for deliveries every scope was told of", r.kicks)
+	}
+	// The job is taken: it leaves the queue.
+	if rec := r.send(hook.WorkflowJob("d-2", "in_progress", job11, "acme", "app")); rec.Code != http.StatusOK {
+		t.Fatalf("in_progress: %d %q", rec.Code, rec.Body)
+	}
+	if got := r.toldOf(r.scopes[1]); len(got) != 2 || got[1].Queued || got[1].Job.ID != "11" {
+		t.Fatalf("org scope told %+v, want the job to leave", got)
+	}
+	// "waiting" (blocked by its needs) is no demand.
+	r.send(hook.WorkflowJob("d-3", "waiting", giteadouble.Job{ID: 12, Labels: []string{"linux"}}, "acme", "app"))
+	if got := r.toldOf(r.scopes[0]); len(got) != 2 {
+		t.Fatalf("a waiting job was told: %+v", got)
+	}
+}
+
+// TestWebhookRefusesWhatGiteaDidNotSign: a delivery is an attacker's
+// until its signature checks; nothing of it is parsed or kept before.
+func TestWebhookRefusesWhatGiteaDidNotSign(t *testing.T) {
+	r := newHookRig(t, hookSecret, Scope{Kind: "instance"})
+	r.listen()
+	good := giteadouble.Hook{Secret: hookSecret}.WorkflowJob("d-1", "queued", job11, "acme", "app")
+	cases := map[string]giteadouble.Delivery{
+		"wrong secret": giteadouble.Hook{Secret: "guess"}.WorkflowJob("d-1", "queued", job11, "acme", "app"),
+		"no signature": giteadouble.Hook{}.WorkflowJob("d-1", "queued", job11, "acme", "app"),
+	}
+	tampered := good
+	tampered.Body = bytes.Replace(good.Body, []byte(`"linux"`), []byte(`"gpu"`), 1)
+	cases["body changed after signing"] = tampered
+	notJSON := good
+	notJSON.Body = []byte("{not json")
+	cases["unparseable, unsigned"] = notJSON
+	for name, dl := range cases {
+		if rec := r.send(dl); rec.Code != http.StatusUnauthorized {
+			t.Errorf("%s: %d %q, want 401", name, rec.Code, rec.Body)
+		}
+	}
+	if got := r.toldOf(r.scopes[0]); len(got) != 0 {
+		t.Fatalf("refused deliveries were told: %+v", got)
+	}
+	// The refused ones did not take the delivery id: the genuine
+	// delivery is not a "duplicate" (positive control).
+	if rec := r.send(good); rec.Code != http.StatusOK || len(r.toldOf(r.scopes[0])) != 1 {
+		t.Fatalf("the signed delivery: %d %q, told %d", rec.Code, rec.Body, len(r.toldOf(r.scopes[0])))
+	}
+	// Signed but not a workflow_job payload: 400.
+	bad := giteadouble.Hook{Secret: hookSecret}.WorkflowJob("d-2", "queued", job11, "acme", "app")
+	bad = signedAs(bad, []byte(`{"action":"queued"}`))
+	if rec := r.send(bad); rec.Code != http.StatusBadRequest {
+		t.Fatalf("signed, no job: %d %q", rec.Code, rec.Body)
+	}
+}
+
+// signedAs is dl with body, signed with the rig's secret.
+func signedAs(dl giteadouble.Delivery, body []byte) giteadouble.Delivery {
+	dl.Body = body
+	dl.Header = dl.Header.Clone()
+	dl.Header.Set("X-Gitea-Signature", hmacHex(hookSecret, body))
+	return dl
+}
+
+func TestWebhookBoundsAndRefusals(t *testing.T) {
+	r := newHookRig(t, hookSecret, Scope{Kind: "instance"})
+	hook := giteadouble.Hook{Secret: hookSecret}
+	big := signedAs(hook.WorkflowJob("d-1", "queued", job11, "acme", "app"), bytes.Repeat([]byte(" "), maxWebhookBody+1))
+	if rec := r.send(big); rec.Code != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized body: %d", rec.Code)
+	}
+	form := giteadouble.Hook{Secret: hookSecret, Form: true}.WorkflowJob("d-2", "queued", job11, "acme", "app")
+	if rec := r.send(form); rec.Code != http.StatusUnsupportedMediaType {
+		t.Errorf("form webhook: %d", rec.Code)
+	}
+	long := hook.WorkflowJob(strings.Repeat("x", forge.MaxDeliveryID+1), "queued", job11, "acme", "app")
+	if rec := r.send(long); rec.Code != http.StatusBadRequest {
+		t.Errorf("long delivery id: %d", rec.Code)
+	}
+	// Events other than workflow_job are acknowledged and ignored.
+	push := signedAs(hook.WorkflowJob("d-3", "queued", job11, "acme", "app"), []byte(`{"ref":"refs/heads/main"}`))
+	push.Header.Set("X-Gitea-Event", "push")
+	if rec := r.send(push); rec.Code != http.StatusAccepted {
+		t.Errorf("push event: %d", rec.Code)
+	}
+	// A scope that does not listen: its demand kicks the pools.
+	if rec := r.send(hook.WorkflowJob("d-4", "queued", job11, "acme", "app")); rec.Code != http.StatusOK || r.kicks != 1 {
+		t.Errorf("unlistened scope: %d, %d kicks", rec.Code, r.kicks)
+	}
+	// Webhooks off (no secret): 404, as before.
+	off := newHookRig(t, "", Scope{Kind: "instance"})
+	if rec := off.send(hook.WorkflowJob("d-5", "queued", job11, "acme", "app")); rec.Code != http.StatusNotFound {
+		t.Errorf("no secret: %d", rec.Code)
+	}
+	// A scope retired by a reload takes no deliveries.
+	r.d.Retain(nil)
+	if rec := r.send(hook.WorkflowJob("d-6", "queued", job11, "acme", "app")); rec.Code != http.StatusNotFound {
+		t.Errorf("no scope in use: %d", rec.Code)
+	}
+}
+
+// TestQueuedJobsMergesDeliveriesWithTheRead: Gitea's API is the
+// authority: a delivered job it no longer lists has left the queue; one
+// it lists stays; the read and the deliveries give each job once.
+func TestQueuedJobsMergesDeliveriesWithTheRead(t *testing.T) {
+	r := newHookRig(t, hookSecret, Scope{Kind: "instance"})
+	f := r.scopes[0]
+	hook := giteadouble.Hook{Secret: hookSecret}
+	r.g.Jobs = []giteadouble.Job{job11}
+	r.send(hook.WorkflowJob("d-1", "queued", job11, "acme", "app"))
+	r.send(hook.WorkflowJob("d-2", "queued", giteadouble.Job{ID: 12, Labels: []string{"linux"}}, "acme", "app"))
+	jobs, err := f.QueuedJobs(context.Background())
+	if err != nil || len(jobs) != 1 || jobs[0].ID != "11" {
+		t.Fatalf("QueuedJobs = %+v, %v; want only 11 (12 is not listed: it left)", jobs, err)
+	}
+	// A delivery that comes while the read is under way is kept.
+	f.mu.Lock()
+	f.hooked[13] = hookedJob{job: forge.Job{ID: "13"}, at: time.Now().Add(time.Hour)}
+	f.mu.Unlock()
+	jobs, _ = f.QueuedJobs(context.Background())
+	if len(jobs) != 2 || jobs[1].ID != "13" {
+		t.Fatalf("QueuedJobs = %+v, want 11 and 13", jobs)
+	}
+}
+
+func hmacHex(secret string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}
