@@ -227,6 +227,26 @@ func newHostRig(t *testing.T, nsName string, buildRoot func(work, root string)) 
 	return r
 }
 
+// oneForgeConfig is the base configuration of an orchestrator host
+// hostID, its state in state, serving forge f on port in the namespace
+// (f's URL and guest URL set here: its VMs, on bridge in cidr, reach it
+// on the gateway): debug log, a 1 minute drain, the API socket in the
+// rig's work directory, no metrics endpoint, no pool yet.
+func (r *hostRig) oneForgeConfig(hostID, state, bridge, cidr string, f forgeConfig, port string) *orchConfig {
+	f.URL = "http://127.0.0.1:" + port
+	f.GuestURL = "http://" + gateway(r.t, cidr) + ":" + port
+	return &orchConfig{
+		HostID:     hostID,
+		StateDir:   state,
+		Log:        logConfig{Level: "debug"},
+		DrainGrace: "1m",
+		API:        apiConfig{Socket: filepath.Join(r.work, "api.sock")},
+		Metrics:    &metricsConfig{Listen: ""},
+		Network:    networkConfig{Bridge: bridge, CIDR: cidr, AllowTCPPorts: []int{r.tcpPort(port)}},
+		Forges:     []forgeConfig{f},
+	}
+}
+
 // buildStandinRoot builds a guest root whose runner is the stand-in the
 // build function makes in work, installed as inGuest.
 func buildStandinRoot(t *testing.T, build func(*testing.T, string) string, inGuest string) func(work, root string) {
@@ -472,21 +492,7 @@ func newForgejoRig(t *testing.T, nsName string) *forgejoRig {
 // in cidr, which reach the double on the gateway: debug log, a 1 minute
 // drain, no metrics endpoint, no pool yet.
 func (r *forgejoRig) config(hostID, bridge, cidr string) *orchConfig {
-	return &orchConfig{
-		HostID:     hostID,
-		StateDir:   r.state,
-		Log:        logConfig{Level: "debug"},
-		DrainGrace: "1m",
-		API:        apiConfig{Socket: filepath.Join(r.work, "api.sock")},
-		Metrics:    &metricsConfig{Listen: ""},
-		Network:    networkConfig{Bridge: bridge, CIDR: cidr, AllowTCPPorts: []int{r.tcpPort(fjPort)}},
-		Forges: []forgeConfig{{
-			Name: "forgejo", Type: "gitea",
-			URL:       "http://127.0.0.1:" + fjPort,
-			GuestURL:  "http://" + gateway(r.t, cidr) + ":" + fjPort,
-			TokenFile: r.tokenFile,
-		}},
-	}
+	return r.oneForgeConfig(hostID, r.state, bridge, cidr, forgeConfig{Name: "forgejo", Type: "gitea", TokenFile: r.tokenFile}, fjPort)
 }
 
 // pool is an instance pool of the rig's Forgejo for jobs labelled label,
@@ -552,21 +558,7 @@ func newGitLabRig(t *testing.T, prefix string) *gitlabRig {
 // reach the double on the gateway: debug log, a 1 minute drain, no
 // metrics endpoint, no pool yet.
 func (r *gitlabRig) config(hostID, bridge, cidr string) *orchConfig {
-	return &orchConfig{
-		HostID:     hostID,
-		StateDir:   r.state,
-		Log:        logConfig{Level: "debug"},
-		DrainGrace: "1m",
-		API:        apiConfig{Socket: filepath.Join(r.work, "api.sock")},
-		Metrics:    &metricsConfig{Listen: ""},
-		Network:    networkConfig{Bridge: bridge, CIDR: cidr, AllowTCPPorts: []int{r.tcpPort(glPort)}},
-		Forges: []forgeConfig{{
-			Name: "gitlab", Type: "gitlab",
-			URL:       "http://127.0.0.1:" + glPort,
-			GuestURL:  "http://" + gateway(r.t, cidr) + ":" + glPort,
-			TokenFile: filepath.Join(r.work, "gitlab-token"),
-		}},
-	}
+	return r.oneForgeConfig(hostID, r.state, bridge, cidr, forgeConfig{Name: "gitlab", Type: "gitlab", TokenFile: filepath.Join(r.work, "gitlab-token")}, glPort)
 }
 
 // pool is a pool of project acme/app at the rig's GitLab for jobs tagged
