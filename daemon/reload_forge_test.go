@@ -4,15 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/metrics"
-	"github.com/nixos-fireactions/nixos-fireactions/pool"
-	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
 // A reload that adds forge h and a pool of it that the manager refuses
@@ -21,72 +16,25 @@ import (
 // A running forge whose settings changed keeps its driver, and the log
 // names it as needing a restart.
 func TestARefusedReloadLeavesNoDriverOfTheForgeItAdded(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		t.Helper()
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	kernel := write("bzImage", "kernel")
-	root := write("root.cpio", "ROOT-ARCHIVE")
-	token := write("token", "gitea-token")
-	agent := write("agent", "agent binary")
-	state := filepath.Join(dir, "state")
-	conf := func(gURL, forges, pools string) string {
-		return write("config.yaml", fmt.Sprintf(`host_id: h
-state_dir: %s
-images: {dir: %s}
-forges:
-  - {name: g, type: gitea, url: %q, token_file: %s}
-%spools:
-  - name: p
-    forge: g
-    labels: [linux]
-    vm: {kernel: %s, root_initramfs: %s}
-%s`, state, filepath.Join(dir, "images"), gURL, token, forges, kernel, root, pools))
-	}
-	running, err := config.Load(conf("http://127.0.0.1:3000", "", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newReloadRig(t)
+	root := r.write("root.cpio", "ROOT-ARCHIVE")
+	conf := func(gURL, forges, pools string) string { return r.config(gURL, root, forges, pools) }
 	var logged bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logged, nil))
-	boot, err := newBootFiles(running, agent, filepath.Join(state, "pools"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots, err := openImageRoots(running, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer roots.Close()
-	drivers, forges, err := connectForges(running, "dev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := vmstate.Open(filepath.Join(state, "vms"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := pool.New(pool.Deps{Config: running, Forges: forges, Store: store, Boot: boot, Roots: roots, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	running := r.start(conf("http://127.0.0.1:3000", "", ""), log)
+	m, boot, drivers := r.m, r.boot, r.drivers
 	mx := metrics.New(t.TempDir())
 	forgeH := func(url string) string {
-		return fmt.Sprintf("  - {name: h, type: gitea, url: %q, token_file: %s}\n", url, token)
+		return fmt.Sprintf("  - {name: h, type: gitea, url: %q, token_file: %s}\n", url, r.token)
 	}
 
 	refused := conf("http://127.0.0.1:3000", forgeH("http://refused.invalid:3000"), `  - name: q
     forge: h
     labels: [linux]
     runner: {path: /bin/act_runner}
-    vm: {kernel: `+kernel+`, image: "127.0.0.1:1/ci/runner:v1"}
+    vm: {kernel: `+r.kernel+`, image: "127.0.0.1:1/ci/runner:v1"}
 `)
-	err = reload(t.Context(), Options{ConfigPath: refused, Version: "dev"}, running, m, boot, mx, drivers, log)
+	err := reload(t.Context(), Options{ConfigPath: refused, Version: "dev"}, running, m, boot, mx, drivers, log)
 	if err == nil || !strings.Contains(err.Error(), `pool "q"`) {
 		t.Fatalf("reload adding a pool whose registry is down: %v, want refused naming pool q", err)
 	}
@@ -97,7 +45,7 @@ forges:
 	corrected := conf("http://127.0.0.1:3999", forgeH("http://127.0.0.1:3001"), `  - name: q
     forge: h
     labels: [linux]
-    vm: {kernel: `+kernel+`, root_initramfs: `+root+`}
+    vm: {kernel: `+r.kernel+`, root_initramfs: `+root+`}
 `)
 	logged.Reset()
 	if err := reload(t.Context(), Options{ConfigPath: corrected, Version: "dev"}, running, m, boot, mx, drivers, log); err != nil {

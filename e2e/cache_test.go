@@ -140,25 +140,28 @@ func TestCacheReachesGuestsAndOrchestrator(t *testing.T) {
 	const proxy = "http://ci:pa$$w0rd@10.215.0.1:3128"
 	configFor := func(store string) string {
 		p := filepath.Join(work, store+".yaml")
-		writeFile(t, p, 0o600, fmt.Sprintf(`host_id: cache-e2e
-state_dir: %[1]s/state
-network: {bridge: facache0, cidr: 10.215.0.0/24}
-images: {dir: %[1]s/%[2]s}
-registry_cache:
-  mirrors:
-    - {registry: %[3]q, urls: ["http://%[4]s"]}
-    - {registry: docker.io, urls: ["http://%[4]s"]}
-    - {registry: ghcr.io, urls: ["http://%[4]s/ghcr.io"]}
-  http_proxy: %[5]q
-  https_proxy: http://10.215.0.1:3128
-  ca_file: %[1]s/ca.pem
-forges: [{name: gitea, type: gitea, url: "http://10.215.0.1:3000", token_file: %[1]s/token}]
-pools:
-  - name: cached
-    forge: gitea
-    labels: [linux]
-    vm: {kernel: %[6]s, root_initramfs: %[7]s}
-`, work, store, upHost, mirrorAddr, proxy, kernel, root))
+		c := &orchConfig{
+			HostID:   "cache-e2e",
+			StateDir: filepath.Join(work, "state"),
+			Network:  networkConfig{Bridge: "facache0", CIDR: "10.215.0.0/24"},
+			Images:   &imagesConfig{Dir: filepath.Join(work, store)},
+			RegistryCache: &registryCacheConfig{
+				Mirrors: []mirrorConfig{
+					{Registry: upHost, URLs: []string{"http://" + mirrorAddr}},
+					{Registry: "docker.io", URLs: []string{"http://" + mirrorAddr}},
+					{Registry: "ghcr.io", URLs: []string{"http://" + mirrorAddr + "/ghcr.io"}},
+				},
+				HTTPProxy:  proxy,
+				HTTPSProxy: "http://10.215.0.1:3128",
+				CAFile:     filepath.Join(work, "ca.pem"),
+			},
+			Forges: []forgeConfig{{Name: "gitea", Type: "gitea", URL: "http://10.215.0.1:3000", TokenFile: filepath.Join(work, "token")}},
+			Pools: []poolConfig{{
+				Name: "cached", Forge: "gitea", Labels: []string{"linux"}, Max: 1,
+				VM: vmConfig{Kernel: kernel, RootInitramfs: root},
+			}},
+		}
+		c.write(t, p)
 		return p
 	}
 	cfgPath := configFor("images-1")

@@ -34,44 +34,11 @@ jobs:
 // VMs: the idle ones go at once, the busy job completes, exit 0, and
 // nothing is left anywhere.
 func TestCrashRecoveryAndDrain(t *testing.T) {
-	requireRoot(t)
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	root := filepath.Join(work, "root.cpio.gz")
-	buildGuestRoot(t, cache, root)
-	ns := newNetns(t, fmt.Sprintf("facha%d", os.Getpid()%100000))
-	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
-	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: chaos
-state_dir: %s
-log: {level: debug}
-drain_grace: 3m
-api: {socket: %s/api.sock}
-metrics: {listen: ""}
-network:
-  bridge: facha0
-  cidr: 10.203.0.0/24
-  allow_tcp_ports: [3000]
-forges:
-  - name: gitea
-    type: gitea
-    url: http://127.0.0.1:%s
-    guest_url: http://10.203.0.1:%s
-    token_file: %s
-pools:
-  - name: chaos
-    forge: gitea
-    scope: instance
-    labels: [fireactions-chaos]
-    min_idle: 2
-    max: 3
-    vm:
-      kernel: %s
-      modules_dir: %s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %s
-`, state, work, giteaPort, giteaPort, tokenFile, kernel, modules, root))
+	r := newGiteaRig(t, fmt.Sprintf("facha%d", os.Getpid()%100000))
+	ns, bin, work, gitea, state, cfgPath := r.ns, r.bin, r.work, r.gitea, r.state, r.cfgPath
+	cfg := r.oneVMConfig("chaos", work, "facha0", "10.203.0.0/24", "chaos", "fireactions-chaos", 2)
+	cfg.Pools[0].Max = 3
+	cfg.write(t, cfgPath)
 
 	first := startOrchestrator(t, ns, bin, cfgPath, state)
 	first.waitFor(t, 3*time.Minute, "2 idle VMs", func() bool { return countPhase(state, "idle") == 2 })

@@ -33,17 +33,20 @@ import (
 // githubRig config and pool) and changes only what it needs; fields left
 // empty are left out of the file, so the orchestrator's defaults apply.
 type orchConfig struct {
-	HostID            string         `yaml:"host_id"`
-	StateDir          string         `yaml:"state_dir"`
-	Log               logConfig      `yaml:"log"`
-	VMM               *vmmConfig     `yaml:"vmm,omitempty"`
-	DrainGrace        string         `yaml:"drain_grace,omitempty"`
-	ReconcileInterval string         `yaml:"reconcile_interval,omitempty"`
-	API               apiConfig      `yaml:"api"`
-	Metrics           *metricsConfig `yaml:"metrics,omitempty"` // nil: the default endpoint
-	Network           networkConfig  `yaml:"network"`
-	Forges            []forgeConfig  `yaml:"forges"`
-	Pools             []poolConfig   `yaml:"pools"`
+	HostID            string               `yaml:"host_id"`
+	StateDir          string               `yaml:"state_dir"`
+	Log               logConfig            `yaml:"log,omitempty"`
+	AgentPath         string               `yaml:"agent_path,omitempty"`
+	VMM               *vmmConfig           `yaml:"vmm,omitempty"`
+	DrainGrace        string               `yaml:"drain_grace,omitempty"`
+	ReconcileInterval string               `yaml:"reconcile_interval,omitempty"`
+	API               apiConfig            `yaml:"api,omitempty"`
+	Metrics           *metricsConfig       `yaml:"metrics,omitempty"` // nil: the default endpoint
+	Network           networkConfig        `yaml:"network"`
+	Images            *imagesConfig        `yaml:"images,omitempty"`
+	RegistryCache     *registryCacheConfig `yaml:"registry_cache,omitempty"`
+	Forges            []forgeConfig        `yaml:"forges"`
+	Pools             []poolConfig         `yaml:"pools"`
 }
 
 type logConfig struct {
@@ -51,9 +54,39 @@ type logConfig struct {
 }
 
 type vmmConfig struct {
-	QEMU struct {
-		Binary string `yaml:"binary,omitempty"`
-	} `yaml:"qemu"`
+	Driver      string             `yaml:"driver,omitempty"`
+	QEMU        *qemuConfig        `yaml:"qemu,omitempty"`
+	Firecracker *firecrackerConfig `yaml:"firecracker,omitempty"`
+}
+
+type qemuConfig struct {
+	Binary string `yaml:"binary,omitempty"`
+}
+
+type firecrackerConfig struct {
+	Binary         string `yaml:"binary"`
+	JailerBinary   string `yaml:"jailer_binary"`
+	ChrootBaseDir  string `yaml:"chroot_base_dir"`
+	UID            int    `yaml:"uid"`
+	GID            int    `yaml:"gid"`
+	MMDS           bool   `yaml:"mmds,omitempty"`
+	APICallTimeout string `yaml:"api_call_timeout,omitempty"`
+}
+
+type imagesConfig struct {
+	Dir string `yaml:"dir"`
+}
+
+type registryCacheConfig struct {
+	Mirrors    []mirrorConfig `yaml:"mirrors"`
+	HTTPProxy  string         `yaml:"http_proxy,omitempty"`
+	HTTPSProxy string         `yaml:"https_proxy,omitempty"`
+	CAFile     string         `yaml:"ca_file,omitempty"`
+}
+
+type mirrorConfig struct {
+	Registry string   `yaml:"registry"`
+	URLs     []string `yaml:"urls"`
 }
 
 type apiConfig struct {
@@ -90,7 +123,7 @@ type forgeConfig struct {
 type poolConfig struct {
 	Name     string          `yaml:"name"`
 	Forge    string          `yaml:"forge"`
-	Scope    string          `yaml:"scope"`
+	Scope    string          `yaml:"scope,omitempty"` // "": the default, instance
 	Repos    []string        `yaml:"repos,omitempty"`
 	Labels   []string        `yaml:"labels"`
 	MinIdle  int             `yaml:"min_idle"`
@@ -104,9 +137,12 @@ type vmConfig struct {
 	VCPUs         int      `yaml:"vcpus,omitempty"`
 	MemoryMiB     int      `yaml:"memory_mib,omitempty"`
 	Kernel        string   `yaml:"kernel"`
-	ModulesDir    string   `yaml:"modules_dir"`
-	KernelModules []string `yaml:"kernel_modules"`
-	RootInitramfs string   `yaml:"root_initramfs"`
+	ModulesDir    string   `yaml:"modules_dir,omitempty"`
+	KernelModules []string `yaml:"kernel_modules,omitempty"`
+	RootInitramfs string   `yaml:"root_initramfs,omitempty"` // or Image
+	Image         string   `yaml:"image,omitempty"`
+	PullPolicy    string   `yaml:"pull_policy,omitempty"`
+	DiskMiB       int      `yaml:"disk_mib,omitempty"`
 }
 
 type runnerConfig struct {
@@ -125,6 +161,17 @@ type timeoutsConfig struct {
 // the guest root: every test's, its size left to the defaults.
 func guestVM(kernel, modules, root string) vmConfig {
 	return vmConfig{Kernel: kernel, ModulesDir: modules, KernelModules: []string{"virtio_mmio", "virtio_net"}, RootInitramfs: root}
+}
+
+// imageVM is a pool's VM booting image (a reference the test's registry
+// serves) with the host's kernel and the modules an image root needs, its
+// image pulled by policy onto a 1 GiB writable disk.
+func imageVM(kernel, modules, image, policy string) vmConfig {
+	return vmConfig{
+		Kernel: kernel, ModulesDir: modules,
+		KernelModules: []string{"virtio_mmio", "virtio_net", "virtio_blk", "overlay", "erofs"},
+		Image:         image, PullPolicy: policy, DiskMiB: 1024,
+	}
 }
 
 // gateway is the host's address on the VM network cidr: its first one.
@@ -178,6 +225,26 @@ func newHostRig(t *testing.T, nsName string, buildRoot func(work, root string)) 
 	buildRoot(r.work, r.root)
 	r.ns = newNetns(t, nsName)
 	return r
+}
+
+// oneForgeConfig is the base configuration of an orchestrator host
+// hostID, its state in state, serving forge f on port in the namespace
+// (f's URL and guest URL set here: its VMs, on bridge in cidr, reach it
+// on the gateway): debug log, a 1 minute drain, the API socket in the
+// rig's work directory, no metrics endpoint, no pool yet.
+func (r *hostRig) oneForgeConfig(hostID, state, bridge, cidr string, f forgeConfig, port string) *orchConfig {
+	f.URL = "http://127.0.0.1:" + port
+	f.GuestURL = "http://" + gateway(r.t, cidr) + ":" + port
+	return &orchConfig{
+		HostID:     hostID,
+		StateDir:   state,
+		Log:        logConfig{Level: "debug"},
+		DrainGrace: "1m",
+		API:        apiConfig{Socket: filepath.Join(r.work, "api.sock")},
+		Metrics:    &metricsConfig{Listen: ""},
+		Network:    networkConfig{Bridge: bridge, CIDR: cidr, AllowTCPPorts: []int{r.tcpPort(port)}},
+		Forges:     []forgeConfig{f},
+	}
 }
 
 // buildStandinRoot builds a guest root whose runner is the stand-in the
@@ -246,8 +313,31 @@ type giteaRig struct {
 func newGiteaRig(t *testing.T, nsName string) *giteaRig {
 	t.Helper()
 	cache := cacheDir()
-	r := &giteaRig{hostRig: newHostRig(t, nsName, func(_, root string) { buildGuestRoot(t, cache, root) })}
-	r.gitea, r.tokenFile, r.state, r.cfgPath = startGiteaFor(t, r.ns, cache, r.work)
+	return newGiteaRigWith(t, nsName, func(_, root string) { buildGuestRoot(t, cache, root) })
+}
+
+// newGiteaImageRig sets a Gitea test of image-rooted pools up in the
+// network namespace nsName: no guest root is built (the pools boot an
+// image), but the Gitea runner the test's image holds must be built.
+func newGiteaImageRig(t *testing.T, nsName string) *giteaRig {
+	t.Helper()
+	requireRoot(t)
+	requireFile(t, giteaRunner(), "Gitea runner build (scripts/build-peers.sh)")
+	return newGiteaRigWith(t, nsName, func(_, _ string) {})
+}
+
+// giteaRunner is the Gitea runner binary the peers' build left in the
+// cache.
+func giteaRunner() string {
+	return filepath.Join(cacheDir(), "runner-v1.0.8", "act_runner")
+}
+
+// newGiteaRigWith sets a Gitea test up in the network namespace nsName,
+// the guest root built by buildRoot.
+func newGiteaRigWith(t *testing.T, nsName string, buildRoot func(work, root string)) *giteaRig {
+	t.Helper()
+	r := &giteaRig{hostRig: newHostRig(t, nsName, buildRoot)}
+	r.gitea, r.tokenFile, r.state, r.cfgPath = startGiteaFor(t, r.ns, cacheDir(), r.work)
 	return r
 }
 
@@ -303,6 +393,28 @@ func (r *giteaRig) smallVMPool(name, label string) poolConfig {
 	p.VM.VCPUs, p.VM.MemoryMiB = 1, 256
 	p.Timeouts = &timeoutsConfig{Boot: "3m", Job: "20m"}
 	return p
+}
+
+// jobPool is a pool of the rig's Gitea for the job tests: minIdle kept
+// idle, up to max VMs of 1 vCPU and 512 MiB, 2 minutes to boot and 10
+// for a job.
+func (r *giteaRig) jobPool(name, label string, minIdle, max int) poolConfig {
+	p := r.pool(name, label, minIdle, max)
+	p.VM.VCPUs, p.VM.MemoryMiB = 1, 512
+	p.Timeouts = &timeoutsConfig{Boot: "2m", Job: "10m"}
+	return p
+}
+
+// imagePool is an image-rooted pool of the rig's Gitea at the default
+// scope for jobs labelled label: one VM, kept idle, of the default size
+// booting image (imageVM) pulled by policy, 3 minutes to boot and 10 for
+// a job.
+func (r *giteaRig) imagePool(name, label, image, policy string) poolConfig {
+	return poolConfig{
+		Name: name, Forge: "gitea", Labels: []string{label}, MinIdle: 1, Max: 1,
+		VM:       imageVM(r.kernel, r.modules, image, policy),
+		Timeouts: &timeoutsConfig{Boot: "3m", Job: "10m"},
+	}
 }
 
 // startSmallPool starts an orchestrator host hostID with one pool of
@@ -380,21 +492,7 @@ func newForgejoRig(t *testing.T, nsName string) *forgejoRig {
 // in cidr, which reach the double on the gateway: debug log, a 1 minute
 // drain, no metrics endpoint, no pool yet.
 func (r *forgejoRig) config(hostID, bridge, cidr string) *orchConfig {
-	return &orchConfig{
-		HostID:     hostID,
-		StateDir:   r.state,
-		Log:        logConfig{Level: "debug"},
-		DrainGrace: "1m",
-		API:        apiConfig{Socket: filepath.Join(r.work, "api.sock")},
-		Metrics:    &metricsConfig{Listen: ""},
-		Network:    networkConfig{Bridge: bridge, CIDR: cidr, AllowTCPPorts: []int{r.tcpPort(fjPort)}},
-		Forges: []forgeConfig{{
-			Name: "forgejo", Type: "gitea",
-			URL:       "http://127.0.0.1:" + fjPort,
-			GuestURL:  "http://" + gateway(r.t, cidr) + ":" + fjPort,
-			TokenFile: r.tokenFile,
-		}},
-	}
+	return r.oneForgeConfig(hostID, r.state, bridge, cidr, forgeConfig{Name: "forgejo", Type: "gitea", TokenFile: r.tokenFile}, fjPort)
 }
 
 // pool is an instance pool of the rig's Forgejo for jobs labelled label,
@@ -460,21 +558,7 @@ func newGitLabRig(t *testing.T, prefix string) *gitlabRig {
 // reach the double on the gateway: debug log, a 1 minute drain, no
 // metrics endpoint, no pool yet.
 func (r *gitlabRig) config(hostID, bridge, cidr string) *orchConfig {
-	return &orchConfig{
-		HostID:     hostID,
-		StateDir:   r.state,
-		Log:        logConfig{Level: "debug"},
-		DrainGrace: "1m",
-		API:        apiConfig{Socket: filepath.Join(r.work, "api.sock")},
-		Metrics:    &metricsConfig{Listen: ""},
-		Network:    networkConfig{Bridge: bridge, CIDR: cidr, AllowTCPPorts: []int{r.tcpPort(glPort)}},
-		Forges: []forgeConfig{{
-			Name: "gitlab", Type: "gitlab",
-			URL:       "http://127.0.0.1:" + glPort,
-			GuestURL:  "http://" + gateway(r.t, cidr) + ":" + glPort,
-			TokenFile: filepath.Join(r.work, "gitlab-token"),
-		}},
-	}
+	return r.oneForgeConfig(hostID, r.state, bridge, cidr, forgeConfig{Name: "gitlab", Type: "gitlab", TokenFile: filepath.Join(r.work, "gitlab-token")}, glPort)
 }
 
 // pool is a pool of project acme/app at the rig's GitLab for jobs tagged

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -73,23 +72,8 @@ func TestForkBombFailsItsJobAtOnce(t *testing.T) {
 		died, how = time.Now(), "VM ended"
 		return true
 	})
-	bomb := orch.waitJobsDone(t, 2*time.Minute, "the bomb's job to fail at Gitea", gitea, "ci/bomb", 1)[0]
-	took := time.Since(died)
-	t.Logf("FIGURE bomb's runner dead (%s) -> job completed at Gitea: %s", how, took.Round(100*time.Millisecond))
-	if bomb.Conclusion != "failure" {
-		t.Fatalf("the bomb's job concluded %q, want failure", bomb.Conclusion)
-	}
-	if took > 30*time.Second {
-		t.Errorf("the job was failed %s after its runner died; want seconds", took)
-	}
-	logText := gitea.raw(fmt.Sprintf("/api/v1/repos/ci/bomb/actions/jobs/%d/logs", bomb.ID))
-	if !strings.Contains(logText, "fireactions: the runner died before its job ended") {
-		t.Errorf("the job's log does not say why it failed:\n%s", tail([]byte(logText), 4<<10))
-	}
-	// The line is written once the forge answered, which may be just
-	// after Gitea shows the job failed.
-	failedLine := regexp.MustCompile(`level=WARN msg="job failed at the forge" pool=fail vm=` + bombVM)
-	orch.waitFor(t, 30*time.Second, "the log line saying the job was failed", func() bool { return len(logLines(orch.log, failedLine)) > 0 })
+	bomb, failedLine := orch.waitJobFailedAtGitea(t, gitea, "ci/bomb", died, "bomb's runner dead ("+how+")",
+		"fireactions: the runner died before its job ended", "fail", bombVM)
 	// The console is kept as the VM's teardown ends, after the job failed.
 	kept := filepath.Join(state, "logs", bombVM+".log")
 	orch.waitFor(t, time.Minute, "the bomb VM's console log kept", func() bool {

@@ -26,64 +26,21 @@ import (
 // Creating with its VMM hung ends within that bound, leaving nothing
 // behind.
 func TestFirecrackerImageRootAndHungVMM(t *testing.T) {
-	requireRoot(t)
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	runner := filepath.Join(cache, "runner-v1.0.8", "act_runner")
-	requireFile(t, runner, "Gitea runner build (scripts/build-peers.sh)")
+	rig := newGiteaImageRig(t, fmt.Sprintf("fafc%d", os.Getpid()%100000))
+	ns, bin, work, gitea, state, cfgPath := rig.ns, rig.bin, rig.work, rig.gitea, rig.state, rig.cfgPath
 	fc, jails, _, record := firecrackerDouble(t, work)
-
-	ns := newNetns(t, fmt.Sprintf("fafc%d", os.Getpid()%100000))
 	imageRef := serveRegistry(t, ns) + "/e2e/runner:v1"
-	pushImage(t, ns, imageRef, runnerImage(t, runner))
-	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
-	config := func(extra string) string {
-		return fmt.Sprintf(`host_id: fcimg
-state_dir: %s
-log: {level: debug}
-drain_grace: 2m
-api: {socket: %s/api.sock}
-metrics: {listen: "127.0.0.1:9464"}
-network:
-  bridge: fafc0
-  cidr: 10.204.0.0/24
-  allow_tcp_ports: [3000]   # Gitea runs on the gateway in this test
-vmm:
-  driver: firecracker
-  firecracker:
-    binary: %s
-    jailer_binary: %s
-    chroot_base_dir: %s
-    uid: %d
-    gid: %d
-%s
-forges:
-  - name: gitea
-    type: gitea
-    url: http://127.0.0.1:%s
-    guest_url: http://10.204.0.1:%s
-    token_file: %s
-pools:
-  - name: fcimg
-    forge: gitea
-    labels: [fireactions-image]
-    min_idle: 1
-    max: 1
-    vm:
-      vcpus: 1
-      memory_mib: 512
-      kernel: %s
-      modules_dir: %s
-      kernel_modules: [virtio_mmio, virtio_net, virtio_blk, overlay, erofs]
-      image: %s
-      pull_policy: IfNotPresent
-      disk_mib: 1024
-    timeouts: {boot: 3m, job: 10m}
-`, state, work, fc.Firecracker, fc.Jailer, jails, fcUID, fcUID, extra, giteaPort, giteaPort, tokenFile, kernel, modules, imageRef)
-	}
-	writeFile(t, cfgPath, 0o600, config(""))
+	pushImage(t, ns, imageRef, runnerImage(t, giteaRunner()))
+	cfg := rig.config("fcimg", work, "fafc0", "10.204.0.0/24")
+	cfg.DrainGrace = "2m"
+	cfg.Metrics = &metricsConfig{Listen: "127.0.0.1:9464"}
+	cfg.VMM = &vmmConfig{Driver: "firecracker", Firecracker: &firecrackerConfig{
+		Binary: fc.Firecracker, JailerBinary: fc.Jailer, ChrootBaseDir: jails, UID: fcUID, GID: fcUID,
+	}}
+	p := rig.imagePool("fcimg", "fireactions-image", imageRef, "IfNotPresent")
+	p.VM.VCPUs, p.VM.MemoryMiB = 1, 512
+	cfg.Pools = []poolConfig{p}
+	cfg.write(t, cfgPath)
 
 	orch := startOrchestrator(t, ns, bin, cfgPath, state)
 	var idleID string
@@ -140,7 +97,8 @@ pools:
 	hungDir := filepath.Join(work, "hung")
 	os.MkdirAll(hungDir, 0o700)
 	hungCfg := filepath.Join(hungDir, "fireactions.yaml")
-	writeFile(t, hungCfg, 0o600, config("    api_call_timeout: 1s"))
+	cfg.VMM.Firecracker.APICallTimeout = "1s"
+	cfg.write(t, hungCfg)
 	orch = startOrchestrator(t, ns, bin, hungCfg, state)
 	gone := regexp.MustCompile(`msg="vm gone".*ok=false.*PUT /actions: the VMM did not answer within 1s`)
 	orch.waitFor(t, 3*time.Minute, "two VMs to fail their start on the hung VMM", func() bool {

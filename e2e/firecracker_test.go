@@ -37,61 +37,17 @@ const fcUID = 64200
 // the VM's slot) and in a cgroup sized from the VM; a drain leaves no
 // runner, process, TAP, jail or file behind.
 func TestFirecrackerGiteaJobs(t *testing.T) {
-	requireRoot(t)
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	root := filepath.Join(work, "root.cpio.gz")
-	buildGuestRoot(t, cache, root)
-
+	rig := newGiteaRig(t, fmt.Sprintf("fafc%d", os.Getpid()%100000))
+	ns, bin, work, gitea, state, cfgPath := rig.ns, rig.bin, rig.work, rig.gitea, rig.state, rig.cfgPath
 	fc, jails, cgroups, record := firecrackerDouble(t, work)
-
-	ns := newNetns(t, fmt.Sprintf("fafc%d", os.Getpid()%100000))
-	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
-	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: fc
-state_dir: %s
-log: {level: debug}
-drain_grace: 3m
-api: {socket: %s/api.sock}
-metrics: {listen: "127.0.0.1:9464"}
-network:
-  bridge: fafc0
-  cidr: 10.204.0.0/24
-  allow_tcp_ports: [3000]   # Gitea runs on the gateway in this test
-vmm:
-  driver: firecracker
-  firecracker:
-    binary: %s
-    jailer_binary: %s
-    chroot_base_dir: %s
-    uid: %d
-    gid: %d
-    mmds: true
-forges:
-  - name: gitea
-    type: gitea
-    url: http://127.0.0.1:%s
-    guest_url: http://10.204.0.1:%s
-    token_file: %s
-pools:
-  - name: fc
-    forge: gitea
-    scope: instance
-    labels: [fireactions-e2e]
-    min_idle: 1
-    max: 2
-    vm:
-      vcpus: 1
-      memory_mib: 512
-      kernel: %s
-      modules_dir: %s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %s
-    timeouts:
-      boot: 2m
-      job: 10m
-`, state, work, fc.Firecracker, fc.Jailer, jails, fcUID, fcUID, giteaPort, giteaPort, tokenFile, kernel, modules, root))
+	cfg := rig.config("fc", work, "fafc0", "10.204.0.0/24")
+	cfg.DrainGrace = "3m"
+	cfg.Metrics = &metricsConfig{Listen: "127.0.0.1:9464"}
+	cfg.VMM = &vmmConfig{Driver: "firecracker", Firecracker: &firecrackerConfig{
+		Binary: fc.Firecracker, JailerBinary: fc.Jailer, ChrootBaseDir: jails, UID: fcUID, GID: fcUID, MMDS: true,
+	}}
+	cfg.Pools = []poolConfig{rig.jobPool("fc", "fireactions-e2e", 1, 2)}
+	cfg.write(t, cfgPath)
 
 	t.Run("doctor: no KVM for Firecracker here, and the QEMU fallback named", func(t *testing.T) {
 		out, err := exec.Command(filepath.Join(bin, "fireactions"), "doctor", cfgPath).CombinedOutput()

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -292,4 +293,34 @@ func withoutRESTGets(log []byte) []byte {
 		}
 	}
 	return out
+}
+
+// waitJobFailedAtGitea is the check of a job the orchestrator failed
+// because its runner died (at died, seen as runnerDeath): the one job of
+// repo completes at Gitea as a failure within 2 minutes, and within 30
+// seconds of the death (the orchestrator told Gitea; Gitea's own
+// clean-up takes minutes), its log says why (why, the start of the line
+// the orchestrator wrote into it), and the orchestrator logs that it
+// failed the job of pool's VM vm. It returns the job and the pattern of
+// that log line.
+func (o *orchestrator) waitJobFailedAtGitea(t *testing.T, g *giteaServer, repo string, died time.Time, runnerDeath, why, pool, vm string) (job, *regexp.Regexp) {
+	t.Helper()
+	failed := o.waitJobsDone(t, 2*time.Minute, "the job to fail at Gitea", g, repo, 1)[0]
+	took := time.Since(died)
+	t.Logf("FIGURE %s -> job completed at Gitea: %s", runnerDeath, took.Round(100*time.Millisecond))
+	if failed.Conclusion != "failure" {
+		t.Fatalf("the job concluded %q, want failure", failed.Conclusion)
+	}
+	if took > 30*time.Second {
+		t.Errorf("the job was failed %s after its runner died; want seconds (Gitea's own clean-up takes minutes)", took)
+	}
+	logText := g.raw(fmt.Sprintf("/api/v1/repos/%s/actions/jobs/%d/logs", repo, failed.ID))
+	if !strings.Contains(logText, why) {
+		t.Errorf("the job's log does not say why it failed (%q):\n%s", why, tail([]byte(logText), 4<<10))
+	}
+	// The line is written once the forge answered, which may be just
+	// after Gitea shows the job failed.
+	failedLine := regexp.MustCompile(`level=WARN msg="job failed at the forge" pool=` + pool + ` vm=` + vm)
+	o.waitFor(t, 30*time.Second, "the log line saying the job was failed", func() bool { return len(logLines(o.log, failedLine)) > 0 })
+	return failed, failedLine
 }

@@ -48,51 +48,17 @@ jobs:
 // disk, the image's user and environment reach the job, and a second VM of
 // the pool sees none of the first one's writes.
 func TestImageRootedVMsSeeNoneOfEachOthersWrites(t *testing.T) {
-	requireRoot(t)
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	runner := filepath.Join(cache, "runner-v1.0.8", "act_runner")
-	requireFile(t, runner, "Gitea runner build (scripts/build-peers.sh)")
-
-	ns := newNetns(t, fmt.Sprintf("faimg%d", os.Getpid()%100000))
+	rig := newGiteaImageRig(t, fmt.Sprintf("faimg%d", os.Getpid()%100000))
+	ns, bin, work, gitea, state, cfgPath := rig.ns, rig.bin, rig.work, rig.gitea, rig.state, rig.cfgPath
 	imageRef := serveRegistry(t, ns) + "/e2e/runner:v1"
 	start := time.Now()
-	pushImage(t, ns, imageRef, runnerImage(t, runner))
+	pushImage(t, ns, imageRef, runnerImage(t, giteaRunner()))
 	t.Logf("FIGURE image built and pushed in %s", time.Since(start).Round(time.Millisecond))
 
-	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
-	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: e2eimg
-state_dir: %s
-log: {level: debug}
-drain_grace: 2m
-api: {socket: %s}
-network:
-  bridge: faimg0
-  cidr: 10.202.0.0/24
-  allow_tcp_ports: [3000]   # Gitea runs on the gateway in this test
-forges:
-  - name: gitea
-    type: gitea
-    url: http://127.0.0.1:%s
-    guest_url: http://10.202.0.1:%s
-    token_file: %s
-pools:
-  - name: img
-    forge: gitea
-    labels: [fireactions-image]
-    min_idle: 1
-    max: 1
-    vm:
-      kernel: %s
-      modules_dir: %s
-      kernel_modules: [virtio_mmio, virtio_net, virtio_blk, overlay, erofs]
-      image: %s
-      pull_policy: Always
-      disk_mib: 1024
-    timeouts: {boot: 3m, job: 10m}
-`, state, filepath.Join(work, "api.sock"), giteaPort, giteaPort, tokenFile, kernel, modules, imageRef))
+	cfg := rig.config("e2eimg", work, "faimg0", "10.202.0.0/24")
+	cfg.DrainGrace = "2m"
+	cfg.Pools = []poolConfig{rig.imagePool("img", "fireactions-image", imageRef, "Always")}
+	cfg.write(t, cfgPath)
 
 	orch := startOrchestrator(t, ns, bin, cfgPath, state)
 	orch.waitFor(t, 4*time.Minute, "the first VM to be idle", func() bool {

@@ -39,53 +39,16 @@ jobs:
 // registered for it, each VM runs exactly one job and is destroyed, and a
 // drain leaves no runner, process, TAP or file behind.
 func TestGiteaJobsRunInTheirOwnMicroVMs(t *testing.T) {
-	requireRoot(t)
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
-	work := t.TempDir()
-	root := filepath.Join(work, "root.cpio.gz")
-	buildGuestRoot(t, cache, root)
-
-	ns := newNetns(t, fmt.Sprintf("fae2e%d", os.Getpid()%100000))
-	gitea, tokenFile, state, cfgPath := startGiteaFor(t, ns, cache, work)
+	rig := newGiteaRig(t, fmt.Sprintf("fae2e%d", os.Getpid()%100000))
+	ns, bin, work, gitea, state, cfgPath := rig.ns, rig.bin, rig.work, rig.gitea, rig.state, rig.cfgPath
 	sock := filepath.Join(work, "api.sock")
 	qemuBin, booted := capturingQEMU(t)
-	writeFile(t, cfgPath, 0o600, fmt.Sprintf(`host_id: e2e
-state_dir: %s
-log: {level: debug}
-vmm: {qemu: {binary: %s}}
-drain_grace: 3m
-api: {socket: %s}
-metrics: {listen: "127.0.0.1:9464"}
-network:
-  bridge: fae2e0
-  cidr: 10.201.0.0/24
-  allow_tcp_ports: [3000]   # Gitea runs on the gateway in this test
-forges:
-  - name: gitea
-    type: gitea
-    url: http://127.0.0.1:%s
-    guest_url: http://10.201.0.1:%s
-    token_file: %s
-pools:
-  - name: e2e
-    forge: gitea
-    scope: instance
-    labels: [fireactions-e2e]
-    min_idle: 1
-    max: 2
-    vm:
-      vcpus: 1
-      memory_mib: 512
-      kernel: %s
-      modules_dir: %s
-      kernel_modules: [virtio_mmio, virtio_net]
-      root_initramfs: %s
-    timeouts:
-      boot: 2m
-      job: 10m
-`, state, qemuBin, sock, giteaPort, giteaPort, tokenFile, kernel, modules, root))
+	cfg := rig.config("e2e", work, "fae2e0", "10.201.0.0/24")
+	cfg.VMM = &vmmConfig{QEMU: &qemuConfig{Binary: qemuBin}}
+	cfg.DrainGrace = "3m"
+	cfg.Metrics = &metricsConfig{Listen: "127.0.0.1:9464"}
+	cfg.Pools = []poolConfig{rig.jobPool("e2e", "fireactions-e2e", 1, 2)}
+	cfg.write(t, cfgPath)
 
 	orch := startOrchestrator(t, ns, bin, cfgPath, state)
 	orch.waitFor(t, 3*time.Minute, "the min_idle VM to be idle", func() bool {
@@ -236,8 +199,8 @@ pools:
 
 	t.Run("SIGHUP reload scales the pool without touching its VMs", func(t *testing.T) {
 		before := vmDirs(state)
-		b, _ := os.ReadFile(cfgPath)
-		writeFile(t, cfgPath, 0o600, strings.Replace(string(b), "min_idle: 1", "min_idle: 2", 1))
+		cfg.Pools[0].MinIdle = 2
+		cfg.write(t, cfgPath)
 		if err := orch.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -109,21 +108,8 @@ func TestJobOfAVMAdoptedAfterARestartFailsAtGiteaAtOnce(t *testing.T) {
 		}
 		return false
 	})
-	failed := second.waitJobsDone(t, 2*time.Minute, "the job to fail at Gitea", gitea, "ci/memo", 1)[0]
-	took := time.Since(died)
-	t.Logf("FIGURE adopted VM's runner dead -> job completed at Gitea: %s", took.Round(100*time.Millisecond))
-	if failed.Conclusion != "failure" {
-		t.Fatalf("the job concluded %q, want failure", failed.Conclusion)
-	}
-	if took > 30*time.Second {
-		t.Errorf("the job was failed %s after its runner died; want seconds (Gitea's own clean-up takes minutes)", took)
-	}
-	logText := gitea.raw(fmt.Sprintf("/api/v1/repos/ci/memo/actions/jobs/%d/logs", failed.ID))
-	if !strings.Contains(logText, "fireactions: the runner died before its job ended: runner exit code") {
-		t.Errorf("the job's log does not say why it failed:\n%s", tail([]byte(logText), 4<<10))
-	}
-	failedLine := regexp.MustCompile(`level=WARN msg="job failed at the forge" pool=memo vm=` + vm)
-	second.waitFor(t, 30*time.Second, "the log line saying the job was failed", func() bool { return len(logLines(second.log, failedLine)) > 0 })
+	second.waitJobFailedAtGitea(t, gitea, "ci/memo", died, "adopted VM's runner dead",
+		"fireactions: the runner died before its job ended: runner exit code", "memo", vm)
 	if l := logLines(second.log, regexp.MustCompile(`job not failed at the forge`)); len(l) > 0 {
 		t.Errorf("the restarted orchestrator could not fail the job: %q", l)
 	}

@@ -83,60 +83,29 @@ func TestUnitSandboxRunsAJob(t *testing.T) {
 		}
 	}
 
-	cache := cacheDir()
-	kernel, modules := hostKernel(t)
-	bin := buildBinaries(t)
+	rig := newGiteaImageRig(t, fmt.Sprintf("fasbx%d", os.Getpid()%100000))
+	ns, bin, work, gitea, tokenFile := rig.ns, rig.bin, rig.work, rig.gitea, rig.tokenFile
 	// The package installs the binary under the face's name too.
 	if err := os.Symlink("fireactions", filepath.Join(bin, "fireteact")); err != nil {
 		t.Fatal(err)
 	}
 	tools := unitPath(t, image.path)
-	work := t.TempDir()
-	runner := filepath.Join(cache, "runner-v1.0.8", "act_runner")
-	requireFile(t, runner, "Gitea runner build (scripts/build-peers.sh)")
-
-	ns := newNetns(t, fmt.Sprintf("fasbx%d", os.Getpid()%100000))
 	imageRef := serveRegistry(t, ns) + "/e2e/sandbox:v1"
-	pushImage(t, ns, imageRef, sandboxImage(t, runner))
-	gitea, tokenFile, _, _ := startGiteaFor(t, ns, cache, work)
+	pushImage(t, ns, imageRef, sandboxImage(t, giteaRunner()))
 	t.Logf("FIGURE set-up (binaries, image, Gitea) took %s", time.Since(began).Round(time.Millisecond))
 
+	// The unit's configuration: its state and API socket in the unit's
+	// state and runtime directories, Gitea's token from its credentials,
+	// the agent and QEMU by absolute path.
 	config := func(state, runtime, creds string) string {
-		return fmt.Sprintf(`host_id: e2esbx
-state_dir: %s
-log: {level: debug}
-drain_grace: 2m
-agent_path: %s
-api: {socket: %s}
-vmm:
-  driver: qemu
-  qemu: {binary: /usr/bin/qemu-system-x86_64}
-network:
-  bridge: fasbx0
-  cidr: 10.216.0.0/24
-  allow_tcp_ports: [3000]   # Gitea runs on the gateway in this test
-forges:
-  - name: gitea
-    type: gitea
-    url: http://127.0.0.1:%s
-    guest_url: http://10.216.0.1:%s
-    token_file: %s
-pools:
-  - name: img
-    forge: gitea
-    labels: [fireactions-sandbox]
-    min_idle: 1
-    max: 1
-    vm:
-      kernel: %s
-      modules_dir: %s
-      kernel_modules: [virtio_mmio, virtio_net, virtio_blk, overlay, erofs]
-      image: %s
-      pull_policy: Always
-      disk_mib: 1024
-    timeouts: {boot: 3m, job: 10m}
-`, state, filepath.Join(bin, "fireactions-agent"), filepath.Join(runtime, "api.sock"), giteaPort, giteaPort,
-			filepath.Join(creds, image.credential), kernel, modules, imageRef)
+		c := rig.config("e2esbx", work, "fasbx0", "10.216.0.0/24")
+		c.StateDir, c.API.Socket = state, filepath.Join(runtime, "api.sock")
+		c.Forges[0].TokenFile = filepath.Join(creds, image.credential)
+		c.AgentPath = filepath.Join(bin, "fireactions-agent")
+		c.VMM = &vmmConfig{Driver: "qemu", QEMU: &qemuConfig{Binary: "/usr/bin/qemu-system-x86_64"}}
+		c.DrainGrace = "2m"
+		c.Pools = []poolConfig{rig.imagePool("img", "fireactions-sandbox", imageRef, "Always")}
+		return c.yaml(t)
 	}
 
 	// Negative control: the initramfs unit's sandbox on the image pool.

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nixos-fireactions/nixos-fireactions/sleep"
 )
 
 // Lease keeps an image in the store while a VM (or a pool) uses it. It is
@@ -48,7 +50,7 @@ func (s *Store) Acquire(ctx context.Context, digest string) (*Lease, error) {
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			break
 		}
-		if err = contextSleep(ctx, 5*time.Millisecond); err != nil {
+		if err = sleep.For(ctx, 5*time.Millisecond); err != nil {
 			break
 		}
 	}

@@ -14,7 +14,6 @@
 package imagestore
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -372,16 +371,4 @@ func writeFileAtomic(p string, data []byte) error {
 		os.Remove(f.Name())
 	}
 	return err
-}
-
-// contextSleep waits d or until ctx ends.
-func contextSleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

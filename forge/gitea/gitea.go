@@ -138,9 +138,8 @@ var (
 // NewDriver checks the connection options (o.Scope is Scope's) and
 // returns the driver of the forge named name.
 func NewDriver(name string, o Options) (*Driver, error) {
-	u, err := url.Parse(o.URL)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("gitea: url %q is not an absolute http(s) URL", o.URL)
+	if _, err := forgehttp.BaseURL(o.URL); err != nil {
+		return nil, fmt.Errorf("gitea: %w", err)
 	}
 	conn, err := forgehttp.New(forgehttp.Options{CAFile: o.CAFile, Timeout: 30 * time.Second})
 	if err != nil {

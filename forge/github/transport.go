@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/sleep"
 )
 
 // RetryOptions tune how calls are retried and how long rate limits are
@@ -68,7 +70,7 @@ type clock struct {
 	sleep func(ctx context.Context, d time.Duration) error
 }
 
-var wallClock = clock{now: time.Now, sleep: sleep}
+var wallClock = clock{now: time.Now, sleep: sleep.For}
 
 func newRetryTransport(next http.RoundTripper, o RetryOptions, log *slog.Logger) *retryTransport {
 	return &retryTransport{next: next, o: o.withDefaults(), log: log, clock: wallClock, left: -1}
@@ -257,17 +259,6 @@ func rewound(req *http.Request) (*http.Request, error) {
 		r.Body = b
 	}
 	return r, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // cancelBody ends an attempt's context once its body is closed.

@@ -35,6 +35,20 @@ func (e *env) take(t *testing.T, name string, info map[string]any) taker {
 	return taker{ref: r.RunnerRef, client: c, job: job}
 }
 
+// retiredRunner is the start of most FailJob tests: a job, build, of
+// project acme/app, taken by runner fa-h-1 announcing info, and the runner
+// retired by the pool as its job started.
+func retiredRunner(t *testing.T, info map[string]any) (*env, int64, taker) {
+	t.Helper()
+	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
+	job := e.gl.AddJob("acme/app", "build", []string{"linux"}, "true")
+	a := e.take(t, "fa-h-1", info)
+	if err := e.f.Retire(context.Background(), a.ref); err != nil {
+		t.Fatal(err)
+	}
+	return e, job, a
+}
+
 func (e *env) status(id int64) string { return e.gl.Jobs()[id].Status }
 
 // TestFailJobCancelsTheJobOfARetiredRunner: the pool retires a runner as
@@ -132,13 +146,8 @@ func TestFailJobNeverCancelsAJobTheGuestNamesThatIsNotItsRunners(t *testing.T) {
 // result and then died: GitLab refuses to cancel a finished job (422),
 // and FailJob answers ErrJobEnded.
 func TestFailJobLeavesAFinishedJobAsItIs(t *testing.T) {
-	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
+	e, job, a := retiredRunner(t, nil)
 	ctx := context.Background()
-	job := e.gl.AddJob("acme/app", "build", []string{"linux"}, "true")
-	a := e.take(t, "fa-h-1", nil)
-	if err := e.f.Retire(ctx, a.ref); err != nil {
-		t.Fatal(err)
-	}
 	if code, err := a.client.UpdateJob(ctx, a.job.ID, a.job.Token, "success", 0, nil); err != nil || code != http.StatusOK {
 		t.Fatalf("job's success: %d, %v", code, err)
 	}
@@ -155,13 +164,8 @@ func TestFailJobLeavesAFinishedJobAsItIs(t *testing.T) {
 // for its runner to end, and the runner is dead: the job is
 // force-cancelled.
 func TestFailJobForceCancelsAJobLeftCancelingByItsDeadRunner(t *testing.T) {
-	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
+	e, job, a := retiredRunner(t, map[string]any{"features": map[string]any{"cancel_gracefully": true}})
 	ctx := context.Background()
-	job := e.gl.AddJob("acme/app", "build", []string{"linux"}, "true")
-	a := e.take(t, "fa-h-1", map[string]any{"features": map[string]any{"cancel_gracefully": true}})
-	if err := e.f.Retire(ctx, a.ref); err != nil {
-		t.Fatal(err)
-	}
 	if err := e.f.FailJob(ctx, a.ref, "", "runner exit code 2"); err != nil {
 		t.Fatalf("FailJob: %v", err)
 	}
@@ -175,13 +179,8 @@ func TestFailJobForceCancelsAJobLeftCancelingByItsDeadRunner(t *testing.T) {
 // a deleted runner ran, so nothing is cancelled (ErrNoCredential), not
 // even the job the guest names.
 func TestFailJobOfARunnerRetiredByAnEarlierRunIsNotGuessed(t *testing.T) {
-	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
+	e, job, a := retiredRunner(t, nil)
 	ctx := context.Background()
-	job := e.gl.AddJob("acme/app", "build", []string{"linux"}, "true")
-	a := e.take(t, "fa-h-1", nil)
-	if err := e.f.Retire(ctx, a.ref); err != nil {
-		t.Fatal(err)
-	}
 	restarted, err := New(e.f.o)
 	if err != nil {
 		t.Fatal(err)
@@ -254,13 +253,8 @@ func TestJobPatternFindsTheJobInGitLabRunnersLine(t *testing.T) {
 // only until the pool removes the runner at the VM's end, so a host
 // running jobs for months holds nothing of its past runners.
 func TestRemoveForgetsTheJobsLearntAtRetirement(t *testing.T) {
-	e := newEnv(t, Scope{Kind: ScopeProject, Path: "acme/app"})
+	e, _, a := retiredRunner(t, nil)
 	ctx := context.Background()
-	e.gl.AddJob("acme/app", "build", []string{"linux"}, "true")
-	a := e.take(t, "fa-h-1", nil)
-	if err := e.f.Retire(ctx, a.ref); err != nil {
-		t.Fatal(err)
-	}
 	e.f.mu.Lock()
 	learnt := len(e.f.taken)
 	e.f.mu.Unlock()

@@ -23,7 +23,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -163,9 +162,8 @@ var (
 // Scope's) and returns the driver of the forge named name. It makes no
 // request.
 func NewDriver(name string, o Options) (*Driver, error) {
-	u, err := url.Parse(o.URL)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("gitlab: url %q is not an absolute http(s) URL", o.URL)
+	if _, err := forgehttp.BaseURL(o.URL); err != nil {
+		return nil, fmt.Errorf("gitlab: %w", err)
 	}
 	if o.Token == "" {
 		return nil, fmt.Errorf("gitlab: no access token")

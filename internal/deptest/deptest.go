@@ -13,8 +13,10 @@
 // breaks a promise compiles, passes every other test and is noticed, if
 // ever, by a reader. The rules live in Rules; the test of this package
 // holds the module to them, and holds every rule to a fixture module
-// (testdata/fixture) that breaks each on purpose. It is test code: no
-// product package imports it.
+// (testdata/fixture) that breaks each on purpose. Its tests also hold the
+// README's architecture table to the tree: every package named exists,
+// every package is named. It is test code: no product package imports
+// it.
 package deptest
 
 import (

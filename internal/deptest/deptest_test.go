@@ -159,7 +159,13 @@ func TestDoubleNaming(t *testing.T) {
 		"internal/double/gitlabtest: a double is named <system>double (internal/double/githubdouble)",
 		"internal/double: the doubles' tree holds packages, not code of its own",
 	}
+	sameLines(t, "DoubleNaming", got, want)
+}
+
+// sameLines fails t unless got is want, line for line.
+func sameLines(t *testing.T, what string, got, want []string) {
+	t.Helper()
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("DoubleNaming:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		t.Errorf("%s:\n%s\nwant:\n%s", what, strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

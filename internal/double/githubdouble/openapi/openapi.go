@@ -314,20 +314,7 @@ func (op *Operation) Example(status int) any {
 	if !ok {
 		return nil
 	}
-	m := c["application/json"]
-	v := m.Example
-	if v == nil {
-		if e, ok := m.Examples["default"]; ok {
-			v = e.Value
-		}
-	}
-	if v == nil {
-		return nil
-	}
-	b, _ := json.Marshal(v)
-	var out any
-	_ = decode(b, &out)
-	return out
+	return c["application/json"].example()
 }
 
 // RequestExample returns a fresh copy of the described JSON request body
@@ -336,7 +323,12 @@ func (op *Operation) RequestExample() any {
 	if op.body == nil {
 		return nil
 	}
-	m := op.body.Content["application/json"]
+	return op.body.Content["application/json"].example()
+}
+
+// example returns a fresh copy of the media's JSON example (example, else
+// the one of examples named default), or nil: callers may change it.
+func (m media) example() any {
 	v := m.Example
 	if v == nil {
 		if e, ok := m.Examples["default"]; ok {

@@ -178,3 +178,42 @@ func TestGitHubExamplesAgainstTheirSchemas(t *testing.T) {
 		t.Fatalf("checked %d examples; slips %q, want %q", checked, got, want)
 	}
 }
+
+// Examples come from example, else from the examples entry named
+// default; each call returns a copy of its own, so a double that fills
+// an example in for one answer does not change the next.
+func TestExamplesAreFreshCopies(t *testing.T) {
+	d, err := Parse([]byte(`{"openapi":"3.0.3","paths":{"/things":{"post":{
+		"operationId":"things/create",
+		"requestBody":{"content":{"application/json":{"examples":{"other":{"value":{"n":0}},"default":{"value":{"n":1}}}}}},
+		"responses":{
+			"201":{"content":{"application/json":{"example":{"n":2},"examples":{"default":{"value":{"n":3}}}}}},
+			"204":{"description":"no body"}}}}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, _ := d.Find("POST", "/things")
+	if op == nil {
+		t.Fatal("POST /things not found")
+	}
+	for _, tc := range []struct {
+		what string
+		get  func() any
+		want float64
+	}{
+		{"request body (examples.default)", op.RequestExample, 1},
+		{"201 response (example wins over examples)", func() any { return op.Example(201) }, 2},
+	} {
+		first, ok := tc.get().(map[string]any)
+		if !ok || fmt.Sprint(first["n"]) != fmt.Sprint(tc.want) {
+			t.Fatalf("%s: %#v, want n=%v", tc.what, tc.get(), tc.want)
+		}
+		first["n"] = "changed"
+		if again := tc.get().(map[string]any); fmt.Sprint(again["n"]) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: a change to one copy reached the next: %#v", tc.what, again)
+		}
+	}
+	if ex := op.Example(204); ex != nil {
+		t.Errorf("204 has no JSON example, got %#v", ex)
+	}
+}
