@@ -123,7 +123,6 @@ func (m *Manager) listenLocked() {
 	now := map[forge.QueueNotifier]bool{}
 	for _, p := range m.pools {
 		n, ok := forge.NotifierOf(p.forge)
-		p.told = ok
 		if !ok || now[n] {
 			continue
 		}
@@ -175,6 +174,7 @@ func (m *Manager) applyDemand(now time.Time) []touchedPool {
 			if q != nil {
 				m.obs.QueueWait(q.pool.cfg.Name, now.Sub(q.since))
 				q.pool.queued--
+				q.pool.leftTold++
 				delete(m.waiting, k)
 			}
 			continue

@@ -231,3 +231,58 @@ func (f *readCountingForge) QueuedJobs(ctx context.Context) ([]forge.Job, error)
 	f.reads.Add(1)
 	return f.fakeForge.QueuedJobs(ctx)
 }
+
+// A told forge may tell that a job left its queue only after the VM that
+// ran it is gone (Gitea delivers its in_progress webhook late): the
+// ended VM, which took a job, has its pool looked at for min_idle only,
+// so no spare VM starts for the job it ran (it would idle until its idle
+// timeout). The full pass, reading the queue, stays the authority.
+func TestAVMThatRanItsJobBeforeTheForgeToldItLeftStartsNoSpare(t *testing.T) {
+	var nf *notifyingForge
+	h := newHarnessEvery(t, time.Hour, filepath.Join(t.TempDir(), "vms"), 0, 3, guestRunsOneJob,
+		func(p *config.Pool) { p.Timeouts.Idle = time.Hour }, slog.New(slog.NewTextHandler(io.Discard, nil)), nil,
+		func(f *fakeForge) forge.Forge { nf = &notifyingForge{fakeForge: f}; return nf })
+	h.hv.jobTime = 200 * time.Millisecond
+	eventually(t, 20*time.Second, "the first full pass", func() bool { return nf.reads.Load() == 1 })
+	h.forge.enqueue("j1")
+	nf.tell("j1", true)
+	eventually(t, 20*time.Second, "the job taken", func() bool { return h.forge.runnerOf("j1") != "" })
+	var first string
+	for _, r := range h.m.VMs() {
+		first = r.ID
+	}
+	eventually(t, 20*time.Second, "the job's VM gone", func() bool {
+		_, err := h.m.VM(first)
+		return err != nil
+	})
+	time.Sleep(300 * time.Millisecond) // a spare, if any, starts at once
+	h.hv.mu.Lock()
+	started := len(h.hv.machines)
+	h.hv.mu.Unlock()
+	if started != 1 {
+		t.Fatalf("%d VMs started for one job whose leaving the forge had not told yet", started)
+	}
+	nf.tell("j1", false)
+}
+
+// The other side of the count: a job the forge told gone is not counted
+// again. A pool at max with a second job waiting starts its VM as soon as
+// the first job's VM is gone, without a full pass.
+func TestAJobWaitingForRoomGetsTheEndedVMsPlaceAtOnce(t *testing.T) {
+	var nf *notifyingForge
+	h := newHarnessEvery(t, time.Hour, filepath.Join(t.TempDir(), "vms"), 0, 1, guestRunsOneJob,
+		func(p *config.Pool) { p.Timeouts.Idle = time.Hour }, slog.New(slog.NewTextHandler(io.Discard, nil)), nil,
+		func(f *fakeForge) forge.Forge { nf = &notifyingForge{fakeForge: f}; return nf })
+	h.hv.jobTime = time.Second
+	eventually(t, 20*time.Second, "the first full pass", func() bool { return nf.reads.Load() == 1 })
+	h.forge.enqueue("j1")
+	nf.tell("j1", true)
+	eventually(t, 20*time.Second, "j1 taken", func() bool { return h.forge.runnerOf("j1") != "" })
+	h.forge.enqueue("j2")
+	nf.tell("j2", true)
+	nf.tell("j1", false)
+	eventually(t, 20*time.Second, "j2 taken by a second VM", func() bool { return h.forge.runnerOf("j2") != "" })
+	if n := nf.reads.Load(); n != 1 {
+		t.Fatalf("the queue was read %d times: a full pass ran", n)
+	}
+}
