@@ -56,6 +56,11 @@ type Options struct {
 	TokenTTL time.Duration
 	// Seed makes fault injection repeatable.
 	Seed int64
+	// AdminTokenTTL is the life of scale-set admin and message-queue
+	// tokens (default 1h); SessionIdle how long an unpolled message
+	// session lives (default 2m); MessageWait how long a message poll
+	// waits (default 50s, as GitHub).
+	AdminTokenTTL, SessionIdle, MessageWait time.Duration
 	// Logf, when set, is told of faults and deliveries.
 	Logf func(format string, args ...any)
 }
@@ -93,6 +98,7 @@ type Double struct {
 	changed       chan struct{} // closed and replaced on every state change
 	onAcquire     func(Job)     // told of each job a runner takes (OnAcquire)
 	hooks         *hookSender
+	ss            scaleSetState
 }
 
 type installation struct {
@@ -121,6 +127,9 @@ type runner struct {
 	busy   bool
 	secret string
 	job    int64
+	// scaleSet is the scale set the runner belongs to (0: none): it
+	// takes only the jobs assigned to it.
+	scaleSet int64
 }
 
 type issuedRunner struct {
@@ -165,6 +174,9 @@ type job struct {
 	runnerName string
 	// killsRunner: the stand-in runner that takes it dies (JobSpec).
 	killsRunner bool
+	// scaleSet is the scale set the job is assigned to (0: none);
+	// everSet the last one it ever was.
+	scaleSet, everSet int64
 }
 
 // New returns a double with no installations, repositories or jobs.
@@ -243,6 +255,10 @@ func (d *Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok || path == "" {
 		d.violation("%s %s: outside the API prefix %q", r.Method, r.URL.Path, d.o.Prefix)
 		http.NotFound(w, r)
+		return
+	}
+	if path == "/actions/runner-registration" || strings.HasPrefix(path, "/_actions/") {
+		d.serveActions(w, r, path)
 		return
 	}
 	if strings.HasPrefix(path, "/_runner/") {

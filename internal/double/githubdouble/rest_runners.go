@@ -42,7 +42,9 @@ func scopeToken(d *Double, c *call) (int, any) {
 	if !c.covers(s) {
 		return http.StatusForbidden, basicError("Resource not accessible by integration")
 	}
-	return http.StatusCreated, map[string]any{"token": "A" + strings.ToUpper(randomHex(14)), "expires_at": stamp(time.Now().Add(time.Hour))}
+	tok, exp := "A"+strings.ToUpper(randomHex(14)), time.Now().Add(time.Hour)
+	d.rememberRegToken(tok, s, exp)
+	return http.StatusCreated, map[string]any{"token": tok, "expires_at": stamp(exp)}
 }
 
 // runnerAt finds the runner the path names in the path's scope.
