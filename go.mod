@@ -25,6 +25,7 @@ require (
 )
 
 require (
+	github.com/actions/scaleset v0.2.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

@@ -72,7 +72,8 @@ type Client struct {
 	key      []byte
 	instID   int64
 	retry    *retryTransport
-	apps     *gh.Client // authenticated as the App (JWT); nil with a token
+	conn     *http.Transport // the connection under retry (scale-set client)
+	apps     *gh.Client      // authenticated as the App (JWT); nil with a token
 	log      *slog.Logger
 	interval time.Duration
 	cancel   string // Options.CancelRuns, "" made "force"
@@ -139,7 +140,7 @@ func New(o Options) (*Client, error) {
 	log := o.Log.With("forge", o.Name)
 	c := &Client{
 		name: o.Name, base: u, token: o.Token, appID: o.AppID, key: o.AppPrivateKey, instID: o.InstallationID,
-		retry: newRetryTransport(conn.Transport, o.Retry, log), log: log, interval: o.PollInterval, cancel: o.CancelRuns,
+		retry: newRetryTransport(conn.Transport, o.Retry, log), conn: conn.Transport, log: log, interval: o.PollInterval, cancel: o.CancelRuns,
 		secret: o.WebhookSecret, demand: newDemand(), refusals: httpguard.NewEvery(time.Second), labels: map[string]string{},
 	}
 	c.demand.notify = c.notifyQueue
@@ -210,4 +211,13 @@ type PoolOptions struct {
 	// Group is the runner group: a name (org scope) or a numeric id; ""
 	// is the default group.
 	Group string
+	// Demand is where the pool's demand comes from: DemandWebhooks (also
+	// "") or DemandScaleSet, a runner scale set of its own.
+	Demand string
+	// PoolName, HostID and MaxRunners (the pool's most VMs) name the
+	// scale set and give its capacity; scale-set mode only.
+	PoolName, HostID string
+	MaxRunners       int
+	// ScaleSet tunes scale-set mode.
+	ScaleSet ScaleSetOptions
 }
