@@ -259,6 +259,11 @@ func isSessionConflict(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "RunnerScaleSetSessionConflictException")
 }
 
+// isUnauthorized reports a 401 of the Actions service.
+func isUnauthorized(err error) bool {
+	return err != nil && strings.Contains(err.Error(), `status="401`)
+}
+
 // logAttrs are the scale set's log attributes.
 func (s *scaleSetDemand) logAttrs() []any {
 	return []any{slog.String("scaleset", s.name), slog.Int("scaleset_id", s.scaleSetID())}

@@ -51,6 +51,11 @@ func (s *scaleSetDemand) run(ctx context.Context, done chan struct{}) {
 		if listened {
 			wait = s.o.BackoffMin
 		}
+		if isUnauthorized(err) {
+			// The admin token was refused before the client's own clock
+			// said it expired: a new client fetches a new one.
+			s.resetClient()
+		}
 		switch {
 		case isSessionConflict(err):
 			s.p.log.Info("scale set's session still held (a previous run's?); waiting it out", append(s.logAttrs(), "wait", wait)...)
@@ -107,6 +112,14 @@ func (s *scaleSetDemand) listenOnce(ctx context.Context) (listened bool, err err
 	s.lis = nil
 	s.mu.Unlock()
 	return true, err
+}
+
+// resetClient drops the scale-set client: the next call makes a new
+// one, with a new admin token.
+func (s *scaleSetDemand) resetClient() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.client = nil
 }
 
 // SetMaxCapacity changes the capacity the scale set reports (its pool's

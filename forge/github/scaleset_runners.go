@@ -29,6 +29,14 @@ func (s *scaleSetDemand) register(ctx context.Context, spec forge.RunnerSpec) (*
 	}
 	setting := &scaleset.RunnerScaleSetJitRunnerSetting{Name: spec.Name, WorkFolder: "_work"}
 	jit, err := cl.GenerateJitRunnerConfig(ctx, setting, id)
+	if isUnauthorized(err) {
+		// The admin token was refused early: a new client, once.
+		s.resetClient()
+		if cl, err = s.scaleClient(ctx); err != nil {
+			return nil, err
+		}
+		jit, err = cl.GenerateJitRunnerConfig(ctx, setting, id)
+	}
 	if errors.Is(err, scaleset.RunnerExistsError) {
 		s.p.log.Info("runner name taken, by a lost earlier attempt; replacing it", "runner", spec.Name, "scaleset", s.name)
 		if err = s.removeNamed(ctx, cl, spec.Name); err == nil {

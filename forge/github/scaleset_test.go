@@ -52,7 +52,8 @@ type host struct {
 	mu      sync.Mutex
 	changes []forge.QueueChange
 	queued  map[string]bool
-	started int
+	seq     int // VMs asked for
+	started int // VMs started: their runner registered
 	live    int
 	ran     []int64 // jobs its stand-ins ran
 	errs    []error
@@ -130,9 +131,9 @@ func (h *host) busyLocked() int {
 
 func (h *host) startVM() {
 	h.mu.Lock()
-	h.started++
+	h.seq++
 	h.live++
-	name := fmt.Sprintf("fa-%s-%04d", h.name, h.started)
+	name := fmt.Sprintf("fa-%s-%04d", h.name, h.seq)
 	h.mu.Unlock()
 	r, err := h.p.Register(context.Background(), forge.RunnerSpec{Name: name, Labels: []string{"self-hosted", "fa-small"}, Guest: guest})
 	if err != nil {
@@ -142,6 +143,9 @@ func (h *host) startVM() {
 		h.mu.Unlock()
 		return
 	}
+	h.mu.Lock()
+	h.started++
+	h.mu.Unlock()
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
@@ -316,5 +320,80 @@ func TestScaleSetSessionConflictWaitedOut(t *testing.T) {
 	runUntil(t, e, h)
 	if h.started != 1 || len(h.ran) != 1 || len(h.errs) > 0 {
 		t.Fatalf("started %d, ran %d, errors %v", h.started, len(h.ran), h.errs)
+	}
+}
+
+// Faults of the scale-set service (5xx, an expired admin and message
+// token, answers lost after acting) are lived through: every job runs in
+// a VM of its own, no runner and no session is left.
+func TestScaleSetFaults(t *testing.T) {
+	// Admin tokens live 62s: the client refreshes them 60s early, so
+	// about every call after the first two seconds.
+	e := scaleSetEnv(t, envOptions{adminTTL: 62 * time.Second, sessionIdle: 2 * time.Second})
+	h := newHost(t, e, e.app(), "h1", 3)
+	waitFor(t, "a session", func() bool { return sessions(e) == 1 })
+	e.d.FailScaleSetCalls(3)
+	for range 3 {
+		e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
+	}
+	runUntil(t, e, h)
+	e.d.ExpireMessageTokens()
+	e.d.LoseScaleSetAnswers(2)
+	for range 2 {
+		e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
+	}
+	runUntil(t, e, h)
+	// A revoked admin token: the session cannot even be deleted; the
+	// driver takes a new token, waits the old session out, listens.
+	e.d.ExpireAdminTokens()
+	for range 3 {
+		e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
+	}
+	runUntil(t, e, h)
+	f := e.d.ScaleSetFaults()
+	if f["500"] != 3 || f["lost"] != 2 {
+		t.Fatalf("faults served: %v", f)
+	}
+	if len(h.ran) != 8 || h.started != 8 {
+		t.Fatalf("jobs run %d, VMs started %d, want 8 (errors %v)", len(h.ran), h.started, h.errs)
+	}
+	seen := map[int64]bool{}
+	for _, j := range h.ran {
+		if seen[j] {
+			t.Errorf("job %d ran twice", j)
+		}
+		seen[j] = true
+	}
+	waitFor(t, "no runner left", func() bool { return len(e.d.Runners()) == 0 })
+	h.p.NotifyQueue(nil)
+	waitFor(t, "no session left", func() bool { return sessions(e) == 0 })
+	e.noSecretsLogged()
+}
+
+// Two hosts, each with its own scale set offering the same labels, share
+// the jobs as GitHub assigns them: every job runs once, VMs started equal
+// jobs run, and each host ran some.
+func TestScaleSetTwoHosts(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{})
+	h1 := newHost(t, e, e.app(), "h1", 2)
+	h2 := newHost(t, e, e.app(), "h2", 2)
+	waitFor(t, "two sessions", func() bool { return sessions(e) == 2 })
+	for range 12 {
+		e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
+	}
+	runUntil(t, e, h1, h2)
+	if len(h1.errs)+len(h2.errs) > 0 {
+		t.Fatalf("errors: %v %v", h1.errs, h2.errs)
+	}
+	ran := append(append([]int64(nil), h1.ran...), h2.ran...)
+	slices.Sort(ran)
+	if len(ran) != 12 || len(slices.Compact(ran)) != 12 {
+		t.Fatalf("jobs run: %v", ran)
+	}
+	if h1.started+h2.started != 12 {
+		t.Errorf("VMs started %d+%d, jobs run 12", h1.started, h2.started)
+	}
+	if len(h1.ran) == 0 || len(h2.ran) == 0 {
+		t.Errorf("one host ran every job: %d and %d", len(h1.ran), len(h2.ran))
 	}
 }

@@ -147,20 +147,28 @@ func (d *Double) LoseScaleSetAnswers(n int) {
 	d.ss.loseNext = n
 }
 
-// ExpireScaleSetTokens makes every admin and message-queue token handed
-// out so far expired.
-func (d *Double) ExpireScaleSetTokens() {
+// ExpireAdminTokens makes every admin token handed out so far expired
+// before its time (as if revoked): the service answers 401 to it.
+func (d *Double) ExpireAdminTokens() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.ss.init()
-	past := time.Now().Add(-time.Second)
 	for k, t := range d.ss.admin {
-		t.expires = past
+		t.expires = time.Now().Add(-time.Second)
 		d.ss.admin[k] = t
 	}
+}
+
+// ExpireMessageTokens makes every session's message-queue token
+// expired: its next poll is answered 401, and the client refreshes the
+// session.
+func (d *Double) ExpireMessageTokens() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ss.init()
 	for _, s := range d.ss.sets {
 		if s.session != nil {
-			s.session.tokenExpires = past
+			s.session.tokenExpires = time.Now().Add(-time.Second)
 		}
 	}
 	d.notify()
