@@ -147,7 +147,10 @@ type Pool struct {
 	Labels []string `yaml:"labels" doc:"Required. Labels the runners offer (no spaces, commas, control characters or duplicates; gitea: no ':', which act_runner reads as label:schema); a job runs here when all its labels are offered."`
 	// Repos are the repositories whose queued runs a GitHub org or
 	// enterprise pool polls for.
-	Repos    []string      `yaml:"repos" doc:"github only, with an org or enterprise scope: the repositories (OWNER/NAME) whose queued workflow runs are polled for jobs."`
+	Repos []string `yaml:"repos" doc:"github only, with an org or enterprise scope: the repositories (OWNER/NAME) whose queued workflow runs are polled for jobs."`
+	// Demand is where a GitHub pool learns of jobs: DemandScaleSet or
+	// DemandWebhooks.
+	Demand   string        `yaml:"demand" doc:"github only: where the pool learns of jobs. scaleset: a runner scale set of its own, named <pool>-<host_id> with the pool's labels and runner group, created or updated at start and kept over restarts (fireactions github delete-scaleset removes it); GitHub assigns each job to one scale set with room, so hosts sharing labels never both start a VM for a job. webhooks: workflow_job webhooks and polling of repos. Default: scaleset for org and enterprise scopes, webhooks for repo scopes."`
 	MinIdle  int           `yaml:"min_idle" doc:"Idle VMs kept ready (0 or more)."`
 	Max      int           `yaml:"max" doc:"Most VMs at once, busy or not (1-4096 and at least min_idle; the pools' max together at most network.cidr's guest addresses). The API's scale obeys the same bound."`
 	VM       VMShape       `yaml:"vm" doc:"Size and boot files of the pool's VMs."`

@@ -26,6 +26,12 @@ const (
 	CancelRunsOff    = "off"
 )
 
+// What a github pool's demand may say.
+const (
+	DemandScaleSet = "scaleset"
+	DemandWebhooks = "webhooks"
+)
+
 // selfHosted is the label GitHub gives every self-hosted runner; a job's
 // runs-on may ask for it.
 const selfHosted = "self-hosted"
@@ -53,6 +59,14 @@ func deriveGitHub(c *Config) {
 	}
 	for i := range c.Pools {
 		p := &c.Pools[i]
+		if github[p.Forge] && p.Demand == "" {
+			if sc, err := ParseScope(p.Scope); err == nil {
+				p.Demand = DemandScaleSet
+				if sc.Kind == ScopeRepo {
+					p.Demand = DemandWebhooks
+				}
+			}
+		}
 		if !github[p.Forge] || len(p.Labels) == 0 {
 			continue // no labels is an error validation reports
 		}
@@ -82,6 +96,15 @@ func (v *validator) cancelRuns(ff field, fo *Forge) {
 		err = oneOf(fo.CancelRuns, CancelRunsForce, CancelRunsCancel, CancelRunsOff)
 	}
 	v.check(rule{ff.child("cancel_runs"), err})
+}
+
+// demand checks a pool's demand: github only, scaleset or webhooks.
+func (v *validator) demand(f field, p *Pool, typ string) {
+	err := onlyFor(p.Demand != "", "github", typ, "pools")
+	if err == nil && typ == "github" && p.Demand != "" {
+		err = oneOf(p.Demand, DemandScaleSet, DemandWebhooks)
+	}
+	v.check(rule{f, err})
 }
 
 // runnerGroupScope checks a github pool's runner.group against its scope:

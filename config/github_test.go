@@ -103,3 +103,39 @@ func TestGitHubRunnerGroupByScope(t *testing.T) {
 		}
 	}
 }
+
+// demand is scaleset for org and enterprise pools and webhooks for repo
+// pools unless the file says; another word, or a demand on another forge
+// type, is refused naming the field.
+func TestGitHubPoolDemand(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct{ scope, set, want string }{
+		{"org:acme", "", "scaleset"},
+		{"enterprise:bigco", "", "scaleset"},
+		{"repo:acme/widgets", "", "webhooks"},
+		{"org:acme", "webhooks", "webhooks"},
+		{"repo:acme/widgets", "scaleset", "scaleset"},
+	} {
+		text := replace(t, githubYAML, "scope: org:acme", "scope: "+tc.scope)
+		if tc.set != "" {
+			text = replace(t, text, "labels: [linux]", "labels: [linux]\n    demand: "+tc.set)
+		}
+		if got := f.mustParse(text).Pools[0].Demand; got != tc.want {
+			t.Errorf("%s, demand %q: read as %q, want %q", tc.scope, tc.set, got, tc.want)
+		}
+	}
+	if got := f.mustParse(gitlabYAML).Pools[0].Demand; got != "" {
+		t.Errorf("gitlab pool demand %q, want none", got)
+	}
+	for _, tc := range []struct{ name, text, want string }{
+		{"unknown word", replace(t, githubYAML, "labels: [linux]", "labels: [linux]\n    demand: polling"),
+			`pools[0] ("default").demand: "polling" is not one of scaleset, webhooks`},
+		{"not github", replace(t, gitlabYAML, "labels: [linux]", "labels: [linux]\n    demand: scaleset"),
+			`pools[0] ("default").demand: is only for github pools, not gitlab`},
+	} {
+		_, err := f.parse(tc.text)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}

@@ -19,7 +19,7 @@ import (
 // and how a pool naming it gets its scope from the pool's configuration.
 type forgeDriver interface {
 	forge.Driver
-	scope(p config.Pool, s config.Scope) (forge.Forge, error)
+	scope(p config.Pool, s config.Scope, hostID string) (forge.Forge, error)
 }
 
 // forgeFactory builds the driver of one configured forge.
@@ -65,7 +65,7 @@ func giteaDriver(version string) forgeFactory {
 // giteaForge gives a gitea pool its scope.
 type giteaForge struct{ *gitea.Driver }
 
-func (g giteaForge) scope(_ config.Pool, s config.Scope) (forge.Forge, error) {
+func (g giteaForge) scope(_ config.Pool, s config.Scope, _ string) (forge.Forge, error) {
 	return g.Scope(gitea.Scope{Kind: s.Kind, Org: s.Org, Owner: s.Owner, Repo: s.Repo})
 }
 
@@ -161,7 +161,7 @@ func (fs *forgeSet) connect(cfg *config.Config, log *slog.Logger) (map[string]fo
 		if err != nil {
 			return nil, nil, fmt.Errorf("pool %q: %w", p.Name, err)
 		}
-		f, err := d.scope(p, scope)
+		f, err := d.scope(p, scope, cfg.HostID)
 		if err != nil {
 			return nil, nil, fmt.Errorf("pool %q: forge %q: %w", p.Name, fc.Name, err)
 		}

@@ -27,11 +27,12 @@ func githubDriver(fc config.Forge) (forgeDriver, error) {
 // githubForge gives a github pool its scope: a Pool of the connection.
 type githubForge struct{ *github.Client }
 
-func (g githubForge) scope(p config.Pool, s config.Scope) (forge.Forge, error) {
+func (g githubForge) scope(p config.Pool, s config.Scope, hostID string) (forge.Forge, error) {
 	return g.Pool(github.PoolOptions{
 		Scope:  github.Scope{Kind: s.Kind, Org: s.Org, Owner: s.Owner, Repo: s.Repo, Enterprise: s.Enterprise},
 		Repos:  p.Repos,
 		Labels: p.Labels,
 		Group:  p.Runner.Group,
+		Demand: p.Demand, PoolName: p.Name, HostID: hostID, MaxRunners: p.Max,
 	})
 }
