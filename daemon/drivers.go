@@ -89,6 +89,24 @@ type forgeSet struct {
 	built   map[string]config.Forge // the settings each driver was built from
 }
 
+// quiescer is a driver that holds listeners of its own (GitHub scale-set
+// sessions) to wind down once the pools stopped asking for demand.
+type quiescer interface {
+	Quiesce(ctx context.Context) error
+}
+
+// quiesce waits for every driver's listeners to wind down, until ctx
+// ends.
+func (fs *forgeSet) quiesce(ctx context.Context, log *slog.Logger) {
+	for name, d := range fs.drivers {
+		if q, ok := d.(quiescer); ok {
+			if err := q.Quiesce(ctx); err != nil {
+				log.Warn("a forge's listeners did not wind down", "forge", name, "err", err)
+			}
+		}
+	}
+}
+
 func newForgeSet(version string) *forgeSet {
 	return &forgeSet{version: version, drivers: map[string]forgeDriver{}, built: map[string]config.Forge{}}
 }

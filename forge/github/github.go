@@ -83,6 +83,7 @@ type Client struct {
 
 	mu     sync.Mutex
 	pools  []*Pool
+	all    []*Pool           // every pool handed out, retired or not (Quiesce)
 	labels map[string]string // lower case -> the configuration's spelling
 	// labelGen counts the changes of labels: jobs built with an older
 	// spelling are built again (jobOf).

@@ -103,6 +103,7 @@ func (c *Client) Pool(o PoolOptions) (*Pool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pools = append(c.pools, p)
+	c.all = append(c.all, p)
 	for _, l := range o.Labels {
 		if _, ok := c.labels[strings.ToLower(l)]; !ok {
 			c.labels[strings.ToLower(l)] = l

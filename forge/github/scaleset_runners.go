@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -132,4 +133,23 @@ func (p *Pool) ScaleSetName() string {
 		return ""
 	}
 	return p.ss.name
+}
+
+// Quiesce stops the listeners of every scale-set pool handed out and
+// waits, until ctx ends, for their sessions to be deleted.
+func (c *Client) Quiesce(ctx context.Context) error {
+	c.mu.Lock()
+	all := slices.Clone(c.all)
+	c.mu.Unlock()
+	for _, p := range all {
+		if p.ss == nil {
+			continue
+		}
+		select {
+		case <-p.ss.stop():
+		case <-ctx.Done():
+			return fmt.Errorf("github: scale set %s: %w", p.ss.name, ctx.Err())
+		}
+	}
+	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -375,8 +377,9 @@ func TestScaleSetFaults(t *testing.T) {
 // jobs run, and each host ran some.
 func TestScaleSetTwoHosts(t *testing.T) {
 	e := scaleSetEnv(t, envOptions{})
-	h1 := newHost(t, e, e.app(), "h1", 2)
-	h2 := newHost(t, e, e.app(), "h2", 2)
+	c1, c2 := e.app(), e.app()
+	h1 := newHost(t, e, c1, "h1", 2)
+	h2 := newHost(t, e, c2, "h2", 2)
 	waitFor(t, "two sessions", func() bool { return sessions(e) == 2 })
 	for range 12 {
 		e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
@@ -395,5 +398,62 @@ func TestScaleSetTwoHosts(t *testing.T) {
 	}
 	if len(h1.ran) == 0 || len(h2.ran) == 0 {
 		t.Errorf("one host ran every job: %d and %d", len(h1.ran), len(h2.ran))
+	}
+	// Shutting down: Quiesce returns once the sessions are deleted.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, c := range []*github.Client{c1, c2} {
+		if err := c.Quiesce(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := sessions(e); n != 0 {
+		t.Errorf("%d sessions left after Quiesce", n)
+	}
+	if n := len(e.d.ScaleSets()); n != 2 {
+		t.Errorf("%d scale sets after Quiesce, want both kept", n)
+	}
+}
+
+// A scale-set pool takes its demand from its scale set only: a webhook
+// delivery for a job of its scope is not told to it (GitHub may assign
+// that job to another host's scale set) and is not in its queue.
+func TestScaleSetPoolIgnoresWebhooks(t *testing.T) {
+	payloads := examplePayloads(t)
+	c, err := github.New(github.Options{Name: "github", URL: "http://127.0.0.1:1/api/v3", Token: "ghp_x", WebhookSecret: hookSecret,
+		PollInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.Pool(github.PoolOptions{Scope: github.Scope{Kind: "repo", Owner: "Codertocat", Repo: "Hello-World"},
+		Labels: []string{"Ubuntu-Latest"}, Demand: github.DemandScaleSet, PoolName: "small", HostID: "h1", MaxRunners: 2, ScaleSet: fastScaleSet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var told []forge.QueueChange
+	p.NotifyQueue(func(ch forge.QueueChange) {
+		mu.Lock()
+		defer mu.Unlock()
+		told = append(told, ch)
+	})
+	defer p.NotifyQueue(nil)
+	body := payloads[helloQueued]
+	r := httptest.NewRequest(http.MethodPost, "/webhooks/github", strings.NewReader(string(body)))
+	r.Header.Set("X-GitHub-Event", "workflow_job")
+	r.Header.Set("X-GitHub-Delivery", "d-1")
+	r.Header.Set("X-Hub-Signature-256", githubdouble.SignPayload(hookSecret, body))
+	w := httptest.NewRecorder()
+	c.ServeWebhook(w, r, func() {})
+	if w.Code != http.StatusOK {
+		t.Fatalf("delivery: %d %s", w.Code, w.Body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(told) != 0 {
+		t.Errorf("a webhook's job was told to a scale-set pool: %+v", told)
+	}
+	if jobs, err := p.QueuedJobs(context.Background()); err != nil || len(jobs) != 0 {
+		t.Errorf("queued %v, %v; want none", jobs, err)
 	}
 }
