@@ -93,7 +93,7 @@ func (s *scaleSetDemand) removeWith(ctx context.Context, cl *scaleset.Client, id
 // set. It errors for a pool not in scale-set mode.
 func (p *Pool) DeleteScaleSet(ctx context.Context) error {
 	if p.ss == nil {
-		return fmt.Errorf("github: scope %s: the pool takes no scale-set demand", p.scope)
+		return fmt.Errorf("github: scope %s: %w", p.scope, forge.ErrNoDemandSource)
 	}
 	s := p.ss
 	select {
@@ -125,6 +125,11 @@ func (p *Pool) DeleteScaleSet(ctx context.Context) error {
 	p.log.Info("scale set deleted", "scaleset", s.name, "id", set.ID)
 	return nil
 }
+
+// DeleteDemandSource implements forge.DemandSourceDeleter: DeleteScaleSet.
+func (p *Pool) DeleteDemandSource(ctx context.Context) error { return p.DeleteScaleSet(ctx) }
+
+var _ forge.DemandSourceDeleter = (*Pool)(nil)
 
 // ScaleSetName is the pool's scale set's name; "" when the pool takes no
 // scale-set demand.
