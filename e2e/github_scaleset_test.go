@@ -1,0 +1,116 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
+)
+
+const (
+	ssPort    = "8961" // the GitHub double
+	ssAPIPort = "8963" // the orchestrator's API
+	ssAppID   = 31338
+	ssGateway = "10.241.0.1"
+	ssLabel   = "fa-ss-e2e"
+)
+
+// TestGitHubScaleSetJobsRunInVMs runs GitHub jobs in QEMU guests with the
+// pool's demand from its own runner scale set (no webhooks, no polling):
+// the orchestrator, through github.com/actions/scaleset's client, creates
+// the scale set <pool>-<host id>, holds a message session, and starts a
+// VM per job GitHub (the double) assigns to it, each with a JIT runner of
+// the scale set. Then the scale-set service fails calls (5xx), loses
+// answers after acting and expires the session's token: every job still
+// runs, once. After the drain no runner and no session is left, and the
+// scale set stays for the next start.
+func TestGitHubScaleSetJobsRunInVMs(t *testing.T) {
+	r := newGitHubRig(t, "fass")
+	d := githubdouble.New(githubdouble.Options{
+		Spec: r.spec, Prefix: "/api/v3", AppID: ssAppID, AppKey: &r.key.PublicKey,
+		RunnerURL: "http://" + ssGateway + ":" + ssPort + "/api/v3", Seed: 43,
+		MessageWait: 5 * time.Second, SessionIdle: time.Minute,
+	})
+	t.Cleanup(d.Close)
+	d.AddInstallation("Organization", "acme")
+	r.serve(d, ssPort)
+
+	cfg := r.config("sse2e", "fass0", "10.241.0.0/24", ssPort, ssAPIPort, ssAppID, "2s")
+	cfg.Forges[0].URL += "/api/v3"
+	cfg.DrainGrace = "3m"
+	p := r.pool("ss", []string{ssLabel}, 2)
+	p.Demand = "scaleset"
+	cfg.Pools = []poolConfig{p}
+	orch := r.start(cfg)
+	orch.waitFor(t, 2*time.Minute, "the scale set's session", func() bool {
+		sets := d.ScaleSets()
+		return len(sets) == 1 && sets[0].Session
+	})
+	if s := d.ScaleSets()[0]; s.Name != "ss-sse2e" || s.MaxCapacity != 2 && s.MaxCapacity != 0 {
+		t.Fatalf("scale set %+v: want ss-sse2e of capacity 2", s)
+	}
+
+	served := []githubdouble.Job{
+		d.QueueJob("acme/widgets", "self-hosted", ssLabel),
+		d.QueueJob("acme/widgets", ssLabel),
+		d.QueueJob("acme/widgets", "self-hosted", ssLabel),
+	}
+	orch.waitFor(t, 8*time.Minute, "the 3 jobs to complete", func() bool { return ghCompleted(d, served) })
+	orch.waitFor(t, 2*time.Minute, "their VMs and runners to be gone", func() bool {
+		return len(vmDirs(r.state)) == 0 && len(d.Runners()) == 0
+	})
+
+	d.FailScaleSetCalls(3)
+	d.LoseScaleSetAnswers(2)
+	d.ExpireMessageTokens()
+	faulted := []githubdouble.Job{
+		d.QueueJob("acme/widgets", ssLabel),
+		d.QueueJob("acme/widgets", "self-hosted", ssLabel),
+		d.QueueJob("acme/widgets", ssLabel),
+	}
+	orch.waitFor(t, 10*time.Minute, "the jobs to complete through the faults", func() bool { return ghCompleted(d, faulted) })
+	orch.waitFor(t, 3*time.Minute, "no VM and no runner left after the faults", func() bool {
+		return len(vmDirs(r.state)) == 0 && len(d.Runners()) == 0
+	})
+	if f := d.ScaleSetFaults(); f["500"] != 3 || f["lost"] != 2 {
+		t.Fatalf("faults served %v: want 3 x 500 and 2 lost", f)
+	}
+	all := append(append([]githubdouble.Job(nil), served...), faulted...)
+	checkGitHubReports(t, d, all, r.keyPEM, r.hookSecret)
+	for _, j := range all {
+		if d.JobScaleSet(j.ID) != d.ScaleSets()[0].ID {
+			t.Errorf("job %d was not assigned to the scale set", j.ID)
+		}
+	}
+	if n := len(logLines(orch.log, regexp.MustCompile(`msg="vm booting"`))); n != len(all) {
+		t.Errorf("%d VMs started for %d jobs", n, len(all))
+	}
+
+	orch.terminate(t)
+	orch.waitExit(t, 2*time.Minute)
+	if rs := d.Runners(); len(rs) != 0 {
+		t.Errorf("the double lists %d runners after the drain: %+v", len(rs), rs)
+	}
+	sets := d.ScaleSets()
+	if len(sets) != 1 {
+		t.Fatalf("scale sets after the drain: %+v (a restart must keep it)", sets)
+	}
+	if sets[0].Session {
+		t.Error("the scale set's session is still held after the drain")
+	}
+	for _, v := range d.Violations() {
+		t.Errorf("GitHub's description violated: %s", v)
+	}
+	var calls []string
+	for op, n := range d.Calls() {
+		if strings.HasPrefix(op, "scaleset ") {
+			calls = append(calls, fmt.Sprintf("%s=%d", op, n))
+		}
+	}
+	t.Logf("FIGURE scale-set service calls for %d jobs: %v", len(all), calls)
+}
