@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -113,4 +115,92 @@ func TestGitHubScaleSetJobsRunInVMs(t *testing.T) {
 		}
 	}
 	t.Logf("FIGURE scale-set service calls for %d jobs: %v", len(all), calls)
+}
+
+// TestGitHubScaleSetTwoHosts runs two orchestrators (hosts h1 and h2,
+// each its own bridge and state, one pool each with the same labels)
+// against one GitHub double, each holding its own scale set: GitHub's
+// assignment (the double: one scale set with room per job) splits the
+// jobs, VMs started across both hosts equal jobs run, no job ran twice,
+// both hosts ran some, and after both drains no runner and no session is
+// left.
+func TestGitHubScaleSetTwoHosts(t *testing.T) {
+	r := newGitHubRig(t, "fast")
+	d := githubdouble.New(githubdouble.Options{
+		Spec: r.spec, Prefix: "/api/v3", AppID: ssAppID, AppKey: &r.key.PublicKey,
+		RunnerURL: "http://10.243.0.1:" + ssPort + "/api/v3", Seed: 44,
+		MessageWait: 5 * time.Second, SessionIdle: time.Minute,
+	})
+	t.Cleanup(d.Close)
+	d.AddInstallation("Organization", "acme")
+	r.serve(d, ssPort)
+
+	hostCfg := func(host, bridge, cidr, apiPort, state string) *orchConfig {
+		cfg := r.config(host, bridge, cidr, ssPort, apiPort, ssAppID, "2s")
+		cfg.Forges[0].URL += "/api/v3"
+		cfg.StateDir = state
+		p := r.pool("ss", []string{ssLabel}, 2)
+		p.Demand = "scaleset"
+		cfg.Pools = []poolConfig{p}
+		return cfg
+	}
+	state2 := r.shortStateDir("fast2")
+	cfg1 := hostCfg("h1", "fast0", "10.243.0.0/24", ssAPIPort, r.state)
+	cfg2 := hostCfg("h2", "fast1", "10.244.0.0/24", "8964", state2)
+	cfg2.API.Socket = filepath.Join(r.work, "api2.sock")
+	orch1 := r.start(cfg1)
+	dir2 := filepath.Join(r.work, "h2")
+	if err := os.MkdirAll(dir2, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg2.write(t, filepath.Join(dir2, "fireactions.yaml"))
+	orch2 := startOrchestrator(t, r.ns, r.bin, filepath.Join(dir2, "fireactions.yaml"), state2)
+	orch1.waitFor(t, 2*time.Minute, "both scale sets' sessions", func() bool {
+		n := 0
+		for _, s := range d.ScaleSets() {
+			if s.Session && s.MaxCapacity == 2 {
+				n++
+			}
+		}
+		return n == 2
+	})
+
+	var jobs []githubdouble.Job
+	for range 6 {
+		jobs = append(jobs, d.QueueJob("acme/widgets", "self-hosted", ssLabel))
+	}
+	orch1.waitFor(t, 10*time.Minute, "the 6 jobs to complete", func() bool { return ghCompleted(d, jobs) })
+	orch1.waitFor(t, 3*time.Minute, "no VM and no runner left", func() bool {
+		return len(vmDirs(r.state)) == 0 && len(vmDirs(state2)) == 0 && len(d.Runners()) == 0
+	})
+	checkGitHubReports(t, d, jobs, r.keyPEM, r.hookSecret)
+	booted := regexp.MustCompile(`msg="vm booting"`)
+	n1, n2 := len(logLines(orch1.log, booted)), len(logLines(orch2.log, booted))
+	if n1+n2 != len(jobs) {
+		t.Errorf("VMs started %d (h1) + %d (h2) for %d jobs", n1, n2, len(jobs))
+	}
+	perSet := map[int64]int{}
+	for _, j := range jobs {
+		perSet[d.JobScaleSet(j.ID)]++
+	}
+	if len(perSet) != 2 || n1 == 0 || n2 == 0 {
+		t.Errorf("jobs per scale set %v, VMs h1 %d h2 %d: want both hosts to run some", perSet, n1, n2)
+	}
+	t.Logf("FIGURE two hosts: jobs per scale set %v; VMs h1 %d, h2 %d", perSet, n1, n2)
+
+	orch1.terminate(t)
+	orch2.terminate(t)
+	orch1.waitExit(t, 2*time.Minute)
+	orch2.waitExit(t, 2*time.Minute)
+	if rs := d.Runners(); len(rs) != 0 {
+		t.Errorf("runners left after the drains: %+v", rs)
+	}
+	for _, s := range d.ScaleSets() {
+		if s.Session {
+			t.Errorf("scale set %s still has a session after the drains", s.Name)
+		}
+	}
+	for _, v := range d.Violations() {
+		t.Errorf("GitHub's description violated: %s", v)
+	}
 }
