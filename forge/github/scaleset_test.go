@@ -457,3 +457,27 @@ func TestScaleSetPoolIgnoresWebhooks(t *testing.T) {
 		t.Errorf("queued %v, %v; want none", jobs, err)
 	}
 }
+
+// The queue is the jobs assigned to the scale set that no runner runs
+// yet: a job that started leaves it (its VM is busy, not one to start),
+// while a job still waiting stays.
+func TestScaleSetRunningJobsAreNotQueued(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{})
+	h := newHost(t, e, e.app(), "h1", 3)
+	waitFor(t, "a session", func() bool { return sessions(e) == 1 })
+	queued := func() int { j, _ := h.p.QueuedJobs(context.Background()); return len(j) }
+	a := e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
+	e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
+	waitFor(t, "two queued", func() bool { return queued() == 2 })
+	e.d.SetJobStatus(a.ID, "in_progress", "")
+	waitFor(t, "the started job out of the queue", func() bool { return queued() == 1 })
+	time.Sleep(500 * time.Millisecond) // a later message must not put it back
+	if n := queued(); n != 1 {
+		t.Fatalf("queued %d with one job running and one waiting, want 1", n)
+	}
+	e.d.SetJobStatus(a.ID, "completed", "success")
+	time.Sleep(500 * time.Millisecond)
+	if n := queued(); n != 1 {
+		t.Fatalf("queued %d after the running job completed, want the waiting 1", n)
+	}
+}
