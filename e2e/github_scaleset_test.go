@@ -129,6 +129,8 @@ func TestGitHubScaleSetTwoHosts(t *testing.T) {
 	d := githubdouble.New(githubdouble.Options{
 		Spec: r.spec, Prefix: "/api/v3", AppID: ssAppID, AppKey: &r.key.PublicKey,
 		RunnerURL: "http://10.243.0.1:" + ssPort + "/api/v3", Seed: 44,
+		// h2's guests reach the double at their own gateway.
+		RunnerURLs:  map[string]string{"fa-h2-": "http://10.244.0.1:" + ssPort + "/api/v3"},
 		MessageWait: 5 * time.Second, SessionIdle: time.Minute,
 	})
 	t.Cleanup(d.Close)

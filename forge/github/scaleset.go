@@ -148,7 +148,7 @@ func (s *scaleSetDemand) scaleClient(ctx context.Context) (*scaleset.Client, err
 	}
 	c := s.p.c
 	info := scaleset.SystemInfo{System: "nixos-fireactions", Subsystem: "scaleset"}
-	opts := []scaleset.HTTPOption{scaleset.WithRetryableHTTPClint(s.retryable()), scaleset.WithLogger(s.p.log.With("scaleset", s.name))}
+	opts := []scaleset.HTTPOption{scaleset.WithRetryableHTTPClint(s.retryable()), scaleset.WithLogger(s.quietLog())}
 	var (
 		cl  *scaleset.Client
 		err error
@@ -258,6 +258,28 @@ func (s *scaleSetDemand) scaleSetID() int {
 func isSessionConflict(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "RunnerScaleSetSessionConflictException")
 }
+
+// quietLog is the log for the scale-set client and listener: warnings
+// and errors only (they log every request and poll at INFO and DEBUG).
+func (s *scaleSetDemand) quietLog() *slog.Logger {
+	h := s.p.log.With("scaleset", s.name).Handler()
+	return slog.New(minLevel{h, slog.LevelWarn})
+}
+
+// minLevel drops records below its level.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= m.min && m.Handler.Enabled(ctx, l)
+}
+
+func (m minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{m.Handler.WithAttrs(as), m.min}
+}
+func (m minLevel) WithGroup(g string) slog.Handler { return minLevel{m.Handler.WithGroup(g), m.min} }
 
 // isUnauthorized reports a 401 of the Actions service.
 func isUnauthorized(err error) bool {

@@ -98,7 +98,7 @@ func (s *scaleSetDemand) listenOnce(ctx context.Context) (listened bool, err err
 	s.mu.Lock()
 	s.sessions++
 	s.mu.Unlock()
-	l, err := listener.New(sess, listener.Config{ScaleSetID: id, MaxRunners: s.max, Logger: s.p.log.With("scaleset", s.name)},
+	l, err := listener.New(sess, listener.Config{ScaleSetID: id, MaxRunners: s.max, Logger: s.quietLog()},
 		listener.WithMetricsRecorder(s))
 	if err != nil {
 		return true, fmt.Errorf("github: listener of scale set %s: %w", s.name, err)

@@ -52,6 +52,9 @@ type Options struct {
 	// RunnerURL is where stand-in runners reach the double; it goes into
 	// each JIT configuration. Default: set by Serve/ServeTLS.
 	RunnerURL string
+	// RunnerURLs give runners whose names start with a key another URL
+	// (hosts whose guests reach the double at another address).
+	RunnerURLs map[string]string
 	// TokenTTL is the life of installation tokens (GitHub: 1h).
 	TokenTTL time.Duration
 	// Seed makes fault injection repeatable.
