@@ -12,7 +12,9 @@
 // it can fail a share of calls as GitHub does (5xx, timeouts before or
 // after acting, 429 with Retry-After, an exhausted rate limit), sends
 // signed workflow_job webhooks, and speaks a small private protocol with a
-// stand-in runner program (RunStandIn) so that tests can "run" jobs.
+// stand-in runner program (RunStandIn) so that tests can "run" jobs. It
+// also serves the runner scale set service as github.com/actions/scaleset's
+// client speaks it (scaleset.go says where its behaviour is a guess).
 package githubdouble
 
 import (
