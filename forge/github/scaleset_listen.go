@@ -97,8 +97,9 @@ func (s *scaleSetDemand) listenOnce(ctx context.Context) (listened bool, err err
 	}()
 	s.mu.Lock()
 	s.sessions++
+	capacity := s.max
 	s.mu.Unlock()
-	l, err := listener.New(sess, listener.Config{ScaleSetID: id, MaxRunners: s.max, Logger: s.quietLog()},
+	l, err := listener.New(sess, listener.Config{ScaleSetID: id, MaxRunners: capacity, Logger: s.quietLog()},
 		listener.WithMetricsRecorder(s))
 	if err != nil {
 		return true, fmt.Errorf("github: listener of scale set %s: %w", s.name, err)
