@@ -180,6 +180,12 @@ func TestGitHubScaleSetTwoHosts(t *testing.T) {
 	n1, n2 := len(logLines(orch1.log, booted)), len(logLines(orch2.log, booted))
 	if n1+n2 != len(jobs) {
 		t.Errorf("VMs started %d (h1) + %d (h2) for %d jobs", n1, n2, len(jobs))
+		story := regexp.MustCompile(`vm booting|event=(runner-ready|job-started|runner-exited)|idle|removed`)
+		for i, log := range []string{orch1.log, orch2.log} {
+			for _, l := range logLines(log, story) {
+				t.Logf("h%d: %s", i+1, l)
+			}
+		}
 	}
 	perSet := map[int64]int{}
 	for _, j := range jobs {

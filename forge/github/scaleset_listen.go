@@ -135,7 +135,8 @@ func (s *scaleSetDemand) SetMaxCapacity(n int) {
 }
 
 // RecordStatistics implements listener.MetricsRecorder: each message's
-// statistics, read before the desired count is handled.
+// statistics, read before the message is acknowledged and the desired
+// count handled.
 func (s *scaleSetDemand) RecordStatistics(st *scaleset.RunnerScaleSetStatistic) {
 	if st == nil {
 		return
@@ -143,6 +144,11 @@ func (s *scaleSetDemand) RecordStatistics(st *scaleset.RunnerScaleSetStatistic) 
 	s.mu.Lock()
 	s.stats, s.known = *st, true
 	s.mu.Unlock()
+	// The queue follows at once, before the message is acknowledged (a
+	// round trip): a job a runner took leaves it as soon as GitHub says
+	// so, narrowing the time a full pass could count it as waiting while
+	// its VM is already busy.
+	s.setQueued(max(st.TotalAssignedJobs-st.TotalRunningJobs, 0))
 }
 
 // RecordJobStarted implements listener.MetricsRecorder.
