@@ -1,7 +1,8 @@
 // Package api is the orchestrator's HTTP API. It exists so operators and
 // tools can see and steer a running `fireactions serve` without touching
 // its state on disk: list pools and VMs, scale, pause and resume pools,
-// kill a VM, read or follow a VM's serial console, probe health and
+// kill a VM, delete a pool's demand source at its forge (a GitHub scale
+// set), read or follow a VM's serial console, probe health and
 // readiness, and deliver forge webhooks. It speaks JSON under /api/v1.
 //
 // The same handler serves a unix socket, where the socket's file mode is
@@ -11,6 +12,7 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"log/slog"
@@ -38,6 +40,9 @@ type Backend interface {
 	ConsoleLog(id string) (string, error)
 	Ready() bool
 	Kick()
+	// DeleteDemandSource deletes the demand source a pool owns at its
+	// forge (a GitHub runner scale set).
+	DeleteDemandSource(ctx context.Context, pool string) error
 }
 
 // Options configure the handler.
@@ -127,6 +132,7 @@ func NewHandler(o Options, requireToken bool) http.Handler {
 	route("/api/v1/pools/{name}/scale", methods{http.MethodPost: s.scalePool})
 	route("/api/v1/pools/{name}/pause", methods{http.MethodPost: s.pausePool(true)})
 	route("/api/v1/pools/{name}/resume", methods{http.MethodPost: s.pausePool(false)})
+	route("/api/v1/pools/{name}/demand-source", methods{http.MethodDelete: s.deleteDemandSource})
 	route("/api/v1/vms", methods{http.MethodGet: s.listVMs})
 	route("/api/v1/vms/{id}", methods{http.MethodGet: s.getVM, http.MethodDelete: s.killVM})
 	route("/api/v1/vms/{id}/console", methods{http.MethodGet: s.console})

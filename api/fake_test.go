@@ -1,11 +1,13 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
@@ -22,6 +24,7 @@ type fakeBackend struct {
 	ready    bool
 	kicks    int
 	killed   []string
+	sources  map[string]bool // pools owning a demand source at the forge
 }
 
 func newFakeBackend(created time.Time) *fakeBackend {
@@ -114,6 +117,19 @@ func (f *fakeBackend) VM(id string) (vmstate.Record, error) {
 		}
 	}
 	return vmstate.Record{}, fmt.Errorf("vm %q: %w", id, pool.ErrNotFound)
+}
+
+func (f *fakeBackend) DeleteDemandSource(_ context.Context, name string) error {
+	if _, err := f.Pool(name); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.sources[name] {
+		return fmt.Errorf("pool %q: %w", name, forge.ErrNoDemandSource)
+	}
+	delete(f.sources, name)
+	return nil
 }
 
 func (f *fakeBackend) Kill(id string) error {

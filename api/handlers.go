@@ -2,13 +2,16 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
 )
 
@@ -89,6 +92,24 @@ func (s *server) pausePool(paused bool) http.HandlerFunc {
 		s.log.Info("pool paused through the API", "pool", name, "paused", paused, "remote", r.RemoteAddr)
 		writeJSON(w, http.StatusOK, st)
 	}
+}
+
+// deleteDemandSource is DELETE /api/v1/pools/{name}/demand-source: 204
+// once deleted, 409 when the pool owns none.
+func (s *server) deleteDemandSource(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+	defer cancel()
+	if err := s.b.DeleteDemandSource(ctx, name); err != nil {
+		if errors.Is(err, forge.ErrNoDemandSource) {
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
+		s.backendError(w, r, err)
+		return
+	}
+	s.log.Info("a pool's demand source deleted through the API", "pool", name, "remote", r.RemoteAddr)
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *server) listVMs(w http.ResponseWriter, r *http.Request) {

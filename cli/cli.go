@@ -25,7 +25,7 @@ func Root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), validateCmd(), versionCmd(), guestRootCmd(), poolsCmd(), psCmd(), logsCmd(), killCmd(), doctorCmd(), imageCmd())
+	root.AddCommand(serveCmd(), validateCmd(), versionCmd(), guestRootCmd(), poolsCmd(), psCmd(), logsCmd(), killCmd(), doctorCmd(), imageCmd(), githubCmd())
 	return applyFace(root, faceOf(os.Args[0]))
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/api"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
@@ -26,6 +27,7 @@ type apiBackend struct {
 	vms      []vmstate.Record
 	consoles map[string]string
 	killed   []string
+	deleted  []string // pools whose demand source was deleted
 }
 
 func newAPIBackend(dir string) *apiBackend {
@@ -118,6 +120,19 @@ func (b *apiBackend) VM(id string) (vmstate.Record, error) {
 		}
 	}
 	return vmstate.Record{}, fmt.Errorf("vm %q: %w", id, pool.ErrNotFound)
+}
+
+func (b *apiBackend) DeleteDemandSource(_ context.Context, name string) error {
+	if _, err := b.Pool(name); err != nil {
+		return err
+	}
+	if name != "small" {
+		return fmt.Errorf("pool %q: %w", name, forge.ErrNoDemandSource)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.deleted = append(b.deleted, name)
+	return nil
 }
 
 func (b *apiBackend) Kill(id string) error {
@@ -252,6 +267,17 @@ func TestClientCommandsOverSocket(t *testing.T) {
 			}
 		}},
 		{name: "kill unknown vm", args: []string{"kill", "nope"}, wantCode: 1, wantErr: `vm "nope": not found`},
+		{name: "delete-scaleset", args: []string{"github", "delete-scaleset", "small"}, wantOut: []string{"small: scale set deleted"},
+			check: func(t *testing.T, _ string) {
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				if len(b.deleted) != 1 || b.deleted[0] != "small" {
+					t.Errorf("deleted %v", b.deleted)
+				}
+			}},
+		{name: "delete-scaleset of a webhook pool", args: []string{"github", "delete-scaleset", "big"}, wantCode: 1,
+			wantErr: "owns no demand source"},
+		{name: "delete-scaleset unknown pool", args: []string{"github", "delete-scaleset", "nope"}, wantCode: 1, wantErr: `pool "nope": not found`},
 		{name: "socket and url", args: []string{"ps", "--url", "http://127.0.0.1:1"}, wantCode: 1, wantErr: "not both"},
 	}
 	for _, tc := range cases {

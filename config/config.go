@@ -149,16 +149,19 @@ type Pool struct {
 	Labels []string `yaml:"labels" doc:"Required. Labels the runners offer (no spaces, commas, control characters or duplicates; gitea: no ':', which act_runner reads as label:schema); a job runs here when all its labels are offered."`
 	// Repos are the repositories whose queued runs a GitHub org or
 	// enterprise pool polls for.
-	Repos []string `yaml:"repos" doc:"github only, with an org or enterprise scope: the repositories (OWNER/NAME) whose queued workflow runs are polled for jobs. Such a pool needs these or its forge's webhook_secret_file (a source of demand)."`
+	Repos []string `yaml:"repos" doc:"github only, with an org or enterprise scope: the repositories (OWNER/NAME) whose queued workflow runs are polled for jobs. With demand: webhooks, such a pool needs these or its forge's webhook_secret_file (a source of demand)."`
 	// InstallationID is the GitHub App installation the pool acts as,
 	// when its forge's is not the one (two organisations under one App).
-	InstallationID int64         `yaml:"installation_id" doc:"github only, with the forge's app_id: the App installation this pool acts as (each installation has its own rate budget), for pools of one App in several organisations. 0 or left out: the forge's installation_id, else looked up from the pool's scope."`
-	MinIdle        int           `yaml:"min_idle" doc:"Idle VMs kept ready (0 or more)."`
-	Max            int           `yaml:"max" doc:"Most VMs at once, busy or not (1-4096 and at least min_idle; the pools' max together at most network.cidr's guest addresses). The API's scale obeys the same bound."`
-	VM             VMShape       `yaml:"vm" doc:"Size and boot files of the pool's VMs."`
-	Runner         RunnerOptions `yaml:"runner" doc:"The forge's runner agent inside the guest."`
-	Cache          PoolCache     `yaml:"cache" doc:"What the guests take of registry_cache, and Docker."`
-	Timeouts       Timeouts      `yaml:"timeouts" doc:"Time limits for every stage of a VM's life."`
+	InstallationID int64 `yaml:"installation_id" doc:"github only, with the forge's app_id: the App installation this pool acts as (each installation has its own rate budget), for pools of one App in several organisations. 0 or left out: the forge's installation_id, else looked up from the pool's scope."`
+	// Demand is where a GitHub pool learns of jobs: DemandScaleSet or
+	// DemandWebhooks.
+	Demand   string        `yaml:"demand" doc:"github only: where the pool learns of jobs. scaleset: a runner scale set of its own, named <pool>-<host_id> with the pool's labels and runner group, created or updated at start and kept over restarts (fireactions github delete-scaleset removes it); GitHub assigns each job to one scale set with room, so hosts sharing labels never both start a VM for a job. webhooks: workflow_job webhooks and polling of repos. Default: scaleset for org and enterprise scopes, webhooks for repo scopes."`
+	MinIdle  int           `yaml:"min_idle" doc:"Idle VMs kept ready (0 or more)."`
+	Max      int           `yaml:"max" doc:"Most VMs at once, busy or not (1-4096 and at least min_idle; the pools' max together at most network.cidr's guest addresses). The API's scale obeys the same bound."`
+	VM       VMShape       `yaml:"vm" doc:"Size and boot files of the pool's VMs."`
+	Runner   RunnerOptions `yaml:"runner" doc:"The forge's runner agent inside the guest."`
+	Cache    PoolCache     `yaml:"cache" doc:"What the guests take of registry_cache, and Docker."`
+	Timeouts Timeouts      `yaml:"timeouts" doc:"Time limits for every stage of a VM's life."`
 }
 
 // VMShape is the size and boot files of a pool's VMs.

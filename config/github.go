@@ -27,6 +27,12 @@ const (
 	CancelRunsOff    = "off"
 )
 
+// What a github pool's demand may say.
+const (
+	DemandScaleSet = "scaleset"
+	DemandWebhooks = "webhooks"
+)
+
 // selfHosted is the label GitHub gives every self-hosted runner; a job's
 // runs-on may ask for it.
 const selfHosted = "self-hosted"
@@ -54,6 +60,14 @@ func deriveGitHub(c *Config) {
 	}
 	for i := range c.Pools {
 		p := &c.Pools[i]
+		if github[p.Forge] && p.Demand == "" {
+			if sc, err := ParseScope(p.Scope); err == nil {
+				p.Demand = DemandScaleSet
+				if sc.Kind == ScopeRepo {
+					p.Demand = DemandWebhooks
+				}
+			}
+		}
 		if !github[p.Forge] || len(p.Labels) == 0 {
 			continue // no labels is an error validation reports
 		}
@@ -83,6 +97,15 @@ func (v *validator) cancelRuns(ff field, fo *Forge) {
 		err = oneOf(fo.CancelRuns, CancelRunsForce, CancelRunsCancel, CancelRunsOff)
 	}
 	v.check(rule{ff.child("cancel_runs"), err})
+}
+
+// demand checks a pool's demand: github only, scaleset or webhooks.
+func (v *validator) demand(f field, p *Pool, typ string) {
+	err := onlyFor(p.Demand != "", "github", typ, "pools")
+	if err == nil && typ == "github" && p.Demand != "" {
+		err = oneOf(p.Demand, DemandScaleSet, DemandWebhooks)
+	}
+	v.check(rule{f, err})
 }
 
 // runnerGroupScope checks a github pool's runner.group against its scope:
@@ -140,16 +163,17 @@ func (v *validator) githubPools(f field, pools []Pool, forges []Forge) {
 				"with the manage_runners:enterprise scope in token_file or token_env instead of app_id", p.Scope, fo.Name)})
 		}
 		if !githubDemandSource(p, sc, fo) {
-			v.check(rule{pf, errorf("no source of demand: this %s pool would never learn of a job; set the forge's "+
-				"webhook_secret_file (workflow_job webhooks) or list the repositories to poll in repos", sc.Kind)})
+			v.check(rule{pf, errorf("no source of demand: this %s pool with demand: webhooks would never learn of a job; set the forge's "+
+				"webhook_secret_file (workflow_job webhooks), list the repositories to poll in repos, or use demand: scaleset", sc.Kind)})
 		}
 	}
 }
 
 // githubDemandSource reports whether anything tells a github pool of its
-// queued jobs: a repo pool polls its repository; an org or enterprise
-// pool needs its forge's webhooks or repositories to poll. Another
-// source of demand joins here.
+// queued jobs: a scale set (demand: scaleset, the default at org and
+// enterprise scope); else a repo pool polls its repository, and an org or
+// enterprise pool needs its forge's webhooks or repositories to poll.
 func githubDemandSource(p *Pool, sc Scope, fo *Forge) bool {
-	return sc.Kind == ScopeRepo || fo.WebhookSecretFile != "" || len(p.Repos) > 0
+	scaleSet := p.Demand == DemandScaleSet || p.Demand == "" && sc.Kind != ScopeRepo
+	return scaleSet || sc.Kind == ScopeRepo || fo.WebhookSecretFile != "" || len(p.Repos) > 0
 }

@@ -106,6 +106,48 @@ func TestGitHubRunnerGroupByScope(t *testing.T) {
 	}
 }
 
+// demand is scaleset for org and enterprise pools and webhooks for repo
+// pools unless the file says; another word, or a demand on another forge
+// type, is refused naming the field.
+func TestGitHubPoolDemand(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct{ scope, set, want string }{
+		{"org:acme", "", "scaleset"},
+		{"enterprise:bigco", "", "scaleset"},
+		{"repo:acme/widgets", "", "webhooks"},
+		{"org:acme", "webhooks", "webhooks"},
+		{"repo:acme/widgets", "scaleset", "scaleset"},
+	} {
+		text := replace(t, githubYAML, "scope: org:acme", "scope: "+tc.scope)
+		if strings.HasPrefix(tc.scope, "repo:") { // it polls its own repository
+			text = replace(t, text, "    repos: [acme/widgets]\n", "")
+		}
+		if strings.HasPrefix(tc.scope, "enterprise:") { // a classic PAT there
+			text = replace(t, text, "    app_id: 12345\n    app_private_key_file: $DIR/app.pem\n", "    token_file: $DIR/token\n")
+		}
+		if tc.set != "" {
+			text = replace(t, text, "labels: [linux]", "labels: [linux]\n    demand: "+tc.set)
+		}
+		if got := f.mustParse(text).Pools[0].Demand; got != tc.want {
+			t.Errorf("%s, demand %q: read as %q, want %q", tc.scope, tc.set, got, tc.want)
+		}
+	}
+	if got := f.mustParse(gitlabYAML).Pools[0].Demand; got != "" {
+		t.Errorf("gitlab pool demand %q, want none", got)
+	}
+	for _, tc := range []struct{ name, text, want string }{
+		{"unknown word", replace(t, githubYAML, "labels: [linux]", "labels: [linux]\n    demand: polling"),
+			`pools[0] ("default").demand: "polling" is not one of scaleset, webhooks`},
+		{"not github", replace(t, gitlabYAML, "labels: [linux]", "labels: [linux]\n    demand: scaleset"),
+			`pools[0] ("default").demand: is only for github pools, not gitlab`},
+	} {
+		_, err := f.parse(tc.text)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
 // An enterprise pool under a GitHub App is refused, naming why (GitHub
 // marks the enterprise runner operations enabledForGitHubApps: false);
 // under a personal access token it is taken.
@@ -123,9 +165,10 @@ func TestGitHubEnterpriseNeedsAToken(t *testing.T) {
 	}
 }
 
-// An org or enterprise pool with no source of demand (no webhooks, no
-// repositories to poll) is refused; either source, or a repo scope (it
-// polls its repository), is enough.
+// An org or enterprise pool with demand: webhooks and no source of
+// demand (no webhooks, no repositories to poll) is refused; either
+// source, a scale set, or a repo scope (it polls its repository), is
+// enough.
 func TestGitHubPoolNeedsADemandSource(t *testing.T) {
 	f := newFixture(t)
 	f.write("hook", "hook-secret\n", 0o600)
@@ -133,13 +176,18 @@ func TestGitHubPoolNeedsADemandSource(t *testing.T) {
 	pat := func(text string) string {
 		return replace(t, text, "    app_id: 12345\n    app_private_key_file: $DIR/app.pem\n", "    token_file: $DIR/token\n")
 	}
+	webhooksOnly := func(text string) string {
+		return replace(t, text, "labels: [linux]", "labels: [linux]\n    demand: webhooks")
+	}
 	const want = `pools[0] ("default"): no source of demand`
 	for _, tc := range []struct {
 		name, text string
 		ok         bool
 	}{
-		{"org, nothing", bare, false},
-		{"enterprise, nothing", replace(t, pat(bare), "scope: org:acme", "scope: enterprise:bigco"), false},
+		{"org, nothing", webhooksOnly(bare), false},
+		{"enterprise, nothing", webhooksOnly(replace(t, pat(bare), "scope: org:acme", "scope: enterprise:bigco")), false},
+		{"org, a scale set (the default)", bare, true},
+		{"enterprise, a scale set", replace(t, pat(bare), "scope: org:acme", "scope: enterprise:bigco"), true},
 		{"org, repos", githubYAML, true},
 		{"org, webhooks", replace(t, bare, "    app_id: 12345\n", "    app_id: 12345\n    webhook_secret_file: $DIR/hook\n"), true},
 		{"enterprise, webhooks", replace(t, replace(t, pat(bare), "scope: org:acme", "scope: enterprise:bigco"),

@@ -175,6 +175,7 @@ pools:
     installation_id: 4343     # the App's installation in acme, not the forge's
     repos: [acme/tools]
     labels: [self-hosted, "x86_64:host"]
+    demand: webhooks
     min_idle: 0
     max: 8
     vm:
@@ -270,7 +271,7 @@ pools:
 		Limits: limitsDefaults(),
 		Pools: []Pool{{
 			Name: "big-1", Forge: "ghe", Scope: "org:acme", InstallationID: 4343, Repos: []string{"acme/tools"},
-			Labels: []string{"self-hosted", "x86_64:host"}, MinIdle: 0, Max: 8,
+			Labels: []string{"self-hosted", "x86_64:host"}, Demand: "webhooks", MinIdle: 0, Max: 8,
 			VM: VMShape{
 				VCPUs: 32, MemoryMiB: 128, Kernel: f.path("vmlinuz-6.6.30"),
 				KernelModules: []string{"overlay", "vsock"}, ModulesDir: f.path("modules/6.6.30"),
@@ -284,7 +285,7 @@ pools:
 		}, {
 			// self-hosted is added: every GitHub runner offers it.
 			Name: "ent", Forge: "gh", Scope: "enterprise:acme-corp", Labels: []string{"linux", "self-hosted"},
-			Repos: []string{"acme/widgets", "tools/gadgets"}, MinIdle: 0, Max: 1,
+			Repos: []string{"acme/widgets", "tools/gadgets"}, Demand: "scaleset", MinIdle: 0, Max: 1, // the default at enterprise scope
 			VM: VMShape{
 				VCPUs: 1, MemoryMiB: 512, Kernel: f.path("vmlinuz-6.6.30"), ModulesDir: "/lib/modules/6.6.30",
 				Image: "registry.example.com/ci/runner:v2", PullPolicy: "IfNotPresent", DiskMiB: 8192,

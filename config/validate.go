@@ -218,6 +218,7 @@ func (v *validator) pools(f field, pools []Pool, types map[string]string) {
 		v.vm(pf.child("vm"), &p.VM)
 		v.runner(pf.child("runner"), &p.Runner, typ, known)
 		v.runnerGroupScope(pf.child("runner").child("group"), p, typ)
+		v.demand(pf.child("demand"), p, typ)
 		v.timeouts(pf.child("timeouts"), &p.Timeouts)
 	}
 }

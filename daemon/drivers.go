@@ -19,7 +19,7 @@ import (
 // and how a pool naming it gets its scope from the pool's configuration.
 type forgeDriver interface {
 	forge.Driver
-	scope(p config.Pool, s config.Scope) (forge.Forge, error)
+	scope(p config.Pool, s config.Scope, hostID string) (forge.Forge, error)
 }
 
 // forgeFactory builds the driver of one configured forge.
@@ -66,7 +66,7 @@ func giteaDriver(version string) forgeFactory {
 // giteaForge gives a gitea pool its scope.
 type giteaForge struct{ *gitea.Driver }
 
-func (g giteaForge) scope(p config.Pool, s config.Scope) (forge.Forge, error) {
+func (g giteaForge) scope(p config.Pool, s config.Scope, _ string) (forge.Forge, error) {
 	return g.Scope(gitea.Scope{Kind: s.Kind, Org: s.Org, Owner: s.Owner, Repo: s.Repo, Labels: p.Labels})
 }
 
@@ -88,6 +88,24 @@ type forgeSet struct {
 	version string // in the clients' user agent
 	drivers map[string]forgeDriver
 	built   map[string]config.Forge // the settings each driver was built from
+}
+
+// quiescer is a driver that holds listeners of its own (GitHub scale-set
+// sessions) to wind down once the pools stopped asking for demand.
+type quiescer interface {
+	Quiesce(ctx context.Context) error
+}
+
+// quiesce waits for every driver's listeners to wind down, until ctx
+// ends.
+func (fs *forgeSet) quiesce(ctx context.Context, log *slog.Logger) {
+	for name, d := range fs.drivers {
+		if q, ok := d.(quiescer); ok {
+			if err := q.Quiesce(ctx); err != nil {
+				log.Warn("a forge's listeners did not wind down", "forge", name, "err", err)
+			}
+		}
+	}
 }
 
 func newForgeSet(version string) *forgeSet {
@@ -162,7 +180,7 @@ func (fs *forgeSet) connect(cfg *config.Config, log *slog.Logger) (map[string]fo
 		if err != nil {
 			return nil, nil, fmt.Errorf("pool %q: %w", p.Name, err)
 		}
-		f, err := d.scope(p, scope)
+		f, err := d.scope(p, scope, cfg.HostID)
 		if err != nil {
 			return nil, nil, fmt.Errorf("pool %q: forge %q: %w", p.Name, fc.Name, err)
 		}

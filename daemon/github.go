@@ -27,7 +27,7 @@ func githubDriver(fc config.Forge) (forgeDriver, error) {
 // githubForge gives a github pool its scope: a Pool of the connection.
 type githubForge struct{ *github.Client }
 
-func (g githubForge) scope(p config.Pool, s config.Scope) (forge.Forge, error) {
+func (g githubForge) scope(p config.Pool, s config.Scope, hostID string) (forge.Forge, error) {
 	return g.Pool(github.PoolOptions{
 		Scope:  github.Scope{Kind: s.Kind, Org: s.Org, Owner: s.Owner, Repo: s.Repo, Enterprise: s.Enterprise},
 		Repos:  p.Repos,
@@ -35,5 +35,6 @@ func (g githubForge) scope(p config.Pool, s config.Scope) (forge.Forge, error) {
 		Group:  p.Runner.Group,
 		// The pool's own installation, else the forge's (github.New).
 		InstallationID: p.InstallationID,
+		Demand:         p.Demand, PoolName: p.Name, HostID: hostID, MaxRunners: p.Max,
 	})
 }

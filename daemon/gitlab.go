@@ -27,7 +27,7 @@ func gitlabDriver(fc config.Forge) (forgeDriver, error) {
 // gitlabForge gives a gitlab pool its scope.
 type gitlabForge struct{ *gitlab.Driver }
 
-func (g gitlabForge) scope(p config.Pool, s config.Scope) (forge.Forge, error) {
+func (g gitlabForge) scope(p config.Pool, s config.Scope, hostID string) (forge.Forge, error) {
 	scope := gitlab.Scope{Kind: s.Kind, Path: s.Group}
 	if s.Kind == config.ScopeProject {
 		scope.Path = s.Project

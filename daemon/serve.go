@@ -211,7 +211,9 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 	log.Info("draining", "grace", cfg.DrainGrace)
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainGrace)
 	defer cancel()
-	if err := m.Drain(dctx); err != nil {
+	err = m.Drain(dctx)
+	drivers.quiesce(dctx, log)
+	if err != nil {
 		log.Warn("drain forced: busy VMs were ended", "err", err)
 		return err
 	}

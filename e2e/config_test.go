@@ -126,6 +126,7 @@ type poolConfig struct {
 	Scope    string          `yaml:"scope,omitempty"` // "": the default, instance
 	Repos    []string        `yaml:"repos,omitempty"`
 	Labels   []string        `yaml:"labels"`
+	Demand   string          `yaml:"demand,omitempty"`
 	MinIdle  int             `yaml:"min_idle"`
 	Max      int             `yaml:"max"`
 	VM       vmConfig        `yaml:"vm"`
@@ -643,7 +644,7 @@ func (r *githubRig) config(hostID, bridge, cidr, port, apiPort string, appID int
 }
 
 // pool is a pool of org acme's repository widgets for jobs labelled
-// labels, none kept idle, at most max VMs of 1 vCPU and 512 MiB, the
+// labels, its demand from webhooks and polling, none kept idle, at most max VMs of 1 vCPU and 512 MiB, the
 // runner as uid 1001, 2 minutes to boot, 20 s idle and 10 minutes for a
 // job.
 func (r *githubRig) pool(name string, labels []string, max int) poolConfig {
@@ -651,7 +652,7 @@ func (r *githubRig) pool(name string, labels []string, max int) poolConfig {
 	vm.VCPUs, vm.MemoryMiB = 1, 512
 	return poolConfig{
 		Name: name, Forge: "github", Scope: "org:acme", Repos: []string{"acme/widgets"}, Labels: labels,
-		MinIdle: 0, Max: max, VM: vm,
+		Demand: "webhooks", MinIdle: 0, Max: max, VM: vm,
 		Runner:   &runnerConfig{UID: 1001},
 		Timeouts: &timeoutsConfig{Boot: "2m", Idle: "20s", Job: "10m"},
 	}

@@ -296,6 +296,19 @@ type QueueNotifier interface {
 	NotifyQueue(notify func(QueueChange))
 }
 
+// DemandSourceDeleter is implemented by drivers whose scope owns a
+// demand source at the forge that outlives restarts (a GitHub runner
+// scale set, named for its pool and host): only an explicit command
+// deletes it. Once deleted, the scope takes no more demand from it until
+// it is handed out again (a restart or a reload).
+type DemandSourceDeleter interface {
+	DeleteDemandSource(ctx context.Context) error
+}
+
+// ErrNoDemandSource is DeleteDemandSource's answer for a scope that owns
+// no such source (a GitHub pool on webhooks).
+var ErrNoDemandSource = errors.New("the pool owns no demand source at the forge")
+
 // Unwrapper is implemented by wrappers of a driver (metrics).
 type Unwrapper interface {
 	Unwrap() Forge

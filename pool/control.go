@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -110,6 +111,26 @@ func (m *Manager) SetPaused(name string, paused bool) (PoolStatus, error) {
 	p.log.Info("pool paused", "paused", paused)
 	m.Kick()
 	return m.status(p), nil
+}
+
+// DeleteDemandSource deletes the demand source the pool's forge scope
+// owns at the forge (a GitHub runner scale set), which a restart keeps:
+// for a pool or host being retired. The pool takes no demand from it
+// until its scope is handed out again (restart or reload).
+func (m *Manager) DeleteDemandSource(ctx context.Context, name string) error {
+	p := m.poolNamed(name)
+	if p == nil {
+		return fmt.Errorf("pool %q: %w", name, ErrNotFound)
+	}
+	d, ok := forge.Unwrap(p.forge).(forge.DemandSourceDeleter)
+	if !ok {
+		return fmt.Errorf("pool %q: %w", name, forge.ErrNoDemandSource)
+	}
+	if err := d.DeleteDemandSource(ctx); err != nil {
+		return fmt.Errorf("pool %q: %w", name, err)
+	}
+	p.log.Info("the pool's demand source at the forge was deleted")
+	return nil
 }
 
 // VM returns one VM's record.

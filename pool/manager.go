@@ -603,7 +603,8 @@ func (m *Manager) runVM(ctx context.Context, v *vm, adopted vmm.Machine) {
 	m.demand.tell(demandEvent{pool: v.pool})
 }
 
-// Drain stops creating VMs, ends every VM that is not running a job at
+// Drain stops creating VMs and tells the drivers to stop telling queue
+// changes, ends every VM that is not running a job at
 // once, waits for busy ones until ctx ends, then ends those too. Runner
 // removals still pending are tried once more; those that fail again are
 // logged and left, on disk, for the next start. It returns
@@ -611,6 +612,12 @@ func (m *Manager) runVM(ctx context.Context, v *vm, adopted vmm.Machine) {
 func (m *Manager) Drain(ctx context.Context) error {
 	m.mu.Lock()
 	m.draining = true
+	// No more demand: a driver that holds a listener (a GitHub scale
+	// set's session) lets it go, so the forge gives its jobs elsewhere.
+	for n := range m.notifiers {
+		n.NotifyQueue(nil)
+	}
+	m.notifiers = map[forge.QueueNotifier]bool{}
 	for _, v := range m.vms {
 		v.stopUnlessBusy(errDrain)
 	}

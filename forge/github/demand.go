@@ -336,8 +336,8 @@ func (c *Client) notifyQueue(j *jobState, queued bool) bool {
 	c.mu.Unlock()
 	all, any := true, false
 	for _, p := range pools {
-		if !p.covers(j.repo, j.enterprise) {
-			continue
+		if p.ss != nil || !p.covers(j.repo, j.enterprise) {
+			continue // a scale set's pool has its demand from GitHub's assignment
 		}
 		c.mu.Lock()
 		tell := p.notify

@@ -62,6 +62,9 @@ type envOptions struct {
 	prefix   string // "/api/v3" for GitHub Enterprise Server
 	tokenTTL time.Duration
 	pats     []string
+	// scale-set service: admin token life, idle session life, message
+	// long-poll wait (githubdouble.Options).
+	adminTTL, sessionIdle, messageWait time.Duration
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -92,6 +95,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	d = githubdouble.New(githubdouble.Options{
 		Spec: spec, Prefix: o.prefix, AppID: appID, AppKey: &testKey().PublicKey, PATs: o.pats,
 		RunnerURL: srv.URL + o.prefix, TokenTTL: o.tokenTTL, Seed: 7,
+		AdminTokenTTL: o.adminTTL, SessionIdle: o.sessionIdle, MessageWait: o.messageWait,
 	})
 	t.Cleanup(func() {
 		srv.Close()

@@ -79,7 +79,7 @@ type Client struct {
 	key      []byte
 	instID   int64
 	retry    *retryTransport // the forge's credential: the App's JWT, or the token
-	conn     http.RoundTripper
+	conn     *http.Transport // the connection under retry (scale-set client)
 	retryOpt RetryOptions
 	apps     *gh.Client // authenticated as the App (JWT); nil with a token
 	log      *slog.Logger
@@ -95,6 +95,7 @@ type Client struct {
 	// GitHub counts each installation's calls apart, and apart from the
 	// App's own (its JWT).
 	budgets map[int64]*retryTransport
+	all     []*Pool           // every pool handed out, retired or not (Quiesce)
 	labels  map[string]string // lower case -> the configuration's spelling
 	// labelGen counts the changes of labels: jobs built with an older
 	// spelling are built again (jobOf).
@@ -221,4 +222,13 @@ type PoolOptions struct {
 	// InstallationID is the App installation the pool acts as; 0: the
 	// forge's (Options.InstallationID), else looked up from the scope.
 	InstallationID int64
+	// Demand is where the pool's demand comes from: DemandWebhooks (also
+	// "") or DemandScaleSet, a runner scale set of its own.
+	Demand string
+	// PoolName, HostID and MaxRunners (the pool's most VMs) name the
+	// scale set and give its capacity; scale-set mode only.
+	PoolName, HostID string
+	MaxRunners       int
+	// ScaleSet tunes scale-set mode.
+	ScaleSet ScaleSetOptions
 }

@@ -23,6 +23,9 @@ const roundTimeout = 2 * time.Minute
 // webhook's job. Until a round has succeeded the queue is unknown without
 // webhooks: that is an error.
 func (p *Pool) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
+	if p.ss != nil {
+		return p.ss.queuedJobs(), nil
+	}
 	now := time.Now()
 	p.stateMu.Lock()
 	due, first := !now.Before(p.nextRound), !p.begun

@@ -40,6 +40,7 @@ type Pool struct {
 	cache     runnerCache
 
 	notify func(forge.QueueChange) // guarded by c.mu; see NotifyQueue
+	ss     *scaleSetDemand         // scale-set mode; nil: webhooks and polling
 }
 
 var (
@@ -75,6 +76,15 @@ func (c *Client) Pool(o PoolOptions) (*Pool, error) {
 	if p.group == "" {
 		p.groupID = defaultGroupID
 	}
+	switch o.Demand {
+	case "", DemandWebhooks:
+	case DemandScaleSet:
+		if p.ss, err = newScaleSetDemand(p, o); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("github: scope %s: demand %q: want %s or %s", s, o.Demand, DemandScaleSet, DemandWebhooks)
+	}
 	if c.token != "" {
 		p.gh, err = c.newGitHub(c.retry, c.token)
 	} else {
@@ -91,6 +101,7 @@ func (c *Client) Pool(o PoolOptions) (*Pool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pools = append(c.pools, p)
+	c.all = append(c.all, p)
 	for _, l := range o.Labels {
 		if _, ok := c.labels[strings.ToLower(l)]; !ok {
 			c.labels[strings.ToLower(l)] = l
@@ -137,10 +148,21 @@ func (c *Client) Retain(inUse []forge.Forge) {
 // NotifyQueue implements forge.QueueNotifier: notify is told each job of
 // the pool's scope that joins or leaves the queue (a delivery, a poll),
 // as it happens; a delivery it was told of kicks nothing.
+//
+// In scale-set mode the changes are the scale set's: a non-nil notify
+// starts its listener (a session), nil stops it and deletes the session.
 func (p *Pool) NotifyQueue(notify func(forge.QueueChange)) {
 	p.c.mu.Lock()
-	defer p.c.mu.Unlock()
 	p.notify = notify
+	p.c.mu.Unlock()
+	if p.ss == nil {
+		return
+	}
+	if notify != nil {
+		p.ss.start()
+	} else {
+		p.ss.stop()
+	}
 }
 
 // defaultGroupID is the id of GitHub's "Default" runner group.

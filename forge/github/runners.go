@@ -20,6 +20,9 @@ import (
 // behind by a failed attempt (its answer lost) is removed, so no offline
 // runner is leaked.
 func (p *Pool) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Runner, error) {
+	if p.ss != nil {
+		return p.ss.register(ctx, spec)
+	}
 	gid, err := p.runnerGroup(ctx)
 	if err != nil {
 		return nil, err
@@ -101,7 +104,11 @@ func (p *Pool) Remove(ctx context.Context, r forge.RunnerRef) error {
 	if err != nil {
 		return fmt.Errorf("github: remove runner %q: id %q is not a number", r.Name, r.ID)
 	}
-	_, err = p.deleteRunner(ctx, id)
+	if p.ss != nil {
+		err = p.ss.remove(ctx, id)
+	} else {
+		_, err = p.deleteRunner(ctx, id)
+	}
 	if err == nil || isStatus(err, http.StatusNotFound) {
 		p.cache.drop(id)
 		return nil

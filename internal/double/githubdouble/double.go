@@ -12,7 +12,9 @@
 // it can fail a share of calls as GitHub does (5xx, timeouts before or
 // after acting, 429 with Retry-After, an exhausted rate limit), sends
 // signed workflow_job webhooks, and speaks a small private protocol with a
-// stand-in runner program (RunStandIn) so that tests can "run" jobs.
+// stand-in runner program (RunStandIn) so that tests can "run" jobs. It
+// also serves the runner scale set service as github.com/actions/scaleset's
+// client speaks it (scaleset.go says where its behaviour is a guess).
 package githubdouble
 
 import (
@@ -52,10 +54,18 @@ type Options struct {
 	// RunnerURL is where stand-in runners reach the double; it goes into
 	// each JIT configuration. Default: set by Serve/ServeTLS.
 	RunnerURL string
+	// RunnerURLs give runners whose names start with a key another URL
+	// (hosts whose guests reach the double at another address).
+	RunnerURLs map[string]string
 	// TokenTTL is the life of installation tokens (GitHub: 1h).
 	TokenTTL time.Duration
 	// Seed makes fault injection repeatable.
 	Seed int64
+	// AdminTokenTTL is the life of scale-set admin and message-queue
+	// tokens (default 1h); SessionIdle how long an unpolled message
+	// session lives (default 2m); MessageWait how long a message poll
+	// waits (default 50s, as GitHub).
+	AdminTokenTTL, SessionIdle, MessageWait time.Duration
 	// Logf, when set, is told of faults and deliveries.
 	Logf func(format string, args ...any)
 }
@@ -94,6 +104,7 @@ type Double struct {
 	changed       chan struct{}         // closed and replaced on every state change
 	onAcquire     func(Job)             // told of each job a runner takes (OnAcquire)
 	hooks         *hookSender
+	ss            scaleSetState
 }
 
 type installation struct {
@@ -122,6 +133,9 @@ type runner struct {
 	busy   bool
 	secret string
 	job    int64
+	// scaleSet is the scale set the runner belongs to (0: none): it
+	// takes only the jobs assigned to it.
+	scaleSet int64
 }
 
 type issuedRunner struct {
@@ -166,6 +180,9 @@ type job struct {
 	runnerName string
 	// killsRunner: the stand-in runner that takes it dies (JobSpec).
 	killsRunner bool
+	// scaleSet is the scale set the job is assigned to (0: none);
+	// everSet the last one it ever was.
+	scaleSet, everSet int64
 }
 
 // New returns a double with no installations, repositories or jobs.
@@ -244,6 +261,10 @@ func (d *Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok || path == "" {
 		d.violation("%s %s: outside the API prefix %q", r.Method, r.URL.Path, d.o.Prefix)
 		http.NotFound(w, r)
+		return
+	}
+	if path == "/actions/runner-registration" || strings.HasPrefix(path, "/_actions/") {
+		d.serveActions(w, r, path)
 		return
 	}
 	if strings.HasPrefix(path, "/_runner/") {

@@ -57,6 +57,7 @@ func (d *Double) QueueRun(repo string, jobs ...JobSpec) []Job {
 		d.emit("queued", j)
 		out = append(out, j.public())
 	}
+	d.ssAssign()
 	d.notify()
 	return out
 }
@@ -121,6 +122,7 @@ func (d *Double) moveJob(j *job, status, conclusion string) {
 		r.status = "in_progress"
 	}
 	d.emit(status, j)
+	d.ssJobMoved(j, status, conclusion)
 	d.notify()
 }
 
@@ -287,7 +289,7 @@ func (d *Double) acquire(w http.ResponseWriter, r *http.Request, secret string, 
 func (d *Double) assignable(rn *runner) *job {
 	var best *job
 	for _, j := range d.jobs {
-		if j.status != "queued" || !d.runnerCovers(rn.scope, j.repo) || !labelsFit(j.labels, rn.labels) {
+		if j.status != "queued" || j.scaleSet != rn.scaleSet || !d.runnerCovers(rn.scope, j.repo) || !labelsFit(j.labels, rn.labels) {
 			continue
 		}
 		if best == nil || j.id < best.id {

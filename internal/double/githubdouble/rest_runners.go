@@ -42,7 +42,9 @@ func scopeToken(d *Double, c *call) (int, any) {
 	if !c.covers(s) {
 		return http.StatusForbidden, basicError("Resource not accessible by integration")
 	}
-	return http.StatusCreated, map[string]any{"token": "A" + strings.ToUpper(randomHex(14)), "expires_at": stamp(time.Now().Add(time.Hour))}
+	tok, exp := "A"+strings.ToUpper(randomHex(14)), time.Now().Add(time.Hour)
+	d.rememberRegToken(tok, s, exp)
+	return http.StatusCreated, map[string]any{"token": tok, "expires_at": stamp(exp)}
 }
 
 // runnerAt finds the runner the path names in the path's scope.
@@ -175,6 +177,18 @@ func generateJIT(d *Double, c *call) (int, any) {
 	return http.StatusCreated, map[string]any{"runner": r.json(), "encoded_jit_config": jit}
 }
 
+// runnerURL is where runner name reaches the double: the RunnerURLs
+// entry of the longest prefix of name, else RunnerURL.
+func (d *Double) runnerURL(name string) string {
+	url, best := d.o.RunnerURL, -1
+	for prefix, u := range d.o.RunnerURLs {
+		if strings.HasPrefix(name, prefix) && len(prefix) > best {
+			url, best = u, len(prefix)
+		}
+	}
+	return url
+}
+
 // encodeJIT is a JIT configuration in the runner's layout: a base64 JSON
 // map of base64 files, .runner and .credentials.
 func (d *Double) encodeJIT(r *runner) string {
@@ -183,7 +197,7 @@ func (d *Double) encodeJIT(r *runner) string {
 		return base64.StdEncoding.EncodeToString(b)
 	}
 	cfg := map[string]string{
-		".runner": file(RunnerFile{AgentID: r.id, AgentName: r.name, PoolID: r.group, ServerURL: d.o.RunnerURL,
+		".runner": file(RunnerFile{AgentID: r.id, AgentName: r.name, PoolID: r.group, ServerURL: d.runnerURL(r.name),
 			GitHubURL: "https://github.com/" + r.scope.name, WorkFolder: "_work", Ephemeral: true}),
 		".credentials": file(Credentials{Scheme: "OAuthAccessToken", Data: map[string]string{"token": r.secret}}),
 	}
