@@ -31,7 +31,7 @@ jobs:
 func TestGiteaWebhookStartsTheVMBeforeThePoll(t *testing.T) {
 	const apiPort, poll = "8491", 30 * time.Second
 	r := newGiteaRig(t, "fa-ghook")
-	cfg := r.config("hook", r.work, "faghook0", "10.243.0.0/24")
+	cfg := r.config("hook", r.work, "faghook0", "10.247.0.0/24")
 	cfg.ReconcileInterval = poll.String()
 	cfg.Metrics = &metricsConfig{Listen: ""}
 	cfg.Pools = []poolConfig{r.pool("hook", "fireactions-hook", 0, 1)}

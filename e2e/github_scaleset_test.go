@@ -18,7 +18,7 @@ const (
 	ssPort    = "8961" // the GitHub double
 	ssAPIPort = "8963" // the orchestrator's API
 	ssAppID   = 31338
-	ssGateway = "10.241.0.1"
+	ssGateway = "10.248.0.1"
 	ssLabel   = "fa-ss-e2e"
 )
 
@@ -42,7 +42,7 @@ func TestGitHubScaleSetJobsRunInVMs(t *testing.T) {
 	d.AddInstallation("Organization", "acme")
 	r.serve(d, ssPort)
 
-	cfg := r.config("sse2e", "fass0", "10.241.0.0/24", ssPort, ssAPIPort, ssAppID, "2s")
+	cfg := r.config("sse2e", "fass0", "10.248.0.0/24", ssPort, ssAPIPort, ssAppID, "2s")
 	cfg.Forges[0].URL += "/api/v3"
 	cfg.DrainGrace = "3m"
 	p := r.pool("ss", []string{ssLabel}, 2)

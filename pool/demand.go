@@ -80,6 +80,52 @@ type demandEvent struct {
 	// VM this event is about (it turned busy, or ended, since the queue
 	// was last read); only min_idle is looked at for it.
 	minIdleOnly bool
+	// busyAt: when a VM of the pool turned busy (pool.untold).
+	busyAt time.Time
+}
+
+// untoldFor bounds how long a VM's taking a job is counted against a
+// told forge's queue while the forge has not told the job gone: its tell
+// or read comes late, or never (a job its reads saw and no tell did).
+const untoldFor = 30 * time.Second
+
+// turnedBusy counts a VM of a told pool that took a job at t against
+// the queue, unless the forge told a job gone first (toldAhead). Callers
+// hold Manager.mu.
+func (p *pool) turnedBusy(t time.Time) {
+	p.pruneUntold(t)
+	p.toldAhead, p.untold = matchOrKeep(p.toldAhead, p.untold, t)
+}
+
+// leftTold matches a job the forge told gone with the oldest VM that
+// took one, or keeps it for the next (a tell may overtake the VM's own
+// report). Callers hold Manager.mu.
+func (p *pool) leftTold(t time.Time) {
+	p.pruneUntold(t)
+	p.untold, p.toldAhead = matchOrKeep(p.untold, p.toldAhead, t)
+}
+
+// matchOrKeep takes the oldest of other for t, or adds t to own.
+func matchOrKeep(other, own []time.Time, t time.Time) ([]time.Time, []time.Time) {
+	if len(other) > 0 {
+		return other[1:], own
+	}
+	return other, append(own, t)
+}
+
+// pruneUntold drops the times older than untoldFor. Callers hold
+// Manager.mu.
+func (p *pool) pruneUntold(now time.Time) {
+	p.untold = dropOlder(p.untold, now)
+	p.toldAhead = dropOlder(p.toldAhead, now)
+}
+
+func dropOlder(ts []time.Time, now time.Time) []time.Time {
+	i := 0
+	for i < len(ts) && now.Sub(ts[i]) > untoldFor {
+		i++
+	}
+	return ts[i:]
 }
 
 // demandInbox holds the events told since the Run goroutine last took
@@ -123,6 +169,7 @@ func (m *Manager) listenLocked() {
 	now := map[forge.QueueNotifier]bool{}
 	for _, p := range m.pools {
 		n, ok := forge.NotifierOf(p.forge)
+		p.told = ok
 		if !ok || now[n] {
 			continue
 		}
@@ -165,6 +212,9 @@ func (m *Manager) applyDemand(now time.Time) []touchedPool {
 	defer m.mu.Unlock()
 	for _, e := range evs {
 		if e.pool != nil {
+			if !e.busyAt.IsZero() && e.pool.told {
+				e.pool.turnedBusy(e.busyAt)
+			}
 			touch(e.pool, !e.minIdleOnly)
 			continue
 		}
@@ -174,7 +224,7 @@ func (m *Manager) applyDemand(now time.Time) []touchedPool {
 			if q != nil {
 				m.obs.QueueWait(q.pool.cfg.Name, now.Sub(q.since))
 				q.pool.queued--
-				q.pool.leftTold++
+				q.pool.leftTold(now)
 				delete(m.waiting, k)
 			}
 			continue

@@ -255,11 +255,7 @@ func TestAVMThatRanItsJobBeforeTheForgeToldItLeftStartsNoSpare(t *testing.T) {
 		_, err := h.m.VM(first)
 		return err != nil
 	})
-	time.Sleep(300 * time.Millisecond) // a spare, if any, starts at once
-	h.hv.mu.Lock()
-	started := len(h.hv.machines)
-	h.hv.mu.Unlock()
-	if started != 1 {
+	if started := machinesAfterAWhile(h); started != 1 {
 		t.Fatalf("%d VMs started for one job whose leaving the forge had not told yet", started)
 	}
 	nf.tell("j1", false)
@@ -285,4 +281,55 @@ func TestAJobWaitingForRoomGetsTheEndedVMsPlaceAtOnce(t *testing.T) {
 	if n := nf.reads.Load(); n != 1 {
 		t.Fatalf("the queue was read %d times: a full pass ran", n)
 	}
+}
+
+// laggingForge is the notifying fake whose reads still list the jobs in
+// stale after a runner took them, as a scale set's statistics or a
+// forge's API lag the runners.
+type laggingForge struct {
+	*notifyingForge
+	smu   sync.Mutex
+	stale []forge.Job
+}
+
+func (f *laggingForge) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
+	jobs, err := f.notifyingForge.QueuedJobs(ctx)
+	f.smu.Lock()
+	defer f.smu.Unlock()
+	return append(jobs, f.stale...), err
+}
+
+// A full pass whose read still lists a job a VM of the pool took (the
+// forge has not told it gone) starts no VM for it.
+func TestAFullPassReadingALaggingQueueStartsNoSpare(t *testing.T) {
+	var lf *laggingForge
+	h := newHarnessEvery(t, time.Hour, filepath.Join(t.TempDir(), "vms"), 0, 3, guestRunsOneJob,
+		func(p *config.Pool) { p.Timeouts.Idle = time.Hour }, slog.New(slog.NewTextHandler(io.Discard, nil)), nil,
+		func(f *fakeForge) forge.Forge {
+			lf = &laggingForge{notifyingForge: &notifyingForge{fakeForge: f}}
+			return lf
+		})
+	h.hv.jobTime = time.Hour
+	p := h.m.pools[0]
+	eventually(t, 20*time.Second, "the first full pass", func() bool { return lf.reads.Load() == 1 })
+	lf.smu.Lock()
+	lf.stale = []forge.Job{{ID: "j1", Labels: []string{"linux"}}}
+	lf.smu.Unlock()
+	h.forge.enqueue("j1")
+	lf.tell("j1", true)
+	eventually(t, 20*time.Second, "the VM busy with j1", func() bool { return p.nBusy.Load() == 1 })
+	h.m.Kick()
+	eventually(t, 20*time.Second, "a full pass", func() bool { return lf.reads.Load() >= 2 })
+	if started := machinesAfterAWhile(h); started != 1 {
+		t.Fatalf("%d VMs started: the lagging read's job counted though a VM took it", started)
+	}
+}
+
+// machinesAfterAWhile is how many VMs the fake VMM started, once a spare
+// VM, if any, would have started (at once, on the event).
+func machinesAfterAWhile(h *harness) int {
+	time.Sleep(300 * time.Millisecond)
+	h.hv.mu.Lock()
+	defer h.hv.mu.Unlock()
+	return len(h.hv.machines)
 }

@@ -120,16 +120,21 @@ type pool struct {
 	queued       int // queued jobs assigned to it (Manager.waiting)
 	// took counts the pool's VMs that ever turned busy; tookAtRead is
 	// took when the last full pass began reading the forge's queue. A job
-	// a VM took since then may still be counted in queued, until the
-	// forge tells that it left (leftTold counts such tells of the pool's
-	// jobs, leftAtRead at the read): queued less the jobs taken and not
-	// yet told gone is what still waits. A forge may tell late (Gitea
-	// delivers its in_progress webhook after the job's VM may be gone),
-	// and one that does not tell leaves the read to say it.
+	// a VM took since then may still be counted in queued: for a forge
+	// that does not tell its queue changes, queued less (took -
+	// tookAtRead) is what still waits.
 	took       atomic.Int64
 	tookAtRead int64
-	leftTold   int64
-	leftAtRead int64
+	// told: the pool's driver tells its queue changes (forge.QueueNotifier).
+	// Its tells and its reads may lag the runners (Gitea delivers
+	// in_progress after the job's VM may be gone; a scale set's
+	// statistics follow a runner's start): untold holds when each of the
+	// pool's VMs turned busy whose job the forge has not told gone yet,
+	// oldest first, kept for untoldFor at most; queued less those is what
+	// still waits. toldAhead: jobs told gone before a VM's report.
+	told      bool
+	untold    []time.Time
+	toldAhead []time.Time
 
 	// failures since the last VM that became ready; drives backoff.
 	failures  int
@@ -271,12 +276,9 @@ func (m *Manager) reconcile(ctx context.Context) {
 	pools := m.poolList()
 	// Before the reads: a job taken after them may still be counted queued.
 	tookAtRead := make([]int64, len(pools))
-	leftAtRead := make([]int64, len(pools))
-	m.mu.Lock()
 	for i, p := range pools {
-		tookAtRead[i], leftAtRead[i] = p.took.Load(), p.leftTold
+		tookAtRead[i] = p.took.Load()
 	}
-	m.mu.Unlock()
 	jobs := map[string][]forge.Job{}
 	states := m.runnerStates // by forge key; each map kept from pass to pass, emptied
 	failed := map[string]bool{}
@@ -312,7 +314,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 	}
 	perPool, unserved := assign(views, jobs)
 	m.logUnserved(unserved)
-	m.trackQueueWait(pools, perPool, failed, tookAtRead, leftAtRead)
+	m.trackQueueWait(pools, perPool, failed, tookAtRead)
 
 	for _, p := range pools {
 		if failed[p.key] {
@@ -366,14 +368,14 @@ func (m *Manager) logUnservedLocked(j forge.Job) {
 // level with a full pass's read: jobs new to it are added, those it no
 // longer lists have left the queue and report how long they waited.
 // Forges whose read failed this round keep their jobs for the next.
-func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, failed map[string]bool, tookAtRead, leftAtRead []int64) {
+func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, failed map[string]bool, tookAtRead []int64) {
 	now := time.Now()
 	m.pass++
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i, p := range pools {
 		if !failed[p.key] {
-			p.tookAtRead, p.leftAtRead = tookAtRead[i], leftAtRead[i]
+			p.tookAtRead = tookAtRead[i]
 		}
 		for _, j := range perPool[p.cfg.Name] {
 			k := waitKey{p.key, j.ID}
@@ -468,9 +470,14 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, runners map[string
 func (m *Manager) startMissing(ctx context.Context, p *pool, c counts, starting int, minIdleOnly bool) {
 	m.mu.Lock()
 	minIdle, maxVMs, paused, notBefore, ramp, queued := p.minIdle, p.max, p.paused, p.notBefore, p.ramp, p.queued
-	// Jobs taken since the queue was read, and not told gone, may still
-	// be counted.
-	queued = max(0, queued-max(0, int(p.took.Load()-p.tookAtRead-(p.leftTold-p.leftAtRead))))
+	if p.told {
+		// Jobs taken and not told gone may still be counted.
+		p.pruneUntold(time.Now())
+		queued = max(0, queued-len(p.untold))
+	} else {
+		// Jobs taken since the queue was read may still be counted.
+		queued = max(0, queued-int(p.took.Load()-p.tookAtRead))
+	}
 	m.mu.Unlock()
 	if minIdleOnly {
 		queued = 0

@@ -211,7 +211,7 @@ func (v *vm) phaseMoved(was, now vmstate.Phase) {
 		v.pool.took.Add(1)
 		// The job it took may still be counted queued until the queue
 		// is read again (or the forge tells it left): min_idle only.
-		v.m.demand.tell(demandEvent{pool: v.pool, minIdleOnly: true})
+		v.m.demand.tell(demandEvent{pool: v.pool, minIdleOnly: true, busyAt: time.Now()})
 	}
 }
 
