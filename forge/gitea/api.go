@@ -132,11 +132,7 @@ func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerS
 		}
 		for _, r := range resp.Runners {
 			ref := forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name}
-			if f.isSuspect(r.Name) {
-				f.removeSuspect(ctx, ref) // no VM holds it (sweep.go)
-				continue
-			}
-			if !owner.Owns(r.Name) {
+			if !f.reports(ctx, owner, ref) {
 				continue
 			}
 			out = append(out, forge.RunnerState{
