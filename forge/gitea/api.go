@@ -162,10 +162,15 @@ func (f *Forge) Remove(ctx context.Context, r forge.RunnerRef) error {
 }
 
 // registrationToken returns the scope's registration token, fetched at most
-// every few minutes. It is scope-wide and reusable: it stays on the host.
+// every few minutes, one fetch at a time, outside f.mu (see Forge.fetching).
+// It is scope-wide and reusable: it stays on the host.
 func (f *Forge) registrationToken(ctx context.Context, fresh bool) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	select {
+	case f.fetching <- struct{}{}:
+	case <-ctx.Done():
+		return "", fmt.Errorf("gitea: get registration token: %w", ctx.Err())
+	}
+	defer func() { <-f.fetching }()
 	if !fresh && f.regToken != "" && time.Since(f.regAt) < 5*time.Minute {
 		return f.regToken, nil
 	}

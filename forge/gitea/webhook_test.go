@@ -236,3 +236,59 @@ func hmacHex(secret string, body []byte) string {
 	m.Write(body)
 	return hex.EncodeToString(m.Sum(nil))
 }
+
+// TestWebhookIsAnsweredWhileARegistrationTokenFetchStalls: Gitea gives a
+// delivery 5 s (DELIVER_TIMEOUT); a registration-token request that
+// hangs (up to the client's 30 s) must not hold deliveries up.
+func TestWebhookIsAnsweredWhileARegistrationTokenFetchStalls(t *testing.T) {
+	g := giteadouble.New()
+	asked, release := make(chan struct{}, 1), make(chan struct{})
+	h := g.Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/registration-token") {
+			asked <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // before Close, which waits for handlers
+	d, err := NewDriver("gitea", Options{URL: srv.URL, GuestURL: "http://10.0.0.1:3000", Token: "API-TOKEN", Version: "test", WebhookSecret: hookSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := d.Scope(Scope{Kind: "instance", Labels: []string{"linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &hookRig{g: g, d: d, scopes: []*Forge{f}, told: map[*Forge][]forge.QueueChange{}}
+	r.listen()
+	ctx, cancel := context.WithCancel(context.Background())
+	regDone := make(chan struct{})
+	go func() {
+		defer close(regDone)
+		f.Register(ctx, forge.RunnerSpec{Name: "fa-h-0123456789ab", Labels: []string{"linux"}, Guest: guestOpts})
+	}()
+	t.Cleanup(func() { cancel(); <-regDone })
+	select {
+	case <-asked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the registration token was never asked for: the test proves nothing")
+	}
+	answered := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		answered <- r.send(giteadouble.Hook{Secret: hookSecret}.WorkflowJob("d-1", "queued", job11, "acme", "app"))
+	}()
+	select {
+	case rec := <-answered:
+		if rec.Code != http.StatusOK || len(r.toldOf(f)) != 1 {
+			t.Fatalf("delivery: %d %q, told %+v", rec.Code, rec.Body, r.toldOf(f))
+		}
+	case <-time.After(time.Second):
+		t.Fatal("a delivery waited behind a stalled registration-token fetch")
+	}
+}
