@@ -132,11 +132,7 @@ func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerS
 		}
 		for _, r := range resp.Runners {
 			ref := forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name}
-			if f.isSuspect(r.Name) {
-				f.removeSuspect(ctx, ref) // no VM holds it (sweep.go)
-				continue
-			}
-			if !owner.Owns(r.Name) {
+			if !f.reports(ctx, owner, ref) {
 				continue
 			}
 			out = append(out, forge.RunnerState{
@@ -166,10 +162,15 @@ func (f *Forge) Remove(ctx context.Context, r forge.RunnerRef) error {
 }
 
 // registrationToken returns the scope's registration token, fetched at most
-// every few minutes. It is scope-wide and reusable: it stays on the host.
+// every few minutes, one fetch at a time, outside f.mu (see Forge.fetching).
+// It is scope-wide and reusable: it stays on the host.
 func (f *Forge) registrationToken(ctx context.Context, fresh bool) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	select {
+	case f.fetching <- struct{}{}:
+	case <-ctx.Done():
+		return "", fmt.Errorf("gitea: get registration token: %w", ctx.Err())
+	}
+	defer func() { <-f.fetching }()
 	if !fresh && f.regToken != "" && time.Since(f.regAt) < 5*time.Minute {
 		return f.regToken, nil
 	}

@@ -168,7 +168,8 @@ type forgejoRunner struct {
 	Status string `json:"status"` // offline, idle, active
 }
 
-// forgejoRunnerList lists the scope's runners that owner owns. Forgejo
+// forgejoRunnerList lists the scope's runners that owner owns, removing
+// suspects as Runners does on Gitea (reports). Forgejo
 // answers a plain array, paged; Forgejo before the runner API (v12 and
 // older) answers 404, and then there is nothing this host can list, so
 // nothing to sweep: the runners it registered stay, offline, until an
@@ -185,11 +186,12 @@ func (f *Forge) forgejoRunnerList(ctx context.Context, owner forge.Owner) ([]for
 			return nil, fmt.Errorf("gitea: list runners on forgejo: %w", err)
 		}
 		for _, r := range list {
-			if !owner.Owns(r.Name) {
+			ref := forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name}
+			if !f.reports(ctx, owner, ref) {
 				continue
 			}
 			out = append(out, forge.RunnerState{
-				RunnerRef: forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name},
+				RunnerRef: ref,
 				Online:    r.Status != "offline",
 				Busy:      r.Status == "active",
 			})

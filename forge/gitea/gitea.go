@@ -87,9 +87,15 @@ type Forge struct {
 	log    *slog.Logger
 	driver *Driver
 
-	mu       sync.Mutex
+	// fetching holds the one registration-token fetch under way (a
+	// semaphore of one that a caller's context can give up on); it guards
+	// regToken and regAt. The fetch's network I/O is never under mu, which
+	// every webhook delivery takes.
+	fetching chan struct{}
 	regToken string
 	regAt    time.Time
+
+	mu sync.Mutex
 	// hooked are the jobs a webhook said joined the queue, by id, with
 	// when; QueuedJobs merges them with its read (see hooked.go).
 	hooked map[int64]hookedJob
@@ -189,6 +195,7 @@ func (d *Driver) Scope(s Scope) (*Forge, error) {
 		return nil, err
 	}
 	f := &Forge{
+		fetching: make(chan struct{}, 1),
 		scope:    s,
 		base:     strings.TrimRight(d.o.URL, "/"),
 		guestURL: strings.TrimRight(d.o.GuestURL, "/"),

@@ -64,3 +64,14 @@ func (f *Forge) removeSuspect(ctx context.Context, ref forge.RunnerRef) {
 	f.mu.Unlock()
 	f.log.Info("gitea: removed runner left by a failed registration", "runner", ref.Name, "runner_id", ref.ID)
 }
+
+// reports decides what a listing (Gitea's or Forgejo's) does with a
+// runner it found: a suspect is removed, as no VM holds it, and not
+// reported; any other is reported if owner owns it.
+func (f *Forge) reports(ctx context.Context, owner forge.Owner, ref forge.RunnerRef) bool {
+	if f.isSuspect(ref.Name) {
+		f.removeSuspect(ctx, ref)
+		return false
+	}
+	return owner.Owns(ref.Name)
+}

@@ -236,3 +236,120 @@ func hmacHex(secret string, body []byte) string {
 	m.Write(body)
 	return hex.EncodeToString(m.Sum(nil))
 }
+
+// TestWebhookIsAnsweredWhileARegistrationTokenFetchStalls: Gitea gives a
+// delivery 5 s (DELIVER_TIMEOUT); a registration-token request that
+// hangs (up to the client's 30 s) must not hold deliveries up.
+func TestWebhookIsAnsweredWhileARegistrationTokenFetchStalls(t *testing.T) {
+	g := giteadouble.New()
+	srv, asked, _ := stallTokens(t, g)
+	d, err := NewDriver("gitea", Options{URL: srv.URL, GuestURL: "http://10.0.0.1:3000", Token: "API-TOKEN", Version: "test", WebhookSecret: hookSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := d.Scope(Scope{Kind: "instance", Labels: []string{"linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &hookRig{g: g, d: d, scopes: []*Forge{f}, told: map[*Forge][]forge.QueueChange{}}
+	r.listen()
+	ctx, cancel := context.WithCancel(context.Background())
+	regDone := make(chan struct{})
+	go func() {
+		defer close(regDone)
+		f.Register(ctx, forge.RunnerSpec{Name: "fa-h-0123456789ab", Labels: []string{"linux"}, Guest: guestOpts})
+	}()
+	t.Cleanup(func() { cancel(); <-regDone })
+	select {
+	case <-asked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the registration token was never asked for: the test proves nothing")
+	}
+	answered := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		answered <- r.send(giteadouble.Hook{Secret: hookSecret}.WorkflowJob("d-1", "queued", job11, "acme", "app"))
+	}()
+	select {
+	case rec := <-answered:
+		if rec.Code != http.StatusOK || len(r.toldOf(f)) != 1 {
+			t.Fatalf("delivery: %d %q, told %+v", rec.Code, rec.Body, r.toldOf(f))
+		}
+	case <-time.After(time.Second):
+		t.Fatal("a delivery waited behind a stalled registration-token fetch")
+	}
+}
+
+// stallTokens serves g with its registration-token endpoint stalled until
+// release is called (or the test ends); asked gets a value per request.
+func stallTokens(t *testing.T, g *giteadouble.Gitea) (srv *httptest.Server, asked chan struct{}, release func()) {
+	asked, stop := make(chan struct{}, 8), make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(stop) }) }
+	h := g.Handler()
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/registration-token") {
+			asked <- struct{}{}
+			select {
+			case <-stop:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(release) // before Close, which waits for handlers
+	return srv, asked, release
+}
+
+// TestRegistrationTokenIsFetchedOnceAtATime: registrations that come
+// while the token is being fetched wait for that fetch and use its token
+// (one request to Gitea); one whose context ends while it waits gives up
+// at once.
+func TestRegistrationTokenIsFetchedOnceAtATime(t *testing.T) {
+	g := giteadouble.New()
+	srv, asked, release := stallTokens(t, g)
+	f := newDriver(t, srv.URL, Scope{Kind: "instance"})
+	owner, _ := forge.NewOwner("h")
+	ctx := context.Background()
+	errs := make(chan error, 2)
+	for _, id := range []string{"0123456789ab", "ba9876543210"} {
+		go func() {
+			_, err := f.Register(ctx, forge.RunnerSpec{Name: owner.RunnerName(id), Labels: []string{"l"}, Guest: guestOpts})
+			errs <- err
+		}()
+	}
+	select {
+	case <-asked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the registration token was never asked for: the test proves nothing")
+	}
+	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	gaveUp := make(chan error, 1)
+	go func() {
+		_, err := f.Register(sctx, forge.RunnerSpec{Name: owner.RunnerName("aaaaaaaaaaaa"), Labels: []string{"l"}, Guest: guestOpts})
+		gaveUp <- err
+	}()
+	select {
+	case err := <-gaveUp:
+		if err == nil {
+			t.Fatal("a registration whose context ended while the token was fetched succeeded")
+		}
+	case <-time.After(time.Second):
+		release()
+		t.Fatal("a registration whose context ended waited on for the token fetch")
+	}
+	release()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(asked); n != 0 {
+		t.Fatalf("%d more registration-token requests, want the one", n)
+	}
+	if names := g.RunnerNames(); len(names) != 2 {
+		t.Fatalf("runners at Gitea %q, want 2", names)
+	}
+}

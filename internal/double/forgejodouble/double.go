@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	runnerv1 "code.gitea.io/actions-proto-go/runner/v1"
 	"code.gitea.io/actions-proto-go/runner/v1/runnerv1connect"
@@ -62,6 +63,7 @@ type Double struct {
 	calls    []string
 	legacy   bool
 	up       *Upstream // nil: the double keeps its own jobs and runners
+	regDelay time.Duration
 }
 
 // runner is a registered runner and the scope whose token registered it.
@@ -98,6 +100,15 @@ func (d *Double) SetJobs(jobs ...Job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.jobs = append([]Job(nil), jobs...)
+}
+
+// SetRegisterDelay makes Register take that long before it creates the
+// runner, finishing even if the caller gave up: a slow Forgejo whose
+// answer the caller never gets.
+func (d *Double) SetRegisterDelay(delay time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.regDelay = delay
 }
 
 // Runners returns the registered runners' names by id.
@@ -357,6 +368,10 @@ func writeJSON(w http.ResponseWriter, v any) {
 // any scope creates a runner of that scope. Forgejo keeps no ephemeral
 // flag: the runner stays until deleted.
 func (d *Double) Register(ctx context.Context, req *connect.Request[runnerv1.RegisterRequest]) (*connect.Response[runnerv1.RegisterResponse], error) {
+	d.mu.Lock()
+	delay := d.regDelay
+	d.mu.Unlock()
+	time.Sleep(delay) // the request's end does not stop Forgejo's work
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	scope := ""
