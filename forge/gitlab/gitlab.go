@@ -148,10 +148,10 @@ type Driver struct {
 	log      *slog.Logger
 
 	mu       sync.Mutex
-	scopes   []*Forge       // those that take demand (Retain)
-	seen     recent         // webhook deliveries already handled
-	lookups  map[int64]bool // pending jobs being looked up after their delivery
-	inFlight sync.WaitGroup // those lookups, for tests
+	scopes   []*Forge          // those that take demand (Retain)
+	seen     recent            // webhook deliveries already handled
+	lookups  map[int64]*lookup // pending jobs being looked up after their delivery
+	inFlight sync.WaitGroup    // those lookups, for tests
 }
 
 var (
@@ -207,7 +207,7 @@ func NewDriver(name string, o Options) (*Driver, error) {
 	}
 	return &Driver{
 		name: name, o: o, api: api, guestURL: guest, caPEM: conn.CA, log: o.Log,
-		secret: sha256.Sum256([]byte(o.WebhookSecret)), lookups: map[int64]bool{},
+		secret: sha256.Sum256([]byte(o.WebhookSecret)), lookups: map[int64]*lookup{},
 	}, nil
 }
 
