@@ -107,17 +107,18 @@ type Forge struct {
 	caPEM    []byte
 	log      *slog.Logger
 
-	mu       sync.Mutex
-	scopeID  int64                 // the group's or project's numeric ID, once known
-	admin    bool                  // an instance scope's token is an administrator's
-	tokens   map[int64]string      // runner id -> its own token, for removal by token
-	taken    map[int64][]runnerJob // runner id -> its jobs, learnt before its retirement
-	learning map[int64]*learnRun   // runner id -> its job listings in flight (see learnRunnerJobs)
-	suspects map[string]time.Time  // runner names a failed create may have left
-	polled   pollState
-	hooked   map[int64]hookedJob     // pending jobs learnt from webhooks
-	notify   func(forge.QueueChange) // see NotifyQueue
-	told     map[string]bool         // jobs told queued (NotifyQueue)
+	mu         sync.Mutex
+	scopeID    int64                 // the group's or project's numeric ID, once known
+	admin      bool                  // an instance scope's token is an administrator's
+	tokens     map[int64]string      // runner id -> its own token, for removal by token
+	taken      map[int64][]runnerJob // runner id -> its jobs, learnt before its retirement
+	learning   map[int64]*learnRun   // runner id -> its job listings in flight (see learnRunnerJobs)
+	suspects   map[string]time.Time  // runner names a failed create may have left
+	polled     pollState
+	hooked     map[int64]hookedJob     // pending jobs learnt from webhooks
+	unreadable map[int64]time.Time     // group projects whose jobs answered 403/404, when last logged
+	notify     func(forge.QueueChange) // see NotifyQueue
+	told       map[string]bool         // jobs told queued (NotifyQueue)
 }
 
 var _ forge.Forge = (*Forge)(nil)
@@ -147,10 +148,10 @@ type Driver struct {
 	log      *slog.Logger
 
 	mu       sync.Mutex
-	scopes   []*Forge       // those that take demand (Retain)
-	seen     recent         // webhook deliveries already handled
-	lookups  map[int64]bool // pending jobs being looked up after their delivery
-	inFlight sync.WaitGroup // those lookups, for tests
+	scopes   []*Forge          // those that take demand (Retain)
+	seen     recent            // webhook deliveries already handled
+	lookups  map[int64]*lookup // pending jobs being looked up after their delivery
+	inFlight sync.WaitGroup    // those lookups, for tests
 }
 
 var (
@@ -206,7 +207,7 @@ func NewDriver(name string, o Options) (*Driver, error) {
 	}
 	return &Driver{
 		name: name, o: o, api: api, guestURL: guest, caPEM: conn.CA, log: o.Log,
-		secret: sha256.Sum256([]byte(o.WebhookSecret)), lookups: map[int64]bool{},
+		secret: sha256.Sum256([]byte(o.WebhookSecret)), lookups: map[int64]*lookup{},
 	}, nil
 }
 

@@ -3,6 +3,7 @@ package gitlab
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"time"
@@ -124,6 +125,10 @@ func (f *Forge) poll(ctx context.Context) ([]forge.Job, map[int64]time.Time, err
 	for i := range n {
 		p := projects[(first+i)%len(projects)]
 		js, err := f.projectPending(ctx, p)
+		if code := statusOf(err); code == http.StatusForbidden || code == http.StatusNotFound {
+			f.noteUnreadable(p, err)
+			js, err = nil, nil
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -145,6 +150,32 @@ func (f *Forge) poll(ctx context.Context) ([]forge.Job, map[int64]time.Time, err
 	}
 	jobs, covered := f.polled.view()
 	return jobs, covered, nil
+}
+
+// noteUnreadable logs, at most once per projectListTTL per project, a
+// group's project whose jobs the token cannot list: 403 when the project
+// has CI/CD disabled (builds_access_level disabled), 404 when it was
+// deleted since the project list was cached. Such a project counts as
+// having no pending jobs, so one of them does not blind the group's poll.
+func (f *Forge) noteUnreadable(p projectRef, err error) {
+	now := f.o.Now()
+	f.mu.Lock()
+	if f.unreadable == nil {
+		f.unreadable = map[int64]time.Time{}
+	}
+	for id, at := range f.unreadable { // forget those not met for long
+		if now.Sub(at) >= projectListTTL {
+			delete(f.unreadable, id)
+		}
+	}
+	_, logged := f.unreadable[p.id]
+	if !logged {
+		f.unreadable[p.id] = now
+	}
+	f.mu.Unlock()
+	if !logged {
+		f.log.Warn("gitlab: cannot list a project's jobs; counting none", "pool", f.o.Pool, "project", p.path, "err", err)
+	}
 }
 
 // view is every polled project's pending jobs and when each was polled.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	gl "gitlab.com/gitlab-org/api/client-go/v2"
 
@@ -120,6 +121,17 @@ func (d *Driver) applyJobEvent(job *gl.JobEvent, scopes []*Forge, kick func()) {
 	case string(gl.Created), string(gl.WaitingForResource), string(gl.Preparing):
 		return // not yet waiting for a runner
 	}
+	d.mu.Lock()
+	l := d.lookups[job.BuildID]
+	d.mu.Unlock()
+	if l != nil {
+		// The job's lookup may have read it pending: it drops its
+		// result, or, if it is making it demand already, is done with
+		// that before the job is told gone here.
+		l.mu.Lock()
+		l.gone = true
+		l.mu.Unlock()
+	}
 	changed := false
 	for _, f := range scopes {
 		f.mu.Lock()
@@ -141,11 +153,21 @@ func (d *Driver) applyJobEvent(job *gl.JobEvent, scopes []*Forge, kick func()) {
 // every project of every scope.
 const maxLookups = 16
 
+// lookup is one pending job's lookup in flight. gone is set when a
+// delivery says the job left pending meanwhile: the lookup's answer,
+// which may have been read before, is then stale and dropped. mu is held
+// while the lookup makes the job demand, so that the job is told gone
+// after it is told queued, never before.
+type lookup struct {
+	mu   sync.Mutex
+	gone bool
+}
+
 // lookUpLater starts the lookup of a pending job in the background,
 // unless one is in flight already (a redelivery under another key).
 func (d *Driver) lookUpLater(job *gl.JobEvent, scopes []*Forge, kick func()) {
 	d.mu.Lock()
-	if d.lookups[job.BuildID] || len(d.lookups) >= maxLookups {
+	if d.lookups[job.BuildID] != nil || len(d.lookups) >= maxLookups {
 		busy := len(d.lookups) >= maxLookups
 		d.mu.Unlock()
 		if busy {
@@ -154,7 +176,8 @@ func (d *Driver) lookUpLater(job *gl.JobEvent, scopes []*Forge, kick func()) {
 		}
 		return
 	}
-	d.lookups[job.BuildID] = true
+	l := &lookup{}
+	d.lookups[job.BuildID] = l
 	d.inFlight.Add(1)
 	d.mu.Unlock()
 	go func() {
@@ -166,13 +189,14 @@ func (d *Driver) lookUpLater(job *gl.JobEvent, scopes []*Forge, kick func()) {
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), d.o.RequestTimeout)
 		defer cancel()
-		d.lookUp(ctx, job, scopes, kick)
+		d.lookUp(ctx, l, job, scopes, kick)
 	}()
 }
 
 // lookUp reads the pending job (GET /projects/:id/jobs/:job_id, with the
-// client's retries) and makes it demand of the scopes.
-func (d *Driver) lookUp(ctx context.Context, job *gl.JobEvent, scopes []*Forge, kick func()) {
+// client's retries) and makes it demand of the scopes, unless a delivery
+// said it left pending while it was read (l.gone).
+func (d *Driver) lookUp(ctx context.Context, l *lookup, job *gl.JobEvent, scopes []*Forge, kick func()) {
 	j, _, err := d.api.Jobs.GetJob(job.ProjectID, job.BuildID, gl.WithContext(ctx))
 	if err != nil {
 		// Without its tags the job cannot be routed; the next poll
@@ -186,6 +210,12 @@ func (d *Driver) lookUp(ctx context.Context, job *gl.JobEvent, scopes []*Forge, 
 	}
 	path := job.Project.PathWithNamespace
 	fj := toJob(j.ID, j.TagList, path, j.CreatedAt)
+	l.mu.Lock()
+	if l.gone {
+		l.mu.Unlock()
+		d.log.Info("gitlab webhook: job left pending during its lookup", "job", job.BuildID, "project", path)
+		return
+	}
 	kicks := false
 	for _, f := range scopes {
 		f.mu.Lock()
@@ -196,6 +226,7 @@ func (d *Driver) lookUp(ctx context.Context, job *gl.JobEvent, scopes []*Forge, 
 		f.tell(told)
 		kicks = kicks || !listens
 	}
+	l.mu.Unlock()
 	d.log.Info("gitlab webhook: pending job", "job", job.BuildID, "project", path, "tags", j.TagList,
 		"scopes", len(scopes))
 	if kicks {

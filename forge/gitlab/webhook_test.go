@@ -21,6 +21,14 @@ import (
 // delivery posts a webhook to the driver and returns the status and
 // whether it kicked the pools.
 func delivery(f *Forge, event, token, uuid string, body []byte) (int, bool) {
+	code, kicked := deliverNoWait(f, event, token, uuid, body)
+	f.d.inFlight.Wait() // the lookups that follow the answer
+	return code, kicked.Load()
+}
+
+// deliverNoWait hands the driver a delivery and returns once it is
+// answered, its lookups possibly still in flight.
+func deliverNoWait(f *Forge, event, token, uuid string, body []byte) (int, *atomic.Bool) {
 	req := httptest.NewRequest(http.MethodPost, "/webhooks/gitlab", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	if event != "" {
@@ -35,8 +43,7 @@ func delivery(f *Forge, event, token, uuid string, body []byte) (int, bool) {
 	w := httptest.NewRecorder()
 	var kicked atomic.Bool
 	f.d.ServeWebhook(w, req, func() { kicked.Store(true) })
-	f.d.inFlight.Wait() // the lookups that follow the answer
-	return w.Code, kicked.Load()
+	return w.Code, &kicked
 }
 
 func readTestdata(t *testing.T, name string) []byte {
@@ -189,5 +196,61 @@ func TestJobHookOutsideTheScopeIsIgnored(t *testing.T) {
 	}
 	if slices.Contains(e.gl.Calls(), "GET /api/v4/projects/2/jobs/7") {
 		t.Fatal("looked up a job outside the scope")
+	}
+}
+
+// TestLeaveDuringLookupWins: the lookup of a pending job reads it
+// pending, and its answer is slow; meanwhile the job starts and its
+// running delivery is handled. The lookup's late answer must not make
+// the job demand again: no "queued" is told after the "left", and the
+// webhook view does not keep the job.
+func TestLeaveDuringLookupWins(t *testing.T) {
+	e := newEnv(t, Scope{Kind: ScopeGroup, Path: "acme"})
+	if id := e.gl.AddJob("acme/app", "unit-tests", []string{"linux", "x86_64"}, "true"); id != 7 {
+		t.Fatalf("job id %d: the testdata payloads name job 7 of project 2", id)
+	}
+	read, release := make(chan struct{}), make(chan struct{})
+	double := e.srv.Config.Handler
+	e.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || r.URL.Path != "/api/v4/projects/2/jobs/7" {
+			double.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		double.ServeHTTP(rec, r) // GitLab reads the job while it is pending
+		close(read)
+		<-release // and its answer is slow to arrive
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+	})
+	var c changes
+	e.f.NotifyQueue(c.add)
+	if code, _ := deliverNoWait(e.f, "Job Hook", "hook-secret", "uuid-1", readTestdata(t, "job-hook-pending.json")); code != http.StatusNoContent {
+		t.Fatalf("pending hook: %d", code)
+	}
+	select {
+	case <-read:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no lookup of job 7")
+	}
+	e.gl.SetJobStatus(7, "running")
+	if code, _ := deliverNoWait(e.f, "Job Hook", "hook-secret", "uuid-2", readTestdata(t, "job-hook-running.json")); code != http.StatusNoContent {
+		t.Fatalf("running hook: %d", code)
+	}
+	close(release)
+	e.f.d.inFlight.Wait()
+	for _, ch := range c.take() {
+		if ch.Queued {
+			t.Fatalf("told job %s queued after its running delivery", ch.Job.ID)
+		}
+	}
+	e.f.mu.Lock()
+	_, kept := e.f.hooked[7]
+	e.f.mu.Unlock()
+	if kept {
+		t.Fatal("the webhook view kept job 7 as pending after it started")
 	}
 }

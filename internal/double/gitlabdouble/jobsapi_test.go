@@ -153,3 +153,22 @@ func TestCancelAsGitLabDoes(t *testing.T) {
 		t.Fatalf("force by a Maintainer: %+v, %v", j, err)
 	}
 }
+
+// TestJobsOfProjectWithCICDDisabled: a project whose CI/CD is disabled
+// (builds_access_level disabled) answers GET /projects/:id/jobs 403, even
+// to an administrator, as GitLab's authorize_read_builds! does; another
+// project still lists its jobs (the positive control).
+func TestJobsOfProjectWithCICDDisabled(t *testing.T) {
+	s, _, admin := newDouble(t)
+	s.AddProject("acme/app")
+	s.AddProject("acme/off")
+	s.AddJob("acme/app", "build", nil, "true")
+	s.AddJob("acme/off", "build", nil, "true")
+	s.DisableBuilds("acme/off")
+	if js, _, err := admin.Jobs.ListProjectJobs("acme/app", nil); err != nil || len(js) != 1 {
+		t.Fatalf("jobs of acme/app = %+v, %v", js, err)
+	}
+	if _, _, err := admin.Jobs.ListProjectJobs("acme/off", nil); statusOf(err) != 403 {
+		t.Fatalf("jobs of a project with CI/CD disabled: %v, want 403", err)
+	}
+}

@@ -348,6 +348,8 @@ func (s *Server) jobJSON(j *Job) map[string]any {
 }
 
 // listJobs is GET /projects/:id/jobs with scope[] filters, newest first.
+// A project with CI/CD disabled is answered as GitLab's
+// authorize_read_builds! does: 403 Forbidden.
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, id string) {
 	q := r.URL.Query()
 	scopes := append(q["scope[]"], q["scope"]...)
@@ -356,6 +358,11 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, id string) {
 	if p == nil {
 		s.mu.Unlock()
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "404 Project Not Found"})
+		return
+	}
+	if p.BuildsDisabled {
+		s.mu.Unlock()
+		writeJSON(w, http.StatusForbidden, map[string]string{"message": "403 Forbidden"})
 		return
 	}
 	var out []map[string]any

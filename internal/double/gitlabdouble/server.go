@@ -61,6 +61,10 @@ type Project struct {
 	FullPath     string
 	GroupID      int64
 	LastActivity time.Time
+	// BuildsDisabled is builds_access_level "disabled" (CI/CD turned
+	// off): GitLab's ProjectPolicy then prevents read_build, so the
+	// Jobs API answers 403 to everyone, administrators included.
+	BuildsDisabled bool
 }
 
 // Runner is a runner created through POST /user/runners.
@@ -146,6 +150,18 @@ func (s *Server) AddProject(fullPath string) int64 {
 	s.nextID++
 	s.projects[s.nextID] = &Project{ID: s.nextID, FullPath: fullPath, GroupID: gid, LastActivity: s.Now()}
 	return s.nextID
+}
+
+// DisableBuilds turns CI/CD off in the project (builds_access_level
+// disabled), as its Settings > General > Visibility page does.
+func (s *Server) DisableBuilds(projectPath string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.projectByPathLocked(projectPath)
+	if p == nil {
+		panic("gitlabdouble: DisableBuilds: unknown project " + projectPath)
+	}
+	p.BuildsDisabled = true
 }
 
 // AddJob queues a pending job in the project and returns its ID. Script
