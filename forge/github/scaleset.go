@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -83,6 +84,11 @@ type scaleSetDemand struct {
 	o      ScaleSetOptions
 	labels []string
 
+	// poll is the session's transport: the forge connection's, with no
+	// bound on the wait for headers, as GitHub holds a message poll open
+	// about 50s (the retrying client's overall timeout still bounds it).
+	poll *http.Transport
+
 	mu       sync.Mutex
 	client   *scaleset.Client
 	id       int // the scale set's id; 0: not ensured yet
@@ -104,8 +110,10 @@ func newScaleSetDemand(p *Pool, o PoolOptions) (*scaleSetDemand, error) {
 	}
 	so := o.ScaleSet
 	so.defaults()
+	poll := p.c.conn.Clone()
+	poll.ResponseHeaderTimeout = 0
 	return &scaleSetDemand{p: p, name: ScaleSetName(o.PoolName, o.HostID), owner: o.HostID, max: o.MaxRunners, o: so,
-		labels: slices.Clone(o.Labels)}, nil
+		labels: slices.Clone(o.Labels), poll: poll}, nil
 }
 
 // configURL is the scope's URL on GitHub's web host, which the scale-set
@@ -130,10 +138,11 @@ func (c *Client) configURL(s Scope) string {
 	return u.String()
 }
 
-// retryable is a retrying HTTP client over the forge's connection.
-func (s *scaleSetDemand) retryable() *retryablehttp.Client {
+// retryable is a retrying HTTP client over tr, the forge's connection
+// or the session's.
+func (s *scaleSetDemand) retryable(tr *http.Transport) *retryablehttp.Client {
 	rc := retryablehttp.NewClient()
-	rc.HTTPClient.Transport = s.p.c.conn
+	rc.HTTPClient.Transport = tr
 	rc.RetryWaitMin, rc.RetryWaitMax, rc.RetryMax = s.o.RetryWaitMin, s.o.RetryWaitMax, s.o.RetryMax
 	rc.Logger = nil // the scale-set client sets its own
 	return rc
@@ -148,7 +157,7 @@ func (s *scaleSetDemand) scaleClient(ctx context.Context) (*scaleset.Client, err
 	}
 	c := s.p.c
 	info := scaleset.SystemInfo{System: "nixos-fireactions", Subsystem: "scaleset"}
-	opts := []scaleset.HTTPOption{scaleset.WithRetryableHTTPClint(s.retryable()), scaleset.WithLogger(s.quietLog())}
+	opts := []scaleset.HTTPOption{scaleset.WithRetryableHTTPClint(s.retryable(s.p.c.conn)), scaleset.WithLogger(s.quietLog())}
 	var (
 		cl  *scaleset.Client
 		err error

@@ -84,7 +84,7 @@ func (s *scaleSetDemand) listenOnce(ctx context.Context) (listened bool, err err
 	if err != nil {
 		return false, err
 	}
-	sess, err := cl.MessageSessionClient(ctx, id, s.owner, scaleset.WithRetryableHTTPClint(s.retryable()))
+	sess, err := cl.MessageSessionClient(ctx, id, s.owner, scaleset.WithRetryableHTTPClint(s.retryable(s.poll)))
 	if err != nil {
 		return false, fmt.Errorf("github: session of scale set %s: %w", s.name, err)
 	}

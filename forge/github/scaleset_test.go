@@ -481,3 +481,24 @@ func TestScaleSetRunningJobsAreNotQueued(t *testing.T) {
 		t.Fatalf("queued %d after the running job completed, want the waiting 1", n)
 	}
 }
+
+// A message poll GitHub holds open longer than the forge connection's
+// wait for headers (30s; GitHub holds a poll about 50s) is not cut off:
+// the session keeps listening and a job queued later is told.
+func TestScaleSetPollOutlastsHeaderTimeout(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{messageWait: 1200 * time.Millisecond})
+	c := e.app()
+	github.SetResponseHeaderTimeout(c, 250*time.Millisecond)
+	h := newHost(t, e, c, "h1", 2)
+	waitFor(t, "a session", func() bool { return sessions(e) == 1 })
+	time.Sleep(3 * time.Second) // two polls held past the header timeout
+	if strings.Contains(e.log.String(), "scale set listener stopped") {
+		t.Fatalf("a held poll stopped the listener; log:\n%s", e.log.String())
+	}
+	e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
+	waitFor(t, "the job told queued", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.queued) == 1
+	})
+}
