@@ -166,9 +166,11 @@ func (s *scaleSetDemand) scaleClient(ctx context.Context) (*scaleset.Client, err
 		cl, err = scaleset.NewClientWithPersonalAccessToken(scaleset.NewClientWithPersonalAccessTokenConfig{
 			GitHubConfigURL: c.configURL(s.p.scope), PersonalAccessToken: c.token, SystemInfo: info}, opts...)
 	} else {
-		inst := c.instID
+		// The pool's installation: its own installation_id, else the
+		// forge's, else the one GitHub finds for the scope.
+		inst := s.p.inst.fixed
 		if inst == 0 {
-			if inst, err = (&installation{c: c, scope: s.p.scope, log: s.p.log}).lookup(ctx); err != nil {
+			if inst, err = s.p.inst.lookup(ctx); err != nil {
 				return nil, err
 			}
 		}

@@ -27,6 +27,13 @@ var fastScaleSet = github.ScaleSetOptions{RetryWaitMin: 10 * time.Millisecond, R
 // scale-set client reaches a non-github.com host under /api/v3) with an
 // App installed on org acme.
 func scaleSetEnv(t *testing.T, o envOptions) *env {
+	e, _ := scaleSetEnvInst(t, o)
+	return e
+}
+
+// scaleSetEnvInst is scaleSetEnv and the id of the App's installation
+// on acme.
+func scaleSetEnvInst(t *testing.T, o envOptions) (*env, int64) {
 	o.prefix = "/api/v3"
 	if o.messageWait == 0 {
 		o.messageWait = 300 * time.Millisecond
@@ -35,8 +42,7 @@ func scaleSetEnv(t *testing.T, o envOptions) *env {
 		o.sessionIdle = time.Minute
 	}
 	e := newEnv(t, o)
-	e.d.AddInstallation("Organization", "acme")
-	return e
+	return e, e.d.AddInstallation("Organization", "acme")
 }
 
 // host models one orchestrator host over a scale-set pool: like the pool
@@ -501,4 +507,24 @@ func TestScaleSetPollOutlastsHeaderTimeout(t *testing.T) {
 		defer h.mu.Unlock()
 		return len(h.queued) == 1
 	})
+}
+
+// Two orgs under one App: a scale-set pool whose own installation_id
+// differs from the forge's (another org's) registers with the pool's.
+func TestScaleSetUsesPoolInstallation(t *testing.T) {
+	e, acme := scaleSetEnvInst(t, envOptions{})
+	other := e.d.AddInstallation("Organization", "globex")
+	c := e.app(func(o *github.Options) { o.InstallationID = other })
+	p := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"self-hosted", "fa-small"},
+		Demand: github.DemandScaleSet, PoolName: "small", HostID: "h1", MaxRunners: 2, ScaleSet: fastScaleSet, InstallationID: acme})
+	p.NotifyQueue(func(forge.QueueChange) {})
+	t.Cleanup(func() { p.NotifyQueue(nil) })
+	waitFor(t, "a session", func() bool { return sessions(e) == 1 })
+	r, err := p.Register(context.Background(), forge.RunnerSpec{Name: "vm-1"})
+	if err != nil {
+		t.Fatalf("register with the pool's installation: %v", err)
+	}
+	if rs := e.d.Runners(); len(rs) != 1 || rs[0].Name != "vm-1" {
+		t.Fatalf("runners %+v after registering %s", rs, r.Name)
+	}
 }
