@@ -96,6 +96,7 @@ type scaleSetDemand struct {
 	stats    scaleset.RunnerScaleSetStatistic
 	known    bool // statistics were read
 	queued   int  // slots told as queued
+	deleted  bool // DeleteScaleSet deleted it; start clears
 	cancel   context.CancelFunc
 	done     chan struct{}
 	sessions int // sessions created, for tests and logs

@@ -2,6 +2,7 @@ package github_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -527,4 +528,54 @@ func TestScaleSetUsesPoolInstallation(t *testing.T) {
 	if rs := e.d.Runners(); len(rs) != 1 || rs[0].Name != "vm-1" {
 		t.Fatalf("runners %+v after registering %s", rs, r.Name)
 	}
+}
+
+// delete-scaleset tells the pool's queued slots gone, and a VM started
+// for a slot told before refuses to register rather than create the
+// scale set again.
+func TestScaleSetDeleteClearsQueue(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{})
+	h := newHost(t, e, e.app(), "h1", 3)
+	waitFor(t, "a session", func() bool { return sessions(e) == 1 })
+	for range 2 {
+		e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
+	}
+	waitFor(t, "two slots told", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.queued) == 2 })
+	if err := h.p.DeleteScaleSet(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	left := len(h.queued)
+	h.mu.Unlock()
+	if left != 0 {
+		t.Errorf("slots still told queued after the delete: %d", left)
+	}
+	if j, _ := h.p.QueuedJobs(context.Background()); len(j) != 0 {
+		t.Errorf("queued after the delete: %v", j)
+	}
+	_, err := h.p.Register(context.Background(), forge.RunnerSpec{Name: "vm-stale"})
+	if !errors.Is(err, github.ErrScaleSetDeleted) {
+		t.Errorf("register after the delete: %v, want ErrScaleSetDeleted", err)
+	}
+	if sets := e.d.ScaleSets(); len(sets) != 0 {
+		t.Errorf("scale sets after the delete and a register: %+v", sets)
+	}
+}
+
+// A delete-scaleset that fails leaves the pool listening: a job queued
+// after it is told.
+func TestScaleSetFailedDeleteListensAgain(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{sessionIdle: 1500 * time.Millisecond})
+	h := newHost(t, e, e.app(), "h1", 3)
+	waitFor(t, "a session", func() bool { return sessions(e) == 1 })
+	e.d.FailScaleSetCalls(1000)
+	if err := h.p.DeleteScaleSet(context.Background()); err == nil {
+		t.Fatal("delete succeeded through failing calls")
+	}
+	e.d.FailScaleSetCalls(0)
+	if len(e.d.ScaleSets()) != 1 {
+		t.Fatal("scale set gone after a failed delete")
+	}
+	e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
+	waitFor(t, "the job told queued", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.queued) == 1 })
 }
