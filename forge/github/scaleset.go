@@ -149,13 +149,31 @@ func (s *scaleSetDemand) retryable(tr *http.Transport) *retryablehttp.Client {
 	return rc
 }
 
-// scaleClient is the scale-set client, made on first use.
+// scaleClient is the scale-set client, made on first use. It is made
+// outside s.mu (finding the installation asks GitHub, with retries), so
+// the queue's readers never wait on the network; of two made at once the
+// first stored is kept.
 func (s *scaleSetDemand) scaleClient(ctx context.Context) (*scaleset.Client, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.client != nil {
-		return s.client, nil
+	cl := s.client
+	s.mu.Unlock()
+	if cl != nil {
+		return cl, nil
 	}
+	cl, err := s.newScaleClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client == nil {
+		s.client = cl
+	}
+	return s.client, nil
+}
+
+// newScaleClient makes a scale-set client for the pool's credentials.
+func (s *scaleSetDemand) newScaleClient(ctx context.Context) (*scaleset.Client, error) {
 	c := s.p.c
 	info := scaleset.SystemInfo{System: "nixos-fireactions", Subsystem: "scaleset"}
 	opts := []scaleset.HTTPOption{scaleset.WithRetryableHTTPClint(s.retryable(s.p.c.conn)), scaleset.WithLogger(s.quietLog())}
@@ -183,7 +201,6 @@ func (s *scaleSetDemand) scaleClient(ctx context.Context) (*scaleset.Client, err
 	if err != nil {
 		return nil, fmt.Errorf("github: scale-set client for %s: %w", s.p.scope, err)
 	}
-	s.client = cl
 	return cl, nil
 }
 

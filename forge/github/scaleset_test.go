@@ -579,3 +579,23 @@ func TestScaleSetFailedDeleteListensAgain(t *testing.T) {
 	e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
 	waitFor(t, "the job told queued", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.queued) == 1 })
 }
+
+// While the scale-set client is being made (finding the App's
+// installation, which GitHub answers slowly here), the pool's queue
+// answers at once: no network call holds the lock its readers take.
+func TestScaleSetQueueAnswersDuringLookup(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{})
+	e.slow(2 * time.Second)
+	t.Cleanup(func() { e.slow(0) })
+	h := newHost(t, e, e.app(), "h1", 2) // no installation_id: looked up
+	time.Sleep(300 * time.Millisecond)   // the lookup is under way
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := h.p.QueuedJobs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("QueuedJobs took %v while the installation was looked up", took)
+	}
+}
