@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -83,6 +84,11 @@ type scaleSetDemand struct {
 	o      ScaleSetOptions
 	labels []string
 
+	// poll is the session's transport: the forge connection's, with no
+	// bound on the wait for headers, as GitHub holds a message poll open
+	// about 50s (the retrying client's overall timeout still bounds it).
+	poll *http.Transport
+
 	mu       sync.Mutex
 	client   *scaleset.Client
 	id       int // the scale set's id; 0: not ensured yet
@@ -90,6 +96,7 @@ type scaleSetDemand struct {
 	stats    scaleset.RunnerScaleSetStatistic
 	known    bool // statistics were read
 	queued   int  // slots told as queued
+	deleted  bool // DeleteScaleSet deleted it; start clears
 	cancel   context.CancelFunc
 	done     chan struct{}
 	sessions int // sessions created, for tests and logs
@@ -104,8 +111,10 @@ func newScaleSetDemand(p *Pool, o PoolOptions) (*scaleSetDemand, error) {
 	}
 	so := o.ScaleSet
 	so.defaults()
+	poll := p.c.conn.Clone()
+	poll.ResponseHeaderTimeout = 0
 	return &scaleSetDemand{p: p, name: ScaleSetName(o.PoolName, o.HostID), owner: o.HostID, max: o.MaxRunners, o: so,
-		labels: slices.Clone(o.Labels)}, nil
+		labels: slices.Clone(o.Labels), poll: poll}, nil
 }
 
 // configURL is the scope's URL on GitHub's web host, which the scale-set
@@ -130,25 +139,44 @@ func (c *Client) configURL(s Scope) string {
 	return u.String()
 }
 
-// retryable is a retrying HTTP client over the forge's connection.
-func (s *scaleSetDemand) retryable() *retryablehttp.Client {
+// retryable is a retrying HTTP client over tr, the forge's connection
+// or the session's.
+func (s *scaleSetDemand) retryable(tr *http.Transport) *retryablehttp.Client {
 	rc := retryablehttp.NewClient()
-	rc.HTTPClient.Transport = s.p.c.conn
+	rc.HTTPClient.Transport = tr
 	rc.RetryWaitMin, rc.RetryWaitMax, rc.RetryMax = s.o.RetryWaitMin, s.o.RetryWaitMax, s.o.RetryMax
 	rc.Logger = nil // the scale-set client sets its own
 	return rc
 }
 
-// scaleClient is the scale-set client, made on first use.
+// scaleClient is the scale-set client, made on first use. It is made
+// outside s.mu (finding the installation asks GitHub, with retries), so
+// the queue's readers never wait on the network; of two made at once the
+// first stored is kept.
 func (s *scaleSetDemand) scaleClient(ctx context.Context) (*scaleset.Client, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.client != nil {
-		return s.client, nil
+	cl := s.client
+	s.mu.Unlock()
+	if cl != nil {
+		return cl, nil
 	}
+	cl, err := s.newScaleClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client == nil {
+		s.client = cl
+	}
+	return s.client, nil
+}
+
+// newScaleClient makes a scale-set client for the pool's credentials.
+func (s *scaleSetDemand) newScaleClient(ctx context.Context) (*scaleset.Client, error) {
 	c := s.p.c
 	info := scaleset.SystemInfo{System: "nixos-fireactions", Subsystem: "scaleset"}
-	opts := []scaleset.HTTPOption{scaleset.WithRetryableHTTPClint(s.retryable()), scaleset.WithLogger(s.quietLog())}
+	opts := []scaleset.HTTPOption{scaleset.WithRetryableHTTPClint(s.retryable(s.p.c.conn)), scaleset.WithLogger(s.quietLog())}
 	var (
 		cl  *scaleset.Client
 		err error
@@ -157,9 +185,11 @@ func (s *scaleSetDemand) scaleClient(ctx context.Context) (*scaleset.Client, err
 		cl, err = scaleset.NewClientWithPersonalAccessToken(scaleset.NewClientWithPersonalAccessTokenConfig{
 			GitHubConfigURL: c.configURL(s.p.scope), PersonalAccessToken: c.token, SystemInfo: info}, opts...)
 	} else {
-		inst := c.instID
+		// The pool's installation: its own installation_id, else the
+		// forge's, else the one GitHub finds for the scope.
+		inst := s.p.inst.fixed
 		if inst == 0 {
-			if inst, err = (&installation{c: c, scope: s.p.scope, log: s.p.log}).lookup(ctx); err != nil {
+			if inst, err = s.p.inst.lookup(ctx); err != nil {
 				return nil, err
 			}
 		}
@@ -171,7 +201,6 @@ func (s *scaleSetDemand) scaleClient(ctx context.Context) (*scaleset.Client, err
 	if err != nil {
 		return nil, fmt.Errorf("github: scale-set client for %s: %w", s.p.scope, err)
 	}
-	s.client = cl
 	return cl, nil
 }
 

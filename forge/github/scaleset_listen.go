@@ -18,9 +18,18 @@ func (s *scaleSetDemand) start() {
 	if s.cancel != nil {
 		return
 	}
+	s.deleted = false // a listener ensures the scale set again
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
 	go s.run(ctx, s.done)
+}
+
+// running reports whether the listener runs (start was called, stop not
+// since).
+func (s *scaleSetDemand) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cancel != nil
 }
 
 // stop ends the listener; its session is deleted in the background
@@ -84,7 +93,7 @@ func (s *scaleSetDemand) listenOnce(ctx context.Context) (listened bool, err err
 	if err != nil {
 		return false, err
 	}
-	sess, err := cl.MessageSessionClient(ctx, id, s.owner, scaleset.WithRetryableHTTPClint(s.retryable()))
+	sess, err := cl.MessageSessionClient(ctx, id, s.owner, scaleset.WithRetryableHTTPClint(s.retryable(s.poll)))
 	if err != nil {
 		return false, fmt.Errorf("github: session of scale set %s: %w", s.name, err)
 	}

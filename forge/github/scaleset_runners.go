@@ -17,7 +17,14 @@ import (
 // of that name left by an attempt whose answer was lost is removed and
 // asked for once more; a runner of a failed attempt is removed.
 func (s *scaleSetDemand) register(ctx context.Context, spec forge.RunnerSpec) (*forge.Runner, error) {
-	id := s.scaleSetID()
+	s.mu.Lock()
+	id, deleted := s.id, s.deleted
+	s.mu.Unlock()
+	if deleted {
+		// A VM started for a slot told before the delete: registering
+		// would create the scale set again.
+		return nil, fmt.Errorf("github: register runner %s: scale set %s: %w", spec.Name, s.name, ErrScaleSetDeleted)
+	}
 	if id == 0 {
 		var err error
 		if id, err = s.ensure(ctx); err != nil {
@@ -87,20 +94,48 @@ func (s *scaleSetDemand) removeWith(ctx context.Context, cl *scaleset.Client, id
 	return err
 }
 
+// ErrScaleSetDeleted is Register's answer after DeleteScaleSet, until
+// the pool's listener starts again: the pool's scale set is gone and no
+// runner registers in it.
+var ErrScaleSetDeleted = errors.New("deleted by delete-scaleset; no runner registers until the pool's listener starts again")
+
 // DeleteScaleSet stops the pool's listener and deletes its scale set at
 // GitHub (jobs assigned to it and not started go back to GitHub's
 // queue). Only an explicit command does this: a restart keeps the scale
-// set. It errors for a pool not in scale-set mode.
-func (p *Pool) DeleteScaleSet(ctx context.Context) error {
+// set. Once deleted, the pool's queue is told empty and Register refuses
+// (ErrScaleSetDeleted); a delete that fails starts the listener again
+// if it ran. It errors for a pool not in scale-set mode.
+func (p *Pool) DeleteScaleSet(ctx context.Context) (err error) {
 	if p.ss == nil {
 		return fmt.Errorf("github: scope %s: %w", p.scope, forge.ErrNoDemandSource)
 	}
 	s := p.ss
+	if s.running() {
+		defer func() {
+			if err != nil {
+				p.log.Warn("scale set not deleted; listening again", "scaleset", s.name, "err", err)
+				s.start()
+			}
+		}()
+	}
 	select {
 	case <-s.stop():
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if err := s.deleteSet(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.id, s.deleted = 0, true
+	s.mu.Unlock()
+	s.setQueued(0)
+	return nil
+}
+
+// deleteSet deletes the scale set at GitHub; one already gone is not an
+// error.
+func (s *scaleSetDemand) deleteSet(ctx context.Context) error {
 	cl, err := s.scaleClient(ctx)
 	if err != nil {
 		return err
@@ -119,10 +154,7 @@ func (p *Pool) DeleteScaleSet(ctx context.Context) error {
 	if err := cl.DeleteRunnerScaleSet(ctx, set.ID); err != nil {
 		return fmt.Errorf("github: delete scale set %s: %w", s.name, err)
 	}
-	s.mu.Lock()
-	s.id = 0
-	s.mu.Unlock()
-	p.log.Info("scale set deleted", "scaleset", s.name, "id", set.ID)
+	s.p.log.Info("scale set deleted", "scaleset", s.name, "id", set.ID)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package github_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,6 +28,13 @@ var fastScaleSet = github.ScaleSetOptions{RetryWaitMin: 10 * time.Millisecond, R
 // scale-set client reaches a non-github.com host under /api/v3) with an
 // App installed on org acme.
 func scaleSetEnv(t *testing.T, o envOptions) *env {
+	e, _ := scaleSetEnvInst(t, o)
+	return e
+}
+
+// scaleSetEnvInst is scaleSetEnv and the id of the App's installation
+// on acme.
+func scaleSetEnvInst(t *testing.T, o envOptions) (*env, int64) {
 	o.prefix = "/api/v3"
 	if o.messageWait == 0 {
 		o.messageWait = 300 * time.Millisecond
@@ -35,8 +43,7 @@ func scaleSetEnv(t *testing.T, o envOptions) *env {
 		o.sessionIdle = time.Minute
 	}
 	e := newEnv(t, o)
-	e.d.AddInstallation("Organization", "acme")
-	return e
+	return e, e.d.AddInstallation("Organization", "acme")
 }
 
 // host models one orchestrator host over a scale-set pool: like the pool
@@ -479,5 +486,116 @@ func TestScaleSetRunningJobsAreNotQueued(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if n := queued(); n != 1 {
 		t.Fatalf("queued %d after the running job completed, want the waiting 1", n)
+	}
+}
+
+// A message poll GitHub holds open longer than the forge connection's
+// wait for headers (30s; GitHub holds a poll about 50s) is not cut off:
+// the session keeps listening and a job queued later is told.
+func TestScaleSetPollOutlastsHeaderTimeout(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{messageWait: 1200 * time.Millisecond})
+	c := e.app()
+	github.SetResponseHeaderTimeout(c, 250*time.Millisecond)
+	h := newHost(t, e, c, "h1", 2)
+	waitFor(t, "a session", func() bool { return sessions(e) == 1 })
+	time.Sleep(3 * time.Second) // two polls held past the header timeout
+	if strings.Contains(e.log.String(), "scale set listener stopped") {
+		t.Fatalf("a held poll stopped the listener; log:\n%s", e.log.String())
+	}
+	e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
+	waitFor(t, "the job told queued", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.queued) == 1
+	})
+}
+
+// Two orgs under one App: a scale-set pool whose own installation_id
+// differs from the forge's (another org's) registers with the pool's.
+func TestScaleSetUsesPoolInstallation(t *testing.T) {
+	e, acme := scaleSetEnvInst(t, envOptions{})
+	other := e.d.AddInstallation("Organization", "globex")
+	c := e.app(func(o *github.Options) { o.InstallationID = other })
+	p := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"self-hosted", "fa-small"},
+		Demand: github.DemandScaleSet, PoolName: "small", HostID: "h1", MaxRunners: 2, ScaleSet: fastScaleSet, InstallationID: acme})
+	p.NotifyQueue(func(forge.QueueChange) {})
+	t.Cleanup(func() { p.NotifyQueue(nil) })
+	waitFor(t, "a session", func() bool { return sessions(e) == 1 })
+	r, err := p.Register(context.Background(), forge.RunnerSpec{Name: "vm-1"})
+	if err != nil {
+		t.Fatalf("register with the pool's installation: %v", err)
+	}
+	if rs := e.d.Runners(); len(rs) != 1 || rs[0].Name != "vm-1" {
+		t.Fatalf("runners %+v after registering %s", rs, r.Name)
+	}
+}
+
+// delete-scaleset tells the pool's queued slots gone, and a VM started
+// for a slot told before refuses to register rather than create the
+// scale set again.
+func TestScaleSetDeleteClearsQueue(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{})
+	h := newHost(t, e, e.app(), "h1", 3)
+	waitFor(t, "a session", func() bool { return sessions(e) == 1 })
+	for range 2 {
+		e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
+	}
+	waitFor(t, "two slots told", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.queued) == 2 })
+	if err := h.p.DeleteScaleSet(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	left := len(h.queued)
+	h.mu.Unlock()
+	if left != 0 {
+		t.Errorf("slots still told queued after the delete: %d", left)
+	}
+	if j, _ := h.p.QueuedJobs(context.Background()); len(j) != 0 {
+		t.Errorf("queued after the delete: %v", j)
+	}
+	_, err := h.p.Register(context.Background(), forge.RunnerSpec{Name: "vm-stale"})
+	if !errors.Is(err, github.ErrScaleSetDeleted) {
+		t.Errorf("register after the delete: %v, want ErrScaleSetDeleted", err)
+	}
+	if sets := e.d.ScaleSets(); len(sets) != 0 {
+		t.Errorf("scale sets after the delete and a register: %+v", sets)
+	}
+}
+
+// A delete-scaleset that fails leaves the pool listening: a job queued
+// after it is told.
+func TestScaleSetFailedDeleteListensAgain(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{sessionIdle: 1500 * time.Millisecond})
+	h := newHost(t, e, e.app(), "h1", 3)
+	waitFor(t, "a session", func() bool { return sessions(e) == 1 })
+	e.d.FailScaleSetCalls(1000)
+	if err := h.p.DeleteScaleSet(context.Background()); err == nil {
+		t.Fatal("delete succeeded through failing calls")
+	}
+	e.d.FailScaleSetCalls(0)
+	if len(e.d.ScaleSets()) != 1 {
+		t.Fatal("scale set gone after a failed delete")
+	}
+	e.d.QueueJob("acme/widgets", "self-hosted", "fa-small")
+	waitFor(t, "the job told queued", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.queued) == 1 })
+}
+
+// While the scale-set client is being made (finding the App's
+// installation, which GitHub answers slowly here), the pool's queue
+// answers at once: no network call holds the lock its readers take.
+func TestScaleSetQueueAnswersDuringLookup(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{})
+	e.slow(2 * time.Second)
+	t.Cleanup(func() { e.slow(0) })
+	h := newHost(t, e, e.app(), "h1", 2) // no installation_id: looked up
+	time.Sleep(300 * time.Millisecond)   // the lookup is under way
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := h.p.QueuedJobs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("QueuedJobs took %v while the installation was looked up", took)
 	}
 }
