@@ -48,8 +48,7 @@ func TestGitHubJobsRunInTheirOwnMicroVMs(t *testing.T) {
 
 	qemuBin, booted := capturingQEMU(t)
 	cfg := r.config("ghe2e", "fagh0", "10.205.0.0/24", ghPort, ghAPIPort, ghAppID, "2s")
-	cfg.VMM = &vmmConfig{}
-	cfg.VMM.QEMU.Binary = qemuBin
+	cfg.VMM = &vmmConfig{QEMU: &qemuConfig{Binary: qemuBin}}
 	cfg.DrainGrace = "3m"
 	cfg.Pools = []poolConfig{r.pool("gh", []string{ghLabel, "linux"}, 2)} // self-hosted is implied
 

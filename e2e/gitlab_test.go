@@ -55,8 +55,7 @@ func TestGitLabJobsRunInTheirOwnMicroVMs(t *testing.T) {
 	writeFile(t, filepath.Join(work, "api-tokens"), 0o600, apiToken+"\n")
 	qemuBin, booted := capturingQEMU(t)
 	cfg := r.config("gle2e", "fagl0", "10.204.0.0/24")
-	cfg.VMM = &vmmConfig{}
-	cfg.VMM.QEMU.Binary = qemuBin
+	cfg.VMM = &vmmConfig{QEMU: &qemuConfig{Binary: qemuBin}}
 	cfg.DrainGrace = "3m"
 	cfg.API.Listen, cfg.API.TokensFile = "127.0.0.1:"+glAPIPort, filepath.Join(work, "api-tokens")
 	cfg.Forges[0].WebhookSecretFile = filepath.Join(work, "gitlab-hook")
