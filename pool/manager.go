@@ -110,8 +110,9 @@ type waitKey struct{ forge, id string }
 type pool struct {
 	cfg   config.Pool
 	forge forge.Forge
-	key   string // forge and scope: pools with one key share demand (poolKey)
-	own   bool   // its queue is its own (forge.OwnQueue): key names the pool too
+	key   string     // forge and scope: pools with one key share demand (poolKey)
+	own   bool       // its queue is its own (forge.OwnQueue): key names the pool too
+	capMu sync.Mutex // held while its capacity is told (tellCapacity)
 	log   *slog.Logger
 
 	// Run-time settings, guarded by Manager.mu: they start from the

@@ -56,6 +56,7 @@ func (m *Manager) Reload(ctx context.Context, pools []config.Pool, forges map[st
 		case op != nil && sameButSize(op.cfg, pc):
 			op.cfg.MinIdle, op.cfg.Max = pc.MinIdle, pc.Max
 			op.minIdle, op.max = pc.MinIdle, pc.Max
+			m.tellCapacity(op)
 			next = append(next, op)
 			res.Scaled = append(res.Scaled, pc.Name)
 		default:
