@@ -72,3 +72,17 @@ func TestOwnQueuePoolsKeepTheirDemand(t *testing.T) {
 		t.Fatalf("VMs by pool after full passes %v, want b 2", n)
 	}
 }
+
+// A pool whose queue is its own takes every job of its key, whatever
+// its labels; another pool of the forge and scope takes none of them.
+func TestOwnQueuePoolTakesItsJobsWhateverTheirLabels(t *testing.T) {
+	own := poolView{name: "b", forge: "f||b", labels: []string{"linux"}, own: true}
+	shared := poolView{name: "a", forge: "f|", labels: []string{"gpu", "linux"}}
+	j := forge.Job{ID: "1", Labels: []string{"gpu"}}
+	if !own.serves("f||b", j) {
+		t.Fatal("the own-queue pool does not take a job of its queue")
+	}
+	if shared.serves("f||b", j) || own.serves("f|", j) {
+		t.Fatal("a job crossed between the own queue and the shared one")
+	}
+}
