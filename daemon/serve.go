@@ -209,16 +209,35 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 
 	_, _ = sd.SdNotify(false, sd.SdNotifyStopping)
 	log.Info("draining", "grace", cfg.DrainGrace)
-	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainGrace)
-	defer cancel()
-	err = m.Drain(dctx)
-	drivers.quiesce(dctx, log)
-	if err != nil {
+	if err := drainThenQuiesce(m, drivers, cfg.DrainGrace, log); err != nil {
 		log.Warn("drain forced: busy VMs were ended", "err", err)
 		return err
 	}
 	log.Info("drained")
 	return nil
+}
+
+// quiesceTimeout bounds the drivers' winding down after the drain (a
+// GitHub scale-set session's DELETE); it has its own time, so a drain
+// that used all of its grace does not leave the sessions open.
+const quiesceTimeout = 20 * time.Second
+
+// drainer is what drainThenQuiesce needs of the pool manager.
+type drainer interface {
+	Drain(ctx context.Context) error
+}
+
+// drainThenQuiesce drains the pools within grace, then winds the
+// drivers' listeners down within quiesceTimeout of their own, and
+// returns the drain's error (a forced drain).
+func drainThenQuiesce(m drainer, drivers *forgeSet, grace time.Duration, log *slog.Logger) error {
+	dctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := m.Drain(dctx)
+	qctx, qcancel := context.WithTimeout(context.Background(), quiesceTimeout)
+	defer qcancel()
+	drivers.quiesce(qctx, log)
+	return err
 }
 
 // reloadOnHUP re-reads the configuration on SIGHUP and applies its pools:

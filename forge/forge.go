@@ -327,16 +327,4 @@ func Unwrap(f Forge) Forge {
 }
 
 // NotifierOf is f's QueueNotifier, looking through wrappers.
-func NotifierOf(f Forge) (QueueNotifier, bool) {
-	for f != nil {
-		if n, ok := f.(QueueNotifier); ok {
-			return n, true
-		}
-		u, ok := f.(Unwrapper)
-		if !ok {
-			break
-		}
-		f = u.Unwrap()
-	}
-	return nil, false
-}
+func NotifierOf(f Forge) (QueueNotifier, bool) { return find[QueueNotifier](f) }

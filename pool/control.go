@@ -94,6 +94,7 @@ func (m *Manager) Scale(name string, minIdle, max *int) (PoolStatus, error) {
 	}
 	p.minIdle, p.max = newMin, newMax
 	m.mu.Unlock()
+	m.tellCapacity(p)
 	p.log.Info("pool scaled", "min_idle", newMin, "max", newMax)
 	m.Kick()
 	return m.status(p), nil
@@ -108,6 +109,7 @@ func (m *Manager) SetPaused(name string, paused bool) (PoolStatus, error) {
 	m.mu.Lock()
 	p.paused = paused
 	m.mu.Unlock()
+	m.tellCapacity(p)
 	p.log.Info("pool paused", "paused", paused)
 	m.Kick()
 	return m.status(p), nil

@@ -36,6 +36,12 @@ type poolView struct {
 	name, forge string
 	labels      []string
 	untagged    bool // also takes jobs without labels
+	own         bool // every job of its forge key is its own, whatever its labels
+}
+
+// view is what assignment needs to know of p.
+func (p *pool) view() poolView {
+	return poolView{name: p.cfg.Name, forge: p.key, labels: p.cfg.Labels, untagged: p.cfg.Runner.RunUntagged, own: p.own}
 }
 
 // counts are a pool's VMs by what they can do.
@@ -67,7 +73,7 @@ func clamp(n int) int {
 
 // serves reports whether pool p takes job j of forge key fk.
 func (p poolView) serves(fk string, j forge.Job) bool {
-	return p.forge == fk && (forge.MatchLabels(j.Labels, p.labels) || len(j.Labels) == 0 && p.untagged)
+	return p.forge == fk && (p.own || forge.MatchLabels(j.Labels, p.labels) || len(j.Labels) == 0 && p.untagged)
 }
 
 // demandEvent is a queue change a driver told (change, for the pools of
@@ -254,7 +260,7 @@ type touchedPool struct {
 // decides), or nil. Callers hold m.mu.
 func (m *Manager) assignLocked(fk string, j forge.Job) *pool {
 	for _, p := range m.pools {
-		if (poolView{forge: p.key, labels: p.cfg.Labels, untagged: p.cfg.Runner.RunUntagged}).serves(fk, j) {
+		if p.view().serves(fk, j) {
 			return p
 		}
 	}

@@ -110,7 +110,9 @@ type waitKey struct{ forge, id string }
 type pool struct {
 	cfg   config.Pool
 	forge forge.Forge
-	key   string // forge and scope: pools with one key share demand
+	key   string     // forge and scope: pools with one key share demand (poolKey)
+	own   bool       // its queue is its own (forge.OwnQueue): key names the pool too
+	capMu sync.Mutex // held while its capacity is told (tellCapacity)
 	log   *slog.Logger
 
 	// Run-time settings, guarded by Manager.mu: they start from the
@@ -187,6 +189,21 @@ func (p *pool) counted() (c counts, starting int) {
 	return counts{busy: int(p.nBusy.Load()), unbusy: st + int(p.nIdle.Load())}, st
 }
 
+// newPool is the pool of configuration pc on driver f. Pools of one
+// forge and scope share its queue (one key), unless f says its queue is
+// its pool's alone (forge.OwnQueue): then the key names the pool too, so
+// its queue is read, and what its driver tells applied, for it only.
+func newPool(pc config.Pool, f forge.Forge, log *slog.Logger) *pool {
+	p := &pool{
+		cfg: pc, forge: f, key: pc.Forge + "|" + pc.Scope, log: log.With("pool", pc.Name),
+		minIdle: pc.MinIdle, max: pc.Max,
+	}
+	if forge.HasOwnQueue(f) {
+		p.own, p.key = true, p.key+"|"+pc.Name
+	}
+	return p
+}
+
 // New builds a manager for the pools in d.Config.
 func New(d Deps) (*Manager, error) {
 	if d.Interval <= 0 {
@@ -210,10 +227,7 @@ func New(d Deps) (*Manager, error) {
 		if !ok {
 			return nil, fmt.Errorf("pool %q: forge %q not connected", pc.Name, pc.Forge)
 		}
-		m.pools = append(m.pools, &pool{
-			cfg: pc, forge: f, key: pc.Forge + "|" + pc.Scope, log: d.Log.With("pool", pc.Name),
-			minIdle: pc.MinIdle, max: pc.Max,
-		})
+		m.pools = append(m.pools, newPool(pc, f, d.Log))
 	}
 	m.mu.Lock()
 	m.listenLocked()
@@ -310,7 +324,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 	}
 	views := make([]poolView, len(pools))
 	for i, p := range pools {
-		views[i] = poolView{name: p.cfg.Name, forge: p.key, labels: p.cfg.Labels, untagged: p.cfg.Runner.RunUntagged}
+		views[i] = p.view()
 	}
 	perPool, unserved := assign(views, jobs)
 	m.logUnserved(unserved)

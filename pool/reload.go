@@ -56,13 +56,11 @@ func (m *Manager) Reload(ctx context.Context, pools []config.Pool, forges map[st
 		case op != nil && sameButSize(op.cfg, pc):
 			op.cfg.MinIdle, op.cfg.Max = pc.MinIdle, pc.Max
 			op.minIdle, op.max = pc.MinIdle, pc.Max
+			m.tellCapacity(op)
 			next = append(next, op)
 			res.Scaled = append(res.Scaled, pc.Name)
 		default:
-			np := &pool{
-				cfg: pc, forge: forges[pc.Name], key: pc.Forge + "|" + pc.Scope,
-				log: m.log.With("pool", pc.Name), minIdle: pc.MinIdle, max: pc.Max,
-			}
+			np := newPool(pc, forges[pc.Name], m.log)
 			next = append(next, np)
 			if op != nil {
 				retired = append(retired, op)
