@@ -39,9 +39,11 @@ type JobPayload struct {
 		ProjectName string `json:"project_name"`
 	} `json:"job_info"`
 	GitInfo struct {
-		RepoURL string `json:"repo_url"`
-		Ref     string `json:"ref"`
-		Sha     string `json:"sha"`
+		RepoURL  string   `json:"repo_url"`
+		Ref      string   `json:"ref"`
+		Sha      string   `json:"sha"`
+		Refspecs []string `json:"refspecs"`
+		Depth    int      `json:"depth"`
 	} `json:"git_info"`
 	RunnerInfo struct {
 		Timeout int `json:"timeout"`

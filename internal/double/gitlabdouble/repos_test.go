@@ -2,6 +2,8 @@ package gitlabdouble
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -22,20 +24,15 @@ func git(t *testing.T, args ...string) (string, error) {
 	return string(out), err
 }
 
-// TestJobClonesItsRepositoryOverSmartHTTP: the repo_url of a job's
-// git_info clones with the real git client (smart HTTP, git
-// http-backend) and has the job's SHA; without the job token, with
-// another job's, or once the job ended, the clone is refused; a push is
-// refused.
-func TestJobClonesItsRepositoryOverSmartHTTP(t *testing.T) {
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Fatal("git is needed: it is in Debian's git package")
-	}
+// runningRepoJob is a double serving project acme/app with a repository
+// of one file README.md (content), and a job of it running on an
+// instance runner; it returns the repository's head and the runner.
+func runningRepoJob(t *testing.T, content string) (*Server, string, *RunnerClient, *JobPayload) {
+	t.Helper()
 	s, srv, c := newDouble(t)
 	s.ExternalURL = srv.URL
 	s.AddProject("acme/app")
-	s.AddProject("acme/other")
-	head, err := s.InitRepo(t.TempDir(), "acme/app", map[string]string{"README.md": "hello from acme/app\n"})
+	head, err := s.InitRepo(t.TempDir(), "acme/app", map[string]string{"README.md": content})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +46,20 @@ func TestJobClonesItsRepositoryOverSmartHTTP(t *testing.T) {
 	if err != nil || job == nil {
 		t.Fatalf("request job: %v, %v", job, err)
 	}
+	return s, head, rc, job
+}
+
+// TestJobClonesItsRepositoryOverSmartHTTP: the repo_url of a job's
+// git_info clones with the real git client (smart HTTP, git
+// http-backend) and has the job's SHA; without the job token, with
+// another job's, or once the job ended, the clone is refused; a push is
+// refused.
+func TestJobClonesItsRepositoryOverSmartHTTP(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Fatal("git is needed: it is in Debian's git package")
+	}
+	s, head, rc, job := runningRepoJob(t, "hello from acme/app\n")
+	s.AddProject("acme/other")
 	if job.GitInfo.Sha != head {
 		t.Fatalf("git_info.sha %s, want the repository's main %s", job.GitInfo.Sha, head)
 	}
@@ -92,4 +103,45 @@ func TestJobClonesItsRepositoryOverSmartHTTP(t *testing.T) {
 		t.Fatalf("finish job: %d, %v", code, err)
 	}
 	refused("the token of a job that ended", job.GitInfo.RepoURL)
+}
+
+// TestSmartHTTPAsGitLabServesIt: info/refs answers protocol v2 to a
+// client that asks for it (Git-Protocol: version=2, as git ≥ 2.26 does)
+// and v0 to one that does not, as GitLab does; without credentials it
+// is 401 with a Basic challenge (git then asks for credentials).
+func TestSmartHTTPAsGitLabServesIt(t *testing.T) {
+	s, head, _, job := runningRepoJob(t, "b")
+	srv := struct{ URL string }{s.ExternalURL}
+	get := func(user bool, proto string) (int, string, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/acme/app.git/info/refs?service=git-upload-pack", nil)
+		if user {
+			req.SetBasicAuth("gitlab-ci-token", job.Token)
+		}
+		if proto != "" {
+			req.Header.Set("Git-Protocol", proto)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), string(b)
+	}
+	if code, challenge, _ := get(false, "version=2"); code != http.StatusUnauthorized || !strings.HasPrefix(challenge, "Basic ") {
+		t.Fatalf("without credentials: %d %q, want 401 with a Basic challenge", code, challenge)
+	}
+	if code, _, body := get(true, "version=2"); code != 200 || !strings.Contains(body, "version 2\n") || !strings.Contains(body, "ls-refs") {
+		t.Fatalf("v2 asked: %d\n%s", code, body)
+	}
+	if code, _, body := get(true, ""); code != 200 || !strings.Contains(body, "# service=git-upload-pack\n") ||
+		!strings.Contains(body, head+" HEAD\x00") || strings.Contains(body, "version 2") {
+		t.Fatalf("v0 (no Git-Protocol): %d\n%q", code, body)
+	}
+	for _, v := range []string{"0", "2"} {
+		if out, err := git(t, "-c", "protocol.version="+v, "ls-remote", job.GitInfo.RepoURL); err != nil || !strings.Contains(out, head) {
+			t.Fatalf("git ls-remote over protocol v%s: %v\n%s", v, err, out)
+		}
+	}
 }

@@ -131,6 +131,12 @@ func (s *Server) jobPayloadLocked(j *Job, run *Runner) map[string]any {
 		vars = append(vars, map[string]any{"key": kv[0], "value": kv[1], "public": true, "masked": false})
 	}
 	vars = append(vars, map[string]any{"key": "CI_JOB_TOKEN", "value": j.Token, "public": false, "masked": true})
+	if _, ok := s.repoHeads[p.ID]; !ok {
+		// A project made without InitRepo stands for one whose
+		// .gitlab-ci.yml sets GIT_STRATEGY: none: the double has no
+		// repository for its jobs to fetch.
+		vars = append(vars, map[string]any{"key": "GIT_STRATEGY", "value": "none", "public": true, "masked": false})
+	}
 	return map[string]any{
 		"id": j.ID, "token": j.Token, "allow_git_fetch": true,
 		"job_info": map[string]any{
@@ -273,6 +279,10 @@ func (s *Server) repoURLLocked(p *Project, j *Job) string {
 	if err != nil {
 		return ""
 	}
-	u.User = url.UserPassword("gitlab-ci-token", j.Token)
+	tok := j.Token
+	if j.WrongCloneToken {
+		tok = "glcbt-not-the-job-token"
+	}
+	u.User = url.UserPassword("gitlab-ci-token", tok)
 	return u.String()
 }

@@ -102,12 +102,15 @@ type Job struct {
 	RunnerID  int64
 	// Graceful: the runner that took it announced the cancel_gracefully
 	// feature, so a cancel leaves it canceling for the runner to end.
-	Graceful  bool
-	Trace     []byte
-	ExitCode  int
-	CreatedAt time.Time
-	StartedAt time.Time
-	EndedAt   time.Time
+	Graceful bool
+	// WrongCloneToken: the test made its repo_url carry a token that is
+	// not the job's (see BreakCloneToken).
+	WrongCloneToken bool
+	Trace           []byte
+	ExitCode        int
+	CreatedAt       time.Time
+	StartedAt       time.Time
+	EndedAt         time.Time
 }
 
 // New returns a double that accepts token on its management endpoints,
@@ -184,6 +187,17 @@ func (s *Server) AddJob(projectPath, name string, tags []string, script ...strin
 	s.mu.Unlock()
 	s.deliver(j.ID)
 	return j.ID
+}
+
+// BreakCloneToken makes the job's git_info.repo_url carry a token that is
+// not its job token, so that its clone is refused: the positive control
+// of a test that a job fetches its sources with its own token.
+func (s *Server) BreakCloneToken(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j := s.jobs[id]; j != nil {
+		j.WrongCloneToken = true
+	}
 }
 
 // SetJobStatus changes a job's status as GitLab would (a cancel, say).

@@ -3,8 +3,11 @@
 // `run-single` arguments fireactions' guest plan passes, reads the runner
 // from the config.toml the plan writes (strictly: an unknown key is an
 // error), and speaks the runner job protocol to the GitLab double with the
-// runner's own token. It runs each job's script with /bin/sh in the builds
-// directory, sends the log, reports success or failure, and exits after
+// runner's own token. It fetches each job's repository as gitlab-runner's
+// default GIT_STRATEGY=fetch does (gitfetch.go: Git's smart HTTP v2 in
+// Go, since the guest has no git; GIT_STRATEGY=none skips it), runs the
+// job's script with /bin/sh in the checked-out builds directory, sends
+// the log, reports success or failure, and exits after
 // --max-builds jobs, printing the lines the real runner prints when it
 // starts and when it receives a job. It keeps gitlab-runner 17.1's pace:
 // no POST /runners/verify, a job request every 3 s whatever
@@ -210,7 +213,24 @@ func runJob(ctx context.Context, c *gitlabdouble.RunnerClient, rc gitlabdouble.R
 	}
 	env = append(env, "CI_BUILDS_DIR="+rc.BuildsDir, "CI_PROJECT_DIR="+dir)
 	exit := 0
+	strategy := "fetch"
+	for _, v := range job.Variables {
+		if v.Key == "GIT_STRATEGY" {
+			strategy = v.Value
+		}
+	}
+	if strategy == "none" {
+		fmt.Fprintf(&log, "Skipping Git repository setup\n")
+	} else if err := fetchSources(ctx, httpClient(c), job.GitInfo.RepoURL, job.GitInfo.Refspecs, job.GitInfo.Sha, job.GitInfo.Depth, dir, &log); err != nil {
+		// As git and gitlab-runner print a failed fetch: the job fails
+		// before its script.
+		fmt.Fprintf(&log, "fatal: %v\nERROR: Job failed: exit code 128\n", err)
+		exit = 128
+	}
 	for _, step := range job.Steps {
+		if exit != 0 {
+			break
+		}
 		for _, line := range step.Script {
 			fmt.Fprintf(&log, "$ %s\n", line)
 			cmd := exec.CommandContext(ctx, "/bin/sh", "-c", line)
@@ -280,4 +300,11 @@ func hostname() string {
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, format+"\n", args...)
+}
+
+func httpClient(c *gitlabdouble.RunnerClient) *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
 }
