@@ -115,10 +115,13 @@ type Forge struct {
 	learning   map[int64]*learnRun   // runner id -> its job listings in flight (see learnRunnerJobs)
 	suspects   map[string]time.Time  // runner names a failed create may have left
 	polled     pollState
-	hooked     map[int64]hookedJob     // pending jobs learnt from webhooks
-	unreadable map[int64]time.Time     // group projects whose jobs answered 403/404, when last logged
-	notify     func(forge.QueueChange) // see NotifyQueue
-	told       map[string]bool         // jobs told queued (NotifyQueue)
+	hooked     map[int64]hookedJob // pending jobs learnt from webhooks
+	unreadable map[int64]time.Time // group projects whose jobs answered 403/404, when last logged
+	// settingUnseen: GitLab did not show whether a project turned this
+	// scope's runners off, and the log said so (runnersoff.go).
+	settingUnseen bool
+	notify        func(forge.QueueChange) // see NotifyQueue
+	told          map[string]bool         // jobs told queued (NotifyQueue)
 }
 
 var _ forge.Forge = (*Forge)(nil)

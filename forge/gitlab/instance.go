@@ -20,7 +20,7 @@ import (
 const pendingJobsQuery = `query fireactionsPendingJobs($after: String) {
   jobs(statuses: [PENDING], first: 100, after: $after) {
     pageInfo { hasNextPage endCursor }
-    nodes { id status tags createdAt project { id fullPath } }
+    nodes { id status tags createdAt project { id fullPath sharedRunnersEnabled } }
   }
 }`
 
@@ -38,8 +38,9 @@ type pendingJobsPage struct {
 				Tags      []string  `json:"tags"`
 				CreatedAt time.Time `json:"createdAt"`
 				Project   *struct {
-					ID       string `json:"id"`
-					FullPath string `json:"fullPath"`
+					ID                   string `json:"id"`
+					FullPath             string `json:"fullPath"`
+					SharedRunnersEnabled *bool  `json:"sharedRunnersEnabled"`
 				} `json:"project"`
 			} `json:"nodes"`
 		} `json:"jobs"`
@@ -52,11 +53,15 @@ type pendingJobsPage struct {
 // instancePending lists the instance's pending jobs through GraphQL, and
 // the projects they are in (for the webhook merge: the answer speaks for
 // every project).
-func (f *Forge) instancePending(ctx context.Context) ([]forge.Job, error) {
+// Jobs of projects that turned instance runners off are no demand
+// (runnersoff.go); the projects are returned in off for the webhook
+// merge.
+func (f *Forge) instancePending(ctx context.Context) ([]forge.Job, map[int64]bool, error) {
 	if err := f.instanceAdmin(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []forge.Job
+	off := map[int64]bool{}
 	after := ""
 	for range maxPages {
 		q := gl.GraphQLQuery{Query: pendingJobsQuery}
@@ -65,19 +70,25 @@ func (f *Forge) instancePending(ctx context.Context) ([]forge.Job, error) {
 		}
 		var page pendingJobsPage
 		if _, err := f.api.GraphQL.Do(q, &page, gl.WithContext(ctx)); err != nil {
-			return nil, fmt.Errorf("gitlab: list the instance's pending jobs (GraphQL): %w", err)
+			return nil, nil, fmt.Errorf("gitlab: list the instance's pending jobs (GraphQL): %w", err)
 		}
 		if len(page.Errors) > 0 {
-			return nil, fmt.Errorf("gitlab: list the instance's pending jobs (GraphQL): %s", page.Errors[0].Message)
+			return nil, nil, fmt.Errorf("gitlab: list the instance's pending jobs (GraphQL): %s", page.Errors[0].Message)
 		}
 		jobs := page.Data.Jobs
 		if jobs == nil {
-			return nil, fmt.Errorf("gitlab: list the instance's pending jobs (GraphQL): no jobs in the answer")
+			return nil, nil, fmt.Errorf("gitlab: list the instance's pending jobs (GraphQL): no jobs in the answer")
 		}
 		for _, n := range jobs.Nodes {
 			id, err := globalID(n.ID, "Ci::Build")
 			if err != nil || n.Status != "PENDING" || n.Project == nil {
 				continue // not a build waiting for a runner (a bridge, say)
+			}
+			if f.runnersOff(n.Project.SharedRunnersEnabled, "sharedRunnersEnabled", n.Project.FullPath) {
+				if pid, err := globalID(n.Project.ID, "Project"); err == nil {
+					off[pid] = true
+				}
+				continue
 			}
 			created := n.CreatedAt
 			out = append(out, toJob(id, n.Tags, n.Project.FullPath, &created))
@@ -87,7 +98,7 @@ func (f *Forge) instancePending(ctx context.Context) ([]forge.Job, error) {
 		}
 		after = jobs.PageInfo.EndCursor
 	}
-	return out, nil
+	return out, off, nil
 }
 
 // instanceAdmin checks, once, that the token is an administrator's in

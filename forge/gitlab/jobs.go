@@ -37,6 +37,7 @@ const (
 // pollState is what polling a group or instance learnt.
 type pollState struct {
 	projects   []projectRef
+	off        map[int64]bool // projects that turned this scope's runners off
 	projectsAt time.Time
 	next       int                   // round-robin cursor into projects
 	byProject  map[int64]projectJobs // pending jobs per polled project
@@ -102,12 +103,13 @@ func (f *Forge) poll(ctx context.Context) ([]forge.Job, map[int64]time.Time, err
 	}
 	f.mu.Unlock()
 	if f.o.Scope.Kind == ScopeInstance {
-		jobs, err := f.instancePending(ctx)
+		jobs, off, err := f.instancePending(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		f.polled.off = off
 		f.polled.byProject = map[int64]projectJobs{everyProject: {jobs: jobs, at: start}}
 		f.polled.at = start
 		jobs, covered := f.polled.view()
@@ -190,8 +192,9 @@ func (p *pollState) view() ([]forge.Job, map[int64]time.Time) {
 	return jobs, covered
 }
 
-// pollProjects returns all of the group's unarchived projects,
-// subgroups included, in ID order, refreshed every projectListTTL.
+// pollProjects returns all of the group's unarchived projects that did
+// not turn group runners off, subgroups included, in ID order, refreshed
+// every projectListTTL.
 func (f *Forge) pollProjects(ctx context.Context) ([]projectRef, error) {
 	f.mu.Lock()
 	if p := f.polled; p.projects != nil && f.o.Now().Sub(p.projectsAt) < projectListTTL {
@@ -203,17 +206,18 @@ func (f *Forge) pollProjects(ctx context.Context) ([]projectRef, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []projectRef{}
+	out, off := []projectRef{}, map[int64]bool{}
 	for page := int64(1); page <= maxProjectPages; {
 		// Ordered by ID, so pages stay put while projects change.
-		ps, resp, err := f.api.Groups.ListGroupProjects(gid, &gl.ListGroupProjectsOptions{
-			ListOptions: gl.ListOptions{Page: page, PerPage: 100}, IncludeSubGroups: gl.Ptr(true),
-			Archived: gl.Ptr(false), OrderBy: gl.Ptr("id"), Sort: gl.Ptr("asc"), Simple: gl.Ptr(true),
-		}, gl.WithContext(ctx))
+		ps, resp, err := f.listGroupProjectsPage(ctx, gid, page)
 		if err != nil {
 			return nil, fmt.Errorf("gitlab: list the projects of %s to poll (page %d): %w", f.o.Scope.Path, page, err)
 		}
 		for _, p := range ps {
+			if f.runnersOff(p.GroupRunnersEnabled, "group_runners_enabled", p.PathWithNamespace) {
+				off[p.ID] = true
+				continue
+			}
 			out = append(out, projectRef{id: p.ID, path: p.PathWithNamespace})
 		}
 		if resp == nil || resp.NextPage == 0 {
@@ -222,7 +226,7 @@ func (f *Forge) pollProjects(ctx context.Context) ([]projectRef, error) {
 		page = resp.NextPage
 	}
 	f.mu.Lock()
-	f.polled.projects, f.polled.projectsAt = out, f.o.Now()
+	f.polled.projects, f.polled.off, f.polled.projectsAt = out, off, f.o.Now()
 	f.mu.Unlock()
 	return out, nil
 }
@@ -272,6 +276,10 @@ func (f *Forge) mergeHooked(jobs []forge.Job, covered map[int64]time.Time) []for
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for id, h := range f.hooked {
+		if f.polled.off[h.project] { // a webhook of a project our runners may not serve
+			delete(f.hooked, id)
+			continue
+		}
 		at, ok := covered[h.project]
 		if all, every := covered[everyProject]; every {
 			at, ok = all, true

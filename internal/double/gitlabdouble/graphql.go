@@ -43,7 +43,7 @@ type CiJob {
   finishedAt: Time
   project: Project
 }
-type Project { id: ID! fullPath: ID! name: String! }
+type Project { id: ID! fullPath: ID! name: String! sharedRunnersEnabled: Boolean }
 `
 
 var schema = gqlparser.MustLoadSchema(&ast.Source{Name: "gitlab.graphql", Input: graphQLSchema})
@@ -184,7 +184,8 @@ func (s *Server) jobNodeLocked(j *Job) map[string]any {
 		"startedAt": ts(j.StartedAt), "finishedAt": ts(j.EndedAt),
 		"project": map[string]any{
 			"id": fmt.Sprintf("gid://gitlab/Project/%d", p.ID), "fullPath": p.FullPath,
-			"name": p.FullPath[strings.LastIndex(p.FullPath, "/")+1:],
+			"name":                 p.FullPath[strings.LastIndex(p.FullPath, "/")+1:],
+			"sharedRunnersEnabled": !p.SharedRunnersOff,
 		},
 	}
 }

@@ -234,18 +234,43 @@ func (s *Server) listScopeRunners(w http.ResponseWriter, r *http.Request, kind, 
 	})
 }
 
-func projectJSON(p *Project, groupPath string, groupID int64) map[string]any {
+// projectView is how much of a project GitLab's API shows.
+type projectView struct {
+	// simple: a listing with simple=true (API::Entities::BasicProjectDetails).
+	simple bool
+	// admin: the user may admin_project (Maintainer, Owner or
+	// administrator): API::Entities::Project shows the CI/CD settings,
+	// group_runners_enabled among them, only then.
+	admin bool
+}
+
+// viewOf is the view a request with grant g gets.
+func viewOf(r *http.Request, g Grant) projectView {
+	return projectView{simple: r.URL.Query().Get("simple") == "true", admin: g.atLeast(Maintainer)}
+}
+
+func projectJSON(p *Project, groupPath string, groupID int64, v projectView) map[string]any {
 	name := path.Base(p.FullPath)
-	return map[string]any{
+	out := map[string]any{
 		"id": p.ID, "name": name, "path": name, "path_with_namespace": p.FullPath,
 		"name_with_namespace": strings.ReplaceAll(p.FullPath, "/", " / "),
 		"namespace":           map[string]any{"id": groupID, "name": path.Base(groupPath), "path": path.Base(groupPath), "kind": "group", "full_path": groupPath},
-		"last_activity_at":    p.LastActivity.UTC().Format(time.RFC3339Nano), "archived": false,
-		"web_url": "http://gitlab.invalid/" + p.FullPath,
+		"last_activity_at":    p.LastActivity.UTC().Format(time.RFC3339Nano),
+		"web_url":             "http://gitlab.invalid/" + p.FullPath,
 	}
+	if v.simple {
+		return out
+	}
+	out["archived"] = false
+	out["shared_runners_enabled"] = !p.SharedRunnersOff
+	if v.admin {
+		out["group_runners_enabled"] = !p.GroupRunnersOff
+	}
+	return out
 }
 
-func (s *Server) getProject(w http.ResponseWriter, id string) {
+func (s *Server) getProject(w http.ResponseWriter, r *http.Request, id string) {
+	g, _ := s.grant(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.projectLocked(id)
@@ -253,7 +278,7 @@ func (s *Server) getProject(w http.ResponseWriter, id string) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "404 Project Not Found"})
 		return
 	}
-	writeJSON(w, http.StatusOK, projectJSON(p, s.groups[p.GroupID].FullPath, p.GroupID))
+	writeJSON(w, http.StatusOK, projectJSON(p, s.groups[p.GroupID].FullPath, p.GroupID, projectView{admin: g.atLeast(Maintainer)}))
 }
 
 func (s *Server) getGroup(w http.ResponseWriter, id string) {
@@ -269,6 +294,8 @@ func (s *Server) getGroup(w http.ResponseWriter, id string) {
 
 // listProjects is GET /projects (or a group's projects, with keep).
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request, keep func(*Project) bool) {
+	g, _ := s.grant(r)
+	view := viewOf(r, g)
 	s.mu.Lock()
 	var ps []*Project
 	for _, id := range sortedKeys(s.projects) {
@@ -301,7 +328,7 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request, keep func(
 	}
 	out := make([]map[string]any, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, projectJSON(p, s.groups[p.GroupID].FullPath, p.GroupID))
+		out = append(out, projectJSON(p, s.groups[p.GroupID].FullPath, p.GroupID, view))
 	}
 	s.mu.Unlock()
 	paginate(w, r, out)

@@ -44,7 +44,8 @@ func (s *Server) validRunnerLocked(tok string) *Runner {
 // canRun reports whether GitLab would give job j to runner x: the runner
 // is not paused, the job's project is in the runner's scope, every job tag
 // is a runner tag (an untagged job needs run_untagged), and a runner for
-// protected refs only takes jobs of protected refs.
+// protected refs only takes jobs of protected refs; a project that turned
+// instance (shared) or group runners off gets none of those.
 func (s *Server) canRun(x *Runner, j *Job) bool {
 	if x.Paused || j.Status != "pending" {
 		return false
@@ -55,7 +56,14 @@ func (s *Server) canRun(x *Runner, j *Job) bool {
 		if j.ProjectID != x.ProjectID {
 			return false
 		}
+	case "instance_type":
+		if p.SharedRunnersOff {
+			return false
+		}
 	case "group_type":
+		if p.GroupRunnersOff {
+			return false
+		}
 		g := s.groups[x.GroupID]
 		if g == nil || (p.GroupID != g.ID && !strings.HasPrefix(s.groups[p.GroupID].FullPath, g.FullPath+"/")) {
 			return false

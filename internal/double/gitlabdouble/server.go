@@ -65,6 +65,11 @@ type Project struct {
 	// off): GitLab's ProjectPolicy then prevents read_build, so the
 	// Jobs API answers 403 to everyone, administrators included.
 	BuildsDisabled bool
+	// SharedRunnersOff and GroupRunnersOff are the project's
+	// shared_runners_enabled and group_runners_enabled set to false
+	// (Settings > CI/CD > Runners): GitLab then gives its jobs to no
+	// instance runner, or to no group runner.
+	SharedRunnersOff, GroupRunnersOff bool
 }
 
 // Runner is a runner created through POST /user/runners.
@@ -165,6 +170,18 @@ func (s *Server) DisableBuilds(projectPath string) {
 		panic("gitlabdouble: DisableBuilds: unknown project " + projectPath)
 	}
 	p.BuildsDisabled = true
+}
+
+// TurnOffRunners turns off the project's instance runners (shared) and/or
+// group runners, as its Settings > CI/CD > Runners toggles do.
+func (s *Server) TurnOffRunners(projectPath string, shared, group bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.projectByPathLocked(projectPath)
+	if p == nil {
+		panic("gitlabdouble: TurnOffRunners: unknown project " + projectPath)
+	}
+	p.SharedRunnersOff, p.GroupRunnersOff = shared, group
 }
 
 // AddJob queues a pending job in the project and returns its ID. Script
@@ -447,7 +464,7 @@ func (s *Server) routeManagement(w http.ResponseWriter, r *http.Request, p []str
 	case m == http.MethodGet && match(p, "projects"):
 		s.listProjects(w, r, func(*Project) bool { return true })
 	case m == http.MethodGet && match(p, "projects", "*"):
-		s.getProject(w, p[1])
+		s.getProject(w, r, p[1])
 	case m == http.MethodGet && match(p, "projects", "*", "runners"):
 		s.listScopeRunners(w, r, "project", p[1])
 	case m == http.MethodGet && match(p, "projects", "*", "jobs"):
