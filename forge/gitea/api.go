@@ -119,34 +119,56 @@ func (f *Forge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerS
 		}
 		return f.forgejoRunnerList(ctx, owner)
 	}
-	var out []forge.RunnerState
 	seen := 0
-	for page := 1; page <= maxPages; page++ {
+	return f.walkRunners(ctx, owner, func(page int) ([]forge.RunnerState, bool, error) {
 		var resp struct {
 			Runners []apiRunner `json:"runners"`
 			Total   int64       `json:"total_count"`
 		}
 		path := fmt.Sprintf("%s/actions/runners?limit=%d&page=%d", f.prefix, pageSize, page)
 		if err := f.do(ctx, http.MethodGet, path, &resp); err != nil {
-			return nil, fmt.Errorf("gitea: list runners: %w", err)
+			return nil, false, fmt.Errorf("gitea: list runners: %w", err)
 		}
+		rs := make([]forge.RunnerState, 0, len(resp.Runners))
 		for _, r := range resp.Runners {
-			ref := forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name}
-			if !f.reports(ctx, owner, ref) {
-				continue
-			}
-			out = append(out, forge.RunnerState{
-				RunnerRef: ref,
-				Online:    r.Status != "offline",
-				Busy:      r.Busy,
-			})
+			rs = append(rs, runnerState(r.ID, r.Name, r.Status, r.Busy))
 		}
 		seen += len(resp.Runners)
-		if len(resp.Runners) < pageSize || int64(seen) >= resp.Total {
+		return rs, len(resp.Runners) >= pageSize && int64(seen) < resp.Total, nil
+	})
+}
+
+// walkRunners walks a runner listing page by page (at most maxPages):
+// page decodes one page into runner states and says whether more may
+// follow. It keeps the runners owner owns, removing suspects as it goes
+// (reports).
+func (f *Forge) walkRunners(ctx context.Context, owner forge.Owner, page func(int) ([]forge.RunnerState, bool, error)) ([]forge.RunnerState, error) {
+	var out []forge.RunnerState
+	for n := 1; n <= maxPages; n++ {
+		rs, more, err := page(n)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rs {
+			if f.reports(ctx, owner, r.RunnerRef) {
+				out = append(out, r)
+			}
+		}
+		if !more {
 			break
 		}
 	}
 	return out, nil
+}
+
+// runnerState is a runner as a listing shows it: offline or not, busy or
+// not.
+func runnerState(id int64, name, status string, busy bool) forge.RunnerState {
+	return forge.RunnerState{
+		RunnerRef: forge.RunnerRef{ID: strconv.FormatInt(id, 10), Name: name},
+		Online:    status != "offline",
+		Busy:      busy,
+	}
 }
 
 // Remove implements forge.Forge.

@@ -175,30 +175,19 @@ type forgejoRunner struct {
 // nothing to sweep: the runners it registered stay, offline, until an
 // admin removes them.
 func (f *Forge) forgejoRunnerList(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
-	var out []forge.RunnerState
-	for page := 1; page <= maxPages; page++ {
+	return f.walkRunners(ctx, owner, func(page int) ([]forge.RunnerState, bool, error) {
 		var list []forgejoRunner
 		path := fmt.Sprintf("%s/actions/runners?limit=%d&page=%d", f.prefix, pageSize, page)
 		if err := f.do(ctx, http.MethodGet, path, &list); err != nil {
 			if errors.Is(err, errNotFound) && page == 1 {
-				return nil, nil
+				return nil, false, nil
 			}
-			return nil, fmt.Errorf("gitea: list runners on forgejo: %w", err)
+			return nil, false, fmt.Errorf("gitea: list runners on forgejo: %w", err)
 		}
+		rs := make([]forge.RunnerState, 0, len(list))
 		for _, r := range list {
-			ref := forge.RunnerRef{ID: strconv.FormatInt(r.ID, 10), Name: r.Name}
-			if !f.reports(ctx, owner, ref) {
-				continue
-			}
-			out = append(out, forge.RunnerState{
-				RunnerRef: ref,
-				Online:    r.Status != "offline",
-				Busy:      r.Status == "active",
-			})
+			rs = append(rs, runnerState(r.ID, r.Name, r.Status, r.Status == "active"))
 		}
-		if len(list) < pageSize {
-			break
-		}
-	}
-	return out, nil
+		return rs, len(list) >= pageSize, nil
+	})
 }

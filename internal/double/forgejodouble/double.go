@@ -26,6 +26,8 @@ import (
 	runnerv1 "code.gitea.io/actions-proto-go/runner/v1"
 	"code.gitea.io/actions-proto-go/runner/v1/runnerv1connect"
 	"connectrpc.com/connect"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/giteadouble"
 )
 
 // Version is what /api/v1/version and /api/forgejo/v1/version answer.
@@ -368,11 +370,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 // any scope creates a runner of that scope. Forgejo keeps no ephemeral
 // flag: the runner stays until deleted.
 func (d *Double) Register(ctx context.Context, req *connect.Request[runnerv1.RegisterRequest]) (*connect.Response[runnerv1.RegisterResponse], error) {
-	d.mu.Lock()
-	delay := d.regDelay
-	d.mu.Unlock()
-	time.Sleep(delay) // the request's end does not stop Forgejo's work
-	d.mu.Lock()
+	giteadouble.LockAfterDelay(&d.mu, &d.regDelay)
 	defer d.mu.Unlock()
 	scope := ""
 	for k, t := range d.regToken {

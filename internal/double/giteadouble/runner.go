@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	runnerv1 "code.gitea.io/actions-proto-go/runner/v1"
@@ -14,11 +15,7 @@ import (
 // refusals are plain errors (connect's "unknown" code), and the answer's
 // ephemeral flag is the request's.
 func (g *Gitea) Register(_ context.Context, req *connect.Request[runnerv1.RegisterRequest]) (*connect.Response[runnerv1.RegisterResponse], error) {
-	g.Mu.Lock()
-	delay := g.RegisterDelay
-	g.Mu.Unlock()
-	time.Sleep(delay) // the request's end does not stop Gitea's work
-	g.Mu.Lock()
+	LockAfterDelay(&g.Mu, &g.RegisterDelay)
 	defer g.Mu.Unlock()
 	if req.Msg.Token == "" || req.Msg.Name == "" {
 		return nil, errors.New("missing runner token, name")
@@ -33,6 +30,18 @@ func (g *Gitea) Register(_ context.Context, req *connect.Request[runnerv1.Regist
 		Id: id, Uuid: rn.UUID, Token: rn.Token, Name: rn.Name, Version: req.Msg.Version,
 		Labels: rn.Labels, Ephemeral: ephemeral,
 	}}), nil
+}
+
+// LockAfterDelay waits *delay (read under mu), then locks mu: a
+// registration a test slowed down, whose work Gitea (and Forgejo, its
+// fork, whose double uses this too) still does after the client gave up,
+// since the request's end does not stop it.
+func LockAfterDelay(mu *sync.Mutex, delay *time.Duration) {
+	mu.Lock()
+	d := *delay
+	mu.Unlock()
+	time.Sleep(d)
+	mu.Lock()
 }
 
 // runner is Gitea's runner interceptor: the call's x-runner-uuid and
