@@ -35,8 +35,9 @@ func TestFetchesTheJobsRepositoryAsGitStrategyFetch(t *testing.T) {
 	good := s.AddJob("acme/app", "reads", []string{"a"}, "cat README.md sub/dir/data.txt", "echo script-ran")
 	bad := s.AddJob("acme/app", "wrong-token", []string{"a"}, "echo script-ran")
 	s.BreakCloneToken(bad)
+	again := s.AddJob("acme/app", "reads-again", []string{"a"}, "echo left-over > junk", "cat README.md")
 	cfg, _ := newRunnerConfig(t, s, srv.URL)
-	o, err := parseFlags([]string{"--config", cfg, "--runner", "fa-x", "--max-builds", "2"})
+	o, err := parseFlags([]string{"--config", cfg, "--runner", "fa-x", "--max-builds", "3"})
 	must(t, err)
 	o.pollEvery = 0
 	must(t, run(context.Background(), o))
@@ -53,6 +54,9 @@ func TestFetchesTheJobsRepositoryAsGitStrategyFetch(t *testing.T) {
 	}
 	if strings.Contains(b, "script-ran") {
 		t.Fatalf("the script ran although its sources were not fetched:\n%s", b)
+	}
+	if a := jobs[again]; a.Status != "success" || !strings.Contains(string(a.Trace), "fetched-readme") {
+		t.Fatalf("a second fetch into the same builds directory ended %s:\n%s", a.Status, a.Trace)
 	}
 	if strings.Contains(g+b, "glcbt-") {
 		t.Fatalf("a job token is in a job log")

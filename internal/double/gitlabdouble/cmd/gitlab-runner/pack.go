@@ -27,6 +27,9 @@ const (
 	ofsDelta   = 6
 	refDelta   = 7
 	maxObjSize = 64 << 20
+	// maxUnpacked bounds what a pack's objects take unpacked (deltas
+	// as stored).
+	maxUnpacked = 1 << 30
 )
 
 // readPack reads a version 2 pack (its trailing SHA-1 checked), resolves
@@ -49,7 +52,7 @@ func readPack(pack []byte) (map[string]object, error) {
 	}
 	entries := map[int]*entry{}
 	order := []int{}
-	off := 12
+	off, total := 12, uint64(0)
 	for i := uint32(0); i < count; i++ {
 		start := off
 		if off >= len(body) {
@@ -107,14 +110,17 @@ func readPack(pack []byte) (map[string]object, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pack: %w", err)
 		}
+		// Reading up to size+1 bytes reaches the stream's end (and its
+		// checksum) when it holds size bytes, and stops at once when it
+		// holds more.
 		data, err := io.ReadAll(io.LimitReader(zr, int64(size)+1))
-		if err == nil {
-			_, err = io.Copy(io.Discard, zr) // reach the stream's end and checksum
-		}
 		if err != nil || uint64(len(data)) != size {
 			return nil, fmt.Errorf("pack: object at %d: %d bytes, want %d: %v", start, len(data), size, err)
 		}
 		off += int(rd.Size()) - rd.Len()
+		if total += size; total > maxUnpacked {
+			return nil, fmt.Errorf("pack: over %d bytes unpacked", maxUnpacked)
+		}
 		e.data = data
 		entries[start] = e
 		order = append(order, start)
@@ -244,6 +250,11 @@ func checkout(objs map[string]object, sha, dir string) error {
 	tree, ok := strings.CutPrefix(string(c.data), "tree ")
 	if !ok || len(tree) < 40 {
 		return fmt.Errorf("commit %s has no tree", sha)
+	}
+	// A fresh check-out, as gitlab-runner's fetch leaves the work tree
+	// (git clean -ffdx, git checkout -f): nothing of an earlier job stays.
+	if err := os.RemoveAll(dir); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
