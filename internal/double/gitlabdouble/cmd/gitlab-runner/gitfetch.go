@@ -37,15 +37,14 @@ type gitFetch struct {
 	http       *http.Client
 	base       string // the repository URL, without credentials
 	user, pass string
-	log        io.Writer // the job log: what git would print
 }
 
-func newGitFetch(hc *http.Client, repoURL string, log io.Writer) (*gitFetch, error) {
+func newGitFetch(hc *http.Client, repoURL string) (*gitFetch, error) {
 	u, err := url.Parse(repoURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("repo_url is not an http(s) URL")
 	}
-	f := &gitFetch{http: hc, log: log}
+	f := &gitFetch{http: hc}
 	if u.User != nil {
 		f.user = u.User.Username()
 		f.pass, _ = u.User.Password()
@@ -280,7 +279,7 @@ func (f *gitFetch) fetchPack(ctx context.Context, wants []string, depth int) ([]
 // into dir, as gitlab-runner's GIT_STRATEGY=fetch does into a fresh
 // builds directory.
 func fetchSources(ctx context.Context, hc *http.Client, repoURL string, refspecs []string, sha string, depth int, dir string, log io.Writer) error {
-	f, err := newGitFetch(hc, repoURL, log)
+	f, err := newGitFetch(hc, repoURL)
 	if err != nil {
 		return err
 	}
@@ -293,18 +292,27 @@ func fetchSources(ctx context.Context, hc *http.Client, repoURL string, refspecs
 	if err := f.advertise(ctx); err != nil {
 		return err
 	}
-	var prefixes []string
+	// A refspec's source is a ref, or a pattern ending in *.
+	var srcs, prefixes []string
 	for _, rs := range refspecs {
 		src, _, _ := strings.Cut(strings.TrimPrefix(rs, "+"), ":")
-		prefixes = append(prefixes, strings.TrimSuffix(src, "*"))
+		srcs, prefixes = append(srcs, src), append(prefixes, strings.TrimSuffix(src, "*"))
+	}
+	matches := func(ref string) bool {
+		for _, src := range srcs {
+			if p, glob := strings.CutSuffix(src, "*"); ref == src || glob && strings.HasPrefix(ref, p) {
+				return true
+			}
+		}
+		return false
 	}
 	refs, err := f.lsRefs(ctx, prefixes)
 	if err != nil {
 		return err
 	}
 	seen, wants := map[string]bool{}, []string(nil)
-	for _, oid := range refs {
-		if !seen[oid] {
+	for ref, oid := range refs {
+		if matches(ref) && !seen[oid] {
 			seen[oid] = true
 			wants = append(wants, oid)
 		}
