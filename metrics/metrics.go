@@ -6,6 +6,7 @@
 package metrics
 
 import (
+	"math"
 	"net/http"
 	"syscall"
 	"time"
@@ -40,12 +41,16 @@ type Metrics struct {
 	forgeRequests  *prometheus.CounterVec
 	forgeErrors    *prometheus.CounterVec
 	forgeRateLimit *prometheus.GaugeVec
+
+	outcomes outcomeRing
 }
 
 var _ pool.Observer = (*Metrics)(nil)
 
 // seconds are histogram buckets from 100 ms to ~3 h.
 var seconds = prometheus.ExponentialBuckets(0.1, 2.5, 13)
+
+var inf = math.Inf(1)
 
 // New registers every collector. stateDir's file system is reported as
 // disk use.
@@ -108,10 +113,13 @@ func (m *Metrics) Handler() http.Handler {
 // Registry exposes the registry to tests.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-func (m *Metrics) VMStarted(p string)        { m.started.WithLabelValues(p).Inc() }
-func (m *Metrics) VMFailed(p, reason string) { m.failed.WithLabelValues(p, reason).Inc() }
-func (m *Metrics) UnservedJob()              { m.unserved.Inc() }
-func (m *Metrics) RecordUnsaved(p string)    { m.unsaved.WithLabelValues(p).Inc() }
+func (m *Metrics) VMStarted(p string) { m.started.WithLabelValues(p).Inc() }
+func (m *Metrics) VMFailed(p, reason string) {
+	m.failed.WithLabelValues(p, reason).Inc()
+	m.outcomes.add(Outcome{Time: time.Now(), Pool: p, Reason: reason})
+}
+func (m *Metrics) UnservedJob()           { m.unserved.Inc() }
+func (m *Metrics) RecordUnsaved(p string) { m.unsaved.WithLabelValues(p).Inc() }
 
 // HostShortage implements pool.Observer.
 func (m *Metrics) HostShortage(p, cause string) { m.shortages.WithLabelValues(p, cause).Inc() }
@@ -121,6 +129,7 @@ func (m *Metrics) Provisioned(p string, d time.Duration) {
 func (m *Metrics) Booted(p string, d time.Duration) { m.boot.WithLabelValues(p).Observe(d.Seconds()) }
 func (m *Metrics) JobDone(p string, d time.Duration) {
 	m.jobDuration.WithLabelValues(p).Observe(d.Seconds())
+	m.outcomes.add(Outcome{Time: time.Now(), Pool: p})
 }
 func (m *Metrics) QueueWait(p string, d time.Duration) {
 	m.queueWait.WithLabelValues(p).Observe(d.Seconds())
