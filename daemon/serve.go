@@ -101,6 +101,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 	mx := metrics.New(cfg.StateDir)
 	for _, p := range cfg.Pools {
 		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
+		mx.PoolSeries(p.Name, p.Forge)
 	}
 	agentAddr := net.JoinHostPort(gw.String(), strconv.Itoa(cfg.Network.AgentPort))
 	consoleDir := filepath.Join(cfg.StateDir, "logs")
@@ -285,6 +286,7 @@ func reload(ctx context.Context, opts Options, running *config.Config, m *pool.M
 	}
 	for _, p := range cfg.Pools {
 		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
+		mx.PoolSeries(p.Name, p.Forge)
 	}
 	// The new boot archives are written first but put in use only once
 	// the manager took the new pools (their images pulled): a refused

@@ -57,7 +57,10 @@ func (i *instrumented) count(op string, err error) {
 		i.m.forgeErrors.WithLabelValues(i.name, op).Inc()
 	}
 	if r, ok := i.Forge.(RateLimited); ok {
+		i.m.rateMu.Lock()
+		i.m.rateKnown[i.name] = true
 		i.m.forgeRateLimit.WithLabelValues(i.name).Set(float64(r.RateLimitRemaining()))
+		i.m.rateMu.Unlock()
 	}
 }
 

@@ -8,6 +8,7 @@ package metrics
 import (
 	"math"
 	"net/http"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,6 +44,11 @@ type Metrics struct {
 	forgeRateLimit *prometheus.GaugeVec
 
 	outcomes outcomeRing
+
+	// rateKnown are the forges whose rate-limit gauge exists: set to -1
+	// by PoolSeries, or to what a call told.
+	rateMu    sync.Mutex
+	rateKnown map[string]bool
 }
 
 var _ pool.Observer = (*Metrics)(nil)
@@ -56,7 +62,8 @@ var inf = math.Inf(1)
 // disk use.
 func New(stateDir string) *Metrics {
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		reg:       prometheus.NewRegistry(),
+		rateKnown: map[string]bool{},
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fireactions_vms_started_total", Help: "VMs whose monitor started.",
 		}, []string{"pool"}),
