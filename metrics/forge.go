@@ -53,8 +53,11 @@ func (i *instrumented) Unwrap() forge.Forge { return i.Forge }
 
 func (i *instrumented) count(op string, err error) {
 	i.m.forgeRequests.WithLabelValues(i.name, op).Inc()
+	// The error series exists from the first request on, at 0 until an
+	// error: an error ratio then reads 0, not nothing.
+	errs := i.m.forgeErrors.WithLabelValues(i.name, op)
 	if err != nil {
-		i.m.forgeErrors.WithLabelValues(i.name, op).Inc()
+		errs.Inc()
 	}
 	if r, ok := i.Forge.(RateLimited); ok {
 		i.m.rateMu.Lock()

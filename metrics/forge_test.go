@@ -300,4 +300,8 @@ func TestPoolSeriesStartAtZero(t *testing.T) {
 	if s := scrape(); !strings.Contains(s, `fireactions_forge_rate_limit_remaining{forge="gitlab"} 4000`) {
 		t.Errorf("the rate limit a call told was reset:\n%s", s)
 	}
+	// The call's error counter exists at 0 (an error ratio reads 0).
+	if s := scrape(); !strings.Contains(s, `fireactions_forge_errors_total{forge="gitlab",op="queued_jobs"} 0`) {
+		t.Errorf("no error series at 0 after a good call:\n%s", s)
+	}
 }

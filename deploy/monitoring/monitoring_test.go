@@ -2,6 +2,7 @@ package monitoring
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/metrics"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
@@ -84,6 +86,17 @@ func TestEveryAlertHasARunbookAndAFiringTest(t *testing.T) {
 	}
 }
 
+// quietForge is a forge with nothing queued.
+type quietForge struct{}
+
+func (quietForge) Kind() string                                    { return "quiet" }
+func (quietForge) QueuedJobs(context.Context) ([]forge.Job, error) { return nil, nil }
+func (quietForge) Register(context.Context, forge.RunnerSpec) (*forge.Runner, error) {
+	return nil, errors.New("not in this test")
+}
+func (quietForge) Runners(context.Context, forge.Owner) ([]forge.RunnerState, error) { return nil, nil }
+func (quietForge) Remove(context.Context, forge.RunnerRef) error                     { return nil }
+
 // fixedPools is one pool for the scrape-time collector.
 type fixedPools struct{}
 
@@ -91,31 +104,56 @@ func (fixedPools) Pools() []pool.PoolStatus {
 	return []pool.PoolStatus{{Name: "p", Forge: "f", Max: 2, VMs: map[vmstate.Phase]int{}}}
 }
 
-// TestRulesReadExportedMetrics: every metric the rules read is one the
-// metrics package exports for a configured pool (the end-to-end test
-// checks the same against a running orchestrator's scrape).
-func TestRulesReadExportedMetrics(t *testing.T) {
-	rules, err := Rules()
+// ShippedMetricNames are the metric names the rules and the dashboard
+// read; the end-to-end test checks them against a running orchestrator.
+func shippedMetricNames(t *testing.T) []string {
+	t.Helper()
+	names, err := ShippedMetricNames()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return names
+}
+
+// TestShippedQueriesReadExportedMetrics: every metric the rules and the
+// dashboard read is one the metrics package exports for a configured
+// pool (the end-to-end test checks the same against a running
+// orchestrator's scrape).
+func TestShippedQueriesReadExportedMetrics(t *testing.T) {
 	m := metrics.New(t.TempDir())
 	m.WatchPools(fixedPools{})
 	m.PoolSeries("p", "f")
+	if _, err := m.Forge("f", quietForge{}).QueuedJobs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	var names []string
-	for _, r := range rules {
-		names = append(names, MetricNames(r.Expr)...)
-	}
-	if len(names) < 7 {
-		t.Fatalf("the rules read %q: fewer names than rules", names)
+	names := shippedMetricNames(t)
+	if len(names) < 15 {
+		t.Fatalf("the rules and dashboard read only %q", names)
 	}
 	if u := Unexported(names, rec.Body.String()); len(u) != 0 {
-		t.Errorf("the rules read metrics nothing exports: %q", u)
+		t.Errorf("the rules or the dashboard read metrics nothing exports: %q", u)
 	}
 	// Positive control: a misspelt name is caught.
 	if u := Unexported([]string{"fireactions_vms_start_total"}, rec.Body.String()); len(u) != 1 {
 		t.Errorf("a misspelt metric passed")
+	}
+}
+
+// The dashboard's queries: each panel's, and its variables' selectors.
+func TestDashboardQueries(t *testing.T) {
+	qs, err := DashboardQueries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(qs, "\n")
+	for _, want := range []string{"fireactions_vm_boot_seconds_bucket", "fireactions_job_queue_wait_seconds_bucket", `fireactions_runners{instance=~"$instance"}`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no dashboard query reads %s", want)
+		}
+	}
+	if strings.Contains(all, "label_values") {
+		t.Errorf("a variable's query was taken whole: %s", all)
 	}
 }

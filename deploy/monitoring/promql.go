@@ -75,3 +75,26 @@ func Unexported(names []string, scrape string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// ShippedMetricNames are the metric names the alert rules and the
+// dashboard read, sorted, each once.
+func ShippedMetricNames() ([]string, error) {
+	rules, err := Rules()
+	if err != nil {
+		return nil, err
+	}
+	qs, err := DashboardQueries()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rules {
+		qs = append(qs, r.Expr)
+	}
+	seen := map[string]bool{}
+	for _, q := range qs {
+		for _, n := range MetricNames(q) {
+			seen[n] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen)), nil
+}
