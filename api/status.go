@@ -100,7 +100,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.insights != nil {
 		for _, o := range s.insights.RecentOutcomes() {
-			row := statusOutcome{Time: o.Time.UTC().Format(time.RFC3339), Pool: o.Pool, Outcome: "job done"}
+			row := statusOutcome{Time: o.Time.UTC().Format(time.RFC3339), Pool: o.Pool, Outcome: "job ended"}
 			if o.Reason != "" {
 				row.Outcome, row.Failed = "failed: "+o.Reason, true
 			}

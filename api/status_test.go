@@ -83,7 +83,7 @@ func TestStatusPageShowsTheHost(t *testing.T) {
 		`<tr data-vm="vm1"><td>vm1</td><td>small</td><td>busy</td><td class="n">1m30s</td><td>4711</td><td>fa-h-vm1</td></tr>`,
 		`<tr data-vm="vm2"><td>vm2</td><td>small</td><td>idle</td><td class="n">1m0s</td>`,
 		`<td>small</td><td class="failed">failed: boot_timeout</td>`,
-		`<td>big</td><td>job done</td>`,
+		`<td>big</td><td>job ended</td>`,
 		`<figure id="fireactions_vm_boot_seconds">`,
 		`Boot time: 3 observed, mean 2s`,
 		`<figure id="fireactions_job_queue_wait_seconds">`,

@@ -11,9 +11,11 @@ import (
 // recentOutcomes is how many VM outcomes the status page can list.
 const recentOutcomes = 50
 
-// Outcome is one event at a VM's end, as the status page lists it: a
-// job done (Reason empty) or a VM that ended without its job done, with
-// the failure's reason (one of pool's Reason* constants).
+// Outcome is one event at a VM's end, as the status page lists it: its
+// runner exited after a job (Reason empty; pool.Observer's JobDone), or
+// the VM ended without its job done, with the failure's reason (one of
+// pool's Reason* constants; VMFailed). A runner that exited non-zero
+// after its job gives both, the second with reason runner_exit.
 type Outcome struct {
 	Time   time.Time
 	Pool   string
