@@ -3,7 +3,9 @@
 // its state on disk: list pools and VMs, scale, pause and resume pools,
 // kill a VM, delete a pool's demand source at its forge (a GitHub scale
 // set), read or follow a VM's serial console, probe health and
-// readiness, and deliver forge webhooks. It speaks JSON under /api/v1.
+// readiness, and deliver forge webhooks. It speaks JSON under /api/v1,
+// and HTML at /status: a read-only page for people (pools, VMs, recent
+// outcomes, boot-time and queue-wait charts) that fetches nothing.
 //
 // The same handler serves a unix socket, where the socket's file mode is
 // the authentication, and optionally TCP (with TLS), where every request
@@ -61,6 +63,9 @@ type Options struct {
 	// WebhookBuffer all bodies being read at once (503 past it); 0 takes
 	// 1 MiB and 32 MiB.
 	WebhookMaxBody, WebhookBuffer int64
+	// Insights feed the status page's outcomes and charts; nil leaves
+	// them out.
+	Insights Insights
 }
 
 // VMSummary is one line of GET /api/v1/vms.
@@ -109,7 +114,7 @@ var now = time.Now
 // with one of o.Tokens; on the unix socket pass false.
 func NewHandler(o Options, requireToken bool) http.Handler {
 	s := &server{b: o.Backend, hooks: o.Webhooks, log: o.Log, refusals: httpguard.NewEvery(time.Second),
-		hookMax: o.WebhookMaxBody, hookBudget: &hookBudget{max: o.WebhookBuffer}}
+		hookMax: o.WebhookMaxBody, hookBudget: &hookBudget{max: o.WebhookBuffer}, insights: o.Insights}
 	if s.hookMax <= 0 {
 		s.hookMax = defaultWebhookMaxBody
 	}
@@ -136,6 +141,7 @@ func NewHandler(o Options, requireToken bool) http.Handler {
 	route("/api/v1/vms", methods{http.MethodGet: s.listVMs})
 	route("/api/v1/vms/{id}", methods{http.MethodGet: s.getVM, http.MethodDelete: s.killVM})
 	route("/api/v1/vms/{id}/console", methods{http.MethodGet: s.console})
+	route("/status", methods{http.MethodGet: s.status})
 	route("/healthz", methods{http.MethodGet: s.healthz})
 	route("/readyz", methods{http.MethodGet: s.readyz})
 	route("/webhooks/{forge}", methods{http.MethodPost: s.webhook})
@@ -171,6 +177,7 @@ type server struct {
 	refusals   *httpguard.Every
 	hookMax    int64
 	hookBudget *hookBudget
+	insights   Insights
 }
 
 // authorized checks the bearer token against every accepted token in

@@ -101,6 +101,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 	mx := metrics.New(cfg.StateDir)
 	for _, p := range cfg.Pools {
 		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
+		mx.PoolSeries(p.Name, p.Forge)
 	}
 	agentAddr := net.JoinHostPort(gw.String(), strconv.Itoa(cfg.Network.AgentPort))
 	consoleDir := filepath.Join(cfg.StateDir, "logs")
@@ -161,7 +162,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 		})
 	}
 	apiOpts := api.Options{Backend: m, Webhooks: drivers.webhooks(mx), Tokens: cfg.API.Tokens, Log: log,
-		WebhookMaxBody: cfg.Limits.WebhookMaxBody, WebhookBuffer: cfg.Limits.WebhookBuffer}
+		WebhookMaxBody: cfg.Limits.WebhookMaxBody, WebhookBuffer: cfg.Limits.WebhookBuffer, Insights: mx}
 	if cfg.API.Socket != "" {
 		h := api.NewHandler(apiOpts, false)
 		listen("api-socket", func(ctx context.Context) error { return api.ServeUnix(ctx, cfg.API.Socket, h) })
@@ -285,6 +286,7 @@ func reload(ctx context.Context, opts Options, running *config.Config, m *pool.M
 	}
 	for _, p := range cfg.Pools {
 		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
+		mx.PoolSeries(p.Name, p.Forge)
 	}
 	// The new boot archives are written first but put in use only once
 	// the manager took the new pools (their images pulled): a refused

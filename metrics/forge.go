@@ -53,11 +53,17 @@ func (i *instrumented) Unwrap() forge.Forge { return i.Forge }
 
 func (i *instrumented) count(op string, err error) {
 	i.m.forgeRequests.WithLabelValues(i.name, op).Inc()
+	// The error series exists from the first request on, at 0 until an
+	// error: an error ratio then reads 0, not nothing.
+	errs := i.m.forgeErrors.WithLabelValues(i.name, op)
 	if err != nil {
-		i.m.forgeErrors.WithLabelValues(i.name, op).Inc()
+		errs.Inc()
 	}
 	if r, ok := i.Forge.(RateLimited); ok {
+		i.m.rateMu.Lock()
+		i.m.rateKnown[i.name] = true
 		i.m.forgeRateLimit.WithLabelValues(i.name).Set(float64(r.RateLimitRemaining()))
+		i.m.rateMu.Unlock()
 	}
 }
 

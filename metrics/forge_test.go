@@ -250,3 +250,58 @@ func TestWrappedForgeKeepsItsWayToLearnJobs(t *testing.T) {
 		t.Fatalf("a driver without LearnJob: %q, %v; want the memo unchanged and ErrUnsupported", string(memo), err)
 	}
 }
+
+// budgeted is a forge that knows its rate limit.
+type budgeted struct {
+	plainForge
+	left int
+}
+
+func (b budgeted) RateLimitRemaining() int { return b.left }
+
+// A configured pool's series exist at zero before anything happens to
+// it, and its forge's rate limit reads -1 (unknown) until a call tells
+// it; a later PoolSeries (a reload) does not forget what a call told.
+func TestPoolSeriesStartAtZero(t *testing.T) {
+	m := New(t.TempDir())
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	if s := scrape(); strings.Contains(s, `pool="a"`) || strings.Contains(s, "fireactions_forge_rate_limit_remaining{") {
+		t.Fatalf("series before PoolSeries:\n%s", s)
+	}
+	m.PoolSeries("a", "github")
+	s := scrape()
+	for _, want := range []string{
+		`fireactions_vms_started_total{pool="a"} 0`,
+		`fireactions_vms_failed_total{pool="a",reason="crashed"} 0`,
+		`fireactions_vms_failed_total{pool="a",reason="stopped"} 0`,
+		`fireactions_host_shortages_total{cause="disk",pool="a"} 0`,
+		`fireactions_vm_record_save_failures_total{pool="a"} 0`,
+		`fireactions_vm_boot_seconds_count{pool="a"} 0`,
+		`fireactions_job_queue_wait_seconds_count{pool="a"} 0`,
+		`fireactions_vm_provision_seconds_count{pool="a"} 0`,
+		`fireactions_job_duration_seconds_count{pool="a"} 0`,
+		`fireactions_forge_rate_limit_remaining{forge="github"} -1`,
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("scrape lacks %s", want)
+		}
+	}
+	// A call to gitlab tells its budget before gitlab's first pool is
+	// set up (a reload that adds one).
+	f := m.Forge("gitlab", budgeted{left: 4000})
+	if _, err := f.QueuedJobs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m.PoolSeries("b", "gitlab")
+	if s := scrape(); !strings.Contains(s, `fireactions_forge_rate_limit_remaining{forge="gitlab"} 4000`) {
+		t.Errorf("the rate limit a call told was reset:\n%s", s)
+	}
+	// The call's error counter exists at 0 (an error ratio reads 0).
+	if s := scrape(); !strings.Contains(s, `fireactions_forge_errors_total{forge="gitlab",op="queued_jobs"} 0`) {
+		t.Errorf("no error series at 0 after a good call:\n%s", s)
+	}
+}

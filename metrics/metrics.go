@@ -6,7 +6,9 @@
 package metrics
 
 import (
+	"math"
 	"net/http"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,6 +42,13 @@ type Metrics struct {
 	forgeRequests  *prometheus.CounterVec
 	forgeErrors    *prometheus.CounterVec
 	forgeRateLimit *prometheus.GaugeVec
+
+	outcomes outcomeRing
+
+	// rateKnown are the forges whose rate-limit gauge exists: set to -1
+	// by PoolSeries, or to what a call told.
+	rateMu    sync.Mutex
+	rateKnown map[string]bool
 }
 
 var _ pool.Observer = (*Metrics)(nil)
@@ -47,11 +56,14 @@ var _ pool.Observer = (*Metrics)(nil)
 // seconds are histogram buckets from 100 ms to ~3 h.
 var seconds = prometheus.ExponentialBuckets(0.1, 2.5, 13)
 
+var inf = math.Inf(1)
+
 // New registers every collector. stateDir's file system is reported as
 // disk use.
 func New(stateDir string) *Metrics {
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		reg:       prometheus.NewRegistry(),
+		rateKnown: map[string]bool{},
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fireactions_vms_started_total", Help: "VMs whose monitor started.",
 		}, []string{"pool"}),
@@ -108,10 +120,13 @@ func (m *Metrics) Handler() http.Handler {
 // Registry exposes the registry to tests.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-func (m *Metrics) VMStarted(p string)        { m.started.WithLabelValues(p).Inc() }
-func (m *Metrics) VMFailed(p, reason string) { m.failed.WithLabelValues(p, reason).Inc() }
-func (m *Metrics) UnservedJob()              { m.unserved.Inc() }
-func (m *Metrics) RecordUnsaved(p string)    { m.unsaved.WithLabelValues(p).Inc() }
+func (m *Metrics) VMStarted(p string) { m.started.WithLabelValues(p).Inc() }
+func (m *Metrics) VMFailed(p, reason string) {
+	m.failed.WithLabelValues(p, reason).Inc()
+	m.outcomes.add(Outcome{Time: time.Now(), Pool: p, Reason: reason})
+}
+func (m *Metrics) UnservedJob()           { m.unserved.Inc() }
+func (m *Metrics) RecordUnsaved(p string) { m.unsaved.WithLabelValues(p).Inc() }
 
 // HostShortage implements pool.Observer.
 func (m *Metrics) HostShortage(p, cause string) { m.shortages.WithLabelValues(p, cause).Inc() }
@@ -121,6 +136,7 @@ func (m *Metrics) Provisioned(p string, d time.Duration) {
 func (m *Metrics) Booted(p string, d time.Duration) { m.boot.WithLabelValues(p).Observe(d.Seconds()) }
 func (m *Metrics) JobDone(p string, d time.Duration) {
 	m.jobDuration.WithLabelValues(p).Observe(d.Seconds())
+	m.outcomes.add(Outcome{Time: time.Now(), Pool: p})
 }
 func (m *Metrics) QueueWait(p string, d time.Duration) {
 	m.queueWait.WithLabelValues(p).Observe(d.Seconds())

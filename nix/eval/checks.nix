@@ -117,4 +117,38 @@ in
         { services.fireteact = { enable = true; forges.gitea = gitea // { flavor = "forgejo"; }; pools.default = { }; }; }
       ];
     };
+
+  # What services.microvm-base.monitoring provisions on a host running
+  # fireteact (metrics on its default port) and fireglab (on every
+  # address), with Prometheus and Grafana on, with the options off, and
+  # without Prometheus and Grafana.
+  monitoring =
+    let
+      host = extra: (e.nixos [
+        e.modules.default
+        forgesOfAHost
+        {
+          services.fireteact.enable = true;
+          services.fireglab = { enable = true; metricsListen = lib.mkDefault "0.0.0.0:9600"; };
+        }
+        extra
+      ]).config;
+      show = c: {
+        checked = force { inherit (c.services) prometheus grafana; };
+        assertions = e.failedAssertions c;
+        ruleFiles = map toString c.services.prometheus.ruleFiles;
+        scrapeConfigs = c.services.prometheus.scrapeConfigs;
+        grafanaProvision = c.services.grafana.provision.enable;
+        providers =
+          let st = c.services.grafana.provision.dashboards.settings; in
+          if st == null then [ ] else map (p: { inherit (p) name type; path = toString p.options.path; }) st.providers;
+      };
+      monitored = { services.prometheus.enable = true; services.grafana.enable = true; };
+    in
+    {
+      on = show (host monitored);
+      off = show (host (lib.recursiveUpdate monitored { services.microvm-base.monitoring = { prometheus = false; grafana = false; }; }));
+      without = show (host { });
+      metricsOff = show (host (lib.recursiveUpdate monitored { services.fireteact.metricsListen = ""; services.fireglab.metricsListen = ""; }));
+    };
 }

@@ -118,6 +118,11 @@ let
   keyValueDuplicates = types.attrsOf (types.coercedTo keyValueAtom lib.singleton (types.listOf keyValueAtom));
   keyValuePlain = types.attrsOf keyValueAtom;
 
+  # pkgs/pkgs-lib/formats.nix yaml/json: a value is null, a bool, an int,
+  # a float, a string, a path, or an attribute set or list of values.
+  yamlValue = types.nullOr (types.oneOf [ types.bool types.int types.float types.str types.path
+    (types.attrsOf yamlValue) (types.listOf yamlValue) ]) // { description = "YAML value"; };
+
   # nixos/modules/services/networking/firewall.nix: commonOptions (the
   # port lists come out sorted, without duplicates).
   canonicalPorts = ports: lib.unique (builtins.sort builtins.lessThan ports);
@@ -257,6 +262,61 @@ in
             };
         })
         { };
+    };
+    # nixos/modules/services/monitoring/prometheus/default.nix: the fields
+    # we set. promTypes.scrape_config and static_config are submodules
+    # without a freeform type; static_configs is mkOpt (null: left out).
+    services.prometheus = {
+      enable = enable;
+      ruleFiles = opt (types.listOf types.path) [ ];
+      scrapeConfigs = opt
+        (types.listOf (types.submodule {
+          options = {
+            job_name = req types.str;
+            static_configs = opt
+              (types.nullOr (types.listOf (types.submodule {
+                options = {
+                  targets = req (types.listOf types.str);
+                  labels = opt (types.attrsOf types.str) { };
+                };
+              })))
+              null;
+          };
+        }))
+        [ ];
+    };
+    # nixos/modules/services/monitoring/grafana.nix: provision, with
+    # grafanaTypes.dashboardConfig (freeform over the YAML format's
+    # values, as provisioningSettingsFormat makes it).
+    services.grafana = {
+      enable = enable;
+      provision = {
+        enable = enable;
+        dashboards = opt
+          (types.submodule {
+            options = {
+              settings = opt
+                (types.nullOr (types.submodule {
+                  options = {
+                    apiVersion = opt types.int 1;
+                    providers = opt
+                      (types.listOf (types.submodule {
+                        freeformType = types.attrsOf yamlValue;
+                        options = {
+                          name = opt types.str "default";
+                          type = opt types.str "file";
+                          options.path = req types.path;
+                        };
+                      }))
+                      [ ];
+                  };
+                }))
+                null;
+              path = opt (types.nullOr (types.either types.path types.str)) null;
+            };
+          })
+          { };
+      };
     };
     # nixos/modules/system/boot/systemd/journald.nix
     services.journald.extraConfig = opt types.lines "";

@@ -58,4 +58,18 @@ rec {
       bogus-priv = true;
     }
     // util.optionalAttrs (upstreams != [ ]) { no-resolv = true; server = upstreams; };
+
+  # scrapeTargets faces: the metrics listener of each enabled orchestrator
+  # (its options: enable, metricsListen; "" is off) as Prometheus scrapes
+  # it: an unspecified address (":9464", "0.0.0.0:9464", "[::]:9464") is
+  # reached on 127.0.0.1.
+  scrapeTargets = faces:
+    let
+      target = listen:
+        let m = builtins.match "(.*):([0-9]+)" listen; in
+        if m != null && builtins.elem (builtins.head m) [ "" "0.0.0.0" "[::]" ]
+        then "127.0.0.1:${builtins.elemAt m 1}"
+        else listen;
+    in
+    map (f: target f.metricsListen) (builtins.filter (f: f.enable && f.metricsListen != "") faces);
 }

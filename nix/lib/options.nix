@@ -85,6 +85,18 @@ in
         description = "Resolvers the guests' DNS forwards to; empty: the host's own (/etc/resolv.conf).";
       };
     };
+    monitoring = {
+      prometheus = option {
+        type = "bool";
+        default = true;
+        description = "When the host runs Prometheus (services.prometheus.enable) and an orchestrator serves metrics: load the alert rules (deploy/monitoring/alerts.yml, runbooks in docs/alerts.md) into services.prometheus.ruleFiles and scrape every enabled orchestrator's metricsListen as job fireactions, the job the rules watch.";
+      };
+      grafana = option {
+        type = "bool";
+        default = true;
+        description = "When the host runs Grafana (services.grafana.enable): provision the fireactions dashboard (deploy/monitoring/dashboards) through services.grafana.provision; it asks for a Prometheus data source.";
+      };
+    };
     kvm = {
       enable = option {
         type = "bool";

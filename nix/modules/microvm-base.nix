@@ -9,6 +9,10 @@ let
   bridgeNames = builtins.attrNames cfg.bridges;
   problems = l.microvm.bridgeErrors cfg.bridges;
   kvmModule = lib.optional (cfg.kvm.cpuVendor != null) "kvm-${cfg.kvm.cpuVendor}";
+  # What Prometheus scrapes: each enabled orchestrator's metrics listener
+  # (nix/lib/microvm.nix scrapeTargets).
+  metricsTargets = l.microvm.scrapeTargets (builtins.filter (s: s != null)
+    (map (f: if config.services ? ${f} then config.services.${f} else null) (builtins.attrNames l.faces)));
 in
 {
   options.services.microvm-base = mkOptions l.options.microvm-base {
@@ -27,6 +31,21 @@ in
         then "${kernel}/lib/modules/${kernel.modDirVersion}"
         else null;
     }
+    # The alert rules and the scrape job they watch, when the host runs
+    # Prometheus and an orchestrator serves metrics.
+    (lib.mkIf (cfg.enable && cfg.monitoring.prometheus && metricsTargets != [ ]) {
+      services.prometheus = lib.mkIf config.services.prometheus.enable {
+        ruleFiles = [ ../../deploy/monitoring/alerts.yml ];
+        scrapeConfigs = [{ job_name = "fireactions"; static_configs = [{ targets = metricsTargets; }]; }];
+      };
+    })
+    # The dashboard, when the host runs Grafana.
+    (lib.mkIf (cfg.enable && cfg.monitoring.grafana) {
+      services.grafana.provision = lib.mkIf config.services.grafana.enable {
+        enable = true;
+        dashboards.settings.providers = [{ name = "fireactions"; options.path = ../../deploy/monitoring/dashboards; }];
+      };
+    })
     (lib.mkIf cfg.enable {
       assertions = map (message: { assertion = false; inherit message; }) problems;
 

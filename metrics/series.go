@@ -1,0 +1,39 @@
+package metrics
+
+import "github.com/nixos-fireactions/nixos-fireactions/pool"
+
+// reasons and causes are the label values a pool's failure and shortage
+// counters start with at zero.
+var (
+	reasons = []string{pool.ReasonSetup, pool.ReasonRegister, pool.ReasonStart, pool.ReasonBootTimeout,
+		pool.ReasonJobTimeout, pool.ReasonCrashed, pool.ReasonRunner, pool.ReasonStopped,
+		pool.ReasonHostResource, pool.ReasonRecycled}
+	causes = []string{pool.ShortDisk, pool.ShortMemory, pool.ShortAddresses}
+)
+
+// PoolSeries makes a pool's series exist before anything happens to it:
+// its counters and histograms at zero, and its forge's rate limit at -1
+// (unknown) until a call tells it. Alert rules and dashboards then see a
+// pool that never started a VM or never failed one as 0, not as nothing
+// (a missing series matches no rule). Call it for each configured pool,
+// again after a reload.
+func (m *Metrics) PoolSeries(poolName, forgeName string) {
+	m.started.WithLabelValues(poolName)
+	m.unsaved.WithLabelValues(poolName)
+	for _, r := range reasons {
+		m.failed.WithLabelValues(poolName, r)
+	}
+	for _, c := range causes {
+		m.shortages.WithLabelValues(poolName, c)
+	}
+	m.provision.WithLabelValues(poolName)
+	m.boot.WithLabelValues(poolName)
+	m.jobDuration.WithLabelValues(poolName)
+	m.queueWait.WithLabelValues(poolName)
+	m.rateMu.Lock()
+	defer m.rateMu.Unlock()
+	if !m.rateKnown[forgeName] {
+		m.rateKnown[forgeName] = true
+		m.forgeRateLimit.WithLabelValues(forgeName).Set(-1)
+	}
+}
