@@ -182,24 +182,7 @@ func (h *host) startVM() {
 // runUntil steps the hosts until every job is completed.
 func runUntil(t *testing.T, e *env, hosts ...*host) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		done := true
-		for _, j := range e.d.Jobs() {
-			done = done && j.Status == "completed"
-		}
-		if done {
-			for _, h := range hosts {
-				h.wg.Wait()
-			}
-			return
-		}
-		for _, h := range hosts {
-			h.step()
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("jobs not all completed: %+v; log:\n%s", e.d.Jobs(), e.log.String())
+	runUntilExcept(t, e, 0, hosts...)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -278,7 +261,8 @@ func TestScaleSetDemandRunsJobs(t *testing.T) {
 	e.noSecretsLogged()
 }
 
-// runUntilExcept is runUntil for all jobs but one left queued.
+// runUntilExcept is runUntil for all jobs but except (0: none), left
+// queued.
 func runUntilExcept(t *testing.T, e *env, except int64, hosts ...*host) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
