@@ -6,3 +6,7 @@ import "time"
 // headers, so that a test's message poll can outlast it; set it before
 // the client's pools are made.
 func SetResponseHeaderTimeout(c *Client, d time.Duration) { c.conn.ResponseHeaderTimeout = d }
+
+// SetBeforeScaleSetCreate makes f run before the pool's scale set is
+// created; set it before the pool is used.
+func SetBeforeScaleSetCreate(p *Pool, f func()) { p.ss.beforeCreate = f }

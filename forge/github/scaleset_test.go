@@ -583,3 +583,51 @@ func TestScaleSetQueueAnswersDuringLookup(t *testing.T) {
 		t.Errorf("QueuedJobs took %v while the installation was looked up", took)
 	}
 }
+
+// A Register that found no scale set and is about to create one, racing
+// delete-scaleset, cannot create the deleted scale set again: the delete
+// waits for it, and deletes what it made.
+func TestScaleSetDeleteRacingRegister(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{})
+	p := e.pool(e.app(), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"self-hosted", "fa-small"},
+		Demand: github.DemandScaleSet, PoolName: "small", HostID: "h1", MaxRunners: 2, ScaleSet: fastScaleSet})
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	github.SetBeforeScaleSetCreate(p, func() {
+		once.Do(func() { close(reached); <-release })
+	})
+	ctx := context.Background()
+	registered := make(chan error, 1)
+	go func() {
+		_, err := p.Register(ctx, forge.RunnerSpec{Name: "vm-1"})
+		registered <- err
+	}()
+	select {
+	case <-reached:
+	case err := <-registered:
+		t.Fatalf("register ended before creating the scale set: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("register never reached the scale set's creation")
+	}
+	deleted := make(chan error, 1)
+	go func() { deleted <- p.DeleteScaleSet(ctx) }()
+	select {
+	case err := <-deleted: // the delete ran past the register under way
+		deleted <- err
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(release)
+	if err := <-deleted; err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	<-registered
+	if sets := e.d.ScaleSets(); len(sets) != 0 {
+		t.Fatalf("scale sets after delete-scaleset: %+v", sets)
+	}
+	if _, err := p.Register(ctx, forge.RunnerSpec{Name: "vm-2"}); !errors.Is(err, github.ErrScaleSetDeleted) {
+		t.Fatalf("register after the delete: %v, want ErrScaleSetDeleted", err)
+	}
+	if sets := e.d.ScaleSets(); len(sets) != 0 {
+		t.Fatalf("scale sets after a register following the delete: %+v", sets)
+	}
+}
