@@ -10,3 +10,7 @@ func SetResponseHeaderTimeout(c *Client, d time.Duration) { c.conn.ResponseHeade
 // SetBeforeScaleSetCreate makes f run before the pool's scale set is
 // created; set it before the pool is used.
 func SetBeforeScaleSetCreate(p *Pool, f func()) { p.ss.beforeCreate = f }
+
+// SetNow makes now the clock of the pool's forge's demand view (the
+// reconciler's rounds and what they and deliveries record).
+func SetNow(p *Pool, now func() time.Time) { p.c.now = now }
