@@ -395,6 +395,8 @@ func (v *vm) finish(machine vmm.Machine, ok bool, err error, created time.Time) 
 		switch {
 		case cause != "" && v.readyAt().IsZero():
 			v.m.short(v.pool, cause, err)
+		case errors.Is(err, forge.ErrDemandSourceDeleted):
+			v.m.sourceDeleted(v.pool)
 		case reason != ReasonStopped && v.readyAt().IsZero():
 			v.m.failed(v.pool)
 		}

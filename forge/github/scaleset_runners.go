@@ -96,8 +96,9 @@ func (s *scaleSetDemand) removeWith(ctx context.Context, cl *scaleset.Client, id
 
 // ErrScaleSetDeleted is Register's answer after DeleteScaleSet, until
 // the pool's listener starts again: the pool's scale set is gone and no
-// runner registers in it.
-var ErrScaleSetDeleted = errors.New("deleted by delete-scaleset; no runner registers until the pool's listener starts again")
+// runner registers in it. It is a forge.ErrDemandSourceDeleted.
+var ErrScaleSetDeleted = fmt.Errorf("%w (delete-scaleset); no runner registers until the pool's listener starts again",
+	forge.ErrDemandSourceDeleted)
 
 // DeleteScaleSet stops the pool's listener and deletes its scale set at
 // GitHub (jobs assigned to it and not started go back to GitHub's

@@ -538,8 +538,8 @@ func TestScaleSetDeleteClearsQueue(t *testing.T) {
 		t.Errorf("queued after the delete: %v", j)
 	}
 	_, err := h.p.Register(context.Background(), forge.RunnerSpec{Name: "vm-stale"})
-	if !errors.Is(err, github.ErrScaleSetDeleted) {
-		t.Errorf("register after the delete: %v, want ErrScaleSetDeleted", err)
+	if !errors.Is(err, github.ErrScaleSetDeleted) || !errors.Is(err, forge.ErrDemandSourceDeleted) {
+		t.Errorf("register after the delete: %v, want ErrScaleSetDeleted, a forge.ErrDemandSourceDeleted", err)
 	}
 	if sets := e.d.ScaleSets(); len(sets) != 0 {
 		t.Errorf("scale sets after the delete and a register: %+v", sets)
