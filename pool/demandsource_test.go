@@ -1,19 +1,18 @@
 package pool
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // goneForge owns a demand source at the forge (a GitHub scale set) that
@@ -38,24 +37,6 @@ func (f *goneForge) DeleteDemandSource(context.Context) error {
 	return nil
 }
 
-// syncBuffer is a log sink safe for the manager's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) count(sub string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Count(s.b.String(), sub)
-}
-
 const sourceGoneLog = "demand source at the forge is deleted"
 
 // A pool with min_idle whose demand source is gone (its driver answers
@@ -64,7 +45,7 @@ const sourceGoneLog = "demand source at the forge is deleted"
 // a reload hands its scope out again and it starts VMs again.
 func TestDeletedDemandSourceStopsStarts(t *testing.T) {
 	var gf *goneForge
-	logs := &syncBuffer{}
+	logs := &hosttest.SyncBuffer{}
 	h := newHarnessForge(t, 1, 2, guestHangs, func(pc *config.Pool) { pc.Timeouts.Boot = time.Hour },
 		slog.New(slog.NewTextHandler(logs, nil)),
 		func(f *fakeForge) forge.Forge { gf = &goneForge{fakeForge: f}; gf.gone.Store(true); return gf })
@@ -73,7 +54,7 @@ func TestDeletedDemandSourceStopsStarts(t *testing.T) {
 	if n := gf.regs.Load(); n != 1 {
 		t.Fatalf("%d registrations after the demand source was gone, want the first only", n)
 	}
-	if n := logs.count(sourceGoneLog); n != 1 {
+	if n := strings.Count(logs.String(), sourceGoneLog); n != 1 {
 		t.Fatalf("%d log lines saying the demand source is deleted, want 1", n)
 	}
 	gf.gone.Store(false)

@@ -122,7 +122,7 @@ type pool struct {
 	// sourceGone: its demand source at the forge was deleted
 	// (forge.ErrDemandSourceDeleted); it starts no VM until a reload.
 	sourceGone bool
-	queued       int // queued jobs assigned to it (Manager.waiting)
+	queued     int // queued jobs assigned to it (Manager.waiting)
 	// took counts the pool's VMs that ever turned busy; tookAtRead is
 	// took when the last full pass began reading the forge's queue. A job
 	// a VM took since then may still be counted in queued: for a forge
