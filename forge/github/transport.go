@@ -84,7 +84,8 @@ func newRetryTransport(next http.RoundTripper, o RetryOptions, log *slog.Logger)
 // for at least one minute before retrying" and, as limits repeat, "wait
 // an exponentially increasing amount of time between retries". The
 // first waits a minute, each one more twice as long, up to the most;
-// an answer that is no secondary limit starts again at a minute.
+// an answer that is neither a rate limit nor a 5xx starts again at a
+// minute.
 const (
 	secondaryWait    = time.Minute
 	secondaryWaitMax = 16 * time.Minute

@@ -99,7 +99,7 @@ func TestSecondaryLimitWithoutRetryAfterWaitsAMinute(t *testing.T) {
 
 // Secondary limits one after another without Retry-After wait longer
 // each time (GitHub: "wait an exponentially increasing amount of time
-// between retries"): 1, 2, 4 minutes; an answer that is none starts
+// between retries"): 1, 2, 4 minutes; an answer that is no limit starts
 // again at a minute.
 func TestRepeatedSecondaryLimitsBackOff(t *testing.T) {
 	fc := &fakeClock{at: time.Unix(1_700_000_000, 0)}
