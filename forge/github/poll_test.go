@@ -215,9 +215,11 @@ func TestWaitingJobReadsBackOff(t *testing.T) {
 	}
 	rounds(600)
 	// Reads at about 2, 4, 8, ... 512 s after the first: 9 or 10.
-	if n := reads(); n < 5 || n > 11 {
+	n := reads()
+	if n < 5 || n > 11 {
 		t.Fatalf("%d reads of a waiting job in 600 periods, want about log2(600)", n)
 	}
+	t.Logf("FIGURE %d reads of a waiting job in 600 periods", n)
 	// A delivery (it is still waiting) starts again: reads come soon.
 	before := reads()
 	sent, _, _ := e.d.Deliveries()
