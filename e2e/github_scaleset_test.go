@@ -212,3 +212,70 @@ func TestGitHubScaleSetTwoHosts(t *testing.T) {
 		t.Errorf("GitHub's description violated: %s", v)
 	}
 }
+
+// TestGitHubScaleSetPauseAndDelete drives a scale set's capacity and its
+// deletion through the CLI, no guest needed: pausing the pool makes its
+// scale set report capacity 0, so GitHub (the double) assigns it no job
+// and no VM starts; `fireactions github delete-scaleset` deletes the
+// scale set at GitHub, and after it, even resumed, the pool starts no VM
+// for the job still queued.
+func TestGitHubScaleSetPauseAndDelete(t *testing.T) {
+	const wait = 2 * time.Second // the double's long poll
+	r := newGitHubRig(t, "fasp")
+	d := githubdouble.New(githubdouble.Options{
+		Spec: r.spec, Prefix: "/api/v3", AppID: ssAppID, AppKey: &r.key.PublicKey,
+		RunnerURL: "http://10.249.0.1:" + ssPort + "/api/v3", Seed: 45,
+		MessageWait: wait, SessionIdle: time.Minute,
+	})
+	t.Cleanup(d.Close)
+	d.AddInstallation("Organization", "acme")
+	r.serve(d, ssPort)
+
+	cfg := r.config("spe2e", "fasp0", "10.249.0.0/24", ssPort, ssAPIPort, ssAppID, "2s")
+	cfg.Forges[0].URL += "/api/v3"
+	p := r.pool("sp", []string{ssLabel}, 2)
+	p.Demand = "scaleset"
+	cfg.Pools = []poolConfig{p}
+	orch := r.start(cfg)
+	cli := func(args ...string) string {
+		return run(t, filepath.Join(r.bin, "fireactions"), append(args, "--socket", cfg.API.Socket)...)
+	}
+	capacity := func(n int) func() bool {
+		return func() bool { s := d.ScaleSets(); return len(s) == 1 && s[0].Session && s[0].MaxCapacity == n }
+	}
+	orch.waitFor(t, 2*time.Minute, "the scale set's session at capacity 2", capacity(2))
+
+	cli("pools", "pause", "sp")
+	orch.waitFor(t, time.Minute, "the scale set's capacity 0", capacity(0))
+	job := d.QueueJob("acme/widgets", "self-hosted", ssLabel)
+	time.Sleep(3 * wait) // polls at capacity 0
+	if id := d.JobScaleSet(job.ID); id != 0 {
+		t.Fatalf("job %d assigned to scale set %d while its capacity was 0", job.ID, id)
+	}
+
+	out := cli("github", "delete-scaleset", "sp")
+	if !strings.Contains(out, "scale set deleted") {
+		t.Fatalf("delete-scaleset said %q", out)
+	}
+	orch.waitFor(t, time.Minute, "the scale set gone at GitHub", func() bool { return len(d.ScaleSets()) == 0 })
+	cli("pools", "resume", "sp")
+	time.Sleep(3 * wait)
+	if n := len(logLines(orch.log, regexp.MustCompile(`msg="vm booting"`))); n != 0 {
+		t.Fatalf("%d VMs started for a pool paused, then without its scale set", n)
+	}
+	if sets := d.ScaleSets(); len(sets) != 0 {
+		t.Fatalf("scale sets after delete-scaleset and resume: %+v", sets)
+	}
+	if id := d.JobScaleSet(job.ID); id != 0 {
+		t.Fatalf("job %d assigned to scale set %d", job.ID, id)
+	}
+
+	orch.terminate(t)
+	orch.waitExit(t, 2*time.Minute)
+	if rs := d.Runners(); len(rs) != 0 {
+		t.Errorf("runners left after the drain: %+v", rs)
+	}
+	for _, v := range d.Violations() {
+		t.Errorf("GitHub's description violated: %s", v)
+	}
+}

@@ -309,6 +309,12 @@ type DemandSourceDeleter interface {
 // no such source (a GitHub pool on webhooks).
 var ErrNoDemandSource = errors.New("the pool owns no demand source at the forge")
 
+// ErrDemandSourceDeleted is in a driver's answer to Register once its
+// pool's demand source was deleted (DeleteDemandSource): the pool has no
+// demand, and starts no VM, until its scope is handed out again (reload
+// or restart).
+var ErrDemandSourceDeleted = errors.New("the pool's demand source at the forge was deleted")
+
 // Unwrapper is implemented by wrappers of a driver (metrics).
 type Unwrapper interface {
 	Unwrap() Forge

@@ -131,7 +131,7 @@ func (m *Manager) DeleteDemandSource(ctx context.Context, name string) error {
 	if err := d.DeleteDemandSource(ctx); err != nil {
 		return fmt.Errorf("pool %q: %w", name, err)
 	}
-	p.log.Info("the pool's demand source at the forge was deleted")
+	m.sourceDeleted(p)
 	return nil
 }
 

@@ -119,7 +119,10 @@ type pool struct {
 	// configuration and change through Scale and SetPaused.
 	minIdle, max int
 	paused       bool
-	queued       int // queued jobs assigned to it (Manager.waiting)
+	// sourceGone: its demand source at the forge was deleted
+	// (forge.ErrDemandSourceDeleted); it starts no VM until a reload.
+	sourceGone bool
+	queued     int // queued jobs assigned to it (Manager.waiting)
 	// took counts the pool's VMs that ever turned busy; tookAtRead is
 	// took when the last full pass began reading the forge's queue. A job
 	// a VM took since then may still be counted in queued: for a forge
@@ -230,6 +233,12 @@ func New(d Deps) (*Manager, error) {
 		m.pools = append(m.pools, newPool(pc, f, d.Log))
 	}
 	m.mu.Lock()
+	for _, p := range m.pools {
+		// Pause and Scale live in this process only: a start tells each
+		// forge that takes it the pool's capacity as it is now, not what
+		// a previous run told last (0 if it was paused).
+		m.tellCapacity(p)
+	}
 	m.listenLocked()
 	m.mu.Unlock()
 	return m, nil
@@ -483,7 +492,7 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, runners map[string
 // back-off and pause. Each start is O(1).
 func (m *Manager) startMissing(ctx context.Context, p *pool, c counts, starting int, minIdleOnly bool) {
 	m.mu.Lock()
-	minIdle, maxVMs, paused, notBefore, ramp, queued := p.minIdle, p.max, p.paused, p.notBefore, p.ramp, p.queued
+	minIdle, maxVMs, paused, notBefore, ramp, queued := p.minIdle, p.max, p.paused || p.sourceGone, p.notBefore, p.ramp, p.queued
 	if p.told {
 		// Jobs taken and not told gone may still be counted.
 		p.pruneUntold(time.Now())
@@ -552,6 +561,19 @@ func (m *Manager) failed(p *pool) {
 	d := time.Second << min(p.failures-1, 6)
 	p.notBefore = time.Now().Add(min(d, time.Minute))
 	p.log.Warn("pool backing off", "failures", p.failures, "for", min(d, time.Minute))
+}
+
+// sourceDeleted records that p's demand source at the forge was deleted:
+// p starts no VM (not even for min_idle) until a reload hands its scope
+// out again. Logged once.
+func (m *Manager) sourceDeleted(p *pool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p.sourceGone {
+		return
+	}
+	p.sourceGone = true
+	p.log.Warn("the pool's demand source at the forge is deleted: no VMs start until a reload or restart")
 }
 
 func (m *Manager) succeeded(p *pool) {

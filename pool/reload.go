@@ -61,6 +61,7 @@ func (m *Manager) Reload(ctx context.Context, pools []config.Pool, forges map[st
 			res.Scaled = append(res.Scaled, pc.Name)
 		default:
 			np := newPool(pc, forges[pc.Name], m.log)
+			m.tellCapacity(np)
 			next = append(next, np)
 			if op != nil {
 				retired = append(retired, op)
@@ -75,6 +76,9 @@ func (m *Manager) Reload(ctx context.Context, pools []config.Pool, forges map[st
 		res.Removed = append(res.Removed, name)
 	}
 	m.pools = next
+	for _, p := range next {
+		p.sourceGone = false // its scope is handed out again
+	}
 	m.listenLocked()
 	for _, v := range m.vms {
 		for _, op := range retired {

@@ -381,6 +381,11 @@ func (v *vm) run(ctx context.Context, adopted vmm.Machine) {
 }
 
 func (v *vm) finish(machine vmm.Machine, ok bool, err error, created time.Time) {
+	gone := !ok && errors.Is(err, forge.ErrDemandSourceDeleted)
+	if gone {
+		// Before the VM leaves the counts: no pass may start another.
+		v.m.sourceDeleted(v.pool)
+	}
 	v.teardown(machine, ok, err)
 	if !v.readyAt().IsZero() || ok {
 		v.m.freed(v.pool) // it held host resources, which are back
@@ -395,6 +400,7 @@ func (v *vm) finish(machine vmm.Machine, ok bool, err error, created time.Time) 
 		switch {
 		case cause != "" && v.readyAt().IsZero():
 			v.m.short(v.pool, cause, err)
+		case gone: // no back-off: the pool starts nothing until a reload
 		case reason != ReasonStopped && v.readyAt().IsZero():
 			v.m.failed(v.pool)
 		}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,20 +27,7 @@ import (
 // Run: go test -run '^$' -bench WebhookToVMStart -benchtime 1000x ./forge/github
 // It reports p50 and p99 latency and the GitHub API calls per job.
 func BenchmarkWebhookToVMStart(b *testing.B) {
-	spec, err := testSpec()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var d *githubdouble.Double
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { d.ServeHTTP(w, r) }))
-	defer srv.Close()
-	d = githubdouble.New(githubdouble.Options{Spec: spec, AppID: appID, AppKey: &testKey().PublicKey, RunnerURL: srv.URL})
-	d.AddInstallation("Organization", "acme")
-	c, err := github.New(github.Options{Name: "github", URL: srv.URL, AppID: appID, AppPrivateKey: testKeyPEM(),
-		WebhookSecret: hookSecret, PollInterval: 2 * time.Minute}) // the default with webhooks
-	if err != nil {
-		b.Fatal(err)
-	}
+	d, c := benchGitHub(b, "", hookSecret)
 	p, err := c.Pool(github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Repos: []string{"acme/widgets"},
 		Labels: []string{"linux", "self-hosted"}})
 	if err != nil {
@@ -105,15 +91,10 @@ func BenchmarkWebhookToVMStart(b *testing.B) {
 		waitIdle()
 	}
 	b.StopTimer()
-	slices.Sort(lat)
-	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	b.ReportMetric(float64(q(0.50).Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(q(0.99).Microseconds())/1000, "p99-ms")
-	b.ReportMetric(float64(d.TotalCalls()-calls0)/float64(b.N), "api-calls/job")
+	reportLatency(b, d, calls0, lat)
 	if extra := len(f.hv.started); extra != 0 {
 		b.Fatalf("%d VMs started beyond one per job", extra)
 	}
-	b.Logf("%d deliveries: p50 %s, p99 %s, max %s; API calls %v", b.N, q(0.5), q(0.99), lat[len(lat)-1], d.Calls())
 }
 
 // BenchmarkWebhookBurst measures a burst: 1,000 signed workflow_job

@@ -73,3 +73,56 @@ func TestTwoOrgsEachWithItsInstallationAndBudget(t *testing.T) {
 		t.Fatalf("budgets left: acme %d, globex %d; want 0 and 2", a, g)
 	}
 }
+
+// The scale-set client's own calls to GitHub's REST API (here the
+// registration token behind its admin connection) spend the pool's
+// credential's budget like the driver's others, an App installation's or
+// a token's: once that budget is spent, the call fails at once without
+// being sent, rather than GitHub being asked again and again.
+func TestScaleSetClientCallsSpendTheInstallationBudget(t *testing.T) {
+	for _, cred := range []string{"app", "pat"} {
+		t.Run(cred, func(t *testing.T) {
+			e, acme := scaleSetEnvInst(t, envOptions{pats: []string{"ghp_acme"}})
+			client := func() *github.Client {
+				if cred == "pat" {
+					return e.pat("ghp_acme")
+				}
+				return e.app(func(o *github.Options) { o.InstallationID = acme })
+			}
+			scaleSetPool := func(c *github.Client) *github.Pool {
+				return e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"self-hosted"},
+					Demand: github.DemandScaleSet, PoolName: "small", HostID: "h1", MaxRunners: 2, ScaleSet: fastScaleSet})
+			}
+			c := client()
+			hooks := e.pool(c, github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"l"}})
+			e.d.SetRateLimit(2, time.Hour) // per credential
+			ctx := context.Background()
+			for i := range 2 { // the credential's two calls: spent
+				if _, err := hooks.Register(ctx, forge.RunnerSpec{Name: fmt.Sprint("fa-h-", i), Labels: []string{"l"}, Guest: guest}); err != nil {
+					t.Fatalf("register %d: %v", i, err)
+				}
+			}
+			if got := hooks.RateLimitRemaining(); got != 0 {
+				t.Fatalf("budget %d, want spent", got)
+			}
+			// A scale-set pool of the same credential, never listening (no
+			// queue notifier): Register makes its client, which asks for a
+			// registration token.
+			_, err := scaleSetPool(c).Register(ctx, forge.RunnerSpec{Name: "vm-1"})
+			if err == nil || !strings.Contains(err.Error(), "rate limit") {
+				t.Fatalf("register on a spent budget: %v", err)
+			}
+			if n := e.d.Calls()["actions/create-registration-token-for-org"]; n != 0 {
+				t.Fatalf("%d registration-token calls sent on the spent budget", n)
+			}
+			// Positive control: with a budget, the same pool registers.
+			e.d.SetRateLimit(5000, time.Hour)
+			if _, err := scaleSetPool(client()).Register(ctx, forge.RunnerSpec{Name: "vm-2"}); err != nil {
+				t.Fatalf("register with a budget: %v", err)
+			}
+			if n := e.d.Calls()["actions/create-registration-token-for-org"]; n != 1 {
+				t.Fatalf("%d registration-token calls, want 1", n)
+			}
+		})
+	}
+}

@@ -49,6 +49,14 @@ type jobState struct {
 	queuedAt   time.Time // GitHub's created_at
 	seen       time.Time // when a source last said this status
 	runner     string    // the runner that took it
+	// delivered marks news from a webhook delivery (observe's argument).
+	delivered bool
+	// checkWait and checkAfter space out the reconciler's reads of a job
+	// waiting for approval in a repository not polled: each read that
+	// finds it still waiting doubles the wait before the next (backOff);
+	// a delivery for the job starts again.
+	checkWait  time.Duration
+	checkAfter time.Time
 
 	// inQueue is its place in demand.queue while it is queued.
 	inQueue *list.Element
@@ -150,6 +158,9 @@ func (d *demand) observe(j jobState, now time.Time) (changed, told bool) {
 	if j.runner != "" {
 		cur.runner = j.runner
 	}
+	if j.delivered {
+		cur.checkWait, cur.checkAfter = 0, time.Time{}
+	}
 	cur.seen = now
 	if j.status == cur.status {
 		return false, false
@@ -160,6 +171,24 @@ func (d *demand) observe(j jobState, now time.Time) (changed, told bool) {
 		return false, false
 	}
 	return true, d.requeue(cur)
+}
+
+// maxWaitingCheck bounds the wait between two reads of a job held for
+// approval (demand.backOff): a lost approval is found within it.
+const maxWaitingCheck = 30 * time.Minute
+
+// backOff spaces out the reads of job id, still waiting for approval
+// after one at now: twice the last wait, at least two poll periods, at
+// most maxWaitingCheck (or one period, if longer).
+func (d *demand) backOff(id int64, now time.Time, period time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cur := d.jobs[id]
+	if cur == nil || cur.status != statusWaiting {
+		return
+	}
+	cur.checkWait = min(max(2*cur.checkWait, 2*period), max(maxWaitingCheck, period))
+	cur.checkAfter = now.Add(cur.checkWait)
 }
 
 // backToWaiting reports whether news of status to is a queued job held

@@ -86,6 +86,7 @@ type Client struct {
 	interval time.Duration
 	cancel   string // Options.CancelRuns, "" made "force"
 	secret   string
+	now      func() time.Time // the demand view's clock; tests fake it
 	demand   *demand
 	hooks    *forge.Verifier // reads and verifies deliveries
 
@@ -154,7 +155,7 @@ func New(o Options) (*Client, error) {
 	c := &Client{
 		name: o.Name, base: u, token: o.Token, appID: o.AppID, key: o.AppPrivateKey, instID: o.InstallationID,
 		retry: newRetryTransport(conn.Transport, o.Retry, log), conn: conn.Transport, retryOpt: o.Retry, log: log, interval: o.PollInterval, cancel: o.CancelRuns,
-		secret: o.WebhookSecret, demand: newDemand(), labels: map[string]string{}, budgets: map[int64]*retryTransport{},
+		secret: o.WebhookSecret, now: time.Now, demand: newDemand(), labels: map[string]string{}, budgets: map[int64]*retryTransport{},
 	}
 	c.demand.notify = c.notifyQueue
 	c.hooks = &forge.Verifier{Kind: "github", IDHeader: "X-GitHub-Delivery", Limit: maxWebhookBody, Log: log,

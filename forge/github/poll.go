@@ -65,7 +65,7 @@ func (p *Pool) QueuedJobs(ctx context.Context) ([]forge.Job, error) {
 func (p *Pool) Reconcile(ctx context.Context) error {
 	p.round.Lock()
 	defer p.round.Unlock()
-	start := time.Now()
+	start := p.c.now()
 	var errs []error
 	failed := map[string]bool{}
 	for _, repo := range p.repos {
@@ -92,10 +92,16 @@ func (p *Pool) Reconcile(ctx context.Context) error {
 	// A job held for approval whose approval (queued again) was lost or
 	// overtaken by a late "waiting": a poll of its repository finds it
 	// once its run is queued; without one, it is asked about.
-	check = append(check, p.c.demand.unconfirmed(statusWaiting, unpolled, start.Add(-p.c.interval), verifyBatchLimit)...)
+	// Such a job can wait for days: each read that finds it still
+	// waiting doubles the wait before the next (demand.backOff).
+	due := func(j *jobState) bool { return unpolled(j) && !j.checkAfter.After(start) }
+	check = append(check, p.c.demand.unconfirmed(statusWaiting, due, start.Add(-p.c.interval), verifyBatchLimit)...)
 	for _, j := range check {
 		if err := p.verify(ctx, j); err != nil {
 			errs = append(errs, err)
+		}
+		if j.status == statusWaiting {
+			p.c.demand.backOff(j.id, p.c.now(), p.c.interval)
 		}
 	}
 	err := errors.Join(errs...)
@@ -144,7 +150,7 @@ func (p *Pool) pollRun(ctx context.Context, owner, name string, runID int64) err
 			return fmt.Errorf("github: list jobs of run %d of %s/%s: %w", runID, owner, name, err)
 		}
 		for _, j := range jobs.Jobs {
-			p.c.demand.observe(jobFromAPI(owner+"/"+name, j), time.Now())
+			p.c.demand.observe(jobFromAPI(owner+"/"+name, j), p.c.now())
 		}
 		if resp.NextPage == 0 {
 			return nil
@@ -168,13 +174,13 @@ func (p *Pool) verify(ctx context.Context, j jobState) error {
 	got, _, err := p.gh.Actions.GetWorkflowJobByID(ctx, owner, name, j.id)
 	if isStatus(err, http.StatusNotFound) {
 		j.status = statusCompleted
-		p.c.demand.observe(j, time.Now())
+		p.c.demand.observe(j, p.c.now())
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("github: get job %d of %s: %w", j.id, j.repo, err)
 	}
-	p.c.demand.observe(jobFromAPI(j.repo, got), time.Now())
+	p.c.demand.observe(jobFromAPI(j.repo, got), p.c.now())
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,4 +190,49 @@ func TestApprovedJobHealsWithoutItsDelivery(t *testing.T) {
 	if n := e.d.Calls()["actions/get-job-for-workflow-run"]; n != 1 {
 		t.Fatalf("%d job reads, want 1: calls %v", n, e.d.Calls())
 	}
+}
+
+// A job held for approval in a repository not polled is read less and
+// less often while it waits: over ten simulated minutes of 1s rounds
+// (poll period 1s) a handful of reads, not one per period; a delivery
+// for the job starts the spacing again; a lost approval is still found.
+func TestWaitingJobReadsBackOff(t *testing.T) {
+	e, p, j := unpolledJob(t)
+	var at atomic.Int64
+	at.Store(time.Now().UnixNano())
+	github.SetNow(p, func() time.Time { return time.Unix(0, at.Load()) })
+	ctx := context.Background()
+	e.d.SetJobStatus(j.ID, "waiting", "") // delivered: held for approval
+	waitQueue(t, p, "")
+	reads := func() int { return e.d.Calls()["actions/get-job-for-workflow-run"] }
+	rounds := func(n int) {
+		for range n {
+			at.Add(int64(time.Second))
+			if err := p.Reconcile(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rounds(600)
+	// Reads at about 2, 4, 8, ... 512 s after the first: 9 or 10.
+	n := reads()
+	if n < 5 || n > 11 {
+		t.Fatalf("%d reads of a waiting job in 600 periods, want about log2(600)", n)
+	}
+	t.Logf("FIGURE %d reads of a waiting job in 600 periods", n)
+	// A delivery (it is still waiting) starts again: reads come soon.
+	before := reads()
+	sent, _, _ := e.d.Deliveries()
+	e.d.SetJobStatus(j.ID, "waiting", "")
+	waitFor(t, "the delivery", func() bool { n, _, _ := e.d.Deliveries(); return n > sent })
+	rounds(10)
+	if n := reads() - before; n < 2 {
+		t.Fatalf("%d reads in 10 periods after a delivery, want the spacing started again", n)
+	}
+	// The approval's delivery is lost: a read still finds it, within the
+	// back-off's bound.
+	e.d.SetWebhookFaults(1, 0)
+	e.d.SetJobStatus(j.ID, "queued", "")
+	rounds(int((30*time.Minute + 2*time.Second) / time.Second))
+	waitQueue(t, p, itoa(j.ID)+"=linux")
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -89,6 +90,14 @@ type scaleSetDemand struct {
 	// about 50s (the retrying client's overall timeout still bounds it).
 	poll *http.Transport
 
+	// setMu orders the scale set's existence: ensuring it and what
+	// follows in register (read-locked) against DeleteScaleSet (locked),
+	// so that a register under way cannot create it again once deleted.
+	setMu sync.RWMutex
+	// beforeCreate, when set (tests), runs before ensure creates the
+	// scale set.
+	beforeCreate func()
+
 	mu       sync.Mutex
 	client   *scaleset.Client
 	id       int // the scale set's id; 0: not ensured yet
@@ -139,14 +148,65 @@ func (c *Client) configURL(s Scope) string {
 	return u.String()
 }
 
-// retryable is a retrying HTTP client over tr, the forge's connection
-// or the session's.
+// retryable is a retrying HTTP client over tr: the forge's connection
+// through apiBudgets (scaleTransport), or the session's.
 func (s *scaleSetDemand) retryable(tr *http.Transport) *retryablehttp.Client {
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient.Transport = tr
 	rc.RetryWaitMin, rc.RetryWaitMax, rc.RetryMax = s.o.RetryWaitMin, s.o.RetryWaitMax, s.o.RetryMax
 	rc.Logger = nil // the scale-set client sets its own
 	return rc
+}
+
+// clientOptions are the scale-set client's options over tr.
+func (s *scaleSetDemand) clientOptions(tr *http.Transport) []scaleset.HTTPOption {
+	return []scaleset.HTTPOption{scaleset.WithRetryableHTTPClint(s.retryable(tr)), scaleset.WithLogger(s.quietLog())}
+}
+
+// apiBudgets sends the scale-set client's calls to GitHub's REST API
+// (an installation token, a registration token, the Actions service's
+// admin connection) on their credentials' rate budgets, as every other
+// call of the driver: an exhausted budget or a secondary limit is waited
+// for (or fails the call at once) there, not found out by sending. The
+// App's JWT (creating installation tokens, under app/) spends the App's;
+// the rest, the installation's (or the token's). Its calls to the
+// Actions service (another budget, and another host at github.com) go
+// to the connection (http.ErrSkipAltProtocol: see scaleTransport).
+type apiBudgets struct {
+	base              *url.URL // the REST API base, with a trailing slash
+	app, installation http.RoundTripper
+}
+
+// apiNamespaces are the first segments of the REST paths the scale-set
+// client calls.
+var apiNamespaces = []string{"app", "orgs", "repos", "enterprises", "actions"}
+
+func (a apiBudgets) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !strings.EqualFold(req.URL.Host, a.base.Host) || !strings.HasPrefix(req.URL.Path, a.base.Path) {
+		return nil, http.ErrSkipAltProtocol
+	}
+	first, _, _ := strings.Cut(strings.TrimPrefix(req.URL.Path, a.base.Path), "/")
+	switch {
+	case first == "app":
+		return a.app.RoundTrip(req)
+	case slices.Contains(apiNamespaces, first):
+		return a.installation.RoundTrip(req)
+	}
+	return nil, http.ErrSkipAltProtocol
+}
+
+// scaleTransport is the connection the scale-set client is given. The
+// client takes only an *http.Transport (it checks), so b is registered
+// on a copy of the forge's connection for both schemes, and what b does
+// not take the copy sends itself. The copy speaks HTTP/1.1: HTTP/2
+// would register itself for https in b's place.
+func (c *Client) scaleTransport(b apiBudgets) *http.Transport {
+	tr := c.conn.Clone()
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP1(true)
+	tr.RegisterProtocol("https", b)
+	tr.RegisterProtocol("http", b)
+	return tr
 }
 
 // scaleClient is the scale-set client, made on first use. It is made
@@ -176,12 +236,12 @@ func (s *scaleSetDemand) scaleClient(ctx context.Context) (*scaleset.Client, err
 func (s *scaleSetDemand) newScaleClient(ctx context.Context) (*scaleset.Client, error) {
 	c := s.p.c
 	info := scaleset.SystemInfo{System: "nixos-fireactions", Subsystem: "scaleset"}
-	opts := []scaleset.HTTPOption{scaleset.WithRetryableHTTPClint(s.retryable(s.p.c.conn)), scaleset.WithLogger(s.quietLog())}
 	var (
 		cl  *scaleset.Client
 		err error
 	)
 	if c.token != "" {
+		opts := s.clientOptions(c.scaleTransport(apiBudgets{base: c.base, app: c.retry, installation: c.retry}))
 		cl, err = scaleset.NewClientWithPersonalAccessToken(scaleset.NewClientWithPersonalAccessTokenConfig{
 			GitHubConfigURL: c.configURL(s.p.scope), PersonalAccessToken: c.token, SystemInfo: info}, opts...)
 	} else {
@@ -193,6 +253,7 @@ func (s *scaleSetDemand) newScaleClient(ctx context.Context) (*scaleset.Client, 
 				return nil, err
 			}
 		}
+		opts := s.clientOptions(c.scaleTransport(apiBudgets{base: c.base, app: c.retry, installation: c.installationBudget(inst)}))
 		cl, err = scaleset.NewClientWithGitHubApp(scaleset.ClientWithGitHubAppConfig{
 			GitHubConfigURL: c.configURL(s.p.scope), SystemInfo: info,
 			GitHubAppAuth: scaleset.GitHubAppAuth{ClientID: strconv.FormatInt(c.appID, 10), InstallationID: inst, PrivateKey: string(c.key)},
@@ -204,8 +265,16 @@ func (s *scaleSetDemand) newScaleClient(ctx context.Context) (*scaleset.Client, 
 	return cl, nil
 }
 
-// ensure creates the scale set, or updates its labels, and returns its id.
+// ensure creates the scale set, or updates its labels, and returns its
+// id; after DeleteScaleSet it refuses (ErrScaleSetDeleted). Callers hold
+// s.setMu read-locked.
 func (s *scaleSetDemand) ensure(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	deleted := s.deleted
+	s.mu.Unlock()
+	if deleted {
+		return 0, fmt.Errorf("github: scale set %s: %w", s.name, ErrScaleSetDeleted)
+	}
 	cl, err := s.scaleClient(ctx)
 	if err != nil {
 		return 0, err
@@ -224,6 +293,9 @@ func (s *scaleSetDemand) ensure(ctx context.Context) (int, error) {
 	}
 	switch {
 	case set == nil:
+		if s.beforeCreate != nil {
+			s.beforeCreate()
+		}
 		set, err = cl.CreateRunnerScaleSet(ctx, &scaleset.RunnerScaleSet{Name: s.name, RunnerGroupID: gid, Labels: want,
 			RunnerSetting: scaleset.RunnerSetting{DisableUpdate: true}})
 		if err != nil {

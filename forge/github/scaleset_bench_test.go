@@ -2,16 +2,11 @@ package github_test
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
-	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
 )
 
 // BenchmarkScaleSetToVMStart is BenchmarkWebhookToVMStart in scale-set
@@ -26,21 +21,7 @@ import (
 // message polls included.
 // Run: go test -run '^$' -bench ScaleSetToVMStart -benchtime 1000x ./forge/github
 func BenchmarkScaleSetToVMStart(b *testing.B) {
-	spec, err := testSpec()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var d *githubdouble.Double
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { d.ServeHTTP(w, r) }))
-	defer srv.Close()
-	d = githubdouble.New(githubdouble.Options{Spec: spec, Prefix: "/api/v3", AppID: appID, AppKey: &testKey().PublicKey,
-		RunnerURL: srv.URL + "/api/v3"})
-	d.AddInstallation("Organization", "acme")
-	c, err := github.New(github.Options{Name: "github", URL: srv.URL + "/api/v3", AppID: appID, AppPrivateKey: testKeyPEM(),
-		PollInterval: 2 * time.Minute})
-	if err != nil {
-		b.Fatal(err)
-	}
+	d, c := benchGitHub(b, "/api/v3", "")
 	p, err := c.Pool(github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"linux", "self-hosted"},
 		Demand: github.DemandScaleSet, PoolName: "bench", HostID: "t", MaxRunners: 4})
 	if err != nil {
@@ -86,18 +67,8 @@ func BenchmarkScaleSetToVMStart(b *testing.B) {
 		lat = append(lat, one())
 	}
 	b.StopTimer()
-	slices.Sort(lat)
-	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	b.ReportMetric(float64(q(0.50).Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(q(0.99).Microseconds())/1000, "p99-ms")
-	b.ReportMetric(float64(d.TotalCalls()-calls0)/float64(b.N), "api-calls/job")
+	reportLatency(b, d, calls0, lat)
 	if extra := len(f.hv.started); extra != 0 {
 		b.Fatalf("%d VMs started beyond one per job", extra)
 	}
-	var ops []string
-	for op, n := range d.Calls() {
-		ops = append(ops, op+"="+itoa(int64(n)))
-	}
-	slices.Sort(ops)
-	b.Logf("%d jobs: p50 %s, p99 %s, max %s; calls %s", b.N, q(0.5), q(0.99), lat[len(lat)-1], strings.Join(ops, " "))
 }

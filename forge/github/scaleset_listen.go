@@ -85,7 +85,9 @@ func (s *scaleSetDemand) run(ctx context.Context, done chan struct{}) {
 // listenOnce ensures the scale set, opens a session and listens until an
 // error or ctx ends; listened: a session was opened.
 func (s *scaleSetDemand) listenOnce(ctx context.Context) (listened bool, err error) {
+	s.setMu.RLock()
 	id, err := s.ensure(ctx)
+	s.setMu.RUnlock()
 	if err != nil {
 		return false, err
 	}

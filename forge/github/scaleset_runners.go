@@ -17,14 +17,14 @@ import (
 // of that name left by an attempt whose answer was lost is removed and
 // asked for once more; a runner of a failed attempt is removed.
 func (s *scaleSetDemand) register(ctx context.Context, spec forge.RunnerSpec) (*forge.Runner, error) {
+	// A VM started for a slot told before a delete must not create the
+	// scale set again: the delete waits for a register under way, and a
+	// register after it refuses (ensure).
+	s.setMu.RLock()
+	defer s.setMu.RUnlock()
 	s.mu.Lock()
-	id, deleted := s.id, s.deleted
+	id := s.id
 	s.mu.Unlock()
-	if deleted {
-		// A VM started for a slot told before the delete: registering
-		// would create the scale set again.
-		return nil, fmt.Errorf("github: register runner %s: scale set %s: %w", spec.Name, s.name, ErrScaleSetDeleted)
-	}
 	if id == 0 {
 		var err error
 		if id, err = s.ensure(ctx); err != nil {
@@ -96,8 +96,9 @@ func (s *scaleSetDemand) removeWith(ctx context.Context, cl *scaleset.Client, id
 
 // ErrScaleSetDeleted is Register's answer after DeleteScaleSet, until
 // the pool's listener starts again: the pool's scale set is gone and no
-// runner registers in it.
-var ErrScaleSetDeleted = errors.New("deleted by delete-scaleset; no runner registers until the pool's listener starts again")
+// runner registers in it. It is a forge.ErrDemandSourceDeleted.
+var ErrScaleSetDeleted = fmt.Errorf("%w (delete-scaleset); no runner registers until the pool's listener starts again",
+	forge.ErrDemandSourceDeleted)
 
 // DeleteScaleSet stops the pool's listener and deletes its scale set at
 // GitHub (jobs assigned to it and not started go back to GitHub's
@@ -123,6 +124,8 @@ func (p *Pool) DeleteScaleSet(ctx context.Context) (err error) {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
 	if err := s.deleteSet(ctx); err != nil {
 		return err
 	}

@@ -182,24 +182,7 @@ func (h *host) startVM() {
 // runUntil steps the hosts until every job is completed.
 func runUntil(t *testing.T, e *env, hosts ...*host) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		done := true
-		for _, j := range e.d.Jobs() {
-			done = done && j.Status == "completed"
-		}
-		if done {
-			for _, h := range hosts {
-				h.wg.Wait()
-			}
-			return
-		}
-		for _, h := range hosts {
-			h.step()
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("jobs not all completed: %+v; log:\n%s", e.d.Jobs(), e.log.String())
+	runUntilExcept(t, e, 0, hosts...)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -278,7 +261,8 @@ func TestScaleSetDemandRunsJobs(t *testing.T) {
 	e.noSecretsLogged()
 }
 
-// runUntilExcept is runUntil for all jobs but one left queued.
+// runUntilExcept is runUntil for all jobs but except (0: none), left
+// queued.
 func runUntilExcept(t *testing.T, e *env, except int64, hosts ...*host) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -554,8 +538,8 @@ func TestScaleSetDeleteClearsQueue(t *testing.T) {
 		t.Errorf("queued after the delete: %v", j)
 	}
 	_, err := h.p.Register(context.Background(), forge.RunnerSpec{Name: "vm-stale"})
-	if !errors.Is(err, github.ErrScaleSetDeleted) {
-		t.Errorf("register after the delete: %v, want ErrScaleSetDeleted", err)
+	if !errors.Is(err, github.ErrScaleSetDeleted) || !errors.Is(err, forge.ErrDemandSourceDeleted) {
+		t.Errorf("register after the delete: %v, want ErrScaleSetDeleted, a forge.ErrDemandSourceDeleted", err)
 	}
 	if sets := e.d.ScaleSets(); len(sets) != 0 {
 		t.Errorf("scale sets after the delete and a register: %+v", sets)
@@ -597,5 +581,53 @@ func TestScaleSetQueueAnswersDuringLookup(t *testing.T) {
 	}
 	if took := time.Since(start); took > 500*time.Millisecond {
 		t.Errorf("QueuedJobs took %v while the installation was looked up", took)
+	}
+}
+
+// A Register that found no scale set and is about to create one, racing
+// delete-scaleset, cannot create the deleted scale set again: the delete
+// waits for it, and deletes what it made.
+func TestScaleSetDeleteRacingRegister(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{})
+	p := e.pool(e.app(), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"self-hosted", "fa-small"},
+		Demand: github.DemandScaleSet, PoolName: "small", HostID: "h1", MaxRunners: 2, ScaleSet: fastScaleSet})
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	github.SetBeforeScaleSetCreate(p, func() {
+		once.Do(func() { close(reached); <-release })
+	})
+	ctx := context.Background()
+	registered := make(chan error, 1)
+	go func() {
+		_, err := p.Register(ctx, forge.RunnerSpec{Name: "vm-1"})
+		registered <- err
+	}()
+	select {
+	case <-reached:
+	case err := <-registered:
+		t.Fatalf("register ended before creating the scale set: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("register never reached the scale set's creation")
+	}
+	deleted := make(chan error, 1)
+	go func() { deleted <- p.DeleteScaleSet(ctx) }()
+	select {
+	case err := <-deleted: // the delete ran past the register under way
+		deleted <- err
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(release)
+	if err := <-deleted; err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	<-registered
+	if sets := e.d.ScaleSets(); len(sets) != 0 {
+		t.Fatalf("scale sets after delete-scaleset: %+v", sets)
+	}
+	if _, err := p.Register(ctx, forge.RunnerSpec{Name: "vm-2"}); !errors.Is(err, github.ErrScaleSetDeleted) {
+		t.Fatalf("register after the delete: %v, want ErrScaleSetDeleted", err)
+	}
+	if sets := e.d.ScaleSets(); len(sets) != 0 {
+		t.Fatalf("scale sets after a register following the delete: %+v", sets)
 	}
 }

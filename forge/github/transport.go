@@ -62,6 +62,9 @@ type retryTransport struct {
 	left      int       // X-RateLimit-Remaining; -1 unknown
 	reset     time.Time // X-RateLimit-Reset
 	holdUntil time.Time // a secondary limit's Retry-After
+	// strikes counts the secondary limits since the last answer that
+	// was none: each waits twice the one before (secondaryWait).
+	strikes int
 }
 
 // clock is the time the transport reads and waits by; tests fake it.
@@ -76,10 +79,27 @@ func newRetryTransport(next http.RoundTripper, o RetryOptions, log *slog.Logger)
 	return &retryTransport{next: next, o: o.withDefaults(), log: log, clock: wallClock, left: -1}
 }
 
-// secondaryWait is how long a secondary rate limit that names no
-// Retry-After is waited out: GitHub's docs say "wait for at least one
-// minute before retrying".
-const secondaryWait = time.Minute
+// secondaryWait and secondaryWaitMax bound how long a secondary rate
+// limit that names no Retry-After is waited out: GitHub's docs say "wait
+// for at least one minute before retrying" and, as limits repeat, "wait
+// an exponentially increasing amount of time between retries". The
+// first waits a minute, each one more twice as long, up to the most;
+// an answer that is neither a rate limit nor a 5xx starts again at a
+// minute.
+const (
+	secondaryWait    = time.Minute
+	secondaryWaitMax = 16 * time.Minute
+)
+
+// secondaryStrike counts a secondary limit and returns the wait it
+// takes without Retry-After.
+func (t *retryTransport) secondaryStrike() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d := secondaryWait << min(t.strikes, 10)
+	t.strikes++
+	return min(d, secondaryWaitMax)
+}
 
 func (t *retryTransport) remaining() int {
 	t.mu.Lock()
@@ -142,8 +162,9 @@ func (t *retryTransport) classify(ctx context.Context, resp *http.Response, err 
 	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"), t.clock.now())
 	switch code := resp.StatusCode; {
 	case code == http.StatusTooManyRequests || (code == http.StatusForbidden && (retryAfter > 0 || secondaryLimit(resp))):
-		if retryAfter == 0 { // GitHub's advice: until the reset, or at least a minute
-			retryAfter = secondaryWait
+		strike := t.secondaryStrike()
+		if retryAfter == 0 { // GitHub's advice: until the reset, or a minute and more each time
+			retryAfter = strike
 			if resp.Header.Get("X-RateLimit-Remaining") == "0" {
 				retryAfter = t.untilReset()
 			}
@@ -155,6 +176,9 @@ func (t *retryTransport) classify(ctx context.Context, resp *http.Response, err 
 	case code >= 500:
 		return backoff, resp.Status
 	}
+	t.mu.Lock()
+	t.strikes = 0
+	t.mu.Unlock()
 	return 0, ""
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +94,39 @@ func TestSecondaryLimitWithoutRetryAfterWaitsAMinute(t *testing.T) {
 				t.Fatalf("waited %v for a refusal", waited)
 			}
 		})
+	}
+}
+
+// Secondary limits one after another without Retry-After wait longer
+// each time (GitHub: "wait an exponentially increasing amount of time
+// between retries"): 1, 2, 4 minutes; an answer that is no limit starts
+// again at a minute.
+func TestRepeatedSecondaryLimitsBackOff(t *testing.T) {
+	fc := &fakeClock{at: time.Unix(1_700_000_000, 0)}
+	limited := answer(http.StatusForbidden, secondaryBody, "X-RateLimit-Remaining", "4999")
+	next := &answers{list: []func() *http.Response{limited, limited, limited, answer(http.StatusOK, "ok"), limited, answer(http.StatusOK, "ok")}}
+	tr := newRetryTransport(next, RetryOptions{Backoff: time.Millisecond, MaxWait: time.Hour}, slog.New(slog.DiscardHandler))
+	tr.clock = fc.clock()
+	for i := range 2 {
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "https://api.github.invalid/orgs/acme/actions/runners", nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("call %d: %d", i, resp.StatusCode)
+		}
+	}
+	want := []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, time.Minute}
+	if !slices.Equal(fc.slept, want) {
+		t.Fatalf("waits %v, want %v", fc.slept, want)
+	}
+	// Capped: many in a row never wait more than secondaryWaitMax.
+	for range 12 {
+		tr.secondaryStrike()
+	}
+	if d := tr.secondaryStrike(); d != secondaryWaitMax {
+		t.Fatalf("wait after many limits %v, want the cap %v", d, secondaryWaitMax)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
-	"time"
 
 	gh "github.com/google/go-github/v93/github"
 
@@ -88,8 +87,8 @@ func (c *Client) observeDelivery(ev *gh.WorkflowJobEvent, enterprise string) (ch
 	j := ev.WorkflowJob
 	changed, told = c.demand.observe(jobState{
 		id: j.GetID(), repo: repo, enterprise: enterprise, labels: j.Labels, status: st,
-		queuedAt: j.GetCreatedAt().Time, runner: j.GetRunnerName(),
-	}, time.Now())
+		queuedAt: j.GetCreatedAt().Time, runner: j.GetRunnerName(), delivered: true,
+	}, c.now())
 	if changed {
 		return true, told, "queue changed"
 	}
