@@ -137,6 +137,7 @@ func BenchmarkThousandVMs(b *testing.B) {
 	var idle, busyPass, afterBusy []time.Duration
 	var durable []time.Duration
 	var rss, heap, threads []float64
+	var idleAllocs []float64 // heap allocations per idle pass (the whole process's)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	for i := 0; i < b.N; i++ {
@@ -162,9 +163,12 @@ func BenchmarkThousandVMs(b *testing.B) {
 		rss = append(rss, float64(procStatus(b, "VmRSS"))/(1<<20))
 		b.StartTimer()
 
+		before := ms.Mallocs
 		for range passes {
 			idle = append(idle, r.pass(ctx))
 		}
+		runtime.ReadMemStats(&ms)
+		idleAllocs = append(idleAllocs, float64(ms.Mallocs-before)/passes)
 		// Every runner takes its job: the forge says all 1,000 are busy.
 		r.forge.mu.Lock()
 		for _, fr := range r.forge.runners {
@@ -202,6 +206,7 @@ func BenchmarkThousandVMs(b *testing.B) {
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	b.ReportMetric(ms(quantile(idle, 0.5)), "idle-p50-ms")
 	b.ReportMetric(ms(quantile(idle, 0.99)), "idle-p99-ms")
+	b.ReportMetric(slices.Max(idleAllocs), "idle-allocs/pass")
 	b.ReportMetric(ms(quantile(busyPass, 0.5)), "busy-pass-p50-ms")
 	b.ReportMetric(ms(slices.Max(busyPass)), "busy-pass-max-ms")
 	b.ReportMetric(ms(quantile(afterBusy, 0.99)), "after-busy-p99-ms")

@@ -109,6 +109,10 @@ func (r Record) GoString() string { return fmt.Sprintf("%#v", r.redacted()) }
 // without it, or whose record names another VM, is not the store's.
 const recordFile = "state.json"
 
+// tmpRecordFile is a record being written, before its rename over
+// recordFile; a VM's writes are one at a time (its record lock).
+const tmpRecordFile = "." + recordFile + ".tmp"
+
 // idPattern is what a VM id looks like (the orchestrator makes 12 hex
 // digits); only directories named so are the store's.
 var idPattern = regexp.MustCompile(`^[0-9a-z][0-9a-z-]{0,63}$`)
@@ -223,17 +227,17 @@ func (s *Store) Create(r *Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s.wrote(r)
-	if err := writeRecord(tmp, r); err != nil {
+	// The directory is the Create's alone until renamed: the record goes
+	// in under its own name, no temporary file.
+	f, err := writeFile(filepath.Join(tmp, recordFile), r, os.O_EXCL)
+	if err != nil {
 		os.RemoveAll(tmp)
 		return err
 	}
 	// Rename does not replace a directory that holds anything: a VM
-	// directory made meanwhile stays.
-	if err := os.Rename(tmp, s.Dir(r.ID)); err != nil {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("vm %s: create directory: %w", r.ID, err)
-	}
-	if err := syncDir(s.dir); err != nil {
+	// directory made meanwhile stays (the rename fails).
+	c := commit{file: f, newDir: tmp, from: tmp, to: s.Dir(r.ID), dir: s.dir}
+	if err := c.do(); err != nil {
 		return fmt.Errorf("vm %s: create directory: %w", r.ID, err)
 	}
 	l.seq, l.read = r.Seq, true
@@ -266,44 +270,49 @@ func (s *Store) Save(r *Record) error {
 		return nil // a newer record is saved already
 	}
 	s.wrote(r)
-	if err := writeRecord(s.Dir(r.ID), r); err != nil {
+	if err := s.writeRecord(s.Dir(r.ID), r); err != nil {
 		return err
 	}
 	l.seq = r.Seq
 	return nil
 }
 
-// writeRecord writes r as dir's record: a temporary file of its own,
-// synced, renamed over the record, and the directory synced.
-func writeRecord(dir string, r *Record) error {
-	r.Updated = time.Now().UTC()
-	b, err := json.MarshalIndent(r, "", "  ")
+// writeRecord writes r as dir's record, durably: a temporary file,
+// synced, renamed over the record, and the directory synced. The caller
+// holds the VM's record lock, so the temporary file's name is the
+// write's alone (one a crash left is written over).
+func (s *Store) writeRecord(dir string, r *Record) error {
+	tmp := filepath.Join(dir, tmpRecordFile)
+	f, err := writeFile(tmp, r, os.O_TRUNC)
 	if err != nil {
-		return fmt.Errorf("vm %s: encode state: %w", r.ID, err)
+		return err
 	}
-	f, err := os.CreateTemp(dir, "."+recordFile+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = syncFile(f)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, recordFile))
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
-	}
-	if err := syncDir(dir); err != nil {
+	c := commit{file: f, from: tmp, to: filepath.Join(dir, recordFile), dir: dir}
+	if err := c.do(); err != nil {
 		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
 	}
 	return nil
+}
+
+// writeFile creates path (mode 0600; flag adds O_EXCL or O_TRUNC) and
+// writes r in it, not synced: the file is returned open for its
+// commit to sync.
+func writeFile(path string, r *Record, flag int) (*os.File, error) {
+	r.Updated = time.Now().UTC()
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("vm %s: encode state: %w", r.ID, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|flag, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("vm %s: write state: %w", r.ID, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("vm %s: write state: %w", r.ID, err)
+	}
+	return f, nil
 }
 
 // syncDir makes the names in dir durable.
