@@ -229,7 +229,7 @@ func (s *Store) Create(r *Record) error {
 	s.wrote(r)
 	// The directory is the Create's alone until renamed: the record goes
 	// in under its own name, no temporary file.
-	f, err := writeFile(filepath.Join(tmp, recordFile), r, os.O_EXCL)
+	f, err := writeFile(filepath.Join(tmp, recordFile), r)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return err
@@ -280,10 +280,15 @@ func (s *Store) Save(r *Record) error {
 // writeRecord writes r as dir's record, durably: a temporary file,
 // synced, renamed over the record, and the directory synced. The caller
 // holds the VM's record lock, so the temporary file's name is the
-// write's alone (one a crash left is written over).
+// write's alone.
 func (s *Store) writeRecord(dir string, r *Record) error {
 	tmp := filepath.Join(dir, tmpRecordFile)
-	f, err := writeFile(tmp, r, os.O_TRUNC)
+	// One a crash left goes first: the new one is made, never opened
+	// (O_EXCL follows no link put in its place).
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
+	}
+	f, err := writeFile(tmp, r)
 	if err != nil {
 		return err
 	}
@@ -294,16 +299,16 @@ func (s *Store) writeRecord(dir string, r *Record) error {
 	return nil
 }
 
-// writeFile creates path (mode 0600; flag adds O_EXCL or O_TRUNC) and
-// writes r in it, not synced: the file is returned open for its
+// writeFile creates path (mode 0600; it must not exist) and writes r in
+// it, not synced: the file is returned open for its
 // commit to sync.
-func writeFile(path string, r *Record, flag int) (*os.File, error) {
+func writeFile(path string, r *Record) (*os.File, error) {
 	r.Updated = time.Now().UTC()
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("vm %s: encode state: %w", r.ID, err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|flag, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("vm %s: write state: %w", r.ID, err)
 	}
