@@ -270,7 +270,7 @@ func (s *Store) Save(r *Record) error {
 		return nil // a newer record is saved already
 	}
 	s.wrote(r)
-	if err := s.writeRecord(s.Dir(r.ID), r); err != nil {
+	if err := writeRecord(s.Dir(r.ID), r); err != nil {
 		return err
 	}
 	l.seq = r.Seq
@@ -281,7 +281,7 @@ func (s *Store) Save(r *Record) error {
 // synced, renamed over the record, and the directory synced. The caller
 // holds the VM's record lock, so the temporary file's name is the
 // write's alone.
-func (s *Store) writeRecord(dir string, r *Record) error {
+func writeRecord(dir string, r *Record) error {
 	tmp := filepath.Join(dir, tmpRecordFile)
 	// One a crash left goes first: the new one is made, never opened
 	// (O_EXCL follows no link put in its place).
@@ -300,8 +300,7 @@ func (s *Store) writeRecord(dir string, r *Record) error {
 }
 
 // writeFile creates path (mode 0600; it must not exist) and writes r in
-// it, not synced: the file is returned open for its
-// commit to sync.
+// it, not synced: the file is returned open for its commit to sync.
 func writeFile(path string, r *Record) (*os.File, error) {
 	r.Updated = time.Now().UTC()
 	b, err := json.MarshalIndent(r, "", "  ")
