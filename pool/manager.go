@@ -80,12 +80,15 @@ type Manager struct {
 	unserved     map[string]bool                         // job ids already logged as unservable
 	waiting      map[waitKey]*queuedJob                  // jobs seen queued, by forge key and id; the Run goroutine's
 	runnerStates map[string]map[string]forge.RunnerState // the last full pass's, by forge key and runner name; the Run goroutine's
-	pass         uint64                                  // full reconcile passes, to mark the jobs a pass saw
-	demand       *demandInbox                            // queue changes and freed VMs told since the Run goroutine last looked
-	notifiers    map[forge.QueueNotifier]bool            // drivers told where to send their queue changes; guarded by mu
-	obs          Observer
-	removals     map[string]*removal // runner removals still to be confirmed, by vm id
-	retrying     bool                // a pass over removals runs
+	// passVMs, passIdle: the Run goroutine's lists of VMs, kept from
+	// pass to pass so that a pass allocates none.
+	passVMs, passIdle []*vm
+	pass              uint64                       // full reconcile passes, to mark the jobs a pass saw
+	demand            *demandInbox                 // queue changes and freed VMs told since the Run goroutine last looked
+	notifiers         map[forge.QueueNotifier]bool // drivers told where to send their queue changes; guarded by mu
+	obs               Observer
+	removals          map[string]*removal // runner removals still to be confirmed, by vm id
+	retrying          bool                // a pass over removals runs
 	// removing is held by a pass over removals and by a drain's last
 	// try: one runner is never removed twice at once.
 	removing sync.Mutex
@@ -356,7 +359,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 // again, on its own goroutine.
 func (m *Manager) resaveRecords() {
 	m.mu.Lock()
-	vms := make([]*vm, 0, len(m.vms))
+	vms := m.passVMs[:0]
 	for _, v := range m.vms {
 		vms = append(vms, v)
 	}
@@ -364,6 +367,8 @@ func (m *Manager) resaveRecords() {
 	for _, v := range vms {
 		v.resave()
 	}
+	clear(vms) // no VM kept alive by the list
+	m.passVMs = vms
 }
 
 func (m *Manager) logUnserved(jobs []forge.Job) {
@@ -437,9 +442,15 @@ func queuedSince(j forge.Job, now time.Time) time.Time {
 
 func (m *Manager) reconcilePool(ctx context.Context, p *pool, runners map[string]forge.RunnerState) {
 	var c counts
-	var idle []*vm
+	idle := m.passIdle[:0]
 	starting := 0 // VMs not yet ready
-	for _, v := range m.poolVMs(p) {
+	vms := m.appendPoolVMs(m.passVMs[:0], p)
+	defer func() {
+		clear(vms) // no VM kept alive by the lists
+		clear(idle)
+		m.passVMs, m.passIdle = vms, idle
+	}()
+	for _, v := range vms {
 		ph := v.phase()
 		if st, ok := runners[v.runnerName()]; ok && ph == vmstate.Booting && v.adopted && (st.Online || st.Busy) {
 			// Adopted while booting: what its agent reported while no
@@ -594,10 +605,12 @@ func (m *Manager) succeeded(p *pool) {
 
 // poolVMs are the VMs of p (not of an earlier pool of the same name that
 // a reload replaced).
-func (m *Manager) poolVMs(p *pool) []*vm {
+func (m *Manager) poolVMs(p *pool) []*vm { return m.appendPoolVMs(nil, p) }
+
+// appendPoolVMs appends the VMs of p to out.
+func (m *Manager) appendPoolVMs(out []*vm, p *pool) []*vm {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []*vm
 	for _, v := range m.vms {
 		if v.pool == p {
 			out = append(out, v)

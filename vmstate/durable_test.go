@@ -221,3 +221,38 @@ func TestRemoveCutShortLeavesNoRecordlessVMDirectory(t *testing.T) {
 		t.Fatalf("left after RemoveUnfinished: %v", entries)
 	}
 }
+
+// A Save's temporary file has one name per VM: whatever is found under
+// it (a crash's leftover, or a link someone with a hand in the VM's
+// directory put there) is replaced, never opened, so no link makes the
+// store write elsewhere.
+func TestSaveFollowsNoLinkAtItsTemporaryName(t *testing.T) {
+	base := t.TempDir()
+	s, err := Open(filepath.Join(base, "vms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(&Record{ID: "l1nk", Pool: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(base, "elsewhere")
+	if err := os.WriteFile(target, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(s.Dir("l1nk"), tmpRecordFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(&Record{ID: "l1nk", Pool: "p", Phase: Idle}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		t.Fatalf("the save wrote through a link at its temporary name: %q", b)
+	}
+	list, err := s.List()
+	if err != nil || len(list) != 1 || list[0].Phase != Idle {
+		t.Fatalf("record after the save: %v, %v", list, err)
+	}
+	if fi, err := os.Lstat(filepath.Join(s.Dir("l1nk"), recordFile)); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("the record is not a regular file: %v, %v", fi, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -62,6 +63,12 @@ func TestSaveSyncsFileAndDirectory(t *testing.T) {
 	}
 	if err := s.Create(&Record{ID: "sync1", Pool: "p"}); err != nil {
 		t.Fatal(err)
+	}
+	// The record, the new directory holding its name (a temporary one,
+	// renamed into place after), then the state directory holding the
+	// VM directory's name.
+	if len(synced) != 3 || synced[0] != "state.json" || !strings.HasPrefix(synced[1], newDirPrefix+"sync1-") || synced[2] != filepath.Base(base) {
+		t.Fatalf("Create synced %v, want the record, its new directory, then the state directory", synced)
 	}
 	synced = nil
 	if err := s.Save(&Record{ID: "sync1", Pool: "p", Phase: Idle}); err != nil {

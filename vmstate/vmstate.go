@@ -109,6 +109,10 @@ func (r Record) GoString() string { return fmt.Sprintf("%#v", r.redacted()) }
 // without it, or whose record names another VM, is not the store's.
 const recordFile = "state.json"
 
+// tmpRecordFile is a record being written, before its rename over
+// recordFile; a VM's writes are one at a time (its record lock).
+const tmpRecordFile = "." + recordFile + ".tmp"
+
 // idPattern is what a VM id looks like (the orchestrator makes 12 hex
 // digits); only directories named so are the store's.
 var idPattern = regexp.MustCompile(`^[0-9a-z][0-9a-z-]{0,63}$`)
@@ -223,17 +227,17 @@ func (s *Store) Create(r *Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s.wrote(r)
-	if err := writeRecord(tmp, r); err != nil {
+	// The directory is the Create's alone until renamed: the record goes
+	// in under its own name, no temporary file.
+	f, err := writeFile(filepath.Join(tmp, recordFile), r)
+	if err != nil {
 		os.RemoveAll(tmp)
 		return err
 	}
 	// Rename does not replace a directory that holds anything: a VM
-	// directory made meanwhile stays.
-	if err := os.Rename(tmp, s.Dir(r.ID)); err != nil {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("vm %s: create directory: %w", r.ID, err)
-	}
-	if err := syncDir(s.dir); err != nil {
+	// directory made meanwhile stays (the rename fails).
+	c := commit{file: f, newDir: tmp, from: tmp, to: s.Dir(r.ID), dir: s.dir}
+	if err := c.do(); err != nil {
 		return fmt.Errorf("vm %s: create directory: %w", r.ID, err)
 	}
 	l.seq, l.read = r.Seq, true
@@ -273,37 +277,46 @@ func (s *Store) Save(r *Record) error {
 	return nil
 }
 
-// writeRecord writes r as dir's record: a temporary file of its own,
-// synced, renamed over the record, and the directory synced.
+// writeRecord writes r as dir's record, durably: a temporary file,
+// synced, renamed over the record, and the directory synced. The caller
+// holds the VM's record lock, so the temporary file's name is the
+// write's alone.
 func writeRecord(dir string, r *Record) error {
-	r.Updated = time.Now().UTC()
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("vm %s: encode state: %w", r.ID, err)
-	}
-	f, err := os.CreateTemp(dir, "."+recordFile+".*.tmp")
-	if err != nil {
+	tmp := filepath.Join(dir, tmpRecordFile)
+	// One a crash left goes first: the new one is made, never opened
+	// (O_EXCL follows no link put in its place).
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
 	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = syncFile(f)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, recordFile))
-	}
+	f, err := writeFile(tmp, r)
 	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
+		return err
 	}
-	if err := syncDir(dir); err != nil {
+	c := commit{file: f, from: tmp, to: filepath.Join(dir, recordFile), dir: dir}
+	if err := c.do(); err != nil {
 		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
 	}
 	return nil
+}
+
+// writeFile creates path (mode 0600; it must not exist) and writes r in
+// it, not synced: the file is returned open for its commit to sync.
+func writeFile(path string, r *Record) (*os.File, error) {
+	r.Updated = time.Now().UTC()
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("vm %s: encode state: %w", r.ID, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("vm %s: write state: %w", r.ID, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("vm %s: write state: %w", r.ID, err)
+	}
+	return f, nil
 }
 
 // syncDir makes the names in dir durable.

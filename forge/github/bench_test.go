@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/forge/github"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // BenchmarkWebhookToVMStart measures, per workflow_job delivery, the time
@@ -164,7 +164,7 @@ func BenchmarkWebhookBurst(b *testing.B) {
 		}
 		<-f.hv.started
 		b.StartTimer()
-		start, cpu0 := time.Now(), cpuTime(b)
+		start, cpu0 := time.Now(), hosttest.CPUTime(b)
 		errs := make(chan error, senders)
 		for s := 0; s < senders; s++ {
 			go func() {
@@ -190,7 +190,7 @@ func BenchmarkWebhookBurst(b *testing.B) {
 				b.Fatalf("%d of %d VMs started", got, jobs)
 			}
 		}
-		elapsed, used := time.Since(start), cpuTime(b)-cpu0
+		elapsed, used := time.Since(start), hosttest.CPUTime(b)-cpu0
 		b.StopTimer()
 		total += elapsed
 		cpu += used
@@ -206,13 +206,4 @@ func BenchmarkWebhookBurst(b *testing.B) {
 	// double) per start: what the rate would be on 2 idle cores is about
 	// 2 s / this, whatever else shares the machine.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(jobs*b.N), "cpu-µs/start")
-}
-
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
