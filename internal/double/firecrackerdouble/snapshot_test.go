@@ -1,11 +1,16 @@
 package firecrackerdouble
 
 import (
+	"context"
+	"errors"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker"
 )
 
 // snapshotted is a started fixture paused and snapshotted into dir's
@@ -96,4 +101,50 @@ func TestTheDoubleRefusesSnapshotRequestsFirecrackerRefuses(t *testing.T) {
 			t.Fatalf("loaded with resume_vm: state %q, want Running", got)
 		}
 	})
+}
+
+// TestTheDriversSnapshotCallsPassTheDouble: the driver's client pauses,
+// snapshots, and loads into a fresh process (with its own TAP through
+// network_overrides) as Firecracker takes it; its create on a running
+// microVM is refused with Firecracker's reason.
+func TestTheDriversSnapshotCallsPassTheDouble(t *testing.T) {
+	ctx := context.Background()
+	serve := func(f *fixture) *firecracker.Client {
+		sock := filepath.Join(t.TempDir(), "api.sock")
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: f.srv}
+		go srv.Serve(l)
+		t.Cleanup(func() { srv.Close() })
+		c := firecracker.NewClient(sock, 0)
+		t.Cleanup(c.Close)
+		return c
+	}
+	f := newFixture(t)
+	startedFixture(f)
+	c := serve(f)
+	dir := t.TempDir()
+	create := firecracker.SnapshotCreate{SnapshotPath: filepath.Join(dir, "vm.snap"), MemFilePath: filepath.Join(dir, "vm.mem"), SnapshotType: "Full"}
+	var apiErr *firecracker.APIError
+	if err := c.CreateSnapshot(ctx, create); !errors.As(err, &apiErr) || apiErr.Fault != faultNotPaused {
+		t.Fatalf("create on a running microVM: %v", err)
+	}
+	if err := c.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateSnapshot(ctx, create); err != nil {
+		t.Fatal(err)
+	}
+	g := newFixture(t)
+	load := firecracker.SnapshotLoad{SnapshotPath: create.SnapshotPath, ResumeVM: true,
+		MemBackend:       firecracker.MemoryBackend{BackendType: "File", BackendPath: create.MemFilePath},
+		NetworkOverrides: []firecracker.NetworkOverride{{IfaceID: "eth0", HostDevName: "fatap0"}}}
+	if err := serve(g).LoadSnapshot(ctx, load); err != nil {
+		t.Fatal(err)
+	}
+	if g.srv.state() != "Running" {
+		t.Fatalf("loaded with resume_vm: %s", g.srv.state())
+	}
 }
