@@ -106,7 +106,7 @@ func readConsole(p string) string {
 }
 
 // hostKernel is the Debian cloud kernel the test guest boots.
-func hostKernel(t *testing.T) string {
+func hostKernel(t testing.TB) string {
 	t.Helper()
 	ks, _ := filepath.Glob("/boot/vmlinuz-*-cloud-amd64")
 	if len(ks) == 0 {
@@ -141,7 +141,7 @@ func guestInitramfs(t *testing.T, dst string) {
 }
 
 // buildGuest builds the static test guest program pkg and returns its path.
-func buildGuest(t *testing.T, pkg string) string {
+func buildGuest(t testing.TB, pkg string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "init")
 	cmd := exec.Command("go", "build", "-o", bin, pkg)

@@ -127,7 +127,7 @@ func TestRestoresOfOneTemplateAreEachTheirOwn(t *testing.T) {
 }
 
 // waitConsole waits for want on m's console.
-func waitConsole(t *testing.T, m vmm.Machine, log, want string, within time.Duration) {
+func waitConsole(t testing.TB, m vmm.Machine, log, want string, within time.Duration) {
 	t.Helper()
 	for deadline := time.Now().Add(within); !strings.Contains(readConsole(log), want); time.Sleep(50 * time.Millisecond) {
 		select {
@@ -143,7 +143,7 @@ func waitConsole(t *testing.T, m vmm.Machine, log, want string, within time.Dura
 
 // warmInitramfs writes an initramfs whose /init is testdata/warmguest,
 // with the kernel's virtio-serial modules in /mod.
-func warmInitramfs(t *testing.T, kernel, dst string) {
+func warmInitramfs(t testing.TB, kernel, dst string) {
 	t.Helper()
 	bin := buildGuest(t, "./testdata/warmguest")
 	var buf bytes.Buffer
@@ -173,7 +173,7 @@ func warmInitramfs(t *testing.T, kernel, dst string) {
 }
 
 // tap creates a TAP named for the test and name, removed after.
-func tap(t *testing.T, name string) string {
+func tap(t testing.TB, name string) string {
 	t.Helper()
 	dev := fmt.Sprintf("fq%s%d", name, os.Getpid()%1000000)
 	if out, err := exec.Command("ip", "tuntap", "add", "dev", dev, "mode", "tap").CombinedOutput(); err != nil {
