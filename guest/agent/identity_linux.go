@@ -53,6 +53,7 @@ func ReadIdentityLine(ctx context.Context, dev string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("identity port: %w", err)
 		}
+		line = line[:0] // what a host that went away left unfinished is not its line
 		for {
 			n, err := f.Read(buf)
 			line = append(line, buf[:n]...)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,39 +25,16 @@ import (
 //
 //	go test -run '^$' -bench ColdBootVsRestore -benchtime 3x ./vmm/qemu/
 func BenchmarkColdBootVsRestore(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Fatal("needs root: the guests' TAPs")
-	}
-	kernel := hostKernel(b)
-	archive := filepath.Join(b.TempDir(), "warm.cpio")
-	warmInitramfs(b, kernel, archive)
-	d := &Driver{Binary: "qemu-system-x86_64", Accel: AccelTCG}
 	ctx := context.Background()
+	r := newWarmRig(b)
+	state := r.template(ctx)
+	d := r.d
 	n := 0
-	spec := func() vmm.Spec {
-		n++
-		dir := b.TempDir()
-		return vmm.Spec{
-			ID: fmt.Sprintf("qbench%d-%d", n, os.Getpid()), Dir: dir, Kernel: kernel, Initramfs: archive,
-			VCPUs: 1, MemoryMiB: 128, TAP: tap(b, fmt.Sprintf("b%d", n)), MAC: "02:00:00:00:02:01",
-			ConsoleLog: filepath.Join(dir, "console.log"), Identity: filepath.Join(dir, "identity.sock"),
-		}
-	}
-	tpl := spec()
-	m, err := d.Start(ctx, tpl)
-	if err != nil {
-		b.Fatal(err)
-	}
-	waitConsole(b, m, tpl.ConsoleLog, "warmguest: waiting for identity on \"/dev/vport", 4*time.Minute)
-	state := filepath.Join(b.TempDir(), "state")
-	if err := m.(vmm.Warm).SaveState(ctx, state); err != nil {
-		b.Fatal(err)
-	}
-	m.Kill(ctx)
 
 	// one VM to its identity report; returns the time and its QEMU's PSS.
 	one := func(restore bool) (time.Duration, int64) {
-		s := spec()
+		n++
+		s := r.spec(fmt.Sprintf("b%d", n))
 		if restore {
 			s.Restore = state
 		}

@@ -139,10 +139,11 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	// has returned: it gets the file open, as its fd 3, so the caller may
 	// remove the file's name at once (see vmm.Hypervisor). The machine
 	// keeps it open too, to empty it once the guest has read it.
-	// A restore's initramfs is its template's, shared and without a
-	// secret: read only, never emptied.
+	// A template's or a restore's initramfs (a VM with an identity
+	// channel) is the pool's, shared and without a secret: read only,
+	// never emptied, for every restore's QEMU loads it again.
 	mode := os.O_RDWR
-	if spec.Restore != "" {
+	if spec.Identity != "" {
 		mode = os.O_RDONLY
 	}
 	initrd, err := os.OpenFile(spec.Initramfs, mode, 0)
@@ -179,8 +180,8 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		initrd.Close()
 		return nil, fmt.Errorf("qemu: vm %s: start %s: %w", spec.ID, d.Binary, err)
 	}
-	if spec.Restore != "" {
-		m.closeInitrd() // nothing to release: the template's, not the VM's
+	if spec.Identity != "" {
+		m.closeInitrd() // nothing to release: the pool's, not the VM's
 	}
 	m.Started = p
 	return m, nil

@@ -108,7 +108,7 @@ func (m *machine) Resume(ctx context.Context) error {
 	for {
 		st, err := q.status(ctx)
 		if err != nil {
-			return fmt.Errorf("qemu: restore: %w", err)
+			return fmt.Errorf("qemu: restore: %w", m.endedLoading(err))
 		}
 		if st == "paused" || st == "running" {
 			break
@@ -130,6 +130,18 @@ func (m *machine) Resume(ctx context.Context) error {
 	return nil
 }
 
+// endedLoading is err, or, when QEMU ended meanwhile (a state it could
+// not load: truncated, or another version's), that: its console has
+// QEMU's word ("load of migration failed").
+func (m *machine) endedLoading(err error) error {
+	select {
+	case <-m.Done():
+		return fmt.Errorf("QEMU ended loading the saved state (%v); see the VM's console", m.Err())
+	case <-time.After(2 * time.Second):
+		return err
+	}
+}
+
 // SendIdentity implements vmm.Warm: one line on the identity port.
 func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 	if m.identity == "" {
@@ -144,9 +156,8 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 		return fmt.Errorf("qemu: send identity: %w", err)
 	}
 	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	if _, err := c.Write(append(bytes.Clone(b), '\n')); err != nil {
 		return fmt.Errorf("qemu: send identity: %w", err)
 	}

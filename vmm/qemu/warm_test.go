@@ -28,38 +28,12 @@ import (
 // different boot ids and random bytes. The two given none are the
 // control: what restores share without the reseed.
 func TestRestoresOfOneTemplateAreEachTheirOwn(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root: the guests' TAPs (make test runs as root)")
-	}
-	kernel := hostKernel(t)
-	archive := filepath.Join(t.TempDir(), "warm.cpio")
-	warmInitramfs(t, kernel, archive)
-	d := &Driver{Binary: "qemu-system-x86_64", Accel: AccelTCG}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	spec := func(name string) vmm.Spec {
-		dir := t.TempDir()
-		return vmm.Spec{
-			ID: fmt.Sprintf("qwarm%s%d", name, os.Getpid()), Dir: dir, Kernel: kernel, Initramfs: archive,
-			VCPUs: 1, MemoryMiB: 128, TAP: tap(t, "w"+name), MAC: "02:00:00:00:01:01",
-			ConsoleLog: filepath.Join(dir, "console.log"), Identity: filepath.Join(dir, "identity.sock"),
-		}
-	}
-	tpl := spec("t")
-	m, err := d.Start(ctx, tpl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Kill(context.Background()) })
-	waitConsole(t, m, tpl.ConsoleLog, "warmguest: waiting for identity on \"/dev/vport", 4*time.Minute)
-	state := filepath.Join(t.TempDir(), "state")
-	t0 := time.Now()
-	if err := m.(vmm.Warm).SaveState(ctx, state); err != nil {
-		t.Fatal(err)
-	}
-	st, _ := os.Stat(state)
-	t.Logf("FIGURE template saved in %v, %d bytes", time.Since(t0).Round(time.Millisecond), st.Size())
-	_ = m.Kill(ctx)
+	r := newWarmRig(t)
+	spec := func(name string) vmm.Spec { return r.spec(name) }
+	state := r.template(ctx)
+	d := r.d
 
 	seeds := map[string]bool{"a": true, "b": true, "c": false, "d": false}
 	lines := map[string]string{}
@@ -124,6 +98,78 @@ func TestRestoresOfOneTemplateAreEachTheirOwn(t *testing.T) {
 	if a[0] == b[0] || a[1] == b[1] {
 		t.Errorf("two reseeded restores of one template share their boot id or random bytes: %v, %v", a, b)
 	}
+
+	// A truncated state file: Resume fails and QEMU ends; no guest runs.
+	whole, _ := os.ReadFile(state)
+	half := filepath.Join(t.TempDir(), "half")
+	os.WriteFile(half, whole[:len(whole)/2], 0o600)
+	s := spec("e")
+	s.Restore = half
+	m, err := d.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill(context.Background())
+	if err := m.(vmm.Warm).Resume(ctx); err == nil || !strings.Contains(err.Error(), "QEMU ended loading the saved state") {
+		t.Fatalf("a restore from a truncated state: %v; console:\n%s", err, readConsole(s.ConsoleLog))
+	} else {
+		t.Logf("truncated state: %v; console: %s", err, readConsole(s.ConsoleLog))
+	}
+	select {
+	case <-m.Done():
+	case <-time.After(30 * time.Second):
+		t.Error("QEMU still runs after failing to load a truncated state")
+	}
+}
+
+// warmRig is the warm-start tests' host: the warm guest's archive, the
+// driver, and VM specs with identity channels.
+type warmRig struct {
+	t               testing.TB
+	d               *Driver
+	kernel, archive string
+}
+
+func newWarmRig(t testing.TB) *warmRig {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: the guests' TAPs (make test runs as root)")
+	}
+	r := &warmRig{t: t, d: &Driver{Binary: "qemu-system-x86_64", Accel: AccelTCG}, kernel: hostKernel(t)}
+	r.archive = filepath.Join(t.TempDir(), "warm.cpio")
+	warmInitramfs(t, r.kernel, r.archive)
+	return r
+}
+
+// spec is VM name's: its own directory, TAP, console and identity socket.
+func (r *warmRig) spec(name string) vmm.Spec {
+	dir := r.t.TempDir()
+	return vmm.Spec{
+		ID: fmt.Sprintf("qwarm%s%d", name, os.Getpid()), Dir: dir, Kernel: r.kernel, Initramfs: r.archive,
+		VCPUs: 1, MemoryMiB: 128, TAP: tap(r.t, "w"+name), MAC: "02:00:00:00:01:01",
+		ConsoleLog: filepath.Join(dir, "console.log"), Identity: filepath.Join(dir, "identity.sock"),
+	}
+}
+
+// template boots a warm guest until it waits on its identity port, saves
+// it and returns the state file.
+func (r *warmRig) template(ctx context.Context) string {
+	t := r.t
+	tpl := r.spec("t")
+	m, err := r.d.Start(ctx, tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill(context.Background())
+	waitConsole(t, m, tpl.ConsoleLog, "warmguest: waiting for identity on \"/dev/vport", 4*time.Minute)
+	state := filepath.Join(t.TempDir(), "state")
+	t0 := time.Now()
+	if err := m.(vmm.Warm).SaveState(ctx, state); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(state)
+	t.Logf("FIGURE template saved in %v, %d bytes", time.Since(t0).Round(time.Millisecond), st.Size())
+	return state
 }
 
 // waitConsole waits for want on m's console.
