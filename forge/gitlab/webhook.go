@@ -216,9 +216,19 @@ func (d *Driver) lookUp(ctx context.Context, l *lookup, job *gl.JobEvent, scopes
 		d.log.Info("gitlab webhook: job left pending during its lookup", "job", job.BuildID, "project", path)
 		return
 	}
+	scopes = d.servingScopes(ctx, job.ProjectID, path, scopes)
 	kicks := false
+	served := 0
 	for _, f := range scopes {
 		f.mu.Lock()
+		if f.polled.off[job.ProjectID] {
+			// The project turned this scope's runners off (as of the
+			// scope's last listing, or a poll since servingScopes):
+			// GitLab gives the job to none of ours.
+			f.mu.Unlock()
+			continue
+		}
+		served++
 		f.hooked[job.BuildID] = hookedJob{job: fj, project: job.ProjectID, at: f.o.Now()}
 		told := f.tellLocked(fj, true)
 		listens := f.notify != nil
@@ -228,7 +238,7 @@ func (d *Driver) lookUp(ctx context.Context, l *lookup, job *gl.JobEvent, scopes
 	}
 	l.mu.Unlock()
 	d.log.Info("gitlab webhook: pending job", "job", job.BuildID, "project", path, "tags", j.TagList,
-		"scopes", len(scopes))
+		"scopes", served)
 	if kicks {
 		kick()
 	}

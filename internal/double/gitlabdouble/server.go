@@ -70,6 +70,11 @@ type Project struct {
 	// (Settings > CI/CD > Runners): GitLab then gives its jobs to no
 	// instance runner, or to no group runner.
 	SharedRunnersOff, GroupRunnersOff bool
+	// SharedWith are the groups the project is shared with (Project
+	// information > Members > Invite a group): GitLab lists it among
+	// theirs unless with_shared=false, but their group runners do not
+	// serve it.
+	SharedWith []int64
 }
 
 // Runner is a runner created through POST /user/runners.
@@ -182,6 +187,18 @@ func (s *Server) TurnOffRunners(projectPath string, shared, group bool) {
 		panic("gitlabdouble: TurnOffRunners: unknown project " + projectPath)
 	}
 	p.SharedRunnersOff, p.GroupRunnersOff = shared, group
+}
+
+// ShareProject shares the project with a group (adding the group if
+// needed), as Members > Invite a group does.
+func (s *Server) ShareProject(projectPath, groupPath string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.projectByPathLocked(projectPath)
+	if p == nil {
+		panic("gitlabdouble: ShareProject: unknown project " + projectPath)
+	}
+	p.SharedWith = append(p.SharedWith, s.addGroupLocked(groupPath))
 }
 
 // AddJob queues a pending job in the project and returns its ID. Script
