@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -218,7 +219,19 @@ func (s *Server) AddJob(projectPath, name string, tags []string, script ...strin
 	}
 	s.jobs[j.ID] = j
 	p.LastActivity = s.Now()
+	repo := ""
+	if j.SHA != "" {
+		repo = filepath.Join(s.reposDir, p.FullPath+".git")
+	}
 	s.mu.Unlock()
+	if repo != "" {
+		// GitLab keeps each pipeline's commit at refs/pipelines/<id>
+		// (its persistent ref) and sends a refspec for it; a job's
+		// pipeline is the job here.
+		if err := writePipelineRef(repo, j.ID, j.SHA); err != nil {
+			panic("gitlabdouble: AddJob: " + err.Error())
+		}
+	}
 	s.deliver(j.ID)
 	return j.ID
 }

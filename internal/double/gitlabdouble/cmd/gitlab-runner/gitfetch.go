@@ -19,6 +19,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -27,6 +28,10 @@ import (
 const (
 	maxPktLen   = 65520     // a pkt-line's largest length, by Git's protocol
 	maxPackSize = 256 << 20 // a fetched pack
+	// maxBody bounds an answer: a pack of maxPackSize in pkt-lines
+	// (4 bytes of length and 1 of sideband each), and 1 MiB for the
+	// sections before it.
+	maxBody = maxPackSize + (maxPackSize/(maxPktLen-5)+1)*5 + 1<<20
 )
 
 // errAuth is a fetch GitLab refused for its credentials (401 or 403).
@@ -79,7 +84,7 @@ func (f *gitFetch) do(ctx context.Context, method, path, contentType string, bod
 		return struct {
 			io.Reader
 			io.Closer
-		}{io.LimitReader(resp.Body, maxPackSize+1), resp.Body}, nil
+		}{io.LimitReader(resp.Body, maxBody), resp.Body}, nil
 	case http.StatusUnauthorized, http.StatusForbidden:
 		resp.Body.Close()
 		return nil, fmt.Errorf("%w for '%s/' (HTTP %d)", errAuth, f.base, resp.StatusCode)
@@ -321,10 +326,27 @@ func fetchSources(ctx context.Context, hc *http.Client, repoURL string, refspecs
 		return fmt.Errorf("couldn't find remote ref %s", strings.Join(prefixes, " "))
 	}
 	pack, err := f.fetchPack(ctx, wants, depth)
+	if err == nil {
+		// As git prints the refs a fetch updated, one per refspec match.
+		var updated []string
+		for _, rs := range refspecs {
+			src, dst, _ := strings.Cut(strings.TrimPrefix(rs, "+"), ":")
+			for ref := range refs {
+				p, glob := strings.CutSuffix(src, "*")
+				if ref == src {
+					updated = append(updated, fmt.Sprintf(" * [new ref]  %s -> %s", ref, dst))
+				} else if glob && strings.HasPrefix(ref, p) {
+					updated = append(updated, fmt.Sprintf(" * [new ref]  %s -> %s", ref, strings.TrimSuffix(dst, "*")+ref[len(p):]))
+				}
+			}
+		}
+		slices.Sort(updated)
+		fmt.Fprintf(log, "From %s\n%s\n", f.base, strings.Join(updated, "\n"))
+	}
 	if err != nil {
 		return err
 	}
-	objs, err := readPack(pack)
+	objs, err := readPack(pack, maxUnpacked)
 	if err != nil {
 		return err
 	}
@@ -333,5 +355,5 @@ func fetchSources(ctx context.Context, hc *http.Client, repoURL string, refspecs
 		short = short[:8]
 	}
 	fmt.Fprintf(log, "Checking out %s as detached HEAD...\n", short)
-	return checkout(objs, sha, dir)
+	return checkout(objs, sha, dir, budget{files: maxCheckoutFiles, bytes: maxCheckoutBytes})
 }
