@@ -280,6 +280,21 @@ func (f *gitFetch) fetchPack(ctx context.Context, wants []string, depth int) ([]
 	}
 }
 
+// fetchedAs is where the refspecs put the remote ref: a refspec
+// +<src>:<dst> names a ref, or a pattern ending in * on both sides.
+func fetchedAs(refspecs []string, ref string) []string {
+	var out []string
+	for _, rs := range refspecs {
+		src, dst, _ := strings.Cut(strings.TrimPrefix(rs, "+"), ":")
+		if p, glob := strings.CutSuffix(src, "*"); ref == src {
+			out = append(out, dst)
+		} else if glob && strings.HasPrefix(ref, p) {
+			out = append(out, strings.TrimSuffix(dst, "*")+ref[len(p):])
+		}
+	}
+	return out
+}
+
 // fetchSources fetches the job's repository and checks its commit out
 // into dir, as gitlab-runner's GIT_STRATEGY=fetch does into a fresh
 // builds directory.
@@ -297,19 +312,10 @@ func fetchSources(ctx context.Context, hc *http.Client, repoURL string, refspecs
 	if err := f.advertise(ctx); err != nil {
 		return err
 	}
-	// A refspec's source is a ref, or a pattern ending in *.
-	var srcs, prefixes []string
+	var prefixes []string
 	for _, rs := range refspecs {
 		src, _, _ := strings.Cut(strings.TrimPrefix(rs, "+"), ":")
-		srcs, prefixes = append(srcs, src), append(prefixes, strings.TrimSuffix(src, "*"))
-	}
-	matches := func(ref string) bool {
-		for _, src := range srcs {
-			if p, glob := strings.CutSuffix(src, "*"); ref == src || glob && strings.HasPrefix(ref, p) {
-				return true
-			}
-		}
-		return false
+		prefixes = append(prefixes, strings.TrimSuffix(src, "*"))
 	}
 	refs, err := f.lsRefs(ctx, prefixes)
 	if err != nil {
@@ -317,7 +323,7 @@ func fetchSources(ctx context.Context, hc *http.Client, repoURL string, refspecs
 	}
 	seen, wants := map[string]bool{}, []string(nil)
 	for ref, oid := range refs {
-		if matches(ref) && !seen[oid] {
+		if len(fetchedAs(refspecs, ref)) > 0 && !seen[oid] {
 			seen[oid] = true
 			wants = append(wants, oid)
 		}
@@ -326,26 +332,18 @@ func fetchSources(ctx context.Context, hc *http.Client, repoURL string, refspecs
 		return fmt.Errorf("couldn't find remote ref %s", strings.Join(prefixes, " "))
 	}
 	pack, err := f.fetchPack(ctx, wants, depth)
-	if err == nil {
-		// As git prints the refs a fetch updated, one per refspec match.
-		var updated []string
-		for _, rs := range refspecs {
-			src, dst, _ := strings.Cut(strings.TrimPrefix(rs, "+"), ":")
-			for ref := range refs {
-				p, glob := strings.CutSuffix(src, "*")
-				if ref == src {
-					updated = append(updated, fmt.Sprintf(" * [new ref]  %s -> %s", ref, dst))
-				} else if glob && strings.HasPrefix(ref, p) {
-					updated = append(updated, fmt.Sprintf(" * [new ref]  %s -> %s", ref, strings.TrimSuffix(dst, "*")+ref[len(p):]))
-				}
-			}
-		}
-		slices.Sort(updated)
-		fmt.Fprintf(log, "From %s\n%s\n", f.base, strings.Join(updated, "\n"))
-	}
 	if err != nil {
 		return err
 	}
+	// As git prints the refs a fetch updated, one per refspec match.
+	var updated []string
+	for ref := range refs {
+		for _, dst := range fetchedAs(refspecs, ref) {
+			updated = append(updated, fmt.Sprintf(" * [new ref]  %s -> %s", ref, dst))
+		}
+	}
+	slices.Sort(updated)
+	fmt.Fprintf(log, "From %s\n%s\n", f.base, strings.Join(updated, "\n"))
 	objs, err := readPack(pack, maxUnpacked)
 	if err != nil {
 		return err
