@@ -88,6 +88,9 @@ func parsePack(pack []byte, limit uint64) (map[int]*entry, []int, uint64, error)
 		if size > maxObjSize {
 			return nil, nil, 0, fmt.Errorf("pack: an object of %d bytes", size)
 		}
+		if total += size; total > limit { // before it is inflated
+			return nil, nil, 0, fmt.Errorf("pack: over %d bytes unpacked", limit)
+		}
 		e := &entry{kind: kind}
 		switch kind {
 		case ofsDelta:
@@ -133,9 +136,6 @@ func parsePack(pack []byte, limit uint64) (map[int]*entry, []int, uint64, error)
 			return nil, nil, 0, fmt.Errorf("pack: object at %d: %d bytes, want %d: %v", start, len(data), size, err)
 		}
 		off += int(rd.Size()) - rd.Len()
-		if total += size; total > limit {
-			return nil, nil, 0, fmt.Errorf("pack: over %d bytes unpacked", limit)
-		}
 		e.data = data
 		entries[start] = e
 		order = append(order, start)
