@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	gl "gitlab.com/gitlab-org/api/client-go/v2"
 )
@@ -22,9 +23,10 @@ import (
 // listedProject is a project of a group's listing (the full entity),
 // with group_runners_enabled when GitLab shows it to the token.
 type listedProject struct {
-	ID                  int64  `json:"id"`
-	PathWithNamespace   string `json:"path_with_namespace"`
-	GroupRunnersEnabled *bool  `json:"group_runners_enabled"`
+	ID                   int64  `json:"id"`
+	PathWithNamespace    string `json:"path_with_namespace"`
+	GroupRunnersEnabled  *bool  `json:"group_runners_enabled"`
+	SharedRunnersEnabled *bool  `json:"shared_runners_enabled"`
 }
 
 // listGroupProjectsPage is one page of GET /groups/:id/projects, full
@@ -33,6 +35,10 @@ func (f *Forge) listGroupProjectsPage(ctx context.Context, gid, page int64) ([]l
 	opt := &gl.ListGroupProjectsOptions{
 		ListOptions: gl.ListOptions{Page: page, PerPage: 100}, IncludeSubGroups: gl.Ptr(true),
 		Archived: gl.Ptr(false), OrderBy: gl.Ptr("id"), Sort: gl.Ptr("asc"),
+		// Not the projects other groups shared with this one (GitLab's
+		// default is to list them): group runners serve only the
+		// group's own projects.
+		WithShared: gl.Ptr(false),
 	}
 	req, err := f.api.NewRequest(http.MethodGet, fmt.Sprintf("groups/%d/projects", gid), opt, []gl.RequestOptionFunc{gl.WithContext(ctx)})
 	if err != nil {
@@ -59,4 +65,64 @@ func (f *Forge) runnersOff(enabled *bool, field, project string) bool {
 			"pool", f.o.Pool, "field", field, "project", project, "hint", "group_runners_enabled is shown to the Maintainer or Owner role only")
 	}
 	return false
+}
+
+// servingScopes drops from scopes those whose last listing found the
+// project (pid) turned their runners off, unless GitLab now says it
+// turned them back on: the listing is cached for projectListTTL, so a
+// webhook of such a project re-reads it (one GET /projects/:id for all
+// the scopes), and a scope that sees it on again forgets the flag and
+// lists its projects afresh at its next poll.
+func (d *Driver) servingScopes(ctx context.Context, pid int64, path string, scopes []*Forge) []*Forge {
+	var p *listedProject
+	read := false
+	out := make([]*Forge, 0, len(scopes))
+	for _, f := range scopes {
+		f.mu.Lock()
+		off := f.polled.off[pid]
+		f.mu.Unlock()
+		if !off {
+			out = append(out, f)
+			continue
+		}
+		if !read {
+			read = true
+			var err error
+			if p, err = d.readProject(ctx, pid); err != nil {
+				d.log.Warn("gitlab webhook: re-read a project that had turned our runners off; still counting it off",
+					"project", path, "job_project", pid, "err", err)
+			}
+		}
+		if p == nil || f.offIn(p) {
+			continue
+		}
+		f.mu.Lock()
+		delete(f.polled.off, pid)
+		f.polled.projectsAt = time.Time{}
+		f.mu.Unlock()
+		out = append(out, f)
+	}
+	return out
+}
+
+// readProject is GET /projects/:id, the full entity.
+func (d *Driver) readProject(ctx context.Context, pid int64) (*listedProject, error) {
+	req, err := d.api.NewRequest(http.MethodGet, fmt.Sprintf("projects/%d", pid), nil, []gl.RequestOptionFunc{gl.WithContext(ctx)})
+	if err != nil {
+		return nil, err
+	}
+	var p listedProject
+	if _, err := d.api.Do(req, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// offIn reports whether project p turned this scope's kind of runners
+// off: group runners for a group scope, instance runners otherwise.
+func (f *Forge) offIn(p *listedProject) bool {
+	if f.o.Scope.Kind == ScopeGroup {
+		return f.runnersOff(p.GroupRunnersEnabled, "group_runners_enabled", p.PathWithNamespace)
+	}
+	return f.runnersOff(p.SharedRunnersEnabled, "shared_runners_enabled", p.PathWithNamespace)
 }

@@ -23,7 +23,8 @@ const maxWebhookBody = 25 << 20
 // group webhooks with job events, once per forge: the X-Gitlab-Token
 // header must equal the configured secret (compared in constant time);
 // other events are acknowledged and ignored. A job becoming pending is
-// demand of every scope whose projects include the job's: its tags, which
+// demand of every scope whose projects include the job's and that the
+// project did not turn off (runnersoff.go): its tags, which
 // the payload lacks, come from one GET /projects/:id/jobs/:job_id, made
 // after the delivery is answered (GitLab times a webhook out, and
 // disables one that keeps failing). A job leaving pending is demand gone.
@@ -210,6 +211,8 @@ func (d *Driver) lookUp(ctx context.Context, l *lookup, job *gl.JobEvent, scopes
 	}
 	path := job.Project.PathWithNamespace
 	fj := toJob(j.ID, j.TagList, path, j.CreatedAt)
+	// Before l.mu: a delivery that the job left pending waits on it.
+	scopes = d.servingScopes(ctx, job.ProjectID, path, scopes)
 	l.mu.Lock()
 	if l.gone {
 		l.mu.Unlock()
@@ -217,8 +220,17 @@ func (d *Driver) lookUp(ctx context.Context, l *lookup, job *gl.JobEvent, scopes
 		return
 	}
 	kicks := false
+	served := 0
 	for _, f := range scopes {
 		f.mu.Lock()
+		if f.polled.off[job.ProjectID] {
+			// The project turned this scope's runners off (as of the
+			// scope's last listing, or a poll since servingScopes):
+			// GitLab gives the job to none of ours.
+			f.mu.Unlock()
+			continue
+		}
+		served++
 		f.hooked[job.BuildID] = hookedJob{job: fj, project: job.ProjectID, at: f.o.Now()}
 		told := f.tellLocked(fj, true)
 		listens := f.notify != nil
@@ -228,7 +240,7 @@ func (d *Driver) lookUp(ctx context.Context, l *lookup, job *gl.JobEvent, scopes
 	}
 	l.mu.Unlock()
 	d.log.Info("gitlab webhook: pending job", "job", job.BuildID, "project", path, "tags", j.TagList,
-		"scopes", len(scopes))
+		"scopes", served)
 	if kicks {
 		kick()
 	}

@@ -334,7 +334,9 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request, keep func(
 	paginate(w, r, out)
 }
 
-// listGroupProjects is GET /groups/:id/projects (include_subgroups honoured).
+// listGroupProjects is GET /groups/:id/projects: include_subgroups
+// honoured, and with_shared (default true) lists the projects shared with
+// the group too.
 func (s *Server) listGroupProjects(w http.ResponseWriter, r *http.Request, id string) {
 	s.mu.Lock()
 	g := s.groupLocked(id)
@@ -351,9 +353,12 @@ func (s *Server) listGroupProjects(w http.ResponseWriter, r *http.Request, id st
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "404 Group Not Found"})
 		return
 	}
-	sub := r.URL.Query().Get("include_subgroups") == "true"
+	q := r.URL.Query()
+	sub := q.Get("include_subgroups") == "true"
+	shared := q.Get("with_shared") != "false"
 	s.listProjects(w, r, func(p *Project) bool {
-		return p.GroupID == g.ID || (sub && strings.HasPrefix(paths[p.GroupID], full+"/"))
+		return p.GroupID == g.ID || (sub && strings.HasPrefix(paths[p.GroupID], full+"/")) ||
+			(shared && slices.Contains(p.SharedWith, g.ID))
 	})
 }
 

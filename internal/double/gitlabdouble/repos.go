@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -75,6 +76,19 @@ func (s *Server) InitRepo(dir, projectPath string, files map[string]string) (str
 	s.repoHeads[p.ID] = head
 	s.mu.Unlock()
 	return head, nil
+}
+
+// writePipelineRef writes refs/pipelines/<id> in the bare repository, a
+// loose ref as git itself writes one.
+func writePipelineRef(bare string, id int64, sha string) error {
+	dir := filepath.Join(bare, "refs", "pipelines")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write refs/pipelines/%d: %w", id, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, strconv.FormatInt(id, 10)), []byte(sha+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write refs/pipelines/%d: %w", id, err)
+	}
+	return nil
 }
 
 func gitCmd(ctx context.Context, env []string, args ...string) *exec.Cmd {

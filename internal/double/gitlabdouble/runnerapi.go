@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -148,13 +149,14 @@ func (s *Server) jobPayloadLocked(j *Job, run *Runner) map[string]any {
 	return map[string]any{
 		"id": j.ID, "token": j.Token, "allow_git_fetch": true,
 		"job_info": map[string]any{
-			"id": j.ID, "name": j.Name, "stage": j.Stage, "project_id": p.ID, "project_name": p.FullPath,
+			"id": j.ID, "name": j.Name, "stage": j.Stage, "project_id": p.ID,
+			"project_name":          path.Base(p.FullPath), // project.name (GitLab's JobInfo entity), no namespace
 			"time_in_queue_seconds": int64(s.Now().Sub(j.CreatedAt).Seconds()),
 		},
 		"git_info": map[string]any{
 			"repo_url": s.repoURLLocked(p, j), "ref": j.Ref, "sha": sha(j),
 			"before_sha": strings.Repeat("0", 40), "ref_type": "branch",
-			"refspecs": []string{"+refs/heads/" + j.Ref + ":refs/remotes/origin/" + j.Ref}, "depth": 20,
+			"refspecs": refspecs(j), "depth": 20,
 		},
 		"runner_info": map[string]any{"timeout": timeout, "runner_session_url": nil},
 		"variables":   vars,
@@ -165,6 +167,13 @@ func (s *Server) jobPayloadLocked(j *Job, run *Runner) map[string]any {
 		"credentials": []any{}, "dependencies": []any{},
 		"features": map[string]any{"trace_sections": true},
 	}
+}
+
+// refspecs are what GitLab's BuildRunnerPresenter sends for a branch
+// job with a git depth: the pipeline's persistent ref, then the branch.
+func refspecs(j *Job) []string {
+	p := fmt.Sprintf("refs/pipelines/%d", j.ID)
+	return []string{"+" + p + ":" + p, "+refs/heads/" + j.Ref + ":refs/remotes/origin/" + j.Ref}
 }
 
 func quoteAll(ss []string) []string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"testing"
 
 	gl "gitlab.com/gitlab-org/api/client-go/v2"
@@ -92,5 +93,42 @@ func TestRunnersTurnedOffGetNoJobs(t *testing.T) {
 	}
 	if j, err := inst.RequestJob(context.Background(), nil); err != nil || j == nil {
 		t.Fatalf("positive control: the instance runner got no job once instance runners were on: %v", err)
+	}
+}
+
+// TestGroupProjectsWithShared: GET /groups/:id/projects lists the
+// projects shared with the group unless with_shared=false (GitLab's
+// default is true), and the group's own projects either way.
+func TestGroupProjectsWithShared(t *testing.T) {
+	s, srv, _ := newDouble(t)
+	s.AddProject("acme/app")
+	s.AddProject("other/tool")
+	s.ShareProject("other/tool", "acme")
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{"", []string{"acme/app", "other/tool"}},
+		{"&with_shared=true", []string{"acme/app", "other/tool"}},
+		{"&with_shared=false", []string{"acme/app"}},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/v4/groups/acme/projects?order_by=id&sort=asc"+tc.query, nil)
+		req.Header.Set("PRIVATE-TOKEN", testToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ps []struct {
+			Path string `json:"path_with_namespace"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&ps)
+		resp.Body.Close()
+		var got []string
+		for _, p := range ps {
+			got = append(got, p.Path)
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("GET /groups/acme/projects%s: %v, %v; want %v", tc.query, got, err, tc.want)
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -70,6 +71,11 @@ type Project struct {
 	// (Settings > CI/CD > Runners): GitLab then gives its jobs to no
 	// instance runner, or to no group runner.
 	SharedRunnersOff, GroupRunnersOff bool
+	// SharedWith are the groups the project is shared with (Project
+	// information > Members > Invite a group): GitLab lists it among
+	// theirs unless with_shared=false, but their group runners do not
+	// serve it.
+	SharedWith []int64
 }
 
 // Runner is a runner created through POST /user/runners.
@@ -184,6 +190,18 @@ func (s *Server) TurnOffRunners(projectPath string, shared, group bool) {
 	p.SharedRunnersOff, p.GroupRunnersOff = shared, group
 }
 
+// ShareProject shares the project with a group (adding the group if
+// needed), as Members > Invite a group does.
+func (s *Server) ShareProject(projectPath, groupPath string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.projectByPathLocked(projectPath)
+	if p == nil {
+		panic("gitlabdouble: ShareProject: unknown project " + projectPath)
+	}
+	p.SharedWith = append(p.SharedWith, s.addGroupLocked(groupPath))
+}
+
 // AddJob queues a pending job in the project and returns its ID. Script
 // lines are what a runner executes.
 func (s *Server) AddJob(projectPath, name string, tags []string, script ...string) int64 {
@@ -201,7 +219,19 @@ func (s *Server) AddJob(projectPath, name string, tags []string, script ...strin
 	}
 	s.jobs[j.ID] = j
 	p.LastActivity = s.Now()
+	repo := ""
+	if j.SHA != "" {
+		repo = filepath.Join(s.reposDir, p.FullPath+".git")
+	}
 	s.mu.Unlock()
+	if repo != "" {
+		// GitLab keeps each pipeline's commit at refs/pipelines/<id>
+		// (its persistent ref) and sends a refspec for it; a job's
+		// pipeline is the job here.
+		if err := writePipelineRef(repo, j.ID, j.SHA); err != nil {
+			panic("gitlabdouble: AddJob: " + err.Error())
+		}
+	}
 	s.deliver(j.ID)
 	return j.ID
 }

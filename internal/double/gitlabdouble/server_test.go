@@ -3,9 +3,11 @@ package gitlabdouble
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,8 +189,13 @@ func TestJobProtocol(t *testing.T) {
 	if again, err := rc.RequestJob(ctx, nil); err != nil || again != nil {
 		t.Fatalf("second request = %+v, %v, want none", again, err)
 	}
-	if job.Steps[0].Script[0] != "echo hi" || job.JobInfo.ProjectName != "acme/sub/app" {
+	if job.Steps[0].Script[0] != "echo hi" || job.JobInfo.ProjectName != "app" {
 		t.Fatalf("job payload = %+v", job)
+	}
+	// As GitLab's BuildRunnerPresenter: the pipeline's persistent ref,
+	// then the branch.
+	if wantSpecs := []string{fmt.Sprintf("+refs/pipelines/%d:refs/pipelines/%d", job.ID, job.ID), "+refs/heads/main:refs/remotes/origin/main"}; !slices.Equal(job.GitInfo.Refspecs, wantSpecs) {
+		t.Fatalf("refspecs %q, want %q", job.GitInfo.Refspecs, wantSpecs)
 	}
 	if _, err := rc.UpdateJob(ctx, job.ID, job.Token, "running", 0, nil); err != nil {
 		t.Fatal(err)

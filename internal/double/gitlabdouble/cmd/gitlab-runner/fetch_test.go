@@ -32,10 +32,10 @@ func TestFetchesTheJobsRepositoryAsGitStrategyFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := s.AddJob("acme/app", "reads", []string{"a"}, "cat README.md sub/dir/data.txt", "echo script-ran")
+	good := s.AddJob("acme/app", "reads", []string{"a"}, "cat README.md sub/dir/data.txt", "echo left-over > junk", "echo script-ran")
 	bad := s.AddJob("acme/app", "wrong-token", []string{"a"}, "echo script-ran")
 	s.BreakCloneToken(bad)
-	again := s.AddJob("acme/app", "reads-again", []string{"a"}, "echo left-over > junk", "cat README.md")
+	again := s.AddJob("acme/app", "reads-again", []string{"a"}, "cat README.md", "test ! -e junk")
 	cfg, _ := newRunnerConfig(t, s, srv.URL)
 	o, err := parseFlags([]string{"--config", cfg, "--runner", "fa-x", "--max-builds", "3"})
 	must(t, err)
@@ -45,7 +45,8 @@ func TestFetchesTheJobsRepositoryAsGitStrategyFetch(t *testing.T) {
 	jobs := s.Jobs()
 	g := string(jobs[good].Trace)
 	if jobs[good].Status != "success" || !strings.Contains(g, "fetched-readme\nfetched-nested\n") ||
-		!strings.Contains(g, "Checking out "+head[:8]) {
+		!strings.Contains(g, "Checking out "+head[:8]) || !strings.Contains(g, fmt.Sprintf("refs/pipelines/%d -> refs/pipelines/%d", good, good)) ||
+		!strings.Contains(g, "refs/heads/main -> refs/remotes/origin/main") {
 		t.Fatalf("the job that fetches its repository ended %s:\n%s", jobs[good].Status, g)
 	}
 	b := string(jobs[bad].Trace)
@@ -54,6 +55,9 @@ func TestFetchesTheJobsRepositoryAsGitStrategyFetch(t *testing.T) {
 	}
 	if strings.Contains(b, "script-ran") {
 		t.Fatalf("the script ran although its sources were not fetched:\n%s", b)
+	}
+	if !strings.Contains(g, "$ echo left-over > junk") {
+		t.Fatalf("positive control: the first job did not leave its junk:\n%s", g)
 	}
 	if a := jobs[again]; a.Status != "success" || !strings.Contains(string(a.Trace), "fetched-readme") {
 		t.Fatalf("a second fetch into the same builds directory ended %s:\n%s", a.Status, a.Trace)
@@ -79,10 +83,12 @@ func gitRun(t *testing.T, dir string, stdin []byte, args ...string) []byte {
 	return out
 }
 
-// TestReadPackResolvesDeltas: a pack git made of two commits of a file
-// changed by one line (so it holds deltas, checked with git verify-pack)
-// reads back to exactly the objects git lists, and both commits check
-// out to what was committed; a pack with one byte changed is refused.
+// TestReadPackResolvesDeltas: packs git made of five commits of a file
+// changed by one line each (so deltas chain on deltas, checked with git
+// verify-pack), with ofs-deltas (--delta-base-offset, as a fetch asks
+// for) and with ref-deltas, read back to exactly the objects git lists,
+// and every commit checks out to what was committed; a pack with one
+// byte changed is refused.
 func TestReadPackResolvesDeltas(t *testing.T) {
 	dir := t.TempDir()
 	gitRun(t, dir, nil, "init", "-q", "-b", "main")
@@ -90,43 +96,63 @@ func TestReadPackResolvesDeltas(t *testing.T) {
 	for i := 0; i < 3000; i++ {
 		fmt.Fprintf(&big, "line %d of a file git stores as a delta\n", i)
 	}
-	v1 := big.String()
-	v2 := strings.Replace(v1, "line 1500 ", "LINE 1500 ", 1)
-	must(t, os.WriteFile(filepath.Join(dir, "big.txt"), []byte(v1), 0o644))
-	gitRun(t, dir, nil, "add", "-A")
-	gitRun(t, dir, nil, "commit", "-q", "-m", "one")
-	first := strings.TrimSpace(string(gitRun(t, dir, nil, "rev-parse", "HEAD")))
-	must(t, os.WriteFile(filepath.Join(dir, "big.txt"), []byte(v2), 0o644))
-	gitRun(t, dir, nil, "commit", "-q", "-am", "two")
-	second := strings.TrimSpace(string(gitRun(t, dir, nil, "rev-parse", "HEAD")))
-	pack := gitRun(t, dir, []byte("HEAD\n"), "pack-objects", "--stdout", "--revs", "-q")
-	packFile := filepath.Join(dir, "test.pack")
-	must(t, os.WriteFile(packFile, pack, 0o644))
-	gitRun(t, dir, nil, "index-pack", packFile)
-	if verify := string(gitRun(t, dir, nil, "verify-pack", "-v", strings.TrimSuffix(packFile, ".pack")+".idx")); !strings.Contains(verify, "chain length = 1") {
-		t.Fatalf("positive control: git made no delta, the test proves nothing:\n%s", verify)
+	content, commits := big.String(), map[string]string{}
+	for i := range 5 {
+		content = strings.Replace(content, fmt.Sprintf("line %d ", 500*(i+1)), fmt.Sprintf("LINE %d ", 500*(i+1)), 1)
+		must(t, os.WriteFile(filepath.Join(dir, "big.txt"), []byte(content), 0o644))
+		gitRun(t, dir, nil, "add", "-A")
+		gitRun(t, dir, nil, "commit", "-q", "-m", fmt.Sprint("commit ", i))
+		commits[strings.TrimSpace(string(gitRun(t, dir, nil, "rev-parse", "HEAD")))] = content
 	}
-	objs, err := readPack(pack)
-	must(t, err)
 	want := strings.Fields(string(gitRun(t, dir, nil, "rev-list", "--objects", "--no-object-names", "HEAD")))
-	if len(objs) != len(want) {
-		t.Fatalf("%d objects read, git lists %d", len(objs), len(want))
-	}
-	for _, id := range want {
-		if _, ok := objs[id]; !ok {
-			t.Fatalf("object %s missing", id)
-		}
-	}
-	for sha, content := range map[string]string{first: v1, second: v2} {
-		out := filepath.Join(t.TempDir(), "co")
-		must(t, checkout(objs, sha, out))
-		if b, _ := os.ReadFile(filepath.Join(out, "big.txt")); string(b) != content {
-			t.Fatalf("commit %s checked out wrong", sha[:8])
-		}
-	}
-	bad := append([]byte(nil), pack...)
-	bad[len(bad)/2] ^= 1
-	if _, err := readPack(bad); err == nil {
-		t.Fatal("a corrupted pack was read")
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		kind  byte // the delta kind the pack must hold
+	}{
+		{"ofs-delta", []string{"--delta-base-offset"}, ofsDelta},
+		{"ref-delta", nil, refDelta},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pack := gitRun(t, dir, []byte("HEAD\n"), append([]string{"pack-objects", "--stdout", "--revs", "-q"}, tc.flags...)...)
+			packFile := filepath.Join(t.TempDir(), "test.pack")
+			must(t, os.WriteFile(packFile, pack, 0o644))
+			gitRun(t, dir, nil, "index-pack", packFile)
+			verify := string(gitRun(t, dir, nil, "verify-pack", "-v", strings.TrimSuffix(packFile, ".pack")+".idx"))
+			if !strings.Contains(verify, "chain length = 2") {
+				t.Fatalf("positive control: git made no delta on a delta, the test proves nothing:\n%s", verify)
+			}
+			entries, _, _, err := parsePack(pack, maxUnpacked)
+			must(t, err)
+			kinds := map[byte]int{}
+			for _, e := range entries {
+				kinds[e.kind]++
+			}
+			if kinds[tc.kind] < 2 || kinds[ofsDelta]+kinds[refDelta] != kinds[tc.kind] {
+				t.Fatalf("positive control: the pack's entry kinds are %v, want deltas all of kind %d", kinds, tc.kind)
+			}
+			objs, err := readPack(pack, maxUnpacked)
+			must(t, err)
+			if len(objs) != len(want) {
+				t.Fatalf("%d objects read, git lists %d", len(objs), len(want))
+			}
+			for _, id := range want {
+				if _, ok := objs[id]; !ok {
+					t.Fatalf("object %s missing", id)
+				}
+			}
+			for sha, content := range commits {
+				out := filepath.Join(t.TempDir(), "co")
+				must(t, checkout(objs, sha, out, budget{files: 10, bytes: 1 << 20}))
+				if b, _ := os.ReadFile(filepath.Join(out, "big.txt")); string(b) != content {
+					t.Fatalf("commit %s checked out wrong", sha[:8])
+				}
+			}
+			bad := append([]byte(nil), pack...)
+			bad[len(bad)/2] ^= 1
+			if _, err := readPack(bad, maxUnpacked); err == nil {
+				t.Fatal("a corrupted pack was read")
+			}
+		})
 	}
 }

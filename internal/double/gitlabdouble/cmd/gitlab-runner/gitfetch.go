@@ -19,6 +19,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -27,6 +28,10 @@ import (
 const (
 	maxPktLen   = 65520     // a pkt-line's largest length, by Git's protocol
 	maxPackSize = 256 << 20 // a fetched pack
+	// maxBody bounds an answer: a pack of maxPackSize in pkt-lines
+	// (4 bytes of length and 1 of sideband each), and 1 MiB for the
+	// sections before it.
+	maxBody = maxPackSize + (maxPackSize/(maxPktLen-5)+1)*5 + 1<<20
 )
 
 // errAuth is a fetch GitLab refused for its credentials (401 or 403).
@@ -79,7 +84,7 @@ func (f *gitFetch) do(ctx context.Context, method, path, contentType string, bod
 		return struct {
 			io.Reader
 			io.Closer
-		}{io.LimitReader(resp.Body, maxPackSize+1), resp.Body}, nil
+		}{io.LimitReader(resp.Body, maxBody), resp.Body}, nil
 	case http.StatusUnauthorized, http.StatusForbidden:
 		resp.Body.Close()
 		return nil, fmt.Errorf("%w for '%s/' (HTTP %d)", errAuth, f.base, resp.StatusCode)
@@ -275,6 +280,21 @@ func (f *gitFetch) fetchPack(ctx context.Context, wants []string, depth int) ([]
 	}
 }
 
+// fetchedAs is where the refspecs put the remote ref: a refspec
+// +<src>:<dst> names a ref, or a pattern ending in * on both sides.
+func fetchedAs(refspecs []string, ref string) []string {
+	var out []string
+	for _, rs := range refspecs {
+		src, dst, _ := strings.Cut(strings.TrimPrefix(rs, "+"), ":")
+		if p, glob := strings.CutSuffix(src, "*"); ref == src {
+			out = append(out, dst)
+		} else if glob && strings.HasPrefix(ref, p) {
+			out = append(out, strings.TrimSuffix(dst, "*")+ref[len(p):])
+		}
+	}
+	return out
+}
+
 // fetchSources fetches the job's repository and checks its commit out
 // into dir, as gitlab-runner's GIT_STRATEGY=fetch does into a fresh
 // builds directory.
@@ -292,19 +312,10 @@ func fetchSources(ctx context.Context, hc *http.Client, repoURL string, refspecs
 	if err := f.advertise(ctx); err != nil {
 		return err
 	}
-	// A refspec's source is a ref, or a pattern ending in *.
-	var srcs, prefixes []string
+	var prefixes []string
 	for _, rs := range refspecs {
 		src, _, _ := strings.Cut(strings.TrimPrefix(rs, "+"), ":")
-		srcs, prefixes = append(srcs, src), append(prefixes, strings.TrimSuffix(src, "*"))
-	}
-	matches := func(ref string) bool {
-		for _, src := range srcs {
-			if p, glob := strings.CutSuffix(src, "*"); ref == src || glob && strings.HasPrefix(ref, p) {
-				return true
-			}
-		}
-		return false
+		prefixes = append(prefixes, strings.TrimSuffix(src, "*"))
 	}
 	refs, err := f.lsRefs(ctx, prefixes)
 	if err != nil {
@@ -312,7 +323,7 @@ func fetchSources(ctx context.Context, hc *http.Client, repoURL string, refspecs
 	}
 	seen, wants := map[string]bool{}, []string(nil)
 	for ref, oid := range refs {
-		if matches(ref) && !seen[oid] {
+		if len(fetchedAs(refspecs, ref)) > 0 && !seen[oid] {
 			seen[oid] = true
 			wants = append(wants, oid)
 		}
@@ -324,7 +335,16 @@ func fetchSources(ctx context.Context, hc *http.Client, repoURL string, refspecs
 	if err != nil {
 		return err
 	}
-	objs, err := readPack(pack)
+	// As git prints the refs a fetch updated, one per refspec match.
+	var updated []string
+	for ref := range refs {
+		for _, dst := range fetchedAs(refspecs, ref) {
+			updated = append(updated, fmt.Sprintf(" * [new ref]  %s -> %s", ref, dst))
+		}
+	}
+	slices.Sort(updated)
+	fmt.Fprintf(log, "From %s\n%s\n", f.base, strings.Join(updated, "\n"))
+	objs, err := readPack(pack, maxUnpacked)
 	if err != nil {
 		return err
 	}
@@ -333,5 +353,5 @@ func fetchSources(ctx context.Context, hc *http.Client, repoURL string, refspecs
 		short = short[:8]
 	}
 	fmt.Fprintf(log, "Checking out %s as detached HEAD...\n", short)
-	return checkout(objs, sha, dir)
+	return checkout(objs, sha, dir, budget{files: maxCheckoutFiles, bytes: maxCheckoutBytes})
 }

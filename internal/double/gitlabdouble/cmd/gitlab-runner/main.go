@@ -201,31 +201,47 @@ func runJob(ctx context.Context, c *gitlabdouble.RunnerClient, rc gitlabdouble.R
 	if _, err := c.UpdateJob(ctx, job.ID, job.Token, "running", 0, nil); err != nil {
 		return err
 	}
-	dir := filepath.Join(rc.BuildsDir, job.JobInfo.ProjectName)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+	// The job's deadline (runner_info.timeout) bounds its fetch and
+	// script; its final report is made after it, under ctx.
+	timeout := time.Duration(job.RunnerInfo.Timeout) * time.Second
+	if timeout <= 0 {
+		timeout = time.Hour
 	}
+	jctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	var log bytes.Buffer
 	fmt.Fprintf(&log, "Running with gitlab-runner stand-in on %s\nUsing %s executor...\n", hostname(), rc.Executor)
+	exit := 0
+	dir, err := projectDir(rc.BuildsDir, job.JobInfo.ProjectName)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o700)
+	}
+	if err != nil {
+		fmt.Fprintf(&log, "ERROR: %v\n", err)
+		exit = 1
+	}
 	env := os.Environ()
 	for _, v := range job.Variables {
 		env = append(env, v.Key+"="+v.Value)
 	}
 	env = append(env, "CI_BUILDS_DIR="+rc.BuildsDir, "CI_PROJECT_DIR="+dir)
-	exit := 0
 	strategy := "fetch"
 	for _, v := range job.Variables {
 		if v.Key == "GIT_STRATEGY" {
 			strategy = v.Value
 		}
 	}
-	if strategy == "none" {
+	switch {
+	case exit != 0:
+	case strategy == "none":
 		fmt.Fprintf(&log, "Skipping Git repository setup\n")
-	} else if err := fetchSources(ctx, httpClient(c), job.GitInfo.RepoURL, job.GitInfo.Refspecs, job.GitInfo.Sha, job.GitInfo.Depth, dir, &log); err != nil {
-		// As git and gitlab-runner print a failed fetch: the job fails
-		// before its script.
-		fmt.Fprintf(&log, "fatal: %v\nERROR: Job failed: exit code 128\n", err)
-		exit = 128
+	default:
+		if err := fetchSources(jctx, gitClient(c), job.GitInfo.RepoURL, job.GitInfo.Refspecs, job.GitInfo.Sha, job.GitInfo.Depth, dir, &log); err != nil {
+			// As git and gitlab-runner print a failed fetch: the job
+			// fails before its script.
+			fmt.Fprintf(&log, "fatal: %v\nERROR: Job failed: exit code 128\n", err)
+			exit = 128
+		}
 	}
 	for _, step := range job.Steps {
 		if exit != 0 {
@@ -233,7 +249,7 @@ func runJob(ctx context.Context, c *gitlabdouble.RunnerClient, rc gitlabdouble.R
 		}
 		for _, line := range step.Script {
 			fmt.Fprintf(&log, "$ %s\n", line)
-			cmd := exec.CommandContext(ctx, "/bin/sh", "-c", line)
+			cmd := exec.CommandContext(jctx, "/bin/sh", "-c", line)
 			cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, env, &log, &log
 			if err := cmd.Run(); err != nil {
 				var ee *exec.ExitError
@@ -302,9 +318,24 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, format+"\n", args...)
 }
 
-func httpClient(c *gitlabdouble.RunnerClient) *http.Client {
+// gitClient is the runner's client for a fetch, without its per-request
+// timeout (a large pack may take longer): the job's deadline bounds it.
+func gitClient(c *gitlabdouble.RunnerClient) *http.Client {
+	hc := http.Client{}
 	if c.HTTP != nil {
-		return c.HTTP
+		hc = *c.HTTP
 	}
-	return http.DefaultClient
+	hc.Timeout = 0
+	return &hc
+}
+
+// projectDir is where a job's sources go: <builds_dir>/<project_name>
+// (GitLab sends the project's name, which holds no slash). A name that is
+// empty, "." or "..", or holds a separator would put them elsewhere, and
+// the fresh check-out removes whatever is there first: it is refused.
+func projectDir(builds, name string) (string, error) {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\\\x00") {
+		return "", fmt.Errorf("job_info.project_name %q is not a directory name", name)
+	}
+	return filepath.Join(builds, name), nil
 }

@@ -44,7 +44,7 @@ func TestRunsExactlyMaxBuildsJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	jobs := s.Jobs()
-	if j := jobs[first]; j.Status != "success" || !strings.Contains(string(j.Trace), "ran-in="+filepath.Join(dir, "builds", "acme/app")) ||
+	if j := jobs[first]; j.Status != "success" || !strings.Contains(string(j.Trace), "ran-in="+filepath.Join(dir, "builds", "app")) ||
 		!strings.Contains(string(j.Trace), fmt.Sprintf("job=%d", first)) {
 		t.Fatalf("first job %s, log:\n%s", j.Status, j.Trace)
 	}

@@ -21,49 +21,64 @@ type object struct {
 	data []byte
 }
 
+// entry is one object of a pack as stored: whole, or a delta on a base.
+type entry struct {
+	kind    byte
+	data    []byte
+	baseOff int    // ofs-delta: the base's offset
+	baseID  string // ref-delta: the base's ID
+}
+
 var packKinds = map[byte]string{1: "commit", 2: "tree", 3: "blob", 4: "tag"}
 
 const (
 	ofsDelta   = 6
 	refDelta   = 7
 	maxObjSize = 64 << 20
-	// maxUnpacked bounds what a pack's objects take unpacked (deltas
-	// as stored).
-	maxUnpacked = 1 << 30
+	// maxUnpacked bounds what a pack takes in memory once read: its
+	// entries as stored plus every object resolved from them (a delta
+	// of a few bytes may resolve to maxObjSize). A guest has little
+	// memory.
+	maxUnpacked = 256 << 20
 )
 
 // readPack reads a version 2 pack (its trailing SHA-1 checked), resolves
-// its deltas and returns its objects by ID.
-func readPack(pack []byte) (map[string]object, error) {
+// its deltas and returns its objects by ID. limit bounds the bytes of its
+// entries as stored plus those of the objects resolved (maxUnpacked).
+func readPack(pack []byte, limit uint64) (map[string]object, error) {
+	entries, order, total, err := parsePack(pack, limit)
+	if err != nil {
+		return nil, err
+	}
+	return resolve(entries, order, total, limit)
+}
+
+// parsePack reads a pack's entries as stored, by offset, in pack order,
+// and the bytes they take (at most limit).
+func parsePack(pack []byte, limit uint64) (map[int]*entry, []int, uint64, error) {
 	if len(pack) < 32 || string(pack[:4]) != "PACK" || binary.BigEndian.Uint32(pack[4:8]) != 2 {
-		return nil, errors.New("pack: not a version 2 pack")
+		return nil, nil, 0, errors.New("pack: not a version 2 pack")
 	}
 	sum := sha1.Sum(pack[:len(pack)-20])
 	if !bytes.Equal(sum[:], pack[len(pack)-20:]) {
-		return nil, errors.New("pack: bad trailing checksum")
+		return nil, nil, 0, errors.New("pack: bad trailing checksum")
 	}
 	count := binary.BigEndian.Uint32(pack[8:12])
 	body := pack[:len(pack)-20]
-	type entry struct {
-		kind    byte
-		data    []byte
-		baseOff int    // ofs-delta: the base's offset
-		baseID  string // ref-delta: the base's ID
-	}
 	entries := map[int]*entry{}
 	order := []int{}
 	off, total := 12, uint64(0)
 	for i := uint32(0); i < count; i++ {
 		start := off
 		if off >= len(body) {
-			return nil, errors.New("pack: truncated")
+			return nil, nil, 0, errors.New("pack: truncated")
 		}
 		c := body[off]
 		off++
 		kind, size, shift := (c>>4)&7, uint64(c&15), 4
 		for c&0x80 != 0 {
 			if off >= len(body) || shift > 56 {
-				return nil, errors.New("pack: bad object header")
+				return nil, nil, 0, errors.New("pack: bad object header")
 			}
 			c = body[off]
 			off++
@@ -71,20 +86,23 @@ func readPack(pack []byte) (map[string]object, error) {
 			shift += 7
 		}
 		if size > maxObjSize {
-			return nil, fmt.Errorf("pack: an object of %d bytes", size)
+			return nil, nil, 0, fmt.Errorf("pack: an object of %d bytes", size)
+		}
+		if total += size; total > limit { // before it is inflated
+			return nil, nil, 0, fmt.Errorf("pack: over %d bytes unpacked", limit)
 		}
 		e := &entry{kind: kind}
 		switch kind {
 		case ofsDelta:
 			if off >= len(body) {
-				return nil, errors.New("pack: truncated")
+				return nil, nil, 0, errors.New("pack: truncated")
 			}
 			c = body[off]
 			off++
 			rel := int(c & 0x7f)
 			for c&0x80 != 0 {
 				if off >= len(body) || rel > 1<<40 {
-					return nil, errors.New("pack: bad delta offset")
+					return nil, nil, 0, errors.New("pack: bad delta offset")
 				}
 				c = body[off]
 				off++
@@ -92,78 +110,91 @@ func readPack(pack []byte) (map[string]object, error) {
 			}
 			e.baseOff = start - rel
 			if e.baseOff < 12 || entries[e.baseOff] == nil {
-				return nil, errors.New("pack: delta against no object")
+				return nil, nil, 0, errors.New("pack: delta against no object")
 			}
 		case refDelta:
 			if off+20 > len(body) {
-				return nil, errors.New("pack: truncated")
+				return nil, nil, 0, errors.New("pack: truncated")
 			}
 			e.baseID = hex.EncodeToString(body[off : off+20])
 			off += 20
 		default:
 			if packKinds[kind] == "" {
-				return nil, fmt.Errorf("pack: object type %d", kind)
+				return nil, nil, 0, fmt.Errorf("pack: object type %d", kind)
 			}
 		}
 		rd := bytes.NewReader(body[off:])
 		zr, err := zlib.NewReader(rd)
 		if err != nil {
-			return nil, fmt.Errorf("pack: %w", err)
+			return nil, nil, 0, fmt.Errorf("pack: %w", err)
 		}
 		// Reading up to size+1 bytes reaches the stream's end (and its
 		// checksum) when it holds size bytes, and stops at once when it
 		// holds more.
 		data, err := io.ReadAll(io.LimitReader(zr, int64(size)+1))
 		if err != nil || uint64(len(data)) != size {
-			return nil, fmt.Errorf("pack: object at %d: %d bytes, want %d: %v", start, len(data), size, err)
+			return nil, nil, 0, fmt.Errorf("pack: object at %d: %d bytes, want %d: %v", start, len(data), size, err)
 		}
 		off += int(rd.Size()) - rd.Len()
-		if total += size; total > maxUnpacked {
-			return nil, fmt.Errorf("pack: over %d bytes unpacked", maxUnpacked)
-		}
 		e.data = data
 		entries[start] = e
 		order = append(order, start)
 	}
 	if off != len(body) {
-		return nil, errors.New("pack: bytes after the last object")
+		return nil, nil, 0, errors.New("pack: bytes after the last object")
 	}
+	return entries, order, total, nil
+}
+
+// resolve turns the pack's entries into objects: the whole ones first,
+// then each delta once its base is resolved, found through a map from
+// base (offset or ID) to the deltas on it, so each entry is visited
+// once. total is what the entries take stored; each resolved delta adds
+// its size, up to limit.
+func resolve(entries map[int]*entry, order []int, total, limit uint64) (map[string]object, error) {
 	objs := map[string]object{}
+	onOffset := map[int][]int{} // base offset -> ofs-deltas on it
+	onID := map[string][]int{}  // base ID -> ref-deltas on it
+	var queue []int             // resolved entries whose dependents are not yet
 	resolved := map[int]object{}
-	// Resolve in passes: a ref-delta's base may come later in the pack.
-	for pending := len(order); pending > 0; {
-		progress := false
-		for _, at := range order {
-			if _, done := resolved[at]; done {
-				continue
-			}
-			e := entries[at]
-			var o object
-			switch e.kind {
-			case ofsDelta, refDelta:
-				base, ok := resolved[e.baseOff]
-				if e.kind == refDelta {
-					base, ok = objs[e.baseID]
-				}
-				if !ok {
-					continue
-				}
-				data, err := applyDelta(base.data, e.data)
-				if err != nil {
-					return nil, err
-				}
-				o = object{base.kind, data}
-			default:
-				o = object{packKinds[e.kind], e.data}
-			}
-			resolved[at] = o
-			objs[objectID(o)] = o
-			pending--
-			progress = true
+	ids := map[int]string{}
+	for _, at := range order {
+		switch e := entries[at]; e.kind {
+		case ofsDelta:
+			onOffset[e.baseOff] = append(onOffset[e.baseOff], at)
+		case refDelta:
+			onID[e.baseID] = append(onID[e.baseID], at)
+		default:
+			o := object{packKinds[e.kind], e.data}
+			resolved[at], ids[at] = o, objectID(o)
+			objs[ids[at]] = o
+			queue = append(queue, at)
 		}
-		if !progress {
-			return nil, errors.New("pack: a delta's base is missing (thin pack)")
+	}
+	for len(queue) > 0 {
+		at := queue[0]
+		queue = queue[1:]
+		base, id := resolved[at], ids[at]
+		deps := append(onOffset[at], onID[id]...)
+		delete(onOffset, at)
+		delete(onID, id) // a duplicate of the base resolves them once only
+		for _, d := range deps {
+			data, err := applyDelta(base.data, entries[d].data, min(maxObjSize, limit-total))
+			if err != nil {
+				if errors.Is(err, errTooBig) {
+					return nil, fmt.Errorf("pack: over %d bytes unpacked", limit)
+				}
+				return nil, err
+			}
+			total += uint64(len(data))
+			o := object{base.kind, data}
+			resolved[d], ids[d] = o, objectID(o)
+			objs[ids[d]] = o
+			queue = append(queue, d)
 		}
+	}
+	if len(resolved) != len(order) {
+		return nil, errors.New("pack: a delta's base is missing (thin pack)")
 	}
 	return objs, nil
 }
@@ -175,8 +206,11 @@ func objectID(o object) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// applyDelta applies a Git delta to base.
-func applyDelta(base, delta []byte) ([]byte, error) {
+// errTooBig is a delta whose result is over the size applyDelta may make.
+var errTooBig = errors.New("pack: a delta's result is too big")
+
+// applyDelta applies a Git delta to base, making at most max bytes.
+func applyDelta(base, delta []byte, max uint64) ([]byte, error) {
 	bad := errors.New("pack: bad delta")
 	varint := func() (uint64, error) {
 		var v uint64
@@ -197,8 +231,11 @@ func applyDelta(base, delta []byte) ([]byte, error) {
 		return nil, bad
 	}
 	dstSize, err := varint()
-	if err != nil || dstSize > maxObjSize {
+	if err != nil {
 		return nil, bad
+	}
+	if dstSize > max {
+		return nil, errTooBig
 	}
 	out := make([]byte, 0, dstSize)
 	for len(delta) > 0 {
@@ -241,8 +278,28 @@ func applyDelta(base, delta []byte) ([]byte, error) {
 	return out, nil
 }
 
-// checkout writes the tree of commit sha into dir.
-func checkout(objs map[string]object, sha, dir string) error {
+// Bounds on a check-out: a tree may name one blob, or one subtree, many
+// times, so a small pack can describe a huge work tree.
+const (
+	maxCheckoutFiles = 100_000
+	maxCheckoutBytes = 512 << 20
+)
+
+// budget is what a check-out may still write: entries (files,
+// directories, links) and bytes.
+type budget struct{ files, bytes int64 }
+
+func (b *budget) take(bytes int) error {
+	b.files--
+	b.bytes -= int64(bytes)
+	if b.files < 0 || b.bytes < 0 {
+		return errors.New("checkout: the tree is bigger than a job's work tree may be")
+	}
+	return nil
+}
+
+// checkout writes the tree of commit sha into dir, within b.
+func checkout(objs map[string]object, sha, dir string, b budget) error {
 	c, ok := objs[sha]
 	if !ok || c.kind != "commit" {
 		return fmt.Errorf("reference is not a tree: %s", sha)
@@ -259,10 +316,10 @@ func checkout(objs map[string]object, sha, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	return writeTree(objs, tree[:40], dir)
+	return writeTree(objs, tree[:40], dir, &b)
 }
 
-func writeTree(objs map[string]object, id, dir string) error {
+func writeTree(objs map[string]object, id, dir string, left *budget) error {
 	t, ok := objs[id]
 	if !ok || t.kind != "tree" {
 		return fmt.Errorf("tree %s missing from the pack", id)
@@ -280,6 +337,13 @@ func writeTree(objs map[string]object, id, dir string) error {
 			return fmt.Errorf("tree %s has an entry named %q", id, name)
 		}
 		path := filepath.Join(dir, name)
+		size := 0
+		if blob, ok := objs[child]; ok && blob.kind == "blob" {
+			size = len(blob.data)
+		}
+		if err := left.take(size); err != nil {
+			return err
+		}
 		switch mode {
 		case "40000":
 			// Mkdir and O_EXCL below: a second entry of the same name
@@ -287,7 +351,7 @@ func writeTree(objs map[string]object, id, dir string) error {
 			if err := os.Mkdir(path, 0o755); err != nil {
 				return err
 			}
-			if err := writeTree(objs, child, path); err != nil {
+			if err := writeTree(objs, child, path, left); err != nil {
 				return err
 			}
 		case "100644", "100755":
