@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -225,4 +226,11 @@ func (f *Fleet) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.held)
+}
+
+// nonce tells this process from another one with the same host_id.
+func nonce() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

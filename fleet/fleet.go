@@ -16,8 +16,6 @@ package fleet
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -243,13 +241,6 @@ func (f *Fleet) register(ctx context.Context) error {
 	f.hostRev, f.hostOK = rev, sent
 	f.mu.Unlock()
 	return nil
-}
-
-// nonce tells this process from another one with the same host_id.
-func nonce() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // Close deletes this host's claims and presence (another host may take

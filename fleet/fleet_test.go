@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/fleet/fleettest"
 )
 
 const ttl = 1500 * time.Millisecond
@@ -121,10 +123,10 @@ func TestReleaseFreesTheJob(t *testing.T) {
 func TestPartitionedHostClaimsNothingAndRejoins(t *testing.T) {
 	t.Parallel()
 	url := runNATS(t)
-	p := newProxy(t, strings.TrimPrefix(url, "nats://"))
+	p := fleettest.NewProxy(t, strings.TrimPrefix(url, "nats://"))
 	var reach atomic.Int32
 	ctx := ctxT(t)
-	a, err := Join(ctx, Options{URLs: []string{p.url()}, HostID: "a", ClaimTTL: ttl, Observer: reachObs{&reach}})
+	a, err := Join(ctx, Options{URLs: []string{p.URL()}, HostID: "a", ClaimTTL: ttl, Observer: reachObs{&reach}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +135,7 @@ func TestPartitionedHostClaimsNothingAndRejoins(t *testing.T) {
 	if ok, _ := a.Claim(ctx, "job1"); !ok {
 		t.Fatal("a did not claim job1")
 	}
-	p.setCut(true)
+	p.SetCut(true)
 	eventually(t, 2*ttl, "a stops counting its claim", func() bool { return !a.Held("job1") })
 	if !a.Held("job1") && a.Reachable() {
 		eventually(t, ttl, "a says it is cut off", func() bool { return !a.Reachable() })
@@ -154,7 +156,7 @@ func TestPartitionedHostClaimsNothingAndRejoins(t *testing.T) {
 		ok, _ := b.Claim(ctx, "job1")
 		return ok
 	})
-	p.setCut(false)
+	p.SetCut(false)
 	eventually(t, 10*time.Second, "a rejoins", a.Reachable)
 	if reach.Load() != 1 {
 		t.Errorf("observer last told reachable=%d, want 1", reach.Load())
