@@ -102,6 +102,11 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 	for _, p := range cfg.Pools {
 		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
 	}
+	fl, err := joinFleet(ctx, cfg, mx, log)
+	if err != nil {
+		return err
+	}
+	defer leaveFleet(fl) // after the drain
 	agentAddr := net.JoinHostPort(gw.String(), strconv.Itoa(cfg.Network.AgentPort))
 	consoleDir := filepath.Join(cfg.StateDir, "logs")
 	m, err := pool.New(pool.Deps{
@@ -118,6 +123,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 		ConsoleDir: consoleDir,
 		Interval:   cfg.ReconcileInterval,
 		Observer:   mx,
+		Fleet:      claimer(fl),
 	})
 	if err != nil {
 		return err

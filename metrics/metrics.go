@@ -40,6 +40,8 @@ type Metrics struct {
 	forgeRequests  *prometheus.CounterVec
 	forgeErrors    *prometheus.CounterVec
 	forgeRateLimit *prometheus.GaugeVec
+
+	fleet fleetCollectors
 }
 
 var _ pool.Observer = (*Metrics)(nil)
@@ -94,6 +96,7 @@ func New(stateDir string) *Metrics {
 		m.forgeRequests, m.forgeErrors, m.forgeRateLimit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		diskCollector{dir: stateDir})
+	m.fleet = newFleetCollectors(m.reg)
 	return m
 }
 
