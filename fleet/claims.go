@@ -57,7 +57,7 @@ func (f *Fleet) Claim(ctx context.Context, job string) (bool, error) {
 	rev, err := f.claims.Create(ctx, k, v)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		f.mu.Lock()
-		f.others[k] = now.Add(f.opt.ClaimTTL / 3)
+		f.others[k] = now.Add(f.othersFor())
 		f.mu.Unlock()
 		f.obs.ClaimLost()
 		return false, nil
@@ -72,6 +72,21 @@ func (f *Fleet) Claim(ctx context.Context, job string) (bool, error) {
 	return true, nil
 }
 
+// othersFor is how long a claim found another host's is not asked for
+// again: it spares NATS a create per foreign claim per look, and delays
+// taking a job another host released by as much.
+func (f *Fleet) othersFor() time.Duration { return min(f.opt.ClaimTTL/3, time.Second) }
+
+// Forget stops refreshing this host's claim on job, which left the queue,
+// and leaves its key to lapse within the TTL: a host whose read of the
+// queue is older than the job's start does not claim it again meanwhile.
+// No I/O.
+func (f *Fleet) Forget(job string) {
+	f.mu.Lock()
+	delete(f.held, Key(job))
+	f.mu.Unlock()
+}
+
 // Held reports whether this host still counts its claim on job: taken
 // and confirmed within the last 2/3 of the TTL. No I/O.
 func (f *Fleet) Held(job string) bool {
@@ -81,20 +96,21 @@ func (f *Fleet) Held(job string) bool {
 	return c != nil && time.Since(c.ok) < f.valid()
 }
 
-// Release drops this host's claim on job (it left the queue). It does
-// not block: the key is deleted by the fleet's loop, or, if that is
-// behind, lapses within the TTL.
+// Release gives this host's claim on a job still queued up (the host
+// drains), so another host may take it now. It does not block: the key
+// is deleted by the fleet's loop, or, if that is behind, lapses within
+// the TTL.
 func (f *Fleet) Release(job string) {
 	k := Key(job)
 	f.mu.Lock()
-	_, ok := f.held[k]
+	c, ok := f.held[k]
 	delete(f.held, k)
 	f.mu.Unlock()
 	if !ok {
 		return
 	}
 	select {
-	case f.release <- k:
+	case f.release <- released{k, c.rev}:
 	default:
 	}
 }
@@ -117,23 +133,29 @@ func (f *Fleet) loop() {
 		select {
 		case <-f.stop:
 			return
-		case k := <-f.release:
-			f.deleteReleased(k)
+		case r := <-f.release:
+			f.deleteReleased(r)
 		case <-t.C:
 			f.refresh()
 		}
 	}
 }
 
-func (f *Fleet) deleteReleased(k string) {
+// released is a claim to delete: its key and the revision this host
+// last wrote.
+type released struct {
+	key string
+	rev uint64
+}
+
+// deleteReleased deletes a released claim if it is still this host's
+// write (a CAS on its revision): a claim that lapsed and another host
+// took is left alone.
+func (f *Fleet) deleteReleased(r released) {
 	ctx, cancel := context.WithTimeout(context.Background(), f.opt.ClaimTTL/3)
 	defer cancel()
-	// Not CAS: the key is this host's until it lapses; a lapsed key a
-	// new holder took is not deleted because this host's last revision
-	// is unknown here — the holder's next refresh finds it gone and
-	// stops counting it, which a lapse risks anyway.
-	if err := f.claims.Delete(ctx, k); err != nil {
-		f.log.Debug("fleet: delete released claim (it lapses instead)", "key", k, "err", err)
+	if err := f.claims.Delete(ctx, r.key, jetstream.LastRevision(r.rev)); err != nil {
+		f.log.Debug("fleet: delete released claim (it lapses instead)", "key", r.key, "err", err)
 	}
 }
 

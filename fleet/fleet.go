@@ -89,7 +89,7 @@ type Fleet struct {
 	hostOK    time.Time            // when the presence key was last written (send time)
 	reachable bool
 
-	release chan string // keys to delete, by the loop
+	release chan released // claims to delete, by the loop
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -140,7 +140,7 @@ func Join(ctx context.Context, o Options) (*Fleet, error) {
 	f := &Fleet{
 		opt: o, log: o.Log.With("fleet_host", o.HostID), obs: o.Observer, instance: nonce(), since: time.Now(),
 		held: map[string]*claim{}, others: map[string]time.Time{},
-		release: make(chan string, 1024), stop: make(chan struct{}), done: make(chan struct{}),
+		release: make(chan released, 1024), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	nopts := []nats.Option{
 		nats.Name("fireactions " + o.HostID), nats.Timeout(o.ConnectTimeout),

@@ -229,7 +229,7 @@ func (m *Manager) applyDemand(now time.Time) []touchedPool {
 		if !e.change.Queued {
 			if q != nil {
 				m.obs.QueueWait(q.pool.cfg.Name, now.Sub(q.since))
-				m.leftQueueLocked(k, q)
+				m.dropClaimLocked(k, q, false)
 				q.pool.queued--
 				q.pool.leftTold(now)
 				delete(m.waiting, k)

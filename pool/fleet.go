@@ -19,9 +19,13 @@ type Claimer interface {
 	// Held reports whether this host still counts its claim on job
 	// (it can lapse or be lost while the host is cut off). No I/O.
 	Held(job string) bool
-	// Release drops this host's claim on job: it left the queue. It
-	// does not block.
+	// Release gives up this host's claim on a job still queued, for
+	// another host to take. It does not block.
 	Release(job string)
+	// Forget drops this host's claim on a job that left the queue; its
+	// key lapses in the fleet, so a host with an older read of the
+	// queue does not claim the job again. No I/O.
+	Forget(job string)
 }
 
 // claimRound bounds the claims one pool makes in one look.
@@ -41,13 +45,33 @@ func (m *Manager) demandLocked(p *pool) int {
 	return p.claimed
 }
 
-// leftQueueLocked is told that queued job k of q left the queue (or its
-// pool): its claim, if held, goes. Callers hold m.mu.
-func (m *Manager) leftQueueLocked(k waitKey, q *queuedJob) {
-	if q.claimed {
-		q.claimed = false
-		q.pool.claimed--
+// dropClaimLocked drops the claim, if held, on queued job k of q: a job
+// that left the queue is forgotten (its key lapses in the fleet, so a
+// host with an older read of the queue does not claim it again); one
+// still queued is released for another host or pool to take. Callers
+// hold m.mu.
+func (m *Manager) dropClaimLocked(k waitKey, q *queuedJob, stillQueued bool) {
+	if !q.claimed {
+		return
+	}
+	q.claimed = false
+	q.pool.claimed--
+	if stillQueued {
 		m.d.Fleet.Release(fleetJob(k))
+	} else {
+		m.d.Fleet.Forget(fleetJob(k))
+	}
+}
+
+// releaseClaimsLocked drops every claim this host holds: it drains, and
+// other hosts are to serve its queued jobs now, not after the drain.
+// Callers hold m.mu.
+func (m *Manager) releaseClaimsLocked() {
+	if m.d.Fleet == nil {
+		return
+	}
+	for k, q := range m.waiting {
+		m.dropClaimLocked(k, q, true)
 	}
 }
 
@@ -112,7 +136,7 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 			p.claimed++
 			room--
 		} else if q == nil {
-			m.d.Fleet.Release(fleetJob(f.k)) // it left the queue meanwhile
+			m.d.Fleet.Forget(fleetJob(f.k)) // it left the queue meanwhile
 		}
 		m.mu.Unlock()
 	}

@@ -407,7 +407,7 @@ func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, 
 			}
 			q.pass = m.pass
 			if q.pool != p { // a reload changed the pools
-				m.leftQueueLocked(k, q)
+				m.dropClaimLocked(k, q, true)
 				q.pool.queued--
 				p.queued++
 				q.pool = p
@@ -419,7 +419,7 @@ func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, 
 			continue
 		}
 		m.obs.QueueWait(q.pool.cfg.Name, now.Sub(q.since))
-		m.leftQueueLocked(k, q)
+		m.dropClaimLocked(k, q, false)
 		q.pool.queued--
 		delete(m.waiting, k)
 	}
@@ -647,6 +647,7 @@ func (m *Manager) Drain(ctx context.Context) error {
 		n.NotifyQueue(nil)
 	}
 	m.notifiers = map[forge.QueueNotifier]bool{}
+	m.releaseClaimsLocked()
 	for _, v := range m.vms {
 		v.stopUnlessBusy(errDrain)
 	}
