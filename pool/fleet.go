@@ -130,13 +130,15 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 			continue
 		}
 		m.mu.Lock()
-		q := m.waiting[f.k]
-		if q != nil && q.pool == p && !q.claimed {
+		switch q := m.waiting[f.k]; {
+		case q == nil:
+			m.d.Fleet.Forget(fleetJob(f.k)) // it left the queue meanwhile
+		case q.pool == p && !q.claimed:
 			q.claimed = true
 			p.claimed++
 			room--
-		} else if q == nil {
-			m.d.Fleet.Forget(fleetJob(f.k)) // it left the queue meanwhile
+		default:
+			m.d.Fleet.Release(fleetJob(f.k)) // a reload gave it another pool meanwhile
 		}
 		m.mu.Unlock()
 	}
