@@ -25,7 +25,7 @@ func Root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), validateCmd(), versionCmd(), guestRootCmd(), poolsCmd(), psCmd(), logsCmd(), killCmd(), doctorCmd(), imageCmd(), githubCmd())
+	root.AddCommand(serveCmd(), validateCmd(), versionCmd(), guestRootCmd(), poolsCmd(), psCmd(), logsCmd(), killCmd(), doctorCmd(), imageCmd(), githubCmd(), fleetCmd())
 	return applyFace(root, faceOf(os.Args[0]))
 }
 

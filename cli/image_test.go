@@ -48,15 +48,7 @@ func TestImageCommands(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "kernel"), nil, 0o644)
 	os.WriteFile(filepath.Join(dir, "token"), []byte("secret-token\n"), 0o600)
 	cfg := filepath.Join(dir, "fa.yaml")
-	os.WriteFile(cfg, []byte(strings.ReplaceAll(`state_dir: DIR/state
-host_id: h
-forges: [{name: g, type: gitea, url: "http://127.0.0.1:3000", token_file: DIR/token}]
-pools:
-  - name: p
-    forge: g
-    labels: [linux]
-    vm: {kernel: DIR/kernel, image: "HOST/ci/runner:v1"}
-`, "DIR", dir)), 0o600)
+	os.WriteFile(cfg, []byte(strings.ReplaceAll(giteaConfig("DIR/state", `image: "HOST/ci/runner:v1"`), "DIR", dir)), 0o600)
 	os.WriteFile(cfg, bytes.ReplaceAll(must2(os.ReadFile(cfg)), []byte("HOST"), []byte(host)), 0o600)
 
 	run := func(args ...string) string {

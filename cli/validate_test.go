@@ -17,15 +17,7 @@ func TestValidateExitCodes(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, f), nil, 0o644)
 	}
 	os.WriteFile(filepath.Join(dir, "token"), []byte("secret-token\n"), 0o600)
-	good := `state_dir: /var/lib/fa
-host_id: h
-forges: [{name: g, type: gitea, url: "http://127.0.0.1:3000", token_file: DIR/token}]
-pools:
-  - name: p
-    forge: g
-    labels: [linux]
-    vm: {kernel: DIR/kernel, root_initramfs: DIR/root.cpio}
-`
+	good := giteaConfig("/var/lib/fa", "root_initramfs: DIR/root.cpio")
 	cases := []struct {
 		name, body string
 		wantCode   int
@@ -54,4 +46,18 @@ pools:
 			}
 		})
 	}
+}
+
+// giteaConfig is a configuration of one Gitea forge and one pool, with
+// DIR standing for a directory holding token, kernel and what vm names.
+func giteaConfig(stateDir, vm string) string {
+	return `state_dir: ` + stateDir + `
+host_id: h
+forges: [{name: g, type: gitea, url: "http://127.0.0.1:3000", token_file: DIR/token}]
+pools:
+  - name: p
+    forge: g
+    labels: [linux]
+    vm: {kernel: DIR/kernel, ` + vm + `}
+`
 }

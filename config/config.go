@@ -30,6 +30,7 @@ type Config struct {
 	Images            Images        `yaml:"images" doc:"The store of OCI images that pools with vm.image boot from."`
 	RegistryCache     RegistryCache `yaml:"registry_cache" doc:"The host's registry cache and web proxy, given to the guests of every pool that does not set cache.bypass (and used by the image store's pulls); see config/cache.go. Ports of its URLs on the gateway are added to network.allow_tcp_ports."`
 	Pools             []Pool        `yaml:"pools" doc:"Pools of identical VMs, each serving the jobs whose labels it offers. At least one."`
+	Fleet             *Fleet        `yaml:"fleet" doc:"Share demand with other hosts through NATS JetStream, so that no queued job boots a VM on two hosts (see docs/fleet.md). Absent: this host serves every job it sees."`
 	Limits            Limits        `yaml:"limits" doc:"Bounds on what guests and anonymous clients can make the host hold: HTTP timeouts, connection caps, webhook body sizes (see config/limits.go)."`
 }
 

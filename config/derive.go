@@ -53,6 +53,7 @@ func deriveDefaults(c *Config, hostname string) {
 	deriveGitHub(c)
 	deriveGitea(c)
 	deriveRegistryCache(c) // after the gateway
+	deriveFleet(c)
 	forgeTypes := map[string]string{}
 	forgejo := map[string]bool{}
 	for i := range c.Forges {

@@ -87,6 +87,8 @@ func collect(secs *[]section, title, doc string, def reflect.Value, path string)
 			err = collect(secs, "`"+sub+"`", fdoc, def.Field(i), sub)
 		case sf.Type.Kind() == reflect.Slice && sf.Type.Elem().Kind() == reflect.Struct:
 			err = collect(secs, "`"+sub+"[]`", fdoc, elemDefault(sf.Type.Elem()), sub+"[]")
+		case sf.Type.Kind() == reflect.Pointer && sf.Type.Elem().Kind() == reflect.Struct:
+			err = collect(secs, "`"+sub+"`", fdoc, elemDefault(sf.Type.Elem()), sub)
 		}
 		if err != nil {
 			return err
@@ -102,11 +104,15 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// elemDefault is what a list element starts from: PoolDefaults for pools,
-// nothing for the rest.
+// elemDefault is what a list element or optional section starts from:
+// PoolDefaults for pools, FleetDefaults for the fleet, nothing for the
+// rest.
 func elemDefault(t reflect.Type) reflect.Value {
 	if t == reflect.TypeFor[Pool]() {
 		return reflect.ValueOf(PoolDefaults())
+	}
+	if t == reflect.TypeFor[Fleet]() {
+		return reflect.ValueOf(FleetDefaults())
 	}
 	return reflect.Zero(t)
 }

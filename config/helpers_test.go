@@ -167,3 +167,20 @@ func lineOf(t *testing.T, text, s string) int {
 	t.Fatalf("test bug: %q is not in the configuration", s)
 	return 0
 }
+
+// wantFieldError parses text and checks it fails with one line naming
+// field with want, and never showing secret.
+func (f *fixture) wantFieldError(text, field, want, secret string) {
+	f.t.Helper()
+	_, err := f.parse(text)
+	if err == nil {
+		f.t.Fatalf("Parse succeeded; want an error naming %s", field)
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "\n") || !strings.Contains(msg, field+":") || !strings.Contains(msg, want) {
+		f.t.Fatalf("got:\n%s\nwant one line naming %s with %q", msg, field, want)
+	}
+	if strings.Contains(msg, secret) {
+		f.t.Fatalf("the message shows a secret: %s", msg)
+	}
+}

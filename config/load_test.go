@@ -553,3 +553,52 @@ func TestGiteaFlavor(t *testing.T) {
 		}
 	}
 }
+
+const fleetYAML = `fleet:
+  urls: [nats://10.0.0.1:4222, tls://nats.example.com:4222]
+  credentials_file: $DIR/nats.creds
+`
+
+// No fleet section: no fleet. A fleet section gets claim_ttl 30s and
+// on_unreachable fail unless it says otherwise.
+func TestFleetSection(t *testing.T) {
+	f := newFixture(t)
+	f.write("nats.creds", "creds", 0o600)
+	if c := f.mustParse(minimalYAML); c.Fleet != nil {
+		t.Fatalf("fleet without a section: %+v", c.Fleet)
+	}
+	c := f.mustParse(replace(t, minimalYAML, "host_id:", fleetYAML+"host_id:"))
+	want := Fleet{URLs: []string{"nats://10.0.0.1:4222", "tls://nats.example.com:4222"}, CredsFile: f.path("nats.creds"), ClaimTTL: 30 * time.Second, OnUnreachable: "fail"}
+	if c.Fleet == nil || !reflect.DeepEqual(*c.Fleet, want) {
+		t.Fatalf("fleet %+v, want %+v", c.Fleet, want)
+	}
+	c = f.mustParse(replace(t, minimalYAML, "host_id:", fleetYAML+"  claim_ttl: 5s\n  on_unreachable: local\nhost_id:"))
+	if c.Fleet.ClaimTTL != 5*time.Second || c.Fleet.OnUnreachable != "local" {
+		t.Fatalf("explicit values not kept: %+v", c.Fleet)
+	}
+}
+
+// Each case is one mistake in fleet; the problem names its field and
+// never shows a password.
+func TestFleetMistakes(t *testing.T) {
+	tests := []struct{ name, old, new, field, want string }{
+		{"no URLs", "  urls: [nats://10.0.0.1:4222, tls://nats.example.com:4222]\n", "", "fleet.urls", "at least one"},
+		{"http URL", "nats://10.0.0.1:4222", "http://10.0.0.1:4222", "fleet.urls[0]", "not nats or tls"},
+		{"password in URL", "nats://10.0.0.1:4222", "nats://u:pa$$word@10.0.0.1:4222", "fleet.urls[0]", "credentials_file"},
+		{"no port", "tls://nats.example.com:4222", "tls://nats.example.com", "fleet.urls[1]", "no port"},
+		{"creds readable by others", "$DIR/nats.creds", "$DIR/open.creds", "fleet.credentials_file", "chmod 600"},
+		{"creds missing", "$DIR/nats.creds", "$DIR/nope.creds", "fleet.credentials_file", "no such file"},
+		{"TTL too long", "  credentials_file", "  claim_ttl: 1m\n  credentials_file", "fleet.claim_ttl", "more than 30s"},
+		{"TTL too short", "  credentials_file", "  claim_ttl: 100ms\n  credentials_file", "fleet.claim_ttl", "less than 1s"},
+		{"on_unreachable", "  credentials_file", "  on_unreachable: retry\n  credentials_file", "fleet.on_unreachable", "retry"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.write("nats.creds", "creds", 0o600)
+			f.write("open.creds", "creds", 0o644)
+			text := replace(t, replace(t, minimalYAML, "host_id:", fleetYAML+"host_id:"), tt.old, tt.new)
+			f.wantFieldError(text, tt.field, tt.want, "pa$$word")
+		})
+	}
+}

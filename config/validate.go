@@ -68,6 +68,7 @@ func (v *validator) config(c *Config) {
 	v.images(root.child("images"), &c.Images)
 	v.limits(root.child("limits"), &c.Limits)
 	v.registryCache(root.child("registry_cache"), &c.RegistryCache)
+	v.fleet(root.child("fleet"), c.Fleet)
 	v.pools(root.child("pools"), c.Pools, types)
 	v.githubPools(root.child("pools"), c.Pools, c.Forges)
 	v.check(rule{root.child("network").child("cidr"), poolsFit(c.Network.CIDR, c.Pools)})

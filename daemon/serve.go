@@ -103,6 +103,11 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
 		mx.PoolSeries(p.Name, p.Forge)
 	}
+	fl, err := joinFleet(ctx, cfg, mx, log)
+	if err != nil {
+		return err
+	}
+	defer leaveFleet(fl) // after the drain
 	agentAddr := net.JoinHostPort(gw.String(), strconv.Itoa(cfg.Network.AgentPort))
 	consoleDir := filepath.Join(cfg.StateDir, "logs")
 	m, err := pool.New(pool.Deps{
@@ -119,6 +124,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 		ConsoleDir: consoleDir,
 		Interval:   cfg.ReconcileInterval,
 		Observer:   mx,
+		Fleet:      claimer(fl),
 	})
 	if err != nil {
 		return err

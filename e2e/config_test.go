@@ -47,6 +47,13 @@ type orchConfig struct {
 	RegistryCache     *registryCacheConfig `yaml:"registry_cache,omitempty"`
 	Forges            []forgeConfig        `yaml:"forges"`
 	Pools             []poolConfig         `yaml:"pools"`
+	Fleet             *fleetConfig         `yaml:"fleet,omitempty"`
+}
+
+type fleetConfig struct {
+	URLs          []string `yaml:"urls"`
+	ClaimTTL      string   `yaml:"claim_ttl,omitempty"`
+	OnUnreachable string   `yaml:"on_unreachable,omitempty"`
 }
 
 type logConfig struct {

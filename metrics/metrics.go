@@ -49,6 +49,8 @@ type Metrics struct {
 	// by PoolSeries, or to what a call told.
 	rateMu    sync.Mutex
 	rateKnown map[string]bool
+
+	fleet fleetCollectors
 }
 
 var _ pool.Observer = (*Metrics)(nil)
@@ -106,6 +108,7 @@ func New(stateDir string) *Metrics {
 		m.forgeRequests, m.forgeErrors, m.forgeRateLimit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		diskCollector{dir: stateDir})
+	m.fleet = newFleetCollectors(m.reg)
 	return m
 }
 

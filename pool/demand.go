@@ -229,6 +229,7 @@ func (m *Manager) applyDemand(now time.Time) []touchedPool {
 		if !e.change.Queued {
 			if q != nil {
 				m.obs.QueueWait(q.pool.cfg.Name, now.Sub(q.since))
+				m.dropClaimLocked(k, q, false)
 				q.pool.queued--
 				q.pool.leftTold(now)
 				delete(m.waiting, k)
@@ -281,6 +282,9 @@ func (m *Manager) react(ctx context.Context) {
 	for _, t := range touched {
 		if !slices.Contains(current, t.p) {
 			continue // retired by a reload
+		}
+		if t.queue {
+			m.claimFor(ctx, t.p)
 		}
 		c, starting := t.p.counted()
 		m.startMissing(ctx, t.p, c, starting, !t.queue)

@@ -62,6 +62,8 @@ type Deps struct {
 	// Roots makes the disks of VMs whose pool boots an OCI image; nil:
 	// every pool boots its initramfs.
 	Roots Roots
+	// Fleet shares demand with other hosts (Claimer); nil: none.
+	Fleet Claimer
 }
 
 // Manager owns the pools.
@@ -104,6 +106,8 @@ type queuedJob struct {
 	pool  *pool
 	since time.Time
 	pass  uint64 // the last full pass that saw it queued
+	// claimed: this host holds its claim in the fleet (Deps.Fleet).
+	claimed bool
 }
 
 // waitKey names a queued job: its forge and scope (pool.key) and its id.
@@ -126,6 +130,7 @@ type pool struct {
 	// (forge.ErrDemandSourceDeleted); it starts no VM until a reload.
 	sourceGone bool
 	queued     int // queued jobs assigned to it (Manager.waiting)
+	claimed    int // of those, the ones this host holds claims on (Deps.Fleet)
 	// took counts the pool's VMs that ever turned busy; tookAtRead is
 	// took when the last full pass began reading the forge's queue. A job
 	// a VM took since then may still be counted in queued: for a forge
@@ -346,6 +351,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 		if failed[p.key] {
 			continue // without demand we neither start nor remove
 		}
+		m.claimFor(ctx, p)
 		m.reconcilePool(ctx, p, states[p.key])
 	}
 	if len(failed) == 0 {
@@ -415,6 +421,7 @@ func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, 
 			}
 			q.pass = m.pass
 			if q.pool != p { // a reload changed the pools
+				m.dropClaimLocked(k, q, true)
 				q.pool.queued--
 				p.queued++
 				q.pool = p
@@ -426,6 +433,7 @@ func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, 
 			continue
 		}
 		m.obs.QueueWait(q.pool.cfg.Name, now.Sub(q.since))
+		m.dropClaimLocked(k, q, false)
 		q.pool.queued--
 		delete(m.waiting, k)
 	}
@@ -483,7 +491,7 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, runners map[string
 	}
 	m.startMissing(ctx, p, c, starting, false)
 	m.mu.Lock()
-	minIdle, queued := p.minIdle, p.queued
+	minIdle, queued := p.minIdle, m.demandLocked(p)
 	m.mu.Unlock()
 	// Surplus idle VMs go after the idle timeout, oldest first; busy ones never.
 	extra := surplus(c, minIdle, queued)
@@ -503,7 +511,7 @@ func (m *Manager) reconcilePool(ctx context.Context, p *pool, runners map[string
 // back-off and pause. Each start is O(1).
 func (m *Manager) startMissing(ctx context.Context, p *pool, c counts, starting int, minIdleOnly bool) {
 	m.mu.Lock()
-	minIdle, maxVMs, paused, notBefore, ramp, queued := p.minIdle, p.max, p.paused || p.sourceGone, p.notBefore, p.ramp, p.queued
+	minIdle, maxVMs, paused, notBefore, ramp, queued := p.minIdle, p.max, p.paused || p.sourceGone, p.notBefore, p.ramp, m.demandLocked(p)
 	if p.told {
 		// Jobs taken and not told gone may still be counted.
 		p.pruneUntold(time.Now())
@@ -674,6 +682,7 @@ func (m *Manager) Drain(ctx context.Context) error {
 		n.NotifyQueue(nil)
 	}
 	m.notifiers = map[forge.QueueNotifier]bool{}
+	m.releaseClaimsLocked()
 	for _, v := range m.vms {
 		v.stopUnlessBusy(errDrain)
 	}

@@ -65,6 +65,13 @@ func newHarnessAt(t *testing.T, stateDir string, minIdle, max int, behave guestB
 // interval.
 func newHarnessEvery(t *testing.T, interval time.Duration, stateDir string, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger, obs Observer, wrap func(*fakeForge) forge.Forge) *harness {
 	t.Helper()
+	return newHarnessDeps(t, interval, stateDir, minIdle, max, behave, tune, log, obs, wrap, nil)
+}
+
+// newHarnessDeps is newHarnessEvery with deps, when set, changing the
+// manager's collaborators before it is made.
+func newHarnessDeps(t *testing.T, interval time.Duration, stateDir string, minIdle, max int, behave guestBehaviour, tune func(*config.Pool), log *slog.Logger, obs Observer, wrap func(*fakeForge) forge.Forge, deps func(*Deps)) *harness {
+	t.Helper()
 	pc := config.PoolDefaults()
 	pc.Name, pc.Forge, pc.Labels, pc.MinIdle, pc.Max = "p", "f", []string{"linux"}, minIdle, max
 	pc.Timeouts.Boot = 2 * time.Second
@@ -88,11 +95,15 @@ func newHarnessEvery(t *testing.T, interval time.Duration, stateDir string, minI
 	if wrap != nil {
 		f = wrap(h.forge)
 	}
-	m, err := New(Deps{
+	d := Deps{
 		Config: &cfg, Forges: map[string]forge.Forge{"p": f}, Network: h.net, Alloc: h.alloc,
 		Store: store, Boot: h.boot, Log: log,
 		ReportURL: "http://10.200.0.1:8089/agent/v1/report", Interval: interval, Observer: obs,
-	})
+	}
+	if deps != nil {
+		deps(&d)
+	}
+	m, err := New(d)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Builds the real peers the tests and the demo run against -- Gitea and the
-# Gitea runner -- from the Go module proxy into a cache directory, once.
+# Builds the real peers the tests and the demo run against -- Gitea, the
+# Gitea runner and nats-server (the fleet's) -- from the Go module proxy
+# into a cache directory, once.
 # Usage: scripts/build-peers.sh [CACHE_DIR]   (prints nothing on a warm cache)
 set -euo pipefail
 
 GITEA_VERSION=v1.26.0
 RUNNER_VERSION=v1.0.8
+NATS_VERSION=v2.15.3
 cache=${1:-${FIREACTIONS_CACHE:-$HOME/.cache/fireactions}}
 mkdir -p "$cache"
 
@@ -35,4 +37,13 @@ if [ ! -x "$cache/runner-$RUNNER_VERSION/act_runner" ]; then
       -ldflags "-s -w -X gitea.com/gitea/runner/internal/pkg/ver.version=$RUNNER_VERSION" \
       -o "$cache/runner-$RUNNER_VERSION/act_runner.tmp" .)
   mv "$cache/runner-$RUNNER_VERSION/act_runner.tmp" "$cache/runner-$RUNNER_VERSION/act_runner"
+fi
+
+if [ ! -x "$cache/nats-server-$NATS_VERSION/nats-server" ]; then
+  echo "building nats-server $NATS_VERSION (static) into $cache" >&2
+  src=$(moddir "github.com/nats-io/nats-server/v2@$NATS_VERSION")
+  mkdir -p "$cache/nats-server-$NATS_VERSION"
+  (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" \
+      -o "$cache/nats-server-$NATS_VERSION/nats-server.tmp" .)
+  mv "$cache/nats-server-$NATS_VERSION/nats-server.tmp" "$cache/nats-server-$NATS_VERSION/nats-server"
 fi

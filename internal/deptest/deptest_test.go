@@ -45,7 +45,7 @@ func TestImportRules(t *testing.T) {
 		DoublesTree + "/gitlabdouble", DoublesTree + "/gitlabdouble/cmd/gitlab-runner",
 		DoublesTree + "/giteadouble",
 		DoublesTree + "/firecrackerdouble", DoublesTree + "/firecrackerdouble/cmd/firecracker",
-		"internal/hosttest", "forge/forgetest",
+		"internal/hosttest", "forge/forgetest", "fleet/fleettest",
 	} {
 		if _, ok := g.Packages[g.Module+"/"+rel]; !ok {
 			t.Errorf("package %s, test code the rules know, is not in the build", rel)

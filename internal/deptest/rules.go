@@ -124,7 +124,7 @@ const DoublesTree = "internal/double"
 // a product package named "latest" or "attest" must stay held to every
 // rule. A new helper not listed is held to the rules too, and fails the
 // one against importing testing until it is added.
-var TestHelpers = []string{"internal/hosttest", "internal/deptest", "forge/forgetest"}
+var TestHelpers = []string{"internal/hosttest", "internal/deptest", "forge/forgetest", "fleet/fleettest"}
 
 // TestCode reports whether the module's package rel is test code, never
 // part of the product: the doubles' tree (DoublesTree) and everything

@@ -151,4 +151,19 @@ in
       without = show (host { });
       metricsOff = show (host (lib.recursiveUpdate monitored { services.fireteact.metricsListen = ""; services.fireglab.metricsListen = ""; }));
     };
+
+  # A host in a fleet (docs/fleet.md): its NATS URLs and credentials
+  # become the fleet section; one without fleet options has none.
+  fleet =
+    let
+      gitea = { url = "https://gitea.example.invalid"; tokenFile = "/run/secrets/gitea-token"; };
+      host = fleet: evalReport [
+        e.modules.default
+        { services.fireteact = { enable = true; forges.gitea = gitea; pools.default = { }; inherit fleet; }; }
+      ];
+    in
+    {
+      member = host { urls = [ "nats://10.0.0.1:4222" "nats://10.0.0.2:4222" ]; credentialsFile = "/run/secrets/nats.creds"; claimTTL = "10s"; };
+      alone = host { };
+    };
 }

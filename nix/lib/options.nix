@@ -178,6 +178,28 @@ in
         default = "127.0.0.1:${toString f.metricsPort}";
         description = "metrics.listen: host:port of the Prometheus endpoint; \"\" turns it off. Each face has its own default port.";
       };
+      fleet = {
+        urls = option {
+          type.listOf = "str";
+          default = [ ];
+          description = "fleet.urls: NATS URLs (nats://host:4222 or tls://...) of the fleet's NATS cluster; hosts that set them share their demand, so no queued job boots a VM on two hosts (docs/fleet.md). Empty: no fleet section, the host serves every job it sees.";
+        };
+        credentialsFile = option {
+          type.nullOr = "path";
+          default = null;
+          description = "Host file holding the NATS credentials (user JWT and NKey seed); loaded with LoadCredential and named in fleet.credentials_file as /run/credentials/${f.unit}/fleet-credentials. null: connect without credentials.";
+        };
+        claimTTL = option {
+          type = "str";
+          default = "30s";
+          description = "fleet.claim_ttl: how long a claim outlives its holder's last refresh (1s-30s); the same on every host of the fleet.";
+        };
+        onUnreachable = option {
+          type.enum = [ "fail" "local" ];
+          default = "fail";
+          description = "fleet.on_unreachable: when NATS cannot be reached at start, fail (systemd restarts the unit) or serve locally, as without a fleet, until restarted.";
+        };
+      };
       vmm = {
         driver = option {
           type.enum = [ "qemu" "firecracker" ];

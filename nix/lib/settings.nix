@@ -18,6 +18,7 @@ rec {
     one "api-tokens" opts.api.tokensFile
     ++ one "api-tls-cert" opts.api.tlsCertFile
     ++ one "api-tls-key" opts.api.tlsKeyFile
+    ++ one "fleet-credentials" opts.fleet.credentialsFile
     ++ concatMap
       (n:
         one "forge-${n}-token" fo.${n}.tokenFile
@@ -114,6 +115,13 @@ rec {
           else { driver = "qemu"; qemu.binary = paths.qemu; };
         forges = map (n: forge n opts.forges.${n}) (attrNames opts.forges);
         pools = map (n: pool n opts.pools.${n}) (attrNames opts.pools);
+      } // util.optionalAttrs (opts.fleet.urls != [ ]) {
+        fleet = filterNulls {
+          inherit (opts.fleet) urls;
+          credentials_file = cred "fleet-credentials" opts.fleet.credentialsFile;
+          claim_ttl = opts.fleet.claimTTL;
+          on_unreachable = opts.fleet.onUnreachable;
+        };
       } // util.optionalAttrs ((base.cache or null) != null) {
         registry_cache = registrycache.settingsFor { inherit (opts.network) cidr; inherit (base) cache; };
       };

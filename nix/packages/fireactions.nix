@@ -14,7 +14,7 @@ buildGoModule {
   # The NAR hash of `go mod vendor` for go.mod/go.sum, computed by
   # scripts/vendor-hash.sh; nix/nixcheck/hash_test.go fails when go.sum
   # changes without it (`scripts/vendor-hash.sh` prints the new one).
-  vendorHash = "sha256-tJ/s7Nwxt2GbAuHyIO/H2F/QJ8ecHU/XY9cyTS/YC4Q=";
+  vendorHash = "sha256-XNV8XWkyNVdctHMiJhbQfqlbYzIGC5bZeSmTGRhc7KY=";
   subPackages = [ "cmd/fireactions" "cmd/fireactions-agent" ];
   env.CGO_ENABLED = 0;
   ldflags = [ "-s" "-w" "-X github.com/nixos-fireactions/nixos-fireactions/cli.Version=${version}" ];

@@ -1,0 +1,94 @@
+package config
+
+import (
+	"errors"
+	"net/url"
+	"time"
+)
+
+// Fleet joins this host to a fleet of hosts that share their demand
+// through NATS JetStream (package fleet). Absent: the host serves every
+// job it sees, alone.
+type Fleet struct {
+	URLs          []string      `yaml:"urls" doc:"Required. NATS server URLs of the fleet's NATS cluster (nats:// or tls://, host and port, no user or password: those go in credentials_file)."`
+	CredsFile     string        `yaml:"credentials_file" doc:"NATS credentials file (a user JWT and NKey seed, as nsc writes them): an absolute path, mode 600 (or 400), owned by root or the user running fireactions. Empty: connect without credentials."`
+	ClaimTTL      time.Duration `yaml:"claim_ttl" doc:"How long a host's claim on a queued job outlives its last refresh: a dead or cut-off host's jobs go to another host within it (1s-30s). Every host of a fleet must set the same."`
+	OnUnreachable string        `yaml:"on_unreachable" doc:"When NATS cannot be reached at start: fail (exit with an error naming the URLs) or local (serve every job this host sees, as without a fleet, until restarted). A host that loses NATS later claims nothing new until it is back."`
+}
+
+// FleetDefaults are the defaults of a fleet section.
+func FleetDefaults() Fleet {
+	return Fleet{ClaimTTL: 30 * time.Second, OnUnreachable: "fail"}
+}
+
+// deriveFleet fills a fleet section's empty fields from FleetDefaults.
+func deriveFleet(c *Config) {
+	if c.Fleet == nil {
+		return
+	}
+	d := FleetDefaults()
+	if c.Fleet.ClaimTTL == 0 {
+		c.Fleet.ClaimTTL = d.ClaimTTL
+	}
+	if c.Fleet.OnUnreachable == "" {
+		c.Fleet.OnUnreachable = d.OnUnreachable
+	}
+}
+
+// fleet checks the fleet section.
+func (v *validator) fleet(f field, fl *Fleet) {
+	if fl == nil {
+		return
+	}
+	if len(fl.URLs) == 0 {
+		v.check(rule{f.child("urls"), errors.New("at least one NATS URL is required")})
+	}
+	for i, u := range fl.URLs {
+		v.check(rule{f.child("urls").index(i), natsURL(u)})
+	}
+	var credsErr error
+	switch {
+	case fl.CredsFile == "":
+	case v.offline:
+		credsErr = absolute(fl.CredsFile)
+	default:
+		credsErr = secretFile(fl.CredsFile)
+	}
+	v.check(
+		rule{f.child("credentials_file"), credsErr},
+		rule{f.child("claim_ttl"), errors.Join(durationAtLeast(fl.ClaimTTL, time.Second), maximumDuration(fl.ClaimTTL, 30*time.Second))},
+		rule{f.child("on_unreachable"), oneOf(fl.OnUnreachable, "fail", "local")},
+	)
+}
+
+// natsURL accepts nats://host:port or tls://host:port without user
+// information: a password in the configuration would reach the Nix store.
+func natsURL(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Host == "" || u.Hostname() == "":
+		return errorf("%q is not a NATS URL (such as nats://10.0.0.1:4222)", s)
+	case u.Scheme != "nats" && u.Scheme != "tls":
+		return errorf("%q: scheme %q is not nats or tls", s, u.Scheme)
+	case u.User != nil:
+		return errorf("%q holds a user or password: put credentials in credentials_file", redactURL(u))
+	case u.Port() == "":
+		return errorf("%q has no port (NATS listens on 4222)", s)
+	case u.Path != "" && u.Path != "/" || u.RawQuery != "":
+		return errorf("%q has a path or query", s)
+	}
+	return nil
+}
+
+func redactURL(u *url.URL) string {
+	c := *u
+	c.User = nil
+	return c.String()
+}
+
+func maximumDuration(d, hi time.Duration) error {
+	if d > hi {
+		return errorf("%s is more than %s", shortDuration(d), shortDuration(hi))
+	}
+	return nil
+}

@@ -1,0 +1,265 @@
+// Package fleet lets several orchestrator hosts share one demand through
+// NATS JetStream, so that no queued job boots a VM on more than one host.
+// Before a host counts a queued job as its own demand it claims the job:
+// a compare-and-set create of the job's key in a KV bucket whose
+// entries age out after the claim TTL (the bucket's MaxAge). The holder
+// rewrites its claims every TTL/3 (a CAS update on the revision it
+// holds), so a dead or cut-off host's claims lapse within the TTL and
+// another host may take the job. A host also holds a presence key of its
+// host_id, which refuses a second host of the same id.
+//
+// A bucket-wide MaxAge with revision CAS, not per-key TTLs, because it
+// works with every JetStream server (Debian's nats-server 2.9 has no
+// per-message TTL, added in 2.11) and one fleet has one claim TTL anyway:
+// Join refuses a host whose claim_ttl differs from the bucket's.
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket names of a fleet's state.
+const (
+	ClaimsBucket = "fireactions_claims"
+	HostsBucket  = "fireactions_hosts"
+)
+
+// Errors a caller may tell apart.
+var (
+	// ErrUnreachable: this host cannot reach NATS (or lost its place in
+	// the fleet); it claims nothing new.
+	ErrUnreachable = errors.New("fleet: NATS unreachable: claiming nothing new")
+	// ErrHostIDTaken: another live host holds this host_id.
+	ErrHostIDTaken = errors.New("fleet: another live host uses this host_id")
+)
+
+// Observer is told of claims for metrics; every method must be cheap.
+type Observer interface {
+	ClaimWon()
+	ClaimLost()
+	ClaimExpired()
+	FleetReachable(bool)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ClaimWon()           {}
+func (nopObserver) ClaimLost()          {}
+func (nopObserver) ClaimExpired()       {}
+func (nopObserver) FleetReachable(bool) {}
+
+// Options are what Join needs.
+type Options struct {
+	URLs      []string
+	CredsFile string // NATS credentials (JWT and NKey seed); empty: none
+	HostID    string
+	ClaimTTL  time.Duration
+	Log       *slog.Logger
+	Observer  Observer // nil: none
+	// ConnectTimeout bounds the first connection; 0: 5 s.
+	ConnectTimeout time.Duration
+}
+
+// Fleet is this host's membership: its presence key and the claims it
+// holds. Its methods are safe for concurrent use.
+type Fleet struct {
+	opt      Options
+	log      *slog.Logger
+	obs      Observer
+	nc       *nats.Conn
+	claims   jetstream.KeyValue
+	hosts    jetstream.KeyValue
+	instance string // this process's nonce in the presence key
+	since    time.Time
+
+	mu        sync.Mutex
+	held      map[string]*claim    // by KV key
+	others    map[string]time.Time // keys another host held, until when not to ask again
+	hostRev   uint64               // revision of the presence key; 0: not in the fleet
+	hostOK    time.Time            // when the presence key was last written (send time)
+	reachable bool
+
+	release chan released // claims to delete, by the loop
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// claim is one job this host holds.
+type claim struct {
+	job   string
+	rev   uint64
+	since time.Time
+	ok    time.Time // send time of the last write the server confirmed
+}
+
+// entry is a claim key's value.
+type entry struct {
+	Host     string    `json:"host"`
+	Instance string    `json:"instance"`
+	Job      string    `json:"job"`
+	Since    time.Time `json:"since"`
+}
+
+// presence is a host key's value.
+type presence struct {
+	Instance string    `json:"instance"`
+	Since    time.Time `json:"since"`
+	Claims   int       `json:"claims"`
+}
+
+// Join connects to NATS, makes (or checks) the fleet's buckets and takes
+// this host's presence key. A host_id held by a live host is refused
+// once its key has had one claim TTL to lapse (a restarted host's own
+// previous key lapses in that time).
+func Join(ctx context.Context, o Options) (*Fleet, error) {
+	if o.ClaimTTL <= 0 {
+		return nil, errors.New("fleet: claim TTL must be positive")
+	}
+	if o.HostID == "" {
+		return nil, errors.New("fleet: host_id is empty")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 5 * time.Second
+	}
+	f := &Fleet{
+		opt: o, log: o.Log.With("fleet_host", o.HostID), obs: o.Observer, instance: nonce(), since: time.Now(),
+		held: map[string]*claim{}, others: map[string]time.Time{},
+		release: make(chan released, 1024), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	nopts := []nats.Option{
+		nats.Name("fireactions " + o.HostID), nats.Timeout(o.ConnectTimeout),
+		nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { f.log.Warn("fleet: NATS connection lost", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { f.log.Info("fleet: NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
+	}
+	if o.CredsFile != "" {
+		nopts = append(nopts, nats.UserCredentials(o.CredsFile))
+	}
+	nc, err := nats.Connect(strings.Join(o.URLs, ","), nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: connect to NATS %s: %w", strings.Join(o.URLs, ","), err)
+	}
+	f.nc = nc
+	if err := f.open(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	f.reachable = true
+	f.obs.FleetReachable(true)
+	go f.loop()
+	return f, nil
+}
+
+func (f *Fleet) open(ctx context.Context) error {
+	js, err := jetstream.New(f.nc)
+	if err != nil {
+		return fmt.Errorf("fleet: jetstream: %w", err)
+	}
+	if f.claims, err = bucket(ctx, js, ClaimsBucket, f.opt.ClaimTTL); err != nil {
+		return err
+	}
+	if f.hosts, err = bucket(ctx, js, HostsBucket, f.opt.ClaimTTL); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(f.opt.ClaimTTL + f.opt.ClaimTTL/2)
+	for {
+		err := f.register(ctx)
+		if !errors.Is(err, ErrHostIDTaken) || time.Now().After(deadline) {
+			return err
+		}
+		// A previous run of this host may still hold it: wait for it to lapse.
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("fleet: wait for host_id %q to be free: %w", f.opt.HostID, ctx.Err())
+		case <-time.After(f.opt.ClaimTTL / 4):
+		}
+	}
+}
+
+// bucket opens the KV bucket name, making it with MaxAge ttl if absent;
+// one of another TTL is refused: every host of a fleet must agree.
+func bucket(ctx context.Context, js jetstream.JetStream, name string, ttl time.Duration) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, name)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, TTL: ttl, History: 1, Storage: jetstream.FileStorage})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fleet: open KV bucket %s: %w", name, err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: read KV bucket %s: %w", name, err)
+	}
+	if st.TTL() != ttl {
+		return nil, fmt.Errorf("fleet: fleet.claim_ttl %s differs from the fleet's (bucket %s keeps entries %s): every host must set the same", ttl, name, st.TTL())
+	}
+	return kv, nil
+}
+
+// register writes this host's presence key: created if free, or
+// rewritten if it is this process's own.
+func (f *Fleet) register(ctx context.Context) error {
+	sent := time.Now()
+	v, _ := json.Marshal(presence{Instance: f.instance, Since: f.since})
+	rev, err := f.hosts.Create(ctx, f.opt.HostID, v)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		e, gerr := f.hosts.Get(ctx, f.opt.HostID)
+		if gerr != nil {
+			return fmt.Errorf("fleet: read presence of host_id %q: %w", f.opt.HostID, gerr)
+		}
+		var p presence
+		if json.Unmarshal(e.Value(), &p) == nil && p.Instance == f.instance {
+			rev, err = f.hosts.Update(ctx, f.opt.HostID, v, e.Revision())
+		} else {
+			return fmt.Errorf("%w: %q (running since %s, last seen %s ago)", ErrHostIDTaken, f.opt.HostID,
+				p.Since.Format(time.RFC3339), time.Since(e.Created()).Round(time.Millisecond))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("fleet: write presence of host_id %q: %w", f.opt.HostID, err)
+	}
+	f.mu.Lock()
+	f.hostRev, f.hostOK = rev, sent
+	f.mu.Unlock()
+	return nil
+}
+
+// Close deletes this host's claims and presence (another host may take
+// its jobs at once) and closes the connection.
+func (f *Fleet) Close(ctx context.Context) {
+	close(f.stop)
+	<-f.done
+	f.mu.Lock()
+	held := f.held
+	f.held = map[string]*claim{}
+	rev := f.hostRev
+	f.hostRev = 0
+	f.mu.Unlock()
+	for k, c := range held {
+		_ = f.claims.Delete(ctx, k, jetstream.LastRevision(c.rev))
+	}
+	if rev != 0 {
+		_ = f.hosts.Delete(ctx, f.opt.HostID, jetstream.LastRevision(rev))
+	}
+	_ = f.nc.FlushWithContext(ctx)
+	f.nc.Close()
+}

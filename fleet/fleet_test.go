@@ -1,0 +1,249 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/fleet/fleettest"
+)
+
+const ttl = 1500 * time.Millisecond
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Two hosts racing for the same jobs: each job is held by exactly one.
+func TestClaimIsExclusive(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	a, b := join(t, url, "a", ttl), join(t, url, "b", ttl)
+	ctx := ctxT(t)
+	const n = 50
+	var won [n][2]bool
+	var wg sync.WaitGroup
+	for h, f := range []*Fleet{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n {
+				ok, err := f.Claim(ctx, fmt.Sprintf("gitea|org\x00%d", i))
+				if err != nil {
+					t.Errorf("claim %d: %v", i, err)
+				}
+				won[i][h] = ok
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if won[i][0] == won[i][1] {
+			t.Errorf("job %d: a won %v, b won %v: want exactly one", i, won[i][0], won[i][1])
+		}
+		job := fmt.Sprintf("gitea|org\x00%d", i)
+		if a.Held(job) != won[i][0] || b.Held(job) != won[i][1] {
+			t.Errorf("job %d: Held disagrees with Claim", i)
+		}
+	}
+	// A claim once won stays won on asking again.
+	for i := range n {
+		job := fmt.Sprintf("gitea|org\x00%d", i)
+		if ok, _ := a.Claim(ctx, job); ok != won[i][0] {
+			t.Errorf("job %d: a's second claim %v, first %v", i, ok, won[i][0])
+		}
+	}
+}
+
+// A held claim is refreshed past its TTL; a dead holder's lapses and
+// another host takes the job within the TTL.
+func TestDeadHostsClaimsLapse(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	a, b := join(t, url, "a", ttl), join(t, url, "b", ttl)
+	ctx := ctxT(t)
+	if ok, err := a.Claim(ctx, "job1"); !ok || err != nil {
+		t.Fatalf("a claims job1: %v %v", ok, err)
+	}
+	// Refreshed: after two TTLs a still holds it and b cannot take it.
+	time.Sleep(2 * ttl)
+	if !a.Held("job1") {
+		t.Fatal("a's claim lapsed while a lived")
+	}
+	if claimNow(ctx, b, "job1") {
+		t.Fatal("b took a live host's claim")
+	}
+	kill(a)
+	took := eventually(t, 3*ttl, "b takes the dead host's job", func() bool { return claimNow(ctx, b, "job1") })
+	if took > ttl+ttl/2 {
+		t.Errorf("b took the job %s after a died: want within the TTL %s (+ the server's expiry tick)", took, ttl)
+	}
+}
+
+// A released claim (the host drains) is free at once; a forgotten one
+// (its job left the queue) only once it lapses, so a host whose view of
+// the queue is older than the job's start does not claim it again.
+func TestDroppedClaims(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	a, b := join(t, url, "a", ttl), join(t, url, "b", ttl)
+	ctx := ctxT(t)
+	for _, tc := range []struct {
+		job        string
+		drop       func(string)
+		freeAtOnce bool
+	}{{"released", a.Release, true}, {"forgotten", a.Forget, false}} {
+		if ok, _ := a.Claim(ctx, tc.job); !ok {
+			t.Fatalf("%s: a did not claim it", tc.job)
+		}
+		tc.drop(tc.job)
+		if a.Held(tc.job) {
+			t.Fatalf("%s: a still holds it", tc.job)
+		}
+		if !tc.freeAtOnce && claimNow(ctx, b, tc.job) {
+			t.Fatalf("%s: b took it before it lapsed", tc.job)
+		}
+		took := eventually(t, 3*ttl, tc.job+": b takes it", func() bool { return claimNow(ctx, b, tc.job) })
+		if tc.freeAtOnce && took > ttl/2 {
+			t.Errorf("%s: b took it after %s; want at once", tc.job, took)
+		}
+	}
+}
+
+// A host cut off from NATS claims nothing new, stops counting its claims
+// before they lapse, says so, and rejoins when the link comes back.
+func TestPartitionedHostClaimsNothingAndRejoins(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	p := fleettest.NewProxy(t, strings.TrimPrefix(url, "nats://"))
+	var reach atomic.Int32
+	ctx := ctxT(t)
+	a, err := Join(ctx, Options{URLs: []string{p.URL()}, HostID: "a", ClaimTTL: ttl, Observer: reachObs{&reach}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	b := join(t, url, "b", ttl)
+	if ok, _ := a.Claim(ctx, "job1"); !ok {
+		t.Fatal("a did not claim job1")
+	}
+	p.SetCut(true)
+	eventually(t, 2*ttl, "a stops counting its claim", func() bool { return !a.Held("job1") })
+	if !a.Held("job1") && a.Reachable() {
+		eventually(t, ttl, "a says it is cut off", func() bool { return !a.Reachable() })
+	}
+	if reach.Load() != -1 {
+		t.Errorf("observer last told reachable=%d, want -1 (cut off)", reach.Load())
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	ok, err := a.Claim(cctx, "job2")
+	cancel()
+	if ok || !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("cut-off host claimed job2: %v, %v; want ErrUnreachable", ok, err)
+	}
+	eventually(t, 3*ttl, "b takes the cut-off host's job", func() bool { return claimNow(ctx, b, "job1") })
+	p.SetCut(false)
+	eventually(t, 10*time.Second, "a rejoins", a.Reachable)
+	if reach.Load() != 1 {
+		t.Errorf("observer last told reachable=%d, want 1", reach.Load())
+	}
+	if ok, err := a.Claim(ctx, "job3"); !ok || err != nil {
+		t.Fatalf("rejoined host cannot claim: %v %v", ok, err)
+	}
+	if claimNow(ctx, a, "job1") {
+		t.Fatal("rejoined host took back a job b holds")
+	}
+}
+
+type reachObs struct{ v *atomic.Int32 }
+
+func (reachObs) ClaimWon()     {}
+func (reachObs) ClaimLost()    {}
+func (reachObs) ClaimExpired() {}
+func (o reachObs) FleetReachable(ok bool) {
+	if ok {
+		o.v.Store(1)
+	} else {
+		o.v.Store(-1)
+	}
+}
+
+// Two live hosts with one host_id: the second is refused; once the first
+// leaves, the id is free (positive control).
+func TestSameHostIDRefused(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	a := join(t, url, "same", ttl)
+	ctx := ctxT(t)
+	_, err := Join(ctx, Options{URLs: []string{url}, HostID: "same", ClaimTTL: ttl})
+	if !errors.Is(err, ErrHostIDTaken) || !strings.Contains(err.Error(), `"same"`) {
+		t.Fatalf("second host with host_id same: %v; want ErrHostIDTaken naming it", err)
+	}
+	a.Close(ctx)
+	b, err := Join(ctx, Options{URLs: []string{url}, HostID: "same", ClaimTTL: ttl})
+	if err != nil {
+		t.Fatalf("host_id free after the first left: %v", err)
+	}
+	b.Close(ctx)
+}
+
+// A restarted host (its previous run killed) gets its host_id back once
+// the old presence lapses.
+func TestRestartedHostRejoins(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	a := join(t, url, "h", ttl)
+	kill(a)
+	join(t, url, "h", ttl)
+}
+
+func TestJoinErrors(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	join(t, url, "a", ttl)
+	ctx := ctxT(t)
+	_, err := Join(ctx, Options{URLs: []string{url}, HostID: "b", ClaimTTL: 2 * ttl})
+	if err == nil || !strings.Contains(err.Error(), "claim_ttl") {
+		t.Errorf("other TTL: %v; want an error naming claim_ttl", err)
+	}
+	_, err = Join(ctx, Options{URLs: []string{"nats://127.0.0.1:1"}, HostID: "b", ClaimTTL: ttl, ConnectTimeout: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "connect to NATS nats://127.0.0.1:1") {
+		t.Errorf("unreachable NATS: %v; want an error naming the URL", err)
+	}
+}
+
+func TestStatus(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	a := join(t, url, "a", 10*time.Second)
+	join(t, url, "b", 10*time.Second)
+	ctx := ctxT(t)
+	a.Claim(ctx, "gitea|x\x0042")
+	st, err := ReadStatus(ctx, Options{URLs: []string{url}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Hosts) != 2 || st.Hosts[0].HostID != "a" || st.Hosts[1].HostID != "b" {
+		t.Errorf("hosts %+v", st.Hosts)
+	}
+	if len(st.Claims) != 1 || st.Claims[0].Host != "a" || st.Claims[0].Job != "gitea|x\x0042" {
+		t.Errorf("claims %+v", st.Claims)
+	}
+}
+
+// claimNow asks for job at the server, not from f's memory of claims
+// other hosts held.
+func claimNow(ctx context.Context, f *Fleet, job string) bool {
+	f.mu.Lock()
+	clear(f.others)
+	f.mu.Unlock()
+	ok, _ := f.Claim(ctx, job)
+	return ok
+}

@@ -1,0 +1,103 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Status is the fleet as its buckets hold it now.
+type Status struct {
+	Hosts  []HostStatus  `json:"hosts"`
+	Claims []ClaimStatus `json:"claims"`
+}
+
+// HostStatus is one host's presence.
+type HostStatus struct {
+	HostID   string        `json:"host_id"`
+	Since    time.Time     `json:"since"`
+	LastSeen time.Duration `json:"last_seen"` // ago
+	Claims   int           `json:"claims"`
+}
+
+// ClaimStatus is one claim.
+type ClaimStatus struct {
+	Host      string        `json:"host"`
+	Job       string        `json:"job"`
+	Age       time.Duration `json:"age"`       // since the claim was taken
+	Refreshed time.Duration `json:"refreshed"` // ago
+}
+
+// maxStatusKeys bounds what a status reads.
+const maxStatusKeys = 10000
+
+// ReadStatus connects to NATS as o says, without joining, and reads the
+// fleet's hosts and claims.
+func ReadStatus(ctx context.Context, o Options) (Status, error) {
+	var st Status
+	nopts := []nats.Option{nats.Name("fireactions fleet status"), nats.Timeout(max(o.ConnectTimeout, time.Second))}
+	if o.CredsFile != "" {
+		nopts = append(nopts, nats.UserCredentials(o.CredsFile))
+	}
+	nc, err := nats.Connect(strings.Join(o.URLs, ","), nopts...)
+	if err != nil {
+		return st, fmt.Errorf("fleet: connect to NATS %s: %w", strings.Join(o.URLs, ","), err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return st, fmt.Errorf("fleet: jetstream: %w", err)
+	}
+	now := time.Now()
+	err = eachEntry(ctx, js, HostsBucket, func(e jetstream.KeyValueEntry) {
+		var p presence
+		_ = json.Unmarshal(e.Value(), &p)
+		st.Hosts = append(st.Hosts, HostStatus{HostID: e.Key(), Since: p.Since, LastSeen: now.Sub(e.Created()), Claims: p.Claims})
+	})
+	if err != nil {
+		return st, err
+	}
+	err = eachEntry(ctx, js, ClaimsBucket, func(e jetstream.KeyValueEntry) {
+		var c entry
+		_ = json.Unmarshal(e.Value(), &c)
+		st.Claims = append(st.Claims, ClaimStatus{Host: c.Host, Job: c.Job, Age: now.Sub(c.Since), Refreshed: now.Sub(e.Created())})
+	})
+	sort.Slice(st.Hosts, func(i, j int) bool { return st.Hosts[i].HostID < st.Hosts[j].HostID })
+	sort.Slice(st.Claims, func(i, j int) bool { return st.Claims[i].Age > st.Claims[j].Age })
+	return st, err
+}
+
+// eachEntry calls fn for each live entry of bucket (none if it does not exist yet).
+func eachEntry(ctx context.Context, js jetstream.JetStream, bucket string, fn func(jetstream.KeyValueEntry)) error {
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("fleet: open KV bucket %s: %w", bucket, err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("fleet: list KV bucket %s: %w", bucket, err)
+	}
+	defer keys.Stop()
+	n := 0
+	for k := range keys.Keys() {
+		if n++; n > maxStatusKeys {
+			break
+		}
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue // deleted or lapsed meanwhile
+		}
+		fn(e)
+	}
+	return nil
+}

@@ -1,0 +1,145 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+)
+
+// Claimer shares demand with the other hosts of a fleet (package fleet):
+// a queued job counts as this host's demand only while this host holds
+// the job's claim, so one job boots one VM in the whole fleet. Deps.Fleet
+// nil: every queued job counts, as on a single host.
+type Claimer interface {
+	// Claim takes job for this host unless another host holds it, and
+	// reports whether this host holds it; a host cut off from the fleet
+	// claims nothing (an error).
+	Claim(ctx context.Context, job string) (bool, error)
+	// Held reports whether this host still counts its claim on job
+	// (it can lapse or be lost while the host is cut off). No I/O.
+	Held(job string) bool
+	// Release gives up this host's claim on a job still queued, for
+	// another host to take. It does not block.
+	Release(job string)
+	// Forget drops this host's claim on a job that left the queue; its
+	// key lapses in the fleet, so a host with an older read of the
+	// queue does not claim the job again. No I/O.
+	Forget(job string)
+}
+
+// claimRound bounds the claims one pool makes in one look.
+const claimRound = 2 * time.Second
+
+// fleetJob is how the fleet names job k: forge key and job id, the same
+// on every host whose pools name their forges alike.
+func fleetJob(k waitKey) string { return k.forge + "\x00" + k.id }
+
+// demandLocked is the number of p's queued jobs that are this host's to
+// serve: all of them, or in a fleet those it holds claims on. Callers
+// hold m.mu.
+func (m *Manager) demandLocked(p *pool) int {
+	if m.d.Fleet == nil {
+		return p.queued
+	}
+	return p.claimed
+}
+
+// dropClaimLocked drops the claim, if held, on queued job k of q: a job
+// that left the queue is forgotten (its key lapses in the fleet, so a
+// host with an older read of the queue does not claim it again); one
+// still queued is released for another host or pool to take. Callers
+// hold m.mu.
+func (m *Manager) dropClaimLocked(k waitKey, q *queuedJob, stillQueued bool) {
+	if !q.claimed {
+		return
+	}
+	q.claimed = false
+	q.pool.claimed--
+	if stillQueued {
+		m.d.Fleet.Release(fleetJob(k))
+	} else {
+		m.d.Fleet.Forget(fleetJob(k))
+	}
+}
+
+// releaseClaimsLocked drops every claim this host holds: it drains, and
+// other hosts are to serve its queued jobs now, not after the drain.
+// Callers hold m.mu.
+func (m *Manager) releaseClaimsLocked() {
+	if m.d.Fleet == nil {
+		return
+	}
+	for k, q := range m.waiting {
+		m.dropClaimLocked(k, q, true)
+	}
+}
+
+// claimFor brings p's claims level with what it can serve: claims that
+// lapsed or were lost stop counting, and its unclaimed queued jobs,
+// oldest first, are claimed while p has room for them (max less busy VMs
+// less claims held): a full pool claims nothing, so another host serves
+// the job. Runs on the Run goroutine, outside m.mu for the claims' I/O.
+func (m *Manager) claimFor(ctx context.Context, p *pool) {
+	if m.d.Fleet == nil {
+		return
+	}
+	type cand struct {
+		k     waitKey
+		since time.Time
+	}
+	var free []cand
+	m.mu.Lock()
+	for k, q := range m.waiting {
+		if q.pool != p {
+			continue
+		}
+		if q.claimed {
+			if !m.d.Fleet.Held(fleetJob(k)) {
+				q.claimed = false
+				p.claimed--
+			}
+			continue
+		}
+		free = append(free, cand{k, q.since})
+	}
+	c, _ := p.counted()
+	room := p.max - c.busy - p.claimed
+	if p.paused || m.draining {
+		room = 0
+	}
+	m.mu.Unlock()
+	if room <= 0 || len(free) == 0 {
+		return
+	}
+	slices.SortFunc(free, func(a, b cand) int { return a.since.Compare(b.since) })
+	cctx, cancel := context.WithTimeout(ctx, claimRound)
+	defer cancel()
+	for _, f := range free {
+		if room == 0 {
+			return
+		}
+		won, err := m.d.Fleet.Claim(cctx, fleetJob(f.k))
+		if err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				p.log.Debug("claim nothing now", "job", f.k.id, "err", err)
+			}
+			return
+		}
+		if !won {
+			continue
+		}
+		m.mu.Lock()
+		switch q := m.waiting[f.k]; {
+		case q == nil:
+			m.d.Fleet.Forget(fleetJob(f.k)) // it left the queue meanwhile
+		case q.pool == p && !q.claimed:
+			q.claimed = true
+			p.claimed++
+			room--
+		default:
+			m.d.Fleet.Release(fleetJob(f.k)) // a reload gave it another pool meanwhile
+		}
+		m.mu.Unlock()
+	}
+}
