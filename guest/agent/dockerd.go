@@ -37,16 +37,20 @@ func (a *Agent) runsDocker(reg *agentproto.Registry) bool {
 	return reg != nil && reg.Docker && a.findExecutable("dockerd", DefaultPath) != ""
 }
 
-// startDocker starts the guest's dockerd, when it has one, in its own
-// session with env (the proxy), its output in /var/log/dockerd.log, and
-// waits for its socket. The socket's group comes from daemon.json, which
-// the agent wrote before. A guest without dockerd is not an error: the
-// pool asked for Docker of an image that has none, which is logged.
+// startDocker starts the guest's dockerd in its own session with env (the
+// proxy), its output in /var/log/dockerd.log, and waits for its socket.
+// The socket's group comes from daemon.json, which the agent wrote
+// before. A guest without dockerd is an error naming the image: the pool
+// asks for Docker, and a job that needs it would fail later and less
+// clearly (the host checks an image root before boot already).
 func (a *Agent) startDocker(ctx context.Context, env []string, wait time.Duration) error {
 	bin := a.findExecutable("dockerd", envValue(env, "PATH"))
 	if bin == "" {
-		a.logf("docker: the pool asks for dockerd, but the guest has none in PATH; the runner starts without it")
-		return nil
+		root := "the guest root (initramfs)"
+		if a.image != "" {
+			root = "image " + a.image
+		}
+		return fmt.Errorf("docker: the pool asks for Docker (cache.docker), but %s has no dockerd in PATH %s", root, envValue(env, "PATH"))
 	}
 	start := a.Sys.Uptime()
 	if err := a.mountCgroups(); err != nil {

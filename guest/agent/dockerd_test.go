@@ -126,6 +126,9 @@ func TestDockerdStartsBeforeTheRunner(t *testing.T) {
 	if err := json.Unmarshal([]byte(rec.Config), &daemon); err != nil {
 		t.Fatalf("daemon.json dockerd read: %v\n%s", err, rec.Config)
 	}
+	if daemon["bip"] != "172.17.0.1/16" {
+		t.Errorf("daemon.json bip %v, want Docker's default, which the VM's 10.200.0.0/24 leaves free", daemon["bip"])
+	}
 	if daemon["group"] != "1002" {
 		t.Errorf("daemon.json group %v, want the runner's GID 1002", daemon["group"])
 	}
@@ -150,15 +153,15 @@ func TestDockerdWithoutSocketFailsTheBoot(t *testing.T) {
 	}
 }
 
-// A guest without dockerd runs its runner all the same, and says why
-// there is no Docker.
+// A guest without dockerd while the pool asks for Docker fails the boot,
+// saying what is missing; the runner does not start.
 func TestDockerAskedOfAGuestWithoutDockerd(t *testing.T) {
 	_, sys, con := bootRegistry(t, dockerConfig(t), nil)
-	if !strings.Contains(con.String(), "the guest has none in PATH") || !strings.Contains(con.String(), "listening for jobs") {
+	if !strings.Contains(con.String(), "fatal: docker: the pool asks for Docker (cache.docker), but the guest root (initramfs) has no dockerd in PATH") {
 		t.Fatalf("console:\n%s", con)
 	}
-	if slices.ContainsFunc(sys.callList(), func(c string) bool { return strings.HasPrefix(c, "start dockerd") }) {
-		t.Fatal("started a dockerd that does not exist")
+	if slices.ContainsFunc(sys.callList(), func(c string) bool { return strings.HasPrefix(c, "start ") }) {
+		t.Fatalf("started something without dockerd: %v", sys.callList())
 	}
 }
 
@@ -167,7 +170,7 @@ func TestDockerAskedOfAGuestWithoutDockerd(t *testing.T) {
 func TestDaemonJSONMerge(t *testing.T) {
 	old := []byte(`{"log-driver": "local", "registry-mirrors": ["https://old.example/", "http://10.200.0.1:5000/"], "group": "docker", "note": "a$b"}`)
 	hub := []mirror{{scheme: "http", host: "10.200.0.1:5000"}, {scheme: "https", host: "m.example", prefix: "dockerhub"}}
-	b, err := dockerDaemonJSON(old, hub, "1002")
+	b, err := dockerDaemonJSON(old, hub, "1002", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +183,7 @@ func TestDaemonJSONMerge(t *testing.T) {
 		got["log-driver"] != "local" || got["note"] != "a$b" {
 		t.Fatalf("merged daemon.json:\n%s", b)
 	}
-	if _, err := dockerDaemonJSON([]byte("{not json"), hub, ""); err == nil {
+	if _, err := dockerDaemonJSON([]byte("{not json"), hub, "", nil); err == nil {
 		t.Fatal("a broken daemon.json was overwritten silently")
 	}
 }
