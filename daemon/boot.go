@@ -56,7 +56,7 @@ func (b *bootFiles) stage(cfg *config.Config) (*stagedBoot, error) {
 	st := &stagedBoot{b: b, gen: gen, archives: map[string]string{}, modules: map[string][]string{}}
 	for _, p := range cfg.Pools {
 		var mods []initramfs.Module
-		if names := poolModules(p); len(names) > 0 {
+		if names := initramfs.ModulesFor(p.VM.KernelModules, p.Cache.Docker); len(names) > 0 {
 			var err error
 			if mods, err = initramfs.ResolveModules(p.VM.ModulesDir, names); err != nil {
 				st.abort()
@@ -78,16 +78,6 @@ func (b *bootFiles) stage(cfg *config.Config) (*stagedBoot, error) {
 		st.modules[p.Name] = initramfs.GuestPaths(mods)
 	}
 	return st, nil
-}
-
-// poolModules are the kernel modules a pool's VMs load: its
-// kernel_modules and, when it asks for Docker, those Docker needs. A pool
-// without kernel_modules has a kernel with its drivers built in.
-func poolModules(p config.Pool) []string {
-	if p.Cache.Docker && len(p.VM.KernelModules) > 0 {
-		return initramfs.WithDocker(p.VM.KernelModules)
-	}
-	return p.VM.KernelModules
 }
 
 // commit puts the staged archives in use. The files of the generation

@@ -15,8 +15,14 @@ var DockerModules = []string{
 	"ip_tables", "iptable_filter", "iptable_nat",
 }
 
-// WithDocker is names followed by those of DockerModules it lacks.
-func WithDocker(names []string) []string {
+// ModulesFor is the modules a pool's VMs load: its kernel_modules (names)
+// and, when it asks for Docker, those of DockerModules they lack, after
+// them. A pool without kernel_modules has a kernel with its drivers built
+// in: nothing is added. The boot archive and doctor both use it.
+func ModulesFor(names []string, docker bool) []string {
+	if !docker || len(names) == 0 {
+		return names
+	}
 	out := append([]string(nil), names...)
 	seen := map[string]bool{}
 	for _, n := range names {

@@ -14,7 +14,7 @@ func TestDockerModulesResolveOnTheCloudKernel(t *testing.T) {
 	if len(dirs) == 0 {
 		t.Skip("no Debian cloud kernel modules in /lib/modules")
 	}
-	mods, err := ResolveModules(dirs[0], WithDocker([]string{"virtio_mmio"}))
+	mods, err := ResolveModules(dirs[0], ModulesFor([]string{"virtio_mmio"}, true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,10 +32,18 @@ func TestDockerModulesResolveOnTheCloudKernel(t *testing.T) {
 	}
 }
 
-// WithDocker keeps the pool's order and adds each Docker module once,
-// whichever spelling the pool used.
-func TestWithDocker(t *testing.T) {
-	got := WithDocker([]string{"virtio-net", "br-netfilter", "overlay"})
+// ModulesFor keeps the pool's order and adds each Docker module once,
+// whichever spelling the pool used, and only for Docker and a pool with
+// modules.
+func TestModulesFor(t *testing.T) {
+	pool := []string{"virtio-net", "br-netfilter", "overlay"}
+	if got := ModulesFor(pool, false); !slices.Equal(got, pool) {
+		t.Fatalf("without Docker: %v", got)
+	}
+	if got := ModulesFor(nil, true); len(got) != 0 {
+		t.Fatalf("built-in drivers, with Docker: %v", got)
+	}
+	got := ModulesFor(pool, true)
 	if got[0] != "virtio-net" || got[1] != "br-netfilter" || got[2] != "overlay" {
 		t.Fatalf("the pool's modules moved: %v", got)
 	}

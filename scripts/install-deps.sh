@@ -6,13 +6,15 @@
 # the NixOS layer's plain Nix), e2fsprogs and erofs-utils (OCI image roots
 # and the VMs' writable disks), xfsprogs (a reflink file system for the
 # initramfs test), Linux 6.1's source with flex, bison, bc and
-# make (nix-check configures the guest kernel the way its derivation does).
+# make (nix-check configures the guest kernel the way its derivation does),
+# and debootstrap (images/debian/build.sh: the Docker e2e test's runner image).
 # Runs apt only when something is absent.
 set -euo pipefail
 
 pkgs=(qemu-system-x86 linux-image-cloud-amd64 busybox-static bash-static
       nftables iproute2 git jq curl ca-certificates shellcheck gcc nix-bin
-      e2fsprogs erofs-utils xfsprogs cpio linux-source-6.1 flex bison bc make xz-utils)
+      e2fsprogs erofs-utils xfsprogs cpio linux-source-6.1 flex bison bc make xz-utils
+      debootstrap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
