@@ -2,7 +2,9 @@ package agent
 
 import (
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -54,6 +56,15 @@ func fakeDockerd(args []string) int {
 		return 1
 	}
 	defer ln.Close()
+	if os.Getenv("FA_FAKE_DOCKERD_SILENT") != "1" { // else it listens and never answers
+		go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/_ping" {
+				io.WriteString(w, "OK")
+				return
+			}
+			http.NotFound(w, r)
+		}))
+	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	select {
@@ -93,13 +104,7 @@ func TestDockerdStartsBeforeTheRunner(t *testing.T) {
 	root, sys, con := bootRegistry(t, dockerConfig(t), func(root string) {
 		installDockerd(t, root, "#!/bin/sh\nFA_FAKE_DOCKERD=1 exec "+self+" \"$@\"\n")
 	})
-	t.Cleanup(func() {
-		if b, err := os.ReadFile(filepath.Join(root, "fake-dockerd.pid")); err == nil {
-			if pid, _ := strconv.Atoi(string(b)); pid > 0 {
-				syscall.Kill(pid, syscall.SIGTERM)
-			}
-		}
-	})
+	t.Cleanup(func() { killFakeDockerd(root) })
 	if !strings.Contains(con.String(), "[runner] docker socket up") {
 		t.Fatalf("the runner did not find dockerd's socket:\n%s", con)
 	}
@@ -145,11 +150,42 @@ func TestDockerdWithoutSocketFailsTheBoot(t *testing.T) {
 	_, sys, con := bootRegistry(t, cfg, func(root string) {
 		installDockerd(t, root, "#!/bin/sh\necho 'failed to start daemon: no cgroups'\nexit 1\n")
 	})
-	if !strings.Contains(con.String(), "fatal: dockerd: no socket") || !strings.Contains(con.String(), "failed to start daemon: no cgroups") {
+	if !strings.Contains(con.String(), "fatal: dockerd: no answer to /_ping") || !strings.Contains(con.String(), "failed to start daemon: no cgroups") {
 		t.Fatalf("want a fatal dockerd timeout with its log on the console:\n%s", con)
 	}
 	if slices.ContainsFunc(sys.callList(), func(c string) bool { return strings.HasPrefix(c, "start sh ") }) {
 		t.Fatal("the runner started although dockerd did not")
+	}
+}
+
+// A dockerd that listens but never answers its API (one still setting up,
+// or stuck) is not ready: the boot fails after the wait, and the runner
+// does not start.
+func TestDockerdThatDoesNotAnswerFailsTheBoot(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := dockerConfig(t)
+	cfg.Registry.DockerWait = time.Second
+	root, sys, con := bootRegistry(t, cfg, func(root string) {
+		installDockerd(t, root, "#!/bin/sh\nFA_FAKE_DOCKERD=1 FA_FAKE_DOCKERD_SILENT=1 exec "+self+" \"$@\"\n")
+	})
+	t.Cleanup(func() { killFakeDockerd(root) })
+	if !strings.Contains(con.String(), "fatal: dockerd: no answer to /_ping") {
+		t.Fatalf("want a fatal dockerd timeout:\n%s", con)
+	}
+	if slices.ContainsFunc(sys.callList(), func(c string) bool { return strings.HasPrefix(c, "start sh ") }) {
+		t.Fatal("the runner started although dockerd did not answer")
+	}
+}
+
+// killFakeDockerd ends the fake dockerd a test started in root.
+func killFakeDockerd(root string) {
+	if b, err := os.ReadFile(filepath.Join(root, "fake-dockerd.pid")); err == nil {
+		if pid, _ := strconv.Atoi(string(b)); pid > 0 {
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
 	}
 }
 
