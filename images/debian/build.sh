@@ -26,7 +26,13 @@ if [ -s "$out" ]; then echo "$out"; exit 0; fi
 
 mkdir -p "$cache/images"
 tmp=$(mktemp -d "$cache/images/build.XXXXXX")
-trap 'umount -R "$tmp/root/proc" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+# A failed debootstrap may leave its mounts in the root: unmount them, and
+# never let rm cross into a mount.
+cleanup() {
+  for m in proc sys dev/pts; do umount -R "$tmp/root/$m" 2>/dev/null || true; done
+  rm -rf --one-file-system "$tmp"
+}
+trap cleanup EXIT
 root="$tmp/root"
 echo "debootstrapping $suite with $packages into $root (minutes, once)" >&2
 # --foreign, then the second stage with a policy-rc.d in place: the
