@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,7 +27,8 @@ import (
 // so `uses: ci/hello-action@main` is fetched from it and run with the
 // image's node), then a git clone of the repository, a `docker build` of a
 // FROM scratch image holding the repository's static busybox, and two
-// `docker run`s of it, the second with --network none. Lines starting
+// `docker run`s of it, the second with --network none, and then a pull of
+// a Docker Hub image, which only the test's mirror has. Lines starting
 // with FA are what the test reads.
 const dockerWorkflow = `on: [push]
 jobs:
@@ -51,6 +53,8 @@ jobs:
           echo "FA network-none n=${{ matrix.n }} ifaces=[${ifaces% }]"
           echo "FA build+run n=${{ matrix.n }} ms=$(( ($(date +%s%N) - start) / 1000000 )) size=$(docker image inspect -f '{{.Size}}' e2e/hello-${{ matrix.n }})"
           echo "FA after n=${{ matrix.n }} repos=$(docker images --format '{{.Repository}}' | sort | tr '\n' ',')"
+          docker pull -q e2e-hello:v1 >/dev/null
+          docker run --rm e2e-hello:v1 echo "FA mirror pull n=${{ matrix.n }}"
 `
 
 const helloActionYAML = `name: hello
@@ -70,8 +74,10 @@ const helloActionJS = `console.log("FA action says hello to " + process.env["INP
 // the Gitea runner), pushed to the test's registry, in a pool that asks
 // for Docker, and runs dockerWorkflow's two jobs at once: each succeeds,
 // runs the action, builds and runs its image, sees no network but lo
-// under --network none, and sees none of the other VM's images or
-// containers; nothing is left on the host.
+// under --network none, sees none of the other VM's images or
+// containers, and pulls a Docker Hub image through the host's mirror
+// (counted there; Docker Hub itself is out of reach); nothing is left on
+// the host.
 func TestDockerJobsInImageVMs(t *testing.T) {
 	const cidr, bridge = "10.253.0.0/24", "fadock0"
 	gw := gateway(t, cidr)
@@ -99,7 +105,22 @@ func TestDockerJobsInImageVMs(t *testing.T) {
 	pushImage(t, ns, imageRef, hosttest.Image(t, v1.Config{Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG=C.UTF-8"}}, layer))
 	t.Logf("FIGURE Debian runner image pushed in %s", time.Since(start).Round(time.Millisecond))
 
+	// Docker Hub's mirror, on the gateway's port 5000 (the guests' only
+	// way to e2e-hello: nothing else serves it); it counts the pulls.
+	var hubPulls atomic.Int64
+	hub := hosttest.Registry()
+	serveIn(t, ns, "0.0.0.0:5000", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v2/library/e2e-hello/manifests/") {
+			hubPulls.Add(1)
+		}
+		hub.ServeHTTP(w, r)
+	}))
+	pushImage(t, ns, "127.0.0.1:5000/library/e2e-hello:v1", hosttest.Image(t, v1.Config{Entrypoint: []string{"/busybox"}},
+		layerFrom(t, []tarEntry{{name: "busybox", mode: 0o755, file: "/bin/busybox"}})))
+	hubPulls.Store(0) // the push's own reads do not count
+
 	cfg := rig.config("e2edock", work, bridge, cidr)
+	cfg.RegistryCache = &registryCacheConfig{Mirrors: []mirrorConfig{{Registry: "docker.io", URLs: []string{"http://" + gw + ":5000"}}}}
 	cfg.DrainGrace = "2m"
 	p := rig.imagePool("dock", "fireactions-docker", imageRef, "IfNotPresent")
 	p.MinIdle, p.Max = 2, 2
@@ -162,6 +183,7 @@ func TestDockerJobsInImageVMs(t *testing.T) {
 			regexp.QuoteMeta("FA scratch says hello n=" + own),
 			regexp.QuoteMeta(fmt.Sprintf("FA network-none n=%s ifaces=[lo]", own)),
 			regexp.QuoteMeta(fmt.Sprintf("FA after n=%s repos=e2e/hello-%s,", own, own)),
+			regexp.QuoteMeta("FA mirror pull n=" + own),
 		} {
 			if !regexp.MustCompile(`(?m)Z ` + want + `\s*$`).MatchString(logText) {
 				t.Errorf("job %d (n=%s) lacks a line %s:\n%s", j.ID, own, want, logText)
@@ -174,6 +196,11 @@ func TestDockerJobsInImageVMs(t *testing.T) {
 			size, _ := strconv.Atoi(f[2])
 			t.Logf("FIGURE VM %s: docker build + 2 docker runs %s ms, image %d KiB", m[1], f[1], size>>10)
 		}
+	}
+	if n := hubPulls.Load(); n < 2 {
+		t.Errorf("Docker Hub's mirror served %d manifests of e2e-hello, want one per job at least", n)
+	} else {
+		t.Logf("FIGURE Docker Hub's mirror served e2e-hello's manifest %d times", n)
 	}
 	if len(vms) != 2 {
 		names := make([]string, 0, len(vms))
