@@ -40,6 +40,10 @@
         # orchestrator module uses too).
       } // nixpkgs.lib.mapAttrs' (forge: r: { name = "guest-root-${forge}"; value = r.package; })
         (import ./nix/packages/guest-roots.nix { inherit pkgs; fireactions = self.packages.${pkgs.stdenv.hostPlatform.system}.fireactions; })
+      // nixpkgs.lib.mapAttrs' (forge: image: { name = "runner-image-${forge}"; value = image; })
+        # Each forge's runner image for vm.image (images/runner/): the
+        # runner, git, node, bash, coreutils, Docker and buildx.
+        (import ./images/runner { inherit pkgs; })
       // {
         # Host images (images/): a qcow2 for any KVM cloud, a VHD for Azure.
         image-qcow2 = (nixpkgs.lib.nixosSystem {

@@ -68,7 +68,9 @@ type Registry struct {
 // layer is the VM's own writable disk. Nothing a job writes outlives its
 // VM.
 type Root struct {
-	Image Disk `json:"image"`
+	// Name is the image's reference, for the guest's errors.
+	Name  string `json:"name,omitempty"`
+	Image Disk   `json:"image"`
 	// FSType is the image's file system: "erofs" or "ext4".
 	FSType string `json:"fs_type"`
 	// Writable is the VM's own ext4 disk, formatted by the host.

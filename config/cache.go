@@ -34,7 +34,7 @@ type CacheMirror struct {
 // PoolCache is what a pool's guests take of registry_cache.
 type PoolCache struct {
 	Bypass bool `yaml:"bypass" doc:"Give this pool's guests none of registry_cache (its mirrors, proxy and CA); the image store still pulls through its mirrors."`
-	Docker bool `yaml:"docker" doc:"Start dockerd before the runner when the guest has it (with the mirrors, the proxy, cgroup2, and its socket open to the runner's group); a guest without dockerd runs its runner all the same."`
+	Docker bool `yaml:"docker" doc:"Start dockerd before the runner (with the mirrors, the proxy, cgroup2, its socket open to the runner's group, /var/lib/docker on the VM's writable disk, and a bridge subnet clear of the VM network and the cache), and add Docker's kernel modules to kernel_modules when those are set. An image without dockerd is an error before boot; a guest root without it fails at boot."`
 }
 
 // PullMirrors are the image store's mirrors: images.mirrors, then

@@ -56,9 +56,9 @@ func (b *bootFiles) stage(cfg *config.Config) (*stagedBoot, error) {
 	st := &stagedBoot{b: b, gen: gen, archives: map[string]string{}, modules: map[string][]string{}}
 	for _, p := range cfg.Pools {
 		var mods []initramfs.Module
-		if len(p.VM.KernelModules) > 0 {
+		if names := initramfs.ModulesFor(p.VM.KernelModules, p.Cache.Docker); len(names) > 0 {
 			var err error
-			if mods, err = initramfs.ResolveModules(p.VM.ModulesDir, p.VM.KernelModules); err != nil {
+			if mods, err = initramfs.ResolveModules(p.VM.ModulesDir, names); err != nil {
 				st.abort()
 				return nil, fmt.Errorf("pool %q: kernel modules: %w", p.Name, err)
 			}

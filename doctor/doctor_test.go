@@ -14,23 +14,24 @@ import (
 
 // fakeHost is a healthy KVM host unless a test breaks it.
 type fakeHost struct {
-	kvm       kvmprobe.Result
-	paths     map[string]string // name -> path; missing: not found
-	versions  map[string]string // path -> first line; missing: --version fails
-	heads     map[string][]byte
-	sizes     map[string]int64
-	writable  error
-	free      uint64
-	sameFS    bool
-	mem       uint64
-	links     map[string]string
-	linksErr  error
-	noTun     bool
-	cgMount   string
-	cgCtrls   []string
-	cgroupErr error
-	kernels   map[string]*kconfig.Kernel // by image path; missing: unreadable
-	modules   map[string][]string        // kernel_modules resolved, by first name
+	askedModules [][]string // the names of each KernelModules call
+	kvm          kvmprobe.Result
+	paths        map[string]string // name -> path; missing: not found
+	versions     map[string]string // path -> first line; missing: --version fails
+	heads        map[string][]byte
+	sizes        map[string]int64
+	writable     error
+	free         uint64
+	sameFS       bool
+	mem          uint64
+	links        map[string]string
+	linksErr     error
+	noTun        bool
+	cgMount      string
+	cgCtrls      []string
+	cgroupErr    error
+	kernels      map[string]*kconfig.Kernel // by image path; missing: unreadable
+	modules      map[string][]string        // kernel_modules resolved, by first name
 }
 
 // allBuiltIn is a guest kernel configuration with every driver built in.
@@ -100,6 +101,7 @@ func (h *fakeHost) KernelConfig(path, _ string) (*kconfig.Kernel, error) {
 	return nil, errors.New("open " + path + ": no such file or directory")
 }
 func (h *fakeHost) KernelModules(_ string, names []string) ([]string, error) {
+	h.askedModules = append(h.askedModules, names)
 	if m, ok := h.modules[names[0]]; ok {
 		return m, nil
 	}

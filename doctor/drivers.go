@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
 	"github.com/nixos-fireactions/nixos-fireactions/kconfig"
 )
 
@@ -51,8 +52,8 @@ func checkDrivers(r *Report, cfg *config.Config, h Host) {
 			continue // the kernel check has failed the pool already
 		}
 		loaded := map[string]bool{}
-		if len(p.VM.KernelModules) > 0 {
-			mods, err := h.KernelModules(p.VM.ModulesDir, p.VM.KernelModules)
+		if names := initramfs.ModulesFor(p.VM.KernelModules, p.Cache.Docker); len(names) > 0 {
+			mods, err := h.KernelModules(p.VM.ModulesDir, names)
 			if err != nil {
 				r.add(Finding{Check: "drivers", Status: Fail, Pools: []string{p.Name},
 					Detail: fmt.Sprintf("pool %s: vm.kernel_modules: %v", p.Name, err),

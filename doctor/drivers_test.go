@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -110,5 +111,24 @@ func TestDebianCloudKernelNeedsItsVirtioModules(t *testing.T) {
 	if loaded.Failed() || len(loaded.Findings) != 1 || loaded.Findings[0].Status != OK ||
 		!strings.Contains(loaded.Findings[0].Detail, "virtio_mmio, virtio_net from kernel_modules (per /boot/config-") {
 		t.Fatalf("with kernel_modules: %+v", loaded.Findings)
+	}
+}
+
+// A pool that asks for Docker has Docker's modules resolved with its own
+// (as its boot archive will), so doctor fails one its kernel lacks.
+func TestDockerPoolsModulesAreChecked(t *testing.T) {
+	cfg := config.Defaults()
+	p := config.PoolDefaults()
+	p.Name, p.VM.Kernel = "docker", "/boot/vmlinuz"
+	p.VM.KernelModules = []string{"virtio_mmio", "virtio_net"}
+	cfg.Pools = []config.Pool{p}
+	for _, docker := range []bool{false, true} {
+		cfg.Pools[0].Cache.Docker = docker
+		h := &fakeHost{kernels: map[string]*kconfig.Kernel{"/boot/vmlinuz": kconfig.Parse("/boot/vmlinuz", "/boot/config-x", []byte(modular))}}
+		var r Report
+		checkDrivers(&r, &cfg, h)
+		if len(h.askedModules) != 1 || slices.Contains(h.askedModules[0], "br_netfilter") != docker {
+			t.Fatalf("cache.docker %v: modules resolved %v", docker, h.askedModules)
+		}
 	}
 }

@@ -139,6 +139,12 @@ type poolConfig struct {
 	VM       vmConfig        `yaml:"vm"`
 	Runner   *runnerConfig   `yaml:"runner,omitempty"`
 	Timeouts *timeoutsConfig `yaml:"timeouts,omitempty"`
+	Cache    *poolCache      `yaml:"cache,omitempty"`
+}
+
+// poolCache is a pool's cache: block; Docker starts dockerd in its VMs.
+type poolCache struct {
+	Docker bool `yaml:"docker,omitempty"`
 }
 
 type vmConfig struct {
@@ -327,11 +333,11 @@ func newGiteaRig(t *testing.T, nsName string) *giteaRig {
 // newGiteaImageRig sets a Gitea test of image-rooted pools up in the
 // network namespace nsName: no guest root is built (the pools boot an
 // image), but the Gitea runner the test's image holds must be built.
-func newGiteaImageRig(t *testing.T, nsName string) *giteaRig {
+func newGiteaImageRig(t *testing.T, nsName string, extraINI ...string) *giteaRig {
 	t.Helper()
 	requireRoot(t)
 	requireFile(t, giteaRunner(), "Gitea runner build (scripts/build-peers.sh)")
-	return newGiteaRigWith(t, nsName, func(_, _ string) {})
+	return newGiteaRigWith(t, nsName, func(_, _ string) {}, extraINI...)
 }
 
 // giteaRunner is the Gitea runner binary the peers' build left in the
@@ -342,10 +348,11 @@ func giteaRunner() string {
 
 // newGiteaRigWith sets a Gitea test up in the network namespace nsName,
 // the guest root built by buildRoot.
-func newGiteaRigWith(t *testing.T, nsName string, buildRoot func(work, root string)) *giteaRig {
+// extraINI goes into Gitea's app.ini (startGitea).
+func newGiteaRigWith(t *testing.T, nsName string, buildRoot func(work, root string), extraINI ...string) *giteaRig {
 	t.Helper()
 	r := &giteaRig{hostRig: newHostRig(t, nsName, buildRoot)}
-	r.gitea, r.tokenFile, r.state, r.cfgPath = startGiteaFor(t, r.ns, cacheDir(), r.work)
+	r.gitea, r.tokenFile, r.state, r.cfgPath = startGiteaFor(t, r.ns, cacheDir(), r.work, extraINI...)
 	return r
 }
 

@@ -31,7 +31,9 @@ type giteaServer struct {
 
 const giteaPort = "3000"
 
-func startGitea(t *testing.T, ns *testNetns, cache string) *giteaServer {
+// startGitea starts Gitea in ns; extraINI, if any, is appended to its
+// app.ini (a section named again adds to it, a key set again wins).
+func startGitea(t *testing.T, ns *testNetns, cache string, extraINI ...string) *giteaServer {
 	t.Helper()
 	bin := filepath.Join(cache, "gitea-v1.26.0", "gitea")
 	static := filepath.Join(cache, "gitea-v1.26.0", "static")
@@ -67,7 +69,7 @@ LEVEL = info
 ENABLED = false
 [webhook]
 ALLOWED_HOST_LIST = loopback
-`, dir, static, giteaPort))
+`, dir, static, giteaPort)+strings.Join(extraINI, "\n"))
 	g := func(args ...string) string {
 		return run(t, bin, append([]string{"--config", ini, "--work-path", dir}, args...)...)
 	}
@@ -262,9 +264,9 @@ func writeFile(t *testing.T, path string, mode os.FileMode, content string) {
 // startGiteaFor starts Gitea in ns for an orchestrator test working in
 // work: it returns the server, the file holding its API token (mode 600),
 // and where the orchestrator's state directory and config file go.
-func startGiteaFor(t *testing.T, ns *testNetns, cache, work string) (g *giteaServer, tokenFile, state, cfgPath string) {
+func startGiteaFor(t *testing.T, ns *testNetns, cache, work string, extraINI ...string) (g *giteaServer, tokenFile, state, cfgPath string) {
 	t.Helper()
-	g = startGitea(t, ns, cache)
+	g = startGitea(t, ns, cache, extraINI...)
 	tokenFile = filepath.Join(work, "gitea-token")
 	writeFile(t, tokenFile, 0o600, g.token+"\n")
 	return g, tokenFile, filepath.Join(work, "state"), filepath.Join(work, "fireactions.yaml")

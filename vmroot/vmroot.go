@@ -109,6 +109,11 @@ func (ps *Pools) load(ctx context.Context, pr *poolRoot, policy imagestore.PullP
 	if err := CheckRunner(im, p.Runner.Path); err != nil {
 		return fmt.Errorf("pool %q: %w", p.Name, err)
 	}
+	if p.Cache.Docker {
+		if err := CheckDocker(im); err != nil {
+			return fmt.Errorf("pool %q: %w", p.Name, err)
+		}
+	}
 	user, err := resolveUser(im, p.Runner)
 	if err != nil {
 		return fmt.Errorf("pool %q: image %s: %w", p.Name, p.VM.Image, err)
@@ -149,6 +154,26 @@ func CheckRunner(im *imagestore.Image, path string) error {
 		return fmt.Errorf("image %s (%s) cannot run the runner agent: %w; build it into the image or set runner.path", im.Ref, im.Digest, err)
 	}
 	return nil
+}
+
+// dockerdDirs are where the agent looks for dockerd in a guest (its
+// PATH).
+var dockerdDirs = []string{"/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"}
+
+// CheckDocker looks into the flattened image for an executable dockerd
+// where the agent looks for it: a pool that asks for Docker
+// (cache.docker) of an image without it is an error before any VM boots.
+func CheckDocker(im *imagestore.Image) error {
+	ix, err := im.ReadIndex()
+	if err != nil {
+		return err
+	}
+	for _, d := range dockerdDirs {
+		if ix.Executable(d+"/dockerd") == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("image %s (%s) has no dockerd in %v, but the pool asks for Docker (cache.docker): install Docker in the image or turn cache.docker off", im.Ref, im.Digest, dockerdDirs)
 }
 
 // Refresh resolves the tags of pools with pull policy Always again every
@@ -320,6 +345,7 @@ func (v *VM) Apply(spec *vmm.Spec, cfg *agentproto.Config) {
 		vmm.Drive{ID: writableDrive, Path: v.disk},
 	)
 	cfg.Root = &agentproto.Root{
+		Name:     im.Ref,
 		FSType:   im.FSType,
 		Image:    agentproto.Disk{Serial: imageDrive, Device: "/dev/vda"},
 		Writable: agentproto.Disk{Serial: writableDrive, Device: "/dev/vdb"},

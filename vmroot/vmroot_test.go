@@ -107,6 +107,8 @@ func TestPoolVMsShareTheImageAndGetTheirOwnDisk(t *testing.T) {
 			tarFile{"etc/passwd", 0o644, "root:x:0:0::/root:/bin/sh\nrunner:x:1001:1001::/home/runner:/bin/sh\n"},
 			tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"})))
 	hosttest.PushImage(t, host, "ci/empty:v1", v1.Config{}, hosttest.Layer(t, tarOf(t, tarFile{"etc/os-release", 0o644, "x"})))
+	hosttest.PushImage(t, host, "ci/docker:v1", v1.Config{}, hosttest.Layer(t, tarOf(t,
+		tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"}, tarFile{"usr/sbin/dockerd", 0o755, "#!/bin/sh\n"})))
 	store, err := imagestore.Open(imagestore.Options{Dir: filepath.Join(t.TempDir(), "images")})
 	if err != nil {
 		t.Fatal(err)
@@ -118,6 +120,20 @@ func TestPoolVMsShareTheImageAndGetTheirOwnDisk(t *testing.T) {
 	_, err = loadPools(t.Context(), store, disks, []config.Pool{imagePool(host + "/ci/empty:v1")})
 	if err == nil || !strings.Contains(err.Error(), "/bin/act_runner") || !strings.Contains(err.Error(), "runner.path") {
 		t.Fatalf("an image without the runner agent: %v, want an error naming it and runner.path", err)
+	}
+
+	docker := imagePool(host + "/ci/runner:v1")
+	docker.Cache.Docker = true
+	_, err = loadPools(t.Context(), store, disks, []config.Pool{docker})
+	if err == nil || !strings.Contains(err.Error(), "ci/runner:v1") || !strings.Contains(err.Error(), "has no dockerd") {
+		t.Fatalf("Docker asked of an image without dockerd: %v, want an error naming the image and dockerd", err)
+	}
+	withDockerd := imagePool(host + "/ci/docker:v1")
+	withDockerd.Cache.Docker = true
+	if ps, err := loadPools(t.Context(), store, disks, []config.Pool{withDockerd}); err != nil {
+		t.Fatalf("Docker asked of an image with /usr/sbin/dockerd: %v", err)
+	} else {
+		ps.Close()
 	}
 
 	ps, err := loadPools(t.Context(), store, disks, []config.Pool{imagePool(host + "/ci/runner:v1")})
@@ -148,6 +164,9 @@ func TestPoolVMsShareTheImageAndGetTheirOwnDisk(t *testing.T) {
 			spec.Drives[1].Path != filepath.Join(dir, "writable.img") || spec.Drives[0].ID != cfg.Root.Image.Serial ||
 			spec.Drives[1].ID != cfg.Root.Writable.Serial || cfg.Root.FSType != "erofs" {
 			t.Fatalf("drives %+v, root %+v", spec.Drives, cfg.Root)
+		}
+		if !strings.HasSuffix(cfg.Root.Name, "/ci/runner:v1") {
+			t.Errorf("the guest is told the image as %q", cfg.Root.Name)
 		}
 		if want := []string{"PATH=/opt/bin:/bin", "LANG=C.UTF-8", "PATH=/forge/bin"}; !slices.Equal(cfg.Runner.Env, want) || cfg.Runner.WorkDir != "/work" {
 			t.Errorf("runner env %v workdir %s; want %v and /work", cfg.Runner.Env, cfg.Runner.WorkDir, want)

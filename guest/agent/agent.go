@@ -43,6 +43,9 @@ type Agent struct {
 	DiskWait time.Duration
 
 	con *console
+	// image names the image root once switched to, for errors; empty
+	// on the initramfs root.
+	image string
 }
 
 // New returns the agent for a real guest: root "/", the Linux system calls,
@@ -113,7 +116,7 @@ func (a *Agent) run(ctx context.Context, cfg agentproto.Config, q *reportQueue) 
 	// The root switches once the network is up, so that a broken image is
 	// reported to the host, not only printed on the console.
 	if cfg.Root != nil {
-		if err := a.switchRoot(ctx, *cfg.Root); err != nil {
+		if err := a.switchRoot(ctx, *cfg.Root, cfg.Registry != nil && cfg.Registry.Docker); err != nil {
 			return err
 		}
 	}

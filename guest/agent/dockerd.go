@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,16 +38,20 @@ func (a *Agent) runsDocker(reg *agentproto.Registry) bool {
 	return reg != nil && reg.Docker && a.findExecutable("dockerd", DefaultPath) != ""
 }
 
-// startDocker starts the guest's dockerd, when it has one, in its own
-// session with env (the proxy), its output in /var/log/dockerd.log, and
-// waits for its socket. The socket's group comes from daemon.json, which
-// the agent wrote before. A guest without dockerd is not an error: the
-// pool asked for Docker of an image that has none, which is logged.
+// startDocker starts the guest's dockerd in its own session with env (the
+// proxy), its output in /var/log/dockerd.log, and waits for its socket.
+// The socket's group comes from daemon.json, which the agent wrote
+// before. A guest without dockerd is an error naming the image: the pool
+// asks for Docker, and a job that needs it would fail later and less
+// clearly (the host checks an image root before boot already).
 func (a *Agent) startDocker(ctx context.Context, env []string, wait time.Duration) error {
 	bin := a.findExecutable("dockerd", envValue(env, "PATH"))
 	if bin == "" {
-		a.logf("docker: the pool asks for dockerd, but the guest has none in PATH; the runner starts without it")
-		return nil
+		root := "the guest root (initramfs)"
+		if a.image != "" {
+			root = "image " + a.image
+		}
+		return fmt.Errorf("docker: the pool asks for Docker (cache.docker), but %s has no dockerd in PATH %s", root, envValue(env, "PATH"))
 	}
 	start := a.Sys.Uptime()
 	if err := a.mountCgroups(); err != nil {
@@ -107,27 +112,54 @@ func (a *Agent) dockerSocket() (string, error) {
 	return a.path(dockerSocketPath), nil
 }
 
-// waitSocket waits until a Unix socket at p accepts a connection, for
-// at most wait (0: DefaultDockerWait).
+// waitSocket waits until dockerd answers its API's ping on the Unix
+// socket at p, for at most wait (0: DefaultDockerWait). A socket that
+// accepts is not enough: dockerd listens before it has set up its
+// storage, containerd and networks, and a daemon that fails there exits
+// after clients connected.
 func waitSocket(ctx context.Context, p string, wait time.Duration) error {
 	if wait == 0 {
 		wait = DefaultDockerWait
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", p)
+		},
+		DisableKeepAlives: true,
+	}}
 	for {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "unix", p)
+		err := ping(ctx, client)
 		if err == nil {
-			c.Close()
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no socket %s after %s: %w", p, wait, err)
-		case <-time.After(50 * time.Millisecond):
+			return fmt.Errorf("no answer to /_ping on %s after %s: %w", p, wait, err)
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// ping asks dockerd's API for /_ping, waiting at most 5s for the answer.
+func ping(ctx context.Context, client *http.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/_ping", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/_ping: %s", resp.Status)
+	}
+	return nil
 }
 
 // mountCgroups mounts the cgroup2 hierarchy dockerd needs, unless it is

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -54,6 +56,15 @@ func fakeDockerd(args []string) int {
 		return 1
 	}
 	defer ln.Close()
+	if os.Getenv("FA_FAKE_DOCKERD_SILENT") != "1" { // else it listens and never answers
+		go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/_ping" {
+				io.WriteString(w, "OK")
+				return
+			}
+			http.NotFound(w, r)
+		}))
+	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	select {
@@ -93,13 +104,7 @@ func TestDockerdStartsBeforeTheRunner(t *testing.T) {
 	root, sys, con := bootRegistry(t, dockerConfig(t), func(root string) {
 		installDockerd(t, root, "#!/bin/sh\nFA_FAKE_DOCKERD=1 exec "+self+" \"$@\"\n")
 	})
-	t.Cleanup(func() {
-		if b, err := os.ReadFile(filepath.Join(root, "fake-dockerd.pid")); err == nil {
-			if pid, _ := strconv.Atoi(string(b)); pid > 0 {
-				syscall.Kill(pid, syscall.SIGTERM)
-			}
-		}
-	})
+	t.Cleanup(func() { killFakeDockerd(root) })
 	if !strings.Contains(con.String(), "[runner] docker socket up") {
 		t.Fatalf("the runner did not find dockerd's socket:\n%s", con)
 	}
@@ -126,6 +131,9 @@ func TestDockerdStartsBeforeTheRunner(t *testing.T) {
 	if err := json.Unmarshal([]byte(rec.Config), &daemon); err != nil {
 		t.Fatalf("daemon.json dockerd read: %v\n%s", err, rec.Config)
 	}
+	if daemon["bip"] != "172.17.0.1/16" {
+		t.Errorf("daemon.json bip %v, want Docker's default, which the VM's 10.200.0.0/24 leaves free", daemon["bip"])
+	}
 	if daemon["group"] != "1002" {
 		t.Errorf("daemon.json group %v, want the runner's GID 1002", daemon["group"])
 	}
@@ -142,7 +150,7 @@ func TestDockerdWithoutSocketFailsTheBoot(t *testing.T) {
 	_, sys, con := bootRegistry(t, cfg, func(root string) {
 		installDockerd(t, root, "#!/bin/sh\necho 'failed to start daemon: no cgroups'\nexit 1\n")
 	})
-	if !strings.Contains(con.String(), "fatal: dockerd: no socket") || !strings.Contains(con.String(), "failed to start daemon: no cgroups") {
+	if !strings.Contains(con.String(), "fatal: dockerd: no answer to /_ping") || !strings.Contains(con.String(), "failed to start daemon: no cgroups") {
 		t.Fatalf("want a fatal dockerd timeout with its log on the console:\n%s", con)
 	}
 	if slices.ContainsFunc(sys.callList(), func(c string) bool { return strings.HasPrefix(c, "start sh ") }) {
@@ -150,15 +158,46 @@ func TestDockerdWithoutSocketFailsTheBoot(t *testing.T) {
 	}
 }
 
-// A guest without dockerd runs its runner all the same, and says why
-// there is no Docker.
+// A dockerd that listens but never answers its API (one still setting up,
+// or stuck) is not ready: the boot fails after the wait, and the runner
+// does not start.
+func TestDockerdThatDoesNotAnswerFailsTheBoot(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := dockerConfig(t)
+	cfg.Registry.DockerWait = time.Second
+	root, sys, con := bootRegistry(t, cfg, func(root string) {
+		installDockerd(t, root, "#!/bin/sh\nFA_FAKE_DOCKERD=1 FA_FAKE_DOCKERD_SILENT=1 exec "+self+" \"$@\"\n")
+	})
+	t.Cleanup(func() { killFakeDockerd(root) })
+	if !strings.Contains(con.String(), "fatal: dockerd: no answer to /_ping") {
+		t.Fatalf("want a fatal dockerd timeout:\n%s", con)
+	}
+	if slices.ContainsFunc(sys.callList(), func(c string) bool { return strings.HasPrefix(c, "start sh ") }) {
+		t.Fatal("the runner started although dockerd did not answer")
+	}
+}
+
+// killFakeDockerd ends the fake dockerd a test started in root.
+func killFakeDockerd(root string) {
+	if b, err := os.ReadFile(filepath.Join(root, "fake-dockerd.pid")); err == nil {
+		if pid, _ := strconv.Atoi(string(b)); pid > 0 {
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
+	}
+}
+
+// A guest without dockerd while the pool asks for Docker fails the boot,
+// saying what is missing; the runner does not start.
 func TestDockerAskedOfAGuestWithoutDockerd(t *testing.T) {
 	_, sys, con := bootRegistry(t, dockerConfig(t), nil)
-	if !strings.Contains(con.String(), "the guest has none in PATH") || !strings.Contains(con.String(), "listening for jobs") {
+	if !strings.Contains(con.String(), "fatal: docker: the pool asks for Docker (cache.docker), but the guest root (initramfs) has no dockerd in PATH") {
 		t.Fatalf("console:\n%s", con)
 	}
-	if slices.ContainsFunc(sys.callList(), func(c string) bool { return strings.HasPrefix(c, "start dockerd") }) {
-		t.Fatal("started a dockerd that does not exist")
+	if slices.ContainsFunc(sys.callList(), func(c string) bool { return strings.HasPrefix(c, "start ") }) {
+		t.Fatalf("started something without dockerd: %v", sys.callList())
 	}
 }
 
@@ -167,7 +206,7 @@ func TestDockerAskedOfAGuestWithoutDockerd(t *testing.T) {
 func TestDaemonJSONMerge(t *testing.T) {
 	old := []byte(`{"log-driver": "local", "registry-mirrors": ["https://old.example/", "http://10.200.0.1:5000/"], "group": "docker", "note": "a$b"}`)
 	hub := []mirror{{scheme: "http", host: "10.200.0.1:5000"}, {scheme: "https", host: "m.example", prefix: "dockerhub"}}
-	b, err := dockerDaemonJSON(old, hub, "1002")
+	b, err := dockerDaemonJSON(old, hub, "1002", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +219,7 @@ func TestDaemonJSONMerge(t *testing.T) {
 		got["log-driver"] != "local" || got["note"] != "a$b" {
 		t.Fatalf("merged daemon.json:\n%s", b)
 	}
-	if _, err := dockerDaemonJSON([]byte("{not json"), hub, ""); err == nil {
+	if _, err := dockerDaemonJSON([]byte("{not json"), hub, "", nil); err == nil {
 		t.Fatal("a broken daemon.json was overwritten silently")
 	}
 }

@@ -102,7 +102,10 @@ func buildkitMirrors(byRegistry map[string][]mirror) string {
 // mirror Docker Hub and only from a mirror's root, ours first; and, when
 // group is set and the file names none, the group its socket belongs to.
 // Every other key of the image's file is kept as it was.
-func dockerDaemonJSON(existing []byte, mirrors []mirror, group string) ([]byte, error) {
+//
+// nets, when set, become "bip" and "default-address-pools" (/24s), unless
+// the image's daemon.json sets them: the image's choice wins.
+func dockerDaemonJSON(existing []byte, mirrors []mirror, group string, nets *dockerNets) ([]byte, error) {
 	doc := map[string]json.RawMessage{}
 	if len(bytes.TrimSpace(existing)) > 0 {
 		if err := json.Unmarshal(existing, &doc); err != nil {
@@ -134,6 +137,21 @@ func dockerDaemonJSON(existing []byte, mirrors []mirror, group string) ([]byte, 
 	if _, ok := doc["group"]; !ok && group != "" {
 		if err := setJSON(doc, "group", group); err != nil {
 			return nil, err
+		}
+	}
+	if nets != nil {
+		_, hasBIP := doc["bip"]
+		_, hasPools := doc["default-address-pools"]
+		if !hasBIP {
+			if err := setJSON(doc, "bip", nets.bip); err != nil {
+				return nil, err
+			}
+		}
+		if !hasPools {
+			pools := []map[string]any{{"base": nets.pool.String(), "size": 24}}
+			if err := setJSON(doc, "default-address-pools", pools); err != nil {
+				return nil, err
+			}
 		}
 	}
 	var out bytes.Buffer

@@ -42,10 +42,16 @@ func (a *Agent) configureRegistry(ctx context.Context, cfg *agentproto.Config) e
 	}
 	if reg.Docker || len(mirrors["docker.io"]) > 0 {
 		group := ""
+		var nets *dockerNets
 		if reg.Docker {
 			group = strconv.Itoa(cfg.Runner.GID) // the runner may use the socket
+			n, err := chooseDockerNets(dockerAvoid(cfg.Network, cfg.Report.URL, reg))
+			if err != nil {
+				return err
+			}
+			nets = &n
 		}
-		if err := a.writeDockerConfig(mirrors["docker.io"], group); err != nil {
+		if err := a.writeDockerConfig(mirrors["docker.io"], group, nets); err != nil {
 			return err
 		}
 	}
@@ -122,14 +128,14 @@ func (a *Agent) writeBuildkitConfig(tables string) error {
 	return nil
 }
 
-// writeDockerConfig merges Docker Hub's mirrors and the socket's group
-// into daemon.json.
-func (a *Agent) writeDockerConfig(hub []mirror, group string) error {
+// writeDockerConfig merges Docker Hub's mirrors, the socket's group and
+// Docker's subnets into daemon.json.
+func (a *Agent) writeDockerConfig(hub []mirror, group string, nets *dockerNets) error {
 	old, err := os.ReadFile(a.path(dockerConfigPath))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("reading %s: %w", dockerConfigPath, err)
 	}
-	b, err := dockerDaemonJSON(old, hub, group)
+	b, err := dockerDaemonJSON(old, hub, group, nets)
 	if err != nil {
 		return err
 	}

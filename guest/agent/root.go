@@ -37,7 +37,25 @@ const DefaultDiskWait = 10 * time.Second
 // overlay of the two, moves the kernel file systems into it and makes it
 // the root, as switch_root does: the initramfs cannot be unmounted, so the
 // overlay is moved onto / and the agent chroots into it.
-func (a *Agent) switchRoot(ctx context.Context, r agentproto.Root) error {
+//
+// With docker set (the pool asks for Docker), Docker's data directory
+// goes on the writable disk too (mountDockerData). Errors name the image.
+func (a *Agent) switchRoot(ctx context.Context, r agentproto.Root, docker bool) error {
+	if err := a.switchRootOf(ctx, r, docker); err != nil {
+		return fmt.Errorf("image %s: %w", imageName(r), err)
+	}
+	return nil
+}
+
+// imageName is how errors name the image of r.
+func imageName(r agentproto.Root) string {
+	if r.Name == "" {
+		return "(unnamed)"
+	}
+	return r.Name
+}
+
+func (a *Agent) switchRootOf(ctx context.Context, r agentproto.Root, docker bool) error {
 	start := a.Sys.Uptime()
 	image, err := a.findDisk(ctx, r.Image)
 	if err != nil {
@@ -76,6 +94,11 @@ func (a *Agent) switchRoot(ctx context.Context, r agentproto.Root) error {
 	if err := a.Sys.Mount("overlay", newRoot, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("mounting the overlay: %w", err)
 	}
+	if docker {
+		if err := a.mountDockerData(newRoot); err != nil {
+			return err
+		}
+	}
 	for _, m := range movedMounts {
 		target := filepath.Join(newRoot, m)
 		if err := os.MkdirAll(target, 0o755); err != nil {
@@ -92,7 +115,7 @@ func (a *Agent) switchRoot(ctx context.Context, r agentproto.Root) error {
 	if err != nil {
 		return fmt.Errorf("switching root: %w", err)
 	}
-	a.Root = root
+	a.Root, a.image = root, imageName(r)
 	a.logf("root switched to the image (%s %s, writable %s) in %.3fs", r.FSType, image, writable, (a.Sys.Uptime() - start).Seconds())
 	return nil
 }

@@ -1,0 +1,35 @@
+# The runner image of each forge (images/runner/image.nix): the flake's
+# packages.runner-image-<forge>. Runner paths are the pools' defaults
+# (nix/packages/guest-roots.nix says the same for the guest roots).
+{ pkgs }:
+let
+  image = args: import ./image.nix ({ inherit pkgs; } // args);
+in
+{
+  gitea = image {
+    forge = "gitea";
+    runner = pkgs.gitea-actions-runner;
+    runnerBin = pkgs.gitea-actions-runner.meta.mainProgram;
+    runnerPath = "/bin/act_runner";
+  };
+  forgejo = image {
+    forge = "forgejo";
+    runner = pkgs.forgejo-runner;
+    runnerBin = pkgs.forgejo-runner.meta.mainProgram or "forgejo-runner";
+    runnerPath = "/bin/forgejo-runner";
+  };
+  # GitHub's runner reads its layout beside run.sh: the pool's default
+  # /home/runner/run.sh is nixpkgs' wrapper.
+  github = image {
+    forge = "github";
+    runner = pkgs.github-runner;
+    runnerBin = "run.sh";
+    runnerPath = "/home/runner/run.sh";
+  };
+  gitlab = image {
+    forge = "gitlab";
+    runner = pkgs.gitlab-runner;
+    runnerBin = "gitlab-runner";
+    runnerPath = "/usr/bin/gitlab-runner";
+  };
+}
