@@ -28,7 +28,7 @@ unit:
 	$(GO) test -count=1 ./...
 
 lint: deps
-	shellcheck scripts/*.sh .ci/run deploy/*.sh
+	shellcheck scripts/*.sh .ci/run deploy/*.sh images/*/*.sh
 
 # The NixOS layer: every module, scenario, profile and fleet host through
 # nixpkgs' lib.evalModules (lib from $NIXPKGS_LIB, ../shared/nixpkgs-lib/lib
