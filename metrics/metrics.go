@@ -149,6 +149,8 @@ var (
 	queuedDesc  = prometheus.NewDesc("fireactions_pool_queued_jobs", "Queued jobs assigned to the pool at the last reconcile.", []string{"pool"}, nil)
 	limitDesc   = prometheus.NewDesc("fireactions_pool_max", "The pool's current max.", []string{"pool"}, nil)
 	pausedDesc  = prometheus.NewDesc("fireactions_pool_paused", "1 when the pool is paused.", []string{"pool"}, nil)
+	goneDesc    = prometheus.NewDesc("fireactions_pool_demand_source_deleted",
+		"1 when the pool's demand source at the forge (a GitHub scale set) was deleted: it starts no VM until a reload or restart.", []string{"pool"}, nil)
 )
 
 var removalsPendingDesc = prometheus.NewDesc("fireactions_runner_removals_pending",
@@ -161,6 +163,7 @@ func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- queuedDesc
 	ch <- limitDesc
 	ch <- pausedDesc
+	ch <- goneDesc
 	ch <- removalsPendingDesc
 }
 
@@ -171,13 +174,18 @@ func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(queuedDesc, prometheus.GaugeValue, float64(s.Queued), s.Name)
 		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(s.Max), s.Name)
-		paused := 0.0
-		if s.Paused {
-			paused = 1
-		}
-		ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, paused, s.Name)
+		ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, one(s.Paused), s.Name)
+		ch <- prometheus.MustNewConstMetric(goneDesc, prometheus.GaugeValue, one(s.SourceDeleted), s.Name)
 		ch <- prometheus.MustNewConstMetric(removalsPendingDesc, prometheus.GaugeValue, float64(s.RemovalsPending), s.Name)
 	}
+}
+
+// one is 1 for true, 0 for false.
+func one(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 var (

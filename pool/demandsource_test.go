@@ -62,6 +62,9 @@ func TestDeletedDemandSourceStopsStarts(t *testing.T) {
 	if err != nil || len(res.Unchanged) != 1 {
 		t.Fatalf("reload: %+v, %v", res, err)
 	}
+	if st, _ := h.m.Pool("p"); st.SourceDeleted {
+		t.Fatalf("pool status after the reload: %+v, want its demand source back", st)
+	}
 	eventually(t, 5*time.Second, "a VM after the reload", func() bool { return h.forge.runnerCount() == 1 })
 }
 
@@ -72,8 +75,14 @@ func TestDeleteDemandSourceStopsStarts(t *testing.T) {
 	h := newHarnessEvery(t, 10*time.Millisecond, filepath.Join(t.TempDir(), "vms"), 0, 2, guestHangs, nil,
 		slog.New(slog.DiscardHandler), nil,
 		func(f *fakeForge) forge.Forge { gf = &goneForge{fakeForge: f}; return gf })
+	if st, _ := h.m.Pool("p"); st.SourceDeleted {
+		t.Fatalf("pool status says its demand source is deleted before the delete: %+v", st)
+	}
 	if err := h.m.DeleteDemandSource(context.Background(), "p"); err != nil {
 		t.Fatal(err)
+	}
+	if st, _ := h.m.Pool("p"); !st.SourceDeleted {
+		t.Fatalf("pool status after delete-scaleset: %+v, want SourceDeleted", st)
 	}
 	one := 1
 	if _, err := h.m.Scale("p", &one, nil); err != nil {
