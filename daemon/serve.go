@@ -100,7 +100,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 	}
 	mx := metrics.New(cfg.StateDir)
 	for _, p := range cfg.Pools {
-		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
+		forges[p.Name] = mx.Forge(p.Forge, p.Name, forges[p.Name])
 		mx.PoolSeries(p.Name, p.Forge)
 	}
 	agentAddr := net.JoinHostPort(gw.String(), strconv.Itoa(cfg.Network.AgentPort))
@@ -285,7 +285,7 @@ func reload(ctx context.Context, opts Options, running *config.Config, m *pool.M
 		return err
 	}
 	for _, p := range cfg.Pools {
-		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
+		forges[p.Name] = mx.Forge(p.Forge, p.Name, forges[p.Name])
 		mx.PoolSeries(p.Name, p.Forge)
 	}
 	// The new boot archives are written first but put in use only once

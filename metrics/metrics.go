@@ -45,11 +45,14 @@ type Metrics struct {
 
 	outcomes outcomeRing
 
-	// rateKnown are the forges whose rate-limit gauge exists: set to -1
-	// by PoolSeries, or to what a call told.
+	// rateKnown are the forges' and pools' rate-limit gauges that exist:
+	// set to -1 by PoolSeries, or to what a call told.
 	rateMu    sync.Mutex
-	rateKnown map[string]bool
+	rateKnown map[rateKey]bool
 }
+
+// rateKey names a rate-limit gauge: a forge and one of its pools.
+type rateKey struct{ forge, pool string }
 
 var _ pool.Observer = (*Metrics)(nil)
 
@@ -63,7 +66,7 @@ var inf = math.Inf(1)
 func New(stateDir string) *Metrics {
 	m := &Metrics{
 		reg:       prometheus.NewRegistry(),
-		rateKnown: map[string]bool{},
+		rateKnown: map[rateKey]bool{},
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fireactions_vms_started_total", Help: "VMs whose monitor started.",
 		}, []string{"pool"}),
@@ -99,8 +102,9 @@ func New(stateDir string) *Metrics {
 			Name: "fireactions_forge_errors_total", Help: "Forge API operations that failed.",
 		}, []string{"forge", "op"}),
 		forgeRateLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "fireactions_forge_rate_limit_remaining", Help: "API requests left in the forge's rate-limit window (-1: unknown).",
-		}, []string{"forge"}),
+			Name: "fireactions_forge_rate_limit_remaining",
+			Help: "API requests left in the rate-limit window of the pool's credential at the forge (-1: unknown).",
+		}, []string{"forge", "pool"}),
 	}
 	m.reg.MustRegister(m.started, m.failed, m.unserved, m.unsaved, m.shortages, m.provision, m.boot, m.jobDuration, m.queueWait,
 		m.forgeRequests, m.forgeErrors, m.forgeRateLimit,
