@@ -132,10 +132,11 @@ func (m *Manager) DeleteDemandSource(ctx context.Context, name string) error {
 	if !ok {
 		return fmt.Errorf("pool %q: %w", name, forge.ErrNoDemandSource)
 	}
+	gen := m.poolGen(p)
 	if err := d.DeleteDemandSource(ctx); err != nil {
 		return fmt.Errorf("pool %q: %w", name, err)
 	}
-	m.sourceDeleted(p)
+	m.sourceDeleted(p, gen)
 	return nil
 }
 
