@@ -299,6 +299,11 @@ func reload(ctx context.Context, opts Options, running *config.Config, m *pool.M
 		staged.abort()
 		return err
 	}
+	configured := map[string]string{}
+	for _, p := range cfg.Pools {
+		configured[p.Name] = p.Forge
+	}
+	mx.RetainRateLimits(configured)
 	// The forges added now are the set's only once their pools are taken:
 	// a refused reload leaves no driver built from its settings.
 	drivers.adopt(fresh)

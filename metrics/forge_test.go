@@ -331,3 +331,26 @@ func TestRateLimitGaugeIsPerPool(t *testing.T) {
 		}
 	}
 }
+
+// A reload that removes a pool, or moves it to another forge, drops its
+// rate-limit gauge: a last low budget left behind would page for ever.
+func TestRemovedPoolsRateLimitGaugeGoes(t *testing.T) {
+	m := New(t.TempDir())
+	for _, p := range []string{"a", "b", "c"} {
+		if _, err := m.Forge("github", p, budgeted{left: 50}).QueuedJobs(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.RetainRateLimits(map[string]string{"a": "github", "c": "gitea"})
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	s := rec.Body.String()
+	if !strings.Contains(s, `fireactions_forge_rate_limit_remaining{forge="github",pool="a"} 50`) {
+		t.Errorf("a kept pool's gauge went:\n%s", s)
+	}
+	for _, gone := range []string{`forge="github",pool="b"`, `forge="github",pool="c"`} {
+		if strings.Contains(s, gone) {
+			t.Errorf("gauge {%s} stayed after its pool went", gone)
+		}
+	}
+}

@@ -37,3 +37,18 @@ func (m *Metrics) PoolSeries(poolName, forgeName string) {
 		m.forgeRateLimit.WithLabelValues(forgeName, poolName).Set(-1)
 	}
 }
+
+// RetainRateLimits drops the rate-limit gauges of pools no longer
+// configured (pools maps each configured pool to its forge), after a
+// reload took them: a removed pool's last budget, left behind, would
+// hold the low-budget alert for ever.
+func (m *Metrics) RetainRateLimits(pools map[string]string) {
+	m.rateMu.Lock()
+	defer m.rateMu.Unlock()
+	for k := range m.rateKnown {
+		if f, ok := pools[k.pool]; !ok || f != k.forge {
+			m.forgeRateLimit.DeleteLabelValues(k.forge, k.pool)
+			delete(m.rateKnown, k)
+		}
+	}
+}
