@@ -80,9 +80,13 @@ func TestEndpoints(t *testing.T) {
 			}},
 		{name: "get pool", method: "GET", path: "/api/v1/pools/big", wantStatus: 200,
 			check: func(t *testing.T, w *httptest.ResponseRecorder, b *fakeBackend) {
+				var fields map[string]any
+				if err := json.Unmarshal(w.Body.Bytes(), &fields); err != nil || fields["source_deleted"] != true {
+					t.Fatalf("pool JSON lacks source_deleted: true: %s (%v)", w.Body, err)
+				}
 				var got pool.PoolStatus
 				decode(t, w, &got)
-				if got.Name != "big" || got.Scope != "repo:acme/x" || got.Max != 2 {
+				if got.Name != "big" || got.Scope != "repo:acme/x" || got.Max != 2 || !got.SourceDeleted {
 					t.Fatalf("pool %+v", got)
 				}
 			}},

@@ -33,7 +33,7 @@ func newFakeBackend(created time.Time) *fakeBackend {
 			{Name: "small", Forge: "gitea", Scope: "org:acme", Labels: []string{"linux"}, MinIdle: 1, Max: 4,
 				VMs: map[vmstate.Phase]int{vmstate.Idle: 1, vmstate.Busy: 1}, Queued: 2},
 			{Name: "big", Forge: "gitea", Scope: "repo:acme/x", Labels: []string{"big"}, MinIdle: 0, Max: 2,
-				VMs: map[vmstate.Phase]int{}},
+				VMs: map[vmstate.Phase]int{}, SourceDeleted: true},
 		},
 		vms: []vmstate.Record{
 			{ID: "vm1", Pool: "small", Phase: vmstate.Busy, PID: 4242, Address: "10.200.0.2",

@@ -45,7 +45,7 @@ type statusPool struct {
 	Name, Forge, Scope                         string
 	MinIdle, Max, Starting, Idle, Busy, Queued int
 	RemovalsPending                            int
-	Paused                                     bool
+	Paused, SourceDeleted                      bool
 }
 
 type statusVM struct {
@@ -88,7 +88,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 			Name: p.Name, Forge: p.Forge, Scope: p.Scope, MinIdle: p.MinIdle, Max: p.Max,
 			Starting: p.VMs[vmstate.Creating] + p.VMs[vmstate.Booting],
 			Idle:     p.VMs[vmstate.Idle], Busy: p.VMs[vmstate.Busy], Queued: p.Queued,
-			RemovalsPending: p.RemovalsPending, Paused: p.Paused,
+			RemovalsPending: p.RemovalsPending, Paused: p.Paused, SourceDeleted: p.SourceDeleted,
 		})
 	}
 	for _, v := range s.b.SortedVMs() {

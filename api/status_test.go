@@ -79,6 +79,9 @@ func TestStatusPageShowsTheHost(t *testing.T) {
 		// pools: name, forge, scope, min idle, max, starting, idle, busy, queued
 		`<tr data-pool="small"><td>small</td><td>gitea</td><td>org:acme</td><td class="n">1</td><td class="n">4</td><td class="n">0</td><td class="n">1</td><td class="n">1</td><td class="n">2</td>`,
 		`<tr data-pool="big"><td>big</td>`,
+		// state: a pool whose demand source was deleted says so; another runs
+		`<td class="n">0</td><td class="n">0</td><td><span class="failed">demand source deleted</span></td></tr>`,
+		`<td class="n">2</td><td class="n">0</td><td>running</td></tr>`,
 		// VMs: id, pool, phase, age, job, runner
 		`<tr data-vm="vm1"><td>vm1</td><td>small</td><td>busy</td><td class="n">1m30s</td><td>4711</td><td>fa-h-vm1</td></tr>`,
 		`<tr data-vm="vm2"><td>vm2</td><td>small</td><td>idle</td><td class="n">1m0s</td>`,

@@ -100,7 +100,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 	}
 	mx := metrics.New(cfg.StateDir)
 	for _, p := range cfg.Pools {
-		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
+		forges[p.Name] = mx.Forge(p.Forge, p.Name, forges[p.Name])
 		mx.PoolSeries(p.Name, p.Forge)
 	}
 	fl, err := joinFleet(ctx, cfg, mx, log)
@@ -291,7 +291,7 @@ func reload(ctx context.Context, opts Options, running *config.Config, m *pool.M
 		return err
 	}
 	for _, p := range cfg.Pools {
-		forges[p.Name] = mx.Forge(p.Forge, forges[p.Name])
+		forges[p.Name] = mx.Forge(p.Forge, p.Name, forges[p.Name])
 		mx.PoolSeries(p.Name, p.Forge)
 	}
 	// The new boot archives are written first but put in use only once
@@ -305,6 +305,11 @@ func reload(ctx context.Context, opts Options, running *config.Config, m *pool.M
 		staged.abort()
 		return err
 	}
+	configured := map[string]string{}
+	for _, p := range cfg.Pools {
+		configured[p.Name] = p.Forge
+	}
+	mx.RetainRateLimits(configured)
 	// The forges added now are the set's only once their pools are taken:
 	// a refused reload leaves no driver built from its settings.
 	drivers.adopt(fresh)

@@ -14,10 +14,14 @@ type RateLimited interface {
 	RateLimitRemaining() int
 }
 
-// Forge wraps a pool's scope of a forge so each call is counted under the
-// forge's name. The wrapper is a forge.Retirer exactly when the scope is.
-func (m *Metrics) Forge(name string, f forge.Forge) forge.Forge {
-	inst := &instrumented{Forge: f, m: m, name: name}
+// Forge wraps pool poolName's scope of the forge named forgeName so each
+// call is counted under the forge's name, and the API budget the scope
+// knows is a gauge under the forge's and the pool's: pools on different
+// credentials (GitHub App installations, tokens) have separate budgets,
+// which one series per forge would flip between. The wrapper is a
+// forge.Retirer exactly when the scope is.
+func (m *Metrics) Forge(forgeName, poolName string, f forge.Forge) forge.Forge {
+	inst := &instrumented{Forge: f, m: m, name: forgeName, pool: poolName}
 	if _, retires := f.(forge.Retirer); retires {
 		return &instrumentedRetirer{inst}
 	}
@@ -45,7 +49,8 @@ func (c *countedWebhooks) ServeWebhook(w http.ResponseWriter, r *http.Request, k
 type instrumented struct {
 	forge.Forge
 	m    *Metrics
-	name string
+	name string // the forge's
+	pool string
 }
 
 // Unwrap is the wrapped driver (forge.NotifierOf looks through it).
@@ -61,8 +66,8 @@ func (i *instrumented) count(op string, err error) {
 	}
 	if r, ok := i.Forge.(RateLimited); ok {
 		i.m.rateMu.Lock()
-		i.m.rateKnown[i.name] = true
-		i.m.forgeRateLimit.WithLabelValues(i.name).Set(float64(r.RateLimitRemaining()))
+		i.m.rateKnown[rateKey{i.name, i.pool}] = true
+		i.m.forgeRateLimit.WithLabelValues(i.name, i.pool).Set(float64(r.RateLimitRemaining()))
 		i.m.rateMu.Unlock()
 	}
 }

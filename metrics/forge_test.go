@@ -48,7 +48,7 @@ func TestForgeWrapperKeepsWhatTheDriverIs(t *testing.T) {
 	}
 	m := New(t.TempDir())
 	for _, tt := range tests {
-		w := m.Forge(tt.name, tt.driver)
+		w := m.Forge(tt.name, "p", tt.driver)
 		ret, retires := w.(forge.Retirer)
 		if retires != tt.retires {
 			t.Errorf("%s: wrapper is a Retirer %v; want %v", tt.name, retires, tt.retires)
@@ -141,7 +141,7 @@ func (f *failingForge) FailJob(_ context.Context, r forge.RunnerRef, job, reason
 func TestWrappedForgeKeepsItsWayToFailJobs(t *testing.T) {
 	m := New(t.TempDir())
 	inner := &failingForge{}
-	f, ok := m.Forge("gitea", inner).(forge.JobFailer)
+	f, ok := m.Forge("gitea", "p", inner).(forge.JobFailer)
 	if !ok {
 		t.Fatal("the wrapper hides the driver's FailJob")
 	}
@@ -151,7 +151,7 @@ func TestWrappedForgeKeepsItsWayToFailJobs(t *testing.T) {
 	if len(inner.failed) != 1 || inner.failed[0] != "r/42: runner died" {
 		t.Fatalf("driver saw %q", inner.failed)
 	}
-	plain := m.Forge("other", plainForge{}).(forge.JobFailer)
+	plain := m.Forge("other", "p", plainForge{}).(forge.JobFailer)
 	if err := plain.FailJob(context.Background(), forge.RunnerRef{ID: "1"}, "42", "x"); !errors.Is(err, errors.ErrUnsupported) {
 		t.Fatalf("a driver without FailJob: err %v, want ErrUnsupported", err)
 	}
@@ -182,7 +182,7 @@ func TestFailJobAnswersAreNotErrors(t *testing.T) {
 		{"broken", errors.New("github: cancel run 7: 500"), 1},
 		{"ok", nil, 0},
 	} {
-		f := m.Forge(tc.forge, answeringForge{err: tc.err}).(forge.JobFailer)
+		f := m.Forge(tc.forge, "p", answeringForge{err: tc.err}).(forge.JobFailer)
 		if err := f.FailJob(context.Background(), forge.RunnerRef{ID: "1", Name: "r"}, "", "runner died"); err != tc.err {
 			t.Errorf("%s: the wrapper answered %v, want the driver's %v", tc.forge, err, tc.err)
 		}
@@ -208,7 +208,7 @@ func (n notifying) NotifyQueue(func(forge.QueueChange)) { *n.told++ }
 func TestWrappedDriverStillTellsItsQueueChanges(t *testing.T) {
 	m := New(t.TempDir())
 	told := 0
-	n, ok := forge.NotifierOf(m.Forge("github", notifying{told: &told}))
+	n, ok := forge.NotifierOf(m.Forge("github", "p", notifying{told: &told}))
 	if !ok {
 		t.Fatal("the wrapped driver's QueueNotifier is not found")
 	}
@@ -216,7 +216,7 @@ func TestWrappedDriverStillTellsItsQueueChanges(t *testing.T) {
 	if told != 1 {
 		t.Fatalf("NotifyQueue reached the driver %d times", told)
 	}
-	if _, ok := forge.NotifierOf(m.Forge("plain", plainForge{})); ok {
+	if _, ok := forge.NotifierOf(m.Forge("plain", "p", plainForge{})); ok {
 		t.Fatal("a driver that tells nothing found as a QueueNotifier")
 	}
 }
@@ -235,7 +235,7 @@ func (learningForge) LearnJob(_ context.Context, r forge.RunnerRef) (forge.Runne
 // answers ErrUnsupported with the memo unchanged.
 func TestWrappedForgeKeepsItsWayToLearnJobs(t *testing.T) {
 	m := New(t.TempDir())
-	l, ok := m.Forge("gitlab", learningForge{}).(forge.JobLearner)
+	l, ok := m.Forge("gitlab", "p", learningForge{}).(forge.JobLearner)
 	if !ok {
 		t.Fatal("the wrapper hides the driver's LearnJob")
 	}
@@ -245,7 +245,7 @@ func TestWrappedForgeKeepsItsWayToLearnJobs(t *testing.T) {
 	if n := requestsCounted(t, m, "gitlab", "learn_job"); n != 1 {
 		t.Errorf("learn_job requests counted %v, want 1", n)
 	}
-	plain := m.Forge("plain", plainForge{}).(forge.JobLearner)
+	plain := m.Forge("plain", "p", plainForge{}).(forge.JobLearner)
 	if memo, err := plain.LearnJob(context.Background(), forge.RunnerRef{ID: "1", Memo: "m"}); !errors.Is(err, errors.ErrUnsupported) || memo != "m" {
 		t.Fatalf("a driver without LearnJob: %q, %v; want the memo unchanged and ErrUnsupported", string(memo), err)
 	}
@@ -284,7 +284,7 @@ func TestPoolSeriesStartAtZero(t *testing.T) {
 		`fireactions_job_queue_wait_seconds_count{pool="a"} 0`,
 		`fireactions_vm_provision_seconds_count{pool="a"} 0`,
 		`fireactions_job_duration_seconds_count{pool="a"} 0`,
-		`fireactions_forge_rate_limit_remaining{forge="github"} -1`,
+		`fireactions_forge_rate_limit_remaining{forge="github",pool="a"} -1`,
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("scrape lacks %s", want)
@@ -292,16 +292,65 @@ func TestPoolSeriesStartAtZero(t *testing.T) {
 	}
 	// A call to gitlab tells its budget before gitlab's first pool is
 	// set up (a reload that adds one).
-	f := m.Forge("gitlab", budgeted{left: 4000})
+	f := m.Forge("gitlab", "b", budgeted{left: 4000})
 	if _, err := f.QueuedJobs(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	m.PoolSeries("b", "gitlab")
-	if s := scrape(); !strings.Contains(s, `fireactions_forge_rate_limit_remaining{forge="gitlab"} 4000`) {
+	if s := scrape(); !strings.Contains(s, `fireactions_forge_rate_limit_remaining{forge="gitlab",pool="b"} 4000`) {
 		t.Errorf("the rate limit a call told was reset:\n%s", s)
 	}
 	// The call's error counter exists at 0 (an error ratio reads 0).
 	if s := scrape(); !strings.Contains(s, `fireactions_forge_errors_total{forge="gitlab",op="queued_jobs"} 0`) {
 		t.Errorf("no error series at 0 after a good call:\n%s", s)
+	}
+}
+
+// Two pools of one forge on different credentials (GitHub App
+// installations) have their own budgets: each keeps its own gauge, not
+// one series per forge flipping between the two.
+func TestRateLimitGaugeIsPerPool(t *testing.T) {
+	m := New(t.TempDir())
+	m.PoolSeries("a", "github")
+	m.PoolSeries("b", "github")
+	a := m.Forge("github", "a", budgeted{left: 50})
+	b := m.Forge("github", "b", budgeted{left: 4000})
+	for _, f := range []forge.Forge{a, b, a} {
+		if _, err := f.QueuedJobs(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`fireactions_forge_rate_limit_remaining{forge="github",pool="a"} 50`,
+		`fireactions_forge_rate_limit_remaining{forge="github",pool="b"} 4000`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("scrape lacks %s", want)
+		}
+	}
+}
+
+// A reload that removes a pool, or moves it to another forge, drops its
+// rate-limit gauge: a last low budget left behind would page for ever.
+func TestRemovedPoolsRateLimitGaugeGoes(t *testing.T) {
+	m := New(t.TempDir())
+	for _, p := range []string{"a", "b", "c"} {
+		if _, err := m.Forge("github", p, budgeted{left: 50}).QueuedJobs(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.RetainRateLimits(map[string]string{"a": "github", "c": "gitea"})
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	s := rec.Body.String()
+	if !strings.Contains(s, `fireactions_forge_rate_limit_remaining{forge="github",pool="a"} 50`) {
+		t.Errorf("a kept pool's gauge went:\n%s", s)
+	}
+	for _, gone := range []string{`forge="github",pool="b"`, `forge="github",pool="c"`} {
+		if strings.Contains(s, gone) {
+			t.Errorf("gauge {%s} stayed after its pool went", gone)
+		}
 	}
 }

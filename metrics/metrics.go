@@ -45,13 +45,16 @@ type Metrics struct {
 
 	outcomes outcomeRing
 
-	// rateKnown are the forges whose rate-limit gauge exists: set to -1
-	// by PoolSeries, or to what a call told.
+	// rateKnown are the forges' and pools' rate-limit gauges that exist:
+	// set to -1 by PoolSeries, or to what a call told.
 	rateMu    sync.Mutex
-	rateKnown map[string]bool
+	rateKnown map[rateKey]bool
 
 	fleet fleetCollectors
 }
+
+// rateKey names a rate-limit gauge: a forge and one of its pools.
+type rateKey struct{ forge, pool string }
 
 var _ pool.Observer = (*Metrics)(nil)
 
@@ -65,7 +68,7 @@ var inf = math.Inf(1)
 func New(stateDir string) *Metrics {
 	m := &Metrics{
 		reg:       prometheus.NewRegistry(),
-		rateKnown: map[string]bool{},
+		rateKnown: map[rateKey]bool{},
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fireactions_vms_started_total", Help: "VMs whose monitor started.",
 		}, []string{"pool"}),
@@ -101,8 +104,9 @@ func New(stateDir string) *Metrics {
 			Name: "fireactions_forge_errors_total", Help: "Forge API operations that failed.",
 		}, []string{"forge", "op"}),
 		forgeRateLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "fireactions_forge_rate_limit_remaining", Help: "API requests left in the forge's rate-limit window (-1: unknown).",
-		}, []string{"forge"}),
+			Name: "fireactions_forge_rate_limit_remaining",
+			Help: "API requests left in the rate-limit window of the pool's credential at the forge (-1: unknown).",
+		}, []string{"forge", "pool"}),
 	}
 	m.reg.MustRegister(m.started, m.failed, m.unserved, m.unsaved, m.shortages, m.provision, m.boot, m.jobDuration, m.queueWait,
 		m.forgeRequests, m.forgeErrors, m.forgeRateLimit,
@@ -152,6 +156,8 @@ var (
 	queuedDesc  = prometheus.NewDesc("fireactions_pool_queued_jobs", "Queued jobs assigned to the pool at the last reconcile.", []string{"pool"}, nil)
 	limitDesc   = prometheus.NewDesc("fireactions_pool_max", "The pool's current max.", []string{"pool"}, nil)
 	pausedDesc  = prometheus.NewDesc("fireactions_pool_paused", "1 when the pool is paused.", []string{"pool"}, nil)
+	goneDesc    = prometheus.NewDesc("fireactions_pool_demand_source_deleted",
+		"1 when the pool's demand source at the forge (a GitHub scale set) was deleted: it starts no VM until a reload or restart.", []string{"pool"}, nil)
 )
 
 var removalsPendingDesc = prometheus.NewDesc("fireactions_runner_removals_pending",
@@ -164,6 +170,7 @@ func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- queuedDesc
 	ch <- limitDesc
 	ch <- pausedDesc
+	ch <- goneDesc
 	ch <- removalsPendingDesc
 }
 
@@ -174,13 +181,18 @@ func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(queuedDesc, prometheus.GaugeValue, float64(s.Queued), s.Name)
 		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(s.Max), s.Name)
-		paused := 0.0
-		if s.Paused {
-			paused = 1
-		}
-		ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, paused, s.Name)
+		ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, one(s.Paused), s.Name)
+		ch <- prometheus.MustNewConstMetric(goneDesc, prometheus.GaugeValue, one(s.SourceDeleted), s.Name)
 		ch <- prometheus.MustNewConstMetric(removalsPendingDesc, prometheus.GaugeValue, float64(s.RemovalsPending), s.Name)
 	}
+}
+
+// one is 1 for true, 0 for false.
+func one(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 var (

@@ -14,14 +14,18 @@ import (
 
 // PoolStatus is a pool as operators see it.
 type PoolStatus struct {
-	Name    string                `json:"name"`
-	Forge   string                `json:"forge"`
-	Scope   string                `json:"scope"`
-	Labels  []string              `json:"labels"`
-	MinIdle int                   `json:"min_idle"`
-	Max     int                   `json:"max"`
-	Paused  bool                  `json:"paused"`
-	VMs     map[vmstate.Phase]int `json:"vms"`
+	Name    string   `json:"name"`
+	Forge   string   `json:"forge"`
+	Scope   string   `json:"scope"`
+	Labels  []string `json:"labels"`
+	MinIdle int      `json:"min_idle"`
+	Max     int      `json:"max"`
+	Paused  bool     `json:"paused"`
+	// SourceDeleted: the pool's demand source at the forge (a GitHub
+	// scale set) was deleted (delete-scaleset); it starts no VM until a
+	// reload or restart hands its scope out again.
+	SourceDeleted bool                  `json:"source_deleted"`
+	VMs           map[vmstate.Phase]int `json:"vms"`
 	// Queued is the number of waiting jobs assigned to this pool at the
 	// last reconcile.
 	Queued int `json:"queued"`
@@ -67,7 +71,7 @@ func (m *Manager) status(p *pool) PoolStatus {
 	}
 	return PoolStatus{
 		Name: p.cfg.Name, Forge: p.cfg.Forge, Scope: p.cfg.Scope, Labels: p.cfg.Labels,
-		MinIdle: p.minIdle, Max: p.max, Paused: p.paused, VMs: vms, Queued: p.queued,
+		MinIdle: p.minIdle, Max: p.max, Paused: p.paused, SourceDeleted: p.sourceGone, VMs: vms, Queued: p.queued,
 		RemovalsPending: pending,
 	}
 }
@@ -128,10 +132,11 @@ func (m *Manager) DeleteDemandSource(ctx context.Context, name string) error {
 	if !ok {
 		return fmt.Errorf("pool %q: %w", name, forge.ErrNoDemandSource)
 	}
+	gen := m.poolGen(p)
 	if err := d.DeleteDemandSource(ctx); err != nil {
 		return fmt.Errorf("pool %q: %w", name, err)
 	}
-	m.sourceDeleted(p)
+	m.sourceDeleted(p, gen)
 	return nil
 }
 

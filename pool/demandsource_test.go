@@ -62,6 +62,9 @@ func TestDeletedDemandSourceStopsStarts(t *testing.T) {
 	if err != nil || len(res.Unchanged) != 1 {
 		t.Fatalf("reload: %+v, %v", res, err)
 	}
+	if st, _ := h.m.Pool("p"); st.SourceDeleted {
+		t.Fatalf("pool status after the reload: %+v, want its demand source back", st)
+	}
 	eventually(t, 5*time.Second, "a VM after the reload", func() bool { return h.forge.runnerCount() == 1 })
 }
 
@@ -72,8 +75,14 @@ func TestDeleteDemandSourceStopsStarts(t *testing.T) {
 	h := newHarnessEvery(t, 10*time.Millisecond, filepath.Join(t.TempDir(), "vms"), 0, 2, guestHangs, nil,
 		slog.New(slog.DiscardHandler), nil,
 		func(f *fakeForge) forge.Forge { gf = &goneForge{fakeForge: f}; return gf })
+	if st, _ := h.m.Pool("p"); st.SourceDeleted {
+		t.Fatalf("pool status says its demand source is deleted before the delete: %+v", st)
+	}
 	if err := h.m.DeleteDemandSource(context.Background(), "p"); err != nil {
 		t.Fatal(err)
+	}
+	if st, _ := h.m.Pool("p"); !st.SourceDeleted {
+		t.Fatalf("pool status after delete-scaleset: %+v, want SourceDeleted", st)
 	}
 	one := 1
 	if _, err := h.m.Scale("p", &one, nil); err != nil {
@@ -93,4 +102,50 @@ func TestCapacityToldAtStart(t *testing.T) {
 	newHarnessForge(t, 0, 4, guestHangs, nil, slog.New(slog.DiscardHandler),
 		func(f *fakeForge) forge.Forge { cf = &capacityForge{fakeForge: f}; return cf })
 	eventually(t, 5*time.Second, "capacity told at start", func() bool { got, ok := cf.last(); return ok && got == 4 })
+}
+
+// stalledGoneForge refuses its first Register as a deleted demand
+// source, but only once released: a reload can come in between.
+type stalledGoneForge struct {
+	*fakeForge
+	first            atomic.Bool
+	entered, release chan struct{}
+}
+
+func (f *stalledGoneForge) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Runner, error) {
+	if f.first.CompareAndSwap(false, true) {
+		close(f.entered)
+		<-f.release
+		return nil, fmt.Errorf("register runner %s: scale set: %w", spec.Name, forge.ErrDemandSourceDeleted)
+	}
+	return f.fakeForge.Register(ctx, spec)
+}
+
+// A Register refused as "demand source deleted" whose answer comes after
+// a reload handed the scope out again is old news: the pool stays able
+// to start VMs (it does, for min_idle) and its status does not say the
+// source is deleted.
+func TestDemandSourceRefusalBeforeReloadIsOldNews(t *testing.T) {
+	var sf *stalledGoneForge
+	h := newHarnessForge(t, 1, 2, guestHangs, func(pc *config.Pool) { pc.Timeouts.Boot = time.Hour },
+		slog.New(slog.DiscardHandler),
+		func(f *fakeForge) forge.Forge {
+			sf = &stalledGoneForge{fakeForge: f, entered: make(chan struct{}), release: make(chan struct{})}
+			return sf
+		})
+	select {
+	case <-sf.entered:
+	case <-time.After(5 * time.Second):
+		close(sf.release)
+		t.Fatal("no registration began")
+	}
+	res, err := h.m.Reload(context.Background(), []config.Pool{h.m.poolList()[0].cfg}, map[string]forge.Forge{"p": sf})
+	close(sf.release)
+	if err != nil || len(res.Unchanged) != 1 {
+		t.Fatalf("reload: %+v, %v", res, err)
+	}
+	eventually(t, 5*time.Second, "a VM after the stale refusal", func() bool { return h.forge.runnerCount() == 1 })
+	if st, _ := h.m.Pool("p"); st.SourceDeleted {
+		t.Fatalf("pool status after a refusal older than the reload: %+v", st)
+	}
 }

@@ -129,8 +129,12 @@ type pool struct {
 	// sourceGone: its demand source at the forge was deleted
 	// (forge.ErrDemandSourceDeleted); it starts no VM until a reload.
 	sourceGone bool
-	queued     int // queued jobs assigned to it (Manager.waiting)
-	claimed    int // of those, the ones this host holds claims on (Deps.Fleet)
+	// gen counts the reloads that handed the pool's scope out again
+	// (each clears sourceGone): a Register refused before one must not
+	// set sourceGone after it.
+	gen     uint64
+	queued  int // queued jobs assigned to it (Manager.waiting)
+	claimed int // of those, the ones this host holds claims on (Deps.Fleet)
 	// took counts the pool's VMs that ever turned busy; tookAtRead is
 	// took when the last full pass began reading the forge's queue. A job
 	// a VM took since then may still be counted in queued: for a forge
@@ -582,17 +586,25 @@ func (m *Manager) failed(p *pool) {
 	p.log.Warn("pool backing off", "failures", p.failures, "for", min(d, time.Minute))
 }
 
-// sourceDeleted records that p's demand source at the forge was deleted:
-// p starts no VM (not even for min_idle) until a reload hands its scope
-// out again. Logged once.
-func (m *Manager) sourceDeleted(p *pool) {
+// sourceDeleted records that p's demand source at the forge was deleted,
+// as learnt by what began at p's generation gen: p starts no VM (not
+// even for min_idle) until a reload hands its scope out again. What a
+// reload since gen overtook is old news and ignored. Logged once.
+func (m *Manager) sourceDeleted(p *pool, gen uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if p.sourceGone {
+	if p.sourceGone || p.gen != gen {
 		return
 	}
 	p.sourceGone = true
 	p.log.Warn("the pool's demand source at the forge is deleted: no VMs start until a reload or restart")
+}
+
+// poolGen is p's generation (see pool.gen).
+func (m *Manager) poolGen(p *pool) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return p.gen
 }
 
 func (m *Manager) succeeded(p *pool) {

@@ -78,6 +78,7 @@ func (m *Manager) Reload(ctx context.Context, pools []config.Pool, forges map[st
 	m.pools = next
 	for _, p := range next {
 		p.sourceGone = false // its scope is handed out again
+		p.gen++
 	}
 	m.listenLocked()
 	for _, v := range m.vms {

@@ -96,6 +96,10 @@ type vm struct {
 	// jobLearnt: the forge's driver was asked to learn of the job (see
 	// learnJob). The VM's goroutine's only.
 	jobLearnt bool
+	// regGen is the pool's generation when its runner's registration
+	// began: a refusal saying the demand source is deleted counts only if
+	// no reload came since. The VM's goroutine's only.
+	regGen uint64
 }
 
 func newVM(m *Manager, p *pool, id string) *vm {
@@ -383,8 +387,10 @@ func (v *vm) run(ctx context.Context, adopted vmm.Machine) {
 func (v *vm) finish(machine vmm.Machine, ok bool, err error, created time.Time) {
 	gone := !ok && errors.Is(err, forge.ErrDemandSourceDeleted)
 	if gone {
-		// Before the VM leaves the counts: no pass may start another.
-		v.m.sourceDeleted(v.pool)
+		// Before the VM leaves the counts: no pass may start another;
+		// unless a reload since the registration began handed the
+		// scope out again.
+		v.m.sourceDeleted(v.pool, v.regGen)
 	}
 	v.teardown(machine, ok, err)
 	if !v.readyAt().IsZero() || ok {
@@ -499,6 +505,7 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		}
 	}
 	start := time.Now()
+	v.regGen = m.poolGen(p)
 	runner, err := p.forge.Register(ctx, forge.RunnerSpec{
 		Name:   v.runnerName(),
 		Labels: p.cfg.Labels,

@@ -124,7 +124,7 @@ func TestShippedQueriesReadExportedMetrics(t *testing.T) {
 	m := metrics.New(t.TempDir())
 	m.WatchPools(fixedPools{})
 	m.PoolSeries("p", "f")
-	if _, err := m.Forge("f", quietForge{}).QueuedJobs(context.Background()); err != nil {
+	if _, err := m.Forge("f", "p", quietForge{}).QueuedJobs(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()

@@ -179,12 +179,14 @@ const maxWaitingCheck = 30 * time.Minute
 
 // backOff spaces out the reads of job id, still waiting for approval
 // after one at now: twice the last wait, at least two poll periods, at
-// most maxWaitingCheck (or one period, if longer).
+// most maxWaitingCheck (or one period, if longer). A read in a round
+// that another pool covering the repository already spaced (its next
+// read still ahead) is the same read: the wait stays.
 func (d *demand) backOff(id int64, now time.Time, period time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	cur := d.jobs[id]
-	if cur == nil || cur.status != statusWaiting {
+	if cur == nil || cur.status != statusWaiting || cur.checkAfter.After(now) {
 		return
 	}
 	cur.checkWait = min(max(2*cur.checkWait, 2*period), max(maxWaitingCheck, period))

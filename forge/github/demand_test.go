@@ -2,6 +2,7 @@ package github
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -140,5 +141,28 @@ func TestFullDemandIsCutWellBelowItsBound(t *testing.T) {
 	d.observe(jobState{id: maxJobs + 1, repo: "o/r", status: statusInProgress}, start.Add(maxJobs+1))
 	if len(d.jobs) != pruneTo+1 {
 		t.Fatalf("%d jobs held after one more, want %d", len(d.jobs), pruneTo+1)
+	}
+}
+
+// Two pools covering one unpolled repository both read a job waiting
+// for approval in their rounds: the second read, its next one already
+// spaced by the first, does not double the wait again. Reads one after
+// another, each when due, still double it: 2, 4, 8 periods.
+func TestWaitingJobBackOffOncePerRead(t *testing.T) {
+	d := newDemand()
+	now := time.Unix(1_700_000_000, 0)
+	const period = time.Second
+	d.observe(jobState{id: 1, repo: "o/r", status: statusWaiting}, now)
+	var waits []time.Duration
+	for range 3 {
+		d.backOff(1, now, period)                       // one pool's round
+		d.backOff(1, now.Add(time.Millisecond), period) // the other's, just after
+		d.mu.Lock()
+		waits = append(waits, d.jobs[1].checkWait)
+		now = d.jobs[1].checkAfter // the next read, when due
+		d.mu.Unlock()
+	}
+	if want := []time.Duration{2 * period, 4 * period, 8 * period}; !slices.Equal(waits, want) {
+		t.Fatalf("waits %v, want %v", waits, want)
 	}
 }

@@ -90,10 +90,10 @@ type scaleSetDemand struct {
 	// about 50s (the retrying client's overall timeout still bounds it).
 	poll *http.Transport
 
-	// setMu orders the scale set's existence: ensuring it and what
-	// follows in register (read-locked) against DeleteScaleSet (locked),
-	// so that a register under way cannot create it again once deleted.
-	setMu sync.RWMutex
+	// gate orders the scale set's existence: ensuring it and asking for
+	// a JIT runner in it (shared) against DeleteScaleSet (sole), so that
+	// a register under way cannot create it again once deleted.
+	gate setGate
 	// beforeCreate, when set (tests), runs before ensure creates the
 	// scale set.
 	beforeCreate func()
@@ -267,7 +267,7 @@ func (s *scaleSetDemand) newScaleClient(ctx context.Context) (*scaleset.Client, 
 
 // ensure creates the scale set, or updates its labels, and returns its
 // id; after DeleteScaleSet it refuses (ErrScaleSetDeleted). Callers hold
-// s.setMu read-locked.
+// s.gate shared.
 func (s *scaleSetDemand) ensure(ctx context.Context) (int, error) {
 	s.mu.Lock()
 	deleted := s.deleted

@@ -85,9 +85,11 @@ func (s *scaleSetDemand) run(ctx context.Context, done chan struct{}) {
 // listenOnce ensures the scale set, opens a session and listens until an
 // error or ctx ends; listened: a session was opened.
 func (s *scaleSetDemand) listenOnce(ctx context.Context) (listened bool, err error) {
-	s.setMu.RLock()
+	if err := s.gate.share(ctx); err != nil {
+		return false, err
+	}
 	id, err := s.ensure(ctx)
-	s.setMu.RUnlock()
+	s.gate.unshare()
 	if err != nil {
 		return false, err
 	}

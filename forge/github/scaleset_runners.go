@@ -17,23 +17,47 @@ import (
 // of that name left by an attempt whose answer was lost is removed and
 // asked for once more; a runner of a failed attempt is removed.
 func (s *scaleSetDemand) register(ctx context.Context, spec forge.RunnerSpec) (*forge.Runner, error) {
-	// A VM started for a slot told before a delete must not create the
-	// scale set again: the delete waits for a register under way, and a
-	// register after it refuses (ensure).
-	s.setMu.RLock()
-	defer s.setMu.RUnlock()
+	cl, jit, err := s.jitRunner(ctx, spec)
+	if err == nil && (jit == nil || jit.Runner == nil || jit.Runner.ID == 0 || jit.EncodedJITConfig == "") {
+		err = errors.New("answer has no runner id or configuration")
+	}
+	if err != nil {
+		if cl != nil { // a runner may have been made: removed, outside the gate
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if rerr := s.removeNamed(actx, cl, spec.Name); rerr != nil {
+				s.p.log.Warn("could not check for a half-registered runner; the runner listing retries", "runner", spec.Name, "err", rerr)
+				s.p.cache.addPendingName(spec.Name)
+			}
+		}
+		return nil, fmt.Errorf("github: register runner %s in scale set %s: %w", spec.Name, s.name, err)
+	}
+	ref := forge.RunnerRef{ID: strconv.Itoa(jit.Runner.ID), Name: spec.Name}
+	return &forge.Runner{RunnerRef: ref, Guest: guestPlan(spec.Guest, jit.EncodedJITConfig)}, nil
+}
+
+// jitRunner ensures the scale set and asks it for a JIT runner, holding
+// the gate shared: a VM started for a slot told before a delete must not
+// create the scale set again, so the delete waits for this and a
+// register after it refuses (ensure). cl is nil if no runner was asked
+// for.
+func (s *scaleSetDemand) jitRunner(ctx context.Context, spec forge.RunnerSpec) (*scaleset.Client, *scaleset.RunnerScaleSetJitRunnerConfig, error) {
+	if err := s.gate.share(ctx); err != nil {
+		return nil, nil, err
+	}
+	defer s.gate.unshare()
 	s.mu.Lock()
 	id := s.id
 	s.mu.Unlock()
 	if id == 0 {
 		var err error
 		if id, err = s.ensure(ctx); err != nil {
-			return nil, fmt.Errorf("github: register runner %s: %w", spec.Name, err)
+			return nil, nil, err
 		}
 	}
 	cl, err := s.scaleClient(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	setting := &scaleset.RunnerScaleSetJitRunnerSetting{Name: spec.Name, WorkFolder: "_work"}
 	jit, err := cl.GenerateJitRunnerConfig(ctx, setting, id)
@@ -41,7 +65,7 @@ func (s *scaleSetDemand) register(ctx context.Context, spec forge.RunnerSpec) (*
 		// The admin token was refused early: a new client, once.
 		s.resetClient()
 		if cl, err = s.scaleClient(ctx); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		jit, err = cl.GenerateJitRunnerConfig(ctx, setting, id)
 	}
@@ -51,20 +75,7 @@ func (s *scaleSetDemand) register(ctx context.Context, spec forge.RunnerSpec) (*
 			jit, err = cl.GenerateJitRunnerConfig(ctx, setting, id)
 		}
 	}
-	if err == nil && (jit == nil || jit.Runner == nil || jit.Runner.ID == 0 || jit.EncodedJITConfig == "") {
-		err = errors.New("answer has no runner id or configuration")
-	}
-	if err != nil {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if rerr := s.removeNamed(actx, cl, spec.Name); rerr != nil {
-			s.p.log.Warn("could not check for a half-registered runner; the runner listing retries", "runner", spec.Name, "err", rerr)
-			s.p.cache.addPendingName(spec.Name)
-		}
-		return nil, fmt.Errorf("github: register runner %s in scale set %s: %w", spec.Name, s.name, err)
-	}
-	ref := forge.RunnerRef{ID: strconv.Itoa(jit.Runner.ID), Name: spec.Name}
-	return &forge.Runner{RunnerRef: ref, Guest: guestPlan(spec.Guest, jit.EncodedJITConfig)}, nil
+	return cl, jit, err
 }
 
 // removeNamed removes the scale set's runner of that name, if any.
@@ -124,8 +135,12 @@ func (p *Pool) DeleteScaleSet(ctx context.Context) (err error) {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	s.setMu.Lock()
-	defer s.setMu.Unlock()
+	// A register under way in the network is waited for only as long
+	// as the caller waits.
+	if err := s.gate.hold(ctx); err != nil {
+		return fmt.Errorf("github: delete scale set %s: wait for registers under way: %w", s.name, err)
+	}
+	defer s.gate.release()
 	if err := s.deleteSet(ctx); err != nil {
 		return err
 	}

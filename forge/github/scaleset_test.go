@@ -588,27 +588,8 @@ func TestScaleSetQueueAnswersDuringLookup(t *testing.T) {
 // delete-scaleset, cannot create the deleted scale set again: the delete
 // waits for it, and deletes what it made.
 func TestScaleSetDeleteRacingRegister(t *testing.T) {
-	e := scaleSetEnv(t, envOptions{})
-	p := e.pool(e.app(), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"self-hosted", "fa-small"},
-		Demand: github.DemandScaleSet, PoolName: "small", HostID: "h1", MaxRunners: 2, ScaleSet: fastScaleSet})
-	reached, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	github.SetBeforeScaleSetCreate(p, func() {
-		once.Do(func() { close(reached); <-release })
-	})
+	e, p, registered, release := registerStalledAtCreate(t)
 	ctx := context.Background()
-	registered := make(chan error, 1)
-	go func() {
-		_, err := p.Register(ctx, forge.RunnerSpec{Name: "vm-1"})
-		registered <- err
-	}()
-	select {
-	case <-reached:
-	case err := <-registered:
-		t.Fatalf("register ended before creating the scale set: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("register never reached the scale set's creation")
-	}
 	deleted := make(chan error, 1)
 	go func() { deleted <- p.DeleteScaleSet(ctx) }()
 	select {
@@ -630,4 +611,73 @@ func TestScaleSetDeleteRacingRegister(t *testing.T) {
 	if sets := e.d.ScaleSets(); len(sets) != 0 {
 		t.Fatalf("scale sets after a register following the delete: %+v", sets)
 	}
+}
+
+// A delete-scaleset waits for a register under way in the network only
+// as long as its caller does: with a short context it returns that
+// context's error promptly, the scale set stays, and the register
+// completes once its network answers.
+func TestScaleSetDeleteHonoursContextWhileRegisterStalls(t *testing.T) {
+	e, p, registered, release := registerStalledAtCreate(t)
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	deleted := make(chan error, 1)
+	go func() { deleted <- p.DeleteScaleSet(ctx) }()
+	select {
+	case err := <-deleted:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("delete while a register stalls: %v, want the context's deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("delete-scaleset still waiting for the stalled register 10s after its context ended")
+	}
+	released = true
+	close(release)
+	if err := <-registered; err != nil {
+		t.Fatalf("register after the abandoned delete: %v", err)
+	}
+	if sets := e.d.ScaleSets(); len(sets) != 1 {
+		t.Fatalf("scale sets after an abandoned delete: %+v, want the one", sets)
+	}
+	// The gate is free again: a delete with time to spare deletes.
+	if err := p.DeleteScaleSet(context.Background()); err != nil {
+		t.Fatalf("delete after the register: %v", err)
+	}
+	if sets := e.d.ScaleSets(); len(sets) != 0 {
+		t.Fatalf("scale sets after delete-scaleset: %+v", sets)
+	}
+}
+
+// registerStalledAtCreate starts a register in a new scale-set pool
+// and returns once it stalls in the network, just before creating the
+// scale set; closing release lets it go on, registered its outcome.
+func registerStalledAtCreate(t *testing.T) (e *env, p *github.Pool, registered chan error, release chan struct{}) {
+	t.Helper()
+	e = scaleSetEnv(t, envOptions{})
+	p = e.pool(e.app(), github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"self-hosted", "fa-small"},
+		Demand: github.DemandScaleSet, PoolName: "small", HostID: "h1", MaxRunners: 2, ScaleSet: fastScaleSet})
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	github.SetBeforeScaleSetCreate(p, func() {
+		once.Do(func() { close(reached); <-release })
+	})
+	registered = make(chan error, 1)
+	go func() {
+		_, err := p.Register(context.Background(), forge.RunnerSpec{Name: "vm-1"})
+		registered <- err
+	}()
+	select {
+	case <-reached:
+	case err := <-registered:
+		t.Fatalf("register ended before creating the scale set: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("register never reached the scale set's creation")
+	}
+	return e, p, registered, release
 }

@@ -91,14 +91,32 @@ const (
 	secondaryWaitMax = 16 * time.Minute
 )
 
-// secondaryStrike counts a secondary limit and returns the wait it
-// takes without Retry-After.
-func (t *retryTransport) secondaryStrike() time.Duration {
+// secondaryLimited counts a secondary limit and holds every call on the
+// credential for its wait: Retry-After if GitHub named one, else until the
+// reset if the budget is spent, else secondaryWait doubled per strike. A
+// limit answered while a hold is already on is the same episode (calls
+// sent together, refused together): it adds no strike and waits out the
+// hold, or a later Retry-After. It returns how long the call waits.
+func (t *retryTransport) secondaryLimited(retryAfter time.Duration, spent bool) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	d := secondaryWait << min(t.strikes, 10)
+	now := t.clock.now()
+	if now.Before(t.holdUntil) {
+		if until := now.Add(retryAfter); until.After(t.holdUntil) {
+			t.holdUntil = until
+		}
+		return t.holdUntil.Sub(now)
+	}
+	strike := min(secondaryWait<<min(t.strikes, 10), secondaryWaitMax)
 	t.strikes++
-	return min(d, secondaryWaitMax)
+	if retryAfter == 0 { // GitHub's advice: until the reset, or a minute and more each time
+		retryAfter = strike
+		if spent {
+			retryAfter = max(t.reset.Sub(now)+time.Second, time.Second)
+		}
+	}
+	t.holdUntil = now.Add(retryAfter)
+	return retryAfter
 }
 
 func (t *retryTransport) remaining() int {
@@ -162,15 +180,8 @@ func (t *retryTransport) classify(ctx context.Context, resp *http.Response, err 
 	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"), t.clock.now())
 	switch code := resp.StatusCode; {
 	case code == http.StatusTooManyRequests || (code == http.StatusForbidden && (retryAfter > 0 || secondaryLimit(resp))):
-		strike := t.secondaryStrike()
-		if retryAfter == 0 { // GitHub's advice: until the reset, or a minute and more each time
-			retryAfter = strike
-			if resp.Header.Get("X-RateLimit-Remaining") == "0" {
-				retryAfter = t.untilReset()
-			}
-		}
-		t.hold(retryAfter)
-		return retryAfter, fmt.Sprintf("secondary rate limit (%d)", code)
+		wait := t.secondaryLimited(retryAfter, resp.Header.Get("X-RateLimit-Remaining") == "0")
+		return wait, fmt.Sprintf("secondary rate limit (%d)", code)
 	case code == http.StatusForbidden && resp.Header.Get("X-RateLimit-Remaining") == "0":
 		return t.untilReset(), "rate limit exhausted"
 	case code >= 500:
@@ -224,14 +235,6 @@ func (t *retryTransport) untilReset() time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return max(t.reset.Sub(t.clock.now())+time.Second, time.Second)
-}
-
-func (t *retryTransport) hold(d time.Duration) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if until := t.clock.now().Add(d); until.After(t.holdUntil) {
-		t.holdUntil = until
-	}
 }
 
 // waitLimits waits, before sending, while the budget is spent or a

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -124,9 +125,84 @@ func TestRepeatedSecondaryLimitsBackOff(t *testing.T) {
 	}
 	// Capped: many in a row never wait more than secondaryWaitMax.
 	for range 12 {
-		tr.secondaryStrike()
+		fc.at = fc.at.Add(secondaryWaitMax) // each its own episode
+		tr.secondaryLimited(0, false)
 	}
-	if d := tr.secondaryStrike(); d != secondaryWaitMax {
+	fc.at = fc.at.Add(secondaryWaitMax)
+	if d := tr.secondaryLimited(0, false); d != secondaryWaitMax {
 		t.Fatalf("wait after many limits %v, want the cap %v", d, secondaryWaitMax)
+	}
+}
+
+// burst answers n calls in flight together with a secondary limit each,
+// and their n retries, once all are in, with 200s: every limit is
+// counted before any answer clears the strikes.
+type burst struct {
+	n       int
+	mu      sync.Mutex
+	arrived int
+	all     chan struct{}
+	retried chan struct{}
+}
+
+func (b *burst) RoundTrip(*http.Request) (*http.Response, error) {
+	b.mu.Lock()
+	b.arrived++
+	k := b.arrived
+	switch k {
+	case b.n:
+		close(b.all)
+	case 2 * b.n:
+		close(b.retried)
+	}
+	b.mu.Unlock()
+	if k > b.n {
+		<-b.retried
+		return answer(http.StatusOK, "ok")(), nil
+	}
+	<-b.all
+	return answer(http.StatusForbidden, secondaryBody, "X-RateLimit-Remaining", "4999")(), nil
+}
+
+// Calls in flight together on one credential that are all refused by a
+// secondary limit are one episode: one strike, a one-minute hold, not a
+// strike each (six at once would otherwise hold for 16 minutes).
+func TestConcurrentSecondaryLimitsAreOneStrike(t *testing.T) {
+	const n = 6
+	start := time.Unix(1_700_000_000, 0)
+	var mu sync.Mutex
+	var slept []time.Duration
+	next := &burst{n: n, all: make(chan struct{}), retried: make(chan struct{})}
+	tr := newRetryTransport(next, RetryOptions{Backoff: time.Millisecond, MaxWait: time.Hour}, slog.New(slog.DiscardHandler))
+	// Time stands still: every refusal lands inside the first one's hold.
+	tr.clock = clock{now: func() time.Time { return start }, sleep: func(_ context.Context, d time.Duration) error {
+		mu.Lock()
+		defer mu.Unlock()
+		slept = append(slept, d)
+		return nil
+	}}
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "https://api.github.invalid/orgs/acme/actions/runners", nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+		})
+	}
+	wg.Wait()
+	tr.mu.Lock()
+	hold := tr.holdUntil.Sub(start)
+	tr.mu.Unlock()
+	if hold != time.Minute {
+		t.Fatalf("hold %v, want %v (sleeps %v)", hold, time.Minute, slept)
+	}
+	for _, d := range slept {
+		if d > time.Minute {
+			t.Fatalf("a call waited %v, want at most a minute (sleeps %v)", d, slept)
+		}
 	}
 }
