@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"os"
@@ -86,9 +87,12 @@ func TestDockerJobsInImageVMs(t *testing.T) {
 	ns, work, gitea, state := rig.ns, rig.work, rig.gitea, rig.state
 
 	start := time.Now()
-	out, err := exec.Command("../images/debian/build.sh", cacheDir()).Output()
+	var buildLog bytes.Buffer
+	build := exec.Command("../images/debian/build.sh", cacheDir())
+	build.Stderr = &buildLog
+	out, err := build.Output()
 	if err != nil {
-		t.Fatalf("images/debian/build.sh: %v\n%s", err, out)
+		t.Fatalf("images/debian/build.sh: %v\n%s%s", err, out, buildLog.Bytes())
 	}
 	rootTar := strings.TrimSpace(string(out))
 	fi, err := os.Stat(rootTar)

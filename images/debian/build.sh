@@ -27,10 +27,11 @@ if [ -s "$out" ]; then echo "$out"; exit 0; fi
 mkdir -p "$cache/images"
 tmp=$(mktemp -d "$cache/images/build.XXXXXX")
 # A failed debootstrap may leave its mounts in the root: unmount them, and
-# never let rm cross into a mount.
+# never let rm cross into a mount. A failed tar leaves no half archive.
 cleanup() {
-  for m in proc sys dev/pts; do umount -R "$tmp/root/$m" 2>/dev/null || true; done
+  for m in proc sys dev/pts dev; do umount -R "$tmp/root/$m" 2>/dev/null || true; done
   rm -rf --one-file-system "$tmp"
+  rm -f "$out.tmp"
 }
 trap cleanup EXIT
 root="$tmp/root"
