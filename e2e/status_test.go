@@ -30,14 +30,19 @@ import (
 // one, the page is refused (401). Debian's headless chromium loads it
 // through a proxy that adds the token (the browser's command line cannot
 // set a header): the DOM lists exactly the VMs /api/v1/vms lists, both
-// pools' names and the boot chart of the VM that booted; a screenshot is
-// a PNG with something drawn on it. The page names no secret the host
+// pools' names and the boot chart of the VM that booted; a screenshot of
+// it, read back by OCR (Debian's tesseract), shows both pools' names and no
+// pool that does not exist. The page names no secret the host
 // holds (the API token, the GitLab token). And every metric the alert
 // rules and the Grafana dashboard read is in this orchestrator's /metrics.
 func TestStatusPageInABrowser(t *testing.T) {
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
-		t.Skip("chromium is absent (Debian's chromium package, which scripts/install-deps.sh installs): the status page is NOT tested in a browser")
+		t.Fatal("chromium is absent: run scripts/install-deps.sh (Debian's chromium)")
+	}
+	tesseract, err := exec.LookPath("tesseract")
+	if err != nil {
+		t.Fatal("tesseract is absent: run scripts/install-deps.sh (Debian's tesseract-ocr)")
 	}
 	const apiPort, metricsPort = "8497", "9497"
 	r := newGitLabRig(t, "fst")
@@ -169,6 +174,22 @@ func TestStatusPageInABrowser(t *testing.T) {
 		t.Errorf("the screenshot is %v with %d colours: nothing drawn", b, len(colours))
 	}
 	t.Logf("screenshot %s: %v, %d colours sampled", shot, b, len(colours))
+	ocrCtx, ocrCancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer ocrCancel()
+	seen, err := exec.CommandContext(ocrCtx, tesseract, shot, "stdout").Output()
+	if err != nil {
+		t.Fatalf("tesseract %s: %v", shot, err)
+	}
+	text := strings.ToLower(string(seen))
+	for _, name := range []string{"status-alpha", "status-beta"} {
+		if !strings.Contains(text, name) {
+			t.Errorf("the screenshot does not show pool %s; OCR read:\n%s", name, seen)
+		}
+	}
+	// Negative control: OCR does not find any name it is asked for.
+	if strings.Contains(text, "status-gamma") {
+		t.Errorf("OCR reads a pool that does not exist:\n%s", seen)
+	}
 
 	// The alert rules and the dashboard read only metrics this
 	// orchestrator exports.
