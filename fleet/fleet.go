@@ -62,6 +62,7 @@ func (nopObserver) FleetReachable(bool) {}
 type Options struct {
 	URLs      []string
 	CredsFile string // NATS credentials (JWT and NKey seed); empty: none
+	TokenFile string // file holding a NATS token; empty: none
 	HostID    string
 	ClaimTTL  time.Duration
 	Log       *slog.Logger
@@ -148,10 +149,11 @@ func Join(ctx context.Context, o Options) (*Fleet, error) {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { f.log.Warn("fleet: NATS connection lost", "err", err) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { f.log.Info("fleet: NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
 	}
-	if o.CredsFile != "" {
-		nopts = append(nopts, nats.UserCredentials(o.CredsFile))
+	auth, err := authOptions(o)
+	if err != nil {
+		return nil, err
 	}
-	nc, err := nats.Connect(strings.Join(o.URLs, ","), nopts...)
+	nc, err := nats.Connect(strings.Join(o.URLs, ","), append(nopts, auth...)...)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: connect to NATS %s: %w", strings.Join(o.URLs, ","), err)
 	}
