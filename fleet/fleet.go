@@ -90,9 +90,10 @@ type Fleet struct {
 	hostOK    time.Time            // when the presence key was last written (send time)
 	reachable bool
 
-	release chan released // claims to delete, by the loop
-	stop    chan struct{}
-	done    chan struct{}
+	release  chan released // claims to delete, by the loop
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
 }
 
 // claim is one job this host holds.
@@ -248,8 +249,17 @@ func (f *Fleet) register(ctx context.Context) error {
 // Close deletes this host's claims and presence (another host may take
 // its jobs at once) and closes the connection.
 func (f *Fleet) Close(ctx context.Context) {
-	close(f.stop)
-	<-f.done
+	f.stopLoop()
+	// Claims released but not yet deleted by the loop: delete them now,
+	// or they would hold their jobs for up to a TTL after this host left.
+	for pending := true; pending; {
+		select {
+		case r := <-f.release:
+			_ = f.claims.Delete(ctx, r.key, jetstream.LastRevision(r.rev))
+		default:
+			pending = false
+		}
+	}
 	f.mu.Lock()
 	held := f.held
 	f.held = map[string]*claim{}
@@ -264,4 +274,10 @@ func (f *Fleet) Close(ctx context.Context) {
 	}
 	_ = f.nc.FlushWithContext(ctx)
 	f.nc.Close()
+}
+
+// stopLoop stops the loop and waits for it to end; safe to call again.
+func (f *Fleet) stopLoop() {
+	f.stopOnce.Do(func() { close(f.stop) })
+	<-f.done
 }

@@ -275,3 +275,74 @@ func TestJoinNeedsTheToken(t *testing.T) {
 		t.Errorf("status with the token: %v", err)
 	}
 }
+
+type lostObs struct{ lost *atomic.Int32 }
+
+func (lostObs) ClaimWon()           {}
+func (o lostObs) ClaimLost()        { o.lost.Add(1) }
+func (lostObs) ClaimExpired()       {}
+func (lostObs) FleetReachable(bool) {}
+
+// A claim this host holds but has not confirmed lately is not created
+// again: no claim counted lost, nothing marked another host's. Asking
+// for a job another host holds (the positive control) counts one lost.
+func TestClaimOnOwnStaleClaimIsNoLoss(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	ctx := ctxT(t)
+	var lost atomic.Int32
+	a, err := Join(ctx, Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: "a", ClaimTTL: 30 * time.Second, Observer: lostObs{&lost}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	b, err := Join(ctx, Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: "b", ClaimTTL: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	if ok, err := a.Claim(ctx, "mine"); !ok || err != nil {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	a.mu.Lock()
+	a.held[Key("mine")].ok = time.Now().Add(-time.Hour) // not confirmed lately
+	a.mu.Unlock()
+	if ok, err := a.Claim(ctx, "mine"); ok || err != nil {
+		t.Errorf("claim on its own stale claim: %v %v; want false, nil", ok, err)
+	}
+	a.mu.Lock()
+	_, marked := a.others[Key("mine")]
+	a.mu.Unlock()
+	if n := lost.Load(); n != 0 || marked {
+		t.Errorf("own stale claim: %d counted lost, marked another host's %v; want 0, false", n, marked)
+	}
+	if ok, _ := b.Claim(ctx, "theirs"); !ok {
+		t.Fatal("b cannot claim")
+	}
+	if ok, _ := a.Claim(ctx, "theirs"); ok || lost.Load() != 1 {
+		t.Errorf("a job b holds: won %v, %d lost; want false, 1", ok, lost.Load())
+	}
+}
+
+// A claim released just before Close is deleted by Close even when the
+// loop had not yet deleted it: another host takes the job at once, not
+// a TTL later (without the flush, b is refused for the TTL).
+func TestCloseFlushesReleasedClaims(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	ctx := ctxT(t)
+	a := join(t, url, "a", 30*time.Second)
+	b := join(t, url, "b", 30*time.Second)
+	if ok, err := a.Claim(ctx, "job"); !ok || err != nil {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	a.stopLoop() // the loop is behind: the release stays pending
+	a.Release("job")
+	if n := len(a.release); n != 1 {
+		t.Fatalf("%d releases pending; want 1", n)
+	}
+	a.Close(ctx)
+	if ok, err := b.Claim(ctx, "job"); !ok || err != nil {
+		t.Errorf("after a released and closed: b claims %v %v; want true", ok, err)
+	}
+}
