@@ -18,7 +18,7 @@ import (
 func TestFleetStatus(t *testing.T) {
 	url := fleettest.RunNATS(t)
 	ctx := t.Context()
-	f, err := fleet.Join(ctx, fleet.Options{URLs: []string{url}, HostID: "other", ClaimTTL: 10 * time.Second})
+	f, err := fleet.Join(ctx, fleet.Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: "other", ClaimTTL: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,13 +27,14 @@ func TestFleetStatus(t *testing.T) {
 		t.Fatalf("claim: %v %v", ok, err)
 	}
 	dir := t.TempDir()
+	tokenFile := fleettest.TokenFile(t)
 	for _, n := range []string{"kernel", "root.cpio"} {
 		os.WriteFile(filepath.Join(dir, n), nil, 0o644)
 	}
 	os.WriteFile(filepath.Join(dir, "token"), []byte("secret-token\n"), 0o600)
 	conf := func(natsURL string) string {
 		p := filepath.Join(dir, "c.yaml")
-		text := giteaConfig("/var/lib/fa", "root_initramfs: DIR/root.cpio") + "fleet: {urls: [" + natsURL + "], claim_ttl: 10s}\n"
+		text := giteaConfig("/var/lib/fa", "root_initramfs: DIR/root.cpio") + "fleet: {urls: [" + natsURL + "], claim_ttl: 10s, token_file: " + tokenFile + "}\n"
 		os.WriteFile(p, []byte(strings.ReplaceAll(text, "DIR", dir)), 0o600)
 		return p
 	}

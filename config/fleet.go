@@ -10,10 +10,12 @@ import (
 // through NATS JetStream (package fleet). Absent: the host serves every
 // job it sees, alone.
 type Fleet struct {
-	URLs          []string      `yaml:"urls" doc:"Required. NATS server URLs of the fleet's NATS cluster (nats:// or tls://, host and port, no user or password: those go in credentials_file)."`
-	CredsFile     string        `yaml:"credentials_file" doc:"NATS credentials file (a user JWT and NKey seed, as nsc writes them): an absolute path, mode 600 (or 400), owned by root or the user running fireactions. Empty: connect without credentials."`
-	ClaimTTL      time.Duration `yaml:"claim_ttl" doc:"How long a host's claim on a queued job outlives its last refresh: a dead or cut-off host's jobs go to another host within it (1s-30s). Every host of a fleet must set the same."`
-	OnUnreachable string        `yaml:"on_unreachable" doc:"When NATS cannot be reached at start: fail (exit with an error naming the URLs) or local (serve every job this host sees, as without a fleet, until restarted). A host that loses NATS later claims nothing new until it is back."`
+	URLs           []string      `yaml:"urls" doc:"Required. NATS server URLs of the fleet's NATS cluster (nats:// or tls://, host and port, no user or password: those go in credentials_file)."`
+	CredsFile      string        `yaml:"credentials_file" doc:"NATS credentials file (a user JWT and NKey seed, as nsc writes them): an absolute path, mode 600 (or 400), owned by root or the user running fireactions. Set this or token_file (or insecure_no_auth)."`
+	TokenFile      string        `yaml:"token_file" doc:"File holding the NATS token the fleet's servers require (authorization { token } in nats-server's config): an absolute path, mode 600 (or 400), owned by root or the user running fireactions. Set this or credentials_file (or insecure_no_auth)."`
+	InsecureNoAuth bool          `yaml:"insecure_no_auth" doc:"Connect to NATS without credentials_file or token_file. Unsafe: guests can reach LAN addresses unless block_private is set, so any CI job could then connect to the fleet's NATS, squat every job's claim key or delete the buckets. For a NATS reachable from this host only; fireactions warns at start."`
+	ClaimTTL       time.Duration `yaml:"claim_ttl" doc:"How long a host's claim on a queued job outlives its last refresh: a dead or cut-off host's jobs go to another host within it (1s-30s). Every host of a fleet must set the same."`
+	OnUnreachable  string        `yaml:"on_unreachable" doc:"When NATS cannot be reached at start: fail (exit with an error naming the URLs) or local (serve every job this host sees, as without a fleet, until restarted). A host that loses NATS later claims nothing new until it is back."`
 }
 
 // FleetDefaults are the defaults of a fleet section.
@@ -46,16 +48,14 @@ func (v *validator) fleet(f field, fl *Fleet) {
 	for i, u := range fl.URLs {
 		v.check(rule{f.child("urls").index(i), natsURL(u)})
 	}
-	var credsErr error
-	switch {
-	case fl.CredsFile == "":
-	case v.offline:
-		credsErr = absolute(fl.CredsFile)
-	default:
-		credsErr = secretFile(fl.CredsFile)
+	var authErr error
+	if fl.CredsFile == "" && fl.TokenFile == "" && !fl.InsecureNoAuth {
+		authErr = errorf("the fleet's NATS needs authentication: set fleet.credentials_file or fleet.token_file (or insecure_no_auth: true, unsafe: any CI job that reaches NATS could squat or delete the fleet's claims)")
 	}
 	v.check(
-		rule{f.child("credentials_file"), credsErr},
+		rule{f, authErr},
+		rule{f.child("credentials_file"), optional(fl.CredsFile, v.secretFile)},
+		rule{f.child("token_file"), optional(fl.TokenFile, v.secretFile)},
 		rule{f.child("claim_ttl"), errors.Join(durationAtLeast(fl.ClaimTTL, time.Second), maximumDuration(fl.ClaimTTL, 30*time.Second))},
 		rule{f.child("on_unreachable"), oneOf(fl.OnUnreachable, "fail", "local")},
 	)

@@ -576,6 +576,16 @@ func TestFleetSection(t *testing.T) {
 	if c.Fleet.ClaimTTL != 5*time.Second || c.Fleet.OnUnreachable != "local" {
 		t.Fatalf("explicit values not kept: %+v", c.Fleet)
 	}
+	// A token file instead of credentials; or, explicitly, no authentication.
+	f.write("nats.token", "token", 0o600)
+	c = f.mustParse(replace(t, minimalYAML, "host_id:", replace(t, fleetYAML, "credentials_file: $DIR/nats.creds", "token_file: $DIR/nats.token")+"host_id:"))
+	if c.Fleet.TokenFile != f.path("nats.token") || c.Fleet.CredsFile != "" {
+		t.Fatalf("token_file: %+v", c.Fleet)
+	}
+	c = f.mustParse(replace(t, minimalYAML, "host_id:", replace(t, fleetYAML, "credentials_file: $DIR/nats.creds", "insecure_no_auth: true")+"host_id:"))
+	if !c.Fleet.InsecureNoAuth {
+		t.Fatalf("insecure_no_auth: %+v", c.Fleet)
+	}
 }
 
 // Each case is one mistake in fleet; the problem names its field and
@@ -591,6 +601,10 @@ func TestFleetMistakes(t *testing.T) {
 		{"TTL too long", "  credentials_file", "  claim_ttl: 1m\n  credentials_file", "fleet.claim_ttl", "more than 30s"},
 		{"TTL too short", "  credentials_file", "  claim_ttl: 100ms\n  credentials_file", "fleet.claim_ttl", "less than 1s"},
 		{"on_unreachable", "  credentials_file", "  on_unreachable: retry\n  credentials_file", "fleet.on_unreachable", "retry"},
+		{"no authentication", "  credentials_file: $DIR/nats.creds\n", "", "fleet", "fleet.credentials_file or fleet.token_file"},
+		{"insecure_no_auth false", "  credentials_file: $DIR/nats.creds\n", "  insecure_no_auth: false\n", "fleet", "fleet.credentials_file or fleet.token_file"},
+		{"token readable by others", "  credentials_file: $DIR/nats.creds\n", "  token_file: $DIR/open.creds\n", "fleet.token_file", "chmod 600"},
+		{"token missing", "  credentials_file: $DIR/nats.creds\n", "  token_file: $DIR/nope.token\n", "fleet.token_file", "no such file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

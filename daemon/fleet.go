@@ -17,7 +17,7 @@ const fleetJoinTimeout = time.Minute
 
 // fleetOptions are the fleet package's options of cfg's fleet section.
 func fleetOptions(cfg *config.Config, obs fleet.Observer, log *slog.Logger) fleet.Options {
-	return fleet.Options{URLs: cfg.Fleet.URLs, CredsFile: cfg.Fleet.CredsFile, HostID: cfg.HostID,
+	return fleet.Options{URLs: cfg.Fleet.URLs, CredsFile: cfg.Fleet.CredsFile, TokenFile: cfg.Fleet.TokenFile, HostID: cfg.HostID,
 		ClaimTTL: cfg.Fleet.ClaimTTL, Log: log, Observer: obs}
 }
 
@@ -27,6 +27,9 @@ func fleetOptions(cfg *config.Config, obs fleet.Observer, log *slog.Logger) flee
 func joinFleet(ctx context.Context, cfg *config.Config, obs fleet.Observer, log *slog.Logger) (*fleet.Fleet, error) {
 	if cfg.Fleet == nil {
 		return nil, nil
+	}
+	if cfg.Fleet.InsecureNoAuth && cfg.Fleet.CredsFile == "" && cfg.Fleet.TokenFile == "" {
+		log.Warn("fleet: connecting to NATS without authentication (fleet.insecure_no_auth): any CI job that reaches NATS can squat or delete the fleet's claims; set fleet.token_file or fleet.credentials_file")
 	}
 	jctx, cancel := context.WithTimeout(ctx, fleetJoinTimeout)
 	defer cancel()

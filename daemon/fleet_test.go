@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"log/slog"
 	"strings"
 	"testing"
@@ -30,5 +31,30 @@ func TestJoinFleetWhenNATSIsUnreachable(t *testing.T) {
 	cfg.Fleet.OnUnreachable = "local"
 	if f, err := joinFleet(t.Context(), &cfg, nil, log); f != nil || err != nil {
 		t.Fatalf("unreachable, local: %v, %v; want to serve alone", f, err)
+	}
+}
+
+// A fleet without authentication (insecure_no_auth) is warned about at
+// start; one with a token file (the control) is not.
+func TestJoinFleetWarnsWithoutAuth(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fl   config.Fleet
+		warn bool
+	}{
+		{"insecure_no_auth", config.Fleet{InsecureNoAuth: true}, true},
+		{"token_file", config.Fleet{TokenFile: "/run/credentials/x/fleet-token"}, false},
+	} {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&buf, nil))
+		cfg := config.Defaults()
+		cfg.HostID = "h"
+		fl := tc.fl
+		fl.URLs, fl.ClaimTTL, fl.OnUnreachable = []string{"nats://127.0.0.1:1"}, 5*time.Second, "local"
+		cfg.Fleet = &fl
+		joinFleet(t.Context(), &cfg, nil, log)
+		if got := strings.Contains(buf.String(), "without authentication"); got != tc.warn {
+			t.Errorf("%s: warned %v, want %v:\n%s", tc.name, got, tc.warn, buf.String())
+		}
 	}
 }

@@ -52,6 +52,7 @@ type orchConfig struct {
 
 type fleetConfig struct {
 	URLs          []string `yaml:"urls"`
+	TokenFile     string   `yaml:"token_file,omitempty"`
 	ClaimTTL      string   `yaml:"claim_ttl,omitempty"`
 	OnUnreachable string   `yaml:"on_unreachable,omitempty"`
 }

@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -32,8 +34,10 @@ jobs:
 `
 
 // startNATS runs the real nats-server with JetStream in ns on
-// 127.0.0.1:port, its store under dir, until the test ends.
-func startNATS(t *testing.T, ns *testNetns, dir, port string) string {
+// 127.0.0.1:port, its store under dir, until the test ends. The server
+// requires a random token (in its config file, not argv): it returns the
+// URL and the path of a file holding the token (fleet.token_file).
+func startNATS(t *testing.T, ns *testNetns, dir, port string) (url, tokenFile string) {
 	t.Helper()
 	bin := filepath.Join(cacheDir(), "nats-server-"+natsVersion, "nats-server")
 	if _, err := os.Stat(bin); err != nil {
@@ -43,7 +47,19 @@ func startNATS(t *testing.T, ns *testNetns, dir, port string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := ns.command(context.Background(), bin, "-a", "127.0.0.1", "-p", port, "-js", "-sd", filepath.Join(dir, "js"))
+	tok := make([]byte, 16)
+	if _, err := rand.Read(tok); err != nil {
+		t.Fatal(err)
+	}
+	token := hex.EncodeToString(tok)
+	conf, tokenFile := filepath.Join(dir, "nats.conf"), filepath.Join(dir, "nats-token")
+	if err := os.WriteFile(conf, []byte("authorization { token: \""+token+"\" }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := ns.command(context.Background(), bin, "-c", conf, "-a", "127.0.0.1", "-p", port, "-js", "-sd", filepath.Join(dir, "js"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -54,7 +70,7 @@ func startNATS(t *testing.T, ns *testNetns, dir, port string) string {
 		c, err := ns.dial(context.Background(), "tcp", "127.0.0.1:"+port)
 		if err == nil {
 			c.Close()
-			return "nats://127.0.0.1:" + port
+			return "nats://127.0.0.1:" + port, tokenFile
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("nats-server not listening: %v", err)
@@ -75,7 +91,7 @@ func TestFleetTwoHostsStartOneVMPerJob(t *testing.T) {
 	if err := os.MkdirAll(natsDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	url := startNATS(t, r.ns, natsDir, "14222")
+	url, tokenFile := startNATS(t, r.ns, natsDir, "14222")
 	var hosts []*orchestrator
 	var logs []string
 	for i, cidr := range []string{"10.251.0.0/24", "10.252.0.0/24"} {
@@ -87,7 +103,7 @@ func TestFleetTwoHostsStartOneVMPerJob(t *testing.T) {
 		c := r.config(id, dir, fmt.Sprintf("faflt%d", i), cidr)
 		c.Metrics = &metricsConfig{Listen: ""}
 		c.Pools = []poolConfig{r.jobPool("fleet", "fireactions-fleet", 0, 3)}
-		c.Fleet = &fleetConfig{URLs: []string{url}, ClaimTTL: "10s"}
+		c.Fleet = &fleetConfig{URLs: []string{url}, TokenFile: tokenFile, ClaimTTL: "10s"}
 		cfg := filepath.Join(dir, "fireactions.yaml")
 		c.write(t, cfg)
 		o := startOrchestrator(t, r.ns, r.bin, cfg, c.StateDir)

@@ -46,9 +46,16 @@ func (f *Fleet) Claim(ctx context.Context, job string) (bool, error) {
 		return false, nil
 	}
 	inFleet := f.hostRev != 0 && now.Sub(f.hostOK) < f.valid()
+	_, stale := f.held[k]
 	f.mu.Unlock()
 	if !inFleet || f.nc.Status() != nats.CONNECTED {
 		return false, ErrUnreachable
+	}
+	if stale {
+		// This host's own claim, not confirmed lately: the loop's next
+		// refresh confirms it or drops it. Creating its key would only
+		// find it taken (by this host) and count a loss.
+		return false, nil
 	}
 	if len(job) > maxJob {
 		job = job[:maxJob]

@@ -62,6 +62,7 @@ func (nopObserver) FleetReachable(bool) {}
 type Options struct {
 	URLs      []string
 	CredsFile string // NATS credentials (JWT and NKey seed); empty: none
+	TokenFile string // file holding a NATS token; empty: none
 	HostID    string
 	ClaimTTL  time.Duration
 	Log       *slog.Logger
@@ -89,9 +90,10 @@ type Fleet struct {
 	hostOK    time.Time            // when the presence key was last written (send time)
 	reachable bool
 
-	release chan released // claims to delete, by the loop
-	stop    chan struct{}
-	done    chan struct{}
+	release  chan released // claims to delete, by the loop
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
 }
 
 // claim is one job this host holds.
@@ -148,10 +150,11 @@ func Join(ctx context.Context, o Options) (*Fleet, error) {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { f.log.Warn("fleet: NATS connection lost", "err", err) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { f.log.Info("fleet: NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
 	}
-	if o.CredsFile != "" {
-		nopts = append(nopts, nats.UserCredentials(o.CredsFile))
+	auth, err := authOptions(o)
+	if err != nil {
+		return nil, err
 	}
-	nc, err := nats.Connect(strings.Join(o.URLs, ","), nopts...)
+	nc, err := nats.Connect(strings.Join(o.URLs, ","), append(nopts, auth...)...)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: connect to NATS %s: %w", strings.Join(o.URLs, ","), err)
 	}
@@ -246,8 +249,17 @@ func (f *Fleet) register(ctx context.Context) error {
 // Close deletes this host's claims and presence (another host may take
 // its jobs at once) and closes the connection.
 func (f *Fleet) Close(ctx context.Context) {
-	close(f.stop)
-	<-f.done
+	f.stopLoop()
+	// Claims released but not yet deleted by the loop: delete them now,
+	// or they would hold their jobs for up to a TTL after this host left.
+	for pending := true; pending; {
+		select {
+		case r := <-f.release:
+			_ = f.claims.Delete(ctx, r.key, jetstream.LastRevision(r.rev))
+		default:
+			pending = false
+		}
+	}
 	f.mu.Lock()
 	held := f.held
 	f.held = map[string]*claim{}
@@ -262,4 +274,10 @@ func (f *Fleet) Close(ctx context.Context) {
 	}
 	_ = f.nc.FlushWithContext(ctx)
 	f.nc.Close()
+}
+
+// stopLoop stops the loop and waits for it to end; safe to call again.
+func (f *Fleet) stopLoop() {
+	f.stopOnce.Do(func() { close(f.stop) })
+	<-f.done
 }

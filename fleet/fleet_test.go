@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,7 +127,7 @@ func TestPartitionedHostClaimsNothingAndRejoins(t *testing.T) {
 	p := fleettest.NewProxy(t, strings.TrimPrefix(url, "nats://"))
 	var reach atomic.Int32
 	ctx := ctxT(t)
-	a, err := Join(ctx, Options{URLs: []string{p.URL()}, HostID: "a", ClaimTTL: ttl, Observer: reachObs{&reach}})
+	a, err := Join(ctx, Options{URLs: []string{p.URL()}, TokenFile: fleettest.TokenFile(t), HostID: "a", ClaimTTL: ttl, Observer: reachObs{&reach}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,12 +184,12 @@ func TestSameHostIDRefused(t *testing.T) {
 	url := runNATS(t)
 	a := join(t, url, "same", ttl)
 	ctx := ctxT(t)
-	_, err := Join(ctx, Options{URLs: []string{url}, HostID: "same", ClaimTTL: ttl})
+	_, err := Join(ctx, Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: "same", ClaimTTL: ttl})
 	if !errors.Is(err, ErrHostIDTaken) || !strings.Contains(err.Error(), `"same"`) {
 		t.Fatalf("second host with host_id same: %v; want ErrHostIDTaken naming it", err)
 	}
 	a.Close(ctx)
-	b, err := Join(ctx, Options{URLs: []string{url}, HostID: "same", ClaimTTL: ttl})
+	b, err := Join(ctx, Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: "same", ClaimTTL: ttl})
 	if err != nil {
 		t.Fatalf("host_id free after the first left: %v", err)
 	}
@@ -209,7 +211,7 @@ func TestJoinErrors(t *testing.T) {
 	url := runNATS(t)
 	join(t, url, "a", ttl)
 	ctx := ctxT(t)
-	_, err := Join(ctx, Options{URLs: []string{url}, HostID: "b", ClaimTTL: 2 * ttl})
+	_, err := Join(ctx, Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: "b", ClaimTTL: 2 * ttl})
 	if err == nil || !strings.Contains(err.Error(), "claim_ttl") {
 		t.Errorf("other TTL: %v; want an error naming claim_ttl", err)
 	}
@@ -226,7 +228,7 @@ func TestStatus(t *testing.T) {
 	join(t, url, "b", 10*time.Second)
 	ctx := ctxT(t)
 	a.Claim(ctx, "gitea|x\x0042")
-	st, err := ReadStatus(ctx, Options{URLs: []string{url}})
+	st, err := ReadStatus(ctx, Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,4 +248,101 @@ func claimNow(ctx context.Context, f *Fleet, job string) bool {
 	f.mu.Unlock()
 	ok, _ := f.Claim(ctx, job)
 	return ok
+}
+
+// The fleet's NATS requires a token: a client without it (or with a
+// wrong one) is refused; with it (the positive control) it joins and
+// reads the status.
+func TestJoinNeedsTheToken(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	ctx := ctxT(t)
+	_, err := Join(ctx, Options{URLs: []string{url}, HostID: "a", ClaimTTL: ttl, ConnectTimeout: time.Second})
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("no token: %v; want an authorization error", err)
+	}
+	wrong := filepath.Join(t.TempDir(), "wrong")
+	os.WriteFile(wrong, []byte("not-the-token\n"), 0o600)
+	_, err = Join(ctx, Options{URLs: []string{url}, TokenFile: wrong, HostID: "a", ClaimTTL: ttl, ConnectTimeout: time.Second})
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("wrong token: %v; want an authorization error", err)
+	}
+	if _, err := ReadStatus(ctx, Options{URLs: []string{url}}); err == nil {
+		t.Error("status without the token: read; want refused")
+	}
+	join(t, url, "a", ttl)
+	if _, err := ReadStatus(ctx, Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t)}); err != nil {
+		t.Errorf("status with the token: %v", err)
+	}
+}
+
+type lostObs struct{ lost *atomic.Int32 }
+
+func (lostObs) ClaimWon()           {}
+func (o lostObs) ClaimLost()        { o.lost.Add(1) }
+func (lostObs) ClaimExpired()       {}
+func (lostObs) FleetReachable(bool) {}
+
+// A claim this host holds but has not confirmed lately is not created
+// again: no claim counted lost, nothing marked another host's. Asking
+// for a job another host holds (the positive control) counts one lost.
+func TestClaimOnOwnStaleClaimIsNoLoss(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	ctx := ctxT(t)
+	var lost atomic.Int32
+	a, err := Join(ctx, Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: "a", ClaimTTL: 30 * time.Second, Observer: lostObs{&lost}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	b, err := Join(ctx, Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: "b", ClaimTTL: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	if ok, err := a.Claim(ctx, "mine"); !ok || err != nil {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	a.mu.Lock()
+	a.held[Key("mine")].ok = time.Now().Add(-time.Hour) // not confirmed lately
+	a.mu.Unlock()
+	if ok, err := a.Claim(ctx, "mine"); ok || err != nil {
+		t.Errorf("claim on its own stale claim: %v %v; want false, nil", ok, err)
+	}
+	a.mu.Lock()
+	_, marked := a.others[Key("mine")]
+	a.mu.Unlock()
+	if n := lost.Load(); n != 0 || marked {
+		t.Errorf("own stale claim: %d counted lost, marked another host's %v; want 0, false", n, marked)
+	}
+	if ok, _ := b.Claim(ctx, "theirs"); !ok {
+		t.Fatal("b cannot claim")
+	}
+	if ok, _ := a.Claim(ctx, "theirs"); ok || lost.Load() != 1 {
+		t.Errorf("a job b holds: won %v, %d lost; want false, 1", ok, lost.Load())
+	}
+}
+
+// A claim released just before Close is deleted by Close even when the
+// loop had not yet deleted it: another host takes the job at once, not
+// a TTL later (without the flush, b is refused for the TTL).
+func TestCloseFlushesReleasedClaims(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	ctx := ctxT(t)
+	a := join(t, url, "a", 30*time.Second)
+	b := join(t, url, "b", 30*time.Second)
+	if ok, err := a.Claim(ctx, "job"); !ok || err != nil {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	a.stopLoop() // the loop is behind: the release stays pending
+	a.Release("job")
+	if n := len(a.release); n != 1 {
+		t.Fatalf("%d releases pending; want 1", n)
+	}
+	a.Close(ctx)
+	if ok, err := b.Claim(ctx, "job"); !ok || err != nil {
+		t.Errorf("after a released and closed: b claims %v %v; want true", ok, err)
+	}
 }

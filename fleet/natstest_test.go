@@ -15,7 +15,7 @@ func join(t testing.TB, url, host string, ttl time.Duration) *Fleet {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	f, err := Join(ctx, Options{URLs: []string{url}, HostID: host, ClaimTTL: ttl})
+	f, err := Join(ctx, Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: host, ClaimTTL: ttl})
 	if err != nil {
 		t.Fatalf("join %s: %v", host, err)
 	}

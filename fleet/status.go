@@ -43,10 +43,11 @@ const maxStatusKeys = 10000
 func ReadStatus(ctx context.Context, o Options) (Status, error) {
 	var st Status
 	nopts := []nats.Option{nats.Name("fireactions fleet status"), nats.Timeout(max(o.ConnectTimeout, time.Second))}
-	if o.CredsFile != "" {
-		nopts = append(nopts, nats.UserCredentials(o.CredsFile))
+	auth, err := authOptions(o)
+	if err != nil {
+		return st, err
 	}
-	nc, err := nats.Connect(strings.Join(o.URLs, ","), nopts...)
+	nc, err := nats.Connect(strings.Join(o.URLs, ","), append(nopts, auth...)...)
 	if err != nil {
 		return st, fmt.Errorf("fleet: connect to NATS %s: %w", strings.Join(o.URLs, ","), err)
 	}

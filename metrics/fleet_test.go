@@ -20,7 +20,7 @@ func TestFleetClaimsAreCounted(t *testing.T) {
 	var ms [2]*Metrics
 	for i, id := range []string{"a", "b"} {
 		ms[i] = New(t.TempDir())
-		f, err := fleet.Join(ctx, fleet.Options{URLs: []string{url}, HostID: id, ClaimTTL: 5 * time.Second, Observer: ms[i]})
+		f, err := fleet.Join(ctx, fleet.Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: id, ClaimTTL: 5 * time.Second, Observer: ms[i]})
 		if err != nil {
 			t.Fatal(err)
 		}

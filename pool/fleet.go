@@ -36,10 +36,12 @@ const claimRound = 2 * time.Second
 func fleetJob(k waitKey) string { return k.forge + "\x00" + k.id }
 
 // demandLocked is the number of p's queued jobs that are this host's to
-// serve: all of them, or in a fleet those it holds claims on. Callers
+// serve: all of them, or in a fleet those it holds claims on. A pool
+// whose queue is its own (forge.OwnQueue, a GitHub scale set) claims
+// nothing: its forge already gave its jobs to this host alone. Callers
 // hold m.mu.
 func (m *Manager) demandLocked(p *pool) int {
-	if m.d.Fleet == nil {
+	if m.d.Fleet == nil || p.own {
 		return p.queued
 	}
 	return p.claimed
@@ -79,9 +81,13 @@ func (m *Manager) releaseClaimsLocked() {
 // lapsed or were lost stop counting, and its unclaimed queued jobs,
 // oldest first, are claimed while p has room for them (max less busy VMs
 // less claims held): a full pool claims nothing, so another host serves
-// the job. Runs on the Run goroutine, outside m.mu for the claims' I/O.
+// the job. A pool that cannot start VMs now (in back-off after failures,
+// or its demand source gone) claims nothing and gives up the claims it
+// holds, for a working host to serve them; a paused or draining one
+// claims nothing. An own-queue pool (see demandLocked) never claims.
+// Runs on the Run goroutine, outside m.mu for the claims' I/O.
 func (m *Manager) claimFor(ctx context.Context, p *pool) {
-	if m.d.Fleet == nil {
+	if m.d.Fleet == nil || p.own {
 		return
 	}
 	type cand struct {
@@ -90,8 +96,13 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 	}
 	var free []cand
 	m.mu.Lock()
+	broken := p.sourceGone || time.Now().Before(p.notBefore)
 	for k, q := range m.waiting {
 		if q.pool != p {
+			continue
+		}
+		if broken {
+			m.dropClaimLocked(k, q, true)
 			continue
 		}
 		if q.claimed {
@@ -105,7 +116,7 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 	}
 	c, _ := p.counted()
 	room := p.max - c.busy - p.claimed
-	if p.paused || m.draining {
+	if p.paused || m.draining || broken {
 		room = 0
 	}
 	m.mu.Unlock()

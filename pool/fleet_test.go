@@ -25,7 +25,7 @@ func twoHosts(t *testing.T, natsURL string, jobs, max int) (started [2]int) {
 	for i, id := range []string{"a", "b"} {
 		var cl Claimer
 		if natsURL != "" {
-			f, err := fleet.Join(t.Context(), fleet.Options{URLs: []string{natsURL}, HostID: id, ClaimTTL: 5 * time.Second})
+			f, err := fleet.Join(t.Context(), fleet.Options{URLs: []string{natsURL}, TokenFile: fleettest.TokenFile(t), HostID: id, ClaimTTL: 5 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -81,7 +81,7 @@ func TestFleetFullHostLeavesJobsToOthers(t *testing.T) {
 func TestFleetDrainReleasesClaims(t *testing.T) {
 	url := fleettest.RunNATS(t)
 	join := func(id string) *fleet.Fleet {
-		f, err := fleet.Join(t.Context(), fleet.Options{URLs: []string{url}, HostID: id, ClaimTTL: 30 * time.Second})
+		f, err := fleet.Join(t.Context(), fleet.Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: id, ClaimTTL: 30 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,8 @@ package fleettest
 import (
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -13,10 +15,27 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// RunNATS starts an in-process JetStream server for t and returns its URL.
+// Token is the NATS token RunNATS's server requires of every client, as
+// a fleet's NATS must (a server without authentication lets any CI job
+// on the LAN squat job keys or delete the buckets).
+const Token = "fleettest-token-3f9c1e"
+
+// TokenFile writes Token to a file only its owner may read and returns
+// its path: a fleet's token_file.
+func TokenFile(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "nats-token")
+	if err := os.WriteFile(p, []byte(Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// RunNATS starts an in-process JetStream server for t that requires
+// Token and returns its URL.
 func RunNATS(t testing.TB) string {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, Authorization: Token})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -164,6 +164,7 @@ in
     in
     {
       member = host { urls = [ "nats://10.0.0.1:4222" "nats://10.0.0.2:4222" ]; credentialsFile = "/run/secrets/nats.creds"; claimTTL = "10s"; };
+      tokened = host { urls = [ "nats://10.0.0.1:4222" ]; tokenFile = "/run/secrets/nats.token"; };
       alone = host { };
     };
 }

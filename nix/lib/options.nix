@@ -187,7 +187,17 @@ in
         credentialsFile = option {
           type.nullOr = "path";
           default = null;
-          description = "Host file holding the NATS credentials (user JWT and NKey seed); loaded with LoadCredential and named in fleet.credentials_file as /run/credentials/${f.unit}/fleet-credentials. null: connect without credentials.";
+          description = "Host file holding the NATS credentials (user JWT and NKey seed); loaded with LoadCredential and named in fleet.credentials_file as /run/credentials/${f.unit}/fleet-credentials. Set this or tokenFile (or insecureNoAuth).";
+        };
+        tokenFile = option {
+          type.nullOr = "path";
+          default = null;
+          description = "Host file holding the NATS token the fleet's servers require; loaded with LoadCredential and named in fleet.token_file as /run/credentials/${f.unit}/fleet-token. Set this or credentialsFile (or insecureNoAuth).";
+        };
+        insecureNoAuth = option {
+          type = "bool";
+          default = false;
+          description = "fleet.insecure_no_auth: connect to NATS without credentials or token. Unsafe: any CI job that reaches NATS could squat or delete the fleet's claims.";
         };
         claimTTL = option {
           type = "str";

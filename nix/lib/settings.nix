@@ -19,6 +19,7 @@ rec {
     ++ one "api-tls-cert" opts.api.tlsCertFile
     ++ one "api-tls-key" opts.api.tlsKeyFile
     ++ one "fleet-credentials" opts.fleet.credentialsFile
+    ++ one "fleet-token" opts.fleet.tokenFile
     ++ concatMap
       (n:
         one "forge-${n}-token" fo.${n}.tokenFile
@@ -119,6 +120,8 @@ rec {
         fleet = filterNulls {
           inherit (opts.fleet) urls;
           credentials_file = cred "fleet-credentials" opts.fleet.credentialsFile;
+          token_file = cred "fleet-token" opts.fleet.tokenFile;
+          insecure_no_auth = if opts.fleet.insecureNoAuth then true else null;
           claim_ttl = opts.fleet.claimTTL;
           on_unreachable = opts.fleet.onUnreachable;
         };

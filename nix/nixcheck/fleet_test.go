@@ -24,6 +24,7 @@ func TestFleetOptions(t *testing.T) {
 			Fleet *struct {
 				URLs          []string `json:"urls"`
 				CredsFile     string   `json:"credentials_file"`
+				TokenFile     string   `json:"token_file"`
 				ClaimTTL      string   `json:"claim_ttl"`
 				OnUnreachable string   `json:"on_unreachable"`
 			}
@@ -42,6 +43,13 @@ func TestFleetOptions(t *testing.T) {
 			if !slices.Contains(creds, "fleet-credentials:/run/secrets/nats.creds") {
 				t.Errorf("%s: LoadCredential %v lacks the NATS credentials", name, creds)
 			}
+		case "tokened":
+			if f := cfg.Fleet; f == nil || f.TokenFile != "/run/credentials/fireteact.service/fleet-token" || f.CredsFile != "" {
+				t.Errorf("%s: fleet %+v", name, f)
+			}
+			if !slices.Contains(creds, "fleet-token:/run/secrets/nats.token") {
+				t.Errorf("%s: LoadCredential %v lacks the NATS token", name, creds)
+			}
 		case "alone":
 			if cfg.Fleet != nil {
 				t.Errorf("%s: fleet %+v without fleet options", name, cfg.Fleet)
@@ -53,7 +61,7 @@ func TestFleetOptions(t *testing.T) {
 			t.Errorf("unexpected %s", name)
 		}
 	}
-	if len(hosts) != 2 {
+	if len(hosts) != 3 {
 		t.Errorf("%d hosts", len(hosts))
 	}
 }

@@ -1,0 +1,118 @@
+package pool
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
+)
+
+// countingClaimer is a fleet in which this host wins every claim it
+// asks for (grant) or none (another host holds every job); it counts
+// the claims asked for and held.
+type countingClaimer struct {
+	mu    sync.Mutex
+	grant bool
+	asked int
+	held  map[string]bool
+}
+
+func (c *countingClaimer) Claim(_ context.Context, job string) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asked++
+	if c.grant {
+		c.held[job] = true
+	}
+	return c.grant, nil
+}
+
+func (c *countingClaimer) Held(job string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held[job]
+}
+
+func (c *countingClaimer) Release(job string) { c.Forget(job) }
+
+func (c *countingClaimer) Forget(job string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.held, job)
+}
+
+func (c *countingClaimer) counts() (asked, held int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.asked, len(c.held)
+}
+
+func (h *harness) started() int {
+	h.hv.mu.Lock()
+	defer h.hv.mu.Unlock()
+	return h.hv.started
+}
+
+// A GitHub scale-set pool (forge.OwnQueue) serves its queued jobs in a
+// fleet without claiming them: GitHub already gave them to this host.
+// Even when another host holds every claim, its jobs start VMs here.
+func TestFleetOwnQueuePoolsDoNotClaim(t *testing.T) {
+	cl := &countingClaimer{held: map[string]bool{}}
+	h := newHarnessDeps(t, 10*time.Millisecond, t.TempDir(), 0, 3, guestRunsOneJob, nil,
+		slog.New(slog.DiscardHandler), nil,
+		func(f *fakeForge) forge.Forge { return ownQueueForge{&notifyingForge{fakeForge: f}} },
+		func(d *Deps) { d.Fleet = cl })
+	h.forge.mu.Lock()
+	h.forge.hold = true
+	h.forge.mu.Unlock()
+	h.forge.enqueue("j1", "j2")
+	eventually(t, 5*time.Second, "two VMs for the scale set's two jobs", func() bool { return h.started() == 2 })
+	time.Sleep(200 * time.Millisecond)
+	if asked, _ := cl.counts(); asked != 0 {
+		t.Errorf("a scale-set pool asked the fleet for %d claims; want none", asked)
+	}
+}
+
+// A pool that cannot start VMs (in back-off after failures, or whose
+// demand source is gone) claims nothing and gives up the claims it
+// holds, so another host serves its jobs; once it can start VMs again
+// (the positive control) it claims and serves them.
+func TestFleetBrokenPoolClaimsNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		break_, mend func(p *pool)
+	}{
+		{"back-off", func(p *pool) { p.notBefore = time.Now().Add(time.Hour) }, func(p *pool) { p.notBefore = time.Time{} }},
+		{"source gone", func(p *pool) { p.sourceGone = true }, func(p *pool) { p.sourceGone = false }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl := &countingClaimer{grant: true, held: map[string]bool{}}
+			h := newHarnessDeps(t, 10*time.Millisecond, t.TempDir(), 0, 3, guestRunsOneJob, nil,
+				slog.New(slog.DiscardHandler), nil, nil, func(d *Deps) { d.Fleet = cl })
+			h.forge.mu.Lock()
+			h.forge.hold = true
+			h.forge.mu.Unlock()
+			p := h.m.poolList()[0]
+			// It holds one claim from before it broke.
+			h.forge.enqueue("j1")
+			eventually(t, 5*time.Second, "j1 claimed and served", func() bool { _, held := cl.counts(); return held == 1 && h.started() == 1 })
+			h.m.mu.Lock()
+			tc.break_(p)
+			h.m.mu.Unlock()
+			asked0, _ := cl.counts()
+			h.forge.enqueue("j2", "j3")
+			eventually(t, 5*time.Second, "its claim given up", func() bool { _, held := cl.counts(); return held == 0 })
+			time.Sleep(300 * time.Millisecond)
+			if asked, held := cl.counts(); asked != asked0 || held != 0 {
+				t.Fatalf("a pool that cannot start VMs asked %d more claims and holds %d; want none", asked-asked0, held)
+			}
+			h.m.mu.Lock()
+			tc.mend(p)
+			h.m.mu.Unlock()
+			eventually(t, 5*time.Second, "claims again once mended", func() bool { _, held := cl.counts(); return held > 0 })
+		})
+	}
+}
