@@ -17,13 +17,15 @@ func TestUnsavedRecordsAreCountedPerPool(t *testing.T) {
 	m.RecordUnsaved("a")
 	m.RecordUnsaved("a")
 	m.RecordUnsaved("b")
-	body := scrape(m)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
 	for _, want := range []string{
 		"# TYPE fireactions_vm_record_save_failures_total counter",
 		`fireactions_vm_record_save_failures_total{pool="a"} 2`,
 		`fireactions_vm_record_save_failures_total{pool="b"} 1`,
 	} {
-		if !strings.Contains(body, want) {
+		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
@@ -83,12 +85,4 @@ func TestDistributionsSumThePools(t *testing.T) {
 	if ds[1].Count != 1 {
 		t.Errorf("queue wait count %d, want 1", ds[1].Count)
 	}
-}
-
-// scrape is what m serves on /metrics.
-func scrape(m *Metrics) string {
-	rec := httptest.NewRecorder()
-	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	body, _ := io.ReadAll(rec.Body)
-	return string(body)
 }
