@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
+	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
 // countingClaimer is a fleet in which this host wins every claim it
@@ -99,6 +100,13 @@ func TestFleetBrokenPoolClaimsNothing(t *testing.T) {
 			// It holds one claim from before it broke.
 			h.forge.enqueue("j1")
 			eventually(t, 5*time.Second, "j1 claimed and served", func() bool { _, held := cl.counts(); return held == 1 && h.started() == 1 })
+			// j1's VM boots to ready first: a boot that succeeds ends a
+			// back-off, so breaking the pool before it would be undone.
+			eventually(t, 5*time.Second, "j1's VM ready", func() bool {
+				vms := h.m.Pools()[0].VMs
+				return vms[vmstate.Creating]+vms[vmstate.Booting] == 0
+			})
+			time.Sleep(100 * time.Millisecond)
 			h.m.mu.Lock()
 			tc.break_(p)
 			h.m.mu.Unlock()
