@@ -66,6 +66,9 @@ type Options struct {
 	// Insights feed the status page's outcomes and charts; nil leaves
 	// them out.
 	Insights Insights
+	// Fleet lists the fleet's hosts on the status page; nil: this host
+	// is in no fleet and the page has no fleet section.
+	Fleet FleetView
 }
 
 // VMSummary is one line of GET /api/v1/vms.
@@ -114,7 +117,7 @@ var now = time.Now
 // with one of o.Tokens; on the unix socket pass false.
 func NewHandler(o Options, requireToken bool) http.Handler {
 	s := &server{b: o.Backend, hooks: o.Webhooks, log: o.Log, refusals: httpguard.NewEvery(time.Second),
-		hookMax: o.WebhookMaxBody, hookBudget: &hookBudget{max: o.WebhookBuffer}, insights: o.Insights}
+		hookMax: o.WebhookMaxBody, hookBudget: &hookBudget{max: o.WebhookBuffer}, insights: o.Insights, fleet: o.Fleet}
 	if s.hookMax <= 0 {
 		s.hookMax = defaultWebhookMaxBody
 	}
@@ -178,6 +181,7 @@ type server struct {
 	hookMax    int64
 	hookBudget *hookBudget
 	insights   Insights
+	fleet      FleetView
 }
 
 // authorized checks the bearer token against every accepted token in

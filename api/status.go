@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	_ "embed"
 	"fmt"
 	"html/template"
@@ -22,6 +23,27 @@ type Insights interface {
 	Distributions() []metrics.Distribution
 }
 
+// FleetView is the fleet as the status page shows it: the hosts that
+// share this host's demand (package fleet's presence keys), read when
+// the page loads.
+type FleetView interface {
+	FleetHosts(ctx context.Context) ([]FleetHost, error)
+	// Reachable: this host is in its fleet now (NATS reachable).
+	Reachable() bool
+}
+
+// FleetHost is one host of the fleet.
+type FleetHost struct {
+	HostID   string
+	Since    time.Time     // when it joined
+	LastSeen time.Duration // since its presence was last refreshed
+	Claims   int           // the claims on queued jobs it holds
+}
+
+// fleetReadTimeout bounds reading the fleet's hosts for one page load:
+// a NATS that does not answer shows as an error row, not a hung page.
+const fleetReadTimeout = 2 * time.Second
+
 // statusRefresh is how often the page reloads itself.
 const statusRefresh = 10 * time.Second
 
@@ -39,6 +61,18 @@ type statusPage struct {
 	VMs       []statusVM
 	Outcomes  []statusOutcome
 	Charts    []statusChart
+	Fleet     *statusFleet // nil: no fleet
+}
+
+type statusFleet struct {
+	Reachable bool
+	Error     string
+	Hosts     []statusHost
+}
+
+type statusHost struct {
+	HostID, Since, LastSeen string
+	Claims                  int
 }
 
 type statusPool struct {
@@ -98,6 +132,9 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		}
 		page.VMs = append(page.VMs, statusVM{ID: v.ID, Pool: v.Pool, Phase: string(v.Phase), Age: age, Job: v.Job, Runner: v.RunnerName})
 	}
+	if s.fleet != nil {
+		page.Fleet = fleetSection(r.Context(), s.fleet)
+	}
 	if s.insights != nil {
 		for _, o := range s.insights.RecentOutcomes() {
 			row := statusOutcome{Time: o.Time.UTC().Format(time.RFC3339), Pool: o.Pool, Outcome: "job ended"}
@@ -124,6 +161,23 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// fleetSection reads the fleet's hosts for the page, within
+// fleetReadTimeout.
+func fleetSection(ctx context.Context, f FleetView) *statusFleet {
+	ctx, cancel := context.WithTimeout(ctx, fleetReadTimeout)
+	defer cancel()
+	sec := &statusFleet{Reachable: f.Reachable()}
+	hosts, err := f.FleetHosts(ctx)
+	if err != nil {
+		sec.Error = err.Error()
+	}
+	for _, h := range hosts {
+		sec.Hosts = append(sec.Hosts, statusHost{HostID: h.HostID, Since: h.Since.UTC().Format(time.RFC3339),
+			LastSeen: h.LastSeen.Round(time.Second).String() + " ago", Claims: h.Claims})
+	}
+	return sec
 }
 
 // chartOf scales a distribution's bars to the chart's height.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/api"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/fleet"
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
@@ -70,4 +71,26 @@ func FleetStatus(ctx context.Context, cfg *config.Config) (fleet.Status, error) 
 		return fleet.Status{}, fmt.Errorf("the configuration has no fleet section")
 	}
 	return fleet.ReadStatus(ctx, fleetOptions(cfg, nil, nil))
+}
+
+// fleetView is f as the status page's api.FleetView.
+type fleetView struct{ f *fleet.Fleet }
+
+func (v fleetView) FleetHosts(ctx context.Context) ([]api.FleetHost, error) {
+	hosts, err := v.f.Hosts(ctx)
+	out := make([]api.FleetHost, 0, len(hosts))
+	for _, h := range hosts {
+		out = append(out, api.FleetHost{HostID: h.HostID, Since: h.Since, LastSeen: h.LastSeen, Claims: h.Claims})
+	}
+	return out, err
+}
+
+func (v fleetView) Reachable() bool { return v.f.Reachable() }
+
+// statusFleet is f for the status page: nil when there is no fleet.
+func statusFleet(f *fleet.Fleet) api.FleetView {
+	if f == nil {
+		return nil
+	}
+	return fleetView{f}
 }

@@ -168,7 +168,8 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 		})
 	}
 	apiOpts := api.Options{Backend: m, Webhooks: drivers.webhooks(mx), Tokens: cfg.API.Tokens, Log: log,
-		WebhookMaxBody: cfg.Limits.WebhookMaxBody, WebhookBuffer: cfg.Limits.WebhookBuffer, Insights: mx}
+		WebhookMaxBody: cfg.Limits.WebhookMaxBody, WebhookBuffer: cfg.Limits.WebhookBuffer, Insights: mx,
+		Fleet: statusFleet(fl)}
 	if cfg.API.Socket != "" {
 		h := api.NewHandler(apiOpts, false)
 		listen("api-socket", func(ctx context.Context) error { return api.ServeUnix(ctx, cfg.API.Socket, h) })

@@ -238,6 +238,14 @@ func TestStatus(t *testing.T) {
 	if len(st.Claims) != 1 || st.Claims[0].Host != "a" || st.Claims[0].Job != "gitea|x\x0042" {
 		t.Errorf("claims %+v", st.Claims)
 	}
+	// A member reads the hosts over its own connection (the status page).
+	hosts, err := a.Hosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hosts) != 2 || hosts[0].HostID != "a" || hosts[1].HostID != "b" || hosts[0].Since.IsZero() {
+		t.Errorf("a member reads hosts %+v", hosts)
+	}
 }
 
 // claimNow asks for job at the server, not from f's memory of claims

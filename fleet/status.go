@@ -58,9 +58,7 @@ func ReadStatus(ctx context.Context, o Options) (Status, error) {
 	}
 	now := time.Now()
 	err = eachEntry(ctx, js, HostsBucket, func(e jetstream.KeyValueEntry) {
-		var p presence
-		_ = json.Unmarshal(e.Value(), &p)
-		st.Hosts = append(st.Hosts, HostStatus{HostID: e.Key(), Since: p.Since, LastSeen: now.Sub(e.Created()), Claims: p.Claims})
+		st.Hosts = append(st.Hosts, hostStatus(e, now))
 	})
 	if err != nil {
 		return st, err
@@ -70,9 +68,33 @@ func ReadStatus(ctx context.Context, o Options) (Status, error) {
 		_ = json.Unmarshal(e.Value(), &c)
 		st.Claims = append(st.Claims, ClaimStatus{Host: c.Host, Job: c.Job, Age: now.Sub(c.Since), Refreshed: now.Sub(e.Created())})
 	})
-	sort.Slice(st.Hosts, func(i, j int) bool { return st.Hosts[i].HostID < st.Hosts[j].HostID })
+	sortHosts(st.Hosts)
 	sort.Slice(st.Claims, func(i, j int) bool { return st.Claims[i].Age > st.Claims[j].Age })
 	return st, err
+}
+
+// Hosts is the fleet's hosts as this member reads them over its own
+// connection (the status page asks it on each load): presence keys only,
+// no claims.
+func (f *Fleet) Hosts(ctx context.Context) ([]HostStatus, error) {
+	var hosts []HostStatus
+	now := time.Now()
+	err := eachKey(ctx, f.hosts, HostsBucket, func(e jetstream.KeyValueEntry) {
+		hosts = append(hosts, hostStatus(e, now))
+	})
+	sortHosts(hosts)
+	return hosts, err
+}
+
+// hostStatus is a presence entry as a HostStatus.
+func hostStatus(e jetstream.KeyValueEntry, now time.Time) HostStatus {
+	var p presence
+	_ = json.Unmarshal(e.Value(), &p)
+	return HostStatus{HostID: e.Key(), Since: p.Since, LastSeen: now.Sub(e.Created()), Claims: p.Claims}
+}
+
+func sortHosts(h []HostStatus) {
+	sort.Slice(h, func(i, j int) bool { return h[i].HostID < h[j].HostID })
 }
 
 // eachEntry calls fn for each live entry of bucket (none if it does not exist yet).
@@ -84,6 +106,12 @@ func eachEntry(ctx context.Context, js jetstream.JetStream, bucket string, fn fu
 	if err != nil {
 		return fmt.Errorf("fleet: open KV bucket %s: %w", bucket, err)
 	}
+	return eachKey(ctx, kv, bucket, fn)
+}
+
+// eachKey calls fn for each live entry of kv (bucket names it in errors),
+// at most maxStatusKeys.
+func eachKey(ctx context.Context, kv jetstream.KeyValue, bucket string, fn func(jetstream.KeyValueEntry)) error {
 	keys, err := kv.ListKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("fleet: list KV bucket %s: %w", bucket, err)
