@@ -86,6 +86,7 @@ func newHarnessDeps(t *testing.T, interval time.Duration, stateDir string, minId
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { store.Close() }) // before an unmount of its disk (cleanups run last first)
 	h := &harness{
 		forge: newFakeForge(), net: hosttest.NewNet(),
 		boot: hosttest.NewBoot(), store: store,

@@ -118,18 +118,18 @@ func runUntilBusyAndCrash(t *testing.T, dir string, log *slog.Logger, noBusyFlag
 		}
 		return false
 	})
-	path := filepath.Join(first.store.Dir(rec.ID), "state.json")
-	saved, err := os.ReadFile(path)
+	saved := rec
+	_ = first.drain(t, 0) // ends the busy VM: "drain grace period ended"
+	// The crash: the busy record back on disk as it was, written by a
+	// store of its own (not counted as one of the VM's writes).
+	back, err := vmstate.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = first.drain(t, 0) // ends the busy VM: "drain grace period ended"
-	if err := os.Mkdir(first.store.Dir(rec.ID), 0o700); err != nil {
+	if err := back.Create(&saved); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, saved, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	back.Close()
 	return restartFixture{dir: dir, rec: rec}, c
 }
 
@@ -190,7 +190,7 @@ func runnerDies(t *testing.T, h *harness, fx restartFixture, machine *fakeMachin
 // Gitea driver speaks for the dead runner with the runner's own
 // credential, which travelled from Register through the runner's memo in
 // the VM's record (write 2, no extra write) to the next run. The record
-// holding it is its owner's only (file 0600, directory 0700) and the
+// holding it is its owner's only (log 0600, directory 0700) and the
 // credential reaches no log line of either run.
 func TestAdoptedVMsJobIsFailedAtTheForgeWithTheRunnersOwnCredential(t *testing.T) {
 	logs := &hosttest.SyncBuffer{}
@@ -267,11 +267,24 @@ func TestTheRecordHoldingARunnersCredentialIsItsOwnersOnly(t *testing.T) {
 		}
 		return false
 	})
-	for path, want := range map[string]os.FileMode{
+	logs, _ := filepath.Glob(filepath.Join(dir, "records.*"))
+	if len(logs) == 0 {
+		t.Fatal("no log of records in the state directory")
+	}
+	modes := map[string]os.FileMode{
 		dir:                 0o700 | os.ModeDir,
 		h.store.Dir(rec.ID): 0o700 | os.ModeDir,
-		filepath.Join(h.store.Dir(rec.ID), "state.json"): 0o600,
-	} {
+	}
+	var b []byte
+	for _, l := range logs {
+		modes[l] = 0o600
+		content, err := os.ReadFile(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = append(b, content...)
+	}
+	for path, want := range modes {
 		fi, err := os.Stat(path)
 		if err != nil {
 			t.Fatal(err)
@@ -283,12 +296,8 @@ func TestTheRecordHoldingARunnersCredentialIsItsOwnersOnly(t *testing.T) {
 			t.Errorf("%s: not owned by the orchestrator's user %d", path, os.Geteuid())
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(h.store.Dir(rec.ID), "state.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	if !strings.Contains(string(b), rec.RunnerMemo) {
-		t.Fatal("control: the record file does not hold the memo; the modes prove nothing")
+		t.Fatal("control: the log does not hold the memo; the modes prove nothing")
 	}
 	if strings.Contains(string(b), h.forge.secret) {
 		t.Fatal("the record holds the forge's scope-wide credential")

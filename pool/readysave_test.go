@@ -3,7 +3,6 @@ package pool
 import (
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -25,7 +24,7 @@ func TestFailedSaveAtReadyLeavesTheStartedJobRunning(t *testing.T) {
 	if r, err := h.m.VM("0000000000b1"); err != nil || r.Phase != vmstate.Booting {
 		t.Fatalf("adopted vm = %+v, %v; want booting", r, err)
 	}
-	fillDisk(t, filepath.Join(root, "fill"), filepath.Join(root, "vms"))
+	release := fillDisk(t, filepath.Join(root, "fill"), filepath.Join(root, "vms"), h.store)
 	if err := h.m.Report("tok", agentproto.Report{VMID: "0000000000b1", Event: agentproto.EventJobStarted, Job: "j1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -38,9 +37,7 @@ func TestFailedSaveAtReadyLeavesTheStartedJobRunning(t *testing.T) {
 		t.Fatal("the VM running its job was ended for a record it could not save")
 	case <-time.After(200 * time.Millisecond): // many reconcile periods
 	}
-	if err := os.Remove(filepath.Join(root, "fill")); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	eventually(t, 2*time.Second, "the record saved again", func() bool {
 		return diskRecords(t, h.store)["0000000000b1"].Phase == vmstate.Busy
 	})

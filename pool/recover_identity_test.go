@@ -126,22 +126,23 @@ func TestRecoverRemovesOnlyDirectoriesItOwns(t *testing.T) {
 	}
 }
 
-// dirLosingHV loses each VM's directory as its monitor starts, so the
-// record with the monitor's PID cannot be saved.
-type dirLosingHV struct {
+// storeLosingHV closes the state store as each VM's monitor starts (a
+// disk gone), so the record with the monitor's PID cannot be saved.
+type storeLosingHV struct {
 	vmm.Hypervisor
+	store    *vmstate.Store
 	mu       sync.Mutex
 	machines []vmm.Machine
 }
 
-func (d *dirLosingHV) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
+func (d *storeLosingHV) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	m, err := d.Hypervisor.Start(ctx, spec)
 	if err == nil {
 		d.mu.Lock()
 		d.machines = append(d.machines, m)
 		d.mu.Unlock()
 	}
-	os.RemoveAll(spec.Dir)
+	d.store.Close()
 	return m, err
 }
 
@@ -149,7 +150,7 @@ func (d *dirLosingHV) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, er
 // booting unrecorded (a crash would orphan it): it is stopped at once.
 func TestVMWhoseRecordCannotBeSavedIsStopped(t *testing.T) {
 	h := newHarness(t, 0, 1, guestHangs, func(p *config.Pool) { p.Timeouts.Boot = time.Minute })
-	hv := &dirLosingHV{Hypervisor: h.hv}
+	hv := &storeLosingHV{Hypervisor: h.hv, store: h.store}
 	h.m.d.Hypervisor = hv
 	h.forge.enqueue("j")
 	eventually(t, 3*time.Second, "the unrecorded VM's monitor killed", func() bool {

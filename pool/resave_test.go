@@ -37,9 +37,17 @@ func mountTmpfs(t *testing.T, size string) string {
 }
 
 // fillDisk writes path until the file system has no room left and shows
-// that a small write elsewhere on it fails too.
-func fillDisk(t *testing.T, path, probeDir string) {
+// that a small write elsewhere on it fails too. The store's log may still
+// have room in its last page (tmpfs gives a file whole pages): that is
+// used up by records of a filler VM of the store's own, smaller and
+// smaller, until not even a small one fits. release gives the room back:
+// the file and the filler VM removed.
+func fillDisk(t *testing.T, path, probeDir string, store *vmstate.Store) (release func()) {
 	t.Helper()
+	const filler = "f111e7"
+	if err := store.Create(&vmstate.Record{ID: filler, Pool: "filler", Phase: vmstate.Idle}); err != nil {
+		t.Fatal(err)
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +67,19 @@ func fillDisk(t *testing.T, path, probeDir string) {
 	os.Remove(probe)
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("control: a write on the filled disk: %v, want ENOSPC", err)
+	}
+	for size := 8192; size >= 16; size /= 2 {
+		for store.Save(&vmstate.Record{ID: filler, Pool: "filler", Phase: vmstate.Idle, Reason: strings.Repeat("x", size)}) == nil {
+		}
+	}
+	return func() {
+		t.Helper()
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -104,7 +125,7 @@ func TestRecordsThatFailedToSaveAreSavedAgainWithinOneReconcile(t *testing.T) {
 
 	// The disk fills; the burst goes on: three more jobs, whose VMs
 	// cannot even be created, and the idle three take their jobs.
-	fillDisk(t, filepath.Join(root, "fill"), filepath.Join(root, "vms"))
+	release := fillDisk(t, filepath.Join(root, "fill"), filepath.Join(root, "vms"), h.store)
 	h.forge.enqueue("j4", "j5", "j6")
 	h.forge.mu.Lock()
 	h.forge.hold = false
@@ -146,9 +167,7 @@ func TestRecordsThatFailedToSaveAreSavedAgainWithinOneReconcile(t *testing.T) {
 	}
 
 	// Space comes back; one reconcile pass.
-	if err := os.Remove(filepath.Join(root, "fill")); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	// The pass asks each lagging VM's goroutine to save its record (the
 	// pass itself writes no file); nothing else asks meanwhile, the loop
 	// being held still.

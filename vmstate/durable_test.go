@@ -1,7 +1,6 @@
 package vmstate
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,8 +10,8 @@ import (
 	"testing"
 )
 
-// Many goroutines saving one VM's record never trip over each other's
-// temporary files, and the record on disk is always whole.
+// Many goroutines saving one VM's record never trip over each other:
+// every save is written, numbered in turn, and the last on disk is whole.
 func TestConcurrentSavesOfOneRecord(t *testing.T) {
 	s, err := Open(t.TempDir())
 	if err != nil {
@@ -47,17 +46,9 @@ func TestConcurrentSavesOfOneRecord(t *testing.T) {
 	if n > 0 {
 		t.Fatalf("%d of %d concurrent saves failed", n, 16*50)
 	}
-	b, err := os.ReadFile(filepath.Join(s.Dir("c0ncur"), "state.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r Record
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatalf("record on disk is not whole: %v", err)
-	}
-	left, _ := filepath.Glob(filepath.Join(s.Dir("c0ncur"), "*.tmp"))
-	if len(left) != 0 {
-		t.Fatalf("temporary files left: %v", left)
+	recs, err := ReadRecords(filepath.Dir(s.Dir("c0ncur")))
+	if err != nil || len(recs) != 1 || recs[0].Phase != Busy || recs[0].Seq != 16*50 {
+		t.Fatalf("record on disk: %v, %v; want busy, seq %d", len(recs), err, 16*50)
 	}
 }
 
@@ -170,7 +161,7 @@ func TestRemoveCutShortLeavesNoRecordlessVMDirectory(t *testing.T) {
 	if err := s.Remove("g0ne"); err != nil {
 		t.Fatalf("removing a removed vm: %v", err)
 	}
-	if entries, _ := os.ReadDir(base); len(entries) != 0 {
+	if entries := vmEntries(t, base); len(entries) != 0 {
 		t.Fatalf("left after Remove: %v", entries)
 	}
 	// Cut short right after the rename, as a crash would: the deletion
@@ -182,7 +173,6 @@ func TestRemoveCutShortLeavesNoRecordlessVMDirectory(t *testing.T) {
 	var cut string
 	s.removeTree = func(path string) error {
 		cut = path
-		os.Remove(filepath.Join(path, recordFile))
 		return errors.New("killed")
 	}
 	if err := s.Remove("g0ne"); err == nil {
@@ -194,9 +184,9 @@ func TestRemoveCutShortLeavesNoRecordlessVMDirectory(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cut, "console.log")); err != nil {
 		t.Fatalf("control: the deletion cut short took everything: %v", err)
 	}
-	entries, _ := os.ReadDir(base)
+	entries := vmEntries(t, base)
 	for _, e := range entries {
-		if e.Name() == "g0ne" {
+		if e == "g0ne" {
 			t.Fatalf("a Remove cut short left a directory named as the VM: %v", entries)
 		}
 	}
@@ -217,42 +207,23 @@ func TestRemoveCutShortLeavesNoRecordlessVMDirectory(t *testing.T) {
 	if err := s2.RemoveUnfinished(); err != nil {
 		t.Fatal(err)
 	}
-	if entries, _ := os.ReadDir(base); len(entries) != 0 {
+	if entries := vmEntries(t, base); len(entries) != 0 {
 		t.Fatalf("left after RemoveUnfinished: %v", entries)
 	}
 }
 
-// A Save's temporary file has one name per VM: whatever is found under
-// it (a crash's leftover, or a link someone with a hand in the VM's
-// directory put there) is replaced, never opened, so no link makes the
-// store write elsewhere.
-func TestSaveFollowsNoLinkAtItsTemporaryName(t *testing.T) {
-	base := t.TempDir()
-	s, err := Open(filepath.Join(base, "vms"))
+// vmEntries is what dir holds besides the store's log and snapshot.
+func vmEntries(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Create(&Record{ID: "l1nk", Pool: "p"}); err != nil {
-		t.Fatal(err)
+	var out []string
+	for _, e := range entries {
+		if n := e.Name(); !strings.HasPrefix(n, logPrefix) {
+			out = append(out, n)
+		}
 	}
-	target := filepath.Join(base, "elsewhere")
-	if err := os.WriteFile(target, []byte("keep"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(target, filepath.Join(s.Dir("l1nk"), tmpRecordFile)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Save(&Record{ID: "l1nk", Pool: "p", Phase: Idle}); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(target); string(b) != "keep" {
-		t.Fatalf("the save wrote through a link at its temporary name: %q", b)
-	}
-	list, err := s.List()
-	if err != nil || len(list) != 1 || list[0].Phase != Idle {
-		t.Fatalf("record after the save: %v, %v", list, err)
-	}
-	if fi, err := os.Lstat(filepath.Join(s.Dir("l1nk"), recordFile)); err != nil || !fi.Mode().IsRegular() {
-		t.Fatalf("the record is not a regular file: %v, %v", fi, err)
-	}
+	return out
 }

@@ -26,9 +26,9 @@ func TestARecordHoldingARunnersMemoIsItsOwnersOnly(t *testing.T) {
 	check := func(when string) {
 		t.Helper()
 		for path, want := range map[string]os.FileMode{
-			dir:                                    0o700 | os.ModeDir,
-			s.Dir("a1"):                            0o700 | os.ModeDir,
-			filepath.Join(s.Dir("a1"), recordFile): 0o600,
+			dir:          0o700 | os.ModeDir,
+			s.Dir("a1"):  0o700 | os.ModeDir,
+			s.j.f.Name(): 0o600,
 		} {
 			fi, err := os.Stat(path)
 			if err != nil {
@@ -48,7 +48,7 @@ func TestARecordHoldingARunnersMemoIsItsOwnersOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("saved with the memo")
-	b, err := os.ReadFile(filepath.Join(s.Dir("a1"), recordFile))
+	b, err := os.ReadFile(s.j.f.Name())
 	if err != nil {
 		t.Fatal(err)
 	}

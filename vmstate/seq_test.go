@@ -1,10 +1,9 @@
 package vmstate
 
 import (
-	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -26,32 +25,33 @@ func TestSaveNeverWritesAnOlderRecordOverANewer(t *testing.T) {
 	if err := s.Save(older); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(s.Dir("0rder"), "state.json"))
-	if err != nil {
-		t.Fatal(err)
+	recs, err := ReadRecords(filepath.Dir(s.Dir("0rder")))
+	if err != nil || len(recs) != 1 {
+		t.Fatal(recs, err)
 	}
-	var got Record
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
-	if got.Phase != Busy || got.Seq != 3 {
+	if got := recs[0]; got.Phase != Busy || got.Seq != 3 {
 		t.Fatalf("on disk: phase %s seq %d, want busy seq 3", got.Phase, got.Seq)
 	}
 	// A record read back after a restart goes on from its sequence.
-	s2, _ := Open(filepath.Dir(s.Dir("0rder")))
+	s.Close()
+	s2, err := Open(filepath.Dir(s.Dir("0rder")))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s2.Save(&Record{ID: "0rder", Pool: "p", Phase: Idle, Seq: 2}); err != nil {
 		t.Fatal(err)
 	}
-	b, _ = os.ReadFile(filepath.Join(s.Dir("0rder"), "state.json"))
-	json.Unmarshal(b, &got)
-	if got.Seq != 3 {
+	recs, _ = s2.List()
+	if len(recs) != 1 || recs[0].Seq != 3 {
 		t.Fatalf("a new store wrote seq 2 over seq 3 on disk")
 	}
 }
 
-// Every write is synced: the record file, then the directory holding its
-// name; Create syncs the state directory too.
-func TestSaveSyncsFileAndDirectory(t *testing.T) {
+// Every write is synced before it returns: a Create or Save syncs the
+// log (and nothing else: no file or directory per record); a Remove
+// syncs the state directory (the VM directory's rename) and then the
+// log (the record's removal).
+func TestEveryWriteSyncsTheLog(t *testing.T) {
 	var synced []string
 	old := syncFile
 	syncFile = func(f *os.File) error { synced = append(synced, filepath.Base(f.Name())); return f.Sync() }
@@ -61,20 +61,25 @@ func TestSaveSyncsFileAndDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	synced = nil
 	if err := s.Create(&Record{ID: "sync1", Pool: "p"}); err != nil {
 		t.Fatal(err)
 	}
-	// The record, the new directory holding its name (a temporary one,
-	// renamed into place after), then the state directory holding the
-	// VM directory's name.
-	if len(synced) != 3 || synced[0] != "state.json" || !strings.HasPrefix(synced[1], newDirPrefix+"sync1-") || synced[2] != filepath.Base(base) {
-		t.Fatalf("Create synced %v, want the record, its new directory, then the state directory", synced)
+	if fmt.Sprint(synced) != "[records.0.log]" {
+		t.Fatalf("Create synced %v, want the log once", synced)
 	}
 	synced = nil
 	if err := s.Save(&Record{ID: "sync1", Pool: "p", Phase: Idle}); err != nil {
 		t.Fatal(err)
 	}
-	if len(synced) != 2 || synced[1] != "sync1" {
-		t.Fatalf("Save synced %v, want the temporary record file then the VM directory", synced)
+	if fmt.Sprint(synced) != "[records.0.log]" {
+		t.Fatalf("Save synced %v, want the log once", synced)
+	}
+	synced = nil
+	if err := s.Remove("sync1"); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(synced) != fmt.Sprintf("[%s records.0.log]", filepath.Base(base)) {
+		t.Fatalf("Remove synced %v, want the state directory then the log", synced)
 	}
 }

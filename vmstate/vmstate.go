@@ -1,8 +1,8 @@
-// Package vmstate keeps each VM's record on disk, one directory per VM
-// under the state directory, written atomically and durably (fsync of the
-// file and of its directory) on every change. After a
-// crash the records say what a previous run left behind: processes, TAPs,
-// addresses, files and forge runners.
+// Package vmstate keeps each VM's record on disk, durably (synced before
+// each write returns), in one append-only log in the state directory
+// with group commit (see journal.go), and a directory per VM for its
+// files. After a crash the records say what a previous run left behind:
+// processes, TAPs, addresses, files and forge runners.
 package vmstate
 
 import (
@@ -64,8 +64,8 @@ type Record struct {
 	// RunnerMemo is the forge driver's note of the VM's runner
 	// (forge.RunnerMemo): what it needs to fail the runner's job once the
 	// runner is gone, kept here so that it outlives a restart. It may
-	// hold the runner's own credential (Gitea): the record is a file of
-	// mode 0600 in a directory of mode 0700 (see writeRecord), the API's
+	// hold the runner's own credential (Gitea): the log is a file of
+	// mode 0600 in a directory of mode 0700 (see Open), the API's
 	// records leave it out, and nothing logs it. Never a scope-wide
 	// credential.
 	RunnerMemo string `json:"runner_memo,omitempty"`
@@ -105,14 +105,6 @@ func (r Record) String() string { return fmt.Sprintf("%+v", r.redacted()) }
 // GoString is the record for %#v, without its secrets as in LogValue.
 func (r Record) GoString() string { return fmt.Sprintf("%#v", r.redacted()) }
 
-// recordFile is the record's name in its VM's directory; a directory
-// without it, or whose record names another VM, is not the store's.
-const recordFile = "state.json"
-
-// tmpRecordFile is a record being written, before its rename over
-// recordFile; a VM's writes are one at a time (its record lock).
-const tmpRecordFile = "." + recordFile + ".tmp"
-
 // idPattern is what a VM id looks like (the orchestrator makes 12 hex
 // digits); only directories named so are the store's.
 var idPattern = regexp.MustCompile(`^[0-9a-z][0-9a-z-]{0,63}$`)
@@ -120,16 +112,23 @@ var idPattern = regexp.MustCompile(`^[0-9a-z][0-9a-z-]{0,63}$`)
 // ValidID reports whether id can name a VM directory of the store.
 func ValidID(id string) bool { return idPattern.MatchString(id) }
 
-// newDirPrefix names a VM directory being made: Create fills it and
-// renames it into place, so every VM directory holds a record.
+// newDirPrefix named a VM directory being made by the store's earlier
+// versions (a record file per VM); RemoveUnfinished still removes one
+// such a version's crash left.
 const newDirPrefix = ".new-"
+
+// legacyRecordFile is the record file per VM of the store's earlier
+// versions: Open moves such records into the log and removes the files.
+const legacyRecordFile = "state.json"
 
 // syncFile flushes f to disk; tests count the calls.
 var syncFile = func(f *os.File) error { return f.Sync() }
 
-// Store is the directory of VM records.
+// Store is the VM records (one log: see journal.go) and the directory
+// holding each VM's files.
 type Store struct {
 	dir string
+	j   *journal
 
 	mu      sync.Mutex
 	recs    map[string]*recordLock // by VM id
@@ -144,8 +143,8 @@ type Store struct {
 // OnWrite has fn called before each record the store writes (by Create
 // or Save; not one Save skips as older than the saved), on the writer's
 // goroutine, with the writer holding that VM's record: to count writes
-// (each one durable: see writeRecord), or to hold them in tests. fn must
-// not call the store for the same VM.
+// (each one durable: see journal.append), or to hold them in tests. fn
+// must not call the store for the same VM.
 func (s *Store) OnWrite(fn func(r *Record)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -167,12 +166,10 @@ func (s *Store) wrote(r *Record) {
 type recordLock struct {
 	mu  sync.Mutex
 	seq uint64
-	// read: seq was read back from disk (a record written by an earlier
-	// store, e.g. a previous run).
-	read bool
 }
 
-// Open uses dir (created if needed) for VM directories.
+// Open uses dir (created if needed, mode 0700) for the VM records' log
+// and the VM directories, and reads the records back.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("vm state: create %s: %w", dir, err)
@@ -192,7 +189,55 @@ func Open(dir string) (*Store, error) {
 			return nil, fmt.Errorf("vm state: %s has mode %v (open to group or others) and cannot be made 0700: %w", dir, fi.Mode().Perm(), err)
 		}
 	}
-	return &Store{dir: dir, recs: map[string]*recordLock{}, removeTree: os.RemoveAll}, nil
+	j, err := openJournal(dir, slog.Default())
+	if err != nil {
+		return nil, fmt.Errorf("vm state: open %s: %w", dir, err)
+	}
+	s := &Store{dir: dir, j: j, recs: map[string]*recordLock{}, removeTree: os.RemoveAll}
+	for _, r := range j.live.records() {
+		s.recs[r.ID] = &recordLock{seq: r.Seq}
+	}
+	if err := s.migrate(); err != nil {
+		j.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the store's log; the store's writes fail after it.
+func (s *Store) Close() error { return s.j.close() }
+
+// migrate moves the records of the store's earlier versions (a
+// state.json in each VM directory) into the log, then removes the files.
+func (s *Store) migrate() error {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("vm state: list %s: %w", s.dir, err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || !ValidID(name) {
+			continue
+		}
+		path := filepath.Join(s.dir, name, legacyRecordFile)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // none: not one of the earlier versions' records
+		}
+		r := &Record{}
+		if json.Unmarshal(b, r) != nil || r.ID != name {
+			continue // torn, or not this directory's: not a record to trust
+		}
+		if _, ok := s.recs[name]; !ok {
+			if err := s.j.append(name, encode(r)); err != nil {
+				return fmt.Errorf("vm %s: move record into the log: %w", name, err)
+			}
+			s.recs[name] = &recordLock{seq: r.Seq}
+		}
+		os.Remove(path)
+		os.Remove(filepath.Join(s.dir, name, "."+legacyRecordFile+".tmp"))
+	}
+	return nil
 }
 
 // Dir is the VM's own directory.
@@ -209,43 +254,91 @@ func (s *Store) lockOf(id string) *recordLock {
 	return l
 }
 
-// Create makes the VM's directory with its first record in it: the
-// directory is filled under a temporary name and renamed into place, so
-// no crash leaves a VM directory without a record.
+// encode frames r as a log entry, stamping its Updated time.
+func encode(r *Record) []byte {
+	r.Updated = time.Now().UTC()
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(fmt.Sprintf("vm %s: encode state: %v", r.ID, err)) // a Record always encodes
+	}
+	return frame(kindRecord, b)
+}
+
+// recordID is the id of a record's JSON.
+func recordID(data []byte) (string, error) {
+	var r struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return "", err
+	}
+	if !ValidID(r.ID) {
+		return "", fmt.Errorf("record of invalid id %q", r.ID)
+	}
+	return r.ID, nil
+}
+
+// records decodes st, oldest first. A record that cannot be decoded is
+// returned with only its ID and the reason set, so it can still be
+// cleaned up.
+func (st state) records() []*Record {
+	out := make([]*Record, 0, len(st))
+	for id, e := range st {
+		r := &Record{}
+		if err := json.Unmarshal(e[headerLen+1:], r); err != nil {
+			r = &Record{ID: id, Reason: "unreadable state: " + err.Error()}
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Create writes the VM's first record, durably, then makes its directory
+// (mode 0700). A crash between the two leaves a record without a
+// directory, which recovery removes like any other (nothing can have
+// been made in a directory that was not there); never a VM directory
+// without a record.
 func (s *Store) Create(r *Record) error {
 	if !ValidID(r.ID) {
 		return fmt.Errorf("vm %q: invalid id", r.ID)
 	}
-	if _, err := os.Lstat(s.Dir(r.ID)); err == nil {
-		return fmt.Errorf("vm %s: create directory: %w", r.ID, os.ErrExist)
-	}
-	tmp, err := os.MkdirTemp(s.dir, newDirPrefix+r.ID+"-")
-	if err != nil {
-		return fmt.Errorf("vm %s: create directory: %w", r.ID, err)
-	}
 	l := s.lockOf(r.ID)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	s.wrote(r)
-	// The directory is the Create's alone until renamed: the record goes
-	// in under its own name, no temporary file.
-	f, err := writeFile(filepath.Join(tmp, recordFile), r)
-	if err != nil {
-		os.RemoveAll(tmp)
-		return err
+	if _, err := os.Lstat(s.Dir(r.ID)); err == nil || s.has(r.ID) {
+		return fmt.Errorf("vm %s: create: %w", r.ID, os.ErrExist)
 	}
-	// Rename does not replace a directory that holds anything: a VM
-	// directory made meanwhile stays (the rename fails).
-	c := commit{file: f, newDir: tmp, from: tmp, to: s.Dir(r.ID), dir: s.dir}
-	if err := c.do(); err != nil {
+	s.wrote(r)
+	if err := s.j.append(r.ID, encode(r)); err != nil {
+		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
+	}
+	if err := os.Mkdir(s.Dir(r.ID), 0o700); err != nil {
+		if rerr := s.j.append(r.ID, frame(kindRemoved, []byte(r.ID))); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
 		return fmt.Errorf("vm %s: create directory: %w", r.ID, err)
 	}
-	l.seq, l.read = r.Seq, true
+	l.seq = r.Seq
 	return nil
 }
 
-// Save writes r atomically and durably. A record older than the one
-// already saved (a lower Seq) is not written: the newer stays.
+// has reports whether the log holds a record of id.
+func (s *Store) has(id string) bool {
+	s.j.mu.Lock()
+	defer s.j.mu.Unlock()
+	_, ok := s.j.live[id]
+	return ok
+}
+
+// Save writes r durably: it returns once r's entry in the log is synced.
+// A record older than the one already saved (a lower Seq) is not
+// written: the newer stays.
 func (s *Store) Save(r *Record) error {
 	if !ValidID(r.ID) {
 		return fmt.Errorf("vm %q: invalid id", r.ID)
@@ -253,70 +346,17 @@ func (s *Store) Save(r *Record) error {
 	l := s.lockOf(r.ID)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.read {
-		// The first save of a record this store did not create: go on
-		// from the sequence on disk.
-		if b, err := os.ReadFile(filepath.Join(s.Dir(r.ID), recordFile)); err == nil {
-			var old Record
-			if json.Unmarshal(b, &old) == nil {
-				l.seq = max(l.seq, old.Seq)
-			}
-		}
-		l.read = true
-	}
 	if r.Seq == 0 {
 		r.Seq = l.seq + 1
 	} else if r.Seq <= l.seq {
 		return nil // a newer record is saved already
 	}
 	s.wrote(r)
-	if err := writeRecord(s.Dir(r.ID), r); err != nil {
-		return err
+	if err := s.j.append(r.ID, encode(r)); err != nil {
+		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
 	}
 	l.seq = r.Seq
 	return nil
-}
-
-// writeRecord writes r as dir's record, durably: a temporary file,
-// synced, renamed over the record, and the directory synced. The caller
-// holds the VM's record lock, so the temporary file's name is the
-// write's alone.
-func writeRecord(dir string, r *Record) error {
-	tmp := filepath.Join(dir, tmpRecordFile)
-	// One a crash left goes first: the new one is made, never opened
-	// (O_EXCL follows no link put in its place).
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
-	}
-	f, err := writeFile(tmp, r)
-	if err != nil {
-		return err
-	}
-	c := commit{file: f, from: tmp, to: filepath.Join(dir, recordFile), dir: dir}
-	if err := c.do(); err != nil {
-		return fmt.Errorf("vm %s: write state: %w", r.ID, err)
-	}
-	return nil
-}
-
-// writeFile creates path (mode 0600; it must not exist) and writes r in
-// it, not synced: the file is returned open for its commit to sync.
-func writeFile(path string, r *Record) (*os.File, error) {
-	r.Updated = time.Now().UTC()
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("vm %s: encode state: %w", r.ID, err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("vm %s: write state: %w", r.ID, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		os.Remove(path)
-		return nil, fmt.Errorf("vm %s: write state: %w", r.ID, err)
-	}
-	return f, nil
 }
 
 // syncDir makes the names in dir durable.
@@ -330,16 +370,17 @@ func syncDir(dir string) error {
 }
 
 // goneDirPrefix names a VM directory being removed: Remove renames it
-// out of the VM ids' names before it deletes what it holds, so a crash
-// midway never leaves a VM directory without its record (which no List
-// would see, and so nothing would ever remove); RemoveUnfinished ends
-// such a removal at the next start.
+// out of the VM ids' names (durably) before its record's removal is
+// logged and its files deleted, so a crash midway never leaves a VM
+// directory without its record (which nothing would ever remove);
+// RemoveUnfinished ends such a removal at the next start.
 const goneDirPrefix = ".gone-"
 
-// Remove deletes the VM's directory and everything in it. The directory
-// leaves the VM's name in one step (a rename, made durable) before its
-// contents go: after a crash the VM's directory is either whole, record
-// and all, or no longer the VM's.
+// Remove deletes the VM's record and its directory with everything in
+// it. The directory leaves the VM's name in one step (a rename, made
+// durable), then the record's removal is logged (durable), then the
+// files go: after a crash the VM is either whole, record and directory,
+// or its record alone (which recovery removes), or gone.
 func (s *Store) Remove(id string) error {
 	if !ValidID(id) {
 		return fmt.Errorf("vm %q: remove directory: invalid id", id)
@@ -356,14 +397,22 @@ func (s *Store) Remove(id string) error {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("vm %s: remove directory: %w", id, err)
 	}
+	renamed := err == nil
+	if renamed {
+		if err := syncDir(s.dir); err != nil {
+			return fmt.Errorf("vm %s: remove directory: %w", id, err)
+		}
+	}
+	if s.has(id) {
+		if err := s.j.append(id, frame(kindRemoved, []byte(id))); err != nil {
+			return fmt.Errorf("vm %s: remove record: %w", id, err)
+		}
+	}
 	s.mu.Lock()
 	delete(s.recs, id)
 	s.mu.Unlock()
-	if err != nil {
+	if !renamed {
 		return nil // removed already
-	}
-	if err := syncDir(s.dir); err != nil {
-		return fmt.Errorf("vm %s: remove directory: %w", id, err)
 	}
 	if err := s.removeTree(gone); err != nil {
 		return fmt.Errorf("vm %s: remove directory: %w", id, err)
@@ -371,9 +420,9 @@ func (s *Store) Remove(id string) error {
 	return nil
 }
 
-// Empty removes everything in the VM's directory but its record: what a
-// VM whose record must outlive it (see Deregistering) no longer needs,
-// its runner's credential in its boot files first.
+// Empty removes everything in the VM's directory: what a VM whose
+// record must outlive it (see Deregistering) no longer needs, its
+// runner's credential in its boot files first. The record stays.
 func (s *Store) Empty(id string) error {
 	if !ValidID(id) {
 		return fmt.Errorf("vm %q: empty directory: invalid id", id)
@@ -382,14 +431,14 @@ func (s *Store) Empty(id string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	entries, err := os.ReadDir(s.Dir(id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // nothing in it (a Create a crash cut short)
+	}
 	if err != nil {
 		return fmt.Errorf("vm %s: empty directory: %w", id, err)
 	}
 	var errs []error
 	for _, e := range entries {
-		if e.Name() == recordFile {
-			continue
-		}
 		if err := os.RemoveAll(filepath.Join(s.Dir(id), e.Name())); err != nil {
 			errs = append(errs, fmt.Errorf("vm %s: empty directory: %w", id, err))
 		}
@@ -397,44 +446,19 @@ func (s *Store) Empty(id string) error {
 	return errors.Join(errs...)
 }
 
-// List reads every record the store made, oldest first: directories named
-// as a VM id holding a record of that VM. A record that cannot be decoded
-// is returned with only its ID and the reason set, so it can still be
-// cleaned up. Anything else under the directory is not the store's and is
+// List returns every record the store holds, oldest first. Nothing else
+// under the directory is the store's: a directory without a record is
 // neither listed nor touched.
 func (s *Store) List() ([]*Record, error) {
-	entries, err := os.ReadDir(s.dir)
-	if err != nil {
-		return nil, fmt.Errorf("vm state: list %s: %w", s.dir, err)
-	}
-	var out []*Record
-	for _, e := range entries {
-		name := e.Name()
-		if !e.IsDir() || !ValidID(name) {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(s.dir, name, recordFile))
-		if errors.Is(err, os.ErrNotExist) {
-			continue // not made by the store
-		}
-		r := &Record{ID: name}
-		if err != nil {
-			r.Reason = "unreadable state: " + err.Error()
-		} else if err := json.Unmarshal(b, r); err != nil {
-			r = &Record{ID: name, Reason: "unreadable state: " + err.Error()}
-		} else if r.ID != name {
-			continue // another VM's record: not this directory's
-		}
-		out = append(out, r)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
-	return out, nil
+	s.j.mu.Lock()
+	defer s.j.mu.Unlock()
+	return s.j.live.records(), nil
 }
 
 // RemoveUnfinished removes the temporary directories of Creates a crash
-// cut short (no monitor ever ran from one: a VM starts after its Create)
-// and finishes the Removes a crash cut short. Recovery calls it before
-// any VM is created; it would break a Create or Remove running meanwhile.
+// cut short (made by the store's earlier versions) and finishes the
+// Removes a crash cut short. Recovery calls it before any VM is created;
+// it would break a Remove running meanwhile.
 func (s *Store) RemoveUnfinished() error {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {

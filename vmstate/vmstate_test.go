@@ -23,8 +23,8 @@ func TestStoreRoundTripAndLeftovers(t *testing.T) {
 	if err := s.Save(r); err != nil {
 		t.Fatal(err)
 	}
-	// A directory without a record is not the store's (Create renames a
-	// VM's directory into place with its record): not listed.
+	// A directory without a record is not the store's (Create logs a
+	// VM's record before it makes the directory): not listed.
 	if err := os.Mkdir(s.Dir("b2"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -84,12 +84,12 @@ func TestRecordImageRoundTrips(t *testing.T) {
 			if list[0].Image != tt.image {
 				t.Errorf("image %q after a round trip, want %q", list[0].Image, tt.image)
 			}
-			b, err := os.ReadFile(filepath.Join(s.Dir("v1"), "state.json"))
+			b, err := os.ReadFile(s.j.f.Name())
 			if err != nil {
 				t.Fatal(err)
 			}
 			if has := strings.Contains(string(b), `"image"`); has != (tt.image != "") {
-				t.Errorf("state.json has an image key: %v, want %v:\n%s", has, tt.image != "", b)
+				t.Errorf("the log has an image key: %v, want %v:\n%s", has, tt.image != "", b)
 			}
 		})
 	}

@@ -1,0 +1,455 @@
+package vmstate
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// The records live in one append-only log in the state directory, not in
+// a file per VM: a burst of VM starts makes its records durable with one
+// fsync per batch of writers (group commit) instead of a file creation,
+// rename and two fsyncs per record, which cost ext4 about 1.2 ms of
+// kernel CPU per VM start (docs/performance.md, "A journal that is the
+// state"). The log is the state: read back into memory at Open, and
+// rewritten as a snapshot (plus an empty log) when it grows past a bound.
+//
+// Files (names with a dot: no VM id, so no VM directory):
+//
+//	records.<gen>.log  entries appended since snapshot <gen>
+//	records.snap       the live records at the start of log <gen>
+//
+// Each entry is framed: payload length (uint32, little endian), CRC-32C
+// of the payload (uint32), payload. A payload is a kind byte and data:
+// 'r' and a record's JSON, 'x' and a removed VM's id, 'g' and the
+// snapshot's generation (decimal; the snapshot's first entry).
+const (
+	logPrefix, logSuffix = "records.", ".log"
+	snapFile             = "records.snap"
+	snapTmp              = "." + snapFile + ".tmp"
+
+	kindRecord  = 'r'
+	kindRemoved = 'x'
+	kindGen     = 'g'
+
+	headerLen = 8
+	// maxEntry bounds an entry's payload: a length past it is a torn or
+	// corrupt frame, not an allocation to make.
+	maxEntry = 16 << 20
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+func logName(gen uint64) string { return logPrefix + strconv.FormatUint(gen, 10) + logSuffix }
+
+// frame is payload framed as one entry.
+func frame(kind byte, data []byte) []byte {
+	b := make([]byte, headerLen+1+len(data))
+	b[headerLen] = kind
+	copy(b[headerLen+1:], data)
+	binary.LittleEndian.PutUint32(b[0:4], uint32(1+len(data)))
+	binary.LittleEndian.PutUint32(b[4:8], crc32.Checksum(b[headerLen:], crcTable))
+	return b
+}
+
+// errTorn: the entries end in a frame cut short or not matching its
+// checksum.
+var errTorn = errors.New("torn or corrupt entry")
+
+// scan calls fn with each whole entry of r (kind, data, the entry's
+// framed length) in order. It returns the length of the whole entries
+// read, and errTorn if a partial or corrupt entry follows them.
+func scan(r io.Reader, fn func(kind byte, data []byte, framed int) error) (int64, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var n int64
+	var hdr [headerLen]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return n, nil
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return n, errTorn
+			}
+			return n, err
+		}
+		size := binary.LittleEndian.Uint32(hdr[0:4])
+		if size == 0 || size > maxEntry {
+			return n, errTorn
+		}
+		payload := make([]byte, size)
+		if _, err := io.ReadFull(br, payload); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return n, errTorn
+			}
+			return n, err
+		}
+		if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(hdr[4:8]) {
+			return n, errTorn
+		}
+		if err := fn(payload[0], payload[1:], headerLen+int(size)); err != nil {
+			return n, err
+		}
+		n += int64(headerLen + int(size))
+	}
+}
+
+// state is the live records, framed, by VM id: what replaying the
+// snapshot and the log gives.
+type state map[string][]byte
+
+// apply replays one entry into st.
+func (st state) apply(kind byte, data []byte) error {
+	switch kind {
+	case kindRecord:
+		id, err := recordID(data)
+		if err != nil {
+			return err
+		}
+		st[id] = frame(kindRecord, data)
+	case kindRemoved:
+		delete(st, string(data))
+	case kindGen:
+	default:
+		return fmt.Errorf("unknown entry kind %q", kind)
+	}
+	return nil
+}
+
+// readSnapshot reads dir's snapshot into st and returns its generation
+// (0, st empty, when there is none). The snapshot is whole or absent (it
+// is synced before its rename into place): a torn one is an error.
+func readSnapshot(dir string, st state) (uint64, error) {
+	f, err := os.Open(filepath.Join(dir, snapFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var gen uint64
+	first := true
+	_, err = scan(f, func(kind byte, data []byte, _ int) error {
+		if first {
+			first = false
+			if kind != kindGen {
+				return errors.New("no generation first")
+			}
+			g, err := strconv.ParseUint(string(data), 10, 64)
+			gen = g
+			return err
+		}
+		return st.apply(kind, data)
+	})
+	if err == nil && first {
+		err = errors.New("empty")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("snapshot %s: %w", filepath.Join(dir, snapFile), err)
+	}
+	return gen, nil
+}
+
+// ReadRecords reads the records of the store in dir without opening it
+// (no repair, nothing written): for tools and tests that look at a
+// running orchestrator's state. An entry being written (a torn end) is
+// left out. Records come oldest first, as from List.
+func ReadRecords(dir string) ([]*Record, error) {
+	st := state{}
+	gen, err := readSnapshot(dir, st)
+	if err != nil {
+		return nil, fmt.Errorf("vm state: %w", err)
+	}
+	f, err := os.Open(filepath.Join(dir, logName(gen)))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("vm state: %w", err)
+	}
+	if err == nil {
+		defer f.Close()
+		if _, err := scan(f, func(kind byte, data []byte, _ int) error { return st.apply(kind, data) }); err != nil && !errors.Is(err, errTorn) {
+			return nil, fmt.Errorf("vm state: read %s: %w", f.Name(), err)
+		}
+	}
+	return st.records(), nil
+}
+
+// batch is the writers waiting for one fsync.
+type batch struct {
+	done chan struct{}
+	err  error
+}
+
+// journal appends entries to the log with group commit: a writer that
+// finds no commit under way writes and syncs everything pending; writers
+// arriving meanwhile add to the next batch, which one write and one sync
+// commit once the running one ends.
+type journal struct {
+	dir string
+	// compactAt: the log's size past which it is compacted (when it is
+	// also 4 times the last snapshot); tests lower it.
+	compactAt int64
+
+	mu       sync.Mutex
+	live     state // as of the entries durable in the log
+	f        *os.File
+	gen      uint64
+	size     int64 // bytes in the log, all synced
+	snapSize int64
+	pending  []byte
+	ops      []op   // the pending entries
+	next     *batch // the batch the pending entries commit in
+	flushing bool
+	// broken: a failed commit could not be undone (the log not cut back
+	// to its synced bytes), or the store was closed: every later write
+	// fails with it; a restart replays what is durable.
+	broken error
+}
+
+// op is one entry pending: the VM it is of and the entry.
+type op struct {
+	id    string
+	entry []byte
+}
+
+// defaultCompactAt: 4 MiB of log (about 6,000 record writes).
+const defaultCompactAt = 4 << 20
+
+// openJournal replays dir's snapshot and log, cuts a torn tail off the
+// log (logged), removes files of older generations, and opens the log
+// for appends.
+func openJournal(dir string, log *slog.Logger) (*journal, error) {
+	j := &journal{dir: dir, compactAt: defaultCompactAt, live: state{}, next: newBatch()}
+	gen, err := readSnapshot(dir, j.live)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(filepath.Join(dir, snapFile)); err == nil {
+		j.snapSize = fi.Size()
+	}
+	j.gen = gen
+	path := filepath.Join(dir, logName(gen))
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	whole, err := scan(f, func(kind byte, data []byte, _ int) error { return j.live.apply(kind, data) })
+	if err != nil && !errors.Is(err, errTorn) {
+		f.Close()
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if fi, serr := f.Stat(); serr == nil && fi.Size() > whole {
+		// A write a crash cut short, or a corrupt entry: nothing after
+		// it was ever reported durable (each batch is synced before its
+		// writers return, and no batch follows a failed one).
+		log.Warn("vm state: cutting the log's torn or corrupt tail", "file", path, "offset", whole, "bytes", fi.Size()-whole)
+		err := f.Truncate(whole)
+		if err == nil {
+			err = syncFile(f)
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("cut %s: %w", path, err)
+		}
+	}
+	if _, err := f.Seek(whole, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	j.f, j.size = f, whole
+	// Older generations, and a snapshot a crash left half-made.
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		n := e.Name()
+		if n == snapTmp || (strings.HasPrefix(n, logPrefix) && strings.HasSuffix(n, logSuffix) && n != logName(gen)) {
+			os.Remove(filepath.Join(dir, n))
+		}
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		if err := syncDir(dir); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return j, nil
+}
+
+func newBatch() *batch { return &batch{done: make(chan struct{})} }
+
+// append adds the entry (framed) for id, updating the live state, and
+// returns once it is durable. Entries of one VM are appended by one
+// writer at a time (the caller holds the VM's lock), so they commit in
+// the order appended.
+func (j *journal) append(id string, entry []byte) error {
+	j.mu.Lock()
+	if j.broken != nil {
+		err := j.broken
+		j.mu.Unlock()
+		return err
+	}
+	j.pending = append(j.pending, entry...)
+	j.ops = append(j.ops, op{id, entry})
+	mine := j.next
+	lead := !j.flushing
+	j.flushing = true
+	j.mu.Unlock()
+	if lead {
+		j.flush()
+	}
+	<-mine.done
+	return mine.err
+}
+
+// flush commits the pending entries in one write and one sync, compacts
+// when the log is past its bound, and hands the entries queued
+// meanwhile to a goroutine of their own, so the writer that led a
+// commit is not held past it. The caller set flushing.
+//
+// A failed write or sync (a full disk) fails the batch's writers, and
+// the log is cut back to its synced bytes and synced again: what the
+// failed commit left (a partial entry, pages the kernel may have
+// dropped) is gone, so the next batch may follow. Only if that fails
+// too is the journal broken.
+func (j *journal) flush() {
+	j.mu.Lock()
+	data, ops, b, f, size := j.pending, j.ops, j.next, j.f, j.size
+	j.pending, j.ops, j.next = nil, nil, newBatch()
+	j.mu.Unlock()
+	_, err := f.Write(data)
+	if err == nil {
+		err = syncFile(f)
+	}
+	var broken error
+	if err != nil {
+		err = fmt.Errorf("vm state: commit to %s: %w", f.Name(), err)
+		if terr := undo(f, size); terr != nil {
+			broken = fmt.Errorf("%w; cutting the failed commit off: %w", err, terr)
+		}
+	}
+	j.mu.Lock()
+	if err == nil {
+		for _, o := range ops {
+			if o.entry[headerLen] == kindRemoved {
+				delete(j.live, o.id)
+			} else {
+				j.live[o.id] = o.entry
+			}
+		}
+		j.size += int64(len(data))
+	}
+	if broken != nil && j.broken == nil {
+		j.broken = broken
+	}
+	compact := j.broken == nil && j.size > j.compactAt && j.size > 4*j.snapSize
+	j.mu.Unlock()
+	b.err = err
+	close(b.done)
+	if compact {
+		if err := j.compact(); err != nil {
+			slog.Warn("vm state: compaction failed; the log stays as it is", "dir", j.dir, "err", err)
+			j.mu.Lock()
+			j.snapSize = j.size // not again before it grows 4 times
+			j.mu.Unlock()
+		}
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if len(j.pending) > 0 {
+		go j.flush()
+		return
+	}
+	j.flushing = false
+}
+
+// undo cuts f back to its synced size and syncs it.
+func undo(f *os.File, size int64) error {
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	if _, err := f.Seek(size, io.SeekStart); err != nil {
+		return err
+	}
+	return syncFile(f)
+}
+
+// compact writes the live records as snapshot gen+1 and starts the
+// empty log gen+1: the new log is created and its name synced, the
+// snapshot written to a temporary file, synced, renamed into place and
+// its name synced, then the old log removed. A crash before the rename
+// leaves the old snapshot and log, whole; after it, the new ones. The
+// caller leads the commits (flushing), so no write to the log runs
+// meanwhile: the live state is the log's, and the entries appended
+// meanwhile stay pending, for the new log.
+func (j *journal) compact() error {
+	j.mu.Lock()
+	gen := j.gen + 1
+	snap := frame(kindGen, []byte(strconv.FormatUint(gen, 10)))
+	for _, e := range j.live {
+		snap = append(snap, e...)
+	}
+	j.mu.Unlock()
+	newLog := filepath.Join(j.dir, logName(gen))
+	nf, err := os.OpenFile(newLog, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = syncDir(j.dir)
+	if err == nil {
+		err = writeSynced(filepath.Join(j.dir, snapTmp), snap)
+	}
+	if err == nil {
+		err = os.Rename(filepath.Join(j.dir, snapTmp), filepath.Join(j.dir, snapFile))
+	}
+	if err == nil {
+		err = syncDir(j.dir)
+	}
+	if err != nil {
+		nf.Close()
+		os.Remove(newLog)
+		os.Remove(filepath.Join(j.dir, snapTmp))
+		return err
+	}
+	j.mu.Lock()
+	old := j.f
+	j.f, j.gen, j.size, j.snapSize = nf, gen, 0, int64(len(snap))
+	j.mu.Unlock()
+	old.Close()
+	os.Remove(old.Name())
+	return nil
+}
+
+// writeSynced creates path anew with b in it, synced.
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = syncFile(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// close closes the log: writes fail after it.
+func (j *journal) close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.broken == nil {
+		j.broken = errors.New("vm state: store closed")
+	}
+	return j.f.Close()
+}
