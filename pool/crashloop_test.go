@@ -65,7 +65,7 @@ func TestCrashLoop(t *testing.T) {
 	start := time.Now()
 	stats := map[string]int{}
 	run := 0
-	held := true // the VMs are held still while the run recovers
+	held := true  // the VMs are held still while the run recovers
 	torn := false // the last kill left half an entry at the log's end
 	for ; run < iterations && (run < 10 || time.Since(start) < budget); run++ {
 		outage := run > 0 && rng.Intn(4) == 0 // the forge refuses removals this run
