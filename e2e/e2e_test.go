@@ -24,6 +24,7 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/guestroot"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
+	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
 // cacheDir is where scripts/build-peers.sh put Gitea and its runner.
@@ -175,18 +176,21 @@ func dumpConsoles(t *testing.T, state string) {
 	}
 }
 
-// vmDirs lists per-VM directories with the phase in their record.
+// vmDirs lists the VMs of the state directory, each with the phase in
+// its record ("" for a VM directory without one): the records read from
+// the store's log (read only, as the running orchestrator writes it),
+// and the per-VM directories.
 func vmDirs(state string) map[string]string {
 	out := map[string]string{}
 	dirs, _ := filepath.Glob(filepath.Join(state, "vms", "*"))
 	for _, d := range dirs {
-		b, _ := os.ReadFile(filepath.Join(d, "state.json"))
-		m := regexp.MustCompile(`"phase": "(\w+)"`).FindSubmatch(b)
-		phase := ""
-		if m != nil {
-			phase = string(m[1])
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() && vmstate.ValidID(filepath.Base(d)) {
+			out[filepath.Base(d)] = ""
 		}
-		out[filepath.Base(d)] = phase
+	}
+	recs, _ := vmstate.ReadRecords(filepath.Join(state, "vms"))
+	for _, r := range recs {
+		out[r.ID] = string(r.Phase)
 	}
 	return out
 }

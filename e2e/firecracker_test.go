@@ -22,6 +22,7 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/firecrackerdouble"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker"
+	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
 // The jailed firecracker's user in this test.
@@ -309,11 +310,20 @@ type vmRecord struct {
 
 func readVMRecord(state, id string) (vmRecord, []byte, error) {
 	var rec vmRecord
-	b, err := os.ReadFile(filepath.Join(state, "vms", id, "state.json"))
-	if err == nil {
-		err = json.Unmarshal(b, &rec)
+	recs, err := vmstate.ReadRecords(filepath.Join(state, "vms"))
+	if err != nil {
+		return rec, nil, err
 	}
-	return rec, b, err
+	for _, r := range recs {
+		if r.ID == id {
+			b, err := json.Marshal(r)
+			if err == nil {
+				err = json.Unmarshal(b, &rec)
+			}
+			return rec, b, err
+		}
+	}
+	return rec, nil, fmt.Errorf("vm %s: no record", id)
 }
 
 // vmPID is the monitor pid in a VM's record.

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
 
 // waitThenBreakWorkflow's job waits until the test pushes a file named
@@ -52,16 +54,25 @@ func TestJobOfAVMAdoptedAfterARestartFailsAtGiteaAtOnce(t *testing.T) {
 
 	// The record holds the runner's own credential, and only its owner
 	// may read it.
-	recPath := filepath.Join(state, "vms", vm, "state.json")
-	b, err := os.ReadFile(recPath)
+	vmsDir := filepath.Join(state, "vms")
+	recs, err := vmstate.ReadRecords(vmsDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rec struct {
-		RunnerMemo string `json:"runner_memo"`
+	var rec vmstate.Record
+	for _, r := range recs {
+		if r.ID == vm {
+			rec = *r
+		}
 	}
-	if err := json.Unmarshal(b, &rec); err != nil {
-		t.Fatal(err)
+	logs, _ := filepath.Glob(filepath.Join(vmsDir, "records.*"))
+	var b []byte
+	for _, l := range logs {
+		content, err := os.ReadFile(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = append(b, content...)
 	}
 	var memo struct{ UUID, Token string }
 	if err := json.Unmarshal([]byte(rec.RunnerMemo), &memo); err != nil || memo.Token == "" || memo.UUID == "" {
@@ -70,7 +81,14 @@ func TestJobOfAVMAdoptedAfterARestartFailsAtGiteaAtOnce(t *testing.T) {
 	if strings.Contains(string(b), gitea.token) {
 		t.Fatal("the VM's record holds the scope-wide API token")
 	}
-	for path, want := range map[string]os.FileMode{recPath: 0o600, filepath.Dir(recPath): 0o700 | os.ModeDir, filepath.Join(state, "vms"): 0o700 | os.ModeDir} {
+	if !strings.Contains(string(b), memo.Token) {
+		t.Fatal("control: the store's files do not hold the runner's credential; their modes prove nothing")
+	}
+	modes := map[string]os.FileMode{filepath.Join(vmsDir, vm): 0o700 | os.ModeDir, vmsDir: 0o700 | os.ModeDir}
+	for _, l := range logs {
+		modes[l] = 0o600
+	}
+	for path, want := range modes {
 		fi, err := os.Stat(path)
 		if err != nil {
 			t.Fatal(err)
