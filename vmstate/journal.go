@@ -165,22 +165,30 @@ func readSnapshot(dir string, st state) (uint64, error) {
 // running orchestrator's state. An entry being written (a torn end) is
 // left out. Records come oldest first, as from List.
 func ReadRecords(dir string) ([]*Record, error) {
-	st := state{}
-	gen, err := readSnapshot(dir, st)
-	if err != nil {
-		return nil, fmt.Errorf("vm state: %w", err)
-	}
-	f, err := os.Open(filepath.Join(dir, logName(gen)))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("vm state: %w", err)
-	}
-	if err == nil {
-		defer f.Close()
-		if _, err := scan(f, func(kind byte, data []byte, _ int) error { return st.apply(kind, data) }); err != nil && !errors.Is(err, errTorn) {
+	for {
+		st := state{}
+		gen, err := readSnapshot(dir, st)
+		if err != nil {
+			return nil, fmt.Errorf("vm state: %w", err)
+		}
+		f, err := os.Open(filepath.Join(dir, logName(gen)))
+		if errors.Is(err, os.ErrNotExist) {
+			// A compaction under way: read the next generation.
+			if again, serr := readSnapshot(dir, state{}); serr == nil && again != gen {
+				continue
+			}
+			return st.records(), nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("vm state: %w", err)
+		}
+		_, err = scan(f, func(kind byte, data []byte, _ int) error { return st.apply(kind, data) })
+		f.Close()
+		if err != nil && !errors.Is(err, errTorn) {
 			return nil, fmt.Errorf("vm state: read %s: %w", f.Name(), err)
 		}
+		return st.records(), nil
 	}
-	return st.records(), nil
 }
 
 // batch is the writers waiting for one fsync.
@@ -241,6 +249,12 @@ func openJournal(dir string, log *slog.Logger) (*journal, error) {
 	_, statErr := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
+		return nil, err
+	}
+	// The records hold runners' credentials: the log is the owner's only,
+	// whatever mode it was left with.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
 		return nil, err
 	}
 	whole, err := scan(f, func(kind byte, data []byte, _ int) error { return j.live.apply(kind, data) })

@@ -286,8 +286,9 @@ func TestCompactionKeepsTheLiveRecords(t *testing.T) {
 }
 
 // The records of the store's earlier versions (state.json in each VM
-// directory) move into the log at Open, and the files go; a torn one or
-// one naming another VM stays where it is, unread.
+// directory) move into the log at Open, and the files go; a torn one is
+// listed as unreadable (for recovery to clean up); one naming another VM
+// stays where it is, unread.
 func TestOpenMovesPerVMRecordFilesIntoTheLog(t *testing.T) {
 	base := t.TempDir()
 	for id, body := range map[string]string{
@@ -303,16 +304,17 @@ func TestOpenMovesPerVMRecordFilesIntoTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs, _ := s.List()
-	if len(recs) != 1 || recs[0].ID != "0ld1" || recs[0].Phase != Busy || recs[0].AgentToken != "t" {
-		t.Fatalf("records after the move: %v", recs)
+	if len(recs) != 2 || recs[0].ID != "0ld1" || recs[0].Phase != Busy || recs[0].AgentToken != "t" ||
+		recs[1].ID != "t0rn" || !strings.HasPrefix(recs[1].Reason, "unreadable state") {
+		t.Fatalf("records after the move: %v; want 0ld1 busy, t0rn unreadable", recs)
 	}
-	if _, err := os.Stat(filepath.Join(base, "0ld1", legacyRecordFile)); !os.IsNotExist(err) {
-		t.Fatal("the moved record file is still there")
-	}
-	for _, id := range []string{"t0rn", "0ther"} {
-		if _, err := os.Stat(filepath.Join(base, id, legacyRecordFile)); err != nil {
-			t.Errorf("%s's file was removed: %v", id, err)
+	for _, id := range []string{"0ld1", "t0rn"} {
+		if _, err := os.Stat(filepath.Join(base, id, legacyRecordFile)); !os.IsNotExist(err) {
+			t.Errorf("%s's moved record file is still there", id)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(base, "0ther", legacyRecordFile)); err != nil {
+		t.Errorf("another VM's record file was removed: %v", err)
 	}
 	// The sequence goes on from the moved record's.
 	if err := s.Save(&Record{ID: "0ld1", Pool: "p", Phase: Idle, Seq: 3}); err != nil {
@@ -320,5 +322,26 @@ func TestOpenMovesPerVMRecordFilesIntoTheLog(t *testing.T) {
 	}
 	if recs, _ := s.List(); recs[0].Phase != Busy {
 		t.Fatal("an older record replaced the moved one")
+	}
+}
+
+// A log left open to group or others (records hold runners' credentials)
+// is made the owner's only at Open.
+func TestOpenMakesTheLogTheOwnersOnly(t *testing.T) {
+	base := t.TempDir()
+	s, err := Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	path := filepath.Join(base, logName(0))
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(base); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("log mode after Open: %v, %v; want 0600", fi.Mode().Perm(), err)
 	}
 }

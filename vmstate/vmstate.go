@@ -225,8 +225,12 @@ func (s *Store) migrate() error {
 			continue // none: not one of the earlier versions' records
 		}
 		r := &Record{}
-		if json.Unmarshal(b, r) != nil || r.ID != name {
-			continue // torn, or not this directory's: not a record to trust
+		if err := json.Unmarshal(b, r); err != nil {
+			// Torn: kept as a record of only its id and the reason, as
+			// the earlier store listed it, for recovery to clean up.
+			r = &Record{ID: name, Reason: "unreadable state: " + err.Error()}
+		} else if r.ID != name {
+			continue // another VM's record: not this directory's
 		}
 		if _, ok := s.recs[name]; !ok {
 			if err := s.j.append(name, encode(r)); err != nil {
