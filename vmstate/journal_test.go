@@ -2,6 +2,7 @@ package vmstate
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -343,5 +344,31 @@ func TestOpenMakesTheLogTheOwnersOnly(t *testing.T) {
 	}
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("log mode after Open: %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+}
+
+// A save that comes after the VM's removal (a late writer of a VM torn
+// down) fails and brings no record back, now or after a restart.
+func TestASaveAfterRemoveBringsNoRecordBack(t *testing.T) {
+	base := t.TempDir()
+	s, err := Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(&Record{ID: "l4te", Pool: "p", Phase: Idle}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(&Record{ID: "l4te", Pool: "p", Phase: Busy}); err != nil {
+		t.Fatalf("control: a save of a live record: %v", err)
+	}
+	if err := s.Remove("l4te"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(&Record{ID: "l4te", Pool: "p", Phase: Done}); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a save after the removal: %v, want ErrNotExist", err)
+	}
+	s.Close()
+	if recs, err := ReadRecords(base); err != nil || len(recs) != 0 {
+		t.Fatalf("records after a late save: %v, %v", recs, err)
 	}
 }

@@ -342,7 +342,7 @@ func (s *Store) has(id string) bool {
 
 // Save writes r durably: it returns once r's entry in the log is synced.
 // A record older than the one already saved (a lower Seq) is not
-// written: the newer stays.
+// written: the newer stays. The VM's record must exist (Create).
 func (s *Store) Save(r *Record) error {
 	if !ValidID(r.ID) {
 		return fmt.Errorf("vm %q: invalid id", r.ID)
@@ -350,6 +350,11 @@ func (s *Store) Save(r *Record) error {
 	l := s.lockOf(r.ID)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if !s.has(r.ID) {
+		// Removed (a late save of a VM torn down), or never created: a
+		// record is made by Create alone, so none comes back to life.
+		return fmt.Errorf("vm %s: write state: no record: %w", r.ID, os.ErrNotExist)
+	}
 	if r.Seq == 0 {
 		r.Seq = l.seq + 1
 	} else if r.Seq <= l.seq {
