@@ -302,8 +302,8 @@ func checkRecords(stateDir string) []error {
 	return errs
 }
 
-// storeFile reports whether name is the store's log or snapshot.
-func storeFile(name string) bool { return strings.HasPrefix(name, "records.") }
+// storeFile reports whether name is the store's log, snapshot or lock.
+func storeFile(name string) bool { return strings.HasPrefix(name, "records.") || name == "lock" }
 
 // tearLog appends half an entry to each of the store's logs in stateDir,
 // as a kill in the middle of a write leaves it.

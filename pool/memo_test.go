@@ -120,8 +120,10 @@ func runUntilBusyAndCrash(t *testing.T, dir string, log *slog.Logger, noBusyFlag
 	})
 	saved := rec
 	_ = first.drain(t, 0) // ends the busy VM: "drain grace period ended"
-	// The crash: the busy record back on disk as it was, written by a
-	// store of its own (not counted as one of the VM's writes).
+	// The crash: the process's end releases the store (its lock), and the
+	// busy record is back on disk as it was, written by a store of its own
+	// (not counted as one of the VM's writes).
+	first.store.Close()
 	back, err := vmstate.Open(dir)
 	if err != nil {
 		t.Fatal(err)

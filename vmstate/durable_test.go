@@ -196,7 +196,8 @@ func TestRemoveCutShortLeavesNoRecordlessVMDirectory(t *testing.T) {
 	if list, err := s.List(); err != nil || len(list) != 0 {
 		t.Fatalf("a removal cut short is listed: %v, %v", list, err)
 	}
-	// The next start finishes it.
+	// The next start finishes it (the crash released the lock).
+	s.lock.Close()
 	s2, err := Open(base)
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +213,7 @@ func TestRemoveCutShortLeavesNoRecordlessVMDirectory(t *testing.T) {
 	}
 }
 
-// vmEntries is what dir holds besides the store's log and snapshot.
+// vmEntries is what dir holds besides the store's log, snapshot and lock.
 func vmEntries(t *testing.T, dir string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
@@ -221,7 +222,7 @@ func vmEntries(t *testing.T, dir string) []string {
 	}
 	var out []string
 	for _, e := range entries {
-		if n := e.Name(); !strings.HasPrefix(n, logPrefix) {
+		if n := e.Name(); !strings.HasPrefix(n, logPrefix) && n != lockFile {
 			out = append(out, n)
 		}
 	}

@@ -127,8 +127,9 @@ var syncFile = func(f *os.File) error { return f.Sync() }
 // Store is the VM records (one log: see journal.go) and the directory
 // holding each VM's files.
 type Store struct {
-	dir string
-	j   *journal
+	dir  string
+	j    *journal
+	lock *os.File // held while the store is open: see lockDir
 
 	mu      sync.Mutex
 	recs    map[string]*recordLock // by VM id
@@ -189,23 +190,36 @@ func Open(dir string) (*Store, error) {
 			return nil, fmt.Errorf("vm state: %s has mode %v (open to group or others) and cannot be made 0700: %w", dir, fi.Mode().Perm(), err)
 		}
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	j, err := openJournal(dir, slog.Default())
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("vm state: open %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, j: j, recs: map[string]*recordLock{}, removeTree: os.RemoveAll}
+	s := &Store{dir: dir, j: j, lock: lock, recs: map[string]*recordLock{}, removeTree: os.RemoveAll}
 	for _, r := range j.live.records() {
 		s.recs[r.ID] = &recordLock{seq: r.Seq}
 	}
 	if err := s.migrate(); err != nil {
 		j.close()
+		lock.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-// Close closes the store's log; the store's writes fail after it.
-func (s *Store) Close() error { return s.j.close() }
+// Close closes the store's log and releases its directory; the store's
+// writes fail after it.
+func (s *Store) Close() error {
+	err := s.j.close()
+	if cerr := s.lock.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // migrate moves the records of the store's earlier versions (a
 // state.json in each VM directory) into the log, then removes the files.
