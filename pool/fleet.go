@@ -83,7 +83,8 @@ func (m *Manager) releaseClaimsLocked() {
 // less claims held): a full pool claims nothing, so another host serves
 // the job. A pool that cannot start VMs now (in back-off after failures,
 // or its demand source gone) claims nothing and gives up the claims it
-// holds, for a working host to serve them; a paused or draining one
+// holds beyond its VMs still booting (those take their jobs), for a
+// working host to serve them; a paused or draining one
 // claims nothing. An own-queue pool (see demandLocked) never claims.
 // Runs on the Run goroutine, outside m.mu for the claims' I/O.
 func (m *Manager) claimFor(ctx context.Context, p *pool) {
@@ -97,13 +98,22 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 	var free []cand
 	m.mu.Lock()
 	broken := p.sourceGone || time.Now().Before(p.notBefore)
+	// A broken pool keeps as many claims as it has VMs still booting:
+	// they will take those jobs, and a claim given up would let another
+	// host boot a second VM for one. (VMs are not tied to jobs: any of
+	// the pool's runners takes any of its jobs, so which claims stay
+	// does not matter.)
+	_, booting := p.counted()
 	for k, q := range m.waiting {
 		if q.pool != p {
 			continue
 		}
-		if broken {
+		if broken && (!q.claimed || booting == 0) {
 			m.dropClaimLocked(k, q, true)
 			continue
+		}
+		if broken {
+			booting--
 		}
 		if q.claimed {
 			if !m.d.Fleet.Held(fleetJob(k)) {
