@@ -62,6 +62,14 @@ func (f *Fleet) Claim(ctx context.Context, job string) (bool, error) {
 	}
 	v, _ := json.Marshal(entry{Host: f.opt.HostID, Instance: f.instance, Job: job, Since: now})
 	rev, err := f.claims.Create(ctx, k, v)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		// The create may have been applied and only its answer lost
+		// (a timeout): the key says whose the job is.
+		var theirs bool
+		if rev, theirs, err = f.reread(ctx, k, err); theirs {
+			err = jetstream.ErrKeyExists
+		}
+	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		f.mu.Lock()
 		f.others[k] = now.Add(f.othersFor())
@@ -212,14 +220,35 @@ func (f *Fleet) refresh() {
 	f.mu.Unlock()
 	for _, w := range work {
 		nrev, uerr := f.claims.Update(ctx, w.k, w.val, w.c.rev)
+		confirmed := uerr == nil
+		if uerr != nil {
+			// An answer lost (a timeout) may hide an update the server
+			// applied, after which the revision held is stale: the key
+			// says whether the claim is still this host's.
+			var theirs bool
+			switch rrev, th, rerr := f.reread(ctx, w.k, uerr); {
+			case rerr == nil:
+				// Still this host's: confirmed now if the update was
+				// applied (a new revision), else as before.
+				nrev, confirmed, uerr = rrev, rrev != w.c.rev, nil
+			case th:
+				theirs = true
+			}
+			if theirs || errors.Is(uerr, jetstream.ErrKeyNotFound) {
+				uerr = jetstream.ErrKeyRevisionMismatch
+			}
+		}
 		f.mu.Lock()
 		c := f.held[w.k]
 		switch {
 		case c == nil || c.rev != w.c.rev:
 			// Released meanwhile.
 		case uerr == nil:
-			c.rev, c.ok = nrev, now
-		case errors.Is(uerr, jetstream.ErrKeyRevisionMismatch) || errors.Is(uerr, jetstream.ErrKeyNotFound):
+			c.rev = nrev
+			if confirmed {
+				c.ok = now
+			}
+		case errors.Is(uerr, jetstream.ErrKeyRevisionMismatch):
 			delete(f.held, w.k)
 			f.obs.ClaimLost()
 			f.log.Warn("fleet: claim lost: it lapsed and may be another host's", "job", c.job)
@@ -249,6 +278,28 @@ func (f *Fleet) refresh() {
 			f.log.Warn("fleet: cut off from the fleet: claiming nothing new; running jobs go on", "err", err)
 		}
 	}
+}
+
+// reread reads claim key k after a write to it failed with werr, which
+// may only mean that its answer was lost: it returns the key's revision
+// if the key holds this process's claim, theirs if it holds another
+// host's (or another run's; the error is then werr), or the read's
+// error with werr's text (jetstream.ErrKeyNotFound: no claim; any other:
+// the claim's state is unknown).
+// The read has its own deadline (a sixth of the TTL): the write's may
+// be spent.
+func (f *Fleet) reread(ctx context.Context, k string, werr error) (rev uint64, theirs bool, err error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.opt.ClaimTTL/6)
+	defer cancel()
+	e, gerr := f.claims.Get(rctx, k)
+	if gerr != nil {
+		return 0, false, fmt.Errorf("%v (read back: %w)", werr, gerr)
+	}
+	var v entry
+	if json.Unmarshal(e.Value(), &v) == nil && v.Host == f.opt.HostID && v.Instance == f.instance {
+		return e.Revision(), false, nil
+	}
+	return 0, true, werr
 }
 
 func (f *Fleet) count() int {
