@@ -138,18 +138,26 @@ func (f *Fleet) Reachable() bool {
 	return f.reachable
 }
 
-// loop refreshes the presence key and the claims every TTL/3 and
-// deletes released claims.
+// loop refreshes the presence key and the claims every TTL/3, publishes
+// loads told between refreshes and deletes released claims.
 func (f *Fleet) loop() {
 	defer close(f.done)
 	t := time.NewTicker(f.opt.ClaimTTL / 3)
 	defer t.Stop()
+	var publishAt <-chan time.Time
 	for {
 		select {
 		case <-f.stop:
 			return
 		case r := <-f.release:
 			f.deleteReleased(r)
+		case <-f.dirty:
+			if publishAt == nil {
+				publishAt = time.After(publishDelay)
+			}
+		case <-publishAt:
+			publishAt = nil
+			f.publish()
 		case <-t.C:
 			f.refresh()
 		}
@@ -189,17 +197,16 @@ func (f *Fleet) refresh() {
 	if rev == 0 {
 		err = f.register(ctx)
 	} else {
-		var nrev uint64
-		v, _ := json.Marshal(presence{Instance: f.instance, Since: f.since, Claims: f.count()})
-		nrev, err = f.hosts.Update(ctx, f.opt.HostID, v, rev)
-		f.mu.Lock()
-		switch {
-		case err == nil:
-			f.hostRev, f.hostOK = nrev, now
-		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound):
-			f.hostRev = 0 // lapsed (maybe taken): register again
+		err = f.rewritePresence(ctx, rev)
+	}
+	f.mu.Lock()
+	stale := now.Sub(f.watched) >= f.opt.ClaimTTL
+	f.mu.Unlock()
+	if stale && err == nil {
+		// Not even this host's own refreshes arrived: the watch died.
+		if werr := f.watch(); werr != nil {
+			f.log.Warn("fleet: cannot follow the other hosts' loads", "err", werr)
 		}
-		f.mu.Unlock()
 	}
 	f.mu.Lock()
 	type todo struct {
@@ -302,10 +309,39 @@ func (f *Fleet) reread(ctx context.Context, k string, werr error) (rev uint64, t
 	return 0, true, werr
 }
 
-func (f *Fleet) count() int {
+// rewritePresence rewrites this host's presence key (claims held, loads)
+// as a CAS on rev, its revision; one lapsed or taken meanwhile is
+// registered again by the next refresh.
+func (f *Fleet) rewritePresence(ctx context.Context, rev uint64) error {
+	sent := time.Now()
+	nrev, err := f.hosts.Update(ctx, f.opt.HostID, f.presenceValue(), rev)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.held)
+	switch {
+	case f.hostRev != rev:
+		// Rewritten or dropped meanwhile.
+	case err == nil:
+		f.hostRev, f.hostOK = nrev, sent
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound):
+		f.hostRev = 0 // lapsed (maybe taken): register again
+	}
+	return err
+}
+
+// publish rewrites the presence key with the loads told since, between
+// refreshes.
+func (f *Fleet) publish() {
+	f.mu.Lock()
+	rev := f.hostRev
+	f.mu.Unlock()
+	if rev == 0 {
+		return // out of the fleet: the next refresh registers again
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.opt.ClaimTTL/3)
+	defer cancel()
+	if err := f.rewritePresence(ctx, rev); err != nil {
+		f.log.Debug("fleet: publish loads (the next refresh does)", "err", err)
+	}
 }
 
 // nonce tells this process from another one with the same host_id.

@@ -26,7 +26,21 @@ type Claimer interface {
 	// key lapses in the fleet, so a host with an older read of the
 	// queue does not claim the job again. No I/O.
 	Forget(job string)
+	// Publish tells the other hosts pool's load here: free, the jobs it
+	// would claim now; idle, its VMs not yet busy that no claim covers.
+	// It does not block.
+	Publish(pool string, free, idle int)
+	// Elsewhere reports whether another live host is better placed for
+	// pool's next job than this one, which has free room and no idle VM
+	// for it: one with idle VMs for the pool, or more free room. No I/O.
+	Elsewhere(pool string, free int) bool
 }
+
+// placementWait bounds how long a host leaves a job it could claim to
+// a better placed host (Claimer.Elsewhere), counted from when it first
+// saw the job queued: then it claims anyway, so no job waits for a host
+// that does not take it.
+const placementWait = 3 * time.Second
 
 // claimRound bounds the claims one pool makes in one look.
 const claimRound = 2 * time.Second
@@ -94,6 +108,7 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 	type cand struct {
 		k     waitKey
 		since time.Time
+		seen  time.Time
 	}
 	var free []cand
 	m.mu.Lock()
@@ -122,23 +137,36 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 			}
 			continue
 		}
-		free = append(free, cand{k, q.since})
+		free = append(free, cand{k, q.since, q.seen})
 	}
 	c, _ := p.counted()
 	room := p.max - c.busy - p.claimed
+	// spare: VMs not yet busy that no claim covers (min_idle's among
+	// them): each takes a job the forge hands it, with no new VM.
+	spare := c.unbusy - p.claimed
 	if p.paused || m.draining || broken {
 		room = 0
 	}
+	if p.paused || m.draining {
+		spare = 0
+	}
 	m.mu.Unlock()
+	defer func() { m.d.Fleet.Publish(p.cfg.Name, room, spare) }()
 	if room <= 0 || len(free) == 0 {
 		return
 	}
 	slices.SortFunc(free, func(a, b cand) int { return a.since.Compare(b.since) })
 	cctx, cancel := context.WithTimeout(ctx, claimRound)
 	defer cancel()
+	now := time.Now()
 	for _, f := range free {
-		if room == 0 {
+		if room <= 0 {
 			return
+		}
+		// With no idle VM of its own for the job, a host leaves it for a
+		// while to a host better placed (idle VMs, more room).
+		if spare <= 0 && now.Sub(f.seen) < placementWait && m.d.Fleet.Elsewhere(p.cfg.Name, room) {
+			continue
 		}
 		won, err := m.d.Fleet.Claim(cctx, fleetJob(f.k))
 		if err != nil {
@@ -158,6 +186,7 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 			q.claimed = true
 			p.claimed++
 			room--
+			spare--
 		default:
 			m.d.Fleet.Release(fleetJob(f.k)) // a reload gave it another pool meanwhile
 		}

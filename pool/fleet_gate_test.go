@@ -46,6 +46,9 @@ func (c *countingClaimer) Forget(job string) {
 	delete(c.held, job)
 }
 
+func (*countingClaimer) Publish(string, int, int)   {}
+func (*countingClaimer) Elsewhere(string, int) bool { return false }
+
 func (c *countingClaimer) counts() (asked, held int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
