@@ -422,3 +422,30 @@ func TestRefreshWithLostReplyKeepsTheClaim(t *testing.T) {
 		t.Error("another host took the job")
 	}
 }
+
+// Hosts read each other's loads: a host's published room and idle VMs
+// make another defer (Elsewhere); a killed host's (no presence deleted,
+// no update since) are ignored once a claim TTL has passed, and a host
+// that left (presence deleted) at once.
+func TestLoadsOfLiveHostsOnly(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	a, b, c := join(t, url, "a", ttl), join(t, url, "b", ttl), join(t, url, "c", ttl)
+	if b.Elsewhere("p", 0) {
+		t.Fatal("b defers before any host published")
+	}
+	a.Publish("p", 4, 0)
+	eventually(t, 5*time.Second, "b reads a's room", func() bool { return b.Elsewhere("p", 3) })
+	if b.Elsewhere("p", 4) || b.Elsewhere("other", 0) {
+		t.Error("b defers to a whose room is no more than its own, or for another pool")
+	}
+	c.Publish("q", 0, 1)
+	eventually(t, 5*time.Second, "b reads c's idle VM", func() bool { return b.Elsewhere("q", 100) })
+	kill(a)
+	d := eventually(t, 3*ttl, "a's load ignored once it is dead", func() bool { return !b.Elsewhere("p", 3) })
+	if d < ttl/2 {
+		t.Errorf("a dead host's load ignored after %s; want about the TTL (%s)", d, ttl)
+	}
+	c.Close(context.Background())
+	eventually(t, ttl/2, "c's load gone once it left", func() bool { return !b.Elsewhere("q", 100) })
+}
