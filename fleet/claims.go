@@ -234,10 +234,18 @@ func (f *Fleet) refresh() {
 			// says whether the claim is still this host's.
 			var theirs bool
 			switch rrev, th, rerr := f.reread(ctx, w.k, uerr); {
+			case rerr == nil && rrev != w.c.rev:
+				// Still this host's, at a revision an earlier write whose
+				// answer was lost made, at a time not known: write it
+				// again to know from when it counts.
+				nrev, uerr = rrev, nil
+				if rev, err := f.rewriteClaim(w.k, w.val, rrev); err == nil {
+					nrev, confirmed = rev, true
+				}
 			case rerr == nil:
-				// Still this host's: confirmed now if the update was
-				// applied (a new revision), else as before.
-				nrev, confirmed, uerr = rrev, rrev != w.c.rev, nil
+				// Still this host's, the update not applied: unconfirmed
+				// as before.
+				nrev, uerr = rrev, nil
 			case th:
 				theirs = true
 			}
@@ -285,6 +293,15 @@ func (f *Fleet) refresh() {
 			f.log.Warn("fleet: cut off from the fleet: claiming nothing new; running jobs go on", "err", err)
 		}
 	}
+}
+
+// rewriteClaim writes this host's claim k again on revision rev, with
+// its own deadline (a sixth of the TTL), and returns the new revision.
+// Its confirmation counts from the refresh's start, before this write.
+func (f *Fleet) rewriteClaim(k string, v []byte, rev uint64) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), f.opt.ClaimTTL/6)
+	defer cancel()
+	return f.claims.Update(ctx, k, v, rev)
 }
 
 // reread reads claim key k after a write to it failed with werr, which
