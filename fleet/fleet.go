@@ -6,7 +6,10 @@
 // rewrites its claims every TTL/3 (a CAS update on the revision it
 // holds), so a dead or cut-off host's claims lapse within the TTL and
 // another host may take the job. A host also holds a presence key of its
-// host_id, which refuses a second host of the same id.
+// host_id, which refuses a second host of the same id and carries the
+// host's load per pool (free room, idle VMs: Publish), which the other
+// hosts follow with a KV watch to leave a job to a better placed host
+// for a bounded time (Elsewhere).
 //
 // A bucket-wide MaxAge with revision CAS, not per-key TTLs, because it
 // works with every JetStream server (Debian's nats-server 2.9 has no

@@ -95,7 +95,10 @@ func (m *Manager) releaseClaimsLocked() {
 // lapsed or were lost stop counting, and its unclaimed queued jobs,
 // oldest first, are claimed while p has room for them (max less busy VMs
 // less claims held): a full pool claims nothing, so another host serves
-// the job. A pool that cannot start VMs now (in back-off after failures,
+// the job. A pool with no idle VM of its own for a job leaves it, for
+// placementWait at most, while another host is better placed
+// (Claimer.Elsewhere); it publishes its own room and idle VMs
+// (Claimer.Publish) each time. A pool that cannot start VMs now (in back-off after failures,
 // or its demand source gone) claims nothing and gives up the claims it
 // holds beyond its VMs still booting (those take their jobs), for a
 // working host to serve them; a paused or draining one
