@@ -224,6 +224,11 @@ func (f *Fleet) refresh() {
 			delete(f.others, k)
 		}
 	}
+	for h, p := range f.peers {
+		if now.Sub(p.seen) >= f.opt.ClaimTTL {
+			delete(f.peers, h) // dead: Elsewhere ignores it anyway
+		}
+	}
 	f.mu.Unlock()
 	for _, w := range work {
 		nrev, uerr := f.claims.Update(ctx, w.k, w.val, w.c.rev)
