@@ -38,6 +38,7 @@ type FleetHost struct {
 	Since    time.Time     // when it joined
 	LastSeen time.Duration // since its presence was last refreshed
 	Claims   int           // the claims on queued jobs it holds
+	Pools    string        // its free room and idle VMs per pool, as published
 }
 
 // fleetReadTimeout bounds reading the fleet's hosts for one page load:
@@ -71,8 +72,8 @@ type statusFleet struct {
 }
 
 type statusHost struct {
-	HostID, Since, LastSeen string
-	Claims                  int
+	HostID, Since, LastSeen, Pools string
+	Claims                         int
 }
 
 type statusPool struct {
@@ -175,7 +176,7 @@ func fleetSection(ctx context.Context, f FleetView) *statusFleet {
 	}
 	for _, h := range hosts {
 		sec.Hosts = append(sec.Hosts, statusHost{HostID: h.HostID, Since: h.Since.UTC().Format(time.RFC3339),
-			LastSeen: h.LastSeen.Round(time.Second).String() + " ago", Claims: h.Claims})
+			LastSeen: h.LastSeen.Round(time.Second).String() + " ago", Claims: h.Claims, Pools: h.Pools})
 	}
 	return sec
 }

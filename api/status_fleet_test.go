@@ -44,13 +44,13 @@ func fleetPage(t *testing.T, f FleetView) string {
 func TestStatusPageShowsTheFleetsHosts(t *testing.T) {
 	joined := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
 	page := fleetPage(t, fakeFleet{reachable: true, hosts: []FleetHost{
-		{HostID: "host-a", Since: joined, LastSeen: 3 * time.Second, Claims: 2},
+		{HostID: "host-a", Since: joined, LastSeen: 3 * time.Second, Claims: 2, Pools: "small free 4 idle 1"},
 		{HostID: `<b>host-b</b>`, Since: joined, LastSeen: 1500 * time.Millisecond},
 	}})
 	for _, want := range []string{
 		`<h2>Fleet hosts</h2>`,
 		`This host is in its fleet.`,
-		`<tr data-host="host-a"><td>host-a</td><td>2026-12-05T10:00:00Z</td><td>3s ago</td><td class="n">2</td></tr>`,
+		`<tr data-host="host-a"><td>host-a</td><td>2026-12-05T10:00:00Z</td><td>3s ago</td><td class="n">2</td><td>small free 4 idle 1</td></tr>`,
 		`<td>&lt;b&gt;host-b&lt;/b&gt;</td>`,
 	} {
 		if !strings.Contains(page, want) {

@@ -53,9 +53,9 @@ func fleetCmd() *cobra.Command {
 				return enc.Encode(st)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "HOST\tSINCE\tLAST SEEN\tCLAIMS")
+			fmt.Fprintln(w, "HOST\tSINCE\tLAST SEEN\tCLAIMS\tPOOLS")
 			for _, h := range st.Hosts {
-				fmt.Fprintf(w, "%s\t%s\t%s ago\t%d\n", h.HostID, h.Since.Format(time.RFC3339), h.LastSeen.Round(time.Millisecond), h.Claims)
+				fmt.Fprintf(w, "%s\t%s\t%s ago\t%d\t%s\n", h.HostID, h.Since.Format(time.RFC3339), h.LastSeen.Round(time.Millisecond), h.Claims, fleet.LoadsText(h.Pools))
 			}
 			fmt.Fprintln(w, "\nCLAIMED BY\tJOB\tAGE\tREFRESHED")
 			for _, c := range st.Claims {

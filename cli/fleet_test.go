@@ -23,6 +23,8 @@ func TestFleetStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close(context.Background())
+	f.Publish("small", 4, 1)
+	f.Publish("big", 0, 2)
 	if ok, err := f.Claim(ctx, "g|instance\x0042"); !ok || err != nil {
 		t.Fatalf("claim: %v %v", ok, err)
 	}
@@ -39,10 +41,12 @@ func TestFleetStatus(t *testing.T) {
 		return p
 	}
 	var out, errb bytes.Buffer
+	// Its loads are published shortly after they are told.
+	time.Sleep(500 * time.Millisecond)
 	if code := Main([]string{"fleet", "status", "--config", conf(url)}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	for _, want := range []string{"other", `"g|instance\x0042"`, "this host (h) is not in the fleet"} {
+	for _, want := range []string{"other", `"g|instance\x0042"`, "this host (h) is not in the fleet", "big free 0 idle 2, small free 4 idle 1"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, out.String())
 		}

@@ -80,7 +80,7 @@ func (v fleetView) FleetHosts(ctx context.Context) ([]api.FleetHost, error) {
 	hosts, err := v.f.Hosts(ctx)
 	out := make([]api.FleetHost, 0, len(hosts))
 	for _, h := range hosts {
-		out = append(out, api.FleetHost{HostID: h.HostID, Since: h.Since, LastSeen: h.LastSeen, Claims: h.Claims})
+		out = append(out, api.FleetHost{HostID: h.HostID, Since: h.Since, LastSeen: h.LastSeen, Claims: h.Claims, Pools: fleet.LoadsText(h.Pools)})
 	}
 	return out, err
 }

@@ -2,12 +2,15 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/fleet"
+	"github.com/nixos-fireactions/nixos-fireactions/fleet/fleettest"
 )
 
 // NATS unreachable at start: a clear error naming the URL and the
@@ -56,5 +59,28 @@ func TestJoinFleetWarnsWithoutAuth(t *testing.T) {
 		if got := strings.Contains(buf.String(), "without authentication"); got != tc.warn {
 			t.Errorf("%s: warned %v, want %v:\n%s", tc.name, got, tc.warn, buf.String())
 		}
+	}
+}
+
+// The status page's fleet rows carry each host's published loads.
+func TestStatusFleetShowsPublishedLoads(t *testing.T) {
+	url := fleettest.RunNATS(t)
+	f, err := fleet.Join(t.Context(), fleet.Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: "h", ClaimTTL: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close(context.Background())
+	f.Publish("small", 3, 1)
+	view := statusFleet(f)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		hosts, err := view.FleetHosts(t.Context())
+		if err == nil && len(hosts) == 1 && hosts[0].Pools == "small free 3 idle 1" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fleet rows %+v, %v; want host h with \"small free 3 idle 1\"", hosts, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

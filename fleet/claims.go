@@ -62,6 +62,14 @@ func (f *Fleet) Claim(ctx context.Context, job string) (bool, error) {
 	}
 	v, _ := json.Marshal(entry{Host: f.opt.HostID, Instance: f.instance, Job: job, Since: now})
 	rev, err := f.claims.Create(ctx, k, v)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		// The create may have been applied and only its answer lost
+		// (a timeout): the key says whose the job is.
+		var theirs bool
+		if rev, theirs, err = f.reread(ctx, k, err); theirs {
+			err = jetstream.ErrKeyExists
+		}
+	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		f.mu.Lock()
 		f.others[k] = now.Add(f.othersFor())
@@ -130,18 +138,26 @@ func (f *Fleet) Reachable() bool {
 	return f.reachable
 }
 
-// loop refreshes the presence key and the claims every TTL/3 and
-// deletes released claims.
+// loop refreshes the presence key and the claims every TTL/3, publishes
+// loads told between refreshes and deletes released claims.
 func (f *Fleet) loop() {
 	defer close(f.done)
 	t := time.NewTicker(f.opt.ClaimTTL / 3)
 	defer t.Stop()
+	var publishAt <-chan time.Time
 	for {
 		select {
 		case <-f.stop:
 			return
 		case r := <-f.release:
 			f.deleteReleased(r)
+		case <-f.dirty:
+			if publishAt == nil {
+				publishAt = time.After(publishDelay)
+			}
+		case <-publishAt:
+			publishAt = nil
+			f.publish()
 		case <-t.C:
 			f.refresh()
 		}
@@ -181,17 +197,16 @@ func (f *Fleet) refresh() {
 	if rev == 0 {
 		err = f.register(ctx)
 	} else {
-		var nrev uint64
-		v, _ := json.Marshal(presence{Instance: f.instance, Since: f.since, Claims: f.count()})
-		nrev, err = f.hosts.Update(ctx, f.opt.HostID, v, rev)
-		f.mu.Lock()
-		switch {
-		case err == nil:
-			f.hostRev, f.hostOK = nrev, now
-		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound):
-			f.hostRev = 0 // lapsed (maybe taken): register again
+		err = f.rewritePresence(ctx, rev)
+	}
+	f.mu.Lock()
+	stale := now.Sub(f.watched) >= f.opt.ClaimTTL
+	f.mu.Unlock()
+	if stale && err == nil {
+		// Not even this host's own refreshes arrived: the watch died.
+		if werr := f.watch(); werr != nil {
+			f.log.Warn("fleet: cannot follow the other hosts' loads", "err", werr)
 		}
-		f.mu.Unlock()
 	}
 	f.mu.Lock()
 	type todo struct {
@@ -209,17 +224,51 @@ func (f *Fleet) refresh() {
 			delete(f.others, k)
 		}
 	}
+	for h, p := range f.peers {
+		if now.Sub(p.seen) >= f.opt.ClaimTTL {
+			delete(f.peers, h) // dead: Elsewhere ignores it anyway
+		}
+	}
 	f.mu.Unlock()
 	for _, w := range work {
 		nrev, uerr := f.claims.Update(ctx, w.k, w.val, w.c.rev)
+		confirmed := uerr == nil
+		if uerr != nil {
+			// An answer lost (a timeout) may hide an update the server
+			// applied, after which the revision held is stale: the key
+			// says whether the claim is still this host's.
+			var theirs bool
+			switch rrev, th, rerr := f.reread(ctx, w.k, uerr); {
+			case rerr == nil && rrev != w.c.rev:
+				// Still this host's, at a revision an earlier write whose
+				// answer was lost made, at a time not known: write it
+				// again to know from when it counts.
+				nrev, uerr = rrev, nil
+				if rev, err := f.rewriteClaim(w.k, w.val, rrev); err == nil {
+					nrev, confirmed = rev, true
+				}
+			case rerr == nil:
+				// Still this host's, the update not applied: unconfirmed
+				// as before.
+				nrev, uerr = rrev, nil
+			case th:
+				theirs = true
+			}
+			if theirs || errors.Is(uerr, jetstream.ErrKeyNotFound) {
+				uerr = jetstream.ErrKeyRevisionMismatch
+			}
+		}
 		f.mu.Lock()
 		c := f.held[w.k]
 		switch {
 		case c == nil || c.rev != w.c.rev:
 			// Released meanwhile.
 		case uerr == nil:
-			c.rev, c.ok = nrev, now
-		case errors.Is(uerr, jetstream.ErrKeyRevisionMismatch) || errors.Is(uerr, jetstream.ErrKeyNotFound):
+			c.rev = nrev
+			if confirmed {
+				c.ok = now
+			}
+		case errors.Is(uerr, jetstream.ErrKeyRevisionMismatch):
 			delete(f.held, w.k)
 			f.obs.ClaimLost()
 			f.log.Warn("fleet: claim lost: it lapsed and may be another host's", "job", c.job)
@@ -251,10 +300,70 @@ func (f *Fleet) refresh() {
 	}
 }
 
-func (f *Fleet) count() int {
+// rewriteClaim writes this host's claim k again on revision rev, with
+// its own deadline (a sixth of the TTL), and returns the new revision.
+// Its confirmation counts from the refresh's start, before this write.
+func (f *Fleet) rewriteClaim(k string, v []byte, rev uint64) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), f.opt.ClaimTTL/6)
+	defer cancel()
+	return f.claims.Update(ctx, k, v, rev)
+}
+
+// reread reads claim key k after a write to it failed with werr, which
+// may only mean that its answer was lost: it returns the key's revision
+// if the key holds this process's claim, theirs if it holds another
+// host's (or another run's; the error is then werr), or the read's
+// error with werr's text (jetstream.ErrKeyNotFound: no claim; any other:
+// the claim's state is unknown).
+// The read has its own deadline (a sixth of the TTL): the write's may
+// be spent.
+func (f *Fleet) reread(ctx context.Context, k string, werr error) (rev uint64, theirs bool, err error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.opt.ClaimTTL/6)
+	defer cancel()
+	e, gerr := f.claims.Get(rctx, k)
+	if gerr != nil {
+		return 0, false, fmt.Errorf("%v (read back: %w)", werr, gerr)
+	}
+	var v entry
+	if json.Unmarshal(e.Value(), &v) == nil && v.Host == f.opt.HostID && v.Instance == f.instance {
+		return e.Revision(), false, nil
+	}
+	return 0, true, werr
+}
+
+// rewritePresence rewrites this host's presence key (claims held, loads)
+// as a CAS on rev, its revision; one lapsed or taken meanwhile is
+// registered again by the next refresh.
+func (f *Fleet) rewritePresence(ctx context.Context, rev uint64) error {
+	sent := time.Now()
+	nrev, err := f.hosts.Update(ctx, f.opt.HostID, f.presenceValue(), rev)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.held)
+	switch {
+	case f.hostRev != rev:
+		// Rewritten or dropped meanwhile.
+	case err == nil:
+		f.hostRev, f.hostOK = nrev, sent
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound):
+		f.hostRev = 0 // lapsed (maybe taken): register again
+	}
+	return err
+}
+
+// publish rewrites the presence key with the loads told since, between
+// refreshes.
+func (f *Fleet) publish() {
+	f.mu.Lock()
+	rev := f.hostRev
+	f.mu.Unlock()
+	if rev == 0 {
+		return // out of the fleet: the next refresh registers again
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.opt.ClaimTTL/3)
+	defer cancel()
+	if err := f.rewritePresence(ctx, rev); err != nil {
+		f.log.Debug("fleet: publish loads (the next refresh does)", "err", err)
+	}
 }
 
 // nonce tells this process from another one with the same host_id.

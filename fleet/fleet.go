@@ -6,7 +6,10 @@
 // rewrites its claims every TTL/3 (a CAS update on the revision it
 // holds), so a dead or cut-off host's claims lapse within the TTL and
 // another host may take the job. A host also holds a presence key of its
-// host_id, which refuses a second host of the same id.
+// host_id, which refuses a second host of the same id and carries the
+// host's load per pool (free room, idle VMs: Publish), which the other
+// hosts follow with a KV watch to leave a job to a better placed host
+// for a bounded time (Elsewhere).
 //
 // A bucket-wide MaxAge with revision CAS, not per-key TTLs, because it
 // works with every JetStream server (Debian's nats-server 2.9 has no
@@ -89,6 +92,12 @@ type Fleet struct {
 	hostRev   uint64               // revision of the presence key; 0: not in the fleet
 	hostOK    time.Time            // when the presence key was last written (send time)
 	reachable bool
+	loads     map[string]Load // this host's, by pool (Publish)
+	peers     map[string]peer // the other hosts' loads, by host_id
+	watched   time.Time       // when the watch of peers last read an update
+	stopWatch context.CancelFunc
+
+	dirty chan struct{} // loads changed: rewrite the presence key soon
 
 	release  chan released // claims to delete, by the loop
 	stop     chan struct{}
@@ -117,6 +126,8 @@ type presence struct {
 	Instance string    `json:"instance"`
 	Since    time.Time `json:"since"`
 	Claims   int       `json:"claims"`
+	// Pools: this host's load of each pool (Publish), for placement.
+	Pools map[string]Load `json:"pools,omitempty"`
 }
 
 // Join connects to NATS, makes (or checks) the fleet's buckets and takes
@@ -142,6 +153,7 @@ func Join(ctx context.Context, o Options) (*Fleet, error) {
 	f := &Fleet{
 		opt: o, log: o.Log.With("fleet_host", o.HostID), obs: o.Observer, instance: nonce(), since: time.Now(),
 		held: map[string]*claim{}, others: map[string]time.Time{},
+		loads: map[string]Load{}, peers: map[string]peer{}, dirty: make(chan struct{}, 1),
 		release: make(chan released, 1024), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	nopts := []nats.Option{
@@ -160,6 +172,10 @@ func Join(ctx context.Context, o Options) (*Fleet, error) {
 	}
 	f.nc = nc
 	if err := f.open(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if err := f.watch(); err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -222,7 +238,7 @@ func bucket(ctx context.Context, js jetstream.JetStream, name string, ttl time.D
 // rewritten if it is this process's own.
 func (f *Fleet) register(ctx context.Context) error {
 	sent := time.Now()
-	v, _ := json.Marshal(presence{Instance: f.instance, Since: f.since})
+	v := f.presenceValue()
 	rev, err := f.hosts.Create(ctx, f.opt.HostID, v)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		e, gerr := f.hosts.Get(ctx, f.opt.HostID)
@@ -250,6 +266,11 @@ func (f *Fleet) register(ctx context.Context) error {
 // its jobs at once) and closes the connection.
 func (f *Fleet) Close(ctx context.Context) {
 	f.stopLoop()
+	f.mu.Lock()
+	if f.stopWatch != nil {
+		f.stopWatch()
+	}
+	f.mu.Unlock()
 	// Claims released but not yet deleted by the loop: delete them now,
 	// or they would hold their jobs for up to a TTL after this host left.
 	for pending := true; pending; {

@@ -354,3 +354,98 @@ func TestCloseFlushesReleasedClaims(t *testing.T) {
 		t.Errorf("after a released and closed: b claims %v %v; want true", ok, err)
 	}
 }
+
+// A claim whose answer is lost (the relay drops the server's reply, the
+// create times out though the server made the key) is still this
+// host's: it reads the key back and holds the claim, refreshes it, and
+// another host cannot take the job. Without the read back the host
+// believes it failed, and then that the job is another host's.
+func TestClaimWithLostReplyIsKept(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	const ttl = 3 * time.Second
+	p := fleettest.NewProxy(t, strings.TrimPrefix(url, "nats://"))
+	var lost atomic.Int32
+	ctx := ctxT(t)
+	a, err := Join(ctx, Options{URLs: []string{p.URL()}, TokenFile: fleettest.TokenFile(t), HostID: "a", ClaimTTL: ttl, Observer: lostObs{&lost}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	b := join(t, url, "b", ttl)
+	p.DropReplies(1, ClaimsBucket)
+	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	ok, err := a.Claim(cctx, "j1")
+	cancel()
+	if p.Dropped() != 1 {
+		t.Fatalf("the relay dropped %d replies; want the create's", p.Dropped())
+	}
+	if !ok || err != nil {
+		t.Fatalf("claim whose answer was lost: %v, %v; want true, nil (the key is this host's)", ok, err)
+	}
+	time.Sleep(2 * ttl) // refreshed on the revision read back
+	if !a.Held("j1") || lost.Load() != 0 {
+		t.Errorf("after 2 TTLs: held %v, %d lost; want true, 0", a.Held("j1"), lost.Load())
+	}
+	if ok, _ := b.Claim(ctx, "j1"); ok {
+		t.Error("another host took the job whose claim's answer was lost")
+	}
+}
+
+// A refresh whose answer is lost (the update applied, its reply
+// dropped) leaves the host with a stale revision: the next refresh's
+// CAS fails, and the host must read the key back, find its own claim
+// and keep it, not count it lost while no other host may take it.
+func TestRefreshWithLostReplyKeepsTheClaim(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	const ttl = 3 * time.Second
+	p := fleettest.NewProxy(t, strings.TrimPrefix(url, "nats://"))
+	var lost atomic.Int32
+	ctx := ctxT(t)
+	a, err := Join(ctx, Options{URLs: []string{p.URL()}, TokenFile: fleettest.TokenFile(t), HostID: "a", ClaimTTL: ttl, Observer: lostObs{&lost}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	b := join(t, url, "b", ttl)
+	if ok, err := a.Claim(ctx, "j1"); !ok || err != nil {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	p.DropReplies(1, ClaimsBucket)
+	eventually(t, 2*ttl, "a refresh's answer dropped", func() bool { return p.Dropped() == 1 })
+	time.Sleep(ttl) // two more refreshes
+	if !a.Held("j1") || lost.Load() != 0 {
+		t.Errorf("after a refresh's answer was lost: held %v, %d lost; want true, 0", a.Held("j1"), lost.Load())
+	}
+	if ok, _ := b.Claim(ctx, "j1"); ok {
+		t.Error("another host took the job")
+	}
+}
+
+// Hosts read each other's loads: a host's published room and idle VMs
+// make another defer (Elsewhere); a killed host's (no presence deleted,
+// no update since) are ignored once a claim TTL has passed, and a host
+// that left (presence deleted) at once.
+func TestLoadsOfLiveHostsOnly(t *testing.T) {
+	t.Parallel()
+	url := runNATS(t)
+	a, b, c := join(t, url, "a", ttl), join(t, url, "b", ttl), join(t, url, "c", ttl)
+	if b.Elsewhere("p", 0) {
+		t.Fatal("b defers before any host published")
+	}
+	a.Publish("p", 4, 0)
+	eventually(t, 5*time.Second, "b reads a's room", func() bool { return b.Elsewhere("p", 3) })
+	if b.Elsewhere("p", 4) || b.Elsewhere("other", 0) {
+		t.Error("b defers to a whose room is no more than its own, or for another pool")
+	}
+	c.Publish("q", 0, 1)
+	eventually(t, 5*time.Second, "b reads c's idle VM", func() bool { return b.Elsewhere("q", 100) })
+	kill(a)
+	d := eventually(t, 3*ttl, "a's load ignored once it is dead", func() bool { return !b.Elsewhere("p", 3) })
+	if d < ttl/2 {
+		t.Errorf("a dead host's load ignored after %s; want about the TTL (%s)", d, ttl)
+	}
+	c.Close(context.Background())
+	eventually(t, ttl/2, "c's load gone once it left", func() bool { return !b.Elsewhere("q", 100) })
+}

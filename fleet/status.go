@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -25,6 +27,8 @@ type HostStatus struct {
 	Since    time.Time     `json:"since"`
 	LastSeen time.Duration `json:"last_seen"` // ago
 	Claims   int           `json:"claims"`
+	// Pools: its free room and idle VMs per pool, as it last published.
+	Pools map[string]Load `json:"pools,omitempty"`
 }
 
 // ClaimStatus is one claim.
@@ -90,7 +94,21 @@ func (f *Fleet) Hosts(ctx context.Context) ([]HostStatus, error) {
 func hostStatus(e jetstream.KeyValueEntry, now time.Time) HostStatus {
 	var p presence
 	_ = json.Unmarshal(e.Value(), &p)
-	return HostStatus{HostID: e.Key(), Since: p.Since, LastSeen: now.Sub(e.Created()), Claims: p.Claims}
+	return HostStatus{HostID: e.Key(), Since: p.Since, LastSeen: now.Sub(e.Created()), Claims: p.Claims, Pools: p.Pools}
+}
+
+// LoadsText is loads as one line: "POOL free F idle I" per pool, by
+// name, "-" when none.
+func LoadsText(loads map[string]Load) string {
+	if len(loads) == 0 {
+		return "-"
+	}
+	names := slices.Sorted(maps.Keys(loads))
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s free %d idle %d", n, loads[n].Free, loads[n].Idle)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func sortHosts(h []HostStatus) {

@@ -244,7 +244,7 @@ func (m *Manager) applyDemand(now time.Time) []touchedPool {
 			m.logUnservedLocked(e.change.Job)
 			continue
 		}
-		m.waiting[k] = &queuedJob{pool: p, since: queuedSince(e.change.Job, now), pass: m.pass}
+		m.waiting[k] = &queuedJob{pool: p, since: queuedSince(e.change.Job, now), seen: now, pass: m.pass}
 		p.queued++
 		touch(p, true)
 	}

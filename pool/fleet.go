@@ -26,7 +26,21 @@ type Claimer interface {
 	// key lapses in the fleet, so a host with an older read of the
 	// queue does not claim the job again. No I/O.
 	Forget(job string)
+	// Publish tells the other hosts pool's load here: free, the jobs it
+	// would claim now; idle, its VMs not yet busy that no claim covers.
+	// It does not block.
+	Publish(pool string, free, idle int)
+	// Elsewhere reports whether another live host is better placed for
+	// pool's next job than this one, which has free room and no idle VM
+	// for it: one with idle VMs for the pool, or more free room. No I/O.
+	Elsewhere(pool string, free int) bool
 }
+
+// placementWait bounds how long a host leaves a job it could claim to
+// a better placed host (Claimer.Elsewhere), counted from when it first
+// saw the job queued: then it claims anyway, so no job waits for a host
+// that does not take it.
+const placementWait = 3 * time.Second
 
 // claimRound bounds the claims one pool makes in one look.
 const claimRound = 2 * time.Second
@@ -81,9 +95,13 @@ func (m *Manager) releaseClaimsLocked() {
 // lapsed or were lost stop counting, and its unclaimed queued jobs,
 // oldest first, are claimed while p has room for them (max less busy VMs
 // less claims held): a full pool claims nothing, so another host serves
-// the job. A pool that cannot start VMs now (in back-off after failures,
+// the job. A pool with no idle VM of its own for a job leaves it, for
+// placementWait at most, while another host is better placed
+// (Claimer.Elsewhere); it publishes its own room and idle VMs
+// (Claimer.Publish) each time. A pool that cannot start VMs now (in back-off after failures,
 // or its demand source gone) claims nothing and gives up the claims it
-// holds, for a working host to serve them; a paused or draining one
+// holds beyond its VMs still booting (those take their jobs), for a
+// working host to serve them; a paused or draining one
 // claims nothing. An own-queue pool (see demandLocked) never claims.
 // Runs on the Run goroutine, outside m.mu for the claims' I/O.
 func (m *Manager) claimFor(ctx context.Context, p *pool) {
@@ -93,17 +111,27 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 	type cand struct {
 		k     waitKey
 		since time.Time
+		seen  time.Time
 	}
 	var free []cand
 	m.mu.Lock()
 	broken := p.sourceGone || time.Now().Before(p.notBefore)
+	// A broken pool keeps as many claims as it has VMs still booting:
+	// they will take those jobs, and a claim given up would let another
+	// host boot a second VM for one. (VMs are not tied to jobs: any of
+	// the pool's runners takes any of its jobs, so which claims stay
+	// does not matter.)
+	_, booting := p.counted()
 	for k, q := range m.waiting {
 		if q.pool != p {
 			continue
 		}
-		if broken {
+		if broken && (!q.claimed || booting == 0) {
 			m.dropClaimLocked(k, q, true)
 			continue
+		}
+		if broken {
+			booting--
 		}
 		if q.claimed {
 			if !m.d.Fleet.Held(fleetJob(k)) {
@@ -112,23 +140,36 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 			}
 			continue
 		}
-		free = append(free, cand{k, q.since})
+		free = append(free, cand{k, q.since, q.seen})
 	}
 	c, _ := p.counted()
 	room := p.max - c.busy - p.claimed
+	// spare: VMs not yet busy that no claim covers (min_idle's among
+	// them): each takes a job the forge hands it, with no new VM.
+	spare := c.unbusy - p.claimed
 	if p.paused || m.draining || broken {
 		room = 0
 	}
+	if p.paused || m.draining {
+		spare = 0
+	}
 	m.mu.Unlock()
+	defer func() { m.d.Fleet.Publish(p.cfg.Name, room, spare) }()
 	if room <= 0 || len(free) == 0 {
 		return
 	}
 	slices.SortFunc(free, func(a, b cand) int { return a.since.Compare(b.since) })
 	cctx, cancel := context.WithTimeout(ctx, claimRound)
 	defer cancel()
+	now := time.Now()
 	for _, f := range free {
-		if room == 0 {
+		if room <= 0 {
 			return
+		}
+		// With no idle VM of its own for the job, a host leaves it for a
+		// while to a host better placed (idle VMs, more room).
+		if spare <= 0 && now.Sub(f.seen) < placementWait && m.d.Fleet.Elsewhere(p.cfg.Name, room) {
+			continue
 		}
 		won, err := m.d.Fleet.Claim(cctx, fleetJob(f.k))
 		if err != nil {
@@ -148,6 +189,7 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 			q.claimed = true
 			p.claimed++
 			room--
+			spare--
 		default:
 			m.d.Fleet.Release(fleetJob(f.k)) // a reload gave it another pool meanwhile
 		}

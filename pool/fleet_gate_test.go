@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
 )
@@ -44,6 +45,9 @@ func (c *countingClaimer) Forget(job string) {
 	defer c.mu.Unlock()
 	delete(c.held, job)
 }
+
+func (*countingClaimer) Publish(string, int, int)   {}
+func (*countingClaimer) Elsewhere(string, int) bool { return false }
 
 func (c *countingClaimer) counts() (asked, held int) {
 	c.mu.Lock()
@@ -122,5 +126,51 @@ func TestFleetBrokenPoolClaimsNothing(t *testing.T) {
 			h.m.mu.Unlock()
 			eventually(t, 5*time.Second, "claims again once mended", func() bool { _, held := cl.counts(); return held > 0 })
 		})
+	}
+}
+
+// A start that fails puts the pool in back-off, but a job whose VM is
+// still booting keeps its claim: given up, another host would boot a
+// second VM for it. Claims beyond the booting VMs are given up.
+func TestFleetBackOffKeepsClaimsOfBootingVMs(t *testing.T) {
+	cl := &countingClaimer{grant: true, held: map[string]bool{}}
+	h := newHarnessDeps(t, 10*time.Millisecond, t.TempDir(), 0, 3, guestHangs,
+		func(pc *config.Pool) { pc.Timeouts.Boot = time.Minute },
+		slog.New(slog.DiscardHandler), nil, nil, func(d *Deps) { d.Fleet = cl })
+	h.forge.mu.Lock()
+	h.forge.hold = true
+	h.forge.mu.Unlock()
+	p := h.m.poolList()[0]
+	h.forge.enqueue("j1")
+	eventually(t, 5*time.Second, "j1 claimed, its VM booting", func() bool {
+		_, held := cl.counts()
+		return held == 1 && h.started() == 1
+	})
+	// Another start failed: the pool is in back-off, with one more job
+	// claimed than it has VMs booting.
+	h.m.mu.Lock()
+	p.notBefore = time.Now().Add(time.Hour)
+	h.m.mu.Unlock()
+	h.forge.enqueue("j2")
+	k2 := waitKey{p.key, "j2"}
+	eventually(t, 5*time.Second, "j2 seen queued", func() bool {
+		h.m.mu.Lock()
+		defer h.m.mu.Unlock()
+		return h.m.waiting[k2] != nil
+	})
+	h.m.mu.Lock()
+	cl.mu.Lock()
+	cl.held[fleetJob(k2)] = true
+	cl.mu.Unlock()
+	h.m.waiting[k2].claimed = true
+	p.claimed++
+	h.m.mu.Unlock()
+	eventually(t, 5*time.Second, "the claim beyond the booting VM given up", func() bool { _, held := cl.counts(); return held == 1 })
+	time.Sleep(300 * time.Millisecond)
+	if _, held := cl.counts(); held != 1 {
+		t.Fatalf("a pool in back-off with one VM booting holds %d claims; want 1 (its booting VM's job)", held)
+	}
+	if h.started() != 1 {
+		t.Fatalf("%d VMs started in back-off; want the 1 from before", h.started())
 	}
 }

@@ -105,7 +105,8 @@ type Manager struct {
 type queuedJob struct {
 	pool  *pool
 	since time.Time
-	pass  uint64 // the last full pass that saw it queued
+	seen  time.Time // when this host first saw it queued
+	pass  uint64    // the last full pass that saw it queued
 	// claimed: this host holds its claim in the fleet (Deps.Fleet).
 	claimed bool
 }
@@ -419,7 +420,7 @@ func (m *Manager) trackQueueWait(pools []*pool, perPool map[string][]forge.Job, 
 			k := waitKey{p.key, j.ID}
 			q := m.waiting[k]
 			if q == nil {
-				m.waiting[k] = &queuedJob{pool: p, since: queuedSince(j, now), pass: m.pass}
+				m.waiting[k] = &queuedJob{pool: p, since: queuedSince(j, now), seen: now, pass: m.pass}
 				p.queued++
 				continue
 			}

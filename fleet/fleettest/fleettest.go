@@ -47,14 +47,19 @@ func RunNATS(t testing.TB) string {
 	return s.ClientURL()
 }
 
-// Proxy is a TCP relay to a NATS server that a test can cut and mend:
-// a network partition of one host.
+// Proxy is a TCP relay to a NATS server that a test can cut and mend
+// (a network partition of one host) or have drop the server's replies
+// (DropReplies: answers lost on the way).
 type Proxy struct {
 	ln     net.Listener
 	target string
 	mu     sync.Mutex
 	cut    bool
 	conns  []net.Conn
+	// Replies to drop (DropReplies): how many more, and what they hold.
+	drop      int
+	dropMatch []byte
+	dropped   int
 }
 
 // NewProxy relays to target (host:port) until t ends.
@@ -93,7 +98,7 @@ func (p *Proxy) serve() {
 		p.conns = append(p.conns, c, s)
 		p.mu.Unlock()
 		go func() { _, _ = io.Copy(s, c); s.Close() }()
-		go func() { _, _ = io.Copy(c, s); c.Close() }()
+		go func() { _ = p.relayFromServer(c, s); c.Close() }()
 	}
 }
 

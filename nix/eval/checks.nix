@@ -152,6 +152,46 @@ in
       metricsOff = show (host (lib.recursiveUpdate monitored { services.fireteact.metricsListen = ""; services.fireglab.metricsListen = ""; }));
     };
 
+  # The Colmena tag fleet-nats (nix/lib/hive.nix, nix/profiles/
+  # fleet-nats.nix) on a registry of three tagged hosts and one other,
+  # each evaluated as hosts/hive.nix makes a node (its plan's services and
+  # profile modules); and registries with a wrong number of tagged hosts.
+  fleetNats =
+    let
+      registry = {
+        fleet.fireteact = {
+          forges.gitea = { url = "https://gitea.example.invalid"; tokenFile = "/run/secrets/gitea-token"; };
+          pool.scope = "instance";
+        };
+        hosts = {
+          nats-1 = { address = "10.0.0.1"; provider = "generic"; tags = [ "fleet-nats" "gitea-runners" ]; };
+          nats-2 = { address = "10.0.0.2"; provider = "generic"; tags = [ "fleet-nats" "gitea-runners" ]; };
+          nats-3 = { address = "10.0.0.3"; provider = "generic"; tags = [ "fleet-nats" "gitea-runners" ]; };
+          worker = { address = "10.0.0.4"; provider = "generic"; tags = [ "gitea-runners" ]; };
+        };
+      };
+      node = p: (e.nixos ([
+        e.modules.default
+        { _module.args.registry = registry; networking.hostName = p.name; services = lib.mapAttrsRecursive (_: lib.mkDefault) p.services; }
+      ] ++ map (m: ../profiles + "/${m}") p.modules)).config;
+      show = c:
+        let nats = c.systemd.services.nats or null; in
+        (report c) // {
+          nats = {
+            inherit (c.services.nats) enable jetstream serverName port settings;
+            serviceConfig = if nats == null then null else nats.serviceConfig;
+            start = if nats == null then null else nats.serviceConfig.ExecStart.text;
+            conf = if nats == null then null else (builtins.head nats.restartTriggers).text;
+          };
+          tcpPorts = c.networking.firewall.allowedTCPPorts;
+        };
+      withTagged = n: registry // { hosts = lib.genAttrs (map (i: "n${toString i}") (lib.range 1 n)) (name: { address = "10.0.1.1"; provider = "generic"; tags = [ "fleet-nats" ]; }); };
+    in
+    {
+      hosts = builtins.mapAttrs (_: p: show (node p)) (l.hive.plans registry);
+      errors = { two = l.hive.errors (withTagged 2); four = l.hive.errors (withTagged 4); three = l.hive.errors (withTagged 3); };
+    };
+
   # A host in a fleet (docs/fleet.md): its NATS URLs and credentials
   # become the fleet section; one without fleet options has none.
   fleet =

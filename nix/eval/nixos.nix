@@ -8,7 +8,7 @@
 # (systemd's unit options, sysctl values, the key=value settings
 # formats) are rebuilt here from nixpkgs' definitions; freeform settings
 # stay freeform exactly where nixpkgs makes them freeform.
-{ config, options, lib, ... }:
+{ config, options, lib, pkgs, ... }:
 let
   inherit (lib) types mkOption;
 
@@ -318,6 +318,20 @@ in
           { };
       };
     };
+    # nixos/modules/services/networking/nats.nix (nixpkgs 1d51c8b): settings
+    # is pkgs.formats.json's value type; the module sets server_name, port
+    # and jetstream in it (config below).
+    services.nats = {
+      enable = enable;
+      user = opt types.str "nats";
+      group = opt types.str "nats";
+      serverName = opt types.str "nats";
+      jetstream = enable;
+      port = opt types.port 4222;
+      dataDir = opt types.path "/var/lib/nats";
+      settings = opt (pkgs.formats.json { }).type { };
+    };
+
     # nixos/modules/system/boot/systemd/journald.nix
     services.journald.extraConfig = opt types.lines "";
 
@@ -400,6 +414,13 @@ in
         };
       }))
       { };
+  };
+
+  # What nixos/modules/services/networking/nats.nix puts in its settings.
+  config.services.nats.settings = lib.mkIf config.services.nats.enable {
+    server_name = config.services.nats.serverName;
+    port = config.services.nats.port;
+    jetstream = lib.optionalAttrs config.services.nats.jetstream { store_dir = config.services.nats.dataDir; };
   };
 
   # What nixos/modules/config/nix.nix defines for the settings it leaves

@@ -45,6 +45,7 @@ in
   zot = pkg "zot";
   squid = pkg "squid";
   jq = pkg "jq";
+  nats-server = pkg "nats-server";
   tcpdump = pkg "tcpdump";
   gitea-actions-runner = pkg "gitea-actions-runner"; # act_runner
   forgejo-runner = pkg "forgejo-runner";

@@ -10,7 +10,7 @@ let
   presets = import ./presets.nix { inherit faces sizes util; };
   settings = import ./settings.nix { inherit faces presets util registrycache; };
   profiles = import ./profiles.nix { inherit faces sizes util; };
-  hive = import ./hive.nix { inherit profiles util; };
+  hive = import ./hive.nix { inherit profiles util faces; };
   zot = import ./zot.nix { inherit util; };
   squid = import ./squid.nix { inherit util; };
   registrycache = import ./registrycache.nix { inherit util zot squid; };

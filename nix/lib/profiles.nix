@@ -44,6 +44,12 @@ rec {
   profiles = listToAttrs (map workload faceNames)
     // listToAttrs (concatMap (f: map (size f) sizeNames) faceNames)
     // {
+    fleet-nats = {
+      kind = "role";
+      description = "Runs one node of the fleet's NATS JetStream cluster (services.nats), routed to the other hosts that carry this tag; every host's orchestrators join the fleet through it.";
+      module = "fleet-nats.nix";
+      values = _: { };
+    };
     registry-cache = {
       kind = "role";
       description = "An OCI pull-through cache for the guests on this host (services.registry-cache).";

@@ -130,11 +130,11 @@ func TestScenariosEvaluate(t *testing.T) {
 	}
 }
 
-// The 16 profiles evaluate as hosts (with the forge data a host gives).
+// The 17 profiles evaluate as hosts (with the forge data a host gives).
 func TestProfilesEvaluate(t *testing.T) {
 	var profiles map[string]report
 	eval(t, evalChecks+".profiles", &profiles)
-	if len(profiles) != 16 {
+	if len(profiles) != 17 {
 		t.Fatalf("%d profiles: %v", len(profiles), sortedKeys(profiles))
 	}
 	for name, r := range profiles {
@@ -180,7 +180,7 @@ func TestFlakeAndFleetHosts(t *testing.T) {
 			}
 		}
 	}
-	if len(f.Profiles) != 16 {
+	if len(f.Profiles) != 17 {
 		t.Errorf("profiles: %v", f.Profiles)
 	}
 	faces := map[string][]string{"gh-runner-1": {"fireactions"}, "gitea-ci-1": {"fireteact"}, "gl-runner-1": {"fireglab"}, "multi-1": {"fireactions", "fireglab", "fireteact"}}
