@@ -215,6 +215,10 @@ func TestJoinErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "claim_ttl") {
 		t.Errorf("other TTL: %v; want an error naming claim_ttl", err)
 	}
+	_, err = Join(ctx, Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: "b", ClaimTTL: ttl, Replicas: 3})
+	if err == nil || !strings.Contains(err.Error(), "fleet.replicas 3 differs") || !strings.Contains(err.Error(), "has 1") {
+		t.Errorf("other replicas: %v; want an error naming fleet.replicas", err)
+	}
 	_, err = Join(ctx, Options{URLs: []string{"nats://127.0.0.1:1"}, HostID: "b", ClaimTTL: ttl, ConnectTimeout: time.Second})
 	if err == nil || !strings.Contains(err.Error(), "connect to NATS nats://127.0.0.1:1") {
 		t.Errorf("unreachable NATS: %v; want an error naming the URL", err)
