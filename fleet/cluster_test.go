@@ -11,13 +11,13 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/fleet/fleettest"
 )
 
-// joinCluster joins host to the cluster with the given replicas; closed
-// at cleanup.
-func joinCluster(t testing.TB, urls []string, host string, replicas int) *Fleet {
+// joinCluster joins host to the cluster with claim TTL ttl and the given
+// replicas; closed at cleanup.
+func joinCluster(t testing.TB, urls []string, host string, ttl time.Duration, replicas int) *Fleet {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	f, err := Join(ctx, Options{URLs: urls, TokenFile: fleettest.TokenFile(t), HostID: host, ClaimTTL: 3 * time.Second, Replicas: replicas})
+	f, err := Join(ctx, Options{URLs: urls, TokenFile: fleettest.TokenFile(t), HostID: host, ClaimTTL: ttl, Replicas: replicas})
 	if err != nil {
 		t.Fatalf("join %s: %v", host, err)
 	}
@@ -54,8 +54,8 @@ func TestClusterLosesANodeAndClaimsGoOn(t *testing.T) {
 		t.Run(fmt.Sprintf("replicas=%d", tc.replicas), func(t *testing.T) {
 			t.Parallel()
 			c := fleettest.RunCluster(t, 3)
-			a := joinCluster(t, c.URLs(), "a", tc.replicas)
-			b := joinCluster(t, c.URLs(), "b", tc.replicas)
+			a := joinCluster(t, c.URLs(), "a", 3*time.Second, tc.replicas)
+			b := joinCluster(t, c.URLs(), "b", 3*time.Second, tc.replicas)
 			ctx := ctxT(t)
 			st, err := a.claims.Status(ctx)
 			if err != nil {

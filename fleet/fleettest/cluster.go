@@ -1,6 +1,7 @@
 package fleettest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -21,38 +22,59 @@ type Cluster struct {
 // it has a meta leader and every node is current.
 func RunCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
-	ports := make([]int, n)
+	c, err := startCluster(n, func() (string, error) { return t.TempDir(), nil })
+	if c != nil {
+		t.Cleanup(c.Shutdown)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// startCluster starts n nodes, each storing under a fresh dir(), and
+// waits for the cluster to be ready. On error the nodes it started are
+// in the returned cluster, for the caller to shut down.
+func startCluster(n int, dir func() (string, error)) (*Cluster, error) {
 	routes := make([]*url.URL, n)
-	for i := range ports {
-		ports[i] = freePort(t)
-		routes[i] = &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
+	ports := make([]int, n)
+	for i := range n {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ports[i] = p
+		routes[i] = &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)}
 	}
 	c := &Cluster{}
 	for i := range n {
+		d, err := dir()
+		if err != nil {
+			return c, err
+		}
 		s, err := server.NewServer(&server.Options{
 			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1,
-			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, Authorization: Token,
+			JetStream: true, StoreDir: d, NoLog: true, NoSigs: true, Authorization: Token,
 			Cluster: server.ClusterOpts{Name: "fleettest", Host: "127.0.0.1", Port: ports[i]},
 			Routes:  routes,
 		})
 		if err != nil {
-			t.Fatal(err)
+			return c, fmt.Errorf("nats cluster node %d: %w", i+1, err)
 		}
 		go s.Start()
-		t.Cleanup(s.Shutdown)
 		c.Servers = append(c.Servers, s)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for !c.ready() {
 		if time.Now().After(deadline) {
-			t.Fatal("nats cluster: no JetStream meta leader within 30s")
+			return c, errors.New("nats cluster: no JetStream meta leader within 30s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	for _, s := range c.Servers {
 		c.urls = append(c.urls, s.ClientURL())
 	}
-	return c
+	return c, nil
 }
 
 // ready: a live node leads the JetStream meta group and every live node
@@ -78,12 +100,18 @@ func (c *Cluster) URLs() []string { return c.urls }
 // Kill stops node i at once, as a lost machine.
 func (c *Cluster) Kill(i int) { c.Servers[i].Shutdown() }
 
-func freePort(t testing.TB) int {
-	t.Helper()
+// Shutdown stops every node.
+func (c *Cluster) Shutdown() {
+	for _, s := range c.Servers {
+		s.Shutdown()
+	}
+}
+
+func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0, fmt.Errorf("reserve a port: %w", err)
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
