@@ -358,3 +358,42 @@ func TestCloseFlushesReleasedClaims(t *testing.T) {
 		t.Errorf("after a released and closed: b claims %v %v; want true", ok, err)
 	}
 }
+
+// A server in operator (JWT) mode, the one that takes credentials
+// files: a user of an account it does not trust, or a file that is no
+// credentials, is refused with a clear error (join and status); the
+// trusted account's user (positive control) joins, claims and reads.
+func TestJoinNeedsTrustedCredentials(t *testing.T) {
+	t.Parallel()
+	op := fleettest.RunOperatorNATS(t)
+	ctx := ctxT(t)
+	opts := func(creds string) Options {
+		return Options{URLs: []string{op.URL}, CredsFile: creds, HostID: "a", ClaimTTL: ttl, ConnectTimeout: time.Second}
+	}
+	_, err := Join(ctx, opts(op.ForeignCreds))
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") || !strings.Contains(err.Error(), op.URL) {
+		t.Errorf("untrusted credentials: %v; want an authorization error naming the URL", err)
+	}
+	if _, err := ReadStatus(ctx, opts(op.ForeignCreds)); err == nil {
+		t.Error("status with untrusted credentials: read; want refused")
+	}
+	garbage := filepath.Join(t.TempDir(), "garbage.creds")
+	os.WriteFile(garbage, []byte("not a credentials file\n"), 0o600)
+	if _, err := Join(ctx, opts(garbage)); err == nil || !strings.Contains(err.Error(), "connect to NATS") {
+		t.Errorf("a file that is no credentials: %v; want an error", err)
+	}
+	if _, err := Join(ctx, Options{URLs: []string{op.URL}, HostID: "a", ClaimTTL: ttl, ConnectTimeout: time.Second}); err == nil {
+		t.Error("no credentials: joined; want refused")
+	}
+	f, err := Join(ctx, opts(op.Creds))
+	if err != nil {
+		t.Fatalf("trusted credentials: %v", err)
+	}
+	defer f.Close(ctx)
+	if ok, err := f.Claim(ctx, "gitea|x\x001"); !ok || err != nil {
+		t.Errorf("claim with trusted credentials: %v %v", ok, err)
+	}
+	if _, err := ReadStatus(ctx, opts(op.Creds)); err != nil {
+		t.Errorf("status with trusted credentials: %v", err)
+	}
+}
