@@ -35,7 +35,16 @@ func TokenFile(t testing.TB) string {
 // Token and returns its URL.
 func RunNATS(t testing.TB) string {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, Authorization: Token})
+	return runServer(t, &server.Options{Authorization: Token})
+}
+
+// runServer starts an in-process JetStream server on loopback with o's
+// authentication, storing under a temporary directory, until t ends,
+// and returns its URL.
+func runServer(t testing.TB, o *server.Options) string {
+	t.Helper()
+	o.Host, o.Port, o.JetStream, o.StoreDir, o.NoLog, o.NoSigs = "127.0.0.1", -1, true, t.TempDir(), true, true
+	s, err := server.NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
@@ -40,19 +39,10 @@ func RunOperatorNATS(t testing.TB) *Operator {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-		TrustedOperators: []*jwt.OperatorClaims{oc}, AccountResolver: res, SystemAccount: publicKey(t, sys)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(s.Shutdown)
+	url := runServer(t, &server.Options{TrustedOperators: []*jwt.OperatorClaims{oc}, AccountResolver: res, SystemAccount: publicKey(t, sys)})
 	otherOp, _ := operator(t)
 	otherAcc, _ := account(t, otherOp, true)
-	return &Operator{URL: s.ClientURL(), Creds: userCreds(t, acc, "fleet"), ForeignCreds: userCreds(t, otherAcc, "foreign")}
+	return &Operator{URL: url, Creds: userCreds(t, acc, "fleet"), ForeignCreds: userCreds(t, otherAcc, "foreign")}
 }
 
 func operator(t testing.TB) (nkeys.KeyPair, string) {
