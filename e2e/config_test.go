@@ -54,6 +54,7 @@ type fleetConfig struct {
 	URLs          []string `yaml:"urls"`
 	TokenFile     string   `yaml:"token_file,omitempty"`
 	ClaimTTL      string   `yaml:"claim_ttl,omitempty"`
+	Replicas      int      `yaml:"replicas,omitempty"`
 	OnUnreachable string   `yaml:"on_unreachable,omitempty"`
 }
 
