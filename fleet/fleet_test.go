@@ -365,13 +365,14 @@ func TestCloseFlushesReleasedClaims(t *testing.T) {
 // trusted account's user (positive control) joins, claims and reads.
 func TestJoinNeedsTrustedCredentials(t *testing.T) {
 	t.Parallel()
-	op := fleettest.RunOperatorNATS(t)
+	op := fleettest.NewOperator(t)
+	url := fleettest.RunOperatorNATS(t, op)
 	ctx := ctxT(t)
 	opts := func(creds string) Options {
-		return Options{URLs: []string{op.URL}, CredsFile: creds, HostID: "a", ClaimTTL: ttl, ConnectTimeout: time.Second}
+		return Options{URLs: []string{url}, CredsFile: creds, HostID: "a", ClaimTTL: ttl, ConnectTimeout: time.Second}
 	}
 	_, err := Join(ctx, opts(op.ForeignCreds))
-	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") || !strings.Contains(err.Error(), op.URL) {
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") || !strings.Contains(err.Error(), url) {
 		t.Errorf("untrusted credentials: %v; want an authorization error naming the URL", err)
 	}
 	if _, err := ReadStatus(ctx, opts(op.ForeignCreds)); err == nil {
@@ -382,7 +383,7 @@ func TestJoinNeedsTrustedCredentials(t *testing.T) {
 	if _, err := Join(ctx, opts(garbage)); err == nil || !strings.Contains(err.Error(), "connect to NATS") {
 		t.Errorf("a file that is no credentials: %v; want an error", err)
 	}
-	if _, err := Join(ctx, Options{URLs: []string{op.URL}, HostID: "a", ClaimTTL: ttl, ConnectTimeout: time.Second}); err == nil {
+	if _, err := Join(ctx, Options{URLs: []string{url}, HostID: "a", ClaimTTL: ttl, ConnectTimeout: time.Second}); err == nil {
 		t.Error("no credentials: joined; want refused")
 	}
 	f, err := Join(ctx, opts(op.Creds))

@@ -10,39 +10,55 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
-// Operator is an in-process JetStream server in operator (JWT) mode, the
-// only mode in which nats-server accepts a .creds file: it trusts one
-// operator, whose account (JetStream enabled) signs the users.
+// Operator is a NATS operator (JWT) setup, the only mode in which
+// nats-server accepts a .creds file: one trusted operator, its system
+// account, and an account (JetStream enabled) that signs the users.
 type Operator struct {
-	URL string
+	// JWT is the operator's JWT (nats-server's operator setting).
+	JWT string
+	// SystemAccount is the system account's public key.
+	SystemAccount string
+	// Accounts are the account JWTs by public key (resolver_preload).
+	Accounts map[string]string
 	// Creds is a credentials file (user JWT and NKey seed, as nsc
-	// writes them) of a user of the trusted account: it may connect.
+	// writes them), mode 600, of a user of the trusted account: it may
+	// connect.
 	Creds string
 	// ForeignCreds is one of a user of an account of another operator,
 	// which the server does not trust: it may not.
 	ForeignCreds string
 }
 
-// RunOperatorNATS starts an operator-mode server for t.
-func RunOperatorNATS(t testing.TB) *Operator {
+// NewOperator makes an operator setup for t.
+func NewOperator(t testing.TB) *Operator {
 	t.Helper()
 	op, opJWT := operator(t)
 	sys, sysJWT := account(t, op, false)
 	acc, accJWT := account(t, op, true)
+	otherOp, _ := operator(t)
+	otherAcc, _ := account(t, otherOp, true)
+	return &Operator{
+		JWT: opJWT, SystemAccount: publicKey(t, sys),
+		Accounts: map[string]string{publicKey(t, sys): sysJWT, publicKey(t, acc): accJWT},
+		Creds:    userCreds(t, acc, "fleet"), ForeignCreds: userCreds(t, otherAcc, "foreign"),
+	}
+}
+
+// RunOperatorNATS starts an in-process JetStream server for t that
+// trusts op, and returns its URL.
+func RunOperatorNATS(t testing.TB, op *Operator) string {
+	t.Helper()
 	res := &server.MemAccResolver{}
-	for pub, j := range map[string]string{publicKey(t, sys): sysJWT, publicKey(t, acc): accJWT} {
+	for pub, j := range op.Accounts {
 		if err := res.Store(pub, j); err != nil {
 			t.Fatal(err)
 		}
 	}
-	oc, err := jwt.DecodeOperatorClaims(opJWT)
+	oc, err := jwt.DecodeOperatorClaims(op.JWT)
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := runServer(t, &server.Options{TrustedOperators: []*jwt.OperatorClaims{oc}, AccountResolver: res, SystemAccount: publicKey(t, sys)})
-	otherOp, _ := operator(t)
-	otherAcc, _ := account(t, otherOp, true)
-	return &Operator{URL: url, Creds: userCreds(t, acc, "fleet"), ForeignCreds: userCreds(t, otherAcc, "foreign")}
+	return runServer(t, &server.Options{TrustedOperators: []*jwt.OperatorClaims{oc}, AccountResolver: res, SystemAccount: op.SystemAccount})
 }
 
 func operator(t testing.TB) (nkeys.KeyPair, string) {
