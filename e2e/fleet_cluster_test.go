@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -149,7 +150,7 @@ func (h burstHost) vmsFailed() int {
 }
 
 const (
-	burstJobs = 5 // more than one host's max
+	burstJobs = 3 // more than one host's max
 	burstMax  = 2 // each host's pool max
 )
 
@@ -201,14 +202,15 @@ func pushBurst(t *testing.T, r *giteaRig, repo, label string) {
 // three-node NATS cluster (real nats-servers, cluster routes, buckets
 // with replicas 3), three orchestrator hosts each in its own network
 // namespace with its own bridge and QEMU guests, one real Gitea. A burst
-// of 5 jobs (each host's max is 2) is pushed; host 0 is killed (-9, its
-// VMs too, as a machine dies) once it boots a VM for a claim; host 1 is
-// cut from NATS (iptables DROP in its namespace) while a VM of its runs
-// a job: its fleet_reachable drops to 0, it starts no VM while cut, its
-// job completes, and when the cut ends it rejoins (reachable 1) with no
-// restart. Every job succeeds; the VMs started are the jobs plus those
-// host 0 booted before it died (min_idle is 0). Then the same burst on
-// three hosts without the fleet section, side by side.
+// of 3 jobs (each host's max is 2) is pushed; the first host to boot a
+// VM for a claim is killed (-9, its VMs too, as a machine dies); the
+// first live host whose VM runs a job is cut from NATS (iptables DROP in
+// its namespace): its fleet_reachable drops to 0, it starts no VM while
+// cut, its job completes, and when the cut ends it rejoins (reachable 1)
+// with no restart. Every job succeeds; the VMs started are the jobs plus
+// those the killed host booted and any that failed to boot (min_idle is
+// 0). Then the same burst on three hosts without the fleet section,
+// side by side: each host sees every job and starts up to its max.
 func TestFleetThreeHostsBurstKillAndCut(t *testing.T) {
 	r := newGiteaRig(t, "f3-git")
 	natsDir := filepath.Join(r.work, "nats")
@@ -225,53 +227,65 @@ func TestFleetThreeHostsBurstKillAndCut(t *testing.T) {
 	hosts := startBurstHosts(t, r, "f3h", "f3br", 160, "fireactions-burst", fl)
 	pushBurst(t, r, "burst", "fireactions-burst")
 
-	// Kill host 0 once it boots a VM for a job it claimed.
-	dead := hosts[0]
-	dead.o.waitFor(t, 3*time.Minute, "host 0 booting a VM", func() bool { return dead.vmsStarted() > 0 })
+	// Kill the first host that boots a VM for a job it claimed.
+	deadAt := -1
+	waitFor(t, 3*time.Minute, "a host booting a VM", func() bool {
+		for i, h := range hosts {
+			if h.vmsStarted() > 0 {
+				deadAt = i
+				return true
+			}
+		}
+		return false
+	})
+	dead := hosts[deadAt]
 	_ = dead.o.cmd.Process.Signal(syscall.SIGKILL)
 	<-dead.o.exited
-	for pid := range qemuUnder(r.work + "/f3h0/") {
+	for pid := range qemuUnder(filepath.Join(r.work, dead.ns.name) + "/") {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	killedAt, deadBooted := time.Now(), dead.vmsStarted()
-	t.Logf("host 0 killed (-9, its VMs too) after booting %d VM(s)", deadBooted)
+	live := slices.Delete(slices.Clone(hosts), deadAt, deadAt+1)
+	t.Logf("host %s killed (-9, its VMs too) after booting %d VM(s)", dead.ns.name, deadBooted)
 
-	// Cut host 1 from NATS while a VM of its runs a job.
-	cut := hosts[1]
+	// Cut from NATS the first live host whose VM runs a job.
+	var cut burstHost
 	var busyVM string
-	cut.o.waitFor(t, 4*time.Minute, "a VM of host 1 running a job", func() bool {
-		l := logLines(cut.o.log, regexpMust(`msg="vm busy" pool=burst vm=\w+`))
-		if len(l) == 0 {
-			return false
+	waitFor(t, 4*time.Minute, "a VM of a live host running a job", func() bool {
+		for _, h := range live {
+			if l := logLines(h.o.log, regexpMust(`msg="vm busy" pool=burst vm=\w+`)); len(l) > 0 {
+				cut, busyVM = h, regexpMust(`vm=(\w+)`).FindStringSubmatch(l[0])[1]
+				return true
+			}
 		}
-		busyVM = regexpMust(`vm=(\w+)`).FindStringSubmatch(l[0])[1]
-		return true
+		return false
 	})
+	t.Logf("host %s cut from NATS while its VM %s runs a job", cut.ns.name, busyVM)
 	jobDone := regexpMust(`msg="vm gone" pool=burst vm=` + busyVM + ` ok=true`)
 	drop := []string{"-p", "tcp", "-m", "multiport", "--dports", strings.Join(natsPorts, ","), "-j", "DROP"}
 	run(t, "ip", append([]string{"netns", "exec", cut.ns.name, "iptables", "-I", "INPUT"}, drop...)...)
 	cutAt := time.Now()
-	cut.o.waitFor(t, 2*ttl+10*time.Second, "host 1 saying it is cut off (fireactions_fleet_reachable 0)", func() bool { return fleetReachable(cut.ns) == "0" })
-	t.Logf("FIGURE fleet cut: host 1 reachable 0 %s after the cut", time.Since(cutAt).Round(time.Second))
+	cut.o.waitFor(t, 2*ttl+10*time.Second, "the cut host saying it is cut off (fireactions_fleet_reachable 0)", func() bool { return fleetReachable(cut.ns) == "0" })
+	t.Logf("FIGURE fleet cut: the cut host reachable 0 %s after the cut", time.Since(cutAt).Round(time.Second))
 	bootedAtCut := cut.vmsStarted()
-	cut.o.waitFor(t, 3*time.Minute, "host 1's running job completing while cut off (its VM gone, ok)", func() bool {
+	cut.o.waitFor(t, 3*time.Minute, "the cut host's running job completing while cut off (its VM gone, ok)", func() bool {
 		return len(logLines(cut.o.log, jobDone)) > 0
 	})
 	if n := cut.vmsStarted(); n != bootedAtCut {
-		t.Errorf("host 1 started %d VM(s) while cut off from NATS; want none", n-bootedAtCut)
+		t.Errorf("the cut host started %d VM(s) while cut off from NATS; want none", n-bootedAtCut)
 	}
 	run(t, "ip", append([]string{"netns", "exec", cut.ns.name, "iptables", "-D", "INPUT"}, drop...)...)
 	mendAt := time.Now()
-	cut.o.waitFor(t, 2*time.Minute, "host 1 rejoining (fireactions_fleet_reachable 1), no restart", func() bool { return fleetReachable(cut.ns) == "1" })
-	t.Logf("FIGURE fleet cut: host 1 rejoined %s after the cut ended, same process", time.Since(mendAt).Round(time.Second))
+	cut.o.waitFor(t, 2*time.Minute, "the cut host rejoining (fireactions_fleet_reachable 1), no restart", func() bool { return fleetReachable(cut.ns) == "1" })
+	t.Logf("FIGURE fleet cut: the cut host rejoined %s after the cut ended, same process", time.Since(mendAt).Round(time.Second))
 
-	done := hosts[2].o.waitJobsDone(t, 6*time.Minute, "the burst's jobs", r.gitea, "ci/burst", burstJobs)
+	done := live[0].o.waitJobsDone(t, 6*time.Minute, "the burst's jobs", r.gitea, "ci/burst", burstJobs)
 	for _, j := range done {
 		if j.Conclusion != "success" {
 			t.Errorf("job %d ended %q", j.ID, j.Conclusion)
 		}
 	}
-	t.Logf("FIGURE fleet kill: the burst completed %s after host 0 was killed (claim TTL %s)", time.Since(killedAt).Round(time.Second), ttl)
+	t.Logf("FIGURE fleet kill: the burst completed %s after a host was killed (claim TTL %s)", time.Since(killedAt).Round(time.Second), ttl)
 	var per []int
 	started, failed := 0, 0
 	for _, h := range hosts {
@@ -279,10 +293,10 @@ func TestFleetThreeHostsBurstKillAndCut(t *testing.T) {
 		started += h.vmsStarted()
 		failed += h.vmsFailed()
 	}
-	for _, h := range hosts[1:] {
+	for _, h := range live {
 		h.o.terminate(t)
 	}
-	for _, h := range hosts[1:] {
+	for _, h := range live {
 		h.o.waitExit(t, 3*time.Minute)
 	}
 
@@ -306,10 +320,10 @@ func TestFleetThreeHostsBurstKillAndCut(t *testing.T) {
 		startedAlone += h.vmsStarted()
 		failedAlone += h.vmsFailed()
 	}
-	t.Logf("FIGURE fleet burst: %d jobs, 3 hosts of max %d, min_idle 0: with the fleet %d VMs started %v (%.2f per job; host 0 killed after booting %d, %d failed to boot), without %d %v (%.2f per job, %d failed to boot)",
+	t.Logf("FIGURE fleet burst: %d jobs, 3 hosts of max %d, min_idle 0: with the fleet %d VMs started %v (%.2f per job; a host killed after booting %d, %d failed to boot), without %d %v (%.2f per job, %d failed to boot)",
 		burstJobs, burstMax, started, per, float64(started)/burstJobs, deadBooted, failed, startedAlone, perAlone, float64(startedAlone)/burstJobs, failedAlone)
 	if started < burstJobs || started > burstJobs+deadBooted+failed {
-		t.Errorf("with the fleet %d VMs started %v for %d jobs; want %d + at most the %d host 0 booted before it died and the %d that failed", started, per, burstJobs, burstJobs, deadBooted, failed)
+		t.Errorf("with the fleet %d VMs started %v for %d jobs; want %d + at most the %d the killed host booted and the %d that failed", started, per, burstJobs, burstJobs, deadBooted, failed)
 	}
 	if startedAlone-failedAlone <= burstJobs {
 		t.Errorf("without the fleet %d VMs started for %d jobs; three hosts each seeing every job should start more", startedAlone, burstJobs)
