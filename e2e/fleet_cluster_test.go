@@ -142,11 +142,12 @@ type burstHost struct {
 // vmsStarted counts the VMs h's log says it started.
 func (h burstHost) vmsStarted() int { return len(logLines(h.o.log, regexpMust(`msg="vm booting"`))) }
 
-// vmsFailed counts the VMs h's log says ended not ok (such as a boot
-// that timed out on the loaded machine): a VM started again for the same
-// demand, not a second host's.
+// vmsFailed counts the VMs h's log says ended not ok other than by the
+// drain (such as a boot that timed out on the loaded machine): a VM
+// started again for the same demand, not a second host's. A VM left
+// idle and drained at the end is not one: it is what a fleet saves.
 func (h burstHost) vmsFailed() int {
-	return len(logLines(h.o.log, regexpMust(`msg="vm gone" .* ok=false`)))
+	return len(logLines(h.o.log, regexpMust(`msg="vm gone" .* ok=false err=[^d]`))) // not err=drain
 }
 
 const (

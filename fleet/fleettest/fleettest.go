@@ -1,6 +1,8 @@
 // Package fleettest runs what tests of a fleet need: an in-process NATS
 // server with JetStream (the real server, from its Go module, linked into
-// test binaries only) and a TCP relay a test can cut to partition a host.
+// test binaries only), a three-node JetStream cluster, an operator (JWT)
+// setup for credentials files, and a TCP relay a test can cut to
+// partition a host.
 package fleettest
 
 import (
