@@ -15,12 +15,13 @@ type Fleet struct {
 	TokenFile      string        `yaml:"token_file" doc:"File holding the NATS token the fleet's servers require (authorization { token } in nats-server's config): an absolute path, mode 600 (or 400), owned by root or the user running fireactions. Set this or credentials_file (or insecure_no_auth)."`
 	InsecureNoAuth bool          `yaml:"insecure_no_auth" doc:"Connect to NATS without credentials_file or token_file. Unsafe: guests can reach LAN addresses unless block_private is set, so any CI job could then connect to the fleet's NATS, squat every job's claim key or delete the buckets. For a NATS reachable from this host only; fireactions warns at start."`
 	ClaimTTL       time.Duration `yaml:"claim_ttl" doc:"How long a host's claim on a queued job outlives its last refresh: a dead or cut-off host's jobs go to another host within it (1s-30s). Every host of a fleet must set the same."`
+	Replicas       int           `yaml:"replicas" doc:"How many NATS servers keep a copy of the fleet's KV buckets (JetStream stream replicas, 1-5): 3 on a three-node NATS cluster, so that losing one node does not stop claiming; 1 for a single server. Fixed when the buckets are first made: every host of a fleet must set the same."`
 	OnUnreachable  string        `yaml:"on_unreachable" doc:"When NATS cannot be reached at start: fail (exit with an error naming the URLs) or local (serve every job this host sees, as without a fleet, until restarted). A host that loses NATS later claims nothing new until it is back."`
 }
 
 // FleetDefaults are the defaults of a fleet section.
 func FleetDefaults() Fleet {
-	return Fleet{ClaimTTL: 30 * time.Second, OnUnreachable: "fail"}
+	return Fleet{ClaimTTL: 30 * time.Second, Replicas: 1, OnUnreachable: "fail"}
 }
 
 // deriveFleet fills a fleet section's empty fields from FleetDefaults.
@@ -31,6 +32,9 @@ func deriveFleet(c *Config) {
 	d := FleetDefaults()
 	if c.Fleet.ClaimTTL == 0 {
 		c.Fleet.ClaimTTL = d.ClaimTTL
+	}
+	if c.Fleet.Replicas == 0 {
+		c.Fleet.Replicas = d.Replicas
 	}
 	if c.Fleet.OnUnreachable == "" {
 		c.Fleet.OnUnreachable = d.OnUnreachable
@@ -57,6 +61,7 @@ func (v *validator) fleet(f field, fl *Fleet) {
 		rule{f.child("credentials_file"), optional(fl.CredsFile, v.secretFile)},
 		rule{f.child("token_file"), optional(fl.TokenFile, v.secretFile)},
 		rule{f.child("claim_ttl"), errors.Join(durationAtLeast(fl.ClaimTTL, time.Second), maximumDuration(fl.ClaimTTL, 30*time.Second))},
+		rule{f.child("replicas"), between(fl.Replicas, 1, 5)},
 		rule{f.child("on_unreachable"), oneOf(fl.OnUnreachable, "fail", "local")},
 	)
 }

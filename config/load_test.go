@@ -568,12 +568,12 @@ func TestFleetSection(t *testing.T) {
 		t.Fatalf("fleet without a section: %+v", c.Fleet)
 	}
 	c := f.mustParse(replace(t, minimalYAML, "host_id:", fleetYAML+"host_id:"))
-	want := Fleet{URLs: []string{"nats://10.0.0.1:4222", "tls://nats.example.com:4222"}, CredsFile: f.path("nats.creds"), ClaimTTL: 30 * time.Second, OnUnreachable: "fail"}
+	want := Fleet{URLs: []string{"nats://10.0.0.1:4222", "tls://nats.example.com:4222"}, CredsFile: f.path("nats.creds"), ClaimTTL: 30 * time.Second, Replicas: 1, OnUnreachable: "fail"}
 	if c.Fleet == nil || !reflect.DeepEqual(*c.Fleet, want) {
 		t.Fatalf("fleet %+v, want %+v", c.Fleet, want)
 	}
-	c = f.mustParse(replace(t, minimalYAML, "host_id:", fleetYAML+"  claim_ttl: 5s\n  on_unreachable: local\nhost_id:"))
-	if c.Fleet.ClaimTTL != 5*time.Second || c.Fleet.OnUnreachable != "local" {
+	c = f.mustParse(replace(t, minimalYAML, "host_id:", fleetYAML+"  claim_ttl: 5s\n  replicas: 3\n  on_unreachable: local\nhost_id:"))
+	if c.Fleet.ClaimTTL != 5*time.Second || c.Fleet.Replicas != 3 || c.Fleet.OnUnreachable != "local" {
 		t.Fatalf("explicit values not kept: %+v", c.Fleet)
 	}
 	// A token file instead of credentials; or, explicitly, no authentication.
@@ -600,6 +600,8 @@ func TestFleetMistakes(t *testing.T) {
 		{"creds missing", "$DIR/nats.creds", "$DIR/nope.creds", "fleet.credentials_file", "no such file"},
 		{"TTL too long", "  credentials_file", "  claim_ttl: 1m\n  credentials_file", "fleet.claim_ttl", "more than 30s"},
 		{"TTL too short", "  credentials_file", "  claim_ttl: 100ms\n  credentials_file", "fleet.claim_ttl", "less than 1s"},
+		{"replicas too many", "  credentials_file", "  replicas: 6\n  credentials_file", "fleet.replicas", "6"},
+		{"replicas negative", "  credentials_file", "  replicas: -1\n  credentials_file", "fleet.replicas", "-1"},
 		{"on_unreachable", "  credentials_file", "  on_unreachable: retry\n  credentials_file", "fleet.on_unreachable", "retry"},
 		{"no authentication", "  credentials_file: $DIR/nats.creds\n", "", "fleet", "fleet.credentials_file or fleet.token_file"},
 		{"insecure_no_auth false", "  credentials_file: $DIR/nats.creds\n", "  insecure_no_auth: false\n", "fleet", "fleet.credentials_file or fleet.token_file"},

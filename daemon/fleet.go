@@ -19,7 +19,7 @@ const fleetJoinTimeout = time.Minute
 // fleetOptions are the fleet package's options of cfg's fleet section.
 func fleetOptions(cfg *config.Config, obs fleet.Observer, log *slog.Logger) fleet.Options {
 	return fleet.Options{URLs: cfg.Fleet.URLs, CredsFile: cfg.Fleet.CredsFile, TokenFile: cfg.Fleet.TokenFile, HostID: cfg.HostID,
-		ClaimTTL: cfg.Fleet.ClaimTTL, Log: log, Observer: obs}
+		ClaimTTL: cfg.Fleet.ClaimTTL, Replicas: cfg.Fleet.Replicas, Log: log, Observer: obs}
 }
 
 // joinFleet joins the fleet cfg names. No fleet section: nil, nil. NATS
@@ -36,7 +36,7 @@ func joinFleet(ctx context.Context, cfg *config.Config, obs fleet.Observer, log 
 	defer cancel()
 	f, err := fleet.Join(jctx, fleetOptions(cfg, obs, log))
 	if err == nil {
-		log.Info("joined the fleet", "host_id", cfg.HostID, "claim_ttl", cfg.Fleet.ClaimTTL)
+		log.Info("joined the fleet", "host_id", cfg.HostID, "claim_ttl", cfg.Fleet.ClaimTTL, "replicas", cfg.Fleet.Replicas)
 		return f, nil
 	}
 	if cfg.Fleet.OnUnreachable == "local" {

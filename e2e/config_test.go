@@ -53,7 +53,9 @@ type orchConfig struct {
 type fleetConfig struct {
 	URLs          []string `yaml:"urls"`
 	TokenFile     string   `yaml:"token_file,omitempty"`
+	CredsFile     string   `yaml:"credentials_file,omitempty"`
 	ClaimTTL      string   `yaml:"claim_ttl,omitempty"`
+	Replicas      int      `yaml:"replicas,omitempty"`
 	OnUnreachable string   `yaml:"on_unreachable,omitempty"`
 }
 

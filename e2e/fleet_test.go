@@ -39,41 +39,64 @@ jobs:
 // URL and the path of a file holding the token (fleet.token_file).
 func startNATS(t *testing.T, ns *testNetns, dir, port string) (url, tokenFile string) {
 	t.Helper()
-	bin := filepath.Join(cacheDir(), "nats-server-"+natsVersion, "nats-server")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("nats-server not built (scripts/build-peers.sh builds it): %v", err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "nats.log"))
-	if err != nil {
+	token, tokenFile := natsToken(t, dir)
+	conf := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte("authorization { token: \""+token+"\" }\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	runNATSServer(t, ns, filepath.Join(dir, "nats.log"), "-c", conf, "-a", "127.0.0.1", "-p", port, "-js", "-sd", filepath.Join(dir, "js"))
+	waitListening(t, ns, "127.0.0.1:"+port)
+	return "nats://127.0.0.1:" + port, tokenFile
+}
+
+// natsToken makes a random NATS token and writes it to dir/nats-token
+// (fleet.token_file), mode 600.
+func natsToken(t *testing.T, dir string) (token, file string) {
+	t.Helper()
 	tok := make([]byte, 16)
 	if _, err := rand.Read(tok); err != nil {
 		t.Fatal(err)
 	}
-	token := hex.EncodeToString(tok)
-	conf, tokenFile := filepath.Join(dir, "nats.conf"), filepath.Join(dir, "nats-token")
-	if err := os.WriteFile(conf, []byte("authorization { token: \""+token+"\" }\n"), 0o600); err != nil {
+	token, file = hex.EncodeToString(tok), filepath.Join(dir, "nats-token")
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+	return token, file
+}
+
+// runNATSServer starts the real nats-server in ns with args, logging to
+// logPath, until the test ends; it returns the process.
+func runNATSServer(t *testing.T, ns *testNetns, logPath string, args ...string) *os.Process {
+	t.Helper()
+	bin := filepath.Join(cacheDir(), "nats-server-"+natsVersion, "nats-server")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("nats-server not built (scripts/build-peers.sh builds it): %v", err)
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := ns.command(context.Background(), bin, "-c", conf, "-a", "127.0.0.1", "-p", port, "-js", "-sd", filepath.Join(dir, "js"))
+	cmd := ns.command(context.Background(), bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logf.Close() })
+	return cmd.Process
+}
+
+// waitListening waits up to 30 s for a TCP listener on addr in ns.
+func waitListening(t *testing.T, ns *testNetns, addr string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := ns.dial(context.Background(), "tcp", "127.0.0.1:"+port)
+		c, err := ns.dial(context.Background(), "tcp", addr)
 		if err == nil {
 			c.Close()
-			return "nats://127.0.0.1:" + port, tokenFile
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nats-server not listening: %v", err)
+			t.Fatalf("nats-server not listening on %s: %v", addr, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -6,6 +6,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/fleet/fleettest"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // BenchmarkClaim is one host claiming fresh jobs one after another
@@ -13,12 +16,26 @@ import (
 // claim is one KV create, a round trip to the server. It reports the
 // claims' latency p50/p99 and claims per second.
 func BenchmarkClaim(b *testing.B) {
-	url := runNATS(b)
-	f := join(b, url, "a", 30*time.Second)
+	benchClaims(b, join(b, runNATS(b), "a", 30*time.Second))
+}
+
+// BenchmarkClaimCluster is BenchmarkClaim against a three-node
+// JetStream cluster (the real server, cluster routes over loopback) in
+// a child process, whose buckets have 3 replicas: each claim waits for
+// a quorum of the claims stream. Its CPU per claim is the claiming
+// host's alone (the servers run in the child).
+func BenchmarkClaimCluster(b *testing.B) {
+	benchClaims(b, joinCluster(b, fleettest.RunClusterProcess(b, 3), "a", 30*time.Second, 3))
+}
+
+// benchClaims claims b.N fresh jobs one after another and reports the
+// latency, the rate and this process's CPU per claim (with an
+// in-process server, the server's CPU too).
+func benchClaims(b *testing.B, f *Fleet) {
 	ctx := context.Background()
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), hosttest.CPUTime(b)
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
 		ok, err := f.Claim(ctx, fmt.Sprintf("gitea|org\x00%d", i))
@@ -27,7 +44,9 @@ func BenchmarkClaim(b *testing.B) {
 			b.Fatalf("claim %d: %v %v", i, ok, err)
 		}
 	}
+	cpu := hosttest.CPUTime(b) - cpu0
 	reportLatency(b, lat, time.Since(start))
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/claim")
 }
 
 // BenchmarkClaimContested is a second host asking for jobs the first

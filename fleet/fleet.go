@@ -68,8 +68,11 @@ type Options struct {
 	TokenFile string // file holding a NATS token; empty: none
 	HostID    string
 	ClaimTTL  time.Duration
-	Log       *slog.Logger
-	Observer  Observer // nil: none
+	// Replicas is how many servers of the NATS cluster keep the buckets
+	// (set when they are made); 0: 1.
+	Replicas int
+	Log      *slog.Logger
+	Observer Observer // nil: none
 	// ConnectTimeout bounds the first connection; 0: 5 s.
 	ConnectTimeout time.Duration
 }
@@ -150,6 +153,9 @@ func Join(ctx context.Context, o Options) (*Fleet, error) {
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 5 * time.Second
 	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
 	f := &Fleet{
 		opt: o, log: o.Log.With("fleet_host", o.HostID), obs: o.Observer, instance: nonce(), since: time.Now(),
 		held: map[string]*claim{}, others: map[string]time.Time{},
@@ -190,10 +196,10 @@ func (f *Fleet) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fleet: jetstream: %w", err)
 	}
-	if f.claims, err = bucket(ctx, js, ClaimsBucket, f.opt.ClaimTTL); err != nil {
+	if f.claims, err = bucket(ctx, js, ClaimsBucket, f.opt.ClaimTTL, f.opt.Replicas); err != nil {
 		return err
 	}
-	if f.hosts, err = bucket(ctx, js, HostsBucket, f.opt.ClaimTTL); err != nil {
+	if f.hosts, err = bucket(ctx, js, HostsBucket, f.opt.ClaimTTL, f.opt.Replicas); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(f.opt.ClaimTTL + f.opt.ClaimTTL/2)
@@ -211,12 +217,13 @@ func (f *Fleet) open(ctx context.Context) error {
 	}
 }
 
-// bucket opens the KV bucket name, making it with MaxAge ttl if absent;
-// one of another TTL is refused: every host of a fleet must agree.
-func bucket(ctx context.Context, js jetstream.JetStream, name string, ttl time.Duration) (jetstream.KeyValue, error) {
+// bucket opens the KV bucket name, making it with MaxAge ttl and
+// replicas copies if absent; one of another TTL or replica count is
+// refused: every host of a fleet must agree.
+func bucket(ctx context.Context, js jetstream.JetStream, name string, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, name)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, TTL: ttl, History: 1, Storage: jetstream.FileStorage})
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, TTL: ttl, History: 1, Storage: jetstream.FileStorage, Replicas: replicas})
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			kv, err = js.KeyValue(ctx, name)
 		}
@@ -231,7 +238,18 @@ func bucket(ctx context.Context, js jetstream.JetStream, name string, ttl time.D
 	if st.TTL() != ttl {
 		return nil, fmt.Errorf("fleet: fleet.claim_ttl %s differs from the fleet's (bucket %s keeps entries %s): every host must set the same", ttl, name, st.TTL())
 	}
+	if got := kvReplicas(st); got != replicas {
+		return nil, fmt.Errorf("fleet: fleet.replicas %d differs from the fleet's (bucket %s has %d): every host must set the same", replicas, name, got)
+	}
 	return kv, nil
+}
+
+// kvReplicas is how many servers keep a bucket's stream.
+func kvReplicas(st jetstream.KeyValueStatus) int {
+	if b, ok := st.(*jetstream.KeyValueBucketStatus); ok && b.StreamInfo() != nil {
+		return max(b.StreamInfo().Config.Replicas, 1)
+	}
+	return 1
 }
 
 // register writes this host's presence key: created if free, or

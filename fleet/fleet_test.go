@@ -215,6 +215,10 @@ func TestJoinErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "claim_ttl") {
 		t.Errorf("other TTL: %v; want an error naming claim_ttl", err)
 	}
+	_, err = Join(ctx, Options{URLs: []string{url}, TokenFile: fleettest.TokenFile(t), HostID: "b", ClaimTTL: ttl, Replicas: 3})
+	if err == nil || !strings.Contains(err.Error(), "fleet.replicas 3 differs") || !strings.Contains(err.Error(), "has 1") {
+		t.Errorf("other replicas: %v; want an error naming fleet.replicas", err)
+	}
 	_, err = Join(ctx, Options{URLs: []string{"nats://127.0.0.1:1"}, HostID: "b", ClaimTTL: ttl, ConnectTimeout: time.Second})
 	if err == nil || !strings.Contains(err.Error(), "connect to NATS nats://127.0.0.1:1") {
 		t.Errorf("unreachable NATS: %v; want an error naming the URL", err)
@@ -448,4 +452,44 @@ func TestLoadsOfLiveHostsOnly(t *testing.T) {
 	}
 	c.Close(context.Background())
 	eventually(t, ttl/2, "c's load gone once it left", func() bool { return !b.Elsewhere("q", 100) })
+}
+
+// A server in operator (JWT) mode, the one that takes credentials
+// files: a user of an account it does not trust, or a file that is no
+// credentials, is refused with a clear error (join and status); the
+// trusted account's user (positive control) joins, claims and reads.
+func TestJoinNeedsTrustedCredentials(t *testing.T) {
+	t.Parallel()
+	op := fleettest.NewOperator(t)
+	url := fleettest.RunOperatorNATS(t, op)
+	ctx := ctxT(t)
+	opts := func(creds string) Options {
+		return Options{URLs: []string{url}, CredsFile: creds, HostID: "a", ClaimTTL: ttl, ConnectTimeout: time.Second}
+	}
+	_, err := Join(ctx, opts(op.ForeignCreds))
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") || !strings.Contains(err.Error(), url) {
+		t.Errorf("untrusted credentials: %v; want an authorization error naming the URL", err)
+	}
+	if _, err := ReadStatus(ctx, opts(op.ForeignCreds)); err == nil {
+		t.Error("status with untrusted credentials: read; want refused")
+	}
+	garbage := filepath.Join(t.TempDir(), "garbage.creds")
+	os.WriteFile(garbage, []byte("not a credentials file\n"), 0o600)
+	if _, err := Join(ctx, opts(garbage)); err == nil || !strings.Contains(err.Error(), "connect to NATS") {
+		t.Errorf("a file that is no credentials: %v; want an error", err)
+	}
+	if _, err := Join(ctx, Options{URLs: []string{url}, HostID: "a", ClaimTTL: ttl, ConnectTimeout: time.Second}); err == nil {
+		t.Error("no credentials: joined; want refused")
+	}
+	f, err := Join(ctx, opts(op.Creds))
+	if err != nil {
+		t.Fatalf("trusted credentials: %v", err)
+	}
+	defer f.Close(ctx)
+	if ok, err := f.Claim(ctx, "gitea|x\x001"); !ok || err != nil {
+		t.Errorf("claim with trusted credentials: %v %v", ok, err)
+	}
+	if _, err := ReadStatus(ctx, opts(op.Creds)); err != nil {
+		t.Errorf("status with trusted credentials: %v", err)
+	}
 }

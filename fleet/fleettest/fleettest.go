@@ -1,6 +1,8 @@
 // Package fleettest runs what tests of a fleet need: an in-process NATS
 // server with JetStream (the real server, from its Go module, linked into
-// test binaries only) and a TCP relay a test can cut to partition a host.
+// test binaries only), a three-node JetStream cluster, an operator (JWT)
+// setup for credentials files, and a TCP relay a test can cut to
+// partition a host.
 package fleettest
 
 import (
@@ -35,7 +37,16 @@ func TokenFile(t testing.TB) string {
 // Token and returns its URL.
 func RunNATS(t testing.TB) string {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, Authorization: Token})
+	return runServer(t, &server.Options{Authorization: Token})
+}
+
+// runServer starts an in-process JetStream server on loopback with o's
+// authentication, storing under a temporary directory, until t ends,
+// and returns its URL.
+func runServer(t testing.TB, o *server.Options) string {
+	t.Helper()
+	o.Host, o.Port, o.JetStream, o.StoreDir, o.NoLog, o.NoSigs = "127.0.0.1", -1, true, t.TempDir(), true, true
+	s, err := server.NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}

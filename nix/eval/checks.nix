@@ -203,7 +203,7 @@ in
       ];
     in
     {
-      member = host { urls = [ "nats://10.0.0.1:4222" "nats://10.0.0.2:4222" ]; credentialsFile = "/run/secrets/nats.creds"; claimTTL = "10s"; };
+      member = host { urls = [ "nats://10.0.0.1:4222" "nats://10.0.0.2:4222" ]; credentialsFile = "/run/secrets/nats.creds"; claimTTL = "10s"; replicas = 3; };
       tokened = host { urls = [ "nats://10.0.0.1:4222" ]; tokenFile = "/run/secrets/nats.token"; };
       alone = host { };
     };

@@ -28,13 +28,14 @@ rec {
 
   # withFleet: services with every enabled face in the fleet of the
   # registry's NATS cluster (none without fleet-nats hosts); a host's
-  # own fleet options win.
+  # own fleet options win. The tag runs three nodes: the buckets keep
+  # three replicas, so losing one node does not stop claiming.
   withFleet = registry: services:
     if natsHosts registry == [ ] then services
     else mapAttrs
       (f: s:
         if faces ? ${f} && (s.enable or false)
-        then util.recursiveMerge { fleet = { urls = natsURLs registry; tokenFile = natsTokenFile registry; }; } s
+        then util.recursiveMerge { fleet = { urls = natsURLs registry; tokenFile = natsTokenFile registry; replicas = 3; }; } s
         else s)
       services;
 

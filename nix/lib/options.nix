@@ -204,6 +204,11 @@ in
           default = "30s";
           description = "fleet.claim_ttl: how long a claim outlives its holder's last refresh (1s-30s); the same on every host of the fleet.";
         };
+        replicas = option {
+          type = "int";
+          default = 1;
+          description = "fleet.replicas: how many NATS servers keep the fleet's KV buckets (1-5): 3 on a three-node NATS cluster, so that losing one node does not stop claiming. Fixed when the buckets are first made; the same on every host of the fleet.";
+        };
         onUnreachable = option {
           type.enum = [ "fail" "local" ];
           default = "fail";

@@ -123,6 +123,7 @@ rec {
           token_file = cred "fleet-token" opts.fleet.tokenFile;
           insecure_no_auth = if opts.fleet.insecureNoAuth then true else null;
           claim_ttl = opts.fleet.claimTTL;
+          inherit (opts.fleet) replicas;
           on_unreachable = opts.fleet.onUnreachable;
         };
       } // util.optionalAttrs ((base.cache or null) != null) {

@@ -26,6 +26,7 @@ func TestFleetOptions(t *testing.T) {
 				CredsFile     string   `json:"credentials_file"`
 				TokenFile     string   `json:"token_file"`
 				ClaimTTL      string   `json:"claim_ttl"`
+				Replicas      int      `json:"replicas"`
 				OnUnreachable string   `json:"on_unreachable"`
 			}
 		}
@@ -37,14 +38,14 @@ func TestFleetOptions(t *testing.T) {
 		case "member":
 			f := cfg.Fleet
 			if f == nil || !slices.Equal(f.URLs, []string{"nats://10.0.0.1:4222", "nats://10.0.0.2:4222"}) ||
-				f.CredsFile != "/run/credentials/fireteact.service/fleet-credentials" || f.ClaimTTL != "10s" || f.OnUnreachable != "fail" {
+				f.CredsFile != "/run/credentials/fireteact.service/fleet-credentials" || f.ClaimTTL != "10s" || f.Replicas != 3 || f.OnUnreachable != "fail" {
 				t.Errorf("%s: fleet %+v", name, f)
 			}
 			if !slices.Contains(creds, "fleet-credentials:/run/secrets/nats.creds") {
 				t.Errorf("%s: LoadCredential %v lacks the NATS credentials", name, creds)
 			}
 		case "tokened":
-			if f := cfg.Fleet; f == nil || f.TokenFile != "/run/credentials/fireteact.service/fleet-token" || f.CredsFile != "" {
+			if f := cfg.Fleet; f == nil || f.TokenFile != "/run/credentials/fireteact.service/fleet-token" || f.CredsFile != "" || f.Replicas != 1 {
 				t.Errorf("%s: fleet %+v", name, f)
 			}
 			if !slices.Contains(creds, "fleet-token:/run/secrets/nats.token") {

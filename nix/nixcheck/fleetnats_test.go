@@ -49,13 +49,14 @@ func TestFleetNatsTag(t *testing.T) {
 			Fleet *struct {
 				URLs      []string `json:"urls"`
 				TokenFile string   `json:"token_file"`
+				Replicas  int      `json:"replicas"`
 			}
 		}
 		if err := json.Unmarshal(u.Settings, &cfg); err != nil {
 			t.Fatal(err)
 		}
-		if cfg.Fleet == nil || !slices.Equal(cfg.Fleet.URLs, urls) || cfg.Fleet.TokenFile != "/run/credentials/fireteact.service/fleet-token" {
-			t.Errorf("%s: fleet %+v; want the cluster's URLs %v and the token", name, cfg.Fleet, urls)
+		if cfg.Fleet == nil || !slices.Equal(cfg.Fleet.URLs, urls) || cfg.Fleet.TokenFile != "/run/credentials/fireteact.service/fleet-token" || cfg.Fleet.Replicas != 3 {
+			t.Errorf("%s: fleet %+v; want the cluster's URLs %v, the token and 3 replicas", name, cfg.Fleet, urls)
 		}
 		if !slices.Contains(strs(u.ServiceConfig["LoadCredential"]), "fleet-token:/run/secrets/fleet-nats-token") {
 			t.Errorf("%s: LoadCredential %v lacks the fleet's token", name, u.ServiceConfig["LoadCredential"])
