@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,36 +45,37 @@ func IdentityDevice(root string) (string, error) {
 // host's socket only while the guest has the port open, so the host keeps
 // its end until the guest says it has the line. A port whose host end is
 // not connected reads as end of file: the agent polls until the host
-// connects (the template waits here when it is saved).
+// connects (the template waits here when it is saved). The port stays
+// open throughout: Linux discards what a port holds when it is closed, so
+// a line QEMU handed over just after a read saw no host would be lost if
+// the agent closed and reopened the port between polls.
 func ReadIdentityLine(ctx context.Context, dev string) ([]byte, error) {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("identity port: %w", err)
+	}
+	defer f.Close()
 	var line []byte
 	buf := make([]byte, 64<<10)
 	for {
-		f, err := os.OpenFile(dev, os.O_RDWR, 0)
-		if err != nil {
+		n, err := f.Read(buf)
+		line = append(line, buf[:n]...)
+		if i := bytes.IndexByte(line, '\n'); i >= 0 {
+			if _, err := f.Write([]byte(agentproto.IdentityAck + "\n")); err != nil {
+				return nil, fmt.Errorf("identity port: acknowledge: %w", err)
+			}
+			return line[:i], nil
+		}
+		if len(line) > agentproto.MaxIdentity {
+			return nil, fmt.Errorf("identity longer than %d bytes", agentproto.MaxIdentity)
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("identity port: %w", err)
 		}
-		line = line[:0] // what a host that went away left unfinished is not its line
-		for {
-			n, err := f.Read(buf)
-			line = append(line, buf[:n]...)
-			if i := bytes.IndexByte(line, '\n'); i >= 0 {
-				_, err := f.Write([]byte(agentproto.IdentityAck + "\n"))
-				f.Close()
-				if err != nil {
-					return nil, fmt.Errorf("identity port: acknowledge: %w", err)
-				}
-				return line[:i], nil
-			}
-			if len(line) > agentproto.MaxIdentity {
-				f.Close()
-				return nil, fmt.Errorf("identity longer than %d bytes", agentproto.MaxIdentity)
-			}
-			if n == 0 || err != nil {
-				break
-			}
+		if n > 0 {
+			continue
 		}
-		f.Close()
+		line = line[:0] // no host now: what one that went away left unfinished is not its line
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("waiting for the identity: %w", ctx.Err())
