@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -86,10 +87,14 @@ func TestTheRealAgentRestoresAsTwoVMs(t *testing.T) {
 			t.Fatalf("%s did not run its runner to its end; reports %v; console:\n%s", v.name, v.rep.events(), readConsole(v.spec.ConsoleLog))
 		}
 		c := readConsole(v.spec.ConsoleLog)
+		// Reports are sent at least once (a retry after a slow answer
+		// under load repeats one) and the last may be given up when the
+		// VM powers off: each event once, in order, up to runner-ready.
 		want := []agentproto.Event{agentproto.EventBooted, agentproto.EventNetworkUp, agentproto.EventRunnerStarted,
 			agentproto.EventRunnerReady, agentproto.EventRunnerExited}
-		if got := v.rep.events(); fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Errorf("%s reported %v, want %v; console:\n%s", v.name, got, want, c)
+		got := slices.Compact(v.rep.events())
+		if len(got) < 4 || len(got) > len(want) || !slices.Equal(got, want[:len(got)]) {
+			t.Errorf("%s reported %v, want %v; console:\n%s", v.name, v.rep.events(), want, c)
 		}
 		if from := v.rep.sources(); len(from) != 1 || from[0] != v.guestIP {
 			t.Errorf("%s reported from %v, not its own address %s", v.name, from, v.guestIP)
