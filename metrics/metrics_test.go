@@ -17,15 +17,13 @@ func TestUnsavedRecordsAreCountedPerPool(t *testing.T) {
 	m.RecordUnsaved("a")
 	m.RecordUnsaved("a")
 	m.RecordUnsaved("b")
-	rec := httptest.NewRecorder()
-	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	body, _ := io.ReadAll(rec.Body)
+	body := scrape(m)
 	for _, want := range []string{
 		"# TYPE fireactions_vm_record_save_failures_total counter",
 		`fireactions_vm_record_save_failures_total{pool="a"} 2`,
 		`fireactions_vm_record_save_failures_total{pool="b"} 1`,
 	} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
@@ -85,4 +83,12 @@ func TestDistributionsSumThePools(t *testing.T) {
 	if ds[1].Count != 1 {
 		t.Errorf("queue wait count %d, want 1", ds[1].Count)
 	}
+}
+
+// scrape is what m serves on /metrics.
+func scrape(m *Metrics) string {
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	return string(body)
 }

@@ -33,6 +33,29 @@ type Spec struct {
 	// driver may offer the guest, e.g. through Firecracker's MMDS. Never a
 	// token or credential: those reach the guest in its initramfs only.
 	Metadata map[string]string
+	// Identity, when set, is the host end (a unix socket the monitor
+	// listens on) of the VM's identity channel: a virtio-serial port the
+	// guest agent waits on for its config when the VM is a warm start's
+	// template or a restore of one (see package warmstart).
+	Identity string
+	// Restore, when set, is a saved state (a warmstart template's) the
+	// VM is restored from instead of booted: same kernel, initramfs,
+	// drives (IDs, order), memory and vCPUs as the template, with its own
+	// TAP, MAC, disks and identity channel.
+	Restore string
+}
+
+// Warm is a Machine of a driver that saves and restores guests.
+type Warm interface {
+	// SaveState stops the guest and writes its memory and device state
+	// to dst; the monitor stays, stopped, until killed.
+	SaveState(ctx context.Context, dst string) error
+	// Resume runs a guest restored from Spec.Restore once the state is
+	// loaded; an error is a restore that failed (the VM must be killed
+	// and booted cold).
+	Resume(ctx context.Context) error
+	// SendIdentity writes b, one line, to the guest's identity channel.
+	SendIdentity(ctx context.Context, b []byte) error
 }
 
 // Hypervisor starts VMs.

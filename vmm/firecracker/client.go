@@ -146,15 +146,20 @@ func (e *APIError) Error() string {
 }
 
 func (c *Client) put(ctx context.Context, path string, body any) error {
+	return c.call(ctx, http.MethodPut, path, body)
+}
+
+// call sends one request whose answer has no body but a fault.
+func (c *Client) call(ctx context.Context, method, path string, body any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
-		return fmt.Errorf("PUT %s: encode body: %w", path, err)
+		return fmt.Errorf("%s %s: encode body: %w", method, path, err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(cctx, http.MethodPut, "http://localhost"+path, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(cctx, method, "http://localhost"+path, bytes.NewReader(b))
 	if err != nil {
-		return fmt.Errorf("PUT %s: %w", path, err)
+		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -176,7 +181,7 @@ func (c *Client) put(ctx context.Context, path string, body any) error {
 	if json.Unmarshal(data, &fault) != nil || fault.FaultMessage == "" {
 		fault.FaultMessage = strings.TrimSpace(string(data))
 	}
-	return &APIError{Method: http.MethodPut, Path: path, Status: resp.StatusCode, Fault: fault.FaultMessage}
+	return &APIError{Method: method, Path: path, Status: resp.StatusCode, Fault: fault.FaultMessage}
 }
 
 // callError is why a call got no answer: the VMM did not answer within

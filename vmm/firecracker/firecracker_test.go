@@ -153,6 +153,8 @@ func TestStartRefusesBadSpecs(t *testing.T) {
 		{ID: "a", VCPUs: 1, MemoryMiB: 128, Kernel: "/k", Initramfs: "/i", TAP: "t", ConsoleLog: "/c", Dir: "/d",
 			Drives: []vmm.Drive{{ID: "a-b", Path: "/1"}, {ID: "a_b", Path: "/2"}}}, // one Firecracker id
 		{ID: "a", VCPUs: 1, MemoryMiB: 128, Kernel: "/k", Initramfs: "/i", TAP: "t", ConsoleLog: "/c", Dir: "/d", Slot: -1},
+		{ID: "a", VCPUs: 1, MemoryMiB: 128, Kernel: "/k", Initramfs: "/i", TAP: "t", ConsoleLog: "/c", Dir: "/d", Restore: "/s"},
+		{ID: "a", VCPUs: 1, MemoryMiB: 128, Kernel: "/k", Initramfs: "/i", TAP: "t", ConsoleLog: "/c", Dir: "/d", Identity: "/d/id.sock"},
 	} {
 		if _, err := d.Start(context.Background(), s); err == nil {
 			t.Errorf("spec %+v started", s)

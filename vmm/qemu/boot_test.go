@@ -106,7 +106,7 @@ func readConsole(p string) string {
 }
 
 // hostKernel is the Debian cloud kernel the test guest boots.
-func hostKernel(t *testing.T) string {
+func hostKernel(t testing.TB) string {
 	t.Helper()
 	ks, _ := filepath.Glob("/boot/vmlinuz-*-cloud-amd64")
 	if len(ks) == 0 {
@@ -123,13 +123,7 @@ func hostKernel(t *testing.T) string {
 // up on the console, then resets.
 func guestInitramfs(t *testing.T, dst string) {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "init")
-	cmd := exec.Command("go", "build", "-o", bin, "../firecracker/testdata/guestinit")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the guest init: %v\n%s", err, out)
-	}
-	data, err := os.ReadFile(bin)
+	data, err := os.ReadFile(buildGuest(t, "../firecracker/testdata/guestinit"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,13 +140,17 @@ func guestInitramfs(t *testing.T, dst string) {
 	}
 }
 
-// testTAP creates a TAP for the test and removes it after.
-func testTAP(t *testing.T) string {
+// buildGuest builds the static test guest program pkg and returns its path.
+func buildGuest(t testing.TB, pkg string) string {
 	t.Helper()
-	name := fmt.Sprintf("fqt%d", os.Getpid()%1000000)
-	if out, err := exec.Command("ip", "tuntap", "add", "dev", name, "mode", "tap").CombinedOutput(); err != nil {
-		t.Fatalf("create tap: %v: %s", err, out)
+	bin := filepath.Join(t.TempDir(), "init")
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the guest init %s: %v\n%s", pkg, err, out)
 	}
-	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", name).Run() })
-	return name
+	return bin
 }
+
+// testTAP creates a TAP for the test and removes it after.
+func testTAP(t *testing.T) string { return tap(t, "t") }

@@ -115,7 +115,8 @@ func (d *Driver) CommandLine(spec vmm.Spec, kernelCmdline string) []string {
 			"-netdev", "tap,id=n0,ifname="+spec.TAP+",script=no,downscript=no",
 			"-device", nic)
 	}
-	return append(args, driveArgs(spec.Drives)...)
+	args = append(args, driveArgs(spec.Drives)...)
+	return append(args, warmArgs(spec)...)
 }
 
 // initrdFD is the initramfs as QEMU opens it: the file Start passes it
@@ -138,9 +139,26 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	// has returned: it gets the file open, as its fd 3, so the caller may
 	// remove the file's name at once (see vmm.Hypervisor). The machine
 	// keeps it open too, to empty it once the guest has read it.
-	initrd, err := os.OpenFile(spec.Initramfs, os.O_RDWR, 0)
+	// A template's or a restore's initramfs (a VM with an identity
+	// channel) is the pool's, shared and without a secret: read only,
+	// never emptied, for every restore's QEMU loads it again.
+	mode := os.O_RDWR
+	if spec.Identity != "" {
+		mode = os.O_RDONLY
+	}
+	initrd, err := os.OpenFile(spec.Initramfs, mode, 0)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: vm %s: open initramfs: %w", spec.ID, err)
+	}
+	files := []*os.File{initrd}
+	if spec.Restore != "" {
+		state, err := os.Open(spec.Restore)
+		if err != nil {
+			initrd.Close()
+			return nil, fmt.Errorf("qemu: vm %s: open saved state: %w", spec.ID, err)
+		}
+		defer state.Close() // QEMU holds its own copy once started
+		files = append(files, state)
 	}
 	held := spec
 	held.Initramfs = initrdFD
@@ -148,16 +166,22 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	// the initramfs's path was: ps shows which VM files a QEMU is of.
 	args := append(d.Args(held), "-pidfile", filepath.Join(spec.Dir, "qemu.pid"))
 	cmd := exec.Command(d.Binary, args...)
-	cmd.ExtraFiles = []*os.File{initrd}
+	cmd.ExtraFiles = files
 	cmd.Dir = spec.Dir
 	cmd.Stdin = nil
 	cmd.Stdout = console
 	cmd.Stderr = console
 	m := &machine{initrd: initrd}
+	if spec.Identity != "" {
+		m.dir, m.identity = spec.Dir, spec.Identity
+	}
 	p, err := process.Start(cmd, "qemu", m.closeInitrd)
 	if err != nil {
 		initrd.Close()
 		return nil, fmt.Errorf("qemu: vm %s: start %s: %w", spec.ID, d.Binary, err)
+	}
+	if spec.Identity != "" {
+		m.closeInitrd() // nothing to release: the pool's, not the VM's
 	}
 	m.Started = p
 	return m, nil
@@ -169,7 +193,12 @@ type machine struct {
 	*process.Started
 	mu     sync.Mutex
 	initrd *os.File // nil once released or QEMU has exited
+
+	dir      string // the VM's directory, holding qmp.sock; "" without Spec.Identity
+	identity string // the identity channel's socket
 }
+
+var _ vmm.Warm = (*machine)(nil)
 
 var _ vmm.BootReleaser = (*machine)(nil)
 

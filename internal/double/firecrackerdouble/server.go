@@ -81,8 +81,12 @@ type Server struct {
 	isStarted bool
 	vm        BootConfig
 	hasKernel bool
-	mmds      MMDS
-	recMu     sync.Mutex
+	// configured: a resource other than the logger and metrics was set
+	// (a snapshot load is refused then); paused: PATCH /vm said Paused.
+	configured bool
+	paused     bool
+	mmds       MMDS
+	recMu      sync.Mutex
 }
 
 // NewServer returns the API handler of a firecracker double.
@@ -158,7 +162,11 @@ func (s *Server) handle(method, path string, body []byte) (int, any, string) {
 	case !s.isStarted && (op.Phase == apispec.PostBoot || refusedBeforeStart[key] || act == "SendCtrlAltDel" || act == "FlushMetrics"):
 		return http.StatusBadRequest, nil, faultBeforeStart
 	}
-	return s.apply(key, params, body, act)
+	status, out, fault := s.apply(key, params, body, act)
+	if fault == "" && !s.isStarted && method == "PUT" && key != "PUT /logger" && key != "PUT /metrics" {
+		s.configured = true
+	}
+	return status, out, fault
 }
 
 // actionType is the action_type of a PUT /actions body.
@@ -214,6 +222,11 @@ func (s *Server) apply(key string, params map[string]string, body []byte, act st
 			return bad(err)
 		}
 		return ok, nil, ""
+	case "PATCH /vm", "PUT /snapshot/create", "PUT /snapshot/load":
+		if err := s.snapshotOp(key, body); err != nil {
+			return bad(err)
+		}
+		return ok, nil, ""
 	case "PUT /actions":
 		if act != "InstanceStart" {
 			break
@@ -227,6 +240,9 @@ func (s *Server) apply(key string, params map[string]string, body []byte, act st
 }
 
 func (s *Server) state() string {
+	if s.isStarted && s.paused {
+		return "Paused"
+	}
 	if s.isStarted {
 		return "Running"
 	}

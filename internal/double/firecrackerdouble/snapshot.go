@@ -1,0 +1,114 @@
+package firecrackerdouble
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Snapshots, held to Firecracker 1.17's description and phase rules:
+// /snapshot/create is post-boot only and wants the microVM Paused
+// (PATCH /vm); /snapshot/load is accepted only on a fresh process, before
+// any resource but the logger and metrics is configured, with exactly one
+// of mem_file_path and mem_backend, and files that exist. The double's
+// snapshot is its own: the machine's configuration as JSON in both files,
+// which a load reads back; it restores no guest.
+
+// Firecracker's LoadSnapshotNotAllowed; the other messages say what
+// Firecracker refuses, not necessarily in its words.
+const (
+	faultLoadNotAllowed = "Loading a microVM snapshot not allowed after configuring boot-specific resources."
+	faultNotPaused      = "Cannot create a snapshot: the microVM is not paused."
+	faultMemExactlyOne  = "Exactly one of mem_file_path and mem_backend must be given."
+)
+
+type snapshotCreate struct {
+	MemFilePath  string `json:"mem_file_path"`
+	SnapshotPath string `json:"snapshot_path"`
+	SnapshotType string `json:"snapshot_type"`
+}
+
+type snapshotLoad struct {
+	SnapshotPath string  `json:"snapshot_path"`
+	MemFilePath  *string `json:"mem_file_path"`
+	MemBackend   *struct {
+		BackendType string `json:"backend_type"`
+		BackendPath string `json:"backend_path"`
+	} `json:"mem_backend"`
+	ResumeVM bool `json:"resume_vm"`
+}
+
+// snapshotOp performs PATCH /vm, PUT /snapshot/create or /snapshot/load.
+func (s *Server) snapshotOp(key string, body []byte) error {
+	switch key {
+	case "PATCH /vm":
+		return s.patchVM(body)
+	case "PUT /snapshot/create":
+		return s.createSnapshot(body)
+	}
+	return s.loadSnapshot(body)
+}
+
+// patchVM pauses or resumes a started microVM.
+func (s *Server) patchVM(body []byte) error {
+	var v struct {
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return err
+	}
+	s.paused = v.State == "Paused"
+	return nil
+}
+
+func (s *Server) createSnapshot(body []byte) error {
+	if !s.paused {
+		return errors.New(faultNotPaused)
+	}
+	var c snapshotCreate
+	if err := json.Unmarshal(body, &c); err != nil {
+		return err
+	}
+	state, _ := json.Marshal(s.vm)
+	for _, p := range []string{c.SnapshotPath, c.MemFilePath} {
+		if err := os.WriteFile(s.hostPath(p), state, 0o600); err != nil {
+			return fmt.Errorf("Create snapshot error: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) loadSnapshot(body []byte) error {
+	if s.configured {
+		return errors.New(faultLoadNotAllowed)
+	}
+	var l snapshotLoad
+	if err := json.Unmarshal(body, &l); err != nil {
+		return err
+	}
+	mem := ""
+	switch {
+	case (l.MemFilePath == nil) == (l.MemBackend == nil):
+		return errors.New(faultMemExactlyOne)
+	case l.MemFilePath != nil:
+		mem = *l.MemFilePath
+	default:
+		mem = l.MemBackend.BackendPath
+	}
+	b, err := os.ReadFile(s.hostPath(l.SnapshotPath))
+	if err != nil {
+		return fmt.Errorf("Load snapshot error: Cannot open snapshot file: %w", err)
+	}
+	if err := s.openable(mem, false); err != nil {
+		return fmt.Errorf("Load snapshot error: Cannot open the memory file: %w", err)
+	}
+	var vm BootConfig
+	if err := json.Unmarshal(b, &vm); err != nil {
+		return fmt.Errorf("Load snapshot error: Cannot deserialize the microVM state: %w", err)
+	}
+	s.vm, s.hasKernel, s.paused = vm, true, !l.ResumeVM
+	s.isStarted = true
+	close(s.started)
+	return nil
+}

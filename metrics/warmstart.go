@@ -1,0 +1,29 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
+)
+
+// WarmStarts counts the cold boots of warm-start pools, by reason: it is
+// the warmstart.Counter a pool's warmstart.Chooser reports to.
+type WarmStarts struct{ fallbacks *prometheus.CounterVec }
+
+var _ warmstart.Counter = (*WarmStarts)(nil)
+
+// WarmStarts registers fireactions_warm_start_fallbacks_total; call it
+// once per Metrics.
+func (m *Metrics) WarmStarts() *WarmStarts {
+	w := &WarmStarts{fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fireactions_warm_start_fallbacks_total",
+		Help: "VMs of warm-start pools booted cold instead of restored, by reason (no_template, vmm_mismatch, kernel_mismatch, image_mismatch, agent_mismatch, state_missing, state_truncated, bad_manifest, restore_failed).",
+	}, []string{"pool", "reason"})}
+	m.reg.MustRegister(w.fallbacks)
+	return w
+}
+
+// WarmStartFallback implements warmstart.Counter.
+func (w *WarmStarts) WarmStartFallback(pool string, r warmstart.Reason) {
+	w.fallbacks.WithLabelValues(pool, string(r)).Inc()
+}

@@ -1,0 +1,44 @@
+package warmstart
+
+import (
+	"context"
+	"log/slog"
+)
+
+// Counter counts cold boots a pool meant to be warm, by reason (the
+// metrics package's fireactions_warm_start_fallbacks_total).
+type Counter interface {
+	WarmStartFallback(pool string, reason Reason)
+}
+
+// Chooser picks, for each VM of a warm-start pool, its template or a
+// cold boot, and says why it boots cold.
+type Chooser struct {
+	Pool    string
+	Dir     string // the pool's template directory
+	Log     *slog.Logger
+	Metrics Counter
+}
+
+// Template is the template to restore vm from, or nil: vm boots cold, and
+// the reason is logged (WARN, with pool and vm) and counted.
+func (c *Chooser) Template(ctx context.Context, vm string, want Key) *Template {
+	t, err := Open(c.Dir, want)
+	if err == nil {
+		return t
+	}
+	c.ColdBoot(ctx, vm, err)
+	return nil
+}
+
+// ColdBoot logs and counts a cold boot of vm for err: a template Open
+// refused, or a restore that failed (the VM is ended and booted cold).
+func (c *Chooser) ColdBoot(ctx context.Context, vm string, err error) {
+	f := AsFallback(err)
+	if c.Log != nil {
+		c.Log.WarnContext(ctx, "warm start: booting cold", "pool", c.Pool, "vm", vm, "reason", string(f.Reason), "detail", f.Detail)
+	}
+	if c.Metrics != nil {
+		c.Metrics.WarmStartFallback(c.Pool, f.Reason)
+	}
+}

@@ -1,0 +1,179 @@
+// Package warmstart keeps each pool's template: the memory and device state
+// of a VM booted until its agent waits for its identity, saved by the VMM
+// (QEMU's migration stream, Firecracker's snapshot), from which a pool's VMs
+// are restored instead of booted. It exists so the decision "restore or
+// boot cold, and why" lives in one place: a template is used only when it
+// was made by the same VMM version, kernel, image and agent as the VM about
+// to start and its state file is whole; anything else is a Fallback with a
+// reason the pool logs and counts, never a broken VM handed to a job.
+package warmstart
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// Key is what a template was made from. A template restores a VM only
+// when every field equals the VM's own: the QEMU migration stream is only
+// promised to load into the same QEMU version, and a guest kernel, root
+// or agent other than the one booted would run in memory saved from
+// another.
+type Key struct {
+	VMM    string `json:"vmm"`    // the monitor and its version, e.g. "qemu 7.2.22"
+	Kernel string `json:"kernel"` // sha256 of the kernel image
+	Image  string `json:"image"`  // sha256 of the boot archive, or the OCI image's digest
+	Agent  string `json:"agent"`  // sha256 of the agent binary
+}
+
+// FileDigest is the sha256 of a file, as Key's fields hold it.
+func FileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("warmstart: digest of %s: %w", path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("warmstart: digest of %s: %w", path, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Reason is why a VM boots cold: a bounded set, used as a metric label.
+type Reason string
+
+const (
+	ReasonNoTemplate     Reason = "no_template"
+	ReasonVMMMismatch    Reason = "vmm_mismatch"
+	ReasonKernelMismatch Reason = "kernel_mismatch"
+	ReasonImageMismatch  Reason = "image_mismatch"
+	ReasonAgentMismatch  Reason = "agent_mismatch"
+	ReasonStateMissing   Reason = "state_missing"
+	ReasonStateTruncated Reason = "state_truncated"
+	ReasonBadManifest    Reason = "bad_manifest"
+	ReasonRestoreFailed  Reason = "restore_failed"
+)
+
+// Reasons is every Reason, for metrics that want their labels known.
+var Reasons = []Reason{ReasonNoTemplate, ReasonVMMMismatch, ReasonKernelMismatch,
+	ReasonImageMismatch, ReasonAgentMismatch, ReasonStateMissing,
+	ReasonStateTruncated, ReasonBadManifest, ReasonRestoreFailed}
+
+// Fallback is the error of a template that must not be restored: the VM
+// boots cold. Detail says what was found, for the log line.
+type Fallback struct {
+	Reason Reason
+	Detail string
+}
+
+func (f *Fallback) Error() string {
+	return fmt.Sprintf("warm start: cold boot (%s): %s", f.Reason, f.Detail)
+}
+
+// AsFallback is err's Fallback, or one with ReasonRestoreFailed for any
+// other error (a restore the VMM refused).
+func AsFallback(err error) *Fallback {
+	var f *Fallback
+	if errors.As(err, &f) {
+		return f
+	}
+	return &Fallback{Reason: ReasonRestoreFailed, Detail: err.Error()}
+}
+
+// File names inside a template's directory.
+const (
+	ManifestFile = "template.json"
+	StateFile    = "state"
+)
+
+// Template is a pool's saved VM, checked whole and made from the Key it
+// was opened with.
+type Template struct {
+	Dir   string
+	Key   Key
+	State string // the saved state (QEMU migration stream)
+}
+
+// manifest is written last, after the state file is complete and synced:
+// a template without one is no template.
+type manifest struct {
+	Key       Key   `json:"key"`
+	StateSize int64 `json:"state_size"`
+}
+
+// Open returns the template in dir if it may restore a VM whose Key is
+// want, or a *Fallback saying why not.
+func Open(dir string, want Key) (*Template, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &Fallback{Reason: ReasonNoTemplate, Detail: "no template in " + dir}
+	}
+	if err != nil {
+		return nil, &Fallback{Reason: ReasonBadManifest, Detail: err.Error()}
+	}
+	var m manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, &Fallback{Reason: ReasonBadManifest, Detail: fmt.Sprintf("%s: %v", ManifestFile, err)}
+	}
+	for _, c := range []struct {
+		r         Reason
+		what      string
+		have, got string
+	}{
+		{ReasonVMMMismatch, "VMM", m.Key.VMM, want.VMM},
+		{ReasonKernelMismatch, "kernel", m.Key.Kernel, want.Kernel},
+		{ReasonImageMismatch, "image", m.Key.Image, want.Image},
+		{ReasonAgentMismatch, "agent", m.Key.Agent, want.Agent},
+	} {
+		if c.have != c.got {
+			return nil, &Fallback{Reason: c.r, Detail: fmt.Sprintf("template made with %s %q, this VM has %q", c.what, c.have, c.got)}
+		}
+	}
+	state := filepath.Join(dir, StateFile)
+	st, err := os.Stat(state)
+	if err != nil {
+		return nil, &Fallback{Reason: ReasonStateMissing, Detail: err.Error()}
+	}
+	if st.Size() != m.StateSize {
+		return nil, &Fallback{Reason: ReasonStateTruncated, Detail: fmt.Sprintf("%s is %d bytes, the template saved %d", state, st.Size(), m.StateSize)}
+	}
+	return &Template{Dir: dir, Key: m.Key, State: state}, nil
+}
+
+// Seal records a state file just saved in dir as the template of key:
+// the state is synced first, then the manifest is written under a
+// temporary name and renamed, so a crash leaves no template or a whole one.
+func Seal(dir string, key Key) error {
+	state := filepath.Join(dir, StateFile)
+	f, err := os.Open(state)
+	if err != nil {
+		return fmt.Errorf("warmstart: seal template: %w", err)
+	}
+	st, err := f.Stat()
+	if err == nil {
+		err = f.Sync()
+	}
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("warmstart: seal template %s: %w", state, err)
+	}
+	b, err := json.Marshal(manifest{Key: key, StateSize: st.Size()})
+	if err != nil {
+		return fmt.Errorf("warmstart: seal template: %w", err)
+	}
+	tmp := filepath.Join(dir, ManifestFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("warmstart: seal template: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, ManifestFile)); err != nil {
+		return fmt.Errorf("warmstart: seal template: %w", err)
+	}
+	return nil
+}

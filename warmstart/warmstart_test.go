@@ -1,0 +1,115 @@
+package warmstart
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var key = Key{VMM: "qemu 7.2.22", Kernel: "sha256:k", Image: "sha256:i", Agent: "sha256:a"}
+
+// sealed is a template directory holding a sealed state of n bytes.
+func sealed(t *testing.T, n int) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, StateFile), bytes.Repeat([]byte{7}, n), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Seal(dir, key); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestOpenRestoresOnlyAWholeTemplateOfTheSameKey(t *testing.T) {
+	dir := sealed(t, 4096)
+	tpl, err := Open(dir, key)
+	if err != nil || tpl.State != filepath.Join(dir, StateFile) {
+		t.Fatalf("a whole template of the same key: %v, %+v", err, tpl)
+	}
+	other := func(f func(*Key)) Key { k := key; f(&k); return k }
+	cases := []struct {
+		name  string
+		dir   func() string
+		want  Key
+		rsn   Reason
+		words string
+	}{
+		{"no template", t.TempDir, key, ReasonNoTemplate, "no template"},
+		{"other QEMU", func() string { return sealed(t, 10) }, other(func(k *Key) { k.VMM = "qemu 8.2.0" }), ReasonVMMMismatch, `"qemu 7.2.22"`},
+		{"other kernel", func() string { return sealed(t, 10) }, other(func(k *Key) { k.Kernel = "sha256:k2" }), ReasonKernelMismatch, "kernel"},
+		{"other image", func() string { return sealed(t, 10) }, other(func(k *Key) { k.Image = "sha256:i2" }), ReasonImageMismatch, "image"},
+		{"other agent", func() string { return sealed(t, 10) }, other(func(k *Key) { k.Agent = "sha256:a2" }), ReasonAgentMismatch, "agent"},
+		{"state missing", func() string {
+			d := sealed(t, 10)
+			os.Remove(filepath.Join(d, StateFile))
+			return d
+		}, key, ReasonStateMissing, StateFile},
+		{"state truncated", func() string {
+			d := sealed(t, 4096)
+			os.Truncate(filepath.Join(d, StateFile), 1000)
+			return d
+		}, key, ReasonStateTruncated, "1000 bytes, the template saved 4096"},
+		{"manifest garbage", func() string {
+			d := sealed(t, 10)
+			os.WriteFile(filepath.Join(d, ManifestFile), []byte("{"), 0o600)
+			return d
+		}, key, ReasonBadManifest, ManifestFile},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tpl, err := Open(c.dir(), c.want)
+			var f *Fallback
+			if !errors.As(err, &f) || tpl != nil {
+				t.Fatalf("got %+v, %v; want a Fallback", tpl, err)
+			}
+			if f.Reason != c.rsn || !strings.Contains(err.Error(), c.words) {
+				t.Fatalf("got %q (%s), want reason %s naming %q", err, f.Reason, c.rsn, c.words)
+			}
+		})
+	}
+}
+
+// A state file whose save did not finish has no manifest: no template.
+func TestAStateWithoutItsSealIsNoTemplate(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, StateFile), []byte("half"), 0o600)
+	if _, err := Open(dir, key); AsFallback(err).Reason != ReasonNoTemplate {
+		t.Fatalf("unsealed state: %v", err)
+	}
+}
+
+type counts map[string]int
+
+func (c counts) WarmStartFallback(pool string, r Reason) { c[pool+"/"+string(r)]++ }
+
+func TestChooserLogsAndCountsEachColdBoot(t *testing.T) {
+	var log bytes.Buffer
+	n := counts{}
+	c := &Chooser{Pool: "p", Dir: sealed(t, 10), Log: slog.New(slog.NewTextHandler(&log, nil)), Metrics: n}
+	if c.Template(context.Background(), "vm1", key) == nil {
+		t.Fatal("the pool's own template was not chosen")
+	}
+	if len(n) != 0 || log.Len() != 0 {
+		t.Fatalf("a warm start logged %q, counted %v", log.String(), n)
+	}
+	k := key
+	k.Kernel = "sha256:new"
+	if c.Template(context.Background(), "vm2", k) != nil {
+		t.Fatal("a template of another kernel was chosen")
+	}
+	c.ColdBoot(context.Background(), "vm3", errors.New("qemu: load state: exit status 1"))
+	if n["p/kernel_mismatch"] != 1 || n["p/restore_failed"] != 1 {
+		t.Fatalf("counted %v", n)
+	}
+	for _, w := range []string{"vm=vm2", "reason=kernel_mismatch", "vm=vm3", "reason=restore_failed", "pool=p"} {
+		if !strings.Contains(log.String(), w) {
+			t.Errorf("log lacks %q:\n%s", w, log.String())
+		}
+	}
+}
