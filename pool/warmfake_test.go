@@ -21,7 +21,8 @@ import (
 // warmFake is the fake VMM's warm-start state and failures.
 type warmFake struct {
 	// warmFail makes each restore fail: "start" (the monitor), "resume"
-	// or "identity" (no acknowledgement).
+	// or "identity" (no acknowledgement); "template": each template's
+	// monitor fails to start.
 	warmFail   atomic.Value // string
 	saves      atomic.Int32 // templates saved
 	restores   atomic.Int32 // restores handed their identity
@@ -43,6 +44,9 @@ func (h *fakeHV) startWarm(spec vmm.Spec) error {
 		return nil
 	}
 	if spec.Restore == "" {
+		if h.failing("template") {
+			return errors.New("monitor would not start the template")
+		}
 		return os.WriteFile(spec.ConsoleLog, []byte("[    0.1] booting\n"+TemplateWaiting+"\n"), 0o600)
 	}
 	if h.failing("start") {
