@@ -366,6 +366,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 	m.trackQueueWait(pools, perPool, failed, tookAtRead)
 
 	for _, p := range pools {
+		m.ensureTemplate(ctx, p) // whether the forge answered or not
 		if failed[p.key] {
 			continue // without demand we neither start nor remove
 		}
@@ -467,7 +468,6 @@ func queuedSince(j forge.Job, now time.Time) time.Time {
 }
 
 func (m *Manager) reconcilePool(ctx context.Context, p *pool, runners map[string]forge.RunnerState) {
-	m.ensureTemplate(ctx, p)
 	var c counts
 	idle := m.passIdle[:0]
 	starting := 0 // VMs not yet ready

@@ -121,22 +121,24 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 		return
 	}
 	fp := m.fingerprint(p.cfg)
-	m.mu.Lock()
-	draining := m.draining
-	m.mu.Unlock()
-	if draining {
-		return
-	}
 	w.mu.Lock()
 	stale := fp != w.seen || (!w.ok && time.Since(w.failedAt) >= templateRetry)
 	if w.building || !stale {
 		w.mu.Unlock()
 		return
 	}
+	// Added under m.mu, as startVM does: Drain waits for it.
+	m.mu.Lock()
+	if m.draining {
+		m.mu.Unlock()
+		w.mu.Unlock()
+		return
+	}
+	m.wg.Add(1)
+	m.mu.Unlock()
 	w.building = true
 	w.mu.Unlock()
 	pc := p.cfg
-	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		// Run's end (the daemon draining) ends a build.

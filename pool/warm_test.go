@@ -195,7 +195,7 @@ func TestWarmPoolRestoresItsVMsFromTheTemplate(t *testing.T) {
 func TestWarmStartFallsBackToColdBoots(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		fail   string                 // fakeHV.warmFail, from the start
+		fail   string                         // fakeHV.warmFail, from the start
 		breakT func(t *testing.T, dir string) // the built template, broken
 		want   warmstart.Reason
 	}{
