@@ -258,6 +258,7 @@ func New(d Deps) (*Manager, error) {
 		}
 		m.pools = append(m.pools, newPool(pc, f, d.Log))
 	}
+	m.removeStaleTemplates(d.Config.Pools)
 	m.mu.Lock()
 	for _, p := range m.pools {
 		// Pause and Scale live in this process only: a start tells each

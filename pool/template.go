@@ -347,3 +347,31 @@ func (m *Manager) reapTemplate(ctx context.Context, id string, log *slog.Logger)
 		log.Error("warm start: end a previous run's template VM", "pid", pid, "err", err)
 	}
 }
+
+// removeStaleTemplates removes what TemplateDir holds for no warm-start
+// pool of pools (a pool removed or turned cold while the daemon was
+// down; a crashed build's directory is its pool's build's to remove).
+func (m *Manager) removeStaleTemplates(pools []config.Pool) {
+	if m.d.TemplateDir == "" {
+		return
+	}
+	entries, err := os.ReadDir(m.d.TemplateDir)
+	if err != nil {
+		return // none yet
+	}
+	warm := map[string]bool{}
+	for _, pc := range pools {
+		warm[pc.Name] = pc.WarmStart
+	}
+	for _, e := range entries {
+		if warm[strings.TrimSuffix(e.Name(), ".build")] {
+			continue
+		}
+		path := filepath.Join(m.d.TemplateDir, e.Name())
+		if err := os.RemoveAll(path); err != nil {
+			m.log.Error("warm start: remove a template no pool uses", "path", path, "err", err)
+			continue
+		}
+		m.log.Info("warm start: removed a template no pool uses", "path", path)
+	}
+}

@@ -304,3 +304,24 @@ func TestTemplateOfAPreviousRunAdoptedWhenWholeElseReplaced(t *testing.T) {
 		t.Fatalf("%d VMs restored from the rebuilt template", n)
 	}
 }
+
+// TestTemplatesOfNoWarmPoolRemovedAtStart: a start removes what the
+// template directory holds for pools that are gone or cold, and keeps
+// the warm pool's.
+func TestTemplatesOfNoWarmPoolRemovedAtStart(t *testing.T) {
+	tdir := t.TempDir()
+	for _, d := range []string{"gone", "gone.build", "p"} {
+		os.MkdirAll(filepath.Join(tdir, d), 0o700)
+	}
+	os.WriteFile(filepath.Join(tdir, "p", "keep"), nil, 0o600)
+	r := newWarmRig(t, 0, 1, tdir, nil)
+	r.waitBuilds(t, 1)
+	for _, d := range []string{"gone", "gone.build"} {
+		if _, err := os.Stat(filepath.Join(tdir, d)); err == nil {
+			t.Errorf("%s left", d)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(tdir, "p", warmstart.ManifestFile)); err != nil {
+		t.Errorf("the warm pool's template: %v", err)
+	}
+}
