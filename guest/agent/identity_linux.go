@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -120,6 +122,35 @@ func SetClock(now time.Time) error {
 	ts := unix.NsecToTimespec(now.UnixNano())
 	if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
 		return fmt.Errorf("set clock: %w", err)
+	}
+	return nil
+}
+
+// SetMAC sets iface's hardware address to mac (the template's is the
+// template's: a restore's device state and the guest's memory both hold
+// it), bringing the interface down for it when it is up.
+func SetMAC(iface, mac string) error {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return fmt.Errorf("set MAC of %s: %w", iface, err)
+	}
+	link, err := netlink.LinkByName(iface)
+	if err != nil {
+		return fmt.Errorf("set MAC of %s: %w", iface, err)
+	}
+	up := link.Attrs().Flags&net.FlagUp != 0
+	if up {
+		if err := netlink.LinkSetDown(link); err != nil {
+			return fmt.Errorf("set MAC of %s: down: %w", iface, err)
+		}
+	}
+	if err := netlink.LinkSetHardwareAddr(link, hw); err != nil {
+		return fmt.Errorf("set MAC of %s to %s: %w", iface, mac, err)
+	}
+	if up {
+		if err := netlink.LinkSetUp(link); err != nil {
+			return fmt.Errorf("set MAC of %s: up: %w", iface, err)
+		}
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ import (
 func BenchmarkColdBootVsRestore(b *testing.B) {
 	ctx := context.Background()
 	r := newWarmRig(b)
-	state := r.template(ctx)
+	state, _ := r.template(ctx)
 	d := r.d
 	n := 0
 

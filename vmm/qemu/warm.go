@@ -96,13 +96,20 @@ func (m *machine) SaveState(ctx context.Context, dst string) error {
 	}
 }
 
+// ErrStateNotLoaded is what Resume's error wraps when QEMU did not load
+// the saved state (a truncated stream, another version's): QEMU ended
+// while loading it, or left loading in a state other than paused or
+// running. Callers (and tests) match on it, not on QEMU's wording, which
+// the console holds.
+var ErrStateNotLoaded = errors.New("QEMU did not load the saved state; see the VM's console")
+
 // Resume implements vmm.Warm: waits until QEMU has loaded the state
 // (it leaves "inmigrate"; a stream it cannot load ends QEMU), then runs
 // the guest.
 func (m *machine) Resume(ctx context.Context) error {
 	q, err := m.dial(ctx)
 	if err != nil {
-		return fmt.Errorf("qemu: restore: %w", err)
+		return fmt.Errorf("qemu: restore: %w", m.endedLoading(err))
 	}
 	defer q.Close()
 	for {
@@ -114,11 +121,11 @@ func (m *machine) Resume(ctx context.Context) error {
 			break
 		}
 		if st != "inmigrate" && st != "prelaunch" && st != "restore-vm" {
-			return fmt.Errorf("qemu: restore: state %q after loading", st)
+			return fmt.Errorf("qemu: restore: %w (state %q after loading)", ErrStateNotLoaded, st)
 		}
 		select {
 		case <-m.Done():
-			return fmt.Errorf("qemu: restore: qemu ended: %v", m.Err())
+			return fmt.Errorf("qemu: restore: %w (QEMU ended: %v)", ErrStateNotLoaded, m.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("qemu: restore: %w", ctx.Err())
 		case <-time.After(10 * time.Millisecond):
@@ -131,12 +138,12 @@ func (m *machine) Resume(ctx context.Context) error {
 }
 
 // endedLoading is err, or, when QEMU ended meanwhile (a state it could
-// not load: truncated, or another version's), that: its console has
-// QEMU's word ("load of migration failed").
+// not load: truncated, or another version's), ErrStateNotLoaded: its
+// console has QEMU's word ("load of migration failed").
 func (m *machine) endedLoading(err error) error {
 	select {
 	case <-m.Done():
-		return fmt.Errorf("QEMU ended loading the saved state (%v); see the VM's console", m.Err())
+		return fmt.Errorf("%w (QEMU ended: %v; while: %v)", ErrStateNotLoaded, m.Err(), err)
 	case <-time.After(2 * time.Second):
 		return err
 	}

@@ -1,10 +1,12 @@
 // Command warmguest is the /init of the QEMU driver's warm-start test: it
-// loads the virtio-serial modules, says it waits, and once restored reads
-// its identity (agentproto.Identity) with the agent's own functions,
-// reseeds the RNG and sets the clock as the agent does (no reseed when
-// the identity has no seed: the test's control), prints what a sibling
-// restore must not share, and resets (which ends QEMU), after idling a
-// minute when its hostname is "idle" (the benchmark's memory figure).
+// loads the virtio-serial and virtio-net modules, prints what the template
+// holds before it is saved (its interface's MAC), says it waits, and once
+// restored reads its identity (agentproto.Identity) with the agent's own
+// functions, reseeds the RNG, sets the clock and the MAC as the agent does
+// (neither reseed nor MAC when the identity has none: the test's control),
+// prints what a sibling restore must not share, and resets (which ends
+// QEMU), after idling a minute when its hostname is "idle" (the
+// benchmark's memory figure, the secret test's memory dump).
 package main
 
 import (
@@ -47,6 +49,7 @@ func main() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	say("template mac=%s", mac())
 	say("waiting for identity on %q", dev)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -69,10 +72,27 @@ func main() {
 	if err := agent.SetClock(id.Now); err != nil {
 		say("%v", err)
 	}
+	if id.MAC != "" {
+		if err := agent.SetMAC("eth0", id.MAC); err != nil {
+			say("%v", err)
+		}
+	}
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	uuid, _ := os.ReadFile("/proc/sys/kernel/random/uuid")
-	say("vm=%s boot_id=%s uuid=%s clock=%d", id.Config.VMID, strings.TrimSpace(string(boot)), strings.TrimSpace(string(uuid)), time.Now().Unix())
+	say("vm=%s mac=%s boot_id=%s uuid=%s clock=%d", id.Config.VMID, mac(), strings.TrimSpace(string(boot)), strings.TrimSpace(string(uuid)), time.Now().Unix())
 	if id.Config.Hostname == "idle" { // the benchmark measures an idle VM's memory
 		time.Sleep(time.Minute)
 	}
+}
+
+// mac is eth0's address as the kernel has it, waiting up to 5 s for the
+// interface to appear.
+func mac() string {
+	for i := 0; i < 250; i++ {
+		if b, err := os.ReadFile("/sys/class/net/eth0/address"); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "none"
 }
