@@ -18,7 +18,13 @@ const ReportPath = "/agent/v1/report"
 
 // Config is everything the guest agent needs to run one job.
 type Config struct {
-	VMID     string `json:"vm_id"`
+	VMID string `json:"vm_id"`
+	// Template marks a warm-start template's config: the agent brings up
+	// only what is identity-free (mounts, Modules), waits for its
+	// Identity on IdentityPort, and continues with Identity.Config as a
+	// cold boot would. A template's config carries no address, runner,
+	// report token or root: every restore would share them.
+	Template bool   `json:"template,omitempty"`
 	Hostname string `json:"hostname"`
 	// Modules are kernel module files inside the initramfs, loaded in order
 	// (dependencies first). Empty for kernels with the drivers built in.

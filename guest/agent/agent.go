@@ -83,6 +83,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Template {
+		// A template's failure reaches no host (it has no address):
+		// the console and the host's wait for its save say it.
+		if cfg, err = a.awaitIdentity(ctx, cfg); err != nil {
+			return err
+		}
+		started = a.Sys.Uptime()
+	}
 	q := newReportQueue(NewReporter(cfg.Report), cfg.VMID, a.Sys.Uptime, a.logf)
 	q.add(agentproto.Report{Event: agentproto.EventBooted, Uptime: started})
 	err = a.run(ctx, cfg, q)

@@ -76,6 +76,10 @@ func readFile(t *testing.T, p string) string {
 	return string(b)
 }
 
+// jobEvents are a VM's reports from boot to its runner's end.
+var jobEvents = []agentproto.Event{agentproto.EventBooted, agentproto.EventNetworkUp, agentproto.EventRunnerStarted,
+	agentproto.EventRunnerReady, agentproto.EventRunnerExited}
+
 func TestBootRunsTheJobAndReportsInOrder(t *testing.T) {
 	host := newHostServer(t, "vm-token")
 	cfg := testConfig(host.URL)
@@ -87,8 +91,7 @@ func TestBootRunsTheJobAndReportsInOrder(t *testing.T) {
 	a.Boot(context.Background())
 
 	// Reports: all of them, in order, stamped with the VM and rising uptimes.
-	want := []agentproto.Event{agentproto.EventBooted, agentproto.EventNetworkUp, agentproto.EventRunnerStarted,
-		agentproto.EventRunnerReady, agentproto.EventRunnerExited}
+	want := jobEvents
 	if got := host.events(); !slices.Equal(got, want) {
 		t.Fatalf("events %v, want %v\nconsole:\n%s", got, want, con)
 	}

@@ -31,6 +31,12 @@ func readConfig(root string) (agentproto.Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("parsing config %s: %w", agentproto.ConfigPath, err)
 	}
+	if cfg.Template {
+		if err := checkTemplate(cfg); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", agentproto.ConfigPath, err)
+		}
+		return cfg, nil
+	}
 	if err := checkConfig(&cfg); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", agentproto.ConfigPath, err)
 	}
@@ -75,4 +81,20 @@ func checkConfig(cfg *agentproto.Config) error {
 // validName is a user name that fits in /etc/passwd.
 func validName(s string) bool {
 	return s != "" && s != "root" && !strings.ContainsAny(s, ": \t\n/")
+}
+
+// checkTemplate refuses a template's config that carries anything of one
+// VM's: whatever the template holds, every restore of it shares.
+func checkTemplate(cfg agentproto.Config) error {
+	switch {
+	case cfg.Report.Token != "" || cfg.Report.URL != "":
+		return fmt.Errorf("a template carries a report endpoint or token: it comes with each VM's identity")
+	case len(cfg.Runner.Command) > 0 || len(cfg.Runner.Files) > 0 || len(cfg.Runner.Env) > 0:
+		return fmt.Errorf("a template carries a runner: its credential comes with each VM's identity")
+	case cfg.Network.Address != "" || cfg.Hostname != "" || cfg.VMID != "":
+		return fmt.Errorf("a template carries an address, hostname or VM id: each VM's own come with its identity")
+	case cfg.Root != nil || cfg.Registry != nil:
+		return fmt.Errorf("a template carries a root or registry settings: they come with each VM's identity, after its writable disk")
+	}
+	return nil
 }

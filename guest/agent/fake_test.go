@@ -26,6 +26,7 @@ type fakeSys struct {
 	moduleErr error
 	netErr    error
 	switchErr error
+	identity  []byte // the line AwaitIdentity returns
 
 	mu        sync.Mutex
 	calls     []string
@@ -117,6 +118,37 @@ func (f *fakeSys) SwitchRoot(newRoot string) (string, error) {
 }
 
 func (f *fakeSys) Uptime() time.Duration { return time.Since(f.t0) }
+
+func (f *fakeSys) AwaitIdentity(ctx context.Context) ([]byte, error) {
+	f.record("await-identity")
+	if f.identity == nil {
+		<-ctx.Done() // no host ever connects
+		return nil, ctx.Err()
+	}
+	return append([]byte(nil), f.identity...), nil
+}
+
+// Reseed refuses what the real one does (see Reseed).
+func (f *fakeSys) Reseed(seed []byte) error {
+	f.record("reseed %d bytes", len(seed))
+	if len(seed) < 32 {
+		return fmt.Errorf("reseed: %d bytes of seed, want at least 32", len(seed))
+	}
+	return nil
+}
+
+func (f *fakeSys) SetClock(now time.Time) error {
+	f.record("clock %d", now.Unix())
+	if now.IsZero() {
+		return fmt.Errorf("set clock: no time given")
+	}
+	return nil
+}
+
+func (f *fakeSys) SetMAC(iface, mac string) error {
+	f.record("mac %s %s", iface, mac)
+	return nil
+}
 
 func (f *fakeSys) LiftProcessLimit(pid int) error {
 	f.record("lift-nproc runner")

@@ -42,6 +42,16 @@ type System interface {
 	// onto / and chroot into it) and returns where the agent now sees the
 	// guest's files: "/" in a guest.
 	SwitchRoot(newRoot string) (string, error)
+	// AwaitIdentity waits for the identity port (agentproto.IdentityPort)
+	// and returns the one line the host writes on it, acknowledged.
+	AwaitIdentity(ctx context.Context) ([]byte, error)
+	// Reseed credits seed to the kernel's entropy pool and reseeds its
+	// CRNG.
+	Reseed(seed []byte) error
+	// SetClock sets the wall clock.
+	SetClock(now time.Time) error
+	// SetMAC sets iface's hardware address.
+	SetMAC(iface, mac string) error
 	// Uptime is CLOCK_BOOTTIME: the time since the kernel started.
 	Uptime() time.Duration
 	// PowerOff syncs and ends the VM. In a guest it does not return.

@@ -95,6 +95,32 @@ func (linuxSystem) SwitchRoot(newRoot string) (string, error) {
 	return "/", nil
 }
 
+// IdentityPortWait bounds the wait for the identity port to appear once
+// the virtio-serial driver is loaded.
+const IdentityPortWait = 10 * time.Second
+
+func (linuxSystem) AwaitIdentity(ctx context.Context) ([]byte, error) {
+	deadline := time.Now().Add(IdentityPortWait)
+	for {
+		dev, err := IdentityDevice("/")
+		if err == nil {
+			return ReadIdentityLine(ctx, dev)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w within %v", err, IdentityPortWait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the identity port: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (linuxSystem) Reseed(seed []byte) error       { return Reseed(seed) }
+func (linuxSystem) SetClock(now time.Time) error   { return SetClock(now) }
+func (linuxSystem) SetMAC(iface, mac string) error { return SetMAC(iface, mac) }
+
 func (linuxSystem) Uptime() time.Duration { return Uptime() }
 
 // Uptime is CLOCK_BOOTTIME: in a guest, the time since its kernel started.

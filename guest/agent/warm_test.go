@@ -1,0 +1,115 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
+)
+
+func templateConfig() agentproto.Config {
+	return agentproto.Config{Template: true, Modules: []string{"/etc/fireactions/modules/01-virtio.ko"}}
+}
+
+// TestATemplateWaitsForItsIdentityThenBootsAsTheVM: a template's agent
+// mounts and loads its modules, waits for its identity, and only then —
+// reseeded, clock and MAC set — follows the VM's own config exactly as a
+// cold boot does (the same calls as TestBootRunsTheJobAndReportsInOrder
+// after the modules the template loaded), reporting to the VM's host and
+// writing the runner's credential.
+func TestATemplateWaitsForItsIdentityThenBootsAsTheVM(t *testing.T) {
+	host := newHostServer(t, "vm-token")
+	root := newTestRoot(t, templateConfig())
+	sys := newFakeSys(t, root)
+	now := time.Now()
+	id := agentproto.Identity{Config: testConfig(host.URL), MAC: "02:00:00:00:00:2a", Seed: make([]byte, 64), Now: now}
+	sys.identity, _ = json.Marshal(id)
+	con := &hosttest.SyncBuffer{}
+	a := &Agent{Root: root, Sys: sys, Console: con}
+
+	a.Boot(context.Background())
+
+	if got := host.events(); !slices.Equal(got, jobEvents) {
+		t.Fatalf("events %v, want %v\nconsole:\n%s", got, jobEvents, con)
+	}
+	wantCalls := []string{
+		"mount proc /proc", "mount sysfs /sys", "mount devtmpfs /dev", "mount devpts /dev/pts",
+		"mount tmpfs /dev/shm", "mount tmpfs /tmp", "mount tmpfs /run",
+		"module /etc/fireactions/modules/01-virtio.ko",
+		"await-identity", "reseed 64 bytes", fmt.Sprintf("clock %d", now.Unix()), "mac eth0 02:00:00:00:00:2a",
+		"module /etc/fireactions/modules/02-virtio_net.ko",
+		"hostname runner-vm-42", "network eth0 10.200.0.2/24",
+		"mount cgroup2 /sys/fs/cgroup", "start sh -c " + runnerScript, "kill-user 1001", "poweroff",
+	}
+	if got := sys.callList(); !slices.Equal(got, wantCalls) {
+		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantCalls, "\n"))
+	}
+	if got := readFile(t, filepath.Join(root, "home/runner/.runner")); !strings.Contains(got, "runner-secret") {
+		t.Errorf("the runner's credential file holds %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(root, agentproto.ConfigPath)); !os.IsNotExist(err) {
+		t.Errorf("the template's config is left: %v", err)
+	}
+}
+
+// TestATemplateCarriesNothingOfOneVM: a template's config with anything
+// every restore would share (credential, report token, address, root) is
+// refused before the agent waits for an identity; the bare template
+// config is the control.
+func TestATemplateCarriesNothingOfOneVM(t *testing.T) {
+	full := testConfig("http://10.200.0.1:8080")
+	for name, mod := range map[string]func(*agentproto.Config){
+		"control":      func(*agentproto.Config) {},
+		"runner files": func(c *agentproto.Config) { c.Runner.Files = full.Runner.Files },
+		"report token": func(c *agentproto.Config) { c.Report = full.Report },
+		"address":      func(c *agentproto.Config) { c.Network = full.Network },
+		"hostname":     func(c *agentproto.Config) { c.Hostname = "runner-vm-42" },
+		"root":         func(c *agentproto.Config) { c.Root = &agentproto.Root{FSType: "ext4"} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := templateConfig()
+			mod(&cfg)
+			sys := newFakeSys(t, newTestRoot(t, cfg))
+			a := &Agent{Root: sys.root, Sys: sys, Console: &hosttest.SyncBuffer{}}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			err := a.Run(ctx) // no identity ever comes: the control waits until ctx ends
+			waited := slices.Contains(sys.callList(), "await-identity")
+			if name == "control" {
+				if !waited || err == nil || !strings.Contains(err.Error(), "template") {
+					t.Fatalf("the bare template config: waited %v, err %v", waited, err)
+				}
+				return
+			}
+			if waited || err == nil || !strings.Contains(err.Error(), "a template carries") {
+				t.Fatalf("a template with %s: waited %v, err %v", name, waited, err)
+			}
+		})
+	}
+}
+
+// TestAnIdentityWithoutSeedIsRefused: a restore whose identity has no
+// seed would run on its template's random state: the agent stops before
+// the VM's config is used (no hostname, network or runner).
+func TestAnIdentityWithoutSeedIsRefused(t *testing.T) {
+	sys := newFakeSys(t, newTestRoot(t, templateConfig()))
+	sys.identity, _ = json.Marshal(agentproto.Identity{Config: testConfig("http://10.200.0.1:8080"), Now: time.Now()})
+	a := &Agent{Root: sys.root, Sys: sys, Console: &hosttest.SyncBuffer{}, FlushTimeout: time.Millisecond}
+	err := a.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "reseed") {
+		t.Fatalf("an identity without seed: %v", err)
+	}
+	for _, c := range sys.callList() {
+		if strings.HasPrefix(c, "hostname") || strings.HasPrefix(c, "network") || strings.HasPrefix(c, "start") {
+			t.Errorf("the agent went on after a failed reseed: %s", c)
+		}
+	}
+}
