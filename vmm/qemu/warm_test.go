@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,6 +88,58 @@ func TestRestoresOfOneTemplateAreEachTheirOwn(t *testing.T) {
 		t.Errorf("two reseeded restores of one template share their boot id or random bytes: %v, %v", a[2:4], b[2:4])
 	}
 	t.Logf("without a reseed: c %v, d %v (equal: %v)", seen["c"][2:4], seen["d"][2:4], seen["c"][2] == seen["d"][2])
+}
+
+// TestTheTemplateHoldsNoSecret: a restore handed a runner credential in
+// its identity has it in memory — its own state, saved while it idles,
+// holds it (the positive control: the probe finds a secret where one
+// is) — and the template's state file, from which every VM restores,
+// does not.
+func TestTheTemplateHoldsNoSecret(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	r := newWarmRig(t)
+	state, _ := r.template(ctx)
+	secret := make([]byte, 24)
+	rand.Read(secret)
+	cred := fmt.Sprintf("runner-credential-%x", secret)
+	m, s := r.restore(ctx, "s", state)
+	id := agentproto.Identity{
+		Config: agentproto.Config{VMID: "vm-s", Hostname: "idle", Runner: agentproto.Runner{
+			Files: []agentproto.File{{Path: "/home/runner/.runner", Mode: 0o600, Content: []byte(cred)}}}},
+		Seed: make([]byte, 64), Now: time.Now(),
+	}
+	rand.Read(id.Seed)
+	r.hand(ctx, m, s, id)
+	dump := filepath.Join(t.TempDir(), "dump")
+	step, stop := context.WithTimeout(ctx, 2*stepWait)
+	defer stop()
+	if err := m.(vmm.Warm).SaveState(step, dump); err != nil {
+		t.Fatalf("save the restored VM: %v", err)
+	}
+	// The line carries the file as base64; the guest decodes it.
+	forms := [][]byte{[]byte(cred), []byte(base64.StdEncoding.EncodeToString([]byte(cred)))}
+	if !holdsAny(t, dump, forms) {
+		t.Fatal("control: the restored VM's own state does not hold the credential it was handed: the probe cannot find one")
+	}
+	if holdsAny(t, state, forms) {
+		t.Fatal("the template's state holds a restore's runner credential")
+	}
+}
+
+// holdsAny reads file and says whether it contains any of forms.
+func holdsAny(t *testing.T, file string, forms [][]byte) bool {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range forms {
+		if bytes.Contains(b, f) {
+			return true
+		}
+	}
+	return false
 }
 
 // TestARestoreFromABadStateFailsWithOurError: a truncated state file ends
