@@ -59,6 +59,7 @@ func ReadIdentityLine(ctx context.Context, dev string) ([]byte, error) {
 	defer f.Close()
 	var line []byte
 	buf := make([]byte, 64<<10)
+	defer clear(buf) // the line carries the runner's credential
 	for {
 		n, err := f.Read(buf)
 		line = append(line, buf[:n]...)

@@ -117,9 +117,17 @@ func (linuxSystem) AwaitIdentity(ctx context.Context) ([]byte, error) {
 	}
 }
 
-func (linuxSystem) Reseed(seed []byte) error       { return Reseed(seed) }
-func (linuxSystem) SetClock(now time.Time) error   { return SetClock(now) }
-func (linuxSystem) SetMAC(iface, mac string) error { return SetMAC(iface, mac) }
+func (linuxSystem) Reseed(seed []byte) error     { return Reseed(seed) }
+func (linuxSystem) SetClock(now time.Time) error { return SetClock(now) }
+
+// SetMAC waits (at most LinkWait) for the interface, whose driver may
+// be among the modules the VM's config adds to the template's.
+func (linuxSystem) SetMAC(iface, mac string) error {
+	if _, err := waitLink(context.Background(), iface, LinkWait); err != nil {
+		return fmt.Errorf("set MAC: %w", err)
+	}
+	return SetMAC(iface, mac)
+}
 
 func (linuxSystem) Uptime() time.Duration { return Uptime() }
 

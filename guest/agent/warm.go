@@ -47,14 +47,16 @@ func (a *Agent) awaitIdentity(ctx context.Context, tpl agentproto.Config) (agent
 	if err := checkConfig(&cfg); err != nil {
 		return agentproto.Config{}, fmt.Errorf("identity: config: %w", err)
 	}
+	// The template loaded its modules; the VM's config names the
+	// pool's, the same or more: the others load now, before the MAC is
+	// set (the interface's driver may be among them), not again in run.
+	a.loadModules(slices.DeleteFunc(cfg.Modules, func(m string) bool { return slices.Contains(tpl.Modules, m) }))
+	cfg.Modules = nil
 	if id.MAC != "" {
 		if err := a.Sys.SetMAC(ifaceName(cfg.Network), id.MAC); err != nil {
 			return agentproto.Config{}, fmt.Errorf("identity: %w", err)
 		}
 	}
-	// The template loaded its modules; the VM's config names the
-	// pool's, the same or more.
-	cfg.Modules = slices.DeleteFunc(cfg.Modules, func(m string) bool { return slices.Contains(tpl.Modules, m) })
 	a.logf("identity of %s read: RNG reseeded, clock and MAC set", cfg.VMID)
 	return cfg, nil
 }

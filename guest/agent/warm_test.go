@@ -44,8 +44,8 @@ func TestATemplateWaitsForItsIdentityThenBootsAsTheVM(t *testing.T) {
 		"mount proc /proc", "mount sysfs /sys", "mount devtmpfs /dev", "mount devpts /dev/pts",
 		"mount tmpfs /dev/shm", "mount tmpfs /tmp", "mount tmpfs /run",
 		"module /etc/fireactions/modules/01-virtio.ko",
-		"await-identity", "reseed 64 bytes", fmt.Sprintf("clock %d", now.Unix()), "mac eth0 02:00:00:00:00:2a",
-		"module /etc/fireactions/modules/02-virtio_net.ko",
+		"await-identity", "reseed 64 bytes", fmt.Sprintf("clock %d", now.Unix()),
+		"module /etc/fireactions/modules/02-virtio_net.ko", "mac eth0 02:00:00:00:00:2a",
 		"hostname runner-vm-42", "network eth0 10.200.0.2/24",
 		"mount cgroup2 /sys/fs/cgroup", "start sh -c " + runnerScript, "kill-user 1001", "poweroff",
 	}
