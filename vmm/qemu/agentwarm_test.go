@@ -41,7 +41,7 @@ func TestTheRealAgentRestoresAsTwoVMs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Kill(context.Background())
-	waitConsole(t, m, tpl.ConsoleLog, "template: waiting for identity on "+agentproto.IdentityPort, 3*time.Minute)
+	waitConsole(t, m, tpl.ConsoleLog, "template: waiting for identity on "+agentproto.IdentityPort, bootWait)
 	state := filepath.Join(t.TempDir(), "state")
 	step, stop := context.WithTimeout(ctx, 2*stepWait)
 	defer stop()

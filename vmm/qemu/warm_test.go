@@ -27,6 +27,10 @@ import (
 // that hangs fails the test within it, with its console.
 const stepWait = 60 * time.Second
 
+// bootWait bounds a template's cold boot to its wait for the identity:
+// a kernel's boot under TCG and load takes longer than one step.
+const bootWait = 2 * stepWait
+
 // TestRestoresOfOneTemplateAreEachTheirOwn: a guest booted until it waits
 // on its identity port is saved (SaveState), then four VMs are restored
 // from the one state file, each with its own TAP, MAC, directory and
@@ -281,7 +285,7 @@ func (r *warmRig) template(ctx context.Context) (string, string) {
 		t.Fatal(err)
 	}
 	defer m.Kill(context.Background())
-	waitConsole(t, m, tpl.ConsoleLog, "warmguest: waiting for identity on \"/dev/vport", 4*time.Minute)
+	waitConsole(t, m, tpl.ConsoleLog, "warmguest: waiting for identity on \"/dev/vport", bootWait)
 	state := filepath.Join(t.TempDir(), "state")
 	t0 := time.Now()
 	step, stop := context.WithTimeout(ctx, 2*stepWait)
