@@ -68,17 +68,7 @@ func TestTheRealAgentRestoresAsTwoVMs(t *testing.T) {
 		v.m, v.spec = r.restore(ctx, v.name, state)
 		addr(t, v.spec.TAP, v.hostIP+"/30")
 		v.rep = newReportSink(t, v.hostIP, v.token)
-		cfg := agentproto.Config{
-			VMID: "vm-" + v.name, Hostname: "runner-" + v.name,
-			Network: agentproto.Network{Interface: "eth0", Address: v.guestIP + "/30", Gateway: v.hostIP},
-			Report:  agentproto.Reporter{URL: v.rep.url, Token: v.token},
-			Runner: agentproto.Runner{
-				Forge: "gitea", User: "runner", UID: 1001, GID: 1001,
-				Command:   []string{"/bin/stubrunner"},
-				ReadyLine: "listening for jobs",
-				Files:     []agentproto.File{{Path: "/home/runner/.runner", Mode: 0o600, Content: []byte(v.cred)}},
-			},
-		}
+		cfg := stubVMConfig(v.name, v.hostIP, v.guestIP, v.rep.url, v.token, []byte(v.cred))
 		id := agentproto.Identity{Config: cfg, MAC: v.mac, Seed: make([]byte, 64), Now: time.Now()}
 		rand.Read(id.Seed)
 		b, _ := json.Marshal(id)
@@ -116,7 +106,20 @@ func TestTheRealAgentRestoresAsTwoVMs(t *testing.T) {
 // realAgentTemplate writes a template's initramfs of the real agent: the
 // stub runner at /bin/stubrunner, the modules a restore needs (network,
 // identity port), and a template's config (no VM's identity in it).
-func realAgentTemplate(t *testing.T, kernel string) string {
+func realAgentTemplate(t testing.TB, kernel string) string {
+	t.Helper()
+	pool, mods := realAgentPool(t, kernel)
+	out := filepath.Join(t.TempDir(), "template.cpio")
+	if err := initramfs.WriteVM(out, pool, agentproto.Config{Template: true, Modules: mods}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// realAgentPool writes the pool archive of the real agent with the stub
+// runner at /bin/stubrunner and the modules a VM needs (network, identity
+// port); it returns the archive and the modules' guest paths.
+func realAgentPool(t testing.TB, kernel string) (string, []string) {
 	t.Helper()
 	dir := t.TempDir()
 	agentBin := buildGuest(t, "../../cmd/fireactions-agent")
@@ -144,15 +147,27 @@ func realAgentTemplate(t *testing.T, kernel string) string {
 	if err := (initramfs.Boot{RootArchive: rootArchive, Agent: agentBin, Modules: mods}).WritePool(pool); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "template.cpio")
-	if err := initramfs.WriteVM(out, pool, agentproto.Config{Template: true, Modules: initramfs.GuestPaths(mods)}); err != nil {
-		t.Fatal(err)
+	return pool, initramfs.GuestPaths(mods)
+}
+
+// stubVMConfig is the config of a VM whose runner is the stub, with the
+// host's end at hostIP and its own address guestIP (a /30).
+func stubVMConfig(name, hostIP, guestIP, reportURL, token string, cred []byte) agentproto.Config {
+	return agentproto.Config{
+		VMID: "vm-" + name, Hostname: "runner-" + name,
+		Network: agentproto.Network{Interface: "eth0", Address: guestIP + "/30", Gateway: hostIP},
+		Report:  agentproto.Reporter{URL: reportURL, Token: token},
+		Runner: agentproto.Runner{
+			Forge: "gitea", User: "runner", UID: 1001, GID: 1001,
+			Command:   []string{"/bin/stubrunner"},
+			ReadyLine: "listening for jobs",
+			Files:     []agentproto.File{{Path: "/home/runner/.runner", Mode: 0o600, Content: cred}},
+		},
 	}
-	return out
 }
 
 // addr gives the host end of a TAP its address and sets it up.
-func addr(t *testing.T, dev, cidr string) {
+func addr(t testing.TB, dev, cidr string) {
 	t.Helper()
 	for _, args := range [][]string{{"addr", "add", cidr, "dev", dev}, {"link", "set", dev, "up"}} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
@@ -180,7 +195,7 @@ type reportSink struct {
 	neigh string // the host's neighbour entry of the first report's sender
 }
 
-func newReportSink(t *testing.T, ip, token string) *reportSink {
+func newReportSink(t testing.TB, ip, token string) *reportSink {
 	t.Helper()
 	l, err := net.Listen("tcp", ip+":0")
 	if err != nil {
