@@ -33,10 +33,10 @@ import (
 // counted), the pool's VMs boot cold. A template a previous run left is
 // adopted when it is whole and made from the same key, else replaced.
 
-// TemplateWaiting is what a guest agent booted as a template (its VM has
-// an identity port) writes on its console once it waits for its identity:
-// the host saves the VM then.
-const TemplateWaiting = "fireactions-agent: waiting for identity"
+// TemplateWaiting is what the guest agent booted as a template
+// (agentproto.Config.Template) writes on its console once it waits for
+// its identity (guest/agent's awaitIdentity): the host saves the VM then.
+const TemplateWaiting = "template: waiting for identity on " + agentproto.IdentityPort
 
 // Files of a template directory besides warmstart's.
 const (
@@ -213,9 +213,10 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 	}
 	defer os.RemoveAll(build)
 	initrd := filepath.Join(build, templateInitramfs)
-	// No address, no agent token, no runner credential: those reach each
-	// restore over its identity channel.
-	if err := m.d.Boot.WriteVM(pc.Name, initrd, agentproto.Config{VMID: id, Hostname: id}); err != nil {
+	// A template's config: no VM id, hostname, address, agent token or
+	// runner credential (the agent refuses one that has any): those
+	// reach each restore over its identity channel.
+	if err := m.d.Boot.WriteVM(pc.Name, initrd, agentproto.Config{Template: true}); err != nil {
 		return warmstart.Key{}, fmt.Errorf("write the template's initramfs: %w", err)
 	}
 	key, err := m.templateKey(ctx, pc, initrd)
