@@ -776,6 +776,7 @@ func (v *vm) becomeReady(boot *time.Timer, r agentproto.Report) {
 	v.m.succeeded(v.pool)
 	if !v.started.IsZero() {
 		v.m.obs.Booted(v.pool.cfg.Name, now.Sub(v.started))
+		v.log.Info("vm ready", "took", now.Sub(v.started).Round(time.Millisecond), "restored", v.restored)
 	}
 }
 
