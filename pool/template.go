@@ -100,7 +100,7 @@ func templateID(pool string) string {
 // agent. A change sends the build, which decides by the Key's digests.
 func (m *Manager) fingerprint(pc config.Pool) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s|%d|%d|%q|%s", m.d.Hypervisor.Name(), pc.VM.VCPUs, pc.VM.MemoryMiB, pc.VM.Cmdline, m.d.AgentDigest)
+	fmt.Fprintf(&b, "%s|%+v|%s", m.d.Hypervisor.Name(), pc.VM, m.d.AgentDigest)
 	for _, f := range []string{pc.VM.Kernel, pc.VM.RootInitramfs} {
 		st, err := os.Stat(f)
 		if err != nil {
@@ -122,6 +122,11 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 	}
 	fp := m.fingerprint(p.cfg)
 	w.mu.Lock()
+	if fp != w.seen && w.ok {
+		// The files changed: until a build says the template was made
+		// from them (it may adopt it), no VM is restored from it.
+		w.ok = false
+	}
 	stale := fp != w.seen || (!w.ok && time.Since(w.failedAt) >= templateRetry)
 	if w.building || !stale {
 		w.mu.Unlock()

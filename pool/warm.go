@@ -31,7 +31,7 @@ func (v *vm) warmStart(ctx context.Context, spec vmm.Spec, cfg agentproto.Config
 	}
 	key, ok := w.currentKey()
 	if !ok {
-		w.chooser.ColdBoot(ctx, spec.ID, &warmstart.Fallback{Reason: warmstart.ReasonNoTemplate, Detail: "no template built yet"})
+		w.chooser.ColdBoot(ctx, spec.ID, &warmstart.Fallback{Reason: warmstart.ReasonNoTemplate, Detail: "no template built from the pool's current files yet"})
 		return nil
 	}
 	t := w.chooser.Template(ctx, spec.ID, key)
