@@ -59,7 +59,8 @@ type warmRig struct {
 	kernel string
 }
 
-func newWarmRig(t *testing.T, minIdle, max int, tdir string, before func(*fakeHV)) *warmRig {
+// fail is the fake VMM's warmFail, from the start.
+func newWarmRig(t *testing.T, minIdle, max int, tdir, fail string) *warmRig {
 	t.Helper()
 	// Beside tdir: a rig on the same template directory (a restart)
 	// boots the same kernel.
@@ -75,10 +76,8 @@ func newWarmRig(t *testing.T, minIdle, max int, tdir string, before func(*fakeHV
 		func(d *Deps) {
 			d.TemplateDir, d.WarmStarts, d.AgentDigest = tdir, r.c, "sha256:agent"
 			d.Boot.(*hosttest.Boot).Files = true // the template key digests its initramfs
+			d.Hypervisor.(*fakeHV).warmFail.Store(fail)
 		})
-	if before != nil {
-		before(r.hv)
-	}
 	return r
 }
 
@@ -124,7 +123,7 @@ func (r *warmRig) runJobs(t *testing.T, ids ...string) {
 // runner's credential among it) and running its job; none has its
 // initramfs (the template's) released.
 func TestWarmPoolRestoresItsVMsFromTheTemplate(t *testing.T) {
-	r := newWarmRig(t, 0, 2, t.TempDir(), nil)
+	r := newWarmRig(t, 0, 2, t.TempDir(), "")
 	r.waitBuilds(t, 1)
 	r.runJobs(t, "j1", "j2", "j3")
 	if n, started := r.hv.restores.Load(), len(r.restoredSpecs()); n != 3 || started != 3 {
@@ -214,8 +213,7 @@ func TestWarmStartFallsBackToColdBoots(t *testing.T) {
 		{name: "identity not taken", fail: "identity", want: warmstart.ReasonRestoreFailed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newWarmRig(t, 0, 1, t.TempDir(), nil)
-			r.hv.warmFail.Store(tc.fail)
+			r := newWarmRig(t, 0, 1, t.TempDir(), tc.fail)
 			built := func() bool {
 				r.c.mu.Lock()
 				defer r.c.mu.Unlock()
@@ -253,7 +251,7 @@ func TestWarmStartFallsBackToColdBoots(t *testing.T) {
 // template (a new manifest naming the new kernel's digest), and the
 // next VMs are restores of it.
 func TestTemplateRebuiltWhenItsKeyChanges(t *testing.T) {
-	r := newWarmRig(t, 0, 1, t.TempDir(), nil)
+	r := newWarmRig(t, 0, 1, t.TempDir(), "")
 	r.waitBuilds(t, 1)
 	manifest := filepath.Join(r.tdir, "p", warmstart.ManifestFile)
 	before, _ := os.ReadFile(manifest)
@@ -281,11 +279,11 @@ func TestTemplateRebuiltWhenItsKeyChanges(t *testing.T) {
 // new one.
 func TestTemplateOfAPreviousRunAdoptedWhenWholeElseReplaced(t *testing.T) {
 	tdir := t.TempDir()
-	first := newWarmRig(t, 0, 1, tdir, nil)
+	first := newWarmRig(t, 0, 1, tdir, "")
 	first.waitBuilds(t, 1)
 	first.drain(t, time.Second)
 
-	again := newWarmRig(t, 0, 1, tdir, nil)
+	again := newWarmRig(t, 0, 1, tdir, "")
 	eventually(t, 5*time.Second, "template adopted", func() bool { return strings.Contains(again.log.String(), "template adopted") })
 	again.runJobs(t, "j1")
 	if s, n := again.hv.saves.Load(), again.hv.restores.Load(); s != 0 || n != 1 {
@@ -294,7 +292,7 @@ func TestTemplateOfAPreviousRunAdoptedWhenWholeElseReplaced(t *testing.T) {
 	again.drain(t, time.Second)
 
 	os.Truncate(filepath.Join(tdir, "p", warmstart.StateFile), 3)
-	third := newWarmRig(t, 0, 1, tdir, nil)
+	third := newWarmRig(t, 0, 1, tdir, "")
 	third.waitBuilds(t, 1)
 	if !strings.Contains(third.log.String(), "template replaced") || !strings.Contains(third.log.String(), "reason=state_truncated") {
 		t.Errorf("no log line of the truncated template replaced:\n%s", third.log.String())
@@ -314,7 +312,7 @@ func TestTemplatesOfNoWarmPoolRemovedAtStart(t *testing.T) {
 		os.MkdirAll(filepath.Join(tdir, d), 0o700)
 	}
 	os.WriteFile(filepath.Join(tdir, "p", "keep"), nil, 0o600)
-	r := newWarmRig(t, 0, 1, tdir, nil)
+	r := newWarmRig(t, 0, 1, tdir, "")
 	r.waitBuilds(t, 1)
 	for _, d := range []string{"gone", "gone.build"} {
 		if _, err := os.Stat(filepath.Join(tdir, d)); err == nil {
