@@ -55,7 +55,7 @@ func TestGiteaJobsRunInRestoredVMs(t *testing.T) {
 	jobs := o.waitJobsDone(t, 6*time.Minute, "the three jobs done", gitea, "ci/warm", 3)
 
 	vms := map[string]string{} // job name → the VM it ran in
-	vmLine := regexp.MustCompile(`fireactions-vm=(\S+) (one|two|cold)`)
+	vmLine := regexp.MustCompile(`fireactions-vm=([0-9a-f]{12}) (one|two|cold)`)
 	for _, j := range jobs {
 		if j.Conclusion != "success" {
 			t.Errorf("job %d ended %q", j.ID, j.Conclusion)
