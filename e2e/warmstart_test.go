@@ -17,11 +17,11 @@ jobs:
   one:
     runs-on: fireactions-wpwarm
     steps:
-      - run: echo "fireactions-vm=$(hostname) one"
+      - run: echo "fireactions-vm=$(hostname) one boot=$(cat /proc/sys/kernel/random/boot_id) mac=$(cat /sys/class/net/eth0/address) rand=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   two:
     runs-on: fireactions-wpwarm
     steps:
-      - run: echo "fireactions-vm=$(hostname) two"
+      - run: echo "fireactions-vm=$(hostname) two boot=$(cat /proc/sys/kernel/random/boot_id) mac=$(cat /sys/class/net/eth0/address) rand=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   cold:
     runs-on: fireactions-wpcold
     steps:
@@ -54,8 +54,9 @@ func TestGiteaJobsRunInRestoredVMs(t *testing.T) {
 	gitea.push(tree, "ci/warm", "two jobs in restored VMs, one in a booted one")
 	jobs := o.waitJobsDone(t, 6*time.Minute, "the three jobs done", gitea, "ci/warm", 3)
 
-	vms := map[string]string{} // job name → the VM it ran in
-	vmLine := regexp.MustCompile(`fireactions-vm=([0-9a-f]{12}) (one|two|cold)`)
+	vms := map[string]string{}    // job name → the VM it ran in
+	seen := map[string][]string{} // restored job → its boot id, MAC, random bytes
+	vmLine := regexp.MustCompile(`fireactions-vm=([0-9a-f]{12}) (one|two|cold)(?: boot=(\S+) mac=(\S+) rand=([0-9a-f]{32}))?`)
 	for _, j := range jobs {
 		if j.Conclusion != "success" {
 			t.Errorf("job %d ended %q", j.ID, j.Conclusion)
@@ -63,11 +64,22 @@ func TestGiteaJobsRunInRestoredVMs(t *testing.T) {
 		logs := gitea.raw(fmt.Sprintf("/api/v1/repos/ci/warm/actions/jobs/%d/logs", j.ID))
 		if m := vmLine.FindStringSubmatch(logs); m != nil {
 			vms[m[2]] = m[1]
+			if m[2] != "cold" {
+				seen[m[2]] = m[3:6]
+			}
 		}
 	}
 	if len(vms) != 3 || vms["one"] == vms["two"] {
 		t.Fatalf("jobs ran in VMs %v; want three, each its own", vms)
 	}
+	// Two restores of one template: nothing of the template's shared.
+	for i, what := range []string{"boot id", "MAC", "random bytes"} {
+		a, b := seen["one"], seen["two"]
+		if len(a) != 3 || len(b) != 3 || a[i] == "" || a[i] == b[i] {
+			t.Errorf("the restored VMs' %s: %v and %v; want each its own", what, a, b)
+		}
+	}
+	t.Logf("restored VMs read: one %v, two %v", seen["one"], seen["two"])
 	for _, name := range []string{"one", "two"} {
 		if len(logLines(o.log, regexp.MustCompile(`vm restored from its pool's template.*vm=`+vms[name]))) != 1 {
 			t.Errorf("job %s's VM %s was not restored from the template", name, vms[name])
