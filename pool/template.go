@@ -120,7 +120,10 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 	if w == nil {
 		return
 	}
-	fp := m.fingerprint(p.cfg)
+	m.mu.Lock() // a reload's resize writes p.cfg under it
+	pc := p.cfg
+	m.mu.Unlock()
+	fp := m.fingerprint(pc)
 	w.mu.Lock()
 	if fp != w.seen && w.ok {
 		// The files changed: until a build says the template was made
@@ -143,7 +146,6 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 	m.mu.Unlock()
 	w.building = true
 	w.mu.Unlock()
-	pc := p.cfg
 	go func() {
 		defer m.wg.Done()
 		// Run's end (the daemon draining) ends a build.
@@ -155,6 +157,9 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 			w.failedAt = time.Now()
 		}
 		w.mu.Unlock()
+		if ctx.Err() != nil {
+			return // the daemon stops: no failure to count or log
+		}
 		if c, ok := m.d.WarmStarts.(TemplateCounter); ok {
 			c.WarmTemplateBuilt(pc.Name, err == nil)
 		}
