@@ -27,6 +27,10 @@ const (
 // VMMs are the VMM drivers, in the order a configuration error lists them.
 func VMMs() []string { return []string{QEMU, Firecracker} }
 
+// WarmVMMs are the VMM drivers whose machines save and restore guests
+// (vmm.Warm): the ones a pool's warm_start may use.
+func WarmVMMs() []string { return []string{QEMU} }
+
 // Forges are the forge types, in the order a configuration error lists
 // them.
 func Forges() []string { return []string{Gitea, GitHub, GitLab} }

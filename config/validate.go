@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -70,6 +71,7 @@ func (v *validator) config(c *Config) {
 	v.registryCache(root.child("registry_cache"), &c.RegistryCache)
 	v.fleet(root.child("fleet"), c.Fleet)
 	v.pools(root.child("pools"), c.Pools, types)
+	v.warmStarts(root.child("pools"), c.Pools, c.VMM.Driver)
 	v.githubPools(root.child("pools"), c.Pools, c.Forges)
 	v.check(rule{root.child("network").child("cidr"), poolsFit(c.Network.CIDR, c.Pools)})
 }
@@ -221,6 +223,28 @@ func (v *validator) pools(f field, pools []Pool, types map[string]string) {
 		v.runnerGroupScope(pf.child("runner").child("group"), p, typ)
 		v.demand(pf.child("demand"), p, typ)
 		v.timeouts(pf.child("timeouts"), &p.Timeouts)
+	}
+}
+
+// warmStarts checks the pools that warm_start: their VMM driver saves and
+// restores guests, and they boot an initramfs (an image pool's disks are
+// not part of a template yet).
+func (v *validator) warmStarts(f field, pools []Pool, driver string) {
+	for i := range pools {
+		p := &pools[i]
+		if !p.WarmStart {
+			continue
+		}
+		var err error
+		switch {
+		case oneOf(driver, catalog.VMMs()...) != nil:
+			// vmm.driver is the problem, reported there
+		case !slices.Contains(catalog.WarmVMMs(), driver):
+			err = errorf("vmm.driver %q cannot save and restore VMs; warm starts need one of %s", driver, strings.Join(catalog.WarmVMMs(), ", "))
+		case p.VM.Image != "":
+			err = errorf("not with vm.image: warm starts restore pools that boot vm.root_initramfs")
+		}
+		v.check(rule{f.index(i).named(p.Name).child("warm_start"), err})
 	}
 }
 

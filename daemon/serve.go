@@ -108,23 +108,30 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 		return err
 	}
 	defer leaveFleet(fl) // after the drain
+	warm, err := warmStartDeps(cfg, agent, mx)
+	if err != nil {
+		return err
+	}
 	agentAddr := net.JoinHostPort(gw.String(), strconv.Itoa(cfg.Network.AgentPort))
 	consoleDir := filepath.Join(cfg.StateDir, "logs")
 	m, err := pool.New(pool.Deps{
-		Config:     cfg,
-		Forges:     forges,
-		Hypervisor: hv,
-		Network:    tapNetwork{bridge, rules},
-		Alloc:      netplan.NewAllocator(prefix, gw),
-		Store:      store,
-		Boot:       boot,
-		Roots:      roots,
-		Log:        log,
-		ReportURL:  "http://" + agentAddr + "/agent/v1/report",
-		ConsoleDir: consoleDir,
-		Interval:   cfg.ReconcileInterval,
-		Observer:   mx,
-		Fleet:      claimer(fl),
+		Config:      cfg,
+		Forges:      forges,
+		Hypervisor:  hv,
+		Network:     tapNetwork{bridge, rules},
+		Alloc:       netplan.NewAllocator(prefix, gw),
+		Store:       store,
+		Boot:        boot,
+		Roots:       roots,
+		Log:         log,
+		ReportURL:   "http://" + agentAddr + "/agent/v1/report",
+		ConsoleDir:  consoleDir,
+		Interval:    cfg.ReconcileInterval,
+		Observer:    mx,
+		Fleet:       claimer(fl),
+		TemplateDir: warm.TemplateDir,
+		AgentDigest: warm.AgentDigest,
+		WarmStarts:  warm.WarmStarts,
 	})
 	if err != nil {
 		return err

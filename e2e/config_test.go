@@ -143,6 +143,8 @@ type poolConfig struct {
 	Runner   *runnerConfig   `yaml:"runner,omitempty"`
 	Timeouts *timeoutsConfig `yaml:"timeouts,omitempty"`
 	Cache    *poolCache      `yaml:"cache,omitempty"`
+	// WarmStart restores the pool's VMs from a template.
+	WarmStart bool `yaml:"warm_start,omitempty"`
 }
 
 // poolCache is a pool's cache: block; Docker starts dockerd in its VMs.

@@ -8,7 +8,7 @@ import (
 
 // WarmStarts counts the cold boots of warm-start pools, by reason: it is
 // the warmstart.Counter a pool's warmstart.Chooser reports to.
-type WarmStarts struct{ fallbacks *prometheus.CounterVec }
+type WarmStarts struct{ fallbacks, builds *prometheus.CounterVec }
 
 var _ warmstart.Counter = (*WarmStarts)(nil)
 
@@ -18,12 +18,24 @@ func (m *Metrics) WarmStarts() *WarmStarts {
 	w := &WarmStarts{fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fireactions_warm_start_fallbacks_total",
 		Help: "VMs of warm-start pools booted cold instead of restored, by reason (no_template, vmm_mismatch, kernel_mismatch, image_mismatch, agent_mismatch, state_missing, state_truncated, bad_manifest, restore_failed).",
-	}, []string{"pool", "reason"})}
-	m.reg.MustRegister(w.fallbacks)
+	}, []string{"pool", "reason"}), builds: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fireactions_warm_start_template_builds_total",
+		Help: "Warm-start pools' template builds (or adoptions of a previous run's), by result (ok, failed); while a pool has none its VMs boot cold.",
+	}, []string{"pool", "result"})}
+	m.reg.MustRegister(w.fallbacks, w.builds)
 	return w
 }
 
 // WarmStartFallback implements warmstart.Counter.
 func (w *WarmStarts) WarmStartFallback(pool string, r warmstart.Reason) {
 	w.fallbacks.WithLabelValues(pool, string(r)).Inc()
+}
+
+// WarmTemplateBuilt implements pool.TemplateCounter.
+func (w *WarmStarts) WarmTemplateBuilt(pool string, ok bool) {
+	result := "failed"
+	if ok {
+		result = "ok"
+	}
+	w.builds.WithLabelValues(pool, result).Inc()
 }

@@ -26,3 +26,21 @@ func TestWarmStartFallbacksAreCountedByReason(t *testing.T) {
 		t.Errorf("no log line says why: %q", log.String())
 	}
 }
+
+// Template builds are counted by pool and result.
+func TestWarmTemplateBuildsAreCountedByResult(t *testing.T) {
+	m := New(t.TempDir())
+	w := m.WarmStarts()
+	w.WarmTemplateBuilt("p", false)
+	w.WarmTemplateBuilt("p", true)
+	w.WarmTemplateBuilt("p", false)
+	out := scrape(m)
+	for _, want := range []string{
+		`fireactions_warm_start_template_builds_total{pool="p",result="failed"} 2`,
+		`fireactions_warm_start_template_builds_total{pool="p",result="ok"} 1`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}

@@ -236,6 +236,7 @@ type fakeHV struct {
 	// failedBeforeOff are the jobs the host failed while their guest was
 	// still up after the runner died.
 	failedBeforeOff []string
+	warmFake
 }
 
 func (h *fakeHV) Name() string { return "fake" }
@@ -247,6 +248,10 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 		h.initrds = map[string][]byte{}
 	}
 	h.initrds[spec.ID], _ = os.ReadFile(spec.Initramfs)
+	if err := h.startWarm(spec); err != nil {
+		h.mu.Unlock()
+		return nil, err
+	}
 	if h.behave == guestNoStart {
 		h.mu.Unlock()
 		return nil, errors.New("monitor would not start")
@@ -255,11 +260,14 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	h.running++
 	h.maxAlive = max(h.maxAlive, h.running)
 	h.mu.Unlock()
-	fm := &fakeMachine{done: make(chan struct{}), kill: make(chan struct{})}
+	fm := &fakeMachine{done: make(chan struct{}), kill: make(chan struct{}), hv: h, spec: spec}
 	h.mu.Lock()
 	h.machines = append(h.machines, fm)
 	h.mu.Unlock()
 	cfg := h.boot.Config(spec.ID)
+	if spec.Identity != "" {
+		fm.identity = make(chan agentproto.Identity, 1)
+	}
 	go func() {
 		defer func() {
 			h.mu.Lock()
@@ -267,6 +275,15 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 			h.mu.Unlock()
 			close(fm.done)
 		}()
+		if spec.Identity != "" {
+			// A template (see warmfake_test.go) or a restore of one:
+			// the guest waits for its identity.
+			id, ok := fm.waitIdentity()
+			if !ok {
+				return
+			}
+			cfg = id.Config
+		}
 		report := func(ev agentproto.Event, code int) {
 			_ = h.m.Report(cfg.Report.Token, agentproto.Report{VMID: cfg.VMID, Event: ev, ExitCode: code})
 		}
@@ -339,6 +356,13 @@ type fakeMachine struct {
 	killOnce sync.Once
 	err      error
 	released atomic.Int32 // ReleaseBoot calls
+	// Warm starts (warmfake_test.go): the hypervisor and spec it started
+	// from, and the identity its guest waits for when the spec has an
+	// identity channel.
+	hv       *fakeHV
+	spec     vmm.Spec
+	identity chan agentproto.Identity
+	resumed  atomic.Bool
 }
 
 // ReleaseBoot implements vmm.BootReleaser, as QEMU's machine does.

@@ -23,6 +23,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmstate"
+	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
 )
 
 // Network is the host network the manager needs per VM.
@@ -64,6 +65,15 @@ type Deps struct {
 	Roots Roots
 	// Fleet shares demand with other hosts (Claimer); nil: none.
 	Fleet Claimer
+	// TemplateDir holds the warm-start pools' templates, one directory
+	// each (see template.go); required when a pool has warm_start.
+	TemplateDir string
+	// AgentDigest is the guest agent binary's warmstart.FileDigest: part
+	// of a template's key.
+	AgentDigest string
+	// WarmStarts counts warm-start pools' cold boots by reason (and
+	// template builds, when it is a TemplateCounter); nil: not counted.
+	WarmStarts warmstart.Counter
 }
 
 // Manager owns the pools.
@@ -89,8 +99,9 @@ type Manager struct {
 	demand            *demandInbox                 // queue changes and freed VMs told since the Run goroutine last looked
 	notifiers         map[forge.QueueNotifier]bool // drivers told where to send their queue changes; guarded by mu
 	obs               Observer
-	removals          map[string]*removal // runner removals still to be confirmed, by vm id
-	retrying          bool                // a pass over removals runs
+	removals          map[string]*removal  // runner removals still to be confirmed, by vm id
+	warm              map[string]*warmPool // warm-start pools' templates, by pool name; guarded by mu
+	retrying          bool                 // a pass over removals runs
 	// removing is held by a pass over removals and by a drain's last
 	// try: one runner is never removed twice at once.
 	removing sync.Mutex
@@ -235,7 +246,7 @@ func New(d Deps) (*Manager, error) {
 	m := &Manager{
 		d: d, log: d.Log, owner: owner, kick: make(chan struct{}, 1), vms: map[string]*vm{},
 		unserved: map[string]bool{}, waiting: map[waitKey]*queuedJob{}, obs: d.Observer,
-		removals: map[string]*removal{}, demand: newDemandInbox(),
+		removals: map[string]*removal{}, demand: newDemandInbox(), warm: map[string]*warmPool{},
 		notifiers: map[forge.QueueNotifier]bool{}, runnerStates: map[string]map[string]forge.RunnerState{},
 	}
 	for _, pc := range d.Config.Pools {
@@ -243,8 +254,12 @@ func New(d Deps) (*Manager, error) {
 		if !ok {
 			return nil, fmt.Errorf("pool %q: forge %q not connected", pc.Name, pc.Forge)
 		}
+		if pc.WarmStart && d.TemplateDir == "" {
+			return nil, fmt.Errorf("pool %q: warm_start without a template directory", pc.Name)
+		}
 		m.pools = append(m.pools, newPool(pc, f, d.Log))
 	}
+	m.removeStaleTemplates(d.Config.Pools)
 	m.mu.Lock()
 	for _, p := range m.pools {
 		// Pause and Scale live in this process only: a start tells each
@@ -353,6 +368,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 	m.trackQueueWait(pools, perPool, failed, tookAtRead)
 
 	for _, p := range pools {
+		m.ensureTemplate(ctx, p) // whether the forge answered or not
 		if failed[p.key] {
 			continue // without demand we neither start nor remove
 		}

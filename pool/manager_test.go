@@ -96,9 +96,11 @@ func newHarnessDeps(t *testing.T, interval time.Duration, stateDir string, minId
 	if wrap != nil {
 		f = wrap(h.forge)
 	}
+	// The fake VMM, which deps may tune before the manager runs.
+	h.hv = &fakeHV{boot: h.boot, forge: h.forge, behave: behave, jobTime: 30 * time.Millisecond}
 	d := Deps{
 		Config: &cfg, Forges: map[string]forge.Forge{"p": f}, Network: h.net, Alloc: h.alloc,
-		Store: store, Boot: h.boot, Log: log,
+		Store: store, Boot: h.boot, Log: log, Hypervisor: h.hv,
 		ReportURL: "http://10.200.0.1:8089/agent/v1/report", Interval: interval, Observer: obs,
 	}
 	if deps != nil {
@@ -108,7 +110,7 @@ func newHarnessDeps(t *testing.T, interval time.Duration, stateDir string, minId
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.hv = &fakeHV{m: m, boot: h.boot, forge: h.forge, behave: behave, jobTime: 30 * time.Millisecond}
+	h.hv.m = m
 	m.d.Hypervisor = h.hv
 	h.m = m
 	ctx, cancel := context.WithCancel(context.Background())

@@ -77,6 +77,7 @@ type vm struct {
 	stopOnce sync.Once
 	started  time.Time     // the monitor started (zero for an adopted VM)
 	root     VMRoot        // an image pool's root disks; nil for an initramfs root
+	restored bool          // restored from its pool's template (warm start), not booted
 	busyCh   chan struct{} // closed when the VM turns busy: its job timeout starts
 	// adopted: taken over from a previous run; bootFrom is when the
 	// previous run recorded it booting, which its boot timeout counts from.
@@ -560,16 +561,19 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	if v.root != nil {
 		v.root.Apply(&spec, &cfg)
 	}
-	if err := m.d.Boot.WriteVM(p.cfg.Name, initrd, cfg); err != nil {
-		return nil, fail(ReasonSetup, fmt.Errorf("write initramfs: %w", err))
-	}
-	machine, err := m.d.Hypervisor.Start(ctx, spec)
-	// Started or not, the monitor never opens the initramfs again (see
-	// vmm.Hypervisor): it leaves the host's disk, and the runner's
-	// credential with it, for the VM's whole life.
-	v.dropInitramfs(initrd)
-	if err != nil {
-		return nil, fail(ReasonStart, err)
+	machine := v.warmStart(ctx, spec, cfg)
+	if machine == nil {
+		if err := m.d.Boot.WriteVM(p.cfg.Name, initrd, cfg); err != nil {
+			return nil, fail(ReasonSetup, fmt.Errorf("write initramfs: %w", err))
+		}
+		machine, err = m.d.Hypervisor.Start(ctx, spec)
+		// Started or not, the monitor never opens the initramfs again (see
+		// vmm.Hypervisor): it leaves the host's disk, and the runner's
+		// credential with it, for the VM's whole life.
+		v.dropInitramfs(initrd)
+		if err != nil {
+			return nil, fail(ReasonStart, err)
+		}
 	}
 	v.started = time.Now()
 	m.obs.VMStarted(p.cfg.Name)
@@ -579,7 +583,7 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		// runs that its record does not know of.
 		return machine, fail(ReasonSetup, err)
 	}
-	v.log.Info("vm booting", "pid", machine.PID(), "address", addr, "slot", spec.Slot, "tap", tap)
+	v.log.Info("vm booting", "pid", machine.PID(), "address", addr, "slot", spec.Slot, "tap", tap, "restored", v.restored)
 	return machine, nil
 }
 
@@ -594,6 +598,9 @@ func (v *vm) dropInitramfs(path string) {
 // releaseBoot lets a monitor whose guest reads its initramfs after Start
 // free the file's disk, now that the guest runs (it reported).
 func (v *vm) releaseBoot(machine vmm.Machine) {
+	if v.restored {
+		return // its initramfs is the template's, which later restores map
+	}
 	r, ok := machine.(vmm.BootReleaser)
 	if !ok {
 		return
@@ -769,6 +776,7 @@ func (v *vm) becomeReady(boot *time.Timer, r agentproto.Report) {
 	v.m.succeeded(v.pool)
 	if !v.started.IsZero() {
 		v.m.obs.Booted(v.pool.cfg.Name, now.Sub(v.started))
+		v.log.Info("vm ready", "took", now.Sub(v.started).Round(time.Millisecond), "restored", v.restored)
 	}
 }
 

@@ -407,6 +407,11 @@ in
             defaultText = "${f.stateDir}/boot/<runner>-root.cpio.gz";
             description = "vm.root_initramfs: the guest root archive (runner agent, shell, tools), for example built with `fireactions guest-root`.";
           };
+          warmStart = option {
+            type = "bool";
+            default = false;
+            description = "warm_start: start the pool's VMs by restoring a saved template instead of booting each (vmm.driver qemu, rootInitramfs pools; a failed restore boots cold).";
+          };
           settings = option {
             type = "json";
             default = { };

@@ -65,6 +65,7 @@ rec {
     , kernelModules ? [ ]
     , modulesDir ? null
     , rootInitramfs ? null
+    , warmStart ? false
     , guestRoot ? null # the forge's guest root the host builds: { archive; runnerPath; }
     , settings ? { }
     , sizes' ? sizes # a test may pass a broken size table
@@ -83,6 +84,7 @@ rec {
         labels = if labels != null then labels else defaultLabels { inherit face forgeType size; };
         min_idle = if minIdle != null then minIdle else s.min_idle;
         max = if max != null then max else s.max;
+        warm_start = if warmStart then true else null;
         vm = filterNulls {
           inherit (s) vcpus memory_mib;
           inherit kernel;

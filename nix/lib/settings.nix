@@ -74,7 +74,7 @@ rec {
         presets.mkPool {
           inherit face name forgeType;
           forge = forgeName;
-          inherit (p) size scope labels repos installationId minIdle max kernelModules rootInitramfs settings;
+          inherit (p) size scope labels repos installationId minIdle max kernelModules rootInitramfs warmStart settings;
           kernel = if p.kernel != null then p.kernel else if opts.vmm.driver == "firecracker" then paths.vmlinux else paths.kernel;
           guestRoot = (paths.guestRoots or { }).${rootOf} or null;
           modulesDir =

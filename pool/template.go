@@ -1,0 +1,388 @@
+package pool
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/netplan"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
+)
+
+// A warm-start pool's template (see package warmstart) is built here: a
+// VM booted from the pool's kernel and boot archive with a config that
+// holds no address, no agent token and no runner credential, and an
+// identity channel (Spec.Identity) its agent waits on; once its console
+// says it waits, the VMM saves it into the pool's template directory and
+// warmstart.Seal writes the manifest. The VM is killed, its TAP removed.
+// Each full reconcile pass looks at the pool's files (cheaply: their
+// sizes and times) and rebuilds, in the background and within a bounded
+// time, when they changed; meanwhile, and when a build fails (logged,
+// counted), the pool's VMs boot cold. A template a previous run left is
+// adopted when it is whole and made from the same key, else replaced.
+
+// TemplateWaiting is what the guest agent booted as a template
+// (agentproto.Config.Template) writes on its console once it waits for
+// its identity (guest/agent's awaitIdentity): the host saves the VM then.
+const TemplateWaiting = "template: waiting for identity on " + agentproto.IdentityPort
+
+// Files of a template directory besides warmstart's.
+const (
+	templateInitramfs = "initramfs.cpio" // the credential-free initramfs the template booted, which its restores map
+	templateConsole   = "console.log"
+)
+
+// templateRetry is how long after a failed build the next is tried.
+const templateRetry = time.Minute
+
+// TemplateCounter counts template builds (the metrics package's
+// fireactions_warm_start_template_builds_total).
+type TemplateCounter interface {
+	WarmTemplateBuilt(pool string, ok bool)
+}
+
+// warmPool is one warm-start pool's template state, kept by pool name
+// across reloads (a reload makes a new pool; one build per name at once).
+type warmPool struct {
+	name    string
+	dir     string // the pool's template directory
+	chooser *warmstart.Chooser
+
+	mu       sync.Mutex
+	building bool
+	seen     string        // fingerprint of the files the last build or adoption looked at
+	key      warmstart.Key // the template's key, when one was built or adopted
+	ok       bool          // key is a template's
+	failedAt time.Time
+}
+
+// warmPoolOf is p's warm-start state, nil for a pool that boots cold.
+func (m *Manager) warmPoolOf(p *pool) *warmPool {
+	if !p.cfg.WarmStart || m.d.TemplateDir == "" {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.warm[p.cfg.Name]
+	if w == nil {
+		w = &warmPool{
+			name: p.cfg.Name,
+			dir:  filepath.Join(m.d.TemplateDir, p.cfg.Name),
+			chooser: &warmstart.Chooser{Pool: p.cfg.Name, Dir: filepath.Join(m.d.TemplateDir, p.cfg.Name),
+				Log: m.log, Metrics: m.d.WarmStarts},
+		}
+		m.warm[p.cfg.Name] = w
+	}
+	return w
+}
+
+// templateID names pool's template VM: 12 characters, so its TAP name
+// fits, and never a VM id (those are hex only).
+func templateID(pool string) string {
+	h := sha256.Sum256([]byte(pool))
+	return "tp" + hex.EncodeToString(h[:5])
+}
+
+// fingerprint is what says, cheaply, that a template may be stale: the
+// pool's shape and the sizes and times of its kernel, root archive and
+// agent. A change sends the build, which decides by the Key's digests.
+func (m *Manager) fingerprint(pc config.Pool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s|%+v|%s", m.d.Hypervisor.Name(), pc.VM, m.d.AgentDigest)
+	for _, f := range []string{pc.VM.Kernel, pc.VM.RootInitramfs} {
+		st, err := os.Stat(f)
+		if err != nil {
+			fmt.Fprintf(&b, "|%s:-", f)
+			continue
+		}
+		fmt.Fprintf(&b, "|%s:%d:%d", f, st.Size(), st.ModTime().UnixNano())
+	}
+	return b.String()
+}
+
+// ensureTemplate starts a build of p's template in the background when
+// its files changed since the last build or a failed build's retry time
+// came. It returns at once.
+func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
+	w := m.warmPoolOf(p)
+	if w == nil {
+		return
+	}
+	m.mu.Lock() // a reload's resize writes p.cfg under it
+	pc := p.cfg
+	m.mu.Unlock()
+	fp := m.fingerprint(pc)
+	w.mu.Lock()
+	if fp != w.seen && w.ok {
+		// The files changed: until a build says the template was made
+		// from them (it may adopt it), no VM is restored from it.
+		w.ok = false
+	}
+	stale := fp != w.seen || (!w.ok && time.Since(w.failedAt) >= templateRetry)
+	if w.building || !stale {
+		w.mu.Unlock()
+		return
+	}
+	// Added under m.mu, as startVM does: Drain waits for it.
+	m.mu.Lock()
+	if m.draining {
+		m.mu.Unlock()
+		w.mu.Unlock()
+		return
+	}
+	m.wg.Add(1)
+	m.mu.Unlock()
+	w.building = true
+	w.mu.Unlock()
+	go func() {
+		defer m.wg.Done()
+		// Run's end (the daemon draining) ends a build.
+		key, err := m.buildTemplate(ctx, w, pc)
+		w.mu.Lock()
+		w.building, w.seen = false, fp
+		w.ok, w.key = err == nil, key
+		if err != nil {
+			w.failedAt = time.Now()
+		}
+		w.mu.Unlock()
+		if ctx.Err() != nil {
+			return // the daemon stops: no failure to count or log
+		}
+		if c, ok := m.d.WarmStarts.(TemplateCounter); ok {
+			c.WarmTemplateBuilt(pc.Name, err == nil)
+		}
+		if err != nil {
+			m.log.Error("warm start: template not built; the pool's VMs boot cold", "pool", pc.Name, "err", err, "retry_in", templateRetry)
+		}
+	}()
+}
+
+// currentKey is the key of p's template, ok false while it has none.
+func (w *warmPool) currentKey() (warmstart.Key, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.key, w.ok
+}
+
+// templateKey is the Key of a template of pc booted from initrd.
+// Key.Image covers what else a restore must share with its template: the
+// boot archive (root, agent, modules) and the VM's shape and cmdline.
+func (m *Manager) templateKey(ctx context.Context, pc config.Pool, initrd string) (warmstart.Key, error) {
+	var k warmstart.Key
+	k.VMM = m.d.Hypervisor.Name()
+	if v, ok := m.d.Hypervisor.(interface {
+		Version(context.Context) (string, error)
+	}); ok {
+		ver, err := v.Version(ctx)
+		if err != nil {
+			return k, err
+		}
+		k.VMM = ver
+	}
+	var err error
+	if k.Kernel, err = warmstart.FileDigest(pc.VM.Kernel); err != nil {
+		return k, err
+	}
+	archive, err := warmstart.FileDigest(initrd)
+	if err != nil {
+		return k, err
+	}
+	h := sha256.Sum256(fmt.Appendf(nil, "%s|vcpus=%d|memory_mib=%d|cmdline=%q", archive, pc.VM.VCPUs, pc.VM.MemoryMiB, pc.VM.Cmdline))
+	k.Image = "sha256:" + hex.EncodeToString(h[:])
+	k.Agent = m.d.AgentDigest
+	return k, nil
+}
+
+// buildTemplate adopts the template in w.dir when it was made from the
+// pool's current key, else boots, saves and seals a new one. A build
+// takes at most the pool's boot timeout and a minute more.
+func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool) (warmstart.Key, error) {
+	ctx, cancel := context.WithTimeout(ctx, pc.Timeouts.Boot+time.Minute)
+	defer cancel()
+	id := templateID(pc.Name)
+	log := m.log.With("pool", pc.Name, "vm", id)
+	build := w.dir + ".build"
+	m.reapTemplate(ctx, id, log)
+	if err := os.RemoveAll(build); err != nil {
+		return warmstart.Key{}, fmt.Errorf("remove a previous build: %w", err)
+	}
+	if err := os.MkdirAll(build, 0o700); err != nil {
+		return warmstart.Key{}, fmt.Errorf("template directory: %w", err)
+	}
+	defer os.RemoveAll(build)
+	initrd := filepath.Join(build, templateInitramfs)
+	// A template's config: no VM id, hostname, address, agent token or
+	// runner credential (the agent refuses one that has any): those
+	// reach each restore over its identity channel.
+	if err := m.d.Boot.WriteVM(pc.Name, initrd, agentproto.Config{Template: true}); err != nil {
+		return warmstart.Key{}, fmt.Errorf("write the template's initramfs: %w", err)
+	}
+	key, err := m.templateKey(ctx, pc, initrd)
+	if err != nil {
+		return key, fmt.Errorf("template key: %w", err)
+	}
+	if _, err := warmstart.Open(w.dir, key); err == nil {
+		log.Info("warm start: template adopted", "dir", w.dir)
+		return key, nil
+	} else if f := warmstart.AsFallback(err); f.Reason != warmstart.ReasonNoTemplate {
+		log.Info("warm start: template replaced", "reason", string(f.Reason), "detail", f.Detail)
+	}
+	t0 := time.Now()
+	if err := m.bootAndSave(ctx, pc, id, build, initrd, log); err != nil {
+		return key, err
+	}
+	if err := warmstart.Seal(build, key); err != nil {
+		return key, err
+	}
+	// The old template goes, then the new one takes its place: a crash
+	// between leaves none (the pool boots cold, the next start builds).
+	if err := os.RemoveAll(w.dir); err != nil {
+		return key, fmt.Errorf("remove the old template: %w", err)
+	}
+	if err := os.Rename(build, w.dir); err != nil {
+		return key, fmt.Errorf("put the template in place: %w", err)
+	}
+	log.Info("warm start: template built", "dir", w.dir, "took", time.Since(t0).Round(time.Millisecond))
+	return key, nil
+}
+
+// bootAndSave boots the template VM in dir, waits for its agent to wait
+// for its identity, and saves it to dir's warmstart.StateFile.
+func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, initrd string, log *slog.Logger) error {
+	tap, err := netplan.TAPName(id)
+	if err != nil {
+		return err
+	}
+	_ = m.d.Network.DeleteTAP(tap) // a crashed build's
+	// A TAP, for the same devices as its restores, never admitted: the
+	// template has no address and sends nothing.
+	if err := m.d.Network.AddTAP(tap); err != nil {
+		return fmt.Errorf("template TAP: %w", err)
+	}
+	defer func() {
+		if err := m.d.Network.DeleteTAP(tap); err != nil {
+			log.Error("remove the template's TAP", "tap", tap, "err", err)
+		}
+	}()
+	spec := vmm.Spec{
+		ID: id, Dir: dir, Kernel: pc.VM.Kernel, Initramfs: initrd, Cmdline: pc.VM.Cmdline,
+		VCPUs: pc.VM.VCPUs, MemoryMiB: pc.VM.MemoryMiB, TAP: tap, MAC: netplan.NewMAC(),
+		ConsoleLog: filepath.Join(dir, templateConsole), ConsoleMaxBytes: m.consoleMaxBytes(),
+		Identity: filepath.Join(dir, "identity.sock"),
+	}
+	machine, err := m.d.Hypervisor.Start(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("start the template VM: %w", err)
+	}
+	defer func() {
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_ = machine.Kill(kctx)
+	}()
+	w, ok := machine.(vmm.Warm)
+	if !ok {
+		return fmt.Errorf("the %s driver cannot save VMs", m.d.Hypervisor.Name())
+	}
+	if err := waitConsole(ctx, machine, spec.ConsoleLog, TemplateWaiting); err != nil {
+		return fmt.Errorf("template VM: %w", err)
+	}
+	if err := w.SaveState(ctx, filepath.Join(dir, warmstart.StateFile)); err != nil {
+		return fmt.Errorf("save the template VM: %w", err)
+	}
+	return nil
+}
+
+// waitConsole waits until the console file holds want.
+func waitConsole(ctx context.Context, machine vmm.Machine, path, want string) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if b, err := readTail(path, 64<<10); err == nil && strings.Contains(string(b), want) {
+			return nil
+		}
+		select {
+		case <-machine.Done():
+			return fmt.Errorf("ended (%v) before its agent waited for its identity", machine.Err())
+		case <-ctx.Done():
+			return fmt.Errorf("its agent did not wait for its identity: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// readTail is the last n bytes of path.
+func readTail(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	off := max(st.Size()-n, 0)
+	b := make([]byte, st.Size()-off)
+	k, err := f.ReadAt(b, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return b[:k], nil
+}
+
+// reapTemplate ends a template VM a crashed run left running.
+func (m *Manager) reapTemplate(ctx context.Context, id string, log *slog.Logger) {
+	f, ok := m.d.Hypervisor.(vmm.Finder)
+	r, ok2 := m.d.Hypervisor.(vmm.Reaper)
+	if !ok || !ok2 {
+		return
+	}
+	pid, err := f.FindMonitor(id)
+	if err != nil || pid == 0 {
+		return
+	}
+	log.Warn("warm start: ending a template VM a previous run left", "pid", pid)
+	if err := r.Reap(ctx, id, pid); err != nil {
+		log.Error("warm start: end a previous run's template VM", "pid", pid, "err", err)
+	}
+}
+
+// removeStaleTemplates removes what TemplateDir holds for no warm-start
+// pool of pools (a pool removed or turned cold while the daemon was
+// down; a crashed build's directory is its pool's build's to remove).
+func (m *Manager) removeStaleTemplates(pools []config.Pool) {
+	if m.d.TemplateDir == "" {
+		return
+	}
+	entries, err := os.ReadDir(m.d.TemplateDir)
+	if err != nil {
+		return // none yet
+	}
+	warm := map[string]bool{}
+	for _, pc := range pools {
+		warm[pc.Name] = pc.WarmStart
+	}
+	for _, e := range entries {
+		if warm[strings.TrimSuffix(e.Name(), ".build")] {
+			continue
+		}
+		path := filepath.Join(m.d.TemplateDir, e.Name())
+		if err := os.RemoveAll(path); err != nil {
+			m.log.Error("warm start: remove a template no pool uses", "path", path, "err", err)
+			continue
+		}
+		m.log.Info("warm start: removed a template no pool uses", "path", path)
+	}
+}

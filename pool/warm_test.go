@@ -1,0 +1,325 @@
+package pool
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
+	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
+)
+
+// warmCounter records warm-start fallbacks and template builds.
+type warmCounter struct {
+	mu       sync.Mutex
+	reasons  map[warmstart.Reason]int
+	built    int
+	failures int
+}
+
+func (c *warmCounter) WarmStartFallback(_ string, r warmstart.Reason) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reasons == nil {
+		c.reasons = map[warmstart.Reason]int{}
+	}
+	c.reasons[r]++
+}
+
+func (c *warmCounter) WarmTemplateBuilt(_ string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ok {
+		c.built++
+	} else {
+		c.failures++
+	}
+}
+
+func (c *warmCounter) count(r warmstart.Reason) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reasons[r]
+}
+
+// warmRig is a harness with a warm-start pool whose kernel is a file of
+// its own (its digest is the template key's) and templates in tdir.
+type warmRig struct {
+	*harness
+	c      *warmCounter
+	log    *hosttest.SyncBuffer
+	tdir   string
+	kernel string
+}
+
+// fail is the fake VMM's warmFail, from the start.
+func newWarmRig(t *testing.T, minIdle, max int, tdir, fail string) *warmRig {
+	t.Helper()
+	// Beside tdir: a rig on the same template directory (a restart)
+	// boots the same kernel.
+	kernel := tdir + ".vmlinuz"
+	if _, err := os.Stat(kernel); err != nil {
+		if err := os.WriteFile(kernel, []byte("kernel v1"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &warmRig{c: &warmCounter{}, tdir: tdir, kernel: kernel, log: &hosttest.SyncBuffer{}}
+	r.harness = newHarnessDeps(t, 20*time.Millisecond, t.TempDir(), minIdle, max, guestRunsOneJob,
+		func(pc *config.Pool) { pc.WarmStart, pc.VM.Kernel = true, kernel }, slog.New(slog.NewTextHandler(r.log, nil)), nil, nil,
+		func(d *Deps) {
+			d.TemplateDir, d.WarmStarts, d.AgentDigest = tdir, r.c, "sha256:agent"
+			d.Boot.(*hosttest.Boot).Files = true // the template key digests its initramfs
+			d.Hypervisor.(*fakeHV).warmFail.Store(fail)
+		})
+	return r
+}
+
+// waitBuilds waits for n template builds, failing on a failed one.
+func (r *warmRig) waitBuilds(t *testing.T, n int) {
+	t.Helper()
+	eventually(t, 5*time.Second, "template built", func() bool {
+		r.c.mu.Lock()
+		defer r.c.mu.Unlock()
+		return r.c.built+r.c.failures >= n
+	})
+	if r.c.failures != 0 {
+		t.Fatalf("template build failed:\n%s", r.log.String())
+	}
+}
+
+// restoredSpecs are the ids of the VMs started from a template.
+func (r *warmRig) restoredSpecs() []string {
+	r.hv.mu.Lock()
+	defer r.hv.mu.Unlock()
+	var ids []string
+	for _, s := range r.hv.specs {
+		if s.Restore != "" {
+			ids = append(ids, s.ID)
+		}
+	}
+	return ids
+}
+
+func (r *warmRig) runJobs(t *testing.T, ids ...string) {
+	t.Helper()
+	r.forge.enqueue(ids...)
+	eventually(t, 10*time.Second, "jobs finished", func() bool {
+		r.forge.mu.Lock()
+		defer r.forge.mu.Unlock()
+		return len(r.forge.finished) >= len(ids)
+	})
+}
+
+// TestWarmPoolRestoresItsVMsFromTheTemplate: a warm-start pool builds its
+// template (booted with no address, token or credential, saved), then
+// its VMs are restores of it, each handed its own identity (its
+// runner's credential among it) and running its job; none has its
+// initramfs (the template's) released.
+func TestWarmPoolRestoresItsVMsFromTheTemplate(t *testing.T) {
+	r := newWarmRig(t, 0, 2, t.TempDir(), "")
+	r.waitBuilds(t, 1)
+	r.runJobs(t, "j1", "j2", "j3")
+	if n, started := r.hv.restores.Load(), len(r.restoredSpecs()); n != 3 || started != 3 {
+		t.Fatalf("%d VMs restored (%d started from the template); want each job's VM, 3 (fallbacks %v)", n, started, r.c.reasons)
+	}
+	// The template's spec and initramfs hold nothing of any VM's.
+	tid := templateID("p")
+	tcfg := r.boot.Config("") // a template's config has no VM id
+	if !tcfg.Template || tcfg.VMID != "" || tcfg.Report != (agentproto.Reporter{}) || len(tcfg.Runner.Files) != 0 || tcfg.Network.Address != "" || tcfg.Hostname != "" {
+		t.Fatalf("the template's config is not a bare template's: %+v", tcfg)
+	}
+	r.hv.mu.Lock()
+	ids := append([]agentproto.Identity(nil), r.hv.identities...)
+	tinit := r.hv.initrds[tid]
+	var tspec, restored = r.hv.specs[0], 0
+	for _, s := range r.hv.specs {
+		if s.ID == tid {
+			tspec = s
+		}
+	}
+	for _, fm := range r.hv.machines {
+		if fm.spec.Restore != "" && fm.released.Load() != 0 {
+			t.Errorf("restored VM %s released its initramfs: the template's", fm.spec.ID)
+		}
+		if fm.spec.Restore != "" {
+			restored++
+		}
+	}
+	r.hv.mu.Unlock()
+	if tspec.ID != tid || tspec.Identity == "" || tspec.Restore != "" || len(tinit) == 0 {
+		t.Fatalf("template spec %+v, initramfs %d bytes", tspec, len(tinit))
+	}
+	macs, vms := map[string]bool{}, map[string]bool{}
+	for _, id := range ids {
+		if len(id.Config.Runner.Files) == 0 {
+			t.Errorf("identity of %s carries no runner credential", id.Config.VMID)
+		}
+		if id.Config.Report.Token == "" || id.Config.Network.Address == "" {
+			t.Errorf("identity of %s: no agent token or address", id.Config.VMID)
+		}
+		secrets := []string{id.Config.Report.Token}
+		for _, f := range id.Config.Runner.Files {
+			secrets = append(secrets, string(f.Content))
+		}
+		for _, secret := range secrets {
+			if secret != "" && (bytes.Contains(tinit, []byte(secret)) || strings.Contains(tspec.Cmdline, secret)) {
+				t.Errorf("the template's initramfs or cmdline holds %s's secret", id.Config.VMID)
+			}
+		}
+		macs[id.MAC], vms[id.Config.VMID] = true, true
+	}
+	// Addresses are reused once a VM ended; MACs and ids never.
+	if len(macs) != len(ids) || len(vms) != len(ids) {
+		t.Errorf("restores share MACs or VM ids: %v %v", macs, vms)
+	}
+	if err := r.drain(t, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r.assertNothingLeft(t)
+}
+
+// TestWarmStartFallsBackToColdBoots: each way a restore cannot be used
+// (the template's build failed, its state is missing or truncated, its
+// manifest names another kernel, the restored monitor does not start,
+// does not resume, its guest does not take its identity) boots the VM
+// cold, with the reason counted and logged; the job runs, in a booted VM,
+// and no restored monitor is left running.
+func TestWarmStartFallsBackToColdBoots(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		fail   string                         // fakeHV.warmFail, from the start
+		breakT func(t *testing.T, dir string) // the built template, broken
+		want   warmstart.Reason
+	}{
+		{name: "no template", fail: "template", want: warmstart.ReasonNoTemplate},
+		{name: "state missing", breakT: func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, warmstart.StateFile)) }, want: warmstart.ReasonStateMissing},
+		{name: "state truncated", breakT: func(t *testing.T, dir string) {
+			os.Truncate(filepath.Join(dir, warmstart.StateFile), 5)
+		}, want: warmstart.ReasonStateTruncated},
+		{name: "another kernel", breakT: func(t *testing.T, dir string) {
+			b, _ := os.ReadFile(filepath.Join(dir, warmstart.ManifestFile))
+			b = bytes.Replace(b, []byte(`"kernel":"sha256:`), []byte(`"kernel":"sha256:0`), 1)
+			os.WriteFile(filepath.Join(dir, warmstart.ManifestFile), b, 0o600)
+		}, want: warmstart.ReasonKernelMismatch},
+		{name: "monitor does not start", fail: "start", want: warmstart.ReasonRestoreFailed},
+		{name: "resume fails", fail: "resume", want: warmstart.ReasonRestoreFailed},
+		{name: "identity not taken", fail: "identity", want: warmstart.ReasonRestoreFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newWarmRig(t, 0, 1, t.TempDir(), tc.fail)
+			built := func() bool {
+				r.c.mu.Lock()
+				defer r.c.mu.Unlock()
+				return r.c.built+r.c.failures > 0
+			}
+			eventually(t, 5*time.Second, "template built or failed", built)
+			if tc.breakT != nil {
+				tc.breakT(t, filepath.Join(r.tdir, "p"))
+			}
+			r.runJobs(t, "j1")
+			if n := r.c.count(tc.want); n != 1 {
+				t.Errorf("%s fallbacks counted %d times; want 1 (all: %v)", tc.want, n, r.c.reasons)
+			}
+			if !strings.Contains(r.log.String(), "reason="+string(tc.want)) {
+				t.Errorf("no log line with reason=%s:\n%s", tc.want, r.log.String())
+			}
+			if n := r.hv.restores.Load(); n != 0 {
+				t.Errorf("%d VMs restored", n)
+			}
+			r.hv.mu.Lock()
+			last := r.hv.specs[len(r.hv.specs)-1]
+			r.hv.mu.Unlock()
+			if last.Restore != "" || last.Identity != "" {
+				t.Errorf("the job's VM was not booted cold: %+v", last)
+			}
+			if err := r.drain(t, time.Second); err != nil {
+				t.Fatal(err)
+			}
+			r.assertNothingLeft(t)
+		})
+	}
+}
+
+// TestTemplateRebuiltWhenItsKeyChanges: a new kernel rebuilds the
+// template (a new manifest naming the new kernel's digest), and the
+// next VMs are restores of it.
+func TestTemplateRebuiltWhenItsKeyChanges(t *testing.T) {
+	r := newWarmRig(t, 0, 1, t.TempDir(), "")
+	r.waitBuilds(t, 1)
+	manifest := filepath.Join(r.tdir, "p", warmstart.ManifestFile)
+	before, _ := os.ReadFile(manifest)
+	if err := os.WriteFile(r.kernel, []byte("kernel v2, longer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.waitBuilds(t, 2)
+	if n := r.hv.saves.Load(); n != 2 {
+		t.Fatalf("%d templates saved; want 2", n)
+	}
+	after, _ := os.ReadFile(manifest)
+	v2, _ := warmstart.FileDigest(r.kernel)
+	if bytes.Equal(before, after) || !bytes.Contains(after, []byte(v2)) {
+		t.Fatalf("manifest before %s, after %s; want the new kernel %s", before, after, v2)
+	}
+	r.runJobs(t, "j1")
+	if n := r.hv.restores.Load(); n != 1 {
+		t.Fatalf("%d restores after the rebuild; want 1 (fallbacks %v)", n, r.c.reasons)
+	}
+}
+
+// TestTemplateOfAPreviousRunAdoptedWhenWholeElseReplaced: a restart with
+// the same files adopts the template on disk (no new save) and restores
+// from it; one whose template's state was truncated meanwhile builds a
+// new one.
+func TestTemplateOfAPreviousRunAdoptedWhenWholeElseReplaced(t *testing.T) {
+	tdir := t.TempDir()
+	first := newWarmRig(t, 0, 1, tdir, "")
+	first.waitBuilds(t, 1)
+	first.drain(t, time.Second)
+
+	again := newWarmRig(t, 0, 1, tdir, "")
+	eventually(t, 5*time.Second, "template adopted", func() bool { return strings.Contains(again.log.String(), "template adopted") })
+	again.runJobs(t, "j1")
+	if s, n := again.hv.saves.Load(), again.hv.restores.Load(); s != 0 || n != 1 {
+		t.Fatalf("after a restart: %d templates saved, %d VMs restored; want 0 and 1", s, n)
+	}
+	again.drain(t, time.Second)
+
+	os.Truncate(filepath.Join(tdir, "p", warmstart.StateFile), 3)
+	third := newWarmRig(t, 0, 1, tdir, "")
+	third.waitBuilds(t, 1)
+	if !strings.Contains(third.log.String(), "template replaced") || !strings.Contains(third.log.String(), "reason=state_truncated") {
+		t.Errorf("no log line of the truncated template replaced:\n%s", third.log.String())
+	}
+	third.runJobs(t, "j1")
+	if n := third.hv.restores.Load(); n != 1 {
+		t.Fatalf("%d VMs restored from the rebuilt template", n)
+	}
+}
+
+// TestTemplatesOfNoWarmPoolRemovedAtStart: a start removes what the
+// template directory holds for pools that are gone or cold, and keeps
+// the warm pool's.
+func TestTemplatesOfNoWarmPoolRemovedAtStart(t *testing.T) {
+	tdir := t.TempDir()
+	for _, d := range []string{"gone", "gone.build", "p"} {
+		os.MkdirAll(filepath.Join(tdir, d), 0o700)
+	}
+	os.WriteFile(filepath.Join(tdir, "p", "keep"), nil, 0o600)
+	r := newWarmRig(t, 0, 1, tdir, "")
+	r.waitBuilds(t, 1)
+	for _, d := range []string{"gone", "gone.build"} {
+		if _, err := os.Stat(filepath.Join(tdir, d)); err == nil {
+			t.Errorf("%s left", d)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(tdir, "p", warmstart.ManifestFile)); err != nil {
+		t.Errorf("the warm pool's template: %v", err)
+	}
+}
