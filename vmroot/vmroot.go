@@ -191,7 +191,8 @@ func (ps *Pools) current() []*poolRoot {
 }
 
 // Reload applies the pools of a new configuration. A pool that is new, or
-// whose image, pull policy, disk size or runner changed, gets a new root:
+// whose image, pull policy, disk size, runner or cache.docker changed,
+// gets a new root:
 // its image pulled under its pull policy, checked for the runner agent,
 // and its writable disk template made, all before Reload returns, so the
 // VMs that start after it boot the new image. A pool whose root did not
@@ -260,10 +261,13 @@ func (ps *Pools) Reload(ctx context.Context, pools []config.Pool) error {
 }
 
 // sameRoot reports whether two settings of one pool give its VMs the same
-// root: the same image under the same pull policy, disk size and runner.
+// root: the same image under the same pull policy, disk size and runner,
+// and Docker asked or not (a pool that starts asking has its image
+// checked for dockerd and iptables, and its back end read).
 func sameRoot(a, b config.Pool) bool {
 	return a.VM.Image == b.VM.Image && a.VM.PullPolicy == b.VM.PullPolicy &&
-		a.VM.DiskMiB == b.VM.DiskMiB && reflect.DeepEqual(a.Runner, b.Runner)
+		a.VM.DiskMiB == b.VM.DiskMiB && reflect.DeepEqual(a.Runner, b.Runner) &&
+		a.Cache.Docker == b.Cache.Docker
 }
 
 // Close releases the pools' images.

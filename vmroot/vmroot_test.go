@@ -396,6 +396,13 @@ func TestReloadSwitchesImagesAndReleasesRemovedOnes(t *testing.T) {
 	if !same {
 		t.Error("a reload that changed only the labels replaced the pool's root")
 	}
+	// A reload that turns Docker on checks the image for it: v2 has no
+	// dockerd, so the reload is refused and the pool keeps its root.
+	docker := named("img", "v2")
+	docker.Cache.Docker = true
+	if err := ps.Reload(ctx, []config.Pool{docker, named("added", "v4")}); err == nil || !strings.Contains(err.Error(), "has no dockerd") {
+		t.Errorf("a reload that asks for Docker of an image without dockerd: %v", err)
+	}
 
 	broken := imagePool(host + "/ci/empty:v1")
 	if err := ps.Reload(ctx, []config.Pool{broken}); err == nil || !strings.Contains(err.Error(), "runner.path") {
