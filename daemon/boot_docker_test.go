@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
+
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
@@ -16,10 +18,7 @@ import (
 // VM loads those of its image's back end only, and a VM whose image's
 // back end is unknown (or a pool without Docker) all of the archive's.
 func TestBootModulesFollowTheImagesIPTables(t *testing.T) {
-	dirs, _ := filepath.Glob("/lib/modules/*-cloud-amd64")
-	if len(dirs) == 0 {
-		t.Fatal("no Debian cloud kernel modules in /lib/modules (make deps installs linux-image-cloud-amd64)")
-	}
+	tree := hosttest.CloudKernelModules(t)
 	dir := t.TempDir()
 	agent, root := filepath.Join(dir, "agent"), filepath.Join(dir, "root.cpio")
 	for _, f := range []string{agent, root} {
@@ -30,7 +29,7 @@ func TestBootModulesFollowTheImagesIPTables(t *testing.T) {
 	pool := func(name string, docker bool) config.Pool {
 		var p config.Pool
 		p.Name, p.Cache.Docker = name, docker
-		p.VM.KernelModules, p.VM.ModulesDir, p.VM.RootInitramfs = []string{"virtio_mmio"}, dirs[0], root
+		p.VM.KernelModules, p.VM.ModulesDir, p.VM.RootInitramfs = []string{"virtio_mmio"}, tree, root
 		return p
 	}
 	b, err := newBootFiles(&config.Config{Pools: []config.Pool{pool("d", true), pool("plain", false)}}, agent, filepath.Join(dir, "boot"))

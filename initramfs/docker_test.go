@@ -6,16 +6,15 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 )
 
 // Every module Docker needs resolves, with its dependencies, from the
 // Debian cloud kernel the e2e guests boot (make deps installs it).
 func TestDockerModulesResolveOnTheCloudKernel(t *testing.T) {
-	dirs, _ := filepath.Glob("/lib/modules/*-cloud-amd64")
-	if len(dirs) == 0 {
-		t.Fatal("no Debian cloud kernel modules in /lib/modules (make deps installs linux-image-cloud-amd64)")
-	}
-	mods, err := ResolveModules(dirs[0], ModulesFor([]string{"virtio_mmio"}, true))
+	tree := hosttest.CloudKernelModules(t)
+	mods, err := ResolveModules(tree, ModulesFor([]string{"virtio_mmio"}, true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,16 +57,13 @@ func TestModulesFor(t *testing.T) {
 // nf_tables; both get the pool's own and Docker's common ones, in the
 // archive's order.
 func TestDockerBackendModulesOnTheCloudKernel(t *testing.T) {
-	dirs, _ := filepath.Glob("/lib/modules/*-cloud-amd64")
-	if len(dirs) == 0 {
-		t.Fatal("no Debian cloud kernel modules in /lib/modules (make deps installs linux-image-cloud-amd64)")
-	}
+	tree := hosttest.CloudKernelModules(t)
 	pool := []string{"virtio_mmio"}
-	all, err := ResolveModules(dirs[0], ModulesFor(pool, true))
+	all, err := ResolveModules(tree, ModulesFor(pool, true))
 	if err != nil {
 		t.Fatal(err)
 	}
-	by, err := DockerBackendModules(dirs[0], pool, all)
+	by, err := DockerBackendModules(tree, pool, all)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,11 +109,11 @@ func TestDockerBackendModulesOnTheCloudKernel(t *testing.T) {
 	if len(by[NFT])+len(by[Legacy]) <= len(all) {
 		t.Errorf("the back ends share too little: %d + %d of %d", len(by[NFT]), len(by[Legacy]), len(all))
 	}
-	if by, err := DockerBackendModules(dirs[0], nil, nil); err != nil || len(by) != 0 {
+	if by, err := DockerBackendModules(tree, nil, nil); err != nil || len(by) != 0 {
 		t.Errorf("built-in drivers: %v, %v", by, err)
 	}
 	// A module the archive lacks is an error, not a guest without it.
-	if _, err := DockerBackendModules(dirs[0], pool, all[:len(all)-1]); err == nil {
+	if _, err := DockerBackendModules(tree, pool, all[:len(all)-1]); err == nil {
 		t.Error("an archive short of a module passed")
 	}
 }
