@@ -8,7 +8,7 @@
 # initramfs test), Linux 6.1's source with flex, bison, bc and
 # make (nix-check configures the guest kernel the way its derivation does),
 # debootstrap (images/debian/build.sh: the Docker e2e test's runner image),
-# buildah (the e2e test that builds images/docker/Dockerfile.gitea),
+# buildah (the test that builds images/docker/Dockerfile.gitea, tag buildah),
 # chromium and tesseract-ocr (the status page's end-to-end test loads it
 # headless and reads its screenshot back) and
 # promtool (checks and unit-tests the alert rules): taken out of Debian's
