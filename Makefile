@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/nixos-fireactions/nixos-fireactions/cli.Version=$
 
 export FIREACTIONS_CACHE := $(CACHE)
 
-.PHONY: all build deps peers unit nix-check e2e test demo lint clean
+.PHONY: all build deps peers unit nix-check e2e test dockerfile-test demo lint clean
 
 all: build
 
@@ -25,6 +25,7 @@ peers: deps
 unit:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e
+	$(GO) vet -tags 'e2e buildah' ./e2e
 	$(GO) test -count=1 ./...
 
 lint: deps
@@ -44,6 +45,11 @@ e2e: peers
 	$(GO) test -tags e2e -count=1 -v -timeout 75m ./e2e
 
 test: deps peers lint unit nix-check e2e
+
+# images/docker/Dockerfile.gitea built with buildah (minutes; outside the
+# e2e suite's budget): e2e/dockerfile_test.go.
+dockerfile-test: peers
+	$(GO) test -tags 'e2e buildah' -count=1 -v -timeout 40m -run 'TestGiteaDockerfileBuildsWithBuildah$$' ./e2e
 
 demo: peers build
 	scripts/demo.sh

@@ -81,6 +81,11 @@ type Root struct {
 	FSType string `json:"fs_type"`
 	// Writable is the VM's own ext4 disk, formatted by the host.
 	Writable Disk `json:"writable"`
+	// Netfilter is the iptables back end of the image's Docker, "nft" or
+	// "legacy" ("" when the pool runs no Docker or the image has both
+	// and names neither): the host puts only its kernel modules in
+	// Config.Modules.
+	Netfilter string `json:"netfilter,omitempty"`
 }
 
 // Disk names a virtio block device. Serial is how the host tells them

@@ -17,9 +17,10 @@ type bootFiles struct {
 	agent, dir string
 
 	mu       sync.Mutex
-	gen      int                 // generation of the archives in use
-	archives map[string]string   // pool -> boot archive
-	modules  map[string][]string // pool -> module paths in the guest
+	gen      int                            // generation of the archives in use
+	archives map[string]string              // pool -> boot archive
+	modules  map[string][]string            // pool -> module paths in the guest
+	docker   map[string]map[string][]string // pool -> iptables back end -> module paths
 }
 
 func newBootFiles(cfg *config.Config, agent string, dir string) (*bootFiles, error) {
@@ -42,6 +43,9 @@ type stagedBoot struct {
 	gen      int
 	archives map[string]string
 	modules  map[string][]string
+	// docker are, for a pool that asks for Docker, the modules its guests
+	// load by their image's iptables back end (initramfs.NFT, Legacy).
+	docker map[string]map[string][]string
 }
 
 // stage builds the boot archives of cfg's pools as a new generation, in
@@ -53,7 +57,7 @@ func (b *bootFiles) stage(cfg *config.Config) (*stagedBoot, error) {
 	b.mu.Lock()
 	gen := b.gen + 1
 	b.mu.Unlock()
-	st := &stagedBoot{b: b, gen: gen, archives: map[string]string{}, modules: map[string][]string{}}
+	st := &stagedBoot{b: b, gen: gen, archives: map[string]string{}, modules: map[string][]string{}, docker: map[string]map[string][]string{}}
 	for _, p := range cfg.Pools {
 		var mods []initramfs.Module
 		if names := initramfs.ModulesFor(p.VM.KernelModules, p.Cache.Docker); len(names) > 0 {
@@ -61,6 +65,12 @@ func (b *bootFiles) stage(cfg *config.Config) (*stagedBoot, error) {
 			if mods, err = initramfs.ResolveModules(p.VM.ModulesDir, names); err != nil {
 				st.abort()
 				return nil, fmt.Errorf("pool %q: kernel modules: %w", p.Name, err)
+			}
+			if p.Cache.Docker {
+				if st.docker[p.Name], err = initramfs.DockerBackendModules(p.VM.ModulesDir, p.VM.KernelModules, mods); err != nil {
+					st.abort()
+					return nil, fmt.Errorf("pool %q: kernel modules: %w", p.Name, err)
+				}
 			}
 		}
 		pdir := filepath.Join(b.dir, p.Name)
@@ -87,7 +97,7 @@ func (st *stagedBoot) commit() {
 	b := st.b
 	b.mu.Lock()
 	prev := b.archives
-	b.gen, b.archives, b.modules = st.gen, st.archives, st.modules
+	b.gen, b.archives, b.modules, b.docker = st.gen, st.archives, st.modules, st.docker
 	b.mu.Unlock()
 	keep := map[string]bool{}
 	for _, a := range prev {
@@ -113,11 +123,23 @@ func (st *stagedBoot) abort() {
 	}
 }
 
+// guestModules are the modules a VM of pool loads: a guest of an image
+// whose iptables back end is known (root.Netfilter) only that back end's
+// Docker modules, though the pool's archive holds both. b.mu is held.
+func (b *bootFiles) guestModules(pool string, root *agentproto.Root) []string {
+	if root != nil {
+		if mods, ok := b.docker[pool][root.Netfilter]; ok {
+			return mods
+		}
+	}
+	return b.modules[pool]
+}
+
 // WriteVM implements pool.BootFiles.
 func (b *bootFiles) WriteVM(pool, dst string, cfg agentproto.Config) error {
 	b.mu.Lock()
 	archive, ok := b.archives[pool]
-	cfg.Modules = b.modules[pool]
+	cfg.Modules = b.guestModules(pool, cfg.Root)
 	b.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("pool %q has no boot archive", pool)

@@ -8,6 +8,7 @@
 # initramfs test), Linux 6.1's source with flex, bison, bc and
 # make (nix-check configures the guest kernel the way its derivation does),
 # debootstrap (images/debian/build.sh: the Docker e2e test's runner image),
+# buildah (the test that builds images/docker/Dockerfile.gitea, tag buildah),
 # chromium and tesseract-ocr (the status page's end-to-end test loads it
 # headless and reads its screenshot back) and
 # promtool (checks and unit-tests the alert rules): taken out of Debian's
@@ -19,7 +20,7 @@ set -euo pipefail
 pkgs=(qemu-system-x86 linux-image-cloud-amd64 busybox-static bash-static
       nftables iproute2 git jq curl ca-certificates shellcheck gcc nix-bin
       e2fsprogs erofs-utils xfsprogs cpio linux-source-6.1 flex bison bc make xz-utils
-      debootstrap chromium tesseract-ocr tesseract-ocr-eng)
+      debootstrap buildah chromium tesseract-ocr tesseract-ocr-eng)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

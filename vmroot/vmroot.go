@@ -54,6 +54,9 @@ type poolRoot struct {
 	// so it is never evicted while VMs may still start from it.
 	lease *imagestore.Lease
 	user  runnerUser
+	// netfilter (guarded by Pools.mu) is the image's iptables back end
+	// when the pool runs Docker (see CheckDocker).
+	netfilter string
 	// retired (guarded by Pools.mu) is set when a reload replaced or
 	// removed the pool: a refresh still under way gives its pull back.
 	retired bool
@@ -109,8 +112,9 @@ func (ps *Pools) load(ctx context.Context, pr *poolRoot, policy imagestore.PullP
 	if err := CheckRunner(im, p.Runner.Path); err != nil {
 		return fmt.Errorf("pool %q: %w", p.Name, err)
 	}
+	var netfilter string
 	if p.Cache.Docker {
-		if err := CheckDocker(im); err != nil {
+		if netfilter, err = CheckDocker(im); err != nil {
 			return fmt.Errorf("pool %q: %w", p.Name, err)
 		}
 	}
@@ -134,11 +138,11 @@ func (ps *Pools) load(ctx context.Context, pr *poolRoot, policy imagestore.PullP
 		lease.Release()
 		return nil
 	}
-	pr.lease, pr.user = lease, user
+	pr.lease, pr.user, pr.netfilter = lease, user, netfilter
 	ps.mu.Unlock()
 	old.Release()
 	ps.log.Info("pool image ready", "pool", p.Name, "image", p.VM.Image, "digest", im.Digest,
-		"fs", im.FSType, "runner_user", user.name, "uid", user.uid, "took", time.Since(start).Round(time.Millisecond))
+		"fs", im.FSType, "netfilter", netfilter, "runner_user", user.name, "uid", user.uid, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -154,26 +158,6 @@ func CheckRunner(im *imagestore.Image, path string) error {
 		return fmt.Errorf("image %s (%s) cannot run the runner agent: %w; build it into the image or set runner.path", im.Ref, im.Digest, err)
 	}
 	return nil
-}
-
-// dockerdDirs are where the agent looks for dockerd in a guest (its
-// PATH).
-var dockerdDirs = []string{"/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"}
-
-// CheckDocker looks into the flattened image for an executable dockerd
-// where the agent looks for it: a pool that asks for Docker
-// (cache.docker) of an image without it is an error before any VM boots.
-func CheckDocker(im *imagestore.Image) error {
-	ix, err := im.ReadIndex()
-	if err != nil {
-		return err
-	}
-	for _, d := range dockerdDirs {
-		if ix.Executable(d+"/dockerd") == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("image %s (%s) has no dockerd in %v, but the pool asks for Docker (cache.docker): install Docker in the image or turn cache.docker off", im.Ref, im.Digest, dockerdDirs)
 }
 
 // Refresh resolves the tags of pools with pull policy Always again every
@@ -207,7 +191,8 @@ func (ps *Pools) current() []*poolRoot {
 }
 
 // Reload applies the pools of a new configuration. A pool that is new, or
-// whose image, pull policy, disk size or runner changed, gets a new root:
+// whose image, pull policy, disk size, runner or cache.docker changed,
+// gets a new root:
 // its image pulled under its pull policy, checked for the runner agent,
 // and its writable disk template made, all before Reload returns, so the
 // VMs that start after it boot the new image. A pool whose root did not
@@ -276,10 +261,13 @@ func (ps *Pools) Reload(ctx context.Context, pools []config.Pool) error {
 }
 
 // sameRoot reports whether two settings of one pool give its VMs the same
-// root: the same image under the same pull policy, disk size and runner.
+// root: the same image under the same pull policy, disk size and runner,
+// and Docker asked or not (a pool that starts asking has its image
+// checked for dockerd and iptables, and its back end read).
 func sameRoot(a, b config.Pool) bool {
 	return a.VM.Image == b.VM.Image && a.VM.PullPolicy == b.VM.PullPolicy &&
-		a.VM.DiskMiB == b.VM.DiskMiB && reflect.DeepEqual(a.Runner, b.Runner)
+		a.VM.DiskMiB == b.VM.DiskMiB && reflect.DeepEqual(a.Runner, b.Runner) &&
+		a.Cache.Docker == b.Cache.Docker
 }
 
 // Close releases the pools' images.
@@ -299,8 +287,9 @@ func (ps *Pools) PrepareVM(ctx context.Context, pool, dir string) (vm *VM, ok bo
 	pr, ok := ps.pools[pool]
 	var current *imagestore.Lease
 	var user runnerUser
+	var netfilter string
 	if ok {
-		current, user = pr.lease, pr.user
+		current, user, netfilter = pr.lease, pr.user, pr.netfilter
 	}
 	ps.mu.Unlock()
 	if !ok {
@@ -319,15 +308,16 @@ func (ps *Pools) PrepareVM(ctx context.Context, pool, dir string) (vm *VM, ok bo
 		lease.Release()
 		return nil, true, fmt.Errorf("pool %q: %w", pool, err)
 	}
-	return &VM{lease: lease, user: user, disk: disk}, true, nil
+	return &VM{lease: lease, user: user, disk: disk, netfilter: netfilter}, true, nil
 }
 
 // VM is one VM's root: its lease on the image and its writable disk (in
 // the VM's directory, removed with it).
 type VM struct {
-	lease *imagestore.Lease
-	user  runnerUser
-	disk  string
+	lease     *imagestore.Lease
+	user      runnerUser
+	disk      string
+	netfilter string // the image's iptables back end, for Docker's modules
 }
 
 // Guest sets the runner's user to the image's (see resolveUser).
@@ -345,10 +335,11 @@ func (v *VM) Apply(spec *vmm.Spec, cfg *agentproto.Config) {
 		vmm.Drive{ID: writableDrive, Path: v.disk},
 	)
 	cfg.Root = &agentproto.Root{
-		Name:     im.Ref,
-		FSType:   im.FSType,
-		Image:    agentproto.Disk{Serial: imageDrive, Device: "/dev/vda"},
-		Writable: agentproto.Disk{Serial: writableDrive, Device: "/dev/vdb"},
+		Name:      im.Ref,
+		FSType:    im.FSType,
+		Image:     agentproto.Disk{Serial: imageDrive, Device: "/dev/vda"},
+		Writable:  agentproto.Disk{Serial: writableDrive, Device: "/dev/vdb"},
+		Netfilter: v.netfilter,
 	}
 	cfg.Runner.Env = append(append([]string(nil), im.Config.Env...), cfg.Runner.Env...)
 	if wd := im.Config.WorkingDir; wd != "" && wd != "/" {

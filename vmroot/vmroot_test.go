@@ -17,6 +17,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/imagestore"
+	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
@@ -108,6 +109,9 @@ func TestPoolVMsShareTheImageAndGetTheirOwnDisk(t *testing.T) {
 			tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"})))
 	hosttest.PushImage(t, host, "ci/empty:v1", v1.Config{}, hosttest.Layer(t, tarOf(t, tarFile{"etc/os-release", 0o644, "x"})))
 	hosttest.PushImage(t, host, "ci/docker:v1", v1.Config{}, hosttest.Layer(t, tarOf(t,
+		tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"}, tarFile{"usr/sbin/dockerd", 0o755, "#!/bin/sh\n"},
+		tarFile{"usr/sbin/iptables", 0o755, "#!/bin/sh\n"}, tarFile{"usr/sbin/xtables-legacy-multi", 0o755, "#!/bin/sh\n"})))
+	hosttest.PushImage(t, host, "ci/noiptables:v1", v1.Config{}, hosttest.Layer(t, tarOf(t,
 		tarFile{"bin/act_runner", 0o755, "#!/bin/sh\n"}, tarFile{"usr/sbin/dockerd", 0o755, "#!/bin/sh\n"})))
 	store, err := imagestore.Open(imagestore.Options{Dir: filepath.Join(t.TempDir(), "images")})
 	if err != nil {
@@ -128,11 +132,29 @@ func TestPoolVMsShareTheImageAndGetTheirOwnDisk(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "ci/runner:v1") || !strings.Contains(err.Error(), "has no dockerd") {
 		t.Fatalf("Docker asked of an image without dockerd: %v, want an error naming the image and dockerd", err)
 	}
+	noIPTables := imagePool(host + "/ci/noiptables:v1")
+	noIPTables.Cache.Docker = true
+	_, err = loadPools(t.Context(), store, disks, []config.Pool{noIPTables})
+	if err == nil || !strings.Contains(err.Error(), "ci/noiptables:v1") || !strings.Contains(err.Error(), "has no iptables") {
+		t.Fatalf("Docker asked of an image without iptables: %v, want an error naming the image and iptables", err)
+	}
 	withDockerd := imagePool(host + "/ci/docker:v1")
 	withDockerd.Cache.Docker = true
 	if ps, err := loadPools(t.Context(), store, disks, []config.Pool{withDockerd}); err != nil {
 		t.Fatalf("Docker asked of an image with /usr/sbin/dockerd: %v", err)
 	} else {
+		// The image's legacy iptables reaches the guest's boot settings.
+		vm, _, err := ps.PrepareVM(t.Context(), withDockerd.Name, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spec vmm.Spec
+		var cfg agentproto.Config
+		vm.Apply(&spec, &cfg)
+		if cfg.Root.Netfilter != initramfs.Legacy {
+			t.Errorf("netfilter %q, want %q for an image with only xtables-legacy-multi", cfg.Root.Netfilter, initramfs.Legacy)
+		}
+		vm.Release()
 		ps.Close()
 	}
 
@@ -373,6 +395,13 @@ func TestReloadSwitchesImagesAndReleasesRemovedOnes(t *testing.T) {
 	ps.mu.Unlock()
 	if !same {
 		t.Error("a reload that changed only the labels replaced the pool's root")
+	}
+	// A reload that turns Docker on checks the image for it: v2 has no
+	// dockerd, so the reload is refused and the pool keeps its root.
+	docker := named("img", "v2")
+	docker.Cache.Docker = true
+	if err := ps.Reload(ctx, []config.Pool{docker, named("added", "v4")}); err == nil || !strings.Contains(err.Error(), "has no dockerd") {
+		t.Errorf("a reload that asks for Docker of an image without dockerd: %v", err)
 	}
 
 	broken := imagePool(host + "/ci/empty:v1")

@@ -146,3 +146,41 @@ func TestDaemonJSONSubnets(t *testing.T) {
 		t.Fatalf("the image's subnets were replaced:\n%s", b)
 	}
 }
+
+// An image's own subnets that overlap what the guest's were chosen around
+// are an error naming the field; clear ones are kept (the positive
+// control), as are values dockerd itself would refuse.
+func TestImageDaemonJSONSubnetsClash(t *testing.T) {
+	avoid := []netip.Prefix{netip.MustParsePrefix("10.200.0.0/24"), netip.MustParsePrefix("192.168.5.7/32")}
+	nets := &dockerNets{bip: "172.17.0.1/16", pool: netip.MustParsePrefix("172.18.0.0/16"), avoid: avoid}
+	for _, c := range []struct{ image, field string }{
+		{`{"bip": "10.200.0.1/16"}`, `"bip" 10.200.0.1/16 overlaps 10.200.0.0/24`},
+		{`{"default-address-pools": [{"base": "172.30.0.0/16", "size": 24}, {"base": "192.168.0.0/16", "size": 24}]}`, `"default-address-pools" 192.168.0.0/16 overlaps 192.168.5.7/32`},
+	} {
+		_, err := dockerDaemonJSON([]byte(c.image), nil, "1002", nets)
+		if err == nil || !strings.Contains(err.Error(), c.field) || !strings.Contains(err.Error(), "daemon.json") {
+			t.Errorf("image daemon.json %s: %v, want an error naming %s", c.image, err, c.field)
+		}
+	}
+	for _, ok := range []string{`{"bip": "10.201.0.1/24", "default-address-pools": [{"base": "172.30.0.0/16", "size": 24}]}`, `{"bip": "not a subnet"}`} {
+		if _, err := dockerDaemonJSON([]byte(ok), nil, "1002", nets); err != nil {
+			t.Errorf("image daemon.json %s: %v", ok, err)
+		}
+	}
+}
+
+// In the guest, the clash fails the boot before dockerd starts, on the
+// console and so in the host's report.
+func TestImageDaemonJSONClashFailsTheBoot(t *testing.T) {
+	_, sys, con := bootRegistry(t, dockerConfig(t), func(root string) {
+		installDockerd(t, root, "#!/bin/sh\nexit 1\n")
+		must(t, os.MkdirAll(filepath.Join(root, "etc/docker"), 0o755))
+		must(t, os.WriteFile(filepath.Join(root, dockerConfigPath), []byte(`{"bip": "10.200.0.9/24"}`), 0o644))
+	})
+	if !strings.Contains(con.String(), `fatal: the image's /etc/docker/daemon.json "bip" 10.200.0.9/24 overlaps 10.200.0.0/24`) {
+		t.Fatalf("console:\n%s", con)
+	}
+	if slices.ContainsFunc(sys.callList(), func(c string) bool { return strings.HasPrefix(c, "start ") }) {
+		t.Fatalf("started something with a clashing daemon.json: %v", sys.callList())
+	}
+}

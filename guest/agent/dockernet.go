@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -17,6 +18,9 @@ import (
 type dockerNets struct {
 	bip  string       // "172.17.0.1/16"
 	pool netip.Prefix // split into /24s
+	// avoid are the subnets chosen around (see dockerAvoid): an image's
+	// own daemon.json subnets are checked against them.
+	avoid []netip.Prefix
 }
 
 // dockerCandidates are the /16s Docker's subnets are chosen from, in
@@ -47,7 +51,7 @@ func chooseDockerNets(avoid []netip.Prefix) (dockerNets, error) {
 		if !clash {
 			if free = append(free, c); len(free) == 2 {
 				bip := netip.PrefixFrom(free[0].Addr().Next(), 16)
-				return dockerNets{bip: bip.String(), pool: free[1]}, nil
+				return dockerNets{bip: bip.String(), pool: free[1], avoid: avoid}, nil
 			}
 		}
 	}
@@ -88,4 +92,46 @@ func dockerAvoid(n agentproto.Network, reportURL string, reg *agentproto.Registr
 		addURL(reg.HTTPSProxy)
 	}
 	return out
+}
+
+// checkImageNets checks the subnets an image's daemon.json sets itself
+// ("bip", "default-address-pools"), which the guest keeps, against what
+// Docker's subnets must not overlap: a collision is an error naming the
+// field, rather than a dockerd whose bridge swallows the VM's gateway or
+// the registry cache. A value dockerd could not parse either is left for
+// dockerd to refuse.
+func checkImageNets(doc map[string]json.RawMessage, avoid []netip.Prefix) error {
+	clash := func(field, value string) error {
+		p, err := netip.ParsePrefix(value)
+		if err != nil {
+			return nil
+		}
+		for _, a := range avoid {
+			if a.Overlaps(p.Masked()) {
+				return fmt.Errorf("the image's /etc/docker/daemon.json %q %s overlaps %s, which the VM's network, gateway, DNS, the host's agent, registry mirror or proxy use: remove %q from the image's daemon.json (the guest then picks a free subnet) or set one clear of them", field, value, a, field)
+			}
+		}
+		return nil
+	}
+	if raw, ok := doc["bip"]; ok {
+		var bip string
+		if json.Unmarshal(raw, &bip) == nil {
+			if err := clash("bip", bip); err != nil {
+				return err
+			}
+		}
+	}
+	if raw, ok := doc["default-address-pools"]; ok {
+		var pools []struct {
+			Base string `json:"base"`
+		}
+		if json.Unmarshal(raw, &pools) == nil {
+			for _, p := range pools {
+				if err := clash("default-address-pools", p.Base); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }

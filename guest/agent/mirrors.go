@@ -104,7 +104,8 @@ func buildkitMirrors(byRegistry map[string][]mirror) string {
 // Every other key of the image's file is kept as it was.
 //
 // nets, when set, become "bip" and "default-address-pools" (/24s), unless
-// the image's daemon.json sets them: the image's choice wins.
+// the image's daemon.json sets them: the image's choice wins, unless it
+// overlaps what nets were chosen to avoid (an error naming the field).
 func dockerDaemonJSON(existing []byte, mirrors []mirror, group string, nets *dockerNets) ([]byte, error) {
 	doc := map[string]json.RawMessage{}
 	if len(bytes.TrimSpace(existing)) > 0 {
@@ -140,6 +141,9 @@ func dockerDaemonJSON(existing []byte, mirrors []mirror, group string, nets *doc
 		}
 	}
 	if nets != nil {
+		if err := checkImageNets(doc, nets.avoid); err != nil {
+			return nil, err
+		}
 		_, hasBIP := doc["bip"]
 		_, hasPools := doc["default-address-pools"]
 		if !hasBIP {

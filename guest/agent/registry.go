@@ -52,6 +52,9 @@ func (a *Agent) configureRegistry(ctx context.Context, cfg *agentproto.Config) e
 			nets = &n
 		}
 		if err := a.writeDockerConfig(mirrors["docker.io"], group, nets); err != nil {
+			if cfg.Root != nil {
+				return fmt.Errorf("image %s: %w", imageName(*cfg.Root), err)
+			}
 			return err
 		}
 	}

@@ -18,8 +18,12 @@ in
     runnerBin = pkgs.forgejo-runner.meta.mainProgram or "forgejo-runner";
     runnerPath = "/bin/forgejo-runner";
   };
-  # GitHub's runner reads its layout beside run.sh: the pool's default
-  # /home/runner/run.sh is nixpkgs' wrapper.
+  # nixpkgs' github-runner is not the release layout: its bin/run.sh is
+  # a wrapper that runs the runner from the (read-only) store with
+  # RUNNER_ROOT defaulting to $HOME/.github-runner, which it creates:
+  # the runner's HOME (/home/runner, on the VM's writable disk) takes
+  # what the release layout writes beside run.sh. The pool's default
+  # /home/runner/run.sh is a link to that wrapper.
   github = image {
     forge = "github";
     runner = pkgs.github-runner;

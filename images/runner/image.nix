@@ -18,7 +18,10 @@ let
   tools = with pkgs; [
     bashInteractive coreutils findutils gnugrep gnused gnutar gzip xz
     git cacert nodejs_20 curl
-    docker docker-buildx iptables-nftables-compat
+    # nixpkgs' iptables is iptables-nft (nftablesCompat defaults to
+    # true: bin/iptables -> xtables-nft-multi), so vmroot.CheckDocker
+    # finds the nft back end and the guest loads nft's modules.
+    docker docker-buildx iptables
     shadow
   ];
   etc = pkgs.runCommand "runner-image-etc-${forge}" { } ''

@@ -14,6 +14,7 @@ package hosttest
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 )
@@ -50,4 +51,16 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// CloudKernelModules is the module tree (/lib/modules/<release>) of the
+// Debian cloud kernel the e2e guests boot; make deps installs it, so its
+// absence fails the test rather than skipping it.
+func CloudKernelModules(t testing.TB) string {
+	t.Helper()
+	dirs, _ := filepath.Glob("/lib/modules/*-cloud-amd64")
+	if len(dirs) == 0 {
+		t.Fatal("no Debian cloud kernel modules in /lib/modules (make deps installs linux-image-cloud-amd64)")
+	}
+	return dirs[0]
 }

@@ -56,6 +56,25 @@ func Image(t testing.TB, cfg v1.Config, layers ...v1.Layer) v1.Image {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return withConfig(t, img, cfg)
+}
+
+// OCIImage is an image of the layers, with cfg, for linux/amd64, whose
+// manifest, config and layers (as each Addendum's MediaType says) are all
+// of OCI's media types: buildah refuses a Docker manifest with OCI layers.
+func OCIImage(t testing.TB, cfg v1.Config, layers ...mutate.Addendum) v1.Image {
+	t.Helper()
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	img, err := mutate.Append(img, layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return withConfig(t, img, cfg)
+}
+
+// withConfig sets img's configuration to cfg, for linux/amd64.
+func withConfig(t testing.TB, img v1.Image, cfg v1.Config) v1.Image {
+	t.Helper()
 	cf, err := img.ConfigFile()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,60 @@
+package daemon
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
+)
+
+// A Docker pool's boot archive holds both iptables back ends' modules; a
+// VM loads those of its image's back end only, and a VM whose image's
+// back end is unknown (or a pool without Docker) all of the archive's.
+func TestBootModulesFollowTheImagesIPTables(t *testing.T) {
+	tree := hosttest.CloudKernelModules(t)
+	dir := t.TempDir()
+	agent, root := filepath.Join(dir, "agent"), filepath.Join(dir, "root.cpio")
+	for _, f := range []string{agent, root} {
+		if err := os.WriteFile(f, []byte("x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := func(name string, docker bool) config.Pool {
+		var p config.Pool
+		p.Name, p.Cache.Docker = name, docker
+		p.VM.KernelModules, p.VM.ModulesDir, p.VM.RootInitramfs = []string{"virtio_mmio"}, tree, root
+		return p
+	}
+	b, err := newBootFiles(&config.Config{Pools: []config.Pool{pool("d", true), pool("plain", false)}}, agent, filepath.Join(dir, "boot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := func(paths []string, mod string) bool {
+		return slices.ContainsFunc(paths, func(p string) bool { return strings.HasSuffix(p, "-"+mod+".ko") })
+	}
+	all := b.guestModules("d", nil)
+	nft := b.guestModules("d", &agentproto.Root{Netfilter: initramfs.NFT})
+	legacy := b.guestModules("d", &agentproto.Root{Netfilter: initramfs.Legacy})
+	if !has(all, "nft_compat") || !has(all, "iptable_nat") {
+		t.Fatalf("the Docker pool's archive lacks a back end: %v", all)
+	}
+	if !has(nft, "nft_compat") || has(nft, "iptable_nat") || !has(nft, "bridge") || !has(nft, "virtio_mmio") {
+		t.Errorf("an nft image's VM loads %v", nft)
+	}
+	if has(legacy, "nft_compat") || !has(legacy, "iptable_nat") || !has(legacy, "bridge") || !has(legacy, "virtio_mmio") {
+		t.Errorf("a legacy image's VM loads %v", legacy)
+	}
+	if got := b.guestModules("d", &agentproto.Root{}); !slices.Equal(got, all) {
+		t.Errorf("an image with both back ends: %v, want the archive's %v", got, all)
+	}
+	if got := b.guestModules("plain", &agentproto.Root{Netfilter: initramfs.NFT}); has(got, "bridge") || !has(got, "virtio_mmio") {
+		t.Errorf("a pool without Docker: %v", got)
+	}
+}
