@@ -206,6 +206,9 @@ type journal struct {
 	// compactAt: the log's size past which it is compacted (when it is
 	// also 4 times the last snapshot); tests lower it.
 	compactAt int64
+	// syncDir makes the names in dir durable (the package's syncDir);
+	// tests make it fail.
+	syncDir func(dir string) error
 
 	mu       sync.Mutex
 	live     state // as of the entries durable in the log
@@ -236,7 +239,7 @@ const defaultCompactAt = 4 << 20
 // log (logged), removes files of older generations, and opens the log
 // for appends.
 func openJournal(dir string, log *slog.Logger) (*journal, error) {
-	j := &journal{dir: dir, compactAt: defaultCompactAt, live: state{}, next: newBatch()}
+	j := &journal{dir: dir, compactAt: defaultCompactAt, syncDir: syncDir, live: state{}, next: newBatch()}
 	gen, err := readSnapshot(dir, j.live)
 	if err != nil {
 		return nil, err
@@ -247,6 +250,15 @@ func openJournal(dir string, log *slog.Logger) (*journal, error) {
 	j.gen = gen
 	path := filepath.Join(dir, logName(gen))
 	_, statErr := os.Stat(path)
+	if errors.Is(statErr, os.ErrNotExist) {
+		// The snapshot's log is made (and its name synced) before the
+		// snapshot is renamed into place: an older log with none of the
+		// snapshot's generation holds entries the snapshot may lack.
+		// Never remove it; refuse.
+		if old := olderLogs(dir, gen); len(old) > 0 {
+			return nil, fmt.Errorf("vm state: %s is missing but older log %s is there (snapshot generation %d): refusing to open; the older log may hold records the snapshot lacks", path, filepath.Join(dir, old[0]), gen)
+		}
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
@@ -298,6 +310,23 @@ func openJournal(dir string, log *slog.Logger) (*journal, error) {
 	return j, nil
 }
 
+// olderLogs lists the logs in dir of a generation below gen.
+func olderLogs(dir string, gen uint64) []string {
+	var out []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		n := e.Name()
+		if !strings.HasPrefix(n, logPrefix) || !strings.HasSuffix(n, logSuffix) {
+			continue
+		}
+		g, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(n, logPrefix), logSuffix), 10, 64)
+		if err == nil && g < gen {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 func newBatch() *batch { return &batch{done: make(chan struct{})} }
 
 // append adds the entry (framed) for id, updating the live state, and
@@ -338,13 +367,19 @@ func (j *journal) flush() {
 	j.mu.Lock()
 	data, ops, b, f, size := j.pending, j.ops, j.next, j.f, j.size
 	j.pending, j.ops, j.next = nil, nil, newBatch()
+	// A broken journal (a compaction left the generation in doubt, or
+	// the store closed) writes nothing more: the batch fails.
+	wasBroken := j.broken
+	err := wasBroken
 	j.mu.Unlock()
-	_, err := f.Write(data)
 	if err == nil {
-		err = syncFile(f)
+		_, err = f.Write(data)
+		if err == nil {
+			err = syncFile(f)
+		}
 	}
 	var broken error
-	if err != nil {
+	if err != nil && wasBroken == nil {
 		err = fmt.Errorf("vm state: commit to %s: %w", f.Name(), err)
 		if terr := undo(f, size); terr != nil {
 			broken = fmt.Errorf("%w; cutting the failed commit off: %w", err, terr)
@@ -417,20 +452,33 @@ func (j *journal) compact() error {
 	if err != nil {
 		return err
 	}
-	err = syncDir(j.dir)
+	err = j.syncDir(j.dir)
 	if err == nil {
 		err = writeSynced(filepath.Join(j.dir, snapTmp), snap)
 	}
 	if err == nil {
 		err = os.Rename(filepath.Join(j.dir, snapTmp), filepath.Join(j.dir, snapFile))
 	}
-	if err == nil {
-		err = syncDir(j.dir)
-	}
 	if err != nil {
 		nf.Close()
 		os.Remove(newLog)
 		os.Remove(filepath.Join(j.dir, snapTmp))
+		return err
+	}
+	if err := j.syncDir(j.dir); err != nil {
+		// The snapshot of g+1 is in place, maybe not durably: a crash may
+		// find either generation, so neither log may be removed nor
+		// written (an append to log g is lost if snapshot g+1 stays, one
+		// to log g+1 if the rename is undone). The journal is broken:
+		// writes fail, and the next Open replays whichever snapshot the
+		// disk kept with its log, both whole.
+		nf.Close()
+		err = fmt.Errorf("vm state: compaction: sync %s after the snapshot's rename: %w", j.dir, err)
+		j.mu.Lock()
+		if j.broken == nil {
+			j.broken = err
+		}
+		j.mu.Unlock()
 		return err
 	}
 	j.mu.Lock()
