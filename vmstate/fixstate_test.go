@@ -78,3 +78,54 @@ func TestOpenRefusesWhenTheSnapshotsLogIsMissing(t *testing.T) {
 		t.Fatalf("the older log is gone: %v", err)
 	}
 }
+
+// One corrupt byte in the middle of the log fails Open, naming the file
+// and offset, and cuts nothing; a torn last entry is cut as before.
+func TestOpenRefusesACorruptMiddleAndCutsATornEnd(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		damage  func(b []byte, offs []int) []byte
+		refuse  bool
+		records int
+	}{
+		{"a byte flipped in entry 1 of 10", func(b []byte, offs []int) []byte { b[offs[1]+headerLen+3] ^= 0x40; return b }, true, 0},
+		{"the last entry torn", func(b []byte, offs []int) []byte { return b[:offs[9]+headerLen+5] }, false, 9},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			base := t.TempDir()
+			s, err := Open(base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var offs []int
+			for i := 0; i < 10; i++ {
+				offs = append(offs, int(s.j.size))
+				if err := s.Create(&Record{ID: fmt.Sprintf("m%02d", i), Pool: "p", Phase: Booting}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Close()
+			path := filepath.Join(base, logName(0))
+			b, _ := os.ReadFile(path)
+			b = c.damage(b, offs)
+			os.WriteFile(path, b, 0o600)
+			s2, err := Open(base)
+			if c.refuse {
+				if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), fmt.Sprint(offs[1])) {
+					t.Fatalf("Open: %v, want a refusal naming %s and offset %d", err, path, offs[1])
+				}
+				if after, _ := os.ReadFile(path); len(after) != len(b) {
+					t.Fatalf("the log was cut to %d bytes of %d", len(after), len(b))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s2.Close()
+			if recs, _ := s2.List(); len(recs) != c.records {
+				t.Fatalf("%d records, want %d", len(recs), c.records)
+			}
+		})
+	}
+}

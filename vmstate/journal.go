@@ -103,6 +103,34 @@ func scan(r io.Reader, fn func(kind byte, data []byte, framed int) error) (int64
 	}
 }
 
+// frameAfter reports the offset of the first whole entry (a length in
+// bounds, a matching checksum, a known kind) that starts in f past the
+// bad frame at offset bad.
+func frameAfter(f *os.File, bad int64) (int64, bool) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, false
+	}
+	b := make([]byte, fi.Size()-bad)
+	if _, err := f.ReadAt(b, bad); err != nil && !errors.Is(err, io.EOF) {
+		return 0, false
+	}
+	for o := 1; o+headerLen < len(b); o++ {
+		size := int(binary.LittleEndian.Uint32(b[o : o+4]))
+		if size == 0 || size > maxEntry || o+headerLen+size > len(b) {
+			continue
+		}
+		p := b[o+headerLen : o+headerLen+size]
+		if k := p[0]; k != kindRecord && k != kindRemoved && k != kindGen {
+			continue
+		}
+		if crc32.Checksum(p, crcTable) == binary.LittleEndian.Uint32(b[o+4:o+8]) {
+			return bad + int64(o), true
+		}
+	}
+	return 0, false
+}
+
 // state is the live records, framed, by VM id: what replaying the
 // snapshot and the log gives.
 type state map[string][]byte
@@ -275,6 +303,13 @@ func openJournal(dir string, log *slog.Logger) (*journal, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	if fi, serr := f.Stat(); serr == nil && fi.Size() > whole {
+		// A bad frame followed by a whole one is corruption in the
+		// middle of the log, not a torn tail: cutting there would drop
+		// entries reported durable. Refuse, naming the place.
+		if at, ok := frameAfter(f, whole); ok {
+			f.Close()
+			return nil, fmt.Errorf("vm state: %s is corrupt at offset %d, with a whole entry after it at offset %d: not a torn tail; refusing to open (nothing cut)", path, whole, at)
+		}
 		// A write a crash cut short, or a corrupt entry: nothing after
 		// it was ever reported durable (each batch is synced before its
 		// writers return, and no batch follows a failed one).
