@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // A directory sync that fails after the compaction's snapshot rename
@@ -127,5 +129,46 @@ func TestOpenRefusesACorruptMiddleAndCutsATornEnd(t *testing.T) {
 				t.Fatalf("%d records, want %d", len(recs), c.records)
 			}
 		})
+	}
+}
+
+// Close waits for a commit under way: the commit ends on an open log
+// (its writer told it is durable), and only then is the log closed.
+func TestCloseWaitsForACommitUnderWay(t *testing.T) {
+	base := t.TempDir()
+	s, err := Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	old := syncFile
+	syncFile = func(f *os.File) error {
+		if strings.HasSuffix(f.Name(), logSuffix) {
+			once.Do(func() { close(held); <-release })
+		}
+		return f.Sync()
+	}
+	t.Cleanup(func() { syncFile = old })
+	created := make(chan error, 1)
+	go func() { created <- s.Create(&Record{ID: "w1", Pool: "p", Phase: Booting}) }()
+	<-held
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		close(release)
+		t.Fatalf("Close returned (%v) while a commit was under way", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-created; err != nil {
+		t.Fatalf("the commit under Close: %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Save(&Record{ID: "w1", Pool: "p", Phase: Idle}); err == nil {
+		t.Fatal("a write after Close succeeded")
 	}
 }

@@ -248,6 +248,7 @@ type journal struct {
 	ops      []op   // the pending entries
 	next     *batch // the batch the pending entries commit in
 	flushing bool
+	idle     *sync.Cond // on mu: broadcast when flushing ends
 	// broken: a failed commit could not be undone (the log not cut back
 	// to its synced bytes), or the store was closed: every later write
 	// fails with it; a restart replays what is durable.
@@ -268,6 +269,7 @@ const defaultCompactAt = 4 << 20
 // for appends.
 func openJournal(dir string, log *slog.Logger) (*journal, error) {
 	j := &journal{dir: dir, compactAt: defaultCompactAt, syncDir: syncDir, live: state{}, next: newBatch()}
+	j.idle = sync.NewCond(&j.mu)
 	gen, err := readSnapshot(dir, j.live)
 	if err != nil {
 		return nil, err
@@ -453,6 +455,7 @@ func (j *journal) flush() {
 		return
 	}
 	j.flushing = false
+	j.idle.Broadcast()
 }
 
 // undo cuts f back to its synced size and syncs it.
@@ -541,12 +544,17 @@ func writeSynced(path string, b []byte) error {
 	return err
 }
 
-// close closes the log: writes fail after it.
+// close closes the log: writes fail after it. It waits for a commit or
+// compaction under way to end first, so neither writes to a closed log
+// nor renames a snapshot after the store's lock is released.
 func (j *journal) close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.broken == nil {
 		j.broken = errors.New("vm state: store closed")
+	}
+	for j.flushing {
+		j.idle.Wait()
 	}
 	return j.f.Close()
 }
