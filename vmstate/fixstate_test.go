@@ -172,3 +172,40 @@ func TestCloseWaitsForACommitUnderWay(t *testing.T) {
 		t.Fatal("a write after Close succeeded")
 	}
 }
+
+// Late calls for ids without a record (a Save or Empty of a VM removed,
+// a Create that fails) leave no lock behind: the store's map stays the
+// size of its records.
+func TestLateCallsForGoneVMsLeaveNoLockBehind(t *testing.T) {
+	base := t.TempDir()
+	s, err := Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Create(&Record{ID: "live", Pool: "p", Phase: Booting}); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(filepath.Join(base, "clash"), 0o700) // a Create of it fails
+	size := func() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.recs) }
+	before := size()
+	for i := 0; i < 200; i++ {
+		id := fmt.Sprintf("gone%03d", i)
+		if err := s.Create(&Record{ID: id, Pool: "p", Phase: Booting}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+		s.Save(&Record{ID: id, Pool: "p", Phase: Done})
+		s.Empty(id)
+		s.Remove(id)
+		s.Create(&Record{ID: "clash", Pool: "p"})
+	}
+	if after := size(); after != before {
+		t.Fatalf("%d record locks after 200 late calls, want %d", after, before)
+	}
+	if err := s.Save(&Record{ID: "live", Pool: "p", Phase: Idle}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -163,10 +163,13 @@ func (s *Store) wrote(r *Record) {
 }
 
 // recordLock serialises the writes of one VM's record and remembers the
-// highest Seq written.
+// highest Seq written. The store keeps one for each VM with a record,
+// and for an id without one only while a call holds or waits for it
+// (users), so late calls for VMs long gone leave nothing behind.
 type recordLock struct {
-	mu  sync.Mutex
-	seq uint64
+	mu    sync.Mutex
+	seq   uint64
+	users int // calls holding or waiting for mu; under Store.mu
 }
 
 // Open uses dir (created if needed, mode 0700) for the VM records' log
@@ -261,15 +264,30 @@ func (s *Store) migrate() error {
 // Dir is the VM's own directory.
 func (s *Store) Dir(id string) string { return filepath.Join(s.dir, id) }
 
+// lockOf locks the VM's record lock; unlock releases it.
 func (s *Store) lockOf(id string) *recordLock {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	l := s.recs[id]
 	if l == nil {
 		l = &recordLock{}
 		s.recs[id] = l
 	}
+	l.users++
+	s.mu.Unlock()
+	l.mu.Lock()
 	return l
+}
+
+// unlock releases l, the lock of id taken by lockOf, and forgets it when
+// no other call wants it and the log holds no record of id.
+func (s *Store) unlock(id string, l *recordLock) {
+	s.mu.Lock()
+	l.users--
+	if l.users == 0 && !s.has(id) {
+		delete(s.recs, id)
+	}
+	s.mu.Unlock()
+	l.mu.Unlock()
 }
 
 // encode frames r as a log entry, stamping its Updated time.
@@ -327,8 +345,7 @@ func (s *Store) Create(r *Record) error {
 		return fmt.Errorf("vm %q: invalid id", r.ID)
 	}
 	l := s.lockOf(r.ID)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	defer s.unlock(r.ID, l)
 	if _, err := os.Lstat(s.Dir(r.ID)); err == nil || s.has(r.ID) {
 		return fmt.Errorf("vm %s: create: %w", r.ID, os.ErrExist)
 	}
@@ -362,8 +379,7 @@ func (s *Store) Save(r *Record) error {
 		return fmt.Errorf("vm %q: invalid id", r.ID)
 	}
 	l := s.lockOf(r.ID)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	defer s.unlock(r.ID, l)
 	if !s.has(r.ID) {
 		// Removed (a late save of a VM torn down), or never created: a
 		// record is made by Create alone, so none comes back to life.
@@ -409,8 +425,7 @@ func (s *Store) Remove(id string) error {
 		return fmt.Errorf("vm %q: remove directory: invalid id", id)
 	}
 	l := s.lockOf(id)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	defer s.unlock(id, l)
 	var suffix [8]byte
 	if _, err := rand.Read(suffix[:]); err != nil {
 		return fmt.Errorf("vm %s: remove directory: %w", id, err)
@@ -431,9 +446,6 @@ func (s *Store) Remove(id string) error {
 			return fmt.Errorf("vm %s: remove record: %w", id, err)
 		}
 	}
-	s.mu.Lock()
-	delete(s.recs, id)
-	s.mu.Unlock()
 	if !renamed {
 		return nil // removed already
 	}
@@ -451,8 +463,7 @@ func (s *Store) Empty(id string) error {
 		return fmt.Errorf("vm %q: empty directory: invalid id", id)
 	}
 	l := s.lockOf(id)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	defer s.unlock(id, l)
 	entries, err := os.ReadDir(s.Dir(id))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // nothing in it (a Create a crash cut short)
