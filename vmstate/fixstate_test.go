@@ -209,3 +209,63 @@ func TestLateCallsForGoneVMsLeaveNoLockBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Removed VMs' records (their runner credentials) leave the log once
+// their bytes pass the bound, long before the log's 4 MiB: a
+// compaction drops them.
+func TestRemovedRecordsCredentialsLeaveTheLog(t *testing.T) {
+	base := t.TempDir()
+	s, err := Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.j.deadAt = 4 << 10
+	const secret = "runner-secret-0123456789"
+	for i := 0; i < 20; i++ {
+		id := fmt.Sprintf("r%03d", i)
+		if err := s.Create(&Record{ID: id, Pool: "p", Phase: Booting, RunnerMemo: secret, AgentToken: secret}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Create(&Record{ID: "live", Pool: "p", Phase: Booting}); err != nil {
+		t.Fatal(err)
+	}
+	s.j.mu.Lock()
+	gen, size := s.j.gen, s.j.size
+	s.j.mu.Unlock()
+	if gen == 0 || size > 4<<10 {
+		t.Fatalf("generation %d, log of %d bytes: removed records were not compacted away", gen, size)
+	}
+	if b, _ := os.ReadFile(filepath.Join(base, snapFile)); strings.Contains(string(b), secret) {
+		t.Fatal("the snapshot holds a removed VM's credential")
+	}
+	if b, _ := os.ReadFile(filepath.Join(base, logName(gen))); strings.Count(string(b), secret) >= 2*20 {
+		t.Fatal("the log holds every removed VM's credential")
+	}
+	if recs, _ := s.List(); len(recs) != 1 || recs[0].ID != "live" {
+		t.Fatalf("records: %v", recs)
+	}
+	// Open counts the removed VMs' bytes of the log as the writes did.
+	s.j.mu.Lock()
+	dead := s.j.dead
+	s.j.mu.Unlock()
+	if dead == 0 { // compacted on the last removal: one more, well under the bound
+		s.Create(&Record{ID: "tail", Pool: "p"})
+		s.Remove("tail")
+		s.j.mu.Lock()
+		dead = s.j.dead
+		s.j.mu.Unlock()
+	}
+	s.Close()
+	s2, err := Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if s2.j.dead != dead || dead == 0 {
+		t.Fatalf("after Open %d bytes of removed records, want %d (not 0)", s2.j.dead, dead)
+	}
+}

@@ -244,6 +244,12 @@ type journal struct {
 	gen      uint64
 	size     int64 // bytes in the log, all synced
 	snapSize int64
+	// byID: the bytes of each live VM's entries in the log; dead: the
+	// bytes of removed VMs' entries (their runner credentials among
+	// them), which past deadAt start a compaction that drops them.
+	byID     map[string]int64
+	dead     int64
+	deadAt   int64
 	pending  []byte
 	ops      []op   // the pending entries
 	next     *batch // the batch the pending entries commit in
@@ -264,11 +270,26 @@ type op struct {
 // defaultCompactAt: 4 MiB of log (about 6,000 record writes).
 const defaultCompactAt = 4 << 20
 
+// defaultDeadAt: 256 KiB of removed VMs' entries in the log start a
+// compaction, so removed runners' credentials do not stay in it for
+// the 4 MiB of defaultCompactAt.
+const defaultDeadAt = 256 << 10
+
+// count adds an entry of framed bytes for id (kind: the entry's) to
+// byID and dead.
+func (j *journal) count(kind byte, id string, framed int64) {
+	j.byID[id] += framed
+	if kind == kindRemoved {
+		j.dead += j.byID[id]
+		delete(j.byID, id)
+	}
+}
+
 // openJournal replays dir's snapshot and log, cuts a torn tail off the
 // log (logged), removes files of older generations, and opens the log
 // for appends.
 func openJournal(dir string, log *slog.Logger) (*journal, error) {
-	j := &journal{dir: dir, compactAt: defaultCompactAt, syncDir: syncDir, live: state{}, next: newBatch()}
+	j := &journal{dir: dir, compactAt: defaultCompactAt, deadAt: defaultDeadAt, byID: map[string]int64{}, syncDir: syncDir, live: state{}, next: newBatch()}
 	j.idle = sync.NewCond(&j.mu)
 	gen, err := readSnapshot(dir, j.live)
 	if err != nil {
@@ -299,7 +320,19 @@ func openJournal(dir string, log *slog.Logger) (*journal, error) {
 		f.Close()
 		return nil, err
 	}
-	whole, err := scan(f, func(kind byte, data []byte, _ int) error { return j.live.apply(kind, data) })
+	whole, err := scan(f, func(kind byte, data []byte, framed int) error {
+		if err := j.live.apply(kind, data); err != nil {
+			return err
+		}
+		switch kind {
+		case kindRecord:
+			id, _ := recordID(data) // apply checked it
+			j.count(kind, id, int64(framed))
+		case kindRemoved:
+			j.count(kind, string(data), int64(framed))
+		}
+		return nil
+	})
 	if err != nil && !errors.Is(err, errTorn) {
 		f.Close()
 		return nil, fmt.Errorf("read %s: %w", path, err)
@@ -425,6 +458,7 @@ func (j *journal) flush() {
 	j.mu.Lock()
 	if err == nil {
 		for _, o := range ops {
+			j.count(o.entry[headerLen], o.id, int64(len(o.entry)))
 			if o.entry[headerLen] == kindRemoved {
 				delete(j.live, o.id)
 			} else {
@@ -436,7 +470,7 @@ func (j *journal) flush() {
 	if broken != nil && j.broken == nil {
 		j.broken = broken
 	}
-	compact := j.broken == nil && j.size > j.compactAt && j.size > 4*j.snapSize
+	compact := j.broken == nil && (j.size > j.compactAt && j.size > 4*j.snapSize || j.dead > j.deadAt)
 	j.mu.Unlock()
 	b.err = err
 	close(b.done)
@@ -445,6 +479,7 @@ func (j *journal) flush() {
 			slog.Warn("vm state: compaction failed; the log stays as it is", "dir", j.dir, "err", err)
 			j.mu.Lock()
 			j.snapSize = j.size // not again before it grows 4 times
+			j.dead = 0          // nor before as many removed VMs' bytes again
 			j.mu.Unlock()
 		}
 	}
@@ -522,6 +557,7 @@ func (j *journal) compact() error {
 	j.mu.Lock()
 	old := j.f
 	j.f, j.gen, j.size, j.snapSize = nf, gen, 0, int64(len(snap))
+	j.byID, j.dead = map[string]int64{}, 0
 	j.mu.Unlock()
 	old.Close()
 	os.Remove(old.Name())
