@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
@@ -60,14 +61,14 @@ func (b *bootFiles) stage(cfg *config.Config) (*stagedBoot, error) {
 	st := &stagedBoot{b: b, gen: gen, archives: map[string]string{}, modules: map[string][]string{}, docker: map[string]map[string][]string{}}
 	for _, p := range cfg.Pools {
 		var mods []initramfs.Module
-		if names := initramfs.ModulesFor(p.VM.KernelModules, p.Cache.Docker); len(names) > 0 {
+		if names := initramfs.ModulesFor(poolModules(&p), p.Cache.Docker); len(names) > 0 {
 			var err error
 			if mods, err = initramfs.ResolveModules(p.VM.ModulesDir, names); err != nil {
 				st.abort()
 				return nil, fmt.Errorf("pool %q: kernel modules: %w", p.Name, err)
 			}
 			if p.Cache.Docker {
-				if st.docker[p.Name], err = initramfs.DockerBackendModules(p.VM.ModulesDir, p.VM.KernelModules, mods); err != nil {
+				if st.docker[p.Name], err = initramfs.DockerBackendModules(p.VM.ModulesDir, poolModules(&p), mods); err != nil {
 					st.abort()
 					return nil, fmt.Errorf("pool %q: kernel modules: %w", p.Name, err)
 				}
@@ -121,6 +122,17 @@ func (st *stagedBoot) abort() {
 	for _, a := range st.archives {
 		_ = os.Remove(a)
 	}
+}
+
+// poolModules is pool's kernel_modules and, for a warm-start pool, the
+// virtio console driver its identity port needs (virtio_console): a
+// pool that lists no modules boots a kernel with its drivers built in.
+func poolModules(p *config.Pool) []string {
+	mods := p.VM.KernelModules
+	if p.WarmStart && len(mods) > 0 && !slices.Contains(mods, "virtio_console") {
+		mods = append(slices.Clip(mods), "virtio_console")
+	}
+	return mods
 }
 
 // guestModules are the modules a VM of pool loads: a guest of an image

@@ -58,3 +58,35 @@ func TestBootModulesFollowTheImagesIPTables(t *testing.T) {
 		t.Errorf("a pool without Docker: %v", got)
 	}
 }
+
+// A warm-start pool's VMs load the virtio console driver of their
+// identity port without the pool listing it; a cold pool's do not.
+func TestWarmPoolsLoadTheIdentityPortsDriver(t *testing.T) {
+	tree := hosttest.CloudKernelModules(t)
+	dir := t.TempDir()
+	agent, root := filepath.Join(dir, "agent"), filepath.Join(dir, "root.cpio")
+	for _, f := range []string{agent, root} {
+		if err := os.WriteFile(f, []byte("x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := func(name string, warm bool) config.Pool {
+		var p config.Pool
+		p.Name, p.WarmStart = name, warm
+		p.VM.KernelModules, p.VM.ModulesDir, p.VM.RootInitramfs = []string{"virtio_mmio", "virtio_net"}, tree, root
+		return p
+	}
+	b, err := newBootFiles(&config.Config{Pools: []config.Pool{pool("warm", true), pool("cold", false)}}, agent, filepath.Join(dir, "boot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	console := func(paths []string) bool {
+		return slices.ContainsFunc(paths, func(p string) bool { return strings.HasSuffix(p, "/virtio_console.ko") || strings.HasSuffix(p, "-virtio_console.ko") })
+	}
+	if got := b.guestModules("warm", nil); !console(got) {
+		t.Errorf("a warm pool's VMs load %v: no virtio_console", got)
+	}
+	if got := b.guestModules("cold", nil); console(got) {
+		t.Errorf("a cold pool's VMs load virtio_console: %v", got)
+	}
+}

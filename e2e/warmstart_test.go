@@ -41,7 +41,6 @@ func TestGiteaJobsRunInRestoredVMs(t *testing.T) {
 	cfg := r.config("wpwarm", work, "fawp0", "10.170.0.0/24")
 	warm := r.jobPool("warm", "fireactions-wpwarm", 0, 2)
 	warm.WarmStart = true
-	warm.VM.KernelModules = append(warm.VM.KernelModules, "virtio_console") // the identity port
 	cfg.Pools = []poolConfig{warm, r.jobPool("cold", "fireactions-wpcold", 0, 1)}
 	o := r.start(cfg)
 	o.waitFor(t, 4*time.Minute, "the warm pool's template built", func() bool {
