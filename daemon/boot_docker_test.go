@@ -81,7 +81,9 @@ func TestWarmPoolsLoadTheIdentityPortsDriver(t *testing.T) {
 		t.Fatal(err)
 	}
 	console := func(paths []string) bool {
-		return slices.ContainsFunc(paths, func(p string) bool { return strings.HasSuffix(p, "/virtio_console.ko") || strings.HasSuffix(p, "-virtio_console.ko") })
+		return slices.ContainsFunc(paths, func(p string) bool {
+			return strings.HasSuffix(p, "/virtio_console.ko") || strings.HasSuffix(p, "-virtio_console.ko")
+		})
 	}
 	if got := b.guestModules("warm", nil); !console(got) {
 		t.Errorf("a warm pool's VMs load %v: no virtio_console", got)
