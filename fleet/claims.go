@@ -237,7 +237,7 @@ func (f *Fleet) refresh() {
 			// An answer lost (a timeout) may hide an update the server
 			// applied, after which the revision held is stale: the key
 			// says whether the claim is still this host's.
-			var theirs bool
+			var theirs, gone bool
 			switch rrev, th, rerr := f.reread(ctx, w.k, uerr); {
 			case rerr == nil && rrev != w.c.rev:
 				// Still this host's, at a revision an earlier write whose
@@ -253,8 +253,13 @@ func (f *Fleet) refresh() {
 				nrev, uerr = rrev, nil
 			case th:
 				theirs = true
+			default:
+				// The read back's answer says the key is gone (deleted,
+				// or lapsed): the claim is lost now, not once unconfirmed
+				// for 2/3 of the TTL.
+				gone = errors.Is(rerr, jetstream.ErrKeyNotFound)
 			}
-			if theirs || errors.Is(uerr, jetstream.ErrKeyNotFound) {
+			if theirs || gone || errors.Is(uerr, jetstream.ErrKeyNotFound) {
 				uerr = jetstream.ErrKeyRevisionMismatch
 			}
 		}

@@ -359,6 +359,27 @@ func TestCloseFlushesReleasedClaims(t *testing.T) {
 	}
 }
 
+// behindProxy joins host a through a relay p that can drop replies,
+// counting the claims a loses, and host b straight to the same server;
+// a claims job first unless it is "".
+func behindProxy(t *testing.T, ttl time.Duration, job string) (a, b *Fleet, p *fleettest.Proxy, lost *atomic.Int32) {
+	t.Helper()
+	url := runNATS(t)
+	p = fleettest.NewProxy(t, strings.TrimPrefix(url, "nats://"))
+	lost = new(atomic.Int32)
+	a, err := Join(ctxT(t), Options{URLs: []string{p.URL()}, TokenFile: fleettest.TokenFile(t), HostID: "a", ClaimTTL: ttl, Observer: lostObs{lost}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(context.Background()) })
+	if job != "" {
+		if ok, err := a.Claim(ctxT(t), job); !ok || err != nil {
+			t.Fatalf("claim: %v %v", ok, err)
+		}
+	}
+	return a, join(t, url, "b", ttl), p, lost
+}
+
 // A claim whose answer is lost (the relay drops the server's reply, the
 // create times out though the server made the key) is still this
 // host's: it reads the key back and holds the claim, refreshes it, and
@@ -366,17 +387,9 @@ func TestCloseFlushesReleasedClaims(t *testing.T) {
 // believes it failed, and then that the job is another host's.
 func TestClaimWithLostReplyIsKept(t *testing.T) {
 	t.Parallel()
-	url := runNATS(t)
 	const ttl = 3 * time.Second
-	p := fleettest.NewProxy(t, strings.TrimPrefix(url, "nats://"))
-	var lost atomic.Int32
 	ctx := ctxT(t)
-	a, err := Join(ctx, Options{URLs: []string{p.URL()}, TokenFile: fleettest.TokenFile(t), HostID: "a", ClaimTTL: ttl, Observer: lostObs{&lost}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close(context.Background())
-	b := join(t, url, "b", ttl)
+	a, b, p, lost := behindProxy(t, ttl, "")
 	p.DropReplies(1, ClaimsBucket)
 	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	ok, err := a.Claim(cctx, "j1")
@@ -402,20 +415,9 @@ func TestClaimWithLostReplyIsKept(t *testing.T) {
 // and keep it, not count it lost while no other host may take it.
 func TestRefreshWithLostReplyKeepsTheClaim(t *testing.T) {
 	t.Parallel()
-	url := runNATS(t)
 	const ttl = 3 * time.Second
-	p := fleettest.NewProxy(t, strings.TrimPrefix(url, "nats://"))
-	var lost atomic.Int32
 	ctx := ctxT(t)
-	a, err := Join(ctx, Options{URLs: []string{p.URL()}, TokenFile: fleettest.TokenFile(t), HostID: "a", ClaimTTL: ttl, Observer: lostObs{&lost}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close(context.Background())
-	b := join(t, url, "b", ttl)
-	if ok, err := a.Claim(ctx, "j1"); !ok || err != nil {
-		t.Fatalf("claim: %v %v", ok, err)
-	}
+	a, b, p, lost := behindProxy(t, ttl, "j1")
 	p.DropReplies(1, ClaimsBucket)
 	eventually(t, 2*ttl, "a refresh's answer dropped", func() bool { return p.Dropped() == 1 })
 	time.Sleep(ttl) // two more refreshes
@@ -424,6 +426,27 @@ func TestRefreshWithLostReplyKeepsTheClaim(t *testing.T) {
 	}
 	if ok, _ := b.Claim(ctx, "j1"); ok {
 		t.Error("another host took the job")
+	}
+}
+
+// A claim whose key is deleted while the answer to its refresh is lost
+// (the update times out; the read back finds no key) is counted lost at
+// once, not held, unconfirmed, until it expires (2/3 of the TTL).
+func TestRefreshOfDeletedKeyWithLostReplyCountsLost(t *testing.T) {
+	t.Parallel()
+	const ttl = 3 * time.Second
+	ctx := ctxT(t)
+	a, b, p, lost := behindProxy(t, ttl, "j1")
+	// Every refresh's answer (its CAS refused) is lost; each read back
+	// finds no key.
+	p.DropReplies(100, "wrong last sequence")
+	if err := b.claims.Delete(ctx, Key("j1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*ttl, "a refresh's answer dropped", func() bool { return p.Dropped() >= 1 })
+	eventually(t, ttl, "the claim counted lost", func() bool { return lost.Load() == 1 })
+	if a.Held("j1") {
+		t.Error("a still holds a claim whose key is gone")
 	}
 }
 
