@@ -28,8 +28,13 @@ func fleetHost(t *testing.T, f *fleet.Fleet, id string, shared *fakeForge, inter
 	h := newHarnessDeps(t, interval, t.TempDir(), minIdle, max, guestRunsOneJob, nil,
 		slog.New(slog.DiscardHandler), nil,
 		func(*fakeForge) forge.Forge { return shared },
-		func(d *Deps) { d.Config.HostID, d.Fleet = id, f })
-	h.hv.forge, h.forge = shared, shared
+		func(d *Deps) {
+			d.Config.HostID, d.Fleet = id, f
+			// The fake VMM takes its jobs from the shared forge; set
+			// before the manager runs, which reads it.
+			d.Hypervisor.(*fakeHV).forge = shared
+		})
+	h.forge = shared
 	return h
 }
 
