@@ -409,6 +409,34 @@ func TestClaimWithLostReplyIsKept(t *testing.T) {
 	}
 }
 
+// A claim whose answer and read back are both lost fails, though the
+// server made the key; the next Claim finds the key taken, reads it,
+// and adopts it as this host's own: nobody else may serve the job, so
+// counting it another host's would leave it unserved for a TTL.
+func TestClaimWithLostReplyAndReadBackIsAdopted(t *testing.T) {
+	t.Parallel()
+	const ttl = 3 * time.Second
+	ctx := ctxT(t)
+	a, b, p, lost := behindProxy(t, ttl, "")
+	p.DropReplies(2, ClaimsBucket) // the create's answer, then the read back's
+	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	ok, err := a.Claim(cctx, "j1")
+	cancel()
+	if p.Dropped() != 2 || ok || err == nil {
+		t.Fatalf("claim with both answers lost: %v, %v, %d dropped; want false, an error, 2", ok, err, p.Dropped())
+	}
+	if ok, err := a.Claim(ctx, "j1"); !ok || err != nil || lost.Load() != 0 {
+		t.Fatalf("claim again: %v, %v, %d lost; want true, nil, 0 (the key is this host's)", ok, err, lost.Load())
+	}
+	time.Sleep(ttl) // refreshed on the revision written again
+	if !a.Held("j1") || lost.Load() != 0 {
+		t.Errorf("after a TTL: held %v, %d lost; want true, 0", a.Held("j1"), lost.Load())
+	}
+	if ok, _ := b.Claim(ctx, "j1"); ok {
+		t.Error("another host took the adopted job")
+	}
+}
+
 // A refresh whose answer is lost (the update applied, its reply
 // dropped) leaves the host with a stale revision: the next refresh's
 // CAS fails, and the host must read the key back, find its own claim
