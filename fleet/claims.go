@@ -62,12 +62,25 @@ func (f *Fleet) Claim(ctx context.Context, job string) (bool, error) {
 	}
 	v, _ := json.Marshal(entry{Host: f.opt.HostID, Instance: f.instance, Job: job, Since: now})
 	rev, err := f.claims.Create(ctx, k, v)
-	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		// The create may have been applied and only its answer lost
-		// (a timeout): the key says whose the job is.
-		var theirs bool
-		if rev, theirs, err = f.reread(ctx, k, err); theirs {
+	if err != nil {
+		// The create may have been applied and only its answer lost (a
+		// timeout), now or by an earlier Claim whose read back was lost
+		// too (the key exists): the key says whose the job is.
+		exists := errors.Is(err, jetstream.ErrKeyExists)
+		rrev, theirs, rerr := f.reread(ctx, k, err)
+		switch {
+		case rerr == nil && exists:
+			// This host's own key, made at a time not known: write it
+			// again to know from when it counts.
+			if rev, err = f.rewriteClaim(k, v, rrev); errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				err = jetstream.ErrKeyExists // lapsed and taken meanwhile
+			}
+		case rerr == nil:
+			rev, err = rrev, nil
+		case theirs || exists:
 			err = jetstream.ErrKeyExists
+		default:
+			err = rerr
 		}
 	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
@@ -237,7 +250,7 @@ func (f *Fleet) refresh() {
 			// An answer lost (a timeout) may hide an update the server
 			// applied, after which the revision held is stale: the key
 			// says whether the claim is still this host's.
-			var theirs bool
+			var theirs, gone bool
 			switch rrev, th, rerr := f.reread(ctx, w.k, uerr); {
 			case rerr == nil && rrev != w.c.rev:
 				// Still this host's, at a revision an earlier write whose
@@ -253,8 +266,13 @@ func (f *Fleet) refresh() {
 				nrev, uerr = rrev, nil
 			case th:
 				theirs = true
+			default:
+				// The read back's answer says the key is gone (deleted,
+				// or lapsed): the claim is lost now, not once unconfirmed
+				// for 2/3 of the TTL.
+				gone = errors.Is(rerr, jetstream.ErrKeyNotFound)
 			}
-			if theirs || errors.Is(uerr, jetstream.ErrKeyNotFound) {
+			if theirs || gone || errors.Is(uerr, jetstream.ErrKeyNotFound) {
 				uerr = jetstream.ErrKeyRevisionMismatch
 			}
 		}
@@ -311,7 +329,8 @@ func (f *Fleet) rewriteClaim(k string, v []byte, rev uint64) (uint64, error) {
 
 // reread reads claim key k after a write to it failed with werr, which
 // may only mean that its answer was lost: it returns the key's revision
-// if the key holds this process's claim, theirs if it holds another
+// if the key holds this process's claim (this host's, of this run or of
+// no run named), theirs if it holds another
 // host's (or another run's; the error is then werr), or the read's
 // error with werr's text (jetstream.ErrKeyNotFound: no claim; any other:
 // the claim's state is unknown).
@@ -325,7 +344,7 @@ func (f *Fleet) reread(ctx context.Context, k string, werr error) (rev uint64, t
 		return 0, false, fmt.Errorf("%v (read back: %w)", werr, gerr)
 	}
 	var v entry
-	if json.Unmarshal(e.Value(), &v) == nil && v.Host == f.opt.HostID && v.Instance == f.instance {
+	if json.Unmarshal(e.Value(), &v) == nil && v.Host == f.opt.HostID && (v.Instance == f.instance || v.Instance == "") {
 		return e.Revision(), false, nil
 	}
 	return 0, true, werr

@@ -359,6 +359,27 @@ func TestCloseFlushesReleasedClaims(t *testing.T) {
 	}
 }
 
+// behindProxy joins host a through a relay p that can drop replies,
+// counting the claims a loses, and host b straight to the same server;
+// a claims job first unless it is "".
+func behindProxy(t *testing.T, ttl time.Duration, job string) (a, b *Fleet, p *fleettest.Proxy, lost *atomic.Int32) {
+	t.Helper()
+	url := runNATS(t)
+	p = fleettest.NewProxy(t, strings.TrimPrefix(url, "nats://"))
+	lost = new(atomic.Int32)
+	a, err := Join(ctxT(t), Options{URLs: []string{p.URL()}, TokenFile: fleettest.TokenFile(t), HostID: "a", ClaimTTL: ttl, Observer: lostObs{lost}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(context.Background()) })
+	if job != "" {
+		if ok, err := a.Claim(ctxT(t), job); !ok || err != nil {
+			t.Fatalf("claim: %v %v", ok, err)
+		}
+	}
+	return a, join(t, url, "b", ttl), p, lost
+}
+
 // A claim whose answer is lost (the relay drops the server's reply, the
 // create times out though the server made the key) is still this
 // host's: it reads the key back and holds the claim, refreshes it, and
@@ -366,17 +387,9 @@ func TestCloseFlushesReleasedClaims(t *testing.T) {
 // believes it failed, and then that the job is another host's.
 func TestClaimWithLostReplyIsKept(t *testing.T) {
 	t.Parallel()
-	url := runNATS(t)
 	const ttl = 3 * time.Second
-	p := fleettest.NewProxy(t, strings.TrimPrefix(url, "nats://"))
-	var lost atomic.Int32
 	ctx := ctxT(t)
-	a, err := Join(ctx, Options{URLs: []string{p.URL()}, TokenFile: fleettest.TokenFile(t), HostID: "a", ClaimTTL: ttl, Observer: lostObs{&lost}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close(context.Background())
-	b := join(t, url, "b", ttl)
+	a, b, p, lost := behindProxy(t, ttl, "")
 	p.DropReplies(1, ClaimsBucket)
 	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	ok, err := a.Claim(cctx, "j1")
@@ -396,26 +409,43 @@ func TestClaimWithLostReplyIsKept(t *testing.T) {
 	}
 }
 
+// A claim whose answer and read back are both lost fails, though the
+// server made the key; the next Claim finds the key taken, reads it,
+// and adopts it as this host's own: nobody else may serve the job, so
+// counting it another host's would leave it unserved for a TTL.
+func TestClaimWithLostReplyAndReadBackIsAdopted(t *testing.T) {
+	t.Parallel()
+	const ttl = 3 * time.Second
+	ctx := ctxT(t)
+	a, b, p, lost := behindProxy(t, ttl, "")
+	p.DropReplies(2, ClaimsBucket) // the create's answer, then the read back's
+	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	ok, err := a.Claim(cctx, "j1")
+	cancel()
+	if p.Dropped() != 2 || ok || err == nil {
+		t.Fatalf("claim with both answers lost: %v, %v, %d dropped; want false, an error, 2", ok, err, p.Dropped())
+	}
+	if ok, err := a.Claim(ctx, "j1"); !ok || err != nil || lost.Load() != 0 {
+		t.Fatalf("claim again: %v, %v, %d lost; want true, nil, 0 (the key is this host's)", ok, err, lost.Load())
+	}
+	time.Sleep(ttl) // refreshed on the revision written again
+	if !a.Held("j1") || lost.Load() != 0 {
+		t.Errorf("after a TTL: held %v, %d lost; want true, 0", a.Held("j1"), lost.Load())
+	}
+	if ok, _ := b.Claim(ctx, "j1"); ok {
+		t.Error("another host took the adopted job")
+	}
+}
+
 // A refresh whose answer is lost (the update applied, its reply
 // dropped) leaves the host with a stale revision: the next refresh's
 // CAS fails, and the host must read the key back, find its own claim
 // and keep it, not count it lost while no other host may take it.
 func TestRefreshWithLostReplyKeepsTheClaim(t *testing.T) {
 	t.Parallel()
-	url := runNATS(t)
 	const ttl = 3 * time.Second
-	p := fleettest.NewProxy(t, strings.TrimPrefix(url, "nats://"))
-	var lost atomic.Int32
 	ctx := ctxT(t)
-	a, err := Join(ctx, Options{URLs: []string{p.URL()}, TokenFile: fleettest.TokenFile(t), HostID: "a", ClaimTTL: ttl, Observer: lostObs{&lost}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close(context.Background())
-	b := join(t, url, "b", ttl)
-	if ok, err := a.Claim(ctx, "j1"); !ok || err != nil {
-		t.Fatalf("claim: %v %v", ok, err)
-	}
+	a, b, p, lost := behindProxy(t, ttl, "j1")
 	p.DropReplies(1, ClaimsBucket)
 	eventually(t, 2*ttl, "a refresh's answer dropped", func() bool { return p.Dropped() == 1 })
 	time.Sleep(ttl) // two more refreshes
@@ -424,6 +454,27 @@ func TestRefreshWithLostReplyKeepsTheClaim(t *testing.T) {
 	}
 	if ok, _ := b.Claim(ctx, "j1"); ok {
 		t.Error("another host took the job")
+	}
+}
+
+// A claim whose key is deleted while the answer to its refresh is lost
+// (the update times out; the read back finds no key) is counted lost at
+// once, not held, unconfirmed, until it expires (2/3 of the TTL).
+func TestRefreshOfDeletedKeyWithLostReplyCountsLost(t *testing.T) {
+	t.Parallel()
+	const ttl = 3 * time.Second
+	ctx := ctxT(t)
+	a, b, p, lost := behindProxy(t, ttl, "j1")
+	// Every refresh's answer (its CAS refused) is lost; each read back
+	// finds no key.
+	p.DropReplies(100, "wrong last sequence")
+	if err := b.claims.Delete(ctx, Key("j1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*ttl, "a refresh's answer dropped", func() bool { return p.Dropped() >= 1 })
+	eventually(t, ttl, "the claim counted lost", func() bool { return lost.Load() == 1 })
+	if a.Held("j1") {
+		t.Error("a still holds a claim whose key is gone")
 	}
 }
 

@@ -2,9 +2,14 @@ package pool
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/config"
 )
 
 // Claimer shares demand with the other hosts of a fleet (package fleet):
@@ -26,9 +31,9 @@ type Claimer interface {
 	// key lapses in the fleet, so a host with an older read of the
 	// queue does not claim the job again. No I/O.
 	Forget(job string)
-	// Publish tells the other hosts pool's load here: free, the jobs it
-	// would claim now; idle, its VMs not yet busy that no claim covers.
-	// It does not block.
+	// Publish tells the other hosts pool's load here (pool: its
+	// placeKey): free, the jobs it would claim now; idle, its VMs not
+	// yet busy that no claim covers. It does not block.
 	Publish(pool string, free, idle int)
 	// Elsewhere reports whether another live host is better placed for
 	// pool's next job than this one, which has free room and no idle VM
@@ -44,6 +49,17 @@ const placementWait = 3 * time.Second
 
 // claimRound bounds the claims one pool makes in one look.
 const claimRound = 2 * time.Second
+
+// placeKey is what pool pc's load goes by in a fleet: its name and a
+// hash of its forge, scope and sorted labels. A peer's pool of the same
+// name that serves other jobs (another forge, scope or labels) is
+// another key, so its idle VMs or room do not hold this pool's jobs
+// back; the name keeps the hosts' status readable.
+func placeKey(pc config.Pool) string {
+	labels := slices.Sorted(slices.Values(pc.Labels))
+	h := sha256.Sum256([]byte(pc.Forge + "\x00" + pc.Scope + "\x00" + strings.Join(labels, "\x00")))
+	return pc.Name + "/" + hex.EncodeToString(h[:6])
+}
 
 // fleetJob is how the fleet names job k: forge key and job id, the same
 // on every host whose pools name their forges alike.
@@ -154,7 +170,7 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 		spare = 0
 	}
 	m.mu.Unlock()
-	defer func() { m.d.Fleet.Publish(p.cfg.Name, room, spare) }()
+	defer func() { m.d.Fleet.Publish(p.place, room, spare) }()
 	if room <= 0 || len(free) == 0 {
 		return
 	}
@@ -168,7 +184,7 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 		}
 		// With no idle VM of its own for the job, a host leaves it for a
 		// while to a host better placed (idle VMs, more room).
-		if spare <= 0 && now.Sub(f.seen) < placementWait && m.d.Fleet.Elsewhere(p.cfg.Name, room) {
+		if spare <= 0 && now.Sub(f.seen) < placementWait && m.d.Fleet.Elsewhere(p.place, room) {
 			continue
 		}
 		won, err := m.d.Fleet.Claim(cctx, fleetJob(f.k))

@@ -130,6 +130,7 @@ type pool struct {
 	cfg   config.Pool
 	forge forge.Forge
 	key   string     // forge and scope: pools with one key share demand (poolKey)
+	place string     // what its load goes by in a fleet (placeKey)
 	own   bool       // its queue is its own (forge.OwnQueue): key names the pool too
 	capMu sync.Mutex // held while its capacity is told (tellCapacity)
 	log   *slog.Logger
@@ -222,7 +223,7 @@ func (p *pool) counted() (c counts, starting int) {
 // its queue is read, and what its driver tells applied, for it only.
 func newPool(pc config.Pool, f forge.Forge, log *slog.Logger) *pool {
 	p := &pool{
-		cfg: pc, forge: f, key: pc.Forge + "|" + pc.Scope, log: log.With("pool", pc.Name),
+		cfg: pc, forge: f, key: pc.Forge + "|" + pc.Scope, place: placeKey(pc), log: log.With("pool", pc.Name),
 		minIdle: pc.MinIdle, max: pc.Max,
 	}
 	if forge.HasOwnQueue(f) {

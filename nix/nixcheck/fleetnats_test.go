@@ -5,6 +5,7 @@ package nixcheck
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -77,6 +78,7 @@ func TestFleetNatsTag(t *testing.T) {
 		if !slices.Equal(strs(n.ServiceConfig["LoadCredential"]), []string{"fleet-nats-token:/run/secrets/fleet-nats-token"}) {
 			t.Errorf("%s: nats LoadCredential %v", name, n.ServiceConfig["LoadCredential"])
 		}
+		checkTokenRefused(t, name, n.Start)
 		opts := parseNatsConf(t, n.Start, n.Conf, token)
 		var peers []string
 		for _, r := range opts.Routes {
@@ -146,6 +148,38 @@ func TestNatsOptionTypes(t *testing.T) {
 	for _, bad := range []string{`port = 70000;`, `port = "4222";`, `settings.x = (a: a);`, `jetstream = "yes";`, `nosuch = 1;`} {
 		if _, err := evalRaw(t, expr(bad)); err == nil {
 			t.Errorf("services.nats with %s evaluates", bad)
+		}
+	}
+}
+
+// checkTokenRefused runs start, the nats unit's start script, up to its
+// exec of nats-server, with tokens in its credential: it refuses, naming
+// the token file, tokens nats-server would read as other than the string
+// (base64's + / =, #, digits, 1k, true, a space, none), and passes
+// URL-safe words starting with a letter, which nats-server reads as the
+// token (the positive control).
+func checkTokenRefused(t *testing.T, host, start string) {
+	t.Helper()
+	script := regexp.MustCompile(`(?m)^\s*exec .*nats-server.*$`).ReplaceAllString(start, "exit 0")
+	script = regexp.MustCompile(`[^\s"(]*/bin/cat `).ReplaceAllString(script, "cat ")
+	run := func(token string) (string, error) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "fleet-nats-token"), []byte(token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("bash", "-c", script)
+		cmd.Env = append(os.Environ(), "CREDENTIALS_DIRECTORY="+dir)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, bad := range []string{"dG9rZW4+Lz0=", "tok#en", "0123", "1k", "true", "Off", "tok en", ""} {
+		if out, err := run(bad); err == nil || !strings.Contains(out, "/run/secrets/fleet-nats-token") {
+			t.Errorf("%s: the start script with token %q: %v, %q; want refused naming the token file", host, bad, err, out)
+		}
+	}
+	for _, good := range []string{"fleet-token-0123", "a", "Tok.en_~9-"} {
+		if out, err := run(good); err != nil {
+			t.Errorf("%s: the start script refuses token %q: %v, %s", host, good, err, out)
 		}
 	}
 }
