@@ -18,24 +18,10 @@ import (
 // VM loads those of its image's back end only, and a VM whose image's
 // back end is unknown (or a pool without Docker) all of the archive's.
 func TestBootModulesFollowTheImagesIPTables(t *testing.T) {
-	tree := hosttest.CloudKernelModules(t)
-	dir := t.TempDir()
-	agent, root := filepath.Join(dir, "agent"), filepath.Join(dir, "root.cpio")
-	for _, f := range []string{agent, root} {
-		if err := os.WriteFile(f, []byte("x"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pool := func(name string, docker bool) config.Pool {
-		var p config.Pool
-		p.Name, p.Cache.Docker = name, docker
-		p.VM.KernelModules, p.VM.ModulesDir, p.VM.RootInitramfs = []string{"virtio_mmio"}, tree, root
-		return p
-	}
-	b, err := newBootFiles(&config.Config{Pools: []config.Pool{pool("d", true), pool("plain", false)}}, agent, filepath.Join(dir, "boot"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := cloudKernelBootFiles(t, []string{"virtio_mmio"}, map[string]func(*config.Pool){
+		"d":     func(p *config.Pool) { p.Cache.Docker = true },
+		"plain": func(*config.Pool) {},
+	})
 	has := func(paths []string, mod string) bool {
 		return slices.ContainsFunc(paths, func(p string) bool { return strings.HasSuffix(p, "-"+mod+".ko") })
 	}
@@ -62,24 +48,10 @@ func TestBootModulesFollowTheImagesIPTables(t *testing.T) {
 // A warm-start pool's VMs load the virtio console driver of their
 // identity port without the pool listing it; a cold pool's do not.
 func TestWarmPoolsLoadTheIdentityPortsDriver(t *testing.T) {
-	tree := hosttest.CloudKernelModules(t)
-	dir := t.TempDir()
-	agent, root := filepath.Join(dir, "agent"), filepath.Join(dir, "root.cpio")
-	for _, f := range []string{agent, root} {
-		if err := os.WriteFile(f, []byte("x"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pool := func(name string, warm bool) config.Pool {
-		var p config.Pool
-		p.Name, p.WarmStart = name, warm
-		p.VM.KernelModules, p.VM.ModulesDir, p.VM.RootInitramfs = []string{"virtio_mmio", "virtio_net"}, tree, root
-		return p
-	}
-	b, err := newBootFiles(&config.Config{Pools: []config.Pool{pool("warm", true), pool("cold", false)}}, agent, filepath.Join(dir, "boot"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := cloudKernelBootFiles(t, []string{"virtio_mmio", "virtio_net"}, map[string]func(*config.Pool){
+		"warm": func(p *config.Pool) { p.WarmStart = true },
+		"cold": func(*config.Pool) {},
+	})
 	console := func(paths []string) bool {
 		return slices.ContainsFunc(paths, func(p string) bool {
 			return strings.HasSuffix(p, "/virtio_console.ko") || strings.HasSuffix(p, "-virtio_console.ko")
@@ -91,4 +63,32 @@ func TestWarmPoolsLoadTheIdentityPortsDriver(t *testing.T) {
 	if got := b.guestModules("cold", nil); console(got) {
 		t.Errorf("a cold pool's VMs load virtio_console: %v", got)
 	}
+}
+
+// cloudKernelBootFiles is the boot files of pools named by pools' keys,
+// each listing modules from the Debian cloud kernel's tree and then
+// changed by its function.
+func cloudKernelBootFiles(t *testing.T, modules []string, pools map[string]func(*config.Pool)) *bootFiles {
+	t.Helper()
+	tree := hosttest.CloudKernelModules(t)
+	dir := t.TempDir()
+	agent, root := filepath.Join(dir, "agent"), filepath.Join(dir, "root.cpio")
+	for _, f := range []string{agent, root} {
+		if err := os.WriteFile(f, []byte("x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := &config.Config{}
+	for name, change := range pools {
+		var p config.Pool
+		p.Name = name
+		p.VM.KernelModules, p.VM.ModulesDir, p.VM.RootInitramfs = modules, tree, root
+		change(&p)
+		cfg.Pools = append(cfg.Pools, p)
+	}
+	b, err := newBootFiles(cfg, agent, filepath.Join(dir, "boot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
