@@ -122,11 +122,11 @@ func guestIsolation(t *testing.T, iso isolationRun) {
 	brB, rulesB := mkBridge(iso.prefix+"isob0", iso.netB+".0/24")
 	run(t, "ip", "netns", "exec", host.name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
-	a, b := func(host string) string { return iso.netA + "." + host }, func(host string) string { return iso.netB + "." + host }
-	forgedIP, forgedMAC := netip.MustParseAddr(a("50")), "02:de:ad:be:ef:01"
-	a1 := &probeGuest{name: "a1", bridge: brA, rules: rulesA, ip: netip.MustParseAddr(a("2"))}
-	a2 := &probeGuest{name: "a2", bridge: brA, rules: rulesA, ip: netip.MustParseAddr(a("3"))}
-	b1 := &probeGuest{name: "b1", bridge: brB, rules: rulesB, ip: netip.MustParseAddr(b("2"))}
+	onA, onB := func(host string) string { return iso.netA + "." + host }, func(host string) string { return iso.netB + "." + host }
+	forgedIP, forgedMAC := netip.MustParseAddr(onA("50")), "02:de:ad:be:ef:01"
+	a1 := &probeGuest{name: "a1", bridge: brA, rules: rulesA, ip: netip.MustParseAddr(onA("2"))}
+	a2 := &probeGuest{name: "a2", bridge: brA, rules: rulesA, ip: netip.MustParseAddr(onA("3"))}
+	b1 := &probeGuest{name: "b1", bridge: brB, rules: rulesB, ip: netip.MustParseAddr(onB("2"))}
 	check := func(g *probeGuest, name, kind, addr, forge, want string) {
 		g.checks = append(g.checks, map[string]string{"name": name, "kind": kind, "addr": addr, "forge": forge})
 		if g.want == nil {
@@ -137,21 +137,21 @@ func guestIsolation(t *testing.T, iso isolationRun) {
 	internet, metadata := "198.18.0.2:8080", "169.254.169.254:80"
 	check(a1, "internet", "tcp", internet, "", "ok")
 	check(a1, "metadata", "tcp", metadata, "", "blocked")
-	check(a1, "same-bridge-tcp", "tcp", a("3:7000"), "", "blocked")
-	check(a1, "same-bridge-ping", "ping", a("3"), "", "blocked")
-	check(a1, "cross-bridge-tcp", "tcp", b("2:7000"), "", "blocked")
-	check(a1, "cross-bridge-ping", "ping", b("2"), "", "blocked")
-	check(a1, "host-allowed", "tcp", a("1:8089"), "", "ok")
-	check(a1, "host-closed", "tcp", a("1:9999"), "", "blocked")
+	check(a1, "same-bridge-tcp", "tcp", onA("3:7000"), "", "blocked")
+	check(a1, "same-bridge-ping", "ping", onA("3"), "", "blocked")
+	check(a1, "cross-bridge-tcp", "tcp", onB("2:7000"), "", "blocked")
+	check(a1, "cross-bridge-ping", "ping", onB("2"), "", "blocked")
+	check(a1, "host-allowed", "tcp", onA("1:8089"), "", "ok")
+	check(a1, "host-closed", "tcp", onA("1:9999"), "", "blocked")
 	check(a1, "forged-ip", "spoof-ip", internet, forgedIP.String()+"/24", "blocked")
-	check(a1, "forged-mac", "spoof-mac", a("1:8089"), forgedMAC, "blocked")
+	check(a1, "forged-mac", "spoof-mac", onA("1:8089"), forgedMAC, "blocked")
 	check(a1, "internet-again", "tcp", internet, "", "ok")
 	check(a2, "internet", "tcp", internet, "", "ok")
-	check(a2, "same-bridge-tcp", "tcp", a("2:7000"), "", "blocked")
+	check(a2, "same-bridge-tcp", "tcp", onA("2:7000"), "", "blocked")
 	check(b1, "internet", "tcp", internet, "", "ok")
-	check(b1, "cross-bridge-tcp", "tcp", a("2:7000"), "", "blocked")
-	check(b1, "cross-bridge-ping", "ping", a("3"), "", "blocked")
-	check(b1, "host-closed", "tcp", b("1:9999"), "", "blocked")
+	check(b1, "cross-bridge-tcp", "tcp", onA("2:7000"), "", "blocked")
+	check(b1, "cross-bridge-ping", "ping", onA("3"), "", "blocked")
+	check(b1, "host-closed", "tcp", onB("1:9999"), "", "blocked")
 	guests := []*probeGuest{a1, a2, b1}
 
 	archive := buildProbeBoot(t, cache, bin, work, modules)
@@ -346,6 +346,11 @@ func buildIsolationTemplate(t *testing.T, ns *testNetns, driver *qemu.Driver, br
 		t.Fatal(err)
 	}
 	inNetns(t, ns, func() error { return br.AddTAP(tap) })
+	t.Cleanup(func() {
+		if b, _ := os.ReadFile(filepath.Join(dir, "console.log")); t.Failed() {
+			t.Logf("console of the template:\n%s", b)
+		}
+	})
 	t0 := time.Now()
 	spec := vmm.Spec{
 		ID: tap, Dir: dir, Kernel: kernel, Initramfs: tpl.initramfs, VCPUs: 1, MemoryMiB: 256,
