@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
+	"github.com/nixos-fireactions/nixos-fireactions/pool"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/qemu"
 )
@@ -36,6 +38,15 @@ type probeGuest struct {
 	want map[string]string
 }
 
+// isolationRun is one run of the isolation probes: the prefix of its
+// namespace, bridge and TAP names, its two bridges' /24s (first three
+// octets), and whether its guests are booted or restored from a template.
+type isolationRun struct {
+	prefix     string
+	netA, netB string
+	restored   bool
+}
+
 // TestGuestIsolation boots two guests on one bridge and a third on
 // another, each with its own rules as two orchestrators would have, and
 // proves from inside the guests: the internet side works; other guests
@@ -47,6 +58,22 @@ type probeGuest struct {
 // guest on its TAP and never reach the host side of the bridge (the
 // positive control of the spoof checks).
 func TestGuestIsolation(t *testing.T) {
+	guestIsolation(t, isolationRun{prefix: "fa", netA: "10.212.0", netB: "10.213.0"})
+}
+
+// TestGuestIsolationOfRestoredVMs runs the same probes, with the same
+// controls, in three guests restored from one warm-start template (the
+// real agent booted with a template's config, saved while it waits for
+// its identity), each handed its identity by the pool's handover
+// (pool.SendIdentity): what a restored VM reaches is what a booted one
+// does. Each guest's console proves it was restored, not booted: it holds
+// the agent's "identity of <vm> read" and not the template's wait, which
+// a guest that booted the template's archive prints again.
+func TestGuestIsolationOfRestoredVMs(t *testing.T) {
+	guestIsolation(t, isolationRun{prefix: "wi", netA: "10.190.0", netB: "10.191.0", restored: true})
+}
+
+func guestIsolation(t *testing.T, iso isolationRun) {
 	requireRoot(t)
 	cache := cacheDir()
 	kernel, modules := hostKernel(t)
@@ -55,8 +82,8 @@ func TestGuestIsolation(t *testing.T) {
 
 	// The internet: a namespace behind a veth, with a web server and a
 	// stand-in for a cloud metadata service.
-	host := newNetns(t, fmt.Sprintf("faiso%d", os.Getpid()%100000))
-	inet := newNetns(t, fmt.Sprintf("fainet%d", os.Getpid()%100000))
+	host := newNetns(t, fmt.Sprintf("%siso%d", iso.prefix, os.Getpid()%100000))
+	inet := newNetns(t, fmt.Sprintf("%sinet%d", iso.prefix, os.Getpid()%100000))
 	run(t, "ip", "-n", host.name, "link", "add", "vinet", "type", "veth", "peer", "name", "vhost", "netns", inet.name)
 	run(t, "ip", "-n", host.name, "addr", "add", "198.18.0.1/24", "dev", "vinet")
 	run(t, "ip", "-n", host.name, "link", "set", "vinet", "up")
@@ -91,14 +118,15 @@ func TestGuestIsolation(t *testing.T) {
 		})
 		return b, r
 	}
-	brA, rulesA := mkBridge("faisoa0", "10.212.0.0/24")
-	brB, rulesB := mkBridge("faisob0", "10.213.0.0/24")
+	brA, rulesA := mkBridge(iso.prefix+"isoa0", iso.netA+".0/24")
+	brB, rulesB := mkBridge(iso.prefix+"isob0", iso.netB+".0/24")
 	run(t, "ip", "netns", "exec", host.name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
-	forgedIP, forgedMAC := netip.MustParseAddr("10.212.0.50"), "02:de:ad:be:ef:01"
-	a1 := &probeGuest{name: "a1", bridge: brA, rules: rulesA, ip: netip.MustParseAddr("10.212.0.2")}
-	a2 := &probeGuest{name: "a2", bridge: brA, rules: rulesA, ip: netip.MustParseAddr("10.212.0.3")}
-	b1 := &probeGuest{name: "b1", bridge: brB, rules: rulesB, ip: netip.MustParseAddr("10.213.0.2")}
+	onA, onB := func(host string) string { return iso.netA + "." + host }, func(host string) string { return iso.netB + "." + host }
+	forgedIP, forgedMAC := netip.MustParseAddr(onA("50")), "02:de:ad:be:ef:01"
+	a1 := &probeGuest{name: "a1", bridge: brA, rules: rulesA, ip: netip.MustParseAddr(onA("2"))}
+	a2 := &probeGuest{name: "a2", bridge: brA, rules: rulesA, ip: netip.MustParseAddr(onA("3"))}
+	b1 := &probeGuest{name: "b1", bridge: brB, rules: rulesB, ip: netip.MustParseAddr(onB("2"))}
 	check := func(g *probeGuest, name, kind, addr, forge, want string) {
 		g.checks = append(g.checks, map[string]string{"name": name, "kind": kind, "addr": addr, "forge": forge})
 		if g.want == nil {
@@ -109,24 +137,24 @@ func TestGuestIsolation(t *testing.T) {
 	internet, metadata := "198.18.0.2:8080", "169.254.169.254:80"
 	check(a1, "internet", "tcp", internet, "", "ok")
 	check(a1, "metadata", "tcp", metadata, "", "blocked")
-	check(a1, "same-bridge-tcp", "tcp", "10.212.0.3:7000", "", "blocked")
-	check(a1, "same-bridge-ping", "ping", "10.212.0.3", "", "blocked")
-	check(a1, "cross-bridge-tcp", "tcp", "10.213.0.2:7000", "", "blocked")
-	check(a1, "cross-bridge-ping", "ping", "10.213.0.2", "", "blocked")
-	check(a1, "host-allowed", "tcp", "10.212.0.1:8089", "", "ok")
-	check(a1, "host-closed", "tcp", "10.212.0.1:9999", "", "blocked")
+	check(a1, "same-bridge-tcp", "tcp", onA("3:7000"), "", "blocked")
+	check(a1, "same-bridge-ping", "ping", onA("3"), "", "blocked")
+	check(a1, "cross-bridge-tcp", "tcp", onB("2:7000"), "", "blocked")
+	check(a1, "cross-bridge-ping", "ping", onB("2"), "", "blocked")
+	check(a1, "host-allowed", "tcp", onA("1:8089"), "", "ok")
+	check(a1, "host-closed", "tcp", onA("1:9999"), "", "blocked")
 	check(a1, "forged-ip", "spoof-ip", internet, forgedIP.String()+"/24", "blocked")
-	check(a1, "forged-mac", "spoof-mac", "10.212.0.1:8089", forgedMAC, "blocked")
+	check(a1, "forged-mac", "spoof-mac", onA("1:8089"), forgedMAC, "blocked")
 	check(a1, "internet-again", "tcp", internet, "", "ok")
 	check(a2, "internet", "tcp", internet, "", "ok")
-	check(a2, "same-bridge-tcp", "tcp", "10.212.0.2:7000", "", "blocked")
+	check(a2, "same-bridge-tcp", "tcp", onA("2:7000"), "", "blocked")
 	check(b1, "internet", "tcp", internet, "", "ok")
-	check(b1, "cross-bridge-tcp", "tcp", "10.212.0.2:7000", "", "blocked")
-	check(b1, "cross-bridge-ping", "ping", "10.212.0.3", "", "blocked")
-	check(b1, "host-closed", "tcp", "10.213.0.1:9999", "", "blocked")
+	check(b1, "cross-bridge-tcp", "tcp", onA("2:7000"), "", "blocked")
+	check(b1, "cross-bridge-ping", "ping", onA("3"), "", "blocked")
+	check(b1, "host-closed", "tcp", onB("1:9999"), "", "blocked")
 	guests := []*probeGuest{a1, a2, b1}
 
-	pool := buildProbeBoot(t, cache, bin, work, modules)
+	archive := buildProbeBoot(t, cache, bin, work, modules)
 	machines := map[string]vmm.Machine{}
 	t.Cleanup(func() {
 		if !t.Failed() {
@@ -149,9 +177,13 @@ func TestGuestIsolation(t *testing.T) {
 	var a1TAP, brACap *frameCapture
 	accel, _ := qemu.DetectAccel(context.Background(), "/dev/kvm")
 	driver := &qemu.Driver{Binary: "qemu-system-x86_64", Accel: accel}
+	var tpl isolationTemplate
+	if iso.restored {
+		tpl = buildIsolationTemplate(t, host, driver, brA, iso.prefix+"tpliso", kernel, archive, modules, filepath.Join(work, "template"))
+	}
 	for _, g := range guests {
 		g := g
-		tap := "fa" + g.name + "iso"
+		tap := iso.prefix + g.name + "iso"
 		mac := netplan.NewMAC()
 		dir := filepath.Join(work, g.name)
 		os.MkdirAll(dir, 0o700)
@@ -169,10 +201,6 @@ func TestGuestIsolation(t *testing.T) {
 				Files:   []agentproto.File{{Path: "/home/runner/plan.json", Mode: 0o644, Content: plan}},
 			},
 		}
-		initrd := filepath.Join(dir, "initramfs.cpio")
-		if err := initramfs.WriteVM(initrd, pool, cfg); err != nil {
-			t.Fatal(err)
-		}
 		inNetns(t, host, func() error {
 			if err := g.bridge.AddTAP(tap); err != nil {
 				return err
@@ -184,17 +212,19 @@ func TestGuestIsolation(t *testing.T) {
 			// it reaches the host side of the bridge.
 			a1TAP, brACap = captureFrames(t, host, tap), captureFrames(t, host, brA.Name)
 		}
-		var m vmm.Machine
-		inNetns(t, host, func() error {
-			var err error
-			m, err = driver.Start(context.Background(), vmm.Spec{
-				ID: "iso-" + g.name, Dir: dir, Kernel: kernel, Initramfs: initrd, VCPUs: 1, MemoryMiB: 256,
-				TAP: tap, MAC: mac, ConsoleLog: filepath.Join(dir, "console.log"),
-			})
-			return err
-		})
-		machines[g.name] = m
-		t.Cleanup(func() { _ = m.Kill(context.Background()) })
+		spec := vmm.Spec{
+			ID: iso.prefix + "iso-" + g.name, Dir: dir, Kernel: kernel, VCPUs: 1, MemoryMiB: 256,
+			TAP: tap, MAC: mac, ConsoleLog: filepath.Join(dir, "console.log"),
+		}
+		if iso.restored {
+			machines[g.name] = tpl.restore(t, host, driver, spec, cfg)
+			continue
+		}
+		spec.Initramfs = filepath.Join(dir, "initramfs.cpio")
+		if err := initramfs.WriteVM(spec.Initramfs, archive, cfg); err != nil {
+			t.Fatal(err)
+		}
+		machines[g.name] = startIn(t, host, driver, spec)
 	}
 
 	// Every guest listens before any probes: the host reaches each (a
@@ -231,6 +261,15 @@ func TestGuestIsolation(t *testing.T) {
 		}
 		if !strings.Contains(string(b), "NETPROBE done ok") {
 			t.Fatalf("%s: the probe did not finish its checks", g.name)
+		}
+		// Restored, not booted: the agent read its identity, and never
+		// waited for one in this VM (a guest booting the template's
+		// archive would; the template's console holds the wait).
+		readID := strings.Contains(string(b), "identity of "+g.name+" read: RNG reseeded")
+		if waited := strings.Contains(string(b), pool.TemplateWaiting); iso.restored && (!readID || waited) {
+			t.Errorf("%s was not restored from the template (identity read: %v, waited as a template: %v)", g.name, readID, waited)
+		} else if !iso.restored && readID {
+			t.Errorf("%s, booted cold, read an identity", g.name)
 		}
 		got := map[string]string{}
 		for _, m := range line.FindAllStringSubmatch(string(b), -1) {
@@ -275,6 +314,84 @@ func TestGuestIsolation(t *testing.T) {
 	}
 }
 
+// startIn starts spec's VM from a thread in ns (its TAP is there) and
+// kills it when the test ends.
+func startIn(t *testing.T, ns *testNetns, driver vmm.Hypervisor, spec vmm.Spec) vmm.Machine {
+	t.Helper()
+	var m vmm.Machine
+	inNetns(t, ns, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var err error
+		m, err = driver.Start(ctx, spec)
+		return err
+	})
+	t.Cleanup(func() { _ = m.Kill(context.Background()) })
+	return m
+}
+
+// isolationTemplate is a warm-start template of the probe guests: the
+// saved state and the credential-free initramfs it booted.
+type isolationTemplate struct{ state, initramfs string }
+
+// buildIsolationTemplate boots the probe guests' boot archive with a
+// template's config (modules only: no address, hostname or token) on a
+// TAP of br that no rule admits, as the pool does, waits for its agent to
+// wait for its identity, saves it into dir and ends it.
+func buildIsolationTemplate(t *testing.T, ns *testNetns, driver *qemu.Driver, br netplan.Bridge, tap, kernel, archive, modules, dir string) isolationTemplate {
+	t.Helper()
+	os.MkdirAll(dir, 0o700)
+	tpl := isolationTemplate{state: filepath.Join(dir, "state"), initramfs: filepath.Join(dir, "initramfs.cpio")}
+	if err := initramfs.WriteVM(tpl.initramfs, archive, agentproto.Config{Template: true, Modules: initramfsModules(t, modules)}); err != nil {
+		t.Fatal(err)
+	}
+	inNetns(t, ns, func() error { return br.AddTAP(tap) })
+	t.Cleanup(func() {
+		if b, _ := os.ReadFile(filepath.Join(dir, "console.log")); t.Failed() {
+			t.Logf("console of the template:\n%s", b)
+		}
+	})
+	t0 := time.Now()
+	spec := vmm.Spec{
+		ID: tap, Dir: dir, Kernel: kernel, Initramfs: tpl.initramfs, VCPUs: 1, MemoryMiB: 256,
+		TAP: tap, MAC: netplan.NewMAC(), ConsoleLog: filepath.Join(dir, "console.log"), Identity: filepath.Join(dir, "identity.sock"),
+	}
+	m := startIn(t, ns, driver, spec)
+	waitFor(t, 3*time.Minute, "the template waiting for its identity", func() bool {
+		b, _ := os.ReadFile(spec.ConsoleLog)
+		return strings.Contains(string(b), pool.TemplateWaiting)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := m.(vmm.Warm).SaveState(ctx, tpl.state); err != nil {
+		t.Fatalf("save the template: %v", err)
+	}
+	if err := m.Kill(ctx); err != nil && !errors.Is(err, vmm.ErrKilled) {
+		t.Logf("end the template VM: %v", err)
+	}
+	t.Logf("FIGURE template booted and saved in %s", time.Since(t0).Round(100*time.Millisecond))
+	return tpl
+}
+
+// restore starts spec's VM from the template with its own TAP, MAC,
+// directory and identity channel, and hands it cfg by the pool's own
+// handover (resume, then the identity with a fresh seed and the clock).
+func (tpl isolationTemplate) restore(t *testing.T, ns *testNetns, driver vmm.Hypervisor, spec vmm.Spec, cfg agentproto.Config) vmm.Machine {
+	t.Helper()
+	spec.Restore, spec.Initramfs = tpl.state, tpl.initramfs
+	spec.Identity = filepath.Join(spec.Dir, "identity.sock")
+	t0 := time.Now()
+	m := startIn(t, ns, driver, spec)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := pool.SendIdentity(ctx, m, spec.MAC, cfg); err != nil {
+		b, _ := os.ReadFile(spec.ConsoleLog)
+		t.Fatalf("restore %s: %v; console:\n%s", spec.ID, err, b)
+	}
+	t.Logf("FIGURE %s restored and handed its identity in %s", spec.ID, time.Since(t0).Round(10*time.Millisecond))
+	return m
+}
+
 // buildProbeBoot writes the pool boot archive: the busybox root, netprobe
 // setuid root, the agent as /init and the virtio modules.
 func buildProbeBoot(t *testing.T, cache, bin, work, modules string) string {
@@ -304,19 +421,23 @@ func buildProbeBoot(t *testing.T, cache, bin, work, modules string) string {
 		t.Fatal(err)
 	}
 	f.Close()
-	mods, err := initramfs.ResolveModules(modules, []string{"virtio_mmio", "virtio_net"})
+	mods, err := initramfs.ResolveModules(modules, probeModules())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := filepath.Join(work, "boot.cpio")
-	if err := (initramfs.Boot{RootArchive: root, Agent: filepath.Join(bin, "fireactions-agent"), Modules: mods}).WritePool(pool); err != nil {
+	archive := filepath.Join(work, "boot.cpio")
+	if err := (initramfs.Boot{RootArchive: root, Agent: filepath.Join(bin, "fireactions-agent"), Modules: mods}).WritePool(archive); err != nil {
 		t.Fatal(err)
 	}
-	return pool
+	return archive
 }
 
+// probeModules are the probe guests' modules: the network's, and the
+// identity port's driver a restored guest's agent waits on.
+func probeModules() []string { return []string{"virtio_mmio", "virtio_net", "virtio_console"} }
+
 func initramfsModules(t *testing.T, modules string) []string {
-	mods, err := initramfs.ResolveModules(modules, []string{"virtio_mmio", "virtio_net"})
+	mods, err := initramfs.ResolveModules(modules, probeModules())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,7 +61,7 @@ func (v *vm) restore(ctx context.Context, spec vmm.Spec, cfg agentproto.Config, 
 	if err != nil {
 		return nil, fmt.Errorf("start: %w", err)
 	}
-	err = sendIdentity(ctx, machine, spec.MAC, cfg)
+	err = SendIdentity(ctx, machine, spec.MAC, cfg)
 	if err != nil {
 		kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer kcancel()
@@ -72,10 +72,12 @@ func (v *vm) restore(ctx context.Context, spec vmm.Spec, cfg agentproto.Config, 
 	return machine, nil
 }
 
-// sendIdentity resumes a restored machine and hands its agent its
+// SendIdentity resumes a restored machine and hands its agent its
 // identity: its config (address, hostname, agent token, runner
 // credential, registry settings), MAC, fresh random seed and the clock.
-func sendIdentity(ctx context.Context, machine vmm.Machine, mac string, cfg agentproto.Config) error {
+// It is the one handover of a restore, the pool's and the isolation
+// test's (e2e) alike.
+func SendIdentity(ctx context.Context, machine vmm.Machine, mac string, cfg agentproto.Config) error {
 	w, ok := machine.(vmm.Warm)
 	if !ok {
 		return errors.New("the VMM's machine cannot be restored")
