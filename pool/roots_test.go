@@ -98,8 +98,8 @@ func (v *fakeVMRoot) Digest() string { return v.digest }
 func (v *fakeVMRoot) Guest(g *forge.GuestOptions) { g.User = "image-user" }
 
 func (v *fakeVMRoot) Apply(spec *vmm.Spec, cfg *agentproto.Config) {
-	spec.Drives = append(spec.Drives, vmm.Drive{ID: "fa-image", ReadOnly: true})
-	cfg.Root = &agentproto.Root{FSType: "erofs", Image: agentproto.Disk{Serial: "fa-image"}}
+	spec.Drives = append(spec.Drives, vmm.Drive{ID: "fa-image", Path: "/images/" + v.digest, ReadOnly: true}, vmm.Drive{ID: "fa-writable"})
+	cfg.Root = &agentproto.Root{FSType: "erofs", Image: agentproto.Disk{Serial: "fa-image"}, Writable: agentproto.Disk{Serial: "fa-writable"}}
 }
 
 func (v *fakeVMRoot) Release() {

@@ -29,9 +29,17 @@ func (v *vm) warmStart(ctx context.Context, spec vmm.Spec, cfg agentproto.Config
 	if w == nil {
 		return nil
 	}
-	key, ok := w.currentKey()
+	key, root, ok := w.currentKey()
 	if !ok {
 		w.chooser.ColdBoot(ctx, spec.ID, &warmstart.Fallback{Reason: warmstart.ReasonNoTemplate, Detail: "no template built from the pool's current files yet"})
+		return nil
+	}
+	if own := v.rootDigest(); own != root {
+		// The template's kernel probed another image's drive: this VM
+		// boots cold, and the next full pass builds from its image.
+		w.rebuild()
+		w.chooser.ColdBoot(ctx, spec.ID, &warmstart.Fallback{Reason: warmstart.ReasonImageMismatch,
+			Detail: fmt.Sprintf("template booted image %q, this VM boots %q", root, own)})
 		return nil
 	}
 	t := w.chooser.Template(ctx, spec.ID, key)
@@ -45,6 +53,15 @@ func (v *vm) warmStart(ctx context.Context, spec vmm.Spec, cfg agentproto.Config
 	}
 	v.restored = true
 	return machine
+}
+
+// rootDigest is the digest of the image the VM boots, "" for an
+// initramfs root.
+func (v *vm) rootDigest() string {
+	if v.root == nil {
+		return ""
+	}
+	return v.root.Digest()
 }
 
 // restore starts spec from template t with its own TAP, MAC, directory
