@@ -53,6 +53,10 @@ func TestImageRootRestoresEachHaveTheirOwnWritableDisk(t *testing.T) {
 	}
 	disks["b"] = filepath.Join(dir, "b.img")
 	mkfs(t, disks["b"], "64M")
+	uuidB := fsUUID(t, disks["b"])
+	if uuidB == fsUUID(t, disks["a"]) {
+		t.Fatal("the two restores' disks have one file system UUID: b is no disk of its own")
+	}
 	disks["c"] = disks["a"]
 	r.drives = func(name string) []vmm.Drive {
 		return []vmm.Drive{{ID: "fa-image", Path: image, ReadOnly: true}, {ID: "fa-writable", Path: disks[name]}}
@@ -89,6 +93,9 @@ func TestImageRootRestoresEachHaveTheirOwnWritableDisk(t *testing.T) {
 		if got := debugfsCat(t, disks[c.name[:1]], "/upper/"+c.own); got != "vm-"+c.name {
 			t.Errorf("restore %s's writable disk holds %q at /upper/%s", c.name, got, c.own)
 		}
+	}
+	if got := fsUUID(t, disks["b"]); got != uuidB {
+		t.Errorf("b's disk has file system UUID %s after its restore, %s before: the template's superblock was written over it", got, uuidB)
 	}
 	if got := debugfsCat(t, disks["t"], "/upper/own-vm-a"); got != "" {
 		t.Errorf("the template's writable disk holds a restore's file: %q", got)
@@ -130,4 +137,18 @@ func debugfsCat(t testing.TB, disk, path string) string {
 		t.Fatalf("debugfs %s: %v", disk, err)
 	}
 	return string(out)
+}
+
+// fsUUID is the file system UUID of the ext4 file system in disk.
+func fsUUID(t testing.TB, disk string) string {
+	t.Helper()
+	out, err := exec.Command("dumpe2fs", "-h", disk).Output()
+	if err != nil {
+		t.Fatalf("dumpe2fs %s: %v", disk, err)
+	}
+	m := regexp.MustCompile(`(?m)^Filesystem UUID:\s+(\S+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("dumpe2fs %s: no UUID in %s", disk, out)
+	}
+	return string(m[1])
 }
