@@ -64,7 +64,7 @@ type warmPool struct {
 	building bool
 	seen     string        // fingerprint of the files the last build or adoption looked at
 	key      warmstart.Key // the template's key, when one was built or adopted
-	root     string        // the image digest the template booted; "" for an initramfs root
+	root     string        // the image root the template booted (rootOf); "" for an initramfs root
 	ok       bool          // key is a template's
 	failedAt time.Time
 }
@@ -170,8 +170,8 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 	}()
 }
 
-// currentKey is the key of p's template and the image digest it booted
-// ("" for an initramfs root), ok false while it has none.
+// currentKey is the key of p's template and the image root it booted
+// (rootOf; "" for an initramfs root), ok false while it has none.
 func (w *warmPool) currentKey() (key warmstart.Key, root string, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -188,8 +188,7 @@ func (w *warmPool) rebuild() {
 }
 
 // templateKey is the Key of a template of pc booted from initrd, and of
-// the OCI image with manifest digest root for an image pool ("" for an
-// initramfs root). Key.Image covers what else a restore must share with
+// the image root (rootOf) for an image pool ("" for an initramfs root). Key.Image covers what else a restore must share with
 // its template: the boot archive (agent, modules), the VM's shape and
 // cmdline and, for an image pool, the image (the template's kernel has
 // probed its drive) and the writable disk's size (its drive's capacity is
@@ -227,8 +226,8 @@ func (m *Manager) templateKey(ctx context.Context, pc config.Pool, initrd, root 
 // buildTemplate adopts the template in w.dir when it was made from the
 // pool's current key, else boots, saves and seals a new one. A build
 // takes at most the pool's boot timeout and a minute more. It returns
-// the key and, for an image pool, the digest of the image the template
-// booted.
+// the key and, for an image pool, the image root the template booted
+// (rootOf).
 func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool) (warmstart.Key, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, pc.Timeouts.Boot+time.Minute)
 	defer cancel()
@@ -259,10 +258,7 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 			defer r.Release()
 		}
 	}
-	digest := ""
-	if root != nil {
-		digest = root.Digest()
-	}
+	imageRoot := rootOf(root)
 	initrd := filepath.Join(build, templateInitramfs)
 	// A template's config: no VM id, hostname, address, agent token,
 	// runner credential or root (the agent refuses one that has any):
@@ -270,13 +266,13 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 	if err := m.d.Boot.WriteVM(pc.Name, initrd, agentproto.Config{Template: true}); err != nil {
 		return warmstart.Key{}, "", fmt.Errorf("write the template's initramfs: %w", err)
 	}
-	key, err := m.templateKey(ctx, pc, initrd, digest)
+	key, err := m.templateKey(ctx, pc, initrd, imageRoot)
 	if err != nil {
 		return key, "", fmt.Errorf("template key: %w", err)
 	}
 	if _, err := warmstart.Open(w.dir, key); err == nil {
-		log.Info("warm start: template adopted", "dir", w.dir, "image", digest)
-		return key, digest, nil
+		log.Info("warm start: template adopted", "dir", w.dir, "image", imageRoot)
+		return key, imageRoot, nil
 	} else if f := warmstart.AsFallback(err); f.Reason != warmstart.ReasonNoTemplate {
 		log.Info("warm start: template replaced", "reason", string(f.Reason), "detail", f.Detail)
 	}
@@ -295,8 +291,8 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 	if err := os.Rename(build, w.dir); err != nil {
 		return key, "", fmt.Errorf("put the template in place: %w", err)
 	}
-	log.Info("warm start: template built", "dir", w.dir, "image", digest, "took", time.Since(t0).Round(time.Millisecond))
-	return key, digest, nil
+	log.Info("warm start: template built", "dir", w.dir, "image", imageRoot, "took", time.Since(t0).Round(time.Millisecond))
+	return key, imageRoot, nil
 }
 
 // bootAndSave boots the template VM in dir, with root's drives when it

@@ -29,9 +29,15 @@ func driveIDs(s vmm.Spec) []string {
 // the image is given back. When the pool's image moves to another digest
 // the next VM boots cold (image_mismatch: the template's kernel probed the
 // old image's drive), the template is rebuilt with a key of the new
-// digest, and the VMs after are restores of that one.
+// digest, and the VMs after are restores of that one; the same again when
+// the image's file is flattened anew under the same digest.
 func TestImagePoolRestoresFromATemplateOfItsImage(t *testing.T) {
-	roots := &fakeRoots{}
+	roots := &fakeRoots{imageDir: t.TempDir()}
+	for _, d := range []string{fakeDigest, "sha256:moved"} {
+		if err := os.WriteFile(filepath.Join(roots.imageDir, d), []byte("flattened "+d), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) { d.Roots = roots })
 	r.waitBuilds(t, 1)
 	r.runJobs(t, "j1", "j2")
@@ -55,7 +61,7 @@ func TestImagePoolRestoresFromATemplateOfItsImage(t *testing.T) {
 	}
 	r.hv.mu.Unlock()
 	want := []string{"fa-image", "fa-writable"}
-	if !slices.Equal(driveIDs(tspec), want) || tspec.Drives[0].Path != "/images/"+fakeDigest {
+	if !slices.Equal(driveIDs(tspec), want) || tspec.Drives[0].Path != filepath.Join(roots.imageDir, fakeDigest) {
 		t.Fatalf("the template booted with drives %+v; want %v, the image %s first", tspec.Drives, want, fakeDigest)
 	}
 	for _, s := range restored {
@@ -91,8 +97,25 @@ func TestImagePoolRestoresFromATemplateOfItsImage(t *testing.T) {
 	r.hv.mu.Lock()
 	last := r.hv.specs[len(r.hv.specs)-1]
 	r.hv.mu.Unlock()
-	if last.Drives[0].Path != "/images/sha256:moved" || !strings.Contains(last.Restore, filepath.Join(r.tdir, "p")) {
+	if last.Drives[0].Path != filepath.Join(roots.imageDir, "sha256:moved") || !strings.Contains(last.Restore, filepath.Join(r.tdir, "p")) {
 		t.Fatalf("the last VM: %+v", last)
+	}
+
+	// The same digest flattened again (pulled after an eviction): another
+	// file, whose first blocks the template's kernel did not read.
+	img := filepath.Join(roots.imageDir, "sha256:moved")
+	os.Remove(img)
+	if err := os.WriteFile(img, []byte("flattened again"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.finishJob(t, "j5", 5)
+	if n, m := r.hv.restores.Load(), r.c.count(warmstart.ReasonImageMismatch); n != 3 || m != 2 {
+		t.Fatalf("after the image was flattened again: %d restores, %d image_mismatch; want 3 and 2 (the VM boots cold)", n, m)
+	}
+	r.waitBuilds(t, 3)
+	r.finishJob(t, "j6", 6)
+	if n := r.hv.restores.Load(); n != 4 {
+		t.Fatalf("%d restores; want the VM after the second rebuild restored (fallbacks %v)", n, r.c.reasons)
 	}
 	if err := r.drain(t, time.Second); err != nil {
 		t.Fatal(err)
