@@ -188,11 +188,12 @@ func (w *warmPool) rebuild() {
 }
 
 // templateKey is the Key of a template of pc booted from initrd, and of
-// the image root (rootOf) for an image pool ("" for an initramfs root). Key.Image covers what else a restore must share with
-// its template: the boot archive (agent, modules), the VM's shape and
-// cmdline and, for an image pool, the image (the template's kernel has
-// probed its drive) and the writable disk's size (its drive's capacity is
-// in the template's memory).
+// the image root (rootOf) for an image pool ("" for an initramfs root).
+// Key.Image covers what else a restore must share with its template: the
+// boot archive (agent, modules), the VM's shape and cmdline and, for an
+// image pool, the image (the template's kernel has probed its drive) and
+// the writable disk's size (its drive's capacity is in the template's
+// memory).
 func (m *Manager) templateKey(ctx context.Context, pc config.Pool, initrd, root string) (warmstart.Key, error) {
 	var k warmstart.Key
 	k.VMM = m.d.Hypervisor.Name()
