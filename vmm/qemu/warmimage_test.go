@@ -128,6 +128,16 @@ func fileSum(t testing.TB, file string) []byte {
 	return s[:]
 }
 
+// debugfsLs lists directory path of the ext4 file system in disk.
+func debugfsLs(t testing.TB, disk, path string) string {
+	t.Helper()
+	out, err := exec.Command("debugfs", "-R", "ls -l "+path, disk).Output()
+	if err != nil {
+		t.Fatalf("debugfs %s: %v", disk, err)
+	}
+	return string(out)
+}
+
 // debugfsCat is the content of path in the ext4 file system in disk, ""
 // when it has none.
 func debugfsCat(t testing.TB, disk, path string) string {
