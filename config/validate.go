@@ -227,8 +227,8 @@ func (v *validator) pools(f field, pools []Pool, types map[string]string) {
 }
 
 // warmStarts checks the pools that warm_start: their VMM driver saves and
-// restores guests, and they boot an initramfs (an image pool's disks are
-// not part of a template yet).
+// restores guests. Image pools may: their template boots with the image's
+// drive and a writable disk it never mounts (see pool's buildTemplate).
 func (v *validator) warmStarts(f field, pools []Pool, driver string) {
 	for i := range pools {
 		p := &pools[i]
@@ -241,8 +241,6 @@ func (v *validator) warmStarts(f field, pools []Pool, driver string) {
 			// vmm.driver is the problem, reported there
 		case !slices.Contains(catalog.WarmVMMs(), driver):
 			err = errorf("vmm.driver %q cannot save and restore VMs; warm starts need one of %s", driver, strings.Join(catalog.WarmVMMs(), ", "))
-		case p.VM.Image != "":
-			err = errorf("not with vm.image: warm starts restore pools that boot vm.root_initramfs")
 		}
 		v.check(rule{f.index(i).named(p.Name).child("warm_start"), err})
 	}

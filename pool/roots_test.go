@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +31,7 @@ type fakeRoots struct {
 	images    map[string]string // digest by pool once reloaded; nil: "p" boots fakeDigest
 	reloadErr error             // what Reload fails with
 	reloads   int
+	imageDir  string // where the images' files are, when the test makes them
 }
 
 // adoptCall is one call of AdoptVM.
@@ -98,8 +100,12 @@ func (v *fakeVMRoot) Digest() string { return v.digest }
 func (v *fakeVMRoot) Guest(g *forge.GuestOptions) { g.User = "image-user" }
 
 func (v *fakeVMRoot) Apply(spec *vmm.Spec, cfg *agentproto.Config) {
-	spec.Drives = append(spec.Drives, vmm.Drive{ID: "fa-image", ReadOnly: true})
-	cfg.Root = &agentproto.Root{FSType: "erofs", Image: agentproto.Disk{Serial: "fa-image"}}
+	dir := v.r.imageDir
+	if dir == "" {
+		dir = "/images"
+	}
+	spec.Drives = append(spec.Drives, vmm.Drive{ID: "fa-image", Path: filepath.Join(dir, v.digest), ReadOnly: true}, vmm.Drive{ID: "fa-writable"})
+	cfg.Root = &agentproto.Root{FSType: "erofs", Image: agentproto.Disk{Serial: "fa-image"}, Writable: agentproto.Disk{Serial: "fa-writable"}}
 }
 
 func (v *fakeVMRoot) Release() {

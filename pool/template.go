@@ -64,6 +64,7 @@ type warmPool struct {
 	building bool
 	seen     string        // fingerprint of the files the last build or adoption looked at
 	key      warmstart.Key // the template's key, when one was built or adopted
+	root     string        // the image root the template booted (rootOf); "" for an initramfs root
 	ok       bool          // key is a template's
 	failedAt time.Time
 }
@@ -149,10 +150,10 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 	go func() {
 		defer m.wg.Done()
 		// Run's end (the daemon draining) ends a build.
-		key, err := m.buildTemplate(ctx, w, pc)
+		key, root, err := m.buildTemplate(ctx, w, pc)
 		w.mu.Lock()
 		w.building, w.seen = false, fp
-		w.ok, w.key = err == nil, key
+		w.ok, w.key, w.root = err == nil, key, root
 		if err != nil {
 			w.failedAt = time.Now()
 		}
@@ -169,17 +170,31 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 	}()
 }
 
-// currentKey is the key of p's template, ok false while it has none.
-func (w *warmPool) currentKey() (warmstart.Key, bool) {
+// currentKey is the key of p's template and the image root it booted
+// (rootOf; "" for an initramfs root), ok false while it has none.
+func (w *warmPool) currentKey() (key warmstart.Key, root string, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.key, w.ok
+	return w.key, w.root, w.ok
 }
 
-// templateKey is the Key of a template of pc booted from initrd.
+// rebuild makes the next full pass build the template again: a VM found
+// the pool's image moved on (a tag that Refresh resolved anew) from the
+// one the template booted.
+func (w *warmPool) rebuild() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ok, w.seen = false, ""
+}
+
+// templateKey is the Key of a template of pc booted from initrd, and of
+// the image root (rootOf) for an image pool ("" for an initramfs root).
 // Key.Image covers what else a restore must share with its template: the
-// boot archive (root, agent, modules) and the VM's shape and cmdline.
-func (m *Manager) templateKey(ctx context.Context, pc config.Pool, initrd string) (warmstart.Key, error) {
+// boot archive (agent, modules), the VM's shape and cmdline and, for an
+// image pool, the image (the template's kernel has probed its drive) and
+// the writable disk's size (its drive's capacity is in the template's
+// memory).
+func (m *Manager) templateKey(ctx context.Context, pc config.Pool, initrd, root string) (warmstart.Key, error) {
 	var k warmstart.Key
 	k.VMM = m.d.Hypervisor.Name()
 	if v, ok := m.d.Hypervisor.(interface {
@@ -199,7 +214,11 @@ func (m *Manager) templateKey(ctx context.Context, pc config.Pool, initrd string
 	if err != nil {
 		return k, err
 	}
-	h := sha256.Sum256(fmt.Appendf(nil, "%s|vcpus=%d|memory_mib=%d|cmdline=%q", archive, pc.VM.VCPUs, pc.VM.MemoryMiB, pc.VM.Cmdline))
+	b := fmt.Appendf(nil, "%s|vcpus=%d|memory_mib=%d|cmdline=%q", archive, pc.VM.VCPUs, pc.VM.MemoryMiB, pc.VM.Cmdline)
+	if root != "" {
+		b = fmt.Appendf(b, "|image=%s|disk_mib=%d", root, pc.VM.DiskMiB)
+	}
+	h := sha256.Sum256(b)
 	k.Image = "sha256:" + hex.EncodeToString(h[:])
 	k.Agent = m.d.AgentDigest
 	return k, nil
@@ -207,8 +226,10 @@ func (m *Manager) templateKey(ctx context.Context, pc config.Pool, initrd string
 
 // buildTemplate adopts the template in w.dir when it was made from the
 // pool's current key, else boots, saves and seals a new one. A build
-// takes at most the pool's boot timeout and a minute more.
-func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool) (warmstart.Key, error) {
+// takes at most the pool's boot timeout and a minute more. It returns
+// the key and, for an image pool, the image root the template booted
+// (rootOf).
+func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool) (warmstart.Key, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, pc.Timeouts.Boot+time.Minute)
 	defer cancel()
 	id := templateID(pc.Name)
@@ -216,51 +237,70 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 	build := w.dir + ".build"
 	m.reapTemplate(ctx, id, log)
 	if err := os.RemoveAll(build); err != nil {
-		return warmstart.Key{}, fmt.Errorf("remove a previous build: %w", err)
+		return warmstart.Key{}, "", fmt.Errorf("remove a previous build: %w", err)
 	}
 	if err := os.MkdirAll(build, 0o700); err != nil {
-		return warmstart.Key{}, fmt.Errorf("template directory: %w", err)
+		return warmstart.Key{}, "", fmt.Errorf("template directory: %w", err)
 	}
 	defer os.RemoveAll(build)
-	initrd := filepath.Join(build, templateInitramfs)
-	// A template's config: no VM id, hostname, address, agent token or
-	// runner credential (the agent refuses one that has any): those
-	// reach each restore over its identity channel.
-	if err := m.d.Boot.WriteVM(pc.Name, initrd, agentproto.Config{Template: true}); err != nil {
-		return warmstart.Key{}, fmt.Errorf("write the template's initramfs: %w", err)
+	// An image pool's template boots with the drives its restores have,
+	// in their order (vmm.Spec.Restore): the pool's image, by digest,
+	// and a writable disk of the pool's size that its agent never
+	// mounts (it waits for its identity before it touches a disk); each
+	// restore brings its own. The lease is the build's only.
+	var root VMRoot
+	if m.d.Roots != nil {
+		r, ok, err := m.d.Roots.PrepareVM(ctx, pc.Name, build)
+		if err != nil {
+			return warmstart.Key{}, "", fmt.Errorf("template root disks: %w", err)
+		}
+		if ok {
+			root = r
+			defer r.Release()
+		}
 	}
-	key, err := m.templateKey(ctx, pc, initrd)
+	imageRoot := rootOf(root)
+	initrd := filepath.Join(build, templateInitramfs)
+	// A template's config: no VM id, hostname, address, agent token,
+	// runner credential or root (the agent refuses one that has any):
+	// those reach each restore over its identity channel.
+	if err := m.d.Boot.WriteVM(pc.Name, initrd, agentproto.Config{Template: true}); err != nil {
+		return warmstart.Key{}, "", fmt.Errorf("write the template's initramfs: %w", err)
+	}
+	key, err := m.templateKey(ctx, pc, initrd, imageRoot)
 	if err != nil {
-		return key, fmt.Errorf("template key: %w", err)
+		return key, "", fmt.Errorf("template key: %w", err)
 	}
 	if _, err := warmstart.Open(w.dir, key); err == nil {
-		log.Info("warm start: template adopted", "dir", w.dir)
-		return key, nil
+		log.Info("warm start: template adopted", "dir", w.dir, "image", imageRoot)
+		return key, imageRoot, nil
 	} else if f := warmstart.AsFallback(err); f.Reason != warmstart.ReasonNoTemplate {
 		log.Info("warm start: template replaced", "reason", string(f.Reason), "detail", f.Detail)
 	}
 	t0 := time.Now()
-	if err := m.bootAndSave(ctx, pc, id, build, initrd, log); err != nil {
-		return key, err
+	if err := m.bootAndSave(ctx, pc, id, build, initrd, root, log); err != nil {
+		return key, "", err
 	}
 	if err := warmstart.Seal(build, key); err != nil {
-		return key, err
+		return key, "", err
 	}
 	// The old template goes, then the new one takes its place: a crash
 	// between leaves none (the pool boots cold, the next start builds).
 	if err := os.RemoveAll(w.dir); err != nil {
-		return key, fmt.Errorf("remove the old template: %w", err)
+		return key, "", fmt.Errorf("remove the old template: %w", err)
 	}
 	if err := os.Rename(build, w.dir); err != nil {
-		return key, fmt.Errorf("put the template in place: %w", err)
+		return key, "", fmt.Errorf("put the template in place: %w", err)
 	}
-	log.Info("warm start: template built", "dir", w.dir, "took", time.Since(t0).Round(time.Millisecond))
-	return key, nil
+	log.Info("warm start: template built", "dir", w.dir, "image", imageRoot, "took", time.Since(t0).Round(time.Millisecond))
+	return key, imageRoot, nil
 }
 
-// bootAndSave boots the template VM in dir, waits for its agent to wait
-// for its identity, and saves it to dir's warmstart.StateFile.
-func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, initrd string, log *slog.Logger) error {
+// bootAndSave boots the template VM in dir, with root's drives when it
+// has one, waits for its agent to wait for its identity, and saves it to
+// dir's warmstart.StateFile. The writable disk root made in dir goes
+// once saved: no restore reads it.
+func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, initrd string, root VMRoot, log *slog.Logger) error {
 	tap, err := netplan.TAPName(id)
 	if err != nil {
 		return err
@@ -282,6 +322,9 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 		ConsoleLog: filepath.Join(dir, templateConsole), ConsoleMaxBytes: m.consoleMaxBytes(),
 		Identity: filepath.Join(dir, "identity.sock"),
 	}
+	if root != nil {
+		root.Apply(&spec, &agentproto.Config{}) // the drives; the config stays the bare template's
+	}
 	machine, err := m.d.Hypervisor.Start(ctx, spec)
 	if err != nil {
 		return fmt.Errorf("start the template VM: %w", err)
@@ -290,6 +333,11 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		_ = machine.Kill(kctx)
+		for _, d := range spec.Drives {
+			if !d.ReadOnly && filepath.Dir(d.Path) == dir {
+				_ = os.Remove(d.Path) // the template's unused writable disk
+			}
+		}
 	}()
 	w, ok := machine.(vmm.Warm)
 	if !ok {

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
+	"golang.org/x/sys/unix"
 )
 
 // restoreTimeout bounds a restore: loading the template's state, resuming
@@ -29,9 +31,17 @@ func (v *vm) warmStart(ctx context.Context, spec vmm.Spec, cfg agentproto.Config
 	if w == nil {
 		return nil
 	}
-	key, ok := w.currentKey()
+	key, root, ok := w.currentKey()
 	if !ok {
 		w.chooser.ColdBoot(ctx, spec.ID, &warmstart.Fallback{Reason: warmstart.ReasonNoTemplate, Detail: "no template built from the pool's current files yet"})
+		return nil
+	}
+	if own := rootOf(v.root); own != root {
+		// The template's kernel probed another image's drive: this VM
+		// boots cold, and the next full pass builds from its image.
+		w.rebuild()
+		w.chooser.ColdBoot(ctx, spec.ID, &warmstart.Fallback{Reason: warmstart.ReasonImageMismatch,
+			Detail: fmt.Sprintf("template booted image %q, this VM boots %q", root, own)})
 		return nil
 	}
 	t := w.chooser.Template(ctx, spec.ID, key)
@@ -45,6 +55,34 @@ func (v *vm) warmStart(ctx context.Context, spec vmm.Spec, cfg agentproto.Config
 	}
 	v.restored = true
 	return machine
+}
+
+// rootOf is what a template shares with its restores of an image root:
+// the image's digest and its read-only drives' files by identity (device,
+// inode, size, time): the template's kernel read their first blocks as it
+// probed them, so an image flattened again (the same digest pulled after
+// an eviction, another file system type) is another template's. "" for
+// an initramfs root.
+func rootOf(r VMRoot) string {
+	if r == nil {
+		return ""
+	}
+	var spec vmm.Spec
+	r.Apply(&spec, &agentproto.Config{})
+	var b strings.Builder
+	b.WriteString(r.Digest())
+	for _, d := range spec.Drives {
+		if !d.ReadOnly {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(d.Path, &st); err != nil {
+			fmt.Fprintf(&b, " %s:-", d.ID)
+			continue
+		}
+		fmt.Fprintf(&b, " %s:%d:%d:%d:%d", d.ID, st.Dev, st.Ino, st.Size, st.Mtim.Nano())
+	}
+	return b.String()
 }
 
 // restore starts spec from template t with its own TAP, MAC, directory

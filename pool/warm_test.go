@@ -60,7 +60,8 @@ type warmRig struct {
 }
 
 // fail is the fake VMM's warmFail, from the start.
-func newWarmRig(t *testing.T, minIdle, max int, tdir, fail string) *warmRig {
+// deps, when given, change the pool's dependencies before it starts.
+func newWarmRig(t *testing.T, minIdle, max int, tdir, fail string, deps ...func(*Deps)) *warmRig {
 	t.Helper()
 	// Beside tdir: a rig on the same template directory (a restart)
 	// boots the same kernel.
@@ -77,6 +78,9 @@ func newWarmRig(t *testing.T, minIdle, max int, tdir, fail string) *warmRig {
 			d.TemplateDir, d.WarmStarts, d.AgentDigest = tdir, r.c, "sha256:agent"
 			d.Boot.(*hosttest.Boot).Files = true // the template key digests its initramfs
 			d.Hypervisor.(*fakeHV).warmFail.Store(fail)
+			for _, f := range deps {
+				f(d)
+			}
 		})
 	return r
 }

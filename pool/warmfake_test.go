@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"strings"
 	"sync/atomic"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
@@ -31,8 +32,15 @@ type warmFake struct {
 
 func (h *fakeHV) failing(how string) bool { s, _ := h.warmFail.Load().(string); return s == how }
 
-// fakeState is what a fake template's state file holds.
-const fakeState = "fake guest memory and device state\n"
+// fakeState is what a fake template's state file holds: its device
+// state names its drives, in order.
+func fakeState(spec vmm.Spec) string {
+	var ids []string
+	for _, d := range spec.Drives {
+		ids = append(ids, d.ID)
+	}
+	return "fake guest memory and device state\ndrives=" + strings.Join(ids, ",") + "\n"
+}
 
 // startWarm is Start's part for specs with an identity channel; the
 // caller holds h.mu.
@@ -70,15 +78,15 @@ func (m *fakeMachine) SaveState(_ context.Context, dst string) error {
 		return errors.New("fake: save state: not a template")
 	}
 	m.hv.saves.Add(1)
-	return os.WriteFile(dst, []byte(fakeState), 0o600)
+	return os.WriteFile(dst, []byte(fakeState(m.spec)), 0o600)
 }
 
 func (m *fakeMachine) Resume(context.Context) error {
 	if m.spec.Restore == "" {
 		return errors.New("fake: resume: not a restore")
 	}
-	if b, err := os.ReadFile(m.spec.Restore); err != nil || string(b) != fakeState {
-		return errors.New("fake: QEMU ended loading the saved state")
+	if b, err := os.ReadFile(m.spec.Restore); err != nil || string(b) != fakeState(m.spec) {
+		return errors.New("fake: QEMU ended loading the saved state (truncated, or saved with other drives)")
 	}
 	if m.hv.failing("resume") {
 		return errors.New("fake: resume refused")

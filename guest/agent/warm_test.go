@@ -113,3 +113,37 @@ func TestAnIdentityWithoutSeedIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestAnImageTemplateTouchesItsDisksOnlyAfterItsIdentity: a template of
+// an image pool boots with the pool's drives (the image, a writable disk
+// of its own that its restores replace), but its agent looks for and
+// mounts neither before its identity: only the restore's config names
+// them, and the image and the restore's writable disk are mounted after
+// the wait, found by their serials.
+func TestAnImageTemplateTouchesItsDisksOnlyAfterItsIdentity(t *testing.T) {
+	host := newHostServer(t, "vm-token")
+	root := newTestRoot(t, templateConfig())
+	addDisk(t, root, "vda", "fa-image")
+	addDisk(t, root, "vdb", "fa-writable")
+	sys := newFakeSys(t, root)
+	id := agentproto.Identity{Config: imageRootConfig(host.URL), MAC: "02:00:00:00:00:2b", Seed: make([]byte, 64), Now: time.Now()}
+	sys.identity, _ = json.Marshal(id)
+	con := &hosttest.SyncBuffer{}
+	a := &Agent{Root: root, Sys: sys, Console: con}
+
+	a.Boot(context.Background())
+
+	calls := sys.callList()
+	waited := slices.Index(calls, "await-identity")
+	image, writable := slices.Index(calls, "mount erofs /mnt/image"), slices.Index(calls, "mount ext4 /mnt/writable")
+	if waited < 0 || image < waited || writable < waited {
+		t.Fatalf("await-identity at %d, the image mounted at %d, the writable disk at %d; calls:\n%s\nconsole:\n%s",
+			waited, image, writable, strings.Join(calls, "\n"), con)
+	}
+	if !slices.Contains(sys.mounts, "/dev/vda -> /mnt/image") || !slices.Contains(sys.mounts, "/dev/vdb -> /mnt/writable") {
+		t.Errorf("devices mounted: %v", sys.mounts)
+	}
+	if got := host.events(); !slices.Equal(got, jobEvents) {
+		t.Errorf("events %v, want %v", got, jobEvents)
+	}
+}

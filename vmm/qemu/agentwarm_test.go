@@ -36,57 +36,20 @@ func TestTheRealAgentRestoresAsTwoVMs(t *testing.T) {
 	r := newWarmRig(t)
 	r.archive = realAgentTemplate(t, r.kernel)
 
-	tpl := r.spec("t")
-	m, err := r.d.Start(ctx, tpl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Kill(context.Background())
-	waitConsole(t, m, tpl.ConsoleLog, "template: waiting for identity on "+agentproto.IdentityPort, bootWait)
-	state := filepath.Join(t.TempDir(), "state")
-	step, stop := context.WithTimeout(ctx, 2*stepWait)
-	defer stop()
-	if err := m.(vmm.Warm).SaveState(step, state); err != nil {
-		t.Fatal(err)
-	}
-	m.Kill(context.Background())
+	state, tpl := r.agentTemplate(ctx)
 	if c := readConsole(tpl.ConsoleLog); strings.Contains(c, "network ") || strings.Contains(c, "stubrunner") {
 		t.Fatalf("the template went past its wait:\n%s", c)
 	}
 
-	type vm struct {
-		name, hostIP, guestIP, mac, token, cred string
-		m                                       vmm.Machine
-		spec                                    vmm.Spec
-		rep                                     *reportSink
-	}
-	vms := []*vm{
+	vms := []*stubVM{
 		{name: "x", hostIP: "169.254.201.1", guestIP: "169.254.201.2", mac: "02:00:00:00:03:0a"},
 		{name: "y", hostIP: "169.254.201.5", guestIP: "169.254.201.6", mac: "02:00:00:00:03:0b"},
 	}
 	for _, v := range vms {
-		v.token, v.cred = randHex(16), "credential-of-"+v.name+"-"+randHex(16)
-		v.m, v.spec = r.restore(ctx, v.name, state)
-		addr(t, v.spec.TAP, v.hostIP+"/30")
-		v.rep = newReportSink(t, v.hostIP, v.token)
-		cfg := stubVMConfig(v.name, v.hostIP, v.guestIP, v.rep.url, v.token, []byte(v.cred))
-		id := agentproto.Identity{Config: cfg, MAC: v.mac, Seed: make([]byte, 64), Now: time.Now()}
-		rand.Read(id.Seed)
-		b, _ := json.Marshal(id)
-		step, stop := context.WithTimeout(ctx, stepWait)
-		err := v.m.(vmm.Warm).SendIdentity(step, b)
-		stop()
-		if err != nil {
-			t.Fatalf("identity of %s: %v; console:\n%s", v.name, err, readConsole(v.spec.ConsoleLog))
-		}
+		r.restoreStub(ctx, v, state, nil)
 	}
 	for _, v := range vms {
-		select {
-		case <-v.m.Done():
-		case <-time.After(2 * stepWait):
-			t.Fatalf("%s did not run its runner to its end; reports %v; console:\n%s", v.name, v.rep.events(), readConsole(v.spec.ConsoleLog))
-		}
-		c := readConsole(v.spec.ConsoleLog)
+		c := v.waitEnd(t)
 		// Reports are sent at least once (a retry after a slow answer
 		// under load repeats one) and the last may be given up when the
 		// VM powers off: each event once, in order, up to runner-ready.
@@ -108,6 +71,72 @@ func TestTheRealAgentRestoresAsTwoVMs(t *testing.T) {
 	}
 }
 
+// agentTemplate boots the real agent's template (r.archive) until it
+// waits for its identity, saves it, and returns the state file and the
+// template's spec.
+func (r *warmRig) agentTemplate(ctx context.Context) (string, vmm.Spec) {
+	t := r.t
+	t.Helper()
+	tpl := r.spec("t")
+	m, err := r.d.Start(ctx, tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill(context.Background())
+	waitConsole(t, m, tpl.ConsoleLog, "template: waiting for identity on "+agentproto.IdentityPort, bootWait)
+	state := filepath.Join(t.TempDir(), "state")
+	step, stop := context.WithTimeout(ctx, 2*stepWait)
+	defer stop()
+	if err := m.(vmm.Warm).SaveState(step, state); err != nil {
+		t.Fatal(err)
+	}
+	return state, tpl
+}
+
+// stubVM is a VM of the stub runner restored from a real agent's
+// template: its name, its TAP's host and guest addresses, its MAC, and,
+// once restored, its token, credential, machine, spec and report sink.
+type stubVM struct {
+	name, hostIP, guestIP, mac, token, cred string
+	m                                       vmm.Machine
+	spec                                    vmm.Spec
+	rep                                     *reportSink
+}
+
+// waitEnd waits (at most two steps) for v's runner to end and its VM
+// with it, and returns its console.
+func (v *stubVM) waitEnd(t testing.TB) string {
+	t.Helper()
+	select {
+	case <-v.m.Done():
+	case <-time.After(2 * stepWait):
+		t.Fatalf("%s did not run its runner to its end; reports %v; console:\n%s", v.name, v.rep.events(), readConsole(v.spec.ConsoleLog))
+	}
+	return readConsole(v.spec.ConsoleLog)
+}
+
+// restoreStub restores v from state and hands it its identity: its own
+// address, MAC, report token and runner credential, and root when given.
+func (r *warmRig) restoreStub(ctx context.Context, v *stubVM, state string, root *agentproto.Root) {
+	t := r.t
+	t.Helper()
+	v.token, v.cred = randHex(16), "credential-of-"+v.name+"-"+randHex(16)
+	v.m, v.spec = r.restore(ctx, v.name, state)
+	addr(t, v.spec.TAP, v.hostIP+"/30")
+	v.rep = newReportSink(t, v.hostIP, v.token)
+	cfg := stubVMConfig(v.name, v.hostIP, v.guestIP, v.rep.url, v.token, []byte(v.cred))
+	cfg.Root = root
+	id := agentproto.Identity{Config: cfg, MAC: v.mac, Seed: make([]byte, 64), Now: time.Now()}
+	rand.Read(id.Seed)
+	b, _ := json.Marshal(id)
+	step, stop := context.WithTimeout(ctx, stepWait)
+	err := v.m.(vmm.Warm).SendIdentity(step, b)
+	stop()
+	if err != nil {
+		t.Fatalf("identity of %s: %v; console:\n%s", v.name, err, readConsole(v.spec.ConsoleLog))
+	}
+}
+
 // realAgentTemplate writes a template's initramfs of the real agent: the
 // stub runner at /bin/stubrunner, the modules a restore needs (network,
 // identity port), and a template's config (no VM's identity in it).
@@ -123,8 +152,9 @@ func realAgentTemplate(t testing.TB, kernel string) string {
 
 // realAgentPool writes the pool archive of the real agent with the stub
 // runner at /bin/stubrunner and the modules a VM needs (network, identity
-// port); it returns the archive and the modules' guest paths.
-func realAgentPool(t testing.TB, kernel string) (string, []string) {
+// port, and extra ones); it returns the archive and the modules' guest
+// paths.
+func realAgentPool(t testing.TB, kernel string, extra ...string) (string, []string) {
 	t.Helper()
 	dir := t.TempDir()
 	agentBin := buildGuest(t, "../../cmd/fireactions-agent")
@@ -144,7 +174,7 @@ func realAgentPool(t testing.TB, kernel string) (string, []string) {
 	}
 	f.Close()
 	mods, err := initramfs.ResolveModules("/lib/modules/"+strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-"),
-		[]string{"virtio_mmio", "virtio_net", "virtio_console"})
+		append([]string{"virtio_mmio", "virtio_net", "virtio_console"}, extra...))
 	if err != nil {
 		t.Fatal(err)
 	}

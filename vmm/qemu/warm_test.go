@@ -203,6 +203,8 @@ type warmRig struct {
 	t               testing.TB
 	d               *Driver
 	kernel, archive string
+	// drives, when set, are VM name's drives (an image root's).
+	drives func(name string) []vmm.Drive
 }
 
 func newWarmRig(t testing.TB) *warmRig {
@@ -219,11 +221,15 @@ func newWarmRig(t testing.TB) *warmRig {
 // spec is VM name's: its own directory, TAP, console and identity socket.
 func (r *warmRig) spec(name string) vmm.Spec {
 	dir := r.t.TempDir()
-	return vmm.Spec{
+	s := vmm.Spec{
 		ID: fmt.Sprintf("qwarm%s%d", name, os.Getpid()), Dir: dir, Kernel: r.kernel, Initramfs: r.archive,
 		VCPUs: 1, MemoryMiB: 128, TAP: tap(r.t, "w"+name), MAC: "02:00:00:00:01:01",
 		ConsoleLog: filepath.Join(dir, "console.log"), Identity: filepath.Join(dir, "identity.sock"),
 	}
+	if r.drives != nil {
+		s.Drives = r.drives(name)
+	}
+	return s
 }
 
 // restore starts VM name from state and resumes it, within stepWait.
@@ -314,7 +320,8 @@ func waitConsole(t testing.TB, m vmm.Machine, log, want string, within time.Dura
 }
 
 // warmInitramfs writes an initramfs whose /init is testdata/warmguest,
-// with the kernel's virtio-serial and virtio-net modules in /mod.
+// with the kernel's virtio-serial, virtio-net, virtio-blk and overlay
+// modules in /mod.
 func warmInitramfs(t testing.TB, kernel, dst string) {
 	t.Helper()
 	bin := buildGuest(t, "./testdata/warmguest")
@@ -327,7 +334,7 @@ func warmInitramfs(t testing.TB, kernel, dst string) {
 	lib := "/lib/modules/" + strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-") + "/kernel/drivers/"
 	var order []string
 	for _, m := range []string{"virtio/virtio_ring.ko", "virtio/virtio.ko", "virtio/virtio_mmio.ko", "char/virtio_console.ko",
-		"../net/core/failover.ko", "net/net_failover.ko", "net/virtio_net.ko"} {
+		"../net/core/failover.ko", "net/net_failover.ko", "net/virtio_net.ko", "block/virtio_blk.ko", "../fs/overlayfs/overlay.ko"} {
 		if _, err := os.Stat(lib + m); err != nil {
 			continue // built in
 		}

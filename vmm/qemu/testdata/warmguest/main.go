@@ -80,6 +80,9 @@ func main() {
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	uuid, _ := os.ReadFile("/proc/sys/kernel/random/uuid")
 	say("vm=%s mac=%s boot_id=%s uuid=%s clock=%d", id.Config.VMID, mac(), strings.TrimSpace(string(boot)), strings.TrimSpace(string(uuid)), time.Now().Unix())
+	if id.Config.Root != nil {
+		rootProbe(say, id.Config.VMID, *id.Config.Root)
+	}
 	if id.Config.Hostname == "idle" { // the benchmark measures an idle VM's memory
 		time.Sleep(time.Minute)
 	}
