@@ -203,6 +203,9 @@ type warmRig struct {
 	t               testing.TB
 	d               *Driver
 	kernel, archive string
+	// memory is the guest RAM file of the last template (template), which
+	// restore maps private; "" before a template was saved.
+	memory string
 }
 
 func newWarmRig(t testing.TB) *warmRig {
@@ -231,7 +234,7 @@ func (r *warmRig) restore(ctx context.Context, name, state string) (vmm.Machine,
 	t := r.t
 	t.Helper()
 	s := r.spec(name)
-	s.Restore = state
+	s.Restore, s.MemoryFile = state, r.memory
 	m, err := r.d.Start(ctx, s)
 	if err != nil {
 		t.Fatalf("restore %s: %v", name, err)
@@ -275,11 +278,14 @@ func (r *warmRig) hand(ctx context.Context, m vmm.Machine, s vmm.Spec, id agentp
 	}
 }
 
-// template boots a warm guest until it waits on its identity port, saves
-// it and returns the state file and the template's console.
+// template boots a warm guest with its RAM in a file (r.memory) until it
+// waits on its identity port, saves it and returns the state file and
+// the template's console.
 func (r *warmRig) template(ctx context.Context) (string, string) {
 	t := r.t
 	tpl := r.spec("t")
+	tpl.MemoryFile = filepath.Join(t.TempDir(), "memory")
+	r.memory = tpl.MemoryFile
 	m, err := r.d.Start(ctx, tpl)
 	if err != nil {
 		t.Fatal(err)
