@@ -259,7 +259,8 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 }
 
 // bootAndSave boots the template VM in dir, waits for its agent to wait
-// for its identity, and saves it to dir's warmstart.StateFile.
+// for its identity, and saves it to dir's warmstart.StateFile (and, with
+// a driver that keeps guest RAM in a file, its RAM in MemoryFile).
 func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, initrd string, log *slog.Logger) error {
 	tap, err := netplan.TAPName(id)
 	if err != nil {
@@ -281,6 +282,9 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 		VCPUs: pc.VM.VCPUs, MemoryMiB: pc.VM.MemoryMiB, TAP: tap, MAC: netplan.NewMAC(),
 		ConsoleLog: filepath.Join(dir, templateConsole), ConsoleMaxBytes: m.consoleMaxBytes(),
 		Identity: filepath.Join(dir, "identity.sock"),
+		// A driver that keeps guest RAM in a file (QEMU) keeps the
+		// template's here, its restores map it; Seal counts it in.
+		MemoryFile: filepath.Join(dir, warmstart.MemoryFile),
 	}
 	machine, err := m.d.Hypervisor.Start(ctx, spec)
 	if err != nil {

@@ -16,7 +16,11 @@ import (
 // guest writes TemplateWaiting on its console and waits; SaveState only
 // on a template; a restore loads only a whole state its template saved
 // (else Resume fails, as QEMU ends on a truncated stream), Resume before
-// SendIdentity; the guest then runs with the identity's config.
+// SendIdentity; the guest then runs with the identity's config. A
+// template with a Spec.MemoryFile has its RAM there (created new at
+// Start; QEMU's memory-backend-file) and saves device state only; its
+// restores resume only with that whole memory file (QEMU's restore
+// without it has no guest RAM).
 
 // warmFake is the fake VMM's warm-start state and failures.
 type warmFake struct {
@@ -31,8 +35,13 @@ type warmFake struct {
 
 func (h *fakeHV) failing(how string) bool { s, _ := h.warmFail.Load().(string); return s == how }
 
-// fakeState is what a fake template's state file holds.
-const fakeState = "fake guest memory and device state\n"
+// fakeState is what a fake template's state file holds; fakeDevices is
+// what it holds when its RAM is its memory file, which holds fakeMemory.
+const (
+	fakeState   = "fake guest memory and device state\n"
+	fakeDevices = "fake device state\n"
+	fakeMemory  = "fake guest memory\n"
+)
 
 // startWarm is Start's part for specs with an identity channel; the
 // caller holds h.mu.
@@ -46,6 +55,16 @@ func (h *fakeHV) startWarm(spec vmm.Spec) error {
 	if spec.Restore == "" {
 		if h.failing("template") {
 			return errors.New("monitor would not start the template")
+		}
+		if spec.MemoryFile != "" {
+			f, err := os.OpenFile(spec.MemoryFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return err
+			}
+			_, err = f.WriteString(fakeMemory)
+			if err := errors.Join(err, f.Close()); err != nil {
+				return err
+			}
 		}
 		return os.WriteFile(spec.ConsoleLog, []byte("[    0.1] booting\n"+TemplateWaiting+"\n"), 0o600)
 	}
@@ -70,6 +89,9 @@ func (m *fakeMachine) SaveState(_ context.Context, dst string) error {
 		return errors.New("fake: save state: not a template")
 	}
 	m.hv.saves.Add(1)
+	if m.spec.MemoryFile != "" {
+		return os.WriteFile(dst, []byte(fakeDevices), 0o600)
+	}
 	return os.WriteFile(dst, []byte(fakeState), 0o600)
 }
 
@@ -77,8 +99,16 @@ func (m *fakeMachine) Resume(context.Context) error {
 	if m.spec.Restore == "" {
 		return errors.New("fake: resume: not a restore")
 	}
-	if b, err := os.ReadFile(m.spec.Restore); err != nil || string(b) != fakeState {
+	b, err := os.ReadFile(m.spec.Restore)
+	switch {
+	case err != nil || (string(b) != fakeState && string(b) != fakeDevices):
 		return errors.New("fake: QEMU ended loading the saved state")
+	case string(b) == fakeDevices && m.spec.MemoryFile == "":
+		return errors.New("fake: a state of devices only restored without its memory file")
+	case m.spec.MemoryFile != "":
+		if mem, err := os.ReadFile(m.spec.MemoryFile); err != nil || string(mem) != fakeMemory {
+			return errors.New("fake: the template's memory file is not whole")
+		}
 	}
 	if m.hv.failing("resume") {
 		return errors.New("fake: resume refused")
