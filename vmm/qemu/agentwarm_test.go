@@ -37,6 +37,8 @@ func TestTheRealAgentRestoresAsTwoVMs(t *testing.T) {
 	r.archive = realAgentTemplate(t, r.kernel)
 
 	tpl := r.spec("t")
+	tpl.MemoryFile = filepath.Join(t.TempDir(), "memory") // as the pool builds templates; r.restore maps it
+	r.memory = tpl.MemoryFile
 	m, err := r.d.Start(ctx, tpl)
 	if err != nil {
 		t.Fatal(err)

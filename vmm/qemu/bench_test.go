@@ -139,23 +139,34 @@ func BenchmarkRealAgentColdBootVsRestore(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { m.Kill(context.Background()) })
+		var steps string
 		if restore {
 			step, stop := context.WithTimeout(ctx, stepWait)
 			defer stop()
+			started := time.Since(t0)
 			if err := m.(vmm.Warm).Resume(step); err != nil {
 				b.Fatal(err)
 			}
+			resumed := time.Since(t0)
 			id, _ := json.Marshal(agentproto.Identity{Config: cfg, MAC: fmt.Sprintf("02:00:00:00:04:%02x", n), Seed: make([]byte, 32), Now: time.Now()})
 			if err := m.(vmm.Warm).SendIdentity(step, id); err != nil {
 				b.Fatal(err)
 			}
+			steps = fmt.Sprintf("started %v, resumed %v, identity taken %v", started.Round(time.Millisecond), resumed.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 		}
 		for deadline := time.Now().Add(bootWait); !slices.Contains(rep.events(), agentproto.EventRunnerReady); time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				b.Fatalf("no runner-ready from %s (restore %v) within %v; reports %v; console:\n%s", name, restore, bootWait, rep.events(), readConsole(s.ConsoleLog))
 			}
 		}
-		return time.Since(t0), m
+		took := time.Since(t0)
+		if steps != "" {
+			b.Logf("restore %s: %s, runner-ready %v", name, steps, took.Round(time.Millisecond))
+		}
+		if d := os.Getenv("WARMMEM_CONSOLE"); d != "" {
+			os.WriteFile(filepath.Join(d, name), []byte(readConsole(s.ConsoleLog)), 0o600)
+		}
+		return took, m
 	}
 	// The timed VMs end at once: idle guests under TCG take CPU the next
 	// one's start would wait for.

@@ -97,8 +97,8 @@ func TestRestoresOfOneTemplateAreEachTheirOwn(t *testing.T) {
 // TestTheTemplateHoldsNoSecret: a restore handed a runner credential in
 // its identity has it in memory — its own state, saved while it idles,
 // holds it (the positive control: the probe finds a secret where one
-// is) — and the template's state file, from which every VM restores,
-// does not.
+// is; its RAM, a private mapping, is in its stream) — and the template's
+// state and memory files, from which every VM restores, do not.
 func TestTheTemplateHoldsNoSecret(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
@@ -128,6 +128,9 @@ func TestTheTemplateHoldsNoSecret(t *testing.T) {
 	}
 	if holdsAny(t, state, forms) {
 		t.Fatal("the template's state holds a restore's runner credential")
+	}
+	if holdsAny(t, r.memory, forms) {
+		t.Fatal("the template's memory file holds a restore's runner credential")
 	}
 }
 
@@ -165,7 +168,7 @@ func TestARestoreFromABadStateFailsWithOurError(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := r.spec("e")
-	s.Restore = half
+	s.Restore, s.MemoryFile = half, r.memory
 	m, err := r.d.Start(ctx, s)
 	if err != nil {
 		t.Fatal(err)
