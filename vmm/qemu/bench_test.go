@@ -19,7 +19,8 @@ import (
 // BenchmarkColdBootVsRestore, side by side in one run under the same QEMU
 // (TCG here): from Start to the guest reporting its identity on the
 // console, for a VM booted from nothing and for one restored from a
-// template saved once before the loop; and each idle VM's QEMU
+// template saved once before the loop (its RAM a file the restore maps
+// private); and each idle VM's QEMU
 // proportional set size (PSS) right after. Both guests are the same
 // (testdata/warmguest): the cold one boots, loads its modules and waits
 // on the identity port, which the restored one finds already done. Run
@@ -38,7 +39,7 @@ func BenchmarkColdBootVsRestore(b *testing.B) {
 		n++
 		s := r.spec(fmt.Sprintf("b%d", n))
 		if restore {
-			s.Restore = state
+			s.Restore, s.MemoryFile = state, r.memory
 		}
 		t0 := time.Now()
 		m, err := d.Start(ctx, s)
