@@ -193,9 +193,9 @@ func TestWarmPoolRestoresItsVMsFromTheTemplate(t *testing.T) {
 
 // TestWarmStartFallsBackToColdBoots: each way a restore cannot be used
 // (the template's build failed, its state or memory file is missing or
-// truncated, its
-// manifest names another kernel, the restored monitor does not start,
-// does not resume, its guest does not take its identity) boots the VM
+// truncated, its manifest names another kernel, the restored monitor
+// does not start, does not resume, its guest does not take its
+// identity) boots the VM
 // cold, with the reason counted and logged; the job runs, in a booted VM,
 // and no restored monitor is left running.
 func TestWarmStartFallsBackToColdBoots(t *testing.T) {
