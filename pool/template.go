@@ -298,7 +298,8 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 
 // bootAndSave boots the template VM in dir, with root's drives when it
 // has one, waits for its agent to wait for its identity, and saves it to
-// dir's warmstart.StateFile. The writable disk root made in dir goes
+// dir's warmstart.StateFile (and, with a driver that keeps guest RAM in a
+// file, its RAM in MemoryFile). The writable disk root made in dir goes
 // once saved: no restore reads it.
 func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, initrd string, root VMRoot, log *slog.Logger) error {
 	tap, err := netplan.TAPName(id)
@@ -321,6 +322,9 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 		VCPUs: pc.VM.VCPUs, MemoryMiB: pc.VM.MemoryMiB, TAP: tap, MAC: netplan.NewMAC(),
 		ConsoleLog: filepath.Join(dir, templateConsole), ConsoleMaxBytes: m.consoleMaxBytes(),
 		Identity: filepath.Join(dir, "identity.sock"),
+		// A driver that keeps guest RAM in a file (QEMU) keeps the
+		// template's here, its restores map it; Seal counts it in.
+		MemoryFile: filepath.Join(dir, warmstart.MemoryFile),
 	}
 	if root != nil {
 		root.Apply(&spec, &agentproto.Config{}) // the drives; the config stays the bare template's

@@ -91,7 +91,7 @@ func rootOf(r VMRoot) string {
 func (v *vm) restore(ctx context.Context, spec vmm.Spec, cfg agentproto.Config, t *warmstart.Template) (vmm.Machine, error) {
 	ctx, cancel := context.WithTimeout(ctx, restoreTimeout)
 	defer cancel()
-	spec.Restore = t.State
+	spec.Restore, spec.MemoryFile = t.State, t.Memory
 	spec.Initramfs = filepath.Join(t.Dir, templateInitramfs)
 	spec.Identity = filepath.Join(spec.Dir, "identity.sock")
 	t0 := time.Now()

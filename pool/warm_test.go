@@ -152,6 +152,9 @@ func TestWarmPoolRestoresItsVMsFromTheTemplate(t *testing.T) {
 		if fm.spec.Restore != "" && fm.released.Load() != 0 {
 			t.Errorf("restored VM %s released its initramfs: the template's", fm.spec.ID)
 		}
+		if want := filepath.Join(r.tdir, "p", warmstart.MemoryFile); fm.spec.Restore != "" && fm.spec.MemoryFile != want {
+			t.Errorf("restored VM %s maps memory file %q, not the template's %s", fm.spec.ID, fm.spec.MemoryFile, want)
+		}
 		if fm.spec.Restore != "" {
 			restored++
 		}
@@ -159,6 +162,9 @@ func TestWarmPoolRestoresItsVMsFromTheTemplate(t *testing.T) {
 	r.hv.mu.Unlock()
 	if tspec.ID != tid || tspec.Identity == "" || tspec.Restore != "" || len(tinit) == 0 {
 		t.Fatalf("template spec %+v, initramfs %d bytes", tspec, len(tinit))
+	}
+	if filepath.Base(tspec.MemoryFile) != warmstart.MemoryFile || filepath.Dir(tspec.MemoryFile) != filepath.Dir(tspec.ConsoleLog) {
+		t.Errorf("the template's RAM is not a file of its directory: %q", tspec.MemoryFile)
 	}
 	macs, vms := map[string]bool{}, map[string]bool{}
 	for _, id := range ids {
@@ -190,9 +196,10 @@ func TestWarmPoolRestoresItsVMsFromTheTemplate(t *testing.T) {
 }
 
 // TestWarmStartFallsBackToColdBoots: each way a restore cannot be used
-// (the template's build failed, its state is missing or truncated, its
-// manifest names another kernel, the restored monitor does not start,
-// does not resume, its guest does not take its identity) boots the VM
+// (the template's build failed, its state or memory file is missing or
+// truncated, its manifest names another kernel, the restored monitor
+// does not start, does not resume, its guest does not take its
+// identity) boots the VM
 // cold, with the reason counted and logged; the job runs, in a booted VM,
 // and no restored monitor is left running.
 func TestWarmStartFallsBackToColdBoots(t *testing.T) {
@@ -206,6 +213,10 @@ func TestWarmStartFallsBackToColdBoots(t *testing.T) {
 		{name: "state missing", breakT: func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, warmstart.StateFile)) }, want: warmstart.ReasonStateMissing},
 		{name: "state truncated", breakT: func(t *testing.T, dir string) {
 			os.Truncate(filepath.Join(dir, warmstart.StateFile), 5)
+		}, want: warmstart.ReasonStateTruncated},
+		{name: "memory missing", breakT: func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, warmstart.MemoryFile)) }, want: warmstart.ReasonStateMissing},
+		{name: "memory truncated", breakT: func(t *testing.T, dir string) {
+			os.Truncate(filepath.Join(dir, warmstart.MemoryFile), 4)
 		}, want: warmstart.ReasonStateTruncated},
 		{name: "another kernel", breakT: func(t *testing.T, dir string) {
 			b, _ := os.ReadFile(filepath.Join(dir, warmstart.ManifestFile))

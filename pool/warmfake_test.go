@@ -17,7 +17,11 @@ import (
 // guest writes TemplateWaiting on its console and waits; SaveState only
 // on a template; a restore loads only a whole state its template saved
 // (else Resume fails, as QEMU ends on a truncated stream), Resume before
-// SendIdentity; the guest then runs with the identity's config.
+// SendIdentity; the guest then runs with the identity's config. A
+// template with a Spec.MemoryFile has its RAM there (created new at
+// Start; QEMU's memory-backend-file) and saves device state only; its
+// restores resume only with that whole memory file (QEMU's restore
+// without it has no guest RAM).
 
 // warmFake is the fake VMM's warm-start state and failures.
 type warmFake struct {
@@ -33,14 +37,21 @@ type warmFake struct {
 func (h *fakeHV) failing(how string) bool { s, _ := h.warmFail.Load().(string); return s == how }
 
 // fakeState is what a fake template's state file holds: its device
-// state names its drives, in order.
+// state (with guest memory unless its RAM is its memory file, which then
+// holds fakeMemory) names its drives, in order.
 func fakeState(spec vmm.Spec) string {
 	var ids []string
 	for _, d := range spec.Drives {
 		ids = append(ids, d.ID)
 	}
-	return "fake guest memory and device state\ndrives=" + strings.Join(ids, ",") + "\n"
+	head := "fake guest memory and device state\n"
+	if spec.MemoryFile != "" {
+		head = "fake device state\n"
+	}
+	return head + "drives=" + strings.Join(ids, ",") + "\n"
 }
+
+const fakeMemory = "fake guest memory\n"
 
 // startWarm is Start's part for specs with an identity channel; the
 // caller holds h.mu.
@@ -54,6 +65,16 @@ func (h *fakeHV) startWarm(spec vmm.Spec) error {
 	if spec.Restore == "" {
 		if h.failing("template") {
 			return errors.New("monitor would not start the template")
+		}
+		if spec.MemoryFile != "" {
+			f, err := os.OpenFile(spec.MemoryFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return err
+			}
+			_, err = f.WriteString(fakeMemory)
+			if err := errors.Join(err, f.Close()); err != nil {
+				return err
+			}
 		}
 		return os.WriteFile(spec.ConsoleLog, []byte("[    0.1] booting\n"+TemplateWaiting+"\n"), 0o600)
 	}
@@ -86,7 +107,12 @@ func (m *fakeMachine) Resume(context.Context) error {
 		return errors.New("fake: resume: not a restore")
 	}
 	if b, err := os.ReadFile(m.spec.Restore); err != nil || string(b) != fakeState(m.spec) {
-		return errors.New("fake: QEMU ended loading the saved state (truncated, or saved with other drives)")
+		return errors.New("fake: QEMU ended loading the saved state (truncated, saved with other drives, or with or without its memory file)")
+	}
+	if m.spec.MemoryFile != "" {
+		if mem, err := os.ReadFile(m.spec.MemoryFile); err != nil || string(mem) != fakeMemory {
+			return errors.New("fake: the template's memory file is not whole")
+		}
 	}
 	if m.hv.failing("resume") {
 		return errors.New("fake: resume refused")

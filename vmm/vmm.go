@@ -43,6 +43,14 @@ type Spec struct {
 	// drives (IDs, order), memory and vCPUs as the template, with its own
 	// TAP, MAC, disks and identity channel.
 	Restore string
+	// MemoryFile, for a driver that keeps guest RAM in a file (QEMU), is
+	// that file. A template's (Restore empty) is mapped shared: the guest's
+	// memory is the file, and SaveState writes device state only. A
+	// restore's is its template's, mapped private (copy on write): the
+	// restores of one template share its pages in the host's page cache
+	// until each writes its own, and none writes the file. Empty: RAM is
+	// the monitor's own and the saved state holds it.
+	MemoryFile string
 }
 
 // Warm is a Machine of a driver that saves and restores guests.

@@ -91,6 +91,9 @@ func AsFallback(err error) *Fallback {
 const (
 	ManifestFile = "template.json"
 	StateFile    = "state"
+	// MemoryFile is the template's guest RAM when the VMM keeps it in a
+	// file (QEMU: vmm.Spec.MemoryFile), its state then device state only.
+	MemoryFile = "memory"
 )
 
 // Template is a pool's saved VM, checked whole and made from the Key it
@@ -99,13 +102,18 @@ type Template struct {
 	Dir   string
 	Key   Key
 	State string // the saved state (QEMU migration stream)
+	// Memory is the template's guest RAM file (MemoryFile), which its
+	// restores map; "" when the state holds the RAM.
+	Memory string
 }
 
-// manifest is written last, after the state file is complete and synced:
-// a template without one is no template.
+// manifest is written last, after the state file (and the memory file,
+// if any) is complete and synced: a template without one is no template.
 type manifest struct {
 	Key       Key   `json:"key"`
 	StateSize int64 `json:"state_size"`
+	// MemorySize is MemoryFile's size; 0: the template has none.
+	MemorySize int64 `json:"memory_size,omitempty"`
 }
 
 // Open returns the template in dir if it may restore a VM whose Key is
@@ -136,35 +144,52 @@ func Open(dir string, want Key) (*Template, error) {
 			return nil, &Fallback{Reason: c.r, Detail: fmt.Sprintf("template made with %s %q, this VM has %q", c.what, c.have, c.got)}
 		}
 	}
-	state := filepath.Join(dir, StateFile)
-	st, err := os.Stat(state)
-	if err != nil {
-		return nil, &Fallback{Reason: ReasonStateMissing, Detail: err.Error()}
+	t := &Template{Dir: dir, Key: m.Key, State: filepath.Join(dir, StateFile)}
+	if err := wholeFile(t.State, m.StateSize); err != nil {
+		return nil, err
 	}
-	if st.Size() != m.StateSize {
-		return nil, &Fallback{Reason: ReasonStateTruncated, Detail: fmt.Sprintf("%s is %d bytes, the template saved %d", state, st.Size(), m.StateSize)}
+	if m.MemorySize > 0 {
+		t.Memory = filepath.Join(dir, MemoryFile)
+		if err := wholeFile(t.Memory, m.MemorySize); err != nil {
+			return nil, err
+		}
 	}
-	return &Template{Dir: dir, Key: m.Key, State: state}, nil
+	return t, nil
 }
 
-// Seal records a state file just saved in dir as the template of key:
-// the state is synced first, then the manifest is written under a
-// temporary name and renamed, so a crash leaves no template or a whole one.
+// wholeFile is nil when path is size bytes, else a Fallback: the file
+// is missing (ReasonStateMissing) or not what the template saved
+// (ReasonStateTruncated). The memory file is part of the state.
+func wholeFile(path string, size int64) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return &Fallback{Reason: ReasonStateMissing, Detail: err.Error()}
+	}
+	if st.Size() != size {
+		return &Fallback{Reason: ReasonStateTruncated, Detail: fmt.Sprintf("%s is %d bytes, the template saved %d", path, st.Size(), size)}
+	}
+	return nil
+}
+
+// Seal records a state file just saved in dir, with the memory file
+// beside it if the VMM wrote one, as the template of key: both are
+// synced first, then the manifest is written under a temporary name and
+// renamed, so a crash leaves no template or a whole one.
 func Seal(dir string, key Key) error {
-	state := filepath.Join(dir, StateFile)
-	f, err := os.Open(state)
+	stateSize, err := syncFile(filepath.Join(dir, StateFile))
 	if err != nil {
-		return fmt.Errorf("warmstart: seal template: %w", err)
+		return err
 	}
-	st, err := f.Stat()
-	if err == nil {
-		err = f.Sync()
+	memSize, err := syncFile(filepath.Join(dir, MemoryFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		memSize = 0 // the state holds the RAM
+	case err != nil:
+		return err
+	case memSize == 0:
+		return fmt.Errorf("warmstart: seal template: %s is empty", filepath.Join(dir, MemoryFile))
 	}
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("warmstart: seal template %s: %w", state, err)
-	}
-	b, err := json.Marshal(manifest{Key: key, StateSize: st.Size()})
+	b, err := json.Marshal(manifest{Key: key, StateSize: stateSize, MemorySize: memSize})
 	if err != nil {
 		return fmt.Errorf("warmstart: seal template: %w", err)
 	}
@@ -176,4 +201,21 @@ func Seal(dir string, key Key) error {
 		return fmt.Errorf("warmstart: seal template: %w", err)
 	}
 	return nil
+}
+
+// syncFile syncs path and returns its size.
+func syncFile(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("warmstart: seal template: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("warmstart: seal template %s: %w", path, err)
+	}
+	return st.Size(), nil
 }

@@ -113,3 +113,65 @@ func TestChooserLogsAndCountsEachColdBoot(t *testing.T) {
 		}
 	}
 }
+
+// sealedWithMemory is a template directory holding a sealed state of 10
+// bytes and a memory file of n.
+func sealedWithMemory(t *testing.T, n int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, StateFile), []byte("devices..."), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mem := filepath.Join(dir, MemoryFile)
+	if err := os.WriteFile(mem, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(mem, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := Seal(dir, key); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// The memory file is part of a template that has one: missing or of
+// another size than sealed, no template (the VM boots cold, the reason
+// naming the file); a whole one is the Template's Memory. A template
+// sealed without one has none (its state holds the RAM).
+func TestATemplatesMemoryFileIsPartOfIt(t *testing.T) {
+	dir := sealedWithMemory(t, 1<<20)
+	tpl, err := Open(dir, key)
+	if err != nil || tpl.Memory != filepath.Join(dir, MemoryFile) {
+		t.Fatalf("a whole template with its memory: %v, %+v", err, tpl)
+	}
+	if tpl, err := Open(sealed(t, 10), key); err != nil || tpl.Memory != "" {
+		t.Fatalf("a template without a memory file: %v, %+v", err, tpl)
+	}
+	for _, c := range []struct {
+		name  string
+		spoil func(mem string)
+		rsn   Reason
+		words string
+	}{
+		{"missing", func(mem string) { os.Remove(mem) }, ReasonStateMissing, MemoryFile},
+		{"truncated", func(mem string) { os.Truncate(mem, 4096) }, ReasonStateTruncated, "memory is 4096 bytes, the template saved 1048576"},
+		{"emptied", func(mem string) { os.Truncate(mem, 0) }, ReasonStateTruncated, "memory is 0 bytes"},
+		{"grown", func(mem string) { os.Truncate(mem, 2<<20) }, ReasonStateTruncated, "memory is 2097152 bytes"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := sealedWithMemory(t, 1<<20)
+			c.spoil(filepath.Join(dir, MemoryFile))
+			tpl, err := Open(dir, key)
+			if err == nil || AsFallback(err).Reason != c.rsn || !strings.Contains(err.Error(), c.words) {
+				t.Fatalf("got %+v, %v; want reason %s naming %q", tpl, err, c.rsn, c.words)
+			}
+		})
+	}
+	empty := t.TempDir()
+	os.WriteFile(filepath.Join(empty, StateFile), []byte("x"), 0o600)
+	os.WriteFile(filepath.Join(empty, MemoryFile), nil, 0o600)
+	if err := Seal(empty, key); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("sealing an empty memory file: %v", err)
+	}
+}

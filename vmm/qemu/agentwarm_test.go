@@ -78,6 +78,8 @@ func (r *warmRig) agentTemplate(ctx context.Context) (string, vmm.Spec) {
 	t := r.t
 	t.Helper()
 	tpl := r.spec("t")
+	tpl.MemoryFile = filepath.Join(t.TempDir(), "memory") // as the pool builds templates; r.restore maps it
+	r.memory = tpl.MemoryFile
 	m, err := r.d.Start(ctx, tpl)
 	if err != nil {
 		t.Fatal(err)

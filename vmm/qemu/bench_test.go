@@ -1,12 +1,10 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,7 +19,8 @@ import (
 // BenchmarkColdBootVsRestore, side by side in one run under the same QEMU
 // (TCG here): from Start to the guest reporting its identity on the
 // console, for a VM booted from nothing and for one restored from a
-// template saved once before the loop; and each idle VM's QEMU
+// template saved once before the loop (its RAM a file the restore maps
+// private); and each idle VM's QEMU
 // proportional set size (PSS) right after. Both guests are the same
 // (testdata/warmguest): the cold one boots, loads its modules and waits
 // on the identity port, which the restored one finds already done. Run
@@ -40,7 +39,7 @@ func BenchmarkColdBootVsRestore(b *testing.B) {
 		n++
 		s := r.spec(fmt.Sprintf("b%d", n))
 		if restore {
-			s.Restore = state
+			s.Restore, s.MemoryFile = state, r.memory
 		}
 		t0 := time.Now()
 		m, err := d.Start(ctx, s)
@@ -85,17 +84,24 @@ func BenchmarkColdBootVsRestore(b *testing.B) {
 // same QEMU (TCG here): from Start to the host receiving the real agent's
 // runner-ready report, for a VM booted cold with its config in its
 // initramfs, and for one restored from a template of the same agent saved
-// once before the loop (Start, Resume, SendIdentity with its config).
-// The runner is testdata/stubrunner (ready at once): the figure is the
-// VM's and the agent's, not a forge runner's. Run (as root: TAPs) with
+// once before the loop (Start, Resume, SendIdentity with its config). The
+// template's RAM is a file (Spec.MemoryFile) its restores map private.
+// The runner is testdata/stubrunner (ready at once, then idle): the
+// figure is the VM's and the agent's, not a forge runner's. Every VM
+// stays up, idle, until the end: then, with at least idleVMs of
+// each kind up, each QEMU's PSS and private memory (Private_Clean +
+// Private_Dirty of /proc/PID/smaps_rollup) are read and averaged per
+// kind. Run (as root: TAPs) with
 //
 //	go test -run '^$' -bench RealAgentColdBootVsRestore -benchtime 3x ./vmm/qemu/
 func BenchmarkRealAgentColdBootVsRestore(b *testing.B) {
+	const idleVMs = 3
 	ctx := context.Background()
 	r := newWarmRig(b)
 	pool, mods := realAgentPool(b, r.kernel)
 	r.archive = realAgentTemplate(b, r.kernel)
 	tpl := r.spec("t")
+	tpl.MemoryFile = filepath.Join(b.TempDir(), "memory")
 	m, err := r.d.Start(ctx, tpl)
 	if err != nil {
 		b.Fatal(err)
@@ -107,17 +113,20 @@ func BenchmarkRealAgentColdBootVsRestore(b *testing.B) {
 	}
 	m.Kill(ctx)
 	n := 0
-	one := func(restore bool) time.Duration {
+	// one starts a VM (its own /30 on its own TAP) and waits for its
+	// runner-ready; the VM stays up, idle, until killed.
+	one := func(restore bool) (time.Duration, vmm.Machine) {
 		n++
 		name := fmt.Sprintf("r%d", n)
 		s := r.spec(name)
-		defer exec.Command("ip", "link", "del", s.TAP).Run() // the next VM's TAP takes its address
-		addr(b, s.TAP, "169.254.202.1/30")
-		rep := newReportSink(b, "169.254.202.1", "t"+name)
-		cfg := stubVMConfig(name, "169.254.202.1", "169.254.202.2", rep.url, "t"+name, []byte("cred"))
+		host, guest := fmt.Sprintf("169.254.202.%d", 4*n+1), fmt.Sprintf("169.254.202.%d", 4*n+2)
+		addr(b, s.TAP, host+"/30")
+		rep := newReportSink(b, host, "t"+name)
+		cfg := stubVMConfig(name, host, guest, rep.url, "t"+name, []byte("cred"))
 		cfg.Modules = mods
+		cfg.Runner.Command = append(cfg.Runner.Command, "idle")
 		if restore {
-			s.Restore = state
+			s.Restore, s.MemoryFile = state, tpl.MemoryFile
 		} else {
 			s.Identity = ""
 			s.Initramfs = filepath.Join(b.TempDir(), "vm.cpio")
@@ -130,29 +139,44 @@ func BenchmarkRealAgentColdBootVsRestore(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer m.Kill(ctx)
+		b.Cleanup(func() { m.Kill(context.Background()) })
+		var steps string
 		if restore {
 			step, stop := context.WithTimeout(ctx, stepWait)
 			defer stop()
+			started := time.Since(t0)
 			if err := m.(vmm.Warm).Resume(step); err != nil {
 				b.Fatal(err)
 			}
-			id, _ := json.Marshal(agentproto.Identity{Config: cfg, MAC: "02:00:00:00:04:01", Seed: make([]byte, 32), Now: time.Now()})
+			resumed := time.Since(t0)
+			id, _ := json.Marshal(agentproto.Identity{Config: cfg, MAC: fmt.Sprintf("02:00:00:00:04:%02x", n), Seed: make([]byte, 32), Now: time.Now()})
 			if err := m.(vmm.Warm).SendIdentity(step, id); err != nil {
 				b.Fatal(err)
 			}
+			steps = fmt.Sprintf("started %v, resumed %v, identity taken %v", started.Round(time.Millisecond), resumed.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 		}
 		for deadline := time.Now().Add(bootWait); !slices.Contains(rep.events(), agentproto.EventRunnerReady); time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				b.Fatalf("no runner-ready from %s (restore %v) within %v; reports %v; console:\n%s", name, restore, bootWait, rep.events(), readConsole(s.ConsoleLog))
 			}
 		}
-		return time.Since(t0)
+		took := time.Since(t0)
+		if steps != "" {
+			b.Logf("restore %s: %s, runner-ready %v", name, steps, took.Round(time.Millisecond))
+		}
+		if d := os.Getenv("WARMMEM_CONSOLE"); d != "" {
+			os.WriteFile(filepath.Join(d, name), []byte(readConsole(s.ConsoleLog)), 0o600)
+		}
+		return took, m
 	}
+	// The timed VMs end at once: idle guests under TCG take CPU the next
+	// one's start would wait for.
 	var cold, warm time.Duration
 	for b.Loop() {
-		c := one(false)
-		w := one(true)
+		c, cm := one(false)
+		cm.Kill(ctx)
+		w, wm := one(true)
+		wm.Kill(ctx)
 		cold, warm = cold+c, warm+w
 		b.Logf("start to runner-ready: cold %v, restore %v", c.Round(time.Millisecond), w.Round(time.Millisecond))
 	}
@@ -160,24 +184,55 @@ func BenchmarkRealAgentColdBootVsRestore(b *testing.B) {
 	b.ReportMetric(float64(cold.Milliseconds())/k, "cold-ms")
 	b.ReportMetric(float64(warm.Milliseconds())/k, "restore-ms")
 	b.ReportMetric(float64(cold)/float64(warm), "speedup")
+	pids := map[bool][]int{}
+	for range idleVMs {
+		for _, restore := range []bool{false, true} {
+			_, m := one(restore)
+			pids[restore] = append(pids[restore], m.PID())
+		}
+	}
+	time.Sleep(3 * time.Second) // the last ones settle to idle
+	for _, restore := range []bool{false, true} {
+		kind := map[bool]string{false: "cold", true: "restore"}[restore]
+		var p, priv int64
+		for _, pid := range pids[restore] {
+			got := smapsRollup(b, pid)
+			p += got["Pss"]
+			priv += got["Private_Clean"] + got["Private_Dirty"]
+			b.Logf("idle %s VM, QEMU %d: Pss %d KiB, Private %d KiB, Shared_Clean %d KiB", kind, pid, got["Pss"], got["Private_Clean"]+got["Private_Dirty"], got["Shared_Clean"])
+		}
+		vms := float64(len(pids[restore]))
+		b.ReportMetric(float64(p)/vms, kind+"-PSS-KiB/VM")
+		b.ReportMetric(float64(priv)/vms, kind+"-private-KiB/VM")
+	}
+}
+
+// smapsRollup is process pid's /proc/PID/smaps_rollup, in KiB by field.
+func smapsRollup(t testing.TB, pid int) map[string]int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || !strings.HasSuffix(v, " kB") {
+			continue
+		}
+		var kib int64
+		if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kib); err == nil {
+			out[k] = kib
+		}
+	}
+	if _, ok := out["Pss"]; !ok {
+		t.Fatalf("no Pss in /proc/%d/smaps_rollup", pid)
+	}
+	return out
 }
 
 // pss is process pid's proportional set size in KiB (smaps_rollup).
 func pss(t testing.TB, pid int) int64 {
 	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "Pss:"); ok {
-			var kib int64
-			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kib)
-			return kib
-		}
-	}
-	t.Fatalf("no Pss in /proc/%d/smaps_rollup", pid)
-	return 0
+	return smapsRollup(t, pid)["Pss"]
 }

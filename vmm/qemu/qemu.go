@@ -90,9 +90,13 @@ func (d *Driver) CommandLine(spec vmm.Spec, kernelCmdline string) []string {
 	if d.Accel != AccelTCG {
 		cpu = "host"
 	}
+	board := "microvm,acpi=on"
+	if spec.MemoryFile != "" {
+		board += ",memory-backend=" + memoryID
+	}
 	args := []string{
 		"-name", ProcessName(spec.ID),
-		"-M", "microvm,acpi=on",
+		"-M", board,
 		"-accel", string(d.Accel),
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(spec.VCPUs),
@@ -103,6 +107,7 @@ func (d *Driver) CommandLine(spec vmm.Spec, kernelCmdline string) []string {
 		"-kernel", spec.Kernel,
 		"-append", kernelCmdline,
 	}
+	args = append(args, memoryArgs(spec)...)
 	if spec.Initramfs != "" {
 		args = append(args, "-initrd", spec.Initramfs)
 	}
@@ -151,6 +156,10 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		return nil, fmt.Errorf("qemu: vm %s: open initramfs: %w", spec.ID, err)
 	}
 	files := []*os.File{initrd}
+	if err := prepareMemory(spec); err != nil {
+		initrd.Close()
+		return nil, fmt.Errorf("qemu: vm %s: %w", spec.ID, err)
+	}
 	if spec.Restore != "" {
 		state, err := os.Open(spec.Restore)
 		if err != nil {
@@ -174,6 +183,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	m := &machine{initrd: initrd}
 	if spec.Identity != "" {
 		m.dir, m.identity = spec.Dir, spec.Identity
+		m.fileMemory = spec.MemoryFile != ""
 	}
 	p, err := process.Start(cmd, "qemu", m.closeInitrd)
 	if err != nil {
@@ -196,6 +206,9 @@ type machine struct {
 
 	dir      string // the VM's directory, holding qmp.sock; "" without Spec.Identity
 	identity string // the identity channel's socket
+	// fileMemory: the guest's RAM is Spec.MemoryFile (shared by a
+	// template, private to a restore); its migration stream skips it.
+	fileMemory bool
 }
 
 var _ vmm.Warm = (*machine)(nil)

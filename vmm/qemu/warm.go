@@ -17,7 +17,8 @@ import (
 )
 
 // stateFD is the saved state as QEMU reads it on a restore: the file Start
-// passes open as its fd 4 (-incoming fd:4), no shell involved.
+// passes open as its fd 4 (-incoming defer, then Resume's
+// migrate-incoming fd:4), no shell involved.
 const stateFD = 4
 
 // warmArgs are the devices a template and its restores share (the same
@@ -34,7 +35,7 @@ func warmArgs(spec vmm.Spec) []string {
 		"-qmp", "unix:" + escapeOpt(qmpPath(spec.Dir)) + ",server=on,wait=off",
 	}
 	if spec.Restore != "" {
-		args = append(args, "-incoming", fmt.Sprintf("fd:%d", stateFD))
+		args = append(args, "-incoming", "defer")
 	}
 	return args
 }
@@ -60,6 +61,8 @@ func (m *machine) dial(ctx context.Context) (*qmp, error) {
 
 // SaveState implements vmm.Warm: stop, then QEMU's migration stream to
 // dst through cat (QEMU 7.2 has no file: URI), polled until complete.
+// A VM whose RAM is a shared file (Spec.MemoryFile) saves its device
+// state only: the file holds its memory.
 func (m *machine) SaveState(ctx context.Context, dst string) error {
 	if m.dir == "" {
 		return errors.New("qemu: save state: the VM has no identity channel (Spec.Identity)")
@@ -74,6 +77,11 @@ func (m *machine) SaveState(ctx context.Context, dst string) error {
 	defer q.Close()
 	if _, err := q.do(ctx, "stop", nil); err != nil {
 		return fmt.Errorf("qemu: save state: %w", err)
+	}
+	if m.fileMemory {
+		if err := ignoreShared(ctx, q); err != nil {
+			return fmt.Errorf("qemu: save state: %w", err)
+		}
 	}
 	if _, err := q.do(ctx, "migrate", map[string]string{"uri": "exec:cat > '" + dst + "'"}); err != nil {
 		return fmt.Errorf("qemu: save state: %w", err)
@@ -103,15 +111,24 @@ func (m *machine) SaveState(ctx context.Context, dst string) error {
 // the console holds.
 var ErrStateNotLoaded = errors.New("QEMU did not load the saved state; see the VM's console")
 
-// Resume implements vmm.Warm: waits until QEMU has loaded the state
-// (it leaves "inmigrate"; a stream it cannot load ends QEMU), then runs
-// the guest.
+// Resume implements vmm.Warm: starts QEMU's load of the state (with
+// x-ignore-shared first when the RAM is the template's file), waits
+// until it is loaded (QEMU leaves "inmigrate"; a stream it cannot load
+// ends QEMU), then runs the guest.
 func (m *machine) Resume(ctx context.Context) error {
 	q, err := m.dial(ctx)
 	if err != nil {
 		return fmt.Errorf("qemu: restore: %w", m.endedLoading(err))
 	}
 	defer q.Close()
+	if m.fileMemory {
+		if err := ignoreShared(ctx, q); err != nil {
+			return fmt.Errorf("qemu: restore: %w", err)
+		}
+	}
+	if _, err := q.do(ctx, "migrate-incoming", map[string]string{"uri": fmt.Sprintf("fd:%d", stateFD)}); err != nil {
+		return fmt.Errorf("qemu: restore: %w", m.endedLoading(err))
+	}
 	for {
 		st, err := q.status(ctx)
 		if err != nil {

@@ -97,8 +97,8 @@ func TestRestoresOfOneTemplateAreEachTheirOwn(t *testing.T) {
 // TestTheTemplateHoldsNoSecret: a restore handed a runner credential in
 // its identity has it in memory — its own state, saved while it idles,
 // holds it (the positive control: the probe finds a secret where one
-// is) — and the template's state file, from which every VM restores,
-// does not.
+// is; its RAM, a private mapping, is in its stream) — and the template's
+// state and memory files, from which every VM restores, do not.
 func TestTheTemplateHoldsNoSecret(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
@@ -128,6 +128,9 @@ func TestTheTemplateHoldsNoSecret(t *testing.T) {
 	}
 	if holdsAny(t, state, forms) {
 		t.Fatal("the template's state holds a restore's runner credential")
+	}
+	if holdsAny(t, r.memory, forms) {
+		t.Fatal("the template's memory file holds a restore's runner credential")
 	}
 }
 
@@ -165,7 +168,7 @@ func TestARestoreFromABadStateFailsWithOurError(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := r.spec("e")
-	s.Restore = half
+	s.Restore, s.MemoryFile = half, r.memory
 	m, err := r.d.Start(ctx, s)
 	if err != nil {
 		t.Fatal(err)
@@ -205,6 +208,9 @@ type warmRig struct {
 	kernel, archive string
 	// drives, when set, are VM name's drives (an image root's).
 	drives func(name string) []vmm.Drive
+	// memory is the guest RAM file of the last template (template), which
+	// restore maps private; "" before a template was saved.
+	memory string
 }
 
 func newWarmRig(t testing.TB) *warmRig {
@@ -237,7 +243,7 @@ func (r *warmRig) restore(ctx context.Context, name, state string) (vmm.Machine,
 	t := r.t
 	t.Helper()
 	s := r.spec(name)
-	s.Restore = state
+	s.Restore, s.MemoryFile = state, r.memory
 	m, err := r.d.Start(ctx, s)
 	if err != nil {
 		t.Fatalf("restore %s: %v", name, err)
@@ -281,11 +287,14 @@ func (r *warmRig) hand(ctx context.Context, m vmm.Machine, s vmm.Spec, id agentp
 	}
 }
 
-// template boots a warm guest until it waits on its identity port, saves
-// it and returns the state file and the template's console.
+// template boots a warm guest with its RAM in a file (r.memory) until it
+// waits on its identity port, saves it and returns the state file and
+// the template's console.
 func (r *warmRig) template(ctx context.Context) (string, string) {
 	t := r.t
 	tpl := r.spec("t")
+	tpl.MemoryFile = filepath.Join(t.TempDir(), "memory")
+	r.memory = tpl.MemoryFile
 	m, err := r.d.Start(ctx, tpl)
 	if err != nil {
 		t.Fatal(err)
