@@ -165,7 +165,7 @@ type Pool struct {
 	Timeouts Timeouts      `yaml:"timeouts" doc:"Time limits for every stage of a VM's life."`
 	// WarmStart restores the pool's VMs from a template instead of
 	// booting them (see package warmstart).
-	WarmStart bool `yaml:"warm_start" doc:"Start the pool's VMs by restoring a template (a VM booted until its agent waits for its identity, saved by the VMM, rebuilt when the VMM version, kernel, boot archive or agent changes) instead of booting each; each restore is handed its own address, MAC, hostname, runner credential and random seed over a virtio-serial port, and any VM whose restore fails boots cold (fireactions_warm_start_fallbacks_total). vmm.driver qemu only, with vm.root_initramfs (not vm.image); the identity port needs virtio_console, added to a pool's kernel_modules when it lists any (else it must be built in). Default: false."`
+	WarmStart bool `yaml:"warm_start" doc:"Start the pool's VMs by restoring a template (a VM booted until its agent waits for its identity, saved by the VMM, rebuilt when the VMM version, kernel, boot archive or agent changes) instead of booting each; each restore is handed its own address, MAC, hostname, runner credential and random seed over a virtio-serial port (qemu) or a vsock port (firecracker: its snapshot API, the template's state and memory files kept beside each other), and any VM whose restore fails boots cold (fireactions_warm_start_fallbacks_total). vmm.driver qemu or firecracker, with vm.root_initramfs (not vm.image); the qemu identity port needs virtio_console, added to a pool's kernel_modules when it lists any (else it must be built in). Default: false."`
 }
 
 // VMShape is the size and boot files of a pool's VMs.

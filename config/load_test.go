@@ -619,9 +619,10 @@ func TestFleetMistakes(t *testing.T) {
 	}
 }
 
-// warm_start is off unless set, on when set with QEMU and an initramfs
-// pool, and refused, naming the field, with a VMM driver that cannot save
-// and restore VMs or with an image pool.
+// warm_start is off unless set, on when set with QEMU or Firecracker
+// (both save and restore: catalog.WarmVMMs, held to the drivers by the
+// daemon's TestWarmVMMsAreTheDriversThatSave) and an initramfs pool, and
+// refused, naming the field, with an image pool.
 func TestWarmStart(t *testing.T) {
 	f := newFixture(t)
 	if c := f.mustParse(minimalYAML); c.Pools[0].WarmStart {
@@ -631,8 +632,9 @@ func TestWarmStart(t *testing.T) {
 	if c := f.mustParse(on); !c.Pools[0].WarmStart {
 		t.Error("warm_start: true not kept")
 	}
-	f.wantFieldError(on+"vmm:\n  driver: firecracker\n  firecracker: {uid: 64000, gid: 64000}\n",
-		`pools[0] ("default").warm_start`, `vmm.driver "firecracker" cannot save and restore VMs`, "NOSECRET")
+	if c := f.mustParse(on + "vmm:\n  driver: firecracker\n  firecracker: {uid: 64000, gid: 64000}\n"); !c.Pools[0].WarmStart || c.VMM.Driver != "firecracker" {
+		t.Error("warm_start with firecracker not kept")
+	}
 	f.wantFieldError(replace(t, on, "      root_initramfs: $DIR/root.cpio\n", "      image: ghcr.io/acme/runner:v1\n"),
 		`pools[0] ("default").warm_start`, "not with vm.image", "NOSECRET")
 	f.wantFieldError(replace(t, minimalYAML, "max: 2", "max: 2\n    warm_start: yes please"), "pools[0].warm_start", "boolean", "NOSECRET")
