@@ -227,23 +227,26 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 	if bytes.IndexByte(b, '\n') >= 0 {
 		return errors.New("firecracker: send identity: more than one line")
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", m.vsock)
-	if err != nil {
-		return fmt.Errorf("firecracker: send identity: %w", err)
+	// The agent listens once it runs again after the restore, which
+	// resets every vsock connection: connect until it answers.
+	wctx, cancel := context.WithTimeout(ctx, IdentityConnectWait)
+	defer cancel()
+	var c net.Conn
+	var r *bufio.Reader
+	for {
+		var err error
+		if c, r, err = m.connectGuest(wctx); err == nil {
+			break
+		}
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("firecracker: send identity: %w", err)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	r := bufio.NewReader(io.LimitReader(c, 2*maxVsockReply))
-	if _, err := fmt.Fprintf(c, "CONNECT %d\n", agentproto.IdentityVsockPort); err != nil {
-		return fmt.Errorf("firecracker: send identity: %w", err)
-	}
-	ok, err := r.ReadString('\n')
-	if port, found := strings.CutPrefix(strings.TrimSuffix(ok, "\n"), "OK "); !found || !isUint(port) {
-		// Firecracker closes the connection when no guest listens.
-		return fmt.Errorf("firecracker: send identity: vsock port %d: no connection to the guest (%q, %v)", agentproto.IdentityVsockPort, ok, err)
-	}
 	line := append(bytes.Clone(b), '\n')
 	defer clear(line)
 	if _, err := c.Write(line); err != nil {
@@ -254,6 +257,34 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 		return fmt.Errorf("firecracker: send identity: no acknowledgement from the guest (%q, %v)", ack, err)
 	}
 	return nil
+}
+
+// IdentityConnectWait bounds SendIdentity's attempts to reach the
+// agent's vsock port.
+const IdentityConnectWait = 5 * time.Second
+
+// connectGuest makes a host-initiated vsock connection to the agent's
+// port: "CONNECT <port>\n" on the device's socket, answered "OK <host
+// port>\n" (Firecracker closes the connection when no guest listens).
+func (m *machine) connectGuest(ctx context.Context) (net.Conn, *bufio.Reader, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", m.vsock)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	r := bufio.NewReader(io.LimitReader(c, 2*maxVsockReply))
+	if _, err := fmt.Fprintf(c, "CONNECT %d\n", agentproto.IdentityVsockPort); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	ok, err := r.ReadString('\n')
+	if port, found := strings.CutPrefix(strings.TrimSuffix(ok, "\n"), "OK "); !found || !isUint(port) {
+		c.Close()
+		return nil, nil, fmt.Errorf("vsock port %d: no connection to the guest (%q, %v)", agentproto.IdentityVsockPort, ok, err)
+	}
+	return c, r, nil
 }
 
 func isUint(s string) bool {

@@ -147,7 +147,9 @@ func TestSaveThenRestoreDeliversTheIdentityOverVsock(t *testing.T) {
 	w2 := m2.(vmm.Warm)
 	got, stop := r.listenGuest(t)
 	defer stop()
-	if err := w2.SendIdentity(ctx, []byte(`{"paused":true}`)); err == nil {
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	defer cancelShort()
+	if err := w2.SendIdentity(short, []byte(`{"paused":true}`)); err == nil {
 		t.Fatal("the identity reached a guest that was not resumed")
 	}
 	if err := w2.Resume(ctx); err != nil {
