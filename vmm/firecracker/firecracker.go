@@ -280,8 +280,9 @@ func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
 	return l, nil
 }
 
-// configure waits for the API and sends the boot requests in order.
-func (d *Driver) configure(ctx context.Context, l *launched, spec vmm.Spec, exited <-chan struct{}) error {
+// api waits (at most APITimeout) for the API socket of l and returns a
+// client of it.
+func (d *Driver) api(ctx context.Context, l *launched, exited <-chan struct{}) (*Client, error) {
 	timeout := d.APITimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
@@ -289,9 +290,17 @@ func (d *Driver) configure(ctx context.Context, l *launched, spec vmm.Spec, exit
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := waitForSocket(wctx, l.socket, exited); err != nil {
+		return nil, err
+	}
+	return NewClient(l.socket, d.CallTimeout), nil
+}
+
+// configure waits for the API and sends the boot requests in order.
+func (d *Driver) configure(ctx context.Context, l *launched, spec vmm.Spec, exited <-chan struct{}) error {
+	c, err := d.api(ctx, l, exited)
+	if err != nil {
 		return err
 	}
-	c := NewClient(l.socket, d.CallTimeout)
 	defer c.Close()
 	for _, r := range BootRequests(spec, l.paths, d.MMDS) {
 		if err := r.Send(ctx, c); err != nil {

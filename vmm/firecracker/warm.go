@@ -134,16 +134,10 @@ func checkSnapshotFiles(spec vmm.Spec) error {
 // it: nothing else configured first (Firecracker refuses a load then),
 // the VM's own TAP for the template's interface, paused until Resume.
 func (d *Driver) load(ctx context.Context, l *launched, spec vmm.Spec, exited <-chan struct{}) error {
-	timeout := d.APITimeout
-	if timeout == 0 {
-		timeout = 10 * time.Second
-	}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := waitForSocket(wctx, l.socket, exited); err != nil {
+	c, err := d.api(ctx, l, exited)
+	if err != nil {
 		return err
 	}
-	c := NewClient(l.socket, d.CallTimeout)
 	defer c.Close()
 	if err := c.LoadSnapshot(ctx, LoadRequest(spec, l.paths)); err != nil {
 		return fmt.Errorf("restore: %w", err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/firecrackerdouble"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
@@ -226,5 +227,19 @@ func TestARestoreWithAMissingSnapshotFileIsAClearError(t *testing.T) {
 	os.WriteFile(MemFile(spec.Restore), []byte("m"), 0o644)
 	if _, err := d.Start(context.Background(), spec); err == nil || strings.Contains(err.Error(), "snapshot file") {
 		t.Errorf("restore with both files: %v", err)
+	}
+}
+
+// TestVersionIsTheBinarys: the template key's VMM is the binary's own
+// version line, so a new Firecracker rebuilds the template; a binary
+// that prints none is an error.
+func TestVersionIsTheBinarys(t *testing.T) {
+	b := buildDouble(t)
+	v, err := (&Driver{Binary: b.Firecracker}).Version(context.Background())
+	if err != nil || v != "firecracker "+firecrackerdouble.LoadSpec(t).Version {
+		t.Fatalf("Version = %q, %v", v, err)
+	}
+	if v, err := (&Driver{Binary: "/bin/true"}).Version(context.Background()); err == nil {
+		t.Fatalf("a binary without a version line: %q", v)
 	}
 }
