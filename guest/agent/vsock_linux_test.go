@@ -3,11 +3,14 @@ package agent
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 )
@@ -118,5 +121,34 @@ func TestServeIdentityRefusesAnOverlongLine(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("ServeIdentity did not end with its context")
+	}
+}
+
+// TestTheVsockListenerEndsWithItsContext: where the kernel has AF_VSOCK
+// (this machine: socket, bind and listen work; no transport connects to
+// it, so no connection's path is tested), a waiting Accept ends with its
+// context and a second listener on the port is refused while the first
+// holds it.
+func TestTheVsockListenerEndsWithItsContext(t *testing.T) {
+	l, err := listenVsock(agentproto.IdentityVsockPort + 7)
+	if errors.Is(err, unix.EAFNOSUPPORT) {
+		t.Skip("no AF_VSOCK in this kernel: the listener is untested here")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l2, err := listenVsock(agentproto.IdentityVsockPort + 7); err == nil {
+		l2.Close()
+		t.Fatal("a second listener bound the port")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	if c, err := l.Accept(ctx); err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Accept = %v, %v; want the context's end", c, err)
+	}
+	if took := time.Since(t0); took > 3*time.Second {
+		t.Fatalf("Accept took %s to see its context end", took)
 	}
 }
