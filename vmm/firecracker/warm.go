@@ -181,7 +181,7 @@ func (m *machine) SaveState(ctx context.Context, dst string) error {
 }
 
 // moveFile renames from to to (copying across file systems), makes it
-// the caller's and readable by all.
+// the caller's and readable by all, and syncs it.
 func moveFile(from, to string) error {
 	err := os.Rename(from, to)
 	if errors.Is(err, syscall.EXDEV) {
@@ -195,7 +195,17 @@ func moveFile(from, to string) error {
 	if err := os.Lchown(to, os.Getuid(), os.Getgid()); err != nil {
 		return err
 	}
-	return os.Chmod(to, 0o644)
+	if err := os.Chmod(to, 0o644); err != nil {
+		return err
+	}
+	// On disk before SaveState returns: warmstart.Seal syncs the state
+	// file only, and a memory file a crash cut short would load.
+	f, err := os.Open(to)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // Resume implements vmm.Warm: PATCH /vm Resumed.
