@@ -126,6 +126,11 @@ func checkSnapshotFiles(spec vmm.Spec) error {
 		if !st.Mode().IsRegular() || st.Size() == 0 {
 			return fmt.Errorf("firecracker: vm %s: restore: snapshot file %s is empty or not a file", spec.ID, f)
 		}
+		// A Full snapshot's memory file is the guest's memory, whole:
+		// one cut short would load, its missing pages zero.
+		if want := int64(spec.MemoryMiB) << 20; f != spec.Restore && st.Size() != want {
+			return fmt.Errorf("firecracker: vm %s: restore: snapshot memory %s is %d bytes, the VM's memory %d: truncated, or another shape's", spec.ID, f, st.Size(), want)
+		}
 	}
 	return nil
 }

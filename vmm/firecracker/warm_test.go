@@ -191,7 +191,7 @@ func TestARestoreTheVMMRefusesFailsStart(t *testing.T) {
 	rs := r.spec(t, "bad", 0, testTAP(t))
 	rs.Restore = filepath.Join(r.dir, "state")
 	os.WriteFile(rs.Restore, []byte("not a snapshot"), 0o644)
-	os.WriteFile(MemFile(rs.Restore), []byte("memory"), 0o644)
+	wholeMemory(t, MemFile(rs.Restore), rs.MemoryMiB)
 	_, err := r.d.Start(context.Background(), rs)
 	var apiErr *APIError
 	if !errors.As(err, &apiErr) || apiErr.Path != "/snapshot/load" || !strings.Contains(err.Error(), "restore") {
@@ -206,8 +206,8 @@ func TestARestoreTheVMMRefusesFailsStart(t *testing.T) {
 }
 
 // TestARestoreWithAMissingSnapshotFileIsAClearError: a restore whose
-// state or memory file is missing fails before any process starts, naming
-// the file.
+// state or memory file is missing, or whose memory file is not the
+// guest's memory size, fails before any process starts, naming the file.
 func TestARestoreWithAMissingSnapshotFileIsAClearError(t *testing.T) {
 	dir := t.TempDir()
 	d := &Driver{Binary: "/nonexistent/firecracker"}
@@ -224,9 +224,25 @@ func TestARestoreWithAMissingSnapshotFileIsAClearError(t *testing.T) {
 	// Positive control: with both files, Start gets as far as the VMM
 	// (which does not exist here).
 	os.WriteFile(spec.Restore, []byte("s"), 0o644)
-	os.WriteFile(MemFile(spec.Restore), []byte("m"), 0o644)
-	if _, err := d.Start(context.Background(), spec); err == nil || strings.Contains(err.Error(), "snapshot file") {
+	wholeMemory(t, MemFile(spec.Restore), spec.MemoryMiB)
+	if _, err := d.Start(context.Background(), spec); err == nil || strings.Contains(err.Error(), "snapshot") {
 		t.Errorf("restore with both files: %v", err)
+	}
+	// A memory file cut short (or another shape's) is named too.
+	os.Truncate(MemFile(spec.Restore), 4096)
+	if _, err := d.Start(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "is 4096 bytes, the VM's memory 134217728: truncated") {
+		t.Errorf("restore from a truncated memory file: %v", err)
+	}
+}
+
+// wholeMemory writes a memory file of miB MiB (sparse).
+func wholeMemory(t *testing.T, path string, miB int) {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, int64(miB)<<20); err != nil {
+		t.Fatal(err)
 	}
 }
 

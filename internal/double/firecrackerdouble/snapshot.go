@@ -15,8 +15,9 @@ import (
 // of mem_file_path and mem_backend, and files that exist; each network
 // override names an interface the snapshot has and a TAP that attaches;
 // a vsock device is bound again at its socket path (see vsock.go). The double's
-// snapshot is its own: the machine's configuration as JSON in both files,
-// which a load reads back; it restores no guest.
+// snapshot is its own: the machine's configuration as JSON in the
+// snapshot file, which a load reads back, and a memory file of the
+// guest's memory size (sparse zeros); it restores no guest.
 
 // Firecracker's LoadSnapshotNotAllowed; the other messages say what
 // Firecracker refuses, not necessarily in its words.
@@ -78,10 +79,16 @@ func (s *Server) createSnapshot(body []byte) error {
 		return err
 	}
 	state, _ := json.Marshal(s.vm)
-	for _, p := range []string{c.SnapshotPath, c.MemFilePath} {
-		if err := os.WriteFile(s.hostPath(p), state, 0o600); err != nil {
-			return fmt.Errorf("Create snapshot error: %w", err)
-		}
+	if err := os.WriteFile(s.hostPath(c.SnapshotPath), state, 0o600); err != nil {
+		return fmt.Errorf("Create snapshot error: %w", err)
+	}
+	// The memory file is the guest's memory, whole (a Full snapshot):
+	// here sparse, all zeros.
+	if err := os.WriteFile(s.hostPath(c.MemFilePath), nil, 0o600); err != nil {
+		return fmt.Errorf("Create snapshot error: %w", err)
+	}
+	if err := os.Truncate(s.hostPath(c.MemFilePath), int64(s.vm.MemoryMiB)<<20); err != nil {
+		return fmt.Errorf("Create snapshot error: %w", err)
 	}
 	return nil
 }
