@@ -27,7 +27,9 @@ type warmRig struct {
 	rec   string // the double's request record
 }
 
-func newWarmRig(t *testing.T) *warmRig {
+func newWarmRig(t *testing.T) *warmRig { return newWarmRigJailed(t, true) }
+
+func newWarmRigJailed(t *testing.T, jailed bool) *warmRig {
 	t.Helper()
 	hosttest.RequireRoot(t, "the jailer chowns, mknods and drops privileges; TAPs")
 	b := buildDouble(t)
@@ -48,6 +50,9 @@ func newWarmRig(t *testing.T) *warmRig {
 	t.Setenv("FCDOUBLE_RECORD", r.rec)
 	t.Setenv("FCDOUBLE_VSOCK_GUEST", r.guest)
 	r.d = &Driver{Binary: b.Firecracker, Jailer: &Jailer{Binary: b.Jailer, ChrootBaseDir: base, UID: jailUID, GID: jailGID, MountTable: mounts}}
+	if !jailed {
+		r.d.Jailer = nil
+	}
 	return r
 }
 
@@ -113,7 +118,14 @@ func kill(t *testing.T, m vmm.Machine) {
 // not before (a paused guest takes no connection), and not when no guest
 // listens.
 func TestSaveThenRestoreDeliversTheIdentityOverVsock(t *testing.T) {
-	r := newWarmRig(t)
+	for _, jailed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "jailed", false: "unjailed"}[jailed], func(t *testing.T) {
+			saveThenRestore(t, newWarmRigJailed(t, jailed))
+		})
+	}
+}
+
+func saveThenRestore(t *testing.T, r *warmRig) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	tap := testTAP(t)
