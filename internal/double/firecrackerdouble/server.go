@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/apispec"
 )
@@ -90,7 +91,8 @@ type Server struct {
 	configured bool
 	paused     bool
 	mmds       MMDS
-	vsockLn    net.Listener // the vsock device's socket, once configured
+	vsockLn    net.Listener  // the vsock device's socket, once configured
+	vsockConns atomic.Uint32 // host-initiated connections forwarded
 	recMu      sync.Mutex
 }
 

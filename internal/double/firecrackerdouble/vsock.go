@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync/atomic"
 )
 
 // The vsock device's host end, as Firecracker's docs/vsock.md describes
@@ -75,11 +74,9 @@ func (s *Server) listenVsock(cfg *VsockConfig) error {
 	return nil
 }
 
-// hostPorts numbers host-initiated connections as Firecracker does: local
-// ports from 2^30 up.
-var hostPorts atomic.Uint32
-
-func init() { hostPorts.Store(1 << 30) }
+// firstHostPort is where the double numbers host-initiated connections
+// (the port "OK" names): Firecracker's local ports start at 2^30.
+const firstHostPort = 1 << 30
 
 // vsockConn forwards one host-initiated connection, or closes it.
 func (s *Server) vsockConn(c net.Conn) {
@@ -104,7 +101,7 @@ func (s *Server) vsockConn(c net.Conn) {
 		return // no guest listens on port
 	}
 	defer g.Close()
-	if _, err := fmt.Fprintf(c, "OK %d\n", hostPorts.Add(1)); err != nil {
+	if _, err := fmt.Fprintf(c, "OK %d\n", firstHostPort+s.vsockConns.Add(1)); err != nil {
 		return
 	}
 	done := make(chan struct{}, 2)
