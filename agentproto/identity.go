@@ -8,6 +8,16 @@ import "time"
 // the template.
 const IdentityPort = "fireactions.identity"
 
+// IdentityChannelParam on the kernel command line, as
+// IdentityChannelParam=IdentityChannelVsock, tells the agent of a
+// template its identity comes over AF_VSOCK port IdentityVsockPort
+// (Firecracker has no virtio-serial); without it, over IdentityPort.
+const (
+	IdentityChannelParam = "fireactions.identity"
+	IdentityChannelVsock = "vsock"
+	IdentityVsockPort    = 1024
+)
+
 // IdentityAck is the guest's answer, one line, once it has read its
 // Identity.
 const IdentityAck = "identity-ok"

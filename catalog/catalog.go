@@ -28,8 +28,10 @@ const (
 func VMMs() []string { return []string{QEMU, Firecracker} }
 
 // WarmVMMs are the VMM drivers whose machines save and restore guests
-// (vmm.Warm): the ones a pool's warm_start may use.
-func WarmVMMs() []string { return []string{QEMU} }
+// (vmm.Saver, whose machines are vmm.Warm): the ones a pool's warm_start
+// may use. The daemon's test builds every driver and fails when this
+// list and the drivers that are Savers differ.
+func WarmVMMs() []string { return []string{QEMU, Firecracker} }
 
 // Forges are the forge types, in the order a configuration error lists
 // them.

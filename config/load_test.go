@@ -619,9 +619,11 @@ func TestFleetMistakes(t *testing.T) {
 	}
 }
 
-// warm_start is off unless set, on when set with QEMU for an initramfs
-// pool and for an image pool, and refused, naming the field, with a VMM
-// driver that cannot save and restore VMs.
+// warm_start is off unless set, on when set with QEMU or Firecracker
+// (both save and restore: catalog.WarmVMMs, held to the drivers by the
+// daemon's TestWarmVMMsAreTheDriversThatSave) for an initramfs pool, on
+// with QEMU for an image pool, and refused, naming the field, for an
+// image pool with Firecracker (its restores of drives are not built).
 func TestWarmStart(t *testing.T) {
 	f := newFixture(t)
 	if c := f.mustParse(minimalYAML); c.Pools[0].WarmStart {
@@ -631,10 +633,14 @@ func TestWarmStart(t *testing.T) {
 	if c := f.mustParse(on); !c.Pools[0].WarmStart {
 		t.Error("warm_start: true not kept")
 	}
-	f.wantFieldError(on+"vmm:\n  driver: firecracker\n  firecracker: {uid: 64000, gid: 64000}\n",
-		`pools[0] ("default").warm_start`, `vmm.driver "firecracker" cannot save and restore VMs`, "NOSECRET")
-	if c := f.mustParse(replace(t, on, "      root_initramfs: $DIR/root.cpio\n", "      image: ghcr.io/acme/runner:v1\n")); !c.Pools[0].WarmStart || c.Pools[0].VM.Image == "" {
+	fc := "vmm:\n  driver: firecracker\n  firecracker: {uid: 64000, gid: 64000}\n"
+	if c := f.mustParse(on + fc); !c.Pools[0].WarmStart || c.VMM.Driver != "firecracker" {
+		t.Error("warm_start with firecracker not kept")
+	}
+	image := replace(t, on, "      root_initramfs: $DIR/root.cpio\n", "      image: ghcr.io/acme/runner:v1\n")
+	if c := f.mustParse(image); !c.Pools[0].WarmStart || c.Pools[0].VM.Image == "" {
 		t.Error("warm_start: true of an image pool not kept")
 	}
+	f.wantFieldError(image+fc, `pools[0] ("default").warm_start`, `not with vm.image under vmm.driver "firecracker"`, "NOSECRET")
 	f.wantFieldError(replace(t, minimalYAML, "max: 2", "max: 2\n    warm_start: yes please"), "pools[0].warm_start", "boolean", "NOSECRET")
 }

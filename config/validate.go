@@ -241,6 +241,10 @@ func (v *validator) warmStarts(f field, pools []Pool, driver string) {
 			// vmm.driver is the problem, reported there
 		case !slices.Contains(catalog.WarmVMMs(), driver):
 			err = errorf("vmm.driver %q cannot save and restore VMs; warm starts need one of %s", driver, strings.Join(catalog.WarmVMMs(), ", "))
+		case p.VM.Image != "" && driver == catalog.Firecracker:
+			// A Firecracker restore of a template with drives is not built:
+			// its snapshot names the template's drive paths.
+			err = errorf("not with vm.image under vmm.driver %q: image pools warm-start with %s", driver, catalog.QEMU)
 		}
 		v.check(rule{f.index(i).named(p.Name).child("warm_start"), err})
 	}

@@ -34,9 +34,11 @@ type Spec struct {
 	// token or credential: those reach the guest in its initramfs only.
 	Metadata map[string]string
 	// Identity, when set, is the host end (a unix socket the monitor
-	// listens on) of the VM's identity channel: a virtio-serial port the
-	// guest agent waits on for its config when the VM is a warm start's
-	// template or a restore of one (see package warmstart).
+	// listens on) of the VM's identity channel: a virtio-serial port
+	// (QEMU) or a vsock port (Firecracker, whose socket is the vsock
+	// device's, in the VM's own directory or jail) the guest agent waits
+	// on for its config when the VM is a warm start's template or a
+	// restore of one (see package warmstart).
 	Identity string
 	// Restore, when set, is a saved state (a warmstart template's) the
 	// VM is restored from instead of booted: same kernel, initramfs,
@@ -64,6 +66,16 @@ type Warm interface {
 	Resume(ctx context.Context) error
 	// SendIdentity writes b, one line, to the guest's identity channel.
 	SendIdentity(ctx context.Context, b []byte) error
+}
+
+// Saver is a Hypervisor whose machines are Warm: it starts a Spec with
+// Identity (a template) and Restore (a restore of one). The catalog's
+// warm-start drivers (catalog.WarmVMMs) are exactly the Savers; the
+// daemon's test holds the list to the drivers.
+type Saver interface {
+	Hypervisor
+	// SavesState marks the driver; it does nothing.
+	SavesState()
 }
 
 // Hypervisor starts VMs.

@@ -42,8 +42,10 @@ type System interface {
 	// onto / and chroot into it) and returns where the agent now sees the
 	// guest's files: "/" in a guest.
 	SwitchRoot(newRoot string) (string, error)
-	// AwaitIdentity waits for the identity port (agentproto.IdentityPort)
-	// and returns the one line the host writes on it, acknowledged.
+	// AwaitIdentity waits for the identity port (agentproto.IdentityPort,
+	// or vsock port agentproto.IdentityVsockPort when the kernel command
+	// line names that channel: Firecracker) and returns the one line the
+	// host writes on it, acknowledged.
 	AwaitIdentity(ctx context.Context) ([]byte, error)
 	// Reseed credits seed to the kernel's entropy pool and reseeds its
 	// CRNG.

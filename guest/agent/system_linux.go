@@ -100,6 +100,9 @@ func (linuxSystem) SwitchRoot(newRoot string) (string, error) {
 const IdentityPortWait = 10 * time.Second
 
 func (linuxSystem) AwaitIdentity(ctx context.Context) ([]byte, error) {
+	if b, _ := os.ReadFile("/proc/cmdline"); identityOverVsock(string(b)) {
+		return awaitVsockIdentity(ctx)
+	}
 	deadline := time.Now().Add(IdentityPortWait)
 	for {
 		dev, err := IdentityDevice("/")

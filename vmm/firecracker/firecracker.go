@@ -109,10 +109,20 @@ func Cmdline(spec vmm.Spec) string {
 // Start implements vmm.Hypervisor: it starts firecracker (through the
 // jailer unless Jailer is nil), configures the VM over the API and returns
 // once InstanceStart succeeded, the initramfs emptied (see dropInitrd).
-// On any error nothing is left running.
+// With spec.Restore it loads that snapshot instead (see load): the guest
+// stays paused until the machine's Resume. On any error nothing is left
+// running.
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	if err := checkSpec(spec); err != nil {
 		return nil, err
+	}
+	if err := checkSnapshotFiles(spec); err != nil {
+		return nil, err
+	}
+	if spec.Restore != "" && d.Jailer == nil && len(spec.Drives) > 0 {
+		// The snapshot names the template's drive files by host path;
+		// only a jail gives each restore its own at the same path.
+		return nil, fmt.Errorf("firecracker: vm %s: a restore with drives needs the jailer", spec.ID)
 	}
 	start := time.Now()
 	l, err := d.launch(spec)
@@ -120,15 +130,23 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		return nil, fmt.Errorf("firecracker: vm %s: %w", spec.ID, err)
 	}
 	m := l.proc
-	if err := d.configure(ctx, l, spec, m.Exited()); err != nil {
+	if spec.Restore != "" {
+		err = d.load(ctx, l, spec, m.Exited())
+	} else {
+		err = d.configure(ctx, l, spec, m.Exited())
+	}
+	if err != nil {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		_ = m.Kill(kctx)
 		return nil, fmt.Errorf("firecracker: vm %s: %w%s", spec.ID, err, consoleTail(spec.ConsoleLog))
 	}
-	d.dropInitrd(spec, l)
-	d.log().Debug("firecracker started", "vm", spec.ID, "pid", m.PID(), "jailed", d.Jailer != nil, "slot", spec.Slot, "mmds", d.MMDS, "took", time.Since(start))
-	return m, nil
+	if spec.Restore == "" {
+		d.dropInitrd(spec, l)
+	}
+	d.log().Debug("firecracker started", "vm", spec.ID, "pid", m.PID(), "jailed", d.Jailer != nil, "slot", spec.Slot, "mmds", d.MMDS,
+		"restored", spec.Restore != "", "took", time.Since(start))
+	return d.machine(l, spec), nil
 }
 
 func checkSpec(spec vmm.Spec) error {
@@ -137,14 +155,14 @@ func checkSpec(spec vmm.Spec) error {
 		return fmt.Errorf("firecracker: vm id %q: 1-64 letters, digits and '-' only", spec.ID)
 	case spec.VCPUs < 1 || spec.VCPUs > 32 || spec.MemoryMiB < 64:
 		return fmt.Errorf("firecracker: vm %s: %d vCPUs and %d MiB: want 1-32 vCPUs and at least 64 MiB", spec.ID, spec.VCPUs, spec.MemoryMiB)
-	case spec.Kernel == "" || spec.Initramfs == "" || spec.TAP == "" || spec.ConsoleLog == "" || spec.Dir == "":
+	case spec.Kernel == "" || (spec.Initramfs == "" && spec.Restore == "") || spec.TAP == "" || spec.ConsoleLog == "" || spec.Dir == "":
 		return fmt.Errorf("firecracker: vm %s: incomplete spec", spec.ID)
 	case spec.Slot < 0:
 		return fmt.Errorf("firecracker: vm %s: slot %d: want 0 or more", spec.ID, spec.Slot)
-	case spec.Restore != "" || spec.Identity != "":
-		// The client has the snapshot calls (snapshot.go); Start does not
-		// use them yet: a warm start asked of it must not boot cold unsaid.
-		return fmt.Errorf("firecracker: vm %s: warm starts (restore, identity channel) are not supported by this driver yet", spec.ID)
+	case spec.Restore != "" && spec.Identity == "":
+		// The restored guest waits on its vsock port: a restore without
+		// the channel would wait for ever.
+		return fmt.Errorf("firecracker: vm %s: a restore needs its identity channel (Spec.Identity)", spec.ID)
 	}
 	ids := map[string]bool{}
 	for _, d := range spec.Drives {
@@ -180,8 +198,10 @@ type launched struct {
 	cmd     *exec.Cmd
 	proc    *process.Started // cmd, started
 	socket  string           // on the host
+	root    string           // the jail's root on the host; "" unjailed
+	vsock   string           // the identity vsock device's socket, on the host; "" without one
 	paths   Paths            // as the VMM sees them
-	initrd  string           // the initramfs the VMM opens, on the host
+	initrd  string           // the initramfs the VMM opens, on the host; "" for a restore
 	cleanup func() error     // removes what launch made; runs once the process is gone
 }
 
@@ -202,8 +222,13 @@ func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
 			return nil, err
 		}
 		l.cmd = exec.Command(d.Jailer.Binary, j.args(spec, apiSocket)...)
-		l.socket, l.paths, l.cleanup = j.hostPath(apiSocket), j.paths(spec), j.remove
-		l.initrd = j.hostPath(l.paths.Initrd)
+		l.socket, l.paths, l.cleanup, l.root = j.hostPath(apiSocket), j.paths(spec), j.remove, j.root()
+		if spec.Restore == "" {
+			l.initrd = j.hostPath(l.paths.Initrd)
+		}
+		if spec.Identity != "" {
+			l.vsock = j.hostPath(identitySock)
+		}
 		for _, p := range l.paths.Drives {
 			hostFiles = append(hostFiles, j.hostPath(p))
 		}
@@ -214,12 +239,24 @@ func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
 		}
 		l.cmd = exec.Command(d.Binary, "--api-sock", l.socket, "--id", spec.ID)
 		l.paths = HostPaths(spec)
-		l.initrd = spec.Initramfs
+		if spec.Restore == "" {
+			l.initrd = spec.Initramfs
+		}
+		if spec.Identity != "" {
+			// Firecracker binds the vsock device's socket where its
+			// working directory (the VM's) is: see identitySock.
+			l.vsock = filepath.Join(spec.Dir, identitySock)
+			if err := os.Remove(l.vsock); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("remove stale identity socket: %w", err)
+			}
+		}
 		hostFiles = l.paths.Drives
 	}
-	if len(l.socket) > maxSocketPath {
-		_ = l.cleanup()
-		return nil, fmt.Errorf("API socket path %s is longer than %d bytes", l.socket, maxSocketPath)
+	for _, s := range []string{l.socket, l.vsock} {
+		if len(s) > maxSocketPath {
+			_ = l.cleanup()
+			return nil, fmt.Errorf("socket path %s is longer than %d bytes", s, maxSocketPath)
+		}
 	}
 	if l.paths.Serials, err = driveSerials(spec, hostFiles); err != nil {
 		_ = l.cleanup()
@@ -243,8 +280,9 @@ func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
 	return l, nil
 }
 
-// configure waits for the API and sends the boot requests in order.
-func (d *Driver) configure(ctx context.Context, l *launched, spec vmm.Spec, exited <-chan struct{}) error {
+// api waits (at most APITimeout) for the API socket of l and returns a
+// client of it.
+func (d *Driver) api(ctx context.Context, l *launched, exited <-chan struct{}) (*Client, error) {
 	timeout := d.APITimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
@@ -252,9 +290,17 @@ func (d *Driver) configure(ctx context.Context, l *launched, spec vmm.Spec, exit
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := waitForSocket(wctx, l.socket, exited); err != nil {
+		return nil, err
+	}
+	return NewClient(l.socket, d.CallTimeout), nil
+}
+
+// configure waits for the API and sends the boot requests in order.
+func (d *Driver) configure(ctx context.Context, l *launched, spec vmm.Spec, exited <-chan struct{}) error {
+	c, err := d.api(ctx, l, exited)
+	if err != nil {
 		return err
 	}
-	c := NewClient(l.socket, d.CallTimeout)
 	defer c.Close()
 	for _, r := range BootRequests(spec, l.paths, d.MMDS) {
 		if err := r.Send(ctx, c); err != nil {
@@ -275,7 +321,10 @@ type Request struct {
 // jailed.
 type Paths struct {
 	Kernel, Initrd string
-	Drives         []string // one per spec.Drives
+	// State and Memory are the snapshot a restore loads (spec.Restore
+	// and its MemFile); "" for a boot.
+	State, Memory string
+	Drives        []string // one per spec.Drives
 	// Serials are the serials the guest reads from the drives (see
 	// DriveSerial), one per spec.Drives, named to the guest on the kernel
 	// command line; none: not known, nothing named.
@@ -285,6 +334,9 @@ type Paths struct {
 // HostPaths are spec's files where they are, for an unjailed VMM.
 func HostPaths(spec vmm.Spec) Paths {
 	p := Paths{Kernel: spec.Kernel, Initrd: spec.Initramfs}
+	if spec.Restore != "" {
+		p.State, p.Memory = spec.Restore, MemFile(spec.Restore)
+	}
 	for _, d := range spec.Drives {
 		p.Drives = append(p.Drives, d.Path)
 	}
@@ -369,10 +421,10 @@ func MMDSDoc(spec vmm.Spec) MMDSDocument {
 // VMM sees them (and the drives' serials named on the kernel command
 // line), in the order they are sent: boot source, machine, NIC,
 // drives, with mmds the MMDS configuration (after the NIC it names) and
-// data store, then InstanceStart. Start sends exactly these; the tests
+// data store, with spec.Identity the vsock device, then InstanceStart. Start sends exactly these; the tests
 // check each against Firecracker's API description.
 func BootRequests(spec vmm.Spec, p Paths, mmds bool) []Request {
-	boot := BootSource{KernelImagePath: p.Kernel, InitrdPath: p.Initrd, BootArgs: Cmdline(spec) + serialArgs(spec, p)}
+	boot := BootSource{KernelImagePath: p.Kernel, InitrdPath: p.Initrd, BootArgs: Cmdline(spec) + serialArgs(spec, p) + identityArg(spec)}
 	machine := MachineConfig{VCPUCount: spec.VCPUs, MemSizeMiB: spec.MemoryMiB, SMT: false}
 	nic := NetworkInterface{IfaceID: ifaceID, HostDevName: spec.TAP, GuestMAC: spec.MAC}
 	rs := []Request{
@@ -391,6 +443,10 @@ func BootRequests(spec vmm.Spec, p Paths, mmds bool) []Request {
 			Request{"/mmds/config", cfg, func(ctx context.Context, c *Client) error { return c.PutMMDSConfig(ctx, cfg) }},
 			Request{"/mmds", doc, func(ctx context.Context, c *Client) error { return c.PutMMDS(ctx, doc) }},
 		)
+	}
+	if spec.Identity != "" {
+		v := Vsock{GuestCID: GuestCID, UDSPath: identitySock}
+		rs = append(rs, Request{"/vsock", v, func(ctx context.Context, c *Client) error { return c.PutVsock(ctx, v) }})
 	}
 	start := action{ActionType: "InstanceStart"}
 	return append(rs, Request{"/actions", start, func(ctx context.Context, c *Client) error { return c.InstanceStart(ctx) }})

@@ -29,7 +29,9 @@ func TestBootRequestsMatchTheAPIDescription(t *testing.T) {
 	s := firecrackerdouble.LoadSpec(t)
 	withDrives := testSpec
 	withDrives.Drives = []vmm.Drive{{ID: "fa-image", Path: "/img/root.erofs", ReadOnly: true}, {ID: "fa-disk", Path: "/vm/disk.ext4"}}
-	specs := []vmm.Spec{testSpec, withDrives, {ID: "a", VCPUs: 1, MemoryMiB: 128, TAP: "faa"}, {ID: "b", VCPUs: 32, MemoryMiB: 65536, TAP: "fab", Cmdline: "x"}}
+	template := testSpec
+	template.Identity = "/d/identity.sock"
+	specs := []vmm.Spec{testSpec, withDrives, template, {ID: "a", VCPUs: 1, MemoryMiB: 128, TAP: "faa"}, {ID: "b", VCPUs: 32, MemoryMiB: 65536, TAP: "fab", Cmdline: "x"}}
 	for _, spec := range specs {
 		jailed := Paths{Kernel: "/kernel", Initrd: "/initramfs"}
 		for _, d := range spec.Drives {
@@ -154,7 +156,7 @@ func TestStartRefusesBadSpecs(t *testing.T) {
 			Drives: []vmm.Drive{{ID: "a-b", Path: "/1"}, {ID: "a_b", Path: "/2"}}}, // one Firecracker id
 		{ID: "a", VCPUs: 1, MemoryMiB: 128, Kernel: "/k", Initramfs: "/i", TAP: "t", ConsoleLog: "/c", Dir: "/d", Slot: -1},
 		{ID: "a", VCPUs: 1, MemoryMiB: 128, Kernel: "/k", Initramfs: "/i", TAP: "t", ConsoleLog: "/c", Dir: "/d", Restore: "/s"},
-		{ID: "a", VCPUs: 1, MemoryMiB: 128, Kernel: "/k", Initramfs: "/i", TAP: "t", ConsoleLog: "/c", Dir: "/d", Identity: "/d/id.sock"},
+		{ID: "a", VCPUs: 1, MemoryMiB: 128, Kernel: "/k", TAP: "t", ConsoleLog: "/c", Dir: "/d", Identity: "/d/id.sock", Restore: "/nonexistent/state"},
 	} {
 		if _, err := d.Start(context.Background(), s); err == nil {
 			t.Errorf("spec %+v started", s)

@@ -103,6 +103,9 @@ func driveName(d vmm.Drive) string { return "drive-" + DriveID(d.ID) }
 // paths are spec's files as the jailed VMM sees them.
 func (jl *jail) paths(spec vmm.Spec) Paths {
 	p := Paths{Kernel: "/" + kernelName, Initrd: "/" + initrdName}
+	if spec.Restore != "" {
+		p.State, p.Memory = "/"+stateName, "/"+memName
+	}
 	for _, d := range spec.Drives {
 		p.Drives = append(p.Drives, "/"+driveName(d))
 	}
@@ -137,13 +140,9 @@ func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 		_ = jl.remove()
 		return nil, fmt.Errorf("make jail root: %w", err)
 	}
-	if err := jl.linkIn(spec.Kernel, jl.hostPath(kernelName), false); err != nil {
+	if err := jl.linkBoot(spec); err != nil {
 		_ = jl.remove()
-		return nil, fmt.Errorf("kernel into the jail: %w", err)
-	}
-	if err := jl.linkIn(spec.Initramfs, jl.hostPath(initrdName), true); err != nil {
-		_ = jl.remove()
-		return nil, fmt.Errorf("initramfs into the jail: %w", err)
+		return nil, err
 	}
 	for _, d := range spec.Drives {
 		// The shared read-only image is linked like the kernel; a
@@ -158,6 +157,30 @@ func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 		return nil, err
 	}
 	return jl, nil
+}
+
+// linkBoot links what the VM starts from into the jail: its kernel and
+// initramfs, or, for a restore, the template's snapshot (state and
+// memory, shared by the template's restores like the kernel: linked when
+// anyone may read them, as SaveState leaves them, else copied) and not
+// the initramfs, whose contents are in the memory file already.
+func (jl *jail) linkBoot(spec vmm.Spec) error {
+	if spec.Restore != "" {
+		if err := jl.linkIn(spec.Restore, jl.hostPath(stateName), false); err != nil {
+			return fmt.Errorf("snapshot into the jail: %w", err)
+		}
+		if err := jl.linkIn(MemFile(spec.Restore), jl.hostPath(memName), false); err != nil {
+			return fmt.Errorf("snapshot memory into the jail: %w", err)
+		}
+		return nil
+	}
+	if err := jl.linkIn(spec.Kernel, jl.hostPath(kernelName), false); err != nil {
+		return fmt.Errorf("kernel into the jail: %w", err)
+	}
+	if err := jl.linkIn(spec.Initramfs, jl.hostPath(initrdName), true); err != nil {
+		return fmt.Errorf("initramfs into the jail: %w", err)
+	}
+	return nil
 }
 
 // giveTAP makes the VM's persistent TAP the jailed user's: a TAP with an

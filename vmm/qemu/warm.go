@@ -21,6 +21,11 @@ import (
 // migrate-incoming fd:4), no shell involved.
 const stateFD = 4
 
+var _ vmm.Saver = (*Driver)(nil)
+
+// SavesState implements vmm.Saver: the machines are Warm.
+func (*Driver) SavesState() {}
+
 // warmArgs are the devices a template and its restores share (the same
 // device model: a virtio-serial port on the identity socket) and the QMP
 // socket the driver saves and resumes through.

@@ -44,8 +44,12 @@
 //     vmlinuz), where Firecracker wants an uncompressed ELF vmlinux;
 //   - the TSC hint QEMU's TCG needs is added to the kernel command line;
 //   - no MMDS answers on 169.254.169.254 in the guest (see above);
+//   - the vsock device's host end is modelled (its socket, the CONNECT
+//     handshake, kept by snapshots) but no guest has the device:
+//     FCDOUBLE_VSOCK_GUEST stands in for the guest's listening ports
+//     (see vsock.go); snapshots restore the configuration, not a guest;
 //   - a root drive gets root=/dev/vda as Firecracker gives it, but drive
-//     rate limiters, vsock, balloon, snapshots, logger and metrics are
+//     rate limiters, balloon, logger and metrics are
 //     not modelled: their (valid) requests are refused with a fault that
 //     says so, so a test never passes by ignoring them.
 //
@@ -64,7 +68,8 @@
 // path compiled in by Build), FCDOUBLE_QEMU (default qemu-system-x86_64),
 // FCDOUBLE_ACCEL (kvm or tcg; default: detected), FCDOUBLE_BOOT=none
 // (accept InstanceStart without booting, for set-up benchmarks),
-// FCDOUBLE_RECORD (append one JSON line per request), FCDOUBLE_PROC_MOUNTS
+// FCDOUBLE_RECORD (append one JSON line per request), FCDOUBLE_VSOCK_GUEST
+// (the guest's vsock ports, see above), FCDOUBLE_PROC_MOUNTS
 // (the jailer's mount table, for a stand-in cgroup hierarchy), and one
 // fault for tests: FCDOUBLE_HANG="PUT /actions" (a method and path) is a
 // hung VMM that never answers that request.

@@ -97,7 +97,7 @@ func runFirecracker(ctx context.Context, args []string, env Env) error {
 	}
 
 	guests := make(chan *Guest, 1)
-	opt := Options{Spec: spec, ID: id, Root: root, Hang: env.Getenv("FCDOUBLE_HANG")}
+	opt := Options{Spec: spec, ID: id, Root: root, Hang: env.Getenv("FCDOUBLE_HANG"), GuestVsock: guestVsock(env.Getenv("FCDOUBLE_VSOCK_GUEST"))}
 	if record != nil {
 		opt.Record = record
 	}

@@ -22,6 +22,7 @@ type BootConfig struct {
 	SMT       bool
 	NICs      []NIC
 	Drives    []Drive // the root drive first, as Firecracker attaches them
+	Vsock     *VsockConfig
 }
 
 // NIC is a configured network interface.

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/firecracker/apispec"
 )
@@ -57,6 +59,9 @@ type Options struct {
 	// OpenTAP attaches to a TAP and lets go, or says why it cannot; nil:
 	// the real thing.
 	OpenTAP func(name string) error
+	// GuestVsock connects to the guest's vsock port, standing in for a
+	// guest that listens there (see vsock.go); nil: no guest listens.
+	GuestVsock func(port uint32) (net.Conn, error)
 	// Hang is a fault for tests: the request ("PUT /actions") the double
 	// never answers, as a hung VMM (it is recorded with status 0). "":
 	// every request is answered.
@@ -86,6 +91,8 @@ type Server struct {
 	configured bool
 	paused     bool
 	mmds       MMDS
+	vsockLn    net.Listener  // the vsock device's socket, once configured
+	vsockConns atomic.Uint32 // host-initiated connections forwarded
 	recMu      sync.Mutex
 }
 
@@ -219,6 +226,11 @@ func (s *Server) apply(key string, params map[string]string, body []byte, act st
 		return ok, nil, ""
 	case "PUT /mmds":
 		if err := s.putMMDS(body); err != nil {
+			return bad(err)
+		}
+		return ok, nil, ""
+	case "PUT /vsock":
+		if err := s.putVsock(body); err != nil {
 			return bad(err)
 		}
 		return ok, nil, ""

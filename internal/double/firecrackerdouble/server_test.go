@@ -271,9 +271,9 @@ func TestTheDoubleKeepsTheMMDS(t *testing.T) {
 // model is refused, never silently accepted.
 func TestUnmodelledRequestsAreRefused(t *testing.T) {
 	f := newFixture(t)
-	code, fault := f.do("PUT", "/vsock", `{"guest_cid":3,"uds_path":"/v.sock"}`)
+	code, fault := f.do("PUT", "/balloon", `{"amount_mib":1,"deflate_on_oom":false}`)
 	if code != http.StatusBadRequest || !strings.Contains(fault, "not modelled") {
-		t.Fatalf("PUT /vsock: %d %q", code, fault)
+		t.Fatalf("PUT /balloon: %d %q", code, fault)
 	}
 }
 

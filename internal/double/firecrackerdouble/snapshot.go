@@ -5,15 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 )
 
 // Snapshots, held to Firecracker 1.17's description and phase rules:
 // /snapshot/create is post-boot only and wants the microVM Paused
 // (PATCH /vm); /snapshot/load is accepted only on a fresh process, before
 // any resource but the logger and metrics is configured, with exactly one
-// of mem_file_path and mem_backend, and files that exist. The double's
-// snapshot is its own: the machine's configuration as JSON in both files,
-// which a load reads back; it restores no guest.
+// of mem_file_path and mem_backend, and files that exist; each network
+// override names an interface the snapshot has and a TAP that attaches;
+// a vsock device is bound again at its socket path (see vsock.go). The double's
+// snapshot is its own: the machine's configuration as JSON in the
+// snapshot file, which a load reads back, and a memory file of the
+// guest's memory size (sparse zeros); it restores no guest.
 
 // Firecracker's LoadSnapshotNotAllowed; the other messages say what
 // Firecracker refuses, not necessarily in its words.
@@ -36,7 +40,11 @@ type snapshotLoad struct {
 		BackendType string `json:"backend_type"`
 		BackendPath string `json:"backend_path"`
 	} `json:"mem_backend"`
-	ResumeVM bool `json:"resume_vm"`
+	ResumeVM         bool `json:"resume_vm"`
+	NetworkOverrides []struct {
+		IfaceID     string `json:"iface_id"`
+		HostDevName string `json:"host_dev_name"`
+	} `json:"network_overrides"`
 }
 
 // snapshotOp performs PATCH /vm, PUT /snapshot/create or /snapshot/load.
@@ -71,10 +79,16 @@ func (s *Server) createSnapshot(body []byte) error {
 		return err
 	}
 	state, _ := json.Marshal(s.vm)
-	for _, p := range []string{c.SnapshotPath, c.MemFilePath} {
-		if err := os.WriteFile(s.hostPath(p), state, 0o600); err != nil {
-			return fmt.Errorf("Create snapshot error: %w", err)
-		}
+	if err := os.WriteFile(s.hostPath(c.SnapshotPath), state, 0o600); err != nil {
+		return fmt.Errorf("Create snapshot error: %w", err)
+	}
+	// The memory file is the guest's memory, whole (a Full snapshot):
+	// here sparse, all zeros.
+	if err := os.WriteFile(s.hostPath(c.MemFilePath), nil, 0o600); err != nil {
+		return fmt.Errorf("Create snapshot error: %w", err)
+	}
+	if err := os.Truncate(s.hostPath(c.MemFilePath), int64(s.vm.MemoryMiB)<<20); err != nil {
+		return fmt.Errorf("Create snapshot error: %w", err)
 	}
 	return nil
 }
@@ -106,6 +120,22 @@ func (s *Server) loadSnapshot(body []byte) error {
 	var vm BootConfig
 	if err := json.Unmarshal(b, &vm); err != nil {
 		return fmt.Errorf("Load snapshot error: Cannot deserialize the microVM state: %w", err)
+	}
+	for _, o := range l.NetworkOverrides {
+		i := slices.IndexFunc(vm.NICs, func(n NIC) bool { return n.ID == o.IfaceID })
+		if i < 0 {
+			return fmt.Errorf("Load snapshot error: network override for %q: the snapshot has no such interface", o.IfaceID)
+		}
+		if err := s.opt.OpenTAP(o.HostDevName); err != nil {
+			return fmt.Errorf("Load snapshot error: Open tap device failed: %w", err)
+		}
+		vm.NICs[i].TAP = o.HostDevName
+	}
+	if vm.Vsock != nil {
+		// The device comes back with the socket path it was given.
+		if err := s.listenVsock(vm.Vsock); err != nil {
+			return fmt.Errorf("Load snapshot error: %w", err)
+		}
 	}
 	s.vm, s.hasKernel, s.paused = vm, true, !l.ResumeVM
 	s.isStarted = true

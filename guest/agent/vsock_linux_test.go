@@ -1,0 +1,154 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+)
+
+func TestTheCommandLineNamesTheVsockChannel(t *testing.T) {
+	for cmdline, want := range map[string]bool{
+		"console=ttyS0 fireactions.identity=vsock quiet": true,
+		"console=ttyS0 quiet":                            false,
+		"fireactions.identity=serial":                    false,
+		"xfireactions.identity=vsock":                    false,
+	} {
+		if got := identityOverVsock(cmdline); got != want {
+			t.Errorf("%q: %v, want %v", cmdline, got, want)
+		}
+	}
+}
+
+// unixAccept is ServeIdentity's accept over a unix listener: this machine
+// has no vsock, so the tests stand a unix socket in for the AF_VSOCK one.
+func unixAccept(t *testing.T) (accept func(context.Context) (IdentityConn, error), path string) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "identity.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return func(ctx context.Context) (IdentityConn, error) {
+		stop := context.AfterFunc(ctx, func() { ln.Close() })
+		defer stop()
+		c, err := ln.Accept()
+		if err != nil {
+			return nil, err
+		}
+		return c.(*net.UnixConn), nil
+	}, path
+}
+
+// TestServeIdentityTakesTheFirstWholeLine: a connection that ends before
+// its newline (a vsock connection the restore reset) is not the identity;
+// the next connection's line is, and it is acknowledged.
+func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
+	accept, path := unixAccept(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type result struct {
+		line []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		line, err := ServeIdentity(ctx, accept)
+		done <- result{line, err}
+	}()
+	half, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half.Write([]byte(`{"config":`))
+	half.(*net.UnixConn).CloseWrite() // ends its stream, still reads
+	half.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if ack, _ := bufio.NewReader(half).ReadString('\n'); ack != "" {
+		t.Fatalf("a line without its newline was acknowledged: %q", ack)
+	}
+	half.Close()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte(`{"mac":"02:00:00:00:00:09"}` + "\n"))
+	ack, _ := bufio.NewReader(c).ReadString('\n')
+	if strings.TrimSpace(ack) != agentproto.IdentityAck {
+		t.Fatalf("ack %q", ack)
+	}
+	r := <-done
+	if r.err != nil || string(r.line) != `{"mac":"02:00:00:00:00:09"}` {
+		t.Fatalf("ServeIdentity = %q, %v", r.line, r.err)
+	}
+}
+
+// TestServeIdentityRefusesAnOverlongLine: more than agentproto.MaxIdentity
+// bytes without a newline is no identity (the connection is dropped, no
+// acknowledgement), and a waiting agent's context ends the wait.
+func TestServeIdentityRefusesAnOverlongLine(t *testing.T) {
+	accept, path := unixAccept(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := ServeIdentity(ctx, accept)
+		done <- err
+	}()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go c.Write([]byte(strings.Repeat("x", agentproto.MaxIdentity+10) + "\n"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if ack, _ := bufio.NewReader(c).ReadString('\n'); ack != "" {
+		t.Fatalf("an overlong line was acknowledged: %q", ack)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("ServeIdentity returned no error when its context ended")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ServeIdentity did not end with its context")
+	}
+}
+
+// TestTheVsockListenerEndsWithItsContext: where the kernel has AF_VSOCK
+// (this machine: socket, bind and listen work; no transport connects to
+// it, so no connection's path is tested), a waiting Accept ends with its
+// context and a second listener on the port is refused while the first
+// holds it.
+func TestTheVsockListenerEndsWithItsContext(t *testing.T) {
+	l, err := listenVsock(agentproto.IdentityVsockPort + 7)
+	if errors.Is(err, unix.EAFNOSUPPORT) {
+		t.Skip("no AF_VSOCK in this kernel: the listener is untested here")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l2, err := listenVsock(agentproto.IdentityVsockPort + 7); err == nil {
+		l2.Close()
+		t.Fatal("a second listener bound the port")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	if c, err := l.Accept(ctx); err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Accept = %v, %v; want the context's end", c, err)
+	}
+	if took := time.Since(t0); took > 3*time.Second {
+		t.Fatalf("Accept took %s to see its context end", took)
+	}
+}

@@ -1,0 +1,273 @@
+package firecracker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/double/firecrackerdouble"
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+// warmRig is a jailed driver against the double (no guest booted) whose
+// guest vsock ports are unix sockets the test listens on.
+type warmRig struct {
+	d     *Driver
+	dir   string // the test's files
+	guest string // FCDOUBLE_VSOCK_GUEST
+	rec   string // the double's request record
+}
+
+func newWarmRig(t *testing.T) *warmRig { return newWarmRigJailed(t, true) }
+
+func newWarmRigJailed(t *testing.T, jailed bool) *warmRig {
+	t.Helper()
+	hosttest.RequireRoot(t, "the jailer chowns, mknods and drops privileges; TAPs")
+	b := buildDouble(t)
+	base := jailBase(t)
+	_, mounts := fakeCgroups(t, base)
+	dir, err := os.MkdirTemp("", "fcwarm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// The jailed double (another uid) connects to the guest's stand-in.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := &warmRig{dir: dir, guest: filepath.Join(dir, "guest"), rec: filepath.Join(dir, "record.jsonl")}
+	t.Setenv("FCDOUBLE_PROC_MOUNTS", mounts)
+	t.Setenv("FCDOUBLE_BOOT", "none")
+	t.Setenv("FCDOUBLE_RECORD", r.rec)
+	t.Setenv("FCDOUBLE_VSOCK_GUEST", r.guest)
+	r.d = &Driver{Binary: b.Firecracker, Jailer: &Jailer{Binary: b.Jailer, ChrootBaseDir: base, UID: jailUID, GID: jailGID, MountTable: mounts}}
+	if !jailed {
+		r.d.Jailer = nil
+	}
+	return r
+}
+
+// spec is VM id's spec in slot, with an identity channel.
+func (r *warmRig) spec(t *testing.T, id string, slot int, tap string) vmm.Spec {
+	t.Helper()
+	dir := filepath.Join(r.dir, id)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s := testSpec
+	s.ID, s.Slot, s.Dir, s.ConsoleLog, s.TAP = id, slot, dir, filepath.Join(dir, "console.log"), tap
+	s.Kernel, s.Initramfs = filepath.Join(r.dir, "kernel"), filepath.Join(dir, "initramfs")
+	s.Identity = filepath.Join(dir, "identity.sock")
+	os.WriteFile(s.Kernel, []byte("k"), 0o644)
+	os.WriteFile(s.Initramfs, []byte("i"), 0o600)
+	killLeftVMMs(t, id)
+	return s
+}
+
+// listenGuest plays the agent on its vsock port: it takes one line and
+// acknowledges it, sending the line on got.
+func (r *warmRig) listenGuest(t *testing.T) (got chan string, stop func()) {
+	t.Helper()
+	path := r.guest + "_" + strconv.Itoa(agentproto.IdentityVsockPort)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o666)
+	got = make(chan string, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err == nil {
+				got <- line
+				c.Write([]byte(agentproto.IdentityAck + "\n"))
+			}
+			c.Close()
+		}
+	}()
+	return got, func() { ln.Close(); os.Remove(path) }
+}
+
+func kill(t *testing.T, m vmm.Machine) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Kill(ctx); err != nil && !errors.Is(err, vmm.ErrKilled) {
+		t.Error(err)
+	}
+}
+
+// TestSaveThenRestoreDeliversTheIdentityOverVsock: a template booted with
+// the vsock device (and the agent told so on its command line) is paused
+// and snapshotted through the jail; a restore in another slot loads it in
+// a fresh process with its own TAP, and its identity reaches the guest's
+// vsock port through the device's socket in its own jail once resumed,
+// not before (a paused guest takes no connection), and not when no guest
+// listens.
+func TestSaveThenRestoreDeliversTheIdentityOverVsock(t *testing.T) {
+	for _, jailed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "jailed", false: "unjailed"}[jailed], func(t *testing.T) {
+			saveThenRestore(t, newWarmRigJailed(t, jailed))
+		})
+	}
+}
+
+func saveThenRestore(t *testing.T, r *warmRig) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tap := testTAP(t)
+	tpl := r.spec(t, "tpl", 0, tap)
+	m, err := r.d.Start(ctx, tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, ok := m.(vmm.Warm)
+	if !ok {
+		t.Fatal("the firecracker machine is not vmm.Warm")
+	}
+	state := filepath.Join(r.dir, "state")
+	if err := w.SaveState(ctx, state); err != nil {
+		t.Fatal(err)
+	}
+	kill(t, m)
+	for _, f := range []string{state, MemFile(state)} {
+		st, err := os.Stat(f)
+		if err != nil || st.Mode().Perm() != 0o644 {
+			t.Fatalf("saved %s: %v %v", f, st, err)
+		}
+	}
+
+	rs := r.spec(t, "r1", 1, tap)
+	rs.Restore, rs.Initramfs = state, ""
+	m2, err := r.d.Start(ctx, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kill(t, m2)
+	w2 := m2.(vmm.Warm)
+	got, stop := r.listenGuest(t)
+	defer stop()
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	defer cancelShort()
+	if err := w2.SendIdentity(short, []byte(`{"paused":true}`)); err == nil {
+		t.Fatal("the identity reached a guest that was not resumed")
+	}
+	if err := w2.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.SendIdentity(ctx, []byte(`{"vm":"r1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if line := <-got; line != `{"vm":"r1"}`+"\n" {
+		t.Fatalf("the guest read %q", line)
+	}
+	stop()
+	if err := w2.SendIdentity(ctx, []byte(`{"vm":"r1"}`)); err == nil || !strings.Contains(err.Error(), "no connection to the guest") {
+		t.Fatalf("identity with no guest listening: %v", err)
+	}
+
+	var seq []string
+	for _, rec := range readRecord(t, r.rec) {
+		seq = append(seq, rec.Method+" "+rec.Path)
+		if rec.Status/100 != 2 {
+			t.Errorf("the double refused %s %s (%d): %s\n%s", rec.Method, rec.Path, rec.Status, rec.Fault, rec.Body)
+		}
+		if rec.Path == "/boot-source" && !strings.Contains(rec.Body, agentproto.IdentityChannelParam+"="+agentproto.IdentityChannelVsock) {
+			t.Errorf("the template's command line does not name the vsock channel: %s", rec.Body)
+		}
+	}
+	want := "PUT /boot-source, PUT /machine-config, PUT /network-interfaces/eth0, PUT /vsock, PUT /actions, PATCH /vm, PUT /snapshot/create, PUT /snapshot/load, PATCH /vm"
+	if strings.Join(seq, ", ") != want {
+		t.Errorf("requests\n%s\nwant\n%s", strings.Join(seq, ", "), want)
+	}
+}
+
+// TestARestoreTheVMMRefusesFailsStart: a snapshot Firecracker cannot load
+// fails Start with its fault (the pool boots the VM cold), and nothing
+// is left: no process, no jail.
+func TestARestoreTheVMMRefusesFailsStart(t *testing.T) {
+	r := newWarmRig(t)
+	rs := r.spec(t, "bad", 0, testTAP(t))
+	rs.Restore = filepath.Join(r.dir, "state")
+	os.WriteFile(rs.Restore, []byte("not a snapshot"), 0o644)
+	wholeMemory(t, MemFile(rs.Restore), rs.MemoryMiB)
+	_, err := r.d.Start(context.Background(), rs)
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || apiErr.Path != "/snapshot/load" || !strings.Contains(err.Error(), "restore") {
+		t.Fatalf("Start = %v, want the refused load", err)
+	}
+	if !processGone(rs.ID) {
+		t.Error("the refused restore's VMM runs on")
+	}
+	if _, err := os.Stat(filepath.Join(r.d.Jailer.ChrootBaseDir, "firecracker", rs.ID)); !os.IsNotExist(err) {
+		t.Errorf("the refused restore's jail is left (%v)", err)
+	}
+}
+
+// TestARestoreWithAMissingSnapshotFileIsAClearError: a restore whose
+// state or memory file is missing, or whose memory file is not the
+// guest's memory size, fails before any process starts, naming the file.
+func TestARestoreWithAMissingSnapshotFileIsAClearError(t *testing.T) {
+	dir := t.TempDir()
+	d := &Driver{Binary: "/nonexistent/firecracker"}
+	spec := vmm.Spec{ID: "a", VCPUs: 1, MemoryMiB: 128, Kernel: "/k", TAP: "t", ConsoleLog: filepath.Join(dir, "c"), Dir: dir,
+		Identity: filepath.Join(dir, "identity.sock"), Restore: filepath.Join(dir, "state")}
+	os.WriteFile(spec.Restore, []byte("s"), 0o644)
+	for _, missing := range []string{MemFile(spec.Restore), spec.Restore} {
+		os.Remove(missing)
+		_, err := d.Start(context.Background(), spec)
+		if err == nil || !strings.Contains(err.Error(), "snapshot file") || !strings.Contains(err.Error(), missing) {
+			t.Errorf("restore without %s: %v", missing, err)
+		}
+	}
+	// Positive control: with both files, Start gets as far as the VMM
+	// (which does not exist here).
+	os.WriteFile(spec.Restore, []byte("s"), 0o644)
+	wholeMemory(t, MemFile(spec.Restore), spec.MemoryMiB)
+	if _, err := d.Start(context.Background(), spec); err == nil || strings.Contains(err.Error(), "snapshot") {
+		t.Errorf("restore with both files: %v", err)
+	}
+	// A memory file cut short (or another shape's) is named too.
+	os.Truncate(MemFile(spec.Restore), 4096)
+	if _, err := d.Start(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "is 4096 bytes, the VM's memory 134217728: truncated") {
+		t.Errorf("restore from a truncated memory file: %v", err)
+	}
+}
+
+// wholeMemory writes a memory file of miB MiB (sparse).
+func wholeMemory(t *testing.T, path string, miB int) {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, int64(miB)<<20); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVersionIsTheBinarys: the template key's VMM is the binary's own
+// version line, so a new Firecracker rebuilds the template; a binary
+// that prints none is an error.
+func TestVersionIsTheBinarys(t *testing.T) {
+	b := buildDouble(t)
+	v, err := (&Driver{Binary: b.Firecracker}).Version(context.Background())
+	if err != nil || v != "firecracker "+firecrackerdouble.LoadSpec(t).Version {
+		t.Fatalf("Version = %q, %v", v, err)
+	}
+	if v, err := (&Driver{Binary: "/bin/true"}).Version(context.Background()); err == nil {
+		t.Fatalf("a binary without a version line: %q", v)
+	}
+}
