@@ -53,3 +53,44 @@ func TestJobDeliveryReadsWhatGoGitHubsEventReads(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkWorkflowJobDecode: one workflow_job delivery (GitHub's
+// example, 8 KB) decoded into go-github's whole event, as before, and
+// into jobDelivery.
+// Run: go test -run '^$' -bench WorkflowJobDecode ./forge/github
+func BenchmarkWorkflowJobDecode(b *testing.B) {
+	raw, err := os.ReadFile("testdata/github-workflow_job.examples.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var payloads []json.RawMessage
+	if err := json.Unmarshal(raw, &payloads); err != nil {
+		b.Fatal(err)
+	}
+	p := payloads[len(payloads)-1]
+	b.Run("go-github event", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(p)))
+		for range b.N {
+			var ev struct {
+				gh.WorkflowJobEvent
+				Enterprise struct {
+					Slug string `json:"slug"`
+				} `json:"enterprise"`
+			}
+			if err := json.Unmarshal(p, &ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("jobDelivery", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(p)))
+		for range b.N {
+			var ev jobDelivery
+			if err := json.Unmarshal(p, &ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
