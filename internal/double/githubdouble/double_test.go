@@ -24,7 +24,7 @@ import (
 
 const pat = "ghp_double_test"
 
-func newDouble(t *testing.T, mod ...func(*githubdouble.Options)) (*githubdouble.Double, *httptest.Server, *openapi.Description, *rsa.PrivateKey) {
+func newDouble(t testing.TB, mod ...func(*githubdouble.Options)) (*githubdouble.Double, *httptest.Server, *openapi.Description, *rsa.PrivateKey) {
 	t.Helper()
 	spec, err := githubdouble.LoadSpec("../../../forge/github/testdata/github-actions-runners.openapi.json")
 	if err != nil {
@@ -302,5 +302,32 @@ func TestRunnerNamesAreOneRunnersPerScope(t *testing.T) {
 	}
 	if n := named(repo, "fa-dup"); n != 1 {
 		t.Fatalf("%d runners named fa-dup listed, want 1", n)
+	}
+}
+
+// BenchmarkJITRegistrationAmongRunners: one generate-jitconfig request
+// served (straight to the handler, no network) while a repository
+// already has 1,000 runners, as in a burst of VM starts.
+// Run: go test -run '^$' -bench JITRegistrationAmongRunners ./internal/double/githubdouble
+func BenchmarkJITRegistrationAmongRunners(b *testing.B) {
+	d, _, _, _ := newDouble(b)
+	register := func(name string) {
+		body := fmt.Appendf(nil, `{"name":%q,"runner_group_id":1,"labels":["self-hosted"]}`, name)
+		req := httptest.NewRequest(http.MethodPost, "/repos/acme/widgets/actions/runners/generate-jitconfig", bytes.NewReader(body))
+		req.Header.Set("Authorization", "token "+pat)
+		req.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		d.ServeHTTP(w, req)
+		if w.Code != http.StatusCreated {
+			b.Fatalf("register %s: %d %s", name, w.Code, w.Body)
+		}
+	}
+	for i := range 1000 {
+		register(fmt.Sprintf("fa-present-%d", i))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		register(fmt.Sprintf("fa-bench-%d", i))
 	}
 }
