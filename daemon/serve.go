@@ -108,10 +108,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 		return err
 	}
 	defer leaveFleet(fl) // after the drain
-	warm, err := warmStartDeps(cfg, agent, mx)
-	if err != nil {
-		return err
-	}
+	warm := warmStartDeps(cfg, agent, mx)
 	agentAddr := net.JoinHostPort(gw.String(), strconv.Itoa(cfg.Network.AgentPort))
 	consoleDir := filepath.Join(cfg.StateDir, "logs")
 	m, err := pool.New(pool.Deps{
@@ -130,7 +127,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 		Observer:    mx,
 		Fleet:       claimer(fl),
 		TemplateDir: warm.TemplateDir,
-		AgentDigest: warm.AgentDigest,
+		Agent:       warm.Agent,
 		WarmStarts:  warm.WarmStarts,
 	})
 	if err != nil {

@@ -68,9 +68,10 @@ type Deps struct {
 	// TemplateDir holds the warm-start pools' templates, one directory
 	// each (see template.go); required when a pool has warm_start.
 	TemplateDir string
-	// AgentDigest is the guest agent binary's warmstart.FileDigest: part
-	// of a template's key.
-	AgentDigest string
+	// Agent is the guest agent binary's path; required when a pool has
+	// warm_start. Its warmstart.FileDigest, taken at each template build
+	// (a reload may turn warm_start on), is part of the template's key.
+	Agent string
 	// WarmStarts counts warm-start pools' cold boots by reason (and
 	// template builds, when it is a TemplateCounter); nil: not counted.
 	WarmStarts warmstart.Counter

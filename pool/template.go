@@ -101,8 +101,8 @@ func templateID(pool string) string {
 // agent. A change sends the build, which decides by the Key's digests.
 func (m *Manager) fingerprint(pc config.Pool) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s|%+v|%s", m.d.Hypervisor.Name(), pc.VM, m.d.AgentDigest)
-	for _, f := range []string{pc.VM.Kernel, pc.VM.RootInitramfs} {
+	fmt.Fprintf(&b, "%s|%+v", m.d.Hypervisor.Name(), pc.VM)
+	for _, f := range []string{pc.VM.Kernel, pc.VM.RootInitramfs, m.d.Agent} {
 		st, err := os.Stat(f)
 		if err != nil {
 			fmt.Fprintf(&b, "|%s:-", f)
@@ -220,7 +220,12 @@ func (m *Manager) templateKey(ctx context.Context, pc config.Pool, initrd, root 
 	}
 	h := sha256.Sum256(b)
 	k.Image = "sha256:" + hex.EncodeToString(h[:])
-	k.Agent = m.d.AgentDigest
+	if m.d.Agent == "" {
+		return k, errors.New("no guest agent binary to key the template by")
+	}
+	if k.Agent, err = warmstart.FileDigest(m.d.Agent); err != nil {
+		return k, err
+	}
 	return k, nil
 }
 

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"bytes"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
+	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
 )
@@ -57,11 +59,18 @@ type warmRig struct {
 	log    *hosttest.SyncBuffer
 	tdir   string
 	kernel string
+	agent  string // the guest agent binary, beside tdir
 }
 
 // fail is the fake VMM's warmFail, from the start.
 // deps, when given, change the pool's dependencies before it starts.
 func newWarmRig(t *testing.T, minIdle, max int, tdir, fail string, deps ...func(*Deps)) *warmRig {
+	t.Helper()
+	return newWarmRigOf(t, minIdle, max, tdir, fail, true)
+}
+
+// newWarmRigOf is newWarmRig whose pool has warm_start as warm says.
+func newWarmRigOf(t *testing.T, minIdle, max int, tdir, fail string, warm bool) *warmRig {
 	t.Helper()
 	// Beside tdir: a rig on the same template directory (a restart)
 	// boots the same kernel.
@@ -71,11 +80,17 @@ func newWarmRig(t *testing.T, minIdle, max int, tdir, fail string, deps ...func(
 			t.Fatal(err)
 		}
 	}
-	r := &warmRig{c: &warmCounter{}, tdir: tdir, kernel: kernel, log: &hosttest.SyncBuffer{}}
+	agent := tdir + ".agent"
+	if _, err := os.Stat(agent); err != nil {
+		if err := os.WriteFile(agent, []byte("agent v1"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &warmRig{c: &warmCounter{}, tdir: tdir, kernel: kernel, agent: agent, log: &hosttest.SyncBuffer{}}
 	r.harness = newHarnessDeps(t, 20*time.Millisecond, t.TempDir(), minIdle, max, guestRunsOneJob,
-		func(pc *config.Pool) { pc.WarmStart, pc.VM.Kernel = true, kernel }, slog.New(slog.NewTextHandler(r.log, nil)), nil, nil,
+		func(pc *config.Pool) { pc.WarmStart, pc.VM.Kernel = warm, kernel }, slog.New(slog.NewTextHandler(r.log, nil)), nil, nil,
 		func(d *Deps) {
-			d.TemplateDir, d.WarmStarts, d.AgentDigest = tdir, r.c, "sha256:agent"
+			d.TemplateDir, d.WarmStarts, d.Agent = tdir, r.c, agent
 			d.Boot.(*hosttest.Boot).Files = true // the template key digests its initramfs
 			d.Hypervisor.(*fakeHV).warmFail.Store(fail)
 			for _, f := range deps {
@@ -285,6 +300,40 @@ func TestTemplateRebuiltWhenItsKeyChanges(t *testing.T) {
 	r.runJobs(t, "j1")
 	if n := r.hv.restores.Load(); n != 1 {
 		t.Fatalf("%d restores after the rebuild; want 1 (fallbacks %v)", n, r.c.reasons)
+	}
+}
+
+// TestTemplateOfAPoolAReloadMakesWarmIsKeyedByTheAgent: a pool that
+// boots cold at start and is made warm by a reload builds a template
+// whose key names the agent binary's digest (not an empty one: the agent
+// is hashed when a template is built, not at start for the warm pools of
+// then), and a new agent binary rebuilds it.
+func TestTemplateOfAPoolAReloadMakesWarmIsKeyedByTheAgent(t *testing.T) {
+	r := newWarmRigOf(t, 0, 1, t.TempDir(), "", false)
+	warm := r.poolConfig()
+	warm.WarmStart = true
+	if _, err := r.m.Reload(t.Context(), []config.Pool{warm}, map[string]forge.Forge{"p": r.forge}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitBuilds(t, 1)
+	manifest := filepath.Join(r.tdir, "p", warmstart.ManifestFile)
+	var got struct{ Key warmstart.Key }
+	b, _ := os.ReadFile(manifest)
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("manifest %s: %v", b, err)
+	}
+	v1, _ := warmstart.FileDigest(r.agent)
+	if got.Key.Agent != v1 {
+		t.Fatalf("template key's agent %q after the reload; want the agent binary's digest %s", got.Key.Agent, v1)
+	}
+	if err := os.WriteFile(r.agent, []byte("agent v2, longer"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.waitBuilds(t, 2)
+	b, _ = os.ReadFile(manifest)
+	v2, _ := warmstart.FileDigest(r.agent)
+	if err := json.Unmarshal(b, &got); err != nil || got.Key.Agent != v2 {
+		t.Fatalf("after a new agent binary the key's agent is %q (%v); want %s", got.Key.Agent, err, v2)
 	}
 }
 

@@ -1,6 +1,7 @@
 package vmstate
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -83,6 +84,9 @@ func TestOpenRefusesWhenTheSnapshotsLogIsMissing(t *testing.T) {
 
 // One corrupt byte in the middle of the log fails Open, naming the file
 // and offset, and cuts nothing; a torn last entry is cut as before.
+// ReadRecords, first, reads by the same rule without writing: it refuses
+// the corrupt middle alike and leaves the torn entry out, the log as it
+// was.
 func TestOpenRefusesACorruptMiddleAndCutsATornEnd(t *testing.T) {
 	for _, c := range []struct {
 		name    string
@@ -111,6 +115,16 @@ func TestOpenRefusesACorruptMiddleAndCutsATornEnd(t *testing.T) {
 			b, _ := os.ReadFile(path)
 			b = c.damage(b, offs)
 			os.WriteFile(path, b, 0o600)
+			recs, rerr := ReadRecords(base)
+			if after, _ := os.ReadFile(path); !bytes.Equal(after, b) {
+				t.Fatalf("ReadRecords changed the log: %d bytes, were %d", len(after), len(b))
+			}
+			if c.refuse && (rerr == nil || !strings.Contains(rerr.Error(), path) || !strings.Contains(rerr.Error(), fmt.Sprint(offs[1]))) {
+				t.Fatalf("ReadRecords: %d records, %v; want a refusal naming %s and offset %d, as Open's", len(recs), rerr, path, offs[1])
+			}
+			if !c.refuse && (rerr != nil || len(recs) != c.records) {
+				t.Fatalf("ReadRecords: %d records, %v; want %d", len(recs), rerr, c.records)
+			}
 			s2, err := Open(base)
 			if c.refuse {
 				if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), fmt.Sprint(offs[1])) {

@@ -104,14 +104,13 @@ func scan(r io.Reader, fn func(kind byte, data []byte, framed int) error) (int64
 }
 
 // frameAfter reports the offset of the first whole entry (a length in
-// bounds, a matching checksum, a known kind) that starts in f past the
-// bad frame at offset bad.
-func frameAfter(f *os.File, bad int64) (int64, bool) {
-	fi, err := f.Stat()
-	if err != nil {
+// bounds, a matching checksum, a known kind) that starts in f's first
+// size bytes past the bad frame at offset bad.
+func frameAfter(f *os.File, bad, size int64) (int64, bool) {
+	if size <= bad {
 		return 0, false
 	}
-	b := make([]byte, fi.Size()-bad)
+	b := make([]byte, size-bad)
 	if _, err := f.ReadAt(b, bad); err != nil && !errors.Is(err, io.EOF) {
 		return 0, false
 	}
@@ -129,6 +128,34 @@ func frameAfter(f *os.File, bad int64) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// replayLog is the one rule by which a log is read, by Open and by
+// ReadRecords alike: fn gets each whole entry from the start of f, as
+// far as f's size when replayLog began (a writer's later bytes are not
+// read); whole is the length of those entries, and torn is true when
+// bytes follow them that are a torn or corrupt tail: a bad frame with no
+// whole entry after it, which no writer was ever told is durable. A bad
+// frame followed by a whole entry is corruption in the middle of the
+// log, not a torn tail: cutting there would drop entries reported
+// durable, so it is an error naming the file and both offsets.
+func replayLog(f *os.File, fn func(kind byte, data []byte, framed int) error) (whole int64, torn bool, err error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, false, err
+	}
+	size := fi.Size()
+	whole, err = scan(io.NewSectionReader(f, 0, size), fn)
+	if err != nil && !errors.Is(err, errTorn) {
+		return whole, false, fmt.Errorf("read %s: %w", f.Name(), err)
+	}
+	if size <= whole {
+		return whole, false, nil
+	}
+	if at, ok := frameAfter(f, whole, size); ok {
+		return whole, false, fmt.Errorf("%s is corrupt at offset %d, with a whole entry after it at offset %d: not a torn tail", f.Name(), whole, at)
+	}
+	return whole, true, nil
 }
 
 // state is the live records, framed, by VM id: what replaying the
@@ -190,8 +217,10 @@ func readSnapshot(dir string, st state) (uint64, error) {
 
 // ReadRecords reads the records of the store in dir without opening it
 // (no repair, nothing written): for tools and tests that look at a
-// running orchestrator's state. An entry being written (a torn end) is
-// left out. Records come oldest first, as from List.
+// running orchestrator's state. The log is read by Open's rule
+// (replayLog): an entry being written (a torn end) is left out, where Open
+// would cut it, and a corrupt middle is an error, as Open's. Records come
+// oldest first, as from List.
 func ReadRecords(dir string) ([]*Record, error) {
 	for {
 		st := state{}
@@ -210,10 +239,11 @@ func ReadRecords(dir string) ([]*Record, error) {
 		if err != nil {
 			return nil, fmt.Errorf("vm state: %w", err)
 		}
-		_, err = scan(f, func(kind byte, data []byte, _ int) error { return st.apply(kind, data) })
+		// A torn tail (an entry being written) is left out, not cut.
+		_, _, err = replayLog(f, func(kind byte, data []byte, _ int) error { return st.apply(kind, data) })
 		f.Close()
-		if err != nil && !errors.Is(err, errTorn) {
-			return nil, fmt.Errorf("vm state: read %s: %w", f.Name(), err)
+		if err != nil {
+			return nil, fmt.Errorf("vm state: %w; refusing to read", err)
 		}
 		return st.records(), nil
 	}
@@ -320,7 +350,7 @@ func openJournal(dir string, log *slog.Logger) (*journal, error) {
 		f.Close()
 		return nil, err
 	}
-	whole, err := scan(f, func(kind byte, data []byte, framed int) error {
+	whole, torn, err := replayLog(f, func(kind byte, data []byte, framed int) error {
 		if err := j.live.apply(kind, data); err != nil {
 			return err
 		}
@@ -333,22 +363,15 @@ func openJournal(dir string, log *slog.Logger) (*journal, error) {
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, errTorn) {
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, fmt.Errorf("vm state: %w; refusing to open (nothing cut)", err)
 	}
-	if fi, serr := f.Stat(); serr == nil && fi.Size() > whole {
-		// A bad frame followed by a whole one is corruption in the
-		// middle of the log, not a torn tail: cutting there would drop
-		// entries reported durable. Refuse, naming the place.
-		if at, ok := frameAfter(f, whole); ok {
-			f.Close()
-			return nil, fmt.Errorf("vm state: %s is corrupt at offset %d, with a whole entry after it at offset %d: not a torn tail; refusing to open (nothing cut)", path, whole, at)
-		}
+	if torn {
 		// A write a crash cut short, or a corrupt entry: nothing after
 		// it was ever reported durable (each batch is synced before its
 		// writers return, and no batch follows a failed one).
-		log.Warn("vm state: cutting the log's torn or corrupt tail", "file", path, "offset", whole, "bytes", fi.Size()-whole)
+		log.Warn("vm state: cutting the log's torn or corrupt tail", "file", path, "offset", whole)
 		err := f.Truncate(whole)
 		if err == nil {
 			err = syncFile(f)

@@ -162,7 +162,11 @@ func BenchmarkWebhookBurst(b *testing.B) {
 		if err := post(-1); err != nil {
 			b.Fatal(err)
 		}
-		<-f.hv.started
+		select {
+		case <-f.hv.started:
+		case <-time.After(30 * time.Second):
+			b.Fatalf("warm-up: no VM started in 30 s; VMs %v, runners %d", f.m.Phases(), len(d.Runners()))
+		}
 		b.StartTimer()
 		start, cpu0 := time.Now(), hosttest.CPUTime(b)
 		errs := make(chan error, senders)

@@ -131,7 +131,7 @@ func forceCancelRun(d *Double, c *call) (int, any) {
 		if j.status == "completed" {
 			continue
 		}
-		if rn := d.runners[j.runnerID]; rn != nil && rn.job == j.id {
+		if rn := d.runners.byID[j.runnerID]; rn != nil && rn.job == j.id {
 			rn.busy = false
 		}
 		d.moveJob(j, "completed", "cancelled")

@@ -88,7 +88,7 @@ type Double struct {
 	nextID        int64
 	installations map[int64]*installation
 	tokens        map[string]*token
-	runners       map[int64]*runner
+	runners       runnerSet
 	groups        map[string][]*group // by org, lower case
 	enterprises   map[string][]string // slug -> orgs, lower case
 	runs          map[int64]*run
@@ -193,7 +193,7 @@ func New(o Options) *Double {
 	return &Double{
 		o: o, rng: rand.New(rand.NewSource(o.Seed)), nextID: 100,
 		installations: map[int64]*installation{}, tokens: map[string]*token{},
-		runners: map[int64]*runner{}, groups: map[string][]*group{}, enterprises: map[string][]string{},
+		runners: newRunnerSet(), groups: map[string][]*group{}, enterprises: map[string][]string{},
 		runs: map[int64]*run{}, jobs: map[int64]*job{}, issued: map[int64]issuedRunner{},
 		calls: map[string]int{}, faultCount: map[FaultKind]int{},
 		rate: newRateLimit(5000, time.Hour), rates: map[string]*rateLimit{}, changed: make(chan struct{}),
@@ -389,8 +389,8 @@ type Runner struct {
 func (d *Double) Runners() []Runner {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]Runner, 0, len(d.runners))
-	for _, r := range d.runners {
+	out := make([]Runner, 0, len(d.runners.byID))
+	for _, r := range d.runners.byID {
 		out = append(out, Runner{ID: r.id, Name: r.name, Scope: r.scope.kind + ":" + r.scope.name,
 			Labels: append([]string(nil), r.labels...), Group: r.group, Status: r.status, Busy: r.busy})
 	}

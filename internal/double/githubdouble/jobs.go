@@ -235,12 +235,10 @@ func (d *Double) serveRunner(w http.ResponseWriter, r *http.Request, op string) 
 }
 
 func (d *Double) runnerBySecret(secret string) *runner {
-	for _, rn := range d.runners {
-		if secret != "" && rn.secret == secret {
-			return rn
-		}
+	if secret == "" {
+		return nil
 	}
-	return nil
+	return d.runners.bySecret[secret]
 }
 
 // acquire gives the runner the oldest queued job it may take, waiting for
@@ -321,7 +319,7 @@ func (d *Double) complete(w http.ResponseWriter, secret string, req completeRequ
 		conclusion = "cancelled" // the runner stopped it when told to
 	}
 	d.moveJob(d.jobs[req.JobID], "completed", conclusion)
-	delete(d.runners, rn.id)
+	d.runners.remove(rn.id)
 	d.notify()
 	w.WriteHeader(http.StatusOK)
 }

@@ -13,7 +13,7 @@ import (
 // runnersIn lists a scope's runners by id.
 func (d *Double) runnersIn(s scopeKey) []*runner {
 	var out []*runner
-	for _, r := range d.runners {
+	for _, r := range d.runners.byID {
 		if r.scope == s {
 			out = append(out, r)
 		}
@@ -53,7 +53,7 @@ func (d *Double) runnerAt(c *call) (*runner, int, any) {
 	if !c.covers(s) {
 		return nil, http.StatusForbidden, basicError("Resource not accessible by integration")
 	}
-	r := d.runners[c.intPath("runner_id")]
+	r := d.runners.byID[c.intPath("runner_id")]
 	if r == nil || r.scope != s {
 		return nil, http.StatusNotFound, notFound
 	}
@@ -76,7 +76,7 @@ func deleteRunner(d *Double, c *call) (int, any) {
 	if r.busy {
 		return http.StatusUnprocessableEntity, basicError(fmt.Sprintf("Bad request - Runner %q is still running a job", r.name))
 	}
-	delete(d.runners, r.id)
+	d.runners.remove(r.id)
 	d.notify()
 	return http.StatusNoContent, nil
 }
@@ -143,10 +143,8 @@ func generateJIT(d *Double, c *call) (int, any) {
 		return http.StatusForbidden, basicError("Resource not accessible by integration")
 	}
 	name, _ := c.body["name"].(string)
-	for _, r := range d.runnersIn(s) {
-		if r.name == name {
-			return http.StatusConflict, basicError(fmt.Sprintf("Already exists - A runner with the name %s already exists.", name))
-		}
+	if d.runners.named(s, name) != nil {
+		return http.StatusConflict, basicError(fmt.Sprintf("Already exists - A runner with the name %s already exists.", name))
 	}
 	gid := int64(1)
 	if n, ok := c.body["runner_group_id"].(float64); ok {
@@ -171,7 +169,7 @@ func generateJIT(d *Double, c *call) (int, any) {
 	}
 	r := &runner{id: d.id(), name: name, scope: s, labels: lbls, group: gid, status: "offline", secret: "runner-secret-" + randomHex(16)}
 	jit := d.encodeJIT(r)
-	d.runners[r.id] = r
+	d.runners.add(r)
 	d.issued[r.id] = issuedRunner{name: name, jit: jit, secret: r.secret}
 	d.notify()
 	return http.StatusCreated, map[string]any{"runner": r.json(), "encoded_jit_config": jit}

@@ -130,7 +130,7 @@ func (d *Double) ssJobMoved(j *job, status, conclusion string) {
 		return
 	}
 	var runner map[string]any
-	if rn := d.runners[j.runnerID]; rn != nil || j.runnerID != 0 {
+	if rn := d.runners.byID[j.runnerID]; rn != nil || j.runnerID != 0 {
 		runner = map[string]any{"runnerId": j.runnerID, "runnerName": j.runnerName}
 	}
 	switch status {

@@ -30,7 +30,7 @@ func (d *Double) ssStats(s *scaleSet) map[string]int {
 			}
 		}
 	}
-	for _, r := range d.runners {
+	for _, r := range d.runners.byID {
 		if r.scaleSet == s.id {
 			st["totalRegisteredRunners"]++
 			if r.busy {
@@ -160,9 +160,9 @@ func (d *Double) ssDelete(s *scaleSet) {
 			j.scaleSet = 0
 		}
 	}
-	for id, r := range d.runners {
+	for id, r := range d.runners.byID {
 		if r.scaleSet == s.id && !r.busy {
-			delete(d.runners, id)
+			d.runners.remove(id)
 		}
 	}
 	delete(d.ss.sets, s.id)
@@ -196,15 +196,13 @@ func (d *Double) ssJIT(s *scaleSet, in map[string]any) (int, any) {
 	if name == "" {
 		return http.StatusBadRequest, exception("ArgumentException", "name is required")
 	}
-	for _, r := range d.runnersIn(s.scope) {
-		if r.name == name {
-			return http.StatusConflict, exception("AgentExistsException", "a runner named "+name+" exists")
-		}
+	if d.runners.named(s.scope, name) != nil {
+		return http.StatusConflict, exception("AgentExistsException", "a runner named "+name+" exists")
 	}
 	r := &runner{id: d.id(), name: name, scope: s.scope, labels: append([]string(nil), s.labels...), group: s.group,
 		status: "offline", secret: "runner-secret-" + randomHex(16), scaleSet: s.id}
 	jit := d.encodeJIT(r)
-	d.runners[r.id] = r
+	d.runners.add(r)
 	d.issued[r.id] = issuedRunner{name: name, jit: jit, secret: r.secret}
 	d.notify()
 	return http.StatusOK, map[string]any{"runner": map[string]any{"id": r.id, "name": r.name, "runnerScaleSetId": s.id}, "encodedJITConfig": jit}
@@ -217,10 +215,8 @@ func (d *Double) ssAgents(method string, sc scopeKey, rest []string, q url.Value
 	}
 	if len(rest) == 0 && method == http.MethodGet {
 		var out []any
-		for _, r := range d.runnersIn(sc) {
-			if r.name == q.Get("agentName") {
-				out = append(out, ref(r))
-			}
+		if r := d.runners.named(sc, q.Get("agentName")); r != nil {
+			out = append(out, ref(r))
 		}
 		return http.StatusOK, map[string]any{"count": len(out), "value": nonNil(out)}
 	}
@@ -228,7 +224,7 @@ func (d *Double) ssAgents(method string, sc scopeKey, rest []string, q url.Value
 		return http.StatusNotFound, exception("NotFoundException", "no such API")
 	}
 	id, _ := strconv.ParseInt(rest[0], 10, 64)
-	r := d.runners[id]
+	r := d.runners.byID[id]
 	if r == nil || r.scope != sc {
 		return http.StatusNotFound, exception("AgentNotFoundException", fmt.Sprintf("runner %d not found", id))
 	}
@@ -239,7 +235,7 @@ func (d *Double) ssAgents(method string, sc scopeKey, rest []string, q url.Value
 		if r.busy {
 			return http.StatusBadRequest, exception("JobStillRunningException", "the runner is running a job")
 		}
-		delete(d.runners, id)
+		d.runners.remove(id)
 		d.notify()
 		return http.StatusNoContent, nil
 	}
