@@ -66,11 +66,11 @@ type warmRig struct {
 // deps, when given, change the pool's dependencies before it starts.
 func newWarmRig(t *testing.T, minIdle, max int, tdir, fail string, deps ...func(*Deps)) *warmRig {
 	t.Helper()
-	return newWarmRigOf(t, minIdle, max, tdir, fail, true)
+	return newWarmRigOf(t, minIdle, max, tdir, fail, true, deps...)
 }
 
 // newWarmRigOf is newWarmRig whose pool has warm_start as warm says.
-func newWarmRigOf(t *testing.T, minIdle, max int, tdir, fail string, warm bool) *warmRig {
+func newWarmRigOf(t *testing.T, minIdle, max int, tdir, fail string, warm bool, deps ...func(*Deps)) *warmRig {
 	t.Helper()
 	// Beside tdir: a rig on the same template directory (a restart)
 	// boots the same kernel.
