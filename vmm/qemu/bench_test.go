@@ -164,8 +164,10 @@ func BenchmarkRealAgentColdBootVsRestore(b *testing.B) {
 		if steps != "" {
 			b.Logf("restore %s: %s, runner-ready %v", name, steps, took.Round(time.Millisecond))
 		}
-		if d := os.Getenv("WARMMEM_CONSOLE"); d != "" {
-			os.WriteFile(filepath.Join(d, name), []byte(readConsole(s.ConsoleLog)), 0o600)
+		if d := os.Getenv("FIREACTIONS_BENCH_CONSOLES"); d != "" { // where each VM's console is kept, to read its agent's steps
+			if err := os.WriteFile(filepath.Join(d, name), []byte(readConsole(s.ConsoleLog)), 0o600); err != nil {
+				b.Fatal(err)
+			}
 		}
 		return took, m
 	}
