@@ -202,17 +202,34 @@ func (f *Fleet) open(ctx context.Context) error {
 	if f.hosts, err = bucket(ctx, js, HostsBucket, f.opt.ClaimTTL, f.opt.Replicas); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(f.opt.ClaimTTL + f.opt.ClaimTTL/2)
+	return f.registerUntil(ctx, time.Now().Add(f.opt.ClaimTTL+f.opt.ClaimTTL/2))
+}
+
+// registerUntil writes this host's presence key, trying again until
+// deadline while that can succeed: a previous run of this host may still
+// hold the key (it lapses within the TTL), and a bucket just made on a
+// cluster has no stream leader for a moment (no response from the
+// stream: hosts of a new fleet join while its servers elect one).
+func (f *Fleet) registerUntil(ctx context.Context, deadline time.Time) error {
 	for {
 		err := f.register(ctx)
-		if !errors.Is(err, ErrHostIDTaken) || time.Now().After(deadline) {
+		var wait time.Duration
+		switch {
+		case errors.Is(err, ErrHostIDTaken):
+			wait = f.opt.ClaimTTL / 4
+		case errors.Is(err, jetstream.ErrNoStreamResponse):
+			wait = 100 * time.Millisecond
+		default:
 			return err
 		}
-		// A previous run of this host may still hold it: wait for it to lapse.
+		if time.Now().After(deadline) {
+			return err
+		}
+		f.log.Debug("fleet: presence not written yet; trying again", "host_id", f.opt.HostID, "err", err, "in", wait)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("fleet: wait for host_id %q to be free: %w", f.opt.HostID, ctx.Err())
-		case <-time.After(f.opt.ClaimTTL / 4):
+			return fmt.Errorf("fleet: write presence of host_id %q: %w (last: %v)", f.opt.HostID, ctx.Err(), err)
+		case <-time.After(wait):
 		}
 	}
 }
