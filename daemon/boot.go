@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/catalog"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
 )
@@ -61,14 +62,14 @@ func (b *bootFiles) stage(cfg *config.Config) (*stagedBoot, error) {
 	st := &stagedBoot{b: b, gen: gen, archives: map[string]string{}, modules: map[string][]string{}, docker: map[string]map[string][]string{}}
 	for _, p := range cfg.Pools {
 		var mods []initramfs.Module
-		if names := initramfs.ModulesFor(poolModules(&p), p.Cache.Docker); len(names) > 0 {
+		if names := initramfs.ModulesFor(poolModules(&p, cfg.VMM.Driver), p.Cache.Docker); len(names) > 0 {
 			var err error
 			if mods, err = initramfs.ResolveModules(p.VM.ModulesDir, names); err != nil {
 				st.abort()
 				return nil, fmt.Errorf("pool %q: kernel modules: %w", p.Name, err)
 			}
 			if p.Cache.Docker {
-				if st.docker[p.Name], err = initramfs.DockerBackendModules(p.VM.ModulesDir, poolModules(&p), mods); err != nil {
+				if st.docker[p.Name], err = initramfs.DockerBackendModules(p.VM.ModulesDir, poolModules(&p, cfg.VMM.Driver), mods); err != nil {
 					st.abort()
 					return nil, fmt.Errorf("pool %q: kernel modules: %w", p.Name, err)
 				}
@@ -125,12 +126,23 @@ func (st *stagedBoot) abort() {
 }
 
 // poolModules is pool's kernel_modules and, for a warm-start pool, the
-// virtio console driver its identity port needs (virtio_console): a
-// pool that lists no modules boots a kernel with its drivers built in.
-func poolModules(p *config.Pool) []string {
+// driver of the identity channel its VMM gives it: QEMU's virtio-serial
+// port (virtio_console), Firecracker's vsock device
+// (vmw_vsock_virtio_transport, which needs vsock). A pool that lists no
+// modules boots a kernel with its drivers built in.
+func poolModules(p *config.Pool, driver string) []string {
 	mods := p.VM.KernelModules
-	if p.WarmStart && len(mods) > 0 && !slices.Contains(mods, "virtio_console") {
-		mods = append(slices.Clip(mods), "virtio_console")
+	if !p.WarmStart || len(mods) == 0 {
+		return mods
+	}
+	need := []string{"virtio_console"}
+	if driver == catalog.Firecracker {
+		need = []string{"vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"}
+	}
+	for _, m := range need {
+		if !slices.Contains(mods, m) {
+			mods = append(slices.Clip(mods), m)
+		}
 	}
 	return mods
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/catalog"
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/initramfs"
 )
@@ -45,23 +46,31 @@ func TestBootModulesFollowTheImagesIPTables(t *testing.T) {
 	}
 }
 
-// A warm-start pool's VMs load the virtio console driver of their
-// identity port without the pool listing it; a cold pool's do not.
+// A warm-start pool's VMs load the driver of their identity channel
+// without the pool listing it — QEMU's virtio console, Firecracker's
+// vsock transport — and a cold pool's do not.
 func TestWarmPoolsLoadTheIdentityPortsDriver(t *testing.T) {
-	b := cloudKernelBootFiles(t, []string{"virtio_mmio", "virtio_net"}, map[string]func(*config.Pool){
-		"warm": func(p *config.Pool) { p.WarmStart = true },
-		"cold": func(*config.Pool) {},
-	})
-	console := func(paths []string) bool {
+	loads := func(paths []string, mod string) bool {
 		return slices.ContainsFunc(paths, func(p string) bool {
-			return strings.HasSuffix(p, "/virtio_console.ko") || strings.HasSuffix(p, "-virtio_console.ko")
+			return strings.HasSuffix(p, "/"+mod+".ko") || strings.HasSuffix(p, "-"+mod+".ko")
 		})
 	}
-	if got := b.guestModules("warm", nil); !console(got) {
-		t.Errorf("a warm pool's VMs load %v: no virtio_console", got)
-	}
-	if got := b.guestModules("cold", nil); console(got) {
-		t.Errorf("a cold pool's VMs load virtio_console: %v", got)
+	for driver, mods := range map[string][]string{
+		catalog.QEMU:        {"virtio_console"},
+		catalog.Firecracker: {"vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"},
+	} {
+		b := cloudKernelBootFilesOf(t, driver, []string{"virtio_mmio", "virtio_net"}, map[string]func(*config.Pool){
+			"warm": func(p *config.Pool) { p.WarmStart = true },
+			"cold": func(*config.Pool) {},
+		})
+		for _, m := range mods {
+			if got := b.guestModules("warm", nil); !loads(got, m) {
+				t.Errorf("%s: a warm pool's VMs load %v: no %s", driver, got, m)
+			}
+			if got := b.guestModules("cold", nil); loads(got, m) {
+				t.Errorf("%s: a cold pool's VMs load %s: %v", driver, m, got)
+			}
+		}
 	}
 }
 
@@ -69,6 +78,12 @@ func TestWarmPoolsLoadTheIdentityPortsDriver(t *testing.T) {
 // each listing modules from the Debian cloud kernel's tree and then
 // changed by its function.
 func cloudKernelBootFiles(t *testing.T, modules []string, pools map[string]func(*config.Pool)) *bootFiles {
+	t.Helper()
+	return cloudKernelBootFilesOf(t, catalog.QEMU, modules, pools)
+}
+
+// cloudKernelBootFilesOf is cloudKernelBootFiles under VMM driver.
+func cloudKernelBootFilesOf(t *testing.T, driver string, modules []string, pools map[string]func(*config.Pool)) *bootFiles {
 	t.Helper()
 	tree := hosttest.CloudKernelModules(t)
 	dir := t.TempDir()
@@ -79,6 +94,7 @@ func cloudKernelBootFiles(t *testing.T, modules []string, pools map[string]func(
 		}
 	}
 	cfg := &config.Config{}
+	cfg.VMM.Driver = driver
 	for name, change := range pools {
 		var p config.Pool
 		p.Name = name
