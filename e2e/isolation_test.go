@@ -25,6 +25,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/pool"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/qemu"
+	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
 )
 
 // probeGuest is one test guest running netprobe.
@@ -331,8 +332,9 @@ func startIn(t *testing.T, ns *testNetns, driver vmm.Hypervisor, spec vmm.Spec) 
 }
 
 // isolationTemplate is a warm-start template of the probe guests: the
-// saved state and the credential-free initramfs it booted.
-type isolationTemplate struct{ state, initramfs string }
+// saved state, its guest RAM file (restores map it private, as the
+// pool's do) and the credential-free initramfs it booted.
+type isolationTemplate struct{ state, memory, initramfs string }
 
 // buildIsolationTemplate boots the probe guests' boot archive with a
 // template's config (modules only: no address, hostname or token) on a
@@ -341,7 +343,7 @@ type isolationTemplate struct{ state, initramfs string }
 func buildIsolationTemplate(t *testing.T, ns *testNetns, driver *qemu.Driver, br netplan.Bridge, tap, kernel, archive, modules, dir string) isolationTemplate {
 	t.Helper()
 	os.MkdirAll(dir, 0o700)
-	tpl := isolationTemplate{state: filepath.Join(dir, "state"), initramfs: filepath.Join(dir, "initramfs.cpio")}
+	tpl := isolationTemplate{state: filepath.Join(dir, "state"), memory: filepath.Join(dir, warmstart.MemoryFile), initramfs: filepath.Join(dir, "initramfs.cpio")}
 	if err := initramfs.WriteVM(tpl.initramfs, archive, agentproto.Config{Template: true, Modules: initramfsModules(t, modules)}); err != nil {
 		t.Fatal(err)
 	}
@@ -355,6 +357,7 @@ func buildIsolationTemplate(t *testing.T, ns *testNetns, driver *qemu.Driver, br
 	spec := vmm.Spec{
 		ID: tap, Dir: dir, Kernel: kernel, Initramfs: tpl.initramfs, VCPUs: 1, MemoryMiB: 256,
 		TAP: tap, MAC: netplan.NewMAC(), ConsoleLog: filepath.Join(dir, "console.log"), Identity: filepath.Join(dir, "identity.sock"),
+		MemoryFile: tpl.memory,
 	}
 	m := startIn(t, ns, driver, spec)
 	waitFor(t, 3*time.Minute, "the template waiting for its identity", func() bool {
@@ -378,7 +381,7 @@ func buildIsolationTemplate(t *testing.T, ns *testNetns, driver *qemu.Driver, br
 // handover (resume, then the identity with a fresh seed and the clock).
 func (tpl isolationTemplate) restore(t *testing.T, ns *testNetns, driver vmm.Hypervisor, spec vmm.Spec, cfg agentproto.Config) vmm.Machine {
 	t.Helper()
-	spec.Restore, spec.Initramfs = tpl.state, tpl.initramfs
+	spec.Restore, spec.MemoryFile, spec.Initramfs = tpl.state, tpl.memory, tpl.initramfs
 	spec.Identity = filepath.Join(spec.Dir, "identity.sock")
 	t0 := time.Now()
 	m := startIn(t, ns, driver, spec)

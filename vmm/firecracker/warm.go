@@ -237,15 +237,18 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 		return errors.New("firecracker: send identity: more than one line")
 	}
 	// The agent listens once it runs again after the restore, which
-	// resets every vsock connection: connect until it answers.
+	// resets every vsock connection: connect until it answers, and again
+	// when a connection ends before its acknowledgement (the agent takes
+	// the next one; one that took a line and lost its acknowledgement
+	// takes none, and the caller kills the VM).
 	wctx, cancel := context.WithTimeout(ctx, IdentityConnectWait)
 	defer cancel()
-	var c net.Conn
-	var r *bufio.Reader
+	line := append(bytes.Clone(b), '\n')
+	defer clear(line)
 	for {
-		var err error
-		if c, r, err = m.connectGuest(wctx); err == nil {
-			break
+		err := m.sendIdentityOnce(wctx, line)
+		if err == nil {
+			return nil
 		}
 		select {
 		case <-wctx.Done():
@@ -253,17 +256,24 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// sendIdentityOnce is one connection of SendIdentity: line written, the
+// agent's acknowledgement read.
+func (m *machine) sendIdentityOnce(ctx context.Context, line []byte) error {
+	c, r, err := m.connectGuest(ctx)
+	if err != nil {
+		return err
+	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	line := append(bytes.Clone(b), '\n')
-	defer clear(line)
 	if _, err := c.Write(line); err != nil {
-		return fmt.Errorf("firecracker: send identity: %w", err)
+		return err
 	}
 	ack, err := r.ReadString('\n')
 	if strings.TrimSpace(ack) != agentproto.IdentityAck {
-		return fmt.Errorf("firecracker: send identity: no acknowledgement from the guest (%q, %v)", ack, err)
+		return fmt.Errorf("no acknowledgement from the guest (%q, %v)", ack, err)
 	}
 	return nil
 }

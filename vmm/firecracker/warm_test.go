@@ -77,6 +77,13 @@ func (r *warmRig) spec(t *testing.T, id string, slot int, tap string) vmm.Spec {
 // acknowledges it, sending the line on got.
 func (r *warmRig) listenGuest(t *testing.T) (got chan string, stop func()) {
 	t.Helper()
+	return r.listenGuestDropping(t, 0)
+}
+
+// listenGuestDropping is listenGuest whose first drop connections end
+// after their line, unacknowledged (a vsock reset).
+func (r *warmRig) listenGuestDropping(t *testing.T, drop int) (got chan string, stop func()) {
+	t.Helper()
 	path := r.guest + "_" + strconv.Itoa(agentproto.IdentityVsockPort)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -91,7 +98,9 @@ func (r *warmRig) listenGuest(t *testing.T) (got chan string, stop func()) {
 				return
 			}
 			line, err := bufio.NewReader(c).ReadString('\n')
-			if err == nil {
+			if err == nil && drop > 0 {
+				drop--
+			} else if err == nil {
 				got <- line
 				c.Write([]byte(agentproto.IdentityAck + "\n"))
 			}
@@ -173,6 +182,16 @@ func saveThenRestore(t *testing.T, r *warmRig) {
 	}
 	if line := <-got; line != `{"vm":"r1"}`+"\n" {
 		t.Fatalf("the guest read %q", line)
+	}
+	stop()
+	// A connection reset before the agent's acknowledgement is tried
+	// again: the agent takes the next one.
+	got, stop = r.listenGuestDropping(t, 1)
+	if err := w2.SendIdentity(ctx, []byte(`{"vm":"r1","again":1}`)); err != nil {
+		t.Fatalf("identity after one reset connection: %v", err)
+	}
+	if line := <-got; line != `{"vm":"r1","again":1}`+"\n" {
+		t.Fatalf("the guest read %q after a reset", line)
 	}
 	stop()
 	if err := w2.SendIdentity(ctx, []byte(`{"vm":"r1"}`)); err == nil || !strings.Contains(err.Error(), "no connection to the guest") {
