@@ -147,6 +147,13 @@ func (d *Driver) load(ctx context.Context, l *launched, spec vmm.Spec, exited <-
 	if err := c.LoadSnapshot(ctx, LoadRequest(spec, l.paths)); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	// A snapshot keeps the MMDS configuration, not its data store: the
+	// restore's own document is put again (never the template's).
+	if d.MMDS {
+		if err := c.PutMMDS(ctx, MMDSDoc(spec)); err != nil {
+			return fmt.Errorf("restore: metadata: %w", err)
+		}
+	}
 	return nil
 }
 

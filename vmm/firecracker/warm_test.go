@@ -290,3 +290,50 @@ func TestVersionIsTheBinarys(t *testing.T) {
 		t.Fatalf("a binary without a version line: %q", v)
 	}
 }
+
+// With the MMDS on, a restore puts its own metadata document after the
+// load (a snapshot keeps the MMDS configuration, not its data store):
+// its vm_id, never the template's.
+func TestARestoreGetsItsOwnMetadata(t *testing.T) {
+	r := newWarmRig(t)
+	r.d.MMDS = true
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tap := testTAP(t)
+	tpl := r.spec(t, "tplmd", 0, tap)
+	tpl.Metadata = map[string]string{"pool": "p"}
+	m, err := r.d.Start(ctx, tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(r.dir, "state")
+	if err := m.(vmm.Warm).SaveState(ctx, state); err != nil {
+		t.Fatal(err)
+	}
+	kill(t, m)
+	rs := r.spec(t, "r1md", 1, tap)
+	rs.Restore, rs.Initramfs, rs.Metadata = state, "", map[string]string{"pool": "p"}
+	m2, err := r.d.Start(ctx, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kill(t, m2)
+	var loaded, put bool
+	for _, rec := range readRecord(t, r.rec) {
+		if rec.Status/100 != 2 {
+			t.Errorf("the double refused %s %s (%d): %s", rec.Method, rec.Path, rec.Status, rec.Fault)
+		}
+		switch {
+		case rec.Path == "/snapshot/load":
+			loaded = true
+		case loaded && rec.Method == "PUT" && rec.Path == "/mmds":
+			put = true
+			if !strings.Contains(rec.Body, `"vm_id":"r1md"`) || strings.Contains(rec.Body, "tplmd") {
+				t.Errorf("the restore's metadata: %s", rec.Body)
+			}
+		}
+	}
+	if !loaded || !put {
+		t.Errorf("snapshot loaded %v, its own metadata put after %v", loaded, put)
+	}
+}
