@@ -96,11 +96,14 @@ func jobLimits(available int64, threadsMax int) (pids int, memory int64) {
 	return max(pids, 64), memory
 }
 
-// setupBudget mounts cgroup2 unless mounted, enables the pids and memory
+// makeCgroups mounts cgroup2 unless mounted, enables the pids and memory
 // controllers (and cpu when the kernel has it, so the runner gets CPU
 // however many processes the job has) for the root's children, and
-// creates the runner's and the job's cgroups with the job's limits.
-func (a *Agent) setupBudget() (*budget, error) {
+// creates the runner's and the job's cgroups, without limits yet. Nothing
+// in it is one VM's: a template does it before it waits for its identity
+// (see awaitIdentity), so a restore finds it done; setupBudget's second
+// pass then only finds what exists.
+func (a *Agent) makeCgroups() (*budget, error) {
 	if err := a.mountCgroups(); err != nil {
 		return nil, err
 	}
@@ -124,17 +127,28 @@ func (a *Agent) setupBudget() (*budget, error) {
 	if err := writeCgroup(dir, "cgroup.subtree_control", enable); err != nil {
 		return nil, err
 	}
+	for _, c := range []string{runnerCgroup, jobCgroup} {
+		if err := os.Mkdir(filepath.Join(dir, c), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("creating cgroup %s: %w", c, err)
+		}
+	}
+	return b, nil
+}
+
+// setupBudget makes the job's cgroups (makeCgroups) and sets the job's
+// limits, derived from the memory available now.
+func (a *Agent) setupBudget() (*budget, error) {
+	b, err := a.makeCgroups()
+	if err != nil {
+		return nil, err
+	}
+	dir := b.dir
 	available, err := memAvailable(a.path("/proc/meminfo"))
 	if err != nil {
 		return nil, err
 	}
 	threadsMax, _ := readInt(a.path("/proc/sys/kernel/threads-max"))
 	b.pidsMax, b.memoryMax = jobLimits(available, threadsMax)
-	for _, c := range []string{runnerCgroup, jobCgroup} {
-		if err := os.Mkdir(filepath.Join(dir, c), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("creating cgroup %s: %w", c, err)
-		}
-	}
 	job := filepath.Join(dir, jobCgroup)
 	if err := writeCgroup(job, "pids.max", strconv.Itoa(b.pidsMax)); err != nil {
 		return nil, err

@@ -27,6 +27,7 @@ type fakeSys struct {
 	netErr    error
 	switchErr error
 	identity  []byte // the line AwaitIdentity returns
+	onAwait   func() // called as AwaitIdentity begins, when set
 
 	mu        sync.Mutex
 	calls     []string
@@ -121,6 +122,9 @@ func (f *fakeSys) Uptime() time.Duration { return time.Since(f.t0) }
 
 func (f *fakeSys) AwaitIdentity(ctx context.Context) ([]byte, error) {
 	f.record("await-identity")
+	if f.onAwait != nil {
+		f.onAwait()
+	}
 	if f.identity == nil {
 		<-ctx.Done() // no host ever connects
 		return nil, ctx.Err()

@@ -82,7 +82,7 @@ func ReadIdentityLine(ctx context.Context, dev string) ([]byte, error) {
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("waiting for the identity: %w", ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }

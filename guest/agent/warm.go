@@ -12,7 +12,8 @@ import (
 
 // awaitIdentity is a template's life until it becomes one VM (see
 // agentproto.Config.Template): it brings up what is identity-free (the
-// kernel file systems are mounted already; the modules), says it waits,
+// kernel file systems are mounted already; the modules, the job's
+// cgroups), says it waits,
 // and is saved there by the host. Each restore reads its Identity,
 // reseeds the kernel's RNG, sets the clock and MAC, and returns the VM's
 // own config, which Run then follows exactly as a cold boot: hostname,
@@ -21,6 +22,12 @@ import (
 // holds refers to a VM's disk, address or credential.
 func (a *Agent) awaitIdentity(ctx context.Context, tpl agentproto.Config) (agentproto.Config, error) {
 	a.loadModules(tpl.Modules)
+	// The job's cgroups are no VM's own either: made here, once, a
+	// restore does not pay for them (a cgroup2 mount and a controller's
+	// state for each cgroup: tens of milliseconds under emulation).
+	if _, err := a.makeCgroups(); err != nil {
+		a.logf("template: the job's cgroups are left to each VM: %v", err)
+	}
 	a.logf("template: waiting for identity on %s", agentproto.IdentityPort)
 	line, err := a.Sys.AwaitIdentity(ctx)
 	if err != nil {

@@ -43,7 +43,7 @@ func TestATemplateWaitsForItsIdentityThenBootsAsTheVM(t *testing.T) {
 	wantCalls := []string{
 		"mount proc /proc", "mount sysfs /sys", "mount devtmpfs /dev", "mount devpts /dev/pts",
 		"mount tmpfs /dev/shm", "mount tmpfs /tmp", "mount tmpfs /run",
-		"module /etc/fireactions/modules/01-virtio.ko",
+		"module /etc/fireactions/modules/01-virtio.ko", "mount cgroup2 /sys/fs/cgroup",
 		"await-identity", "reseed 64 bytes", fmt.Sprintf("clock %d", now.Unix()),
 		"module /etc/fireactions/modules/02-virtio_net.ko", "mac eth0 02:00:00:00:00:2a",
 		"hostname runner-vm-42", "network eth0 10.200.0.2/24",
@@ -145,5 +145,49 @@ func TestAnImageTemplateTouchesItsDisksOnlyAfterItsIdentity(t *testing.T) {
 	}
 	if got := host.events(); !slices.Equal(got, jobEvents) {
 		t.Errorf("events %v, want %v", got, jobEvents)
+	}
+}
+
+// TestATemplateMakesTheJobsCgroupsBeforeItWaits: the job's cgroups hold
+// nothing of one VM, so the template makes them — cgroup2 mounted, the
+// controllers enabled for the children, the runner's and the job's
+// cgroups — before it waits for its identity: a restore finds them made.
+// The limits are each VM's (from its memory then): not yet written.
+func TestATemplateMakesTheJobsCgroupsBeforeItWaits(t *testing.T) {
+	root := newTestRoot(t, templateConfig())
+	cg := filepath.Join(root, "sys/fs/cgroup")
+	for name, content := range map[string]string{"cgroup.controllers": "cpu memory pids\n", "cgroup.subtree_control": ""} {
+		if err := os.MkdirAll(cg, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(cg, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sys := newFakeSys(t, root)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var atAwait []string
+	sys.onAwait = func() {
+		defer cancel() // no host comes: the wait ends here
+		atAwait = append(atAwait, "subtree_control "+readFile(t, filepath.Join(cg, "cgroup.subtree_control")))
+		for _, c := range []string{runnerCgroup, jobCgroup} {
+			if fi, err := os.Stat(filepath.Join(cg, c)); err == nil && fi.IsDir() {
+				atAwait = append(atAwait, "cgroup "+c)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(cg, jobCgroup, "memory.max")); err == nil {
+			atAwait = append(atAwait, "job limits written")
+		}
+	}
+	a := &Agent{Root: root, Sys: sys, Console: &hosttest.SyncBuffer{}}
+
+	if _, err := a.awaitIdentity(ctx, templateConfig()); err == nil {
+		t.Fatal("the template's wait ended without an identity and without an error")
+	}
+
+	want := []string{"subtree_control +pids +memory +cpu", "cgroup runner", "cgroup job"}
+	if !slices.Equal(atAwait, want) {
+		t.Errorf("when the template waits: %q, want %q", atAwait, want)
 	}
 }

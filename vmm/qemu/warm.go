@@ -59,7 +59,7 @@ func (m *machine) dial(ctx context.Context) (*qmp, error) {
 			return nil, fmt.Errorf("qemu ended: %v", m.Err())
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }
@@ -150,7 +150,7 @@ func (m *machine) Resume(ctx context.Context) error {
 			return fmt.Errorf("qemu: restore: %w (QEMU ended: %v)", ErrStateNotLoaded, m.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("qemu: restore: %w", ctx.Err())
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 	if _, err := q.do(ctx, "cont", nil); err != nil {
