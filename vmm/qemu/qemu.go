@@ -125,8 +125,12 @@ func (d *Driver) CommandLine(spec vmm.Spec, kernelCmdline string) []string {
 }
 
 // initrdFD is the initramfs as QEMU opens it: the file Start passes it
-// open as its fd 3.
-const initrdFD = "/dev/fd/3"
+// open as its fd 3. A restore's fd 3 is its kernel's boot header
+// (restoreKernel), and it has no initramfs.
+const (
+	firstFD  = "/dev/fd/3"
+	initrdFD = firstFD
+)
 
 // Start implements vmm.Hypervisor.
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
@@ -144,26 +148,35 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	// has returned: it gets the file open, as its fd 3, so the caller may
 	// remove the file's name at once (see vmm.Hypervisor). The machine
 	// keeps it open too, to empty it once the guest has read it.
-	// A template's or a restore's initramfs (a VM with an identity
-	// channel) is the pool's, shared and without a secret: read only,
-	// never emptied, for every restore's QEMU loads it again.
-	mode := os.O_RDWR
-	if spec.Identity != "" {
-		mode = os.O_RDONLY
+	// A template's initramfs (a VM with an identity channel) is the
+	// pool's, shared and without a secret: read only, never emptied.
+	// A restore loads none: its fd 3 is its kernel's boot header
+	// (bootheader.go), for its guest runs from the template's memory.
+	var first *os.File
+	if spec.Restore != "" {
+		first, err = restoreKernel(spec.Kernel)
+	} else {
+		mode := os.O_RDWR
+		if spec.Identity != "" {
+			mode = os.O_RDONLY
+		}
+		first, err = os.OpenFile(spec.Initramfs, mode, 0)
+		if err != nil {
+			err = fmt.Errorf("open initramfs: %w", err)
+		}
 	}
-	initrd, err := os.OpenFile(spec.Initramfs, mode, 0)
 	if err != nil {
-		return nil, fmt.Errorf("qemu: vm %s: open initramfs: %w", spec.ID, err)
+		return nil, fmt.Errorf("qemu: vm %s: %w", spec.ID, err)
 	}
-	files := []*os.File{initrd}
+	files := []*os.File{first}
 	if err := prepareMemory(spec); err != nil {
-		initrd.Close()
+		first.Close()
 		return nil, fmt.Errorf("qemu: vm %s: %w", spec.ID, err)
 	}
 	if spec.Restore != "" {
+		defer first.Close() // QEMU holds its own copy once started
 		state, err := os.Open(spec.Restore)
 		if err != nil {
-			initrd.Close()
 			return nil, fmt.Errorf("qemu: vm %s: open saved state: %w", spec.ID, err)
 		}
 		defer state.Close() // QEMU holds its own copy once started
@@ -171,6 +184,9 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	}
 	held := spec
 	held.Initramfs = initrdFD
+	if spec.Restore != "" {
+		held.Kernel, held.Initramfs = firstFD, ""
+	}
 	// The pid file keeps the VM's directory on QEMU's command line, where
 	// the initramfs's path was: ps shows which VM files a QEMU is of.
 	args := append(d.Args(held), "-pidfile", filepath.Join(spec.Dir, "qemu.pid"))
@@ -180,14 +196,19 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	cmd.Stdin = nil
 	cmd.Stdout = console
 	cmd.Stderr = console
-	m := &machine{initrd: initrd}
+	m := &machine{}
+	if spec.Restore == "" {
+		m.initrd = first
+	}
 	if spec.Identity != "" {
 		m.dir, m.identity = spec.Dir, spec.Identity
 		m.fileMemory = spec.MemoryFile != ""
 	}
 	p, err := process.Start(cmd, "qemu", m.closeInitrd)
 	if err != nil {
-		initrd.Close()
+		if m.initrd != nil {
+			m.initrd.Close()
+		}
 		return nil, fmt.Errorf("qemu: vm %s: start %s: %w", spec.ID, d.Binary, err)
 	}
 	if spec.Identity != "" {
