@@ -252,14 +252,18 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 	defer cancel()
 	line := append(bytes.Clone(b), '\n')
 	defer clear(line)
+	var last error // the last attempt's, not one the wait's end cut short
 	for {
 		err := m.sendIdentityOnce(wctx, line)
 		if err == nil {
 			return nil
 		}
+		if last == nil || wctx.Err() == nil {
+			last = err
+		}
 		select {
 		case <-wctx.Done():
-			return fmt.Errorf("firecracker: send identity: %w", err)
+			return fmt.Errorf("firecracker: send identity: %w", last)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
