@@ -78,6 +78,12 @@ type warmPool struct {
 	ok       bool          // key is a template's, build's
 	failedAt time.Time
 	refs     map[string]int // restores reading each build, by its directory
+
+	// files orders prunes with a build's making of its directory and
+	// its publishing: a prune neither removes the build under way nor
+	// sees the link a publish is renaming into place.
+	files  sync.Mutex
+	making string // under files: the directory of the build under way
 }
 
 // warmPoolOf is p's warm-start state, nil for a pool that boots cold.
@@ -216,13 +222,15 @@ func (w *warmPool) release(build string, log *slog.Logger) {
 	}
 }
 
-// prune removes the pool's builds that are neither published nor read
-// by a restore.
+// prune removes the pool's builds that are neither published, nor read
+// by a restore, nor under way.
 func (w *warmPool) prune(log *slog.Logger) {
+	w.files.Lock()
+	defer w.files.Unlock()
 	removed, err := warmstart.Prune(w.dir, func(build string) bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		return w.refs[build] > 0 || build == w.build
+		return w.refs[build] > 0 || build == w.build || build == w.making
 	})
 	for _, p := range removed {
 		log.Info("warm start: removed a template build no restore reads", "pool", w.name, "path", p)
@@ -295,12 +303,18 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 	id := templateID(pc.Name)
 	log := m.log.With("pool", pc.Name, "vm", id)
 	m.reapTemplate(ctx, id, log)
+	w.files.Lock()
 	build, err := warmstart.NewBuild(w.dir)
+	w.making = build
+	w.files.Unlock()
 	if err != nil {
 		return warmstart.Key{}, "", "", err
 	}
 	published := false
 	defer func() {
+		w.files.Lock()
+		defer w.files.Unlock()
+		w.making = ""
 		if !published {
 			_ = os.RemoveAll(build)
 		}
@@ -352,7 +366,10 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 	}
 	// The new build becomes current in one rename; the old one stays
 	// for the restores reading it (prune removes it after them).
-	if err := warmstart.Publish(build); err != nil {
+	w.files.Lock()
+	err = warmstart.Publish(build)
+	w.files.Unlock()
+	if err != nil {
 		return key, "", "", err
 	}
 	published = true

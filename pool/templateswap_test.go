@@ -31,6 +31,16 @@ func (r *warmRig) entries() []string {
 	return names
 }
 
+// waitFinished waits until n jobs finished.
+func (r *warmRig) waitFinished(t *testing.T, n int) {
+	t.Helper()
+	eventually(t, 10*time.Second, "jobs finished", func() bool {
+		r.forge.mu.Lock()
+		defer r.forge.mu.Unlock()
+		return len(r.forge.finished) >= n
+	})
+}
+
 // loaded are the template numbers the fake VMM's restores loaded.
 func (r *warmRig) loaded() []string {
 	r.hv.mu.Lock()
@@ -83,11 +93,7 @@ func TestARestoreTakesOneBuildsFiles(t *testing.T) {
 		t.Fatalf("the build a restore is reading was removed: %v", err)
 	}
 	close(resume)
-	eventually(t, 10*time.Second, "j1 finished", func() bool {
-		r.forge.mu.Lock()
-		defer r.forge.mu.Unlock()
-		return len(r.forge.finished) >= 1
-	})
+	r.waitFinished(t, 1)
 	if n, got := r.hv.restores.Load(), r.loaded(); n != 1 || len(got) != 1 || got[0] != "template=1" {
 		t.Fatalf("%d restores loaded %v; want 1, of template 1's state and memory (fallbacks %v)\n%s", n, got, r.c.reasons, r.log.String())
 	}
@@ -99,11 +105,7 @@ func TestARestoreTakesOneBuildsFiles(t *testing.T) {
 		t.Errorf("the template directory holds %q; want the link and the new build", got)
 	}
 	r.forge.enqueue("j2")
-	eventually(t, 10*time.Second, "j2 finished", func() bool {
-		r.forge.mu.Lock()
-		defer r.forge.mu.Unlock()
-		return len(r.forge.finished) >= 2
-	})
+	r.waitFinished(t, 2)
 	if got := r.loaded(); len(got) != 2 || got[1] != "template=2" {
 		t.Fatalf("restores loaded %v; want the next from the new build, template 2 (fallbacks %v)\n%s", got, r.c.reasons, r.log.String())
 	}
@@ -195,5 +197,70 @@ func TestTemplateCrashLeftoversRemovedAtStart(t *testing.T) {
 	}
 	if _, err := os.Stat(published); !os.IsNotExist(err) {
 		t.Errorf("the build the publish replaced is left: %v", err)
+	}
+}
+
+// setKernel replaces the pool's kernel, whole, in one rename.
+func (r *warmRig) setKernel(content string) error {
+	if err := os.WriteFile(r.kernel+".new", []byte(content), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(r.kernel+".new", r.kernel)
+}
+
+// TestARestoreEndingDuringABuildLeavesTheBuild: a restore of an old
+// build that ends while a newer build is being made removes the old
+// build, not the one being made, which is published whole.
+func TestARestoreEndingDuringABuildLeavesTheBuild(t *testing.T) {
+	paused, resume := make(chan struct{}), make(chan struct{})
+	saving, save := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
+		hv := d.Hypervisor.(*fakeHV)
+		hv.betweenStateAndMemory = func() { once.Do(func() { close(paused); <-resume }) }
+		hv.beforeSave = func(n int32) {
+			if n == 3 {
+				close(saving)
+				<-save
+			}
+		}
+	})
+	endRestore, endSave := sync.OnceFunc(func() { close(resume) }), sync.OnceFunc(func() { close(save) })
+	defer endRestore()
+	defer endSave()
+	r.waitBuilds(t, 1)
+	first := r.build(t)
+	r.forge.enqueue("j1")
+	<-paused
+	if err := r.setKernel("kernel v2, longer"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitBuilds(t, 2)
+	if err := r.setKernel("kernel v3, longer still"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-saving:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no third build began:\n%s", r.log.String())
+	}
+	endRestore() // the restore of build 1 ends while build 3 is under way
+	eventually(t, 5*time.Second, "the first build removed once its restore ended", func() bool {
+		_, err := os.Stat(first)
+		return os.IsNotExist(err)
+	})
+	endSave()
+	r.waitBuilds(t, 3)
+	third := r.build(t)
+	if filepath.Base(third) != "3" {
+		t.Fatalf("published %s; want the third build", third)
+	}
+	if _, err := os.Stat(filepath.Join(third, warmstart.ManifestFile)); err != nil {
+		t.Fatalf("the third build is not whole: %v", err)
+	}
+	r.forge.enqueue("j2")
+	r.waitFinished(t, 2)
+	if got := r.loaded(); len(got) != 2 || got[0] != "template=1" || got[1] != "template=3" {
+		t.Fatalf("restores loaded %v; want template 1's, then template 3's (fallbacks %v)", got, r.c.reasons)
 	}
 }

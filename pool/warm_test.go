@@ -129,11 +129,7 @@ func (r *warmRig) restoredSpecs() []string {
 func (r *warmRig) runJobs(t *testing.T, ids ...string) {
 	t.Helper()
 	r.forge.enqueue(ids...)
-	eventually(t, 10*time.Second, "jobs finished", func() bool {
-		r.forge.mu.Lock()
-		defer r.forge.mu.Unlock()
-		return len(r.forge.finished) >= len(ids)
-	})
+	r.waitFinished(t, len(ids))
 }
 
 // TestWarmPoolRestoresItsVMsFromTheTemplate: a warm-start pool builds its

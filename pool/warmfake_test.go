@@ -44,6 +44,10 @@ type warmFake struct {
 	// yet mapped the other.
 	betweenStateAndMemory func()
 	loaded                []string // the template number each resumed restore loaded, under mu
+	// beforeSave, when set before the pool starts, runs in each
+	// template's SaveState (given the saves so far, this one counted)
+	// before the state is written: a build under way.
+	beforeSave func(n int32)
 }
 
 func (h *fakeHV) failing(how string) bool { s, _ := h.warmFail.Load().(string); return s == how }
@@ -113,7 +117,10 @@ func (m *fakeMachine) SaveState(_ context.Context, dst string) error {
 	if m.spec.Identity == "" || m.spec.Restore != "" {
 		return errors.New("fake: save state: not a template")
 	}
-	m.hv.saves.Add(1)
+	n := m.hv.saves.Add(1)
+	if f := m.hv.beforeSave; f != nil {
+		f(n)
+	}
 	var tag string
 	if m.spec.MemoryFile == "" {
 		tag = templateTag(m.hv.templates.Add(1))
