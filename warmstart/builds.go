@@ -73,12 +73,16 @@ func NewBuild(dir string) (string, error) {
 }
 
 // Publish makes build, a sealed directory NewBuild made, its pool
-// directory's current template: a link to it made under a temporary
-// name and renamed over CurrentLink, then the directory synced.
+// directory's current template: build synced (Seal synced its files), a
+// link to it made under a temporary name and renamed over CurrentLink,
+// then the pool directory synced.
 func Publish(build string) error {
 	dir, name := filepath.Dir(build), filepath.Base(build)
 	if _, ok := generation(name); !ok {
 		return fmt.Errorf("warmstart: publish %s: not a template build", build)
+	}
+	if err := syncDir(build); err != nil {
+		return fmt.Errorf("warmstart: publish %s: %w", build, err)
 	}
 	tmp := filepath.Join(dir, CurrentLink+".tmp")
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -90,15 +94,20 @@ func Publish(build string) error {
 	if err := os.Rename(tmp, filepath.Join(dir, CurrentLink)); err != nil {
 		return fmt.Errorf("warmstart: publish %s: %w", build, err)
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("warmstart: publish %s: %w", build, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("warmstart: publish %s: %w", build, err)
 	}
 	return nil
+}
+
+// syncDir syncs directory dir's entries.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Prune removes from the pool directory dir everything but CurrentLink,
