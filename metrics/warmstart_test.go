@@ -15,8 +15,8 @@ import (
 func TestWarmStartFallbacksAreCountedByReason(t *testing.T) {
 	m := New(t.TempDir())
 	var log bytes.Buffer
-	c := &warmstart.Chooser{Pool: "p", Dir: t.TempDir(), Log: slog.New(slog.NewTextHandler(&log, nil)), Metrics: m.WarmStarts()}
-	if c.Template(context.Background(), "vm1", warmstart.Key{VMM: "qemu 7.2.22"}) != nil {
+	c := &warmstart.Chooser{Pool: "p", Log: slog.New(slog.NewTextHandler(&log, nil)), Metrics: m.WarmStarts()}
+	if c.Template(context.Background(), "vm1", t.TempDir(), warmstart.Key{VMM: "qemu 7.2.22"}) != nil {
 		t.Fatal("an empty directory gave a template")
 	}
 	if want := `fireactions_warm_start_fallbacks_total{pool="p",reason="no_template"} 1`; !strings.Contains(scrape(m), want) {

@@ -25,8 +25,17 @@ import (
 // VM booted from the pool's kernel and boot archive with a config that
 // holds no address, no agent token and no runner credential, and an
 // identity channel (Spec.Identity) its agent waits on; once its console
-// says it waits, the VMM saves it into the pool's template directory and
-// warmstart.Seal writes the manifest. The VM is killed, its TAP removed.
+// says it waits, the VMM saves it into a new build directory of the
+// pool's template directory (warmstart.NewBuild), warmstart.Seal writes
+// the manifest and warmstart.Publish makes it the current build. The VM
+// is killed, its TAP removed. A restore takes the current build once
+// (acquire) and every file from it; a build no longer current is removed
+// when its last restore releases it or, when none held it, right after
+// the build that replaced it was published; at start
+// (removeStaleTemplates) every build but the published one goes, being
+// what a crash left: a build never published, or the one a publish
+// replaced just before the crash. Reference counts, not a grace period:
+// a restore may take up to restoreTimeout, and a count needs no guess.
 // Each full reconcile pass looks at the pool's files (cheaply: their
 // sizes and times) and rebuilds, in the background and within a bounded
 // time, when they changed; meanwhile, and when a build fails (logged,
@@ -65,8 +74,16 @@ type warmPool struct {
 	seen     string        // fingerprint of the files the last build or adoption looked at
 	key      warmstart.Key // the template's key, when one was built or adopted
 	root     string        // the image root the template booted (rootOf); "" for an initramfs root
-	ok       bool          // key is a template's
+	build    string        // the published build's directory, "" before one is built or adopted
+	ok       bool          // key is a template's, build's
 	failedAt time.Time
+	refs     map[string]int // restores reading each build, by its directory
+
+	// files orders prunes with a build's making of its directory and
+	// its publishing: a prune neither removes the build under way nor
+	// sees the link a publish is renaming into place.
+	files  sync.Mutex
+	making string // under files: the directory of the build under way
 }
 
 // warmPoolOf is p's warm-start state, nil for a pool that boots cold.
@@ -79,10 +96,9 @@ func (m *Manager) warmPoolOf(p *pool) *warmPool {
 	w := m.warm[p.cfg.Name]
 	if w == nil {
 		w = &warmPool{
-			name: p.cfg.Name,
-			dir:  filepath.Join(m.d.TemplateDir, p.cfg.Name),
-			chooser: &warmstart.Chooser{Pool: p.cfg.Name, Dir: filepath.Join(m.d.TemplateDir, p.cfg.Name),
-				Log: m.log, Metrics: m.d.WarmStarts},
+			name:    p.cfg.Name,
+			dir:     filepath.Join(m.d.TemplateDir, p.cfg.Name),
+			chooser: &warmstart.Chooser{Pool: p.cfg.Name, Log: m.log, Metrics: m.d.WarmStarts},
 		}
 		m.warm[p.cfg.Name] = w
 	}
@@ -150,14 +166,18 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 	go func() {
 		defer m.wg.Done()
 		// Run's end (the daemon draining) ends a build.
-		key, root, err := m.buildTemplate(ctx, w, pc)
+		key, root, build, err := m.buildTemplate(ctx, w, pc)
 		w.mu.Lock()
 		w.building, w.seen = false, fp
 		w.ok, w.key, w.root = err == nil, key, root
+		if err == nil {
+			w.build = build
+		}
 		if err != nil {
 			w.failedAt = time.Now()
 		}
 		w.mu.Unlock()
+		w.prune(m.log)
 		if ctx.Err() != nil {
 			return // the daemon stops: no failure to count or log
 		}
@@ -170,12 +190,54 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 	}()
 }
 
-// currentKey is the key of p's template and the image root it booted
-// (rootOf; "" for an initramfs root), ok false while it has none.
-func (w *warmPool) currentKey() (key warmstart.Key, root string, ok bool) {
+// acquire is the key of p's template, the image root it booted (rootOf;
+// "" for an initramfs root) and its build directory, which is not
+// removed before a release of it; ok false (and nothing to release)
+// while it has none.
+func (w *warmPool) acquire() (key warmstart.Key, root, build string, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.key, w.root, w.ok
+	if !w.ok {
+		return w.key, w.root, "", false
+	}
+	if w.refs == nil {
+		w.refs = map[string]int{}
+	}
+	w.refs[w.build]++
+	return w.key, w.root, w.build, true
+}
+
+// release ends a restore's use of build (from acquire): the last
+// release of a build no longer published removes it.
+func (w *warmPool) release(build string, log *slog.Logger) {
+	w.mu.Lock()
+	w.refs[build]--
+	gone := w.refs[build] <= 0 && build != w.build
+	if w.refs[build] <= 0 {
+		delete(w.refs, build)
+	}
+	w.mu.Unlock()
+	if gone {
+		w.prune(log)
+	}
+}
+
+// prune removes the pool's builds that are neither published, nor read
+// by a restore, nor under way.
+func (w *warmPool) prune(log *slog.Logger) {
+	w.files.Lock()
+	defer w.files.Unlock()
+	removed, err := warmstart.Prune(w.dir, func(build string) bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.refs[build] > 0 || build == w.build || build == w.making
+	})
+	for _, p := range removed {
+		log.Info("warm start: removed a template build no restore reads", "pool", w.name, "path", p)
+	}
+	if err != nil {
+		log.Error("warm start: remove old template builds", "pool", w.name, "err", err)
+	}
 }
 
 // rebuild makes the next full pass build the template again: a VM found
@@ -229,25 +291,34 @@ func (m *Manager) templateKey(ctx context.Context, pc config.Pool, initrd, root 
 	return k, nil
 }
 
-// buildTemplate adopts the template in w.dir when it was made from the
-// pool's current key, else boots, saves and seals a new one. A build
-// takes at most the pool's boot timeout and a minute more. It returns
-// the key and, for an image pool, the image root the template booted
-// (rootOf).
-func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool) (warmstart.Key, string, error) {
+// buildTemplate adopts the template published in w.dir when it was made
+// from the pool's current key, else boots, saves and seals a new build
+// and publishes it. A build takes at most the pool's boot timeout and a
+// minute more. It returns the key, for an image pool the image root the
+// template booted (rootOf), and the directory of the build it adopted or
+// published ("" when none).
+func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool) (warmstart.Key, string, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, pc.Timeouts.Boot+time.Minute)
 	defer cancel()
 	id := templateID(pc.Name)
 	log := m.log.With("pool", pc.Name, "vm", id)
-	build := w.dir + ".build"
 	m.reapTemplate(ctx, id, log)
-	if err := os.RemoveAll(build); err != nil {
-		return warmstart.Key{}, "", fmt.Errorf("remove a previous build: %w", err)
+	w.files.Lock()
+	build, err := warmstart.NewBuild(w.dir)
+	w.making = build
+	w.files.Unlock()
+	if err != nil {
+		return warmstart.Key{}, "", "", err
 	}
-	if err := os.MkdirAll(build, 0o700); err != nil {
-		return warmstart.Key{}, "", fmt.Errorf("template directory: %w", err)
-	}
-	defer os.RemoveAll(build)
+	published := false
+	defer func() {
+		w.files.Lock()
+		defer w.files.Unlock()
+		w.making = ""
+		if !published {
+			_ = os.RemoveAll(build)
+		}
+	}()
 	// An image pool's template boots with the drives its restores have,
 	// in their order (vmm.Spec.Restore): the pool's image, by digest,
 	// and a writable disk of the pool's size that its agent never
@@ -257,7 +328,7 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 	if m.d.Roots != nil {
 		r, ok, err := m.d.Roots.PrepareVM(ctx, pc.Name, build)
 		if err != nil {
-			return warmstart.Key{}, "", fmt.Errorf("template root disks: %w", err)
+			return warmstart.Key{}, "", "", fmt.Errorf("template root disks: %w", err)
 		}
 		if ok {
 			root = r
@@ -270,35 +341,40 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 	// runner credential or root (the agent refuses one that has any):
 	// those reach each restore over its identity channel.
 	if err := m.d.Boot.WriteVM(pc.Name, initrd, agentproto.Config{Template: true}); err != nil {
-		return warmstart.Key{}, "", fmt.Errorf("write the template's initramfs: %w", err)
+		return warmstart.Key{}, "", "", fmt.Errorf("write the template's initramfs: %w", err)
 	}
 	key, err := m.templateKey(ctx, pc, initrd, imageRoot)
 	if err != nil {
-		return key, "", fmt.Errorf("template key: %w", err)
+		return key, "", "", fmt.Errorf("template key: %w", err)
 	}
-	if _, err := warmstart.Open(w.dir, key); err == nil {
-		log.Info("warm start: template adopted", "dir", w.dir, "image", imageRoot)
-		return key, imageRoot, nil
+	current, err := warmstart.Current(w.dir)
+	if err == nil {
+		_, err = warmstart.Open(current, key)
+	}
+	if err == nil {
+		log.Info("warm start: template adopted", "dir", current, "image", imageRoot)
+		return key, imageRoot, current, nil
 	} else if f := warmstart.AsFallback(err); f.Reason != warmstart.ReasonNoTemplate {
 		log.Info("warm start: template replaced", "reason", string(f.Reason), "detail", f.Detail)
 	}
 	t0 := time.Now()
 	if err := m.bootAndSave(ctx, pc, id, build, initrd, root, log); err != nil {
-		return key, "", err
+		return key, "", "", err
 	}
 	if err := warmstart.Seal(build, key); err != nil {
-		return key, "", err
+		return key, "", "", err
 	}
-	// The old template goes, then the new one takes its place: a crash
-	// between leaves none (the pool boots cold, the next start builds).
-	if err := os.RemoveAll(w.dir); err != nil {
-		return key, "", fmt.Errorf("remove the old template: %w", err)
+	// The new build becomes current in one rename; the old one stays
+	// for the restores reading it (prune removes it after them).
+	w.files.Lock()
+	err = warmstart.Publish(build)
+	w.files.Unlock()
+	if err != nil {
+		return key, "", "", err
 	}
-	if err := os.Rename(build, w.dir); err != nil {
-		return key, "", fmt.Errorf("put the template in place: %w", err)
-	}
-	log.Info("warm start: template built", "dir", w.dir, "image", imageRoot, "took", time.Since(t0).Round(time.Millisecond))
-	return key, imageRoot, nil
+	published = true
+	log.Info("warm start: template built", "dir", build, "image", imageRoot, "took", time.Since(t0).Round(time.Millisecond))
+	return key, imageRoot, build, nil
 }
 
 // bootAndSave boots the template VM in dir, with root's drives when it
@@ -418,7 +494,10 @@ func (m *Manager) reapTemplate(ctx context.Context, id string, log *slog.Logger)
 
 // removeStaleTemplates removes what TemplateDir holds for no warm-start
 // pool of pools (a pool removed or turned cold while the daemon was
-// down; a crashed build's directory is its pool's build's to remove).
+// down) and, in each warm-start pool's directory, every build but the
+// published one: no restore runs yet, so those are a crash's leftovers
+// (a build never published, one a publish replaced, files of the
+// layout before builds had their own directories).
 func (m *Manager) removeStaleTemplates(pools []config.Pool) {
 	if m.d.TemplateDir == "" {
 		return
@@ -432,10 +511,17 @@ func (m *Manager) removeStaleTemplates(pools []config.Pool) {
 		warm[pc.Name] = pc.WarmStart
 	}
 	for _, e := range entries {
-		if warm[strings.TrimSuffix(e.Name(), ".build")] {
+		path := filepath.Join(m.d.TemplateDir, e.Name())
+		if warm[e.Name()] {
+			removed, err := warmstart.Prune(path, func(string) bool { return false })
+			for _, p := range removed {
+				m.log.Info("warm start: removed a template build a previous run left", "pool", e.Name(), "path", p)
+			}
+			if err != nil {
+				m.log.Error("warm start: remove template builds a previous run left", "pool", e.Name(), "err", err)
+			}
 			continue
 		}
-		path := filepath.Join(m.d.TemplateDir, e.Name())
 		if err := os.RemoveAll(path); err != nil {
 			m.log.Error("warm start: remove a template no pool uses", "path", path, "err", err)
 			continue

@@ -31,11 +31,14 @@ func (v *vm) warmStart(ctx context.Context, spec vmm.Spec, cfg agentproto.Config
 	if w == nil {
 		return nil
 	}
-	key, root, ok := w.currentKey()
+	key, root, build, ok := w.acquire()
 	if !ok {
 		w.chooser.ColdBoot(ctx, spec.ID, &warmstart.Fallback{Reason: warmstart.ReasonNoTemplate, Detail: "no template built from the pool's current files yet"})
 		return nil
 	}
+	// Every file of the restore is build's: a rebuild meanwhile
+	// publishes another directory and leaves this one until released.
+	defer w.release(build, m.log)
 	if own := rootOf(v.root); own != root {
 		// The template's kernel probed another image's drive: this VM
 		// boots cold, and the next full pass builds from its image.
@@ -44,7 +47,7 @@ func (v *vm) warmStart(ctx context.Context, spec vmm.Spec, cfg agentproto.Config
 			Detail: fmt.Sprintf("template booted image %q, this VM boots %q", root, own)})
 		return nil
 	}
-	t := w.chooser.Template(ctx, spec.ID, key)
+	t := w.chooser.Template(ctx, spec.ID, build, key)
 	if t == nil {
 		return nil
 	}

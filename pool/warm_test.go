@@ -129,11 +129,7 @@ func (r *warmRig) restoredSpecs() []string {
 func (r *warmRig) runJobs(t *testing.T, ids ...string) {
 	t.Helper()
 	r.forge.enqueue(ids...)
-	eventually(t, 10*time.Second, "jobs finished", func() bool {
-		r.forge.mu.Lock()
-		defer r.forge.mu.Unlock()
-		return len(r.forge.finished) >= len(ids)
-	})
+	r.waitFinished(t, len(ids))
 }
 
 // TestWarmPoolRestoresItsVMsFromTheTemplate: a warm-start pool builds its
@@ -154,6 +150,7 @@ func TestWarmPoolRestoresItsVMsFromTheTemplate(t *testing.T) {
 	if !tcfg.Template || tcfg.VMID != "" || tcfg.Report != (agentproto.Reporter{}) || len(tcfg.Runner.Files) != 0 || tcfg.Network.Address != "" || tcfg.Hostname != "" {
 		t.Fatalf("the template's config is not a bare template's: %+v", tcfg)
 	}
+	build := r.build(t)
 	r.hv.mu.Lock()
 	ids := append([]agentproto.Identity(nil), r.hv.identities...)
 	tinit := r.hv.initrds[tid]
@@ -167,8 +164,8 @@ func TestWarmPoolRestoresItsVMsFromTheTemplate(t *testing.T) {
 		if fm.spec.Restore != "" && fm.released.Load() != 0 {
 			t.Errorf("restored VM %s released its initramfs: the template's", fm.spec.ID)
 		}
-		if want := filepath.Join(r.tdir, "p", warmstart.MemoryFile); fm.spec.Restore != "" && fm.spec.MemoryFile != want {
-			t.Errorf("restored VM %s maps memory file %q, not the template's %s", fm.spec.ID, fm.spec.MemoryFile, want)
+		if want := filepath.Join(build, warmstart.MemoryFile); fm.spec.Restore != "" && (fm.spec.MemoryFile != want || fm.spec.Restore != filepath.Join(build, warmstart.StateFile) || fm.spec.Initramfs != filepath.Join(build, templateInitramfs)) {
+			t.Errorf("restored VM %s: state %q, memory file %q, initramfs %q; want the template build %s's", fm.spec.ID, fm.spec.Restore, fm.spec.MemoryFile, fm.spec.Initramfs, build)
 		}
 		if fm.spec.Restore != "" {
 			restored++
@@ -251,7 +248,7 @@ func TestWarmStartFallsBackToColdBoots(t *testing.T) {
 			}
 			eventually(t, 5*time.Second, "template built or failed", built)
 			if tc.breakT != nil {
-				tc.breakT(t, filepath.Join(r.tdir, "p"))
+				tc.breakT(t, r.build(t))
 			}
 			r.runJobs(t, "j1")
 			if n := r.c.count(tc.want); n != 1 {
@@ -283,8 +280,7 @@ func TestWarmStartFallsBackToColdBoots(t *testing.T) {
 func TestTemplateRebuiltWhenItsKeyChanges(t *testing.T) {
 	r := newWarmRig(t, 0, 1, t.TempDir(), "")
 	r.waitBuilds(t, 1)
-	manifest := filepath.Join(r.tdir, "p", warmstart.ManifestFile)
-	before, _ := os.ReadFile(manifest)
+	before, _ := os.ReadFile(filepath.Join(r.build(t), warmstart.ManifestFile))
 	if err := os.WriteFile(r.kernel, []byte("kernel v2, longer"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +288,7 @@ func TestTemplateRebuiltWhenItsKeyChanges(t *testing.T) {
 	if n := r.hv.saves.Load(); n != 2 {
 		t.Fatalf("%d templates saved; want 2", n)
 	}
-	after, _ := os.ReadFile(manifest)
+	after, _ := os.ReadFile(filepath.Join(r.build(t), warmstart.ManifestFile))
 	v2, _ := warmstart.FileDigest(r.kernel)
 	if bytes.Equal(before, after) || !bytes.Contains(after, []byte(v2)) {
 		t.Fatalf("manifest before %s, after %s; want the new kernel %s", before, after, v2)
@@ -316,9 +312,8 @@ func TestTemplateOfAPoolAReloadMakesWarmIsKeyedByTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitBuilds(t, 1)
-	manifest := filepath.Join(r.tdir, "p", warmstart.ManifestFile)
 	var got struct{ Key warmstart.Key }
-	b, _ := os.ReadFile(manifest)
+	b, _ := os.ReadFile(filepath.Join(r.build(t), warmstart.ManifestFile))
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatalf("manifest %s: %v", b, err)
 	}
@@ -330,7 +325,7 @@ func TestTemplateOfAPoolAReloadMakesWarmIsKeyedByTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitBuilds(t, 2)
-	b, _ = os.ReadFile(manifest)
+	b, _ = os.ReadFile(filepath.Join(r.build(t), warmstart.ManifestFile))
 	v2, _ := warmstart.FileDigest(r.agent)
 	if err := json.Unmarshal(b, &got); err != nil || got.Key.Agent != v2 {
 		t.Fatalf("after a new agent binary the key's agent is %q (%v); want %s", got.Key.Agent, err, v2)
@@ -355,7 +350,7 @@ func TestTemplateOfAPreviousRunAdoptedWhenWholeElseReplaced(t *testing.T) {
 	}
 	again.drain(t, time.Second)
 
-	os.Truncate(filepath.Join(tdir, "p", warmstart.StateFile), 3)
+	os.Truncate(filepath.Join(again.build(t), warmstart.StateFile), 3)
 	third := newWarmRig(t, 0, 1, tdir, "")
 	third.waitBuilds(t, 1)
 	if !strings.Contains(third.log.String(), "template replaced") || !strings.Contains(third.log.String(), "reason=state_truncated") {
@@ -368,22 +363,22 @@ func TestTemplateOfAPreviousRunAdoptedWhenWholeElseReplaced(t *testing.T) {
 }
 
 // TestTemplatesOfNoWarmPoolRemovedAtStart: a start removes what the
-// template directory holds for pools that are gone or cold, and keeps
+// template directory holds for pools that are gone or cold (and the
+// build directory of the layout before builds had their own), and keeps
 // the warm pool's.
 func TestTemplatesOfNoWarmPoolRemovedAtStart(t *testing.T) {
 	tdir := t.TempDir()
-	for _, d := range []string{"gone", "gone.build", "p"} {
+	for _, d := range []string{"gone", "gone.build", "p.build", "p"} {
 		os.MkdirAll(filepath.Join(tdir, d), 0o700)
 	}
-	os.WriteFile(filepath.Join(tdir, "p", "keep"), nil, 0o600)
 	r := newWarmRig(t, 0, 1, tdir, "")
 	r.waitBuilds(t, 1)
-	for _, d := range []string{"gone", "gone.build"} {
+	for _, d := range []string{"gone", "gone.build", "p.build"} {
 		if _, err := os.Stat(filepath.Join(tdir, d)); err == nil {
 			t.Errorf("%s left", d)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(tdir, "p", warmstart.ManifestFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(r.build(t), warmstart.ManifestFile)); err != nil {
 		t.Errorf("the warm pool's template: %v", err)
 	}
 }

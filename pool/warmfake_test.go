@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -21,7 +22,11 @@ import (
 // template with a Spec.MemoryFile has its RAM there (created new at
 // Start; QEMU's memory-backend-file) and saves device state only; its
 // restores resume only with that whole memory file (QEMU's restore
-// without it has no guest RAM).
+// without it has no guest RAM), and only with the memory file of the
+// template that saved the state: each template's memory and state carry
+// its number, and a restore that read one template's state and another's
+// memory fails (QEMU would not notice: its guest would run on RAM that
+// is not its devices', which is why a restore must never pair them).
 
 // warmFake is the fake VMM's warm-start state and failures.
 type warmFake struct {
@@ -32,6 +37,17 @@ type warmFake struct {
 	saves      atomic.Int32 // templates saved
 	restores   atomic.Int32 // restores handed their identity
 	identities []agentproto.Identity
+	templates  atomic.Int32 // templates started, which numbers each one's memory
+	// betweenStateAndMemory, when set before the pool starts, runs in
+	// each restore's Resume after the state is read and before the
+	// memory file is: where a QEMU restore has opened the one and not
+	// yet mapped the other.
+	betweenStateAndMemory func()
+	loaded                []string // the template number each resumed restore loaded, under mu
+	// beforeSave, when set before the pool starts, runs in each
+	// template's SaveState (given the saves so far, this one counted)
+	// before the state is written: a build under way.
+	beforeSave func(n int32)
 }
 
 func (h *fakeHV) failing(how string) bool { s, _ := h.warmFail.Load().(string); return s == how }
@@ -53,6 +69,9 @@ func fakeState(spec vmm.Spec) string {
 
 const fakeMemory = "fake guest memory\n"
 
+// templateTag is the line naming template n in its memory and state.
+func templateTag(n int32) string { return fmt.Sprintf("template=%d\n", n) }
+
 // startWarm is Start's part for specs with an identity channel; the
 // caller holds h.mu.
 func (h *fakeHV) startWarm(spec vmm.Spec) error {
@@ -71,7 +90,7 @@ func (h *fakeHV) startWarm(spec vmm.Spec) error {
 			if err != nil {
 				return err
 			}
-			_, err = f.WriteString(fakeMemory)
+			_, err = f.WriteString(fakeMemory + templateTag(h.templates.Add(1)))
 			if err := errors.Join(err, f.Close()); err != nil {
 				return err
 			}
@@ -98,25 +117,50 @@ func (m *fakeMachine) SaveState(_ context.Context, dst string) error {
 	if m.spec.Identity == "" || m.spec.Restore != "" {
 		return errors.New("fake: save state: not a template")
 	}
-	m.hv.saves.Add(1)
-	return os.WriteFile(dst, []byte(fakeState(m.spec)), 0o600)
+	n := m.hv.saves.Add(1)
+	if f := m.hv.beforeSave; f != nil {
+		f(n)
+	}
+	var tag string
+	if m.spec.MemoryFile == "" {
+		tag = templateTag(m.hv.templates.Add(1))
+	} else {
+		mem, err := os.ReadFile(m.spec.MemoryFile)
+		if err != nil {
+			return fmt.Errorf("fake: save state: %w", err)
+		}
+		tag = strings.TrimPrefix(string(mem), fakeMemory)
+	}
+	return os.WriteFile(dst, []byte(fakeState(m.spec)+tag), 0o600)
 }
 
 func (m *fakeMachine) Resume(context.Context) error {
 	if m.spec.Restore == "" {
 		return errors.New("fake: resume: not a restore")
 	}
-	if b, err := os.ReadFile(m.spec.Restore); err != nil || string(b) != fakeState(m.spec) {
+	b, err := os.ReadFile(m.spec.Restore)
+	tag, ok := strings.CutPrefix(string(b), fakeState(m.spec))
+	if err != nil || !ok || !strings.HasPrefix(tag, "template=") || !strings.HasSuffix(tag, "\n") {
 		return errors.New("fake: QEMU ended loading the saved state (truncated, saved with other drives, or with or without its memory file)")
 	}
+	if f := m.hv.betweenStateAndMemory; f != nil {
+		f()
+	}
 	if m.spec.MemoryFile != "" {
-		if mem, err := os.ReadFile(m.spec.MemoryFile); err != nil || string(mem) != fakeMemory {
+		mem, err := os.ReadFile(m.spec.MemoryFile)
+		if err != nil || !strings.HasPrefix(string(mem), fakeMemory) {
 			return errors.New("fake: the template's memory file is not whole")
+		}
+		if got := strings.TrimPrefix(string(mem), fakeMemory); got != tag {
+			return fmt.Errorf("fake: the memory file is another template's (%q) than the state's (%q)", strings.TrimSpace(got), strings.TrimSpace(tag))
 		}
 	}
 	if m.hv.failing("resume") {
 		return errors.New("fake: resume refused")
 	}
+	m.hv.mu.Lock()
+	m.hv.loaded = append(m.hv.loaded, strings.TrimSpace(tag))
+	m.hv.mu.Unlock()
 	m.resumed.Store(true)
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -69,12 +68,11 @@ func TestImagePoolRestoresFromATemplateOfItsImage(t *testing.T) {
 			t.Errorf("restore %s has drives %v, its template %v", s.ID, driveIDs(s), want)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(r.tdir, "p", "writable.img")); err == nil {
+	if _, err := os.Stat(filepath.Join(r.build(t), "writable.img")); err == nil {
 		t.Error("the template kept a writable disk")
 	}
 
-	manifest := filepath.Join(r.tdir, "p", warmstart.ManifestFile)
-	before, _ := os.ReadFile(manifest)
+	before, _ := os.ReadFile(filepath.Join(r.build(t), warmstart.ManifestFile))
 	roots.mu.Lock()
 	roots.images = map[string]string{"p": "sha256:moved"}
 	roots.mu.Unlock()
@@ -86,7 +84,7 @@ func TestImagePoolRestoresFromATemplateOfItsImage(t *testing.T) {
 		t.Fatalf("a VM of the moved image was restored from the old image's template (%d restores)", n)
 	}
 	r.waitBuilds(t, 2)
-	after, _ := os.ReadFile(manifest)
+	after, _ := os.ReadFile(filepath.Join(r.build(t), warmstart.ManifestFile))
 	if bytes.Equal(before, after) {
 		t.Fatal("the template was not rebuilt for the moved image: its key does not cover the image's digest")
 	}
@@ -97,7 +95,7 @@ func TestImagePoolRestoresFromATemplateOfItsImage(t *testing.T) {
 	r.hv.mu.Lock()
 	last := r.hv.specs[len(r.hv.specs)-1]
 	r.hv.mu.Unlock()
-	if last.Drives[0].Path != filepath.Join(roots.imageDir, "sha256:moved") || !strings.Contains(last.Restore, filepath.Join(r.tdir, "p")) {
+	if last.Drives[0].Path != filepath.Join(roots.imageDir, "sha256:moved") || last.Restore != filepath.Join(r.build(t), warmstart.StateFile) {
 		t.Fatalf("the last VM: %+v", last)
 	}
 

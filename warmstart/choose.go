@@ -15,15 +15,15 @@ type Counter interface {
 // cold boot, and says why it boots cold.
 type Chooser struct {
 	Pool    string
-	Dir     string // the pool's template directory
 	Log     *slog.Logger
 	Metrics Counter
 }
 
-// Template is the template to restore vm from, or nil: vm boots cold, and
-// the reason is logged (WARN, with pool and vm) and counted.
-func (c *Chooser) Template(ctx context.Context, vm string, want Key) *Template {
-	t, err := Open(c.Dir, want)
+// Template is the template in build (one build's directory, see
+// Current) to restore vm from, or nil: vm boots cold, and the reason is
+// logged (WARN, with pool and vm) and counted.
+func (c *Chooser) Template(ctx context.Context, vm, build string, want Key) *Template {
+	t, err := Open(build, want)
 	if err == nil {
 		return t
 	}

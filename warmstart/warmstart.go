@@ -5,7 +5,10 @@
 // boot cold, and why" lives in one place: a template is used only when it
 // was made by the same VMM version, kernel, image and agent as the VM about
 // to start and its state file is whole; anything else is a Fallback with a
-// reason the pool logs and counts, never a broken VM handed to a job.
+// reason the pool logs and counts, never a broken VM handed to a job. It
+// also keeps the layout of a pool's template directory (builds.go): each
+// build in a directory of its own, published by a link replaced in one
+// rename, so a restore never mixes two builds' files.
 package warmstart
 
 import (

@@ -91,8 +91,9 @@ func (c counts) WarmStartFallback(pool string, r Reason) { c[pool+"/"+string(r)]
 func TestChooserLogsAndCountsEachColdBoot(t *testing.T) {
 	var log bytes.Buffer
 	n := counts{}
-	c := &Chooser{Pool: "p", Dir: sealed(t, 10), Log: slog.New(slog.NewTextHandler(&log, nil)), Metrics: n}
-	if c.Template(context.Background(), "vm1", key) == nil {
+	build := sealed(t, 10)
+	c := &Chooser{Pool: "p", Log: slog.New(slog.NewTextHandler(&log, nil)), Metrics: n}
+	if c.Template(context.Background(), "vm1", build, key) == nil {
 		t.Fatal("the pool's own template was not chosen")
 	}
 	if len(n) != 0 || log.Len() != 0 {
@@ -100,7 +101,7 @@ func TestChooserLogsAndCountsEachColdBoot(t *testing.T) {
 	}
 	k := key
 	k.Kernel = "sha256:new"
-	if c.Template(context.Background(), "vm2", k) != nil {
+	if c.Template(context.Background(), "vm2", build, k) != nil {
 		t.Fatal("a template of another kernel was chosen")
 	}
 	c.ColdBoot(context.Background(), "vm3", errors.New("qemu: load state: exit status 1"))
