@@ -84,6 +84,9 @@ func (m *Manager) warmPoolOf(p *pool) *warmPool {
 			chooser: &warmstart.Chooser{Pool: p.cfg.Name, Dir: filepath.Join(m.d.TemplateDir, p.cfg.Name),
 				Log: m.log, Metrics: m.d.WarmStarts},
 		}
+		// A template whose files a VM finds damaged is built again at
+		// the next full pass.
+		w.chooser.Rebuild = w.rebuild
 		m.warm[p.cfg.Name] = w
 	}
 	return w
@@ -180,7 +183,7 @@ func (w *warmPool) currentKey() (key warmstart.Key, root string, ok bool) {
 
 // rebuild makes the next full pass build the template again: a VM found
 // the pool's image moved on (a tag that Refresh resolved anew) from the
-// one the template booted.
+// one the template booted, or the template's files damaged.
 func (w *warmPool) rebuild() {
 	w.mu.Lock()
 	defer w.mu.Unlock()

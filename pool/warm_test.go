@@ -15,6 +15,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
 )
 
@@ -263,8 +264,15 @@ func TestWarmStartFallsBackToColdBoots(t *testing.T) {
 			if n := r.hv.restores.Load(); n != 0 {
 				t.Errorf("%d VMs restored", n)
 			}
+			// The job's VM: the last not the template's (a damaged
+			// template is built again meanwhile).
+			var last vmm.Spec
 			r.hv.mu.Lock()
-			last := r.hv.specs[len(r.hv.specs)-1]
+			for _, s := range r.hv.specs {
+				if s.ID != templateID("p") {
+					last = s
+				}
+			}
 			r.hv.mu.Unlock()
 			if last.Restore != "" || last.Identity != "" {
 				t.Errorf("the job's VM was not booted cold: %+v", last)
@@ -385,5 +393,32 @@ func TestTemplatesOfNoWarmPoolRemovedAtStart(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(tdir, "p", warmstart.ManifestFile)); err != nil {
 		t.Errorf("the warm pool's template: %v", err)
+	}
+}
+
+// TestADamagedTemplateIsRebuiltAtOnce: a template whose memory file is
+// cut short after its seal restores no VM (the first boots cold, the
+// reason counted) and is built again at the next full pass, without a
+// change of the pool's files or a restart; the next VM is a restore of
+// the new one.
+func TestADamagedTemplateIsRebuiltAtOnce(t *testing.T) {
+	r := newWarmRig(t, 0, 1, t.TempDir(), "")
+	r.waitBuilds(t, 1)
+	if err := os.Truncate(filepath.Join(r.tdir, "p", warmstart.MemoryFile), 4); err != nil {
+		t.Fatal(err)
+	}
+	r.runJobs(t, "j1")
+	if n := r.c.count(warmstart.ReasonStateTruncated); n != 1 || r.hv.restores.Load() != 0 {
+		t.Fatalf("%d state_truncated cold boots, %d restores; want 1 and 0", n, r.hv.restores.Load())
+	}
+	r.waitBuilds(t, 2)
+	r.forge.enqueue("j2")
+	eventually(t, 10*time.Second, "the second job finished", func() bool {
+		r.forge.mu.Lock()
+		defer r.forge.mu.Unlock()
+		return len(r.forge.finished) >= 2
+	})
+	if n := r.hv.restores.Load(); n != 1 {
+		t.Fatalf("%d restores after the rebuild; want 1 (fallbacks %v)", n, r.c.reasons)
 	}
 }

@@ -169,7 +169,7 @@ func (jl *jail) linkBoot(spec vmm.Spec) error {
 		if err := jl.linkIn(spec.Restore, jl.hostPath(stateName), false); err != nil {
 			return fmt.Errorf("snapshot into the jail: %w", err)
 		}
-		if err := jl.linkIn(MemFile(spec.Restore), jl.hostPath(memName), false); err != nil {
+		if err := jl.linkIn(snapshotMemory(spec), jl.hostPath(memName), false); err != nil {
 			return fmt.Errorf("snapshot memory into the jail: %w", err)
 		}
 		return nil

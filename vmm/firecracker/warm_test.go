@@ -16,6 +16,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/firecrackerdouble"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
 )
 
 // warmRig is a jailed driver against the double (no guest booted) whose
@@ -335,5 +336,65 @@ func TestARestoreGetsItsOwnMetadata(t *testing.T) {
 	}
 	if !loaded || !put {
 		t.Errorf("snapshot loaded %v, its own metadata put after %v", loaded, put)
+	}
+}
+
+// A template whose spec names a MemoryFile (the pool's: warmstart's
+// MemoryFile beside its state) has its guest memory saved there, so
+// warmstart.Seal seals it with the state: a memory file damaged after
+// the seal is no template (Open says why; no VM tries it), a whole one
+// is what a restore given it as its MemoryFile loads.
+func TestATemplatesMemoryIsSavedToItsMemoryFileAndSealed(t *testing.T) {
+	for _, jailed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "jailed", false: "unjailed"}[jailed], func(t *testing.T) {
+			r := newWarmRigJailed(t, jailed)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			tap := testTAP(t)
+			tdir := filepath.Join(r.dir, "template")
+			if err := os.Mkdir(tdir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			tpl := r.spec(t, "tplmem", 0, tap)
+			tpl.MemoryFile = filepath.Join(tdir, warmstart.MemoryFile)
+			m, err := r.d.Start(ctx, tpl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			state := filepath.Join(tdir, warmstart.StateFile)
+			if err := m.(vmm.Warm).SaveState(ctx, state); err != nil {
+				t.Fatal(err)
+			}
+			kill(t, m)
+			if _, err := os.Stat(MemFile(state)); !os.IsNotExist(err) {
+				t.Errorf("the memory was saved beside the state too (%v)", err)
+			}
+			key := warmstart.Key{VMM: "firecracker", Kernel: "k", Image: "i", Agent: "a"}
+			if err := warmstart.Seal(tdir, key); err != nil {
+				t.Fatal(err)
+			}
+			sealed, err := warmstart.Open(tdir, key)
+			if err != nil || sealed.Memory != tpl.MemoryFile {
+				t.Fatalf("the sealed template: %+v, %v; want its memory %s in it", sealed, err, tpl.MemoryFile)
+			}
+			rs := r.spec(t, "r1mem", 1, tap)
+			rs.Restore, rs.MemoryFile, rs.Initramfs = sealed.State, sealed.Memory, ""
+			m2, err := r.d.Start(ctx, rs)
+			if err != nil {
+				t.Fatalf("restore from the sealed template: %v", err)
+			}
+			kill(t, m2)
+			for _, rec := range readRecord(t, r.rec) {
+				if rec.Status/100 != 2 {
+					t.Errorf("the double refused %s %s (%d): %s", rec.Method, rec.Path, rec.Status, rec.Fault)
+				}
+			}
+			if err := os.Truncate(sealed.Memory, 4096); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := warmstart.Open(tdir, key); err == nil || warmstart.AsFallback(err).Reason != warmstart.ReasonStateTruncated {
+				t.Fatalf("a template whose memory was cut short: %+v, %v; want %s", got, err, warmstart.ReasonStateTruncated)
+			}
+		})
 	}
 }
