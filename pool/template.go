@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -325,9 +326,14 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 			log.Error("remove the template's TAP", "tap", tap, "err", err)
 		}
 	}()
+	slot, err := m.templateSlot(id)
+	if err != nil {
+		return err
+	}
+	defer slot.release()
 	spec := vmm.Spec{
 		ID: id, Dir: dir, Kernel: pc.VM.Kernel, Initramfs: initrd, Cmdline: pc.VM.Cmdline,
-		VCPUs: pc.VM.VCPUs, MemoryMiB: pc.VM.MemoryMiB, TAP: tap, MAC: netplan.NewMAC(),
+		VCPUs: pc.VM.VCPUs, MemoryMiB: pc.VM.MemoryMiB, TAP: tap, MAC: netplan.NewMAC(), Slot: slot.n,
 		ConsoleLog: filepath.Join(dir, templateConsole), ConsoleMaxBytes: m.consoleMaxBytes(),
 		Identity: filepath.Join(dir, "identity.sock"),
 		// A driver that keeps guest RAM in a file (QEMU) keeps the
@@ -362,6 +368,31 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 		return fmt.Errorf("save the template VM: %w", err)
 	}
 	return nil
+}
+
+// buildSlot is a template build's slot (vmm.Spec.Slot: the Firecracker
+// jailer's uid and gid are its range's start plus it).
+type buildSlot struct {
+	n       int
+	release func()
+}
+
+// templateSlot takes a slot for template VM id from the allocator the
+// VMs' slots come from (an address of the VMs' network, which the
+// template never uses: it has none), so no live VM or other template
+// build runs as its user; release gives it back once the VM is gone.
+func (m *Manager) templateSlot(id string) (buildSlot, error) {
+	addr, err := m.d.Alloc.Allocate(id)
+	if err != nil {
+		return buildSlot{}, fmt.Errorf("template slot: %w", err)
+	}
+	release := func() { m.d.Alloc.Release(addr, id) }
+	n, err := netplan.Offset(netip.MustParsePrefix(m.d.Config.Network.CIDR), addr)
+	if err != nil {
+		release()
+		return buildSlot{}, fmt.Errorf("template slot: %w", err)
+	}
+	return buildSlot{n: n, release: release}, nil
 }
 
 // waitConsole waits until the console file holds want.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -420,5 +421,63 @@ func TestADamagedTemplateIsRebuiltAtOnce(t *testing.T) {
 	})
 	if n := r.hv.restores.Load(); n != 1 {
 		t.Fatalf("%d restores after the rebuild; want 1 (fallbacks %v)", n, r.c.reasons)
+	}
+}
+
+// liveSlots are the slots of the fake VMM's machines still running, by
+// VM id.
+func (h *fakeHV) liveSlots() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	live := map[string]int{}
+	for _, fm := range h.machines {
+		select {
+		case <-fm.done:
+		default:
+			live[fm.spec.ID] = fm.spec.Slot
+		}
+	}
+	return live
+}
+
+// TestTemplatesBuildingAtOnceRunInSlotsOfTheirOwn: two warm pools'
+// template VMs, alive at once beside a pool's idle VM, each have a slot
+// (the Firecracker jailer's uid and gid) no other live VM has, taken from
+// the VMs' allocator (never slot 0, the network's address) and given
+// back once built.
+func TestTemplatesBuildingAtOnceRunInSlotsOfTheirOwn(t *testing.T) {
+	gate := make(chan struct{})
+	r := newWarmRig(t, 1, 2, t.TempDir(), "", func(d *Deps) {
+		q := d.Config.Pools[0]
+		q.Name = "q"
+		d.Config.Pools = append(d.Config.Pools, q)
+		d.Forges["q"] = d.Forges["p"]
+		d.Hypervisor.(*fakeHV).saveGate = gate
+	})
+	var live map[string]int
+	eventually(t, 5*time.Second, "both templates and an idle VM running", func() bool {
+		live = r.hv.liveSlots()
+		_, p := live[templateID("p")]
+		_, q := live[templateID("q")]
+		return p && q && len(live) >= 3
+	})
+	seen := map[int]string{}
+	for id, slot := range live {
+		if other, ok := seen[slot]; ok || slot <= 0 {
+			t.Errorf("vm %s runs in slot %d (also vm %q's)", id, slot, other)
+		}
+		seen[slot] = id
+	}
+	close(gate)
+	r.waitBuilds(t, 2)
+	if err := r.drain(t, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r.assertNothingLeft(t)
+	for _, id := range []string{templateID("p"), templateID("q")} {
+		addr := netip.AddrFrom4([4]byte{10, 200, 0, byte(live[id])})
+		if err := r.alloc.Reserve(addr, "probe-"+id); err != nil {
+			t.Errorf("template %s's slot not given back: %v", id, err)
+		}
 	}
 }

@@ -30,6 +30,9 @@ type warmFake struct {
 	// monitor fails to start.
 	warmFail   atomic.Value // string
 	saves      atomic.Int32 // templates saved
+	// saveGate, when set, holds each template's SaveState until closed:
+	// builds then overlap.
+	saveGate   chan struct{}
 	restores   atomic.Int32 // restores handed their identity
 	identities []agentproto.Identity
 }
@@ -94,9 +97,16 @@ func (m *fakeMachine) waitIdentity() (agentproto.Identity, bool) {
 	}
 }
 
-func (m *fakeMachine) SaveState(_ context.Context, dst string) error {
+func (m *fakeMachine) SaveState(ctx context.Context, dst string) error {
 	if m.spec.Identity == "" || m.spec.Restore != "" {
 		return errors.New("fake: save state: not a template")
+	}
+	if g := m.hv.saveGate; g != nil {
+		select {
+		case <-g:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	m.hv.saves.Add(1)
 	return os.WriteFile(dst, []byte(fakeState(m.spec)), 0o600)
