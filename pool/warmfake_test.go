@@ -28,8 +28,8 @@ type warmFake struct {
 	// warmFail makes each restore fail: "start" (the monitor), "resume"
 	// or "identity" (no acknowledgement); "template": each template's
 	// monitor fails to start.
-	warmFail   atomic.Value // string
-	saves      atomic.Int32 // templates saved
+	warmFail atomic.Value // string
+	saves    atomic.Int32 // templates saved
 	// saveGate, when set, holds each template's SaveState until closed:
 	// builds then overlap.
 	saveGate   chan struct{}
