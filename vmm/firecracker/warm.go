@@ -184,9 +184,11 @@ func LoadRequest(spec vmm.Spec, p Paths) SnapshotLoad {
 
 // SaveState implements vmm.Warm: pause, a Full snapshot into the VM's
 // own directory (its jail), moved to dst and the template's
-// Spec.MemoryFile (MemFile(dst) without one), readable by
-// all (the jailed restores link them in, like the kernel: a template
-// holds no secret). The process stays, paused, until killed.
+// Spec.MemoryFile (MemFile(dst) without one), root's and 0600: the
+// template's memory holds its RNG state before any restore reseeds it,
+// so only the jails of its restores read them (linked in, each jail's
+// group let read by an ACL entry: see acl.go). The process stays,
+// paused, until killed.
 func (m *machine) SaveState(ctx context.Context, dst string) error {
 	if m.vsock == "" {
 		return errors.New("firecracker: save state: the VM has no identity channel (Spec.Identity)")
@@ -213,11 +215,11 @@ func (m *machine) SaveState(ctx context.Context, dst string) error {
 }
 
 // moveFile renames from to to (copying across file systems), makes it
-// the caller's and readable by all, and syncs it.
+// the caller's and readable by it only, and syncs it.
 func moveFile(from, to string) error {
 	err := os.Rename(from, to)
 	if errors.Is(err, syscall.EXDEV) {
-		if err = copyFile(from, to, 0o644); err == nil {
+		if err = copyFile(from, to, 0o600); err == nil {
 			err = os.Remove(from)
 		}
 	}
@@ -227,7 +229,7 @@ func moveFile(from, to string) error {
 	if err := os.Lchown(to, os.Getuid(), os.Getgid()); err != nil {
 		return err
 	}
-	if err := os.Chmod(to, 0o644); err != nil {
+	if err := os.Chmod(to, 0o600); err != nil {
 		return err
 	}
 	// On disk before SaveState returns: warmstart.Seal syncs the state

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -155,7 +158,7 @@ func saveThenRestore(t *testing.T, r *warmRig) {
 	kill(t, m)
 	for _, f := range []string{state, MemFile(state)} {
 		st, err := os.Stat(f)
-		if err != nil || st.Mode().Perm() != 0o644 {
+		if err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("saved %s: %v %v", f, st, err)
 		}
 	}
@@ -396,5 +399,76 @@ func TestATemplatesMemoryIsSavedToItsMemoryFileAndSealed(t *testing.T) {
 				t.Fatalf("a template whose memory was cut short: %+v, %v; want %s", got, err, warmstart.ReasonStateTruncated)
 			}
 		})
+	}
+}
+
+// readsAs reports whether a process of uid and gid (no other groups)
+// reads path.
+func readsAs(t *testing.T, path string, uid, gid int) bool {
+	t.Helper()
+	cmd := exec.Command("/bin/cat", path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	cmd.Stdout = io.Discard
+	return cmd.Run() == nil
+}
+
+// TestSnapshotFilesAreReadByTheirRestoresJailsOnly: a template's saved
+// state and memory (its RNG state before any reseed) are root's, with no
+// bit for group or others; a jailed restore still loads them (the
+// double opens them as the jail's uid and gid), through links its jail's
+// group is let read by an ACL entry while the jail exists: another user
+// reads neither, the jail's group does (positive control), and not once
+// the restore is gone.
+func TestSnapshotFilesAreReadByTheirRestoresJailsOnly(t *testing.T) {
+	r := newWarmRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tap := testTAP(t)
+	m, err := r.d.Start(ctx, r.spec(t, "tplacl", 0, tap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(r.dir, "state")
+	if err := m.(vmm.Warm).SaveState(ctx, state); err != nil {
+		t.Fatal(err)
+	}
+	kill(t, m)
+	files := []string{state, MemFile(state)}
+	for _, f := range files {
+		if st, err := os.Stat(f); err != nil || st.Mode().Perm()&0o077 != 0 {
+			t.Fatalf("saved %s: %v, %v; want no bit for group or others", f, st, err)
+		}
+	}
+	rs := r.spec(t, "r1acl", 1, tap)
+	rs.Restore, rs.Initramfs = state, ""
+	m2, err := r.d.Start(ctx, rs)
+	if err != nil {
+		t.Fatalf("a jailed restore of the template's files: %v", err)
+	}
+	_, gid := r.d.Jailer.IDs(rs)
+	for _, f := range files {
+		if st, _ := os.Stat(f); st.Mode().Perm()&0o007 != 0 {
+			t.Errorf("%s is %v while restored: others may read it", f, st.Mode())
+		}
+		if readsAs(t, f, 65534, 65534) {
+			t.Errorf("another user reads %s", f)
+		}
+		if !readsAs(t, f, 65534, gid) {
+			t.Errorf("the restore's jail group %d does not read %s", gid, f)
+		}
+		if ok, err := groupCanRead(f, gid+1); ok || err != nil {
+			t.Errorf("%s: a jail not linked to it is let read it (%v)", f, err)
+		}
+	}
+	kill(t, m2)
+	for _, f := range files {
+		if readsAs(t, f, 65534, gid) {
+			t.Errorf("the gone restore's jail group %d still reads %s", gid, f)
+		}
+	}
+	for _, rec := range readRecord(t, r.rec) {
+		if rec.Status/100 != 2 {
+			t.Errorf("the double refused %s %s (%d): %s", rec.Method, rec.Path, rec.Status, rec.Fault)
+		}
 	}
 }
