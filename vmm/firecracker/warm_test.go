@@ -114,6 +114,22 @@ func (r *warmRig) listenGuestDropping(t *testing.T, drop int) (got chan string, 
 	return got, func() { ln.Close(); os.Remove(path) }
 }
 
+// saveTemplate starts tpl, saves it to the state file it returns (in
+// the test's directory) and kills it.
+func (r *warmRig) saveTemplate(ctx context.Context, t *testing.T, tpl vmm.Spec) string {
+	t.Helper()
+	m, err := r.d.Start(ctx, tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kill(t, m)
+	state := filepath.Join(r.dir, "state")
+	if err := m.(vmm.Warm).SaveState(ctx, state); err != nil {
+		t.Fatal(err)
+	}
+	return state
+}
+
 func kill(t *testing.T, m vmm.Machine) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -306,15 +322,7 @@ func TestARestoreGetsItsOwnMetadata(t *testing.T) {
 	tap := testTAP(t)
 	tpl := r.spec(t, "tplmd", 0, tap)
 	tpl.Metadata = map[string]string{"pool": "p"}
-	m, err := r.d.Start(ctx, tpl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(r.dir, "state")
-	if err := m.(vmm.Warm).SaveState(ctx, state); err != nil {
-		t.Fatal(err)
-	}
-	kill(t, m)
+	state := r.saveTemplate(ctx, t, tpl)
 	rs := r.spec(t, "r1md", 1, tap)
 	rs.Restore, rs.Initramfs, rs.Metadata = state, "", map[string]string{"pool": "p"}
 	m2, err := r.d.Start(ctx, rs)
@@ -424,15 +432,7 @@ func TestSnapshotFilesAreReadByTheirRestoresJailsOnly(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	tap := testTAP(t)
-	m, err := r.d.Start(ctx, r.spec(t, "tplacl", 0, tap))
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(r.dir, "state")
-	if err := m.(vmm.Warm).SaveState(ctx, state); err != nil {
-		t.Fatal(err)
-	}
-	kill(t, m)
+	state := r.saveTemplate(ctx, t, r.spec(t, "tplacl", 0, tap))
 	files := []string{state, MemFile(state)}
 	for _, f := range files {
 		if st, err := os.Stat(f); err != nil || st.Mode().Perm()&0o077 != 0 {
