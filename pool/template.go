@@ -68,6 +68,8 @@ type warmPool struct {
 	root     string        // the image root the template booted (rootOf); "" for an initramfs root
 	ok       bool          // key is a template's
 	failedAt time.Time
+	// damagedAt is when a VM last found the template's files damaged.
+	damagedAt time.Time
 }
 
 // warmPoolOf is p's warm-start state, nil for a pool that boots cold.
@@ -87,7 +89,7 @@ func (m *Manager) warmPoolOf(p *pool) *warmPool {
 		}
 		// A template whose files a VM finds damaged is built again at
 		// the next full pass.
-		w.chooser.Rebuild = w.rebuild
+		w.chooser.Rebuild = w.damaged
 		m.warm[p.cfg.Name] = w
 	}
 	return w
@@ -172,6 +174,22 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 			m.log.Error("warm start: template not built; the pool's VMs boot cold", "pool", pc.Name, "err", err, "retry_in", templateRetry)
 		}
 	}()
+}
+
+// damaged is a VM finding the template's files gone or not whole: the
+// next full pass builds it again, or, when that happened within
+// templateRetry already (a build whose templates do not stay whole),
+// the retry after a failed build does, so damage never makes a build
+// per pass.
+func (w *warmPool) damaged() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if time.Since(w.damagedAt) < templateRetry {
+		w.ok, w.failedAt = false, time.Now()
+	} else {
+		w.ok, w.seen = false, ""
+	}
+	w.damagedAt = time.Now()
 }
 
 // currentKey is the key of p's template and the image root it booted

@@ -128,6 +128,17 @@ func (r *warmRig) restoredSpecs() []string {
 	return ids
 }
 
+// runJob enqueues job id and waits until n jobs have finished.
+func (r *warmRig) runJob(t *testing.T, id string, n int) {
+	t.Helper()
+	r.forge.enqueue(id)
+	eventually(t, 10*time.Second, "job "+id+" finished", func() bool {
+		r.forge.mu.Lock()
+		defer r.forge.mu.Unlock()
+		return len(r.forge.finished) >= n
+	})
+}
+
 func (r *warmRig) runJobs(t *testing.T, ids ...string) {
 	t.Helper()
 	r.forge.enqueue(ids...)
@@ -413,14 +424,21 @@ func TestADamagedTemplateIsRebuiltAtOnce(t *testing.T) {
 		t.Fatalf("%d state_truncated cold boots, %d restores; want 1 and 0", n, r.hv.restores.Load())
 	}
 	r.waitBuilds(t, 2)
-	r.forge.enqueue("j2")
-	eventually(t, 10*time.Second, "the second job finished", func() bool {
-		r.forge.mu.Lock()
-		defer r.forge.mu.Unlock()
-		return len(r.forge.finished) >= 2
-	})
+	r.runJob(t, "j2", 2)
 	if n := r.hv.restores.Load(); n != 1 {
 		t.Fatalf("%d restores after the rebuild; want 1 (fallbacks %v)", n, r.c.reasons)
+	}
+	// Damaged again within templateRetry: no build per pass, the retry
+	// after a failed build's wait instead.
+	if err := os.Truncate(filepath.Join(r.tdir, "p", warmstart.MemoryFile), 4); err != nil {
+		t.Fatal(err)
+	}
+	r.runJob(t, "j3", 3)
+	time.Sleep(300 * time.Millisecond) // many passes
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	if r.c.built != 2 {
+		t.Fatalf("%d builds after a second damage within a minute; want 2 until the retry", r.c.built)
 	}
 }
 
