@@ -108,14 +108,18 @@ func writeACL(f *os.File, es []aclEntry) error {
 }
 
 // changeGroupRead adds (grant) or removes the entry letting group gid
-// read path. The file is locked meanwhile: restores of one template
-// change its one ACL at once.
+// read path, a regular file: a symbolic link is refused, not followed
+// (the jail's user names what its root holds). The file is locked
+// meanwhile: restores of one template change its one ACL at once.
 func changeGroupRead(path string, gid int, grant bool) error {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return fmt.Errorf("acl of %s: not a regular file (%v)", path, err)
+	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 		return fmt.Errorf("lock %s: %w", path, err)
 	}

@@ -268,8 +268,8 @@ func (jl *jail) unlinkSnapshot(gid int) error {
 	for _, name := range []string{stateName, memName} {
 		p := jl.hostPath(name)
 		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil || st.Nlink < 2 {
-			continue // none, or the jail's own copy
+		if err := unix.Lstat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink < 2 {
+			continue // none, the jail's own copy, or not what was linked
 		}
 		if err := changeGroupRead(p, gid, false); err != nil {
 			errs = append(errs, err)
