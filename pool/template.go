@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,6 +85,8 @@ type warmPool struct {
 	// sees the link a publish is renaming into place.
 	files  sync.Mutex
 	making string // under files: the directory of the build under way
+	// damagedAt is when a VM last found the template's files damaged.
+	damagedAt time.Time
 }
 
 // warmPoolOf is p's warm-start state, nil for a pool that boots cold.
@@ -100,6 +103,9 @@ func (m *Manager) warmPoolOf(p *pool) *warmPool {
 			dir:     filepath.Join(m.d.TemplateDir, p.cfg.Name),
 			chooser: &warmstart.Chooser{Pool: p.cfg.Name, Log: m.log, Metrics: m.d.WarmStarts},
 		}
+		// A template whose files a VM finds damaged is built again at
+		// the next full pass.
+		w.chooser.Rebuild = w.damaged
 		m.warm[p.cfg.Name] = w
 	}
 	return w
@@ -190,6 +196,22 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 	}()
 }
 
+// damaged is a VM finding the template's files gone or not whole: the
+// next full pass builds it again, or, when that happened within
+// templateRetry already (a build whose templates do not stay whole),
+// the retry after a failed build does, so damage never makes a build
+// per pass.
+func (w *warmPool) damaged() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if time.Since(w.damagedAt) < templateRetry {
+		w.ok, w.failedAt = false, time.Now()
+	} else {
+		w.ok, w.seen = false, ""
+	}
+	w.damagedAt = time.Now()
+}
+
 // acquire is the key of p's template, the image root it booted (rootOf;
 // "" for an initramfs root) and its build directory, which is not
 // removed before a release of it; ok false (and nothing to release)
@@ -242,7 +264,7 @@ func (w *warmPool) prune(log *slog.Logger) {
 
 // rebuild makes the next full pass build the template again: a VM found
 // the pool's image moved on (a tag that Refresh resolved anew) from the
-// one the template booted.
+// one the template booted, or the template's files damaged.
 func (w *warmPool) rebuild() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -398,9 +420,14 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 			log.Error("remove the template's TAP", "tap", tap, "err", err)
 		}
 	}()
+	slot, err := m.templateSlot(id)
+	if err != nil {
+		return err
+	}
+	defer slot.release()
 	spec := vmm.Spec{
 		ID: id, Dir: dir, Kernel: pc.VM.Kernel, Initramfs: initrd, Cmdline: pc.VM.Cmdline,
-		VCPUs: pc.VM.VCPUs, MemoryMiB: pc.VM.MemoryMiB, TAP: tap, MAC: netplan.NewMAC(),
+		VCPUs: pc.VM.VCPUs, MemoryMiB: pc.VM.MemoryMiB, TAP: tap, MAC: netplan.NewMAC(), Slot: slot.n,
 		ConsoleLog: filepath.Join(dir, templateConsole), ConsoleMaxBytes: m.consoleMaxBytes(),
 		Identity: filepath.Join(dir, "identity.sock"),
 		// A driver that keeps guest RAM in a file (QEMU) keeps the
@@ -435,6 +462,31 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 		return fmt.Errorf("save the template VM: %w", err)
 	}
 	return nil
+}
+
+// buildSlot is a template build's slot (vmm.Spec.Slot: the Firecracker
+// jailer's uid and gid are its range's start plus it).
+type buildSlot struct {
+	n       int
+	release func()
+}
+
+// templateSlot takes a slot for template VM id from the allocator the
+// VMs' slots come from (an address of the VMs' network, which the
+// template never uses: it has none), so no live VM or other template
+// build runs as its user; release gives it back once the VM is gone.
+func (m *Manager) templateSlot(id string) (buildSlot, error) {
+	addr, err := m.d.Alloc.Allocate(id)
+	if err != nil {
+		return buildSlot{}, fmt.Errorf("template slot: %w", err)
+	}
+	release := func() { m.d.Alloc.Release(addr, id) }
+	n, err := netplan.Offset(netip.MustParsePrefix(m.d.Config.Network.CIDR), addr)
+	if err != nil {
+		release()
+		return buildSlot{}, fmt.Errorf("template slot: %w", err)
+	}
+	return buildSlot{n: n, release: release}, nil
 }
 
 // waitConsole waits until the console file holds want.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/config"
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
 )
 
@@ -124,6 +126,17 @@ func (r *warmRig) restoredSpecs() []string {
 		}
 	}
 	return ids
+}
+
+// runJob enqueues job id and waits until n jobs have finished.
+func (r *warmRig) runJob(t *testing.T, id string, n int) {
+	t.Helper()
+	r.forge.enqueue(id)
+	eventually(t, 10*time.Second, "job "+id+" finished", func() bool {
+		r.forge.mu.Lock()
+		defer r.forge.mu.Unlock()
+		return len(r.forge.finished) >= n
+	})
 }
 
 func (r *warmRig) runJobs(t *testing.T, ids ...string) {
@@ -260,8 +273,15 @@ func TestWarmStartFallsBackToColdBoots(t *testing.T) {
 			if n := r.hv.restores.Load(); n != 0 {
 				t.Errorf("%d VMs restored", n)
 			}
+			// The job's VM: the last not the template's (a damaged
+			// template is built again meanwhile).
+			var last vmm.Spec
 			r.hv.mu.Lock()
-			last := r.hv.specs[len(r.hv.specs)-1]
+			for _, s := range r.hv.specs {
+				if s.ID != templateID("p") {
+					last = s
+				}
+			}
 			r.hv.mu.Unlock()
 			if last.Restore != "" || last.Identity != "" {
 				t.Errorf("the job's VM was not booted cold: %+v", last)
@@ -380,5 +400,97 @@ func TestTemplatesOfNoWarmPoolRemovedAtStart(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(r.build(t), warmstart.ManifestFile)); err != nil {
 		t.Errorf("the warm pool's template: %v", err)
+	}
+}
+
+// TestADamagedTemplateIsRebuiltAtOnce: a template whose memory file is
+// cut short after its seal restores no VM (the first boots cold, the
+// reason counted) and is built again at the next full pass, without a
+// change of the pool's files or a restart; the next VM is a restore of
+// the new one.
+func TestADamagedTemplateIsRebuiltAtOnce(t *testing.T) {
+	r := newWarmRig(t, 0, 1, t.TempDir(), "")
+	r.waitBuilds(t, 1)
+	if err := os.Truncate(filepath.Join(r.tdir, "p", warmstart.MemoryFile), 4); err != nil {
+		t.Fatal(err)
+	}
+	r.runJobs(t, "j1")
+	if n := r.c.count(warmstart.ReasonStateTruncated); n != 1 || r.hv.restores.Load() != 0 {
+		t.Fatalf("%d state_truncated cold boots, %d restores; want 1 and 0", n, r.hv.restores.Load())
+	}
+	r.waitBuilds(t, 2)
+	r.runJob(t, "j2", 2)
+	if n := r.hv.restores.Load(); n != 1 {
+		t.Fatalf("%d restores after the rebuild; want 1 (fallbacks %v)", n, r.c.reasons)
+	}
+	// Damaged again within templateRetry: no build per pass, the retry
+	// after a failed build's wait instead.
+	if err := os.Truncate(filepath.Join(r.tdir, "p", warmstart.MemoryFile), 4); err != nil {
+		t.Fatal(err)
+	}
+	r.runJob(t, "j3", 3)
+	time.Sleep(300 * time.Millisecond) // many passes
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	if r.c.built != 2 {
+		t.Fatalf("%d builds after a second damage within a minute; want 2 until the retry", r.c.built)
+	}
+}
+
+// liveSlots are the slots of the fake VMM's machines still running, by
+// VM id.
+func (h *fakeHV) liveSlots() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	live := map[string]int{}
+	for _, fm := range h.machines {
+		select {
+		case <-fm.done:
+		default:
+			live[fm.spec.ID] = fm.spec.Slot
+		}
+	}
+	return live
+}
+
+// TestTemplatesBuildingAtOnceRunInSlotsOfTheirOwn: two warm pools'
+// template VMs, alive at once beside a pool's idle VM, each have a slot
+// (the Firecracker jailer's uid and gid) no other live VM has, taken from
+// the VMs' allocator (never slot 0, the network's address) and given
+// back once built.
+func TestTemplatesBuildingAtOnceRunInSlotsOfTheirOwn(t *testing.T) {
+	gate := make(chan struct{})
+	r := newWarmRig(t, 1, 2, t.TempDir(), "", func(d *Deps) {
+		q := d.Config.Pools[0]
+		q.Name = "q"
+		d.Config.Pools = append(d.Config.Pools, q)
+		d.Forges["q"] = d.Forges["p"]
+		d.Hypervisor.(*fakeHV).saveGate = gate
+	})
+	var live map[string]int
+	eventually(t, 5*time.Second, "both templates and an idle VM running", func() bool {
+		live = r.hv.liveSlots()
+		_, p := live[templateID("p")]
+		_, q := live[templateID("q")]
+		return p && q && len(live) >= 3
+	})
+	seen := map[int]string{}
+	for id, slot := range live {
+		if other, ok := seen[slot]; ok || slot <= 0 {
+			t.Errorf("vm %s runs in slot %d (also vm %q's)", id, slot, other)
+		}
+		seen[slot] = id
+	}
+	close(gate)
+	r.waitBuilds(t, 2)
+	if err := r.drain(t, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r.assertNothingLeft(t)
+	for _, id := range []string{templateID("p"), templateID("q")} {
+		addr := netip.AddrFrom4([4]byte{10, 200, 0, byte(live[id])})
+		if err := r.alloc.Reserve(addr, "probe-"+id); err != nil {
+			t.Errorf("template %s's slot not given back: %v", id, err)
+		}
 	}
 }

@@ -33,8 +33,11 @@ type warmFake struct {
 	// warmFail makes each restore fail: "start" (the monitor), "resume"
 	// or "identity" (no acknowledgement); "template": each template's
 	// monitor fails to start.
-	warmFail   atomic.Value // string
-	saves      atomic.Int32 // templates saved
+	warmFail atomic.Value // string
+	saves    atomic.Int32 // templates saved
+	// saveGate, when set, holds each template's SaveState until closed:
+	// builds then overlap.
+	saveGate   chan struct{}
 	restores   atomic.Int32 // restores handed their identity
 	identities []agentproto.Identity
 	templates  atomic.Int32 // templates started, which numbers each one's memory
@@ -113,9 +116,16 @@ func (m *fakeMachine) waitIdentity() (agentproto.Identity, bool) {
 	}
 }
 
-func (m *fakeMachine) SaveState(_ context.Context, dst string) error {
+func (m *fakeMachine) SaveState(ctx context.Context, dst string) error {
 	if m.spec.Identity == "" || m.spec.Restore != "" {
 		return errors.New("fake: save state: not a template")
+	}
+	if g := m.hv.saveGate; g != nil {
+		select {
+		case <-g:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	n := m.hv.saves.Add(1)
 	if f := m.hv.beforeSave; f != nil {

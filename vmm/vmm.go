@@ -50,8 +50,11 @@ type Spec struct {
 	// memory is the file, and SaveState writes device state only. A
 	// restore's is its template's, mapped private (copy on write): the
 	// restores of one template share its pages in the host's page cache
-	// until each writes its own, and none writes the file. Empty: RAM is
-	// the monitor's own and the saved state holds it.
+	// until each writes its own, and none writes the file. A driver
+	// whose guest RAM is its own while it runs (Firecracker) writes a
+	// template's RAM there at SaveState, and a restore loads it from
+	// there (mapped private). Empty: the saved state holds the RAM, or
+	// the driver puts it beside the state.
 	MemoryFile string
 }
 

@@ -17,6 +17,22 @@ type Chooser struct {
 	Pool    string
 	Log     *slog.Logger
 	Metrics Counter
+	// Rebuild, if set, is called when Template finds the template's
+	// files gone or not whole (Damaged): it will never restore a VM
+	// again, so the pool builds it anew rather than boot cold until its
+	// files change.
+	Rebuild func()
+}
+
+// Damaged reports whether err, Open's, says the template's files are
+// gone or not what was sealed (rather than made from another key, which
+// a change of the pool's files rebuilds).
+func Damaged(err error) bool {
+	switch AsFallback(err).Reason {
+	case ReasonNoTemplate, ReasonStateMissing, ReasonStateTruncated, ReasonBadManifest:
+		return true
+	}
+	return false
 }
 
 // Template is the template in build (one build's directory, see
@@ -26,6 +42,9 @@ func (c *Chooser) Template(ctx context.Context, vm, build string, want Key) *Tem
 	t, err := Open(build, want)
 	if err == nil {
 		return t
+	}
+	if c.Rebuild != nil && Damaged(err) {
+		c.Rebuild()
 	}
 	c.ColdBoot(ctx, vm, err)
 	return nil

@@ -95,7 +95,8 @@ const (
 	ManifestFile = "template.json"
 	StateFile    = "state"
 	// MemoryFile is the template's guest RAM when the VMM keeps it in a
-	// file (QEMU: vmm.Spec.MemoryFile), its state then device state only.
+	// file (vmm.Spec.MemoryFile: QEMU's RAM while it runs, Firecracker's
+	// snapshot memory), its state then device state only.
 	MemoryFile = "memory"
 )
 

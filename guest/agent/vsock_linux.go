@@ -89,6 +89,8 @@ func readIdentity(c IdentityConn) ([]byte, error) {
 
 // vsockListener is a listening AF_VSOCK socket (Go's net package does not
 // take the family), polled so a waiting agent's context can end it.
+// listenVsock takes unix.VMADDR_PORT_ANY for a port the kernel picks
+// (the tests': two runs on one host never collide), which port reads.
 type vsockListener struct{ fd int }
 
 func listenVsock(port uint32) (*vsockListener, error) {
@@ -127,6 +129,20 @@ func (l *vsockListener) Accept(ctx context.Context) (IdentityConn, error) {
 }
 
 func (l *vsockListener) Close() error { return unix.Close(l.fd) }
+
+// port is the port the listener is bound to: the one asked for, or the
+// kernel's pick for unix.VMADDR_PORT_ANY.
+func (l *vsockListener) port() (uint32, error) {
+	sa, err := unix.Getsockname(l.fd)
+	if err != nil {
+		return 0, fmt.Errorf("vsock getsockname: %w", err)
+	}
+	vm, ok := sa.(*unix.SockaddrVM)
+	if !ok {
+		return 0, fmt.Errorf("vsock getsockname: a %T", sa)
+	}
+	return vm.Port, nil
+}
 
 // awaitVsockIdentity listens on the identity port and serves it.
 func awaitVsockIdentity(ctx context.Context) ([]byte, error) {

@@ -128,9 +128,10 @@ func TestServeIdentityRefusesAnOverlongLine(t *testing.T) {
 // (this machine: socket, bind and listen work; no transport connects to
 // it, so no connection's path is tested), a waiting Accept ends with its
 // context and a second listener on the port is refused while the first
-// holds it.
+// holds it. The first binds a port the kernel picks (two runs of the
+// package on one host never share one), the second the port it read.
 func TestTheVsockListenerEndsWithItsContext(t *testing.T) {
-	l, err := listenVsock(agentproto.IdentityVsockPort + 7)
+	l, err := listenVsock(unix.VMADDR_PORT_ANY)
 	if errors.Is(err, unix.EAFNOSUPPORT) {
 		t.Skip("no AF_VSOCK in this kernel: the listener is untested here")
 	}
@@ -138,9 +139,13 @@ func TestTheVsockListenerEndsWithItsContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if l2, err := listenVsock(agentproto.IdentityVsockPort + 7); err == nil {
+	port, err := l.port()
+	if err != nil || port == unix.VMADDR_PORT_ANY {
+		t.Fatalf("the bound port: %d, %v", port, err)
+	}
+	if l2, err := listenVsock(port); err == nil {
 		l2.Close()
-		t.Fatal("a second listener bound the port")
+		t.Fatalf("a second listener bound port %d", port)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()

@@ -322,7 +322,7 @@ type Request struct {
 type Paths struct {
 	Kernel, Initrd string
 	// State and Memory are the snapshot a restore loads (spec.Restore
-	// and its MemFile); "" for a boot.
+	// and its memory file: spec.MemoryFile, else MemFile); "" for a boot.
 	State, Memory string
 	Drives        []string // one per spec.Drives
 	// Serials are the serials the guest reads from the drives (see
@@ -335,7 +335,7 @@ type Paths struct {
 func HostPaths(spec vmm.Spec) Paths {
 	p := Paths{Kernel: spec.Kernel, Initrd: spec.Initramfs}
 	if spec.Restore != "" {
-		p.State, p.Memory = spec.Restore, MemFile(spec.Restore)
+		p.State, p.Memory = spec.Restore, snapshotMemory(spec)
 	}
 	for _, d := range spec.Drives {
 		p.Drives = append(p.Drives, d.Path)

@@ -61,6 +61,7 @@ type jail struct {
 	execFile string // canonical firecracker path, as the jailer resolves it
 	dir      string // <base>/<exec name>/<id>
 	uid, gid int    // the VM's own user (set by prepare, from its slot)
+	prepared bool   // uid and gid are set: prepare made the jail
 }
 
 func (j *Jailer) jailOf(binary, id string) (*jail, error) {
@@ -128,6 +129,7 @@ func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 		return nil, err
 	}
 	jl.uid, jl.gid = j.IDs(spec)
+	jl.prepared = true
 	// Traverse-only parents; the root itself is the jail user's, 0700,
 	// once the jailer has run.
 	if err := os.MkdirAll(filepath.Dir(jl.dir), 0o711); err != nil {
@@ -161,15 +163,15 @@ func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 
 // linkBoot links what the VM starts from into the jail: its kernel and
 // initramfs, or, for a restore, the template's snapshot (state and
-// memory, shared by the template's restores like the kernel: linked when
-// anyone may read them, as SaveState leaves them, else copied) and not
-// the initramfs, whose contents are in the memory file already.
+// memory, shared by the template's restores: linked, the jail's group
+// let read them; see linkSnapshot) and not the initramfs, whose contents
+// are in the memory file already.
 func (jl *jail) linkBoot(spec vmm.Spec) error {
 	if spec.Restore != "" {
-		if err := jl.linkIn(spec.Restore, jl.hostPath(stateName), false); err != nil {
+		if err := jl.linkSnapshot(spec.Restore, jl.hostPath(stateName)); err != nil {
 			return fmt.Errorf("snapshot into the jail: %w", err)
 		}
-		if err := jl.linkIn(MemFile(spec.Restore), jl.hostPath(memName), false); err != nil {
+		if err := jl.linkSnapshot(snapshotMemory(spec), jl.hostPath(memName)); err != nil {
 			return fmt.Errorf("snapshot memory into the jail: %w", err)
 		}
 		return nil
@@ -236,6 +238,46 @@ func (jl *jail) linkIn(src, dst string, own bool) error {
 	return os.Chown(dst, jl.uid, jl.gid)
 }
 
+// linkSnapshot hard-links a template's snapshot file src into the jail
+// at dst and lets the jail's group read it by an ACL entry (acl.go),
+// which remove takes back. Across file systems, or on one without ACLs,
+// the jail gets a copy of its own, its user's.
+func (jl *jail) linkSnapshot(src, dst string) error {
+	err := os.Link(src, dst)
+	if err == nil {
+		if err = changeGroupRead(dst, jl.gid, true); err == nil {
+			return nil
+		}
+		_ = os.Remove(dst)
+		if !errors.Is(err, unix.EOPNOTSUPP) {
+			return err
+		}
+	} else if !errors.Is(err, syscall.EXDEV) {
+		return err
+	}
+	if err := copyFile(src, dst, 0o600); err != nil {
+		return err
+	}
+	return os.Chown(dst, jl.uid, jl.gid)
+}
+
+// unlinkSnapshot takes back what linkSnapshot gave the jail's group,
+// gid, on the template's files: the jail's links to them.
+func (jl *jail) unlinkSnapshot(gid int) error {
+	var errs []error
+	for _, name := range []string{stateName, memName} {
+		p := jl.hostPath(name)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink < 2 {
+			continue // none, the jail's own copy, or not what was linked
+		}
+		if err := changeGroupRead(p, gid, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func copyFile(src, dst string, perm fs.FileMode) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -286,7 +328,17 @@ func CgroupLimits(spec vmm.Spec, overheadMiB int) []string {
 
 // remove deletes the jail tree and the VM's cgroup; both may be gone.
 func (jl *jail) remove() error {
-	err := os.RemoveAll(jl.dir)
+	gid := jl.gid
+	if !jl.prepared {
+		// A jail a previous run left: its root is its user's once the
+		// jailer ran, else it has no snapshot linked for that user.
+		var st unix.Stat_t
+		if unix.Stat(jl.root(), &st) == nil {
+			gid = int(st.Gid)
+		}
+	}
+	err := jl.unlinkSnapshot(gid)
+	err = errors.Join(err, os.RemoveAll(jl.dir))
 	if cg := jl.j.cgroupDir(jl.execFile, jl.id); cg != "" {
 		err = errors.Join(err, removeCgroup(cg))
 	}

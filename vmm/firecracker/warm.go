@@ -64,8 +64,19 @@ const (
 )
 
 // MemFile is where SaveState puts the guest memory of the state it saves
-// to state: beside it, state + ".mem". A restore loads both.
+// to state when the template's spec names no MemoryFile: beside it,
+// state + ".mem". A restore loads both.
 func MemFile(state string) string { return state + ".mem" }
+
+// snapshotMemory is the memory file of spec's restore: its MemoryFile
+// (the template's, which SaveState wrote and warmstart sealed), else
+// MemFile beside its state.
+func snapshotMemory(spec vmm.Spec) string {
+	if spec.MemoryFile != "" {
+		return spec.MemoryFile
+	}
+	return MemFile(spec.Restore)
+}
 
 // identityArg names the identity channel on the kernel command line of a
 // template (spec.Identity): the agent listens on its vsock port.
@@ -94,6 +105,7 @@ type machine struct {
 	id      string
 	api     string              // the API socket, on the host
 	vsock   string              // the vsock device's socket, on the host; "" without one
+	memory  string              // where SaveState puts the guest memory: the template's Spec.MemoryFile; "": MemFile of its state
 	inVMM   func(string) string // a name in the VM's directory as the VMM sees it
 	host    func(string) string // a path as the VMM sees it, on the host
 	timeout time.Duration       // per API call
@@ -101,6 +113,9 @@ type machine struct {
 
 func (d *Driver) machine(l *launched, spec vmm.Spec) *machine {
 	m := &machine{Started: l.proc, id: spec.ID, api: l.socket, vsock: l.vsock, timeout: d.CallTimeout}
+	if spec.Restore == "" {
+		m.memory = spec.MemoryFile
+	}
 	if d.Jailer != nil {
 		root := l.root
 		m.inVMM = func(name string) string { return "/" + name }
@@ -118,7 +133,7 @@ func checkSnapshotFiles(spec vmm.Spec) error {
 	if spec.Restore == "" {
 		return nil
 	}
-	for _, f := range []string{spec.Restore, MemFile(spec.Restore)} {
+	for _, f := range []string{spec.Restore, snapshotMemory(spec)} {
 		st, err := os.Stat(f)
 		if err != nil {
 			return fmt.Errorf("firecracker: vm %s: restore: snapshot file: %w", spec.ID, err)
@@ -168,9 +183,12 @@ func LoadRequest(spec vmm.Spec, p Paths) SnapshotLoad {
 }
 
 // SaveState implements vmm.Warm: pause, a Full snapshot into the VM's
-// own directory (its jail), moved to dst and MemFile(dst), readable by
-// all (the jailed restores link them in, like the kernel: a template
-// holds no secret). The process stays, paused, until killed.
+// own directory (its jail), moved to dst and the template's
+// Spec.MemoryFile (MemFile(dst) without one), root's and 0600: the
+// template's memory holds its RNG state before any restore reseeds it,
+// so only the jails of its restores read them (linked in, each jail's
+// group let read by an ACL entry: see acl.go). The process stays,
+// paused, until killed.
 func (m *machine) SaveState(ctx context.Context, dst string) error {
 	if m.vsock == "" {
 		return errors.New("firecracker: save state: the VM has no identity channel (Spec.Identity)")
@@ -184,7 +202,11 @@ func (m *machine) SaveState(ctx context.Context, dst string) error {
 	if err := c.CreateSnapshot(ctx, SnapshotCreate{SnapshotPath: state, MemFilePath: mem, SnapshotType: "Full"}); err != nil {
 		return fmt.Errorf("firecracker: save state: %w", err)
 	}
-	for _, f := range []struct{ from, to string }{{m.host(state), dst}, {m.host(mem), MemFile(dst)}} {
+	memDst := m.memory
+	if memDst == "" {
+		memDst = MemFile(dst)
+	}
+	for _, f := range []struct{ from, to string }{{m.host(state), dst}, {m.host(mem), memDst}} {
 		if err := moveFile(f.from, f.to); err != nil {
 			return fmt.Errorf("firecracker: save state: %w", err)
 		}
@@ -193,11 +215,11 @@ func (m *machine) SaveState(ctx context.Context, dst string) error {
 }
 
 // moveFile renames from to to (copying across file systems), makes it
-// the caller's and readable by all, and syncs it.
+// the caller's and readable by it only, and syncs it.
 func moveFile(from, to string) error {
 	err := os.Rename(from, to)
 	if errors.Is(err, syscall.EXDEV) {
-		if err = copyFile(from, to, 0o644); err == nil {
+		if err = copyFile(from, to, 0o600); err == nil {
 			err = os.Remove(from)
 		}
 	}
@@ -207,7 +229,7 @@ func moveFile(from, to string) error {
 	if err := os.Lchown(to, os.Getuid(), os.Getgid()); err != nil {
 		return err
 	}
-	if err := os.Chmod(to, 0o644); err != nil {
+	if err := os.Chmod(to, 0o600); err != nil {
 		return err
 	}
 	// On disk before SaveState returns: warmstart.Seal syncs the state

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/firecrackerdouble"
 	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
 )
 
 // warmRig is a jailed driver against the double (no guest booted) whose
@@ -110,6 +114,22 @@ func (r *warmRig) listenGuestDropping(t *testing.T, drop int) (got chan string, 
 	return got, func() { ln.Close(); os.Remove(path) }
 }
 
+// saveTemplate starts tpl, saves it to the state file it returns (in
+// the test's directory) and kills it.
+func (r *warmRig) saveTemplate(ctx context.Context, t *testing.T, tpl vmm.Spec) string {
+	t.Helper()
+	m, err := r.d.Start(ctx, tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kill(t, m)
+	state := filepath.Join(r.dir, "state")
+	if err := m.(vmm.Warm).SaveState(ctx, state); err != nil {
+		t.Fatal(err)
+	}
+	return state
+}
+
 func kill(t *testing.T, m vmm.Machine) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -154,7 +174,7 @@ func saveThenRestore(t *testing.T, r *warmRig) {
 	kill(t, m)
 	for _, f := range []string{state, MemFile(state)} {
 		st, err := os.Stat(f)
-		if err != nil || st.Mode().Perm() != 0o644 {
+		if err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("saved %s: %v %v", f, st, err)
 		}
 	}
@@ -302,15 +322,7 @@ func TestARestoreGetsItsOwnMetadata(t *testing.T) {
 	tap := testTAP(t)
 	tpl := r.spec(t, "tplmd", 0, tap)
 	tpl.Metadata = map[string]string{"pool": "p"}
-	m, err := r.d.Start(ctx, tpl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(r.dir, "state")
-	if err := m.(vmm.Warm).SaveState(ctx, state); err != nil {
-		t.Fatal(err)
-	}
-	kill(t, m)
+	state := r.saveTemplate(ctx, t, tpl)
 	rs := r.spec(t, "r1md", 1, tap)
 	rs.Restore, rs.Initramfs, rs.Metadata = state, "", map[string]string{"pool": "p"}
 	m2, err := r.d.Start(ctx, rs)
@@ -335,5 +347,128 @@ func TestARestoreGetsItsOwnMetadata(t *testing.T) {
 	}
 	if !loaded || !put {
 		t.Errorf("snapshot loaded %v, its own metadata put after %v", loaded, put)
+	}
+}
+
+// A template whose spec names a MemoryFile (the pool's: warmstart's
+// MemoryFile beside its state) has its guest memory saved there, so
+// warmstart.Seal seals it with the state: a memory file damaged after
+// the seal is no template (Open says why; no VM tries it), a whole one
+// is what a restore given it as its MemoryFile loads.
+func TestATemplatesMemoryIsSavedToItsMemoryFileAndSealed(t *testing.T) {
+	for _, jailed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "jailed", false: "unjailed"}[jailed], func(t *testing.T) {
+			r := newWarmRigJailed(t, jailed)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			tap := testTAP(t)
+			tdir := filepath.Join(r.dir, "template")
+			if err := os.Mkdir(tdir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			tpl := r.spec(t, "tplmem", 0, tap)
+			tpl.MemoryFile = filepath.Join(tdir, warmstart.MemoryFile)
+			m, err := r.d.Start(ctx, tpl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			state := filepath.Join(tdir, warmstart.StateFile)
+			if err := m.(vmm.Warm).SaveState(ctx, state); err != nil {
+				t.Fatal(err)
+			}
+			kill(t, m)
+			if _, err := os.Stat(MemFile(state)); !os.IsNotExist(err) {
+				t.Errorf("the memory was saved beside the state too (%v)", err)
+			}
+			key := warmstart.Key{VMM: "firecracker", Kernel: "k", Image: "i", Agent: "a"}
+			if err := warmstart.Seal(tdir, key); err != nil {
+				t.Fatal(err)
+			}
+			sealed, err := warmstart.Open(tdir, key)
+			if err != nil || sealed.Memory != tpl.MemoryFile {
+				t.Fatalf("the sealed template: %+v, %v; want its memory %s in it", sealed, err, tpl.MemoryFile)
+			}
+			rs := r.spec(t, "r1mem", 1, tap)
+			rs.Restore, rs.MemoryFile, rs.Initramfs = sealed.State, sealed.Memory, ""
+			m2, err := r.d.Start(ctx, rs)
+			if err != nil {
+				t.Fatalf("restore from the sealed template: %v", err)
+			}
+			kill(t, m2)
+			for _, rec := range readRecord(t, r.rec) {
+				if rec.Status/100 != 2 {
+					t.Errorf("the double refused %s %s (%d): %s", rec.Method, rec.Path, rec.Status, rec.Fault)
+				}
+			}
+			if err := os.Truncate(sealed.Memory, 4096); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := warmstart.Open(tdir, key); err == nil || warmstart.AsFallback(err).Reason != warmstart.ReasonStateTruncated {
+				t.Fatalf("a template whose memory was cut short: %+v, %v; want %s", got, err, warmstart.ReasonStateTruncated)
+			}
+		})
+	}
+}
+
+// readsAs reports whether a process of uid and gid (no other groups)
+// reads path.
+func readsAs(t *testing.T, path string, uid, gid int) bool {
+	t.Helper()
+	cmd := exec.Command("/bin/cat", path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	cmd.Stdout = io.Discard
+	return cmd.Run() == nil
+}
+
+// TestSnapshotFilesAreReadByTheirRestoresJailsOnly: a template's saved
+// state and memory (its RNG state before any reseed) are root's, with no
+// bit for group or others; a jailed restore still loads them (the
+// double opens them as the jail's uid and gid), through links its jail's
+// group is let read by an ACL entry while the jail exists: another user
+// reads neither, the jail's group does (positive control), and not once
+// the restore is gone.
+func TestSnapshotFilesAreReadByTheirRestoresJailsOnly(t *testing.T) {
+	r := newWarmRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tap := testTAP(t)
+	state := r.saveTemplate(ctx, t, r.spec(t, "tplacl", 0, tap))
+	files := []string{state, MemFile(state)}
+	for _, f := range files {
+		if st, err := os.Stat(f); err != nil || st.Mode().Perm()&0o077 != 0 {
+			t.Fatalf("saved %s: %v, %v; want no bit for group or others", f, st, err)
+		}
+	}
+	rs := r.spec(t, "r1acl", 1, tap)
+	rs.Restore, rs.Initramfs = state, ""
+	m2, err := r.d.Start(ctx, rs)
+	if err != nil {
+		t.Fatalf("a jailed restore of the template's files: %v", err)
+	}
+	_, gid := r.d.Jailer.IDs(rs)
+	for _, f := range files {
+		if st, _ := os.Stat(f); st.Mode().Perm()&0o007 != 0 {
+			t.Errorf("%s is %v while restored: others may read it", f, st.Mode())
+		}
+		if readsAs(t, f, 65534, 65534) {
+			t.Errorf("another user reads %s", f)
+		}
+		if !readsAs(t, f, 65534, gid) {
+			t.Errorf("the restore's jail group %d does not read %s", gid, f)
+		}
+		if ok, err := groupCanRead(f, gid+1); ok || err != nil {
+			t.Errorf("%s: a jail not linked to it is let read it (%v)", f, err)
+		}
+	}
+	kill(t, m2)
+	for _, f := range files {
+		if readsAs(t, f, 65534, gid) {
+			t.Errorf("the gone restore's jail group %d still reads %s", gid, f)
+		}
+	}
+	for _, rec := range readRecord(t, r.rec) {
+		if rec.Status/100 != 2 {
+			t.Errorf("the double refused %s %s (%d): %s", rec.Method, rec.Path, rec.Status, rec.Fault)
+		}
 	}
 }
