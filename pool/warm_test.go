@@ -411,7 +411,7 @@ func TestTemplatesOfNoWarmPoolRemovedAtStart(t *testing.T) {
 func TestADamagedTemplateIsRebuiltAtOnce(t *testing.T) {
 	r := newWarmRig(t, 0, 1, t.TempDir(), "")
 	r.waitBuilds(t, 1)
-	if err := os.Truncate(filepath.Join(r.tdir, "p", warmstart.MemoryFile), 4); err != nil {
+	if err := os.Truncate(filepath.Join(r.build(t), warmstart.MemoryFile), 4); err != nil {
 		t.Fatal(err)
 	}
 	r.runJobs(t, "j1")
@@ -425,7 +425,7 @@ func TestADamagedTemplateIsRebuiltAtOnce(t *testing.T) {
 	}
 	// Damaged again within templateRetry: no build per pass, the retry
 	// after a failed build's wait instead.
-	if err := os.Truncate(filepath.Join(r.tdir, "p", warmstart.MemoryFile), 4); err != nil {
+	if err := os.Truncate(filepath.Join(r.build(t), warmstart.MemoryFile), 4); err != nil {
 		t.Fatal(err)
 	}
 	r.runJob(t, "j3", 3)

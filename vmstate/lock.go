@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // lockFile is the file in the state directory an open Store holds an
@@ -17,20 +18,36 @@ const lockFile = "lock"
 // (another orchestrator, or this one twice) holds.
 var ErrInUse = errors.New("vm state: directory in use by another orchestrator")
 
-// lockDir takes dir's lock, without waiting: the lock is released when
-// the returned file is closed, or when the process ends however it ends.
+// lockWait bounds lockDir's wait for a lock another process holds. The
+// processes an orchestrator starts hold its descriptors from their fork
+// until their exec: one killed as it started a VM leaves its lock held
+// by that child for an instant after its own end, longer on a loaded
+// host (seen: a restart right after a SIGKILL refused).
+const lockWait = 2 * time.Second
+
+// lockDir takes dir's lock, waiting at most lockWait for another holder
+// to let it go: the lock is released when the returned file is closed,
+// or when the process ends however it ends.
 func lockDir(dir string) (*os.File, error) {
 	path := filepath.Join(dir, lockFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("vm state: lock %s: %w", path, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+	deadline := time.Now().Add(lockWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("vm state: lock %s: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
 			return nil, fmt.Errorf("%w: %s is locked (is another fireactions running with state_dir %s?)", ErrInUse, path, filepath.Dir(dir))
 		}
-		return nil, fmt.Errorf("vm state: lock %s: %w", path, err)
+		time.Sleep(20 * time.Millisecond)
 	}
-	return f, nil
 }

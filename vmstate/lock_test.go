@@ -2,6 +2,8 @@ package vmstate
 
 import (
 	"errors"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -23,6 +25,31 @@ func TestASecondOpenOfOneDirectoryIsRefused(t *testing.T) {
 	again, err := Open(dir)
 	if err != nil {
 		t.Fatalf("Open after the first store closed: %v", err)
+	}
+	again.Close()
+}
+
+// TestALockAChildHoldsForAnInstantIsWaitedFor: a process the previous
+// orchestrator forked holds its lock's descriptor until it execs; a
+// restart within that instant waits for it (at most lockWait) instead of
+// refusing the directory. The child here holds it 300 ms after the
+// store that took it let go.
+func TestALockAChildHoldsForAnInstantIsWaitedFor(t *testing.T) {
+	dir := t.TempDir()
+	f, err := lockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command("sleep", "0.3")
+	child.ExtraFiles = []*os.File{f}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Wait()
+	f.Close()
+	again, err := lockDir(dir)
+	if err != nil {
+		t.Fatalf("lock while a child held it for 300 ms: %v", err)
 	}
 	again.Close()
 }
