@@ -115,6 +115,13 @@ func TestGiteaJobsRunInRestoredImageVMs(t *testing.T) {
 	if cold := logLines(o.log, regexp.MustCompile(`warm start: booting cold`)); len(cold) != 0 {
 		t.Errorf("the image pool booted cold: %s", strings.Join(cold, "\n"))
 	}
+	// A restore's two parts: the VMM started from the template and the
+	// identity handed over, then (from there) the runner ready.
+	restoredIn := regexp.MustCompile(`vm restored from its pool's template.*vm=(\S+).*took=(\S+)`)
+	for _, l := range logLines(o.log, restoredIn) {
+		m := restoredIn.FindStringSubmatch(l)
+		t.Logf("FIGURE image pool, restore (VMM start + identity): %s (vm %s)", m[2], m[1])
+	}
 	took := regexp.MustCompile(`vm ready.*pool=(\S+).*vm=(\S+).*took=(\S+) restored=(\S+)`)
 	for _, l := range logLines(o.log, took) {
 		m := took.FindStringSubmatch(l)
