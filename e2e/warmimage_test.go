@@ -14,9 +14,9 @@ import (
 
 // warmImageWorkflow's two jobs run one after the other (two needs one),
 // each in a VM restored from the image pool's template: each prints what
-// must be its own (hostname, boot id, MAC, random bytes), fails if it
-// finds a marker any job left on the root, then writes its own and reads
-// it back. Job two runs after job one wrote its marker: it passes only if
+// must be its own (hostname, boot id, MAC, random bytes) and that its
+// root is the image's overlay, fails if it finds a marker any job left on
+// the root, then writes its own and reads it back. Job two runs after job one wrote its marker: it passes only if
 // its restore's writable disk is not job one's (nor the template's).
 const warmImageWorkflow = `on: [push]
 jobs:
@@ -38,6 +38,7 @@ jobs:
 // warmImageProbe is the step both jobs run, indented for the block above.
 const warmImageProbe = `
           echo "fireactions-vm=$(hostname) job=$JOB boot=$(cat /proc/sys/kernel/random/boot_id) mac=$(cat /sys/class/net/eth0/address) rand=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+          grep -q '^overlay / overlay' /proc/mounts && echo "root-is-overlay"
           for f in /fa-warm-*; do
             if [ -e "$f" ]; then echo "LEFTOVER $f from $(cat "$f")"; exit 1; fi
           done
@@ -77,6 +78,7 @@ func TestGiteaJobsRunInRestoredImageVMs(t *testing.T) {
 	vmLine := regexp.MustCompile(`fireactions-vm=([0-9a-f]{12}) job=(one|two) boot=(\S+) mac=(\S+) rand=([0-9a-f]{32})`)
 	readBack := regexp.MustCompile(`(?m)Z marker-read=(one|two)-([0-9a-f]{12})\s*$`)
 	leftover := regexp.MustCompile(`LEFTOVER /\S+ from`)
+	overlay := regexp.MustCompile(`(?m)Z root-is-overlay\s*$`)
 	vms := map[string]string{}    // job name → the VM it ran in
 	seen := map[string][]string{} // job name → its boot id, MAC, random bytes
 	for _, j := range jobs {
@@ -92,6 +94,9 @@ func TestGiteaJobsRunInRestoredImageVMs(t *testing.T) {
 		}
 		if rb := readBack.FindStringSubmatch(logs); rb == nil || rb[1] != m[2] || rb[2] != m[1] {
 			t.Errorf("job %s in VM %s did not read back the marker it wrote on its root:\n%s", m[2], m[1], logs)
+		}
+		if !overlay.MatchString(logs) {
+			t.Errorf("job %s in VM %s: its root is not the image's overlay:\n%s", m[2], m[1], logs)
 		}
 		if j.Conclusion != "success" {
 			t.Errorf("job %s (%d) ended %q:\n%s", m[2], j.ID, j.Conclusion, logs)
