@@ -51,7 +51,8 @@ const warmImageProbe = `
 // orchestrator's log says so for both, and no VM booted cold), both
 // succeeding: each restore has its own boot id, MAC and random bytes, and
 // its own writable disk under the image (job two does not see the file
-// job one wrote on /). The FIGURE lines are start → runner ready.
+// job one wrote on /). The FIGURE lines are each restore's time (VMM
+// start + identity) and then start → runner ready.
 func TestGiteaJobsRunInRestoredImageVMs(t *testing.T) {
 	r := newGiteaImageRig(t, "fawimg")
 	gitea, work := r.gitea, r.work
