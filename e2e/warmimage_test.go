@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 )
@@ -106,21 +105,7 @@ func TestGiteaJobsRunInRestoredImageVMs(t *testing.T) {
 	if len(vms) != 2 || vms["one"] == vms["two"] {
 		t.Fatalf("jobs ran in VMs %v; want two, each its own", vms)
 	}
-	// Two restores of one template: nothing of the template's shared.
-	for i, what := range []string{"boot id", "MAC", "random bytes"} {
-		if a, b := seen["one"], seen["two"]; a[i] == b[i] {
-			t.Errorf("the restored VMs' %s: %v and %v; want each its own", what, a, b)
-		}
-	}
-	t.Logf("restored image VMs read: one %v, two %v", seen["one"], seen["two"])
-	for _, name := range []string{"one", "two"} {
-		if len(logLines(o.log, regexp.MustCompile(`vm restored from its pool's template.*vm=`+vms[name]))) != 1 {
-			t.Errorf("job %s's VM %s was not restored from the template", name, vms[name])
-		}
-	}
-	if cold := logLines(o.log, regexp.MustCompile(`warm start: booting cold`)); len(cold) != 0 {
-		t.Errorf("the image pool booted cold: %s", strings.Join(cold, "\n"))
-	}
+	assertRestoredApart(t, o.log, "image", vms, seen)
 	// A restore's two parts: the VMM started from the template and the
 	// identity handed over, then (from there) the runner ready.
 	restoredIn := regexp.MustCompile(`vm restored from its pool's template.*vm=(\S+).*took=(\S+)`)

@@ -71,22 +71,7 @@ func TestGiteaJobsRunInRestoredVMs(t *testing.T) {
 	if len(vms) != 3 || vms["one"] == vms["two"] {
 		t.Fatalf("jobs ran in VMs %v; want three, each its own", vms)
 	}
-	// Two restores of one template: nothing of the template's shared.
-	for i, what := range []string{"boot id", "MAC", "random bytes"} {
-		a, b := seen["one"], seen["two"]
-		if len(a) != 3 || len(b) != 3 || a[i] == "" || a[i] == b[i] {
-			t.Errorf("the restored VMs' %s: %v and %v; want each its own", what, a, b)
-		}
-	}
-	t.Logf("restored VMs read: one %v, two %v", seen["one"], seen["two"])
-	for _, name := range []string{"one", "two"} {
-		if len(logLines(o.log, regexp.MustCompile(`vm restored from its pool's template.*vm=`+vms[name]))) != 1 {
-			t.Errorf("job %s's VM %s was not restored from the template", name, vms[name])
-		}
-	}
-	if cold := logLines(o.log, regexp.MustCompile(`warm start: booting cold`)); len(cold) != 0 {
-		t.Errorf("the warm pool booted cold: %s", strings.Join(cold, "\n"))
-	}
+	assertRestoredApart(t, o.log, "warm", vms, seen)
 	took := regexp.MustCompile(`vm ready.*pool=(\S+).*vm=(\S+).*took=(\S+) restored=(\S+)`)
 	for _, l := range logLines(o.log, took) {
 		m := took.FindStringSubmatch(l)
@@ -95,4 +80,29 @@ func TestGiteaJobsRunInRestoredVMs(t *testing.T) {
 	o.terminate(t)
 	o.waitExit(t, 2*time.Minute)
 	assertNothingLeft(t, r.ns, gitea, r.state, "fawp0")
+}
+
+// assertRestoredApart: jobs one and two of a warm pool (kind names it in
+// errors) ran in VMs restored from its template — the orchestrator's log
+// (at log) says so for each VM (vms: job → VM), and says of none that it
+// booted cold — and nothing of the template is shared between them: the
+// boot ids, MACs and random bytes they read (seen: job → those three)
+// differ.
+func assertRestoredApart(t *testing.T, log, kind string, vms map[string]string, seen map[string][]string) {
+	t.Helper()
+	for i, what := range []string{"boot id", "MAC", "random bytes"} {
+		a, b := seen["one"], seen["two"]
+		if len(a) != 3 || len(b) != 3 || a[i] == "" || a[i] == b[i] {
+			t.Errorf("the restored VMs' %s: %v and %v; want each its own", what, a, b)
+		}
+	}
+	t.Logf("restored %s VMs read: one %v, two %v", kind, seen["one"], seen["two"])
+	for _, name := range []string{"one", "two"} {
+		if len(logLines(log, regexp.MustCompile(`vm restored from its pool's template.*vm=`+vms[name]))) != 1 {
+			t.Errorf("job %s's VM %s was not restored from the template", name, vms[name])
+		}
+	}
+	if cold := logLines(log, regexp.MustCompile(`warm start: booting cold`)); len(cold) != 0 {
+		t.Errorf("the %s pool booted cold: %s", kind, strings.Join(cold, "\n"))
+	}
 }
