@@ -102,7 +102,14 @@ func poolsFit(cidr string, pools []Pool) error {
 			name = fmt.Sprintf("pools[%d]", i)
 		}
 		total += pl.Max
-		parts = append(parts, fmt.Sprintf("%s %d", name, pl.Max))
+		part := fmt.Sprintf("%s %d", name, pl.Max)
+		if pl.WarmStart {
+			// Its template's build holds an address (its slot, the
+			// jailer's uid) while it builds, beside a full pool.
+			total++
+			part += " + 1 for its template"
+		}
+		parts = append(parts, part)
 	}
 	n := guestAddresses(p)
 	if total <= n {

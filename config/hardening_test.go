@@ -291,8 +291,12 @@ func TestCIDRTooSmallForPools(t *testing.T) {
 	text = replace(t, text, "min_idle: 1\n    max: 2", "min_idle: 1\n    max: 3")
 	oneProblem(t, f, text, "network.cidr", "10.0.0.0/29 has 5 guest addresses (8 less the network, gateway and broadcast addresses), fewer than the pools' max together: 6 (default 3, small 3)")
 
-	// ... 3 + 2 do.
+	// ... 3 + 2 do, but not when one of them warm-starts: its
+	// template's build holds an address too.
 	f.mustParse(strings.Replace(text, "    max: 3\n", "    max: 2\n", 1))
+	fits := strings.Replace(text, "    max: 3\n", "    max: 2\n", 1)
+	warm := replace(t, fits, "min_idle: 1\n    max: 2\n", "min_idle: 1\n    max: 2\n    warm_start: true\n")
+	oneProblem(t, f, warm, "network.cidr", "fewer than the pools' max together: 6 (default 2 + 1 for its template, small 3)")
 	// The default /24 holds 253.
 	f.mustParse(replace(t, minimalYAML, "max: 2", "max: 253"))
 	oneProblem(t, f, replace(t, minimalYAML, "max: 2", "max: 254"), "network.cidr", "has 253 guest addresses")
