@@ -337,7 +337,9 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 		w.files.Lock()
 		defer w.files.Unlock()
 		w.making = ""
-		if !published {
+		// A publish that failed after its rename (syncing the pool's
+		// directory) leaves the link naming this build: it stays.
+		if cur, err := warmstart.Current(w.dir); !published && (err != nil || cur != build) {
 			_ = os.RemoveAll(build)
 		}
 	}()

@@ -231,7 +231,11 @@ func TestARestoreEndingDuringABuildLeavesTheBuild(t *testing.T) {
 	r.waitBuilds(t, 1)
 	first := r.build(t)
 	r.forge.enqueue("j1")
-	<-paused
+	select {
+	case <-paused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the restore did not reach its pause")
+	}
 	if err := r.setKernel("kernel v2, longer"); err != nil {
 		t.Fatal(err)
 	}

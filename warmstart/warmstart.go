@@ -198,7 +198,7 @@ func Seal(dir string, key Key) error {
 		return fmt.Errorf("warmstart: seal template: %w", err)
 	}
 	tmp := filepath.Join(dir, ManifestFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeSynced(tmp, b); err != nil {
 		return fmt.Errorf("warmstart: seal template: %w", err)
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, ManifestFile)); err != nil {
@@ -222,4 +222,21 @@ func syncFile(path string) (int64, error) {
 		return 0, fmt.Errorf("warmstart: seal template %s: %w", path, err)
 	}
 	return st.Size(), nil
+}
+
+// writeSynced writes b to a new file at path (0600) and syncs it: a
+// manifest renamed into place and then published must not be empty after
+// a crash.
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err = f.Write(b); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
