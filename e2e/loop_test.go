@@ -184,7 +184,7 @@ func TestGiteaJobsRunInTheirOwnMicroVMs(t *testing.T) {
 
 	orch.waitFor(t, time.Minute, "every job's VM to be gone", func() bool { return countPhase(state, "busy") == 0 })
 	t.Run("metrics after the runs", func(t *testing.T) {
-		checkMetrics(t, ns.httpClient(), "http://127.0.0.1:9464/metrics", "e2e", 5)
+		checkMetrics(t, ns.httpClient(), "http://127.0.0.1:9464/metrics", "e2e", 5, 1)
 	})
 	t.Run("operator CLI over the API socket", func(t *testing.T) {
 		out := run(t, filepath.Join(bin, "fireactions"), "ps", "--socket", sock)
