@@ -34,7 +34,7 @@ jobs:
 // own restored from it (the orchestrator's log says so for both VMs,
 // and neither booted cold), both succeeding at Gitea; a cold pool's job
 // runs beside them in a booted VM: the FIGURE lines are start → runner
-// ready for both kinds in the same run.
+// ready for both kinds in the same run, and each runner's registration.
 func TestGiteaJobsRunInRestoredVMs(t *testing.T) {
 	r := newGiteaRig(t, "wpwarm")
 	gitea, work := r.gitea, r.work
@@ -76,6 +76,13 @@ func TestGiteaJobsRunInRestoredVMs(t *testing.T) {
 	for _, l := range logLines(o.log, took) {
 		m := took.FindStringSubmatch(l)
 		t.Logf("FIGURE start → runner ready, pool %s (restored %s): %s (vm %s)", m[1], m[4], m[3], m[2])
+	}
+	// A restore's QEMU starts before its runner's registration, which it
+	// overlaps; its start → runner ready counts from the registration's end.
+	reg := regexp.MustCompile(`runner registered.*pool=(\S+).*vm=(\S+).*took=(\S+)`)
+	for _, l := range logLines(o.log, reg) {
+		m := reg.FindStringSubmatch(l)
+		t.Logf("FIGURE runner registered at Gitea, pool %s: %s (vm %s)", m[1], m[3], m[2])
 	}
 	o.terminate(t)
 	o.waitExit(t, 2*time.Minute)

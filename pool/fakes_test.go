@@ -36,6 +36,9 @@ type fakeForge struct {
 	removeErr error
 	// onRemove, when set, is called as each Remove starts.
 	onRemove func(forge.RunnerRef)
+	// onRegister, when set before the pool starts, is called as each
+	// Register starts.
+	onRegister func(forge.RunnerSpec)
 	failed   map[string]string // job id -> reason, by FailJob
 	// noBusyFlag: the runner list says nothing of a runner's job, as
 	// GitLab's does not.
@@ -69,6 +72,9 @@ func (f *fakeForge) QueuedJobs(context.Context) ([]forge.Job, error) {
 }
 
 func (f *fakeForge) Register(_ context.Context, spec forge.RunnerSpec) (*forge.Runner, error) {
+	if f.onRegister != nil {
+		f.onRegister(spec)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failReg {

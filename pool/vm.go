@@ -505,24 +505,6 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 			v.change(func(r *vmstate.Record) { r.Image = root.Digest() })
 		}
 	}
-	start := time.Now()
-	v.regGen = m.poolGen(p)
-	runner, err := p.forge.Register(ctx, forge.RunnerSpec{
-		Name:   v.runnerName(),
-		Labels: p.cfg.Labels,
-		Guest:  guest,
-	})
-	if err != nil {
-		return nil, fail(ReasonRegister, fmt.Errorf("register runner: %w", err))
-	}
-	// Saved with the monitor's PID (write 2): until then a crash leaves a
-	// record without a runner id, whose runner Recover removes by its
-	// name, as one no adopted VM holds. The runner's memo goes with it: a
-	// restart that adopts the VM fails its job with it (see failJob).
-	v.change(func(r *vmstate.Record) { r.RunnerID, r.RunnerMemo = runner.ID, string(runner.Memo) })
-	v.log.Info("runner registered", "runner", runner.Name, "runner_id", runner.ID, "took", time.Since(start).Round(time.Millisecond))
-	m.obs.Provisioned(p.cfg.Name, time.Since(first.Created))
-
 	if err := m.d.Network.AddTAP(tap); err != nil {
 		return nil, fail(ReasonSetup, err)
 	}
@@ -536,6 +518,42 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	if err != nil {
 		return nil, fail(ReasonSetup, fmt.Errorf("vm %s: slot: %w", id, err))
 	}
+	dir := m.d.Store.Dir(id)
+	initrd := filepath.Join(dir, "initramfs.cpio")
+	spec := vmm.Spec{
+		ID: id, Dir: dir, Kernel: p.cfg.VM.Kernel, Initramfs: initrd, Cmdline: p.cfg.VM.Cmdline,
+		VCPUs: p.cfg.VM.VCPUs, MemoryMiB: p.cfg.VM.MemoryMiB,
+		TAP: rec.TAP, MAC: rec.MAC, ConsoleLog: filepath.Join(dir, "console.log"), ConsoleMaxBytes: m.consoleMaxBytes(),
+		Slot: slot, Metadata: vmMetadata(id, p.cfg.Name, m.d.Config.HostID),
+	}
+	if v.root != nil {
+		v.root.Apply(&spec, new(agentproto.Config)) // its disks; the agent's part below
+	}
+	// A restore's monitor starts before the runner is registered (see
+	// startRestore); the runner's credential reaches its guest after,
+	// with its identity. A cold boot's needs the runner in its initramfs.
+	restore := v.startRestore(ctx, spec)
+	start := time.Now()
+	v.regGen = m.poolGen(p)
+	runner, err := p.forge.Register(ctx, forge.RunnerSpec{
+		Name:   v.runnerName(),
+		Labels: p.cfg.Labels,
+		Guest:  guest,
+	})
+	if err != nil {
+		if restore != nil {
+			restore.abandon(ctx)
+		}
+		return nil, fail(ReasonRegister, fmt.Errorf("register runner: %w", err))
+	}
+	// Saved with the monitor's PID (write 2): until then a crash leaves a
+	// record without a runner id, whose runner Recover removes by its
+	// name, as one no adopted VM holds. The runner's memo goes with it: a
+	// restart that adopts the VM fails its job with it (see failJob).
+	v.change(func(r *vmstate.Record) { r.RunnerID, r.RunnerMemo = runner.ID, string(runner.Memo) })
+	v.log.Info("runner registered", "runner", runner.Name, "runner_id", runner.ID, "took", time.Since(start).Round(time.Millisecond))
+	m.obs.Provisioned(p.cfg.Name, time.Since(first.Created))
+
 	cfg := agentproto.Config{
 		VMID:     id,
 		Hostname: id,
@@ -550,18 +568,16 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		Runner: runner.Guest,
 	}
 	cfg.Registry = GuestRegistry(m.d.Config, &p.cfg)
-	dir := m.d.Store.Dir(id)
-	initrd := filepath.Join(dir, "initramfs.cpio")
-	spec := vmm.Spec{
-		ID: id, Dir: dir, Kernel: p.cfg.VM.Kernel, Initramfs: initrd, Cmdline: p.cfg.VM.Cmdline,
-		VCPUs: p.cfg.VM.VCPUs, MemoryMiB: p.cfg.VM.MemoryMiB,
-		TAP: rec.TAP, MAC: rec.MAC, ConsoleLog: filepath.Join(dir, "console.log"), ConsoleMaxBytes: m.consoleMaxBytes(),
-		Slot: slot, Metadata: vmMetadata(id, p.cfg.Name, m.d.Config.HostID),
-	}
 	if v.root != nil {
-		v.root.Apply(&spec, &cfg)
+		v.root.Apply(new(vmm.Spec), &cfg) // the agent's part; the disks are spec's
 	}
-	machine := v.warmStart(ctx, spec, cfg)
+	// The boot is timed from here, the runner registered and the monitor
+	// started: where a cold boot's monitor starts.
+	v.started = time.Now()
+	var machine vmm.Machine
+	if restore != nil {
+		machine = v.finishRestore(ctx, restore, spec.MAC, cfg)
+	}
 	if machine == nil {
 		if err := m.d.Boot.WriteVM(p.cfg.Name, initrd, cfg); err != nil {
 			return nil, fail(ReasonSetup, fmt.Errorf("write initramfs: %w", err))
@@ -575,7 +591,6 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 			return nil, fail(ReasonStart, err)
 		}
 	}
-	v.started = time.Now()
 	m.obs.VMStarted(p.cfg.Name)
 	// Write 2: the VM adoptable (see vm).
 	if err := v.update(m.d.Store, func(r *vmstate.Record) { r.PID, r.Phase = machine.PID(), vmstate.Booting }); err != nil {

@@ -16,16 +16,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// restoreTimeout bounds a restore: loading the template's state, resuming
-// and handing the guest its identity. Past it the VM boots cold.
+// restoreTimeout bounds a restore's handover: loading the template's
+// state, resuming and handing the guest its identity. Past it the VM
+// boots cold.
 const restoreTimeout = 30 * time.Second
 
-// warmStart restores the VM of spec and cfg from its pool's template and
-// hands it its identity, or returns nil: the pool is not a warm-start
-// one, its template does not fit (warmstart.Chooser logs and counts why),
-// or the restore failed (the VM is killed, logged and counted). Nil means
-// the caller boots the VM cold; a restored VM is never half set up.
-func (v *vm) warmStart(ctx context.Context, spec vmm.Spec, cfg agentproto.Config) vmm.Machine {
+// restoring is a restore whose monitor has started, not yet resumed:
+// its guest waits, paused, for the state to load and then for its
+// identity, which needs the runner the forge has not yet registered.
+type restoring struct {
+	machine vmm.Machine
+	t       *warmstart.Template
+	started time.Time
+	release func() // ends the restore's use of its template build
+}
+
+// startRestore starts the monitor of spec's VM from its pool's template,
+// or returns nil: the pool is not a warm-start one, its template does not
+// fit (warmstart.Chooser logs and counts why), or the monitor did not
+// start (logged and counted). Nil means the caller boots the VM cold.
+// It comes before the runner's registration: QEMU's own start (its
+// libraries and machine, ~90 ms under TCG here) runs while the forge
+// answers. The caller ends a non-nil restoring with finishRestore, or
+// with abandon when the VM goes no further.
+func (v *vm) startRestore(ctx context.Context, spec vmm.Spec) *restoring {
 	m := v.m
 	w := m.warmPoolOf(v.pool)
 	if w == nil {
@@ -38,10 +52,11 @@ func (v *vm) warmStart(ctx context.Context, spec vmm.Spec, cfg agentproto.Config
 	}
 	// Every file of the restore is build's: a rebuild meanwhile
 	// publishes another directory and leaves this one until released.
-	defer w.release(build, m.log)
+	release := func() { w.release(build, m.log) }
 	if own := rootOf(v.root); own != root {
 		// The template's kernel probed another image's drive: this VM
 		// boots cold, and the next full pass builds from its image.
+		release()
 		w.rebuild()
 		w.chooser.ColdBoot(ctx, spec.ID, &warmstart.Fallback{Reason: warmstart.ReasonImageMismatch,
 			Detail: fmt.Sprintf("template booted image %q, this VM boots %q", root, own)})
@@ -49,15 +64,51 @@ func (v *vm) warmStart(ctx context.Context, spec vmm.Spec, cfg agentproto.Config
 	}
 	t := w.chooser.Template(ctx, spec.ID, build, key)
 	if t == nil {
+		release()
 		return nil
 	}
-	machine, err := v.restore(ctx, spec, cfg, t)
+	spec.Restore, spec.MemoryFile = t.State, t.Memory
+	spec.Initramfs = filepath.Join(t.Dir, templateInitramfs)
+	spec.Identity = filepath.Join(spec.Dir, "identity.sock")
+	t0 := time.Now()
+	machine, err := m.d.Hypervisor.Start(ctx, spec)
 	if err != nil {
-		w.chooser.ColdBoot(ctx, spec.ID, err)
+		release()
+		w.chooser.ColdBoot(ctx, spec.ID, fmt.Errorf("start: %w", err))
 		return nil
 	}
+	return &restoring{machine: machine, t: t, started: t0, release: release}
+}
+
+// finishRestore resumes the restore and hands its guest its identity (cfg
+// with the registered runner), or returns nil: the restore failed (the
+// monitor is killed, the failure logged and counted) and the caller boots
+// the VM cold. A restored VM is never half set up.
+func (v *vm) finishRestore(ctx context.Context, r *restoring, mac string, cfg agentproto.Config) vmm.Machine {
+	defer r.release()
+	hctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+	defer cancel()
+	if err := SendIdentity(hctx, r.machine, mac, cfg); err != nil {
+		r.kill(ctx)
+		v.m.warmPoolOf(v.pool).chooser.ColdBoot(ctx, cfg.VMID, err)
+		return nil
+	}
+	v.log.Info("vm restored from its pool's template", "template", r.t.Dir, "took", time.Since(r.started).Round(time.Millisecond))
 	v.restored = true
-	return machine
+	return r.machine
+}
+
+// abandon kills a restore whose VM goes no further (its runner was not
+// registered) and ends its use of the template build.
+func (r *restoring) abandon(ctx context.Context) {
+	defer r.release()
+	r.kill(ctx)
+}
+
+func (r *restoring) kill(ctx context.Context) {
+	kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer kcancel()
+	_ = r.machine.Kill(kctx)
 }
 
 // rootOf is what a template shares with its restores of an image root:
@@ -86,31 +137,6 @@ func rootOf(r VMRoot) string {
 		fmt.Fprintf(&b, " %s:%d:%d:%d:%d", d.ID, st.Dev, st.Ino, st.Size, st.Mtim.Nano())
 	}
 	return b.String()
-}
-
-// restore starts spec from template t with its own TAP, MAC, directory
-// and identity channel, resumes it and sends it its identity; any failure
-// kills the monitor.
-func (v *vm) restore(ctx context.Context, spec vmm.Spec, cfg agentproto.Config, t *warmstart.Template) (vmm.Machine, error) {
-	ctx, cancel := context.WithTimeout(ctx, restoreTimeout)
-	defer cancel()
-	spec.Restore, spec.MemoryFile = t.State, t.Memory
-	spec.Initramfs = filepath.Join(t.Dir, templateInitramfs)
-	spec.Identity = filepath.Join(spec.Dir, "identity.sock")
-	t0 := time.Now()
-	machine, err := v.m.d.Hypervisor.Start(ctx, spec)
-	if err != nil {
-		return nil, fmt.Errorf("start: %w", err)
-	}
-	err = SendIdentity(ctx, machine, spec.MAC, cfg)
-	if err != nil {
-		kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer kcancel()
-		_ = machine.Kill(kctx)
-		return nil, err
-	}
-	v.log.Info("vm restored from its pool's template", "template", t.Dir, "took", time.Since(t0).Round(time.Millisecond))
-	return machine, nil
 }
 
 // SendIdentity resumes a restored machine and hands its agent its
