@@ -109,7 +109,7 @@ func (m *Manager) warmPoolOf(p *pool) *warmPool {
 		}
 		// A template whose files a VM finds damaged is built again at
 		// the next full pass.
-		w.chooser.Rebuild = w.damaged
+		w.chooser.Rebuild = func(build string) { w.damaged(build, m.log) }
 		m.warm[p.cfg.Name] = w
 	}
 	return w
@@ -200,14 +200,19 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 	}()
 }
 
-// damaged is a VM finding the template's files gone or not whole: the
-// next full pass builds it again, or, when that happened within
-// templateRetry already (a build whose templates do not stay whole),
-// the retry after a failed build does, so damage never makes a build
-// per pass.
-func (w *warmPool) damaged() {
+// damaged is a VM finding the files of build (the one acquire gave it)
+// gone or not whole: the next full pass builds the template again, or,
+// when that happened within templateRetry already (a build whose
+// templates do not stay whole), the retry after a failed build does, so
+// damage never makes a build per pass. A report about a build no longer
+// published is stale (a rebuild replaced it meanwhile) and ignored.
+func (w *warmPool) damaged(build string, log *slog.Logger) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if build != w.build {
+		log.Info("warm start: a damage report about a replaced template build ignored", "pool", w.name, "build", build, "published", w.build)
+		return
+	}
 	if time.Since(w.damagedAt) < templateRetry {
 		w.ok, w.failedAt = false, time.Now()
 	} else {
