@@ -27,23 +27,12 @@ func (r *warmRig) warmPool(t *testing.T) *warmPool {
 // VM's start returns while the removal is held, and the old build is
 // removed once the removal goes on.
 func TestAnOldBuildIsRemovedOutsideTheVMsStart(t *testing.T) {
-	paused, resume := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
-		d.Hypervisor.(*fakeHV).betweenStateAndMemory = func() {
-			once.Do(func() { close(paused); <-resume })
-		}
-	})
-	endRestore := sync.OnceFunc(func() { close(resume) })
+	pause, paused, endRestore := firstRestorePaused()
+	r := newWarmRig(t, 0, 1, t.TempDir(), "", pause)
 	defer endRestore()
 	r.waitBuilds(t, 1)
 	first := r.build(t)
-	r.forge.enqueue("j1")
-	select {
-	case <-paused:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the restore did not reach its pause (fallbacks %v):\n%s", r.c.reasons, r.log.String())
-	}
+	r.enqueuePaused(t, "j1", paused)
 	if err := r.setKernel("kernel v2, longer"); err != nil {
 		t.Fatal(err)
 	}
