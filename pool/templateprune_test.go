@@ -27,16 +27,8 @@ func (r *warmRig) warmPool(t *testing.T) *warmPool {
 // VM's start returns while the removal is held, and the old build is
 // removed once the removal goes on.
 func TestAnOldBuildIsRemovedOutsideTheVMsStart(t *testing.T) {
-	pause, paused, endRestore := firstRestorePaused()
-	r := newWarmRig(t, 0, 1, t.TempDir(), "", pause)
-	defer endRestore()
-	r.waitBuilds(t, 1)
-	first := r.build(t)
-	r.enqueuePaused(t, "j1", paused)
-	if err := r.setKernel("kernel v2, longer"); err != nil {
-		t.Fatal(err)
-	}
-	r.waitBuilds(t, 2) // its prune has run: the build counter comes after it
+	// Build 2's prune has run: the build counter comes after it.
+	r, first, endRestore := swappedUnderARestore(t)
 
 	// From here, a prune is held until let is closed.
 	holding, let := make(chan struct{}), make(chan struct{})

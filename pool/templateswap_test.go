@@ -75,6 +75,28 @@ func (r *warmRig) enqueuePaused(t *testing.T, job string, paused <-chan struct{}
 	}
 }
 
+// swappedUnderARestore is a rig whose job j1's VM is restoring build 1
+// of the pool's template, paused (firstRestorePaused), while the pool's
+// kernel changed and build 2 was published; first is build 1's
+// directory, endRestore ends the pause (the test's cleanup does too,
+// before the rig's). deps are more Deps options.
+func swappedUnderARestore(t *testing.T, deps ...func(*Deps)) (r *warmRig, first string, endRestore func()) {
+	t.Helper()
+	pause, paused, endRestore := firstRestorePaused()
+	r = newWarmRig(t, 0, 1, t.TempDir(), "", append([]func(*Deps){pause}, deps...)...)
+	t.Cleanup(endRestore) // cleanups run last first: before the rig's
+	r.waitBuilds(t, 1)
+	first = r.build(t)
+	r.enqueuePaused(t, "j1", paused)
+	// The pool's kernel changes (whole, in one rename): the next pass
+	// rebuilds the template.
+	if err := r.setKernel("kernel v2, longer"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitBuilds(t, 2)
+	return r, first, endRestore
+}
+
 // TestARestoreTakesOneBuildsFiles: the template rebuilt while a restore
 // has read the saved state and not yet the memory file (as QEMU opens
 // the state as its fd 4, then maps the RAM file) leaves that restore
@@ -83,18 +105,7 @@ func (r *warmRig) enqueuePaused(t *testing.T, job string, paused <-chan struct{}
 // a cold boot. The old build is removed once that restore is done, and
 // the next VM restores from the new build.
 func TestARestoreTakesOneBuildsFiles(t *testing.T) {
-	pause, paused, endRestore := firstRestorePaused()
-	r := newWarmRig(t, 0, 1, t.TempDir(), "", pause)
-	defer endRestore()
-	r.waitBuilds(t, 1)
-	first := r.build(t)
-	r.enqueuePaused(t, "j1", paused)
-	// The pool's kernel changes (whole, in one rename): the next pass
-	// rebuilds the template.
-	if err := r.setKernel("kernel v2, longer"); err != nil {
-		t.Fatal(err)
-	}
-	r.waitBuilds(t, 2)
+	r, first, endRestore := swappedUnderARestore(t)
 	second := r.build(t)
 	if second == first {
 		t.Fatalf("the rebuild published the same build directory %s", first)
@@ -222,9 +233,10 @@ func (r *warmRig) setKernel(content string) error {
 // build that ends while a newer build is being made removes the old
 // build, not the one being made, which is published whole.
 func TestARestoreEndingDuringABuildLeavesTheBuild(t *testing.T) {
-	pause, paused, endRestore := firstRestorePaused()
 	saving, save := make(chan struct{}), make(chan struct{})
-	r := newWarmRig(t, 0, 1, t.TempDir(), "", pause, func(d *Deps) {
+	endSave := sync.OnceFunc(func() { close(save) })
+	defer endSave() // before the test's cleanups, the rig's among them
+	r, first, endRestore := swappedUnderARestore(t, func(d *Deps) {
 		d.Hypervisor.(*fakeHV).beforeSave = func(n int32) {
 			if n == 3 {
 				close(saving)
@@ -232,16 +244,6 @@ func TestARestoreEndingDuringABuildLeavesTheBuild(t *testing.T) {
 			}
 		}
 	})
-	endSave := sync.OnceFunc(func() { close(save) })
-	defer endRestore()
-	defer endSave()
-	r.waitBuilds(t, 1)
-	first := r.build(t)
-	r.enqueuePaused(t, "j1", paused)
-	if err := r.setKernel("kernel v2, longer"); err != nil {
-		t.Fatal(err)
-	}
-	r.waitBuilds(t, 2)
 	if err := r.setKernel("kernel v3, longer still"); err != nil {
 		t.Fatal(err)
 	}
