@@ -39,7 +39,7 @@ type fakeForge struct {
 	// onRegister, when set before the pool starts, is called as each
 	// Register starts.
 	onRegister func(forge.RunnerSpec)
-	failed   map[string]string // job id -> reason, by FailJob
+	failed     map[string]string // job id -> reason, by FailJob
 	// noBusyFlag: the runner list says nothing of a runner's job, as
 	// GitLab's does not.
 	noBusyFlag bool

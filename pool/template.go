@@ -31,7 +31,8 @@ import (
 // the manifest and warmstart.Publish makes it the current build. The VM
 // is killed, its TAP removed. A restore takes the current build once
 // (acquire) and every file from it; a build no longer current is removed
-// when its last restore releases it or, when none held it, right after
+// when its last restore releases it (in the background, not in that VM's
+// start: releaseBuild) or, when none held it, right after
 // the build that replaced it was published; at start
 // (removeStaleTemplates) every build but the published one goes, being
 // what a crash left: a build never published, or the one a publish
@@ -87,6 +88,9 @@ type warmPool struct {
 	making string // under files: the directory of the build under way
 	// damagedAt is when a VM last found the template's files damaged.
 	damagedAt time.Time
+	// beforePrune, under mu, is called as a prune begins, before it
+	// removes anything: a test holds it to see what waits for a prune.
+	beforePrune func()
 }
 
 // warmPoolOf is p's warm-start state, nil for a pool that boots cold.
@@ -105,7 +109,7 @@ func (m *Manager) warmPoolOf(p *pool) *warmPool {
 		}
 		// A template whose files a VM finds damaged is built again at
 		// the next full pass.
-		w.chooser.Rebuild = w.damaged
+		w.chooser.Rebuild = func(build string) { w.damaged(build, m.log) }
 		m.warm[p.cfg.Name] = w
 	}
 	return w
@@ -196,14 +200,19 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 	}()
 }
 
-// damaged is a VM finding the template's files gone or not whole: the
-// next full pass builds it again, or, when that happened within
-// templateRetry already (a build whose templates do not stay whole),
-// the retry after a failed build does, so damage never makes a build
-// per pass.
-func (w *warmPool) damaged() {
+// damaged is a VM finding the files of build (the one acquire gave it)
+// gone or not whole: the next full pass builds the template again, or,
+// when that happened within templateRetry already (a build whose
+// templates do not stay whole), the retry after a failed build does, so
+// damage never makes a build per pass. A report about a build no longer
+// published is stale (a rebuild replaced it meanwhile) and ignored.
+func (w *warmPool) damaged(build string, log *slog.Logger) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if build != w.build {
+		log.Info("warm start: a damage report about a replaced template build ignored", "pool", w.name, "build", build, "published", w.build)
+		return
+	}
 	if time.Since(w.damagedAt) < templateRetry {
 		w.ok, w.failedAt = false, time.Now()
 	} else {
@@ -229,24 +238,46 @@ func (w *warmPool) acquire() (key warmstart.Key, root, build string, ok bool) {
 	return w.key, w.root, w.build, true
 }
 
-// release ends a restore's use of build (from acquire): the last
-// release of a build no longer published removes it.
-func (w *warmPool) release(build string, log *slog.Logger) {
+// release ends a restore's use of build (from acquire). It reports
+// whether that was the last restore of a build no longer published,
+// which then is to go (releaseBuild removes it).
+func (w *warmPool) release(build string) (gone bool) {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.refs[build]--
-	gone := w.refs[build] <= 0 && build != w.build
+	gone = w.refs[build] <= 0 && build != w.build
 	if w.refs[build] <= 0 {
 		delete(w.refs, build)
 	}
-	w.mu.Unlock()
-	if gone {
-		w.prune(log)
+	return gone
+}
+
+// releaseBuild ends a restore's use of w's build (from acquire). The
+// last release of a build no longer published removes it, as
+// ensureTemplate builds: in a goroutine Drain waits for (m.wg), never in
+// the VM's start, which the removal of a memory file of GiBs would hold.
+func (m *Manager) releaseBuild(w *warmPool, build string) {
+	if !w.release(build) {
+		return
 	}
+	// The caller, a VM's start, runs in its VM's goroutine, which holds
+	// m.wg (runVM): this Add never races a Wait that saw it at zero.
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		w.prune(m.log)
+	}()
 }
 
 // prune removes the pool's builds that are neither published, nor read
 // by a restore, nor under way.
 func (w *warmPool) prune(log *slog.Logger) {
+	w.mu.Lock()
+	hook := w.beforePrune
+	w.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	w.files.Lock()
 	defer w.files.Unlock()
 	removed, err := warmstart.Prune(w.dir, func(build string) bool {

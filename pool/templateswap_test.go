@@ -48,6 +48,55 @@ func (r *warmRig) loaded() []string {
 	return append([]string(nil), r.hv.loaded...)
 }
 
+// firstRestorePaused is a Deps option for newWarmRig: the fake VMM's
+// first restore stops between reading the template's state and its
+// memory file, closing paused, until end is called (more than once is
+// fine: a test defers it, so a failure leaves no restore blocked).
+func firstRestorePaused() (opt func(*Deps), paused <-chan struct{}, end func()) {
+	pause, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	opt = func(d *Deps) {
+		d.Hypervisor.(*fakeHV).betweenStateAndMemory = func() {
+			once.Do(func() { close(pause); <-resume })
+		}
+	}
+	return opt, pause, sync.OnceFunc(func() { close(resume) })
+}
+
+// enqueuePaused enqueues job and waits, at most 10s, until its VM's
+// restore reached the pause of firstRestorePaused.
+func (r *warmRig) enqueuePaused(t *testing.T, job string, paused <-chan struct{}) {
+	t.Helper()
+	r.forge.enqueue(job)
+	select {
+	case <-paused:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the restore of job %s's VM did not reach its pause (fallbacks %v):\n%s", job, r.c.reasons, r.log.String())
+	}
+}
+
+// swappedUnderARestore is a rig whose job j1's VM is restoring build 1
+// of the pool's template, paused (firstRestorePaused), while the pool's
+// kernel changed and build 2 was published; first is build 1's
+// directory, endRestore ends the pause (the test's cleanup does too,
+// before the rig's). deps are more Deps options.
+func swappedUnderARestore(t *testing.T, deps ...func(*Deps)) (r *warmRig, first string, endRestore func()) {
+	t.Helper()
+	pause, paused, endRestore := firstRestorePaused()
+	r = newWarmRig(t, 0, 1, t.TempDir(), "", append([]func(*Deps){pause}, deps...)...)
+	t.Cleanup(endRestore) // cleanups run last first: before the rig's
+	r.waitBuilds(t, 1)
+	first = r.build(t)
+	r.enqueuePaused(t, "j1", paused)
+	// The pool's kernel changes (whole, in one rename): the next pass
+	// rebuilds the template.
+	if err := r.setKernel("kernel v2, longer"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitBuilds(t, 2)
+	return r, first, endRestore
+}
+
 // TestARestoreTakesOneBuildsFiles: the template rebuilt while a restore
 // has read the saved state and not yet the memory file (as QEMU opens
 // the state as its fd 4, then maps the RAM file) leaves that restore
@@ -56,43 +105,15 @@ func (r *warmRig) loaded() []string {
 // a cold boot. The old build is removed once that restore is done, and
 // the next VM restores from the new build.
 func TestARestoreTakesOneBuildsFiles(t *testing.T) {
-	paused, resume := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
-		d.Hypervisor.(*fakeHV).betweenStateAndMemory = func() {
-			once.Do(func() { close(paused); <-resume })
-		}
-	})
-	r.waitBuilds(t, 1)
-	first := r.build(t)
-	r.forge.enqueue("j1")
-	select {
-	case <-paused:
-	case <-time.After(5 * time.Second):
-		close(resume)
-		t.Fatalf("no restore began (fallbacks %v):\n%s", r.c.reasons, r.log.String())
-	}
-	// The pool's kernel changes (whole, in one rename): the next pass
-	// rebuilds the template.
-	if err := os.WriteFile(r.kernel+".new", []byte("kernel v2, longer"), 0o644); err != nil {
-		close(resume)
-		t.Fatal(err)
-	}
-	if err := os.Rename(r.kernel+".new", r.kernel); err != nil {
-		close(resume)
-		t.Fatal(err)
-	}
-	r.waitBuilds(t, 2)
+	r, first, endRestore := swappedUnderARestore(t)
 	second := r.build(t)
 	if second == first {
-		close(resume)
 		t.Fatalf("the rebuild published the same build directory %s", first)
 	}
 	if _, err := os.Stat(filepath.Join(first, warmstart.MemoryFile)); err != nil {
-		close(resume)
 		t.Fatalf("the build a restore is reading was removed: %v", err)
 	}
-	close(resume)
+	endRestore()
 	r.waitFinished(t, 1)
 	if n, got := r.hv.restores.Load(), r.loaded(); n != 1 || len(got) != 1 || got[0] != "template=1" {
 		t.Fatalf("%d restores loaded %v; want 1, of template 1's state and memory (fallbacks %v)\n%s", n, got, r.c.reasons, r.log.String())
@@ -212,34 +233,17 @@ func (r *warmRig) setKernel(content string) error {
 // build that ends while a newer build is being made removes the old
 // build, not the one being made, which is published whole.
 func TestARestoreEndingDuringABuildLeavesTheBuild(t *testing.T) {
-	paused, resume := make(chan struct{}), make(chan struct{})
 	saving, save := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
-		hv := d.Hypervisor.(*fakeHV)
-		hv.betweenStateAndMemory = func() { once.Do(func() { close(paused); <-resume }) }
-		hv.beforeSave = func(n int32) {
+	endSave := sync.OnceFunc(func() { close(save) })
+	defer endSave() // before the test's cleanups, the rig's among them
+	r, first, endRestore := swappedUnderARestore(t, func(d *Deps) {
+		d.Hypervisor.(*fakeHV).beforeSave = func(n int32) {
 			if n == 3 {
 				close(saving)
 				<-save
 			}
 		}
 	})
-	endRestore, endSave := sync.OnceFunc(func() { close(resume) }), sync.OnceFunc(func() { close(save) })
-	defer endRestore()
-	defer endSave()
-	r.waitBuilds(t, 1)
-	first := r.build(t)
-	r.forge.enqueue("j1")
-	select {
-	case <-paused:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the restore did not reach its pause")
-	}
-	if err := r.setKernel("kernel v2, longer"); err != nil {
-		t.Fatal(err)
-	}
-	r.waitBuilds(t, 2)
 	if err := r.setKernel("kernel v3, longer still"); err != nil {
 		t.Fatal(err)
 	}

@@ -51,8 +51,9 @@ func (v *vm) startRestore(ctx context.Context, spec vmm.Spec) *restoring {
 		return nil
 	}
 	// Every file of the restore is build's: a rebuild meanwhile
-	// publishes another directory and leaves this one until released.
-	release := func() { w.release(build, m.log) }
+	// publishes another directory and leaves this one until released;
+	// its removal then runs in the background, not in this start.
+	release := func() { m.releaseBuild(w, build) }
 	if own := rootOf(v.root); own != root {
 		// The template's kernel probed another image's drive: this VM
 		// boots cold, and the next full pass builds from its image.

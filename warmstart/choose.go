@@ -17,11 +17,12 @@ type Chooser struct {
 	Pool    string
 	Log     *slog.Logger
 	Metrics Counter
-	// Rebuild, if set, is called when Template finds the template's
-	// files gone or not whole (Damaged): it will never restore a VM
-	// again, so the pool builds it anew rather than boot cold until its
-	// files change.
-	Rebuild func()
+	// Rebuild, if set, is called with the build Template was given when
+	// it finds that build's files gone or not whole (Damaged): it will
+	// never restore a VM again, so the pool builds it anew rather than
+	// boot cold until its files change. The pool may have published
+	// another build meanwhile: the build says which the report is about.
+	Rebuild func(build string)
 }
 
 // Damaged reports whether err, Open's, says the template's files are
@@ -44,7 +45,7 @@ func (c *Chooser) Template(ctx context.Context, vm, build string, want Key) *Tem
 		return t
 	}
 	if c.Rebuild != nil && Damaged(err) {
-		c.Rebuild()
+		c.Rebuild(build)
 	}
 	c.ColdBoot(ctx, vm, err)
 	return nil

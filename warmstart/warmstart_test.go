@@ -176,3 +176,24 @@ func TestATemplatesMemoryFileIsPartOfIt(t *testing.T) {
 		t.Fatalf("sealing an empty memory file: %v", err)
 	}
 }
+
+// TestChooserAsksToRebuildTheDamagedBuildItWasGiven: a build whose files
+// are damaged is named in the Rebuild call (the pool may have published
+// another since); one made from another key asks for no rebuild.
+func TestChooserAsksToRebuildTheDamagedBuildItWasGiven(t *testing.T) {
+	var asked []string
+	c := &Chooser{Pool: "p", Rebuild: func(build string) { asked = append(asked, build) }}
+	build := sealed(t, 10)
+	k := key
+	k.Kernel = "sha256:new"
+	if c.Template(context.Background(), "vm1", build, k) != nil || len(asked) != 0 {
+		t.Fatalf("a template of another kernel: rebuild asked for %v; want none", asked)
+	}
+	os.Truncate(filepath.Join(build, StateFile), 5)
+	if c.Template(context.Background(), "vm2", build, key) != nil {
+		t.Fatal("a truncated template was chosen")
+	}
+	if len(asked) != 1 || asked[0] != build {
+		t.Fatalf("rebuild asked for %v; want [%s], the damaged build", asked, build)
+	}
+}
