@@ -89,7 +89,7 @@ func New(stateDir string) *Metrics {
 			Name: "fireactions_vm_provision_seconds", Help: "VM requested until its runner is registered at the forge.", Buckets: seconds,
 		}, []string{"pool"}),
 		boot: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "fireactions_vm_boot_seconds", Help: "VMM started (a restore: its runner registered, its VMM already started) until the guest's runner is ready.", Buckets: seconds,
+			Name: "fireactions_vm_boot_seconds", Help: "VMM started (a restore: its handover, its runner registered) until the guest's runner is ready.", Buckets: seconds,
 		}, []string{"pool"}),
 		jobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "fireactions_job_duration_seconds", Help: "Runner busy until it exited.", Buckets: seconds,

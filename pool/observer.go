@@ -13,9 +13,9 @@ type Observer interface {
 	VMFailed(pool, reason string)
 	// Provisioned: from the VM's creation to its runner registered.
 	Provisioned(pool string, d time.Duration)
-	// Booted: from the monitor's start, or for a restore (whose monitor
-	// starts before its runner is registered) from the registration's
-	// end, to the runner ready.
+	// Booted: from the monitor started, or for a restore (whose monitor
+	// starts before its runner is registered) from its handover, to the
+	// runner ready.
 	Booted(pool string, d time.Duration)
 	// JobDone: from the VM busy to its runner exited.
 	JobDone(pool string, d time.Duration)

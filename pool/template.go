@@ -209,8 +209,7 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool) {
 func (w *warmPool) damaged(build string, log *slog.Logger) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if build != w.build {
-		log.Info("warm start: a damage report about a replaced template build ignored", "pool", w.name, "build", build, "published", w.build)
+	if w.replaced(build, "its files damaged", log) {
 		return
 	}
 	if time.Since(w.damagedAt) < templateRetry {
@@ -295,11 +294,26 @@ func (w *warmPool) prune(log *slog.Logger) {
 
 // rebuild makes the next full pass build the template again: a VM found
 // the pool's image moved on (a tag that Refresh resolved anew) from the
-// one the template booted, or the template's files damaged.
-func (w *warmPool) rebuild() {
+// one build, the template it acquired, booted. A report about a build
+// published no longer is ignored.
+func (w *warmPool) rebuild(build string, log *slog.Logger) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.replaced(build, "another image than the VM's", log) {
+		return
+	}
 	w.ok, w.seen = false, ""
+}
+
+// replaced reports, and logs, that a VM's report (what) is about build,
+// which is not the published one any more: the build that replaced it
+// is not what the VM found wrong. The caller holds w.mu.
+func (w *warmPool) replaced(build, what string, log *slog.Logger) bool {
+	if build == w.build {
+		return false
+	}
+	log.Info("warm start: a report about a replaced template build ignored", "pool", w.name, "report", what, "build", build, "published", w.build)
+	return true
 }
 
 // templateKey is the Key of a template of pc booted from initrd, and of

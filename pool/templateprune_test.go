@@ -51,7 +51,8 @@ func TestAnOldBuildIsRemovedOutsideTheVMsStart(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("no removal of the old build began:\n%s", r.log.String())
 	}
-	// The VM's start returned (it logs "vm booting" after warmStart),
+	// The VM's start returned (it logs "vm booting" after its restore's
+	// handover, finishRestore),
 	// the removal held.
 	eventually(t, 10*time.Second, "the restored VM's start returned", func() bool {
 		return strings.Contains(r.log.String(), `msg="vm booting"`) && strings.Contains(r.log.String(), "restored=true")

@@ -43,8 +43,9 @@ import (
 //     the forge's driver needs to fail the runner's job, in this run or
 //     after a restart: forge.RunnerMemo) and image. Not a
 //     barrier (nothing waits for it); it makes the VM adoptable. A crash
-//     before it leaves the record of write 1, whose monitor recovery finds
-//     by the VM's identity (vmm.Finder) and ends.
+//     before it (a restore's monitor runs from before its runner's
+//     registration on) leaves the record of write 1, whose monitor
+//     recovery finds by the VM's identity (vmm.Finder) and ends.
 //  3. Idle, the runner ready: an adopted VM is not held to its boot
 //     timeout.
 //  4. Busy, with the job's id (and, for a forge.JobLearner, the runner's
@@ -542,7 +543,10 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	})
 	if err != nil {
 		if restore != nil {
-			restore.abandon(ctx)
+			// Its monitor goes with the VM's teardown, which kills it
+			// (and logs a kill that failed) like any other.
+			restore.release()
+			return restore.machine, fail(ReasonRegister, fmt.Errorf("register runner: %w", err))
 		}
 		return nil, fail(ReasonRegister, fmt.Errorf("register runner: %w", err))
 	}
@@ -571,11 +575,12 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	if v.root != nil {
 		v.root.Apply(new(vmm.Spec), &cfg) // the agent's part; the disks are spec's
 	}
-	// The boot is timed from here, the runner registered and the monitor
-	// started: where a cold boot's monitor starts.
-	v.started = time.Now()
 	var machine vmm.Machine
 	if restore != nil {
+		// A restore's boot is timed from its handover, its runner
+		// registered and its monitor started: where a cold boot's
+		// monitor starts.
+		v.started = time.Now()
 		machine = v.finishRestore(ctx, restore, spec.MAC, cfg)
 	}
 	if machine == nil {
@@ -590,6 +595,7 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		if err != nil {
 			return nil, fail(ReasonStart, err)
 		}
+		v.started = time.Now()
 	}
 	m.obs.VMStarted(p.cfg.Name)
 	// Write 2: the VM adoptable (see vm).

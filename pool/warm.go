@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -37,8 +38,10 @@ type restoring struct {
 // start (logged and counted). Nil means the caller boots the VM cold.
 // It comes before the runner's registration: QEMU's own start (its
 // libraries and machine, ~90 ms under TCG here) runs while the forge
-// answers. The caller ends a non-nil restoring with finishRestore, or
-// with abandon when the VM goes no further.
+// answers. (Firecracker's Start loads the snapshot before it returns: it
+// runs before the registration, not beside it.) The caller ends a non-nil restoring with finishRestore, or,
+// when the VM goes no further, releases it and hands its monitor to the
+// VM's teardown.
 func (v *vm) startRestore(ctx context.Context, spec vmm.Spec) *restoring {
 	m := v.m
 	w := m.warmPoolOf(v.pool)
@@ -58,7 +61,7 @@ func (v *vm) startRestore(ctx context.Context, spec vmm.Spec) *restoring {
 		// The template's kernel probed another image's drive: this VM
 		// boots cold, and the next full pass builds from its image.
 		release()
-		w.rebuild()
+		w.rebuild(build, m.log)
 		w.chooser.ColdBoot(ctx, spec.ID, &warmstart.Fallback{Reason: warmstart.ReasonImageMismatch,
 			Detail: fmt.Sprintf("template booted image %q, this VM boots %q", root, own)})
 		return nil
@@ -90,7 +93,7 @@ func (v *vm) finishRestore(ctx context.Context, r *restoring, mac string, cfg ag
 	hctx, cancel := context.WithTimeout(ctx, restoreTimeout)
 	defer cancel()
 	if err := SendIdentity(hctx, r.machine, mac, cfg); err != nil {
-		r.kill(ctx)
+		r.kill(ctx, v.log)
 		v.m.warmPoolOf(v.pool).chooser.ColdBoot(ctx, cfg.VMID, err)
 		return nil
 	}
@@ -99,17 +102,12 @@ func (v *vm) finishRestore(ctx context.Context, r *restoring, mac string, cfg ag
 	return r.machine
 }
 
-// abandon kills a restore whose VM goes no further (its runner was not
-// registered) and ends its use of the template build.
-func (r *restoring) abandon(ctx context.Context) {
-	defer r.release()
-	r.kill(ctx)
-}
-
-func (r *restoring) kill(ctx context.Context) {
+func (r *restoring) kill(ctx context.Context, log *slog.Logger) {
 	kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer kcancel()
-	_ = r.machine.Kill(kctx)
+	if err := r.machine.Kill(kctx); err != nil {
+		log.Error("kill the restore's monitor", "err", err)
+	}
 }
 
 // rootOf is what a template shares with its restores of an image root:

@@ -56,7 +56,8 @@ func TestARestoresMonitorStartsBeforeItsRunnerIsRegistered(t *testing.T) {
 
 // TestARestoreWhoseRunnerIsNotRegisteredIsKilled: when the forge refuses
 // the runner, the restore started for it is killed and its template build
-// released; nothing of the VM is left, and the template serves the next.
+// released (no restore holds a build once all ended); nothing of the VM
+// is left, and the template serves the next.
 func TestARestoreWhoseRunnerIsNotRegisteredIsKilled(t *testing.T) {
 	r := newWarmRig(t, 0, 1, t.TempDir(), "")
 	r.waitBuilds(t, 1)
@@ -81,4 +82,10 @@ func TestARestoreWhoseRunnerIsNotRegisteredIsKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.assertNothingLeft(t)
+	w := r.warmPool(t)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.refs) != 0 {
+		t.Errorf("template builds still held by restores that ended: %v", w.refs)
+	}
 }
