@@ -1,6 +1,7 @@
 package firecracker
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -109,20 +110,24 @@ func writeACL(f *os.File, es []aclEntry) error {
 
 // changeGroupRead adds (grant) or removes the entry letting group gid
 // read path, a regular file: a symbolic link is refused, not followed
-// (the jail's user names what its root holds). The file is locked
-// meanwhile: restores of one template change its one ACL at once.
-func changeGroupRead(path string, gid int, grant bool) error {
+// (the jail's user names what its root holds). The file's lock in l is
+// held meanwhile (restores of one template change its one ACL at once),
+// waited for no longer than ctx.
+func (l *aclLocks) changeGroupRead(ctx context.Context, path string, gid int, grant bool) error {
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return fmt.Errorf("acl of %s: not a regular file (%v)", path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("lock %s: %w", path, err)
+	unlock, err := l.lock(ctx, inode{dev: uint64(st.Dev), ino: st.Ino})
+	if err != nil {
+		return fmt.Errorf("acl of %s: %w", path, err)
 	}
+	defer unlock()
 	es, err := readACL(f)
 	if err != nil {
 		return fmt.Errorf("acl of %s: %w", path, err)

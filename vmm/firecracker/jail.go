@@ -1,6 +1,7 @@
 package firecracker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,8 @@ type Jailer struct {
 	// MountTable is where the cgroup v2 mount is looked up to remove a
 	// VM's cgroup; "" means /proc/mounts (tests use a fake one).
 	MountTable string
+	// acls lock each shared snapshot file while its ACL changes.
+	acls aclLocks
 }
 
 // jail is one VM's jail.
@@ -123,7 +126,7 @@ func (jl *jail) hostPath(inJail string) string { return filepath.Join(jl.root(),
 // credential) and a writable drive are the VM's own: hard-linked and
 // given to the jail's user. A copy replaces a hard link across file
 // systems.
-func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
+func (j *Jailer) prepare(ctx context.Context, binary string, spec vmm.Spec) (*jail, error) {
 	jl, err := j.jailOf(binary, spec.ID)
 	if err != nil {
 		return nil, err
@@ -142,7 +145,7 @@ func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 		_ = jl.remove()
 		return nil, fmt.Errorf("make jail root: %w", err)
 	}
-	if err := jl.linkBoot(spec); err != nil {
+	if err := jl.linkBoot(ctx, spec); err != nil {
 		_ = jl.remove()
 		return nil, err
 	}
@@ -166,12 +169,12 @@ func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 // memory, shared by the template's restores: linked, the jail's group
 // let read them; see linkSnapshot) and not the initramfs, whose contents
 // are in the memory file already.
-func (jl *jail) linkBoot(spec vmm.Spec) error {
+func (jl *jail) linkBoot(ctx context.Context, spec vmm.Spec) error {
 	if spec.Restore != "" {
-		if err := jl.linkSnapshot(spec.Restore, jl.hostPath(stateName)); err != nil {
+		if err := jl.linkSnapshot(ctx, spec.Restore, jl.hostPath(stateName)); err != nil {
 			return fmt.Errorf("snapshot into the jail: %w", err)
 		}
-		if err := jl.linkSnapshot(snapshotMemory(spec), jl.hostPath(memName)); err != nil {
+		if err := jl.linkSnapshot(ctx, snapshotMemory(spec), jl.hostPath(memName)); err != nil {
 			return fmt.Errorf("snapshot memory into the jail: %w", err)
 		}
 		return nil
@@ -242,10 +245,10 @@ func (jl *jail) linkIn(src, dst string, own bool) error {
 // at dst and lets the jail's group read it by an ACL entry (acl.go),
 // which remove takes back. Across file systems, or on one without ACLs,
 // the jail gets a copy of its own, its user's.
-func (jl *jail) linkSnapshot(src, dst string) error {
+func (jl *jail) linkSnapshot(ctx context.Context, src, dst string) error {
 	err := os.Link(src, dst)
 	if err == nil {
-		if err = changeGroupRead(dst, jl.gid, true); err == nil {
+		if err = jl.j.acls.changeGroupRead(ctx, dst, jl.gid, true); err == nil {
 			return nil
 		}
 		_ = os.Remove(dst)
@@ -271,7 +274,9 @@ func (jl *jail) unlinkSnapshot(gid int) error {
 		if err := unix.Lstat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink < 2 {
 			continue // none, the jail's own copy, or not what was linked
 		}
-		if err := changeGroupRead(p, gid, false); err != nil {
+		// No caller's context: the wait is for this process's other
+		// changes of the file's ACL, an xattr read and write each.
+		if err := jl.j.acls.changeGroupRead(context.Background(), p, gid, false); err != nil {
 			errs = append(errs, err)
 		}
 	}

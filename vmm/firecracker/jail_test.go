@@ -381,7 +381,7 @@ func TestJailOwnershipPerSlot(t *testing.T) {
 			os.WriteFile(spec.Initramfs, []byte("i"), 0o600)
 			os.WriteFile(disk, []byte("d"), 0o600)
 			spec.Drives = []vmm.Drive{{ID: "fa-disk", Path: disk}}
-			jl, err := j.prepare(exe, spec)
+			jl, err := j.prepare(context.Background(), exe, spec)
 			if err != nil {
 				t.Fatal(err)
 			}
