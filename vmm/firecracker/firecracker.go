@@ -217,7 +217,7 @@ func (d *Driver) launch(ctx context.Context, spec vmm.Spec) (*launched, error) {
 	l := &launched{cleanup: func() error { return nil }}
 	var hostFiles []string // the drives' files the VMM opens, on the host
 	if d.Jailer != nil {
-		j, err := d.Jailer.prepare(ctx, d.Binary, spec)
+		j, err := d.Jailer.prepare(ctx, d.log().With("vm", spec.ID), d.Binary, spec)
 		if err != nil {
 			return nil, err
 		}

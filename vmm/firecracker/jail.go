@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,8 @@ type Jailer struct {
 	MountTable string
 	// acls lock each shared snapshot file while its ACL changes.
 	acls aclLocks
+	// share is how its jails are given a template's snapshot files.
+	share snapshotShare
 }
 
 // jail is one VM's jail.
@@ -65,6 +68,7 @@ type jail struct {
 	dir      string // <base>/<exec name>/<id>
 	uid, gid int    // the VM's own user (set by prepare, from its slot)
 	prepared bool   // uid and gid are set: prepare made the jail
+	log      *slog.Logger
 }
 
 func (j *Jailer) jailOf(binary, id string) (*jail, error) {
@@ -126,13 +130,13 @@ func (jl *jail) hostPath(inJail string) string { return filepath.Join(jl.root(),
 // credential) and a writable drive are the VM's own: hard-linked and
 // given to the jail's user. A copy replaces a hard link across file
 // systems.
-func (j *Jailer) prepare(ctx context.Context, binary string, spec vmm.Spec) (*jail, error) {
+func (j *Jailer) prepare(ctx context.Context, log *slog.Logger, binary string, spec vmm.Spec) (*jail, error) {
 	jl, err := j.jailOf(binary, spec.ID)
 	if err != nil {
 		return nil, err
 	}
 	jl.uid, jl.gid = j.IDs(spec)
-	jl.prepared = true
+	jl.prepared, jl.log = true, log
 	// Traverse-only parents; the root itself is the jail user's, 0700,
 	// once the jailer has run.
 	if err := os.MkdirAll(filepath.Dir(jl.dir), 0o711); err != nil {
@@ -244,24 +248,24 @@ func (jl *jail) linkIn(src, dst string, own bool) error {
 // linkSnapshot hard-links a template's snapshot file src into the jail
 // at dst and lets the jail's group read it by an ACL entry (acl.go),
 // which remove takes back. Across file systems, or on one without ACLs,
-// the jail gets a copy of its own, its user's.
+// the jail gets a copy of its own, its user's, when there is room for
+// it (copySnapshot).
 func (jl *jail) linkSnapshot(ctx context.Context, src, dst string) error {
+	why := "the template's files are on another file system than the jails"
 	err := os.Link(src, dst)
 	if err == nil {
-		if err = jl.j.acls.changeGroupRead(ctx, dst, jl.gid, true); err == nil {
+		if err = jl.j.share.grantRead(ctx, &jl.j.acls, dst, jl.gid); err == nil {
 			return nil
 		}
 		_ = os.Remove(dst)
 		if !errors.Is(err, unix.EOPNOTSUPP) {
 			return err
 		}
+		why = "the file system has no ACLs (POSIX ACL support off)"
 	} else if !errors.Is(err, syscall.EXDEV) {
 		return err
 	}
-	if err := copyFile(src, dst, 0o600); err != nil {
-		return err
-	}
-	return os.Chown(dst, jl.uid, jl.gid)
+	return jl.copySnapshot(src, dst, why)
 }
 
 // unlinkSnapshot takes back what linkSnapshot gave the jail's group,
