@@ -114,6 +114,26 @@ func writeACL(f *os.File, es []aclEntry) error {
 // held meanwhile (restores of one template change its one ACL at once),
 // waited for no longer than ctx.
 func (l *aclLocks) changeGroupRead(ctx context.Context, path string, gid int, grant bool) error {
+	return l.edit(ctx, path, func(es []aclEntry) []aclEntry {
+		es = slices.DeleteFunc(es, func(e aclEntry) bool { return e.tag == aclGroup && e.id == uint32(gid) })
+		if grant {
+			es = append(es, aclEntry{aclGroup, aclRead, uint32(gid)})
+		}
+		return es
+	})
+}
+
+// dropGroups removes from path's ACL the entries of the named groups
+// drop reports, as changeGroupRead removes one.
+func (l *aclLocks) dropGroups(ctx context.Context, path string, drop func(gid int) bool) error {
+	return l.edit(ctx, path, func(es []aclEntry) []aclEntry {
+		return slices.DeleteFunc(es, func(e aclEntry) bool { return e.tag == aclGroup && drop(int(e.id)) })
+	})
+}
+
+// edit changes regular file path's ACL to what change makes of it,
+// holding the file's lock in l (waited for no longer than ctx).
+func (l *aclLocks) edit(ctx context.Context, path string, change func([]aclEntry) []aclEntry) error {
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
@@ -132,11 +152,7 @@ func (l *aclLocks) changeGroupRead(ctx context.Context, path string, gid int, gr
 	if err != nil {
 		return fmt.Errorf("acl of %s: %w", path, err)
 	}
-	es = slices.DeleteFunc(es, func(e aclEntry) bool { return e.tag == aclGroup && e.id == uint32(gid) })
-	if grant {
-		es = append(es, aclEntry{aclGroup, aclRead, uint32(gid)})
-	}
-	if err := writeACL(f, es); err != nil {
+	if err := writeACL(f, change(es)); err != nil {
 		return fmt.Errorf("acl of %s: %w", path, err)
 	}
 	return nil

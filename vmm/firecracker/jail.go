@@ -68,6 +68,11 @@ type jail struct {
 	dir      string // <base>/<exec name>/<id>
 	uid, gid int    // the VM's own user (set by prepare, from its slot)
 	prepared bool   // uid and gid are set: prepare made the jail
+	// liveGIDs, for a jail a previous run left (RemoveStaleJails), are
+	// the groups of the jails whose monitor runs: its removal takes
+	// every other jail group's entry off the template's files it links
+	// to, its own gid being unknown when a crash came before its chown.
+	liveGIDs map[int]bool
 	log      *slog.Logger
 }
 
@@ -78,6 +83,13 @@ func (j *Jailer) jailOf(binary, id string) (*jail, error) {
 	}
 	return &jail{j: j, id: id, execFile: execFile, dir: filepath.Join(jails, id)}, nil
 }
+
+// gidRange is how many gids from GID the jails' groups may have: a
+// slot is an address's offset in the VMs' network, at most a /16.
+const gidRange = 1 << 16
+
+// inRange reports whether gid is in the jails' groups' range.
+func (j *Jailer) inRange(gid int) bool { return gid >= j.GID && gid < j.GID+gidRange }
 
 // IDs are the uid and gid VM spec's firecracker runs as: the ranges'
 // starts plus the VM's slot.
@@ -271,6 +283,12 @@ func (jl *jail) linkSnapshot(ctx context.Context, src, dst string) error {
 // unlinkSnapshot takes back what linkSnapshot gave the jail's group,
 // gid, on the template's files: the jail's links to them.
 func (jl *jail) unlinkSnapshot(gid int) error {
+	return jl.dropSnapshotGroups(func(g int) bool { return g == gid })
+}
+
+// dropSnapshotGroups removes the entries of the groups drop reports
+// from the ACLs of the template's files the jail links to.
+func (jl *jail) dropSnapshotGroups(drop func(gid int) bool) error {
 	var errs []error
 	for _, name := range []string{stateName, memName} {
 		p := jl.hostPath(name)
@@ -280,7 +298,7 @@ func (jl *jail) unlinkSnapshot(gid int) error {
 		}
 		// No caller's context: the wait is for this process's other
 		// changes of the file's ACL, an xattr read and write each.
-		if err := jl.j.acls.changeGroupRead(context.Background(), p, gid, false); err != nil {
+		if err := jl.j.acls.dropGroups(context.Background(), p, drop); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -346,7 +364,12 @@ func (jl *jail) remove() error {
 			gid = int(st.Gid)
 		}
 	}
-	err := jl.unlinkSnapshot(gid)
+	var err error
+	if jl.liveGIDs != nil {
+		err = jl.dropSnapshotGroups(func(g int) bool { return jl.j.inRange(g) && !jl.liveGIDs[g] })
+	} else {
+		err = jl.unlinkSnapshot(gid)
+	}
 	err = errors.Join(err, os.RemoveAll(jl.dir))
 	if cg := jl.j.cgroupDir(jl.execFile, jl.id); cg != "" {
 		err = errors.Join(err, removeCgroup(cg))
