@@ -18,7 +18,9 @@ import (
 // added as the jail links them in and removed as the jail goes. No other
 // user reads the template's memory (its pre-reseed RNG state among it),
 // and the restores still share its pages. A file system without ACLs
-// gets the jail a copy of its own instead.
+// gets the jail a copy of its own instead, when it has room for it
+// (share.go). The changes are serialised per file by a lock of the
+// orchestrator's own (acllock.go), never a flock a jail could hold.
 
 // aclXattr is the extended attribute the kernel keeps a file's access
 // ACL in (linux/posix_acl_xattr.h).
