@@ -45,6 +45,11 @@ type Jailer struct {
 	// (vmm.Spec.Slot) runs as UID+n:GID+n, so no two live VMs share a
 	// user, and its files and TAP are that user's.
 	UID, GID int
+	// Slots is how many slots there are (one per address of the VMs'
+	// network): the jails' ids are UID and GID plus 0 .. Slots-1. 0
+	// means 1<<16, a /16's. Start-up removes a crash's ACL entries of
+	// groups in this range only.
+	Slots int
 	// ParentCgroup is the cgroup v2 directory, relative to the hierarchy's
 	// root, the VMs' cgroups are made in.
 	ParentCgroup string
@@ -84,12 +89,14 @@ func (j *Jailer) jailOf(binary, id string) (*jail, error) {
 	return &jail{j: j, id: id, execFile: execFile, dir: filepath.Join(jails, id)}, nil
 }
 
-// gidRange is how many gids from GID the jails' groups may have: a
-// slot is an address's offset in the VMs' network, at most a /16.
-const gidRange = 1 << 16
-
-// inRange reports whether gid is in the jails' groups' range.
-func (j *Jailer) inRange(gid int) bool { return gid >= j.GID && gid < j.GID+gidRange }
+// inRange reports whether gid is in the jails' groups' range (Slots).
+func (j *Jailer) inRange(gid int) bool {
+	n := j.Slots
+	if n <= 0 {
+		n = 1 << 16
+	}
+	return gid >= j.GID && gid < j.GID+n
+}
 
 // IDs are the uid and gid VM spec's firecracker runs as: the ranges'
 // starts plus the VM's slot.

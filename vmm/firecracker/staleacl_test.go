@@ -35,7 +35,7 @@ func TestAStartRemovesTheACLEntriesACrashLeftOnATemplatesFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &Driver{Binary: exe, Jailer: &Jailer{Binary: "jailer", ChrootBaseDir: t.TempDir(), UID: jailUID, GID: jailGID}}
+	d := &Driver{Binary: exe, Jailer: &Jailer{Binary: "jailer", ChrootBaseDir: t.TempDir(), UID: jailUID, GID: jailGID, Slots: 8}}
 	tpl := filepath.Join(t.TempDir(), "snapshot.mem")
 	if err := os.WriteFile(tpl, []byte("memory"), 0o600); err != nil {
 		t.Fatal(err)
@@ -56,7 +56,7 @@ func TestAStartRemovesTheACLEntriesACrashLeftOnATemplatesFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	stale, live, outside := jailGID+3, jailGID+4, 4242
+	stale, live, outside := jailGID+3, jailGID+4, jailGID+8
 	jailWith("crashed", stale) // its root left root's
 	jailWith("running", live)
 	jl, _ := d.Jailer.jailOf(exe, "running")
