@@ -31,6 +31,9 @@ func firecrackerDriver(_ context.Context, cfg *config.Config, log *slog.Logger) 
 		Binary: fc.JailerBinary, ChrootBaseDir: base, UID: fc.UID, GID: fc.GID,
 		ParentCgroup: fc.ParentCgroup, MemoryOverheadMiB: fc.MemoryOverheadMiB,
 	}
+	if p, err := netip.ParsePrefix(cfg.Network.CIDR); err == nil {
+		d.Jailer.Slots = 1 << (32 - p.Bits())
+	}
 	if err := d.RemoveStaleJails(); err != nil {
 		log.Error("remove jails left by a previous run", "err", err)
 	}

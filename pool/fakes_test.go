@@ -383,5 +383,8 @@ func (m *fakeMachine) Err() error            { <-m.done; return m.err }
 func (m *fakeMachine) Kill(context.Context) error {
 	m.killOnce.Do(func() { close(m.kill) })
 	<-m.done
+	if m.hv != nil && m.spec.Identity != "" && m.spec.Restore == "" && m.hv.templateKillFails.Load() {
+		return errors.New("the template's monitor did not answer its kill")
+	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -62,6 +63,7 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 	}
 	keepTAP, keepRunner := map[string]bool{}, map[string]bool{}
 	finder, _ := m.d.Hypervisor.(vmm.Finder)
+	errs = append(errs, m.reapTemplates(ctx, finder, l.KillVM)...)
 	for _, r := range recs {
 		log := m.log.With("vm", r.ID, "pool", r.Pool)
 		if r.Phase == vmstate.Deregistering {
@@ -374,4 +376,49 @@ func (m *Manager) holdAddress(r *vmstate.Record, log *slog.Logger) {
 	if err := m.d.Alloc.Reserve(parseAddr(r.Address), r.ID); err != nil {
 		log.Error("hold the address of a vm whose monitor may still run", "address", r.Address, "err", err)
 	}
+}
+
+// reapTemplates ends the template VMs a previous run left running. A
+// template build is not recorded: its monitor, left by a crash, runs as
+// its slot's user (the Firecracker jailer's uid) while the allocator
+// holds no address for it, so it must be gone before any VM is given a
+// slot. The templates looked for are the configured pools' and those of
+// every pool with a directory in TemplateDir (one removed or turned cold
+// while the daemon was down). A monitor that could not be ended is an
+// error: its slot may be handed out (see the report of the next start).
+func (m *Manager) reapTemplates(ctx context.Context, finder vmm.Finder, kill func(context.Context, string, int) error) []error {
+	if finder == nil || kill == nil {
+		return nil
+	}
+	names := map[string]bool{}
+	m.mu.Lock() // a reload writes p.cfg under it
+	for _, p := range m.pools {
+		names[p.cfg.Name] = true
+	}
+	m.mu.Unlock()
+	if m.d.TemplateDir != "" {
+		entries, _ := os.ReadDir(m.d.TemplateDir) // none yet
+		for _, e := range entries {
+			if e.IsDir() {
+				names[e.Name()] = true
+			}
+		}
+	}
+	var errs []error
+	for name := range names {
+		id := templateID(name)
+		pid, err := finder.FindMonitor(id)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("template vm %s of pool %s: %w", id, name, err))
+			continue
+		}
+		if pid <= 0 {
+			continue
+		}
+		m.log.Warn("warm start: ending a template VM a previous run left", "pool", name, "vm", id, "pid", pid)
+		if err := kill(ctx, id, pid); err != nil {
+			errs = append(errs, fmt.Errorf("template vm %s of pool %s: %w", id, name, err))
+		}
+	}
+	return errs
 }

@@ -292,3 +292,30 @@ type failingFinderHV struct{ vmm.Hypervisor }
 func (failingFinderHV) FindMonitor(id string) (int, error) {
 	return 0, fmt.Errorf("look for vm %s's monitor: /proc unreadable", id)
 }
+
+// A template build is not recorded: a crash leaves its monitor running
+// as its slot's user. Recovery finds it by the template's id, for a
+// configured pool and for a pool with only a template directory left
+// (removed while the daemon was down), and ends it before any VM is
+// given a slot.
+func TestRecoverEndsTheTemplateVMsAPreviousRunLeft(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	h.stop()
+	<-h.done
+	tdir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(tdir, "gone"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	h.m.d.TemplateDir = tdir
+	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{templateID("p"): 4242, templateID("gone"): 4343}}
+	killed := map[int]string{}
+	err := h.m.Recover(context.Background(), Leftovers{
+		KillVM: func(_ context.Context, id string, pid int) error { killed[pid] = id; return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if killed[4242] != templateID("p") || killed[4343] != templateID("gone") {
+		t.Fatalf("template monitors a crash left not ended: killed %v", killed)
+	}
+}

@@ -471,7 +471,17 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 	if err != nil {
 		return err
 	}
-	defer slot.release()
+	// The slot goes back once the VM is known gone: a monitor whose
+	// Kill failed may still run as its user, and a leaked slot is
+	// better than two VMs with one uid.
+	keepSlot := false
+	defer func() {
+		if keepSlot {
+			log.Error("template VM not known gone: its slot kept until a restart", "slot", slot.n)
+			return
+		}
+		slot.release()
+	}()
 	spec := vmm.Spec{
 		ID: id, Dir: dir, Kernel: pc.VM.Kernel, Initramfs: initrd, Cmdline: pc.VM.Cmdline,
 		VCPUs: pc.VM.VCPUs, MemoryMiB: pc.VM.MemoryMiB, TAP: tap, MAC: netplan.NewMAC(), Slot: slot.n,
@@ -491,7 +501,10 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 	defer func() {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		_ = machine.Kill(kctx)
+		if err := machine.Kill(kctx); err != nil {
+			log.Error("kill the template VM", "err", err)
+			keepSlot = true
+		}
 		for _, d := range spec.Drives {
 			if !d.ReadOnly && filepath.Dir(d.Path) == dir {
 				_ = os.Remove(d.Path) // the template's unused writable disk

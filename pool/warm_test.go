@@ -486,8 +486,8 @@ func TestTemplatesBuildingAtOnceRunInSlotsOfTheirOwn(t *testing.T) {
 	if err := r.drain(t, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	// Before assertNothingLeft, whose probe takes the first free
-	// address: a template's slot may have been that one.
+	// Before assertNothingLeft, whose own probes take the lowest
+	// addresses (a template's among them, when it had one).
 	for _, id := range []string{templateID("p"), templateID("q")} {
 		addr := netip.AddrFrom4([4]byte{10, 200, 0, byte(live[id])})
 		if err := r.alloc.Reserve(addr, "probe-"+id); err != nil {
@@ -497,4 +497,33 @@ func TestTemplatesBuildingAtOnceRunInSlotsOfTheirOwn(t *testing.T) {
 		r.alloc.Release(addr, "probe-"+id)
 	}
 	r.assertNothingLeft(t)
+}
+
+// TestATemplateWhoseKillFailedKeepsItsSlot: a template build whose
+// monitor's Kill failed (it may still run as its slot's uid) keeps its
+// slot allocated, so that no VM started later runs as the same user,
+// and says so in the log.
+func TestATemplateWhoseKillFailedKeepsItsSlot(t *testing.T) {
+	r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
+		d.Hypervisor.(*fakeHV).templateKillFails.Store(true)
+	})
+	r.waitBuilds(t, 1)
+	var slot int
+	r.hv.mu.Lock()
+	for _, s := range r.hv.specs {
+		if s.ID == templateID("p") {
+			slot = s.Slot
+		}
+	}
+	r.hv.mu.Unlock()
+	if slot <= 0 {
+		t.Fatalf("no template VM started in a slot")
+	}
+	addr := netip.AddrFrom4([4]byte{10, 200, 0, byte(slot)})
+	if err := r.alloc.Reserve(addr, "probe"); err == nil {
+		t.Errorf("the slot %d of a template whose kill failed was given back", slot)
+	}
+	if !strings.Contains(r.log.String(), "slot kept") {
+		t.Errorf("no log line says the slot is kept:\n%s", r.log.String())
+	}
 }

@@ -51,6 +51,9 @@ type warmFake struct {
 	// template's SaveState (given the saves so far, this one counted)
 	// before the state is written: a build under way.
 	beforeSave func(n int32)
+	// templateKillFails makes each template's Kill report a failure
+	// (its monitor may still run, as far as the caller knows).
+	templateKillFails atomic.Bool
 }
 
 func (h *fakeHV) failing(how string) bool { s, _ := h.warmFail.Load().(string); return s == how }

@@ -1,6 +1,7 @@
 package firecracker
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -17,7 +18,9 @@ import (
 // added as the jail links them in and removed as the jail goes. No other
 // user reads the template's memory (its pre-reseed RNG state among it),
 // and the restores still share its pages. A file system without ACLs
-// gets the jail a copy of its own instead.
+// gets the jail a copy of its own instead, when it has room for it
+// (share.go). The changes are serialised per file by a lock of the
+// orchestrator's own (acllock.go), never a flock a jail could hold.
 
 // aclXattr is the extended attribute the kernel keeps a file's access
 // ACL in (linux/posix_acl_xattr.h).
@@ -109,29 +112,49 @@ func writeACL(f *os.File, es []aclEntry) error {
 
 // changeGroupRead adds (grant) or removes the entry letting group gid
 // read path, a regular file: a symbolic link is refused, not followed
-// (the jail's user names what its root holds). The file is locked
-// meanwhile: restores of one template change its one ACL at once.
-func changeGroupRead(path string, gid int, grant bool) error {
+// (the jail's user names what its root holds). The file's lock in l is
+// held meanwhile (restores of one template change its one ACL at once),
+// waited for no longer than ctx.
+func (l *aclLocks) changeGroupRead(ctx context.Context, path string, gid int, grant bool) error {
+	return l.edit(ctx, path, func(es []aclEntry) []aclEntry {
+		es = slices.DeleteFunc(es, func(e aclEntry) bool { return e.tag == aclGroup && e.id == uint32(gid) })
+		if grant {
+			es = append(es, aclEntry{aclGroup, aclRead, uint32(gid)})
+		}
+		return es
+	})
+}
+
+// dropGroups removes from path's ACL the entries of the named groups
+// drop reports, as changeGroupRead removes one.
+func (l *aclLocks) dropGroups(ctx context.Context, path string, drop func(gid int) bool) error {
+	return l.edit(ctx, path, func(es []aclEntry) []aclEntry {
+		return slices.DeleteFunc(es, func(e aclEntry) bool { return e.tag == aclGroup && drop(int(e.id)) })
+	})
+}
+
+// edit changes regular file path's ACL to what change makes of it,
+// holding the file's lock in l (waited for no longer than ctx).
+func (l *aclLocks) edit(ctx context.Context, path string, change func([]aclEntry) []aclEntry) error {
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return fmt.Errorf("acl of %s: not a regular file (%v)", path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("lock %s: %w", path, err)
+	unlock, err := l.lock(ctx, inode{dev: uint64(st.Dev), ino: st.Ino})
+	if err != nil {
+		return fmt.Errorf("acl of %s: %w", path, err)
 	}
+	defer unlock()
 	es, err := readACL(f)
 	if err != nil {
 		return fmt.Errorf("acl of %s: %w", path, err)
 	}
-	es = slices.DeleteFunc(es, func(e aclEntry) bool { return e.tag == aclGroup && e.id == uint32(gid) })
-	if grant {
-		es = append(es, aclEntry{aclGroup, aclRead, uint32(gid)})
-	}
-	if err := writeACL(f, es); err != nil {
+	if err := writeACL(f, change(es)); err != nil {
 		return fmt.Errorf("acl of %s: %w", path, err)
 	}
 	return nil

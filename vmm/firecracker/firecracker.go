@@ -125,7 +125,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		return nil, fmt.Errorf("firecracker: vm %s: a restore with drives needs the jailer", spec.ID)
 	}
 	start := time.Now()
-	l, err := d.launch(spec)
+	l, err := d.launch(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("firecracker: vm %s: %w", spec.ID, err)
 	}
@@ -205,7 +205,7 @@ type launched struct {
 	cleanup func() error     // removes what launch made; runs once the process is gone
 }
 
-func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
+func (d *Driver) launch(ctx context.Context, spec vmm.Spec) (*launched, error) {
 	// Firecracker's stdout (the serial console) goes to a keeper that
 	// holds the log within its cap.
 	console, err := vmm.OpenConsole(spec.ConsoleLog, spec.ConsoleMaxBytes)
@@ -217,7 +217,7 @@ func (d *Driver) launch(spec vmm.Spec) (*launched, error) {
 	l := &launched{cleanup: func() error { return nil }}
 	var hostFiles []string // the drives' files the VMM opens, on the host
 	if d.Jailer != nil {
-		j, err := d.Jailer.prepare(d.Binary, spec)
+		j, err := d.Jailer.prepare(ctx, d.log().With("vm", spec.ID), d.Binary, spec)
 		if err != nil {
 			return nil, err
 		}

@@ -1,10 +1,12 @@
 package firecracker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,6 +45,11 @@ type Jailer struct {
 	// (vmm.Spec.Slot) runs as UID+n:GID+n, so no two live VMs share a
 	// user, and its files and TAP are that user's.
 	UID, GID int
+	// Slots is how many slots there are (one per address of the VMs'
+	// network): the jails' ids are UID and GID plus 0 .. Slots-1. 0
+	// means 1<<16, a /16's. Start-up removes a crash's ACL entries of
+	// groups in this range only.
+	Slots int
 	// ParentCgroup is the cgroup v2 directory, relative to the hierarchy's
 	// root, the VMs' cgroups are made in.
 	ParentCgroup string
@@ -52,6 +59,10 @@ type Jailer struct {
 	// MountTable is where the cgroup v2 mount is looked up to remove a
 	// VM's cgroup; "" means /proc/mounts (tests use a fake one).
 	MountTable string
+	// acls lock each shared snapshot file while its ACL changes.
+	acls aclLocks
+	// share is how its jails are given a template's snapshot files.
+	share snapshotShare
 }
 
 // jail is one VM's jail.
@@ -62,6 +73,12 @@ type jail struct {
 	dir      string // <base>/<exec name>/<id>
 	uid, gid int    // the VM's own user (set by prepare, from its slot)
 	prepared bool   // uid and gid are set: prepare made the jail
+	// liveGIDs, for a jail a previous run left (RemoveStaleJails), are
+	// the groups of the jails whose monitor runs: its removal takes
+	// every other jail group's entry off the template's files it links
+	// to, its own gid being unknown when a crash came before its chown.
+	liveGIDs map[int]bool
+	log      *slog.Logger
 }
 
 func (j *Jailer) jailOf(binary, id string) (*jail, error) {
@@ -70,6 +87,15 @@ func (j *Jailer) jailOf(binary, id string) (*jail, error) {
 		return nil, err
 	}
 	return &jail{j: j, id: id, execFile: execFile, dir: filepath.Join(jails, id)}, nil
+}
+
+// inRange reports whether gid is in the jails' groups' range (Slots).
+func (j *Jailer) inRange(gid int) bool {
+	n := j.Slots
+	if n <= 0 {
+		n = 1 << 16
+	}
+	return gid >= j.GID && gid < j.GID+n
 }
 
 // IDs are the uid and gid VM spec's firecracker runs as: the ranges'
@@ -123,13 +149,13 @@ func (jl *jail) hostPath(inJail string) string { return filepath.Join(jl.root(),
 // credential) and a writable drive are the VM's own: hard-linked and
 // given to the jail's user. A copy replaces a hard link across file
 // systems.
-func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
+func (j *Jailer) prepare(ctx context.Context, log *slog.Logger, binary string, spec vmm.Spec) (*jail, error) {
 	jl, err := j.jailOf(binary, spec.ID)
 	if err != nil {
 		return nil, err
 	}
 	jl.uid, jl.gid = j.IDs(spec)
-	jl.prepared = true
+	jl.prepared, jl.log = true, log
 	// Traverse-only parents; the root itself is the jail user's, 0700,
 	// once the jailer has run.
 	if err := os.MkdirAll(filepath.Dir(jl.dir), 0o711); err != nil {
@@ -142,7 +168,7 @@ func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 		_ = jl.remove()
 		return nil, fmt.Errorf("make jail root: %w", err)
 	}
-	if err := jl.linkBoot(spec); err != nil {
+	if err := jl.linkBoot(ctx, spec); err != nil {
 		_ = jl.remove()
 		return nil, err
 	}
@@ -166,12 +192,12 @@ func (j *Jailer) prepare(binary string, spec vmm.Spec) (*jail, error) {
 // memory, shared by the template's restores: linked, the jail's group
 // let read them; see linkSnapshot) and not the initramfs, whose contents
 // are in the memory file already.
-func (jl *jail) linkBoot(spec vmm.Spec) error {
+func (jl *jail) linkBoot(ctx context.Context, spec vmm.Spec) error {
 	if spec.Restore != "" {
-		if err := jl.linkSnapshot(spec.Restore, jl.hostPath(stateName)); err != nil {
+		if err := jl.linkSnapshot(ctx, spec.Restore, jl.hostPath(stateName)); err != nil {
 			return fmt.Errorf("snapshot into the jail: %w", err)
 		}
-		if err := jl.linkSnapshot(snapshotMemory(spec), jl.hostPath(memName)); err != nil {
+		if err := jl.linkSnapshot(ctx, snapshotMemory(spec), jl.hostPath(memName)); err != nil {
 			return fmt.Errorf("snapshot memory into the jail: %w", err)
 		}
 		return nil
@@ -241,29 +267,35 @@ func (jl *jail) linkIn(src, dst string, own bool) error {
 // linkSnapshot hard-links a template's snapshot file src into the jail
 // at dst and lets the jail's group read it by an ACL entry (acl.go),
 // which remove takes back. Across file systems, or on one without ACLs,
-// the jail gets a copy of its own, its user's.
-func (jl *jail) linkSnapshot(src, dst string) error {
+// the jail gets a copy of its own, its user's, when there is room for
+// it (copySnapshot).
+func (jl *jail) linkSnapshot(ctx context.Context, src, dst string) error {
+	why := "the template's files are on another file system than the jails"
 	err := os.Link(src, dst)
 	if err == nil {
-		if err = changeGroupRead(dst, jl.gid, true); err == nil {
+		if err = jl.j.share.grantRead(ctx, &jl.j.acls, dst, jl.gid); err == nil {
 			return nil
 		}
 		_ = os.Remove(dst)
 		if !errors.Is(err, unix.EOPNOTSUPP) {
 			return err
 		}
+		why = "the file system has no ACLs (POSIX ACL support off)"
 	} else if !errors.Is(err, syscall.EXDEV) {
 		return err
 	}
-	if err := copyFile(src, dst, 0o600); err != nil {
-		return err
-	}
-	return os.Chown(dst, jl.uid, jl.gid)
+	return jl.copySnapshot(src, dst, why)
 }
 
 // unlinkSnapshot takes back what linkSnapshot gave the jail's group,
 // gid, on the template's files: the jail's links to them.
 func (jl *jail) unlinkSnapshot(gid int) error {
+	return jl.dropSnapshotGroups(func(g int) bool { return g == gid })
+}
+
+// dropSnapshotGroups removes the entries of the groups drop reports
+// from the ACLs of the template's files the jail links to.
+func (jl *jail) dropSnapshotGroups(drop func(gid int) bool) error {
 	var errs []error
 	for _, name := range []string{stateName, memName} {
 		p := jl.hostPath(name)
@@ -271,7 +303,9 @@ func (jl *jail) unlinkSnapshot(gid int) error {
 		if err := unix.Lstat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink < 2 {
 			continue // none, the jail's own copy, or not what was linked
 		}
-		if err := changeGroupRead(p, gid, false); err != nil {
+		// No caller's context: the wait is for this process's other
+		// changes of the file's ACL, an xattr read and write each.
+		if err := jl.j.acls.dropGroups(context.Background(), p, drop); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -337,7 +371,12 @@ func (jl *jail) remove() error {
 			gid = int(st.Gid)
 		}
 	}
-	err := jl.unlinkSnapshot(gid)
+	var err error
+	if jl.liveGIDs != nil {
+		err = jl.dropSnapshotGroups(func(g int) bool { return jl.j.inRange(g) && !jl.liveGIDs[g] })
+	} else {
+		err = jl.unlinkSnapshot(gid)
+	}
 	err = errors.Join(err, os.RemoveAll(jl.dir))
 	if cg := jl.j.cgroupDir(jl.execFile, jl.id); cg != "" {
 		err = errors.Join(err, removeCgroup(cg))

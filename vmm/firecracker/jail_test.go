@@ -3,6 +3,7 @@ package firecracker
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -381,7 +382,7 @@ func TestJailOwnershipPerSlot(t *testing.T) {
 			os.WriteFile(spec.Initramfs, []byte("i"), 0o600)
 			os.WriteFile(disk, []byte("d"), 0o600)
 			spec.Drives = []vmm.Drive{{ID: "fa-disk", Path: disk}}
-			jl, err := j.prepare(exe, spec)
+			jl, err := j.prepare(context.Background(), slog.New(slog.DiscardHandler), exe, spec)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/process"
+	"golang.org/x/sys/unix"
 )
 
 // identity tells a jailer or firecracker started with --id id (the
@@ -84,7 +85,10 @@ func (d *Driver) Reap(ctx context.Context, id string, pid int) error {
 // RemoveStaleJails removes the jails (and cgroups) under the chroot base
 // whose VM has no running monitor: left by a crash between making the
 // jail and recording the VM. Jails of running monitors stay, to be
-// adopted or reaped by recovery.
+// adopted or reaped by recovery. The template's files a stale jail links
+// to lose every ACL entry of a jail group no running jail has: a crash
+// between the grant and the jail's chown leaves its gid unknown. It runs
+// at start-up, before any VM starts (no grant is under way).
 func (d *Driver) RemoveStaleJails() error {
 	if d.Jailer == nil {
 		return nil
@@ -101,12 +105,25 @@ func (d *Driver) RemoveStaleJails() error {
 		return fmt.Errorf("firecracker: list jails: %w", err)
 	}
 	running := runningIDs()
+	// The running jails' groups (their roots are theirs once the
+	// jailer ran), under any firecracker's base: a running VM may be of
+	// the binary before an upgrade.
+	live := map[int]bool{}
+	for id := range running {
+		roots, _ := filepath.Glob(filepath.Join(filepath.Dir(base), "*", id, "root"))
+		for _, r := range roots {
+			var st unix.Stat_t
+			if unix.Stat(r, &st) == nil && d.Jailer.inRange(int(st.Gid)) {
+				live[int(st.Gid)] = true
+			}
+		}
+	}
 	var errs []error
 	for _, e := range entries {
 		if !e.IsDir() || running[e.Name()] || !vmIDPattern.MatchString(e.Name()) {
 			continue
 		}
-		stale := &jail{j: d.Jailer, id: e.Name(), execFile: execFile, dir: filepath.Join(base, e.Name())}
+		stale := &jail{j: d.Jailer, id: e.Name(), execFile: execFile, dir: filepath.Join(base, e.Name()), liveGIDs: live}
 		d.log().Info("removing a jail no monitor runs in", "vm", e.Name())
 		errs = append(errs, stale.remove())
 	}

@@ -1,0 +1,75 @@
+package firecracker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// snapshotShare is how a jail is given a template's snapshot files; its
+// zero value asks the file system. Tests set its fields to play a file
+// system without ACLs or with little room.
+type snapshotShare struct {
+	// grant, when set, replaces the ACL grant letting group gid read
+	// path (unix.EOPNOTSUPP: a file system without ACLs).
+	grant func(path string, gid int) error
+	// free, when set, replaces the free space (statfs) of dir's file
+	// system, in bytes.
+	free func(dir string) (uint64, error)
+}
+
+// grantRead lets group gid read path: by the ACL entry locks takes.
+func (s *snapshotShare) grantRead(ctx context.Context, locks *aclLocks, path string, gid int) error {
+	if s.grant != nil {
+		return s.grant(path, gid)
+	}
+	return locks.changeGroupRead(ctx, path, gid, true)
+}
+
+// freeSpace is the space an unprivileged user may still use on dir's file
+// system, in bytes.
+func (s *snapshotShare) freeSpace(dir string) (uint64, error) {
+	if s.free != nil {
+		return s.free(dir)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// copyMargin is the free space a copy of a snapshot file leaves on its
+// file system, beyond the copy.
+const copyMargin = 1 << 30
+
+// copySnapshot gives the jail a copy of the template's snapshot file src
+// at dst, its user's, where it cannot share it (why). Every restore then
+// copies the template's memory: the log says so, with the size, and a
+// copy its file system has no room for, with copyMargin to spare, is
+// refused (the restore fails, its VM boots cold) rather than filling
+// the disk.
+func (jl *jail) copySnapshot(src, dst, why string) error {
+	st, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	size := uint64(st.Size())
+	free, err := jl.j.share.freeSpace(filepath.Dir(dst))
+	if err != nil {
+		return fmt.Errorf("free space for a copy of %s: %w", src, err)
+	}
+	jl.log.Warn("firecracker: each restore gets a copy of the template's snapshot file: "+why,
+		"file", src, "bytes", size, "free_bytes", free)
+	if free < size+copyMargin {
+		return fmt.Errorf("no room for a copy of %s (%d bytes) in the jail: %d bytes free, %d kept free", src, size, free, copyMargin)
+	}
+	if err := copyFile(src, dst, 0o600); err != nil {
+		_ = os.Remove(dst)
+		return err
+	}
+	return os.Chown(dst, jl.uid, jl.gid)
+}

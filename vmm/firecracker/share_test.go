@@ -1,0 +1,73 @@
+package firecracker
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
+	"golang.org/x/sys/unix"
+)
+
+// noACLJail is a jail in a temporary directory whose file system has no
+// ACLs and free bytes free, logging to log; src is a template's
+// snapshot file of size bytes beside it.
+func noACLJail(t *testing.T, free uint64, size int) (jl *jail, src string, log *hosttest.SyncBuffer) {
+	t.Helper()
+	dir := t.TempDir()
+	src = filepath.Join(dir, "template.mem")
+	if err := os.WriteFile(src, make([]byte, size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	jdir := filepath.Join(dir, "jail")
+	if err := os.Mkdir(jdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	log = &hosttest.SyncBuffer{}
+	j := &Jailer{share: snapshotShare{
+		grant: func(string, int) error { return unix.EOPNOTSUPP },
+		free:  func(string) (uint64, error) { return free, nil },
+	}}
+	jl = &jail{j: j, id: "noacl", dir: jdir, uid: os.Getuid(), gid: os.Getgid(), prepared: true,
+		log: slog.New(slog.NewTextHandler(log, nil))}
+	return jl, src, log
+}
+
+// On a file system without ACLs a restore gets a copy of the snapshot
+// file of its own, and the log says why and how much each VM copies.
+func TestWithoutACLsARestoreGetsACopyAndTheLogSaysWhy(t *testing.T) {
+	jl, src, log := noACLJail(t, 1<<40, 4096)
+	dst := filepath.Join(jl.dir, memName)
+	if err := jl.linkSnapshot(context.Background(), src, dst); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Sys().(*syscall.Stat_t).Nlink != 1 || st.Size() != 4096 {
+		t.Fatalf("the jail's file: %d links, %d bytes; want a copy of its own, 4096 bytes", st.Sys().(*syscall.Stat_t).Nlink, st.Size())
+	}
+	if got := log.String(); !strings.Contains(got, "no ACLs") || !strings.Contains(got, "bytes=4096") {
+		t.Errorf("no warning saying the file system has no ACLs and the size copied:\n%s", got)
+	}
+}
+
+// A copy its file system has no room for (its size and a margin) is
+// refused: the restore fails, and its VM boots cold instead of filling
+// the disk.
+func TestWithoutACLsACopyTheFileSystemHasNoRoomForIsRefused(t *testing.T) {
+	jl, src, _ := noACLJail(t, 4096+copyMargin-1, 4096)
+	dst := filepath.Join(jl.dir, memName)
+	err := jl.linkSnapshot(context.Background(), src, dst)
+	if err == nil || !strings.Contains(err.Error(), "no room") {
+		t.Fatalf("a copy with %d bytes free: %v; want it refused for want of room", 4096+copyMargin-1, err)
+	}
+	if _, err := os.Lstat(dst); !os.IsNotExist(err) {
+		t.Errorf("the refused copy is left in the jail: %v", err)
+	}
+}
