@@ -106,12 +106,13 @@ func TestGiteaJobsRunInRestoredImageVMs(t *testing.T) {
 		t.Fatalf("jobs ran in VMs %v; want two, each its own", vms)
 	}
 	assertRestoredApart(t, o.log, "image", vms, seen)
-	// A restore's two parts: the VMM started from the template and the
-	// identity handed over, then (from there) the runner ready.
+	// A restore's two parts: the VMM started from the template (with the
+	// runner's registration beside it) and the identity handed over,
+	// then (from the handover) the runner ready.
 	restoredIn := regexp.MustCompile(`vm restored from its pool's template.*vm=(\S+).*took=(\S+)`)
 	for _, l := range logLines(o.log, restoredIn) {
 		m := restoredIn.FindStringSubmatch(l)
-		t.Logf("FIGURE image pool, restore (VMM start + identity): %s (vm %s)", m[2], m[1])
+		t.Logf("FIGURE image pool, restore (VMM start and registration, then identity): %s (vm %s)", m[2], m[1])
 	}
 	took := regexp.MustCompile(`vm ready.*pool=(\S+).*vm=(\S+).*took=(\S+) restored=(\S+)`)
 	for _, l := range logLines(o.log, took) {
