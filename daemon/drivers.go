@@ -77,7 +77,19 @@ func qemuDriver(ctx context.Context, cfg *config.Config, log *slog.Logger) (vmm.
 		accel, why = qemu.DetectAccel(ctx, "/dev/kvm")
 		log.Info("qemu acceleration detected", "accel", accel, "kvm", why)
 	}
-	return &qemu.Driver{Binary: cfg.VMM.QEMU.Binary, Accel: accel}, nil
+	d := &qemu.Driver{Binary: cfg.VMM.QEMU.Binary, Accel: accel}
+	if accel == qemu.AccelTCG {
+		// A TCG guest's clock runs at the rate its kernel is told its
+		// TSC (the host's) runs at.
+		khz, err := qemu.HostTSCkHz()
+		if err != nil {
+			log.Warn("qemu: the host's TSC rate is unknown; TCG guests' clocks may run fast or slow", "err", err)
+		} else {
+			d.TSCkHz = khz
+			log.Info("qemu: TCG guests are told the host's TSC rate", "tsc_khz", khz)
+		}
+	}
+	return d, nil
 }
 
 // forgeSet is the drivers of the configured forges, one per forge entry

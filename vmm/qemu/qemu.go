@@ -43,6 +43,9 @@ func DetectAccel(ctx context.Context, device string) (Accel, string) {
 type Driver struct {
 	Binary string
 	Accel  Accel
+	// TSCkHz is the rate a TCG guest's TSC runs at, the host's; 0: the
+	// host's, measured once (tsc.go). Under KVM it is not used.
+	TSCkHz int
 }
 
 var _ vmm.Hypervisor = (*Driver)(nil)
@@ -53,18 +56,21 @@ func (d *Driver) Name() string { return "qemu" }
 // ProcessName is the -name QEMU is given; recovery finds VMs by it.
 func ProcessName(vmID string) string { return "fireactions-" + vmID }
 
-// tcgCmdline avoids a boot hang seen in ~4% of TCG boots ("tsc: Unable to
-// calibrate against PIT"): tell the kernel the TSC rate instead of letting
-// it calibrate against an emulated timer.
-const tcgCmdline = "tsc_early_khz=2600000 lpj=10400000"
-
 // AccelCmdline is what the kernel command line needs for the driver's
-// acceleration: the TSC hint under TCG, nothing under KVM.
+// acceleration: under TCG the rate of the guest's TSC, which is the
+// host's (see tsc.go), nothing under KVM.
 func (d *Driver) AccelCmdline() string {
-	if d.Accel == AccelTCG {
-		return tcgCmdline
+	if d.Accel != AccelTCG {
+		return ""
 	}
-	return ""
+	khz := d.TSCkHz
+	if khz == 0 {
+		khz = fallbackTSCkHz
+		if measured, err := hostTSC(); err == nil {
+			khz = measured
+		}
+	}
+	return tcgCmdline(khz)
 }
 
 // Args is the QEMU command line for spec.
