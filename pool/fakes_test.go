@@ -386,5 +386,8 @@ func (m *fakeMachine) Kill(context.Context) error {
 	if m.hv != nil && m.spec.Identity != "" && m.spec.Restore == "" && m.hv.templateKillFails.Load() {
 		return errors.New("the template's monitor did not answer its kill")
 	}
+	if m.hv != nil && m.spec.Restore != "" && m.hv.restoreKillFails.Load() {
+		return errors.New("the restore's monitor did not answer its kill")
+	}
 	return nil
 }

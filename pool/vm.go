@@ -581,7 +581,10 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		// registered and its monitor started: where a cold boot's
 		// monitor starts.
 		v.started = time.Now()
-		machine = v.finishRestore(ctx, restore, spec.MAC, cfg)
+		machine, err = v.finishRestore(ctx, restore, spec.MAC, cfg)
+		if err != nil {
+			return machine, fail(ReasonStart, err)
+		}
 	}
 	if machine == nil {
 		if err := m.d.Boot.WriteVM(p.cfg.Name, initrd, cfg); err != nil {
@@ -858,9 +861,14 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 	m := v.m
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// The address (the slot: vmm.Spec.Slot) goes back once the monitor
+	// is known gone: one whose Kill failed may still run as the slot's
+	// user, and a leaked slot is better than two VMs with one uid.
+	keepSlot := false
 	if machine != nil {
 		if err := machine.Kill(ctx); err != nil {
 			v.log.Error("kill vm", "err", err)
+			keepSlot = true
 		}
 	}
 	if v.root != nil {
@@ -895,7 +903,11 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 		}
 	}
 	if rec.Address != "" {
-		m.d.Alloc.Release(parseAddr(rec.Address), rec.ID)
+		if keepSlot {
+			v.log.Error("vm not known gone: its slot kept until a restart", "address", rec.Address)
+		} else {
+			m.d.Alloc.Release(parseAddr(rec.Address), rec.ID)
+		}
 	}
 	if !ok {
 		fctx, fcancel := context.WithTimeout(ctx, failJobTimeout)

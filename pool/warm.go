@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -85,29 +84,35 @@ func (v *vm) startRestore(ctx context.Context, spec vmm.Spec) *restoring {
 }
 
 // finishRestore resumes the restore and hands its guest its identity (cfg
-// with the registered runner), or returns nil: the restore failed (the
-// monitor is killed, the failure logged and counted) and the caller boots
-// the VM cold. A restored VM is never half set up.
-func (v *vm) finishRestore(ctx context.Context, r *restoring, mac string, cfg agentproto.Config) vmm.Machine {
+// with the registered runner), or returns a nil machine: the restore
+// failed (the monitor is killed, the failure logged and counted) and the
+// caller boots the VM cold. A restored VM is never half set up. When the
+// failed restore's monitor is not known gone (its Kill failed) it may
+// still run as the slot's user: no VM may boot in that slot, so the
+// error returned with its machine fails the VM, whose teardown kills it
+// again and keeps the slot if that fails too.
+func (v *vm) finishRestore(ctx context.Context, r *restoring, mac string, cfg agentproto.Config) (vmm.Machine, error) {
 	defer r.release()
 	hctx, cancel := context.WithTimeout(ctx, restoreTimeout)
 	defer cancel()
 	if err := SendIdentity(hctx, r.machine, mac, cfg); err != nil {
-		r.kill(ctx, v.log)
+		if kerr := r.kill(ctx); kerr != nil {
+			v.log.Error("kill the failed restore's monitor; the vm does not boot cold in its slot", "err", kerr)
+			return r.machine, fmt.Errorf("restore failed (%w) and its monitor is not known gone: %w", err, kerr)
+		}
 		v.m.warmPoolOf(v.pool).chooser.ColdBoot(ctx, cfg.VMID, err)
-		return nil
+		return nil, nil
 	}
 	v.log.Info("vm restored from its pool's template", "template", r.t.Dir, "took", time.Since(r.started).Round(time.Millisecond))
 	v.restored = true
-	return r.machine
+	return r.machine, nil
 }
 
-func (r *restoring) kill(ctx context.Context, log *slog.Logger) {
+// kill kills the restore's monitor, with its own deadline.
+func (r *restoring) kill(ctx context.Context) error {
 	kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer kcancel()
-	if err := r.machine.Kill(kctx); err != nil {
-		log.Error("kill the restore's monitor", "err", err)
-	}
+	return r.machine.Kill(kctx)
 }
 
 // rootOf is what a template shares with its restores of an image root:

@@ -527,3 +527,51 @@ func TestATemplateWhoseKillFailedKeepsItsSlot(t *testing.T) {
 		t.Errorf("no log line says the slot is kept:\n%s", r.log.String())
 	}
 }
+
+// A restore that failed and whose monitor's Kill failed too is not
+// followed by a cold boot in its slot: that monitor may still run as
+// the slot's user. The VM fails and its slot (its address) is kept,
+// as a template's is.
+func TestARestoreWhoseKillFailedIsNotBootedColdInItsSlot(t *testing.T) {
+	r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
+		d.Hypervisor.(*fakeHV).restoreKillFails.Store(true)
+	})
+	r.waitBuilds(t, 1)
+	r.hv.warmFail.Store("resume")
+	r.forge.enqueue("j1")
+	var restore vmm.Spec
+	var after int // the specs started after the restore's
+	eventually(t, 10*time.Second, "a restore started", func() bool {
+		r.hv.mu.Lock()
+		defer r.hv.mu.Unlock()
+		for i, s := range r.hv.specs {
+			if s.Restore != "" {
+				restore, after = s, i+1
+				return true
+			}
+		}
+		return false
+	})
+	// Either the slot is kept (logged) or a VM boots cold in it.
+	coldInSlot := func() (cold vmm.Spec, ok bool) {
+		r.hv.mu.Lock()
+		defer r.hv.mu.Unlock()
+		for _, s := range r.hv.specs[after:] {
+			if s.Restore == "" && (s.ID == restore.ID || s.Slot == restore.Slot) {
+				return s, true
+			}
+		}
+		return vmm.Spec{}, false
+	}
+	eventually(t, 10*time.Second, "the restore's VM failed or booted cold", func() bool {
+		_, cold := coldInSlot()
+		return cold || strings.Contains(r.log.String(), "slot kept")
+	})
+	if s, ok := coldInSlot(); ok {
+		t.Fatalf("VM %s booted cold in slot %d beside the restore %s whose kill failed", s.ID, s.Slot, restore.ID)
+	}
+	addr := netip.AddrFrom4([4]byte{10, 200, 0, byte(restore.Slot)})
+	if err := r.alloc.Reserve(addr, "probe"); err == nil {
+		t.Errorf("the slot %d of a restore whose kill failed was given back", restore.Slot)
+	}
+}

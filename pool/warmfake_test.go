@@ -54,6 +54,8 @@ type warmFake struct {
 	// templateKillFails makes each template's Kill report a failure
 	// (its monitor may still run, as far as the caller knows).
 	templateKillFails atomic.Bool
+	// restoreKillFails makes each restore's Kill report a failure.
+	restoreKillFails atomic.Bool
 }
 
 func (h *fakeHV) failing(how string) bool { s, _ := h.warmFail.Load().(string); return s == how }

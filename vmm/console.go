@@ -76,6 +76,29 @@ func runKeeper(arg string) int {
 // monitor writes its console to: give it as the monitor's stdout and
 // stderr, then close it once the monitor has started.
 func OpenConsole(path string, limit int64) (*os.File, error) {
+	c, err := StartConsole(path, limit)
+	if err != nil {
+		return nil, err
+	}
+	return c.W, nil
+}
+
+// Console is a console log's keeper, started by StartConsole.
+type Console struct {
+	// W is the file a monitor writes its console to (see OpenConsole).
+	W *os.File
+	// done is closed once the keeper has ended: every writer of the
+	// pipe is gone and all they wrote is in the log.
+	done chan struct{}
+}
+
+// Done is closed once the keeper has ended: every writer of its pipe
+// (the monitor, W) is gone and what they wrote is in the log. Read the
+// log of a monitor that failed after Done, or miss its last words.
+func (c *Console) Done() <-chan struct{} { return c.done }
+
+// StartConsole is OpenConsole, with its keeper's end to wait for.
+func StartConsole(path string, limit int64) (*Console, error) {
 	if limit <= 0 {
 		limit = DefaultConsoleMaxBytes
 	}
@@ -103,8 +126,12 @@ func OpenConsole(path string, limit int64) (*os.File, error) {
 		w.Close()
 		return nil, fmt.Errorf("start console keeper: %w", err)
 	}
-	go func() { _ = keeper.Wait() }()
-	return w, nil
+	c := &Console{W: w, done: make(chan struct{})}
+	go func() {
+		_ = keeper.Wait()
+		close(c.done)
+	}()
+	return c, nil
 }
 
 // ConsoleWriter appends to a console log and keeps it within its cap: the

@@ -139,6 +139,16 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		_ = m.Kill(kctx)
+		// The jailer's or VMM's last words (a refusal on stderr) reach
+		// the log through the console keeper: read it once the keeper
+		// has them all, or after a bound should a descendant still hold
+		// the pipe.
+		dctx, dcancel := context.WithTimeout(kctx, consoleDrainTimeout)
+		defer dcancel()
+		select {
+		case <-l.console:
+		case <-dctx.Done():
+		}
 		return nil, fmt.Errorf("firecracker: vm %s: %w%s", spec.ID, err, consoleTail(spec.ConsoleLog))
 	}
 	if spec.Restore == "" {
@@ -203,18 +213,20 @@ type launched struct {
 	paths   Paths            // as the VMM sees them
 	initrd  string           // the initramfs the VMM opens, on the host; "" for a restore
 	cleanup func() error     // removes what launch made; runs once the process is gone
+	console <-chan struct{}  // closed once the console log holds all the process wrote
 }
 
 func (d *Driver) launch(ctx context.Context, spec vmm.Spec) (*launched, error) {
 	// Firecracker's stdout (the serial console) goes to a keeper that
 	// holds the log within its cap.
-	console, err := vmm.OpenConsole(spec.ConsoleLog, spec.ConsoleMaxBytes)
+	keeper, err := vmm.StartConsole(spec.ConsoleLog, spec.ConsoleMaxBytes)
 	if err != nil {
 		return nil, err
 	}
+	console := keeper.W
 	defer console.Close()
 
-	l := &launched{cleanup: func() error { return nil }}
+	l := &launched{cleanup: func() error { return nil }, console: keeper.Done()}
 	var hostFiles []string // the drives' files the VMM opens, on the host
 	if d.Jailer != nil {
 		j, err := d.Jailer.prepare(ctx, d.log().With("vm", spec.ID), d.Binary, spec)
@@ -451,6 +463,10 @@ func BootRequests(spec vmm.Spec, p Paths, mmds bool) []Request {
 	start := action{ActionType: "InstanceStart"}
 	return append(rs, Request{"/actions", start, func(ctx context.Context, c *Client) error { return c.InstanceStart(ctx) }})
 }
+
+// consoleDrainTimeout bounds the wait for a failed start's console log
+// to hold all its monitor wrote (see Start).
+const consoleDrainTimeout = 5 * time.Second
 
 // consoleTail is the end of the console log, for errors: it holds the
 // jailer's and Firecracker's own complaints.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,6 +20,13 @@ type snapshotShare struct {
 	// free, when set, replaces the free space (statfs) of dir's file
 	// system, in bytes.
 	free func(dir string) (uint64, error)
+	// copy, when set, replaces copying src to dst (copyFile).
+	copy func(src, dst string) error
+
+	// mu guards copying: the bytes of the copies under way, which the
+	// file system does not count as used yet.
+	mu      sync.Mutex
+	copying uint64
 }
 
 // grantRead lets group gid read path: by the ACL entry locks takes.
@@ -39,7 +47,46 @@ func (s *snapshotShare) freeSpace(dir string) (uint64, error) {
 	if err := unix.Statfs(dir, &st); err != nil {
 		return 0, err
 	}
-	return st.Bavail * uint64(st.Bsize), nil
+	return availableBytes(&st), nil
+}
+
+// availableBytes is the space statfs reports an unprivileged user may
+// still use: available blocks of the fundamental block size.
+func availableBytes(st *unix.Statfs_t) uint64 {
+	return st.Bavail * uint64(st.Frsize)
+}
+
+// copyFile copies src to dst, a new file of mode 0600.
+func (s *snapshotShare) copyFile(src, dst string) error {
+	if s.copy != nil {
+		return s.copy(src, dst)
+	}
+	return copyFile(src, dst, 0o600)
+}
+
+// reserve counts size bytes of a copy of src into dir against the free
+// space of dir's file system, with the copies already under way, until
+// release: once a copy is on disk (or failed) statfs counts it. A copy
+// there is no room for, with copyMargin to spare, is refused.
+func (s *snapshotShare) reserve(jl *jail, src, dir string, size uint64, why string) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	free, err := s.freeSpace(dir)
+	if err != nil {
+		return nil, fmt.Errorf("free space for a copy of %s: %w", src, err)
+	}
+	jl.log.Warn("firecracker: each restore gets a copy of the template's snapshot file: "+why,
+		"file", src, "bytes", size, "free_bytes", free, "copying_bytes", s.copying)
+	if free < s.copying || free-s.copying < size+copyMargin {
+		return nil, fmt.Errorf("no room for a copy of %s (%d bytes) in the jail: %d bytes free, %d of them being copied, %d kept free",
+			src, size, free, s.copying, copyMargin)
+	}
+	s.copying += size
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.copying -= size
+	}, nil
 }
 
 // copyMargin is the free space a copy of a snapshot file leaves on its
@@ -58,16 +105,13 @@ func (jl *jail) copySnapshot(src, dst, why string) error {
 		return err
 	}
 	size := uint64(st.Size())
-	free, err := jl.j.share.freeSpace(filepath.Dir(dst))
+	share := &jl.j.share
+	release, err := share.reserve(jl, src, filepath.Dir(dst), size, why)
 	if err != nil {
-		return fmt.Errorf("free space for a copy of %s: %w", src, err)
+		return err
 	}
-	jl.log.Warn("firecracker: each restore gets a copy of the template's snapshot file: "+why,
-		"file", src, "bytes", size, "free_bytes", free)
-	if free < size+copyMargin {
-		return fmt.Errorf("no room for a copy of %s (%d bytes) in the jail: %d bytes free, %d kept free", src, size, free, copyMargin)
-	}
-	if err := copyFile(src, dst, 0o600); err != nil {
+	defer release()
+	if err := share.copyFile(src, dst); err != nil {
 		_ = os.Remove(dst)
 		return err
 	}

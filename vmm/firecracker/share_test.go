@@ -71,3 +71,40 @@ func TestWithoutACLsACopyTheFileSystemHasNoRoomForIsRefused(t *testing.T) {
 		t.Errorf("the refused copy is left in the jail: %v", err)
 	}
 }
+
+// Copies under way count against the free space: of two concurrent
+// copies the file system has room for one of, the second is refused
+// while the first is still copying (statfs does not see it yet).
+func TestWithoutACLsConcurrentCopiesTheFileSystemHasRoomForOneOfAreRefused(t *testing.T) {
+	const size = 4096
+	first, src, _ := noACLJail(t, 2*size+copyMargin-1, size)
+	second := &jail{j: first.j, id: "noacl2", dir: t.TempDir(), uid: first.uid, gid: first.gid,
+		prepared: true, log: first.log}
+	var secondErr error
+	first.j.share.copy = func(src, dst string) error {
+		first.j.share.copy = nil // the second copies at once
+		secondErr = second.linkSnapshot(context.Background(), src, filepath.Join(second.dir, memName))
+		return copyFile(src, dst, 0o600)
+	}
+	if err := first.linkSnapshot(context.Background(), src, filepath.Join(first.dir, memName)); err != nil {
+		t.Fatalf("the first copy: %v", err)
+	}
+	if secondErr == nil || !strings.Contains(secondErr.Error(), "no room") {
+		t.Fatalf("a second copy while the first is under way, room for one: %v; want it refused for want of room", secondErr)
+	}
+	// Once the first is done its bytes are the file system's to count.
+	third := &jail{j: first.j, id: "noacl3", dir: t.TempDir(), uid: first.uid, gid: first.gid,
+		prepared: true, log: first.log}
+	if err := third.linkSnapshot(context.Background(), src, filepath.Join(third.dir, memName)); err != nil {
+		t.Errorf("a copy after the first is done: %v; want the first's bytes no longer counted as under way", err)
+	}
+}
+
+// The free space is statfs's available blocks of the fundamental block
+// size (f_frsize), not of the preferred I/O size (f_bsize).
+func TestFreeSpaceCountsBlocksOfTheFundamentalBlockSize(t *testing.T) {
+	st := unix.Statfs_t{Bavail: 1000, Bsize: 1 << 20, Frsize: 4096}
+	if got := availableBytes(&st); got != 1000*4096 {
+		t.Errorf("free space of %d blocks, f_bsize %d, f_frsize %d: %d bytes; want %d", st.Bavail, st.Bsize, st.Frsize, got, 1000*4096)
+	}
+}
