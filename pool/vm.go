@@ -542,13 +542,14 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		Guest:  guest,
 	})
 	if err != nil {
+		// A restore's monitor goes with the VM's teardown, which kills it
+		// (and keeps the slot if that fails) like any other.
+		var started vmm.Machine
 		if restore != nil {
-			// Its monitor goes with the VM's teardown, which kills it
-			// (and logs a kill that failed) like any other.
 			restore.release()
-			return restore.machine, fail(ReasonRegister, fmt.Errorf("register runner: %w", err))
+			started = restore.machine
 		}
-		return nil, fail(ReasonRegister, fmt.Errorf("register runner: %w", err))
+		return started, fail(ReasonRegister, fmt.Errorf("register runner: %w", err))
 	}
 	// Saved with the monitor's PID (write 2): until then a crash leaves a
 	// record without a runner id, whose runner Recover removes by its

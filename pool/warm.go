@@ -27,6 +27,7 @@ const restoreTimeout = 30 * time.Second
 type restoring struct {
 	machine vmm.Machine
 	t       *warmstart.Template
+	chooser *warmstart.Chooser // its pool's, which counts a fallback
 	started time.Time
 	release func() // ends the restore's use of its template build
 }
@@ -36,11 +37,11 @@ type restoring struct {
 // fit (warmstart.Chooser logs and counts why), or the monitor did not
 // start (logged and counted). Nil means the caller boots the VM cold.
 // It comes before the runner's registration: QEMU's own start (its
-// libraries and machine, ~90 ms under TCG here) runs while the forge
+// libraries and machine, ~100 ms under TCG here) runs while the forge
 // answers. (Firecracker's Start loads the snapshot before it returns: it
-// runs before the registration, not beside it.) The caller ends a non-nil restoring with finishRestore, or,
-// when the VM goes no further, releases it and hands its monitor to the
-// VM's teardown.
+// runs before the registration, not beside it.) The caller ends a
+// non-nil restoring with finishRestore, or, when the VM goes no further,
+// releases it and hands its monitor to the VM's teardown.
 func (v *vm) startRestore(ctx context.Context, spec vmm.Spec) *restoring {
 	m := v.m
 	w := m.warmPoolOf(v.pool)
@@ -80,7 +81,7 @@ func (v *vm) startRestore(ctx context.Context, spec vmm.Spec) *restoring {
 		w.chooser.ColdBoot(ctx, spec.ID, fmt.Errorf("start: %w", err))
 		return nil
 	}
-	return &restoring{machine: machine, t: t, started: t0, release: release}
+	return &restoring{machine: machine, t: t, chooser: w.chooser, started: t0, release: release}
 }
 
 // finishRestore resumes the restore and hands its guest its identity (cfg
@@ -100,7 +101,7 @@ func (v *vm) finishRestore(ctx context.Context, r *restoring, mac string, cfg ag
 			v.log.Error("kill the failed restore's monitor; the vm does not boot cold in its slot", "err", kerr)
 			return r.machine, fmt.Errorf("restore failed (%w) and its monitor is not known gone: %w", err, kerr)
 		}
-		v.m.warmPoolOf(v.pool).chooser.ColdBoot(ctx, cfg.VMID, err)
+		r.chooser.ColdBoot(ctx, cfg.VMID, err)
 		return nil, nil
 	}
 	v.log.Info("vm restored from its pool's template", "template", r.t.Dir, "took", time.Since(r.started).Round(time.Millisecond))
