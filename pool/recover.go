@@ -384,7 +384,8 @@ func (m *Manager) holdAddress(r *vmstate.Record, log *slog.Logger) {
 // holds no address for it, so it must be gone before any VM is given a
 // slot. The templates looked for are the configured pools' and those of
 // every pool with a directory in TemplateDir (one removed or turned cold
-// while the daemon was down). A monitor that could not be ended is an
+// while the daemon was down), including those New removed before this
+// ran (removedTemplates). A monitor that could not be ended is an
 // error: its slot may be handed out (see the report of the next start).
 func (m *Manager) reapTemplates(ctx context.Context, finder vmm.Finder, kill func(context.Context, string, int) error) []error {
 	if finder == nil || kill == nil {
@@ -396,6 +397,9 @@ func (m *Manager) reapTemplates(ctx context.Context, finder vmm.Finder, kill fun
 		names[p.cfg.Name] = true
 	}
 	m.mu.Unlock()
+	for _, name := range m.removedTemplates {
+		names[name] = true
+	}
 	if m.d.TemplateDir != "" {
 		entries, _ := os.ReadDir(m.d.TemplateDir) // none yet
 		for _, e := range entries {

@@ -609,14 +609,16 @@ func (m *Manager) reapTemplate(ctx context.Context, id string, log *slog.Logger)
 // down) and, in each warm-start pool's directory, every build but the
 // published one: no restore runs yet, so those are a crash's leftovers
 // (a build never published, one a publish replaced, files of the
-// layout before builds had their own directories).
-func (m *Manager) removeStaleTemplates(pools []config.Pool) {
+// layout before builds had their own directories). It returns the names
+// of the pool directories it removed, or tried to: Recover's
+// reapTemplates, which runs after it, looks for their template monitors.
+func (m *Manager) removeStaleTemplates(pools []config.Pool) (removed []string) {
 	if m.d.TemplateDir == "" {
-		return
+		return nil
 	}
 	entries, err := os.ReadDir(m.d.TemplateDir)
 	if err != nil {
-		return // none yet
+		return nil // none yet
 	}
 	warm := map[string]bool{}
 	for _, pc := range pools {
@@ -634,10 +636,14 @@ func (m *Manager) removeStaleTemplates(pools []config.Pool) {
 			}
 			continue
 		}
+		if e.IsDir() {
+			removed = append(removed, e.Name())
+		}
 		if err := os.RemoveAll(path); err != nil {
 			m.log.Error("warm start: remove a template no pool uses", "path", path, "err", err)
 			continue
 		}
 		m.log.Info("warm start: removed a template no pool uses", "path", path)
 	}
+	return removed
 }
