@@ -410,7 +410,7 @@ func (m *Manager) reapTemplates(ctx context.Context, finder vmm.Finder, kill fun
 	}
 	var errs []error
 	for name := range names {
-		id := templateID(name)
+		id := m.templateID(name)
 		pid, err := finder.FindMonitor(id)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("template vm %s of pool %s: %w", id, name, err))

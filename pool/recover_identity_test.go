@@ -309,7 +309,7 @@ func TestRecoverEndsTheTemplateVMsAPreviousRunLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.m.d.TemplateDir = tdir
-	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{templateID("p"): 4242, templateID("gone"): 4343}}
+	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{h.m.templateID("p"): 4242, h.m.templateID("gone"): 4343}}
 	killed := map[int]string{}
 	err := h.m.Recover(context.Background(), Leftovers{
 		KillVM: func(_ context.Context, id string, pid int) error { killed[pid] = id; return nil },
@@ -317,7 +317,7 @@ func TestRecoverEndsTheTemplateVMsAPreviousRunLeft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if killed[4242] != templateID("p") || killed[4343] != templateID("gone") {
+	if killed[4242] != h.m.templateID("p") || killed[4343] != h.m.templateID("gone") {
 		t.Fatalf("template monitors a crash left not ended: killed %v", killed)
 	}
 }
@@ -338,7 +338,7 @@ func TestRecoverEndsTheTemplateVMOfAPoolRemovedWhileTheDaemonWasDown(t *testing.
 	if _, err := os.Stat(filepath.Join(tdir, "gone")); err == nil {
 		t.Fatal("New kept the template directory of a removed pool")
 	}
-	id := templateID("gone")
+	id := h.m.templateID("gone")
 	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{id: 4343}}
 	killed := map[int]string{}
 	err := h.m.Recover(context.Background(), Leftovers{

@@ -116,9 +116,13 @@ func (m *Manager) warmPoolOf(p *pool) *warmPool {
 }
 
 // templateID names pool's template VM: 12 characters, so its TAP name
-// fits, and never a VM id (those are hex only).
-func templateID(pool string) string {
-	h := sha256.Sum256([]byte(pool))
+// fits, and never a VM id (those are hex only). The manager's template
+// directory (under its own state directory) is hashed in with the pool's
+// name: two daemons on one host, with pools of the same name, never
+// share an id, so neither's reapTemplates ends the other's template,
+// while a restart of one daemon finds its own by the same id.
+func (m *Manager) templateID(pool string) string {
+	h := sha256.Sum256([]byte(filepath.Clean(m.d.TemplateDir) + "\x00" + pool))
 	return "tp" + hex.EncodeToString(h[:5])
 }
 
@@ -367,7 +371,7 @@ func (m *Manager) templateKey(ctx context.Context, pc config.Pool, initrd, root 
 func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool) (warmstart.Key, string, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, pc.Timeouts.Boot+time.Minute)
 	defer cancel()
-	id := templateID(pc.Name)
+	id := m.templateID(pc.Name)
 	log := m.log.With("pool", pc.Name, "vm", id)
 	m.reapTemplate(ctx, id, log)
 	w.files.Lock()
