@@ -386,7 +386,8 @@ func (m *Manager) holdAddress(r *vmstate.Record, log *slog.Logger) {
 // every pool with a directory in TemplateDir (one removed or turned cold
 // while the daemon was down), including those New removed before this
 // ran (removedTemplates). A monitor that could not be ended is an
-// error: its slot may be handed out (see the report of the next start).
+// error, and the slot its build recorded (templateSlotFile) is held from
+// every VM; the record of one known gone is removed.
 func (m *Manager) reapTemplates(ctx context.Context, finder vmm.Finder, kill func(context.Context, string, int) error) []error {
 	if finder == nil || kill == nil {
 		return nil
@@ -414,15 +415,18 @@ func (m *Manager) reapTemplates(ctx context.Context, finder vmm.Finder, kill fun
 		pid, err := finder.FindMonitor(id)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("template vm %s of pool %s: %w", id, name, err))
+			errs = append(errs, m.holdTemplateSlots(name, id)...)
 			continue
 		}
-		if pid <= 0 {
-			continue
+		if pid > 0 {
+			m.log.Warn("warm start: ending a template VM a previous run left", "pool", name, "vm", id, "pid", pid)
+			if err := kill(ctx, id, pid); err != nil {
+				errs = append(errs, fmt.Errorf("template vm %s of pool %s: %w", id, name, err))
+				errs = append(errs, m.holdTemplateSlots(name, id)...)
+				continue
+			}
 		}
-		m.log.Warn("warm start: ending a template VM a previous run left", "pool", name, "vm", id, "pid", pid)
-		if err := kill(ctx, id, pid); err != nil {
-			errs = append(errs, fmt.Errorf("template vm %s of pool %s: %w", id, name, err))
-		}
+		m.dropTemplateSlots(name)
 	}
 	return errs
 }
