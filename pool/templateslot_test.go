@@ -3,7 +3,11 @@ package pool
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +68,49 @@ func TestATemplateMonitorARestartCannotEndKeepsItsSlot(t *testing.T) {
 			addr := netip.AddrFrom4([4]byte{10, 200, 0, byte(slot)})
 			if err := again.alloc.Reserve(addr, "probe"); err == nil {
 				t.Errorf("slot %d of a template monitor that may still run is free after a restart", slot)
+			}
+		})
+	}
+}
+
+// TestARemovedPoolsTemplateMonitorKeepsItsSlotUntilEnded: the directory
+// of a pool removed while the daemon was down outlives New while a build
+// in it records a slot (its template VM not known gone); Recover holds
+// that slot while the monitor cannot be ended, and once it is ended
+// drops the record, so the next start removes the directory.
+func TestARemovedPoolsTemplateMonitorKeepsItsSlotUntilEnded(t *testing.T) {
+	for _, ended := range []bool{false, true} {
+		t.Run(map[bool]string{false: "its kill fails", true: "it is ended"}[ended], func(t *testing.T) {
+			tdir := t.TempDir()
+			build := filepath.Join(tdir, "gone", "1")
+			if err := os.MkdirAll(build, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := recordTemplateSlot(build, 5); err != nil {
+				t.Fatal(err)
+			}
+			h := newHarnessDeps(t, time.Hour, t.TempDir(), 0, 1, guestRunsOneJob, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil,
+				func(d *Deps) { d.TemplateDir = tdir })
+			h.stop()
+			<-h.done
+			if !holdsTemplateSlot(build) {
+				t.Fatal("New removed the slot record of a template VM not known gone")
+			}
+			id := h.m.templateID("gone")
+			h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{id: 4343}}
+			_ = h.m.Recover(context.Background(), Leftovers{KillVM: func(context.Context, string, int) error {
+				if ended {
+					return nil
+				}
+				return errors.New("the monitor did not answer its kill")
+			}})
+			addr := netip.MustParseAddr("10.200.0.5")
+			err := h.alloc.Reserve(addr, "probe")
+			if !ended && err == nil {
+				t.Error("the recorded slot 5 of a template monitor that may still run is free")
+			}
+			if ended && (err != nil || holdsTemplateSlot(build)) {
+				t.Errorf("an ended template's slot: probe %v, record kept %v; want free and dropped", err, holdsTemplateSlot(build))
 			}
 		})
 	}
