@@ -102,7 +102,11 @@ type Manager struct {
 	obs               Observer
 	removals          map[string]*removal  // runner removals still to be confirmed, by vm id
 	warm              map[string]*warmPool // warm-start pools' templates, by pool name; guarded by mu
-	retrying          bool                 // a pass over removals runs
+	// removedTemplates names the pools whose template directories New
+	// removed (pools gone or turned cold while the daemon was down):
+	// Recover still ends the template monitors a crash left for them.
+	removedTemplates []string
+	retrying         bool // a pass over removals runs
 	// removing is held by a pass over removals and by a drain's last
 	// try: one runner is never removed twice at once.
 	removing sync.Mutex
@@ -261,7 +265,7 @@ func New(d Deps) (*Manager, error) {
 		}
 		m.pools = append(m.pools, newPool(pc, f, d.Log))
 	}
-	m.removeStaleTemplates(d.Config.Pools)
+	m.removedTemplates = m.removeStaleTemplates(d.Config.Pools)
 	m.mu.Lock()
 	for _, p := range m.pools {
 		// Pause and Scale live in this process only: a start tells each

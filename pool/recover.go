@@ -384,8 +384,10 @@ func (m *Manager) holdAddress(r *vmstate.Record, log *slog.Logger) {
 // holds no address for it, so it must be gone before any VM is given a
 // slot. The templates looked for are the configured pools' and those of
 // every pool with a directory in TemplateDir (one removed or turned cold
-// while the daemon was down). A monitor that could not be ended is an
-// error: its slot may be handed out (see the report of the next start).
+// while the daemon was down), including those New removed before this
+// ran (removedTemplates). A monitor that could not be ended is an
+// error, and the slot its build recorded (templateSlotFile) is held from
+// every VM; the record of one known gone is removed.
 func (m *Manager) reapTemplates(ctx context.Context, finder vmm.Finder, kill func(context.Context, string, int) error) []error {
 	if finder == nil || kill == nil {
 		return nil
@@ -396,6 +398,9 @@ func (m *Manager) reapTemplates(ctx context.Context, finder vmm.Finder, kill fun
 		names[p.cfg.Name] = true
 	}
 	m.mu.Unlock()
+	for _, name := range m.removedTemplates {
+		names[name] = true
+	}
 	if m.d.TemplateDir != "" {
 		entries, _ := os.ReadDir(m.d.TemplateDir) // none yet
 		for _, e := range entries {
@@ -406,19 +411,22 @@ func (m *Manager) reapTemplates(ctx context.Context, finder vmm.Finder, kill fun
 	}
 	var errs []error
 	for name := range names {
-		id := templateID(name)
+		id := m.templateID(name)
 		pid, err := finder.FindMonitor(id)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("template vm %s of pool %s: %w", id, name, err))
+			errs = append(errs, m.holdTemplateSlots(name, id)...)
 			continue
 		}
-		if pid <= 0 {
-			continue
+		if pid > 0 {
+			m.log.Warn("warm start: ending a template VM a previous run left", "pool", name, "vm", id, "pid", pid)
+			if err := kill(ctx, id, pid); err != nil {
+				errs = append(errs, fmt.Errorf("template vm %s of pool %s: %w", id, name, err))
+				errs = append(errs, m.holdTemplateSlots(name, id)...)
+				continue
+			}
 		}
-		m.log.Warn("warm start: ending a template VM a previous run left", "pool", name, "vm", id, "pid", pid)
-		if err := kill(ctx, id, pid); err != nil {
-			errs = append(errs, fmt.Errorf("template vm %s of pool %s: %w", id, name, err))
-		}
+		m.dropTemplateSlots(name)
 	}
 	return errs
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -307,7 +309,7 @@ func TestRecoverEndsTheTemplateVMsAPreviousRunLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.m.d.TemplateDir = tdir
-	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{templateID("p"): 4242, templateID("gone"): 4343}}
+	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{h.m.templateID("p"): 4242, h.m.templateID("gone"): 4343}}
 	killed := map[int]string{}
 	err := h.m.Recover(context.Background(), Leftovers{
 		KillVM: func(_ context.Context, id string, pid int) error { killed[pid] = id; return nil },
@@ -315,7 +317,37 @@ func TestRecoverEndsTheTemplateVMsAPreviousRunLeft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if killed[4242] != templateID("p") || killed[4343] != templateID("gone") {
+	if killed[4242] != h.m.templateID("p") || killed[4343] != h.m.templateID("gone") {
 		t.Fatalf("template monitors a crash left not ended: killed %v", killed)
+	}
+}
+
+// A pool removed while the daemon was down leaves its template
+// directory, and a crash may have left its template's monitor: New
+// removes the directory, and Recover, after it, still ends that
+// monitor (New tells it which pools' templates it removed).
+func TestRecoverEndsTheTemplateVMOfAPoolRemovedWhileTheDaemonWasDown(t *testing.T) {
+	tdir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(tdir, "gone", "build-1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessDeps(t, time.Hour, t.TempDir(), 0, 1, guestRunsOneJob, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil,
+		func(d *Deps) { d.TemplateDir = tdir })
+	h.stop()
+	<-h.done
+	if _, err := os.Stat(filepath.Join(tdir, "gone")); err == nil {
+		t.Fatal("New kept the template directory of a removed pool")
+	}
+	id := h.m.templateID("gone")
+	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{id: 4343}}
+	killed := map[int]string{}
+	err := h.m.Recover(context.Background(), Leftovers{
+		KillVM: func(_ context.Context, id string, pid int) error { killed[pid] = id; return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if killed[4343] != id {
+		t.Fatalf("the template monitor of a removed pool not ended: killed %v", killed)
 	}
 }

@@ -116,9 +116,13 @@ func (m *Manager) warmPoolOf(p *pool) *warmPool {
 }
 
 // templateID names pool's template VM: 12 characters, so its TAP name
-// fits, and never a VM id (those are hex only).
-func templateID(pool string) string {
-	h := sha256.Sum256([]byte(pool))
+// fits, and never a VM id (those are hex only). The manager's template
+// directory (under its own state directory) is hashed in with the pool's
+// name: two daemons on one host, with pools of the same name, never
+// share an id, so neither's reapTemplates ends the other's template,
+// while a restart of one daemon finds its own by the same id.
+func (m *Manager) templateID(pool string) string {
+	h := sha256.Sum256([]byte(filepath.Clean(m.d.TemplateDir) + "\x00" + pool))
 	return "tp" + hex.EncodeToString(h[:5])
 }
 
@@ -282,7 +286,7 @@ func (w *warmPool) prune(log *slog.Logger) {
 	removed, err := warmstart.Prune(w.dir, func(build string) bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		return w.refs[build] > 0 || build == w.build || build == w.making
+		return w.refs[build] > 0 || build == w.build || build == w.making || holdsTemplateSlot(build)
 	})
 	for _, p := range removed {
 		log.Info("warm start: removed a template build no restore reads", "pool", w.name, "path", p)
@@ -367,7 +371,7 @@ func (m *Manager) templateKey(ctx context.Context, pc config.Pool, initrd, root 
 func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool) (warmstart.Key, string, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, pc.Timeouts.Boot+time.Minute)
 	defer cancel()
-	id := templateID(pc.Name)
+	id := m.templateID(pc.Name)
 	log := m.log.With("pool", pc.Name, "vm", id)
 	m.reapTemplate(ctx, id, log)
 	w.files.Lock()
@@ -383,8 +387,10 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 		defer w.files.Unlock()
 		w.making = ""
 		// A publish that failed after its rename (syncing the pool's
-		// directory) leaves the link naming this build: it stays.
-		if cur, err := warmstart.Current(w.dir); !published && (err != nil || cur != build) {
+		// directory) leaves the link naming this build: it stays; so
+		// does a build whose template VM is not known gone (its slot
+		// record).
+		if cur, err := warmstart.Current(w.dir); !published && (err != nil || cur != build) && !holdsTemplateSlot(build) {
 			_ = os.RemoveAll(build)
 		}
 	}()
@@ -473,12 +479,20 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 	}
 	// The slot goes back once the VM is known gone: a monitor whose
 	// Kill failed may still run as its user, and a leaked slot is
-	// better than two VMs with one uid.
+	// better than two VMs with one uid. Its record in dir keeps it
+	// across a crash or restart (templateSlotFile).
+	if err := recordTemplateSlot(dir, slot.n); err != nil {
+		slot.release()
+		return err
+	}
 	keepSlot := false
 	defer func() {
 		if keepSlot {
 			log.Error("template VM not known gone: its slot kept until a restart", "slot", slot.n)
 			return
+		}
+		if err := os.Remove(filepath.Join(dir, templateSlotFile)); err != nil {
+			log.Error("remove the template's slot record", "err", err)
 		}
 		slot.release()
 	}()
@@ -609,14 +623,16 @@ func (m *Manager) reapTemplate(ctx context.Context, id string, log *slog.Logger)
 // down) and, in each warm-start pool's directory, every build but the
 // published one: no restore runs yet, so those are a crash's leftovers
 // (a build never published, one a publish replaced, files of the
-// layout before builds had their own directories).
-func (m *Manager) removeStaleTemplates(pools []config.Pool) {
+// layout before builds had their own directories). It returns the names
+// of the pool directories it removed, or tried to: Recover's
+// reapTemplates, which runs after it, looks for their template monitors.
+func (m *Manager) removeStaleTemplates(pools []config.Pool) (removed []string) {
 	if m.d.TemplateDir == "" {
-		return
+		return nil
 	}
 	entries, err := os.ReadDir(m.d.TemplateDir)
 	if err != nil {
-		return // none yet
+		return nil // none yet
 	}
 	warm := map[string]bool{}
 	for _, pc := range pools {
@@ -625,7 +641,7 @@ func (m *Manager) removeStaleTemplates(pools []config.Pool) {
 	for _, e := range entries {
 		path := filepath.Join(m.d.TemplateDir, e.Name())
 		if warm[e.Name()] {
-			removed, err := warmstart.Prune(path, func(string) bool { return false })
+			removed, err := warmstart.Prune(path, holdsTemplateSlot)
 			for _, p := range removed {
 				m.log.Info("warm start: removed a template build a previous run left", "pool", e.Name(), "path", p)
 			}
@@ -634,10 +650,21 @@ func (m *Manager) removeStaleTemplates(pools []config.Pool) {
 			}
 			continue
 		}
+		if e.IsDir() {
+			removed = append(removed, e.Name())
+			// Recover holds the slot of a template monitor it cannot
+			// end, and drops the record of one it ends: the next
+			// start removes the directory.
+			if slots, _ := recordedTemplateSlots(path); len(slots) > 0 {
+				m.log.Warn("warm start: a template no pool uses kept: its VM may still run", "path", path)
+				continue
+			}
+		}
 		if err := os.RemoveAll(path); err != nil {
 			m.log.Error("warm start: remove a template no pool uses", "path", path, "err", err)
 			continue
 		}
 		m.log.Info("warm start: removed a template no pool uses", "path", path)
 	}
+	return removed
 }

@@ -158,7 +158,7 @@ func TestWarmPoolRestoresItsVMsFromTheTemplate(t *testing.T) {
 		t.Fatalf("%d VMs restored (%d started from the template); want each job's VM, 3 (fallbacks %v)", n, started, r.c.reasons)
 	}
 	// The template's spec and initramfs hold nothing of any VM's.
-	tid := templateID("p")
+	tid := r.m.templateID("p")
 	tcfg := r.boot.Config("") // a template's config has no VM id
 	if !tcfg.Template || tcfg.VMID != "" || tcfg.Report != (agentproto.Reporter{}) || len(tcfg.Runner.Files) != 0 || tcfg.Network.Address != "" || tcfg.Hostname != "" {
 		t.Fatalf("the template's config is not a bare template's: %+v", tcfg)
@@ -278,7 +278,7 @@ func TestWarmStartFallsBackToColdBoots(t *testing.T) {
 			var last vmm.Spec
 			r.hv.mu.Lock()
 			for _, s := range r.hv.specs {
-				if s.ID != templateID("p") {
+				if s.ID != r.m.templateID("p") {
 					last = s
 				}
 			}
@@ -470,8 +470,8 @@ func TestTemplatesBuildingAtOnceRunInSlotsOfTheirOwn(t *testing.T) {
 	var live map[string]int
 	eventually(t, 5*time.Second, "both templates and an idle VM running", func() bool {
 		live = r.hv.liveSlots()
-		_, p := live[templateID("p")]
-		_, q := live[templateID("q")]
+		_, p := live[r.m.templateID("p")]
+		_, q := live[r.m.templateID("q")]
 		return p && q && len(live) >= 3
 	})
 	seen := map[int]string{}
@@ -488,7 +488,7 @@ func TestTemplatesBuildingAtOnceRunInSlotsOfTheirOwn(t *testing.T) {
 	}
 	// Before assertNothingLeft, whose own probes take the lowest
 	// addresses (a template's among them, when it had one).
-	for _, id := range []string{templateID("p"), templateID("q")} {
+	for _, id := range []string{r.m.templateID("p"), r.m.templateID("q")} {
 		addr := netip.AddrFrom4([4]byte{10, 200, 0, byte(live[id])})
 		if err := r.alloc.Reserve(addr, "probe-"+id); err != nil {
 			t.Errorf("template %s's slot not given back: %v", id, err)
@@ -511,7 +511,7 @@ func TestATemplateWhoseKillFailedKeepsItsSlot(t *testing.T) {
 	var slot int
 	r.hv.mu.Lock()
 	for _, s := range r.hv.specs {
-		if s.ID == templateID("p") {
+		if s.ID == r.m.templateID("p") {
 			slot = s.Slot
 		}
 	}

@@ -43,7 +43,7 @@ func TestImagePoolRestoresFromATemplateOfItsImage(t *testing.T) {
 	if n := r.hv.restores.Load(); n != 2 {
 		t.Fatalf("%d VMs restored; want 2 (fallbacks %v)\n%s", n, r.c.reasons, r.log.String())
 	}
-	tid := templateID("p")
+	tid := r.m.templateID("p")
 	if c := r.boot.Config(""); !c.Template || c.Root != nil {
 		t.Fatalf("the template's config is not a bare template's: %+v", c)
 	}

@@ -305,7 +305,7 @@ func (jl *jail) dropSnapshotGroups(drop func(gid int) bool) error {
 		}
 		// No caller's context: the wait is for this process's other
 		// changes of the file's ACL, an xattr read and write each.
-		if err := jl.j.acls.dropGroups(context.Background(), p, drop); err != nil {
+		if err := jl.j.share.dropRead(context.Background(), &jl.j.acls, p, drop); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -361,6 +361,10 @@ func CgroupLimits(spec vmm.Spec, overheadMiB int) []string {
 }
 
 // remove deletes the jail tree and the VM's cgroup; both may be gone.
+// A jail whose group's entry on the template's files could not be
+// dropped stays (only its cgroup goes): its links to those files are
+// what the start-up sweep (RemoveStaleJails) finds the entry by, so it
+// tries again; without the jail the entry would outlive it for good.
 func (jl *jail) remove() error {
 	gid := jl.gid
 	if !jl.prepared {
@@ -371,13 +375,18 @@ func (jl *jail) remove() error {
 			gid = int(st.Gid)
 		}
 	}
-	var err error
+	var aclErr error
 	if jl.liveGIDs != nil {
-		err = jl.dropSnapshotGroups(func(g int) bool { return jl.j.inRange(g) && !jl.liveGIDs[g] })
+		aclErr = jl.dropSnapshotGroups(func(g int) bool { return jl.j.inRange(g) && !jl.liveGIDs[g] })
 	} else {
-		err = jl.unlinkSnapshot(gid)
+		aclErr = jl.unlinkSnapshot(gid)
 	}
-	err = errors.Join(err, os.RemoveAll(jl.dir))
+	var err error
+	if aclErr != nil {
+		err = fmt.Errorf("kept for the next start, its ACL entries on a template's files not dropped: %w", aclErr)
+	} else {
+		err = os.RemoveAll(jl.dir)
+	}
 	if cg := jl.j.cgroupDir(jl.execFile, jl.id); cg != "" {
 		err = errors.Join(err, removeCgroup(cg))
 	}

@@ -17,6 +17,9 @@ type snapshotShare struct {
 	// grant, when set, replaces the ACL grant letting group gid read
 	// path (unix.EOPNOTSUPP: a file system without ACLs).
 	grant func(path string, gid int) error
+	// drop, when set, replaces the removal from path's ACL of the
+	// entries of the groups drop reports.
+	drop func(path string, drop func(gid int) bool) error
 	// free, when set, replaces the free space (statfs) of dir's file
 	// system, in bytes.
 	free func(dir string) (uint64, error)
@@ -35,6 +38,15 @@ func (s *snapshotShare) grantRead(ctx context.Context, locks *aclLocks, path str
 		return s.grant(path, gid)
 	}
 	return locks.changeGroupRead(ctx, path, gid, true)
+}
+
+// dropRead removes the entries of the groups drop reports from path's
+// ACL: by the ACL edit locks takes.
+func (s *snapshotShare) dropRead(ctx context.Context, locks *aclLocks, path string, drop func(gid int) bool) error {
+	if s.drop != nil {
+		return s.drop(path, drop)
+	}
+	return locks.dropGroups(ctx, path, drop)
 }
 
 // freeSpace is the space an unprivileged user may still use on dir's file

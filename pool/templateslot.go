@@ -1,0 +1,124 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/nixos-fireactions/nixos-fireactions/netplan"
+)
+
+// templateSlotFile, in a template build's directory, records the slot
+// (vmm.Spec.Slot) its template VM runs in for as long as that VM is not
+// known gone: written before the VM starts, removed once its Kill
+// succeeded (or its start failed). A template build is not recorded
+// otherwise, so this is what tells a restart which slot a monitor it
+// cannot end may still run as (Recover's reapTemplates holds it). A
+// build holding one is not pruned: the record goes with its monitor.
+const templateSlotFile = "slot"
+
+// recordTemplateSlot writes the slot n of the template VM built in dir,
+// synced: it must outlive a crash of the host as well.
+func recordTemplateSlot(dir string, n int) error {
+	path := filepath.Join(dir, templateSlotFile)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("record the template's slot: %w", err)
+	}
+	_, err = f.WriteString(strconv.Itoa(n) + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(path)
+		return fmt.Errorf("record the template's slot: %w", err)
+	}
+	return nil
+}
+
+// holdsTemplateSlot reports whether build still records its template
+// VM's slot (its VM not known gone).
+func holdsTemplateSlot(build string) bool {
+	_, err := os.Lstat(filepath.Join(build, templateSlotFile))
+	return err == nil
+}
+
+// recordedTemplateSlots are the slots the builds in pool directory dir
+// record, by the path of each record.
+func recordedTemplateSlots(dir string) (map[string]int, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*", templateSlotFile))
+	if err != nil {
+		return nil, err
+	}
+	slots := map[string]int{}
+	var errs []error
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("template slot record %s: %w", p, err))
+			continue
+		}
+		slots[p] = n
+	}
+	return slots, errors.Join(errs...)
+}
+
+// holdTemplateSlots keeps the slots pool's template builds record from
+// every VM: template VM id's monitor could not be ended and may run as
+// their user. The records stay for the next start.
+func (m *Manager) holdTemplateSlots(pool, id string) []error {
+	if m.d.TemplateDir == "" {
+		return nil
+	}
+	slots, err := recordedTemplateSlots(filepath.Join(m.d.TemplateDir, pool))
+	var errs []error
+	if err != nil {
+		errs = append(errs, fmt.Errorf("template vm %s of pool %s: %w", id, pool, err))
+	}
+	prefix, perr := netip.ParsePrefix(m.d.Config.Network.CIDR)
+	for _, n := range slots {
+		addr, err := netplan.AtOffset(prefix, n)
+		if err == nil {
+			err = perr
+		}
+		if err == nil {
+			err = m.d.Alloc.Reserve(addr, id)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("hold slot %d of template vm %s of pool %s: %w", n, id, pool, err))
+			continue
+		}
+		m.log.Warn("warm start: a template VM's slot held: its monitor may still run", "pool", pool, "vm", id, "slot", n)
+	}
+	return errs
+}
+
+// dropTemplateSlots removes the slot records of pool's template builds:
+// its template VM is known gone.
+func (m *Manager) dropTemplateSlots(pool string) {
+	if m.d.TemplateDir == "" {
+		return
+	}
+	slots, _ := recordedTemplateSlots(filepath.Join(m.d.TemplateDir, pool))
+	for p := range slots {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			m.log.Error("warm start: remove a gone template VM's slot record", "pool", pool, "path", p, "err", err)
+		}
+	}
+}

@@ -1,0 +1,117 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+// TestATemplateMonitorARestartCannotEndKeepsItsSlot: a template build
+// whose monitor's kill failed leaves it running as its slot's user; the
+// slot, recorded in the build's directory before the monitor started,
+// outlives a restart: when Recover cannot end that monitor (its kill
+// fails, or it cannot be looked for), the slot is held, so no VM is
+// given it while the old monitor may run as its user.
+func TestATemplateMonitorARestartCannotEndKeepsItsSlot(t *testing.T) {
+	killFails := func(context.Context, string, int) error { return errors.New("the monitor did not answer its kill") }
+	for _, tc := range []struct {
+		name   string
+		finder func(hv vmm.Hypervisor, id string) vmm.Hypervisor
+	}{
+		{"its kill fails", func(hv vmm.Hypervisor, id string) vmm.Hypervisor {
+			return &finderHV{Hypervisor: hv, pids: map[string]int{id: 4242}}
+		}},
+		{"it cannot be looked for", func(hv vmm.Hypervisor, _ string) vmm.Hypervisor {
+			return failingFinderHV{Hypervisor: hv}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tdir := t.TempDir()
+			first := newWarmRig(t, 0, 1, tdir, "", func(d *Deps) {
+				d.Hypervisor.(*fakeHV).templateKillFails.Store(true)
+			})
+			first.waitBuilds(t, 1)
+			id := first.m.templateID("p")
+			slot := 0
+			first.hv.mu.Lock()
+			for _, s := range first.hv.specs {
+				if s.ID == id {
+					slot = s.Slot
+				}
+			}
+			first.hv.mu.Unlock()
+			if slot <= 0 {
+				t.Fatal("no template VM started in a slot")
+			}
+			first.stop() // a crash: nothing but what is on disk goes on
+			<-first.done
+
+			again := newWarmRig(t, 0, 1, tdir, "")
+			eventually(t, 5*time.Second, "template adopted", func() bool {
+				return strings.Contains(again.log.String(), "template adopted")
+			})
+			again.stop()
+			<-again.done
+			again.m.d.Hypervisor = tc.finder(again.hv, id)
+			if err := again.m.Recover(context.Background(), Leftovers{KillVM: killFails}); err == nil {
+				t.Error("Recover said nothing of a template monitor it could not end")
+			}
+			addr := netip.AddrFrom4([4]byte{10, 200, 0, byte(slot)})
+			if err := again.alloc.Reserve(addr, "probe"); err == nil {
+				t.Errorf("slot %d of a template monitor that may still run is free after a restart", slot)
+			}
+		})
+	}
+}
+
+// TestARemovedPoolsTemplateMonitorKeepsItsSlotUntilEnded: the directory
+// of a pool removed while the daemon was down outlives New while a build
+// in it records a slot (its template VM not known gone); Recover holds
+// that slot while the monitor cannot be ended, and once it is ended
+// drops the record, so the next start removes the directory.
+func TestARemovedPoolsTemplateMonitorKeepsItsSlotUntilEnded(t *testing.T) {
+	for _, ended := range []bool{false, true} {
+		t.Run(map[bool]string{false: "its kill fails", true: "it is ended"}[ended], func(t *testing.T) {
+			tdir := t.TempDir()
+			build := filepath.Join(tdir, "gone", "1")
+			if err := os.MkdirAll(build, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := recordTemplateSlot(build, 5); err != nil {
+				t.Fatal(err)
+			}
+			h := newHarnessDeps(t, time.Hour, t.TempDir(), 0, 1, guestRunsOneJob, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil,
+				func(d *Deps) { d.TemplateDir = tdir })
+			h.stop()
+			<-h.done
+			if !holdsTemplateSlot(build) {
+				t.Fatal("New removed the slot record of a template VM not known gone")
+			}
+			id := h.m.templateID("gone")
+			h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{id: 4343}}
+			_ = h.m.Recover(context.Background(), Leftovers{KillVM: func(context.Context, string, int) error {
+				if ended {
+					return nil
+				}
+				return errors.New("the monitor did not answer its kill")
+			}})
+			addr := netip.MustParseAddr("10.200.0.5")
+			err := h.alloc.Reserve(addr, "probe")
+			if !ended && err == nil {
+				t.Error("the recorded slot 5 of a template monitor that may still run is free")
+			}
+			if ended && (err != nil || holdsTemplateSlot(build)) {
+				t.Errorf("an ended template's slot: probe %v, record kept %v; want free and dropped", err, holdsTemplateSlot(build))
+			}
+		})
+	}
+}
