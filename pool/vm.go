@@ -905,7 +905,7 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 	}
 	if rec.Address != "" {
 		if keepSlot {
-			v.log.Error("vm not known gone: its slot kept until a restart", "address", rec.Address)
+			v.log.Error("vm not known gone: its slot and record kept for the next start", "address", rec.Address)
 		} else {
 			m.d.Alloc.Release(parseAddr(rec.Address), rec.ID)
 		}
@@ -921,6 +921,21 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 	}
 	if !ok {
 		v.keepConsole()
+	}
+	if keepSlot {
+		// Its record stays, Failed with its monitor's PID (and its runner
+		// if the forge did not take it back), its TAP gone: the next
+		// start's Recover kills that monitor, or holds the address again
+		// when it cannot (holdAddress), and removes the runner.
+		kept := v.snapshot()
+		kept.Phase, kept.PID, kept.TAP = vmstate.Failed, machine.PID(), ""
+		if removeErr == nil {
+			kept.RunnerID = ""
+		}
+		if err := m.d.Store.Save(&kept); err != nil {
+			v.log.Error("save the record of a vm not known gone", "err", err)
+		}
+		return
 	}
 	if removeErr != nil {
 		// Not dropped: its record stays until the forge confirms.
