@@ -348,6 +348,12 @@ func (m *Manager) templateKey(ctx context.Context, pc config.Pool, initrd, root 
 		return k, err
 	}
 	b := fmt.Appendf(nil, "%s|vcpus=%d|memory_mib=%d|cmdline=%q", archive, pc.VM.VCPUs, pc.VM.MemoryMiB, pc.VM.Cmdline)
+	// What the hypervisor adds to the kernel's command line (QEMU under
+	// TCG: the guest's TSC rate, the host's) is the template's too: its
+	// kernel booted with it, and every restore keeps its clock's rate.
+	if a, ok := m.d.Hypervisor.(interface{ AccelCmdline() string }); ok {
+		b = fmt.Appendf(b, "|accel_cmdline=%q", a.AccelCmdline())
+	}
 	if root != "" {
 		b = fmt.Appendf(b, "|image=%s|disk_mib=%d", root, pc.VM.DiskMiB)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/nixos-fireactions/nixos-fireactions/netplan"
+	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
 )
 
 // templateSlotFile, in a template build's directory, records the slot
@@ -23,7 +24,8 @@ import (
 const templateSlotFile = "slot"
 
 // recordTemplateSlot writes the slot n of the template VM built in dir,
-// synced: it must outlive a crash of the host as well.
+// synced: a crash of the daemon (not of the host, which no monitor
+// outlives) finds it.
 func recordTemplateSlot(dir string, n int) error {
 	path := filepath.Join(dir, templateSlotFile)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -61,6 +63,9 @@ func recordedTemplateSlots(dir string) (map[string]int, error) {
 	slots := map[string]int{}
 	var errs []error
 	for _, p := range paths {
+		if filepath.Base(filepath.Dir(p)) == warmstart.CurrentLink {
+			continue // the published build's link: its build is listed by its own name
+		}
 		b, err := os.ReadFile(p)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue

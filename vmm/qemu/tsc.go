@@ -3,7 +3,6 @@ package qemu
 import (
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 )
 
@@ -15,8 +14,8 @@ import (
 // and so do its sleeps, timeouts and job durations, as microvm has no
 // HPET or ACPI PM timer to refine the rate against.
 
-// fallbackTSCkHz is the rate assumed when the host's cannot be measured
-// (no time-stamp counter to read).
+// fallbackTSCkHz is the rate assumed when none is given (the driver's
+// TSCkHz: the daemon measures the host's).
 const fallbackTSCkHz = 2600000
 
 // kernelHZ is the timer frequency the lpj hint assumes (Debian's and
@@ -24,13 +23,17 @@ const fallbackTSCkHz = 2600000
 // counts with a TSC delay loop.
 const kernelHZ = 250
 
-// hostTSC is the host's TSC rate in kHz, measured once per process: a
-// fact of the host, which a restart measures again.
-var hostTSC = sync.OnceValues(func() (int, error) { return measureTSCkHz(readTSC, time.Now, 20*time.Millisecond) })
-
-// HostTSCkHz is the host's TSC rate in kHz (measured once per process),
-// what a TCG guest's TSC runs at.
-func HostTSCkHz() (int, error) { return hostTSC() }
+// HostTSCkHz measures the host's TSC rate, what a TCG guest's TSC runs
+// at, rounded to a MHz: a template (its kernel was told the rate) is
+// keyed by it, and a restart's measurement must not differ by noise.
+// It takes ~60 ms.
+func HostTSCkHz() (int, error) {
+	khz, err := measureTSCkHz(readTSC, time.Now, 20*time.Millisecond)
+	if err != nil {
+		return 0, err
+	}
+	return (khz + 500) / 1000 * 1000, nil
+}
 
 // measureTSCkHz times the counter against the monotonic clock over
 // window, three times, and returns the median rate. Each end is a
@@ -76,5 +79,5 @@ func measureTSCkHz(read func() (uint64, bool), now func() time.Time, window time
 // tcgCmdline is the kernel command line's timing hints for a guest whose
 // TSC runs at khz: its rate, and its delay loop's cycles per jiffy.
 func tcgCmdline(khz int) string {
-	return fmt.Sprintf("tsc_early_khz=%d lpj=%d", khz, khz*1000/kernelHZ)
+	return fmt.Sprintf("tsc_early_khz=%d lpj=%d", khz, khz*(1000/kernelHZ))
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -68,12 +69,24 @@ func TestATCGGuestIsToldItsTSCRate(t *testing.T) {
 	if got, want := d.AccelCmdline(), "tsc_early_khz=2096013 lpj=8384052"; got != want {
 		t.Errorf("TCG command line %q, want %q", got, want)
 	}
-	measured, err := hostTSC()
-	if err != nil { // no counter to read: the rate assumed before (2.6 GHz)
-		measured = fallbackTSCkHz
+	if got, want := (&Driver{Accel: AccelTCG}).AccelCmdline(), "tsc_early_khz=2600000 lpj=10400000"; got != want {
+		t.Errorf("TCG command line without a rate %q, want %q", got, want)
 	}
-	if got := (&Driver{Accel: AccelTCG}).AccelCmdline(); !strings.Contains(got, fmt.Sprintf("tsc_early_khz=%d ", measured)) {
-		t.Errorf("without a rate given, TCG command line %q, want the host's %d kHz", got, measured)
+}
+
+func TestTheHostsTSCRateIsRoundedToAMHz(t *testing.T) {
+	khz, err := HostTSCkHz()
+	if runtime.GOARCH != "amd64" {
+		if err == nil {
+			t.Errorf("a %s host measured a TSC of %d kHz", runtime.GOARCH, khz)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("amd64 hosts have a TSC: %v", err)
+	}
+	if khz%1000 != 0 || khz < 100_000 {
+		t.Errorf("host TSC rate %d kHz: not a whole MHz, or implausible", khz)
 	}
 }
 
@@ -95,7 +108,11 @@ func TestAGuestsClockKeepsTheHostsPace(t *testing.T) {
 		Cmdline: fmt.Sprintf("guestinit=reset guestsleep=%d", int(sleep.Seconds())),
 	}
 	guestInitramfs(t, s.Initramfs)
-	d := &Driver{Binary: "qemu-system-x86_64", Accel: AccelTCG}
+	khz, err := HostTSCkHz()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Driver{Binary: "qemu-system-x86_64", Accel: AccelTCG, TSCkHz: khz}
 	m, err := d.Start(context.Background(), s)
 	if err != nil {
 		t.Fatal(err)

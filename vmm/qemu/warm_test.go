@@ -218,7 +218,11 @@ func newWarmRig(t testing.TB) *warmRig {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root: the guests' TAPs (make test runs as root)")
 	}
-	r := &warmRig{t: t, d: &Driver{Binary: "qemu-system-x86_64", Accel: AccelTCG}, kernel: hostKernel(t)}
+	khz, err := HostTSCkHz() // as the daemon tells its TCG guests
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &warmRig{t: t, d: &Driver{Binary: "qemu-system-x86_64", Accel: AccelTCG, TSCkHz: khz}, kernel: hostKernel(t)}
 	r.archive = filepath.Join(t.TempDir(), "warm.cpio")
 	warmInitramfs(t, r.kernel, r.archive)
 	return r
