@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -384,6 +385,9 @@ func (jl *jail) remove() error {
 	var err error
 	if aclErr != nil {
 		err = fmt.Errorf("kept for the next start, its ACL entries on a template's files not dropped: %w", aclErr)
+		// The sweep needs the root (its group) and the snapshot links;
+		// the VM's disks and whatever else its job left go now.
+		err = errors.Join(err, jl.emptyBut(stateName, memName))
 	} else {
 		err = os.RemoveAll(jl.dir)
 	}
@@ -433,4 +437,20 @@ func removeCgroup(dir string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("remove cgroup %s: %w", dir, err)
+}
+
+// emptyBut removes everything in the jail's root but the entries named
+// keep.
+func (jl *jail) emptyBut(keep ...string) error {
+	entries, err := os.ReadDir(jl.root())
+	if err != nil {
+		return fmt.Errorf("empty the kept jail: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if !slices.Contains(keep, e.Name()) {
+			errs = append(errs, os.RemoveAll(filepath.Join(jl.root(), e.Name())))
+		}
+	}
+	return errors.Join(errs...)
 }
