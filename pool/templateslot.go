@@ -28,18 +28,7 @@ const templateSlotFile = "slot"
 // outlives) finds it.
 func recordTemplateSlot(dir string, n int) error {
 	path := filepath.Join(dir, templateSlotFile)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("record the template's slot: %w", err)
-	}
-	_, err = f.WriteString(strconv.Itoa(n) + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := warmstart.WriteSynced(path, []byte(strconv.Itoa(n)+"\n")); err != nil {
 		_ = os.Remove(path)
 		return fmt.Errorf("record the template's slot: %w", err)
 	}

@@ -198,7 +198,7 @@ func Seal(dir string, key Key) error {
 		return fmt.Errorf("warmstart: seal template: %w", err)
 	}
 	tmp := filepath.Join(dir, ManifestFile+".tmp")
-	if err := writeSynced(tmp, b); err != nil {
+	if err := WriteSynced(tmp, b); err != nil {
 		return fmt.Errorf("warmstart: seal template: %w", err)
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, ManifestFile)); err != nil {
@@ -224,10 +224,11 @@ func syncFile(path string) (int64, error) {
 	return st.Size(), nil
 }
 
-// writeSynced writes b to a new file at path (0600) and syncs it: a
-// manifest renamed into place and then published must not be empty after
-// a crash.
-func writeSynced(path string, b []byte) error {
+// WriteSynced writes b to path (created 0600, or truncated) and syncs
+// it before closing: a file a crash of the daemon must find whole (a
+// manifest renamed into place and then published, a template's slot
+// record) is not left empty. On an error path may hold part of b.
+func WriteSynced(path string, b []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
