@@ -129,17 +129,6 @@ func Offset(prefix netip.Prefix, addr netip.Addr) (int, error) {
 	return int(be32(a) - be32(b)), nil
 }
 
-// AtOffset is the address n after prefix's network address: the
-// inverse of Offset, the address a slot number stands for.
-func AtOffset(prefix netip.Prefix, n int) (netip.Addr, error) {
-	base := prefix.Masked()
-	if !base.Addr().Is4() || n < 0 || n > 1<<(32-base.Bits())-1 {
-		return netip.Addr{}, fmt.Errorf("offset %d is not in %s", n, base)
-	}
-	v := be32(base.Addr().As4()) + uint32(n)
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), nil
-}
-
 func be32(b [4]byte) uint32 {
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }

@@ -114,33 +114,6 @@ func TestOffset(t *testing.T) {
 	}
 }
 
-// TestAtOffsetIsTheAddressOfASlot: AtOffset undoes Offset within the
-// prefix and refuses an offset outside it.
-func TestAtOffsetIsTheAddressOfASlot(t *testing.T) {
-	for _, c := range []struct {
-		prefix, want string
-		n            int
-	}{
-		{"10.200.0.0/24", "10.200.0.2", 2},
-		{"172.16.8.0/21", "172.16.9.3", 259},
-		{"10.0.0.0/8", "10.255.255.254", 1<<24 - 2},
-	} {
-		p := netip.MustParsePrefix(c.prefix)
-		got, err := AtOffset(p, c.n)
-		if err != nil || got != netip.MustParseAddr(c.want) {
-			t.Errorf("AtOffset(%s, %d) = %s, %v; want %s", c.prefix, c.n, got, err, c.want)
-		}
-		if n, err := Offset(p, got); err != nil || n != c.n {
-			t.Errorf("Offset(%s, %s) = %d, %v; want %d", c.prefix, got, n, err, c.n)
-		}
-	}
-	for _, n := range []int{-1, 256} {
-		if a, err := AtOffset(netip.MustParsePrefix("10.200.0.0/24"), n); err == nil {
-			t.Errorf("AtOffset(10.200.0.0/24, %d) = %s; want an error", n, a)
-		}
-	}
-}
-
 // Whatever the order of allocations, releases and reservations, the
 // allocator hands out the lowest free address, as a scan would.
 func TestAllocatorHandsOutTheLowestFreeAddress(t *testing.T) {

@@ -487,7 +487,7 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 	// Kill failed may still run as its user, and a leaked slot is
 	// better than two VMs with one uid. Its record in dir keeps it
 	// across a crash or restart (templateSlotFile).
-	if err := recordTemplateSlot(dir, slot.n); err != nil {
+	if err := recordTemplateSlot(dir, slot.addr); err != nil {
 		slot.release()
 		return err
 	}
@@ -544,10 +544,12 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 	return nil
 }
 
-// buildSlot is a template build's slot (vmm.Spec.Slot: the Firecracker
-// jailer's uid and gid are its range's start plus it).
+// buildSlot is a template build's slot: n is vmm.Spec.Slot (the
+// Firecracker jailer's uid and gid are its range's start plus it), addr
+// the address of the VMs' network it stands for, which its record holds.
 type buildSlot struct {
 	n       int
+	addr    netip.Addr
 	release func()
 }
 
@@ -566,7 +568,7 @@ func (m *Manager) templateSlot(id string) (buildSlot, error) {
 		release()
 		return buildSlot{}, fmt.Errorf("template slot: %w", err)
 	}
-	return buildSlot{n: n, release: release}, nil
+	return buildSlot{n: n, addr: addr, release: release}, nil
 }
 
 // waitConsole waits until the console file holds want.
@@ -661,7 +663,7 @@ func (m *Manager) removeStaleTemplates(pools []config.Pool) (removed []string) {
 			// Recover holds the slot of a template monitor it cannot
 			// end, and drops the record of one it ends: the next
 			// start removes the directory.
-			if slots, _ := recordedTemplateSlots(path); len(slots) > 0 {
+			if slots, _ := m.recordedTemplateSlots(path); len(slots) > 0 {
 				m.log.Warn("warm start: a template no pool uses kept: its VM may still run", "path", path)
 				continue
 			}

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 	"github.com/nixos-fireactions/nixos-fireactions/warmstart"
 )
 
@@ -23,12 +22,13 @@ import (
 // build holding one is not pruned: the record goes with its monitor.
 const templateSlotFile = "slot"
 
-// recordTemplateSlot writes the slot n of the template VM built in dir,
+// recordTemplateSlot writes the address addr the template VM built in
+// dir was allocated for its slot (as a VM's record holds its Address),
 // synced: a crash of the daemon (not of the host, which no monitor
 // outlives) finds it.
-func recordTemplateSlot(dir string, n int) error {
+func recordTemplateSlot(dir string, addr netip.Addr) error {
 	path := filepath.Join(dir, templateSlotFile)
-	if err := warmstart.WriteSynced(path, []byte(strconv.Itoa(n)+"\n")); err != nil {
+	if err := warmstart.WriteSynced(path, []byte(addr.String()+"\n")); err != nil {
 		_ = os.Remove(path)
 		return fmt.Errorf("record the template's slot: %w", err)
 	}
@@ -42,14 +42,17 @@ func holdsTemplateSlot(build string) bool {
 	return err == nil
 }
 
-// recordedTemplateSlots are the slots the builds in pool directory dir
-// record, by the path of each record.
-func recordedTemplateSlots(dir string) (map[string]int, error) {
+// recordedTemplateSlots are the slot addresses the builds in pool
+// directory dir record, by the path of each record. A record holding a
+// number (the slot's offset in the VMs' network, as the version before
+// recorded it, for a few hours and no release) is removed, with a
+// warning: its slot is not held.
+func (m *Manager) recordedTemplateSlots(dir string) (map[string]netip.Addr, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*", templateSlotFile))
 	if err != nil {
 		return nil, err
 	}
-	slots := map[string]int{}
+	slots := map[string]netip.Addr{}
 	var errs []error
 	for _, p := range paths {
 		if filepath.Base(filepath.Dir(p)) == warmstart.CurrentLink {
@@ -63,12 +66,20 @@ func recordedTemplateSlots(dir string) (map[string]int, error) {
 			errs = append(errs, err)
 			continue
 		}
-		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		text := strings.TrimSpace(string(b))
+		addr, err := netip.ParseAddr(text)
 		if err != nil {
+			if _, nerr := strconv.Atoi(text); nerr == nil {
+				m.log.Warn("warm start: a template slot record of the previous format (a number) removed; its slot is not held", "path", p, "slot", text)
+				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					errs = append(errs, fmt.Errorf("remove template slot record %s: %w", p, err))
+				}
+				continue
+			}
 			errs = append(errs, fmt.Errorf("template slot record %s: %w", p, err))
 			continue
 		}
-		slots[p] = n
+		slots[p] = addr
 	}
 	return slots, errors.Join(errs...)
 }
@@ -80,25 +91,17 @@ func (m *Manager) holdTemplateSlots(pool, id string) []error {
 	if m.d.TemplateDir == "" {
 		return nil
 	}
-	slots, err := recordedTemplateSlots(filepath.Join(m.d.TemplateDir, pool))
+	slots, err := m.recordedTemplateSlots(filepath.Join(m.d.TemplateDir, pool))
 	var errs []error
 	if err != nil {
 		errs = append(errs, fmt.Errorf("template vm %s of pool %s: %w", id, pool, err))
 	}
-	prefix, perr := netip.ParsePrefix(m.d.Config.Network.CIDR)
-	for _, n := range slots {
-		addr, err := netplan.AtOffset(prefix, n)
-		if err == nil {
-			err = perr
-		}
-		if err == nil {
-			err = m.d.Alloc.Reserve(addr, id)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("hold slot %d of template vm %s of pool %s: %w", n, id, pool, err))
+	for _, addr := range slots {
+		if err := m.d.Alloc.Reserve(addr, id); err != nil {
+			errs = append(errs, fmt.Errorf("hold the slot of template vm %s of pool %s: %w", id, pool, err))
 			continue
 		}
-		m.log.Warn("warm start: a template VM's slot held: its monitor may still run", "pool", pool, "vm", id, "slot", n)
+		m.log.Warn("warm start: a template VM's slot held: its monitor may still run", "pool", pool, "vm", id, "address", addr)
 	}
 	return errs
 }
@@ -109,7 +112,7 @@ func (m *Manager) dropTemplateSlots(pool string) {
 	if m.d.TemplateDir == "" {
 		return
 	}
-	slots, _ := recordedTemplateSlots(filepath.Join(m.d.TemplateDir, pool))
+	slots, _ := m.recordedTemplateSlots(filepath.Join(m.d.TemplateDir, pool))
 	for p := range slots {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			m.log.Error("warm start: remove a gone template VM's slot record", "pool", pool, "path", p, "err", err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
@@ -86,7 +87,7 @@ func TestARemovedPoolsTemplateMonitorKeepsItsSlotUntilEnded(t *testing.T) {
 			if err := os.MkdirAll(build, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			if err := recordTemplateSlot(build, 5); err != nil {
+			if err := recordTemplateSlot(build, netip.MustParseAddr("10.200.0.5")); err != nil {
 				t.Fatal(err)
 			}
 			h := newHarnessDeps(t, time.Hour, t.TempDir(), 0, 1, guestRunsOneJob, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil,
@@ -113,5 +114,45 @@ func TestARemovedPoolsTemplateMonitorKeepsItsSlotUntilEnded(t *testing.T) {
 				t.Errorf("an ended template's slot: probe %v, record kept %v; want free and dropped", err, holdsTemplateSlot(build))
 			}
 		})
+	}
+}
+
+// recoverWithSlotRecord writes record as the slot record of a build of a
+// pool removed while the daemon was down, and runs Recover with that
+// pool's template monitor found and its kill failing: the slot records
+// are read to be held. It returns the record's path and the log.
+func recoverWithSlotRecord(t *testing.T, record string) (string, *hosttest.SyncBuffer) {
+	t.Helper()
+	tdir := t.TempDir()
+	build := filepath.Join(tdir, "gone", "1")
+	if err := os.MkdirAll(build, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(build, templateSlotFile)
+	if err := os.WriteFile(path, []byte(record), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &hosttest.SyncBuffer{}
+	h := newHarnessDeps(t, time.Hour, t.TempDir(), 0, 1, guestRunsOneJob, nil, slog.New(slog.NewTextHandler(logs, nil)), nil, nil,
+		func(d *Deps) { d.TemplateDir = tdir })
+	h.stop()
+	<-h.done
+	h.m.d.Hypervisor = &finderHV{Hypervisor: h.hv, pids: map[string]int{h.m.templateID("gone"): 4444}}
+	_ = h.m.Recover(context.Background(), Leftovers{KillVM: func(context.Context, string, int) error {
+		return errors.New("the monitor did not answer its kill")
+	}})
+	return path, logs
+}
+
+// TestASlotRecordOfThePreviousFormatIsRemovedAndSaidSo: the version
+// before recorded a template's slot as a number; such a record is
+// removed with a warning naming it, not held nor kept forever.
+func TestASlotRecordOfThePreviousFormatIsRemovedAndSaidSo(t *testing.T) {
+	path, logs := recoverWithSlotRecord(t, "5\n")
+	if _, err := os.Lstat(path); err == nil {
+		t.Error("a slot record of the previous format is still there")
+	}
+	if !strings.Contains(logs.String(), "previous format") || !strings.Contains(logs.String(), path) {
+		t.Errorf("the removal of a slot record of the previous format not logged with its path:\n%s", logs)
 	}
 }
