@@ -43,10 +43,10 @@ func holdsTemplateSlot(build string) bool {
 }
 
 // recordedTemplateSlots are the slot addresses the builds in pool
-// directory dir record, by the path of each record. A record holding a
-// number (the slot's offset in the VMs' network, as the version before
-// recorded it, for a few hours and no release) is removed, with a
-// warning: its slot is not held.
+// directory dir record, by the path of each record. A record that holds
+// no address is removed (removeBadTemplateSlot): they are read at start
+// only (New, Recover), before any build writes one, so none is half
+// written by this run.
 func (m *Manager) recordedTemplateSlots(dir string) (map[string]netip.Addr, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*", templateSlotFile))
 	if err != nil {
@@ -69,19 +69,29 @@ func (m *Manager) recordedTemplateSlots(dir string) (map[string]netip.Addr, erro
 		text := strings.TrimSpace(string(b))
 		addr, err := netip.ParseAddr(text)
 		if err != nil {
-			if _, nerr := strconv.Atoi(text); nerr == nil {
-				m.log.Warn("warm start: a template slot record of the previous format (a number) removed; its slot is not held", "path", p, "slot", text)
-				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					errs = append(errs, fmt.Errorf("remove template slot record %s: %w", p, err))
-				}
-				continue
-			}
-			errs = append(errs, fmt.Errorf("template slot record %s: %w", p, err))
+			m.removeBadTemplateSlot(p, text, err)
 			continue
 		}
 		slots[p] = addr
 	}
 	return slots, errors.Join(errs...)
+}
+
+// removeBadTemplateSlot removes the slot record at path, whose text
+// did not parse as an address (err), with a warning: it stands for no
+// slot that can be held, and left it would keep its build and fail
+// every start. A number is a record of the previous format (the slot's
+// offset in the VMs' network, written for a few hours by no release):
+// its slot is not held either.
+func (m *Manager) removeBadTemplateSlot(path, text string, err error) {
+	msg := "warm start: a template slot record that does not parse removed; its slot, if any, is not held"
+	if _, nerr := strconv.Atoi(text); nerr == nil {
+		msg = "warm start: a template slot record of the previous format (a number) removed; its slot is not held"
+	}
+	m.log.Warn(msg, "path", path, "record", text, "err", err)
+	if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		m.log.Error("warm start: remove a template slot record", "path", path, "err", rerr)
+	}
 }
 
 // holdTemplateSlots keeps the slots pool's template builds record from

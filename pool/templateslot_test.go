@@ -156,3 +156,32 @@ func TestASlotRecordOfThePreviousFormatIsRemovedAndSaidSo(t *testing.T) {
 		t.Errorf("the removal of a slot record of the previous format not logged with its path:\n%s", logs)
 	}
 }
+
+// TestASlotRecordThatDoesNotParseIsRemovedAndSaidSo: a slot record that
+// holds no address (a torn write, a hand edit) stands for no slot that
+// can be held, and its build is kept while it is there; reading the
+// records (Recover's hold or drop, New's sweep) removes it with a warning
+// naming it and the parse error, instead of failing on it every start.
+func TestASlotRecordThatDoesNotParseIsRemovedAndSaidSo(t *testing.T) {
+	dir := t.TempDir()
+	build := filepath.Join(dir, "1")
+	if err := os.MkdirAll(build, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(build, templateSlotFile)
+	if err := os.WriteFile(path, []byte("10.200.0.\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &hosttest.SyncBuffer{}
+	m := &Manager{log: slog.New(slog.NewTextHandler(logs, nil))}
+	slots, err := m.recordedTemplateSlots(dir)
+	if len(slots) != 0 || err != nil {
+		t.Errorf("records read = %v, %v; want none, no error", slots, err)
+	}
+	if holdsTemplateSlot(build) {
+		t.Error("a slot record that does not parse is still there")
+	}
+	if l := logs.String(); !strings.Contains(l, path) || !strings.Contains(l, "ParseAddr") {
+		t.Errorf("the removal of a slot record that does not parse not logged with its path and error:\n%s", l)
+	}
+}
