@@ -386,7 +386,7 @@ func (m *fakeMachine) Kill(context.Context) error {
 	if m.hv != nil && m.spec.Identity != "" && m.spec.Restore == "" && m.hv.templateKillFails.Load() {
 		return errors.New("the template's monitor did not answer its kill")
 	}
-	if m.hv != nil && m.spec.Restore != "" && m.hv.restoreKillFails.Load() {
+	if m.hv != nil && m.spec.Restore != "" && (m.hv.restoreKillFails.Load() || m.hv.restoreKillFailures.Add(-1) >= 0) {
 		return errors.New("the restore's monitor did not answer its kill")
 	}
 	return nil

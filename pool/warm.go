@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
@@ -91,22 +92,47 @@ func (v *vm) startRestore(ctx context.Context, spec vmm.Spec) *restoring {
 // failed restore's monitor is not known gone (its Kill failed) it may
 // still run as the slot's user: no VM may boot in that slot, so the
 // error returned with its machine fails the VM, whose teardown kills it
-// again and keeps the slot if that fails too.
+// again and keeps the slot if that fails too. That monitor may still map
+// the template build's files too: the machine returned holds the build
+// until a Kill of it succeeds (heldBuild).
 func (v *vm) finishRestore(ctx context.Context, r *restoring, mac string, cfg agentproto.Config) (vmm.Machine, error) {
-	defer r.release()
 	hctx, cancel := context.WithTimeout(ctx, restoreTimeout)
 	defer cancel()
 	if err := SendIdentity(hctx, r.machine, mac, cfg); err != nil {
 		if kerr := r.kill(ctx); kerr != nil {
-			v.log.Error("kill the failed restore's monitor; the vm does not boot cold in its slot", "err", kerr)
-			return r.machine, fmt.Errorf("restore failed (%w) and its monitor is not known gone: %w", err, kerr)
+			r.chooser.RestoreNotEnded(ctx, cfg.VMID, fmt.Errorf("%w; kill: %w", err, kerr))
+			return &heldBuild{Machine: r.machine, release: r.release},
+				fmt.Errorf("restore failed (%w) and its monitor is not known gone: %w", err, kerr)
 		}
+		r.release()
 		r.chooser.ColdBoot(ctx, cfg.VMID, err)
 		return nil, nil
 	}
+	r.release()
 	v.log.Info("vm restored from its pool's template", "template", r.t.Dir, "took", time.Since(r.started).Round(time.Millisecond))
 	v.restored = true
 	return r.machine, nil
+}
+
+// heldBuild is the machine of a failed restore whose monitor is not
+// known gone: the template build it was restored from (whose state and
+// memory files that monitor may map) stays held from the pool's prunes
+// until a Kill of it succeeds, the VM's teardown's, which runs in the
+// VM's goroutine (see releaseBuild). If that Kill fails too, the build
+// is kept for the rest of this run, as the slot is.
+type heldBuild struct {
+	vmm.Machine
+	once    sync.Once
+	release func()
+}
+
+// Kill kills the monitor and, once it is gone, releases the build.
+func (h *heldBuild) Kill(ctx context.Context) error {
+	err := h.Machine.Kill(ctx)
+	if err == nil {
+		h.once.Do(h.release)
+	}
+	return err
 }
 
 // kill kills the restore's monitor, with its own deadline.

@@ -591,3 +591,64 @@ func TestARestoreWhoseKillFailedIsNotBootedColdInItsSlot(t *testing.T) {
 		return false
 	})
 }
+
+// A restore that failed and whose monitor's Kill failed is counted
+// among the warm-start fallbacks (restore_kill_failed), and the template
+// build its monitor maps is kept while that monitor is not known gone:
+// released once the VM's teardown ends it, kept when that fails too.
+func TestAFailedRestoreWhoseKillFailedIsCountedAndKeepsItsBuildUntilItsMonitorIsGone(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		killFailures int32 // the restore's Kills that fail: finishRestore's, then the teardown's
+		keptAfter    bool  // the build still held once the VM's teardown is done
+	}{
+		{"its teardown ends it", 1, false},
+		{"its teardown's kill fails too", 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
+				d.Hypervisor.(*fakeHV).restoreKillFailures.Store(tc.killFailures)
+			})
+			r.waitBuilds(t, 1)
+			w := r.m.warmPoolOf(r.m.pools[0])
+			w.mu.Lock()
+			build := w.build
+			w.mu.Unlock()
+			r.hv.warmFail.Store("resume")
+			// One VM: its job leaves the queue as its runner registers.
+			r.forge.onRegister = func(forge.RunnerSpec) {
+				r.forge.mu.Lock()
+				r.forge.queue = nil
+				r.forge.mu.Unlock()
+			}
+			r.forge.enqueue("j1")
+			eventually(t, 10*time.Second, "a restore started", func() bool {
+				r.hv.mu.Lock()
+				defer r.hv.mu.Unlock()
+				for _, s := range r.hv.specs {
+					if s.Restore != "" {
+						return true
+					}
+				}
+				return false
+			})
+			eventually(t, 10*time.Second, "the restore's VM torn down", func() bool {
+				r.m.mu.Lock()
+				defer r.m.mu.Unlock()
+				return len(r.m.vms) == 0
+			})
+			r.c.mu.Lock()
+			n := r.c.reasons[warmstart.ReasonRestoreKillFailed]
+			r.c.mu.Unlock()
+			if n != 1 {
+				t.Errorf("restore_kill_failed fallbacks = %d; want 1 (fallbacks %v)", n, r.c.reasons)
+			}
+			w.mu.Lock()
+			refs := w.refs[build]
+			w.mu.Unlock()
+			if kept := refs > 0; kept != tc.keptAfter {
+				t.Errorf("build %s held by %d restores after the teardown; want held %v", build, refs, tc.keptAfter)
+			}
+		})
+	}
+}

@@ -56,6 +56,9 @@ type warmFake struct {
 	templateKillFails atomic.Bool
 	// restoreKillFails makes each restore's Kill report a failure.
 	restoreKillFails atomic.Bool
+	// restoreKillFailures makes the next n restore Kills report a
+	// failure (each one counted down), the later ones end the monitor.
+	restoreKillFailures atomic.Int32
 }
 
 func (h *fakeHV) failing(how string) bool { s, _ := h.warmFail.Load().(string); return s == how }

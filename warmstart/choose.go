@@ -5,8 +5,10 @@ import (
 	"log/slog"
 )
 
-// Counter counts cold boots a pool meant to be warm, by reason (the
-// metrics package's fireactions_warm_start_fallbacks_total).
+// Counter counts the VMs of a warm-start pool not restored, by reason
+// (the metrics package's fireactions_warm_start_fallbacks_total): those
+// that boot cold, and those whose restore's monitor could not be ended
+// (ReasonRestoreKillFailed), which fail.
 type Counter interface {
 	WarmStartFallback(pool string, reason Reason)
 }
@@ -60,5 +62,19 @@ func (c *Chooser) ColdBoot(ctx context.Context, vm string, err error) {
 	}
 	if c.Metrics != nil {
 		c.Metrics.WarmStartFallback(c.Pool, f.Reason)
+	}
+}
+
+// RestoreNotEnded logs (ERROR, with pool and vm) and counts, under
+// ReasonRestoreKillFailed, vm's restore that failed and whose monitor
+// could not be ended (err says both): the VM fails rather than boot cold
+// in a slot that monitor may still run as.
+func (c *Chooser) RestoreNotEnded(ctx context.Context, vm string, err error) {
+	if c.Log != nil {
+		c.Log.ErrorContext(ctx, "warm start: a failed restore's monitor is not known gone; the vm fails, not booted cold in its slot",
+			"pool", c.Pool, "vm", vm, "reason", string(ReasonRestoreKillFailed), "err", err)
+	}
+	if c.Metrics != nil {
+		c.Metrics.WarmStartFallback(c.Pool, ReasonRestoreKillFailed)
 	}
 }

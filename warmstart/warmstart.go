@@ -49,7 +49,9 @@ func FileDigest(path string) (string, error) {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// Reason is why a VM boots cold: a bounded set, used as a metric label.
+// Reason is why a VM of a warm-start pool is not restored (it boots
+// cold, or, for ReasonRestoreKillFailed, fails): a bounded set, used as
+// a metric label.
 type Reason string
 
 const (
@@ -62,12 +64,16 @@ const (
 	ReasonStateTruncated Reason = "state_truncated"
 	ReasonBadManifest    Reason = "bad_manifest"
 	ReasonRestoreFailed  Reason = "restore_failed"
+	// ReasonRestoreKillFailed: a restore failed and its monitor could
+	// not be ended. The VM does not boot cold (that monitor may still
+	// run as its slot's user): it fails.
+	ReasonRestoreKillFailed Reason = "restore_kill_failed"
 )
 
 // Reasons is every Reason, for metrics that want their labels known.
 var Reasons = []Reason{ReasonNoTemplate, ReasonVMMMismatch, ReasonKernelMismatch,
 	ReasonImageMismatch, ReasonAgentMismatch, ReasonStateMissing,
-	ReasonStateTruncated, ReasonBadManifest, ReasonRestoreFailed}
+	ReasonStateTruncated, ReasonBadManifest, ReasonRestoreFailed, ReasonRestoreKillFailed}
 
 // Fallback is the error of a template that must not be restored: the VM
 // boots cold. Detail says what was found, for the log line.
