@@ -388,10 +388,14 @@ func (m *Manager) holdAddress(r *vmstate.Record, log *slog.Logger) {
 // ran (removedTemplates). A monitor that could not be ended is an
 // error, and the slot its build recorded (templateSlotFile) is held from
 // every VM; the record of one known gone is removed.
+//
+// Without a finder (a driver that cannot look a monitor up: QEMU and
+// Firecracker both can) nothing proves a template's monitor gone, so
+// its recorded slots are held and their records kept, start after start,
+// with their builds, until a driver with a finder, or an operator,
+// removes them: a leaked slot is better than two VMs with one uid.
+// Without a kill, a monitor found cannot be ended: held the same way.
 func (m *Manager) reapTemplates(ctx context.Context, finder vmm.Finder, kill func(context.Context, string, int) error) []error {
-	if finder == nil || kill == nil {
-		return nil
-	}
 	names := map[string]bool{}
 	m.mu.Lock() // a reload writes p.cfg under it
 	for _, p := range m.pools {
@@ -412,9 +416,18 @@ func (m *Manager) reapTemplates(ctx context.Context, finder vmm.Finder, kill fun
 	var errs []error
 	for name := range names {
 		id := m.templateID(name)
+		if finder == nil {
+			errs = append(errs, m.holdTemplateSlots(name, id)...)
+			continue
+		}
 		pid, err := finder.FindMonitor(id)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("template vm %s of pool %s: %w", id, name, err))
+			errs = append(errs, m.holdTemplateSlots(name, id)...)
+			continue
+		}
+		if pid > 0 && kill == nil {
+			errs = append(errs, fmt.Errorf("template vm %s of pool %s: its monitor (pid %d) runs and the VMM cannot end it", id, name, pid))
 			errs = append(errs, m.holdTemplateSlots(name, id)...)
 			continue
 		}

@@ -185,3 +185,53 @@ func TestASlotRecordThatDoesNotParseIsRemovedAndSaidSo(t *testing.T) {
 		t.Errorf("the removal of a slot record that does not parse not logged with its path and error:\n%s", l)
 	}
 }
+
+// TestATemplateSlotIsHeldWhileNothingCanProveItsMonitorGone: without a
+// monitor finder (a VMM that cannot look a template's monitor up; QEMU
+// and Firecracker both can) nothing proves the monitor of a recorded
+// template slot gone, and without a kill a found one cannot be ended:
+// the slot is held from every VM and its record kept. A finder that
+// finds none proves it gone: the record goes and the slot is free.
+func TestATemplateSlotIsHeldWhileNothingCanProveItsMonitorGone(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hv   func(hv vmm.Hypervisor, id string) vmm.Hypervisor
+		held bool
+	}{
+		{"no finder", func(hv vmm.Hypervisor, _ string) vmm.Hypervisor { return hv }, true},
+		{"its monitor found, no kill", func(hv vmm.Hypervisor, id string) vmm.Hypervisor {
+			return &finderHV{Hypervisor: hv, pids: map[string]int{id: 4545}}
+		}, true},
+		{"no monitor found", func(hv vmm.Hypervisor, _ string) vmm.Hypervisor {
+			return &finderHV{Hypervisor: hv}
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tdir := t.TempDir()
+			build := filepath.Join(tdir, "gone", "1")
+			if err := os.MkdirAll(build, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			addr := netip.MustParseAddr("10.200.0.5")
+			if err := recordTemplateSlot(build, addr); err != nil {
+				t.Fatal(err)
+			}
+			h := newHarnessDeps(t, time.Hour, t.TempDir(), 0, 1, guestRunsOneJob, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil,
+				func(d *Deps) { d.TemplateDir = tdir })
+			h.stop()
+			<-h.done
+			if _, ok := vmm.Hypervisor(h.hv).(vmm.Finder); ok {
+				t.Fatal("the fake VMM has a finder: the no-finder case is not tested")
+			}
+			h.m.d.Hypervisor = tc.hv(h.hv, h.m.templateID("gone"))
+			_ = h.m.Recover(context.Background(), Leftovers{})
+			err := h.alloc.Reserve(addr, "probe")
+			if held := err != nil; held != tc.held {
+				t.Errorf("slot %s held %v; want %v", addr, held, tc.held)
+			}
+			if holdsTemplateSlot(build) != tc.held {
+				t.Errorf("slot record kept %v; want %v", holdsTemplateSlot(build), tc.held)
+			}
+		})
+	}
+}
