@@ -463,7 +463,7 @@ func (m *Manager) buildTemplate(ctx context.Context, w *warmPool, pc config.Pool
 // dir's warmstart.StateFile (and, with a driver that keeps guest RAM in a
 // file, its RAM in MemoryFile). The writable disk root made in dir goes
 // once saved: no restore reads it.
-func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, initrd string, root VMRoot, log *slog.Logger) error {
+func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, initrd string, root VMRoot, log *slog.Logger) (err error) {
 	tap, err := netplan.TAPName(id)
 	if err != nil {
 		return err
@@ -521,9 +521,12 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 	defer func() {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if err := machine.Kill(kctx); err != nil {
-			log.Error("kill the template VM", "err", err)
+		if kerr := machine.Kill(kctx); kerr != nil {
+			// A monitor that may still run may still write the memory
+			// file it maps shared: what it saved is not published.
+			log.Error("kill the template VM", "err", kerr)
 			keepSlot = true
+			err = errors.Join(err, fmt.Errorf("the template VM is not known gone, its build not published: %w", kerr))
 		}
 		for _, d := range spec.Drives {
 			if !d.ReadOnly && filepath.Dir(d.Path) == dir {

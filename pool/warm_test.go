@@ -500,15 +500,29 @@ func TestTemplatesBuildingAtOnceRunInSlotsOfTheirOwn(t *testing.T) {
 	r.assertNothingLeft(t)
 }
 
-// TestATemplateWhoseKillFailedKeepsItsSlot: a template build whose
-// monitor's Kill failed (it may still run as its slot's uid) keeps its
-// slot allocated, so that no VM started later runs as the same user,
-// and says so in the log.
-func TestATemplateWhoseKillFailedKeepsItsSlot(t *testing.T) {
+// TestATemplateWhoseKillFailedKeepsItsSlotAndIsNotPublished: a template
+// build whose monitor's Kill failed (it may still run as its slot's uid,
+// and still write the memory file it maps) keeps its slot allocated, so
+// that no VM started later runs as the same user, says so in the log,
+// and is a failed build: what it saved is never published.
+func TestATemplateWhoseKillFailedKeepsItsSlotAndIsNotPublished(t *testing.T) {
 	r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
 		d.Hypervisor.(*fakeHV).templateKillFails.Store(true)
 	})
-	r.waitBuilds(t, 1)
+	eventually(t, 5*time.Second, "template build ended", func() bool {
+		r.c.mu.Lock()
+		defer r.c.mu.Unlock()
+		return r.c.built+r.c.failures >= 1
+	})
+	r.c.mu.Lock()
+	built, failures := r.c.built, r.c.failures
+	r.c.mu.Unlock()
+	if built != 0 || failures == 0 {
+		t.Errorf("template builds: %d built, %d failed; want the build whose VM is not known gone failed", built, failures)
+	}
+	if b, err := warmstart.Current(filepath.Join(r.tdir, "p")); err == nil {
+		t.Errorf("the build %s whose template VM is not known gone was published", b)
+	}
 	var slot int
 	r.hv.mu.Lock()
 	for _, s := range r.hv.specs {
