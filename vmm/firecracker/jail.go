@@ -149,7 +149,7 @@ func (jl *jail) hostPath(inJail string) string { return filepath.Join(jl.root(),
 // given to the jail's user. The initramfs (it holds the runner's
 // credential) and a writable drive are the VM's own: hard-linked and
 // given to the jail's user. A copy replaces a hard link across file
-// systems.
+// systems, when the jail's file system has room for it (copyIn).
 func (j *Jailer) prepare(ctx context.Context, log *slog.Logger, binary string, spec vmm.Spec) (*jail, error) {
 	jl, err := j.jailOf(binary, spec.ID)
 	if err != nil {
@@ -241,6 +241,8 @@ func giveTAP(name string, uid, gid int) error {
 }
 
 // linkIn puts src into the jail at dst; own gives it to the VM's user.
+// Where it cannot hard-link, the jail gets a copy, its user's, when the
+// file system has room for it (copyIn).
 func (jl *jail) linkIn(src, dst string, own bool) error {
 	fi, err := os.Stat(src)
 	if err != nil {
@@ -259,10 +261,7 @@ func (jl *jail) linkIn(src, dst string, own bool) error {
 			return err
 		}
 	}
-	if err := copyFile(src, dst, 0o600); err != nil {
-		return err
-	}
-	return os.Chown(dst, jl.uid, jl.gid)
+	return jl.copyIn(src, dst, "")
 }
 
 // linkSnapshot hard-links a template's snapshot file src into the jail
