@@ -362,9 +362,12 @@ func CgroupLimits(spec vmm.Spec, overheadMiB int) []string {
 
 // remove deletes the jail tree and the VM's cgroup; both may be gone.
 // A jail whose group's entry on the template's files could not be
-// dropped stays (only its cgroup goes): its links to those files are
-// what the start-up sweep (RemoveStaleJails) finds the entry by, so it
-// tries again; without the jail the entry would outlive it for good.
+// dropped is kept, emptied but for its root (whose group names the
+// jail's) and its links to those files: they are what the start-up
+// sweep (RemoveStaleJails) finds the entry by, so it tries again;
+// without them the entry would outlive the jail for good. Its cgroup,
+// the VM's disks and whatever else its job left in it go at once
+// (TestAJailWhoseACLEntryCouldNotBeDroppedIsKept).
 func (jl *jail) remove() error {
 	gid := jl.gid
 	if !jl.prepared {
