@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,14 +27,7 @@ var errDidNotDie = errors.New("firecracker: did not exit")
 func TestAFailedStartWhoseKillFailedReturnsItsMonitor(t *testing.T) {
 	hosttest.RequireRoot(t, "creating a TAP needs root")
 	b := buildDouble(t)
-	dir := t.TempDir()
-	t.Setenv("FCDOUBLE_BOOT", "none")
-	spec := testSpec
-	spec.Dir, spec.ConsoleLog, spec.TAP = dir, filepath.Join(dir, "console.log"), testTAP(t)
-	spec.Kernel, spec.Initramfs = filepath.Join(dir, "no-such-kernel"), filepath.Join(dir, "initramfs")
-	if err := os.WriteFile(spec.Initramfs, []byte("i"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	spec := refusedSpec(t)
 	killLeftVMMs(t, spec.ID)
 	d := &Driver{Binary: b.Firecracker, killStart: func(context.Context, *process.Started) error { return errDidNotDie }}
 
