@@ -190,6 +190,8 @@ func checkSpec(spec vmm.Spec) error {
 	switch {
 	case !vmIDPattern.MatchString(spec.ID):
 		return fmt.Errorf("firecracker: vm id %q: 1-64 letters, digits and '-' only", spec.ID)
+	case strings.HasPrefix(spec.ID, keptPrefix):
+		return fmt.Errorf("firecracker: vm id %q: %q starts the names of kept jails only", spec.ID, keptPrefix)
 	case spec.VCPUs < 1 || spec.VCPUs > 32 || spec.MemoryMiB < 64:
 		return fmt.Errorf("firecracker: vm %s: %d vCPUs and %d MiB: want 1-32 vCPUs and at least 64 MiB", spec.ID, spec.VCPUs, spec.MemoryMiB)
 	case spec.Kernel == "" || (spec.Initramfs == "" && spec.Restore == "") || spec.TAP == "" || spec.ConsoleLog == "" || spec.Dir == "":

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -367,7 +368,9 @@ func CgroupLimits(spec vmm.Spec, overheadMiB int) []string {
 // sweep (RemoveStaleJails) finds the entry by, so it tries again;
 // without them the entry would outlive the jail for good. Its cgroup,
 // the VM's disks and whatever else its job left in it go at once
-// (TestAJailWhoseACLEntryCouldNotBeDroppedIsKept).
+// (TestAJailWhoseACLEntryCouldNotBeDroppedIsKept), and it moves aside
+// (keepAside), leaving its VM id's jail to the next (a failed restore's
+// cold boot has the same id).
 func (jl *jail) remove() error {
 	gid := jl.gid
 	if !jl.prepared {
@@ -389,7 +392,7 @@ func (jl *jail) remove() error {
 		err = fmt.Errorf("kept for the next start, its ACL entries on a template's files not dropped: %w", aclErr)
 		// The sweep needs the root (its group) and the snapshot links;
 		// the VM's disks and whatever else its job left go now.
-		err = errors.Join(err, jl.emptyBut(stateName, memName))
+		err = errors.Join(err, jl.emptyBut(stateName, memName), jl.keepAside())
 	} else {
 		err = os.RemoveAll(jl.dir)
 	}
@@ -439,6 +442,41 @@ func removeCgroup(dir string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("remove cgroup %s: %w", dir, err)
+}
+
+// keptPrefix starts the name a kept jail moves to (keepAside): never a
+// VM's id (checkSpec), so no VM's jail collides with a kept one, and
+// the start-up sweep, which takes every jail no monitor runs in, finds
+// it.
+const keptPrefix = "kept-"
+
+// maxKept bounds the kept jails of one VM id keepAside looks past for a
+// free name: the start-up sweep removes them.
+const maxKept = 1000
+
+// keepAside moves a jail kept for its ACL entries to a free name of its
+// own beside it: keptPrefix, its id (cut to fit a VM id's 64 bytes) and a
+// number. A jail kept before (a stale one the sweep kept again) stays
+// where it is.
+func (jl *jail) keepAside() error {
+	name := filepath.Base(jl.dir)
+	if strings.HasPrefix(name, keptPrefix) {
+		return nil
+	}
+	for n := 1; n <= maxKept; n++ {
+		suffix := "-" + strconv.Itoa(n)
+		to := filepath.Join(filepath.Dir(jl.dir), keptPrefix+name[:min(len(name), 64-len(keptPrefix)-len(suffix))]+suffix)
+		if _, err := os.Lstat(to); err == nil {
+			continue
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("move the kept jail aside: %w", err)
+		}
+		if err := os.Rename(jl.dir, to); err != nil {
+			return fmt.Errorf("move the kept jail aside: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("move the kept jail aside: %d jails of vm %s kept already", maxKept, jl.id)
 }
 
 // emptyBut removes everything in the jail's root but the entries named
