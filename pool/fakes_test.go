@@ -221,6 +221,9 @@ const (
 	guestCrashes                          // monitor exits at once
 	guestHangs                            // never reports
 	guestNoStart                          // Start fails
+	// Start fails and its monitor's kill too: Start returns that monitor
+	// (unkillable) with its error, as vmm.Hypervisor says.
+	guestNoStartNorKill
 )
 
 // fakeHV starts fake guests that talk to the manager like the real agent.
@@ -261,6 +264,10 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	if h.behave == guestNoStart {
 		h.mu.Unlock()
 		return nil, errors.New("monitor would not start")
+	}
+	if h.behave == guestNoStartNorKill {
+		h.mu.Unlock()
+		return &unkillable{}, errors.New("monitor would not start, and its kill failed")
 	}
 	h.started++
 	h.running++

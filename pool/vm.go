@@ -597,7 +597,10 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 		// credential with it, for the VM's whole life.
 		v.dropInitramfs(initrd)
 		if err != nil {
-			return nil, fail(ReasonStart, err)
+			// A machine returned with the error is a monitor Start
+			// could not kill (see vmm.Hypervisor): teardown kills it,
+			// and keeps its slot and record if that fails too.
+			return machine, fail(ReasonStart, err)
 		}
 		v.started = time.Now()
 	}

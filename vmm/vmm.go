@@ -93,6 +93,13 @@ type Hypervisor interface {
 	// A monitor that keeps the file open frees its disk at once
 	// (Firecracker) or, if its guest reads it after Start, once asked
 	// to (a Machine that is a BootReleaser: QEMU).
+	//
+	// On an error Start returns a nil Machine when no monitor of spec's
+	// runs: it failed before starting one (QEMU always does), or killed
+	// the one it started. When that kill failed, the monitor may still
+	// run, as spec.Slot's user: Start returns it with the error, and the
+	// caller kills it (Kill) and keeps what the VM holds, its slot above
+	// all, until a Kill succeeds, as for any Machine whose Kill failed.
 	Start(ctx context.Context, spec Spec) (Machine, error)
 }
 

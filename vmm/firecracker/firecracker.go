@@ -80,6 +80,9 @@ type Driver struct {
 	// VMM never holds its VM in Creating, nor a drain waiting for it.
 	CallTimeout time.Duration
 	Log         *slog.Logger
+	// killStart, when set, replaces the kill of a failed start's monitor
+	// (its Kill): tests play a monitor that does not die.
+	killStart func(ctx context.Context, m *process.Started) error
 }
 
 var (
@@ -110,8 +113,9 @@ func Cmdline(spec vmm.Spec) string {
 // jailer unless Jailer is nil), configures the VM over the API and returns
 // once InstanceStart succeeded, the initramfs emptied (see dropInitrd).
 // With spec.Restore it loads that snapshot instead (see load): the guest
-// stays paused until the machine's Resume. On any error nothing is left
-// running.
+// stays paused until the machine's Resume. A start that fails once the
+// VMM runs kills it (see failStart): on an error the machine is nil,
+// unless that kill failed too.
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	if err := checkSpec(spec); err != nil {
 		return nil, err
@@ -136,20 +140,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		err = d.configure(ctx, l, spec, m.Exited())
 	}
 	if err != nil {
-		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_ = m.Kill(kctx)
-		// The jailer's or VMM's last words (a refusal on stderr) reach
-		// the log through the console keeper: read it once the keeper
-		// has them all, or after a bound should a descendant still hold
-		// the pipe.
-		dctx, dcancel := context.WithTimeout(kctx, consoleDrainTimeout)
-		defer dcancel()
-		select {
-		case <-l.console:
-		case <-dctx.Done():
-		}
-		return nil, fmt.Errorf("firecracker: vm %s: %w%s", spec.ID, err, consoleTail(spec.ConsoleLog))
+		return d.failStart(ctx, l, spec, err)
 	}
 	if spec.Restore == "" {
 		d.dropInitrd(spec, l)
@@ -159,10 +150,48 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	return d.machine(l, spec), nil
 }
 
+// startKillTimeout bounds the kill of a failed start's monitor.
+const startKillTimeout = 10 * time.Second
+
+// failStart ends a start that failed (err) once its VMM ran: it kills
+// the VMM and returns err with the VMM's last words from the console
+// log. When the kill fails too the VMM may still run, as the VM's slot's
+// user: failStart returns it with the error, for the caller to kill and
+// to keep the slot meanwhile (see vmm.Hypervisor's Start).
+func (d *Driver) failStart(ctx context.Context, l *launched, spec vmm.Spec, err error) (vmm.Machine, error) {
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), startKillTimeout)
+	defer cancel()
+	kill := d.killStart
+	if kill == nil {
+		kill = func(ctx context.Context, m *process.Started) error { return m.Kill(ctx) }
+	}
+	if kerr := kill(kctx, l.proc); kerr != nil {
+		d.log().Error("kill the failed start's firecracker; it may still run", "vm", spec.ID, "pid", l.proc.PID(), "slot", spec.Slot, "err", kerr)
+		if spec.Restore == "" {
+			d.dropInitrd(spec, l) // the runner's credential leaves the disk though the VMM lives
+		}
+		return l.proc, fmt.Errorf("firecracker: vm %s: %w; its monitor, pid %d, may still run: kill: %w%s",
+			spec.ID, err, l.proc.PID(), kerr, consoleTail(spec.ConsoleLog))
+	}
+	// The jailer's or VMM's last words (a refusal on stderr) reach
+	// the log through the console keeper: read it once the keeper
+	// has them all, or after a bound should a descendant still hold
+	// the pipe.
+	dctx, dcancel := context.WithTimeout(kctx, consoleDrainTimeout)
+	defer dcancel()
+	select {
+	case <-l.console:
+	case <-dctx.Done():
+	}
+	return nil, fmt.Errorf("firecracker: vm %s: %w%s", spec.ID, err, consoleTail(spec.ConsoleLog))
+}
+
 func checkSpec(spec vmm.Spec) error {
 	switch {
 	case !vmIDPattern.MatchString(spec.ID):
 		return fmt.Errorf("firecracker: vm id %q: 1-64 letters, digits and '-' only", spec.ID)
+	case strings.HasPrefix(spec.ID, keptPrefix):
+		return fmt.Errorf("firecracker: vm id %q: %q starts the names of kept jails only", spec.ID, keptPrefix)
 	case spec.VCPUs < 1 || spec.VCPUs > 32 || spec.MemoryMiB < 64:
 		return fmt.Errorf("firecracker: vm %s: %d vCPUs and %d MiB: want 1-32 vCPUs and at least 64 MiB", spec.ID, spec.VCPUs, spec.MemoryMiB)
 	case spec.Kernel == "" || (spec.Initramfs == "" && spec.Restore == "") || spec.TAP == "" || spec.ConsoleLog == "" || spec.Dir == "":

@@ -281,17 +281,28 @@ func TestMMDSThroughTheDouble(t *testing.T) {
 func TestStartFailsCleanly(t *testing.T) {
 	hosttest.RequireRoot(t, "creating a TAP needs root")
 	b := buildDouble(t)
-	dir := t.TempDir()
-	t.Setenv("FCDOUBLE_BOOT", "none")
-	spec := testSpec
-	spec.Dir, spec.ConsoleLog, spec.TAP = dir, filepath.Join(dir, "console.log"), testTAP(t)
-	spec.Kernel, spec.Initramfs = filepath.Join(dir, "no-such-kernel"), filepath.Join(dir, "initramfs")
-	os.WriteFile(spec.Initramfs, []byte("i"), 0o600)
+	spec := refusedSpec(t)
 	_, err := (&Driver{Binary: b.Firecracker}).Start(context.Background(), spec)
 	if err == nil || !strings.Contains(err.Error(), "The kernel file cannot be opened") {
 		t.Fatalf("Start = %v, want the double's fault about the kernel", err)
 	}
 	waitFor(t, 5*time.Second, "the VMM to be gone", func() bool { return processGone(spec.ID) })
+}
+
+// refusedSpec is a spec the double refuses at PUT /boot-source (its
+// kernel is missing: "The kernel file cannot be opened"), booting
+// nothing.
+func refusedSpec(t *testing.T) vmm.Spec {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("FCDOUBLE_BOOT", "none")
+	spec := testSpec
+	spec.Dir, spec.ConsoleLog, spec.TAP = dir, filepath.Join(dir, "console.log"), testTAP(t)
+	spec.Kernel, spec.Initramfs = filepath.Join(dir, "no-such-kernel"), filepath.Join(dir, "initramfs")
+	if err := os.WriteFile(spec.Initramfs, []byte("i"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return spec
 }
 
 func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -149,7 +150,7 @@ func (jl *jail) hostPath(inJail string) string { return filepath.Join(jl.root(),
 // given to the jail's user. The initramfs (it holds the runner's
 // credential) and a writable drive are the VM's own: hard-linked and
 // given to the jail's user. A copy replaces a hard link across file
-// systems.
+// systems, when the jail's file system has room for it (copyIn).
 func (j *Jailer) prepare(ctx context.Context, log *slog.Logger, binary string, spec vmm.Spec) (*jail, error) {
 	jl, err := j.jailOf(binary, spec.ID)
 	if err != nil {
@@ -241,6 +242,8 @@ func giveTAP(name string, uid, gid int) error {
 }
 
 // linkIn puts src into the jail at dst; own gives it to the VM's user.
+// Where it cannot hard-link, the jail gets a copy, its user's, when the
+// file system has room for it (copyIn).
 func (jl *jail) linkIn(src, dst string, own bool) error {
 	fi, err := os.Stat(src)
 	if err != nil {
@@ -259,10 +262,7 @@ func (jl *jail) linkIn(src, dst string, own bool) error {
 			return err
 		}
 	}
-	if err := copyFile(src, dst, 0o600); err != nil {
-		return err
-	}
-	return os.Chown(dst, jl.uid, jl.gid)
+	return jl.copyIn(src, dst, "")
 }
 
 // linkSnapshot hard-links a template's snapshot file src into the jail
@@ -363,9 +363,14 @@ func CgroupLimits(spec vmm.Spec, overheadMiB int) []string {
 
 // remove deletes the jail tree and the VM's cgroup; both may be gone.
 // A jail whose group's entry on the template's files could not be
-// dropped stays (only its cgroup goes): its links to those files are
-// what the start-up sweep (RemoveStaleJails) finds the entry by, so it
-// tries again; without the jail the entry would outlive it for good.
+// dropped is kept, emptied but for its root (whose group names the
+// jail's) and its links to those files: they are what the start-up
+// sweep (RemoveStaleJails) finds the entry by, so it tries again;
+// without them the entry would outlive the jail for good. Its cgroup,
+// the VM's disks and whatever else its job left in it go at once
+// (TestAJailWhoseACLEntryCouldNotBeDroppedIsKept), and it moves aside
+// (keepAside), leaving its VM id's jail to the next (a failed restore's
+// cold boot has the same id).
 func (jl *jail) remove() error {
 	gid := jl.gid
 	if !jl.prepared {
@@ -387,7 +392,7 @@ func (jl *jail) remove() error {
 		err = fmt.Errorf("kept for the next start, its ACL entries on a template's files not dropped: %w", aclErr)
 		// The sweep needs the root (its group) and the snapshot links;
 		// the VM's disks and whatever else its job left go now.
-		err = errors.Join(err, jl.emptyBut(stateName, memName))
+		err = errors.Join(err, jl.emptyBut(stateName, memName), jl.keepAside())
 	} else {
 		err = os.RemoveAll(jl.dir)
 	}
@@ -437,6 +442,41 @@ func removeCgroup(dir string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("remove cgroup %s: %w", dir, err)
+}
+
+// keptPrefix starts the name a kept jail moves to (keepAside): never a
+// VM's id (checkSpec), so no VM's jail collides with a kept one, and
+// the start-up sweep, which takes every jail no monitor runs in, finds
+// it.
+const keptPrefix = "kept-"
+
+// maxKept bounds the kept jails of one VM id keepAside looks past for a
+// free name: the start-up sweep removes them.
+const maxKept = 1000
+
+// keepAside moves a jail kept for its ACL entries to a free name of its
+// own beside it: keptPrefix, its id (cut to fit a VM id's 64 bytes) and a
+// number. A jail kept before (a stale one the sweep kept again) stays
+// where it is.
+func (jl *jail) keepAside() error {
+	name := filepath.Base(jl.dir)
+	if strings.HasPrefix(name, keptPrefix) {
+		return nil
+	}
+	for n := 1; n <= maxKept; n++ {
+		suffix := "-" + strconv.Itoa(n)
+		to := filepath.Join(filepath.Dir(jl.dir), keptPrefix+name[:min(len(name), 64-len(keptPrefix)-len(suffix))]+suffix)
+		if _, err := os.Lstat(to); err == nil {
+			continue
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("move the kept jail aside: %w", err)
+		}
+		if err := os.Rename(jl.dir, to); err != nil {
+			return fmt.Errorf("move the kept jail aside: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("move the kept jail aside: %d jails of vm %s kept already", maxKept, jl.id)
 }
 
 // emptyBut removes everything in the jail's root but the entries named

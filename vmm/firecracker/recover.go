@@ -84,7 +84,8 @@ func (d *Driver) Reap(ctx context.Context, id string, pid int) error {
 
 // RemoveStaleJails removes the jails (and cgroups) under the chroot base
 // whose VM has no running monitor: left by a crash between making the
-// jail and recording the VM. Jails of running monitors stay, to be
+// jail and recording the VM, or kept aside for their ACL entries
+// (keepAside). Jails of running monitors stay, to be
 // adopted or reaped by recovery. The template's files a stale jail links
 // to lose every ACL entry of a jail group no running jail has: a crash
 // between the grant and the jail's chown leaves its gid unknown. It runs

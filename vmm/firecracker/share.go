@@ -79,19 +79,21 @@ func (s *snapshotShare) copyFile(src, dst string) error {
 // reserve counts size bytes of a copy of src into dir against the free
 // space of dir's file system, with the copies already under way, until
 // release: once a copy is on disk (or failed) statfs counts it. A copy
-// there is no room for, with copyMargin to spare, is refused.
-func (s *snapshotShare) reserve(jl *jail, src, dir string, size uint64, why string) (release func(), err error) {
+// there is no room for, with copyMargin to spare, is refused. warn, when
+// set, is logged first, with the sizes.
+func (s *snapshotShare) reserve(jl *jail, src, dir string, size uint64, warn string) (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	free, err := s.freeSpace(dir)
 	if err != nil {
-		return nil, fmt.Errorf("free space for a copy of %s: %w", src, err)
+		return nil, fmt.Errorf("free space on the file system of %s for a copy of %s: %w", dir, src, err)
 	}
-	jl.log.Warn("firecracker: each restore gets a copy of the template's snapshot file: "+why,
-		"file", src, "bytes", size, "free_bytes", free, "copying_bytes", s.copying)
+	if warn != "" {
+		jl.log.Warn(warn, "file", src, "bytes", size, "free_bytes", free, "copying_bytes", s.copying)
+	}
 	if free < s.copying || free-s.copying < size+copyMargin {
-		return nil, fmt.Errorf("no room for a copy of %s (%d bytes) in the jail: %d bytes free, %d of them being copied, %d kept free",
-			src, size, free, s.copying, copyMargin)
+		return nil, fmt.Errorf("no room on the file system of %s for a copy of %s (%d bytes): %d bytes free, %d of them being copied, %d kept free",
+			dir, src, size, free, s.copying, copyMargin)
 	}
 	s.copying += size
 	return func() {
@@ -101,24 +103,30 @@ func (s *snapshotShare) reserve(jl *jail, src, dir string, size uint64, why stri
 	}, nil
 }
 
-// copyMargin is the free space a copy of a snapshot file leaves on its
-// file system, beyond the copy.
+// copyMargin is the free space a copy into a jail (a snapshot or boot
+// file) leaves on its file system, beyond the copy.
 const copyMargin = 1 << 30
 
 // copySnapshot gives the jail a copy of the template's snapshot file src
 // at dst, its user's, where it cannot share it (why). Every restore then
 // copies the template's memory: the log says so, with the size, and a
-// copy its file system has no room for, with copyMargin to spare, is
-// refused (the restore fails, its VM boots cold) rather than filling
-// the disk.
+// copy its file system has no room for is refused (see copyIn: the
+// restore fails, its VM boots cold) rather than filling the disk.
 func (jl *jail) copySnapshot(src, dst, why string) error {
+	return jl.copyIn(src, dst, "firecracker: each restore gets a copy of the template's snapshot file: "+why)
+}
+
+// copyIn gives the jail a copy of src at dst, its user's, mode 0600,
+// when dst's file system has room for it with copyMargin to spare,
+// counting the copies under way (reserve; warn is logged first, when
+// set); else it fails, naming the file and the file system.
+func (jl *jail) copyIn(src, dst, warn string) error {
 	st, err := os.Stat(src)
 	if err != nil {
 		return err
 	}
-	size := uint64(st.Size())
 	share := &jl.j.share
-	release, err := share.reserve(jl, src, filepath.Dir(dst), size, why)
+	release, err := share.reserve(jl, src, filepath.Dir(dst), uint64(st.Size()), warn)
 	if err != nil {
 		return err
 	}

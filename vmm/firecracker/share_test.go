@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nixos-fireactions/nixos-fireactions/internal/hosttest"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 	"golang.org/x/sys/unix"
 )
 
@@ -106,5 +107,27 @@ func TestFreeSpaceCountsBlocksOfTheFundamentalBlockSize(t *testing.T) {
 	st := unix.Statfs_t{Bavail: 1000, Bsize: 1 << 20, Frsize: 4096}
 	if got := availableBytes(&st); got != 1000*4096 {
 		t.Errorf("free space of %d blocks, f_bsize %d, f_frsize %d: %d bytes; want %d", st.Bavail, st.Bsize, st.Frsize, got, 1000*4096)
+	}
+}
+
+// A boot file the jail gets a copy of (a kernel not everyone may read)
+// its file system has no room for (its size and a margin) is refused
+// like a snapshot's copy, and the error names the file and the file
+// system (the jail's directory on it).
+func TestABootFileCopyTheFileSystemHasNoRoomForIsRefused(t *testing.T) {
+	jl, src, _ := noACLJail(t, 4096+copyMargin-1, 4096) // src: mode 0600, so copied
+	if err := os.Mkdir(jl.root(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(t.TempDir(), "initramfs")
+	if err := os.WriteFile(initrd, []byte("i"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := jl.linkBoot(context.Background(), vmm.Spec{Kernel: src, Initramfs: initrd})
+	if err == nil || !strings.Contains(err.Error(), "no room") || !strings.Contains(err.Error(), src) || !strings.Contains(err.Error(), jl.root()) {
+		t.Fatalf("a kernel copy with %d bytes free: %v; want it refused for want of room, naming %s and %s", 4096+copyMargin-1, err, src, jl.root())
+	}
+	if _, err := os.Lstat(jl.hostPath(kernelName)); !os.IsNotExist(err) {
+		t.Errorf("the refused copy is left in the jail: %v", err)
 	}
 }
