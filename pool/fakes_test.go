@@ -257,6 +257,10 @@ func (h *fakeHV) Start(_ context.Context, spec vmm.Spec) (vmm.Machine, error) {
 		h.initrds = map[string][]byte{}
 	}
 	h.initrds[spec.ID], _ = os.ReadFile(spec.Initramfs)
+	if spec.Identity != "" && h.failing(map[bool]string{true: "restore-start-unkillable", false: "template-start-unkillable"}[spec.Restore != ""]) {
+		h.mu.Unlock()
+		return &unkillable{}, errors.New("monitor would not start, and its kill failed")
+	}
 	if err := h.startWarm(spec); err != nil {
 		h.mu.Unlock()
 		return nil, err

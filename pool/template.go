@@ -515,9 +515,12 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 		root.Apply(&spec, &agentproto.Config{}) // the drives; the config stays the bare template's
 	}
 	machine, err := m.d.Hypervisor.Start(ctx, spec)
-	if err != nil {
+	if err != nil && machine == nil {
 		return fmt.Errorf("start the template VM: %w", err)
 	}
+	// From here the monitor is killed on the way out, also one returned
+	// with Start's error, which the driver could not kill (see
+	// vmm.Hypervisor): the slot is kept while it may still run.
 	defer func() {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
@@ -534,6 +537,9 @@ func (m *Manager) bootAndSave(ctx context.Context, pc config.Pool, id, dir, init
 			}
 		}
 	}()
+	if err != nil {
+		return fmt.Errorf("start the template VM: %w", err)
+	}
 	w, ok := machine.(vmm.Warm)
 	if !ok {
 		return fmt.Errorf("the %s driver cannot save VMs", m.d.Hypervisor.Name())

@@ -534,6 +534,9 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	// startRestore); the runner's credential reaches its guest after,
 	// with its identity. A cold boot's needs the runner in its initramfs.
 	restore := v.startRestore(ctx, spec)
+	if restore != nil && restore.failed != nil {
+		return restore.handOff(), fail(ReasonStart, restore.failed)
+	}
 	start := time.Now()
 	v.regGen = m.poolGen(p)
 	runner, err := p.forge.Register(ctx, forge.RunnerSpec{
@@ -543,11 +546,11 @@ func (v *vm) create(ctx context.Context) (vmm.Machine, error) {
 	})
 	if err != nil {
 		// A restore's monitor goes with the VM's teardown, which kills it
-		// (and keeps the slot if that fails) like any other.
+		// (and keeps the slot if that fails) like any other; its template
+		// build is released once it is gone.
 		var started vmm.Machine
 		if restore != nil {
-			restore.release()
-			started = restore.machine
+			started = restore.handOff()
 		}
 		return started, fail(ReasonRegister, fmt.Errorf("register runner: %w", err))
 	}
@@ -932,6 +935,10 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 		// when it cannot (holdAddress), and removes the runner.
 		kept := v.snapshot()
 		kept.Phase, kept.PID, kept.TAP = vmstate.Failed, machine.PID(), ""
+		// Numbered by the store after whatever the VM saved last (the
+		// record in memory may carry the number already saved, when the
+		// VM failed before any change: Save would skip it as not newer).
+		kept.Seq = 0
 		if removeErr == nil {
 			kept.RunnerID = ""
 		}

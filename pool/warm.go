@@ -31,6 +31,17 @@ type restoring struct {
 	chooser *warmstart.Chooser // its pool's, which counts a fallback
 	started time.Time
 	release func() // ends the restore's use of its template build
+	// failed: the monitor failed to start and the driver could not kill
+	// it (Start returned it with its error); the VM fails, handOff's
+	// machine to its teardown.
+	failed error
+}
+
+// handOff is the restore's monitor for the VM's teardown when the VM
+// goes no further than a started restore: the build stays held until a
+// Kill of the monitor succeeds (heldBuild).
+func (r *restoring) handOff() vmm.Machine {
+	return &heldBuild{Machine: r.machine, release: r.release}
 }
 
 // startRestore starts the monitor of spec's VM from its pool's template,
@@ -41,8 +52,9 @@ type restoring struct {
 // libraries and machine, ~100 ms under TCG here) runs while the forge
 // answers. (Firecracker's Start loads the snapshot before it returns: it
 // runs before the registration, not beside it.) The caller ends a
-// non-nil restoring with finishRestore, or, when the VM goes no further,
-// releases it and hands its monitor to the VM's teardown.
+// non-nil restoring with finishRestore, or, when the VM goes no further
+// (its runner not registered, or the restore failed with a monitor the
+// driver could not kill), hands it to the VM's teardown (handOff).
 func (v *vm) startRestore(ctx context.Context, spec vmm.Spec) *restoring {
 	m := v.m
 	w := m.warmPoolOf(v.pool)
@@ -77,6 +89,15 @@ func (v *vm) startRestore(ctx context.Context, spec vmm.Spec) *restoring {
 	spec.Identity = filepath.Join(spec.Dir, "identity.sock")
 	t0 := time.Now()
 	machine, err := m.d.Hypervisor.Start(ctx, spec)
+	if err != nil && machine != nil {
+		// The driver could not kill its failed start's monitor (see
+		// vmm.Hypervisor): it may still run as the slot's user and map
+		// the build's files. No VM boots in that slot; the VM fails and
+		// its teardown kills the monitor again, as in finishRestore.
+		w.chooser.RestoreNotEnded(ctx, spec.ID, fmt.Errorf("start: %w", err))
+		return &restoring{machine: machine, t: t, chooser: w.chooser, started: t0, release: release,
+			failed: fmt.Errorf("restore failed to start (%w) and its monitor is not known gone", err)}
+	}
 	if err != nil {
 		release()
 		w.chooser.ColdBoot(ctx, spec.ID, fmt.Errorf("start: %w", err))
@@ -101,7 +122,7 @@ func (v *vm) finishRestore(ctx context.Context, r *restoring, mac string, cfg ag
 	if err := SendIdentity(hctx, r.machine, mac, cfg); err != nil {
 		if kerr := r.kill(ctx); kerr != nil {
 			r.chooser.RestoreNotEnded(ctx, cfg.VMID, fmt.Errorf("%w; kill: %w", err, kerr))
-			return &heldBuild{Machine: r.machine, release: r.release},
+			return r.handOff(),
 				fmt.Errorf("restore failed (%w) and its monitor is not known gone: %w", err, kerr)
 		}
 		r.release()

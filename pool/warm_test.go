@@ -506,9 +506,21 @@ func TestTemplatesBuildingAtOnceRunInSlotsOfTheirOwn(t *testing.T) {
 // that no VM started later runs as the same user, says so in the log,
 // and is a failed build: what it saved is never published.
 func TestATemplateWhoseKillFailedKeepsItsSlotAndIsNotPublished(t *testing.T) {
-	r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
-		d.Hypervisor.(*fakeHV).templateKillFails.Store(true)
+	t.Run("its kill after the save failed", func(t *testing.T) {
+		templateKillFailedKeepsItsSlot(t, newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
+			d.Hypervisor.(*fakeHV).templateKillFails.Store(true)
+		}))
 	})
+	// Start returned the monitor with its error (vmm.Hypervisor).
+	t.Run("its start failed and the driver could not kill it", func(t *testing.T) {
+		templateKillFailedKeepsItsSlot(t, newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
+			d.Hypervisor.(*fakeHV).warmFail.Store("template-start-unkillable")
+		}))
+	})
+}
+
+func templateKillFailedKeepsItsSlot(t *testing.T, r *warmRig) {
+	t.Helper()
 	eventually(t, 5*time.Second, "template build ended", func() bool {
 		r.c.mu.Lock()
 		defer r.c.mu.Unlock()
@@ -548,11 +560,44 @@ func TestATemplateWhoseKillFailedKeepsItsSlotAndIsNotPublished(t *testing.T) {
 // the slot's user. The VM fails and its slot (its address) is kept,
 // as a template's is.
 func TestARestoreWhoseKillFailedIsNotBootedColdInItsSlot(t *testing.T) {
-	r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
-		d.Hypervisor.(*fakeHV).restoreKillFails.Store(true)
+	t.Run("its resume failed", func(t *testing.T) {
+		r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
+			d.Hypervisor.(*fakeHV).restoreKillFails.Store(true)
+		})
+		r.waitBuilds(t, 1)
+		r.hv.warmFail.Store("resume")
+		restoreNotBootedColdInItsSlot(t, r)
 	})
-	r.waitBuilds(t, 1)
-	r.hv.warmFail.Store("resume")
+	// Start returned the monitor with its error: the driver's own kill
+	// failed (vmm.Hypervisor), so no runner is registered for the VM.
+	t.Run("its start failed and the driver could not kill it", func(t *testing.T) {
+		r := newWarmRig(t, 0, 1, t.TempDir(), "")
+		r.waitBuilds(t, 1)
+		w := r.m.warmPoolOf(r.m.pools[0])
+		w.mu.Lock()
+		build := w.build
+		w.mu.Unlock()
+		r.hv.warmFail.Store("restore-start-unkillable")
+		restoreNotBootedColdInItsSlot(t, r)
+		r.c.mu.Lock()
+		n := r.c.reasons[warmstart.ReasonRestoreKillFailed]
+		r.c.mu.Unlock()
+		if n < 1 {
+			t.Errorf("restore_kill_failed fallbacks = %d; want at least 1 (fallbacks %v)", n, r.c.reasons)
+		}
+		// Its monitor may still map the build's files: held, as long as
+		// no Kill of it succeeded (none does).
+		w.mu.Lock()
+		refs := w.refs[build]
+		w.mu.Unlock()
+		if refs < 1 {
+			t.Errorf("build %s held by %d restores; want held while the monitor is not known gone", build, refs)
+		}
+	})
+}
+
+func restoreNotBootedColdInItsSlot(t *testing.T, r *warmRig) {
+	t.Helper()
 	r.forge.enqueue("j1")
 	var restore vmm.Spec
 	var after int // the specs started after the restore's
@@ -592,6 +637,11 @@ func TestARestoreWhoseKillFailedIsNotBootedColdInItsSlot(t *testing.T) {
 	// The slot outlives this run: the record stays, Failed with the
 	// monitor's PID, for the next start's Recover to kill it or hold the
 	// address again.
+	defer func() {
+		if t.Failed() {
+			t.Log(r.log.String())
+		}
+	}()
 	eventually(t, 10*time.Second, "the record of the vm not known gone saved", func() bool {
 		recs, err := r.store.List()
 		if err != nil {

@@ -32,7 +32,9 @@ import (
 type warmFake struct {
 	// warmFail makes each restore fail: "start" (the monitor), "resume"
 	// or "identity" (no acknowledgement); "template": each template's
-	// monitor fails to start.
+	// monitor fails to start; "restore-start-unkillable" and
+	// "template-start-unkillable": a restore's or a template's start
+	// fails and returns its monitor, which no Kill ends (unkillable).
 	warmFail atomic.Value // string
 	saves    atomic.Int32 // templates saved
 	// saveGate, when set, holds each template's SaveState until closed:
