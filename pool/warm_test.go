@@ -106,14 +106,20 @@ func newWarmRigOf(t *testing.T, minIdle, max int, tdir, fail string, warm bool, 
 // waitBuilds waits for n template builds, failing on a failed one.
 func (r *warmRig) waitBuilds(t *testing.T, n int) {
 	t.Helper()
-	eventually(t, 5*time.Second, "template built", func() bool {
+	r.waitBuildsEnded(t, n)
+	if r.c.failures != 0 {
+		t.Fatalf("template build failed:\n%s", r.log.String())
+	}
+}
+
+// waitBuildsEnded waits for n template builds to end, built or failed.
+func (r *warmRig) waitBuildsEnded(t *testing.T, n int) {
+	t.Helper()
+	eventually(t, 5*time.Second, "template builds ended", func() bool {
 		r.c.mu.Lock()
 		defer r.c.mu.Unlock()
 		return r.c.built+r.c.failures >= n
 	})
-	if r.c.failures != 0 {
-		t.Fatalf("template build failed:\n%s", r.log.String())
-	}
 }
 
 // restoredSpecs are the ids of the VMs started from a template.
@@ -521,11 +527,7 @@ func TestATemplateWhoseKillFailedKeepsItsSlotAndIsNotPublished(t *testing.T) {
 
 func templateKillFailedKeepsItsSlot(t *testing.T, r *warmRig) {
 	t.Helper()
-	eventually(t, 5*time.Second, "template build ended", func() bool {
-		r.c.mu.Lock()
-		defer r.c.mu.Unlock()
-		return r.c.built+r.c.failures >= 1
-	})
+	r.waitBuildsEnded(t, 1)
 	r.c.mu.Lock()
 	built, failures := r.c.built, r.c.failures
 	r.c.mu.Unlock()
