@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -49,22 +50,32 @@ func unixAccept(t *testing.T) (accept func(context.Context) (IdentityConn, error
 	}, path
 }
 
+// served is one ServeIdentity's result.
+type served struct {
+	line   []byte
+	answer IdentityAnswer
+	err    error
+}
+
+// serveIdentity runs ServeIdentity on accept until ctx ends.
+func serveIdentity(ctx context.Context, accept func(context.Context) (IdentityConn, error)) <-chan served {
+	done := make(chan served, 1)
+	go func() {
+		line, answer, err := ServeIdentity(ctx, accept)
+		done <- served{line, answer, err}
+	}()
+	return done
+}
+
 // TestServeIdentityTakesTheFirstWholeLine: a connection that ends before
 // its newline (a vsock connection the restore reset) is not the identity;
-// the next connection's line is, and it is acknowledged.
+// the next connection's line is, and the agent's answer, an
+// acknowledgement here, goes back on it.
 func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
 	accept, path := unixAccept(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	type result struct {
-		line []byte
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		line, err := ServeIdentity(ctx, accept)
-		done <- result{line, err}
-	}()
+	done := serveIdentity(ctx, accept)
 	half, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -82,13 +93,46 @@ func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
 	}
 	defer c.Close()
 	c.Write([]byte(`{"mac":"02:00:00:00:00:09"}` + "\n"))
+	r := <-done
+	if r.err != nil || string(r.line) != `{"mac":"02:00:00:00:00:09"}` {
+		t.Fatalf("ServeIdentity = %q, %v", r.line, r.err)
+	}
+	if err := r.answer(true); err != nil {
+		t.Fatal(err)
+	}
 	ack, _ := bufio.NewReader(c).ReadString('\n')
 	if strings.TrimSpace(ack) != agentproto.IdentityAck {
 		t.Fatalf("ack %q", ack)
 	}
+}
+
+// TestTheIdentityChannelCarriesTheAgentsAnswerNotAnAckOnReading: the
+// line read, ServeIdentity returns with its connection open and nothing
+// said on it; the host reads what the agent then answers: a refusal of
+// an identity it could not apply, which the host takes for a failed
+// restore, and the end of the connection.
+func TestTheIdentityChannelCarriesTheAgentsAnswerNotAnAckOnReading(t *testing.T) {
+	accept, path := unixAccept(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := serveIdentity(ctx, accept)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte(`{"mac":"bad"}` + "\n"))
 	r := <-done
-	if r.err != nil || string(r.line) != `{"mac":"02:00:00:00:00:09"}` {
-		t.Fatalf("ServeIdentity = %q, %v", r.line, r.err)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if err := r.answer(false); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	rest, err := io.ReadAll(c)
+	if string(rest) != agentproto.IdentityRefused+"\n" || err != nil {
+		t.Fatalf("the host read %q, %v; want the refusal, then the end", rest, err)
 	}
 }
 
@@ -98,11 +142,7 @@ func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
 func TestServeIdentityRefusesAnOverlongLine(t *testing.T) {
 	accept, path := unixAccept(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := ServeIdentity(ctx, accept)
-		done <- err
-	}()
+	done := serveIdentity(ctx, accept)
 	c, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -115,8 +155,8 @@ func TestServeIdentityRefusesAnOverlongLine(t *testing.T) {
 	}
 	cancel()
 	select {
-	case err := <-done:
-		if err == nil {
+	case r := <-done:
+		if r.err == nil {
 			t.Fatal("ServeIdentity returned no error when its context ended")
 		}
 	case <-time.After(5 * time.Second):
