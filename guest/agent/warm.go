@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
@@ -85,10 +86,13 @@ func (a *Agent) applyIdentity(line []byte, tpl agentproto.Config) (agentproto.Co
 	// set (the interface's driver may be among them), not again in run.
 	a.loadModules(slices.DeleteFunc(cfg.Modules, func(m string) bool { return slices.Contains(tpl.Modules, m) }))
 	cfg.Modules = nil
-	if id.MAC != "" {
-		if err := a.Sys.SetMAC(ifaceName(cfg.Network), id.MAC); err != nil {
-			return agentproto.Config{}, fmt.Errorf("identity: %w", err)
-		}
+	// The template's MAC is every restore's: one the identity does not
+	// replace would be shared with its siblings.
+	if hw, err := net.ParseMAC(id.MAC); err != nil || len(hw) != 6 {
+		return agentproto.Config{}, fmt.Errorf("identity: MAC %q is no Ethernet address", id.MAC)
+	}
+	if err := a.Sys.SetMAC(ifaceName(cfg.Network), id.MAC); err != nil {
+		return agentproto.Config{}, fmt.Errorf("identity: %w", err)
 	}
 	return cfg, nil
 }

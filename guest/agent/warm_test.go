@@ -200,7 +200,7 @@ func TestATemplateMakesTheJobsCgroupsBeforeItWaits(t *testing.T) {
 // counts is never booted cold. So the agent acknowledges its identity
 // only once it is parsed, checked and applied, and refuses (and powers
 // off: Run ends with the error) one whose config check fails, whose MAC
-// cannot be set, or that is no identity at
+// is missing, malformed or cannot be set, or that is no identity at
 // all — before the VM's config is used. The good identity is the
 // control.
 func TestAnIdentityTheAgentCannotApplyIsNeverAcknowledged(t *testing.T) {
@@ -215,6 +215,9 @@ func TestAnIdentityTheAgentCannotApplyIsNeverAcknowledged(t *testing.T) {
 		"control":             {line: marshalIdentity(t, good())},
 		"config check fails":  {line: marshalIdentity(t, with(good(), func(id *agentproto.Identity) { id.Config.Runner.UID = 0 })), err: "must not run as root"},
 		"a template's config": {line: marshalIdentity(t, with(good(), func(id *agentproto.Identity) { id.Config.Template = true })), err: "template"},
+		"no MAC":              {line: marshalIdentity(t, with(good(), func(id *agentproto.Identity) { id.MAC = "" })), err: "MAC"},
+		"malformed MAC":       {line: marshalIdentity(t, with(good(), func(id *agentproto.Identity) { id.MAC = "02:00:00:00:2a" })), err: "MAC"},
+		"not an Ethernet MAC": {line: marshalIdentity(t, with(good(), func(id *agentproto.Identity) { id.MAC = "02:00:00:00:00:00:00:2a" })), err: "MAC"},
 		"MAC cannot be set":   {line: marshalIdentity(t, good()), macErr: errors.New("set MAC of eth0: no such device"), err: "no such device"},
 		"no seed":             {line: marshalIdentity(t, with(good(), func(id *agentproto.Identity) { id.Seed = nil })), err: "reseed"},
 		"not JSON":            {line: func() []byte { return []byte("{") }, err: "parsing the identity"},
