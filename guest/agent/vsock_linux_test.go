@@ -57,14 +57,28 @@ type served struct {
 	err    error
 }
 
-// serveIdentity runs ServeIdentity on accept until ctx ends.
-func serveIdentity(ctx context.Context, accept func(context.Context) (IdentityConn, error)) <-chan served {
+// serveIdentity runs ServeIdentity on a unix socket until ctx ends, and
+// returns the channel of its result and the socket's path.
+func serveIdentity(ctx context.Context, t *testing.T) (<-chan served, string) {
+	accept, path := unixAccept(t)
 	done := make(chan served, 1)
 	go func() {
 		line, answer, err := ServeIdentity(ctx, accept)
 		done <- served{line, answer, err}
 	}()
-	return done
+	return done, path
+}
+
+// dialIdentity is the host's connection to the identity channel at path,
+// closed when the test ends.
+func dialIdentity(t *testing.T, path string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // TestServeIdentityTakesTheFirstWholeLine: a connection that ends before
@@ -72,14 +86,10 @@ func serveIdentity(ctx context.Context, accept func(context.Context) (IdentityCo
 // the next connection's line is, and the agent's answer, an
 // acknowledgement here, goes back on it.
 func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
-	accept, path := unixAccept(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	done := serveIdentity(ctx, accept)
-	half, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	done, path := serveIdentity(ctx, t)
+	half := dialIdentity(t, path)
 	half.Write([]byte(`{"config":`))
 	half.(*net.UnixConn).CloseWrite() // ends its stream, still reads
 	half.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -87,11 +97,7 @@ func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
 		t.Fatalf("a line without its newline was acknowledged: %q", ack)
 	}
 	half.Close()
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialIdentity(t, path)
 	c.Write([]byte(`{"mac":"02:00:00:00:00:09"}` + "\n"))
 	r := <-done
 	if r.err != nil || string(r.line) != `{"mac":"02:00:00:00:00:09"}` {
@@ -112,15 +118,10 @@ func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
 // an identity it could not apply, which the host takes for a failed
 // restore, and the end of the connection.
 func TestTheIdentityChannelCarriesTheAgentsAnswerNotAnAckOnReading(t *testing.T) {
-	accept, path := unixAccept(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	done := serveIdentity(ctx, accept)
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	done, path := serveIdentity(ctx, t)
+	c := dialIdentity(t, path)
 	c.Write([]byte(`{"mac":"bad"}` + "\n"))
 	r := <-done
 	if r.err != nil {
@@ -140,14 +141,9 @@ func TestTheIdentityChannelCarriesTheAgentsAnswerNotAnAckOnReading(t *testing.T)
 // bytes without a newline is no identity (the connection is dropped, no
 // acknowledgement), and a waiting agent's context ends the wait.
 func TestServeIdentityRefusesAnOverlongLine(t *testing.T) {
-	accept, path := unixAccept(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := serveIdentity(ctx, accept)
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	done, path := serveIdentity(ctx, t)
+	c := dialIdentity(t, path)
 	go c.Write([]byte(strings.Repeat("x", agentproto.MaxIdentity+10) + "\n"))
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if ack, _ := bufio.NewReader(c).ReadString('\n'); ack != "" {
