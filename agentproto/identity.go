@@ -18,9 +18,16 @@ const (
 	IdentityVsockPort    = 1024
 )
 
-// IdentityAck is the guest's answer, one line, once it has read its
-// Identity.
-const IdentityAck = "identity-ok"
+// IdentityAck is the guest's answer, one line, once it has read,
+// checked and applied its Identity (RNG reseeded, clock and MAC set, the
+// config accepted): the restore is the VM's own from then on.
+// IdentityRefused is its answer to an Identity it could not apply; the
+// host takes any answer but IdentityAck (or none) for a failed restore
+// and boots the VM cold, while the guest powers off.
+const (
+	IdentityAck     = "identity-ok"
+	IdentityRefused = "identity-refused"
+)
 
 // MaxIdentity bounds one Identity line, as the guest reads it.
 const MaxIdentity = 1 << 20

@@ -24,7 +24,7 @@ func readConfig(root string) (agentproto.Config, error) {
 	}
 	rmErr := os.Remove(p)
 	err = json.Unmarshal(b, &cfg)
-	clear(b)
+	clear(b) // one copy fewer: cfg holds its own until writeRunnerFiles
 	if rmErr != nil {
 		return cfg, fmt.Errorf("removing config after reading it: %w", rmErr)
 	}

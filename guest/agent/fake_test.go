@@ -28,6 +28,7 @@ type fakeSys struct {
 	switchErr error
 	identity  []byte // the line AwaitIdentity returns
 	onAwait   func() // called as AwaitIdentity begins, when set
+	macErr    error  // SetMAC's
 
 	mu        sync.Mutex
 	calls     []string
@@ -120,16 +121,27 @@ func (f *fakeSys) SwitchRoot(newRoot string) (string, error) {
 
 func (f *fakeSys) Uptime() time.Duration { return time.Since(f.t0) }
 
-func (f *fakeSys) AwaitIdentity(ctx context.Context) ([]byte, error) {
+// AwaitIdentity returns the identity line; its answer is recorded as
+// "answer <agentproto.IdentityAck or IdentityRefused>", where it comes
+// among the other calls.
+func (f *fakeSys) AwaitIdentity(ctx context.Context) ([]byte, IdentityAnswer, error) {
 	f.record("await-identity")
 	if f.onAwait != nil {
 		f.onAwait()
 	}
 	if f.identity == nil {
 		<-ctx.Done() // no host ever connects
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
-	return append([]byte(nil), f.identity...), nil
+	answer := func(applied bool) error {
+		if applied {
+			f.record("answer " + agentproto.IdentityAck)
+		} else {
+			f.record("answer " + agentproto.IdentityRefused)
+		}
+		return nil
+	}
+	return append([]byte(nil), f.identity...), answer, nil
 }
 
 // Reseed refuses what the real one does (see Reseed).
@@ -151,7 +163,7 @@ func (f *fakeSys) SetClock(now time.Time) error {
 
 func (f *fakeSys) SetMAC(iface, mac string) error {
 	f.record("mac %s %s", iface, mac)
-	return nil
+	return f.macErr
 }
 
 func (f *fakeSys) LiftProcessLimit(pid int) error {

@@ -17,8 +17,15 @@ import (
 const defaultFileMode = 0o600
 
 // writeRunnerFiles writes the runner's files, owned by its user, creating
-// missing parent directories owned by that user too.
+// missing parent directories owned by that user too. Then, written or
+// not, it zeroes and drops their content in r.Files, which is the
+// config's (the slice is shared): the agent, PID 1, keeps the config for
+// the VM's life and needs only the files' paths after this. That
+// shortens what the agent holds of the runner's credential; it is no
+// secrecy from root in the guest, which can read the files, the runner's
+// memory, and whatever copies the decoding left in the agent's.
 func (a *Agent) writeRunnerFiles(r agentproto.Runner, docker bool) error {
+	defer forgetFileContents(r.Files)
 	n := 0
 	for _, f := range r.Files {
 		if f.IfDocker != nil && *f.IfDocker != docker {
@@ -41,6 +48,14 @@ func (a *Agent) writeRunnerFiles(r agentproto.Runner, docker bool) error {
 		a.logf("wrote %d runner files", n)
 	}
 	return nil
+}
+
+// forgetFileContents zeroes each file's content and drops it.
+func forgetFileContents(files []agentproto.File) {
+	for i := range files {
+		clear(files[i].Content)
+		files[i].Content = nil
+	}
 }
 
 // writeOwnedFile replaces the guest file with content, owned by uid:gid

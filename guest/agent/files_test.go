@@ -3,6 +3,7 @@ package agent
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
@@ -58,5 +59,41 @@ func TestWriteRunnerFiles(t *testing.T) {
 	}
 	if got := readFile(t, filepath.Join(root, "opt/link")); got != "new" {
 		t.Errorf("/opt/link %q", got)
+	}
+}
+
+// TestTheAgentKeepsNoRunnerFileContentOnceWritten: the runner's files
+// (its credential among them) are on disk for the runner; the config the
+// agent keeps for the VM's life holds none of their content afterwards,
+// written or skipped (a file for a guest with dockerd in one without),
+// and the bytes it held are zeroed, not just dropped. The files stay
+// named: the runner's ready line removes some of them.
+func TestTheAgentKeepsNoRunnerFileContentOnceWritten(t *testing.T) {
+	root := t.TempDir()
+	a := &Agent{Root: root, Sys: newFakeSys(t, root)}
+	yes := true
+	r := agentproto.Runner{UID: 1001, GID: 1002, Files: []agentproto.File{
+		{Path: "/home/runner/.runner", Mode: 0o600, Content: []byte("runner-secret"), RemoveWhenReady: true},
+		{Path: "/home/runner/docker.yaml", Content: []byte("docker-secret"), IfDocker: &yes},
+	}}
+	held := [][]byte{r.Files[0].Content, r.Files[1].Content}
+
+	if err := a.writeRunnerFiles(r, false); err != nil {
+		t.Fatal(err)
+	}
+
+	if got := readFile(t, filepath.Join(root, "home/runner/.runner")); got != "runner-secret" {
+		t.Fatalf("the runner's file holds %q", got)
+	}
+	for i, f := range r.Files {
+		if f.Content != nil {
+			t.Errorf("%s: the config keeps its content %q", f.Path, f.Content)
+		}
+		if strings.Trim(string(held[i]), "\x00") != "" {
+			t.Errorf("%s: the bytes the config held are left: %q", f.Path, held[i])
+		}
+	}
+	if r.Files[0].Path != "/home/runner/.runner" || !r.Files[0].RemoveWhenReady {
+		t.Errorf("the file's name or removal went with its content: %+v", r.Files[0])
 	}
 }

@@ -43,30 +43,37 @@ func IdentityDevice(root string) (string, error) {
 }
 
 // ReadIdentityLine waits for one line on dev, at most agentproto.MaxIdentity
-// bytes, and acknowledges it (agentproto.IdentityAck): QEMU reads the
-// host's socket only while the guest has the port open, so the host keeps
-// its end until the guest says it has the line. A port whose host end is
-// not connected reads as end of file: the agent polls until the host
+// bytes, and returns it with the answer that acknowledges or refuses it
+// (see IdentityAnswer): QEMU reads the host's socket only while the guest
+// has the port open, so the host keeps its end until the guest answers,
+// and the port stays open until then. A port whose host end is not
+// connected reads as end of file: the agent polls until the host
 // connects (the template waits here when it is saved). The port stays
 // open throughout: Linux discards what a port holds when it is closed, so
 // a line QEMU handed over just after a read saw no host would be lost if
 // the agent closed and reopened the port between polls.
-func ReadIdentityLine(ctx context.Context, dev string) ([]byte, error) {
+func ReadIdentityLine(ctx context.Context, dev string) ([]byte, IdentityAnswer, error) {
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("identity port: %w", err)
+		return nil, nil, fmt.Errorf("identity port: %w", err)
 	}
-	defer f.Close()
+	line, err := readPortLine(ctx, f)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return line, answerOn(f), nil
+}
+
+// readPortLine is ReadIdentityLine's wait for the line on the open port.
+func readPortLine(ctx context.Context, f *os.File) ([]byte, error) {
 	var line []byte
 	buf := make([]byte, 64<<10)
-	defer clear(buf) // the line carries the runner's credential
+	defer clear(buf) // one copy fewer of the line (the runner's credential) left behind
 	for {
 		n, err := f.Read(buf)
 		line = append(line, buf[:n]...)
 		if i := bytes.IndexByte(line, '\n'); i >= 0 {
-			if _, err := f.Write([]byte(agentproto.IdentityAck + "\n")); err != nil {
-				return nil, fmt.Errorf("identity port: acknowledge: %w", err)
-			}
 			return line[:i], nil
 		}
 		if len(line) > agentproto.MaxIdentity {
@@ -84,6 +91,25 @@ func ReadIdentityLine(ctx context.Context, dev string) ([]byte, error) {
 			return nil, fmt.Errorf("waiting for the identity: %w", ctx.Err())
 		case <-time.After(2 * time.Millisecond):
 		}
+	}
+}
+
+// answerOn is the IdentityAnswer on the channel c: one line, then c is
+// closed.
+func answerOn(c io.WriteCloser) IdentityAnswer {
+	return func(applied bool) error {
+		reply := agentproto.IdentityRefused
+		if applied {
+			reply = agentproto.IdentityAck
+		}
+		_, err := c.Write([]byte(reply + "\n"))
+		if cerr := c.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("identity channel: answering %s: %w", reply, err)
+		}
+		return nil
 	}
 }
 

@@ -9,6 +9,12 @@ import (
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 )
 
+// IdentityAnswer tells the host on the identity channel whether the
+// identity was applied (agentproto.IdentityAck) or not
+// (agentproto.IdentityRefused), and closes the channel. The host waits
+// for it (boundedly), and counts the restore as good only on the ack.
+type IdentityAnswer func(applied bool) error
+
 // System is every effect the agent has on the kernel, so that tests on the
 // host can run the boot sequence with a fake. Paths are host paths (already
 // joined with Agent.Root).
@@ -45,8 +51,10 @@ type System interface {
 	// AwaitIdentity waits for the identity port (agentproto.IdentityPort,
 	// or vsock port agentproto.IdentityVsockPort when the kernel command
 	// line names that channel: Firecracker) and returns the one line the
-	// host writes on it, acknowledged.
-	AwaitIdentity(ctx context.Context) ([]byte, error)
+	// host writes on it, not yet answered: the channel stays open until
+	// the caller calls answer, once, when it has applied the identity or
+	// failed to.
+	AwaitIdentity(ctx context.Context) (line []byte, answer IdentityAnswer, err error)
 	// Reseed credits seed to the kernel's entropy pool and reseeds its
 	// CRNG.
 	Reseed(seed []byte) error

@@ -99,7 +99,7 @@ func (linuxSystem) SwitchRoot(newRoot string) (string, error) {
 // the virtio-serial driver is loaded.
 const IdentityPortWait = 10 * time.Second
 
-func (linuxSystem) AwaitIdentity(ctx context.Context) ([]byte, error) {
+func (linuxSystem) AwaitIdentity(ctx context.Context) ([]byte, IdentityAnswer, error) {
 	if b, _ := os.ReadFile("/proc/cmdline"); identityOverVsock(string(b)) {
 		return awaitVsockIdentity(ctx)
 	}
@@ -110,11 +110,11 @@ func (linuxSystem) AwaitIdentity(ctx context.Context) ([]byte, error) {
 			return ReadIdentityLine(ctx, dev)
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%w within %v", err, IdentityPortWait)
+			return nil, nil, fmt.Errorf("%w within %v", err, IdentityPortWait)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for the identity port: %w", ctx.Err())
+			return nil, nil, fmt.Errorf("waiting for the identity port: %w", ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

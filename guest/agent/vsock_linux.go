@@ -46,24 +46,23 @@ type IdentityConn interface {
 const identityConnWait = 10 * time.Second
 
 // ServeIdentity accepts connections until one delivers a whole line (at
-// most agentproto.MaxIdentity bytes), acknowledges it
-// (agentproto.IdentityAck) and returns it. A connection that ends, stalls
-// or sends too much before its newline is closed and the next waited for:
-// a vsock connection the restore reset is not the host's last word.
-func ServeIdentity(ctx context.Context, accept func(context.Context) (IdentityConn, error)) ([]byte, error) {
+// most agentproto.MaxIdentity bytes), and returns it with the answer on
+// that connection, which stays open for it (see IdentityAnswer; the
+// connection's deadline, identityConnWait from its accept, bounds the
+// answer too). A connection that ends, stalls or sends too much before
+// its newline is closed and the next waited for: a vsock connection the
+// restore reset is not the host's last word.
+func ServeIdentity(ctx context.Context, accept func(context.Context) (IdentityConn, error)) ([]byte, IdentityAnswer, error) {
 	for {
 		c, err := accept(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("identity channel: %w", err)
+			return nil, nil, fmt.Errorf("identity channel: %w", err)
 		}
 		line, err := readIdentity(c)
 		if err == nil {
-			_, err = c.Write([]byte(agentproto.IdentityAck + "\n"))
+			return line, answerOn(c), nil
 		}
 		c.Close()
-		if err == nil {
-			return line, nil
-		}
 		clear(line)
 	}
 }
@@ -144,11 +143,13 @@ func (l *vsockListener) port() (uint32, error) {
 	return vm.Port, nil
 }
 
-// awaitVsockIdentity listens on the identity port and serves it.
-func awaitVsockIdentity(ctx context.Context) ([]byte, error) {
+// awaitVsockIdentity listens on the identity port and serves it; the
+// listener closes once a line is read (its connection stays open for
+// the answer).
+func awaitVsockIdentity(ctx context.Context) ([]byte, IdentityAnswer, error) {
 	l, err := listenVsock(agentproto.IdentityVsockPort)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer l.Close()
 	return ServeIdentity(ctx, l.Accept)

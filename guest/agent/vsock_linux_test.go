@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -49,26 +50,46 @@ func unixAccept(t *testing.T) (accept func(context.Context) (IdentityConn, error
 	}, path
 }
 
-// TestServeIdentityTakesTheFirstWholeLine: a connection that ends before
-// its newline (a vsock connection the restore reset) is not the identity;
-// the next connection's line is, and it is acknowledged.
-func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
+// served is one ServeIdentity's result.
+type served struct {
+	line   []byte
+	answer IdentityAnswer
+	err    error
+}
+
+// serveIdentity runs ServeIdentity on a unix socket until ctx ends, and
+// returns the channel of its result and the socket's path.
+func serveIdentity(ctx context.Context, t *testing.T) (<-chan served, string) {
 	accept, path := unixAccept(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	type result struct {
-		line []byte
-		err  error
-	}
-	done := make(chan result, 1)
+	done := make(chan served, 1)
 	go func() {
-		line, err := ServeIdentity(ctx, accept)
-		done <- result{line, err}
+		line, answer, err := ServeIdentity(ctx, accept)
+		done <- served{line, answer, err}
 	}()
-	half, err := net.Dial("unix", path)
+	return done, path
+}
+
+// dialIdentity is the host's connection to the identity channel at path,
+// closed when the test ends.
+func dialIdentity(t *testing.T, path string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestServeIdentityTakesTheFirstWholeLine: a connection that ends before
+// its newline (a vsock connection the restore reset) is not the identity;
+// the next connection's line is, and the agent's answer, an
+// acknowledgement here, goes back on it.
+func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done, path := serveIdentity(ctx, t)
+	half := dialIdentity(t, path)
 	half.Write([]byte(`{"config":`))
 	half.(*net.UnixConn).CloseWrite() // ends its stream, still reads
 	half.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -76,19 +97,43 @@ func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
 		t.Fatalf("a line without its newline was acknowledged: %q", ack)
 	}
 	half.Close()
-	c, err := net.Dial("unix", path)
-	if err != nil {
+	c := dialIdentity(t, path)
+	c.Write([]byte(`{"mac":"02:00:00:00:00:09"}` + "\n"))
+	r := <-done
+	if r.err != nil || string(r.line) != `{"mac":"02:00:00:00:00:09"}` {
+		t.Fatalf("ServeIdentity = %q, %v", r.line, r.err)
+	}
+	if err := r.answer(true); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	c.Write([]byte(`{"mac":"02:00:00:00:00:09"}` + "\n"))
 	ack, _ := bufio.NewReader(c).ReadString('\n')
 	if strings.TrimSpace(ack) != agentproto.IdentityAck {
 		t.Fatalf("ack %q", ack)
 	}
+}
+
+// TestTheIdentityChannelCarriesTheAgentsAnswerNotAnAckOnReading: the
+// line read, ServeIdentity returns with its connection open and nothing
+// said on it; the host reads what the agent then answers: a refusal of
+// an identity it could not apply, which the host takes for a failed
+// restore, and the end of the connection.
+func TestTheIdentityChannelCarriesTheAgentsAnswerNotAnAckOnReading(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done, path := serveIdentity(ctx, t)
+	c := dialIdentity(t, path)
+	c.Write([]byte(`{"mac":"bad"}` + "\n"))
 	r := <-done
-	if r.err != nil || string(r.line) != `{"mac":"02:00:00:00:00:09"}` {
-		t.Fatalf("ServeIdentity = %q, %v", r.line, r.err)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if err := r.answer(false); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	rest, err := io.ReadAll(c)
+	if string(rest) != agentproto.IdentityRefused+"\n" || err != nil {
+		t.Fatalf("the host read %q, %v; want the refusal, then the end", rest, err)
 	}
 }
 
@@ -96,18 +141,9 @@ func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
 // bytes without a newline is no identity (the connection is dropped, no
 // acknowledgement), and a waiting agent's context ends the wait.
 func TestServeIdentityRefusesAnOverlongLine(t *testing.T) {
-	accept, path := unixAccept(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := ServeIdentity(ctx, accept)
-		done <- err
-	}()
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	done, path := serveIdentity(ctx, t)
+	c := dialIdentity(t, path)
 	go c.Write([]byte(strings.Repeat("x", agentproto.MaxIdentity+10) + "\n"))
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if ack, _ := bufio.NewReader(c).ReadString('\n'); ack != "" {
@@ -115,8 +151,8 @@ func TestServeIdentityRefusesAnOverlongLine(t *testing.T) {
 	}
 	cancel()
 	select {
-	case err := <-done:
-		if err == nil {
+	case r := <-done:
+		if r.err == nil {
 			t.Fatal("ServeIdentity returned no error when its context ended")
 		}
 	case <-time.After(5 * time.Second):

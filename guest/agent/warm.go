@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
@@ -20,6 +21,12 @@ import (
 // address, the writable disk and root, the runner's credential and
 // files, registry settings, Docker, the runner. Nothing the template
 // holds refers to a VM's disk, address or credential.
+//
+// The host counts the restore as good on the agent's acknowledgement,
+// and a restore it counted is never booted cold: the agent acknowledges
+// only once the identity is parsed, checked and applied, and refuses one
+// it could not apply (Run then ends, the VM powers off, the host boots
+// the VM cold).
 func (a *Agent) awaitIdentity(ctx context.Context, tpl agentproto.Config) (agentproto.Config, error) {
 	a.loadModules(tpl.Modules)
 	// The job's cgroups are no VM's own either: made here, once, a
@@ -29,14 +36,34 @@ func (a *Agent) awaitIdentity(ctx context.Context, tpl agentproto.Config) (agent
 		a.logf("template: the job's cgroups are left to each VM: %v", err)
 	}
 	a.logf("template: waiting for identity on %s", agentproto.IdentityPort)
-	line, err := a.Sys.AwaitIdentity(ctx)
+	line, answer, err := a.Sys.AwaitIdentity(ctx)
 	if err != nil {
 		return agentproto.Config{}, fmt.Errorf("template: %w", err)
 	}
-	var id agentproto.Identity
-	err = json.Unmarshal(line, &id)
-	clear(line) // it carries the runner's credential
+	cfg, err := a.applyIdentity(line, tpl)
+	// One copy fewer of the runner's credential: the decoded config
+	// holds its own until the runner's files are written.
+	clear(line)
+	if aerr := answer(err == nil); aerr != nil {
+		if err == nil {
+			// Unacknowledged, the host kills the restore.
+			return agentproto.Config{}, fmt.Errorf("identity of %s applied: %w", cfg.VMID, aerr)
+		}
+		a.logf("identity refused: %v", aerr)
+	}
 	if err != nil {
+		return agentproto.Config{}, err
+	}
+	a.logf("identity of %s read: RNG reseeded, clock and MAC set, acknowledged", cfg.VMID)
+	return cfg, nil
+}
+
+// applyIdentity parses the identity line, reseeds the RNG, sets the
+// clock, checks the VM's config, loads the modules the template did not
+// and sets the MAC, and returns the VM's config.
+func (a *Agent) applyIdentity(line []byte, tpl agentproto.Config) (agentproto.Config, error) {
+	var id agentproto.Identity
+	if err := json.Unmarshal(line, &id); err != nil {
 		return agentproto.Config{}, fmt.Errorf("template: parsing the identity: %w", err)
 	}
 	// The reseed comes first: nothing may read the template's random
@@ -59,11 +86,13 @@ func (a *Agent) awaitIdentity(ctx context.Context, tpl agentproto.Config) (agent
 	// set (the interface's driver may be among them), not again in run.
 	a.loadModules(slices.DeleteFunc(cfg.Modules, func(m string) bool { return slices.Contains(tpl.Modules, m) }))
 	cfg.Modules = nil
-	if id.MAC != "" {
-		if err := a.Sys.SetMAC(ifaceName(cfg.Network), id.MAC); err != nil {
-			return agentproto.Config{}, fmt.Errorf("identity: %w", err)
-		}
+	// The template's MAC is every restore's: one the identity does not
+	// replace would be shared with its siblings.
+	if hw, err := net.ParseMAC(id.MAC); err != nil || len(hw) != 6 {
+		return agentproto.Config{}, fmt.Errorf("identity: MAC %q is no Ethernet address", id.MAC)
 	}
-	a.logf("identity of %s read: RNG reseeded, clock and MAC set", cfg.VMID)
+	if err := a.Sys.SetMAC(ifaceName(cfg.Network), id.MAC); err != nil {
+		return agentproto.Config{}, fmt.Errorf("identity: %w", err)
+	}
 	return cfg, nil
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,10 +22,11 @@ func templateConfig() agentproto.Config {
 
 // TestATemplateWaitsForItsIdentityThenBootsAsTheVM: a template's agent
 // mounts and loads its modules, waits for its identity, and only then —
-// reseeded, clock and MAC set — follows the VM's own config exactly as a
-// cold boot does (the same calls as TestBootRunsTheJobAndReportsInOrder
-// after the modules the template loaded), reporting to the VM's host and
-// writing the runner's credential.
+// reseeded, clock and MAC set, and only then acknowledged to the host —
+// follows the VM's own config exactly as a cold boot does (the same
+// calls as TestBootRunsTheJobAndReportsInOrder after the modules the
+// template loaded), reporting to the VM's host and writing the runner's
+// credential.
 func TestATemplateWaitsForItsIdentityThenBootsAsTheVM(t *testing.T) {
 	host := newHostServer(t, "vm-token")
 	root := newTestRoot(t, templateConfig())
@@ -46,6 +48,7 @@ func TestATemplateWaitsForItsIdentityThenBootsAsTheVM(t *testing.T) {
 		"module /etc/fireactions/modules/01-virtio.ko", "mount cgroup2 /sys/fs/cgroup",
 		"await-identity", "reseed 64 bytes", fmt.Sprintf("clock %d", now.Unix()),
 		"module /etc/fireactions/modules/02-virtio_net.ko", "mac eth0 02:00:00:00:00:2a",
+		"answer " + agentproto.IdentityAck,
 		"hostname runner-vm-42", "network eth0 10.200.0.2/24",
 		"mount cgroup2 /sys/fs/cgroup", "start sh -c " + runnerScript, "kill-user 1001", "poweroff",
 	}
@@ -190,4 +193,73 @@ func TestATemplateMakesTheJobsCgroupsBeforeItWaits(t *testing.T) {
 	if !slices.Equal(atAwait, want) {
 		t.Errorf("when the template waits: %q, want %q", atAwait, want)
 	}
+}
+
+// TestAnIdentityTheAgentCannotApplyIsNeverAcknowledged: the host counts a
+// restore as good on the agent's acknowledgement, and a restore it
+// counts is never booted cold. So the agent acknowledges its identity
+// only once it is parsed, checked and applied, and refuses (and powers
+// off: Run ends with the error) one whose config check fails, whose MAC
+// is missing, malformed or cannot be set, or that is no identity at
+// all — before the VM's config is used. The good identity is the
+// control.
+func TestAnIdentityTheAgentCannotApplyIsNeverAcknowledged(t *testing.T) {
+	good := func() agentproto.Identity {
+		return agentproto.Identity{Config: testConfig("http://10.200.0.1:8080"), MAC: "02:00:00:00:00:2a", Seed: make([]byte, 64), Now: time.Now()}
+	}
+	for name, tc := range map[string]struct {
+		line   func() []byte
+		macErr error
+		err    string
+	}{
+		"control":             {line: marshalIdentity(t, good())},
+		"config check fails":  {line: marshalIdentity(t, with(good(), func(id *agentproto.Identity) { id.Config.Runner.UID = 0 })), err: "must not run as root"},
+		"a template's config": {line: marshalIdentity(t, with(good(), func(id *agentproto.Identity) { id.Config.Template = true })), err: "template"},
+		"no MAC":              {line: marshalIdentity(t, with(good(), func(id *agentproto.Identity) { id.MAC = "" })), err: "MAC"},
+		"malformed MAC":       {line: marshalIdentity(t, with(good(), func(id *agentproto.Identity) { id.MAC = "02:00:00:00:2a" })), err: "MAC"},
+		"not an Ethernet MAC": {line: marshalIdentity(t, with(good(), func(id *agentproto.Identity) { id.MAC = "02:00:00:00:00:00:00:2a" })), err: "MAC"},
+		"MAC cannot be set":   {line: marshalIdentity(t, good()), macErr: errors.New("set MAC of eth0: no such device"), err: "no such device"},
+		"no seed":             {line: marshalIdentity(t, with(good(), func(id *agentproto.Identity) { id.Seed = nil })), err: "reseed"},
+		"not JSON":            {line: func() []byte { return []byte("{") }, err: "parsing the identity"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			sys := newFakeSys(t, newTestRoot(t, templateConfig()))
+			sys.identity, sys.macErr = tc.line(), tc.macErr
+			a := &Agent{Root: sys.root, Sys: sys, Console: &hosttest.SyncBuffer{}}
+
+			cfg, err := a.awaitIdentity(context.Background(), templateConfig())
+
+			calls := sys.callList()
+			acked := slices.Contains(calls, "answer "+agentproto.IdentityAck)
+			refused := slices.Contains(calls, "answer "+agentproto.IdentityRefused)
+			if tc.err == "" {
+				if err != nil || !acked || refused || cfg.VMID != "vm-42" {
+					t.Fatalf("the good identity: err %v, acknowledged %v, refused %v, VM %q; calls %q", err, acked, refused, cfg.VMID, calls)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("err %v, want one saying %q", err, tc.err)
+			}
+			if acked || !refused {
+				t.Errorf("acknowledged %v, refused %v; calls %q", acked, refused, calls)
+			}
+			if cfg.VMID != "" {
+				t.Errorf("a refused identity's config was returned: %q", cfg.VMID)
+			}
+		})
+	}
+}
+
+func marshalIdentity(t *testing.T, id agentproto.Identity) func() []byte {
+	b, err := json.Marshal(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() []byte { return b }
+}
+
+func with(id agentproto.Identity, mod func(*agentproto.Identity)) agentproto.Identity {
+	mod(&id)
+	return id
 }

@@ -84,7 +84,10 @@ func (d *Driver) Args(spec vmm.Spec) []string {
 
 // CommandLine is the QEMU command line booting spec with the kernel
 // command line given whole. The board is a microvm with ACPI (devices and
-// power-off) and an i8042 keyboard controller, whose reset line, with
+// power-off), mem-merge=off (a host with KSM on merges no page of the
+// guest's with another VM's: no cross-VM side channel through the merged
+// pages' copy-on-write; a memory backend inherits the setting) and an
+// i8042 keyboard controller, whose reset line, with
 // reboot=k and -no-reboot, ends QEMU as soon as the guest restarts. A spec
 // without an initramfs or a TAP gets neither. Args uses it; so does the
 // Firecracker test double, which boots what Firecracker was asked to.
@@ -93,7 +96,7 @@ func (d *Driver) CommandLine(spec vmm.Spec, kernelCmdline string) []string {
 	if d.Accel != AccelTCG {
 		cpu = "host"
 	}
-	board := "microvm,acpi=on"
+	board := "microvm,acpi=on,mem-merge=off"
 	if spec.MemoryFile != "" {
 		board += ",memory-backend=" + memoryID
 	}

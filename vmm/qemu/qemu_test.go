@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -232,5 +233,23 @@ func TestFindMonitor(t *testing.T) {
 	}
 	if pid, err := d.FindMonitor("abc"); err != nil || pid != 0 {
 		t.Fatalf("FindMonitor(abc) after its exit = %d, %v; want none", pid, err)
+	}
+}
+
+// TestTheBoardLetsTheHostMergeNoGuestMemory: with KSM on, a host that
+// merged equal pages of two VMs would let one time the other's writes (a
+// cross-VM side channel): every board, a cold boot's, a template's and a
+// restore's (whose memory backend takes the machine's setting), has
+// mem-merge=off.
+func TestTheBoardLetsTheHostMergeNoGuestMemory(t *testing.T) {
+	d := &Driver{Binary: "qemu", Accel: AccelTCG}
+	template, restore := spec, spec
+	template.MemoryFile = "/t/memory"
+	restore.MemoryFile, restore.Restore = "/t/memory", "/t/state"
+	for name, s := range map[string]vmm.Spec{"cold boot": spec, "template": template, "restore": restore} {
+		board := strings.Split(argValue(d.Args(s), "-M"), ",")
+		if !slices.Contains(board, "mem-merge=off") {
+			t.Errorf("%s: -M %q lacks mem-merge=off", name, strings.Join(board, ","))
+		}
 	}
 }

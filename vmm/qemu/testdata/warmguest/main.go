@@ -3,7 +3,8 @@
 // holds before it is saved (its interface's MAC), says it waits, and once
 // restored reads its identity (agentproto.Identity) with the agent's own
 // functions, reseeds the RNG, sets the clock and the MAC as the agent does
-// (neither reseed nor MAC when the identity has none: the test's control),
+// (neither reseed nor MAC when the identity has none: the test's control)
+// and then acknowledges it,
 // prints what a sibling restore must not share, and resets (which ends
 // QEMU), after idling a minute when its hostname is "idle" (the
 // benchmark's memory figure, the secret test's memory dump).
@@ -53,18 +54,20 @@ func main() {
 	say("waiting for identity on %q", dev)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	line, err := agent.ReadIdentityLine(ctx, dev)
+	line, answer, err := agent.ReadIdentityLine(ctx, dev)
 	if err != nil {
 		say("identity: %v", err)
 		return
 	}
 	var id agentproto.Identity
 	if err := json.Unmarshal(line, &id); err != nil {
+		answer(false)
 		say("identity: %v", err)
 		return
 	}
 	if len(id.Seed) > 0 {
 		if err := agent.Reseed(id.Seed); err != nil {
+			answer(false)
 			say("%v", err)
 			return
 		}
@@ -76,6 +79,10 @@ func main() {
 		if err := agent.SetMAC("eth0", id.MAC); err != nil {
 			say("%v", err)
 		}
+	}
+	// Answered as the agent does, once the identity is applied.
+	if err := answer(true); err != nil {
+		say("%v", err)
 	}
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	uuid, _ := os.ReadFile("/proc/sys/kernel/random/uuid")
