@@ -213,7 +213,7 @@ func SendIdentity(ctx context.Context, machine vmm.Machine, mac string, cfg agen
 	if err != nil {
 		return fmt.Errorf("identity: %w", err)
 	}
-	defer clear(b) // it holds the runner's credential
+	defer clear(b) // one copy of the runner's credential fewer (the encoder's and the driver's may remain until collected)
 	if err := w.SendIdentity(ctx, b); err != nil {
 		return fmt.Errorf("send identity: %w", err)
 	}

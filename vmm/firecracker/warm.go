@@ -267,18 +267,23 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 	}
 	// The agent listens once it runs again after the restore, which
 	// resets every vsock connection: connect until it answers, and again
-	// when a connection ends before its acknowledgement (the agent takes
-	// the next one; one that took a line and lost its acknowledgement
-	// takes none, and the caller kills the VM).
+	// when a connection ends before its answer (the agent takes the next
+	// one; one that took a line and lost its answer takes none, and the
+	// caller kills the VM). The connecting is bounded by
+	// IdentityConnectWait; the agent's answer, which comes once it has
+	// applied the identity, by ctx. A refusal is final.
 	wctx, cancel := context.WithTimeout(ctx, IdentityConnectWait)
 	defer cancel()
 	line := append(bytes.Clone(b), '\n')
 	defer clear(line)
 	var last error // the last attempt's, not one the wait's end cut short
 	for {
-		err := m.sendIdentityOnce(wctx, line)
+		err := m.sendIdentityOnce(ctx, wctx, line)
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, errIdentityRefused) {
+			return fmt.Errorf("firecracker: send identity: %w", err)
 		}
 		if last == nil || wctx.Err() == nil {
 			last = err
@@ -291,10 +296,14 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 	}
 }
 
-// sendIdentityOnce is one connection of SendIdentity: line written, the
-// agent's acknowledgement read.
-func (m *machine) sendIdentityOnce(ctx context.Context, line []byte) error {
-	c, r, err := m.connectGuest(ctx)
+// errIdentityRefused: the agent read the identity and could not apply it
+// (agentproto.IdentityRefused).
+var errIdentityRefused = errors.New("the guest refused its identity")
+
+// sendIdentityOnce is one connection of SendIdentity, made within
+// connect: line written, the agent's answer read within ctx.
+func (m *machine) sendIdentityOnce(ctx, connect context.Context, line []byte) error {
+	c, r, err := m.connectGuest(connect)
 	if err != nil {
 		return err
 	}
@@ -305,10 +314,13 @@ func (m *machine) sendIdentityOnce(ctx context.Context, line []byte) error {
 		return err
 	}
 	ack, err := r.ReadString('\n')
-	if strings.TrimSpace(ack) != agentproto.IdentityAck {
-		return fmt.Errorf("no acknowledgement from the guest (%q, %v)", ack, err)
+	switch strings.TrimSpace(ack) {
+	case agentproto.IdentityAck:
+		return nil
+	case agentproto.IdentityRefused:
+		return errIdentityRefused
 	}
-	return nil
+	return fmt.Errorf("no acknowledgement from the guest (%q, %v)", ack, err)
 }
 
 // IdentityConnectWait bounds SendIdentity's attempts to reach the

@@ -88,6 +88,13 @@ func (r *warmRig) listenGuest(t *testing.T) (got chan string, stop func()) {
 // after their line, unacknowledged (a vsock reset).
 func (r *warmRig) listenGuestDropping(t *testing.T, drop int) (got chan string, stop func()) {
 	t.Helper()
+	return r.listenGuestAnswering(t, drop, agentproto.IdentityAck)
+}
+
+// listenGuestAnswering is listenGuestDropping whose guest answers each
+// line it keeps with answer.
+func (r *warmRig) listenGuestAnswering(t *testing.T, drop int, answer string) (got chan string, stop func()) {
+	t.Helper()
 	path := r.guest + "_" + strconv.Itoa(agentproto.IdentityVsockPort)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -106,7 +113,7 @@ func (r *warmRig) listenGuestDropping(t *testing.T, drop int) (got chan string, 
 				drop--
 			} else if err == nil {
 				got <- line
-				c.Write([]byte(agentproto.IdentityAck + "\n"))
+				c.Write([]byte(answer + "\n"))
 			}
 			c.Close()
 		}
@@ -214,6 +221,16 @@ func saveThenRestore(t *testing.T, r *warmRig) {
 		t.Fatalf("the guest read %q after a reset", line)
 	}
 	stop()
+	// An agent that could not apply its identity refuses it: final, not
+	// sent again (the agent listens no more; the caller boots cold).
+	got, stop = r.listenGuestAnswering(t, 0, agentproto.IdentityRefused)
+	if err := w2.SendIdentity(ctx, []byte(`{"vm":"r1","refused":1}`)); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("identity the guest refused: %v", err)
+	}
+	stop()
+	if n := len(got); n != 1 {
+		t.Fatalf("the refused identity was sent %d times; want once", n)
+	}
 	if err := w2.SendIdentity(ctx, []byte(`{"vm":"r1"}`)); err == nil || !strings.Contains(err.Error(), "no connection to the guest") {
 		t.Fatalf("identity with no guest listening: %v", err)
 	}
