@@ -285,7 +285,11 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 		if errors.Is(err, errIdentityRefused) {
 			return fmt.Errorf("firecracker: send identity: %w", err)
 		}
-		if last == nil || wctx.Err() == nil {
+		// An attempt the wait's end cut short says only that: its
+		// deadline may fire before wctx reports it (a dial's "i/o
+		// timeout"), so a timeout counts as cut short too.
+		var ne net.Error
+		if cut := wctx.Err() != nil || errors.As(err, &ne) && ne.Timeout(); last == nil || !cut {
 			last = err
 		}
 		select {
