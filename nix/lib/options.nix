@@ -410,7 +410,7 @@ in
           warmStart = option {
             type = "bool";
             default = false;
-            description = "warm_start: start the pool's VMs by restoring a saved template instead of booting each (vmm.driver qemu or firecracker; rootInitramfs pools, or image pools with qemu; a failed restore boots cold).";
+            description = "warm_start: start the pool's VMs by restoring a saved template instead of booting each (vmm.driver qemu or firecracker; rootInitramfs pools, or image pools with qemu; a failed restore boots cold). Restored VMs share the template's unwritten memory pages (a cache-timing side channel between them): for pools whose jobs share one trust domain.";
           };
           settings = option {
             type = "json";
