@@ -122,6 +122,29 @@ func (r *warmRig) waitBuildsEnded(t *testing.T, n int) {
 	})
 }
 
+// publishedBuild is the pool's template build now published.
+func (r *warmRig) publishedBuild() string {
+	w := r.m.warmPoolOf(r.m.pools[0])
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.build
+}
+
+// buildRefs is how many restores hold the template build.
+func (r *warmRig) buildRefs(build string) int {
+	w := r.m.warmPoolOf(r.m.pools[0])
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.refs[build]
+}
+
+// fallbacks is how many warm-start fallbacks were counted for reason.
+func (r *warmRig) fallbacks(reason warmstart.Reason) int {
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	return r.c.reasons[reason]
+}
+
 // restoredSpecs are the ids of the VMs started from a template.
 func (r *warmRig) restoredSpecs() []string {
 	r.hv.mu.Lock()
@@ -575,24 +598,15 @@ func TestARestoreWhoseKillFailedIsNotBootedColdInItsSlot(t *testing.T) {
 	t.Run("its start failed and the driver could not kill it", func(t *testing.T) {
 		r := newWarmRig(t, 0, 1, t.TempDir(), "")
 		r.waitBuilds(t, 1)
-		w := r.m.warmPoolOf(r.m.pools[0])
-		w.mu.Lock()
-		build := w.build
-		w.mu.Unlock()
+		build := r.publishedBuild()
 		r.hv.warmFail.Store("restore-start-unkillable")
 		restoreNotBootedColdInItsSlot(t, r)
-		r.c.mu.Lock()
-		n := r.c.reasons[warmstart.ReasonRestoreKillFailed]
-		r.c.mu.Unlock()
-		if n < 1 {
-			t.Errorf("restore_kill_failed fallbacks = %d; want at least 1 (fallbacks %v)", n, r.c.reasons)
+		if n := r.fallbacks(warmstart.ReasonRestoreKillFailed); n < 1 {
+			t.Errorf("restore_kill_failed fallbacks = %d; want at least 1", n)
 		}
 		// Its monitor may still map the build's files: held, as long as
 		// no Kill of it succeeded (none does).
-		w.mu.Lock()
-		refs := w.refs[build]
-		w.mu.Unlock()
-		if refs < 1 {
+		if refs := r.buildRefs(build); refs < 1 {
 			t.Errorf("build %s held by %d restores; want held while the monitor is not known gone", build, refs)
 		}
 	})
@@ -676,10 +690,7 @@ func TestAFailedRestoreWhoseKillFailedIsCountedAndKeepsItsBuildUntilItsMonitorIs
 				d.Hypervisor.(*fakeHV).restoreKillFailures.Store(tc.killFailures)
 			})
 			r.waitBuilds(t, 1)
-			w := r.m.warmPoolOf(r.m.pools[0])
-			w.mu.Lock()
-			build := w.build
-			w.mu.Unlock()
+			build := r.publishedBuild()
 			r.hv.warmFail.Store("resume")
 			// One VM: its job leaves the queue as its runner registers.
 			r.forge.onRegister = func(forge.RunnerSpec) {
@@ -703,15 +714,10 @@ func TestAFailedRestoreWhoseKillFailedIsCountedAndKeepsItsBuildUntilItsMonitorIs
 				defer r.m.mu.Unlock()
 				return len(r.m.vms) == 0
 			})
-			r.c.mu.Lock()
-			n := r.c.reasons[warmstart.ReasonRestoreKillFailed]
-			r.c.mu.Unlock()
-			if n != 1 {
-				t.Errorf("restore_kill_failed fallbacks = %d; want 1 (fallbacks %v)", n, r.c.reasons)
+			if n := r.fallbacks(warmstart.ReasonRestoreKillFailed); n != 1 {
+				t.Errorf("restore_kill_failed fallbacks = %d; want 1", n)
 			}
-			w.mu.Lock()
-			refs := w.refs[build]
-			w.mu.Unlock()
+			refs := r.buildRefs(build)
 			if kept := refs > 0; kept != tc.keptAfter {
 				t.Errorf("build %s held by %d restores after the teardown; want held %v", build, refs, tc.keptAfter)
 			}
