@@ -262,7 +262,7 @@ func (jl *jail) linkIn(src, dst string, own bool) error {
 			return err
 		}
 	}
-	return jl.copyIn(src, dst, "")
+	return jl.copyIn(src, dst, bootCopyMargin, "")
 }
 
 // linkSnapshot hard-links a template's snapshot file src into the jail

@@ -79,9 +79,9 @@ func (s *snapshotShare) copyFile(src, dst string) error {
 // reserve counts size bytes of a copy of src into dir against the free
 // space of dir's file system, with the copies already under way, until
 // release: once a copy is on disk (or failed) statfs counts it. A copy
-// there is no room for, with copyMargin to spare, is refused. warn, when
+// there is no room for, with margin to spare, is refused. warn, when
 // set, is logged first, with the sizes.
-func (s *snapshotShare) reserve(jl *jail, src, dir string, size uint64, warn string) (release func(), err error) {
+func (s *snapshotShare) reserve(jl *jail, src, dir string, size, margin uint64, warn string) (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	free, err := s.freeSpace(dir)
@@ -91,9 +91,9 @@ func (s *snapshotShare) reserve(jl *jail, src, dir string, size uint64, warn str
 	if warn != "" {
 		jl.log.Warn(warn, "file", src, "bytes", size, "free_bytes", free, "copying_bytes", s.copying)
 	}
-	if free < s.copying || free-s.copying < size+copyMargin {
+	if free < s.copying || free-s.copying < size+margin {
 		return nil, fmt.Errorf("no room on the file system of %s for a copy of %s (%d bytes): %d bytes free, %d of them being copied, %d kept free",
-			dir, src, size, free, s.copying, copyMargin)
+			dir, src, size, free, s.copying, margin)
 	}
 	s.copying += size
 	return func() {
@@ -103,9 +103,16 @@ func (s *snapshotShare) reserve(jl *jail, src, dir string, size uint64, warn str
 	}, nil
 }
 
-// copyMargin is the free space a copy into a jail (a snapshot or boot
-// file) leaves on its file system, beyond the copy.
-const copyMargin = 1 << 30
+// copyMargin is the free space a snapshot file's copy into a jail (each
+// restore's, as large as the guest's memory) leaves on its file system,
+// beyond the copy; bootCopyMargin a boot file's (a kernel, an
+// initramfs: a copy on every boot where they cannot be linked, as from a
+// read-only /nix/store on another file system, which must not need a
+// gigabyte spare).
+const (
+	copyMargin     = 1 << 30
+	bootCopyMargin = 16 << 20
+)
 
 // copySnapshot gives the jail a copy of the template's snapshot file src
 // at dst, its user's, where it cannot share it (why). Every restore then
@@ -113,20 +120,20 @@ const copyMargin = 1 << 30
 // copy its file system has no room for is refused (see copyIn: the
 // restore fails, its VM boots cold) rather than filling the disk.
 func (jl *jail) copySnapshot(src, dst, why string) error {
-	return jl.copyIn(src, dst, "firecracker: each restore gets a copy of the template's snapshot file: "+why)
+	return jl.copyIn(src, dst, copyMargin, "firecracker: each restore gets a copy of the template's snapshot file: "+why)
 }
 
 // copyIn gives the jail a copy of src at dst, its user's, mode 0600,
-// when dst's file system has room for it with copyMargin to spare,
+// when dst's file system has room for it with margin to spare,
 // counting the copies under way (reserve; warn is logged first, when
 // set); else it fails, naming the file and the file system.
-func (jl *jail) copyIn(src, dst, warn string) error {
+func (jl *jail) copyIn(src, dst string, margin uint64, warn string) error {
 	st, err := os.Stat(src)
 	if err != nil {
 		return err
 	}
 	share := &jl.j.share
-	release, err := share.reserve(jl, src, filepath.Dir(dst), uint64(st.Size()), warn)
+	release, err := share.reserve(jl, src, filepath.Dir(dst), uint64(st.Size()), margin, warn)
 	if err != nil {
 		return err
 	}

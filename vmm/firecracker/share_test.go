@@ -110,24 +110,43 @@ func TestFreeSpaceCountsBlocksOfTheFundamentalBlockSize(t *testing.T) {
 	}
 }
 
-// A boot file the jail gets a copy of (a kernel not everyone may read)
-// its file system has no room for (its size and a margin) is refused
-// like a snapshot's copy, and the error names the file and the file
-// system (the jail's directory on it).
+// A boot file the jail gets a copy of (a kernel not everyone may read,
+// or one on a read-only /nix/store) its file system has no room for (its
+// size and a margin of bootCopyMargin) is refused like a snapshot's
+// copy, and the error names the file and the file system (the jail's
+// directory on it); one with room for it and that margin is copied: a
+// boot needs no gigabyte spare, as a restore's snapshot copy does.
 func TestABootFileCopyTheFileSystemHasNoRoomForIsRefused(t *testing.T) {
-	jl, src, _ := noACLJail(t, 4096+copyMargin-1, 4096) // src: mode 0600, so copied
-	if err := os.Mkdir(jl.root(), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	initrd := filepath.Join(t.TempDir(), "initramfs")
-	if err := os.WriteFile(initrd, []byte("i"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	err := jl.linkBoot(context.Background(), vmm.Spec{Kernel: src, Initramfs: initrd})
-	if err == nil || !strings.Contains(err.Error(), "no room") || !strings.Contains(err.Error(), src) || !strings.Contains(err.Error(), jl.root()) {
-		t.Fatalf("a kernel copy with %d bytes free: %v; want it refused for want of room, naming %s and %s", 4096+copyMargin-1, err, src, jl.root())
-	}
-	if _, err := os.Lstat(jl.hostPath(kernelName)); !os.IsNotExist(err) {
-		t.Errorf("the refused copy is left in the jail: %v", err)
+	for _, room := range []bool{false, true} {
+		t.Run(map[bool]string{false: "no room", true: "room for it and the margin"}[room], func(t *testing.T) {
+			free := uint64(4096 + bootCopyMargin - 1)
+			if room {
+				free++
+			}
+			jl, src, _ := noACLJail(t, free, 4096) // src: mode 0600, so copied
+			if err := os.Mkdir(jl.root(), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			initrd := filepath.Join(t.TempDir(), "initramfs")
+			if err := os.WriteFile(initrd, []byte("i"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			err := jl.linkBoot(context.Background(), vmm.Spec{Kernel: src, Initramfs: initrd})
+			if room {
+				if err != nil {
+					t.Fatalf("a kernel copy with %d bytes free: %v; want it copied", free, err)
+				}
+				if _, err := os.Lstat(jl.hostPath(kernelName)); err != nil {
+					t.Errorf("the kernel is not in the jail: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "no room") || !strings.Contains(err.Error(), src) || !strings.Contains(err.Error(), jl.root()) {
+				t.Fatalf("a kernel copy with %d bytes free: %v; want it refused for want of room, naming %s and %s", free, err, src, jl.root())
+			}
+			if _, err := os.Lstat(jl.hostPath(kernelName)); !os.IsNotExist(err) {
+				t.Errorf("the refused copy is left in the jail: %v", err)
+			}
+		})
 	}
 }

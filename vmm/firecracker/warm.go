@@ -341,16 +341,24 @@ func (m *machine) connectGuest(ctx context.Context) (net.Conn, *bufio.Reader, er
 		return nil, nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
 	r := bufio.NewReader(io.LimitReader(c, 2*maxVsockReply))
 	if _, err := fmt.Fprintf(c, "CONNECT %d\n", agentproto.IdentityVsockPort); err != nil {
+		stop()
 		c.Close()
 		return nil, nil, err
 	}
 	ok, err := r.ReadString('\n')
 	if port, found := strings.CutPrefix(strings.TrimSuffix(ok, "\n"), "OK "); !found || !isUint(port) {
+		stop()
 		c.Close()
 		return nil, nil, fmt.Errorf("vsock port %d: no connection to the guest (%q, %v)", agentproto.IdentityVsockPort, ok, err)
+	}
+	if !stop() {
+		// The connect's deadline came as it was made: its past
+		// deadline is set or being set on c, which the caller's write
+		// would meet.
+		c.Close()
+		return nil, nil, fmt.Errorf("vsock port %d: connected as the wait ended: %w", agentproto.IdentityVsockPort, context.Cause(ctx))
 	}
 	return c, r, nil
 }

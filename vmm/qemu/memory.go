@@ -44,7 +44,7 @@ func memoryArgs(spec vmm.Spec) []string {
 		share = "off"
 	}
 	return []string{"-object", "memory-backend-file,id=" + memoryID + ",mem-path=" + escapeOpt(spec.MemoryFile) +
-		",size=" + strconv.Itoa(spec.MemoryMiB) + "M,share=" + share}
+		",size=" + strconv.Itoa(spec.MemoryMiB) + "M,share=" + share + ",merge=off"}
 }
 
 // prepareMemory checks a restore's RAM file, which must hold all of the

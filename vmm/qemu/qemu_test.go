@@ -239,17 +239,31 @@ func TestFindMonitor(t *testing.T) {
 // TestTheBoardLetsTheHostMergeNoGuestMemory: with KSM on, a host that
 // merged equal pages of two VMs would let one time the other's writes (a
 // cross-VM side channel): every board, a cold boot's, a template's and a
-// restore's (whose memory backend takes the machine's setting), has
-// mem-merge=off.
+// restore's, has mem-merge=off, and a RAM file's memory backend
+// merge=off.
 func TestTheBoardLetsTheHostMergeNoGuestMemory(t *testing.T) {
 	d := &Driver{Binary: "qemu", Accel: AccelTCG}
 	template, restore := spec, spec
 	template.MemoryFile = "/t/memory"
 	restore.MemoryFile, restore.Restore = "/t/memory", "/t/state"
 	for name, s := range map[string]vmm.Spec{"cold boot": spec, "template": template, "restore": restore} {
-		board := strings.Split(argValue(d.Args(s), "-M"), ",")
+		args := d.Args(s)
+		board := strings.Split(argValue(args, "-M"), ",")
 		if !slices.Contains(board, "mem-merge=off") {
 			t.Errorf("%s: -M %q lacks mem-merge=off", name, strings.Join(board, ","))
+		}
+		if s.MemoryFile == "" {
+			continue
+		}
+		// The RAM file's backend says so itself, not by inheritance.
+		var backend []string
+		for _, o := range argValues(args, "-object") {
+			if strings.HasPrefix(o, "memory-backend-file,") {
+				backend = strings.Split(o, ",")
+			}
+		}
+		if !slices.Contains(backend, "merge=off") {
+			t.Errorf("%s: the memory backend %q lacks merge=off", name, strings.Join(backend, ","))
 		}
 	}
 }
