@@ -18,7 +18,7 @@ var _ warmstart.Counter = (*WarmStarts)(nil)
 func (m *Metrics) WarmStarts() *WarmStarts {
 	w := &WarmStarts{fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fireactions_warm_start_fallbacks_total",
-		Help: "VMs of warm-start pools not restored, by reason: booted cold (no_template, vmm_mismatch, kernel_mismatch, image_mismatch, agent_mismatch, state_missing, state_truncated, bad_manifest, restore_failed) or failed (restore_kill_failed: the restore failed and its monitor could not be ended, so the VM did not boot cold in its slot).",
+		Help: "VMs of warm-start pools not restored, by reason: booted cold (no_template, vmm_mismatch, kernel_mismatch, image_mismatch, agent_mismatch, state_missing, state_truncated, bad_manifest, restore_failed, identity_refused: the restored guest could not apply its identity) or failed (restore_kill_failed: the restore failed and its monitor could not be ended, so the VM did not boot cold in its slot).",
 	}, []string{"pool", "reason"}), builds: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fireactions_warm_start_template_builds_total",
 		Help: "Warm-start pools' template builds (or adoptions of a previous run's), by result (ok, failed); while a pool has none its VMs boot cold.",

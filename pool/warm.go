@@ -215,6 +215,9 @@ func SendIdentity(ctx context.Context, machine vmm.Machine, mac string, cfg agen
 	}
 	defer clear(b) // one copy of the runner's credential fewer (the encoder's and the driver's may remain until collected)
 	if err := w.SendIdentity(ctx, b); err != nil {
+		if errors.Is(err, vmm.ErrIdentityRefused) {
+			return &warmstart.Fallback{Reason: warmstart.ReasonIdentityRefused, Detail: "send identity: " + err.Error()}
+		}
 		return fmt.Errorf("send identity: %w", err)
 	}
 	return nil

@@ -254,7 +254,7 @@ func TestWarmPoolRestoresItsVMsFromTheTemplate(t *testing.T) {
 // (the template's build failed, its state or memory file is missing or
 // truncated, its manifest names another kernel, the restored monitor
 // does not start, does not resume, its guest does not take its
-// identity) boots the VM
+// identity or refuses it) boots the VM
 // cold, with the reason counted and logged; the job runs, in a booted VM,
 // and no restored monitor is left running.
 func TestWarmStartFallsBackToColdBoots(t *testing.T) {
@@ -281,6 +281,7 @@ func TestWarmStartFallsBackToColdBoots(t *testing.T) {
 		{name: "monitor does not start", fail: "start", want: warmstart.ReasonRestoreFailed},
 		{name: "resume fails", fail: "resume", want: warmstart.ReasonRestoreFailed},
 		{name: "identity not taken", fail: "identity", want: warmstart.ReasonRestoreFailed},
+		{name: "identity refused", fail: "identity-refused", want: warmstart.ReasonIdentityRefused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newWarmRig(t, 0, 1, t.TempDir(), tc.fail)

@@ -31,7 +31,8 @@ import (
 // warmFake is the fake VMM's warm-start state and failures.
 type warmFake struct {
 	// warmFail makes each restore fail: "start" (the monitor), "resume"
-	// or "identity" (no acknowledgement); "template": each template's
+	// "identity" (no acknowledgement) or "identity-refused" (the
+	// guest's refusal, vmm.ErrIdentityRefused); "template": each template's
 	// monitor fails to start; "restore-start-unkillable" and
 	// "template-start-unkillable": a restore's or a template's start
 	// fails and returns its monitor, which no Kill ends (unkillable).
@@ -191,6 +192,9 @@ func (m *fakeMachine) SendIdentity(_ context.Context, b []byte) error {
 	}
 	if m.hv.failing("identity") {
 		return errors.New("fake: send identity: no acknowledgement from the guest")
+	}
+	if m.hv.failing("identity-refused") {
+		return fmt.Errorf("fake: send identity: %w", vmm.ErrIdentityRefused)
 	}
 	var id agentproto.Identity
 	if err := json.Unmarshal(b, &id); err != nil {

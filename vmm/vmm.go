@@ -67,9 +67,18 @@ type Warm interface {
 	// loaded; an error is a restore that failed (the VM must be killed
 	// and booted cold).
 	Resume(ctx context.Context) error
-	// SendIdentity writes b, one line, to the guest's identity channel.
+	// SendIdentity writes b, one line, to the guest's identity channel
+	// and waits for the guest's answer; a guest that refused it (could
+	// not apply it) is an error wrapping ErrIdentityRefused.
 	SendIdentity(ctx context.Context, b []byte) error
 }
+
+// ErrIdentityRefused is SendIdentity's error when the guest read its
+// identity and answered that it could not apply it
+// (agentproto.IdentityRefused), told apart from a guest that did not
+// answer: the restore failed all the same (the VM is killed and boots
+// cold), but the guest ran and said why on its console.
+var ErrIdentityRefused = errors.New("the guest refused its identity")
 
 // Saver is a Hypervisor whose machines are Warm: it starts a Spec with
 // Identity (a template) and Restore (a restore of one). The catalog's

@@ -64,6 +64,9 @@ const (
 	ReasonStateTruncated Reason = "state_truncated"
 	ReasonBadManifest    Reason = "bad_manifest"
 	ReasonRestoreFailed  Reason = "restore_failed"
+	// ReasonIdentityRefused: the restored guest read its identity and
+	// could not apply it (its console says why).
+	ReasonIdentityRefused Reason = "identity_refused"
 	// ReasonRestoreKillFailed: a restore failed and its monitor could
 	// not be ended. The VM does not boot cold (that monitor may still
 	// run as its slot's user): it fails.
@@ -73,7 +76,7 @@ const (
 // Reasons is every Reason, for metrics that want their labels known.
 var Reasons = []Reason{ReasonNoTemplate, ReasonVMMMismatch, ReasonKernelMismatch,
 	ReasonImageMismatch, ReasonAgentMismatch, ReasonStateMissing,
-	ReasonStateTruncated, ReasonBadManifest, ReasonRestoreFailed, ReasonRestoreKillFailed}
+	ReasonStateTruncated, ReasonBadManifest, ReasonRestoreFailed, ReasonIdentityRefused, ReasonRestoreKillFailed}
 
 // Fallback is the error of a template that must not be restored: the VM
 // boots cold. Detail says what was found, for the log line.

@@ -193,8 +193,11 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 	// QEMU drops what the guest has not taken when the socket closes:
 	// the line is delivered once the guest acknowledges it.
 	ack, err := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
-	if strings.TrimSpace(ack) != agentproto.IdentityAck {
-		return fmt.Errorf("qemu: send identity: no acknowledgement from the guest (%q, %v)", ack, err)
+	switch strings.TrimSpace(ack) {
+	case agentproto.IdentityAck:
+		return nil
+	case agentproto.IdentityRefused:
+		return fmt.Errorf("qemu: send identity: %w", vmm.ErrIdentityRefused)
 	}
-	return nil
+	return fmt.Errorf("qemu: send identity: no acknowledgement from the guest (%q, %v)", ack, err)
 }
