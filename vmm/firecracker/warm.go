@@ -3,6 +3,7 @@ package firecracker
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -109,10 +110,14 @@ type machine struct {
 	inVMM   func(string) string // a name in the VM's directory as the VMM sees it
 	host    func(string) string // a path as the VMM sees it, on the host
 	timeout time.Duration       // per API call
+	// connectWait bounds SendIdentity's attempts to reach the agent's
+	// port: the Driver's IdentityConnectWait, else the default.
+	connectWait time.Duration
 }
 
 func (d *Driver) machine(l *launched, spec vmm.Spec) *machine {
-	m := &machine{Started: l.proc, id: spec.ID, api: l.socket, vsock: l.vsock, timeout: d.CallTimeout}
+	m := &machine{Started: l.proc, id: spec.ID, api: l.socket, vsock: l.vsock, timeout: d.CallTimeout,
+		connectWait: cmp.Or(d.IdentityConnectWait, DefaultIdentityConnectWait)}
 	if spec.Restore == "" {
 		m.memory = spec.MemoryFile
 	}
@@ -269,10 +274,10 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 	// resets every vsock connection: connect until it answers, and again
 	// when a connection ends before its answer (the agent takes the next
 	// one; one that took a line and lost its answer takes none, and the
-	// caller kills the VM). The connecting is bounded by
+	// caller kills the VM). The connecting is bounded by the Driver's
 	// IdentityConnectWait; the agent's answer, which comes once it has
 	// applied the identity, by ctx. A refusal is final.
-	wctx, cancel := context.WithTimeout(ctx, IdentityConnectWait)
+	wctx, cancel := context.WithTimeout(ctx, m.connectWait)
 	defer cancel()
 	line := append(bytes.Clone(b), '\n')
 	defer clear(line)
@@ -327,9 +332,9 @@ func (m *machine) sendIdentityOnce(ctx, connect context.Context, line []byte) er
 	return fmt.Errorf("no acknowledgement from the guest (%q, %v)", ack, err)
 }
 
-// IdentityConnectWait bounds SendIdentity's attempts to reach the
-// agent's vsock port.
-const IdentityConnectWait = 5 * time.Second
+// DefaultIdentityConnectWait bounds SendIdentity's attempts to reach the
+// agent's vsock port when the Driver's IdentityConnectWait is 0.
+const DefaultIdentityConnectWait = 5 * time.Second
 
 // connectGuest makes a host-initiated vsock connection to the agent's
 // port: "CONNECT <port>\n" on the device's socket, answered "OK <host

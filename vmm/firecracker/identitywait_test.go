@@ -1,0 +1,65 @@
+package firecracker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+// SendIdentity's two bounds: the connecting by the Driver's
+// IdentityConnectWait, the agent's answer (once it has applied the
+// identity) by the caller's context. The waits below are far apart so
+// that a slow machine does not blur them: the connect wait is long
+// enough for a local connection under load, the agent's answer comes
+// well after it.
+const (
+	testConnectWait = 500 * time.Millisecond
+	answerAfterWait = 4 * testConnectWait
+)
+
+// restored is a resumed restore, named id, of a template saved by a
+// driver whose connect wait is wait.
+func restored(t *testing.T, id string, wait time.Duration) (*warmRig, vmm.Warm) {
+	t.Helper()
+	r := newWarmRigJailed(t, false)
+	r.d.IdentityConnectWait = wait
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tap := testTAP(t)
+	state := r.saveTemplate(ctx, t, r.spec(t, id+"-tpl", 0, tap))
+	rs := r.spec(t, id, 1, tap)
+	rs.Restore, rs.Initramfs = state, ""
+	m, err := r.d.Start(ctx, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kill(t, m) })
+	w := m.(vmm.Warm)
+	if err := w.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return r, w
+}
+
+// TestTheAgentsAnswerIsBoundedByTheCallerNotTheConnectWait: the agent
+// answers once it has applied the identity, which may take longer than
+// the connect wait: an agent that takes the connection at once and
+// answers after the wait has ended gets its identity, once, and
+// SendIdentity succeeds within the caller's context.
+func TestTheAgentsAnswerIsBoundedByTheCallerNotTheConnectWait(t *testing.T) {
+	r, w := restored(t, "late-ack", testConnectWait)
+	got, stop := r.listenAgent(t, agent{answer: agentproto.IdentityAck, after: answerAfterWait})
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := w.SendIdentity(ctx, []byte(`{"vm":"late-ack"}`)); err != nil {
+		t.Fatalf("an identity acknowledged after the connect wait: %v", err)
+	}
+	stop()
+	if n := len(got); n != 1 {
+		t.Fatalf("the identity was sent %d times; want once", n)
+	}
+}
