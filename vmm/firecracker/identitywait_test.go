@@ -2,6 +2,7 @@ package firecracker
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -61,5 +62,38 @@ func TestTheAgentsAnswerIsBoundedByTheCallerNotTheConnectWait(t *testing.T) {
 	stop()
 	if n := len(got); n != 1 {
 		t.Fatalf("the identity was sent %d times; want once", n)
+	}
+}
+
+// TestAnAnswerLaterThanTheCallersDeadlineFailsWithIt: a caller whose
+// context ends before the agent answers is not kept waiting for the
+// answer: SendIdentity fails with the context's deadline, promptly, and
+// does not send the identity again (the agent took it; the caller
+// kills the VM).
+func TestAnAnswerLaterThanTheCallersDeadlineFailsWithIt(t *testing.T) {
+	r, w := restored(t, "no-ack", testConnectWait)
+	got, stop := r.listenAgent(t, agent{answer: agentproto.IdentityAck, after: time.Hour})
+	defer stop()
+	expectDeadline(t, w, got, stop)
+}
+
+// expectDeadline sends an identity within a context that ends before
+// the agent answers: it must fail with that context's deadline, long
+// before the answer, having reached the agent once.
+func expectDeadline(t *testing.T, w vmm.Warm, got chan string, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), answerAfterWait)
+	defer cancel()
+	start := time.Now()
+	err := w.SendIdentity(ctx, []byte(`{"vm":"no-ack"}`))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("an identity the agent does not answer before the caller's deadline: %v; want the deadline", err)
+	}
+	if took := time.Since(start); took > time.Minute {
+		t.Errorf("SendIdentity took %v with a deadline of %v: it waited for the answer", took, answerAfterWait)
+	}
+	stop()
+	if n := len(got); n != 1 {
+		t.Fatalf("the identity reached the agent %d times; want once", n)
 	}
 }

@@ -320,7 +320,7 @@ func (m *machine) sendIdentityOnce(ctx, connect context.Context, line []byte) er
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := c.Write(line); err != nil {
-		return err
+		return endedBy(ctx, err)
 	}
 	ack, err := r.ReadString('\n')
 	switch strings.TrimSpace(ack) {
@@ -329,7 +329,17 @@ func (m *machine) sendIdentityOnce(ctx, connect context.Context, line []byte) er
 	case agentproto.IdentityRefused:
 		return errIdentityRefused
 	}
-	return fmt.Errorf("no acknowledgement from the guest (%q, %v)", ack, err)
+	return endedBy(ctx, fmt.Errorf("no acknowledgement from the guest (%q, %v)", ack, err))
+}
+
+// endedBy is err of a connection to the agent, with ctx's cause when
+// ctx has ended (its end cuts the connection short: the caller's
+// deadline, not the connection's i/o timeout, is what it shows).
+func endedBy(ctx context.Context, err error) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	return fmt.Errorf("%w: %w", err, context.Cause(ctx))
 }
 
 // DefaultIdentityConnectWait bounds SendIdentity's attempts to reach the
