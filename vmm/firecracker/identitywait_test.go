@@ -97,3 +97,15 @@ func expectDeadline(t *testing.T, w vmm.Warm, got chan string, stop func()) {
 		t.Fatalf("the identity reached the agent %d times; want once", n)
 	}
 }
+
+// TestAnUnansweredIdentityAfterAResetFailsWithTheCallersDeadline: an
+// agent whose first connection is reset before its answer takes the
+// next, and does not answer that before the caller's deadline: the error
+// is that attempt's (the caller's deadline), not the earlier reset's,
+// though the connect wait had ended by then.
+func TestAnUnansweredIdentityAfterAResetFailsWithTheCallersDeadline(t *testing.T) {
+	r, w := restored(t, "reset-no-ack", testConnectWait)
+	got, stop := r.listenAgent(t, agent{drop: 1, answer: agentproto.IdentityAck, after: time.Hour})
+	defer stop()
+	expectDeadline(t, w, got, stop)
+}

@@ -283,18 +283,17 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 	defer clear(line)
 	var last error // the last attempt's, not one the wait's end cut short
 	for {
-		err := m.sendIdentityOnce(ctx, wctx, line)
-		if err == nil {
+		res, err := m.sendIdentityOnce(ctx, wctx, line)
+		switch res {
+		case acknowledged:
 			return nil
-		}
-		if errors.Is(err, errIdentityRefused) {
+		case refused:
 			return fmt.Errorf("firecracker: send identity: %w", err)
-		}
-		// An attempt the wait's end cut short says only that: its
-		// deadline may fire before wctx reports it (a dial's "i/o
-		// timeout"), so a timeout counts as cut short too.
-		var ne net.Error
-		if cut := wctx.Err() != nil || errors.As(err, &ne) && ne.Timeout(); last == nil || !cut {
+		case connectCut:
+			if last == nil {
+				last = err
+			}
+		case notConnected, unanswered:
 			last = err
 		}
 		select {
@@ -309,27 +308,51 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 // (agentproto.IdentityRefused).
 var errIdentityRefused = errors.New("the guest refused its identity")
 
+// attempt is how one connection of SendIdentity ended.
+type attempt int
+
+const (
+	acknowledged attempt = iota // the agent applied the identity
+	refused                     // the agent read it and could not apply it: final
+	// notConnected: no connection to the agent's port (none listens
+	// yet, or the restore reset it); the next attempt may make one.
+	notConnected
+	// connectCut: the connect wait ended during the connecting, which
+	// says only that. Its deadline may fire before the wait's context
+	// reports it (a dial's "i/o timeout"), so a timeout counts too.
+	connectCut
+	// unanswered: connected and the line written, no answer: the
+	// connection was reset (the agent takes the next one), or ctx ended
+	// (the error wraps its cause). Bounded by ctx, never by the connect
+	// wait, so never cut short by the wait's end.
+	unanswered
+)
+
 // sendIdentityOnce is one connection of SendIdentity, made within
 // connect: line written, the agent's answer read within ctx.
-func (m *machine) sendIdentityOnce(ctx, connect context.Context, line []byte) error {
+func (m *machine) sendIdentityOnce(ctx, connect context.Context, line []byte) (attempt, error) {
 	c, r, err := m.connectGuest(connect)
 	if err != nil {
-		return err
+		var ne net.Error
+		if connect.Err() != nil || errors.As(err, &ne) && ne.Timeout() {
+			return connectCut, err
+		}
+		return notConnected, err
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := c.Write(line); err != nil {
-		return endedBy(ctx, err)
+		return unanswered, endedBy(ctx, err)
 	}
 	ack, err := r.ReadString('\n')
 	switch strings.TrimSpace(ack) {
 	case agentproto.IdentityAck:
-		return nil
+		return acknowledged, nil
 	case agentproto.IdentityRefused:
-		return errIdentityRefused
+		return refused, errIdentityRefused
 	}
-	return endedBy(ctx, fmt.Errorf("no acknowledgement from the guest (%q, %v)", ack, err))
+	return unanswered, endedBy(ctx, fmt.Errorf("no acknowledgement from the guest (%q, %v)", ack, err))
 }
 
 // endedBy is err of a connection to the agent, with ctx's cause when
