@@ -79,7 +79,12 @@ type Driver struct {
 	// that does not answer in time fails Start and is killed, so a hung
 	// VMM never holds its VM in Creating, nor a drain waiting for it.
 	CallTimeout time.Duration
-	Log         *slog.Logger
+	// IdentityConnectWait bounds a warm start's attempts to reach the
+	// agent's vsock port (0: DefaultIdentityConnectWait); the agent's
+	// answer, which comes once it has applied the identity, is bounded
+	// by the caller's context, not by this (see SendIdentity).
+	IdentityConnectWait time.Duration
+	Log                 *slog.Logger
 	// killStart, when set, replaces the kill of a failed start's monitor
 	// (its Kill): tests play a monitor that does not die.
 	killStart func(ctx context.Context, m *process.Started) error

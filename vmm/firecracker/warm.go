@@ -3,6 +3,7 @@ package firecracker
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -109,10 +110,14 @@ type machine struct {
 	inVMM   func(string) string // a name in the VM's directory as the VMM sees it
 	host    func(string) string // a path as the VMM sees it, on the host
 	timeout time.Duration       // per API call
+	// connectWait bounds SendIdentity's attempts to reach the agent's
+	// port: the Driver's IdentityConnectWait, else the default.
+	connectWait time.Duration
 }
 
 func (d *Driver) machine(l *launched, spec vmm.Spec) *machine {
-	m := &machine{Started: l.proc, id: spec.ID, api: l.socket, vsock: l.vsock, timeout: d.CallTimeout}
+	m := &machine{Started: l.proc, id: spec.ID, api: l.socket, vsock: l.vsock, timeout: d.CallTimeout,
+		connectWait: cmp.Or(d.IdentityConnectWait, DefaultIdentityConnectWait)}
 	if spec.Restore == "" {
 		m.memory = spec.MemoryFile
 	}
@@ -269,27 +274,26 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 	// resets every vsock connection: connect until it answers, and again
 	// when a connection ends before its answer (the agent takes the next
 	// one; one that took a line and lost its answer takes none, and the
-	// caller kills the VM). The connecting is bounded by
+	// caller kills the VM). The connecting is bounded by the Driver's
 	// IdentityConnectWait; the agent's answer, which comes once it has
 	// applied the identity, by ctx. A refusal is final.
-	wctx, cancel := context.WithTimeout(ctx, IdentityConnectWait)
+	wctx, cancel := context.WithTimeout(ctx, m.connectWait)
 	defer cancel()
 	line := append(bytes.Clone(b), '\n')
 	defer clear(line)
 	var last error // the last attempt's, not one the wait's end cut short
 	for {
-		err := m.sendIdentityOnce(ctx, wctx, line)
-		if err == nil {
+		res, err := m.sendIdentityOnce(ctx, wctx, line)
+		switch res {
+		case acknowledged:
 			return nil
-		}
-		if errors.Is(err, errIdentityRefused) {
+		case refused:
 			return fmt.Errorf("firecracker: send identity: %w", err)
-		}
-		// An attempt the wait's end cut short says only that: its
-		// deadline may fire before wctx reports it (a dial's "i/o
-		// timeout"), so a timeout counts as cut short too.
-		var ne net.Error
-		if cut := wctx.Err() != nil || errors.As(err, &ne) && ne.Timeout(); last == nil || !cut {
+		case connectCut:
+			if last == nil {
+				last = err
+			}
+		case notConnected, unanswered:
 			last = err
 		}
 		select {
@@ -304,32 +308,66 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 // (agentproto.IdentityRefused).
 var errIdentityRefused = errors.New("the guest refused its identity")
 
+// attempt is how one connection of SendIdentity ended.
+type attempt int
+
+const (
+	acknowledged attempt = iota // the agent applied the identity
+	refused                     // the agent read it and could not apply it: final
+	// notConnected: no connection to the agent's port (none listens
+	// yet, or the restore reset it); the next attempt may make one.
+	notConnected
+	// connectCut: the connect wait ended during the connecting, which
+	// says only that. Its deadline may fire before the wait's context
+	// reports it (a dial's "i/o timeout"), so a timeout counts too.
+	connectCut
+	// unanswered: connected and the line written, no answer: the
+	// connection was reset (the agent takes the next one), or ctx ended
+	// (the error wraps its cause). Bounded by ctx, never by the connect
+	// wait, so never cut short by the wait's end.
+	unanswered
+)
+
 // sendIdentityOnce is one connection of SendIdentity, made within
 // connect: line written, the agent's answer read within ctx.
-func (m *machine) sendIdentityOnce(ctx, connect context.Context, line []byte) error {
+func (m *machine) sendIdentityOnce(ctx, connect context.Context, line []byte) (attempt, error) {
 	c, r, err := m.connectGuest(connect)
 	if err != nil {
-		return err
+		var ne net.Error
+		if connect.Err() != nil || errors.As(err, &ne) && ne.Timeout() {
+			return connectCut, err
+		}
+		return notConnected, err
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := c.Write(line); err != nil {
-		return err
+		return unanswered, endedBy(ctx, err)
 	}
 	ack, err := r.ReadString('\n')
 	switch strings.TrimSpace(ack) {
 	case agentproto.IdentityAck:
-		return nil
+		return acknowledged, nil
 	case agentproto.IdentityRefused:
-		return errIdentityRefused
+		return refused, errIdentityRefused
 	}
-	return fmt.Errorf("no acknowledgement from the guest (%q, %v)", ack, err)
+	return unanswered, endedBy(ctx, fmt.Errorf("no acknowledgement from the guest (%q, %v)", ack, err))
 }
 
-// IdentityConnectWait bounds SendIdentity's attempts to reach the
-// agent's vsock port.
-const IdentityConnectWait = 5 * time.Second
+// endedBy is err of a connection to the agent, with ctx's cause when
+// ctx has ended (its end cuts the connection short: the caller's
+// deadline, not the connection's i/o timeout, is what it shows).
+func endedBy(ctx context.Context, err error) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	return fmt.Errorf("%w: %w", err, context.Cause(ctx))
+}
+
+// DefaultIdentityConnectWait bounds SendIdentity's attempts to reach the
+// agent's vsock port when the Driver's IdentityConnectWait is 0.
+const DefaultIdentityConnectWait = 5 * time.Second
 
 // connectGuest makes a host-initiated vsock connection to the agent's
 // port: "CONNECT <port>\n" on the device's socket, answered "OK <host

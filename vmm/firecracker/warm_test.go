@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,6 +96,21 @@ func (r *warmRig) listenGuestDropping(t *testing.T, drop int) (got chan string, 
 // line it keeps with answer.
 func (r *warmRig) listenGuestAnswering(t *testing.T, drop int, answer string) (got chan string, stop func()) {
 	t.Helper()
+	return r.listenAgent(t, agent{drop: drop, answer: answer})
+}
+
+// agent is how the agent a test plays on its vsock port answers.
+type agent struct {
+	drop   int           // the first drop connections end after their line, unanswered (a vsock reset)
+	answer string        // the answer to each line it keeps
+	after  time.Duration // how long it takes to answer (applying the identity); 0: at once
+}
+
+// listenAgent plays a on the agent's vsock port, sending each line it
+// keeps on got. stop closes the port and any connection still waiting
+// for its answer.
+func (r *warmRig) listenAgent(t *testing.T, a agent) (got chan string, stop func()) {
+	t.Helper()
 	path := r.guest + "_" + strconv.Itoa(agentproto.IdentityVsockPort)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -102,6 +118,7 @@ func (r *warmRig) listenGuestAnswering(t *testing.T, drop int, answer string) (g
 	}
 	os.Chmod(path, 0o666)
 	got = make(chan string, 4)
+	done := make(chan struct{})
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -109,16 +126,29 @@ func (r *warmRig) listenGuestAnswering(t *testing.T, drop int, answer string) (g
 				return
 			}
 			line, err := bufio.NewReader(c).ReadString('\n')
-			if err == nil && drop > 0 {
-				drop--
-			} else if err == nil {
-				got <- line
-				c.Write([]byte(answer + "\n"))
+			if err == nil && a.drop > 0 {
+				a.drop--
+				err = errors.New("dropped")
 			}
-			c.Close()
+			if err != nil {
+				c.Close()
+				continue
+			}
+			got <- line
+			go func() {
+				defer c.Close()
+				answer := time.NewTimer(a.after)
+				defer answer.Stop()
+				select {
+				case <-answer.C:
+					c.Write([]byte(a.answer + "\n"))
+				case <-done:
+				}
+			}()
 		}
 	}()
-	return got, func() { ln.Close(); os.Remove(path) }
+	var once sync.Once
+	return got, func() { once.Do(func() { close(done); ln.Close(); os.Remove(path) }) }
 }
 
 // saveTemplate starts tpl, saves it to the state file it returns (in

@@ -1,0 +1,111 @@
+package firecracker
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
+)
+
+// SendIdentity's two bounds: the connecting by the Driver's
+// IdentityConnectWait, the agent's answer (once it has applied the
+// identity) by the caller's context. The waits below are far apart so
+// that a slow machine does not blur them: the connect wait is long
+// enough for a local connection under load, the agent's answer comes
+// well after it.
+const (
+	testConnectWait = 500 * time.Millisecond
+	answerAfterWait = 4 * testConnectWait
+)
+
+// restored is a resumed restore, named id, of a template saved by a
+// driver whose connect wait is wait.
+func restored(t *testing.T, id string, wait time.Duration) (*warmRig, vmm.Warm) {
+	t.Helper()
+	r := newWarmRigJailed(t, false)
+	r.d.IdentityConnectWait = wait
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tap := testTAP(t)
+	state := r.saveTemplate(ctx, t, r.spec(t, id+"-tpl", 0, tap))
+	rs := r.spec(t, id, 1, tap)
+	rs.Restore, rs.Initramfs = state, ""
+	m, err := r.d.Start(ctx, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kill(t, m) })
+	w := m.(vmm.Warm)
+	if err := w.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return r, w
+}
+
+// TestTheAgentsAnswerIsBoundedByTheCallerNotTheConnectWait: the agent
+// answers once it has applied the identity, which may take longer than
+// the connect wait: an agent that takes the connection at once and
+// answers after the wait has ended gets its identity, once, and
+// SendIdentity succeeds within the caller's context.
+func TestTheAgentsAnswerIsBoundedByTheCallerNotTheConnectWait(t *testing.T) {
+	r, w := restored(t, "late-ack", testConnectWait)
+	got, stop := r.listenAgent(t, agent{answer: agentproto.IdentityAck, after: answerAfterWait})
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := w.SendIdentity(ctx, []byte(`{"vm":"late-ack"}`)); err != nil {
+		t.Fatalf("an identity acknowledged after the connect wait: %v", err)
+	}
+	stop()
+	if n := len(got); n != 1 {
+		t.Fatalf("the identity was sent %d times; want once", n)
+	}
+}
+
+// TestAnAnswerLaterThanTheCallersDeadlineFailsWithIt: a caller whose
+// context ends before the agent answers is not kept waiting for the
+// answer: SendIdentity fails with the context's deadline, promptly, and
+// does not send the identity again (the agent took it; the caller
+// kills the VM).
+func TestAnAnswerLaterThanTheCallersDeadlineFailsWithIt(t *testing.T) {
+	r, w := restored(t, "no-ack", testConnectWait)
+	got, stop := r.listenAgent(t, agent{answer: agentproto.IdentityAck, after: time.Hour})
+	defer stop()
+	expectDeadline(t, w, got, stop)
+}
+
+// expectDeadline sends an identity within a context that ends before
+// the agent answers: it must fail with that context's deadline, long
+// before the answer, having reached the agent once.
+func expectDeadline(t *testing.T, w vmm.Warm, got chan string, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), answerAfterWait)
+	defer cancel()
+	start := time.Now()
+	err := w.SendIdentity(ctx, []byte(`{"vm":"no-ack"}`))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("an identity the agent does not answer before the caller's deadline: %v; want the deadline", err)
+	}
+	if took := time.Since(start); took > time.Minute {
+		t.Errorf("SendIdentity took %v with a deadline of %v: it waited for the answer", took, answerAfterWait)
+	}
+	stop()
+	if n := len(got); n != 1 {
+		t.Fatalf("the identity reached the agent %d times; want once", n)
+	}
+}
+
+// TestAnUnansweredIdentityAfterAResetFailsWithTheCallersDeadline: an
+// agent whose first connection is reset before its answer takes the
+// next, and does not answer that before the caller's deadline: the error
+// is that attempt's (the caller's deadline), not the earlier reset's,
+// though the connect wait had ended by then.
+func TestAnUnansweredIdentityAfterAResetFailsWithTheCallersDeadline(t *testing.T) {
+	r, w := restored(t, "reset-no-ack", testConnectWait)
+	got, stop := r.listenAgent(t, agent{drop: 1, answer: agentproto.IdentityAck, after: time.Hour})
+	defer stop()
+	expectDeadline(t, w, got, stop)
+}
