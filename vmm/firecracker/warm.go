@@ -304,10 +304,6 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 	}
 }
 
-// errIdentityRefused: the agent read the identity and could not apply it
-// (agentproto.IdentityRefused).
-var errIdentityRefused = errors.New("the guest refused its identity")
-
 // attempt is how one connection of SendIdentity ended.
 type attempt int
 
@@ -350,7 +346,7 @@ func (m *machine) sendIdentityOnce(ctx, connect context.Context, line []byte) (a
 	case agentproto.IdentityAck:
 		return acknowledged, nil
 	case agentproto.IdentityRefused:
-		return refused, errIdentityRefused
+		return refused, vmm.ErrIdentityRefused
 	}
 	return unanswered, endedBy(ctx, fmt.Errorf("no acknowledgement from the guest (%q, %v)", ack, err))
 }

@@ -254,8 +254,8 @@ func saveThenRestore(t *testing.T, r *warmRig) {
 	// An agent that could not apply its identity refuses it: final, not
 	// sent again (the agent listens no more; the caller boots cold).
 	got, stop = r.listenGuestAnswering(t, 0, agentproto.IdentityRefused)
-	if err := w2.SendIdentity(ctx, []byte(`{"vm":"r1","refused":1}`)); err == nil || !strings.Contains(err.Error(), "refused") {
-		t.Fatalf("identity the guest refused: %v", err)
+	if err := w2.SendIdentity(ctx, []byte(`{"vm":"r1","refused":1}`)); !errors.Is(err, vmm.ErrIdentityRefused) {
+		t.Fatalf("identity the guest refused: %v; want vmm.ErrIdentityRefused", err)
 	}
 	stop()
 	if n := len(got); n != 1 {
