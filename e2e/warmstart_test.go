@@ -16,7 +16,7 @@ import (
 )
 
 // warmWorkflow's job one also probes, from a restored VM, two ports of
-// the host on the pool's gateway: Gitea's (GW:3000, which the pool's
+// the host on the pool's gateway: Gitea's (GW:FORGEPORT, which the pool's
 // rules admit) and HOSTPORT (a listener the rules do not admit). It
 // connects with busybox's nc -w: Debian 12's static busybox wget
 // segfaults when given a timeout (-T), on the host too, and a probe of a
@@ -28,7 +28,7 @@ jobs:
     steps:
       - run: echo "fireactions-vm=$(hostname) one boot=$(cat /proc/sys/kernel/random/boot_id) mac=$(cat /sys/class/net/eth0/address) rand=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
       - run: |
-          for p in forge=GW:3000 host=GW:HOSTPORT; do
+          for p in forge=GW:FORGEPORT host=GW:HOSTPORT; do
             a=${p#*=}
             if nc -w 5 "${a%:*}" "${a#*:}" </dev/null; then r=reached; else r=blocked; fi
             echo "fireactions-probe ${p%%=*} $r"
@@ -62,7 +62,7 @@ func TestGiteaJobsRunInRestoredVMs(t *testing.T) {
 	warm := r.jobPool("warm", "fireactions-wpwarm", 0, 2)
 	warm.WarmStart = true
 	cfg.Pools = []poolConfig{warm, r.jobPool("cold", "fireactions-wpcold", 0, 1)}
-	gw := gateway(t, "10.170.0.0/24")
+	gw := gateway(t, cfg.Network.CIDR)
 	closed := listenCounting(t, r.ns)
 	o := r.start(cfg)
 	o.waitFor(t, 4*time.Minute, "the warm pool's template built", func() bool {
@@ -72,7 +72,7 @@ func TestGiteaJobsRunInRestoredVMs(t *testing.T) {
 	gitea.api(http.MethodPost, "/api/v1/user/repos", map[string]any{"name": "warm", "default_branch": "main"}, nil)
 	tree := filepath.Join(work, "repo")
 	writeFile(t, filepath.Join(tree, ".gitea/workflows/warm.yml"), 0o644,
-		strings.NewReplacer("GW", gw, "HOSTPORT", closed.port).Replace(warmWorkflow))
+		strings.NewReplacer("GW", gw, "FORGEPORT", giteaPort, "HOSTPORT", closed.port).Replace(warmWorkflow))
 	gitea.push(tree, "ci/warm", "two jobs in restored VMs, one in a booted one")
 	jobs := o.waitJobsDone(t, 6*time.Minute, "the three jobs done", gitea, "ci/warm", 3)
 

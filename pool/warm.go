@@ -126,7 +126,7 @@ func (v *vm) finishRestore(ctx context.Context, r *restoring, mac string, cfg ag
 				fmt.Errorf("restore failed (%w) and its monitor is not known gone: %w", err, kerr)
 		}
 		r.release()
-		r.chooser.ColdBoot(ctx, cfg.VMID, err)
+		r.chooser.ColdBoot(ctx, cfg.VMID, identityFallback(err))
 		return nil, nil
 	}
 	r.release()
@@ -191,6 +191,15 @@ func rootOf(r VMRoot) string {
 	return b.String()
 }
 
+// identityFallback is the warm start's reason for err, a handover that
+// failed: a guest's refusal of its identity has its own.
+func identityFallback(err error) error {
+	if errors.Is(err, vmm.ErrIdentityRefused) {
+		return &warmstart.Fallback{Reason: warmstart.ReasonIdentityRefused, Detail: err.Error()}
+	}
+	return err
+}
+
 // SendIdentity resumes a restored machine and hands its agent its
 // identity: its config (address, hostname, agent token, runner
 // credential, registry settings), MAC, fresh random seed and the clock.
@@ -215,9 +224,6 @@ func SendIdentity(ctx context.Context, machine vmm.Machine, mac string, cfg agen
 	}
 	defer clear(b) // one copy of the runner's credential fewer (the encoder's and the driver's may remain until collected)
 	if err := w.SendIdentity(ctx, b); err != nil {
-		if errors.Is(err, vmm.ErrIdentityRefused) {
-			return &warmstart.Fallback{Reason: warmstart.ReasonIdentityRefused, Detail: "send identity: " + err.Error()}
-		}
 		return fmt.Errorf("send identity: %w", err)
 	}
 	return nil

@@ -80,7 +80,7 @@ type Driver struct {
 	// VMM never holds its VM in Creating, nor a drain waiting for it.
 	CallTimeout time.Duration
 	// IdentityConnectWait bounds a warm start's attempts to reach the
-	// agent's vsock port (0: DefaultIdentityConnectWait); the agent's
+	// agent's vsock port (0 or less: DefaultIdentityConnectWait); the agent's
 	// answer, which comes once it has applied the identity, is bounded
 	// by the caller's context, not by this (see SendIdentity).
 	IdentityConnectWait time.Duration

@@ -3,6 +3,7 @@ package firecracker
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,12 +83,12 @@ func TestAnAnswerLaterThanTheCallersDeadlineFailsWithIt(t *testing.T) {
 // before the answer, having reached the agent once.
 func expectDeadline(t *testing.T, w vmm.Warm, got chan string, stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), answerAfterWait)
+	ctx, cancel := context.WithTimeoutCause(context.Background(), answerAfterWait, errCallersDeadline)
 	defer cancel()
 	start := time.Now()
 	err := w.SendIdentity(ctx, []byte(`{"vm":"no-ack"}`))
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("an identity the agent does not answer before the caller's deadline: %v; want the deadline", err)
+	if !errors.Is(err, errCallersDeadline) {
+		t.Fatalf("an identity the agent does not answer before the caller's deadline: %v; want the caller's deadline", err)
 	}
 	if took := time.Since(start); took > time.Minute {
 		t.Errorf("SendIdentity took %v with a deadline of %v: it waited for the answer", took, answerAfterWait)
@@ -97,6 +98,11 @@ func expectDeadline(t *testing.T, w vmm.Warm, got chan string, stop func()) {
 		t.Fatalf("the identity reached the agent %d times; want once", n)
 	}
 }
+
+// errCallersDeadline is the cause of the callers' deadlines below: an
+// error that wraps it ended on the caller's context, not on the connect
+// wait's (which is a deadline too).
+var errCallersDeadline = errors.New("the caller's deadline")
 
 // TestAnUnansweredIdentityAfterAResetFailsWithTheCallersDeadline: an
 // agent whose first connection is reset before its answer takes the
@@ -108,4 +114,42 @@ func TestAnUnansweredIdentityAfterAResetFailsWithTheCallersDeadline(t *testing.T
 	got, stop := r.listenAgent(t, agent{drop: 1, answer: agentproto.IdentityAck, after: time.Hour})
 	defer stop()
 	expectDeadline(t, w, got, stop)
+}
+
+// TestAnAgentThatTookItsLineAndLostItsAnswerIsSaidSo: the agent reads
+// its line, the connection ends before its answer, and it listens no
+// more (it takes one line). SendIdentity tries to connect until the
+// connect wait ends and then says what went wrong: the answer lost,
+// not only that the guest no longer listened.
+func TestAnAgentThatTookItsLineAndLostItsAnswerIsSaidSo(t *testing.T) {
+	r, w := restored(t, "lost", testConnectWait)
+	_, stop := r.listenAgent(t, agent{drop: 1, once: true})
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := w.SendIdentity(ctx, []byte(`{"vm":"lost"}`))
+	if err == nil || !strings.Contains(err.Error(), "no acknowledgement from the guest") {
+		t.Fatalf("an identity whose answer was lost: %v; want the lost answer said", err)
+	}
+	if errors.Is(err, vmm.ErrIdentityRefused) || ctx.Err() != nil {
+		t.Fatalf("an identity whose answer was lost: %v; neither a refusal nor the caller's deadline", err)
+	}
+}
+
+// TestAConnectWaitOfNoneOrLessIsTheDefault: a Driver whose
+// IdentityConnectWait is not positive waits DefaultIdentityConnectWait,
+// not no time at all.
+func TestAConnectWaitOfNoneOrLessIsTheDefault(t *testing.T) {
+	r, w := restored(t, "negwait", -time.Second)
+	got, stop := r.listenAgent(t, agent{answer: agentproto.IdentityAck})
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := w.SendIdentity(ctx, []byte(`{"vm":"negwait"}`)); err != nil {
+		t.Fatalf("an identity with IdentityConnectWait -1s: %v", err)
+	}
+	stop()
+	if n := len(got); n != 1 {
+		t.Fatalf("the identity was sent %d times; want once", n)
+	}
 }

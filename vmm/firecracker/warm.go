@@ -117,7 +117,10 @@ type machine struct {
 
 func (d *Driver) machine(l *launched, spec vmm.Spec) *machine {
 	m := &machine{Started: l.proc, id: spec.ID, api: l.socket, vsock: l.vsock, timeout: d.CallTimeout,
-		connectWait: cmp.Or(d.IdentityConnectWait, DefaultIdentityConnectWait)}
+		connectWait: DefaultIdentityConnectWait}
+	if d.IdentityConnectWait > 0 {
+		m.connectWait = d.IdentityConnectWait
+	}
 	if spec.Restore == "" {
 		m.memory = spec.MemoryFile
 	}
@@ -281,24 +284,39 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 	defer cancel()
 	line := append(bytes.Clone(b), '\n')
 	defer clear(line)
-	var last error // the last attempt's, not one the wait's end cut short
+	// lost: the first attempt whose connection ended after the agent
+	// may have read its line, unanswered; last: the last attempt's that
+	// made no connection (one the wait cut short only when none other).
+	var lost, last error
 	for {
 		res, err := m.sendIdentityOnce(ctx, wctx, line)
 		switch res {
 		case acknowledged:
 			return nil
-		case refused:
+		case refused, answeredOther:
 			return fmt.Errorf("firecracker: send identity: %w", err)
+		case unanswered:
+			if ctx.Err() != nil {
+				return fmt.Errorf("firecracker: send identity: %w", err)
+			}
+			if lost == nil {
+				lost = err
+			}
 		case connectCut:
 			if last == nil {
 				last = err
 			}
-		case notConnected, unanswered:
+		case notConnected:
 			last = err
 		}
 		select {
 		case <-wctx.Done():
-			return fmt.Errorf("firecracker: send identity: %w", last)
+			if lost != nil && last != nil {
+				// An agent that took its line listens no more: what
+				// went wrong is the lost answer, not the refusals after.
+				return fmt.Errorf("firecracker: send identity: %w; then until the connect wait ended: %w", lost, last)
+			}
+			return fmt.Errorf("firecracker: send identity: %w", cmp.Or(lost, last))
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -318,10 +336,13 @@ const (
 	// reports it (a dial's "i/o timeout"), so a timeout counts too.
 	connectCut
 	// unanswered: connected and the line written, no answer: the
-	// connection was reset (the agent takes the next one), or ctx ended
-	// (the error wraps its cause). Bounded by ctx, never by the connect
-	// wait, so never cut short by the wait's end.
+	// connection was reset (the agent takes the next one, unless it read
+	// the line), or ctx ended (the error wraps its cause; final).
+	// Bounded by ctx, never by the connect wait.
 	unanswered
+	// answeredOther: an answer that is neither the acknowledgement nor
+	// the refusal: final (no agent of ours says it).
+	answeredOther
 )
 
 // sendIdentityOnce is one connection of SendIdentity, made within
@@ -347,8 +368,10 @@ func (m *machine) sendIdentityOnce(ctx, connect context.Context, line []byte) (a
 		return acknowledged, nil
 	case agentproto.IdentityRefused:
 		return refused, vmm.ErrIdentityRefused
+	case "":
+		return unanswered, endedBy(ctx, fmt.Errorf("no acknowledgement from the guest (%v)", err))
 	}
-	return unanswered, endedBy(ctx, fmt.Errorf("no acknowledgement from the guest (%q, %v)", ack, err))
+	return answeredOther, fmt.Errorf("no acknowledgement from the guest: it answered %q", ack)
 }
 
 // endedBy is err of a connection to the agent, with ctx's cause when

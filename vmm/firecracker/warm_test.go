@@ -104,6 +104,9 @@ type agent struct {
 	drop   int           // the first drop connections end after their line, unanswered (a vsock reset)
 	answer string        // the answer to each line it keeps
 	after  time.Duration // how long it takes to answer (applying the identity); 0: at once
+	// once: after its first line, kept or dropped, it listens no more
+	// (the agent, which takes one line).
+	once bool
 }
 
 // listenAgent plays a on the agent's vsock port, sending each line it
@@ -126,6 +129,9 @@ func (r *warmRig) listenAgent(t *testing.T, a agent) (got chan string, stop func
 				return
 			}
 			line, err := bufio.NewReader(c).ReadString('\n')
+			if err == nil && a.once {
+				ln.Close()
+			}
 			if err == nil && a.drop > 0 {
 				a.drop--
 				err = errors.New("dropped")
