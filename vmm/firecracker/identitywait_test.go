@@ -53,16 +53,24 @@ func restored(t *testing.T, id string, wait time.Duration) (*warmRig, vmm.Warm) 
 // SendIdentity succeeds within the caller's context.
 func TestTheAgentsAnswerIsBoundedByTheCallerNotTheConnectWait(t *testing.T) {
 	r, w := restored(t, "late-ack", testConnectWait)
-	got, stop := r.listenAgent(t, agent{answer: agentproto.IdentityAck, after: answerAfterWait})
+	expectAcknowledgedOnce(t, r, w, answerAfterWait, "an identity acknowledged after the connect wait")
+}
+
+// expectAcknowledgedOnce plays an agent that acknowledges its identity
+// after the given time: SendIdentity (what says which case) must
+// succeed within a minute, the identity sent once.
+func expectAcknowledgedOnce(t *testing.T, r *warmRig, w vmm.Warm, after time.Duration, what string) {
+	t.Helper()
+	got, stop := r.listenAgent(t, agent{answer: agentproto.IdentityAck, after: after})
 	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := w.SendIdentity(ctx, []byte(`{"vm":"late-ack"}`)); err != nil {
-		t.Fatalf("an identity acknowledged after the connect wait: %v", err)
+	if err := w.SendIdentity(ctx, []byte(`{"vm":"acked"}`)); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 	stop()
 	if n := len(got); n != 1 {
-		t.Fatalf("the identity was sent %d times; want once", n)
+		t.Fatalf("%s: sent %d times; want once", what, n)
 	}
 }
 
@@ -141,15 +149,5 @@ func TestAnAgentThatTookItsLineAndLostItsAnswerIsSaidSo(t *testing.T) {
 // not no time at all.
 func TestAConnectWaitOfNoneOrLessIsTheDefault(t *testing.T) {
 	r, w := restored(t, "negwait", -time.Second)
-	got, stop := r.listenAgent(t, agent{answer: agentproto.IdentityAck})
-	defer stop()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := w.SendIdentity(ctx, []byte(`{"vm":"negwait"}`)); err != nil {
-		t.Fatalf("an identity with IdentityConnectWait -1s: %v", err)
-	}
-	stop()
-	if n := len(got); n != 1 {
-		t.Fatalf("the identity was sent %d times; want once", n)
-	}
+	expectAcknowledgedOnce(t, r, w, 0, "an identity with IdentityConnectWait -1s")
 }
