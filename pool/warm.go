@@ -126,7 +126,7 @@ func (v *vm) finishRestore(ctx context.Context, r *restoring, mac string, cfg ag
 				fmt.Errorf("restore failed (%w) and its monitor is not known gone: %w", err, kerr)
 		}
 		r.release()
-		r.chooser.ColdBoot(ctx, cfg.VMID, identityFallback(err))
+		r.chooser.ColdBoot(ctx, cfg.VMID, err)
 		return nil, nil
 	}
 	r.release()
@@ -189,15 +189,6 @@ func rootOf(r VMRoot) string {
 		fmt.Fprintf(&b, " %s:%d:%d:%d:%d", d.ID, st.Dev, st.Ino, st.Size, st.Mtim.Nano())
 	}
 	return b.String()
-}
-
-// identityFallback is the warm start's reason for err, a handover that
-// failed: a guest's refusal of its identity has its own.
-func identityFallback(err error) error {
-	if errors.Is(err, vmm.ErrIdentityRefused) {
-		return &warmstart.Fallback{Reason: warmstart.ReasonIdentityRefused, Detail: err.Error()}
-	}
-	return err
 }
 
 // SendIdentity resumes a restored machine and hands its agent its

@@ -21,6 +21,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
 // Key is what a template was made from. A template restores a VM only
@@ -89,12 +91,17 @@ func (f *Fallback) Error() string {
 	return fmt.Sprintf("warm start: cold boot (%s): %s", f.Reason, f.Detail)
 }
 
-// AsFallback is err's Fallback, or one with ReasonRestoreFailed for any
-// other error (a restore the VMM refused).
+// AsFallback is err's Fallback; for a guest's refusal of its identity
+// (vmm.ErrIdentityRefused) one with ReasonIdentityRefused; or one with
+// ReasonRestoreFailed for any other error (a restore the VMM refused).
+// It is the one place an error is given its reason.
 func AsFallback(err error) *Fallback {
 	var f *Fallback
 	if errors.As(err, &f) {
 		return f
+	}
+	if errors.Is(err, vmm.ErrIdentityRefused) {
+		return &Fallback{Reason: ReasonIdentityRefused, Detail: err.Error()}
 	}
 	return &Fallback{Reason: ReasonRestoreFailed, Detail: err.Error()}
 }

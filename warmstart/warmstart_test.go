@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmm"
 )
 
 var key = Key{VMM: "qemu 7.2.22", Kernel: "sha256:k", Image: "sha256:i", Agent: "sha256:a"}
@@ -195,5 +198,20 @@ func TestChooserAsksToRebuildTheDamagedBuildItWasGiven(t *testing.T) {
 	}
 	if len(asked) != 1 || asked[0] != build {
 		t.Fatalf("rebuild asked for %v; want [%s], the damaged build", asked, build)
+	}
+}
+
+// TestAGuestsRefusalOfItsIdentityHasItsOwnReason: a restore that failed
+// because the guest refused its identity (vmm.ErrIdentityRefused, however
+// deeply wrapped) is ReasonIdentityRefused, its detail the whole error;
+// a handover that failed otherwise stays ReasonRestoreFailed.
+func TestAGuestsRefusalOfItsIdentityHasItsOwnReason(t *testing.T) {
+	refused := fmt.Errorf("send identity: %w", fmt.Errorf("qemu: send identity: %w", vmm.ErrIdentityRefused))
+	if f := AsFallback(refused); f.Reason != ReasonIdentityRefused || f.Detail != refused.Error() {
+		t.Errorf("AsFallback(%v) = %+v; want %s with the error as its detail", refused, f, ReasonIdentityRefused)
+	}
+	unanswered := errors.New("send identity: qemu: send identity: no acknowledgement from the guest: no answer")
+	if f := AsFallback(unanswered); f.Reason != ReasonRestoreFailed {
+		t.Errorf("AsFallback(%v) = %+v; want %s", unanswered, f, ReasonRestoreFailed)
 	}
 }
