@@ -7,6 +7,10 @@ package vmm
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 )
 
 // Spec is one VM, whatever the monitor.
@@ -79,6 +83,25 @@ type Warm interface {
 // answer: the restore failed all the same (the VM is killed and boots
 // cold), but the guest ran and said why on its console.
 var ErrIdentityRefused = errors.New("the guest refused its identity")
+
+// IdentityAnswer is what the guest's answer to its identity says, the
+// line as a driver read it (its newline on or off): nil for the
+// acknowledgement (agentproto.IdentityAck), ErrIdentityRefused for the
+// refusal (agentproto.IdentityRefused), and for any other line, or none,
+// an error that says what the guest answered. Every driver's
+// SendIdentity reads the answer through it.
+func IdentityAnswer(line string) error {
+	switch answer := strings.TrimSpace(line); answer {
+	case agentproto.IdentityAck:
+		return nil
+	case agentproto.IdentityRefused:
+		return ErrIdentityRefused
+	case "":
+		return errors.New("no acknowledgement from the guest: no answer")
+	default:
+		return fmt.Errorf("no acknowledgement from the guest: it answered %q", answer)
+	}
+}
 
 // Saver is a Hypervisor whose machines are Warm: it starts a Spec with
 // Identity (a template) and Restore (a restore of one). The catalog's

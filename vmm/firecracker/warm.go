@@ -362,16 +362,18 @@ func (m *machine) sendIdentityOnce(ctx, connect context.Context, line []byte) (a
 	if _, err := c.Write(line); err != nil {
 		return unanswered, endedBy(ctx, err)
 	}
-	ack, err := r.ReadString('\n')
-	switch strings.TrimSpace(ack) {
-	case agentproto.IdentityAck:
-		return acknowledged, nil
-	case agentproto.IdentityRefused:
-		return refused, vmm.ErrIdentityRefused
-	case "":
+	answer, err := r.ReadString('\n')
+	if strings.TrimSpace(answer) == "" {
 		return unanswered, endedBy(ctx, fmt.Errorf("no acknowledgement from the guest (%v)", err))
 	}
-	return answeredOther, fmt.Errorf("no acknowledgement from the guest: it answered %q", ack)
+	switch err := vmm.IdentityAnswer(answer); {
+	case err == nil:
+		return acknowledged, nil
+	case errors.Is(err, vmm.ErrIdentityRefused):
+		return refused, err
+	default:
+		return answeredOther, err
+	}
 }
 
 // endedBy is err of a connection to the agent, with ctx's cause when

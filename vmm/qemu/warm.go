@@ -192,12 +192,12 @@ func (m *machine) SendIdentity(ctx context.Context, b []byte) error {
 	}
 	// QEMU drops what the guest has not taken when the socket closes:
 	// the line is delivered once the guest acknowledges it.
-	ack, err := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
-	switch strings.TrimSpace(ack) {
-	case agentproto.IdentityAck:
-		return nil
-	case agentproto.IdentityRefused:
-		return fmt.Errorf("qemu: send identity: %w", vmm.ErrIdentityRefused)
+	answer, rerr := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
+	if err := vmm.IdentityAnswer(answer); err != nil {
+		if rerr != nil {
+			return fmt.Errorf("qemu: send identity: %w (reading the answer: %v)", err, rerr)
+		}
+		return fmt.Errorf("qemu: send identity: %w", err)
 	}
-	return fmt.Errorf("qemu: send identity: no acknowledgement from the guest (%q, %v)", ack, err)
+	return nil
 }
