@@ -387,7 +387,7 @@ func endedBy(ctx context.Context, err error) error {
 }
 
 // DefaultIdentityConnectWait bounds SendIdentity's attempts to reach the
-// agent's vsock port when the Driver's IdentityConnectWait is 0.
+// agent's vsock port when the Driver's IdentityConnectWait is 0 or less.
 const DefaultIdentityConnectWait = 5 * time.Second
 
 // connectGuest makes a host-initiated vsock connection to the agent's
