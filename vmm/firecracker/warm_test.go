@@ -82,21 +82,7 @@ func (r *warmRig) spec(t *testing.T, id string, slot int, tap string) vmm.Spec {
 // acknowledges it, sending the line on got.
 func (r *warmRig) listenGuest(t *testing.T) (got chan string, stop func()) {
 	t.Helper()
-	return r.listenGuestDropping(t, 0)
-}
-
-// listenGuestDropping is listenGuest whose first drop connections end
-// after their line, unacknowledged (a vsock reset).
-func (r *warmRig) listenGuestDropping(t *testing.T, drop int) (got chan string, stop func()) {
-	t.Helper()
-	return r.listenGuestAnswering(t, drop, agentproto.IdentityAck)
-}
-
-// listenGuestAnswering is listenGuestDropping whose guest answers each
-// line it keeps with answer.
-func (r *warmRig) listenGuestAnswering(t *testing.T, drop int, answer string) (got chan string, stop func()) {
-	t.Helper()
-	return r.listenAgent(t, agent{drop: drop, answer: answer})
+	return r.listenAgent(t, agent{answer: agentproto.IdentityAck})
 }
 
 // agent is how the agent a test plays on its vsock port answers.
@@ -249,7 +235,7 @@ func saveThenRestore(t *testing.T, r *warmRig) {
 	stop()
 	// A connection reset before the agent's acknowledgement is tried
 	// again: the agent takes the next one.
-	got, stop = r.listenGuestDropping(t, 1)
+	got, stop = r.listenAgent(t, agent{drop: 1, answer: agentproto.IdentityAck})
 	if err := w2.SendIdentity(ctx, []byte(`{"vm":"r1","again":1}`)); err != nil {
 		t.Fatalf("identity after one reset connection: %v", err)
 	}
@@ -259,7 +245,7 @@ func saveThenRestore(t *testing.T, r *warmRig) {
 	stop()
 	// An agent that could not apply its identity refuses it: final, not
 	// sent again (the agent listens no more; the caller boots cold).
-	got, stop = r.listenGuestAnswering(t, 0, agentproto.IdentityRefused)
+	got, stop = r.listenAgent(t, agent{answer: agentproto.IdentityRefused})
 	if err := w2.SendIdentity(ctx, []byte(`{"vm":"r1","refused":1}`)); !errors.Is(err, vmm.ErrIdentityRefused) {
 		t.Fatalf("identity the guest refused: %v; want vmm.ErrIdentityRefused", err)
 	}
