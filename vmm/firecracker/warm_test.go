@@ -78,13 +78,6 @@ func (r *warmRig) spec(t *testing.T, id string, slot int, tap string) vmm.Spec {
 	return s
 }
 
-// listenGuest plays the agent on its vsock port: it takes one line and
-// acknowledges it, sending the line on got.
-func (r *warmRig) listenGuest(t *testing.T) (got chan string, stop func()) {
-	t.Helper()
-	return r.listenAgent(t, agent{answer: agentproto.IdentityAck})
-}
-
 // agent is how the agent a test plays on its vsock port answers.
 type agent struct {
 	drop   int           // the first drop connections end after their line, unanswered (a vsock reset)
@@ -216,7 +209,7 @@ func saveThenRestore(t *testing.T, r *warmRig) {
 	}
 	defer kill(t, m2)
 	w2 := m2.(vmm.Warm)
-	got, stop := r.listenGuest(t)
+	got, stop := r.listenAgent(t, agent{answer: agentproto.IdentityAck})
 	defer stop()
 	short, cancelShort := context.WithTimeout(ctx, time.Second)
 	defer cancelShort()
