@@ -89,7 +89,8 @@ var ErrIdentityRefused = errors.New("the guest refused its identity")
 // acknowledgement (agentproto.IdentityAck), ErrIdentityRefused for the
 // refusal (agentproto.IdentityRefused), and for any other line, or none,
 // an error that says what the guest answered. Every driver's
-// SendIdentity reads the answer through it.
+// SendIdentity reads a non-blank answer through it; a blank one is the
+// driver's to judge (Firecracker's vsock sends the identity again).
 func IdentityAnswer(line string) error {
 	switch answer := strings.TrimSpace(line); answer {
 	case agentproto.IdentityAck:

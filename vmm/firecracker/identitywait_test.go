@@ -151,3 +151,42 @@ func TestAConnectWaitOfNoneOrLessIsTheDefault(t *testing.T) {
 	r, w := restored(t, "negwait", -time.Second)
 	expectAcknowledgedOnce(t, r, w, 0, "an identity with IdentityConnectWait -1s")
 }
+
+// TestAnAnswerNeitherAckNorRefusalIsFinal: an agent that answers its
+// identity with another line took it and said something else: the
+// identity is not sent again, and the error quotes the answer and is no
+// refusal.
+func TestAnAnswerNeitherAckNorRefusalIsFinal(t *testing.T) {
+	r, w := restored(t, "other-answer", testConnectWait)
+	got, stop := r.listenAgent(t, agent{answer: "identity-maybe"})
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := w.SendIdentity(ctx, []byte(`{"vm":"other"}`))
+	stop()
+	if err == nil || !strings.Contains(err.Error(), `it answered "identity-maybe"`) || errors.Is(err, vmm.ErrIdentityRefused) {
+		t.Fatalf("SendIdentity = %v; want an error quoting the answer, not a refusal", err)
+	}
+	if n := len(got); n != 1 {
+		t.Fatalf("sent %d times; want once", n)
+	}
+}
+
+// TestABlankAnswerIsNoAnswer: an agent whose answer is a blank line has
+// not answered (as a connection reset before its answer): the identity
+// is sent again, until the caller's deadline, with which it fails.
+func TestABlankAnswerIsNoAnswer(t *testing.T) {
+	r, w := restored(t, "blank-answer", testConnectWait)
+	got, stop := r.listenAgent(t, agent{answer: "  "})
+	defer stop()
+	ctx, cancel := context.WithTimeoutCause(context.Background(), 3*testConnectWait, errCallersDeadline)
+	defer cancel()
+	err := w.SendIdentity(ctx, []byte(`{"vm":"blank"}`))
+	stop()
+	if !errors.Is(err, errCallersDeadline) {
+		t.Fatalf("SendIdentity = %v; want the caller's deadline", err)
+	}
+	if n := len(got); n < 2 {
+		t.Fatalf("sent %d times; want again after the blank answer", n)
+	}
+}

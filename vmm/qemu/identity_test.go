@@ -17,9 +17,9 @@ import (
 // TestSendIdentityTellsARefusalFromNoAnswer: the guest's three answers
 // on the identity port, as QEMU's socket hands them on. An
 // acknowledgement is a sent identity; a refusal (the agent could not
-// apply it) is an error wrapping vmm.ErrIdentityRefused, which the pool
-// counts under its own reason; a port closed without an answer is an
-// error that is not a refusal.
+// apply it) is an error wrapping vmm.ErrIdentityRefused, which
+// warmstart.AsFallback gives its own reason (identity_refused); a port
+// closed without an answer is an error that is not a refusal.
 func TestSendIdentityTellsARefusalFromNoAnswer(t *testing.T) {
 	for _, tc := range []struct {
 		name, answer string // "" closes without one
