@@ -380,6 +380,8 @@ type fakeMachine struct {
 	spec     vmm.Spec
 	identity chan agentproto.Identity
 	resumed  atomic.Bool
+	// identityTaken: an identity reached the guest, which takes no other.
+	identityTaken atomic.Bool
 }
 
 // ReleaseBoot implements vmm.BootReleaser, as QEMU's machine does.

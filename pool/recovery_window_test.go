@@ -259,10 +259,16 @@ func TestDrainWaitsForARemovalRetryInFlight(t *testing.T) {
 		defer dcancel()
 		drained <- h.m.Drain(dctx)
 	}()
-	// A drain that does not wait calls Remove again at once.
+	// A drain that does not wait calls Remove again at once, or returns
+	// before the pass in flight has ended.
 	select {
 	case <-g.entered:
 	case <-time.After(300 * time.Millisecond):
+	}
+	select {
+	case err := <-drained:
+		t.Fatalf("the drain returned (%v) while a removal was still in flight", err)
+	default:
 	}
 	close(g.release)
 	if err := <-drained; err != nil {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"testing"
+	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/agentproto"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
@@ -190,6 +192,11 @@ func (m *fakeMachine) SendIdentity(_ context.Context, b []byte) error {
 	if m.identity == nil || !m.resumed.Load() {
 		return errors.New("fake: send identity: not a resumed restore")
 	}
+	// The agent reads one line on its identity channel and listens no
+	// more: a second identity gets no answer.
+	if !m.identityTaken.CompareAndSwap(false, true) {
+		return errors.New("fake: send identity: no acknowledgement from the guest (it took its identity already)")
+	}
 	if m.hv.failing("identity") {
 		return errors.New("fake: send identity: no acknowledgement from the guest")
 	}
@@ -209,4 +216,32 @@ func (m *fakeMachine) SendIdentity(_ context.Context, b []byte) error {
 	m.hv.restores.Add(1)
 	m.identity <- id
 	return nil
+}
+
+// TestTheFakeGuestTakesOneIdentity: the fake's guest, as the agent,
+// answers the first identity sent to it and no later one (which fails
+// at once, not holding its caller).
+func TestTheFakeGuestTakesOneIdentity(t *testing.T) {
+	hv := &fakeHV{}
+	m := &fakeMachine{hv: hv, spec: vmm.Spec{ID: "vm-1", MAC: "02:00:00:00:00:01"}, identity: make(chan agentproto.Identity, 1)}
+	m.resumed.Store(true)
+	id, _ := json.Marshal(agentproto.Identity{Config: agentproto.Config{VMID: "vm-1"}, MAC: "02:00:00:00:00:01", Seed: make([]byte, 32), Now: time.Now()})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.SendIdentity(ctx, id); err != nil {
+		t.Fatalf("first identity: %v", err)
+	}
+	second := make(chan error, 1)
+	go func() { second <- m.SendIdentity(ctx, id) }()
+	select {
+	case err := <-second:
+		if err == nil || !strings.Contains(err.Error(), "no acknowledgement") {
+			t.Fatalf("second identity: %v; want no acknowledgement", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the second identity held its caller")
+	}
+	if n := hv.restores.Load(); n != 1 {
+		t.Fatalf("%d restores counted as handed their identity; want 1", n)
+	}
 }

@@ -288,7 +288,11 @@ func stallTokens(t *testing.T, g *giteadouble.Gitea) (srv *httptest.Server, aske
 	h := g.Handler()
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/registration-token") {
-			asked <- struct{}{}
+			select { // past asked's room, a request waits for its end, never the test's
+			case asked <- struct{}{}:
+			case <-r.Context().Done():
+				return
+			}
 			select {
 			case <-stop:
 			case <-r.Context().Done():

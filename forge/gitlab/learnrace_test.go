@@ -41,7 +41,11 @@ func holdingEnv(t *testing.T) (e *env, answered chan struct{}, release chan stru
 		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, r)
-		answered <- struct{}{}
+		select { // past answered's room, a request waits for its end, never the test's
+		case answered <- struct{}{}:
+		case <-r.Context().Done():
+			return
+		}
 		select {
 		case <-release:
 		case <-r.Context().Done():

@@ -93,8 +93,12 @@ func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
 	half.Write([]byte(`{"config":`))
 	half.(*net.UnixConn).CloseWrite() // ends its stream, still reads
 	half.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if ack, _ := bufio.NewReader(half).ReadString('\n'); ack != "" {
+	ack, err := bufio.NewReader(half).ReadString('\n')
+	if ack != "" {
 		t.Fatalf("a line without its newline was acknowledged: %q", ack)
+	}
+	if timedOut(err) {
+		t.Fatal("the connection that ended before its newline was left open")
 	}
 	half.Close()
 	c := dialIdentity(t, path)
@@ -106,7 +110,7 @@ func TestServeIdentityTakesTheFirstWholeLine(t *testing.T) {
 	if err := r.answer(true); err != nil {
 		t.Fatal(err)
 	}
-	ack, _ := bufio.NewReader(c).ReadString('\n')
+	ack, _ = bufio.NewReader(c).ReadString('\n')
 	if strings.TrimSpace(ack) != agentproto.IdentityAck {
 		t.Fatalf("ack %q", ack)
 	}
@@ -146,8 +150,12 @@ func TestServeIdentityRefusesAnOverlongLine(t *testing.T) {
 	c := dialIdentity(t, path)
 	go c.Write([]byte(strings.Repeat("x", agentproto.MaxIdentity+10) + "\n"))
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if ack, _ := bufio.NewReader(c).ReadString('\n'); ack != "" {
+	ack, err := bufio.NewReader(c).ReadString('\n')
+	if ack != "" {
 		t.Fatalf("an overlong line was acknowledged: %q", ack)
+	}
+	if timedOut(err) {
+		t.Fatal("the connection of an overlong line was not dropped")
 	}
 	cancel()
 	select {
@@ -192,4 +200,10 @@ func TestTheVsockListenerEndsWithItsContext(t *testing.T) {
 	if took := time.Since(t0); took > 3*time.Second {
 		t.Fatalf("Accept took %s to see its context end", took)
 	}
+}
+
+// timedOut: err is a read's deadline, not the other end closing.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

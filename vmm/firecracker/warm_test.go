@@ -78,6 +78,14 @@ func (r *warmRig) spec(t *testing.T, id string, slot int, tap string) vmm.Spec {
 	return s
 }
 
+// gotLines is how many lines listenAgent's got holds unread: more than
+// SendIdentity sends, one every 20 ms at most, within the default
+// connect wait (DefaultIdentityConnectWait: 250).
+const gotLines = 256
+
+// lineWait bounds how long listenAgent waits for a connection's line.
+const lineWait = 5 * time.Second
+
 // agent is how the agent a test plays on its vsock port answers.
 type agent struct {
 	drop   int           // the first drop connections end after their line, unanswered (a vsock reset)
@@ -89,8 +97,10 @@ type agent struct {
 }
 
 // listenAgent plays a on the agent's vsock port, sending each line it
-// keeps on got. stop closes the port and any connection still waiting
-// for its answer.
+// keeps on got (a line past gotLines fails the test). stop closes the
+// port, tells the connections still waiting for their answer to close,
+// and returns once the agent takes no more lines: a line read by then is
+// on got. The test's end stops it too.
 func (r *warmRig) listenAgent(t *testing.T, a agent) (got chan string, stop func()) {
 	t.Helper()
 	path := r.guest + "_" + strconv.Itoa(agentproto.IdentityVsockPort)
@@ -99,15 +109,22 @@ func (r *warmRig) listenAgent(t *testing.T, a agent) (got chan string, stop func
 		t.Fatal(err)
 	}
 	os.Chmod(path, 0o666)
-	got = make(chan string, 4)
+	got = make(chan string, gotLines)
 	done := make(chan struct{})
+	var ended sync.WaitGroup
+	ended.Add(1)
 	go func() {
+		defer ended.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			// A connection that never sends its line does not hold
+			// the next one for longer than this.
+			c.SetReadDeadline(time.Now().Add(lineWait))
 			line, err := bufio.NewReader(c).ReadString('\n')
+			c.SetReadDeadline(time.Time{})
 			if err == nil && a.once {
 				ln.Close()
 			}
@@ -119,7 +136,13 @@ func (r *warmRig) listenAgent(t *testing.T, a agent) (got chan string, stop func
 				c.Close()
 				continue
 			}
-			got <- line
+			select {
+			case got <- line:
+			default:
+				t.Errorf("the agent's stand-in took more than %d lines", gotLines)
+				c.Close()
+				continue
+			}
 			go func() {
 				defer c.Close()
 				answer := time.NewTimer(a.after)
@@ -133,7 +156,12 @@ func (r *warmRig) listenAgent(t *testing.T, a agent) (got chan string, stop func
 		}
 	}()
 	var once sync.Once
-	return got, func() { once.Do(func() { close(done); ln.Close(); os.Remove(path) }) }
+	stop = func() {
+		once.Do(func() { close(done); ln.Close(); os.Remove(path) })
+		ended.Wait()
+	}
+	t.Cleanup(stop)
+	return got, stop
 }
 
 // saveTemplate starts tpl, saves it to the state file it returns (in

@@ -2,6 +2,7 @@ package firecrackerdouble
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -13,7 +14,8 @@ import (
 
 // connect makes a host-initiated connection on the vsock socket at path
 // with line as its first line, and returns the answer's first line ("" when
-// the double closed the connection).
+// the double closed the connection; a connection left open unanswered
+// fails the test, as Firecracker closes it).
 func connect(t *testing.T, path, line string) (string, net.Conn) {
 	t.Helper()
 	c, err := net.Dial("unix", path)
@@ -23,7 +25,10 @@ func connect(t *testing.T, path, line string) (string, net.Conn) {
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, line)
-	got, _ := bufio.NewReader(c).ReadString('\n')
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if ne := net.Error(nil); got == "" && errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("%q: the connection was neither answered nor closed within 5 s", line)
+	}
 	return got, c
 }
 
