@@ -41,6 +41,38 @@ func streamLeader(t *testing.T, c *fleettest.Cluster, bucket string) int {
 	return -1
 }
 
+// waitLed waits, 10 s at most, until f's claims bucket has a stream
+// leader and its other replicas are current: a bucket just made on a
+// loaded cluster may have none for a while, and a claim then gets no
+// response from the stream (a pool tries again the next round; the
+// claims this file's tests make first are no such retry).
+func waitLed(t *testing.T, f *Fleet, replicas int) {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := f.claims.Status(ctx)
+		cancel()
+		b, ok := st.(*jetstream.KeyValueBucketStatus)
+		if err != nil || !ok || b.StreamInfo() == nil || b.StreamInfo().Cluster == nil {
+			last = fmt.Sprintf("status: %v", err)
+			continue
+		}
+		c := b.StreamInfo().Cluster
+		current := 0
+		for _, r := range c.Replicas {
+			if r.Current {
+				current++
+			}
+		}
+		if c.Leader != "" && current == replicas-1 {
+			return
+		}
+		last = fmt.Sprintf("leader %q, %d of %d other replicas current", c.Leader, current, replicas-1)
+	}
+	t.Fatalf("the claims bucket's stream was not led with its replicas current within 10s: %s", last)
+}
+
 // A three-node cluster with replicas 3: the buckets are kept on three
 // nodes, and when the node leading the claims bucket dies, claims go on
 // (new ones won, held ones refreshed, exclusivity kept). With replicas 1
@@ -64,6 +96,7 @@ func TestClusterLosesANodeAndClaimsGoOn(t *testing.T) {
 			if got := kvReplicas(st); got != tc.replicas {
 				t.Fatalf("claims bucket has %d replicas, want %d", got, tc.replicas)
 			}
+			waitLed(t, a, tc.replicas)
 			for i := range 5 {
 				if ok, err := a.Claim(ctx, fmt.Sprintf("before%d", i)); !ok || err != nil {
 					t.Fatalf("claim before the loss: %v %v", ok, err)
