@@ -62,6 +62,9 @@ type envOptions struct {
 	prefix   string // "/api/v3" for GitHub Enterprise Server
 	tokenTTL time.Duration
 	pats     []string
+	// patScopes are each PAT's classic scopes (githubdouble.Options;
+	// unlisted: all the driver's documentation asks for).
+	patScopes map[string][]string
 	// scale-set service: admin token life, idle session life, message
 	// long-poll wait (githubdouble.Options).
 	adminTTL, sessionIdle, messageWait time.Duration
@@ -93,7 +96,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		srv.Start()
 	}
 	d = githubdouble.New(githubdouble.Options{
-		Spec: spec, Prefix: o.prefix, AppID: appID, AppKey: &testKey().PublicKey, PATs: o.pats,
+		Spec: spec, Prefix: o.prefix, AppID: appID, AppKey: &testKey().PublicKey, PATs: o.pats, PATScopes: o.patScopes,
 		RunnerURL: srv.URL + o.prefix, TokenTTL: o.tokenTTL, Seed: 7,
 		AdminTokenTTL: o.adminTTL, SessionIdle: o.sessionIdle, MessageWait: o.messageWait,
 	})

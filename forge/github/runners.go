@@ -42,7 +42,7 @@ func (p *Pool) Register(ctx context.Context, spec forge.RunnerSpec) (*forge.Runn
 	}
 	if err != nil {
 		p.abandon(ctx, spec.Name)
-		return nil, fmt.Errorf("github: register runner %s in %s: %w", spec.Name, p.scope, err)
+		return nil, fmt.Errorf("github: register runner %s in %s: %w", spec.Name, p.scope, p.refused(err))
 	}
 	ref := forge.RunnerRef{ID: strconv.FormatInt(jit.GetRunner().GetID(), 10), Name: spec.Name}
 	return &forge.Runner{RunnerRef: ref, Guest: guestPlan(spec.Guest, jit.GetEncodedJITConfig())}, nil
@@ -150,7 +150,7 @@ func (p *Pool) listRunners(ctx context.Context, name string) ([]forge.RunnerStat
 	for page := 0; page < maxPages; page++ {
 		rs, resp, err := p.listPage(ctx, name, next)
 		if err != nil {
-			return nil, fmt.Errorf("github: list runners of %s: %w", p.scope, err)
+			return nil, fmt.Errorf("github: list runners of %s: %w", p.scope, p.refused(err))
 		}
 		for _, r := range rs.Runners {
 			out = append(out, forge.RunnerState{
@@ -191,7 +191,7 @@ func (p *Pool) runnerGroup(ctx context.Context) (int64, error) {
 	for page := 0; page < maxPages; page++ {
 		groups, resp, err := p.gh.Actions.ListOrganizationRunnerGroups(ctx, p.scope.Org, opts)
 		if err != nil {
-			return 0, fmt.Errorf("github: list runner groups of org %s: %w", p.scope.Org, err)
+			return 0, fmt.Errorf("github: list runner groups of org %s: %w", p.scope.Org, p.refused(err))
 		}
 		for _, g := range groups.RunnerGroups {
 			if strings.EqualFold(g.GetName(), p.group) {

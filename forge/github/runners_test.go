@@ -389,6 +389,35 @@ func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
+// A credential GitHub refuses on the scope's runner API (a classic token
+// without the scope's scope: 404; an App without the permission: 403)
+// fails registration with what the scope needs, and leaves no runner; a
+// credential holding it registers (positive control).
+func TestARefusedCredentialIsToldWhatTheScopeNeeds(t *testing.T) {
+	e := newEnv(t, envOptions{pats: []string{"ghp_repo", "ghp_org"},
+		patScopes: map[string][]string{"ghp_repo": {"repo"}, "ghp_org": {"admin:org"}}})
+	inst := e.d.AddInstallation("Organization", "acme")
+	org := github.PoolOptions{Scope: github.Scope{Kind: "org", Org: "acme"}, Labels: []string{"linux"}}
+	repo := github.PoolOptions{Scope: github.Scope{Kind: "repo", Owner: "acme", Repo: "widgets"}, Labels: []string{"linux"}}
+	register := func(p *github.Pool, name string) error {
+		_, err := p.Register(context.Background(), forge.RunnerSpec{Name: name, Labels: []string{"linux"}, Guest: guest})
+		return err
+	}
+	if err := register(e.pool(e.pat("ghp_repo"), org), "fa-r-1"); err == nil || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), "admin:org") {
+		t.Fatalf("org pool, a token with repo only: %v; want the 404 and admin:org named", err)
+	}
+	if err := register(e.pool(e.pat("ghp_org"), org), "fa-r-2"); err != nil {
+		t.Fatalf("org pool, a token with admin:org: %v", err)
+	}
+	e.d.SetPermissions(inst, map[string]string{"actions": "read"})
+	if err := register(e.pool(e.app(), repo), "fa-r-3"); err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "Administration: read and write") {
+		t.Fatalf("repo pool, an App without Administration: %v; want the 403 and the permission named", err)
+	}
+	if rs := e.d.Runners(); len(rs) != 1 || rs[0].Name != "fa-r-2" {
+		t.Fatalf("runners %+v; want only fa-r-2", rs)
+	}
+}
+
 // GitHub takes no App installation token on the enterprise runner API
 // (x-github.enabledForGitHubApps: false): the App's enterprise pool is
 // refused up front, naming why; a PAT's is taken (positive control).

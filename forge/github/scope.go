@@ -58,6 +58,9 @@ type scopeKind struct {
 	// appTokens: GitHub takes App installation tokens on the scope's
 	// runner API (x-github.enabledForGitHubApps).
 	appTokens bool
+	// needs is what a credential must hold to manage the scope's
+	// runners, as GitHub's description of each runner operation says.
+	needs string
 }
 
 var scopeKinds = map[string]scopeKind{
@@ -71,6 +74,7 @@ var scopeKinds = map[string]scopeKind{
 			return strings.EqualFold(owner, s.Org)
 		},
 		groups: groupsByName, appTokens: true,
+		needs: "a classic token with admin:org, or an App with the organization permission Self-hosted runners: read and write",
 	},
 	"repo": {
 		name: func(s Scope) string {
@@ -86,6 +90,7 @@ var scopeKinds = map[string]scopeKind{
 		ownRepo: func(s Scope) string { return s.Owner + "/" + s.Repo },
 		owns:    func(Scope, string, string) bool { return false },
 		groups:  groupsNone, appTokens: true,
+		needs: "a classic token with repo, or an App with the repository permission Administration: read and write",
 	},
 	"enterprise": {
 		name:         func(s Scope) string { return s.Enterprise },
@@ -96,6 +101,7 @@ var scopeKinds = map[string]scopeKind{
 			return enterprise != "" && strings.EqualFold(enterprise, s.Enterprise)
 		},
 		groups: groupsByID, appTokens: false,
+		needs: "a classic token with manage_runners:enterprise",
 	},
 }
 
@@ -109,6 +115,17 @@ func kindOf(s Scope) (scopeKind, error) {
 		return scopeKind{}, fmt.Errorf("github: %s scope without its name", s.Kind)
 	}
 	return k, nil
+}
+
+// refused is err, from the scope's runner API, with what the scope
+// needs when GitHub refused the credential: a token without the scope is
+// answered 404 (GitHub does not tell it the runners exist), an App
+// without the permission 403.
+func (p *Pool) refused(err error) error {
+	if isStatus(err, http.StatusNotFound) || isStatus(err, http.StatusForbidden) {
+		return fmt.Errorf("%w (GitHub answers so a credential that may not manage the runners of %s; that takes %s)", err, p.scope, p.kind.needs)
+	}
+	return err
 }
 
 // runnersPath is the path of the pool's runners under the API base, with

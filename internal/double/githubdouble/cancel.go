@@ -54,11 +54,20 @@ func tokenPermissions(installed map[string]string, asked any) (map[string]string
 
 // mayWrite reports whether the caller may do what needs the permission
 // at write (an installation token) or the classic scope (a PAT), and
-// else GitHub's answer: 403 for an integration, 404 for a PAT (GitHub
-// does not tell a token without the scope that the resource exists).
+// else GitHub's answer (see may).
 func (c *call) mayWrite(permission, scope string) (int, any) {
+	return c.may(permission, "write", scope)
+}
+
+// may reports whether the caller may do what needs the permission at
+// level, "read" or "write" (an installation token; no permission: no
+// installation token may), or the classic scope (a PAT), and else
+// GitHub's answer: 403 for an integration, 404 for a PAT (GitHub does
+// not tell a token without the scope that the resource exists).
+func (c *call) may(permission, level, scope string) (int, any) {
 	if c.tok != nil {
-		if c.tok.perms[permission] != "write" {
+		have := c.tok.perms[permission]
+		if permission == "" || have == "" || level == "write" && have != "write" {
 			return http.StatusForbidden, basicError("Resource not accessible by integration")
 		}
 		return 0, nil

@@ -45,20 +45,6 @@ func installationToken(t *testing.T, srv *httptest.Server, key *rsa.PrivateKey, 
 	return resp.StatusCode, out.Token
 }
 
-// post sends an empty POST with the credential and answers its status.
-func post(t *testing.T, srv *httptest.Server, cred, path string) int {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, srv.URL+path, nil)
-	req.Header.Set("Authorization", "token "+cred)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 // Cancelling a workflow run needs what GitHub asks for: an App
 // installation token with actions:write (403 otherwise, as GitHub
 // answers an integration), or a PAT (classic) with the repo scope (404
@@ -73,7 +59,7 @@ func TestCancellingARunNeedsActionsWrite(t *testing.T) {
 	inst := d.AddInstallation("Organization", "acme")
 	cancel := func(cred string, op string) int {
 		run := d.QueueJob("acme/widgets", "linux").RunID
-		return post(t, srv, cred, fmt.Sprintf("/repos/acme/widgets/actions/runs/%d/%s", run, op))
+		return send(t, srv, http.MethodPost, cred, fmt.Sprintf("/repos/acme/widgets/actions/runs/%d/%s", run, op))
 	}
 	_, readOnly := installationToken(t, srv, key, inst, nil) // the installation may read Actions only
 	for _, op := range []string{"cancel", "force-cancel"} {
@@ -139,7 +125,7 @@ func TestCancelWaitsForTheRunnerForceCancelDoesNot(t *testing.T) {
 		}
 		return out
 	}
-	if code := post(t, srv, pat, path+"cancel"); code != http.StatusAccepted {
+	if code := send(t, srv, http.MethodPost, pat, path+"cancel"); code != http.StatusAccepted {
 		t.Fatalf("cancel: %d", code)
 	}
 	st := status()
@@ -149,7 +135,7 @@ func TestCancelWaitsForTheRunnerForceCancelDoesNot(t *testing.T) {
 	if r, _ := d.RunByID(jobs[0].RunID); r.Status != "in_progress" || !r.Cancelling {
 		t.Fatalf("after cancel the run is %+v, want in_progress and cancelling", r)
 	}
-	if code := post(t, srv, pat, path+"force-cancel"); code != http.StatusAccepted {
+	if code := send(t, srv, http.MethodPost, pat, path+"force-cancel"); code != http.StatusAccepted {
 		t.Fatalf("force-cancel: %d", code)
 	}
 	if st := status(); st[jobs[0].ID] != "completed/cancelled" {
@@ -164,7 +150,7 @@ func TestCancelWaitsForTheRunnerForceCancelDoesNot(t *testing.T) {
 		}
 	}
 	for _, op := range []string{"cancel", "force-cancel"} {
-		if code := post(t, srv, pat, path+op); code != http.StatusConflict {
+		if code := send(t, srv, http.MethodPost, pat, path+op); code != http.StatusConflict {
 			t.Errorf("%s of a completed run: %d, want 409", op, code)
 		}
 	}
@@ -178,13 +164,13 @@ func TestCancelWaitsForTheRunnerForceCancelDoesNot(t *testing.T) {
 func TestALiveRunnerStopsItsCancelledJob(t *testing.T) {
 	d, srv, _, _ := newDouble(t)
 	job := d.QueueJob("acme/widgets", "linux")
-	if code := post(t, srv, pat, fmt.Sprintf("/repos/acme/widgets/actions/runs/%d/cancel", job.RunID)); code != http.StatusAccepted {
+	if code := send(t, srv, http.MethodPost, pat, fmt.Sprintf("/repos/acme/widgets/actions/runs/%d/cancel", job.RunID)); code != http.StatusAccepted {
 		t.Fatalf("cancel: %d", code)
 	}
 	jobs := d.QueueRun("acme/widgets", githubdouble.JobSpec{Labels: []string{"linux"}}, githubdouble.JobSpec{Labels: []string{"gpu"}})
 	jit, _ := generateJIT(t, srv, "fa-live")
 	d.OnAcquire(func(j githubdouble.Job) { // as the runner starts the job, someone cancels the run
-		if code := post(t, srv, pat, fmt.Sprintf("/repos/acme/widgets/actions/runs/%d/cancel", j.RunID)); code != http.StatusAccepted {
+		if code := send(t, srv, http.MethodPost, pat, fmt.Sprintf("/repos/acme/widgets/actions/runs/%d/cancel", j.RunID)); code != http.StatusAccepted {
 			t.Errorf("cancel: %d", code)
 		}
 	})

@@ -27,8 +27,8 @@ var handlers = map[string]handler{
 	"actions/cancel-workflow-run":       cancelRun,
 	"actions/force-cancel-workflow-run": forceCancelRun,
 
-	"actions/list-self-hosted-runner-groups-for-org":  listGroups,
-	"actions/create-self-hosted-runner-group-for-org": createGroup,
+	"actions/list-self-hosted-runner-groups-for-org":  managesRunners("read", listGroups),
+	"actions/create-self-hosted-runner-group-for-org": managesRunners("write", createGroup),
 
 	"actions/list-workflow-runs-for-repo":                            listRuns,
 	"actions/list-jobs-for-workflow-run":                             listJobs,
@@ -43,25 +43,52 @@ func init() {
 		{"enterprise", "enterprise-admin/%s-for-enterprise", "enterprise-admin/%s-from-enterprise"},
 	} {
 		f, from := scope.org, scope.ent
-		handlers[fmt.Sprintf(f, "list-self-hosted-runners")] = listRunners
-		handlers[fmt.Sprintf(f, "list-runner-applications")] = exampleOf(fmt.Sprintf(f, "list-runner-applications"))
-		handlers[fmt.Sprintf(f, "create-registration-token")] = scopeToken
-		handlers[fmt.Sprintf(f, "create-remove-token")] = scopeToken
-		handlers[fmt.Sprintf(f, "get-self-hosted-runner")] = getRunner
-		handlers[fmt.Sprintf(from, "delete-self-hosted-runner")] = deleteRunner
-		handlers[fmt.Sprintf(f, "list-labels-for-self-hosted-runner")] = labels("list")
-		handlers[fmt.Sprintf(f, "add-custom-labels-to-self-hosted-runner")] = labels("add")
-		handlers[fmt.Sprintf(f, "set-custom-labels-for-self-hosted-runner")] = labels("set")
-		handlers[fmt.Sprintf(f, "generate-runner-jitconfig")] = generateJIT
+		handlers[fmt.Sprintf(f, "list-self-hosted-runners")] = managesRunners("read", listRunners)
+		handlers[fmt.Sprintf(f, "list-runner-applications")] = managesRunners("read", exampleOf(fmt.Sprintf(f, "list-runner-applications")))
+		handlers[fmt.Sprintf(f, "create-registration-token")] = managesRunners("write", scopeToken)
+		handlers[fmt.Sprintf(f, "create-remove-token")] = managesRunners("write", scopeToken)
+		handlers[fmt.Sprintf(f, "get-self-hosted-runner")] = managesRunners("read", getRunner)
+		handlers[fmt.Sprintf(from, "delete-self-hosted-runner")] = managesRunners("write", deleteRunner)
+		handlers[fmt.Sprintf(f, "list-labels-for-self-hosted-runner")] = managesRunners("read", labels("list"))
+		handlers[fmt.Sprintf(f, "add-custom-labels-to-self-hosted-runner")] = managesRunners("write", labels("add"))
+		handlers[fmt.Sprintf(f, "set-custom-labels-for-self-hosted-runner")] = managesRunners("write", labels("set"))
+		handlers[fmt.Sprintf(f, "generate-runner-jitconfig")] = managesRunners("write", generateJIT)
 	}
 	// GitHub's ids for these are irregular.
-	handlers["actions/generate-runner-jitconfig-for-enterprise"] = generateJIT
-	handlers["enterprise-admin/remove-all-custom-labels-from-self-hosted-runner-for-enterprise"] = labels("clear")
-	handlers["enterprise-admin/remove-custom-label-from-self-hosted-runner-for-enterprise"] = labels("remove")
-	handlers["actions/remove-all-custom-labels-from-self-hosted-runner-for-org"] = labels("clear")
-	handlers["actions/remove-custom-label-from-self-hosted-runner-for-org"] = labels("remove")
-	handlers["actions/remove-all-custom-labels-from-self-hosted-runner-for-repo"] = labels("clear")
-	handlers["actions/remove-custom-label-from-self-hosted-runner-for-repo"] = labels("remove")
+	handlers["actions/generate-runner-jitconfig-for-enterprise"] = managesRunners("write", generateJIT)
+	handlers["enterprise-admin/remove-all-custom-labels-from-self-hosted-runner-for-enterprise"] = managesRunners("write", labels("clear"))
+	handlers["enterprise-admin/remove-custom-label-from-self-hosted-runner-for-enterprise"] = managesRunners("write", labels("remove"))
+	handlers["actions/remove-all-custom-labels-from-self-hosted-runner-for-org"] = managesRunners("write", labels("clear"))
+	handlers["actions/remove-custom-label-from-self-hosted-runner-for-org"] = managesRunners("write", labels("remove"))
+	handlers["actions/remove-all-custom-labels-from-self-hosted-runner-for-repo"] = managesRunners("write", labels("clear"))
+	handlers["actions/remove-custom-label-from-self-hosted-runner-for-repo"] = managesRunners("write", labels("remove"))
+}
+
+// managesRunners is h behind what GitHub asks of a caller managing a
+// scope's runners (its descriptions of each runner operation): a scope
+// the credential covers, and then, of a PAT (classic), admin:org for an
+// organization's runners, repo for a repository's and
+// manage_runners:enterprise for an enterprise's; of an installation
+// token, organization_self_hosted_runners or administration at level
+// ("read" or "write"; an enterprise's runners take no GitHub App).
+func managesRunners(level string, h handler) handler {
+	return func(d *Double, c *call) (int, any) {
+		s, _ := c.scope()
+		if !c.covers(s) {
+			return http.StatusForbidden, basicError("Resource not accessible by integration")
+		}
+		permission, scope := "administration", "repo"
+		switch s.kind {
+		case "org":
+			permission, scope = "organization_self_hosted_runners", "admin:org"
+		case "enterprise":
+			permission, scope = "", "manage_runners:enterprise"
+		}
+		if status, body := c.may(permission, level, scope); status != 0 {
+			return status, body
+		}
+		return h(d, c)
+	}
 }
 
 // HasHandler reports whether the double serves an operation.
@@ -238,9 +265,6 @@ func groupJSON(org string, g *group) map[string]any {
 
 func listGroups(d *Double, c *call) (int, any) {
 	s, _ := c.scope()
-	if !c.covers(s) {
-		return http.StatusForbidden, basicError("Resource not accessible by integration")
-	}
 	var items []any
 	for _, g := range d.orgGroups(s.name) {
 		items = append(items, groupJSON(s.name, g))
@@ -250,9 +274,6 @@ func listGroups(d *Double, c *call) (int, any) {
 
 func createGroup(d *Double, c *call) (int, any) {
 	s, _ := c.scope()
-	if !c.covers(s) {
-		return http.StatusForbidden, basicError("Resource not accessible by integration")
-	}
 	name, _ := c.body["name"].(string)
 	g := &group{id: d.id(), name: name}
 	d.groups[s.name] = append(d.groups[s.name], g)
