@@ -95,3 +95,19 @@ func (s *Server) currentUser(w http.ResponseWriter, g Grant) {
 	}
 	writeJSON(w, http.StatusOK, u)
 }
+
+// mayManage reports whether the grant's user may create or delete a
+// runner of type typ, as GitLab's runner API asks: an administrator for
+// an instance runner, the Owner role for a group's, at least Maintainer
+// for a project's. Another type is the handler's to refuse.
+func (g Grant) mayManage(typ string) bool {
+	switch typ {
+	case "instance_type":
+		return g.Admin
+	case "group_type":
+		return g.atLeast(Owner)
+	case "project_type":
+		return g.atLeast(Maintainer)
+	}
+	return true
+}

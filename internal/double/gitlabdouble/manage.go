@@ -15,7 +15,7 @@ import (
 
 // createRunner is POST /user/runners: a runner of the given type in the
 // given group or project, with its own authentication token (glrt-).
-func (s *Server) createRunner(w http.ResponseWriter, r *http.Request) {
+func (s *Server) createRunner(w http.ResponseWriter, r *http.Request, g Grant) {
 	var in struct {
 		RunnerType      string   `json:"runner_type"`
 		GroupID         *int64   `json:"group_id"`
@@ -31,6 +31,10 @@ func (s *Server) createRunner(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := decodeParams(r, &in); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	if !g.mayManage(in.RunnerType) {
+		writeJSON(w, http.StatusForbidden, map[string]string{"message": "403 Forbidden"})
 		return
 	}
 	s.mu.Lock()
@@ -143,13 +147,18 @@ func decodeParams(r *http.Request, v any) error {
 	return json.Unmarshal(b, v)
 }
 
-// deleteRunner is DELETE /runners/:id.
-func (s *Server) deleteRunner(w http.ResponseWriter, id string) {
+// deleteRunner is DELETE /runners/:id, by a user who may manage the
+// runner's type (Grant.mayManage).
+func (s *Server) deleteRunner(w http.ResponseWriter, g Grant, id string) {
 	n, _ := strconv.ParseInt(id, 10, 64)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.runners[n] == nil {
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "404 Runner Not Found"})
+		return
+	}
+	if !g.mayManage(s.runners[n].Type) {
+		writeJSON(w, http.StatusForbidden, map[string]string{"message": "403 Forbidden"})
 		return
 	}
 	delete(s.runners, n)

@@ -486,9 +486,9 @@ func (s *Server) routeManagement(w http.ResponseWriter, r *http.Request, p []str
 		s.cancelJob(w, r, g, p[1], p[3])
 
 	case m == http.MethodPost && match(p, "user", "runners"):
-		s.createRunner(w, r)
+		s.createRunner(w, r, g)
 	case m == http.MethodDelete && match(p, "runners", "*"):
-		s.deleteRunner(w, p[1])
+		s.deleteRunner(w, g, p[1])
 	case m == http.MethodGet && match(p, "runners", "all"):
 		s.listRunners(w, r, func(x *Runner) bool { return true })
 	case m == http.MethodGet && match(p, "projects"):

@@ -1,0 +1,62 @@
+package gitlabdouble
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+)
+
+// TestManagingARunnerNeedsItsRole holds runner creation and deletion by
+// an access token to GitLab's prerequisites: an administrator for an
+// instance runner, the group's Owner for a group runner, at least
+// Maintainer of the project for a project runner (403 otherwise), the
+// token's scope allowing.
+func TestManagingARunnerNeedsItsRole(t *testing.T) {
+	s, srv, _ := newDouble(t)
+	gid := s.AddGroup("acme")
+	pid := s.AddProject("acme/app")
+	s.AddToken("owner", Grant{Scopes: []string{"api"}, Role: Owner})
+	s.AddToken("maint", Grant{Scopes: []string{"api"}, Role: Maintainer})
+	s.AddToken("dev", Grant{Scopes: []string{"api"}, Role: Developer})
+	do := func(method, token, path string, body any) (int, map[string]any) {
+		t.Helper()
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest(method, srv.URL+"/api/v4"+path, bytes.NewReader(b))
+		req.Header.Set("PRIVATE-TOKEN", token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	for _, tc := range []struct {
+		body          map[string]any
+		refused, lets string // tokens: one a role short, one with the role
+	}{
+		{map[string]any{"runner_type": "instance_type"}, "owner", testToken},
+		{map[string]any{"runner_type": "group_type", "group_id": gid}, "maint", "owner"},
+		{map[string]any{"runner_type": "project_type", "project_id": pid}, "dev", "maint"},
+	} {
+		typ := tc.body["runner_type"]
+		if code, _ := do(http.MethodPost, tc.refused, "/user/runners", tc.body); code != http.StatusForbidden {
+			t.Errorf("create %s with %s's token: %d, want 403", typ, tc.refused, code)
+		}
+		code, out := do(http.MethodPost, tc.lets, "/user/runners", tc.body)
+		if code != http.StatusCreated {
+			t.Fatalf("create %s with %s's token: %d %v, want 201", typ, tc.lets, code, out)
+		}
+		path := fmt.Sprintf("/runners/%v", out["id"])
+		if code, _ := do(http.MethodDelete, tc.refused, path, nil); code != http.StatusForbidden {
+			t.Errorf("delete %s with %s's token: %d, want 403", typ, tc.refused, code)
+		}
+		if code, _ := do(http.MethodDelete, tc.lets, path, nil); code != http.StatusNoContent {
+			t.Errorf("delete %s with %s's token: %d, want 204", typ, tc.lets, code)
+		}
+	}
+}
