@@ -88,8 +88,7 @@ func TestClusterLosesANodeAndClaimsGoOn(t *testing.T) {
 			c := fleettest.RunCluster(t, 3)
 			a := joinCluster(t, c.URLs(), "a", 3*time.Second, tc.replicas)
 			b := joinCluster(t, c.URLs(), "b", 3*time.Second, tc.replicas)
-			ctx := ctxT(t)
-			st, err := a.claims.Status(ctx)
+			st, err := a.claims.Status(ctxT(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,6 +96,7 @@ func TestClusterLosesANodeAndClaimsGoOn(t *testing.T) {
 				t.Fatalf("claims bucket has %d replicas, want %d", got, tc.replicas)
 			}
 			waitLed(t, a, tc.replicas)
+			ctx := ctxT(t) // the claims' 20 s start once the bucket is led
 			for i := range 5 {
 				if ok, err := a.Claim(ctx, fmt.Sprintf("before%d", i)); !ok || err != nil {
 					t.Fatalf("claim before the loss: %v %v", ok, err)

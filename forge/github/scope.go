@@ -2,6 +2,7 @@ package github
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -120,13 +121,26 @@ func kindOf(s Scope) (scopeKind, error) {
 // refused is err, from the scope's runner API, with what the scope
 // needs when GitHub refused the credential: a token without the scope is
 // answered 404 (GitHub does not tell it the runners exist), an App
-// without the permission 403.
+// without the permission 403; so is a scope that does not exist, or a
+// user who is not its admin.
+// Said once: an error wrapped already (a registration's listing of a
+// taken name) is returned as it is.
 func (p *Pool) refused(err error) error {
-	if isStatus(err, http.StatusNotFound) || isStatus(err, http.StatusForbidden) {
-		return fmt.Errorf("%w (GitHub answers so a credential that may not manage the runners of %s; that takes %s)", err, p.scope, p.kind.needs)
+	var said *refusal
+	if errors.As(err, &said) || !isStatus(err, http.StatusNotFound) && !isStatus(err, http.StatusForbidden) {
+		return err
 	}
-	return err
+	return &refusal{err: err, hint: fmt.Sprintf("GitHub answers so a credential that may not manage the runners of %s, or when %s does not exist; managing its runners takes %s", p.scope, p.scope, p.kind.needs)}
 }
+
+// refusal is a refused call's error with what the scope needs (refused).
+type refusal struct {
+	err  error
+	hint string
+}
+
+func (r *refusal) Error() string { return r.err.Error() + " (" + r.hint + ")" }
+func (r *refusal) Unwrap() error { return r.err }
 
 // runnersPath is the path of the pool's runners under the API base, with
 // more segments appended.

@@ -80,7 +80,7 @@ func (r *warmRig) spec(t *testing.T, id string, slot int, tap string) vmm.Spec {
 
 // gotLines is how many lines listenAgent's got holds unread: more than
 // SendIdentity sends, one every 20 ms at most, within the default
-// connect wait (DefaultIdentityConnectWait: 250).
+// connect wait (5 s / 20 ms = 250 sends).
 const gotLines = 256
 
 // lineWait bounds how long listenAgent waits for a connection's line.
