@@ -53,8 +53,11 @@ func newFlavorProbe(base, flavor string, c *http.Client) (*flavorProbe, error) {
 	return nil, fmt.Errorf("gitea: flavor %q is not gitea, forgejo or auto", flavor)
 }
 
-// flavor returns the server's flavor, asking the server the first time.
-func (p *flavorProbe) flavor(ctx context.Context) (string, error) {
+// flavor returns the server's flavor, asking the server the first time
+// with the API token: a Forgejo that requires sign-in
+// (REQUIRE_SIGNIN_VIEW) answers no anonymous API call, its version's
+// neither.
+func (p *flavorProbe) flavor(ctx context.Context, token string) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.got != "" {
@@ -66,6 +69,7 @@ func (p *flavorProbe) flavor(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	req.Header.Set("Authorization", "token "+token)
 	req.Header.Set("Accept", "application/json")
 	resp, err := p.http.Do(req)
 	if err != nil {
@@ -92,7 +96,7 @@ func (p *flavorProbe) flavor(ctx context.Context) (string, error) {
 
 // forgejo reports whether the scope's server is Forgejo.
 func (f *Forge) forgejo(ctx context.Context) (bool, error) {
-	fl, err := f.probe.flavor(ctx)
+	fl, err := f.probe.flavor(ctx, f.token)
 	return fl == FlavorForgejo, err
 }
 

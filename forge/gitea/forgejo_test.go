@@ -194,7 +194,7 @@ func TestForgejoRefusesGiteaCalls(t *testing.T) {
 func TestFlavorDetection(t *testing.T) {
 	_, gsrv := newFakeGitea(t)
 	p, _ := newFlavorProbe(gsrv.URL, FlavorAuto, http.DefaultClient)
-	if fl, err := p.flavor(context.Background()); err != nil || fl != FlavorGitea {
+	if fl, err := p.flavor(context.Background(), "TOKEN"); err != nil || fl != FlavorGitea {
 		t.Fatalf("gitea detected as %q, %v", fl, err)
 	}
 	var fail atomic.Bool
@@ -208,11 +208,11 @@ func TestFlavorDetection(t *testing.T) {
 	}))
 	t.Cleanup(fsrv.Close)
 	p, _ = newFlavorProbe(fsrv.URL, FlavorAuto, http.DefaultClient)
-	if _, err := p.flavor(context.Background()); err == nil || !strings.Contains(err.Error(), "502") {
+	if _, err := p.flavor(context.Background(), "TOKEN"); err == nil || !strings.Contains(err.Error(), "502") {
 		t.Fatalf("502 probe: %v", err)
 	}
 	fail.Store(false)
-	if fl, err := p.flavor(context.Background()); err != nil || fl != FlavorForgejo {
+	if fl, err := p.flavor(context.Background(), "TOKEN"); err != nil || fl != FlavorForgejo {
 		t.Fatalf("after the 502: %q, %v", fl, err)
 	}
 	if _, err := New(Options{URL: "http://x", Flavor: "gogs", Scope: Scope{Kind: "instance"}}); err == nil || !strings.Contains(err.Error(), "gogs") {
@@ -240,4 +240,31 @@ func TestForgejoSweepTakesExactlyTheHostsOwnRunners(t *testing.T) {
 			},
 		}
 	})
+}
+
+// A Forgejo that requires sign-in (REQUIRE_SIGNIN_VIEW) answers no
+// anonymous API call, its version's neither: the flavor probe sends the
+// scope's token, so such a Forgejo is still known for what it is.
+func TestForgejoRequiringSignInIsDetected(t *testing.T) {
+	d := forgejodouble.New(forgejoTokens)
+	d.RequireSignIn()
+	srv, probes := serveForgejo(t, d)
+	resp, err := http.Get(srv.URL + forgejoVersionPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("anonymous GET %s: %s, want 403 (the double must refuse it)", forgejoVersionPath, resp.Status)
+	}
+	f := newForgejoDriver(t, srv.URL, "ORG-TOKEN", FlavorAuto, Scope{Kind: "org", Org: "acme"})
+	if _, err := f.QueuedJobs(context.Background()); err != nil {
+		t.Fatalf("queued jobs on a Forgejo requiring sign-in: %v", err)
+	}
+	if fj, err := f.forgejo(context.Background()); !fj || err != nil {
+		t.Fatalf("flavor: forgejo %v, %v", fj, err)
+	}
+	if n := probes.Load(); n != 2 {
+		t.Fatalf("%d flavor probes, want the anonymous one and the driver's", n)
+	}
 }

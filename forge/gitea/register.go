@@ -113,13 +113,14 @@ func (f *Forge) discard(ctx context.Context, ref forge.RunnerRef) {
 	}
 }
 
-// tokenRefused reports whether Register refused the registration token.
-// Gitea 1.26 refuses it with a plain error (connect's "unknown" code):
+// tokenRefused reports whether Register refused the registration token:
 // "runner registration token not found" or "… has been invalidated …"
-// (routers/api/actions/runner.Register).
+// (routers/api/actions/runner.Register), which Gitea 1.26 sends as a
+// plain error (connect's "unknown" code) and Forgejo as invalid_argument,
+// the code it also gives a request without a token or a name: the text
+// is what tells them apart.
 func tokenRefused(err error) bool {
-	return connect.CodeOf(err) == connect.CodeUnauthenticated ||
-		strings.Contains(err.Error(), "registration token")
+	return strings.Contains(err.Error(), "registration token")
 }
 
 // registration is the Gitea runner's .runner file.

@@ -15,6 +15,7 @@ package forgejodouble
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -66,6 +67,7 @@ type Double struct {
 	legacy   bool
 	up       *Upstream // nil: the double keeps its own jobs and runners
 	regDelay time.Duration
+	signIn   bool // REQUIRE_SIGNIN_VIEW: no API call without a user
 }
 
 // runner is a registered runner and the scope whose token registered it.
@@ -113,6 +115,15 @@ func (d *Double) SetRegisterDelay(delay time.Duration) {
 	d.regDelay = delay
 }
 
+// RequireSignIn makes the double a Forgejo with [service]
+// REQUIRE_SIGNIN_VIEW = true: its API middleware then answers every call
+// without a signed-in user 403, the version endpoints' too.
+func (d *Double) RequireSignIn() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.signIn = true
+}
+
 // Runners returns the registered runners' names by id.
 func (d *Double) Runners() map[int64]string {
 	d.mu.Lock()
@@ -156,6 +167,14 @@ func (d *Double) Handler() http.Handler {
 func (d *Double) version(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	d.mu.Lock()
+	_, signed := d.token(r)
+	refused := d.signIn && !signed
+	d.mu.Unlock()
+	if refused {
+		http.Error(w, `{"message":"Only signed in user is allowed to call APIs."}`, http.StatusForbidden)
 		return
 	}
 	writeJSON(w, map[string]string{"version": Version})
@@ -372,6 +391,11 @@ func writeJSON(w http.ResponseWriter, v any) {
 func (d *Double) Register(ctx context.Context, req *connect.Request[runnerv1.RegisterRequest]) (*connect.Response[runnerv1.RegisterResponse], error) {
 	giteadouble.LockAfterDelay(&d.mu, &d.regDelay)
 	defer d.mu.Unlock()
+	// Forgejo refuses each with InvalidArgument
+	// (routers/api/actions/runner.Register).
+	if req.Msg.Token == "" || req.Msg.Name == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("missing runner token, name"))
+	}
 	scope := ""
 	for k, t := range d.regToken {
 		if t != "" && t == req.Msg.Token {
@@ -379,7 +403,7 @@ func (d *Double) Register(ctx context.Context, req *connect.Request[runnerv1.Reg
 		}
 	}
 	if scope == "" {
-		return nil, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("runner registration token not found"))
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("runner registration token not found"))
 	}
 	if d.up != nil {
 		reg, err := d.registerUpstream(ctx, req.Msg)

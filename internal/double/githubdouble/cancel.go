@@ -52,13 +52,6 @@ func tokenPermissions(installed map[string]string, asked any) (map[string]string
 	return out, true
 }
 
-// mayWrite reports whether the caller may do what needs the permission
-// at write (an installation token) or the classic scope (a PAT), and
-// else GitHub's answer (see may).
-func (c *call) mayWrite(permission, scope string) (int, any) {
-	return c.may(permission, "write", scope)
-}
-
 // may reports whether the caller may do what needs the permission at
 // level, "read" or "write" (an installation token; no permission: no
 // installation token may), or the classic scope (a PAT), and else
@@ -89,7 +82,7 @@ func (d *Double) runAt(c *call) (*run, int, any) {
 	if !c.covers(s) {
 		return nil, http.StatusForbidden, basicError("Resource not accessible by integration")
 	}
-	if status, body := c.mayWrite("actions", "repo"); status != 0 {
+	if status, body := c.may("actions", "write", "repo"); status != 0 {
 		return nil, status, body
 	}
 	r := d.runs[c.intPath("run_id")]

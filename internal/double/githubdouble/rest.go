@@ -45,8 +45,8 @@ func init() {
 		f, from := scope.org, scope.ent
 		handlers[fmt.Sprintf(f, "list-self-hosted-runners")] = managesRunners("read", listRunners)
 		handlers[fmt.Sprintf(f, "list-runner-applications")] = managesRunners("read", exampleOf(fmt.Sprintf(f, "list-runner-applications")))
-		handlers[fmt.Sprintf(f, "create-registration-token")] = managesRunners("write", scopeToken)
-		handlers[fmt.Sprintf(f, "create-remove-token")] = managesRunners("write", scopeToken)
+		handlers[fmt.Sprintf(f, "create-registration-token")] = managesRunners("write", registrationToken)
+		handlers[fmt.Sprintf(f, "create-remove-token")] = managesRunners("write", removeToken)
 		handlers[fmt.Sprintf(f, "get-self-hosted-runner")] = managesRunners("read", getRunner)
 		handlers[fmt.Sprintf(from, "delete-self-hosted-runner")] = managesRunners("write", deleteRunner)
 		handlers[fmt.Sprintf(f, "list-labels-for-self-hosted-runner")] = managesRunners("read", labels("list"))

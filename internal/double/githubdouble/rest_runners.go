@@ -34,11 +34,26 @@ func listRunners(d *Double, c *call) (int, any) {
 	return http.StatusOK, map[string]any{"total_count": len(items), "runners": nonNil(c.page(items))}
 }
 
-func scopeToken(d *Double, c *call) (int, any) {
+// registrationToken is create-registration-token: a token of the scope,
+// an hour long, that the Actions service registers a runner with
+// (runnerRegistration).
+func registrationToken(d *Double, c *call) (int, any) {
 	s, _ := c.scope()
-	tok, exp := "A"+strings.ToUpper(randomHex(14)), time.Now().Add(time.Hour)
+	tok, exp := scopeToken()
 	d.rememberRegToken(tok, s, exp)
 	return http.StatusCreated, map[string]any{"token": tok, "expires_at": stamp(exp)}
+}
+
+// removeToken is create-remove-token: a token for config.sh's remove,
+// which the double does not serve; it registers no runner.
+func removeToken(d *Double, c *call) (int, any) {
+	tok, exp := scopeToken()
+	return http.StatusCreated, map[string]any{"token": tok, "expires_at": stamp(exp)}
+}
+
+// scopeToken is a new registration or remove token and its expiry.
+func scopeToken() (string, time.Time) {
+	return "A" + strings.ToUpper(randomHex(14)), time.Now().Add(time.Hour)
 }
 
 // runnerAt finds the runner the path names in the path's scope.

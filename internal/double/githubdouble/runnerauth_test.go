@@ -1,9 +1,11 @@
 package githubdouble_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/nixos-fireactions/nixos-fireactions/internal/double/githubdouble"
@@ -15,13 +17,7 @@ func send(t *testing.T, srv *httptest.Server, method, cred, path string) int {
 	t.Helper()
 	req, _ := http.NewRequest(method, srv.URL+path, nil)
 	req.Header.Set("Authorization", "token "+cred)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
+	return do(t, req)
 }
 
 // Managing a scope's runners needs what GitHub's description of each
@@ -82,4 +78,46 @@ func TestManagingRunnersNeedsWhatGitHubAsks(t *testing.T) {
 	for _, v := range d.Violations() {
 		t.Errorf("violation: %s", v)
 	}
+}
+
+// A remove token is for config.sh's remove: the Actions service registers
+// no runner with it (401), as it does with a registration token of the
+// same scope (201).
+func TestARemoveTokenRegistersNoRunner(t *testing.T) {
+	_, srv, _, _ := newDouble(t)
+	for _, tc := range []struct {
+		op   string
+		want int
+	}{{"registration-token", http.StatusCreated}, {"remove-token", http.StatusUnauthorized}} {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/orgs/acme/actions/runners/"+tc.op, nil)
+		req.Header.Set("Authorization", "token "+pat)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tok struct{ Token string }
+		err = json.NewDecoder(resp.Body).Decode(&tok)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated || err != nil || tok.Token == "" {
+			t.Fatalf("POST %s: %d, token %q (%v)", tc.op, resp.StatusCode, tok.Token, err)
+		}
+		req, _ = http.NewRequest(http.MethodPost, srv.URL+"/actions/runner-registration",
+			strings.NewReader(`{"url":"https://github.com/acme","runner_event":"register"}`))
+		req.Header.Set("Authorization", "RemoteAuth "+tok.Token)
+		if code := do(t, req); code != tc.want {
+			t.Errorf("registering a runner with a %s: %d, want %d", tc.op, code, tc.want)
+		}
+	}
+}
+
+// do sends req and answers its status.
+func do(t *testing.T, req *http.Request) int {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -121,7 +121,7 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request, g Grant, pid,
 	}
 	if !g.atLeast(Developer) {
 		s.mu.Unlock()
-		writeJSON(w, http.StatusForbidden, map[string]string{"message": "403 Forbidden"})
+		forbidden(w)
 		return
 	}
 	j := s.jobs[n]

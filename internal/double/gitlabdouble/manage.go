@@ -34,7 +34,7 @@ func (s *Server) createRunner(w http.ResponseWriter, r *http.Request, g Grant) {
 		return
 	}
 	if !g.mayManage(in.RunnerType) {
-		writeJSON(w, http.StatusForbidden, map[string]string{"message": "403 Forbidden"})
+		forbidden(w)
 		return
 	}
 	s.mu.Lock()
@@ -51,7 +51,7 @@ func (s *Server) createRunner(w http.ResponseWriter, r *http.Request, g Grant) {
 			return
 		}
 		if s.groups[*in.GroupID] == nil {
-			writeJSON(w, http.StatusForbidden, map[string]string{"message": "403 Forbidden"})
+			forbidden(w)
 			return
 		}
 		run.GroupID = *in.GroupID
@@ -61,7 +61,7 @@ func (s *Server) createRunner(w http.ResponseWriter, r *http.Request, g Grant) {
 			return
 		}
 		if s.projects[*in.ProjectID] == nil {
-			writeJSON(w, http.StatusForbidden, map[string]string{"message": "403 Forbidden"})
+			forbidden(w)
 			return
 		}
 		run.ProjectID = *in.ProjectID
@@ -158,7 +158,7 @@ func (s *Server) deleteRunner(w http.ResponseWriter, g Grant, id string) {
 		return
 	}
 	if !g.mayManage(s.runners[n].Type) {
-		writeJSON(w, http.StatusForbidden, map[string]string{"message": "403 Forbidden"})
+		forbidden(w)
 		return
 	}
 	delete(s.runners, n)
@@ -179,7 +179,7 @@ func (s *Server) deleteRunnerByToken(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	run := s.runnerByTokenLocked(in.Token)
 	if run == nil {
-		writeJSON(w, http.StatusForbidden, map[string]string{"message": "403 Forbidden"})
+		forbidden(w)
 		return
 	}
 	delete(s.runners, run.ID)
@@ -403,7 +403,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	if p.BuildsDisabled {
 		s.mu.Unlock()
-		writeJSON(w, http.StatusForbidden, map[string]string{"message": "403 Forbidden"})
+		forbidden(w)
 		return
 	}
 	var out []map[string]any

@@ -26,7 +26,7 @@ func (s *Server) verifyRunner(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	run := s.validRunnerLocked(in.Token)
 	if run == nil {
-		writeJSON(w, http.StatusForbidden, map[string]string{"message": "403 Forbidden"})
+		forbidden(w)
 		return
 	}
 	run.Contacted = true
@@ -98,7 +98,7 @@ func (s *Server) requestJob(w http.ResponseWriter, r *http.Request) {
 	run := s.validRunnerLocked(in.Token)
 	if run == nil {
 		s.mu.Unlock()
-		writeJSON(w, http.StatusForbidden, map[string]string{"message": "403 Forbidden"})
+		forbidden(w)
 		return
 	}
 	run.Contacted = true
@@ -190,7 +190,9 @@ func (s *Server) runningJobLocked(w http.ResponseWriter, id, tok string) *Job {
 	n, _ := strconv.ParseInt(id, 10, 64)
 	j := s.jobs[n]
 	if j == nil {
-		writeJSON(w, http.StatusNotFound, map[string]string{"message": "404 Not Found"})
+		// GitLab answers 403, not 404, so that a runner still running
+		// the job ends it (lib/api/ci/helpers/runner.rb).
+		forbidden(w)
 		return nil
 	}
 	if tok == "" || tok != j.Token || j.Status != "running" {
@@ -202,9 +204,10 @@ func (s *Server) runningJobLocked(w http.ResponseWriter, id, tok string) *Job {
 }
 
 // updateJob is PUT /jobs/:id with the job token: the runner reports the
-// job running, or its end (success or failed). An end whose output size
-// differs from the log received so far is answered 202: send the rest of
-// the log and try again.
+// job running, or its end (success or failed); any other state, none
+// included, is 400 (GitLab's UpdateBuildStateService). An end whose
+// output size differs from the log received so far is answered 202:
+// send the rest of the log and try again.
 func (s *Server) updateJob(w http.ResponseWriter, r *http.Request, id string) {
 	var in struct {
 		Token         string `json:"token"`
@@ -227,7 +230,7 @@ func (s *Server) updateJob(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	switch in.State {
-	case "running", "":
+	case "running":
 		w.Header().Set("Job-Status", j.Status)
 		s.mu.Unlock()
 		writeJSON(w, http.StatusOK, map[string]string{})

@@ -14,27 +14,7 @@ import (
 // Maintainer of the project for a project runner (403 otherwise), the
 // token's scope allowing.
 func TestManagingARunnerNeedsItsRole(t *testing.T) {
-	s, srv, _ := newDouble(t)
-	gid := s.AddGroup("acme")
-	pid := s.AddProject("acme/app")
-	s.AddToken("owner", Grant{Scopes: []string{"api"}, Role: Owner})
-	s.AddToken("maint", Grant{Scopes: []string{"api"}, Role: Maintainer})
-	s.AddToken("dev", Grant{Scopes: []string{"api"}, Role: Developer})
-	do := func(method, token, path string, body any) (int, map[string]any) {
-		t.Helper()
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest(method, srv.URL+"/api/v4"+path, bytes.NewReader(b))
-		req.Header.Set("PRIVATE-TOKEN", token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
-	}
+	do, gid, pid := roleDouble(t)
 	for _, tc := range []struct {
 		body          map[string]any
 		refused, lets string // tokens: one a role short, one with the role
@@ -59,4 +39,55 @@ func TestManagingARunnerNeedsItsRole(t *testing.T) {
 			t.Errorf("delete %s with %s's token: %d, want 204", typ, tc.lets, code)
 		}
 	}
+}
+
+// TestListingRunnersNeedsItsRole holds runner listings by an access token
+// to GitLab's API: all of the instance's (GET /runners/all) for an
+// administrator only, a group's or a project's for at least its
+// Maintainer (read_group_runners, read_project_runners); 403 otherwise.
+func TestListingRunnersNeedsItsRole(t *testing.T) {
+	do, gid, pid := roleDouble(t)
+	for _, tc := range []struct {
+		path          string
+		refused, lets string // tokens: one a role short, one with the role
+	}{
+		{"/runners/all", "owner", testToken},
+		{fmt.Sprintf("/groups/%d/runners", gid), "dev", "maint"},
+		{fmt.Sprintf("/projects/%d/runners", pid), "dev", "maint"},
+	} {
+		if code, _ := do(http.MethodGet, tc.refused, tc.path, nil); code != http.StatusForbidden {
+			t.Errorf("GET %s with %s's token: %d, want 403", tc.path, tc.refused, code)
+		}
+		if code, _ := do(http.MethodGet, tc.lets, tc.path, nil); code != http.StatusOK {
+			t.Errorf("GET %s with %s's token: %d, want 200", tc.path, tc.lets, code)
+		}
+	}
+}
+
+// roleDouble is a double with the group acme, its project acme/app and
+// three api tokens: its Owner's ("owner"), a Maintainer's ("maint") and a
+// Developer's ("dev"), beside the administrator's (testToken). do sends
+// a request with a token and a JSON body and answers its status and its
+// decoded object, if it is one.
+func roleDouble(t *testing.T) (do func(method, token, path string, body any) (int, map[string]any), gid, pid int64) {
+	s, srv, _ := newDouble(t)
+	gid, pid = s.AddGroup("acme"), s.AddProject("acme/app")
+	for token, role := range map[string]Role{"owner": Owner, "maint": Maintainer, "dev": Developer} {
+		s.AddToken(token, Grant{Scopes: []string{"api"}, Role: role})
+	}
+	return func(method, token, path string, body any) (int, map[string]any) {
+		t.Helper()
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest(method, srv.URL+"/api/v4"+path, bytes.NewReader(b))
+		req.Header.Set("PRIVATE-TOKEN", token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}, gid, pid
 }

@@ -197,6 +197,18 @@ func TestJobProtocol(t *testing.T) {
 	if wantSpecs := []string{fmt.Sprintf("+refs/pipelines/%d:refs/pipelines/%d", job.ID, job.ID), "+refs/heads/main:refs/remotes/origin/main"}; !slices.Equal(job.GitInfo.Refspecs, wantSpecs) {
 		t.Fatalf("refspecs %q, want %q", job.GitInfo.Refspecs, wantSpecs)
 	}
+	// A job update names its state: GitLab's UpdateBuildStateService
+	// answers 400 to any but running, success and failed, none included.
+	for _, state := range []string{"", "canceled"} {
+		if code, err := rc.UpdateJob(ctx, job.ID, job.Token, state, 0, nil); code != http.StatusBadRequest {
+			t.Errorf("update with state %q: %d, %v; want 400", state, code, err)
+		}
+	}
+	// A job GitLab does not know is 403 too, not 404: a runner still
+	// running it then ends it.
+	if _, err := rc.UpdateJob(ctx, job.ID+1000, job.Token, "running", 0, nil); !errors.Is(err, ErrForbidden) {
+		t.Errorf("update of an unknown job: %v, want 403", err)
+	}
 	if _, err := rc.UpdateJob(ctx, job.ID, job.Token, "running", 0, nil); err != nil {
 		t.Fatal(err)
 	}
