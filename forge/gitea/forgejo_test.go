@@ -268,3 +268,29 @@ func TestForgejoRequiringSignInIsDetected(t *testing.T) {
 		t.Fatalf("%d flavor probes, want the anonymous one and the driver's", n)
 	}
 }
+
+// An admin's reset of Forgejo's registration token: Forgejo refuses the
+// old one (invalid_argument, "… has been invalidated …"), and the driver
+// fetches a new one once and registers with it.
+func TestForgejoRegistrationTokenRefreshedWhenReset(t *testing.T) {
+	d := forgejodouble.New(forgejoTokens)
+	srv, _ := serveForgejo(t, d)
+	f := newForgejoDriver(t, srv.URL, "ADMIN-TOKEN", FlavorForgejo, Scope{Kind: "instance"})
+	ctx := context.Background()
+	if _, err := f.Register(ctx, forge.RunnerSpec{Name: "fa-h-1", Labels: []string{"linux"}, Guest: guestOpts}); err != nil {
+		t.Fatal(err)
+	}
+	d.ResetRegistrationTokens()
+	if _, err := f.Register(ctx, forge.RunnerSpec{Name: "fa-h-2", Labels: []string{"linux"}, Guest: guestOpts}); err != nil {
+		t.Fatalf("register after a token reset: %v", err)
+	}
+	asked := 0
+	for _, c := range d.Calls() {
+		if strings.HasSuffix(c, "/registration-token") {
+			asked++
+		}
+	}
+	if n := len(d.Runners()); asked != 2 || n != 2 {
+		t.Fatalf("token asked %d times, %d runners; want 2 (one refresh) and 2", asked, n)
+	}
+}

@@ -60,6 +60,8 @@ type Double struct {
 	mu       sync.Mutex
 	tokens   map[string]Token
 	regToken map[string]string // scope key → registration token
+	regMade  int               // registration tokens made
+	reset    map[string]bool   // registration tokens invalidated by a reset
 	jobs     []Job
 	runners  map[int64]*runner
 	nextID   int64
@@ -88,7 +90,7 @@ type apiRunner struct {
 // New returns a current Forgejo (one with the runner API: runners listed
 // and deleted) with these API tokens.
 func New(tokens map[string]Token) *Double {
-	return &Double{tokens: tokens, regToken: map[string]string{}, runners: map[int64]*runner{}}
+	return &Double{tokens: tokens, regToken: map[string]string{}, reset: map[string]bool{}, runners: map[int64]*runner{}}
 }
 
 // NewV12 returns a Forgejo v12, before the runner API: registration
@@ -122,6 +124,18 @@ func (d *Double) RequireSignIn() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.signIn = true
+}
+
+// ResetRegistrationTokens is an admin resetting every scope's
+// registration token: Register refuses the old ones as invalidated, and
+// the next GET of a scope's token makes a new one.
+func (d *Double) ResetRegistrationTokens() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for key, tok := range d.regToken {
+		d.reset[tok] = true
+		delete(d.regToken, key)
+	}
 }
 
 // Runners returns the registered runners' names by id.
@@ -260,7 +274,8 @@ func (d *Double) serve(rt route) http.HandlerFunc {
 		switch rt.op {
 		case "token":
 			if d.regToken[key] == "" {
-				d.regToken[key] = fmt.Sprintf("REG-%d-%s", len(d.regToken)+1, strings.NewReplacer(":", "-", "/", "-").Replace(key))
+				d.regMade++
+				d.regToken[key] = fmt.Sprintf("REG-%d-%s", d.regMade, strings.NewReplacer(":", "-", "/", "-").Replace(key))
 			}
 			writeJSON(w, map[string]string{"token": d.regToken[key]})
 		case "jobs":
@@ -402,7 +417,10 @@ func (d *Double) Register(ctx context.Context, req *connect.Request[runnerv1.Reg
 			scope = k
 		}
 	}
-	if scope == "" {
+	switch {
+	case d.reset[req.Msg.Token]:
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("runner registration token has been invalidated, please use the latest one"))
+	case scope == "":
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("runner registration token not found"))
 	}
 	if d.up != nil {

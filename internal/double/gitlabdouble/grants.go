@@ -112,18 +112,6 @@ func (g Grant) mayManage(typ string) bool {
 	return true
 }
 
-// mayList reports whether the grant's user may list the runners of a
-// scope (instance, group or project), as GitLab's runner API asks: an
-// administrator for all of the instance's (GET /runners/all), at least
-// Maintainer for a group's or a project's (read_group_runners,
-// read_project_runners).
-func (g Grant) mayList(scope string) bool {
-	if scope == "instance" {
-		return g.Admin
-	}
-	return g.atLeast(Maintainer)
-}
-
 // forbidden is the answer of GitLab's forbidden! helper (403), which
 // its API gives wherever the double calls this.
 func forbidden(w http.ResponseWriter) {

@@ -216,20 +216,26 @@ func (s *Server) listRunners(w http.ResponseWriter, r *http.Request, keep func(*
 	paginate(w, r, out)
 }
 
-// listScopeRunners is GET /projects/:id/runners or /groups/:id/runners.
-func (s *Server) listScopeRunners(w http.ResponseWriter, r *http.Request, kind, id string) {
+// listScopeRunners is GET /projects/:id/runners or /groups/:id/runners:
+// the project or group found, its runners for at least its Maintainer
+// (read_project_runners, read_group_runners), 403 for others.
+func (s *Server) listScopeRunners(w http.ResponseWriter, r *http.Request, g Grant, kind, id string) {
 	s.mu.Lock()
 	var pid, gid int64
 	if kind == "project" {
 		if p := s.projectLocked(id); p != nil {
 			pid = p.ID
 		}
-	} else if g := s.groupLocked(id); g != nil {
-		gid = g.ID
+	} else if grp := s.groupLocked(id); grp != nil {
+		gid = grp.ID
 	}
 	s.mu.Unlock()
 	if pid == 0 && gid == 0 {
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "404 Not Found"})
+		return
+	}
+	if !g.atLeast(Maintainer) {
+		forbidden(w)
 		return
 	}
 	s.listRunners(w, r, func(x *Runner) bool {

@@ -44,7 +44,8 @@ func TestManagingARunnerNeedsItsRole(t *testing.T) {
 // TestListingRunnersNeedsItsRole holds runner listings by an access token
 // to GitLab's API: all of the instance's (GET /runners/all) for an
 // administrator only, a group's or a project's for at least its
-// Maintainer (read_group_runners, read_project_runners); 403 otherwise.
+// Maintainer (read_group_runners, read_project_runners); 403 otherwise,
+// once the group or project is found.
 func TestListingRunnersNeedsItsRole(t *testing.T) {
 	do, gid, pid := roleDouble(t)
 	for _, tc := range []struct {
@@ -60,6 +61,13 @@ func TestListingRunnersNeedsItsRole(t *testing.T) {
 		}
 		if code, _ := do(http.MethodGet, tc.lets, tc.path, nil); code != http.StatusOK {
 			t.Errorf("GET %s with %s's token: %d, want 200", tc.path, tc.lets, code)
+		}
+	}
+	// The group or project is found first: one that does not exist is
+	// 404 to anyone.
+	for _, path := range []string{"/groups/nope/runners", "/projects/999/runners"} {
+		if code, _ := do(http.MethodGet, "dev", path, nil); code != http.StatusNotFound {
+			t.Errorf("GET %s with dev's token: %d, want 404", path, code)
 		}
 	}
 }

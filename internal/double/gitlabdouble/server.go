@@ -490,7 +490,7 @@ func (s *Server) routeManagement(w http.ResponseWriter, r *http.Request, p []str
 	case m == http.MethodDelete && match(p, "runners", "*"):
 		s.deleteRunner(w, g, p[1])
 	case m == http.MethodGet && match(p, "runners", "all"):
-		if !g.mayList("instance") {
+		if !g.Admin { // authenticated_as_admin!
 			forbidden(w)
 			return
 		}
@@ -500,11 +500,7 @@ func (s *Server) routeManagement(w http.ResponseWriter, r *http.Request, p []str
 	case m == http.MethodGet && match(p, "projects", "*"):
 		s.getProject(w, r, p[1])
 	case m == http.MethodGet && match(p, "projects", "*", "runners"):
-		if !g.mayList("project") {
-			forbidden(w)
-			return
-		}
-		s.listScopeRunners(w, r, "project", p[1])
+		s.listScopeRunners(w, r, g, "project", p[1])
 	case m == http.MethodGet && match(p, "projects", "*", "jobs"):
 		s.listJobs(w, r, p[1])
 	case m == http.MethodGet && match(p, "projects", "*", "jobs", "*"):
@@ -516,11 +512,7 @@ func (s *Server) routeManagement(w http.ResponseWriter, r *http.Request, p []str
 	case m == http.MethodGet && match(p, "groups", "*", "projects"):
 		s.listGroupProjects(w, r, p[1])
 	case m == http.MethodGet && match(p, "groups", "*", "runners"):
-		if !g.mayList("group") {
-			forbidden(w)
-			return
-		}
-		s.listScopeRunners(w, r, "group", p[1])
+		s.listScopeRunners(w, r, g, "group", p[1])
 	default:
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "404 Not Found"})
 	}
