@@ -177,13 +177,18 @@ type forgejoRunner struct {
 // answers a plain array, paged; Forgejo before the runner API (v12 and
 // older) answers 404, and then there is nothing this host can list, so
 // nothing to sweep: the runners it registered stay, offline, until an
-// admin removes them.
+// admin removes them. A current Forgejo answers 404 too for an org or
+// repo that does not exist (or that the token cannot read), which is an
+// error: scopeReadable tells the two apart.
 func (f *Forge) forgejoRunnerList(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
 	return f.walkRunners(ctx, owner, func(page int) ([]forge.RunnerState, bool, error) {
 		var list []forgejoRunner
 		path := fmt.Sprintf("%s/actions/runners?limit=%d&page=%d", f.prefix, pageSize, page)
 		if err := f.do(ctx, http.MethodGet, path, &list); err != nil {
 			if errors.Is(err, errNotFound) && page == 1 {
+				if err := f.scopeReadable(ctx); err != nil {
+					return nil, false, fmt.Errorf("gitea: list runners on forgejo: %w", err)
+				}
 				return nil, false, nil
 			}
 			return nil, false, fmt.Errorf("gitea: list runners on forgejo: %w", err)
@@ -194,4 +199,22 @@ func (f *Forge) forgejoRunnerList(ctx context.Context, owner forge.Owner) ([]for
 		}
 		return rs, len(list) >= pageSize, nil
 	})
+}
+
+// scopeReadable checks that the scope's org or repo exists and the token
+// can read it: Forgejo serves them at the scope's own prefix
+// (GET /orgs/{org}, GET /repos/{owner}/{repo}). The instance always is.
+func (f *Forge) scopeReadable(ctx context.Context) error {
+	if f.scope.Kind == "instance" {
+		return nil
+	}
+	err := f.do(ctx, http.MethodGet, f.prefix, nil)
+	if errors.Is(err, errNotFound) {
+		name := f.scope.Org
+		if f.scope.Kind == "repo" {
+			name = f.scope.Owner + "/" + f.scope.Repo
+		}
+		return fmt.Errorf("%s %s not found, or this token cannot read it: %w", f.scope.Kind, name, err)
+	}
+	return err
 }

@@ -294,3 +294,40 @@ func TestForgejoRegistrationTokenRefreshedWhenReset(t *testing.T) {
 		t.Fatalf("token asked %d times, %d runners; want 2 (one refresh) and 2", asked, n)
 	}
 }
+
+// A current Forgejo answers 404 to the runner listing of an org or repo
+// that does not exist, as an old one (v12) answers 404 for its missing
+// runner API. Only the old one means "nothing to list"; the other is an
+// error naming the scope, or leftover runners would never be removed.
+func TestForgejoListingAMissingScopeIsAnError(t *testing.T) {
+	owner, _ := forge.NewOwner("h")
+	for _, tc := range []struct {
+		name   string
+		v12    bool
+		token  string
+		scope  Scope
+		errHas string // "": an empty listing, no error
+	}{
+		{"org that does not exist", false, "ORG-TOKEN", Scope{Kind: "org", Org: "ghost"}, "org ghost not found"},
+		{"repo that does not exist", false, "REPO-TOKEN", Scope{Kind: "repo", Owner: "acme", Repo: "gone"}, "repo acme/gone not found"},
+		{"v12, an org that exists", true, "ORG-TOKEN", Scope{Kind: "org", Org: "acme"}, ""},
+		{"v12, a repo that exists", true, "REPO-TOKEN", Scope{Kind: "repo", Owner: "acme", Repo: "app"}, ""},
+		{"v12, an org that does not exist", true, "ORG-TOKEN", Scope{Kind: "org", Org: "ghost"}, "org ghost not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := forgejodouble.New(forgejoTokens)
+			if tc.v12 {
+				d = forgejodouble.NewV12(forgejoTokens)
+			}
+			srv, _ := serveForgejo(t, d)
+			f := newForgejoDriver(t, srv.URL, tc.token, FlavorForgejo, tc.scope)
+			rs, err := f.Runners(context.Background(), owner)
+			switch {
+			case tc.errHas == "" && (err != nil || len(rs) != 0):
+				t.Fatalf("runners %v, %v; want none and no error", rs, err)
+			case tc.errHas != "" && (err == nil || !strings.Contains(err.Error(), tc.errHas)):
+				t.Fatalf("runners %v, error %v; want an error saying %q", rs, err, tc.errHas)
+			}
+		})
+	}
+}

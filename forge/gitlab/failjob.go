@@ -179,8 +179,10 @@ func (f *Forge) learnRunnerJobs(ctx context.Context, runner int64) ([]runnerJob,
 // FailJob implements forge.JobFailer. Cancelled is the only end GitLab's
 // API gives a job from outside (POST /projects/:id/jobs/:job_id/cancel,
 // with the scope's access token: api scope, at least the Developer role
-// in the job's project): a job cannot be set failed, nor its log added
-// to, without the job's own token, which the host never holds. So the job
+// in the job's project, and for a job of a protected branch a role that
+// may push or merge to it, Maintainer for the default branch): a job
+// cannot be set failed, nor its log added to, without the job's own
+// token, which the host never holds. So the job
 // ends canceled at GitLab, and reason stays in the host's log. A job
 // whose runner cancels gracefully turns canceling and waits for a runner
 // that is dead: it is force-cancelled (force=true, Maintainer role,

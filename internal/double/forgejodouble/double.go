@@ -2,8 +2,11 @@
 // runners and its runner registration, held to Forgejo's swagger
 // (testdata/swagger-runners.json, the relevant part of Forgejo's own API
 // description) and refusing what Forgejo refuses: no token, a token
-// without the read scope of the route's category, a user who is not site
-// admin, org owner or repo owner, a POST where Forgejo serves only GET.
+// without the read scope of the route's category, an org or repo that
+// does not exist (404, as Forgejo's orgAssignment and repoAssignment), a
+// user who is not site admin, org owner or repo owner, a POST where
+// Forgejo serves only GET. Every org and repo is public: the double does
+// not model a private one's 404 to a user who cannot read it.
 //
 // Forgejo forked Gitea and kept its runner protocol (the connect service
 // runner.v1.RunnerService under /api/actions; Forgejo's server imports
@@ -69,7 +72,9 @@ type Double struct {
 	legacy   bool
 	up       *Upstream // nil: the double keeps its own jobs and runners
 	regDelay time.Duration
-	signIn   bool // REQUIRE_SIGNIN_VIEW: no API call without a user
+	signIn   bool            // REQUIRE_SIGNIN_VIEW: no API call without a user
+	orgs     map[string]bool // orgs that exist
+	repos    map[string]bool // repos that exist, "owner/repo"
 }
 
 // runner is a registered runner and the scope whose token registered it.
@@ -88,9 +93,34 @@ type apiRunner struct {
 }
 
 // New returns a current Forgejo (one with the runner API: runners listed
-// and deleted) with these API tokens.
+// and deleted) with these API tokens. The orgs and repos the tokens' users
+// own exist; AddOrgs and AddRepos add others.
 func New(tokens map[string]Token) *Double {
-	return &Double{tokens: tokens, regToken: map[string]string{}, reset: map[string]bool{}, runners: map[int64]*runner{}}
+	d := &Double{tokens: tokens, regToken: map[string]string{}, reset: map[string]bool{}, runners: map[int64]*runner{},
+		orgs: map[string]bool{}, repos: map[string]bool{}}
+	for _, t := range tokens {
+		d.AddOrgs(t.OrgOwner...)
+		d.AddRepos(t.RepoOwner...)
+	}
+	return d
+}
+
+// AddOrgs makes orgs exist.
+func (d *Double) AddOrgs(names ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, n := range names {
+		d.orgs[n] = true
+	}
+}
+
+// AddRepos makes repos ("owner/repo") exist.
+func (d *Double) AddRepos(fullNames ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, n := range fullNames {
+		d.repos[n] = true
+	}
 }
 
 // NewV12 returns a Forgejo v12, before the runner API: registration
@@ -200,7 +230,7 @@ type route struct {
 	method   string
 	swagger  string // path as in the swagger, under /api/v1
 	category string // admin, organization, repository
-	op       string // token, jobs, list, delete
+	op       string // token, jobs, list, delete, get (the org or repo)
 	legacy   bool   // served by Forgejo v12, before the runner API
 	current  bool   // served by Forgejo with the runner API
 }
@@ -221,6 +251,8 @@ var routes = []route{
 	{"GET", "/repos/{owner}/{repo}/actions/runners/jobs", "repository", "jobs", true, true},
 	{"GET", "/repos/{owner}/{repo}/actions/runners", "repository", "list", false, true},
 	{"DELETE", "/repos/{owner}/{repo}/actions/runners/{runner_id}", "repository", "delete", false, true},
+	{"GET", "/orgs/{org}", "organization", "get", true, true},
+	{"GET", "/repos/{owner}/{repo}", "repository", "get", true, true},
 }
 
 // served reports whether this double's Forgejo version has the route.
@@ -236,9 +268,13 @@ func (d *Double) serve(rt route) http.HandlerFunc {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		d.calls = append(d.calls, r.Method+" "+r.URL.RequestURI())
+		// Forgejo's order: a token that is given but unknown fails
+		// sign-in; the token's scope (tokenRequiresScopes); the org or
+		// repo (orgAssignment, repoAssignment: 404); a token at all
+		// (reqToken); the user's rights (reqChecker).
 		tok, ok := d.token(r)
-		if !ok {
-			http.Error(w, `{"message":"token is required"}`, http.StatusUnauthorized)
+		if !ok && r.Header.Get("Authorization") != "" {
+			http.Error(w, `{"message":"invalid username, password or token"}`, http.StatusUnauthorized)
 			return
 		}
 		// A GET needs read:CATEGORY, anything else write:CATEGORY.
@@ -246,20 +282,38 @@ func (d *Double) serve(rt route) http.HandlerFunc {
 		if rt.method == http.MethodGet {
 			need = "read:" + rt.category
 		}
-		if !hasScope(tok.Scopes, need) {
+		if ok && !hasScope(tok.Scopes, need) {
 			http.Error(w, fmt.Sprintf(`{"message":"token does not have at least one of required scope(s): [%s]"}`, need), http.StatusForbidden)
 			return
 		}
-		key, owner, repo, allowed := "instance", "", "", tok.SiteAdmin
+		key, owner, repo, allowed, exists := "instance", "", "", tok.SiteAdmin, true
 		switch rt.category {
 		case "organization":
 			owner = r.PathValue("org")
 			key = "org:" + owner
 			allowed = allowed || contains(tok.OrgOwner, owner)
+			exists = d.orgs[owner]
 		case "repository":
 			owner, repo = r.PathValue("owner"), r.PathValue("owner")+"/"+r.PathValue("repo")
 			key = "repo:" + repo
 			allowed = allowed || contains(tok.RepoOwner, repo)
+			exists = d.repos[repo]
+		}
+		if !exists {
+			http.Error(w, `{"message":"The target couldn't be found."}`, http.StatusNotFound)
+			return
+		}
+		if !ok {
+			http.Error(w, `{"message":"token is required"}`, http.StatusUnauthorized)
+			return
+		}
+		if rt.op == "get" { // a public org or repo: anyone signed in reads it
+			if repo != "" {
+				writeJSON(w, map[string]string{"full_name": repo})
+			} else {
+				writeJSON(w, map[string]string{"username": owner})
+			}
+			return
 		}
 		if !allowed {
 			http.Error(w, `{"message":"user should be an owner or a site admin"}`, http.StatusForbidden)

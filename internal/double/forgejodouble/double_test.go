@@ -44,6 +44,7 @@ func newServer(t *testing.T, legacy bool) (*Double, *httptest.Server) {
 	if legacy {
 		d = NewV12(tokens)
 	}
+	d.AddOrgs("other")
 	srv := httptest.NewServer(d.Handler())
 	t.Cleanup(srv.Close)
 	return d, srv
@@ -98,7 +99,7 @@ func keysIn(t *testing.T, s spec, def string, obj map[string]any) {
 }
 
 // The answers have the swagger's shapes: an object with token, plain
-// arrays of ActionRunJob and ActionRunner.
+// arrays of ActionRunJob and ActionRunner, an Organization, a Repository.
 func TestAnswersMatchSwagger(t *testing.T) {
 	s := loadSpec(t)
 	d, srv := newServer(t, false)
@@ -132,6 +133,15 @@ func TestAnswersMatchSwagger(t *testing.T) {
 		t.Fatalf("forgejo version: %d %s", code, b)
 	}
 	keysIn(t, s, "ServerVersion", v)
+
+	for path, def := range map[string]string{"/api/v1/orgs/acme": "Organization", "/api/v1/repos/acme/app": "Repository"} {
+		code, b = call(t, srv, "GET", path, admin)
+		var got map[string]any
+		if code != 200 || json.Unmarshal(b, &got) != nil || len(got) == 0 {
+			t.Fatalf("GET %s: %d %s", path, code, b)
+		}
+		keysIn(t, s, def, got)
+	}
 }
 
 // Forgejo's job search answers waiting and running jobs whose runs-on
@@ -179,6 +189,12 @@ func TestRefusals(t *testing.T) {
 		{"admin path without read:admin", "GET", "/api/v1/admin/runners/registration-token", noScope, 403},
 		{"admin path, not site admin", "GET", "/api/v1/admin/runners/registration-token", orgOwner, 403},
 		{"another org", "GET", "/api/v1/orgs/other/actions/runners/registration-token", orgOwner, 403},
+		{"an org that does not exist", "GET", "/api/v1/orgs/ghost/actions/runners", admin, 404},
+		{"a repo that does not exist", "GET", "/api/v1/repos/acme/gone/actions/runners", admin, 404},
+		{"the org is looked up before the token is required", "GET", "/api/v1/orgs/ghost/actions/runners", "", 404},
+		{"an existing org still needs a token", "GET", "/api/v1/orgs/acme/actions/runners", "", 401},
+		{"the token's scope is checked before the org", "GET", "/api/v1/orgs/ghost/actions/runners", readOnlyRepo, 403},
+		{"reading an org needs read:organization", "GET", "/api/v1/orgs/acme", readOnlyRepo, 403},
 		{"token is a GET, not POST", "POST", "/api/v1/orgs/acme/actions/runners/registration-token", orgOwner, 405},
 		{"no /actions/jobs?status=queued", "GET", "/api/v1/orgs/acme/actions/jobs?status=queued", orgOwner, 404},
 		{"delete needs write:repository", "DELETE", "/api/v1/repos/acme/app/actions/runners/1", readOnlyRepo, 403},
@@ -186,6 +202,10 @@ func TestRefusals(t *testing.T) {
 		{"control: admin token, new path", "GET", "/api/v1/admin/actions/runners/registration-token", admin, 200},
 		{"control: org owner", "GET", "/api/v1/orgs/acme/actions/runners/registration-token", orgOwner, 200},
 		{"control: repo owner reads", "GET", "/api/v1/repos/acme/app/actions/runners/jobs?labels=x", readOnlyRepo, 200},
+		{"control: an existing org's runners", "GET", "/api/v1/orgs/acme/actions/runners", admin, 200},
+		{"control: an existing repo's runners", "GET", "/api/v1/repos/acme/app/actions/runners", admin, 200},
+		{"control: anyone signed in reads a public org", "GET", "/api/v1/orgs/other", orgOwner, 200},
+		{"control: a repo", "GET", "/api/v1/repos/acme/app", admin, 200},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

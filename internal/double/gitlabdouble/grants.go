@@ -20,6 +20,9 @@ const (
 	Developer
 	Maintainer
 	Owner
+	// NoOne is above every role: a branch protected so that no member
+	// may push or merge to it (an administrator still may).
+	NoOne
 )
 
 // Grant is what an access token may do: its scopes (api, read_api,

@@ -91,7 +91,8 @@ func cancelable(status string) bool {
 // API and its Ci::BuildCancelService do it. The token needs the api scope
 // (403 insufficient_scope), its user at least the Developer role in the
 // project (403); a project it cannot see, or a job of another project,
-// is not found (404). A job that has finished (success, failed,
+// is not found (404); a job of a protected branch needs a user who may
+// push or merge to it (403: Maintainer for the default branch). A job that has finished (success, failed,
 // canceled, skipped) or is being cancelled already is answered 422 and
 // left as it is. A pending job, or a running job whose runner does not
 // cancel gracefully, is canceled at once: its job token is revoked, so
@@ -128,6 +129,13 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request, g Grant, pid,
 	if j == nil || j.ProjectID != p.ID {
 		s.mu.Unlock()
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "404 Job Not Found"})
+		return
+	}
+	if least, ok := p.Protected[j.Ref]; ok && !g.atLeast(least) {
+		// Ci::BuildPolicy: a job of a protected branch is updated only
+		// by a user who may push or merge to it.
+		s.mu.Unlock()
+		forbidden(w)
 		return
 	}
 	switch {

@@ -93,13 +93,15 @@ func TestRunnerJobsListingAsGitLabDocuments(t *testing.T) {
 }
 
 // TestCancelAsGitLabDoes: POST /projects/:id/jobs/:job_id/cancel needs
-// the api scope and the Developer role; it cancels a pending or running
-// job (whose job token then takes no update), refuses a finished one
-// (422, left as it is), leaves a gracefully cancelling runner's job
-// canceling, and only a Maintainer's force ends that.
+// the api scope and the Developer role (for a job of a branch that is not
+// protected); it cancels a pending or running job (whose job token then
+// takes no update), refuses a finished one (422, left as it is), leaves a
+// gracefully cancelling runner's job canceling, and only a Maintainer's
+// force ends that.
 func TestCancelAsGitLabDoes(t *testing.T) {
 	s, srv, admin := newDouble(t)
 	s.AddProject("acme/app")
+	s.Unprotect("acme/app", "main")
 	_, jid := runningJob(t, s, srv, admin, nil)
 	tok := s.jobs[jid].Token
 
@@ -151,6 +153,36 @@ func TestCancelAsGitLabDoes(t *testing.T) {
 	//nolint:staticcheck // client-go's only way to send force
 	if j, _, err := maint.Jobs.CancelJobWithOptions("acme/app", graceful, force); err != nil || j.Status != "canceled" {
 		t.Fatalf("force by a Maintainer: %+v, %v", j, err)
+	}
+}
+
+// TestCancellingAJobOfAProtectedBranch: GitLab protects the default
+// branch for Maintainers, and a job of a protected branch is cancelled
+// only by a user who may push or merge to it (Ci::BuildPolicy), so a
+// Developer is refused (403) and the job runs on; a Maintainer may
+// (the positive control); a branch no member may push to is left to an
+// administrator.
+func TestCancellingAJobOfAProtectedBranch(t *testing.T) {
+	s, srv, admin := newDouble(t)
+	s.AddProject("acme/app")
+	dev := clientWith(t, s, srv, "glpat-dev", Grant{Scopes: []string{"api"}, Role: Developer})
+	maint := clientWith(t, s, srv, "glpat-maint", Grant{Scopes: []string{"api"}, Role: Maintainer})
+
+	_, jid := runningJob(t, s, srv, admin, nil)
+	if _, _, err := dev.Jobs.CancelJob("acme/app", jid); statusOf(err) != 403 || s.Jobs()[jid].Status != "running" {
+		t.Fatalf("a Developer cancelled a job of protected main: %v, job %s; want 403, running", err, s.Jobs()[jid].Status)
+	}
+	if j, _, err := maint.Jobs.CancelJob("acme/app", jid); err != nil || j.Status != "canceled" {
+		t.Fatalf("cancel as a Maintainer: %+v, %v", j, err)
+	}
+
+	s.Protect("acme/app", "main", NoOne)
+	_, locked := runningJob(t, s, srv, admin, nil)
+	if _, _, err := maint.Jobs.CancelJob("acme/app", locked); statusOf(err) != 403 {
+		t.Fatalf("a Maintainer cancelled a job of a branch no one may push to: %v, want 403", err)
+	}
+	if j, _, err := admin.Jobs.CancelJob("acme/app", locked); err != nil || j.Status != "canceled" {
+		t.Fatalf("cancel as an administrator: %+v, %v", j, err)
 	}
 }
 

@@ -76,6 +76,12 @@ type Project struct {
 	// theirs unless with_shared=false, but their group runners do not
 	// serve it.
 	SharedWith []int64
+	// Protected are the project's protected branches, each with the
+	// least role allowed to push or merge to it (NoOne: no role).
+	// GitLab protects the default branch, main here, for Maintainers;
+	// a job of a protected branch is updated (cancelled) only by a user
+	// who may update the branch (Ci::BuildPolicy's protected_ref).
+	Protected map[string]Role
 }
 
 // Runner is a runner created through POST /user/runners.
@@ -162,44 +168,52 @@ func (s *Server) AddProject(fullPath string) int64 {
 	ns := fullPath[:max(strings.LastIndex(fullPath, "/"), 0)]
 	gid := s.addGroupLocked(ns)
 	s.nextID++
-	s.projects[s.nextID] = &Project{ID: s.nextID, FullPath: fullPath, GroupID: gid, LastActivity: s.Now()}
+	s.projects[s.nextID] = &Project{ID: s.nextID, FullPath: fullPath, GroupID: gid, LastActivity: s.Now(),
+		Protected: map[string]Role{"main": Maintainer}}
 	return s.nextID
+}
+
+// setProject changes the project at projectPath under the lock; a test
+// naming a project the double lacks is a bug in the test (panic, naming
+// op).
+func (s *Server) setProject(projectPath, op string, set func(*Project)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.projectByPathLocked(projectPath)
+	if p == nil {
+		panic("gitlabdouble: " + op + ": unknown project " + projectPath)
+	}
+	set(p)
+}
+
+// Protect protects a branch of the project: only role and above may push
+// or merge to it (NoOne: no member), as Settings > Repository > Protected
+// branches sets it. Unprotect lifts it.
+func (s *Server) Protect(projectPath, branch string, role Role) {
+	s.setProject(projectPath, "Protect", func(p *Project) { p.Protected[branch] = role })
+}
+
+// Unprotect lifts a branch's protection (see Protect).
+func (s *Server) Unprotect(projectPath, branch string) {
+	s.setProject(projectPath, "Unprotect", func(p *Project) { delete(p.Protected, branch) })
 }
 
 // DisableBuilds turns CI/CD off in the project (builds_access_level
 // disabled), as its Settings > General > Visibility page does.
 func (s *Server) DisableBuilds(projectPath string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := s.projectByPathLocked(projectPath)
-	if p == nil {
-		panic("gitlabdouble: DisableBuilds: unknown project " + projectPath)
-	}
-	p.BuildsDisabled = true
+	s.setProject(projectPath, "DisableBuilds", func(p *Project) { p.BuildsDisabled = true })
 }
 
 // TurnOffRunners turns off the project's instance runners (shared) and/or
 // group runners, as its Settings > CI/CD > Runners toggles do.
 func (s *Server) TurnOffRunners(projectPath string, shared, group bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := s.projectByPathLocked(projectPath)
-	if p == nil {
-		panic("gitlabdouble: TurnOffRunners: unknown project " + projectPath)
-	}
-	p.SharedRunnersOff, p.GroupRunnersOff = shared, group
+	s.setProject(projectPath, "TurnOffRunners", func(p *Project) { p.SharedRunnersOff, p.GroupRunnersOff = shared, group })
 }
 
 // ShareProject shares the project with a group (adding the group if
 // needed), as Members > Invite a group does.
 func (s *Server) ShareProject(projectPath, groupPath string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := s.projectByPathLocked(projectPath)
-	if p == nil {
-		panic("gitlabdouble: ShareProject: unknown project " + projectPath)
-	}
-	p.SharedWith = append(p.SharedWith, s.addGroupLocked(groupPath))
+	s.setProject(projectPath, "ShareProject", func(p *Project) { p.SharedWith = append(p.SharedWith, s.addGroupLocked(groupPath)) })
 }
 
 // AddJob queues a pending job in the project and returns its ID. Script
