@@ -63,6 +63,9 @@ type Metrics struct {
 // ConsoleLogs keeps the serial console logs of VMs that failed.
 type ConsoleLogs struct {
 	Keep time.Duration `yaml:"keep" doc:"How long failed VMs' serial console logs are kept under state_dir (0: deleted with the VM)."`
+	// KeepMaxMiB caps the kept logs together: jobs that fail their own
+	// VMs at will cannot fill the host's disk within keep.
+	KeepMaxMiB int `yaml:"keep_max_mib" doc:"Cap of all kept console logs together in MiB: past it the oldest are deleted first, checked every minute (1-1048576)."`
 	// MaxKiB caps each VM's console log, live and kept: a guest writing
 	// its serial port without end cannot fill the host's disk.
 	MaxKiB int `yaml:"max_kib" doc:"Cap of each VM's serial console log in KiB, live and the copy kept of a failed VM; past it the log keeps its first eighth and its most recent bytes, with a line counting what was dropped between (4-1048576)."`

@@ -13,7 +13,7 @@ func Defaults() Config {
 		Log:               Log{Level: "info", Format: "text"},
 		API:               API{Socket: "/run/fireactions/api.sock"},
 		Metrics:           Metrics{Listen: "127.0.0.1:9464"},
-		ConsoleLogs:       ConsoleLogs{Keep: 24 * time.Hour, MaxKiB: 1024},
+		ConsoleLogs:       ConsoleLogs{Keep: 24 * time.Hour, MaxKiB: 1024, KeepMaxMiB: 1024},
 		Network: Network{
 			Bridge:    "fireactions0",
 			CIDR:      "10.200.0.0/24",

@@ -139,6 +139,8 @@ func TestParseErrors(t *testing.T) {
 			field: "agent_path", want: "fireactions-agent: no such file", is: fs.ErrNotExist},
 		{name: "negative console_logs.keep", old: "forges:", new: "console_logs: {keep: -1h}\nforges:",
 			field: "console_logs.keep", want: "-1h is negative"},
+		{name: "console_logs.keep_max_mib of 0", old: "forges:", new: "console_logs: {keep_max_mib: 0}\nforges:",
+			field: "console_logs.keep_max_mib", want: "between 1 and 1048576"},
 		{name: "relative api.socket", old: "forges:", new: "api: {socket: api.sock}\nforges:",
 			field: "api.socket", want: `"api.sock" is not an absolute path`},
 		{name: "api.socket too long", old: "forges:", new: "api: {socket: /run/" + strings.Repeat("x", 110) + "}\nforges:",

@@ -28,7 +28,7 @@ func TestParseFillsDefaults(t *testing.T) {
 		Log:               Log{Level: "info", Format: "text"},
 		API:               API{Socket: "/run/fireactions/api.sock"},
 		Metrics:           Metrics{Listen: "127.0.0.1:9464"},
-		ConsoleLogs:       ConsoleLogs{Keep: 24 * time.Hour, MaxKiB: 1024},
+		ConsoleLogs:       ConsoleLogs{Keep: 24 * time.Hour, MaxKiB: 1024, KeepMaxMiB: 1024},
 		Network: Network{
 			Bridge:    "fireactions0",
 			CIDR:      "10.200.0.0/24",
@@ -109,7 +109,7 @@ api:
   tls_key_file: $DIR/api.key
   allow_plaintext: true
 metrics: {listen: ""}
-console_logs: {keep: 0s, max_kib: 2048}
+console_logs: {keep: 0s, max_kib: 2048, keep_max_mib: 300}
 network:
   bridge: br-ci
   cidr: 192.168.50.0/24
@@ -230,7 +230,7 @@ pools:
 			TLSCertFile: f.path("api.crt"), TLSKeyFile: f.path("api.key"), AllowPlaintext: true, Tokens: []string{"tok-1", "tok-2"},
 		},
 		Metrics:     Metrics{Listen: ""},
-		ConsoleLogs: ConsoleLogs{Keep: 0, MaxKiB: 2048},
+		ConsoleLogs: ConsoleLogs{Keep: 0, MaxKiB: 2048, KeepMaxMiB: 300},
 		Network: Network{
 			Bridge: "br-ci", CIDR: "192.168.50.0/24", Gateway: "192.168.50.254",
 			DNS: []string{"1.1.1.1", "2606:4700:4700::1111"}, MTU: 9000, NAT: &nat, AgentPort: 9000,

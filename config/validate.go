@@ -58,6 +58,7 @@ func (v *validator) config(c *Config) {
 		rule{root.child("metrics").child("listen"), errors.Join(optional(c.Metrics.Listen, hostPort), notSame(c.Metrics.Listen, c.API.Listen, "api.listen"))},
 		rule{root.child("console_logs").child("keep"), notNegativeDuration(c.ConsoleLogs.Keep)},
 		rule{root.child("console_logs").child("max_kib"), between(c.ConsoleLogs.MaxKiB, 4, 1<<20)},
+		rule{root.child("console_logs").child("keep_max_mib"), between(c.ConsoleLogs.KeepMaxMiB, 1, 1<<20)},
 		rule{root.child("vmm").child("driver"), oneOf(c.VMM.Driver, catalog.VMMs()...)},
 		rule{qemu.child("binary"), binaryPath(c.VMM.QEMU.Binary)},
 		rule{qemu.child("accel"), oneOf(c.VMM.QEMU.Accel, "auto", "kvm", "tcg")},

@@ -211,7 +211,7 @@ func serve(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logg
 		netplan.Reap(ctx, time.Second, func(err error) { log.Error("reap retired taps", "err", err) })
 		return nil
 	})
-	go pruneConsoleLogs(ctx, consoleDir, cfg.ConsoleLogs.Keep, log)
+	go pruneConsoleLogs(ctx, consoleDir, cfg.ConsoleLogs.Keep, int64(cfg.ConsoleLogs.KeepMaxMiB)<<20, log)
 	go reloadOnHUP(ctx, opts, cfg, m, boot, mx, drivers, log)
 	go watchdog(ctx, log)
 	log.Info("serving", "pools", len(cfg.Pools), "bridge", bridge.Name, "agent_listener", agentAddr, "vmm", hv.Name())
@@ -353,28 +353,6 @@ func watchdog(ctx context.Context, log *slog.Logger) {
 			if _, err := sd.SdNotify(false, sd.SdNotifyWatchdog); err != nil {
 				log.Warn("systemd watchdog", "err", err)
 			}
-		}
-	}
-}
-
-// pruneConsoleLogs deletes kept console logs of failed VMs older than keep.
-func pruneConsoleLogs(ctx context.Context, dir string, keep time.Duration, log *slog.Logger) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			info, err := e.Info()
-			if err == nil && !e.IsDir() && time.Since(info.ModTime()) > keep {
-				if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
-					log.Debug("console log pruned", "file", e.Name())
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
 		}
 	}
 }

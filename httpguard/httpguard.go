@@ -70,14 +70,21 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// Server is an http.Server for h with l's timeouts and header bound.
+// Server is an http.Server for h with l's timeouts and header bound,
+// speaking HTTP/1 only (over TLS too).
 func Server(h http.Handler, l Limits, log *slog.Logger) *http.Server {
 	l = l.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// HTTP/1 only: an HTTP/2 connection carries up to 250 requests at
+	// once, so the connection caps would no longer bound the requests
+	// (and their goroutines) a client holds.
+	var protos http.Protocols
+	protos.SetHTTP1(true)
 	return &http.Server{
 		Handler:           h,
+		Protocols:         &protos,
 		ReadHeaderTimeout: l.ReadHeaderTimeout,
 		ReadTimeout:       l.ReadTimeout,
 		WriteTimeout:      l.WriteTimeout,

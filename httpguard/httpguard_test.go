@@ -2,11 +2,14 @@ package httpguard
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +59,39 @@ func TestGlobalCapClosesTheExcess(t *testing.T) {
 	wg.Wait()
 	if n := open.Load(); n != 3 {
 		t.Fatalf("%d connections held open, want the cap, 3", n)
+	}
+}
+
+// TestNoHTTP2: a guarded server speaks HTTP/1 only, over TLS too, so that
+// its connection caps bound the requests a client holds at once (one
+// HTTP/2 connection carries up to 250). The control: a plain server with
+// the same TLS setup and client speaks HTTP/2.
+func TestNoHTTP2(t *testing.T) {
+	ts := httptest.NewTLSServer(http.NotFoundHandler()) // for its certificate
+	ts.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(ts.Certificate())
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}}
+	proto := func(srv *http.Server) int {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: ts.TLS.Certificates}
+		go srv.ServeTLS(ln, "", "")
+		defer srv.Close()
+		resp, err := client.Get("https://" + ln.Addr().String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.ProtoMajor
+	}
+	if got := proto(&http.Server{Handler: http.NotFoundHandler()}); got != 2 {
+		t.Fatalf("control: a plain server spoke HTTP/%d, want 2", got)
+	}
+	if got := proto(Server(http.NotFoundHandler(), Limits{}, nil)); got != 1 {
+		t.Fatalf("a guarded server spoke HTTP/%d, want 1", got)
 	}
 }
 

@@ -149,7 +149,6 @@ in
         inherit (l.registrycache) caCert caKey;
         certgen = "/nix/store/00000000000000000000000000000000-squid/libexec/security_file_certgen";
         certDB = "/var/lib/registry-cache-proxy/ssl_db";
-        logDir = "/var/log/registry-cache-proxy";
         runDir = "/run/registry-cache-proxy";
       };
     in

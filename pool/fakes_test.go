@@ -43,6 +43,11 @@ type fakeForge struct {
 	// noBusyFlag: the runner list says nothing of a runner's job, as
 	// GitLab's does not.
 	noBusyFlag bool
+	// listDelay, when set before the pool starts, is how long each
+	// runner listing takes (a real forge's round trip).
+	listDelay time.Duration
+	// runnersErr, when set, is every runner listing's answer.
+	runnersErr error
 }
 
 type fakeRunner struct {
@@ -89,9 +94,19 @@ func (f *fakeForge) Register(_ context.Context, spec forge.RunnerSpec) (*forge.R
 	}}, nil
 }
 
-func (f *fakeForge) Runners(_ context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
+func (f *fakeForge) Runners(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
+	if f.listDelay > 0 {
+		select {
+		case <-time.After(f.listDelay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.runnersErr != nil {
+		return nil, f.runnersErr
+	}
 	var out []forge.RunnerState
 	for _, r := range f.runners {
 		if owner.Owns(r.ref.Name) {
@@ -372,6 +387,7 @@ type fakeMachine struct {
 	kill     chan struct{}
 	killOnce sync.Once
 	err      error
+	killErr  error        // every Kill's answer, once the monitor is done
 	released atomic.Int32 // ReleaseBoot calls
 	// Warm starts (warmfake_test.go): the hypervisor and spec it started
 	// from, and the identity its guest waits for when the spec has an
@@ -396,6 +412,9 @@ func (m *fakeMachine) Err() error            { <-m.done; return m.err }
 func (m *fakeMachine) Kill(context.Context) error {
 	m.killOnce.Do(func() { close(m.kill) })
 	<-m.done
+	if m.killErr != nil {
+		return m.killErr
+	}
 	if m.hv != nil && m.spec.Identity != "" && m.spec.Restore == "" && m.hv.templateKillFails.Load() {
 		return errors.New("the template's monitor did not answer its kill")
 	}

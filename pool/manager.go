@@ -100,8 +100,12 @@ type Manager struct {
 	demand            *demandInbox                 // queue changes and freed VMs told since the Run goroutine last looked
 	notifiers         map[forge.QueueNotifier]bool // drivers told where to send their queue changes; guarded by mu
 	obs               Observer
-	removals          map[string]*removal  // runner removals still to be confirmed, by vm id
-	warm              map[string]*warmPool // warm-start pools' templates, by pool name; guarded by mu
+	removals          map[string]*removal // runner removals still to be confirmed, by vm id
+	// sweepOwed names the forge keys whose runners Recover could not
+	// list: the first pass that lists them queues the removal of those
+	// no VM holds (sweepLeftovers). Set before Run; the Run goroutine's.
+	sweepOwed map[string]bool
+	warm      map[string]*warmPool // warm-start pools' templates, by pool name; guarded by mu
 	// removedTemplates names the pools whose template directories New
 	// removed (pools gone or turned cold while the daemon was down):
 	// Recover still ends the template monitors a crash left for them.
@@ -187,6 +191,13 @@ type pool struct {
 	// VMs by phase, kept as they move (vm.update, pool.moved): what a
 	// queue change needs to decide without a pass over every VM.
 	nStarting, nIdle, nBusy atomic.Int64
+
+	// listed is closed after the first full pass (since Recover) that
+	// read the pool's runners at its forge: what the forge knew of the
+	// VMs adopted while booting has been delivered to them
+	// (reconcilePool). Set before Run starts.
+	listed     chan struct{}
+	listedOnce sync.Once
 }
 
 // moved counts a VM of p moving from one phase to another ("" when it
@@ -229,7 +240,7 @@ func (p *pool) counted() (c counts, starting int) {
 func newPool(pc config.Pool, f forge.Forge, log *slog.Logger) *pool {
 	p := &pool{
 		cfg: pc, forge: f, key: pc.Forge + "|" + pc.Scope, place: placeKey(pc), log: log.With("pool", pc.Name),
-		minIdle: pc.MinIdle, max: pc.Max,
+		minIdle: pc.MinIdle, max: pc.Max, listed: make(chan struct{}),
 	}
 	if forge.HasOwnQueue(f) {
 		p.own, p.key = true, p.key+"|"+pc.Name
@@ -252,7 +263,7 @@ func New(d Deps) (*Manager, error) {
 	m := &Manager{
 		d: d, log: d.Log, owner: owner, kick: make(chan struct{}, 1), vms: map[string]*vm{},
 		unserved: map[string]bool{}, waiting: map[waitKey]*queuedJob{}, obs: d.Observer,
-		removals: map[string]*removal{}, demand: newDemandInbox(), warm: map[string]*warmPool{},
+		removals: map[string]*removal{}, demand: newDemandInbox(), warm: map[string]*warmPool{}, sweepOwed: map[string]bool{},
 		notifiers: map[forge.QueueNotifier]bool{}, runnerStates: map[string]map[string]forge.RunnerState{},
 	}
 	for _, pc := range d.Config.Pools {
@@ -364,6 +375,10 @@ func (m *Manager) reconcile(ctx context.Context) {
 		for _, r := range rs {
 			states[name][r.Name] = r
 		}
+		if m.sweepOwed[name] {
+			m.sweepLeftovers(p, rs)
+			delete(m.sweepOwed, name)
+		}
 	}
 	views := make([]poolView, len(pools))
 	for i, p := range pools {
@@ -380,6 +395,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 		}
 		m.claimFor(ctx, p)
 		m.reconcilePool(ctx, p, states[p.key])
+		p.listedOnce.Do(func() { close(p.listed) })
 	}
 	if len(failed) == 0 {
 		m.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
@@ -54,6 +55,11 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 	// retries, so that an unanswering forge costs start-up one call
 	// timeout at most.
 	down := map[string]error{}
+	// The VMs adopted below wait for the first pass after this recovery
+	// to read their pool's runners (see vm.serve).
+	for _, p := range m.poolList() {
+		p.listed, p.listedOnce = make(chan struct{}), sync.Once{}
+	}
 	if err := m.d.Store.RemoveUnfinished(); err != nil {
 		errs = append(errs, err)
 	}
@@ -109,6 +115,9 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 			}
 		}
 		if p := m.poolNamed(r.Pool); p != nil && r.RunnerID != "" {
+			// Its job first, while the runner (and the credential the
+			// driver may fail it with) still exists.
+			m.failRecordedJob(ctx, p, r, down, "the VM ended while no orchestrator ran", log)
 			if err := m.recoverCall(ctx, p, down, func(ctx context.Context) error {
 				return p.forge.Remove(ctx, runnerRef(*r))
 			}); err != nil {
@@ -155,6 +164,7 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("forge %q: list runners: %w", p.cfg.Forge, err))
+			m.sweepOwed[p.key] = true
 			continue
 		}
 		for _, r := range rs {
@@ -259,19 +269,7 @@ func (m *Manager) removeUnsupervisedRunner(ctx context.Context, r *vmstate.Recor
 		return
 	}
 	log = log.With("runner", r.RunnerName, "runner_id", r.RunnerID)
-	if f, ok := p.forge.(forge.JobFailer); ok && (r.Job != "" || !r.Busy.IsZero() || r.Phase == vmstate.Busy) {
-		reason := "the VM could not be supervised after a restart"
-		err := m.recoverCall(ctx, p, down, func(ctx context.Context) error {
-			return f.FailJob(ctx, runnerRef(*r), r.Job, reason)
-		})
-		switch {
-		case err == nil:
-			log.Warn("job failed at the forge", "job", r.Job, "reason", reason)
-		case errors.Is(err, forge.ErrJobEnded), errors.Is(err, errors.ErrUnsupported):
-		default:
-			log.Warn("fail the job of an unsupervised vm at the forge", "job", r.Job, "err", err)
-		}
-	}
+	m.failRecordedJob(ctx, p, r, down, "the VM could not be supervised after a restart", log)
 	err := m.recoverCall(ctx, p, down, func(ctx context.Context) error {
 		return p.forge.Remove(ctx, runnerRef(*r))
 	})
@@ -279,10 +277,62 @@ func (m *Manager) removeUnsupervisedRunner(ctx context.Context, r *vmstate.Recor
 		log.Warn("runner of a vm whose monitor may still run removed at its forge: it takes no more jobs; its record stays for the next start")
 		return
 	}
-	m.mu.Lock()
-	m.removals[r.ID] = &removal{rec: *r, forge: p.forge, attempts: 1, next: time.Now().Add(removalFirstRetry), keepRecord: true}
-	m.mu.Unlock()
+	m.removeLaterKeepingRecord(p.forge, *r)
 	log.Warn("runner removal of a vm whose monitor may still run failed; retrying until the forge confirms", "err", err, "retry_in", removalFirstRetry)
+}
+
+// errLeftUnlisted is why a runner a previous run left is removed by a
+// pass and not by Recover.
+var errLeftUnlisted = errors.New("left by a previous run; its forge could not list its runners at start")
+
+// sweepLeftovers queues the removal of the runners of p's forge, listed
+// in rs by the first pass since a Recover that could not list them, that
+// no VM of this run holds (nor a pending removal): what a crash left
+// between a registration and its record. A VM is known by its runner's
+// name before it registers, so no runner being registered now is taken.
+// The removals go through the retries (deregisterUnrecorded): no forge
+// call on the Run goroutine.
+func (m *Manager) sweepLeftovers(p *pool, rs []forge.RunnerState) {
+	held := map[string]bool{}
+	var vms []*vm
+	m.mu.Lock()
+	for _, v := range m.vms {
+		vms = append(vms, v)
+	}
+	for _, r := range m.removals {
+		held[r.rec.RunnerName] = true
+	}
+	m.mu.Unlock()
+	for _, v := range vms {
+		held[v.runnerName()] = true
+	}
+	for _, r := range rs {
+		if held[r.Name] {
+			continue
+		}
+		m.log.Info("removing runner left by a previous run", "forge", p.cfg.Forge, "runner", r.Name)
+		m.deregisterUnrecorded(p, r.RunnerRef, errLeftUnlisted)
+	}
+}
+
+// failRecordedJob fails at the forge the job r's record says its runner
+// took, before Recover removes that runner: the driver may need the
+// runner, or its credential, to do it (forge.JobFailer).
+func (m *Manager) failRecordedJob(ctx context.Context, p *pool, r *vmstate.Record, down map[string]error, reason string, log *slog.Logger) {
+	f, ok := p.forge.(forge.JobFailer)
+	if !ok || (r.Job == "" && r.Busy.IsZero() && r.Phase != vmstate.Busy) {
+		return
+	}
+	err := m.recoverCall(ctx, p, down, func(ctx context.Context) error {
+		return f.FailJob(ctx, runnerRef(*r), r.Job, reason)
+	})
+	switch {
+	case err == nil:
+		log.Warn("job failed at the forge", "runner", r.RunnerName, "job", r.Job, "reason", reason)
+	case errors.Is(err, forge.ErrJobEnded), errors.Is(err, errors.ErrUnsupported):
+	default:
+		log.Warn("fail the job of a vm left by a previous run at the forge", "runner", r.RunnerName, "job", r.Job, "err", err)
+	}
 }
 
 // recoverRemoval goes on with the removal of a runner a previous run could

@@ -288,6 +288,45 @@ func TestRecoveryRemovesTheRunnerOfAMonitorItCouldNotEnd(t *testing.T) {
 	}
 }
 
+// A VM that ended while no orchestrator ran (a host reboot: its monitor
+// is gone) after its runner took a job: the restart fails that job at the
+// forge before it removes the runner, as teardown would have, so the job
+// does not wait for the forge's own clean-up.
+func TestRecoveryFailsTheJobOfAVMThatEndedWhileDown(t *testing.T) {
+	h := newHarness(t, 0, 1, guestRunsOneJob, nil)
+	h.stop()
+	<-h.done
+	name := "fa-test-9one"
+	if err := h.store.Create(&vmstate.Record{ID: "9one", Pool: "p", Phase: vmstate.Busy, PID: 4242,
+		TAP: "fa9one", MAC: "02:00:00:00:00:03", Address: "10.200.0.3",
+		RunnerID: "9", RunnerName: name, Job: "j9", Busy: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	h.forge.mu.Lock()
+	h.forge.runners["9"] = &fakeRunner{ref: forgeRef("9", name), busy: true, job: "j9"}
+	h.forge.mu.Unlock()
+	killed := false
+	err := h.m.Recover(context.Background(), Leftovers{
+		Adopt:  func(string, int) (vmm.Machine, error) { return nil, errors.New("no such process") },
+		KillVM: func(context.Context, string, int) error { killed = true; return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !killed {
+		t.Fatal("control: the VM was not taken for one to remove")
+	}
+	if got := h.forge.failedJobs()["j9"]; got == "" {
+		t.Errorf("the job of the VM that ended while down was not failed: %v", h.forge.failedJobs())
+	}
+	if h.forge.runnerCount() != 0 {
+		t.Error("its runner is left at the forge")
+	}
+	if _, ok := diskRecords(t, h.store)["9one"]; ok {
+		t.Error("its record is left")
+	}
+}
+
 // failingFinderHV cannot look for a VM's monitor.
 type failingFinderHV struct{ vmm.Hypervisor }
 

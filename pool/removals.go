@@ -37,6 +37,15 @@ type removal struct {
 	keepRecord bool
 }
 
+// removeLaterKeepingRecord retries the removal of the runner of a VM whose
+// monitor may still run (its record stays as it is, for the next start):
+// until the forge confirms, that runner could take jobs no one times out.
+func (m *Manager) removeLaterKeepingRecord(f forge.Forge, rec vmstate.Record) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.removals[rec.ID] = &removal{rec: rec, forge: f, attempts: 1, next: time.Now().Add(removalFirstRetry), keepRecord: true}
+}
+
 // deregisterLater keeps the runner of a VM that is gone for a later
 // removal: the record, in phase Deregistering without the host resources
 // it no longer holds, stays on disk until the forge confirms.

@@ -661,6 +661,13 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 	if !v.readyAt().IsZero() { // adopted after a restart
 		boot.Stop()
 	}
+	// A VM adopted while booting whose boot timeout passes: what its
+	// agent reported while no orchestrator ran is lost, and its runner
+	// may have taken a job meanwhile. The forge knows: the VM waits for
+	// the first pass that read its pool's runners (which tells it what
+	// the forge knew, reconcilePool), one more boot timeout at most.
+	var listed <-chan struct{}
+	waitedForForge := v.bootFrom.IsZero()
 	// The job timeout runs from the moment the runner took its job: an
 	// idle VM is governed by the idle rule (reconcilePool), not by it.
 	var job <-chan time.Time
@@ -756,7 +763,19 @@ func (v *vm) serve(ctx context.Context, machine vmm.Machine) (ok bool, err error
 				return false, fail(ReasonRunner, fmt.Errorf("guest powered off; runner exit code %d", exitCode))
 			}
 		case <-boot.C:
+			if !waitedForForge {
+				waitedForForge = true
+				listed = v.pool.listed
+				boot.Reset(t.Boot)
+				continue
+			}
 			return false, fail(ReasonBootTimeout, fmt.Errorf("runner not ready within the boot timeout %s", t.Boot))
+		case <-listed:
+			listed = nil
+			if len(v.events) > 0 || v.phase() != vmstate.Booting {
+				continue // what the forge knew came first: taken next
+			}
+			return false, fail(ReasonBootTimeout, fmt.Errorf("runner not ready within the boot timeout %s, nor up at the forge", t.Boot))
 		case <-job:
 			return false, fail(ReasonJobTimeout, fmt.Errorf("job timeout %s reached", t.Job))
 		case <-noJob:
@@ -944,6 +963,12 @@ func (v *vm) teardown(machine vmm.Machine, ok bool, cause error) {
 		}
 		if err := m.d.Store.Save(&kept); err != nil {
 			v.log.Error("save the record of a vm not known gone", "err", err)
+		}
+		if removeErr != nil {
+			// Its monitor may still run, its runner take jobs: retried
+			// in this run too, not only at the next start.
+			m.removeLaterKeepingRecord(v.pool.forge, kept)
+			v.log.Warn("runner removal of a vm not known gone failed; retrying until the forge confirms", "runner", rec.RunnerName, "err", removeErr, "retry_in", removalFirstRetry)
 		}
 		return
 	}

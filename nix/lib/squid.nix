@@ -28,7 +28,7 @@ rec {
   #   caCert, caKey     the interception CA (files made on the host)
   #   certgen, certDB   security_file_certgen and its database
   #   trustBundle       the CAs Squid checks upstream servers against
-  #   logDir, runDir
+  #   runDir
   config =
     { port
     , guestNetworks
@@ -43,7 +43,6 @@ rec {
     , certgen
     , certDB
     , trustBundle ? "/etc/ssl/certs/ca-certificates.crt"
-    , logDir
     , runDir
     }:
     let
@@ -96,9 +95,12 @@ rec {
       "refresh_pattern . 0 20% 4320"
       ""
       "pid_filename ${runDir}/squid.pid"
-      "access_log stdio:${logDir}/access.log"
-      "cache_log ${logDir}/cache.log"
-      "logfile_rotate 0"
+      # Every guest can make Squid log a line per request: to syslog
+      # (the journal, whose size cap and rate limit bound it), never to
+      # a file that grows without end. Its own messages go there too
+      # (squid -s).
+      "access_log syslog:daemon.info"
+      "cache_log /dev/null"
       "via off"
       "forwarded_for delete"
     ]);

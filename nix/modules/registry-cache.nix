@@ -31,7 +31,6 @@ let
     inherit (l.registrycache) caCert caKey;
     certgen = "${proxy.package}/libexec/security_file_certgen";
     certDB = "/var/lib/${proxyUser}/ssl_db";
-    logDir = "/var/log/${proxyUser}";
     runDir = "/run/${proxyUser}";
   };
   hardening = {
@@ -123,14 +122,13 @@ in
           ${proxy.package}/bin/squid -z -N -f ${pkgs.writeText "squid.conf" squidConfig}
         '';
         serviceConfig = hardening // {
-          ExecStart = "${proxy.package}/bin/squid --foreground -YC -f ${pkgs.writeText "squid.conf" squidConfig}";
+          ExecStart = "${proxy.package}/bin/squid --foreground -s -YC -f ${pkgs.writeText "squid.conf" squidConfig}";
           ExecReload = "${proxy.package}/bin/squid -k reconfigure -f ${pkgs.writeText "squid.conf" squidConfig}";
           Restart = "on-failure";
           User = proxyUser;
           Group = proxyUser;
           StateDirectory = proxyUser;
           CacheDirectory = proxyUser;
-          LogsDirectory = proxyUser;
           RuntimeDirectory = proxyUser;
           UMask = "0077";
         };

@@ -118,6 +118,17 @@ func TestSquidConfigsGolden(t *testing.T) {
 				t.Errorf("%s lacks %q", mode, want)
 			}
 		}
+		// A guest makes Squid log a line per request: to syslog (the
+		// journal's caps), never to a file nothing rotates.
+		if !strings.Contains(conf, "\naccess_log syslog:daemon.info\n") || !strings.Contains(conf, "\ncache_log /dev/null\n") {
+			t.Errorf("%s: Squid's logs are not syslog's:\n%s", mode, conf)
+		}
+		for _, line := range strings.Split(conf, "\n") {
+			if f := strings.Fields(line); len(f) > 1 && (f[0] == "access_log" || f[0] == "cache_log" || f[0] == "cache_store_log") &&
+				f[1] != "syslog:daemon.info" && f[1] != "/dev/null" && f[1] != "none" {
+				t.Errorf("%s: %q writes a log file that grows without bound", mode, line)
+			}
+		}
 	}
 }
 
