@@ -586,8 +586,10 @@ func (m *Manager) startMissing(ctx context.Context, p *pool, c counts, starting 
 
 // retire ends a surplus idle VM, its runner first: once the forge has
 // removed the runner, no job can be handed to it, and only then is the VM
-// ended. A forge that refuses (a runner that just took a job is busy) or
-// fails leaves the VM as it is: busy, or retired at a later pass.
+// ended. A forge that refuses (GitHub, for a runner that just took a job;
+// Forgejo deletes a busy runner all the same, so there the agent's report
+// decides, stopUnlessBusy) or fails leaves the VM as it is: busy, or
+// retired at a later pass.
 func (m *Manager) retire(ctx context.Context, p *pool, v *vm) bool {
 	if v.phase() != vmstate.Idle {
 		return false

@@ -178,8 +178,8 @@ type forgejoRunner struct {
 // older) answers 404, and then there is nothing this host can list, so
 // nothing to sweep: the runners it registered stay, offline, until an
 // admin removes them. A current Forgejo answers 404 too for an org or
-// repo that does not exist (or that the token cannot read), which is an
-// error: scopeReadable tells the two apart.
+// repo that does not exist (or a repo the token cannot read), which is
+// an error: scopeReadable tells the two apart.
 func (f *Forge) forgejoRunnerList(ctx context.Context, owner forge.Owner) ([]forge.RunnerState, error) {
 	return f.walkRunners(ctx, owner, func(page int) ([]forge.RunnerState, bool, error) {
 		var list []forgejoRunner
@@ -202,8 +202,9 @@ func (f *Forge) forgejoRunnerList(ctx context.Context, owner forge.Owner) ([]for
 }
 
 // scopeReadable checks that the scope's org or repo exists and the token
-// can read it: Forgejo serves them at the scope's own prefix
-// (GET /orgs/{org}, GET /repos/{owner}/{repo}). The instance always is.
+// can see it: Forgejo serves them at the scope's own prefix
+// (GET /orgs/{org}, GET /repos/{owner}/{repo}; 404 for one that is
+// missing or hidden from the token's user). The instance always is.
 func (f *Forge) scopeReadable(ctx context.Context) error {
 	if f.scope.Kind == "instance" {
 		return nil

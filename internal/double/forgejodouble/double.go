@@ -303,11 +303,15 @@ func (d *Double) serve(rt route) http.HandlerFunc {
 			http.Error(w, `{"message":"The target couldn't be found."}`, http.StatusNotFound)
 			return
 		}
-		if !ok {
+		if !ok && rt.op == "get" && d.signIn {
+			http.Error(w, `{"message":"Only signed in user is allowed to call APIs."}`, http.StatusForbidden)
+			return
+		}
+		if !ok && rt.op != "get" {
 			http.Error(w, `{"message":"token is required"}`, http.StatusUnauthorized)
 			return
 		}
-		if rt.op == "get" { // a public org or repo: anyone signed in reads it
+		if rt.op == "get" { // a public org or repo: anyone reads it
 			if repo != "" {
 				writeJSON(w, map[string]string{"full_name": repo})
 			} else {

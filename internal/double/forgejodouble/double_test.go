@@ -206,6 +206,7 @@ func TestRefusals(t *testing.T) {
 		{"control: an existing repo's runners", "GET", "/api/v1/repos/acme/app/actions/runners", admin, 200},
 		{"control: anyone signed in reads a public org", "GET", "/api/v1/orgs/other", orgOwner, 200},
 		{"control: a repo", "GET", "/api/v1/repos/acme/app", admin, 200},
+		{"control: a public org needs no token", "GET", "/api/v1/orgs/acme", "", 200},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,8 +20,8 @@ const (
 	Developer
 	Maintainer
 	Owner
-	// NoOne is above every role: a branch protected so that no member
-	// may push or merge to it (an administrator still may).
+	// NoOne is above every role: a branch protected so that no one may
+	// push or merge to it, administrators neither.
 	NoOne
 )
 

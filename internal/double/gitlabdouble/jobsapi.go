@@ -131,9 +131,10 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request, g Grant, pid,
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "404 Job Not Found"})
 		return
 	}
-	if least, ok := p.Protected[j.Ref]; ok && !g.atLeast(least) {
+	if least, ok := p.Protected[j.Ref]; ok && g.Role < least {
 		// Ci::BuildPolicy: a job of a protected branch is updated only
-		// by a user who may push or merge to it.
+		// by a user who may push or merge to it, by role: an
+		// administrator is no exception (ProtectedRefAccess).
 		s.mu.Unlock()
 		forbidden(w)
 		return

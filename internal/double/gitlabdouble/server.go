@@ -77,7 +77,8 @@ type Project struct {
 	// serve it.
 	SharedWith []int64
 	// Protected are the project's protected branches, each with the
-	// least role allowed to push or merge to it (NoOne: no role).
+	// least role allowed to push or merge to it (NoOne: no one), an
+	// administrator's token going by its Grant.Role like any other.
 	// GitLab protects the default branch, main here, for Maintainers;
 	// a job of a protected branch is updated (cancelled) only by a user
 	// who may update the branch (Ci::BuildPolicy's protected_ref).
