@@ -109,9 +109,9 @@ type Forge struct {
 	Type string `yaml:"type" doc:"Required: gitea, github or gitlab."`
 	// URL is the forge's API base: for GitHub https://api.github.com or a
 	// GHES https://HOST/api/v3.
-	URL string `yaml:"url" doc:"Base http(s) URL of the forge, as the host reaches it; for github the REST API base (GitHub Enterprise Server: https://HOST/api/v3). Required for gitea and gitlab. Default: https://api.github.com for github."`
+	URL string `yaml:"url" doc:"Base http(s) URL of the forge, as the host reaches it; for github the REST API base (GitHub Enterprise Server: https://HOST/api/v3). Required for gitea and gitlab. Default: https://api.github.com for github. No user or password in it: the credential goes in token_file."`
 	// GuestURL is the forge's URL as guests reach it, when it differs.
-	GuestURL  string `yaml:"guest_url" doc:"Base URL as guests reach it. Default: url."`
+	GuestURL  string `yaml:"guest_url" doc:"Base URL as guests reach it, with no user or password (every VM gets it). Default: url."`
 	TokenFile string `yaml:"token_file" doc:"File holding the scope-wide API token (never given to a VM); mode 600 (or 400; never group/other readable or writable), owned by root or the user running fireactions, surrounding whitespace ignored. gitea and gitlab: exactly one of token_file and token_env is required; github: either a personal access token this way or app_id and app_private_key_file."`
 	TokenEnv  string `yaml:"token_env" doc:"Environment variable holding the API token, instead of token_file."`
 	// Flavor is which server a gitea forge is: Gitea or Forgejo.

@@ -125,7 +125,10 @@ func hostPort(s string) error {
 	return nil
 }
 
-// httpURL accepts absolute http and https URLs with a host.
+// httpURL accepts absolute http and https URLs with a host and no user
+// information: a forge's URL reaches the Nix store, the logs and, as the
+// guests' URL, every VM, so a password in it would be the scope-wide
+// credential handed to every job.
 func httpURL(s string) error {
 	if s == "" {
 		return errMissing
@@ -133,6 +136,9 @@ func httpURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return errorf("%q is not an absolute http(s) URL", s)
+	}
+	if u.User != nil {
+		return errorf("%q holds a user or password: put the forge's credential in token_file", redactURL(u))
 	}
 	return nil
 }

@@ -44,6 +44,10 @@ func (r Rules) Table() string {
 // privateRanges are dropped for egress when BlockPrivate is set.
 var privateRanges = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"}
 
+// PrivateRanges are the IPv4 ranges BlockPrivate drops for egress (the
+// guests' web proxy refuses the same: nix/lib/squid.nix).
+func PrivateRanges() []string { return slices.Clone(privateRanges) }
+
 func ports(p []int) string {
 	s := make([]string, len(p))
 	for i, v := range p {

@@ -138,7 +138,9 @@ in
         all = { mode = "all"; domains = [ ]; };
       };
       bridges = builtins.listToAttrs (map (f: { name = faces.${f}.bridge; value = { cidr = faces.${f}.cidr; }; }) (attrNames faces));
-      render = sslBump: l.squid.config {
+      render = sslBump: renderWith { inherit sslBump; };
+      renderWith = { sslBump, blockPrivate ? false }: l.squid.config {
+        inherit blockPrivate;
         port = 3128;
         guestNetworks = map (b: bridges.${b}.cidr) (attrNames bridges);
         gateways = l.microvm.gateways bridges;
@@ -153,7 +155,9 @@ in
       };
     in
     {
-      configs = mapAttrs (_: render) bumps;
+      configs = mapAttrs (_: render) bumps // {
+        off-block-private = renderWith { sslBump = bumps.off; blockPrivate = true; };
+      };
       intercepts = mapAttrs (_: l.squid.intercepts) bumps;
     };
 

@@ -107,6 +107,35 @@ func (m *Manager) releaseClaimsLocked() {
 	}
 }
 
+// withdrawLoadsLocked publishes no room and no idle VM for the places
+// of ps that no pool of keep serves (a draining host's pools, the pools a
+// reload removed): peers would otherwise defer those jobs to this host,
+// placementWait each, as long as it runs. Callers hold m.mu.
+func (m *Manager) withdrawLoadsLocked(ps, keep []*pool) {
+	if m.d.Fleet == nil {
+		return
+	}
+	for _, p := range ps {
+		if !slices.ContainsFunc(keep, func(k *pool) bool { return k.place == p.place }) {
+			m.d.Fleet.Publish(p.place, 0, 0)
+		}
+	}
+}
+
+// failedReadsGiveUp is how many reconcile intervals a pool's forge
+// reads fail before it gives up its claims: one failure may be a blip
+// (passes can run back to back), and a claim given up lets another host
+// take the job.
+const failedReadsGiveUp = 2
+
+// readsFailing reports whether p has not read its forge for
+// failedReadsGiveUp intervals: its jobs may not be queued any more, and
+// its VMs may not register. Callers hold m.mu, or run on the Run
+// goroutine (the only writer).
+func (m *Manager) readsFailing(p *pool) bool {
+	return !p.readFailing.IsZero() && time.Since(p.readFailing) >= failedReadsGiveUp*m.d.Interval
+}
+
 // claimFor brings p's claims level with what it can serve: claims that
 // lapsed or were lost stop counting, and its unclaimed queued jobs,
 // oldest first, are claimed while p has room for them (max less busy VMs
@@ -114,8 +143,9 @@ func (m *Manager) releaseClaimsLocked() {
 // the job. A pool with no idle VM of its own for a job leaves it, for
 // placementWait at most, while another host is better placed
 // (Claimer.Elsewhere); it publishes its own room and idle VMs
-// (Claimer.Publish) each time. A pool that cannot start VMs now (in back-off after failures,
-// or its demand source gone) claims nothing and gives up the claims it
+// (Claimer.Publish) each time. A pool that cannot start VMs now (in
+// back-off after failures, its demand source gone, or its forge unread
+// for failedReadsGiveUp intervals) claims nothing and gives up the claims it
 // holds beyond its VMs still booting (those take their jobs), for a
 // working host to serve them; a paused or draining one
 // claims nothing. An own-queue pool (see demandLocked) never claims.
@@ -131,7 +161,8 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 	}
 	var free []cand
 	m.mu.Lock()
-	broken := p.sourceGone || time.Now().Before(p.notBefore)
+	blind := m.readsFailing(p)
+	broken := p.sourceGone || time.Now().Before(p.notBefore) || blind
 	// A broken pool keeps as many claims as it has VMs still booting:
 	// they will take those jobs, and a claim given up would let another
 	// host boot a second VM for one. (VMs are not tied to jobs: any of
@@ -151,6 +182,9 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 		}
 		if q.claimed {
 			if !m.d.Fleet.Held(fleetJob(k)) {
+				// No longer counted here: given back, so that a later
+				// refresh does not keep for ever a claim no VM serves.
+				m.d.Fleet.Release(fleetJob(k))
 				q.claimed = false
 				p.claimed--
 			}
@@ -158,19 +192,35 @@ func (m *Manager) claimFor(ctx context.Context, p *pool) {
 		}
 		free = append(free, cand{k, q.since, q.seen})
 	}
-	c, _ := p.counted()
+	c, starting := p.counted()
 	room := p.max - c.busy - p.claimed
+	if p.ramp > 0 {
+		// After a host shortage the pool starts ramp VMs at a time
+		// (startMissing): it claims no more jobs than it can start VMs
+		// for now, less the claims no VM of its covers yet.
+		room = min(room, p.ramp-starting-max(0, p.claimed-c.unbusy))
+	}
 	// spare: VMs not yet busy that no claim covers (min_idle's among
 	// them): each takes a job the forge hands it, with no new VM.
 	spare := c.unbusy - p.claimed
 	if p.paused || m.draining || broken {
 		room = 0
 	}
-	if p.paused || m.draining {
+	if p.paused || m.draining || blind {
+		// Idle VMs of a pool that cannot read its forge are no reason
+		// for peers to wait.
 		spare = 0
 	}
 	m.mu.Unlock()
-	defer func() { m.d.Fleet.Publish(p.place, room, spare) }()
+	defer func() {
+		// Not for a pool a drain or a reload withdrew meanwhile
+		// (withdrawLoadsLocked): its load stays withdrawn.
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if !m.draining && slices.Contains(m.pools, p) {
+			m.d.Fleet.Publish(p.place, room, spare)
+		}
+	}()
 	if room <= 0 || len(free) == 0 {
 		return
 	}

@@ -175,6 +175,11 @@ type pool struct {
 	untold    []time.Time
 	toldAhead []time.Time
 
+	// readFailing is since when the passes could not read the pool's
+	// forge (its queue or its runners), zero while they can; guarded by
+	// Manager.mu.
+	readFailing time.Time
+
 	// failures since the last VM that became ready; drives backoff.
 	failures  int
 	notBefore time.Time
@@ -195,9 +200,8 @@ type pool struct {
 	// listed is closed after the first full pass (since Recover) that
 	// read the pool's runners at its forge: what the forge knew of the
 	// VMs adopted while booting has been delivered to them
-	// (reconcilePool). Set before Run starts.
-	listed     chan struct{}
-	listedOnce sync.Once
+	// (reconcilePool). Set before Run starts; closed by the pass alone.
+	listed chan struct{}
 }
 
 // moved counts a VM of p moving from one phase to another ("" when it
@@ -388,14 +392,34 @@ func (m *Manager) reconcile(ctx context.Context) {
 	m.logUnserved(unserved)
 	m.trackQueueWait(pools, perPool, failed, tookAtRead)
 
+	m.mu.Lock()
+	for _, p := range pools {
+		switch {
+		case !failed[p.key]:
+			p.readFailing = time.Time{}
+		case p.readFailing.IsZero():
+			p.readFailing = time.Now()
+		}
+	}
+	m.mu.Unlock()
 	for _, p := range pools {
 		m.ensureTemplate(ctx, p) // whether the forge answered or not
 		if failed[p.key] {
-			continue // without demand we neither start nor remove
+			// Without demand we neither start nor remove; a pool that
+			// has not read its forge for a while gives up its claims
+			// (claimFor), for hosts that can to serve their jobs.
+			if m.readsFailing(p) {
+				m.claimFor(ctx, p)
+			}
+			continue
 		}
 		m.claimFor(ctx, p)
 		m.reconcilePool(ctx, p, states[p.key])
-		p.listedOnce.Do(func() { close(p.listed) })
+		select {
+		case <-p.listed:
+		default:
+			close(p.listed)
+		}
 	}
 	if len(failed) == 0 {
 		m.mu.Lock()
@@ -736,6 +760,7 @@ func (m *Manager) Drain(ctx context.Context) error {
 	}
 	m.notifiers = map[forge.QueueNotifier]bool{}
 	m.releaseClaimsLocked()
+	m.withdrawLoadsLocked(m.pools, nil)
 	for _, v := range m.vms {
 		v.stopUnlessBusy(errDrain)
 	}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/forge"
@@ -58,7 +57,7 @@ func (m *Manager) Recover(ctx context.Context, l Leftovers) error {
 	// The VMs adopted below wait for the first pass after this recovery
 	// to read their pool's runners (see vm.serve).
 	for _, p := range m.poolList() {
-		p.listed, p.listedOnce = make(chan struct{}), sync.Once{}
+		p.listed = make(chan struct{})
 	}
 	if err := m.d.Store.RemoveUnfinished(); err != nil {
 		errs = append(errs, err)

@@ -76,6 +76,7 @@ func (m *Manager) Reload(ctx context.Context, pools []config.Pool, forges map[st
 		res.Removed = append(res.Removed, name)
 	}
 	m.pools = next
+	m.withdrawLoadsLocked(retired, next)
 	for _, p := range next {
 		p.sourceGone = false // its scope is handed out again
 		p.gen++

@@ -17,14 +17,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// restoreTimeout bounds a restore's handover: loading the template's
-// state, resuming and handing the guest its identity. Past it the VM
+// restoreTimeout bounds each part of a restore's handover: loading the
+// template's state and resuming (resumeAhead, from the monitor's start),
+// then handing the guest its identity (finishRestore). Past it the VM
 // boots cold.
 const restoreTimeout = 30 * time.Second
 
-// restoring is a restore whose monitor has started, not yet resumed:
-// its guest waits, paused, for the state to load and then for its
-// identity, which needs the runner the forge has not yet registered.
+// restoring is a restore whose monitor has started: its state loads and
+// its guest runs (resumeAhead) while the forge registers the runner, and
+// the guest then waits for its identity, which needs that runner.
 type restoring struct {
 	machine vmm.Machine
 	t       *warmstart.Template
@@ -35,6 +36,32 @@ type restoring struct {
 	// it (Start returned it with its error); the VM fails, handOff's
 	// machine to its teardown.
 	failed error
+	// resumed reports the Resume started ahead of the registration
+	// (resumeAhead): the state loaded and the guest running, waiting for
+	// its identity.
+	resumed <-chan error
+}
+
+// resumeAhead loads the restore's state and runs its guest while the
+// forge registers the runner: under emulation a restored guest spends
+// its first ~130 ms translating what it runs on waking (its kernel, the
+// agent's runtime), whatever the host sends it (vmm/qemu's benchmark), so
+// that time goes beside the registration too, not after it. The guest
+// only waits for its identity meanwhile: its network is down, it holds
+// no credential, and nothing in it draws random bytes before the
+// identity's reseed. finishRestore takes the result.
+func (r *restoring) resumeAhead(ctx context.Context) {
+	w, ok := r.machine.(vmm.Warm)
+	if !ok {
+		return
+	}
+	done := make(chan error, 1)
+	r.resumed = done
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+		defer cancel()
+		done <- w.Resume(rctx)
+	}()
 }
 
 // handOff is the restore's monitor for the VM's teardown when the VM
@@ -49,9 +76,10 @@ func (r *restoring) handOff() vmm.Machine {
 // fit (warmstart.Chooser logs and counts why), or the monitor did not
 // start (logged and counted). Nil means the caller boots the VM cold.
 // It comes before the runner's registration: QEMU's own start (its
-// libraries and machine, ~100 ms under TCG here) runs while the forge
-// answers. (Firecracker's Start loads the snapshot before it returns: it
-// runs before the registration, not beside it.) The caller ends a
+// libraries and machine, ~100 ms under TCG here), the state's load and
+// the guest's first run run while the forge answers. (Firecracker's
+// Start loads the snapshot before it returns: that part runs before the
+// registration, its resume beside it.) The caller ends a
 // non-nil restoring with finishRestore, or, when the VM goes no further
 // (its runner not registered, or the restore failed with a monitor the
 // driver could not kill), hands it to the VM's teardown (handOff).
@@ -103,11 +131,13 @@ func (v *vm) startRestore(ctx context.Context, spec vmm.Spec) *restoring {
 		w.chooser.ColdBoot(ctx, spec.ID, fmt.Errorf("start: %w", err))
 		return nil
 	}
-	return &restoring{machine: machine, t: t, chooser: w.chooser, started: t0, release: release}
+	r := &restoring{machine: machine, t: t, chooser: w.chooser, started: t0, release: release}
+	r.resumeAhead(ctx)
+	return r
 }
 
-// finishRestore resumes the restore and hands its guest its identity (cfg
-// with the registered runner), or returns a nil machine: the restore
+// finishRestore waits for the restore's resume and hands its guest its
+// identity (cfg with the registered runner), or returns a nil machine: the restore
 // failed (the monitor is killed, the failure logged and counted) and the
 // caller boots the VM cold. A restored VM is never half set up. When the
 // failed restore's monitor is not known gone (its Kill failed) it may
@@ -119,7 +149,7 @@ func (v *vm) startRestore(ctx context.Context, spec vmm.Spec) *restoring {
 func (v *vm) finishRestore(ctx context.Context, r *restoring, mac string, cfg agentproto.Config) (vmm.Machine, error) {
 	hctx, cancel := context.WithTimeout(ctx, restoreTimeout)
 	defer cancel()
-	if err := SendIdentity(hctx, r.machine, mac, cfg); err != nil {
+	if err := r.handOver(hctx, mac, cfg); err != nil {
 		if kerr := r.kill(ctx); kerr != nil {
 			r.chooser.RestoreNotEnded(ctx, cfg.VMID, fmt.Errorf("%w; kill: %w", err, kerr))
 			return r.handOff(),
@@ -191,6 +221,23 @@ func rootOf(r VMRoot) string {
 	return b.String()
 }
 
+// handOver hands the restore's guest its identity once the Resume
+// started ahead has ended (resumeAhead), or resumes it first.
+func (r *restoring) handOver(ctx context.Context, mac string, cfg agentproto.Config) error {
+	if r.resumed == nil {
+		return SendIdentity(ctx, r.machine, mac, cfg)
+	}
+	select {
+	case err := <-r.resumed:
+		if err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("resume: %w", ctx.Err())
+	}
+	return sendIdentityOnly(ctx, r.machine.(vmm.Warm), mac, cfg)
+}
+
 // SendIdentity resumes a restored machine and hands its agent its
 // identity: its config (address, hostname, agent token, runner
 // credential, registry settings), MAC, fresh random seed and the clock.
@@ -204,6 +251,11 @@ func SendIdentity(ctx context.Context, machine vmm.Machine, mac string, cfg agen
 	if err := w.Resume(ctx); err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
+	return sendIdentityOnly(ctx, w, mac, cfg)
+}
+
+// sendIdentityOnly is SendIdentity to a machine resumed already.
+func sendIdentityOnly(ctx context.Context, w vmm.Warm, mac string, cfg agentproto.Config) error {
 	seed := make([]byte, 64)
 	if _, err := rand.Read(seed); err != nil {
 		return fmt.Errorf("seed: %w", err)

@@ -89,3 +89,39 @@ func TestARestoreWhoseRunnerIsNotRegisteredIsKilled(t *testing.T) {
 		t.Errorf("template builds still held by restores that ended: %v", w.refs)
 	}
 }
+
+// A restore's guest is resumed while its runner is registered, not
+// after: its first run after the restore (translated afresh under
+// emulation, ~130 ms here) goes beside the forge's answer. Only its
+// identity waits for the runner.
+func TestARestoresGuestResumesWhileItsRunnerIsRegistered(t *testing.T) {
+	var mu sync.Mutex
+	var resumed []bool // whether the VM's restore was resumed as its registration ended
+	r := newWarmRig(t, 0, 1, t.TempDir(), "", func(d *Deps) {
+		h := d.Hypervisor.(*fakeHV)
+		h.forge.onRegister = func(forge.RunnerSpec) {
+			// The forge answers once the restore is resumed, or late.
+			h.mu.Lock()
+			last := h.machines[len(h.machines)-1]
+			h.mu.Unlock()
+			for end := time.Now().Add(5 * time.Second); !last.resumed.Load() && time.Now().Before(end); {
+				time.Sleep(5 * time.Millisecond)
+			}
+			mu.Lock()
+			resumed = append(resumed, last.spec.Restore != "" && last.resumed.Load())
+			mu.Unlock()
+		}
+	})
+	r.waitBuilds(t, 1)
+	r.runJobs(t, "j1")
+	mu.Lock()
+	got := slices.Clone(resumed)
+	mu.Unlock()
+	if !slices.Equal(got, []bool{true}) {
+		t.Errorf("restores resumed as their runner's registration ended: %v; want [true]", got)
+	}
+	if err := r.drain(t, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r.assertNothingLeft(t)
+}

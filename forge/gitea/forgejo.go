@@ -201,6 +201,12 @@ func (f *Forge) forgejoRunnerList(ctx context.Context, owner forge.Owner) ([]for
 	})
 }
 
+// scopeRecheck is how long a scope scopeReadable found is taken as
+// still there: a v12 server's every listing is a 404, and every pass
+// (2 s by default) lists; an org or repo deleted meanwhile is found at
+// most this late.
+const scopeRecheck = 5 * time.Minute
+
 // scopeReadable checks that the scope's org or repo exists and the token
 // can see it: Forgejo serves them at the scope's own prefix
 // (GET /orgs/{org}, GET /repos/{owner}/{repo}; 404 for one that is
@@ -209,7 +215,18 @@ func (f *Forge) scopeReadable(ctx context.Context) error {
 	if f.scope.Kind == "instance" {
 		return nil
 	}
+	f.mu.Lock()
+	fresh := !f.scopeReadAt.IsZero() && time.Since(f.scopeReadAt) < scopeRecheck
+	f.mu.Unlock()
+	if fresh {
+		return nil
+	}
 	err := f.do(ctx, http.MethodGet, f.prefix, nil)
+	if err == nil {
+		f.mu.Lock()
+		f.scopeReadAt = time.Now()
+		f.mu.Unlock()
+	}
 	if errors.Is(err, errNotFound) {
 		name := f.scope.Org
 		if f.scope.Kind == "repo" {

@@ -331,3 +331,41 @@ func TestForgejoListingAMissingScopeIsAnError(t *testing.T) {
 		})
 	}
 }
+
+// On Forgejo v12 every runner listing of an org or repo is a 404, and
+// every pass lists: the org or repo behind it is read once per
+// scopeRecheck, not at each pass.
+func TestForgejoV12ReadsItsScopeOncePerRecheck(t *testing.T) {
+	owner, _ := forge.NewOwner("h")
+	d := forgejodouble.NewV12(forgejoTokens)
+	srv, _ := serveForgejo(t, d)
+	f := newForgejoDriver(t, srv.URL, "ORG-TOKEN", FlavorForgejo, Scope{Kind: "org", Org: "acme"})
+	reads := func() int {
+		n := 0
+		for _, c := range d.Calls() {
+			if c == "GET /api/v1/orgs/acme" {
+				n++
+			}
+		}
+		return n
+	}
+	list := func() {
+		t.Helper()
+		if rs, err := f.Runners(context.Background(), owner); err != nil || len(rs) != 0 {
+			t.Fatalf("runners %v, %v; want none and no error", rs, err)
+		}
+	}
+	for range 3 {
+		list()
+	}
+	if n := reads(); n != 1 {
+		t.Fatalf("three listings read the org %d times, want once; calls %q", n, d.Calls())
+	}
+	f.mu.Lock()
+	f.scopeReadAt = f.scopeReadAt.Add(-scopeRecheck)
+	f.mu.Unlock()
+	list()
+	if n := reads(); n != 2 {
+		t.Fatalf("a listing past the recheck read the org %d times in all, want twice; calls %q", n, d.Calls())
+	}
+}

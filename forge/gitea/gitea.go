@@ -105,6 +105,8 @@ type Forge struct {
 	// suspects are runner names a registration may have created although
 	// its answer was lost, with when (see sweep.go).
 	suspects map[string]time.Time
+	// scopeReadAt is when scopeReadable last found the org or repo.
+	scopeReadAt time.Time
 }
 
 var _ forge.Forge = (*Forge)(nil)

@@ -33,11 +33,16 @@ func (s *scaleSetDemand) running() bool {
 }
 
 // stop ends the listener; its session is deleted in the background
-// (wait reports when that is done).
+// (wait reports when that is done). Once stopped, stop again waits for
+// the same deletion: the daemon's drain stops the demand before it
+// quiesces the client, whose Quiesce must still wait for it.
 func (s *scaleSetDemand) stop() (wait <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cancel == nil {
+		if s.done != nil {
+			return s.done // the last listener's, closed once it ended
+		}
 		done := make(chan struct{})
 		close(done)
 		return done

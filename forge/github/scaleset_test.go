@@ -681,3 +681,24 @@ func registerStalledAtCreate(t *testing.T) (e *env, p *github.Pool, registered c
 	}
 	return e, p, registered, release
 }
+
+// The daemon's drain stops a pool's demand (NotifyQueue(nil)) before it
+// quiesces the client: Quiesce still waits for the stopped listener's
+// session to be deleted, or the next start meets GitHub's session
+// conflict until that session expires.
+func TestQuiesceAfterNotifyQueueNilWaitsForTheSessionDeleted(t *testing.T) {
+	e := scaleSetEnv(t, envOptions{})
+	c := e.app()
+	h := newHost(t, e, c, "h1", 1)
+	waitFor(t, "a session", func() bool { return sessions(e) == 1 })
+	e.slow(time.Second) // the session's DELETE takes a while
+	h.p.NotifyQueue(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.Quiesce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := sessions(e); n != 0 {
+		t.Errorf("%d sessions left when Quiesce returned", n)
+	}
+}

@@ -13,18 +13,20 @@ rec {
   secrets = face: opts:
     let
       fo = opts.forges;
-      one = name: source: optional (source != null) { inherit name source; };
+      # option: the option that names it, for the assertions' messages;
+      # secret: false for a credential that is public (a certificate).
+      one = name: option: source: optional (source != null) { inherit name source; option = "services.${face}.${option}"; secret = name != "api-tls-cert"; };
     in
-    one "api-tokens" opts.api.tokensFile
-    ++ one "api-tls-cert" opts.api.tlsCertFile
-    ++ one "api-tls-key" opts.api.tlsKeyFile
-    ++ one "fleet-credentials" opts.fleet.credentialsFile
-    ++ one "fleet-token" opts.fleet.tokenFile
+    one "api-tokens" "api.tokensFile" opts.api.tokensFile
+    ++ one "api-tls-cert" "api.tlsCertFile" opts.api.tlsCertFile
+    ++ one "api-tls-key" "api.tlsKeyFile" opts.api.tlsKeyFile
+    ++ one "fleet-credentials" "fleet.credentialsFile" opts.fleet.credentialsFile
+    ++ one "fleet-token" "fleet.tokenFile" opts.fleet.tokenFile
     ++ concatMap
       (n:
-        one "forge-${n}-token" fo.${n}.tokenFile
-        ++ one "forge-${n}-app-key" fo.${n}.appPrivateKeyFile
-        ++ one "forge-${n}-webhook-secret" fo.${n}.webhookSecretFile)
+        one "forge-${n}-token" "forges.${n}.tokenFile" fo.${n}.tokenFile
+        ++ one "forge-${n}-app-key" "forges.${n}.appPrivateKeyFile" fo.${n}.appPrivateKeyFile
+        ++ one "forge-${n}-webhook-secret" "forges.${n}.webhookSecretFile" fo.${n}.webhookSecretFile)
       (attrNames fo);
 
   # credential: where a secret is inside the unit, or null when not set.
@@ -161,5 +163,16 @@ rec {
           assertion = fo.tokenFile != null || (fo.appId != null && fo.appPrivateKeyFile != null);
           message = "services.${face}.forges.${n}: set tokenFile, or (github) appId and appPrivateKeyFile";
         })
-      forgeNames;
+      forgeNames
+    # A secret in the store is every local user's: the credential's copy
+    # is 0400, so the daemon's own check of the file's mode never sees it.
+    ++ map
+      (s: {
+        assertion = !(s.secret && inStore s.source);
+        message = "${s.option}: ${s.source} is in the Nix store, which every user of the host can read: name a file outside it (a sops-nix or agenix secret under /run)";
+      })
+      (secrets face opts);
+
+  # inStore: whether a path (a string) lies in the Nix store.
+  inStore = p: builtins.substring 0 (builtins.stringLength builtins.storeDir + 1) p == builtins.storeDir + "/";
 }

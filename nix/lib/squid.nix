@@ -6,7 +6,10 @@
 #              tunnelled; with no domains it is exactly "off"
 #   all        every HTTPS connection is intercepted
 # The proxy serves the guests' networks only, and never reaches the host
-# itself (its loopback and bridge addresses) or link-local addresses.
+# itself (its loopback and bridge addresses), link-local addresses or any
+# guest (every bridge's network: no VM reaches another through it); with
+# blockPrivate (security.blockPrivateNetworks) not the private ranges
+# either, as the orchestrators' firewall refuses them to guests.
 { util }:
 let
   inherit (builtins) concatStringsSep;
@@ -18,11 +21,18 @@ rec {
   intercepts = { mode, domains }:
     mode == "all" || (mode == "selective" && domains != [ ]);
 
+  # privateNetworks: what blockPrivate refuses: the ranges the
+  # orchestrators' firewall drops (netplan's PrivateRanges, checked equal
+  # by nixcheck), and IPv6's unique local addresses, which Squid can reach
+  # for a guest that has no IPv6 of its own.
+  privateNetworks = [ "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" "100.64.0.0/10" "fc00::/7" ];
+
   # config: squid.conf's text.
   #   port              where it listens (every address; the firewall
   #                     opens it on the VM bridges only)
   #   guestNetworks     the VM bridges' CIDRs: the only clients
   #   gateways          the bridges' host addresses: never proxied to
+  #   blockPrivate      refuse privateNetworks as destinations
   #   cacheDir, cacheSizeMiB, maxObjectSizeMiB, memoryMiB
   #   sslBump           { mode; domains; }
   #   caCert, caKey     the interception CA (files made on the host)
@@ -33,6 +43,7 @@ rec {
     { port
     , guestNetworks
     , gateways
+    , blockPrivate ? false
     , cacheDir
     , cacheSizeMiB
     , maxObjectSizeMiB
@@ -59,12 +70,21 @@ rec {
       "acl SSL_ports port 443"
       "acl Safe_ports port 80 443 1025-65535"
       "acl CONNECT method CONNECT"
-      "acl to_host dst 127.0.0.0/8 ::1 ${concatStringsSep " " gateways}"
+      # 0.0.0.0 and :: are the host too: Linux connects them to loopback.
+      "acl to_host dst 127.0.0.0/8 0.0.0.0/32 ::1 ::/128 ${concatStringsSep " " gateways}"
       "acl to_link_local dst 169.254.0.0/16 fe80::/10"
+      "acl to_guests dst ${concatStringsSep " " guestNetworks}"
+    ]
+    ++ util.optional blockPrivate "acl to_private dst ${concatStringsSep " " privateNetworks}"
+    ++ [
       "http_access deny !Safe_ports"
       "http_access deny CONNECT !SSL_ports"
       "http_access deny to_host"
       "http_access deny to_link_local"
+      "http_access deny to_guests"
+    ]
+    ++ util.optional blockPrivate "http_access deny to_private"
+    ++ [
       "http_access allow guests"
       "http_access deny all"
     ]

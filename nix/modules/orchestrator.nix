@@ -95,6 +95,10 @@ in
         Type = "notify"; # the binary says READY=1 once pools run
         NotifyAccess = "main";
         WatchdogSec = "60s"; # pinged every 30 s
+        # READY=1 follows the pull and flattening of every pool's image:
+        # a runner image of gigabytes takes longer than systemd's 90 s,
+        # which would kill and restart the start for ever.
+        TimeoutStartSec = "30min";
         ExecStart = "${cfg.package}/bin/${face} serve ${configFile}";
         Restart = "on-failure";
         RestartSec = "5s";

@@ -27,6 +27,7 @@ let
     inherit (proxy) port cacheSizeMiB maxObjectSizeMiB sslBump;
     guestNetworks = map (b: base.bridges.${b}.cidr) (builtins.attrNames base.bridges);
     gateways = l.microvm.gateways base.bridges;
+    blockPrivate = base.security.blockPrivateNetworks;
     cacheDir = "/var/cache/${proxyUser}";
     inherit (l.registrycache) caCert caKey;
     certgen = "${proxy.package}/libexec/security_file_certgen";
@@ -68,7 +69,17 @@ in
 
   config = lib.mkIf cfg.enable (lib.mkMerge [
     {
-      assertions = [
+      assertions = map
+        (f: {
+          # The proxy connects from the host, past the face's firewall:
+          # it refuses private ranges only by the host-wide option.
+          assertion = !proxy.enable || base.security.blockPrivateNetworks
+            || !(config.services.${f}.enable or false)
+            || !((config.services.${f}.settings.network or { }).block_private or false);
+          message = "services.${f}.settings.network.block_private: the guests' web proxy (services.registry-cache.proxy) would still reach private networks for them; set services.microvm-base.security.blockPrivateNetworks = true instead, which both honour";
+        })
+        (builtins.attrNames l.faces)
+      ++ [
         {
           assertion = !(l.zot.pushAllowed zotConfig);
           message = "services.registry-cache.settings: an access policy lets clients push; the cache must stay read-only to guests";

@@ -10,8 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nixos-fireactions/nixos-fireactions/netplan"
 )
 
 // golden compares got with testdata/golden/name, or rewrites it with
@@ -92,7 +95,7 @@ func TestSquidConfigsGolden(t *testing.T) {
 		Intercepts map[string]bool   `json:"intercepts"`
 	}
 	eval(t, checks+".squid", &s)
-	for _, mode := range []string{"off", "selective", "selective-none", "all"} {
+	for _, mode := range []string{"off", "selective", "selective-none", "all", "off-block-private"} {
 		golden(t, "squid-"+mode+".conf", []byte(s.Configs[mode]))
 	}
 	if s.Configs["selective-none"] != s.Configs["off"] {
@@ -116,6 +119,32 @@ func TestSquidConfigsGolden(t *testing.T) {
 		for _, want := range []string{"http_access deny to_host\n", "http_access allow guests\n", "http_access deny all\n"} {
 			if !strings.Contains(conf, want) {
 				t.Errorf("%s lacks %q", mode, want)
+			}
+		}
+		// 0.0.0.0 and :: reach the host's loopback on Linux: refused with it.
+		if !strings.Contains(conf, "\nacl to_host dst 127.0.0.0/8 0.0.0.0/32 ::1 ::/128 10.200.0.1 ") {
+			t.Errorf("%s: the host's unspecified addresses are not refused:\n%s", mode, conf)
+		}
+		// No guest reaches another through the proxy, whatever the
+		// firewall keeps apart: every bridge's network is refused as a
+		// destination, before the guests are let in.
+		if !deniedBeforeAllowed(conf, "to_guests") || !strings.Contains(conf, "\nacl to_guests dst 10.200.0.0/24 10.202.0.0/24 10.201.0.0/24\n") {
+			t.Errorf("%s: the guests' networks are not refused as destinations:\n%s", mode, conf)
+		}
+		// The private ranges are refused exactly when the host blocks
+		// them to guests (security.blockPrivateNetworks), all of those
+		// the orchestrators' firewall drops.
+		blocks := mode == "off-block-private"
+		if deniedBeforeAllowed(conf, "to_private") != blocks {
+			t.Errorf("%s: private ranges refused %v, want %v:\n%s", mode, !blocks, blocks, conf)
+		}
+		if blocks {
+			_, acl, _ := strings.Cut(conf, "\nacl to_private dst ")
+			acl, _, _ = strings.Cut(acl, "\n")
+			for _, r := range netplan.PrivateRanges() {
+				if !slices.Contains(strings.Fields(acl), r) {
+					t.Errorf("%s: %s, which the firewall drops, is not refused by the proxy (to_private %q)", mode, r, acl)
+				}
 			}
 		}
 		// A guest makes Squid log a line per request: to syslog (the
@@ -220,4 +249,12 @@ func TestCacheReachesTheOrchestrators(t *testing.T) {
 			t.Errorf("%s: allow_tcp_ports %s, want the cache's ports", mode, b)
 		}
 	}
+}
+
+// deniedBeforeAllowed reports whether conf refuses the ACL acl
+// (http_access deny acl) before it lets the guests in.
+func deniedBeforeAllowed(conf, acl string) bool {
+	deny := strings.Index(conf, "\nhttp_access deny "+acl+"\n")
+	allow := strings.Index(conf, "\nhttp_access allow guests\n")
+	return deny >= 0 && allow >= 0 && deny < allow
 }

@@ -4,6 +4,7 @@ package nixcheck
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -57,6 +58,12 @@ func checkUnit(t *testing.T, name, face string, u unit) {
 	}
 	if s, _ := sc["ExecReload"].(string); !strings.HasSuffix(s, "/bin/kill -HUP $MAINPID") {
 		t.Errorf("%s: ExecReload %q: want SIGHUP to the binary", name, s)
+	}
+	// Its READY=1 follows the pull and flattening of the pools' images:
+	// systemd's 90 s would kill a start that pulls gigabytes, again and
+	// again.
+	if sc["TimeoutStartSec"] != "30min" {
+		t.Errorf("%s: TimeoutStartSec %v: want 30min, for the images pulled before READY=1", name, sc["TimeoutStartSec"])
 	}
 	if sc["Type"] != "notify" || sc["User"] != "root" || sc["NoNewPrivileges"] != true {
 		t.Errorf("%s: Type %v User %v NoNewPrivileges %v", name, sc["Type"], sc["User"], sc["NoNewPrivileges"])
@@ -347,5 +354,66 @@ func TestRegistryCacheRefusesAnInsecureSquid(t *testing.T) {
 	eval(t, expr(""), &failed)
 	if len(failed) != 0 {
 		t.Errorf("a squid without known vulnerabilities: failed assertions %q", failed)
+	}
+}
+
+// A secret file in the Nix store (what `toString ./token` gives in a
+// flake) is refused, naming the option: the store is every user's to
+// read, and the credential's 0400 copy hides that from the daemon. A
+// file outside it (the control) is taken.
+func TestSecretsInTheStoreAreRefused(t *testing.T) {
+	expr := func(tokenFile string) string {
+		return `let e = import ./nix/eval { }; c = (e.nixos [ e.modules.default {
+		  services.fireteact = { enable = true; forges.gitea = { url = "https://g.example.invalid"; tokenFile = "` + tokenFile + `"; }; pools.default = { }; };
+		} ]).config; in e.failedAssertions c`
+	}
+	var failed []string
+	eval(t, expr("/nix/store/00000000000000000000000000000000-source/token"), &failed)
+	if len(failed) != 1 || !strings.Contains(failed[0], "services.fireteact.forges.gitea.tokenFile: /nix/store/00000000000000000000000000000000-source/token is in the Nix store") {
+		t.Errorf("a token in the store: failed assertions %q", failed)
+	}
+	eval(t, expr("/run/secrets/gitea-token"), &failed)
+	if len(failed) != 0 {
+		t.Errorf("a token outside the store: failed assertions %q", failed)
+	}
+	// A certificate is public: one in the store is taken; its key is not.
+	tls := func(cert, key string) string {
+		return `let e = import ./nix/eval { }; c = (e.nixos [ e.modules.default {
+		  services.fireteact = { enable = true; forges.gitea = { url = "https://g.example.invalid"; tokenFile = "/run/secrets/t"; }; pools.default = { };
+		    api = { listen = "0.0.0.0:8443"; tokensFile = "/run/secrets/api-tokens"; tlsCertFile = "` + cert + `"; tlsKeyFile = "` + key + `"; }; };
+		} ]).config; in e.failedAssertions c`
+	}
+	store := "/nix/store/00000000000000000000000000000000-source/"
+	eval(t, tls(store+"api.crt", "/run/secrets/api.key"), &failed)
+	if len(failed) != 0 {
+		t.Errorf("a certificate in the store: failed assertions %q", failed)
+	}
+	eval(t, tls(store+"api.crt", store+"api.key"), &failed)
+	if len(failed) != 1 || !strings.Contains(failed[0], "services.fireteact.api.tlsKeyFile: "+store+"api.key is in the Nix store") {
+		t.Errorf("a key in the store: failed assertions %q", failed)
+	}
+}
+
+// A face's own network.block_private does not bind the guests' web
+// proxy, which connects from the host: the module refuses it with the
+// proxy on, naming the host-wide option both honour; with that option
+// (the control) it is taken.
+func TestBlockPrivateOfOneFaceNeedsTheHostWideOptionWithTheProxy(t *testing.T) {
+	expr := func(hostWide bool) string {
+		return fmt.Sprintf(`let e = import ./nix/eval { }; c = (e.nixos [ e.modules.default {
+		  services.fireteact = { enable = true; forges.gitea = { url = "https://g.example.invalid"; tokenFile = "/run/secrets/t"; }; pools.default = { };
+		    settings.network.block_private = true; };
+		  services.registry-cache = { enable = true; proxy.package = e.pkgs.squid // { meta.knownVulnerabilities = [ ]; }; };
+		  services.microvm-base.security.blockPrivateNetworks = %t;
+		} ]).config; in e.failedAssertions c`, hostWide)
+	}
+	var failed []string
+	eval(t, expr(false), &failed)
+	if len(failed) != 1 || !strings.Contains(failed[0], "services.fireteact.settings.network.block_private: the guests' web proxy") {
+		t.Errorf("block_private on one face with the proxy: failed assertions %q", failed)
+	}
+	eval(t, expr(true), &failed)
+	if len(failed) != 0 {
+		t.Errorf("with security.blockPrivateNetworks: failed assertions %q", failed)
 	}
 }
