@@ -360,12 +360,18 @@ func (m *Manager) reconcile(ctx context.Context) {
 			continue
 		}
 		js, err := p.forge.QueuedJobs(ctx)
+		if err != nil && ctx.Err() != nil {
+			return // stopping: the pass ends, and the forge did not fail
+		}
 		if err != nil {
 			p.log.Warn("read queued jobs", "err", err)
 			failed[name] = true
 			continue
 		}
 		rs, err := p.forge.Runners(ctx, m.owner)
+		if err != nil && ctx.Err() != nil {
+			return
+		}
 		if err != nil {
 			p.log.Warn("read runners", "err", err)
 			failed[name] = true

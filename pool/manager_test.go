@@ -567,3 +567,17 @@ func TestRunnerDyingMidJobFailsItsJobAtTheForge(t *testing.T) {
 	}
 	h.assertNothingLeft(t)
 }
+
+// A forge read that ends because the orchestrator stops (SIGTERM) is no
+// forge failure: the pass ends without a warning about the forge.
+func TestStoppingMidPassWarnsOfNoForgeFailure(t *testing.T) {
+	var logs hosttest.SyncBuffer
+	h := newHarnessForge(t, 0, 1, guestRunsOneJob, nil, slog.New(slog.NewTextHandler(&logs, nil)),
+		func(f *fakeForge) forge.Forge { f.listDelay = time.Hour; return f })
+	time.Sleep(200 * time.Millisecond) // a pass waits for the runners' listing
+	h.stop()
+	<-h.done
+	if strings.Contains(logs.String(), "read runners") {
+		t.Errorf("stopping mid-pass logged a forge failure:\n%s", logs.String())
+	}
+}
