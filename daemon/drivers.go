@@ -74,7 +74,7 @@ func qemuDriver(ctx context.Context, cfg *config.Config, log *slog.Logger) (vmm.
 	accel := qemu.Accel(cfg.VMM.QEMU.Accel)
 	if accel == "auto" {
 		var why string
-		accel, why = qemu.DetectAccel(ctx, "/dev/kvm")
+		accel, why = qemu.DetectAccel(ctx, cfg.VMM.QEMU.Binary, "/dev/kvm")
 		log.Info("qemu acceleration detected", "accel", accel, "kvm", why)
 	}
 	d := &qemu.Driver{Binary: cfg.VMM.QEMU.Binary, Accel: accel}

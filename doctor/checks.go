@@ -77,7 +77,7 @@ func Run(ctx context.Context, cfg *config.Config, h Host) Report {
 func checkKVM(ctx context.Context, r *Report, cfg *config.Config, h Host) {
 	res := h.KVM(ctx)
 	if res.Usable {
-		r.add(Finding{Check: "kvm", Status: OK, Detail: "/dev/kvm runs stock guests (a test vCPU ran guest code)"})
+		r.add(Finding{Check: "kvm", Status: OK, Detail: "/dev/kvm runs stock guests (a test vCPU took its feature MSRs and ran guest code)"})
 		return
 	}
 	detail := "/dev/kvm is unusable for stock guests: " + res.Reason

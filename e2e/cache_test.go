@@ -207,7 +207,7 @@ func TestCacheReachesGuestsAndOrchestrator(t *testing.T) {
 		}
 		return rules.AddVM(netplan.VM{TAP: tap, MAC: mac, IP: guestIP})
 	})
-	accel, _ := qemu.DetectAccel(context.Background(), "/dev/kvm")
+	accel, _ := qemu.DetectAccel(context.Background(), "qemu-system-x86_64", "/dev/kvm")
 	driver := &qemu.Driver{Binary: "qemu-system-x86_64", Accel: accel}
 	console := filepath.Join(dir, "console.log")
 	var m vmm.Machine

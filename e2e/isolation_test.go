@@ -176,7 +176,7 @@ func guestIsolation(t *testing.T, iso isolationRun) {
 		}
 	})
 	var a1TAP, brACap *frameCapture
-	accel, _ := qemu.DetectAccel(context.Background(), "/dev/kvm")
+	accel, _ := qemu.DetectAccel(context.Background(), "qemu-system-x86_64", "/dev/kvm")
 	driver := &qemu.Driver{Binary: "qemu-system-x86_64", Accel: accel}
 	var tpl isolationTemplate
 	if iso.restored {

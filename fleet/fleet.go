@@ -209,20 +209,28 @@ func (f *Fleet) open(ctx context.Context) error {
 // deadline while that can succeed: a previous run of this host may still
 // hold the key (it lapses within the TTL), and a bucket just made on a
 // cluster has no stream leader for a moment (no response from the
-// stream: hosts of a new fleet join while its servers elect one).
+// stream: hosts of a new fleet join while its servers elect one). A
+// write not answered within joinTry is tried again until ctx ends (a
+// write that was made is this instance's, and the next try updates it).
 func (f *Fleet) registerUntil(ctx context.Context, deadline time.Time) error {
 	for {
-		err := f.register(ctx)
-		var wait time.Duration
+		tctx, cancel := context.WithTimeout(ctx, joinTry)
+		err := f.register(tctx)
+		cancel()
+		wait := 100 * time.Millisecond
 		switch {
+		case err == nil:
+			return nil
+		case unanswered(err) && ctx.Err() == nil:
+			// tried again until ctx ends
 		case errors.Is(err, ErrHostIDTaken):
 			wait = f.opt.ClaimTTL / 4
+			fallthrough
 		case errors.Is(err, jetstream.ErrNoStreamResponse):
-			wait = 100 * time.Millisecond
+			if time.Now().After(deadline) {
+				return err
+			}
 		default:
-			return err
-		}
-		if time.Now().After(deadline) {
 			return err
 		}
 		f.log.Debug("fleet: presence not written yet; trying again", "host_id", f.opt.HostID, "err", err, "in", wait)
@@ -234,10 +242,39 @@ func (f *Fleet) registerUntil(ctx context.Context, deadline time.Time) error {
 	}
 }
 
+// unanswered: a JetStream request that got no answer in its time (lost
+// on the way, or not served yet), which trying again may cure.
+func unanswered(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+}
+
+// joinTry bounds one try of a JetStream API step of Join: a reply
+// lost on the way, or a request a cluster still settling never answers,
+// costs one try, not Join's whole deadline.
+const joinTry = 5 * time.Second
+
 // bucket opens the KV bucket name, making it with MaxAge ttl and
 // replicas copies if absent; one of another TTL or replica count is
-// refused: every host of a fleet must agree.
+// refused: every host of a fleet must agree. A try that gets no answer
+// within joinTry is made again until ctx ends (making a bucket twice is
+// safe: the second finds it).
 func bucket(ctx context.Context, js jetstream.JetStream, name string, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, joinTry)
+		kv, err := openBucket(tctx, js, name, ttl, replicas)
+		cancel()
+		if err == nil || !unanswered(err) || ctx.Err() != nil {
+			return kv, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func openBucket(ctx context.Context, js jetstream.JetStream, name string, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, name)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, TTL: ttl, History: 1, Storage: jetstream.FileStorage, Replicas: replicas})

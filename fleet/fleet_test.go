@@ -544,3 +544,33 @@ func TestJoinNeedsTrustedCredentials(t *testing.T) {
 		t.Errorf("status with trusted credentials: %v", err)
 	}
 }
+
+// A join whose answer from the server is lost on the way (the relay
+// drops the reply: to making the hosts bucket, or to the first write
+// of this host's presence key) tries again within Join's deadline and
+// joins: a lost reply costs one try (joinTry), not the whole deadline,
+// and what the lost request made is found and taken as this host's.
+// Without the retries the join fails with the deadline.
+func TestJoinWithALostReplyTriesAgain(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, match string }{
+		{"the hosts bucket made", HostsBucket},
+		{"the presence written", `"seq"`}, // a publish's acknowledgement
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := fleettest.NewProxy(t, strings.TrimPrefix(runNATS(t), "nats://"))
+			p.DropReplies(1, tc.match)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*joinTry)
+			defer cancel()
+			f, err := Join(ctx, Options{URLs: []string{p.URL()}, TokenFile: fleettest.TokenFile(t), HostID: "a", ClaimTTL: ttl})
+			if p.Dropped() != 1 {
+				t.Fatalf("the relay dropped %d replies; want 1", p.Dropped())
+			}
+			if err != nil {
+				t.Fatalf("join with one reply lost: %v", err)
+			}
+			f.Close(ctxT(t))
+		})
+	}
+}

@@ -111,7 +111,7 @@ in
       nested = option {
         type = "bool";
         default = false;
-        description = "Allow nested virtualisation (a guest running KVM itself).";
+        description = "Allow nested virtualisation (a guest running KVM itself): sets nested=1 on the module kvm.cpuVendor names, so it needs kvm.cpuVendor.";
       };
     };
     security = {
@@ -447,7 +447,7 @@ in
     stateDir = option {
       type = "path";
       default = "/var/lib/registry-cache";
-      description = "Zot's storage root.";
+      description = "Zot's storage root, under /var/lib/ (Zot runs as a dynamic user, which may write only its state directory there).";
     };
     mirrors = option {
       type.attrsOf.submodule = {

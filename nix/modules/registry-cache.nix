@@ -81,6 +81,12 @@ in
         (builtins.attrNames l.faces)
       ++ [
         {
+          # Zot runs as a dynamic user, which may write only its
+          # StateDirectory, and systemd keeps those under /var/lib.
+          assertion = lib.hasPrefix "/var/lib/" (toString cfg.stateDir);
+          message = "services.registry-cache.stateDir: ${toString cfg.stateDir} is not under /var/lib/, where Zot (a dynamic user) may write; for a disk of its own, mount it at a directory under /var/lib/ and name that";
+        }
+        {
           assertion = !(l.zot.pushAllowed zotConfig);
           message = "services.registry-cache.settings: an access policy lets clients push; the cache must stay read-only to guests";
         }

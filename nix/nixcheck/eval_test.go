@@ -417,3 +417,28 @@ func TestBlockPrivateOfOneFaceNeedsTheHostWideOptionWithTheProxy(t *testing.T) {
 		t.Errorf("with security.blockPrivateNetworks: failed assertions %q", failed)
 	}
 }
+
+// Options that would build a host that does not do what they say are
+// refused, naming the option: kvm.nested without a CPU vendor (nested=1
+// belongs to kvm-intel or kvm-amd, so it would silently do nothing),
+// and a Zot stateDir outside /var/lib (Zot, a dynamic user, could not
+// write it). The controls, with a vendor and under /var/lib, are taken.
+func TestOptionsThatWouldDoNothingAreRefused(t *testing.T) {
+	expr := func(host string) string {
+		return `let e = import ./nix/eval { }; c = (e.nixos [ e.modules.default {
+		  services.fireteact = { enable = true; forges.gitea = { url = "https://g.example.invalid"; tokenFile = "/run/secrets/t"; }; pools.default = { }; };
+		} ` + host + ` ]).config; in e.failedAssertions c`
+	}
+	for _, tc := range []struct{ host, want string }{
+		{`{ services.microvm-base.kvm.nested = true; }`, "services.microvm-base.kvm.nested: nested=1 is an option of kvm-intel or kvm-amd"},
+		{`{ services.microvm-base.kvm = { nested = true; cpuVendor = "amd"; }; }`, ""},
+		{`{ services.registry-cache = { enable = true; stateDir = "/srv/zot"; }; }`, "services.registry-cache.stateDir: /srv/zot is not under /var/lib/"},
+		{`{ services.registry-cache = { enable = true; stateDir = "/var/lib/zot-disk/cache"; }; }`, ""},
+	} {
+		var failed []string
+		eval(t, expr(tc.host), &failed)
+		if tc.want == "" && len(failed) != 0 || tc.want != "" && (len(failed) != 1 || !strings.Contains(failed[0], tc.want)) {
+			t.Errorf("%s: failed assertions %q; want %q", tc.host, failed, tc.want)
+		}
+	}
+}

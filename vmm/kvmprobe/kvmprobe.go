@@ -1,8 +1,10 @@
 // Package kvmprobe tells whether /dev/kvm can really run a guest. Opening
 // the device is not enough: a host with a paravirtual-only KVM (PVM) or a
-// broken nested setup opens it fine and then hangs stock guests. The probe
-// creates a VM with one vCPU, runs a few real-mode instructions in it, and
-// checks they executed: an OUT to a port with a known value, then HLT.
+// broken nested setup opens it fine and then hangs stock guests, or
+// refuses the vCPU state a VMM sets. The probe creates a VM with one
+// vCPU, gives it the feature MSRs KVM advertises, as QEMU and Firecracker
+// do, runs a few real-mode instructions in it, and checks they executed:
+// an OUT to a port with a known value, then HLT.
 package kvmprobe
 
 import (
@@ -21,6 +23,9 @@ import (
 // ioctl numbers from linux/kvm.h.
 const (
 	kvmGetAPIVersion       = 0xAE00
+	kvmGetMSRFeatureList   = 0xC004AE0A
+	kvmGetMSRs             = 0xC008AE88
+	kvmSetMSRs             = 0x4008AE89
 	kvmCreateVM            = 0xAE01
 	kvmGetVCPUMmapSize     = 0xAE04
 	kvmCreateVCPU          = 0xAE41
@@ -48,7 +53,7 @@ type Result struct {
 
 func (r Result) String() string {
 	if r.Usable {
-		return "usable: a test vCPU ran guest code"
+		return "usable: a test vCPU took its feature MSRs and ran guest code"
 	}
 	return "not usable: " + r.Reason
 }
@@ -134,6 +139,9 @@ func run(device string) error {
 		return fmt.Errorf("map vCPU run area: %w", err)
 	}
 	defer unix.Munmap(runMem)
+	if err := takesFeatureMSRs(kvm, int(vcpu)); err != nil {
+		return err
+	}
 
 	var sregs [312]byte // struct kvm_sregs; cs is first: base u64, limit u32, selector u16
 	if _, err := ioctl(int(vcpu), kvmGetSregs, uintptr(unsafe.Pointer(&sregs[0]))); err != nil {
@@ -177,4 +185,39 @@ func run(device string) error {
 		}
 	}
 	return errors.New("test vCPU did not halt")
+}
+
+// msrEntry is struct kvm_msr_entry.
+type msrEntry struct {
+	index, _ uint32
+	data     uint64
+}
+
+// takesFeatureMSRs gives vcpu, one at a time, each feature MSR KVM lists
+// (KVM_GET_MSR_FEATURE_INDEX_LIST) with the value KVM reports for it:
+// a VMM writes them to every vCPU it makes before the vCPU runs (QEMU
+// aborts on a refusal), so a KVM that refuses one of its own runs no VM.
+// A kernel without the list has no such MSRs to refuse.
+func takesFeatureMSRs(kvm, vcpu int) error {
+	var list [1 + 256]uint32
+	list[0] = 256
+	if _, err := ioctl(kvm, kvmGetMSRFeatureList, uintptr(unsafe.Pointer(&list[0]))); err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY) {
+			return nil
+		}
+		return fmt.Errorf("list feature MSRs: %w", err)
+	}
+	for _, index := range list[1 : 1+min(list[0], 256)] {
+		msrs := struct {
+			n, _  uint32
+			entry msrEntry
+		}{n: 1, entry: msrEntry{index: index}}
+		if n, err := ioctl(kvm, kvmGetMSRs, uintptr(unsafe.Pointer(&msrs))); err != nil || n != 1 {
+			continue // not readable on this host: no VMM writes it
+		}
+		if n, err := ioctl(vcpu, kvmSetMSRs, uintptr(unsafe.Pointer(&msrs))); err != nil || n != 1 {
+			return fmt.Errorf("the test vCPU refused feature MSR %#x = %#x, which KVM itself reports (QEMU aborts on it; paravirtual-only or broken KVM)", index, msrs.entry.data)
+		}
+	}
+	return nil
 }

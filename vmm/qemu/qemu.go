@@ -12,10 +12,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/nixos-fireactions/nixos-fireactions/vmm"
-	"github.com/nixos-fireactions/nixos-fireactions/vmm/kvmprobe"
 	"github.com/nixos-fireactions/nixos-fireactions/vmm/process"
 )
 
@@ -26,18 +24,6 @@ const (
 	AccelKVM Accel = "kvm"
 	AccelTCG Accel = "tcg"
 )
-
-// DetectAccel returns KVM when device really runs a guest, TCG otherwise,
-// with the probe's reason.
-func DetectAccel(ctx context.Context, device string) (Accel, string) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	r := kvmprobe.Probe(ctx, device)
-	if r.Usable {
-		return AccelKVM, r.String()
-	}
-	return AccelTCG, r.String()
-}
 
 // Driver starts QEMU microvm guests.
 type Driver struct {
@@ -82,6 +68,15 @@ func (d *Driver) Args(spec vmm.Spec) []string {
 	return d.CommandLine(spec, cmdline)
 }
 
+// cpu is the -cpu of the driver's guests: the host's under KVM, the most
+// TCG emulates otherwise.
+func (d *Driver) cpu() string {
+	if d.Accel != AccelTCG {
+		return "host"
+	}
+	return "max"
+}
+
 // CommandLine is the QEMU command line booting spec with the kernel
 // command line given whole. The board is a microvm with ACPI (devices and
 // power-off), mem-merge=off (a host with KSM on merges no page of the
@@ -92,10 +87,6 @@ func (d *Driver) Args(spec vmm.Spec) []string {
 // without an initramfs or a TAP gets neither. Args uses it; so does the
 // Firecracker test double, which boots what Firecracker was asked to.
 func (d *Driver) CommandLine(spec vmm.Spec, kernelCmdline string) []string {
-	cpu := "max"
-	if d.Accel != AccelTCG {
-		cpu = "host"
-	}
 	board := "microvm,acpi=on,mem-merge=off"
 	if spec.MemoryFile != "" {
 		board += ",memory-backend=" + memoryID
@@ -104,7 +95,7 @@ func (d *Driver) CommandLine(spec vmm.Spec, kernelCmdline string) []string {
 		"-name", ProcessName(spec.ID),
 		"-M", board,
 		"-accel", string(d.Accel),
-		"-cpu", cpu,
+		"-cpu", d.cpu(),
 		"-smp", strconv.Itoa(spec.VCPUs),
 		"-m", strconv.Itoa(spec.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",

@@ -199,7 +199,7 @@ func newQEMU(ctx context.Context, env Env) (*QEMU, error) {
 	case "kvm", "tcg":
 		d.Accel = qemu.Accel(a)
 	case "":
-		d.Accel, _ = qemu.DetectAccel(ctx, "/dev/kvm")
+		d.Accel, _ = qemu.DetectAccel(ctx, d.Binary, "/dev/kvm")
 	default:
 		return nil, fmt.Errorf("FCDOUBLE_ACCEL %q: want kvm or tcg", a)
 	}

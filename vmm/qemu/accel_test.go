@@ -1,0 +1,66 @@
+package qemu
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-fireactions/nixos-fireactions/vmm/kvmprobe"
+)
+
+// fakeQEMU is a script standing in for QEMU's binary.
+func fakeQEMU(t *testing.T, script string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "qemu")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A QEMU that greets and then aborts while it makes its vCPU (what a
+// KVM refusing a feature MSR does to it) has set up no vCPU, and the
+// error ends with what it printed; real QEMU under TCG (the control)
+// sets one up.
+func TestSetsUpVCPU(t *testing.T) {
+	ctx := context.Background()
+	aborts := fakeQEMU(t, `echo '{"QMP": {"version": {}, "capabilities": []}}'
+echo 'qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69' >&2
+echo "qemu-system-x86_64: kvm.c:3183: kvm_buf_set_msrs: Assertion failed." >&2
+exit 134
+`)
+	err := setsUpVCPU(ctx, aborts, AccelKVM)
+	if err == nil || !strings.Contains(err.Error(), "ended before its machine was made: qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69") {
+		t.Errorf("a QEMU aborting at its vCPU: %v; want its error named", err)
+	}
+	silent := fakeQEMU(t, `echo '{"QMP": {}}'; exec sleep 60`)
+	ctx2, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if err := setsUpVCPU(ctx2, silent, AccelKVM); err == nil {
+		t.Error("a QEMU that never answers: no error")
+	}
+	if err := setsUpVCPU(ctx, "qemu-system-x86_64", AccelTCG); err != nil {
+		t.Errorf("real QEMU under TCG: %v", err)
+	}
+}
+
+// The vCPU probe agrees with QEMU on this host's KVM: where QEMU cannot
+// set up a vCPU on it (a KVM that refuses its own feature MSRs), the
+// probe says it is unusable, so doctor and the driver's detection name
+// TCG; where it can, both say so.
+func TestKVMProbeAgreesWithQEMU(t *testing.T) {
+	ctx := context.Background()
+	probe := kvmprobe.Probe(ctx, "/dev/kvm")
+	qemuErr := setsUpVCPU(ctx, "qemu-system-x86_64", AccelKVM)
+	if probe.Usable != (qemuErr == nil) {
+		t.Errorf("the probe says %v; QEMU on KVM: %v", probe, qemuErr)
+	}
+	accel, why := DetectAccel(ctx, "qemu-system-x86_64", "/dev/kvm")
+	if (accel == AccelKVM) != (qemuErr == nil) {
+		t.Errorf("DetectAccel: %s (%s); QEMU on KVM: %v", accel, why, qemuErr)
+	}
+	t.Logf("/dev/kvm: %v; DetectAccel: %s", probe, accel)
+}
