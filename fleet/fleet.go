@@ -243,9 +243,10 @@ func (f *Fleet) registerUntil(ctx context.Context, deadline time.Time) error {
 }
 
 // unanswered: a JetStream request that got no answer in its time (lost
-// on the way, or not served yet), which trying again may cure.
+// on the way, or not served yet), which trying again may cure. (A server
+// without JetStream answers "no responders" at once: no try cures that.)
 func unanswered(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }
 
 // joinTry bounds one try of a JetStream API step of Join: a reply

@@ -8,7 +8,7 @@ let
   kernel = cfg.kernel.package;
   bridgeNames = builtins.attrNames cfg.bridges;
   problems = l.microvm.bridgeErrors cfg.bridges
-    ++ lib.optional (cfg.kvm.enable && cfg.kvm.nested && cfg.kvm.cpuVendor == null)
+    ++ lib.optional (cfg.kvm.nested && cfg.kvm.cpuVendor == null)
       "services.microvm-base.kvm.nested: nested=1 is an option of kvm-intel or kvm-amd; set services.microvm-base.kvm.cpuVendor to say which";
   kvmModule = lib.optional (cfg.kvm.cpuVendor != null) "kvm-${cfg.kvm.cpuVendor}";
   # What Prometheus scrapes: each enabled orchestrator's metrics listener

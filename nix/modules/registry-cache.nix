@@ -83,8 +83,9 @@ in
         {
           # Zot runs as a dynamic user, which may write only its
           # StateDirectory, and systemd keeps those under /var/lib.
-          assertion = lib.hasPrefix "/var/lib/" (toString cfg.stateDir);
-          message = "services.registry-cache.stateDir: ${toString cfg.stateDir} is not under /var/lib/, where Zot (a dynamic user) may write; for a disk of its own, mount it at a directory under /var/lib/ and name that";
+          assertion = let dir = toString cfg.stateDir; in
+            lib.hasPrefix "/var/lib/" dir && lib.removePrefix "/var/lib/" dir != "" && !(lib.hasInfix ".." dir);
+          message = "services.registry-cache.stateDir: ${toString cfg.stateDir} is not a directory under /var/lib/, where Zot (a dynamic user) may write; for a disk of its own, mount it at a directory under /var/lib/ and name that";
         }
         {
           assertion = !(l.zot.pushAllowed zotConfig);

@@ -431,8 +431,11 @@ func TestOptionsThatWouldDoNothingAreRefused(t *testing.T) {
 	}
 	for _, tc := range []struct{ host, want string }{
 		{`{ services.microvm-base.kvm.nested = true; }`, "services.microvm-base.kvm.nested: nested=1 is an option of kvm-intel or kvm-amd"},
+		{`{ services.microvm-base.kvm = { nested = true; enable = false; }; }`, "services.microvm-base.kvm.nested: nested=1 is an option of kvm-intel or kvm-amd"},
 		{`{ services.microvm-base.kvm = { nested = true; cpuVendor = "amd"; }; }`, ""},
-		{`{ services.registry-cache = { enable = true; stateDir = "/srv/zot"; }; }`, "services.registry-cache.stateDir: /srv/zot is not under /var/lib/"},
+		{`{ services.registry-cache = { enable = true; stateDir = "/srv/zot"; }; }`, "services.registry-cache.stateDir: /srv/zot is not a directory under /var/lib/"},
+		{`{ services.registry-cache = { enable = true; stateDir = "/var/lib/"; }; }`, "services.registry-cache.stateDir: /var/lib/ is not a directory under /var/lib/"},
+		{`{ services.registry-cache = { enable = true; stateDir = "/var/lib/../srv"; }; }`, "services.registry-cache.stateDir: /var/lib/../srv is not a directory under /var/lib/"},
 		{`{ services.registry-cache = { enable = true; stateDir = "/var/lib/zot-disk/cache"; }; }`, ""},
 	} {
 		var failed []string

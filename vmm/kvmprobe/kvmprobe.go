@@ -2,9 +2,10 @@
 // the device is not enough: a host with a paravirtual-only KVM (PVM) or a
 // broken nested setup opens it fine and then hangs stock guests, or
 // refuses the vCPU state a VMM sets. The probe creates a VM with one
-// vCPU, gives it the feature MSRs KVM advertises, as QEMU and Firecracker
-// do, runs a few real-mode instructions in it, and checks they executed:
-// an OUT to a port with a known value, then HLT.
+// vCPU, sets it up as QEMU and Firecracker do (the CPUID KVM supports,
+// then the feature MSRs KVM reports), runs a few real-mode instructions
+// in it, and checks they executed: an OUT to a port with a known value,
+// then HLT.
 package kvmprobe
 
 import (
@@ -23,6 +24,8 @@ import (
 // ioctl numbers from linux/kvm.h.
 const (
 	kvmGetAPIVersion       = 0xAE00
+	kvmGetSupportedCPUID   = 0xC008AE05
+	kvmSetCPUID2           = 0x4008AE90
 	kvmGetMSRFeatureList   = 0xC004AE0A
 	kvmGetMSRs             = 0xC008AE88
 	kvmSetMSRs             = 0x4008AE89
@@ -49,6 +52,10 @@ const guestAddr = 0x1000
 type Result struct {
 	Usable bool
 	Reason string
+	// RefusedMSR: the vCPU refused a feature MSR KVM itself reports, and
+	// ran nothing. QEMU aborts on such a KVM; a VMM that writes fewer
+	// MSRs might not, so a caller that can ask the VMM itself should.
+	RefusedMSR bool
 }
 
 func (r Result) String() string {
@@ -75,7 +82,8 @@ func Probe(ctx context.Context, device string) Result {
 	select {
 	case o := <-done:
 		if o.err != nil {
-			return Result{Reason: o.err.Error()}
+			var refused msrRefused
+			return Result{Reason: o.err.Error(), RefusedMSR: errors.As(o.err, &refused)}
 		}
 		return Result{Usable: true}
 	case <-ctx.Done():
@@ -89,8 +97,10 @@ func Probe(ctx context.Context, device string) Result {
 	}
 }
 
-func ioctl(fd int, req uintptr, arg uintptr) (uintptr, error) {
-	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
+// ioctl takes arg as a pointer and converts it in the Syscall call
+// itself, so what it points to is kept in place for the call.
+func ioctl(fd int, req uintptr, arg unsafe.Pointer) (uintptr, error) {
+	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg))
 	if e != 0 {
 		return r, e
 	}
@@ -103,10 +113,10 @@ func run(device string) error {
 		return fmt.Errorf("open %s: %w", device, err)
 	}
 	defer unix.Close(kvm)
-	if v, err := ioctl(kvm, kvmGetAPIVersion, 0); err != nil || v != 12 {
+	if v, err := ioctl(kvm, kvmGetAPIVersion, nil); err != nil || v != 12 {
 		return fmt.Errorf("KVM API version %d (%v), want 12", v, err)
 	}
-	vmfd, err := ioctl(kvm, kvmCreateVM, 0)
+	vmfd, err := ioctl(kvm, kvmCreateVM, nil)
 	if err != nil {
 		return fmt.Errorf("create VM: %w", err)
 	}
@@ -122,15 +132,15 @@ func run(device string) error {
 		slot, flags           uint32
 		guestPhys, size, user uint64
 	}{0, 0, guestAddr, 0x1000, uint64(uintptr(unsafe.Pointer(&mem[0])))}
-	if _, err := ioctl(int(vmfd), kvmSetUserMemoryRegion, uintptr(unsafe.Pointer(&region))); err != nil {
+	if _, err := ioctl(int(vmfd), kvmSetUserMemoryRegion, unsafe.Pointer(&region)); err != nil {
 		return fmt.Errorf("set memory region: %w", err)
 	}
-	vcpu, err := ioctl(int(vmfd), kvmCreateVCPU, 0)
+	vcpu, err := ioctl(int(vmfd), kvmCreateVCPU, nil)
 	if err != nil {
 		return fmt.Errorf("create vCPU: %w", err)
 	}
 	defer unix.Close(int(vcpu))
-	size, err := ioctl(kvm, kvmGetVCPUMmapSize, 0)
+	size, err := ioctl(kvm, kvmGetVCPUMmapSize, nil)
 	if err != nil {
 		return fmt.Errorf("vCPU mmap size: %w", err)
 	}
@@ -139,29 +149,29 @@ func run(device string) error {
 		return fmt.Errorf("map vCPU run area: %w", err)
 	}
 	defer unix.Munmap(runMem)
-	if err := takesFeatureMSRs(kvm, int(vcpu)); err != nil {
+	if err := setUpAsAVMM(kvm, int(vcpu)); err != nil {
 		return err
 	}
 
 	var sregs [312]byte // struct kvm_sregs; cs is first: base u64, limit u32, selector u16
-	if _, err := ioctl(int(vcpu), kvmGetSregs, uintptr(unsafe.Pointer(&sregs[0]))); err != nil {
+	if _, err := ioctl(int(vcpu), kvmGetSregs, unsafe.Pointer(&sregs[0])); err != nil {
 		return fmt.Errorf("get sregs: %w", err)
 	}
 	binary.LittleEndian.PutUint64(sregs[0:], 0)
 	binary.LittleEndian.PutUint16(sregs[12:], 0)
-	if _, err := ioctl(int(vcpu), kvmSetSregs, uintptr(unsafe.Pointer(&sregs[0]))); err != nil {
+	if _, err := ioctl(int(vcpu), kvmSetSregs, unsafe.Pointer(&sregs[0])); err != nil {
 		return fmt.Errorf("set sregs: %w", err)
 	}
 	var regs [144]byte // struct kvm_regs: 16 GPRs, rip, rflags
 	binary.LittleEndian.PutUint64(regs[128:], guestAddr)
 	binary.LittleEndian.PutUint64(regs[136:], 0x2)
-	if _, err := ioctl(int(vcpu), kvmSetRegs, uintptr(unsafe.Pointer(&regs[0]))); err != nil {
+	if _, err := ioctl(int(vcpu), kvmSetRegs, unsafe.Pointer(&regs[0])); err != nil {
 		return fmt.Errorf("set regs: %w", err)
 	}
 
 	sawOut := false
 	for i := 0; i < 4; i++ {
-		if _, err := ioctl(int(vcpu), kvmRun, 0); err != nil {
+		if _, err := ioctl(int(vcpu), kvmRun, nil); err != nil {
 			if errors.Is(err, unix.EINTR) {
 				return errors.New("the test vCPU did not finish (paravirtual-only or broken KVM)")
 			}
@@ -193,17 +203,43 @@ type msrEntry struct {
 	data     uint64
 }
 
-// takesFeatureMSRs gives vcpu, one at a time, each feature MSR KVM lists
-// (KVM_GET_MSR_FEATURE_INDEX_LIST) with the value KVM reports for it:
-// a VMM writes them to every vCPU it makes before the vCPU runs (QEMU
-// aborts on a refusal), so a KVM that refuses one of its own runs no VM.
-// A kernel without the list has no such MSRs to refuse.
-func takesFeatureMSRs(kvm, vcpu int) error {
+// cpuid2 is struct kvm_cpuid2 with room for 256 entries of struct
+// kvm_cpuid_entry2 (function, index, flags, eax..edx, 3 reserved).
+type cpuid2 struct {
+	n, _    uint32
+	entries [256][10]uint32
+}
+
+// msrRefused: the vCPU refused feature MSR index = data.
+type msrRefused struct {
+	index uint32
+	data  uint64
+}
+
+func (e msrRefused) Error() string {
+	return fmt.Sprintf("the test vCPU refused feature MSR %#x = %#x, which KVM itself reports (QEMU aborts on it; paravirtual-only or broken KVM)", e.index, e.data)
+}
+
+// setUpAsAVMM gives vcpu the CPUID KVM supports (KVM_GET_SUPPORTED_CPUID,
+// what QEMU's -cpu host starts from; KVM takes a feature MSR only for a
+// vCPU whose CPUID has the feature), then, one at a time, each feature
+// MSR KVM lists (KVM_GET_MSR_FEATURE_INDEX_LIST) with the value KVM
+// reports for it: a VMM writes them to every vCPU before it runs, and a
+// KVM that refuses one of its own runs no VM. A kernel without the list
+// has no such MSRs to refuse.
+func setUpAsAVMM(kvm, vcpu int) error {
+	c := &cpuid2{n: uint32(len(cpuid2{}.entries))}
+	if _, err := ioctl(kvm, kvmGetSupportedCPUID, unsafe.Pointer(c)); err != nil {
+		return fmt.Errorf("read the supported CPUID: %w", err)
+	}
+	if _, err := ioctl(vcpu, kvmSetCPUID2, unsafe.Pointer(c)); err != nil {
+		return fmt.Errorf("set the test vCPU's CPUID: %w", err)
+	}
 	var list [1 + 256]uint32
 	list[0] = 256
-	if _, err := ioctl(kvm, kvmGetMSRFeatureList, uintptr(unsafe.Pointer(&list[0]))); err != nil {
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY) {
-			return nil
+	if _, err := ioctl(kvm, kvmGetMSRFeatureList, unsafe.Pointer(&list[0])); err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.E2BIG) {
+			return nil // no list, or one longer than any kernel's: a VMM decides
 		}
 		return fmt.Errorf("list feature MSRs: %w", err)
 	}
@@ -212,11 +248,11 @@ func takesFeatureMSRs(kvm, vcpu int) error {
 			n, _  uint32
 			entry msrEntry
 		}{n: 1, entry: msrEntry{index: index}}
-		if n, err := ioctl(kvm, kvmGetMSRs, uintptr(unsafe.Pointer(&msrs))); err != nil || n != 1 {
+		if n, err := ioctl(kvm, kvmGetMSRs, unsafe.Pointer(&msrs)); err != nil || n != 1 {
 			continue // not readable on this host: no VMM writes it
 		}
-		if n, err := ioctl(vcpu, kvmSetMSRs, uintptr(unsafe.Pointer(&msrs))); err != nil || n != 1 {
-			return fmt.Errorf("the test vCPU refused feature MSR %#x = %#x, which KVM itself reports (QEMU aborts on it; paravirtual-only or broken KVM)", index, msrs.entry.data)
+		if n, err := ioctl(vcpu, kvmSetMSRs, unsafe.Pointer(&msrs)); err != nil || n != 1 {
+			return msrRefused{index, msrs.entry.data}
 		}
 	}
 	return nil

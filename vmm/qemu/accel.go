@@ -19,16 +19,29 @@ import (
 // the reason. Both checks matter: a KVM that runs the probe's code can
 // still refuse a register QEMU writes to every vCPU it makes (seen: a
 // paravirtual KVM refusing MSR 0x10a, on which QEMU aborts), and then
-// every VM would fail to start.
+// every VM would fail to start. A probe that failed only on such a
+// register leaves the verdict to QEMU.
 func DetectAccel(ctx context.Context, binary, device string) (Accel, string) {
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	r := kvmprobe.Probe(pctx, device)
 	cancel()
-	if !r.Usable {
+	return decideAccel(r, func() error { return setsUpVCPU(ctx, binary, AccelKVM) })
+}
+
+// decideAccel is DetectAccel's verdict from the probe's result r and
+// QEMU's own try, which it makes only when r leaves KVM possible.
+func decideAccel(r kvmprobe.Result, qemuTry func() error) (Accel, string) {
+	if !r.Usable && !r.RefusedMSR {
 		return AccelTCG, r.String()
 	}
-	if err := setsUpVCPU(ctx, binary, AccelKVM); err != nil {
+	if err := qemuTry(); err != nil {
+		if r.RefusedMSR {
+			return AccelTCG, r.String() + "; and " + err.Error()
+		}
 		return AccelTCG, "not usable by QEMU: " + err.Error()
+	}
+	if r.RefusedMSR {
+		return AccelKVM, "usable: QEMU set up a vCPU on it, though " + r.Reason
 	}
 	return AccelKVM, r.String() + ", and QEMU set up a vCPU on it"
 }
@@ -53,6 +66,7 @@ func setsUpVCPU(ctx context.Context, binary string, accel Accel) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", binary, err)
 	}
+	cmd.WaitDelay = time.Second // a child holding stderr open ends no wait
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	r := bufio.NewReader(io.LimitReader(out, 1<<20))
 	for answers := 0; answers < 2; {
@@ -64,10 +78,14 @@ func setsUpVCPU(ctx context.Context, binary string, accel Accel) error {
 			}
 			return fmt.Errorf("%s -accel %s ended before its machine was made: %s", binary, accel, lastLines(stderr.String(), 2))
 		}
-		var m struct {
-			Return json.RawMessage `json:"return"`
+		var m qmpMessage
+		if json.Unmarshal(line, &m) != nil {
+			continue
 		}
-		if json.Unmarshal(line, &m) == nil && m.Return != nil {
+		if m.Error != nil {
+			return fmt.Errorf("%s -accel %s: QMP: %s: %s", binary, accel, m.Error.Class, m.Error.Desc)
+		}
+		if m.Return != nil {
 			answers++
 		}
 	}

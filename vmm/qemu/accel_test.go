@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,7 +54,9 @@ exit 134
 // TCG; where it can, both say so.
 func TestKVMProbeAgreesWithQEMU(t *testing.T) {
 	ctx := context.Background()
-	probe := kvmprobe.Probe(ctx, "/dev/kvm")
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	probe := kvmprobe.Probe(pctx, "/dev/kvm")
 	qemuErr := setsUpVCPU(ctx, "qemu-system-x86_64", AccelKVM)
 	if probe.Usable != (qemuErr == nil) {
 		t.Errorf("the probe says %v; QEMU on KVM: %v", probe, qemuErr)
@@ -63,4 +66,34 @@ func TestKVMProbeAgreesWithQEMU(t *testing.T) {
 		t.Errorf("DetectAccel: %s (%s); QEMU on KVM: %v", accel, why, qemuErr)
 	}
 	t.Logf("/dev/kvm: %v; DetectAccel: %s", probe, accel)
+}
+
+// KVM is chosen when the probe ran its code and QEMU set up a vCPU, or
+// when the probe failed only on a feature MSR and QEMU set one up anyway
+// (QEMU's own try decides what the probe cannot); every other case is
+// TCG, and a probe that hung or could not open the device asks no QEMU.
+func TestDecideAccel(t *testing.T) {
+	usable := kvmprobe.Result{Usable: true}
+	refused := kvmprobe.Result{Reason: "the test vCPU refused feature MSR 0x10a", RefusedMSR: true}
+	hung := kvmprobe.Result{Reason: "the test vCPU did not finish"}
+	aborted := errors.New("failed to set MSR 0x10a")
+	for _, tc := range []struct {
+		name     string
+		probe    kvmprobe.Result
+		qemu     error
+		want     Accel
+		asksQEMU bool
+	}{
+		{"probe ran, QEMU set up", usable, nil, AccelKVM, true},
+		{"probe ran, QEMU aborted", usable, aborted, AccelTCG, true},
+		{"MSR refused, QEMU set up", refused, nil, AccelKVM, true},
+		{"MSR refused, QEMU aborted", refused, aborted, AccelTCG, true},
+		{"probe hung", hung, nil, AccelTCG, false},
+	} {
+		asked := false
+		got, why := decideAccel(tc.probe, func() error { asked = true; return tc.qemu })
+		if got != tc.want || asked != tc.asksQEMU || why == "" {
+			t.Errorf("%s: %s (%q), QEMU asked %v; want %s, asked %v", tc.name, got, why, asked, tc.want, tc.asksQEMU)
+		}
+	}
 }
