@@ -90,6 +90,9 @@ func checkKVM(ctx context.Context, r *Report, cfg *config.Config, h Host) {
 			Fix: "set vmm.qemu.accel: auto (or tcg) to run guests under TCG software emulation, or fix KVM"})
 	case cfg.VMM.QEMU.Accel == "tcg":
 		r.add(Finding{Check: "kvm", Status: OK, Detail: detail + "; vmm.qemu.accel is tcg anyway"})
+	case res.RefusedMSR:
+		r.add(Finding{Check: "kvm", Status: Warn, Detail: detail,
+			Fix: "QEMU decides at start: the orchestrator tries a vCPU on KVM with it and uses TCG (software emulation, several times slower) if QEMU cannot set one up; its log line \"qemu acceleration detected\" says which"})
 	default:
 		r.add(Finding{Check: "kvm", Status: Warn, Detail: detail,
 			Fix: "the fallback applies: QEMU runs guests under TCG (software emulation), which works but boots and runs jobs several times slower; for KVM use a host with hardware virtualization"})

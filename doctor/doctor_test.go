@@ -260,6 +260,18 @@ func TestTCGFallbackIsAWarning(t *testing.T) {
 	}
 }
 
+// A KVM that ran the probe's code but refused a feature MSR it reports
+// itself is left to QEMU under accel auto (the orchestrator asks it at
+// start): a warning that says so, not the plain TCG fallback.
+func TestRefusedMSRLeavesTheVerdictToQEMU(t *testing.T) {
+	h := healthy()
+	h.kvm = kvmprobe.Result{Reason: "the test vCPU refused feature MSR 0x10a", RefusedMSR: true}
+	r := Run(context.Background(), testConfig("qemu"), h)
+	if f := find(r, "kvm", Warn); f == nil || !strings.Contains(f.Detail, "refused feature MSR 0x10a") || !strings.Contains(f.Fix, "QEMU decides at start") {
+		t.Errorf("kvm finding %+v", r.Findings)
+	}
+}
+
 func TestSmallerProblemsWarn(t *testing.T) {
 	h := healthy()
 	h.versions["/usr/bin/jailer"] = "Jailer v1.11.0"

@@ -83,8 +83,9 @@ in
         {
           # Zot runs as a dynamic user, which may write only its
           # StateDirectory, and systemd keeps those under /var/lib.
-          assertion = let dir = toString cfg.stateDir; in
-            lib.hasPrefix "/var/lib/" dir && lib.removePrefix "/var/lib/" dir != "" && !(lib.hasInfix ".." dir);
+          assertion = let dir = lib.removeSuffix "/" (toString cfg.stateDir); in
+            lib.hasPrefix "/var/lib/" dir
+            && lib.all (c: c != "" && c != "." && c != "..") (lib.splitString "/" (lib.removePrefix "/var/lib/" dir));
           message = "services.registry-cache.stateDir: ${toString cfg.stateDir} is not a directory under /var/lib/, where Zot (a dynamic user) may write; for a disk of its own, mount it at a directory under /var/lib/ and name that";
         }
         {
@@ -117,7 +118,7 @@ in
           Restart = "on-failure";
           LoadCredential = lib.optional (cfg.credentialsFile != null) "upstream-credentials:${cfg.credentialsFile}";
           DynamicUser = true;
-          StateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
+          StateDirectory = lib.removePrefix "/var/lib/" (lib.removeSuffix "/" (toString cfg.stateDir));
           UMask = "0077";
         };
       };

@@ -436,7 +436,9 @@ func TestOptionsThatWouldDoNothingAreRefused(t *testing.T) {
 		{`{ services.registry-cache = { enable = true; stateDir = "/srv/zot"; }; }`, "services.registry-cache.stateDir: /srv/zot is not a directory under /var/lib/"},
 		{`{ services.registry-cache = { enable = true; stateDir = "/var/lib/"; }; }`, "services.registry-cache.stateDir: /var/lib/ is not a directory under /var/lib/"},
 		{`{ services.registry-cache = { enable = true; stateDir = "/var/lib/../srv"; }; }`, "services.registry-cache.stateDir: /var/lib/../srv is not a directory under /var/lib/"},
-		{`{ services.registry-cache = { enable = true; stateDir = "/var/lib/zot-disk/cache"; }; }`, ""},
+		{`{ services.registry-cache = { enable = true; stateDir = "/var/lib/./zot"; }; }`, "services.registry-cache.stateDir: /var/lib/./zot is not a directory under /var/lib/"},
+		{`{ services.registry-cache = { enable = true; stateDir = "/var/lib//zot"; }; }`, "services.registry-cache.stateDir: /var/lib//zot is not a directory under /var/lib/"},
+		{`{ services.registry-cache = { enable = true; stateDir = "/var/lib/zot-disk/cache/"; }; }`, ""},
 	} {
 		var failed []string
 		eval(t, expr(tc.host), &failed)

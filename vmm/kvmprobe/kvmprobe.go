@@ -2,10 +2,10 @@
 // the device is not enough: a host with a paravirtual-only KVM (PVM) or a
 // broken nested setup opens it fine and then hangs stock guests, or
 // refuses the vCPU state a VMM sets. The probe creates a VM with one
-// vCPU, sets it up as QEMU and Firecracker do (the CPUID KVM supports,
-// then the feature MSRs KVM reports), runs a few real-mode instructions
-// in it, and checks they executed: an OUT to a port with a known value,
-// then HLT.
+// vCPU, gives it the CPUID KVM supports and the feature MSRs KVM
+// reports (those a VMM such as QEMU writes to every vCPU), runs a few
+// real-mode instructions in it, and checks they executed: an OUT to a
+// port with a known value, then HLT.
 package kvmprobe
 
 import (
@@ -52,9 +52,10 @@ const guestAddr = 0x1000
 type Result struct {
 	Usable bool
 	Reason string
-	// RefusedMSR: the vCPU refused a feature MSR KVM itself reports, and
-	// ran nothing. QEMU aborts on such a KVM; a VMM that writes fewer
-	// MSRs might not, so a caller that can ask the VMM itself should.
+	// RefusedMSR: the vCPU ran the probe's code but refused a feature
+	// MSR KVM itself reports. QEMU aborts on such a KVM; a VMM that
+	// writes fewer MSRs might not, so a caller that can ask the VMM
+	// itself should.
 	RefusedMSR bool
 }
 
@@ -149,7 +150,8 @@ func run(device string) error {
 		return fmt.Errorf("map vCPU run area: %w", err)
 	}
 	defer unix.Munmap(runMem)
-	if err := setUpAsAVMM(kvm, int(vcpu)); err != nil {
+	refused, err := setUpAsAVMM(kvm, int(vcpu))
+	if err != nil {
 		return err
 	}
 
@@ -189,6 +191,9 @@ func run(device string) error {
 			if !sawOut {
 				return errors.New("test vCPU halted without running its code")
 			}
+			if refused != nil {
+				return *refused // the code ran; the MSR is what is wrong
+			}
 			return nil
 		default:
 			return fmt.Errorf("test vCPU exited with reason %d", reason)
@@ -224,26 +229,30 @@ func (e msrRefused) Error() string {
 // what QEMU's -cpu host starts from; KVM takes a feature MSR only for a
 // vCPU whose CPUID has the feature), then, one at a time, each feature
 // MSR KVM lists (KVM_GET_MSR_FEATURE_INDEX_LIST) with the value KVM
-// reports for it: a VMM writes them to every vCPU before it runs, and a
-// KVM that refuses one of its own runs no VM. A kernel without the list
-// has no such MSRs to refuse.
-func setUpAsAVMM(kvm, vcpu int) error {
+// reports for it, but the VMX capability MSRs: those matter to nested
+// guests only, and KVM refuses some of them (the non-true controls, the
+// FIXED1 ones) from any VMM. It returns the first MSR refused, if any; a
+// kernel without the list has no such MSRs to refuse.
+func setUpAsAVMM(kvm, vcpu int) (*msrRefused, error) {
 	c := &cpuid2{n: uint32(len(cpuid2{}.entries))}
 	if _, err := ioctl(kvm, kvmGetSupportedCPUID, unsafe.Pointer(c)); err != nil {
-		return fmt.Errorf("read the supported CPUID: %w", err)
+		return nil, fmt.Errorf("read the supported CPUID: %w", err)
 	}
 	if _, err := ioctl(vcpu, kvmSetCPUID2, unsafe.Pointer(c)); err != nil {
-		return fmt.Errorf("set the test vCPU's CPUID: %w", err)
+		return nil, fmt.Errorf("set the test vCPU's CPUID: %w", err)
 	}
 	var list [1 + 256]uint32
 	list[0] = 256
 	if _, err := ioctl(kvm, kvmGetMSRFeatureList, unsafe.Pointer(&list[0])); err != nil {
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.E2BIG) {
-			return nil // no list, or one longer than any kernel's: a VMM decides
+			return nil, nil // no list, or one longer than any kernel's: a VMM decides
 		}
-		return fmt.Errorf("list feature MSRs: %w", err)
+		return nil, fmt.Errorf("list feature MSRs: %w", err)
 	}
 	for _, index := range list[1 : 1+min(list[0], 256)] {
+		if index >= vmxFirstMSR && index <= vmxLastMSR {
+			continue
+		}
 		msrs := struct {
 			n, _  uint32
 			entry msrEntry
@@ -251,9 +260,19 @@ func setUpAsAVMM(kvm, vcpu int) error {
 		if n, err := ioctl(kvm, kvmGetMSRs, unsafe.Pointer(&msrs)); err != nil || n != 1 {
 			continue // not readable on this host: no VMM writes it
 		}
-		if n, err := ioctl(vcpu, kvmSetMSRs, unsafe.Pointer(&msrs)); err != nil || n != 1 {
-			return msrRefused{index, msrs.entry.data}
+		n, err := ioctl(vcpu, kvmSetMSRs, unsafe.Pointer(&msrs))
+		if err != nil {
+			return nil, fmt.Errorf("set feature MSR %#x: %w", index, err)
+		}
+		if n != 1 {
+			return &msrRefused{index, msrs.entry.data}, nil
 		}
 	}
-	return nil
+	return nil, nil
 }
+
+// The VMX capability MSRs (IA32_VMX_BASIC to IA32_VMX_VMFUNC).
+const (
+	vmxFirstMSR = 0x480
+	vmxLastMSR  = 0x491
+)

@@ -41,7 +41,7 @@ func decideAccel(r kvmprobe.Result, qemuTry func() error) (Accel, string) {
 		return AccelTCG, "not usable by QEMU: " + err.Error()
 	}
 	if r.RefusedMSR {
-		return AccelKVM, "usable: QEMU set up a vCPU on it, though " + r.Reason
+		return AccelKVM, "usable: a test vCPU ran guest code and QEMU set up one on it (KVM refused a feature MSR QEMU does not write here: " + r.Reason + ")"
 	}
 	return AccelKVM, r.String() + ", and QEMU set up a vCPU on it"
 }
@@ -59,6 +59,7 @@ func setsUpVCPU(ctx context.Context, binary string, accel Accel) error {
 	cmd.Stdin = strings.NewReader(`{"execute":"qmp_capabilities"}` + "\n" + `{"execute":"query-status"}` + "\n")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	cmd.WaitDelay = time.Second // a child holding stderr open ends no wait
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -66,7 +67,6 @@ func setsUpVCPU(ctx context.Context, binary string, accel Accel) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", binary, err)
 	}
-	cmd.WaitDelay = time.Second // a child holding stderr open ends no wait
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	r := bufio.NewReader(io.LimitReader(out, 1<<20))
 	for answers := 0; answers < 2; {
